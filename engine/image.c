@@ -1,0 +1,298 @@
+/* image: PNG grids with libpng. See image.h.
+ *
+ * libpng reports errors by longjmp. Each libpng call sequence runs in a small
+ * *_inner function that holds the setjmp; everything it allocates hangs off a
+ * context owned by the caller, so after a longjmp no local variable with an
+ * indeterminate value is used and the caller frees everything in one place. */
+#include "image.h"
+
+#include <math.h>
+#include <png.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "safetensors.h"
+
+/* Images larger than this are refused when decoding. */
+#define IMAGE_MAX_DECODE_SIDE 4096
+/* Grids larger than this are refused when encoding (about 800 MB of RGB). */
+#define IMAGE_MAX_ENCODE_SIDE 16384
+
+static void set_err(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void set_err(char *err, size_t errlen, const char *fmt, ...) {
+    if (!err || errlen == 0) return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+}
+
+typedef struct {
+    png_structp png;
+    png_infop info;
+    int nomem;
+    char msg[256];
+    /* encoding */
+    uint8_t *out; /* owned until handed to the caller */
+    size_t out_len, out_cap;
+    /* decoding */
+    const uint8_t *in;
+    size_t in_len, in_pos;
+    uint8_t *pixels;  /* owned: decoded rows, interleaved */
+    png_bytep *rows;  /* owned: pointers into pixels */
+    uint32_t width, height;
+    int channels, bit_depth;
+} image_png_ctx;
+
+static void image_png_error(png_structp png, png_const_charp msg) {
+    image_png_ctx *c = png_get_error_ptr(png);
+    snprintf(c->msg, sizeof c->msg, "%s", msg);
+    png_longjmp(png, 1);
+}
+
+static void image_png_warning(png_structp png, png_const_charp msg) {
+    (void)png;
+    (void)msg; /* warnings (e.g. bad ancillary chunks) do not stop decoding */
+}
+
+static void image_write_cb(png_structp png, png_bytep data, size_t len) {
+    image_png_ctx *c = png_get_io_ptr(png);
+    if (len > c->out_cap - c->out_len) {
+        size_t ncap = c->out_cap ? c->out_cap : 4096;
+        while (ncap - c->out_len < len) {
+            if (ncap > SIZE_MAX / 2) {
+                c->nomem = 1;
+                png_error(png, "PNG output too large");
+            }
+            ncap *= 2;
+        }
+        uint8_t *p = realloc(c->out, ncap);
+        if (!p) {
+            c->nomem = 1;
+            png_error(png, "out of memory");
+        }
+        c->out = p;
+        c->out_cap = ncap;
+    }
+    memcpy(c->out + c->out_len, data, len);
+    c->out_len += len;
+}
+
+static void image_flush_cb(png_structp png) { (void)png; }
+
+static uint8_t quantize(float v) {
+    if (!(v > 0.0f)) return 0; /* also NaN */
+    if (v >= 1.0f) return 255;
+    return (uint8_t)lrintf(v * 255.0f);
+}
+
+static int encode_inner(image_png_ctx *c, uint32_t w, uint32_t h, int channels) {
+    if (setjmp(png_jmpbuf(c->png))) return 1;
+    png_set_write_fn(c->png, c, image_write_cb, image_flush_cb);
+    png_set_IHDR(c->png, c->info, w, h, 8, channels == 1 ? PNG_COLOR_TYPE_GRAY : PNG_COLOR_TYPE_RGB,
+                 PNG_INTERLACE_NONE, PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
+    png_write_info(c->png, c->info);
+    png_write_image(c->png, c->rows);
+    png_write_end(c->png, NULL);
+    return 0;
+}
+
+int image_encode_grid_png(const float *images, int n, int channels, int height, int width,
+                          int cols, uint8_t **out, size_t *out_len, char *err, size_t errlen) {
+    if (!out || !out_len || !images || n < 1 || (channels != 1 && channels != 3) || height < 1 ||
+        width < 1) {
+        set_err(err, errlen, "png: invalid arguments (n=%d channels=%d %dx%d)", n, channels,
+                height, width);
+        return IMAGE_ERR_ARG;
+    }
+    *out = NULL;
+    *out_len = 0;
+    if (cols <= 0) {
+        long long c = 1;
+        while (c * c < n) c++;
+        cols = (int)c;
+    }
+    long long grid_rows = (n + (long long)cols - 1) / cols;
+    long long gw = (long long)cols * width, gh = grid_rows * height;
+    if (gw > IMAGE_MAX_ENCODE_SIDE || gh > IMAGE_MAX_ENCODE_SIDE) {
+        set_err(err, errlen, "png: grid of %lldx%lld pixels exceeds %d per side", gh, gw,
+                IMAGE_MAX_ENCODE_SIDE);
+        return IMAGE_ERR_ARG;
+    }
+    size_t W = (size_t)gw, H = (size_t)gh, C = (size_t)channels;
+    size_t plane = (size_t)height * (size_t)width;
+
+    image_png_ctx c = {0};
+    c.pixels = calloc(H * W * C, 1); /* unused cells stay black */
+    c.rows = malloc(H * sizeof *c.rows);
+    if (!c.pixels || !c.rows) {
+        free(c.pixels);
+        free(c.rows);
+        set_err(err, errlen, "png: out of memory");
+        return IMAGE_ERR_NOMEM;
+    }
+    for (size_t y = 0; y < H; y++) c.rows[y] = c.pixels + y * W * C;
+    for (int i = 0; i < n; i++) {
+        const float *img = images + (size_t)i * C * plane;
+        size_t x0 = (size_t)(i % cols) * (size_t)width, y0 = (size_t)(i / cols) * (size_t)height;
+        for (size_t ch = 0; ch < C; ch++)
+            for (size_t y = 0; y < (size_t)height; y++)
+                for (size_t x = 0; x < (size_t)width; x++)
+                    c.rows[y0 + y][(x0 + x) * C + ch] = quantize(img[ch * plane + y * width + x]);
+    }
+
+    int rc = IMAGE_OK;
+    c.png = png_create_write_struct(PNG_LIBPNG_VER_STRING, &c, image_png_error, image_png_warning);
+    if (c.png) c.info = png_create_info_struct(c.png);
+    if (!c.png || !c.info) {
+        set_err(err, errlen, "png: out of memory");
+        rc = IMAGE_ERR_NOMEM;
+    } else if (encode_inner(&c, (uint32_t)W, (uint32_t)H, channels)) {
+        set_err(err, errlen, "png: encoding failed: %s", c.msg);
+        rc = c.nomem ? IMAGE_ERR_NOMEM : IMAGE_ERR_FORMAT;
+    }
+    png_destroy_write_struct(c.png ? &c.png : NULL, c.info ? &c.info : NULL);
+    free(c.pixels);
+    free(c.rows);
+    if (rc) {
+        free(c.out);
+        return rc;
+    }
+    *out = c.out;
+    *out_len = c.out_len;
+    return IMAGE_OK;
+}
+
+int image_write_grid_png(const char *path, const float *images, int n, int channels, int height,
+                         int width, int cols, char *err, size_t errlen) {
+    if (!path) {
+        set_err(err, errlen, "png: no path");
+        return IMAGE_ERR_ARG;
+    }
+    uint8_t *png = NULL; /* owned here */
+    size_t len = 0;
+    int rc = image_encode_grid_png(images, n, channels, height, width, cols, &png, &len, err,
+                                   errlen);
+    if (rc) return rc;
+    rc = st_write_bytes_atomic(path, png, len, err, errlen);
+    free(png);
+    switch (rc) {
+    case ST_OK: return IMAGE_OK;
+    case ST_ERR_NOMEM: return IMAGE_ERR_NOMEM;
+    case ST_ERR_ARG: return IMAGE_ERR_ARG;
+    default: return IMAGE_ERR_IO;
+    }
+}
+
+static void image_read_cb(png_structp png, png_bytep data, size_t len) {
+    image_png_ctx *c = png_get_io_ptr(png);
+    if (len > c->in_len - c->in_pos) png_error(png, "truncated PNG data");
+    memcpy(data, c->in + c->in_pos, len);
+    c->in_pos += len;
+}
+
+static int decode_inner(image_png_ctx *c) {
+    if (setjmp(png_jmpbuf(c->png))) return 1;
+    png_set_read_fn(c->png, c, image_read_cb);
+    png_set_user_limits(c->png, IMAGE_MAX_DECODE_SIDE, IMAGE_MAX_DECODE_SIDE);
+    png_read_info(c->png, c->info);
+    png_uint_32 w, h;
+    int depth, color, interlace;
+    png_get_IHDR(c->png, c->info, &w, &h, &depth, &color, &interlace, NULL, NULL);
+    if (w == 0 || h == 0 || w > IMAGE_MAX_DECODE_SIDE || h > IMAGE_MAX_DECODE_SIDE)
+        png_error(c->png, "image size out of range");
+    /* Everything becomes 8- or 16-bit grey or RGB; tRNS is ignored because
+     * alpha is dropped anyway. 16-bit samples are kept for precision. */
+    if (color == PNG_COLOR_TYPE_PALETTE) png_set_palette_to_rgb(c->png);
+    if (color == PNG_COLOR_TYPE_GRAY && depth < 8) png_set_expand_gray_1_2_4_to_8(c->png);
+    if (color & PNG_COLOR_MASK_ALPHA) png_set_strip_alpha(c->png);
+    png_set_interlace_handling(c->png);
+    png_read_update_info(c->png, c->info);
+
+    c->width = w;
+    c->height = h;
+    c->channels = png_get_channels(c->png, c->info);
+    c->bit_depth = png_get_bit_depth(c->png, c->info);
+    if ((c->channels != 1 && c->channels != 3) || (c->bit_depth != 8 && c->bit_depth != 16))
+        png_error(c->png, "unsupported pixel layout after conversion");
+    size_t rowbytes = png_get_rowbytes(c->png, c->info);
+    if (rowbytes != (size_t)w * (size_t)c->channels * (size_t)(c->bit_depth / 8))
+        png_error(c->png, "unexpected row size");
+    c->pixels = malloc((size_t)h * rowbytes);
+    c->rows = malloc((size_t)h * sizeof *c->rows);
+    if (!c->pixels || !c->rows) {
+        c->nomem = 1;
+        png_error(c->png, "out of memory");
+    }
+    for (size_t y = 0; y < h; y++) c->rows[y] = c->pixels + y * rowbytes;
+    png_read_image(c->png, c->rows);
+    png_read_end(c->png, NULL);
+    return 0;
+}
+
+int image_decode_png(const uint8_t *png, size_t len, int want_channels, float **out,
+                     int *height, int *width, char *err, size_t errlen) {
+    if (!out || !height || !width || (want_channels != 1 && want_channels != 3) ||
+        (!png && len)) {
+        set_err(err, errlen, "png: invalid arguments");
+        return IMAGE_ERR_ARG;
+    }
+    *out = NULL;
+    *height = *width = 0;
+    if (len < 8 || png_sig_cmp(png, 0, 8) != 0) {
+        set_err(err, errlen, "png: not a PNG image (%zu bytes, bad signature)", len);
+        return IMAGE_ERR_FORMAT;
+    }
+
+    image_png_ctx c = {0};
+    c.in = png;
+    c.in_len = len;
+    int rc = IMAGE_OK;
+    c.png = png_create_read_struct(PNG_LIBPNG_VER_STRING, &c, image_png_error, image_png_warning);
+    if (c.png) c.info = png_create_info_struct(c.png);
+    if (!c.png || !c.info) {
+        set_err(err, errlen, "png: out of memory");
+        rc = IMAGE_ERR_NOMEM;
+    } else if (decode_inner(&c)) {
+        set_err(err, errlen, "png: cannot decode: %s", c.msg);
+        rc = c.nomem ? IMAGE_ERR_NOMEM : IMAGE_ERR_FORMAT;
+    }
+    png_destroy_read_struct(c.png ? &c.png : NULL, c.info ? &c.info : NULL, NULL);
+
+    if (!rc) {
+        size_t plane = (size_t)c.width * c.height;
+        float *f = malloc(plane * (size_t)want_channels * sizeof *f); /* owned: handed to *out */
+        if (!f) {
+            set_err(err, errlen, "png: out of memory");
+            rc = IMAGE_ERR_NOMEM;
+        } else {
+            int wide = c.bit_depth == 16;
+            float scale = wide ? 1.0f / 65535.0f : 1.0f / 255.0f;
+            for (size_t i = 0; i < plane; i++) {
+                float s[3];
+                for (int ch = 0; ch < c.channels; ch++) {
+                    const uint8_t *p = c.pixels + (i * (size_t)c.channels + (size_t)ch) * (wide ? 2 : 1);
+                    unsigned v = wide ? (unsigned)p[0] << 8 | p[1] : p[0]; /* PNG is big-endian */
+                    s[ch] = (float)v * scale;
+                }
+                if (c.channels == 1) s[1] = s[2] = s[0];
+                if (want_channels == 1) {
+                    /* The weights sum to 1 but rounding can push white above it. */
+                    float y = 0.299f * s[0] + 0.587f * s[1] + 0.114f * s[2];
+                    f[i] = c.channels == 1 ? s[0] : fminf(y, 1.0f);
+                } else {
+                    for (int ch = 0; ch < 3; ch++) f[(size_t)ch * plane + i] = s[ch];
+                }
+            }
+            *out = f;
+            *height = (int)c.height;
+            *width = (int)c.width;
+        }
+    }
+    free(c.pixels);
+    free(c.rows);
+    return rc;
+}

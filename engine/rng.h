@@ -1,0 +1,27 @@
+/* rng: an explicit-state generator (xoshiro256**), seeded by splitmix64.
+ *
+ * Every random draw in vaed goes through a rng_state the caller owns, so a
+ * run is repeatable from its seed and a checkpoint can store the state.
+ */
+#ifndef RNG_H
+#define RNG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct {
+    uint64_t s[4];
+} rng_state;
+
+void rng_seed(rng_state *r, uint64_t seed);
+uint64_t rng_next_u64(rng_state *r);
+/* Uniform in [0, 1) with 24 random bits. */
+float rng_uniform(rng_state *r);
+/* Uniform integer in [0, n), n > 0. */
+uint64_t rng_below(rng_state *r, uint64_t n);
+/* n standard normal draws. */
+void rng_normal_fill(rng_state *r, float *out, size_t n);
+/* Fisher-Yates shuffle of idx[0..n). */
+void rng_shuffle(rng_state *r, int *idx, int n);
+
+#endif

@@ -1,0 +1,99 @@
+/* safetensors: reading and writing the safetensors file format.
+ *
+ * A file is: 8 bytes little-endian header length N, N bytes of JSON header,
+ * then the tensor data. The header maps tensor names to
+ * {"dtype","shape","data_offsets":[begin,end]} (offsets relative to the data
+ * area) and may hold "__metadata__", a map of string to string.
+ *
+ *     st_file f;
+ *     if (st_parse(buf, len, &f, err, sizeof err)) ...   // f borrows buf
+ *     const st_tensor_info *t = st_find(&f, "fc1.weight");
+ *     const float *w = (const float *)(f.data + t->begin);  // when dtype is F32
+ *     st_free(&f);
+ *
+ * The parser trusts nothing: header length within the file and under
+ * ST_MAX_HEADER, strict JSON with bounded depth, offsets in range, ordered,
+ * non-overlapping and covering the data area, shape product times dtype size
+ * equal to the byte length, names unique.
+ */
+#ifndef SAFETENSORS_H
+#define SAFETENSORS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define ST_MAX_HEADER (100u * 1024u * 1024u)
+#define ST_MAX_DIMS 8
+#define ST_NAME_MAX 256
+
+typedef enum { ST_OK = 0, ST_ERR_IO, ST_ERR_FORMAT, ST_ERR_NOMEM, ST_ERR_ARG } st_status;
+
+typedef struct {
+    char name[ST_NAME_MAX];
+    char dtype[8];            /* "F32", "F16", "I64", ... */
+    int ndim;
+    int64_t shape[ST_MAX_DIMS];
+    uint64_t begin, end;      /* byte offsets into data */
+} st_tensor_info;
+
+typedef struct {
+    int n_tensors;
+    st_tensor_info *tensors;  /* owned */
+    int n_meta;
+    char **meta_keys;         /* owned */
+    char **meta_values;       /* owned */
+    const uint8_t *data;      /* the data area: into the parsed buffer */
+    uint64_t data_len;
+    uint8_t *owned_buf;       /* owned; the whole file when read by st_read_file */
+    size_t owned_len;
+} st_file;
+
+/* Parses buf (borrowed: it must outlive f). */
+int st_parse(const uint8_t *buf, size_t len, st_file *f, char *err, size_t errlen);
+/* Reads and parses a whole file (f owns the bytes). */
+int st_read_file(const char *path, st_file *f, char *err, size_t errlen);
+const st_tensor_info *st_find(const st_file *f, const char *name);
+const char *st_meta_get(const st_file *f, const char *key);
+void st_free(st_file *f);
+
+typedef struct {
+    const char *name;
+    int ndim;
+    int64_t shape[ST_MAX_DIMS];
+    const float *data;        /* F32, product(shape) floats */
+} st_tensor_out;
+
+/* Serialises F32 tensors and string metadata into a new buffer (*out owned by
+ * the caller, free()). The header is padded with spaces to a multiple of 8. */
+int st_write_mem(const st_tensor_out *tensors, int n_tensors, const char *const *meta_keys,
+                 const char *const *meta_values, int n_meta, uint8_t **out, size_t *out_len,
+                 char *err, size_t errlen);
+/* Writes a file atomically: a temporary file beside it, fsync, rename, fsync
+ * of the directory. On failure the target is untouched. */
+int st_write_file(const char *path, const st_tensor_out *tensors, int n_tensors,
+                  const char *const *meta_keys, const char *const *meta_values, int n_meta,
+                  char *err, size_t errlen);
+/* Writes bytes to path atomically, as st_write_file does. */
+int st_write_bytes_atomic(const char *path, const uint8_t *buf, size_t len, char *err,
+                          size_t errlen);
+
+/* A small strict JSON reader, for the safetensors header and the config JSON
+ * kept in its metadata (the engine links no JSON library). */
+typedef enum { SJ_NULL, SJ_BOOL, SJ_NUMBER, SJ_STRING, SJ_ARRAY, SJ_OBJECT } sj_type;
+typedef struct sj_value {
+    sj_type type;
+    int boolean;
+    double number;
+    int is_integer;           /* number written without fraction or exponent */
+    int64_t integer;          /* exact value when is_integer (|v| < 2^63) */
+    char *string;             /* owned, NUL-terminated (SJ_STRING) */
+    size_t n;                 /* items / members */
+    struct sj_value *items;   /* owned; array items or object values */
+    char **keys;              /* owned; object keys */
+} sj_value;
+
+int sj_parse(const char *text, size_t len, int max_depth, sj_value *out, char *err, size_t errlen);
+const sj_value *sj_get(const sj_value *obj, const char *key);
+void sj_free(sj_value *v);
+
+#endif

@@ -1,0 +1,764 @@
+/* The MLP VAE: forward, loss, backward and Adam on cblas_sgemm.
+ *
+ * Layout of a batch: row-major (B, features). With mc_samples L > 1 the
+ * decoder sees B*L rows, row b*L + l being sample l of image b.
+ *
+ * Tensor order in the flat parameter array is chosen so that fc_mu and
+ * fc_logvar weights are adjacent, then their biases: the two heads then run
+ * as one (2*latent, hidden) sgemm.
+ */
+#include "vae.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* logvar is clamped to this range before exp() so that sigma and the KL stay
+ * finite in float (exp(0.5*30) ~ 3.3e6); the gradient is zero outside it. */
+#define LOGVAR_MIN (-30.0f)
+#define LOGVAR_MAX 30.0f
+#define LEAKY_SLOPE 0.01f /* PyTorch's nn.LeakyReLU default */
+#define LOG_2PI 1.8378770664093453
+
+/* ---------- options ---------- */
+
+static const char *const act_names[] = {"relu", "leaky_relu", "tanh", "elu"};
+static const char *const lik_names[] = {"bernoulli", "cbernoulli", "gaussian", "gaussian-learned"};
+static const char *const bin_names[] = {"none", "static", "dynamic"};
+static const char *const arch_names[] = {"mlp", "conv"};
+
+#define NAME_OF(tbl, v) (((int)(v) >= 0 && (size_t)(v) < sizeof tbl / sizeof tbl[0]) ? tbl[v] : "?")
+const char *vae_activation_name(vae_activation a) { return NAME_OF(act_names, a); }
+const char *vae_likelihood_name(vae_likelihood l) { return NAME_OF(lik_names, l); }
+const char *vae_binarize_name(vae_binarize b) { return NAME_OF(bin_names, b); }
+const char *vae_arch_name(vae_arch a) { return NAME_OF(arch_names, a); }
+
+static int parse_name(const char *s, const char *const *tbl, int n)
+{
+    for (int i = 0; s && i < n; i++)
+        if (strcmp(s, tbl[i]) == 0) return i;
+    return -1;
+}
+#define PARSE_INTO(tbl, s, out, type)                                      \
+    do {                                                                   \
+        int i_ = parse_name(s, tbl, (int)(sizeof tbl / sizeof tbl[0]));    \
+        if (i_ < 0) return VAE_ERR_ARG;                                    \
+        *(out) = (type)i_;                                                 \
+        return VAE_OK;                                                     \
+    } while (0)
+int vae_activation_parse(const char *s, vae_activation *out) { PARSE_INTO(act_names, s, out, vae_activation); }
+int vae_likelihood_parse(const char *s, vae_likelihood *out) { PARSE_INTO(lik_names, s, out, vae_likelihood); }
+int vae_binarize_parse(const char *s, vae_binarize *out) { PARSE_INTO(bin_names, s, out, vae_binarize); }
+int vae_arch_parse(const char *s, vae_arch *out) { PARSE_INTO(arch_names, s, out, vae_arch); }
+
+void vae_config_default(vae_config *cfg)
+{
+    memset(cfg, 0, sizeof *cfg);
+    cfg->arch = VAE_ARCH_MLP;
+    cfg->channels = 1;
+    cfg->height = 28;
+    cfg->width = 28;
+    cfg->n_hidden = 1;
+    cfg->hidden[0] = 400;
+    cfg->n_conv = 4;
+    cfg->conv_channels[0] = 32;
+    cfg->conv_channels[1] = 64;
+    cfg->conv_channels[2] = 128;
+    cfg->conv_channels[3] = 256;
+    cfg->latent = 20;
+    cfg->activation = VAE_ACT_RELU;
+    cfg->likelihood = VAE_LIK_BERNOULLI;
+    cfg->sigma = 1.0f;
+    cfg->binarize = VAE_BIN_NONE;
+    cfg->beta = 1.0f;
+    cfg->mc_samples = 1;
+    cfg->lr = 1e-3f;
+    cfg->beta1 = 0.9f;
+    cfg->beta2 = 0.999f;
+    cfg->eps = 1e-8f;
+    cfg->batch = 128;
+    cfg->epochs = 10;
+    cfg->seed = 1;
+}
+
+int vae_config_output_dim(const vae_config *cfg)
+{
+    int d = vae_config_input_dim(cfg);
+    return cfg->likelihood == VAE_LIK_GAUSSIAN_LEARNED ? 2 * d : d;
+}
+
+int vae_config_validate(const vae_config *cfg, char *err, size_t errlen)
+{
+#define BAD(...)                                  \
+    do {                                          \
+        snprintf(err, errlen, __VA_ARGS__);       \
+        return VAE_ERR_ARG;                       \
+    } while (0)
+    if (cfg->arch != VAE_ARCH_MLP) BAD("arch %s is not supported by this build", vae_arch_name(cfg->arch));
+    if (cfg->channels != 1 && cfg->channels != 3) BAD("channels must be 1 or 3, not %d", cfg->channels);
+    if (cfg->height < 1 || cfg->height > 1024 || cfg->width < 1 || cfg->width > 1024)
+        BAD("image size %dx%d is out of range (1..1024)", cfg->height, cfg->width);
+    if ((long)cfg->channels * cfg->height * cfg->width > 4L * 1024 * 1024)
+        BAD("input of %d values is too large", cfg->channels * cfg->height * cfg->width);
+    if (cfg->n_hidden < 0 || cfg->n_hidden > VAE_MAX_HIDDEN)
+        BAD("between 0 and %d hidden layers, not %d", VAE_MAX_HIDDEN, cfg->n_hidden);
+    for (int i = 0; i < cfg->n_hidden; i++)
+        if (cfg->hidden[i] < 1 || cfg->hidden[i] > 16384)
+            BAD("hidden layer %d has width %d (1..16384)", i + 1, cfg->hidden[i]);
+    if (cfg->latent < 1 || cfg->latent > 4096) BAD("latent size %d is out of range (1..4096)", cfg->latent);
+    if ((unsigned)cfg->activation > VAE_ACT_ELU) BAD("unknown activation");
+    if ((unsigned)cfg->likelihood > VAE_LIK_GAUSSIAN_LEARNED) BAD("unknown likelihood");
+    if ((unsigned)cfg->binarize > VAE_BIN_DYNAMIC) BAD("unknown binarize mode");
+    if (!(cfg->sigma > 0.0f) || !isfinite(cfg->sigma)) BAD("sigma must be a positive number");
+    if (!(cfg->beta >= 0.0f) || !isfinite(cfg->beta)) BAD("beta must be >= 0");
+    if (cfg->kl_warmup < 0) BAD("kl-warmup must be >= 0");
+    if (!(cfg->free_bits >= 0.0f) || !isfinite(cfg->free_bits)) BAD("free-bits must be >= 0");
+    if (cfg->mc_samples < 1 || cfg->mc_samples > 64) BAD("mc-samples must be in 1..64");
+    if (!(cfg->lr > 0.0f) || !isfinite(cfg->lr)) BAD("lr must be a positive number");
+    if (!(cfg->beta1 >= 0.0f && cfg->beta1 < 1.0f)) BAD("beta1 must be in [0, 1)");
+    if (!(cfg->beta2 >= 0.0f && cfg->beta2 < 1.0f)) BAD("beta2 must be in [0, 1)");
+    if (!(cfg->eps > 0.0f) || !isfinite(cfg->eps)) BAD("eps must be a positive number");
+    if (!(cfg->weight_decay >= 0.0f) || !isfinite(cfg->weight_decay)) BAD("weight-decay must be >= 0");
+    if (!(cfg->clip_grad >= 0.0f) || !isfinite(cfg->clip_grad)) BAD("clip-grad must be >= 0");
+    if (cfg->batch < 1 || cfg->batch > 65536) BAD("batch must be in 1..65536");
+    if (cfg->epochs < 0 || cfg->epochs > 100000) BAD("epochs must be in 0..100000");
+#undef BAD
+    return VAE_OK;
+}
+
+/* ---------- tensor table ---------- */
+
+static void add_tensor(vae_model *m, const char *name, int ndim, int d0, int d1)
+{
+    vae_tensor *t = &m->tensors[m->n_tensors++];
+    snprintf(t->name, sizeof t->name, "%s", name);
+    t->ndim = ndim;
+    t->shape[0] = d0;
+    t->shape[1] = ndim > 1 ? d1 : 0;
+    t->size = (size_t)d0 * (ndim > 1 ? (size_t)d1 : 1);
+    t->offset = m->n_params;
+    m->n_params += t->size;
+}
+
+static void add_linear(vae_model *m, const char *prefix, int in, int out)
+{
+    char name[VAE_TENSOR_NAME_MAX];
+    snprintf(name, sizeof name, "%s.weight", prefix);
+    add_tensor(m, name, 2, out, in);
+    snprintf(name, sizeof name, "%s.bias", prefix);
+    add_tensor(m, name, 1, out, 0);
+}
+
+int vae_alloc(vae_model *m, const vae_config *cfg, char *err, size_t errlen)
+{
+    memset(m, 0, sizeof *m);
+    if (vae_config_validate(cfg, err, errlen)) return VAE_ERR_ARG;
+    m->cfg = *cfg;
+    int D = vae_config_input_dim(cfg), Z = cfg->latent, H = cfg->n_hidden;
+    char prefix[32];
+    int in = D;
+    for (int i = 0; i < H; i++) {
+        snprintf(prefix, sizeof prefix, "encoder.%d", i);
+        add_linear(m, prefix, in, cfg->hidden[i]);
+        in = cfg->hidden[i];
+    }
+    add_tensor(m, "fc_mu.weight", 2, Z, in);
+    add_tensor(m, "fc_logvar.weight", 2, Z, in);
+    add_tensor(m, "fc_mu.bias", 1, Z, 0);
+    add_tensor(m, "fc_logvar.bias", 1, Z, 0);
+    in = Z;
+    for (int i = 0; i < H; i++) {
+        snprintf(prefix, sizeof prefix, "decoder.%d", i);
+        int out = cfg->hidden[H - 1 - i];
+        add_linear(m, prefix, in, out);
+        in = out;
+    }
+    add_linear(m, "out", in, vae_config_output_dim(cfg));
+    m->params = calloc(m->n_params, sizeof(float));
+    if (!m->params) {
+        snprintf(err, errlen, "out of memory for %zu parameters", m->n_params);
+        return VAE_ERR_NOMEM;
+    }
+    return VAE_OK;
+}
+
+int vae_init(vae_model *m, const vae_config *cfg, uint64_t seed, char *err, size_t errlen)
+{
+    int rc = vae_alloc(m, cfg, err, errlen);
+    if (rc) return rc;
+    /* PyTorch's nn.Linear default: weight and bias ~ U(-1/sqrt(in), 1/sqrt(in)). */
+    rng_state r;
+    rng_seed(&r, seed);
+    for (int i = 0; i < m->n_tensors; i++) {
+        vae_tensor *t = &m->tensors[i];
+        int fan_in;
+        if (t->ndim == 2) {
+            fan_in = t->shape[1];
+        } else {
+            const vae_tensor *w = &m->tensors[i - 1];
+            /* fc_*.bias follow both head weights */
+            if (w->ndim != 2) w = &m->tensors[i - 2];
+            if (w->ndim != 2) w = &m->tensors[i - 3];
+            fan_in = w->shape[1];
+        }
+        float bound = 1.0f / sqrtf((float)fan_in);
+        float *p = m->params + t->offset;
+        for (size_t k = 0; k < t->size; k++) p[k] = (2.0f * rng_uniform(&r) - 1.0f) * bound;
+    }
+    return VAE_OK;
+}
+
+void vae_free(vae_model *m)
+{
+    if (!m) return;
+    free(m->params);
+    m->params = NULL;
+    m->n_params = 0;
+    m->n_tensors = 0;
+}
+
+const vae_tensor *vae_find_tensor(const vae_model *m, const char *name)
+{
+    for (int i = 0; i < m->n_tensors; i++)
+        if (strcmp(m->tensors[i].name, name) == 0) return &m->tensors[i];
+    return NULL;
+}
+
+/* Index of layers in the tensor table: encoder i -> 2i, heads -> 2H..2H+3,
+ * decoder i -> 2H+4+2i, out -> 4H+4. */
+static inline const float *P(const vae_model *m, int ti) { return m->params + m->tensors[ti].offset; }
+
+/* ---------- kernels ---------- */
+
+/* y: (B, out) = x: (B, in) . w^T (w: (out, in)) + b, then activation. */
+static void linear_forward(float *y, const float *x, const float *w, const float *b, int B, int in,
+                           int out)
+{
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, out, in, 1.0f, x, in, w, in, 0.0f, y,
+                out);
+    for (int r = 0; r < B; r++) {
+        float *yr = y + (size_t)r * out;
+        for (int j = 0; j < out; j++) yr[j] += b[j];
+    }
+}
+
+static void activation_forward(float *y, size_t n, vae_activation a)
+{
+    switch (a) {
+    case VAE_ACT_RELU:
+        for (size_t i = 0; i < n; i++) y[i] = y[i] > 0.0f ? y[i] : 0.0f;
+        break;
+    case VAE_ACT_LEAKY_RELU:
+        for (size_t i = 0; i < n; i++) y[i] = y[i] > 0.0f ? y[i] : LEAKY_SLOPE * y[i];
+        break;
+    case VAE_ACT_TANH:
+        for (size_t i = 0; i < n; i++) y[i] = tanhf(y[i]);
+        break;
+    case VAE_ACT_ELU:
+        for (size_t i = 0; i < n; i++) y[i] = y[i] > 0.0f ? y[i] : expm1f(y[i]);
+        break;
+    }
+}
+
+/* dy *= act'(.) expressed through the activation's output y. */
+static void activation_backward(float *dy, const float *y, size_t n, vae_activation a)
+{
+    switch (a) {
+    case VAE_ACT_RELU:
+        for (size_t i = 0; i < n; i++) dy[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+        break;
+    case VAE_ACT_LEAKY_RELU:
+        for (size_t i = 0; i < n; i++) dy[i] = y[i] > 0.0f ? dy[i] : LEAKY_SLOPE * dy[i];
+        break;
+    case VAE_ACT_TANH:
+        for (size_t i = 0; i < n; i++) dy[i] *= 1.0f - y[i] * y[i];
+        break;
+    case VAE_ACT_ELU:
+        for (size_t i = 0; i < n; i++) dy[i] = y[i] > 0.0f ? dy[i] : dy[i] * (y[i] + 1.0f);
+        break;
+    }
+}
+
+/* dw: (out, in) = dy^T . x ; db = column sums of dy ; dx: (B, in) = dy . w (if dx). */
+static void linear_backward(float *dx, float *dw, float *db, const float *dy, const float *x,
+                            const float *w, int B, int in, int out)
+{
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, out, in, B, 1.0f, dy, out, x, in, 0.0f,
+                dw, in);
+    memset(db, 0, sizeof(float) * (size_t)out);
+    for (int r = 0; r < B; r++) {
+        const float *dyr = dy + (size_t)r * out;
+        for (int j = 0; j < out; j++) db[j] += dyr[j];
+    }
+    if (dx)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, in, out, 1.0f, dy, out, w, in,
+                    0.0f, dx, in);
+}
+
+static inline float sigmoidf(float x) { return 1.0f / (1.0f + expf(-x)); }
+static inline float softplusf(float x) { return fmaxf(x, 0.0f) + log1pf(expf(-fabsf(x))); }
+static inline float clamp_logvar(float lv)
+{
+    return lv < LOGVAR_MIN ? LOGVAR_MIN : (lv > LOGVAR_MAX ? LOGVAR_MAX : lv);
+}
+
+/* Continuous Bernoulli: log C(l) for logit l, C = l / tanh(l/2), and its
+ * derivative 1/l - 1/sinh(l); Taylor series near 0 where both cancel. */
+static inline double cb_log_norm(double l)
+{
+    double a = fabs(l);
+    if (a < 1e-3) return 0.6931471805599453 + l * l / 12.0;
+    return log(a) - log(tanh(a / 2.0));
+}
+static inline double cb_dlog_norm(double l)
+{
+    double a = fabs(l);
+    if (a < 1e-3) return l / 6.0;
+    if (a > 40.0) return 1.0 / l;
+    return 1.0 / l - 1.0 / sinh(l);
+}
+/* Mean of the continuous Bernoulli with logit l: lambda/(2 lambda - 1) - 1/l. */
+static inline float cb_mean(float l)
+{
+    double a = fabs((double)l);
+    if (a < 1e-3) return (float)(0.5 + l / 12.0);
+    double lam = 1.0 / (1.0 + exp(-(double)l));
+    return (float)(lam / (2.0 * lam - 1.0) - 1.0 / l);
+}
+
+/* ---------- workspace (inference) ---------- */
+
+struct vae_workspace {
+    int max_batch;
+    float *a, *b; /* owned; ping-pong activations, max_batch * widest layer */
+};
+
+static int widest(const vae_config *cfg)
+{
+    int w = vae_config_output_dim(cfg);
+    if (2 * cfg->latent > w) w = 2 * cfg->latent;
+    for (int i = 0; i < cfg->n_hidden; i++)
+        if (cfg->hidden[i] > w) w = cfg->hidden[i];
+    return w;
+}
+
+vae_workspace *vae_workspace_new(const vae_model *m, int max_batch)
+{
+    if (max_batch < 1) return NULL;
+    vae_workspace *ws = calloc(1, sizeof *ws);
+    if (!ws) return NULL;
+    size_t n = (size_t)max_batch * (size_t)widest(&m->cfg);
+    ws->max_batch = max_batch;
+    ws->a = malloc(n * sizeof(float));
+    ws->b = malloc(n * sizeof(float));
+    if (!ws->a || !ws->b) {
+        vae_workspace_free(ws);
+        return NULL;
+    }
+    return ws;
+}
+
+void vae_workspace_free(vae_workspace *ws)
+{
+    if (!ws) return;
+    free(ws->a);
+    free(ws->b);
+    free(ws);
+}
+
+int vae_encode(const vae_model *m, vae_workspace *ws, const float *x, int B, float *mu,
+               float *logvar)
+{
+    if (B < 1 || B > ws->max_batch) return VAE_ERR_ARG;
+    const vae_config *c = &m->cfg;
+    int H = c->n_hidden, Z = c->latent;
+    const float *in = x;
+    int in_dim = vae_config_input_dim(c);
+    float *bufs[2] = {ws->a, ws->b};
+    for (int i = 0; i < H; i++) {
+        float *y = bufs[i & 1];
+        linear_forward(y, in, P(m, 2 * i), P(m, 2 * i + 1), B, in_dim, c->hidden[i]);
+        activation_forward(y, (size_t)B * c->hidden[i], c->activation);
+        in = y;
+        in_dim = c->hidden[i];
+    }
+    float *heads = bufs[H & 1];
+    linear_forward(heads, in, P(m, 2 * H), P(m, 2 * H + 2), B, in_dim, 2 * Z);
+    for (int r = 0; r < B; r++) {
+        memcpy(mu + (size_t)r * Z, heads + (size_t)r * 2 * Z, sizeof(float) * Z);
+        memcpy(logvar + (size_t)r * Z, heads + (size_t)r * 2 * Z + Z, sizeof(float) * Z);
+    }
+    return VAE_OK;
+}
+
+/* Decoder up to the output logits; returns the buffer holding them. */
+static float *decode_logits(const vae_model *m, float *a, float *b, const float *z, int B)
+{
+    const vae_config *c = &m->cfg;
+    int H = c->n_hidden;
+    int base = 2 * H + 4;
+    const float *in = z;
+    int in_dim = c->latent;
+    float *bufs[2] = {a, b};
+    for (int i = 0; i < H; i++) {
+        float *y = bufs[i & 1];
+        int out = c->hidden[H - 1 - i];
+        linear_forward(y, in, P(m, base + 2 * i), P(m, base + 2 * i + 1), B, in_dim, out);
+        activation_forward(y, (size_t)B * out, c->activation);
+        in = y;
+        in_dim = out;
+    }
+    float *logits = bufs[H & 1];
+    linear_forward(logits, in, P(m, base + 2 * H), P(m, base + 2 * H + 1), B, in_dim,
+                   vae_config_output_dim(c));
+    return logits;
+}
+
+int vae_decode(const vae_model *m, vae_workspace *ws, const float *z, int B, float *x_mean)
+{
+    if (B < 1 || B > ws->max_batch) return VAE_ERR_ARG;
+    const vae_config *c = &m->cfg;
+    int D = vae_config_input_dim(c), Dout = vae_config_output_dim(c);
+    float *logits = decode_logits(m, ws->a, ws->b, z, B);
+    for (int r = 0; r < B; r++) {
+        const float *l = logits + (size_t)r * Dout;
+        float *o = x_mean + (size_t)r * D;
+        if (c->likelihood == VAE_LIK_CBERNOULLI)
+            for (int j = 0; j < D; j++) o[j] = cb_mean(l[j]);
+        else
+            for (int j = 0; j < D; j++) o[j] = sigmoidf(l[j]);
+        for (int j = 0; j < D; j++) o[j] = o[j] < 0.0f ? 0.0f : (o[j] > 1.0f ? 1.0f : o[j]);
+    }
+    return VAE_OK;
+}
+
+/* ---------- training ---------- */
+
+struct vae_train_state {
+    int max_batch;
+    float *grads;     /* owned; n_params */
+    float *adam_m;    /* owned; n_params */
+    float *adam_v;    /* owned; n_params */
+    int64_t step;     /* Adam steps taken */
+    float *enc[VAE_MAX_HIDDEN]; /* owned; (B, hidden[i]) encoder activations */
+    float *heads;     /* owned; (B, 2Z): mu | logvar */
+    float *eps;       /* owned; (BL, Z) */
+    float *z;         /* owned; (BL, Z) */
+    float *dec[VAE_MAX_HIDDEN]; /* owned; (BL, hidden[H-1-i]) decoder activations */
+    float *dlogits;   /* owned; (BL, Dout) */
+    float *scratch[2];/* owned; (BL, widest) */
+    float *dz;        /* owned; (BL, Z) */
+    float *dheads;    /* owned; (B, 2Z) */
+    float *xbin;      /* owned; (B, D) binarised input */
+    double *kl_dim;   /* owned; (Z) batch KL per dimension */
+    const float *x;   /* borrowed from the last forward, for backward */
+    int B;
+    double beta_eff;
+};
+
+float *vae_train_grads(vae_train_state *ts) { return ts->grads; }
+float *vae_train_adam_m(vae_train_state *ts) { return ts->adam_m; }
+float *vae_train_adam_v(vae_train_state *ts) { return ts->adam_v; }
+int64_t *vae_train_adam_step(vae_train_state *ts) { return &ts->step; }
+
+void vae_train_state_free(vae_train_state *ts)
+{
+    if (!ts) return;
+    free(ts->grads);
+    free(ts->adam_m);
+    free(ts->adam_v);
+    for (int i = 0; i < VAE_MAX_HIDDEN; i++) {
+        free(ts->enc[i]);
+        free(ts->dec[i]);
+    }
+    free(ts->heads);
+    free(ts->eps);
+    free(ts->z);
+    free(ts->dlogits);
+    free(ts->scratch[0]);
+    free(ts->scratch[1]);
+    free(ts->dz);
+    free(ts->dheads);
+    free(ts->xbin);
+    free(ts->kl_dim);
+    free(ts);
+}
+
+vae_train_state *vae_train_state_new(const vae_model *m, int max_batch, char *err, size_t errlen)
+{
+    const vae_config *c = &m->cfg;
+    if (max_batch < 1) {
+        snprintf(err, errlen, "batch must be >= 1");
+        return NULL;
+    }
+    vae_train_state *ts = calloc(1, sizeof *ts);
+    if (!ts) goto nomem;
+    size_t B = (size_t)max_batch, BL = B * (size_t)c->mc_samples, Z = (size_t)c->latent;
+    int H = c->n_hidden;
+    ts->max_batch = max_batch;
+    if (!(ts->grads = calloc(m->n_params, sizeof(float)))) goto nomem;
+    if (!(ts->adam_m = calloc(m->n_params, sizeof(float)))) goto nomem;
+    if (!(ts->adam_v = calloc(m->n_params, sizeof(float)))) goto nomem;
+    for (int i = 0; i < H; i++) {
+        if (!(ts->enc[i] = malloc(B * c->hidden[i] * sizeof(float)))) goto nomem;
+        if (!(ts->dec[i] = malloc(BL * c->hidden[H - 1 - i] * sizeof(float)))) goto nomem;
+    }
+    size_t wide = (size_t)widest(c);
+    if (!(ts->heads = malloc(B * 2 * Z * sizeof(float)))) goto nomem;
+    if (!(ts->dheads = malloc(B * 2 * Z * sizeof(float)))) goto nomem;
+    if (!(ts->eps = malloc(BL * Z * sizeof(float)))) goto nomem;
+    if (!(ts->z = malloc(BL * Z * sizeof(float)))) goto nomem;
+    if (!(ts->dz = malloc(BL * Z * sizeof(float)))) goto nomem;
+    if (!(ts->dlogits = malloc(BL * vae_config_output_dim(c) * sizeof(float)))) goto nomem;
+    if (!(ts->scratch[0] = malloc(BL * wide * sizeof(float)))) goto nomem;
+    if (!(ts->scratch[1] = malloc(BL * wide * sizeof(float)))) goto nomem;
+    if (!(ts->xbin = malloc(B * vae_config_input_dim(c) * sizeof(float)))) goto nomem;
+    if (!(ts->kl_dim = malloc(Z * sizeof(double)))) goto nomem;
+    return ts;
+nomem:
+    snprintf(err, errlen, "out of memory for the training state (batch %d)", max_batch);
+    vae_train_state_free(ts);
+    return NULL;
+}
+
+int vae_forward_loss(const vae_model *m, vae_train_state *ts, const float *x, const float *eps,
+                     int B, vae_stats *stats)
+{
+    if (B < 1 || B > ts->max_batch) return VAE_ERR_ARG;
+    const vae_config *c = &m->cfg;
+    int H = c->n_hidden, Z = c->latent, L = c->mc_samples;
+    int D = vae_config_input_dim(c), Dout = vae_config_output_dim(c);
+    int BL = B * L;
+    ts->x = x;
+    ts->B = B;
+
+    /* encoder */
+    const float *in = x;
+    int in_dim = D;
+    for (int i = 0; i < H; i++) {
+        linear_forward(ts->enc[i], in, P(m, 2 * i), P(m, 2 * i + 1), B, in_dim, c->hidden[i]);
+        activation_forward(ts->enc[i], (size_t)B * c->hidden[i], c->activation);
+        in = ts->enc[i];
+        in_dim = c->hidden[i];
+    }
+    linear_forward(ts->heads, in, P(m, 2 * H), P(m, 2 * H + 2), B, in_dim, 2 * Z);
+
+    /* reparameterisation and KL */
+    if (eps != ts->eps) memcpy(ts->eps, eps, sizeof(float) * (size_t)BL * Z);
+    double kl = 0.0;
+    for (int j = 0; j < Z; j++) ts->kl_dim[j] = 0.0;
+    for (int b = 0; b < B; b++) {
+        const float *mu = ts->heads + (size_t)b * 2 * Z, *lv = mu + Z;
+        for (int j = 0; j < Z; j++) {
+            float lvc = clamp_logvar(lv[j]);
+            float var = expf(lvc), sd = expf(0.5f * lvc);
+            double k = 0.5 * ((double)mu[j] * mu[j] + var - 1.0 - lvc);
+            ts->kl_dim[j] += k;
+            kl += k;
+            for (int l = 0; l < L; l++) {
+                size_t r = (size_t)(b * L + l) * Z + j;
+                ts->z[r] = mu[j] + sd * ts->eps[r];
+            }
+        }
+    }
+    /* free bits: a dimension whose batch-mean KL is under the floor costs the
+     * floor and gets no gradient (Kingma et al. 2016). */
+    double kl_opt = kl;
+    if (c->free_bits > 0.0f) {
+        kl_opt = 0.0;
+        for (int j = 0; j < Z; j++) {
+            double mean = ts->kl_dim[j] / B;
+            kl_opt += (mean < c->free_bits ? (double)c->free_bits : mean) * B;
+        }
+    }
+    double beta = c->beta;
+    if (c->kl_warmup > 0 && ts->step < c->kl_warmup) beta *= (double)ts->step / (double)c->kl_warmup;
+    ts->beta_eff = beta;
+
+    /* decoder */
+    const float *dz_in = ts->z;
+    in_dim = Z;
+    int base = 2 * H + 4;
+    for (int i = 0; i < H; i++) {
+        int out = c->hidden[H - 1 - i];
+        linear_forward(ts->dec[i], dz_in, P(m, base + 2 * i), P(m, base + 2 * i + 1), BL, in_dim, out);
+        activation_forward(ts->dec[i], (size_t)BL * out, c->activation);
+        dz_in = ts->dec[i];
+        in_dim = out;
+    }
+    float *logits = ts->dlogits; /* overwritten in place by dL/dlogits below */
+    linear_forward(logits, dz_in, P(m, base + 2 * H), P(m, base + 2 * H + 1), BL, in_dim, Dout);
+
+    /* reconstruction: -log p(x|z), averaged over the L samples; the gradient
+     * replaces the logits in place (fused, one pass). */
+    double recon = 0.0;
+    float inv_L = 1.0f / (float)L;
+    for (int r = 0; r < BL; r++) {
+        const float *xr = x + (size_t)(r / L) * D;
+        float *lr = logits + (size_t)r * Dout;
+        double nll = 0.0;
+        switch (c->likelihood) {
+        case VAE_LIK_BERNOULLI:
+            for (int j = 0; j < D; j++) {
+                float l = lr[j];
+                nll += softplusf(l) - xr[j] * l;
+                lr[j] = (sigmoidf(l) - xr[j]) * inv_L;
+            }
+            break;
+        case VAE_LIK_CBERNOULLI:
+            for (int j = 0; j < D; j++) {
+                float l = lr[j];
+                nll += softplusf(l) - xr[j] * l - cb_log_norm(l);
+                lr[j] = (float)(sigmoidf(l) - xr[j] - cb_dlog_norm(l)) * inv_L;
+            }
+            break;
+        case VAE_LIK_GAUSSIAN: {
+            float s2 = c->sigma * c->sigma;
+            double konst = D * (log((double)c->sigma) + 0.5 * LOG_2PI);
+            nll += konst;
+            for (int j = 0; j < D; j++) {
+                float mu = sigmoidf(lr[j]), d = mu - xr[j];
+                nll += 0.5 * d * d / s2;
+                lr[j] = d / s2 * mu * (1.0f - mu) * inv_L;
+            }
+            break;
+        }
+        case VAE_LIK_GAUSSIAN_LEARNED:
+            for (int j = 0; j < D; j++) {
+                float mu = sigmoidf(lr[j]), d = mu - xr[j];
+                float lvx = clamp_logvar(lr[D + j]), ivar = expf(-lvx);
+                nll += 0.5 * ((double)d * d * ivar + lvx + LOG_2PI);
+                lr[j] = d * ivar * mu * (1.0f - mu) * inv_L;
+                int inside = lr[D + j] > LOGVAR_MIN && lr[D + j] < LOGVAR_MAX;
+                lr[D + j] = inside ? 0.5f * (1.0f - d * d * ivar) * inv_L : 0.0f;
+            }
+            break;
+        }
+        recon += nll;
+    }
+    recon /= L;
+
+    stats->recon = recon;
+    stats->kl = kl;
+    stats->beta_eff = beta;
+    stats->loss = recon + beta * kl_opt;
+    stats->batch = B;
+    if (!isfinite(stats->loss)) return VAE_ERR_NONFINITE;
+    return VAE_OK;
+}
+
+int vae_backward(const vae_model *m, vae_train_state *ts)
+{
+    const vae_config *c = &m->cfg;
+    int H = c->n_hidden, Z = c->latent, L = c->mc_samples, B = ts->B, BL = B * L;
+    int D = vae_config_input_dim(c), Dout = vae_config_output_dim(c);
+    int base = 2 * H + 4;
+    float *g = ts->grads;
+#define G(ti) (g + m->tensors[ti].offset)
+
+    /* decoder, from the output layer down to dz */
+    const float *dy = ts->dlogits;
+    int out_dim = Dout;
+    for (int i = H; i >= 0; i--) {
+        const float *xin = i > 0 ? ts->dec[i - 1] : ts->z;
+        int in_dim = i > 0 ? c->hidden[H - i] : Z;
+        float *dx = i > 0 ? ts->scratch[i & 1] : ts->dz;
+        linear_backward(dx, G(base + 2 * i), G(base + 2 * i + 1), dy, xin, P(m, base + 2 * i), BL,
+                        in_dim, out_dim);
+        if (i > 0) activation_backward(dx, ts->dec[i - 1], (size_t)BL * in_dim, c->activation);
+        dy = dx;
+        out_dim = in_dim;
+    }
+
+    /* through the reparameterisation and the KL to mu and logvar */
+    double beta = ts->beta_eff;
+    for (int b = 0; b < B; b++) {
+        const float *mu = ts->heads + (size_t)b * 2 * Z, *lv = mu + Z;
+        float *dmu = ts->dheads + (size_t)b * 2 * Z, *dlv = dmu + Z;
+        for (int j = 0; j < Z; j++) {
+            int active = !(c->free_bits > 0.0f && ts->kl_dim[j] / B < c->free_bits);
+            int inside = lv[j] > LOGVAR_MIN && lv[j] < LOGVAR_MAX;
+            float lvc = clamp_logvar(lv[j]);
+            float sd = expf(0.5f * lvc), var = sd * sd;
+            float gm = 0.0f, gl = 0.0f;
+            for (int l = 0; l < L; l++) {
+                size_t r = (size_t)(b * L + l) * Z + j;
+                gm += ts->dz[r];
+                gl += ts->dz[r] * ts->eps[r] * 0.5f * sd;
+            }
+            if (active) {
+                gm += (float)beta * mu[j];
+                gl += (float)beta * 0.5f * (var - 1.0f);
+            }
+            dmu[j] = gm;
+            dlv[j] = inside ? gl : 0.0f;
+        }
+    }
+
+    /* heads (one sgemm for both) and encoder */
+    const float *hin = H > 0 ? ts->enc[H - 1] : ts->x;
+    int hdim = H > 0 ? c->hidden[H - 1] : D;
+    float *dh = H > 0 ? ts->scratch[0] : NULL;
+    linear_backward(dh, G(2 * H), G(2 * H + 2), ts->dheads, hin, P(m, 2 * H), B, hdim, 2 * Z);
+    for (int i = H - 1; i >= 0; i--) {
+        activation_backward(dh, ts->enc[i], (size_t)B * c->hidden[i], c->activation);
+        const float *xin = i > 0 ? ts->enc[i - 1] : ts->x;
+        int in_dim = i > 0 ? c->hidden[i - 1] : D;
+        float *dx = i > 0 ? ts->scratch[(H - i) & 1] : NULL;
+        linear_backward(dx, G(2 * i), G(2 * i + 1), dh, xin, P(m, 2 * i), B, in_dim, c->hidden[i]);
+        dh = dx;
+    }
+#undef G
+    return VAE_OK;
+}
+
+void vae_adam_update(vae_model *m, vae_train_state *ts)
+{
+    const vae_config *c = &m->cfg;
+    float *p = m->params, *g = ts->grads, *mm = ts->adam_m, *vv = ts->adam_v;
+    size_t n = m->n_params;
+    if (c->clip_grad > 0.0f) {
+        /* torch.nn.utils.clip_grad_norm_: scale by max_norm / (norm + 1e-6) when below 1 */
+        double sq = 0.0;
+        for (size_t i = 0; i < n; i++) sq += (double)g[i] * g[i];
+        double norm = sqrt(sq), coef = c->clip_grad / (norm + 1e-6);
+        if (coef < 1.0)
+            for (size_t i = 0; i < n; i++) g[i] *= (float)coef;
+    }
+    ts->step++;
+    float b1 = c->beta1, b2 = c->beta2, wd = c->weight_decay;
+    double bc1 = 1.0 - pow(b1, (double)ts->step), bc2 = 1.0 - pow(b2, (double)ts->step);
+    float step_size = (float)(c->lr / bc1), inv_sqrt_bc2 = (float)(1.0 / sqrt(bc2));
+    float eps = c->eps;
+    /* PyTorch Adam: L2 weight decay added to the gradient (not AdamW). */
+    for (size_t i = 0; i < n; i++) {
+        float gi = g[i] + wd * p[i];
+        mm[i] = b1 * mm[i] + (1.0f - b1) * gi;
+        vv[i] = b2 * vv[i] + (1.0f - b2) * gi * gi;
+        p[i] -= step_size * mm[i] / (sqrtf(vv[i]) * inv_sqrt_bc2 + eps);
+    }
+}
+
+int vae_train_step(vae_model *m, vae_train_state *ts, const float *x, int B, rng_state *rng,
+                   vae_stats *stats)
+{
+    const vae_config *c = &m->cfg;
+    if (B < 1 || B > ts->max_batch) return VAE_ERR_ARG;
+    int D = vae_config_input_dim(c);
+    const float *xin = x;
+    if (c->binarize == VAE_BIN_DYNAMIC) {
+        for (size_t i = 0; i < (size_t)B * D; i++) ts->xbin[i] = rng_uniform(rng) < x[i] ? 1.0f : 0.0f;
+        xin = ts->xbin;
+    } else if (c->binarize == VAE_BIN_STATIC) {
+        for (size_t i = 0; i < (size_t)B * D; i++) ts->xbin[i] = x[i] > 0.5f ? 1.0f : 0.0f;
+        xin = ts->xbin;
+    }
+    rng_normal_fill(rng, ts->eps, (size_t)B * c->mc_samples * c->latent);
+    int rc = vae_forward_loss(m, ts, xin, ts->eps, B, stats);
+    if (rc) return rc;
+    vae_backward(m, ts);
+    vae_adam_update(m, ts);
+    return VAE_OK;
+}

@@ -1,0 +1,595 @@
+/* vaed: the command line. Every subcommand parses its flags into native
+ * structs here and calls the modules; only main() exits. */
+#include <cblas.h>
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "../engine/checkpoint.h"
+#include "../engine/dataset.h"
+#include "../engine/image.h"
+#include "../engine/trainer.h"
+#include "../engine/vae.h"
+#include "cli_options.h"
+#include "http_server.h"
+#include "registry.h"
+
+#ifndef VAED_VERSION
+#define VAED_VERSION "0.0.0"
+#endif
+
+static volatile sig_atomic_t stop_flag;
+static void on_signal(int sig)
+{
+    (void)sig;
+    stop_flag = 1;
+}
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "vaed %s: train Variational Autoencoders and serve them over HTTP\n"
+            "\n"
+            "usage: vaed COMMAND [OPTIONS]\n"
+            "\n"
+            "commands:\n"
+            "  serve      serve the registry's models over HTTP\n"
+            "  train      train a model on a data set\n"
+            "  sample     decode z ~ N(0, I) through a checkpoint into a PNG grid\n"
+            "  registry   list or import checkpoints in the registry database\n"
+            "\n"
+            "  vaed COMMAND --help   options of one command\n"
+            "  vaed --version\n",
+            VAED_VERSION);
+}
+
+/* ---------- serve ---------- */
+
+static int cmd_serve(int argc, char **argv)
+{
+    server_options o;
+    server_options_default(&o);
+    long threads = o.threads, max_conn = o.max_connections, timeout = o.timeout_s;
+    long cache_mb = (long)o.model_cache_mb, max_body_mb = (long)(o.max_body >> 20);
+    cli_option opts[] = {
+        {"listen", CLI_STRING, &o.listen, 0, 0, "ADDR:PORT to listen on (default 127.0.0.1:8080)"},
+        {"data-dir", CLI_STRING, &o.data_dir, 0, 0, "directory of registry.db (default var)"},
+        {"port-file", CLI_STRING, &o.port_file, 0, 0, "write the bound port here once listening"},
+        {"default-model", CLI_STRING, &o.default_model, 0, 0, "model used when a request names none"},
+        {"threads", CLI_LONG, &threads, 0, 256, "HTTP worker threads (0 = cores)"},
+        {"max-connections", CLI_LONG, &max_conn, 1, 100000, "connection limit"},
+        {"timeout", CLI_LONG, &timeout, 1, 3600, "idle connection timeout, seconds"},
+        {"model-cache-mb", CLI_LONG, &cache_mb, 1, 1 << 20, "bytes of loaded models kept, MiB"},
+        {"max-body-mb", CLI_LONG, &max_body_mb, 1, 4096, "largest request body, MiB"},
+    };
+    int rc = cli_parse("serve", argc, argv, opts, sizeof opts / sizeof opts[0], NULL);
+    if (rc) return rc == CLI_HELP ? 0 : 2;
+    o.threads = (int)threads;
+    o.max_connections = (int)max_conn;
+    o.timeout_s = (int)timeout;
+    o.model_cache_mb = (size_t)cache_mb;
+    o.max_body = (size_t)max_body_mb << 20;
+
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    /* Request threads already use both cores: one BLAS thread per request. */
+    openblas_set_num_threads(1);
+    char err[512];
+    if (server_run(&o, &stop_flag, err, sizeof err)) {
+        fprintf(stderr, "vaed serve: %s\n", err);
+        return 1;
+    }
+    fprintf(stderr, "vaed: stopped\n");
+    return 0;
+}
+
+/* ---------- datasets by name ---------- */
+
+static const char *data_root(void)
+{
+    const char *d = getenv("VAED_DATA");
+    return d && *d ? d : "data";
+}
+
+/* "mnist", "fashion", or a path to an IDX image file (labels beside it when
+ * named *-images-idx3-ubyte -> *-labels-idx1-ubyte). */
+static int load_named(const char *name, int test_split, dataset *out, char *err, size_t errlen)
+{
+    char img[PATH_MAX], lab[PATH_MAX];
+    const char *split = test_split ? "t10k" : "train";
+    if (strcmp(name, "mnist") == 0 || strcmp(name, "fashion") == 0) {
+        snprintf(img, sizeof img, "%s/%s/%s-images-idx3-ubyte", data_root(), name, split);
+        snprintf(lab, sizeof lab, "%s/%s/%s-labels-idx1-ubyte", data_root(), name, split);
+        int rc = dataset_load_idx(out, img, lab, err, errlen);
+        if (rc == DATASET_ERR_IO) {
+            size_t n = strlen(err);
+            snprintf(err + n, errlen > n ? errlen - n : 0,
+                     " (run `bash scripts/get-data.sh %s` to fetch it)", name);
+        }
+        return rc;
+    }
+    if (test_split) return -1; /* a single file has no test split */
+    snprintf(img, sizeof img, "%s", name);
+    const char *p = strstr(name, "-images-idx3-ubyte");
+    if (p) {
+        snprintf(lab, sizeof lab, "%.*s-labels-idx1-ubyte%s", (int)(p - name), name,
+                 p + strlen("-images-idx3-ubyte"));
+        if (access(lab, R_OK) == 0) return dataset_load_idx(out, img, lab, err, errlen);
+    }
+    return dataset_load_idx(out, img, NULL, err, errlen);
+}
+
+/* ---------- model flags shared by train ---------- */
+
+typedef struct {
+    const char *hidden, *activation, *likelihood, *binarize, *arch;
+    double sigma, beta, free_bits, lr, beta1, beta2, eps, wd, clip;
+    long latent, kl_warmup, mc, batch, epochs, seed, threads, limit, klass;
+} train_flags;
+
+static int parse_int_list(const char *s, int *out, int max, int *n)
+{
+    *n = 0;
+    if (!*s) return 0;
+    while (*s) {
+        char *end;
+        errno = 0;
+        long v = strtol(s, &end, 10);
+        if (end == s || errno || v < 1 || v > 65536 || *n == max) return -1;
+        out[(*n)++] = (int)v;
+        if (*end == ',') end++;
+        else if (*end) return -1;
+        s = end;
+    }
+    return 0;
+}
+
+static int flags_to_config(const train_flags *f, vae_config *c, char *err, size_t errlen)
+{
+    vae_config_default(c);
+    if (parse_int_list(f->hidden, c->hidden, VAE_MAX_HIDDEN, &c->n_hidden)) {
+        snprintf(err, errlen, "--hidden wants widths like 400 or 512,256 (at most %d)", VAE_MAX_HIDDEN);
+        return -1;
+    }
+    if (vae_activation_parse(f->activation, &c->activation)) {
+        snprintf(err, errlen, "--activation: relu, leaky_relu, tanh or elu, not %s", f->activation);
+        return -1;
+    }
+    if (vae_likelihood_parse(f->likelihood, &c->likelihood)) {
+        snprintf(err, errlen, "--likelihood: bernoulli, cbernoulli, gaussian or gaussian-learned, not %s",
+                 f->likelihood);
+        return -1;
+    }
+    if (vae_binarize_parse(f->binarize, &c->binarize)) {
+        snprintf(err, errlen, "--binarize: none, static or dynamic, not %s", f->binarize);
+        return -1;
+    }
+    if (vae_arch_parse(f->arch, &c->arch)) {
+        snprintf(err, errlen, "--arch: mlp or conv, not %s", f->arch);
+        return -1;
+    }
+    c->latent = (int)f->latent;
+    c->sigma = (float)f->sigma;
+    c->beta = (float)f->beta;
+    c->kl_warmup = f->kl_warmup;
+    c->free_bits = (float)f->free_bits;
+    c->mc_samples = (int)f->mc;
+    c->lr = (float)f->lr;
+    c->beta1 = (float)f->beta1;
+    c->beta2 = (float)f->beta2;
+    c->eps = (float)f->eps;
+    c->weight_decay = (float)f->wd;
+    c->clip_grad = (float)f->clip;
+    c->batch = (int)f->batch;
+    c->epochs = (int)f->epochs;
+    c->seed = (uint64_t)f->seed;
+    return vae_config_validate(c, err, errlen);
+}
+
+typedef struct {
+    int tty;
+    double last_print;
+} progress_printer;
+
+static double mono_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static void print_progress(void *ctx, const trainer_progress *p)
+{
+    progress_printer *pp = ctx;
+    if (!pp->tty) return;
+    double now = mono_s();
+    if (now - pp->last_print < 0.2 && p->step != p->steps) return;
+    pp->last_print = now;
+    int width = 30, done = (int)(width * p->step / (p->steps ? p->steps : 1));
+    char bar[64];
+    for (int i = 0; i < width; i++) bar[i] = i < done ? '#' : '.';
+    bar[width] = '\0';
+    fprintf(stderr, "\repoch %d/%d [%s] %3d%%  loss %8.2f  %7.0f img/s  ETA %4.0fs ", p->epoch,
+            p->epochs, bar, (int)(100 * p->step / (p->steps ? p->steps : 1)), p->loss,
+            p->images_per_s, p->eta_s);
+    fflush(stderr);
+}
+
+static char *metrics_json(const trainer_epoch_metrics *ms, int n)
+{
+    /* small and flat: the per-epoch figures, the last epoch's at the top */
+    size_t cap = 256 + (size_t)n * 256;
+    char *s = malloc(cap);
+    if (!s) return NULL;
+    const trainer_epoch_metrics *l = &ms[n - 1];
+    size_t pos = (size_t)snprintf(s, cap,
+                                  "{\"epochs\":%d,\"train_loss\":%.6f,\"test_loss\":%.6f,"
+                                  "\"test_recon\":%.6f,\"test_kl\":%.6f,\"images_per_s\":%.1f,"
+                                  "\"per_epoch\":[",
+                                  n, l->train_loss, isnan(l->test_loss) ? -1.0 : l->test_loss,
+                                  isnan(l->test_recon) ? -1.0 : l->test_recon,
+                                  isnan(l->test_kl) ? -1.0 : l->test_kl, l->images_per_s);
+    for (int i = 0; i < n && pos < cap; i++)
+        pos += (size_t)snprintf(s + pos, cap - pos,
+                                "%s{\"epoch\":%d,\"train_loss\":%.6f,\"train_recon\":%.6f,"
+                                "\"train_kl\":%.6f,\"test_loss\":%.6f,\"images_per_s\":%.1f}",
+                                i ? "," : "", ms[i].epoch, ms[i].train_loss, ms[i].train_recon,
+                                ms[i].train_kl, isnan(ms[i].test_loss) ? -1.0 : ms[i].test_loss,
+                                ms[i].images_per_s);
+    if (pos < cap) snprintf(s + pos, cap - pos, "]}");
+    return s;
+}
+
+static int cmd_train(int argc, char **argv)
+{
+    train_flags f = {.hidden = "400", .activation = "relu", .likelihood = "bernoulli",
+                     .binarize = "none", .arch = "mlp", .sigma = 1.0, .beta = 1.0, .lr = 1e-3,
+                     .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8, .latent = 20, .mc = 1,
+                     .batch = 128, .epochs = 10, .seed = 1, .threads = 0, .limit = 0,
+                     .klass = -1};
+    const char *data = "mnist", *out = NULL, *reg_name = NULL, *data_dir = "var";
+    cli_option opts[] = {
+        {"data", CLI_STRING, &data, 0, 0, "mnist, fashion, or an IDX image file"},
+        {"out", CLI_STRING, &out, 0, 0, "write the checkpoint (safetensors) here"},
+        {"register", CLI_STRING, &reg_name, 0, 0, "register the checkpoint as a version of this model"},
+        {"data-dir", CLI_STRING, &data_dir, 0, 0, "registry directory for --register (default var)"},
+        {"arch", CLI_STRING, &f.arch, 0, 0, "mlp"},
+        {"hidden", CLI_STRING, &f.hidden, 0, 0, "hidden widths, e.g. 400 or 512,256"},
+        {"latent", CLI_LONG, &f.latent, 1, 4096, "latent dimensions"},
+        {"activation", CLI_STRING, &f.activation, 0, 0, "relu, leaky_relu, tanh, elu"},
+        {"likelihood", CLI_STRING, &f.likelihood, 0, 0, "bernoulli, cbernoulli, gaussian, gaussian-learned"},
+        {"sigma", CLI_DOUBLE, &f.sigma, 0, 0, "gaussian likelihood's std"},
+        {"binarize", CLI_STRING, &f.binarize, 0, 0, "none, static, dynamic"},
+        {"beta", CLI_DOUBLE, &f.beta, 0, 0, "weight of the KL term"},
+        {"kl-warmup", CLI_LONG, &f.kl_warmup, 0, LONG_MAX, "steps over which beta rises from 0"},
+        {"free-bits", CLI_DOUBLE, &f.free_bits, 0, 0, "nats per latent dimension"},
+        {"mc-samples", CLI_LONG, &f.mc, 1, 64, "samples of z per input"},
+        {"lr", CLI_DOUBLE, &f.lr, 0, 0, "Adam learning rate"},
+        {"beta1", CLI_DOUBLE, &f.beta1, 0, 0, "Adam beta1"},
+        {"beta2", CLI_DOUBLE, &f.beta2, 0, 0, "Adam beta2"},
+        {"eps", CLI_DOUBLE, &f.eps, 0, 0, "Adam epsilon"},
+        {"weight-decay", CLI_DOUBLE, &f.wd, 0, 0, "L2 weight decay"},
+        {"clip-grad", CLI_DOUBLE, &f.clip, 0, 0, "clip the gradient norm (0 = off)"},
+        {"batch", CLI_LONG, &f.batch, 1, 65536, "batch size"},
+        {"epochs", CLI_LONG, &f.epochs, 0, 100000, "epochs"},
+        {"seed", CLI_LONG, &f.seed, 0, LONG_MAX, "random seed"},
+        {"threads", CLI_LONG, &f.threads, 0, 256, "BLAS threads (0 = cores)"},
+        {"limit", CLI_LONG, &f.limit, 0, INT_MAX, "use the first N training images"},
+        {"class", CLI_LONG, &f.klass, -1, 255, "train on one label only"},
+    };
+    int rc = cli_parse("train", argc, argv, opts, sizeof opts / sizeof opts[0], NULL);
+    if (rc) return rc == CLI_HELP ? 0 : 2;
+    if (!out && !reg_name) {
+        fprintf(stderr, "vaed train: give --out FILE and/or --register NAME\n");
+        return 2;
+    }
+    if (reg_name && !registry_valid_name(reg_name)) {
+        fprintf(stderr, "vaed train: --register: invalid model name \"%s\"\n", reg_name);
+        return 2;
+    }
+    char err[512];
+    vae_config cfg;
+    if (flags_to_config(&f, &cfg, err, sizeof err)) {
+        fprintf(stderr, "vaed train: %s\n", err);
+        return 2;
+    }
+    if (f.threads > 0) openblas_set_num_threads((int)f.threads);
+
+    dataset train = {0}, test = {0};
+    int have_test = 0, status = 1;
+    vae_model m = {0};
+    trainer *t = NULL;
+    trainer_epoch_metrics *ms = NULL;
+    char *mj = NULL;
+    if (load_named(data, 0, &train, err, sizeof err)) {
+        fprintf(stderr, "vaed train: %s\n", err);
+        goto end;
+    }
+    have_test = load_named(data, 1, &test, err, sizeof err) == 0;
+    if (f.klass >= 0) {
+        if (dataset_filter_class(&train, (int)f.klass, err, sizeof err) ||
+            (have_test && dataset_filter_class(&test, (int)f.klass, err, sizeof err))) {
+            fprintf(stderr, "vaed train: --class: %s\n", err);
+            goto end;
+        }
+    }
+    if (f.limit > 0 && f.limit < train.n) dataset_truncate(&train, (int)f.limit);
+    cfg.channels = train.channels;
+    cfg.height = train.height;
+    cfg.width = train.width;
+    if (vae_init(&m, &cfg, cfg.seed, err, sizeof err)) {
+        fprintf(stderr, "vaed train: %s\n", err);
+        goto end;
+    }
+    if (!(t = trainer_new(&m, &train, have_test ? &test : NULL, err, sizeof err))) {
+        fprintf(stderr, "vaed train: %s\n", err);
+        goto end;
+    }
+    char hidden_s[128] = "";
+    for (int i = 0, p = 0; i < cfg.n_hidden; i++)
+        p += snprintf(hidden_s + p, sizeof hidden_s - (size_t)p, "%s%d", i ? "-" : "", cfg.hidden[i]);
+    printf("training %s VAE %d-%s-%d (%s) on %s: %d train, %d test images, %d epochs, batch %d\n",
+           vae_arch_name(cfg.arch), vae_config_input_dim(&cfg), hidden_s, cfg.latent,
+           vae_likelihood_name(cfg.likelihood), data, train.n, have_test ? test.n : 0, cfg.epochs,
+           cfg.batch);
+    fflush(stdout);
+    progress_printer pp = {.tty = isatty(STDERR_FILENO)};
+    trainer_callbacks cb = {.on_progress = print_progress, .ctx = &pp};
+    ms = calloc(cfg.epochs > 0 ? (size_t)cfg.epochs : 1, sizeof *ms);
+    if (!ms) goto end;
+    for (int e = 0; e < cfg.epochs; e++) {
+        if (trainer_run_epoch(t, &cb, &ms[e], err, sizeof err)) {
+            if (pp.tty) fprintf(stderr, "\n");
+            fprintf(stderr, "vaed train: %s; nothing was written\n", err);
+            goto end;
+        }
+        if (pp.tty) fprintf(stderr, "\r\033[K");
+        if (have_test)
+            printf("epoch %d/%d  train loss %.2f  test loss %.2f  (recon %.2f, kl %.2f)  "
+                   "%.0f images/s\n",
+                   ms[e].epoch, cfg.epochs, ms[e].train_loss, ms[e].test_loss, ms[e].test_recon,
+                   ms[e].test_kl, ms[e].images_per_s);
+        else
+            printf("epoch %d/%d  train loss %.2f  test loss n/a  (recon %.2f, kl %.2f)  "
+                   "%.0f images/s\n",
+                   ms[e].epoch, cfg.epochs, ms[e].train_loss, ms[e].train_recon, ms[e].train_kl,
+                   ms[e].images_per_s);
+        fflush(stdout);
+    }
+    if (cfg.epochs > 0) mj = metrics_json(ms, cfg.epochs);
+    if (out) {
+        if (ckpt_save_file(&m, mj, out, err, sizeof err)) {
+            fprintf(stderr, "vaed train: %s\n", err);
+            goto end;
+        }
+        printf("wrote %s\n", out);
+    }
+    if (reg_name) {
+        uint8_t *blob = NULL;
+        size_t len = 0;
+        if (ckpt_save_mem(&m, mj, &blob, &len, err, sizeof err)) {
+            fprintf(stderr, "vaed train: %s\n", err);
+            goto end;
+        }
+        char path[PATH_MAX], sha[65], cj[2048];
+        mkdir(data_dir, 0755);
+        snprintf(path, sizeof path, "%s/registry.db", data_dir);
+        registry *r = NULL;
+        registry_checkpoint_info info;
+        int created = 0;
+        registry_sha256_hex(blob, len, sha);
+        ckpt_config_to_json(&cfg, cj, sizeof cj);
+        int prc = registry_open(path, &r, err, sizeof err);
+        if (!prc)
+            prc = registry_put_checkpoint(r, reg_name, blob, len, sha, cj, mj, "train", &info,
+                                          &created, err, sizeof err);
+        registry_close(r);
+        free(blob);
+        if (prc) {
+            fprintf(stderr, "vaed train: registry: %s\n", err);
+            goto end;
+        }
+        printf("registered %s version %lld (sha256 %.12s)\n", info.model, (long long)info.version,
+               info.sha256);
+    }
+    status = 0;
+end:
+    free(mj);
+    free(ms);
+    trainer_free(t);
+    vae_free(&m);
+    dataset_free(&train);
+    dataset_free(&test);
+    return status;
+}
+
+/* ---------- sample ---------- */
+
+static int cmd_sample(int argc, char **argv)
+{
+    const char *model = NULL, *out = "samples.png";
+    long n = 16, seed = 1;
+    double temperature = 1.0;
+    cli_option opts[] = {
+        {"model", CLI_STRING, &model, 0, 0, "checkpoint file (safetensors)"},
+        {"n", CLI_LONG, &n, 1, 1024, "number of samples"},
+        {"seed", CLI_LONG, &seed, 0, LONG_MAX, "random seed"},
+        {"temperature", CLI_DOUBLE, &temperature, 0, 0, "scale of z (default 1)"},
+        {"out", CLI_STRING, &out, 0, 0, "PNG file to write (default samples.png)"},
+    };
+    int rc = cli_parse("sample", argc, argv, opts, sizeof opts / sizeof opts[0], "o");
+    if (rc) return rc == CLI_HELP ? 0 : 2;
+    if (!model) {
+        fprintf(stderr, "vaed sample: --model FILE is required\n");
+        return 2;
+    }
+    if (!(temperature >= 0.0) || !isfinite(temperature)) {
+        fprintf(stderr, "vaed sample: --temperature must be >= 0\n");
+        return 2;
+    }
+    char err[512];
+    vae_model m;
+    if (ckpt_load_file(&m, model, NULL, err, sizeof err)) {
+        fprintf(stderr, "vaed sample: %s\n", err);
+        return 1;
+    }
+    int status = 1, Z = m.cfg.latent, D = vae_config_input_dim(&m.cfg);
+    float *z = malloc(sizeof(float) * (size_t)n * Z), *x = malloc(sizeof(float) * (size_t)n * D);
+    vae_workspace *ws = vae_workspace_new(&m, (int)n);
+    if (!z || !x || !ws) {
+        fprintf(stderr, "vaed sample: out of memory\n");
+        goto end;
+    }
+    rng_state r;
+    rng_seed(&r, (uint64_t)seed);
+    rng_normal_fill(&r, z, (size_t)n * Z);
+    for (long i = 0; i < n * Z; i++) z[i] *= (float)temperature;
+    vae_decode(&m, ws, z, (int)n, x);
+    if (image_write_grid_png(out, x, (int)n, m.cfg.channels, m.cfg.height, m.cfg.width, 0, err,
+                             sizeof err)) {
+        fprintf(stderr, "vaed sample: %s\n", err);
+        goto end;
+    }
+    printf("wrote %s (%ld samples)\n", out, n);
+    status = 0;
+end:
+    vae_workspace_free(ws);
+    free(z);
+    free(x);
+    vae_free(&m);
+    return status;
+}
+
+/* ---------- registry (offline) ---------- */
+
+static int cmd_registry(int argc, char **argv)
+{
+    if (argc < 2 || strcmp(argv[1], "--help") == 0) {
+        fprintf(argc < 2 ? stderr : stdout,
+                "usage: vaed registry list [--data-dir DIR]\n"
+                "       vaed registry import --model NAME FILE [--data-dir DIR]\n");
+        return argc < 2 ? 2 : 0;
+    }
+    const char *sub = argv[1], *data_dir = "var", *model = NULL;
+    const char *file = NULL;
+    cli_option opts[] = {
+        {"data-dir", CLI_STRING, &data_dir, 0, 0, "registry directory (default var)"},
+        {"model", CLI_STRING, &model, 0, 0, "model name (import)"},
+    };
+    int is_import = strcmp(sub, "import") == 0;
+    if (!is_import && strcmp(sub, "list") != 0) {
+        fprintf(stderr, "vaed registry: unknown subcommand %s (list, import)\n", sub);
+        return 2;
+    }
+    int rc = cli_parse(is_import ? "registry import" : "registry list", argc - 1, argv + 1, opts,
+                       sizeof opts / sizeof opts[0], NULL);
+    if (rc) return rc == CLI_HELP ? 0 : 2;
+    file = cli_positional(0);
+    if (is_import && (!model || !file)) {
+        fprintf(stderr, "vaed registry import: give --model NAME and a FILE\n");
+        return 2;
+    }
+    char path[PATH_MAX], err[512];
+    snprintf(path, sizeof path, "%s/registry.db", data_dir);
+    if (!is_import && access(path, F_OK) != 0) return 0; /* no database: nothing to list */
+    if (is_import) mkdir(data_dir, 0755);
+    registry *r = NULL;
+    if (registry_open(path, &r, err, sizeof err)) {
+        fprintf(stderr, "vaed registry: %s\n", err);
+        return 1;
+    }
+    int status = 1;
+    if (is_import) {
+        vae_model m;
+        uint8_t *blob = NULL;
+        size_t len = 0;
+        FILE *fp = fopen(file, "rb");
+        if (!fp) {
+            fprintf(stderr, "vaed registry import: %s: %s\n", file, strerror(errno));
+            goto done;
+        }
+        fseek(fp, 0, SEEK_END);
+        long sz = ftell(fp);
+        fseek(fp, 0, SEEK_SET);
+        if (sz < 0 || !(blob = malloc(sz > 0 ? (size_t)sz : 1)) || fread(blob, 1, (size_t)sz, fp) != (size_t)sz) {
+            fprintf(stderr, "vaed registry import: %s: read error\n", file);
+            fclose(fp);
+            free(blob);
+            goto done;
+        }
+        fclose(fp);
+        len = (size_t)sz;
+        char *mj = NULL;
+        if (ckpt_load_mem(&m, blob, len, &mj, err, sizeof err)) {
+            fprintf(stderr, "vaed registry import: %s: %s\n", file, err);
+            free(blob);
+            goto done;
+        }
+        char sha[65], cj[2048];
+        registry_sha256_hex(blob, len, sha);
+        ckpt_config_to_json(&m.cfg, cj, sizeof cj);
+        registry_checkpoint_info info;
+        int created = 0;
+        int prc = registry_put_checkpoint(r, model, blob, len, sha, cj, mj, "import", &info,
+                                          &created, err, sizeof err);
+        vae_free(&m);
+        free(mj);
+        free(blob);
+        if (prc) {
+            fprintf(stderr, "vaed registry import: %s\n", err);
+            goto done;
+        }
+        printf("%s %s version %lld\n", created ? "imported" : "already present:", info.model,
+               (long long)info.version);
+    } else {
+        registry_model_info *ms = NULL;
+        size_t n = 0;
+        if (registry_list_models(r, &ms, &n, err, sizeof err)) {
+            fprintf(stderr, "vaed registry list: %s\n", err);
+            goto done;
+        }
+        for (size_t i = 0; i < n; i++)
+            printf("%s\t%lld versions\tlatest %lld\t%s\n", ms[i].name, (long long)ms[i].n_versions,
+                   (long long)ms[i].latest_version, ms[i].updated_at);
+        registry_free_models(ms);
+    }
+    status = 0;
+done:
+    registry_close(r);
+    return status;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    const char *cmd = argv[1];
+    if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
+        usage(stdout);
+        return 0;
+    }
+    if (strcmp(cmd, "--version") == 0 || strcmp(cmd, "version") == 0) {
+        printf("vaed %s\n", VAED_VERSION);
+        return 0;
+    }
+    if (strcmp(cmd, "serve") == 0) return cmd_serve(argc - 1, argv + 1);
+    if (strcmp(cmd, "train") == 0) return cmd_train(argc - 1, argv + 1);
+    if (strcmp(cmd, "sample") == 0) return cmd_sample(argc - 1, argv + 1);
+    if (strcmp(cmd, "registry") == 0) return cmd_registry(argc - 1, argv + 1);
+    fprintf(stderr, "vaed: unknown command \"%s\"\n\n", cmd);
+    usage(stderr);
+    return 2;
+}

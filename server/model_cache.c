@@ -1,0 +1,240 @@
+/* model_cache: loaded models shared by request threads, keyed by sha256.
+ *
+ * Loading (reading the blob, parsing and validating the checkpoint) happens
+ * outside the lock, so one slow load does not stall requests for models
+ * already in memory. Two threads loading the same bytes at once both load;
+ * the second to finish finds the first's entry, uses it and frees its own.
+ *
+ * Entries live in one array. An evicted entry leaves the lookup (evicted = 1)
+ * but stays in the array until its last holder releases it; bytes counts only
+ * entries that are not evicted. A budget of 0 means no limit.
+ */
+#include "model_cache.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../engine/checkpoint.h"
+
+struct model_cache {
+    pthread_mutex_t mu;
+    size_t budget;            /* bytes; 0 = unlimited */
+    size_t bytes;             /* of entries not evicted */
+    uint64_t clock;           /* ticks on every acquire, for LRU */
+    model_handle **entries;   /* owned, with every handle in it */
+    int n, cap;
+};
+
+model_cache *model_cache_new(size_t budget_bytes)
+{
+    model_cache *c = calloc(1, sizeof *c); /* owned by the caller; model_cache_free */
+    if (!c)
+        return NULL;
+    pthread_mutex_init(&c->mu, NULL);
+    c->budget = budget_bytes;
+    return c;
+}
+
+static void handle_free(model_handle *h)
+{
+    vae_free(&h->model);
+    free(h);
+}
+
+/* Handles still held at this point are freed too: release them first. */
+void model_cache_free(model_cache *c)
+{
+    if (!c)
+        return;
+    for (int i = 0; i < c->n; i++)
+        handle_free(c->entries[i]);
+    free(c->entries);
+    pthread_mutex_destroy(&c->mu);
+    free(c);
+}
+
+static model_handle *find_locked(model_cache *c, const char *sha256)
+{
+    for (int i = 0; i < c->n; i++)
+        if (!c->entries[i]->evicted && strcmp(c->entries[i]->info.sha256, sha256) == 0)
+            return c->entries[i];
+    return NULL;
+}
+
+static void remove_locked(model_cache *c, int i)
+{
+    c->entries[i] = c->entries[--c->n];
+}
+
+/* Evicts least recently used entries until within budget: first those nobody
+ * holds (freed now: vae_free is only a free()), then held ones (freed on their
+ * last release). */
+static void evict_locked(model_cache *c)
+{
+    while (c->budget && c->bytes > c->budget) {
+        int victim = -1;
+        for (int pass = 0; pass < 2 && victim < 0; pass++)
+            for (int i = 0; i < c->n; i++) {
+                model_handle *h = c->entries[i];
+                if (h->evicted || (pass == 0 && h->refs > 0))
+                    continue;
+                if (victim < 0 || h->last_used < c->entries[victim]->last_used)
+                    victim = i;
+            }
+        if (victim < 0)
+            break;
+        model_handle *h = c->entries[victim];
+        h->evicted = 1;
+        c->bytes -= h->bytes;
+        if (h->refs == 0) {
+            remove_locked(c, victim);
+            handle_free(h);
+        }
+    }
+}
+
+static int map_registry_status(int status)
+{
+    switch (status) {
+    case REGISTRY_ERR_NOT_FOUND:
+    case REGISTRY_ERR_ARG:
+        return MODEL_CACHE_ERR_NO_MODEL;
+    case REGISTRY_ERR_NOMEM:
+        return MODEL_CACHE_ERR_NOMEM;
+    default:
+        return MODEL_CACHE_ERR_DB;
+    }
+}
+
+/* Reads and parses the checkpoint named by info, without the cache lock. */
+static int load(registry *r, const registry_checkpoint_info *info, model_handle **out,
+                char *err, size_t errlen)
+{
+    uint8_t *blob = NULL; /* owned here */
+    size_t len = 0;
+    int status = registry_get_blob(r, info->sha256, &blob, &len, err, errlen);
+    if (status)
+        return map_registry_status(status);
+    model_handle *h = calloc(1, sizeof *h); /* owned by the cache once inserted */
+    if (!h) {
+        free(blob);
+        snprintf(err, errlen, "out of memory loading %s v%lld", info->model,
+                 (long long)info->version);
+        return MODEL_CACHE_ERR_NOMEM;
+    }
+    char why[200] = "";
+    status = ckpt_load_mem(&h->model, blob, len, NULL, why, sizeof why);
+    free(blob);
+    if (status) {
+        vae_free(&h->model); /* in case a failed load left anything behind */
+        free(h);
+        snprintf(err, errlen, "checkpoint %s v%lld does not load: %s", info->model,
+                 (long long)info->version, why);
+        return status == VAE_ERR_NOMEM ? MODEL_CACHE_ERR_NOMEM : MODEL_CACHE_ERR_LOAD;
+    }
+    h->info = *info;
+    h->bytes = h->model.n_params * sizeof(float) + sizeof *h;
+    *out = h;
+    return MODEL_CACHE_OK;
+}
+
+int model_cache_acquire(model_cache *c, registry *r, const char *model,
+                        const char *version_or_alias, model_handle **out, char *err,
+                        size_t errlen)
+{
+    *out = NULL;
+    registry_checkpoint_info info;
+    int status = registry_resolve(r, model, version_or_alias, &info, err, errlen);
+    if (status)
+        return map_registry_status(status);
+
+    pthread_mutex_lock(&c->mu);
+    model_handle *h = find_locked(c, info.sha256);
+    if (h) {
+        h->refs++;
+        h->last_used = ++c->clock;
+    }
+    pthread_mutex_unlock(&c->mu);
+    if (h) {
+        *out = h;
+        return MODEL_CACHE_OK;
+    }
+
+    model_handle *loaded = NULL;
+    if ((status = load(r, &info, &loaded, err, errlen)))
+        return status;
+
+    model_handle *discard = NULL;
+    pthread_mutex_lock(&c->mu);
+    h = find_locked(c, info.sha256); /* another thread may have loaded it meanwhile */
+    if (h) {
+        discard = loaded;
+    } else if (c->n == c->cap) {
+        int ncap = c->cap ? c->cap * 2 : 8;
+        model_handle **grown = realloc(c->entries, (size_t)ncap * sizeof *grown);
+        if (grown) {
+            c->entries = grown;
+            c->cap = ncap;
+        }
+    }
+    if (!h && c->n < c->cap) {
+        h = loaded;
+        c->entries[c->n++] = h;
+        c->bytes += h->bytes;
+    }
+    if (h) {
+        h->refs++;
+        h->last_used = ++c->clock;
+        evict_locked(c);
+    }
+    pthread_mutex_unlock(&c->mu);
+    if (discard)
+        handle_free(discard);
+    if (!h) {
+        handle_free(loaded);
+        snprintf(err, errlen, "out of memory caching a model");
+        return MODEL_CACHE_ERR_NOMEM;
+    }
+    *out = h;
+    return MODEL_CACHE_OK;
+}
+
+void model_cache_release(model_cache *c, model_handle *h)
+{
+    if (!h)
+        return;
+    model_handle *freed = NULL;
+    pthread_mutex_lock(&c->mu);
+    h->refs--;
+    if (h->refs == 0 && h->evicted) {
+        for (int i = 0; i < c->n; i++)
+            if (c->entries[i] == h) {
+                remove_locked(c, i);
+                break;
+            }
+        freed = h;
+    }
+    pthread_mutex_unlock(&c->mu);
+    if (freed)
+        handle_free(freed);
+}
+
+size_t model_cache_bytes(model_cache *c)
+{
+    pthread_mutex_lock(&c->mu);
+    size_t bytes = c->bytes;
+    pthread_mutex_unlock(&c->mu);
+    return bytes;
+}
+
+int model_cache_count(model_cache *c)
+{
+    pthread_mutex_lock(&c->mu);
+    int n = 0;
+    for (int i = 0; i < c->n; i++)
+        n += !c->entries[i]->evicted;
+    pthread_mutex_unlock(&c->mu);
+    return n;
+}

@@ -1,0 +1,51 @@
+/* model_cache: loaded checkpoints in memory, shared by request threads.
+ *
+ *     model_handle *h;
+ *     if (model_cache_acquire(cache, reg, model, version, &h, err, sizeof err)) ...
+ *     vae_decode(&h->model, ws, z, n, x);      // h stays valid until released
+ *     model_cache_release(cache, h);
+ *
+ * Entries are keyed by sha256, reference-counted, and evicted least recently
+ * used when their bytes exceed the budget; an entry is freed only when its
+ * last holder releases it, so eviction never pulls a model from under a
+ * request.
+ */
+#ifndef MODEL_CACHE_H
+#define MODEL_CACHE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../engine/vae.h"
+#include "registry.h"
+
+typedef enum {
+    MODEL_CACHE_OK = 0,
+    MODEL_CACHE_ERR_NO_MODEL,   /* the registry holds no matching checkpoint */
+    MODEL_CACHE_ERR_LOAD,       /* the stored checkpoint did not load */
+    MODEL_CACHE_ERR_DB,
+    MODEL_CACHE_ERR_NOMEM
+} model_cache_status;
+
+typedef struct model_cache model_cache;
+
+typedef struct {
+    vae_model model;                /* read-only while held */
+    registry_checkpoint_info info;  /* which checkpoint this is */
+    size_t bytes;
+    /* private to model_cache.c */
+    int refs;
+    uint64_t last_used;
+    int evicted;
+} model_handle;
+
+model_cache *model_cache_new(size_t budget_bytes);
+void model_cache_free(model_cache *c);
+int model_cache_acquire(model_cache *c, registry *r, const char *model,
+                        const char *version_or_alias, model_handle **out, char *err,
+                        size_t errlen);
+void model_cache_release(model_cache *c, model_handle *h);
+size_t model_cache_bytes(model_cache *c);
+int model_cache_count(model_cache *c);
+
+#endif

@@ -1,0 +1,134 @@
+/* registry: the SQLite database of models, checkpoint versions and aliases.
+ *
+ *     registry *r;
+ *     if (registry_open("var/registry.db", &r, err, sizeof err)) ...   // applies schema/
+ *     registry_put_checkpoint(r, "digits", blob, len, &put, &created, err, sizeof err);
+ *     registry_resolve(r, NULL, NULL, &info, err, sizeof err);  // default model, latest
+ *     registry_get_blob(r, info.sha256, &blob, &len, err, sizeof err);
+ *     registry_close(r);
+ *
+ * All SQL of vaed lives here, in prepared statements. Migrations are the
+ * numbered files of schema/, compiled into the binary and applied in order by
+ * PRAGMA user_version. WAL, busy_timeout and foreign keys are on. Checkpoint
+ * bytes are stored once per sha256 as a blob, so a version becomes visible
+ * exactly when its transaction commits. A registry may be used from many
+ * threads: each call takes the registry's lock.
+ */
+#ifndef REGISTRY_H
+#define REGISTRY_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef enum {
+    REGISTRY_OK = 0,
+    REGISTRY_ERR_DB,        /* SQLite failed */
+    REGISTRY_ERR_NOT_FOUND, /* no such model / version / alias */
+    REGISTRY_ERR_CONFLICT,  /* e.g. deleting a version an alias points at */
+    REGISTRY_ERR_ARG,       /* bad name or value */
+    REGISTRY_ERR_NOMEM
+} registry_status;
+
+typedef struct registry registry;
+
+typedef struct {
+    char model[128];
+    int64_t version;
+    char sha256[65];          /* hex */
+    int64_t size;
+    char created_at[32];      /* ISO 8601 UTC */
+    char source[64];          /* "upload", "train", "job:ID" */
+} registry_checkpoint_info;
+
+/* Opens (creating when absent) and migrates the database at path. */
+int registry_open(const char *path, registry **out, char *err, size_t errlen);
+void registry_close(registry *r);
+int registry_schema_version(registry *r);
+
+/* Model names: 1-64 chars of [A-Za-z0-9._-], not starting with '.' or '-'. */
+int registry_valid_name(const char *name);
+
+/* Stores blob as the next version of model (creating the model). When the
+ * same bytes are already a version of that model, returns it with
+ * *created = 0 and stores nothing. config_json and metrics_json may be NULL.
+ * The 'latest' alias follows the new version unless it was set by hand. */
+int registry_put_checkpoint(registry *r, const char *model, const uint8_t *blob, size_t len,
+                            const char *sha256_hex, const char *config_json,
+                            const char *metrics_json, const char *source,
+                            registry_checkpoint_info *out, int *created, char *err,
+                            size_t errlen);
+/* Resolves model (NULL: the default model, the only one, or the most recently
+ * updated) and version_or_alias (NULL: "latest"; digits: a version number). */
+int registry_resolve(registry *r, const char *model, const char *version_or_alias,
+                     registry_checkpoint_info *out, char *err, size_t errlen);
+/* The stored bytes of a checkpoint, *blob owned by the caller (free()). */
+int registry_get_blob(registry *r, const char *sha256_hex, uint8_t **blob, size_t *len,
+                      char *err, size_t errlen);
+int64_t registry_count_checkpoints(registry *r);
+/* The model used when a request names none (NULL clears it). */
+void registry_set_default_model(registry *r, const char *model);
+
+/* ---- Added with the registry issue: listing, aliases, deletion. ----
+ * Reading calls take model NULL to mean the default model (as in
+ * registry_resolve); calls that change the registry need a name. */
+
+/* Lower-case hex SHA-256 of data into out (65 bytes with the NUL). */
+void registry_sha256_hex(const uint8_t *data, size_t len, char out[65]);
+
+typedef struct {
+    char name[128];
+    int64_t n_versions;
+    int64_t latest_version;   /* what 'latest' points at; 0 when no versions */
+    char created_at[32];
+    char updated_at[32];      /* when its newest version was put */
+} registry_model_info;
+
+/* All models by name. *models is an array of *count entries owned by the
+ * caller: free it with registry_free_models (NULL when *count is 0). */
+int registry_list_models(registry *r, registry_model_info **models, size_t *count, char *err,
+                         size_t errlen);
+void registry_free_models(registry_model_info *models);
+
+/* One version with its JSON. config_json and metrics_json are malloc'd, owned
+ * by the struct (NULL when absent); registry_free_checkpoint frees them. */
+typedef struct {
+    registry_checkpoint_info info;
+    char *config_json;
+    char *metrics_json;
+} registry_checkpoint;
+
+void registry_free_checkpoint(registry_checkpoint *c);
+/* The metadata of version of model (not the bytes); free with
+ * registry_free_checkpoint. */
+int registry_get_checkpoint(registry *r, const char *model, int64_t version,
+                            registry_checkpoint *out, char *err, size_t errlen);
+/* Every version of model, oldest first. *list (an array of *count) is owned by
+ * the caller: free it with registry_free_checkpoints. */
+int registry_list_checkpoints(registry *r, const char *model, registry_checkpoint **list,
+                              size_t *count, char *err, size_t errlen);
+void registry_free_checkpoints(registry_checkpoint *list, size_t count);
+
+typedef struct {
+    char alias[128];
+    int64_t version;
+    int set_by_hand;          /* for 'latest': 0 while it follows new versions */
+} registry_alias_info;
+
+/* The aliases of model by name. *aliases owned by the caller: free(). */
+int registry_list_aliases(registry *r, const char *model, registry_alias_info **aliases,
+                          size_t *count, char *err, size_t errlen);
+/* Alias names are valid model names that are not all digits. Setting 'latest'
+ * by hand stops it following new versions; deleting it makes it follow again
+ * (it goes back to the highest version). */
+int registry_valid_alias(const char *alias);
+int registry_set_alias(registry *r, const char *model, const char *alias, int64_t version,
+                       char *err, size_t errlen);
+int registry_delete_alias(registry *r, const char *model, const char *alias, char *err,
+                          size_t errlen);
+/* Deletes a version: REGISTRY_ERR_CONFLICT while an alias other than 'latest'
+ * points at it. 'latest' moves to the highest remaining version. The bytes go
+ * when no other version holds them. The model stays, with no versions. */
+int registry_delete_version(registry *r, const char *model, int64_t version, char *err,
+                            size_t errlen);
+
+#endif

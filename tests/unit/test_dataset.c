@@ -1,0 +1,303 @@
+/* Unit tests for engine/dataset.c: IDX files written under a temporary
+ * directory (plain and gzip), every rejection the loader promises, class
+ * filtering, and the real MNIST test set when it has been downloaded. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#include "../../engine/dataset.h"
+
+static char tmpdir[] = "/tmp/vaed_test_ds_XXXXXX";
+static char paths[32][300];
+static int n_paths;
+
+static const char *tmp_path(const char *name) {
+    assert_true(n_paths < 32);
+    snprintf(paths[n_paths], sizeof paths[0], "%s/%s", tmpdir, name);
+    return paths[n_paths++];
+}
+
+static void put_be32(uint8_t *p, uint32_t v) {
+    p[0] = (uint8_t)(v >> 24);
+    p[1] = (uint8_t)(v >> 16);
+    p[2] = (uint8_t)(v >> 8);
+    p[3] = (uint8_t)v;
+}
+
+/* Writes an image IDX file: header with the given fields, then `data_len`
+ * bytes of pixel i = (i * 37) % 256. */
+static const char *write_images(const char *name, uint32_t magic, uint32_t n, uint32_t rows,
+                                uint32_t cols, size_t data_len, int gz) {
+    const char *path = tmp_path(name);
+    uint8_t *buf = malloc(16 + data_len);
+    assert_non_null(buf);
+    put_be32(buf, magic);
+    put_be32(buf + 4, n);
+    put_be32(buf + 8, rows);
+    put_be32(buf + 12, cols);
+    for (size_t i = 0; i < data_len; i++) buf[16 + i] = (uint8_t)((i * 37) % 256);
+    if (gz) {
+        gzFile f = gzopen(path, "wb");
+        assert_non_null(f);
+        assert_int_equal(gzwrite(f, buf, (unsigned)(16 + data_len)), (int)(16 + data_len));
+        assert_int_equal(gzclose(f), Z_OK);
+    } else {
+        FILE *f = fopen(path, "wb");
+        assert_non_null(f);
+        assert_int_equal(fwrite(buf, 1, 16 + data_len, f), 16 + data_len);
+        assert_int_equal(fclose(f), 0);
+    }
+    free(buf);
+    return path;
+}
+
+static const char *write_labels(const char *name, uint32_t magic, uint32_t n,
+                                const uint8_t *labels, size_t len) {
+    const char *path = tmp_path(name);
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    uint8_t hdr[8];
+    put_be32(hdr, magic);
+    put_be32(hdr + 4, n);
+    assert_int_equal(fwrite(hdr, 1, 8, f), 8);
+    if (len) assert_int_equal(fwrite(labels, 1, len, f), len);
+    assert_int_equal(fclose(f), 0);
+    return path;
+}
+
+static int setup(void **state) {
+    (void)state;
+    return mkdtemp(tmpdir) ? 0 : -1;
+}
+
+static int teardown(void **state) {
+    (void)state;
+    for (int i = 0; i < n_paths; i++) unlink(paths[i]);
+    return rmdir(tmpdir);
+}
+
+static void expect_load_error(const char *img, const char *lab, int status, const char *part,
+                              const char *file) {
+    dataset d;
+    char err[512] = "";
+    int rc = dataset_load_idx(&d, img, lab, err, sizeof err);
+    if (rc != status || !strstr(err, part) || !strstr(err, file)) {
+        print_message("status %d, error \"%s\"; wanted %d with \"%s\"\n", rc, err, status, part);
+        fail();
+    }
+    assert_null(d.x);
+    assert_null(d.labels);
+    assert_int_equal(d.n, 0);
+}
+
+static const uint8_t good_labels[3] = {5, 0, 5};
+
+static void check_good(const dataset *d, int with_labels) {
+    assert_int_equal(d->n, 3);
+    assert_int_equal(d->channels, 1);
+    assert_int_equal(d->height, 2);
+    assert_int_equal(d->width, 3);
+    assert_int_equal(dataset_dim(d), 6);
+    for (int i = 0; i < 18; i++) assert_true(d->x[i] == (float)((i * 37) % 256) / 255.0f);
+    assert_true(d->x[0] == 0.0f);
+    if (with_labels) {
+        assert_non_null(d->labels);
+        assert_memory_equal(d->labels, good_labels, 3);
+    } else {
+        assert_null(d->labels);
+    }
+}
+
+static void test_good_file(void **state) {
+    (void)state;
+    const char *img = write_images("good-images", 0x803, 3, 2, 3, 18, 0);
+    const char *lab = write_labels("good-labels", 0x801, 3, good_labels, 3);
+    dataset d;
+    char err[512] = "";
+    int rc = dataset_load_idx(&d, img, lab, err, sizeof err);
+    if (rc) print_message("%s\n", err);
+    assert_int_equal(rc, 0);
+    check_good(&d, 1);
+
+    /* Filtering keeps images 0 and 2, in order. */
+    float img2[6];
+    memcpy(img2, d.x + 12, sizeof img2);
+    assert_int_equal(dataset_filter_class(&d, 7, err, sizeof err), DATASET_ERR_ARG);
+    assert_int_equal(d.n, 3); /* unchanged */
+    assert_int_equal(dataset_filter_class(&d, 5, err, sizeof err), 0);
+    assert_int_equal(d.n, 2);
+    assert_true(d.x[0] == 0.0f);
+    assert_memory_equal(d.x + 6, img2, sizeof img2);
+    assert_int_equal(d.labels[0], 5);
+    assert_int_equal(d.labels[1], 5);
+    assert_int_equal(dataset_filter_class(&d, -1, err, sizeof err), DATASET_ERR_ARG);
+
+    dataset_truncate(&d, 5); /* more than there are: no change */
+    assert_int_equal(d.n, 2);
+    dataset_truncate(&d, 1);
+    assert_int_equal(d.n, 1);
+    assert_true(d.x[0] == 0.0f);
+    dataset_free(&d);
+    dataset_free(&d); /* safe twice */
+
+    /* Without labels. */
+    assert_int_equal(dataset_load_idx(&d, img, NULL, err, sizeof err), 0);
+    check_good(&d, 0);
+    assert_int_equal(dataset_filter_class(&d, 5, err, sizeof err), DATASET_ERR_ARG);
+    assert_non_null(strstr(err, "labels"));
+    dataset_free(&d);
+}
+
+static void test_gzip(void **state) {
+    (void)state;
+    const char *img = write_images("gz-images.gz", 0x803, 3, 2, 3, 18, 1);
+    const char *lab = write_labels("gz-labels", 0x801, 3, good_labels, 3);
+    dataset d;
+    char err[512] = "";
+    int rc = dataset_load_idx(&d, img, lab, err, sizeof err);
+    if (rc) print_message("%s\n", err);
+    assert_int_equal(rc, 0);
+    check_good(&d, 1);
+    dataset_free(&d);
+
+    /* A gzip file that promises more than it holds. */
+    const char *shortgz = write_images("gz-short.gz", 0x803, 3, 2, 3, 17, 1);
+    expect_load_error(shortgz, NULL, DATASET_ERR_FORMAT, "truncated", shortgz);
+
+    /* A gzip stream cut in the middle, and one with a corrupted body. */
+    const char *big = write_images("gz-big.gz", 0x803, 40, 28, 28, 40 * 784, 1);
+    FILE *f = fopen(big, "rb");
+    assert_non_null(f);
+    uint8_t raw[65536];
+    size_t n = fread(raw, 1, sizeof raw, f);
+    fclose(f);
+    assert_true(n > 64 && n < sizeof raw);
+    const char *cut = tmp_path("gz-cut.gz");
+    f = fopen(cut, "wb");
+    assert_non_null(f);
+    assert_int_equal(fwrite(raw, 1, n / 2, f), n / 2);
+    fclose(f);
+    expect_load_error(cut, NULL, DATASET_ERR_FORMAT, "", cut);
+
+    for (size_t i = 20; i < n - 8; i++) raw[i] ^= 0x5a;
+    const char *bad = tmp_path("gz-corrupt.gz");
+    f = fopen(bad, "wb");
+    assert_non_null(f);
+    assert_int_equal(fwrite(raw, 1, n, f), n);
+    fclose(f);
+    expect_load_error(bad, NULL, DATASET_ERR_FORMAT, "", bad);
+}
+
+static void test_rejects(void **state) {
+    (void)state;
+    const char *lab3 = write_labels("labels3", 0x801, 3, good_labels, 3);
+    const char *img = write_images("images-ok", 0x803, 3, 2, 3, 18, 0);
+
+    const char *p = write_images("bad-magic", 0x801, 3, 2, 3, 18, 0);
+    expect_load_error(p, NULL, DATASET_ERR_FORMAT, "magic", p);
+    p = write_labels("bad-label-magic", 0x803, 3, good_labels, 3);
+    expect_load_error(img, p, DATASET_ERR_FORMAT, "magic", p);
+
+    p = write_images("truncated", 0x803, 3, 2, 3, 17, 0);
+    expect_load_error(p, lab3, DATASET_ERR_FORMAT, "truncated", p);
+    p = write_labels("truncated-labels", 0x801, 3, good_labels, 2);
+    expect_load_error(img, p, DATASET_ERR_FORMAT, "truncated", p);
+
+    /* Header only partly there. */
+    p = tmp_path("short-header");
+    FILE *f = fopen(p, "wb");
+    assert_non_null(f);
+    fwrite("\0\0\x08\x03\0\0", 1, 6, f);
+    fclose(f);
+    expect_load_error(p, NULL, DATASET_ERR_FORMAT, "truncated", p);
+    p = tmp_path("empty");
+    f = fopen(p, "wb");
+    assert_non_null(f);
+    fclose(f);
+    expect_load_error(p, NULL, DATASET_ERR_FORMAT, "magic", p);
+
+    p = write_images("trailing", 0x803, 3, 2, 3, 19, 0);
+    expect_load_error(p, NULL, DATASET_ERR_FORMAT, "trailing", p);
+    const uint8_t four[4] = {1, 2, 3, 4};
+    p = write_labels("trailing-labels", 0x801, 3, four, 4);
+    expect_load_error(img, p, DATASET_ERR_FORMAT, "trailing", p);
+
+    p = write_images("zero-n", 0x803, 0, 2, 3, 0, 0);
+    expect_load_error(p, NULL, DATASET_ERR_FORMAT, "count", p);
+    p = write_images("zero-rows", 0x803, 3, 0, 3, 0, 0);
+    expect_load_error(p, NULL, DATASET_ERR_FORMAT, "size", p);
+    p = write_images("huge-cols", 0x803, 1, 2, 5000, 10000, 0);
+    expect_load_error(p, NULL, DATASET_ERR_FORMAT, "size", p);
+    p = write_images("huge-n", 0x803, 0xffffffffu, 28, 28, 784, 0);
+    expect_load_error(p, NULL, DATASET_ERR_FORMAT, "count", p);
+    /* A header claiming ~2^55 bytes must fail on the data, not allocate it. */
+    p = write_images("huge-claim", 0x803, 0x7fffffffu, 4096, 4096, 100, 0);
+    expect_load_error(p, NULL, DATASET_ERR_FORMAT, "truncated", p);
+
+    /* Counts that disagree. */
+    p = write_labels("labels2", 0x801, 2, good_labels, 2);
+    expect_load_error(img, p, DATASET_ERR_FORMAT, "2 labels", p);
+
+    /* Missing files. */
+    const char *missing = tmp_path("does-not-exist");
+    expect_load_error(missing, NULL, DATASET_ERR_IO, "No such file", missing);
+    expect_load_error(img, missing, DATASET_ERR_IO, "No such file", missing);
+
+    dataset d;
+    char err[128];
+    assert_int_equal(dataset_load_idx(&d, NULL, NULL, err, sizeof err), DATASET_ERR_ARG);
+}
+
+static int exists(const char *path) { return access(path, R_OK) == 0; }
+
+static void test_real_mnist(void **state) {
+    (void)state;
+    const char *img = "data/mnist/t10k-images-idx3-ubyte";
+    const char *lab = "data/mnist/t10k-labels-idx1-ubyte";
+    if (!exists(img) || !exists(lab)) {
+        img = "data/mnist/t10k-images-idx3-ubyte.gz";
+        lab = "data/mnist/t10k-labels-idx1-ubyte.gz";
+    }
+    if (!exists(img) || !exists(lab)) {
+        print_message("MNIST test set not found under data/mnist; skipping\n");
+        skip();
+    }
+    dataset d;
+    char err[512] = "";
+    int rc = dataset_load_idx(&d, img, lab, err, sizeof err);
+    if (rc) print_message("%s\n", err);
+    assert_int_equal(rc, 0);
+    assert_int_equal(d.n, 10000);
+    assert_int_equal(d.channels, 1);
+    assert_int_equal(d.height, 28);
+    assert_int_equal(d.width, 28);
+    assert_int_equal(d.labels[0], 7);
+    assert_int_equal(d.labels[1], 2);
+    float lo = 1, hi = 0;
+    for (size_t i = 0; i < (size_t)d.n * 784; i++) {
+        if (d.x[i] < lo) lo = d.x[i];
+        if (d.x[i] > hi) hi = d.x[i];
+    }
+    assert_true(lo == 0.0f && hi == 1.0f);
+    assert_int_equal(dataset_filter_class(&d, 7, err, sizeof err), 0);
+    assert_int_equal(d.n, 1028); /* sevens in the MNIST test set */
+    dataset_free(&d);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_good_file),
+        cmocka_unit_test(test_gzip),
+        cmocka_unit_test(test_rejects),
+        cmocka_unit_test(test_real_mnist),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}

@@ -1,0 +1,738 @@
+/* Unit tests for server/registry.c on real SQLite files in a mkdtemp() dir. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <ftw.h>
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "../../server/registry.h"
+
+extern const char *const vaed_schema_migrations[];
+extern const size_t vaed_schema_migration_count;
+
+typedef struct {
+    char dir[64];
+    char path[128];
+} fixture;
+
+static int setup(void **state)
+{
+    fixture *f = calloc(1, sizeof *f);
+    if (!f)
+        return -1;
+    snprintf(f->dir, sizeof f->dir, "/tmp/vaed_test_registry_XXXXXX");
+    if (!mkdtemp(f->dir)) {
+        free(f);
+        return -1;
+    }
+    /* A subdirectory that does not exist yet: registry_open creates it. */
+    snprintf(f->path, sizeof f->path, "%s/var/registry.db", f->dir);
+    *state = f;
+    return 0;
+}
+
+static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)sb, (void)flag, (void)ftw;
+    return remove(path);
+}
+
+static int teardown(void **state)
+{
+    fixture *f = *state;
+    nftw(f->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    free(f);
+    return 0;
+}
+
+static registry *open_ok(const fixture *f)
+{
+    registry *r = NULL;
+    char err[256] = "";
+    int rc = registry_open(f->path, &r, err, sizeof err);
+    if (rc)
+        print_error("registry_open: %s\n", err);
+    assert_int_equal(rc, REGISTRY_OK);
+    assert_non_null(r);
+    return r;
+}
+
+/* Puts "name-payload" bytes; returns the version. */
+static int64_t put(registry *r, const char *model, const char *payload, int expect_created)
+{
+    registry_checkpoint_info info;
+    int created = -1;
+    char err[256] = "";
+    int rc = registry_put_checkpoint(r, model, (const uint8_t *)payload, strlen(payload), NULL,
+                                     "{\"latent\":4}", NULL, "upload", &info, &created, err,
+                                     sizeof err);
+    if (rc)
+        print_error("put: %s\n", err);
+    assert_int_equal(rc, REGISTRY_OK);
+    assert_int_equal(created, expect_created);
+    assert_string_equal(info.model, model);
+    return info.version;
+}
+
+static int64_t resolve_version(registry *r, const char *model, const char *v)
+{
+    registry_checkpoint_info info;
+    char err[256] = "";
+    int rc = registry_resolve(r, model, v, &info, err, sizeof err);
+    if (rc)
+        print_error("resolve: %s\n", err);
+    assert_int_equal(rc, REGISTRY_OK);
+    return info.version;
+}
+
+/* Runs a query on a second, plain connection and returns its first integer. */
+static int64_t query_int(const char *path, const char *sql)
+{
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
+    sqlite3_stmt *st = NULL;
+    assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    int64_t v = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return v;
+}
+
+static void test_sha256(void **state)
+{
+    (void)state;
+    char hex[65];
+    registry_sha256_hex((const uint8_t *)"abc", 3, hex);
+    assert_string_equal(hex, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    registry_sha256_hex((const uint8_t *)"", 0, hex);
+    assert_string_equal(hex, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+    const char *two = "abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq"; /* 56 bytes */
+    registry_sha256_hex((const uint8_t *)two, strlen(two), hex);
+    assert_string_equal(hex, "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
+    /* A million 'a': many blocks. */
+    size_t n = 1000000;
+    uint8_t *a = malloc(n);
+    assert_non_null(a);
+    memset(a, 'a', n);
+    registry_sha256_hex(a, n, hex);
+    free(a);
+    assert_string_equal(hex, "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
+}
+
+static void test_names(void **state)
+{
+    (void)state;
+    assert_true(registry_valid_name("digits"));
+    assert_true(registry_valid_name("a.b_c-9"));
+    assert_true(registry_valid_name("7"));
+    assert_false(registry_valid_name(""));
+    assert_false(registry_valid_name(NULL));
+    assert_false(registry_valid_name(".hidden"));
+    assert_false(registry_valid_name("-x"));
+    assert_false(registry_valid_name("a/b"));
+    assert_false(registry_valid_name("a b"));
+    char long_name[66];
+    memset(long_name, 'x', 65);
+    long_name[65] = '\0';
+    assert_false(registry_valid_name(long_name));
+    long_name[64] = '\0';
+    assert_true(registry_valid_name(long_name));
+    assert_true(registry_valid_alias("prod"));
+    assert_true(registry_valid_alias("v2"));
+    assert_false(registry_valid_alias("42"));
+}
+
+static void test_open_creates_schema(void **state)
+{
+    fixture *f = *state;
+    registry *r = open_ok(f);
+    assert_int_equal(registry_schema_version(r), (int)vaed_schema_migration_count);
+    assert_true(vaed_schema_migration_count >= 1);
+    assert_int_equal(registry_count_checkpoints(r), 0);
+    put(r, "digits", "one", 1);
+    registry_close(r);
+
+    assert_int_equal(query_int(f->path, "PRAGMA user_version"), (int64_t)vaed_schema_migration_count);
+    assert_int_equal(query_int(f->path, "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' "
+                                        "AND name IN ('models', 'blobs', 'checkpoints', "
+                                        "'aliases', 'jobs', 'job_events')"),
+                     6);
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+    sqlite3_stmt *st = NULL;
+    assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA journal_mode", -1, &st, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    assert_string_equal((const char *)sqlite3_column_text(st, 0), "wal");
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+
+    /* Reopening migrates nothing and keeps the data. */
+    r = open_ok(f);
+    assert_int_equal(registry_schema_version(r), (int)vaed_schema_migration_count);
+    assert_int_equal(registry_count_checkpoints(r), 1);
+    assert_int_equal(resolve_version(r, "digits", NULL), 1);
+    registry_close(r);
+}
+
+static void test_put_versions(void **state)
+{
+    fixture *f = *state;
+    registry *r = open_ok(f);
+    assert_int_equal(put(r, "digits", "first", 1), 1);
+    assert_int_equal(put(r, "digits", "second", 1), 2);
+    assert_int_equal(put(r, "digits", "third", 1), 3);
+    /* The same bytes again: the existing version, nothing stored. */
+    assert_int_equal(put(r, "digits", "second", 0), 2);
+    assert_int_equal(registry_count_checkpoints(r), 3);
+    assert_int_equal(query_int(f->path, "SELECT COUNT(*) FROM blobs"), 3);
+    /* The same bytes in another model: a version there, one blob. */
+    assert_int_equal(put(r, "faces", "second", 1), 1);
+    assert_int_equal(query_int(f->path, "SELECT COUNT(*) FROM blobs"), 3);
+
+    registry_checkpoint_info info;
+    char err[256];
+    assert_int_equal(registry_resolve(r, "digits", "2", &info, err, sizeof err), REGISTRY_OK);
+    char sha[65];
+    registry_sha256_hex((const uint8_t *)"second", 6, sha);
+    assert_string_equal(info.sha256, sha);
+    assert_int_equal(info.size, 6);
+    assert_string_equal(info.source, "upload");
+    /* "2026-11-21T23:59:01.123Z" */
+    assert_int_equal(strlen(info.created_at), 24);
+    assert_int_equal(info.created_at[10], 'T');
+    assert_int_equal(info.created_at[19], '.');
+    assert_int_equal(info.created_at[23], 'Z');
+
+    uint8_t *blob = NULL;
+    size_t len = 0;
+    assert_int_equal(registry_get_blob(r, sha, &blob, &len, err, sizeof err), REGISTRY_OK);
+    assert_int_equal(len, 6);
+    assert_memory_equal(blob, "second", 6);
+    free(blob);
+    assert_int_equal(registry_get_blob(r, "00", &blob, &len, err, sizeof err),
+                     REGISTRY_ERR_NOT_FOUND);
+    assert_null(blob);
+
+    /* A caller's sha256 must match the bytes (any case). */
+    char upper[65];
+    for (int i = 0; i < 65; i++)
+        upper[i] = (char)(sha[i] >= 'a' && sha[i] <= 'f' ? sha[i] - 32 : sha[i]);
+    int created = -1;
+    assert_int_equal(registry_put_checkpoint(r, "digits", (const uint8_t *)"second", 6, upper,
+                                             NULL, NULL, NULL, &info, &created, err, sizeof err),
+                     REGISTRY_OK);
+    assert_int_equal(created, 0);
+    assert_int_equal(info.version, 2);
+    assert_int_equal(registry_put_checkpoint(r, "digits", (const uint8_t *)"fourth", 6, sha,
+                                             NULL, NULL, NULL, &info, &created, err, sizeof err),
+                     REGISTRY_ERR_ARG);
+    assert_non_null(strstr(err, "does not match"));
+    /* Bad input: nothing stored. */
+    assert_int_equal(registry_put_checkpoint(r, "bad/name", (const uint8_t *)"x", 1, NULL, NULL,
+                                             NULL, NULL, &info, &created, err, sizeof err),
+                     REGISTRY_ERR_ARG);
+    assert_int_equal(registry_put_checkpoint(r, "digits", (const uint8_t *)"x", 0, NULL, NULL,
+                                             NULL, NULL, &info, &created, err, sizeof err),
+                     REGISTRY_ERR_ARG);
+    assert_int_equal(registry_put_checkpoint(r, "digits", (const uint8_t *)"fifth", 5, NULL,
+                                             "{not json", NULL, NULL, &info, &created, err,
+                                             sizeof err),
+                     REGISTRY_ERR_ARG);
+    assert_non_null(strstr(err, "JSON"));
+    assert_int_equal(registry_count_checkpoints(r), 4);
+    /* A failed put leaves no gap. */
+    assert_int_equal(put(r, "digits", "fifth", 1), 4);
+    registry_close(r);
+}
+
+static void test_resolve(void **state)
+{
+    fixture *f = *state;
+    registry *r = open_ok(f);
+    registry_checkpoint_info info;
+    char err[256] = "";
+    assert_int_equal(registry_resolve(r, NULL, NULL, &info, err, sizeof err),
+                     REGISTRY_ERR_NOT_FOUND);
+    assert_string_equal(err, "no model in the registry");
+
+    put(r, "alpha", "a1", 1);
+    put(r, "alpha", "a2", 1);
+    /* The only model. */
+    assert_int_equal(registry_resolve(r, NULL, NULL, &info, err, sizeof err), REGISTRY_OK);
+    assert_string_equal(info.model, "alpha");
+    assert_int_equal(info.version, 2);
+    /* timestamps have milliseconds; make sure beta is strictly newer */
+    struct timespec pause = {0, 3 * 1000 * 1000};
+    nanosleep(&pause, NULL);
+    put(r, "beta", "b1", 1);
+    /* The most recently updated. */
+    assert_int_equal(registry_resolve(r, NULL, NULL, &info, err, sizeof err), REGISTRY_OK);
+    assert_string_equal(info.model, "beta");
+    nanosleep(&pause, NULL);
+    put(r, "alpha", "a3", 1);
+    assert_int_equal(registry_resolve(r, NULL, "latest", &info, err, sizeof err), REGISTRY_OK);
+    assert_string_equal(info.model, "alpha");
+    assert_int_equal(info.version, 3);
+    /* The default set by hand wins, until cleared. */
+    registry_set_default_model(r, "beta");
+    assert_int_equal(registry_resolve(r, NULL, NULL, &info, err, sizeof err), REGISTRY_OK);
+    assert_string_equal(info.model, "beta");
+    assert_int_equal(registry_resolve(r, NULL, "1", &info, err, sizeof err), REGISTRY_OK);
+    assert_string_equal(info.model, "beta");
+    registry_set_default_model(r, "gamma");
+    assert_int_equal(registry_resolve(r, NULL, NULL, &info, err, sizeof err),
+                     REGISTRY_ERR_NOT_FOUND);
+    assert_non_null(strstr(err, "\"gamma\""));
+    registry_set_default_model(r, NULL);
+    assert_int_equal(registry_resolve(r, NULL, NULL, &info, err, sizeof err), REGISTRY_OK);
+    assert_string_equal(info.model, "alpha");
+
+    assert_int_equal(resolve_version(r, "alpha", "1"), 1);
+    assert_int_equal(resolve_version(r, "alpha", "002"), 2);
+    assert_int_equal(resolve_version(r, "alpha", NULL), 3);
+    assert_int_equal(registry_resolve(r, "alpha", "7", &info, err, sizeof err),
+                     REGISTRY_ERR_NOT_FOUND);
+    assert_string_equal(err, "model \"alpha\" has no version 7");
+    assert_int_equal(registry_resolve(r, "alpha", "0", &info, err, sizeof err),
+                     REGISTRY_ERR_NOT_FOUND);
+    assert_int_equal(registry_resolve(r, "alpha", "99999999999999999999999", &info, err,
+                                      sizeof err),
+                     REGISTRY_ERR_NOT_FOUND);
+    assert_int_equal(registry_resolve(r, "alpha", "prod", &info, err, sizeof err),
+                     REGISTRY_ERR_NOT_FOUND);
+    assert_string_equal(err, "model \"alpha\" has no alias \"prod\"");
+    assert_int_equal(registry_resolve(r, "nope", NULL, &info, err, sizeof err),
+                     REGISTRY_ERR_NOT_FOUND);
+    assert_non_null(strstr(err, "\"nope\""));
+    assert_int_equal(registry_resolve(r, "../etc", NULL, &info, err, sizeof err),
+                     REGISTRY_ERR_ARG);
+    assert_int_equal(registry_resolve(r, "alpha", "a b", &info, err, sizeof err),
+                     REGISTRY_ERR_ARG);
+    registry_close(r);
+}
+
+static int64_t alias_of(registry *r, const char *model, const char *alias, int *by_hand)
+{
+    registry_alias_info *list = NULL;
+    size_t n = 0;
+    char err[256];
+    assert_int_equal(registry_list_aliases(r, model, &list, &n, err, sizeof err), REGISTRY_OK);
+    int64_t v = -1;
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(list[i].alias, alias) == 0) {
+            v = list[i].version;
+            if (by_hand)
+                *by_hand = list[i].set_by_hand;
+        }
+    free(list);
+    return v;
+}
+
+static void test_aliases(void **state)
+{
+    fixture *f = *state;
+    registry *r = open_ok(f);
+    char err[256];
+    put(r, "m", "v1", 1);
+    put(r, "m", "v2", 1);
+    assert_int_equal(registry_set_alias(r, "m", "prod", 1, err, sizeof err), REGISTRY_OK);
+    assert_int_equal(resolve_version(r, "m", "prod"), 1);
+    assert_int_equal(registry_set_alias(r, "m", "prod", 2, err, sizeof err), REGISTRY_OK);
+    assert_int_equal(resolve_version(r, "m", "prod"), 2);
+    assert_int_equal(registry_set_alias(r, "m", "staging", 1, err, sizeof err), REGISTRY_OK);
+
+    assert_int_equal(registry_set_alias(r, "m", "123", 1, err, sizeof err), REGISTRY_ERR_ARG);
+    assert_int_equal(registry_set_alias(r, "m", "x/y", 1, err, sizeof err), REGISTRY_ERR_ARG);
+    assert_int_equal(registry_set_alias(r, "m", "prod", 9, err, sizeof err),
+                     REGISTRY_ERR_NOT_FOUND);
+    assert_string_equal(err, "model \"m\" has no version 9");
+    assert_int_equal(registry_set_alias(r, "none", "prod", 1, err, sizeof err),
+                     REGISTRY_ERR_NOT_FOUND);
+
+    registry_alias_info *list = NULL;
+    size_t n = 0;
+    assert_int_equal(registry_list_aliases(r, "m", &list, &n, err, sizeof err), REGISTRY_OK);
+    assert_int_equal(n, 3);
+    assert_string_equal(list[0].alias, "latest");
+    assert_int_equal(list[0].version, 2);
+    assert_int_equal(list[0].set_by_hand, 0);
+    assert_string_equal(list[1].alias, "prod");
+    assert_int_equal(list[1].version, 2);
+    assert_string_equal(list[2].alias, "staging");
+    free(list);
+
+    assert_int_equal(registry_delete_alias(r, "m", "staging", err, sizeof err), REGISTRY_OK);
+    assert_int_equal(registry_delete_alias(r, "m", "staging", err, sizeof err),
+                     REGISTRY_ERR_NOT_FOUND);
+    assert_int_equal(alias_of(r, "m", "staging", NULL), -1);
+    registry_checkpoint_info info;
+    assert_int_equal(registry_resolve(r, "m", "staging", &info, err, sizeof err),
+                     REGISTRY_ERR_NOT_FOUND);
+    registry_close(r);
+}
+
+static void test_latest_by_hand(void **state)
+{
+    fixture *f = *state;
+    registry *r = open_ok(f);
+    char err[256];
+    put(r, "m", "v1", 1);
+    put(r, "m", "v2", 1);
+    int by_hand = -1;
+    assert_int_equal(alias_of(r, "m", "latest", &by_hand), 2);
+    assert_int_equal(by_hand, 0);
+    assert_int_equal(registry_set_alias(r, "m", "latest", 1, err, sizeof err), REGISTRY_OK);
+    put(r, "m", "v3", 1);
+    /* Set by hand: it stays. */
+    assert_int_equal(resolve_version(r, "m", NULL), 1);
+    assert_int_equal(alias_of(r, "m", "latest", &by_hand), 1);
+    assert_int_equal(by_hand, 1);
+    /* Deleting it makes it follow again, from the highest version. */
+    assert_int_equal(registry_delete_alias(r, "m", "latest", err, sizeof err), REGISTRY_OK);
+    assert_int_equal(resolve_version(r, "m", "latest"), 3);
+    assert_int_equal(alias_of(r, "m", "latest", &by_hand), 3);
+    assert_int_equal(by_hand, 0);
+    put(r, "m", "v4", 1);
+    assert_int_equal(resolve_version(r, "m", NULL), 4);
+    registry_close(r);
+}
+
+static void test_delete_version(void **state)
+{
+    fixture *f = *state;
+    registry *r = open_ok(f);
+    char err[256];
+    put(r, "m", "v1", 1);
+    put(r, "m", "v2", 1);
+    put(r, "m", "v3", 1);
+    put(r, "other", "v3", 1); /* shares the bytes of m v3 */
+    assert_int_equal(registry_set_alias(r, "m", "prod", 2, err, sizeof err), REGISTRY_OK);
+
+    assert_int_equal(registry_delete_version(r, "m", 2, err, sizeof err), REGISTRY_ERR_CONFLICT);
+    assert_non_null(strstr(err, "prod"));
+    assert_int_equal(resolve_version(r, "m", "2"), 2);
+    assert_int_equal(registry_delete_version(r, "m", 7, err, sizeof err),
+                     REGISTRY_ERR_NOT_FOUND);
+
+    /* Deleting the version 'latest' follows moves it down. */
+    assert_int_equal(registry_delete_version(r, "m", 3, err, sizeof err), REGISTRY_OK);
+    assert_int_equal(resolve_version(r, "m", NULL), 2);
+    registry_checkpoint_info info;
+    assert_int_equal(registry_resolve(r, "m", "3", &info, err, sizeof err),
+                     REGISTRY_ERR_NOT_FOUND);
+    /* Its bytes are still held by "other". */
+    assert_int_equal(query_int(f->path, "SELECT COUNT(*) FROM blobs"), 3);
+    assert_int_equal(resolve_version(r, "other", NULL), 1);
+
+    /* A version nothing aliases: deleted with its bytes. */
+    char sha1[65];
+    registry_sha256_hex((const uint8_t *)"v1", 2, sha1);
+    assert_int_equal(registry_delete_version(r, "m", 1, err, sizeof err), REGISTRY_OK);
+    assert_int_equal(query_int(f->path, "SELECT COUNT(*) FROM blobs"), 2);
+    uint8_t *blob = NULL;
+    size_t len = 0;
+    assert_int_equal(registry_get_blob(r, sha1, &blob, &len, err, sizeof err),
+                     REGISTRY_ERR_NOT_FOUND);
+
+    /* 'latest' set by hand on a deleted version moves to the highest left. */
+    put(r, "m", "v4", 1);  /* version 3 again: max + 1 */
+    assert_int_equal(resolve_version(r, "m", NULL), 3);
+    assert_int_equal(registry_set_alias(r, "m", "latest", 3, err, sizeof err), REGISTRY_OK);
+    assert_int_equal(registry_delete_version(r, "m", 3, err, sizeof err), REGISTRY_OK);
+    int by_hand = -1;
+    assert_int_equal(alias_of(r, "m", "latest", &by_hand), 2);
+    assert_int_equal(by_hand, 0);
+
+    /* The last version: the model stays, with no versions. */
+    assert_int_equal(registry_delete_alias(r, "m", "prod", err, sizeof err), REGISTRY_OK);
+    assert_int_equal(registry_delete_version(r, "m", 2, err, sizeof err), REGISTRY_OK);
+    assert_int_equal(registry_resolve(r, "m", NULL, &info, err, sizeof err),
+                     REGISTRY_ERR_NOT_FOUND);
+    assert_string_equal(err, "model \"m\" has no versions");
+    /* The default model is one that has versions. */
+    assert_int_equal(registry_resolve(r, NULL, NULL, &info, err, sizeof err), REGISTRY_OK);
+    assert_string_equal(info.model, "other");
+    /* And versions start again at 1. */
+    assert_int_equal(put(r, "m", "v5", 1), 1);
+    assert_int_equal(query_int(f->path, "SELECT COUNT(*) FROM blobs"), 2);
+    registry_close(r);
+}
+
+static void test_lists(void **state)
+{
+    fixture *f = *state;
+    registry *r = open_ok(f);
+    char err[256];
+    registry_model_info *models = NULL;
+    size_t n = 99;
+    assert_int_equal(registry_list_models(r, &models, &n, err, sizeof err), REGISTRY_OK);
+    assert_int_equal(n, 0);
+    registry_free_models(models);
+
+    put(r, "zeta", "z1", 1);
+    registry_checkpoint_info info;
+    int created;
+    assert_int_equal(registry_put_checkpoint(r, "alpha", (const uint8_t *)"a1", 2, NULL,
+                                             "{\"latent\": 20}", "{\"elbo\": -98.5}", "job:7",
+                                             &info, &created, err, sizeof err),
+                     REGISTRY_OK);
+    put(r, "alpha", "a2", 1);
+    assert_int_equal(registry_list_models(r, &models, &n, err, sizeof err), REGISTRY_OK);
+    assert_int_equal(n, 2);
+    assert_string_equal(models[0].name, "alpha");
+    assert_int_equal(models[0].n_versions, 2);
+    assert_int_equal(models[0].latest_version, 2);
+    assert_int_equal(strlen(models[0].updated_at), 24);
+    assert_string_equal(models[1].name, "zeta");
+    assert_int_equal(models[1].n_versions, 1);
+    registry_free_models(models);
+
+    registry_checkpoint *list = NULL;
+    assert_int_equal(registry_list_checkpoints(r, "alpha", &list, &n, err, sizeof err),
+                     REGISTRY_OK);
+    assert_int_equal(n, 2);
+    assert_int_equal(list[0].info.version, 1);
+    assert_string_equal(list[0].info.source, "job:7");
+    assert_string_equal(list[0].config_json, "{\"latent\": 20}");
+    assert_string_equal(list[0].metrics_json, "{\"elbo\": -98.5}");
+    assert_int_equal(list[1].info.version, 2);
+    assert_null(list[1].metrics_json);
+    registry_free_checkpoints(list, n);
+    assert_int_equal(registry_list_checkpoints(r, "missing", &list, &n, err, sizeof err),
+                     REGISTRY_ERR_NOT_FOUND);
+    assert_null(list);
+
+    registry_checkpoint c;
+    assert_int_equal(registry_get_checkpoint(r, "alpha", 1, &c, err, sizeof err), REGISTRY_OK);
+    assert_string_equal(c.info.model, "alpha");
+    assert_string_equal(c.config_json, "{\"latent\": 20}");
+    assert_string_equal(c.metrics_json, "{\"elbo\": -98.5}");
+    registry_free_checkpoint(&c);
+    assert_int_equal(registry_get_checkpoint(r, "alpha", 5, &c, err, sizeof err),
+                     REGISTRY_ERR_NOT_FOUND);
+    assert_null(c.config_json);
+    /* NULL: the default model (alpha, the most recently updated). */
+    assert_int_equal(registry_get_checkpoint(r, NULL, 2, &c, err, sizeof err), REGISTRY_OK);
+    assert_string_equal(c.info.model, "alpha");
+    registry_free_checkpoint(&c);
+    registry_close(r);
+}
+
+/* ---- concurrency ---- */
+
+enum { N_THREADS = 8, PUTS_PER_THREAD = 6 };
+
+typedef struct {
+    const char *path;
+    registry *shared; /* NULL: open a connection of its own */
+    int index;
+    int failures;
+} put_job;
+
+static void *put_thread(void *arg)
+{
+    put_job *job = arg;
+    char err[256];
+    registry *r = job->shared;
+    if (!r && registry_open(job->path, &r, err, sizeof err) != REGISTRY_OK) {
+        job->failures++;
+        return NULL;
+    }
+    const char *model = job->index % 2 ? "odd" : "even";
+    for (int i = 0; i < PUTS_PER_THREAD; i++) {
+        char payload[64];
+        snprintf(payload, sizeof payload, "thread %d put %d", job->index, i);
+        registry_checkpoint_info info;
+        int created = 0;
+        if (registry_put_checkpoint(r, model, (const uint8_t *)payload, strlen(payload), NULL,
+                                    NULL, NULL, "train", &info, &created, err,
+                                    sizeof err) != REGISTRY_OK ||
+            !created) {
+            fprintf(stderr, "thread %d: %s\n", job->index, err);
+            job->failures++;
+        }
+    }
+    if (!job->shared)
+        registry_close(r);
+    return NULL;
+}
+
+static void check_gap_free(registry *r, const char *model, size_t expect)
+{
+    registry_checkpoint *list = NULL;
+    size_t n = 0;
+    char err[256];
+    assert_int_equal(registry_list_checkpoints(r, model, &list, &n, err, sizeof err),
+                     REGISTRY_OK);
+    assert_int_equal(n, expect);
+    for (size_t i = 0; i < n; i++)
+        assert_int_equal(list[i].info.version, (int64_t)i + 1); /* ordered by version */
+    registry_free_checkpoints(list, n);
+    assert_int_equal(resolve_version(r, model, NULL), (int64_t)expect);
+}
+
+static void test_concurrent_puts(void **state)
+{
+    fixture *f = *state;
+    registry *r = open_ok(f);
+    pthread_t threads[N_THREADS];
+    put_job jobs[N_THREADS];
+    /* Half share one registry (its mutex), half have their own connection
+     * (SQLite's locks and busy_timeout). */
+    for (int i = 0; i < N_THREADS; i++) {
+        jobs[i] = (put_job){.path = f->path, .shared = i < N_THREADS / 2 ? r : NULL, .index = i};
+        assert_int_equal(pthread_create(&threads[i], NULL, put_thread, &jobs[i]), 0);
+    }
+    for (int i = 0; i < N_THREADS; i++) {
+        pthread_join(threads[i], NULL);
+        assert_int_equal(jobs[i].failures, 0);
+    }
+    size_t per_model = N_THREADS / 2 * PUTS_PER_THREAD;
+    check_gap_free(r, "even", per_model);
+    check_gap_free(r, "odd", per_model);
+    assert_int_equal(registry_count_checkpoints(r), 2 * per_model);
+    registry_close(r);
+
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+    sqlite3_stmt *st = NULL;
+    assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA integrity_check", -1, &st, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    assert_string_equal((const char *)sqlite3_column_text(st, 0), "ok");
+    sqlite3_finalize(st);
+    assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA foreign_key_check", -1, &st, NULL),
+                     SQLITE_OK);
+    assert_int_equal(sqlite3_step(st), SQLITE_DONE);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+}
+
+/* ---- migrations ---- */
+
+static void exec_ok(sqlite3 *db, const char *sql)
+{
+    char *msg = NULL;
+    int rc = sqlite3_exec(db, sql, NULL, NULL, &msg);
+    if (rc != SQLITE_OK)
+        print_error("%s: %s\n", sql, msg ? msg : "?");
+    sqlite3_free(msg);
+    assert_int_equal(rc, SQLITE_OK);
+}
+
+static void make_dir_of(const fixture *f)
+{
+    char dir[160];
+    snprintf(dir, sizeof dir, "%s/var", f->dir);
+    mkdir(dir, 0755);
+}
+
+static void test_upgrade_from_v1(void **state)
+{
+    fixture *f = *state;
+    make_dir_of(f);
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+    exec_ok(db, vaed_schema_migrations[0]);
+    exec_ok(db, "PRAGMA user_version = 1");
+    exec_ok(db, "INSERT INTO models (name, created_at, updated_at) VALUES "
+                "('old', '2026-01-01T00:00:00.000Z', '2026-01-01T00:00:00.000Z')");
+    sqlite3_close(db);
+
+    registry *r = open_ok(f);
+    assert_int_equal(registry_schema_version(r), (int)vaed_schema_migration_count);
+    registry_model_info *models = NULL;
+    size_t n = 0;
+    char err[256];
+    assert_int_equal(registry_list_models(r, &models, &n, err, sizeof err), REGISTRY_OK);
+    assert_int_equal(n, 1);
+    assert_string_equal(models[0].name, "old");
+    assert_int_equal(models[0].n_versions, 0);
+    registry_free_models(models);
+    /* The old model takes versions like any other. */
+    assert_int_equal(put(r, "old", "bytes", 1), 1);
+    registry_close(r);
+    if (vaed_schema_migration_count >= 2)
+        assert_int_equal(query_int(f->path, "SELECT COUNT(*) FROM sqlite_master "
+                                            "WHERE type = 'index' AND name = "
+                                            "'checkpoints_by_sha256'"),
+                         1);
+}
+
+static void test_open_unrelated_table(void **state)
+{
+    fixture *f = *state;
+    make_dir_of(f);
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+    exec_ok(db, "CREATE TABLE notes (t TEXT); INSERT INTO notes VALUES ('keep me')");
+    sqlite3_close(db);
+    registry *r = open_ok(f);
+    assert_int_equal(registry_schema_version(r), (int)vaed_schema_migration_count);
+    put(r, "m", "x", 1);
+    registry_close(r);
+    assert_int_equal(query_int(f->path, "SELECT COUNT(*) FROM notes"), 1);
+}
+
+static void test_refuses_newer_schema(void **state)
+{
+    fixture *f = *state;
+    registry *r = open_ok(f);
+    registry_close(r);
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+    exec_ok(db, "PRAGMA user_version = 99");
+    sqlite3_close(db);
+    char err[256] = "";
+    r = (registry *)1;
+    assert_int_equal(registry_open(f->path, &r, err, sizeof err), REGISTRY_ERR_DB);
+    assert_null(r);
+    assert_non_null(strstr(err, "newer"));
+    assert_non_null(strstr(err, "99"));
+    /* Left as it was. */
+    assert_int_equal(query_int(f->path, "PRAGMA user_version"), 99);
+}
+
+static void test_open_errors(void **state)
+{
+    fixture *f = *state;
+    registry *r = NULL;
+    char err[256] = "";
+    char path[200];
+    /* A directory where the file should be. */
+    snprintf(path, sizeof path, "%s", f->dir);
+    assert_int_not_equal(registry_open(path, &r, err, sizeof err), REGISTRY_OK);
+    assert_null(r);
+    assert_true(strlen(err) > 0);
+    assert_int_equal(registry_open("", &r, err, sizeof err), REGISTRY_ERR_ARG);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_sha256),
+        cmocka_unit_test(test_names),
+        cmocka_unit_test_setup_teardown(test_open_creates_schema, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_put_versions, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_resolve, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_aliases, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_latest_by_hand, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_delete_version, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_lists, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_concurrent_puts, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_upgrade_from_v1, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_open_unrelated_table, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_refuses_newer_schema, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_open_errors, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

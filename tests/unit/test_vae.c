@@ -1,0 +1,457 @@
+/* The VAE's numerics: every gradient against central differences of a naive
+ * double-precision reference, the closed-form KL against Monte Carlo, and
+ * training that is repeatable from its seed. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../../engine/checkpoint.h"
+#include "../../engine/vae.h"
+
+/* ---------- a naive reference forward pass, in double ---------- */
+
+static const double *T(const vae_model *m, const double *p, const char *name)
+{
+    const vae_tensor *t = vae_find_tensor(m, name);
+    assert_non_null(t);
+    return p + t->offset;
+}
+
+static void ref_linear(double *y, const double *x, const double *w, const double *b, int B, int in,
+                       int out)
+{
+    for (int r = 0; r < B; r++)
+        for (int o = 0; o < out; o++) {
+            double s = b[o];
+            for (int i = 0; i < in; i++) s += x[r * in + i] * w[o * in + i];
+            y[r * out + o] = s;
+        }
+}
+
+static double ref_act(double v, vae_activation a)
+{
+    switch (a) {
+    case VAE_ACT_RELU: return v > 0 ? v : 0;
+    case VAE_ACT_LEAKY_RELU: return v > 0 ? v : 0.01 * v;
+    case VAE_ACT_TANH: return tanh(v);
+    case VAE_ACT_ELU: return v > 0 ? v : expm1(v);
+    }
+    return v;
+}
+
+static double sigmoid(double v) { return 1.0 / (1.0 + exp(-v)); }
+
+/* The loss vae_forward_loss optimises (beta as given, no warm-up). */
+static double ref_loss(const vae_model *m, const double *p, const float *xf, const float *epsf,
+                       int B)
+{
+    const vae_config *c = &m->cfg;
+    int D = vae_config_input_dim(c), Z = c->latent, L = c->mc_samples, H = c->n_hidden;
+    int Dout = vae_config_output_dim(c);
+    int W = 4096;
+    double *a = calloc((size_t)B * L * W, sizeof(double)), *bb = calloc((size_t)B * L * W, sizeof(double));
+    double *x = malloc(sizeof(double) * B * D);
+    for (int i = 0; i < B * D; i++) x[i] = xf[i];
+    char name[64];
+    double *in = x;
+    int in_dim = D;
+    double *bufs[2] = {a, bb};
+    for (int i = 0; i < H; i++) {
+        double *y = bufs[i & 1];
+        snprintf(name, sizeof name, "encoder.%d.weight", i);
+        const double *w = T(m, p, name);
+        snprintf(name, sizeof name, "encoder.%d.bias", i);
+        ref_linear(y, in, w, T(m, p, name), B, in_dim, c->hidden[i]);
+        for (int k = 0; k < B * c->hidden[i]; k++) y[k] = ref_act(y[k], c->activation);
+        in = y;
+        in_dim = c->hidden[i];
+    }
+    double *mu = malloc(sizeof(double) * B * Z), *lv = malloc(sizeof(double) * B * Z);
+    ref_linear(mu, in, T(m, p, "fc_mu.weight"), T(m, p, "fc_mu.bias"), B, in_dim, Z);
+    ref_linear(lv, in, T(m, p, "fc_logvar.weight"), T(m, p, "fc_logvar.bias"), B, in_dim, Z);
+    double *z = malloc(sizeof(double) * B * L * Z);
+    double kl = 0;
+    double *kl_dim = calloc(Z, sizeof(double));
+    for (int b = 0; b < B; b++)
+        for (int j = 0; j < Z; j++) {
+            double m_ = mu[b * Z + j], v = lv[b * Z + j];
+            double k = 0.5 * (m_ * m_ + exp(v) - 1 - v);
+            kl += k;
+            kl_dim[j] += k;
+            for (int l = 0; l < L; l++)
+                z[(b * L + l) * Z + j] = m_ + exp(0.5 * v) * epsf[(b * L + l) * Z + j];
+        }
+    double kl_opt = kl;
+    if (c->free_bits > 0) {
+        kl_opt = 0;
+        for (int j = 0; j < Z; j++) kl_opt += fmax(kl_dim[j] / B, c->free_bits) * B;
+    }
+    in = z;
+    in_dim = Z;
+    for (int i = 0; i < H; i++) {
+        double *y = bufs[i & 1];
+        int out = c->hidden[H - 1 - i];
+        snprintf(name, sizeof name, "decoder.%d.weight", i);
+        const double *w = T(m, p, name);
+        snprintf(name, sizeof name, "decoder.%d.bias", i);
+        ref_linear(y, in, w, T(m, p, name), B * L, in_dim, out);
+        for (int k = 0; k < B * L * out; k++) y[k] = ref_act(y[k], c->activation);
+        in = y;
+        in_dim = out;
+    }
+    double *lg = malloc(sizeof(double) * B * L * Dout);
+    ref_linear(lg, in, T(m, p, "out.weight"), T(m, p, "out.bias"), B * L, in_dim, Dout);
+    double recon = 0;
+    for (int r = 0; r < B * L; r++) {
+        const float *xr = xf + (r / L) * D;
+        for (int j = 0; j < D; j++) {
+            double l = lg[r * Dout + j], t = xr[j];
+            switch (c->likelihood) {
+            case VAE_LIK_BERNOULLI: {
+                double s = sigmoid(l);
+                recon -= t * log(s) + (1 - t) * log(1 - s);
+                break;
+            }
+            case VAE_LIK_CBERNOULLI: {
+                double s = sigmoid(l);
+                double logc = fabs(1 - 2 * s) < 1e-9 ? log(2.0) : log(2 * atanh(1 - 2 * s) / (1 - 2 * s));
+                recon -= t * log(s) + (1 - t) * log(1 - s) + logc;
+                break;
+            }
+            case VAE_LIK_GAUSSIAN: {
+                double d = sigmoid(l) - t, s = c->sigma;
+                recon += 0.5 * d * d / (s * s) + log(s) + 0.5 * log(2 * M_PI);
+                break;
+            }
+            case VAE_LIK_GAUSSIAN_LEARNED: {
+                double d = sigmoid(l) - t, v = lg[r * Dout + D + j];
+                recon += 0.5 * (d * d * exp(-v) + v + log(2 * M_PI));
+                break;
+            }
+            }
+        }
+    }
+    recon /= L;
+    free(a); free(bb); free(x); free(mu); free(lv); free(z); free(kl_dim); free(lg);
+    return recon + c->beta * kl_opt;
+}
+
+/* ---------- gradient check ---------- */
+
+static void small_config(vae_config *c)
+{
+    vae_config_default(c);
+    c->height = 3;
+    c->width = 4;
+    c->n_hidden = 2;
+    c->hidden[0] = 7;
+    c->hidden[1] = 5;
+    c->latent = 3;
+}
+
+static void gradcheck(const vae_config *cfg, const char *label)
+{
+    char err[256];
+    vae_model m;
+    assert_int_equal(vae_init(&m, cfg, 42, err, sizeof err), VAE_OK);
+    int B = 3, D = vae_config_input_dim(cfg), Z = cfg->latent, L = cfg->mc_samples;
+    float *x = malloc(sizeof(float) * B * D), *eps = malloc(sizeof(float) * B * L * Z);
+    rng_state r;
+    rng_seed(&r, 7);
+    for (int i = 0; i < B * D; i++) x[i] = rng_uniform(&r);
+    rng_normal_fill(&r, eps, (size_t)B * L * Z);
+    vae_train_state *ts = vae_train_state_new(&m, B, err, sizeof err);
+    assert_non_null(ts);
+    vae_stats st;
+    assert_int_equal(vae_forward_loss(&m, ts, x, eps, B, &st), VAE_OK);
+    assert_int_equal(vae_backward(&m, ts), VAE_OK);
+    const float *g = vae_train_grads(ts);
+
+    double *p = malloc(sizeof(double) * m.n_params);
+    for (size_t i = 0; i < m.n_params; i++) p[i] = m.params[i];
+    double ref = ref_loss(&m, p, x, eps, B);
+    /* the float forward agrees with the double reference */
+    if (fabs(st.loss - ref) > 1e-4 * fmax(1.0, fabs(ref)))
+        fail_msg("%s: loss %.9g, reference %.9g", label, st.loss, ref);
+
+    for (int ti = 0; ti < m.n_tensors; ti++) {
+        const vae_tensor *t = &m.tensors[ti];
+        double worst = 0;
+        for (size_t k = 0; k < t->size; k++) {
+            size_t i = t->offset + k;
+            double h = 1e-6, keep = p[i];
+            p[i] = keep + h;
+            double lp = ref_loss(&m, p, x, eps, B);
+            p[i] = keep - h;
+            double lm = ref_loss(&m, p, x, eps, B);
+            p[i] = keep;
+            double num = (lp - lm) / (2 * h), ana = g[i];
+            double rel = fabs(num - ana) / fmax(fabs(num) + fabs(ana), 1e-3);
+            if (rel > worst) worst = rel;
+            if (rel > 2e-3)
+                fail_msg("%s: %s[%zu]: analytic %.8g, numeric %.8g (rel %.2g)", label, t->name, k,
+                         ana, num, rel);
+        }
+        (void)worst;
+    }
+    free(p);
+    free(x);
+    free(eps);
+    vae_train_state_free(ts);
+    vae_free(&m);
+}
+
+static void test_gradcheck_bernoulli_relu(void **state)
+{
+    (void)state;
+    vae_config c;
+    small_config(&c);
+    gradcheck(&c, "bernoulli/relu");
+}
+
+static void test_gradcheck_each_likelihood(void **state)
+{
+    (void)state;
+    vae_likelihood liks[] = {VAE_LIK_CBERNOULLI, VAE_LIK_GAUSSIAN, VAE_LIK_GAUSSIAN_LEARNED};
+    for (size_t i = 0; i < sizeof liks / sizeof liks[0]; i++) {
+        vae_config c;
+        small_config(&c);
+        c.likelihood = liks[i];
+        c.sigma = 0.3f;
+        gradcheck(&c, vae_likelihood_name(liks[i]));
+    }
+}
+
+static void test_gradcheck_each_activation(void **state)
+{
+    (void)state;
+    vae_activation acts[] = {VAE_ACT_LEAKY_RELU, VAE_ACT_TANH, VAE_ACT_ELU};
+    for (size_t i = 0; i < sizeof acts / sizeof acts[0]; i++) {
+        vae_config c;
+        small_config(&c);
+        c.activation = acts[i];
+        gradcheck(&c, vae_activation_name(acts[i]));
+    }
+}
+
+static void test_gradcheck_options(void **state)
+{
+    (void)state;
+    vae_config c;
+    small_config(&c);
+    c.mc_samples = 3;
+    c.beta = 2.5f;
+    gradcheck(&c, "mc=3 beta=2.5");
+    small_config(&c);
+    c.n_hidden = 1;
+    c.hidden[0] = 6;
+    c.free_bits = 0.4f; /* some dimensions under the floor, some above */
+    gradcheck(&c, "free bits");
+    small_config(&c);
+    c.n_hidden = 0;
+    gradcheck(&c, "no hidden layer");
+}
+
+/* ---------- KL closed form against Monte Carlo ---------- */
+
+static void test_kl_closed_form_matches_monte_carlo(void **state)
+{
+    (void)state;
+    /* KL(N(mu, s^2) || N(0,1)) = E_q[log q(z) - log p(z)], estimated with 2e6 draws. */
+    const float mus[] = {0.0f, 1.5f, -0.7f}, lvs[] = {0.0f, -1.2f, 0.9f};
+    rng_state r;
+    rng_seed(&r, 3);
+    enum { N = 2000000 };
+    float *e = malloc(sizeof(float) * N);
+    for (int k = 0; k < 3; k++) {
+        double mu = mus[k], lv = lvs[k], sd = exp(0.5 * lv);
+        double closed = 0.5 * (mu * mu + exp(lv) - 1 - lv);
+        rng_normal_fill(&r, e, N);
+        double s = 0;
+        for (int i = 0; i < N; i++) {
+            double z = mu + sd * e[i];
+            double logq = -0.5 * e[i] * e[i] - 0.5 * lv, logp = -0.5 * z * z;
+            s += logq - logp;
+        }
+        double mc = s / N;
+        if (fabs(mc - closed) > 0.01 + 0.01 * closed)
+            fail_msg("mu=%g lv=%g: closed %g, Monte Carlo %g", mu, lv, closed, mc);
+    }
+    free(e);
+
+    /* and the engine reports that closed form for its own mu and logvar */
+    char err[200];
+    vae_config c;
+    small_config(&c);
+    vae_model m;
+    assert_int_equal(vae_init(&m, &c, 5, err, sizeof err), 0);
+    int B = 2, D = vae_config_input_dim(&c), Z = c.latent;
+    float x[2 * 12], eps[2 * 3] = {0}, mu[6], lv[6];
+    for (int i = 0; i < B * D; i++) x[i] = (float)i / (B * D);
+    vae_train_state *ts = vae_train_state_new(&m, B, err, sizeof err);
+    vae_workspace *ws = vae_workspace_new(&m, B);
+    vae_stats st;
+    assert_int_equal(vae_forward_loss(&m, ts, x, eps, B, &st), 0);
+    assert_int_equal(vae_encode(&m, ws, x, B, mu, lv), 0);
+    double kl = 0;
+    for (int i = 0; i < B * Z; i++) kl += 0.5 * ((double)mu[i] * mu[i] + exp(lv[i]) - 1 - lv[i]);
+    assert_true(fabs(kl - st.kl) < 1e-5 * fmax(1, kl));
+    vae_workspace_free(ws);
+    vae_train_state_free(ts);
+    vae_free(&m);
+}
+
+/* ---------- rng, encode/decode consistency, determinism ---------- */
+
+static void test_rng_normal_moments(void **state)
+{
+    (void)state;
+    rng_state r;
+    rng_seed(&r, 11);
+    enum { N = 1000000 };
+    float *v = malloc(sizeof(float) * N);
+    rng_normal_fill(&r, v, N);
+    double s = 0, s2 = 0;
+    for (int i = 0; i < N; i++) {
+        s += v[i];
+        s2 += (double)v[i] * v[i];
+    }
+    assert_true(fabs(s / N) < 0.005);
+    assert_true(fabs(s2 / N - 1.0) < 0.01);
+    free(v);
+    rng_state a, b;
+    rng_seed(&a, 99);
+    rng_seed(&b, 99);
+    for (int i = 0; i < 100; i++) assert_true(rng_next_u64(&a) == rng_next_u64(&b));
+}
+
+static void test_encode_matches_training_forward(void **state)
+{
+    (void)state;
+    char err[200];
+    vae_config c;
+    small_config(&c);
+    vae_model m;
+    assert_int_equal(vae_init(&m, &c, 9, err, sizeof err), 0);
+    int B = 4, D = vae_config_input_dim(&c), Z = c.latent;
+    float x[4 * 12], mu[4 * 3], lv[4 * 3], z[4 * 3], xm[4 * 12];
+    for (int i = 0; i < B * D; i++) x[i] = (float)((i * 7) % 13) / 13.0f;
+    vae_workspace *ws = vae_workspace_new(&m, B);
+    assert_int_equal(vae_encode(&m, ws, x, B, mu, lv), 0);
+    memcpy(z, mu, sizeof z);
+    assert_int_equal(vae_decode(&m, ws, z, B, xm), 0);
+    for (int i = 0; i < B * D; i++) assert_true(xm[i] >= 0.0f && xm[i] <= 1.0f);
+    /* a batch larger than the workspace is refused, not overrun */
+    assert_int_not_equal(vae_encode(&m, ws, x, B + 1, mu, lv), 0);
+    (void)Z;
+    vae_workspace_free(ws);
+    vae_free(&m);
+}
+
+static void train_a_little(vae_model *m, uint64_t seed)
+{
+    char err[200];
+    vae_config c;
+    small_config(&c);
+    c.batch = 8;
+    assert_int_equal(vae_init(m, &c, seed, err, sizeof err), 0);
+    vae_train_state *ts = vae_train_state_new(m, 8, err, sizeof err);
+    rng_state r;
+    rng_seed(&r, seed);
+    float x[8 * 12];
+    vae_stats st;
+    for (int s = 0; s < 20; s++) {
+        for (int i = 0; i < 8 * 12; i++) x[i] = rng_uniform(&r);
+        assert_int_equal(vae_train_step(m, ts, x, 8, &r, &st), 0);
+    }
+    vae_train_state_free(ts);
+}
+
+static void test_training_is_deterministic(void **state)
+{
+    (void)state;
+    vae_model a, b;
+    train_a_little(&a, 123);
+    train_a_little(&b, 123);
+    uint8_t *ba, *bb;
+    size_t la, lb;
+    char err[200];
+    assert_int_equal(ckpt_save_mem(&a, NULL, &ba, &la, err, sizeof err), 0);
+    assert_int_equal(ckpt_save_mem(&b, NULL, &bb, &lb, err, sizeof err), 0);
+    assert_int_equal(la, lb);
+    assert_memory_equal(ba, bb, la);
+    free(ba);
+    free(bb);
+    vae_free(&a);
+    vae_free(&b);
+}
+
+static void test_nonfinite_loss_is_refused(void **state)
+{
+    (void)state;
+    char err[200];
+    vae_config c;
+    small_config(&c);
+    vae_model m;
+    assert_int_equal(vae_init(&m, &c, 1, err, sizeof err), 0);
+    vae_train_state *ts = vae_train_state_new(&m, 2, err, sizeof err);
+    float x[24];
+    for (int i = 0; i < 24; i++) x[i] = 0.5f;
+    x[3] = NAN;
+    float *before = malloc(sizeof(float) * m.n_params);
+    memcpy(before, m.params, sizeof(float) * m.n_params);
+    rng_state r;
+    rng_seed(&r, 1);
+    vae_stats st;
+    assert_int_equal(vae_train_step(&m, ts, x, 2, &r, &st), VAE_ERR_NONFINITE);
+    assert_memory_equal(before, m.params, sizeof(float) * m.n_params);
+    free(before);
+    vae_train_state_free(ts);
+    vae_free(&m);
+}
+
+static void test_config_validation(void **state)
+{
+    (void)state;
+    char err[200];
+    vae_config c;
+    vae_config_default(&c);
+    assert_int_equal(vae_config_validate(&c, err, sizeof err), 0);
+    c.latent = 0;
+    assert_int_equal(vae_config_validate(&c, err, sizeof err), VAE_ERR_ARG);
+    assert_non_null(strstr(err, "latent"));
+    vae_config_default(&c);
+    c.lr = -1;
+    assert_int_equal(vae_config_validate(&c, err, sizeof err), VAE_ERR_ARG);
+    vae_config_default(&c);
+    c.n_hidden = VAE_MAX_HIDDEN + 1;
+    assert_int_equal(vae_config_validate(&c, err, sizeof err), VAE_ERR_ARG);
+    vae_likelihood l;
+    assert_int_equal(vae_likelihood_parse("gaussian-learned", &l), 0);
+    assert_int_equal(l, VAE_LIK_GAUSSIAN_LEARNED);
+    assert_int_not_equal(vae_likelihood_parse("poisson", &l), 0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_gradcheck_bernoulli_relu),
+        cmocka_unit_test(test_gradcheck_each_likelihood),
+        cmocka_unit_test(test_gradcheck_each_activation),
+        cmocka_unit_test(test_gradcheck_options),
+        cmocka_unit_test(test_kl_closed_form_matches_monte_carlo),
+        cmocka_unit_test(test_rng_normal_moments),
+        cmocka_unit_test(test_encode_matches_training_forward),
+        cmocka_unit_test(test_training_is_deterministic),
+        cmocka_unit_test(test_nonfinite_loss_is_refused),
+        cmocka_unit_test(test_config_validation),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
