@@ -35,6 +35,7 @@ typedef struct {
     png_infop info;
     int nomem;
     char msg[256];
+    char warning[256]; /* the last one: libpng often warns with the detail, then fails */
     /* encoding */
     uint8_t *out; /* owned until handed to the caller */
     size_t out_len, out_cap;
@@ -53,9 +54,11 @@ static void image_png_error(png_structp png, png_const_charp msg) {
     png_longjmp(png, 1);
 }
 
+/* Warnings (e.g. a damaged ancillary chunk) do not stop decoding; the last
+ * one is kept to explain a later error. */
 static void image_png_warning(png_structp png, png_const_charp msg) {
-    (void)png;
-    (void)msg; /* warnings (e.g. bad ancillary chunks) do not stop decoding */
+    image_png_ctx *c = png_get_error_ptr(png);
+    snprintf(c->warning, sizeof c->warning, "%s", msg);
 }
 
 static void image_write_cb(png_structp png, png_bytep data, size_t len) {
@@ -257,7 +260,8 @@ int image_decode_png(const uint8_t *png, size_t len, int want_channels, float **
         set_err(err, errlen, "png: out of memory");
         rc = IMAGE_ERR_NOMEM;
     } else if (decode_inner(&c)) {
-        set_err(err, errlen, "png: cannot decode: %s", c.msg);
+        set_err(err, errlen, "png: cannot decode: %s%s%s%s", c.msg, c.warning[0] ? " (" : "",
+                c.warning, c.warning[0] ? ")" : "");
         rc = c.nomem ? IMAGE_ERR_NOMEM : IMAGE_ERR_FORMAT;
     }
     png_destroy_read_struct(c.png ? &c.png : NULL, c.info ? &c.info : NULL, NULL);
@@ -270,13 +274,13 @@ int image_decode_png(const uint8_t *png, size_t len, int want_channels, float **
             rc = IMAGE_ERR_NOMEM;
         } else {
             int wide = c.bit_depth == 16;
-            float scale = wide ? 1.0f / 65535.0f : 1.0f / 255.0f;
+            float full = wide ? 65535.0f : 255.0f;
             for (size_t i = 0; i < plane; i++) {
                 float s[3];
                 for (int ch = 0; ch < c.channels; ch++) {
                     const uint8_t *p = c.pixels + (i * (size_t)c.channels + (size_t)ch) * (wide ? 2 : 1);
                     unsigned v = wide ? (unsigned)p[0] << 8 | p[1] : p[0]; /* PNG is big-endian */
-                    s[ch] = (float)v * scale;
+                    s[ch] = (float)v / full;
                 }
                 if (c.channels == 1) s[1] = s[2] = s[0];
                 if (want_channels == 1) {

@@ -343,12 +343,14 @@ static int sj_parse_container(sj_parser *p, sj_value *v, int depth) {
             int rc = sj_parse_string(p, &key);
             if (rc) return rc;
             v->keys[v->n] = key;
+        }
+        v->n++; /* the slot (and its key) now belongs to v; its value is still null */
+        if (is_obj) {
             sj_skip_ws(p);
             if (p->pos >= p->len || p->s[p->pos] != ':')
-                return v->n++, sj_fail(p, ST_ERR_FORMAT, "':' expected");
+                return sj_fail(p, ST_ERR_FORMAT, "':' expected");
             p->pos++;
         }
-        v->n++;
         int rc = sj_parse_value(p, &v->items[v->n - 1], depth + 1);
         if (rc) return rc;
         sj_skip_ws(p);

@@ -18,6 +18,7 @@
 #include "../engine/trainer.h"
 #include "../engine/vae.h"
 #include "cli_options.h"
+#include "data_sets.h"
 #include "http_server.h"
 #include "registry.h"
 
@@ -92,42 +93,6 @@ static int cmd_serve(int argc, char **argv)
     }
     fprintf(stderr, "vaed: stopped\n");
     return 0;
-}
-
-/* ---------- datasets by name ---------- */
-
-static const char *data_root(void)
-{
-    const char *d = getenv("VAED_DATA");
-    return d && *d ? d : "data";
-}
-
-/* "mnist", "fashion", or a path to an IDX image file (labels beside it when
- * named *-images-idx3-ubyte -> *-labels-idx1-ubyte). */
-static int load_named(const char *name, int test_split, dataset *out, char *err, size_t errlen)
-{
-    char img[PATH_MAX], lab[PATH_MAX];
-    const char *split = test_split ? "t10k" : "train";
-    if (strcmp(name, "mnist") == 0 || strcmp(name, "fashion") == 0) {
-        snprintf(img, sizeof img, "%s/%s/%s-images-idx3-ubyte", data_root(), name, split);
-        snprintf(lab, sizeof lab, "%s/%s/%s-labels-idx1-ubyte", data_root(), name, split);
-        int rc = dataset_load_idx(out, img, lab, err, errlen);
-        if (rc == DATASET_ERR_IO) {
-            size_t n = strlen(err);
-            snprintf(err + n, errlen > n ? errlen - n : 0,
-                     " (run `bash scripts/get-data.sh %s` to fetch it)", name);
-        }
-        return rc;
-    }
-    if (test_split) return -1; /* a single file has no test split */
-    snprintf(img, sizeof img, "%s", name);
-    const char *p = strstr(name, "-images-idx3-ubyte");
-    if (p) {
-        snprintf(lab, sizeof lab, "%.*s-labels-idx1-ubyte%s", (int)(p - name), name,
-                 p + strlen("-images-idx3-ubyte"));
-        if (access(lab, R_OK) == 0) return dataset_load_idx(out, img, lab, err, errlen);
-    }
-    return dataset_load_idx(out, img, NULL, err, errlen);
 }
 
 /* ---------- model flags shared by train ---------- */
@@ -312,11 +277,11 @@ static int cmd_train(int argc, char **argv)
     trainer *t = NULL;
     trainer_epoch_metrics *ms = NULL;
     char *mj = NULL;
-    if (load_named(data, 0, &train, err, sizeof err)) {
+    if (data_sets_load(data_sets_root(), data, DATA_SETS_TRAIN, &train, err, sizeof err)) {
         fprintf(stderr, "vaed train: %s\n", err);
         goto end;
     }
-    have_test = load_named(data, 1, &test, err, sizeof err) == 0;
+    have_test = data_sets_load(data_sets_root(), data, DATA_SETS_TEST, &test, err, sizeof err) == 0;
     if (f.klass >= 0) {
         if (dataset_filter_class(&train, (int)f.klass, err, sizeof err) ||
             (have_test && dataset_filter_class(&test, (int)f.klass, err, sizeof err))) {

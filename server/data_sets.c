@@ -1,0 +1,49 @@
+#include "data_sets.h"
+
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+const char *data_sets_root(void)
+{
+    const char *d = getenv("VAED_DATA");
+    return d && *d ? d : "data";
+}
+
+int data_sets_is_builtin(const char *name)
+{
+    return strcmp(name, "mnist") == 0 || strcmp(name, "fashion") == 0;
+}
+
+int data_sets_load(const char *root, const char *name, data_sets_split split, dataset *out,
+                   char *err, size_t errlen)
+{
+    char img[PATH_MAX], lab[PATH_MAX];
+    memset(out, 0, sizeof *out);
+    if (data_sets_is_builtin(name)) {
+        const char *s = split == DATA_SETS_TEST ? "t10k" : "train";
+        snprintf(img, sizeof img, "%s/%s/%s-images-idx3-ubyte", root, name, s);
+        snprintf(lab, sizeof lab, "%s/%s/%s-labels-idx1-ubyte", root, name, s);
+        int rc = dataset_load_idx(out, img, lab, err, errlen);
+        if (rc == DATASET_ERR_IO) {
+            size_t n = strlen(err);
+            snprintf(err + n, errlen > n ? errlen - n : 0,
+                     " (run `bash scripts/get-data.sh %s` to fetch it)", name);
+        }
+        return rc;
+    }
+    if (split == DATA_SETS_TEST) {
+        snprintf(err, errlen, "%s has no test split", name);
+        return DATASET_ERR_ARG;
+    }
+    snprintf(img, sizeof img, "%s", name);
+    const char *p = strstr(name, "-images-idx3-ubyte");
+    if (p) {
+        snprintf(lab, sizeof lab, "%.*s-labels-idx1-ubyte%s", (int)(p - name), name,
+                 p + strlen("-images-idx3-ubyte"));
+        if (access(lab, R_OK) == 0) return dataset_load_idx(out, img, lab, err, errlen);
+    }
+    return dataset_load_idx(out, img, NULL, err, errlen);
+}

@@ -1,0 +1,196 @@
+/* Checkpoints: safetensors round trip, and every way a file can disagree
+ * with itself is refused with a message. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "../../engine/checkpoint.h"
+#include "../../engine/safetensors.h"
+
+static void small_model(vae_model *m, vae_likelihood lik)
+{
+    char err[200];
+    vae_config c;
+    vae_config_default(&c);
+    c.height = 4;
+    c.width = 5;
+    c.n_hidden = 2;
+    c.hidden[0] = 6;
+    c.hidden[1] = 3;
+    c.latent = 2;
+    c.likelihood = lik;
+    c.beta = 0.5f;
+    c.kl_warmup = 77;
+    c.seed = 1234567890123ULL;
+    assert_int_equal(vae_init(m, &c, 3, err, sizeof err), 0);
+}
+
+static void test_round_trip_file(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/vaed-ckpt-XXXXXX", path[256], err[300];
+    assert_non_null(mkdtemp(dir));
+    snprintf(path, sizeof path, "%s/m.safetensors", dir);
+    vae_model a, b;
+    small_model(&a, VAE_LIK_GAUSSIAN_LEARNED);
+    assert_int_equal(ckpt_save_file(&a, "{\"epochs\":1}", path, err, sizeof err), 0);
+    char *metrics = NULL;
+    assert_int_equal(ckpt_load_file(&b, path, &metrics, err, sizeof err), 0);
+    assert_string_equal(metrics, "{\"epochs\":1}");
+    assert_memory_equal(&a.cfg, &b.cfg, sizeof a.cfg);
+    assert_int_equal(a.n_params, b.n_params);
+    assert_memory_equal(a.params, b.params, sizeof(float) * a.n_params);
+    /* PyTorch layout: Linear weight is [out, in] */
+    const vae_tensor *w = vae_find_tensor(&b, "encoder.0.weight");
+    assert_non_null(w);
+    assert_int_equal(w->shape[0], 6);
+    assert_int_equal(w->shape[1], 20);
+    free(metrics);
+    vae_free(&a);
+    vae_free(&b);
+    unlink(path);
+    rmdir(dir);
+}
+
+static void test_missing_file_is_an_io_error(void **state)
+{
+    (void)state;
+    vae_model m;
+    char err[300];
+    assert_int_equal(ckpt_load_file(&m, "/nonexistent/x.safetensors", NULL, err, sizeof err),
+                     VAE_ERR_IO);
+    assert_non_null(strstr(err, "/nonexistent/x.safetensors"));
+}
+
+static int load_rc(const uint8_t *buf, size_t len, char *err, size_t errlen)
+{
+    vae_model m;
+    int rc = ckpt_load_mem(&m, buf, len, NULL, err, errlen);
+    if (rc == 0) vae_free(&m);
+    return rc;
+}
+
+static void test_corrupt_files_are_refused(void **state)
+{
+    (void)state;
+    vae_model a;
+    small_model(&a, VAE_LIK_BERNOULLI);
+    uint8_t *buf;
+    size_t len;
+    char err[300];
+    assert_int_equal(ckpt_save_mem(&a, NULL, &buf, &len, err, sizeof err), 0);
+    assert_int_equal(load_rc(buf, len, err, sizeof err), 0);
+    uint8_t *bad = malloc(len);
+
+    /* header length beyond the file */
+    memcpy(bad, buf, len);
+    bad[5] = 0x7f;
+    assert_int_equal(load_rc(bad, len, err, sizeof err), VAE_ERR_FORMAT);
+    /* a brace of the header JSON replaced */
+    memcpy(bad, buf, len);
+    bad[8] = '[';
+    assert_int_equal(load_rc(bad, len, err, sizeof err), VAE_ERR_FORMAT);
+    /* truncated data */
+    assert_int_equal(load_rc(buf, len - 4, err, sizeof err), VAE_ERR_FORMAT);
+    /* empty and tiny buffers */
+    assert_int_equal(load_rc(buf, 0, err, sizeof err), VAE_ERR_FORMAT);
+    assert_int_equal(load_rc(buf, 7, err, sizeof err), VAE_ERR_FORMAT);
+    /* a NaN weight */
+    memcpy(bad, buf, len);
+    uint64_t hlen = 0;
+    for (int i = 7; i >= 0; i--) hlen = hlen << 8 | bad[i];
+    float nan = NAN;
+    memcpy(bad + 8 + hlen + 4, &nan, 4);
+    assert_int_equal(load_rc(bad, len, err, sizeof err), VAE_ERR_FORMAT);
+    assert_non_null(strstr(err, "non-finite"));
+    free(bad);
+    free(buf);
+    vae_free(&a);
+}
+
+static void test_config_must_agree_with_tensors(void **state)
+{
+    (void)state;
+    vae_model a;
+    small_model(&a, VAE_LIK_BERNOULLI);
+    char err[300], cfg[2048];
+    /* claim a latent size of 3 in the config while the tensors hold 2 */
+    vae_config lie = a.cfg;
+    lie.latent = 3;
+    assert_true(ckpt_config_to_json(&lie, cfg, sizeof cfg) > 0);
+    st_tensor_out t[VAE_MAX_TENSORS];
+    for (int i = 0; i < a.n_tensors; i++) {
+        t[i].name = a.tensors[i].name;
+        t[i].ndim = a.tensors[i].ndim;
+        t[i].shape[0] = a.tensors[i].shape[0];
+        t[i].shape[1] = a.tensors[i].shape[1];
+        t[i].data = a.params + a.tensors[i].offset;
+    }
+    const char *keys[] = {"vaed_config"}, *vals[] = {cfg};
+    uint8_t *buf;
+    size_t len;
+    assert_int_equal(st_write_mem(t, a.n_tensors, keys, vals, 1, &buf, &len, err, sizeof err), 0);
+    assert_int_equal(load_rc(buf, len, err, sizeof err), VAE_ERR_FORMAT);
+    assert_non_null(strstr(err, "shape"));
+    free(buf);
+    /* a tensor missing */
+    vals[0] = cfg;
+    a.cfg.latent = 2;
+    assert_true(ckpt_config_to_json(&a.cfg, cfg, sizeof cfg) > 0);
+    assert_int_equal(st_write_mem(t, a.n_tensors - 1, keys, vals, 1, &buf, &len, err, sizeof err), 0);
+    assert_int_equal(load_rc(buf, len, err, sizeof err), VAE_ERR_FORMAT);
+    free(buf);
+    /* a config that is not JSON */
+    vals[0] = "{\"latent\": 2,";
+    assert_int_equal(st_write_mem(t, a.n_tensors, keys, vals, 1, &buf, &len, err, sizeof err), 0);
+    assert_int_equal(load_rc(buf, len, err, sizeof err), VAE_ERR_FORMAT);
+    assert_non_null(strstr(err, "config"));
+    free(buf);
+    vae_free(&a);
+}
+
+static void test_config_json_round_trip(void **state)
+{
+    (void)state;
+    vae_config a, b;
+    vae_config_default(&a);
+    a.n_hidden = 3;
+    a.hidden[2] = 17;
+    a.hidden[1] = 9;
+    a.activation = VAE_ACT_ELU;
+    a.likelihood = VAE_LIK_CBERNOULLI;
+    a.binarize = VAE_BIN_DYNAMIC;
+    a.free_bits = 0.25f;
+    a.lr = 3e-4f;
+    a.clip_grad = 5.0f;
+    char buf[2048], err[200];
+    int n = ckpt_config_to_json(&a, buf, sizeof buf);
+    assert_true(n > 0);
+    assert_int_equal(ckpt_config_from_json(&b, buf, (size_t)n, err, sizeof err), 0);
+    assert_memory_equal(&a, &b, sizeof a);
+    assert_int_equal(ckpt_config_to_json(&a, buf, 10), -1); /* too small a buffer says so */
+    const char *bad = "{\"latent\": -4}";
+    assert_int_not_equal(ckpt_config_from_json(&b, bad, strlen(bad), err, sizeof err), 0);
+    bad = "{\"likelihood\": \"poisson\"}";
+    assert_int_not_equal(ckpt_config_from_json(&b, bad, strlen(bad), err, sizeof err), 0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_round_trip_file),
+        cmocka_unit_test(test_missing_file_is_an_io_error),
+        cmocka_unit_test(test_corrupt_files_are_refused),
+        cmocka_unit_test(test_config_must_agree_with_tensors),
+        cmocka_unit_test(test_config_json_round_trip),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
