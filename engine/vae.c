@@ -8,6 +8,7 @@
  * as one (2*latent, hidden) sgemm.
  */
 #include "vae.h"
+#include "vae_kernels.h"
 
 #include <cblas.h>
 #include <math.h>
@@ -232,16 +233,29 @@ static inline const float *P(const vae_model *m, int ti) { return m->params + m-
 
 /* ---------- kernels ---------- */
 
-/* y: (B, out) = x: (B, in) . w^T (w: (out, in)) + b, then activation. */
+/* y: (B, out) = x: (B, in) . w^T (w: (out, in)) + b */
 static void linear_forward(float *y, const float *x, const float *w, const float *b, int B, int in,
                            int out)
 {
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, out, in, 1.0f, x, in, w, in, 0.0f, y,
                 out);
-    for (int r = 0; r < B; r++) {
-        float *yr = y + (size_t)r * out;
-        for (int j = 0; j < out; j++) yr[j] += b[j];
+    vk_bias(y, b, B, out);
+}
+
+static void activation_forward(float *y, size_t n, vae_activation a);
+
+/* linear_forward then the activation, fused into one pass where it can be. */
+static void linear_act_forward(float *y, const float *x, const float *w, const float *b, int B,
+                               int in, int out, vae_activation a)
+{
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, out, in, 1.0f, x, in, w, in, 0.0f, y,
+                out);
+    if (a == VAE_ACT_RELU || a == VAE_ACT_LEAKY_RELU) {
+        vk_bias_relu(y, b, B, out, a == VAE_ACT_LEAKY_RELU);
+        return;
     }
+    vk_bias(y, b, B, out);
+    activation_forward(y, (size_t)B * out, a);
 }
 
 static void activation_forward(float *y, size_t n, vae_activation a)
@@ -267,10 +281,10 @@ static void activation_backward(float *dy, const float *y, size_t n, vae_activat
 {
     switch (a) {
     case VAE_ACT_RELU:
-        for (size_t i = 0; i < n; i++) dy[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+        vk_relu_backward(dy, y, n, 0.0f);
         break;
     case VAE_ACT_LEAKY_RELU:
-        for (size_t i = 0; i < n; i++) dy[i] = y[i] > 0.0f ? dy[i] : LEAKY_SLOPE * dy[i];
+        vk_relu_backward(dy, y, n, LEAKY_SLOPE);
         break;
     case VAE_ACT_TANH:
         for (size_t i = 0; i < n; i++) dy[i] *= 1.0f - y[i] * y[i];
@@ -287,11 +301,7 @@ static void linear_backward(float *dx, float *dw, float *db, const float *dy, co
 {
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, out, in, B, 1.0f, dy, out, x, in, 0.0f,
                 dw, in);
-    memset(db, 0, sizeof(float) * (size_t)out);
-    for (int r = 0; r < B; r++) {
-        const float *dyr = dy + (size_t)r * out;
-        for (int j = 0; j < out; j++) db[j] += dyr[j];
-    }
+    vk_column_sums(db, dy, B, out);
     if (dx)
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, in, out, 1.0f, dy, out, w, in,
                     0.0f, dx, in);
@@ -379,8 +389,8 @@ int vae_encode(const vae_model *m, vae_workspace *ws, const float *x, int B, flo
     float *bufs[2] = {ws->a, ws->b};
     for (int i = 0; i < H; i++) {
         float *y = bufs[i & 1];
-        linear_forward(y, in, P(m, 2 * i), P(m, 2 * i + 1), B, in_dim, c->hidden[i]);
-        activation_forward(y, (size_t)B * c->hidden[i], c->activation);
+        linear_act_forward(y, in, P(m, 2 * i), P(m, 2 * i + 1), B, in_dim, c->hidden[i],
+                           c->activation);
         in = y;
         in_dim = c->hidden[i];
     }
@@ -405,8 +415,8 @@ static float *decode_logits(const vae_model *m, float *a, float *b, const float 
     for (int i = 0; i < H; i++) {
         float *y = bufs[i & 1];
         int out = c->hidden[H - 1 - i];
-        linear_forward(y, in, P(m, base + 2 * i), P(m, base + 2 * i + 1), B, in_dim, out);
-        activation_forward(y, (size_t)B * out, c->activation);
+        linear_act_forward(y, in, P(m, base + 2 * i), P(m, base + 2 * i + 1), B, in_dim, out,
+                           c->activation);
         in = y;
         in_dim = out;
     }
@@ -538,8 +548,8 @@ int vae_forward_loss(const vae_model *m, vae_train_state *ts, const float *x, co
     const float *in = x;
     int in_dim = D;
     for (int i = 0; i < H; i++) {
-        linear_forward(ts->enc[i], in, P(m, 2 * i), P(m, 2 * i + 1), B, in_dim, c->hidden[i]);
-        activation_forward(ts->enc[i], (size_t)B * c->hidden[i], c->activation);
+        linear_act_forward(ts->enc[i], in, P(m, 2 * i), P(m, 2 * i + 1), B, in_dim, c->hidden[i],
+                           c->activation);
         in = ts->enc[i];
         in_dim = c->hidden[i];
     }
@@ -583,8 +593,8 @@ int vae_forward_loss(const vae_model *m, vae_train_state *ts, const float *x, co
     int base = 2 * H + 4;
     for (int i = 0; i < H; i++) {
         int out = c->hidden[H - 1 - i];
-        linear_forward(ts->dec[i], dz_in, P(m, base + 2 * i), P(m, base + 2 * i + 1), BL, in_dim, out);
-        activation_forward(ts->dec[i], (size_t)BL * out, c->activation);
+        linear_act_forward(ts->dec[i], dz_in, P(m, base + 2 * i), P(m, base + 2 * i + 1), BL,
+                           in_dim, out, c->activation);
         dz_in = ts->dec[i];
         in_dim = out;
     }
@@ -601,11 +611,7 @@ int vae_forward_loss(const vae_model *m, vae_train_state *ts, const float *x, co
         double nll = 0.0;
         switch (c->likelihood) {
         case VAE_LIK_BERNOULLI:
-            for (int j = 0; j < D; j++) {
-                float l = lr[j];
-                nll += softplusf(l) - xr[j] * l;
-                lr[j] = (sigmoidf(l) - xr[j]) * inv_L;
-            }
+            nll = vk_bernoulli_nll_grad(lr, xr, D, inv_L);
             break;
         case VAE_LIK_CBERNOULLI:
             for (int j = 0; j < D; j++) {
@@ -733,12 +739,7 @@ void vae_adam_update(vae_model *m, vae_train_state *ts)
     float step_size = (float)(c->lr / bc1), inv_sqrt_bc2 = (float)(1.0 / sqrt(bc2));
     float eps = c->eps;
     /* PyTorch Adam: L2 weight decay added to the gradient (not AdamW). */
-    for (size_t i = 0; i < n; i++) {
-        float gi = g[i] + wd * p[i];
-        mm[i] = b1 * mm[i] + (1.0f - b1) * gi;
-        vv[i] = b2 * vv[i] + (1.0f - b2) * gi * gi;
-        p[i] -= step_size * mm[i] / (sqrtf(vv[i]) * inv_sqrt_bc2 + eps);
-    }
+    vk_adam(p, g, mm, vv, n, b1, b2, eps, wd, step_size, inv_sqrt_bc2);
 }
 
 int vae_train_step(vae_model *m, vae_train_state *ts, const float *x, int B, rng_state *rng,

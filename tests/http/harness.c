@@ -174,6 +174,32 @@ static int wait_for_exit(pid_t pid, int ms)
     }
 }
 
+const char *harness_vaed_bin(char *buf, size_t buflen)
+{
+    const char *env = getenv("VAED_BIN");
+    if (env && *env)
+        return env;
+    /* BUILD/tests/http_test_x -> BUILD/vaed: `make asan` builds both into
+     * build-asan, and its tests must start the sanitized daemon. */
+    char self[HARNESS_PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (n > 0) {
+        self[n] = '\0';
+        char *slash = strrchr(self, '/');
+        if (slash) {
+            *slash = '\0';
+            slash = strrchr(self, '/');
+            if (slash && !strcmp(slash, "/tests")) {
+                *slash = '\0';
+                if (snprintf(buf, buflen, "%s/vaed", self) < (int)buflen &&
+                    access(buf, X_OK) == 0)
+                    return buf;
+            }
+        }
+    }
+    return "build/vaed";
+}
+
 int harness_daemon_start(harness_daemon *d, const char *data_dir,
                          const char *const *extra_args)
 {
@@ -193,9 +219,8 @@ int harness_daemon_start(harness_daemon *d, const char *data_dir,
     }
     unlink(port_path); /* a stale port file from an earlier daemon would mislead us */
 
-    const char *bin = getenv("VAED_BIN");
-    if (!bin || !*bin)
-        bin = "build/vaed";
+    char bin_buf[HARNESS_PATH_MAX];
+    const char *bin = harness_vaed_bin(bin_buf, sizeof bin_buf);
     size_t n_extra = 0;
     while (extra_args && extra_args[n_extra])
         n_extra++;

@@ -12,8 +12,10 @@
  *     int rc = harness_daemon_stop(&d);                     // exit status, 0 on success
  *     harness_rm_rf(dir);
  *
- * The binary is $VAED_BIN (default build/vaed, relative to the repository
- * root where tests run). Its stdout and stderr go to DIR/vaed.log; when it
+ * The binary is $VAED_BIN, else the vaed next to the test binary's tests/
+ * directory (BUILD/tests/http_x -> BUILD/vaed, so `make asan` tests the
+ * sanitized daemon), else build/vaed relative to the repository root where
+ * tests run. Its stdout and stderr go to DIR/vaed.log; when it
  * fails to start or exits non-zero the log is copied to the test's stderr, so
  * a sanitizer report from the daemon shows up in the test output. Timeouts
  * are tripled when VAED_SANITIZED is set.
@@ -66,6 +68,9 @@ void harness_set_timeout_ms(int ms);
 int harness_slowdown(void);
 
 /* ---- the daemon ---- */
+
+/* The vaed binary the harness starts (see above); may point into buf. */
+const char *harness_vaed_bin(char *buf, size_t buflen);
 
 /* Starts `VAED_BIN serve --listen 127.0.0.1:0 --data-dir DIR --port-file
  * DIR/port [extra_args...]` (extra_args NULL-terminated, may be NULL) and

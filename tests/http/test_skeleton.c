@@ -246,6 +246,46 @@ static void test_payload_too_large(void **state)
     harness_response_free(&r);
 }
 
+/* A chunked body declares no length: it is read up to the cap, then refused. */
+static void test_body_cap_with_extra_args(void **state)
+{
+    (void)state;
+    char dir[HARNESS_PATH_MAX];
+    assert_int_equal(harness_tmpdir(dir, sizeof dir), 0);
+    harness_daemon d;
+    const char *const args[] = {"--max-body-mb", "1", NULL};
+    int port = harness_daemon_start(&d, dir, args);
+    assert_true(port > 0);
+
+    size_t big_len = (size_t)3 << 19; /* 1.5 MiB */
+    char *body = malloc(big_len);
+    assert_non_null(body);
+    memset(body, 'x', big_len);
+    const char *const chunked[] = {"Transfer-Encoding: chunked", NULL};
+    /* Framed by hand: a chunk header, the bytes, the last chunk. */
+    char *framed = malloc(big_len + 64);
+    assert_non_null(framed);
+    int head = snprintf(framed, 64, "%zx\r\n", big_len);
+    memcpy(framed + head, body, big_len);
+    memcpy(framed + head + big_len, "\r\n0\r\n\r\n", 7);
+    harness_response r;
+    assert_int_equal(harness_request(port, "POST", "/sample?n=1", chunked, framed,
+                                     (size_t)head + big_len + 7, &r),
+                     0);
+    assert_true(harness_expect_error(&r, 413, "payload_too_large"));
+    harness_response_free(&r);
+
+    /* Under the cap the body is read and the request goes on (to 503 here:
+     * this registry is empty). */
+    assert_int_equal(harness_request(port, "POST", "/sample?n=1", NULL, body, big_len / 2, &r), 0);
+    assert_true(harness_expect_error(&r, 503, "no_model"));
+    harness_response_free(&r);
+    free(framed);
+    free(body);
+    assert_int_equal(harness_daemon_stop(&d), 0);
+    assert_int_equal(harness_rm_rf(dir), 0);
+}
+
 static void test_malformed_requests(void **state)
 {
     (void)state;
@@ -312,6 +352,7 @@ int main(void)
         cmocka_unit_test(test_sample_unknown_model),
         cmocka_unit_test(test_routing_errors),
         cmocka_unit_test(test_payload_too_large),
+        cmocka_unit_test(test_body_cap_with_extra_args),
         cmocka_unit_test(test_malformed_requests),
         cmocka_unit_test(test_empty_registry_no_model),
         cmocka_unit_test(test_still_healthy_after_bad_requests),

@@ -14,8 +14,9 @@ vaed_config (the C config JSON), loss, recon, kl (repr of float64).
 Parameters, inputs and eps are float32 values; the reference arithmetic is
 done in float64 so that what the C test measures is the C engine's own float32
 error, not the sum of two. The configs vary activation, depth, mc_samples,
-beta, KL warm-up, free bits, weight decay and gradient clipping so that each
-path of vae_forward_loss / vae_backward / vae_adam_update is covered once.
+beta, KL warm-up, free bits, weight decay and gradient clipping, and two
+fixtures spread their output logits (see spread_*), so that each path of
+vae_forward_loss / vae_backward / vae_adam_update / vae_decode runs once.
 
 Also pytorch_examples.safetensors, a pure state_dict of the pytorch/examples
 VAE class (fc1 784->16, fc21/fc22 16->4, fc3 4->16, fc4 16->784; metadata only
@@ -40,15 +41,33 @@ OUT = os.path.join(ROOT, "tests", "ref", "fixtures")
 B = 4
 ADAM_STEPS = 5
 
+def spread_cbernoulli_logits(model):
+    """Output logits from -60 to 60, and a few exactly near 0, so every branch
+    of the continuous Bernoulli's log C(l), its derivative and its mean runs
+    (Taylor series under |l| < 1e-3, 1/l over |l| > 40)."""
+    D = model.D
+    model.out.bias.copy_(torch.linspace(-60.0, 60.0, D))
+    near0 = torch.tensor([0.0, 2e-4, -2e-4, 9e-4, -9e-4, 1.1e-3, -1.1e-3])
+    model.out.weight[: len(near0)] = 0.0  # corner pixels: the logit is the bias
+    model.out.bias[: len(near0)] = near0
+
+
+def spread_pixel_logvar(model):
+    """Per-pixel logvar from -3 to 31, so some pixels sit above the clamp at 30
+    (no gradient there) and the rest span a wide range."""
+    D = model.D
+    model.out.bias[D:] = torch.linspace(-3.0, 31.0, D)
+
+
 SPECS = [
-    # name, seed, config overrides
-    ("bernoulli", 1, dict(hidden=[16], latent=4, likelihood="bernoulli", activation="relu")),
+    # name, seed, config overrides, change to the initial parameters
+    ("bernoulli", 1, dict(hidden=[16], latent=4, likelihood="bernoulli", activation="relu"), None),
     ("cbernoulli", 2, dict(hidden=[16], latent=4, likelihood="cbernoulli", activation="leaky_relu",
-                           mc_samples=2, kl_warmup=4)),
+                           mc_samples=2, kl_warmup=4), spread_cbernoulli_logits),
     ("gaussian", 3, dict(hidden=[16, 8], latent=4, likelihood="gaussian", sigma=0.5,
-                         activation="tanh", beta=0.5, weight_decay=1e-3, clip_grad=50.0)),
+                         activation="tanh", beta=0.5, weight_decay=1e-3, clip_grad=50.0), None),
     ("gaussian-learned", 4, dict(hidden=[8], latent=4, likelihood="gaussian-learned",
-                                 activation="elu", free_bits="auto")),
+                                 activation="elu", free_bits="auto"), spread_pixel_logvar),
 ]
 
 
@@ -75,13 +94,16 @@ def kl_dim_mean(model, x):
         return (0.5 * (mu * mu + torch.exp(lvc) - 1.0 - lvc)).mean(0)
 
 
-def make_fixture(name, seed, overrides, x32):
+def make_fixture(name, seed, overrides, shape, x32):
     torch.manual_seed(seed)
     auto_free_bits = overrides.get("free_bits") == "auto"
     cfg = vae_torch.make_config(**{k: v for k, v in overrides.items() if v != "auto"})
     cfg["seed"] = seed
     cfg["batch"] = B
     model32 = vae_torch.VAE(cfg)  # float32 init, PyTorch's defaults
+    if shape:
+        with torch.no_grad():
+            shape(model32)
     L, Z = cfg["mc_samples"], cfg["latent"]
     eps32 = torch.randn(B * L, Z)
     adam_eps32 = torch.randn(ADAM_STEPS, B * L, Z)
@@ -93,7 +115,7 @@ def make_fixture(name, seed, overrides, x32):
         # a floor between the dimensions' KLs, so some are held and some are not
         m = sorted(kl_dim_mean(model, x).tolist())
         cfg["free_bits"] = f32(0.5 * (m[Z // 2 - 1] + m[Z // 2]))
-        model.config["free_bits"] = cfg["free_bits"]
+        model.config["free_bits"] = model32.config["free_bits"] = cfg["free_bits"]
 
     model.zero_grad()
     loss, recon, kl = model.loss(x, eps, step=0)
@@ -181,8 +203,8 @@ def main():
     os.makedirs(OUT, exist_ok=True)
     torch.set_num_threads(1)
     x32 = mnist_test_images(B)
-    for name, seed, overrides in SPECS:
-        make_fixture(name, seed, overrides, x32)
+    for name, seed, overrides, shape in SPECS:
+        make_fixture(name, seed, overrides, shape, x32)
     make_examples(x32)
 
 

@@ -1,4 +1,4 @@
-/* The C engine against PyTorch: tests/ref/fixtures/*.safetensors hold a small
+/* The C engine against PyTorch: the files in tests/ref/fixtures/ hold a small
  * model, its inputs and eps, and what PyTorch computed from them (in float64,
  * see tests/ref/make_fixtures.py): mu, logvar, z, the decoder mean, the loss,
  * every gradient, and the losses and parameters of 5 Adam steps. Each tensor
@@ -7,9 +7,13 @@
  *
  * Tolerances (the C engine runs in float32; the reference is exact to float32):
  *   mu, logvar, z, x_mean     |c - t| <= 1e-5 * max(1, |t|)
- *   loss, recon, kl           |c - t| <= 1e-5 * max(1, |t|)
+ *   loss, recon, kl           |c - t| <= 1e-5 * max(1, |t|) + 1e-8 * B * D: each of
+ *                             the B*D per-pixel terms is rounded in float32 (about
+ *                             6e-8 near 0.7), and for the continuous Bernoulli
+ *                             they cancel to a sum near 0, so the error does not
+ *                             shrink with the sum
  *   gradients                 |c - t| <= 1e-5 * max|t| over the tensor
- *   Adam losses               |c - t| <= 1e-5 * max(1, |t|)
+ *   Adam losses               as loss
  *   Adam parameters           |c - t| <= 2e-6 + 1e-5 * |t|; an Adam step moves a
  *                             parameter by about lr = 1e-3 whatever the gradient's
  *                             size, so this is 0.2% of a step after 5 steps.
@@ -70,9 +74,10 @@ static int check_close(const char *what, const float *got, const float *want, si
     return ok;
 }
 
-static int check_scalar(const char *what, double got, double want, double tol)
+/* A loss summed over n_terms float32 per-pixel terms. */
+static int check_scalar(const char *what, double got, double want, double tol, double n_terms)
 {
-    double err = fabs(got - want), allowed = tol * fmax(1.0, fabs(want));
+    double err = fabs(got - want), allowed = tol * fmax(1.0, fabs(want)) + 1e-8 * n_terms;
     int ok = err <= allowed;
     print_message("  %-34s c %.9g t %.9g |c-t| %.3g (%.3f of tolerance)%s\n", what, got, want, err,
                   err / allowed, ok ? "" : "  FAIL");
@@ -191,10 +196,11 @@ static int compare_fixture(fixture *fx)
     vae_train_state *ts = vae_train_state_new(m, B, err, sizeof err); /* owned here */
     assert_non_null(ts);
     vae_stats st;
+    double n_terms = (double)B * D;
     assert_int_equal(vae_forward_loss(m, ts, x, eps, B, &st), VAE_OK);
-    bad += !check_scalar("loss", st.loss, fx_meta_double(f, "loss"), TOL_ACT);
-    bad += !check_scalar("recon", st.recon, fx_meta_double(f, "recon"), TOL_ACT);
-    bad += !check_scalar("kl", st.kl, fx_meta_double(f, "kl"), TOL_ACT);
+    bad += !check_scalar("loss", st.loss, fx_meta_double(f, "loss"), TOL_ACT, n_terms);
+    bad += !check_scalar("recon", st.recon, fx_meta_double(f, "recon"), TOL_ACT, n_terms);
+    bad += !check_scalar("kl", st.kl, fx_meta_double(f, "kl"), TOL_ACT, (double)B * Z);
     assert_int_equal(vae_backward(m, ts), VAE_OK);
     const float *g = vae_train_grads(ts);
     for (int i = 0; i < m->n_tensors; i++) {
@@ -217,7 +223,7 @@ static int compare_fixture(fixture *fx)
         assert_int_equal(vae_forward_loss(m, ts, x, adam_eps + (size_t)s * BL * Z, B, &st), VAE_OK);
         char what[64];
         snprintf(what, sizeof what, "adam loss before step %d", s + 1);
-        bad += !check_scalar(what, st.loss, adam_losses[s], TOL_ACT);
+        bad += !check_scalar(what, st.loss, adam_losses[s], TOL_ACT, n_terms);
         assert_int_equal(vae_backward(m, ts), VAE_OK);
         vae_adam_update(m, ts);
     }
@@ -253,21 +259,17 @@ static void test_cbernoulli(void **state) { (void)state; run_fixture("cbernoulli
 static void test_gaussian(void **state) { (void)state; run_fixture("gaussian"); }
 static void test_gaussian_learned(void **state) { (void)state; run_fixture("gaussian-learned"); }
 
-/* The comparison can fail: the same fixture with one weight nudged by a
- * relative 1e-3 must not pass. */
+/* The comparison can fail: the same fixture with one bias nudged by 1e-4
+ * (ten times the tolerance on logvar) must not pass. */
 static void test_perturbed_parameter_is_caught(void **state)
 {
     (void)state;
     fixture fx;
     fixture_open(&fx, "bernoulli");
-    const vae_tensor *t = vae_find_tensor(&fx.m, "encoder.0.weight");
+    const vae_tensor *t = vae_find_tensor(&fx.m, "fc_logvar.bias");
     assert_non_null(t);
-    /* a weight on a lit pixel of the first image (row 0, pixel 300 is ink in a "7") */
-    float *w = fx.m.params + t->offset + 300;
-    const float *x = fx_tensor(&fx.f, "x", (size_t)fx.B * fx.D);
-    assert_true(x[300] > 0.5f);
-    *w *= 1.001f;
-    print_message("bernoulli with encoder.0.weight[0][300] * 1.001 (expected to FAIL below):\n");
+    fx.m.params[t->offset + 1] += 1e-4f;
+    print_message("bernoulli with fc_logvar.bias[1] + 1e-4 (expected to FAIL below):\n");
     int bad = compare_fixture(&fx);
     fixture_close(&fx);
     assert_true(bad > 0);

@@ -1,0 +1,124 @@
+#include "vae_kernels.h"
+
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#if defined(__x86_64__) && !defined(__SANITIZE_ADDRESS__)
+#define VK_CLONES __attribute__((target_clones("avx512f", "arch=x86-64-v3", "default")))
+#else
+#define VK_CLONES
+#endif
+
+VK_CLONES
+void vk_adam(float *restrict p, const float *restrict g, float *restrict m, float *restrict v,
+             size_t n, float beta1, float beta2, float eps, float weight_decay, float step_size,
+             float inv_sqrt_bc2)
+{
+    float c1 = 1.0f - beta1, c2 = 1.0f - beta2;
+    for (size_t i = 0; i < n; i++) {
+        float gi = g[i] + weight_decay * p[i];
+        float mi = beta1 * m[i] + c1 * gi;
+        float vi = beta2 * v[i] + c2 * gi * gi;
+        m[i] = mi;
+        v[i] = vi;
+        p[i] -= step_size * mi / (sqrtf(vi) * inv_sqrt_bc2 + eps);
+    }
+}
+
+/* exp(x) for x <= 0 (Cephes' expf: range reduction by ln 2, degree-6
+ * polynomial, about 1 ulp), branch-free so that it vectorises. */
+static inline float exp_neg(float x)
+{
+    x = fmaxf(x, -87.0f); /* also maps NaN to a finite value: no UB in the int cast */
+    /* nearest integer by the 1.5*2^23 trick: no libm call, so it vectorises */
+    float fx = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+    x = x - fx * 0.693359375f + fx * 2.12194440e-4f;
+    float z = x * x;
+    float y = ((((1.9875691500e-4f * x + 1.3981999507e-3f) * x + 8.3334519073e-3f) * x +
+                4.1665795894e-2f) * x + 1.6666665459e-1f) * x + 5.0000001201e-1f;
+    y = y * z + x + 1.0f;
+    int32_t bits = ((int32_t)fx + 127) << 23;
+    float scale;
+    memcpy(&scale, &bits, sizeof scale);
+    return y * scale;
+}
+
+/* log(1 + e) for e in [0, 1] (Cephes' logf polynomial on the mantissa),
+ * branch-free. */
+static inline float log1p_unit(float e)
+{
+    float y = 1.0f + e; /* in [1, 2] */
+    int big = y > 1.41421356f;
+    float m = big ? 0.5f * y : y, k = big ? 1.0f : 0.0f;
+    float x = big ? m - 1.0f : e; /* e itself keeps tiny values exact */
+    float z = x * x;
+    float p = ((((((((7.0376836292e-2f * x - 1.1514610310e-1f) * x + 1.1676998740e-1f) * x -
+                    1.2420140846e-1f) * x + 1.4249322787e-1f) * x - 1.6668057665e-1f) * x +
+                 2.0000714765e-1f) * x - 2.4999993993e-1f) * x + 3.3333331174e-1f) * x * z;
+    p += -2.12194440e-4f * k - 0.5f * z;
+    return x + p + 0.693359375f * k;
+}
+
+static inline float bernoulli_one(float *l, float x, float scale)
+{
+    float lj = *l, e = exp_neg(-fabsf(lj));
+    float sp = fmaxf(lj, 0.0f) + log1p_unit(e);
+    float inv = 1.0f / (1.0f + e);
+    float sig = lj >= 0.0f ? inv : e * inv;
+    *l = (sig - x) * scale;
+    return sp - x * lj;
+}
+
+VK_CLONES
+double vk_bernoulli_nll_grad(float *restrict l, const float *restrict x, int n, float scale)
+{
+    /* 16 running sums, one per lane, so the loop vectorises without
+     * reassociating a single float sum. */
+    float acc[16] = {0};
+    int j = 0;
+    for (; j + 16 <= n; j += 16)
+        for (int k = 0; k < 16; k++) acc[k] += bernoulli_one(&l[j + k], x[j + k], scale);
+    double sum = 0.0;
+    for (; j < n; j++) sum += bernoulli_one(&l[j], x[j], scale);
+    for (int k = 0; k < 16; k++) sum += acc[k];
+    return sum;
+}
+
+VK_CLONES
+void vk_bias_relu(float *restrict y, const float *restrict b, int rows, int cols, int leaky)
+{
+    float slope = leaky ? 0.01f : 0.0f;
+    for (int r = 0; r < rows; r++) {
+        float *yr = y + (size_t)r * cols;
+        for (int j = 0; j < cols; j++) {
+            float v = yr[j] + b[j];
+            yr[j] = v > 0.0f ? v : slope * v;
+        }
+    }
+}
+
+VK_CLONES
+void vk_bias(float *restrict y, const float *restrict b, int rows, int cols)
+{
+    for (int r = 0; r < rows; r++) {
+        float *yr = y + (size_t)r * cols;
+        for (int j = 0; j < cols; j++) yr[j] += b[j];
+    }
+}
+
+VK_CLONES
+void vk_relu_backward(float *restrict dy, const float *restrict y, size_t n, float slope)
+{
+    for (size_t i = 0; i < n; i++) dy[i] = y[i] > 0.0f ? dy[i] : slope * dy[i];
+}
+
+VK_CLONES
+void vk_column_sums(float *restrict db, const float *restrict dy, int rows, int cols)
+{
+    memset(db, 0, sizeof(float) * (size_t)cols);
+    for (int r = 0; r < rows; r++) {
+        const float *d = dy + (size_t)r * cols;
+        for (int j = 0; j < cols; j++) db[j] += d[j];
+    }
+}
