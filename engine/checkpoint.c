@@ -214,6 +214,8 @@ int ckpt_save_file(const vae_model *m, const char *metrics_json, const char *pat
 
 /* ---------- load ---------- */
 
+static const char *file_name_for(int pytorch_examples, const char *name);
+
 /* pytorch/examples' VAE: fc1 (D->H), fc21/fc22 (H->Z), fc3 (Z->H), fc4 (H->D). */
 static const char *const pt_examples_names[][2] = {
     {"fc1.weight", "encoder.0.weight"}, {"fc1.bias", "encoder.0.bias"},
@@ -388,4 +390,22 @@ int ckpt_load_file(vae_model *m, const char *path, char **metrics_json, char *er
     }
     free(buf);
     return rc;
+}
+
+int ckpt_save_pytorch_examples(const vae_model *m, const char *path, char *err, size_t errlen)
+{
+    if (m->cfg.arch != VAE_ARCH_MLP || m->cfg.n_hidden != 1) {
+        snprintf(err, errlen, "the pytorch/examples layout holds a 1-hidden-layer MLP only");
+        return VAE_ERR_ARG;
+    }
+    st_tensor_out t[VAE_MAX_TENSORS];
+    for (int i = 0; i < m->n_tensors; i++) {
+        const vae_tensor *vt = &m->tensors[i];
+        t[i].name = file_name_for(1, vt->name);
+        t[i].ndim = vt->ndim;
+        for (int d = 0; d < vt->ndim; d++) t[i].shape[d] = vt->shape[d];
+        t[i].data = m->params + vt->offset;
+    }
+    const char *keys[1] = {"format"}, *vals[1] = {"pt"};
+    return st_write_file(path, t, m->n_tensors, keys, vals, 1, err, errlen) ? VAE_ERR_IO : VAE_OK;
 }

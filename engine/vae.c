@@ -444,6 +444,42 @@ int vae_decode(const vae_model *m, vae_workspace *ws, const float *z, int B, flo
     return VAE_OK;
 }
 
+int vae_log_likelihood(const vae_model *m, vae_workspace *ws, const float *x, const float *z,
+                       int K, double *ll)
+{
+    if (K < 1 || K > ws->max_batch) return VAE_ERR_ARG;
+    const vae_config *c = &m->cfg;
+    int D = vae_config_input_dim(c), Dout = vae_config_output_dim(c);
+    const float *logits = decode_logits(m, ws->a, ws->b, z, K);
+    for (int k = 0; k < K; k++) {
+        const float *l = logits + (size_t)k * Dout;
+        double s = 0.0;
+        for (int j = 0; j < D; j++) {
+            double lj = l[j], t = x[j];
+            switch (c->likelihood) {
+            case VAE_LIK_BERNOULLI:
+                s -= softplusf((float)lj) - t * lj;
+                break;
+            case VAE_LIK_CBERNOULLI:
+                s -= softplusf((float)lj) - t * lj - cb_log_norm(lj);
+                break;
+            case VAE_LIK_GAUSSIAN: {
+                double d = 1.0 / (1.0 + exp(-lj)) - t, sg = c->sigma;
+                s -= 0.5 * d * d / (sg * sg) + log(sg) + 0.5 * LOG_2PI;
+                break;
+            }
+            case VAE_LIK_GAUSSIAN_LEARNED: {
+                double d = 1.0 / (1.0 + exp(-lj)) - t, lv = clamp_logvar(l[D + j]);
+                s -= 0.5 * (d * d * exp(-lv) + lv + LOG_2PI);
+                break;
+            }
+            }
+        }
+        ll[k] = s;
+    }
+    return VAE_OK;
+}
+
 /* ---------- training ---------- */
 
 struct vae_train_state {
@@ -763,3 +799,5 @@ int vae_train_step(vae_model *m, vae_train_state *ts, const float *x, int B, rng
     vae_adam_update(m, ts);
     return VAE_OK;
 }
+
+float vae_clamp_logvar(float logvar) { return clamp_logvar(logvar); }

@@ -128,6 +128,12 @@ int vae_encode(const vae_model *m, vae_workspace *ws, const float *x, int B, flo
 /* z: (B, latent) -> x_mean: (B, D), the likelihood's mean clamped to [0, 1] */
 int vae_decode(const vae_model *m, vae_workspace *ws, const float *z, int B, float *x_mean);
 
+/* log p(x | z_k) for one image x (D) and K latents z (K, latent), into ll (K). */
+int vae_log_likelihood(const vae_model *m, vae_workspace *ws, const float *x, const float *z,
+                       int K, double *ll);
+/* The clamp applied to logvar before exp() (see vae.c). */
+float vae_clamp_logvar(float logvar);
+
 /* Training. */
 vae_train_state *vae_train_state_new(const vae_model *m, int max_batch, char *err,
                                      size_t errlen);

@@ -14,6 +14,7 @@
 
 #include "../engine/checkpoint.h"
 #include "../engine/dataset.h"
+#include "../engine/eval.h"
 #include "../engine/image.h"
 #include "../engine/trainer.h"
 #include "../engine/vae.h"
@@ -44,6 +45,10 @@ static void usage(FILE *f)
             "  serve      serve the registry's models over HTTP\n"
             "  train      train a model on a data set\n"
             "  sample     decode z ~ N(0, I) through a checkpoint into a PNG grid\n"
+            "  eval       negative ELBO, importance-weighted bound, active units on a data set\n"
+            "  reconstruct  originals above their reconstructions, as a PNG\n"
+            "  import     convert a pytorch/examples VAE state_dict into a vaed checkpoint\n"
+            "  export     write a checkpoint in the vaed or pytorch/examples layout\n"
             "  registry   list or import checkpoints in the registry database\n"
             "\n"
             "  vaed COMMAND --help   options of one command\n"
@@ -191,27 +196,27 @@ static void print_progress(void *ctx, const trainer_progress *p)
     fflush(stderr);
 }
 
-static char *metrics_json(const trainer_epoch_metrics *ms, int n)
+static char *metrics_json(const trainer_epoch_metrics *ms, int n, int active_units)
 {
-    /* small and flat: the per-epoch figures, the last epoch's at the top */
+    /* small and flat: the per-epoch figures, the last epoch's at the top.
+     * No timings: a checkpoint must be the same bytes for the same seed. */
     size_t cap = 256 + (size_t)n * 256;
     char *s = malloc(cap);
     if (!s) return NULL;
     const trainer_epoch_metrics *l = &ms[n - 1];
     size_t pos = (size_t)snprintf(s, cap,
                                   "{\"epochs\":%d,\"train_loss\":%.6f,\"test_loss\":%.6f,"
-                                  "\"test_recon\":%.6f,\"test_kl\":%.6f,\"images_per_s\":%.1f,"
-                                  "\"per_epoch\":[",
+                                  "\"test_recon\":%.6f,\"test_kl\":%.6f,"
+                                  "\"active_units\":%d,\"per_epoch\":[",
                                   n, l->train_loss, isnan(l->test_loss) ? -1.0 : l->test_loss,
                                   isnan(l->test_recon) ? -1.0 : l->test_recon,
-                                  isnan(l->test_kl) ? -1.0 : l->test_kl, l->images_per_s);
+                                  isnan(l->test_kl) ? -1.0 : l->test_kl, active_units);
     for (int i = 0; i < n && pos < cap; i++)
         pos += (size_t)snprintf(s + pos, cap - pos,
                                 "%s{\"epoch\":%d,\"train_loss\":%.6f,\"train_recon\":%.6f,"
-                                "\"train_kl\":%.6f,\"test_loss\":%.6f,\"images_per_s\":%.1f}",
+                                "\"train_kl\":%.6f,\"test_loss\":%.6f}",
                                 i ? "," : "", ms[i].epoch, ms[i].train_loss, ms[i].train_recon,
-                                ms[i].train_kl, isnan(ms[i].test_loss) ? -1.0 : ms[i].test_loss,
-                                ms[i].images_per_s);
+                                ms[i].train_kl, isnan(ms[i].test_loss) ? -1.0 : ms[i].test_loss);
     if (pos < cap) snprintf(s + pos, cap - pos, "]}");
     return s;
 }
@@ -332,7 +337,15 @@ static int cmd_train(int argc, char **argv)
                    ms[e].images_per_s);
         fflush(stdout);
     }
-    if (cfg.epochs > 0) mj = metrics_json(ms, cfg.epochs);
+    if (cfg.epochs > 0) {
+        eval_result er;
+        int active = -1;
+        if (eval_run(&m, have_test ? &test : &train, 0, cfg.seed, &er, err, sizeof err) == 0) {
+            active = er.active_units;
+            printf("active units %d of %d\n", active, cfg.latent);
+        }
+        mj = metrics_json(ms, cfg.epochs, active);
+    }
     if (out) {
         if (ckpt_save_file(&m, mj, out, err, sizeof err)) {
             fprintf(stderr, "vaed train: %s\n", err);
@@ -432,6 +445,201 @@ end:
     vae_workspace_free(ws);
     free(z);
     free(x);
+    vae_free(&m);
+    return status;
+}
+
+/* ---------- eval, reconstruct, import, export ---------- */
+
+static int load_eval_set(const char *data, long limit, long klass, dataset *d, const char **split,
+                         char *err, size_t errlen)
+{
+    *split = "test";
+    if (data_sets_load(data_sets_root(), data, DATA_SETS_TEST, d, err, errlen)) {
+        *split = "train";
+        if (data_sets_load(data_sets_root(), data, DATA_SETS_TRAIN, d, err, errlen)) return -1;
+    }
+    if (klass >= 0 && dataset_filter_class(d, (int)klass, err, errlen)) return -1;
+    if (limit > 0 && limit < d->n) dataset_truncate(d, (int)limit);
+    return 0;
+}
+
+static int cmd_eval(int argc, char **argv)
+{
+    const char *model = NULL, *data = "mnist";
+    long iwae = 0, limit = 0, seed = 1, klass = -1;
+    cli_option opts[] = {
+        {"model", CLI_STRING, &model, 0, 0, "checkpoint file"},
+        {"data", CLI_STRING, &data, 0, 0, "mnist, fashion or an IDX image file (its test split when it has one)"},
+        {"iwae", CLI_LONG, &iwae, 0, 1000000, "importance samples K for the IWAE bound (0 = skip; 5000 as in the paper)"},
+        {"limit", CLI_LONG, &limit, 0, INT_MAX, "evaluate the first N images"},
+        {"class", CLI_LONG, &klass, -1, 255, "one label only"},
+        {"seed", CLI_LONG, &seed, 0, LONG_MAX, "random seed"},
+    };
+    int rc = cli_parse("eval", argc, argv, opts, sizeof opts / sizeof opts[0], NULL);
+    if (rc) return rc == CLI_HELP ? 0 : 2;
+    if (!model) {
+        fprintf(stderr, "vaed eval: --model FILE is required\n");
+        return 2;
+    }
+    char err[512];
+    vae_model m;
+    if (ckpt_load_file(&m, model, NULL, err, sizeof err)) {
+        fprintf(stderr, "vaed eval: %s\n", err);
+        return 1;
+    }
+    dataset d = {0};
+    const char *split;
+    int status = 1;
+    eval_result r;
+    if (load_eval_set(data, limit, klass, &d, &split, err, sizeof err) ||
+        eval_run(&m, &d, (int)iwae, (uint64_t)seed, &r, err, sizeof err)) {
+        fprintf(stderr, "vaed eval: %s\n", err);
+        goto end;
+    }
+    printf("data           %s (%s split, %d images)\n", data, split, r.n);
+    printf("neg_elbo       %.4f nats/image\n", r.neg_elbo);
+    printf("recon          %.4f nats/image\n", r.recon);
+    printf("kl             %.4f nats/image\n", r.kl);
+    if (r.iwae_k)
+        printf("iwae_nll       %.4f nats/image (K = %d)\n", r.iwae_nll, r.iwae_k);
+    printf("active_units   %d of %d (KL > 0.01 nats)\n", r.active_units, r.latent);
+    status = 0;
+end:
+    dataset_free(&d);
+    vae_free(&m);
+    return status;
+}
+
+static int cmd_reconstruct(int argc, char **argv)
+{
+    const char *model = NULL, *data = "mnist", *out = "recon.png";
+    long n = 8, klass = -1;
+    cli_option opts[] = {
+        {"model", CLI_STRING, &model, 0, 0, "checkpoint file"},
+        {"data", CLI_STRING, &data, 0, 0, "mnist, fashion or an IDX image file"},
+        {"n", CLI_LONG, &n, 1, 256, "images"},
+        {"class", CLI_LONG, &klass, -1, 255, "one label only"},
+        {"out", CLI_STRING, &out, 0, 0, "PNG file (default recon.png)"},
+    };
+    int rc = cli_parse("reconstruct", argc, argv, opts, sizeof opts / sizeof opts[0], "o");
+    if (rc) return rc == CLI_HELP ? 0 : 2;
+    if (!model) {
+        fprintf(stderr, "vaed reconstruct: --model FILE is required\n");
+        return 2;
+    }
+    char err[512];
+    vae_model m;
+    if (ckpt_load_file(&m, model, NULL, err, sizeof err)) {
+        fprintf(stderr, "vaed reconstruct: %s\n", err);
+        return 1;
+    }
+    dataset d = {0};
+    const char *split;
+    int status = 1, D = vae_config_input_dim(&m.cfg), Z = m.cfg.latent;
+    float *grid = NULL, *mu = NULL, *lv = NULL;
+    vae_workspace *ws = NULL;
+    if (load_eval_set(data, n, klass, &d, &split, err, sizeof err)) {
+        fprintf(stderr, "vaed reconstruct: %s\n", err);
+        goto end;
+    }
+    if (dataset_dim(&d) != D) {
+        fprintf(stderr, "vaed reconstruct: the data has %d values per image; the model takes %d\n",
+                dataset_dim(&d), D);
+        goto end;
+    }
+    n = d.n;
+    grid = malloc(sizeof(float) * 2 * (size_t)n * D);
+    mu = malloc(sizeof(float) * (size_t)n * Z);
+    lv = malloc(sizeof(float) * (size_t)n * Z);
+    ws = vae_workspace_new(&m, (int)n);
+    if (!grid || !mu || !lv || !ws) {
+        fprintf(stderr, "vaed reconstruct: out of memory\n");
+        goto end;
+    }
+    memcpy(grid, d.x, sizeof(float) * (size_t)n * D);
+    vae_encode(&m, ws, d.x, (int)n, mu, lv);
+    vae_decode(&m, ws, mu, (int)n, grid + (size_t)n * D);
+    if (image_write_grid_png(out, grid, 2 * (int)n, m.cfg.channels, m.cfg.height, m.cfg.width,
+                             (int)n, err, sizeof err)) {
+        fprintf(stderr, "vaed reconstruct: %s\n", err);
+        goto end;
+    }
+    printf("wrote %s (%ld originals above their reconstructions)\n", out, n);
+    status = 0;
+end:
+    vae_workspace_free(ws);
+    free(grid);
+    free(mu);
+    free(lv);
+    dataset_free(&d);
+    vae_free(&m);
+    return status;
+}
+
+static int cmd_import(int argc, char **argv)
+{
+    const char *from = "pytorch-examples", *out = NULL;
+    cli_option opts[] = {
+        {"from", CLI_STRING, &from, 0, 0, "pytorch-examples (a state_dict with fc1, fc21, fc22, fc3, fc4)"},
+        {"out", CLI_STRING, &out, 0, 0, "vaed checkpoint to write"},
+    };
+    int rc = cli_parse("import", argc, argv, opts, sizeof opts / sizeof opts[0], "o");
+    if (rc) return rc == CLI_HELP ? 0 : 2;
+    const char *in = cli_positional(0);
+    if (!in || !out || strcmp(from, "pytorch-examples") != 0) {
+        fprintf(stderr, "usage: vaed import --from pytorch-examples FILE --out model.safetensors\n");
+        return 2;
+    }
+    char err[512];
+    vae_model m;
+    if (ckpt_load_file(&m, in, NULL, err, sizeof err) || ckpt_save_file(&m, NULL, out, err, sizeof err)) {
+        fprintf(stderr, "vaed import: %s\n", err);
+        vae_free(&m);
+        return 1;
+    }
+    printf("wrote %s (%d-%d-%d, %s)\n", out, vae_config_input_dim(&m.cfg), m.cfg.hidden[0],
+           m.cfg.latent, vae_likelihood_name(m.cfg.likelihood));
+    vae_free(&m);
+    return 0;
+}
+
+static int cmd_export(int argc, char **argv)
+{
+    const char *model = NULL, *out = NULL, *format = "vaed";
+    cli_option opts[] = {
+        {"model", CLI_STRING, &model, 0, 0, "checkpoint file"},
+        {"format", CLI_STRING, &format, 0, 0, "vaed (default) or pytorch-examples"},
+        {"out", CLI_STRING, &out, 0, 0, "file to write"},
+    };
+    int rc = cli_parse("export", argc, argv, opts, sizeof opts / sizeof opts[0], "o");
+    if (rc) return rc == CLI_HELP ? 0 : 2;
+    if (!model || !out) {
+        fprintf(stderr, "usage: vaed export --model FILE --out FILE [--format vaed|pytorch-examples]\n");
+        return 2;
+    }
+    char err[512];
+    vae_model m;
+    if (ckpt_load_file(&m, model, NULL, err, sizeof err)) {
+        fprintf(stderr, "vaed export: %s\n", err);
+        return 1;
+    }
+    int status = 1;
+    if (strcmp(format, "vaed") == 0) {
+        rc = ckpt_save_file(&m, NULL, out, err, sizeof err);
+    } else if (strcmp(format, "pytorch-examples") == 0) {
+        rc = ckpt_save_pytorch_examples(&m, out, err, sizeof err);
+    } else {
+        fprintf(stderr, "vaed export: --format vaed or pytorch-examples, not %s\n", format);
+        vae_free(&m);
+        return 2;
+    }
+    if (rc)
+        fprintf(stderr, "vaed export: %s\n", err);
+    else {
+        printf("wrote %s (%s layout)\n", out, format);
+        status = 0;
+    }
     vae_free(&m);
     return status;
 }
@@ -554,6 +762,10 @@ int main(int argc, char **argv)
     if (strcmp(cmd, "train") == 0) return cmd_train(argc - 1, argv + 1);
     if (strcmp(cmd, "sample") == 0) return cmd_sample(argc - 1, argv + 1);
     if (strcmp(cmd, "registry") == 0) return cmd_registry(argc - 1, argv + 1);
+    if (strcmp(cmd, "eval") == 0) return cmd_eval(argc - 1, argv + 1);
+    if (strcmp(cmd, "reconstruct") == 0) return cmd_reconstruct(argc - 1, argv + 1);
+    if (strcmp(cmd, "import") == 0) return cmd_import(argc - 1, argv + 1);
+    if (strcmp(cmd, "export") == 0) return cmd_export(argc - 1, argv + 1);
     fprintf(stderr, "vaed: unknown command \"%s\"\n\n", cmd);
     usage(stderr);
     return 2;

@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# The vaed command line end to end on real MNIST: train (byte-identical twice
+# with --threads 1 and a seed), sample, eval, reconstruct, import/export, and
+# clear errors with a non-zero exit for bad flags and bad files.
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+cd "$root"
+vaed=${VAED_BIN:-$root/build/vaed}
+tmp=$(mktemp -d /tmp/vaed-test-cli.XXXXXX)
+trap 'rm -rf -- "$tmp"' EXIT
+fails=0
+fail() { echo "FAIL: $*"; fails=$((fails + 1)); }
+expect_fail() { # expect_fail "what" "message regex" cmd...
+    local what=$1 re=$2; shift 2
+    local out rc=0
+    out=$("$@" 2>&1) || rc=$?
+    if [ "$rc" -eq 0 ]; then fail "$what: exit 0"; return; fi
+    grep -qE "$re" <<<"$out" || fail "$what: message '$out' does not match '$re'"
+}
+
+"$vaed" --version | grep -qE '^vaed [0-9]+\.[0-9]+\.[0-9]+$' || fail "--version"
+"$vaed" --help | grep -q 'serve' || fail "--help lists serve"
+"$vaed" train --help | grep -q -- '--likelihood' || fail "train --help lists --likelihood"
+
+small=(--data mnist --limit 600 --epochs 2 --hidden 48 --latent 6 --batch 64 --seed 5 --threads 1)
+"$vaed" train "${small[@]}" --out "$tmp/a.safetensors" >"$tmp/train.log" || fail "train: $(cat "$tmp/train.log")"
+"$vaed" train "${small[@]}" --out "$tmp/b.safetensors" >/dev/null || fail "train again"
+cmp -s "$tmp/a.safetensors" "$tmp/b.safetensors" || fail "two runs with --threads 1 and one seed differ"
+grep -qE '^epoch 2/2  train loss [0-9.]+  test loss [0-9.]+ .* images/s$' "$tmp/train.log" \
+    || fail "train output lacks the per-epoch line: $(cat "$tmp/train.log")"
+"$vaed" train "${small[@]}" --seed 6 --out "$tmp/c.safetensors" >/dev/null
+cmp -s "$tmp/a.safetensors" "$tmp/c.safetensors" && fail "another seed gave the same checkpoint"
+
+"$vaed" sample --model "$tmp/a.safetensors" -n 9 --seed 3 -o "$tmp/s.png" >/dev/null || fail "sample"
+head -c 8 "$tmp/s.png" | od -An -tx1 | grep -q '89 50 4e 47 0d 0a 1a 0a' || fail "sample is not a PNG"
+out=$("$vaed" eval --model "$tmp/a.safetensors" --data mnist --limit 100 --iwae 20)
+grep -qE '^neg_elbo +[0-9.]+' <<<"$out" || fail "eval: $out"
+elbo=$(awk '/^neg_elbo/{print $2}' <<<"$out"); iwae=$(awk '/^iwae_nll/{print $2}' <<<"$out")
+awk -v e="$elbo" -v i="$iwae" 'BEGIN{exit !(i <= e + 1e-6)}' || fail "IWAE bound $iwae above the ELBO's $elbo"
+grep -qE '^active_units +[0-9]+ of 6' <<<"$out" || fail "eval active units: $out"
+"$vaed" reconstruct --model "$tmp/a.safetensors" -n 4 -o "$tmp/r.png" >/dev/null || fail "reconstruct"
+"$vaed" export --model "$tmp/a.safetensors" --format pytorch-examples --out "$tmp/pe.safetensors" >/dev/null \
+    || fail "export pytorch-examples"
+"$vaed" import --from pytorch-examples "$tmp/pe.safetensors" --out "$tmp/back.safetensors" >/dev/null \
+    || fail "import pytorch-examples"
+e1=$("$vaed" eval --model "$tmp/a.safetensors" --limit 50 | awk '/^neg_elbo/{print $2}')
+e2=$("$vaed" eval --model "$tmp/back.safetensors" --limit 50 | awk '/^neg_elbo/{print $2}')
+[ "$e1" = "$e2" ] || fail "export/import changed the model: $e1 vs $e2"
+
+expect_fail "unknown command" 'unknown command' "$vaed" frobnicate
+expect_fail "unknown flag" 'unknown option --nope' "$vaed" train --nope
+expect_fail "bad number" 'wants an integer' "$vaed" train --epochs many --out "$tmp/x"
+expect_fail "bad likelihood" 'likelihood' "$vaed" train --likelihood poisson --out "$tmp/x"
+expect_fail "no output" 'give --out' "$vaed" train --epochs 1
+expect_fail "missing data file" 'No such file' "$vaed" train --data "$tmp/none-images-idx3-ubyte" --out "$tmp/x"
+printf 'not a checkpoint' >"$tmp/bad.safetensors"
+expect_fail "bad checkpoint" 'not a valid safetensors' "$vaed" sample --model "$tmp/bad.safetensors"
+expect_fail "missing checkpoint" 'cannot open' "$vaed" eval --model "$tmp/none.safetensors"
+[ -e "$tmp/x" ] && fail "a failed train left $tmp/x"
+
+if [ "$fails" -gt 0 ]; then echo "test_cli: $fails check(s) failed"; exit 1; fi
+echo "test_cli: all checks passed"
