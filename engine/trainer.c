@@ -15,6 +15,7 @@ struct trainer {
     int *order;              /* owned; train->n indices */
     float *batch;            /* owned; cfg.batch images */
     int epochs_done;
+    trainer_position pos;    /* mid-epoch progress (pos.epochs_done unused) */
 };
 
 static double now_s(void)
@@ -78,6 +79,51 @@ rng_state *trainer_rng(trainer *t) { return &t->rng; }
 vae_train_state *trainer_train_state(trainer *t) { return t->ts; }
 void trainer_set_epochs_done(trainer *t, int epochs_done) { t->epochs_done = epochs_done; }
 
+void trainer_get_position(const trainer *t, trainer_position *p)
+{
+    *p = t->pos;
+    p->epochs_done = t->epochs_done;
+}
+
+const int *trainer_order(const trainer *t) { return t->order; }
+int trainer_order_len(const trainer *t) { return t->train->n; }
+
+int trainer_set_position(trainer *t, const trainer_position *p, const int *order, int n,
+                         char *err, size_t errlen)
+{
+    int64_t steps = (t->train->n + t->m->cfg.batch - 1) / t->m->cfg.batch;
+    if (p->epochs_done < 0 || p->next_step < 0 || p->next_step >= steps || p->seen < 0) {
+        snprintf(err, errlen, "resume position out of range");
+        return VAE_ERR_ARG;
+    }
+    if (p->next_step > 0) {
+        if (!order || n != t->train->n) {
+            snprintf(err, errlen, "resuming mid-epoch needs the data order of %d images", t->train->n);
+            return VAE_ERR_ARG;
+        }
+        /* must be a permutation, or a step would read out of bounds */
+        char *seen = calloc((size_t)n, 1);
+        if (!seen) {
+            snprintf(err, errlen, "out of memory");
+            return VAE_ERR_NOMEM;
+        }
+        int ok = 1;
+        for (int i = 0; i < n && ok; i++) {
+            ok = order[i] >= 0 && order[i] < n && !seen[order[i]];
+            if (ok) seen[order[i]] = 1;
+        }
+        free(seen);
+        if (!ok) {
+            snprintf(err, errlen, "the saved data order is not a permutation");
+            return VAE_ERR_FORMAT;
+        }
+        memcpy(t->order, order, sizeof(int) * (size_t)n);
+    }
+    t->epochs_done = p->epochs_done;
+    t->pos = *p;
+    return VAE_OK;
+}
+
 int trainer_run_epoch(trainer *t, const trainer_callbacks *cb, trainer_epoch_metrics *out,
                       char *err, size_t errlen)
 {
@@ -86,16 +132,20 @@ int trainer_run_epoch(trainer *t, const trainer_callbacks *cb, trainer_epoch_met
     size_t D = (size_t)dataset_dim(d);
     int n = d->n, B = c->batch;
     int64_t steps = (n + B - 1) / B;
-    for (int i = 0; i < n; i++) t->order[i] = i;
-    rng_shuffle(&t->rng, t->order, n);
+    if (t->pos.next_step == 0) {
+        for (int i = 0; i < n; i++) t->order[i] = i;
+        rng_shuffle(&t->rng, t->order, n);
+        memset(&t->pos, 0, sizeof t->pos);
+    }
     memset(out, 0, sizeof *out);
     out->epoch = t->epochs_done + 1;
-    double t0 = now_s(), recon = 0.0, kl = 0.0;
-    int seen = 0;
-    for (int64_t s = 0; s < steps; s++) {
+    double t0 = now_s() - t->pos.seconds;
+    for (int64_t s = t->pos.next_step; s < steps; s++) {
         if (cb && cb->cancel && *cb->cancel) {
+            t->pos.next_step = s;
+            t->pos.seconds = now_s() - t0;
             snprintf(err, errlen, "cancelled");
-            return VAE_ERR_ARG;
+            return VAE_ERR_CANCELLED;
         }
         int b0 = (int)(s * B), nb = n - b0 < B ? n - b0 : B;
         for (int i = 0; i < nb; i++)
@@ -111,20 +161,24 @@ int trainer_run_epoch(trainer *t, const trainer_callbacks *cb, trainer_epoch_met
             snprintf(err, errlen, "training step %lld failed", (long long)s + 1);
             return rc;
         }
-        recon += st.recon;
-        kl += st.kl;
-        seen += nb;
+        t->pos.recon_sum += st.recon;
+        t->pos.kl_sum += st.kl;
+        t->pos.seen += nb;
+        t->pos.next_step = s + 1;
         if (cb && cb->on_progress) {
             double el = now_s() - t0;
+            int seen = t->pos.seen;
             trainer_progress p = {.epoch = out->epoch, .epochs = c->epochs, .step = s + 1,
                                   .steps = steps};
             p.images_per_s = el > 0 ? seen / el : 0.0;
             double left = (double)(n - seen) + (double)n * (c->epochs - out->epoch);
             p.eta_s = p.images_per_s > 0 ? left / p.images_per_s : 0.0;
-            p.loss = (recon + kl) / seen;
+            p.loss = (t->pos.recon_sum + t->pos.kl_sum) / seen;
             cb->on_progress(cb->ctx, &p);
         }
     }
+    double recon = t->pos.recon_sum, kl = t->pos.kl_sum;
+    memset(&t->pos, 0, sizeof t->pos);
     double el = now_s() - t0;
     out->train_recon = recon / n;
     out->train_kl = kl / n;

@@ -40,8 +40,9 @@ typedef struct {
     /* Called after every step; the callee throttles what it prints. */
     void (*on_progress)(void *ctx, const trainer_progress *p);
     void *ctx;
-    /* When non-NULL and non-zero, the epoch stops after the current step and
-     * trainer_run_epoch returns VAE_ERR_ARG with "cancelled". */
+    /* When non-NULL and non-zero, the epoch stops before its next step and
+     * trainer_run_epoch returns VAE_ERR_CANCELLED; the trainer's position
+     * then says where to resume. */
     const volatile int *cancel;
 } trainer_callbacks;
 
@@ -61,5 +62,25 @@ int trainer_evaluate(const vae_model *m, const dataset *d, uint64_t seed, double
 rng_state *trainer_rng(trainer *t);
 vae_train_state *trainer_train_state(trainer *t);
 void trainer_set_epochs_done(trainer *t, int epochs_done);
+
+/* Where training stands, for checkpoints that resume mid-epoch: the epochs
+ * finished, the steps of the current epoch done (0 = the next epoch starts
+ * with a new shuffle) and that epoch's running sums. */
+typedef struct {
+    int epochs_done;
+    int64_t next_step;
+    double recon_sum, kl_sum;
+    int seen;
+    double seconds;            /* training time spent in the epoch so far */
+} trainer_position;
+
+void trainer_get_position(const trainer *t, trainer_position *p);
+/* The current epoch's data order (n indices into the training set). */
+const int *trainer_order(const trainer *t);
+int trainer_order_len(const trainer *t);
+/* Restores a position; order (n indices, a permutation) is required when
+ * p->next_step > 0. */
+int trainer_set_position(trainer *t, const trainer_position *p, const int *order, int n,
+                         char *err, size_t errlen);
 
 #endif

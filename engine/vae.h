@@ -36,7 +36,8 @@ typedef enum {
     VAE_ERR_NOMEM,
     VAE_ERR_IO,
     VAE_ERR_FORMAT,   /* a file that is not what it claims */
-    VAE_ERR_NONFINITE /* a NaN or Inf loss or value */
+    VAE_ERR_NONFINITE, /* a NaN or Inf loss or value */
+    VAE_ERR_CANCELLED  /* stopped on request; the state is consistent */
 } vae_status;
 
 typedef enum { VAE_ARCH_MLP = 0, VAE_ARCH_CONV } vae_arch;
