@@ -25,23 +25,29 @@ typedef struct {
 
 static fixture fx;
 
+static int teardown(void **state);
+
 static int setup(void **state)
 {
     char err[256];
     memset(&fx, 0, sizeof fx);
     if (harness_tmpdir(fx.model_dir, sizeof fx.model_dir) ||
         harness_tmpdir(fx.empty_dir, sizeof fx.empty_dir))
-        return -1;
+        goto fail;
     if (harness_put_model(fx.model_dir, "digits", NULL, 7, NULL, err, sizeof err)) {
         fprintf(stderr, "put model: %s\n", err);
-        return -1;
+        goto fail;
     }
     fx.port = harness_daemon_start(&fx.model_daemon, fx.model_dir, NULL);
     fx.empty_port = harness_daemon_start(&fx.empty_daemon, fx.empty_dir, NULL);
     if (fx.port < 0 || fx.empty_port < 0)
-        return -1;
+        goto fail;
     *state = &fx;
     return 0;
+fail:
+    /* cmocka skips the group teardown when setup fails. */
+    teardown(state);
+    return -1;
 }
 
 static int teardown(void **state)
