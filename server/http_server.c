@@ -38,6 +38,10 @@ void server_options_default(server_options *o)
     o->timeout_s = 30;
     o->max_body = (size_t)16 << 20;
     o->model_cache_mb = 512;
+    o->token = NULL;
+    o->max_upload = (size_t)256 << 20;
+    o->workers = 1;
+    o->job_mem_mb = 4096;
 }
 
 /* ---- handlers ---------------------------------------------------------- */

@@ -44,6 +44,10 @@ typedef struct {
     int timeout_s;             /* per-connection idle timeout, default 30 */
     size_t max_body;           /* default 16 MiB */
     size_t model_cache_mb;     /* default 512 */
+    const char *token;         /* bearer token for mutations; NULL = none configured */
+    size_t max_upload;         /* largest checkpoint upload, default 256 MiB */
+    int workers;               /* training worker threads, default 1 */
+    size_t job_mem_mb;         /* memory estimate limit of one job, default 4096 */
 } server_options;
 
 void server_options_default(server_options *o);

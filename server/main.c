@@ -64,6 +64,9 @@ static int cmd_serve(int argc, char **argv)
     server_options_default(&o);
     long threads = o.threads, max_conn = o.max_connections, timeout = o.timeout_s;
     long cache_mb = (long)o.model_cache_mb, max_body_mb = (long)(o.max_body >> 20);
+    long max_upload_mb = (long)(o.max_upload >> 20), workers = o.workers;
+    long job_mem_mb = (long)o.job_mem_mb;
+    const char *token_file = NULL;
     cli_option opts[] = {
         {"listen", CLI_STRING, &o.listen, 0, 0, "ADDR:PORT to listen on (default 127.0.0.1:8080)"},
         {"data-dir", CLI_STRING, &o.data_dir, 0, 0, "directory of registry.db (default var)"},
@@ -74,6 +77,10 @@ static int cmd_serve(int argc, char **argv)
         {"timeout", CLI_LONG, &timeout, 1, 3600, "idle connection timeout, seconds"},
         {"model-cache-mb", CLI_LONG, &cache_mb, 1, 1 << 20, "bytes of loaded models kept, MiB"},
         {"max-body-mb", CLI_LONG, &max_body_mb, 1, 4096, "largest request body, MiB"},
+        {"max-upload", CLI_LONG, &max_upload_mb, 1, 65536, "largest checkpoint upload, MiB (default 256)"},
+        {"token-file", CLI_STRING, &token_file, 0, 0, "bearer token mutations need (else $VAED_TOKEN)"},
+        {"workers", CLI_LONG, &workers, 0, 64, "training worker threads (default 1)"},
+        {"job-mem-mb", CLI_LONG, &job_mem_mb, 1, 1 << 20, "largest memory estimate of a job, MiB"},
     };
     int rc = cli_parse("serve", argc, argv, opts, sizeof opts / sizeof opts[0], NULL);
     if (rc) return rc == CLI_HELP ? 0 : 2;
@@ -82,6 +89,28 @@ static int cmd_serve(int argc, char **argv)
     o.timeout_s = (int)timeout;
     o.model_cache_mb = (size_t)cache_mb;
     o.max_body = (size_t)max_body_mb << 20;
+    o.max_upload = (size_t)max_upload_mb << 20;
+    o.workers = (int)workers;
+    o.job_mem_mb = (size_t)job_mem_mb;
+    char token[512] = "";
+    if (token_file) {
+        FILE *tf = fopen(token_file, "r");
+        if (!tf) {
+            fprintf(stderr, "vaed serve: --token-file %s: %s\n", token_file, strerror(errno));
+            return 2;
+        }
+        size_t n = fread(token, 1, sizeof token - 1, tf);
+        fclose(tf);
+        token[n] = '\0';
+        token[strcspn(token, "\r\n")] = '\0'; /* one line; a trailing newline is not part of it */
+    } else if (getenv("VAED_TOKEN")) {
+        snprintf(token, sizeof token, "%s", getenv("VAED_TOKEN"));
+    }
+    if ((token_file || getenv("VAED_TOKEN")) && strlen(token) < 16) {
+        fprintf(stderr, "vaed serve: the token must be at least 16 characters\n");
+        return 2;
+    }
+    o.token = token[0] ? token : NULL;
 
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
