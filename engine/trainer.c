@@ -74,6 +74,11 @@ void trainer_free(trainer *t)
     free(t);
 }
 
+int trainer_set_threads(trainer *t, int threads, char *err, size_t errlen)
+{
+    return vae_train_state_set_threads(t->ts, t->m, threads, err, errlen);
+}
+
 int trainer_epochs_done(const trainer *t) { return t->epochs_done; }
 rng_state *trainer_rng(trainer *t) { return &t->rng; }
 vae_train_state *trainer_train_state(trainer *t) { return t->ts; }

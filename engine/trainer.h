@@ -51,6 +51,8 @@ typedef struct trainer trainer;
 trainer *trainer_new(vae_model *m, const dataset *train, const dataset *test, char *err,
                      size_t errlen);
 void trainer_free(trainer *t);
+/* Training threads (data parallel when >= 2); see vae_train_state_set_threads. */
+int trainer_set_threads(trainer *t, int threads, char *err, size_t errlen);
 int trainer_epochs_done(const trainer *t);
 int trainer_run_epoch(trainer *t, const trainer_callbacks *cb, trainer_epoch_metrics *out,
                       char *err, size_t errlen);

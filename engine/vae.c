@@ -12,6 +12,7 @@
 
 #include <cblas.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -502,6 +503,29 @@ struct vae_train_state {
     const float *x;   /* borrowed from the last forward, for backward */
     int B;
     double beta_eff;
+    struct vae_peer *peer; /* owned; the data-parallel helper, NULL when single */
+};
+
+/* Data-parallel training: a helper thread runs the second part of each batch
+ * on its own train state (one BLAS thread each), then each thread sums and
+ * updates half of the parameters. Two single-threaded sgemm streams keep both
+ * cores busier than one two-threaded OpenBLAS call on these small matrices,
+ * and the element-wise passes run on both cores too. */
+enum { PEER_IDLE = 0, PEER_FORWARD_BACKWARD, PEER_ADAM, PEER_QUIT };
+struct vae_peer {
+    vae_train_state *ts;   /* owned; the helper's activations and gradients */
+    pthread_t thread;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int job;               /* PEER_*; set by the caller, reset to IDLE when done */
+    /* the job */
+    vae_model *m;
+    const float *x, *eps;
+    int B;
+    vae_stats stats;
+    int rc;
+    size_t lo, hi;         /* parameter range of PEER_ADAM */
+    float step_size, inv_sqrt_bc2;
 };
 
 float *vae_train_grads(vae_train_state *ts) { return ts->grads; }
@@ -509,9 +533,12 @@ float *vae_train_adam_m(vae_train_state *ts) { return ts->adam_m; }
 float *vae_train_adam_v(vae_train_state *ts) { return ts->adam_v; }
 int64_t *vae_train_adam_step(vae_train_state *ts) { return &ts->step; }
 
+static void peer_free(struct vae_peer *p);
+
 void vae_train_state_free(vae_train_state *ts)
 {
     if (!ts) return;
+    peer_free(ts->peer);
     free(ts->grads);
     free(ts->adam_m);
     free(ts->adam_v);
@@ -778,6 +805,140 @@ void vae_adam_update(vae_model *m, vae_train_state *ts)
     vk_adam(p, g, mm, vv, n, b1, b2, eps, wd, step_size, inv_sqrt_bc2);
 }
 
+static void adam_slice(vae_model *m, vae_train_state *ts, size_t lo, size_t hi, float step_size,
+                       float inv_sqrt_bc2)
+{
+    const vae_config *c = &m->cfg;
+    vk_adam(m->params + lo, ts->grads + lo, ts->adam_m + lo, ts->adam_v + lo, hi - lo, c->beta1,
+            c->beta2, c->eps, c->weight_decay, step_size, inv_sqrt_bc2);
+}
+
+static void *peer_main(void *arg)
+{
+    vae_train_state *owner = arg;
+    struct vae_peer *p = owner->peer;
+    pthread_mutex_lock(&p->mu);
+    for (;;) {
+        while (p->job == PEER_IDLE) pthread_cond_wait(&p->cv, &p->mu);
+        int job = p->job;
+        pthread_mutex_unlock(&p->mu);
+        if (job == PEER_QUIT) return NULL;
+        if (job == PEER_FORWARD_BACKWARD) {
+            p->ts->step = owner->step; /* the same KL warm-up point */
+            p->rc = vae_forward_loss(p->m, p->ts, p->x, p->eps, p->B, &p->stats);
+            if (p->rc == VAE_OK) vae_backward(p->m, p->ts);
+        } else {
+            for (size_t i = p->lo; i < p->hi; i++) owner->grads[i] += p->ts->grads[i];
+            adam_slice(p->m, owner, p->lo, p->hi, p->step_size, p->inv_sqrt_bc2);
+        }
+        pthread_mutex_lock(&p->mu);
+        p->job = PEER_IDLE;
+        pthread_cond_broadcast(&p->cv);
+    }
+}
+
+static void peer_post(struct vae_peer *p, int job)
+{
+    pthread_mutex_lock(&p->mu);
+    p->job = job;
+    pthread_cond_broadcast(&p->cv);
+    pthread_mutex_unlock(&p->mu);
+}
+
+static void peer_wait(struct vae_peer *p)
+{
+    pthread_mutex_lock(&p->mu);
+    while (p->job != PEER_IDLE) pthread_cond_wait(&p->cv, &p->mu);
+    pthread_mutex_unlock(&p->mu);
+}
+
+static void peer_free(struct vae_peer *p)
+{
+    if (!p) return;
+    peer_post(p, PEER_QUIT);
+    pthread_join(p->thread, NULL);
+    pthread_mutex_destroy(&p->mu);
+    pthread_cond_destroy(&p->cv);
+    vae_train_state_free(p->ts);
+    free(p);
+}
+
+int vae_train_state_set_threads(vae_train_state *ts, const vae_model *m, int threads, char *err,
+                                size_t errlen)
+{
+    if (threads <= 1) {
+        peer_free(ts->peer);
+        ts->peer = NULL;
+        return VAE_OK;
+    }
+    if (ts->peer) return VAE_OK;
+    struct vae_peer *p = calloc(1, sizeof *p);
+    if (!p) {
+        snprintf(err, errlen, "out of memory for the training thread");
+        return VAE_ERR_NOMEM;
+    }
+    if (!(p->ts = vae_train_state_new(m, ts->max_batch / 2 + 1, err, errlen))) {
+        free(p);
+        return VAE_ERR_NOMEM;
+    }
+    pthread_mutex_init(&p->mu, NULL);
+    pthread_cond_init(&p->cv, NULL);
+    ts->peer = p;
+    if (pthread_create(&p->thread, NULL, peer_main, ts) != 0) {
+        ts->peer = NULL;
+        pthread_mutex_destroy(&p->mu);
+        pthread_cond_destroy(&p->cv);
+        vae_train_state_free(p->ts);
+        free(p);
+        snprintf(err, errlen, "cannot start the training thread");
+        return VAE_ERR_NOMEM;
+    }
+    return VAE_OK;
+}
+
+/* Forward, backward and Adam with the batch split between this thread and
+ * the peer. Free bits couple the whole batch through its per-dimension KL,
+ * and clipping needs the whole gradient's norm: those stay single-threaded. */
+static int train_step_parallel(vae_model *m, vae_train_state *ts, const float *x, int B,
+                               vae_stats *stats)
+{
+    const vae_config *c = &m->cfg;
+    struct vae_peer *p = ts->peer;
+    int D = vae_config_input_dim(c), LZ = c->mc_samples * c->latent;
+    int B0 = B / 2, B1 = B - B0;
+    p->m = m;
+    p->x = x + (size_t)B0 * D;
+    p->eps = ts->eps + (size_t)B0 * LZ;
+    p->B = B1;
+    peer_post(p, PEER_FORWARD_BACKWARD);
+    int rc = vae_forward_loss(m, ts, x, ts->eps, B0, stats);
+    if (rc == VAE_OK) vae_backward(m, ts);
+    peer_wait(p);
+    if (rc) return rc;
+    if (p->rc) {
+        *stats = p->stats;
+        return p->rc;
+    }
+    stats->loss += p->stats.loss;
+    stats->recon += p->stats.recon;
+    stats->kl += p->stats.kl;
+    stats->batch = B;
+
+    ts->step++;
+    double bc1 = 1.0 - pow(c->beta1, (double)ts->step), bc2 = 1.0 - pow(c->beta2, (double)ts->step);
+    float step_size = (float)(c->lr / bc1), inv_sqrt_bc2 = (float)(1.0 / sqrt(bc2));
+    size_t half = m->n_params / 2;
+    p->lo = half;
+    p->hi = m->n_params;
+    p->step_size = step_size;
+    p->inv_sqrt_bc2 = inv_sqrt_bc2;
+    peer_post(p, PEER_ADAM);
+    for (size_t i = 0; i < half; i++) ts->grads[i] += p->ts->grads[i];
+    adam_slice(m, ts, 0, half, step_size, inv_sqrt_bc2);
+    peer_wait(p);
+    return VAE_OK;
+}
+
 int vae_train_step(vae_model *m, vae_train_state *ts, const float *x, int B, rng_state *rng,
                    vae_stats *stats)
 {
@@ -793,6 +954,8 @@ int vae_train_step(vae_model *m, vae_train_state *ts, const float *x, int B, rng
         xin = ts->xbin;
     }
     rng_normal_fill(rng, ts->eps, (size_t)B * c->mc_samples * c->latent);
+    if (ts->peer && B >= 16 && c->free_bits == 0.0f && c->clip_grad == 0.0f)
+        return train_step_parallel(m, ts, xin, B, stats);
     int rc = vae_forward_loss(m, ts, xin, ts->eps, B, stats);
     if (rc) return rc;
     vae_backward(m, ts);

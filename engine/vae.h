@@ -139,6 +139,11 @@ float vae_clamp_logvar(float logvar);
 vae_train_state *vae_train_state_new(const vae_model *m, int max_batch, char *err,
                                      size_t errlen);
 void vae_train_state_free(vae_train_state *ts);
+/* threads >= 2: vae_train_step splits each batch with a helper thread the
+ * state owns (data parallel; use one BLAS thread then). Numerically the same
+ * loss, with gradients summed in another order; repeatable run to run. */
+int vae_train_state_set_threads(vae_train_state *ts, const vae_model *m, int threads, char *err,
+                                size_t errlen);
 /* One step: forward with eps drawn from rng, loss, backward, Adam. Returns
  * VAE_ERR_NONFINITE (parameters untouched) when the loss is not finite. */
 int vae_train_step(vae_model *m, vae_train_state *ts, const float *x, int B, rng_state *rng,
