@@ -79,12 +79,13 @@ static void im2col(float *col, const float *big, size_t cs, int C, int nb, int H
                             memset(r, 0, sizeof(float) * Wo);
                             continue;
                         }
-                        const float *src = img + (size_t)(oy * stride - pad + ky) * W - pad + kx;
+                        const float *src = img + (size_t)(oy * stride - pad + ky) * W;
+                        int off = kx - pad;
                         for (int ox = 0; ox < xlo; ox++) r[ox] = 0.0f;
                         if (stride == 2)
-                            for (int ox = xlo; ox < xhi; ox++) r[ox] = src[2 * ox];
+                            for (int ox = xlo; ox < xhi; ox++) r[ox] = src[2 * ox + off];
                         else
-                            for (int ox = xlo; ox < xhi; ox++) r[ox] = src[ox * stride];
+                            for (int ox = xlo; ox < xhi; ox++) r[ox] = src[ox * stride + off];
                         for (int ox = xhi; ox < Wo; ox++) r[ox] = 0.0f;
                     }
                 }
@@ -109,12 +110,13 @@ static void col2im(float *big, size_t cs, const float *col, int C, int nb, int H
                     float *img = big + c * cs + (size_t)b * H * W;
                     const float *r = row + (size_t)b * Ho * Wo;
                     for (int oy = ylo; oy < yhi; oy++) {
-                        float *dst = img + (size_t)(oy * stride - pad + ky) * W - pad + kx;
+                        float *dst = img + (size_t)(oy * stride - pad + ky) * W;
                         const float *ro = r + (size_t)oy * Wo;
+                        int off = kx - pad;
                         if (stride == 2)
-                            for (int ox = xlo; ox < xhi; ox++) dst[2 * ox] += ro[ox];
+                            for (int ox = xlo; ox < xhi; ox++) dst[2 * ox + off] += ro[ox];
                         else
-                            for (int ox = xlo; ox < xhi; ox++) dst[ox * stride] += ro[ox];
+                            for (int ox = xlo; ox < xhi; ox++) dst[ox * stride + off] += ro[ox];
                     }
                 }
             }

@@ -1,15 +1,23 @@
 /* dataset: IDX (MNIST / Fashion-MNIST) loading, plain or gzip-compressed,
- * and in-place filtering. See dataset.h. */
+ * CIFAR-10 binary batches and folders of PNG files, in-place filtering and
+ * validation splits. See dataset.h. */
 #include "dataset.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <zlib.h>
+
+#include "image.h"
+#include "rng.h"
 
 #define IDX_IMAGES_MAGIC 0x00000803u
 #define IDX_LABELS_MAGIC 0x00000801u
@@ -291,4 +299,447 @@ void dataset_free(dataset *d) {
     free(d->x);
     free(d->labels);
     memset(d, 0, sizeof *d);
+}
+
+/* ---------- whole files ---------- */
+
+/* Reads a regular file of at most max bytes into *out (owned by the caller). */
+static int read_file(const char *path, size_t max, uint8_t **out, size_t *len, char *err,
+                     size_t errlen) {
+    *out = NULL;
+    *len = 0;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        set_err(err, errlen, "%s: %s", path, strerror(errno));
+        return DATASET_ERR_IO;
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        set_err(err, errlen, "%s: not a regular file", path);
+        close(fd);
+        return DATASET_ERR_IO;
+    }
+    if ((uint64_t)st.st_size > max) {
+        set_err(err, errlen, "%s: %lld bytes is more than the %zu allowed", path,
+                (long long)st.st_size, max);
+        close(fd);
+        return DATASET_ERR_FORMAT;
+    }
+    size_t n = (size_t)st.st_size;
+    uint8_t *buf = malloc(n ? n : 1); /* owned: handed to *out */
+    if (!buf) {
+        set_err(err, errlen, "%s: out of memory (%zu bytes)", path, n);
+        close(fd);
+        return DATASET_ERR_NOMEM;
+    }
+    size_t got = 0;
+    while (got < n) {
+        ssize_t r = read(fd, buf + got, n - got);
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0) {
+            set_err(err, errlen, "%s: %s", path, strerror(errno));
+            free(buf);
+            close(fd);
+            return DATASET_ERR_IO;
+        }
+        if (r == 0) break; /* shrank while we read: take what is there */
+        got += (size_t)r;
+    }
+    close(fd);
+    *out = buf;
+    *len = got;
+    return DATASET_OK;
+}
+
+/* dir/name into buf; 0, or -1 (buf holds a truncated path) when too long. */
+static int join_path(char *buf, size_t n, const char *dir, const char *name) {
+    size_t a = strlen(dir), b = strlen(name);
+    if (a + 1 + b + 1 > n) {
+        snprintf(buf, n, "%s", dir);
+        return -1;
+    }
+    memcpy(buf, dir, a);
+    buf[a] = '/';
+    memcpy(buf + a + 1, name, b + 1);
+    return 0;
+}
+
+static int is_dir(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+static int check_dir(const char *dir, char *err, size_t errlen) {
+    struct stat st;
+    if (!dir || !*dir) {
+        set_err(err, errlen, "dataset: no folder given");
+        return DATASET_ERR_ARG;
+    }
+    if (stat(dir, &st) != 0) {
+        set_err(err, errlen, "%s: %s", dir, strerror(errno));
+        return DATASET_ERR_IO;
+    }
+    if (!S_ISDIR(st.st_mode)) {
+        set_err(err, errlen, "%s: not a folder", dir);
+        return DATASET_ERR_IO;
+    }
+    return DATASET_OK;
+}
+
+/* Grows d to hold `more` further images of its current shape. */
+static int grow(dataset *d, size_t more, int with_labels, const char *path, char *err,
+                size_t errlen) {
+    size_t dim = (size_t)dataset_dim(d), n = (size_t)d->n + more;
+    if (n > INT_MAX || n > SIZE_MAX / sizeof(float) / dim) {
+        set_err(err, errlen, "%s: too many images (%zu)", path, n);
+        return DATASET_ERR_FORMAT;
+    }
+    float *x = realloc(d->x, n * dim * sizeof *x);
+    if (!x) goto nomem;
+    d->x = x;
+    if (with_labels) {
+        uint8_t *l = realloc(d->labels, n);
+        if (!l) goto nomem;
+        d->labels = l;
+    }
+    return DATASET_OK;
+nomem:
+    set_err(err, errlen, "%s: out of memory for %zu images", path, n);
+    return DATASET_ERR_NOMEM;
+}
+
+/* ---------- CIFAR-10 ---------- */
+
+#define CIFAR_SIDE 32
+#define CIFAR_PIXELS (3 * CIFAR_SIDE * CIFAR_SIDE)
+#define CIFAR_RECORD (1 + CIFAR_PIXELS)
+#define CIFAR_MAX_BATCHES 5
+#define CIFAR_MAX_FILE ((size_t)1 << 30)
+
+static int cifar_append(dataset *d, const char *path, char *err, size_t errlen) {
+    uint8_t *buf; /* owned here */
+    size_t len;
+    int rc = read_file(path, CIFAR_MAX_FILE, &buf, &len, err, errlen);
+    if (rc) return rc;
+    if (len == 0 || len % CIFAR_RECORD != 0) {
+        set_err(err, errlen,
+                "%s: %zu bytes is not a whole number of %d-byte CIFAR-10 records (truncated?)",
+                path, len, CIFAR_RECORD);
+        free(buf);
+        return DATASET_ERR_FORMAT;
+    }
+    size_t n = len / CIFAR_RECORD;
+    for (size_t i = 0; i < n; i++)
+        if (buf[i * CIFAR_RECORD] > 9) {
+            set_err(err, errlen, "%s: record %zu has label %d (CIFAR-10 labels are 0..9)", path,
+                    i + 1, buf[i * CIFAR_RECORD]);
+            free(buf);
+            return DATASET_ERR_FORMAT;
+        }
+    rc = grow(d, n, 1, path, err, errlen);
+    if (rc) {
+        free(buf);
+        return rc;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const uint8_t *r = buf + i * CIFAR_RECORD;
+        float *x = d->x + ((size_t)d->n + i) * CIFAR_PIXELS;
+        d->labels[(size_t)d->n + i] = r[0];
+        for (int k = 0; k < CIFAR_PIXELS; k++) x[k] = (float)r[1 + k] / 255.0f;
+    }
+    d->n += (int)n;
+    free(buf);
+    return DATASET_OK;
+}
+
+int dataset_load_cifar_dir(dataset *out, const char *dir, int test_split, char *err,
+                           size_t errlen) {
+    if (!out) return DATASET_ERR_ARG;
+    memset(out, 0, sizeof *out);
+    int rc = check_dir(dir, err, errlen);
+    if (rc) return rc;
+    out->channels = 3;
+    out->height = out->width = CIFAR_SIDE;
+    char path[PATH_MAX];
+    if (test_split) {
+        snprintf(path, sizeof path, "%s/test_batch.bin", dir);
+        rc = cifar_append(out, path, err, errlen);
+    } else {
+        int present = 0;
+        for (int i = 1; i <= CIFAR_MAX_BATCHES; i++) {
+            snprintf(path, sizeof path, "%s/data_batch_%d.bin", dir, i);
+            if (access(path, F_OK) != 0) break;
+            present = i;
+        }
+        if (present == 0) {
+            set_err(err, errlen, "%s: no data_batch_1.bin (a CIFAR-10 binary-version folder holds "
+                    "data_batch_1.bin ... data_batch_5.bin and test_batch.bin)", dir);
+            rc = DATASET_ERR_IO;
+        }
+        for (int i = present + 2; !rc && i <= CIFAR_MAX_BATCHES; i++) {
+            snprintf(path, sizeof path, "%s/data_batch_%d.bin", dir, i);
+            if (access(path, F_OK) == 0) {
+                set_err(err, errlen, "%s/data_batch_%d.bin is missing but %s is there", dir,
+                        present + 1, path);
+                rc = DATASET_ERR_IO;
+            }
+        }
+        for (int i = 1; !rc && i <= present; i++) {
+            snprintf(path, sizeof path, "%s/data_batch_%d.bin", dir, i);
+            rc = cifar_append(out, path, err, errlen);
+        }
+    }
+    if (rc) dataset_free(out);
+    return rc;
+}
+
+/* ---------- PNG folders ---------- */
+
+#define PNG_MAX_FILE ((size_t)64 << 20)
+#define PNG_MAX_CLASSES 256
+
+typedef struct {
+    char **names; /* owned, each owned */
+    int n, cap;
+} name_list;
+
+static void names_free(name_list *l) {
+    for (int i = 0; i < l->n; i++) free(l->names[i]);
+    free(l->names);
+    memset(l, 0, sizeof *l);
+}
+
+static int names_push(name_list *l, const char *s) {
+    if (l->n == l->cap) {
+        int cap = l->cap ? 2 * l->cap : 64;
+        char **v = realloc(l->names, sizeof *v * (size_t)cap);
+        if (!v) return -1;
+        l->names = v;
+        l->cap = cap;
+    }
+    if (!(l->names[l->n] = strdup(s))) return -1;
+    l->n++;
+    return 0;
+}
+
+static int cmp_names(const void *a, const void *b) {
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* The entries of dir not starting with '.', split into folders and the rest,
+ * each sorted by name. */
+static int list_dir(const char *dir, name_list *dirs, name_list *files, char *err, size_t errlen) {
+    DIR *dp = opendir(dir);
+    if (!dp) {
+        set_err(err, errlen, "%s: %s", dir, strerror(errno));
+        return DATASET_ERR_IO;
+    }
+    int rc = DATASET_OK;
+    struct dirent *e;
+    char path[PATH_MAX];
+    while ((e = readdir(dp))) {
+        if (e->d_name[0] == '.') continue;
+        if (join_path(path, sizeof path, dir, e->d_name)) {
+            set_err(err, errlen, "%s: path too long", path);
+            rc = DATASET_ERR_ARG;
+            break;
+        }
+        if (names_push(is_dir(path) ? dirs : files, e->d_name)) {
+            set_err(err, errlen, "%s: out of memory listing the folder", dir);
+            rc = DATASET_ERR_NOMEM;
+            break;
+        }
+    }
+    closedir(dp);
+    if (dirs->n > 1) qsort(dirs->names, (size_t)dirs->n, sizeof(char *), cmp_names);
+    if (files->n > 1) qsort(files->names, (size_t)files->n, sizeof(char *), cmp_names);
+    return rc;
+}
+
+/* Appends one PNG; the first one sets the shape and kind. */
+static int png_append(dataset *d, const char *path, int label, int labelled, int total,
+                      const char *first, char *err, size_t errlen) {
+    uint8_t *buf; /* owned here */
+    size_t len;
+    float *img = NULL; /* owned here */
+    int rc = read_file(path, PNG_MAX_FILE, &buf, &len, err, errlen);
+    if (rc) return rc;
+    static const uint8_t sig[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+    if (len < 33 || memcmp(buf, sig, 8) != 0 || memcmp(buf + 12, "IHDR", 4) != 0) {
+        set_err(err, errlen, "%s: not a PNG file", path);
+        rc = DATASET_ERR_FORMAT;
+        goto end;
+    }
+    /* colour type: 0 grey, 4 grey+alpha; 2 RGB, 3 palette, 6 RGBA */
+    int channels = (buf[25] == 0 || buf[25] == 4) ? 1 : 3;
+    if (d->channels && channels != d->channels) {
+        set_err(err, errlen, "%s: a %s PNG, but the first image (%s) is %s", path,
+                channels == 1 ? "grey" : "colour", first, d->channels == 1 ? "grey" : "colour");
+        rc = DATASET_ERR_FORMAT;
+        goto end;
+    }
+    int h, w;
+    char perr[200];
+    if (image_decode_png(buf, len, channels, &img, &h, &w, perr, sizeof perr)) {
+        set_err(err, errlen, "%s: %s", path, perr);
+        rc = DATASET_ERR_FORMAT;
+        goto end;
+    }
+    if (d->channels == 0) {
+        d->channels = channels;
+        d->height = h;
+        d->width = w;
+        if ((rc = grow(d, (size_t)total, labelled, path, err, errlen))) goto end;
+    } else if (h != d->height || w != d->width) {
+        set_err(err, errlen, "%s: %dx%d, but the first image (%s) is %dx%d", path, w, h, first,
+                d->width, d->height);
+        rc = DATASET_ERR_FORMAT;
+        goto end;
+    }
+    size_t dim = (size_t)dataset_dim(d);
+    memcpy(d->x + (size_t)d->n * dim, img, dim * sizeof(float));
+    if (labelled) d->labels[d->n] = (uint8_t)label;
+    d->n++;
+end:
+    free(img);
+    free(buf);
+    return rc;
+}
+
+int dataset_load_png_dir(dataset *out, const char *dir, char *err, size_t errlen) {
+    if (!out) return DATASET_ERR_ARG;
+    memset(out, 0, sizeof *out);
+    int rc = check_dir(dir, err, errlen);
+    if (rc) return rc;
+    name_list dirs = {0}, files = {0}; /* owned */
+    name_list paths = {0};             /* owned; every image, in load order */
+    uint8_t *labels = NULL;            /* owned; per path when labelled */
+    char path[PATH_MAX];
+    if ((rc = list_dir(dir, &dirs, &files, err, errlen))) goto end;
+    int labelled = dirs.n > 0;
+    if (labelled) {
+        if (files.n > 0) {
+            set_err(err, errlen, "%s/%s: a file beside class sub-folders (%s/%s ...); put every "
+                    "image in a sub-folder or none", dir, files.names[0], dir, dirs.names[0]);
+            rc = DATASET_ERR_FORMAT;
+            goto end;
+        }
+        if (dirs.n > PNG_MAX_CLASSES) {
+            set_err(err, errlen, "%s: %d class sub-folders, at most %d", dir, dirs.n,
+                    PNG_MAX_CLASSES);
+            rc = DATASET_ERR_FORMAT;
+            goto end;
+        }
+        for (int k = 0; k < dirs.n; k++) {
+            name_list sub_dirs = {0}, sub_files = {0};
+            join_path(path, sizeof path, dir, dirs.names[k]); /* list_dir checked the length */
+            rc = list_dir(path, &sub_dirs, &sub_files, err, errlen);
+            if (!rc && sub_dirs.n > 0) {
+                set_err(err, errlen, "%s/%s: a folder inside a class folder", path,
+                        sub_dirs.names[0]);
+                rc = DATASET_ERR_FORMAT;
+            }
+            if (!rc) {
+                uint8_t *l = realloc(labels, (size_t)paths.n + (size_t)sub_files.n + 1);
+                if (!l) rc = DATASET_ERR_NOMEM;
+                else labels = l;
+            }
+            char sub[PATH_MAX];
+            for (int i = 0; !rc && i < sub_files.n; i++) {
+                join_path(sub, sizeof sub, path, sub_files.names[i]);
+                labels[paths.n] = (uint8_t)k;
+                if (names_push(&paths, sub)) rc = DATASET_ERR_NOMEM;
+            }
+            names_free(&sub_dirs);
+            names_free(&sub_files);
+            if (rc == DATASET_ERR_NOMEM) set_err(err, errlen, "%s: out of memory", dir);
+            if (rc) goto end;
+        }
+    } else {
+        for (int i = 0; i < files.n; i++) {
+            join_path(path, sizeof path, dir, files.names[i]);
+            if (names_push(&paths, path)) {
+                set_err(err, errlen, "%s: out of memory", dir);
+                rc = DATASET_ERR_NOMEM;
+                goto end;
+            }
+        }
+    }
+    if (paths.n == 0) {
+        set_err(err, errlen, "%s: no images", dir);
+        rc = DATASET_ERR_FORMAT;
+        goto end;
+    }
+    for (int i = 0; i < paths.n; i++) {
+        rc = png_append(out, paths.names[i], labelled ? labels[i] : 0, labelled, paths.n,
+                        paths.names[0], err, errlen);
+        if (rc) goto end;
+    }
+end:
+    if (rc) dataset_free(out);
+    names_free(&dirs);
+    names_free(&files);
+    names_free(&paths);
+    free(labels);
+    return rc;
+}
+
+/* ---------- validation split ---------- */
+
+int dataset_split_validation(dataset *d, double fraction, uint64_t seed, dataset *val, char *err,
+                             size_t errlen) {
+    if (!d || !val) return DATASET_ERR_ARG;
+    memset(val, 0, sizeof *val);
+    if (!(fraction > 0.0 && fraction < 1.0)) {
+        set_err(err, errlen, "val-split must be between 0 and 1 (exclusive), not %g", fraction);
+        return DATASET_ERR_ARG;
+    }
+    if (!d->x || d->n < 2) {
+        set_err(err, errlen, "val-split needs at least 2 images, the set has %d", d ? d->n : 0);
+        return DATASET_ERR_ARG;
+    }
+    int n = d->n;
+    long nv = lround(fraction * n);
+    if (nv < 1) nv = 1;
+    if (nv > n - 1) nv = n - 1;
+    size_t dim = (size_t)dataset_dim(d);
+    int *idx = malloc(sizeof(int) * (size_t)n);   /* owned here */
+    uint8_t *pick = calloc((size_t)n, 1);          /* owned here */
+    val->x = malloc((size_t)nv * dim * sizeof(float));
+    if (d->labels) val->labels = malloc((size_t)nv);
+    if (!idx || !pick || !val->x || (d->labels && !val->labels)) {
+        free(idx);
+        free(pick);
+        dataset_free(val);
+        set_err(err, errlen, "val-split: out of memory");
+        return DATASET_ERR_NOMEM;
+    }
+    for (int i = 0; i < n; i++) idx[i] = i;
+    rng_state r;
+    rng_seed(&r, seed);
+    rng_shuffle(&r, idx, n);
+    for (long i = 0; i < nv; i++) pick[idx[i]] = 1;
+    val->channels = d->channels;
+    val->height = d->height;
+    val->width = d->width;
+    /* both halves keep the original order */
+    int kept = 0;
+    for (int i = 0; i < n; i++) {
+        const float *src = d->x + (size_t)i * dim;
+        if (pick[i]) {
+            memcpy(val->x + (size_t)val->n * dim, src, dim * sizeof(float));
+            if (d->labels) val->labels[val->n] = d->labels[i];
+            val->n++;
+        } else {
+            if (kept != i) {
+                memmove(d->x + (size_t)kept * dim, src, dim * sizeof(float));
+                if (d->labels) d->labels[kept] = d->labels[i];
+            }
+            kept++;
+        }
+    }
+    free(idx);
+    free(pick);
+    dataset_truncate(d, kept);
+    return DATASET_OK;
 }

@@ -42,4 +42,25 @@ int dataset_filter_class(dataset *d, int k, char *err, size_t errlen);
 void dataset_truncate(dataset *d, int n);
 void dataset_free(dataset *d);
 
+/* CIFAR-10 binary version, as a folder: data_batch_1.bin, data_batch_2.bin, ...
+ * (the training set: every consecutive one present from 1, at most 5) or, with
+ * test_split non-zero, test_batch.bin. Each record is 1 label byte (0..9) then
+ * 3072 pixel bytes, R then G then B planes of 32x32; a file must hold whole
+ * records. Gives 3x32x32 images with labels. */
+int dataset_load_cifar_dir(dataset *out, const char *dir, int test_split, char *err,
+                           size_t errlen);
+/* A folder of PNG files, all the same size and kind (grey: 1 channel, or
+ * colour: 3; alpha dropped), in name order (strcmp). When the folder holds
+ * sub-folders instead, each is a class: label = the sub-folder's index in
+ * name order (at most 256), images in name order within it. Names starting
+ * with '.' are skipped; any other file that is not a PNG, or a PNG of another
+ * size or kind, is an error naming it. */
+int dataset_load_png_dir(dataset *out, const char *dir, char *err, size_t errlen);
+/* Moves a fraction (0 < fraction < 1, rounded, at least 1 image, leaving at
+ * least 1) of d's images, chosen by a generator seeded with seed, into *val
+ * (initialised here, the caller frees it); d keeps the rest in their order.
+ * The same d, fraction and seed always give the same split. */
+int dataset_split_validation(dataset *d, double fraction, uint64_t seed, dataset *val, char *err,
+                             size_t errlen);
+
 #endif

@@ -8,7 +8,9 @@
  * as one (2*latent, hidden) sgemm.
  */
 #include "vae.h"
+#include "vae_conv.h"
 #include "vae_kernels.h"
+#include "vae_loss.h"
 
 #include <cblas.h>
 #include <math.h>
@@ -17,12 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* logvar is clamped to this range before exp() so that sigma and the KL stay
- * finite in float (exp(0.5*30) ~ 3.3e6); the gradient is zero outside it. */
-#define LOGVAR_MIN (-30.0f)
-#define LOGVAR_MAX 30.0f
 #define LEAKY_SLOPE 0.01f /* PyTorch's nn.LeakyReLU default */
-#define LOG_2PI 1.8378770664093453
 
 /* ---------- options ---------- */
 
@@ -98,7 +95,7 @@ int vae_config_validate(const vae_config *cfg, char *err, size_t errlen)
         snprintf(err, errlen, __VA_ARGS__);       \
         return VAE_ERR_ARG;                       \
     } while (0)
-    if (cfg->arch != VAE_ARCH_MLP) BAD("arch %s is not supported by this build", vae_arch_name(cfg->arch));
+    if (cfg->arch != VAE_ARCH_MLP && cfg->arch != VAE_ARCH_CONV) BAD("unknown arch");
     if (cfg->channels != 1 && cfg->channels != 3) BAD("channels must be 1 or 3, not %d", cfg->channels);
     if (cfg->height < 1 || cfg->height > 1024 || cfg->width < 1 || cfg->width > 1024)
         BAD("image size %dx%d is out of range (1..1024)", cfg->height, cfg->width);
@@ -127,6 +124,7 @@ int vae_config_validate(const vae_config *cfg, char *err, size_t errlen)
     if (cfg->batch < 1 || cfg->batch > 65536) BAD("batch must be in 1..65536");
     if (cfg->epochs < 0 || cfg->epochs > 100000) BAD("epochs must be in 0..100000");
 #undef BAD
+    if (cfg->arch == VAE_ARCH_CONV) return vae_conv_config_validate(cfg, err, errlen);
     return VAE_OK;
 }
 
@@ -153,11 +151,9 @@ static void add_linear(vae_model *m, const char *prefix, int in, int out)
     add_tensor(m, name, 1, out, 0);
 }
 
-int vae_alloc(vae_model *m, const vae_config *cfg, char *err, size_t errlen)
+static void mlp_build_tensors(vae_model *m)
 {
-    memset(m, 0, sizeof *m);
-    if (vae_config_validate(cfg, err, errlen)) return VAE_ERR_ARG;
-    m->cfg = *cfg;
+    const vae_config *cfg = &m->cfg;
     int D = vae_config_input_dim(cfg), Z = cfg->latent, H = cfg->n_hidden;
     char prefix[32];
     int in = D;
@@ -178,6 +174,21 @@ int vae_alloc(vae_model *m, const vae_config *cfg, char *err, size_t errlen)
         in = out;
     }
     add_linear(m, "out", in, vae_config_output_dim(cfg));
+}
+
+int vae_alloc(vae_model *m, const vae_config *cfg, char *err, size_t errlen)
+{
+    memset(m, 0, sizeof *m);
+    if (vae_config_validate(cfg, err, errlen)) return VAE_ERR_ARG;
+    m->cfg = *cfg;
+    if (cfg->arch == VAE_ARCH_CONV) {
+        if (vae_conv_build_tensors(m)) {
+            snprintf(err, errlen, "too many conv layers for the tensor table");
+            return VAE_ERR_ARG;
+        }
+    } else {
+        mlp_build_tensors(m);
+    }
     m->params = calloc(m->n_params, sizeof(float));
     if (!m->params) {
         snprintf(err, errlen, "out of memory for %zu parameters", m->n_params);
@@ -190,6 +201,10 @@ int vae_init(vae_model *m, const vae_config *cfg, uint64_t seed, char *err, size
 {
     int rc = vae_alloc(m, cfg, err, errlen);
     if (rc) return rc;
+    if (cfg->arch == VAE_ARCH_CONV) {
+        vae_conv_init_params(m, seed);
+        return VAE_OK;
+    }
     /* PyTorch's nn.Linear default: weight and bias ~ U(-1/sqrt(in), 1/sqrt(in)). */
     rng_state r;
     rng_seed(&r, seed);
@@ -308,42 +323,12 @@ static void linear_backward(float *dx, float *dw, float *db, const float *dy, co
                     0.0f, dx, in);
 }
 
-static inline float sigmoidf(float x) { return 1.0f / (1.0f + expf(-x)); }
-static inline float softplusf(float x) { return fmaxf(x, 0.0f) + log1pf(expf(-fabsf(x))); }
-static inline float clamp_logvar(float lv)
-{
-    return lv < LOGVAR_MIN ? LOGVAR_MIN : (lv > LOGVAR_MAX ? LOGVAR_MAX : lv);
-}
-
-/* Continuous Bernoulli: log C(l) for logit l, C = l / tanh(l/2), and its
- * derivative 1/l - 1/sinh(l); Taylor series near 0 where both cancel. */
-static inline double cb_log_norm(double l)
-{
-    double a = fabs(l);
-    if (a < 1e-3) return 0.6931471805599453 + l * l / 12.0;
-    return log(a) - log(tanh(a / 2.0));
-}
-static inline double cb_dlog_norm(double l)
-{
-    double a = fabs(l);
-    if (a < 1e-3) return l / 6.0;
-    if (a > 40.0) return 1.0 / l;
-    return 1.0 / l - 1.0 / sinh(l);
-}
-/* Mean of the continuous Bernoulli with logit l: lambda/(2 lambda - 1) - 1/l. */
-static inline float cb_mean(float l)
-{
-    double a = fabs((double)l);
-    if (a < 1e-3) return (float)(0.5 + l / 12.0);
-    double lam = 1.0 / (1.0 + exp(-(double)l));
-    return (float)(lam / (2.0 * lam - 1.0) - 1.0 / l);
-}
-
 /* ---------- workspace (inference) ---------- */
 
 struct vae_workspace {
     int max_batch;
-    float *a, *b; /* owned; ping-pong activations, max_batch * widest layer */
+    float *a, *b; /* owned; ping-pong activations, max_batch * widest layer
+                   * (conv: a is vae_conv's scratch, b is NULL) */
 };
 
 static int widest(const vae_config *cfg)
@@ -362,9 +347,14 @@ vae_workspace *vae_workspace_new(const vae_model *m, int max_batch)
     if (!ws) return NULL;
     size_t n = (size_t)max_batch * (size_t)widest(&m->cfg);
     ws->max_batch = max_batch;
-    ws->a = malloc(n * sizeof(float));
-    ws->b = malloc(n * sizeof(float));
-    if (!ws->a || !ws->b) {
+    if (m->cfg.arch == VAE_ARCH_CONV) {
+        ws->a = malloc(vae_conv_workspace_floats(&m->cfg, max_batch) * sizeof(float));
+        ws->b = NULL;
+    } else {
+        ws->a = malloc(n * sizeof(float));
+        ws->b = malloc(n * sizeof(float));
+    }
+    if (!ws->a || (!ws->b && m->cfg.arch != VAE_ARCH_CONV)) {
         vae_workspace_free(ws);
         return NULL;
     }
@@ -384,6 +374,7 @@ int vae_encode(const vae_model *m, vae_workspace *ws, const float *x, int B, flo
 {
     if (B < 1 || B > ws->max_batch) return VAE_ERR_ARG;
     const vae_config *c = &m->cfg;
+    if (c->arch == VAE_ARCH_CONV) return vae_conv_encode(m, ws->a, x, B, mu, logvar);
     int H = c->n_hidden, Z = c->latent;
     const float *in = x;
     int in_dim = vae_config_input_dim(c);
@@ -408,6 +399,7 @@ int vae_encode(const vae_model *m, vae_workspace *ws, const float *x, int B, flo
 static float *decode_logits(const vae_model *m, float *a, float *b, const float *z, int B)
 {
     const vae_config *c = &m->cfg;
+    if (c->arch == VAE_ARCH_CONV) return vae_conv_decode_logits(m, a, z, B);
     int H = c->n_hidden;
     int base = 2 * H + 4;
     const float *in = z;
@@ -431,17 +423,7 @@ int vae_decode(const vae_model *m, vae_workspace *ws, const float *z, int B, flo
 {
     if (B < 1 || B > ws->max_batch) return VAE_ERR_ARG;
     const vae_config *c = &m->cfg;
-    int D = vae_config_input_dim(c), Dout = vae_config_output_dim(c);
-    float *logits = decode_logits(m, ws->a, ws->b, z, B);
-    for (int r = 0; r < B; r++) {
-        const float *l = logits + (size_t)r * Dout;
-        float *o = x_mean + (size_t)r * D;
-        if (c->likelihood == VAE_LIK_CBERNOULLI)
-            for (int j = 0; j < D; j++) o[j] = cb_mean(l[j]);
-        else
-            for (int j = 0; j < D; j++) o[j] = sigmoidf(l[j]);
-        for (int j = 0; j < D; j++) o[j] = o[j] < 0.0f ? 0.0f : (o[j] > 1.0f ? 1.0f : o[j]);
-    }
+    vae_output_mean(c, decode_logits(m, ws->a, ws->b, z, B), B, x_mean);
     return VAE_OK;
 }
 
@@ -450,34 +432,9 @@ int vae_log_likelihood(const vae_model *m, vae_workspace *ws, const float *x, co
 {
     if (K < 1 || K > ws->max_batch) return VAE_ERR_ARG;
     const vae_config *c = &m->cfg;
-    int D = vae_config_input_dim(c), Dout = vae_config_output_dim(c);
+    int Dout = vae_config_output_dim(c);
     const float *logits = decode_logits(m, ws->a, ws->b, z, K);
-    for (int k = 0; k < K; k++) {
-        const float *l = logits + (size_t)k * Dout;
-        double s = 0.0;
-        for (int j = 0; j < D; j++) {
-            double lj = l[j], t = x[j];
-            switch (c->likelihood) {
-            case VAE_LIK_BERNOULLI:
-                s -= softplusf((float)lj) - t * lj;
-                break;
-            case VAE_LIK_CBERNOULLI:
-                s -= softplusf((float)lj) - t * lj - cb_log_norm(lj);
-                break;
-            case VAE_LIK_GAUSSIAN: {
-                double d = 1.0 / (1.0 + exp(-lj)) - t, sg = c->sigma;
-                s -= 0.5 * d * d / (sg * sg) + log(sg) + 0.5 * LOG_2PI;
-                break;
-            }
-            case VAE_LIK_GAUSSIAN_LEARNED: {
-                double d = 1.0 / (1.0 + exp(-lj)) - t, lv = clamp_logvar(l[D + j]);
-                s -= 0.5 * (d * d * exp(-lv) + lv + LOG_2PI);
-                break;
-            }
-            }
-        }
-        ll[k] = s;
-    }
+    for (int k = 0; k < K; k++) ll[k] = vae_output_log_likelihood(c, logits + (size_t)k * Dout, x);
     return VAE_OK;
 }
 
@@ -504,6 +461,7 @@ struct vae_train_state {
     int B;
     double beta_eff;
     struct vae_peer *peer; /* owned; the data-parallel helper, NULL when single */
+    vae_conv_train *conv;  /* owned; the conv model's activations, NULL for the MLP */
 };
 
 /* Data-parallel training: a helper thread runs the second part of each batch
@@ -539,6 +497,7 @@ void vae_train_state_free(vae_train_state *ts)
 {
     if (!ts) return;
     peer_free(ts->peer);
+    vae_conv_train_free(ts->conv);
     free(ts->grads);
     free(ts->adam_m);
     free(ts->adam_v);
@@ -574,6 +533,15 @@ vae_train_state *vae_train_state_new(const vae_model *m, int max_batch, char *er
     if (!(ts->grads = calloc(m->n_params, sizeof(float)))) goto nomem;
     if (!(ts->adam_m = calloc(m->n_params, sizeof(float)))) goto nomem;
     if (!(ts->adam_v = calloc(m->n_params, sizeof(float)))) goto nomem;
+    if (c->arch == VAE_ARCH_CONV) { /* eps and xbin for vae_train_step; vae_conv has the rest */
+        if (!(ts->eps = malloc(BL * Z * sizeof(float)))) goto nomem;
+        if (!(ts->xbin = malloc(B * vae_config_input_dim(c) * sizeof(float)))) goto nomem;
+        if (!(ts->conv = vae_conv_train_new(m, max_batch, err, errlen))) {
+            vae_train_state_free(ts);
+            return NULL;
+        }
+        return ts;
+    }
     for (int i = 0; i < H; i++) {
         if (!(ts->enc[i] = malloc(B * c->hidden[i] * sizeof(float)))) goto nomem;
         if (!(ts->dec[i] = malloc(BL * c->hidden[H - 1 - i] * sizeof(float)))) goto nomem;
@@ -606,6 +574,7 @@ int vae_forward_loss(const vae_model *m, vae_train_state *ts, const float *x, co
     int BL = B * L;
     ts->x = x;
     ts->B = B;
+    if (c->arch == VAE_ARCH_CONV) return vae_conv_forward_loss(m, ts->conv, x, eps, B, ts->step, stats);
 
     /* encoder */
     const float *in = x;
@@ -620,32 +589,8 @@ int vae_forward_loss(const vae_model *m, vae_train_state *ts, const float *x, co
 
     /* reparameterisation and KL */
     if (eps != ts->eps) memcpy(ts->eps, eps, sizeof(float) * (size_t)BL * Z);
-    double kl = 0.0;
-    for (int j = 0; j < Z; j++) ts->kl_dim[j] = 0.0;
-    for (int b = 0; b < B; b++) {
-        const float *mu = ts->heads + (size_t)b * 2 * Z, *lv = mu + Z;
-        for (int j = 0; j < Z; j++) {
-            float lvc = clamp_logvar(lv[j]);
-            float var = expf(lvc), sd = expf(0.5f * lvc);
-            double k = 0.5 * ((double)mu[j] * mu[j] + var - 1.0 - lvc);
-            ts->kl_dim[j] += k;
-            kl += k;
-            for (int l = 0; l < L; l++) {
-                size_t r = (size_t)(b * L + l) * Z + j;
-                ts->z[r] = mu[j] + sd * ts->eps[r];
-            }
-        }
-    }
-    /* free bits: a dimension whose batch-mean KL is under the floor costs the
-     * floor and gets no gradient (Kingma et al. 2016). */
-    double kl_opt = kl;
-    if (c->free_bits > 0.0f) {
-        kl_opt = 0.0;
-        for (int j = 0; j < Z; j++) {
-            double mean = ts->kl_dim[j] / B;
-            kl_opt += (mean < c->free_bits ? (double)c->free_bits : mean) * B;
-        }
-    }
+    double kl_opt;
+    double kl = vae_latent_forward(c, ts->heads, ts->eps, B, ts->z, ts->kl_dim, &kl_opt);
     double beta = c->beta;
     if (c->kl_warmup > 0 && ts->step < c->kl_warmup) beta *= (double)ts->step / (double)c->kl_warmup;
     ts->beta_eff = beta;
@@ -664,50 +609,9 @@ int vae_forward_loss(const vae_model *m, vae_train_state *ts, const float *x, co
     float *logits = ts->dlogits; /* overwritten in place by dL/dlogits below */
     linear_forward(logits, dz_in, P(m, base + 2 * H), P(m, base + 2 * H + 1), BL, in_dim, Dout);
 
-    /* reconstruction: -log p(x|z), averaged over the L samples; the gradient
-     * replaces the logits in place (fused, one pass). */
-    double recon = 0.0;
-    float inv_L = 1.0f / (float)L;
-    for (int r = 0; r < BL; r++) {
-        const float *xr = x + (size_t)(r / L) * D;
-        float *lr = logits + (size_t)r * Dout;
-        double nll = 0.0;
-        switch (c->likelihood) {
-        case VAE_LIK_BERNOULLI:
-            nll = vk_bernoulli_nll_grad(lr, xr, D, inv_L);
-            break;
-        case VAE_LIK_CBERNOULLI:
-            for (int j = 0; j < D; j++) {
-                float l = lr[j];
-                nll += softplusf(l) - xr[j] * l - cb_log_norm(l);
-                lr[j] = (float)(sigmoidf(l) - xr[j] - cb_dlog_norm(l)) * inv_L;
-            }
-            break;
-        case VAE_LIK_GAUSSIAN: {
-            float s2 = c->sigma * c->sigma;
-            double konst = D * (log((double)c->sigma) + 0.5 * LOG_2PI);
-            nll += konst;
-            for (int j = 0; j < D; j++) {
-                float mu = sigmoidf(lr[j]), d = mu - xr[j];
-                nll += 0.5 * d * d / s2;
-                lr[j] = d / s2 * mu * (1.0f - mu) * inv_L;
-            }
-            break;
-        }
-        case VAE_LIK_GAUSSIAN_LEARNED:
-            for (int j = 0; j < D; j++) {
-                float mu = sigmoidf(lr[j]), d = mu - xr[j];
-                float lvx = clamp_logvar(lr[D + j]), ivar = expf(-lvx);
-                nll += 0.5 * ((double)d * d * ivar + lvx + LOG_2PI);
-                lr[j] = d * ivar * mu * (1.0f - mu) * inv_L;
-                int inside = lr[D + j] > LOGVAR_MIN && lr[D + j] < LOGVAR_MAX;
-                lr[D + j] = inside ? 0.5f * (1.0f - d * d * ivar) * inv_L : 0.0f;
-            }
-            break;
-        }
-        recon += nll;
-    }
-    recon /= L;
+    /* -log p(x|z), averaged over the L samples; the gradient replaces the
+     * logits in place (fused, one pass). */
+    double recon = vae_output_loss(c, logits, x, B, L);
 
     stats->recon = recon;
     stats->kl = kl;
@@ -721,6 +625,7 @@ int vae_forward_loss(const vae_model *m, vae_train_state *ts, const float *x, co
 int vae_backward(const vae_model *m, vae_train_state *ts)
 {
     const vae_config *c = &m->cfg;
+    if (c->arch == VAE_ARCH_CONV) return vae_conv_backward(m, ts->conv, ts->grads);
     int H = c->n_hidden, Z = c->latent, L = c->mc_samples, B = ts->B, BL = B * L;
     int D = vae_config_input_dim(c), Dout = vae_config_output_dim(c);
     int base = 2 * H + 4;
@@ -742,29 +647,7 @@ int vae_backward(const vae_model *m, vae_train_state *ts)
     }
 
     /* through the reparameterisation and the KL to mu and logvar */
-    double beta = ts->beta_eff;
-    for (int b = 0; b < B; b++) {
-        const float *mu = ts->heads + (size_t)b * 2 * Z, *lv = mu + Z;
-        float *dmu = ts->dheads + (size_t)b * 2 * Z, *dlv = dmu + Z;
-        for (int j = 0; j < Z; j++) {
-            int active = !(c->free_bits > 0.0f && ts->kl_dim[j] / B < c->free_bits);
-            int inside = lv[j] > LOGVAR_MIN && lv[j] < LOGVAR_MAX;
-            float lvc = clamp_logvar(lv[j]);
-            float sd = expf(0.5f * lvc), var = sd * sd;
-            float gm = 0.0f, gl = 0.0f;
-            for (int l = 0; l < L; l++) {
-                size_t r = (size_t)(b * L + l) * Z + j;
-                gm += ts->dz[r];
-                gl += ts->dz[r] * ts->eps[r] * 0.5f * sd;
-            }
-            if (active) {
-                gm += (float)beta * mu[j];
-                gl += (float)beta * 0.5f * (var - 1.0f);
-            }
-            dmu[j] = gm;
-            dlv[j] = inside ? gl : 0.0f;
-        }
-    }
+    vae_latent_backward(c, ts->heads, ts->eps, ts->dz, ts->kl_dim, B, ts->beta_eff, ts->dheads);
 
     /* heads (one sgemm for both) and encoder */
     const float *hin = H > 0 ? ts->enc[H - 1] : ts->x;
@@ -963,4 +846,3 @@ int vae_train_step(vae_model *m, vae_train_state *ts, const float *x, int B, rng
     return VAE_OK;
 }
 
-float vae_clamp_logvar(float logvar) { return clamp_logvar(logvar); }

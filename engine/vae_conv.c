@@ -1,0 +1,529 @@
+/* The convolutional VAE: the network of vae_conv.h on the kernels of conv.h.
+ *
+ * Inside, activations are channel-major (C, N, H, W) so that every conv layer
+ * is one im2col + sgemm over the whole batch; images cross into and out of
+ * the (N, C, H, W) world three times: the input (padded), the flatten before
+ * the heads and its inverse after decoder_input, and the output (cropped).
+ * The decoder sees N = B * mc_samples rows, row b*L + l being sample l of
+ * image b, as in the MLP.
+ */
+#include "vae_conv.h"
+#include "vae_loss.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "conv.h"
+
+/* The im2col matrix is processed in chunks of images that fit this many
+ * floats (16 MB); a whole batch in one chunk gains little over that and
+ * would cost hundreds of MB at 64x64. */
+#define COL_BUDGET_FLOATS ((size_t)1 << 22)
+
+
+/* ---------- geometry ---------- */
+
+typedef struct {
+    int n;                     /* conv layers */
+    int C, Cout, S, P, off;    /* image channels, output channels, side, padded side, crop offset */
+    int Z, flat, F;            /* latent, flattened encoder output, its side */
+    conv_shape enc[VAE_MAX_HIDDEN], dec[VAE_MAX_HIDDEN];
+    int t_enc, t_heads, t_dec_in, t_dec; /* first tensor index of each part */
+    size_t max_act;            /* floats per image of the largest activation */
+} geometry;
+
+int vae_conv_padded_size(const vae_config *cfg) { return cfg->height == 28 ? 32 : cfg->height; }
+
+static void geometry_of(geometry *g, const vae_config *c)
+{
+    memset(g, 0, sizeof *g);
+    g->n = c->n_conv;
+    g->C = c->channels;
+    g->Cout = c->likelihood == VAE_LIK_GAUSSIAN_LEARNED ? 2 * c->channels : c->channels;
+    g->S = c->height;
+    g->P = vae_conv_padded_size(c);
+    g->off = (g->P - g->S) / 2;
+    g->Z = c->latent;
+    int side = g->P, in = g->C;
+    size_t act = (size_t)(g->Cout > g->C ? g->Cout : g->C) * g->P * g->P;
+    for (int i = 0; i < g->n; i++) {
+        g->enc[i] = conv2d_shape(in, c->conv_channels[i], side, side, 3, 2, 1);
+        side = g->enc[i].oh;
+        in = c->conv_channels[i];
+        size_t a = (size_t)in * side * side;
+        if (a > act) act = a;
+    }
+    g->F = side;
+    g->flat = in * side * side;
+    for (int i = 0; i < g->n; i++) {
+        int out = i < g->n - 1 ? c->conv_channels[g->n - 2 - i] : g->Cout;
+        g->dec[i] = conv_transpose2d_shape(c->conv_channels[g->n - 1 - i], out, side, side, 3, 2, 1, 1);
+        side = g->dec[i].oh;
+    }
+    if ((size_t)2 * g->Z > act) act = (size_t)2 * g->Z; /* the heads share a buffer too */
+    g->max_act = act;
+    g->t_enc = 0;
+    g->t_heads = 2 * g->n;
+    g->t_dec_in = g->t_heads + 4;
+    g->t_dec = g->t_dec_in + 2;
+}
+
+/* Scratch for im2col: every layer at least one image, at most the batch,
+ * and otherwise the budget. */
+static size_t col_floats_for(const geometry *g, int N)
+{
+    size_t best = 0;
+    for (int i = 0; i < g->n; i++) {
+        const conv_shape *ss[2] = {&g->enc[i], &g->dec[i]};
+        for (int k = 0; k < 2; k++) {
+            size_t per = conv_col_floats(ss[k], 1), want = per * (size_t)N;
+            if (want > COL_BUDGET_FLOATS) want = per > COL_BUDGET_FLOATS ? per : COL_BUDGET_FLOATS / per * per;
+            if (want > best) best = want;
+        }
+    }
+    return best;
+}
+
+int vae_conv_config_validate(const vae_config *c, char *err, size_t errlen)
+{
+#define BAD(...)                                  \
+    do {                                          \
+        snprintf(err, errlen, __VA_ARGS__);       \
+        return VAE_ERR_ARG;                       \
+    } while (0)
+    if (c->channels != 1 && c->channels != 3) BAD("channels must be 1 or 3, not %d", c->channels);
+    if (c->height != c->width) BAD("arch conv needs square images, not %dx%d", c->height, c->width);
+    int s = c->height;
+    if (s != 16 && s != 32 && s != 64 && s != 28)
+        BAD("arch conv takes images of side 16, 32, 64 or 28 (padded to 32), not %d", s);
+    if (c->n_conv < 1 || c->n_conv > 6) BAD("arch conv needs 1 to 6 conv layers, not %d", c->n_conv);
+    for (int i = 0; i < c->n_conv; i++)
+        if (c->conv_channels[i] < 1 || c->conv_channels[i] > 1024)
+            BAD("conv layer %d has %d channels (1..1024)", i + 1, c->conv_channels[i]);
+    int p = vae_conv_padded_size(c);
+    if ((p >> c->n_conv) < 1)
+        BAD("%d stride-2 conv layers take a %dx%d input below 1x1", c->n_conv, p, p);
+#undef BAD
+    return VAE_OK;
+}
+
+/* ---------- tensor table ---------- */
+
+static int add_tensor4(vae_model *m, const char *name, int ndim, int d0, int d1, int d2, int d3)
+{
+    if (m->n_tensors >= VAE_MAX_TENSORS) return VAE_ERR_ARG;
+    vae_tensor *t = &m->tensors[m->n_tensors++];
+    memset(t, 0, sizeof *t);
+    snprintf(t->name, sizeof t->name, "%s", name);
+    int d[4] = {d0, d1, d2, d3};
+    t->ndim = ndim;
+    t->size = 1;
+    for (int i = 0; i < ndim; i++) {
+        t->shape[i] = d[i];
+        t->size *= (size_t)d[i];
+    }
+    t->offset = m->n_params;
+    m->n_params += t->size;
+    return VAE_OK;
+}
+
+int vae_conv_build_tensors(vae_model *m)
+{
+    geometry g;
+    geometry_of(&g, &m->cfg);
+    if (m->n_tensors != 0) return VAE_ERR_ARG; /* the part indices in geometry count from 0 */
+    char name[VAE_TENSOR_NAME_MAX];
+    int rc = 0;
+    for (int i = 0; i < g.n; i++) {
+        const conv_shape *s = &g.enc[i];
+        snprintf(name, sizeof name, "encoder.%d.weight", i);
+        rc |= add_tensor4(m, name, 4, s->cout, s->cin, 3, 3);
+        snprintf(name, sizeof name, "encoder.%d.bias", i);
+        rc |= add_tensor4(m, name, 1, s->cout, 0, 0, 0);
+    }
+    /* the two head weights adjacent, then their biases: one sgemm for both */
+    rc |= add_tensor4(m, "fc_mu.weight", 2, g.Z, g.flat, 0, 0);
+    rc |= add_tensor4(m, "fc_logvar.weight", 2, g.Z, g.flat, 0, 0);
+    rc |= add_tensor4(m, "fc_mu.bias", 1, g.Z, 0, 0, 0);
+    rc |= add_tensor4(m, "fc_logvar.bias", 1, g.Z, 0, 0, 0);
+    rc |= add_tensor4(m, "decoder_input.weight", 2, g.flat, g.Z, 0, 0);
+    rc |= add_tensor4(m, "decoder_input.bias", 1, g.flat, 0, 0, 0);
+    for (int i = 0; i < g.n; i++) {
+        const conv_shape *s = &g.dec[i];
+        snprintf(name, sizeof name, "decoder.%d.weight", i);
+        rc |= add_tensor4(m, name, 4, s->cin, s->cout, 3, 3);
+        snprintf(name, sizeof name, "decoder.%d.bias", i);
+        rc |= add_tensor4(m, name, 1, s->cout, 0, 0, 0);
+    }
+    return rc ? VAE_ERR_ARG : VAE_OK;
+}
+
+void vae_conv_init_params(vae_model *m, uint64_t seed)
+{
+    rng_state r;
+    rng_seed(&r, seed);
+    size_t fan_in = 1;
+    for (int i = 0; i < m->n_tensors; i++) {
+        const vae_tensor *t = &m->tensors[i];
+        if (t->ndim >= 2) { /* a bias takes the fan-in of the weight before it */
+            fan_in = 1;
+            for (int d = 1; d < t->ndim; d++) fan_in *= (size_t)t->shape[d];
+        }
+        float bound = 1.0f / sqrtf((float)fan_in);
+        float *p = m->params + t->offset;
+        for (size_t k = 0; k < t->size; k++) p[k] = (2.0f * rng_uniform(&r) - 1.0f) * bound;
+    }
+}
+
+static inline const float *PT(const vae_model *m, int ti) { return m->params + m->tensors[ti].offset; }
+
+/* ---------- layout moves ---------- */
+
+/* src (N, C, S, S) -> dst (C, N, P, P), the image at (off, off), zero border. */
+static void to_channel_major(float *dst, const float *src, int N, int C, int S, int P, int off)
+{
+    size_t pp = (size_t)P * P;
+    for (int c = 0; c < C; c++)
+        for (int n = 0; n < N; n++) {
+            float *d = dst + ((size_t)c * N + n) * pp;
+            const float *s = src + ((size_t)n * C + c) * S * S;
+            if (P != S) memset(d, 0, sizeof(float) * pp);
+            for (int y = 0; y < S; y++)
+                memcpy(d + (size_t)(y + off) * P + off, s + (size_t)y * S, sizeof(float) * S);
+        }
+}
+
+/* src (C, N, P, P) -> dst (N, C, S, S), the window at (off, off). */
+static void from_channel_major(float *dst, const float *src, int N, int C, int S, int P, int off)
+{
+    size_t pp = (size_t)P * P;
+    for (int c = 0; c < C; c++)
+        for (int n = 0; n < N; n++) {
+            const float *s = src + ((size_t)c * N + n) * pp;
+            float *d = dst + ((size_t)n * C + c) * S * S;
+            for (int y = 0; y < S; y++)
+                memcpy(d + (size_t)y * S, s + (size_t)(y + off) * P + off, sizeof(float) * S);
+        }
+}
+
+static void leaky_forward(float *y, size_t n)
+{
+    for (size_t i = 0; i < n; i++) y[i] = y[i] > 0.0f ? y[i] : VAE_CONV_LEAKY_SLOPE * y[i];
+}
+
+/* dy *= leaky'(.) read from the activation's output y (same sign as its input). */
+static void leaky_backward(float *dy, const float *y, size_t n)
+{
+    for (size_t i = 0; i < n; i++) dy[i] = y[i] > 0.0f ? dy[i] : VAE_CONV_LEAKY_SLOPE * dy[i];
+}
+
+/* y: (B, out) = x: (B, in) . w^T + b */
+static void linear_forward(float *y, const float *x, const float *w, const float *b, int B, int in,
+                           int out)
+{
+    for (int r = 0; r < B; r++) memcpy(y + (size_t)r * out, b, sizeof(float) * out);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, out, in, 1.0f, x, in, w, in, 1.0f, y,
+                out);
+}
+
+/* dw += dy^T . x ; db += column sums of dy ; dx = dy . w (if dx). */
+static void linear_backward(float *dx, float *dw, float *db, const float *dy, const float *x,
+                            const float *w, int B, int in, int out)
+{
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, out, in, B, 1.0f, dy, out, x, in, 1.0f,
+                dw, in);
+    for (int r = 0; r < B; r++) {
+        const float *dyr = dy + (size_t)r * out;
+        for (int j = 0; j < out; j++) db[j] += dyr[j];
+    }
+    if (dx)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, in, out, 1.0f, dy, out, w, in,
+                    0.0f, dx, in);
+}
+
+
+/* ---------- shared forward pieces ---------- */
+
+typedef struct {
+    int naive;
+    float *col;      /* borrowed scratch */
+    size_t col_floats;
+} kernels;
+
+static void conv_fwd(const kernels *k, float *y, const float *x, const float *w, const float *b,
+                     int N, const conv_shape *s)
+{
+    if (k->naive)
+        (s->transposed ? conv_transpose2d_forward_naive : conv2d_forward_naive)(y, x, w, b, N, s);
+    else
+        (s->transposed ? conv_transpose2d_forward : conv2d_forward)(y, x, w, b, N, s, k->col,
+                                                                    k->col_floats);
+}
+
+static void conv_bwd(const kernels *k, float *dx, float *dw, float *db, const float *dy,
+                     const float *x, const float *w, int N, const conv_shape *s)
+{
+    if (k->naive)
+        (s->transposed ? conv_transpose2d_backward_naive : conv2d_backward_naive)(dx, dw, db, dy,
+                                                                                  x, w, N, s);
+    else
+        (s->transposed ? conv_transpose2d_backward : conv2d_backward)(dx, dw, db, dy, x, w, N, s,
+                                                                      k->col, k->col_floats);
+}
+
+static size_t act_floats(const conv_shape *s, int N) { return (size_t)s->cout * N * s->oh * s->ow; }
+
+/* Encoder: x (B, D) -> heads (B, 2Z). acts[i] receives layer i's output
+ * (channel-major); xin the padded input; flat the flattened last layer. */
+static void encode_into(const vae_model *m, const geometry *g, const kernels *k, const float *x,
+                        int B, float *xin, float *const *acts, float *flat, float *heads)
+{
+    to_channel_major(xin, x, B, g->C, g->S, g->P, g->off);
+    const float *in = xin;
+    for (int i = 0; i < g->n; i++) {
+        conv_fwd(k, acts[i], in, PT(m, g->t_enc + 2 * i), PT(m, g->t_enc + 2 * i + 1), B, &g->enc[i]);
+        leaky_forward(acts[i], act_floats(&g->enc[i], B));
+        in = acts[i];
+    }
+    from_channel_major(flat, in, B, g->enc[g->n - 1].cout, g->F, g->F, 0);
+    linear_forward(heads, flat, PT(m, g->t_heads), PT(m, g->t_heads + 2), B, g->flat, 2 * g->Z);
+}
+
+/* Decoder: z (N, Z) -> logits (N, Dout). lin is (N, flat) scratch, dec_in the
+ * reshaped decoder input, acts[i] layer i's output (the last: logits,
+ * channel-major, padded side). */
+static void decode_into(const vae_model *m, const geometry *g, const kernels *k, const float *z,
+                        int N, float *lin, float *dec_in, float *const *acts, float *logits)
+{
+    linear_forward(lin, z, PT(m, g->t_dec_in), PT(m, g->t_dec_in + 1), N, g->Z, g->flat);
+    to_channel_major(dec_in, lin, N, g->dec[0].cin, g->F, g->F, 0);
+    const float *in = dec_in;
+    for (int i = 0; i < g->n; i++) {
+        conv_fwd(k, acts[i], in, PT(m, g->t_dec + 2 * i), PT(m, g->t_dec + 2 * i + 1), N, &g->dec[i]);
+        if (i < g->n - 1) leaky_forward(acts[i], act_floats(&g->dec[i], N));
+        in = acts[i];
+    }
+    from_channel_major(logits, in, N, g->Cout, g->S, g->P, g->off);
+}
+
+/* ---------- inference ---------- */
+
+/* scratch: [a | b | c] of B * max_act floats each, then col. */
+size_t vae_conv_workspace_floats(const vae_config *cfg, int max_batch)
+{
+    geometry g;
+    geometry_of(&g, cfg);
+    return 3 * (size_t)max_batch * g.max_act + col_floats_for(&g, max_batch);
+}
+
+int vae_conv_encode(const vae_model *m, float *scratch, const float *x, int B, float *mu,
+                    float *logvar)
+{
+    if (B < 1) return VAE_ERR_ARG;
+    geometry g;
+    geometry_of(&g, &m->cfg);
+    size_t A = (size_t)B * g.max_act;
+    float *a = scratch, *b = a + A, *c = b + A;
+    kernels k = {0, c + A, col_floats_for(&g, B)};
+    /* layers alternate between a and b; the input and the flat copy use c */
+    float *acts[VAE_MAX_HIDDEN];
+    for (int i = 0; i < g.n; i++) acts[i] = (i & 1) ? b : a;
+    float *flat = (g.n & 1) ? b : a; /* the buffer the last layer did not write */
+    float *heads = c;                /* the input is dead once layer 0 ran */
+    encode_into(m, &g, &k, x, B, c, acts, flat, heads);
+    int Z = g.Z;
+    for (int r = 0; r < B; r++) {
+        memcpy(mu + (size_t)r * Z, heads + (size_t)r * 2 * Z, sizeof(float) * Z);
+        memcpy(logvar + (size_t)r * Z, heads + (size_t)r * 2 * Z + Z, sizeof(float) * Z);
+    }
+    return VAE_OK;
+}
+
+float *vae_conv_decode_logits(const vae_model *m, float *scratch, const float *z, int B)
+{
+    geometry g;
+    geometry_of(&g, &m->cfg);
+    size_t A = (size_t)B * g.max_act;
+    float *a = scratch, *b = a + A, *c = b + A;
+    kernels k = {0, c + A, col_floats_for(&g, B)};
+    float *acts[VAE_MAX_HIDDEN];
+    for (int i = 0; i < g.n; i++) acts[i] = (i & 1) ? a : b; /* dec_in lives in a */
+    float *logits = c;                                       /* lin is dead by then */
+    decode_into(m, &g, &k, z, B, c, a, acts, logits);
+    return logits;
+}
+
+int vae_conv_decode(const vae_model *m, float *scratch, const float *z, int B, float *x_mean)
+{
+    if (B < 1) return VAE_ERR_ARG;
+    vae_output_mean(&m->cfg, vae_conv_decode_logits(m, scratch, z, B), B, x_mean);
+    return VAE_OK;
+}
+
+/* ---------- training ---------- */
+
+struct vae_conv_train {
+    int max_batch;
+    int naive;
+    geometry g;
+    float *xin;                  /* owned; (C, B, P, P) padded input */
+    float *enc[VAE_MAX_HIDDEN];  /* owned; encoder layer outputs, after LeakyReLU */
+    float *flat;                 /* owned; (B, flat) */
+    float *heads, *dheads;       /* owned; (B, 2Z) mu | logvar and its gradient */
+    float *eps, *z, *dz;         /* owned; (BL, Z) */
+    double *kl_dim;              /* owned; (Z) batch KL per dimension */
+    float *dec_in;               /* owned; (ch[n-1], BL, F, F) decoder_input's output */
+    float *dec[VAE_MAX_HIDDEN];  /* owned; decoder layer outputs (the last: logits) */
+    float *dlogits;              /* owned; (BL, Dout) logits, then their gradient */
+    float *ga, *gb;              /* owned; (BL * max_act) gradient ping-pong */
+    float *col;                  /* owned; im2col scratch */
+    size_t col_floats;
+    int B;
+    double beta_eff;
+};
+
+void vae_conv_train_use_naive(vae_conv_train *ct, int on) { ct->naive = on; }
+
+void vae_conv_train_free(vae_conv_train *ct)
+{
+    if (!ct) return;
+    free(ct->xin);
+    for (int i = 0; i < VAE_MAX_HIDDEN; i++) {
+        free(ct->enc[i]);
+        free(ct->dec[i]);
+    }
+    free(ct->flat);
+    free(ct->heads);
+    free(ct->dheads);
+    free(ct->eps);
+    free(ct->z);
+    free(ct->dz);
+    free(ct->kl_dim);
+    free(ct->dec_in);
+    free(ct->dlogits);
+    free(ct->ga);
+    free(ct->gb);
+    free(ct->col);
+    free(ct);
+}
+
+static float *alloc_floats(size_t n) { return malloc(sizeof(float) * (n ? n : 1)); }
+
+vae_conv_train *vae_conv_train_new(const vae_model *m, int max_batch, char *err, size_t errlen)
+{
+    const vae_config *c = &m->cfg;
+    if (max_batch < 1) {
+        snprintf(err, errlen, "batch must be >= 1");
+        return NULL;
+    }
+    vae_conv_train *ct = calloc(1, sizeof *ct);
+    if (!ct) goto nomem;
+    geometry *g = &ct->g;
+    geometry_of(g, c);
+    size_t B = (size_t)max_batch, BL = B * (size_t)c->mc_samples, Z = (size_t)g->Z;
+    ct->max_batch = max_batch;
+    if (!(ct->xin = alloc_floats((size_t)g->C * B * g->P * g->P))) goto nomem;
+    for (int i = 0; i < g->n; i++) {
+        if (!(ct->enc[i] = alloc_floats(act_floats(&g->enc[i], max_batch)))) goto nomem;
+        if (!(ct->dec[i] = alloc_floats(act_floats(&g->dec[i], (int)BL)))) goto nomem;
+    }
+    if (!(ct->flat = alloc_floats(B * g->flat))) goto nomem;
+    if (!(ct->heads = alloc_floats(B * 2 * Z))) goto nomem;
+    if (!(ct->dheads = alloc_floats(B * 2 * Z))) goto nomem;
+    if (!(ct->eps = alloc_floats(BL * Z))) goto nomem;
+    if (!(ct->z = alloc_floats(BL * Z))) goto nomem;
+    if (!(ct->dz = alloc_floats(BL * Z))) goto nomem;
+    if (!(ct->kl_dim = malloc(sizeof(double) * Z))) goto nomem;
+    if (!(ct->dec_in = alloc_floats(BL * g->flat))) goto nomem;
+    if (!(ct->dlogits = alloc_floats(BL * vae_config_output_dim(c)))) goto nomem;
+    if (!(ct->ga = alloc_floats(BL * g->max_act))) goto nomem;
+    if (!(ct->gb = alloc_floats(BL * g->max_act))) goto nomem;
+    ct->col_floats = col_floats_for(g, (int)BL);
+    if (!(ct->col = alloc_floats(ct->col_floats))) goto nomem;
+    return ct;
+nomem:
+    snprintf(err, errlen, "out of memory for the conv training state (batch %d)", max_batch);
+    vae_conv_train_free(ct);
+    return NULL;
+}
+
+int vae_conv_forward_loss(const vae_model *m, vae_conv_train *ct, const float *x, const float *eps,
+                          int B, int64_t step, vae_stats *stats)
+{
+    if (B < 1 || B > ct->max_batch) return VAE_ERR_ARG;
+    const vae_config *c = &m->cfg;
+    const geometry *g = &ct->g;
+    int L = c->mc_samples, BL = B * L;
+    kernels k = {ct->naive, ct->col, ct->col_floats};
+    ct->B = B;
+
+    encode_into(m, g, &k, x, B, ct->xin, ct->enc, ct->flat, ct->heads);
+    if (eps != ct->eps) memcpy(ct->eps, eps, sizeof(float) * (size_t)BL * g->Z);
+    double kl_opt, kl = vae_latent_forward(c, ct->heads, ct->eps, B, ct->z, ct->kl_dim, &kl_opt);
+    double beta = c->beta;
+    if (c->kl_warmup > 0 && step < c->kl_warmup) beta *= (double)step / (double)c->kl_warmup;
+    ct->beta_eff = beta;
+    /* decoder_input's (BL, flat) output goes through ga, dead until backward */
+    decode_into(m, g, &k, ct->z, BL, ct->ga, ct->dec_in, ct->dec, ct->dlogits);
+    double recon = vae_output_loss(c, ct->dlogits, x, B, L);
+
+    stats->recon = recon;
+    stats->kl = kl;
+    stats->beta_eff = beta;
+    stats->loss = recon + beta * kl_opt;
+    stats->batch = B;
+    if (!isfinite(stats->loss)) return VAE_ERR_NONFINITE;
+    return VAE_OK;
+}
+
+int vae_conv_backward(const vae_model *m, vae_conv_train *ct, float *grads)
+{
+    const vae_config *c = &m->cfg;
+    const geometry *g = &ct->g;
+    int B = ct->B, BL = B * c->mc_samples, n = g->n;
+    kernels k = {ct->naive, ct->col, ct->col_floats};
+    memset(grads, 0, sizeof(float) * m->n_params);
+#define G(ti) (grads + m->tensors[ti].offset)
+
+    /* decoder: dlogits (BL, Dout) -> channel-major, zero where the crop cut */
+    float *dy = ct->ga, *dx = ct->gb;
+    to_channel_major(dy, ct->dlogits, BL, g->Cout, g->S, g->P, g->off);
+    for (int i = n - 1; i >= 0; i--) {
+        const float *xin = i > 0 ? ct->dec[i - 1] : ct->dec_in;
+        conv_bwd(&k, dx, G(g->t_dec + 2 * i), G(g->t_dec + 2 * i + 1), dy, xin,
+                 PT(m, g->t_dec + 2 * i), BL, &g->dec[i]);
+        if (i > 0) leaky_backward(dx, ct->dec[i - 1], act_floats(&g->dec[i - 1], BL));
+        float *t = dy;
+        dy = dx;
+        dx = t;
+    }
+    /* dy: (ch[n-1], BL, F, F) -> rows (BL, flat) for decoder_input */
+    from_channel_major(dx, dy, BL, g->dec[0].cin, g->F, g->F, 0);
+    linear_backward(ct->dz, G(g->t_dec_in), G(g->t_dec_in + 1), dx, ct->z, PT(m, g->t_dec_in), BL,
+                    g->Z, g->flat);
+
+    vae_latent_backward(c, ct->heads, ct->eps, ct->dz, ct->kl_dim, B, ct->beta_eff, ct->dheads);
+
+    /* heads (one sgemm for both) and encoder */
+    float *dflat = ct->ga, *dact = ct->gb;
+    linear_backward(dflat, G(g->t_heads), G(g->t_heads + 2), ct->dheads, ct->flat,
+                    PT(m, g->t_heads), B, g->flat, 2 * g->Z);
+    to_channel_major(dact, dflat, B, g->enc[n - 1].cout, g->F, g->F, 0);
+    leaky_backward(dact, ct->enc[n - 1], act_floats(&g->enc[n - 1], B));
+    dy = dact;
+    dx = dflat;
+    for (int i = n - 1; i >= 0; i--) {
+        const float *xin = i > 0 ? ct->enc[i - 1] : ct->xin;
+        conv_bwd(&k, i > 0 ? dx : NULL, G(g->t_enc + 2 * i), G(g->t_enc + 2 * i + 1), dy, xin,
+                 PT(m, g->t_enc + 2 * i), B, &g->enc[i]);
+        if (i > 0) leaky_backward(dx, ct->enc[i - 1], act_floats(&g->enc[i - 1], B));
+        float *t = dy;
+        dy = dx;
+        dx = t;
+    }
+#undef G
+    return VAE_OK;
+}

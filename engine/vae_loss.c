@@ -1,0 +1,190 @@
+/* The likelihoods and the latent layer of every VAE architecture: the loss
+ * and its gradient with respect to the decoder's output logits, the
+ * reparameterisation with the closed-form KL, and their backward pass. */
+#include "vae_loss.h"
+
+#include <math.h>
+#include <stddef.h>
+
+#include "vae_kernels.h"
+
+#define LOG_2PI 1.8378770664093453
+
+static inline float sigmoidf(float x) { return 1.0f / (1.0f + expf(-x)); }
+static inline float softplusf(float x) { return fmaxf(x, 0.0f) + log1pf(expf(-fabsf(x))); }
+float vae_clamp_logvar(float lv)
+{
+    return lv < LOGVAR_MIN ? LOGVAR_MIN : (lv > LOGVAR_MAX ? LOGVAR_MAX : lv);
+}
+static inline double cb_log_norm(double l)
+{
+    double a = fabs(l);
+    if (a < 1e-3) return 0.6931471805599453 + l * l / 12.0;
+    return log(a) - log(tanh(a / 2.0));
+}
+static inline double cb_dlog_norm(double l)
+{
+    double a = fabs(l);
+    if (a < 1e-3) return l / 6.0;
+    if (a > 40.0) return 1.0 / l;
+    return 1.0 / l - 1.0 / sinh(l);
+}
+static inline float cb_mean(float l)
+{
+    double a = fabs((double)l);
+    if (a < 1e-3) return (float)(0.5 + l / 12.0);
+    double lam = 1.0 / (1.0 + exp(-(double)l));
+    return (float)(lam / (2.0 * lam - 1.0) - 1.0 / l);
+}
+
+/* -log p(x|z) summed over the B*L rows of logits (BL, Dout) and divided by L;
+ * the logits are replaced in place by d(that)/d(logits). x: (B, D). */
+double vae_output_loss(const vae_config *c, float *logits, const float *x, int B, int L)
+{
+    int D = vae_config_input_dim(c), Dout = vae_config_output_dim(c);
+    double recon = 0.0;
+    float inv_L = 1.0f / (float)L;
+    for (int r = 0; r < B * L; r++) {
+        const float *xr = x + (size_t)(r / L) * D;
+        float *lr = logits + (size_t)r * Dout;
+        double nll = 0.0;
+        switch (c->likelihood) {
+        case VAE_LIK_BERNOULLI:
+            nll = vk_bernoulli_nll_grad(lr, xr, D, inv_L);
+            break;
+        case VAE_LIK_CBERNOULLI:
+            for (int j = 0; j < D; j++) {
+                float l = lr[j];
+                nll += softplusf(l) - xr[j] * l - cb_log_norm(l);
+                lr[j] = (float)(sigmoidf(l) - xr[j] - cb_dlog_norm(l)) * inv_L;
+            }
+            break;
+        case VAE_LIK_GAUSSIAN: {
+            float s2 = c->sigma * c->sigma;
+            nll += D * (log((double)c->sigma) + 0.5 * LOG_2PI);
+            for (int j = 0; j < D; j++) {
+                float mu = sigmoidf(lr[j]), d = mu - xr[j];
+                nll += 0.5 * d * d / s2;
+                lr[j] = d / s2 * mu * (1.0f - mu) * inv_L;
+            }
+            break;
+        }
+        case VAE_LIK_GAUSSIAN_LEARNED:
+            for (int j = 0; j < D; j++) {
+                float mu = sigmoidf(lr[j]), d = mu - xr[j];
+                float lvx = vae_clamp_logvar(lr[D + j]), ivar = expf(-lvx);
+                nll += 0.5 * ((double)d * d * ivar + lvx + LOG_2PI);
+                lr[j] = d * ivar * mu * (1.0f - mu) * inv_L;
+                int inside = lr[D + j] > LOGVAR_MIN && lr[D + j] < LOGVAR_MAX;
+                lr[D + j] = inside ? 0.5f * (1.0f - d * d * ivar) * inv_L : 0.0f;
+            }
+            break;
+        }
+        recon += nll;
+    }
+    return recon / L;
+}
+
+/* logits (B, Dout) -> x_mean (B, D) clamped to [0, 1]. */
+void vae_output_mean(const vae_config *c, const float *logits, int B, float *x_mean)
+{
+    int D = vae_config_input_dim(c), Dout = vae_config_output_dim(c);
+    for (int r = 0; r < B; r++) {
+        const float *l = logits + (size_t)r * Dout;
+        float *o = x_mean + (size_t)r * D;
+        for (int j = 0; j < D; j++) {
+            float v = c->likelihood == VAE_LIK_CBERNOULLI ? cb_mean(l[j]) : sigmoidf(l[j]);
+            o[j] = v < 0.0f ? 0.0f : (v > 1.0f ? 1.0f : v);
+        }
+    }
+}
+
+/* heads (B, 2Z) mu | logvar, eps (BL, Z) -> z (BL, Z); KL per dimension
+ * summed over the batch into kl_dim (Z); returns the KL and, in *kl_opt, the
+ * KL as optimised (with free bits). */
+double vae_latent_forward(const vae_config *c, const float *heads, const float *eps, int B,
+                          float *z, double *kl_dim, double *kl_opt)
+{
+    int Z = c->latent, L = c->mc_samples;
+    double kl = 0.0;
+    for (int j = 0; j < Z; j++) kl_dim[j] = 0.0;
+    for (int b = 0; b < B; b++) {
+        const float *mu = heads + (size_t)b * 2 * Z, *lv = mu + Z;
+        for (int j = 0; j < Z; j++) {
+            float lvc = vae_clamp_logvar(lv[j]);
+            float var = expf(lvc), sd = expf(0.5f * lvc);
+            double k = 0.5 * ((double)mu[j] * mu[j] + var - 1.0 - lvc);
+            kl_dim[j] += k;
+            kl += k;
+            for (int l = 0; l < L; l++) {
+                size_t r = (size_t)(b * L + l) * Z + j;
+                z[r] = mu[j] + sd * eps[r];
+            }
+        }
+    }
+    *kl_opt = kl;
+    if (c->free_bits > 0.0f) {
+        *kl_opt = 0.0;
+        for (int j = 0; j < Z; j++) {
+            double mean = kl_dim[j] / B;
+            *kl_opt += (mean < c->free_bits ? (double)c->free_bits : mean) * B;
+        }
+    }
+    return kl;
+}
+
+/* dz (BL, Z) and the KL term -> dheads (B, 2Z). */
+void vae_latent_backward(const vae_config *c, const float *heads, const float *eps,
+                         const float *dz, const double *kl_dim, int B, double beta, float *dheads)
+{
+    int Z = c->latent, L = c->mc_samples;
+    for (int b = 0; b < B; b++) {
+        const float *mu = heads + (size_t)b * 2 * Z, *lv = mu + Z;
+        float *dmu = dheads + (size_t)b * 2 * Z, *dlv = dmu + Z;
+        for (int j = 0; j < Z; j++) {
+            int active = !(c->free_bits > 0.0f && kl_dim[j] / B < c->free_bits);
+            int inside = lv[j] > LOGVAR_MIN && lv[j] < LOGVAR_MAX;
+            float sd = expf(0.5f * vae_clamp_logvar(lv[j])), var = sd * sd;
+            float gm = 0.0f, gl = 0.0f;
+            for (int l = 0; l < L; l++) {
+                size_t r = (size_t)(b * L + l) * Z + j;
+                gm += dz[r];
+                gl += dz[r] * eps[r] * 0.5f * sd;
+            }
+            if (active) {
+                gm += (float)beta * mu[j];
+                gl += (float)beta * 0.5f * (var - 1.0f);
+            }
+            dmu[j] = gm;
+            dlv[j] = inside ? gl : 0.0f;
+        }
+    }
+}
+
+double vae_output_log_likelihood(const vae_config *c, const float *l, const float *x)
+{
+    int D = vae_config_input_dim(c);
+    double s = 0.0;
+    for (int j = 0; j < D; j++) {
+        double lj = l[j], t = x[j];
+        switch (c->likelihood) {
+        case VAE_LIK_BERNOULLI:
+            s -= softplusf((float)lj) - t * lj;
+            break;
+        case VAE_LIK_CBERNOULLI:
+            s -= softplusf((float)lj) - t * lj - cb_log_norm(lj);
+            break;
+        case VAE_LIK_GAUSSIAN: {
+            double d = 1.0 / (1.0 + exp(-lj)) - t, sg = c->sigma;
+            s -= 0.5 * d * d / (sg * sg) + log(sg) + 0.5 * LOG_2PI;
+            break;
+        }
+        case VAE_LIK_GAUSSIAN_LEARNED: {
+            double d = 1.0 / (1.0 + exp(-lj)) - t, lv = vae_clamp_logvar(l[D + j]);
+            s -= 0.5 * (d * d * exp(-lv) + lv + LOG_2PI);
+            break;
+        }
+        }
+    }
+    return s;
+}

@@ -1,0 +1,305 @@
+/* Conv2d and ConvTranspose2d: output shapes, PyTorch's weight layouts pinned
+ * on one-hot inputs, the fast (im2col + sgemm, chunked) kernels against the
+ * naive loops, and every gradient against central differences of a
+ * double-precision reference. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../../engine/conv.h"
+#include "../../engine/rng.h"
+
+static float *rand_floats(rng_state *r, size_t n, float scale)
+{
+    float *v = malloc(sizeof(float) * (n ? n : 1));
+    assert_non_null(v);
+    for (size_t i = 0; i < n; i++) v[i] = (2.0f * rng_uniform(r) - 1.0f) * scale;
+    return v;
+}
+
+static size_t in_floats(const conv_shape *s, int N) { return (size_t)s->cin * N * s->h * s->w; }
+static size_t out_floats(const conv_shape *s, int N) { return (size_t)s->cout * N * s->oh * s->ow; }
+
+static void test_shapes(void **state)
+{
+    (void)state;
+    conv_shape s = conv2d_shape(3, 32, 64, 64, 3, 2, 1);
+    assert_int_equal(s.oh, 32);
+    assert_int_equal(s.ow, 32);
+    s = conv2d_shape(1, 8, 28, 28, 3, 2, 1);
+    assert_int_equal(s.oh, 14);
+    s = conv2d_shape(1, 8, 7, 5, 3, 1, 1);
+    assert_int_equal(s.oh, 7);
+    assert_int_equal(s.ow, 5);
+    s = conv_transpose2d_shape(256, 128, 2, 2, 3, 2, 1, 1);
+    assert_int_equal(s.oh, 4);
+    assert_int_equal(s.ow, 4);
+    s = conv_transpose2d_shape(8, 3, 16, 16, 3, 2, 1, 1);
+    assert_int_equal(s.oh, 32);
+    assert_int_equal(conv_weight_floats(&s), 8 * 3 * 9);
+    /* col: Conv2d gathers its input per output position, ConvT its output per input position */
+    assert_int_equal(conv_col_floats(&s, 2), 3 * 9 * 16 * 16 * 2);
+}
+
+/* nn.ConvTranspose2d(1, 1, 3, stride=2, padding=1, output_padding=1), weight
+ * [[1,2,3],[4,5,6],[7,8,9]], bias 0.5: a one-hot input at (iy, ix) writes the
+ * kernel at output (2 iy - 1 + ky, 2 ix - 1 + kx), cropped to 4x4. */
+static void test_transpose_layout_pinned(void **state)
+{
+    (void)state;
+    conv_shape s = conv_transpose2d_shape(1, 1, 2, 2, 3, 2, 1, 1);
+    float w[9] = {1, 2, 3, 4, 5, 6, 7, 8, 9}, b = 0.5f, x[4] = {1, 0, 0, 0}, y[16];
+    float col[128];
+    const float want00[16] = {5, 6, 0, 0, 8, 9, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
+    conv_transpose2d_forward(y, x, w, &b, 1, &s, col, 64);
+    for (int i = 0; i < 16; i++) assert_float_equal(y[i], want00[i] + 0.5f, 1e-6);
+    float x11[4] = {0, 0, 0, 1};
+    const float want11[16] = {0, 0, 0, 0, 0, 1, 2, 3, 0, 4, 5, 6, 0, 7, 8, 9};
+    conv_transpose2d_forward(y, x11, w, &b, 1, &s, col, 64);
+    for (int i = 0; i < 16; i++) assert_float_equal(y[i], want11[i] + 0.5f, 1e-6);
+
+    /* two output channels: weight [in=1, out=2, 3, 3], channel 1 is the second block */
+    conv_shape s2 = conv_transpose2d_shape(1, 2, 2, 2, 3, 2, 1, 1);
+    float w2[18], b2[2] = {0, 0}, y2[32];
+    for (int i = 0; i < 18; i++) w2[i] = (float)(i + 1);
+    conv_transpose2d_forward(y2, x11, w2, b2, 1, &s2, col, 128);
+    assert_float_equal(y2[16 + 5], 10.0f, 1e-6); /* channel 1, (1,1) <- w2[1][0][0][0] */
+    assert_float_equal(y2[16 + 15], 18.0f, 1e-6);
+}
+
+/* nn.Conv2d(2, 1, 3, stride=2, padding=1): weight [out=1, in=2, 3, 3]; a one-hot
+ * input in channel 1 at (2, 2) of 4x4 reaches only output (1, 1), through the
+ * centre tap of the channel-1 kernel. */
+static void test_conv2d_layout_pinned(void **state)
+{
+    (void)state;
+    conv_shape s = conv2d_shape(2, 1, 4, 4, 3, 2, 1);
+    float w[18], b = -1.0f, x[32] = {0}, y[4], col[128];
+    for (int i = 0; i < 18; i++) w[i] = (float)(i + 1);
+    x[16 + 2 * 4 + 2] = 1.0f;
+    conv2d_forward(y, x, w, &b, 1, &s, col, 128);
+    const float want[4] = {-1, -1, -1, 9 + 5 - 1};
+    for (int i = 0; i < 4; i++) assert_float_equal(y[i], want[i], 1e-6);
+    /* (0,0) of channel 0 is tap (1,1) of output (0,0) */
+    memset(x, 0, sizeof x);
+    x[0] = 2.0f;
+    conv2d_forward(y, x, w, &b, 1, &s, col, 128);
+    assert_float_equal(y[0], 2.0f * 5 - 1, 1e-6);
+    assert_float_equal(y[1], -1.0f, 1e-6);
+}
+
+/* ---------- fast against naive ---------- */
+
+static void assert_close(const float *a, const float *b, size_t n, double tol, const char *what)
+{
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - b[i]);
+        if (d > tol * fmax(1.0, fabs((double)b[i])))
+            fail_msg("%s[%zu]: fast %.8g, naive %.8g", what, i, a[i], b[i]);
+    }
+}
+
+static void fast_vs_naive(const conv_shape *s, int N, int chunk)
+{
+    rng_state r;
+    rng_seed(&r, 17 + (uint64_t)chunk);
+    size_t nx = in_floats(s, N), ny = out_floats(s, N), nw = conv_weight_floats(s);
+    float *x = rand_floats(&r, nx, 1.0f), *w = rand_floats(&r, nw, 0.5f);
+    float *b = rand_floats(&r, (size_t)s->cout, 0.5f), *dy = rand_floats(&r, ny, 1.0f);
+    float *y1 = malloc(sizeof(float) * ny), *y2 = malloc(sizeof(float) * ny);
+    float *dx1 = malloc(sizeof(float) * nx), *dx2 = malloc(sizeof(float) * nx);
+    /* backward adds: start both from the same non-zero gradients */
+    float *dw1 = rand_floats(&r, nw, 1.0f), *dw2 = malloc(sizeof(float) * nw);
+    float *db1 = rand_floats(&r, (size_t)s->cout, 1.0f), *db2 = malloc(sizeof(float) * s->cout);
+    memcpy(dw2, dw1, sizeof(float) * nw);
+    memcpy(db2, db1, sizeof(float) * s->cout);
+    size_t ncol = conv_col_floats(s, chunk);
+    float *col = malloc(sizeof(float) * ncol);
+    if (s->transposed) {
+        conv_transpose2d_forward(y1, x, w, b, N, s, col, ncol);
+        conv_transpose2d_forward_naive(y2, x, w, b, N, s);
+        conv_transpose2d_backward(dx1, dw1, db1, dy, x, w, N, s, col, ncol);
+        conv_transpose2d_backward_naive(dx2, dw2, db2, dy, x, w, N, s);
+    } else {
+        conv2d_forward(y1, x, w, b, N, s, col, ncol);
+        conv2d_forward_naive(y2, x, w, b, N, s);
+        conv2d_backward(dx1, dw1, db1, dy, x, w, N, s, col, ncol);
+        conv2d_backward_naive(dx2, dw2, db2, dy, x, w, N, s);
+    }
+    assert_close(y1, y2, ny, 1e-5, "y");
+    assert_close(dx1, dx2, nx, 1e-5, "dx");
+    assert_close(dw1, dw2, nw, 1e-4, "dw");
+    assert_close(db1, db2, (size_t)s->cout, 1e-4, "db");
+    /* dx == NULL is allowed: the parameter gradients are the same */
+    memset(dw1, 0, sizeof(float) * nw);
+    memset(db1, 0, sizeof(float) * s->cout);
+    memset(dw2, 0, sizeof(float) * nw);
+    memset(db2, 0, sizeof(float) * s->cout);
+    if (s->transposed) {
+        conv_transpose2d_backward(NULL, dw1, db1, dy, x, w, N, s, col, ncol);
+        conv_transpose2d_backward_naive(NULL, dw2, db2, dy, x, w, N, s);
+    } else {
+        conv2d_backward(NULL, dw1, db1, dy, x, w, N, s, col, ncol);
+        conv2d_backward_naive(NULL, dw2, db2, dy, x, w, N, s);
+    }
+    assert_close(dw1, dw2, nw, 1e-4, "dw (dx NULL)");
+    assert_close(db1, db2, (size_t)s->cout, 1e-4, "db (dx NULL)");
+    free(x); free(w); free(b); free(dy); free(y1); free(y2); free(dx1); free(dx2);
+    free(dw1); free(dw2); free(db1); free(db2); free(col);
+}
+
+static void test_fast_matches_naive(void **state)
+{
+    (void)state;
+    const int N = 5;
+    for (int chunk = 1; chunk <= N; chunk += 2) {
+        conv_shape s = conv2d_shape(3, 4, 8, 8, 3, 2, 1);
+        fast_vs_naive(&s, N, chunk);
+        s = conv2d_shape(2, 3, 7, 5, 3, 2, 1); /* odd sizes */
+        fast_vs_naive(&s, N, chunk);
+        s = conv2d_shape(2, 3, 6, 5, 3, 1, 1); /* stride 1 */
+        fast_vs_naive(&s, N, chunk);
+        s = conv_transpose2d_shape(4, 3, 4, 4, 3, 2, 1, 1);
+        fast_vs_naive(&s, N, chunk);
+        s = conv_transpose2d_shape(3, 2, 3, 5, 3, 2, 1, 0); /* no output padding */
+        fast_vs_naive(&s, N, chunk);
+        s = conv_transpose2d_shape(8, 6, 1, 1, 3, 2, 1, 1); /* 1x1 -> 2x2 */
+        fast_vs_naive(&s, N, chunk);
+    }
+}
+
+/* ---------- gradients against central differences ---------- */
+
+/* The layer in double, channel-major, straight from the definition. */
+static void ref_layer(double *y, const double *x, const double *w, const double *b, int N,
+                      const conv_shape *s)
+{
+    int k = s->k;
+    for (size_t i = 0; i < out_floats(s, N); i++) y[i] = b[i / ((size_t)N * s->oh * s->ow)];
+    for (int ci = 0; ci < s->cin; ci++)
+        for (int co = 0; co < s->cout; co++)
+            for (int n = 0; n < N; n++)
+                for (int ky = 0; ky < k; ky++)
+                    for (int kx = 0; kx < k; kx++) {
+                        double wv = s->transposed ? w[((ci * s->cout + co) * k + ky) * k + kx]
+                                                  : w[((co * s->cin + ci) * k + ky) * k + kx];
+                        /* (small grid position) -> (big grid position) */
+                        int sh = s->transposed ? s->h : s->oh, sw = s->transposed ? s->w : s->ow;
+                        int bh = s->transposed ? s->oh : s->h, bw = s->transposed ? s->ow : s->w;
+                        for (int py = 0; py < sh; py++)
+                            for (int px = 0; px < sw; px++) {
+                                int qy = py * s->stride - s->pad + ky, qx = px * s->stride - s->pad + kx;
+                                if (qy < 0 || qy >= bh || qx < 0 || qx >= bw) continue;
+                                if (s->transposed)
+                                    y[(((size_t)co * N + n) * bh + qy) * bw + qx] +=
+                                        wv * x[(((size_t)ci * N + n) * sh + py) * sw + px];
+                                else
+                                    y[(((size_t)co * N + n) * sh + py) * sw + px] +=
+                                        wv * x[(((size_t)ci * N + n) * bh + qy) * bw + qx];
+                            }
+                    }
+}
+
+/* L = sum(r * layer(x)) */
+static double ref_objective(const conv_shape *s, int N, const double *x, const double *w,
+                            const double *b, const float *r, double *ybuf)
+{
+    ref_layer(ybuf, x, w, b, N, s);
+    double L = 0;
+    for (size_t i = 0; i < out_floats(s, N); i++) L += r[i] * ybuf[i];
+    return L;
+}
+
+static void check_grads(double *p, size_t n, const float *ana, const char *what,
+                        const conv_shape *s, int N, double *x, double *w, double *b,
+                        const float *r, double *ybuf)
+{
+    for (size_t i = 0; i < n; i++) {
+        double keep = p[i], h = 1e-5;
+        p[i] = keep + h;
+        double lp = ref_objective(s, N, x, w, b, r, ybuf);
+        p[i] = keep - h;
+        double lm = ref_objective(s, N, x, w, b, r, ybuf);
+        p[i] = keep;
+        double num = (lp - lm) / (2 * h);
+        double rel = fabs(num - ana[i]) / fmax(fabs(num) + fabs(ana[i]), 1e-3);
+        if (rel > 1e-3)
+            fail_msg("%s %s[%zu]: analytic %.8g, numeric %.8g", s->transposed ? "convT" : "conv",
+                     what, i, ana[i], num);
+    }
+}
+
+static void gradcheck(const conv_shape *s, int N)
+{
+    rng_state rg;
+    rng_seed(&rg, 5);
+    size_t nx = in_floats(s, N), ny = out_floats(s, N), nw = conv_weight_floats(s);
+    float *xf = rand_floats(&rg, nx, 1.0f), *wf = rand_floats(&rg, nw, 0.5f);
+    float *bf = rand_floats(&rg, (size_t)s->cout, 0.5f), *r = rand_floats(&rg, ny, 1.0f);
+    float *dx = malloc(sizeof(float) * nx), *dw = calloc(nw, sizeof(float));
+    float *db = calloc((size_t)s->cout, sizeof(float));
+    size_t ncol = conv_col_floats(s, 2); /* chunks of 2 images */
+    float *col = malloc(sizeof(float) * ncol);
+    if (s->transposed)
+        conv_transpose2d_backward(dx, dw, db, r, xf, wf, N, s, col, ncol);
+    else
+        conv2d_backward(dx, dw, db, r, xf, wf, N, s, col, ncol);
+    double *x = malloc(sizeof(double) * nx), *w = malloc(sizeof(double) * nw);
+    double *b = malloc(sizeof(double) * s->cout), *ybuf = malloc(sizeof(double) * ny);
+    for (size_t i = 0; i < nx; i++) x[i] = xf[i];
+    for (size_t i = 0; i < nw; i++) w[i] = wf[i];
+    for (int i = 0; i < s->cout; i++) b[i] = bf[i];
+
+    /* the fast forward agrees with the double reference too */
+    float *y = malloc(sizeof(float) * ny);
+    if (s->transposed)
+        conv_transpose2d_forward(y, xf, wf, bf, N, s, col, ncol);
+    else
+        conv2d_forward(y, xf, wf, bf, N, s, col, ncol);
+    ref_layer(ybuf, x, w, b, N, s);
+    for (size_t i = 0; i < ny; i++) assert_true(fabs(y[i] - ybuf[i]) < 1e-5 * fmax(1, fabs(ybuf[i])));
+
+    check_grads(w, nw, dw, "weight", s, N, x, w, b, r, ybuf);
+    check_grads(b, (size_t)s->cout, db, "bias", s, N, x, w, b, r, ybuf);
+    check_grads(x, nx, dx, "input", s, N, x, w, b, r, ybuf);
+    free(xf); free(wf); free(bf); free(r); free(dx); free(dw); free(db); free(col);
+    free(x); free(w); free(b); free(ybuf); free(y);
+}
+
+static void test_gradcheck_conv2d(void **state)
+{
+    (void)state;
+    conv_shape s = conv2d_shape(2, 3, 6, 6, 3, 2, 1);
+    gradcheck(&s, 3);
+    s = conv2d_shape(3, 2, 5, 7, 3, 2, 1);
+    gradcheck(&s, 2);
+}
+
+static void test_gradcheck_conv_transpose2d(void **state)
+{
+    (void)state;
+    conv_shape s = conv_transpose2d_shape(3, 2, 3, 3, 3, 2, 1, 1);
+    gradcheck(&s, 3);
+    s = conv_transpose2d_shape(2, 4, 2, 4, 3, 2, 1, 1);
+    gradcheck(&s, 2);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_shapes),
+        cmocka_unit_test(test_transpose_layout_pinned),
+        cmocka_unit_test(test_conv2d_layout_pinned),
+        cmocka_unit_test(test_fast_matches_naive),
+        cmocka_unit_test(test_gradcheck_conv2d),
+        cmocka_unit_test(test_gradcheck_conv_transpose2d),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
