@@ -17,14 +17,15 @@
 #include "../engine/image.h"
 #include "../engine/rng.h"
 #include "../engine/vae.h"
+#include "api_infer.h"
+#include "api_models.h"
 #include "http_util.h"
+#include "metrics.h"
 
 #ifndef VAED_VERSION
 #define VAED_VERSION "0.0.0"
 #endif
 
-#define SAMPLE_MAX_N 256
-#define SAMPLE_DEFAULT_N 16
 
 void server_options_default(server_options *o)
 {
@@ -59,150 +60,56 @@ static enum MHD_Result handle_healthz(http_ctx *ctx, struct MHD_Connection *c, h
     return http_send_json(c, MHD_HTTP_OK, root);
 }
 
-static uint64_t random_seed(void)
-{
-    uint64_t seed;
-    if (getrandom(&seed, sizeof seed, GRND_NONBLOCK) == (ssize_t)sizeof seed)
-        return seed;
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return ((uint64_t)ts.tv_sec * 1000000007u) ^ (uint64_t)ts.tv_nsec ^ ((uint64_t)getpid() << 32);
-}
-
-/* Sends the error for a failed model_cache_acquire. named: the request chose
- * a model or version, so "nothing matches" is that name's 404, not the empty
- * registry's 503. */
-static enum MHD_Result send_acquire_error(http_ctx *ctx, struct MHD_Connection *c, int rc,
-                                          int named, const char *model, const char *version,
-                                          const char *why)
-{
-    switch (rc) {
-    case MODEL_CACHE_ERR_NO_MODEL:
-        if (named)
-            return http_send_error(c, HTTP_ERR_MODEL_NOT_FOUND,
-                                   "no checkpoint matches model '%s' version '%s'",
-                                   model ? model : "(default)", version ? version : "latest");
-        if (registry_count_checkpoints(ctx->reg) == 0)
-            return http_send_error(c, HTTP_ERR_NO_MODEL,
-                                   "no model is loaded: the registry is empty; train one with "
-                                   "`vaed train` or register a checkpoint");
-        return http_send_error(c, HTTP_ERR_NO_MODEL,
-                               "no model is loaded: no default model resolves (%s)", why);
-    case MODEL_CACHE_ERR_LOAD:
-        return http_send_error(c, HTTP_ERR_INTERNAL, "the stored checkpoint did not load: %s",
-                               why);
-    case MODEL_CACHE_ERR_NOMEM:
-        return http_send_error(c, HTTP_ERR_UNAVAILABLE, "out of memory loading the model");
-    default:
-        return http_send_error(c, HTTP_ERR_INTERNAL, "registry error: %s", why);
-    }
-}
-
-/* POST /sample?n=N&seed=S[&model=NAME][&version=V]: a PNG grid of n decoded
- * draws z ~ N(0, I). The decoder runs here, in the MHD pool thread that took
- * the request: the pool is sized for it, and a sample of at most 256 small
- * images takes milliseconds. Longer work (training) must not run here. */
-static enum MHD_Result handle_sample(http_ctx *ctx, struct MHD_Connection *c, http_request *req)
-{
-    (void)req;
-    char msg[256];
-    int64_t n;
-    uint64_t seed;
-    int have_seed;
-    const char *model = NULL, *version = NULL;
-
-    if (http_query_int(c, "n", 1, SAMPLE_MAX_N, SAMPLE_DEFAULT_N, &n, msg, sizeof msg) ||
-        http_query_u64(c, "seed", &have_seed, &seed, msg, sizeof msg) ||
-        http_query_str(c, "model", 64, &model, msg, sizeof msg) ||
-        http_query_str(c, "version", 64, &version, msg, sizeof msg))
-        return http_send_error(c, HTTP_ERR_BAD_REQUEST, "%s", msg);
-    if (model && !registry_valid_name(model))
-        return http_send_error(c, HTTP_ERR_BAD_REQUEST,
-                               "parameter 'model' is not a valid model name");
-    if (!have_seed)
-        seed = random_seed();
-
-    model_handle *h = NULL; /* released before returning */
-    char why[256] = "";
-    int rc = model_cache_acquire(ctx->cache, ctx->reg, model, version, &h, why, sizeof why);
-    if (rc != MODEL_CACHE_OK)
-        return send_acquire_error(ctx, c, rc, model || version, model, version, why);
-
-    const vae_model *m = &h->model;
-    const vae_config *cfg = &m->cfg;
-    size_t n_latent = (size_t)n * (size_t)cfg->latent;
-    size_t n_pixels = (size_t)n * (size_t)vae_config_input_dim(cfg);
-    float *z = malloc(n_latent * sizeof *z);  /* owned: freed below */
-    float *x = malloc(n_pixels * sizeof *x);  /* owned: freed below */
-    vae_workspace *ws = vae_workspace_new(m, (int)n); /* owned: freed below */
-    uint8_t *png = NULL;                      /* owned: handed to the response */
-    size_t png_len = 0;
-    http_error fail = HTTP_ERR_COUNT;
-    char fail_msg[256] = "";
-
-    if (!z || !x || !ws) {
-        fail = HTTP_ERR_UNAVAILABLE;
-        snprintf(fail_msg, sizeof fail_msg, "out of memory for %lld samples", (long long)n);
-        goto end;
-    }
-    rng_state rng;
-    rng_seed(&rng, seed);
-    rng_normal_fill(&rng, z, n_latent);
-    if (vae_decode(m, ws, z, (int)n, x) != VAE_OK) {
-        fail = HTTP_ERR_INTERNAL;
-        snprintf(fail_msg, sizeof fail_msg, "decoding failed");
-        goto end;
-    }
-    if (image_encode_grid_png(x, (int)n, cfg->channels, cfg->height, cfg->width, 0, &png,
-                              &png_len, fail_msg, sizeof fail_msg) != IMAGE_OK) {
-        fail = HTTP_ERR_INTERNAL;
-        goto end;
-    }
-
-end:;
-    char model_name[sizeof h->info.model];
-    char version_str[32], seed_str[32];
-    snprintf(model_name, sizeof model_name, "%s", h->info.model);
-    snprintf(version_str, sizeof version_str, "%lld", (long long)h->info.version);
-    snprintf(seed_str, sizeof seed_str, "%llu", (unsigned long long)seed);
-    vae_workspace_free(ws);
-    free(z);
-    free(x);
-    model_cache_release(ctx->cache, h);
-    if (fail != HTTP_ERR_COUNT) {
-        free(png);
-        return http_send_error(c, fail, "%s", fail_msg);
-    }
-
-    struct MHD_Response *resp =
-        MHD_create_response_from_buffer_with_free_callback(png_len, png, free);
-    if (!resp) {
-        free(png);
-        return MHD_NO;
-    }
-    /* The seed and checkpoint let a client reproduce exactly this image. */
-    enum MHD_Result ret = MHD_NO;
-    if (MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "image/png") == MHD_YES &&
-        MHD_add_response_header(resp, "X-Seed", seed_str) == MHD_YES &&
-        MHD_add_response_header(resp, "X-Model", model_name) == MHD_YES &&
-        MHD_add_response_header(resp, "X-Model-Version", version_str) == MHD_YES)
-        ret = MHD_queue_response(c, MHD_HTTP_OK, resp);
-    MHD_destroy_response(resp);
-    return ret;
-}
+/* POST /sample and the other inference endpoints live in api_infer.c. */
 
 /* ---- routing ----------------------------------------------------------- */
+
+/* Route flags. A route that is not GET needs the bearer token (when one is
+ * configured) unless it is HTTP_ROUTE_OPEN: a computation such as /sample
+ * changes nothing. HTTP_ROUTE_UPLOAD: the body may be up to max_upload
+ * instead of max_body. */
+enum { HTTP_ROUTE_OPEN = 1u << 0, HTTP_ROUTE_UPLOAD = 1u << 1 };
 
 typedef struct {
     const char *method;
     const char *path; /* "*" as a whole segment matches any one non-empty segment */
     http_handler handler;
+    unsigned flags;   /* HTTP_ROUTE_* */
 } http_route;
 
 static const http_route routes[] = {
-    {"GET", "/healthz", handle_healthz},
-    {"POST", "/sample", handle_sample},
+    {"GET", "/healthz", handle_healthz, 0},
+    {"GET", "/readyz", api_infer_readyz, 0},
+    {"GET", "/metrics", api_infer_metrics, 0},
+    {"GET", "/openapi.yaml", api_infer_openapi, 0},
+    {"POST", "/sample", api_infer_sample, HTTP_ROUTE_OPEN},
+    {"POST", "/encode", api_infer_encode, HTTP_ROUTE_OPEN},
+    {"POST", "/decode", api_infer_decode, HTTP_ROUTE_OPEN},
+    {"POST", "/interpolate", api_infer_interpolate_post, HTTP_ROUTE_OPEN},
+    {"GET", "/interpolate", api_infer_interpolate_get, 0},
+    {"GET", "/models", api_models_list, 0},
+    {"GET", "/models/*", api_model_get, 0},
+    {"POST", "/models/*/checkpoints", api_checkpoint_post, HTTP_ROUTE_UPLOAD},
+    {"GET", "/models/*/versions/*", api_version_get, 0},
+    {"DELETE", "/models/*/versions/*", api_version_delete, 0},
+    {"GET", "/models/*/versions/*/file", api_version_file, 0},
+    {"PUT", "/models/*/aliases/*", api_alias_put, 0},
+    {"DELETE", "/models/*/aliases/*", api_alias_delete, 0},
 };
+
+size_t http_server_route_count(void)
+{
+    return sizeof routes / sizeof routes[0];
+}
+
+int http_server_route_at(size_t i, const char **method, const char **path)
+{
+    if (i >= sizeof routes / sizeof routes[0])
+        return -1;
+    *method = routes[i].method;
+    *path = routes[i].path;
+    return 0;
+}
 
 /* Matches path against pattern; on success copies the "*" segments into req. */
 static int route_match(const char *pattern, const char *path, http_request *req)
@@ -250,6 +157,23 @@ static void printable(char *out, size_t outlen, const char *s)
     for (; s[i] && i + 1 < outlen; i++)
         out[i] = (s[i] >= 0x20 && s[i] < 0x7f && s[i] != '"' && s[i] != '\\') ? s[i] : '?';
     out[i] = '\0';
+}
+
+/* The route for method and path (params captured into req), or NULL. */
+static const http_route *route_find(const char *method, const char *path, http_request *req)
+{
+    for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++)
+        if (route_match(routes[i].path, path, req) && method_matches(routes[i].method, method))
+            return &routes[i];
+    return NULL;
+}
+
+/* The one access check, made when the headers are in (before any of the
+ * body is read): a route other than GET/HEAD that is not HTTP_ROUTE_OPEN
+ * changes the registry, and needs the token when one is configured. */
+static int route_needs_token(const http_ctx *ctx, const http_route *r)
+{
+    return ctx->opts->token && r && strcmp(r->method, "GET") && !(r->flags & HTTP_ROUTE_OPEN);
 }
 
 static enum MHD_Result dispatch(http_ctx *ctx, struct MHD_Connection *c, http_request *req)
@@ -328,7 +252,6 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     (void)version;
     http_ctx *ctx = cls;
     http_request *req = *con_cls;
-    size_t max = ctx->opts->max_body;
 
     if (!req) {
         req = calloc(1, sizeof *req); /* owned: freed in on_completed */
@@ -337,6 +260,22 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         req->method = method;
         req->path = url;
         *con_cls = req;
+        const http_route *route = route_find(method, url, req);
+        struct timespec now;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        req->started = (double)now.tv_sec + 1e-9 * (double)now.tv_nsec;
+        req->route = route ? route->path : NULL;
+        req->body_max = route && (route->flags & HTTP_ROUTE_UPLOAD) ? ctx->opts->max_upload
+                                                                    : ctx->opts->max_body;
+        if (route_needs_token(ctx, route) &&
+            !api_bearer_ok(ctx->opts->token, MHD_lookup_connection_value(
+                                                 c, MHD_HEADER_KIND,
+                                                 MHD_HTTP_HEADER_AUTHORIZATION))) {
+            req->responded = 1;
+            return api_send_unauthorized(c, "this request changes the registry: send "
+                                            "Authorization: Bearer TOKEN with the server's token");
+        }
+        size_t max = req->body_max;
         const char *cl =
             MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
         uint64_t declared;
@@ -348,6 +287,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         }
         return MHD_YES;
     }
+    size_t max = req->body_max;
     if (*upload_data_size) {
         size_t len = *upload_data_size;
         *upload_data_size = 0;
@@ -373,10 +313,18 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
                          enum MHD_RequestTerminationCode toe)
 {
     (void)cls;
-    (void)c;
     (void)toe;
     http_request *req = *con_cls;
     if (req) {
+        /* Status 0: the connection closed before any response was queued. */
+        const union MHD_ConnectionInfo *ci =
+            MHD_get_connection_info(c, MHD_CONNECTION_INFO_HTTP_STATUS);
+        struct timespec now;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        double elapsed = (double)now.tv_sec + 1e-9 * (double)now.tv_nsec - req->started;
+        metrics_observe(req->route, req->method, ci ? ci->http_status : 0, elapsed);
+        if (req->work_free)
+            req->work_free(req->work);
         free(req->body);
         free(req);
         *con_cls = NULL;
@@ -508,6 +456,15 @@ int server_run(const server_options *o, volatile sig_atomic_t *stop, char *err, 
     struct sockaddr_in addr;
     if (parse_listen(o->listen, &addr, err, errlen))
         return SERVER_ERR_ARG;
+    /* Mutations are open without a token: only this machine may reach them. */
+    if ((ntohl(addr.sin_addr.s_addr) >> 24) != 127 && (!o->token || !*o->token)) {
+        snprintf(err, errlen,
+                 "refusing to listen on %s without a token: anyone who can reach it could "
+                 "upload or delete models; give --token-file FILE (or set VAED_TOKEN), or "
+                 "listen on 127.0.0.1",
+                 o->listen);
+        return SERVER_ERR_ARG;
+    }
     if (!o->data_dir || !*o->data_dir) {
         snprintf(err, errlen, "no data dir given");
         return SERVER_ERR_ARG;
@@ -555,10 +512,18 @@ int server_run(const server_options *o, volatile sig_atomic_t *stop, char *err, 
     }
 
     http_ctx ctx = {.opts = o, .reg = reg, .cache = cache};
-    d = start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG, o,
+    /* Model math runs on its own threads, one per core like the MHD pool:
+     * see api_infer.h. */
+    if (api_infer_start(o, threads, err, errlen)) {
+        status = SERVER_ERR_NOMEM;
+        goto end;
+    }
+    d = start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG |
+                         MHD_ALLOW_SUSPEND_RESUME, o,
                      threads, &addr, &ctx);
     if (!d) /* no epoll (not Linux, or a libmicrohttpd built without it) */
-        d = start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO | MHD_USE_ERROR_LOG, o,
+        d = start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO | MHD_USE_ERROR_LOG |
+                             MHD_ALLOW_SUSPEND_RESUME, o,
                          threads, &addr, &ctx);
     if (!d) {
         snprintf(err, errlen, "cannot listen on %s (address in use or not available)",
@@ -582,6 +547,9 @@ int server_run(const server_options *o, volatile sig_atomic_t *stop, char *err, 
     }
 
 end:
+    /* Finishes admitted work and resumes its connections: MHD must not stop
+     * with a connection suspended. */
+    api_infer_stop();
     if (d)
         MHD_stop_daemon(d);
     if (cache)

@@ -55,6 +55,12 @@ void server_options_default(server_options *o);
  * down cleanly. Returns a server_status; err says why on failure. */
 int server_run(const server_options *o, volatile sig_atomic_t *stop, char *err, size_t errlen);
 
+/* The route table, read by a unit test that checks schema/openapi.yaml
+ * documents every route: row i's method and path pattern ("*" segments).
+ * Returns 0, or -1 when i is past the end. */
+size_t http_server_route_count(void);
+int http_server_route_at(size_t i, const char **method, const char **path);
+
 /* What a route handler sees. */
 #define HTTP_MAX_PARAMS 4
 #define HTTP_PARAM_MAX 256
@@ -74,8 +80,15 @@ typedef struct {
     size_t body_seen;     /* bytes received, including those dropped past the cap */
     int too_large;
     int responded;        /* a response was queued before the body was read */
+    size_t body_max;      /* this request's body cap: max_body, or max_upload for an upload route */
     int n_params;         /* "*" segments of the matched route, in order */
     char params[HTTP_MAX_PARAMS][HTTP_PARAM_MAX];
+    /* Added with the inference issue. A handler that suspends the connection
+     * keeps its state in work; work_free(work) runs when the request ends. */
+    void *work;
+    void (*work_free)(void *work);
+    const char *route;    /* the matched route's pattern, for metrics; NULL when none */
+    double started;       /* CLOCK_MONOTONIC seconds when the headers were in */
 } http_request;
 
 /* A handler queues exactly one response (or returns MHD_NO to drop the

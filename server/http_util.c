@@ -18,6 +18,14 @@ static const struct {
     [HTTP_ERR_INTERNAL] = {MHD_HTTP_INTERNAL_SERVER_ERROR, "internal"},
     [HTTP_ERR_NO_MODEL] = {MHD_HTTP_SERVICE_UNAVAILABLE, "no_model"},
     [HTTP_ERR_UNAVAILABLE] = {MHD_HTTP_SERVICE_UNAVAILABLE, "unavailable"},
+    [HTTP_ERR_UNAUTHORIZED] = {MHD_HTTP_UNAUTHORIZED, "unauthorized"},
+    [HTTP_ERR_CONFLICT] = {MHD_HTTP_CONFLICT, "conflict"},
+    [HTTP_ERR_UNSUPPORTED_MEDIA] = {MHD_HTTP_UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"},
+    [HTTP_ERR_INVALID_CHECKPOINT] = {MHD_HTTP_UNPROCESSABLE_CONTENT, "invalid_checkpoint"},
+    [HTTP_ERR_NOT_ACCEPTABLE] = {MHD_HTTP_NOT_ACCEPTABLE, "not_acceptable"},
+    [HTTP_ERR_LENGTH_REQUIRED] = {MHD_HTTP_LENGTH_REQUIRED, "length_required"},
+    [HTTP_ERR_UNPROCESSABLE] = {MHD_HTTP_UNPROCESSABLE_CONTENT, "unprocessable"},
+    [HTTP_ERR_TOO_MANY_REQUESTS] = {MHD_HTTP_TOO_MANY_REQUESTS, "too_many_requests"},
 };
 
 unsigned int http_error_status(http_error e)

@@ -35,6 +35,16 @@ typedef enum {
     HTTP_ERR_INTERNAL,           /* 500 internal */
     HTTP_ERR_NO_MODEL,           /* 503 no_model */
     HTTP_ERR_UNAVAILABLE,        /* 503 unavailable */
+    /* Added with the registry issue (api_models.c, auth in http_server.c). */
+    HTTP_ERR_UNAUTHORIZED,       /* 401 unauthorized */
+    HTTP_ERR_CONFLICT,           /* 409 conflict */
+    HTTP_ERR_UNSUPPORTED_MEDIA,  /* 415 unsupported_media_type */
+    HTTP_ERR_INVALID_CHECKPOINT, /* 422 invalid_checkpoint */
+    /* Added with the inference issue (api_infer.c). */
+    HTTP_ERR_NOT_ACCEPTABLE,     /* 406 not_acceptable: Accept excludes every format offered */
+    HTTP_ERR_LENGTH_REQUIRED,    /* 411 length_required */
+    HTTP_ERR_UNPROCESSABLE,      /* 422 unprocessable: well-formed, but wrong sizes or values */
+    HTTP_ERR_TOO_MANY_REQUESTS,  /* 429 too_many_requests: the compute queue is full */
     HTTP_ERR_COUNT
 } http_error;
 

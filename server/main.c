@@ -19,6 +19,7 @@
 #include "../engine/trainer.h"
 #include "../engine/vae.h"
 #include "cli_options.h"
+#include "cli_registry.h"
 #include "data_sets.h"
 #include "http_server.h"
 #include "registry.h"
@@ -49,7 +50,10 @@ static void usage(FILE *f)
             "  reconstruct  originals above their reconstructions, as a PNG\n"
             "  import     convert a pytorch/examples VAE state_dict into a vaed checkpoint\n"
             "  export     write a checkpoint in the vaed or pytorch/examples layout\n"
-            "  registry   list or import checkpoints in the registry database\n"
+            "  registry   list, import or export checkpoints in the registry database\n"
+            "  push       upload a checkpoint to a running server\n"
+            "  models     list the models of a running server\n"
+            "  pull       download a checkpoint from a running server\n"
             "\n"
             "  vaed COMMAND --help   options of one command\n"
             "  vaed --version\n",
@@ -681,105 +685,6 @@ static int cmd_export(int argc, char **argv)
     return status;
 }
 
-/* ---------- registry (offline) ---------- */
-
-static int cmd_registry(int argc, char **argv)
-{
-    if (argc < 2 || strcmp(argv[1], "--help") == 0) {
-        fprintf(argc < 2 ? stderr : stdout,
-                "usage: vaed registry list [--data-dir DIR]\n"
-                "       vaed registry import --model NAME FILE [--data-dir DIR]\n");
-        return argc < 2 ? 2 : 0;
-    }
-    const char *sub = argv[1], *data_dir = "var", *model = NULL;
-    const char *file = NULL;
-    cli_option opts[] = {
-        {"data-dir", CLI_STRING, &data_dir, 0, 0, "registry directory (default var)"},
-        {"model", CLI_STRING, &model, 0, 0, "model name (import)"},
-    };
-    int is_import = strcmp(sub, "import") == 0;
-    if (!is_import && strcmp(sub, "list") != 0) {
-        fprintf(stderr, "vaed registry: unknown subcommand %s (list, import)\n", sub);
-        return 2;
-    }
-    int rc = cli_parse(is_import ? "registry import" : "registry list", argc - 1, argv + 1, opts,
-                       sizeof opts / sizeof opts[0], NULL);
-    if (rc) return rc == CLI_HELP ? 0 : 2;
-    file = cli_positional(0);
-    if (is_import && (!model || !file)) {
-        fprintf(stderr, "vaed registry import: give --model NAME and a FILE\n");
-        return 2;
-    }
-    char path[PATH_MAX], err[512];
-    snprintf(path, sizeof path, "%s/registry.db", data_dir);
-    if (!is_import && access(path, F_OK) != 0) return 0; /* no database: nothing to list */
-    if (is_import) mkdir(data_dir, 0755);
-    registry *r = NULL;
-    if (registry_open(path, &r, err, sizeof err)) {
-        fprintf(stderr, "vaed registry: %s\n", err);
-        return 1;
-    }
-    int status = 1;
-    if (is_import) {
-        vae_model m;
-        uint8_t *blob = NULL;
-        size_t len = 0;
-        FILE *fp = fopen(file, "rb");
-        if (!fp) {
-            fprintf(stderr, "vaed registry import: %s: %s\n", file, strerror(errno));
-            goto done;
-        }
-        fseek(fp, 0, SEEK_END);
-        long sz = ftell(fp);
-        fseek(fp, 0, SEEK_SET);
-        if (sz < 0 || !(blob = malloc(sz > 0 ? (size_t)sz : 1)) || fread(blob, 1, (size_t)sz, fp) != (size_t)sz) {
-            fprintf(stderr, "vaed registry import: %s: read error\n", file);
-            fclose(fp);
-            free(blob);
-            goto done;
-        }
-        fclose(fp);
-        len = (size_t)sz;
-        char *mj = NULL;
-        if (ckpt_load_mem(&m, blob, len, &mj, err, sizeof err)) {
-            fprintf(stderr, "vaed registry import: %s: %s\n", file, err);
-            free(blob);
-            goto done;
-        }
-        char sha[65], cj[2048];
-        registry_sha256_hex(blob, len, sha);
-        ckpt_config_to_json(&m.cfg, cj, sizeof cj);
-        registry_checkpoint_info info;
-        int created = 0;
-        int prc = registry_put_checkpoint(r, model, blob, len, sha, cj, mj, "import", &info,
-                                          &created, err, sizeof err);
-        vae_free(&m);
-        free(mj);
-        free(blob);
-        if (prc) {
-            fprintf(stderr, "vaed registry import: %s\n", err);
-            goto done;
-        }
-        printf("%s %s version %lld\n", created ? "imported" : "already present:", info.model,
-               (long long)info.version);
-    } else {
-        registry_model_info *ms = NULL;
-        size_t n = 0;
-        if (registry_list_models(r, &ms, &n, err, sizeof err)) {
-            fprintf(stderr, "vaed registry list: %s\n", err);
-            goto done;
-        }
-        for (size_t i = 0; i < n; i++)
-            printf("%s\t%lld versions\tlatest %lld\t%s\n", ms[i].name, (long long)ms[i].n_versions,
-                   (long long)ms[i].latest_version, ms[i].updated_at);
-        registry_free_models(ms);
-    }
-    status = 0;
-done:
-    registry_close(r);
-    return status;
-}
-
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -798,7 +703,10 @@ int main(int argc, char **argv)
     if (strcmp(cmd, "serve") == 0) return cmd_serve(argc - 1, argv + 1);
     if (strcmp(cmd, "train") == 0) return cmd_train(argc - 1, argv + 1);
     if (strcmp(cmd, "sample") == 0) return cmd_sample(argc - 1, argv + 1);
-    if (strcmp(cmd, "registry") == 0) return cmd_registry(argc - 1, argv + 1);
+    if (strcmp(cmd, "registry") == 0) return cli_registry(argc - 1, argv + 1);
+    if (strcmp(cmd, "push") == 0) return cli_push(argc - 1, argv + 1);
+    if (strcmp(cmd, "models") == 0) return cli_models(argc - 1, argv + 1);
+    if (strcmp(cmd, "pull") == 0) return cli_pull(argc - 1, argv + 1);
     if (strcmp(cmd, "eval") == 0) return cmd_eval(argc - 1, argv + 1);
     if (strcmp(cmd, "reconstruct") == 0) return cmd_reconstruct(argc - 1, argv + 1);
     if (strcmp(cmd, "import") == 0) return cmd_import(argc - 1, argv + 1);

@@ -53,8 +53,29 @@ enum {
     S_ALIAS_OTHER_AT,
     S_LATEST_FOLLOW,
     S_LATEST_AUTO,
+    S_JOB_INSERT,
+    S_JOB_STATE,
+    S_JOB_UPDATE_STATE,
+    S_JOB_NEXT_QUEUED,
+    S_JOB_SET_PROGRESS,
+    S_JOB_SUCCEED,
+    S_JOB_RUNNING_IDS,
+    S_JOB_GET,
+    S_JOB_LIST,
+    S_JOB_LIST_STATE,
+    S_JOB_LAST_SEQ,
+    S_JOB_EVENTS_AFTER,
+    S_JOB_EVENT_ADD,
+    S_JOB_STATE_EVENT,
+    S_JOB_RESULT_EVENT,
     S_N
 };
+
+#define JOB_COLUMNS \
+    "SELECT id, state, config, progress, metrics, result_model, result_version, error, " \
+    "created_at, started_at, finished_at FROM jobs "
+/* The next event number of job ?1. */
+#define JOB_NEXT_SEQ "(SELECT COALESCE(MAX(seq), 0) + 1 FROM job_events WHERE job_id = ?1)"
 
 #define CKPT_COLUMNS \
     "SELECT m.name, c.version, c.sha256, c.size, c.created_at, c.source, c.config, c.metrics " \
@@ -80,8 +101,14 @@ static const char *const stmt_sql[S_N] = {
                       "FROM models m ORDER BY m.name",
     [S_CKPT_BY_SHA] = "SELECT version FROM checkpoints WHERE model_id = ?1 AND sha256 = ?2 "
                       "ORDER BY version LIMIT 1",
-    [S_CKPT_NEXT_VERSION] = "SELECT COALESCE(MAX(version), 0) + 1 FROM checkpoints "
-                            "WHERE model_id = ?1",
+    /* Takes the model's next number (migration 3) and advances it: a number
+     * is never handed out twice, even after its version is deleted. Inside
+     * the put's transaction, so a put that rolls back burns no number. MAX
+     * guards against rows written by a vaed that did not keep the counter. */
+    [S_CKPT_NEXT_VERSION] = "UPDATE models SET next_version = 1 + MAX(next_version, "
+                            "COALESCE((SELECT MAX(version) FROM checkpoints "
+                            "WHERE model_id = ?1), 0) + 1) "
+                            "WHERE id = ?1 RETURNING next_version - 1",
     [S_CKPT_INSERT] = "INSERT INTO checkpoints (model_id, version, sha256, size, config, metrics, "
                       "source, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     [S_CKPT_GET] = CKPT_COLUMNS "WHERE c.model_id = ?1 AND c.version = ?2",
@@ -112,6 +139,44 @@ static const char *const stmt_sql[S_N] = {
     [S_LATEST_AUTO] = "INSERT INTO aliases (model_id, alias, version, set_by_hand) "
                       "VALUES (?1, 'latest', ?2, 0) ON CONFLICT (model_id, alias) "
                       "DO UPDATE SET version = excluded.version, set_by_hand = 0",
+    [S_JOB_INSERT] = "INSERT INTO jobs (state, config, created_at) VALUES ('queued', ?1, ?2)",
+    [S_JOB_STATE] = "SELECT state FROM jobs WHERE id = ?1",
+    /* ?2 the new state, ?3 the error (kept only for 'failed'), ?4 now */
+    [S_JOB_UPDATE_STATE] =
+        "UPDATE jobs SET state = ?2, "
+        "error = CASE WHEN ?2 = 'failed' THEN ?3 ELSE error END, "
+        "started_at = CASE WHEN ?2 = 'running' THEN COALESCE(started_at, ?4) "
+        "             ELSE started_at END, "
+        "finished_at = CASE WHEN ?2 IN ('succeeded', 'failed', 'cancelled') THEN ?4 "
+        "              ELSE finished_at END "
+        "WHERE id = ?1",
+    [S_JOB_NEXT_QUEUED] = "SELECT id, config FROM jobs WHERE state = 'queued' ORDER BY id LIMIT 1",
+    [S_JOB_SET_PROGRESS] = "UPDATE jobs SET progress = ?2, metrics = COALESCE(?3, metrics) "
+                           "WHERE id = ?1 AND state = 'running'",
+    [S_JOB_SUCCEED] = "UPDATE jobs SET state = 'succeeded', result_model = ?2, "
+                      "result_version = ?3, metrics = COALESCE(?4, metrics), finished_at = ?5 "
+                      "WHERE id = ?1 AND state = 'running'",
+    [S_JOB_RUNNING_IDS] = "SELECT id FROM jobs WHERE state = 'running' ORDER BY id",
+    [S_JOB_GET] = JOB_COLUMNS "WHERE id = ?1",
+    [S_JOB_LIST] = JOB_COLUMNS "ORDER BY id",
+    [S_JOB_LIST_STATE] = JOB_COLUMNS "WHERE state = ?1 ORDER BY id",
+    [S_JOB_LAST_SEQ] = "SELECT j.state, (SELECT COALESCE(MAX(e.seq), 0) FROM job_events e "
+                       "WHERE e.job_id = j.id) FROM jobs j WHERE j.id = ?1",
+    [S_JOB_EVENTS_AFTER] = "SELECT seq, type, data, created_at FROM job_events "
+                           "WHERE job_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+    [S_JOB_EVENT_ADD] = "INSERT INTO job_events (job_id, seq, type, data, created_at) "
+                        "VALUES (?1, " JOB_NEXT_SEQ ", ?2, ?3, ?4) RETURNING seq",
+    /* ?2 state, ?3 error, ?4 reason, ?5 now */
+    [S_JOB_STATE_EVENT] =
+        "INSERT INTO job_events (job_id, seq, type, data, created_at) "
+        "VALUES (?1, " JOB_NEXT_SEQ ", 'state', "
+        "CASE WHEN ?3 IS NOT NULL THEN json_object('state', ?2, 'error', ?3) "
+        "     WHEN ?4 IS NOT NULL THEN json_object('state', ?2, 'reason', ?4) "
+        "     ELSE json_object('state', ?2) END, ?5)",
+    [S_JOB_RESULT_EVENT] =
+        "INSERT INTO job_events (job_id, seq, type, data, created_at) "
+        "VALUES (?1, " JOB_NEXT_SEQ ", 'state', json_object('state', 'succeeded', 'result', "
+        "json_object('model', ?2, 'version', ?3)), ?4)",
 };
 
 struct registry {
@@ -664,72 +729,72 @@ static int latest_auto(registry *r, int64_t id, int64_t version, char *err, size
 
 /* ---- put ---- */
 
-static int put_locked(registry *r, const char *model, const uint8_t *blob, size_t len,
-                      const char *sha, const char *config_json, const char *metrics_json,
-                      const char *source, registry_checkpoint_info *out, int *created,
-                      char *err, size_t errlen)
+/* The body of a put, inside the caller's write transaction (a job's result is
+ * put in the same transaction that marks the job succeeded). */
+static int put_in_tx(registry *r, const char *model, const uint8_t *blob, size_t len,
+                     const char *sha, const char *config_json, const char *metrics_json,
+                     const char *source, registry_checkpoint_info *out, int *created,
+                     char *err, size_t errlen)
 {
     char now[32];
     now_iso(now);
-    int status = exec_stmt(r, S_BEGIN_WRITE, err, errlen);
-    if (status)
-        return status;
+    int status;
 
     sqlite3_stmt *st = stmt(r, S_MODEL_INSERT);
     if (!st)
-        return finish(r, db_fail(r, err, errlen, "creating the model"), err, errlen);
+        return db_fail(r, err, errlen, "creating the model");
     sqlite3_bind_text(st, 1, model, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 2, now, -1, SQLITE_STATIC);
     int rc = sqlite3_step(st);
     done(st);
     if (rc != SQLITE_DONE)
-        return finish(r, db_fail(r, err, errlen, "creating the model"), err, errlen);
+        return db_fail(r, err, errlen, "creating the model");
     int64_t id = 0;
     if ((status = model_id(r, model, &id, err, errlen)))
-        return finish(r, status, err, errlen);
+        return status;
 
     /* The same bytes again: the version that already holds them. */
     st = stmt(r, S_CKPT_BY_SHA);
     if (!st)
-        return finish(r, db_fail(r, err, errlen, "looking up the bytes"), err, errlen);
+        return db_fail(r, err, errlen, "looking up the bytes");
     sqlite3_bind_int64(st, 1, id);
     sqlite3_bind_text(st, 2, sha, -1, SQLITE_STATIC);
     rc = sqlite3_step(st);
     int64_t existing = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
     done(st);
     if (rc != SQLITE_ROW && rc != SQLITE_DONE)
-        return finish(r, db_fail(r, err, errlen, "looking up the bytes"), err, errlen);
+        return db_fail(r, err, errlen, "looking up the bytes");
     if (existing) {
         status = get_checkpoint(r, id, model, existing, out, NULL, NULL, err, errlen);
         if (status == REGISTRY_OK)
             *created = 0;
-        return finish(r, status, err, errlen);
+        return status;
     }
 
     st = stmt(r, S_BLOB_INSERT);
     if (!st)
-        return finish(r, db_fail(r, err, errlen, "storing the bytes"), err, errlen);
+        return db_fail(r, err, errlen, "storing the bytes");
     sqlite3_bind_text(st, 1, sha, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 2, (sqlite3_int64)len);
     sqlite3_bind_blob64(st, 3, blob, (sqlite3_uint64)len, SQLITE_STATIC);
     rc = sqlite3_step(st);
     done(st);
     if (rc != SQLITE_DONE)
-        return finish(r, db_fail(r, err, errlen, "storing the bytes"), err, errlen);
+        return db_fail(r, err, errlen, "storing the bytes");
 
     st = stmt(r, S_CKPT_NEXT_VERSION);
     if (!st)
-        return finish(r, db_fail(r, err, errlen, "numbering the version"), err, errlen);
+        return db_fail(r, err, errlen, "numbering the version");
     sqlite3_bind_int64(st, 1, id);
     rc = sqlite3_step(st);
     int64_t version = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
     done(st);
     if (rc != SQLITE_ROW)
-        return finish(r, db_fail(r, err, errlen, "numbering the version"), err, errlen);
+        return db_fail(r, err, errlen, "numbering the version");
 
     st = stmt(r, S_CKPT_INSERT);
     if (!st)
-        return finish(r, db_fail(r, err, errlen, "storing the version"), err, errlen);
+        return db_fail(r, err, errlen, "storing the version");
     sqlite3_bind_int64(st, 1, id);
     sqlite3_bind_int64(st, 2, version);
     sqlite3_bind_text(st, 3, sha, -1, SQLITE_STATIC);
@@ -744,42 +809,56 @@ static int put_locked(registry *r, const char *model, const uint8_t *blob, size_
     done(st);
     if (rc == SQLITE_CONSTRAINT_CHECK) {
         set_err(err, errlen, "checkpoint config or metrics is not valid JSON");
-        return finish(r, REGISTRY_ERR_ARG, err, errlen);
+        return REGISTRY_ERR_ARG;
     }
     if (rc != SQLITE_DONE)
-        return finish(r, db_fail(r, err, errlen, "storing the version"), err, errlen);
+        return db_fail(r, err, errlen, "storing the version");
 
     st = stmt(r, S_LATEST_FOLLOW);
     if (!st)
-        return finish(r, db_fail(r, err, errlen, "updating 'latest'"), err, errlen);
+        return db_fail(r, err, errlen, "updating 'latest'");
     sqlite3_bind_int64(st, 1, id);
     sqlite3_bind_int64(st, 2, version);
     rc = sqlite3_step(st);
     done(st);
     if (rc != SQLITE_DONE)
-        return finish(r, db_fail(r, err, errlen, "updating 'latest'"), err, errlen);
+        return db_fail(r, err, errlen, "updating 'latest'");
 
     st = stmt(r, S_MODEL_TOUCH);
     if (!st)
-        return finish(r, db_fail(r, err, errlen, "updating the model"), err, errlen);
+        return db_fail(r, err, errlen, "updating the model");
     sqlite3_bind_int64(st, 1, id);
     sqlite3_bind_text(st, 2, now, -1, SQLITE_STATIC);
     rc = sqlite3_step(st);
     done(st);
     if (rc != SQLITE_DONE)
-        return finish(r, db_fail(r, err, errlen, "updating the model"), err, errlen);
+        return db_fail(r, err, errlen, "updating the model");
 
-    status = finish(r, REGISTRY_OK, err, errlen);
-    if (status == REGISTRY_OK) {
-        memset(out, 0, sizeof *out);
-        copy_str(out->model, sizeof out->model, model);
-        out->version = version;
-        copy_str(out->sha256, sizeof out->sha256, sha);
-        out->size = (int64_t)len;
-        copy_str(out->created_at, sizeof out->created_at, now);
-        copy_str(out->source, sizeof out->source, source);
-        *created = 1;
-    }
+    memset(out, 0, sizeof *out);
+    copy_str(out->model, sizeof out->model, model);
+    out->version = version;
+    copy_str(out->sha256, sizeof out->sha256, sha);
+    out->size = (int64_t)len;
+    copy_str(out->created_at, sizeof out->created_at, now);
+    copy_str(out->source, sizeof out->source, source);
+    *created = 1;
+    return REGISTRY_OK;
+}
+
+static int put_locked(registry *r, const char *model, const uint8_t *blob, size_t len,
+                      const char *sha, const char *config_json, const char *metrics_json,
+                      const char *source, registry_checkpoint_info *out, int *created,
+                      char *err, size_t errlen)
+{
+    int status = exec_stmt(r, S_BEGIN_WRITE, err, errlen);
+    if (status)
+        return status;
+    status = finish(r,
+                    put_in_tx(r, model, blob, len, sha, config_json, metrics_json, source,
+                              out, created, err, errlen),
+                    err, errlen);
+    if (status)
+        *created = 0; /* nothing was stored after all */
     return status;
 }
 
@@ -1320,4 +1399,638 @@ int registry_delete_version(registry *r, const char *model, int64_t version, cha
         status = finish(r, delete_version_locked(r, model, version, err, errlen), err, errlen);
     pthread_mutex_unlock(&r->mu);
     return status;
+}
+
+/* ---- training jobs ---- */
+
+int registry_job_state_is_final(const char *state)
+{
+    return state && (strcmp(state, "succeeded") == 0 || strcmp(state, "failed") == 0 ||
+                     strcmp(state, "cancelled") == 0);
+}
+
+static int job_transition_allowed(const char *from, const char *to)
+{
+    if (strcmp(from, "queued") == 0)
+        return strcmp(to, "running") == 0 || strcmp(to, "cancelled") == 0;
+    if (strcmp(from, "running") == 0)
+        return strcmp(to, "succeeded") == 0 || strcmp(to, "failed") == 0 ||
+               strcmp(to, "cancelled") == 0 || strcmp(to, "queued") == 0;
+    return 0;
+}
+
+static int job_valid_state(const char *s)
+{
+    return s && (strcmp(s, "queued") == 0 || strcmp(s, "running") == 0 ||
+                 registry_job_state_is_final(s));
+}
+
+/* The state of job id into state (16 bytes). */
+static int job_state_locked(registry *r, int64_t id, char state[16], char *err, size_t errlen)
+{
+    sqlite3_stmt *st = stmt(r, S_JOB_STATE);
+    if (!st)
+        return db_fail(r, err, errlen, "reading a job");
+    sqlite3_bind_int64(st, 1, id);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
+        copy_col(st, 0, state, 16);
+    done(st);
+    if (rc == SQLITE_ROW)
+        return REGISTRY_OK;
+    if (rc != SQLITE_DONE)
+        return db_fail(r, err, errlen, "reading a job");
+    set_err(err, errlen, "no job %" PRId64, id);
+    return REGISTRY_ERR_NOT_FOUND;
+}
+
+/* Appends a state event for job id (error / reason may be NULL). */
+static int job_state_event_locked(registry *r, int64_t id, const char *state, const char *error,
+                                  const char *reason, const char *now, char *err, size_t errlen)
+{
+    sqlite3_stmt *st = stmt(r, S_JOB_STATE_EVENT);
+    if (!st)
+        return db_fail(r, err, errlen, "recording a job event");
+    sqlite3_bind_int64(st, 1, id);
+    sqlite3_bind_text(st, 2, state, -1, SQLITE_STATIC);
+    if (error)
+        sqlite3_bind_text(st, 3, error, -1, SQLITE_STATIC);
+    if (reason)
+        sqlite3_bind_text(st, 4, reason, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 5, now, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(st);
+    done(st);
+    return rc == SQLITE_DONE ? REGISTRY_OK : db_fail(r, err, errlen, "recording a job event");
+}
+
+/* Checks and makes one transition, with its event (inside a transaction). */
+static int job_set_state_locked(registry *r, int64_t id, const char *to, const char *note,
+                                char *err, size_t errlen)
+{
+    char from[16], now[32];
+    int status = job_state_locked(r, id, from, err, errlen);
+    if (status)
+        return status;
+    if (!job_transition_allowed(from, to)) {
+        set_err(err, errlen, "job %" PRId64 " is %s; it cannot become %s", id, from, to);
+        return REGISTRY_ERR_CONFLICT;
+    }
+    now_iso(now);
+    const char *error = strcmp(to, "failed") == 0 ? (note ? note : "failed") : NULL;
+    const char *reason = strcmp(to, "queued") == 0 ? note : NULL;
+    sqlite3_stmt *st = stmt(r, S_JOB_UPDATE_STATE);
+    if (!st)
+        return db_fail(r, err, errlen, "updating a job");
+    sqlite3_bind_int64(st, 1, id);
+    sqlite3_bind_text(st, 2, to, -1, SQLITE_STATIC);
+    if (error)
+        sqlite3_bind_text(st, 3, error, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 4, now, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(st);
+    done(st);
+    if (rc != SQLITE_DONE)
+        return db_fail(r, err, errlen, "updating a job");
+    return job_state_event_locked(r, id, to, error, reason, now, err, errlen);
+}
+
+int registry_job_insert(registry *r, const char *config_json, int64_t *id, char *err,
+                        size_t errlen)
+{
+    *id = 0;
+    if (!config_json) {
+        set_err(err, errlen, "a job needs a config");
+        return REGISTRY_ERR_ARG;
+    }
+    char now[32];
+    now_iso(now);
+    pthread_mutex_lock(&r->mu);
+    int status = exec_stmt(r, S_BEGIN_WRITE, err, errlen);
+    if (status)
+        goto out;
+    sqlite3_stmt *st = stmt(r, S_JOB_INSERT);
+    if (!st) {
+        status = finish(r, db_fail(r, err, errlen, "adding a job"), err, errlen);
+        goto out;
+    }
+    sqlite3_bind_text(st, 1, config_json, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, now, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(st);
+    done(st);
+    if (rc == SQLITE_CONSTRAINT_CHECK) {
+        set_err(err, errlen, "job config is not valid JSON");
+        status = finish(r, REGISTRY_ERR_ARG, err, errlen);
+        goto out;
+    }
+    if (rc != SQLITE_DONE) {
+        status = finish(r, db_fail(r, err, errlen, "adding a job"), err, errlen);
+        goto out;
+    }
+    int64_t new_id = sqlite3_last_insert_rowid(r->db);
+    status = job_state_event_locked(r, new_id, "queued", NULL, NULL, now, err, errlen);
+    status = finish(r, status, err, errlen);
+    if (!status)
+        *id = new_id;
+out:
+    pthread_mutex_unlock(&r->mu);
+    return status;
+}
+
+static int claim_locked(registry *r, int64_t *id, char **config_json, char *err, size_t errlen)
+{
+    sqlite3_stmt *st = stmt(r, S_JOB_NEXT_QUEUED);
+    if (!st)
+        return db_fail(r, err, errlen, "reading the job queue");
+    int rc = sqlite3_step(st);
+    int oom = 0;
+    if (rc == SQLITE_ROW) {
+        *id = sqlite3_column_int64(st, 0);
+        *config_json = dup_col(st, 1, &oom);
+    }
+    done(st);
+    if (rc == SQLITE_DONE) {
+        set_err(err, errlen, "no job is queued");
+        return REGISTRY_ERR_NOT_FOUND;
+    }
+    if (rc != SQLITE_ROW)
+        return db_fail(r, err, errlen, "reading the job queue");
+    if (oom || !*config_json) {
+        set_err(err, errlen, "registry: out of memory");
+        return REGISTRY_ERR_NOMEM;
+    }
+    return job_set_state_locked(r, *id, "running", NULL, err, errlen);
+}
+
+int registry_job_claim_next(registry *r, int64_t *id, char **config_json, char *err,
+                            size_t errlen)
+{
+    *id = 0;
+    *config_json = NULL;
+    char *config = NULL; /* owned here until handed to *config_json */
+    int64_t job = 0;
+    pthread_mutex_lock(&r->mu);
+    int status = exec_stmt(r, S_BEGIN_WRITE, err, errlen);
+    if (!status)
+        status = finish(r, claim_locked(r, &job, &config, err, errlen), err, errlen);
+    pthread_mutex_unlock(&r->mu);
+    if (status) {
+        free(config);
+        return status;
+    }
+    *id = job;
+    *config_json = config;
+    return REGISTRY_OK;
+}
+
+int registry_job_set_state(registry *r, int64_t id, const char *to, const char *note,
+                           char *err, size_t errlen)
+{
+    if (!job_valid_state(to)) {
+        set_err(err, errlen, "unknown job state \"%.32s\"", to ? to : "");
+        return REGISTRY_ERR_ARG;
+    }
+    pthread_mutex_lock(&r->mu);
+    int status = exec_stmt(r, S_BEGIN_WRITE, err, errlen);
+    if (!status)
+        status = finish(r, job_set_state_locked(r, id, to, note, err, errlen), err, errlen);
+    pthread_mutex_unlock(&r->mu);
+    return status;
+}
+
+static int append_event_locked(registry *r, int64_t id, const char *type, const char *data_json,
+                               int64_t *seq, char *err, size_t errlen)
+{
+    char now[32];
+    now_iso(now);
+    sqlite3_stmt *st = stmt(r, S_JOB_EVENT_ADD);
+    if (!st)
+        return db_fail(r, err, errlen, "recording a job event");
+    sqlite3_bind_int64(st, 1, id);
+    sqlite3_bind_text(st, 2, type, -1, SQLITE_STATIC);
+    if (data_json)
+        sqlite3_bind_text(st, 3, data_json, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 4, now, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(st);
+    int64_t n = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
+    if (rc == SQLITE_ROW)
+        rc = sqlite3_step(st);
+    done(st);
+    if (rc == SQLITE_CONSTRAINT_CHECK) {
+        set_err(err, errlen, "job event data is not valid JSON");
+        return REGISTRY_ERR_ARG;
+    }
+    if (rc == SQLITE_CONSTRAINT_FOREIGNKEY) {
+        set_err(err, errlen, "no job %" PRId64, id);
+        return REGISTRY_ERR_NOT_FOUND;
+    }
+    if (rc != SQLITE_DONE)
+        return db_fail(r, err, errlen, "recording a job event");
+    if (seq)
+        *seq = n;
+    return REGISTRY_OK;
+}
+
+static int check_event_type(const char *type, char *err, size_t errlen)
+{
+    if (type && *type && strlen(type) < sizeof ((registry_job_event *)0)->type)
+        return REGISTRY_OK;
+    set_err(err, errlen, "job event type must be 1-15 characters");
+    return REGISTRY_ERR_ARG;
+}
+
+int registry_job_append_event(registry *r, int64_t id, const char *type, const char *data_json,
+                              int64_t *seq, char *err, size_t errlen)
+{
+    int status = check_event_type(type, err, errlen);
+    if (status)
+        return status;
+    pthread_mutex_lock(&r->mu);
+    status = exec_stmt(r, S_BEGIN_WRITE, err, errlen);
+    if (!status)
+        status = finish(r, append_event_locked(r, id, type, data_json, seq, err, errlen), err,
+                        errlen);
+    pthread_mutex_unlock(&r->mu);
+    return status;
+}
+
+static int set_progress_locked(registry *r, int64_t id, const char *progress_json,
+                               const char *metrics_json, const char *event_type,
+                               const char *event_json, int64_t *seq, char *err, size_t errlen)
+{
+    sqlite3_stmt *st = stmt(r, S_JOB_SET_PROGRESS);
+    if (!st)
+        return db_fail(r, err, errlen, "updating a job");
+    sqlite3_bind_int64(st, 1, id);
+    if (progress_json)
+        sqlite3_bind_text(st, 2, progress_json, -1, SQLITE_STATIC);
+    if (metrics_json)
+        sqlite3_bind_text(st, 3, metrics_json, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(st);
+    done(st);
+    if (rc == SQLITE_CONSTRAINT_CHECK) {
+        set_err(err, errlen, "job progress or metrics is not valid JSON");
+        return REGISTRY_ERR_ARG;
+    }
+    if (rc != SQLITE_DONE)
+        return db_fail(r, err, errlen, "updating a job");
+    if (sqlite3_changes(r->db) == 0) {
+        char state[16];
+        int status = job_state_locked(r, id, state, err, errlen);
+        if (status)
+            return status;
+        set_err(err, errlen, "job %" PRId64 " is %s, not running", id, state);
+        return REGISTRY_ERR_CONFLICT;
+    }
+    if (!event_type)
+        return REGISTRY_OK;
+    return append_event_locked(r, id, event_type, event_json, seq, err, errlen);
+}
+
+int registry_job_set_progress(registry *r, int64_t id, const char *progress_json,
+                              const char *metrics_json, const char *event_type,
+                              const char *event_json, int64_t *seq, char *err, size_t errlen)
+{
+    if (event_type) {
+        int status = check_event_type(event_type, err, errlen);
+        if (status)
+            return status;
+    }
+    pthread_mutex_lock(&r->mu);
+    int status = exec_stmt(r, S_BEGIN_WRITE, err, errlen);
+    if (!status)
+        status = finish(r,
+                        set_progress_locked(r, id, progress_json, metrics_json, event_type,
+                                            event_json, seq, err, errlen),
+                        err, errlen);
+    pthread_mutex_unlock(&r->mu);
+    return status;
+}
+
+static int succeed_locked(registry *r, int64_t id, const char *model, const uint8_t *blob,
+                          size_t len, const char *sha, const char *config_json,
+                          const char *ckpt_metrics_json, const char *metrics_json,
+                          registry_checkpoint_info *out, char *err, size_t errlen)
+{
+    char state[16], source[64], now[32];
+    int status = job_state_locked(r, id, state, err, errlen);
+    if (status)
+        return status;
+    if (strcmp(state, "running") != 0) {
+        set_err(err, errlen, "job %" PRId64 " is %s; it cannot become succeeded", id, state);
+        return REGISTRY_ERR_CONFLICT;
+    }
+    snprintf(source, sizeof source, "job:%" PRId64, id);
+    int created = 0;
+    status = put_in_tx(r, model, blob, len, sha, config_json, ckpt_metrics_json, source, out,
+                       &created, err, errlen);
+    if (status)
+        return status;
+    now_iso(now);
+    sqlite3_stmt *st = stmt(r, S_JOB_SUCCEED);
+    if (!st)
+        return db_fail(r, err, errlen, "updating a job");
+    sqlite3_bind_int64(st, 1, id);
+    sqlite3_bind_text(st, 2, out->model, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 3, out->version);
+    if (metrics_json)
+        sqlite3_bind_text(st, 4, metrics_json, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 5, now, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(st);
+    done(st);
+    if (rc == SQLITE_CONSTRAINT_CHECK) {
+        set_err(err, errlen, "job metrics is not valid JSON");
+        return REGISTRY_ERR_ARG;
+    }
+    if (rc != SQLITE_DONE)
+        return db_fail(r, err, errlen, "updating a job");
+    st = stmt(r, S_JOB_RESULT_EVENT);
+    if (!st)
+        return db_fail(r, err, errlen, "recording a job event");
+    sqlite3_bind_int64(st, 1, id);
+    sqlite3_bind_text(st, 2, out->model, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 3, out->version);
+    sqlite3_bind_text(st, 4, now, -1, SQLITE_STATIC);
+    rc = sqlite3_step(st);
+    done(st);
+    return rc == SQLITE_DONE ? REGISTRY_OK : db_fail(r, err, errlen, "recording a job event");
+}
+
+int registry_job_succeed(registry *r, int64_t id, const char *model, const uint8_t *blob,
+                         size_t len, const char *config_json, const char *ckpt_metrics_json,
+                         const char *metrics_json, registry_checkpoint_info *out, char *err,
+                         size_t errlen)
+{
+    registry_checkpoint_info scratch;
+    if (!out)
+        out = &scratch;
+    int status = check_model_arg(model, err, errlen);
+    if (status)
+        return status;
+    if (!blob || len == 0) {
+        set_err(err, errlen, "empty checkpoint");
+        return REGISTRY_ERR_ARG;
+    }
+    char sha[65];
+    registry_sha256_hex(blob, len, sha);
+    pthread_mutex_lock(&r->mu);
+    status = exec_stmt(r, S_BEGIN_WRITE, err, errlen);
+    if (!status)
+        status = finish(r,
+                        succeed_locked(r, id, model, blob, len, sha, config_json,
+                                       ckpt_metrics_json, metrics_json, out, err, errlen),
+                        err, errlen);
+    pthread_mutex_unlock(&r->mu);
+    return status;
+}
+
+static int requeue_locked(registry *r, int *count, char *err, size_t errlen)
+{
+    /* Collect first: the ids are updated while the select would still run. */
+    int64_t ids[64];
+    for (;;) {
+        int n = 0;
+        sqlite3_stmt *st = stmt(r, S_JOB_RUNNING_IDS);
+        if (!st)
+            return db_fail(r, err, errlen, "reading running jobs");
+        int rc;
+        while (n < 64 && (rc = sqlite3_step(st)) == SQLITE_ROW)
+            ids[n++] = sqlite3_column_int64(st, 0);
+        done(st);
+        if (n < 64 && rc != SQLITE_DONE)
+            return db_fail(r, err, errlen, "reading running jobs");
+        for (int i = 0; i < n; i++) {
+            int status = job_set_state_locked(r, ids[i], "queued", "restarted", err, errlen);
+            if (status)
+                return status;
+        }
+        *count += n;
+        if (n < 64)
+            return REGISTRY_OK;
+    }
+}
+
+int registry_jobs_requeue_running(registry *r, int *count, char *err, size_t errlen)
+{
+    int n = 0;
+    pthread_mutex_lock(&r->mu);
+    int status = exec_stmt(r, S_BEGIN_WRITE, err, errlen);
+    if (!status)
+        status = finish(r, requeue_locked(r, &n, err, errlen), err, errlen);
+    pthread_mutex_unlock(&r->mu);
+    if (count)
+        *count = status ? 0 : n;
+    return status;
+}
+
+void registry_free_job(registry_job *j)
+{
+    if (!j)
+        return;
+    free(j->config_json);
+    free(j->progress_json);
+    free(j->metrics_json);
+    free(j->error);
+    j->config_json = j->progress_json = j->metrics_json = j->error = NULL;
+}
+
+void registry_free_jobs(registry_job *list, size_t count)
+{
+    if (!list)
+        return;
+    for (size_t i = 0; i < count; i++)
+        registry_free_job(&list[i]);
+    free(list);
+}
+
+/* Fills j from a row of JOB_COLUMNS (j zeroed by the caller). */
+static int read_job_row(sqlite3_stmt *st, registry_job *j)
+{
+    int oom = 0;
+    j->id = sqlite3_column_int64(st, 0);
+    copy_col(st, 1, j->state, sizeof j->state);
+    j->config_json = dup_col(st, 2, &oom);
+    j->progress_json = dup_col(st, 3, &oom);
+    j->metrics_json = dup_col(st, 4, &oom);
+    copy_col(st, 5, j->result_model, sizeof j->result_model);
+    j->result_version = sqlite3_column_int64(st, 6);
+    j->error = dup_col(st, 7, &oom);
+    copy_col(st, 8, j->created_at, sizeof j->created_at);
+    copy_col(st, 9, j->started_at, sizeof j->started_at);
+    copy_col(st, 10, j->finished_at, sizeof j->finished_at);
+    return oom ? REGISTRY_ERR_NOMEM : REGISTRY_OK;
+}
+
+int registry_job_get(registry *r, int64_t id, registry_job *out, char *err, size_t errlen)
+{
+    memset(out, 0, sizeof *out);
+    pthread_mutex_lock(&r->mu);
+    int status = REGISTRY_OK;
+    sqlite3_stmt *st = stmt(r, S_JOB_GET);
+    if (!st) {
+        status = db_fail(r, err, errlen, "reading a job");
+        goto out;
+    }
+    sqlite3_bind_int64(st, 1, id);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        if ((status = read_job_row(st, out)))
+            set_err(err, errlen, "registry: out of memory");
+    } else if (rc == SQLITE_DONE) {
+        set_err(err, errlen, "no job %" PRId64, id);
+        status = REGISTRY_ERR_NOT_FOUND;
+    } else {
+        status = db_fail(r, err, errlen, "reading a job");
+    }
+    done(st);
+out:
+    pthread_mutex_unlock(&r->mu);
+    if (status)
+        registry_free_job(out);
+    return status;
+}
+
+int registry_job_list(registry *r, const char *state, registry_job **list, size_t *count,
+                      char *err, size_t errlen)
+{
+    *list = NULL;
+    *count = 0;
+    if (state && !job_valid_state(state)) {
+        set_err(err, errlen,
+                "unknown job state \"%.32s\": queued, running, succeeded, failed or cancelled",
+                state);
+        return REGISTRY_ERR_ARG;
+    }
+    registry_job *items = NULL; /* owned here until handed to *list */
+    size_t n = 0, cap = 0;
+    int status = REGISTRY_OK;
+    pthread_mutex_lock(&r->mu);
+    sqlite3_stmt *st = stmt(r, state ? S_JOB_LIST_STATE : S_JOB_LIST);
+    if (!st) {
+        status = db_fail(r, err, errlen, "listing jobs");
+        goto out;
+    }
+    if (state)
+        sqlite3_bind_text(st, 1, state, -1, SQLITE_STATIC);
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if (n == cap) {
+            size_t ncap = cap ? cap * 2 : 16;
+            registry_job *grown = realloc(items, ncap * sizeof *items);
+            if (!grown) {
+                status = REGISTRY_ERR_NOMEM;
+                break;
+            }
+            items = grown;
+            cap = ncap;
+        }
+        registry_job *j = &items[n++];
+        memset(j, 0, sizeof *j);
+        if ((status = read_job_row(st, j)))
+            break;
+    }
+    if (status == REGISTRY_ERR_NOMEM)
+        set_err(err, errlen, "registry: out of memory");
+    else if (rc != SQLITE_DONE)
+        status = db_fail(r, err, errlen, "listing jobs");
+    done(st);
+out:
+    pthread_mutex_unlock(&r->mu);
+    if (status) {
+        registry_free_jobs(items, n);
+        return status;
+    }
+    *list = items;
+    *count = n;
+    return REGISTRY_OK;
+}
+
+int registry_job_last_seq(registry *r, int64_t id, int64_t *seq, char *state, char *err,
+                          size_t errlen)
+{
+    *seq = 0;
+    pthread_mutex_lock(&r->mu);
+    int status = REGISTRY_OK;
+    sqlite3_stmt *st = stmt(r, S_JOB_LAST_SEQ);
+    if (!st) {
+        status = db_fail(r, err, errlen, "reading job events");
+        goto out;
+    }
+    sqlite3_bind_int64(st, 1, id);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        if (state)
+            copy_col(st, 0, state, 16);
+        *seq = sqlite3_column_int64(st, 1);
+    } else if (rc == SQLITE_DONE) {
+        set_err(err, errlen, "no job %" PRId64, id);
+        status = REGISTRY_ERR_NOT_FOUND;
+    } else {
+        status = db_fail(r, err, errlen, "reading job events");
+    }
+    done(st);
+out:
+    pthread_mutex_unlock(&r->mu);
+    return status;
+}
+
+void registry_free_job_events(registry_job_event *list, size_t count)
+{
+    if (!list)
+        return;
+    for (size_t i = 0; i < count; i++)
+        free(list[i].data_json);
+    free(list);
+}
+
+int registry_job_events_after(registry *r, int64_t id, int64_t after_seq, int max,
+                              registry_job_event **list, size_t *count, char *err,
+                              size_t errlen)
+{
+    *list = NULL;
+    *count = 0;
+    if (max <= 0) {
+        set_err(err, errlen, "max must be positive");
+        return REGISTRY_ERR_ARG;
+    }
+    registry_job_event *items = calloc((size_t)max, sizeof *items); /* owned until *list */
+    if (!items) {
+        set_err(err, errlen, "registry: out of memory");
+        return REGISTRY_ERR_NOMEM;
+    }
+    size_t n = 0;
+    int status = REGISTRY_OK;
+    pthread_mutex_lock(&r->mu);
+    sqlite3_stmt *st = stmt(r, S_JOB_EVENTS_AFTER);
+    if (!st) {
+        status = db_fail(r, err, errlen, "reading job events");
+        goto out;
+    }
+    sqlite3_bind_int64(st, 1, id);
+    sqlite3_bind_int64(st, 2, after_seq);
+    sqlite3_bind_int(st, 3, max);
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW && n < (size_t)max) {
+        registry_job_event *e = &items[n++];
+        int oom = 0;
+        e->seq = sqlite3_column_int64(st, 0);
+        copy_col(st, 1, e->type, sizeof e->type);
+        e->data_json = dup_col(st, 2, &oom);
+        copy_col(st, 3, e->created_at, sizeof e->created_at);
+        if (oom) {
+            status = REGISTRY_ERR_NOMEM;
+            set_err(err, errlen, "registry: out of memory");
+            break;
+        }
+    }
+    if (status == REGISTRY_OK && rc != SQLITE_DONE)
+        status = db_fail(r, err, errlen, "reading job events");
+    done(st);
+out:
+    pthread_mutex_unlock(&r->mu);
+    if (status || n == 0) {
+        registry_free_job_events(items, n);
+        return status;
+    }
+    *list = items;
+    *count = n;
+    return REGISTRY_OK;
 }

@@ -277,6 +277,29 @@ static void test_evicted_while_held(void **state)
     model_cache_free(c);
 }
 
+/* DELETE /models/a/versions/1 while a request holds the model: the registry
+ * forgets the version, the cache evicts the entry, and the holder's model
+ * stays valid until its release (ASan would see a use after free). */
+static void test_deleted_while_held(void **state)
+{
+    fixture *f = *state;
+    model_cache *c = model_cache_new(f->bytes_a + f->bytes_a / 2);
+    model_handle *ha = acquire_ok(c, f->reg, "a", "1");
+    char err[256] = "";
+    assert_int_equal(registry_delete_version(f->reg, "a", 1, err, sizeof err), REGISTRY_OK);
+    model_handle *gone = NULL;
+    assert_int_equal(model_cache_acquire(c, f->reg, "a", "1", &gone, err, sizeof err),
+                     MODEL_CACHE_ERR_NO_MODEL);
+    assert_null(gone);
+    model_handle *hb = acquire_ok(c, f->reg, "b", NULL); /* over budget: evicts "a" */
+    assert_int_equal(ha->evicted, 1);
+    assert_same_params(&ha->model, &f->a);
+    model_cache_release(c, ha); /* the last holder: freed now */
+    assert_int_equal(model_cache_count(c), 1);
+    model_cache_release(c, hb);
+    model_cache_free(c);
+}
+
 typedef struct {
     model_cache *cache;
     registry *reg;
@@ -328,6 +351,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_errors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_budget_evicts_lru, setup, teardown),
         cmocka_unit_test_setup_teardown(test_evicted_while_held, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_deleted_while_held, setup, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_load, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

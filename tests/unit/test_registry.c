@@ -445,10 +445,13 @@ static void test_delete_version(void **state)
                      REGISTRY_ERR_NOT_FOUND);
 
     /* 'latest' set by hand on a deleted version moves to the highest left. */
-    put(r, "m", "v4", 1);  /* version 3 again: max + 1 */
-    assert_int_equal(resolve_version(r, "m", NULL), 3);
-    assert_int_equal(registry_set_alias(r, "m", "latest", 3, err, sizeof err), REGISTRY_OK);
-    assert_int_equal(registry_delete_version(r, "m", 3, err, sizeof err), REGISTRY_OK);
+    /* A deleted number is never handed out again: 4, not 3. */
+    assert_int_equal(put(r, "m", "v4", 1), 4);
+    assert_int_equal(resolve_version(r, "m", NULL), 4);
+    assert_int_equal(registry_resolve(r, "m", "3", &info, err, sizeof err),
+                     REGISTRY_ERR_NOT_FOUND);
+    assert_int_equal(registry_set_alias(r, "m", "latest", 4, err, sizeof err), REGISTRY_OK);
+    assert_int_equal(registry_delete_version(r, "m", 4, err, sizeof err), REGISTRY_OK);
     int by_hand = -1;
     assert_int_equal(alias_of(r, "m", "latest", &by_hand), 2);
     assert_int_equal(by_hand, 0);
@@ -462,8 +465,9 @@ static void test_delete_version(void **state)
     /* The default model is one that has versions. */
     assert_int_equal(registry_resolve(r, NULL, NULL, &info, err, sizeof err), REGISTRY_OK);
     assert_string_equal(info.model, "other");
-    /* And versions start again at 1. */
-    assert_int_equal(put(r, "m", "v5", 1), 1);
+    /* And numbering goes on after the highest number ever issued, 4. */
+    assert_int_equal(put(r, "m", "v5", 1), 5);
+    assert_int_equal(query_int(f->path, "SELECT next_version FROM models WHERE name = 'm'"), 6);
     assert_int_equal(query_int(f->path, "SELECT COUNT(*) FROM blobs"), 2);
     registry_close(r);
 }
@@ -668,6 +672,33 @@ static void test_upgrade_from_v1(void **state)
                          1);
 }
 
+/* A registry of schema 2 whose model has versions 1 and 3: migration 3 makes
+ * the next put version 4. */
+static void test_upgrade_keeps_numbering(void **state)
+{
+    fixture *f = *state;
+    make_dir_of(f);
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+    exec_ok(db, vaed_schema_migrations[0]);
+    exec_ok(db, vaed_schema_migrations[1]);
+    exec_ok(db, "PRAGMA user_version = 2");
+    exec_ok(db, "INSERT INTO models (name, created_at, updated_at) VALUES "
+                "('old', '2026-01-01T00:00:00.000Z', '2026-01-01T00:00:00.000Z');"
+                "INSERT INTO blobs VALUES ('" "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+                "', 1, x'00');"
+                "INSERT INTO checkpoints (model_id, version, sha256, size, created_at) VALUES "
+                "(1, 1, 'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa', 1, "
+                "'2026-01-01T00:00:00.000Z'),"
+                "(1, 3, 'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa', 1, "
+                "'2026-01-01T00:00:00.000Z')");
+    sqlite3_close(db);
+    registry *r = open_ok(f);
+    assert_int_equal(put(r, "old", "new bytes", 1), 4);
+    assert_int_equal(put(r, "fresh", "new bytes", 1), 1);
+    registry_close(r);
+}
+
 static void test_open_unrelated_table(void **state)
 {
     fixture *f = *state;
@@ -730,6 +761,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_lists, setup, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_puts, setup, teardown),
         cmocka_unit_test_setup_teardown(test_upgrade_from_v1, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_upgrade_keeps_numbering, setup, teardown),
         cmocka_unit_test_setup_teardown(test_open_unrelated_table, setup, teardown),
         cmocka_unit_test_setup_teardown(test_refuses_newer_schema, setup, teardown),
         cmocka_unit_test_setup_teardown(test_open_errors, setup, teardown),

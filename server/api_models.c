@@ -1,0 +1,594 @@
+/* api_models: registry endpoints. Each handler parses its path parameters
+ * into native values first, calls the registry, and builds JSON only at the
+ * end, under one root freed (or handed to http_send_json) in one place. */
+#include "api_models.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "../engine/checkpoint.h"
+#include "../engine/vae.h"
+#include "http_util.h"
+#include "registry.h"
+
+/* ---- small helpers ---------------------------------------------------- */
+
+static http_error registry_http_error(int status)
+{
+    switch (status) {
+    case REGISTRY_ERR_NOT_FOUND:
+        return HTTP_ERR_MODEL_NOT_FOUND;
+    case REGISTRY_ERR_CONFLICT:
+        return HTTP_ERR_CONFLICT;
+    case REGISTRY_ERR_ARG:
+        return HTTP_ERR_BAD_REQUEST;
+    case REGISTRY_ERR_NOMEM:
+        return HTTP_ERR_UNAVAILABLE;
+    default:
+        return HTTP_ERR_INTERNAL;
+    }
+}
+
+static enum MHD_Result send_registry_error(struct MHD_Connection *c, int status, const char *why)
+{
+    return http_send_error(c, registry_http_error(status), "%s", why);
+}
+
+/* The model name of the route's first "*", or NULL after queueing a 400. */
+static const char *model_param(struct MHD_Connection *c, http_request *req,
+                               enum MHD_Result *ret)
+{
+    const char *name = req->n_params > 0 ? req->params[0] : "";
+    if (registry_valid_name(name))
+        return name;
+    *ret = http_send_error(c, HTTP_ERR_BAD_REQUEST,
+                           "invalid model name: use 1-64 of A-Z a-z 0-9 . _ -, not starting "
+                           "with . or -");
+    return NULL;
+}
+
+/* A version number path segment: 1 ... 2^53 (JSON-safe). */
+static int parse_version_number(const char *s, int64_t *out)
+{
+    int64_t v;
+    if (http_parse_i64(s, &v) || v < 1 || v > ((int64_t)1 << 53))
+        return -1;
+    *out = v;
+    return 0;
+}
+
+/* Parses stored JSON text into a node (NULL text: JSON null). Text that does
+ * not parse (the schema checks json_valid, so only on a corrupt file) is
+ * kept as a string rather than lost. */
+static cJSON *stored_json(const char *text)
+{
+    if (!text)
+        return cJSON_CreateNull();
+    cJSON *node = cJSON_ParseWithLengthOpts(text, strlen(text), NULL, 0);
+    return node ? node : cJSON_CreateString(text);
+}
+
+/* Adds the fields of a checkpoint info to obj; 0 or -1 when out of memory. */
+static int add_info(cJSON *obj, const registry_checkpoint_info *info, int with_model)
+{
+    if (with_model && !cJSON_AddStringToObject(obj, "model", info->model))
+        return -1;
+    if (!cJSON_AddNumberToObject(obj, "version", (double)info->version) ||
+        !cJSON_AddStringToObject(obj, "sha256", info->sha256) ||
+        !cJSON_AddNumberToObject(obj, "size", (double)info->size) ||
+        !cJSON_AddStringToObject(obj, "created_at", info->created_at) ||
+        !cJSON_AddStringToObject(obj, "source", info->source))
+        return -1;
+    return 0;
+}
+
+static int add_json(cJSON *obj, const char *key, const char *text)
+{
+    cJSON *node = stored_json(text); /* owned: handed to obj */
+    if (!node)
+        return -1;
+    if (!cJSON_AddItemToObject(obj, key, node)) {
+        cJSON_Delete(node);
+        return -1;
+    }
+    return 0;
+}
+
+static enum MHD_Result send_nomem(struct MHD_Connection *c)
+{
+    return http_send_error(c, HTTP_ERR_UNAVAILABLE, "out of memory building the response");
+}
+
+static enum MHD_Result send_empty(struct MHD_Connection *c, unsigned int status)
+{
+    struct MHD_Response *resp = MHD_create_response_from_buffer(0, (void *)"",
+                                                                MHD_RESPMEM_PERSISTENT);
+    if (!resp)
+        return MHD_NO;
+    enum MHD_Result ret = MHD_queue_response(c, status, resp);
+    MHD_destroy_response(resp);
+    return ret;
+}
+
+/* ---- auth ------------------------------------------------------------- */
+
+int api_bearer_ok(const char *token, const char *authorization)
+{
+    if (!token || !authorization || strncasecmp(authorization, "Bearer ", 7) != 0)
+        return 0;
+    const char *given = authorization + 7;
+    while (*given == ' ')
+        given++;
+    /* Both sides hashed first: equal-length digests compared in full, so
+     * neither the length nor a common prefix of the token shows in timing. */
+    char want[65], got[65];
+    registry_sha256_hex((const uint8_t *)token, strlen(token), want);
+    registry_sha256_hex((const uint8_t *)given, strlen(given), got);
+    unsigned diff = 0;
+    for (int i = 0; i < 64; i++)
+        diff |= (unsigned)(want[i] ^ got[i]);
+    return diff == 0;
+}
+
+enum MHD_Result api_send_unauthorized(struct MHD_Connection *c, const char *why)
+{
+    struct MHD_Response *resp = http_error_response(HTTP_ERR_UNAUTHORIZED, why);
+    if (!resp)
+        return MHD_NO;
+    enum MHD_Result ret = MHD_NO;
+    if (MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer") == MHD_YES)
+        ret = MHD_queue_response(c, http_error_status(HTTP_ERR_UNAUTHORIZED), resp);
+    MHD_destroy_response(resp);
+    return ret;
+}
+
+/* ---- GET /models ------------------------------------------------------ */
+
+enum MHD_Result api_models_list(http_ctx *ctx, struct MHD_Connection *c, http_request *req)
+{
+    (void)req;
+    char why[256] = "";
+    registry_model_info *models = NULL; /* owned: freed below */
+    size_t n = 0;
+    int status = registry_list_models(ctx->reg, &models, &n, why, sizeof why);
+    if (status)
+        return send_registry_error(c, status, why);
+    cJSON *root = cJSON_CreateObject(); /* owned: handed to http_send_json */
+    cJSON *list = cJSON_AddArrayToObject(root, "models");
+    int bad = !list;
+    for (size_t i = 0; i < n && !bad; i++) {
+        cJSON *m = cJSON_CreateObject();
+        bad = !m || !cJSON_AddItemToArray(list, m);
+        if (bad) {
+            cJSON_Delete(m);
+            break;
+        }
+        bad = !cJSON_AddStringToObject(m, "name", models[i].name) ||
+              !cJSON_AddNumberToObject(m, "versions", (double)models[i].n_versions) ||
+              !cJSON_AddNumberToObject(m, "latest_version", (double)models[i].latest_version) ||
+              !cJSON_AddStringToObject(m, "created_at", models[i].created_at) ||
+              !cJSON_AddStringToObject(m, "updated_at", models[i].updated_at);
+    }
+    registry_free_models(models);
+    if (bad) {
+        cJSON_Delete(root);
+        return send_nomem(c);
+    }
+    return http_send_json(c, MHD_HTTP_OK, root);
+}
+
+/* ---- GET /models/{name} ----------------------------------------------- */
+
+enum MHD_Result api_model_get(http_ctx *ctx, struct MHD_Connection *c, http_request *req)
+{
+    enum MHD_Result ret = MHD_NO;
+    const char *name = model_param(c, req, &ret);
+    if (!name)
+        return ret;
+    char why[256] = "";
+    registry_model_info *models = NULL;  /* owned: freed at end */
+    registry_checkpoint *versions = NULL; /* owned: freed at end */
+    registry_alias_info *aliases = NULL; /* owned: freed at end */
+    size_t n_models = 0, n_versions = 0, n_aliases = 0;
+    cJSON *root = NULL;                  /* owned: handed to http_send_json */
+    const registry_model_info *model = NULL;
+
+    int status = registry_list_models(ctx->reg, &models, &n_models, why, sizeof why);
+    for (size_t i = 0; !status && i < n_models; i++)
+        if (!strcmp(models[i].name, name))
+            model = &models[i];
+    if (!status && !model) {
+        snprintf(why, sizeof why, "no model \"%.64s\" in the registry", name);
+        status = REGISTRY_ERR_NOT_FOUND;
+    }
+    if (!status)
+        status = registry_list_checkpoints(ctx->reg, name, &versions, &n_versions, why,
+                                           sizeof why);
+    if (!status)
+        status = registry_list_aliases(ctx->reg, name, &aliases, &n_aliases, why, sizeof why);
+    if (status) {
+        ret = send_registry_error(c, status, why);
+        goto end;
+    }
+
+    root = cJSON_CreateObject();
+    int bad = !root || !cJSON_AddStringToObject(root, "name", model->name) ||
+              !cJSON_AddStringToObject(root, "created_at", model->created_at) ||
+              !cJSON_AddStringToObject(root, "updated_at", model->updated_at) ||
+              !cJSON_AddNumberToObject(root, "latest_version", (double)model->latest_version);
+    cJSON *alias_obj = bad ? NULL : cJSON_AddObjectToObject(root, "aliases");
+    bad |= !alias_obj;
+    for (size_t i = 0; i < n_aliases && !bad; i++)
+        bad = !cJSON_AddNumberToObject(alias_obj, aliases[i].alias, (double)aliases[i].version);
+    cJSON *list = bad ? NULL : cJSON_AddArrayToObject(root, "versions");
+    bad |= !list;
+    for (size_t i = 0; i < n_versions && !bad; i++) {
+        cJSON *v = cJSON_CreateObject();
+        if (!v || !cJSON_AddItemToArray(list, v)) {
+            cJSON_Delete(v);
+            bad = 1;
+            break;
+        }
+        bad = add_info(v, &versions[i].info, 0) || add_json(v, "metrics", versions[i].metrics_json);
+    }
+    if (bad) {
+        cJSON_Delete(root);
+        root = NULL;
+        ret = send_nomem(c);
+        goto end;
+    }
+    ret = http_send_json(c, MHD_HTTP_OK, root);
+    root = NULL;
+end:
+    registry_free_models(models);
+    registry_free_checkpoints(versions, n_versions);
+    free(aliases);
+    return ret;
+}
+
+/* ---- GET /models/{name}/versions/{v} ---------------------------------- */
+
+/* Resolves the route's model and version-or-alias, or queues the error
+ * (*ret) and returns -1. */
+static int resolve_params(http_ctx *ctx, struct MHD_Connection *c, http_request *req,
+                          registry_checkpoint_info *info, enum MHD_Result *ret)
+{
+    const char *name = model_param(c, req, ret);
+    if (!name)
+        return -1;
+    char why[256] = "";
+    int status = registry_resolve(ctx->reg, name, req->params[1], info, why, sizeof why);
+    if (status) {
+        *ret = send_registry_error(c, status, why);
+        return -1;
+    }
+    return 0;
+}
+
+enum MHD_Result api_version_get(http_ctx *ctx, struct MHD_Connection *c, http_request *req)
+{
+    enum MHD_Result ret = MHD_NO;
+    registry_checkpoint_info info;
+    if (resolve_params(ctx, c, req, &info, &ret))
+        return ret;
+    char why[256] = "";
+    registry_checkpoint ck;            /* owned: freed below */
+    registry_alias_info *aliases = NULL; /* owned: freed below */
+    size_t n_aliases = 0;
+    int status = registry_get_checkpoint(ctx->reg, info.model, info.version, &ck, why, sizeof why);
+    if (status)
+        return send_registry_error(c, status, why);
+    status = registry_list_aliases(ctx->reg, info.model, &aliases, &n_aliases, why, sizeof why);
+    if (status) {
+        registry_free_checkpoint(&ck);
+        return send_registry_error(c, status, why);
+    }
+    cJSON *root = cJSON_CreateObject(); /* owned: handed to http_send_json */
+    int bad = !root || add_info(root, &ck.info, 1);
+    cJSON *names = bad ? NULL : cJSON_AddArrayToObject(root, "aliases");
+    bad |= !names;
+    for (size_t i = 0; i < n_aliases && !bad; i++) {
+        if (aliases[i].version != ck.info.version)
+            continue;
+        cJSON *s = cJSON_CreateString(aliases[i].alias);
+        if (!s || !cJSON_AddItemToArray(names, s)) {
+            cJSON_Delete(s);
+            bad = 1;
+        }
+    }
+    bad = bad || add_json(root, "config", ck.config_json) ||
+          add_json(root, "metrics", ck.metrics_json);
+    registry_free_checkpoint(&ck);
+    free(aliases);
+    if (bad) {
+        cJSON_Delete(root);
+        return send_nomem(c);
+    }
+    return http_send_json(c, MHD_HTTP_OK, root);
+}
+
+/* ---- GET /models/{name}/versions/{v}/file ----------------------------- */
+
+/* 1 when an If-None-Match value lists the entity tag of sha ("*" lists
+ * everything; weak tags compare by their opaque part, as RFC 9110 asks). */
+static int etag_listed(const char *header, const char *sha)
+{
+    const char *p = header;
+    while (*p) {
+        while (*p == ' ' || *p == '\t' || *p == ',')
+            p++;
+        if (!*p)
+            break;
+        size_t len = strcspn(p, ",");
+        const char *tag = p;
+        p += len;
+        while (len && (tag[len - 1] == ' ' || tag[len - 1] == '\t'))
+            len--;
+        if (len == 1 && tag[0] == '*')
+            return 1;
+        if (len >= 2 && !strncmp(tag, "W/", 2))
+            tag += 2, len -= 2;
+        if (len >= 2 && tag[0] == '"' && tag[len - 1] == '"')
+            tag++, len -= 2;
+        if (len == 64 && !strncasecmp(tag, sha, 64))
+            return 1;
+    }
+    return 0;
+}
+
+enum MHD_Result api_version_file(http_ctx *ctx, struct MHD_Connection *c, http_request *req)
+{
+    enum MHD_Result ret = MHD_NO;
+    registry_checkpoint_info info;
+    if (resolve_params(ctx, c, req, &info, &ret))
+        return ret;
+    char etag[70], version_str[32], disposition[200];
+    snprintf(etag, sizeof etag, "\"%s\"", info.sha256);
+    snprintf(version_str, sizeof version_str, "%" PRId64, info.version);
+    snprintf(disposition, sizeof disposition, "attachment; filename=\"%s-v%" PRId64 ".safetensors\"",
+             info.model, info.version);
+
+    const char *inm = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_IF_NONE_MATCH);
+    struct MHD_Response *resp = NULL;
+    unsigned int code = MHD_HTTP_OK;
+    if (inm && etag_listed(inm, info.sha256)) {
+        /* Not modified: the client's copy is these bytes; nothing to read. */
+        resp = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
+        code = MHD_HTTP_NOT_MODIFIED;
+    } else {
+        char why[256] = "";
+        uint8_t *blob = NULL; /* owned: handed to the response */
+        size_t len = 0;
+        int status = registry_get_blob(ctx->reg, info.sha256, &blob, &len, why, sizeof why);
+        if (status)
+            return send_registry_error(c, status, why);
+        resp = MHD_create_response_from_buffer_with_free_callback(len, blob, free);
+        if (!resp) {
+            free(blob);
+            return MHD_NO;
+        }
+        if (MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE,
+                                    "application/octet-stream") != MHD_YES ||
+            MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_DISPOSITION, disposition) !=
+                MHD_YES) {
+            MHD_destroy_response(resp);
+            return MHD_NO;
+        }
+    }
+    if (!resp)
+        return MHD_NO;
+    /* The bytes of a version never change, so the tag is the content hash. */
+    if (MHD_add_response_header(resp, MHD_HTTP_HEADER_ETAG, etag) == MHD_YES &&
+        MHD_add_response_header(resp, "X-Model", info.model) == MHD_YES &&
+        MHD_add_response_header(resp, "X-Model-Version", version_str) == MHD_YES)
+        ret = MHD_queue_response(c, code, resp);
+    MHD_destroy_response(resp);
+    return ret;
+}
+
+/* ---- POST /models/{name}/checkpoints ---------------------------------- */
+
+static int is_octet_stream(const char *ctype)
+{
+    if (!ctype)
+        return 0;
+    while (*ctype == ' ')
+        ctype++;
+    static const char want[] = "application/octet-stream";
+    size_t n = sizeof want - 1;
+    if (strncasecmp(ctype, want, n))
+        return 0;
+    const char *rest = ctype + n;
+    while (*rest == ' ')
+        rest++;
+    return !*rest || *rest == ';';
+}
+
+static int is_sha256_hex(const char *s)
+{
+    if (strlen(s) != 64)
+        return 0;
+    for (int i = 0; i < 64; i++)
+        if (!strchr("0123456789abcdefABCDEF", s[i]))
+            return 0;
+    return 1;
+}
+
+enum MHD_Result api_checkpoint_post(http_ctx *ctx, struct MHD_Connection *c, http_request *req)
+{
+    enum MHD_Result ret = MHD_NO;
+    const char *name = model_param(c, req, &ret);
+    if (!name)
+        return ret;
+    const char *ctype =
+        MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
+    if (!is_octet_stream(ctype))
+        return http_send_error(c, HTTP_ERR_UNSUPPORTED_MEDIA,
+                               "a checkpoint upload is the safetensors file itself, sent with "
+                               "Content-Type: application/octet-stream (got %.64s)",
+                               ctype ? ctype : "none");
+    const char *claimed = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "X-Content-SHA256");
+    if (claimed && !is_sha256_hex(claimed))
+        return http_send_error(c, HTTP_ERR_BAD_REQUEST,
+                               "X-Content-SHA256 must be 64 hexadecimal digits");
+    if (req->body_len == 0)
+        return http_send_error(c, HTTP_ERR_INVALID_CHECKPOINT,
+                               "the body is empty; expected a safetensors checkpoint");
+
+    const uint8_t *body = (const uint8_t *)req->body;
+    char sha[65];
+    registry_sha256_hex(body, req->body_len, sha);
+    if (claimed && strcasecmp(claimed, sha))
+        return http_send_error(c, HTTP_ERR_BAD_REQUEST,
+                               "the body's sha256 is %s, not the %.64s of X-Content-SHA256: "
+                               "the file was damaged or cut short on the way",
+                               sha, claimed);
+
+    /* Validate everything before the registry sees a byte. */
+    char why[256] = "";
+    vae_model m;                 /* owned: freed below */
+    char *metrics = NULL;        /* owned: freed below */
+    memset(&m, 0, sizeof m);     /* vae_free is safe on it whatever the load did */
+    int rc = ckpt_load_mem(&m, body, req->body_len, &metrics, why, sizeof why);
+    if (rc) {
+        vae_free(&m);
+        free(metrics);
+        if (rc == VAE_ERR_NOMEM)
+            return http_send_error(c, HTTP_ERR_UNAVAILABLE, "out of memory checking the upload");
+        return http_send_error(c, HTTP_ERR_INVALID_CHECKPOINT, "not a valid checkpoint: %s",
+                               why);
+    }
+    char config[8192];
+    int config_len = ckpt_config_to_json(&m.cfg, config, sizeof config);
+    vae_free(&m);
+    if (config_len < 0) {
+        free(metrics);
+        return http_send_error(c, HTTP_ERR_INTERNAL, "the checkpoint's config does not fit");
+    }
+
+    registry_checkpoint_info info;
+    int created = 0;
+    int status = registry_put_checkpoint(ctx->reg, name, body, req->body_len, sha, config,
+                                         metrics, "upload", &info, &created, why, sizeof why);
+    free(metrics);
+    if (status == REGISTRY_ERR_ARG) /* e.g. its metrics are not JSON */
+        return http_send_error(c, HTTP_ERR_INVALID_CHECKPOINT, "%s", why);
+    if (status)
+        return send_registry_error(c, status, why);
+
+    cJSON *root = cJSON_CreateObject(); /* owned: freed or handed on below */
+    if (!root || !cJSON_AddStringToObject(root, "model", info.model) ||
+        !cJSON_AddNumberToObject(root, "version", (double)info.version) ||
+        !cJSON_AddStringToObject(root, "sha256", info.sha256) ||
+        !cJSON_AddNumberToObject(root, "size", (double)info.size) ||
+        !cJSON_AddBoolToObject(root, "created", created)) {
+        cJSON_Delete(root);
+        return send_nomem(c);
+    }
+    char *text = cJSON_PrintUnformatted(root); /* owned: handed to the response */
+    cJSON_Delete(root);
+    if (!text)
+        return send_nomem(c);
+    struct MHD_Response *resp =
+        MHD_create_response_from_buffer_with_free_callback(strlen(text), text, free);
+    if (!resp) {
+        free(text);
+        return MHD_NO;
+    }
+    char location[256];
+    snprintf(location, sizeof location, "/models/%s/versions/%" PRId64, info.model,
+             info.version);
+    /* 200 for bytes already stored: a retried upload is not a new version. */
+    if (MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json") ==
+            MHD_YES &&
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_LOCATION, location) == MHD_YES)
+        ret = MHD_queue_response(c, created ? MHD_HTTP_CREATED : MHD_HTTP_OK, resp);
+    MHD_destroy_response(resp);
+    return ret;
+}
+
+/* ---- DELETE /models/{name}/versions/{v} ------------------------------- */
+
+enum MHD_Result api_version_delete(http_ctx *ctx, struct MHD_Connection *c, http_request *req)
+{
+    enum MHD_Result ret = MHD_NO;
+    const char *name = model_param(c, req, &ret);
+    if (!name)
+        return ret;
+    int64_t version;
+    if (parse_version_number(req->params[1], &version))
+        return http_send_error(c, HTTP_ERR_BAD_REQUEST,
+                               "a version to delete is named by its number, not an alias");
+    /* Requests holding this model keep their model_cache handle: the cache
+     * frees a model only on its last release, whatever the registry does. */
+    char why[256] = "";
+    int status = registry_delete_version(ctx->reg, name, version, why, sizeof why);
+    if (status)
+        return send_registry_error(c, status, why);
+    return send_empty(c, MHD_HTTP_NO_CONTENT);
+}
+
+/* ---- PUT and DELETE /models/{name}/aliases/{alias} -------------------- */
+
+static int alias_param(struct MHD_Connection *c, http_request *req, enum MHD_Result *ret)
+{
+    if (registry_valid_alias(req->params[1]))
+        return 0;
+    *ret = http_send_error(c, HTTP_ERR_BAD_REQUEST,
+                           "invalid alias: use 1-64 of A-Z a-z 0-9 . _ -, not starting with . "
+                           "or -, not all digits");
+    return -1;
+}
+
+enum MHD_Result api_alias_put(http_ctx *ctx, struct MHD_Connection *c, http_request *req)
+{
+    enum MHD_Result ret = MHD_NO;
+    const char *name = model_param(c, req, &ret);
+    if (!name || alias_param(c, req, &ret))
+        return ret;
+    const char *alias = req->params[1];
+    cJSON *body = req->body ? cJSON_ParseWithLengthOpts(req->body, req->body_len, NULL, 0)
+                            : NULL; /* owned: freed below */
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(body, "version");
+    int64_t version = 0;
+    int ok = 0;
+    if (cJSON_IsNumber(v) && v->valuedouble >= 1 && v->valuedouble <= (double)((int64_t)1 << 53) &&
+        v->valuedouble == (double)(int64_t)v->valuedouble) {
+        version = (int64_t)v->valuedouble;
+        ok = 1;
+    } else if (cJSON_IsString(v) && !parse_version_number(v->valuestring, &version)) {
+        ok = 1;
+    }
+    cJSON_Delete(body);
+    if (!ok)
+        return http_send_error(c, HTTP_ERR_BAD_REQUEST,
+                               "the body must be {\"version\": N} with N a version number");
+    char why[256] = "";
+    int status = registry_set_alias(ctx->reg, name, alias, version, why, sizeof why);
+    if (status)
+        return send_registry_error(c, status, why);
+    cJSON *root = cJSON_CreateObject(); /* owned: handed to http_send_json */
+    if (root && (!cJSON_AddStringToObject(root, "model", name) ||
+                 !cJSON_AddStringToObject(root, "alias", alias) ||
+                 !cJSON_AddNumberToObject(root, "version", (double)version))) {
+        cJSON_Delete(root);
+        root = NULL;
+    }
+    return http_send_json(c, MHD_HTTP_OK, root);
+}
+
+enum MHD_Result api_alias_delete(http_ctx *ctx, struct MHD_Connection *c, http_request *req)
+{
+    enum MHD_Result ret = MHD_NO;
+    const char *name = model_param(c, req, &ret);
+    if (!name || alias_param(c, req, &ret))
+        return ret;
+    char why[256] = "";
+    int status = registry_delete_alias(ctx->reg, name, req->params[1], why, sizeof why);
+    if (status)
+        return send_registry_error(c, status, why);
+    return send_empty(c, MHD_HTTP_NO_CONTENT);
+}
