@@ -171,7 +171,7 @@ static int idx_read_header(gzFile gz, const char *path, uint8_t *hdr, size_t len
     return DATASET_OK;
 }
 
-static int load_images(dataset *out, const char *path, char *err, size_t errlen) {
+static int load_images(dataset *out, const char *path, int compact, char *err, size_t errlen) {
     gzFile gz;
     int rc = idx_open(path, &gz, err, errlen);
     if (rc) return rc;
@@ -200,6 +200,11 @@ static int load_images(dataset *out, const char *path, char *err, size_t errlen)
     size_t count = (size_t)n * (size_t)dim;
     rc = idx_read_body(gz, path, sizeof hdr, count, &pixels, err, errlen);
     if (rc) goto end;
+    if (compact) {
+        out->pixels = pixels;
+        pixels = NULL;
+        goto shape;
+    }
     out->x = malloc(count * sizeof *out->x);
     if (!out->x) {
         set_err(err, errlen, "%s: out of memory (%zu floats)", path, count);
@@ -207,6 +212,7 @@ static int load_images(dataset *out, const char *path, char *err, size_t errlen)
         goto end;
     }
     for (size_t i = 0; i < count; i++) out->x[i] = (float)pixels[i] / 255.0f;
+shape:
     out->n = (int)n;
     out->channels = 1;
     out->height = (int)rows;
@@ -236,22 +242,42 @@ end:
     return rc;
 }
 
-int dataset_load_idx(dataset *out, const char *images_path, const char *labels_path, char *err,
-                     size_t errlen) {
+static int load_idx(dataset *out, const char *images_path, const char *labels_path, int compact,
+                    char *err, size_t errlen) {
     if (!out) return DATASET_ERR_ARG;
     memset(out, 0, sizeof *out);
     if (!images_path) {
         set_err(err, errlen, "dataset: no image file given");
         return DATASET_ERR_ARG;
     }
-    int rc = load_images(out, images_path, err, errlen);
+    int rc = load_images(out, images_path, compact, err, errlen);
     if (!rc && labels_path) rc = load_labels(out, labels_path, err, errlen);
     if (rc) dataset_free(out);
     return rc;
 }
 
+int dataset_load_idx(dataset *out, const char *images_path, const char *labels_path, char *err,
+                     size_t errlen) {
+    return load_idx(out, images_path, labels_path, 0, err, errlen);
+}
+
+int dataset_load_idx_compact(dataset *out, const char *images_path, const char *labels_path,
+                             char *err, size_t errlen) {
+    return load_idx(out, images_path, labels_path, 1, err, errlen);
+}
+
+void dataset_image(const dataset *d, int i, float *out) {
+    size_t dim = (size_t)dataset_dim(d);
+    if (d->x) {
+        memcpy(out, d->x + (size_t)i * dim, dim * sizeof *out);
+        return;
+    }
+    const uint8_t *p = d->pixels + (size_t)i * dim;
+    for (size_t j = 0; j < dim; j++) out[j] = (float)p[j] * (1.0f / 255.0f);
+}
+
 int dataset_filter_class(dataset *d, int k, char *err, size_t errlen) {
-    if (!d || !d->x) {
+    if (!d || (!d->x && !d->pixels)) {
         set_err(err, errlen, "dataset: empty dataset");
         return DATASET_ERR_ARG;
     }
@@ -268,7 +294,10 @@ int dataset_filter_class(dataset *d, int k, char *err, size_t errlen) {
     for (int i = 0; i < d->n; i++) {
         if (d->labels[i] != k) continue;
         if (kept != i) {
-            memmove(d->x + (size_t)kept * dim, d->x + (size_t)i * dim, dim * sizeof *d->x);
+            if (d->x)
+                memmove(d->x + (size_t)kept * dim, d->x + (size_t)i * dim, dim * sizeof *d->x);
+            else
+                memmove(d->pixels + (size_t)kept * dim, d->pixels + (size_t)i * dim, dim);
             d->labels[kept] = d->labels[i];
         }
         kept++;
@@ -286,8 +315,13 @@ void dataset_truncate(dataset *d, int n) {
     d->n = n;
     /* Shrinking in place cannot fail in a way that matters: keep the old
      * block if realloc says no. */
-    float *x = realloc(d->x, (size_t)n * (size_t)dataset_dim(d) * sizeof *x);
-    if (x) d->x = x;
+    if (d->x) {
+        float *x = realloc(d->x, (size_t)n * (size_t)dataset_dim(d) * sizeof *x);
+        if (x) d->x = x;
+    } else if (d->pixels) {
+        uint8_t *p = realloc(d->pixels, (size_t)n * (size_t)dataset_dim(d));
+        if (p) d->pixels = p;
+    }
     if (d->labels) {
         uint8_t *l = realloc(d->labels, (size_t)n);
         if (l) d->labels = l;
@@ -297,6 +331,7 @@ void dataset_truncate(dataset *d, int n) {
 void dataset_free(dataset *d) {
     if (!d) return;
     free(d->x);
+    free(d->pixels);
     free(d->labels);
     memset(d, 0, sizeof *d);
 }

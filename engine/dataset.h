@@ -26,7 +26,9 @@ typedef enum {
 typedef struct {
     int n;                  /* number of images */
     int channels, height, width;
-    float *x;               /* owned; n * channels * height * width, in [0, 1] */
+    float *x;               /* owned; n * channels * height * width, in [0, 1];
+                               NULL in a compact dataset, which holds pixels */
+    uint8_t *pixels;        /* owned; compact datasets only: value * 255, same layout */
     uint8_t *labels;        /* owned; n labels, or NULL when unlabelled */
 } dataset;
 
@@ -36,6 +38,12 @@ static inline int dataset_dim(const dataset *d) { return d->channels * d->height
  * Image magic 0x00000803, label magic 0x00000801; counts must agree. */
 int dataset_load_idx(dataset *out, const char *images_path, const char *labels_path, char *err,
                      size_t errlen);
+/* The same, kept as bytes (a quarter of the memory: MNIST's 60,000 training
+ * images take 47 MB instead of 188 MB); read images with dataset_image. */
+int dataset_load_idx_compact(dataset *out, const char *images_path, const char *labels_path,
+                             char *err, size_t errlen);
+/* Image i as floats in [0, 1] into out (dataset_dim floats), either storage. */
+void dataset_image(const dataset *d, int i, float *out);
 /* Keeps only images with label k (needs labels). */
 int dataset_filter_class(dataset *d, int k, char *err, size_t errlen);
 /* Keeps the first n images (n >= 1). */

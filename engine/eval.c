@@ -41,13 +41,12 @@ int eval_run(const vae_model *m, const dataset *d, int iwae_k, uint64_t seed, ev
     rng_seed(&r, seed ^ 0x1a3eULL);
     double total = 0.0;
     for (int i = 0; i < d->n; i++) {
-        const float *x = d->x + (size_t)i * D;
-        if (c->binarize != VAE_BIN_NONE) {
+        dataset_image(d, i, xb);
+        if (c->binarize != VAE_BIN_NONE)
             for (int j = 0; j < D; j++)
-                xb[j] = c->binarize == VAE_BIN_STATIC ? (x[j] > 0.5f ? 1.0f : 0.0f)
-                                                      : (rng_uniform(&r) < x[j] ? 1.0f : 0.0f);
-            x = xb;
-        }
+                xb[j] = c->binarize == VAE_BIN_STATIC ? (xb[j] > 0.5f ? 1.0f : 0.0f)
+                                                      : (rng_uniform(&r) < xb[j] ? 1.0f : 0.0f);
+        const float *x = xb;
         vae_encode(m, ws, x, 1, mu, lv);
         for (int u = 0; u < Z; u++) {
             float l = vae_clamp_logvar(lv[u]);

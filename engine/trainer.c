@@ -154,7 +154,7 @@ int trainer_run_epoch(trainer *t, const trainer_callbacks *cb, trainer_epoch_met
         }
         int b0 = (int)(s * B), nb = n - b0 < B ? n - b0 : B;
         for (int i = 0; i < nb; i++)
-            memcpy(t->batch + (size_t)i * D, d->x + (size_t)t->order[b0 + i] * D, D * sizeof(float));
+            dataset_image(d, t->order[b0 + i], t->batch + (size_t)i * D);
         vae_stats st;
         int rc = vae_train_step(t->m, t->ts, t->batch, nb, &t->rng, &st);
         if (rc == VAE_ERR_NONFINITE) {
@@ -221,14 +221,14 @@ int trainer_evaluate(const vae_model *m, const dataset *d, uint64_t seed, double
     double sr = 0.0, sk = 0.0;
     for (int b0 = 0; b0 < d->n; b0 += B) {
         int nb = d->n - b0 < B ? d->n - b0 : B;
-        const float *x = d->x + (size_t)b0 * D;
+        for (int i = 0; i < nb; i++) dataset_image(d, b0 + i, xb + (size_t)i * D);
         if (c->binarize != VAE_BIN_NONE) {
             /* the test set is binarised once, the same way every time */
             for (size_t i = 0; i < (size_t)nb * D; i++)
-                xb[i] = c->binarize == VAE_BIN_STATIC ? (x[i] > 0.5f ? 1.0f : 0.0f)
-                                                      : (rng_uniform(&r) < x[i] ? 1.0f : 0.0f);
-            x = xb;
+                xb[i] = c->binarize == VAE_BIN_STATIC ? (xb[i] > 0.5f ? 1.0f : 0.0f)
+                                                      : (rng_uniform(&r) < xb[i] ? 1.0f : 0.0f);
         }
+        const float *x = xb;
         rng_normal_fill(&r, eps, (size_t)nb * c->mc_samples * c->latent);
         vae_stats st;
         rc = vae_forward_loss(m, ts, x, eps, nb, &st);

@@ -17,8 +17,10 @@ int data_sets_is_builtin(const char *name)
     return strcmp(name, "mnist") == 0 || strcmp(name, "fashion") == 0;
 }
 
-int data_sets_load(const char *root, const char *name, data_sets_split split, dataset *out,
-                   char *err, size_t errlen)
+typedef int (*idx_loader)(dataset *, const char *, const char *, char *, size_t);
+
+static int load(const char *root, const char *name, data_sets_split split, idx_loader load_idx,
+                dataset *out, char *err, size_t errlen)
 {
     char img[PATH_MAX], lab[PATH_MAX];
     memset(out, 0, sizeof *out);
@@ -26,7 +28,7 @@ int data_sets_load(const char *root, const char *name, data_sets_split split, da
         const char *s = split == DATA_SETS_TEST ? "t10k" : "train";
         snprintf(img, sizeof img, "%s/%s/%s-images-idx3-ubyte", root, name, s);
         snprintf(lab, sizeof lab, "%s/%s/%s-labels-idx1-ubyte", root, name, s);
-        int rc = dataset_load_idx(out, img, lab, err, errlen);
+        int rc = load_idx(out, img, lab, err, errlen);
         if (rc == DATASET_ERR_IO) {
             size_t n = strlen(err);
             snprintf(err + n, errlen > n ? errlen - n : 0,
@@ -43,7 +45,19 @@ int data_sets_load(const char *root, const char *name, data_sets_split split, da
     if (p) {
         snprintf(lab, sizeof lab, "%.*s-labels-idx1-ubyte%s", (int)(p - name), name,
                  p + strlen("-images-idx3-ubyte"));
-        if (access(lab, R_OK) == 0) return dataset_load_idx(out, img, lab, err, errlen);
+        if (access(lab, R_OK) == 0) return load_idx(out, img, lab, err, errlen);
     }
-    return dataset_load_idx(out, img, NULL, err, errlen);
+    return load_idx(out, img, NULL, err, errlen);
+}
+
+int data_sets_load(const char *root, const char *name, data_sets_split split, dataset *out,
+                   char *err, size_t errlen)
+{
+    return load(root, name, split, dataset_load_idx, out, err, errlen);
+}
+
+int data_sets_load_compact(const char *root, const char *name, data_sets_split split,
+                           dataset *out, char *err, size_t errlen)
+{
+    return load(root, name, split, dataset_load_idx_compact, out, err, errlen);
 }

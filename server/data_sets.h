@@ -23,5 +23,9 @@ int data_sets_is_builtin(const char *name);
 /* DATASET_ERR_ARG when a path has no test split. */
 int data_sets_load(const char *root, const char *name, data_sets_split split, dataset *out,
                    char *err, size_t errlen);
+/* The same as bytes (dataset_load_idx_compact): for training, where the
+ * training set is the bulk of the memory. */
+int data_sets_load_compact(const char *root, const char *name, data_sets_split split,
+                           dataset *out, char *err, size_t errlen);
 
 #endif

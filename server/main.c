@@ -319,11 +319,11 @@ static int cmd_train(int argc, char **argv)
     trainer *t = NULL;
     trainer_epoch_metrics *ms = NULL;
     char *mj = NULL;
-    if (data_sets_load(data_sets_root(), data, DATA_SETS_TRAIN, &train, err, sizeof err)) {
+    if (data_sets_load_compact(data_sets_root(), data, DATA_SETS_TRAIN, &train, err, sizeof err)) {
         fprintf(stderr, "vaed train: %s\n", err);
         goto end;
     }
-    have_test = data_sets_load(data_sets_root(), data, DATA_SETS_TEST, &test, err, sizeof err) == 0;
+    have_test = data_sets_load_compact(data_sets_root(), data, DATA_SETS_TEST, &test, err, sizeof err) == 0;
     if (f.klass >= 0) {
         if (dataset_filter_class(&train, (int)f.klass, err, sizeof err) ||
             (have_test && dataset_filter_class(&test, (int)f.klass, err, sizeof err))) {

@@ -287,8 +287,27 @@ static void test_real_mnist(void **state) {
         if (d.x[i] > hi) hi = d.x[i];
     }
     assert_true(lo == 0.0f && hi == 1.0f);
+    /* the compact (byte) form reads back the same floats, also after filtering */
+    dataset c;
+    assert_int_equal(dataset_load_idx_compact(&c, img, lab, err, sizeof err), 0);
+    assert_null(c.x);
+    assert_non_null(c.pixels);
+    float a[784], b[784];
+    for (int i = 0; i < d.n; i += 997) {
+        dataset_image(&d, i, a);
+        dataset_image(&c, i, b);
+        assert_memory_equal(a, b, sizeof a);
+    }
     assert_int_equal(dataset_filter_class(&d, 7, err, sizeof err), 0);
     assert_int_equal(d.n, 1028); /* sevens in the MNIST test set */
+    assert_int_equal(dataset_filter_class(&c, 7, err, sizeof err), 0);
+    assert_int_equal(c.n, 1028);
+    dataset_image(&d, 1027, a);
+    dataset_image(&c, 1027, b);
+    assert_memory_equal(a, b, sizeof a);
+    dataset_truncate(&c, 10);
+    assert_int_equal(c.n, 10);
+    dataset_free(&c);
     dataset_free(&d);
 }
 
