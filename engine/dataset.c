@@ -273,7 +273,7 @@ void dataset_image(const dataset *d, int i, float *out) {
         return;
     }
     const uint8_t *p = d->pixels + (size_t)i * dim;
-    for (size_t j = 0; j < dim; j++) out[j] = (float)p[j] * (1.0f / 255.0f);
+    for (size_t j = 0; j < dim; j++) out[j] = (float)p[j] / 255.0f; /* as the float loader: bit for bit */
 }
 
 int dataset_filter_class(dataset *d, int k, char *err, size_t errlen) {
