@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 const char *data_sets_root(void)
@@ -35,6 +36,24 @@ static int load(const char *root, const char *name, data_sets_split split, idx_l
                      " (run `bash scripts/get-data.sh %s` to fetch it)", name);
         }
         return rc;
+    }
+    struct stat st;
+    if (stat(name, &st) == 0 && S_ISDIR(st.st_mode)) {
+        /* a folder: CIFAR-10 binary batches, else PNG files */
+        snprintf(img, sizeof img, "%s/data_batch_1.bin", name);
+        if (access(img, F_OK) == 0) {
+            snprintf(lab, sizeof lab, "%s/test_batch.bin", name);
+            if (split == DATA_SETS_TEST && access(lab, F_OK) != 0) {
+                snprintf(err, errlen, "%s has no test_batch.bin", name);
+                return DATASET_ERR_ARG;
+            }
+            return dataset_load_cifar_dir(out, name, split == DATA_SETS_TEST, err, errlen);
+        }
+        if (split == DATA_SETS_TEST) {
+            snprintf(err, errlen, "%s (a folder of PNG files) has no test split", name);
+            return DATASET_ERR_ARG;
+        }
+        return dataset_load_png_dir(out, name, err, errlen);
     }
     if (split == DATA_SETS_TEST) {
         snprintf(err, errlen, "%s has no test split", name);

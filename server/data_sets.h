@@ -4,8 +4,10 @@
  *     data_sets_load("data", "mnist", DATA_SETS_TRAIN, &d, err, sizeof err);
  *
  * Names: "mnist" and "fashion" (IDX files under ROOT/mnist, ROOT/fashion, as
- * scripts/get-data.sh leaves them), or a path to an IDX image file, whose
- * labels are read from the *-labels-idx1-ubyte file beside it when present.
+ * scripts/get-data.sh leaves them); a path to an IDX image file, whose
+ * labels are read from the *-labels-idx1-ubyte file beside it when present;
+ * a folder of CIFAR-10 binary batches (data_batch_N.bin, test_batch.bin);
+ * or a folder of PNG files (labels from sub-folders), which has no test split.
  * ROOT is $VAED_DATA, else "data".
  */
 #ifndef DATA_SETS_H

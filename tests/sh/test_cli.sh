@@ -47,6 +47,55 @@ e1=$("$vaed" eval --model "$tmp/a.safetensors" --limit 50 | awk '/^neg_elbo/{pri
 e2=$("$vaed" eval --model "$tmp/back.safetensors" --limit 50 | awk '/^neg_elbo/{print $2}')
 [ "$e1" = "$e2" ] || fail "export/import changed the model: $e1 vs $e2"
 
+# convolutional VAE on MNIST (28x28 padded to 32 and cropped back)
+"$vaed" train --data mnist --arch conv --channels 4,8 --latent 4 --limit 256 --epochs 1 \
+    --out "$tmp/conv.safetensors" >"$tmp/conv.log" || fail "conv train: $(cat "$tmp/conv.log")"
+grep -q 'training conv VAE' "$tmp/conv.log" || fail "conv train header: $(head -1 "$tmp/conv.log")"
+"$vaed" sample --model "$tmp/conv.safetensors" -n 4 -o "$tmp/conv.png" >/dev/null || fail "conv sample"
+# PNG bytes 16..23: width, height; byte 25: colour type (0 grey, 2 RGB)
+png_info() { od -An -tu1 -j16 -N10 "$1" | awk '{printf "%d %d %d", $3*256+$4, $7*256+$8, $10}'; }
+[ "$(png_info "$tmp/conv.png")" = "56 56 0" ] || fail "conv sample PNG: $(png_info "$tmp/conv.png")"
+
+# CIFAR-10 binary batches written here (1 label byte, 3072 channel-planar pixel bytes)
+mkdir -p "$tmp/cifar"
+python3 - "$tmp/cifar" <<'PY'
+import os, random, sys
+random.seed(1)
+def batch(path, n):
+    with open(path, "wb") as f:
+        for i in range(n):
+            f.write(bytes([i % 10]) + bytes(random.randrange(256) for _ in range(3072)))
+batch(os.path.join(sys.argv[1], "data_batch_1.bin"), 24)
+batch(os.path.join(sys.argv[1], "test_batch.bin"), 8)
+PY
+"$vaed" train --data "$tmp/cifar" --arch conv --channels 4,8 --latent 4 --batch 8 --epochs 1 \
+    --out "$tmp/cifar.safetensors" >"$tmp/cifar.log" || fail "cifar train: $(cat "$tmp/cifar.log")"
+grep -q '24 train, 8 test images' "$tmp/cifar.log" || fail "cifar counts: $(head -1 "$tmp/cifar.log")"
+"$vaed" sample --model "$tmp/cifar.safetensors" -n 1 -o "$tmp/cifar.png" >/dev/null || fail "cifar sample"
+[ "$(png_info "$tmp/cifar.png")" = "32 32 2" ] || fail "RGB sample PNG: $(png_info "$tmp/cifar.png")"
+head -c 3000 "$tmp/cifar/test_batch.bin" >"$tmp/cifar/data_batch_2.bin"
+expect_fail "truncated CIFAR batch" 'data_batch_2.bin' "$vaed" train --data "$tmp/cifar" --arch conv --out "$tmp/x"
+
+# a folder of PNGs (no test split: --val-split holds some out)
+mkdir -p "$tmp/pngs"
+python3 - "$tmp/pngs" <<'PY'
+import os, struct, sys, zlib
+def png(path, w, h, seed):
+    raw = b"".join(b"\0" + bytes((x * 7 + y * 3 + seed) % 256 for x in range(w)) for y in range(h))
+    def chunk(t, d):
+        return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d))
+    with open(path, "wb") as f:
+        f.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0))
+                + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+for i in range(20):
+    png(os.path.join(sys.argv[1], "img%02d.png" % i), 16, 16, i)
+PY
+"$vaed" train --data "$tmp/pngs" --hidden 8 --latent 2 --batch 4 --epochs 1 --val-split 0.25 \
+    --out "$tmp/pngs.safetensors" >"$tmp/pngs.log" || fail "png folder train: $(cat "$tmp/pngs.log")"
+grep -q '15 train, 5 test images' "$tmp/pngs.log" || fail "val split counts: $(head -1 "$tmp/pngs.log")"
+printf 'not a png' >"$tmp/pngs/img99.png"
+expect_fail "non-PNG in a PNG folder" 'img99.png' "$vaed" train --data "$tmp/pngs" --out "$tmp/x"
+
 expect_fail "unknown command" 'unknown command' "$vaed" frobnicate
 expect_fail "unknown flag" 'unknown option --nope' "$vaed" train --nope
 expect_fail "bad number" 'wants an integer' "$vaed" train --epochs many --out "$tmp/x"
