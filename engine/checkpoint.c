@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "file_io.h"
 #include "safetensors.h"
 
 #define CONFIG_KEY "vaed_config"
@@ -353,41 +354,13 @@ end:
 int ckpt_load_file(vae_model *m, const char *path, char **metrics_json, char *err, size_t errlen)
 {
     memset(m, 0, sizeof *m);
-    FILE *fp = fopen(path, "rb");
-    if (!fp) {
-        snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
-        return VAE_ERR_IO;
-    }
-    uint8_t *buf = NULL; /* owned */
-    size_t len = 0, cap = 0;
-    int rc = VAE_OK;
-    for (;;) {
-        if (len == cap) {
-            cap = cap ? cap * 2 : 1 << 20;
-            uint8_t *nb = realloc(buf, cap);
-            if (!nb) {
-                rc = VAE_ERR_NOMEM;
-                snprintf(err, errlen, "%s: out of memory", path);
-                break;
-            }
-            buf = nb;
-        }
-        size_t got = fread(buf + len, 1, cap - len, fp);
-        len += got;
-        if (got == 0) {
-            if (ferror(fp)) {
-                rc = VAE_ERR_IO;
-                snprintf(err, errlen, "%s: read error", path);
-            }
-            break;
-        }
-    }
-    fclose(fp);
-    if (rc == VAE_OK) {
-        char lerr[300];
-        rc = ckpt_load_mem(m, buf, len, metrics_json, lerr, sizeof lerr);
-        if (rc) snprintf(err, errlen, "%s: %s", path, lerr);
-    }
+    uint8_t *buf; /* owned */
+    size_t len;
+    int rc = file_read_all(path, SIZE_MAX, &buf, &len, err, errlen);
+    if (rc) return rc == FILE_IO_ERR_NOMEM ? VAE_ERR_NOMEM : VAE_ERR_IO;
+    char lerr[300];
+    rc = ckpt_load_mem(m, buf, len, metrics_json, lerr, sizeof lerr);
+    if (rc) snprintf(err, errlen, "%s: %s", path, lerr);
     free(buf);
     return rc;
 }

@@ -3,6 +3,8 @@
  * validation splits. See dataset.h. */
 #include "dataset.h"
 
+#include "file_io.h"
+
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -341,49 +343,10 @@ void dataset_free(dataset *d) {
 /* Reads a regular file of at most max bytes into *out (owned by the caller). */
 static int read_file(const char *path, size_t max, uint8_t **out, size_t *len, char *err,
                      size_t errlen) {
-    *out = NULL;
-    *len = 0;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        set_err(err, errlen, "%s: %s", path, strerror(errno));
-        return DATASET_ERR_IO;
-    }
-    struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        set_err(err, errlen, "%s: not a regular file", path);
-        close(fd);
-        return DATASET_ERR_IO;
-    }
-    if ((uint64_t)st.st_size > max) {
-        set_err(err, errlen, "%s: %lld bytes is more than the %zu allowed", path,
-                (long long)st.st_size, max);
-        close(fd);
-        return DATASET_ERR_FORMAT;
-    }
-    size_t n = (size_t)st.st_size;
-    uint8_t *buf = malloc(n ? n : 1); /* owned: handed to *out */
-    if (!buf) {
-        set_err(err, errlen, "%s: out of memory (%zu bytes)", path, n);
-        close(fd);
-        return DATASET_ERR_NOMEM;
-    }
-    size_t got = 0;
-    while (got < n) {
-        ssize_t r = read(fd, buf + got, n - got);
-        if (r < 0 && errno == EINTR) continue;
-        if (r < 0) {
-            set_err(err, errlen, "%s: %s", path, strerror(errno));
-            free(buf);
-            close(fd);
-            return DATASET_ERR_IO;
-        }
-        if (r == 0) break; /* shrank while we read: take what is there */
-        got += (size_t)r;
-    }
-    close(fd);
-    *out = buf;
-    *len = got;
-    return DATASET_OK;
+    int rc = file_read_all(path, max, out, len, err, errlen);
+    return rc == FILE_IO_OK ? DATASET_OK
+         : rc == FILE_IO_ERR_TOO_LARGE ? DATASET_ERR_FORMAT
+         : rc == FILE_IO_ERR_NOMEM ? DATASET_ERR_NOMEM : DATASET_ERR_IO;
 }
 
 /* dir/name into buf; 0, or -1 (buf holds a truncated path) when too long. */

@@ -2,6 +2,8 @@
  * and atomic file writes. See safetensors.h for the format and the contract. */
 #include "safetensors.h"
 
+#include "file_io.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -685,53 +687,10 @@ int st_read_file(const char *path, st_file *f, char *err, size_t errlen) {
         set_err(err, errlen, "safetensors: no path");
         return ST_ERR_ARG;
     }
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        set_err(err, errlen, "safetensors: %s: %s", path, strerror(errno));
-        return ST_ERR_IO;
-    }
-    struct stat sb;
-    if (fstat(fd, &sb) != 0) {
-        set_err(err, errlen, "safetensors: %s: %s", path, strerror(errno));
-        close(fd);
-        return ST_ERR_IO;
-    }
-    if (!S_ISREG(sb.st_mode)) {
-        set_err(err, errlen, "safetensors: %s: not a regular file", path);
-        close(fd);
-        return ST_ERR_IO;
-    }
-    if ((uint64_t)sb.st_size > SIZE_MAX - 1) {
-        set_err(err, errlen, "safetensors: %s: file too large", path);
-        close(fd);
-        return ST_ERR_IO;
-    }
-    size_t size = (size_t)sb.st_size;
-    uint8_t *buf = malloc(size ? size : 1); /* owned: handed to f->owned_buf */
-    if (!buf) {
-        set_err(err, errlen, "safetensors: %s: out of memory (%zu bytes)", path, size);
-        close(fd);
-        return ST_ERR_NOMEM;
-    }
-    size_t got = 0;
-    while (got < size) {
-        ssize_t r = read(fd, buf + got, size - got);
-        if (r < 0 && errno == EINTR) continue;
-        if (r < 0) {
-            set_err(err, errlen, "safetensors: %s: %s", path, strerror(errno));
-            free(buf);
-            close(fd);
-            return ST_ERR_IO;
-        }
-        if (r == 0) break;
-        got += (size_t)r;
-    }
-    close(fd);
-    if (got != size) {
-        set_err(err, errlen, "safetensors: %s: file shrank while reading", path);
-        free(buf);
-        return ST_ERR_IO;
-    }
+    uint8_t *buf; /* owned: handed to f->owned_buf */
+    size_t size;
+    int frc = file_read_all(path, SIZE_MAX - 1, &buf, &size, err, errlen);
+    if (frc) return frc == FILE_IO_ERR_NOMEM ? ST_ERR_NOMEM : ST_ERR_IO;
     char perr[512] = "";
     int rc = st_parse(buf, size, f, perr, sizeof perr);
     if (rc) {
@@ -990,7 +949,6 @@ int st_write_file(const char *path, const st_tensor_out *tensors, int n_tensors,
     return rc;
 }
 
-static unsigned long st_tmp_counter;
 
 int st_write_bytes_atomic(const char *path, const uint8_t *buf, size_t len, char *err,
                           size_t errlen) {
@@ -998,70 +956,6 @@ int st_write_bytes_atomic(const char *path, const uint8_t *buf, size_t len, char
         set_err(err, errlen, "safetensors: invalid arguments");
         return ST_ERR_ARG;
     }
-    size_t plen = strlen(path);
-    char *tmp = malloc(plen + 64); /* owned here */
-    char *dir = malloc(plen + 2);  /* owned here */
-    if (!tmp || !dir) {
-        free(tmp);
-        free(dir);
-        set_err(err, errlen, "safetensors: out of memory");
-        return ST_ERR_NOMEM;
-    }
-    unsigned long id = __atomic_fetch_add(&st_tmp_counter, 1, __ATOMIC_RELAXED);
-    snprintf(tmp, plen + 64, "%s.tmp.%ld.%lu", path, (long)getpid(), id);
-    const char *slash = strrchr(path, '/');
-    if (!slash) strcpy(dir, ".");
-    else if (slash == path) strcpy(dir, "/");
-    else {
-        memcpy(dir, path, (size_t)(slash - path));
-        dir[slash - path] = '\0';
-    }
-
-    int rc = ST_OK;
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-    if (fd < 0) {
-        set_err(err, errlen, "%s: %s", tmp, strerror(errno));
-        rc = ST_ERR_IO;
-        goto end;
-    }
-    for (size_t done = 0; done < len;) {
-        ssize_t w = write(fd, buf + done, len - done);
-        if (w < 0 && errno == EINTR) continue;
-        if (w < 0) {
-            set_err(err, errlen, "%s: write: %s", tmp, strerror(errno));
-            rc = ST_ERR_IO;
-            break;
-        }
-        done += (size_t)w;
-    }
-    if (!rc && fsync(fd) != 0) {
-        set_err(err, errlen, "%s: fsync: %s", tmp, strerror(errno));
-        rc = ST_ERR_IO;
-    }
-    if (close(fd) != 0 && !rc) {
-        set_err(err, errlen, "%s: close: %s", tmp, strerror(errno));
-        rc = ST_ERR_IO;
-    }
-    if (!rc && rename(tmp, path) != 0) {
-        set_err(err, errlen, "rename %s -> %s: %s", tmp, path, strerror(errno));
-        rc = ST_ERR_IO;
-    }
-    if (rc) {
-        unlink(tmp);
-        goto end;
-    }
-    /* Make the rename itself durable. Filesystems that cannot sync a
-     * directory say EINVAL; the data is in place, so that is not an error. */
-    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd >= 0) {
-        if (fsync(dfd) != 0 && errno != EINVAL) {
-            set_err(err, errlen, "%s: fsync of directory: %s", dir, strerror(errno));
-            rc = ST_ERR_IO;
-        }
-        close(dfd);
-    }
-end:
-    free(tmp);
-    free(dir);
-    return rc;
+    int rc = file_write_atomic(path, buf, len, err, errlen);
+    return rc == FILE_IO_OK ? ST_OK : rc == FILE_IO_ERR_NOMEM ? ST_ERR_NOMEM : ST_ERR_IO;
 }

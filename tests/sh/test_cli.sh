@@ -104,7 +104,7 @@ expect_fail "no output" 'give --out' "$vaed" train --epochs 1
 expect_fail "missing data file" 'No such file' "$vaed" train --data "$tmp/none-images-idx3-ubyte" --out "$tmp/x"
 printf 'not a checkpoint' >"$tmp/bad.safetensors"
 expect_fail "bad checkpoint" 'not a valid safetensors' "$vaed" sample --model "$tmp/bad.safetensors"
-expect_fail "missing checkpoint" 'cannot open' "$vaed" eval --model "$tmp/none.safetensors"
+expect_fail "missing checkpoint" 'none.safetensors: No such file' "$vaed" eval --model "$tmp/none.safetensors"
 [ -e "$tmp/x" ] && fail "a failed train left $tmp/x"
 
 if [ "$fails" -gt 0 ]; then echo "test_cli: $fails check(s) failed"; exit 1; fi

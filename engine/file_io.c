@@ -1,0 +1,146 @@
+#include "file_io.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static void set_err(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void set_err(char *err, size_t errlen, const char *fmt, ...)
+{
+    if (!err || !errlen) return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+}
+
+int file_read_all(const char *path, size_t max, uint8_t **out, size_t *len, char *err,
+                  size_t errlen)
+{
+    *out = NULL;
+    *len = 0;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        set_err(err, errlen, "%s: %s", path, strerror(errno));
+        return FILE_IO_ERR_IO;
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        set_err(err, errlen, "%s: not a regular file", path);
+        close(fd);
+        return FILE_IO_ERR_IO;
+    }
+    if ((uint64_t)st.st_size > max) {
+        set_err(err, errlen, "%s: %lld bytes is more than the %zu allowed", path,
+                (long long)st.st_size, max);
+        close(fd);
+        return FILE_IO_ERR_TOO_LARGE;
+    }
+    size_t n = (size_t)st.st_size;
+    uint8_t *buf = malloc(n ? n : 1); /* owned: handed to *out */
+    if (!buf) {
+        set_err(err, errlen, "%s: out of memory (%zu bytes)", path, n);
+        close(fd);
+        return FILE_IO_ERR_NOMEM;
+    }
+    size_t got = 0;
+    while (got < n) {
+        ssize_t r = read(fd, buf + got, n - got);
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0) {
+            set_err(err, errlen, "%s: %s", path, strerror(errno));
+            free(buf);
+            close(fd);
+            return FILE_IO_ERR_IO;
+        }
+        if (r == 0) break; /* shrank while we read: take what is there */
+        got += (size_t)r;
+    }
+    close(fd);
+    *out = buf;
+    *len = got;
+    return FILE_IO_OK;
+}
+
+static unsigned long tmp_counter;
+
+int file_write_atomic(const char *path, const uint8_t *buf, size_t len, char *err, size_t errlen)
+{
+    if (!path || !path[0] || (!buf && len)) {
+        set_err(err, errlen, "file_write_atomic: invalid arguments");
+        return FILE_IO_ERR_IO;
+    }
+    size_t plen = strlen(path);
+    char *tmp = malloc(plen + 64); /* owned here */
+    char *dir = malloc(plen + 2);  /* owned here */
+    if (!tmp || !dir) {
+        free(tmp);
+        free(dir);
+        set_err(err, errlen, "out of memory");
+        return FILE_IO_ERR_NOMEM;
+    }
+    unsigned long id = __atomic_fetch_add(&tmp_counter, 1, __ATOMIC_RELAXED);
+    snprintf(tmp, plen + 64, "%s.tmp.%ld.%lu", path, (long)getpid(), id);
+    const char *slash = strrchr(path, '/');
+    if (!slash) strcpy(dir, ".");
+    else if (slash == path) strcpy(dir, "/");
+    else {
+        memcpy(dir, path, (size_t)(slash - path));
+        dir[slash - path] = '\0';
+    }
+
+    int rc = FILE_IO_OK;
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        set_err(err, errlen, "%s: %s", tmp, strerror(errno));
+        rc = FILE_IO_ERR_IO;
+        goto end;
+    }
+    for (size_t done = 0; done < len;) {
+        ssize_t w = write(fd, buf + done, len - done);
+        if (w < 0 && errno == EINTR) continue;
+        if (w < 0) {
+            set_err(err, errlen, "%s: write: %s", tmp, strerror(errno));
+            rc = FILE_IO_ERR_IO;
+            break;
+        }
+        done += (size_t)w;
+    }
+    if (!rc && fsync(fd) != 0) {
+        set_err(err, errlen, "%s: fsync: %s", tmp, strerror(errno));
+        rc = FILE_IO_ERR_IO;
+    }
+    if (close(fd) != 0 && !rc) {
+        set_err(err, errlen, "%s: close: %s", tmp, strerror(errno));
+        rc = FILE_IO_ERR_IO;
+    }
+    if (!rc && rename(tmp, path) != 0) {
+        set_err(err, errlen, "rename %s -> %s: %s", tmp, path, strerror(errno));
+        rc = FILE_IO_ERR_IO;
+    }
+    if (rc) {
+        unlink(tmp);
+        goto end;
+    }
+    /* Make the rename itself durable. Filesystems that cannot sync a
+     * directory say EINVAL; the data is in place, so that is not an error. */
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd >= 0) {
+        if (fsync(dfd) != 0 && errno != EINVAL) {
+            set_err(err, errlen, "%s: fsync of directory: %s", dir, strerror(errno));
+            rc = FILE_IO_ERR_IO;
+        }
+        close(dfd);
+    }
+end:
+    free(tmp);
+    free(dir);
+    return rc;
+}

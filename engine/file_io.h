@@ -1,0 +1,29 @@
+/* file_io: whole files in and out, safely.
+ *
+ *     uint8_t *buf; size_t len;
+ *     if (file_read_all(path, max, &buf, &len, err, sizeof err)) ...   // buf: caller frees
+ *     if (file_write_atomic(path, buf, len, err, sizeof err)) ...
+ *
+ * file_write_atomic writes a temporary file beside the target, fsyncs it,
+ * renames it over the target and fsyncs the directory: a reader sees the old
+ * file or the whole new one, never part of it, and on failure the target is
+ * untouched and no temporary file is left.
+ */
+#ifndef FILE_IO_H
+#define FILE_IO_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef enum {
+    FILE_IO_OK = 0,
+    FILE_IO_ERR_IO,        /* open, read, write, fsync, rename; err says which and why */
+    FILE_IO_ERR_TOO_LARGE, /* larger than the caller's max */
+    FILE_IO_ERR_NOMEM
+} file_io_status;
+
+int file_read_all(const char *path, size_t max, uint8_t **out, size_t *len, char *err,
+                  size_t errlen);
+int file_write_atomic(const char *path, const uint8_t *buf, size_t len, char *err, size_t errlen);
+
+#endif
