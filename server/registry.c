@@ -151,7 +151,8 @@ static const char *const stmt_sql[S_N] = {
         "              ELSE finished_at END "
         "WHERE id = ?1",
     [S_JOB_NEXT_QUEUED] = "SELECT id, config FROM jobs WHERE state = 'queued' ORDER BY id LIMIT 1",
-    [S_JOB_SET_PROGRESS] = "UPDATE jobs SET progress = ?2, metrics = COALESCE(?3, metrics) "
+    [S_JOB_SET_PROGRESS] = "UPDATE jobs SET progress = COALESCE(?2, progress), "
+                           "metrics = COALESCE(?3, metrics) "
                            "WHERE id = ?1 AND state = 'running'",
     [S_JOB_SUCCEED] = "UPDATE jobs SET state = 'succeeded', result_model = ?2, "
                       "result_version = ?3, metrics = COALESCE(?4, metrics), finished_at = ?5 "

@@ -175,9 +175,10 @@ int registry_job_claim_next(registry *r, int64_t *id, char **config_json, char *
  * allowed; REGISTRY_ERR_NOT_FOUND when there is no such job. */
 int registry_job_set_state(registry *r, int64_t id, const char *to, const char *note,
                            char *err, size_t errlen);
-/* Stores progress_json and (when not NULL) metrics_json on a running job and,
- * when event_type is not NULL, appends that event with event_json as data, in
- * one transaction. *seq (may be NULL) receives the event's number. */
+/* Stores progress_json and metrics_json (each kept as it was when NULL) on a
+ * running job and, when event_type is not NULL, appends that event with
+ * event_json as data, in one transaction. *seq (may be NULL) receives the
+ * event's number. REGISTRY_ERR_CONFLICT when the job is not running. */
 int registry_job_set_progress(registry *r, int64_t id, const char *progress_json,
                               const char *metrics_json, const char *event_type,
                               const char *event_json, int64_t *seq, char *err, size_t errlen);

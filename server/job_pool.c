@@ -1,0 +1,1069 @@
+/* job_pool: worker threads that run training jobs queued in the registry.
+ * See job_pool.h.
+ *
+ * Locks: the pool mutex guards the worker slots (which job each runs, its
+ * cancel flag) and the stop state; it is taken before the registry's own
+ * lock (claiming a job, cancelling a queued one, waiting for events) and
+ * never the other way round, so the two cannot deadlock. A job is claimed and
+ * a queued job cancelled under the pool mutex, so a cancel never misses a job
+ * that is just starting.
+ */
+#include "job_pool.h"
+
+#include <cjson/cJSON.h>
+#include <dirent.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "../engine/checkpoint.h"
+#include "../engine/eval.h"
+#include "../engine/safetensors.h"
+#include "../engine/trainer.h"
+#include "data_sets.h"
+#include "job_spec.h"
+
+#define RESUME_FORMAT "vaed-job-resume-1"
+
+typedef struct {
+    int64_t job_id;      /* 0 while idle */
+    volatile int cancel; /* read by the trainer before every step */
+    int user_cancel;     /* the cancel came from job_pool_cancel */
+} worker_slot;
+
+typedef struct {
+    struct job_pool *pool;
+    int index;
+} worker_arg;
+
+struct job_pool {
+    registry *reg;                  /* borrowed */
+    char data_dir[PATH_MAX - 64]; /* room for /jobs/ID/resume.safetensors */
+    char data_root[PATH_MAX];
+    size_t mem_limit;
+    double progress_interval_s;
+    int nice;
+    void (*on_event)(void *ctx, int64_t job_id, const char *type, const char *data_json);
+    void *on_event_ctx;
+
+    pthread_mutex_t mu;
+    pthread_cond_t work_cv;         /* a job was queued, or the pool is stopping */
+    pthread_cond_t events_cv;       /* an event was stored */
+    int stopping;
+    job_pool_stop_mode stop_mode;
+    int joined;
+    int n_workers;
+    pthread_t *threads;             /* owned; n_workers */
+    worker_arg *args;               /* owned; n_workers */
+    worker_slot *slots;             /* owned; n_workers */
+};
+
+static void set_err(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void set_err(char *err, size_t errlen, const char *fmt, ...)
+{
+    if (!err || errlen == 0) return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+}
+
+static double mono_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static int from_registry(int rc)
+{
+    switch (rc) {
+    case REGISTRY_OK: return JOB_POOL_OK;
+    case REGISTRY_ERR_NOT_FOUND: return JOB_POOL_ERR_NOT_FOUND;
+    case REGISTRY_ERR_CONFLICT: return JOB_POOL_ERR_CONFLICT;
+    case REGISTRY_ERR_ARG: return JOB_POOL_ERR_INVALID;
+    case REGISTRY_ERR_NOMEM: return JOB_POOL_ERR_NOMEM;
+    default: return JOB_POOL_ERR_DB;
+    }
+}
+
+int job_pool_http_status(int status)
+{
+    switch (status) {
+    case JOB_POOL_OK: return 200;
+    case JOB_POOL_ERR_INVALID: return 422;
+    case JOB_POOL_ERR_NOT_FOUND: return 404;
+    case JOB_POOL_ERR_CONFLICT: return 409;
+    case JOB_POOL_ERR_STOPPING: return 503;
+    default: return 500;
+    }
+}
+
+/* ---------- files ---------- */
+
+static void job_dir(const job_pool *p, int64_t id, char *out, size_t size)
+{
+    snprintf(out, size, "%s/jobs/%" PRId64, p->data_dir, id);
+}
+
+static void resume_path(const job_pool *p, int64_t id, char *out, size_t size)
+{
+    snprintf(out, size, "%s/jobs/%" PRId64 "/resume.safetensors", p->data_dir, id);
+}
+
+static int make_dirs(const char *dir)
+{
+    char buf[PATH_MAX];
+    if (snprintf(buf, sizeof buf, "%s", dir) >= (int)sizeof buf) return -1;
+    for (char *s = buf + 1; *s; s++) {
+        if (*s != '/') continue;
+        *s = '\0';
+        if (mkdir(buf, 0755) != 0 && errno != EEXIST) return -1;
+        *s = '/';
+    }
+    return mkdir(buf, 0755) != 0 && errno != EEXIST ? -1 : 0;
+}
+
+/* Removes DATA_DIR/jobs/ID and what is in it (the resume file, and a
+ * temporary file a crash may have left beside it). */
+static void remove_job_dir(const job_pool *p, int64_t id)
+{
+    char dir[PATH_MAX], path[PATH_MAX + 260];
+    job_dir(p, id, dir, sizeof dir);
+    DIR *d = opendir(dir);
+    if (!d) return;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        unlink(path);
+    }
+    closedir(d);
+    rmdir(dir);
+}
+
+/* ---------- events ---------- */
+
+/* Wakes event waiters, then tells the observer (outside the lock, so it may
+ * call job_pool_stop or job_pool_cancel). data_json NULL: the job's newest
+ * event is read back for the observer. */
+static void announce(job_pool *p, int64_t id, const char *type, const char *data_json)
+{
+    pthread_mutex_lock(&p->mu);
+    pthread_cond_broadcast(&p->events_cv);
+    pthread_mutex_unlock(&p->mu);
+    if (!p->on_event) return;
+    if (data_json) {
+        p->on_event(p->on_event_ctx, id, type, data_json);
+        return;
+    }
+    int64_t seq = 0;
+    registry_job_event *ev = NULL;
+    size_t n = 0;
+    if (registry_job_last_seq(p->reg, id, &seq, NULL, NULL, 0) == REGISTRY_OK && seq > 0 &&
+        registry_job_events_after(p->reg, id, seq - 1, 1, &ev, &n, NULL, 0) == REGISTRY_OK &&
+        n == 1)
+        p->on_event(p->on_event_ctx, id, ev[0].type, ev[0].data_json ? ev[0].data_json : "null");
+    registry_free_job_events(ev, n);
+}
+
+/* A state transition with its event; logs when it fails (a worker has no
+ * one else to tell). */
+static int transition(job_pool *p, int64_t id, const char *to, const char *note)
+{
+    char err[512];
+    int rc = registry_job_set_state(p->reg, id, to, note, err, sizeof err);
+    if (rc) {
+        fprintf(stderr, "vaed: job %" PRId64 ": %s\n", id, err);
+        return rc;
+    }
+    announce(p, id, "state", NULL);
+    return 0;
+}
+
+/* ---------- metrics as JSON ---------- */
+
+static cJSON *number_or_null(double v)
+{
+    return isfinite(v) ? cJSON_CreateNumber(v) : cJSON_CreateNull();
+}
+
+static int add_num(cJSON *o, const char *k, double v)
+{
+    cJSON *n = number_or_null(v);
+    return n && cJSON_AddItemToObject(o, k, n);
+}
+
+/* One epoch; with_timing adds images_per_s and seconds (not for checkpoints:
+ * the same seed must give the same bytes). */
+static cJSON *epoch_json(const trainer_epoch_metrics *e, int with_timing)
+{
+    cJSON *o = cJSON_CreateObject();
+    if (!o) return NULL;
+    int ok = add_num(o, "epoch", e->epoch) && add_num(o, "train_loss", e->train_loss) &&
+             add_num(o, "train_recon", e->train_recon) && add_num(o, "train_kl", e->train_kl) &&
+             add_num(o, "test_loss", e->test_loss) && add_num(o, "test_recon", e->test_recon) &&
+             add_num(o, "test_kl", e->test_kl);
+    if (ok && with_timing)
+        ok = add_num(o, "images_per_s", e->images_per_s) && add_num(o, "seconds", e->seconds);
+    if (!ok) {
+        cJSON_Delete(o);
+        return NULL;
+    }
+    return o;
+}
+
+static char *print_and_free(cJSON *o)
+{
+    char *s = o ? cJSON_PrintUnformatted(o) : NULL;
+    cJSON_Delete(o);
+    return s;
+}
+
+/* The per-epoch array kept on the job and in the resume file. */
+static char *metrics_array_json(const trainer_epoch_metrics *ms, int n)
+{
+    cJSON *a = cJSON_CreateArray();
+    for (int i = 0; a && i < n; i++) {
+        cJSON *e = epoch_json(&ms[i], 1);
+        if (!e || !cJSON_AddItemToArray(a, e)) {
+            cJSON_Delete(e);
+            cJSON_Delete(a);
+            return NULL;
+        }
+    }
+    return print_and_free(a);
+}
+
+static double field(const cJSON *o, const char *k)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
+    return cJSON_IsNumber(v) ? v->valuedouble : NAN;
+}
+
+static int metrics_from_json(const char *s, trainer_epoch_metrics *ms, int n)
+{
+    cJSON *a = cJSON_Parse(s); /* owned: freed below */
+    int ok = cJSON_IsArray(a) && cJSON_GetArraySize(a) == n;
+    for (int i = 0; ok && i < n; i++) {
+        const cJSON *o = cJSON_GetArrayItem(a, i);
+        trainer_epoch_metrics *e = &ms[i];
+        e->epoch = (int)field(o, "epoch");
+        e->train_loss = field(o, "train_loss");
+        e->train_recon = field(o, "train_recon");
+        e->train_kl = field(o, "train_kl");
+        e->test_loss = field(o, "test_loss");
+        e->test_recon = field(o, "test_recon");
+        e->test_kl = field(o, "test_kl");
+        e->images_per_s = field(o, "images_per_s");
+        e->seconds = field(o, "seconds");
+        ok = e->epoch == i + 1;
+    }
+    cJSON_Delete(a);
+    return ok ? 0 : -1;
+}
+
+/* The registered checkpoint's metrics (the shape `vaed train` writes). */
+static char *checkpoint_metrics_json(const trainer_epoch_metrics *ms, int n, int active_units)
+{
+    const trainer_epoch_metrics *l = &ms[n - 1];
+    cJSON *o = cJSON_CreateObject();
+    cJSON *per = cJSON_CreateArray();
+    int ok = o && per && add_num(o, "epochs", n) && add_num(o, "train_loss", l->train_loss) &&
+             add_num(o, "test_loss", l->test_loss) && add_num(o, "test_recon", l->test_recon) &&
+             add_num(o, "test_kl", l->test_kl) && add_num(o, "active_units", active_units);
+    for (int i = 0; ok && i < n; i++) {
+        cJSON *e = cJSON_CreateObject();
+        if (!e || !cJSON_AddItemToArray(per, e)) { /* per owns e once added */
+            cJSON_Delete(e);
+            ok = 0;
+            break;
+        }
+        ok = add_num(e, "epoch", ms[i].epoch) && add_num(e, "train_loss", ms[i].train_loss) &&
+             add_num(e, "train_recon", ms[i].train_recon) &&
+             add_num(e, "train_kl", ms[i].train_kl) && add_num(e, "test_loss", ms[i].test_loss);
+    }
+    if (ok && cJSON_AddItemToObject(o, "per_epoch", per)) return print_and_free(o);
+    cJSON_Delete(per);
+    cJSON_Delete(o);
+    return NULL;
+}
+
+static char *progress_json(const trainer_progress *pr)
+{
+    cJSON *o = cJSON_CreateObject();
+    int ok = o && add_num(o, "epoch", pr->epoch) && add_num(o, "epochs", pr->epochs) &&
+             add_num(o, "step", (double)pr->step) && add_num(o, "steps", (double)pr->steps) &&
+             add_num(o, "images_per_s", pr->images_per_s) && add_num(o, "eta_s", pr->eta_s) &&
+             add_num(o, "loss", pr->loss);
+    if (!ok) {
+        cJSON_Delete(o);
+        return NULL;
+    }
+    return print_and_free(o);
+}
+
+/* ---------- one job ---------- */
+
+typedef struct {
+    job_pool *pool;
+    worker_slot *slot;
+    int64_t id;
+    const char *config_json;       /* borrowed: the job's row */
+    job_spec spec;
+    dataset train, test;           /* owned */
+    int have_test;
+    vae_model model;               /* owned */
+    trainer *t;                    /* owned */
+    trainer_epoch_metrics *ms;     /* owned; spec.cfg.epochs */
+    int n_done;                    /* epochs in ms */
+    trainer_progress last;         /* the newest progress */
+    double last_report;            /* mono_s() of the last progress event */
+    char err[512];
+} job_run;
+
+static void on_progress(void *ctx, const trainer_progress *pr)
+{
+    job_run *j = ctx;
+    j->last = *pr;
+    double now = mono_s();
+    if (now - j->last_report < j->pool->progress_interval_s) return;
+    j->last_report = now;
+    char *pj = progress_json(pr); /* owned: freed below */
+    if (!pj) return;
+    char err[256];
+    if (registry_job_set_progress(j->pool->reg, j->id, pj, NULL, "progress", pj, NULL, err,
+                                  sizeof err) == REGISTRY_OK)
+        announce(j->pool, j->id, "progress", pj);
+    free(pj);
+}
+
+/* Writes the resume file: everything trainer_set_position and the Adam state
+ * need to continue exactly where the trainer stands. */
+static int save_resume(job_run *j)
+{
+    job_pool *p = j->pool;
+    char dir[PATH_MAX], path[PATH_MAX];
+    job_dir(p, j->id, dir, sizeof dir);
+    resume_path(p, j->id, path, sizeof path);
+    if (make_dirs(dir)) {
+        set_err(j->err, sizeof j->err, "cannot create %s: %s", dir, strerror(errno));
+        return -1;
+    }
+    vae_model *m = &j->model;
+    vae_train_state *ts = trainer_train_state(j->t);
+    trainer_position pos;
+    trainer_get_position(j->t, &pos);
+    int n = trainer_order_len(j->t);
+    const int *order = trainer_order(j->t);
+    float *order_f = malloc(sizeof(float) * (size_t)n); /* owned: freed below */
+    char *metrics = metrics_array_json(j->ms, j->n_done); /* owned: freed below */
+    char model_cfg[4096];
+    int rc = -1;
+    if (!order_f || !metrics || ckpt_config_to_json(&m->cfg, model_cfg, sizeof model_cfg) < 0) {
+        set_err(j->err, sizeof j->err, "out of memory writing the resume file");
+        goto end;
+    }
+    for (int i = 0; i < n; i++) order_f[i] = (float)order[i];
+    const rng_state *rng = trainer_rng(j->t);
+    char adam_step[32], rng_s[80], epochs_done[16], next_step[32], seen[16], recon[40], kl[40],
+        seconds[40];
+    snprintf(adam_step, sizeof adam_step, "%" PRId64, *vae_train_adam_step(ts));
+    snprintf(rng_s, sizeof rng_s, "%016" PRIx64 ",%016" PRIx64 ",%016" PRIx64 ",%016" PRIx64,
+             rng->s[0], rng->s[1], rng->s[2], rng->s[3]);
+    snprintf(epochs_done, sizeof epochs_done, "%d", pos.epochs_done);
+    snprintf(next_step, sizeof next_step, "%" PRId64, pos.next_step);
+    snprintf(seen, sizeof seen, "%d", pos.seen);
+    snprintf(recon, sizeof recon, "%.17g", pos.recon_sum);
+    snprintf(kl, sizeof kl, "%.17g", pos.kl_sum);
+    snprintf(seconds, sizeof seconds, "%.17g", pos.seconds);
+    const char *keys[] = {"format",    "job_config", "model_config", "adam_step",
+                          "rng",       "epochs_done", "next_step",   "seen",
+                          "recon_sum", "kl_sum",     "seconds",      "metrics"};
+    const char *values[] = {RESUME_FORMAT, j->config_json, model_cfg, adam_step,
+                            rng_s,         epochs_done,    next_step, seen,
+                            recon,         kl,             seconds,   metrics};
+    st_tensor_out t[4] = {
+        {.name = "params", .ndim = 1, .shape = {(int64_t)m->n_params}, .data = m->params},
+        {.name = "adam_m", .ndim = 1, .shape = {(int64_t)m->n_params}, .data = vae_train_adam_m(ts)},
+        {.name = "adam_v", .ndim = 1, .shape = {(int64_t)m->n_params}, .data = vae_train_adam_v(ts)},
+        {.name = "order", .ndim = 1, .shape = {n}, .data = order_f},
+    };
+    char err[384];
+    if (st_write_file(path, t, 4, keys, values, (int)(sizeof keys / sizeof keys[0]), err,
+                      sizeof err)) {
+        set_err(j->err, sizeof j->err, "cannot write the resume file: %s", err);
+        goto end;
+    }
+    rc = 0;
+end:
+    free(order_f);
+    free(metrics);
+    return rc;
+}
+
+static const float *f32_tensor(const st_file *f, const char *name, size_t n)
+{
+    const st_tensor_info *t = st_find(f, name);
+    if (!t || strcmp(t->dtype, "F32") != 0 || t->ndim != 1 || (uint64_t)t->shape[0] != n)
+        return NULL;
+    return (const float *)(const void *)(f->data + t->begin);
+}
+
+static int meta_i64(const st_file *f, const char *key, int64_t *out)
+{
+    const char *s = st_meta_get(f, key);
+    char *end;
+    if (!s || !*s) return -1;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (*end || errno) return -1;
+    *out = v;
+    return 0;
+}
+
+static int meta_double(const st_file *f, const char *key, double *out)
+{
+    const char *s = st_meta_get(f, key);
+    char *end;
+    if (!s || !*s) return -1;
+    *out = strtod(s, &end);
+    return *end ? -1 : 0;
+}
+
+/* Restores the trainer from the resume file at path. */
+static int load_resume(job_run *j, const char *path)
+{
+    st_file f;
+    char err[384];
+    if (st_read_file(path, &f, err, sizeof err)) {
+        set_err(j->err, sizeof j->err, "cannot resume: %s", err);
+        return -1;
+    }
+    int rc = -1;
+    int *order = NULL; /* owned: freed at end */
+    vae_model *m = &j->model;
+    vae_train_state *ts = trainer_train_state(j->t);
+    size_t np = m->n_params;
+    int n = trainer_order_len(j->t);
+    char model_cfg[4096];
+    const char *fmt = st_meta_get(&f, "format"), *jc = st_meta_get(&f, "job_config"),
+               *mc = st_meta_get(&f, "model_config"), *rs = st_meta_get(&f, "rng"),
+               *metrics = st_meta_get(&f, "metrics");
+    const float *params = f32_tensor(&f, "params", np), *am = f32_tensor(&f, "adam_m", np),
+                *av = f32_tensor(&f, "adam_v", np), *of = f32_tensor(&f, "order", (size_t)n);
+    if (ckpt_config_to_json(&m->cfg, model_cfg, sizeof model_cfg) < 0 || !fmt ||
+        strcmp(fmt, RESUME_FORMAT) != 0 || !jc || strcmp(jc, j->config_json) != 0 || !mc ||
+        strcmp(mc, model_cfg) != 0) {
+        set_err(j->err, sizeof j->err, "cannot resume: %s belongs to another job or model", path);
+        goto end;
+    }
+    int64_t adam_step, epochs_done, next_step, seen;
+    trainer_position pos;
+    rng_state rng;
+    if (!params || !am || !av || !of || !rs || !metrics || meta_i64(&f, "adam_step", &adam_step) ||
+        meta_i64(&f, "epochs_done", &epochs_done) || meta_i64(&f, "next_step", &next_step) ||
+        meta_i64(&f, "seen", &seen) || meta_double(&f, "recon_sum", &pos.recon_sum) ||
+        meta_double(&f, "kl_sum", &pos.kl_sum) || meta_double(&f, "seconds", &pos.seconds) ||
+        sscanf(rs, "%" SCNx64 ",%" SCNx64 ",%" SCNx64 ",%" SCNx64, &rng.s[0], &rng.s[1],
+               &rng.s[2], &rng.s[3]) != 4 ||
+        epochs_done < 0 || epochs_done > j->spec.cfg.epochs || seen < 0 || seen > INT_MAX) {
+        set_err(j->err, sizeof j->err, "cannot resume: %s is incomplete", path);
+        goto end;
+    }
+    if (metrics_from_json(metrics, j->ms, (int)epochs_done)) {
+        set_err(j->err, sizeof j->err, "cannot resume: %s holds bad metrics", path);
+        goto end;
+    }
+    if (!(order = malloc(sizeof(int) * (size_t)n))) {
+        set_err(j->err, sizeof j->err, "out of memory resuming");
+        goto end;
+    }
+    for (int i = 0; i < n; i++) {
+        float v;
+        memcpy(&v, of + i, sizeof v);
+        order[i] = v >= 0 && v < (float)n ? (int)v : -1;
+    }
+    pos.epochs_done = (int)epochs_done;
+    pos.next_step = next_step;
+    pos.seen = (int)seen;
+    if (trainer_set_position(j->t, &pos, order, n, err, sizeof err)) {
+        set_err(j->err, sizeof j->err, "cannot resume: %s", err);
+        goto end;
+    }
+    memcpy(m->params, params, sizeof(float) * np);
+    memcpy(vae_train_adam_m(ts), am, sizeof(float) * np);
+    memcpy(vae_train_adam_v(ts), av, sizeof(float) * np);
+    *vae_train_adam_step(ts) = adam_step;
+    *trainer_rng(j->t) = rng;
+    j->n_done = (int)epochs_done;
+    rc = 0;
+end:
+    free(order);
+    st_free(&f);
+    return rc;
+}
+
+static int load_data(job_run *j)
+{
+    const job_spec *s = &j->spec;
+    const char *root = j->pool->data_root;
+    if (data_sets_load(root, s->data, DATA_SETS_TRAIN, &j->train, j->err, sizeof j->err))
+        return -1;
+    if (data_sets_is_builtin(s->data)) {
+        char err[256];
+        j->have_test = data_sets_load(root, s->data, DATA_SETS_TEST, &j->test, err, sizeof err) == 0;
+    }
+    if (s->klass >= 0) {
+        char err[256];
+        if (dataset_filter_class(&j->train, s->klass, err, sizeof err) ||
+            (j->have_test && dataset_filter_class(&j->test, s->klass, err, sizeof err))) {
+            set_err(j->err, sizeof j->err, "class %d: %s", s->klass, err);
+            return -1;
+        }
+    }
+    if (s->limit > 0 && s->limit < j->train.n) dataset_truncate(&j->train, s->limit);
+    return 0;
+}
+
+/* Registers the trained model and marks the job succeeded, in one transaction. */
+static int finish_job(job_run *j)
+{
+    vae_config *c = &j->model.cfg;
+    eval_result er;
+    char err[384];
+    int active = -1;
+    if (eval_run(&j->model, j->have_test ? &j->test : &j->train, 0, c->seed, &er, err,
+                 sizeof err) == 0)
+        active = er.active_units;
+    char *cm = checkpoint_metrics_json(j->ms, j->n_done, active); /* owned */
+    char *jm = metrics_array_json(j->ms, j->n_done);               /* owned */
+    uint8_t *blob = NULL;                                          /* owned */
+    size_t len = 0;
+    char cfg_json[4096];
+    int rc = -1;
+    if (!cm || !jm || ckpt_config_to_json(c, cfg_json, sizeof cfg_json) < 0) {
+        set_err(j->err, sizeof j->err, "out of memory registering the model");
+        goto end;
+    }
+    if (ckpt_save_mem(&j->model, cm, &blob, &len, err, sizeof err)) {
+        set_err(j->err, sizeof j->err, "%s", err);
+        goto end;
+    }
+    registry_checkpoint_info info;
+    if (registry_job_succeed(j->pool->reg, j->id, j->spec.model, blob, len, cfg_json, cm, jm,
+                             &info, err, sizeof err)) {
+        set_err(j->err, sizeof j->err, "registering the model: %s", err);
+        goto end;
+    }
+    rc = 0;
+end:
+    free(cm);
+    free(jm);
+    free(blob);
+    return rc;
+}
+
+/* After a cancelled epoch: a user's cancel, or the pool stopping. */
+static void stop_job(job_run *j)
+{
+    job_pool *p = j->pool;
+    pthread_mutex_lock(&p->mu);
+    int user = j->slot->user_cancel;
+    job_pool_stop_mode mode = p->stop_mode;
+    pthread_mutex_unlock(&p->mu);
+    if (user) {
+        if (transition(p, j->id, "cancelled", NULL) == 0) remove_job_dir(p, j->id);
+        return;
+    }
+    if (mode == JOB_POOL_STOP_ABANDON) return; /* as if the process died here */
+    if (save_resume(j))
+        fprintf(stderr, "vaed: job %" PRId64 ": %s; it resumes from its last epoch\n", j->id,
+                j->err);
+    transition(p, j->id, "queued", "interrupted");
+}
+
+static void fail_job(job_run *j)
+{
+    if (transition(j->pool, j->id, "failed", j->err) == 0) remove_job_dir(j->pool, j->id);
+}
+
+static void run_job(job_pool *p, worker_slot *slot, int64_t id, const char *config_json)
+{
+    job_run *j = calloc(1, sizeof *j); /* owned: freed at end */
+    if (!j) {
+        char err[64] = "out of memory starting the job";
+        if (registry_job_set_state(p->reg, id, "failed", err, err, sizeof err) == 0)
+            announce(p, id, "state", NULL);
+        return;
+    }
+    j->pool = p;
+    j->slot = slot;
+    j->id = id;
+    j->config_json = config_json;
+    j->last_report = mono_s();
+    char path[PATH_MAX];
+    resume_path(p, id, path, sizeof path);
+
+    if (job_spec_parse(config_json, strlen(config_json), p->data_root, &j->spec, j->err,
+                       sizeof j->err) ||
+        load_data(j)) {
+        fail_job(j);
+        goto end;
+    }
+    vae_config cfg = j->spec.cfg;
+    cfg.channels = j->train.channels;
+    cfg.height = j->train.height;
+    cfg.width = j->train.width;
+    if (vae_init(&j->model, &cfg, cfg.seed, j->err, sizeof j->err) ||
+        !(j->t = trainer_new(&j->model, &j->train, j->have_test ? &j->test : NULL, j->err,
+                             sizeof j->err))) {
+        fail_job(j);
+        goto end;
+    }
+    if (!(j->ms = calloc((size_t)cfg.epochs, sizeof *j->ms))) {
+        set_err(j->err, sizeof j->err, "out of memory");
+        fail_job(j);
+        goto end;
+    }
+    if (access(path, F_OK) == 0) {
+        if (load_resume(j, path)) {
+            fail_job(j);
+            goto end;
+        }
+        char *jm = metrics_array_json(j->ms, j->n_done); /* owned: freed below */
+        if (jm) registry_job_set_progress(p->reg, id, NULL, jm, NULL, NULL, NULL, NULL, 0);
+        free(jm);
+    }
+
+    trainer_callbacks cb = {.on_progress = on_progress, .ctx = j, .cancel = &slot->cancel};
+    while (j->n_done < cfg.epochs) {
+        int rc = trainer_run_epoch(j->t, &cb, &j->ms[j->n_done], j->err, sizeof j->err);
+        if (rc == VAE_ERR_CANCELLED) {
+            stop_job(j);
+            goto end;
+        }
+        if (rc) {
+            fail_job(j);
+            goto end;
+        }
+        j->n_done++;
+        if (save_resume(j)) {
+            fail_job(j);
+            goto end;
+        }
+        j->last.step = j->last.steps;
+        char *pj = progress_json(&j->last);                       /* owned */
+        char *jm = metrics_array_json(j->ms, j->n_done);          /* owned */
+        char *ej = print_and_free(epoch_json(&j->ms[j->n_done - 1], 1)); /* owned */
+        char err[256];
+        if (pj && jm && ej &&
+            registry_job_set_progress(p->reg, id, pj, jm, "epoch", ej, NULL, err,
+                                      sizeof err) == REGISTRY_OK)
+            announce(p, id, "epoch", ej);
+        free(pj);
+        free(jm);
+        free(ej);
+    }
+    if (slot->cancel) { /* asked to stop after the last step */
+        stop_job(j);
+        goto end;
+    }
+    if (finish_job(j)) {
+        fail_job(j);
+        goto end;
+    }
+    announce(p, id, "state", NULL);
+    remove_job_dir(p, id);
+end:
+    trainer_free(j->t);
+    vae_free(&j->model);
+    dataset_free(&j->train);
+    dataset_free(&j->test);
+    free(j->ms);
+    free(j);
+}
+
+/* ---------- workers ---------- */
+
+static void *worker_main(void *arg)
+{
+    worker_arg *a = arg;
+    job_pool *p = a->pool;
+    worker_slot *slot = &p->slots[a->index];
+    if (p->nice > 0) {
+        /* On Linux a thread id names one thread: only this worker is lowered. */
+        id_t tid = (id_t)gettid();
+        errno = 0;
+        int cur = getpriority(PRIO_PROCESS, tid);
+        if (errno == 0) setpriority(PRIO_PROCESS, tid, cur + p->nice);
+    }
+    pthread_mutex_lock(&p->mu);
+    while (!p->stopping) {
+        int64_t id = 0;
+        char *config = NULL; /* owned: freed after the job */
+        char err[256];
+        int rc = registry_job_claim_next(p->reg, &id, &config, err, sizeof err);
+        if (rc == REGISTRY_ERR_NOT_FOUND) {
+            pthread_cond_wait(&p->work_cv, &p->mu);
+            continue;
+        }
+        if (rc) {
+            /* the database is busy or failing: try again in a while */
+            fprintf(stderr, "vaed: job queue: %s\n", err);
+            struct timespec ts;
+            clock_gettime(CLOCK_MONOTONIC, &ts);
+            ts.tv_sec += 1;
+            pthread_cond_timedwait(&p->work_cv, &p->mu, &ts);
+            continue;
+        }
+        slot->job_id = id;
+        slot->cancel = 0;
+        slot->user_cancel = 0;
+        pthread_mutex_unlock(&p->mu);
+        announce(p, id, "state", NULL);
+        run_job(p, slot, id, config);
+        free(config);
+        pthread_mutex_lock(&p->mu);
+        slot->job_id = 0;
+        slot->cancel = 0;
+        slot->user_cancel = 0;
+    }
+    pthread_mutex_unlock(&p->mu);
+    return NULL;
+}
+
+void job_pool_options_default(job_pool_options *o)
+{
+    memset(o, 0, sizeof *o);
+    o->workers = 1;
+    o->progress_interval_s = 1.0;
+    o->nice = 10;
+}
+
+int job_pool_new(registry *reg, const job_pool_options *o, job_pool **out, char *err,
+                 size_t errlen)
+{
+    *out = NULL;
+    if (!reg || !o || !o->data_dir || !*o->data_dir || o->workers < 0 || o->workers > 256) {
+        set_err(err, errlen, "job pool: a registry, a data dir and 0..256 workers are needed");
+        return JOB_POOL_ERR_INVALID;
+    }
+    const char *root = o->data_root ? o->data_root : data_sets_root();
+    if (strlen(o->data_dir) >= PATH_MAX - 64 || strlen(root) >= PATH_MAX - 64) {
+        set_err(err, errlen, "job pool: path too long");
+        return JOB_POOL_ERR_INVALID;
+    }
+    int requeued = 0;
+    char rerr[256];
+    int rc = registry_jobs_requeue_running(reg, &requeued, rerr, sizeof rerr);
+    if (rc) {
+        set_err(err, errlen, "job pool: %s", rerr);
+        return from_registry(rc);
+    }
+    if (requeued)
+        fprintf(stderr, "vaed: %d interrupted job%s queued to resume\n", requeued,
+                requeued == 1 ? "" : "s");
+    job_pool *p = calloc(1, sizeof *p); /* owned by the caller via *out */
+    if (!p) goto nomem;
+    p->reg = reg;
+    snprintf(p->data_dir, sizeof p->data_dir, "%s", o->data_dir);
+    snprintf(p->data_root, sizeof p->data_root, "%s", root);
+    p->mem_limit = o->job_mem_limit;
+    p->progress_interval_s = o->progress_interval_s >= 0 ? o->progress_interval_s : 1.0;
+    p->nice = o->nice;
+    p->on_event = o->on_event;
+    p->on_event_ctx = o->on_event_ctx;
+    pthread_mutex_init(&p->mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&p->work_cv, &ca);
+    pthread_cond_init(&p->events_cv, &ca);
+    pthread_condattr_destroy(&ca);
+    int n = o->workers;
+    if (n > 0) {
+        p->threads = calloc((size_t)n, sizeof *p->threads);
+        p->args = calloc((size_t)n, sizeof *p->args);
+        p->slots = calloc((size_t)n, sizeof *p->slots);
+        if (!p->threads || !p->args || !p->slots) {
+            job_pool_free(p);
+            goto nomem;
+        }
+    }
+    for (int i = 0; i < n; i++) {
+        p->args[i] = (worker_arg){.pool = p, .index = i};
+        if (pthread_create(&p->threads[i], NULL, worker_main, &p->args[i]) != 0) {
+            set_err(err, errlen, "job pool: cannot start worker %d", i + 1);
+            job_pool_free(p);
+            return JOB_POOL_ERR_NOMEM;
+        }
+        p->n_workers++;
+    }
+    *out = p;
+    return JOB_POOL_OK;
+nomem:
+    set_err(err, errlen, "job pool: out of memory");
+    return JOB_POOL_ERR_NOMEM;
+}
+
+void job_pool_stop(job_pool *p, job_pool_stop_mode mode)
+{
+    if (!p) return;
+    pthread_mutex_lock(&p->mu);
+    if (!p->stopping) {
+        p->stopping = 1;
+        p->stop_mode = mode;
+        for (int i = 0; i < p->n_workers; i++)
+            if (p->slots[i].job_id) p->slots[i].cancel = 1;
+    }
+    pthread_cond_broadcast(&p->work_cv);
+    pthread_cond_broadcast(&p->events_cv);
+    pthread_mutex_unlock(&p->mu);
+}
+
+void job_pool_shutdown(job_pool *p, job_pool_stop_mode mode)
+{
+    if (!p) return;
+    job_pool_stop(p, mode);
+    pthread_mutex_lock(&p->mu);
+    int join = !p->joined;
+    p->joined = 1;
+    pthread_mutex_unlock(&p->mu);
+    if (!join) return;
+    for (int i = 0; i < p->n_workers; i++) pthread_join(p->threads[i], NULL);
+}
+
+void job_pool_free(job_pool *p)
+{
+    if (!p) return;
+    job_pool_shutdown(p, JOB_POOL_STOP_CHECKPOINT);
+    pthread_cond_destroy(&p->work_cv);
+    pthread_cond_destroy(&p->events_cv);
+    pthread_mutex_destroy(&p->mu);
+    free(p->threads);
+    free(p->args);
+    free(p->slots);
+    free(p);
+}
+
+/* ---------- requests ---------- */
+
+int job_pool_submit(job_pool *p, const char *json, size_t len, int64_t *id, char *err,
+                    size_t errlen)
+{
+    *id = 0;
+    pthread_mutex_lock(&p->mu);
+    int stopping = p->stopping;
+    pthread_mutex_unlock(&p->mu);
+    if (stopping) {
+        set_err(err, errlen, "the server is shutting down; no new jobs");
+        return JOB_POOL_ERR_STOPPING;
+    }
+    job_spec *s = malloc(sizeof *s); /* owned: freed below (PATH_MAX is big for a stack) */
+    if (!s) {
+        set_err(err, errlen, "out of memory");
+        return JOB_POOL_ERR_NOMEM;
+    }
+    int status = JOB_POOL_OK;
+    char *canonical = NULL; /* owned: freed below */
+    if (job_spec_parse(json, len, p->data_root, s, err, errlen)) {
+        status = JOB_POOL_ERR_INVALID;
+        goto end;
+    }
+    if (p->mem_limit && s->mem_bytes > p->mem_limit) {
+        set_err(err, errlen,
+                "the job needs an estimated %zu MiB (parameters, gradients, Adam state, "
+                "activations and %d+%d images as floats); the limit (--job-mem-mb) is %zu MiB",
+                (s->mem_bytes + (1u << 20) - 1) >> 20, s->n_used, s->n_test, p->mem_limit >> 20);
+        status = JOB_POOL_ERR_INVALID;
+        goto end;
+    }
+    if (!(canonical = job_spec_to_json(s))) {
+        set_err(err, errlen, "out of memory");
+        status = JOB_POOL_ERR_NOMEM;
+        goto end;
+    }
+    pthread_mutex_lock(&p->mu);
+    if (p->stopping) {
+        pthread_mutex_unlock(&p->mu);
+        set_err(err, errlen, "the server is shutting down; no new jobs");
+        status = JOB_POOL_ERR_STOPPING;
+        goto end;
+    }
+    int rc = registry_job_insert(p->reg, canonical, id, err, errlen);
+    if (rc == REGISTRY_OK) pthread_cond_signal(&p->work_cv);
+    pthread_mutex_unlock(&p->mu);
+    status = from_registry(rc);
+    if (rc == REGISTRY_OK) announce(p, *id, "state", NULL);
+end:
+    free(canonical);
+    free(s);
+    return status;
+}
+
+int job_pool_cancel(job_pool *p, int64_t id, char *err, size_t errlen)
+{
+    pthread_mutex_lock(&p->mu);
+    for (int i = 0; i < p->n_workers; i++) {
+        if (p->slots[i].job_id == id) {
+            p->slots[i].user_cancel = 1;
+            p->slots[i].cancel = 1;
+            pthread_mutex_unlock(&p->mu);
+            return JOB_POOL_OK;
+        }
+    }
+    /* Not running here: under the pool lock no worker can claim it now. */
+    int rc = registry_job_set_state(p->reg, id, "cancelled", NULL, err, errlen);
+    pthread_mutex_unlock(&p->mu);
+    if (rc) return from_registry(rc);
+    remove_job_dir(p, id); /* an interrupted job's mid-epoch state */
+    announce(p, id, "state", NULL);
+    return JOB_POOL_OK;
+}
+
+/* Adds key: the parsed JSON text, or null. */
+static int add_json_text(cJSON *o, const char *key, const char *text, int empty_array)
+{
+    cJSON *v = text ? cJSON_Parse(text) : NULL;
+    if (!v) v = empty_array ? cJSON_CreateArray() : cJSON_CreateNull();
+    return v && cJSON_AddItemToObject(o, key, v);
+}
+
+static int add_text_or_null(cJSON *o, const char *key, const char *text)
+{
+    return text && *text ? cJSON_AddStringToObject(o, key, text) != NULL
+                         : cJSON_AddNullToObject(o, key) != NULL;
+}
+
+static cJSON *job_json(const registry_job *j)
+{
+    cJSON *o = cJSON_CreateObject();
+    int ok = o && cJSON_AddNumberToObject(o, "id", (double)j->id) &&
+             cJSON_AddStringToObject(o, "state", j->state) &&
+             add_json_text(o, "config", j->config_json, 0) &&
+             add_json_text(o, "progress", j->progress_json, 0) &&
+             add_json_text(o, "metrics", j->metrics_json, 1);
+    if (ok && j->result_model[0]) {
+        cJSON *r = cJSON_AddObjectToObject(o, "result");
+        ok = r && cJSON_AddStringToObject(r, "model", j->result_model) &&
+             cJSON_AddNumberToObject(r, "version", (double)j->result_version);
+    } else if (ok) {
+        ok = cJSON_AddNullToObject(o, "result") != NULL;
+    }
+    ok = ok && add_text_or_null(o, "error", j->error) &&
+         add_text_or_null(o, "created_at", j->created_at) &&
+         add_text_or_null(o, "started_at", j->started_at) &&
+         add_text_or_null(o, "finished_at", j->finished_at);
+    if (!ok) {
+        cJSON_Delete(o);
+        return NULL;
+    }
+    return o;
+}
+
+char *job_pool_get_json(job_pool *p, int64_t id, int *status, char *err, size_t errlen)
+{
+    int scratch;
+    if (!status) status = &scratch;
+    registry_job j;
+    int rc = registry_job_get(p->reg, id, &j, err, errlen);
+    if (rc) {
+        *status = from_registry(rc);
+        return NULL;
+    }
+    char *s = print_and_free(job_json(&j));
+    registry_free_job(&j);
+    *status = s ? JOB_POOL_OK : JOB_POOL_ERR_NOMEM;
+    if (!s) set_err(err, errlen, "out of memory");
+    return s;
+}
+
+char *job_pool_list_json(job_pool *p, const char *state, int *status, char *err,
+                         size_t errlen)
+{
+    int scratch;
+    if (!status) status = &scratch;
+    registry_job *list = NULL;
+    size_t n = 0;
+    int rc = registry_job_list(p->reg, state, &list, &n, err, errlen);
+    if (rc) {
+        *status = from_registry(rc);
+        return NULL;
+    }
+    cJSON *o = cJSON_CreateObject();
+    cJSON *a = o ? cJSON_AddArrayToObject(o, "jobs") : NULL;
+    int ok = a != NULL;
+    for (size_t i = 0; ok && i < n; i++) {
+        cJSON *j = job_json(&list[i]);
+        ok = j && cJSON_AddItemToArray(a, j);
+        if (!ok) cJSON_Delete(j);
+    }
+    registry_free_jobs(list, n);
+    char *s = ok ? print_and_free(o) : (cJSON_Delete(o), NULL);
+    *status = s ? JOB_POOL_OK : JOB_POOL_ERR_NOMEM;
+    if (!s) set_err(err, errlen, "out of memory");
+    return s;
+}
+
+int job_pool_wait_events(job_pool *p, int64_t id, int64_t after_seq, int timeout_ms)
+{
+    struct timespec deadline;
+    clock_gettime(CLOCK_MONOTONIC, &deadline);
+    if (timeout_ms < 0) timeout_ms = 0;
+    deadline.tv_sec += timeout_ms / 1000;
+    deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+    if (deadline.tv_nsec >= 1000000000L) {
+        deadline.tv_sec++;
+        deadline.tv_nsec -= 1000000000L;
+    }
+    int result = 0;
+    pthread_mutex_lock(&p->mu);
+    for (;;) {
+        /* Checked under the pool lock: an event stored after this check is
+         * announced only once we wait, so its wake-up is not lost. */
+        int64_t seq = 0;
+        int rc = registry_job_last_seq(p->reg, id, &seq, NULL, NULL, 0);
+        if (rc == REGISTRY_ERR_NOT_FOUND) {
+            result = -1;
+            break;
+        }
+        if (rc == REGISTRY_OK && seq > after_seq) {
+            result = 1;
+            break;
+        }
+        if (p->stopping) break;
+        if (pthread_cond_timedwait(&p->events_cv, &p->mu, &deadline) == ETIMEDOUT) {
+            rc = registry_job_last_seq(p->reg, id, &seq, NULL, NULL, 0);
+            result = rc == REGISTRY_OK && seq > after_seq ? 1 : 0;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&p->mu);
+    return result;
+}
+
+int job_pool_events_after(job_pool *p, int64_t id, int64_t after_seq, int max,
+                          registry_job_event **list, size_t *count, char *err, size_t errlen)
+{
+    int64_t seq;
+    int rc = registry_job_last_seq(p->reg, id, &seq, NULL, err, errlen);
+    if (rc == REGISTRY_OK)
+        rc = registry_job_events_after(p->reg, id, after_seq, max, list, count, err, errlen);
+    else {
+        *list = NULL;
+        *count = 0;
+    }
+    return from_registry(rc);
+}

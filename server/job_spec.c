@@ -1,0 +1,528 @@
+/* job_spec: POST /jobs bodies into a job_spec. See job_spec.h. */
+#include "job_spec.h"
+
+#include <cjson/cJSON.h>
+#include <float.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#include "data_sets.h"
+#include "registry.h"
+
+/* seeds and step counts travel as JSON numbers (doubles): exact to 2^53 */
+#define JOB_SPEC_MAX_EXACT 9007199254740992.0
+/* the resume file keeps the data order as F32, exact for indices below 2^24 */
+#define JOB_SPEC_MAX_IMAGES (1 << 24)
+
+static void set_err(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void set_err(char *err, size_t errlen, const char *fmt, ...)
+{
+    if (!err || errlen == 0) return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+}
+
+/* ---------- typed getters: each names the key on failure ---------- */
+
+static int get_number(const cJSON *it, double lo, double hi, double *out, char *err,
+                      size_t errlen)
+{
+    if (!cJSON_IsNumber(it)) {
+        set_err(err, errlen, "\"%s\" must be a number", it->string);
+        return -1;
+    }
+    double v = it->valuedouble;
+    if (!isfinite(v) || v < lo || v > hi) {
+        set_err(err, errlen, "\"%s\" is %g, out of range [%g, %g]", it->string, v, lo, hi);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+static int get_integer(const cJSON *it, double lo, double hi, double *out, char *err,
+                       size_t errlen)
+{
+    if (!cJSON_IsNumber(it) || it->valuedouble != floor(it->valuedouble)) {
+        set_err(err, errlen, "\"%s\" must be an integer", it->string);
+        return -1;
+    }
+    if (it->valuedouble < lo || it->valuedouble > hi) {
+        set_err(err, errlen, "\"%s\" is %.0f, out of range %.0f..%.0f", it->string,
+                it->valuedouble, lo, hi);
+        return -1;
+    }
+    *out = it->valuedouble;
+    return 0;
+}
+
+/* A float option: a finite number that a float holds. */
+static int get_float(const cJSON *it, float *out, char *err, size_t errlen)
+{
+    double v;
+    if (get_number(it, -FLT_MAX, FLT_MAX, &v, err, errlen)) return -1;
+    *out = (float)v;
+    return 0;
+}
+
+static int get_int(const cJSON *it, int lo, int hi, int *out, char *err, size_t errlen)
+{
+    double v;
+    if (get_integer(it, lo, hi, &v, err, errlen)) return -1;
+    *out = (int)v;
+    return 0;
+}
+
+static const char *get_string(const cJSON *it, char *err, size_t errlen)
+{
+    if (!cJSON_IsString(it) || !it->valuestring) {
+        set_err(err, errlen, "\"%s\" must be a string", it->string);
+        return NULL;
+    }
+    return it->valuestring;
+}
+
+/* A list of widths, or one integer. */
+static int get_widths(const cJSON *it, int *out, int *n, char *err, size_t errlen)
+{
+    *n = 0;
+    if (cJSON_IsNumber(it)) return get_int(it, 1, 65536, &out[(*n)++], err, errlen);
+    if (!cJSON_IsArray(it)) {
+        set_err(err, errlen, "\"%s\" must be a list of integers, e.g. [512, 256]", it->string);
+        return -1;
+    }
+    const cJSON *w;
+    cJSON_ArrayForEach(w, it)
+    {
+        if (*n == VAE_MAX_HIDDEN) {
+            set_err(err, errlen, "\"%s\" holds at most %d widths", it->string, VAE_MAX_HIDDEN);
+            return -1;
+        }
+        if (!cJSON_IsNumber(w) || w->valuedouble != floor(w->valuedouble) ||
+            w->valuedouble < 1 || w->valuedouble > 65536) {
+            set_err(err, errlen, "\"%s\" must hold integers in 1..65536", it->string);
+            return -1;
+        }
+        out[(*n)++] = (int)w->valuedouble;
+    }
+    return 0;
+}
+
+/* ---------- the data set, from its IDX header ---------- */
+
+static uint32_t be32(const uint8_t *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+/* Reads the 16-byte header of an IDX image file (plain or gzip). */
+static int idx_peek(const char *path, int *n, int *rows, int *cols, char *err, size_t errlen)
+{
+    gzFile gz = gzopen(path, "rb");
+    if (!gz) {
+        set_err(err, errlen, "%s: cannot open", path);
+        return -1;
+    }
+    uint8_t h[16];
+    int got = gzread(gz, h, sizeof h);
+    gzclose(gz);
+    if (got != (int)sizeof h || be32(h) != 0x00000803u) {
+        set_err(err, errlen, "%s: not an IDX image file", path);
+        return -1;
+    }
+    uint32_t count = be32(h + 4), r = be32(h + 8), c = be32(h + 12);
+    if (count < 1 || count > JOB_SPEC_MAX_IMAGES || r < 1 || r > 4096 || c < 1 || c > 4096) {
+        set_err(err, errlen, "%s: %u images of %ux%u is out of range (1..%d images)", path,
+                count, r, c, JOB_SPEC_MAX_IMAGES);
+        return -1;
+    }
+    *n = (int)count;
+    *rows = (int)r;
+    *cols = (int)c;
+    return 0;
+}
+
+static int check_data(job_spec *s, const char *root, char *err, size_t errlen)
+{
+    char img[PATH_MAX + 64];
+    int rows, cols, trows, tcols;
+    if (data_sets_is_builtin(s->data)) {
+        snprintf(img, sizeof img, "%s/%s/train-images-idx3-ubyte", root, s->data);
+        if (access(img, R_OK) != 0) {
+            set_err(err, errlen,
+                    "data set \"%s\" is not downloaded (run `bash scripts/get-data.sh %s`)",
+                    s->data, s->data);
+            return -1;
+        }
+        if (idx_peek(img, &s->n_train, &rows, &cols, err, errlen)) return -1;
+        snprintf(img, sizeof img, "%s/%s/t10k-images-idx3-ubyte", root, s->data);
+        s->n_test = 0;
+        if (access(img, R_OK) == 0) {
+            if (idx_peek(img, &s->n_test, &trows, &tcols, err, errlen)) return -1;
+            if (trows != rows || tcols != cols) {
+                set_err(err, errlen, "data set \"%s\": test images are %dx%d, training %dx%d",
+                        s->data, trows, tcols, rows, cols);
+                return -1;
+            }
+        }
+    } else {
+        if (!strchr(s->data, '/') || access(s->data, R_OK) != 0) {
+            set_err(err, errlen,
+                    "unknown data set \"%.200s\": use mnist, fashion or the path of an IDX "
+                    "image file",
+                    s->data);
+            return -1;
+        }
+        if (idx_peek(s->data, &s->n_train, &rows, &cols, err, errlen)) return -1;
+        s->n_test = 0;
+        if (s->klass >= 0) {
+            /* data_sets_load reads labels from the file beside the images */
+            const char *p = strstr(s->data, "-images-idx3-ubyte");
+            char lab[PATH_MAX + 64] = "";
+            if (p)
+                snprintf(lab, sizeof lab, "%.*s-labels-idx1-ubyte%s", (int)(p - s->data),
+                         s->data, p + strlen("-images-idx3-ubyte"));
+            if (!p || access(lab, R_OK) != 0) {
+                set_err(err, errlen,
+                        "\"class\" needs labels: no *-labels-idx1-ubyte file beside %.200s",
+                        s->data);
+                return -1;
+            }
+        }
+    }
+    s->cfg.channels = 1;
+    s->cfg.height = rows;
+    s->cfg.width = cols;
+    s->n_used = s->limit > 0 && s->limit < s->n_train ? s->limit : s->n_train;
+    return 0;
+}
+
+/* ---------- memory ---------- */
+
+static int conv_padded(const vae_config *c) { return c->height == 28 ? 32 : c->height; }
+
+size_t job_spec_param_count(const vae_config *c)
+{
+    double n = 0; /* in doubles: a silly config must not wrap around */
+    double D = (double)c->channels * c->height * c->width, Z = c->latent;
+    double Dout = c->likelihood == VAE_LIK_GAUSSIAN_LEARNED ? 2 * D : D;
+    if (c->arch == VAE_ARCH_CONV) {
+        if (c->n_conv < 1 || c->n_conv > VAE_MAX_HIDDEN) return 0;
+        double in = c->channels;
+        for (int i = 0; i < c->n_conv; i++) {
+            n += (double)c->conv_channels[i] * in * 9 + c->conv_channels[i];
+            in = c->conv_channels[i];
+        }
+        int side = conv_padded(c) >> c->n_conv;
+        double K = in * side * side;
+        n += 2 * (K * Z + Z) + (Z * K + K);
+        double cout = c->likelihood == VAE_LIK_GAUSSIAN_LEARNED ? 2 * c->channels : c->channels;
+        for (int i = c->n_conv - 1; i >= 0; i--) {
+            double out = i > 0 ? c->conv_channels[i - 1] : cout;
+            n += (double)c->conv_channels[i] * out * 9 + out;
+        }
+    } else {
+        if (c->n_hidden < 0 || c->n_hidden > VAE_MAX_HIDDEN) return 0;
+        double in = D;
+        for (int i = 0; i < c->n_hidden; i++) {
+            n += in * c->hidden[i] + c->hidden[i];
+            in = c->hidden[i];
+        }
+        n += 2 * (in * Z + Z);
+        in = Z;
+        for (int i = c->n_hidden - 1; i >= 0; i--) {
+            n += in * c->hidden[i] + c->hidden[i];
+            in = c->hidden[i];
+        }
+        n += in * Dout + Dout;
+    }
+    return n > (double)SIZE_MAX / 64 ? SIZE_MAX / 64 : (size_t)n;
+}
+
+/* Floats of activations one image keeps for the backward pass, with their
+ * gradients (a generous count: the engine keeps pre- and post-activation). */
+static double activation_floats(const vae_config *c)
+{
+    double D = (double)c->channels * c->height * c->width, Z = c->latent;
+    double Dout = c->likelihood == VAE_LIK_GAUSSIAN_LEARNED ? 2 * D : D;
+    double a = 2 * D; /* the input (binarised copy) */
+    double mc = c->mc_samples;
+    if (c->arch == VAE_ARCH_CONV) {
+        int side = conv_padded(c);
+        for (int i = 0; i < c->n_conv; i++) {
+            side = side / 2 > 0 ? side / 2 : 1;
+            a += 2.0 * c->conv_channels[i] * side * side * (1 + mc); /* encoder + decoder */
+        }
+        a += (double)side * side * c->channels * 4 * mc;
+    } else {
+        for (int i = 0; i < c->n_hidden; i++) a += 2.0 * c->hidden[i] * (1 + mc);
+    }
+    a += 6 * Z * mc + 3 * Dout * mc; /* mu, logvar, eps, z; logits, loss terms */
+    return 2 * a;                    /* and their gradients */
+}
+
+size_t job_spec_memory_bytes(const vae_config *c, int n_train, int n_test)
+{
+    double P = (double)job_spec_param_count(c);
+    double D = (double)c->channels * c->height * c->width;
+    double act = activation_floats(c);
+    int eval_batch = c->batch < 500 ? 500 : c->batch; /* trainer_evaluate's batch */
+    double floats = 4 * P                              /* params, grads, Adam m and v */
+                    + act * c->batch + D * c->batch    /* a training step, its batch copy */
+                    + (n_test > 0 ? act * eval_batch : 0) + ((double)n_train + n_test) * D;
+    double bytes = floats * 4 + (double)n_train * 4; /* and the data order */
+    return bytes > (double)SIZE_MAX / 2 ? SIZE_MAX / 2 : (size_t)bytes;
+}
+
+/* ---------- parse ---------- */
+
+static const char *const known_keys[] = {
+    "model", "data", "arch", "hidden", "conv_channels", "latent", "activation", "likelihood",
+    "sigma", "binarize", "beta", "kl_warmup", "free_bits", "mc_samples", "lr", "beta1",
+    "beta2", "eps", "weight_decay", "clip_grad", "batch", "epochs", "seed", "limit", "class",
+};
+#define N_KEYS (sizeof known_keys / sizeof known_keys[0])
+
+static int key_index(const char *k)
+{
+    for (size_t i = 0; i < N_KEYS; i++)
+        if (strcmp(k, known_keys[i]) == 0) return (int)i;
+    return -1;
+}
+
+/* One key's value into s; the key is known. */
+static int apply_key(job_spec *s, const cJSON *it, char *err, size_t errlen)
+{
+    vae_config *c = &s->cfg;
+    const char *k = it->string, *v;
+    double d;
+    if (strcmp(k, "model") == 0) {
+        if (!(v = get_string(it, err, errlen))) return -1;
+        if (!registry_valid_name(v)) {
+            set_err(err, errlen,
+                    "\"model\": invalid name \"%.64s\": use 1-64 of A-Z a-z 0-9 . _ -, not "
+                    "starting with . or -",
+                    v);
+            return -1;
+        }
+        snprintf(s->model, sizeof s->model, "%s", v);
+    } else if (strcmp(k, "data") == 0) {
+        if (!(v = get_string(it, err, errlen))) return -1;
+        if (!*v || strlen(v) >= sizeof s->data) {
+            set_err(err, errlen, "\"data\" must be 1-%zu characters", sizeof s->data - 1);
+            return -1;
+        }
+        snprintf(s->data, sizeof s->data, "%s", v);
+    } else if (strcmp(k, "arch") == 0) {
+        if (!(v = get_string(it, err, errlen))) return -1;
+        if (vae_arch_parse(v, &c->arch)) {
+            set_err(err, errlen, "\"arch\": mlp or conv, not \"%.32s\"", v);
+            return -1;
+        }
+    } else if (strcmp(k, "hidden") == 0) {
+        return get_widths(it, c->hidden, &c->n_hidden, err, errlen);
+    } else if (strcmp(k, "conv_channels") == 0) {
+        if (get_widths(it, c->conv_channels, &c->n_conv, err, errlen)) return -1;
+        if (c->n_conv == 0) {
+            set_err(err, errlen, "\"conv_channels\" needs at least one layer");
+            return -1;
+        }
+    } else if (strcmp(k, "latent") == 0) {
+        return get_int(it, 1, 4096, &c->latent, err, errlen);
+    } else if (strcmp(k, "activation") == 0) {
+        if (!(v = get_string(it, err, errlen))) return -1;
+        if (vae_activation_parse(v, &c->activation)) {
+            set_err(err, errlen, "\"activation\": relu, leaky_relu, tanh or elu, not \"%.32s\"", v);
+            return -1;
+        }
+    } else if (strcmp(k, "likelihood") == 0) {
+        if (!(v = get_string(it, err, errlen))) return -1;
+        if (vae_likelihood_parse(v, &c->likelihood)) {
+            set_err(err, errlen,
+                    "\"likelihood\": bernoulli, cbernoulli, gaussian or gaussian-learned, not "
+                    "\"%.32s\"",
+                    v);
+            return -1;
+        }
+    } else if (strcmp(k, "binarize") == 0) {
+        if (!(v = get_string(it, err, errlen))) return -1;
+        if (vae_binarize_parse(v, &c->binarize)) {
+            set_err(err, errlen, "\"binarize\": none, static or dynamic, not \"%.32s\"", v);
+            return -1;
+        }
+    } else if (strcmp(k, "sigma") == 0) {
+        return get_float(it, &c->sigma, err, errlen);
+    } else if (strcmp(k, "beta") == 0) {
+        return get_float(it, &c->beta, err, errlen);
+    } else if (strcmp(k, "free_bits") == 0) {
+        return get_float(it, &c->free_bits, err, errlen);
+    } else if (strcmp(k, "lr") == 0) {
+        return get_float(it, &c->lr, err, errlen);
+    } else if (strcmp(k, "beta1") == 0) {
+        return get_float(it, &c->beta1, err, errlen);
+    } else if (strcmp(k, "beta2") == 0) {
+        return get_float(it, &c->beta2, err, errlen);
+    } else if (strcmp(k, "eps") == 0) {
+        return get_float(it, &c->eps, err, errlen);
+    } else if (strcmp(k, "weight_decay") == 0) {
+        return get_float(it, &c->weight_decay, err, errlen);
+    } else if (strcmp(k, "clip_grad") == 0) {
+        return get_float(it, &c->clip_grad, err, errlen);
+    } else if (strcmp(k, "kl_warmup") == 0) {
+        if (get_integer(it, 0, JOB_SPEC_MAX_EXACT, &d, err, errlen)) return -1;
+        c->kl_warmup = (int64_t)d;
+    } else if (strcmp(k, "mc_samples") == 0) {
+        return get_int(it, 1, 64, &c->mc_samples, err, errlen);
+    } else if (strcmp(k, "batch") == 0) {
+        return get_int(it, 1, 65536, &c->batch, err, errlen);
+    } else if (strcmp(k, "epochs") == 0) {
+        return get_int(it, 1, JOB_SPEC_MAX_EPOCHS, &c->epochs, err, errlen);
+    } else if (strcmp(k, "seed") == 0) {
+        if (get_integer(it, 0, JOB_SPEC_MAX_EXACT, &d, err, errlen)) return -1;
+        c->seed = (uint64_t)d;
+    } else if (strcmp(k, "limit") == 0) {
+        return get_int(it, 0, INT_MAX, &s->limit, err, errlen);
+    } else if (strcmp(k, "class") == 0) {
+        if (cJSON_IsNull(it)) {
+            s->klass = -1;
+            return 0;
+        }
+        return get_int(it, 0, 255, &s->klass, err, errlen);
+    }
+    return 0;
+}
+
+static int parse_object(const cJSON *root, const char *data_root, job_spec *s, char *err,
+                        size_t errlen)
+{
+    if (!cJSON_IsObject(root)) {
+        set_err(err, errlen, "a job is a JSON object, e.g. {\"model\": \"digits\", \"data\": "
+                             "\"mnist\", \"epochs\": 10}");
+        return -1;
+    }
+    int seen[N_KEYS] = {0};
+    const cJSON *it;
+    cJSON_ArrayForEach(it, root)
+    {
+        const char *k = it->string ? it->string : "";
+        int i = key_index(k);
+        if (i < 0) {
+            if (strcmp(k, "threads") == 0)
+                set_err(err, errlen, "\"threads\" cannot be set per job: the daemon runs "
+                                     "OpenBLAS with one thread per training worker");
+            else if (strcmp(k, "register") == 0 || strcmp(k, "out") == 0 ||
+                     strcmp(k, "data_dir") == 0)
+                set_err(err, errlen, "\"%s\" is a CLI-only option: a job's result is "
+                                     "registered as a version of \"model\"", k);
+            else
+                set_err(err, errlen, "unknown key \"%.64s\"", k);
+            return -1;
+        }
+        if (seen[i]++) {
+            set_err(err, errlen, "\"%s\" is given twice", k);
+            return -1;
+        }
+        if (apply_key(s, it, err, errlen)) return -1;
+    }
+    if (!s->model[0]) {
+        set_err(err, errlen, "\"model\" is required: the registry model the result becomes "
+                             "a version of");
+        return -1;
+    }
+    if (check_data(s, data_root, err, errlen)) return -1;
+    if (vae_config_validate(&s->cfg, err, errlen)) return -1;
+    s->mem_bytes = job_spec_memory_bytes(&s->cfg, s->n_used, s->n_test);
+    return 0;
+}
+
+int job_spec_parse(const char *json, size_t len, const char *data_root, job_spec *out,
+                   char *err, size_t errlen)
+{
+    memset(out, 0, sizeof *out);
+    vae_config_default(&out->cfg);
+    snprintf(out->data, sizeof out->data, "mnist");
+    out->klass = -1;
+    if (!json || len == 0) {
+        set_err(err, errlen, "empty job: send a JSON object");
+        return JOB_SPEC_ERR_INVALID;
+    }
+    cJSON *root = cJSON_ParseWithLengthOpts(json, len, NULL, 0); /* owned: freed below */
+    if (!root) {
+        set_err(err, errlen, "the job is not valid JSON");
+        return JOB_SPEC_ERR_INVALID;
+    }
+    int rc = parse_object(root, data_root ? data_root : data_sets_root(), out, err, errlen);
+    cJSON_Delete(root);
+    return rc ? JOB_SPEC_ERR_INVALID : JOB_SPEC_OK;
+}
+
+/* ---------- back to JSON ---------- */
+
+/* The shortest decimal that reads back as the same float, so 0.001f is
+ * written 0.001 and not 0.0010000000474974513. */
+static double float_as_written(float f)
+{
+    char buf[32];
+    for (int prec = 6; prec <= 9; prec++) {
+        snprintf(buf, sizeof buf, "%.*g", prec, (double)f);
+        if (strtof(buf, NULL) == f) break;
+    }
+    return strtod(buf, NULL);
+}
+
+static cJSON *widths(const int *w, int n)
+{
+    cJSON *a = cJSON_CreateArray();
+    for (int i = 0; a && i < n; i++)
+        if (!cJSON_AddItemToArray(a, cJSON_CreateNumber(w[i]))) {
+            cJSON_Delete(a);
+            return NULL;
+        }
+    return a;
+}
+
+char *job_spec_to_json(const job_spec *s)
+{
+    const vae_config *c = &s->cfg;
+    char *out = NULL;
+    cJSON *o = cJSON_CreateObject(); /* owned: freed at end */
+    if (!o) return NULL;
+    int ok = cJSON_AddStringToObject(o, "model", s->model) &&
+             cJSON_AddStringToObject(o, "data", s->data) &&
+             cJSON_AddStringToObject(o, "arch", vae_arch_name(c->arch)) &&
+             cJSON_AddItemToObject(o, "hidden", widths(c->hidden, c->n_hidden));
+    if (ok && c->arch == VAE_ARCH_CONV)
+        ok = cJSON_AddItemToObject(o, "conv_channels", widths(c->conv_channels, c->n_conv));
+    ok = ok && cJSON_AddNumberToObject(o, "latent", c->latent) &&
+         cJSON_AddStringToObject(o, "activation", vae_activation_name(c->activation)) &&
+         cJSON_AddStringToObject(o, "likelihood", vae_likelihood_name(c->likelihood)) &&
+         cJSON_AddNumberToObject(o, "sigma", float_as_written(c->sigma)) &&
+         cJSON_AddStringToObject(o, "binarize", vae_binarize_name(c->binarize)) &&
+         cJSON_AddNumberToObject(o, "beta", float_as_written(c->beta)) &&
+         cJSON_AddNumberToObject(o, "kl_warmup", (double)c->kl_warmup) &&
+         cJSON_AddNumberToObject(o, "free_bits", float_as_written(c->free_bits)) &&
+         cJSON_AddNumberToObject(o, "mc_samples", c->mc_samples) &&
+         cJSON_AddNumberToObject(o, "lr", float_as_written(c->lr)) &&
+         cJSON_AddNumberToObject(o, "beta1", float_as_written(c->beta1)) &&
+         cJSON_AddNumberToObject(o, "beta2", float_as_written(c->beta2)) &&
+         cJSON_AddNumberToObject(o, "eps", float_as_written(c->eps)) &&
+         cJSON_AddNumberToObject(o, "weight_decay", float_as_written(c->weight_decay)) &&
+         cJSON_AddNumberToObject(o, "clip_grad", float_as_written(c->clip_grad)) &&
+         cJSON_AddNumberToObject(o, "batch", c->batch) &&
+         cJSON_AddNumberToObject(o, "epochs", c->epochs) &&
+         cJSON_AddNumberToObject(o, "seed", (double)c->seed) &&
+         cJSON_AddNumberToObject(o, "limit", s->limit) &&
+         (s->klass >= 0 ? cJSON_AddNumberToObject(o, "class", s->klass) != NULL
+                        : cJSON_AddNullToObject(o, "class") != NULL);
+    if (ok) out = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    return out;
+}

@@ -1,0 +1,73 @@
+/* job_spec: the JSON body of POST /jobs, parsed and checked into native structs.
+ *
+ *     job_spec s;
+ *     if (job_spec_parse(body, len, data_sets_root(), &s, err, sizeof err)) -> 422 with err
+ *     if (limit && s.mem_bytes > limit) -> 422
+ *     char *canonical = job_spec_to_json(&s);   // stored with the job; caller frees
+ *
+ * Keys are the `vaed train` flags with '-' written '_' and the same defaults:
+ *   model (required: the registry model the result becomes a version of),
+ *   data ("mnist", "fashion" or the path of an IDX image file; default mnist),
+ *   arch, hidden (a list of widths, or one integer), conv_channels (a list),
+ *   latent, activation, likelihood, sigma, binarize, beta, kl_warmup,
+ *   free_bits, mc_samples, lr, beta1, beta2, eps, weight_decay, clip_grad,
+ *   batch, epochs (1..100000), seed (0..2^53), limit (0 = all images),
+ *   class (null or a label 0..255).
+ * Any other key is an error that names it. "threads" is refused: OpenBLAS's
+ * thread count is process-wide, so the daemon sets it once (one BLAS thread;
+ * each training worker takes one core) and a job cannot change it. "out",
+ * "register" and "data_dir" are CLI-only; the error says to use "model".
+ * A value of the wrong JSON type, an integer with a fraction, or a number out
+ * of range is an error naming the key.
+ *
+ * The data set is checked at once without loading it: the header of its IDX
+ * image file gives the image count and size, so an unknown or missing data
+ * set, a class without labels, or a model that does not fit the images is
+ * refused before the job is queued.
+ */
+#ifndef JOB_SPEC_H
+#define JOB_SPEC_H
+
+#include <limits.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../engine/vae.h"
+
+typedef enum {
+    JOB_SPEC_OK = 0,
+    JOB_SPEC_ERR_INVALID, /* bad JSON, key, type, range, or data set: a 422 */
+    JOB_SPEC_ERR_NOMEM
+} job_spec_status;
+
+#define JOB_SPEC_MAX_EPOCHS 100000
+
+typedef struct {
+    vae_config cfg;       /* complete: channels/height/width from the data set */
+    char model[128];      /* registry model name */
+    char data[PATH_MAX];  /* "mnist", "fashion" or a path */
+    int klass;            /* -1 = every label */
+    int limit;            /* first N training images; 0 = all */
+    int n_train;          /* images the data set holds (before class and limit) */
+    int n_test;           /* images of the test split; 0 when there is none */
+    int n_used;           /* training images after limit (class not known yet) */
+    size_t mem_bytes;     /* estimated peak memory of the job, see job_spec_memory_bytes */
+} job_spec;
+
+/* Parses and validates json (len bytes, need not be NUL-terminated) against
+ * the data sets under data_root. On failure err names the key or the reason. */
+int job_spec_parse(const char *json, size_t len, const char *data_root, job_spec *out,
+                   char *err, size_t errlen);
+/* The spec as JSON with every option written out (so a job is reproducible
+ * whatever the defaults become); malloc'd, caller frees; NULL when out of
+ * memory. job_spec_parse reads it back to the same spec. */
+char *job_spec_to_json(const job_spec *s);
+/* Bytes a job needs, estimated: parameters, gradients and the two Adam
+ * moments (4 floats per parameter), the activations of a training batch and
+ * of an evaluation batch (with their gradients), and the data as floats
+ * (n_train + n_test images of D floats). */
+size_t job_spec_memory_bytes(const vae_config *cfg, int n_train, int n_test);
+/* Number of parameters of the model cfg describes (0 when cfg is invalid). */
+size_t job_spec_param_count(const vae_config *cfg);
+
+#endif

@@ -1,0 +1,305 @@
+/* Unit tests for server/job_spec.c: POST /jobs bodies into job specs. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <ftw.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "../../engine/vae.h"
+#include "../../server/job_spec.h"
+
+typedef struct {
+    char dir[64];
+    char images[128]; /* 300 images of 8x8, with labels beside */
+    char bare[128];   /* 50 images of 8x8, no labels */
+} fixture;
+
+static void put_be32(FILE *f, uint32_t v)
+{
+    uint8_t b[4] = {(uint8_t)(v >> 24), (uint8_t)(v >> 16), (uint8_t)(v >> 8), (uint8_t)v};
+    fwrite(b, 1, 4, f);
+}
+
+static int write_idx(const char *images, const char *labels, int n, int side)
+{
+    FILE *f = fopen(images, "wb");
+    if (!f) return -1;
+    put_be32(f, 0x803);
+    put_be32(f, (uint32_t)n);
+    put_be32(f, (uint32_t)side);
+    put_be32(f, (uint32_t)side);
+    for (int i = 0; i < n * side * side; i++) fputc((i * 37 + i / 64) % 256, f);
+    fclose(f);
+    if (!labels) return 0;
+    if (!(f = fopen(labels, "wb"))) return -1;
+    put_be32(f, 0x801);
+    put_be32(f, (uint32_t)n);
+    for (int i = 0; i < n; i++) fputc(i % 10, f);
+    fclose(f);
+    return 0;
+}
+
+static int setup(void **state)
+{
+    fixture *f = calloc(1, sizeof *f);
+    if (!f) return -1;
+    snprintf(f->dir, sizeof f->dir, "/tmp/vaed_test_job_spec_XXXXXX");
+    if (!mkdtemp(f->dir)) return -1;
+    char labels[160];
+    snprintf(f->images, sizeof f->images, "%s/d-images-idx3-ubyte", f->dir);
+    snprintf(labels, sizeof labels, "%s/d-labels-idx1-ubyte", f->dir);
+    snprintf(f->bare, sizeof f->bare, "%s/bare.idx", f->dir);
+    if (write_idx(f->images, labels, 300, 8) || write_idx(f->bare, NULL, 50, 8)) return -1;
+    *state = f;
+    return 0;
+}
+
+static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)sb, (void)flag, (void)ftw;
+    return remove(path);
+}
+
+static int teardown(void **state)
+{
+    fixture *f = *state;
+    nftw(f->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    free(f);
+    return 0;
+}
+
+/* Parses a body built from fmt (with the fixture's image path as %s where
+ * used); returns the status, err filled. */
+static int parse(const char *body, job_spec *s, char *err, size_t errlen)
+{
+    return job_spec_parse(body, strlen(body), "data", s, err, errlen);
+}
+
+static void test_defaults_and_data_shape(void **state)
+{
+    fixture *f = *state;
+    char body[512], err[512] = "";
+    job_spec s;
+    snprintf(body, sizeof body, "{\"model\": \"digits\", \"data\": \"%s\"}", f->images);
+    assert_int_equal(parse(body, &s, err, sizeof err), JOB_SPEC_OK);
+    vae_config d;
+    vae_config_default(&d);
+    assert_string_equal(s.model, "digits");
+    assert_string_equal(s.data, f->images);
+    assert_int_equal(s.cfg.height, 8);
+    assert_int_equal(s.cfg.width, 8);
+    assert_int_equal(s.cfg.channels, 1);
+    assert_int_equal(s.n_train, 300);
+    assert_int_equal(s.n_test, 0);
+    assert_int_equal(s.n_used, 300);
+    assert_int_equal(s.klass, -1);
+    assert_int_equal(s.cfg.n_hidden, 1);
+    assert_int_equal(s.cfg.hidden[0], 400);
+    assert_int_equal(s.cfg.latent, d.latent);
+    assert_int_equal(s.cfg.batch, d.batch);
+    assert_int_equal(s.cfg.epochs, d.epochs);
+    assert_true(s.cfg.lr == d.lr);
+    assert_int_equal((int)s.cfg.seed, 1);
+    assert_true(s.mem_bytes > 0);
+}
+
+static void test_every_option(void **state)
+{
+    fixture *f = *state;
+    char body[1024], err[512] = "";
+    job_spec s;
+    snprintf(body, sizeof body,
+             "{\"model\":\"m.1\",\"data\":\"%s\",\"arch\":\"mlp\",\"hidden\":[32,16],"
+             "\"latent\":3,\"activation\":\"tanh\",\"likelihood\":\"gaussian\",\"sigma\":0.5,"
+             "\"binarize\":\"dynamic\",\"beta\":2.5,\"kl_warmup\":100,\"free_bits\":0.25,"
+             "\"mc_samples\":2,\"lr\":0.002,\"beta1\":0.8,\"beta2\":0.99,\"eps\":1e-7,"
+             "\"weight_decay\":0.0001,\"clip_grad\":5,\"batch\":16,\"epochs\":7,\"seed\":42,"
+             "\"limit\":100,\"class\":3}",
+             f->images);
+    assert_int_equal(parse(body, &s, err, sizeof err), JOB_SPEC_OK);
+    assert_int_equal(s.cfg.n_hidden, 2);
+    assert_int_equal(s.cfg.hidden[1], 16);
+    assert_int_equal(s.cfg.latent, 3);
+    assert_int_equal(s.cfg.activation, VAE_ACT_TANH);
+    assert_int_equal(s.cfg.likelihood, VAE_LIK_GAUSSIAN);
+    assert_true(s.cfg.sigma == 0.5f);
+    assert_int_equal(s.cfg.binarize, VAE_BIN_DYNAMIC);
+    assert_true(s.cfg.beta == 2.5f);
+    assert_int_equal((int)s.cfg.kl_warmup, 100);
+    assert_true(s.cfg.free_bits == 0.25f);
+    assert_int_equal(s.cfg.mc_samples, 2);
+    assert_true(s.cfg.lr == 0.002f);
+    assert_true(s.cfg.beta1 == 0.8f && s.cfg.beta2 == 0.99f && s.cfg.eps == 1e-7f);
+    assert_true(s.cfg.weight_decay == 0.0001f && s.cfg.clip_grad == 5.0f);
+    assert_int_equal(s.cfg.batch, 16);
+    assert_int_equal(s.cfg.epochs, 7);
+    assert_int_equal((int)s.cfg.seed, 42);
+    assert_int_equal(s.limit, 100);
+    assert_int_equal(s.n_used, 100);
+    assert_int_equal(s.klass, 3);
+
+    /* written out in full, and read back to the same spec */
+    char *json = job_spec_to_json(&s);
+    assert_non_null(json);
+    assert_non_null(strstr(json, "\"lr\":0.002,"));
+    assert_non_null(strstr(json, "\"hidden\":[32,16]"));
+    assert_non_null(strstr(json, "\"class\":3"));
+    job_spec back;
+    assert_int_equal(job_spec_parse(json, strlen(json), "data", &back, err, sizeof err), 0);
+    assert_memory_equal(&back.cfg, &s.cfg, sizeof s.cfg);
+    assert_string_equal(back.model, s.model);
+    assert_string_equal(back.data, s.data);
+    assert_int_equal(back.klass, 3);
+    assert_int_equal(back.limit, 100);
+    free(json);
+
+    /* class null, hidden as one integer; the body need not end in NUL */
+    snprintf(body, sizeof body, "{\"model\":\"m\",\"data\":\"%s\",\"class\":null,\"hidden\":64}XX",
+             f->images);
+    assert_int_equal(job_spec_parse(body, strlen(body) - 2, "data", &s, err, sizeof err), 0);
+    assert_int_equal(s.klass, -1);
+    assert_int_equal(s.cfg.n_hidden, 1);
+    assert_int_equal(s.cfg.hidden[0], 64);
+    json = job_spec_to_json(&s);
+    assert_non_null(strstr(json, "\"class\":null"));
+    assert_non_null(strstr(json, "\"lr\":0.001,"));
+    free(json);
+}
+
+/* Each bad body is refused with a message holding the given words. */
+static void expect_refused(const fixture *f, const char *fmt, const char *words)
+{
+    char body[1024], err[512] = "";
+    job_spec s;
+    snprintf(body, sizeof body, fmt, f->images);
+    int rc = parse(body, &s, err, sizeof err);
+    if (rc != JOB_SPEC_ERR_INVALID || !strstr(err, words))
+        fail_msg("%s: rc %d, err \"%s\" (wanted \"%s\")", body, rc, err, words);
+}
+
+static void test_refusals_name_the_key(void **state)
+{
+    fixture *f = *state;
+    expect_refused(f, "{\"model\":\"m\",\"data\":\"%s\",\"colour\":1}", "unknown key \"colour\"");
+    expect_refused(f, "{\"model\":\"m\",\"data\":\"%s\",\"threads\":2}", "\"threads\"");
+    expect_refused(f, "{\"model\":\"m\",\"data\":\"%s\",\"register\":\"x\"}", "\"register\"");
+    expect_refused(f, "{\"model\":\"m\",\"data\":\"%s\",\"latent\":\"20\"}", "\"latent\" must be an integer");
+    expect_refused(f, "{\"model\":\"m\",\"data\":\"%s\",\"latent\":2.5}", "\"latent\" must be an integer");
+    expect_refused(f, "{\"model\":\"m\",\"data\":\"%s\",\"latent\":0}", "\"latent\"");
+    expect_refused(f, "{\"model\":\"m\",\"data\":\"%s\",\"epochs\":0}", "\"epochs\"");
+    expect_refused(f, "{\"model\":\"m\",\"data\":\"%s\",\"epochs\":100001}", "\"epochs\"");
+    expect_refused(f, "{\"model\":\"m\",\"data\":\"%s\",\"batch\":-1}", "\"batch\"");
+    expect_refused(f, "{\"model\":\"m\",\"data\":\"%s\",\"lr\":\"fast\"}", "\"lr\" must be a number");
+    expect_refused(f, "{\"model\":\"m\",\"data\":\"%s\",\"lr\":0}", "lr must be a positive");
+    expect_refused(f, "{\"model\":\"m\",\"data\":\"%s\",\"lr\":1e300}", "\"lr\"");
+    expect_refused(f, "{\"model\":\"m\",\"data\":\"%s\",\"hidden\":[400,\"x\"]}", "\"hidden\"");
+    expect_refused(f, "{\"model\":\"m\",\"data\":\"%s\",\"hidden\":\"400\"}", "\"hidden\"");
+    expect_refused(f, "{\"model\":\"m\",\"data\":\"%s\",\"hidden\":[1,2,3,4,5,6,7,8,9]}", "at most 8");
+    expect_refused(f, "{\"model\":\"m\",\"data\":\"%s\",\"hidden\":[20000]}", "width 20000");
+    expect_refused(f, "{\"model\":\"m\",\"data\":\"%s\",\"activation\":\"gelu\"}", "\"activation\"");
+    expect_refused(f, "{\"model\":\"m\",\"data\":\"%s\",\"likelihood\":7}", "\"likelihood\" must be a string");
+    expect_refused(f, "{\"model\":\"m\",\"data\":\"%s\",\"class\":300}", "\"class\"");
+    expect_refused(f, "{\"model\":\"m\",\"data\":\"%s\",\"class\":\"3\"}", "\"class\"");
+    expect_refused(f, "{\"model\":\"m\",\"data\":\"%s\",\"seed\":-1}", "\"seed\"");
+    expect_refused(f, "{\"model\":\"m\",\"data\":\"%s\",\"batch\":8,\"batch\":9}", "twice");
+    expect_refused(f, "{\"data\":\"%s\"}", "\"model\" is required");
+    expect_refused(f, "{\"model\":\"-bad\",\"data\":\"%s\"}", "\"model\": invalid name");
+    expect_refused(f, "[\"%s\"]", "JSON object");
+    expect_refused(f, "{\"model\":\"m\",\"data\":\"%s\"", "not valid JSON");
+    expect_refused(f, "{\"model\":\"m\",\"data\":\"mnsit\"}%s", "unknown data set \"mnsit\"");
+    expect_refused(f, "{\"model\":\"m\",\"data\":\"/nonexistent/x-images-idx3-ubyte\"}%s",
+                   "unknown data set");
+}
+
+static void test_data_set_checks(void **state)
+{
+    fixture *f = *state;
+    char body[512], err[512] = "";
+    job_spec s;
+    /* a class needs labels beside the images */
+    snprintf(body, sizeof body, "{\"model\":\"m\",\"data\":\"%s\",\"class\":1}", f->bare);
+    assert_int_equal(parse(body, &s, err, sizeof err), JOB_SPEC_ERR_INVALID);
+    assert_non_null(strstr(err, "labels"));
+    snprintf(body, sizeof body, "{\"model\":\"m\",\"data\":\"%s\"}", f->bare);
+    assert_int_equal(parse(body, &s, err, sizeof err), JOB_SPEC_OK);
+    assert_int_equal(s.n_train, 50);
+    /* not an IDX file */
+    char junk[160];
+    snprintf(junk, sizeof junk, "%s/junk", f->dir);
+    FILE *fp = fopen(junk, "w");
+    fputs("hello, not an image file at all", fp);
+    fclose(fp);
+    snprintf(body, sizeof body, "{\"model\":\"m\",\"data\":\"%s\"}", junk);
+    assert_int_equal(parse(body, &s, err, sizeof err), JOB_SPEC_ERR_INVALID);
+    assert_non_null(strstr(err, "not an IDX image file"));
+    /* a built-in name under a root without it */
+    const char *fashion = "{\"model\":\"m\",\"data\":\"fashion\"}";
+    assert_int_equal(job_spec_parse(fashion, strlen(fashion), f->dir, &s, err, sizeof err),
+                     JOB_SPEC_ERR_INVALID);
+    assert_non_null(strstr(err, "get-data.sh fashion"));
+}
+
+static void test_param_count_matches_the_engine(void **state)
+{
+    (void)state;
+    static const int widths[][3] = {{400, 0, 0}, {512, 256, 0}, {64, 32, 16}};
+    static const int n_widths[] = {1, 2, 3};
+    for (int i = 0; i < 3; i++) {
+        for (int lik = 0; lik < 4; lik++) {
+            vae_config c;
+            vae_config_default(&c);
+            c.n_hidden = n_widths[i];
+            for (int k = 0; k < c.n_hidden; k++) c.hidden[k] = widths[i][k];
+            c.likelihood = (vae_likelihood)lik;
+            vae_model m;
+            char err[256];
+            assert_int_equal(vae_alloc(&m, &c, err, sizeof err), 0);
+            assert_int_equal(job_spec_param_count(&c), m.n_params);
+            vae_free(&m);
+        }
+    }
+}
+
+static void test_memory_estimate_of_mnist(void **state)
+{
+    (void)state;
+    if (access("data/mnist/train-images-idx3-ubyte", R_OK) != 0)
+        fail_msg("data/mnist missing: run scripts/get-data.sh mnist");
+    char err[512] = "";
+    job_spec s;
+    const char *body = "{\"model\":\"digits\",\"data\":\"mnist\",\"hidden\":[400],\"latent\":20,"
+                       "\"batch\":128,\"epochs\":10}";
+    assert_int_equal(job_spec_parse(body, strlen(body), "data", &s, err, sizeof err), 0);
+    assert_int_equal(s.n_train, 60000);
+    assert_int_equal(s.n_test, 10000);
+    /* 70,000 images of 784 floats is 219.5 MB; 652,824 parameters x 4 floats
+     * is 10.4 MB; activations a few MB more */
+    double data = 70000.0 * 784 * 4, params = 652824.0 * 16;
+    assert_true((double)s.mem_bytes > data + params);
+    assert_true((double)s.mem_bytes < data + params + 64e6);
+    /* wider layers cost more */
+    body = "{\"model\":\"digits\",\"data\":\"mnist\",\"hidden\":[4096,4096]}";
+    job_spec big;
+    assert_int_equal(job_spec_parse(body, strlen(body), "data", &big, err, sizeof err), 0);
+    assert_true(big.mem_bytes > s.mem_bytes + (size_t)4096 * 4096 * 16);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_defaults_and_data_shape, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_every_option, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_refusals_name_the_key, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_data_set_checks, setup, teardown),
+        cmocka_unit_test(test_param_count_matches_the_engine),
+        cmocka_unit_test(test_memory_estimate_of_mnist),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
