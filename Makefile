@@ -24,7 +24,7 @@ HTTP_SRC   := $(wildcard tests/http/test_*.c)
 TESTLIB_SRC:= $(filter-out $(UNIT_SRC) $(HTTP_SRC),$(wildcard tests/unit/*.c tests/http/*.c))
 
 ENGINE_OBJ := $(ENGINE_SRC:%.c=$(BUILD)/%.o)
-SERVER_OBJ := $(SERVER_SRC:%.c=$(BUILD)/%.o) $(BUILD)/gen/schema_sql.o
+SERVER_OBJ := $(SERVER_SRC:%.c=$(BUILD)/%.o) $(BUILD)/gen/schema_sql.o $(BUILD)/gen/openapi_yaml.o
 TESTLIB_OBJ:= $(TESTLIB_SRC:%.c=$(BUILD)/%.o)
 UNIT_BIN   := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/unit_%)
 HTTP_BIN   := $(HTTP_SRC:tests/http/%.c=$(BUILD)/tests/http_%)
@@ -47,6 +47,14 @@ $(BUILD)/gen/schema_sql.c: $(SCHEMA) scripts/embed-schema.sh
 	bash scripts/embed-schema.sh $(SCHEMA) > $@
 
 $(BUILD)/gen/schema_sql.o: $(BUILD)/gen/schema_sql.c
+	$(CC) $(CFLAGS) -c $< -o $@
+
+# schema/openapi.yaml, served at /openapi.yaml, compiled into the server library.
+$(BUILD)/gen/openapi_yaml.c: schema/openapi.yaml scripts/embed-file.sh
+	@mkdir -p $(dir $@)
+	bash scripts/embed-file.sh vaed_openapi_yaml schema/openapi.yaml > $@
+
+$(BUILD)/gen/openapi_yaml.o: $(BUILD)/gen/openapi_yaml.c
 	$(CC) $(CFLAGS) -c $< -o $@
 
 $(BUILD)/libvae_engine.a: $(ENGINE_OBJ)

@@ -18,6 +18,7 @@
 #include "../engine/rng.h"
 #include "../engine/vae.h"
 #include "api_infer.h"
+#include "api_jobs.h"
 #include "api_models.h"
 #include "http_util.h"
 #include "metrics.h"
@@ -95,6 +96,11 @@ static const http_route routes[] = {
     {"GET", "/models/*/versions/*/file", api_version_file, 0},
     {"PUT", "/models/*/aliases/*", api_alias_put, 0},
     {"DELETE", "/models/*/aliases/*", api_alias_delete, 0},
+    {"POST", "/jobs", api_jobs_submit, 0},
+    {"GET", "/jobs", api_jobs_list, 0},
+    {"GET", "/jobs/*", api_jobs_get, 0},
+    {"GET", "/jobs/*/events", api_jobs_events, 0},
+    {"POST", "/jobs/*/cancel", api_jobs_cancel, 0},
 };
 
 size_t http_server_route_count(void)
@@ -512,6 +518,10 @@ int server_run(const server_options *o, volatile sig_atomic_t *stop, char *err, 
     }
 
     http_ctx ctx = {.opts = o, .reg = reg, .cache = cache};
+    /* Training workers (and jobs a crash left running, resumed) start with
+     * the registry, before requests can reach them. */
+    if ((status = api_jobs_start(o, reg, err, errlen)) != SERVER_OK)
+        goto end;
     /* Model math runs on its own threads, one per core like the MHD pool:
      * see api_infer.h. */
     if (api_infer_start(o, threads, err, errlen)) {
@@ -546,12 +556,19 @@ int server_run(const server_options *o, volatile sig_atomic_t *stop, char *err, 
         nanosleep(&pause, NULL);
     }
 
-end:
+end:;
+    /* Stop order: no new connections; running jobs checkpointed (within a
+     * training step) and event streams ended; then inference. */
+    MHD_socket listen_fd = d ? MHD_quiesce_daemon(d) : MHD_INVALID_SOCKET;
+    api_jobs_stop();
     /* Finishes admitted work and resumes its connections: MHD must not stop
      * with a connection suspended. */
     api_infer_stop();
     if (d)
         MHD_stop_daemon(d);
+    if (listen_fd != MHD_INVALID_SOCKET)
+        close(listen_fd); /* MHD leaves a quiesced socket to us, after the stop */
+    api_jobs_free();
     if (cache)
         model_cache_free(cache);
     if (reg)

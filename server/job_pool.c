@@ -55,6 +55,7 @@ struct job_pool {
     int nice;
     void (*on_event)(void *ctx, int64_t job_id, const char *type, const char *data_json);
     void *on_event_ctx;
+    int confine_data;
 
     pthread_mutex_t mu;
     pthread_cond_t work_cv;         /* a job was queued, or the pool is stopping */
@@ -616,8 +617,9 @@ static void run_job(job_pool *p, worker_slot *slot, int64_t id, const char *conf
     char path[PATH_MAX];
     resume_path(p, id, path, sizeof path);
 
-    if (job_spec_parse(config_json, strlen(config_json), p->data_root, &j->spec, j->err,
-                       sizeof j->err) ||
+    if ((p->confine_data ? job_spec_parse_confined
+                         : job_spec_parse)(config_json, strlen(config_json), p->data_root,
+                                           &j->spec, j->err, sizeof j->err) ||
         load_data(j)) {
         fail_job(j);
         goto end;
@@ -785,6 +787,7 @@ int job_pool_new(registry *reg, const job_pool_options *o, job_pool **out, char 
     p->nice = o->nice;
     p->on_event = o->on_event;
     p->on_event_ctx = o->on_event_ctx;
+    p->confine_data = o->confine_data;
     pthread_mutex_init(&p->mu, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
@@ -878,7 +881,8 @@ int job_pool_submit(job_pool *p, const char *json, size_t len, int64_t *id, char
     }
     int status = JOB_POOL_OK;
     char *canonical = NULL; /* owned: freed below */
-    if (job_spec_parse(json, len, p->data_root, s, err, errlen)) {
+    if ((p->confine_data ? job_spec_parse_confined : job_spec_parse)(json, len, p->data_root,
+                                                                      s, err, errlen)) {
         status = JOB_POOL_ERR_INVALID;
         goto end;
     }
@@ -918,6 +922,16 @@ int job_pool_cancel(job_pool *p, int64_t id, char *err, size_t errlen)
     pthread_mutex_lock(&p->mu);
     for (int i = 0; i < p->n_workers; i++) {
         if (p->slots[i].job_id == id) {
+            /* Its worker may have finished it and not yet let go of it. */
+            char state[16] = "";
+            int64_t seq;
+            if (registry_job_last_seq(p->reg, id, &seq, state, NULL, 0) == REGISTRY_OK &&
+                registry_job_state_is_final(state)) {
+                pthread_mutex_unlock(&p->mu);
+                set_err(err, errlen, "job %" PRId64 " is %s; it cannot become cancelled", id,
+                        state);
+                return JOB_POOL_ERR_CONFLICT;
+            }
             p->slots[i].user_cancel = 1;
             p->slots[i].cancel = 1;
             pthread_mutex_unlock(&p->mu);

@@ -80,6 +80,9 @@ typedef struct {
      * and job_pool_cancel, not job_pool_shutdown or job_pool_free. */
     void (*on_event)(void *ctx, int64_t job_id, const char *type, const char *data_json);
     void *on_event_ctx;
+    /* Added with the jobs HTTP API: 1 parses specs with job_spec_parse_confined
+     * (a daemon: "data" only under data_root); 0 (default) job_spec_parse. */
+    int confine_data;
 } job_pool_options;
 
 typedef struct job_pool job_pool;

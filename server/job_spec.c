@@ -400,8 +400,54 @@ static int apply_key(job_spec *s, const cJSON *it, char *err, size_t errlen)
     return 0;
 }
 
-static int parse_object(const cJSON *root, const char *data_root, job_spec *s, char *err,
-                        size_t errlen)
+/* 1 when path (resolved) is root (resolved) or inside it. */
+static int path_under(const char *path, const char *root)
+{
+    size_t n = strlen(root);
+    if (n == 1 && root[0] == '/') return 1;
+    return strncmp(path, root, n) == 0 && (path[n] == '/' || path[n] == '\0');
+}
+
+/* For job_spec_parse_confined: a path must name a file inside data_root once
+ * symlinks and ".." are resolved; s->data becomes that resolved path. The
+ * same message whether the file is missing or outside the root, so a client
+ * cannot probe what exists elsewhere on the server. */
+static int confine_data(job_spec *s, const char *root, char *err, size_t errlen)
+{
+    char root_real[PATH_MAX], joined[PATH_MAX + 2], real[PATH_MAX];
+    if (!realpath(root, root_real)) {
+        set_err(err, errlen, "\"data\": this server has no data directory, so only mnist "
+                             "and fashion can be named");
+        return -1;
+    }
+    int over = s->data[0] == '/'
+                   ? snprintf(joined, sizeof joined, "%s", s->data) >= (int)sizeof joined
+                   : snprintf(joined, sizeof joined, "%s/%s", root, s->data) >= (int)sizeof joined;
+    int ok = !over && realpath(joined, real) && path_under(real, root_real);
+    if (ok) {
+        /* data_sets_load also reads the labels file beside the images */
+        const char *p = strstr(real, "-images-idx3-ubyte");
+        char lab[PATH_MAX + 64], lab_real[PATH_MAX];
+        if (p) {
+            snprintf(lab, sizeof lab, "%.*s-labels-idx1-ubyte%s", (int)(p - real), real,
+                     p + strlen("-images-idx3-ubyte"));
+            if (access(lab, F_OK) == 0)
+                ok = realpath(lab, lab_real) && path_under(lab_real, root_real);
+        }
+    }
+    if (!ok) {
+        set_err(err, errlen,
+                "\"data\": no data set \"%.200s\" in the server's data directory (a path "
+                "there is relative to it; mnist and fashion are built in)",
+                s->data);
+        return -1;
+    }
+    snprintf(s->data, sizeof s->data, "%s", real);
+    return 0;
+}
+
+static int parse_object(const cJSON *root, const char *data_root, int confined, job_spec *s,
+                        char *err, size_t errlen)
 {
     if (!cJSON_IsObject(root)) {
         set_err(err, errlen, "a job is a JSON object, e.g. {\"model\": \"digits\", \"data\": "
@@ -437,14 +483,16 @@ static int parse_object(const cJSON *root, const char *data_root, job_spec *s, c
                              "a version of");
         return -1;
     }
+    if (confined && !data_sets_is_builtin(s->data) && confine_data(s, data_root, err, errlen))
+        return -1;
     if (check_data(s, data_root, err, errlen)) return -1;
     if (vae_config_validate(&s->cfg, err, errlen)) return -1;
     s->mem_bytes = job_spec_memory_bytes(&s->cfg, s->n_used, s->n_test);
     return 0;
 }
 
-int job_spec_parse(const char *json, size_t len, const char *data_root, job_spec *out,
-                   char *err, size_t errlen)
+static int parse(const char *json, size_t len, const char *data_root, int confined,
+                 job_spec *out, char *err, size_t errlen)
 {
     memset(out, 0, sizeof *out);
     vae_config_default(&out->cfg);
@@ -459,9 +507,22 @@ int job_spec_parse(const char *json, size_t len, const char *data_root, job_spec
         set_err(err, errlen, "the job is not valid JSON");
         return JOB_SPEC_ERR_INVALID;
     }
-    int rc = parse_object(root, data_root ? data_root : data_sets_root(), out, err, errlen);
+    int rc = parse_object(root, data_root ? data_root : data_sets_root(), confined, out, err,
+                          errlen);
     cJSON_Delete(root);
     return rc ? JOB_SPEC_ERR_INVALID : JOB_SPEC_OK;
+}
+
+int job_spec_parse(const char *json, size_t len, const char *data_root, job_spec *out,
+                   char *err, size_t errlen)
+{
+    return parse(json, len, data_root, 0, out, err, errlen);
+}
+
+int job_spec_parse_confined(const char *json, size_t len, const char *data_root,
+                            job_spec *out, char *err, size_t errlen)
+{
+    return parse(json, len, data_root, 1, out, err, errlen);
 }
 
 /* ---------- back to JSON ---------- */

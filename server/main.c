@@ -18,6 +18,7 @@
 #include "../engine/image.h"
 #include "../engine/trainer.h"
 #include "../engine/vae.h"
+#include "cli_jobs.h"
 #include "cli_options.h"
 #include "cli_registry.h"
 #include "data_sets.h"
@@ -54,6 +55,7 @@ static void usage(FILE *f)
             "  push       upload a checkpoint to a running server\n"
             "  models     list the models of a running server\n"
             "  pull       download a checkpoint from a running server\n"
+            "  jobs       submit, list, show, cancel or watch a running server's training jobs\n"
             "\n"
             "  vaed COMMAND --help   options of one command\n"
             "  vaed --version\n",
@@ -740,6 +742,7 @@ int main(int argc, char **argv)
     if (strcmp(cmd, "push") == 0) return cli_push(argc - 1, argv + 1);
     if (strcmp(cmd, "models") == 0) return cli_models(argc - 1, argv + 1);
     if (strcmp(cmd, "pull") == 0) return cli_pull(argc - 1, argv + 1);
+    if (strcmp(cmd, "jobs") == 0) return cli_jobs(argc - 1, argv + 1);
     if (strcmp(cmd, "eval") == 0) return cmd_eval(argc - 1, argv + 1);
     if (strcmp(cmd, "reconstruct") == 0) return cmd_reconstruct(argc - 1, argv + 1);
     if (strcmp(cmd, "import") == 0) return cmd_import(argc - 1, argv + 1);

@@ -184,7 +184,7 @@ static void test_sample_bad_parameters(void **state)
 {
     (void)state;
     expect_bad_request("/sample?n=0", "n");
-    expect_bad_request("/sample?n=257", "n");
+    expect_bad_request("/sample?n=1025", "n"); /* n <= 1024 since the inference API */
     expect_bad_request("/sample?n=abc", "n");
     expect_bad_request("/sample?n=4x", "n");
     expect_bad_request("/sample?n=-1", "n");

@@ -1,0 +1,126 @@
+#!/usr/bin/env bash
+# HTTP throughput and latency of vaed against a reference server: the same
+# checkpoint in PyTorch behind Python's ThreadingHTTPServer
+# (scripts/bench_http_torch.py), both on 127.0.0.1, measured with wrk
+# (10 s, 64 connections, 2 threads) in the same run:
+#   scripts/bench-http.sh [BUILD_DIR]        (default build)
+# Endpoints: POST /encode of one image (JSON), POST /sample?n=16 (PNG grid),
+# GET /interpolate between two MNIST test images (PNG strip, 10 steps).
+# The model is the default 784-400-20 MLP trained for one epoch on MNIST here
+# (a few seconds). Prints a markdown table with requests/s, p50 and p99, and
+# the ratio vaed / reference. Environment: DURATION (default 10s),
+# CONNECTIONS (64), WRK_THREADS (2), VAED_THREADS (0 = cores).
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+build=${1:-build}
+vaed=$build/vaed
+duration=${DURATION:-10s}
+conns=${CONNECTIONS:-64}
+wrk_threads=${WRK_THREADS:-2}
+
+command -v wrk >/dev/null || { echo "bench-http: wrk is not installed (scripts/install-deps.sh --with-bench)" >&2; exit 1; }
+/usr/bin/python3 -c 'import torch' 2>/dev/null || { echo "bench-http: python3-torch is not installed (scripts/install-deps.sh --with-bench)" >&2; exit 1; }
+[ -x "$vaed" ] || { echo "bench-http: $vaed not found (make all)" >&2; exit 1; }
+[ -f data/mnist/t10k-images-idx3-ubyte ] || bash scripts/get-data.sh mnist
+
+tmp=$(mktemp -d /tmp/vaed-bench-http-XXXXXX)
+vaed_pid=
+torch_pid=
+cleanup() {
+    if [ -n "$vaed_pid" ]; then kill "$vaed_pid" 2>/dev/null || true; wait "$vaed_pid" 2>/dev/null || true; fi
+    if [ -n "$torch_pid" ]; then kill "$torch_pid" 2>/dev/null || true; wait "$torch_pid" 2>/dev/null || true; fi
+    rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+echo "bench-http: training the benchmark model (784-400-20, 1 epoch)..." >&2
+"$vaed" train --data mnist --epochs 1 --register digits --data-dir "$tmp/var" \
+    --out "$tmp/digits.safetensors" >"$tmp/train.log" 2>&1
+
+VAED_DATA=$root/data "$vaed" serve --listen 127.0.0.1:0 --data-dir "$tmp/var" \
+    --port-file "$tmp/port" --threads "${VAED_THREADS:-0}" --max-connections 1024 \
+    >"$tmp/vaed.log" 2>&1 &
+vaed_pid=$!
+for _ in $(seq 100); do [ -s "$tmp/port" ] && break; sleep 0.1; done
+vaed_port=$(cat "$tmp/port")
+
+torch_port=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+/usr/bin/python3 scripts/bench_http_torch.py "$tmp/digits.safetensors" "$torch_port" "$root/data" \
+    >"$tmp/torch.log" 2>&1 &
+torch_pid=$!
+for _ in $(seq 300); do grep -q ready "$tmp/torch.log" 2>/dev/null && break; sleep 0.1; done
+grep -q ready "$tmp/torch.log" || { echo "bench-http: the reference server did not start:" >&2; cat "$tmp/torch.log" >&2; exit 1; }
+
+# One MNIST test image as the /encode body.
+/usr/bin/python3 - "$tmp/encode.json" <<'PY'
+import sys, json
+with open("data/mnist/t10k-images-idx3-ubyte", "rb") as f:
+    f.read(16)
+    raw = f.read(784)
+json.dump({"x": [[round(b / 255.0, 6) for b in raw]]}, open(sys.argv[1], "w"))
+PY
+body=$(cat "$tmp/encode.json")
+cat >"$tmp/encode.lua" <<LUA
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = [==[$body]==]
+LUA
+cat >"$tmp/post.lua" <<'LUA'
+wrk.method = "POST"
+wrk.headers["Content-Length"] = "0"
+LUA
+: >"$tmp/get.lua"
+
+# Checks each endpoint answers 200 before timing it.
+check() {
+    local url=$1 method=$2 script=$3 code
+    if [ "$script" = encode ]; then
+        code=$(curl -s -o /dev/null -w '%{http_code}' -X POST -H 'Content-Type: application/json' --data-binary @"$tmp/encode.json" "$url")
+    else
+        code=$(curl -s -o /dev/null -w '%{http_code}' -X "$method" "$url")
+    fi
+    [ "$code" = 200 ] || { echo "bench-http: $method $url answered $code" >&2; exit 1; }
+}
+
+# to_ms VALUE: wrk's "1.23ms" / "456.00us" / "1.10s" in milliseconds.
+to_ms() {
+    awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) n /= 1000; else if (v ~ /ms$/) n += 0; else if (v ~ /s$/) n *= 1000; printf "%.2f", n }'
+}
+
+# run NAME URL SCRIPT -> "rps p50 p99 non2xx"
+run() {
+    local out rps p50 p99 bad
+    out=$(wrk -t"$wrk_threads" -c"$conns" -d"$duration" --latency -s "$tmp/$3.lua" "$2" 2>&1)
+    echo "$out" >"$tmp/wrk-$1.log"
+    rps=$(echo "$out" | awk '/^Requests\/sec:/ { print $2 }')
+    p50=$(to_ms "$(echo "$out" | awk '$1 == "50%" { print $2 }')")
+    p99=$(to_ms "$(echo "$out" | awk '$1 == "99%" { print $2 }')")
+    bad=$(echo "$out" | awk '/Non-2xx or 3xx responses:/ { print $5 }')
+    echo "$rps $p50 $p99 ${bad:-0}"
+}
+
+endpoints=(
+    "encode|POST /encode (1 image, JSON)|/encode|encode|POST"
+    "sample|POST /sample?n=16 (PNG)|/sample?n=16&seed=1|post|POST"
+    "interp|GET /interpolate (10-step strip)|/interpolate?from=mnist:test:3&to=mnist:test:7&steps=10|get|GET"
+)
+rows=()
+for e in "${endpoints[@]}"; do
+    IFS='|' read -r key label path script method <<<"$e"
+    check "http://127.0.0.1:$vaed_port$path" "$method" "$script"
+    check "http://127.0.0.1:$torch_port$path" "$method" "$script"
+    echo "bench-http: $label: vaed..." >&2
+    read -r v_rps v_p50 v_p99 v_bad <<<"$(run "vaed-$key" "http://127.0.0.1:$vaed_port$path" "$script")"
+    echo "bench-http: $label: pytorch..." >&2
+    read -r t_rps t_p50 t_p99 t_bad <<<"$(run "torch-$key" "http://127.0.0.1:$torch_port$path" "$script")"
+    ratio=$(awk -v a="$v_rps" -v b="$t_rps" 'BEGIN { if (b > 0) printf "%.1fx", a / b; else print "n/a" }')
+    rows+=("| $label | $v_rps | $v_p50 | $v_p99 | $v_bad | $t_rps | $t_p50 | $t_p99 | $ratio |")
+done
+
+echo
+echo "wrk -t$wrk_threads -c$conns -d$duration on 127.0.0.1, $(nproc) cores; reference: PyTorch $(/usr/bin/python3 -c 'import torch; print(torch.__version__)') behind ThreadingHTTPServer, same checkpoint"
+echo
+echo "| endpoint | vaed req/s | vaed p50 ms | vaed p99 ms | vaed non-2xx | pytorch req/s | pytorch p50 ms | pytorch p99 ms | vaed / pytorch |"
+echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+printf '%s\n' "${rows[@]}"

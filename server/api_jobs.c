@@ -1,0 +1,651 @@
+/* api_jobs: the jobs endpoints and their event streams. See api_jobs.h.
+ *
+ * Locks: jobs.mu guards the module state (the list of suspended streams, the
+ * stop flag, the training rates). It is taken before the registry's lock
+ * (the watcher reads each waiting job's newest event under it) and never
+ * inside the pool's lock: the pool calls on_event with no lock held. MHD's
+ * resume is called outside jobs.mu, so MHD's own locks never nest in it.
+ */
+#include "api_jobs.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include <cJSON.h>
+
+#include "http_util.h"
+#include "job_pool.h"
+#include "metrics.h"
+
+/* At most this many events are formatted per read (the rest on the next). */
+#define API_JOBS_EVENTS_PER_READ 64
+/* Jobs whose training rate /metrics sums: one per worker (main.c caps at 64). */
+#define API_JOBS_MAX_RATES 256
+
+typedef struct sse_stream {
+    struct sse_stream *next;     /* in jobs.waiting while suspended */
+    int waiting;                 /* 1 while in jobs.waiting */
+    struct MHD_Connection *conn; /* borrowed: the connection this stream answers */
+    int64_t job_id;
+    int64_t last_seq;            /* the newest event sent */
+    double last_write;           /* CLOCK_MONOTONIC seconds of the last bytes handed to MHD */
+    char *out;                   /* owned: formatted text not yet handed to MHD */
+    size_t out_len, out_off, out_cap;
+    int ending;                  /* a final state event is in out: end once it is sent */
+} sse_stream;
+
+typedef struct {
+    int64_t job_id;
+    double images_per_s;
+} job_rate;
+
+static struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;         /* an event was stored, a stream started waiting, or stop */
+    int cv_ready;
+    job_pool *pool;            /* owned: api_jobs_free */
+    registry *reg;             /* borrowed */
+    int stopping;
+    int watcher_started;
+    pthread_t watcher;
+    sse_stream *waiting;       /* suspended streams (each owned by its MHD response) */
+    job_rate rates[API_JOBS_MAX_RATES];
+    int n_rates;
+} jobs = {.mu = PTHREAD_MUTEX_INITIALIZER};
+
+static double mono_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* ---- pool events and /metrics ------------------------------------------ */
+
+static void rate_set(int64_t id, double v)
+{
+    for (int i = 0; i < jobs.n_rates; i++)
+        if (jobs.rates[i].job_id == id) {
+            jobs.rates[i].images_per_s = v;
+            return;
+        }
+    if (jobs.n_rates < API_JOBS_MAX_RATES)
+        jobs.rates[jobs.n_rates++] = (job_rate){id, v};
+}
+
+static void rate_drop(int64_t id)
+{
+    for (int i = 0; i < jobs.n_rates; i++)
+        if (jobs.rates[i].job_id == id) {
+            jobs.rates[i] = jobs.rates[--jobs.n_rates];
+            return;
+        }
+}
+
+/* From a pool worker after each stored event: note the training rate and
+ * wake the watcher. */
+static void on_pool_event(void *ctx, int64_t job_id, const char *type, const char *data_json)
+{
+    (void)ctx;
+    cJSON *data = data_json ? cJSON_Parse(data_json) : NULL; /* owned: freed below */
+    const cJSON *ips = cJSON_GetObjectItemCaseSensitive(data, "images_per_s");
+    const cJSON *state = cJSON_GetObjectItemCaseSensitive(data, "state");
+    pthread_mutex_lock(&jobs.mu);
+    if (!strcmp(type, "state") && cJSON_IsString(state) && strcmp(state->valuestring, "running"))
+        rate_drop(job_id);
+    else if (strcmp(type, "state") && cJSON_IsNumber(ips))
+        rate_set(job_id, ips->valuedouble);
+    pthread_cond_broadcast(&jobs.cv);
+    pthread_mutex_unlock(&jobs.mu);
+    cJSON_Delete(data);
+}
+
+static void metrics_jobs(void *arg, int64_t counts[METRICS_JOB_STATES])
+{
+    (void)arg;
+    registry_job *list = NULL; /* owned: freed below */
+    size_t n = 0;
+    if (!jobs.reg || registry_job_list(jobs.reg, NULL, &list, &n, NULL, 0) != REGISTRY_OK)
+        return;
+    for (size_t i = 0; i < n; i++)
+        for (int s = 0; s < METRICS_JOB_STATES; s++)
+            if (!strcmp(list[i].state, metrics_job_state_names[s]))
+                counts[s]++;
+    registry_free_jobs(list, n);
+}
+
+static double metrics_training_rate(void *arg)
+{
+    (void)arg;
+    double sum = 0;
+    pthread_mutex_lock(&jobs.mu);
+    for (int i = 0; i < jobs.n_rates; i++)
+        sum += jobs.rates[i].images_per_s;
+    pthread_mutex_unlock(&jobs.mu);
+    return sum;
+}
+
+/* ---- the watcher --------------------------------------------------------- */
+
+/* 1 when stream s should be resumed now: it has events to send, or it has
+ * been quiet long enough for a keep-alive. Under jobs.mu. */
+static int stream_due(const sse_stream *s, double now)
+{
+    if (now - s->last_write >= API_JOBS_KEEPALIVE_S - 0.01)
+        return 1;
+    int64_t seq = 0;
+    int rc = registry_job_last_seq(jobs.reg, s->job_id, &seq, NULL, NULL, 0);
+    return rc != REGISTRY_OK || seq > s->last_seq;
+}
+
+/* Resumes the streams that are due (all when stopping), then sleeps until
+ * the next keep-alive is due or an event arrives. */
+static void *watcher_main(void *arg)
+{
+    (void)arg;
+    pthread_mutex_lock(&jobs.mu);
+    for (;;) {
+        int stopping = jobs.stopping;
+        double now = mono_s(), next = now + API_JOBS_KEEPALIVE_S;
+        struct MHD_Connection *resume[64];
+        int n = 0;
+        for (sse_stream **pp = &jobs.waiting; *pp && n < 64;) {
+            sse_stream *s = *pp;
+            if (stopping || stream_due(s, now)) {
+                *pp = s->next;
+                s->next = NULL;
+                s->waiting = 0;
+                resume[n++] = s->conn;
+            } else {
+                if (s->last_write + API_JOBS_KEEPALIVE_S < next)
+                    next = s->last_write + API_JOBS_KEEPALIVE_S;
+                pp = &s->next;
+            }
+        }
+        if (n) {
+            /* A stream taken off the list stays suspended, so MHD keeps its
+             * connection and response (and the stream) until resumed. */
+            pthread_mutex_unlock(&jobs.mu);
+            for (int i = 0; i < n; i++)
+                MHD_resume_connection(resume[i]);
+            pthread_mutex_lock(&jobs.mu);
+            continue;
+        }
+        if (stopping)
+            break;
+        struct timespec ts;
+        double whole = (double)(time_t)next;
+        ts.tv_sec = (time_t)next;
+        ts.tv_nsec = (long)((next - whole) * 1e9);
+        if (ts.tv_nsec >= 1000000000L)
+            ts.tv_nsec = 999999999L;
+        pthread_cond_timedwait(&jobs.cv, &jobs.mu, &ts);
+    }
+    pthread_mutex_unlock(&jobs.mu);
+    return NULL;
+}
+
+/* ---- start and stop ------------------------------------------------------ */
+
+int api_jobs_start(const server_options *o, registry *reg, char *err, size_t errlen)
+{
+    if (!jobs.cv_ready) {
+        pthread_condattr_t ca;
+        pthread_condattr_init(&ca);
+        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+        pthread_cond_init(&jobs.cv, &ca);
+        pthread_condattr_destroy(&ca);
+        jobs.cv_ready = 1;
+    }
+    jobs.reg = reg;
+    jobs.stopping = 0;
+    jobs.n_rates = 0;
+    job_pool_options po;
+    job_pool_options_default(&po);
+    po.data_dir = o->data_dir;
+    po.workers = o->workers;
+    po.job_mem_limit = o->job_mem_mb << 20;
+    po.on_event = on_pool_event;
+    po.confine_data = 1;
+    char why[512];
+    if (job_pool_new(reg, &po, &jobs.pool, why, sizeof why)) {
+        snprintf(err, errlen, "cannot start the training jobs: %s", why);
+        jobs.reg = NULL;
+        return SERVER_ERR_DB;
+    }
+    if (pthread_create(&jobs.watcher, NULL, watcher_main, NULL) != 0) {
+        snprintf(err, errlen, "cannot start the event stream thread");
+        job_pool_free(jobs.pool);
+        jobs.pool = NULL;
+        jobs.reg = NULL;
+        return SERVER_ERR_NOMEM;
+    }
+    jobs.watcher_started = 1;
+    metrics_set_jobs_hook(metrics_jobs, NULL);
+    metrics_set_training_hook(metrics_training_rate, NULL);
+    return SERVER_OK;
+}
+
+void api_jobs_stop(void)
+{
+    if (jobs.pool) {
+        /* The running jobs' state events ("queued", interrupted) are still
+         * stored and sent to their streams before those end. */
+        job_pool_shutdown(jobs.pool, JOB_POOL_STOP_CHECKPOINT);
+    }
+    pthread_mutex_lock(&jobs.mu);
+    jobs.stopping = 1;
+    pthread_cond_broadcast(&jobs.cv);
+    pthread_mutex_unlock(&jobs.mu);
+    if (jobs.watcher_started) {
+        pthread_join(jobs.watcher, NULL);
+        jobs.watcher_started = 0;
+    }
+}
+
+void api_jobs_free(void)
+{
+    metrics_set_jobs_hook(NULL, NULL);
+    metrics_set_training_hook(NULL, NULL);
+    api_jobs_stop();
+    job_pool_free(jobs.pool);
+    jobs.pool = NULL;
+    jobs.reg = NULL;
+    if (jobs.cv_ready) {
+        pthread_cond_destroy(&jobs.cv);
+        jobs.cv_ready = 0;
+    }
+}
+
+/* ---- helpers ------------------------------------------------------------- */
+
+static http_error pool_http_error(int status)
+{
+    switch (status) {
+    case JOB_POOL_ERR_INVALID:
+        return HTTP_ERR_UNPROCESSABLE;
+    case JOB_POOL_ERR_NOT_FOUND:
+        return HTTP_ERR_NOT_FOUND;
+    case JOB_POOL_ERR_CONFLICT:
+        return HTTP_ERR_CONFLICT;
+    case JOB_POOL_ERR_STOPPING:
+    case JOB_POOL_ERR_NOMEM:
+        return HTTP_ERR_UNAVAILABLE;
+    default:
+        return HTTP_ERR_INTERNAL;
+    }
+}
+
+/* The pool, or NULL after queueing a 503 (the server is stopping). */
+static job_pool *pool_or_503(struct MHD_Connection *c, enum MHD_Result *ret)
+{
+    if (jobs.pool)
+        return jobs.pool;
+    *ret = http_send_error(c, HTTP_ERR_UNAVAILABLE, "training jobs are not available");
+    return NULL;
+}
+
+/* The job id of the route's first "*": 1 ... 2^53, else 0 after queueing 404. */
+static int64_t job_id_param(struct MHD_Connection *c, const http_request *req,
+                            enum MHD_Result *ret)
+{
+    int64_t id;
+    const char *s = req->n_params > 0 ? req->params[0] : "";
+    if (!http_parse_i64(s, &id) && id >= 1 && id <= ((int64_t)1 << 53))
+        return id;
+    char shown[32];
+    size_t i = 0;
+    for (; s[i] && i + 1 < sizeof shown; i++)
+        shown[i] = s[i] >= 0x20 && s[i] < 0x7f && s[i] != '"' && s[i] != '\\' ? s[i] : '?';
+    shown[i] = '\0';
+    *ret = http_send_error(c, HTTP_ERR_NOT_FOUND, "no job %s: job ids are numbers from 1", shown);
+    return 0;
+}
+
+/* Queues json (malloc'd text, taken) as an application/json body with
+ * status, and Location when location is not NULL. */
+static enum MHD_Result send_json_text(struct MHD_Connection *c, unsigned status, char *json,
+                                      const char *location)
+{
+    struct MHD_Response *resp =
+        MHD_create_response_from_buffer(strlen(json), json, MHD_RESPMEM_MUST_FREE);
+    if (!resp) {
+        free(json);
+        return MHD_NO;
+    }
+    enum MHD_Result ret = MHD_NO;
+    if (MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json") ==
+            MHD_YES &&
+        (!location || MHD_add_response_header(resp, MHD_HTTP_HEADER_LOCATION, location) ==
+                          MHD_YES))
+        ret = MHD_queue_response(c, status, resp);
+    MHD_destroy_response(resp);
+    return ret;
+}
+
+static enum MHD_Result send_pool_error(struct MHD_Connection *c, int status, const char *why)
+{
+    return http_send_error(c, pool_http_error(status), "%s", why);
+}
+
+/* 1 when the Content-Type header (may be NULL) is application/json, with or
+ * without parameters. */
+static int is_json_type(const char *ct)
+{
+    if (!ct)
+        return 0;
+    while (*ct == ' ')
+        ct++;
+    size_t n = strlen("application/json");
+    return !strncasecmp(ct, "application/json", n) &&
+           (ct[n] == '\0' || ct[n] == ';' || ct[n] == ' ');
+}
+
+/* ---- handlers ------------------------------------------------------------ */
+
+enum MHD_Result api_jobs_submit(http_ctx *ctx, struct MHD_Connection *c, http_request *req)
+{
+    (void)ctx;
+    enum MHD_Result ret = MHD_NO;
+    job_pool *p = pool_or_503(c, &ret);
+    if (!p)
+        return ret;
+    const char *ct = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
+    if (ct && !is_json_type(ct))
+        return http_send_error(c, HTTP_ERR_UNSUPPORTED_MEDIA,
+                               "a job is a JSON object: send Content-Type: application/json");
+    /* Unreadable is 400 like everywhere else; a readable spec that does not
+     * fit is the pool's 422. */
+    cJSON *probe = req->body ? cJSON_ParseWithLengthOpts(req->body, req->body_len, NULL, 0)
+                             : NULL; /* owned: freed below */
+    int is_object = cJSON_IsObject(probe);
+    cJSON_Delete(probe);
+    if (!is_object)
+        return http_send_error(c, HTTP_ERR_BAD_REQUEST,
+                               "the body must be a JSON object, e.g. {\"model\": \"digits\", "
+                               "\"data\": \"mnist\", \"epochs\": 10}");
+    char err[512];
+    int64_t id = 0;
+    int rc = job_pool_submit(p, req->body, req->body_len, &id, err, sizeof err);
+    if (rc)
+        return send_pool_error(c, rc, err);
+    char *job = job_pool_get_json(p, id, &rc, err, sizeof err); /* owned: handed on */
+    if (!job)
+        return send_pool_error(c, rc, err);
+    char location[64];
+    snprintf(location, sizeof location, "/jobs/%" PRId64, id);
+    return send_json_text(c, MHD_HTTP_ACCEPTED, job, location);
+}
+
+enum MHD_Result api_jobs_list(http_ctx *ctx, struct MHD_Connection *c, http_request *req)
+{
+    (void)ctx;
+    (void)req;
+    enum MHD_Result ret = MHD_NO;
+    job_pool *p = pool_or_503(c, &ret);
+    if (!p)
+        return ret;
+    const char *state = NULL;
+    char msg[160];
+    if (http_query_str(c, "state", 16, &state, msg, sizeof msg))
+        return http_send_error(c, HTTP_ERR_BAD_REQUEST, "%s", msg);
+    if (state) {
+        int known = 0;
+        for (int i = 0; i < METRICS_JOB_STATES; i++)
+            known |= !strcmp(state, metrics_job_state_names[i]);
+        if (!known)
+            return http_send_error(c, HTTP_ERR_BAD_REQUEST,
+                                   "state: one of queued, running, succeeded, failed, cancelled");
+    }
+    char err[512];
+    int rc;
+    char *list = job_pool_list_json(p, state, &rc, err, sizeof err); /* owned: handed on */
+    if (!list)
+        return send_pool_error(c, rc, err);
+    return send_json_text(c, MHD_HTTP_OK, list, NULL);
+}
+
+enum MHD_Result api_jobs_get(http_ctx *ctx, struct MHD_Connection *c, http_request *req)
+{
+    (void)ctx;
+    enum MHD_Result ret = MHD_NO;
+    job_pool *p = pool_or_503(c, &ret);
+    if (!p)
+        return ret;
+    int64_t id = job_id_param(c, req, &ret);
+    if (!id)
+        return ret;
+    char err[512];
+    int rc;
+    char *job = job_pool_get_json(p, id, &rc, err, sizeof err); /* owned: handed on */
+    if (!job)
+        return rc == JOB_POOL_ERR_NOT_FOUND
+                   ? http_send_error(c, HTTP_ERR_NOT_FOUND, "no job %" PRId64, id)
+                   : send_pool_error(c, rc, err);
+    return send_json_text(c, MHD_HTTP_OK, job, NULL);
+}
+
+enum MHD_Result api_jobs_cancel(http_ctx *ctx, struct MHD_Connection *c, http_request *req)
+{
+    (void)ctx;
+    enum MHD_Result ret = MHD_NO;
+    job_pool *p = pool_or_503(c, &ret);
+    if (!p)
+        return ret;
+    int64_t id = job_id_param(c, req, &ret);
+    if (!id)
+        return ret;
+    char err[512];
+    int rc = job_pool_cancel(p, id, err, sizeof err);
+    if (rc == JOB_POOL_ERR_NOT_FOUND)
+        return http_send_error(c, HTTP_ERR_NOT_FOUND, "no job %" PRId64, id);
+    if (rc)
+        return send_pool_error(c, rc, err);
+    char *job = job_pool_get_json(p, id, &rc, err, sizeof err); /* owned: handed on */
+    if (!job)
+        return send_pool_error(c, rc, err);
+    /* A running job stops at its next step: accepted, not yet done. */
+    int done = strstr(job, "\"state\":\"cancelled\"") != NULL;
+    return send_json_text(c, done ? MHD_HTTP_OK : MHD_HTTP_ACCEPTED, job, NULL);
+}
+
+/* ---- the event stream ---------------------------------------------------- */
+
+static int out_append(sse_stream *s, const char *text, size_t len)
+{
+    if (s->out_len + len + 1 > s->out_cap) {
+        size_t cap = s->out_cap ? s->out_cap : 4096;
+        while (cap < s->out_len + len + 1)
+            cap *= 2;
+        char *grown = realloc(s->out, cap);
+        if (!grown)
+            return -1;
+        s->out = grown;
+        s->out_cap = cap;
+    }
+    memcpy(s->out + s->out_len, text, len);
+    s->out_len += len;
+    s->out[s->out_len] = '\0';
+    return 0;
+}
+
+static int out_str(sse_stream *s, const char *text)
+{
+    return out_append(s, text, strlen(text));
+}
+
+/* One event in SSE framing. A data line cannot hold a newline: each line of
+ * the data gets its own "data:" (stored JSON is printed unformatted, so there
+ * is one). */
+static int format_event(sse_stream *s, const registry_job_event *ev)
+{
+    char head[96];
+    snprintf(head, sizeof head, "id: %" PRId64 "\nevent: %.15s\n", ev->seq, ev->type);
+    if (out_str(s, head))
+        return -1;
+    const char *d = ev->data_json ? ev->data_json : "{}";
+    for (;;) {
+        size_t n = strcspn(d, "\r\n");
+        if (out_str(s, "data: ") || out_append(s, d, n) || out_str(s, "\n"))
+            return -1;
+        d += n;
+        if (!*d)
+            break;
+        d += (d[0] == '\r' && d[1] == '\n') ? 2 : 1;
+    }
+    return out_str(s, "\n");
+}
+
+/* 1 when ev is a state event whose state is final. */
+static int is_final_state(const registry_job_event *ev)
+{
+    if (strcmp(ev->type, "state") || !ev->data_json)
+        return 0;
+    cJSON *d = cJSON_Parse(ev->data_json); /* owned: freed below */
+    const cJSON *st = cJSON_GetObjectItemCaseSensitive(d, "state");
+    int final = cJSON_IsString(st) && registry_job_state_is_final(st->valuestring);
+    cJSON_Delete(d);
+    return final;
+}
+
+/* Formats the events after s->last_seq: 1 when some were, 0 none, -1 on failure. */
+static int stream_fill(sse_stream *s)
+{
+    registry_job_event *ev = NULL; /* owned: freed below */
+    size_t n = 0;
+    char err[256];
+    if (job_pool_events_after(jobs.pool, s->job_id, s->last_seq, API_JOBS_EVENTS_PER_READ, &ev,
+                              &n, err, sizeof err))
+        return -1;
+    int rc = n ? 1 : 0;
+    for (size_t i = 0; i < n && !s->ending; i++) {
+        if (format_event(s, &ev[i])) {
+            rc = -1;
+            break;
+        }
+        s->last_seq = ev[i].seq;
+        s->ending = is_final_state(&ev[i]);
+    }
+    registry_free_job_events(ev, n);
+    return rc;
+}
+
+/* MHD asks for more of the stream; never blocks. With nothing to send it
+ * suspends the connection and returns 0 (the pattern MHD documents for a
+ * reader with nothing ready); the watcher resumes it. */
+static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    (void)pos;
+    sse_stream *s = cls;
+    for (;;) {
+        if (s->out_off < s->out_len) {
+            size_t n = s->out_len - s->out_off < max ? s->out_len - s->out_off : max;
+            memcpy(buf, s->out + s->out_off, n);
+            s->out_off += n;
+            if (s->out_off == s->out_len)
+                s->out_off = s->out_len = 0;
+            s->last_write = mono_s();
+            return (ssize_t)n;
+        }
+        if (s->ending)
+            return MHD_CONTENT_READER_END_OF_STREAM;
+        if (!jobs.pool)
+            return MHD_CONTENT_READER_END_OF_STREAM;
+        int rc = stream_fill(s);
+        if (rc < 0)
+            return MHD_CONTENT_READER_END_WITH_ERROR;
+        if (rc > 0)
+            continue;
+        /* Nothing new. A job already final (its last event was sent before,
+         * e.g. Last-Event-ID named it) ends the stream. */
+        char state[16] = "";
+        int64_t seq = 0;
+        if (registry_job_last_seq(jobs.reg, s->job_id, &seq, state, NULL, 0) != REGISTRY_OK)
+            return MHD_CONTENT_READER_END_WITH_ERROR;
+        if (registry_job_state_is_final(state) && seq <= s->last_seq)
+            return MHD_CONTENT_READER_END_OF_STREAM;
+        if (mono_s() - s->last_write >= API_JOBS_KEEPALIVE_S - 0.01) {
+            if (out_str(s, ": keep-alive\n\n"))
+                return MHD_CONTENT_READER_END_WITH_ERROR;
+            continue;
+        }
+        pthread_mutex_lock(&jobs.mu);
+        if (jobs.stopping) {
+            pthread_mutex_unlock(&jobs.mu);
+            return MHD_CONTENT_READER_END_OF_STREAM;
+        }
+        s->waiting = 1;
+        s->next = jobs.waiting;
+        jobs.waiting = s;
+        MHD_suspend_connection(s->conn);
+        pthread_cond_broadcast(&jobs.cv);
+        pthread_mutex_unlock(&jobs.mu);
+        return 0;
+    }
+}
+
+/* The response is done (sent, or the client went away). */
+static void stream_free(void *cls)
+{
+    sse_stream *s = cls;
+    pthread_mutex_lock(&jobs.mu);
+    if (s->waiting) /* not expected: MHD keeps a suspended connection */
+        for (sse_stream **pp = &jobs.waiting; *pp; pp = &(*pp)->next)
+            if (*pp == s) {
+                *pp = s->next;
+                break;
+            }
+    pthread_mutex_unlock(&jobs.mu);
+    free(s->out);
+    free(s);
+}
+
+enum MHD_Result api_jobs_events(http_ctx *ctx, struct MHD_Connection *c, http_request *req)
+{
+    (void)ctx;
+    enum MHD_Result ret = MHD_NO;
+    job_pool *p = pool_or_503(c, &ret);
+    if (!p)
+        return ret;
+    int64_t id = job_id_param(c, req, &ret);
+    if (!id)
+        return ret;
+    int64_t after = 0;
+    const char *last = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Last-Event-ID");
+    if (last && *last && (http_parse_i64(last, &after) || after < 0))
+        return http_send_error(c, HTTP_ERR_BAD_REQUEST,
+                               "Last-Event-ID: the id of an event of this stream (a number)");
+    int64_t seq = 0;
+    char err[256];
+    int rc = registry_job_last_seq(jobs.reg, id, &seq, NULL, err, sizeof err);
+    if (rc == REGISTRY_ERR_NOT_FOUND)
+        return http_send_error(c, HTTP_ERR_NOT_FOUND, "no job %" PRId64, id);
+    if (rc)
+        return http_send_error(c, HTTP_ERR_INTERNAL, "%s", err);
+
+    sse_stream *s = calloc(1, sizeof *s); /* owned: by the response (stream_free) once created */
+    if (!s)
+        return http_send_error(c, HTTP_ERR_UNAVAILABLE, "out of memory");
+    s->conn = c;
+    s->job_id = id;
+    s->last_seq = after;
+    s->last_write = mono_s();
+    struct MHD_Response *resp =
+        MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096, stream_read, s, stream_free);
+    if (!resp) {
+        free(s);
+        return MHD_NO;
+    }
+    if (MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "text/event-stream") ==
+            MHD_YES &&
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache") == MHD_YES)
+        ret = MHD_queue_response(c, MHD_HTTP_OK, resp);
+    MHD_destroy_response(resp);
+    return ret;
+}

@@ -1,0 +1,197 @@
+#include "metrics.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+const char *const metrics_job_state_names[METRICS_JOB_STATES] = {"queued", "running", "succeeded",
+                                                                 "failed", "cancelled"};
+
+/* Upper bounds in seconds; +Inf is implied. */
+static const double bucket_le[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+                                   0.1,    0.25,  0.5,    1.0,   2.5,   5.0,   10.0};
+#define N_BUCKETS (sizeof bucket_le / sizeof bucket_le[0])
+/* Routes x methods x statuses stay small; past this, new series are dropped
+ * (and counted) rather than grown without bound. */
+#define MAX_SERIES 512
+#define MAX_ROUTES 64
+
+typedef struct {
+    const char *route;
+    const char *method;
+    unsigned status;
+    uint64_t count;
+} request_series;
+
+typedef struct {
+    const char *route;
+    uint64_t buckets[N_BUCKETS]; /* not cumulative; summed when rendered */
+    uint64_t count;
+    double sum;
+} latency_series;
+
+static pthread_mutex_t metrics_lock = PTHREAD_MUTEX_INITIALIZER;
+static request_series requests[MAX_SERIES];
+static int n_requests;
+static latency_series latencies[MAX_ROUTES];
+static int n_latencies;
+static uint64_t dropped;
+static metrics_jobs_fn jobs_fn;
+static void *jobs_arg;
+static metrics_rate_fn training_fn;
+static void *training_arg;
+
+void metrics_set_jobs_hook(metrics_jobs_fn fn, void *arg)
+{
+    pthread_mutex_lock(&metrics_lock);
+    jobs_fn = fn;
+    jobs_arg = arg;
+    pthread_mutex_unlock(&metrics_lock);
+}
+
+void metrics_set_training_hook(metrics_rate_fn fn, void *arg)
+{
+    pthread_mutex_lock(&metrics_lock);
+    training_fn = fn;
+    training_arg = arg;
+    pthread_mutex_unlock(&metrics_lock);
+}
+
+static const char *method_label(const char *method)
+{
+    static const char *const known[] = {"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"};
+    for (size_t i = 0; method && i < sizeof known / sizeof known[0]; i++)
+        if (!strcmp(method, known[i]))
+            return known[i];
+    return "OTHER";
+}
+
+void metrics_observe(const char *route, const char *method, unsigned status, double seconds)
+{
+    if (!route)
+        route = "unmatched";
+    const char *m = method_label(method);
+    if (seconds < 0)
+        seconds = 0;
+    pthread_mutex_lock(&metrics_lock);
+    int i;
+    for (i = 0; i < n_requests; i++)
+        if (requests[i].route == route && requests[i].method == m && requests[i].status == status)
+            break;
+    if (i == n_requests && n_requests < MAX_SERIES)
+        requests[n_requests++] = (request_series){route, m, status, 0};
+    if (i < n_requests)
+        requests[i].count++;
+    else
+        dropped++;
+    for (i = 0; i < n_latencies; i++)
+        if (latencies[i].route == route)
+            break;
+    if (i == n_latencies && n_latencies < MAX_ROUTES) {
+        memset(&latencies[i], 0, sizeof latencies[i]);
+        latencies[n_latencies++].route = route;
+    }
+    if (i < n_latencies) {
+        latency_series *l = &latencies[i];
+        size_t b = 0;
+        while (b < N_BUCKETS && seconds > bucket_le[b])
+            b++;
+        if (b < N_BUCKETS)
+            l->buckets[b]++;
+        l->count++;
+        l->sum += seconds;
+    }
+    pthread_mutex_unlock(&metrics_lock);
+}
+
+void metrics_reset(void)
+{
+    pthread_mutex_lock(&metrics_lock);
+    n_requests = n_latencies = 0;
+    dropped = 0;
+    pthread_mutex_unlock(&metrics_lock);
+}
+
+int metrics_render(const metrics_gauges *g, char **out, size_t *out_len)
+{
+    char *text = NULL; /* owned: handed to the caller */
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    if (!f)
+        return METRICS_ERR_NOMEM;
+
+    /* Hooks are called outside the lock: they take their own. */
+    pthread_mutex_lock(&metrics_lock);
+    metrics_jobs_fn jf = jobs_fn;
+    void *ja = jobs_arg;
+    metrics_rate_fn tf = training_fn;
+    void *ta = training_arg;
+    pthread_mutex_unlock(&metrics_lock);
+    int64_t jobs[METRICS_JOB_STATES] = {0};
+    if (jf)
+        jf(ja, jobs);
+    double images_per_s = tf ? tf(ta) : 0.0;
+
+    pthread_mutex_lock(&metrics_lock);
+    fputs("# HELP vaed_http_requests_total HTTP requests answered, by route pattern, method and "
+          "status.\n# TYPE vaed_http_requests_total counter\n",
+          f);
+    for (int i = 0; i < n_requests; i++)
+        fprintf(f, "vaed_http_requests_total{route=\"%s\",method=\"%s\",status=\"%u\"} %llu\n",
+                requests[i].route, requests[i].method, requests[i].status,
+                (unsigned long long)requests[i].count);
+    fputs("# HELP vaed_http_request_duration_seconds Time from the request line to the last "
+          "byte queued, by route pattern.\n# TYPE vaed_http_request_duration_seconds histogram\n",
+          f);
+    for (int i = 0; i < n_latencies; i++) {
+        const latency_series *l = &latencies[i];
+        uint64_t cumulative = 0;
+        for (size_t b = 0; b < N_BUCKETS; b++) {
+            cumulative += l->buckets[b];
+            fprintf(f, "vaed_http_request_duration_seconds_bucket{route=\"%s\",le=\"%g\"} %llu\n",
+                    l->route, bucket_le[b], (unsigned long long)cumulative);
+        }
+        fprintf(f, "vaed_http_request_duration_seconds_bucket{route=\"%s\",le=\"+Inf\"} %llu\n",
+                l->route, (unsigned long long)l->count);
+        fprintf(f, "vaed_http_request_duration_seconds_sum{route=\"%s\"} %.9g\n", l->route, l->sum);
+        fprintf(f, "vaed_http_request_duration_seconds_count{route=\"%s\"} %llu\n", l->route,
+                (unsigned long long)l->count);
+    }
+    fprintf(f, "# HELP vaed_metrics_series_dropped_total Observations not counted because the "
+               "series table was full.\n# TYPE vaed_metrics_series_dropped_total counter\n"
+               "vaed_metrics_series_dropped_total %llu\n",
+            (unsigned long long)dropped);
+    pthread_mutex_unlock(&metrics_lock);
+
+    fprintf(f, "# HELP vaed_models_loaded Checkpoints held in the model cache.\n"
+               "# TYPE vaed_models_loaded gauge\nvaed_models_loaded %d\n",
+            g ? g->models_loaded : 0);
+    fprintf(f, "# HELP vaed_model_cache_bytes Bytes of parameters in the model cache.\n"
+               "# TYPE vaed_model_cache_bytes gauge\nvaed_model_cache_bytes %zu\n",
+            g ? g->cache_bytes : 0);
+    fprintf(f, "# HELP vaed_inference_in_flight Inference requests admitted (queued or running).\n"
+               "# TYPE vaed_inference_in_flight gauge\nvaed_inference_in_flight %d\n"
+               "# HELP vaed_inference_limit Admission limit; past it requests get 429.\n"
+               "# TYPE vaed_inference_limit gauge\nvaed_inference_limit %d\n"
+               "# HELP vaed_inference_rejected_total Inference requests refused with 429.\n"
+               "# TYPE vaed_inference_rejected_total counter\nvaed_inference_rejected_total %llu\n",
+            g ? g->compute_in_flight : 0, g ? g->compute_limit : 0,
+            (unsigned long long)(g ? g->compute_rejected : 0));
+    fputs("# HELP vaed_jobs Training jobs by state.\n# TYPE vaed_jobs gauge\n", f);
+    for (int i = 0; i < METRICS_JOB_STATES; i++)
+        fprintf(f, "vaed_jobs{state=\"%s\"} %lld\n", metrics_job_state_names[i],
+                (long long)jobs[i]);
+    fprintf(f, "# HELP vaed_training_images_per_second Training throughput of running jobs.\n"
+               "# TYPE vaed_training_images_per_second gauge\n"
+               "vaed_training_images_per_second %.6g\n",
+            images_per_s);
+    int bad = ferror(f);
+    if (fclose(f) || bad || !text) {
+        free(text);
+        return METRICS_ERR_NOMEM;
+    }
+    *out = text;
+    *out_len = len;
+    return METRICS_OK;
+}

@@ -1,0 +1,52 @@
+/* metrics: request counters and latency histograms for GET /metrics, in the
+ * Prometheus text exposition format (version 0.0.4).
+ *
+ *     metrics_observe("/sample", "POST", 200, 0.004);  // once per finished request
+ *     metrics_gauges g = {.models_loaded = 1, .cache_bytes = n};
+ *     char *text; size_t len;
+ *     metrics_render(&g, &text, &len);                 // text owned by the caller, free()
+ *
+ * Routes are the route table's patterns ("/models/ * /versions/ *" with the
+ * segments left as "*"), so the label set stays bounded whatever clients send;
+ * methods outside the usual few count as "OTHER". Features that are not part
+ * of this module report through hooks: the jobs feature calls
+ * metrics_set_jobs_hook once at start, the trainer metrics_set_training_hook;
+ * until they do, jobs by state and training images/s read 0.
+ * All functions are thread-safe.
+ */
+#ifndef METRICS_H
+#define METRICS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef enum { METRICS_OK = 0, METRICS_ERR_NOMEM } metrics_status;
+
+/* The job states /metrics always lists (zeros when no hook is set). */
+#define METRICS_JOB_STATES 5
+extern const char *const metrics_job_state_names[METRICS_JOB_STATES]; /* queued running succeeded failed cancelled */
+
+/* Fills counts[i] for metrics_job_state_names[i]. */
+typedef void (*metrics_jobs_fn)(void *arg, int64_t counts[METRICS_JOB_STATES]);
+/* Images per second of the training running now (0 when none). */
+typedef double (*metrics_rate_fn)(void *arg);
+
+void metrics_set_jobs_hook(metrics_jobs_fn fn, void *arg);
+void metrics_set_training_hook(metrics_rate_fn fn, void *arg);
+
+/* route must outlive the process (a route table string or a literal). */
+void metrics_observe(const char *route, const char *method, unsigned status, double seconds);
+
+typedef struct {
+    int models_loaded;
+    size_t cache_bytes;
+    int compute_in_flight;     /* admitted inference requests, queued or running */
+    int compute_limit;
+    uint64_t compute_rejected; /* 429s */
+} metrics_gauges;
+
+int metrics_render(const metrics_gauges *g, char **out, size_t *out_len);
+/* Forgets every counter (tests). */
+void metrics_reset(void);
+
+#endif

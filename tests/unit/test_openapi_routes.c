@@ -1,0 +1,136 @@
+/* schema/openapi.yaml documents every row of the server's route table: each
+ * route's path (with "*" segments written {name}) is a key under `paths:`,
+ * and its method a key under that path. Tests run from the repository root. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../../server/http_server.h"
+
+#define MAX_PATHS 128
+
+typedef struct {
+    char path[256];    /* with {x} segments turned into "*" */
+    char methods[128]; /* " get post " */
+} doc_path;
+
+static int n_paths;
+static doc_path paths[MAX_PATHS];
+
+/* "/models/{name}/versions/{v}" -> "/models/x/versions/x" */
+static void normalise(const char *in, char *out, size_t outlen)
+{
+    size_t o = 0;
+    for (const char *p = in; *p && o + 2 < outlen; p++) {
+        if (*p == '{') {
+            const char *close = strchr(p, '}');
+            if (close) {
+                out[o++] = '*';
+                p = close;
+                continue;
+            }
+        }
+        out[o++] = *p;
+    }
+    out[o] = '\0';
+}
+
+/* Reads the keys of `paths:` (two-space indent) and their methods (four). */
+static int load_yaml(const char *file)
+{
+    FILE *f = fopen(file, "r");
+    if (!f)
+        return -1;
+    char line[1024];
+    int in_paths = 0;
+    n_paths = 0;
+    while (fgets(line, sizeof line, f)) {
+        line[strcspn(line, "\r\n")] = '\0';
+        if (!strcmp(line, "paths:")) {
+            in_paths = 1;
+            continue;
+        }
+        if (!in_paths || !line[0] || line[0] == '#')
+            continue;
+        if (line[0] != ' ') {
+            in_paths = 0; /* the next top-level key */
+            continue;
+        }
+        size_t len = strlen(line);
+        if (!strncmp(line, "  /", 3) && line[len - 1] == ':' && n_paths < MAX_PATHS) {
+            line[len - 1] = '\0';
+            normalise(line + 2, paths[n_paths].path, sizeof paths[n_paths].path);
+            strcpy(paths[n_paths].methods, " ");
+            n_paths++;
+        } else if (n_paths && !strncmp(line, "    ", 4) && line[4] != ' ' && line[len - 1] == ':') {
+            static const char *const verbs[] = {"get", "put", "post", "delete", "patch", "head"};
+            line[len - 1] = '\0';
+            for (size_t v = 0; v < sizeof verbs / sizeof verbs[0]; v++)
+                if (!strcmp(line + 4, verbs[v])) {
+                    strcat(paths[n_paths - 1].methods, verbs[v]);
+                    strcat(paths[n_paths - 1].methods, " ");
+                }
+        }
+    }
+    fclose(f);
+    return 0;
+}
+
+static void test_normalise(void **state)
+{
+    (void)state;
+    char out[64];
+    normalise("/models/{name}/versions/{v}/file", out, sizeof out);
+    assert_string_equal(out, "/models/*/versions/*/file");
+}
+
+static void test_every_route_documented(void **state)
+{
+    (void)state;
+    assert_int_equal(load_yaml("schema/openapi.yaml"), 0);
+    assert_true(n_paths >= 10);
+    size_t n = http_server_route_count();
+    assert_true(n >= 8);
+    const char *method, *path;
+    assert_int_equal(http_server_route_at(n, &method, &path), -1);
+    for (size_t i = 0; i < n; i++) {
+        assert_int_equal(http_server_route_at(i, &method, &path), 0);
+        char want[16] = " ";
+        for (size_t k = 0; method[k] && k < 10; k++)
+            want[k + 1] = (char)(method[k] | 0x20);
+        strcat(want, " ");
+        int found = 0;
+        for (int p = 0; p < n_paths; p++)
+            if (!strcmp(paths[p].path, path)) {
+                found = 1;
+                if (!strstr(paths[p].methods, want))
+                    fail_msg("schema/openapi.yaml: %s lacks method %s", path, method);
+            }
+        if (!found)
+            fail_msg("schema/openapi.yaml does not document route %s %s", method, path);
+    }
+    /* The planned endpoints are documented too. */
+    const char *planned[] = {"/jobs", "/jobs/*", "/jobs/*/events", "/jobs/*/cancel"};
+    for (size_t i = 0; i < 4; i++) {
+        int found = 0;
+        for (int p = 0; p < n_paths; p++)
+            found |= !strcmp(paths[p].path, planned[i]);
+        if (!found)
+            fail_msg("schema/openapi.yaml does not document %s", planned[i]);
+    }
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_normalise),
+        cmocka_unit_test(test_every_route_documented),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
