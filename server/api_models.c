@@ -525,7 +525,13 @@ enum MHD_Result api_version_delete(http_ctx *ctx, struct MHD_Connection *c, http
     /* Requests holding this model keep their model_cache handle: the cache
      * frees a model only on its last release, whatever the registry does. */
     char why[256] = "";
-    int status = registry_delete_version(ctx->reg, name, version, why, sizeof why);
+    registry_checkpoint gone = {0};
+    int status = registry_get_checkpoint(ctx->reg, name, version, &gone, why, sizeof why);
+    if (!status)
+        status = registry_delete_version(ctx->reg, name, version, why, sizeof why);
+    if (!status)
+        model_cache_forget(ctx->cache, gone.info.sha256);
+    registry_free_checkpoint(&gone);
     if (status)
         return send_registry_error(c, status, why);
     return send_empty(c, MHD_HTTP_NO_CONTENT);

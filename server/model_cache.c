@@ -95,6 +95,24 @@ static void evict_locked(model_cache *c)
     }
 }
 
+void model_cache_forget(model_cache *c, const char *sha256)
+{
+    pthread_mutex_lock(&c->mu);
+    for (int i = 0; i < c->n; i++) {
+        model_handle *h = c->entries[i];
+        if (h->evicted || strcmp(h->info.sha256, sha256) != 0)
+            continue;
+        h->evicted = 1;
+        c->bytes -= h->bytes;
+        if (h->refs == 0) {
+            remove_locked(c, i);
+            handle_free(h);
+        }
+        break;
+    }
+    pthread_mutex_unlock(&c->mu);
+}
+
 static int map_registry_status(int status)
 {
     switch (status) {

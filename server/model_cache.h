@@ -45,6 +45,9 @@ int model_cache_acquire(model_cache *c, registry *r, const char *model,
                         const char *version_or_alias, model_handle **out, char *err,
                         size_t errlen);
 void model_cache_release(model_cache *c, model_handle *h);
+/* Drops the entry of these bytes (after a DELETE): freed now when nobody
+ * holds it, else on its last release. A later acquire loads it again. */
+void model_cache_forget(model_cache *c, const char *sha256);
 size_t model_cache_bytes(model_cache *c);
 int model_cache_count(model_cache *c);
 

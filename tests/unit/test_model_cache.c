@@ -300,6 +300,31 @@ static void test_deleted_while_held(void **state)
     model_cache_free(c);
 }
 
+/* A DELETE forgets the entry at once; its holder keeps a working model until
+ * it releases it, and the bytes no longer count against the budget. */
+static void test_forget_while_held(void **state)
+{
+    fixture *f = *state;
+    model_cache *c = model_cache_new(0);
+    model_handle *ha = acquire_ok(c, f->reg, "a", "1");
+    size_t before = model_cache_bytes(c);
+    assert_true(before > 0);
+    char sha[65];
+    memcpy(sha, ha->info.sha256, sizeof sha);
+    model_cache_forget(c, sha);
+    assert_int_equal(model_cache_bytes(c), 0);
+    assert_int_equal(model_cache_count(c), 0);
+    assert_same_params(&ha->model, &f->a);
+    model_handle *again = acquire_ok(c, f->reg, "a", "1"); /* loaded anew */
+    assert_ptr_not_equal(again, ha);
+    model_cache_release(c, ha); /* freed here (ASan would see a leak or a double free) */
+    model_cache_release(c, again);
+    model_cache_forget(c, sha);  /* unheld: freed now */
+    model_cache_forget(c, "0000"); /* unknown: nothing */
+    assert_int_equal(model_cache_count(c), 0);
+    model_cache_free(c);
+}
+
 typedef struct {
     model_cache *cache;
     registry *reg;
@@ -352,6 +377,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_budget_evicts_lru, setup, teardown),
         cmocka_unit_test_setup_teardown(test_evicted_while_held, setup, teardown),
         cmocka_unit_test_setup_teardown(test_deleted_while_held, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_forget_while_held, setup, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_load, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
