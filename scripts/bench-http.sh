@@ -124,3 +124,61 @@ echo
 echo "| endpoint | vaed req/s | vaed p50 ms | vaed p99 ms | vaed non-2xx | pytorch req/s | pytorch p50 ms | pytorch p99 ms | vaed / pytorch |"
 echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
 printf '%s\n' "${rows[@]}"
+
+# ---- WITH_JOB=1: inference while a training job runs (the jobs issue) ------
+# /sample?n=16 latency at a steady, moderate load (wrk -c JOB_CONNECTIONS,
+# default 8) on an idle daemon and while one training job (the 784-400-20 MLP
+# on MNIST, one worker, nice +10) runs; and the job's training images/s alone
+# and under that load, from the progress of GET /jobs/ID (steps x batch over
+# the same window). Targets: p99 with the job <= 3x idle.
+if [ "${WITH_JOB:-0}" = 1 ]; then
+    jconns=${JOB_CONNECTIONS:-8}
+    jthreads=$((jconns < wrk_threads ? jconns : wrk_threads)) # wrk wants threads <= connections
+    window=${duration%s}
+    sample_url="http://127.0.0.1:$vaed_port/sample?n=16&seed=1"
+    # images trained so far by job $1: ((epoch - 1) * steps + step) * batch
+    job_images() {
+        curl -fsS "http://127.0.0.1:$vaed_port/jobs/$1" | /usr/bin/python3 -c '
+import json, sys
+j = json.load(sys.stdin)
+p = j.get("progress") or {}
+b = j["config"]["batch"]
+print(((p.get("epoch", 1) - 1) * p.get("steps", 0) + p.get("step", 0)) * b if p else 0, j["state"])'
+    }
+    echo "bench-http: WITH_JOB: /sample?n=16 idle (wrk -c$jconns)..." >&2
+    read -r i_rps i_p50 i_p99 i_bad <<<"$(conns=$jconns wrk_threads=$jthreads run job-idle "$sample_url" post)"
+    job_id=$(curl -fsS -X POST -H 'Content-Type: application/json' \
+        -d '{"model": "bench-job", "data": "mnist", "epochs": 1000, "seed": 3}' \
+        "http://127.0.0.1:$vaed_port/jobs" | /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
+    for _ in $(seq 300); do
+        read -r n state <<<"$(job_images "$job_id")"
+        [ "$state" = running ] && [ "$n" -gt 0 ] && break
+        sleep 0.1
+    done
+    [ "$state" = running ] || { echo "bench-http: the training job did not start ($state)" >&2; exit 1; }
+    echo "bench-http: WITH_JOB: training alone for ${window}s..." >&2
+    read -r n0 _ <<<"$(job_images "$job_id")"; t0=$(date +%s.%N)
+    sleep "$window"
+    read -r n1 _ <<<"$(job_images "$job_id")"; t1=$(date +%s.%N)
+    alone=$(awk -v a="$n0" -v b="$n1" -v s="$t0" -v e="$t1" 'BEGIN { printf "%.0f", (b - a) / (e - s) }')
+    echo "bench-http: WITH_JOB: /sample?n=16 while training (wrk -c$jconns)..." >&2
+    read -r n0 _ <<<"$(job_images "$job_id")"; t0=$(date +%s.%N)
+    read -r j_rps j_p50 j_p99 j_bad <<<"$(conns=$jconns wrk_threads=$jthreads run job-busy "$sample_url" post)"
+    read -r n1 _ <<<"$(job_images "$job_id")"; t1=$(date +%s.%N)
+    loaded=$(awk -v a="$n0" -v b="$n1" -v s="$t0" -v e="$t1" 'BEGIN { printf "%.0f", (b - a) / (e - s) }')
+    curl -fsS -o /dev/null -X POST "http://127.0.0.1:$vaed_port/jobs/$job_id/cancel" || true
+    echo
+    echo "WITH_JOB: wrk -t$jthreads -c$jconns -d$duration POST /sample?n=16; one training job (784-400-20 on MNIST, --workers 1)"
+    echo
+    echo "| /sample?n=16 | req/s | p50 ms | p99 ms | non-2xx |"
+    echo "|---|---:|---:|---:|---:|"
+    echo "| idle | $i_rps | $i_p50 | $i_p99 | $i_bad |"
+    echo "| one job training | $j_rps | $j_p50 | $j_p99 | $j_bad |"
+    awk -v a="$j_p99" -v b="$i_p99" 'BEGIN { if (b > 0) printf "\np99 with a job / idle: %.2fx (target <= 3x)\n", a / b }'
+    echo
+    echo "| training | images/s |"
+    echo "|---|---:|"
+    echo "| alone | $alone |"
+    echo "| under the /sample load | $loaded |"
+    awk -v a="$loaded" -v b="$alone" 'BEGIN { if (b > 0) printf "\nunder load / alone: %.2f\n", a / b }'
+fi

@@ -18,6 +18,10 @@ beta, KL warm-up, free bits, weight decay and gradient clipping, and two
 fixtures spread their output logits (see spread_*), so that each path of
 vae_forward_loss / vae_backward / vae_adam_update / vae_decode runs once.
 
+The conv_* files are the same for the convolutional VAE (arch "conv",
+nn.Conv2d / nn.ConvTranspose2d layouts): 16x16 crops of the images (one or
+three channels, no padding) and the 28x28 images (padded to 32 and cropped).
+
 Also pytorch_examples.safetensors, a pure state_dict of the pytorch/examples
 VAE class (fc1 784->16, fc21/fc22 16->4, fc3 4->16, fc4 16->784; metadata only
 "format": "pt", as safetensors.torch.save_file writes), and
@@ -59,15 +63,49 @@ def spread_pixel_logvar(model):
     model.out.bias[D:] = torch.linspace(-3.0, 31.0, D)
 
 
+def crop16(x, top=6, left=6):
+    """(B, 784) MNIST -> (B, 256): a 16x16 window, for the 16x16 conv models."""
+    return x.reshape(-1, 28, 28)[:, top:top + 16, left:left + 16].reshape(x.shape[0], 256)
+
+
+def crop16_rgb(x):
+    """(B, 784) -> (B, 3*256): three shifted 16x16 windows as the channels, so
+    that each channel differs (a channel mix-up in the layout moves shows)."""
+    return torch.cat([crop16(x, 6, 6), crop16(x, 4, 6), crop16(x, 8, 5)], dim=1)
+
+
+def shift_logvar_channel(model):
+    """The logvar channel's bias to -1.5: per-pixel variances away from 1, so
+    the mean and the logvar halves of the logits are told apart."""
+    model.decoder[-1].bias[1] = -1.5
+
+
 SPECS = [
-    # name, seed, config overrides, change to the initial parameters
-    ("bernoulli", 1, dict(hidden=[16], latent=4, likelihood="bernoulli", activation="relu"), None),
+    # name, seed, config overrides, change to the initial parameters, input from the (B, 784) images
+    ("bernoulli", 1, dict(hidden=[16], latent=4, likelihood="bernoulli", activation="relu"), None, None),
     ("cbernoulli", 2, dict(hidden=[16], latent=4, likelihood="cbernoulli", activation="leaky_relu",
-                           mc_samples=2, kl_warmup=4), spread_cbernoulli_logits),
+                           mc_samples=2, kl_warmup=4), spread_cbernoulli_logits, None),
     ("gaussian", 3, dict(hidden=[16, 8], latent=4, likelihood="gaussian", sigma=0.5,
-                         activation="tanh", beta=0.5, weight_decay=1e-3, clip_grad=50.0), None),
+                         activation="tanh", beta=0.5, weight_decay=1e-3, clip_grad=50.0), None, None),
     ("gaussian-learned", 4, dict(hidden=[8], latent=4, likelihood="gaussian-learned",
-                                 activation="elu", free_bits="auto"), spread_pixel_logvar),
+                                 activation="elu", free_bits="auto"), spread_pixel_logvar, None),
+    # the conv VAE (engine/vae_conv.c): no padding, two layers, 16x16
+    ("conv_bernoulli", 11, dict(arch="conv", height=16, width=16, conv_channels=[4, 8], latent=3,
+                                likelihood="bernoulli"), None, crop16),
+    # 28x28: padded to 32 and cropped back; 2C output channels; two decoder
+    # passes per image; KL warm-up
+    ("conv_gaussian-learned", 12, dict(arch="conv", conv_channels=[4, 8], latent=3,
+                                       likelihood="gaussian-learned", mc_samples=2, kl_warmup=4),
+     shift_logvar_channel, None),
+    ("conv_cbernoulli", 13, dict(arch="conv", conv_channels=[4, 8], latent=3,
+                                 likelihood="cbernoulli", free_bits="auto"), None, None),
+    # three image channels, three layers down to 2x2; clipping scales the
+    # gradient by 2/3. The seed matters: with seed 14 one weight's gradient
+    # came out ~1e-7, near Adam's eps, where float32 rounding moves the step
+    # by 0.7 of the Adam tolerance (PyTorch's own float32 run as much)
+    ("conv_gaussian_rgb", 16, dict(arch="conv", channels=3, height=16, width=16,
+                                   conv_channels=[4, 8, 8], latent=4, likelihood="gaussian",
+                                   sigma=0.5, beta=0.5, clip_grad=300.0), None, crop16_rgb),
 ]
 
 
@@ -203,8 +241,8 @@ def main():
     os.makedirs(OUT, exist_ok=True)
     torch.set_num_threads(1)
     x32 = mnist_test_images(B)
-    for name, seed, overrides, shape in SPECS:
-        make_fixture(name, seed, overrides, shape, x32)
+    for name, seed, overrides, shape, inputs in SPECS:
+        make_fixture(name, seed, overrides, shape, inputs(x32) if inputs else x32)
     make_examples(x32)
 
 

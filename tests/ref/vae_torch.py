@@ -10,6 +10,20 @@ load_state_dict(strict=True) and this module's state_dict saves as one:
     out                       hidden[0] -> D (2*D for gaussian-learned:
                               D mean logits, then D per-pixel logvar)
 
+and, for arch "conv", those of engine/vae_conv.c (vae_conv_build_tensors):
+
+    encoder.<i>               nn.Conv2d(in -> conv_channels[i], 3, stride 2,
+                              padding 1), LeakyReLU(0.2) after each
+    fc_mu, fc_logvar          flatten (ch[-1], F, F) -> latent
+    decoder_input             latent -> ch[-1] F F, reshaped, no activation
+    decoder.<i>               nn.ConvTranspose2d(ch[-1-i] -> ch[-2-i], 3, 2,
+                              padding 1, output_padding 1), LeakyReLU(0.2)
+                              between; the last one (-> C, or 2C for
+                              gaussian-learned: C mean channels, then C
+                              logvar channels) gives the logits
+    A 28x28 image is zero-padded to 32x32 and the logits cropped back; the
+    flat logits are then the MLP's layout (D means, then D logvars).
+
 The config is a dict with the keys of the C config JSON
 (ckpt_config_to_json in engine/checkpoint.c); loss() computes exactly what
 vae_forward_loss optimises, including the logvar clamp, mc_samples, free
@@ -31,6 +45,7 @@ import torch.nn.functional as F
 
 LOGVAR_MIN, LOGVAR_MAX = -30.0, 30.0  # engine/vae.c clamps logvar here
 LOG_2PI = math.log(2.0 * math.pi)
+CONV_LEAKY_SLOPE = 0.2  # engine/vae_conv.h VAE_CONV_LEAKY_SLOPE; cfg activation is unused
 
 DEFAULT_CONFIG = {
     "arch": "mlp", "channels": 1, "height": 28, "width": 28, "hidden": [400],
@@ -94,12 +109,15 @@ def cb_mean(logits):
 class VAE(nn.Module):
     def __init__(self, config):
         super().__init__()
-        if config.get("arch", "mlp") != "mlp":
-            raise ValueError("only the mlp arch is mirrored here")
         self.config = dict(DEFAULT_CONFIG, **config)
         c = self.config
         self.D = c["channels"] * c["height"] * c["width"]
         self.Z = c["latent"]
+        if c["arch"] == "conv":
+            self._init_conv()
+            return
+        if c["arch"] != "mlp":
+            raise ValueError("unknown arch %r" % c["arch"])
         hidden = list(c["hidden"])
         widths = [self.D] + hidden
         self.encoder = nn.ModuleList(nn.Linear(widths[i], widths[i + 1]) for i in range(len(hidden)))
@@ -111,13 +129,55 @@ class VAE(nn.Module):
         d_out = 2 * self.D if c["likelihood"] == "gaussian-learned" else self.D
         self.out = nn.Linear(dec[-1], d_out)
 
+    def _init_conv(self):
+        c = self.config
+        C, S = c["channels"], c["height"]
+        if c["width"] != S:
+            raise ValueError("arch conv needs square images")
+        self.S = S
+        self.P = 32 if S == 28 else S  # vae_conv_padded_size
+        self.pad = (self.P - S) // 2
+        ch = list(c["conv_channels"])
+        n = len(ch)
+        self.side = self.P >> n  # F in engine/vae_conv.h
+        self.flat = ch[-1] * self.side * self.side
+        ins = [C] + ch[:-1]
+        self.encoder = nn.ModuleList(nn.Conv2d(ins[i], ch[i], 3, stride=2, padding=1)
+                                     for i in range(n))
+        self.fc_mu = nn.Linear(self.flat, self.Z)
+        self.fc_logvar = nn.Linear(self.flat, self.Z)
+        self.decoder_input = nn.Linear(self.Z, self.flat)
+        c_out = 2 * C if c["likelihood"] == "gaussian-learned" else C
+        outs = ch[::-1][1:] + [c_out]
+        self.decoder = nn.ModuleList(
+            nn.ConvTranspose2d(ch[n - 1 - i], outs[i], 3, stride=2, padding=1, output_padding=1)
+            for i in range(n))
+
     def encode(self, x):
+        if self.config["arch"] == "conv":
+            c = self.config
+            h = x.reshape(x.shape[0], c["channels"], self.S, self.S)
+            if self.pad:
+                h = F.pad(h, (self.pad,) * 4)
+            for layer in self.encoder:
+                h = F.leaky_relu(layer(h), CONV_LEAKY_SLOPE)
+            h = h.flatten(1)
+            return self.fc_mu(h), self.fc_logvar(h)
         h = x
         for layer in self.encoder:
             h = activation(self.config["activation"], layer(h))
         return self.fc_mu(h), self.fc_logvar(h)
 
     def decode_logits(self, z):
+        if self.config["arch"] == "conv":
+            h = self.decoder_input(z).reshape(z.shape[0], -1, self.side, self.side)
+            for i, layer in enumerate(self.decoder):
+                h = layer(h)
+                if i < len(self.decoder) - 1:
+                    h = F.leaky_relu(h, CONV_LEAKY_SLOPE)
+            if self.pad:
+                h = h[:, :, self.pad:self.pad + self.S, self.pad:self.pad + self.S]
+            return h.flatten(1)
         h = z
         for layer in self.decoder:
             h = activation(self.config["activation"], layer(h))

@@ -4,6 +4,7 @@
  * every gradient, and the losses and parameters of 5 Adam steps. Each tensor
  * is compared with a stated tolerance and the worst error is printed; any
  * tensor out of tolerance fails the test. PyTorch itself is not needed here.
+ * The same comparisons run for the MLP and the conv model (conv_* fixtures).
  *
  * Tolerances (the C engine runs in float32; the reference is exact to float32):
  *   mu, logvar, z, x_mean     |c - t| <= 1e-5 * max(1, |t|)
@@ -258,6 +259,13 @@ static void test_bernoulli(void **state) { (void)state; run_fixture("bernoulli")
 static void test_cbernoulli(void **state) { (void)state; run_fixture("cbernoulli"); }
 static void test_gaussian(void **state) { (void)state; run_fixture("gaussian"); }
 static void test_gaussian_learned(void **state) { (void)state; run_fixture("gaussian-learned"); }
+/* The convolutional VAE (nn.Conv2d / nn.ConvTranspose2d layouts): 16x16 with
+ * no padding; 28x28 padded to 32 and cropped, with 2C output channels or the
+ * continuous Bernoulli; three image channels through three layers. */
+static void test_conv_bernoulli(void **state) { (void)state; run_fixture("conv_bernoulli"); }
+static void test_conv_gaussian_learned(void **state) { (void)state; run_fixture("conv_gaussian-learned"); }
+static void test_conv_cbernoulli(void **state) { (void)state; run_fixture("conv_cbernoulli"); }
+static void test_conv_gaussian_rgb(void **state) { (void)state; run_fixture("conv_gaussian_rgb"); }
 
 /* The comparison can fail: the same fixture with one bias nudged by 1e-4
  * (ten times the tolerance on logvar) must not pass. */
@@ -270,6 +278,23 @@ static void test_perturbed_parameter_is_caught(void **state)
     assert_non_null(t);
     fx.m.params[t->offset + 1] += 1e-4f;
     print_message("bernoulli with fc_logvar.bias[1] + 1e-4 (expected to FAIL below):\n");
+    int bad = compare_fixture(&fx);
+    fixture_close(&fx);
+    assert_true(bad > 0);
+}
+
+/* The same for the conv model: one decoder weight (the last ConvTranspose2d,
+ * which only the reconstruction sees) nudged by 1e-3 must show. */
+static void test_conv_perturbed_parameter_is_caught(void **state)
+{
+    (void)state;
+    fixture fx;
+    fixture_open(&fx, "conv_bernoulli");
+    const vae_tensor *t = vae_find_tensor(&fx.m, "decoder.1.weight");
+    assert_non_null(t);
+    assert_int_equal(t->ndim, 4);
+    fx.m.params[t->offset + 5] += 1e-3f;
+    print_message("conv_bernoulli with decoder.1.weight[5] + 1e-3 (expected to FAIL below):\n");
     int bad = compare_fixture(&fx);
     fixture_close(&fx);
     assert_true(bad > 0);
@@ -329,7 +354,12 @@ int main(void)
         cmocka_unit_test(test_cbernoulli),
         cmocka_unit_test(test_gaussian),
         cmocka_unit_test(test_gaussian_learned),
+        cmocka_unit_test(test_conv_bernoulli),
+        cmocka_unit_test(test_conv_gaussian_learned),
+        cmocka_unit_test(test_conv_cbernoulli),
+        cmocka_unit_test(test_conv_gaussian_rgb),
         cmocka_unit_test(test_perturbed_parameter_is_caught),
+        cmocka_unit_test(test_conv_perturbed_parameter_is_caught),
         cmocka_unit_test(test_pytorch_examples),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
