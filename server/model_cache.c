@@ -18,8 +18,21 @@
 
 #include "../engine/checkpoint.h"
 
+/* What (model, version) resolved to, valid while the registry's generation
+ * stays the same: most requests then never touch the registry's lock, which
+ * a training job's progress commits (fsync'd) may hold for milliseconds. */
+#define RESOLVED_SLOTS 16
+typedef struct {
+    char model[128], version[64]; /* "" for NULL */
+    uint64_t generation;
+    registry_checkpoint_info info;
+    int used;
+} resolved_slot;
+
 struct model_cache {
     pthread_mutex_t mu;
+    resolved_slot resolved[RESOLVED_SLOTS];
+    unsigned next_slot;
     size_t budget;            /* bytes; 0 = unlimited */
     size_t bytes;             /* of entries not evicted */
     uint64_t clock;           /* ticks on every acquire, for LRU */
@@ -158,15 +171,55 @@ static int load(registry *r, const registry_checkpoint_info *info, model_handle 
     return MODEL_CACHE_OK;
 }
 
+static int key_fits(const char *s, size_t cap) { return !s || strlen(s) < cap; }
+
+static int resolve_cached(model_cache *c, registry *r, const char *model, const char *version,
+                          registry_checkpoint_info *out)
+{
+    int hit = 0;
+    uint64_t gen = registry_generation(r);
+    pthread_mutex_lock(&c->mu);
+    for (int i = 0; i < RESOLVED_SLOTS && !hit; i++) {
+        resolved_slot *s = &c->resolved[i];
+        if (s->used && s->generation == gen && strcmp(s->model, model ? model : "") == 0 &&
+            strcmp(s->version, version ? version : "") == 0) {
+            *out = s->info;
+            hit = 1;
+        }
+    }
+    pthread_mutex_unlock(&c->mu);
+    return hit;
+}
+
+static void remember_resolved(model_cache *c, const char *model, const char *version,
+                              uint64_t gen, const registry_checkpoint_info *info)
+{
+    if (!key_fits(model, sizeof c->resolved[0].model) ||
+        !key_fits(version, sizeof c->resolved[0].version))
+        return;
+    pthread_mutex_lock(&c->mu);
+    resolved_slot *s = &c->resolved[c->next_slot++ % RESOLVED_SLOTS];
+    snprintf(s->model, sizeof s->model, "%s", model ? model : "");
+    snprintf(s->version, sizeof s->version, "%s", version ? version : "");
+    s->generation = gen;
+    s->info = *info;
+    s->used = 1;
+    pthread_mutex_unlock(&c->mu);
+}
+
 int model_cache_acquire(model_cache *c, registry *r, const char *model,
                         const char *version_or_alias, model_handle **out, char *err,
                         size_t errlen)
 {
     *out = NULL;
     registry_checkpoint_info info;
-    int status = registry_resolve(r, model, version_or_alias, &info, err, errlen);
-    if (status)
-        return map_registry_status(status);
+    int status;
+    if (!resolve_cached(c, r, model, version_or_alias, &info)) {
+        uint64_t gen = registry_generation(r); /* read before: a write after it only wastes the slot */
+        if ((status = registry_resolve(r, model, version_or_alias, &info, err, errlen)))
+            return map_registry_status(status);
+        remember_resolved(c, model, version_or_alias, gen, &info);
+    }
 
     pthread_mutex_lock(&c->mu);
     model_handle *h = find_locked(c, info.sha256);

@@ -185,6 +185,8 @@ struct registry {
     sqlite3 *db;
     sqlite3_stmt *stmts[S_N]; /* owned; prepared on first use */
     char default_model[128];  /* "" = none */
+    int in_write;             /* inside a BEGIN IMMEDIATE transaction */
+    uint64_t generation;      /* committed writes so far (atomic reads) */
 };
 
 /* ---- small helpers ---- */
@@ -260,6 +262,8 @@ static int exec_stmt(registry *r, int id, char *err, size_t errlen)
     done(st);
     if (rc != SQLITE_DONE && rc != SQLITE_ROW)
         return db_fail(r, err, errlen, stmt_sql[id]);
+    if (id == S_BEGIN_WRITE)
+        r->in_write = 1;
     return REGISTRY_OK;
 }
 
@@ -277,6 +281,8 @@ static void rollback(registry *r)
 /* Ends a transaction: commit when status is OK, roll back otherwise. */
 static int finish(registry *r, int status, char *err, size_t errlen)
 {
+    int was_write = r->in_write;
+    r->in_write = 0;
     if (status != REGISTRY_OK) {
         rollback(r);
         return status;
@@ -284,7 +290,14 @@ static int finish(registry *r, int status, char *err, size_t errlen)
     status = exec_stmt(r, S_COMMIT, err, errlen);
     if (status != REGISTRY_OK)
         rollback(r);
+    else if (was_write)
+        __atomic_add_fetch(&r->generation, 1, __ATOMIC_RELEASE);
     return status;
+}
+
+uint64_t registry_generation(registry *r)
+{
+    return __atomic_load_n(&r->generation, __ATOMIC_ACQUIRE);
 }
 
 /* "2026-11-21T23:59:01.123Z" */
@@ -571,6 +584,7 @@ void registry_set_default_model(registry *r, const char *model)
 {
     pthread_mutex_lock(&r->mu);
     copy_str(r->default_model, sizeof r->default_model, model);
+    __atomic_add_fetch(&r->generation, 1, __ATOMIC_RELEASE);
     pthread_mutex_unlock(&r->mu);
 }
 

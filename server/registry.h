@@ -65,6 +65,9 @@ int registry_resolve(registry *r, const char *model, const char *version_or_alia
 int registry_get_blob(registry *r, const char *sha256_hex, uint8_t **blob, size_t *len,
                       char *err, size_t errlen);
 int64_t registry_count_checkpoints(registry *r);
+/* A number that changes whenever a write commits (or the default model
+ * changes): a caller may keep what it resolved while this stays the same. */
+uint64_t registry_generation(registry *r);
 /* The model used when a request names none (NULL clears it). */
 void registry_set_default_model(registry *r, const char *model);
 

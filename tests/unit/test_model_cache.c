@@ -325,6 +325,34 @@ static void test_forget_while_held(void **state)
     model_cache_free(c);
 }
 
+/* The cache remembers what a (model, version) resolved to only until the
+ * registry changes: a new version, an alias, a delete are seen at once. */
+static void test_resolution_follows_registry(void **state)
+{
+    fixture *f = *state;
+    model_cache *c = model_cache_new(0);
+    model_handle *h = acquire_ok(c, f->reg, "a", NULL);
+    assert_int_equal(h->info.version, 1);
+    model_cache_release(c, h);
+    h = acquire_ok(c, f->reg, "a", NULL); /* from the remembered resolution */
+    assert_int_equal(h->info.version, 1);
+    model_cache_release(c, h);
+    put_model(f->reg, "a", &f->b); /* version 2 moves latest */
+    h = acquire_ok(c, f->reg, "a", NULL);
+    assert_same_params(&h->model, &f->b);
+    model_cache_release(c, h);
+    char err[256] = "";
+    assert_int_equal(registry_set_alias(f->reg, "a", "prod", 1, err, sizeof err), REGISTRY_OK);
+    h = acquire_ok(c, f->reg, "a", "prod");
+    assert_same_params(&h->model, &f->a);
+    model_cache_release(c, h);
+    assert_int_equal(registry_set_alias(f->reg, "a", "prod", 2, err, sizeof err), REGISTRY_OK);
+    h = acquire_ok(c, f->reg, "a", "prod");
+    assert_same_params(&h->model, &f->b);
+    model_cache_release(c, h);
+    model_cache_free(c);
+}
+
 typedef struct {
     model_cache *cache;
     registry *reg;
@@ -378,6 +406,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_evicted_while_held, setup, teardown),
         cmocka_unit_test_setup_teardown(test_deleted_while_held, setup, teardown),
         cmocka_unit_test_setup_teardown(test_forget_while_held, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_resolution_follows_registry, setup, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_load, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
