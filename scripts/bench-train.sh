@@ -21,7 +21,8 @@
 # ARCH=all (the default) runs both. Each setting keeps its best images/s over
 # REPEATS (test loss is the mean over repeats); the tables give the ratio of
 # vaed to the best torch setting, peak RSS (GNU time, "n/a" without
-# /usr/bin/time) and for the MLP the fraction of a ~30,000 images/s ceiling.
+# /usr/bin/time) and for the MLP the fraction of the sgemm ceiling measured in
+# the same run (scripts/bench_sgemm_ceiling.c).
 # vaed runs with --threads 2 (two data-parallel training threads).
 #   scripts/bench-train.sh           (from anywhere; `make bench` runs it)
 #
@@ -149,6 +150,13 @@ if [ "$arch" != conv ]; then
         run_torch "$results" torch default "$r" --threads 0
     done
     echo
+    # the step's sgemm calls alone, as vaed runs them: the ceiling of the table
+    # shellcheck disable=SC2046 # pkg-config's flags are words
+    if cc -O2 scripts/bench_sgemm_ceiling.c $(pkg-config --cflags --libs openblas) -lpthread \
+        -o "$tmp/sgemm_ceiling" && read -r ceiling gflops < <("$tmp/sgemm_ceiling"); then
+        echo "sgemm ceiling (the step's five sgemm calls only, 2 threads x 1 BLAS thread): $ceiling images/s, $gflops GFLOP/s"
+        export CEILING_IMAGES_PER_S=$ceiling
+    fi
     "$py" scripts/bench_train_torch.py --table "$results"
     echo
 fi
