@@ -636,11 +636,13 @@ enum MHD_Result api_infer_encode(http_ctx *ctx, struct MHD_Connection *c, http_r
     return job_submit(j);
 }
 
-enum MHD_Result api_infer_decode(http_ctx *ctx, struct MHD_Connection *c, http_request *req)
+/* A JSON body in, images out: /decode and POST /interpolate start alike. */
+static enum MHD_Result json_images_job(http_ctx *ctx, struct MHD_Connection *c,
+                                       http_request *req, int kind)
 {
     if (req->work)
         return job_finish(c, req);
-    infer_job *j = job_new(ctx, c, req, JOB_DECODE);
+    infer_job *j = job_new(ctx, c, req, kind);
     if (!j)
         return MHD_NO;
     int failed, is_png;
@@ -656,25 +658,15 @@ enum MHD_Result api_infer_decode(http_ctx *ctx, struct MHD_Connection *c, http_r
     return job_submit(j);
 }
 
+enum MHD_Result api_infer_decode(http_ctx *ctx, struct MHD_Connection *c, http_request *req)
+{
+    return json_images_job(ctx, c, req, JOB_DECODE);
+}
+
 enum MHD_Result api_infer_interpolate_post(http_ctx *ctx, struct MHD_Connection *c,
                                            http_request *req)
 {
-    if (req->work)
-        return job_finish(c, req);
-    infer_job *j = job_new(ctx, c, req, JOB_INTERP_POST);
-    if (!j)
-        return MHD_NO;
-    int failed, is_png;
-    enum MHD_Result ret = read_model_params(j, &failed);
-    if (failed)
-        return ret;
-    ret = negotiate(c, OFFER_IMAGES, &j->fmt, &failed);
-    if (failed)
-        return ret;
-    ret = require_body(c, req, 0, &is_png, &failed);
-    if (failed)
-        return ret;
-    return job_submit(j);
+    return json_images_job(ctx, c, req, JOB_INTERP_POST);
 }
 
 enum MHD_Result api_infer_interpolate_get(http_ctx *ctx, struct MHD_Connection *c,
