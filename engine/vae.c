@@ -250,11 +250,25 @@ static inline const float *P(const vae_model *m, int ti) { return m->params + m-
 /* ---------- kernels ---------- */
 
 /* y: (B, out) = x: (B, in) . w^T (w: (out, in)) + b */
+/* y: (B, out) = x: (B, in) . w^T, no bias. For one or two rows sgemv reads w
+ * once as it is: sgemm would first copy (pack) all of w for so little work,
+ * which is most of the cost of encoding a single image. */
+static void matmul_wt(float *y, const float *x, const float *w, int B, int in, int out)
+{
+    if (B <= 2) {
+        for (int r = 0; r < B; r++)
+            cblas_sgemv(CblasRowMajor, CblasNoTrans, out, in, 1.0f, w, in, x + (size_t)r * in, 1,
+                        0.0f, y + (size_t)r * out, 1);
+        return;
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, out, in, 1.0f, x, in, w, in, 0.0f, y,
+                out);
+}
+
 static void linear_forward(float *y, const float *x, const float *w, const float *b, int B, int in,
                            int out)
 {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, out, in, 1.0f, x, in, w, in, 0.0f, y,
-                out);
+    matmul_wt(y, x, w, B, in, out);
     vk_bias(y, b, B, out);
 }
 
@@ -264,8 +278,7 @@ static void activation_forward(float *y, size_t n, vae_activation a);
 static void linear_act_forward(float *y, const float *x, const float *w, const float *b, int B,
                                int in, int out, vae_activation a)
 {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, out, in, 1.0f, x, in, w, in, 0.0f, y,
-                out);
+    matmul_wt(y, x, w, B, in, out);
     if (a == VAE_ACT_RELU || a == VAE_ACT_LEAKY_RELU) {
         vk_bias_relu(y, b, B, out, a == VAE_ACT_LEAKY_RELU);
         return;
