@@ -1165,6 +1165,170 @@ static size_t max_json_values(const vae_config *cfg)
     return (size_t)API_INFER_MAX_N * ((size_t)vae_config_input_dim(cfg) + 2) + JSON_SLACK_VALUES;
 }
 
+/* The common /encode body, {"x": [[D pixel values], ...]} and nothing else,
+ * read without building a cJSON node per number (which cost more than the
+ * encoder itself). Returns 1 with *out (malloc'd, caller frees) and *n when
+ * the body is exactly that with every value a JSON number in [0, 1]; 0 for
+ * anything else, which then goes through cJSON and gets its precise error. */
+static const char *skip_ws(const char *p, const char *end)
+{
+    while (p < end && (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n'))
+        p++;
+    return p;
+}
+
+/* A JSON number (RFC 8259 grammar) at p; its end, or NULL. */
+static const char *json_number_end(const char *p, const char *end)
+{
+    if (p < end && *p == '-')
+        p++;
+    if (p >= end)
+        return NULL;
+    if (*p == '0')
+        p++;
+    else if (*p >= '1' && *p <= '9')
+        while (p < end && *p >= '0' && *p <= '9')
+            p++;
+    else
+        return NULL;
+    if (p < end && *p == '.') {
+        const char *d = ++p;
+        while (p < end && *p >= '0' && *p <= '9')
+            p++;
+        if (p == d)
+            return NULL;
+    }
+    if (p < end && (*p == 'e' || *p == 'E')) {
+        p++;
+        if (p < end && (*p == '+' || *p == '-'))
+            p++;
+        const char *d = p;
+        while (p < end && *p >= '0' && *p <= '9')
+            p++;
+        if (p == d)
+            return NULL;
+    }
+    return p;
+}
+
+/* The value of a JSON number token [p, e), known to be well formed. Up to 18
+ * significant digits are read exactly into an integer and scaled by an exact
+ * power of ten (one rounding), which is as exact as a float32 pixel needs and
+ * several times quicker than strtod on 17-digit decimals; a token with an
+ * exponent, or whose scale is past 10^22 either way, goes through strtod. */
+static double pixel_value(const char *p, const char *e)
+{
+    static const double pow10[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
+                                   1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+                                   1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+    const char *q = p;
+    int neg = 0;
+    if (*q == '-') {
+        neg = 1;
+        q++;
+    }
+    uint64_t m = 0;
+    int digits = 0, scale = 0;
+    for (; q < e && *q >= '0' && *q <= '9'; q++) {
+        if (digits < 18) {
+            m = m * 10 + (uint64_t)(*q - '0');
+            if (m) digits++;
+        } else {
+            scale++; /* dropped integer digits */
+        }
+    }
+    if (q < e && *q == '.')
+        for (q++; q < e && *q >= '0' && *q <= '9'; q++)
+            if (digits < 18) {
+                m = m * 10 + (uint64_t)(*q - '0');
+                if (m) digits++;
+                scale--;
+            }
+    if (q < e || scale < -22 || scale > 22) { /* an exponent, or far from 0..1 */
+        char tok[72];
+        size_t n = (size_t)(e - p) < sizeof tok - 1 ? (size_t)(e - p) : sizeof tok - 1;
+        memcpy(tok, p, n);
+        tok[n] = '\0';
+        return strtod(tok, NULL);
+    }
+    double v = (double)m;
+    if (scale < 0)
+        v /= pow10[-scale];
+    else if (scale > 0)
+        v *= pow10[scale];
+    return neg ? -v : v;
+}
+
+static int fast_pixel_rows(const char *body, size_t len, int D, int max_n, float **out, int *n)
+{
+    const char *p = body, *end = body + len;
+    static const char key[] = "\"x\"";
+    *out = NULL;
+    *n = 0;
+    p = skip_ws(p, end);
+    if (p >= end || *p++ != '{')
+        return 0;
+    p = skip_ws(p, end);
+    if ((size_t)(end - p) < sizeof key - 1 || memcmp(p, key, sizeof key - 1) != 0)
+        return 0;
+    p = skip_ws(p + sizeof key - 1, end);
+    if (p >= end || *p++ != ':')
+        return 0;
+    p = skip_ws(p, end);
+    if (p >= end || *p++ != '[')
+        return 0;
+    size_t cap = 0;
+    float *x = NULL; /* owned until handed to *out */
+    int rows = 0;
+    for (;;) {
+        p = skip_ws(p, end);
+        if (p >= end || *p++ != '[' || rows == max_n)
+            goto no;
+        if ((size_t)(rows + 1) * (size_t)D > cap) {
+            size_t ncap = cap ? cap * 2 : (size_t)D;
+            float *grown = realloc(x, ncap * sizeof *x);
+            if (!grown)
+                goto no;
+            x = grown;
+            cap = ncap;
+        }
+        float *row = x + (size_t)rows * (size_t)D;
+        for (int k = 0; k < D; k++) {
+            p = skip_ws(p, end);
+            const char *e = json_number_end(p, end);
+            if (!e || e - p > 64)
+                goto no;
+            double v = pixel_value(p, e);
+            if (!(v >= 0.0 && v <= 1.0))
+                goto no;
+            row[k] = (float)v;
+            p = skip_ws(e, end);
+            if (p >= end || *p++ != (k + 1 < D ? ',' : ']'))
+                goto no;
+        }
+        rows++;
+        p = skip_ws(p, end);
+        if (p >= end)
+            goto no;
+        if (*p == ',') {
+            p++;
+            continue;
+        }
+        if (*p++ != ']')
+            goto no;
+        break;
+    }
+    p = skip_ws(p, end);
+    if (p >= end || *p++ != '}' || skip_ws(p, end) != end)
+        goto no;
+    *out = x;
+    *n = rows;
+    return 1;
+no:
+    free(x);
+    return 0;
+}
+
 static void run_encode(infer_job *j)
 {
     model_handle *h = NULL; /* released below */
@@ -1189,6 +1353,8 @@ static void run_encode(infer_job *j)
         }
         if (read_png(j, cfg, (const uint8_t *)j->body, j->body_len, x, "the image"))
             goto end;
+    } else if (fast_pixel_rows(j->body, j->body_len, D, API_INFER_MAX_N, &x, &n)) {
+        /* read: go on to encode */
     } else {
         root = job_parse_json(j, max_json_values(cfg));
         if (!root)

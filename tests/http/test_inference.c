@@ -400,6 +400,45 @@ static void test_encode_matches_engine(void **state)
     free(rows);
 }
 
+/* Every way JSON may spell a pixel value reads as the same float: plain and
+ * 17-digit decimals, exponents, 20 fraction digits, "-0", "1.0", "1E0",
+ * spaces around them (the fast reader and the cJSON path must agree). */
+static void test_encode_number_spellings(void **state)
+{
+    (void)state;
+    float x[D];
+    memcpy(x, fx.x, sizeof x);
+    static const char *const edges[] = {"0", "1", "-0", "1.0", "1E0", "0e5", "0.0"};
+    static const float edge_values[] = {0, 1, 0, 1, 1, 0, 0};
+    size_t cap = (size_t)D * 40 + 64, len = 0;
+    char *body = malloc(cap);
+    len += (size_t)snprintf(body + len, cap - len, " { \"x\" : [ [");
+    for (int k = 0; k < D; k++) {
+        const char *sep = k ? "," : "";
+        if (k < 7) {
+            x[k] = edge_values[k];
+            len += (size_t)snprintf(body + len, cap - len, "%s%s", sep, edges[k]);
+            continue;
+        }
+        switch (k % 4) {
+        case 0: len += (size_t)snprintf(body + len, cap - len, "%s%.17g", sep, x[k]); break;
+        case 1: len += (size_t)snprintf(body + len, cap - len, "%s%.9e", sep, x[k]); break;
+        case 2: len += (size_t)snprintf(body + len, cap - len, "%s%.20f", sep, x[k]); break;
+        default: len += (size_t)snprintf(body + len, cap - len, "%s \n %.9g\t", sep, x[k]); break;
+        }
+    }
+    snprintf(body + len, cap - len, "] ] }\n");
+    cJSON *root = post_json_ok("/encode", body);
+    float mu[L], logvar[L], want_mu[L], want_lv[L];
+    read_matrix(cJSON_GetObjectItem(root, "mu"), 1, L, mu);
+    read_matrix(cJSON_GetObjectItem(root, "logvar"), 1, L, logvar);
+    ref_encode(x, 1, want_mu, want_lv);
+    assert_close(mu, want_mu, L, 1e-6);
+    assert_close(logvar, want_lv, L, 1e-6);
+    cJSON_Delete(root);
+    free(body);
+}
+
 /* A PNG of image i, and the pixels it holds after 8-bit quantisation. */
 static uint8_t *png_of(int i, size_t *len, float *quantised)
 {
@@ -1001,6 +1040,7 @@ int main(void)
         cmocka_unit_test(test_sample_formats),
         cmocka_unit_test(test_sample_same_seed_same_bytes),
         cmocka_unit_test(test_encode_matches_engine),
+        cmocka_unit_test(test_encode_number_spellings),
         cmocka_unit_test(test_encode_png_and_base64),
         cmocka_unit_test(test_decode_of_mu_is_reconstruction),
         cmocka_unit_test(test_interpolate_post_lerp_slerp),
