@@ -698,15 +698,17 @@ void vae_adam_update(vae_model *m, vae_train_state *ts)
     float step_size = (float)(c->lr / bc1), inv_sqrt_bc2 = (float)(1.0 / sqrt(bc2));
     float eps = c->eps;
     /* PyTorch Adam: L2 weight decay added to the gradient (not AdamW). */
-    vk_adam(p, g, mm, vv, n, b1, b2, eps, wd, step_size, inv_sqrt_bc2);
+    vk_adam(p, g, NULL, mm, vv, n, b1, b2, eps, wd, step_size, inv_sqrt_bc2);
 }
 
-static void adam_slice(vae_model *m, vae_train_state *ts, size_t lo, size_t hi, float step_size,
-                       float inv_sqrt_bc2)
+/* Adam on parameters [lo, hi) with the gradient summed over both halves of
+ * the batch (ts's and the peer's), in one pass. */
+static void adam_slice(vae_model *m, vae_train_state *ts, const float *peer_grads, size_t lo,
+                       size_t hi, float step_size, float inv_sqrt_bc2)
 {
     const vae_config *c = &m->cfg;
-    vk_adam(m->params + lo, ts->grads + lo, ts->adam_m + lo, ts->adam_v + lo, hi - lo, c->beta1,
-            c->beta2, c->eps, c->weight_decay, step_size, inv_sqrt_bc2);
+    vk_adam(m->params + lo, ts->grads + lo, peer_grads + lo, ts->adam_m + lo, ts->adam_v + lo,
+            hi - lo, c->beta1, c->beta2, c->eps, c->weight_decay, step_size, inv_sqrt_bc2);
 }
 
 static void *peer_main(void *arg)
@@ -724,8 +726,7 @@ static void *peer_main(void *arg)
             p->rc = vae_forward_loss(p->m, p->ts, p->x, p->eps, p->B, &p->stats);
             if (p->rc == VAE_OK) vae_backward(p->m, p->ts);
         } else {
-            for (size_t i = p->lo; i < p->hi; i++) owner->grads[i] += p->ts->grads[i];
-            adam_slice(p->m, owner, p->lo, p->hi, p->step_size, p->inv_sqrt_bc2);
+            adam_slice(p->m, owner, p->ts->grads, p->lo, p->hi, p->step_size, p->inv_sqrt_bc2);
         }
         pthread_mutex_lock(&p->mu);
         p->job = PEER_IDLE;
@@ -829,8 +830,7 @@ static int train_step_parallel(vae_model *m, vae_train_state *ts, const float *x
     p->step_size = step_size;
     p->inv_sqrt_bc2 = inv_sqrt_bc2;
     peer_post(p, PEER_ADAM);
-    for (size_t i = 0; i < half; i++) ts->grads[i] += p->ts->grads[i];
-    adam_slice(m, ts, 0, half, step_size, inv_sqrt_bc2);
+    adam_slice(m, ts, p->ts->grads, 0, half, step_size, inv_sqrt_bc2);
     peer_wait(p);
     return VAE_OK;
 }

@@ -11,13 +11,13 @@
 #endif
 
 VK_CLONES
-void vk_adam(float *restrict p, const float *restrict g, float *restrict m, float *restrict v,
-             size_t n, float beta1, float beta2, float eps, float weight_decay, float step_size,
-             float inv_sqrt_bc2)
+void vk_adam(float *restrict p, const float *restrict g, const float *restrict g2,
+             float *restrict m, float *restrict v, size_t n, float beta1, float beta2, float eps,
+             float weight_decay, float step_size, float inv_sqrt_bc2)
 {
     float c1 = 1.0f - beta1, c2 = 1.0f - beta2;
     for (size_t i = 0; i < n; i++) {
-        float gi = g[i] + weight_decay * p[i];
+        float gi = g[i] + (g2 ? g2[i] : 0.0f) + weight_decay * p[i];
         float mi = beta1 * m[i] + c1 * gi;
         float vi = beta2 * v[i] + c2 * gi * gi;
         m[i] = mi;

@@ -12,10 +12,11 @@
 #include <stddef.h>
 
 /* One Adam step over n parameters (PyTorch semantics: L2 decay in the
- * gradient; step_size = lr / (1 - beta1^t), inv_sqrt_bc2 = 1/sqrt(1 - beta2^t)). */
-void vk_adam(float *restrict p, const float *restrict g, float *restrict m, float *restrict v,
-             size_t n, float beta1, float beta2, float eps, float weight_decay, float step_size,
-             float inv_sqrt_bc2);
+ * gradient; step_size = lr / (1 - beta1^t), inv_sqrt_bc2 = 1/sqrt(1 - beta2^t)).
+ * The gradient is g, plus g2 when not NULL (the two halves of a batch). */
+void vk_adam(float *restrict p, const float *restrict g, const float *restrict g2,
+             float *restrict m, float *restrict v, size_t n, float beta1, float beta2, float eps,
+             float weight_decay, float step_size, float inv_sqrt_bc2);
 /* Bernoulli likelihood from logits: returns sum over d of softplus(l) - x*l,
  * and overwrites l with (sigmoid(l) - x) * scale. */
 double vk_bernoulli_nll_grad(float *restrict l, const float *restrict x, int n, float scale);
