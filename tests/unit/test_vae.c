@@ -439,6 +439,43 @@ static void test_config_validation(void **state)
     assert_int_not_equal(vae_likelihood_parse("poisson", &l), 0);
 }
 
+/* A step with the batch split over two threads is the same step: the loss
+ * equal and the parameters after Adam equal up to the order of the sums. */
+static void test_parallel_step_matches_single(void **state)
+{
+    (void)state;
+    char err[200];
+    vae_config c;
+    small_config(&c);
+    c.batch = 32;
+    vae_model a, b;
+    assert_int_equal(vae_init(&a, &c, 8, err, sizeof err), 0);
+    assert_int_equal(vae_init(&b, &c, 8, err, sizeof err), 0);
+    vae_train_state *ta = vae_train_state_new(&a, 32, err, sizeof err);
+    vae_train_state *tb = vae_train_state_new(&b, 32, err, sizeof err);
+    assert_int_equal(vae_train_state_set_threads(tb, &b, 2, err, sizeof err), 0);
+    float x[32 * 12];
+    rng_state rx, ra, rb;
+    rng_seed(&rx, 3);
+    rng_seed(&ra, 4);
+    rng_seed(&rb, 4);
+    for (int step = 0; step < 5; step++) {
+        for (int i = 0; i < 32 * 12; i++) x[i] = rng_uniform(&rx);
+        vae_stats sa, sb;
+        assert_int_equal(vae_train_step(&a, ta, x, 32, &ra, &sa), 0);
+        assert_int_equal(vae_train_step(&b, tb, x, 32, &rb, &sb), 0);
+        assert_true(fabs(sa.loss - sb.loss) <= 1e-5 * fabs(sa.loss));
+        assert_int_equal(sb.batch, 32);
+    }
+    for (size_t i = 0; i < a.n_params; i++)
+        if (fabsf(a.params[i] - b.params[i]) > 1e-5f * fmaxf(1.0f, fabsf(a.params[i])))
+            fail_msg("parameter %zu: %g single, %g split", i, a.params[i], b.params[i]);
+    vae_train_state_free(ta);
+    vae_train_state_free(tb);
+    vae_free(&a);
+    vae_free(&b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -450,6 +487,7 @@ int main(void)
         cmocka_unit_test(test_rng_normal_moments),
         cmocka_unit_test(test_encode_matches_training_forward),
         cmocka_unit_test(test_training_is_deterministic),
+        cmocka_unit_test(test_parallel_step_matches_single),
         cmocka_unit_test(test_nonfinite_loss_is_refused),
         cmocka_unit_test(test_config_validation),
     };
