@@ -138,6 +138,25 @@ double vk_bernoulli_nll_grad(float *restrict l, const float *restrict x, int n, 
 }
 
 VK_CLONES
+void vk_sigmoid(float *restrict y, const float *restrict x, int n)
+{
+    int j = 0;
+    for (; j + 16 <= n; j += 16) {
+        vf16 xj;
+        memcpy(&xj, x + j, sizeof xj);
+        const vi16 abs_mask = (vi16){0} + 0x7fffffff;
+        vf16 e = vexp_neg((vf16)((vi16)xj & abs_mask) * -1.0f);
+        vf16 inv = 1.0f / (1.0f + e);
+        vf16 sig = vsel(xj >= 0.0f, inv, e * inv);
+        memcpy(y + j, &sig, sizeof sig);
+    }
+    for (; j < n; j++) {
+        float e = exp_neg(-fabsf(x[j])), inv = 1.0f / (1.0f + e);
+        y[j] = x[j] >= 0.0f ? inv : e * inv;
+    }
+}
+
+VK_CLONES
 void vk_bias_relu(float *restrict y, const float *restrict b, int rows, int cols, int leaky)
 {
     float slope = leaky ? 0.01f : 0.0f;

@@ -20,6 +20,8 @@ void vk_adam(float *restrict p, const float *restrict g, const float *restrict g
 /* Bernoulli likelihood from logits: returns sum over d of softplus(l) - x*l,
  * and overwrites l with (sigmoid(l) - x) * scale. */
 double vk_bernoulli_nll_grad(float *restrict l, const float *restrict x, int n, float scale);
+/* y = 1 / (1 + exp(-x)) for n values (a NaN gives 0: these are pixel means). */
+void vk_sigmoid(float *restrict y, const float *restrict x, int n);
 /* y[r, j] += b[j] for r < rows, then the activation (0 relu, 1 leaky 0.01). */
 void vk_bias_relu(float *restrict y, const float *restrict b, int rows, int cols, int leaky);
 void vk_bias(float *restrict y, const float *restrict b, int rows, int cols);

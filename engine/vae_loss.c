@@ -92,10 +92,11 @@ void vae_output_mean(const vae_config *c, const float *logits, int B, float *x_m
     for (int r = 0; r < B; r++) {
         const float *l = logits + (size_t)r * Dout;
         float *o = x_mean + (size_t)r * D;
-        for (int j = 0; j < D; j++) {
-            float v = c->likelihood == VAE_LIK_CBERNOULLI ? cb_mean(l[j]) : sigmoidf(l[j]);
-            o[j] = v < 0.0f ? 0.0f : (v > 1.0f ? 1.0f : v);
-        }
+        if (c->likelihood == VAE_LIK_CBERNOULLI)
+            for (int j = 0; j < D; j++) o[j] = cb_mean(l[j]);
+        else
+            vk_sigmoid(o, l, D);
+        for (int j = 0; j < D; j++) o[j] = o[j] < 0.0f ? 0.0f : (o[j] > 1.0f ? 1.0f : o[j]);
     }
 }
 
