@@ -1728,32 +1728,6 @@ static int data_image(infer_job *j, const char *ref_text, const vae_config *cfg,
     return rc;
 }
 
-/* 1 when If-None-Match lists etag (or is "*"); weak tags compare as strong. */
-static int etag_matches(const char *if_none_match, const char *etag)
-{
-    const char *p = if_none_match;
-    size_t etag_len = strlen(etag);
-    while (*p) {
-        while (*p == ' ' || *p == '\t' || *p == ',')
-            p++;
-        if (!*p)
-            break;
-        size_t len = strcspn(p, ",");
-        size_t trimmed = len;
-        while (trimmed && (p[trimmed - 1] == ' ' || p[trimmed - 1] == '\t'))
-            trimmed--;
-        const char *tag = p;
-        if (trimmed >= 2 && !strncmp(tag, "W/", 2)) {
-            tag += 2;
-            trimmed -= 2;
-        }
-        if ((trimmed == 1 && *tag == '*') || (trimmed == etag_len && !strncmp(tag, etag, etag_len)))
-            return 1;
-        p += len;
-    }
-    return 0;
-}
-
 static void run_interpolate_get(infer_job *j)
 {
     model_handle *h = NULL; /* released below */
@@ -1777,7 +1751,7 @@ static void run_interpolate_get(infer_job *j)
     int pinned = j->model[0] && j->version[0] && strspn(j->version, "0123456789") == strlen(j->version);
     const char *cache_control = pinned ? "public, max-age=31536000, immutable" : "public, no-cache";
 
-    if (j->if_none_match[0] && etag_matches(j->if_none_match, etag)) {
+    if (j->if_none_match[0] && http_etag_listed(j->if_none_match, etag)) {
         if (j->resp)
             MHD_destroy_response(j->resp);
         j->resp = MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);

@@ -312,33 +312,6 @@ enum MHD_Result api_version_get(http_ctx *ctx, struct MHD_Connection *c, http_re
 
 /* ---- GET /models/{name}/versions/{v}/file ----------------------------- */
 
-/* 1 when an If-None-Match value lists the entity tag of sha ("*" lists
- * everything; weak tags compare by their opaque part, as RFC 9110 asks). */
-static int etag_listed(const char *header, const char *sha)
-{
-    const char *p = header;
-    while (*p) {
-        while (*p == ' ' || *p == '\t' || *p == ',')
-            p++;
-        if (!*p)
-            break;
-        size_t len = strcspn(p, ",");
-        const char *tag = p;
-        p += len;
-        while (len && (tag[len - 1] == ' ' || tag[len - 1] == '\t'))
-            len--;
-        if (len == 1 && tag[0] == '*')
-            return 1;
-        if (len >= 2 && !strncmp(tag, "W/", 2))
-            tag += 2, len -= 2;
-        if (len >= 2 && tag[0] == '"' && tag[len - 1] == '"')
-            tag++, len -= 2;
-        if (len == 64 && !strncasecmp(tag, sha, 64))
-            return 1;
-    }
-    return 0;
-}
-
 enum MHD_Result api_version_file(http_ctx *ctx, struct MHD_Connection *c, http_request *req)
 {
     enum MHD_Result ret = MHD_NO;
@@ -354,7 +327,7 @@ enum MHD_Result api_version_file(http_ctx *ctx, struct MHD_Connection *c, http_r
     const char *inm = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_IF_NONE_MATCH);
     struct MHD_Response *resp = NULL;
     unsigned int code = MHD_HTTP_OK;
-    if (inm && etag_listed(inm, info.sha256)) {
+    if (inm && http_etag_listed(inm, etag)) {
         /* Not modified: the client's copy is these bytes; nothing to read. */
         resp = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
         code = MHD_HTTP_NOT_MODIFIED;

@@ -198,3 +198,27 @@ int http_query_str(struct MHD_Connection *c, const char *name, size_t max_len,
     *out = value;
     return 0;
 }
+
+int http_etag_listed(const char *if_none_match, const char *etag)
+{
+    size_t etag_len = strlen(etag);
+    const char *p = if_none_match;
+    while (*p) {
+        while (*p == ' ' || *p == '\t' || *p == ',')
+            p++;
+        if (!*p)
+            break;
+        size_t len = strcspn(p, ",");
+        const char *tag = p;
+        p += len;
+        while (len && (tag[len - 1] == ' ' || tag[len - 1] == '\t'))
+            len--;
+        if (len == 1 && tag[0] == '*')
+            return 1;
+        if (len >= 2 && !strncmp(tag, "W/", 2)) /* weak compares as strong for GET */
+            tag += 2, len -= 2;
+        if (len == etag_len && !strncmp(tag, etag, etag_len))
+            return 1;
+    }
+    return 0;
+}

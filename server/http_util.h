@@ -88,4 +88,9 @@ int http_query_u64(struct MHD_Connection *c, const char *name, int *present, uin
 int http_query_str(struct MHD_Connection *c, const char *name, size_t max_len,
                    const char **out, char *msg, size_t msglen);
 
+/* 1 when an If-None-Match header lists etag (a quoted entity tag as sent in
+ * ETag) or is "*"; weak tags compare by their opaque part (RFC 9110 weak
+ * comparison, which GET's 304 uses). */
+int http_etag_listed(const char *if_none_match, const char *etag);
+
 #endif
