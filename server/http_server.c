@@ -14,6 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "../engine/file_io.h"
 #include "../engine/image.h"
 #include "../engine/rng.h"
 #include "../engine/vae.h"
@@ -416,29 +417,12 @@ static int make_dirs(const char *path, char *err, size_t errlen)
     return 0;
 }
 
-/* Written to a temporary name then renamed, so a reader sees all or nothing. */
+/* Atomically (file_write_atomic), so a test polling for it reads a whole number. */
 static int write_port_file(const char *path, unsigned port, char *err, size_t errlen)
 {
-    char tmp[PATH_MAX];
-    if (snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid()) >= (int)sizeof tmp) {
-        snprintf(err, errlen, "port file path too long");
-        return -1;
-    }
-    FILE *f = fopen(tmp, "w");
-    if (!f) {
-        snprintf(err, errlen, "cannot write %s: %s", tmp, strerror(errno));
-        return -1;
-    }
-    int bad = fprintf(f, "%u\n", port) < 0;
-    bad |= fflush(f) != 0;
-    bad |= fsync(fileno(f)) != 0;
-    bad |= fclose(f) != 0;
-    if (bad || rename(tmp, path)) {
-        snprintf(err, errlen, "cannot write %s: %s", path, strerror(errno));
-        unlink(tmp);
-        return -1;
-    }
-    return 0;
+    char text[16];
+    int n = snprintf(text, sizeof text, "%u\n", port);
+    return file_write_atomic(path, (const uint8_t *)text, (size_t)n, err, errlen) ? -1 : 0;
 }
 
 static struct MHD_Daemon *start_daemon(unsigned flags, const server_options *o,
