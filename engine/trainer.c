@@ -82,7 +82,6 @@ int trainer_set_threads(trainer *t, int threads, char *err, size_t errlen)
 int trainer_epochs_done(const trainer *t) { return t->epochs_done; }
 rng_state *trainer_rng(trainer *t) { return &t->rng; }
 vae_train_state *trainer_train_state(trainer *t) { return t->ts; }
-void trainer_set_epochs_done(trainer *t, int epochs_done) { t->epochs_done = epochs_done; }
 
 void trainer_get_position(const trainer *t, trainer_position *p)
 {

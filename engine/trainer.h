@@ -63,7 +63,6 @@ int trainer_evaluate(const vae_model *m, const dataset *d, uint64_t seed, double
 /* The trainer's generator and its Adam state, for checkpoints that resume. */
 rng_state *trainer_rng(trainer *t);
 vae_train_state *trainer_train_state(trainer *t);
-void trainer_set_epochs_done(trainer *t, int epochs_done);
 
 /* Where training stands, for checkpoints that resume mid-epoch: the epochs
  * finished, the steps of the current epoch done (0 = the next epoch starts
