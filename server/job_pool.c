@@ -520,11 +520,13 @@ static int load_data(job_run *j)
 {
     const job_spec *s = &j->spec;
     const char *root = j->pool->data_root;
-    if (data_sets_load(root, s->data, DATA_SETS_TRAIN, &j->train, j->err, sizeof j->err))
+    /* as bytes, like `vaed train`: the training set is most of a job's memory */
+    if (data_sets_load_compact(root, s->data, DATA_SETS_TRAIN, &j->train, j->err, sizeof j->err))
         return -1;
     if (data_sets_is_builtin(s->data)) {
         char err[256];
-        j->have_test = data_sets_load(root, s->data, DATA_SETS_TEST, &j->test, err, sizeof err) == 0;
+        j->have_test = data_sets_load_compact(root, s->data, DATA_SETS_TEST, &j->test, err,
+                                              sizeof err) == 0;
     }
     if (s->klass >= 0) {
         char err[256];

@@ -277,8 +277,10 @@ size_t job_spec_memory_bytes(const vae_config *c, int n_train, int n_test)
     int eval_batch = c->batch < 500 ? 500 : c->batch; /* trainer_evaluate's batch */
     double floats = 4 * P                              /* params, grads, Adam m and v */
                     + act * c->batch + D * c->batch    /* a training step, its batch copy */
-                    + (n_test > 0 ? act * eval_batch : 0) + ((double)n_train + n_test) * D;
-    double bytes = floats * 4 + (double)n_train * 4; /* and the data order */
+                    + (n_test > 0 ? act * eval_batch + D * eval_batch : 0);
+    double bytes = floats * 4
+                   + ((double)n_train + n_test) * D     /* the images, one byte a value */
+                   + (double)n_train * 4;              /* and the data order */
     return bytes > (double)SIZE_MAX / 2 ? SIZE_MAX / 2 : (size_t)bytes;
 }
 
