@@ -9,6 +9,7 @@
  */
 #include "vae.h"
 #include "vae_conv.h"
+#include "linear.h"
 #include "vae_kernels.h"
 #include "vae_loss.h"
 
@@ -250,35 +251,13 @@ static inline const float *P(const vae_model *m, int ti) { return m->params + m-
 /* ---------- kernels ---------- */
 
 /* y: (B, out) = x: (B, in) . w^T (w: (out, in)) + b */
-/* y: (B, out) = x: (B, in) . w^T, no bias. For one or two rows sgemv reads w
- * once as it is: sgemm would first copy (pack) all of w for so little work,
- * which is most of the cost of encoding a single image. */
-static void matmul_wt(float *y, const float *x, const float *w, int B, int in, int out)
-{
-    if (B <= 2) {
-        for (int r = 0; r < B; r++)
-            cblas_sgemv(CblasRowMajor, CblasNoTrans, out, in, 1.0f, w, in, x + (size_t)r * in, 1,
-                        0.0f, y + (size_t)r * out, 1);
-        return;
-    }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, out, in, 1.0f, x, in, w, in, 0.0f, y,
-                out);
-}
-
-static void linear_forward(float *y, const float *x, const float *w, const float *b, int B, int in,
-                           int out)
-{
-    matmul_wt(y, x, w, B, in, out);
-    vk_bias(y, b, B, out);
-}
-
 static void activation_forward(float *y, size_t n, vae_activation a);
 
 /* linear_forward then the activation, fused into one pass where it can be. */
 static void linear_act_forward(float *y, const float *x, const float *w, const float *b, int B,
                                int in, int out, vae_activation a)
 {
-    matmul_wt(y, x, w, B, in, out);
+    linear_matmul_wt(y, x, w, B, in, out);
     if (a == VAE_ACT_RELU || a == VAE_ACT_LEAKY_RELU) {
         vk_bias_relu(y, b, B, out, a == VAE_ACT_LEAKY_RELU);
         return;
@@ -322,18 +301,6 @@ static void activation_backward(float *dy, const float *y, size_t n, vae_activat
         for (size_t i = 0; i < n; i++) dy[i] = y[i] > 0.0f ? dy[i] : dy[i] * (y[i] + 1.0f);
         break;
     }
-}
-
-/* dw: (out, in) = dy^T . x ; db = column sums of dy ; dx: (B, in) = dy . w (if dx). */
-static void linear_backward(float *dx, float *dw, float *db, const float *dy, const float *x,
-                            const float *w, int B, int in, int out)
-{
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, out, in, B, 1.0f, dy, out, x, in, 0.0f,
-                dw, in);
-    vk_column_sums(db, dy, B, out);
-    if (dx)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, in, out, 1.0f, dy, out, w, in,
-                    0.0f, dx, in);
 }
 
 /* ---------- workspace (inference) ---------- */

@@ -17,6 +17,8 @@
 #include <string.h>
 
 #include "conv.h"
+#include "linear.h"
+#include "vae_kernels.h"
 
 /* The im2col matrix is processed in chunks of images that fit this many
  * floats (16 MB); a whole batch in one chunk gains little over that and
@@ -217,33 +219,8 @@ static void leaky_forward(float *y, size_t n)
 /* dy *= leaky'(.) read from the activation's output y (same sign as its input). */
 static void leaky_backward(float *dy, const float *y, size_t n)
 {
-    for (size_t i = 0; i < n; i++) dy[i] = y[i] > 0.0f ? dy[i] : VAE_CONV_LEAKY_SLOPE * dy[i];
+    vk_relu_backward(dy, y, n, VAE_CONV_LEAKY_SLOPE);
 }
-
-/* y: (B, out) = x: (B, in) . w^T + b */
-static void linear_forward(float *y, const float *x, const float *w, const float *b, int B, int in,
-                           int out)
-{
-    for (int r = 0; r < B; r++) memcpy(y + (size_t)r * out, b, sizeof(float) * out);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, out, in, 1.0f, x, in, w, in, 1.0f, y,
-                out);
-}
-
-/* dw += dy^T . x ; db += column sums of dy ; dx = dy . w (if dx). */
-static void linear_backward(float *dx, float *dw, float *db, const float *dy, const float *x,
-                            const float *w, int B, int in, int out)
-{
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, out, in, B, 1.0f, dy, out, x, in, 1.0f,
-                dw, in);
-    for (int r = 0; r < B; r++) {
-        const float *dyr = dy + (size_t)r * out;
-        for (int j = 0; j < out; j++) db[j] += dyr[j];
-    }
-    if (dx)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, in, out, 1.0f, dy, out, w, in,
-                    0.0f, dx, in);
-}
-
 
 /* ---------- shared forward pieces ---------- */
 

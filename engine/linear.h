@@ -1,0 +1,22 @@
+/* linear: the fully connected layer of every architecture, on OpenBLAS.
+ *
+ * Row-major batches, PyTorch's weight layout (w: (out, in)):
+ *     linear_forward(y, x, w, b, B, in, out);             // y = x . w^T + b
+ *     linear_backward(dx, dw, db, dy, x, w, B, in, out);  // sets dw, db; dx when not NULL
+ */
+#ifndef LINEAR_H
+#define LINEAR_H
+
+/* y: (B, out) = x: (B, in) . w^T, no bias. One or two rows go through sgemv,
+ * which reads w once as it is: sgemm would first copy (pack) all of w for so
+ * little work, which is most of the cost of encoding a single image. */
+void linear_matmul_wt(float *y, const float *x, const float *w, int B, int in, int out);
+/* y = x . w^T + b */
+void linear_forward(float *y, const float *x, const float *w, const float *b, int B, int in,
+                    int out);
+/* dw: (out, in) = dy^T . x ; db = column sums of dy ; dx: (B, in) = dy . w
+ * (skipped when dx is NULL). dw and db are set, not added to. */
+void linear_backward(float *dx, float *dw, float *db, const float *dy, const float *x,
+                     const float *w, int B, int in, int out);
+
+#endif
