@@ -144,3 +144,31 @@ end:
     free(dir);
     return rc;
 }
+
+int file_make_dirs(const char *dir, char *err, size_t errlen)
+{
+    char buf[4096];
+    if (snprintf(buf, sizeof buf, "%s", dir) >= (int)sizeof buf) {
+        set_err(err, errlen, "%.64s...: path too long", dir);
+        return FILE_IO_ERR_IO;
+    }
+    for (char *p = buf + 1;; p++) {
+        if (*p != '/' && *p)
+            continue;
+        char saved = *p;
+        *p = '\0';
+        if (mkdir(buf, 0755) != 0 && errno != EEXIST) {
+            set_err(err, errlen, "cannot create %s: %s", buf, strerror(errno));
+            return FILE_IO_ERR_IO;
+        }
+        *p = saved;
+        if (!saved)
+            break;
+    }
+    struct stat st;
+    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
+        set_err(err, errlen, "%s is not a directory", dir);
+        return FILE_IO_ERR_IO;
+    }
+    return FILE_IO_OK;
+}

@@ -25,5 +25,8 @@ typedef enum {
 int file_read_all(const char *path, size_t max, uint8_t **out, size_t *len, char *err,
                   size_t errlen);
 int file_write_atomic(const char *path, const uint8_t *buf, size_t len, char *err, size_t errlen);
+/* mkdir -p: dir and every missing parent (0755); FILE_IO_ERR_IO when one
+ * cannot be made or dir exists but is not a directory. */
+int file_make_dirs(const char *dir, char *err, size_t errlen);
 
 #endif

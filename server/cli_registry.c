@@ -358,8 +358,6 @@ int cli_registry(int argc, char **argv)
         }
         return 0; /* no database: nothing to list */
     }
-    if (is_import)
-        mkdir(data_dir, 0755);
     registry *r = NULL; /* owned: closed below */
     if (registry_open(path, &r, err, sizeof err)) {
         fprintf(stderr, "vaed registry: %s\n", err);

@@ -9,7 +9,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
-#include <sys/stat.h>
 #include <sys/types.h>
 #include <time.h>
 #include <unistd.h>
@@ -388,35 +387,6 @@ static int parse_listen(const char *listen, struct sockaddr_in *addr, char *err,
     return 0;
 }
 
-/* mkdir -p */
-static int make_dirs(const char *path, char *err, size_t errlen)
-{
-    char buf[PATH_MAX];
-    if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf) {
-        snprintf(err, errlen, "data dir path too long");
-        return -1;
-    }
-    for (char *p = buf + 1;; p++) {
-        if (*p == '/' || !*p) {
-            char saved = *p;
-            *p = '\0';
-            if (mkdir(buf, 0755) && errno != EEXIST) {
-                snprintf(err, errlen, "cannot create %s: %s", buf, strerror(errno));
-                return -1;
-            }
-            *p = saved;
-            if (!saved)
-                break;
-        }
-    }
-    struct stat st;
-    if (stat(path, &st) || !S_ISDIR(st.st_mode)) {
-        snprintf(err, errlen, "data dir %s is not a directory", path);
-        return -1;
-    }
-    return 0;
-}
-
 /* Atomically (file_write_atomic), so a test polling for it reads a whole number. */
 static int write_port_file(const char *path, unsigned port, char *err, size_t errlen)
 {
@@ -478,7 +448,7 @@ int server_run(const server_options *o, volatile sig_atomic_t *stop, char *err, 
         snprintf(err, errlen, "data dir path too long");
         return SERVER_ERR_ARG;
     }
-    if (make_dirs(o->data_dir, err, errlen))
+    if (file_make_dirs(o->data_dir, err, errlen))
         return SERVER_ERR_IO;
 
     int status = SERVER_OK;

@@ -10,6 +10,8 @@
  */
 #include "job_pool.h"
 
+#include "../engine/file_io.h"
+
 #include <cjson/cJSON.h>
 #include <dirent.h>
 #include <errno.h>
@@ -22,7 +24,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
-#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -121,19 +122,6 @@ static void job_dir(const job_pool *p, int64_t id, char *out, size_t size)
 static void resume_path(const job_pool *p, int64_t id, char *out, size_t size)
 {
     snprintf(out, size, "%s/jobs/%" PRId64 "/resume.safetensors", p->data_dir, id);
-}
-
-static int make_dirs(const char *dir)
-{
-    char buf[PATH_MAX];
-    if (snprintf(buf, sizeof buf, "%s", dir) >= (int)sizeof buf) return -1;
-    for (char *s = buf + 1; *s; s++) {
-        if (*s != '/') continue;
-        *s = '\0';
-        if (mkdir(buf, 0755) != 0 && errno != EEXIST) return -1;
-        *s = '/';
-    }
-    return mkdir(buf, 0755) != 0 && errno != EEXIST ? -1 : 0;
 }
 
 /* Removes DATA_DIR/jobs/ID and what is in it (the resume file, and a
@@ -358,10 +346,8 @@ static int save_resume(job_run *j)
     char dir[PATH_MAX], path[PATH_MAX];
     job_dir(p, j->id, dir, sizeof dir);
     resume_path(p, j->id, path, sizeof path);
-    if (make_dirs(dir)) {
-        set_err(j->err, sizeof j->err, "cannot create %s: %s", dir, strerror(errno));
+    if (file_make_dirs(dir, j->err, sizeof j->err))
         return -1;
-    }
     vae_model *m = &j->model;
     vae_train_state *ts = trainer_train_state(j->t);
     trainer_position pos;

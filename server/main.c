@@ -8,7 +8,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -437,7 +436,6 @@ static int cmd_train(int argc, char **argv)
             goto end;
         }
         char path[PATH_MAX], sha[65], cj[2048];
-        mkdir(data_dir, 0755);
         snprintf(path, sizeof path, "%s/registry.db", data_dir);
         registry *r = NULL;
         registry_checkpoint_info info;

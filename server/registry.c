@@ -8,6 +8,8 @@
  */
 #include "registry.h"
 
+#include "../engine/file_io.h"
+
 #include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
@@ -424,7 +426,8 @@ int registry_valid_alias(const char *alias)
 
 /* ---- open, migrate, close ---- */
 
-/* Creates the directories above path (like mkdir -p on its dirname). */
+/* Creates the directories above path (mkdir -p on its dirname); a failure
+ * shows as SQLite's own "unable to open" just after. */
 static void make_parent_dirs(const char *path)
 {
     char dir[4096];
@@ -434,14 +437,7 @@ static void make_parent_dirs(const char *path)
     if (!slash || slash == dir)
         return;
     *slash = '\0';
-    for (char *p = dir + 1; *p; p++) {
-        if (*p == '/') {
-            *p = '\0';
-            mkdir(dir, 0755);
-            *p = '/';
-        }
-    }
-    mkdir(dir, 0755);
+    file_make_dirs(dir, NULL, 0);
 }
 
 static int pragma_int(registry *r, const char *sql, int *out)
