@@ -26,52 +26,9 @@ void vk_adam(float *restrict p, const float *restrict g, const float *restrict g
     }
 }
 
-/* exp(x) for x <= 0 (Cephes' expf: range reduction by ln 2, degree-6
- * polynomial, about 1 ulp), branch-free so that it vectorises. */
-static inline float exp_neg(float x)
-{
-    x = fmaxf(x, -87.0f); /* also maps NaN to a finite value: no UB in the int cast */
-    /* nearest integer by the 1.5*2^23 trick: no libm call, so it vectorises */
-    float fx = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
-    x = x - fx * 0.693359375f + fx * 2.12194440e-4f;
-    float z = x * x;
-    float y = ((((1.9875691500e-4f * x + 1.3981999507e-3f) * x + 8.3334519073e-3f) * x +
-                4.1665795894e-2f) * x + 1.6666665459e-1f) * x + 5.0000001201e-1f;
-    y = y * z + x + 1.0f;
-    int32_t bits = ((int32_t)fx + 127) << 23;
-    float scale;
-    memcpy(&scale, &bits, sizeof scale);
-    return y * scale;
-}
-
-/* log(1 + e) for e in [0, 1] (Cephes' logf polynomial on the mantissa),
- * branch-free. */
-static inline float log1p_unit(float e)
-{
-    float y = 1.0f + e; /* in [1, 2] */
-    int big = y > 1.41421356f;
-    float m = big ? 0.5f * y : y, k = big ? 1.0f : 0.0f;
-    float x = big ? m - 1.0f : e; /* e itself keeps tiny values exact */
-    float z = x * x;
-    float p = ((((((((7.0376836292e-2f * x - 1.1514610310e-1f) * x + 1.1676998740e-1f) * x -
-                    1.2420140846e-1f) * x + 1.4249322787e-1f) * x - 1.6668057665e-1f) * x +
-                 2.0000714765e-1f) * x - 2.4999993993e-1f) * x + 3.3333331174e-1f) * x * z;
-    p += -2.12194440e-4f * k - 0.5f * z;
-    return x + p + 0.693359375f * k;
-}
-
-static inline float bernoulli_one(float *l, float x, float scale)
-{
-    float lj = *l, e = exp_neg(-fabsf(lj));
-    float sp = fmaxf(lj, 0.0f) + log1p_unit(e);
-    float inv = 1.0f / (1.0f + e);
-    float sig = lj >= 0.0f ? inv : e * inv;
-    *l = (sig - x) * scale;
-    return sp - x * lj;
-}
-
-/* The same on 16 lanes with GCC's vector extensions, so that every clone
- * (SSE, AVX2, AVX-512) gets straight-line vector code. */
+/* 16 lanes at a time with GCC's vector extensions, so that every clone (SSE,
+ * AVX2, AVX-512) gets straight-line vector code; an array's last partial
+ * group goes through the same code in a zero-padded copy. */
 /* The vector helpers are static and always inlined, so no vector ever
  * crosses a call: the ABI note about passing 64-byte vectors does not apply. */
 #pragma GCC diagnostic ignored "-Wpsabi"
@@ -83,6 +40,9 @@ static inline __attribute__((always_inline)) vf16 vsel(vi16 mask, vf16 a, vf16 b
     return (vf16)(((vi16)a & mask) | ((vi16)b & ~mask));
 }
 
+/* exp(x) for x <= 0 (Cephes' expf: range reduction by ln 2, a degree-6
+ * polynomial, about 1 ulp; the nearest integer by the 1.5*2^23 trick), with
+ * no branch and no libm call. */
 static inline __attribute__((always_inline)) vf16 vexp_neg(vf16 x)
 {
     const vf16 lo = (vf16){0} - 87.0f;
@@ -97,6 +57,8 @@ static inline __attribute__((always_inline)) vf16 vexp_neg(vf16 x)
     return y * (vf16)bits;
 }
 
+/* log(1 + e) for e in [0, 1] (Cephes' logf polynomial on the mantissa; e
+ * itself below sqrt(2) - 1 keeps tiny values exact). */
 static inline __attribute__((always_inline)) vf16 vlog1p_unit(vf16 e)
 {
     vf16 y = 1.0f + e;
@@ -112,47 +74,67 @@ static inline __attribute__((always_inline)) vf16 vlog1p_unit(vf16 e)
     return x + p + 0.693359375f * k;
 }
 
+static inline __attribute__((always_inline)) vf16 vsigmoid_parts(vf16 l, vf16 *e_out)
+{
+    const vi16 abs_mask = (vi16){0} + 0x7fffffff;
+    vf16 e = vexp_neg((vf16)((vi16)l & abs_mask) * -1.0f); /* exp(-|l|) */
+    vf16 inv = 1.0f / (1.0f + e);
+    *e_out = e;
+    return vsel(l >= 0.0f, inv, e * inv);
+}
+
+/* softplus(l) - x*l per lane; l becomes (sigmoid(l) - x) * scale. */
+static inline __attribute__((always_inline)) vf16 bernoulli16(vf16 *l, vf16 x, float scale)
+{
+    vf16 lj = *l, e;
+    vf16 sig = vsigmoid_parts(lj, &e);
+    vf16 sp = vsel(lj > 0.0f, lj, (vf16){0}) + vlog1p_unit(e);
+    *l = (sig - x) * scale;
+    return sp - x * lj;
+}
+
 VK_CLONES
 double vk_bernoulli_nll_grad(float *restrict l, const float *restrict x, int n, float scale)
 {
     vf16 acc = {0};
-    const vi16 abs_mask = (vi16){0} + 0x7fffffff;
     int j = 0;
     for (; j + 16 <= n; j += 16) {
         vf16 lj, xj;
         memcpy(&lj, l + j, sizeof lj);
         memcpy(&xj, x + j, sizeof xj);
-        vf16 e = vexp_neg((vf16)((vi16)lj & abs_mask) * -1.0f);
-        vi16 pos = lj > 0.0f;
-        vf16 sp = vsel(pos, lj, (vf16){0}) + vlog1p_unit(e);
-        vf16 inv = 1.0f / (1.0f + e);
-        vf16 sig = vsel(lj >= 0.0f, inv, e * inv);
-        acc += sp - xj * lj;
-        vf16 g = (sig - xj) * scale;
-        memcpy(l + j, &g, sizeof g);
+        acc += bernoulli16(&lj, xj, scale);
+        memcpy(l + j, &lj, sizeof lj);
     }
     double sum = 0.0;
-    for (; j < n; j++) sum += bernoulli_one(&l[j], x[j], scale);
     for (int k = 0; k < 16; k++) sum += acc[k];
+    if (j < n) {
+        int r = n - j;
+        vf16 lj = {0}, xj = {0};
+        memcpy(&lj, l + j, sizeof(float) * (size_t)r);
+        memcpy(&xj, x + j, sizeof(float) * (size_t)r);
+        vf16 nll = bernoulli16(&lj, xj, scale);
+        memcpy(l + j, &lj, sizeof(float) * (size_t)r);
+        for (int k = 0; k < r; k++) sum += nll[k];
+    }
     return sum;
 }
 
 VK_CLONES
 void vk_sigmoid(float *restrict y, const float *restrict x, int n)
 {
+    vf16 e;
     int j = 0;
     for (; j + 16 <= n; j += 16) {
         vf16 xj;
         memcpy(&xj, x + j, sizeof xj);
-        const vi16 abs_mask = (vi16){0} + 0x7fffffff;
-        vf16 e = vexp_neg((vf16)((vi16)xj & abs_mask) * -1.0f);
-        vf16 inv = 1.0f / (1.0f + e);
-        vf16 sig = vsel(xj >= 0.0f, inv, e * inv);
+        vf16 sig = vsigmoid_parts(xj, &e);
         memcpy(y + j, &sig, sizeof sig);
     }
-    for (; j < n; j++) {
-        float e = exp_neg(-fabsf(x[j])), inv = 1.0f / (1.0f + e);
-        y[j] = x[j] >= 0.0f ? inv : e * inv;
+    if (j < n) {
+        vf16 xj = {0};
+        memcpy(&xj, x + j, sizeof(float) * (size_t)(n - j));
+        vf16 sig = vsigmoid_parts(xj, &e);
+        memcpy(y + j, &sig, sizeof(float) * (size_t)(n - j));
     }
 }
 
