@@ -13,8 +13,9 @@
  */
 #include "conv.h"
 
+#include "gemm.h"
+
 #include <assert.h>
-#include <cblas.h>
 #include <string.h>
 
 conv_shape conv2d_shape(int cin, int cout, int h, int w, int k, int stride, int pad)
@@ -158,8 +159,7 @@ void conv2d_forward(float *y, const float *x, const float *w, const float *b, in
         int nb = N - b0 < chunk ? N - b0 : chunk;
         im2col(col, x + (size_t)b0 * hw, (size_t)N * hw, s->cin, nb, s->h, s->w, s->oh, s->ow,
                s->k, s->stride, s->pad);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, s->cout, nb * ohw, K, 1.0f, w, K,
-                    col, nb * ohw, 0.0f, y + (size_t)b0 * ohw, N * ohw);
+        gemm(GEMM_N, GEMM_N, s->cout, nb * ohw, K, w, K, col, nb * ohw, 0, y + (size_t)b0 * ohw, N * ohw);
     }
     add_bias(y, b, s->cout, (size_t)N * ohw);
 }
@@ -177,11 +177,9 @@ void conv2d_backward(float *dx, float *dw, float *db, const float *dy, const flo
         const float *dyc = dy + (size_t)b0 * ohw;
         im2col(col, x + (size_t)b0 * hw, (size_t)N * hw, s->cin, nb, s->h, s->w, s->oh, s->ow,
                s->k, s->stride, s->pad);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, s->cout, K, nb * ohw, 1.0f, dyc,
-                    N * ohw, col, nb * ohw, 1.0f, dw, K);
+        gemm(GEMM_N, GEMM_T, s->cout, K, nb * ohw, dyc, N * ohw, col, nb * ohw, 1, dw, K);
         if (!dx) continue;
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, K, nb * ohw, s->cout, 1.0f, w, K, dyc,
-                    N * ohw, 0.0f, col, nb * ohw);
+        gemm(GEMM_T, GEMM_N, K, nb * ohw, s->cout, w, K, dyc, N * ohw, 0, col, nb * ohw);
         col2im(dx + (size_t)b0 * hw, (size_t)N * hw, col, s->cin, nb, s->h, s->w, s->oh, s->ow,
                s->k, s->stride, s->pad);
     }
@@ -195,8 +193,7 @@ void conv_transpose2d_forward(float *y, const float *x, const float *w, const fl
     for (int c = 0; c < s->cout; c++) memset(y + (size_t)c * N * ohw, 0, sizeof(float) * N * ohw);
     for (int b0 = 0; b0 < N; b0 += chunk) {
         int nb = N - b0 < chunk ? N - b0 : chunk;
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, K, nb * hw, s->cin, 1.0f, w, K,
-                    x + (size_t)b0 * hw, N * hw, 0.0f, col, nb * hw);
+        gemm(GEMM_T, GEMM_N, K, nb * hw, s->cin, w, K, x + (size_t)b0 * hw, N * hw, 0, col, nb * hw);
         col2im(y + (size_t)b0 * ohw, (size_t)N * ohw, col, s->cout, nb, s->oh, s->ow, s->h, s->w,
                s->k, s->stride, s->pad);
     }
@@ -214,11 +211,9 @@ void conv_transpose2d_backward(float *dx, float *dw, float *db, const float *dy,
         int nb = N - b0 < chunk ? N - b0 : chunk;
         im2col(col, dy + (size_t)b0 * ohw, (size_t)N * ohw, s->cout, nb, s->oh, s->ow, s->h, s->w,
                s->k, s->stride, s->pad);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, s->cin, K, nb * hw, 1.0f,
-                    x + (size_t)b0 * hw, N * hw, col, nb * hw, 1.0f, dw, K);
+        gemm(GEMM_N, GEMM_T, s->cin, K, nb * hw, x + (size_t)b0 * hw, N * hw, col, nb * hw, 1, dw, K);
         if (dx)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, s->cin, nb * hw, K, 1.0f, w, K,
-                        col, nb * hw, 0.0f, dx + (size_t)b0 * hw, N * hw);
+            gemm(GEMM_N, GEMM_N, s->cin, nb * hw, K, w, K, col, nb * hw, 0, dx + (size_t)b0 * hw, N * hw);
     }
 }
 

@@ -3,18 +3,18 @@
 #include <cblas.h>
 #include <stddef.h>
 
+#include "gemm.h"
 #include "vae_kernels.h"
 
 void linear_matmul_wt(float *y, const float *x, const float *w, int B, int in, int out)
 {
-    if (B <= 2) {
+    if (B <= 2 && !gemm_uses_own_kernels()) {
         for (int r = 0; r < B; r++)
             cblas_sgemv(CblasRowMajor, CblasNoTrans, out, in, 1.0f, w, in, x + (size_t)r * in, 1,
                         0.0f, y + (size_t)r * out, 1);
         return;
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, out, in, 1.0f, x, in, w, in, 0.0f, y,
-                out);
+    gemm(GEMM_N, GEMM_T, B, out, in, x, in, w, in, 0, y, out);
 }
 
 void linear_forward(float *y, const float *x, const float *w, const float *b, int B, int in,
@@ -27,10 +27,8 @@ void linear_forward(float *y, const float *x, const float *w, const float *b, in
 void linear_backward(float *dx, float *dw, float *db, const float *dy, const float *x,
                      const float *w, int B, int in, int out)
 {
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, out, in, B, 1.0f, dy, out, x, in, 0.0f,
-                dw, in);
+    gemm(GEMM_T, GEMM_N, out, in, B, dy, out, x, in, 0, dw, in);
     vk_column_sums(db, dy, B, out);
     if (dx)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, in, out, 1.0f, dy, out, w, in,
-                    0.0f, dx, in);
+        gemm(GEMM_N, GEMM_N, B, in, out, dy, out, w, in, 0, dx, in);
 }

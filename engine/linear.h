@@ -1,4 +1,4 @@
-/* linear: the fully connected layer of every architecture, on OpenBLAS.
+/* linear: the fully connected layer of every architecture, on gemm.
  *
  * Row-major batches, PyTorch's weight layout (w: (out, in)):
  *     linear_forward(y, x, w, b, B, in, out);             // y = x . w^T + b
@@ -7,9 +7,10 @@
 #ifndef LINEAR_H
 #define LINEAR_H
 
-/* y: (B, out) = x: (B, in) . w^T, no bias. One or two rows go through sgemv,
- * which reads w once as it is: sgemm would first copy (pack) all of w for so
- * little work, which is most of the cost of encoding a single image. */
+/* y: (B, out) = x: (B, in) . w^T, no bias. gemm reads w where it is; where
+ * gemm is OpenBLAS, one or two rows go through sgemv for the same reason:
+ * sgemm would first copy (pack) all of w for so little work, which is most
+ * of the cost of encoding a single image. */
 void linear_matmul_wt(float *y, const float *x, const float *w, int B, int in, int out);
 /* y = x . w^T + b */
 void linear_forward(float *y, const float *x, const float *w, const float *b, int B, int in,

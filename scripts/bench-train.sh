@@ -87,6 +87,10 @@ echo "# vaed training benchmark"
 echo
 echo "- machine: ${cpu:-unknown CPU}, $(nproc) cores; $(uname -sr)"
 echo "- vaed: $(build/vaed --version 2>/dev/null || echo '?'), --threads 2"
+if [ "${VAED_GEMM:-}" = blas ]; then gemm_path="OpenBLAS (VAED_GEMM=blas)"
+elif grep -qw avx512vl /proc/cpuinfo; then gemm_path="vaed's AVX-512 kernels (engine/gemm.c)"
+else gemm_path="OpenBLAS (no AVX-512 here)"; fi
+echo "- vaed matrix products: $gemm_path"
 echo "- torch: $("$py" -c 'import torch; print(torch.__version__, "threads default", torch.get_num_threads())')"
 echo "- environment: OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-unset}$(env | grep '^OPENBLAS_' | grep -v '^OPENBLAS_CORETYPE=' | sed 's/^/, /' | tr -d '\n')"
 echo "- ${epochs} epochs, ${repeats} repeats, alternated$([ "$limit" = 0 ] || echo ", LIMIT=$limit training images (not a benchmark)")"
@@ -150,12 +154,18 @@ if [ "$arch" != conv ]; then
         run_torch "$results" torch default "$r" --threads 0
     done
     echo
-    # the step's sgemm calls alone, as vaed runs them: the ceiling of the table
+    # the step's matrix products alone, as vaed runs them: the ceiling of the
+    # table; and the same products on OpenBLAS (what vaed would do without
+    # its own kernels, and what PyTorch calls here), for scale
     # shellcheck disable=SC2046 # pkg-config's flags are words
-    if cc -O2 scripts/bench_sgemm_ceiling.c $(pkg-config --cflags --libs openblas) -lpthread \
-        -o "$tmp/sgemm_ceiling" && read -r ceiling gflops < <("$tmp/sgemm_ceiling"); then
-        echo "sgemm ceiling (the step's five sgemm calls only, 2 threads x 1 BLAS thread): $ceiling images/s, $gflops GFLOP/s"
+    if cc -O2 scripts/bench_sgemm_ceiling.c build/libvae_engine.a \
+        $(pkg-config --cflags --libs openblas) -lpthread -lm -o "$tmp/sgemm_ceiling" &&
+        read -r ceiling gflops < <("$tmp/sgemm_ceiling"); then
+        echo "matrix-product ceiling (the step's five products only, 2 threads, vaed's gemm): $ceiling images/s, $gflops GFLOP/s"
         export CEILING_IMAGES_PER_S=$ceiling
+        if read -r bceiling bgflops < <(VAED_GEMM=blas "$tmp/sgemm_ceiling"); then
+            echo "the same five products on OpenBLAS (1 BLAS thread each): $bceiling images/s, $bgflops GFLOP/s"
+        fi
     fi
     "$py" scripts/bench_train_torch.py --table "$results"
     echo

@@ -1,15 +1,19 @@
 /* The ceiling of a vaed MLP training step (784-400-20, batch 128) on this
- * machine: only its five large sgemm calls, shaped as vaed's data-parallel
- * step runs them (two threads, one BLAS thread each, half the batch each),
- * and nothing else. bench-train.sh prints vaed's images/s as a fraction of
- * this, measured in the same run.
- *   cc -O2 scripts/bench_sgemm_ceiling.c $(pkg-config --cflags --libs openblas) -lpthread
+ * machine: only its five large matrix products, shaped as vaed's
+ * data-parallel step runs them (two threads, one BLAS thread each, half the
+ * batch each), through the engine's gemm (vaed's own kernels, or OpenBLAS
+ * with VAED_GEMM=blas), and nothing else. bench-train.sh prints vaed's
+ * images/s as a fraction of this, measured in the same run.
+ *   cc -O2 scripts/bench_sgemm_ceiling.c build/libvae_engine.a \
+ *      $(pkg-config --cflags --libs openblas) -lpthread
  * prints: images/s GFLOP/s */
 #include <cblas.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
+
+#include "../engine/gemm.h"
 
 enum { B = 64, D = 784, H = 400, ITERS = 600 };
 
@@ -29,11 +33,11 @@ static void *stream(void *arg)
     if (!x || !w1 || !h || !w4 || !o || !dw || !dh) return NULL;
     for (int it = 0; it < ITERS; it++) {
         /* encoder and output layers forward; output dW and dX; encoder dW */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, H, D, 1, x, D, w1, D, 0, h, H);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, D, H, 1, h, H, w4, H, 0, o, D);
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, D, H, B, 1, o, D, h, H, 0, dw, H);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, H, D, 1, o, D, w4, H, 0, dh, H);
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, H, D, B, 1, dh, H, x, D, 0, dw, D);
+        gemm(GEMM_N, GEMM_T, B, H, D, x, D, w1, D, 0, h, H);
+        gemm(GEMM_N, GEMM_T, B, D, H, h, H, w4, H, 0, o, D);
+        gemm(GEMM_T, GEMM_N, D, H, B, o, D, h, H, 0, dw, H);
+        gemm(GEMM_N, GEMM_N, B, H, D, o, D, w4, H, 0, dh, H);
+        gemm(GEMM_T, GEMM_N, H, D, B, dh, H, x, D, 0, dw, D);
     }
     free(x), free(w1), free(h), free(w4), free(o), free(dw), free(dh);
     return NULL;

@@ -1,0 +1,263 @@
+#include "gemm.h"
+
+#include <cblas.h>
+#include <stdlib.h>
+#include <string.h>
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#define GEMM_HAVE_AVX512 1
+#else
+#define GEMM_HAVE_AVX512 0
+#endif
+
+static int own_kernels = -1; /* -1 until the first call looks at the CPU */
+
+int gemm_uses_own_kernels(void)
+{
+    int v = __atomic_load_n(&own_kernels, __ATOMIC_RELAXED);
+    if (v >= 0)
+        return v;
+    const char *env = getenv("VAED_GEMM");
+    v = 0;
+#if GEMM_HAVE_AVX512
+    v = !(env && strcmp(env, "blas") == 0) && __builtin_cpu_supports("avx512f") &&
+        __builtin_cpu_supports("avx512vl");
+#else
+    (void)env;
+#endif
+    __atomic_store_n(&own_kernels, v, __ATOMIC_RELAXED);
+    return v;
+}
+
+#if GEMM_HAVE_AVX512
+/* The kernels keep their tile of c in registers (24 of the 32 vector
+ * registers) for the whole of K, so c is read and written once; the tile
+ * shapes below are small enough that the compiler keeps every accumulator in
+ * a register once the loops over rows and vectors are unrolled, which the
+ * compile-time tile sizes of each instance allow. */
+#define KERN __attribute__((target("avx512f,avx512vl,fma")))
+#define KERN_INLINE static inline __attribute__((always_inline)) KERN
+
+/* ---------- op(b) = b: a row of b is contiguous -------------------------
+ * c[r][16v + l] (+)= sum over k of a(r, k) * b[k][16v + l] for r < MR and
+ * v < NV (the last vector under the mask `last`), a(r, k) = a[r*ars + k*acs].
+ * A broadcast of a(r, k) times whole rows of b: no horizontal sums. */
+KERN_INLINE void kern_rows(const int MR, const int NV, int K, const float *a, long ars, long acs,
+                           const float *b, long ldb, __mmask16 last, int acc, float *c, long ldc)
+{
+    __m512 s[6][4];
+    #pragma GCC unroll 8
+    for (int r = 0; r < 6; r++)
+        #pragma GCC unroll 8
+        for (int v = 0; v < 4; v++) s[r][v] = _mm512_setzero_ps();
+    for (int k = 0; k < K; k++) {
+        const float *bk = b + k * ldb;
+        const float *ak = a + k * acs;
+        __m512 bv[4];
+        #pragma GCC unroll 8
+        for (int v = 0; v < NV; v++)
+            bv[v] = v == NV - 1 ? _mm512_maskz_loadu_ps(last, bk + 16 * v) : _mm512_loadu_ps(bk + 16 * v);
+        #pragma GCC unroll 8
+        for (int r = 0; r < MR; r++) {
+            __m512 av = _mm512_set1_ps(ak[r * ars]);
+            #pragma GCC unroll 8
+            for (int v = 0; v < NV; v++) s[r][v] = _mm512_fmadd_ps(av, bv[v], s[r][v]);
+        }
+    }
+    #pragma GCC unroll 8
+    for (int r = 0; r < MR; r++)
+        #pragma GCC unroll 8
+        for (int v = 0; v < NV; v++) {
+            __mmask16 m = v == NV - 1 ? last : (__mmask16)0xFFFF;
+            float *cp = c + r * ldc + 16 * v;
+            __m512 out = s[r][v];
+            if (acc)
+                out = _mm512_add_ps(out, _mm512_maskz_loadu_ps(m, cp));
+            _mm512_mask_storeu_ps(cp, m, out);
+        }
+}
+
+#define ROWS_CASE(MR, NV)                                                                        \
+    case ((MR) - 1) * 4 + (NV) - 1:                                                              \
+        kern_rows(MR, NV, K, a, ars, acs, b, ldb, last, acc, c, ldc);                            \
+        break;
+#define ROWS_CASES(MR) ROWS_CASE(MR, 1) ROWS_CASE(MR, 2) ROWS_CASE(MR, 3) ROWS_CASE(MR, 4)
+
+KERN static void kern_rows_any(int MR, int NV, int K, const float *a, long ars, long acs,
+                               const float *b, long ldb, __mmask16 last, int acc, float *c,
+                               long ldc)
+{
+    switch ((MR - 1) * 4 + NV - 1) {
+        ROWS_CASES(1) ROWS_CASES(2) ROWS_CASES(3) ROWS_CASES(4) ROWS_CASES(5) ROWS_CASES(6)
+    default:
+        break;
+    }
+}
+
+/* Columns of c in blocks of 64 outermost: that block of b (K rows of 64)
+ * stays in cache while every 6-row tile of a passes over it. */
+KERN static void gemm_rows(int M, int N, int K, const float *a, long ars, long acs,
+                           const float *b, long ldb, int acc, float *c, long ldc)
+{
+    for (int j0 = 0; j0 < N; j0 += 64) {
+        int nj = N - j0 < 64 ? N - j0 : 64;
+        int NV = (nj + 15) / 16, tail = nj - 16 * (NV - 1);
+        __mmask16 last = (__mmask16)(tail == 16 ? 0xFFFF : (1u << tail) - 1);
+        for (int i0 = 0; i0 < M; i0 += 6) {
+            int MR = M - i0 < 6 ? M - i0 : 6;
+            kern_rows_any(MR, NV, K, a + i0 * ars, ars, acs, b + j0, ldb, last, acc,
+                          c + (long)i0 * ldc + j0, ldc);
+        }
+    }
+}
+
+/* ---------- op(a) = a, op(b) = b^T: rows of both are contiguous in k -----
+ * c[r][j] (+)= dot(a row r, b row j) for r < MR, j < NB: a 6 x 4 tile of dot
+ * products, 16 products of each at a time, summed across the vector once at
+ * the end (four of them at a time by reduce4). */
+KERN_INLINE __m128 reduce4(__m512 a, __m512 b, __m512 c, __m512 d)
+{
+    /* per 128-bit lane: [a0+a2, b0+b2, a1+a3, b1+b3] and the same for c, d */
+    __m512 ab = _mm512_add_ps(_mm512_unpacklo_ps(a, b), _mm512_unpackhi_ps(a, b));
+    __m512 cd = _mm512_add_ps(_mm512_unpacklo_ps(c, d), _mm512_unpackhi_ps(c, d));
+    __m512d abd = _mm512_castps_pd(ab), cdd = _mm512_castps_pd(cd);
+    /* per lane: [a, b, c, d] */
+    __m512 abcd = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(abd, cdd)),
+                                _mm512_castpd_ps(_mm512_unpackhi_pd(abd, cdd)));
+    __m256 h = _mm256_add_ps(_mm512_castps512_ps256(abcd),
+                             _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(abcd), 1)));
+    return _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+}
+
+KERN_INLINE void kern_dots(const int MR, const int NB, int K, const float *a, long lda,
+                           const float *b, long ldb, int acc, float *c, long ldc)
+{
+    __m512 s[6][4];
+    #pragma GCC unroll 8
+    for (int r = 0; r < 6; r++)
+        #pragma GCC unroll 8
+        for (int j = 0; j < 4; j++) s[r][j] = _mm512_setzero_ps();
+    int k = 0;
+    for (; k + 16 <= K; k += 16) {
+        __m512 bv[4];
+        #pragma GCC unroll 8
+        for (int j = 0; j < NB; j++) bv[j] = _mm512_loadu_ps(b + j * ldb + k);
+        #pragma GCC unroll 8
+        for (int r = 0; r < MR; r++) {
+            __m512 av = _mm512_loadu_ps(a + r * lda + k);
+            #pragma GCC unroll 8
+            for (int j = 0; j < NB; j++) s[r][j] = _mm512_fmadd_ps(av, bv[j], s[r][j]);
+        }
+    }
+    if (k < K) {
+        __mmask16 m = (__mmask16)((1u << (K - k)) - 1);
+        __m512 bv[4];
+        #pragma GCC unroll 8
+        for (int j = 0; j < NB; j++) bv[j] = _mm512_maskz_loadu_ps(m, b + j * ldb + k);
+        #pragma GCC unroll 8
+        for (int r = 0; r < MR; r++) {
+            __m512 av = _mm512_maskz_loadu_ps(m, a + r * lda + k);
+            #pragma GCC unroll 8
+            for (int j = 0; j < NB; j++) s[r][j] = _mm512_fmadd_ps(av, bv[j], s[r][j]);
+        }
+    }
+    __mmask8 m4 = (__mmask8)((1u << NB) - 1);
+    #pragma GCC unroll 8
+    for (int r = 0; r < MR; r++) {
+        __m128 sums = reduce4(s[r][0], s[r][1], s[r][2], s[r][3]);
+        float *cp = c + r * ldc;
+        if (acc)
+            sums = _mm_add_ps(sums, _mm_maskz_loadu_ps(m4, cp));
+        _mm_mask_storeu_ps(cp, m4, sums);
+    }
+}
+
+#define DOTS_CASE(MR, NB)                                                                        \
+    case ((MR) - 1) * 4 + (NB) - 1:                                                              \
+        kern_dots(MR, NB, K, a, lda, b, ldb, acc, c, ldc);                                       \
+        break;
+#define DOTS_CASES(MR) DOTS_CASE(MR, 1) DOTS_CASE(MR, 2) DOTS_CASE(MR, 3) DOTS_CASE(MR, 4)
+
+KERN static void kern_dots_any(int MR, int NB, int K, const float *a, long lda, const float *b,
+                               long ldb, int acc, float *c, long ldc)
+{
+    switch ((MR - 1) * 4 + NB - 1) {
+        DOTS_CASES(1) DOTS_CASES(2) DOTS_CASES(3) DOTS_CASES(4) DOTS_CASES(5) DOTS_CASES(6)
+    default:
+        break;
+    }
+}
+
+/* Rows of b (columns of c) in fours outermost: those four rows stay in the
+ * first-level cache while every 6-row tile of a streams past them, so b (the
+ * weights, the larger operand in a VAE) is read from memory once. */
+KERN static void gemm_dots(int M, int N, int K, const float *a, long lda, const float *b,
+                           long ldb, int acc, float *c, long ldc)
+{
+    for (int j0 = 0; j0 < N; j0 += 4) {
+        int NB = N - j0 < 4 ? N - j0 : 4;
+        for (int i0 = 0; i0 < M; i0 += 6) {
+            int MR = M - i0 < 6 ? M - i0 : 6;
+            kern_dots_any(MR, NB, K, a + i0 * lda, lda, b + j0 * ldb, ldb, acc,
+                          c + (long)i0 * ldc + j0, ldc);
+        }
+    }
+}
+#endif
+
+/* 32 KiB of stack at most: gemm runs on request threads too. */
+#define SMALL_BT_FLOATS 8192
+#define SMALL_BT_MAX_K 64
+
+void gemm(gemm_trans ta, gemm_trans tb, int M, int N, int K, const float *a, int lda,
+          const float *b, int ldb, int accumulate, float *c, int ldc)
+{
+    if (M <= 0 || N <= 0)
+        return;
+    if (K <= 0) {
+        if (!accumulate)
+            for (int i = 0; i < M; i++) memset(c + (size_t)i * ldc, 0, sizeof(float) * N);
+        return;
+    }
+#if GEMM_HAVE_AVX512
+    if (gemm_uses_own_kernels()) {
+        if (tb == GEMM_N) {
+            long ars = ta == GEMM_N ? lda : 1, acs = ta == GEMM_N ? 1 : lda;
+            gemm_rows(M, N, K, a, ars, acs, b, ldb, accumulate, c, ldc);
+            return;
+        }
+        if (ta == GEMM_N && K <= SMALL_BT_MAX_K && K * N <= SMALL_BT_FLOATS) {
+            /* A short K leaves the dot kernel little to sum per horizontal
+             * reduction: b^T copied (it is small) goes the row kernel's way. */
+            float bt[SMALL_BT_FLOATS];
+            for (int j = 0; j < N; j++)
+                for (int k = 0; k < K; k++) bt[k * N + j] = b[(size_t)j * ldb + k];
+            gemm_rows(M, N, K, a, lda, 1, bt, N, accumulate, c, ldc);
+            return;
+        }
+        if (ta == GEMM_N) {
+            gemm_dots(M, N, K, a, lda, b, ldb, accumulate, c, ldc);
+            return;
+        }
+    }
+#endif
+    cblas_sgemm(CblasRowMajor, ta == GEMM_N ? CblasNoTrans : CblasTrans,
+                tb == GEMM_N ? CblasNoTrans : CblasTrans, M, N, K, 1.0f, a, lda, b, ldb,
+                accumulate ? 1.0f : 0.0f, c, ldc);
+}
+
+void gemm_naive(gemm_trans ta, gemm_trans tb, int M, int N, int K, const float *a, int lda,
+                const float *b, int ldb, int accumulate, float *c, int ldc)
+{
+    for (int i = 0; i < M; i++)
+        for (int j = 0; j < N; j++) {
+            double s = accumulate ? c[(size_t)i * ldc + j] : 0.0;
+            for (int k = 0; k < K; k++) {
+                float av = ta == GEMM_N ? a[(size_t)i * lda + k] : a[(size_t)k * lda + i];
+                float bv = tb == GEMM_N ? b[(size_t)k * ldb + j] : b[(size_t)j * ldb + k];
+                s += (double)av * bv;
+            }
+            c[(size_t)i * ldc + j] = (float)s;
+        }
+}
