@@ -5,7 +5,11 @@
 # (10 s, 64 connections, 2 threads) in the same run:
 #   scripts/bench-http.sh [BUILD_DIR]        (default build)
 # Endpoints: POST /encode of one image (JSON), POST /sample?n=16 (PNG grid),
-# GET /interpolate between two MNIST test images (PNG strip, 10 steps).
+# GET /interpolate between two MNIST test images (PNG strip, 10 steps): once
+# the same URL over and over (after the first request vaed answers it from its
+# response cache, as it does a dashboard's reloads), and once with other
+# from/to indexes on every request (a wrk Lua script; no pair repeats, so
+# nearly every request misses the cache and computes the strip).
 # The model is the default 784-400-20 MLP trained for one epoch on MNIST here
 # (a few seconds). Prints a markdown table with requests/s, p50 and p99, and
 # the ratio vaed / reference. Environment: DURATION (default 10s),
@@ -73,6 +77,24 @@ wrk.method = "POST"
 wrk.headers["Content-Length"] = "0"
 LUA
 : >"$tmp/get.lua"
+# GET /interpolate over pairs of MNIST test images that do not repeat: request
+# i of thread t is number k = i * 256 + t, from = k mod 10000 and
+# to = (7k + k div 10000) mod 10000 (two k with the same from differ in to).
+cat >"$tmp/varied.lua" <<'LUA'
+local threads = 0
+function setup(thread)
+    thread:set("id", threads)
+    threads = threads + 1
+end
+local i = 0
+function request()
+    local k = i * 256 + (id or 0)
+    i = i + 1
+    local a = k % 10000
+    local b = (7 * k + math.floor(k / 10000)) % 10000
+    return wrk.format("GET", "/interpolate?from=mnist:test:" .. a .. "&to=mnist:test:" .. b .. "&steps=10")
+end
+LUA
 
 # Checks each endpoint answers 200 before timing it.
 check() {
@@ -90,6 +112,11 @@ to_ms() {
     awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) n /= 1000; else if (v ~ /ms$/) n += 0; else if (v ~ /s$/) n *= 1000; printf "%.2f", n }'
 }
 
+# metric NAME: the value of an unlabelled sample of vaed's /metrics.
+metric() {
+    curl -fsS "http://127.0.0.1:$vaed_port/metrics" | awk -v m="$1" '$1 == m { print $2 }'
+}
+
 # run NAME URL SCRIPT -> "rps p50 p99 non2xx"
 run() {
     local out rps p50 p99 bad
@@ -105,15 +132,22 @@ run() {
 endpoints=(
     "encode|POST /encode (1 image, JSON)|/encode|encode|POST"
     "sample|POST /sample?n=16 (PNG)|/sample?n=16&seed=1|post|POST"
-    "interp|GET /interpolate (10-step strip)|/interpolate?from=mnist:test:3&to=mnist:test:7&steps=10|get|GET"
+    "interp|GET /interpolate (10-step strip, one URL: cached)|/interpolate?from=mnist:test:3&to=mnist:test:7&steps=10|get|GET"
+    "varied|GET /interpolate (varied from/to: uncached)|/interpolate?from=mnist:test:3&to=mnist:test:7&steps=10|varied|GET"
 )
 rows=()
+cache_note=
 for e in "${endpoints[@]}"; do
     IFS='|' read -r key label path script method <<<"$e"
     check "http://127.0.0.1:$vaed_port$path" "$method" "$script"
     check "http://127.0.0.1:$torch_port$path" "$method" "$script"
     echo "bench-http: $label: vaed..." >&2
+    hits0=$(metric vaed_response_cache_hits_total)
+    misses0=$(metric vaed_response_cache_misses_total)
     read -r v_rps v_p50 v_p99 v_bad <<<"$(run "vaed-$key" "http://127.0.0.1:$vaed_port$path" "$script")"
+    if [ "$key" = interp ] || [ "$key" = varied ]; then
+        cache_note+="vaed response cache during '$label': $(( $(metric vaed_response_cache_hits_total) - hits0 )) hits, $(( $(metric vaed_response_cache_misses_total) - misses0 )) misses"$'\n'
+    fi
     echo "bench-http: $label: pytorch..." >&2
     read -r t_rps t_p50 t_p99 _ <<<"$(run "torch-$key" "http://127.0.0.1:$torch_port$path" "$script")"
     ratio=$(awk -v a="$v_rps" -v b="$t_rps" 'BEGIN { if (b > 0) printf "%.1fx", a / b; else print "n/a" }')
@@ -126,6 +160,8 @@ echo
 echo "| endpoint | vaed req/s | vaed p50 ms | vaed p99 ms | vaed non-2xx | pytorch req/s | pytorch p50 ms | pytorch p99 ms | vaed / pytorch |"
 echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
 printf '%s\n' "${rows[@]}"
+echo
+printf '%s' "$cache_note"
 
 # ---- WITH_JOB=1: inference while a training job runs (the jobs issue) ------
 # /sample?n=16 latency at a steady, moderate load (wrk -c JOB_CONNECTIONS,

@@ -22,12 +22,15 @@
 #include "model_cache.h"
 #include "npy.h"
 #include "registry.h"
+#include "response_cache.h"
 
 #define SAMPLE_DEFAULT_N 16
 #define STEPS_DEFAULT 8
 #define TEMPERATURE_MAX 10.0
 #define NAME_MAX_LEN 64
 #define DATA_REF_MAX 64
+/* A response-cache key: 64 hex digits, a model name (< 128), a version. */
+#define CACHE_KEY_MAX 256
 /* More JSON values than a full batch of images could need is refused before
  * cJSON builds a node (64 bytes) for each. */
 #define JSON_SLACK_VALUES 4096
@@ -181,6 +184,13 @@ typedef struct infer_job {
     int64_t steps;
     int slerp;
     char if_none_match[512];
+    /* GET /interpolate with a response cache: the key its answer is kept
+     * under ("" for every other job), whether the polling thread already
+     * looked that key up (and missed), and the body just computed (owned
+     * reference), shared with the cache once the answer is complete. */
+    char cache_key[CACHE_KEY_MAX];
+    int cache_checked;
+    response_body *fresh;
     /* the answer, built by the compute thread */
     struct MHD_Response *resp;   /* owned until queued */
     unsigned status;
@@ -190,8 +200,11 @@ typedef struct infer_job {
 static void job_free(void *p)
 {
     infer_job *j = p;
-    if (j && j->resp)
+    if (!j)
+        return;
+    if (j->resp)
         MHD_destroy_response(j->resp);
+    response_body_release(j->fresh);
     free(j);
 }
 
@@ -227,14 +240,39 @@ static void job_error(infer_job *j, http_error e, const char *fmt, ...)
     j->status = http_error_status(e);
 }
 
+/* A response sending b's bytes as b's content type. Takes the reference b:
+ * the response releases it when MHD destroys it (NULL when out of memory,
+ * b released). */
+static struct MHD_Response *body_response(response_body *b)
+{
+    struct MHD_Response *resp = MHD_create_response_from_buffer_with_free_callback_cls(
+        b->len, (void *)b->bytes, response_body_release_cb, b);
+    if (!resp) {
+        response_body_release(b);
+        return NULL;
+    }
+    if (MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, b->content_type) != MHD_YES) {
+        MHD_destroy_response(resp); /* releases b */
+        return NULL;
+    }
+    return resp;
+}
+
 /* Takes buf (malloc'd). */
 static void job_body(infer_job *j, unsigned status, const char *content_type, void *buf,
                      size_t len)
 {
     if (j->resp)
         MHD_destroy_response(j->resp);
-    j->resp = MHD_create_response_from_buffer_with_free_callback(len, buf, free);
     j->status = status;
+    if (j->cache_key[0]) {
+        /* A body the response cache can share later (run_interpolate_get). */
+        response_body_release(j->fresh);
+        j->fresh = response_body_new(buf, len, content_type);
+        j->resp = j->fresh ? body_response(response_body_ref(j->fresh)) : NULL;
+        return;
+    }
+    j->resp = MHD_create_response_from_buffer_with_free_callback(len, buf, free);
     if (!j->resp) {
         free(buf);
         return;
@@ -253,12 +291,23 @@ static void job_header(infer_job *j, const char *name, const char *value)
     }
 }
 
-static void job_model_headers(infer_job *j, const model_handle *h)
+static void job_model_headers(infer_job *j, const registry_checkpoint_info *info)
 {
     char version[32];
-    snprintf(version, sizeof version, "%lld", (long long)h->info.version);
-    job_header(j, "X-Model", h->info.model);
+    snprintf(version, sizeof version, "%lld", (long long)info->version);
+    job_header(j, "X-Model", info->model);
     job_header(j, "X-Model-Version", version);
+}
+
+/* Queues the answer j built on this (polling) thread. */
+static enum MHD_Result job_queue_now(infer_job *j)
+{
+    if (!j->resp)
+        return MHD_NO; /* out of memory building it: drop the connection */
+    enum MHD_Result ret = MHD_queue_response(j->c, j->status, j->resp);
+    MHD_destroy_response(j->resp);
+    j->resp = NULL;
+    return ret;
 }
 
 /* ---- the compute pool --------------------------------------------------- */
@@ -412,12 +461,7 @@ static enum MHD_Result job_submit(infer_job *j)
 {
     if (job_is_cheap(j)) {
         job_run(j);
-        if (!j->resp)
-            return MHD_NO;
-        enum MHD_Result ret = MHD_queue_response(j->c, j->status, j->resp);
-        MHD_destroy_response(j->resp);
-        j->resp = NULL;
-        return ret;
+        return job_queue_now(j);
     }
     pthread_mutex_lock(&pool.lock);
     if (!pool.running || pool.stopping) {
@@ -589,6 +633,72 @@ static int parse_data_ref(const char *s, data_ref *out)
     return http_parse_i64(b + 1, &out->index);
 }
 
+/* ---- GET /interpolate and the response cache ----------------------------- */
+
+/* Same checkpoint and parameters, same bytes: the ETag is a hash of them,
+ * and of the model name and version, which the X-Model headers and a JSON
+ * body carry (the same checkpoint bytes may be stored under several). The
+ * response-cache key (key, CACHE_KEY_MAX bytes) is that hash followed by the
+ * name and version. */
+static void interp_tags(const infer_job *j, const registry_checkpoint_info *info, char etag[40],
+                        char *key)
+{
+    char text[640], hex[65];
+    snprintf(text, sizeof text, "%s|%s|%lld|%s|%s|%lld|%s|%s", info->sha256, info->model,
+             (long long)info->version, j->from, j->to, (long long)j->steps,
+             j->slerp ? "slerp" : "lerp", fmt_names[j->fmt]);
+    registry_sha256_hex((const uint8_t *)text, strlen(text), hex);
+    snprintf(etag, 40, "\"%.32s\"", hex);
+    snprintf(key, CACHE_KEY_MAX, "%s|%s|%lld", hex, info->model, (long long)info->version);
+}
+
+/* A pinned version never changes; "latest" or the default model may, so
+ * clients revalidate (cheaply, with the tag) before reusing. */
+static const char *interp_cache_control(const infer_job *j)
+{
+    int pinned = j->model[0] && j->version[0] &&
+                 strspn(j->version, "0123456789") == strlen(j->version);
+    return pinned ? "public, max-age=31536000, immutable" : "public, no-cache";
+}
+
+/* The 200 of GET /interpolate from a kept body (takes the reference b), with
+ * the headers a computed answer has, in the same order. */
+static void interp_answer_cached(infer_job *j, const registry_checkpoint_info *info,
+                                 response_body *b, const char *etag)
+{
+    if (j->resp)
+        MHD_destroy_response(j->resp);
+    j->resp = body_response(b);
+    j->status = MHD_HTTP_OK;
+    job_model_headers(j, info);
+    job_header(j, MHD_HTTP_HEADER_ETAG, etag);
+    job_header(j, MHD_HTTP_HEADER_CACHE_CONTROL, interp_cache_control(j));
+}
+
+/* On the polling thread: when the model's resolution is known without the
+ * registry (model_cache_peek_resolved) and the answer is kept, builds it in j
+ * and returns 1; else 0, and the job computes it. A conditional request whose
+ * tag matches is left to the job, which answers 304. */
+static int interp_try_cached(infer_job *j)
+{
+    http_ctx *ctx = j->ctx;
+    registry_checkpoint_info info;
+    if (!ctx->responses || !ctx->cache || !ctx->reg ||
+        !model_cache_peek_resolved(ctx->cache, ctx->reg, j->model[0] ? j->model : NULL,
+                                   j->version[0] ? j->version : NULL, &info))
+        return 0;
+    char etag[40];
+    interp_tags(j, &info, etag, j->cache_key);
+    if (j->if_none_match[0] && http_etag_listed(j->if_none_match, etag))
+        return 0;
+    response_body *b = NULL; /* a reference, handed to the response */
+    j->cache_checked = 1;
+    if (response_cache_get(ctx->responses, j->cache_key, &b) != RESPONSE_CACHE_OK)
+        return 0;
+    interp_answer_cached(j, &info, b, etag);
+    return 1;
+}
+
 /* ---- handlers ------------------------------------------------------------ */
 
 enum MHD_Result api_infer_sample(http_ctx *ctx, struct MHD_Connection *c, http_request *req)
@@ -710,6 +820,9 @@ enum MHD_Result api_infer_interpolate_get(http_ctx *ctx, struct MHD_Connection *
     ret = negotiate(c, OFFER_IMAGES, &j->fmt, &failed);
     if (failed)
         return ret;
+    /* A kept answer costs a lookup: no trip through the compute pool. */
+    if (interp_try_cached(j))
+        return job_queue_now(j);
     return job_submit(j);
 }
 
@@ -746,6 +859,13 @@ enum MHD_Result api_infer_metrics(http_ctx *ctx, struct MHD_Connection *c, http_
     if (ctx->cache) {
         g.models_loaded = model_cache_count(ctx->cache);
         g.cache_bytes = model_cache_bytes(ctx->cache);
+    }
+    if (ctx->responses) {
+        response_cache_stats s;
+        response_cache_get_stats(ctx->responses, &s);
+        g.response_cache_hits = s.hits;
+        g.response_cache_misses = s.misses;
+        g.response_cache_bytes = s.bytes;
     }
     pthread_mutex_lock(&pool.lock);
     g.compute_in_flight = pool.in_flight;
@@ -1115,7 +1235,7 @@ static void job_images(infer_job *j, const model_handle *h, const float *x, cons
         fputc('}', f);
         job_json_done(j, f, &text, &len);
     }
-    job_model_headers(j, h);
+    job_model_headers(j, &h->info);
 }
 
 /* ---- the work ------------------------------------------------------------- */
@@ -1427,7 +1547,7 @@ static void run_encode(infer_job *j)
     put_rows(f, logvar, n, cfg->latent);
     fputc('}', f);
     job_json_done(j, f, &text, &len);
-    job_model_headers(j, h);
+    job_model_headers(j, &h->info);
 end:
     cJSON_Delete(root);
     vae_workspace_free(ws);
@@ -1740,16 +1860,14 @@ static void run_interpolate_get(infer_job *j)
     float *ends = NULL;       /* owned: their mu, then logvar scratch */
     vae_workspace *ws = NULL; /* owned */
 
-    /* Same checkpoint and parameters, same bytes: the tag is a hash of them. */
-    char key[512], hex[65], etag[40];
-    snprintf(key, sizeof key, "%s|%s|%s|%lld|%s|%s", h->info.sha256, j->from, j->to,
-             (long long)j->steps, j->slerp ? "slerp" : "lerp", fmt_names[j->fmt]);
-    registry_sha256_hex((const uint8_t *)key, strlen(key), hex);
-    snprintf(etag, sizeof etag, "\"%.32s\"", hex);
-    /* A pinned version never changes; "latest" or the default model may, so
-     * clients revalidate (cheaply, with the tag) before reusing. */
-    int pinned = j->model[0] && j->version[0] && strspn(j->version, "0123456789") == strlen(j->version);
-    const char *cache_control = pinned ? "public, max-age=31536000, immutable" : "public, no-cache";
+    char etag[40], key[CACHE_KEY_MAX];
+    interp_tags(j, &h->info, etag, key);
+    const char *cache_control = interp_cache_control(j);
+    /* The polling thread looked this very key up and missed: one lookup, one
+     * hit or miss counted, per request. */
+    int checked = j->cache_checked && !strcmp(key, j->cache_key);
+    if (j->ctx->responses)
+        snprintf(j->cache_key, sizeof j->cache_key, "%s", key);
 
     if (j->if_none_match[0] && http_etag_listed(j->if_none_match, etag)) {
         if (j->resp)
@@ -1759,6 +1877,13 @@ static void run_interpolate_get(infer_job *j)
         job_header(j, MHD_HTTP_HEADER_ETAG, etag);
         job_header(j, MHD_HTTP_HEADER_CACHE_CONTROL, cache_control);
         goto end;
+    }
+    if (j->ctx->responses && !checked) {
+        response_body *b = NULL; /* a reference, handed to the response */
+        if (response_cache_get(j->ctx->responses, j->cache_key, &b) == RESPONSE_CACHE_OK) {
+            interp_answer_cached(j, &h->info, b, etag);
+            goto end;
+        }
     }
     x = malloc(2 * (size_t)D * sizeof *x);
     ends = malloc(4 * (size_t)L * sizeof *ends);
@@ -1779,6 +1904,10 @@ static void run_interpolate_get(infer_job *j)
         job_header(j, MHD_HTTP_HEADER_ETAG, etag);
         job_header(j, MHD_HTTP_HEADER_CACHE_CONTROL, cache_control);
     }
+    /* Only a whole 200 is kept; a body over the cache's size limit (or no
+     * memory for the entry) is simply not kept. */
+    if (j->ctx->responses && j->status == MHD_HTTP_OK && j->resp && j->fresh)
+        (void)response_cache_put(j->ctx->responses, j->cache_key, j->fresh);
 end:
     vae_workspace_free(ws);
     free(x);

@@ -40,6 +40,7 @@ void server_options_default(server_options *o)
     o->timeout_s = 30;
     o->max_body = (size_t)16 << 20;
     o->model_cache_mb = 512;
+    o->response_cache_mb = 16;
     o->token = NULL;
     o->max_upload = (size_t)256 << 20;
     o->workers = 1;
@@ -454,6 +455,7 @@ int server_run(const server_options *o, volatile sig_atomic_t *stop, char *err, 
     int status = SERVER_OK;
     registry *reg = NULL;         /* owned: closed at end */
     model_cache *cache = NULL;    /* owned: freed at end */
+    response_cache *responses = NULL; /* owned: freed at end */
     struct MHD_Daemon *d = NULL;  /* owned: stopped at end */
     char why[256];
 
@@ -471,7 +473,16 @@ int server_run(const server_options *o, volatile sig_atomic_t *stop, char *err, 
         goto end;
     }
 
-    http_ctx ctx = {.opts = o, .reg = reg, .cache = cache};
+    if (o->response_cache_mb) {
+        responses = response_cache_new(o->response_cache_mb << 20);
+        if (!responses) {
+            snprintf(err, errlen, "out of memory creating the response cache");
+            status = SERVER_ERR_NOMEM;
+            goto end;
+        }
+    }
+
+    http_ctx ctx = {.opts = o, .reg = reg, .cache = cache, .responses = responses};
     /* Training workers (and jobs a crash left running, resumed) start with
      * the registry, before requests can reach them. */
     if ((status = api_jobs_start(o, reg, err, errlen)) != SERVER_OK)
@@ -525,6 +536,7 @@ end:;
     api_jobs_free();
     if (cache)
         model_cache_free(cache);
+    response_cache_free(responses); /* bodies of responses still held would live on */
     if (reg)
         registry_close(reg);
     return status;

@@ -5,10 +5,10 @@
  *     o.listen = "127.0.0.1:8080"; o.data_dir = "var";
  *     if (server_run(&o, &stop_flag, err, sizeof err)) ...   // returns after stop_flag
  *
- * server_run opens DATA_DIR/registry.db, creates the model cache, listens,
- * and dispatches each request through one route table in http_server.c
- * ({method, path, handler} rows; a "*" path segment matches any one segment
- * and is captured in http_request.params). Unknown paths answer 404
+ * server_run opens DATA_DIR/registry.db, creates the model and response
+ * caches, listens, and dispatches each request through one route table in
+ * http_server.c ({method, path, handler} rows; a "*" path segment matches
+ * any one segment and is captured in http_request.params). Unknown paths answer 404
  * not_found, a known path with another method 405 method_not_allowed with an
  * Allow header. Request bodies are read into http_request.body (capped at
  * max_body, 413 payload_too_large) before the handler runs, so a handler sees
@@ -24,6 +24,7 @@
 
 #include "model_cache.h"
 #include "registry.h"
+#include "response_cache.h"
 
 typedef enum {
     SERVER_OK = 0,
@@ -44,6 +45,7 @@ typedef struct {
     int timeout_s;             /* per-connection idle timeout, default 30 */
     size_t max_body;           /* default 16 MiB */
     size_t model_cache_mb;     /* default 512 */
+    size_t response_cache_mb;  /* finished GET /interpolate bodies kept, default 16; 0 = none */
     const char *token;         /* bearer token for mutations; NULL = none configured */
     size_t max_upload;         /* largest checkpoint upload, default 256 MiB */
     int workers;               /* training worker threads, default 1 */
@@ -69,6 +71,7 @@ typedef struct {
     const server_options *opts;
     registry *reg;        /* borrowed by handlers */
     model_cache *cache;   /* borrowed by handlers */
+    response_cache *responses; /* borrowed by handlers; NULL when --response-cache-mb 0 */
 } http_ctx;
 
 typedef struct {

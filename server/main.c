@@ -69,6 +69,7 @@ static int cmd_serve(int argc, char **argv)
     server_options_default(&o);
     long threads = o.threads, max_conn = o.max_connections, timeout = o.timeout_s;
     long cache_mb = (long)o.model_cache_mb, max_body_mb = (long)(o.max_body >> 20);
+    long response_cache_mb = (long)o.response_cache_mb;
     long max_upload_mb = (long)(o.max_upload >> 20), workers = o.workers;
     long job_mem_mb = (long)o.job_mem_mb;
     const char *token_file = NULL;
@@ -81,6 +82,8 @@ static int cmd_serve(int argc, char **argv)
         {"max-connections", CLI_LONG, &max_conn, 1, 100000, "connection limit"},
         {"timeout", CLI_LONG, &timeout, 1, 3600, "idle connection timeout, seconds"},
         {"model-cache-mb", CLI_LONG, &cache_mb, 1, 1 << 20, "bytes of loaded models kept, MiB"},
+        {"response-cache-mb", CLI_LONG, &response_cache_mb, 0, 1 << 20,
+         "GET /interpolate answers kept, MiB (default 16, 0 = none)"},
         {"max-body-mb", CLI_LONG, &max_body_mb, 1, 4096, "largest request body, MiB"},
         {"max-upload", CLI_LONG, &max_upload_mb, 1, 65536, "largest checkpoint upload, MiB (default 256)"},
         {"token-file", CLI_STRING, &token_file, 0, 0, "bearer token mutations need (else $VAED_TOKEN)"},
@@ -93,6 +96,7 @@ static int cmd_serve(int argc, char **argv)
     o.max_connections = (int)max_conn;
     o.timeout_s = (int)timeout;
     o.model_cache_mb = (size_t)cache_mb;
+    o.response_cache_mb = (size_t)response_cache_mb;
     o.max_body = (size_t)max_body_mb << 20;
     o.max_upload = (size_t)max_upload_mb << 20;
     o.workers = (int)workers;

@@ -170,6 +170,18 @@ int metrics_render(const metrics_gauges *g, char **out, size_t *out_len)
     fprintf(f, "# HELP vaed_model_cache_bytes Bytes of parameters in the model cache.\n"
                "# TYPE vaed_model_cache_bytes gauge\nvaed_model_cache_bytes %zu\n",
             g ? g->cache_bytes : 0);
+    fprintf(f, "# HELP vaed_response_cache_hits_total GET /interpolate answers served from the "
+               "response cache.\n# TYPE vaed_response_cache_hits_total counter\n"
+               "vaed_response_cache_hits_total %llu\n"
+               "# HELP vaed_response_cache_misses_total GET /interpolate lookups that had to "
+               "compute the answer.\n# TYPE vaed_response_cache_misses_total counter\n"
+               "vaed_response_cache_misses_total %llu\n"
+               "# HELP vaed_response_cache_bytes Bytes the response cache holds (bodies, keys and "
+               "bookkeeping).\n# TYPE vaed_response_cache_bytes gauge\n"
+               "vaed_response_cache_bytes %zu\n",
+            (unsigned long long)(g ? g->response_cache_hits : 0),
+            (unsigned long long)(g ? g->response_cache_misses : 0),
+            g ? g->response_cache_bytes : 0);
     fprintf(f, "# HELP vaed_inference_in_flight Inference requests admitted (queued or running).\n"
                "# TYPE vaed_inference_in_flight gauge\nvaed_inference_in_flight %d\n"
                "# HELP vaed_inference_limit Admission limit; past it requests get 429.\n"

@@ -43,6 +43,8 @@ typedef struct {
     int compute_in_flight;     /* admitted inference requests, queued or running */
     int compute_limit;
     uint64_t compute_rejected; /* 429s */
+    uint64_t response_cache_hits, response_cache_misses; /* GET /interpolate lookups */
+    size_t response_cache_bytes;
 } metrics_gauges;
 
 int metrics_render(const metrics_gauges *g, char **out, size_t *out_len);

@@ -191,6 +191,12 @@ static int resolve_cached(model_cache *c, registry *r, const char *model, const 
     return hit;
 }
 
+int model_cache_peek_resolved(model_cache *c, registry *r, const char *model,
+                              const char *version_or_alias, registry_checkpoint_info *out)
+{
+    return resolve_cached(c, r, model, version_or_alias, out);
+}
+
 static void remember_resolved(model_cache *c, const char *model, const char *version,
                               uint64_t gen, const registry_checkpoint_info *info)
 {

@@ -45,6 +45,12 @@ int model_cache_acquire(model_cache *c, registry *r, const char *model,
                         const char *version_or_alias, model_handle **out, char *err,
                         size_t errlen);
 void model_cache_release(model_cache *c, model_handle *h);
+/* What (model, version_or_alias) resolves to, without touching the registry
+ * or loading anything: 1 with *out when an acquire resolved it while the
+ * registry's generation was the current one (so it is still true), else 0.
+ * Cheap enough for a polling thread. */
+int model_cache_peek_resolved(model_cache *c, registry *r, const char *model,
+                              const char *version_or_alias, registry_checkpoint_info *out);
 /* Drops the entry of these bytes (after a DELETE): freed now when nobody
  * holds it, else on its last release. A later acquire loads it again. */
 void model_cache_forget(model_cache *c, const char *sha256);

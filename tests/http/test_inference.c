@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -725,6 +726,282 @@ static void test_interpolate_get(void **state)
                  NULL, NULL, 0, 400, "bad_request");
 }
 
+/* ---- the response cache of GET /interpolate ---- */
+
+/* The value of the unlabelled sample NAME in port's /metrics (-1 when absent). */
+static double metric(int port, const char *name)
+{
+    harness_response r;
+    assert_int_equal(harness_request(port, "GET", "/metrics", NULL, NULL, 0, &r), 0);
+    assert_int_equal(r.status, 200);
+    char pattern[128];
+    snprintf(pattern, sizeof pattern, "\n%s ", name);
+    const char *at = strstr((const char *)r.body, pattern);
+    double v = at ? strtod(at + strlen(pattern), NULL) : -1;
+    harness_response_free(&r);
+    return v;
+}
+
+typedef struct {
+    double hits, misses;
+} cache_counts;
+
+static cache_counts counts(int port)
+{
+    cache_counts c = {metric(port, "vaed_response_cache_hits_total"),
+                      metric(port, "vaed_response_cache_misses_total")};
+    assert_true(c.hits >= 0 && c.misses >= 0);
+    return c;
+}
+
+/* Expects the counters to have moved by exactly hits and misses since *before,
+ * then moves *before on. */
+static void expect_counts(int port, cache_counts *before, int hits, int misses, const char *what)
+{
+    cache_counts now = counts(port);
+    if (now.hits != before->hits + hits || now.misses != before->misses + misses)
+        fail_msg("%s: hits %g -> %g (want +%d), misses %g -> %g (want +%d)", what, before->hits,
+                 now.hits, hits, before->misses, now.misses, misses);
+    *before = now;
+}
+
+static void get_ok(int port, const char *path, harness_response *r)
+{
+    assert_int_equal(harness_request(port, "GET", path, NULL, NULL, 0, r), 0);
+    if (r->status != 200)
+        fail_msg("GET %s: %d %.200s", path, r->status, r->body ? (const char *)r->body : "");
+}
+
+/* Same status, same bytes, the same headers in the same order but Date. */
+static void assert_same_response(const harness_response *a, const harness_response *b)
+{
+    assert_int_equal(a->status, b->status);
+    assert_int_equal(a->body_len, b->body_len);
+    assert_memory_equal(a->body, b->body, a->body_len);
+    assert_int_equal(a->n_headers, b->n_headers);
+    for (int i = 0; i < a->n_headers; i++) {
+        assert_string_equal(a->headers[i].name, b->headers[i].name);
+        if (strcasecmp(a->headers[i].name, "Date"))
+            assert_string_equal(a->headers[i].value, b->headers[i].value);
+    }
+}
+
+static int same_bytes(const harness_response *a, const harness_response *b)
+{
+    return a->body_len == b->body_len && !memcmp(a->body, b->body, a->body_len);
+}
+
+/* The same URL twice: one computation, then the same response from the
+ * cache; other parameters are other entries; errors are never kept. */
+static void test_interpolate_cache(void **state)
+{
+    (void)state;
+    if (!fx.have_mnist)
+        skip();
+    cache_counts n = counts(fx.port);
+    assert_true(metric(fx.port, "vaed_response_cache_bytes") >= 0);
+    /* steps 7 goes through the compute pool, steps 3 runs on the polling thread. */
+    const char *const paths[] = {
+        "/interpolate?from=mnist:test:5&to=mnist:test:6&steps=7",
+        "/interpolate?from=mnist:test:5&to=mnist:test:6&steps=3",
+    };
+    for (size_t p = 0; p < 2; p++) {
+        harness_response first, again;
+        double bytes = metric(fx.port, "vaed_response_cache_bytes");
+        get_ok(fx.port, paths[p], &first);
+        expect_counts(fx.port, &n, 0, 1, "first GET");
+        /* The body, its key and a little bookkeeping. */
+        double grown = metric(fx.port, "vaed_response_cache_bytes") - bytes;
+        if (grown < (double)first.body_len || grown > (double)first.body_len + 512)
+            fail_msg("the cache grew by %g bytes for a body of %zu", grown, first.body_len);
+        get_ok(fx.port, paths[p], &again);
+        expect_counts(fx.port, &n, 1, 0, "second GET");
+        assert_same_response(&first, &again);
+        assert_non_null(harness_header(&again, "ETag"));
+        assert_string_equal(harness_header(&again, "Cache-Control"), "public, no-cache");
+        assert_string_equal(harness_header(&again, "X-Model"), "digits");
+        assert_string_equal(harness_header(&again, "X-Model-Version"), "1");
+        harness_response_free(&again);
+        /* And a third time, from another thread of the pool perhaps: still the same. */
+        get_ok(fx.port, paths[p], &again);
+        expect_counts(fx.port, &n, 1, 0, "third GET");
+        assert_same_response(&first, &again);
+        harness_response_free(&again);
+        harness_response_free(&first);
+    }
+
+    /* Each parameter makes another entry: a miss, other bytes, another tag. */
+    harness_response base;
+    get_ok(fx.port, paths[0], &base);
+    expect_counts(fx.port, &n, 1, 0, "base");
+    const char *const others[] = {
+        "/interpolate?from=mnist:test:5&to=mnist:test:6&steps=8",
+        "/interpolate?from=mnist:test:5&to=mnist:test:6&steps=7&mode=slerp",
+        "/interpolate?from=mnist:test:5&to=mnist:test:9&steps=7",
+        "/interpolate?from=mnist:train:5&to=mnist:test:6&steps=7",
+        "/interpolate?from=mnist:test:5&to=mnist:test:6&steps=7&format=npy",
+        "/interpolate?from=mnist:test:5&to=mnist:test:6&steps=7&format=json",
+    };
+    for (size_t i = 0; i < sizeof others / sizeof others[0]; i++) {
+        harness_response r, again;
+        get_ok(fx.port, others[i], &r);
+        expect_counts(fx.port, &n, 0, 1, others[i]);
+        if (same_bytes(&r, &base))
+            fail_msg("%s answered the bytes of %s", others[i], paths[0]);
+        assert_true(strcmp(harness_header(&r, "ETag"), harness_header(&base, "ETag")) != 0);
+        get_ok(fx.port, others[i], &again);
+        expect_counts(fx.port, &n, 1, 0, others[i]);
+        assert_same_response(&r, &again);
+        harness_response_free(&again);
+        harness_response_free(&r);
+    }
+    /* Accept picks the format like ?format= does, and shares its entry. */
+    harness_response r;
+    const char *const accept_npy[] = {"Accept: application/x-npy", NULL};
+    assert_int_equal(harness_request(fx.port, "GET", paths[0], accept_npy, NULL, 0, &r), 0);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(harness_header(&r, "Content-Type"), "application/x-npy");
+    expect_counts(fx.port, &n, 1, 0, "Accept: application/x-npy");
+    harness_response_free(&r);
+
+    /* The same checkpoint pinned: the same entry, but its own Cache-Control. */
+    get_ok(fx.port,
+           "/interpolate?from=mnist:test:5&to=mnist:test:6&steps=7&model=digits&version=1", &r);
+    expect_counts(fx.port, &n, 1, 0, "pinned");
+    assert_true(same_bytes(&r, &base));
+    assert_string_equal(harness_header(&r, "ETag"), harness_header(&base, "ETag"));
+    assert_string_equal(harness_header(&r, "Cache-Control"), "public, max-age=31536000, immutable");
+    harness_response_free(&r);
+
+    /* If-None-Match with the tag still answers 304, without a body. */
+    char inm[128];
+    snprintf(inm, sizeof inm, "If-None-Match: %s", harness_header(&base, "ETag"));
+    const char *const conditional[] = {inm, NULL};
+    assert_int_equal(harness_request(fx.port, "GET", paths[0], conditional, NULL, 0, &r), 0);
+    assert_int_equal(r.status, 304);
+    assert_int_equal(r.body_len, 0);
+    harness_response_free(&r);
+    /* A tag that does not match is answered from the cache. */
+    const char *const stale_tag[] = {"If-None-Match: \"0123\"", NULL};
+    assert_int_equal(harness_request(fx.port, "GET", paths[0], stale_tag, NULL, 0, &r), 0);
+    assert_int_equal(r.status, 200);
+    expect_counts(fx.port, &n, 1, 0, "If-None-Match of another tag");
+    assert_same_response(&r, &base);
+    harness_response_free(&r);
+    harness_response_free(&base);
+
+    /* An error is computed again each time, never kept. */
+    for (int i = 0; i < 2; i++) {
+        expect_error(fx.port, "GET", "/interpolate?from=mnist:test:99999&to=mnist:test:1&steps=7",
+                     NULL, NULL, NULL, 0, 404, "not_found");
+        expect_counts(fx.port, &n, 0, 1, "404");
+    }
+}
+
+/* Pushing, deleting and pushing again: "latest" never gets a strip of a
+ * checkpoint it no longer names, and --response-cache-mb 0 keeps nothing. */
+
+/* POSTs a checkpoint as a new version of "digits" (201 expected). */
+static void push_digits(int port, const uint8_t *bytes, size_t len)
+{
+    const char *const octets[] = {"Content-Type: application/octet-stream", NULL};
+    harness_response r;
+    assert_int_equal(harness_request(port, "POST", "/models/digits/checkpoints", octets, bytes, len,
+                                     &r),
+                     0);
+    assert_int_equal(r.status, 201);
+    harness_response_free(&r);
+}
+static void test_interpolate_cache_follows_registry(void **state)
+{
+    (void)state;
+    if (!fx.have_mnist)
+        skip();
+    char dir[HARNESS_PATH_MAX], err[256];
+    assert_int_equal(harness_tmpdir(dir, sizeof dir), 0);
+    assert_int_equal(harness_put_model(dir, "digits", NULL, 1, NULL, err, sizeof err), 0);
+    harness_daemon d;
+    int port = harness_daemon_start(&d, dir, NULL);
+    assert_true(port > 0);
+    cache_counts n = counts(port);
+    const char *latest = "/interpolate?from=mnist:test:2&to=mnist:test:3&steps=6&format=json";
+    const char *v1 = "/interpolate?from=mnist:test:2&to=mnist:test:3&steps=6&format=json"
+                     "&model=digits&version=1";
+    harness_response a, b, r;
+    get_ok(port, latest, &a);
+    expect_counts(port, &n, 0, 1, "v1");
+    assert_string_equal(harness_header(&a, "X-Model-Version"), "1");
+    get_ok(port, latest, &r);
+    expect_counts(port, &n, 1, 0, "v1 again");
+    assert_same_response(&a, &r);
+    harness_response_free(&r);
+
+    /* A new version of other weights: latest moves to it at once. */
+    uint8_t *bytes = NULL;
+    size_t len = 0;
+    assert_int_equal(harness_model_bytes(NULL, 2, &bytes, &len, err, sizeof err), 0);
+    push_digits(port, bytes, len);
+    get_ok(port, latest, &b);
+    expect_counts(port, &n, 0, 1, "v2");
+    assert_string_equal(harness_header(&b, "X-Model-Version"), "2");
+    assert_non_null(strstr((const char *)b.body, "\"version\":2,"));
+    assert_false(same_bytes(&a, &b));
+    assert_true(strcmp(harness_header(&a, "ETag"), harness_header(&b, "ETag")) != 0);
+    get_ok(port, latest, &r);
+    expect_counts(port, &n, 1, 0, "v2 again");
+    assert_same_response(&b, &r);
+    harness_response_free(&r);
+    /* Version 1 pinned is still its own entry. */
+    get_ok(port, v1, &r);
+    expect_counts(port, &n, 1, 0, "v1 pinned");
+    assert_true(same_bytes(&a, &r));
+    harness_response_free(&r);
+
+    /* Version 2 deleted: latest is version 1 again, not the kept strip of 2. */
+    assert_int_equal(harness_request(port, "DELETE", "/models/digits/versions/2", NULL, NULL, 0,
+                                     &r),
+                     0);
+    assert_int_equal(r.status, 204);
+    harness_response_free(&r);
+    get_ok(port, latest, &r);
+    assert_string_equal(harness_header(&r, "X-Model-Version"), "1");
+    assert_true(same_bytes(&a, &r));
+    harness_response_free(&r);
+    expect_counts(port, &n, 1, 0, "after the delete");
+    expect_error(port, "GET",
+                 "/interpolate?from=mnist:test:2&to=mnist:test:3&steps=6&format=json"
+                 "&model=digits&version=2",
+                 NULL, NULL, NULL, 0, 404, "model_not_found");
+
+    /* The same bytes pushed again become version 3: same checkpoint, but the
+     * answer names version 3, so it is another entry. */
+    push_digits(port, bytes, len);
+    get_ok(port, latest, &r);
+    expect_counts(port, &n, 0, 1, "v3");
+    assert_string_equal(harness_header(&r, "X-Model-Version"), "3");
+    assert_non_null(strstr((const char *)r.body, "\"version\":3,"));
+    assert_null(strstr((const char *)r.body, "\"version\":2,"));
+    harness_response_free(&r);
+    free(bytes);
+    assert_int_equal(harness_daemon_stop(&d), 0);
+
+    /* --response-cache-mb 0: the same bytes, computed every time. */
+    const char *const off[] = {"--response-cache-mb", "0", NULL};
+    port = harness_daemon_start(&d, dir, off);
+    assert_true(port > 0);
+    for (int i = 0; i < 2; i++) {
+        get_ok(port, v1, &r);
+        assert_true(same_bytes(&a, &r));
+        harness_response_free(&r);
+    }
+    assert_true(metric(port, "vaed_response_cache_hits_total") == 0);
+    assert_true(metric(port, "vaed_response_cache_bytes") == 0);
+    assert_int_equal(harness_daemon_stop(&d), 0);
+    harness_response_free(&a);
+    harness_response_free(&b);
+    harness_rm_rf(dir);
+}
+
 /* ---- operations ---- */
 
 static void test_readyz_metrics_openapi(void **state)
@@ -748,6 +1025,9 @@ static void test_readyz_metrics_openapi(void **state)
     assert_non_null(strstr(text, "# TYPE vaed_http_request_duration_seconds histogram"));
     assert_non_null(strstr(text, "vaed_models_loaded 1"));
     assert_non_null(strstr(text, "vaed_model_cache_bytes "));
+    assert_non_null(strstr(text, "# TYPE vaed_response_cache_hits_total counter\n"));
+    assert_non_null(strstr(text, "# TYPE vaed_response_cache_misses_total counter\n"));
+    assert_non_null(strstr(text, "# TYPE vaed_response_cache_bytes gauge\n"));
     assert_non_null(strstr(text, "vaed_jobs{state=\"queued\"}"));
     assert_non_null(strstr(text, "vaed_training_images_per_second "));
     /* Every sample line is NAME{labels} VALUE or NAME VALUE. */
@@ -1045,6 +1325,8 @@ int main(void)
         cmocka_unit_test(test_decode_of_mu_is_reconstruction),
         cmocka_unit_test(test_interpolate_post_lerp_slerp),
         cmocka_unit_test(test_interpolate_get),
+        cmocka_unit_test(test_interpolate_cache),
+        cmocka_unit_test(test_interpolate_cache_follows_registry),
         cmocka_unit_test(test_readyz_metrics_openapi),
         cmocka_unit_test(test_bad_requests),
         cmocka_unit_test(test_long_url_and_headers),
