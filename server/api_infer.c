@@ -19,6 +19,7 @@
 #include "data_sets.h"
 #include "http_util.h"
 #include "metrics.h"
+#include "json_num.h"
 #include "model_cache.h"
 #include "npy.h"
 #include "registry.h"
@@ -1166,8 +1167,18 @@ static void put_rows(FILE *f, const float *v, int rows, int cols)
     for (int r = 0; r < rows; r++) {
         fputs(r ? ",[" : "[", f);
         const float *row = v + (size_t)r * (size_t)cols;
-        for (int k = 0; k < cols; k++)
-            fprintf(f, k ? ",%.9g" : "%.9g", (double)row[k]);
+        char buf[1024]; /* numbers gathered here, written in pieces */
+        size_t used = 0;
+        for (int k = 0; k < cols; k++) {
+            if (used > sizeof buf - JSON_NUM_FLOAT_MAX - 1) {
+                fwrite(buf, 1, used, f);
+                used = 0;
+            }
+            if (k)
+                buf[used++] = ',';
+            used += json_num_float(buf + used, row[k]);
+        }
+        fwrite(buf, 1, used, f);
         fputc(']', f);
     }
     fputc(']', f);
