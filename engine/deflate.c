@@ -11,8 +11,9 @@ static const uint8_t cl_order[NCL] = {16, 17, 18, 0, 8, 7, 9, 6, 10, 5, 11, 4, 1
 size_t deflate_literals_bound(size_t n)
 {
     /* zlib header and Adler-32, and stored blocks of 65535 bytes with 5
-     * bytes of header each: the Huffman block is used only when smaller. */
-    return 2 + 4 + n + 5 * (n / 65535 + 1);
+     * bytes of header each: the Huffman block is used only when smaller;
+     * and 8 bytes that its last 8-byte store may overrun. */
+    return 2 + 4 + n + 5 * (n / 65535 + 1) + 8;
 }
 
 /* Shell sort of the (frequency << 16 | symbol) keys: at most 257 of them. */
@@ -126,6 +127,16 @@ static inline void put_bits(bit_writer *w, uint32_t v, int n)
     }
 }
 
+/* Writes the pending whole bytes, leaving 0 to 7 bits pending. */
+static void flush_bits_to_byte(bit_writer *w)
+{
+    while (w->count >= 8) {
+        *w->out++ = (uint8_t)w->bits;
+        w->bits >>= 8;
+        w->count -= 8;
+    }
+}
+
 static void flush_bits(bit_writer *w)
 {
     while (w->count > 0) {
@@ -215,14 +226,32 @@ size_t deflate_literals(const uint8_t *in, size_t n, uint8_t *out)
         for (int i = 0; i < hclen; i++) put_bits(&w, cl_len[cl_order[i]], 3);
         for (int i = 0; i < NLIT + 1; i++) put_bits(&w, cl_code[lens[i]], cl_len[lens[i]]);
         size_t i = 0;
-        /* two codes of at most 15 bits fit above the 31 bits left pending */
-        for (; i + 1 < n; i += 2) {
-            w.bits |= (uint64_t)code[in[i]] << w.count;
-            w.count += len[in[i]];
-            put_bits(&w, code[in[i + 1]], len[in[i + 1]]);
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+        /* The codes without a branch per code (a served grid's codes are
+         * too irregular to predict): three codes (at most 45 bits) joined,
+         * added above the 0 to 7 pending bits, all 64 bits stored, and the
+         * whole bytes passed. A store may run 8 bytes past the stream's end,
+         * which the bound allows for. */
+        flush_bits_to_byte(&w);
+        uint8_t *wo = w.out;
+        uint64_t bb = w.bits;
+        int bc = w.count;
+        for (; i + 3 <= n; i += 3) {
+            int l0 = len[in[i]], l1 = len[in[i + 1]];
+            uint64_t c3 = (uint64_t)code[in[i]] | (uint64_t)code[in[i + 1]] << l0 |
+                          (uint64_t)code[in[i + 2]] << (l0 + l1);
+            bb |= c3 << bc;
+            bc += l0 + l1 + len[in[i + 2]];
+            memcpy(wo, &bb, 8);
+            wo += bc >> 3;
+            bb >>= bc & ~7; /* bc <= 52 */
+            bc &= 7;
         }
-        if (i < n)
-            put_bits(&w, code[in[i]], len[in[i]]);
+        w.out = wo;
+        w.bits = bb;
+        w.count = bc;
+#endif
+        for (; i < n; i++) put_bits(&w, code[in[i]], len[in[i]]);
         put_bits(&w, code[EOB], len[EOB]);
         flush_bits(&w);
         o = w.out;

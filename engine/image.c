@@ -60,10 +60,17 @@ static void image_png_warning(png_structp png, png_const_charp msg) {
     snprintf(c->warning, sizeof c->warning, "%s", msg);
 }
 
-static uint8_t quantize(float v) {
-    if (!(v > 0.0f)) return 0; /* also NaN */
-    if (v >= 1.0f) return 255;
-    return (uint8_t)lrintf(v * 255.0f);
+/* v in [0, 1] to 0..255, rounded to nearest (ties to even, as lrintf);
+ * NaN and below 0 give 0. Branch-free so that GCC vectorises the loops. */
+static inline uint8_t quantize(float v) {
+    float t = v * 255.0f;
+    t = t > 0.0f ? t : 0.0f; /* also NaN */
+    t = t < 255.0f ? t : 255.0f;
+    return (uint8_t)(int)rintf(t);
+}
+
+static void quantize_run(uint8_t *restrict dst, const float *restrict src, size_t n) {
+    for (size_t i = 0; i < n; i++) dst[i] = quantize(src[i]);
 }
 
 static uint8_t *put_be32(uint8_t *o, uint32_t v) {
@@ -125,7 +132,11 @@ int image_encode_grid_png(const float *images, int n, int channels, int height, 
             for (size_t y = 0; y < (size_t)height; y++) {
                 uint8_t *row = raw + (y0 + y) * stride + 1;
                 const float *src = img + ch * plane + y * (size_t)width;
-                for (size_t x = 0; x < (size_t)width; x++) row[(x0 + x) * C + ch] = quantize(src[x]);
+                if (C == 1)
+                    quantize_run(row + x0, src, (size_t)width);
+                else
+                    for (size_t x = 0; x < (size_t)width; x++)
+                        row[(x0 + x) * C + ch] = quantize(src[x]);
             }
     }
     for (size_t y = 0; y < H; y++) {
