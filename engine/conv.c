@@ -1,4 +1,4 @@
-/* Conv2d / ConvTranspose2d as im2col + sgemm in the channel-major layout.
+/* Conv2d / ConvTranspose2d as im2col + gemm in the channel-major layout.
  * See conv.h.
  *
  * Both layers share one geometry: a Conv2d reads a k x k window of its input

@@ -1,4 +1,4 @@
-/* conv: Conv2d and ConvTranspose2d, forward and backward, on cblas_sgemm.
+/* conv: Conv2d and ConvTranspose2d, forward and backward, on engine/gemm.
  *
  *     conv_shape s = conv2d_shape(cin, cout, h, w, 3, 2, 1);
  *     float *col = malloc(col_floats * sizeof(float));   // any size >= conv_col_floats(&s, 1)
@@ -7,7 +7,7 @@
  *
  * Activations are "channel-major" (C, N, H, W): channel c of image n starts at
  * (c * N + n) * H * W. In that layout a whole batch is one im2col matrix
- * (C*k*k, N*Ho*Wo) and a layer is one sgemm whose result is already the next
+ * (C*k*k, N*Ho*Wo) and a layer is one matrix product whose result is already the next
  * layer's input; (N, C, H, W) would need a transpose per layer.
  *
  * Weights have PyTorch's layouts: nn.Conv2d [out, in, kh, kw], nn.ConvTranspose2d

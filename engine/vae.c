@@ -1,11 +1,11 @@
-/* The MLP VAE: forward, loss, backward and Adam on cblas_sgemm.
+/* The MLP VAE: forward, loss, backward and Adam on engine/gemm.
  *
  * Layout of a batch: row-major (B, features). With mc_samples L > 1 the
  * decoder sees B*L rows, row b*L + l being sample l of image b.
  *
  * Tensor order in the flat parameter array is chosen so that fc_mu and
  * fc_logvar weights are adjacent, then their biases: the two heads then run
- * as one (2*latent, hidden) sgemm.
+ * as one (2*latent, hidden) product.
  */
 #include "vae.h"
 #include "vae_conv.h"
@@ -13,7 +13,6 @@
 #include "vae_kernels.h"
 #include "vae_loss.h"
 
-#include <cblas.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -445,9 +444,9 @@ struct vae_train_state {
 };
 
 /* Data-parallel training: a helper thread runs the second part of each batch
- * on its own train state (one BLAS thread each), then each thread sums and
- * updates half of the parameters. Two single-threaded sgemm streams keep both
- * cores busier than one two-threaded OpenBLAS call on these small matrices,
+ * on its own train state (single-threaded products each), then each thread
+ * sums and updates half of the parameters. Two single-threaded streams keep
+ * both cores busier than one two-threaded product on these small matrices,
  * and the element-wise passes run on both cores too. */
 enum { PEER_IDLE = 0, PEER_FORWARD_BACKWARD, PEER_ADAM, PEER_QUIT };
 struct vae_peer {
@@ -629,7 +628,7 @@ int vae_backward(const vae_model *m, vae_train_state *ts)
     /* through the reparameterisation and the KL to mu and logvar */
     vae_latent_backward(c, ts->heads, ts->eps, ts->dz, ts->kl_dim, B, ts->beta_eff, ts->dheads);
 
-    /* heads (one sgemm for both) and encoder */
+    /* heads (one product for both) and encoder */
     const float *hin = H > 0 ? ts->enc[H - 1] : ts->x;
     int hdim = H > 0 ? c->hidden[H - 1] : D;
     float *dh = H > 0 ? ts->scratch[0] : NULL;

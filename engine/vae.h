@@ -1,4 +1,5 @@
-/* vae: a variational autoencoder in plain C on OpenBLAS.
+/* vae: a variational autoencoder in plain C; its matrix products are
+ * engine/gemm's (OpenBLAS where the CPU lacks AVX-512).
  *
  * Usage:
  *     vae_config cfg; vae_config_default(&cfg);          // 784-400-20, Bernoulli

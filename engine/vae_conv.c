@@ -1,7 +1,7 @@
 /* The convolutional VAE: the network of vae_conv.h on the kernels of conv.h.
  *
  * Inside, activations are channel-major (C, N, H, W) so that every conv layer
- * is one im2col + sgemm over the whole batch; images cross into and out of
+ * is one im2col + gemm over the whole batch; images cross into and out of
  * the (N, C, H, W) world three times: the input (padded), the flatten before
  * the heads and its inverse after decoder_input, and the output (cropped).
  * The decoder sees N = B * mc_samples rows, row b*L + l being sample l of
@@ -10,7 +10,6 @@
 #include "vae_conv.h"
 #include "vae_loss.h"
 
-#include <cblas.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -146,7 +145,7 @@ int vae_conv_build_tensors(vae_model *m)
         snprintf(name, sizeof name, "encoder.%d.bias", i);
         rc |= add_tensor4(m, name, 1, s->cout, 0, 0, 0);
     }
-    /* the two head weights adjacent, then their biases: one sgemm for both */
+    /* the two head weights adjacent, then their biases: one product for both */
     rc |= add_tensor4(m, "fc_mu.weight", 2, g.Z, g.flat, 0, 0);
     rc |= add_tensor4(m, "fc_logvar.weight", 2, g.Z, g.flat, 0, 0);
     rc |= add_tensor4(m, "fc_mu.bias", 1, g.Z, 0, 0, 0);
@@ -484,7 +483,7 @@ int vae_conv_backward(const vae_model *m, vae_conv_train *ct, float *grads)
 
     vae_latent_backward(c, ct->heads, ct->eps, ct->dz, ct->kl_dim, B, ct->beta_eff, ct->dheads);
 
-    /* heads (one sgemm for both) and encoder */
+    /* heads (one product for both) and encoder */
     float *dflat = ct->ga, *dact = ct->gb;
     linear_backward(dflat, G(g->t_heads), G(g->t_heads + 2), ct->dheads, ct->flat,
                     PT(m, g->t_heads), B, g->flat, 2 * g->Z);

@@ -76,7 +76,7 @@ int vae_conv_decode(const vae_model *m, float *scratch, const float *z, int B, f
 typedef struct vae_conv_train vae_conv_train;
 vae_conv_train *vae_conv_train_new(const vae_model *m, int max_batch, char *err, size_t errlen);
 void vae_conv_train_free(vae_conv_train *ct);
-/* Tests: run the naive reference kernels instead of im2col + sgemm. */
+/* Tests: run the naive reference kernels instead of im2col + gemm. */
 void vae_conv_train_use_naive(vae_conv_train *ct, int on);
 /* Forward and loss; eps: (B*mc, latent), copied. step sets the KL warm-up.
  * The same contract as vae_forward_loss (VAE_ERR_NONFINITE on a NaN loss). */
