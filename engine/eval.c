@@ -13,16 +13,25 @@
 int eval_run(const vae_model *m, const dataset *d, int iwae_k, uint64_t seed, eval_result *out,
              char *err, size_t errlen)
 {
+    return eval_run_iwae_images(m, d, iwae_k, 0, seed, out, err, errlen);
+}
+
+int eval_run_iwae_images(const vae_model *m, const dataset *d, int iwae_k, int iwae_images,
+                         uint64_t seed, eval_result *out, char *err, size_t errlen)
+{
     const vae_config *c = &m->cfg;
     memset(out, 0, sizeof *out);
     out->n = d->n;
     out->latent = c->latent;
     int rc = trainer_evaluate(m, d, seed, &out->neg_elbo, &out->recon, &out->kl, err, errlen);
     if (rc) return rc;
-    if (iwae_k < 0 || iwae_k > 1000000) {
+    if (iwae_k < 0 || iwae_k > 1000000 || iwae_images < 0) {
         snprintf(err, errlen, "iwae K must be in 0..1000000");
         return VAE_ERR_ARG;
     }
+    int iwae_n = iwae_k && (iwae_images == 0 || iwae_images > d->n) ? d->n
+                 : iwae_k                                           ? iwae_images
+                                                                    : 0;
     int Z = c->latent, D = dataset_dim(d);
     int chunk = iwae_k > 0 && iwae_k < IWAE_CHUNK ? iwae_k : IWAE_CHUNK;
     vae_workspace *ws = vae_workspace_new(m, chunk);           /* owned */
@@ -52,7 +61,7 @@ int eval_run(const vae_model *m, const dataset *d, int iwae_k, uint64_t seed, ev
             float l = vae_clamp_logvar(lv[u]);
             kl_dim[u] += 0.5 * ((double)mu[u] * mu[u] + exp(l) - 1.0 - l);
         }
-        if (iwae_k == 0) continue;
+        if (i >= iwae_n) continue;
         /* log-mean-exp of log w_k = log p(x|z_k) + log p(z_k) - log q(z_k|x), streamed */
         double run_max = -INFINITY, run_sum = 0.0;
         for (int k0 = 0; k0 < iwae_k; k0 += chunk) {
@@ -83,8 +92,9 @@ int eval_run(const vae_model *m, const dataset *d, int iwae_k, uint64_t seed, ev
         }
         total += -(run_max + log(run_sum) - log((double)iwae_k));
     }
-    out->iwae_k = iwae_k;
-    out->iwae_nll = iwae_k ? total / d->n : NAN;
+    out->iwae_k = iwae_n ? iwae_k : 0;
+    out->iwae_n = iwae_n;
+    out->iwae_nll = iwae_n ? total / iwae_n : NAN;
     for (int u = 0; u < Z; u++)
         if (kl_dim[u] / d->n > 0.01) out->active_units++;
     rc = VAE_OK;

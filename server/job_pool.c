@@ -31,6 +31,7 @@
 #include "../engine/eval.h"
 #include "../engine/safetensors.h"
 #include "../engine/trainer.h"
+#include "checkpoint_metrics.h"
 #include "data_sets.h"
 #include "job_spec.h"
 
@@ -261,32 +262,6 @@ static int metrics_from_json(const char *s, trainer_epoch_metrics *ms, int n)
     }
     cJSON_Delete(a);
     return ok ? 0 : -1;
-}
-
-/* The registered checkpoint's metrics (the shape `vaed train` writes). */
-static char *checkpoint_metrics_json(const trainer_epoch_metrics *ms, int n, int active_units)
-{
-    const trainer_epoch_metrics *l = &ms[n - 1];
-    cJSON *o = cJSON_CreateObject();
-    cJSON *per = cJSON_CreateArray();
-    int ok = o && per && add_num(o, "epochs", n) && add_num(o, "train_loss", l->train_loss) &&
-             add_num(o, "test_loss", l->test_loss) && add_num(o, "test_recon", l->test_recon) &&
-             add_num(o, "test_kl", l->test_kl) && add_num(o, "active_units", active_units);
-    for (int i = 0; ok && i < n; i++) {
-        cJSON *e = cJSON_CreateObject();
-        if (!e || !cJSON_AddItemToArray(per, e)) { /* per owns e once added */
-            cJSON_Delete(e);
-            ok = 0;
-            break;
-        }
-        ok = add_num(e, "epoch", ms[i].epoch) && add_num(e, "train_loss", ms[i].train_loss) &&
-             add_num(e, "train_recon", ms[i].train_recon) &&
-             add_num(e, "train_kl", ms[i].train_kl) && add_num(e, "test_loss", ms[i].test_loss);
-    }
-    if (ok && cJSON_AddItemToObject(o, "per_epoch", per)) return print_and_free(o);
-    cJSON_Delete(per);
-    cJSON_Delete(o);
-    return NULL;
 }
 
 static char *progress_json(const trainer_progress *pr)
@@ -532,11 +507,10 @@ static int finish_job(job_run *j)
     vae_config *c = &j->model.cfg;
     eval_result er;
     char err[384];
-    int active = -1;
-    if (eval_run(&j->model, j->have_test ? &j->test : &j->train, 0, c->seed, &er, err,
-                 sizeof err) == 0)
-        active = er.active_units;
-    char *cm = checkpoint_metrics_json(j->ms, j->n_done, active); /* owned */
+    int evaluated = eval_run_iwae_images(&j->model, j->have_test ? &j->test : &j->train,
+                                         EVAL_TRAIN_IWAE_K, EVAL_TRAIN_IWAE_IMAGES, c->seed, &er,
+                                         err, sizeof err) == 0;
+    char *cm = checkpoint_metrics_json(j->ms, j->n_done, evaluated ? &er : NULL); /* owned */
     char *jm = metrics_array_json(j->ms, j->n_done);               /* owned */
     uint8_t *blob = NULL;                                          /* owned */
     size_t len = 0;

@@ -17,6 +17,7 @@
 #include "../engine/image.h"
 #include "../engine/trainer.h"
 #include "../engine/vae.h"
+#include "checkpoint_metrics.h"
 #include "cli_jobs.h"
 #include "cli_options.h"
 #include "cli_registry.h"
@@ -239,31 +240,6 @@ static void print_progress(void *ctx, const trainer_progress *p)
     fflush(stderr);
 }
 
-static char *metrics_json(const trainer_epoch_metrics *ms, int n, int active_units)
-{
-    /* small and flat: the per-epoch figures, the last epoch's at the top.
-     * No timings: a checkpoint must be the same bytes for the same seed. */
-    size_t cap = 256 + (size_t)n * 256;
-    char *s = malloc(cap);
-    if (!s) return NULL;
-    const trainer_epoch_metrics *l = &ms[n - 1];
-    size_t pos = (size_t)snprintf(s, cap,
-                                  "{\"epochs\":%d,\"train_loss\":%.6f,\"test_loss\":%.6f,"
-                                  "\"test_recon\":%.6f,\"test_kl\":%.6f,"
-                                  "\"active_units\":%d,\"per_epoch\":[",
-                                  n, l->train_loss, isnan(l->test_loss) ? -1.0 : l->test_loss,
-                                  isnan(l->test_recon) ? -1.0 : l->test_recon,
-                                  isnan(l->test_kl) ? -1.0 : l->test_kl, active_units);
-    for (int i = 0; i < n && pos < cap; i++)
-        pos += (size_t)snprintf(s + pos, cap - pos,
-                                "%s{\"epoch\":%d,\"train_loss\":%.6f,\"train_recon\":%.6f,"
-                                "\"train_kl\":%.6f,\"test_loss\":%.6f}",
-                                i ? "," : "", ms[i].epoch, ms[i].train_loss, ms[i].train_recon,
-                                ms[i].train_kl, isnan(ms[i].test_loss) ? -1.0 : ms[i].test_loss);
-    if (pos < cap) snprintf(s + pos, cap - pos, "]}");
-    return s;
-}
-
 static int cmd_train(int argc, char **argv)
 {
     train_flags f = {.hidden = "400", .activation = "relu", .likelihood = "bernoulli",
@@ -273,6 +249,7 @@ static int cmd_train(int argc, char **argv)
                      .klass = -1};
     const char *data = "mnist", *out = NULL, *reg_name = NULL, *data_dir = "var";
     double val_split = 0.0;
+    long iwae_k = EVAL_TRAIN_IWAE_K;
     cli_option opts[] = {
         {"data", CLI_STRING, &data, 0, 0,
          "mnist, fashion, an IDX image file, a CIFAR-10 folder or a folder of PNGs"},
@@ -304,6 +281,8 @@ static int cmd_train(int argc, char **argv)
         {"threads", CLI_LONG, &f.threads, 0, 256, "BLAS threads (0 = cores)"},
         {"limit", CLI_LONG, &f.limit, 0, INT_MAX, "use the first N training images"},
         {"class", CLI_LONG, &f.klass, -1, 255, "train on one label only"},
+        {"iwae", CLI_LONG, &iwae_k, 0, 1000000,
+         "K of the IWAE bound written into the metrics, on the first 256 test images (0 = off)"},
     };
     int rc = cli_parse("train", argc, argv, opts, sizeof opts / sizeof opts[0], NULL);
     if (rc) return rc == CLI_HELP ? 0 : 2;
@@ -418,12 +397,16 @@ static int cmd_train(int argc, char **argv)
     }
     if (cfg.epochs > 0) {
         eval_result er;
-        int active = -1;
-        if (eval_run(&m, have_test ? &test : &train, 0, cfg.seed, &er, err, sizeof err) == 0) {
-            active = er.active_units;
-            printf("active units %d of %d\n", active, cfg.latent);
+        int evaluated = eval_run_iwae_images(&m, have_test ? &test : &train, (int)iwae_k,
+                                             EVAL_TRAIN_IWAE_IMAGES, cfg.seed, &er, err,
+                                             sizeof err) == 0;
+        if (evaluated) {
+            printf("active units %d of %d\n", er.active_units, cfg.latent);
+            if (er.iwae_k)
+                printf("test IWAE bound (K=%d, first %d images): %.2f nats\n", er.iwae_k,
+                       er.iwae_n, er.iwae_nll);
         }
-        mj = metrics_json(ms, cfg.epochs, active);
+        mj = checkpoint_metrics_json(ms, cfg.epochs, evaluated ? &er : NULL);
     }
     if (out) {
         if (ckpt_save_file(&m, mj, out, err, sizeof err)) {

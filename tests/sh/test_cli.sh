@@ -28,6 +28,21 @@ small=(--data mnist --limit 600 --epochs 2 --hidden 48 --latent 6 --batch 64 --s
 cmp -s "$tmp/a.safetensors" "$tmp/b.safetensors" || fail "two runs with --threads 1 and one seed differ"
 grep -qE '^epoch 2/2  train loss [0-9.]+  test loss [0-9.]+ .* images/s$' "$tmp/train.log" \
     || fail "train output lacks the per-epoch line: $(cat "$tmp/train.log")"
+# the checkpoint's metrics hold the IWAE bound of the first 256 test images
+# (K = 64), which `vaed eval` with the training seed reproduces
+grep -qE '^test IWAE bound \(K=64, first 256 images\): [0-9.]+ nats$' "$tmp/train.log" \
+    || fail "train output lacks the IWAE line: $(cat "$tmp/train.log")"
+# (the metrics are a JSON string inside the safetensors header: quotes escaped)
+metrics_iwae=$(grep -aoE 'test_iwae_nll\\":[0-9.]+,\\"iwae_k\\":64,\\"iwae_images\\":256' \
+    "$tmp/a.safetensors" | sed -E 's/^test_iwae_nll[^0-9]*([0-9.]+),.*/\1/' || true)
+[ -n "$metrics_iwae" ] || fail "checkpoint metrics lack the IWAE bound"
+eval_iwae=$("$vaed" eval --model "$tmp/a.safetensors" --data mnist --limit 256 --iwae 64 --seed 5 \
+    | awk '/^iwae_nll/{print $2}')
+awk -v a="$metrics_iwae" -v b="$eval_iwae" 'BEGIN{d=a-b; exit !(d < 1e-4 && d > -1e-4)}' \
+    || fail "metrics IWAE $metrics_iwae differs from vaed eval's $eval_iwae"
+"$vaed" train "${small[@]}" --iwae 0 --out "$tmp/noiwae.safetensors" >/dev/null || fail "train --iwae 0"
+grep -aq 'test_iwae_nll\\":null,\\"iwae_k\\":null' "$tmp/noiwae.safetensors" \
+    || fail "--iwae 0 still wrote a bound"
 "$vaed" train "${small[@]}" --seed 6 --out "$tmp/c.safetensors" >/dev/null
 cmp -s "$tmp/a.safetensors" "$tmp/c.safetensors" && fail "another seed gave the same checkpoint"
 

@@ -273,6 +273,11 @@ static void test_success_registers_a_version(void **state)
     assert_non_null(c.metrics_json);
     assert_non_null(strstr(c.metrics_json, "\"per_epoch\""));
     assert_non_null(strstr(c.metrics_json, "\"epochs\":3"));
+    /* the evaluation `vaed train` writes too: no test split, so the training
+     * images' first 256 */
+    assert_non_null(strstr(c.metrics_json, "\"iwae_k\":64,\"iwae_images\":256"));
+    assert_non_null(strstr(c.metrics_json, "\"test_iwae_nll\":"));
+    assert_null(strstr(c.metrics_json, "\"test_iwae_nll\":null"));
     assert_null(strstr(c.metrics_json, "seconds")); /* no timings in the bytes */
     assert_non_null(c.config_json);
     registry_free_checkpoint(&c);
