@@ -68,6 +68,7 @@ enum {
     S_JOB_LAST_SEQ,
     S_JOB_EVENTS_AFTER,
     S_JOB_EVENT_ADD,
+    S_JOB_EVENTS_PRUNE,
     S_JOB_STATE_EVENT,
     S_JOB_RESULT_EVENT,
     S_N
@@ -169,6 +170,10 @@ static const char *const stmt_sql[S_N] = {
                            "WHERE job_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
     [S_JOB_EVENT_ADD] = "INSERT INTO job_events (job_id, seq, type, data, created_at) "
                         "VALUES (?1, " JOB_NEXT_SEQ ", ?2, ?3, ?4) RETURNING seq",
+    /* progress events more than ?3 events behind seq ?2 (only 'progress':
+     * state and epoch events stay) */
+    [S_JOB_EVENTS_PRUNE] = "DELETE FROM job_events WHERE job_id = ?1 AND type = 'progress' "
+                           "AND seq <= ?2 - ?3",
     /* ?2 state, ?3 error, ?4 reason, ?5 now */
     [S_JOB_STATE_EVENT] =
         "INSERT INTO job_events (job_id, seq, type, data, created_at) "
@@ -1637,7 +1642,18 @@ static int append_event_locked(registry *r, int64_t id, const char *type, const 
         return db_fail(r, err, errlen, "recording a job event");
     if (seq)
         *seq = n;
-    return REGISTRY_OK;
+    if (strcmp(type, "progress") != 0)
+        return REGISTRY_OK;
+    /* A running job reports progress about once a second: only the recent
+     * ones are kept, so that a long job's events stay bounded. */
+    if (!(st = stmt(r, S_JOB_EVENTS_PRUNE)))
+        return db_fail(r, err, errlen, "pruning job events");
+    sqlite3_bind_int64(st, 1, id);
+    sqlite3_bind_int64(st, 2, n);
+    sqlite3_bind_int64(st, 3, REGISTRY_JOB_PROGRESS_KEPT);
+    rc = sqlite3_step(st);
+    done(st);
+    return rc == SQLITE_DONE ? REGISTRY_OK : db_fail(r, err, errlen, "pruning job events");
 }
 
 static int check_event_type(const char *type, char *err, size_t errlen)

@@ -209,6 +209,11 @@ void registry_free_jobs(registry_job *list, size_t count);
  * may be NULL). */
 int registry_job_last_seq(registry *r, int64_t id, int64_t *seq, char *state, char *err,
                           size_t errlen);
+/* Progress events are kept only while they are among a job's last
+ * REGISTRY_JOB_PROGRESS_KEPT events (seq within that many of the newest);
+ * "state" and "epoch" events are always kept. A client replaying from an
+ * older seq gets the events still there, in order. */
+#define REGISTRY_JOB_PROGRESS_KEPT 256
 /* At most max (> 0) events of job id with seq > after_seq, oldest first.
  * *list is owned by the caller: registry_free_job_events. */
 int registry_job_events_after(registry *r, int64_t id, int64_t after_seq, int max,

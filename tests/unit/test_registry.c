@@ -733,6 +733,46 @@ static void test_refuses_newer_schema(void **state)
     assert_int_equal(query_int(f->path, "PRAGMA user_version"), 99);
 }
 
+/* A long job's progress events are pruned to the recent ones; its state and
+ * epoch events stay, seq keeps counting, and a replay from any point gets
+ * what is left in order. */
+static void test_job_progress_events_bounded(void **state)
+{
+    fixture *f = *state;
+    registry *r = open_ok(f);
+    char err[256] = "";
+    int64_t id = 0, seq = 0;
+    assert_int_equal(registry_job_insert(r, "{}", &id, err, sizeof err), 0); /* event 1: queued */
+    int total = 3 * REGISTRY_JOB_PROGRESS_KEPT, epochs_sent = 0;
+    for (int i = 0; i < total; i++) {
+        const char *type = i % 100 == 50 ? "epoch" : "progress";
+        epochs_sent += i % 100 == 50;
+        assert_int_equal(registry_job_append_event(r, id, type, "{}", &seq, err, sizeof err), 0);
+        assert_int_equal(seq, i + 2);
+    }
+    registry_job_event *ev = NULL;
+    size_t n = 0;
+    assert_int_equal(registry_job_events_after(r, id, 0, 100000, &ev, &n, err, sizeof err), 0);
+    int progress = 0, epochs = 0;
+    int64_t prev = 0;
+    for (size_t i = 0; i < n; i++) {
+        assert_true(ev[i].seq > prev);
+        prev = ev[i].seq;
+        if (!strcmp(ev[i].type, "progress")) {
+            progress++;
+            assert_true(ev[i].seq > seq - REGISTRY_JOB_PROGRESS_KEPT);
+        }
+        epochs += !strcmp(ev[i].type, "epoch");
+    }
+    assert_string_equal(ev[0].type, "state"); /* queued, first of all */
+    assert_int_equal(epochs, epochs_sent);
+    assert_true(progress >= REGISTRY_JOB_PROGRESS_KEPT - epochs_sent - 1);
+    assert_true(progress <= REGISTRY_JOB_PROGRESS_KEPT);
+    assert_int_equal(prev, seq);
+    registry_free_job_events(ev, n);
+    registry_close(r);
+}
+
 static void test_open_errors(void **state)
 {
     fixture *f = *state;
@@ -765,6 +805,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_open_unrelated_table, setup, teardown),
         cmocka_unit_test_setup_teardown(test_refuses_newer_schema, setup, teardown),
         cmocka_unit_test_setup_teardown(test_open_errors, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_job_progress_events_bounded, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
