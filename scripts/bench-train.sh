@@ -21,7 +21,7 @@
 # ARCH=all (the default) runs both. Each setting keeps its best images/s over
 # REPEATS (test loss is the mean over repeats); the tables give the ratio of
 # vaed to the best torch setting, peak RSS (GNU time, "n/a" without
-# /usr/bin/time) and for the MLP the fraction of the sgemm ceiling measured in
+# /usr/bin/time) and for the MLP the fraction of the matrix-product ceiling measured in
 # the same run (scripts/bench_sgemm_ceiling.c).
 # vaed runs with --threads 2 (two data-parallel training threads).
 #   scripts/bench-train.sh           (from anywhere; `make bench` runs it)

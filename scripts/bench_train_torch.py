@@ -33,7 +33,7 @@ import struct
 import sys
 import time
 
-# the step's sgemm-only rate, measured by bench-train.sh in the same run
+# the step's matrix-product-only rate (vaed's gemm), measured by bench-train.sh in the same run
 # (scripts/bench_sgemm_ceiling.c); 30,000 is the engine issue's estimate
 CEILING_IMAGES_PER_S = float(os.environ.get("CEILING_IMAGES_PER_S", "30000"))
 
@@ -188,7 +188,7 @@ def table(path):
     best_torch = max(torch_s, key=lambda s: best(*s)[0]) if torch_s else None
     bt_ips = best(*best_torch)[0] if best_torch else float("nan")
     print("| run | threads | images/s (best of %d) | vs best torch | test loss (nats/image) "
-          "| peak RSS MB | of the %d images/s sgemm ceiling |" % (best(*settings[0])[3], CEILING_IMAGES_PER_S))
+          "| peak RSS MB | of the %d images/s matrix-product ceiling |" % (best(*settings[0])[3], CEILING_IMAGES_PER_S))
     print("|---|---|---:|---:|---:|---:|---:|")
     for impl, setting in vaed + torch_s:
         ips, loss, rss, _ = best(impl, setting)
