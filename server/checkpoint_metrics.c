@@ -9,6 +9,24 @@ static int add_num(cJSON *o, const char *k, double v)
     return n && cJSON_AddItemToObject(o, k, n);
 }
 
+cJSON *checkpoint_metrics_epoch_json(const trainer_epoch_metrics *e, int with_timing)
+{
+    cJSON *o = cJSON_CreateObject(); /* the caller's */
+    if (!o)
+        return NULL;
+    int ok = add_num(o, "epoch", e->epoch) && add_num(o, "train_loss", e->train_loss) &&
+             add_num(o, "train_recon", e->train_recon) && add_num(o, "train_kl", e->train_kl) &&
+             add_num(o, "test_loss", e->test_loss) && add_num(o, "test_recon", e->test_recon) &&
+             add_num(o, "test_kl", e->test_kl);
+    if (ok && with_timing)
+        ok = add_num(o, "images_per_s", e->images_per_s) && add_num(o, "seconds", e->seconds);
+    if (!ok) {
+        cJSON_Delete(o);
+        return NULL;
+    }
+    return o;
+}
+
 char *checkpoint_metrics_json(const trainer_epoch_metrics *ms, int n, const eval_result *er)
 {
     const trainer_epoch_metrics *l = &ms[n - 1];
@@ -23,15 +41,11 @@ char *checkpoint_metrics_json(const trainer_epoch_metrics *ms, int n, const eval
              add_num(o, "iwae_k", iwae ? er->iwae_k : NAN) &&
              add_num(o, "iwae_images", iwae ? er->iwae_n : NAN);
     for (int i = 0; ok && i < n; i++) {
-        cJSON *e = cJSON_CreateObject();
+        cJSON *e = checkpoint_metrics_epoch_json(&ms[i], 0);
         if (!e || !cJSON_AddItemToArray(per, e)) { /* per owns e once added */
             cJSON_Delete(e);
             ok = 0;
-            break;
         }
-        ok = add_num(e, "epoch", ms[i].epoch) && add_num(e, "train_loss", ms[i].train_loss) &&
-             add_num(e, "train_recon", ms[i].train_recon) &&
-             add_num(e, "train_kl", ms[i].train_kl) && add_num(e, "test_loss", ms[i].test_loss);
     }
     if (ok && cJSON_AddItemToObject(o, "per_epoch", per)) {
         char *s = cJSON_PrintUnformatted(o);

@@ -195,25 +195,6 @@ static int add_num(cJSON *o, const char *k, double v)
     return n && cJSON_AddItemToObject(o, k, n);
 }
 
-/* One epoch; with_timing adds images_per_s and seconds (not for checkpoints:
- * the same seed must give the same bytes). */
-static cJSON *epoch_json(const trainer_epoch_metrics *e, int with_timing)
-{
-    cJSON *o = cJSON_CreateObject();
-    if (!o) return NULL;
-    int ok = add_num(o, "epoch", e->epoch) && add_num(o, "train_loss", e->train_loss) &&
-             add_num(o, "train_recon", e->train_recon) && add_num(o, "train_kl", e->train_kl) &&
-             add_num(o, "test_loss", e->test_loss) && add_num(o, "test_recon", e->test_recon) &&
-             add_num(o, "test_kl", e->test_kl);
-    if (ok && with_timing)
-        ok = add_num(o, "images_per_s", e->images_per_s) && add_num(o, "seconds", e->seconds);
-    if (!ok) {
-        cJSON_Delete(o);
-        return NULL;
-    }
-    return o;
-}
-
 static char *print_and_free(cJSON *o)
 {
     char *s = o ? cJSON_PrintUnformatted(o) : NULL;
@@ -226,7 +207,7 @@ static char *metrics_array_json(const trainer_epoch_metrics *ms, int n)
 {
     cJSON *a = cJSON_CreateArray();
     for (int i = 0; a && i < n; i++) {
-        cJSON *e = epoch_json(&ms[i], 1);
+        cJSON *e = checkpoint_metrics_epoch_json(&ms[i], 1);
         if (!e || !cJSON_AddItemToArray(a, e)) {
             cJSON_Delete(e);
             cJSON_Delete(a);
@@ -630,7 +611,8 @@ static void run_job(job_pool *p, worker_slot *slot, int64_t id, const char *conf
         j->last.step = j->last.steps;
         char *pj = progress_json(&j->last);                       /* owned */
         char *jm = metrics_array_json(j->ms, j->n_done);          /* owned */
-        char *ej = print_and_free(epoch_json(&j->ms[j->n_done - 1], 1)); /* owned */
+        /* owned */
+        char *ej = print_and_free(checkpoint_metrics_epoch_json(&j->ms[j->n_done - 1], 1));
         char err[256];
         if (pj && jm && ej &&
             registry_job_set_progress(p->reg, id, pj, jm, "epoch", ej, NULL, err,
