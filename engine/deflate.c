@@ -127,6 +127,7 @@ static inline void put_bits(bit_writer *w, uint32_t v, int n)
     }
 }
 
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
 /* Writes the pending whole bytes, leaving 0 to 7 bits pending. */
 static void flush_bits_to_byte(bit_writer *w)
 {
@@ -136,6 +137,7 @@ static void flush_bits_to_byte(bit_writer *w)
         w->count -= 8;
     }
 }
+#endif
 
 static void flush_bits(bit_writer *w)
 {

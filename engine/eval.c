@@ -26,7 +26,7 @@ int eval_run_iwae_images(const vae_model *m, const dataset *d, int iwae_k, int i
     int rc = trainer_evaluate(m, d, seed, &out->neg_elbo, &out->recon, &out->kl, err, errlen);
     if (rc) return rc;
     if (iwae_k < 0 || iwae_k > 1000000 || iwae_images < 0) {
-        snprintf(err, errlen, "iwae K must be in 0..1000000");
+        snprintf(err, errlen, "iwae K must be in 0..1000000 and its image count >= 0");
         return VAE_ERR_ARG;
     }
     int iwae_n = iwae_k && (iwae_images == 0 || iwae_images > d->n) ? d->n
