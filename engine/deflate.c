@@ -127,7 +127,6 @@ static inline void put_bits(bit_writer *w, uint32_t v, int n)
     }
 }
 
-#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
 /* Writes the pending whole bytes, leaving 0 to 7 bits pending. */
 static void flush_bits_to_byte(bit_writer *w)
 {
@@ -137,15 +136,13 @@ static void flush_bits_to_byte(bit_writer *w)
         w->count -= 8;
     }
 }
-#endif
 
+/* Writes everything pending, the last byte padded with zero bits. */
 static void flush_bits(bit_writer *w)
 {
-    while (w->count > 0) {
+    flush_bits_to_byte(w);
+    if (w->count > 0)
         *w->out++ = (uint8_t)w->bits;
-        w->bits >>= 8;
-        w->count -= 8;
-    }
     w->bits = 0;
     w->count = 0;
 }
