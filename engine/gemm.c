@@ -242,6 +242,14 @@ void gemm(gemm_trans ta, gemm_trans tb, int M, int N, int K, const float *a, int
         }
     }
 #endif
+    if (ta == GEMM_N && tb == GEMM_T && M <= 2) {
+        /* A row or two (encoding one image): sgemv reads b as it is, where
+         * sgemm would first copy all of it for so little work. */
+        for (int r = 0; r < M; r++)
+            cblas_sgemv(CblasRowMajor, CblasNoTrans, N, K, 1.0f, b, ldb, a + (size_t)r * lda, 1,
+                        accumulate ? 1.0f : 0.0f, c + (size_t)r * ldc, 1);
+        return;
+    }
     cblas_sgemm(CblasRowMajor, ta == GEMM_N ? CblasNoTrans : CblasTrans,
                 tb == GEMM_N ? CblasNoTrans : CblasTrans, M, N, K, 1.0f, a, lda, b, ldb,
                 accumulate ? 1.0f : 0.0f, c, ldc);

@@ -10,7 +10,9 @@
  * by a few hundred) are small enough that OpenBLAS's copying of both operands
  * into its own layout costs as much as the arithmetic. The kernels need no
  * copy: every variant reads its operands where they are. Elsewhere, and for
- * op(a) = a^T together with op(b) = b^T, gemm calls cblas_sgemm.
+ * op(a) = a^T together with op(b) = b^T, gemm calls OpenBLAS: sgemv for one
+ * or two rows of a . b^T (which sgemm would first copy all of b for), else
+ * sgemm.
  *
  * gemm_naive is the reference the tests compare with (double accumulators).
  */

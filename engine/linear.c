@@ -1,6 +1,5 @@
 #include "linear.h"
 
-#include <cblas.h>
 #include <stddef.h>
 
 #include "gemm.h"
@@ -8,12 +7,6 @@
 
 void linear_matmul_wt(float *y, const float *x, const float *w, int B, int in, int out)
 {
-    if (B <= 2 && !gemm_uses_own_kernels()) {
-        for (int r = 0; r < B; r++)
-            cblas_sgemv(CblasRowMajor, CblasNoTrans, out, in, 1.0f, w, in, x + (size_t)r * in, 1,
-                        0.0f, y + (size_t)r * out, 1);
-        return;
-    }
     gemm(GEMM_N, GEMM_T, B, out, in, x, in, w, in, 0, y, out);
 }
 

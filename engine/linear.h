@@ -7,10 +7,7 @@
 #ifndef LINEAR_H
 #define LINEAR_H
 
-/* y: (B, out) = x: (B, in) . w^T, no bias. gemm reads w where it is; where
- * gemm is OpenBLAS, one or two rows go through sgemv for the same reason:
- * sgemm would first copy (pack) all of w for so little work, which is most
- * of the cost of encoding a single image. */
+/* y: (B, out) = x: (B, in) . w^T, no bias. */
 void linear_matmul_wt(float *y, const float *x, const float *w, int B, int in, int out);
 /* y = x . w^T + b */
 void linear_forward(float *y, const float *x, const float *w, const float *b, int B, int in,
