@@ -1,35 +1,53 @@
 # vaed — plain Makefile: one rule per binary, automatic header dependencies.
 # `make run` and `make test` are the two commands a new user types.
+#
+# CFLAGS is the user's (optimisation, debug info: `make CFLAGS=-O0` works);
+# the flags vaed needs whatever CFLAGS says are in REQUIRED_CFLAGS and always
+# apply. Includes are from the repository root: #include "engine/vae.h".
 
 BUILD   ?= build
 CC      ?= cc
-PKGS    := libmicrohttpd libcjson openblas libpng sqlite3
+PKGS    := libmicrohttpd libcjson openblas libpng sqlite3 zlib
 SAN     ?=
 OPT     ?= -O2 -march=x86-64-v2
 # the engine's loops are where the time goes: let GCC vectorise them
 $(BUILD)/engine/%.o: OPT = -O3 -march=x86-64-v2 -fno-math-errno -fno-trapping-math
 CFLAGS  ?= $(OPT) -g
-CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -MMD -MP -pthread $(SAN)
-PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
-LDLIBS  += $(PKG_LIBS) -lz -lm -pthread
+REQUIRED_CFLAGS := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -MMD -MP -pthread -I.
+ALL_CFLAGS = $(CFLAGS) $(REQUIRED_CFLAGS) $(SAN)
 LDFLAGS += $(SAN)
 VERSION := $(shell cat VERSION 2>/dev/null || echo 0.0.0)
 
+# pkg-config runs once, when the first object is compiled (not while `make
+# test` is still installing the packages): a missing package stops the build
+# here with its name, instead of as a missing header later.
+define pkg_check
+$(foreach p,$(PKGS),$(if $(shell pkg-config --exists $(p) && echo y),\
+    $(info found $(p) $(shell pkg-config --modversion $(p))),\
+    $(error pkg-config finds no $(p): run `make deps` (scripts/install-deps.sh) to install the Debian packages)))
+endef
+PKG_CFLAGS = $(eval PKG_CFLAGS := $(pkg_check)$(shell pkg-config --cflags $(PKGS)))$(PKG_CFLAGS)
+PKG_LIBS   = $(eval PKG_LIBS := $(shell pkg-config --libs $(PKGS)))$(PKG_LIBS)
+LDLIBS  += $(PKG_LIBS) -lm -pthread
+
 ENGINE_SRC := $(wildcard engine/*.c)
-SERVER_SRC := $(filter-out server/main.c,$(wildcard server/*.c))
+SERVER_SRC := $(wildcard server/*.c)
+CLI_SRC    := $(wildcard cli/*.c)
 SCHEMA     := $(sort $(wildcard schema/[0-9]*.sql))
 UNIT_SRC   := $(wildcard tests/unit/test_*.c)
 HTTP_SRC   := $(wildcard tests/http/test_*.c)
-TESTLIB_SRC:= $(filter-out $(UNIT_SRC) $(HTTP_SRC),$(wildcard tests/unit/*.c tests/http/*.c))
+TESTLIB_SRC:= $(wildcard tests/lib/*.c)
 
 ENGINE_OBJ := $(ENGINE_SRC:%.c=$(BUILD)/%.o)
 SERVER_OBJ := $(SERVER_SRC:%.c=$(BUILD)/%.o) $(BUILD)/gen/schema_sql.o $(BUILD)/gen/openapi_yaml.o
+CLI_OBJ    := $(CLI_SRC:%.c=$(BUILD)/%.o)
 TESTLIB_OBJ:= $(TESTLIB_SRC:%.c=$(BUILD)/%.o)
 UNIT_BIN   := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/unit_%)
 HTTP_BIN   := $(HTTP_SRC:tests/http/%.c=$(BUILD)/tests/http_%)
+ENGINE_LIB := $(BUILD)/libvaed_engine.a
+SERVER_LIB := $(BUILD)/libvaed_server.a
 
-.PHONY: all deps data run test asan bench clean check-tests
+.PHONY: all deps data run test asan bench clean
 all: $(BUILD)/vaed $(UNIT_BIN) $(HTTP_BIN)
 
 deps:
@@ -40,41 +58,44 @@ data:
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(PKG_CFLAGS) -DVAED_VERSION='"$(VERSION)"' -c $< -o $@
+	$(CC) $(ALL_CFLAGS) $(PKG_CFLAGS) -DVAED_VERSION='"$(VERSION)"' -c $< -o $@
 
 $(BUILD)/gen/schema_sql.c: $(SCHEMA) scripts/embed-schema.sh
 	@mkdir -p $(dir $@)
 	bash scripts/embed-schema.sh $(SCHEMA) > $@
-
-$(BUILD)/gen/schema_sql.o: $(BUILD)/gen/schema_sql.c
-	$(CC) $(CFLAGS) -c $< -o $@
 
 # schema/openapi.yaml, served at /openapi.yaml, compiled into the server library.
 $(BUILD)/gen/openapi_yaml.c: schema/openapi.yaml scripts/embed-file.sh
 	@mkdir -p $(dir $@)
 	bash scripts/embed-file.sh vaed_openapi_yaml schema/openapi.yaml > $@
 
-$(BUILD)/gen/openapi_yaml.o: $(BUILD)/gen/openapi_yaml.c
-	$(CC) $(CFLAGS) -c $< -o $@
+$(BUILD)/gen/%.o: $(BUILD)/gen/%.c
+	$(CC) $(ALL_CFLAGS) -c $< -o $@
 
-$(BUILD)/libvae_engine.a: $(ENGINE_OBJ)
+$(ENGINE_LIB): $(ENGINE_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
-$(BUILD)/libvaed_server.a: $(SERVER_OBJ)
+$(SERVER_LIB): $(SERVER_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
-$(BUILD)/vaed: $(BUILD)/server/main.o $(BUILD)/libvaed_server.a $(BUILD)/libvae_engine.a
+# The CLI is the program's own: it links the server and the engine, and no
+# test binary links it.
+$(BUILD)/vaed: $(CLI_OBJ) $(SERVER_LIB) $(ENGINE_LIB)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
 
-$(BUILD)/tests/unit_%: $(BUILD)/tests/unit/%.o $(TESTLIB_OBJ) $(BUILD)/libvaed_server.a $(BUILD)/libvae_engine.a
+$(BUILD)/tests/unit_%: $(BUILD)/tests/unit/%.o $(TESTLIB_OBJ) $(SERVER_LIB) $(ENGINE_LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -lcmocka -o $@
 
-$(BUILD)/tests/http_%: $(BUILD)/tests/http/%.o $(TESTLIB_OBJ) $(BUILD)/libvaed_server.a $(BUILD)/libvae_engine.a
+$(BUILD)/tests/http_%: $(BUILD)/tests/http/%.o $(TESTLIB_OBJ) $(SERVER_LIB) $(ENGINE_LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -lcmocka -o $@
+
+# The step's matrix products alone, vaed's ceiling (scripts/bench-train.sh).
+$(BUILD)/bench_sgemm_ceiling: $(BUILD)/scripts/bench_sgemm_ceiling.o $(ENGINE_LIB)
+	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
 
 # The main job: install, build, fetch MNIST, train the default model when the
 # registry is empty, serve on 127.0.0.1:8080.
@@ -98,7 +119,7 @@ asan: deps
 	    VAED_SANITIZED=1 bash scripts/run-tests.sh build-asan
 
 bench: deps
-	@$(MAKE) --no-print-directory all
+	@$(MAKE) --no-print-directory all $(BUILD)/bench_sgemm_ceiling
 	@bash scripts/get-data.sh all
 	@bash scripts/bench-train.sh
 

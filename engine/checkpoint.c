@@ -1,4 +1,4 @@
-#include "checkpoint.h"
+#include "engine/checkpoint.h"
 
 #include <errno.h>
 #include <math.h>
@@ -7,8 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "file_io.h"
-#include "safetensors.h"
+#include "engine/file_io.h"
+#include "engine/safetensors.h"
 
 #define CONFIG_KEY "vaed_config"
 #define METRICS_KEY "vaed_metrics"

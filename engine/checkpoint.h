@@ -10,7 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "vae.h"
+#include "engine/vae.h"
 
 /* Serialises m (and metrics_json when not NULL) into *out (owned by caller). */
 int ckpt_save_mem(const vae_model *m, const char *metrics_json, uint8_t **out, size_t *out_len,

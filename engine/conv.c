@@ -11,9 +11,9 @@
  *   ConvT forward       y = col2im(W^T . x)             (big = y)
  *   ConvT backward      dW += x . im2col(dy)^T ; dx = W . im2col(dy)
  */
-#include "conv.h"
+#include "engine/conv.h"
 
-#include "gemm.h"
+#include "engine/gemm.h"
 
 #include <assert.h>
 #include <string.h>

@@ -1,9 +1,9 @@
 /* dataset: IDX (MNIST / Fashion-MNIST) loading, plain or gzip-compressed,
  * CIFAR-10 binary batches and folders of PNG files, in-place filtering and
  * validation splits. See dataset.h. */
-#include "dataset.h"
+#include "engine/dataset.h"
 
-#include "file_io.h"
+#include "engine/file_io.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -18,8 +18,8 @@
 #include <unistd.h>
 #include <zlib.h>
 
-#include "image.h"
-#include "rng.h"
+#include "engine/image.h"
+#include "engine/rng.h"
 
 #define IDX_IMAGES_MAGIC 0x00000803u
 #define IDX_LABELS_MAGIC 0x00000801u

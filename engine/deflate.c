@@ -1,4 +1,4 @@
-#include "deflate.h"
+#include "engine/deflate.h"
 
 #include <string.h>
 #include <zlib.h>

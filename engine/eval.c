@@ -1,11 +1,11 @@
-#include "eval.h"
+#include "engine/eval.h"
 
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "trainer.h"
+#include "engine/trainer.h"
 
 #define LOG_2PI 1.8378770664093453
 #define IWAE_CHUNK 500

@@ -16,8 +16,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "dataset.h"
-#include "vae.h"
+#include "engine/dataset.h"
+#include "engine/vae.h"
 
 typedef struct {
     int n;                 /* images evaluated */

@@ -1,4 +1,4 @@
-#include "gemm.h"
+#include "engine/gemm.h"
 
 #include <cblas.h>
 #include <stdlib.h>

@@ -4,7 +4,7 @@
  * *_inner function that holds the setjmp; everything it allocates hangs off a
  * context owned by the caller, so after a longjmp no local variable with an
  * indeterminate value is used and the caller frees everything in one place. */
-#include "image.h"
+#include "engine/image.h"
 
 #include <math.h>
 #include <png.h>
@@ -15,8 +15,8 @@
 
 #include <zlib.h>
 
-#include "deflate.h"
-#include "safetensors.h"
+#include "engine/deflate.h"
+#include "engine/safetensors.h"
 
 /* Images larger than this are refused when decoding. */
 #define IMAGE_MAX_DECODE_SIDE 4096

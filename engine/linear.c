@@ -1,9 +1,9 @@
-#include "linear.h"
+#include "engine/linear.h"
 
 #include <stddef.h>
 
-#include "gemm.h"
-#include "vae_kernels.h"
+#include "engine/gemm.h"
+#include "engine/vae_kernels.h"
 
 void linear_matmul_wt(float *y, const float *x, const float *w, int B, int in, int out)
 {

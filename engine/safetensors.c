@@ -1,8 +1,8 @@
 /* safetensors: a strict JSON reader (sj_*), the safetensors parser and writer,
  * and atomic file writes. See safetensors.h for the format and the contract. */
-#include "safetensors.h"
+#include "engine/safetensors.h"
 
-#include "file_io.h"
+#include "engine/file_io.h"
 
 #include <errno.h>
 #include <fcntl.h>

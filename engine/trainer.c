@@ -1,4 +1,4 @@
-#include "trainer.h"
+#include "engine/trainer.h"
 
 #include <math.h>
 #include <stdio.h>

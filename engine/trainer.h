@@ -15,8 +15,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "dataset.h"
-#include "vae.h"
+#include "engine/dataset.h"
+#include "engine/vae.h"
 
 typedef struct {
     int epoch, epochs;          /* epoch is 1-based, the one running */

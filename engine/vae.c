@@ -7,11 +7,11 @@
  * fc_logvar weights are adjacent, then their biases: the two heads then run
  * as one (2*latent, hidden) product.
  */
-#include "vae.h"
-#include "vae_conv.h"
-#include "linear.h"
-#include "vae_kernels.h"
-#include "vae_loss.h"
+#include "engine/vae.h"
+#include "engine/vae_conv.h"
+#include "engine/linear.h"
+#include "engine/vae_kernels.h"
+#include "engine/vae_loss.h"
 
 #include <math.h>
 #include <pthread.h>

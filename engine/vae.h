@@ -25,7 +25,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "rng.h"
+#include "engine/rng.h"
 
 #define VAE_MAX_HIDDEN 8
 #define VAE_MAX_TENSORS 64

@@ -7,17 +7,17 @@
  * The decoder sees N = B * mc_samples rows, row b*L + l being sample l of
  * image b, as in the MLP.
  */
-#include "vae_conv.h"
-#include "vae_loss.h"
+#include "engine/vae_conv.h"
+#include "engine/vae_loss.h"
 
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "conv.h"
-#include "linear.h"
-#include "vae_kernels.h"
+#include "engine/conv.h"
+#include "engine/linear.h"
+#include "engine/vae_kernels.h"
 
 /* The im2col matrix is processed in chunks of images that fit this many
  * floats (16 MB); a whole batch in one chunk gains little over that and

@@ -39,7 +39,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "vae.h"
+#include "engine/vae.h"
 
 #define VAE_CONV_LEAKY_SLOPE 0.2f
 

@@ -1,4 +1,4 @@
-#include "vae_kernels.h"
+#include "engine/vae_kernels.h"
 
 #include <math.h>
 #include <stdint.h>

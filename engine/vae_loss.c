@@ -1,12 +1,12 @@
 /* The likelihoods and the latent layer of every VAE architecture: the loss
  * and its gradient with respect to the decoder's output logits, the
  * reparameterisation with the closed-form KL, and their backward pass. */
-#include "vae_loss.h"
+#include "engine/vae_loss.h"
 
 #include <math.h>
 #include <stddef.h>
 
-#include "vae_kernels.h"
+#include "engine/vae_kernels.h"
 
 #define LOG_2PI 1.8378770664093453
 

@@ -12,7 +12,7 @@
 #ifndef VAE_LOSS_H
 #define VAE_LOSS_H
 
-#include "vae.h"
+#include "engine/vae.h"
 
 /* logvar is clamped to this range before exp() so that sigma and the KL stay
  * finite in float (exp(0.5*30) ~ 3.3e6); the gradient is zero outside it. */

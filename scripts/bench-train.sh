@@ -157,13 +157,12 @@ if [ "$arch" != conv ]; then
     # the step's matrix products alone, as vaed runs them: the ceiling of the
     # table; and the same products on OpenBLAS (what vaed would do without
     # its own kernels, and what PyTorch calls here), for scale
-    # shellcheck disable=SC2046 # pkg-config's flags are words
-    if cc -O2 scripts/bench_sgemm_ceiling.c build/libvae_engine.a \
-        $(pkg-config --cflags --libs openblas) -lpthread -lm -o "$tmp/sgemm_ceiling" &&
-        read -r ceiling gflops < <("$tmp/sgemm_ceiling"); then
+    # (build/bench_sgemm_ceiling: `make bench` builds it)
+    if [ -x build/bench_sgemm_ceiling ] &&
+        read -r ceiling gflops < <(build/bench_sgemm_ceiling); then
         echo "matrix-product ceiling (the step's five products only, 2 threads, vaed's gemm): $ceiling images/s, $gflops GFLOP/s"
         export CEILING_IMAGES_PER_S=$ceiling
-        if read -r bceiling bgflops < <(VAED_GEMM=blas "$tmp/sgemm_ceiling"); then
+        if read -r bceiling bgflops < <(VAED_GEMM=blas build/bench_sgemm_ceiling); then
             echo "the same five products on OpenBLAS (1 BLAS thread each): $bceiling images/s, $bgflops GFLOP/s"
         fi
     fi

@@ -4,8 +4,7 @@
  * batch each), through the engine's gemm (vaed's own kernels, or OpenBLAS
  * with VAED_GEMM=blas), and nothing else. bench-train.sh prints vaed's
  * images/s as a fraction of this, measured in the same run.
- *   cc -O2 scripts/bench_sgemm_ceiling.c build/libvae_engine.a \
- *      $(pkg-config --cflags --libs openblas) -lpthread
+ *   make build/bench_sgemm_ceiling && build/bench_sgemm_ceiling
  * prints: images/s GFLOP/s */
 #include <cblas.h>
 #include <pthread.h>
@@ -13,7 +12,7 @@
 #include <stdlib.h>
 #include <time.h>
 
-#include "../engine/gemm.h"
+#include "engine/gemm.h"
 
 enum { B = 64, D = 784, H = 400, ITERS = 600 };
 

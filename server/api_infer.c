@@ -1,4 +1,4 @@
-#include "api_infer.h"
+#include "server/api_infer.h"
 
 #include <float.h>
 #include <math.h>
@@ -12,18 +12,18 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "../engine/dataset.h"
-#include "../engine/image.h"
-#include "../engine/rng.h"
-#include "../engine/vae.h"
-#include "data_sets.h"
-#include "http_util.h"
-#include "metrics.h"
-#include "json_num.h"
-#include "model_cache.h"
-#include "npy.h"
-#include "registry.h"
-#include "response_cache.h"
+#include "engine/dataset.h"
+#include "engine/image.h"
+#include "engine/rng.h"
+#include "engine/vae.h"
+#include "server/data_sets.h"
+#include "server/http_util.h"
+#include "server/metrics.h"
+#include "server/json_num.h"
+#include "server/model_cache.h"
+#include "server/npy.h"
+#include "server/registry.h"
+#include "server/response_cache.h"
 
 #define SAMPLE_DEFAULT_N 16
 #define STEPS_DEFAULT 8

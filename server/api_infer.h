@@ -28,7 +28,7 @@
 #ifndef API_INFER_H
 #define API_INFER_H
 
-#include "http_server.h"
+#include "server/http_server.h"
 
 /* Largest batch of /sample, /encode and /decode, and of /interpolate steps. */
 #define API_INFER_MAX_N 1024

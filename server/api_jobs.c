@@ -6,7 +6,7 @@
  * inside the pool's lock: the pool calls on_event with no lock held. MHD's
  * resume is called outside jobs.mu, so MHD's own locks never nest in it.
  */
-#include "api_jobs.h"
+#include "server/api_jobs.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -19,9 +19,9 @@
 
 #include <cJSON.h>
 
-#include "http_util.h"
-#include "job_pool.h"
-#include "metrics.h"
+#include "server/http_util.h"
+#include "server/job_pool.h"
+#include "server/metrics.h"
 
 /* At most this many events are formatted per read (the rest on the next). */
 #define API_JOBS_EVENTS_PER_READ 64

@@ -36,8 +36,8 @@
 #ifndef API_JOBS_H
 #define API_JOBS_H
 
-#include "http_server.h"
-#include "registry.h"
+#include "server/http_server.h"
+#include "server/registry.h"
 
 /* Seconds a quiet event stream waits before a keep-alive comment. */
 #define API_JOBS_KEEPALIVE_S 1.0

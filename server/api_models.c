@@ -1,7 +1,7 @@
 /* api_models: registry endpoints. Each handler parses its path parameters
  * into native values first, calls the registry, and builds JSON only at the
  * end, under one root freed (or handed to http_send_json) in one place. */
-#include "api_models.h"
+#include "server/api_models.h"
 
 #include <inttypes.h>
 #include <stdio.h>
@@ -9,10 +9,10 @@
 #include <string.h>
 #include <strings.h>
 
-#include "../engine/checkpoint.h"
-#include "../engine/vae.h"
-#include "http_util.h"
-#include "registry.h"
+#include "engine/checkpoint.h"
+#include "engine/vae.h"
+#include "server/http_util.h"
+#include "server/registry.h"
 
 /* ---- small helpers ---------------------------------------------------- */
 

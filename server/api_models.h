@@ -25,7 +25,7 @@
 
 #include <microhttpd.h>
 
-#include "http_server.h"
+#include "server/http_server.h"
 
 enum MHD_Result api_models_list(http_ctx *ctx, struct MHD_Connection *c, http_request *req);
 enum MHD_Result api_model_get(http_ctx *ctx, struct MHD_Connection *c, http_request *req);

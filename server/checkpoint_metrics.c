@@ -1,4 +1,4 @@
-#include "checkpoint_metrics.h"
+#include "server/checkpoint_metrics.h"
 
 #include <cjson/cJSON.h>
 #include <math.h>

@@ -15,8 +15,8 @@
 #ifndef CHECKPOINT_METRICS_H
 #define CHECKPOINT_METRICS_H
 
-#include "../engine/eval.h"
-#include "../engine/trainer.h"
+#include "engine/eval.h"
+#include "engine/trainer.h"
 
 /* n >= 1 epochs in ms; er NULL when the evaluation failed. NULL when out of
  * memory. */

@@ -1,4 +1,4 @@
-#include "data_sets.h"
+#include "server/data_sets.h"
 
 #include <limits.h>
 #include <stdio.h>

@@ -15,7 +15,7 @@
 
 #include <stddef.h>
 
-#include "../engine/dataset.h"
+#include "engine/dataset.h"
 
 typedef enum { DATA_SETS_TRAIN = 0, DATA_SETS_TEST } data_sets_split;
 

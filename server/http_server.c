@@ -1,4 +1,4 @@
-#include "http_server.h"
+#include "server/http_server.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -13,15 +13,15 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "../engine/file_io.h"
-#include "../engine/image.h"
-#include "../engine/rng.h"
-#include "../engine/vae.h"
-#include "api_infer.h"
-#include "api_jobs.h"
-#include "api_models.h"
-#include "http_util.h"
-#include "metrics.h"
+#include "engine/file_io.h"
+#include "engine/image.h"
+#include "engine/rng.h"
+#include "engine/vae.h"
+#include "server/api_infer.h"
+#include "server/api_jobs.h"
+#include "server/api_models.h"
+#include "server/http_util.h"
+#include "server/metrics.h"
 
 #ifndef VAED_VERSION
 #define VAED_VERSION "0.0.0"

@@ -22,9 +22,9 @@
 
 #include <microhttpd.h>
 
-#include "model_cache.h"
-#include "registry.h"
-#include "response_cache.h"
+#include "server/model_cache.h"
+#include "server/registry.h"
+#include "server/response_cache.h"
 
 typedef enum {
     SERVER_OK = 0,

@@ -1,4 +1,4 @@
-#include "http_util.h"
+#include "server/http_util.h"
 
 #include <stdarg.h>
 #include <stdio.h>

@@ -8,9 +8,9 @@
  * a queued job cancelled under the pool mutex, so a cancel never misses a job
  * that is just starting.
  */
-#include "job_pool.h"
+#include "server/job_pool.h"
 
-#include "../engine/file_io.h"
+#include "engine/file_io.h"
 
 #include <cjson/cJSON.h>
 #include <dirent.h>
@@ -27,13 +27,13 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "../engine/checkpoint.h"
-#include "../engine/eval.h"
-#include "../engine/safetensors.h"
-#include "../engine/trainer.h"
-#include "checkpoint_metrics.h"
-#include "data_sets.h"
-#include "job_spec.h"
+#include "engine/checkpoint.h"
+#include "engine/eval.h"
+#include "engine/safetensors.h"
+#include "engine/trainer.h"
+#include "server/checkpoint_metrics.h"
+#include "server/data_sets.h"
+#include "server/job_spec.h"
 
 #define RESUME_FORMAT "vaed-job-resume-1"
 

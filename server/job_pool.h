@@ -46,7 +46,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "registry.h"
+#include "server/registry.h"
 
 typedef enum {
     JOB_POOL_OK = 0,

@@ -1,5 +1,5 @@
 /* job_spec: POST /jobs bodies into a job_spec. See job_spec.h. */
-#include "job_spec.h"
+#include "server/job_spec.h"
 
 #include <cjson/cJSON.h>
 #include <float.h>
@@ -11,8 +11,8 @@
 #include <unistd.h>
 #include <zlib.h>
 
-#include "data_sets.h"
-#include "registry.h"
+#include "server/data_sets.h"
+#include "server/registry.h"
 
 /* seeds and step counts travel as JSON numbers (doubles): exact to 2^53 */
 #define JOB_SPEC_MAX_EXACT 9007199254740992.0

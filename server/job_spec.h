@@ -32,7 +32,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "../engine/vae.h"
+#include "engine/vae.h"
 
 typedef enum {
     JOB_SPEC_OK = 0,

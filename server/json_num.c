@@ -1,4 +1,4 @@
-#include "json_num.h"
+#include "server/json_num.h"
 
 #include <math.h>
 #include <stdint.h>

@@ -9,14 +9,14 @@
  * but stays in the array until its last holder releases it; bytes counts only
  * entries that are not evicted. A budget of 0 means no limit.
  */
-#include "model_cache.h"
+#include "server/model_cache.h"
 
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "../engine/checkpoint.h"
+#include "engine/checkpoint.h"
 
 /* What (model, version) resolved to, valid while the registry's generation
  * stays the same: most requests then never touch the registry's lock, which

@@ -16,8 +16,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "../engine/vae.h"
-#include "registry.h"
+#include "engine/vae.h"
+#include "server/registry.h"
 
 typedef enum {
     MODEL_CACHE_OK = 0,

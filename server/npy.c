@@ -1,4 +1,4 @@
-#include "npy.h"
+#include "server/npy.h"
 
 #include <stdio.h>
 #include <stdlib.h>

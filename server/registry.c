@@ -6,9 +6,9 @@
  * inside a transaction; writes use BEGIN IMMEDIATE so that another process
  * writing the same file waits on busy_timeout instead of failing mid-way.
  */
-#include "registry.h"
+#include "server/registry.h"
 
-#include "../engine/file_io.h"
+#include "engine/file_io.h"
 
 #include <ctype.h>
 #include <errno.h>

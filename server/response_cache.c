@@ -5,7 +5,7 @@
  * from newest to oldest use. Allocation and the last release of evicted
  * bodies happen outside the mutex; under it only pointers move.
  */
-#include "response_cache.h"
+#include "server/response_cache.h"
 
 #include <pthread.h>
 #include <stdlib.h>

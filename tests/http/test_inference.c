@@ -23,12 +23,12 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "../../engine/checkpoint.h"
-#include "../../engine/dataset.h"
-#include "../../engine/image.h"
-#include "../../engine/rng.h"
-#include "../../engine/vae.h"
-#include "harness.h"
+#include "engine/checkpoint.h"
+#include "engine/dataset.h"
+#include "engine/image.h"
+#include "engine/rng.h"
+#include "engine/vae.h"
+#include "tests/lib/harness.h"
 
 #define SEED 7
 #define N_IMAGES 3

@@ -30,7 +30,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "harness.h"
+#include "tests/lib/harness.h"
 
 #define TOKEN "jobs-test-token-0123456789"
 #define LONG_EPOCHS 40

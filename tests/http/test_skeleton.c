@@ -11,8 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../../engine/image.h"
-#include "harness.h"
+#include "engine/image.h"
+#include "tests/lib/harness.h"
 
 typedef struct {
     char model_dir[HARNESS_PATH_MAX];

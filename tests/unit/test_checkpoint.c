@@ -12,8 +12,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "../../engine/checkpoint.h"
-#include "../../engine/safetensors.h"
+#include "engine/checkpoint.h"
+#include "engine/safetensors.h"
 
 static void small_model(vae_model *m, vae_likelihood lik)
 {

@@ -13,8 +13,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../../engine/conv.h"
-#include "../../engine/rng.h"
+#include "engine/conv.h"
+#include "engine/rng.h"
 
 static float *rand_floats(rng_state *r, size_t n, float scale)
 {

@@ -13,7 +13,7 @@
 #include <unistd.h>
 #include <zlib.h>
 
-#include "../../engine/dataset.h"
+#include "engine/dataset.h"
 
 static char tmpdir[] = "/tmp/vaed_test_ds_XXXXXX";
 static char paths[32][300];

@@ -14,8 +14,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "../../engine/dataset.h"
-#include "../../engine/image.h"
+#include "engine/dataset.h"
+#include "engine/image.h"
 
 static char root[64];
 

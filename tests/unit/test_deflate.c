@@ -15,8 +15,8 @@
 #include <string.h>
 #include <zlib.h>
 
-#include "../../engine/deflate.h"
-#include "../../engine/rng.h"
+#include "engine/deflate.h"
+#include "engine/rng.h"
 
 /* Compresses, checks the bound, inflates and compares; returns the size. */
 static size_t round_trip(const uint8_t *in, size_t n)

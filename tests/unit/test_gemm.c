@@ -12,8 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../../engine/gemm.h"
-#include "../../engine/rng.h"
+#include "engine/gemm.h"
+#include "engine/rng.h"
 
 static float *rand_floats(rng_state *r, size_t n)
 {

@@ -14,7 +14,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "../../engine/image.h"
+#include "engine/image.h"
 
 /* ---- a small libpng writer for fixtures --------------------------------- */
 

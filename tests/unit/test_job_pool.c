@@ -18,9 +18,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "../../engine/safetensors.h"
-#include "../../server/job_pool.h"
-#include "../../server/registry.h"
+#include "engine/safetensors.h"
+#include "server/job_pool.h"
+#include "server/registry.h"
 
 typedef struct {
     char dir[64];

@@ -12,8 +12,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "../../engine/vae.h"
-#include "../../server/job_spec.h"
+#include "engine/vae.h"
+#include "server/job_spec.h"
 
 typedef struct {
     char dir[64];

@@ -15,7 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../../server/json_num.h"
+#include "server/json_num.h"
 
 static int check(float v)
 {

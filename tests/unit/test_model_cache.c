@@ -11,10 +11,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../../engine/checkpoint.h"
-#include "../../engine/vae.h"
-#include "../../server/model_cache.h"
-#include "../../server/registry.h"
+#include "engine/checkpoint.h"
+#include "engine/vae.h"
+#include "server/model_cache.h"
+#include "server/registry.h"
 
 typedef struct {
     char dir[64];

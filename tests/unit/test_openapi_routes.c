@@ -11,7 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../../server/http_server.h"
+#include "server/http_server.h"
 
 #define MAX_PATHS 128
 

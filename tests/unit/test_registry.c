@@ -14,7 +14,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
-#include "../../server/registry.h"
+#include "server/registry.h"
 
 extern const char *const vaed_schema_migrations[];
 extern const size_t vaed_schema_migration_count;

@@ -11,7 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../../server/response_cache.h"
+#include "server/response_cache.h"
 
 /* A body of len bytes, each (seed + i) & 0xff (caller's reference). */
 static response_body *make_body(size_t len, unsigned seed)

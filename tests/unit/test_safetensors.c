@@ -15,7 +15,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "../../engine/safetensors.h"
+#include "engine/safetensors.h"
 
 /* ---- sj ---------------------------------------------------------------- */
 

@@ -31,9 +31,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../../engine/checkpoint.h"
-#include "../../engine/safetensors.h"
-#include "../../engine/vae.h"
+#include "engine/checkpoint.h"
+#include "engine/safetensors.h"
+#include "engine/vae.h"
 
 #define FIXTURE_DIR "tests/ref/fixtures/"
 #define ADAM_STEPS 5

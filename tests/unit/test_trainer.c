@@ -13,7 +13,7 @@
 
 #include <cblas.h>
 
-#include "../../engine/trainer.h"
+#include "engine/trainer.h"
 
 #define MNIST_TRAIN "data/mnist/train-images-idx3-ubyte"
 #define MNIST_TRAIN_LABELS "data/mnist/train-labels-idx1-ubyte"

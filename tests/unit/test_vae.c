@@ -12,8 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../../engine/checkpoint.h"
-#include "../../engine/vae.h"
+#include "engine/checkpoint.h"
+#include "engine/vae.h"
 
 /* ---------- a naive reference forward pass, in double ---------- */
 

@@ -14,9 +14,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../../engine/checkpoint.h"
-#include "../../engine/vae.h"
-#include "../../engine/vae_conv.h"
+#include "engine/checkpoint.h"
+#include "engine/vae.h"
+#include "engine/vae_conv.h"
 
 /* Builds a conv model straight from vae_conv (what vae_init does for arch conv). */
 static void conv_model(vae_model *m, const vae_config *c, uint64_t seed)

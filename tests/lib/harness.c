@@ -1,4 +1,4 @@
-#include "harness.h"
+#include "tests/lib/harness.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -18,7 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "../../engine/checkpoint.h"
+#include "engine/checkpoint.h"
 
 static int timeout_ms_setting = -1; /* -1: the default */
 

@@ -11,19 +11,19 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "../engine/checkpoint.h"
-#include "../engine/dataset.h"
-#include "../engine/eval.h"
-#include "../engine/image.h"
-#include "../engine/trainer.h"
-#include "../engine/vae.h"
-#include "checkpoint_metrics.h"
-#include "cli_jobs.h"
-#include "cli_options.h"
-#include "cli_registry.h"
-#include "data_sets.h"
-#include "http_server.h"
-#include "registry.h"
+#include "engine/checkpoint.h"
+#include "engine/dataset.h"
+#include "engine/eval.h"
+#include "engine/image.h"
+#include "engine/trainer.h"
+#include "engine/vae.h"
+#include "server/checkpoint_metrics.h"
+#include "cli/cli_jobs.h"
+#include "cli/cli_options.h"
+#include "cli/cli_registry.h"
+#include "server/data_sets.h"
+#include "server/http_server.h"
+#include "server/registry.h"
 
 #ifndef VAED_VERSION
 #define VAED_VERSION "0.0.0"

@@ -1,6 +1,6 @@
 /* http_client: see http_client.h. Moved from cli_registry.c, which used it
  * first; http_client_stream is new with the jobs CLI. */
-#include "http_client.h"
+#include "cli/http_client.h"
 
 #include <errno.h>
 #include <netdb.h>

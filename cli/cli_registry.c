@@ -1,6 +1,6 @@
 /* cli_registry: push, models, pull (HTTP clients of `vaed serve`, through
  * http_client.h) and the offline registry subcommands. */
-#include "cli_registry.h"
+#include "cli/cli_registry.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -15,12 +15,12 @@
 
 #include <cJSON.h>
 
-#include "../engine/checkpoint.h"
-#include "../engine/safetensors.h"
-#include "../engine/vae.h"
-#include "cli_options.h"
-#include "http_client.h"
-#include "registry.h"
+#include "engine/checkpoint.h"
+#include "engine/safetensors.h"
+#include "engine/vae.h"
+#include "cli/cli_options.h"
+#include "cli/http_client.h"
+#include "server/registry.h"
 
 #define CLI_DEFAULT_URL HTTP_CLIENT_DEFAULT_URL
 

@@ -33,8 +33,8 @@
 
 #include <cJSON.h>
 
-#include "../../engine/vae.h"
-#include "../../server/registry.h"
+#include "engine/vae.h"
+#include "server/registry.h"
 
 #define HARNESS_PATH_MAX 1024
 

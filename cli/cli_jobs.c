@@ -1,5 +1,5 @@
 /* cli_jobs: `vaed jobs ...`, over http_client.h. See cli_jobs.h. */
-#include "cli_jobs.h"
+#include "cli/cli_jobs.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -12,8 +12,8 @@
 
 #include <cJSON.h>
 
-#include "cli_options.h"
-#include "http_client.h"
+#include "cli/cli_options.h"
+#include "cli/http_client.h"
 
 #define CLI_JOBS_MAX_SPEC (1 << 20)
 /* Seconds without a byte before a stream counts as broken: the server sends
