@@ -21,6 +21,7 @@
 #include "cli/cli_options.h"
 #include "cli/http_client.h"
 #include "server/registry.h"
+#include "server/sha256.h"
 
 #define CLI_DEFAULT_URL HTTP_CLIENT_DEFAULT_URL
 
@@ -92,7 +93,7 @@ int cli_push(int argc, char **argv)
         return 1;
     }
     char sha[65], sha_header[96], auth[600], path[256];
-    registry_sha256_hex(blob, len, sha);
+    sha256_hex(blob, len, sha);
     snprintf(sha_header, sizeof sha_header, "X-Content-SHA256: %s", sha);
     snprintf(auth, sizeof auth, "Authorization: Bearer %s", token);
     snprintf(path, sizeof path, "/models/%s/checkpoints", model);
@@ -215,7 +216,7 @@ int cli_pull(int argc, char **argv)
         goto end;
     }
     char sha[65];
-    registry_sha256_hex((const uint8_t *)r.body, r.body_len, sha);
+    sha256_hex((const uint8_t *)r.body, r.body_len, sha);
     if (strcasecmp(sha, r.etag) != 0) {
         fprintf(stderr, "vaed pull: the bytes received (sha256 %s) do not match the server's "
                         "ETag \"%s\"; nothing written\n",
@@ -254,7 +255,7 @@ static int registry_import(registry *r, const char *model, const char *file)
         return 1;
     }
     char sha[65], cj[8192];
-    registry_sha256_hex(blob, len, sha);
+    sha256_hex(blob, len, sha);
     int cj_len = ckpt_config_to_json(&m.cfg, cj, sizeof cj);
     vae_free(&m);
     registry_checkpoint_info info;

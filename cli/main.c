@@ -24,6 +24,7 @@
 #include "server/data_sets.h"
 #include "server/http_server.h"
 #include "server/registry.h"
+#include "server/sha256.h"
 
 #ifndef VAED_VERSION
 #define VAED_VERSION "0.0.0"
@@ -427,7 +428,7 @@ static int cmd_train(int argc, char **argv)
         registry *r = NULL;
         registry_checkpoint_info info;
         int created = 0;
-        registry_sha256_hex(blob, len, sha);
+        sha256_hex(blob, len, sha);
         ckpt_config_to_json(&cfg, cj, sizeof cj);
         int prc = registry_open(path, &r, err, sizeof err);
         if (!prc)

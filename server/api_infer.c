@@ -24,6 +24,7 @@
 #include "server/npy.h"
 #include "server/registry.h"
 #include "server/response_cache.h"
+#include "server/sha256.h"
 
 #define SAMPLE_DEFAULT_N 16
 #define STEPS_DEFAULT 8
@@ -648,7 +649,7 @@ static void interp_tags(const infer_job *j, const registry_checkpoint_info *info
     snprintf(text, sizeof text, "%s|%s|%lld|%s|%s|%lld|%s|%s", info->sha256, info->model,
              (long long)info->version, j->from, j->to, (long long)j->steps,
              j->slerp ? "slerp" : "lerp", fmt_names[j->fmt]);
-    registry_sha256_hex((const uint8_t *)text, strlen(text), hex);
+    sha256_hex((const uint8_t *)text, strlen(text), hex);
     snprintf(etag, 40, "\"%.32s\"", hex);
     snprintf(key, CACHE_KEY_MAX, "%s|%s|%lld", hex, info->model, (long long)info->version);
 }

@@ -13,6 +13,7 @@
 #include "engine/vae.h"
 #include "server/http_util.h"
 #include "server/registry.h"
+#include "server/sha256.h"
 
 /* ---- small helpers ---------------------------------------------------- */
 
@@ -125,8 +126,8 @@ int api_bearer_ok(const char *token, const char *authorization)
     /* Both sides hashed first: equal-length digests compared in full, so
      * neither the length nor a common prefix of the token shows in timing. */
     char want[65], got[65];
-    registry_sha256_hex((const uint8_t *)token, strlen(token), want);
-    registry_sha256_hex((const uint8_t *)given, strlen(given), got);
+    sha256_hex((const uint8_t *)token, strlen(token), want);
+    sha256_hex((const uint8_t *)given, strlen(given), got);
     unsigned diff = 0;
     for (int i = 0; i < 64; i++)
         diff |= (unsigned)(want[i] ^ got[i]);
@@ -413,7 +414,7 @@ enum MHD_Result api_checkpoint_post(http_ctx *ctx, struct MHD_Connection *c, htt
 
     const uint8_t *body = (const uint8_t *)req->body;
     char sha[65];
-    registry_sha256_hex(body, req->body_len, sha);
+    sha256_hex(body, req->body_len, sha);
     if (claimed && strcasecmp(claimed, sha))
         return http_send_error(c, HTTP_ERR_BAD_REQUEST,
                                "the body's sha256 is %s, not the %.64s of X-Content-SHA256: "

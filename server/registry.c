@@ -9,6 +9,7 @@
 #include "server/registry.h"
 
 #include "engine/file_io.h"
+#include "server/sha256.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -332,79 +333,6 @@ static int all_digits(const char *s)
         if (!isdigit((unsigned char)*s))
             return 0;
     return 1;
-}
-
-/* ---- SHA-256 (FIPS 180-4) ---- */
-
-static const uint32_t sha_k[64] = {
-    0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4,
-    0xab1c5ed5, 0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe,
-    0x9bdc06a7, 0xc19bf174, 0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f,
-    0x4a7484aa, 0x5cb0a9dc, 0x76f988da, 0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7,
-    0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967, 0x27b70a85, 0x2e1b2138, 0x4d2c6dfc,
-    0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85, 0xa2bfe8a1, 0xa81a664b,
-    0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070, 0x19a4c116,
-    0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
-    0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7,
-    0xc67178f2};
-
-static inline uint32_t rotr(uint32_t x, int n) { return (x >> n) | (x << (32 - n)); }
-
-/* h: the 8-word state; block: 64 bytes */
-static void sha256_block(uint32_t h[8], const uint8_t *block)
-{
-    uint32_t w[64];
-    for (int i = 0; i < 16; i++)
-        w[i] = (uint32_t)block[4 * i] << 24 | (uint32_t)block[4 * i + 1] << 16 |
-               (uint32_t)block[4 * i + 2] << 8 | block[4 * i + 3];
-    for (int i = 16; i < 64; i++) {
-        uint32_t s0 = rotr(w[i - 15], 7) ^ rotr(w[i - 15], 18) ^ (w[i - 15] >> 3);
-        uint32_t s1 = rotr(w[i - 2], 17) ^ rotr(w[i - 2], 19) ^ (w[i - 2] >> 10);
-        w[i] = w[i - 16] + s0 + w[i - 7] + s1;
-    }
-    uint32_t a = h[0], b = h[1], c = h[2], d = h[3], e = h[4], f = h[5], g = h[6], hh = h[7];
-    for (int i = 0; i < 64; i++) {
-        uint32_t t1 = hh + (rotr(e, 6) ^ rotr(e, 11) ^ rotr(e, 25)) + ((e & f) ^ (~e & g)) +
-                      sha_k[i] + w[i];
-        uint32_t t2 = (rotr(a, 2) ^ rotr(a, 13) ^ rotr(a, 22)) + ((a & b) ^ (a & c) ^ (b & c));
-        hh = g;
-        g = f;
-        f = e;
-        e = d + t1;
-        d = c;
-        c = b;
-        b = a;
-        a = t1 + t2;
-    }
-    h[0] += a, h[1] += b, h[2] += c, h[3] += d, h[4] += e, h[5] += f, h[6] += g, h[7] += hh;
-}
-
-void registry_sha256_hex(const uint8_t *data, size_t len, char out[65])
-{
-    uint32_t h[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
-                     0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
-    size_t full = len / 64 * 64;
-    for (size_t i = 0; i < full; i += 64)
-        sha256_block(h, data + i);
-    /* The tail, 0x80, zeros, and the length in bits: one or two blocks. */
-    uint8_t tail[128] = {0};
-    size_t rest = len - full;
-    if (rest)
-        memcpy(tail, data + full, rest);
-    tail[rest] = 0x80;
-    size_t tail_len = rest < 56 ? 64 : 128;
-    uint64_t bits = (uint64_t)len * 8;
-    for (int i = 0; i < 8; i++)
-        tail[tail_len - 1 - i] = (uint8_t)(bits >> (8 * i));
-    for (size_t i = 0; i < tail_len; i += 64)
-        sha256_block(h, tail + i);
-    static const char hex[] = "0123456789abcdef";
-    for (int i = 0; i < 32; i++) {
-        uint8_t byte = (uint8_t)(h[i / 4] >> (24 - 8 * (i % 4)));
-        out[2 * i] = hex[byte >> 4];
-        out[2 * i + 1] = hex[byte & 15];
-    }
-    out[64] = '\0';
 }
 
 /* ---- names ---- */
@@ -879,7 +807,7 @@ static int put_locked(registry *r, const char *model, const uint8_t *blob, size_
 }
 
 int registry_put_checkpoint(registry *r, const char *model, const uint8_t *blob, size_t len,
-                            const char *sha256_hex, const char *config_json,
+                            const char *expected_sha256, const char *config_json,
                             const char *metrics_json, const char *source,
                             registry_checkpoint_info *out, int *created, char *err,
                             size_t errlen)
@@ -910,9 +838,9 @@ int registry_put_checkpoint(registry *r, const char *model, const uint8_t *blob,
     }
     /* Hashing is the slow part of a put: done before taking the lock. */
     char sha[65];
-    registry_sha256_hex(blob, len, sha);
-    if (sha256_hex && strcasecmp(sha256_hex, sha) != 0) {
-        set_err(err, errlen, "sha256 %.64s does not match the bytes (%s)", sha256_hex, sha);
+    sha256_hex(blob, len, sha);
+    if (expected_sha256 && strcasecmp(expected_sha256, sha) != 0) {
+        set_err(err, errlen, "sha256 %.64s does not match the bytes (%s)", expected_sha256, sha);
         return REGISTRY_ERR_ARG;
     }
     pthread_mutex_lock(&r->mu);
@@ -970,12 +898,12 @@ int registry_resolve(registry *r, const char *model, const char *version_or_alia
     return status;
 }
 
-int registry_get_blob(registry *r, const char *sha256_hex, uint8_t **blob, size_t *len,
+int registry_get_blob(registry *r, const char *sha256, uint8_t **blob, size_t *len,
                       char *err, size_t errlen)
 {
     *blob = NULL;
     *len = 0;
-    if (!sha256_hex) {
+    if (!sha256) {
         set_err(err, errlen, "no sha256 given");
         return REGISTRY_ERR_ARG;
     }
@@ -986,7 +914,7 @@ int registry_get_blob(registry *r, const char *sha256_hex, uint8_t **blob, size_
         status = db_fail(r, err, errlen, "reading checkpoint bytes");
         goto out;
     }
-    sqlite3_bind_text(st, 1, sha256_hex, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 1, sha256, -1, SQLITE_STATIC);
     int rc = sqlite3_step(st);
     if (rc == SQLITE_ROW) {
         const void *data = sqlite3_column_blob(st, 0);
@@ -1002,7 +930,7 @@ int registry_get_blob(registry *r, const char *sha256_hex, uint8_t **blob, size_
             *len = n;
         }
     } else if (rc == SQLITE_DONE) {
-        set_err(err, errlen, "no checkpoint bytes with sha256 %.64s", sha256_hex);
+        set_err(err, errlen, "no checkpoint bytes with sha256 %.64s", sha256);
         status = REGISTRY_ERR_NOT_FOUND;
     } else {
         status = db_fail(r, err, errlen, "reading checkpoint bytes");
@@ -1797,7 +1725,7 @@ int registry_job_succeed(registry *r, int64_t id, const char *model, const uint8
         return REGISTRY_ERR_ARG;
     }
     char sha[65];
-    registry_sha256_hex(blob, len, sha);
+    sha256_hex(blob, len, sha);
     pthread_mutex_lock(&r->mu);
     status = exec_stmt(r, S_BEGIN_WRITE, err, errlen);
     if (!status)

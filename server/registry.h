@@ -53,7 +53,7 @@ int registry_valid_name(const char *name);
  * *created = 0 and stores nothing. config_json and metrics_json may be NULL.
  * The 'latest' alias follows the new version unless it was set by hand. */
 int registry_put_checkpoint(registry *r, const char *model, const uint8_t *blob, size_t len,
-                            const char *sha256_hex, const char *config_json,
+                            const char *expected_sha256, const char *config_json,
                             const char *metrics_json, const char *source,
                             registry_checkpoint_info *out, int *created, char *err,
                             size_t errlen);
@@ -62,7 +62,7 @@ int registry_put_checkpoint(registry *r, const char *model, const uint8_t *blob,
 int registry_resolve(registry *r, const char *model, const char *version_or_alias,
                      registry_checkpoint_info *out, char *err, size_t errlen);
 /* The stored bytes of a checkpoint, *blob owned by the caller (free()). */
-int registry_get_blob(registry *r, const char *sha256_hex, uint8_t **blob, size_t *len,
+int registry_get_blob(registry *r, const char *sha256, uint8_t **blob, size_t *len,
                       char *err, size_t errlen);
 int64_t registry_count_checkpoints(registry *r);
 /* A number that changes whenever a write commits (or the default model
@@ -74,9 +74,6 @@ void registry_set_default_model(registry *r, const char *model);
 /* ---- Added with the registry issue: listing, aliases, deletion. ----
  * Reading calls take model NULL to mean the default model (as in
  * registry_resolve); calls that change the registry need a name. */
-
-/* Lower-case hex SHA-256 of data into out (65 bytes with the NUL). */
-void registry_sha256_hex(const uint8_t *data, size_t len, char out[65]);
 
 typedef struct {
     char name[128];

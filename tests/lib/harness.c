@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "engine/checkpoint.h"
+#include "server/sha256.h"
 
 static int timeout_ms_setting = -1; /* -1: the default */
 
@@ -812,5 +813,5 @@ end:
  * tests/unit/test_registry.c). */
 void harness_sha256_hex(const void *data, size_t len, char hex[65])
 {
-    registry_sha256_hex(data, len, hex);
+    sha256_hex(data, len, hex);
 }
