@@ -1,10 +1,10 @@
 /* api_jobs: the jobs endpoints and their event streams. See api_jobs.h.
  *
- * Locks: jobs.mu guards the module state (the list of suspended streams, the
+ * Locks: api_jobs.mu guards the instance state (the list of suspended streams, the
  * stop flag, the training rates). It is taken before the registry's lock
  * (the watcher reads each waiting job's newest event under it) and never
  * inside the pool's lock: the pool calls on_event with no lock held. MHD's
- * resume is called outside jobs.mu, so MHD's own locks never nest in it.
+ * resume is called outside api_jobs.mu, so MHD's own locks never nest in it.
  */
 #include "server/api_jobs.h"
 
@@ -20,7 +20,7 @@
 #include <cJSON.h>
 
 #include "server/http_util.h"
-#include "server/job_pool.h"
+#include "server/jobs_pool.h"
 #include "server/metrics.h"
 
 /* At most this many events are formatted per read (the rest on the next). */
@@ -29,8 +29,9 @@
 #define API_JOBS_MAX_RATES 256
 
 typedef struct sse_stream {
-    struct sse_stream *next;     /* in jobs.waiting while suspended */
-    int waiting;                 /* 1 while in jobs.waiting */
+    struct sse_stream *next;     /* in api_jobs.waiting while suspended */
+    int waiting;                 /* 1 while in api_jobs.waiting */
+    struct api_jobs *owner;      /* borrowed: outlives every stream (api_jobs_stop ends them) */
     struct MHD_Connection *conn; /* borrowed: the connection this stream answers */
     int64_t job_id;
     int64_t last_seq;            /* the newest event sent */
@@ -45,11 +46,10 @@ typedef struct {
     double images_per_s;
 } job_rate;
 
-static struct {
+struct api_jobs {
     pthread_mutex_t mu;
     pthread_cond_t cv;         /* an event was stored, a stream started waiting, or stop */
-    int cv_ready;
-    job_pool *pool;            /* owned: api_jobs_free */
+    jobs_pool *pool;            /* owned: api_jobs_free */
     registry *reg;             /* borrowed */
     int stopping;
     int watcher_started;
@@ -57,7 +57,7 @@ static struct {
     sse_stream *waiting;       /* suspended streams (each owned by its MHD response) */
     job_rate rates[API_JOBS_MAX_RATES];
     int n_rates;
-} jobs = {.mu = PTHREAD_MUTEX_INITIALIZER};
+};
 
 static double mono_s(void)
 {
@@ -68,22 +68,22 @@ static double mono_s(void)
 
 /* ---- pool events and /metrics ------------------------------------------ */
 
-static void rate_set(int64_t id, double v)
+static void rate_set(api_jobs *J, int64_t id, double v)
 {
-    for (int i = 0; i < jobs.n_rates; i++)
-        if (jobs.rates[i].job_id == id) {
-            jobs.rates[i].images_per_s = v;
+    for (int i = 0; i < J->n_rates; i++)
+        if (J->rates[i].job_id == id) {
+            J->rates[i].images_per_s = v;
             return;
         }
-    if (jobs.n_rates < API_JOBS_MAX_RATES)
-        jobs.rates[jobs.n_rates++] = (job_rate){id, v};
+    if (J->n_rates < API_JOBS_MAX_RATES)
+        J->rates[J->n_rates++] = (job_rate){id, v};
 }
 
-static void rate_drop(int64_t id)
+static void rate_drop(api_jobs *J, int64_t id)
 {
-    for (int i = 0; i < jobs.n_rates; i++)
-        if (jobs.rates[i].job_id == id) {
-            jobs.rates[i] = jobs.rates[--jobs.n_rates];
+    for (int i = 0; i < J->n_rates; i++)
+        if (J->rates[i].job_id == id) {
+            J->rates[i] = J->rates[--J->n_rates];
             return;
         }
 }
@@ -92,26 +92,26 @@ static void rate_drop(int64_t id)
  * wake the watcher. */
 static void on_pool_event(void *ctx, int64_t job_id, const char *type, const char *data_json)
 {
-    (void)ctx;
+    api_jobs *J = ctx;
     cJSON *data = data_json ? cJSON_Parse(data_json) : NULL; /* owned: freed below */
     const cJSON *ips = cJSON_GetObjectItemCaseSensitive(data, "images_per_s");
     const cJSON *state = cJSON_GetObjectItemCaseSensitive(data, "state");
-    pthread_mutex_lock(&jobs.mu);
+    pthread_mutex_lock(&J->mu);
     if (!strcmp(type, "state") && cJSON_IsString(state) && strcmp(state->valuestring, "running"))
-        rate_drop(job_id);
+        rate_drop(J, job_id);
     else if (strcmp(type, "state") && cJSON_IsNumber(ips))
-        rate_set(job_id, ips->valuedouble);
-    pthread_cond_broadcast(&jobs.cv);
-    pthread_mutex_unlock(&jobs.mu);
+        rate_set(J, job_id, ips->valuedouble);
+    pthread_cond_broadcast(&J->cv);
+    pthread_mutex_unlock(&J->mu);
     cJSON_Delete(data);
 }
 
 static void metrics_jobs(void *arg, int64_t counts[METRICS_JOB_STATES])
 {
-    (void)arg;
+    api_jobs *J = arg;
     registry_job *list = NULL; /* owned: freed below */
     size_t n = 0;
-    if (!jobs.reg || registry_job_list(jobs.reg, NULL, &list, &n, NULL, 0) != REGISTRY_OK)
+    if (!J->reg || registry_list_jobs(J->reg, NULL, &list, &n, NULL, 0) != REGISTRY_OK)
         return;
     for (size_t i = 0; i < n; i++)
         for (int s = 0; s < METRICS_JOB_STATES; s++)
@@ -122,25 +122,25 @@ static void metrics_jobs(void *arg, int64_t counts[METRICS_JOB_STATES])
 
 static double metrics_training_rate(void *arg)
 {
-    (void)arg;
+    api_jobs *J = arg;
     double sum = 0;
-    pthread_mutex_lock(&jobs.mu);
-    for (int i = 0; i < jobs.n_rates; i++)
-        sum += jobs.rates[i].images_per_s;
-    pthread_mutex_unlock(&jobs.mu);
+    pthread_mutex_lock(&J->mu);
+    for (int i = 0; i < J->n_rates; i++)
+        sum += J->rates[i].images_per_s;
+    pthread_mutex_unlock(&J->mu);
     return sum;
 }
 
 /* ---- the watcher --------------------------------------------------------- */
 
 /* 1 when stream s should be resumed now: it has events to send, or it has
- * been quiet long enough for a keep-alive. Under jobs.mu. */
-static int stream_due(const sse_stream *s, double now)
+ * been quiet long enough for a keep-alive. Under api_jobs.mu. */
+static int stream_due(api_jobs *J, const sse_stream *s, double now)
 {
     if (now - s->last_write >= API_JOBS_KEEPALIVE_S - 0.01)
         return 1;
     int64_t seq = 0;
-    int rc = registry_job_last_seq(jobs.reg, s->job_id, &seq, NULL, NULL, 0);
+    int rc = registry_get_job_last_seq(J->reg, s->job_id, &seq, NULL, NULL, 0);
     return rc != REGISTRY_OK || seq > s->last_seq;
 }
 
@@ -148,16 +148,16 @@ static int stream_due(const sse_stream *s, double now)
  * the next keep-alive is due or an event arrives. */
 static void *watcher_main(void *arg)
 {
-    (void)arg;
-    pthread_mutex_lock(&jobs.mu);
+    api_jobs *J = arg;
+    pthread_mutex_lock(&J->mu);
     for (;;) {
-        int stopping = jobs.stopping;
+        int stopping = J->stopping;
         double now = mono_s(), next = now + API_JOBS_KEEPALIVE_S;
         struct MHD_Connection *resume[64];
         int n = 0;
-        for (sse_stream **pp = &jobs.waiting; *pp && n < 64;) {
+        for (sse_stream **pp = &J->waiting; *pp && n < 64;) {
             sse_stream *s = *pp;
-            if (stopping || stream_due(s, now)) {
+            if (stopping || stream_due(J, s, now)) {
                 *pp = s->next;
                 s->next = NULL;
                 s->waiting = 0;
@@ -171,10 +171,10 @@ static void *watcher_main(void *arg)
         if (n) {
             /* A stream taken off the list stays suspended, so MHD keeps its
              * connection and response (and the stream) until resumed. */
-            pthread_mutex_unlock(&jobs.mu);
+            pthread_mutex_unlock(&J->mu);
             for (int i = 0; i < n; i++)
                 MHD_resume_connection(resume[i]);
-            pthread_mutex_lock(&jobs.mu);
+            pthread_mutex_lock(&J->mu);
             continue;
         }
         if (stopping)
@@ -185,82 +185,86 @@ static void *watcher_main(void *arg)
         ts.tv_nsec = (long)((next - whole) * 1e9);
         if (ts.tv_nsec >= 1000000000L)
             ts.tv_nsec = 999999999L;
-        pthread_cond_timedwait(&jobs.cv, &jobs.mu, &ts);
+        pthread_cond_timedwait(&J->cv, &J->mu, &ts);
     }
-    pthread_mutex_unlock(&jobs.mu);
+    pthread_mutex_unlock(&J->mu);
     return NULL;
 }
 
 /* ---- start and stop ------------------------------------------------------ */
 
-int api_jobs_start(const server_options *o, registry *reg, char *err, size_t errlen)
+int api_jobs_new(const server_options *o, registry *reg, api_jobs **out, char *err,
+                 size_t errlen)
 {
-    if (!jobs.cv_ready) {
-        pthread_condattr_t ca;
-        pthread_condattr_init(&ca);
-        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-        pthread_cond_init(&jobs.cv, &ca);
-        pthread_condattr_destroy(&ca);
-        jobs.cv_ready = 1;
+    *out = NULL;
+    api_jobs *J = calloc(1, sizeof *J); /* owned by the caller via *out: api_jobs_free */
+    if (!J) {
+        snprintf(err, errlen, "out of memory starting the training jobs");
+        return SERVER_ERR_NOMEM;
     }
-    jobs.reg = reg;
-    jobs.stopping = 0;
-    jobs.n_rates = 0;
-    job_pool_options po;
-    job_pool_options_default(&po);
+    pthread_mutex_init(&J->mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&J->cv, &ca);
+    pthread_condattr_destroy(&ca);
+    J->reg = reg;
+    jobs_pool_options po;
+    jobs_pool_options_default(&po);
     po.data_dir = o->data_dir;
     po.workers = o->workers;
     po.job_mem_limit = o->job_mem_mb << 20;
     po.on_event = on_pool_event;
+    po.on_event_ctx = J;
     po.confine_data = 1;
     char why[512];
-    if (job_pool_new(reg, &po, &jobs.pool, why, sizeof why)) {
+    if (jobs_pool_new(reg, &po, &J->pool, why, sizeof why)) {
         snprintf(err, errlen, "cannot start the training jobs: %s", why);
-        jobs.reg = NULL;
+        api_jobs_free(J);
         return SERVER_ERR_DB;
     }
-    if (pthread_create(&jobs.watcher, NULL, watcher_main, NULL) != 0) {
+    if (pthread_create(&J->watcher, NULL, watcher_main, J) != 0) {
         snprintf(err, errlen, "cannot start the event stream thread");
-        job_pool_free(jobs.pool);
-        jobs.pool = NULL;
-        jobs.reg = NULL;
+        api_jobs_free(J);
         return SERVER_ERR_NOMEM;
     }
-    jobs.watcher_started = 1;
-    metrics_set_jobs_hook(metrics_jobs, NULL);
-    metrics_set_training_hook(metrics_training_rate, NULL);
+    J->watcher_started = 1;
+    metrics_set_jobs_hook(metrics_jobs, J);
+    metrics_set_training_hook(metrics_training_rate, J);
+    *out = J;
     return SERVER_OK;
 }
 
-void api_jobs_stop(void)
+void api_jobs_stop(api_jobs *J)
 {
-    if (jobs.pool) {
+    if (!J)
+        return;
+    if (J->pool) {
         /* The running jobs' state events ("queued", interrupted) are still
          * stored and sent to their streams before those end. */
-        job_pool_shutdown(jobs.pool, JOB_POOL_STOP_CHECKPOINT);
+        jobs_pool_shutdown(J->pool, JOBS_POOL_STOP_CHECKPOINT);
     }
-    pthread_mutex_lock(&jobs.mu);
-    jobs.stopping = 1;
-    pthread_cond_broadcast(&jobs.cv);
-    pthread_mutex_unlock(&jobs.mu);
-    if (jobs.watcher_started) {
-        pthread_join(jobs.watcher, NULL);
-        jobs.watcher_started = 0;
+    pthread_mutex_lock(&J->mu);
+    J->stopping = 1;
+    pthread_cond_broadcast(&J->cv);
+    pthread_mutex_unlock(&J->mu);
+    if (J->watcher_started) {
+        pthread_join(J->watcher, NULL);
+        J->watcher_started = 0;
     }
 }
 
-void api_jobs_free(void)
+void api_jobs_free(api_jobs *J)
 {
+    if (!J)
+        return;
     metrics_set_jobs_hook(NULL, NULL);
     metrics_set_training_hook(NULL, NULL);
-    api_jobs_stop();
-    job_pool_free(jobs.pool);
-    jobs.pool = NULL;
-    jobs.reg = NULL;
-    if (jobs.cv_ready) {
-        pthread_cond_destroy(&jobs.cv);
-        jobs.cv_ready = 0;
-    }
+    api_jobs_stop(J);
+    jobs_pool_free(J->pool);
+    pthread_cond_destroy(&J->cv);
+    pthread_mutex_destroy(&J->mu);
+    free(J);
 }
 
 /* ---- helpers ------------------------------------------------------------- */
@@ -268,14 +272,14 @@ void api_jobs_free(void)
 static http_error pool_http_error(int status)
 {
     switch (status) {
-    case JOB_POOL_ERR_INVALID:
+    case JOBS_POOL_ERR_INVALID:
         return HTTP_ERR_UNPROCESSABLE;
-    case JOB_POOL_ERR_NOT_FOUND:
+    case JOBS_POOL_ERR_NOT_FOUND:
         return HTTP_ERR_NOT_FOUND;
-    case JOB_POOL_ERR_CONFLICT:
+    case JOBS_POOL_ERR_CONFLICT:
         return HTTP_ERR_CONFLICT;
-    case JOB_POOL_ERR_STOPPING:
-    case JOB_POOL_ERR_NOMEM:
+    case JOBS_POOL_ERR_STOPPING:
+    case JOBS_POOL_ERR_NOMEM:
         return HTTP_ERR_UNAVAILABLE;
     default:
         return HTTP_ERR_INTERNAL;
@@ -283,10 +287,10 @@ static http_error pool_http_error(int status)
 }
 
 /* The pool, or NULL after queueing a 503 (the server is stopping). */
-static job_pool *pool_or_503(struct MHD_Connection *c, enum MHD_Result *ret)
+static jobs_pool *pool_or_503(const http_ctx *ctx, struct MHD_Connection *c, enum MHD_Result *ret)
 {
-    if (jobs.pool)
-        return jobs.pool;
+    if (ctx->jobs && ctx->jobs->pool)
+        return ctx->jobs->pool;
     *ret = http_send_error(c, HTTP_ERR_UNAVAILABLE, "training jobs are not available");
     return NULL;
 }
@@ -351,9 +355,8 @@ static int is_json_type(const char *ct)
 
 enum MHD_Result api_jobs_submit(http_ctx *ctx, struct MHD_Connection *c, http_request *req)
 {
-    (void)ctx;
     enum MHD_Result ret = MHD_NO;
-    job_pool *p = pool_or_503(c, &ret);
+    jobs_pool *p = pool_or_503(ctx, c, &ret);
     if (!p)
         return ret;
     const char *ct = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
@@ -372,10 +375,10 @@ enum MHD_Result api_jobs_submit(http_ctx *ctx, struct MHD_Connection *c, http_re
                                "\"data\": \"mnist\", \"epochs\": 10}");
     char err[512];
     int64_t id = 0;
-    int rc = job_pool_submit(p, req->body, req->body_len, &id, err, sizeof err);
+    int rc = jobs_pool_submit(p, req->body, req->body_len, &id, err, sizeof err);
     if (rc)
         return send_pool_error(c, rc, err);
-    char *job = job_pool_get_json(p, id, &rc, err, sizeof err); /* owned: handed on */
+    char *job = jobs_pool_get_json(p, id, &rc, err, sizeof err); /* owned: handed on */
     if (!job)
         return send_pool_error(c, rc, err);
     char location[64];
@@ -385,10 +388,9 @@ enum MHD_Result api_jobs_submit(http_ctx *ctx, struct MHD_Connection *c, http_re
 
 enum MHD_Result api_jobs_list(http_ctx *ctx, struct MHD_Connection *c, http_request *req)
 {
-    (void)ctx;
     (void)req;
     enum MHD_Result ret = MHD_NO;
-    job_pool *p = pool_or_503(c, &ret);
+    jobs_pool *p = pool_or_503(ctx, c, &ret);
     if (!p)
         return ret;
     const char *state = NULL;
@@ -405,7 +407,7 @@ enum MHD_Result api_jobs_list(http_ctx *ctx, struct MHD_Connection *c, http_requ
     }
     char err[512];
     int rc;
-    char *list = job_pool_list_json(p, state, &rc, err, sizeof err); /* owned: handed on */
+    char *list = jobs_pool_list_json(p, state, &rc, err, sizeof err); /* owned: handed on */
     if (!list)
         return send_pool_error(c, rc, err);
     return send_json_text(c, MHD_HTTP_OK, list, NULL);
@@ -413,9 +415,8 @@ enum MHD_Result api_jobs_list(http_ctx *ctx, struct MHD_Connection *c, http_requ
 
 enum MHD_Result api_jobs_get(http_ctx *ctx, struct MHD_Connection *c, http_request *req)
 {
-    (void)ctx;
     enum MHD_Result ret = MHD_NO;
-    job_pool *p = pool_or_503(c, &ret);
+    jobs_pool *p = pool_or_503(ctx, c, &ret);
     if (!p)
         return ret;
     int64_t id = job_id_param(c, req, &ret);
@@ -423,9 +424,9 @@ enum MHD_Result api_jobs_get(http_ctx *ctx, struct MHD_Connection *c, http_reque
         return ret;
     char err[512];
     int rc;
-    char *job = job_pool_get_json(p, id, &rc, err, sizeof err); /* owned: handed on */
+    char *job = jobs_pool_get_json(p, id, &rc, err, sizeof err); /* owned: handed on */
     if (!job)
-        return rc == JOB_POOL_ERR_NOT_FOUND
+        return rc == JOBS_POOL_ERR_NOT_FOUND
                    ? http_send_error(c, HTTP_ERR_NOT_FOUND, "no job %" PRId64, id)
                    : send_pool_error(c, rc, err);
     return send_json_text(c, MHD_HTTP_OK, job, NULL);
@@ -433,21 +434,20 @@ enum MHD_Result api_jobs_get(http_ctx *ctx, struct MHD_Connection *c, http_reque
 
 enum MHD_Result api_jobs_cancel(http_ctx *ctx, struct MHD_Connection *c, http_request *req)
 {
-    (void)ctx;
     enum MHD_Result ret = MHD_NO;
-    job_pool *p = pool_or_503(c, &ret);
+    jobs_pool *p = pool_or_503(ctx, c, &ret);
     if (!p)
         return ret;
     int64_t id = job_id_param(c, req, &ret);
     if (!id)
         return ret;
     char err[512];
-    int rc = job_pool_cancel(p, id, err, sizeof err);
-    if (rc == JOB_POOL_ERR_NOT_FOUND)
+    int rc = jobs_pool_cancel(p, id, err, sizeof err);
+    if (rc == JOBS_POOL_ERR_NOT_FOUND)
         return http_send_error(c, HTTP_ERR_NOT_FOUND, "no job %" PRId64, id);
     if (rc)
         return send_pool_error(c, rc, err);
-    char *job = job_pool_get_json(p, id, &rc, err, sizeof err); /* owned: handed on */
+    char *job = jobs_pool_get_json(p, id, &rc, err, sizeof err); /* owned: handed on */
     if (!job)
         return send_pool_error(c, rc, err);
     /* A running job stops at its next step: accepted, not yet done. */
@@ -517,10 +517,11 @@ static int is_final_state(const registry_job_event *ev)
 /* Formats the events after s->last_seq: 1 when some were, 0 none, -1 on failure. */
 static int stream_fill(sse_stream *s)
 {
+    api_jobs *J = s->owner;
     registry_job_event *ev = NULL; /* owned: freed below */
     size_t n = 0;
     char err[256];
-    if (job_pool_events_after(jobs.pool, s->job_id, s->last_seq, API_JOBS_EVENTS_PER_READ, &ev,
+    if (jobs_pool_events_after(J->pool, s->job_id, s->last_seq, API_JOBS_EVENTS_PER_READ, &ev,
                               &n, err, sizeof err))
         return -1;
     int rc = n ? 1 : 0;
@@ -543,6 +544,7 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max)
 {
     (void)pos;
     sse_stream *s = cls;
+    api_jobs *J = s->owner;
     for (;;) {
         if (s->out_off < s->out_len) {
             size_t n = s->out_len - s->out_off < max ? s->out_len - s->out_off : max;
@@ -555,7 +557,7 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max)
         }
         if (s->ending)
             return MHD_CONTENT_READER_END_OF_STREAM;
-        if (!jobs.pool)
+        if (!J->pool)
             return MHD_CONTENT_READER_END_OF_STREAM;
         int rc = stream_fill(s);
         if (rc < 0)
@@ -566,7 +568,7 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max)
          * e.g. Last-Event-ID named it) ends the stream. */
         char state[16] = "";
         int64_t seq = 0;
-        if (registry_job_last_seq(jobs.reg, s->job_id, &seq, state, NULL, 0) != REGISTRY_OK)
+        if (registry_get_job_last_seq(J->reg, s->job_id, &seq, state, NULL, 0) != REGISTRY_OK)
             return MHD_CONTENT_READER_END_WITH_ERROR;
         if (registry_job_state_is_final(state) && seq <= s->last_seq)
             return MHD_CONTENT_READER_END_OF_STREAM;
@@ -575,17 +577,17 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max)
                 return MHD_CONTENT_READER_END_WITH_ERROR;
             continue;
         }
-        pthread_mutex_lock(&jobs.mu);
-        if (jobs.stopping) {
-            pthread_mutex_unlock(&jobs.mu);
+        pthread_mutex_lock(&J->mu);
+        if (J->stopping) {
+            pthread_mutex_unlock(&J->mu);
             return MHD_CONTENT_READER_END_OF_STREAM;
         }
         s->waiting = 1;
-        s->next = jobs.waiting;
-        jobs.waiting = s;
+        s->next = J->waiting;
+        J->waiting = s;
         MHD_suspend_connection(s->conn);
-        pthread_cond_broadcast(&jobs.cv);
-        pthread_mutex_unlock(&jobs.mu);
+        pthread_cond_broadcast(&J->cv);
+        pthread_mutex_unlock(&J->mu);
         return 0;
     }
 }
@@ -594,23 +596,23 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max)
 static void stream_free(void *cls)
 {
     sse_stream *s = cls;
-    pthread_mutex_lock(&jobs.mu);
+    api_jobs *J = s->owner;
+    pthread_mutex_lock(&J->mu);
     if (s->waiting) /* not expected: MHD keeps a suspended connection */
-        for (sse_stream **pp = &jobs.waiting; *pp; pp = &(*pp)->next)
+        for (sse_stream **pp = &J->waiting; *pp; pp = &(*pp)->next)
             if (*pp == s) {
                 *pp = s->next;
                 break;
             }
-    pthread_mutex_unlock(&jobs.mu);
+    pthread_mutex_unlock(&J->mu);
     free(s->out);
     free(s);
 }
 
 enum MHD_Result api_jobs_events(http_ctx *ctx, struct MHD_Connection *c, http_request *req)
 {
-    (void)ctx;
     enum MHD_Result ret = MHD_NO;
-    job_pool *p = pool_or_503(c, &ret);
+    jobs_pool *p = pool_or_503(ctx, c, &ret);
     if (!p)
         return ret;
     int64_t id = job_id_param(c, req, &ret);
@@ -623,7 +625,7 @@ enum MHD_Result api_jobs_events(http_ctx *ctx, struct MHD_Connection *c, http_re
                                "Last-Event-ID: the id of an event of this stream (a number)");
     int64_t seq = 0;
     char err[256];
-    int rc = registry_job_last_seq(jobs.reg, id, &seq, NULL, err, sizeof err);
+    int rc = registry_get_job_last_seq(ctx->jobs->reg, id, &seq, NULL, err, sizeof err);
     if (rc == REGISTRY_ERR_NOT_FOUND)
         return http_send_error(c, HTTP_ERR_NOT_FOUND, "no job %" PRId64, id);
     if (rc)
@@ -632,6 +634,7 @@ enum MHD_Result api_jobs_events(http_ctx *ctx, struct MHD_Connection *c, http_re
     sse_stream *s = calloc(1, sizeof *s); /* owned: by the response (stream_free) once created */
     if (!s)
         return http_send_error(c, HTTP_ERR_UNAVAILABLE, "out of memory");
+    s->owner = ctx->jobs;
     s->conn = c;
     s->job_id = id;
     s->last_seq = after;

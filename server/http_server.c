@@ -456,6 +456,7 @@ int server_run(const server_options *o, volatile sig_atomic_t *stop, char *err, 
     registry *reg = NULL;         /* owned: closed at end */
     model_cache *cache = NULL;    /* owned: freed at end */
     response_cache *responses = NULL; /* owned: freed at end */
+    api_jobs *jobs = NULL;        /* owned: freed at end */
     struct MHD_Daemon *d = NULL;  /* owned: stopped at end */
     char why[256];
 
@@ -482,11 +483,11 @@ int server_run(const server_options *o, volatile sig_atomic_t *stop, char *err, 
         }
     }
 
-    http_ctx ctx = {.opts = o, .reg = reg, .cache = cache, .responses = responses};
     /* Training workers (and jobs a crash left running, resumed) start with
      * the registry, before requests can reach them. */
-    if ((status = api_jobs_start(o, reg, err, errlen)) != SERVER_OK)
+    if ((status = api_jobs_new(o, reg, &jobs, err, errlen)) != SERVER_OK)
         goto end;
+    http_ctx ctx = {.opts = o, .reg = reg, .jobs = jobs, .cache = cache, .responses = responses};
     /* Model math runs on its own threads, one per core like the MHD pool:
      * see api_infer.h. */
     if (api_infer_start(o, threads, err, errlen)) {
@@ -525,7 +526,7 @@ end:;
     /* Stop order: no new connections; running jobs checkpointed (within a
      * training step) and event streams ended; then inference. */
     MHD_socket listen_fd = d ? MHD_quiesce_daemon(d) : MHD_INVALID_SOCKET;
-    api_jobs_stop();
+    api_jobs_stop(jobs);
     /* Finishes admitted work and resumes its connections: MHD must not stop
      * with a connection suspended. */
     api_infer_stop();
@@ -533,7 +534,7 @@ end:;
         MHD_stop_daemon(d);
     if (listen_fd != MHD_INVALID_SOCKET)
         close(listen_fd); /* MHD leaves a quiesced socket to us, after the stop */
-    api_jobs_free();
+    api_jobs_free(jobs);
     if (cache)
         model_cache_free(cache);
     response_cache_free(responses); /* bodies of responses still held would live on */

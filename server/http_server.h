@@ -67,9 +67,12 @@ int http_server_route_at(size_t i, const char **method, const char **path);
 #define HTTP_MAX_PARAMS 4
 #define HTTP_PARAM_MAX 256
 
+struct api_jobs;
+
 typedef struct {
     const server_options *opts;
     registry *reg;        /* borrowed by handlers */
+    struct api_jobs *jobs; /* borrowed by handlers: the training jobs (api_jobs.h) */
     model_cache *cache;   /* borrowed by handlers */
     response_cache *responses; /* borrowed by handlers; NULL when --response-cache-mb 0 */
 } http_ctx;

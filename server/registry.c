@@ -1437,7 +1437,7 @@ static int job_set_state_locked(registry *r, int64_t id, const char *to, const c
     return job_state_event_locked(r, id, to, error, reason, now, err, errlen);
 }
 
-int registry_job_insert(registry *r, const char *config_json, int64_t *id, char *err,
+int registry_insert_job(registry *r, const char *config_json, int64_t *id, char *err,
                         size_t errlen)
 {
     *id = 0;
@@ -1504,7 +1504,7 @@ static int claim_locked(registry *r, int64_t *id, char **config_json, char *err,
     return job_set_state_locked(r, *id, "running", NULL, err, errlen);
 }
 
-int registry_job_claim_next(registry *r, int64_t *id, char **config_json, char *err,
+int registry_claim_next_job(registry *r, int64_t *id, char **config_json, char *err,
                             size_t errlen)
 {
     *id = 0;
@@ -1525,7 +1525,7 @@ int registry_job_claim_next(registry *r, int64_t *id, char **config_json, char *
     return REGISTRY_OK;
 }
 
-int registry_job_set_state(registry *r, int64_t id, const char *to, const char *note,
+int registry_set_job_state(registry *r, int64_t id, const char *to, const char *note,
                            char *err, size_t errlen)
 {
     if (!job_valid_state(to)) {
@@ -1592,7 +1592,7 @@ static int check_event_type(const char *type, char *err, size_t errlen)
     return REGISTRY_ERR_ARG;
 }
 
-int registry_job_append_event(registry *r, int64_t id, const char *type, const char *data_json,
+int registry_append_job_event(registry *r, int64_t id, const char *type, const char *data_json,
                               int64_t *seq, char *err, size_t errlen)
 {
     int status = check_event_type(type, err, errlen);
@@ -1640,7 +1640,7 @@ static int set_progress_locked(registry *r, int64_t id, const char *progress_jso
     return append_event_locked(r, id, event_type, event_json, seq, err, errlen);
 }
 
-int registry_job_set_progress(registry *r, int64_t id, const char *progress_json,
+int registry_set_job_progress(registry *r, int64_t id, const char *progress_json,
                               const char *metrics_json, const char *event_type,
                               const char *event_json, int64_t *seq, char *err, size_t errlen)
 {
@@ -1709,7 +1709,7 @@ static int succeed_locked(registry *r, int64_t id, const char *model, const uint
     return rc == SQLITE_DONE ? REGISTRY_OK : db_fail(r, err, errlen, "recording a job event");
 }
 
-int registry_job_succeed(registry *r, int64_t id, const char *model, const uint8_t *blob,
+int registry_succeed_job(registry *r, int64_t id, const char *model, const uint8_t *blob,
                          size_t len, const char *config_json, const char *ckpt_metrics_json,
                          const char *metrics_json, registry_checkpoint_info *out, char *err,
                          size_t errlen)
@@ -1763,7 +1763,7 @@ static int requeue_locked(registry *r, int *count, char *err, size_t errlen)
     }
 }
 
-int registry_jobs_requeue_running(registry *r, int *count, char *err, size_t errlen)
+int registry_requeue_running_jobs(registry *r, int *count, char *err, size_t errlen)
 {
     int n = 0;
     pthread_mutex_lock(&r->mu);
@@ -1814,7 +1814,7 @@ static int read_job_row(sqlite3_stmt *st, registry_job *j)
     return oom ? REGISTRY_ERR_NOMEM : REGISTRY_OK;
 }
 
-int registry_job_get(registry *r, int64_t id, registry_job *out, char *err, size_t errlen)
+int registry_get_job(registry *r, int64_t id, registry_job *out, char *err, size_t errlen)
 {
     memset(out, 0, sizeof *out);
     pthread_mutex_lock(&r->mu);
@@ -1843,7 +1843,7 @@ out:
     return status;
 }
 
-int registry_job_list(registry *r, const char *state, registry_job **list, size_t *count,
+int registry_list_jobs(registry *r, const char *state, registry_job **list, size_t *count,
                       char *err, size_t errlen)
 {
     *list = NULL;
@@ -1898,7 +1898,7 @@ out:
     return REGISTRY_OK;
 }
 
-int registry_job_last_seq(registry *r, int64_t id, int64_t *seq, char *state, char *err,
+int registry_get_job_last_seq(registry *r, int64_t id, int64_t *seq, char *state, char *err,
                           size_t errlen)
 {
     *seq = 0;
@@ -1936,7 +1936,7 @@ void registry_free_job_events(registry_job_event *list, size_t count)
     free(list);
 }
 
-int registry_job_events_after(registry *r, int64_t id, int64_t after_seq, int max,
+int registry_list_job_events(registry *r, int64_t id, int64_t after_seq, int max,
                               registry_job_event **list, size_t *count, char *err,
                               size_t errlen)
 {

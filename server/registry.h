@@ -162,49 +162,49 @@ typedef struct {
 /* 1 for "succeeded", "failed", "cancelled". */
 int registry_job_state_is_final(const char *state);
 /* Adds a queued job (and its first state event); *id is its number. */
-int registry_job_insert(registry *r, const char *config_json, int64_t *id, char *err,
+int registry_insert_job(registry *r, const char *config_json, int64_t *id, char *err,
                         size_t errlen);
 /* Takes the oldest queued job and makes it running, in one transaction.
  * REGISTRY_ERR_NOT_FOUND when none is queued. *config_json (malloc'd) is owned
  * by the caller. */
-int registry_job_claim_next(registry *r, int64_t *id, char **config_json, char *err,
+int registry_claim_next_job(registry *r, int64_t *id, char **config_json, char *err,
                             size_t errlen);
 /* Moves job id to state to; note is the error for "failed", the reason for
  * "queued" (e.g. "interrupted"), ignored otherwise (may be NULL).
  * REGISTRY_ERR_CONFLICT, saying the current state, when the transition is not
  * allowed; REGISTRY_ERR_NOT_FOUND when there is no such job. */
-int registry_job_set_state(registry *r, int64_t id, const char *to, const char *note,
+int registry_set_job_state(registry *r, int64_t id, const char *to, const char *note,
                            char *err, size_t errlen);
 /* Stores progress_json and metrics_json (each kept as it was when NULL) on a
  * running job and, when event_type is not NULL, appends that event with
  * event_json as data, in one transaction. *seq (may be NULL) receives the
  * event's number. REGISTRY_ERR_CONFLICT when the job is not running. */
-int registry_job_set_progress(registry *r, int64_t id, const char *progress_json,
+int registry_set_job_progress(registry *r, int64_t id, const char *progress_json,
                               const char *metrics_json, const char *event_type,
                               const char *event_json, int64_t *seq, char *err, size_t errlen);
-int registry_job_append_event(registry *r, int64_t id, const char *type, const char *data_json,
+int registry_append_job_event(registry *r, int64_t id, const char *type, const char *data_json,
                               int64_t *seq, char *err, size_t errlen);
 /* Finishes a running job: blob becomes the next version of model (as
  * registry_put_checkpoint, source "job:ID") and the job 'succeeded' with that
  * result and metrics_json (per epoch), all in one transaction. */
-int registry_job_succeed(registry *r, int64_t id, const char *model, const uint8_t *blob,
+int registry_succeed_job(registry *r, int64_t id, const char *model, const uint8_t *blob,
                          size_t len, const char *config_json, const char *ckpt_metrics_json,
                          const char *metrics_json, registry_checkpoint_info *out, char *err,
                          size_t errlen);
 /* Every job found 'running' (left so by a crash) back to 'queued', with a
  * state event {"state":"queued","reason":"restarted"}; *count may be NULL. */
-int registry_jobs_requeue_running(registry *r, int *count, char *err, size_t errlen);
+int registry_requeue_running_jobs(registry *r, int *count, char *err, size_t errlen);
 /* One job; free with registry_free_job. */
-int registry_job_get(registry *r, int64_t id, registry_job *out, char *err, size_t errlen);
+int registry_get_job(registry *r, int64_t id, registry_job *out, char *err, size_t errlen);
 void registry_free_job(registry_job *j);
 /* Jobs in submission order, only those in state when state is not NULL.
  * *list (an array of *count) is owned by the caller: registry_free_jobs. */
-int registry_job_list(registry *r, const char *state, registry_job **list, size_t *count,
+int registry_list_jobs(registry *r, const char *state, registry_job **list, size_t *count,
                       char *err, size_t errlen);
 void registry_free_jobs(registry_job *list, size_t count);
 /* The number of job id's newest event (0 when none) and its state (16 bytes,
  * may be NULL). */
-int registry_job_last_seq(registry *r, int64_t id, int64_t *seq, char *state, char *err,
+int registry_get_job_last_seq(registry *r, int64_t id, int64_t *seq, char *state, char *err,
                           size_t errlen);
 /* Progress events are kept only while they are among a job's last
  * REGISTRY_JOB_PROGRESS_KEPT events (seq within that many of the newest);
@@ -213,7 +213,7 @@ int registry_job_last_seq(registry *r, int64_t id, int64_t *seq, char *state, ch
 #define REGISTRY_JOB_PROGRESS_KEPT 256
 /* At most max (> 0) events of job id with seq > after_seq, oldest first.
  * *list is owned by the caller: registry_free_job_events. */
-int registry_job_events_after(registry *r, int64_t id, int64_t after_seq, int max,
+int registry_list_job_events(registry *r, int64_t id, int64_t after_seq, int max,
                               registry_job_event **list, size_t *count, char *err,
                               size_t errlen);
 void registry_free_job_events(registry_job_event *list, size_t count);

@@ -722,17 +722,17 @@ static void test_job_progress_events_bounded(void **state)
     registry *r = open_ok(f);
     char err[256] = "";
     int64_t id = 0, seq = 0;
-    assert_int_equal(registry_job_insert(r, "{}", &id, err, sizeof err), 0); /* event 1: queued */
+    assert_int_equal(registry_insert_job(r, "{}", &id, err, sizeof err), 0); /* event 1: queued */
     int total = 3 * REGISTRY_JOB_PROGRESS_KEPT, epochs_sent = 0;
     for (int i = 0; i < total; i++) {
         const char *type = i % 100 == 50 ? "epoch" : "progress";
         epochs_sent += i % 100 == 50;
-        assert_int_equal(registry_job_append_event(r, id, type, "{}", &seq, err, sizeof err), 0);
+        assert_int_equal(registry_append_job_event(r, id, type, "{}", &seq, err, sizeof err), 0);
         assert_int_equal(seq, i + 2);
     }
     registry_job_event *ev = NULL;
     size_t n = 0;
-    assert_int_equal(registry_job_events_after(r, id, 0, 100000, &ev, &n, err, sizeof err), 0);
+    assert_int_equal(registry_list_job_events(r, id, 0, 100000, &ev, &n, err, sizeof err), 0);
     int progress = 0, epochs = 0;
     int64_t prev = 0;
     for (size_t i = 0; i < n; i++) {

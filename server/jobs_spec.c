@@ -1,5 +1,5 @@
-/* job_spec: POST /jobs bodies into a job_spec. See job_spec.h. */
-#include "server/job_spec.h"
+/* jobs_spec: POST /jobs bodies into a jobs_spec. See jobs_spec.h. */
+#include "server/jobs_spec.h"
 
 #include <cjson/cJSON.h>
 #include <float.h>
@@ -15,9 +15,9 @@
 #include "server/registry.h"
 
 /* seeds and step counts travel as JSON numbers (doubles): exact to 2^53 */
-#define JOB_SPEC_MAX_EXACT 9007199254740992.0
+#define JOBS_SPEC_MAX_EXACT 9007199254740992.0
 /* the resume file keeps the data order as F32, exact for indices below 2^24 */
-#define JOB_SPEC_MAX_IMAGES (1 << 24)
+#define JOBS_SPEC_MAX_IMAGES (1 << 24)
 
 static void set_err(char *err, size_t errlen, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -139,9 +139,9 @@ static int idx_peek(const char *path, int *n, int *rows, int *cols, char *err, s
         return -1;
     }
     uint32_t count = be32(h + 4), r = be32(h + 8), c = be32(h + 12);
-    if (count < 1 || count > JOB_SPEC_MAX_IMAGES || r < 1 || r > 4096 || c < 1 || c > 4096) {
+    if (count < 1 || count > JOBS_SPEC_MAX_IMAGES || r < 1 || r > 4096 || c < 1 || c > 4096) {
         set_err(err, errlen, "%s: %u images of %ux%u is out of range (1..%d images)", path,
-                count, r, c, JOB_SPEC_MAX_IMAGES);
+                count, r, c, JOBS_SPEC_MAX_IMAGES);
         return -1;
     }
     *n = (int)count;
@@ -150,7 +150,7 @@ static int idx_peek(const char *path, int *n, int *rows, int *cols, char *err, s
     return 0;
 }
 
-static int check_data(job_spec *s, const char *root, char *err, size_t errlen)
+static int check_data(jobs_spec *s, const char *root, char *err, size_t errlen)
 {
     char img[PATH_MAX + 64];
     int rows, cols, trows, tcols;
@@ -209,7 +209,7 @@ static int check_data(job_spec *s, const char *root, char *err, size_t errlen)
 
 static int conv_padded(const vae_config *c) { return c->height == 28 ? 32 : c->height; }
 
-size_t job_spec_param_count(const vae_config *c)
+size_t jobs_spec_param_count(const vae_config *c)
 {
     double n = 0; /* in doubles: a silly config must not wrap around */
     double D = (double)c->channels * c->height * c->width, Z = c->latent;
@@ -269,9 +269,9 @@ static double activation_floats(const vae_config *c)
     return 2 * a;                    /* and their gradients */
 }
 
-size_t job_spec_memory_bytes(const vae_config *c, int n_train, int n_test)
+size_t jobs_spec_memory_bytes(const vae_config *c, int n_train, int n_test)
 {
-    double P = (double)job_spec_param_count(c);
+    double P = (double)jobs_spec_param_count(c);
     double D = (double)c->channels * c->height * c->width;
     double act = activation_floats(c);
     int eval_batch = c->batch < 500 ? 500 : c->batch; /* trainer_evaluate's batch */
@@ -301,7 +301,7 @@ static int key_index(const char *k)
 }
 
 /* One key's value into s; the key is known. */
-static int apply_key(job_spec *s, const cJSON *it, char *err, size_t errlen)
+static int apply_key(jobs_spec *s, const cJSON *it, char *err, size_t errlen)
 {
     vae_config *c = &s->cfg;
     const char *k = it->string, *v;
@@ -379,16 +379,16 @@ static int apply_key(job_spec *s, const cJSON *it, char *err, size_t errlen)
     } else if (strcmp(k, "clip_grad") == 0) {
         return get_float(it, &c->clip_grad, err, errlen);
     } else if (strcmp(k, "kl_warmup") == 0) {
-        if (get_integer(it, 0, JOB_SPEC_MAX_EXACT, &d, err, errlen)) return -1;
+        if (get_integer(it, 0, JOBS_SPEC_MAX_EXACT, &d, err, errlen)) return -1;
         c->kl_warmup = (int64_t)d;
     } else if (strcmp(k, "mc_samples") == 0) {
         return get_int(it, 1, 64, &c->mc_samples, err, errlen);
     } else if (strcmp(k, "batch") == 0) {
         return get_int(it, 1, 65536, &c->batch, err, errlen);
     } else if (strcmp(k, "epochs") == 0) {
-        return get_int(it, 1, JOB_SPEC_MAX_EPOCHS, &c->epochs, err, errlen);
+        return get_int(it, 1, JOBS_SPEC_MAX_EPOCHS, &c->epochs, err, errlen);
     } else if (strcmp(k, "seed") == 0) {
-        if (get_integer(it, 0, JOB_SPEC_MAX_EXACT, &d, err, errlen)) return -1;
+        if (get_integer(it, 0, JOBS_SPEC_MAX_EXACT, &d, err, errlen)) return -1;
         c->seed = (uint64_t)d;
     } else if (strcmp(k, "limit") == 0) {
         return get_int(it, 0, INT_MAX, &s->limit, err, errlen);
@@ -410,11 +410,11 @@ static int path_under(const char *path, const char *root)
     return strncmp(path, root, n) == 0 && (path[n] == '/' || path[n] == '\0');
 }
 
-/* For job_spec_parse_confined: a path must name a file inside data_root once
+/* For jobs_spec_parse_confined: a path must name a file inside data_root once
  * symlinks and ".." are resolved; s->data becomes that resolved path. The
  * same message whether the file is missing or outside the root, so a client
  * cannot probe what exists elsewhere on the server. */
-static int confine_data(job_spec *s, const char *root, char *err, size_t errlen)
+static int confine_data(jobs_spec *s, const char *root, char *err, size_t errlen)
 {
     char root_real[PATH_MAX], joined[PATH_MAX + 2], real[PATH_MAX];
     if (!realpath(root, root_real)) {
@@ -448,7 +448,7 @@ static int confine_data(job_spec *s, const char *root, char *err, size_t errlen)
     return 0;
 }
 
-static int parse_object(const cJSON *root, const char *data_root, int confined, job_spec *s,
+static int parse_object(const cJSON *root, const char *data_root, int confined, jobs_spec *s,
                         char *err, size_t errlen)
 {
     if (!cJSON_IsObject(root)) {
@@ -489,12 +489,12 @@ static int parse_object(const cJSON *root, const char *data_root, int confined, 
         return -1;
     if (check_data(s, data_root, err, errlen)) return -1;
     if (vae_config_validate(&s->cfg, err, errlen)) return -1;
-    s->mem_bytes = job_spec_memory_bytes(&s->cfg, s->n_used, s->n_test);
+    s->mem_bytes = jobs_spec_memory_bytes(&s->cfg, s->n_used, s->n_test);
     return 0;
 }
 
 static int parse(const char *json, size_t len, const char *data_root, int confined,
-                 job_spec *out, char *err, size_t errlen)
+                 jobs_spec *out, char *err, size_t errlen)
 {
     memset(out, 0, sizeof *out);
     vae_config_default(&out->cfg);
@@ -502,27 +502,27 @@ static int parse(const char *json, size_t len, const char *data_root, int confin
     out->klass = -1;
     if (!json || len == 0) {
         set_err(err, errlen, "empty job: send a JSON object");
-        return JOB_SPEC_ERR_INVALID;
+        return JOBS_SPEC_ERR_INVALID;
     }
     cJSON *root = cJSON_ParseWithLengthOpts(json, len, NULL, 0); /* owned: freed below */
     if (!root) {
         set_err(err, errlen, "the job is not valid JSON");
-        return JOB_SPEC_ERR_INVALID;
+        return JOBS_SPEC_ERR_INVALID;
     }
     int rc = parse_object(root, data_root ? data_root : data_sets_root(), confined, out, err,
                           errlen);
     cJSON_Delete(root);
-    return rc ? JOB_SPEC_ERR_INVALID : JOB_SPEC_OK;
+    return rc ? JOBS_SPEC_ERR_INVALID : JOBS_SPEC_OK;
 }
 
-int job_spec_parse(const char *json, size_t len, const char *data_root, job_spec *out,
+int jobs_spec_parse(const char *json, size_t len, const char *data_root, jobs_spec *out,
                    char *err, size_t errlen)
 {
     return parse(json, len, data_root, 0, out, err, errlen);
 }
 
-int job_spec_parse_confined(const char *json, size_t len, const char *data_root,
-                            job_spec *out, char *err, size_t errlen)
+int jobs_spec_parse_confined(const char *json, size_t len, const char *data_root,
+                            jobs_spec *out, char *err, size_t errlen)
 {
     return parse(json, len, data_root, 1, out, err, errlen);
 }
@@ -552,7 +552,7 @@ static cJSON *widths(const int *w, int n)
     return a;
 }
 
-char *job_spec_to_json(const job_spec *s)
+char *jobs_spec_to_json(const jobs_spec *s)
 {
     const vae_config *c = &s->cfg;
     char *out = NULL;

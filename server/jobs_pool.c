@@ -1,5 +1,5 @@
-/* job_pool: worker threads that run training jobs queued in the registry.
- * See job_pool.h.
+/* jobs_pool: worker threads that run training jobs queued in the registry.
+ * See jobs_pool.h.
  *
  * Locks: the pool mutex guards the worker slots (which job each runs, its
  * cancel flag) and the stop state; it is taken before the registry's own
@@ -8,7 +8,7 @@
  * a queued job cancelled under the pool mutex, so a cancel never misses a job
  * that is just starting.
  */
-#include "server/job_pool.h"
+#include "server/jobs_pool.h"
 
 #include "engine/file_io.h"
 
@@ -33,22 +33,22 @@
 #include "engine/trainer.h"
 #include "server/checkpoint_metrics.h"
 #include "server/data_sets.h"
-#include "server/job_spec.h"
+#include "server/jobs_spec.h"
 
 #define RESUME_FORMAT "vaed-job-resume-1"
 
 typedef struct {
     int64_t job_id;      /* 0 while idle */
     volatile int cancel; /* read by the trainer before every step */
-    int user_cancel;     /* the cancel came from job_pool_cancel */
+    int user_cancel;     /* the cancel came from jobs_pool_cancel */
 } worker_slot;
 
 typedef struct {
-    struct job_pool *pool;
+    struct jobs_pool *pool;
     int index;
 } worker_arg;
 
-struct job_pool {
+struct jobs_pool {
     registry *reg;                  /* borrowed */
     char data_dir[PATH_MAX - 64]; /* room for /jobs/ID/resume.safetensors */
     char data_root[PATH_MAX];
@@ -63,7 +63,7 @@ struct job_pool {
     pthread_cond_t work_cv;         /* a job was queued, or the pool is stopping */
     pthread_cond_t events_cv;       /* an event was stored */
     int stopping;
-    job_pool_stop_mode stop_mode;
+    jobs_pool_stop_mode stop_mode;
     int joined;
     int n_workers;
     pthread_t *threads;             /* owned; n_workers */
@@ -92,42 +92,42 @@ static double mono_s(void)
 static int from_registry(int rc)
 {
     switch (rc) {
-    case REGISTRY_OK: return JOB_POOL_OK;
-    case REGISTRY_ERR_NOT_FOUND: return JOB_POOL_ERR_NOT_FOUND;
-    case REGISTRY_ERR_CONFLICT: return JOB_POOL_ERR_CONFLICT;
-    case REGISTRY_ERR_ARG: return JOB_POOL_ERR_INVALID;
-    case REGISTRY_ERR_NOMEM: return JOB_POOL_ERR_NOMEM;
-    default: return JOB_POOL_ERR_DB;
+    case REGISTRY_OK: return JOBS_POOL_OK;
+    case REGISTRY_ERR_NOT_FOUND: return JOBS_POOL_ERR_NOT_FOUND;
+    case REGISTRY_ERR_CONFLICT: return JOBS_POOL_ERR_CONFLICT;
+    case REGISTRY_ERR_ARG: return JOBS_POOL_ERR_INVALID;
+    case REGISTRY_ERR_NOMEM: return JOBS_POOL_ERR_NOMEM;
+    default: return JOBS_POOL_ERR_DB;
     }
 }
 
-int job_pool_http_status(int status)
+int jobs_pool_http_status(int status)
 {
     switch (status) {
-    case JOB_POOL_OK: return 200;
-    case JOB_POOL_ERR_INVALID: return 422;
-    case JOB_POOL_ERR_NOT_FOUND: return 404;
-    case JOB_POOL_ERR_CONFLICT: return 409;
-    case JOB_POOL_ERR_STOPPING: return 503;
+    case JOBS_POOL_OK: return 200;
+    case JOBS_POOL_ERR_INVALID: return 422;
+    case JOBS_POOL_ERR_NOT_FOUND: return 404;
+    case JOBS_POOL_ERR_CONFLICT: return 409;
+    case JOBS_POOL_ERR_STOPPING: return 503;
     default: return 500;
     }
 }
 
 /* ---------- files ---------- */
 
-static void job_dir(const job_pool *p, int64_t id, char *out, size_t size)
+static void job_dir(const jobs_pool *p, int64_t id, char *out, size_t size)
 {
     snprintf(out, size, "%s/jobs/%" PRId64, p->data_dir, id);
 }
 
-static void resume_path(const job_pool *p, int64_t id, char *out, size_t size)
+static void resume_path(const jobs_pool *p, int64_t id, char *out, size_t size)
 {
     snprintf(out, size, "%s/jobs/%" PRId64 "/resume.safetensors", p->data_dir, id);
 }
 
 /* Removes DATA_DIR/jobs/ID and what is in it (the resume file, and a
  * temporary file a crash may have left beside it). */
-static void remove_job_dir(const job_pool *p, int64_t id)
+static void remove_job_dir(const jobs_pool *p, int64_t id)
 {
     char dir[PATH_MAX], path[PATH_MAX + 260];
     job_dir(p, id, dir, sizeof dir);
@@ -146,9 +146,9 @@ static void remove_job_dir(const job_pool *p, int64_t id)
 /* ---------- events ---------- */
 
 /* Wakes event waiters, then tells the observer (outside the lock, so it may
- * call job_pool_stop or job_pool_cancel). data_json NULL: the job's newest
+ * call jobs_pool_stop or jobs_pool_cancel). data_json NULL: the job's newest
  * event is read back for the observer. */
-static void announce(job_pool *p, int64_t id, const char *type, const char *data_json)
+static void announce(jobs_pool *p, int64_t id, const char *type, const char *data_json)
 {
     pthread_mutex_lock(&p->mu);
     pthread_cond_broadcast(&p->events_cv);
@@ -161,8 +161,8 @@ static void announce(job_pool *p, int64_t id, const char *type, const char *data
     int64_t seq = 0;
     registry_job_event *ev = NULL;
     size_t n = 0;
-    if (registry_job_last_seq(p->reg, id, &seq, NULL, NULL, 0) == REGISTRY_OK && seq > 0 &&
-        registry_job_events_after(p->reg, id, seq - 1, 1, &ev, &n, NULL, 0) == REGISTRY_OK &&
+    if (registry_get_job_last_seq(p->reg, id, &seq, NULL, NULL, 0) == REGISTRY_OK && seq > 0 &&
+        registry_list_job_events(p->reg, id, seq - 1, 1, &ev, &n, NULL, 0) == REGISTRY_OK &&
         n == 1)
         p->on_event(p->on_event_ctx, id, ev[0].type, ev[0].data_json ? ev[0].data_json : "null");
     registry_free_job_events(ev, n);
@@ -170,10 +170,10 @@ static void announce(job_pool *p, int64_t id, const char *type, const char *data
 
 /* A state transition with its event; logs when it fails (a worker has no
  * one else to tell). */
-static int transition(job_pool *p, int64_t id, const char *to, const char *note)
+static int transition(jobs_pool *p, int64_t id, const char *to, const char *note)
 {
     char err[512];
-    int rc = registry_job_set_state(p->reg, id, to, note, err, sizeof err);
+    int rc = registry_set_job_state(p->reg, id, to, note, err, sizeof err);
     if (rc) {
         fprintf(stderr, "vaed: job %" PRId64 ": %s\n", id, err);
         return rc;
@@ -262,11 +262,11 @@ static char *progress_json(const trainer_progress *pr)
 /* ---------- one job ---------- */
 
 typedef struct {
-    job_pool *pool;
+    jobs_pool *pool;
     worker_slot *slot;
     int64_t id;
     const char *config_json;       /* borrowed: the job's row */
-    job_spec spec;
+    jobs_spec spec;
     dataset train, test;           /* owned */
     int have_test;
     vae_model model;               /* owned */
@@ -288,7 +288,7 @@ static void on_progress(void *ctx, const trainer_progress *pr)
     char *pj = progress_json(pr); /* owned: freed below */
     if (!pj) return;
     char err[256];
-    if (registry_job_set_progress(j->pool->reg, j->id, pj, NULL, "progress", pj, NULL, err,
+    if (registry_set_job_progress(j->pool->reg, j->id, pj, NULL, "progress", pj, NULL, err,
                                   sizeof err) == REGISTRY_OK)
         announce(j->pool, j->id, "progress", pj);
     free(pj);
@@ -298,7 +298,7 @@ static void on_progress(void *ctx, const trainer_progress *pr)
  * need to continue exactly where the trainer stands. */
 static int save_resume(job_run *j)
 {
-    job_pool *p = j->pool;
+    jobs_pool *p = j->pool;
     char dir[PATH_MAX], path[PATH_MAX];
     job_dir(p, j->id, dir, sizeof dir);
     resume_path(p, j->id, path, sizeof path);
@@ -460,7 +460,7 @@ end:
 
 static int load_data(job_run *j)
 {
-    const job_spec *s = &j->spec;
+    const jobs_spec *s = &j->spec;
     const char *root = j->pool->data_root;
     /* as bytes, like `vaed train`: the training set is most of a job's memory */
     if (data_sets_load_compact(root, s->data, DATA_SETS_TRAIN, &j->train, j->err, sizeof j->err))
@@ -506,7 +506,7 @@ static int finish_job(job_run *j)
         goto end;
     }
     registry_checkpoint_info info;
-    if (registry_job_succeed(j->pool->reg, j->id, j->spec.model, blob, len, cfg_json, cm, jm,
+    if (registry_succeed_job(j->pool->reg, j->id, j->spec.model, blob, len, cfg_json, cm, jm,
                              &info, err, sizeof err)) {
         set_err(j->err, sizeof j->err, "registering the model: %s", err);
         goto end;
@@ -522,16 +522,16 @@ end:
 /* After a cancelled epoch: a user's cancel, or the pool stopping. */
 static void stop_job(job_run *j)
 {
-    job_pool *p = j->pool;
+    jobs_pool *p = j->pool;
     pthread_mutex_lock(&p->mu);
     int user = j->slot->user_cancel;
-    job_pool_stop_mode mode = p->stop_mode;
+    jobs_pool_stop_mode mode = p->stop_mode;
     pthread_mutex_unlock(&p->mu);
     if (user) {
         if (transition(p, j->id, "cancelled", NULL) == 0) remove_job_dir(p, j->id);
         return;
     }
-    if (mode == JOB_POOL_STOP_ABANDON) return; /* as if the process died here */
+    if (mode == JOBS_POOL_STOP_ABANDON) return; /* as if the process died here */
     if (save_resume(j))
         fprintf(stderr, "vaed: job %" PRId64 ": %s; it resumes from its last epoch\n", j->id,
                 j->err);
@@ -543,12 +543,12 @@ static void fail_job(job_run *j)
     if (transition(j->pool, j->id, "failed", j->err) == 0) remove_job_dir(j->pool, j->id);
 }
 
-static void run_job(job_pool *p, worker_slot *slot, int64_t id, const char *config_json)
+static void run_job(jobs_pool *p, worker_slot *slot, int64_t id, const char *config_json)
 {
     job_run *j = calloc(1, sizeof *j); /* owned: freed at end */
     if (!j) {
         char err[64] = "out of memory starting the job";
-        if (registry_job_set_state(p->reg, id, "failed", err, err, sizeof err) == 0)
+        if (registry_set_job_state(p->reg, id, "failed", err, err, sizeof err) == 0)
             announce(p, id, "state", NULL);
         return;
     }
@@ -560,8 +560,8 @@ static void run_job(job_pool *p, worker_slot *slot, int64_t id, const char *conf
     char path[PATH_MAX];
     resume_path(p, id, path, sizeof path);
 
-    if ((p->confine_data ? job_spec_parse_confined
-                         : job_spec_parse)(config_json, strlen(config_json), p->data_root,
+    if ((p->confine_data ? jobs_spec_parse_confined
+                         : jobs_spec_parse)(config_json, strlen(config_json), p->data_root,
                                            &j->spec, j->err, sizeof j->err) ||
         load_data(j)) {
         fail_job(j);
@@ -588,7 +588,7 @@ static void run_job(job_pool *p, worker_slot *slot, int64_t id, const char *conf
             goto end;
         }
         char *jm = metrics_array_json(j->ms, j->n_done); /* owned: freed below */
-        if (jm) registry_job_set_progress(p->reg, id, NULL, jm, NULL, NULL, NULL, NULL, 0);
+        if (jm) registry_set_job_progress(p->reg, id, NULL, jm, NULL, NULL, NULL, NULL, 0);
         free(jm);
     }
 
@@ -615,7 +615,7 @@ static void run_job(job_pool *p, worker_slot *slot, int64_t id, const char *conf
         char *ej = print_and_free(checkpoint_metrics_epoch_json(&j->ms[j->n_done - 1], 1));
         char err[256];
         if (pj && jm && ej &&
-            registry_job_set_progress(p->reg, id, pj, jm, "epoch", ej, NULL, err,
+            registry_set_job_progress(p->reg, id, pj, jm, "epoch", ej, NULL, err,
                                       sizeof err) == REGISTRY_OK)
             announce(p, id, "epoch", ej);
         free(pj);
@@ -646,7 +646,7 @@ end:
 static void *worker_main(void *arg)
 {
     worker_arg *a = arg;
-    job_pool *p = a->pool;
+    jobs_pool *p = a->pool;
     worker_slot *slot = &p->slots[a->index];
     if (p->nice > 0) {
         /* On Linux a thread id names one thread: only this worker is lowered. */
@@ -660,7 +660,7 @@ static void *worker_main(void *arg)
         int64_t id = 0;
         char *config = NULL; /* owned: freed after the job */
         char err[256];
-        int rc = registry_job_claim_next(p->reg, &id, &config, err, sizeof err);
+        int rc = registry_claim_next_job(p->reg, &id, &config, err, sizeof err);
         if (rc == REGISTRY_ERR_NOT_FOUND) {
             pthread_cond_wait(&p->work_cv, &p->mu);
             continue;
@@ -690,7 +690,7 @@ static void *worker_main(void *arg)
     return NULL;
 }
 
-void job_pool_options_default(job_pool_options *o)
+void jobs_pool_options_default(jobs_pool_options *o)
 {
     memset(o, 0, sizeof *o);
     o->workers = 1;
@@ -698,22 +698,22 @@ void job_pool_options_default(job_pool_options *o)
     o->nice = 10;
 }
 
-int job_pool_new(registry *reg, const job_pool_options *o, job_pool **out, char *err,
+int jobs_pool_new(registry *reg, const jobs_pool_options *o, jobs_pool **out, char *err,
                  size_t errlen)
 {
     *out = NULL;
     if (!reg || !o || !o->data_dir || !*o->data_dir || o->workers < 0 || o->workers > 256) {
         set_err(err, errlen, "job pool: a registry, a data dir and 0..256 workers are needed");
-        return JOB_POOL_ERR_INVALID;
+        return JOBS_POOL_ERR_INVALID;
     }
     const char *root = o->data_root ? o->data_root : data_sets_root();
     if (strlen(o->data_dir) >= PATH_MAX - 64 || strlen(root) >= PATH_MAX - 64) {
         set_err(err, errlen, "job pool: path too long");
-        return JOB_POOL_ERR_INVALID;
+        return JOBS_POOL_ERR_INVALID;
     }
     int requeued = 0;
     char rerr[256];
-    int rc = registry_jobs_requeue_running(reg, &requeued, rerr, sizeof rerr);
+    int rc = registry_requeue_running_jobs(reg, &requeued, rerr, sizeof rerr);
     if (rc) {
         set_err(err, errlen, "job pool: %s", rerr);
         return from_registry(rc);
@@ -721,7 +721,7 @@ int job_pool_new(registry *reg, const job_pool_options *o, job_pool **out, char 
     if (requeued)
         fprintf(stderr, "vaed: %d interrupted job%s queued to resume\n", requeued,
                 requeued == 1 ? "" : "s");
-    job_pool *p = calloc(1, sizeof *p); /* owned by the caller via *out */
+    jobs_pool *p = calloc(1, sizeof *p); /* owned by the caller via *out */
     if (!p) goto nomem;
     p->reg = reg;
     snprintf(p->data_dir, sizeof p->data_dir, "%s", o->data_dir);
@@ -745,7 +745,7 @@ int job_pool_new(registry *reg, const job_pool_options *o, job_pool **out, char 
         p->args = calloc((size_t)n, sizeof *p->args);
         p->slots = calloc((size_t)n, sizeof *p->slots);
         if (!p->threads || !p->args || !p->slots) {
-            job_pool_free(p);
+            jobs_pool_free(p);
             goto nomem;
         }
     }
@@ -753,19 +753,19 @@ int job_pool_new(registry *reg, const job_pool_options *o, job_pool **out, char 
         p->args[i] = (worker_arg){.pool = p, .index = i};
         if (pthread_create(&p->threads[i], NULL, worker_main, &p->args[i]) != 0) {
             set_err(err, errlen, "job pool: cannot start worker %d", i + 1);
-            job_pool_free(p);
-            return JOB_POOL_ERR_NOMEM;
+            jobs_pool_free(p);
+            return JOBS_POOL_ERR_NOMEM;
         }
         p->n_workers++;
     }
     *out = p;
-    return JOB_POOL_OK;
+    return JOBS_POOL_OK;
 nomem:
     set_err(err, errlen, "job pool: out of memory");
-    return JOB_POOL_ERR_NOMEM;
+    return JOBS_POOL_ERR_NOMEM;
 }
 
-void job_pool_stop(job_pool *p, job_pool_stop_mode mode)
+void jobs_pool_stop(jobs_pool *p, jobs_pool_stop_mode mode)
 {
     if (!p) return;
     pthread_mutex_lock(&p->mu);
@@ -780,10 +780,10 @@ void job_pool_stop(job_pool *p, job_pool_stop_mode mode)
     pthread_mutex_unlock(&p->mu);
 }
 
-void job_pool_shutdown(job_pool *p, job_pool_stop_mode mode)
+void jobs_pool_shutdown(jobs_pool *p, jobs_pool_stop_mode mode)
 {
     if (!p) return;
-    job_pool_stop(p, mode);
+    jobs_pool_stop(p, mode);
     pthread_mutex_lock(&p->mu);
     int join = !p->joined;
     p->joined = 1;
@@ -792,10 +792,10 @@ void job_pool_shutdown(job_pool *p, job_pool_stop_mode mode)
     for (int i = 0; i < p->n_workers; i++) pthread_join(p->threads[i], NULL);
 }
 
-void job_pool_free(job_pool *p)
+void jobs_pool_free(jobs_pool *p)
 {
     if (!p) return;
-    job_pool_shutdown(p, JOB_POOL_STOP_CHECKPOINT);
+    jobs_pool_shutdown(p, JOBS_POOL_STOP_CHECKPOINT);
     pthread_cond_destroy(&p->work_cv);
     pthread_cond_destroy(&p->events_cv);
     pthread_mutex_destroy(&p->mu);
@@ -807,7 +807,7 @@ void job_pool_free(job_pool *p)
 
 /* ---------- requests ---------- */
 
-int job_pool_submit(job_pool *p, const char *json, size_t len, int64_t *id, char *err,
+int jobs_pool_submit(jobs_pool *p, const char *json, size_t len, int64_t *id, char *err,
                     size_t errlen)
 {
     *id = 0;
@@ -816,18 +816,18 @@ int job_pool_submit(job_pool *p, const char *json, size_t len, int64_t *id, char
     pthread_mutex_unlock(&p->mu);
     if (stopping) {
         set_err(err, errlen, "the server is shutting down; no new jobs");
-        return JOB_POOL_ERR_STOPPING;
+        return JOBS_POOL_ERR_STOPPING;
     }
-    job_spec *s = malloc(sizeof *s); /* owned: freed below (PATH_MAX is big for a stack) */
+    jobs_spec *s = malloc(sizeof *s); /* owned: freed below (PATH_MAX is big for a stack) */
     if (!s) {
         set_err(err, errlen, "out of memory");
-        return JOB_POOL_ERR_NOMEM;
+        return JOBS_POOL_ERR_NOMEM;
     }
-    int status = JOB_POOL_OK;
+    int status = JOBS_POOL_OK;
     char *canonical = NULL; /* owned: freed below */
-    if ((p->confine_data ? job_spec_parse_confined : job_spec_parse)(json, len, p->data_root,
+    if ((p->confine_data ? jobs_spec_parse_confined : jobs_spec_parse)(json, len, p->data_root,
                                                                       s, err, errlen)) {
-        status = JOB_POOL_ERR_INVALID;
+        status = JOBS_POOL_ERR_INVALID;
         goto end;
     }
     if (p->mem_limit && s->mem_bytes > p->mem_limit) {
@@ -835,22 +835,22 @@ int job_pool_submit(job_pool *p, const char *json, size_t len, int64_t *id, char
                 "the job needs an estimated %zu MiB (parameters, gradients, Adam state, "
                 "activations and %d+%d images as floats); the limit (--job-mem-mb) is %zu MiB",
                 (s->mem_bytes + (1u << 20) - 1) >> 20, s->n_used, s->n_test, p->mem_limit >> 20);
-        status = JOB_POOL_ERR_INVALID;
+        status = JOBS_POOL_ERR_INVALID;
         goto end;
     }
-    if (!(canonical = job_spec_to_json(s))) {
+    if (!(canonical = jobs_spec_to_json(s))) {
         set_err(err, errlen, "out of memory");
-        status = JOB_POOL_ERR_NOMEM;
+        status = JOBS_POOL_ERR_NOMEM;
         goto end;
     }
     pthread_mutex_lock(&p->mu);
     if (p->stopping) {
         pthread_mutex_unlock(&p->mu);
         set_err(err, errlen, "the server is shutting down; no new jobs");
-        status = JOB_POOL_ERR_STOPPING;
+        status = JOBS_POOL_ERR_STOPPING;
         goto end;
     }
-    int rc = registry_job_insert(p->reg, canonical, id, err, errlen);
+    int rc = registry_insert_job(p->reg, canonical, id, err, errlen);
     if (rc == REGISTRY_OK) pthread_cond_signal(&p->work_cv);
     pthread_mutex_unlock(&p->mu);
     status = from_registry(rc);
@@ -861,7 +861,7 @@ end:
     return status;
 }
 
-int job_pool_cancel(job_pool *p, int64_t id, char *err, size_t errlen)
+int jobs_pool_cancel(jobs_pool *p, int64_t id, char *err, size_t errlen)
 {
     pthread_mutex_lock(&p->mu);
     for (int i = 0; i < p->n_workers; i++) {
@@ -869,26 +869,26 @@ int job_pool_cancel(job_pool *p, int64_t id, char *err, size_t errlen)
             /* Its worker may have finished it and not yet let go of it. */
             char state[16] = "";
             int64_t seq;
-            if (registry_job_last_seq(p->reg, id, &seq, state, NULL, 0) == REGISTRY_OK &&
+            if (registry_get_job_last_seq(p->reg, id, &seq, state, NULL, 0) == REGISTRY_OK &&
                 registry_job_state_is_final(state)) {
                 pthread_mutex_unlock(&p->mu);
                 set_err(err, errlen, "job %" PRId64 " is %s; it cannot become cancelled", id,
                         state);
-                return JOB_POOL_ERR_CONFLICT;
+                return JOBS_POOL_ERR_CONFLICT;
             }
             p->slots[i].user_cancel = 1;
             p->slots[i].cancel = 1;
             pthread_mutex_unlock(&p->mu);
-            return JOB_POOL_OK;
+            return JOBS_POOL_OK;
         }
     }
     /* Not running here: under the pool lock no worker can claim it now. */
-    int rc = registry_job_set_state(p->reg, id, "cancelled", NULL, err, errlen);
+    int rc = registry_set_job_state(p->reg, id, "cancelled", NULL, err, errlen);
     pthread_mutex_unlock(&p->mu);
     if (rc) return from_registry(rc);
     remove_job_dir(p, id); /* an interrupted job's mid-epoch state */
     announce(p, id, "state", NULL);
-    return JOB_POOL_OK;
+    return JOBS_POOL_OK;
 }
 
 /* Adds key: the parsed JSON text, or null. */
@@ -931,31 +931,31 @@ static cJSON *job_json(const registry_job *j)
     return o;
 }
 
-char *job_pool_get_json(job_pool *p, int64_t id, int *status, char *err, size_t errlen)
+char *jobs_pool_get_json(jobs_pool *p, int64_t id, int *status, char *err, size_t errlen)
 {
     int scratch;
     if (!status) status = &scratch;
     registry_job j;
-    int rc = registry_job_get(p->reg, id, &j, err, errlen);
+    int rc = registry_get_job(p->reg, id, &j, err, errlen);
     if (rc) {
         *status = from_registry(rc);
         return NULL;
     }
     char *s = print_and_free(job_json(&j));
     registry_free_job(&j);
-    *status = s ? JOB_POOL_OK : JOB_POOL_ERR_NOMEM;
+    *status = s ? JOBS_POOL_OK : JOBS_POOL_ERR_NOMEM;
     if (!s) set_err(err, errlen, "out of memory");
     return s;
 }
 
-char *job_pool_list_json(job_pool *p, const char *state, int *status, char *err,
+char *jobs_pool_list_json(jobs_pool *p, const char *state, int *status, char *err,
                          size_t errlen)
 {
     int scratch;
     if (!status) status = &scratch;
     registry_job *list = NULL;
     size_t n = 0;
-    int rc = registry_job_list(p->reg, state, &list, &n, err, errlen);
+    int rc = registry_list_jobs(p->reg, state, &list, &n, err, errlen);
     if (rc) {
         *status = from_registry(rc);
         return NULL;
@@ -970,12 +970,12 @@ char *job_pool_list_json(job_pool *p, const char *state, int *status, char *err,
     }
     registry_free_jobs(list, n);
     char *s = ok ? print_and_free(o) : (cJSON_Delete(o), NULL);
-    *status = s ? JOB_POOL_OK : JOB_POOL_ERR_NOMEM;
+    *status = s ? JOBS_POOL_OK : JOBS_POOL_ERR_NOMEM;
     if (!s) set_err(err, errlen, "out of memory");
     return s;
 }
 
-int job_pool_wait_events(job_pool *p, int64_t id, int64_t after_seq, int timeout_ms)
+int jobs_pool_wait_events(jobs_pool *p, int64_t id, int64_t after_seq, int timeout_ms)
 {
     struct timespec deadline;
     clock_gettime(CLOCK_MONOTONIC, &deadline);
@@ -992,7 +992,7 @@ int job_pool_wait_events(job_pool *p, int64_t id, int64_t after_seq, int timeout
         /* Checked under the pool lock: an event stored after this check is
          * announced only once we wait, so its wake-up is not lost. */
         int64_t seq = 0;
-        int rc = registry_job_last_seq(p->reg, id, &seq, NULL, NULL, 0);
+        int rc = registry_get_job_last_seq(p->reg, id, &seq, NULL, NULL, 0);
         if (rc == REGISTRY_ERR_NOT_FOUND) {
             result = -1;
             break;
@@ -1003,7 +1003,7 @@ int job_pool_wait_events(job_pool *p, int64_t id, int64_t after_seq, int timeout
         }
         if (p->stopping) break;
         if (pthread_cond_timedwait(&p->events_cv, &p->mu, &deadline) == ETIMEDOUT) {
-            rc = registry_job_last_seq(p->reg, id, &seq, NULL, NULL, 0);
+            rc = registry_get_job_last_seq(p->reg, id, &seq, NULL, NULL, 0);
             result = rc == REGISTRY_OK && seq > after_seq ? 1 : 0;
             break;
         }
@@ -1012,13 +1012,13 @@ int job_pool_wait_events(job_pool *p, int64_t id, int64_t after_seq, int timeout
     return result;
 }
 
-int job_pool_events_after(job_pool *p, int64_t id, int64_t after_seq, int max,
+int jobs_pool_events_after(jobs_pool *p, int64_t id, int64_t after_seq, int max,
                           registry_job_event **list, size_t *count, char *err, size_t errlen)
 {
     int64_t seq;
-    int rc = registry_job_last_seq(p->reg, id, &seq, NULL, err, errlen);
+    int rc = registry_get_job_last_seq(p->reg, id, &seq, NULL, err, errlen);
     if (rc == REGISTRY_OK)
-        rc = registry_job_events_after(p->reg, id, after_seq, max, list, count, err, errlen);
+        rc = registry_list_job_events(p->reg, id, after_seq, max, list, count, err, errlen);
     else {
         *list = NULL;
         *count = 0;

@@ -1,9 +1,9 @@
-/* job_spec: the JSON body of POST /jobs, parsed and checked into native structs.
+/* jobs_spec: the JSON body of POST /jobs, parsed and checked into native structs.
  *
- *     job_spec s;
- *     if (job_spec_parse(body, len, data_sets_root(), &s, err, sizeof err)) -> 422 with err
+ *     jobs_spec s;
+ *     if (jobs_spec_parse(body, len, data_sets_root(), &s, err, sizeof err)) -> 422 with err
  *     if (limit && s.mem_bytes > limit) -> 422
- *     char *canonical = job_spec_to_json(&s);   // stored with the job; caller frees
+ *     char *canonical = jobs_spec_to_json(&s);   // stored with the job; caller frees
  *
  * Keys are the `vaed train` flags with '-' written '_' and the same defaults:
  *   model (required: the registry model the result becomes a version of),
@@ -25,8 +25,8 @@
  * set, a class without labels, or a model that does not fit the images is
  * refused before the job is queued.
  */
-#ifndef JOB_SPEC_H
-#define JOB_SPEC_H
+#ifndef JOBS_SPEC_H
+#define JOBS_SPEC_H
 
 #include <limits.h>
 #include <stddef.h>
@@ -35,12 +35,12 @@
 #include "engine/vae.h"
 
 typedef enum {
-    JOB_SPEC_OK = 0,
-    JOB_SPEC_ERR_INVALID, /* bad JSON, key, type, range, or data set: a 422 */
-    JOB_SPEC_ERR_NOMEM
-} job_spec_status;
+    JOBS_SPEC_OK = 0,
+    JOBS_SPEC_ERR_INVALID, /* bad JSON, key, type, range, or data set: a 422 */
+    JOBS_SPEC_ERR_NOMEM
+} jobs_spec_status;
 
-#define JOB_SPEC_MAX_EPOCHS 100000
+#define JOBS_SPEC_MAX_EPOCHS 100000
 
 typedef struct {
     vae_config cfg;       /* complete: channels/height/width from the data set */
@@ -51,30 +51,30 @@ typedef struct {
     int n_train;          /* images the data set holds (before class and limit) */
     int n_test;           /* images of the test split; 0 when there is none */
     int n_used;           /* training images after limit (class not known yet) */
-    size_t mem_bytes;     /* estimated peak memory of the job, see job_spec_memory_bytes */
-} job_spec;
+    size_t mem_bytes;     /* estimated peak memory of the job, see jobs_spec_memory_bytes */
+} jobs_spec;
 
 /* Parses and validates json (len bytes, need not be NUL-terminated) against
  * the data sets under data_root. On failure err names the key or the reason. */
-int job_spec_parse(const char *json, size_t len, const char *data_root, job_spec *out,
+int jobs_spec_parse(const char *json, size_t len, const char *data_root, jobs_spec *out,
                    char *err, size_t errlen);
-/* As job_spec_parse, for a daemon whose clients must not make it read any
+/* As jobs_spec_parse, for a daemon whose clients must not make it read any
  * file they like: "data" is a built-in name or a path inside data_root (a
  * relative path is taken from data_root; symlinks and ".." are resolved
  * first, and the labels file beside the images must be inside too), and
  * out->data becomes the resolved absolute path. Added with the jobs HTTP API. */
-int job_spec_parse_confined(const char *json, size_t len, const char *data_root,
-                            job_spec *out, char *err, size_t errlen);
+int jobs_spec_parse_confined(const char *json, size_t len, const char *data_root,
+                            jobs_spec *out, char *err, size_t errlen);
 /* The spec as JSON with every option written out (so a job is reproducible
  * whatever the defaults become); malloc'd, caller frees; NULL when out of
- * memory. job_spec_parse reads it back to the same spec. */
-char *job_spec_to_json(const job_spec *s);
+ * memory. jobs_spec_parse reads it back to the same spec. */
+char *jobs_spec_to_json(const jobs_spec *s);
 /* Bytes a job needs, estimated: parameters, gradients and the two Adam
  * moments (4 floats per parameter), the activations of a training batch and
  * of an evaluation batch (with their gradients), and the data as floats
  * (n_train + n_test images of D floats). */
-size_t job_spec_memory_bytes(const vae_config *cfg, int n_train, int n_test);
+size_t jobs_spec_memory_bytes(const vae_config *cfg, int n_train, int n_test);
 /* Number of parameters of the model cfg describes (0 when cfg is invalid). */
-size_t job_spec_param_count(const vae_config *cfg);
+size_t jobs_spec_param_count(const vae_config *cfg);
 
 #endif

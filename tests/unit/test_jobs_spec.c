@@ -1,4 +1,4 @@
-/* Unit tests for server/job_spec.c: POST /jobs bodies into job specs. */
+/* Unit tests for server/jobs_spec.c: POST /jobs bodies into job specs. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -13,7 +13,7 @@
 #include <unistd.h>
 
 #include "engine/vae.h"
-#include "server/job_spec.h"
+#include "server/jobs_spec.h"
 
 typedef struct {
     char dir[64];
@@ -77,18 +77,18 @@ static int teardown(void **state)
 
 /* Parses a body built from fmt (with the fixture's image path as %s where
  * used); returns the status, err filled. */
-static int parse(const char *body, job_spec *s, char *err, size_t errlen)
+static int parse(const char *body, jobs_spec *s, char *err, size_t errlen)
 {
-    return job_spec_parse(body, strlen(body), "data", s, err, errlen);
+    return jobs_spec_parse(body, strlen(body), "data", s, err, errlen);
 }
 
 static void test_defaults_and_data_shape(void **state)
 {
     fixture *f = *state;
     char body[512], err[512] = "";
-    job_spec s;
+    jobs_spec s;
     snprintf(body, sizeof body, "{\"model\": \"digits\", \"data\": \"%s\"}", f->images);
-    assert_int_equal(parse(body, &s, err, sizeof err), JOB_SPEC_OK);
+    assert_int_equal(parse(body, &s, err, sizeof err), JOBS_SPEC_OK);
     vae_config d;
     vae_config_default(&d);
     assert_string_equal(s.model, "digits");
@@ -114,7 +114,7 @@ static void test_every_option(void **state)
 {
     fixture *f = *state;
     char body[1024], err[512] = "";
-    job_spec s;
+    jobs_spec s;
     snprintf(body, sizeof body,
              "{\"model\":\"m.1\",\"data\":\"%s\",\"arch\":\"mlp\",\"hidden\":[32,16],"
              "\"latent\":3,\"activation\":\"tanh\",\"likelihood\":\"gaussian\",\"sigma\":0.5,"
@@ -123,7 +123,7 @@ static void test_every_option(void **state)
              "\"weight_decay\":0.0001,\"clip_grad\":5,\"batch\":16,\"epochs\":7,\"seed\":42,"
              "\"limit\":100,\"class\":3}",
              f->images);
-    assert_int_equal(parse(body, &s, err, sizeof err), JOB_SPEC_OK);
+    assert_int_equal(parse(body, &s, err, sizeof err), JOBS_SPEC_OK);
     assert_int_equal(s.cfg.n_hidden, 2);
     assert_int_equal(s.cfg.hidden[1], 16);
     assert_int_equal(s.cfg.latent, 3);
@@ -146,13 +146,13 @@ static void test_every_option(void **state)
     assert_int_equal(s.klass, 3);
 
     /* written out in full, and read back to the same spec */
-    char *json = job_spec_to_json(&s);
+    char *json = jobs_spec_to_json(&s);
     assert_non_null(json);
     assert_non_null(strstr(json, "\"lr\":0.002,"));
     assert_non_null(strstr(json, "\"hidden\":[32,16]"));
     assert_non_null(strstr(json, "\"class\":3"));
-    job_spec back;
-    assert_int_equal(job_spec_parse(json, strlen(json), "data", &back, err, sizeof err), 0);
+    jobs_spec back;
+    assert_int_equal(jobs_spec_parse(json, strlen(json), "data", &back, err, sizeof err), 0);
     assert_memory_equal(&back.cfg, &s.cfg, sizeof s.cfg);
     assert_string_equal(back.model, s.model);
     assert_string_equal(back.data, s.data);
@@ -163,11 +163,11 @@ static void test_every_option(void **state)
     /* class null, hidden as one integer; the body need not end in NUL */
     snprintf(body, sizeof body, "{\"model\":\"m\",\"data\":\"%s\",\"class\":null,\"hidden\":64}XX",
              f->images);
-    assert_int_equal(job_spec_parse(body, strlen(body) - 2, "data", &s, err, sizeof err), 0);
+    assert_int_equal(jobs_spec_parse(body, strlen(body) - 2, "data", &s, err, sizeof err), 0);
     assert_int_equal(s.klass, -1);
     assert_int_equal(s.cfg.n_hidden, 1);
     assert_int_equal(s.cfg.hidden[0], 64);
-    json = job_spec_to_json(&s);
+    json = jobs_spec_to_json(&s);
     assert_non_null(strstr(json, "\"class\":null"));
     assert_non_null(strstr(json, "\"lr\":0.001,"));
     free(json);
@@ -177,10 +177,10 @@ static void test_every_option(void **state)
 static void expect_refused(const fixture *f, const char *fmt, const char *words)
 {
     char body[1024], err[512] = "";
-    job_spec s;
+    jobs_spec s;
     snprintf(body, sizeof body, fmt, f->images);
     int rc = parse(body, &s, err, sizeof err);
-    if (rc != JOB_SPEC_ERR_INVALID || !strstr(err, words))
+    if (rc != JOBS_SPEC_ERR_INVALID || !strstr(err, words))
         fail_msg("%s: rc %d, err \"%s\" (wanted \"%s\")", body, rc, err, words);
 }
 
@@ -222,13 +222,13 @@ static void test_data_set_checks(void **state)
 {
     fixture *f = *state;
     char body[512], err[512] = "";
-    job_spec s;
+    jobs_spec s;
     /* a class needs labels beside the images */
     snprintf(body, sizeof body, "{\"model\":\"m\",\"data\":\"%s\",\"class\":1}", f->bare);
-    assert_int_equal(parse(body, &s, err, sizeof err), JOB_SPEC_ERR_INVALID);
+    assert_int_equal(parse(body, &s, err, sizeof err), JOBS_SPEC_ERR_INVALID);
     assert_non_null(strstr(err, "labels"));
     snprintf(body, sizeof body, "{\"model\":\"m\",\"data\":\"%s\"}", f->bare);
-    assert_int_equal(parse(body, &s, err, sizeof err), JOB_SPEC_OK);
+    assert_int_equal(parse(body, &s, err, sizeof err), JOBS_SPEC_OK);
     assert_int_equal(s.n_train, 50);
     /* not an IDX file */
     char junk[160];
@@ -237,12 +237,12 @@ static void test_data_set_checks(void **state)
     fputs("hello, not an image file at all", fp);
     fclose(fp);
     snprintf(body, sizeof body, "{\"model\":\"m\",\"data\":\"%s\"}", junk);
-    assert_int_equal(parse(body, &s, err, sizeof err), JOB_SPEC_ERR_INVALID);
+    assert_int_equal(parse(body, &s, err, sizeof err), JOBS_SPEC_ERR_INVALID);
     assert_non_null(strstr(err, "not an IDX image file"));
     /* a built-in name under a root without it */
     const char *fashion = "{\"model\":\"m\",\"data\":\"fashion\"}";
-    assert_int_equal(job_spec_parse(fashion, strlen(fashion), f->dir, &s, err, sizeof err),
-                     JOB_SPEC_ERR_INVALID);
+    assert_int_equal(jobs_spec_parse(fashion, strlen(fashion), f->dir, &s, err, sizeof err),
+                     JOBS_SPEC_ERR_INVALID);
     assert_non_null(strstr(err, "get-data.sh fashion"));
 }
 
@@ -261,7 +261,7 @@ static void test_param_count_matches_the_engine(void **state)
             vae_model m;
             char err[256];
             assert_int_equal(vae_alloc(&m, &c, err, sizeof err), 0);
-            assert_int_equal(job_spec_param_count(&c), m.n_params);
+            assert_int_equal(jobs_spec_param_count(&c), m.n_params);
             vae_free(&m);
         }
     }
@@ -273,10 +273,10 @@ static void test_memory_estimate_of_mnist(void **state)
     if (access("data/mnist/train-images-idx3-ubyte", R_OK) != 0)
         fail_msg("data/mnist missing: run scripts/get-data.sh mnist");
     char err[512] = "";
-    job_spec s;
+    jobs_spec s;
     const char *body = "{\"model\":\"digits\",\"data\":\"mnist\",\"hidden\":[400],\"latent\":20,"
                        "\"batch\":128,\"epochs\":10}";
-    assert_int_equal(job_spec_parse(body, strlen(body), "data", &s, err, sizeof err), 0);
+    assert_int_equal(jobs_spec_parse(body, strlen(body), "data", &s, err, sizeof err), 0);
     assert_int_equal(s.n_train, 60000);
     assert_int_equal(s.n_test, 10000);
     /* 70,000 images of 784 bytes (kept as bytes) is 54.9 MB; 652,824
@@ -286,8 +286,8 @@ static void test_memory_estimate_of_mnist(void **state)
     assert_true((double)s.mem_bytes < data + params + 64e6);
     /* wider layers cost more */
     body = "{\"model\":\"digits\",\"data\":\"mnist\",\"hidden\":[4096,4096]}";
-    job_spec big;
-    assert_int_equal(job_spec_parse(body, strlen(body), "data", &big, err, sizeof err), 0);
+    jobs_spec big;
+    assert_int_equal(jobs_spec_parse(body, strlen(body), "data", &big, err, sizeof err), 0);
     assert_true(big.mem_bytes > s.mem_bytes + (size_t)4096 * 4096 * 16);
 }
 

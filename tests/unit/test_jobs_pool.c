@@ -1,4 +1,4 @@
-/* Unit tests for server/job_pool.c: a real SQLite registry and a small IDX
+/* Unit tests for server/jobs_pool.c: a real SQLite registry and a small IDX
  * data set (300 images of 8x8) in a mkdtemp() directory, so jobs finish in
  * well under a second. */
 #include <stdarg.h>
@@ -19,7 +19,7 @@
 #include <unistd.h>
 
 #include "engine/safetensors.h"
-#include "server/job_pool.h"
+#include "server/jobs_pool.h"
 #include "server/registry.h"
 
 typedef struct {
@@ -95,7 +95,7 @@ static int teardown(void **state)
 /* What the observer saw. */
 typedef struct {
     pthread_mutex_t mu;
-    job_pool *pool;
+    jobs_pool *pool;
     int64_t running[16];    /* jobs in the order they started */
     int n_running;
     int64_t cancel_job;     /* cancel this job at its first progress event */
@@ -104,7 +104,7 @@ typedef struct {
     int abandon_after_epoch; /* stop as a crash at this epoch event */
     int stop_at_epoch, stop_at_step; /* SIGTERM at this progress event */
     int stopped;             /* the observer stopped the pool */
-    int cancel_rc;           /* what job_pool_cancel returned (asserted on the main thread) */
+    int cancel_rc;           /* what jobs_pool_cancel returned (asserted on the main thread) */
 } observer;
 
 static int json_int(const char *json, const char *key)
@@ -136,16 +136,16 @@ static void on_event(void *ctx, int64_t id, const char *type, const char *data)
     if (strcmp(type, "epoch") == 0 && o->abandon_after_epoch &&
         json_int(data, "epoch") == o->abandon_after_epoch)
         abandon = 1;
-    job_pool *p = o->pool;
+    jobs_pool *p = o->pool;
     pthread_mutex_unlock(&o->mu);
     if (cancel) {
-        int rc = job_pool_cancel(p, id, NULL, 0);
+        int rc = jobs_pool_cancel(p, id, NULL, 0);
         pthread_mutex_lock(&o->mu);
         o->cancel_rc = rc;
         pthread_mutex_unlock(&o->mu);
     }
-    if (abandon) job_pool_stop(p, JOB_POOL_STOP_ABANDON);
-    if (stop) job_pool_stop(p, JOB_POOL_STOP_CHECKPOINT);
+    if (abandon) jobs_pool_stop(p, JOBS_POOL_STOP_ABANDON);
+    if (stop) jobs_pool_stop(p, JOBS_POOL_STOP_CHECKPOINT);
     if (abandon || stop) { /* after the stop: the test then sees a stopping pool */
         pthread_mutex_lock(&o->mu);
         o->stopped = 1;
@@ -161,10 +161,10 @@ static int observer_stopped(observer *o)
     return s;
 }
 
-static job_pool *new_pool(fixture *f, int workers, observer *o)
+static jobs_pool *new_pool(fixture *f, int workers, observer *o)
 {
-    job_pool_options opt;
-    job_pool_options_default(&opt);
+    jobs_pool_options opt;
+    jobs_pool_options_default(&opt);
     opt.data_dir = f->dir;
     opt.workers = workers;
     opt.progress_interval_s = 0; /* every step, for the tests */
@@ -172,9 +172,9 @@ static job_pool *new_pool(fixture *f, int workers, observer *o)
         opt.on_event = on_event;
         opt.on_event_ctx = o;
     }
-    job_pool *p = NULL;
+    jobs_pool *p = NULL;
     char err[256] = "";
-    if (job_pool_new(f->reg, &opt, &p, err, sizeof err)) fail_msg("job_pool_new: %s", err);
+    if (jobs_pool_new(f->reg, &opt, &p, err, sizeof err)) fail_msg("jobs_pool_new: %s", err);
     if (o) {
         pthread_mutex_lock(&o->mu);
         o->pool = p;
@@ -183,7 +183,7 @@ static job_pool *new_pool(fixture *f, int workers, observer *o)
     return p;
 }
 
-static int64_t submit(job_pool *p, const fixture *f, const char *model, int epochs,
+static int64_t submit(jobs_pool *p, const fixture *f, const char *model, int epochs,
                       const char *extra)
 {
     char body[1024], err[512] = "";
@@ -192,7 +192,7 @@ static int64_t submit(job_pool *p, const fixture *f, const char *model, int epoc
              "\"epochs\":%d%s}",
              model, f->images, epochs, extra ? extra : "");
     int64_t id = 0;
-    int rc = job_pool_submit(p, body, strlen(body), &id, err, sizeof err);
+    int rc = jobs_pool_submit(p, body, strlen(body), &id, err, sizeof err);
     if (rc) fail_msg("submit: %d %s", rc, err);
     return id;
 }
@@ -202,7 +202,7 @@ static void wait_final(fixture *f, int64_t id, char *state)
 {
     for (int i = 0; i < 12000; i++) {
         registry_job j;
-        assert_int_equal(registry_job_get(f->reg, id, &j, NULL, 0), REGISTRY_OK);
+        assert_int_equal(registry_get_job(f->reg, id, &j, NULL, 0), REGISTRY_OK);
         snprintf(state, 16, "%s", j.state);
         registry_free_job(&j);
         if (registry_job_state_is_final(state)) return;
@@ -214,7 +214,7 @@ static void wait_final(fixture *f, int64_t id, char *state)
 static void job_state(fixture *f, int64_t id, char *state)
 {
     registry_job j;
-    assert_int_equal(registry_job_get(f->reg, id, &j, NULL, 0), REGISTRY_OK);
+    assert_int_equal(registry_get_job(f->reg, id, &j, NULL, 0), REGISTRY_OK);
     snprintf(state, 16, "%s", j.state);
     registry_free_job(&j);
 }
@@ -229,15 +229,15 @@ static int resume_exists(const fixture *f, int64_t id)
 static void test_success_registers_a_version(void **state)
 {
     fixture *f = *state;
-    job_pool *p = new_pool(f, 1, NULL);
+    jobs_pool *p = new_pool(f, 1, NULL);
     int64_t id = submit(p, f, "digits", 3, NULL);
     char st[16];
     wait_final(f, id, st);
     assert_string_equal(st, "succeeded");
 
     int rc;
-    char *json = job_pool_get_json(p, id, &rc, NULL, 0);
-    assert_int_equal(rc, JOB_POOL_OK);
+    char *json = jobs_pool_get_json(p, id, &rc, NULL, 0);
+    assert_int_equal(rc, JOBS_POOL_OK);
     cJSON *o = cJSON_Parse(json);
     assert_non_null(o);
     assert_string_equal(cJSON_GetObjectItem(o, "state")->valuestring, "succeeded");
@@ -285,7 +285,7 @@ static void test_success_registers_a_version(void **state)
     /* events: queued, running, 3 epochs (progress between), succeeded */
     registry_job_event *ev;
     size_t n;
-    assert_int_equal(job_pool_events_after(p, id, 0, 1000, &ev, &n, NULL, 0), 0);
+    assert_int_equal(jobs_pool_events_after(p, id, 0, 1000, &ev, &n, NULL, 0), 0);
     assert_true(n >= 5);
     assert_string_equal(ev[0].type, "state");
     assert_string_equal(ev[0].data_json, "{\"state\":\"queued\"}");
@@ -309,7 +309,7 @@ static void test_success_registers_a_version(void **state)
     assert_string_equal(st, "succeeded");
     assert_int_equal(registry_resolve(f->reg, "digits", NULL, &info, NULL, 0), 0);
     assert_int_equal(info.version, 2);
-    job_pool_free(p);
+    jobs_pool_free(p);
     /* the resume files go once the job is done (after its state commits) */
     assert_false(resume_exists(f, 1));
     assert_false(resume_exists(f, 2));
@@ -318,22 +318,22 @@ static void test_success_registers_a_version(void **state)
 static void test_jobs_start_in_submission_order(void **state)
 {
     fixture *f = *state;
-    job_pool *p = new_pool(f, 0, NULL); /* queue only */
+    jobs_pool *p = new_pool(f, 0, NULL); /* queue only */
     int64_t ids[3];
     for (int i = 0; i < 3; i++) ids[i] = submit(p, f, "m", 1, NULL);
     int rc;
-    char *list = job_pool_list_json(p, "queued", &rc, NULL, 0);
+    char *list = jobs_pool_list_json(p, "queued", &rc, NULL, 0);
     assert_int_equal(rc, 0);
     cJSON *o = cJSON_Parse(list);
     assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(o, "jobs")), 3);
     cJSON_Delete(o);
     free(list);
-    list = job_pool_list_json(p, "running", &rc, NULL, 0);
+    list = jobs_pool_list_json(p, "running", &rc, NULL, 0);
     assert_string_equal(list, "{\"jobs\":[]}");
     free(list);
-    assert_null(job_pool_list_json(p, "sleeping", &rc, NULL, 0));
-    assert_int_equal(rc, JOB_POOL_ERR_INVALID);
-    job_pool_free(p);
+    assert_null(jobs_pool_list_json(p, "sleeping", &rc, NULL, 0));
+    assert_int_equal(rc, JOBS_POOL_ERR_INVALID);
+    jobs_pool_free(p);
 
     observer ob = {.mu = PTHREAD_MUTEX_INITIALIZER};
     p = new_pool(f, 1, &ob);
@@ -342,7 +342,7 @@ static void test_jobs_start_in_submission_order(void **state)
         wait_final(f, ids[i], st);
         assert_string_equal(st, "succeeded");
     }
-    job_pool_free(p);
+    jobs_pool_free(p);
     assert_int_equal(ob.n_running, 3);
     for (int i = 0; i < 3; i++) assert_int_equal(ob.running[i], ids[i]);
     registry_checkpoint_info info;
@@ -353,21 +353,21 @@ static void test_jobs_start_in_submission_order(void **state)
 static void test_cancel_queued_never_starts(void **state)
 {
     fixture *f = *state;
-    job_pool *p = new_pool(f, 0, NULL);
+    jobs_pool *p = new_pool(f, 0, NULL);
     int64_t a = submit(p, f, "a", 1, NULL), b = submit(p, f, "b", 1, NULL);
     char err[256] = "";
-    assert_int_equal(job_pool_cancel(p, a, err, sizeof err), JOB_POOL_OK);
-    assert_int_equal(job_pool_cancel(p, a, err, sizeof err), JOB_POOL_ERR_CONFLICT);
+    assert_int_equal(jobs_pool_cancel(p, a, err, sizeof err), JOBS_POOL_OK);
+    assert_int_equal(jobs_pool_cancel(p, a, err, sizeof err), JOBS_POOL_ERR_CONFLICT);
     assert_non_null(strstr(err, "cancelled"));
-    assert_int_equal(job_pool_cancel(p, 999, err, sizeof err), JOB_POOL_ERR_NOT_FOUND);
-    job_pool_free(p);
+    assert_int_equal(jobs_pool_cancel(p, 999, err, sizeof err), JOBS_POOL_ERR_NOT_FOUND);
+    jobs_pool_free(p);
 
     observer ob = {.mu = PTHREAD_MUTEX_INITIALIZER};
     p = new_pool(f, 1, &ob);
     char st[16];
     wait_final(f, b, st);
     assert_string_equal(st, "succeeded");
-    job_pool_free(p);
+    jobs_pool_free(p);
     job_state(f, a, st);
     assert_string_equal(st, "cancelled");
     assert_int_equal(ob.n_running, 1);
@@ -380,7 +380,7 @@ static void test_cancel_running_stops_within_a_step(void **state)
 {
     fixture *f = *state;
     observer ob = {.mu = PTHREAD_MUTEX_INITIALIZER, .cancel_rc = -1};
-    job_pool *p = new_pool(f, 1, &ob);
+    jobs_pool *p = new_pool(f, 1, &ob);
     pthread_mutex_lock(&ob.mu);
     ob.cancel_job = 1; /* the first job's id */
     pthread_mutex_unlock(&ob.mu);
@@ -389,12 +389,12 @@ static void test_cancel_running_stops_within_a_step(void **state)
     char st[16];
     wait_final(f, id, st);
     assert_string_equal(st, "cancelled");
-    job_pool_free(p);
+    jobs_pool_free(p);
     assert_int_equal(ob.cancelled_at_step, 1);
-    assert_int_equal(ob.cancel_rc, JOB_POOL_OK);
+    assert_int_equal(ob.cancel_rc, JOBS_POOL_OK);
     assert_int_equal(ob.progress_after_cancel, 0); /* no step after the cancel */
     registry_job j;
-    assert_int_equal(registry_job_get(f->reg, id, &j, NULL, 0), 0);
+    assert_int_equal(registry_get_job(f->reg, id, &j, NULL, 0), 0);
     assert_non_null(strstr(j.progress_json, "\"step\":1,"));
     assert_true(j.finished_at[0] != '\0');
     assert_int_equal(j.result_version, 0);
@@ -406,7 +406,7 @@ static void test_cancel_running_stops_within_a_step(void **state)
 static void test_nonfinite_loss_fails_and_registers_nothing(void **state)
 {
     fixture *f = *state;
-    job_pool *p = new_pool(f, 1, NULL);
+    jobs_pool *p = new_pool(f, 1, NULL);
     /* Adam moves every weight by about lr at the first step: 1e30 overflows
      * the next forward pass */
     int64_t id = submit(p, f, "nan", 3, ",\"lr\":1e30");
@@ -414,7 +414,7 @@ static void test_nonfinite_loss_fails_and_registers_nothing(void **state)
     wait_final(f, id, st);
     assert_string_equal(st, "failed");
     registry_job j;
-    assert_int_equal(registry_job_get(f->reg, id, &j, NULL, 0), 0);
+    assert_int_equal(registry_get_job(f->reg, id, &j, NULL, 0), 0);
     assert_non_null(j.error);
     assert_non_null(strstr(j.error, "not finite"));
     assert_non_null(strstr(j.error, "step"));
@@ -425,11 +425,11 @@ static void test_nonfinite_loss_fails_and_registers_nothing(void **state)
     assert_int_equal(registry_resolve(f->reg, "nan", NULL, &info, NULL, 0), REGISTRY_ERR_NOT_FOUND);
     registry_job_event *ev;
     size_t n;
-    assert_int_equal(job_pool_events_after(p, id, 0, 1000, &ev, &n, NULL, 0), 0);
+    assert_int_equal(jobs_pool_events_after(p, id, 0, 1000, &ev, &n, NULL, 0), 0);
     assert_non_null(strstr(ev[n - 1].data_json, "\"failed\""));
     assert_non_null(strstr(ev[n - 1].data_json, "not finite"));
     registry_free_job_events(ev, n);
-    job_pool_free(p);
+    jobs_pool_free(p);
     assert_false(resume_exists(f, id));
 }
 
@@ -445,12 +445,12 @@ static void test_resume_after_a_crash_is_exact(void **state)
 {
     fixture *f = *state;
     observer ob = {.mu = PTHREAD_MUTEX_INITIALIZER, .abandon_after_epoch = 2};
-    job_pool *p = new_pool(f, 1, &ob);
+    jobs_pool *p = new_pool(f, 1, &ob);
     int64_t id = submit(p, f, "crash", 4, NULL);
     /* the observer stops the pool as a crash would after epoch 2 */
     for (int i = 0; i < 6000 && !observer_stopped(&ob); i++) usleep(5000);
     assert_true(observer_stopped(&ob));
-    job_pool_free(p); /* joins; the first stop (abandon) wins */
+    jobs_pool_free(p); /* joins; the first stop (abandon) wins */
     char st[16];
     job_state(f, id, st);
     assert_string_equal(st, "running"); /* as the crash left it */
@@ -469,7 +469,7 @@ static void test_resume_after_a_crash_is_exact(void **state)
     wait_final(f, id, st);
     assert_string_equal(st, "succeeded");
     registry_job j;
-    assert_int_equal(registry_job_get(f->reg, id, &j, NULL, 0), 0);
+    assert_int_equal(registry_get_job(f->reg, id, &j, NULL, 0), 0);
     cJSON *m = cJSON_Parse(j.metrics_json);
     assert_int_equal(cJSON_GetArraySize(m), 4);
     for (int e = 0; e < 4; e++)
@@ -478,7 +478,7 @@ static void test_resume_after_a_crash_is_exact(void **state)
     registry_free_job(&j);
     registry_job_event *ev;
     size_t n;
-    assert_int_equal(job_pool_events_after(p, id, 0, 1000, &ev, &n, NULL, 0), 0);
+    assert_int_equal(jobs_pool_events_after(p, id, 0, 1000, &ev, &n, NULL, 0), 0);
     int restarted = 0, epochs = 0;
     for (size_t i = 0; i < n; i++) {
         restarted += ev[i].data_json && strstr(ev[i].data_json, "\"reason\":\"restarted\"") != NULL;
@@ -492,7 +492,7 @@ static void test_resume_after_a_crash_is_exact(void **state)
     int64_t ref = submit(p, f, "reference", 4, NULL);
     wait_final(f, ref, st);
     assert_string_equal(st, "succeeded");
-    job_pool_free(p);
+    jobs_pool_free(p);
     char a[65], b[65];
     assert_false(resume_exists(f, id));
     result_sha(f, "crash", a);
@@ -504,13 +504,13 @@ static void test_shutdown_checkpoints_mid_epoch_and_resumes_exactly(void **state
 {
     fixture *f = *state;
     observer ob = {.mu = PTHREAD_MUTEX_INITIALIZER, .stop_at_epoch = 2, .stop_at_step = 3};
-    job_pool *p = new_pool(f, 1, &ob);
+    jobs_pool *p = new_pool(f, 1, &ob);
     int64_t id = submit(p, f, "term", 4, NULL);
     for (int i = 0; i < 6000 && !observer_stopped(&ob); i++) usleep(5000);
     assert_true(observer_stopped(&ob));
     int64_t other = 0;
-    assert_int_equal(job_pool_submit(p, "{}", 2, &other, NULL, 0), JOB_POOL_ERR_STOPPING);
-    job_pool_free(p);
+    assert_int_equal(jobs_pool_submit(p, "{}", 2, &other, NULL, 0), JOBS_POOL_ERR_STOPPING);
+    jobs_pool_free(p);
     char st[16];
     job_state(f, id, st);
     assert_string_equal(st, "queued"); /* interrupted, to resume */
@@ -529,12 +529,12 @@ static void test_shutdown_checkpoints_mid_epoch_and_resumes_exactly(void **state
     wait_final(f, ref, st);
     assert_string_equal(st, "succeeded");
     registry_job j;
-    assert_int_equal(registry_job_get(f->reg, id, &j, NULL, 0), 0);
+    assert_int_equal(registry_get_job(f->reg, id, &j, NULL, 0), 0);
     cJSON *m = cJSON_Parse(j.metrics_json);
     assert_int_equal(cJSON_GetArraySize(m), 4);
     cJSON_Delete(m);
     registry_free_job(&j);
-    job_pool_free(p);
+    jobs_pool_free(p);
     char a[65], b[65];
     result_sha(f, "term", a);
     result_sha(f, "reference", b);
@@ -544,33 +544,33 @@ static void test_shutdown_checkpoints_mid_epoch_and_resumes_exactly(void **state
 static void test_submit_refusals(void **state)
 {
     fixture *f = *state;
-    job_pool_options opt;
-    job_pool_options_default(&opt);
+    jobs_pool_options opt;
+    jobs_pool_options_default(&opt);
     opt.data_dir = f->dir;
     opt.workers = 0;
     opt.job_mem_limit = 100 * 1024; /* 100 KiB: too small for anything */
-    job_pool *p = NULL;
+    jobs_pool *p = NULL;
     char err[512] = "";
-    assert_int_equal(job_pool_new(f->reg, &opt, &p, err, sizeof err), 0);
+    assert_int_equal(jobs_pool_new(f->reg, &opt, &p, err, sizeof err), 0);
     int64_t id = 5;
     const char *bad = "{\"model\":\"m\",\"colour\":\"red\"}";
-    assert_int_equal(job_pool_submit(p, bad, strlen(bad), &id, err, sizeof err),
-                     JOB_POOL_ERR_INVALID);
+    assert_int_equal(jobs_pool_submit(p, bad, strlen(bad), &id, err, sizeof err),
+                     JOBS_POOL_ERR_INVALID);
     assert_int_equal(id, 0);
     assert_non_null(strstr(err, "colour"));
     char body[512];
     snprintf(body, sizeof body, "{\"model\":\"m\",\"data\":\"%s\",\"hidden\":[512]}", f->images);
-    assert_int_equal(job_pool_submit(p, body, strlen(body), &id, err, sizeof err),
-                     JOB_POOL_ERR_INVALID);
+    assert_int_equal(jobs_pool_submit(p, body, strlen(body), &id, err, sizeof err),
+                     JOBS_POOL_ERR_INVALID);
     assert_non_null(strstr(err, "--job-mem-mb"));
-    assert_int_equal(job_pool_http_status(JOB_POOL_ERR_INVALID), 422);
+    assert_int_equal(jobs_pool_http_status(JOBS_POOL_ERR_INVALID), 422);
     int rc;
-    assert_null(job_pool_get_json(p, 42, &rc, err, sizeof err));
-    assert_int_equal(rc, JOB_POOL_ERR_NOT_FOUND);
-    char *list = job_pool_list_json(p, NULL, &rc, NULL, 0);
+    assert_null(jobs_pool_get_json(p, 42, &rc, err, sizeof err));
+    assert_int_equal(rc, JOBS_POOL_ERR_NOT_FOUND);
+    char *list = jobs_pool_list_json(p, NULL, &rc, NULL, 0);
     assert_string_equal(list, "{\"jobs\":[]}"); /* nothing was queued */
     free(list);
-    job_pool_free(p);
+    jobs_pool_free(p);
 }
 
 static double now_s(void)
@@ -581,7 +581,7 @@ static double now_s(void)
 }
 
 typedef struct {
-    job_pool *p;
+    jobs_pool *p;
     int64_t id;
     double cancelled_at; /* now_s() once the cancel returned */
 } cancel_later;
@@ -590,7 +590,7 @@ static void *cancel_thread(void *arg)
 {
     cancel_later *c = arg;
     usleep(100 * 1000);
-    job_pool_cancel(c->p, c->id, NULL, 0);
+    jobs_pool_cancel(c->p, c->id, NULL, 0);
     c->cancelled_at = now_s();
     return NULL;
 }
@@ -598,39 +598,39 @@ static void *cancel_thread(void *arg)
 static void test_wait_events(void **state)
 {
     fixture *f = *state;
-    job_pool *p = new_pool(f, 0, NULL);
+    jobs_pool *p = new_pool(f, 0, NULL);
     int64_t id = submit(p, f, "w", 1, NULL);
-    assert_int_equal(job_pool_wait_events(p, id, 0, 10), 1); /* "queued" is event 1 */
+    assert_int_equal(jobs_pool_wait_events(p, id, 0, 10), 1); /* "queued" is event 1 */
     double t0 = now_s();
-    assert_int_equal(job_pool_wait_events(p, id, 1, 50), 0);
+    assert_int_equal(jobs_pool_wait_events(p, id, 1, 50), 0);
     assert_true(now_s() - t0 >= 0.045);
-    assert_int_equal(job_pool_wait_events(p, 999, 0, 10), -1);
+    assert_int_equal(jobs_pool_wait_events(p, 999, 0, 10), -1);
     /* woken by the new event, not by the timeout (the event's commit waits
      * for fsync, which a busy disk can make slow: timed from its return) */
     cancel_later c = {p, id, 0};
     pthread_t th;
     pthread_create(&th, NULL, cancel_thread, &c);
     t0 = now_s();
-    assert_int_equal(job_pool_wait_events(p, id, 1, 60000), 1);
+    assert_int_equal(jobs_pool_wait_events(p, id, 1, 60000), 1);
     double woke = now_s();
     pthread_join(th, NULL);
     assert_true(woke - t0 < 59.0);
     assert_true(woke - c.cancelled_at < 2.0);
     registry_job_event *ev;
     size_t n;
-    assert_int_equal(job_pool_events_after(p, id, 1, 10, &ev, &n, NULL, 0), 0);
+    assert_int_equal(jobs_pool_events_after(p, id, 1, 10, &ev, &n, NULL, 0), 0);
     assert_int_equal(n, 1);
     assert_int_equal(ev[0].seq, 2);
     assert_string_equal(ev[0].data_json, "{\"state\":\"cancelled\"}");
     registry_free_job_events(ev, n);
-    assert_int_equal(job_pool_events_after(p, 999, 0, 10, &ev, &n, NULL, 0),
-                     JOB_POOL_ERR_NOT_FOUND);
+    assert_int_equal(jobs_pool_events_after(p, 999, 0, 10, &ev, &n, NULL, 0),
+                     JOBS_POOL_ERR_NOT_FOUND);
     /* a stopping pool releases its waiters */
-    job_pool_stop(p, JOB_POOL_STOP_CHECKPOINT);
+    jobs_pool_stop(p, JOBS_POOL_STOP_CHECKPOINT);
     t0 = now_s();
-    assert_int_equal(job_pool_wait_events(p, id, 2, 10000), 0);
+    assert_int_equal(jobs_pool_wait_events(p, id, 2, 10000), 0);
     assert_true(now_s() - t0 < 1.0);
-    job_pool_free(p);
+    jobs_pool_free(p);
 }
 
 /* The registry's side: allowed transitions only, each with its event. */
@@ -640,43 +640,43 @@ static void test_registry_job_transitions(void **state)
     registry *r = f->reg;
     char err[256];
     int64_t id, other;
-    assert_int_equal(registry_job_insert(r, "{\"model\":\"x\"}", &id, err, sizeof err), 0);
-    assert_int_equal(registry_job_insert(r, "not json", &other, err, sizeof err), REGISTRY_ERR_ARG);
-    assert_int_equal(registry_job_insert(r, "{}", &other, err, sizeof err), 0);
-    assert_int_equal(registry_job_set_state(r, id, "succeeded", NULL, err, sizeof err),
+    assert_int_equal(registry_insert_job(r, "{\"model\":\"x\"}", &id, err, sizeof err), 0);
+    assert_int_equal(registry_insert_job(r, "not json", &other, err, sizeof err), REGISTRY_ERR_ARG);
+    assert_int_equal(registry_insert_job(r, "{}", &other, err, sizeof err), 0);
+    assert_int_equal(registry_set_job_state(r, id, "succeeded", NULL, err, sizeof err),
                      REGISTRY_ERR_CONFLICT);
     assert_non_null(strstr(err, "queued"));
-    assert_int_equal(registry_job_set_state(r, id, "asleep", NULL, err, sizeof err),
+    assert_int_equal(registry_set_job_state(r, id, "asleep", NULL, err, sizeof err),
                      REGISTRY_ERR_ARG);
-    assert_int_equal(registry_job_set_state(r, 77, "running", NULL, err, sizeof err),
+    assert_int_equal(registry_set_job_state(r, 77, "running", NULL, err, sizeof err),
                      REGISTRY_ERR_NOT_FOUND);
-    assert_int_equal(registry_job_set_progress(r, id, "{}", NULL, NULL, NULL, NULL, err, sizeof err),
+    assert_int_equal(registry_set_job_progress(r, id, "{}", NULL, NULL, NULL, NULL, err, sizeof err),
                      REGISTRY_ERR_CONFLICT); /* not running */
 
     int64_t claimed;
     char *config;
-    assert_int_equal(registry_job_claim_next(r, &claimed, &config, err, sizeof err), 0);
+    assert_int_equal(registry_claim_next_job(r, &claimed, &config, err, sizeof err), 0);
     assert_int_equal(claimed, id); /* the oldest first */
     assert_string_equal(config, "{\"model\":\"x\"}");
     free(config);
     int64_t seq = 0;
-    assert_int_equal(registry_job_set_progress(r, id, "{\"step\":1}", "[]", "progress",
+    assert_int_equal(registry_set_job_progress(r, id, "{\"step\":1}", "[]", "progress",
                                                "{\"step\":1}", &seq, err, sizeof err), 0);
     assert_int_equal(seq, 3); /* queued, running, progress */
-    assert_int_equal(registry_job_append_event(r, id, "progress", "{bad", &seq, err, sizeof err),
+    assert_int_equal(registry_append_job_event(r, id, "progress", "{bad", &seq, err, sizeof err),
                      REGISTRY_ERR_ARG);
-    assert_int_equal(registry_job_set_state(r, id, "queued", "interrupted", err, sizeof err), 0);
-    assert_int_equal(registry_job_claim_next(r, &claimed, &config, err, sizeof err), 0);
+    assert_int_equal(registry_set_job_state(r, id, "queued", "interrupted", err, sizeof err), 0);
+    assert_int_equal(registry_claim_next_job(r, &claimed, &config, err, sizeof err), 0);
     assert_int_equal(claimed, id);
     free(config);
-    assert_int_equal(registry_job_set_state(r, id, "failed", "boom", err, sizeof err), 0);
-    assert_int_equal(registry_job_set_state(r, id, "running", NULL, err, sizeof err),
+    assert_int_equal(registry_set_job_state(r, id, "failed", "boom", err, sizeof err), 0);
+    assert_int_equal(registry_set_job_state(r, id, "running", NULL, err, sizeof err),
                      REGISTRY_ERR_CONFLICT);
-    assert_int_equal(registry_job_set_state(r, id, "cancelled", NULL, err, sizeof err),
+    assert_int_equal(registry_set_job_state(r, id, "cancelled", NULL, err, sizeof err),
                      REGISTRY_ERR_CONFLICT);
 
     registry_job j;
-    assert_int_equal(registry_job_get(r, id, &j, err, sizeof err), 0);
+    assert_int_equal(registry_get_job(r, id, &j, err, sizeof err), 0);
     assert_string_equal(j.state, "failed");
     assert_string_equal(j.error, "boom");
     assert_string_equal(j.progress_json, "{\"step\":1}");
@@ -686,7 +686,7 @@ static void test_registry_job_transitions(void **state)
 
     registry_job_event *ev;
     size_t n;
-    assert_int_equal(registry_job_events_after(r, id, 0, 100, &ev, &n, err, sizeof err), 0);
+    assert_int_equal(registry_list_job_events(r, id, 0, 100, &ev, &n, err, sizeof err), 0);
     assert_int_equal(n, 6);
     const char *want[] = {"{\"state\":\"queued\"}", "{\"state\":\"running\"}", "{\"step\":1}",
                           "{\"state\":\"queued\",\"reason\":\"interrupted\"}",
@@ -696,31 +696,31 @@ static void test_registry_job_transitions(void **state)
         assert_string_equal(ev[i].data_json, want[i]);
     }
     registry_free_job_events(ev, n);
-    assert_int_equal(registry_job_events_after(r, id, 4, 1, &ev, &n, err, sizeof err), 0);
+    assert_int_equal(registry_list_job_events(r, id, 4, 1, &ev, &n, err, sizeof err), 0);
     assert_int_equal(n, 1);
     assert_int_equal(ev[0].seq, 5);
     registry_free_job_events(ev, n);
     int64_t last;
     char st[16];
-    assert_int_equal(registry_job_last_seq(r, id, &last, st, err, sizeof err), 0);
+    assert_int_equal(registry_get_job_last_seq(r, id, &last, st, err, sizeof err), 0);
     assert_int_equal(last, 6);
     assert_string_equal(st, "failed");
 
     /* a crash leaves the other job running: requeued, then claimed again */
-    assert_int_equal(registry_job_claim_next(r, &claimed, &config, err, sizeof err), 0);
+    assert_int_equal(registry_claim_next_job(r, &claimed, &config, err, sizeof err), 0);
     assert_int_equal(claimed, other);
     free(config);
     int count = 0;
-    assert_int_equal(registry_jobs_requeue_running(r, &count, err, sizeof err), 0);
+    assert_int_equal(registry_requeue_running_jobs(r, &count, err, sizeof err), 0);
     assert_int_equal(count, 1);
     registry_job *list;
-    assert_int_equal(registry_job_list(r, "queued", &list, &n, err, sizeof err), 0);
+    assert_int_equal(registry_list_jobs(r, "queued", &list, &n, err, sizeof err), 0);
     assert_int_equal(n, 1);
     assert_int_equal(list[0].id, other);
     registry_free_jobs(list, n);
-    assert_int_equal(registry_job_claim_next(r, &claimed, &config, err, sizeof err), 0);
+    assert_int_equal(registry_claim_next_job(r, &claimed, &config, err, sizeof err), 0);
     free(config);
-    assert_int_equal(registry_job_claim_next(r, &claimed, &config, err, sizeof err),
+    assert_int_equal(registry_claim_next_job(r, &claimed, &config, err, sizeof err),
                      REGISTRY_ERR_NOT_FOUND);
     assert_null(config);
 }
