@@ -26,20 +26,12 @@
 #include <stdint.h>
 
 #include "engine/rng.h"
+#include "engine/vae_status.h"
 
 #define VAE_MAX_HIDDEN 8
 #define VAE_MAX_TENSORS 64
 #define VAE_TENSOR_NAME_MAX 48
 
-typedef enum {
-    VAE_OK = 0,
-    VAE_ERR_ARG,      /* a bad option or size */
-    VAE_ERR_NOMEM,
-    VAE_ERR_IO,
-    VAE_ERR_FORMAT,   /* a file that is not what it claims */
-    VAE_ERR_NONFINITE, /* a NaN or Inf loss or value */
-    VAE_ERR_CANCELLED  /* stopped on request; the state is consistent */
-} vae_status;
 
 typedef enum { VAE_ARCH_MLP = 0, VAE_ARCH_CONV } vae_arch;
 typedef enum { VAE_ACT_RELU = 0, VAE_ACT_LEAKY_RELU, VAE_ACT_TANH, VAE_ACT_ELU } vae_activation;
