@@ -181,7 +181,7 @@ end:
 int ckpt_save_mem(const vae_model *m, const char *metrics_json, uint8_t **out, size_t *out_len,
                   char *err, size_t errlen)
 {
-    st_tensor_out t[VAE_MAX_TENSORS];
+    st_tensor_out t[VAE_MAX_TENSORS] = {{0}};
     for (int i = 0; i < m->n_tensors; i++) {
         const vae_tensor *vt = &m->tensors[i];
         t[i].name = vt->name;
@@ -371,7 +371,7 @@ int ckpt_save_pytorch_examples(const vae_model *m, const char *path, char *err, 
         snprintf(err, errlen, "the pytorch/examples layout holds a 1-hidden-layer MLP only");
         return VAE_ERR_ARG;
     }
-    st_tensor_out t[VAE_MAX_TENSORS];
+    st_tensor_out t[VAE_MAX_TENSORS] = {{0}};
     for (int i = 0; i < m->n_tensors; i++) {
         const vae_tensor *vt = &m->tensors[i];
         t[i].name = file_name_for(1, vt->name);

@@ -837,9 +837,16 @@ int st_write_mem(const st_tensor_out *tensors, int n_tensors, const char *const 
                     t->ndim);
             return ST_ERR_ARG;
         }
+        unsigned esize = st_dtype_size(t->dtype ? t->dtype : "F32");
+        if (!esize) {
+            set_err(err, errlen, "safetensors: tensor \"%.200s\": unknown dtype \"%.32s\"",
+                    t->name, t->dtype);
+            return ST_ERR_ARG;
+        }
         uint64_t count = 1;
         for (int k = 0; k < t->ndim; k++) {
-            if (t->shape[k] < 0 || (t->shape[k] && count > UINT64_MAX / 4 / (uint64_t)t->shape[k])) {
+            if (t->shape[k] < 0 ||
+                (t->shape[k] && count > UINT64_MAX / esize / (uint64_t)t->shape[k])) {
                 set_err(err, errlen, "safetensors: tensor \"%.200s\": invalid shape", t->name);
                 return ST_ERR_ARG;
             }
@@ -849,11 +856,11 @@ int st_write_mem(const st_tensor_out *tensors, int n_tensors, const char *const 
             set_err(err, errlen, "safetensors: tensor \"%.200s\": no data", t->name);
             return ST_ERR_ARG;
         }
-        if (count * 4 > UINT64_MAX - total) {
+        if (count * esize > UINT64_MAX - total) {
             set_err(err, errlen, "safetensors: total size overflows");
             return ST_ERR_ARG;
         }
-        total += count * 4;
+        total += count * esize;
     }
     if (n_tensors > 1) {
         const char **names = malloc((size_t)n_tensors * sizeof *names); /* owned here */
@@ -888,18 +895,21 @@ int st_write_mem(const st_tensor_out *tensors, int n_tensors, const char *const 
     for (int i = 0; i < n_tensors; i++) {
         const st_tensor_out *t = &tensors[i];
         if (i || n_meta) sb_puts(&h, ",");
+        const char *dtype = t->dtype ? t->dtype : "F32";
+        uint64_t nbytes = st_dtype_size(dtype);
         sb_put_json_string(&h, t->name);
-        sb_puts(&h, ":{\"dtype\":\"F32\",\"shape\":[");
-        uint64_t count = 1;
+        sb_puts(&h, ":{\"dtype\":");
+        sb_put_json_string(&h, dtype);
+        sb_puts(&h, ",\"shape\":[");
         for (int k = 0; k < t->ndim; k++) {
             snprintf(num, sizeof num, "%s%" PRId64, k ? "," : "", t->shape[k]);
             sb_puts(&h, num);
-            count *= (uint64_t)t->shape[k];
+            nbytes *= (uint64_t)t->shape[k];
         }
         snprintf(num, sizeof num, "],\"data_offsets\":[%" PRIu64 ",%" PRIu64 "]}", offset,
-                 offset + count * 4);
+                 offset + nbytes);
         sb_puts(&h, num);
-        offset += count * 4;
+        offset += nbytes;
     }
     sb_puts(&h, "}");
     while (h.len % 8) sb_puts(&h, " ");
@@ -926,10 +936,10 @@ int st_write_mem(const st_tensor_out *tensors, int n_tensors, const char *const 
     free(h.p);
     uint8_t *dst = buf + 8 + n;
     for (int i = 0; i < n_tensors; i++) {
-        size_t count = 1;
-        for (int k = 0; k < tensors[i].ndim; k++) count *= (size_t)tensors[i].shape[k];
-        if (count) memcpy(dst, tensors[i].data, count * 4);
-        dst += count * 4;
+        size_t nbytes = st_dtype_size(tensors[i].dtype ? tensors[i].dtype : "F32");
+        for (int k = 0; k < tensors[i].ndim; k++) nbytes *= (size_t)tensors[i].shape[k];
+        if (nbytes) memcpy(dst, tensors[i].data, nbytes);
+        dst += nbytes;
     }
     *out = buf;
     *out_len = size;

@@ -60,10 +60,11 @@ typedef struct {
     const char *name;
     int ndim;
     int64_t shape[ST_MAX_DIMS];
-    const float *data;        /* F32, product(shape) floats */
+    const void *data;         /* product(shape) elements of dtype, little-endian */
+    const char *dtype;        /* NULL: "F32"; else one of the dtypes the parser knows */
 } st_tensor_out;
 
-/* Serialises F32 tensors and string metadata into a new buffer (*out owned by
+/* Serialises tensors and string metadata into a new buffer (*out owned by
  * the caller, free()). The header is padded with spaces to a multiple of 8. */
 int st_write_mem(const st_tensor_out *tensors, int n_tensors, const char *const *meta_keys,
                  const char *const *meta_values, int n_meta, uint8_t **out, size_t *out_len,

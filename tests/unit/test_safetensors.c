@@ -486,6 +486,47 @@ static void test_st_round_trip_mem(void **state) {
     assert_int_equal(st_write_mem(NULL, 0, kbad, v2, 1, &buf, &len, err, sizeof err), ST_ERR_ARG);
 }
 
+/* Tensors of other dtypes keep their bytes and name their dtype in the header. */
+static void test_st_write_other_dtypes(void **state) {
+    (void)state;
+    double d[3] = {NAN, -0.0, 1.0 / 3.0};
+    int32_t k[4] = {3, -1, INT32_MAX, 0};
+    float f[2] = {1.5f, -2.0f};
+    st_tensor_out t[3] = {
+        {.name = "d", .ndim = 1, .shape = {3}, .data = d, .dtype = "F64"},
+        {.name = "k", .ndim = 2, .shape = {2, 2}, .data = k, .dtype = "I32"},
+        {.name = "f", .ndim = 1, .shape = {2}, .data = f, .dtype = "F32"},
+    };
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    char err[256] = "";
+    assert_int_equal(st_write_mem(t, 3, NULL, NULL, 0, &buf, &len, err, sizeof err), 0);
+    st_file sf;
+    assert_int_equal(st_parse(buf, len, &sf, err, sizeof err), 0);
+    const st_tensor_info *td = st_find(&sf, "d"), *tk = st_find(&sf, "k"), *tf = st_find(&sf, "f");
+    assert_non_null(td);
+    assert_non_null(tk);
+    assert_non_null(tf);
+    assert_string_equal(td->dtype, "F64");
+    assert_string_equal(tk->dtype, "I32");
+    assert_string_equal(tf->dtype, "F32");
+    assert_int_equal(td->end - td->begin, sizeof d);
+    assert_int_equal(tk->end - tk->begin, sizeof k);
+    assert_int_equal(tk->ndim, 2);
+    assert_memory_equal(sf.data + td->begin, d, sizeof d);
+    assert_memory_equal(sf.data + tk->begin, k, sizeof k);
+    assert_memory_equal(sf.data + tf->begin, f, sizeof f);
+    st_free(&sf);
+    free(buf);
+
+    st_tensor_out unknown = {.name = "x", .ndim = 1, .shape = {1}, .data = f, .dtype = "F31"};
+    buf = NULL;
+    assert_int_equal(st_write_mem(&unknown, 1, NULL, NULL, 0, &buf, &len, err, sizeof err),
+                     ST_ERR_ARG);
+    assert_non_null(strstr(err, "F31"));
+    assert_null(buf);
+}
+
 static int count_entries(const char *dir) {
     DIR *d = opendir(dir);
     assert_non_null(d);
@@ -568,7 +609,7 @@ int main(void) {
         cmocka_unit_test(test_sj_escapes),         cmocka_unit_test(test_sj_numbers),
         cmocka_unit_test(test_sj_structures),      cmocka_unit_test(test_st_rejects),
         cmocka_unit_test(test_st_reference_file),  cmocka_unit_test(test_st_round_trip_mem),
-        cmocka_unit_test(test_st_round_trip_file),
+        cmocka_unit_test(test_st_round_trip_file), cmocka_unit_test(test_st_write_other_dtypes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
