@@ -173,26 +173,81 @@ static int idx_read_header(gzFile gz, const char *path, uint8_t *hdr, size_t len
     return DATASET_OK;
 }
 
+/* Reads and checks the 16-byte header of an image file: count and size. */
+static int idx_images_header(gzFile gz, const char *path, uint32_t *n, uint32_t *rows,
+                             uint32_t *cols, char *err, size_t errlen) {
+    uint8_t hdr[16];
+    int rc = idx_read_header(gz, path, hdr, sizeof hdr, IDX_IMAGES_MAGIC, err, errlen);
+    if (rc) return rc;
+    *n = be32(hdr + 4);
+    *rows = be32(hdr + 8);
+    *cols = be32(hdr + 12);
+    if (*n == 0 || *n > (uint32_t)INT32_MAX) {
+        set_err(err, errlen, "%s: invalid image count %u", path, *n);
+        return DATASET_ERR_FORMAT;
+    }
+    if (*rows == 0 || *cols == 0 || *rows > IDX_MAX_SIDE || *cols > IDX_MAX_SIDE) {
+        set_err(err, errlen, "%s: invalid image size %ux%u (1 to %u per side)", path, *rows,
+                *cols, IDX_MAX_SIDE);
+        return DATASET_ERR_FORMAT;
+    }
+    return DATASET_OK;
+}
+
+/* Until dataset_status folds into vae_status. */
+static vae_status to_vae_status(int rc) {
+    switch (rc) {
+    case DATASET_OK: return VAE_OK;
+    case DATASET_ERR_IO: return VAE_ERR_IO;
+    case DATASET_ERR_NOMEM: return VAE_ERR_NOMEM;
+    case DATASET_ERR_ARG: return VAE_ERR_ARG;
+    default: return VAE_ERR_FORMAT;
+    }
+}
+
+vae_status dataset_peek_idx(const char *images_path, int *n, int *height, int *width,
+                            char *err, size_t errlen) {
+    if (!images_path || !n || !height || !width) {
+        set_err(err, errlen, "dataset: no image file given");
+        return VAE_ERR_ARG;
+    }
+    gzFile gz;
+    int rc = idx_open(images_path, &gz, err, errlen);
+    if (rc) return to_vae_status(rc);
+    uint32_t count, rows, cols;
+    rc = idx_images_header(gz, images_path, &count, &rows, &cols, err, errlen);
+    gzclose(gz);
+    if (rc) return to_vae_status(rc);
+    *n = (int)count;
+    *height = (int)rows;
+    *width = (int)cols;
+    return VAE_OK;
+}
+
+#define IDX_IMAGES_PART "-images-idx3-ubyte"
+#define IDX_LABELS_PART "-labels-idx1-ubyte"
+
+int dataset_idx_labels_path(const char *images_path, char *out, size_t outlen) {
+    const char *p = images_path ? strstr(images_path, IDX_IMAGES_PART) : NULL;
+    if (outlen) out[0] = '\0';
+    if (!p) return 0;
+    int len = snprintf(out, outlen, "%.*s" IDX_LABELS_PART "%s", (int)(p - images_path),
+                       images_path, p + strlen(IDX_IMAGES_PART));
+    if (len < 0 || (size_t)len >= outlen) {
+        if (outlen) out[0] = '\0';
+        return 0;
+    }
+    return 1;
+}
+
 static int load_images(dataset *out, const char *path, int compact, char *err, size_t errlen) {
     gzFile gz;
     int rc = idx_open(path, &gz, err, errlen);
     if (rc) return rc;
-    uint8_t hdr[16];
     uint8_t *pixels = NULL; /* owned here */
-    rc = idx_read_header(gz, path, hdr, sizeof hdr, IDX_IMAGES_MAGIC, err, errlen);
+    uint32_t n, rows, cols;
+    rc = idx_images_header(gz, path, &n, &rows, &cols, err, errlen);
     if (rc) goto end;
-    uint32_t n = be32(hdr + 4), rows = be32(hdr + 8), cols = be32(hdr + 12);
-    if (n == 0 || n > (uint32_t)INT32_MAX) {
-        set_err(err, errlen, "%s: invalid image count %u", path, n);
-        rc = DATASET_ERR_FORMAT;
-        goto end;
-    }
-    if (rows == 0 || cols == 0 || rows > IDX_MAX_SIDE || cols > IDX_MAX_SIDE) {
-        set_err(err, errlen, "%s: invalid image size %ux%u (1 to %u per side)", path, rows, cols,
-                IDX_MAX_SIDE);
-        rc = DATASET_ERR_FORMAT;
-        goto end;
-    }
     uint64_t dim = (uint64_t)rows * cols;
     if ((uint64_t)n > (SIZE_MAX / sizeof(float)) / dim || dim > (uint64_t)INT32_MAX) {
         set_err(err, errlen, "%s: %u images of %ux%u is too large", path, n, rows, cols);
@@ -200,7 +255,7 @@ static int load_images(dataset *out, const char *path, int compact, char *err, s
         goto end;
     }
     size_t count = (size_t)n * (size_t)dim;
-    rc = idx_read_body(gz, path, sizeof hdr, count, &pixels, err, errlen);
+    rc = idx_read_body(gz, path, 16, count, &pixels, err, errlen);
     if (rc) goto end;
     if (compact) {
         out->pixels = pixels;

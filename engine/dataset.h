@@ -15,6 +15,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "engine/vae_status.h"
+
 typedef enum {
     DATASET_OK = 0,
     DATASET_ERR_IO,
@@ -42,6 +44,15 @@ int dataset_load_idx(dataset *out, const char *images_path, const char *labels_p
  * images take 47 MB instead of 188 MB); read images with dataset_image. */
 int dataset_load_idx_compact(dataset *out, const char *images_path, const char *labels_path,
                              char *err, size_t errlen);
+/* The image count and size from the 16-byte header of an IDX image file (plain or gzip),
+ * without reading the images; the same checks as the loaders (magic, a count of 1 to
+ * 2^31-1, 1 to 4096 pixels per side). */
+vae_status dataset_peek_idx(const char *images_path, int *n, int *height, int *width,
+                            char *err, size_t errlen);
+/* The labels file that belongs beside an IDX image file ("...-images-idx3-ubyte..." ->
+ * "...-labels-idx1-ubyte...", at the first "-images-idx3-ubyte"): 1 with the path in out,
+ * 0 when the name has no such part (or out is too small; out is then ""). */
+int dataset_idx_labels_path(const char *images_path, char *out, size_t outlen);
 /* Image i as floats in [0, 1] into out (dataset_dim floats), either storage. */
 void dataset_image(const dataset *d, int i, float *out);
 /* Keeps only images with label k (needs labels). */

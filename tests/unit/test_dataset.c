@@ -16,11 +16,11 @@
 #include "engine/dataset.h"
 
 static char tmpdir[] = "/tmp/vaed_test_ds_XXXXXX";
-static char paths[32][300];
+static char paths[64][300];
 static int n_paths;
 
 static const char *tmp_path(const char *name) {
-    assert_true(n_paths < 32);
+    assert_true(n_paths < 64);
     snprintf(paths[n_paths], sizeof paths[0], "%s/%s", tmpdir, name);
     return paths[n_paths++];
 }
@@ -256,6 +256,79 @@ static void test_rejects(void **state) {
     assert_int_equal(dataset_load_idx(&d, NULL, NULL, err, sizeof err), DATASET_ERR_ARG);
 }
 
+static void test_peek_idx(void **state) {
+    (void)state;
+    char err[512] = "";
+    int n = -1, h = -1, w = -1;
+    /* plain and gzip; the images need not be there, only the header */
+    const char *p = write_images("peek-images", 0x803, 70000, 28, 27, 0, 0);
+    assert_int_equal(dataset_peek_idx(p, &n, &h, &w, err, sizeof err), VAE_OK);
+    assert_int_equal(n, 70000);
+    assert_int_equal(h, 28);
+    assert_int_equal(w, 27);
+    p = write_images("peek-images.gz", 0x803, 3, 2, 3, 18, 1);
+    assert_int_equal(dataset_peek_idx(p, &n, &h, &w, err, sizeof err), VAE_OK);
+    assert_int_equal(n, 3);
+    assert_int_equal(h, 2);
+    assert_int_equal(w, 3);
+
+    /* each refusal names the file and leaves the outputs alone */
+    const struct {
+        uint32_t magic, n, rows, cols;
+        const char *why;
+    } bad[] = {
+        {0x801, 3, 2, 3, "magic"},    {0x803, 0, 2, 3, "count"},
+        {0x803, 0x80000000u, 2, 3, "count"}, {0x803, 3, 0, 3, "size"},
+        {0x803, 3, 2, 4097, "size"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "peek-bad-%zu", i);
+        p = write_images(name, bad[i].magic, bad[i].n, bad[i].rows, bad[i].cols, 0, 0);
+        n = h = w = -1;
+        assert_int_equal(dataset_peek_idx(p, &n, &h, &w, err, sizeof err), VAE_ERR_FORMAT);
+        assert_non_null(strstr(err, p));
+        assert_non_null(strstr(err, bad[i].why));
+        assert_true(n == -1 && h == -1 && w == -1);
+    }
+    p = tmp_path("peek-short");
+    FILE *f = fopen(p, "wb");
+    assert_non_null(f);
+    fwrite("\0\0\x08\x03\0\0\0\1", 1, 8, f);
+    fclose(f);
+    assert_int_equal(dataset_peek_idx(p, &n, &h, &w, err, sizeof err), VAE_ERR_FORMAT);
+    assert_non_null(strstr(err, "truncated"));
+    p = tmp_path("peek-missing");
+    assert_int_equal(dataset_peek_idx(p, &n, &h, &w, err, sizeof err), VAE_ERR_IO);
+    assert_non_null(strstr(err, p));
+    assert_int_equal(dataset_peek_idx(NULL, &n, &h, &w, err, sizeof err), VAE_ERR_ARG);
+}
+
+static void test_idx_labels_path(void **state) {
+    (void)state;
+    char out[64];
+    assert_int_equal(dataset_idx_labels_path("data/mnist/train-images-idx3-ubyte", out, sizeof out), 1);
+    assert_string_equal(out, "data/mnist/train-labels-idx1-ubyte");
+    assert_int_equal(dataset_idx_labels_path("/x/t10k-images-idx3-ubyte.gz", out, sizeof out), 1);
+    assert_string_equal(out, "/x/t10k-labels-idx1-ubyte.gz");
+    /* the first occurrence is the one replaced */
+    assert_int_equal(dataset_idx_labels_path("a-images-idx3-ubyte/b-images-idx3-ubyte", out,
+                                             sizeof out), 1);
+    assert_string_equal(out, "a-labels-idx1-ubyte/b-images-idx3-ubyte");
+    /* no such part */
+    strcpy(out, "junk");
+    assert_int_equal(dataset_idx_labels_path("data/digits.idx", out, sizeof out), 0);
+    assert_string_equal(out, "");
+    assert_int_equal(dataset_idx_labels_path("train-images-idx1-ubyte", out, sizeof out), 0);
+    /* too long for out */
+    char small[20];
+    assert_int_equal(dataset_idx_labels_path("train-images-idx3-ubyte", small, sizeof small), 0);
+    assert_string_equal(small, "");
+    assert_int_equal(dataset_idx_labels_path("train-images-idx3-ubyte", out, 24), 1);
+    assert_string_equal(out, "train-labels-idx1-ubyte");
+    assert_int_equal(dataset_idx_labels_path("train-images-idx3-ubyte", out, 23), 0);
+}
+
 static int exists(const char *path) { return access(path, R_OK) == 0; }
 
 static void test_real_mnist(void **state) {
@@ -316,6 +389,8 @@ int main(void) {
         cmocka_unit_test(test_good_file),
         cmocka_unit_test(test_gzip),
         cmocka_unit_test(test_rejects),
+        cmocka_unit_test(test_peek_idx),
+        cmocka_unit_test(test_idx_labels_path),
         cmocka_unit_test(test_real_mnist),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
