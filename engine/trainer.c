@@ -390,13 +390,8 @@ vae_status trainer_save_resume(const trainer *t, const char *path, const trainer
         values[RESUME_N_KEYS + i] = meta[i].value;
     }
     char serr[384];
-    int src = st_write_file(path, tensors, RESUME_N_TENSORS, keys, values, n_keys, serr, sizeof serr);
-    if (src) {
-        snprintf(err, errlen, "cannot write the resume file %s: %s", path, serr);
-        rc = src == ST_ERR_NOMEM ? VAE_ERR_NOMEM : src == ST_ERR_ARG ? VAE_ERR_ARG : VAE_ERR_IO;
-        goto end;
-    }
-    rc = VAE_OK;
+    rc = st_write_file(path, tensors, RESUME_N_TENSORS, keys, values, n_keys, serr, sizeof serr);
+    if (rc) snprintf(err, errlen, "cannot write the resume file %s: %s", path, serr);
     goto end;
 nomem:
     snprintf(err, errlen, "out of memory writing the resume file %s", path);
@@ -443,13 +438,12 @@ vae_status trainer_load_resume(trainer *t, const char *path, const trainer_meta 
     }
     st_file f;
     char serr[512];
-    int src = st_read_file(path, &f, serr, sizeof serr);
-    if (src) {
-        /* serr names the file */
-        snprintf(err, errlen, "cannot resume: %s", serr);
-        return src == ST_ERR_IO ? VAE_ERR_IO : src == ST_ERR_NOMEM ? VAE_ERR_NOMEM : VAE_ERR_FORMAT;
+    vae_status rc = st_read_file(path, &f, serr, sizeof serr);
+    if (rc) {
+        snprintf(err, errlen, "cannot resume: %s", serr); /* serr names the file */
+        return rc;
     }
-    vae_status rc = VAE_ERR_FORMAT;
+    rc = VAE_ERR_FORMAT;
     int *order = NULL; /* owned here */
     vae_model *m = t->m;
     size_t np = m->n_params;

@@ -130,7 +130,7 @@ static void test_good_file(void **state) {
     /* Filtering keeps images 0 and 2, in order. */
     float img2[6];
     memcpy(img2, d.x + 12, sizeof img2);
-    assert_int_equal(dataset_filter_class(&d, 7, err, sizeof err), DATASET_ERR_ARG);
+    assert_int_equal(dataset_filter_class(&d, 7, err, sizeof err), VAE_ERR_ARG);
     assert_int_equal(d.n, 3); /* unchanged */
     assert_int_equal(dataset_filter_class(&d, 5, err, sizeof err), 0);
     assert_int_equal(d.n, 2);
@@ -138,7 +138,7 @@ static void test_good_file(void **state) {
     assert_memory_equal(d.x + 6, img2, sizeof img2);
     assert_int_equal(d.labels[0], 5);
     assert_int_equal(d.labels[1], 5);
-    assert_int_equal(dataset_filter_class(&d, -1, err, sizeof err), DATASET_ERR_ARG);
+    assert_int_equal(dataset_filter_class(&d, -1, err, sizeof err), VAE_ERR_ARG);
 
     dataset_truncate(&d, 5); /* more than there are: no change */
     assert_int_equal(d.n, 2);
@@ -151,7 +151,7 @@ static void test_good_file(void **state) {
     /* Without labels. */
     assert_int_equal(dataset_load_idx(&d, img, NULL, err, sizeof err), 0);
     check_good(&d, 0);
-    assert_int_equal(dataset_filter_class(&d, 5, err, sizeof err), DATASET_ERR_ARG);
+    assert_int_equal(dataset_filter_class(&d, 5, err, sizeof err), VAE_ERR_ARG);
     assert_non_null(strstr(err, "labels"));
     dataset_free(&d);
 }
@@ -170,7 +170,7 @@ static void test_gzip(void **state) {
 
     /* A gzip file that promises more than it holds. */
     const char *shortgz = write_images("gz-short.gz", 0x803, 3, 2, 3, 17, 1);
-    expect_load_error(shortgz, NULL, DATASET_ERR_FORMAT, "truncated", shortgz);
+    expect_load_error(shortgz, NULL, VAE_ERR_FORMAT, "truncated", shortgz);
 
     /* A gzip stream cut in the middle, and one with a corrupted body. */
     const char *big = write_images("gz-big.gz", 0x803, 40, 28, 28, 40 * 784, 1);
@@ -185,7 +185,7 @@ static void test_gzip(void **state) {
     assert_non_null(f);
     assert_int_equal(fwrite(raw, 1, n / 2, f), n / 2);
     fclose(f);
-    expect_load_error(cut, NULL, DATASET_ERR_FORMAT, "", cut);
+    expect_load_error(cut, NULL, VAE_ERR_FORMAT, "", cut);
 
     for (size_t i = 20; i < n - 8; i++) raw[i] ^= 0x5a;
     const char *bad = tmp_path("gz-corrupt.gz");
@@ -193,7 +193,7 @@ static void test_gzip(void **state) {
     assert_non_null(f);
     assert_int_equal(fwrite(raw, 1, n, f), n);
     fclose(f);
-    expect_load_error(bad, NULL, DATASET_ERR_FORMAT, "", bad);
+    expect_load_error(bad, NULL, VAE_ERR_FORMAT, "", bad);
 }
 
 static void test_rejects(void **state) {
@@ -202,14 +202,14 @@ static void test_rejects(void **state) {
     const char *img = write_images("images-ok", 0x803, 3, 2, 3, 18, 0);
 
     const char *p = write_images("bad-magic", 0x801, 3, 2, 3, 18, 0);
-    expect_load_error(p, NULL, DATASET_ERR_FORMAT, "magic", p);
+    expect_load_error(p, NULL, VAE_ERR_FORMAT, "magic", p);
     p = write_labels("bad-label-magic", 0x803, 3, good_labels, 3);
-    expect_load_error(img, p, DATASET_ERR_FORMAT, "magic", p);
+    expect_load_error(img, p, VAE_ERR_FORMAT, "magic", p);
 
     p = write_images("truncated", 0x803, 3, 2, 3, 17, 0);
-    expect_load_error(p, lab3, DATASET_ERR_FORMAT, "truncated", p);
+    expect_load_error(p, lab3, VAE_ERR_FORMAT, "truncated", p);
     p = write_labels("truncated-labels", 0x801, 3, good_labels, 2);
-    expect_load_error(img, p, DATASET_ERR_FORMAT, "truncated", p);
+    expect_load_error(img, p, VAE_ERR_FORMAT, "truncated", p);
 
     /* Header only partly there. */
     p = tmp_path("short-header");
@@ -217,43 +217,43 @@ static void test_rejects(void **state) {
     assert_non_null(f);
     fwrite("\0\0\x08\x03\0\0", 1, 6, f);
     fclose(f);
-    expect_load_error(p, NULL, DATASET_ERR_FORMAT, "truncated", p);
+    expect_load_error(p, NULL, VAE_ERR_FORMAT, "truncated", p);
     p = tmp_path("empty");
     f = fopen(p, "wb");
     assert_non_null(f);
     fclose(f);
-    expect_load_error(p, NULL, DATASET_ERR_FORMAT, "magic", p);
+    expect_load_error(p, NULL, VAE_ERR_FORMAT, "magic", p);
 
     p = write_images("trailing", 0x803, 3, 2, 3, 19, 0);
-    expect_load_error(p, NULL, DATASET_ERR_FORMAT, "trailing", p);
+    expect_load_error(p, NULL, VAE_ERR_FORMAT, "trailing", p);
     const uint8_t four[4] = {1, 2, 3, 4};
     p = write_labels("trailing-labels", 0x801, 3, four, 4);
-    expect_load_error(img, p, DATASET_ERR_FORMAT, "trailing", p);
+    expect_load_error(img, p, VAE_ERR_FORMAT, "trailing", p);
 
     p = write_images("zero-n", 0x803, 0, 2, 3, 0, 0);
-    expect_load_error(p, NULL, DATASET_ERR_FORMAT, "count", p);
+    expect_load_error(p, NULL, VAE_ERR_FORMAT, "count", p);
     p = write_images("zero-rows", 0x803, 3, 0, 3, 0, 0);
-    expect_load_error(p, NULL, DATASET_ERR_FORMAT, "size", p);
+    expect_load_error(p, NULL, VAE_ERR_FORMAT, "size", p);
     p = write_images("huge-cols", 0x803, 1, 2, 5000, 10000, 0);
-    expect_load_error(p, NULL, DATASET_ERR_FORMAT, "size", p);
+    expect_load_error(p, NULL, VAE_ERR_FORMAT, "size", p);
     p = write_images("huge-n", 0x803, 0xffffffffu, 28, 28, 784, 0);
-    expect_load_error(p, NULL, DATASET_ERR_FORMAT, "count", p);
+    expect_load_error(p, NULL, VAE_ERR_FORMAT, "count", p);
     /* A header claiming ~2^55 bytes must fail on the data, not allocate it. */
     p = write_images("huge-claim", 0x803, 0x7fffffffu, 4096, 4096, 100, 0);
-    expect_load_error(p, NULL, DATASET_ERR_FORMAT, "truncated", p);
+    expect_load_error(p, NULL, VAE_ERR_FORMAT, "truncated", p);
 
     /* Counts that disagree. */
     p = write_labels("labels2", 0x801, 2, good_labels, 2);
-    expect_load_error(img, p, DATASET_ERR_FORMAT, "2 labels", p);
+    expect_load_error(img, p, VAE_ERR_FORMAT, "2 labels", p);
 
     /* Missing files. */
     const char *missing = tmp_path("does-not-exist");
-    expect_load_error(missing, NULL, DATASET_ERR_IO, "No such file", missing);
-    expect_load_error(img, missing, DATASET_ERR_IO, "No such file", missing);
+    expect_load_error(missing, NULL, VAE_ERR_IO, "No such file", missing);
+    expect_load_error(img, missing, VAE_ERR_IO, "No such file", missing);
 
     dataset d;
     char err[128];
-    assert_int_equal(dataset_load_idx(&d, NULL, NULL, err, sizeof err), DATASET_ERR_ARG);
+    assert_int_equal(dataset_load_idx(&d, NULL, NULL, err, sizeof err), VAE_ERR_ARG);
 }
 
 static void test_peek_idx(void **state) {
