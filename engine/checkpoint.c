@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "engine/file_io.h"
+#include "engine/json_strict.h"
 #include "engine/safetensors.h"
 
 #define CONFIG_KEY "vaed_config"
@@ -55,12 +56,12 @@ int ckpt_config_to_json(const vae_config *c, char *buf, size_t buflen)
     return pos < buflen ? (int)pos : -1;
 }
 
-static int get_int(const sj_value *o, const char *key, int64_t lo, int64_t hi, int64_t *out,
-                   char *err, size_t errlen)
+static int get_int(const json_strict_value *o, const char *key, int64_t lo, int64_t hi,
+                   int64_t *out, char *err, size_t errlen)
 {
-    const sj_value *v = sj_get(o, key);
+    const json_strict_value *v = json_strict_get(o, key);
     if (!v) return 0; /* absent: keep the default */
-    if (v->type != SJ_NUMBER || !v->is_integer || v->integer < lo || v->integer > hi) {
+    if (v->type != JSON_STRICT_NUMBER || !v->is_integer || v->integer < lo || v->integer > hi) {
         snprintf(err, errlen, "config: \"%s\" must be an integer in %lld..%lld", key,
                  (long long)lo, (long long)hi);
         return -1;
@@ -69,11 +70,12 @@ static int get_int(const sj_value *o, const char *key, int64_t lo, int64_t hi, i
     return 0;
 }
 
-static int get_float(const sj_value *o, const char *key, float *out, char *err, size_t errlen)
+static int get_float(const json_strict_value *o, const char *key, float *out, char *err,
+                     size_t errlen)
 {
-    const sj_value *v = sj_get(o, key);
+    const json_strict_value *v = json_strict_get(o, key);
     if (!v) return 0;
-    if (v->type != SJ_NUMBER || !isfinite(v->number)) {
+    if (v->type != JSON_STRICT_NUMBER || !isfinite(v->number)) {
         snprintf(err, errlen, "config: \"%s\" must be a number", key);
         return -1;
     }
@@ -81,18 +83,20 @@ static int get_float(const sj_value *o, const char *key, float *out, char *err, 
     return 0;
 }
 
-static int get_ints(const sj_value *o, const char *key, int *out, int *n, char *err, size_t errlen)
+static int get_ints(const json_strict_value *o, const char *key, int *out, int *n, char *err,
+                    size_t errlen)
 {
-    const sj_value *v = sj_get(o, key);
+    const json_strict_value *v = json_strict_get(o, key);
     if (!v) return 0;
-    if (v->type != SJ_ARRAY || v->n > VAE_MAX_HIDDEN) {
+    if (v->type != JSON_STRICT_ARRAY || v->n > VAE_MAX_HIDDEN) {
         snprintf(err, errlen, "config: \"%s\" must be a list of at most %d integers", key,
                  VAE_MAX_HIDDEN);
         return -1;
     }
     for (size_t i = 0; i < v->n; i++) {
-        const sj_value *it = &v->items[i];
-        if (it->type != SJ_NUMBER || !it->is_integer || it->integer < 1 || it->integer > 65536) {
+        const json_strict_value *it = &v->items[i];
+        if (it->type != JSON_STRICT_NUMBER || !it->is_integer || it->integer < 1 ||
+            it->integer > 65536) {
             snprintf(err, errlen, "config: \"%s\" must hold positive integers", key);
             return -1;
         }
@@ -102,12 +106,12 @@ static int get_ints(const sj_value *o, const char *key, int *out, int *n, char *
     return 0;
 }
 
-static int get_enum(const sj_value *o, const char *key, int (*parse)(const char *, void *),
+static int get_enum(const json_strict_value *o, const char *key, int (*parse)(const char *, void *),
                     void *out, char *err, size_t errlen)
 {
-    const sj_value *v = sj_get(o, key);
+    const json_strict_value *v = json_strict_get(o, key);
     if (!v) return 0;
-    if (v->type != SJ_STRING || parse(v->string, out)) {
+    if (v->type != JSON_STRICT_STRING || parse(v->string, out)) {
         snprintf(err, errlen, "config: unknown \"%s\" value", key);
         return -1;
     }
@@ -118,15 +122,15 @@ vae_status ckpt_config_from_json(vae_config *cfg, const char *json, size_t len, 
                                  size_t errlen)
 {
     vae_config_default(cfg);
-    sj_value root;
+    json_strict_value root;
     char jerr[160];
-    if (sj_parse(json, len, 8, &root, jerr, sizeof jerr)) {
+    if (json_strict_parse(json, len, 8, &root, jerr, sizeof jerr)) {
         snprintf(err, errlen, "config is not valid JSON: %s", jerr);
         return VAE_ERR_FORMAT;
     }
     vae_status rc = VAE_ERR_FORMAT;
     int64_t v;
-    if (root.type != SJ_OBJECT) {
+    if (root.type != JSON_STRICT_OBJECT) {
         snprintf(err, errlen, "config must be a JSON object");
         goto end;
     }
@@ -173,7 +177,7 @@ vae_status ckpt_config_from_json(vae_config *cfg, const char *json, size_t len, 
     }
     rc = VAE_OK;
 end:
-    sj_free(&root);
+    json_strict_free(&root);
     return rc;
 }
 

@@ -75,24 +75,4 @@ vae_status st_write_file(const char *path, const st_tensor_out *tensors, int n_t
                          const char *const *meta_keys, const char *const *meta_values, int n_meta,
                          char *err, size_t errlen);
 
-/* A small strict JSON reader, for the safetensors header and the config JSON
- * kept in its metadata (the engine links no JSON library). */
-typedef enum { SJ_NULL, SJ_BOOL, SJ_NUMBER, SJ_STRING, SJ_ARRAY, SJ_OBJECT } sj_type;
-typedef struct sj_value {
-    sj_type type;
-    int boolean;
-    double number;
-    int is_integer;           /* number written without fraction or exponent */
-    int64_t integer;          /* exact value when is_integer (|v| < 2^63) */
-    char *string;             /* owned, NUL-terminated (SJ_STRING) */
-    size_t n;                 /* items / members */
-    struct sj_value *items;   /* owned; array items or object values */
-    char **keys;              /* owned; object keys */
-} sj_value;
-
-vae_status sj_parse(const char *text, size_t len, int max_depth, sj_value *out, char *err,
-                    size_t errlen);
-const sj_value *sj_get(const sj_value *obj, const char *key);
-void sj_free(sj_value *v);
-
 #endif
