@@ -10,6 +10,7 @@
 #include "engine/file_io.h"
 #include "engine/json_strict.h"
 #include "engine/safetensors.h"
+#include "engine/util.h"
 
 #define CONFIG_KEY "vaed_config"
 #define METRICS_KEY "vaed_metrics"
@@ -62,7 +63,7 @@ static int get_int(const json_strict_value *o, const char *key, int64_t lo, int6
     const json_strict_value *v = json_strict_get(o, key);
     if (!v) return 0; /* absent: keep the default */
     if (v->type != JSON_STRICT_NUMBER || !v->is_integer || v->integer < lo || v->integer > hi) {
-        snprintf(err, errlen, "config: \"%s\" must be an integer in %lld..%lld", key,
+        util_set_err(err, errlen, "config: \"%s\" must be an integer in %lld..%lld", key,
                  (long long)lo, (long long)hi);
         return -1;
     }
@@ -76,7 +77,7 @@ static int get_float(const json_strict_value *o, const char *key, float *out, ch
     const json_strict_value *v = json_strict_get(o, key);
     if (!v) return 0;
     if (v->type != JSON_STRICT_NUMBER || !isfinite(v->number)) {
-        snprintf(err, errlen, "config: \"%s\" must be a number", key);
+        util_set_err(err, errlen, "config: \"%s\" must be a number", key);
         return -1;
     }
     *out = (float)v->number;
@@ -89,7 +90,7 @@ static int get_ints(const json_strict_value *o, const char *key, int *out, int *
     const json_strict_value *v = json_strict_get(o, key);
     if (!v) return 0;
     if (v->type != JSON_STRICT_ARRAY || v->n > VAE_MAX_HIDDEN) {
-        snprintf(err, errlen, "config: \"%s\" must be a list of at most %d integers", key,
+        util_set_err(err, errlen, "config: \"%s\" must be a list of at most %d integers", key,
                  VAE_MAX_HIDDEN);
         return -1;
     }
@@ -97,7 +98,7 @@ static int get_ints(const json_strict_value *o, const char *key, int *out, int *
         const json_strict_value *it = &v->items[i];
         if (it->type != JSON_STRICT_NUMBER || !it->is_integer || it->integer < 1 ||
             it->integer > 65536) {
-            snprintf(err, errlen, "config: \"%s\" must hold positive integers", key);
+            util_set_err(err, errlen, "config: \"%s\" must hold positive integers", key);
             return -1;
         }
         out[i] = (int)it->integer;
@@ -112,7 +113,7 @@ static int get_enum(const json_strict_value *o, const char *key, int (*parse)(co
     const json_strict_value *v = json_strict_get(o, key);
     if (!v) return 0;
     if (v->type != JSON_STRICT_STRING || parse(v->string, out)) {
-        snprintf(err, errlen, "config: unknown \"%s\" value", key);
+        util_set_err(err, errlen, "config: unknown \"%s\" value", key);
         return -1;
     }
     return 0;
@@ -125,13 +126,13 @@ vae_status ckpt_config_from_json(vae_config *cfg, const char *json, size_t len, 
     json_strict_value root;
     char jerr[160];
     if (json_strict_parse(json, len, 8, &root, jerr, sizeof jerr)) {
-        snprintf(err, errlen, "config is not valid JSON: %s", jerr);
+        util_set_err(err, errlen, "config is not valid JSON: %s", jerr);
         return VAE_ERR_FORMAT;
     }
     vae_status rc = VAE_ERR_FORMAT;
     int64_t v;
     if (root.type != JSON_STRICT_OBJECT) {
-        snprintf(err, errlen, "config must be a JSON object");
+        util_set_err(err, errlen, "config must be a JSON object");
         goto end;
     }
 #define INT_FIELD(key, lo, hi, dst)                                   \
@@ -172,7 +173,7 @@ vae_status ckpt_config_from_json(vae_config *cfg, const char *json, size_t len, 
         goto end;
     char verr[200];
     if (vae_config_validate(cfg, verr, sizeof verr)) {
-        snprintf(err, errlen, "config: %s", verr);
+        util_set_err(err, errlen, "config: %s", verr);
         goto end;
     }
     rc = VAE_OK;
@@ -196,7 +197,7 @@ vae_status ckpt_save_mem(const vae_model *m, const char *metrics_json, uint8_t *
     }
     char config[2048];
     if (ckpt_config_to_json(&m->cfg, config, sizeof config) < 0) {
-        snprintf(err, errlen, "config does not fit in %zu bytes", sizeof config);
+        util_set_err(err, errlen, "config does not fit in %zu bytes", sizeof config);
         return VAE_ERR_ARG;
     }
     const char *keys[3] = {"format", CONFIG_KEY, METRICS_KEY};
@@ -244,7 +245,7 @@ static vae_status config_from_pytorch_examples(const st_file *f, vae_config *cfg
 {
     const st_tensor_info *fc1 = st_find(f, "fc1.weight"), *fc21 = st_find(f, "fc21.weight");
     if (!fc1 || !fc21 || fc1->ndim != 2 || fc21->ndim != 2) {
-        snprintf(err, errlen,
+        util_set_err(err, errlen,
                  "no vaed config in __metadata__ and not a pytorch/examples VAE "
                  "(fc1, fc21, fc22, fc3, fc4)");
         return VAE_ERR_FORMAT;
@@ -260,7 +261,7 @@ static vae_status config_from_pytorch_examples(const st_file *f, vae_config *cfg
     } else {
         int64_t s = (int64_t)llround(sqrt((double)D));
         if (s * s != D) {
-            snprintf(err, errlen, "fc1 takes %lld inputs: not a square image", (long long)D);
+            util_set_err(err, errlen, "fc1 takes %lld inputs: not a square image", (long long)D);
             return VAE_ERR_FORMAT;
         }
         cfg->channels = 1;
@@ -268,7 +269,7 @@ static vae_status config_from_pytorch_examples(const st_file *f, vae_config *cfg
     }
     char verr[200];
     if (vae_config_validate(cfg, verr, sizeof verr)) {
-        snprintf(err, errlen, "pytorch/examples layout: %s", verr);
+        util_set_err(err, errlen, "pytorch/examples layout: %s", verr);
         return VAE_ERR_FORMAT;
     }
     return VAE_OK;
@@ -283,7 +284,7 @@ vae_status ckpt_load_mem(vae_model *m, const uint8_t *buf, size_t len, char **me
     char serr[256];
     vae_status rc = st_parse(buf, len, &f, serr, sizeof serr);
     if (rc) {
-        snprintf(err, errlen, "not a valid safetensors file: %s", serr);
+        util_set_err(err, errlen, "not a valid safetensors file: %s", serr);
         return rc;
     }
     vae_config cfg;
@@ -296,11 +297,11 @@ vae_status ckpt_load_mem(vae_model *m, const uint8_t *buf, size_t len, char **me
     if (rc) goto end;
     char verr[200];
     if ((rc = vae_alloc(m, &cfg, verr, sizeof verr))) {
-        snprintf(err, errlen, "config: %s", verr);
+        util_set_err(err, errlen, "config: %s", verr);
         goto end;
     }
     if (f.n_tensors != m->n_tensors) {
-        snprintf(err, errlen, "the file holds %d tensors; the config needs %d", f.n_tensors,
+        util_set_err(err, errlen, "the file holds %d tensors; the config needs %d", f.n_tensors,
                  m->n_tensors);
         rc = VAE_ERR_FORMAT;
         goto end;
@@ -311,11 +312,11 @@ vae_status ckpt_load_mem(vae_model *m, const uint8_t *buf, size_t len, char **me
         const st_tensor_info *t = st_find(&f, fname);
         rc = VAE_ERR_FORMAT;
         if (!t) {
-            snprintf(err, errlen, "tensor %s is missing", fname);
+            util_set_err(err, errlen, "tensor %s is missing", fname);
             goto end;
         }
         if (strcmp(t->dtype, "F32") != 0) {
-            snprintf(err, errlen, "tensor %s has dtype %s; only F32 is supported", fname, t->dtype);
+            util_set_err(err, errlen, "tensor %s has dtype %s; only F32 is supported", fname, t->dtype);
             goto end;
         }
         int same = t->ndim == vt->ndim;
@@ -328,7 +329,7 @@ vae_status ckpt_load_mem(vae_model *m, const uint8_t *buf, size_t len, char **me
             for (int d = 0; d < vt->ndim; d++)
                 append(want, sizeof want, &wp, "%s%d", d ? ", " : "", vt->shape[d]);
             if (!t->ndim) have[0] = '\0';
-            snprintf(err, errlen, "tensor %s has shape [%s]; the config needs [%s]", fname, have,
+            util_set_err(err, errlen, "tensor %s has shape [%s]; the config needs [%s]", fname, have,
                      want);
             goto end;
         }
@@ -336,14 +337,14 @@ vae_status ckpt_load_mem(vae_model *m, const uint8_t *buf, size_t len, char **me
         memcpy(dst, f.data + t->begin, vt->size * sizeof(float));
         for (size_t k = 0; k < vt->size; k++)
             if (!isfinite(dst[k])) {
-                snprintf(err, errlen, "tensor %s holds a non-finite value at index %zu", fname, k);
+                util_set_err(err, errlen, "tensor %s holds a non-finite value at index %zu", fname, k);
                 goto end;
             }
     }
     if (metrics_json) {
         const char *mj = st_meta_get(&f, METRICS_KEY);
         if (mj && !(*metrics_json = strdup(mj))) {
-            snprintf(err, errlen, "out of memory");
+            util_set_err(err, errlen, "out of memory");
             rc = VAE_ERR_NOMEM;
             goto end;
         }
@@ -365,7 +366,7 @@ vae_status ckpt_load_file(vae_model *m, const char *path, char **metrics_json, c
     if (rc) return rc;
     char lerr[300];
     rc = ckpt_load_mem(m, buf, len, metrics_json, lerr, sizeof lerr);
-    if (rc) snprintf(err, errlen, "%s: %s", path, lerr);
+    if (rc) util_set_err(err, errlen, "%s: %s", path, lerr);
     free(buf);
     return rc;
 }
@@ -374,7 +375,7 @@ vae_status ckpt_save_pytorch_examples(const vae_model *m, const char *path, char
                                       size_t errlen)
 {
     if (m->cfg.arch != VAE_ARCH_MLP || m->cfg.n_hidden != 1) {
-        snprintf(err, errlen, "the pytorch/examples layout holds a 1-hidden-layer MLP only");
+        util_set_err(err, errlen, "the pytorch/examples layout holds a 1-hidden-layer MLP only");
         return VAE_ERR_ARG;
     }
     st_tensor_out t[VAE_MAX_TENSORS] = {{0}};

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "engine/trainer.h"
+#include "engine/util.h"
 
 #define LOG_2PI 1.8378770664093453
 #define IWAE_CHUNK 500
@@ -26,7 +27,7 @@ vae_status eval_run_iwae_images(const vae_model *m, const dataset *d, int iwae_k
     vae_status rc = trainer_evaluate(m, d, seed, &out->neg_elbo, &out->recon, &out->kl, err, errlen);
     if (rc) return rc;
     if (iwae_k < 0 || iwae_k > 1000000 || iwae_images < 0) {
-        snprintf(err, errlen, "iwae K must be in 0..1000000 and its image count >= 0");
+        util_set_err(err, errlen, "iwae K must be in 0..1000000 and its image count >= 0");
         return VAE_ERR_ARG;
     }
     int iwae_n = iwae_k && (iwae_images == 0 || iwae_images > d->n) ? d->n
@@ -42,7 +43,7 @@ vae_status eval_run_iwae_images(const vae_model *m, const dataset *d, int iwae_k
     double *ll = malloc(sizeof(double) * chunk);                /* owned */
     double *kl_dim = calloc((size_t)Z, sizeof(double));         /* owned */
     if (!ws || !mu || !lv || !eps || !z || !xb || !ll || !kl_dim) {
-        snprintf(err, errlen, "out of memory for evaluation");
+        util_set_err(err, errlen, "out of memory for evaluation");
         rc = VAE_ERR_NOMEM;
         goto end;
     }

@@ -2,20 +2,11 @@
 #include "engine/json_strict.h"
 
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void set_err(char *err, size_t errlen, const char *fmt, ...) {
-    if (!err || errlen == 0) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
+#include "engine/util.h"
 
 /* Length of the valid UTF-8 sequence at s (at most n bytes), 0 when invalid.
  * Rejects overlong forms, surrogates and code points above U+10FFFF. */
@@ -62,9 +53,9 @@ typedef struct {
 
 static vae_status fail_at(parser *p, vae_status status, const char *what) {
     if (p->pos >= p->len)
-        set_err(p->err, p->errlen, "json: %s at byte %zu (end of input)", what, p->pos);
+        util_set_err(p->err, p->errlen, "json: %s at byte %zu (end of input)", what, p->pos);
     else
-        set_err(p->err, p->errlen, "json: %s at byte %zu", what, p->pos);
+        util_set_err(p->err, p->errlen, "json: %s at byte %zu", what, p->pos);
     return status;
 }
 
@@ -293,7 +284,7 @@ static vae_status check_duplicates(parser *p, const json_strict_value *v, size_t
     qsort(sorted, v->n, sizeof *sorted, cmp_key_ptr);
     for (size_t i = 1; i < v->n; i++) {
         if (strcmp(sorted[i - 1], sorted[i]) == 0) {
-            set_err(p->err, p->errlen, "json: duplicate key \"%.200s\" in object at byte %zu",
+            util_set_err(p->err, p->errlen, "json: duplicate key \"%.200s\" in object at byte %zu",
                     sorted[i], obj_pos);
             free(sorted);
             return VAE_ERR_FORMAT;
@@ -396,7 +387,7 @@ vae_status json_strict_parse(const char *text, size_t len, int max_depth, json_s
     if (!out) return VAE_ERR_ARG;
     memset(out, 0, sizeof *out);
     if ((!text && len) || max_depth < 0) {
-        set_err(err, errlen, "json: invalid arguments");
+        util_set_err(err, errlen, "json: invalid arguments");
         return VAE_ERR_ARG;
     }
     parser p = {.s = text, .len = len, .max_depth = max_depth, .err = err, .errlen = errlen};

@@ -4,13 +4,13 @@
 
 #include "engine/file_io.h"
 #include "engine/json_strict.h"
+#include "engine/util.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,16 +20,6 @@
 #if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "safetensors.c copies tensor data as-is and so needs a little-endian host"
 #endif
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void set_err(char *err, size_t errlen, const char *fmt, ...) {
-    if (!err || errlen == 0) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 /* ------------------------------------------------------------------------ */
 /* safetensors parsing                                                      */
@@ -54,19 +44,19 @@ static unsigned st_dtype_size(const char *name) {
 
 static vae_status st_parse_metadata(const json_strict_value *m, st_file *f, char *err, size_t errlen) {
     if (m->type != JSON_STRICT_OBJECT) {
-        set_err(err, errlen, "safetensors: __metadata__ is not an object");
+        util_set_err(err, errlen, "safetensors: __metadata__ is not an object");
         return VAE_ERR_FORMAT;
     }
     if (m->n == 0) return VAE_OK;
     f->meta_keys = calloc(m->n, sizeof *f->meta_keys);
     f->meta_values = calloc(m->n, sizeof *f->meta_values);
     if (!f->meta_keys || !f->meta_values) {
-        set_err(err, errlen, "safetensors: out of memory");
+        util_set_err(err, errlen, "safetensors: out of memory");
         return VAE_ERR_NOMEM;
     }
     for (size_t i = 0; i < m->n; i++) {
         if (m->items[i].type != JSON_STRICT_STRING) {
-            set_err(err, errlen, "safetensors: __metadata__ value for \"%.200s\" is not a string",
+            util_set_err(err, errlen, "safetensors: __metadata__ value for \"%.200s\" is not a string",
                     m->keys[i]);
             return VAE_ERR_FORMAT;
         }
@@ -74,7 +64,7 @@ static vae_status st_parse_metadata(const json_strict_value *m, st_file *f, char
         f->meta_values[i] = strdup(m->items[i].string);
         f->n_meta = (int)i + 1; /* counts slots to free, even half-filled */
         if (!f->meta_keys[i] || !f->meta_values[i]) {
-            set_err(err, errlen, "safetensors: out of memory");
+            util_set_err(err, errlen, "safetensors: out of memory");
             return VAE_ERR_NOMEM;
         }
     }
@@ -93,7 +83,7 @@ static vae_status st_parse_tensor(const char *name, const json_strict_value *e, 
     do {                                                                                   \
         char why_[256];                                                                    \
         snprintf(why_, sizeof why_, __VA_ARGS__);                                          \
-        set_err(err, errlen, "safetensors: tensor \"%.200s\": %s", name, why_);            \
+        util_set_err(err, errlen, "safetensors: tensor \"%.200s\": %s", name, why_);            \
         return VAE_ERR_FORMAT;                                                              \
     } while (0)
     if (name[0] == '\0') FAIL("empty name");
@@ -158,7 +148,7 @@ static int cmp_tensor_offsets(const void *a, const void *b) {
 static vae_status st_check_layout(st_file *f, char *err, size_t errlen) {
     if (f->n_tensors == 0) {
         if (f->data_len != 0) {
-            set_err(err, errlen, "safetensors: %" PRIu64 " bytes of data but no tensors",
+            util_set_err(err, errlen, "safetensors: %" PRIu64 " bytes of data but no tensors",
                     f->data_len);
             return VAE_ERR_FORMAT;
         }
@@ -166,7 +156,7 @@ static vae_status st_check_layout(st_file *f, char *err, size_t errlen) {
     }
     const st_tensor_info **order = malloc((size_t)f->n_tensors * sizeof *order); /* owned here */
     if (!order) {
-        set_err(err, errlen, "safetensors: out of memory");
+        util_set_err(err, errlen, "safetensors: out of memory");
         return VAE_ERR_NOMEM;
     }
     for (int i = 0; i < f->n_tensors; i++) order[i] = &f->tensors[i];
@@ -177,10 +167,10 @@ static vae_status st_check_layout(st_file *f, char *err, size_t errlen) {
         const st_tensor_info *t = order[i];
         if (t->begin != expect) {
             if (t->begin < expect)
-                set_err(err, errlen, "safetensors: tensor \"%.200s\" overlaps the previous one (begins at %" PRIu64 ", previous ends at %" PRIu64 ")",
+                util_set_err(err, errlen, "safetensors: tensor \"%.200s\" overlaps the previous one (begins at %" PRIu64 ", previous ends at %" PRIu64 ")",
                         t->name, t->begin, expect);
             else
-                set_err(err, errlen, "safetensors: gap before tensor \"%.200s\" (begins at %" PRIu64 ", previous data ends at %" PRIu64 ")",
+                util_set_err(err, errlen, "safetensors: gap before tensor \"%.200s\" (begins at %" PRIu64 ", previous data ends at %" PRIu64 ")",
                         t->name, t->begin, expect);
             rc = VAE_ERR_FORMAT;
             break;
@@ -188,7 +178,7 @@ static vae_status st_check_layout(st_file *f, char *err, size_t errlen) {
         expect = t->end;
     }
     if (!rc && expect != f->data_len) {
-        set_err(err, errlen, "safetensors: tensors cover %" PRIu64 " bytes but the data area has %" PRIu64 " (after \"%.200s\")",
+        util_set_err(err, errlen, "safetensors: tensors cover %" PRIu64 " bytes but the data area has %" PRIu64 " (after \"%.200s\")",
                 expect, f->data_len, order[f->n_tensors - 1]->name);
         rc = VAE_ERR_FORMAT;
     }
@@ -200,22 +190,22 @@ vae_status st_parse(const uint8_t *buf, size_t len, st_file *f, char *err, size_
     if (!f) return VAE_ERR_ARG;
     memset(f, 0, sizeof *f);
     if (!buf && len) {
-        set_err(err, errlen, "safetensors: invalid arguments");
+        util_set_err(err, errlen, "safetensors: invalid arguments");
         return VAE_ERR_ARG;
     }
     if (len < 8) {
-        set_err(err, errlen, "safetensors: %zu bytes, too short for the 8-byte header length", len);
+        util_set_err(err, errlen, "safetensors: %zu bytes, too short for the 8-byte header length", len);
         return VAE_ERR_FORMAT;
     }
     uint64_t n = 0;
     for (int i = 7; i >= 0; i--) n = (n << 8) | buf[i];
     if (n > (uint64_t)(len - 8)) {
-        set_err(err, errlen, "safetensors: header length %" PRIu64 " exceeds the %zu bytes after it",
+        util_set_err(err, errlen, "safetensors: header length %" PRIu64 " exceeds the %zu bytes after it",
                 n, len - 8);
         return VAE_ERR_FORMAT;
     }
     if (n > ST_MAX_HEADER) {
-        set_err(err, errlen, "safetensors: header length %" PRIu64 " exceeds the limit of %u", n,
+        util_set_err(err, errlen, "safetensors: header length %" PRIu64 " exceeds the limit of %u", n,
                 ST_MAX_HEADER);
         return VAE_ERR_FORMAT;
     }
@@ -228,13 +218,13 @@ vae_status st_parse(const uint8_t *buf, size_t len, st_file *f, char *err, size_
                                       sizeof jerr);
     if (rc) {
         /* Offsets in the JSON error are relative to the header start. */
-        set_err(err, errlen, "safetensors: bad header %s (offsets count from the header start, file byte 8)", jerr);
+        util_set_err(err, errlen, "safetensors: bad header %s (offsets count from the header start, file byte 8)", jerr);
         f->data = NULL;
         f->data_len = 0;
         return rc;
     }
     if (root.type != JSON_STRICT_OBJECT) {
-        set_err(err, errlen, "safetensors: header is not a JSON object");
+        util_set_err(err, errlen, "safetensors: header is not a JSON object");
         rc = VAE_ERR_FORMAT;
         goto end;
     }
@@ -242,7 +232,7 @@ vae_status st_parse(const uint8_t *buf, size_t len, st_file *f, char *err, size_
     const json_strict_value *meta = json_strict_get(&root, "__metadata__");
     if (meta) n_tensors--;
     if (n_tensors > (size_t)INT_MAX) {
-        set_err(err, errlen, "safetensors: too many tensors");
+        util_set_err(err, errlen, "safetensors: too many tensors");
         rc = VAE_ERR_FORMAT;
         goto end;
     }
@@ -250,7 +240,7 @@ vae_status st_parse(const uint8_t *buf, size_t len, st_file *f, char *err, size_
     if (n_tensors) {
         f->tensors = calloc(n_tensors, sizeof *f->tensors);
         if (!f->tensors) {
-            set_err(err, errlen, "safetensors: out of memory");
+            util_set_err(err, errlen, "safetensors: out of memory");
             rc = VAE_ERR_NOMEM;
             goto end;
         }
@@ -273,7 +263,7 @@ vae_status st_read_file(const char *path, st_file *f, char *err, size_t errlen) 
     if (!f) return VAE_ERR_ARG;
     memset(f, 0, sizeof *f);
     if (!path) {
-        set_err(err, errlen, "safetensors: no path");
+        util_set_err(err, errlen, "safetensors: no path");
         return VAE_ERR_ARG;
     }
     uint8_t *buf; /* owned: handed to f->owned_buf */
@@ -283,7 +273,7 @@ vae_status st_read_file(const char *path, st_file *f, char *err, size_t errlen) 
     char perr[512] = "";
     rc = st_parse(buf, size, f, perr, sizeof perr);
     if (rc) {
-        set_err(err, errlen, "%s: %s", path, perr);
+        util_set_err(err, errlen, "%s: %s", path, perr);
         free(buf);
         return rc;
     }
@@ -393,7 +383,7 @@ vae_status st_write_mem(const st_tensor_out *tensors, int n_tensors,
                         uint8_t **out, size_t *out_len, char *err, size_t errlen) {
     if (!out || !out_len || n_tensors < 0 || n_meta < 0 || (n_tensors && !tensors) ||
         (n_meta && (!meta_keys || !meta_values))) {
-        set_err(err, errlen, "safetensors: invalid arguments");
+        util_set_err(err, errlen, "safetensors: invalid arguments");
         return VAE_ERR_ARG;
     }
     *out = NULL;
@@ -401,15 +391,15 @@ vae_status st_write_mem(const st_tensor_out *tensors, int n_tensors,
     for (int i = 0; i < n_meta; i++) {
         if (!meta_keys[i] || !meta_values[i] || !json_strict_utf8_valid(meta_keys[i]) ||
             !json_strict_utf8_valid(meta_values[i])) {
-            set_err(err, errlen, "safetensors: metadata entry %d is NULL or not UTF-8", i);
+            util_set_err(err, errlen, "safetensors: metadata entry %d is NULL or not UTF-8", i);
             return VAE_ERR_ARG;
         }
     }
     const char *dup = NULL;
     int d = has_duplicates(meta_keys, n_meta, &dup);
     if (d) {
-        if (d < 0) set_err(err, errlen, "safetensors: out of memory");
-        else set_err(err, errlen, "safetensors: duplicate metadata key \"%.200s\"", dup);
+        if (d < 0) util_set_err(err, errlen, "safetensors: out of memory");
+        else util_set_err(err, errlen, "safetensors: duplicate metadata key \"%.200s\"", dup);
         return d < 0 ? VAE_ERR_NOMEM : VAE_ERR_ARG;
     }
 
@@ -418,17 +408,17 @@ vae_status st_write_mem(const st_tensor_out *tensors, int n_tensors,
         const st_tensor_out *t = &tensors[i];
         if (!t->name || !t->name[0] || strlen(t->name) >= ST_NAME_MAX ||
             strcmp(t->name, "__metadata__") == 0 || !json_strict_utf8_valid(t->name)) {
-            set_err(err, errlen, "safetensors: tensor %d has an invalid name", i);
+            util_set_err(err, errlen, "safetensors: tensor %d has an invalid name", i);
             return VAE_ERR_ARG;
         }
         if (t->ndim < 0 || t->ndim > ST_MAX_DIMS) {
-            set_err(err, errlen, "safetensors: tensor \"%.200s\": ndim %d out of range", t->name,
+            util_set_err(err, errlen, "safetensors: tensor \"%.200s\": ndim %d out of range", t->name,
                     t->ndim);
             return VAE_ERR_ARG;
         }
         unsigned esize = st_dtype_size(t->dtype ? t->dtype : "F32");
         if (!esize) {
-            set_err(err, errlen, "safetensors: tensor \"%.200s\": unknown dtype \"%.32s\"",
+            util_set_err(err, errlen, "safetensors: tensor \"%.200s\": unknown dtype \"%.32s\"",
                     t->name, t->dtype);
             return VAE_ERR_ARG;
         }
@@ -436,17 +426,17 @@ vae_status st_write_mem(const st_tensor_out *tensors, int n_tensors,
         for (int k = 0; k < t->ndim; k++) {
             if (t->shape[k] < 0 ||
                 (t->shape[k] && count > UINT64_MAX / esize / (uint64_t)t->shape[k])) {
-                set_err(err, errlen, "safetensors: tensor \"%.200s\": invalid shape", t->name);
+                util_set_err(err, errlen, "safetensors: tensor \"%.200s\": invalid shape", t->name);
                 return VAE_ERR_ARG;
             }
             count *= (uint64_t)t->shape[k];
         }
         if (count && !t->data) {
-            set_err(err, errlen, "safetensors: tensor \"%.200s\": no data", t->name);
+            util_set_err(err, errlen, "safetensors: tensor \"%.200s\": no data", t->name);
             return VAE_ERR_ARG;
         }
         if (count * esize > UINT64_MAX - total) {
-            set_err(err, errlen, "safetensors: total size overflows");
+            util_set_err(err, errlen, "safetensors: total size overflows");
             return VAE_ERR_ARG;
         }
         total += count * esize;
@@ -454,15 +444,15 @@ vae_status st_write_mem(const st_tensor_out *tensors, int n_tensors,
     if (n_tensors > 1) {
         const char **names = malloc((size_t)n_tensors * sizeof *names); /* owned here */
         if (!names) {
-            set_err(err, errlen, "safetensors: out of memory");
+            util_set_err(err, errlen, "safetensors: out of memory");
             return VAE_ERR_NOMEM;
         }
         for (int i = 0; i < n_tensors; i++) names[i] = tensors[i].name;
         d = has_duplicates(names, n_tensors, &dup);
-        if (d > 0) set_err(err, errlen, "safetensors: duplicate tensor name \"%.200s\"", dup);
+        if (d > 0) util_set_err(err, errlen, "safetensors: duplicate tensor name \"%.200s\"", dup);
         free(names);
         if (d) {
-            if (d < 0) set_err(err, errlen, "safetensors: out of memory");
+            if (d < 0) util_set_err(err, errlen, "safetensors: out of memory");
             return d < 0 ? VAE_ERR_NOMEM : VAE_ERR_ARG;
         }
     }
@@ -504,19 +494,19 @@ vae_status st_write_mem(const st_tensor_out *tensors, int n_tensors,
     while (h.len % 8) sb_puts(&h, " ");
     if (h.oom) {
         free(h.p);
-        set_err(err, errlen, "safetensors: out of memory");
+        util_set_err(err, errlen, "safetensors: out of memory");
         return VAE_ERR_NOMEM;
     }
     if (total > SIZE_MAX - 8 - h.len) {
         free(h.p);
-        set_err(err, errlen, "safetensors: file too large");
+        util_set_err(err, errlen, "safetensors: file too large");
         return VAE_ERR_ARG;
     }
     size_t size = 8 + h.len + (size_t)total;
     uint8_t *buf = malloc(size); /* owned: handed to *out */
     if (!buf) {
         free(h.p);
-        set_err(err, errlen, "safetensors: out of memory (%zu bytes)", size);
+        util_set_err(err, errlen, "safetensors: out of memory (%zu bytes)", size);
         return VAE_ERR_NOMEM;
     }
     uint64_t n = h.len;
