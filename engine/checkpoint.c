@@ -1,3 +1,5 @@
+/* checkpoint: vae_model <-> safetensors, and the config as JSON. See
+ * checkpoint.h. */
 #include "engine/checkpoint.h"
 
 #include <errno.h>
@@ -288,10 +290,10 @@ vae_status ckpt_load_mem(vae_model *m, const uint8_t *buf, size_t len, char **me
         return rc;
     }
     vae_config cfg;
-    const char *cj = st_meta_get(&f, CONFIG_KEY);
-    int pytorch_examples = cj == NULL;
-    if (cj)
-        rc = ckpt_config_from_json(&cfg, cj, strlen(cj), err, errlen);
+    const char *config_json = st_meta_get(&f, CONFIG_KEY);
+    int pytorch_examples = config_json == NULL;
+    if (config_json)
+        rc = ckpt_config_from_json(&cfg, config_json, strlen(config_json), err, errlen);
     else
         rc = config_from_pytorch_examples(&f, &cfg, err, errlen);
     if (rc) goto end;

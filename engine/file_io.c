@@ -1,3 +1,4 @@
+/* file_io: whole-file reads and atomic writes. See file_io.h. */
 #include "engine/file_io.h"
 
 #include <errno.h>

@@ -1,4 +1,5 @@
-/* safetensors: reading and writing the safetensors file format.
+/* safetensors: reading and writing the safetensors file format, for
+ * checkpoints (engine/checkpoint) and the trainer's resume file.
  *
  * A file is: 8 bytes little-endian header length N, N bytes of JSON header,
  * then the tensor data. The header maps tensor names to
@@ -11,10 +12,15 @@
  *     const float *w = (const float *)(f.data + t->begin);  // when dtype is F32
  *     st_free(&f);
  *
+ *     st_tensor_out out[1] = {{.name = "w", .ndim = 1, .shape = {n}, .data = w}};  // F32
+ *     if (st_write_file(path, out, 1, keys, values, n_meta, err, sizeof err)) ...
+ *
  * The parser trusts nothing: header length within the file and under
- * ST_MAX_HEADER, strict JSON with bounded depth, offsets in range, ordered,
- * non-overlapping and covering the data area, shape product times dtype size
- * equal to the byte length, names unique.
+ * ST_MAX_HEADER, strict JSON (engine/json_strict) with bounded depth, offsets
+ * in range, ordered, non-overlapping and covering the data area, shape
+ * product times dtype size equal to the byte length, names unique. The
+ * writer takes any dtype the parser knows and copies the bytes as they are
+ * (so the host must be little-endian, as safetensors.c checks).
  */
 #ifndef SAFETENSORS_H
 #define SAFETENSORS_H

@@ -232,43 +232,43 @@ vae_status trainer_evaluate(const vae_model *m, const dataset *d, uint64_t seed,
     int B = c->batch < 500 ? 500 : c->batch;
     vae_train_state *ts = vae_train_state_new(m, B, err, errlen); /* owned */
     size_t D = (size_t)dataset_dim(d);
-    float *xb = malloc(sizeof(float) * (size_t)B * D);                   /* owned */
+    float *batch = malloc(sizeof(float) * (size_t)B * D);                       /* owned */
     float *eps = malloc(sizeof(float) * (size_t)B * c->mc_samples * c->latent); /* owned */
     vae_status rc = VAE_OK;
-    if (!ts || !xb || !eps) {
+    if (!ts || !batch || !eps) {
         util_set_err(err, errlen, "out of memory for evaluation");
         rc = VAE_ERR_NOMEM;
         goto end;
     }
     rng_state r;
     rng_seed(&r, seed);
-    double sr = 0.0, sk = 0.0;
+    double recon_sum = 0.0, kl_sum = 0.0;
     for (int b0 = 0; b0 < d->n; b0 += B) {
         int nb = d->n - b0 < B ? d->n - b0 : B;
-        for (int i = 0; i < nb; i++) dataset_image(d, b0 + i, xb + (size_t)i * D);
+        for (int i = 0; i < nb; i++) dataset_image(d, b0 + i, batch + (size_t)i * D);
         if (c->binarize != VAE_BIN_NONE) {
             /* the test set is binarised once, the same way every time */
             for (size_t i = 0; i < (size_t)nb * D; i++)
-                xb[i] = c->binarize == VAE_BIN_STATIC ? (xb[i] > 0.5f ? 1.0f : 0.0f)
-                                                      : (rng_uniform(&r) < xb[i] ? 1.0f : 0.0f);
+                batch[i] = c->binarize == VAE_BIN_STATIC
+                               ? (batch[i] > 0.5f ? 1.0f : 0.0f)
+                               : (rng_uniform(&r) < batch[i] ? 1.0f : 0.0f);
         }
-        const float *x = xb;
         rng_normal_fill(&r, eps, (size_t)nb * c->mc_samples * c->latent);
         vae_stats st;
-        rc = vae_forward_loss(m, ts, x, eps, nb, &st);
+        rc = vae_forward_loss(m, ts, batch, eps, nb, &st);
         if (rc) {
             util_set_err(err, errlen, "evaluation: the loss is not finite");
             goto end;
         }
-        sr += st.recon;
-        sk += st.kl;
+        recon_sum += st.recon;
+        kl_sum += st.kl;
     }
-    *recon = sr / d->n;
-    *kl = sk / d->n;
+    *recon = recon_sum / d->n;
+    *kl = kl_sum / d->n;
     *loss = *recon + *kl;
 end:
     vae_train_state_free(ts);
-    free(xb);
+    free(batch);
     free(eps);
     return rc;
 }
