@@ -12,6 +12,7 @@
 #include "engine/checkpoint.h"
 #include "engine/vae.h"
 #include "server/http_util.h"
+#include "server/model_cache.h"
 #include "server/registry.h"
 #include "server/sha256.h"
 
@@ -114,38 +115,6 @@ static enum MHD_Result send_empty(struct MHD_Connection *c, unsigned int status)
     return ret;
 }
 
-/* ---- auth ------------------------------------------------------------- */
-
-int api_bearer_ok(const char *token, const char *authorization)
-{
-    if (!token || !authorization || strncasecmp(authorization, "Bearer ", 7) != 0)
-        return 0;
-    const char *given = authorization + 7;
-    while (*given == ' ')
-        given++;
-    /* Both sides hashed first: equal-length digests compared in full, so
-     * neither the length nor a common prefix of the token shows in timing. */
-    char want[65], got[65];
-    sha256_hex((const uint8_t *)token, strlen(token), want);
-    sha256_hex((const uint8_t *)given, strlen(given), got);
-    unsigned diff = 0;
-    for (int i = 0; i < 64; i++)
-        diff |= (unsigned)(want[i] ^ got[i]);
-    return diff == 0;
-}
-
-enum MHD_Result api_send_unauthorized(struct MHD_Connection *c, const char *why)
-{
-    struct MHD_Response *resp = http_error_response(HTTP_ERR_UNAUTHORIZED, why);
-    if (!resp)
-        return MHD_NO;
-    enum MHD_Result ret = MHD_NO;
-    if (MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer") == MHD_YES)
-        ret = MHD_queue_response(c, http_error_status(HTTP_ERR_UNAUTHORIZED), resp);
-    MHD_destroy_response(resp);
-    return ret;
-}
-
 /* ---- GET /models ------------------------------------------------------ */
 
 enum MHD_Result api_models_list(http_ctx *ctx, struct MHD_Connection *c, http_request *req)
@@ -183,7 +152,7 @@ enum MHD_Result api_models_list(http_ctx *ctx, struct MHD_Connection *c, http_re
 
 /* ---- GET /models/{name} ----------------------------------------------- */
 
-enum MHD_Result api_model_get(http_ctx *ctx, struct MHD_Connection *c, http_request *req)
+enum MHD_Result api_models_get(http_ctx *ctx, struct MHD_Connection *c, http_request *req)
 {
     enum MHD_Result ret = MHD_NO;
     const char *name = model_param(c, req, &ret);
@@ -269,7 +238,7 @@ static int resolve_params(http_ctx *ctx, struct MHD_Connection *c, http_request 
     return 0;
 }
 
-enum MHD_Result api_version_get(http_ctx *ctx, struct MHD_Connection *c, http_request *req)
+enum MHD_Result api_models_get_version(http_ctx *ctx, struct MHD_Connection *c, http_request *req)
 {
     enum MHD_Result ret = MHD_NO;
     registry_checkpoint_info info;
@@ -313,7 +282,7 @@ enum MHD_Result api_version_get(http_ctx *ctx, struct MHD_Connection *c, http_re
 
 /* ---- GET /models/{name}/versions/{v}/file ----------------------------- */
 
-enum MHD_Result api_version_file(http_ctx *ctx, struct MHD_Connection *c, http_request *req)
+enum MHD_Result api_models_get_version_file(http_ctx *ctx, struct MHD_Connection *c, http_request *req)
 {
     enum MHD_Result ret = MHD_NO;
     registry_checkpoint_info info;
@@ -391,7 +360,7 @@ static int is_sha256_hex(const char *s)
     return 1;
 }
 
-enum MHD_Result api_checkpoint_post(http_ctx *ctx, struct MHD_Connection *c, http_request *req)
+enum MHD_Result api_models_post_checkpoint(http_ctx *ctx, struct MHD_Connection *c, http_request *req)
 {
     enum MHD_Result ret = MHD_NO;
     const char *name = model_param(c, req, &ret);
@@ -486,7 +455,7 @@ enum MHD_Result api_checkpoint_post(http_ctx *ctx, struct MHD_Connection *c, htt
 
 /* ---- DELETE /models/{name}/versions/{v} ------------------------------- */
 
-enum MHD_Result api_version_delete(http_ctx *ctx, struct MHD_Connection *c, http_request *req)
+enum MHD_Result api_models_delete_version(http_ctx *ctx, struct MHD_Connection *c, http_request *req)
 {
     enum MHD_Result ret = MHD_NO;
     const char *name = model_param(c, req, &ret);
@@ -523,7 +492,7 @@ static int alias_param(struct MHD_Connection *c, http_request *req, enum MHD_Res
     return -1;
 }
 
-enum MHD_Result api_alias_put(http_ctx *ctx, struct MHD_Connection *c, http_request *req)
+enum MHD_Result api_models_put_alias(http_ctx *ctx, struct MHD_Connection *c, http_request *req)
 {
     enum MHD_Result ret = MHD_NO;
     const char *name = model_param(c, req, &ret);
@@ -560,7 +529,7 @@ enum MHD_Result api_alias_put(http_ctx *ctx, struct MHD_Connection *c, http_requ
     return http_send_json(c, MHD_HTTP_OK, root);
 }
 
-enum MHD_Result api_alias_delete(http_ctx *ctx, struct MHD_Connection *c, http_request *req)
+enum MHD_Result api_models_delete_alias(http_ctx *ctx, struct MHD_Connection *c, http_request *req)
 {
     enum MHD_Result ret = MHD_NO;
     const char *name = model_param(c, req, &ret);

@@ -87,12 +87,29 @@ static enum MHD_Result queue_and_destroy(struct MHD_Connection *c, unsigned int 
 
 enum MHD_Result http_send_error(struct MHD_Connection *c, http_error e, const char *fmt, ...)
 {
-    char message[512];
+    char message[HTTP_MESSAGE_MAX];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(message, sizeof message, fmt, ap);
     va_end(ap);
     return queue_and_destroy(c, http_error_status(e), http_error_response(e, message));
+}
+
+enum MHD_Result http_send_error_with_header(struct MHD_Connection *c, http_error e,
+                                            const char *header, const char *value,
+                                            const char *fmt, ...)
+{
+    char message[HTTP_MESSAGE_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(message, sizeof message, fmt, ap);
+    va_end(ap);
+    struct MHD_Response *resp = http_error_response(e, message);
+    if (resp && MHD_add_response_header(resp, header, value) != MHD_YES) {
+        MHD_destroy_response(resp);
+        resp = NULL;
+    }
+    return queue_and_destroy(c, http_error_status(e), resp);
 }
 
 enum MHD_Result http_send_json(struct MHD_Connection *c, unsigned int status, cJSON *root)

@@ -45,8 +45,15 @@ typedef enum {
     HTTP_ERR_LENGTH_REQUIRED,    /* 411 length_required */
     HTTP_ERR_UNPROCESSABLE,      /* 422 unprocessable: well-formed, but wrong sizes or values */
     HTTP_ERR_TOO_MANY_REQUESTS,  /* 429 too_many_requests: the compute queue is full */
-    HTTP_ERR_COUNT
+    HTTP_ERR_COUNT,
+    /* Not an error: what a check returns when the request may go on. Outside
+     * the table (http_error_status gives 500 for it, as for any value there). */
+    HTTP_ERR_NONE = -1
 } http_error;
+
+/* The longest error message sent, with its NUL; the size of the message
+ * buffers that checks fill. */
+#define HTTP_MESSAGE_MAX 512
 
 /* The HTTP status and the machine-readable code of an error kind. */
 unsigned int http_error_status(http_error e);
@@ -57,9 +64,16 @@ const char *http_error_code(http_error e);
  * headers such as Allow first. NULL when out of memory. */
 struct MHD_Response *http_error_response(http_error e, const char *message);
 
-/* Queues the error response for e with a printf-style message. */
+/* Queues the error response for e with a printf-style message (at most
+ * HTTP_MESSAGE_MAX - 1 bytes of it). */
 enum MHD_Result http_send_error(struct MHD_Connection *c, http_error e, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/* The same with one more header, such as Allow on a 405, WWW-Authenticate on
+ * a 401 or Retry-After on a 429. */
+enum MHD_Result http_send_error_with_header(struct MHD_Connection *c, http_error e,
+                                            const char *header, const char *value,
+                                            const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
 
 /* Queues root printed compactly as application/json; takes root (freed here
  * in every case). */

@@ -11,7 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "server/http_server.h"
+#include "server/routes.h"
 
 #define MAX_PATHS 128
 
@@ -95,12 +95,12 @@ static void test_every_route_documented(void **state)
     (void)state;
     assert_int_equal(load_yaml("schema/openapi.yaml"), 0);
     assert_true(n_paths >= 10);
-    size_t n = http_server_route_count();
+    size_t n = routes_count();
     assert_true(n >= 8);
     const char *method, *path;
-    assert_int_equal(http_server_route_at(n, &method, &path), -1);
+    assert_int_equal(routes_at(n, &method, &path), -1);
     for (size_t i = 0; i < n; i++) {
-        assert_int_equal(http_server_route_at(i, &method, &path), 0);
+        assert_int_equal(routes_at(i, &method, &path), 0);
         char want[16] = " ";
         for (size_t k = 0; method[k] && k < 10; k++)
             want[k + 1] = (char)(method[k] | 0x20);
