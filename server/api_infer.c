@@ -44,127 +44,6 @@
  * cJSON builds a node (64 bytes) for each. */
 #define JSON_SLACK_VALUES 4096
 
-/* ---- output formats and content negotiation ----------------------------- */
-
-typedef enum { FMT_PNG = 0, FMT_JSON, FMT_NPY, FMT_COUNT } out_format;
-static const char *const fmt_names[FMT_COUNT] = {"png", "json", "npy"};
-static const char *const fmt_mimes[FMT_COUNT] = {"image/png", "application/json",
-                                                 "application/x-npy"};
-#define OFFER_IMAGES ((1u << FMT_PNG) | (1u << FMT_JSON) | (1u << FMT_NPY))
-#define OFFER_JSON (1u << FMT_JSON)
-
-/* How well the media range r (type/subtype, no parameters) matches mime:
- * 3 exactly, 2 type/ *, 1 * / *, 0 not at all. */
-static int range_specificity(const char *r, size_t rlen, const char *mime)
-{
-    if (rlen == 3 && !strncmp(r, "*/*", 3))
-        return 1;
-    const char *slash = strchr(mime, '/');
-    size_t tlen = (size_t)(slash - mime);
-    if (rlen == tlen + 2 && !strncasecmp(r, mime, tlen) && r[tlen] == '/' && r[tlen + 1] == '*')
-        return 2;
-    if (rlen == strlen(mime) && !strncasecmp(r, mime, rlen))
-        return 3;
-    return 0;
-}
-
-/* The q of the most specific range of accept that matches mime (0 when none). */
-static double accept_q(const char *accept, const char *mime)
-{
-    double q_best = 0.0;
-    int spec_best = 0;
-    const char *p = accept;
-    while (*p) {
-        size_t item_len = strcspn(p, ",");
-        const char *item = p;
-        p += item_len;
-        if (*p == ',')
-            p++;
-        while (item_len && (*item == ' ' || *item == '\t')) {
-            item++;
-            item_len--;
-        }
-        size_t type_len = 0;
-        while (type_len < item_len && item[type_len] != ';' && item[type_len] != ' ' &&
-               item[type_len] != '\t')
-            type_len++;
-        int spec = range_specificity(item, type_len, mime);
-        if (spec <= spec_best)
-            continue;
-        double q = 1.0;
-        for (size_t i = type_len; i + 2 < item_len; i++) {
-            if (item[i] == ';') {
-                size_t k = i + 1;
-                while (k < item_len && item[k] == ' ')
-                    k++;
-                if (k + 2 <= item_len && (item[k] == 'q' || item[k] == 'Q') && item[k + 1] == '=') {
-                    char num[16];
-                    size_t n = 0;
-                    for (k += 2; k < item_len && n + 1 < sizeof num && item[k] != ';' &&
-                                 item[k] != ' ';
-                         k++)
-                        num[n++] = item[k];
-                    num[n] = '\0';
-                    char *end;
-                    q = strtod(num, &end);
-                    if (end == num || *end || !(q >= 0.0 && q <= 1.0))
-                        q = 0.0; /* a q we cannot read is no consent */
-                }
-            }
-        }
-        spec_best = spec;
-        q_best = q;
-    }
-    return q_best;
-}
-
-/* ?format= wins; else Accept picks among the offered formats (ties go to the
- * first offered, PNG before JSON before NPY); no Accept gives the first. */
-static http_error negotiate(struct MHD_Connection *c, unsigned offered, out_format *out,
-                            char *msg, size_t msglen)
-{
-    const char *format = NULL;
-    if (http_query_str(c, "format", 16, &format, msg, msglen))
-        return HTTP_ERR_BAD_REQUEST;
-    if (format) {
-        for (int f = 0; f < FMT_COUNT; f++)
-            if ((offered & (1u << f)) && !strcmp(format, fmt_names[f])) {
-                *out = (out_format)f;
-                return HTTP_ERR_NONE;
-            }
-        snprintf(msg, msglen, "parameter 'format' must be %s",
-                 offered == OFFER_JSON ? "json" : "png, json or npy");
-        return HTTP_ERR_BAD_REQUEST;
-    }
-    const char *accept = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_ACCEPT);
-    int best = -1;
-    double best_q = 0.0;
-    for (int f = 0; f < FMT_COUNT; f++) {
-        if (!(offered & (1u << f)))
-            continue;
-        double q = (accept && *accept) ? accept_q(accept, fmt_mimes[f]) : 1.0;
-        if (q > best_q) {
-            best_q = q;
-            best = f;
-        }
-    }
-    if (best < 0) {
-        char offered_list[96] = "";
-        for (int f = 0; f < FMT_COUNT; f++)
-            if (offered & (1u << f)) {
-                size_t used = strlen(offered_list);
-                snprintf(offered_list + used, sizeof offered_list - used, "%s%s",
-                         used ? ", " : "", fmt_mimes[f]);
-            }
-        snprintf(msg, msglen,
-                 "the Accept header excludes every format this endpoint offers (%s)",
-                 offered_list);
-        return HTTP_ERR_NOT_ACCEPTABLE;
-    }
-    *out = (out_format)best;
-    return HTTP_ERR_NONE;
-}
-
 /* ---- one inference request ----------------------------------------------- */
 
 typedef enum {
@@ -183,7 +62,7 @@ typedef struct {
     size_t body_len;
     int body_png;                /* /encode: Content-Type image/png */
     char model[NAME_MAX_LEN + 1], version[NAME_MAX_LEN + 1];
-    out_format fmt;
+    http_format fmt;
     int64_t n;
     uint64_t seed;
     double temperature;
@@ -479,7 +358,7 @@ static void interp_tags(const infer_request *r, const registry_checkpoint_info *
     char text[640], hex[65];
     snprintf(text, sizeof text, "%s|%s|%lld|%s|%s|%lld|%s|%s", info->sha256, info->model,
              (long long)info->version, r->from, r->to, (long long)r->steps,
-             r->slerp ? "slerp" : "lerp", fmt_names[r->fmt]);
+             r->slerp ? "slerp" : "lerp", http_format_name(r->fmt));
     sha256_hex((const uint8_t *)text, strlen(text), hex);
     snprintf(etag, 40, "\"%.32s\"", hex);
     snprintf(key, CACHE_KEY_MAX, "%s|%s|%lld", hex, info->model, (long long)info->version);
@@ -545,7 +424,7 @@ static http_error sample_params(infer_request *r, char *msg, size_t msglen)
         http_query_u64(c, "seed", &have_seed, &r->seed, msg, msglen) ||
         query_double(c, "temperature", 0.0, TEMPERATURE_MAX, 1.0, &r->temperature, msg, msglen))
         return HTTP_ERR_BAD_REQUEST;
-    if ((e = negotiate(c, OFFER_IMAGES, &r->fmt, msg, msglen)) != HTTP_ERR_NONE)
+    if ((e = http_negotiate(c, HTTP_OFFER_IMAGES, &r->fmt, msg, msglen)) != HTTP_ERR_NONE)
         return e;
     if (!have_seed)
         r->seed = random_seed();
@@ -571,7 +450,7 @@ static http_error body_params(infer_request *r, const http_request *req, unsigne
 {
     http_error e = read_model_params(r, msg, msglen);
     if (e == HTTP_ERR_NONE)
-        e = negotiate(r->task.conn, offered, &r->fmt, msg, msglen);
+        e = http_negotiate(r->task.conn, offered, &r->fmt, msg, msglen);
     if (e == HTTP_ERR_NONE)
         e = require_body(r->task.conn, req, png_ok, &r->body_png, msg, msglen);
     return e;
@@ -586,8 +465,8 @@ static enum MHD_Result body_request(http_ctx *ctx, struct MHD_Connection *c, htt
     if (!r)
         return MHD_NO;
     char msg[HTTP_MESSAGE_MAX];
-    http_error e = kind == INFER_ENCODE ? body_params(r, req, OFFER_JSON, 1, msg, sizeof msg)
-                                        : body_params(r, req, OFFER_IMAGES, 0, msg, sizeof msg);
+    http_error e = kind == INFER_ENCODE ? body_params(r, req, HTTP_OFFER_JSON, 1, msg, sizeof msg)
+                                        : body_params(r, req, HTTP_OFFER_IMAGES, 0, msg, sizeof msg);
     return e == HTTP_ERR_NONE ? infer_submit(r) : http_send_error(c, e, "%s", msg);
 }
 
@@ -642,7 +521,7 @@ static http_error interpolate_get_params(infer_request *r, char *msg, size_t msg
     const char *inm = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_IF_NONE_MATCH);
     if (inm && strlen(inm) < sizeof r->if_none_match)
         snprintf(r->if_none_match, sizeof r->if_none_match, "%s", inm);
-    return negotiate(c, OFFER_IMAGES, &r->fmt, msg, msglen);
+    return http_negotiate(c, HTTP_OFFER_IMAGES, &r->fmt, msg, msglen);
 }
 
 enum MHD_Result api_infer_interpolate_get(http_ctx *ctx, struct MHD_Connection *c,
@@ -670,33 +549,24 @@ static http_error infer_acquire(infer_request *r, model_handle **h, char *msg, s
     const char *model = r->model[0] ? r->model : NULL;
     const char *version = r->version[0] ? r->version : NULL;
     char why[256] = "";
-    int rc = model_cache_acquire(r->ctx->cache, r->ctx->reg, model, version, h, why, sizeof why);
-    switch (rc) {
-    case MODEL_CACHE_OK:
-        return HTTP_ERR_NONE;
-    case MODEL_CACHE_ERR_NO_MODEL:
-        if (model || version) {
-            snprintf(msg, msglen, "no checkpoint matches model '%s' version '%s'",
-                     model ? model : "(default)", version ? version : "latest");
-            return HTTP_ERR_MODEL_NOT_FOUND;
-        }
-        if (registry_count_checkpoints(r->ctx->reg) == 0)
-            snprintf(msg, msglen,
-                     "no model is loaded: the registry is empty; train one with `vaed train` or "
-                     "register a checkpoint");
-        else
-            snprintf(msg, msglen, "no model is loaded: no default model resolves (%s)", why);
-        return HTTP_ERR_NO_MODEL;
-    case MODEL_CACHE_ERR_LOAD:
+    model_cache_status rc =
+        model_cache_acquire(r->ctx->cache, r->ctx->reg, model, version, h, why, sizeof why);
+    if (rc == MODEL_CACHE_ERR_NOT_FOUND)
+        snprintf(msg, msglen, "no checkpoint matches model '%s' version '%s'",
+                 model ? model : "(default)", version ? version : "latest");
+    else if (rc == MODEL_CACHE_ERR_NO_MODEL && registry_count_checkpoints(r->ctx->reg) == 0)
+        snprintf(msg, msglen,
+                 "no model is loaded: the registry is empty; train one with `vaed train` or "
+                 "register a checkpoint");
+    else if (rc == MODEL_CACHE_ERR_NO_MODEL)
+        snprintf(msg, msglen, "no model is loaded: no default model resolves (%s)", why);
+    else if (rc == MODEL_CACHE_ERR_LOAD)
         snprintf(msg, msglen, "the stored checkpoint did not load: %s", why);
-        return HTTP_ERR_INTERNAL;
-    case MODEL_CACHE_ERR_NOMEM:
+    else if (rc == MODEL_CACHE_ERR_NOMEM)
         snprintf(msg, msglen, "out of memory loading the model");
-        return HTTP_ERR_UNAVAILABLE;
-    default:
+    else if (rc != MODEL_CACHE_OK)
         snprintf(msg, msglen, "registry error: %s", why);
-        return HTTP_ERR_INTERNAL;
-    }
+    return http_error_from_model_cache(rc);
 }
 
 static int all_finite(const float *v, size_t n)
@@ -772,7 +642,7 @@ static void infer_images(infer_request *r, const model_handle *h, const float *x
         infer_fail(r, HTTP_ERR_INTERNAL, "the model produced non-finite values");
         return;
     }
-    if (r->fmt == FMT_PNG) {
+    if (r->fmt == HTTP_FORMAT_PNG) {
         uint8_t *png = NULL; /* owned: handed to the response */
         size_t len = 0;
         char why[256] = "";
@@ -785,7 +655,7 @@ static void infer_images(infer_request *r, const model_handle *h, const float *x
             infer_fail(r, HTTP_ERR_INTERNAL, "PNG encoding failed: %s", why);
         else
             infer_set_body(r, MHD_HTTP_OK, "image/png", png, len);
-    } else if (r->fmt == FMT_NPY) {
+    } else if (r->fmt == HTTP_FORMAT_NPY) {
         int shape[4] = {n, cfg->channels, cfg->height, cfg->width};
         uint8_t *npy = NULL; /* owned: handed to the response */
         size_t len = 0;
@@ -1161,14 +1031,12 @@ static http_error data_image(infer_request *r, const char *ref_text, const vae_c
     const dataset *d = NULL; /* borrowed from the data-set cache */
     char why[512] = "";
     data_cache_status rc = data_cache_get(r->ctx->data, ref.name, ref.split, &d, why, sizeof why);
-    if (rc == DATA_CACHE_ERR_FULL) {
+    if (rc == DATA_CACHE_ERR_FULL)
         snprintf(msg, msglen, "%s", why);
-        return HTTP_ERR_UNAVAILABLE;
-    }
-    if (rc != DATA_CACHE_OK) {
+    else if (rc != DATA_CACHE_OK)
         snprintf(msg, msglen, "data set %s (%s split) is not available: %s", ref.name, split, why);
-        return HTTP_ERR_NOT_FOUND;
-    }
+    if (rc != DATA_CACHE_OK)
+        return http_error_from_data_cache(rc);
     if (ref.index >= d->n) {
         snprintf(msg, msglen, "%s: the %s split of %s has %d images (0 to %d)", ref_text, split,
                  ref.name, d->n, d->n - 1);

@@ -38,14 +38,16 @@ enum MHD_Result api_ops_readyz(http_ctx *ctx, struct MHD_Connection *c, http_req
         return http_send_error(c, HTTP_ERR_UNAVAILABLE, "the registry is not open");
     model_handle *h = NULL; /* released below */
     char why[256] = "";
-    int rc = model_cache_acquire(ctx->cache, ctx->reg, NULL, NULL, &h, why, sizeof why);
-    if (rc != MODEL_CACHE_OK) {
-        if (rc == MODEL_CACHE_ERR_NO_MODEL)
-            return http_send_error(c, HTTP_ERR_NO_MODEL,
-                                   "not ready: no default model resolves (%s)", why);
+    model_cache_status rc = model_cache_acquire(ctx->cache, ctx->reg, NULL, NULL, &h, why,
+                                                sizeof why);
+    /* A probe is told "not ready" (503), whatever the reason: a load
+     * balancer reads the status, not the code. */
+    if (rc == MODEL_CACHE_ERR_NO_MODEL)
+        return http_send_error(c, http_error_from_model_cache(rc),
+                               "not ready: no default model resolves (%s)", why);
+    if (rc != MODEL_CACHE_OK)
         return http_send_error(c, HTTP_ERR_UNAVAILABLE,
                                "not ready: the default model does not load (%s)", why);
-    }
     cJSON *root = cJSON_CreateObject(); /* owned: handed to http_send_json */
     if (root && (!cJSON_AddStringToObject(root, "status", "ready") ||
                  !cJSON_AddStringToObject(root, "model", h->info.model) ||

@@ -126,12 +126,14 @@ void model_cache_forget(model_cache *c, const char *sha256)
     pthread_mutex_unlock(&c->mu);
 }
 
-static int map_registry_status(int status)
+/* named: a model or version was asked for (so "not there" is NOT_FOUND,
+ * not NO_MODEL). */
+static model_cache_status map_registry_status(int status, int named)
 {
     switch (status) {
     case REGISTRY_ERR_NOT_FOUND:
     case REGISTRY_ERR_ARG:
-        return MODEL_CACHE_ERR_NO_MODEL;
+        return named ? MODEL_CACHE_ERR_NOT_FOUND : MODEL_CACHE_ERR_NO_MODEL;
     case REGISTRY_ERR_NOMEM:
         return MODEL_CACHE_ERR_NOMEM;
     default:
@@ -140,14 +142,14 @@ static int map_registry_status(int status)
 }
 
 /* Reads and parses the checkpoint named by info, without the cache lock. */
-static int load(registry *r, const registry_checkpoint_info *info, model_handle **out,
-                char *err, size_t errlen)
+static model_cache_status load(registry *r, const registry_checkpoint_info *info, int named,
+                               model_handle **out, char *err, size_t errlen)
 {
     uint8_t *blob = NULL; /* owned here */
     size_t len = 0;
     int status = registry_get_blob(r, info->sha256, &blob, &len, err, errlen);
     if (status)
-        return map_registry_status(status);
+        return map_registry_status(status, named);
     model_handle *h = calloc(1, sizeof *h); /* owned by the cache once inserted */
     if (!h) {
         free(blob);
@@ -213,17 +215,18 @@ static void remember_resolved(model_cache *c, const char *model, const char *ver
     pthread_mutex_unlock(&c->mu);
 }
 
-int model_cache_acquire(model_cache *c, registry *r, const char *model,
-                        const char *version_or_alias, model_handle **out, char *err,
-                        size_t errlen)
+model_cache_status model_cache_acquire(model_cache *c, registry *r, const char *model,
+                                       const char *version_or_alias, model_handle **out,
+                                       char *err, size_t errlen)
 {
     *out = NULL;
     registry_checkpoint_info info;
+    int named = model || version_or_alias;
     int status;
     if (!resolve_cached(c, r, model, version_or_alias, &info)) {
         uint64_t gen = registry_generation(r); /* read before: a write after it only wastes the slot */
         if ((status = registry_resolve(r, model, version_or_alias, &info, err, errlen)))
-            return map_registry_status(status);
+            return map_registry_status(status, named);
         remember_resolved(c, model, version_or_alias, gen, &info);
     }
 
@@ -240,8 +243,9 @@ int model_cache_acquire(model_cache *c, registry *r, const char *model,
     }
 
     model_handle *loaded = NULL;
-    if ((status = load(r, &info, &loaded, err, errlen)))
-        return status;
+    model_cache_status loaded_status = load(r, &info, named, &loaded, err, errlen);
+    if (loaded_status != MODEL_CACHE_OK)
+        return loaded_status;
 
     model_handle *discard = NULL;
     pthread_mutex_lock(&c->mu);

@@ -21,7 +21,8 @@
 
 typedef enum {
     MODEL_CACHE_OK = 0,
-    MODEL_CACHE_ERR_NO_MODEL,   /* the registry holds no matching checkpoint */
+    MODEL_CACHE_ERR_NO_MODEL,   /* nothing was named and no default model resolves */
+    MODEL_CACHE_ERR_NOT_FOUND,  /* the model or version named is not in the registry */
     MODEL_CACHE_ERR_LOAD,       /* the stored checkpoint did not load */
     MODEL_CACHE_ERR_DB,
     MODEL_CACHE_ERR_NOMEM
@@ -41,9 +42,12 @@ typedef struct {
 
 model_cache *model_cache_new(size_t budget_bytes);
 void model_cache_free(model_cache *c);
-int model_cache_acquire(model_cache *c, registry *r, const char *model,
-                        const char *version_or_alias, model_handle **out, char *err,
-                        size_t errlen);
+/* The checkpoint (model, version_or_alias) resolves to (NULL, NULL: the
+ * default model, latest), loaded on first use: MODEL_CACHE_OK with *out
+ * (release it), else a status with err and *out NULL. */
+model_cache_status model_cache_acquire(model_cache *c, registry *r, const char *model,
+                                       const char *version_or_alias, model_handle **out,
+                                       char *err, size_t errlen);
 void model_cache_release(model_cache *c, model_handle *h);
 /* What (model, version_or_alias) resolves to, without touching the registry
  * or loading anything: 1 with *out when an acquire resolved it while the

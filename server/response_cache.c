@@ -168,7 +168,7 @@ static void grow_locked(response_cache *c)
     c->n_buckets = n;
 }
 
-int response_cache_get(response_cache *c, const char *key, response_body **out)
+response_cache_status response_cache_get(response_cache *c, const char *key, response_body **out)
 {
     *out = NULL;
     uint64_t hash = key_hash(key);
@@ -186,7 +186,7 @@ int response_cache_get(response_cache *c, const char *key, response_body **out)
     return e ? RESPONSE_CACHE_OK : RESPONSE_CACHE_MISS;
 }
 
-int response_cache_put(response_cache *c, const char *key, response_body *body)
+response_cache_status response_cache_put(response_cache *c, const char *key, response_body *body)
 {
     if (!key || !*key || !body)
         return RESPONSE_CACHE_ERR_ARG;

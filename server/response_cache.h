@@ -83,11 +83,11 @@ response_cache *response_cache_new(size_t max_bytes);
 void response_cache_free(response_cache *c);
 /* RESPONSE_CACHE_OK with *out a new reference (release it), or
  * RESPONSE_CACHE_MISS with *out NULL. Counts a hit or a miss. */
-int response_cache_get(response_cache *c, const char *key, response_body **out);
+response_cache_status response_cache_get(response_cache *c, const char *key, response_body **out);
 /* Stores body under key (copied); on RESPONSE_CACHE_OK the cache holds its
  * own reference and the caller keeps its own. Never stores anything on
  * error. */
-int response_cache_put(response_cache *c, const char *key, response_body *body);
+response_cache_status response_cache_put(response_cache *c, const char *key, response_body *body);
 void response_cache_get_stats(response_cache *c, response_cache_stats *out);
 
 #endif

@@ -171,14 +171,14 @@ static void test_errors(void **state)
     model_handle *h = (model_handle *)1;
     char err[256] = "";
     assert_int_equal(model_cache_acquire(c, f->reg, "missing", NULL, &h, err, sizeof err),
-                     MODEL_CACHE_ERR_NO_MODEL);
+                     MODEL_CACHE_ERR_NOT_FOUND);
     assert_null(h);
     assert_non_null(strstr(err, "missing"));
     assert_int_equal(model_cache_acquire(c, f->reg, "a", "7", &h, err, sizeof err),
-                     MODEL_CACHE_ERR_NO_MODEL);
+                     MODEL_CACHE_ERR_NOT_FOUND);
     assert_string_equal(err, "model \"a\" has no version 7");
     assert_int_equal(model_cache_acquire(c, f->reg, "a", "prod", &h, err, sizeof err),
-                     MODEL_CACHE_ERR_NO_MODEL);
+                     MODEL_CACHE_ERR_NOT_FOUND);
 
     /* Bytes in the registry that are no checkpoint. */
     registry_checkpoint_info info;
@@ -289,7 +289,7 @@ static void test_deleted_while_held(void **state)
     assert_int_equal(registry_delete_version(f->reg, "a", 1, err, sizeof err), REGISTRY_OK);
     model_handle *gone = NULL;
     assert_int_equal(model_cache_acquire(c, f->reg, "a", "1", &gone, err, sizeof err),
-                     MODEL_CACHE_ERR_NO_MODEL);
+                     MODEL_CACHE_ERR_NOT_FOUND);
     assert_null(gone);
     model_handle *hb = acquire_ok(c, f->reg, "b", NULL); /* over budget: evicts "a" */
     assert_int_equal(ha->evicted, 1);
