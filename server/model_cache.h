@@ -30,15 +30,17 @@ typedef enum {
 
 typedef struct model_cache model_cache;
 
+/* What a holder reads; the cache's bookkeeping (holders, LRU clock,
+ * eviction) lives beside it inside model_cache.c. */
 typedef struct {
     vae_model model;                /* read-only while held */
     registry_checkpoint_info info;  /* which checkpoint this is */
-    size_t bytes;
-    /* private to model_cache.c */
-    int refs;
-    uint64_t last_used;
-    int evicted;
+    size_t bytes;                   /* what it counts against the budget */
 } model_handle;
+
+/* What a loaded model m counts against the budget (its parameters and the
+ * cache's entry); model_handle.bytes and model_cache_bytes add these up. */
+size_t model_cache_entry_bytes(const vae_model *m);
 
 model_cache *model_cache_new(size_t budget_bytes);
 void model_cache_free(model_cache *c);
@@ -60,5 +62,10 @@ int model_cache_peek_resolved(model_cache *c, registry *r, const char *model,
 void model_cache_forget(model_cache *c, const char *sha256);
 size_t model_cache_bytes(model_cache *c);
 int model_cache_count(model_cache *c);
+/* h's holders now, and 1 when h has left the cache (evicted, or forgotten:
+ * freed on its last release; a later acquire loads the checkpoint again).
+ * For tests and diagnostics; h must still be held, or still cached. */
+int model_cache_handle_refs(model_cache *c, const model_handle *h);
+int model_cache_handle_evicted(model_cache *c, const model_handle *h);
 
 #endif

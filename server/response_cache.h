@@ -49,11 +49,12 @@ typedef enum {
 #define RESPONSE_CACHE_MAX_FRACTION 8
 #define RESPONSE_CACHE_CONTENT_TYPE_MAX 64
 
+/* What a holder reads; the reference count lives beside it, inside
+ * response_cache.c (bodies come only from response_body_new). */
 typedef struct response_body {
     const uint8_t *bytes;     /* owned by the body; len bytes */
     size_t len;
     char content_type[RESPONSE_CACHE_CONTENT_TYPE_MAX];
-    int refs;                 /* private to response_cache.c (atomic) */
 } response_body;
 
 typedef struct response_cache response_cache;
@@ -76,6 +77,8 @@ response_body *response_body_ref(response_body *b);
 void response_body_release(response_body *b);
 /* The same, in the shape of libmicrohttpd's free callback (cls is the body). */
 void response_body_release_cb(void *cls);
+/* The references b has now (tests and diagnostics). */
+int response_body_refs(const response_body *b);
 
 /* Owned by the caller: response_cache_free. NULL when out of memory. */
 response_cache *response_cache_new(size_t max_bytes);

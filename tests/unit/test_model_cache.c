@@ -76,7 +76,8 @@ static int setup(void **state)
     make_model(&f->b, 2);
     put_model(f->reg, "a", &f->a);
     put_model(f->reg, "b", &f->b);
-    f->bytes_a = f->a.n_params * sizeof(float) + sizeof(model_handle);
+    f->bytes_a = model_cache_entry_bytes(&f->a);
+    assert_true(f->bytes_a > f->a.n_params * sizeof(float));
     *state = f;
     return 0;
 }
@@ -124,7 +125,7 @@ static void test_acquire_shares(void **state)
     model_handle *h1 = acquire_ok(c, f->reg, "a", NULL);
     model_handle *h2 = acquire_ok(c, f->reg, "a", "1");
     assert_ptr_equal(h1, h2);
-    assert_int_equal(h1->refs, 2);
+    assert_int_equal(model_cache_handle_refs(c, h1), 2);
     assert_string_equal(h1->info.model, "a");
     assert_int_equal(h1->info.version, 1);
     assert_same_params(&h1->model, &f->a);
@@ -133,7 +134,7 @@ static void test_acquire_shares(void **state)
     assert_int_equal(model_cache_bytes(c), f->bytes_a);
     model_cache_release(c, h1);
     model_cache_release(c, h2);
-    assert_int_equal(h1->refs, 0);
+    assert_int_equal(model_cache_handle_refs(c, h1), 0);
     /* Still cached after the last release. */
     assert_int_equal(model_cache_count(c), 1);
     model_handle *h3 = acquire_ok(c, f->reg, "a", "latest");
@@ -220,7 +221,7 @@ static void test_budget_evicts_lru(void **state)
     assert_int_equal(model_cache_count(c), 1);
     assert_int_equal(model_cache_bytes(c), f->bytes_a);
     assert_string_equal(hb->info.model, "b");
-    assert_int_equal(hb->evicted, 0);
+    assert_int_equal(model_cache_handle_evicted(c, hb), 0);
     model_cache_release(c, hb);
     /* "a" loads again (and pushes "b" out). */
     ha = acquire_ok(c, f->reg, "a", NULL);
@@ -244,7 +245,7 @@ static void test_budget_evicts_lru(void **state)
     model_handle *again = acquire_ok(c, f->reg, "a", NULL);
     /* "a" was still cached: the same entry. */
     assert_ptr_equal(again, pa);
-    assert_int_equal(again->refs, 1);
+    assert_int_equal(model_cache_handle_refs(c, again), 1);
     assert_int_equal(model_cache_count(c), 2);
     model_cache_release(c, again);
     model_cache_release(c, hc);
@@ -260,8 +261,8 @@ static void test_evicted_while_held(void **state)
     model_handle *hb = acquire_ok(c, f->reg, "b", NULL);
     /* Both held, over budget: "a" (least recently used) leaves the cache
      * but stays valid for its holder. */
-    assert_int_equal(ha->evicted, 1);
-    assert_int_equal(hb->evicted, 0);
+    assert_int_equal(model_cache_handle_evicted(c, ha), 1);
+    assert_int_equal(model_cache_handle_evicted(c, hb), 0);
     assert_int_equal(model_cache_count(c), 1);
     assert_int_equal(model_cache_bytes(c), f->bytes_a);
     assert_same_params(&ha->model, &f->a); /* ASan: not freed yet */
@@ -292,7 +293,7 @@ static void test_deleted_while_held(void **state)
                      MODEL_CACHE_ERR_NOT_FOUND);
     assert_null(gone);
     model_handle *hb = acquire_ok(c, f->reg, "b", NULL); /* over budget: evicts "a" */
-    assert_int_equal(ha->evicted, 1);
+    assert_int_equal(model_cache_handle_evicted(c, ha), 1);
     assert_same_params(&ha->model, &f->a);
     model_cache_release(c, ha); /* the last holder: freed now */
     assert_int_equal(model_cache_count(c), 1);
@@ -389,7 +390,7 @@ static void test_concurrent_load(void **state)
             assert_int_equal(jobs[i].failed, 0);
             assert_ptr_equal(jobs[i].got, jobs[0].got);
         }
-        assert_int_equal(jobs[0].got->refs, N);
+        assert_int_equal(model_cache_handle_refs(c, jobs[0].got), N);
         for (int i = 0; i < N; i++)
             model_cache_release(c, jobs[i].got);
         model_cache_free(c);
