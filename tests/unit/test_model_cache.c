@@ -332,14 +332,21 @@ static void test_resolution_follows_registry(void **state)
 {
     fixture *f = *state;
     model_cache *c = model_cache_new(0);
+    registry_checkpoint_info seen;
+    assert_false(model_cache_peek_resolved(c, f->reg, "a", NULL, &seen));
     model_handle *h = acquire_ok(c, f->reg, "a", NULL);
     assert_int_equal(h->info.version, 1);
     model_cache_release(c, h);
-    h = acquire_ok(c, f->reg, "a", NULL); /* from the remembered resolution */
+    /* Remembered: known without the registry. */
+    assert_true(model_cache_peek_resolved(c, f->reg, "a", NULL, &seen));
+    assert_int_equal(seen.version, 1);
+    h = acquire_ok(c, f->reg, "a", NULL);
     assert_int_equal(h->info.version, 1);
     model_cache_release(c, h);
     put_model(f->reg, "a", &f->b); /* version 2 moves latest */
+    assert_false(model_cache_peek_resolved(c, f->reg, "a", NULL, &seen));
     h = acquire_ok(c, f->reg, "a", NULL);
+    assert_int_equal(h->info.version, 2);
     assert_same_params(&h->model, &f->b);
     model_cache_release(c, h);
     char err[256] = "";
@@ -348,8 +355,18 @@ static void test_resolution_follows_registry(void **state)
     assert_same_params(&h->model, &f->a);
     model_cache_release(c, h);
     assert_int_equal(registry_set_alias(f->reg, "a", "prod", 2, err, sizeof err), REGISTRY_OK);
+    assert_false(model_cache_peek_resolved(c, f->reg, "a", "prod", &seen));
     h = acquire_ok(c, f->reg, "a", "prod");
     assert_same_params(&h->model, &f->b);
+    model_cache_release(c, h);
+    /* The alias and then version 2 deleted: "prod" is gone, latest is 1 again. */
+    assert_int_equal(registry_delete_alias(f->reg, "a", "prod", err, sizeof err), REGISTRY_OK);
+    assert_int_equal(model_cache_acquire(c, f->reg, "a", "prod", &h, err, sizeof err),
+                     MODEL_CACHE_ERR_NOT_FOUND);
+    assert_int_equal(registry_delete_version(f->reg, "a", 2, err, sizeof err), REGISTRY_OK);
+    h = acquire_ok(c, f->reg, "a", NULL);
+    assert_int_equal(h->info.version, 1);
+    assert_same_params(&h->model, &f->a);
     model_cache_release(c, h);
     model_cache_free(c);
 }
