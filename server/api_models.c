@@ -13,6 +13,7 @@
 
 #include "engine/checkpoint.h"
 #include "engine/vae.h"
+#include "server/compute_pool.h"
 #include "server/http_util.h"
 #include "server/model_cache.h"
 #include "server/registry.h"
@@ -545,20 +546,54 @@ static enum MHD_Result upload_reply(struct MHD_Connection *c, const registry_che
     return ret;
 }
 
+/* An upload between its admission and its answer. */
+typedef struct {
+    compute_task task; /* first: the uploads pool's view */
+    http_ctx *ctx;
+    const http_request *req;        /* borrowed: the body lives as long as the request */
+    char claimed[65];               /* X-Content-SHA256, "" when absent */
+    http_error e;                   /* what upload_store said */
+    char msg[HTTP_MESSAGE_MAX];
+    registry_checkpoint_info info;
+    int created;
+} upload_work;
+
+static void upload_run(compute_task *t)
+{
+    upload_work *w = (upload_work *)t;
+    w->e = upload_store(w->ctx, w->req->params[0], (const uint8_t *)w->req->body,
+                        w->req->body_len, w->claimed[0] ? w->claimed : NULL, &w->info,
+                        &w->created, w->msg, sizeof w->msg);
+}
+
+/* The headers are checked here, on the polling thread; the hashing,
+ * validation and the fsync'd commit run on the uploads thread (a 256 MiB
+ * file takes seconds), and the second call answers. */
 enum MHD_Result api_models_post_checkpoint(http_ctx *ctx, struct MHD_Connection *c,
                                            http_request *req)
 {
+    upload_work *w = req->work;
+    if (w) {
+        if (w->e != HTTP_ERR_NONE)
+            return http_send_error(c, w->e, "%s", w->msg);
+        return upload_reply(c, &w->info, w->created);
+    }
     char msg[HTTP_MESSAGE_MAX];
     const char *name = NULL, *claimed = NULL;
-    registry_checkpoint_info info;
-    int created = 0;
     http_error e = upload_params(c, req, &name, &claimed, msg, sizeof msg);
-    if (e == HTTP_ERR_NONE)
-        e = upload_store(ctx, name, (const uint8_t *)req->body, req->body_len, claimed, &info,
-                         &created, msg, sizeof msg);
     if (e != HTTP_ERR_NONE)
         return http_send_error(c, e, "%s", msg);
-    return upload_reply(c, &info, created);
+    w = calloc(1, sizeof *w); /* owned by req: freed by work_free */
+    if (!w)
+        return MHD_NO;
+    w->task.run = upload_run;
+    w->task.conn = c;
+    w->ctx = ctx;
+    w->req = req;
+    snprintf(w->claimed, sizeof w->claimed, "%s", claimed ? claimed : "");
+    req->work = w;
+    req->work_free = free;
+    return compute_pool_admit(ctx->uploads, &w->task);
 }
 
 /* ---- DELETE /models/{name}/versions/{v} ------------------------------- */

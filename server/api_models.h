@@ -15,7 +15,10 @@
  * A checkpoint becomes visible in one registry transaction, after the whole
  * body is in, its sha256 agrees with X-Content-SHA256 when given, and
  * ckpt_load_mem has accepted it (layout, dtype, config against shapes,
- * finite values).
+ * finite values). Its headers are checked on the polling thread; the
+ * hashing, the validation and the commit (synchronous=FULL: an fsync) run on
+ * the uploads pool (http_ctx.uploads, one thread), with the connection
+ * suspended meanwhile, so a large upload never stalls other requests.
  *
  * Authorisation is decided by the transport (http_server.c, api_auth.h)
  * before the body is read; these handlers do not look at tokens.

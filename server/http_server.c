@@ -313,6 +313,7 @@ server_status server_run(const server_options *o, volatile sig_atomic_t *stop, c
     model_cache *cache = NULL;        /* owned: freed at end */
     response_cache *responses = NULL; /* owned: freed at end */
     compute_pool *compute = NULL;     /* owned: stopped and freed at end */
+    compute_pool *uploads = NULL;     /* owned: stopped and freed at end */
     data_cache *data = NULL;          /* owned: freed at end */
     api_jobs *jobs = NULL;            /* owned: freed at end */
     struct MHD_Daemon *d = NULL;      /* owned: stopped at end */
@@ -346,9 +347,14 @@ server_status server_run(const server_options *o, volatile sig_atomic_t *stop, c
     if ((status = api_jobs_new(o, reg, &jobs, err, errlen)) != SERVER_OK)
         goto end;
     /* Model math runs on its own threads, one per core like the MHD pool
-     * (see api_infer.h). */
+     * (see api_infer.h). Uploads are hashed, checked and committed on a
+     * thread of their own, so a 256 MiB checkpoint holds neither a polling
+     * thread nor a compute thread; that pool admits as many as there can be
+     * connections, so an upload is never refused for being one of many. */
     if (compute_pool_new(threads, (int)threads * COMPUTE_POOL_QUEUE_PER_THREAD,
-                         "inference requests", &compute, err, errlen) != COMPUTE_POOL_OK) {
+                         "inference requests", &compute, err, errlen) != COMPUTE_POOL_OK ||
+        compute_pool_new(1, o->max_connections, "checkpoint uploads", &uploads, err, errlen) !=
+            COMPUTE_POOL_OK) {
         status = SERVER_ERR_NOMEM;
         goto end;
     }
@@ -359,7 +365,7 @@ server_status server_run(const server_options *o, volatile sig_atomic_t *stop, c
         goto end;
     }
     http_ctx ctx = {.opts = o, .reg = reg, .jobs = jobs, .cache = cache, .responses = responses,
-                    .compute = compute, .data = data};
+                    .compute = compute, .uploads = uploads, .data = data};
     d = start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG |
                          MHD_ALLOW_SUSPEND_RESUME, o,
                      threads, &addr, &ctx);
@@ -396,11 +402,13 @@ end:;
     /* Finishes admitted work and resumes its connections: MHD must not stop
      * with a connection suspended. */
     compute_pool_stop(compute);
+    compute_pool_stop(uploads);
     if (d)
         MHD_stop_daemon(d);
     if (listen_fd != MHD_INVALID_SOCKET)
         close(listen_fd); /* MHD leaves a quiesced socket to us, after the stop */
     compute_pool_free(compute);
+    compute_pool_free(uploads);
     data_cache_free(data);
     api_jobs_free(jobs);
     if (cache)
