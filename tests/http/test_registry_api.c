@@ -792,12 +792,6 @@ static void *big_upload_thread(void *arg)
 static void test_big_upload_does_not_stall(void **state)
 {
     (void)state;
-    char dir[HARNESS_PATH_MAX];
-    assert_int_equal(harness_tmpdir(dir, sizeof dir), 0);
-    harness_daemon d;
-    const char *const args[] = {"--threads", "1", NULL};
-    int port = harness_daemon_start(&d, dir, args);
-    assert_true(port > 0);
     vae_config cfg;
     harness_small_config(&cfg);
     cfg.hidden[0] = 8192; /* 784 x 8192 floats each way: about 50 MB */
@@ -806,6 +800,12 @@ static void test_big_upload_does_not_stall(void **state)
     char err[256];
     assert_int_equal(harness_model_bytes(&cfg, 9, &bytes, &len, err, sizeof err), 0);
     assert_true(len > ((size_t)40 << 20) && len < ((size_t)256 << 20));
+    char dir[HARNESS_PATH_MAX];
+    assert_int_equal(harness_tmpdir(dir, sizeof dir), 0);
+    harness_daemon d;
+    const char *const args[] = {"--threads", "1", NULL};
+    int port = harness_daemon_start(&d, dir, args);
+    assert_true(port > 0);
 
     big_upload u = {.port = port, .bytes = bytes, .len = len};
     pthread_t t;
