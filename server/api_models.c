@@ -1,6 +1,8 @@
 /* api_models: registry endpoints. Each handler parses its path parameters
  * into native values first, calls the registry, and builds JSON only at the
- * end, under one root freed (or handed to http_send_json) in one place. */
+ * end, under one root freed (or handed to http_send_json) in one place. The
+ * work is a function returning an http_error and a message; the handler
+ * sends its result, or the error, once. */
 #include "server/api_models.h"
 
 #include <inttypes.h>
@@ -11,44 +13,76 @@
 
 #include "engine/checkpoint.h"
 #include "engine/vae.h"
+#include "server/compute_pool.h"
 #include "server/http_util.h"
+#include "server/model_cache.h"
 #include "server/registry.h"
 #include "server/sha256.h"
 
 /* ---- small helpers ---------------------------------------------------- */
 
-static http_error registry_http_error(int status)
+/* The error of a registry status, with the registry's message (why) as the
+ * error's. */
+static http_error registry_error(int status, const char *why, char *msg, size_t msglen)
 {
-    switch (status) {
-    case REGISTRY_ERR_NOT_FOUND:
-        return HTTP_ERR_MODEL_NOT_FOUND;
-    case REGISTRY_ERR_CONFLICT:
-        return HTTP_ERR_CONFLICT;
-    case REGISTRY_ERR_ARG:
-        return HTTP_ERR_BAD_REQUEST;
-    case REGISTRY_ERR_NOMEM:
-        return HTTP_ERR_UNAVAILABLE;
-    default:
-        return HTTP_ERR_INTERNAL;
+    if (status != REGISTRY_OK)
+        snprintf(msg, msglen, "%s", why);
+    return http_error_from_registry(status);
+}
+
+static http_error nomem(char *msg, size_t msglen)
+{
+    snprintf(msg, msglen, "out of memory building the response");
+    return HTTP_ERR_UNAVAILABLE;
+}
+
+/* The one answer of a handler: the error e with msg, or root as JSON with
+ * status. Takes root. */
+static enum MHD_Result reply_json(struct MHD_Connection *c, http_error e, const char *msg,
+                                  unsigned int status, cJSON *root)
+{
+    if (e != HTTP_ERR_NONE) {
+        cJSON_Delete(root);
+        return http_send_error(c, e, "%s", msg);
     }
+    return http_send_json(c, status, root);
 }
 
-static enum MHD_Result send_registry_error(struct MHD_Connection *c, int status, const char *why)
+/* The work of a handler that answers JSON: *out (taken) or an error. */
+typedef http_error (*json_work)(http_ctx *ctx, const http_request *req, cJSON **out, char *msg,
+                                size_t msglen);
+
+/* Runs work and sends its one answer: a 200 with the JSON, or the error. */
+static enum MHD_Result serve_json(http_ctx *ctx, struct MHD_Connection *c, const http_request *req,
+                                  json_work work)
 {
-    return http_send_error(c, registry_http_error(status), "%s", why);
+    char msg[HTTP_MESSAGE_MAX];
+    cJSON *root = NULL;
+    http_error e = work(ctx, req, &root, msg, sizeof msg);
+    return reply_json(c, e, msg, MHD_HTTP_OK, root);
 }
 
-/* The model name of the route's first "*", or NULL after queueing a 400. */
-static const char *model_param(struct MHD_Connection *c, http_request *req,
-                               enum MHD_Result *ret)
+/* The model name of the route's first "*" into *name. */
+static http_error model_param(const http_request *req, const char **name, char *msg,
+                              size_t msglen)
 {
-    const char *name = req->n_params > 0 ? req->params[0] : "";
-    if (registry_valid_name(name))
-        return name;
-    *ret = http_send_error(c, HTTP_ERR_BAD_REQUEST,
-                           "invalid model name: use 1-64 of A-Z a-z 0-9 . _ -, not starting "
-                           "with . or -");
-    return NULL;
+    *name = req->n_params > 0 ? req->params[0] : "";
+    if (registry_valid_name(*name))
+        return HTTP_ERR_NONE;
+    snprintf(msg, msglen,
+             "invalid model name: use 1-64 of A-Z a-z 0-9 . _ -, not starting with . or -");
+    return HTTP_ERR_BAD_REQUEST;
+}
+
+/* The alias of the route's second "*". */
+static http_error alias_param(const http_request *req, char *msg, size_t msglen)
+{
+    if (registry_valid_alias(req->params[1]))
+        return HTTP_ERR_NONE;
+    snprintf(msg, msglen,
+             "invalid alias: use 1-64 of A-Z a-z 0-9 . _ -, not starting with . or -, not all "
+             "digits");
+    return HTTP_ERR_BAD_REQUEST;
 }
 
 /* A version number path segment: 1 ... 2^53 (JSON-safe). */
@@ -98,13 +132,12 @@ static int add_json(cJSON *obj, const char *key, const char *text)
     return 0;
 }
 
-static enum MHD_Result send_nomem(struct MHD_Connection *c)
+/* The error e with msg, or an empty body with status (204). */
+static enum MHD_Result reply_empty(struct MHD_Connection *c, http_error e, const char *msg,
+                                   unsigned int status)
 {
-    return http_send_error(c, HTTP_ERR_UNAVAILABLE, "out of memory building the response");
-}
-
-static enum MHD_Result send_empty(struct MHD_Connection *c, unsigned int status)
-{
+    if (e != HTTP_ERR_NONE)
+        return http_send_error(c, e, "%s", msg);
     struct MHD_Response *resp = MHD_create_response_from_buffer(0, (void *)"",
                                                                 MHD_RESPMEM_PERSISTENT);
     if (!resp)
@@ -114,50 +147,21 @@ static enum MHD_Result send_empty(struct MHD_Connection *c, unsigned int status)
     return ret;
 }
 
-/* ---- auth ------------------------------------------------------------- */
-
-int api_bearer_ok(const char *token, const char *authorization)
-{
-    if (!token || !authorization || strncasecmp(authorization, "Bearer ", 7) != 0)
-        return 0;
-    const char *given = authorization + 7;
-    while (*given == ' ')
-        given++;
-    /* Both sides hashed first: equal-length digests compared in full, so
-     * neither the length nor a common prefix of the token shows in timing. */
-    char want[65], got[65];
-    sha256_hex((const uint8_t *)token, strlen(token), want);
-    sha256_hex((const uint8_t *)given, strlen(given), got);
-    unsigned diff = 0;
-    for (int i = 0; i < 64; i++)
-        diff |= (unsigned)(want[i] ^ got[i]);
-    return diff == 0;
-}
-
-enum MHD_Result api_send_unauthorized(struct MHD_Connection *c, const char *why)
-{
-    struct MHD_Response *resp = http_error_response(HTTP_ERR_UNAUTHORIZED, why);
-    if (!resp)
-        return MHD_NO;
-    enum MHD_Result ret = MHD_NO;
-    if (MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer") == MHD_YES)
-        ret = MHD_queue_response(c, http_error_status(HTTP_ERR_UNAUTHORIZED), resp);
-    MHD_destroy_response(resp);
-    return ret;
-}
-
 /* ---- GET /models ------------------------------------------------------ */
 
-enum MHD_Result api_models_list(http_ctx *ctx, struct MHD_Connection *c, http_request *req)
+static http_error models_list(http_ctx *ctx, const http_request *req, cJSON **out, char *msg,
+                              size_t msglen)
 {
     (void)req;
     char why[256] = "";
     registry_model_info *models = NULL; /* owned: freed below */
     size_t n = 0;
-    int status = registry_list_models(ctx->reg, &models, &n, why, sizeof why);
-    if (status)
-        return send_registry_error(c, status, why);
-    cJSON *root = cJSON_CreateObject(); /* owned: handed to http_send_json */
+    http_error e =
+        registry_error(registry_list_models(ctx->reg, &models, &n, why, sizeof why), why, msg,
+                       msglen);
+    if (e != HTTP_ERR_NONE)
+        return e;
+    cJSON *root = cJSON_CreateObject(); /* owned: handed to *out */
     cJSON *list = cJSON_AddArrayToObject(root, "models");
     int bad = !list;
     for (size_t i = 0; i < n && !bad; i++) {
@@ -176,25 +180,32 @@ enum MHD_Result api_models_list(http_ctx *ctx, struct MHD_Connection *c, http_re
     registry_free_models(models);
     if (bad) {
         cJSON_Delete(root);
-        return send_nomem(c);
+        return nomem(msg, msglen);
     }
-    return http_send_json(c, MHD_HTTP_OK, root);
+    *out = root;
+    return HTTP_ERR_NONE;
+}
+
+enum MHD_Result api_models_list(http_ctx *ctx, struct MHD_Connection *c, http_request *req)
+{
+    return serve_json(ctx, c, req, models_list);
 }
 
 /* ---- GET /models/{name} ----------------------------------------------- */
 
-enum MHD_Result api_model_get(http_ctx *ctx, struct MHD_Connection *c, http_request *req)
+static http_error model_get(http_ctx *ctx, const http_request *req, cJSON **out, char *msg,
+                            size_t msglen)
 {
-    enum MHD_Result ret = MHD_NO;
-    const char *name = model_param(c, req, &ret);
-    if (!name)
-        return ret;
+    const char *name;
+    http_error e = model_param(req, &name, msg, msglen);
+    if (e != HTTP_ERR_NONE)
+        return e;
     char why[256] = "";
-    registry_model_info *models = NULL;  /* owned: freed at end */
+    registry_model_info *models = NULL;   /* owned: freed at end */
     registry_checkpoint *versions = NULL; /* owned: freed at end */
-    registry_alias_info *aliases = NULL; /* owned: freed at end */
+    registry_alias_info *aliases = NULL;  /* owned: freed at end */
     size_t n_models = 0, n_versions = 0, n_aliases = 0;
-    cJSON *root = NULL;                  /* owned: handed to http_send_json */
+    cJSON *root = NULL;                   /* owned: handed to *out */
     const registry_model_info *model = NULL;
 
     int status = registry_list_models(ctx->reg, &models, &n_models, why, sizeof why);
@@ -210,10 +221,8 @@ enum MHD_Result api_model_get(http_ctx *ctx, struct MHD_Connection *c, http_requ
                                            sizeof why);
     if (!status)
         status = registry_list_aliases(ctx->reg, name, &aliases, &n_aliases, why, sizeof why);
-    if (status) {
-        ret = send_registry_error(c, status, why);
+    if ((e = registry_error(status, why, msg, msglen)) != HTTP_ERR_NONE)
         goto end;
-    }
 
     root = cJSON_CreateObject();
     int bad = !root || !cJSON_AddStringToObject(root, "name", model->name) ||
@@ -238,56 +247,56 @@ enum MHD_Result api_model_get(http_ctx *ctx, struct MHD_Connection *c, http_requ
     if (bad) {
         cJSON_Delete(root);
         root = NULL;
-        ret = send_nomem(c);
-        goto end;
+        e = nomem(msg, msglen);
     }
-    ret = http_send_json(c, MHD_HTTP_OK, root);
-    root = NULL;
+    *out = root;
 end:
     registry_free_models(models);
     registry_free_checkpoints(versions, n_versions);
     free(aliases);
-    return ret;
+    return e;
+}
+
+enum MHD_Result api_models_get(http_ctx *ctx, struct MHD_Connection *c, http_request *req)
+{
+    return serve_json(ctx, c, req, model_get);
 }
 
 /* ---- GET /models/{name}/versions/{v} ---------------------------------- */
 
-/* Resolves the route's model and version-or-alias, or queues the error
- * (*ret) and returns -1. */
-static int resolve_params(http_ctx *ctx, struct MHD_Connection *c, http_request *req,
-                          registry_checkpoint_info *info, enum MHD_Result *ret)
+/* The route's model and version-or-alias, resolved into info. */
+static http_error resolve_params(http_ctx *ctx, const http_request *req,
+                                 registry_checkpoint_info *info, char *msg, size_t msglen)
 {
-    const char *name = model_param(c, req, ret);
-    if (!name)
-        return -1;
+    const char *name;
+    http_error e = model_param(req, &name, msg, msglen);
+    if (e != HTTP_ERR_NONE)
+        return e;
     char why[256] = "";
     int status = registry_resolve(ctx->reg, name, req->params[1], info, why, sizeof why);
-    if (status) {
-        *ret = send_registry_error(c, status, why);
-        return -1;
-    }
-    return 0;
+    return registry_error(status, why, msg, msglen);
 }
 
-enum MHD_Result api_version_get(http_ctx *ctx, struct MHD_Connection *c, http_request *req)
+static http_error version_get(http_ctx *ctx, const http_request *req, cJSON **out, char *msg,
+                              size_t msglen)
 {
-    enum MHD_Result ret = MHD_NO;
     registry_checkpoint_info info;
-    if (resolve_params(ctx, c, req, &info, &ret))
-        return ret;
+    http_error e = resolve_params(ctx, req, &info, msg, msglen);
+    if (e != HTTP_ERR_NONE)
+        return e;
     char why[256] = "";
-    registry_checkpoint ck;            /* owned: freed below */
+    registry_checkpoint ck;              /* owned: freed below */
     registry_alias_info *aliases = NULL; /* owned: freed below */
     size_t n_aliases = 0;
     int status = registry_get_checkpoint(ctx->reg, info.model, info.version, &ck, why, sizeof why);
-    if (status)
-        return send_registry_error(c, status, why);
+    if ((e = registry_error(status, why, msg, msglen)) != HTTP_ERR_NONE)
+        return e;
     status = registry_list_aliases(ctx->reg, info.model, &aliases, &n_aliases, why, sizeof why);
-    if (status) {
+    if ((e = registry_error(status, why, msg, msglen)) != HTTP_ERR_NONE) {
         registry_free_checkpoint(&ck);
-        return send_registry_error(c, status, why);
+        return e;
     }
-    cJSON *root = cJSON_CreateObject(); /* owned: handed to http_send_json */
+    cJSON *root = cJSON_CreateObject(); /* owned: handed to *out */
     int bad = !root || add_info(root, &ck.info, 1);
     cJSON *names = bad ? NULL : cJSON_AddArrayToObject(root, "aliases");
     bad |= !names;
@@ -306,19 +315,30 @@ enum MHD_Result api_version_get(http_ctx *ctx, struct MHD_Connection *c, http_re
     free(aliases);
     if (bad) {
         cJSON_Delete(root);
-        return send_nomem(c);
+        return nomem(msg, msglen);
     }
-    return http_send_json(c, MHD_HTTP_OK, root);
+    *out = root;
+    return HTTP_ERR_NONE;
+}
+
+enum MHD_Result api_models_get_version(http_ctx *ctx, struct MHD_Connection *c, http_request *req)
+{
+    return serve_json(ctx, c, req, version_get);
 }
 
 /* ---- GET /models/{name}/versions/{v}/file ----------------------------- */
 
-enum MHD_Result api_version_file(http_ctx *ctx, struct MHD_Connection *c, http_request *req)
+/* The file's response in *resp (the caller's; NULL when out of memory) with
+ * its status: 304 when the client's copy is these bytes, else the bytes. */
+static http_error version_file(http_ctx *ctx, struct MHD_Connection *c, const http_request *req,
+                               struct MHD_Response **resp, unsigned int *code, char *msg,
+                               size_t msglen)
 {
-    enum MHD_Result ret = MHD_NO;
     registry_checkpoint_info info;
-    if (resolve_params(ctx, c, req, &info, &ret))
-        return ret;
+    *resp = NULL;
+    http_error e = resolve_params(ctx, req, &info, msg, msglen);
+    if (e != HTTP_ERR_NONE)
+        return e;
     char etag[70], version_str[32], disposition[200];
     snprintf(etag, sizeof etag, "\"%s\"", info.sha256);
     snprintf(version_str, sizeof version_str, "%" PRId64, info.version);
@@ -326,39 +346,57 @@ enum MHD_Result api_version_file(http_ctx *ctx, struct MHD_Connection *c, http_r
              info.model, info.version);
 
     const char *inm = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_IF_NONE_MATCH);
-    struct MHD_Response *resp = NULL;
-    unsigned int code = MHD_HTTP_OK;
+    struct MHD_Response *r = NULL; /* owned: handed to *resp */
+    *code = MHD_HTTP_OK;
     if (inm && http_etag_listed(inm, etag)) {
         /* Not modified: the client's copy is these bytes; nothing to read. */
-        resp = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
-        code = MHD_HTTP_NOT_MODIFIED;
+        r = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
+        *code = MHD_HTTP_NOT_MODIFIED;
     } else {
         char why[256] = "";
         uint8_t *blob = NULL; /* owned: handed to the response */
         size_t len = 0;
         int status = registry_get_blob(ctx->reg, info.sha256, &blob, &len, why, sizeof why);
-        if (status)
-            return send_registry_error(c, status, why);
-        resp = MHD_create_response_from_buffer_with_free_callback(len, blob, free);
-        if (!resp) {
+        if ((e = registry_error(status, why, msg, msglen)) != HTTP_ERR_NONE)
+            return e;
+        r = MHD_create_response_from_buffer_with_free_callback(len, blob, free);
+        if (!r) {
             free(blob);
-            return MHD_NO;
+            return HTTP_ERR_NONE;
         }
-        if (MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE,
+        if (MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE,
                                     "application/octet-stream") != MHD_YES ||
-            MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_DISPOSITION, disposition) !=
+            MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_DISPOSITION, disposition) !=
                 MHD_YES) {
-            MHD_destroy_response(resp);
-            return MHD_NO;
+            MHD_destroy_response(r);
+            return HTTP_ERR_NONE;
         }
     }
-    if (!resp)
-        return MHD_NO;
+    if (!r)
+        return HTTP_ERR_NONE;
     /* The bytes of a version never change, so the tag is the content hash. */
-    if (MHD_add_response_header(resp, MHD_HTTP_HEADER_ETAG, etag) == MHD_YES &&
-        MHD_add_response_header(resp, "X-Model", info.model) == MHD_YES &&
-        MHD_add_response_header(resp, "X-Model-Version", version_str) == MHD_YES)
-        ret = MHD_queue_response(c, code, resp);
+    if (MHD_add_response_header(r, MHD_HTTP_HEADER_ETAG, etag) != MHD_YES ||
+        MHD_add_response_header(r, "X-Model", info.model) != MHD_YES ||
+        MHD_add_response_header(r, "X-Model-Version", version_str) != MHD_YES) {
+        MHD_destroy_response(r);
+        return HTTP_ERR_NONE;
+    }
+    *resp = r;
+    return HTTP_ERR_NONE;
+}
+
+enum MHD_Result api_models_get_version_file(http_ctx *ctx, struct MHD_Connection *c,
+                                            http_request *req)
+{
+    char msg[HTTP_MESSAGE_MAX];
+    struct MHD_Response *resp = NULL; /* owned: destroyed after queueing */
+    unsigned int code = MHD_HTTP_OK;
+    http_error e = version_file(ctx, c, req, &resp, &code, msg, sizeof msg);
+    if (e != HTTP_ERR_NONE)
+        return http_send_error(c, e, "%s", msg);
+    if (!resp)
+        return MHD_NO; /* out of memory building it: drop the connection */
+    enum MHD_Result ret = MHD_queue_response(c, code, resp);
     MHD_destroy_response(resp);
     return ret;
 }
@@ -391,81 +429,105 @@ static int is_sha256_hex(const char *s)
     return 1;
 }
 
-enum MHD_Result api_checkpoint_post(http_ctx *ctx, struct MHD_Connection *c, http_request *req)
+/* The upload's headers: what can be refused before a byte is hashed. */
+static http_error upload_params(struct MHD_Connection *c, const http_request *req,
+                                const char **name, const char **claimed, char *msg,
+                                size_t msglen)
 {
-    enum MHD_Result ret = MHD_NO;
-    const char *name = model_param(c, req, &ret);
-    if (!name)
-        return ret;
+    http_error e = model_param(req, name, msg, msglen);
+    if (e != HTTP_ERR_NONE)
+        return e;
     const char *ctype =
         MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
-    if (!is_octet_stream(ctype))
-        return http_send_error(c, HTTP_ERR_UNSUPPORTED_MEDIA,
-                               "a checkpoint upload is the safetensors file itself, sent with "
-                               "Content-Type: application/octet-stream (got %.64s)",
-                               ctype ? ctype : "none");
-    const char *claimed = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "X-Content-SHA256");
-    if (claimed && !is_sha256_hex(claimed))
-        return http_send_error(c, HTTP_ERR_BAD_REQUEST,
-                               "X-Content-SHA256 must be 64 hexadecimal digits");
-    if (req->body_len == 0)
-        return http_send_error(c, HTTP_ERR_INVALID_CHECKPOINT,
-                               "the body is empty; expected a safetensors checkpoint");
+    if (!is_octet_stream(ctype)) {
+        snprintf(msg, msglen,
+                 "a checkpoint upload is the safetensors file itself, sent with Content-Type: "
+                 "application/octet-stream (got %.64s)",
+                 ctype ? ctype : "none");
+        return HTTP_ERR_UNSUPPORTED_MEDIA;
+    }
+    *claimed = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "X-Content-SHA256");
+    if (*claimed && !is_sha256_hex(*claimed)) {
+        snprintf(msg, msglen, "X-Content-SHA256 must be 64 hexadecimal digits");
+        return HTTP_ERR_BAD_REQUEST;
+    }
+    if (req->body_len == 0) {
+        snprintf(msg, msglen, "the body is empty; expected a safetensors checkpoint");
+        return HTTP_ERR_INVALID_CHECKPOINT;
+    }
+    return HTTP_ERR_NONE;
+}
 
-    const uint8_t *body = (const uint8_t *)req->body;
+/* Hashes, validates and stores the body as the next version of name: info
+ * and created (0 when these bytes were stored already) say what it became. */
+static http_error upload_store(http_ctx *ctx, const char *name, const uint8_t *body, size_t len,
+                               const char *claimed, registry_checkpoint_info *info, int *created,
+                               char *msg, size_t msglen)
+{
     char sha[65];
-    sha256_hex(body, req->body_len, sha);
-    if (claimed && strcasecmp(claimed, sha))
-        return http_send_error(c, HTTP_ERR_BAD_REQUEST,
-                               "the body's sha256 is %s, not the %.64s of X-Content-SHA256: "
-                               "the file was damaged or cut short on the way",
-                               sha, claimed);
+    sha256_hex(body, len, sha);
+    if (claimed && strcasecmp(claimed, sha)) {
+        snprintf(msg, msglen,
+                 "the body's sha256 is %s, not the %.64s of X-Content-SHA256: the file was "
+                 "damaged or cut short on the way",
+                 sha, claimed);
+        return HTTP_ERR_BAD_REQUEST;
+    }
 
     /* Validate everything before the registry sees a byte. */
     char why[256] = "";
-    vae_model m;                 /* owned: freed below */
-    char *metrics = NULL;        /* owned: freed below */
-    memset(&m, 0, sizeof m);     /* vae_free is safe on it whatever the load did */
-    int rc = ckpt_load_mem(&m, body, req->body_len, &metrics, why, sizeof why);
-    if (rc) {
+    vae_model m;             /* owned: freed below */
+    char *metrics = NULL;    /* owned: freed below */
+    memset(&m, 0, sizeof m); /* vae_free is safe on it whatever the load did */
+    int rc = ckpt_load_mem(&m, body, len, &metrics, why, sizeof why);
+    if (rc != VAE_OK) {
         vae_free(&m);
         free(metrics);
+        http_error e = http_error_from_vae(rc);
         if (rc == VAE_ERR_NOMEM)
-            return http_send_error(c, HTTP_ERR_UNAVAILABLE, "out of memory checking the upload");
-        return http_send_error(c, HTTP_ERR_INVALID_CHECKPOINT, "not a valid checkpoint: %s",
-                               why);
+            snprintf(msg, msglen, "out of memory checking the upload");
+        else
+            snprintf(msg, msglen, "not a valid checkpoint: %s", why);
+        return e;
     }
     char config[8192];
     int config_len = ckpt_config_to_json(&m.cfg, config, sizeof config);
     vae_free(&m);
     if (config_len < 0) {
         free(metrics);
-        return http_send_error(c, HTTP_ERR_INTERNAL, "the checkpoint's config does not fit");
+        snprintf(msg, msglen, "the checkpoint's config does not fit");
+        return HTTP_ERR_INTERNAL;
     }
 
-    registry_checkpoint_info info;
-    int created = 0;
-    int status = registry_put_checkpoint(ctx->reg, name, body, req->body_len, sha, config,
-                                         metrics, "upload", &info, &created, why, sizeof why);
+    int status = registry_put_checkpoint(ctx->reg, name, body, len, sha, config, metrics,
+                                         "upload", info, created, why, sizeof why);
     free(metrics);
-    if (status == REGISTRY_ERR_ARG) /* e.g. its metrics are not JSON */
-        return http_send_error(c, HTTP_ERR_INVALID_CHECKPOINT, "%s", why);
-    if (status)
-        return send_registry_error(c, status, why);
+    if (status == REGISTRY_ERR_ARG) { /* the upload's own fault, e.g. metrics that are not JSON */
+        snprintf(msg, msglen, "%s", why);
+        return HTTP_ERR_INVALID_CHECKPOINT;
+    }
+    return registry_error(status, why, msg, msglen);
+}
 
-    cJSON *root = cJSON_CreateObject(); /* owned: freed or handed on below */
-    if (!root || !cJSON_AddStringToObject(root, "model", info.model) ||
-        !cJSON_AddNumberToObject(root, "version", (double)info.version) ||
-        !cJSON_AddStringToObject(root, "sha256", info.sha256) ||
-        !cJSON_AddNumberToObject(root, "size", (double)info.size) ||
+/* The 201 (or 200 for bytes already stored: a retried upload is not a new
+ * version) with Location. */
+static enum MHD_Result upload_reply(struct MHD_Connection *c, const registry_checkpoint_info *info,
+                                    int created)
+{
+    char msg[HTTP_MESSAGE_MAX];
+    cJSON *root = cJSON_CreateObject(); /* owned: freed below */
+    if (!root || !cJSON_AddStringToObject(root, "model", info->model) ||
+        !cJSON_AddNumberToObject(root, "version", (double)info->version) ||
+        !cJSON_AddStringToObject(root, "sha256", info->sha256) ||
+        !cJSON_AddNumberToObject(root, "size", (double)info->size) ||
         !cJSON_AddBoolToObject(root, "created", created)) {
         cJSON_Delete(root);
-        return send_nomem(c);
+        return http_send_error(c, nomem(msg, sizeof msg), "%s", msg);
     }
     char *text = cJSON_PrintUnformatted(root); /* owned: handed to the response */
     cJSON_Delete(root);
     if (!text)
-        return send_nomem(c);
+        return http_send_error(c, nomem(msg, sizeof msg), "%s", msg);
     struct MHD_Response *resp =
         MHD_create_response_from_buffer_with_free_callback(strlen(text), text, free);
     if (!resp) {
@@ -473,9 +535,9 @@ enum MHD_Result api_checkpoint_post(http_ctx *ctx, struct MHD_Connection *c, htt
         return MHD_NO;
     }
     char location[256];
-    snprintf(location, sizeof location, "/models/%s/versions/%" PRId64, info.model,
-             info.version);
-    /* 200 for bytes already stored: a retried upload is not a new version. */
+    snprintf(location, sizeof location, "/models/%s/versions/%" PRId64, info->model,
+             info->version);
+    enum MHD_Result ret = MHD_NO;
     if (MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json") ==
             MHD_YES &&
         MHD_add_response_header(resp, MHD_HTTP_HEADER_LOCATION, location) == MHD_YES)
@@ -484,18 +546,70 @@ enum MHD_Result api_checkpoint_post(http_ctx *ctx, struct MHD_Connection *c, htt
     return ret;
 }
 
+/* An upload between its admission and its answer. */
+typedef struct {
+    compute_task task; /* first: the uploads pool's view */
+    http_ctx *ctx;
+    const http_request *req;        /* borrowed: the body lives as long as the request */
+    char claimed[65];               /* X-Content-SHA256, "" when absent */
+    http_error e;                   /* what upload_store said */
+    char msg[HTTP_MESSAGE_MAX];
+    registry_checkpoint_info info;
+    int created;
+} upload_work;
+
+static void upload_run(compute_task *t)
+{
+    upload_work *w = (upload_work *)t;
+    w->e = upload_store(w->ctx, w->req->params[0], (const uint8_t *)w->req->body,
+                        w->req->body_len, w->claimed[0] ? w->claimed : NULL, &w->info,
+                        &w->created, w->msg, sizeof w->msg);
+}
+
+/* The headers are checked here, on the polling thread; the hashing,
+ * validation and the fsync'd commit run on the uploads thread (a 256 MiB
+ * file takes seconds), and the second call answers. */
+enum MHD_Result api_models_post_checkpoint(http_ctx *ctx, struct MHD_Connection *c,
+                                           http_request *req)
+{
+    upload_work *w = req->work;
+    if (w) {
+        if (w->e != HTTP_ERR_NONE)
+            return http_send_error(c, w->e, "%s", w->msg);
+        return upload_reply(c, &w->info, w->created);
+    }
+    char msg[HTTP_MESSAGE_MAX];
+    const char *name = NULL, *claimed = NULL;
+    http_error e = upload_params(c, req, &name, &claimed, msg, sizeof msg);
+    if (e != HTTP_ERR_NONE)
+        return http_send_error(c, e, "%s", msg);
+    w = calloc(1, sizeof *w); /* owned by req: freed by work_free */
+    if (!w)
+        return MHD_NO;
+    w->task.run = upload_run;
+    w->task.conn = c;
+    w->ctx = ctx;
+    w->req = req;
+    snprintf(w->claimed, sizeof w->claimed, "%s", claimed ? claimed : "");
+    req->work = w;
+    req->work_free = free;
+    return compute_pool_admit(ctx->uploads, &w->task);
+}
+
 /* ---- DELETE /models/{name}/versions/{v} ------------------------------- */
 
-enum MHD_Result api_version_delete(http_ctx *ctx, struct MHD_Connection *c, http_request *req)
+static http_error version_delete(http_ctx *ctx, const http_request *req, char *msg,
+                                 size_t msglen)
 {
-    enum MHD_Result ret = MHD_NO;
-    const char *name = model_param(c, req, &ret);
-    if (!name)
-        return ret;
+    const char *name;
+    http_error e = model_param(req, &name, msg, msglen);
+    if (e != HTTP_ERR_NONE)
+        return e;
     int64_t version;
-    if (parse_version_number(req->params[1], &version))
-        return http_send_error(c, HTTP_ERR_BAD_REQUEST,
-                               "a version to delete is named by its number, not an alias");
+    if (parse_version_number(req->params[1], &version)) {
+        snprintf(msg, msglen, "a version to delete is named by its number, not an alias");
+        return HTTP_ERR_BAD_REQUEST;
+    }
     /* Requests holding this model keep their model_cache handle: the cache
      * frees a model only on its last release, whatever the registry does. */
     char why[256] = "";
@@ -506,29 +620,28 @@ enum MHD_Result api_version_delete(http_ctx *ctx, struct MHD_Connection *c, http
     if (!status)
         model_cache_forget(ctx->cache, gone.info.sha256);
     registry_free_checkpoint(&gone);
-    if (status)
-        return send_registry_error(c, status, why);
-    return send_empty(c, MHD_HTTP_NO_CONTENT);
+    return registry_error(status, why, msg, msglen);
+}
+
+enum MHD_Result api_models_delete_version(http_ctx *ctx, struct MHD_Connection *c,
+                                          http_request *req)
+{
+    char msg[HTTP_MESSAGE_MAX];
+    http_error e = version_delete(ctx, req, msg, sizeof msg);
+    return reply_empty(c, e, msg, MHD_HTTP_NO_CONTENT);
 }
 
 /* ---- PUT and DELETE /models/{name}/aliases/{alias} -------------------- */
 
-static int alias_param(struct MHD_Connection *c, http_request *req, enum MHD_Result *ret)
+static http_error alias_put(http_ctx *ctx, const http_request *req, cJSON **out, char *msg,
+                            size_t msglen)
 {
-    if (registry_valid_alias(req->params[1]))
-        return 0;
-    *ret = http_send_error(c, HTTP_ERR_BAD_REQUEST,
-                           "invalid alias: use 1-64 of A-Z a-z 0-9 . _ -, not starting with . "
-                           "or -, not all digits");
-    return -1;
-}
-
-enum MHD_Result api_alias_put(http_ctx *ctx, struct MHD_Connection *c, http_request *req)
-{
-    enum MHD_Result ret = MHD_NO;
-    const char *name = model_param(c, req, &ret);
-    if (!name || alias_param(c, req, &ret))
-        return ret;
+    const char *name;
+    http_error e = model_param(req, &name, msg, msglen);
+    if (e == HTTP_ERR_NONE)
+        e = alias_param(req, msg, msglen);
+    if (e != HTTP_ERR_NONE)
+        return e;
     const char *alias = req->params[1];
     cJSON *body = req->body ? cJSON_ParseWithLengthOpts(req->body, req->body_len, NULL, 0)
                             : NULL; /* owned: freed below */
@@ -543,32 +656,47 @@ enum MHD_Result api_alias_put(http_ctx *ctx, struct MHD_Connection *c, http_requ
         ok = 1;
     }
     cJSON_Delete(body);
-    if (!ok)
-        return http_send_error(c, HTTP_ERR_BAD_REQUEST,
-                               "the body must be {\"version\": N} with N a version number");
+    if (!ok) {
+        snprintf(msg, msglen, "the body must be {\"version\": N} with N a version number");
+        return HTTP_ERR_BAD_REQUEST;
+    }
     char why[256] = "";
     int status = registry_set_alias(ctx->reg, name, alias, version, why, sizeof why);
-    if (status)
-        return send_registry_error(c, status, why);
-    cJSON *root = cJSON_CreateObject(); /* owned: handed to http_send_json */
+    if ((e = registry_error(status, why, msg, msglen)) != HTTP_ERR_NONE)
+        return e;
+    cJSON *root = cJSON_CreateObject(); /* owned: handed to *out */
     if (root && (!cJSON_AddStringToObject(root, "model", name) ||
                  !cJSON_AddStringToObject(root, "alias", alias) ||
                  !cJSON_AddNumberToObject(root, "version", (double)version))) {
         cJSON_Delete(root);
-        root = NULL;
+        root = NULL; /* sent as nothing: the connection drops */
     }
-    return http_send_json(c, MHD_HTTP_OK, root);
+    *out = root;
+    return HTTP_ERR_NONE;
 }
 
-enum MHD_Result api_alias_delete(http_ctx *ctx, struct MHD_Connection *c, http_request *req)
+enum MHD_Result api_models_put_alias(http_ctx *ctx, struct MHD_Connection *c, http_request *req)
 {
-    enum MHD_Result ret = MHD_NO;
-    const char *name = model_param(c, req, &ret);
-    if (!name || alias_param(c, req, &ret))
-        return ret;
+    return serve_json(ctx, c, req, alias_put);
+}
+
+static http_error alias_delete(http_ctx *ctx, const http_request *req, char *msg, size_t msglen)
+{
+    const char *name;
+    http_error e = model_param(req, &name, msg, msglen);
+    if (e == HTTP_ERR_NONE)
+        e = alias_param(req, msg, msglen);
+    if (e != HTTP_ERR_NONE)
+        return e;
     char why[256] = "";
     int status = registry_delete_alias(ctx->reg, name, req->params[1], why, sizeof why);
-    if (status)
-        return send_registry_error(c, status, why);
-    return send_empty(c, MHD_HTTP_NO_CONTENT);
+    return registry_error(status, why, msg, msglen);
+}
+
+enum MHD_Result api_models_delete_alias(http_ctx *ctx, struct MHD_Connection *c,
+                                        http_request *req)
+{
+    char msg[HTTP_MESSAGE_MAX];
+    http_error e = alias_delete(ctx, req, msg, sizeof msg);
+    return reply_empty(c, e, msg, MHD_HTTP_NO_CONTENT);
 }

@@ -1,32 +1,28 @@
 #include "server/http_server.h"
 
 #include <arpa/inet.h>
-#include <errno.h>
 #include <limits.h>
 #include <netinet/in.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 #include <sys/types.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "engine/file_io.h"
-#include "engine/image.h"
-#include "engine/rng.h"
-#include "engine/vae.h"
-#include "server/api_infer.h"
+#include "server/api_auth.h"
 #include "server/api_jobs.h"
-#include "server/api_models.h"
+#include "server/compute_pool.h"
+#include "server/data_cache.h"
+#include "server/data_sets.h"
 #include "server/http_util.h"
 #include "server/metrics.h"
-
-#ifndef VAED_VERSION
-#define VAED_VERSION "0.0.0"
-#endif
-
+#include "server/model_cache.h"
+#include "server/registry.h"
+#include "server/response_cache.h"
+#include "server/routes.h"
 
 void server_options_default(server_options *o)
 {
@@ -47,114 +43,7 @@ void server_options_default(server_options *o)
     o->job_mem_mb = 4096;
 }
 
-/* ---- handlers ---------------------------------------------------------- */
-
-static enum MHD_Result handle_healthz(http_ctx *ctx, struct MHD_Connection *c, http_request *req)
-{
-    (void)ctx;
-    (void)req;
-    cJSON *root = cJSON_CreateObject(); /* owned: handed to http_send_json */
-    if (root && (!cJSON_AddStringToObject(root, "status", "ok") ||
-                 !cJSON_AddStringToObject(root, "version", VAED_VERSION))) {
-        cJSON_Delete(root);
-        root = NULL;
-    }
-    return http_send_json(c, MHD_HTTP_OK, root);
-}
-
-/* POST /sample and the other inference endpoints live in api_infer.c. */
-
 /* ---- routing ----------------------------------------------------------- */
-
-/* Route flags. A route that is not GET needs the bearer token (when one is
- * configured) unless it is HTTP_ROUTE_OPEN: a computation such as /sample
- * changes nothing. HTTP_ROUTE_UPLOAD: the body may be up to max_upload
- * instead of max_body. */
-enum { HTTP_ROUTE_OPEN = 1u << 0, HTTP_ROUTE_UPLOAD = 1u << 1 };
-
-typedef struct {
-    const char *method;
-    const char *path; /* "*" as a whole segment matches any one non-empty segment */
-    http_handler handler;
-    unsigned flags;   /* HTTP_ROUTE_* */
-} http_route;
-
-static const http_route routes[] = {
-    {"GET", "/healthz", handle_healthz, 0},
-    {"GET", "/readyz", api_infer_readyz, 0},
-    {"GET", "/metrics", api_infer_metrics, 0},
-    {"GET", "/openapi.yaml", api_infer_openapi, 0},
-    {"POST", "/sample", api_infer_sample, HTTP_ROUTE_OPEN},
-    {"POST", "/encode", api_infer_encode, HTTP_ROUTE_OPEN},
-    {"POST", "/decode", api_infer_decode, HTTP_ROUTE_OPEN},
-    {"POST", "/interpolate", api_infer_interpolate_post, HTTP_ROUTE_OPEN},
-    {"GET", "/interpolate", api_infer_interpolate_get, 0},
-    {"GET", "/models", api_models_list, 0},
-    {"GET", "/models/*", api_model_get, 0},
-    {"POST", "/models/*/checkpoints", api_checkpoint_post, HTTP_ROUTE_UPLOAD},
-    {"GET", "/models/*/versions/*", api_version_get, 0},
-    {"DELETE", "/models/*/versions/*", api_version_delete, 0},
-    {"GET", "/models/*/versions/*/file", api_version_file, 0},
-    {"PUT", "/models/*/aliases/*", api_alias_put, 0},
-    {"DELETE", "/models/*/aliases/*", api_alias_delete, 0},
-    {"POST", "/jobs", api_jobs_submit, 0},
-    {"GET", "/jobs", api_jobs_list, 0},
-    {"GET", "/jobs/*", api_jobs_get, 0},
-    {"GET", "/jobs/*/events", api_jobs_events, 0},
-    {"POST", "/jobs/*/cancel", api_jobs_cancel, 0},
-};
-
-size_t http_server_route_count(void)
-{
-    return sizeof routes / sizeof routes[0];
-}
-
-int http_server_route_at(size_t i, const char **method, const char **path)
-{
-    if (i >= sizeof routes / sizeof routes[0])
-        return -1;
-    *method = routes[i].method;
-    *path = routes[i].path;
-    return 0;
-}
-
-/* Matches path against pattern; on success copies the "*" segments into req. */
-static int route_match(const char *pattern, const char *path, http_request *req)
-{
-    char params[HTTP_MAX_PARAMS][HTTP_PARAM_MAX];
-    int n = 0;
-    const char *p = pattern, *s = path;
-    while (*p && *s) {
-        int wildcard = *p == '*' && (p == pattern || p[-1] == '/') && (p[1] == '/' || !p[1]);
-        if (wildcard) {
-            size_t len = strcspn(s, "/");
-            if (len == 0 || len >= HTTP_PARAM_MAX || n >= HTTP_MAX_PARAMS)
-                return 0;
-            memcpy(params[n], s, len);
-            params[n][len] = '\0';
-            n++;
-            p++;
-            s += len;
-        } else if (*p == *s) {
-            p++;
-            s++;
-        } else {
-            return 0;
-        }
-    }
-    if (*p || *s)
-        return 0;
-    req->n_params = n;
-    memcpy(req->params, params, sizeof params[0] * (size_t)n);
-    return 1;
-}
-
-/* HEAD is answered by every GET route; MHD leaves out the body. */
-static int method_matches(const char *route_method, const char *method)
-{
-    return !strcmp(route_method, method) ||
-           (!strcmp(route_method, "GET") && !strcmp(method, "HEAD"));
-}
 
 /* A printable, bounded copy of s for messages: request paths arrive
  * percent-decoded and may hold any byte. */
@@ -166,54 +55,18 @@ static void printable(char *out, size_t outlen, const char *s)
     out[i] = '\0';
 }
 
-/* The route for method and path (params captured into req), or NULL. */
-static const http_route *route_find(const char *method, const char *path, http_request *req)
-{
-    for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++)
-        if (route_match(routes[i].path, path, req) && method_matches(routes[i].method, method))
-            return &routes[i];
-    return NULL;
-}
-
-/* The one access check, made when the headers are in (before any of the
- * body is read): a route other than GET/HEAD that is not HTTP_ROUTE_OPEN
- * changes the registry, and needs the token when one is configured. */
-static int route_needs_token(const http_ctx *ctx, const http_route *r)
-{
-    return ctx->opts->token && r && strcmp(r->method, "GET") && !(r->flags & HTTP_ROUTE_OPEN);
-}
-
 static enum MHD_Result dispatch(http_ctx *ctx, struct MHD_Connection *c, http_request *req)
 {
-    char allow[128] = "";
-    int known_path = 0;
-    for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
-        const http_route *r = &routes[i];
-        if (!route_match(r->path, req->path, req))
-            continue;
-        if (method_matches(r->method, req->method))
-            return r->handler(ctx, c, req);
-        known_path = 1;
-        size_t used = strlen(allow);
-        snprintf(allow + used, sizeof allow - used, "%s%s%s", used ? ", " : "", r->method,
-                 strcmp(r->method, "GET") ? "" : ", HEAD");
-    }
-    char shown[128];
+    const routes_entry *r = routes_find(req->method, req->path, req);
+    if (r)
+        return r->handler(ctx, c, req);
+    char allow[ROUTES_ALLOW_MAX], shown[128];
     printable(shown, sizeof shown, req->path);
-    if (!known_path)
+    if (!routes_allowed(req->path, allow, sizeof allow))
         return http_send_error(c, HTTP_ERR_NOT_FOUND, "no such endpoint: %s", shown);
-
-    char message[512];
-    snprintf(message, sizeof message, "%s does not accept %.32s (allowed: %s)", shown,
-             req->method, allow);
-    struct MHD_Response *resp = http_error_response(HTTP_ERR_METHOD_NOT_ALLOWED, message);
-    if (!resp)
-        return MHD_NO;
-    enum MHD_Result ret = MHD_NO;
-    if (MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, allow) == MHD_YES)
-        ret = MHD_queue_response(c, http_error_status(HTTP_ERR_METHOD_NOT_ALLOWED), resp);
-    MHD_destroy_response(resp);
-    return ret;
+    return http_send_error_with_header(c, HTTP_ERR_METHOD_NOT_ALLOWED, MHD_HTTP_HEADER_ALLOW, allow,
+                                       "%s does not accept %.32s (allowed: %s)", shown,
+                                       req->method, allow);
 }
 
 /* ---- request life cycle ------------------------------------------------ */
@@ -267,20 +120,22 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         req->method = method;
         req->path = url;
         *con_cls = req;
-        const http_route *route = route_find(method, url, req);
+        const routes_entry *route = routes_find(method, url, req);
         struct timespec now;
         clock_gettime(CLOCK_MONOTONIC, &now);
         req->started = (double)now.tv_sec + 1e-9 * (double)now.tv_nsec;
         req->route = route ? route->path : NULL;
-        req->body_max = route && (route->flags & HTTP_ROUTE_UPLOAD) ? ctx->opts->max_upload
-                                                                    : ctx->opts->max_body;
-        if (route_needs_token(ctx, route) &&
-            !api_bearer_ok(ctx->opts->token, MHD_lookup_connection_value(
-                                                 c, MHD_HEADER_KIND,
-                                                 MHD_HTTP_HEADER_AUTHORIZATION))) {
+        req->body_max = route && (route->flags & ROUTES_UPLOAD) ? ctx->opts->max_upload
+                                                                : ctx->opts->max_body;
+        /* The one access check, before any of the body is read. */
+        if (ctx->opts->token && routes_need_token(route) &&
+            !api_auth_bearer_ok(ctx->opts->token,
+                                MHD_lookup_connection_value(c, MHD_HEADER_KIND,
+                                                            MHD_HTTP_HEADER_AUTHORIZATION))) {
             req->responded = 1;
-            return api_send_unauthorized(c, "this request changes the registry: send "
-                                            "Authorization: Bearer TOKEN with the server's token");
+            return api_auth_send_unauthorized(c, "this request changes the registry: send "
+                                                 "Authorization: Bearer TOKEN with the server's "
+                                                 "token");
         }
         size_t max = req->body_max;
         const char *cl =
@@ -412,7 +267,8 @@ static struct MHD_Daemon *start_daemon(unsigned flags, const server_options *o,
         MHD_OPTION_END);
 }
 
-int server_run(const server_options *o, volatile sig_atomic_t *stop, char *err, size_t errlen)
+server_status server_run(const server_options *o, volatile sig_atomic_t *stop, char *err,
+                         size_t errlen)
 {
     struct sockaddr_in addr;
     if (parse_listen(o->listen, &addr, err, errlen))
@@ -452,12 +308,15 @@ int server_run(const server_options *o, volatile sig_atomic_t *stop, char *err, 
     if (file_make_dirs(o->data_dir, err, errlen))
         return SERVER_ERR_IO;
 
-    int status = SERVER_OK;
-    registry *reg = NULL;         /* owned: closed at end */
-    model_cache *cache = NULL;    /* owned: freed at end */
+    server_status status = SERVER_OK;
+    registry *reg = NULL;             /* owned: closed at end */
+    model_cache *cache = NULL;        /* owned: freed at end */
     response_cache *responses = NULL; /* owned: freed at end */
-    api_jobs *jobs = NULL;        /* owned: freed at end */
-    struct MHD_Daemon *d = NULL;  /* owned: stopped at end */
+    compute_pool *compute = NULL;     /* owned: stopped and freed at end */
+    compute_pool *uploads = NULL;     /* owned: stopped and freed at end */
+    data_cache *data = NULL;          /* owned: freed at end */
+    api_jobs *jobs = NULL;            /* owned: freed at end */
+    struct MHD_Daemon *d = NULL;      /* owned: stopped at end */
     char why[256];
 
     if (registry_open(db_path, &reg, why, sizeof why)) {
@@ -487,13 +346,26 @@ int server_run(const server_options *o, volatile sig_atomic_t *stop, char *err, 
      * the registry, before requests can reach them. */
     if ((status = api_jobs_new(o, reg, &jobs, err, errlen)) != SERVER_OK)
         goto end;
-    http_ctx ctx = {.opts = o, .reg = reg, .jobs = jobs, .cache = cache, .responses = responses};
-    /* Model math runs on its own threads, one per core like the MHD pool:
-     * see api_infer.h. */
-    if (api_infer_start(o, threads, err, errlen)) {
+    /* Model math runs on its own threads, one per core like the MHD pool
+     * (see api_infer.h). Uploads are hashed, checked and committed on a
+     * thread of their own, so a 256 MiB checkpoint holds neither a polling
+     * thread nor a compute thread; that pool admits as many as there can be
+     * connections, so an upload is never refused for being one of many. */
+    if (compute_pool_new(threads, (int)threads * COMPUTE_POOL_QUEUE_PER_THREAD,
+                         "inference requests", &compute, err, errlen) != COMPUTE_POOL_OK ||
+        compute_pool_new(1, o->max_connections, "checkpoint uploads", &uploads, err, errlen) !=
+            COMPUTE_POOL_OK) {
         status = SERVER_ERR_NOMEM;
         goto end;
     }
+    data = data_cache_new(data_sets_root());
+    if (!data) {
+        snprintf(err, errlen, "out of memory creating the data-set cache");
+        status = SERVER_ERR_NOMEM;
+        goto end;
+    }
+    http_ctx ctx = {.opts = o, .reg = reg, .jobs = jobs, .cache = cache, .responses = responses,
+                    .compute = compute, .uploads = uploads, .data = data};
     d = start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG |
                          MHD_ALLOW_SUSPEND_RESUME, o,
                      threads, &addr, &ctx);
@@ -529,11 +401,15 @@ end:;
     api_jobs_stop(jobs);
     /* Finishes admitted work and resumes its connections: MHD must not stop
      * with a connection suspended. */
-    api_infer_stop();
+    compute_pool_stop(compute);
+    compute_pool_stop(uploads);
     if (d)
         MHD_stop_daemon(d);
     if (listen_fd != MHD_INVALID_SOCKET)
         close(listen_fd); /* MHD leaves a quiesced socket to us, after the stop */
+    compute_pool_free(compute);
+    compute_pool_free(uploads);
+    data_cache_free(data);
     api_jobs_free(jobs);
     if (cache)
         model_cache_free(cache);

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 /* The single mapping from an error kind to what the client sees. */
 static const struct {
@@ -41,6 +42,102 @@ const char *http_error_code(http_error e)
         e = HTTP_ERR_INTERNAL;
     return http_error_table[e].code;
 }
+
+/* ---- each service's status as an http_error ------------------------------
+ * Switches without a default: a status value added to a service and not
+ * mapped here is a compile error (-Wswitch under -Werror), not a silent 500. */
+
+http_error http_error_from_registry(registry_status s)
+{
+    switch (s) {
+    case REGISTRY_OK:
+        return HTTP_ERR_NONE;
+    case REGISTRY_ERR_NOT_FOUND:
+        return HTTP_ERR_MODEL_NOT_FOUND;
+    case REGISTRY_ERR_CONFLICT:
+        return HTTP_ERR_CONFLICT;
+    case REGISTRY_ERR_ARG:
+        return HTTP_ERR_BAD_REQUEST;
+    case REGISTRY_ERR_NOMEM:
+        return HTTP_ERR_UNAVAILABLE;
+    case REGISTRY_ERR_DB:
+        return HTTP_ERR_INTERNAL;
+    }
+    return HTTP_ERR_INTERNAL;
+}
+
+http_error http_error_from_model_cache(model_cache_status s)
+{
+    switch (s) {
+    case MODEL_CACHE_OK:
+        return HTTP_ERR_NONE;
+    case MODEL_CACHE_ERR_NOT_FOUND:
+        return HTTP_ERR_MODEL_NOT_FOUND;
+    case MODEL_CACHE_ERR_NO_MODEL:
+        return HTTP_ERR_NO_MODEL;
+    case MODEL_CACHE_ERR_NOMEM:
+        return HTTP_ERR_UNAVAILABLE;
+    case MODEL_CACHE_ERR_LOAD:
+    case MODEL_CACHE_ERR_DB:
+        return HTTP_ERR_INTERNAL;
+    }
+    return HTTP_ERR_INTERNAL;
+}
+
+http_error http_error_from_vae(vae_status s)
+{
+    switch (s) {
+    case VAE_OK:
+        return HTTP_ERR_NONE;
+    case VAE_ERR_ARG:
+    case VAE_ERR_FORMAT:
+    case VAE_ERR_NONFINITE:
+    case VAE_ERR_TOO_LARGE:
+        return HTTP_ERR_INVALID_CHECKPOINT;
+    case VAE_ERR_NOMEM:
+    case VAE_ERR_CANCELLED:
+        return HTTP_ERR_UNAVAILABLE;
+    case VAE_ERR_IO:
+        return HTTP_ERR_INTERNAL;
+    }
+    return HTTP_ERR_INTERNAL;
+}
+
+http_error http_error_from_jobs(jobs_pool_status s)
+{
+    switch (s) {
+    case JOBS_POOL_OK:
+        return HTTP_ERR_NONE;
+    case JOBS_POOL_ERR_INVALID:
+        return HTTP_ERR_UNPROCESSABLE;
+    case JOBS_POOL_ERR_NOT_FOUND:
+        return HTTP_ERR_NOT_FOUND;
+    case JOBS_POOL_ERR_CONFLICT:
+        return HTTP_ERR_CONFLICT;
+    case JOBS_POOL_ERR_STOPPING:
+    case JOBS_POOL_ERR_NOMEM:
+        return HTTP_ERR_UNAVAILABLE;
+    case JOBS_POOL_ERR_DB:
+    case JOBS_POOL_ERR_IO:
+        return HTTP_ERR_INTERNAL;
+    }
+    return HTTP_ERR_INTERNAL;
+}
+
+http_error http_error_from_data_cache(data_cache_status s)
+{
+    switch (s) {
+    case DATA_CACHE_OK:
+        return HTTP_ERR_NONE;
+    case DATA_CACHE_ERR_FULL:
+        return HTTP_ERR_UNAVAILABLE;
+    case DATA_CACHE_ERR_LOAD:
+        return HTTP_ERR_NOT_FOUND;
+    }
+    return HTTP_ERR_INTERNAL;
+}
+
+/* ---- responses ------------------------------------------------------------ */
 
 static struct MHD_Response *json_response(cJSON *root)
 {
@@ -87,12 +184,29 @@ static enum MHD_Result queue_and_destroy(struct MHD_Connection *c, unsigned int 
 
 enum MHD_Result http_send_error(struct MHD_Connection *c, http_error e, const char *fmt, ...)
 {
-    char message[512];
+    char message[HTTP_MESSAGE_MAX];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(message, sizeof message, fmt, ap);
     va_end(ap);
     return queue_and_destroy(c, http_error_status(e), http_error_response(e, message));
+}
+
+enum MHD_Result http_send_error_with_header(struct MHD_Connection *c, http_error e,
+                                            const char *header, const char *value,
+                                            const char *fmt, ...)
+{
+    char message[HTTP_MESSAGE_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(message, sizeof message, fmt, ap);
+    va_end(ap);
+    struct MHD_Response *resp = http_error_response(e, message);
+    if (resp && MHD_add_response_header(resp, header, value) != MHD_YES) {
+        MHD_destroy_response(resp);
+        resp = NULL;
+    }
+    return queue_and_destroy(c, http_error_status(e), resp);
 }
 
 enum MHD_Result http_send_json(struct MHD_Connection *c, unsigned int status, cJSON *root)
@@ -116,6 +230,141 @@ enum MHD_Result http_send_buffer(struct MHD_Connection *c, unsigned int status,
     }
     return queue_and_destroy(c, status, resp);
 }
+
+/* ---- content negotiation -------------------------------------------------- */
+
+static const char *const format_names[HTTP_FORMAT_COUNT] = {"png", "json", "npy"};
+static const char *const format_mimes[HTTP_FORMAT_COUNT] = {"image/png", "application/json",
+                                                            "application/x-npy"};
+
+const char *http_format_name(http_format f)
+{
+    return (unsigned)f < HTTP_FORMAT_COUNT ? format_names[f] : "";
+}
+
+const char *http_format_mime(http_format f)
+{
+    return (unsigned)f < HTTP_FORMAT_COUNT ? format_mimes[f] : "";
+}
+
+/* How well the media range r (type/subtype, no parameters) matches mime:
+ * 3 exactly, 2 type/ *, 1 * / *, 0 not at all. */
+static int range_specificity(const char *r, size_t rlen, const char *mime)
+{
+    if (rlen == 3 && !strncmp(r, "*/*", 3))
+        return 1;
+    const char *slash = strchr(mime, '/');
+    size_t tlen = (size_t)(slash - mime);
+    if (rlen == tlen + 2 && !strncasecmp(r, mime, tlen) && r[tlen] == '/' && r[tlen + 1] == '*')
+        return 2;
+    if (rlen == strlen(mime) && !strncasecmp(r, mime, rlen))
+        return 3;
+    return 0;
+}
+
+double http_accept_q(const char *accept, const char *mime)
+{
+    double q_best = 0.0;
+    int spec_best = 0;
+    const char *p = accept;
+    while (*p) {
+        size_t item_len = strcspn(p, ",");
+        const char *item = p;
+        p += item_len;
+        if (*p == ',')
+            p++;
+        while (item_len && (*item == ' ' || *item == '\t')) {
+            item++;
+            item_len--;
+        }
+        size_t type_len = 0;
+        while (type_len < item_len && item[type_len] != ';' && item[type_len] != ' ' &&
+               item[type_len] != '\t')
+            type_len++;
+        int spec = range_specificity(item, type_len, mime);
+        if (spec <= spec_best)
+            continue;
+        double q = 1.0;
+        for (size_t i = type_len; i + 2 < item_len; i++) {
+            if (item[i] == ';') {
+                size_t k = i + 1;
+                while (k < item_len && item[k] == ' ')
+                    k++;
+                if (k + 2 <= item_len && (item[k] == 'q' || item[k] == 'Q') && item[k + 1] == '=') {
+                    char num[16];
+                    size_t n = 0;
+                    for (k += 2; k < item_len && n + 1 < sizeof num && item[k] != ';' &&
+                                 item[k] != ' ';
+                         k++)
+                        num[n++] = item[k];
+                    num[n] = '\0';
+                    char *end;
+                    q = strtod(num, &end);
+                    if (end == num || *end || !(q >= 0.0 && q <= 1.0))
+                        q = 0.0; /* a q we cannot read is no consent */
+                }
+            }
+        }
+        spec_best = spec;
+        q_best = q;
+    }
+    return q_best;
+}
+
+http_error http_format_choose(const char *format, const char *accept, unsigned offered,
+                              http_format *out, char *msg, size_t msglen)
+{
+    if (format) {
+        for (int f = 0; f < HTTP_FORMAT_COUNT; f++)
+            if ((offered & (1u << f)) && !strcmp(format, format_names[f])) {
+                *out = (http_format)f;
+                return HTTP_ERR_NONE;
+            }
+        snprintf(msg, msglen, "parameter 'format' must be %s",
+                 offered == HTTP_OFFER_JSON ? "json" : "png, json or npy");
+        return HTTP_ERR_BAD_REQUEST;
+    }
+    int best = -1;
+    double best_q = 0.0;
+    for (int f = 0; f < HTTP_FORMAT_COUNT; f++) {
+        if (!(offered & (1u << f)))
+            continue;
+        double q = (accept && *accept) ? http_accept_q(accept, format_mimes[f]) : 1.0;
+        if (q > best_q) {
+            best_q = q;
+            best = f;
+        }
+    }
+    if (best < 0) {
+        char offered_list[96] = "";
+        for (int f = 0; f < HTTP_FORMAT_COUNT; f++)
+            if (offered & (1u << f)) {
+                size_t used = strlen(offered_list);
+                snprintf(offered_list + used, sizeof offered_list - used, "%s%s",
+                         used ? ", " : "", format_mimes[f]);
+            }
+        snprintf(msg, msglen,
+                 "the Accept header excludes every format this endpoint offers (%s)",
+                 offered_list);
+        return HTTP_ERR_NOT_ACCEPTABLE;
+    }
+    *out = (http_format)best;
+    return HTTP_ERR_NONE;
+}
+
+http_error http_negotiate(struct MHD_Connection *c, unsigned offered, http_format *out,
+                          char *msg, size_t msglen)
+{
+    const char *format = NULL;
+    if (http_query_str(c, "format", 16, &format, msg, msglen))
+        return HTTP_ERR_BAD_REQUEST;
+    return http_format_choose(format,
+                              MHD_lookup_connection_value(c, MHD_HEADER_KIND,
+                                                          MHD_HTTP_HEADER_ACCEPT),
+                              offered, out, msg, msglen);
+}
+
+/* ---- strict parsers -------------------------------------------------------- */
 
 int http_parse_u64(const char *s, uint64_t *out)
 {

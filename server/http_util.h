@@ -1,17 +1,24 @@
-/* http_util: what every vaed endpoint shares — error bodies, typed responses
- * and strict query-parameter parsing.
+/* http_util: what every vaed endpoint shares — error bodies, the one table
+ * from each layer's status to HTTP, content negotiation, typed responses and
+ * strict query-parameter parsing.
  *
- *     long long n;
- *     char msg[160];
+ *     int64_t n;
+ *     char msg[HTTP_MESSAGE_MAX];
  *     if (http_query_int(c, "n", 1, 256, 16, &n, msg, sizeof msg))
  *         return http_send_error(c, HTTP_ERR_BAD_REQUEST, "%s", msg);
+ *     http_error e = http_error_from_registry(registry_resolve(reg, ..., msg, sizeof msg));
+ *     if (e != HTTP_ERR_NONE)
+ *         return http_send_error(c, e, "%s", msg);
  *     ...
  *     return http_send_buffer(c, MHD_HTTP_OK, "image/png", png, png_len); // takes png
  *
  * Every error leaves the daemon as {"error":{"code":"...","message":"..."}}
- * with Content-Type application/json; the one table in http_util.c maps each
- * http_error to its HTTP status and code string, so a new error kind is one
- * new row there and one new enum value here.
+ * with Content-Type application/json. Two tables in http_util.c decide what
+ * a client sees: http_error -> HTTP status and code string, and each
+ * service's status -> http_error (http_error_from_*). A new error kind is one
+ * new row in the first and one new enum value here; a new service status is
+ * one new case in the second (the build fails until it has one: the
+ * switches have no default). A check that passes returns HTTP_ERR_NONE.
  *
  * The send functions queue a response and return what MHD_queue_response
  * returned; on allocation failure they return MHD_NO, which makes MHD drop
@@ -26,6 +33,12 @@
 #include <cJSON.h>
 #include <microhttpd.h>
 
+#include "engine/vae_status.h"
+#include "server/data_cache.h"
+#include "server/jobs_pool.h"
+#include "server/model_cache.h"
+#include "server/registry.h"
+
 typedef enum {
     HTTP_ERR_BAD_REQUEST = 0,    /* 400 bad_request */
     HTTP_ERR_NOT_FOUND,          /* 404 not_found */
@@ -35,31 +48,60 @@ typedef enum {
     HTTP_ERR_INTERNAL,           /* 500 internal */
     HTTP_ERR_NO_MODEL,           /* 503 no_model */
     HTTP_ERR_UNAVAILABLE,        /* 503 unavailable */
-    /* Added with the registry issue (api_models.c, auth in http_server.c). */
     HTTP_ERR_UNAUTHORIZED,       /* 401 unauthorized */
     HTTP_ERR_CONFLICT,           /* 409 conflict */
     HTTP_ERR_UNSUPPORTED_MEDIA,  /* 415 unsupported_media_type */
     HTTP_ERR_INVALID_CHECKPOINT, /* 422 invalid_checkpoint */
-    /* Added with the inference issue (api_infer.c). */
     HTTP_ERR_NOT_ACCEPTABLE,     /* 406 not_acceptable: Accept excludes every format offered */
     HTTP_ERR_LENGTH_REQUIRED,    /* 411 length_required */
     HTTP_ERR_UNPROCESSABLE,      /* 422 unprocessable: well-formed, but wrong sizes or values */
     HTTP_ERR_TOO_MANY_REQUESTS,  /* 429 too_many_requests: the compute queue is full */
-    HTTP_ERR_COUNT
+    HTTP_ERR_COUNT,
+    /* Not an error: what a check returns when the request may go on. Outside
+     * the table (http_error_status gives 500 for it, as for any value there). */
+    HTTP_ERR_NONE = -1
 } http_error;
+
+/* The longest error message sent, with its NUL; the size of the message
+ * buffers that checks fill. */
+#define HTTP_MESSAGE_MAX 512
 
 /* The HTTP status and the machine-readable code of an error kind. */
 unsigned int http_error_status(http_error e);
 const char *http_error_code(http_error e);
+
+/* What each service's status means to a client; HTTP_ERR_NONE for its OK.
+ * registry: a missing model, version or alias is 404 model_not_found. */
+http_error http_error_from_registry(registry_status s);
+/* model_cache: MODEL_CACHE_ERR_NOT_FOUND (a model or version was named) is
+ * 404 model_not_found, MODEL_CACHE_ERR_NO_MODEL (none was) 503 no_model. */
+http_error http_error_from_model_cache(model_cache_status s);
+/* vae (the engine): it sees a client's bytes in one place, an uploaded
+ * checkpoint, so every refusal is 422 invalid_checkpoint; out of memory is
+ * 503; a failed write or a cancellation, which reading bytes in memory
+ * cannot give, are 500 and 503. */
+http_error http_error_from_vae(vae_status s);
+/* jobs_pool: invalid spec 422 unprocessable, 404, 409, stopping or out of
+ * memory 503, the rest 500. */
+http_error http_error_from_jobs(jobs_pool_status s);
+/* data_cache: every slot taken 503, a data set that does not load 404. */
+http_error http_error_from_data_cache(data_cache_status s);
 
 /* Builds (does not queue) the JSON error response for e with message; the
  * caller owns the response (MHD_destroy_response after queueing), and may add
  * headers such as Allow first. NULL when out of memory. */
 struct MHD_Response *http_error_response(http_error e, const char *message);
 
-/* Queues the error response for e with a printf-style message. */
+/* Queues the error response for e with a printf-style message (at most
+ * HTTP_MESSAGE_MAX - 1 bytes of it). */
 enum MHD_Result http_send_error(struct MHD_Connection *c, http_error e, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/* The same with one more header, such as Allow on a 405, WWW-Authenticate on
+ * a 401 or Retry-After on a 429. */
+enum MHD_Result http_send_error_with_header(struct MHD_Connection *c, http_error e,
+                                            const char *header, const char *value,
+                                            const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
 
 /* Queues root printed compactly as application/json; takes root (freed here
  * in every case). */
@@ -69,6 +111,34 @@ enum MHD_Result http_send_json(struct MHD_Connection *c, unsigned int status, cJ
  * when the response is done, or here on failure). */
 enum MHD_Result http_send_buffer(struct MHD_Connection *c, unsigned int status,
                                  const char *content_type, uint8_t *buf, size_t len);
+
+/* The formats vaed answers in, and content negotiation between them. */
+typedef enum {
+    HTTP_FORMAT_PNG = 0, /* image/png */
+    HTTP_FORMAT_JSON,    /* application/json */
+    HTTP_FORMAT_NPY,     /* application/x-npy */
+    HTTP_FORMAT_COUNT
+} http_format;
+/* Sets of formats an endpoint offers: bits (1u << format). */
+#define HTTP_OFFER_IMAGES ((1u << HTTP_FORMAT_PNG) | (1u << HTTP_FORMAT_JSON) | (1u << HTTP_FORMAT_NPY))
+#define HTTP_OFFER_JSON (1u << HTTP_FORMAT_JSON)
+
+/* "png", "json", "npy" (as ?format= takes them), and the media types. */
+const char *http_format_name(http_format f);
+const char *http_format_mime(http_format f);
+/* The q an Accept header value gives mime: that of its most specific
+ * matching range (type/subtype over type/ * over * / *), 1 when the range
+ * has no q, 0 when no range matches or the q does not read as 0..1. */
+double http_accept_q(const char *accept, const char *mime);
+/* The format of a response: format (the ?format= value; NULL when absent)
+ * wins and must be one offered (else 400); otherwise the offered format
+ * accept (NULL or "": anything) gives the highest q, ties going to the lower
+ * http_format (PNG before JSON before NPY); 406 when it excludes them all. */
+http_error http_format_choose(const char *format, const char *accept, unsigned offered,
+                              http_format *out, char *msg, size_t msglen);
+/* http_format_choose on this request's ?format= and Accept header. */
+http_error http_negotiate(struct MHD_Connection *c, unsigned offered, http_format *out,
+                          char *msg, size_t msglen);
 
 /* Strict parsers: decimal digits only (no sign, no spaces, no trailing
  * characters), at least one digit, no overflow. Return 0 on success, -1

@@ -113,7 +113,7 @@ void metrics_reset(void)
     pthread_mutex_unlock(&metrics_lock);
 }
 
-int metrics_render(const metrics_gauges *g, char **out, size_t *out_len)
+metrics_status metrics_render(const metrics_gauges *g, char **out, size_t *out_len)
 {
     char *text = NULL; /* owned: handed to the caller */
     size_t len = 0;

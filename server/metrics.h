@@ -47,7 +47,7 @@ typedef struct {
     size_t response_cache_bytes;
 } metrics_gauges;
 
-int metrics_render(const metrics_gauges *g, char **out, size_t *out_len);
+metrics_status metrics_render(const metrics_gauges *g, char **out, size_t *out_len);
 /* Forgets every counter (tests). */
 void metrics_reset(void);
 

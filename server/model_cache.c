@@ -7,7 +7,9 @@
  *
  * Entries live in one array. An evicted entry leaves the lookup (evicted = 1)
  * but stays in the array until its last holder releases it; bytes counts only
- * entries that are not evicted. A budget of 0 means no limit.
+ * entries that are not evicted. A budget of 0 means no limit. A holder sees
+ * the model_handle at the start of its entry; the bookkeeping after it is
+ * this file's, under the cache's lock.
  */
 #include "server/model_cache.h"
 
@@ -29,6 +31,18 @@ typedef struct {
     int used;
 } resolved_slot;
 
+typedef struct {
+    model_handle handle; /* first: a model_handle * is its entry's address */
+    int refs;            /* holders */
+    uint64_t last_used;  /* the cache's clock at the last acquire, for LRU */
+    int evicted;         /* out of the lookup; freed on the last release */
+} cache_entry;
+
+static cache_entry *entry_of(const model_handle *h)
+{
+    return (cache_entry *)h;
+}
+
 struct model_cache {
     pthread_mutex_t mu;
     resolved_slot resolved[RESOLVED_SLOTS];
@@ -36,9 +50,14 @@ struct model_cache {
     size_t budget;            /* bytes; 0 = unlimited */
     size_t bytes;             /* of entries not evicted */
     uint64_t clock;           /* ticks on every acquire, for LRU */
-    model_handle **entries;   /* owned, with every handle in it */
+    cache_entry **entries;    /* owned, with every entry in it */
     int n, cap;
 };
+
+size_t model_cache_entry_bytes(const vae_model *m)
+{
+    return m->n_params * sizeof(float) + sizeof(cache_entry);
+}
 
 model_cache *model_cache_new(size_t budget_bytes)
 {
@@ -50,10 +69,10 @@ model_cache *model_cache_new(size_t budget_bytes)
     return c;
 }
 
-static void handle_free(model_handle *h)
+static void entry_free(cache_entry *e)
 {
-    vae_free(&h->model);
-    free(h);
+    vae_free(&e->handle.model);
+    free(e);
 }
 
 /* Handles still held at this point are freed too: release them first. */
@@ -62,16 +81,16 @@ void model_cache_free(model_cache *c)
     if (!c)
         return;
     for (int i = 0; i < c->n; i++)
-        handle_free(c->entries[i]);
+        entry_free(c->entries[i]);
     free(c->entries);
     pthread_mutex_destroy(&c->mu);
     free(c);
 }
 
-static model_handle *find_locked(model_cache *c, const char *sha256)
+static cache_entry *find_locked(model_cache *c, const char *sha256)
 {
     for (int i = 0; i < c->n; i++)
-        if (!c->entries[i]->evicted && strcmp(c->entries[i]->info.sha256, sha256) == 0)
+        if (!c->entries[i]->evicted && strcmp(c->entries[i]->handle.info.sha256, sha256) == 0)
             return c->entries[i];
     return NULL;
 }
@@ -90,20 +109,20 @@ static void evict_locked(model_cache *c)
         int victim = -1;
         for (int pass = 0; pass < 2 && victim < 0; pass++)
             for (int i = 0; i < c->n; i++) {
-                model_handle *h = c->entries[i];
-                if (h->evicted || (pass == 0 && h->refs > 0))
+                cache_entry *e = c->entries[i];
+                if (e->evicted || (pass == 0 && e->refs > 0))
                     continue;
-                if (victim < 0 || h->last_used < c->entries[victim]->last_used)
+                if (victim < 0 || e->last_used < c->entries[victim]->last_used)
                     victim = i;
             }
         if (victim < 0)
             break;
-        model_handle *h = c->entries[victim];
-        h->evicted = 1;
-        c->bytes -= h->bytes;
-        if (h->refs == 0) {
+        cache_entry *e = c->entries[victim];
+        e->evicted = 1;
+        c->bytes -= e->handle.bytes;
+        if (e->refs == 0) {
             remove_locked(c, victim);
-            handle_free(h);
+            entry_free(e);
         }
     }
 }
@@ -112,26 +131,28 @@ void model_cache_forget(model_cache *c, const char *sha256)
 {
     pthread_mutex_lock(&c->mu);
     for (int i = 0; i < c->n; i++) {
-        model_handle *h = c->entries[i];
-        if (h->evicted || strcmp(h->info.sha256, sha256) != 0)
+        cache_entry *e = c->entries[i];
+        if (e->evicted || strcmp(e->handle.info.sha256, sha256) != 0)
             continue;
-        h->evicted = 1;
-        c->bytes -= h->bytes;
-        if (h->refs == 0) {
+        e->evicted = 1;
+        c->bytes -= e->handle.bytes;
+        if (e->refs == 0) {
             remove_locked(c, i);
-            handle_free(h);
+            entry_free(e);
         }
         break;
     }
     pthread_mutex_unlock(&c->mu);
 }
 
-static int map_registry_status(int status)
+/* named: a model or version was asked for (so "not there" is NOT_FOUND,
+ * not NO_MODEL). */
+static model_cache_status map_registry_status(int status, int named)
 {
     switch (status) {
     case REGISTRY_ERR_NOT_FOUND:
     case REGISTRY_ERR_ARG:
-        return MODEL_CACHE_ERR_NO_MODEL;
+        return named ? MODEL_CACHE_ERR_NOT_FOUND : MODEL_CACHE_ERR_NO_MODEL;
     case REGISTRY_ERR_NOMEM:
         return MODEL_CACHE_ERR_NOMEM;
     default:
@@ -140,34 +161,34 @@ static int map_registry_status(int status)
 }
 
 /* Reads and parses the checkpoint named by info, without the cache lock. */
-static int load(registry *r, const registry_checkpoint_info *info, model_handle **out,
-                char *err, size_t errlen)
+static model_cache_status load(registry *r, const registry_checkpoint_info *info, int named,
+                               cache_entry **out, char *err, size_t errlen)
 {
     uint8_t *blob = NULL; /* owned here */
     size_t len = 0;
     int status = registry_get_blob(r, info->sha256, &blob, &len, err, errlen);
     if (status)
-        return map_registry_status(status);
-    model_handle *h = calloc(1, sizeof *h); /* owned by the cache once inserted */
-    if (!h) {
+        return map_registry_status(status, named);
+    cache_entry *e = calloc(1, sizeof *e); /* owned by the cache once inserted */
+    if (!e) {
         free(blob);
         snprintf(err, errlen, "out of memory loading %s v%lld", info->model,
                  (long long)info->version);
         return MODEL_CACHE_ERR_NOMEM;
     }
     char why[200] = "";
-    status = ckpt_load_mem(&h->model, blob, len, NULL, why, sizeof why);
+    status = ckpt_load_mem(&e->handle.model, blob, len, NULL, why, sizeof why);
     free(blob);
     if (status) {
-        vae_free(&h->model); /* in case a failed load left anything behind */
-        free(h);
+        vae_free(&e->handle.model); /* in case a failed load left anything behind */
+        free(e);
         snprintf(err, errlen, "checkpoint %s v%lld does not load: %s", info->model,
                  (long long)info->version, why);
         return status == VAE_ERR_NOMEM ? MODEL_CACHE_ERR_NOMEM : MODEL_CACHE_ERR_LOAD;
     }
-    h->info = *info;
-    h->bytes = h->model.n_params * sizeof(float) + sizeof *h;
-    *out = h;
+    e->handle.info = *info;
+    e->handle.bytes = model_cache_entry_bytes(&e->handle.model);
+    *out = e;
     return MODEL_CACHE_OK;
 }
 
@@ -213,68 +234,70 @@ static void remember_resolved(model_cache *c, const char *model, const char *ver
     pthread_mutex_unlock(&c->mu);
 }
 
-int model_cache_acquire(model_cache *c, registry *r, const char *model,
-                        const char *version_or_alias, model_handle **out, char *err,
-                        size_t errlen)
+model_cache_status model_cache_acquire(model_cache *c, registry *r, const char *model,
+                                       const char *version_or_alias, model_handle **out,
+                                       char *err, size_t errlen)
 {
     *out = NULL;
     registry_checkpoint_info info;
+    int named = model || version_or_alias;
     int status;
     if (!resolve_cached(c, r, model, version_or_alias, &info)) {
         uint64_t gen = registry_generation(r); /* read before: a write after it only wastes the slot */
         if ((status = registry_resolve(r, model, version_or_alias, &info, err, errlen)))
-            return map_registry_status(status);
+            return map_registry_status(status, named);
         remember_resolved(c, model, version_or_alias, gen, &info);
     }
 
     pthread_mutex_lock(&c->mu);
-    model_handle *h = find_locked(c, info.sha256);
-    if (h) {
-        h->refs++;
-        h->last_used = ++c->clock;
+    cache_entry *e = find_locked(c, info.sha256);
+    if (e) {
+        e->refs++;
+        e->last_used = ++c->clock;
     }
     pthread_mutex_unlock(&c->mu);
-    if (h) {
-        *out = h;
+    if (e) {
+        *out = &e->handle;
         return MODEL_CACHE_OK;
     }
 
-    model_handle *loaded = NULL;
-    if ((status = load(r, &info, &loaded, err, errlen)))
-        return status;
+    cache_entry *loaded = NULL;
+    model_cache_status loaded_status = load(r, &info, named, &loaded, err, errlen);
+    if (loaded_status != MODEL_CACHE_OK)
+        return loaded_status;
 
-    model_handle *discard = NULL;
+    cache_entry *discard = NULL;
     pthread_mutex_lock(&c->mu);
-    h = find_locked(c, info.sha256); /* another thread may have loaded it meanwhile */
-    if (h) {
+    e = find_locked(c, info.sha256); /* another thread may have loaded it meanwhile */
+    if (e) {
         discard = loaded;
     } else if (c->n == c->cap) {
         int ncap = c->cap ? c->cap * 2 : 8;
-        model_handle **grown = realloc(c->entries, (size_t)ncap * sizeof *grown);
+        cache_entry **grown = realloc(c->entries, (size_t)ncap * sizeof *grown);
         if (grown) {
             c->entries = grown;
             c->cap = ncap;
         }
     }
-    if (!h && c->n < c->cap) {
-        h = loaded;
-        c->entries[c->n++] = h;
-        c->bytes += h->bytes;
+    if (!e && c->n < c->cap) {
+        e = loaded;
+        c->entries[c->n++] = e;
+        c->bytes += e->handle.bytes;
     }
-    if (h) {
-        h->refs++;
-        h->last_used = ++c->clock;
+    if (e) {
+        e->refs++;
+        e->last_used = ++c->clock;
         evict_locked(c);
     }
     pthread_mutex_unlock(&c->mu);
     if (discard)
-        handle_free(discard);
-    if (!h) {
-        handle_free(loaded);
+        entry_free(discard);
+    if (!e) {
+        entry_free(loaded);
         snprintf(err, errlen, "out of memory caching a model");
         return MODEL_CACHE_ERR_NOMEM;
     }
-    *out = h;
+    *out = &e->handle;
     return MODEL_CACHE_OK;
 }
 
@@ -282,20 +305,36 @@ void model_cache_release(model_cache *c, model_handle *h)
 {
     if (!h)
         return;
-    model_handle *freed = NULL;
+    cache_entry *e = entry_of(h), *freed = NULL;
     pthread_mutex_lock(&c->mu);
-    h->refs--;
-    if (h->refs == 0 && h->evicted) {
+    e->refs--;
+    if (e->refs == 0 && e->evicted) {
         for (int i = 0; i < c->n; i++)
-            if (c->entries[i] == h) {
+            if (c->entries[i] == e) {
                 remove_locked(c, i);
                 break;
             }
-        freed = h;
+        freed = e;
     }
     pthread_mutex_unlock(&c->mu);
     if (freed)
-        handle_free(freed);
+        entry_free(freed);
+}
+
+int model_cache_handle_refs(model_cache *c, const model_handle *h)
+{
+    pthread_mutex_lock(&c->mu);
+    int refs = entry_of(h)->refs;
+    pthread_mutex_unlock(&c->mu);
+    return refs;
+}
+
+int model_cache_handle_evicted(model_cache *c, const model_handle *h)
+{
+    pthread_mutex_lock(&c->mu);
+    int evicted = entry_of(h)->evicted;
+    pthread_mutex_unlock(&c->mu);
+    return evicted;
 }
 
 size_t model_cache_bytes(model_cache *c)

@@ -21,7 +21,8 @@
 
 typedef enum {
     MODEL_CACHE_OK = 0,
-    MODEL_CACHE_ERR_NO_MODEL,   /* the registry holds no matching checkpoint */
+    MODEL_CACHE_ERR_NO_MODEL,   /* nothing was named and no default model resolves */
+    MODEL_CACHE_ERR_NOT_FOUND,  /* the model or version named is not in the registry */
     MODEL_CACHE_ERR_LOAD,       /* the stored checkpoint did not load */
     MODEL_CACHE_ERR_DB,
     MODEL_CACHE_ERR_NOMEM
@@ -29,21 +30,26 @@ typedef enum {
 
 typedef struct model_cache model_cache;
 
+/* What a holder reads; the cache's bookkeeping (holders, LRU clock,
+ * eviction) lives beside it inside model_cache.c. */
 typedef struct {
     vae_model model;                /* read-only while held */
     registry_checkpoint_info info;  /* which checkpoint this is */
-    size_t bytes;
-    /* private to model_cache.c */
-    int refs;
-    uint64_t last_used;
-    int evicted;
+    size_t bytes;                   /* what it counts against the budget */
 } model_handle;
+
+/* What a loaded model m counts against the budget (its parameters and the
+ * cache's entry); model_handle.bytes and model_cache_bytes add these up. */
+size_t model_cache_entry_bytes(const vae_model *m);
 
 model_cache *model_cache_new(size_t budget_bytes);
 void model_cache_free(model_cache *c);
-int model_cache_acquire(model_cache *c, registry *r, const char *model,
-                        const char *version_or_alias, model_handle **out, char *err,
-                        size_t errlen);
+/* The checkpoint (model, version_or_alias) resolves to (NULL, NULL: the
+ * default model, latest), loaded on first use: MODEL_CACHE_OK with *out
+ * (release it), else a status with err and *out NULL. */
+model_cache_status model_cache_acquire(model_cache *c, registry *r, const char *model,
+                                       const char *version_or_alias, model_handle **out,
+                                       char *err, size_t errlen);
 void model_cache_release(model_cache *c, model_handle *h);
 /* What (model, version_or_alias) resolves to, without touching the registry
  * or loading anything: 1 with *out when an acquire resolved it while the
@@ -56,5 +62,10 @@ int model_cache_peek_resolved(model_cache *c, registry *r, const char *model,
 void model_cache_forget(model_cache *c, const char *sha256);
 size_t model_cache_bytes(model_cache *c);
 int model_cache_count(model_cache *c);
+/* h's holders now, and 1 when h has left the cache (evicted, or forgotten:
+ * freed on its last release; a later acquire loads the checkpoint again).
+ * For tests and diagnostics; h must still be held, or still cached. */
+int model_cache_handle_refs(model_cache *c, const model_handle *h);
+int model_cache_handle_evicted(model_cache *c, const model_handle *h);
 
 #endif

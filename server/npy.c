@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-int npy_encode_f32(const float *data, const int *shape, int ndim, uint8_t **out, size_t *out_len)
+npy_status npy_encode_f32(const float *data, const int *shape, int ndim, uint8_t **out, size_t *out_len)
 {
     if (!out || !out_len || ndim < 1 || ndim > NPY_MAX_DIMS || (!data && ndim))
         return NPY_ERR_ARG;

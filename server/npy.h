@@ -21,6 +21,6 @@
 typedef enum { NPY_OK = 0, NPY_ERR_ARG, NPY_ERR_NOMEM } npy_status;
 
 /* data: prod(shape) floats. */
-int npy_encode_f32(const float *data, const int *shape, int ndim, uint8_t **out, size_t *out_len);
+npy_status npy_encode_f32(const float *data, const int *shape, int ndim, uint8_t **out, size_t *out_len);
 
 #endif

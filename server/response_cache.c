@@ -34,36 +34,53 @@ struct response_cache {
 
 /* ---- bodies -------------------------------------------------------------- */
 
+/* A body and its reference count, which only this file sees; the public
+ * part comes first, so a response_body * is the box's address. */
+typedef struct {
+    response_body body;
+    int refs; /* atomic */
+} body_box;
+
+static body_box *box_of(response_body *b)
+{
+    return (body_box *)b;
+}
+
 response_body *response_body_new(void *bytes, size_t len, const char *content_type)
 {
     if (!content_type || strlen(content_type) >= RESPONSE_CACHE_CONTENT_TYPE_MAX) {
         free(bytes);
         return NULL;
     }
-    response_body *b = malloc(sizeof *b); /* owned by its references: the last release frees it */
-    if (!b) {
+    body_box *box = malloc(sizeof *box); /* owned by its references: the last release frees it */
+    if (!box) {
         free(bytes);
         return NULL;
     }
-    b->bytes = bytes;
-    b->len = len;
-    strcpy(b->content_type, content_type);
-    b->refs = 1;
-    return b;
+    box->body.bytes = bytes;
+    box->body.len = len;
+    strcpy(box->body.content_type, content_type);
+    box->refs = 1;
+    return &box->body;
 }
 
 response_body *response_body_ref(response_body *b)
 {
-    __atomic_add_fetch(&b->refs, 1, __ATOMIC_RELAXED);
+    __atomic_add_fetch(&box_of(b)->refs, 1, __ATOMIC_RELAXED);
     return b;
 }
 
 void response_body_release(response_body *b)
 {
-    if (!b || __atomic_sub_fetch(&b->refs, 1, __ATOMIC_ACQ_REL) != 0)
+    if (!b || __atomic_sub_fetch(&box_of(b)->refs, 1, __ATOMIC_ACQ_REL) != 0)
         return;
     free((void *)b->bytes);
-    free(b);
+    free(box_of(b));
+}
+
+int response_body_refs(const response_body *b)
+{
+    return __atomic_load_n(&box_of((response_body *)b)->refs, __ATOMIC_ACQUIRE);
 }
 
 void response_body_release_cb(void *cls) { response_body_release(cls); }
@@ -168,7 +185,7 @@ static void grow_locked(response_cache *c)
     c->n_buckets = n;
 }
 
-int response_cache_get(response_cache *c, const char *key, response_body **out)
+response_cache_status response_cache_get(response_cache *c, const char *key, response_body **out)
 {
     *out = NULL;
     uint64_t hash = key_hash(key);
@@ -186,7 +203,7 @@ int response_cache_get(response_cache *c, const char *key, response_body **out)
     return e ? RESPONSE_CACHE_OK : RESPONSE_CACHE_MISS;
 }
 
-int response_cache_put(response_cache *c, const char *key, response_body *body)
+response_cache_status response_cache_put(response_cache *c, const char *key, response_body *body)
 {
     if (!key || !*key || !body)
         return RESPONSE_CACHE_ERR_ARG;

@@ -49,11 +49,12 @@ typedef enum {
 #define RESPONSE_CACHE_MAX_FRACTION 8
 #define RESPONSE_CACHE_CONTENT_TYPE_MAX 64
 
+/* What a holder reads; the reference count lives beside it, inside
+ * response_cache.c (bodies come only from response_body_new). */
 typedef struct response_body {
     const uint8_t *bytes;     /* owned by the body; len bytes */
     size_t len;
     char content_type[RESPONSE_CACHE_CONTENT_TYPE_MAX];
-    int refs;                 /* private to response_cache.c (atomic) */
 } response_body;
 
 typedef struct response_cache response_cache;
@@ -76,6 +77,8 @@ response_body *response_body_ref(response_body *b);
 void response_body_release(response_body *b);
 /* The same, in the shape of libmicrohttpd's free callback (cls is the body). */
 void response_body_release_cb(void *cls);
+/* The references b has now (tests and diagnostics). */
+int response_body_refs(const response_body *b);
 
 /* Owned by the caller: response_cache_free. NULL when out of memory. */
 response_cache *response_cache_new(size_t max_bytes);
@@ -83,11 +86,11 @@ response_cache *response_cache_new(size_t max_bytes);
 void response_cache_free(response_cache *c);
 /* RESPONSE_CACHE_OK with *out a new reference (release it), or
  * RESPONSE_CACHE_MISS with *out NULL. Counts a hit or a miss. */
-int response_cache_get(response_cache *c, const char *key, response_body **out);
+response_cache_status response_cache_get(response_cache *c, const char *key, response_body **out);
 /* Stores body under key (copied); on RESPONSE_CACHE_OK the cache holds its
  * own reference and the caller keeps its own. Never stores anything on
  * error. */
-int response_cache_put(response_cache *c, const char *key, response_body *body);
+response_cache_status response_cache_put(response_cache *c, const char *key, response_body *body);
 void response_cache_get_stats(response_cache *c, response_cache_stats *out);
 
 #endif

@@ -120,7 +120,10 @@ static void test_sample_png(void **state)
     harness_response_free(&r);
     sample_png("/sample?seed=1", 112, 112, &r); /* default n = 16: 4x4 */
     harness_response_free(&r);
-    sample_png("/sample?n=1", 28, 28, &r); /* seed drawn by the server */
+    sample_png("/sample?n=1", 28, 28, &r); /* seed drawn by the server, and told */
+    const char *seed = harness_header(&r, "X-Seed");
+    assert_non_null(seed);
+    assert_true(seed[0] && strspn(seed, "0123456789") == strlen(seed));
     harness_response_free(&r);
     sample_png("/sample?n=4&model=digits&version=1", 56, 56, &r);
     assert_string_equal(harness_header(&r, "X-Model"), "digits");
@@ -317,6 +320,7 @@ static void test_malformed_requests(void **state)
     harness_send_raw(fx.port, half, sizeof half - 1, &r);
     harness_set_timeout_ms(-1);
     harness_response_free(&r);
+    expect_healthy(fx.port); /* none of it took the daemon down */
 }
 
 static void test_empty_registry_no_model(void **state)

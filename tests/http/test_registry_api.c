@@ -737,6 +737,113 @@ static void test_upload_caps(void **state)
     harness_rm_rf(dir);
 }
 
+/* ---- a large upload stalls nothing ---- */
+
+static int64_t now_ns(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
+}
+
+typedef struct {
+    int port;
+    const uint8_t *bytes;
+    size_t len;
+    int64_t sent, done; /* ns: when the last byte went out, when the answer came (atomic) */
+    int status;
+} big_upload;
+
+/* Sends the whole upload, notes the time, then waits for the answer. */
+static void *big_upload_thread(void *arg)
+{
+    big_upload *u = arg;
+    int fd = connect_local(u->port);
+    char head[256];
+    int n = snprintf(head, sizeof head,
+                     "POST /models/huge/checkpoints HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                     "Connection: close\r\nContent-Type: application/octet-stream\r\n"
+                     "Content-Length: %zu\r\n\r\n",
+                     u->len);
+    send_bytes(fd, head, (size_t)n);
+    send_bytes(fd, u->bytes, u->len);
+    __atomic_store_n(&u->sent, now_ns(), __ATOMIC_RELEASE);
+    char answer[64] = "";
+    size_t got = 0;
+    for (;;) {
+        ssize_t r = recv(fd, answer + got, sizeof answer - 1 - got, 0);
+        if (r <= 0)
+            break;
+        got += (size_t)r;
+        if (got >= 12)
+            break;
+    }
+    answer[got] = '\0';
+    u->status = got >= 12 ? atoi(answer + 9) : 0;
+    __atomic_store_n(&u->done, now_ns(), __ATOMIC_RELEASE);
+    close(fd);
+    return NULL;
+}
+
+/* With one polling thread, a 50 MB upload is hashed, checked and committed
+ * (seconds) while /healthz keeps answering in well under half that time:
+ * the work runs off the polling thread. (Done there, every /healthz sent
+ * meanwhile waits for all of it.) */
+static void test_big_upload_does_not_stall(void **state)
+{
+    (void)state;
+    vae_config cfg;
+    harness_small_config(&cfg);
+    cfg.hidden[0] = 8192; /* 784 x 8192 floats each way: about 50 MB */
+    uint8_t *bytes = NULL;
+    size_t len = 0;
+    char err[256];
+    assert_int_equal(harness_model_bytes(&cfg, 9, &bytes, &len, err, sizeof err), 0);
+    assert_true(len > ((size_t)40 << 20) && len < ((size_t)256 << 20));
+    char dir[HARNESS_PATH_MAX];
+    assert_int_equal(harness_tmpdir(dir, sizeof dir), 0);
+    harness_daemon d;
+    const char *const args[] = {"--threads", "1", NULL};
+    int port = harness_daemon_start(&d, dir, args);
+    assert_true(port > 0);
+
+    big_upload u = {.port = port, .bytes = bytes, .len = len};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, big_upload_thread, &u), 0);
+    while (!__atomic_load_n(&u.sent, __ATOMIC_ACQUIRE))
+        sleep_ms(1);
+    int64_t worst = 0;
+    int during = 0; /* /healthz answered while the upload was being processed */
+    while (!__atomic_load_n(&u.done, __ATOMIC_ACQUIRE)) {
+        int64_t t0 = now_ns();
+        harness_response r;
+        assert_int_equal(harness_request(port, "GET", "/healthz", NULL, NULL, 0, &r), 0);
+        assert_int_equal(r.status, 200);
+        harness_response_free(&r);
+        int64_t t1 = now_ns();
+        int64_t done = __atomic_load_n(&u.done, __ATOMIC_ACQUIRE);
+        if (!done || t1 < done)
+            during++;
+        if ((!done || t0 < done) && t1 - t0 > worst)
+            worst = t1 - t0; /* asked while the upload was still being processed */
+        sleep_ms(5);
+    }
+    pthread_join(t, NULL);
+    assert_int_equal(u.status, 201);
+    int64_t window = u.done - u.sent;
+    if (during < 3 || worst > window / 2)
+        fail_msg("the upload took %.3f s after its last byte; %d /healthz answered meanwhile, "
+                 "the slowest in %.3f s",
+                 1e-9 * (double)window, during, 1e-9 * (double)worst);
+    fprintf(stderr, "big upload: %.3f s after its last byte, %d /healthz meanwhile, slowest %.4f s\n",
+            1e-9 * (double)window, during, 1e-9 * (double)worst);
+    cJSON *root = get_json(port, "/models/huge/versions/1", 200);
+    cJSON_Delete(root);
+    free(bytes);
+    assert_int_equal(harness_daemon_stop(&d), 0);
+    harness_rm_rf(dir);
+}
+
 /* ---- integrity ---- */
 
 /* Sends the headers and part of a declared body of total bytes; returns the
@@ -855,6 +962,7 @@ int main(void)
         cmocka_unit_test(test_concurrent_uploads),
         cmocka_unit_test(test_delete_while_in_use),
         cmocka_unit_test(test_upload_caps),
+        cmocka_unit_test(test_big_upload_does_not_stall),
         cmocka_unit_test(test_disconnect_leaves_nothing),
         cmocka_unit_test(test_kill9_mid_upload),
     };

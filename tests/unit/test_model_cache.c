@@ -76,7 +76,8 @@ static int setup(void **state)
     make_model(&f->b, 2);
     put_model(f->reg, "a", &f->a);
     put_model(f->reg, "b", &f->b);
-    f->bytes_a = f->a.n_params * sizeof(float) + sizeof(model_handle);
+    f->bytes_a = model_cache_entry_bytes(&f->a);
+    assert_true(f->bytes_a > f->a.n_params * sizeof(float));
     *state = f;
     return 0;
 }
@@ -124,7 +125,7 @@ static void test_acquire_shares(void **state)
     model_handle *h1 = acquire_ok(c, f->reg, "a", NULL);
     model_handle *h2 = acquire_ok(c, f->reg, "a", "1");
     assert_ptr_equal(h1, h2);
-    assert_int_equal(h1->refs, 2);
+    assert_int_equal(model_cache_handle_refs(c, h1), 2);
     assert_string_equal(h1->info.model, "a");
     assert_int_equal(h1->info.version, 1);
     assert_same_params(&h1->model, &f->a);
@@ -133,7 +134,7 @@ static void test_acquire_shares(void **state)
     assert_int_equal(model_cache_bytes(c), f->bytes_a);
     model_cache_release(c, h1);
     model_cache_release(c, h2);
-    assert_int_equal(h1->refs, 0);
+    assert_int_equal(model_cache_handle_refs(c, h1), 0);
     /* Still cached after the last release. */
     assert_int_equal(model_cache_count(c), 1);
     model_handle *h3 = acquire_ok(c, f->reg, "a", "latest");
@@ -171,14 +172,14 @@ static void test_errors(void **state)
     model_handle *h = (model_handle *)1;
     char err[256] = "";
     assert_int_equal(model_cache_acquire(c, f->reg, "missing", NULL, &h, err, sizeof err),
-                     MODEL_CACHE_ERR_NO_MODEL);
+                     MODEL_CACHE_ERR_NOT_FOUND);
     assert_null(h);
     assert_non_null(strstr(err, "missing"));
     assert_int_equal(model_cache_acquire(c, f->reg, "a", "7", &h, err, sizeof err),
-                     MODEL_CACHE_ERR_NO_MODEL);
+                     MODEL_CACHE_ERR_NOT_FOUND);
     assert_string_equal(err, "model \"a\" has no version 7");
     assert_int_equal(model_cache_acquire(c, f->reg, "a", "prod", &h, err, sizeof err),
-                     MODEL_CACHE_ERR_NO_MODEL);
+                     MODEL_CACHE_ERR_NOT_FOUND);
 
     /* Bytes in the registry that are no checkpoint. */
     registry_checkpoint_info info;
@@ -220,7 +221,7 @@ static void test_budget_evicts_lru(void **state)
     assert_int_equal(model_cache_count(c), 1);
     assert_int_equal(model_cache_bytes(c), f->bytes_a);
     assert_string_equal(hb->info.model, "b");
-    assert_int_equal(hb->evicted, 0);
+    assert_int_equal(model_cache_handle_evicted(c, hb), 0);
     model_cache_release(c, hb);
     /* "a" loads again (and pushes "b" out). */
     ha = acquire_ok(c, f->reg, "a", NULL);
@@ -244,7 +245,7 @@ static void test_budget_evicts_lru(void **state)
     model_handle *again = acquire_ok(c, f->reg, "a", NULL);
     /* "a" was still cached: the same entry. */
     assert_ptr_equal(again, pa);
-    assert_int_equal(again->refs, 1);
+    assert_int_equal(model_cache_handle_refs(c, again), 1);
     assert_int_equal(model_cache_count(c), 2);
     model_cache_release(c, again);
     model_cache_release(c, hc);
@@ -260,8 +261,8 @@ static void test_evicted_while_held(void **state)
     model_handle *hb = acquire_ok(c, f->reg, "b", NULL);
     /* Both held, over budget: "a" (least recently used) leaves the cache
      * but stays valid for its holder. */
-    assert_int_equal(ha->evicted, 1);
-    assert_int_equal(hb->evicted, 0);
+    assert_int_equal(model_cache_handle_evicted(c, ha), 1);
+    assert_int_equal(model_cache_handle_evicted(c, hb), 0);
     assert_int_equal(model_cache_count(c), 1);
     assert_int_equal(model_cache_bytes(c), f->bytes_a);
     assert_same_params(&ha->model, &f->a); /* ASan: not freed yet */
@@ -289,10 +290,10 @@ static void test_deleted_while_held(void **state)
     assert_int_equal(registry_delete_version(f->reg, "a", 1, err, sizeof err), REGISTRY_OK);
     model_handle *gone = NULL;
     assert_int_equal(model_cache_acquire(c, f->reg, "a", "1", &gone, err, sizeof err),
-                     MODEL_CACHE_ERR_NO_MODEL);
+                     MODEL_CACHE_ERR_NOT_FOUND);
     assert_null(gone);
     model_handle *hb = acquire_ok(c, f->reg, "b", NULL); /* over budget: evicts "a" */
-    assert_int_equal(ha->evicted, 1);
+    assert_int_equal(model_cache_handle_evicted(c, ha), 1);
     assert_same_params(&ha->model, &f->a);
     model_cache_release(c, ha); /* the last holder: freed now */
     assert_int_equal(model_cache_count(c), 1);
@@ -331,14 +332,21 @@ static void test_resolution_follows_registry(void **state)
 {
     fixture *f = *state;
     model_cache *c = model_cache_new(0);
+    registry_checkpoint_info seen;
+    assert_false(model_cache_peek_resolved(c, f->reg, "a", NULL, &seen));
     model_handle *h = acquire_ok(c, f->reg, "a", NULL);
     assert_int_equal(h->info.version, 1);
     model_cache_release(c, h);
-    h = acquire_ok(c, f->reg, "a", NULL); /* from the remembered resolution */
+    /* Remembered: known without the registry. */
+    assert_true(model_cache_peek_resolved(c, f->reg, "a", NULL, &seen));
+    assert_int_equal(seen.version, 1);
+    h = acquire_ok(c, f->reg, "a", NULL);
     assert_int_equal(h->info.version, 1);
     model_cache_release(c, h);
     put_model(f->reg, "a", &f->b); /* version 2 moves latest */
+    assert_false(model_cache_peek_resolved(c, f->reg, "a", NULL, &seen));
     h = acquire_ok(c, f->reg, "a", NULL);
+    assert_int_equal(h->info.version, 2);
     assert_same_params(&h->model, &f->b);
     model_cache_release(c, h);
     char err[256] = "";
@@ -347,8 +355,18 @@ static void test_resolution_follows_registry(void **state)
     assert_same_params(&h->model, &f->a);
     model_cache_release(c, h);
     assert_int_equal(registry_set_alias(f->reg, "a", "prod", 2, err, sizeof err), REGISTRY_OK);
+    assert_false(model_cache_peek_resolved(c, f->reg, "a", "prod", &seen));
     h = acquire_ok(c, f->reg, "a", "prod");
     assert_same_params(&h->model, &f->b);
+    model_cache_release(c, h);
+    /* The alias and then version 2 deleted: "prod" is gone, latest is 1 again. */
+    assert_int_equal(registry_delete_alias(f->reg, "a", "prod", err, sizeof err), REGISTRY_OK);
+    assert_int_equal(model_cache_acquire(c, f->reg, "a", "prod", &h, err, sizeof err),
+                     MODEL_CACHE_ERR_NOT_FOUND);
+    assert_int_equal(registry_delete_version(f->reg, "a", 2, err, sizeof err), REGISTRY_OK);
+    h = acquire_ok(c, f->reg, "a", NULL);
+    assert_int_equal(h->info.version, 1);
+    assert_same_params(&h->model, &f->a);
     model_cache_release(c, h);
     model_cache_free(c);
 }
@@ -389,7 +407,7 @@ static void test_concurrent_load(void **state)
             assert_int_equal(jobs[i].failed, 0);
             assert_ptr_equal(jobs[i].got, jobs[0].got);
         }
-        assert_int_equal(jobs[0].got->refs, N);
+        assert_int_equal(model_cache_handle_refs(c, jobs[0].got), N);
         for (int i = 0; i < N; i++)
             model_cache_release(c, jobs[i].got);
         model_cache_free(c);

@@ -1,0 +1,78 @@
+/* compute_pool: threads that run a request's long work off libmicrohttpd's
+ * polling threads, with a bounded queue in front of them.
+ *
+ *     typedef struct { compute_task task; ... } my_work;   // task first, or container_of
+ *     static void my_run(compute_task *t) { my_work *w = (my_work *)t; ... build w's response ... }
+ *
+ *     // in the handler, first call:
+ *     w->task.run = my_run;
+ *     w->task.conn = c;
+ *     return compute_pool_admit(ctx->compute, &w->task);  // suspended, or 429 / 503 queued
+ *     // second call (after the resume): queue the response my_run built
+ *
+ * compute_pool_admit admits a task when fewer than limit tasks are queued or
+ * running, suspends its connection and queues it; a compute thread takes it,
+ * calls run, and resumes the connection, after which libmicrohttpd calls the
+ * handler again. Past the limit the request is answered at once with 429
+ * too_many_requests and Retry-After: 1, so a burst costs bounded memory and
+ * what was admitted waits a bounded time; once the pool is stopping, with 503
+ * unavailable. Whether a request is cheap enough to run where it arrived
+ * (handing it over costs two context switches) is the caller's decision.
+ *
+ * The task belongs to the caller (usually http_request.work) and must live
+ * until the connection's request completes; the pool only borrows it between
+ * admission and the resume. Stopping finishes every admitted task and
+ * resumes its connection, which libmicrohttpd needs before MHD_stop_daemon.
+ * All functions are thread-safe.
+ */
+#ifndef COMPUTE_POOL_H
+#define COMPUTE_POOL_H
+
+#include <stdint.h>
+
+#include <microhttpd.h>
+
+#include "server/http_request.h"
+
+/* The inference pool's limit per thread. 32, not 4: 64 keep-alive clients on
+ * 2 cores must not see 429 in normal use, and a cheap request (one /encode)
+ * costs ~0.1 ms, so 32 queued ones are ~3 ms; 32 of the largest requests
+ * (/sample, n = 1024) take about 0.3 s on one core. */
+#define COMPUTE_POOL_QUEUE_PER_THREAD 32
+
+typedef enum {
+    COMPUTE_POOL_OK = 0,
+    COMPUTE_POOL_ERR_ARG,    /* a limit below 1 */
+    COMPUTE_POOL_ERR_NOMEM,
+    COMPUTE_POOL_ERR_THREAD  /* a thread did not start */
+} compute_pool_status;
+
+typedef struct compute_task {
+    void (*run)(struct compute_task *t); /* on a compute thread; builds the answer */
+    struct MHD_Connection *conn;         /* suspended from admission until run returns */
+    struct compute_task *next;           /* the pool's, while queued */
+} compute_task;
+
+typedef struct {
+    int in_flight;     /* admitted tasks, queued or running */
+    int limit;
+    uint64_t rejected; /* 429s */
+} compute_pool_stats;
+
+/* Starts threads threads (0: one per core) admitting at most limit tasks;
+ * what names them in the 429 message ("inference requests"; a literal, kept).
+ * COMPUTE_POOL_OK with *out (the caller's: compute_pool_stop, then
+ * compute_pool_free), or a status with err. */
+compute_pool_status compute_pool_new(unsigned threads, int limit, const char *what,
+                                     compute_pool **out, char *err, size_t errlen);
+/* Refuses new tasks (503), runs what was admitted, resumes its connections
+ * and joins the threads. Idempotent; NULL is a no-op. */
+void compute_pool_stop(compute_pool *p);
+/* Stops if needed, then frees; NULL is a no-op. */
+void compute_pool_free(compute_pool *p);
+/* Admits t (t->run and t->conn set) and returns MHD_YES with the connection
+ * suspended, or queues 429 / 503 on t->conn and returns what queueing did. */
+enum MHD_Result compute_pool_admit(compute_pool *p, compute_task *t);
+void compute_pool_get_stats(compute_pool *p, compute_pool_stats *out);
+
+#endif
