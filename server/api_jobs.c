@@ -10,6 +10,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -88,36 +89,30 @@ static void rate_drop(api_jobs *J, int64_t id)
         }
 }
 
-/* From a pool worker after each stored event: note the training rate and
- * wake the watcher. */
-static void on_pool_event(void *ctx, int64_t job_id, const char *type, const char *data_json)
+/* After each stored event: note the training rate and wake the watcher. */
+static void on_pool_event(void *ctx, const jobs_event *e)
 {
     api_jobs *J = ctx;
-    cJSON *data = data_json ? cJSON_Parse(data_json) : NULL; /* owned: freed below */
-    const cJSON *ips = cJSON_GetObjectItemCaseSensitive(data, "images_per_s");
-    const cJSON *state = cJSON_GetObjectItemCaseSensitive(data, "state");
     pthread_mutex_lock(&J->mu);
-    if (!strcmp(type, "state") && cJSON_IsString(state) && strcmp(state->valuestring, "running"))
-        rate_drop(J, job_id);
-    else if (strcmp(type, "state") && cJSON_IsNumber(ips))
-        rate_set(J, job_id, ips->valuedouble);
+    if (e->type == JOBS_EVENT_STATE && e->state != JOBS_STATE_RUNNING)
+        rate_drop(J, e->job_id);
+    else if (e->type != JOBS_EVENT_STATE && isfinite(e->images_per_s))
+        rate_set(J, e->job_id, e->images_per_s);
     pthread_cond_broadcast(&J->cv);
     pthread_mutex_unlock(&J->mu);
-    cJSON_Delete(data);
 }
 
 static void metrics_jobs(void *arg, int64_t counts[METRICS_JOB_STATES])
 {
     api_jobs *J = arg;
-    registry_job *list = NULL; /* owned: freed below */
-    size_t n = 0;
-    if (!J->reg || registry_list_jobs(J->reg, NULL, &list, &n, NULL, 0) != REGISTRY_OK)
+    int64_t by_state[JOBS_STATE_COUNT];
+    if (!J->pool || jobs_pool_count_jobs(J->pool, by_state, NULL, 0) != JOBS_POOL_OK)
         return;
-    for (size_t i = 0; i < n; i++)
-        for (int s = 0; s < METRICS_JOB_STATES; s++)
-            if (!strcmp(list[i].state, metrics_job_state_names[s]))
-                counts[s]++;
-    registry_free_jobs(list, n);
+    for (int m = 0; m < METRICS_JOB_STATES; m++) {
+        jobs_state s;
+        if (!jobs_state_parse(metrics_job_state_names[m], &s))
+            counts[m] += by_state[s];
+    }
 }
 
 static double metrics_training_rate(void *arg)
@@ -267,6 +262,75 @@ void api_jobs_free(api_jobs *J)
     free(J);
 }
 
+/* ---- jobs as JSON ---------------------------------------------------------- */
+
+/* Adds key: the stored JSON text parsed (the pool's jobs_record wrote it), or
+ * null ([] for empty_array) when there is none. */
+static int add_json_text(cJSON *o, const char *key, const char *text, int empty_array)
+{
+    cJSON *v = text ? cJSON_Parse(text) : NULL; /* o owns it once added */
+    if (!v)
+        v = empty_array ? cJSON_CreateArray() : cJSON_CreateNull();
+    return v && cJSON_AddItemToObject(o, key, v);
+}
+
+static int add_text_or_null(cJSON *o, const char *key, const char *text)
+{
+    return text && *text ? cJSON_AddStringToObject(o, key, text) != NULL
+                         : cJSON_AddNullToObject(o, key) != NULL;
+}
+
+/* A job: {"id", "state", "config", "progress" (null or {epoch, epochs, step,
+ * steps, images_per_s, eta_s, loss}), "metrics" ([] or one object per epoch:
+ * epoch, train_loss, train_recon, train_kl, test_loss, test_recon, test_kl
+ * (null without a test set), images_per_s, seconds), "result" (null or
+ * {model, version}), "error" (null or text), "created_at", "started_at",
+ * "finished_at" (null until set)}. The caller owns it; NULL when out of memory. */
+static cJSON *job_json(const registry_job *j)
+{
+    cJSON *o = cJSON_CreateObject();
+    int ok = o && cJSON_AddNumberToObject(o, "id", (double)j->id) &&
+             cJSON_AddStringToObject(o, "state", jobs_state_name(j->state)) &&
+             add_json_text(o, "config", j->config_json, 0) &&
+             add_json_text(o, "progress", j->progress_json, 0) &&
+             add_json_text(o, "metrics", j->metrics_json, 1);
+    if (ok && j->result_model[0]) {
+        cJSON *r = cJSON_AddObjectToObject(o, "result");
+        ok = r && cJSON_AddStringToObject(r, "model", j->result_model) &&
+             cJSON_AddNumberToObject(r, "version", (double)j->result_version);
+    } else if (ok) {
+        ok = cJSON_AddNullToObject(o, "result") != NULL;
+    }
+    ok = ok && add_text_or_null(o, "error", j->error) &&
+         add_text_or_null(o, "created_at", j->created_at) &&
+         add_text_or_null(o, "started_at", j->started_at) &&
+         add_text_or_null(o, "finished_at", j->finished_at);
+    if (!ok) {
+        cJSON_Delete(o);
+        return NULL;
+    }
+    return o;
+}
+
+/* {"jobs": [job, ...]}; the caller owns it; NULL when out of memory. */
+static cJSON *jobs_list_json(const registry_job *list, size_t n)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON *a = o ? cJSON_AddArrayToObject(o, "jobs") : NULL;
+    int ok = a != NULL;
+    for (size_t i = 0; ok && i < n; i++) {
+        cJSON *j = job_json(&list[i]);
+        ok = j && cJSON_AddItemToArray(a, j); /* a owns j once added */
+        if (!ok)
+            cJSON_Delete(j);
+    }
+    if (!ok) {
+        cJSON_Delete(o);
+        return NULL;
+    }
+    return o;
+}
+
 /* ---- helpers ------------------------------------------------------------- */
 
 static http_error pool_http_error(int status)
@@ -333,6 +397,19 @@ static enum MHD_Result send_json_text(struct MHD_Connection *c, unsigned status,
     return ret;
 }
 
+/* Queues the job's JSON (job_json) with status, and Location when location
+ * is not NULL. */
+static enum MHD_Result send_job(struct MHD_Connection *c, unsigned status, const registry_job *j,
+                                const char *location)
+{
+    cJSON *o = job_json(j); /* owned: freed below */
+    char *text = o ? cJSON_PrintUnformatted(o) : NULL; /* owned: handed on */
+    cJSON_Delete(o);
+    if (!text)
+        return http_send_error(c, HTTP_ERR_UNAVAILABLE, "out of memory");
+    return send_json_text(c, status, text, location);
+}
+
 static enum MHD_Result send_pool_error(struct MHD_Connection *c, int status, const char *why)
 {
     return http_send_error(c, pool_http_error(status), "%s", why);
@@ -378,12 +455,14 @@ enum MHD_Result api_jobs_submit(http_ctx *ctx, struct MHD_Connection *c, http_re
     int rc = jobs_pool_submit(p, req->body, req->body_len, &id, err, sizeof err);
     if (rc)
         return send_pool_error(c, rc, err);
-    char *job = jobs_pool_get_json(p, id, &rc, err, sizeof err); /* owned: handed on */
-    if (!job)
+    registry_job job;
+    if ((rc = jobs_pool_get_job(p, id, &job, err, sizeof err)))
         return send_pool_error(c, rc, err);
     char location[64];
     snprintf(location, sizeof location, "/jobs/%" PRId64, id);
-    return send_json_text(c, MHD_HTTP_ACCEPTED, job, location);
+    ret = send_job(c, MHD_HTTP_ACCEPTED, &job, location);
+    registry_free_job(&job);
+    return ret;
 }
 
 enum MHD_Result api_jobs_list(http_ctx *ctx, struct MHD_Connection *c, http_request *req)
@@ -397,20 +476,21 @@ enum MHD_Result api_jobs_list(http_ctx *ctx, struct MHD_Connection *c, http_requ
     char msg[160];
     if (http_query_str(c, "state", 16, &state, msg, sizeof msg))
         return http_send_error(c, HTTP_ERR_BAD_REQUEST, "%s", msg);
-    if (state) {
-        int known = 0;
-        for (int i = 0; i < METRICS_JOB_STATES; i++)
-            known |= !strcmp(state, metrics_job_state_names[i]);
-        if (!known)
-            return http_send_error(c, HTTP_ERR_BAD_REQUEST,
-                                   "state: one of queued, running, succeeded, failed, cancelled");
-    }
+    jobs_state only;
+    if (state && jobs_state_parse(state, &only))
+        return http_send_error(c, HTTP_ERR_BAD_REQUEST,
+                               "state: one of queued, running, succeeded, failed, cancelled");
     char err[512];
-    int rc;
-    char *list = jobs_pool_list_json(p, state, &rc, err, sizeof err); /* owned: handed on */
-    if (!list)
+    registry_job *list = NULL; /* owned: freed below */
+    size_t n = 0;
+    int rc = jobs_pool_list_jobs(p, state ? &only : NULL, &list, &n, err, sizeof err);
+    if (rc)
         return send_pool_error(c, rc, err);
-    return send_json_text(c, MHD_HTTP_OK, list, NULL);
+    cJSON *o = jobs_list_json(list, n);
+    registry_free_jobs(list, n);
+    if (!o)
+        return http_send_error(c, HTTP_ERR_UNAVAILABLE, "out of memory");
+    return http_send_json(c, MHD_HTTP_OK, o);
 }
 
 enum MHD_Result api_jobs_get(http_ctx *ctx, struct MHD_Connection *c, http_request *req)
@@ -423,13 +503,15 @@ enum MHD_Result api_jobs_get(http_ctx *ctx, struct MHD_Connection *c, http_reque
     if (!id)
         return ret;
     char err[512];
-    int rc;
-    char *job = jobs_pool_get_json(p, id, &rc, err, sizeof err); /* owned: handed on */
-    if (!job)
+    registry_job job;
+    int rc = jobs_pool_get_job(p, id, &job, err, sizeof err);
+    if (rc)
         return rc == JOBS_POOL_ERR_NOT_FOUND
                    ? http_send_error(c, HTTP_ERR_NOT_FOUND, "no job %" PRId64, id)
                    : send_pool_error(c, rc, err);
-    return send_json_text(c, MHD_HTTP_OK, job, NULL);
+    ret = send_job(c, MHD_HTTP_OK, &job, NULL);
+    registry_free_job(&job);
+    return ret;
 }
 
 enum MHD_Result api_jobs_cancel(http_ctx *ctx, struct MHD_Connection *c, http_request *req)
@@ -447,12 +529,14 @@ enum MHD_Result api_jobs_cancel(http_ctx *ctx, struct MHD_Connection *c, http_re
         return http_send_error(c, HTTP_ERR_NOT_FOUND, "no job %" PRId64, id);
     if (rc)
         return send_pool_error(c, rc, err);
-    char *job = jobs_pool_get_json(p, id, &rc, err, sizeof err); /* owned: handed on */
-    if (!job)
+    registry_job job;
+    if ((rc = jobs_pool_get_job(p, id, &job, err, sizeof err)))
         return send_pool_error(c, rc, err);
     /* A running job stops at its next step: accepted, not yet done. */
-    int done = strstr(job, "\"state\":\"cancelled\"") != NULL;
-    return send_json_text(c, done ? MHD_HTTP_OK : MHD_HTTP_ACCEPTED, job, NULL);
+    int done = job.state == JOBS_STATE_CANCELLED;
+    ret = send_job(c, done ? MHD_HTTP_OK : MHD_HTTP_ACCEPTED, &job, NULL);
+    registry_free_job(&job);
+    return ret;
 }
 
 /* ---- the event stream ---------------------------------------------------- */
@@ -486,7 +570,8 @@ static int out_str(sse_stream *s, const char *text)
 static int format_event(sse_stream *s, const registry_job_event *ev)
 {
     char head[96];
-    snprintf(head, sizeof head, "id: %" PRId64 "\nevent: %.15s\n", ev->seq, ev->type);
+    snprintf(head, sizeof head, "id: %" PRId64 "\nevent: %.15s\n", ev->seq,
+             jobs_event_type_name(ev->type));
     if (out_str(s, head))
         return -1;
     const char *d = ev->data_json ? ev->data_json : "{}";
@@ -500,18 +585,6 @@ static int format_event(sse_stream *s, const registry_job_event *ev)
         d += (d[0] == '\r' && d[1] == '\n') ? 2 : 1;
     }
     return out_str(s, "\n");
-}
-
-/* 1 when ev is a state event whose state is final. */
-static int is_final_state(const registry_job_event *ev)
-{
-    if (strcmp(ev->type, "state") || !ev->data_json)
-        return 0;
-    cJSON *d = cJSON_Parse(ev->data_json); /* owned: freed below */
-    const cJSON *st = cJSON_GetObjectItemCaseSensitive(d, "state");
-    int final = cJSON_IsString(st) && registry_job_state_is_final(st->valuestring);
-    cJSON_Delete(d);
-    return final;
 }
 
 /* Formats the events after s->last_seq: 1 when some were, 0 none, -1 on failure. */
@@ -531,7 +604,7 @@ static int stream_fill(sse_stream *s)
             break;
         }
         s->last_seq = ev[i].seq;
-        s->ending = is_final_state(&ev[i]);
+        s->ending = ev[i].type == JOBS_EVENT_STATE && jobs_state_is_final(ev[i].state);
     }
     registry_free_job_events(ev, n);
     return rc;
@@ -566,11 +639,11 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max)
             continue;
         /* Nothing new. A job already final (its last event was sent before,
          * e.g. Last-Event-ID named it) ends the stream. */
-        char state[16] = "";
+        jobs_state state;
         int64_t seq = 0;
-        if (registry_get_job_last_seq(J->reg, s->job_id, &seq, state, NULL, 0) != REGISTRY_OK)
+        if (registry_get_job_last_seq(J->reg, s->job_id, &seq, &state, NULL, 0) != REGISTRY_OK)
             return MHD_CONTENT_READER_END_WITH_ERROR;
-        if (registry_job_state_is_final(state) && seq <= s->last_seq)
+        if (jobs_state_is_final(state) && seq <= s->last_seq)
             return MHD_CONTENT_READER_END_OF_STREAM;
         if (mono_s() - s->last_write >= API_JOBS_KEEPALIVE_S - 0.01) {
             if (out_str(s, ": keep-alive\n\n"))

@@ -33,6 +33,7 @@
 #include "engine/trainer.h"
 #include "server/checkpoint_metrics.h"
 #include "server/data_sets.h"
+#include "server/jobs_record.h"
 #include "server/jobs_spec.h"
 
 #define RESUME_FORMAT "vaed-job-resume-1"
@@ -55,7 +56,7 @@ struct jobs_pool {
     size_t mem_limit;
     double progress_interval_s;
     int nice;
-    void (*on_event)(void *ctx, int64_t job_id, const char *type, const char *data_json);
+    void (*on_event)(void *ctx, const jobs_event *e);
     void *on_event_ctx;
     int confine_data;
 
@@ -89,7 +90,7 @@ static double mono_s(void)
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-static int from_registry(int rc)
+static jobs_pool_status from_registry(int rc)
 {
     switch (rc) {
     case REGISTRY_OK: return JOBS_POOL_OK;
@@ -98,18 +99,6 @@ static int from_registry(int rc)
     case REGISTRY_ERR_ARG: return JOBS_POOL_ERR_INVALID;
     case REGISTRY_ERR_NOMEM: return JOBS_POOL_ERR_NOMEM;
     default: return JOBS_POOL_ERR_DB;
-    }
-}
-
-int jobs_pool_http_status(int status)
-{
-    switch (status) {
-    case JOBS_POOL_OK: return 200;
-    case JOBS_POOL_ERR_INVALID: return 422;
-    case JOBS_POOL_ERR_NOT_FOUND: return 404;
-    case JOBS_POOL_ERR_CONFLICT: return 409;
-    case JOBS_POOL_ERR_STOPPING: return 503;
-    default: return 500;
     }
 }
 
@@ -146,31 +135,37 @@ static void remove_job_dir(const jobs_pool *p, int64_t id)
 /* ---------- events ---------- */
 
 /* Wakes event waiters, then tells the observer (outside the lock, so it may
- * call jobs_pool_stop or jobs_pool_cancel). data_json NULL: the job's newest
- * event is read back for the observer. */
-static void announce(jobs_pool *p, int64_t id, const char *type, const char *data_json)
+ * call jobs_pool_stop or jobs_pool_cancel). */
+static void announce(jobs_pool *p, const jobs_event *e)
 {
     pthread_mutex_lock(&p->mu);
     pthread_cond_broadcast(&p->events_cv);
     pthread_mutex_unlock(&p->mu);
-    if (!p->on_event) return;
-    if (data_json) {
-        p->on_event(p->on_event_ctx, id, type, data_json);
-        return;
+    if (p->on_event) p->on_event(p->on_event_ctx, e);
+}
+
+static void announce_state(jobs_pool *p, int64_t id, jobs_state state)
+{
+    jobs_event e = {.job_id = id, .type = JOBS_EVENT_STATE, .state = state, .images_per_s = NAN};
+    announce(p, &e);
+}
+
+/* A progress or epoch event: where pr says the trainer stands. */
+static void announce_progress(jobs_pool *p, int64_t id, jobs_event_type type,
+                              const trainer_progress *pr)
+{
+    jobs_event e = {.job_id = id, .type = type, .state = JOBS_STATE_RUNNING, .epoch = pr->epoch,
+                    .epochs = pr->epochs, .images_per_s = pr->images_per_s};
+    if (type == JOBS_EVENT_PROGRESS) {
+        e.step = pr->step;
+        e.steps = pr->steps;
     }
-    int64_t seq = 0;
-    registry_job_event *ev = NULL;
-    size_t n = 0;
-    if (registry_get_job_last_seq(p->reg, id, &seq, NULL, NULL, 0) == REGISTRY_OK && seq > 0 &&
-        registry_list_job_events(p->reg, id, seq - 1, 1, &ev, &n, NULL, 0) == REGISTRY_OK &&
-        n == 1)
-        p->on_event(p->on_event_ctx, id, ev[0].type, ev[0].data_json ? ev[0].data_json : "null");
-    registry_free_job_events(ev, n);
+    announce(p, &e);
 }
 
 /* A state transition with its event; logs when it fails (a worker has no
  * one else to tell). */
-static int transition(jobs_pool *p, int64_t id, const char *to, const char *note)
+static int transition(jobs_pool *p, int64_t id, jobs_state to, const char *note)
 {
     char err[512];
     int rc = registry_set_job_state(p->reg, id, to, note, err, sizeof err);
@@ -178,44 +173,11 @@ static int transition(jobs_pool *p, int64_t id, const char *to, const char *note
         fprintf(stderr, "vaed: job %" PRId64 ": %s\n", id, err);
         return rc;
     }
-    announce(p, id, "state", NULL);
+    announce_state(p, id, to);
     return 0;
 }
 
-/* ---------- metrics as JSON ---------- */
-
-static cJSON *number_or_null(double v)
-{
-    return isfinite(v) ? cJSON_CreateNumber(v) : cJSON_CreateNull();
-}
-
-static int add_num(cJSON *o, const char *k, double v)
-{
-    cJSON *n = number_or_null(v);
-    return n && cJSON_AddItemToObject(o, k, n);
-}
-
-static char *print_and_free(cJSON *o)
-{
-    char *s = o ? cJSON_PrintUnformatted(o) : NULL;
-    cJSON_Delete(o);
-    return s;
-}
-
-/* The per-epoch array kept on the job and in the resume file. */
-static char *metrics_array_json(const trainer_epoch_metrics *ms, int n)
-{
-    cJSON *a = cJSON_CreateArray();
-    for (int i = 0; a && i < n; i++) {
-        cJSON *e = checkpoint_metrics_epoch_json(&ms[i], 1);
-        if (!e || !cJSON_AddItemToArray(a, e)) {
-            cJSON_Delete(e);
-            cJSON_Delete(a);
-            return NULL;
-        }
-    }
-    return print_and_free(a);
-}
+/* ---------- the resume file's metrics ---------- */
 
 static double field(const cJSON *o, const char *k)
 {
@@ -245,20 +207,6 @@ static int metrics_from_json(const char *s, trainer_epoch_metrics *ms, int n)
     return ok ? 0 : -1;
 }
 
-static char *progress_json(const trainer_progress *pr)
-{
-    cJSON *o = cJSON_CreateObject();
-    int ok = o && add_num(o, "epoch", pr->epoch) && add_num(o, "epochs", pr->epochs) &&
-             add_num(o, "step", (double)pr->step) && add_num(o, "steps", (double)pr->steps) &&
-             add_num(o, "images_per_s", pr->images_per_s) && add_num(o, "eta_s", pr->eta_s) &&
-             add_num(o, "loss", pr->loss);
-    if (!ok) {
-        cJSON_Delete(o);
-        return NULL;
-    }
-    return print_and_free(o);
-}
-
 /* ---------- one job ---------- */
 
 typedef struct {
@@ -285,12 +233,12 @@ static void on_progress(void *ctx, const trainer_progress *pr)
     double now = mono_s();
     if (now - j->last_report < j->pool->progress_interval_s) return;
     j->last_report = now;
-    char *pj = progress_json(pr); /* owned: freed below */
+    char *pj = jobs_record_progress_json(pr); /* owned: freed below */
     if (!pj) return;
     char err[256];
-    if (registry_set_job_progress(j->pool->reg, j->id, pj, NULL, "progress", pj, NULL, err,
-                                  sizeof err) == REGISTRY_OK)
-        announce(j->pool, j->id, "progress", pj);
+    if (registry_set_job_progress(j->pool->reg, j->id, pj, NULL, JOBS_EVENT_PROGRESS, pj, NULL,
+                                  err, sizeof err) == REGISTRY_OK)
+        announce_progress(j->pool, j->id, JOBS_EVENT_PROGRESS, pr);
     free(pj);
 }
 
@@ -311,7 +259,7 @@ static int save_resume(job_run *j)
     int n = trainer_order_len(j->t);
     const int *order = trainer_order(j->t);
     float *order_f = malloc(sizeof(float) * (size_t)n); /* owned: freed below */
-    char *metrics = metrics_array_json(j->ms, j->n_done); /* owned: freed below */
+    char *metrics = jobs_record_epochs_json(j->ms, j->n_done); /* owned: freed below */
     char model_cfg[4096];
     int rc = -1;
     if (!order_f || !metrics || ckpt_config_to_json(&m->cfg, model_cfg, sizeof model_cfg) < 0) {
@@ -492,7 +440,7 @@ static int finish_job(job_run *j)
                                          EVAL_TRAIN_IWAE_K, EVAL_TRAIN_IWAE_IMAGES, c->seed, &er,
                                          err, sizeof err) == 0;
     char *cm = checkpoint_metrics_json(j->ms, j->n_done, evaluated ? &er : NULL); /* owned */
-    char *jm = metrics_array_json(j->ms, j->n_done);               /* owned */
+    char *jm = jobs_record_epochs_json(j->ms, j->n_done);          /* owned */
     uint8_t *blob = NULL;                                          /* owned */
     size_t len = 0;
     char cfg_json[4096];
@@ -528,19 +476,19 @@ static void stop_job(job_run *j)
     jobs_pool_stop_mode mode = p->stop_mode;
     pthread_mutex_unlock(&p->mu);
     if (user) {
-        if (transition(p, j->id, "cancelled", NULL) == 0) remove_job_dir(p, j->id);
+        if (transition(p, j->id, JOBS_STATE_CANCELLED, NULL) == 0) remove_job_dir(p, j->id);
         return;
     }
     if (mode == JOBS_POOL_STOP_ABANDON) return; /* as if the process died here */
     if (save_resume(j))
         fprintf(stderr, "vaed: job %" PRId64 ": %s; it resumes from its last epoch\n", j->id,
                 j->err);
-    transition(p, j->id, "queued", "interrupted");
+    transition(p, j->id, JOBS_STATE_QUEUED, "interrupted");
 }
 
 static void fail_job(job_run *j)
 {
-    if (transition(j->pool, j->id, "failed", j->err) == 0) remove_job_dir(j->pool, j->id);
+    if (transition(j->pool, j->id, JOBS_STATE_FAILED, j->err) == 0) remove_job_dir(j->pool, j->id);
 }
 
 static void run_job(jobs_pool *p, worker_slot *slot, int64_t id, const char *config_json)
@@ -548,8 +496,8 @@ static void run_job(jobs_pool *p, worker_slot *slot, int64_t id, const char *con
     job_run *j = calloc(1, sizeof *j); /* owned: freed at end */
     if (!j) {
         char err[64] = "out of memory starting the job";
-        if (registry_set_job_state(p->reg, id, "failed", err, err, sizeof err) == 0)
-            announce(p, id, "state", NULL);
+        if (registry_set_job_state(p->reg, id, JOBS_STATE_FAILED, err, err, sizeof err) == 0)
+            announce_state(p, id, JOBS_STATE_FAILED);
         return;
     }
     j->pool = p;
@@ -587,8 +535,9 @@ static void run_job(jobs_pool *p, worker_slot *slot, int64_t id, const char *con
             fail_job(j);
             goto end;
         }
-        char *jm = metrics_array_json(j->ms, j->n_done); /* owned: freed below */
-        if (jm) registry_set_job_progress(p->reg, id, NULL, jm, NULL, NULL, NULL, NULL, 0);
+        char *jm = jobs_record_epochs_json(j->ms, j->n_done); /* owned: freed below */
+        if (jm)
+            registry_set_job_progress(p->reg, id, NULL, jm, JOBS_EVENT_EPOCH, NULL, NULL, NULL, 0);
         free(jm);
     }
 
@@ -609,15 +558,18 @@ static void run_job(jobs_pool *p, worker_slot *slot, int64_t id, const char *con
             goto end;
         }
         j->last.step = j->last.steps;
-        char *pj = progress_json(&j->last);                       /* owned */
-        char *jm = metrics_array_json(j->ms, j->n_done);          /* owned */
-        /* owned */
-        char *ej = print_and_free(checkpoint_metrics_epoch_json(&j->ms[j->n_done - 1], 1));
+        char *pj = jobs_record_progress_json(&j->last);                 /* owned */
+        char *jm = jobs_record_epochs_json(j->ms, j->n_done);           /* owned */
+        char *ej = jobs_record_epoch_json(&j->ms[j->n_done - 1]);       /* owned */
         char err[256];
         if (pj && jm && ej &&
-            registry_set_job_progress(p->reg, id, pj, jm, "epoch", ej, NULL, err,
-                                      sizeof err) == REGISTRY_OK)
-            announce(p, id, "epoch", ej);
+            registry_set_job_progress(p->reg, id, pj, jm, JOBS_EVENT_EPOCH, ej, NULL, err,
+                                      sizeof err) == REGISTRY_OK) {
+            trainer_progress done = j->last;
+            done.epoch = j->ms[j->n_done - 1].epoch;
+            done.images_per_s = j->ms[j->n_done - 1].images_per_s;
+            announce_progress(p, id, JOBS_EVENT_EPOCH, &done);
+        }
         free(pj);
         free(jm);
         free(ej);
@@ -630,7 +582,7 @@ static void run_job(jobs_pool *p, worker_slot *slot, int64_t id, const char *con
         fail_job(j);
         goto end;
     }
-    announce(p, id, "state", NULL);
+    announce_state(p, id, JOBS_STATE_SUCCEEDED);
     remove_job_dir(p, id);
 end:
     trainer_free(j->t);
@@ -678,7 +630,7 @@ static void *worker_main(void *arg)
         slot->cancel = 0;
         slot->user_cancel = 0;
         pthread_mutex_unlock(&p->mu);
-        announce(p, id, "state", NULL);
+        announce_state(p, id, JOBS_STATE_RUNNING);
         run_job(p, slot, id, config);
         free(config);
         pthread_mutex_lock(&p->mu);
@@ -698,8 +650,8 @@ void jobs_pool_options_default(jobs_pool_options *o)
     o->nice = 10;
 }
 
-int jobs_pool_new(registry *reg, const jobs_pool_options *o, jobs_pool **out, char *err,
-                 size_t errlen)
+jobs_pool_status jobs_pool_new(registry *reg, const jobs_pool_options *o, jobs_pool **out,
+                               char *err, size_t errlen)
 {
     *out = NULL;
     if (!reg || !o || !o->data_dir || !*o->data_dir || o->workers < 0 || o->workers > 256) {
@@ -807,8 +759,8 @@ void jobs_pool_free(jobs_pool *p)
 
 /* ---------- requests ---------- */
 
-int jobs_pool_submit(jobs_pool *p, const char *json, size_t len, int64_t *id, char *err,
-                    size_t errlen)
+jobs_pool_status jobs_pool_submit(jobs_pool *p, const char *json, size_t len, int64_t *id,
+                                  char *err, size_t errlen)
 {
     *id = 0;
     pthread_mutex_lock(&p->mu);
@@ -823,7 +775,7 @@ int jobs_pool_submit(jobs_pool *p, const char *json, size_t len, int64_t *id, ch
         set_err(err, errlen, "out of memory");
         return JOBS_POOL_ERR_NOMEM;
     }
-    int status = JOBS_POOL_OK;
+    jobs_pool_status status = JOBS_POOL_OK;
     char *canonical = NULL; /* owned: freed below */
     if ((p->confine_data ? jobs_spec_parse_confined : jobs_spec_parse)(json, len, p->data_root,
                                                                       s, err, errlen)) {
@@ -854,26 +806,26 @@ int jobs_pool_submit(jobs_pool *p, const char *json, size_t len, int64_t *id, ch
     if (rc == REGISTRY_OK) pthread_cond_signal(&p->work_cv);
     pthread_mutex_unlock(&p->mu);
     status = from_registry(rc);
-    if (rc == REGISTRY_OK) announce(p, *id, "state", NULL);
+    if (rc == REGISTRY_OK) announce_state(p, *id, JOBS_STATE_QUEUED);
 end:
     free(canonical);
     free(s);
     return status;
 }
 
-int jobs_pool_cancel(jobs_pool *p, int64_t id, char *err, size_t errlen)
+jobs_pool_status jobs_pool_cancel(jobs_pool *p, int64_t id, char *err, size_t errlen)
 {
     pthread_mutex_lock(&p->mu);
     for (int i = 0; i < p->n_workers; i++) {
         if (p->slots[i].job_id == id) {
             /* Its worker may have finished it and not yet let go of it. */
-            char state[16] = "";
+            jobs_state state = JOBS_STATE_RUNNING;
             int64_t seq;
-            if (registry_get_job_last_seq(p->reg, id, &seq, state, NULL, 0) == REGISTRY_OK &&
-                registry_job_state_is_final(state)) {
+            if (registry_get_job_last_seq(p->reg, id, &seq, &state, NULL, 0) == REGISTRY_OK &&
+                jobs_state_is_final(state)) {
                 pthread_mutex_unlock(&p->mu);
                 set_err(err, errlen, "job %" PRId64 " is %s; it cannot become cancelled", id,
-                        state);
+                        jobs_state_name(state));
                 return JOBS_POOL_ERR_CONFLICT;
             }
             p->slots[i].user_cancel = 1;
@@ -883,96 +835,30 @@ int jobs_pool_cancel(jobs_pool *p, int64_t id, char *err, size_t errlen)
         }
     }
     /* Not running here: under the pool lock no worker can claim it now. */
-    int rc = registry_set_job_state(p->reg, id, "cancelled", NULL, err, errlen);
+    int rc = registry_set_job_state(p->reg, id, JOBS_STATE_CANCELLED, NULL, err, errlen);
     pthread_mutex_unlock(&p->mu);
     if (rc) return from_registry(rc);
     remove_job_dir(p, id); /* an interrupted job's mid-epoch state */
-    announce(p, id, "state", NULL);
+    announce_state(p, id, JOBS_STATE_CANCELLED);
     return JOBS_POOL_OK;
 }
 
-/* Adds key: the parsed JSON text, or null. */
-static int add_json_text(cJSON *o, const char *key, const char *text, int empty_array)
+jobs_pool_status jobs_pool_get_job(jobs_pool *p, int64_t id, registry_job *out, char *err,
+                                   size_t errlen)
 {
-    cJSON *v = text ? cJSON_Parse(text) : NULL;
-    if (!v) v = empty_array ? cJSON_CreateArray() : cJSON_CreateNull();
-    return v && cJSON_AddItemToObject(o, key, v);
+    return from_registry(registry_get_job(p->reg, id, out, err, errlen));
 }
 
-static int add_text_or_null(cJSON *o, const char *key, const char *text)
+jobs_pool_status jobs_pool_list_jobs(jobs_pool *p, const jobs_state *only, registry_job **list,
+                                     size_t *count, char *err, size_t errlen)
 {
-    return text && *text ? cJSON_AddStringToObject(o, key, text) != NULL
-                         : cJSON_AddNullToObject(o, key) != NULL;
+    return from_registry(registry_list_jobs(p->reg, only, list, count, err, errlen));
 }
 
-static cJSON *job_json(const registry_job *j)
+jobs_pool_status jobs_pool_count_jobs(jobs_pool *p, int64_t counts[JOBS_STATE_COUNT], char *err,
+                                      size_t errlen)
 {
-    cJSON *o = cJSON_CreateObject();
-    int ok = o && cJSON_AddNumberToObject(o, "id", (double)j->id) &&
-             cJSON_AddStringToObject(o, "state", j->state) &&
-             add_json_text(o, "config", j->config_json, 0) &&
-             add_json_text(o, "progress", j->progress_json, 0) &&
-             add_json_text(o, "metrics", j->metrics_json, 1);
-    if (ok && j->result_model[0]) {
-        cJSON *r = cJSON_AddObjectToObject(o, "result");
-        ok = r && cJSON_AddStringToObject(r, "model", j->result_model) &&
-             cJSON_AddNumberToObject(r, "version", (double)j->result_version);
-    } else if (ok) {
-        ok = cJSON_AddNullToObject(o, "result") != NULL;
-    }
-    ok = ok && add_text_or_null(o, "error", j->error) &&
-         add_text_or_null(o, "created_at", j->created_at) &&
-         add_text_or_null(o, "started_at", j->started_at) &&
-         add_text_or_null(o, "finished_at", j->finished_at);
-    if (!ok) {
-        cJSON_Delete(o);
-        return NULL;
-    }
-    return o;
-}
-
-char *jobs_pool_get_json(jobs_pool *p, int64_t id, int *status, char *err, size_t errlen)
-{
-    int scratch;
-    if (!status) status = &scratch;
-    registry_job j;
-    int rc = registry_get_job(p->reg, id, &j, err, errlen);
-    if (rc) {
-        *status = from_registry(rc);
-        return NULL;
-    }
-    char *s = print_and_free(job_json(&j));
-    registry_free_job(&j);
-    *status = s ? JOBS_POOL_OK : JOBS_POOL_ERR_NOMEM;
-    if (!s) set_err(err, errlen, "out of memory");
-    return s;
-}
-
-char *jobs_pool_list_json(jobs_pool *p, const char *state, int *status, char *err,
-                         size_t errlen)
-{
-    int scratch;
-    if (!status) status = &scratch;
-    registry_job *list = NULL;
-    size_t n = 0;
-    int rc = registry_list_jobs(p->reg, state, &list, &n, err, errlen);
-    if (rc) {
-        *status = from_registry(rc);
-        return NULL;
-    }
-    cJSON *o = cJSON_CreateObject();
-    cJSON *a = o ? cJSON_AddArrayToObject(o, "jobs") : NULL;
-    int ok = a != NULL;
-    for (size_t i = 0; ok && i < n; i++) {
-        cJSON *j = job_json(&list[i]);
-        ok = j && cJSON_AddItemToArray(a, j);
-        if (!ok) cJSON_Delete(j);
-    }
-    registry_free_jobs(list, n);
-    char *s = ok ? print_and_free(o) : (cJSON_Delete(o), NULL);
-    *status = s ? JOBS_POOL_OK : JOBS_POOL_ERR_NOMEM;
-    if (!s) set_err(err, errlen, "out of memory");
-    return s;
+    return from_registry(registry_count_jobs(p->reg, counts, err, errlen));
 }
 
 int jobs_pool_wait_events(jobs_pool *p, int64_t id, int64_t after_seq, int timeout_ms)
@@ -1012,8 +898,9 @@ int jobs_pool_wait_events(jobs_pool *p, int64_t id, int64_t after_seq, int timeo
     return result;
 }
 
-int jobs_pool_events_after(jobs_pool *p, int64_t id, int64_t after_seq, int max,
-                          registry_job_event **list, size_t *count, char *err, size_t errlen)
+jobs_pool_status jobs_pool_events_after(jobs_pool *p, int64_t id, int64_t after_seq, int max,
+                                        registry_job_event **list, size_t *count, char *err,
+                                        size_t errlen)
 {
     int64_t seq;
     int rc = registry_get_job_last_seq(p->reg, id, &seq, NULL, err, errlen);

@@ -66,6 +66,7 @@ enum {
     S_JOB_GET,
     S_JOB_LIST,
     S_JOB_LIST_STATE,
+    S_JOB_COUNT_BY_STATE,
     S_JOB_LAST_SEQ,
     S_JOB_EVENTS_AFTER,
     S_JOB_EVENT_ADD,
@@ -165,10 +166,14 @@ static const char *const stmt_sql[S_N] = {
     [S_JOB_GET] = JOB_COLUMNS "WHERE id = ?1",
     [S_JOB_LIST] = JOB_COLUMNS "ORDER BY id",
     [S_JOB_LIST_STATE] = JOB_COLUMNS "WHERE state = ?1 ORDER BY id",
+    /* served from the jobs_by_state index: /metrics asks on every scrape */
+    [S_JOB_COUNT_BY_STATE] = "SELECT state, COUNT(*) FROM jobs GROUP BY state",
     [S_JOB_LAST_SEQ] = "SELECT j.state, (SELECT COALESCE(MAX(e.seq), 0) FROM job_events e "
                        "WHERE e.job_id = j.id) FROM jobs j WHERE j.id = ?1",
-    [S_JOB_EVENTS_AFTER] = "SELECT seq, type, data, created_at FROM job_events "
-                           "WHERE job_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+    /* a state event's state read by SQLite, so no caller parses the data */
+    [S_JOB_EVENTS_AFTER] = "SELECT seq, type, data, created_at, "
+                           "CASE WHEN type = 'state' THEN json_extract(data, '$.state') END "
+                           "FROM job_events WHERE job_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
     [S_JOB_EVENT_ADD] = "INSERT INTO job_events (job_id, seq, type, data, created_at) "
                         "VALUES (?1, " JOB_NEXT_SEQ ", ?2, ?3, ?4) RETURNING seq",
     /* progress events more than ?3 events behind seq ?2 (only 'progress':
@@ -1347,30 +1352,22 @@ int registry_delete_version(registry *r, const char *model, int64_t version, cha
 
 /* ---- training jobs ---- */
 
-int registry_job_state_is_final(const char *state)
+/* A state column: the name of a jobs_state (the schema's CHECK allows no
+ * other). */
+static jobs_state state_col(sqlite3_stmt *st, int col)
 {
-    return state && (strcmp(state, "succeeded") == 0 || strcmp(state, "failed") == 0 ||
-                     strcmp(state, "cancelled") == 0);
+    jobs_state s = JOBS_STATE_FAILED;
+    jobs_state_parse((const char *)sqlite3_column_text(st, col), &s);
+    return s;
 }
 
-static int job_transition_allowed(const char *from, const char *to)
+static int valid_state(jobs_state s)
 {
-    if (strcmp(from, "queued") == 0)
-        return strcmp(to, "running") == 0 || strcmp(to, "cancelled") == 0;
-    if (strcmp(from, "running") == 0)
-        return strcmp(to, "succeeded") == 0 || strcmp(to, "failed") == 0 ||
-               strcmp(to, "cancelled") == 0 || strcmp(to, "queued") == 0;
-    return 0;
+    return jobs_state_name(s) != NULL;
 }
 
-static int job_valid_state(const char *s)
-{
-    return s && (strcmp(s, "queued") == 0 || strcmp(s, "running") == 0 ||
-                 registry_job_state_is_final(s));
-}
-
-/* The state of job id into state (16 bytes). */
-static int job_state_locked(registry *r, int64_t id, char state[16], char *err, size_t errlen)
+/* The state of job id. */
+static int job_state_locked(registry *r, int64_t id, jobs_state *state, char *err, size_t errlen)
 {
     sqlite3_stmt *st = stmt(r, S_JOB_STATE);
     if (!st)
@@ -1378,7 +1375,7 @@ static int job_state_locked(registry *r, int64_t id, char state[16], char *err, 
     sqlite3_bind_int64(st, 1, id);
     int rc = sqlite3_step(st);
     if (rc == SQLITE_ROW)
-        copy_col(st, 0, state, 16);
+        *state = state_col(st, 0);
     done(st);
     if (rc == SQLITE_ROW)
         return REGISTRY_OK;
@@ -1389,14 +1386,14 @@ static int job_state_locked(registry *r, int64_t id, char state[16], char *err, 
 }
 
 /* Appends a state event for job id (error / reason may be NULL). */
-static int job_state_event_locked(registry *r, int64_t id, const char *state, const char *error,
+static int job_state_event_locked(registry *r, int64_t id, jobs_state state, const char *error,
                                   const char *reason, const char *now, char *err, size_t errlen)
 {
     sqlite3_stmt *st = stmt(r, S_JOB_STATE_EVENT);
     if (!st)
         return db_fail(r, err, errlen, "recording a job event");
     sqlite3_bind_int64(st, 1, id);
-    sqlite3_bind_text(st, 2, state, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, jobs_state_name(state), -1, SQLITE_STATIC);
     if (error)
         sqlite3_bind_text(st, 3, error, -1, SQLITE_STATIC);
     if (reason)
@@ -1408,25 +1405,27 @@ static int job_state_event_locked(registry *r, int64_t id, const char *state, co
 }
 
 /* Checks and makes one transition, with its event (inside a transaction). */
-static int job_set_state_locked(registry *r, int64_t id, const char *to, const char *note,
+static int job_set_state_locked(registry *r, int64_t id, jobs_state to, const char *note,
                                 char *err, size_t errlen)
 {
-    char from[16], now[32];
-    int status = job_state_locked(r, id, from, err, errlen);
+    char now[32];
+    jobs_state from;
+    int status = job_state_locked(r, id, &from, err, errlen);
     if (status)
         return status;
-    if (!job_transition_allowed(from, to)) {
-        set_err(err, errlen, "job %" PRId64 " is %s; it cannot become %s", id, from, to);
+    if (!jobs_state_can_become(from, to)) {
+        set_err(err, errlen, "job %" PRId64 " is %s; it cannot become %s", id,
+                jobs_state_name(from), jobs_state_name(to));
         return REGISTRY_ERR_CONFLICT;
     }
     now_iso(now);
-    const char *error = strcmp(to, "failed") == 0 ? (note ? note : "failed") : NULL;
-    const char *reason = strcmp(to, "queued") == 0 ? note : NULL;
+    const char *error = to == JOBS_STATE_FAILED ? (note ? note : "failed") : NULL;
+    const char *reason = to == JOBS_STATE_QUEUED ? note : NULL;
     sqlite3_stmt *st = stmt(r, S_JOB_UPDATE_STATE);
     if (!st)
         return db_fail(r, err, errlen, "updating a job");
     sqlite3_bind_int64(st, 1, id);
-    sqlite3_bind_text(st, 2, to, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, jobs_state_name(to), -1, SQLITE_STATIC);
     if (error)
         sqlite3_bind_text(st, 3, error, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 4, now, -1, SQLITE_STATIC);
@@ -1470,7 +1469,7 @@ int registry_insert_job(registry *r, const char *config_json, int64_t *id, char 
         goto out;
     }
     int64_t new_id = sqlite3_last_insert_rowid(r->db);
-    status = job_state_event_locked(r, new_id, "queued", NULL, NULL, now, err, errlen);
+    status = job_state_event_locked(r, new_id, JOBS_STATE_QUEUED, NULL, NULL, now, err, errlen);
     status = finish(r, status, err, errlen);
     if (!status)
         *id = new_id;
@@ -1501,7 +1500,7 @@ static int claim_locked(registry *r, int64_t *id, char **config_json, char *err,
         set_err(err, errlen, "registry: out of memory");
         return REGISTRY_ERR_NOMEM;
     }
-    return job_set_state_locked(r, *id, "running", NULL, err, errlen);
+    return job_set_state_locked(r, *id, JOBS_STATE_RUNNING, NULL, err, errlen);
 }
 
 int registry_claim_next_job(registry *r, int64_t *id, char **config_json, char *err,
@@ -1525,11 +1524,11 @@ int registry_claim_next_job(registry *r, int64_t *id, char **config_json, char *
     return REGISTRY_OK;
 }
 
-int registry_set_job_state(registry *r, int64_t id, const char *to, const char *note,
-                           char *err, size_t errlen)
+int registry_set_job_state(registry *r, int64_t id, jobs_state to, const char *note, char *err,
+                           size_t errlen)
 {
-    if (!job_valid_state(to)) {
-        set_err(err, errlen, "unknown job state \"%.32s\"", to ? to : "");
+    if (!valid_state(to)) {
+        set_err(err, errlen, "unknown job state %d", (int)to);
         return REGISTRY_ERR_ARG;
     }
     pthread_mutex_lock(&r->mu);
@@ -1540,8 +1539,8 @@ int registry_set_job_state(registry *r, int64_t id, const char *to, const char *
     return status;
 }
 
-static int append_event_locked(registry *r, int64_t id, const char *type, const char *data_json,
-                               int64_t *seq, char *err, size_t errlen)
+static int append_event_locked(registry *r, int64_t id, jobs_event_type type,
+                               const char *data_json, int64_t *seq, char *err, size_t errlen)
 {
     char now[32];
     now_iso(now);
@@ -1549,7 +1548,7 @@ static int append_event_locked(registry *r, int64_t id, const char *type, const 
     if (!st)
         return db_fail(r, err, errlen, "recording a job event");
     sqlite3_bind_int64(st, 1, id);
-    sqlite3_bind_text(st, 2, type, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, jobs_event_type_name(type), -1, SQLITE_STATIC);
     if (data_json)
         sqlite3_bind_text(st, 3, data_json, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 4, now, -1, SQLITE_STATIC);
@@ -1570,7 +1569,7 @@ static int append_event_locked(registry *r, int64_t id, const char *type, const 
         return db_fail(r, err, errlen, "recording a job event");
     if (seq)
         *seq = n;
-    if (strcmp(type, "progress") != 0)
+    if (type != JOBS_EVENT_PROGRESS)
         return REGISTRY_OK;
     /* A running job reports progress about once a second: only the recent
      * ones are kept, so that a long job's events stay bounded. */
@@ -1584,16 +1583,16 @@ static int append_event_locked(registry *r, int64_t id, const char *type, const 
     return rc == SQLITE_DONE ? REGISTRY_OK : db_fail(r, err, errlen, "pruning job events");
 }
 
-static int check_event_type(const char *type, char *err, size_t errlen)
+static int check_event_type(jobs_event_type type, char *err, size_t errlen)
 {
-    if (type && *type && strlen(type) < sizeof ((registry_job_event *)0)->type)
+    if (jobs_event_type_name(type))
         return REGISTRY_OK;
-    set_err(err, errlen, "job event type must be 1-15 characters");
+    set_err(err, errlen, "unknown job event type %d", (int)type);
     return REGISTRY_ERR_ARG;
 }
 
-int registry_append_job_event(registry *r, int64_t id, const char *type, const char *data_json,
-                              int64_t *seq, char *err, size_t errlen)
+int registry_append_job_event(registry *r, int64_t id, jobs_event_type type,
+                              const char *data_json, int64_t *seq, char *err, size_t errlen)
 {
     int status = check_event_type(type, err, errlen);
     if (status)
@@ -1608,7 +1607,7 @@ int registry_append_job_event(registry *r, int64_t id, const char *type, const c
 }
 
 static int set_progress_locked(registry *r, int64_t id, const char *progress_json,
-                               const char *metrics_json, const char *event_type,
+                               const char *metrics_json, jobs_event_type event_type,
                                const char *event_json, int64_t *seq, char *err, size_t errlen)
 {
     sqlite3_stmt *st = stmt(r, S_JOB_SET_PROGRESS);
@@ -1628,23 +1627,23 @@ static int set_progress_locked(registry *r, int64_t id, const char *progress_jso
     if (rc != SQLITE_DONE)
         return db_fail(r, err, errlen, "updating a job");
     if (sqlite3_changes(r->db) == 0) {
-        char state[16];
-        int status = job_state_locked(r, id, state, err, errlen);
+        jobs_state state;
+        int status = job_state_locked(r, id, &state, err, errlen);
         if (status)
             return status;
-        set_err(err, errlen, "job %" PRId64 " is %s, not running", id, state);
+        set_err(err, errlen, "job %" PRId64 " is %s, not running", id, jobs_state_name(state));
         return REGISTRY_ERR_CONFLICT;
     }
-    if (!event_type)
+    if (!event_json)
         return REGISTRY_OK;
     return append_event_locked(r, id, event_type, event_json, seq, err, errlen);
 }
 
 int registry_set_job_progress(registry *r, int64_t id, const char *progress_json,
-                              const char *metrics_json, const char *event_type,
+                              const char *metrics_json, jobs_event_type event_type,
                               const char *event_json, int64_t *seq, char *err, size_t errlen)
 {
-    if (event_type) {
+    if (event_json) {
         int status = check_event_type(event_type, err, errlen);
         if (status)
             return status;
@@ -1665,12 +1664,14 @@ static int succeed_locked(registry *r, int64_t id, const char *model, const uint
                           const char *ckpt_metrics_json, const char *metrics_json,
                           registry_checkpoint_info *out, char *err, size_t errlen)
 {
-    char state[16], source[64], now[32];
-    int status = job_state_locked(r, id, state, err, errlen);
+    char source[64], now[32];
+    jobs_state state;
+    int status = job_state_locked(r, id, &state, err, errlen);
     if (status)
         return status;
-    if (strcmp(state, "running") != 0) {
-        set_err(err, errlen, "job %" PRId64 " is %s; it cannot become succeeded", id, state);
+    if (state != JOBS_STATE_RUNNING) {
+        set_err(err, errlen, "job %" PRId64 " is %s; it cannot become succeeded", id,
+                jobs_state_name(state));
         return REGISTRY_ERR_CONFLICT;
     }
     snprintf(source, sizeof source, "job:%" PRId64, id);
@@ -1753,7 +1754,8 @@ static int requeue_locked(registry *r, int *count, char *err, size_t errlen)
         if (n < 64 && rc != SQLITE_DONE)
             return db_fail(r, err, errlen, "reading running jobs");
         for (int i = 0; i < n; i++) {
-            int status = job_set_state_locked(r, ids[i], "queued", "restarted", err, errlen);
+            int status =
+                job_set_state_locked(r, ids[i], JOBS_STATE_QUEUED, "restarted", err, errlen);
             if (status)
                 return status;
         }
@@ -1801,7 +1803,7 @@ static int read_job_row(sqlite3_stmt *st, registry_job *j)
 {
     int oom = 0;
     j->id = sqlite3_column_int64(st, 0);
-    copy_col(st, 1, j->state, sizeof j->state);
+    j->state = state_col(st, 1);
     j->config_json = dup_col(st, 2, &oom);
     j->progress_json = dup_col(st, 3, &oom);
     j->metrics_json = dup_col(st, 4, &oom);
@@ -1843,28 +1845,26 @@ out:
     return status;
 }
 
-int registry_list_jobs(registry *r, const char *state, registry_job **list, size_t *count,
-                      char *err, size_t errlen)
+int registry_list_jobs(registry *r, const jobs_state *only, registry_job **list, size_t *count,
+                       char *err, size_t errlen)
 {
     *list = NULL;
     *count = 0;
-    if (state && !job_valid_state(state)) {
-        set_err(err, errlen,
-                "unknown job state \"%.32s\": queued, running, succeeded, failed or cancelled",
-                state);
+    if (only && !valid_state(*only)) {
+        set_err(err, errlen, "unknown job state %d", (int)*only);
         return REGISTRY_ERR_ARG;
     }
     registry_job *items = NULL; /* owned here until handed to *list */
     size_t n = 0, cap = 0;
     int status = REGISTRY_OK;
     pthread_mutex_lock(&r->mu);
-    sqlite3_stmt *st = stmt(r, state ? S_JOB_LIST_STATE : S_JOB_LIST);
+    sqlite3_stmt *st = stmt(r, only ? S_JOB_LIST_STATE : S_JOB_LIST);
     if (!st) {
         status = db_fail(r, err, errlen, "listing jobs");
         goto out;
     }
-    if (state)
-        sqlite3_bind_text(st, 1, state, -1, SQLITE_STATIC);
+    if (only)
+        sqlite3_bind_text(st, 1, jobs_state_name(*only), -1, SQLITE_STATIC);
     int rc;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
         if (n == cap) {
@@ -1898,8 +1898,26 @@ out:
     return REGISTRY_OK;
 }
 
-int registry_get_job_last_seq(registry *r, int64_t id, int64_t *seq, char *state, char *err,
-                          size_t errlen)
+int registry_count_jobs(registry *r, int64_t counts[JOBS_STATE_COUNT], char *err,
+                        size_t errlen)
+{
+    for (int i = 0; i < JOBS_STATE_COUNT; i++)
+        counts[i] = 0;
+    pthread_mutex_lock(&r->mu);
+    int status = REGISTRY_OK, rc = SQLITE_DONE;
+    sqlite3_stmt *st = stmt(r, S_JOB_COUNT_BY_STATE);
+    if (st)
+        while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+            counts[state_col(st, 0)] = sqlite3_column_int64(st, 1);
+    if (!st || rc != SQLITE_DONE)
+        status = db_fail(r, err, errlen, "counting jobs");
+    done(st);
+    pthread_mutex_unlock(&r->mu);
+    return status;
+}
+
+int registry_get_job_last_seq(registry *r, int64_t id, int64_t *seq, jobs_state *state,
+                              char *err, size_t errlen)
 {
     *seq = 0;
     pthread_mutex_lock(&r->mu);
@@ -1913,7 +1931,7 @@ int registry_get_job_last_seq(registry *r, int64_t id, int64_t *seq, char *state
     int rc = sqlite3_step(st);
     if (rc == SQLITE_ROW) {
         if (state)
-            copy_col(st, 0, state, 16);
+            *state = state_col(st, 0);
         *seq = sqlite3_column_int64(st, 1);
     } else if (rc == SQLITE_DONE) {
         set_err(err, errlen, "no job %" PRId64, id);
@@ -1967,9 +1985,13 @@ int registry_list_job_events(registry *r, int64_t id, int64_t after_seq, int max
         registry_job_event *e = &items[n++];
         int oom = 0;
         e->seq = sqlite3_column_int64(st, 0);
-        copy_col(st, 1, e->type, sizeof e->type);
+        e->type = JOBS_EVENT_PROGRESS;
+        jobs_event_type_parse((const char *)sqlite3_column_text(st, 1), &e->type);
         e->data_json = dup_col(st, 2, &oom);
         copy_col(st, 3, e->created_at, sizeof e->created_at);
+        /* not final unless the data says so, as a stream must not end early */
+        e->state = JOBS_STATE_RUNNING;
+        jobs_state_parse((const char *)sqlite3_column_text(st, 4), &e->state);
         if (oom) {
             status = REGISTRY_ERR_NOMEM;
             set_err(err, errlen, "registry: out of memory");

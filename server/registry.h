@@ -1,10 +1,13 @@
-/* registry: the SQLite database of models, checkpoint versions and aliases.
+/* registry: the SQLite database of models, checkpoint versions, aliases and
+ * training jobs.
  *
  *     registry *r;
  *     if (registry_open("var/registry.db", &r, err, sizeof err)) ...   // applies schema/
  *     registry_put_checkpoint(r, "digits", blob, len, &put, &created, err, sizeof err);
  *     registry_resolve(r, NULL, NULL, &info, err, sizeof err);  // default model, latest
- *     registry_get_blob(r, info.sha256, &blob, &len, err, sizeof err);
+ *     registry_get_blob(r, info.sha256, &blob, &len, err, sizeof err);   // caller frees
+ *     registry_insert_job(r, spec_json, &id, err, sizeof err);            // a queued job
+ *     registry_set_job_state(r, id, JOBS_STATE_CANCELLED, NULL, err, sizeof err);
  *     registry_close(r);
  *
  * All SQL of vaed lives here, in prepared statements. Migrations are the
@@ -19,6 +22,8 @@
 
 #include <stddef.h>
 #include <stdint.h>
+
+#include "server/jobs.h"
 
 typedef enum {
     REGISTRY_OK = 0,
@@ -71,7 +76,7 @@ uint64_t registry_generation(registry *r);
 /* The model used when a request names none (NULL clears it). */
 void registry_set_default_model(registry *r, const char *model);
 
-/* ---- Added with the registry issue: listing, aliases, deletion. ----
+/* ---- listing, aliases, deletion ----
  * Reading calls take model NULL to mean the default model (as in
  * registry_resolve); calls that change the registry need a name. */
 
@@ -131,16 +136,16 @@ int registry_delete_alias(registry *r, const char *model, const char *alias, cha
 int registry_delete_version(registry *r, const char *model, int64_t version, char *err,
                             size_t errlen);
 
-/* ---- Added with the training-jobs issue: the job queue and its events. ----
- * A job's state runs queued -> running -> succeeded | failed | cancelled;
- * queued -> cancelled; running -> queued (interrupted: resumes later). Every
- * transition is one transaction that also appends a "state" event whose data
- * is {"state": S} (plus "error", or "result": {"model", "version"}). Events
- * of a job are numbered 1, 2, 3 ... in the order they were appended. */
+/* ---- the job queue and its events ----
+ * States and event types are native (server/jobs.h); the columns hold their
+ * names. Every transition (jobs_state_can_become) is one transaction that
+ * also appends a "state" event whose data is {"state": S} (plus "error", or
+ * "result": {"model", "version"}, or "reason"). Events of a job are numbered
+ * 1, 2, 3 ... in the order they were appended. */
 
 typedef struct {
     int64_t id;
-    char state[16];           /* "queued", "running", ... */
+    jobs_state state;
     char *config_json;        /* owned; the job spec as submitted (normalised) */
     char *progress_json;      /* owned; NULL until the job reports progress */
     char *metrics_json;       /* owned; NULL or a JSON array, one object per epoch */
@@ -154,13 +159,12 @@ typedef struct {
 
 typedef struct {
     int64_t seq;
-    char type[16];            /* "progress", "epoch", "state" */
+    jobs_event_type type;
+    jobs_state state;         /* JOBS_EVENT_STATE: the state the event records */
     char *data_json;          /* owned; NULL when the event has no data */
     char created_at[32];
 } registry_job_event;
 
-/* 1 for "succeeded", "failed", "cancelled". */
-int registry_job_state_is_final(const char *state);
 /* Adds a queued job (and its first state event); *id is its number. */
 int registry_insert_job(registry *r, const char *config_json, int64_t *id, char *err,
                         size_t errlen);
@@ -173,17 +177,17 @@ int registry_claim_next_job(registry *r, int64_t *id, char **config_json, char *
  * "queued" (e.g. "interrupted"), ignored otherwise (may be NULL).
  * REGISTRY_ERR_CONFLICT, saying the current state, when the transition is not
  * allowed; REGISTRY_ERR_NOT_FOUND when there is no such job. */
-int registry_set_job_state(registry *r, int64_t id, const char *to, const char *note,
-                           char *err, size_t errlen);
+int registry_set_job_state(registry *r, int64_t id, jobs_state to, const char *note, char *err,
+                           size_t errlen);
 /* Stores progress_json and metrics_json (each kept as it was when NULL) on a
- * running job and, when event_type is not NULL, appends that event with
- * event_json as data, in one transaction. *seq (may be NULL) receives the
- * event's number. REGISTRY_ERR_CONFLICT when the job is not running. */
+ * running job and, when event_json is not NULL, appends an event_type event
+ * with event_json as data, in one transaction. *seq (may be NULL) receives
+ * the event's number. REGISTRY_ERR_CONFLICT when the job is not running. */
 int registry_set_job_progress(registry *r, int64_t id, const char *progress_json,
-                              const char *metrics_json, const char *event_type,
+                              const char *metrics_json, jobs_event_type event_type,
                               const char *event_json, int64_t *seq, char *err, size_t errlen);
-int registry_append_job_event(registry *r, int64_t id, const char *type, const char *data_json,
-                              int64_t *seq, char *err, size_t errlen);
+int registry_append_job_event(registry *r, int64_t id, jobs_event_type type,
+                              const char *data_json, int64_t *seq, char *err, size_t errlen);
 /* Finishes a running job: blob becomes the next version of model (as
  * registry_put_checkpoint, source "job:ID") and the job 'succeeded' with that
  * result and metrics_json (per epoch), all in one transaction. */
@@ -197,15 +201,19 @@ int registry_requeue_running_jobs(registry *r, int *count, char *err, size_t err
 /* One job; free with registry_free_job. */
 int registry_get_job(registry *r, int64_t id, registry_job *out, char *err, size_t errlen);
 void registry_free_job(registry_job *j);
-/* Jobs in submission order, only those in state when state is not NULL.
+/* Jobs in submission order, only those in *only when only is not NULL.
  * *list (an array of *count) is owned by the caller: registry_free_jobs. */
-int registry_list_jobs(registry *r, const char *state, registry_job **list, size_t *count,
-                      char *err, size_t errlen);
+int registry_list_jobs(registry *r, const jobs_state *only, registry_job **list, size_t *count,
+                       char *err, size_t errlen);
 void registry_free_jobs(registry_job *list, size_t count);
-/* The number of job id's newest event (0 when none) and its state (16 bytes,
- * may be NULL). */
-int registry_get_job_last_seq(registry *r, int64_t id, int64_t *seq, char *state, char *err,
-                          size_t errlen);
+/* How many jobs are in each state, counted in the state index (no row is
+ * read): counts[s] for every jobs_state s. */
+int registry_count_jobs(registry *r, int64_t counts[JOBS_STATE_COUNT], char *err,
+                        size_t errlen);
+/* The number of job id's newest event (0 when none) and the job's state
+ * (state may be NULL). */
+int registry_get_job_last_seq(registry *r, int64_t id, int64_t *seq, jobs_state *state,
+                              char *err, size_t errlen);
 /* Progress events are kept only while they are among a job's last
  * REGISTRY_JOB_PROGRESS_KEPT events (seq within that many of the newest);
  * "state" and "epoch" events are always kept. A client replaying from an
