@@ -12,6 +12,7 @@
 #include <inttypes.h>
 #include <math.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -350,69 +351,110 @@ static http_error pool_http_error(int status)
     }
 }
 
-/* The pool, or NULL after queueing a 503 (the server is stopping). */
-static jobs_pool *pool_or_503(const http_ctx *ctx, struct MHD_Connection *c, enum MHD_Result *ret)
+/* What a handler answers, sent once at its end (answer_send): a JSON body
+ * with its status (and a Location header), or an error kind with its
+ * message. Each step below returns 0, or -1 once it has made the answer an
+ * error, so a handler is a chain of steps and one send. */
+typedef struct {
+    int failed;        /* 1: error and msg are the answer */
+    http_error error;
+    char msg[512];
+    unsigned status;   /* else: status and body */
+    cJSON *body;       /* owned until answer_send */
+    char location[64]; /* "" = no Location */
+} answer;
+
+static int answer_fail(answer *a, http_error e, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static int answer_fail(answer *a, http_error e, const char *fmt, ...)
 {
-    if (ctx->jobs && ctx->jobs->pool)
-        return ctx->jobs->pool;
-    *ret = http_send_error(c, HTTP_ERR_UNAVAILABLE, "training jobs are not available");
-    return NULL;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(a->msg, sizeof a->msg, fmt, ap);
+    va_end(ap);
+    a->failed = 1;
+    a->error = e;
+    return -1;
 }
 
-/* The job id of the route's first "*": 1 ... 2^53, else 0 after queueing 404. */
-static int64_t job_id_param(struct MHD_Connection *c, const http_request *req,
-                            enum MHD_Result *ret)
+static int answer_pool_fail(answer *a, jobs_pool_status status, const char *why)
 {
-    int64_t id;
-    const char *s = req->n_params > 0 ? req->params[0] : "";
-    if (!http_parse_i64(s, &id) && id >= 1 && id <= ((int64_t)1 << 53))
-        return id;
-    char shown[32];
-    size_t i = 0;
-    for (; s[i] && i + 1 < sizeof shown; i++)
-        shown[i] = s[i] >= 0x20 && s[i] < 0x7f && s[i] != '"' && s[i] != '\\' ? s[i] : '?';
-    shown[i] = '\0';
-    *ret = http_send_error(c, HTTP_ERR_NOT_FOUND, "no job %s: job ids are numbers from 1", shown);
+    return answer_fail(a, pool_http_error(status), "%s", why);
+}
+
+/* Takes body (NULL: out of memory) as the answer with status. */
+static int answer_json(answer *a, unsigned status, cJSON *body)
+{
+    if (!body)
+        return answer_fail(a, HTTP_ERR_UNAVAILABLE, "out of memory");
+    a->status = status;
+    a->body = body;
     return 0;
 }
 
-/* Queues json (malloc'd text, taken) as an application/json body with
- * status, and Location when location is not NULL. */
-static enum MHD_Result send_json_text(struct MHD_Connection *c, unsigned status, char *json,
-                                      const char *location)
+/* Queues the answer and frees its body. */
+static enum MHD_Result answer_send(struct MHD_Connection *c, answer *a)
 {
+    if (a->failed)
+        return http_send_error(c, a->error, "%s", a->msg);
+    char *text = cJSON_PrintUnformatted(a->body); /* owned: handed to the response */
+    cJSON_Delete(a->body);
+    a->body = NULL;
+    if (!text)
+        return http_send_error(c, HTTP_ERR_UNAVAILABLE, "out of memory");
     struct MHD_Response *resp =
-        MHD_create_response_from_buffer(strlen(json), json, MHD_RESPMEM_MUST_FREE);
+        MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE);
     if (!resp) {
-        free(json);
+        free(text);
         return MHD_NO;
     }
     enum MHD_Result ret = MHD_NO;
     if (MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json") ==
             MHD_YES &&
-        (!location || MHD_add_response_header(resp, MHD_HTTP_HEADER_LOCATION, location) ==
-                          MHD_YES))
-        ret = MHD_queue_response(c, status, resp);
+        (!a->location[0] ||
+         MHD_add_response_header(resp, MHD_HTTP_HEADER_LOCATION, a->location) == MHD_YES))
+        ret = MHD_queue_response(c, a->status, resp);
     MHD_destroy_response(resp);
     return ret;
 }
 
-/* Queues the job's JSON (job_json) with status, and Location when location
- * is not NULL. */
-static enum MHD_Result send_job(struct MHD_Connection *c, unsigned status, const registry_job *j,
-                                const char *location)
+/* The pool into *p; 503 while the server is stopping. */
+static int pool_of(const http_ctx *ctx, jobs_pool **p, answer *a)
 {
-    cJSON *o = job_json(j); /* owned: freed below */
-    char *text = o ? cJSON_PrintUnformatted(o) : NULL; /* owned: handed on */
-    cJSON_Delete(o);
-    if (!text)
-        return http_send_error(c, HTTP_ERR_UNAVAILABLE, "out of memory");
-    return send_json_text(c, status, text, location);
+    *p = ctx->jobs ? ctx->jobs->pool : NULL;
+    return *p ? 0 : answer_fail(a, HTTP_ERR_UNAVAILABLE, "training jobs are not available");
 }
 
-static enum MHD_Result send_pool_error(struct MHD_Connection *c, int status, const char *why)
+/* The job id of the route's first "*": 1 ... 2^53, else 404. */
+static int job_id_of(const http_request *req, int64_t *id, answer *a)
 {
-    return http_send_error(c, pool_http_error(status), "%s", why);
+    const char *s = req->n_params > 0 ? req->params[0] : "";
+    if (!http_parse_i64(s, id) && *id >= 1 && *id <= ((int64_t)1 << 53))
+        return 0;
+    char shown[32];
+    size_t i = 0;
+    for (; s[i] && i + 1 < sizeof shown; i++)
+        shown[i] = s[i] >= 0x20 && s[i] < 0x7f && s[i] != '"' && s[i] != '\\' ? s[i] : '?';
+    shown[i] = '\0';
+    return answer_fail(a, HTTP_ERR_NOT_FOUND, "no job %s: job ids are numbers from 1", shown);
+}
+
+/* Job id as the answer (job_json) with status; *state (may be NULL) is its
+ * state. */
+static int answer_job(answer *a, jobs_pool *p, int64_t id, unsigned status, jobs_state *state)
+{
+    char err[512];
+    registry_job job;
+    jobs_pool_status rc = jobs_pool_get_job(p, id, &job, err, sizeof err);
+    if (rc == JOBS_POOL_ERR_NOT_FOUND)
+        return answer_fail(a, HTTP_ERR_NOT_FOUND, "no job %" PRId64, id);
+    if (rc)
+        return answer_pool_fail(a, rc, err);
+    if (state)
+        *state = job.state;
+    int failed = answer_json(a, status, job_json(&job));
+    registry_free_job(&job);
+    return failed;
 }
 
 /* 1 when the Content-Type header (may be NULL) is application/json, with or
@@ -428,115 +470,107 @@ static int is_json_type(const char *ct)
            (ct[n] == '\0' || ct[n] == ';' || ct[n] == ' ');
 }
 
-/* ---- handlers ------------------------------------------------------------ */
-
-enum MHD_Result api_jobs_submit(http_ctx *ctx, struct MHD_Connection *c, http_request *req)
+/* A body the pool may read: JSON by its Content-Type (when given, else 415)
+ * and a JSON object (else 400; a readable spec that does not fit is the
+ * pool's 422). */
+static int json_object_body(struct MHD_Connection *c, const http_request *req, answer *a)
 {
-    enum MHD_Result ret = MHD_NO;
-    jobs_pool *p = pool_or_503(ctx, c, &ret);
-    if (!p)
-        return ret;
     const char *ct = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
     if (ct && !is_json_type(ct))
-        return http_send_error(c, HTTP_ERR_UNSUPPORTED_MEDIA,
-                               "a job is a JSON object: send Content-Type: application/json");
-    /* Unreadable is 400 like everywhere else; a readable spec that does not
-     * fit is the pool's 422. */
+        return answer_fail(a, HTTP_ERR_UNSUPPORTED_MEDIA,
+                           "a job is a JSON object: send Content-Type: application/json");
     cJSON *probe = req->body ? cJSON_ParseWithLengthOpts(req->body, req->body_len, NULL, 0)
                              : NULL; /* owned: freed below */
     int is_object = cJSON_IsObject(probe);
     cJSON_Delete(probe);
     if (!is_object)
-        return http_send_error(c, HTTP_ERR_BAD_REQUEST,
-                               "the body must be a JSON object, e.g. {\"model\": \"digits\", "
-                               "\"data\": \"mnist\", \"epochs\": 10}");
-    char err[512];
+        return answer_fail(a, HTTP_ERR_BAD_REQUEST,
+                           "the body must be a JSON object, e.g. {\"model\": \"digits\", "
+                           "\"data\": \"mnist\", \"epochs\": 10}");
+    return 0;
+}
+
+/* ?state=S into *only (*has_state 0 when absent). */
+static int state_query(struct MHD_Connection *c, jobs_state *only, int *has_state, answer *a)
+{
+    const char *state = NULL;
+    char msg[160];
+    if (http_query_str(c, "state", 16, &state, msg, sizeof msg))
+        return answer_fail(a, HTTP_ERR_BAD_REQUEST, "%s", msg);
+    *has_state = state != NULL;
+    if (state && jobs_state_parse(state, only))
+        return answer_fail(a, HTTP_ERR_BAD_REQUEST,
+                           "state: one of queued, running, succeeded, failed, cancelled");
+    return 0;
+}
+
+/* ---- handlers ------------------------------------------------------------ */
+
+enum MHD_Result api_jobs_submit(http_ctx *ctx, struct MHD_Connection *c, http_request *req)
+{
+    answer a = {0};
+    jobs_pool *p;
     int64_t id = 0;
-    int rc = jobs_pool_submit(p, req->body, req->body_len, &id, err, sizeof err);
-    if (rc)
-        return send_pool_error(c, rc, err);
-    registry_job job;
-    if ((rc = jobs_pool_get_job(p, id, &job, err, sizeof err)))
-        return send_pool_error(c, rc, err);
-    char location[64];
-    snprintf(location, sizeof location, "/jobs/%" PRId64, id);
-    ret = send_job(c, MHD_HTTP_ACCEPTED, &job, location);
-    registry_free_job(&job);
-    return ret;
+    char err[512];
+    jobs_pool_status rc;
+    if (!pool_of(ctx, &p, &a) && !json_object_body(c, req, &a)) {
+        if ((rc = jobs_pool_submit(p, req->body, req->body_len, &id, err, sizeof err)))
+            answer_pool_fail(&a, rc, err);
+        else if (!answer_job(&a, p, id, MHD_HTTP_ACCEPTED, NULL))
+            snprintf(a.location, sizeof a.location, "/jobs/%" PRId64, id);
+    }
+    return answer_send(c, &a);
 }
 
 enum MHD_Result api_jobs_list(http_ctx *ctx, struct MHD_Connection *c, http_request *req)
 {
     (void)req;
-    enum MHD_Result ret = MHD_NO;
-    jobs_pool *p = pool_or_503(ctx, c, &ret);
-    if (!p)
-        return ret;
-    const char *state = NULL;
-    char msg[160];
-    if (http_query_str(c, "state", 16, &state, msg, sizeof msg))
-        return http_send_error(c, HTTP_ERR_BAD_REQUEST, "%s", msg);
+    answer a = {0};
+    jobs_pool *p;
     jobs_state only;
-    if (state && jobs_state_parse(state, &only))
-        return http_send_error(c, HTTP_ERR_BAD_REQUEST,
-                               "state: one of queued, running, succeeded, failed, cancelled");
-    char err[512];
-    registry_job *list = NULL; /* owned: freed below */
-    size_t n = 0;
-    int rc = jobs_pool_list_jobs(p, state ? &only : NULL, &list, &n, err, sizeof err);
-    if (rc)
-        return send_pool_error(c, rc, err);
-    cJSON *o = jobs_list_json(list, n);
-    registry_free_jobs(list, n);
-    if (!o)
-        return http_send_error(c, HTTP_ERR_UNAVAILABLE, "out of memory");
-    return http_send_json(c, MHD_HTTP_OK, o);
+    int has_state = 0;
+    if (!pool_of(ctx, &p, &a) && !state_query(c, &only, &has_state, &a)) {
+        char err[512];
+        registry_job *list = NULL; /* owned: freed below */
+        size_t n = 0;
+        jobs_pool_status rc =
+            jobs_pool_list_jobs(p, has_state ? &only : NULL, &list, &n, err, sizeof err);
+        if (rc)
+            answer_pool_fail(&a, rc, err);
+        else
+            answer_json(&a, MHD_HTTP_OK, jobs_list_json(list, n));
+        registry_free_jobs(list, n);
+    }
+    return answer_send(c, &a);
 }
 
 enum MHD_Result api_jobs_get(http_ctx *ctx, struct MHD_Connection *c, http_request *req)
 {
-    enum MHD_Result ret = MHD_NO;
-    jobs_pool *p = pool_or_503(ctx, c, &ret);
-    if (!p)
-        return ret;
-    int64_t id = job_id_param(c, req, &ret);
-    if (!id)
-        return ret;
-    char err[512];
-    registry_job job;
-    int rc = jobs_pool_get_job(p, id, &job, err, sizeof err);
-    if (rc)
-        return rc == JOBS_POOL_ERR_NOT_FOUND
-                   ? http_send_error(c, HTTP_ERR_NOT_FOUND, "no job %" PRId64, id)
-                   : send_pool_error(c, rc, err);
-    ret = send_job(c, MHD_HTTP_OK, &job, NULL);
-    registry_free_job(&job);
-    return ret;
+    answer a = {0};
+    jobs_pool *p;
+    int64_t id;
+    if (!pool_of(ctx, &p, &a) && !job_id_of(req, &id, &a))
+        answer_job(&a, p, id, MHD_HTTP_OK, NULL);
+    return answer_send(c, &a);
 }
 
 enum MHD_Result api_jobs_cancel(http_ctx *ctx, struct MHD_Connection *c, http_request *req)
 {
-    enum MHD_Result ret = MHD_NO;
-    jobs_pool *p = pool_or_503(ctx, c, &ret);
-    if (!p)
-        return ret;
-    int64_t id = job_id_param(c, req, &ret);
-    if (!id)
-        return ret;
+    answer a = {0};
+    jobs_pool *p;
+    int64_t id;
     char err[512];
-    int rc = jobs_pool_cancel(p, id, err, sizeof err);
-    if (rc == JOBS_POOL_ERR_NOT_FOUND)
-        return http_send_error(c, HTTP_ERR_NOT_FOUND, "no job %" PRId64, id);
-    if (rc)
-        return send_pool_error(c, rc, err);
-    registry_job job;
-    if ((rc = jobs_pool_get_job(p, id, &job, err, sizeof err)))
-        return send_pool_error(c, rc, err);
-    /* A running job stops at its next step: accepted, not yet done. */
-    int done = job.state == JOBS_STATE_CANCELLED;
-    ret = send_job(c, done ? MHD_HTTP_OK : MHD_HTTP_ACCEPTED, &job, NULL);
-    registry_free_job(&job);
-    return ret;
+    jobs_pool_status rc;
+    jobs_state state;
+    if (!pool_of(ctx, &p, &a) && !job_id_of(req, &id, &a)) {
+        if ((rc = jobs_pool_cancel(p, id, err, sizeof err)) == JOBS_POOL_ERR_NOT_FOUND)
+            answer_fail(&a, HTTP_ERR_NOT_FOUND, "no job %" PRId64, id);
+        else if (rc)
+            answer_pool_fail(&a, rc, err);
+        else if (!answer_job(&a, p, id, MHD_HTTP_OK, &state) && state != JOBS_STATE_CANCELLED)
+            a.status = MHD_HTTP_ACCEPTED; /* a running job stops at its next step */
+    }
+    return answer_send(c, &a);
 }
 
 /* ---- the event stream ---------------------------------------------------- */
@@ -682,28 +716,37 @@ static void stream_free(void *cls)
     free(s);
 }
 
-enum MHD_Result api_jobs_events(http_ctx *ctx, struct MHD_Connection *c, http_request *req)
+/* Last-Event-ID (absent: 0) into *after. */
+static int last_event_id(struct MHD_Connection *c, int64_t *after, answer *a)
 {
-    enum MHD_Result ret = MHD_NO;
-    jobs_pool *p = pool_or_503(ctx, c, &ret);
-    if (!p)
-        return ret;
-    int64_t id = job_id_param(c, req, &ret);
-    if (!id)
-        return ret;
-    int64_t after = 0;
+    *after = 0;
     const char *last = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Last-Event-ID");
-    if (last && *last && (http_parse_i64(last, &after) || after < 0))
-        return http_send_error(c, HTTP_ERR_BAD_REQUEST,
-                               "Last-Event-ID: the id of an event of this stream (a number)");
+    if (last && *last && (http_parse_i64(last, after) || *after < 0))
+        return answer_fail(a, HTTP_ERR_BAD_REQUEST,
+                           "Last-Event-ID: the id of an event of this stream (a number)");
+    return 0;
+}
+
+static int job_exists(const http_ctx *ctx, int64_t id, answer *a)
+{
     int64_t seq = 0;
     char err[256];
     int rc = registry_get_job_last_seq(ctx->jobs->reg, id, &seq, NULL, err, sizeof err);
     if (rc == REGISTRY_ERR_NOT_FOUND)
-        return http_send_error(c, HTTP_ERR_NOT_FOUND, "no job %" PRId64, id);
+        return answer_fail(a, HTTP_ERR_NOT_FOUND, "no job %" PRId64, id);
     if (rc)
-        return http_send_error(c, HTTP_ERR_INTERNAL, "%s", err);
+        return answer_fail(a, HTTP_ERR_INTERNAL, "%s", err);
+    return 0;
+}
 
+enum MHD_Result api_jobs_events(http_ctx *ctx, struct MHD_Connection *c, http_request *req)
+{
+    answer a = {0};
+    jobs_pool *p;
+    int64_t id, after;
+    if (pool_of(ctx, &p, &a) || job_id_of(req, &id, &a) || last_event_id(c, &after, &a) ||
+        job_exists(ctx, id, &a))
+        return answer_send(c, &a);
     sse_stream *s = calloc(1, sizeof *s); /* owned: by the response (stream_free) once created */
     if (!s)
         return http_send_error(c, HTTP_ERR_UNAVAILABLE, "out of memory");
@@ -718,6 +761,7 @@ enum MHD_Result api_jobs_events(http_ctx *ctx, struct MHD_Connection *c, http_re
         free(s);
         return MHD_NO;
     }
+    enum MHD_Result ret = MHD_NO;
     if (MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "text/event-stream") ==
             MHD_YES &&
         MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache") == MHD_YES)
