@@ -16,7 +16,7 @@
 #include <cJSON.h>
 
 #include "engine/checkpoint.h"
-#include "engine/safetensors.h"
+#include "engine/file_io.h"
 #include "engine/vae.h"
 #include "cli/cli_options.h"
 #include "cli/http_client.h"
@@ -223,7 +223,7 @@ int cli_pull(int argc, char **argv)
                 sha, r.etag);
         goto end;
     }
-    if (st_write_bytes_atomic(out, (const uint8_t *)r.body, r.body_len, err, sizeof err)) {
+    if (file_write_atomic(out, (const uint8_t *)r.body, r.body_len, err, sizeof err)) {
         fprintf(stderr, "vaed pull: %s\n", err);
         goto end;
     }
@@ -288,7 +288,7 @@ static int registry_export(registry *r, const char *model, const char *version, 
         fprintf(stderr, "vaed registry export: %s\n", err);
         return 1;
     }
-    int rc = st_write_bytes_atomic(out, blob, len, err, sizeof err);
+    int rc = file_write_atomic(out, blob, len, err, sizeof err);
     free(blob);
     if (rc) {
         fprintf(stderr, "vaed registry export: %s\n", err);

@@ -114,7 +114,8 @@ static int get_enum(const sj_value *o, const char *key, int (*parse)(const char 
     return 0;
 }
 
-int ckpt_config_from_json(vae_config *cfg, const char *json, size_t len, char *err, size_t errlen)
+vae_status ckpt_config_from_json(vae_config *cfg, const char *json, size_t len, char *err,
+                                 size_t errlen)
 {
     vae_config_default(cfg);
     sj_value root;
@@ -123,7 +124,7 @@ int ckpt_config_from_json(vae_config *cfg, const char *json, size_t len, char *e
         snprintf(err, errlen, "config is not valid JSON: %s", jerr);
         return VAE_ERR_FORMAT;
     }
-    int rc = VAE_ERR_FORMAT;
+    vae_status rc = VAE_ERR_FORMAT;
     int64_t v;
     if (root.type != SJ_OBJECT) {
         snprintf(err, errlen, "config must be a JSON object");
@@ -178,10 +179,10 @@ end:
 
 /* ---------- save ---------- */
 
-int ckpt_save_mem(const vae_model *m, const char *metrics_json, uint8_t **out, size_t *out_len,
-                  char *err, size_t errlen)
+vae_status ckpt_save_mem(const vae_model *m, const char *metrics_json, uint8_t **out,
+                         size_t *out_len, char *err, size_t errlen)
 {
-    st_tensor_out t[VAE_MAX_TENSORS];
+    st_tensor_out t[VAE_MAX_TENSORS] = {{0}};
     for (int i = 0; i < m->n_tensors; i++) {
         const vae_tensor *vt = &m->tensors[i];
         t[i].name = vt->name;
@@ -196,19 +197,18 @@ int ckpt_save_mem(const vae_model *m, const char *metrics_json, uint8_t **out, s
     }
     const char *keys[3] = {"format", CONFIG_KEY, METRICS_KEY};
     const char *vals[3] = {"pt", config, metrics_json};
-    int rc = st_write_mem(t, m->n_tensors, keys, vals, metrics_json ? 3 : 2, out, out_len, err,
-                          errlen);
-    return rc == ST_OK ? VAE_OK : (rc == ST_ERR_NOMEM ? VAE_ERR_NOMEM : VAE_ERR_FORMAT);
+    return st_write_mem(t, m->n_tensors, keys, vals, metrics_json ? 3 : 2, out, out_len, err,
+                        errlen);
 }
 
-int ckpt_save_file(const vae_model *m, const char *metrics_json, const char *path, char *err,
-                   size_t errlen)
+vae_status ckpt_save_file(const vae_model *m, const char *metrics_json, const char *path,
+                          char *err, size_t errlen)
 {
     uint8_t *buf = NULL; /* owned */
     size_t len = 0;
-    int rc = ckpt_save_mem(m, metrics_json, &buf, &len, err, errlen);
+    vae_status rc = ckpt_save_mem(m, metrics_json, &buf, &len, err, errlen);
     if (rc) return rc;
-    rc = st_write_bytes_atomic(path, buf, len, err, errlen) ? VAE_ERR_IO : VAE_OK;
+    rc = file_write_atomic(path, buf, len, err, errlen);
     free(buf);
     return rc;
 }
@@ -235,8 +235,8 @@ static const char *file_name_for(int pytorch_examples, const char *name)
     return name;
 }
 
-static int config_from_pytorch_examples(const st_file *f, vae_config *cfg, char *err,
-                                        size_t errlen)
+static vae_status config_from_pytorch_examples(const st_file *f, vae_config *cfg, char *err,
+                                               size_t errlen)
 {
     const st_tensor_info *fc1 = st_find(f, "fc1.weight"), *fc21 = st_find(f, "fc21.weight");
     if (!fc1 || !fc21 || fc1->ndim != 2 || fc21->ndim != 2) {
@@ -270,18 +270,18 @@ static int config_from_pytorch_examples(const st_file *f, vae_config *cfg, char 
     return VAE_OK;
 }
 
-int ckpt_load_mem(vae_model *m, const uint8_t *buf, size_t len, char **metrics_json, char *err,
-                  size_t errlen)
+vae_status ckpt_load_mem(vae_model *m, const uint8_t *buf, size_t len, char **metrics_json,
+                         char *err, size_t errlen)
 {
     memset(m, 0, sizeof *m);
     if (metrics_json) *metrics_json = NULL;
     st_file f;
     char serr[256];
-    if (st_parse(buf, len, &f, serr, sizeof serr)) {
+    vae_status rc = st_parse(buf, len, &f, serr, sizeof serr);
+    if (rc) {
         snprintf(err, errlen, "not a valid safetensors file: %s", serr);
-        return VAE_ERR_FORMAT;
+        return rc;
     }
-    int rc;
     vae_config cfg;
     const char *cj = st_meta_get(&f, CONFIG_KEY);
     int pytorch_examples = cj == NULL;
@@ -351,13 +351,14 @@ end:
     return rc;
 }
 
-int ckpt_load_file(vae_model *m, const char *path, char **metrics_json, char *err, size_t errlen)
+vae_status ckpt_load_file(vae_model *m, const char *path, char **metrics_json, char *err,
+                          size_t errlen)
 {
     memset(m, 0, sizeof *m);
     uint8_t *buf; /* owned */
     size_t len;
-    int rc = file_read_all(path, SIZE_MAX, &buf, &len, err, errlen);
-    if (rc) return rc == FILE_IO_ERR_NOMEM ? VAE_ERR_NOMEM : VAE_ERR_IO;
+    vae_status rc = file_read_all(path, SIZE_MAX, &buf, &len, err, errlen);
+    if (rc) return rc;
     char lerr[300];
     rc = ckpt_load_mem(m, buf, len, metrics_json, lerr, sizeof lerr);
     if (rc) snprintf(err, errlen, "%s: %s", path, lerr);
@@ -365,13 +366,14 @@ int ckpt_load_file(vae_model *m, const char *path, char **metrics_json, char *er
     return rc;
 }
 
-int ckpt_save_pytorch_examples(const vae_model *m, const char *path, char *err, size_t errlen)
+vae_status ckpt_save_pytorch_examples(const vae_model *m, const char *path, char *err,
+                                      size_t errlen)
 {
     if (m->cfg.arch != VAE_ARCH_MLP || m->cfg.n_hidden != 1) {
         snprintf(err, errlen, "the pytorch/examples layout holds a 1-hidden-layer MLP only");
         return VAE_ERR_ARG;
     }
-    st_tensor_out t[VAE_MAX_TENSORS];
+    st_tensor_out t[VAE_MAX_TENSORS] = {{0}};
     for (int i = 0; i < m->n_tensors; i++) {
         const vae_tensor *vt = &m->tensors[i];
         t[i].name = file_name_for(1, vt->name);
@@ -380,5 +382,5 @@ int ckpt_save_pytorch_examples(const vae_model *m, const char *path, char *err, 
         t[i].data = m->params + vt->offset;
     }
     const char *keys[1] = {"format"}, *vals[1] = {"pt"};
-    return st_write_file(path, t, m->n_tensors, keys, vals, 1, err, errlen) ? VAE_ERR_IO : VAE_OK;
+    return st_write_file(path, t, m->n_tensors, keys, vals, 1, err, errlen);
 }

@@ -13,24 +13,27 @@
 #include "engine/vae.h"
 
 /* Serialises m (and metrics_json when not NULL) into *out (owned by caller). */
-int ckpt_save_mem(const vae_model *m, const char *metrics_json, uint8_t **out, size_t *out_len,
-                  char *err, size_t errlen);
+vae_status ckpt_save_mem(const vae_model *m, const char *metrics_json, uint8_t **out,
+                         size_t *out_len, char *err, size_t errlen);
 /* Writes atomically (temporary file, fsync, rename). */
-int ckpt_save_file(const vae_model *m, const char *metrics_json, const char *path, char *err,
-                   size_t errlen);
+vae_status ckpt_save_file(const vae_model *m, const char *metrics_json, const char *path,
+                          char *err, size_t errlen);
 /* Loads and validates: a vaed config that agrees with every tensor's shape,
  * dtype F32, every value finite; or a pytorch/examples VAE state_dict (fc1,
  * fc21, fc22, fc3, fc4) without metadata. m is initialised on success.
  * metrics_json, when not NULL, receives a malloc'd copy of the stored metrics
  * or NULL. */
-int ckpt_load_mem(vae_model *m, const uint8_t *buf, size_t len, char **metrics_json, char *err,
-                  size_t errlen);
-int ckpt_load_file(vae_model *m, const char *path, char **metrics_json, char *err, size_t errlen);
+vae_status ckpt_load_mem(vae_model *m, const uint8_t *buf, size_t len, char **metrics_json,
+                         char *err, size_t errlen);
+vae_status ckpt_load_file(vae_model *m, const char *path, char **metrics_json, char *err,
+                          size_t errlen);
 /* Writes the state_dict of the pytorch/examples VAE (fc1, fc21, fc22, fc3,
  * fc4; no vaed metadata): only for a 1-hidden-layer MLP. */
-int ckpt_save_pytorch_examples(const vae_model *m, const char *path, char *err, size_t errlen);
+vae_status ckpt_save_pytorch_examples(const vae_model *m, const char *path, char *err,
+                                      size_t errlen);
 /* The config as JSON into buf; returns the length, or -1 when it does not fit. */
 int ckpt_config_to_json(const vae_config *cfg, char *buf, size_t buflen);
-int ckpt_config_from_json(vae_config *cfg, const char *json, size_t len, char *err, size_t errlen);
+vae_status ckpt_config_from_json(vae_config *cfg, const char *json, size_t len, char *err,
+                                 size_t errlen);
 
 #endif

@@ -43,21 +43,21 @@ static uint32_t be32(const uint8_t *p) {
 }
 
 /* gzread reads plain files as they are, so one path handles both. */
-static int idx_open(const char *path, gzFile *out, char *err, size_t errlen) {
+static vae_status idx_open(const char *path, gzFile *out, char *err, size_t errlen) {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
         set_err(err, errlen, "%s: %s", path, strerror(errno));
-        return DATASET_ERR_IO;
+        return VAE_ERR_IO;
     }
     gzFile gz = gzdopen(fd, "rb"); /* owns fd from here */
     if (!gz) {
         close(fd);
         set_err(err, errlen, "%s: out of memory opening the file", path);
-        return DATASET_ERR_NOMEM;
+        return VAE_ERR_NOMEM;
     }
     gzbuffer(gz, 1u << 17);
     *out = gz;
-    return DATASET_OK;
+    return VAE_OK;
 }
 
 /* gzerror prefixes "<fd:N>: " when opened with gzdopen; the path says more. */
@@ -71,8 +71,8 @@ static const char *gz_message(gzFile gz, int *zerr) {
 }
 
 /* Reads up to want bytes into dst; *got says how many came. */
-static int idx_read(gzFile gz, const char *path, uint8_t *dst, size_t want, size_t *got,
-                    char *err, size_t errlen) {
+static vae_status idx_read(gzFile gz, const char *path, uint8_t *dst, size_t want, size_t *got,
+                           char *err, size_t errlen) {
     *got = 0;
     while (*got < want) {
         size_t chunk = want - *got;
@@ -83,10 +83,10 @@ static int idx_read(gzFile gz, const char *path, uint8_t *dst, size_t want, size
             const char *msg = gz_message(gz, &zerr);
             if (zerr == Z_ERRNO) {
                 set_err(err, errlen, "%s: %s", path, strerror(errno));
-                return DATASET_ERR_IO;
+                return VAE_ERR_IO;
             }
             set_err(err, errlen, "%s: corrupt gzip data: %s", path, msg);
-            return DATASET_ERR_FORMAT;
+            return VAE_ERR_FORMAT;
         }
         if (r == 0) {
             /* zlib reports a gzip stream cut short as Z_BUF_ERROR at EOF. */
@@ -94,29 +94,29 @@ static int idx_read(gzFile gz, const char *path, uint8_t *dst, size_t want, size
             const char *msg = gz_message(gz, &zerr);
             if (zerr != Z_OK && zerr != Z_BUF_ERROR) {
                 set_err(err, errlen, "%s: corrupt gzip data: %s", path, msg);
-                return DATASET_ERR_FORMAT;
+                return VAE_ERR_FORMAT;
             }
             break;
         }
         *got += (size_t)r;
     }
-    return DATASET_OK;
+    return VAE_OK;
 }
 
 /* Reads exactly `count` bytes after the header and checks nothing follows.
  * *out is owned by the caller. */
-static int idx_read_body(gzFile gz, const char *path, size_t header_len, size_t count,
-                         uint8_t **out, char *err, size_t errlen) {
+static vae_status idx_read_body(gzFile gz, const char *path, size_t header_len, size_t count,
+                                uint8_t **out, char *err, size_t errlen) {
     size_t cap = count < IDX_FIRST_CHUNK ? count : IDX_FIRST_CHUNK;
     uint8_t *buf = malloc(cap ? cap : 1); /* owned: handed to *out */
     if (!buf) {
         set_err(err, errlen, "%s: out of memory", path);
-        return DATASET_ERR_NOMEM;
+        return VAE_ERR_NOMEM;
     }
     size_t have = 0;
     for (;;) {
         size_t got;
-        int rc = idx_read(gz, path, buf + have, cap - have, &got, err, errlen);
+        vae_status rc = idx_read(gz, path, buf + have, cap - have, &got, err, errlen);
         if (rc) {
             free(buf);
             return rc;
@@ -127,7 +127,7 @@ static int idx_read_body(gzFile gz, const char *path, size_t header_len, size_t 
                     "%s: truncated: the header promises %zu data bytes, the file has %zu",
                     path, count, have);
             free(buf);
-            return DATASET_ERR_FORMAT;
+            return VAE_ERR_FORMAT;
         }
         if (have == count) break;
         size_t ncap = cap * 2 < count ? cap * 2 : count;
@@ -135,72 +135,116 @@ static int idx_read_body(gzFile gz, const char *path, size_t header_len, size_t 
         if (!nbuf) {
             free(buf);
             set_err(err, errlen, "%s: out of memory (%zu bytes)", path, ncap);
-            return DATASET_ERR_NOMEM;
+            return VAE_ERR_NOMEM;
         }
         buf = nbuf;
         cap = ncap;
     }
     uint8_t extra[64];
     size_t got;
-    int rc = idx_read(gz, path, extra, sizeof extra, &got, err, errlen);
+    vae_status rc = idx_read(gz, path, extra, sizeof extra, &got, err, errlen);
     if (!rc && got) {
         set_err(err, errlen, "%s: trailing bytes after the %zu bytes the header describes", path,
                 header_len + count);
-        rc = DATASET_ERR_FORMAT;
+        rc = VAE_ERR_FORMAT;
     }
     if (rc) {
         free(buf);
         return rc;
     }
     *out = buf;
-    return DATASET_OK;
+    return VAE_OK;
 }
 
-static int idx_read_header(gzFile gz, const char *path, uint8_t *hdr, size_t len, uint32_t magic,
-                           char *err, size_t errlen) {
+static vae_status idx_read_header(gzFile gz, const char *path, uint8_t *hdr, size_t len, uint32_t magic,
+                                  char *err, size_t errlen) {
     size_t got;
-    int rc = idx_read(gz, path, hdr, len, &got, err, errlen);
+    vae_status rc = idx_read(gz, path, hdr, len, &got, err, errlen);
     if (rc) return rc;
     if (got < 4 || be32(hdr) != magic) {
         set_err(err, errlen, "%s: not an IDX %s file (magic 0x%08x, expected 0x%08x)", path,
                 magic == IDX_IMAGES_MAGIC ? "image" : "label", got >= 4 ? be32(hdr) : 0u, magic);
-        return DATASET_ERR_FORMAT;
+        return VAE_ERR_FORMAT;
     }
     if (got < len) {
         set_err(err, errlen, "%s: truncated header (%zu of %zu bytes)", path, got, len);
-        return DATASET_ERR_FORMAT;
+        return VAE_ERR_FORMAT;
     }
-    return DATASET_OK;
+    return VAE_OK;
 }
 
-static int load_images(dataset *out, const char *path, int compact, char *err, size_t errlen) {
-    gzFile gz;
-    int rc = idx_open(path, &gz, err, errlen);
-    if (rc) return rc;
+/* Reads and checks the 16-byte header of an image file: count and size. */
+static vae_status idx_images_header(gzFile gz, const char *path, uint32_t *n, uint32_t *rows,
+                                    uint32_t *cols, char *err, size_t errlen) {
     uint8_t hdr[16];
+    vae_status rc = idx_read_header(gz, path, hdr, sizeof hdr, IDX_IMAGES_MAGIC, err, errlen);
+    if (rc) return rc;
+    *n = be32(hdr + 4);
+    *rows = be32(hdr + 8);
+    *cols = be32(hdr + 12);
+    if (*n == 0 || *n > (uint32_t)INT32_MAX) {
+        set_err(err, errlen, "%s: invalid image count %u", path, *n);
+        return VAE_ERR_FORMAT;
+    }
+    if (*rows == 0 || *cols == 0 || *rows > IDX_MAX_SIDE || *cols > IDX_MAX_SIDE) {
+        set_err(err, errlen, "%s: invalid image size %ux%u (1 to %u per side)", path, *rows,
+                *cols, IDX_MAX_SIDE);
+        return VAE_ERR_FORMAT;
+    }
+    return VAE_OK;
+}
+
+vae_status dataset_peek_idx(const char *images_path, int *n, int *height, int *width,
+                            char *err, size_t errlen) {
+    if (!images_path || !n || !height || !width) {
+        set_err(err, errlen, "dataset: no image file given");
+        return VAE_ERR_ARG;
+    }
+    gzFile gz;
+    vae_status rc = idx_open(images_path, &gz, err, errlen);
+    if (rc) return rc;
+    uint32_t count, rows, cols;
+    rc = idx_images_header(gz, images_path, &count, &rows, &cols, err, errlen);
+    gzclose(gz);
+    if (rc) return rc;
+    *n = (int)count;
+    *height = (int)rows;
+    *width = (int)cols;
+    return VAE_OK;
+}
+
+#define IDX_IMAGES_PART "-images-idx3-ubyte"
+#define IDX_LABELS_PART "-labels-idx1-ubyte"
+
+int dataset_idx_labels_path(const char *images_path, char *out, size_t outlen) {
+    const char *p = images_path ? strstr(images_path, IDX_IMAGES_PART) : NULL;
+    if (outlen) out[0] = '\0';
+    if (!p) return 0;
+    int len = snprintf(out, outlen, "%.*s" IDX_LABELS_PART "%s", (int)(p - images_path),
+                       images_path, p + strlen(IDX_IMAGES_PART));
+    if (len < 0 || (size_t)len >= outlen) {
+        if (outlen) out[0] = '\0';
+        return 0;
+    }
+    return 1;
+}
+
+static vae_status load_images(dataset *out, const char *path, int compact, char *err, size_t errlen) {
+    gzFile gz;
+    vae_status rc = idx_open(path, &gz, err, errlen);
+    if (rc) return rc;
     uint8_t *pixels = NULL; /* owned here */
-    rc = idx_read_header(gz, path, hdr, sizeof hdr, IDX_IMAGES_MAGIC, err, errlen);
+    uint32_t n, rows, cols;
+    rc = idx_images_header(gz, path, &n, &rows, &cols, err, errlen);
     if (rc) goto end;
-    uint32_t n = be32(hdr + 4), rows = be32(hdr + 8), cols = be32(hdr + 12);
-    if (n == 0 || n > (uint32_t)INT32_MAX) {
-        set_err(err, errlen, "%s: invalid image count %u", path, n);
-        rc = DATASET_ERR_FORMAT;
-        goto end;
-    }
-    if (rows == 0 || cols == 0 || rows > IDX_MAX_SIDE || cols > IDX_MAX_SIDE) {
-        set_err(err, errlen, "%s: invalid image size %ux%u (1 to %u per side)", path, rows, cols,
-                IDX_MAX_SIDE);
-        rc = DATASET_ERR_FORMAT;
-        goto end;
-    }
     uint64_t dim = (uint64_t)rows * cols;
     if ((uint64_t)n > (SIZE_MAX / sizeof(float)) / dim || dim > (uint64_t)INT32_MAX) {
         set_err(err, errlen, "%s: %u images of %ux%u is too large", path, n, rows, cols);
-        rc = DATASET_ERR_FORMAT;
+        rc = VAE_ERR_FORMAT;
         goto end;
     }
     size_t count = (size_t)n * (size_t)dim;
-    rc = idx_read_body(gz, path, sizeof hdr, count, &pixels, err, errlen);
+    rc = idx_read_body(gz, path, 16, count, &pixels, err, errlen);
     if (rc) goto end;
     if (compact) {
         out->pixels = pixels;
@@ -210,7 +254,7 @@ static int load_images(dataset *out, const char *path, int compact, char *err, s
     out->x = malloc(count * sizeof *out->x);
     if (!out->x) {
         set_err(err, errlen, "%s: out of memory (%zu floats)", path, count);
-        rc = DATASET_ERR_NOMEM;
+        rc = VAE_ERR_NOMEM;
         goto end;
     }
     for (size_t i = 0; i < count; i++) out->x[i] = (float)pixels[i] / 255.0f;
@@ -225,9 +269,9 @@ end:
     return rc;
 }
 
-static int load_labels(dataset *out, const char *path, char *err, size_t errlen) {
+static vae_status load_labels(dataset *out, const char *path, char *err, size_t errlen) {
     gzFile gz;
-    int rc = idx_open(path, &gz, err, errlen);
+    vae_status rc = idx_open(path, &gz, err, errlen);
     if (rc) return rc;
     uint8_t hdr[8];
     rc = idx_read_header(gz, path, hdr, sizeof hdr, IDX_LABELS_MAGIC, err, errlen);
@@ -235,7 +279,7 @@ static int load_labels(dataset *out, const char *path, char *err, size_t errlen)
     uint32_t n = be32(hdr + 4);
     if (n != (uint32_t)out->n) {
         set_err(err, errlen, "%s: %u labels but the image file has %d images", path, n, out->n);
-        rc = DATASET_ERR_FORMAT;
+        rc = VAE_ERR_FORMAT;
         goto end;
     }
     rc = idx_read_body(gz, path, sizeof hdr, n, &out->labels, err, errlen);
@@ -244,27 +288,27 @@ end:
     return rc;
 }
 
-static int load_idx(dataset *out, const char *images_path, const char *labels_path, int compact,
-                    char *err, size_t errlen) {
-    if (!out) return DATASET_ERR_ARG;
+static vae_status load_idx(dataset *out, const char *images_path, const char *labels_path, int compact,
+                           char *err, size_t errlen) {
+    if (!out) return VAE_ERR_ARG;
     memset(out, 0, sizeof *out);
     if (!images_path) {
         set_err(err, errlen, "dataset: no image file given");
-        return DATASET_ERR_ARG;
+        return VAE_ERR_ARG;
     }
-    int rc = load_images(out, images_path, compact, err, errlen);
+    vae_status rc = load_images(out, images_path, compact, err, errlen);
     if (!rc && labels_path) rc = load_labels(out, labels_path, err, errlen);
     if (rc) dataset_free(out);
     return rc;
 }
 
-int dataset_load_idx(dataset *out, const char *images_path, const char *labels_path, char *err,
-                     size_t errlen) {
+vae_status dataset_load_idx(dataset *out, const char *images_path, const char *labels_path, char *err,
+                            size_t errlen) {
     return load_idx(out, images_path, labels_path, 0, err, errlen);
 }
 
-int dataset_load_idx_compact(dataset *out, const char *images_path, const char *labels_path,
-                             char *err, size_t errlen) {
+vae_status dataset_load_idx_compact(dataset *out, const char *images_path, const char *labels_path,
+                                    char *err, size_t errlen) {
     return load_idx(out, images_path, labels_path, 1, err, errlen);
 }
 
@@ -278,18 +322,18 @@ void dataset_image(const dataset *d, int i, float *out) {
     for (size_t j = 0; j < dim; j++) out[j] = (float)p[j] / 255.0f; /* as the float loader: bit for bit */
 }
 
-int dataset_filter_class(dataset *d, int k, char *err, size_t errlen) {
+vae_status dataset_filter_class(dataset *d, int k, char *err, size_t errlen) {
     if (!d || (!d->x && !d->pixels)) {
         set_err(err, errlen, "dataset: empty dataset");
-        return DATASET_ERR_ARG;
+        return VAE_ERR_ARG;
     }
     if (!d->labels) {
         set_err(err, errlen, "dataset: filtering by class needs labels");
-        return DATASET_ERR_ARG;
+        return VAE_ERR_ARG;
     }
     if (k < 0 || k > 255) {
         set_err(err, errlen, "dataset: class %d out of range", k);
-        return DATASET_ERR_ARG;
+        return VAE_ERR_ARG;
     }
     size_t dim = (size_t)dataset_dim(d);
     int kept = 0;
@@ -306,10 +350,10 @@ int dataset_filter_class(dataset *d, int k, char *err, size_t errlen) {
     }
     if (kept == 0) {
         set_err(err, errlen, "dataset: no images with label %d", k);
-        return DATASET_ERR_ARG; /* nothing moved: d is unchanged */
+        return VAE_ERR_ARG; /* nothing moved: d is unchanged */
     }
     dataset_truncate(d, kept);
-    return DATASET_OK;
+    return VAE_OK;
 }
 
 void dataset_truncate(dataset *d, int n) {
@@ -340,15 +384,6 @@ void dataset_free(dataset *d) {
 
 /* ---------- whole files ---------- */
 
-/* Reads a regular file of at most max bytes into *out (owned by the caller). */
-static int read_file(const char *path, size_t max, uint8_t **out, size_t *len, char *err,
-                     size_t errlen) {
-    int rc = file_read_all(path, max, out, len, err, errlen);
-    return rc == FILE_IO_OK ? DATASET_OK
-         : rc == FILE_IO_ERR_TOO_LARGE ? DATASET_ERR_FORMAT
-         : rc == FILE_IO_ERR_NOMEM ? DATASET_ERR_NOMEM : DATASET_ERR_IO;
-}
-
 /* dir/name into buf; 0, or -1 (buf holds a truncated path) when too long. */
 static int join_path(char *buf, size_t n, const char *dir, const char *name) {
     size_t a = strlen(dir), b = strlen(name);
@@ -367,30 +402,30 @@ static int is_dir(const char *path) {
     return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
 }
 
-static int check_dir(const char *dir, char *err, size_t errlen) {
+static vae_status check_dir(const char *dir, char *err, size_t errlen) {
     struct stat st;
     if (!dir || !*dir) {
         set_err(err, errlen, "dataset: no folder given");
-        return DATASET_ERR_ARG;
+        return VAE_ERR_ARG;
     }
     if (stat(dir, &st) != 0) {
         set_err(err, errlen, "%s: %s", dir, strerror(errno));
-        return DATASET_ERR_IO;
+        return VAE_ERR_IO;
     }
     if (!S_ISDIR(st.st_mode)) {
         set_err(err, errlen, "%s: not a folder", dir);
-        return DATASET_ERR_IO;
+        return VAE_ERR_IO;
     }
-    return DATASET_OK;
+    return VAE_OK;
 }
 
 /* Grows d to hold `more` further images of its current shape. */
-static int grow(dataset *d, size_t more, int with_labels, const char *path, char *err,
-                size_t errlen) {
+static vae_status grow(dataset *d, size_t more, int with_labels, const char *path, char *err,
+                       size_t errlen) {
     size_t dim = (size_t)dataset_dim(d), n = (size_t)d->n + more;
     if (n > INT_MAX || n > SIZE_MAX / sizeof(float) / dim) {
         set_err(err, errlen, "%s: too many images (%zu)", path, n);
-        return DATASET_ERR_FORMAT;
+        return VAE_ERR_FORMAT;
     }
     float *x = realloc(d->x, n * dim * sizeof *x);
     if (!x) goto nomem;
@@ -400,10 +435,10 @@ static int grow(dataset *d, size_t more, int with_labels, const char *path, char
         if (!l) goto nomem;
         d->labels = l;
     }
-    return DATASET_OK;
+    return VAE_OK;
 nomem:
     set_err(err, errlen, "%s: out of memory for %zu images", path, n);
-    return DATASET_ERR_NOMEM;
+    return VAE_ERR_NOMEM;
 }
 
 /* ---------- CIFAR-10 ---------- */
@@ -414,17 +449,17 @@ nomem:
 #define CIFAR_MAX_BATCHES 5
 #define CIFAR_MAX_FILE ((size_t)1 << 30)
 
-static int cifar_append(dataset *d, const char *path, char *err, size_t errlen) {
+static vae_status cifar_append(dataset *d, const char *path, char *err, size_t errlen) {
     uint8_t *buf; /* owned here */
     size_t len;
-    int rc = read_file(path, CIFAR_MAX_FILE, &buf, &len, err, errlen);
+    vae_status rc = file_read_all(path, CIFAR_MAX_FILE, &buf, &len, err, errlen);
     if (rc) return rc;
     if (len == 0 || len % CIFAR_RECORD != 0) {
         set_err(err, errlen,
                 "%s: %zu bytes is not a whole number of %d-byte CIFAR-10 records (truncated?)",
                 path, len, CIFAR_RECORD);
         free(buf);
-        return DATASET_ERR_FORMAT;
+        return VAE_ERR_FORMAT;
     }
     size_t n = len / CIFAR_RECORD;
     for (size_t i = 0; i < n; i++)
@@ -432,7 +467,7 @@ static int cifar_append(dataset *d, const char *path, char *err, size_t errlen) 
             set_err(err, errlen, "%s: record %zu has label %d (CIFAR-10 labels are 0..9)", path,
                     i + 1, buf[i * CIFAR_RECORD]);
             free(buf);
-            return DATASET_ERR_FORMAT;
+            return VAE_ERR_FORMAT;
         }
     rc = grow(d, n, 1, path, err, errlen);
     if (rc) {
@@ -447,14 +482,14 @@ static int cifar_append(dataset *d, const char *path, char *err, size_t errlen) 
     }
     d->n += (int)n;
     free(buf);
-    return DATASET_OK;
+    return VAE_OK;
 }
 
-int dataset_load_cifar_dir(dataset *out, const char *dir, int test_split, char *err,
-                           size_t errlen) {
-    if (!out) return DATASET_ERR_ARG;
+vae_status dataset_load_cifar_dir(dataset *out, const char *dir, int test_split, char *err,
+                                  size_t errlen) {
+    if (!out) return VAE_ERR_ARG;
     memset(out, 0, sizeof *out);
-    int rc = check_dir(dir, err, errlen);
+    vae_status rc = check_dir(dir, err, errlen);
     if (rc) return rc;
     out->channels = 3;
     out->height = out->width = CIFAR_SIDE;
@@ -472,14 +507,14 @@ int dataset_load_cifar_dir(dataset *out, const char *dir, int test_split, char *
         if (present == 0) {
             set_err(err, errlen, "%s: no data_batch_1.bin (a CIFAR-10 binary-version folder holds "
                     "data_batch_1.bin ... data_batch_5.bin and test_batch.bin)", dir);
-            rc = DATASET_ERR_IO;
+            rc = VAE_ERR_IO;
         }
         for (int i = present + 2; !rc && i <= CIFAR_MAX_BATCHES; i++) {
             snprintf(path, sizeof path, "%s/data_batch_%d.bin", dir, i);
             if (access(path, F_OK) == 0) {
                 set_err(err, errlen, "%s/data_batch_%d.bin is missing but %s is there", dir,
                         present + 1, path);
-                rc = DATASET_ERR_IO;
+                rc = VAE_ERR_IO;
             }
         }
         for (int i = 1; !rc && i <= present; i++) {
@@ -526,25 +561,25 @@ static int cmp_names(const void *a, const void *b) {
 
 /* The entries of dir not starting with '.', split into folders and the rest,
  * each sorted by name. */
-static int list_dir(const char *dir, name_list *dirs, name_list *files, char *err, size_t errlen) {
+static vae_status list_dir(const char *dir, name_list *dirs, name_list *files, char *err, size_t errlen) {
     DIR *dp = opendir(dir);
     if (!dp) {
         set_err(err, errlen, "%s: %s", dir, strerror(errno));
-        return DATASET_ERR_IO;
+        return VAE_ERR_IO;
     }
-    int rc = DATASET_OK;
+    vae_status rc = VAE_OK;
     struct dirent *e;
     char path[PATH_MAX];
     while ((e = readdir(dp))) {
         if (e->d_name[0] == '.') continue;
         if (join_path(path, sizeof path, dir, e->d_name)) {
             set_err(err, errlen, "%s: path too long", path);
-            rc = DATASET_ERR_ARG;
+            rc = VAE_ERR_ARG;
             break;
         }
         if (names_push(is_dir(path) ? dirs : files, e->d_name)) {
             set_err(err, errlen, "%s: out of memory listing the folder", dir);
-            rc = DATASET_ERR_NOMEM;
+            rc = VAE_ERR_NOMEM;
             break;
         }
     }
@@ -555,17 +590,17 @@ static int list_dir(const char *dir, name_list *dirs, name_list *files, char *er
 }
 
 /* Appends one PNG; the first one sets the shape and kind. */
-static int png_append(dataset *d, const char *path, int label, int labelled, int total,
-                      const char *first, char *err, size_t errlen) {
+static vae_status png_append(dataset *d, const char *path, int label, int labelled, int total,
+                             const char *first, char *err, size_t errlen) {
     uint8_t *buf; /* owned here */
     size_t len;
     float *img = NULL; /* owned here */
-    int rc = read_file(path, PNG_MAX_FILE, &buf, &len, err, errlen);
+    vae_status rc = file_read_all(path, PNG_MAX_FILE, &buf, &len, err, errlen);
     if (rc) return rc;
     static const uint8_t sig[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
     if (len < 33 || memcmp(buf, sig, 8) != 0 || memcmp(buf + 12, "IHDR", 4) != 0) {
         set_err(err, errlen, "%s: not a PNG file", path);
-        rc = DATASET_ERR_FORMAT;
+        rc = VAE_ERR_FORMAT;
         goto end;
     }
     /* colour type: 0 grey, 4 grey+alpha; 2 RGB, 3 palette, 6 RGBA */
@@ -573,14 +608,13 @@ static int png_append(dataset *d, const char *path, int label, int labelled, int
     if (d->channels && channels != d->channels) {
         set_err(err, errlen, "%s: a %s PNG, but the first image (%s) is %s", path,
                 channels == 1 ? "grey" : "colour", first, d->channels == 1 ? "grey" : "colour");
-        rc = DATASET_ERR_FORMAT;
+        rc = VAE_ERR_FORMAT;
         goto end;
     }
     int h, w;
     char perr[200];
-    if (image_decode_png(buf, len, channels, &img, &h, &w, perr, sizeof perr)) {
+    if ((rc = image_decode_png(buf, len, channels, &img, &h, &w, perr, sizeof perr))) {
         set_err(err, errlen, "%s: %s", path, perr);
-        rc = DATASET_ERR_FORMAT;
         goto end;
     }
     if (d->channels == 0) {
@@ -591,7 +625,7 @@ static int png_append(dataset *d, const char *path, int label, int labelled, int
     } else if (h != d->height || w != d->width) {
         set_err(err, errlen, "%s: %dx%d, but the first image (%s) is %dx%d", path, w, h, first,
                 d->width, d->height);
-        rc = DATASET_ERR_FORMAT;
+        rc = VAE_ERR_FORMAT;
         goto end;
     }
     size_t dim = (size_t)dataset_dim(d);
@@ -604,10 +638,10 @@ end:
     return rc;
 }
 
-int dataset_load_png_dir(dataset *out, const char *dir, char *err, size_t errlen) {
-    if (!out) return DATASET_ERR_ARG;
+vae_status dataset_load_png_dir(dataset *out, const char *dir, char *err, size_t errlen) {
+    if (!out) return VAE_ERR_ARG;
     memset(out, 0, sizeof *out);
-    int rc = check_dir(dir, err, errlen);
+    vae_status rc = check_dir(dir, err, errlen);
     if (rc) return rc;
     name_list dirs = {0}, files = {0}; /* owned */
     name_list paths = {0};             /* owned; every image, in load order */
@@ -619,13 +653,13 @@ int dataset_load_png_dir(dataset *out, const char *dir, char *err, size_t errlen
         if (files.n > 0) {
             set_err(err, errlen, "%s/%s: a file beside class sub-folders (%s/%s ...); put every "
                     "image in a sub-folder or none", dir, files.names[0], dir, dirs.names[0]);
-            rc = DATASET_ERR_FORMAT;
+            rc = VAE_ERR_FORMAT;
             goto end;
         }
         if (dirs.n > PNG_MAX_CLASSES) {
             set_err(err, errlen, "%s: %d class sub-folders, at most %d", dir, dirs.n,
                     PNG_MAX_CLASSES);
-            rc = DATASET_ERR_FORMAT;
+            rc = VAE_ERR_FORMAT;
             goto end;
         }
         for (int k = 0; k < dirs.n; k++) {
@@ -635,22 +669,22 @@ int dataset_load_png_dir(dataset *out, const char *dir, char *err, size_t errlen
             if (!rc && sub_dirs.n > 0) {
                 set_err(err, errlen, "%s/%s: a folder inside a class folder", path,
                         sub_dirs.names[0]);
-                rc = DATASET_ERR_FORMAT;
+                rc = VAE_ERR_FORMAT;
             }
             if (!rc) {
                 uint8_t *l = realloc(labels, (size_t)paths.n + (size_t)sub_files.n + 1);
-                if (!l) rc = DATASET_ERR_NOMEM;
+                if (!l) rc = VAE_ERR_NOMEM;
                 else labels = l;
             }
             char sub[PATH_MAX];
             for (int i = 0; !rc && i < sub_files.n; i++) {
                 join_path(sub, sizeof sub, path, sub_files.names[i]);
                 labels[paths.n] = (uint8_t)k;
-                if (names_push(&paths, sub)) rc = DATASET_ERR_NOMEM;
+                if (names_push(&paths, sub)) rc = VAE_ERR_NOMEM;
             }
             names_free(&sub_dirs);
             names_free(&sub_files);
-            if (rc == DATASET_ERR_NOMEM) set_err(err, errlen, "%s: out of memory", dir);
+            if (rc == VAE_ERR_NOMEM) set_err(err, errlen, "%s: out of memory", dir);
             if (rc) goto end;
         }
     } else {
@@ -658,14 +692,14 @@ int dataset_load_png_dir(dataset *out, const char *dir, char *err, size_t errlen
             join_path(path, sizeof path, dir, files.names[i]);
             if (names_push(&paths, path)) {
                 set_err(err, errlen, "%s: out of memory", dir);
-                rc = DATASET_ERR_NOMEM;
+                rc = VAE_ERR_NOMEM;
                 goto end;
             }
         }
     }
     if (paths.n == 0) {
         set_err(err, errlen, "%s: no images", dir);
-        rc = DATASET_ERR_FORMAT;
+        rc = VAE_ERR_FORMAT;
         goto end;
     }
     for (int i = 0; i < paths.n; i++) {
@@ -684,17 +718,17 @@ end:
 
 /* ---------- validation split ---------- */
 
-int dataset_split_validation(dataset *d, double fraction, uint64_t seed, dataset *val, char *err,
-                             size_t errlen) {
-    if (!d || !val) return DATASET_ERR_ARG;
+vae_status dataset_split_validation(dataset *d, double fraction, uint64_t seed, dataset *val, char *err,
+                                    size_t errlen) {
+    if (!d || !val) return VAE_ERR_ARG;
     memset(val, 0, sizeof *val);
     if (!(fraction > 0.0 && fraction < 1.0)) {
         set_err(err, errlen, "val-split must be between 0 and 1 (exclusive), not %g", fraction);
-        return DATASET_ERR_ARG;
+        return VAE_ERR_ARG;
     }
     if (!d->x || d->n < 2) {
         set_err(err, errlen, "val-split needs at least 2 images, the set has %d", d ? d->n : 0);
-        return DATASET_ERR_ARG;
+        return VAE_ERR_ARG;
     }
     int n = d->n;
     long nv = lround(fraction * n);
@@ -710,7 +744,7 @@ int dataset_split_validation(dataset *d, double fraction, uint64_t seed, dataset
         free(pick);
         dataset_free(val);
         set_err(err, errlen, "val-split: out of memory");
-        return DATASET_ERR_NOMEM;
+        return VAE_ERR_NOMEM;
     }
     for (int i = 0; i < n; i++) idx[i] = i;
     rng_state r;
@@ -739,5 +773,5 @@ int dataset_split_validation(dataset *d, double fraction, uint64_t seed, dataset
     free(idx);
     free(pick);
     dataset_truncate(d, kept);
-    return DATASET_OK;
+    return VAE_OK;
 }

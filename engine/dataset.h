@@ -15,13 +15,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-typedef enum {
-    DATASET_OK = 0,
-    DATASET_ERR_IO,
-    DATASET_ERR_FORMAT,
-    DATASET_ERR_NOMEM,
-    DATASET_ERR_ARG
-} dataset_status;
+#include "engine/vae_status.h"
 
 typedef struct {
     int n;                  /* number of images */
@@ -36,16 +30,25 @@ static inline int dataset_dim(const dataset *d) { return d->channels * d->height
 
 /* IDX (LeCun) image file, with an optional label file (labels_path may be NULL).
  * Image magic 0x00000803, label magic 0x00000801; counts must agree. */
-int dataset_load_idx(dataset *out, const char *images_path, const char *labels_path, char *err,
-                     size_t errlen);
+vae_status dataset_load_idx(dataset *out, const char *images_path, const char *labels_path,
+                            char *err, size_t errlen);
 /* The same, kept as bytes (a quarter of the memory: MNIST's 60,000 training
  * images take 47 MB instead of 188 MB); read images with dataset_image. */
-int dataset_load_idx_compact(dataset *out, const char *images_path, const char *labels_path,
-                             char *err, size_t errlen);
+vae_status dataset_load_idx_compact(dataset *out, const char *images_path,
+                                    const char *labels_path, char *err, size_t errlen);
+/* The image count and size from the 16-byte header of an IDX image file (plain or gzip),
+ * without reading the images; the same checks as the loaders (magic, a count of 1 to
+ * 2^31-1, 1 to 4096 pixels per side). */
+vae_status dataset_peek_idx(const char *images_path, int *n, int *height, int *width,
+                            char *err, size_t errlen);
+/* The labels file that belongs beside an IDX image file ("...-images-idx3-ubyte..." ->
+ * "...-labels-idx1-ubyte...", at the first "-images-idx3-ubyte"): 1 with the path in out,
+ * 0 when the name has no such part (or out is too small; out is then ""). */
+int dataset_idx_labels_path(const char *images_path, char *out, size_t outlen);
 /* Image i as floats in [0, 1] into out (dataset_dim floats), either storage. */
 void dataset_image(const dataset *d, int i, float *out);
 /* Keeps only images with label k (needs labels). */
-int dataset_filter_class(dataset *d, int k, char *err, size_t errlen);
+vae_status dataset_filter_class(dataset *d, int k, char *err, size_t errlen);
 /* Keeps the first n images (n >= 1). */
 void dataset_truncate(dataset *d, int n);
 void dataset_free(dataset *d);
@@ -55,20 +58,20 @@ void dataset_free(dataset *d);
  * test_split non-zero, test_batch.bin. Each record is 1 label byte (0..9) then
  * 3072 pixel bytes, R then G then B planes of 32x32; a file must hold whole
  * records. Gives 3x32x32 images with labels. */
-int dataset_load_cifar_dir(dataset *out, const char *dir, int test_split, char *err,
-                           size_t errlen);
+vae_status dataset_load_cifar_dir(dataset *out, const char *dir, int test_split, char *err,
+                                  size_t errlen);
 /* A folder of PNG files, all the same size and kind (grey: 1 channel, or
  * colour: 3; alpha dropped), in name order (strcmp). When the folder holds
  * sub-folders instead, each is a class: label = the sub-folder's index in
  * name order (at most 256), images in name order within it. Names starting
  * with '.' are skipped; any other file that is not a PNG, or a PNG of another
  * size or kind, is an error naming it. */
-int dataset_load_png_dir(dataset *out, const char *dir, char *err, size_t errlen);
+vae_status dataset_load_png_dir(dataset *out, const char *dir, char *err, size_t errlen);
 /* Moves a fraction (0 < fraction < 1, rounded, at least 1 image, leaving at
  * least 1) of d's images, chosen by a generator seeded with seed, into *val
  * (initialised here, the caller frees it); d keeps the rest in their order.
  * The same d, fraction and seed always give the same split. */
-int dataset_split_validation(dataset *d, double fraction, uint64_t seed, dataset *val, char *err,
-                             size_t errlen);
+vae_status dataset_split_validation(dataset *d, double fraction, uint64_t seed, dataset *val,
+                                    char *err, size_t errlen);
 
 #endif

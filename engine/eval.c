@@ -10,20 +10,20 @@
 #define LOG_2PI 1.8378770664093453
 #define IWAE_CHUNK 500
 
-int eval_run(const vae_model *m, const dataset *d, int iwae_k, uint64_t seed, eval_result *out,
-             char *err, size_t errlen)
+vae_status eval_run(const vae_model *m, const dataset *d, int iwae_k, uint64_t seed,
+                    eval_result *out, char *err, size_t errlen)
 {
     return eval_run_iwae_images(m, d, iwae_k, 0, seed, out, err, errlen);
 }
 
-int eval_run_iwae_images(const vae_model *m, const dataset *d, int iwae_k, int iwae_images,
-                         uint64_t seed, eval_result *out, char *err, size_t errlen)
+vae_status eval_run_iwae_images(const vae_model *m, const dataset *d, int iwae_k, int iwae_images,
+                                uint64_t seed, eval_result *out, char *err, size_t errlen)
 {
     const vae_config *c = &m->cfg;
     memset(out, 0, sizeof *out);
     out->n = d->n;
     out->latent = c->latent;
-    int rc = trainer_evaluate(m, d, seed, &out->neg_elbo, &out->recon, &out->kl, err, errlen);
+    vae_status rc = trainer_evaluate(m, d, seed, &out->neg_elbo, &out->recon, &out->kl, err, errlen);
     if (rc) return rc;
     if (iwae_k < 0 || iwae_k > 1000000 || iwae_images < 0) {
         snprintf(err, errlen, "iwae K must be in 0..1000000 and its image count >= 0");

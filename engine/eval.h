@@ -35,10 +35,10 @@ typedef struct {
 #define EVAL_TRAIN_IWAE_IMAGES 256
 
 /* iwae_k = 0 skips the importance-weighted bound. */
-int eval_run(const vae_model *m, const dataset *d, int iwae_k, uint64_t seed, eval_result *out,
-             char *err, size_t errlen);
+vae_status eval_run(const vae_model *m, const dataset *d, int iwae_k, uint64_t seed,
+                    eval_result *out, char *err, size_t errlen);
 /* The same with the bound on the first iwae_images images only (0: all). */
-int eval_run_iwae_images(const vae_model *m, const dataset *d, int iwae_k, int iwae_images,
-                         uint64_t seed, eval_result *out, char *err, size_t errlen);
+vae_status eval_run_iwae_images(const vae_model *m, const dataset *d, int iwae_k, int iwae_images,
+                                uint64_t seed, eval_result *out, char *err, size_t errlen);
 
 #endif

@@ -21,34 +21,34 @@ static void set_err(char *err, size_t errlen, const char *fmt, ...)
     va_end(ap);
 }
 
-int file_read_all(const char *path, size_t max, uint8_t **out, size_t *len, char *err,
-                  size_t errlen)
+vae_status file_read_all(const char *path, size_t max, uint8_t **out, size_t *len, char *err,
+                         size_t errlen)
 {
     *out = NULL;
     *len = 0;
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
         set_err(err, errlen, "%s: %s", path, strerror(errno));
-        return FILE_IO_ERR_IO;
+        return VAE_ERR_IO;
     }
     struct stat st;
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
         set_err(err, errlen, "%s: not a regular file", path);
         close(fd);
-        return FILE_IO_ERR_IO;
+        return VAE_ERR_IO;
     }
     if ((uint64_t)st.st_size > max) {
         set_err(err, errlen, "%s: %lld bytes is more than the %zu allowed", path,
                 (long long)st.st_size, max);
         close(fd);
-        return FILE_IO_ERR_TOO_LARGE;
+        return VAE_ERR_TOO_LARGE;
     }
     size_t n = (size_t)st.st_size;
     uint8_t *buf = malloc(n ? n : 1); /* owned: handed to *out */
     if (!buf) {
         set_err(err, errlen, "%s: out of memory (%zu bytes)", path, n);
         close(fd);
-        return FILE_IO_ERR_NOMEM;
+        return VAE_ERR_NOMEM;
     }
     size_t got = 0;
     while (got < n) {
@@ -58,7 +58,7 @@ int file_read_all(const char *path, size_t max, uint8_t **out, size_t *len, char
             set_err(err, errlen, "%s: %s", path, strerror(errno));
             free(buf);
             close(fd);
-            return FILE_IO_ERR_IO;
+            return VAE_ERR_IO;
         }
         if (r == 0) break; /* shrank while we read: take what is there */
         got += (size_t)r;
@@ -66,16 +66,17 @@ int file_read_all(const char *path, size_t max, uint8_t **out, size_t *len, char
     close(fd);
     *out = buf;
     *len = got;
-    return FILE_IO_OK;
+    return VAE_OK;
 }
 
 static unsigned long tmp_counter;
 
-int file_write_atomic(const char *path, const uint8_t *buf, size_t len, char *err, size_t errlen)
+vae_status file_write_atomic(const char *path, const uint8_t *buf, size_t len, char *err,
+                             size_t errlen)
 {
     if (!path || !path[0] || (!buf && len)) {
         set_err(err, errlen, "file_write_atomic: invalid arguments");
-        return FILE_IO_ERR_IO;
+        return VAE_ERR_ARG;
     }
     size_t plen = strlen(path);
     char *tmp = malloc(plen + 64); /* owned here */
@@ -84,7 +85,7 @@ int file_write_atomic(const char *path, const uint8_t *buf, size_t len, char *er
         free(tmp);
         free(dir);
         set_err(err, errlen, "out of memory");
-        return FILE_IO_ERR_NOMEM;
+        return VAE_ERR_NOMEM;
     }
     unsigned long id = __atomic_fetch_add(&tmp_counter, 1, __ATOMIC_RELAXED);
     snprintf(tmp, plen + 64, "%s.tmp.%ld.%lu", path, (long)getpid(), id);
@@ -96,11 +97,11 @@ int file_write_atomic(const char *path, const uint8_t *buf, size_t len, char *er
         dir[slash - path] = '\0';
     }
 
-    int rc = FILE_IO_OK;
+    vae_status rc = VAE_OK;
     int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
     if (fd < 0) {
         set_err(err, errlen, "%s: %s", tmp, strerror(errno));
-        rc = FILE_IO_ERR_IO;
+        rc = VAE_ERR_IO;
         goto end;
     }
     for (size_t done = 0; done < len;) {
@@ -108,22 +109,22 @@ int file_write_atomic(const char *path, const uint8_t *buf, size_t len, char *er
         if (w < 0 && errno == EINTR) continue;
         if (w < 0) {
             set_err(err, errlen, "%s: write: %s", tmp, strerror(errno));
-            rc = FILE_IO_ERR_IO;
+            rc = VAE_ERR_IO;
             break;
         }
         done += (size_t)w;
     }
     if (!rc && fsync(fd) != 0) {
         set_err(err, errlen, "%s: fsync: %s", tmp, strerror(errno));
-        rc = FILE_IO_ERR_IO;
+        rc = VAE_ERR_IO;
     }
     if (close(fd) != 0 && !rc) {
         set_err(err, errlen, "%s: close: %s", tmp, strerror(errno));
-        rc = FILE_IO_ERR_IO;
+        rc = VAE_ERR_IO;
     }
     if (!rc && rename(tmp, path) != 0) {
         set_err(err, errlen, "rename %s -> %s: %s", tmp, path, strerror(errno));
-        rc = FILE_IO_ERR_IO;
+        rc = VAE_ERR_IO;
     }
     if (rc) {
         unlink(tmp);
@@ -135,7 +136,7 @@ int file_write_atomic(const char *path, const uint8_t *buf, size_t len, char *er
     if (dfd >= 0) {
         if (fsync(dfd) != 0 && errno != EINVAL) {
             set_err(err, errlen, "%s: fsync of directory: %s", dir, strerror(errno));
-            rc = FILE_IO_ERR_IO;
+            rc = VAE_ERR_IO;
         }
         close(dfd);
     }
@@ -145,12 +146,12 @@ end:
     return rc;
 }
 
-int file_make_dirs(const char *dir, char *err, size_t errlen)
+vae_status file_make_dirs(const char *dir, char *err, size_t errlen)
 {
     char buf[4096];
     if (snprintf(buf, sizeof buf, "%s", dir) >= (int)sizeof buf) {
         set_err(err, errlen, "%.64s...: path too long", dir);
-        return FILE_IO_ERR_IO;
+        return VAE_ERR_IO;
     }
     for (char *p = buf + 1;; p++) {
         if (*p != '/' && *p)
@@ -159,7 +160,7 @@ int file_make_dirs(const char *dir, char *err, size_t errlen)
         *p = '\0';
         if (mkdir(buf, 0755) != 0 && errno != EEXIST) {
             set_err(err, errlen, "cannot create %s: %s", buf, strerror(errno));
-            return FILE_IO_ERR_IO;
+            return VAE_ERR_IO;
         }
         *p = saved;
         if (!saved)
@@ -168,7 +169,7 @@ int file_make_dirs(const char *dir, char *err, size_t errlen)
     struct stat st;
     if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
         set_err(err, errlen, "%s is not a directory", dir);
-        return FILE_IO_ERR_IO;
+        return VAE_ERR_IO;
     }
-    return FILE_IO_OK;
+    return VAE_OK;
 }

@@ -15,18 +15,17 @@
 #include <stddef.h>
 #include <stdint.h>
 
-typedef enum {
-    FILE_IO_OK = 0,
-    FILE_IO_ERR_IO,        /* open, read, write, fsync, rename; err says which and why */
-    FILE_IO_ERR_TOO_LARGE, /* larger than the caller's max */
-    FILE_IO_ERR_NOMEM
-} file_io_status;
+#include "engine/vae_status.h"
 
-int file_read_all(const char *path, size_t max, uint8_t **out, size_t *len, char *err,
-                  size_t errlen);
-int file_write_atomic(const char *path, const uint8_t *buf, size_t len, char *err, size_t errlen);
-/* mkdir -p: dir and every missing parent (0755); FILE_IO_ERR_IO when one
+/* VAE_ERR_IO when the file cannot be opened or read (err says why),
+ * VAE_ERR_TOO_LARGE when it is larger than max, VAE_ERR_NOMEM. */
+vae_status file_read_all(const char *path, size_t max, uint8_t **out, size_t *len, char *err,
+                         size_t errlen);
+/* VAE_ERR_IO when a step fails (err says which and why), VAE_ERR_ARG for no path. */
+vae_status file_write_atomic(const char *path, const uint8_t *buf, size_t len, char *err,
+                             size_t errlen);
+/* mkdir -p: dir and every missing parent (0755); VAE_ERR_IO when one
  * cannot be made or dir exists but is not a directory. */
-int file_make_dirs(const char *dir, char *err, size_t errlen);
+vae_status file_make_dirs(const char *dir, char *err, size_t errlen);
 
 #endif

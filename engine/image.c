@@ -16,7 +16,7 @@
 #include <zlib.h>
 
 #include "engine/deflate.h"
-#include "engine/safetensors.h"
+#include "engine/file_io.h"
 
 /* Images larger than this are refused when decoding. */
 #define IMAGE_MAX_DECODE_SIDE 4096
@@ -90,13 +90,14 @@ static uint8_t *put_chunk(uint8_t *o, const char type[4], size_t len) {
  * stream from deflate_literals (see deflate.h for why), in chunks whose
  * framing is a few lines. Rows use the Sub filter, which turns the smooth
  * grey levels of decoded images into small, Huffman-friendly differences. */
-int image_encode_grid_png(const float *images, int n, int channels, int height, int width,
-                          int cols, uint8_t **out, size_t *out_len, char *err, size_t errlen) {
+vae_status image_encode_grid_png(const float *images, int n, int channels, int height, int width,
+                                 int cols, uint8_t **out, size_t *out_len, char *err,
+                                 size_t errlen) {
     if (!out || !out_len || !images || n < 1 || (channels != 1 && channels != 3) || height < 1 ||
         width < 1) {
         set_err(err, errlen, "png: invalid arguments (n=%d channels=%d %dx%d)", n, channels,
                 height, width);
-        return IMAGE_ERR_ARG;
+        return VAE_ERR_ARG;
     }
     *out = NULL;
     *out_len = 0;
@@ -110,7 +111,7 @@ int image_encode_grid_png(const float *images, int n, int channels, int height, 
     if (gw > IMAGE_MAX_ENCODE_SIDE || gh > IMAGE_MAX_ENCODE_SIDE) {
         set_err(err, errlen, "png: grid of %lldx%lld pixels exceeds %d per side", gh, gw,
                 IMAGE_MAX_ENCODE_SIDE);
-        return IMAGE_ERR_ARG;
+        return VAE_ERR_ARG;
     }
     size_t W = (size_t)gw, H = (size_t)gh, C = (size_t)channels;
     size_t plane = (size_t)height * (size_t)width, stride = 1 + W * C;
@@ -123,7 +124,7 @@ int image_encode_grid_png(const float *images, int n, int channels, int height, 
         free(raw);
         free(png);
         set_err(err, errlen, "png: out of memory");
-        return IMAGE_ERR_NOMEM;
+        return VAE_ERR_NOMEM;
     }
     for (int i = 0; i < n; i++) {
         const float *img = images + (size_t)i * C * plane;
@@ -160,28 +161,23 @@ int image_encode_grid_png(const float *images, int n, int channels, int height, 
     free(raw);
     *out = png;
     *out_len = (size_t)(o - png);
-    return IMAGE_OK;
+    return VAE_OK;
 }
 
-int image_write_grid_png(const char *path, const float *images, int n, int channels, int height,
-                         int width, int cols, char *err, size_t errlen) {
+vae_status image_write_grid_png(const char *path, const float *images, int n, int channels,
+                                int height, int width, int cols, char *err, size_t errlen) {
     if (!path) {
         set_err(err, errlen, "png: no path");
-        return IMAGE_ERR_ARG;
+        return VAE_ERR_ARG;
     }
     uint8_t *png = NULL; /* owned here */
     size_t len = 0;
-    int rc = image_encode_grid_png(images, n, channels, height, width, cols, &png, &len, err,
-                                   errlen);
+    vae_status rc = image_encode_grid_png(images, n, channels, height, width, cols, &png, &len,
+                                          err, errlen);
     if (rc) return rc;
-    rc = st_write_bytes_atomic(path, png, len, err, errlen);
+    rc = file_write_atomic(path, png, len, err, errlen);
     free(png);
-    switch (rc) {
-    case ST_OK: return IMAGE_OK;
-    case ST_ERR_NOMEM: return IMAGE_ERR_NOMEM;
-    case ST_ERR_ARG: return IMAGE_ERR_ARG;
-    default: return IMAGE_ERR_IO;
-    }
+    return rc;
 }
 
 static void image_read_cb(png_structp png, png_bytep data, size_t len) {
@@ -230,33 +226,33 @@ static int decode_inner(image_png_ctx *c) {
     return 0;
 }
 
-int image_decode_png(const uint8_t *png, size_t len, int want_channels, float **out,
-                     int *height, int *width, char *err, size_t errlen) {
+vae_status image_decode_png(const uint8_t *png, size_t len, int want_channels, float **out,
+                            int *height, int *width, char *err, size_t errlen) {
     if (!out || !height || !width || (want_channels != 1 && want_channels != 3) ||
         (!png && len)) {
         set_err(err, errlen, "png: invalid arguments");
-        return IMAGE_ERR_ARG;
+        return VAE_ERR_ARG;
     }
     *out = NULL;
     *height = *width = 0;
     if (len < 8 || png_sig_cmp(png, 0, 8) != 0) {
         set_err(err, errlen, "png: not a PNG image (%zu bytes, bad signature)", len);
-        return IMAGE_ERR_FORMAT;
+        return VAE_ERR_FORMAT;
     }
 
     image_png_ctx c = {0};
     c.in = png;
     c.in_len = len;
-    int rc = IMAGE_OK;
+    vae_status rc = VAE_OK;
     c.png = png_create_read_struct(PNG_LIBPNG_VER_STRING, &c, image_png_error, image_png_warning);
     if (c.png) c.info = png_create_info_struct(c.png);
     if (!c.png || !c.info) {
         set_err(err, errlen, "png: out of memory");
-        rc = IMAGE_ERR_NOMEM;
+        rc = VAE_ERR_NOMEM;
     } else if (decode_inner(&c)) {
         set_err(err, errlen, "png: cannot decode: %s%s%s%s", c.msg, c.warning[0] ? " (" : "",
                 c.warning, c.warning[0] ? ")" : "");
-        rc = c.nomem ? IMAGE_ERR_NOMEM : IMAGE_ERR_FORMAT;
+        rc = c.nomem ? VAE_ERR_NOMEM : VAE_ERR_FORMAT;
     }
     png_destroy_read_struct(c.png ? &c.png : NULL, c.info ? &c.info : NULL, NULL);
 
@@ -265,7 +261,7 @@ int image_decode_png(const uint8_t *png, size_t len, int want_channels, float **
         float *f = malloc(plane * (size_t)want_channels * sizeof *f); /* owned: handed to *out */
         if (!f) {
             set_err(err, errlen, "png: out of memory");
-            rc = IMAGE_ERR_NOMEM;
+            rc = VAE_ERR_NOMEM;
         } else {
             int wide = c.bit_depth == 16;
             float full = wide ? 65535.0f : 255.0f;

@@ -9,19 +9,21 @@
 #include <stddef.h>
 #include <stdint.h>
 
-typedef enum { IMAGE_OK = 0, IMAGE_ERR_FORMAT, IMAGE_ERR_NOMEM, IMAGE_ERR_IO, IMAGE_ERR_ARG } image_status;
+#include "engine/vae_status.h"
 
 /* Tiles n images into rows of cols (cols <= 0: ceil(sqrt(n))), no padding,
  * unused cells black, and encodes an 8-bit grey or RGB PNG into *out
  * (owned by the caller, free()). */
-int image_encode_grid_png(const float *images, int n, int channels, int height, int width,
-                          int cols, uint8_t **out, size_t *out_len, char *err, size_t errlen);
-int image_write_grid_png(const char *path, const float *images, int n, int channels, int height,
-                         int width, int cols, char *err, size_t errlen);
+vae_status image_encode_grid_png(const float *images, int n, int channels, int height, int width,
+                                 int cols, uint8_t **out, size_t *out_len, char *err,
+                                 size_t errlen);
+/* The same, written to path atomically (engine/file_io). */
+vae_status image_write_grid_png(const char *path, const float *images, int n, int channels,
+                                int height, int width, int cols, char *err, size_t errlen);
 /* Decodes one PNG (grey, grey+alpha, RGB, RGBA or palette, any bit depth) into
  * want_channels (1 or 3) planar floats: *out owned by the caller (free()).
  * Alpha is dropped; RGB to grey uses ITU-R BT.601 luma. */
-int image_decode_png(const uint8_t *png, size_t len, int want_channels, float **out,
-                     int *height, int *width, char *err, size_t errlen);
+vae_status image_decode_png(const uint8_t *png, size_t len, int want_channels, float **out,
+                            int *height, int *width, char *err, size_t errlen);
 
 #endif

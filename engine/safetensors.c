@@ -76,7 +76,7 @@ typedef struct {
     size_t errlen;
 } sj_parser;
 
-static int sj_fail(sj_parser *p, int status, const char *what) {
+static vae_status sj_fail(sj_parser *p, vae_status status, const char *what) {
     if (p->pos >= p->len)
         set_err(p->err, p->errlen, "json: %s at byte %zu (end of input)", what, p->pos);
     else
@@ -130,29 +130,29 @@ static size_t utf8_put(char *o, unsigned cp) {
 }
 
 /* p->pos is at the opening quote. *out is owned by the caller on success. */
-static int sj_parse_string(sj_parser *p, char **out) {
+static vae_status sj_parse_string(sj_parser *p, char **out) {
     size_t start = ++p->pos, end = start;
     /* Find the closing quote first: decoding never grows the text, so its
      * span bounds the output size. */
     while (end < p->len && p->s[end] != '"') end += (p->s[end] == '\\') ? 2 : 1;
     if (end >= p->len) {
         p->pos = p->len;
-        return sj_fail(p, ST_ERR_FORMAT, "unterminated string");
+        return sj_fail(p, VAE_ERR_FORMAT, "unterminated string");
     }
     char *o = malloc(end - start + 1); /* owned: handed to *out */
-    if (!o) return sj_fail(p, ST_ERR_NOMEM, "out of memory");
+    if (!o) return sj_fail(p, VAE_ERR_NOMEM, "out of memory");
     size_t k = 0;
     while (p->pos < end) {
         unsigned char c = (unsigned char)p->s[p->pos];
         if (c < 0x20) {
             free(o);
-            return sj_fail(p, ST_ERR_FORMAT, "control character in string");
+            return sj_fail(p, VAE_ERR_FORMAT, "control character in string");
         }
         if (c != '\\') {
             size_t n = utf8_seq_len((const unsigned char *)p->s + p->pos, end - p->pos);
             if (n == 0) {
                 free(o);
-                return sj_fail(p, ST_ERR_FORMAT, "invalid UTF-8 in string");
+                return sj_fail(p, VAE_ERR_FORMAT, "invalid UTF-8 in string");
             }
             memcpy(o + k, p->s + p->pos, n);
             k += n;
@@ -171,29 +171,29 @@ static int sj_parse_string(sj_parser *p, char **out) {
         if (e != 'u') {
             p->pos++;
             free(o);
-            return sj_fail(p, ST_ERR_FORMAT, "invalid escape in string");
+            return sj_fail(p, VAE_ERR_FORMAT, "invalid escape in string");
         }
         unsigned cp, lo;
         if (end - p->pos < 6 || !hex4(p->s + p->pos + 2, &cp)) {
             free(o);
-            return sj_fail(p, ST_ERR_FORMAT, "invalid \\u escape");
+            return sj_fail(p, VAE_ERR_FORMAT, "invalid \\u escape");
         }
         if (cp >= 0xDC00 && cp <= 0xDFFF) {
             free(o);
-            return sj_fail(p, ST_ERR_FORMAT, "unpaired low surrogate");
+            return sj_fail(p, VAE_ERR_FORMAT, "unpaired low surrogate");
         }
         if (cp >= 0xD800 && cp <= 0xDBFF) {
             if (end - p->pos < 12 || p->s[p->pos + 6] != '\\' || p->s[p->pos + 7] != 'u' ||
                 !hex4(p->s + p->pos + 8, &lo) || lo < 0xDC00 || lo > 0xDFFF) {
                 free(o);
-                return sj_fail(p, ST_ERR_FORMAT, "unpaired high surrogate");
+                return sj_fail(p, VAE_ERR_FORMAT, "unpaired high surrogate");
             }
             cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
             p->pos += 6;
         }
         if (cp == 0) {
             free(o);
-            return sj_fail(p, ST_ERR_FORMAT, "NUL character in string");
+            return sj_fail(p, VAE_ERR_FORMAT, "NUL character in string");
         }
         k += utf8_put(o + k, cp);
         p->pos += 6;
@@ -201,12 +201,12 @@ static int sj_parse_string(sj_parser *p, char **out) {
     o[k] = '\0';
     p->pos = end + 1;
     *out = o;
-    return ST_OK;
+    return VAE_OK;
 }
 
 static int is_digit(char c) { return c >= '0' && c <= '9'; }
 
-static int sj_parse_number(sj_parser *p, sj_value *v) {
+static vae_status sj_parse_number(sj_parser *p, sj_value *v) {
     size_t start = p->pos, i = p->pos;
     int neg = 0, integral = 1;
     if (i < p->len && p->s[i] == '-') {
@@ -215,14 +215,14 @@ static int sj_parse_number(sj_parser *p, sj_value *v) {
     }
     if (i >= p->len || !is_digit(p->s[i])) {
         p->pos = i;
-        return sj_fail(p, ST_ERR_FORMAT, "invalid number");
+        return sj_fail(p, VAE_ERR_FORMAT, "invalid number");
     }
     size_t int_start = i;
     if (p->s[i] == '0') {
         i++;
         if (i < p->len && is_digit(p->s[i])) {
             p->pos = i;
-            return sj_fail(p, ST_ERR_FORMAT, "leading zero in number");
+            return sj_fail(p, VAE_ERR_FORMAT, "leading zero in number");
         }
     } else {
         while (i < p->len && is_digit(p->s[i])) i++;
@@ -233,7 +233,7 @@ static int sj_parse_number(sj_parser *p, sj_value *v) {
         i++;
         if (i >= p->len || !is_digit(p->s[i])) {
             p->pos = i;
-            return sj_fail(p, ST_ERR_FORMAT, "digit expected after '.'");
+            return sj_fail(p, VAE_ERR_FORMAT, "digit expected after '.'");
         }
         while (i < p->len && is_digit(p->s[i])) i++;
     }
@@ -243,7 +243,7 @@ static int sj_parse_number(sj_parser *p, sj_value *v) {
         if (i < p->len && (p->s[i] == '+' || p->s[i] == '-')) i++;
         if (i >= p->len || !is_digit(p->s[i])) {
             p->pos = i;
-            return sj_fail(p, ST_ERR_FORMAT, "digit expected in exponent");
+            return sj_fail(p, VAE_ERR_FORMAT, "digit expected in exponent");
         }
         while (i < p->len && is_digit(p->s[i])) i++;
     }
@@ -251,12 +251,12 @@ static int sj_parse_number(sj_parser *p, sj_value *v) {
     size_t n = i - start;
     char stack_buf[64];
     char *buf = n < sizeof stack_buf ? stack_buf : malloc(n + 1); /* owned when not stack_buf */
-    if (!buf) return sj_fail(p, ST_ERR_NOMEM, "out of memory");
+    if (!buf) return sj_fail(p, VAE_ERR_NOMEM, "out of memory");
     memcpy(buf, p->s + start, n);
     buf[n] = '\0';
     double d = strtod(buf, NULL);
     if (buf != stack_buf) free(buf);
-    if (isinf(d)) return sj_fail(p, ST_ERR_FORMAT, "number out of range");
+    if (isinf(d)) return sj_fail(p, VAE_ERR_FORMAT, "number out of range");
     v->type = SJ_NUMBER;
     v->number = d;
     if (integral) {
@@ -276,10 +276,10 @@ static int sj_parse_number(sj_parser *p, sj_value *v) {
         }
     }
     p->pos = i;
-    return ST_OK;
+    return VAE_OK;
 }
 
-static int sj_parse_value(sj_parser *p, sj_value *v, int depth);
+static vae_status sj_parse_value(sj_parser *p, sj_value *v, int depth);
 
 static int grow(sj_value *v, size_t *cap, int with_keys) {
     if (v->n < *cap) return 1;
@@ -301,10 +301,10 @@ static int cmp_key_ptr(const void *a, const void *b) {
 }
 
 /* Sorting a copy keeps duplicate detection O(n log n) for big headers. */
-static int sj_check_duplicates(sj_parser *p, const sj_value *v, size_t obj_pos) {
-    if (v->n < 2) return ST_OK;
+static vae_status sj_check_duplicates(sj_parser *p, const sj_value *v, size_t obj_pos) {
+    if (v->n < 2) return VAE_OK;
     char **sorted = malloc(v->n * sizeof *sorted); /* owned here */
-    if (!sorted) return sj_fail(p, ST_ERR_NOMEM, "out of memory");
+    if (!sorted) return sj_fail(p, VAE_ERR_NOMEM, "out of memory");
     memcpy(sorted, v->keys, v->n * sizeof *sorted);
     qsort(sorted, v->n, sizeof *sorted, cmp_key_ptr);
     for (size_t i = 1; i < v->n; i++) {
@@ -312,37 +312,37 @@ static int sj_check_duplicates(sj_parser *p, const sj_value *v, size_t obj_pos) 
             set_err(p->err, p->errlen, "json: duplicate key \"%.200s\" in object at byte %zu",
                     sorted[i], obj_pos);
             free(sorted);
-            return ST_ERR_FORMAT;
+            return VAE_ERR_FORMAT;
         }
     }
     free(sorted);
-    return ST_OK;
+    return VAE_OK;
 }
 
 /* Invariant: the tree under v can be freed with sj_free at any point, even
  * half built; on error only the root is freed. */
-static int sj_parse_container(sj_parser *p, sj_value *v, int depth) {
+static vae_status sj_parse_container(sj_parser *p, sj_value *v, int depth) {
     int is_obj = p->s[p->pos] == '{';
     size_t open_pos = p->pos;
-    if (depth + 1 > p->max_depth) return sj_fail(p, ST_ERR_FORMAT, "nesting too deep");
+    if (depth + 1 > p->max_depth) return sj_fail(p, VAE_ERR_FORMAT, "nesting too deep");
     v->type = is_obj ? SJ_OBJECT : SJ_ARRAY;
     p->pos++;
     sj_skip_ws(p);
     char close = is_obj ? '}' : ']';
     if (p->pos < p->len && p->s[p->pos] == close) {
         p->pos++;
-        return ST_OK;
+        return VAE_OK;
     }
     size_t cap = 0;
     for (;;) {
-        if (!grow(v, &cap, is_obj)) return sj_fail(p, ST_ERR_NOMEM, "out of memory");
+        if (!grow(v, &cap, is_obj)) return sj_fail(p, VAE_ERR_NOMEM, "out of memory");
         memset(&v->items[v->n], 0, sizeof v->items[0]);
         if (is_obj) {
             sj_skip_ws(p);
             if (p->pos >= p->len || p->s[p->pos] != '"')
-                return sj_fail(p, ST_ERR_FORMAT, "object key expected");
+                return sj_fail(p, VAE_ERR_FORMAT, "object key expected");
             char *key = NULL;
-            int rc = sj_parse_string(p, &key);
+            vae_status rc = sj_parse_string(p, &key);
             if (rc) return rc;
             v->keys[v->n] = key;
         }
@@ -350,13 +350,13 @@ static int sj_parse_container(sj_parser *p, sj_value *v, int depth) {
         if (is_obj) {
             sj_skip_ws(p);
             if (p->pos >= p->len || p->s[p->pos] != ':')
-                return sj_fail(p, ST_ERR_FORMAT, "':' expected");
+                return sj_fail(p, VAE_ERR_FORMAT, "':' expected");
             p->pos++;
         }
-        int rc = sj_parse_value(p, &v->items[v->n - 1], depth + 1);
+        vae_status rc = sj_parse_value(p, &v->items[v->n - 1], depth + 1);
         if (rc) return rc;
         sj_skip_ws(p);
-        if (p->pos >= p->len) return sj_fail(p, ST_ERR_FORMAT, is_obj ? "'}' expected" : "']' expected");
+        if (p->pos >= p->len) return sj_fail(p, VAE_ERR_FORMAT, is_obj ? "'}' expected" : "']' expected");
         char c = p->s[p->pos];
         if (c == ',') {
             p->pos++;
@@ -366,22 +366,22 @@ static int sj_parse_container(sj_parser *p, sj_value *v, int depth) {
             p->pos++;
             break;
         }
-        return sj_fail(p, ST_ERR_FORMAT, is_obj ? "',' or '}' expected" : "',' or ']' expected");
+        return sj_fail(p, VAE_ERR_FORMAT, is_obj ? "',' or '}' expected" : "',' or ']' expected");
     }
-    return is_obj ? sj_check_duplicates(p, v, open_pos) : ST_OK;
+    return is_obj ? sj_check_duplicates(p, v, open_pos) : VAE_OK;
 }
 
-static int sj_literal(sj_parser *p, const char *word) {
+static vae_status sj_literal(sj_parser *p, const char *word) {
     size_t n = strlen(word);
     if (p->len - p->pos < n || memcmp(p->s + p->pos, word, n) != 0)
-        return sj_fail(p, ST_ERR_FORMAT, "invalid literal");
+        return sj_fail(p, VAE_ERR_FORMAT, "invalid literal");
     p->pos += n;
-    return ST_OK;
+    return VAE_OK;
 }
 
-static int sj_parse_value(sj_parser *p, sj_value *v, int depth) {
+static vae_status sj_parse_value(sj_parser *p, sj_value *v, int depth) {
     sj_skip_ws(p);
-    if (p->pos >= p->len) return sj_fail(p, ST_ERR_FORMAT, "value expected");
+    if (p->pos >= p->len) return sj_fail(p, VAE_ERR_FORMAT, "value expected");
     char c = p->s[p->pos];
     switch (c) {
     case '{':
@@ -402,23 +402,23 @@ static int sj_parse_value(sj_parser *p, sj_value *v, int depth) {
         return sj_literal(p, "null");
     default:
         if (c == '-' || is_digit(c)) return sj_parse_number(p, v);
-        return sj_fail(p, ST_ERR_FORMAT, "unexpected character");
+        return sj_fail(p, VAE_ERR_FORMAT, "unexpected character");
     }
 }
 
-int sj_parse(const char *text, size_t len, int max_depth, sj_value *out, char *err,
-             size_t errlen) {
-    if (!out) return ST_ERR_ARG;
+vae_status sj_parse(const char *text, size_t len, int max_depth, sj_value *out, char *err,
+                    size_t errlen) {
+    if (!out) return VAE_ERR_ARG;
     memset(out, 0, sizeof *out);
     if ((!text && len) || max_depth < 0) {
         set_err(err, errlen, "json: invalid arguments");
-        return ST_ERR_ARG;
+        return VAE_ERR_ARG;
     }
     sj_parser p = {.s = text, .len = len, .max_depth = max_depth, .err = err, .errlen = errlen};
-    int rc = sj_parse_value(&p, out, 0);
+    vae_status rc = sj_parse_value(&p, out, 0);
     if (!rc) {
         sj_skip_ws(&p);
-        if (p.pos != p.len) rc = sj_fail(&p, ST_ERR_FORMAT, "trailing characters");
+        if (p.pos != p.len) rc = sj_fail(&p, VAE_ERR_FORMAT, "trailing characters");
     }
     if (rc) sj_free(out);
     return rc;
@@ -464,33 +464,33 @@ static unsigned st_dtype_size(const char *name) {
 /* Header JSON never needs more than root -> tensor -> shape. */
 #define ST_JSON_DEPTH 3
 
-static int st_parse_metadata(const sj_value *m, st_file *f, char *err, size_t errlen) {
+static vae_status st_parse_metadata(const sj_value *m, st_file *f, char *err, size_t errlen) {
     if (m->type != SJ_OBJECT) {
         set_err(err, errlen, "safetensors: __metadata__ is not an object");
-        return ST_ERR_FORMAT;
+        return VAE_ERR_FORMAT;
     }
-    if (m->n == 0) return ST_OK;
+    if (m->n == 0) return VAE_OK;
     f->meta_keys = calloc(m->n, sizeof *f->meta_keys);
     f->meta_values = calloc(m->n, sizeof *f->meta_values);
     if (!f->meta_keys || !f->meta_values) {
         set_err(err, errlen, "safetensors: out of memory");
-        return ST_ERR_NOMEM;
+        return VAE_ERR_NOMEM;
     }
     for (size_t i = 0; i < m->n; i++) {
         if (m->items[i].type != SJ_STRING) {
             set_err(err, errlen, "safetensors: __metadata__ value for \"%.200s\" is not a string",
                     m->keys[i]);
-            return ST_ERR_FORMAT;
+            return VAE_ERR_FORMAT;
         }
         f->meta_keys[i] = strdup(m->keys[i]);
         f->meta_values[i] = strdup(m->items[i].string);
         f->n_meta = (int)i + 1; /* counts slots to free, even half-filled */
         if (!f->meta_keys[i] || !f->meta_values[i]) {
             set_err(err, errlen, "safetensors: out of memory");
-            return ST_ERR_NOMEM;
+            return VAE_ERR_NOMEM;
         }
     }
-    return ST_OK;
+    return VAE_OK;
 }
 
 static int st_parse_u64(const sj_value *v, uint64_t *out) {
@@ -499,14 +499,14 @@ static int st_parse_u64(const sj_value *v, uint64_t *out) {
     return 1;
 }
 
-static int st_parse_tensor(const char *name, const sj_value *e, uint64_t data_len,
-                           st_tensor_info *t, char *err, size_t errlen) {
+static vae_status st_parse_tensor(const char *name, const sj_value *e, uint64_t data_len,
+                                  st_tensor_info *t, char *err, size_t errlen) {
 #define FAIL(...)                                                                          \
     do {                                                                                   \
         char why_[256];                                                                    \
         snprintf(why_, sizeof why_, __VA_ARGS__);                                          \
         set_err(err, errlen, "safetensors: tensor \"%.200s\": %s", name, why_);            \
-        return ST_ERR_FORMAT;                                                              \
+        return VAE_ERR_FORMAT;                                                              \
     } while (0)
     if (name[0] == '\0') FAIL("empty name");
     if (strlen(name) >= ST_NAME_MAX) FAIL("name longer than %d bytes", ST_NAME_MAX - 1);
@@ -553,7 +553,7 @@ static int st_parse_tensor(const char *name, const sj_value *e, uint64_t data_le
     if (t->end - t->begin != nbytes)
         FAIL("%" PRIu64 " bytes in data_offsets but shape x dtype needs %" PRIu64,
              t->end - t->begin, nbytes);
-    return ST_OK;
+    return VAE_OK;
 #undef FAIL
 }
 
@@ -567,24 +567,24 @@ static int cmp_tensor_offsets(const void *a, const void *b) {
 
 /* Like the reference implementation: sorted by offset, each tensor starts
  * where the previous ended, and the last ends at the end of the data. */
-static int st_check_layout(st_file *f, char *err, size_t errlen) {
+static vae_status st_check_layout(st_file *f, char *err, size_t errlen) {
     if (f->n_tensors == 0) {
         if (f->data_len != 0) {
             set_err(err, errlen, "safetensors: %" PRIu64 " bytes of data but no tensors",
                     f->data_len);
-            return ST_ERR_FORMAT;
+            return VAE_ERR_FORMAT;
         }
-        return ST_OK;
+        return VAE_OK;
     }
     const st_tensor_info **order = malloc((size_t)f->n_tensors * sizeof *order); /* owned here */
     if (!order) {
         set_err(err, errlen, "safetensors: out of memory");
-        return ST_ERR_NOMEM;
+        return VAE_ERR_NOMEM;
     }
     for (int i = 0; i < f->n_tensors; i++) order[i] = &f->tensors[i];
     qsort(order, (size_t)f->n_tensors, sizeof *order, cmp_tensor_offsets);
     uint64_t expect = 0;
-    int rc = ST_OK;
+    vae_status rc = VAE_OK;
     for (int i = 0; i < f->n_tensors; i++) {
         const st_tensor_info *t = order[i];
         if (t->begin != expect) {
@@ -594,7 +594,7 @@ static int st_check_layout(st_file *f, char *err, size_t errlen) {
             else
                 set_err(err, errlen, "safetensors: gap before tensor \"%.200s\" (begins at %" PRIu64 ", previous data ends at %" PRIu64 ")",
                         t->name, t->begin, expect);
-            rc = ST_ERR_FORMAT;
+            rc = VAE_ERR_FORMAT;
             break;
         }
         expect = t->end;
@@ -602,41 +602,41 @@ static int st_check_layout(st_file *f, char *err, size_t errlen) {
     if (!rc && expect != f->data_len) {
         set_err(err, errlen, "safetensors: tensors cover %" PRIu64 " bytes but the data area has %" PRIu64 " (after \"%.200s\")",
                 expect, f->data_len, order[f->n_tensors - 1]->name);
-        rc = ST_ERR_FORMAT;
+        rc = VAE_ERR_FORMAT;
     }
     free(order);
     return rc;
 }
 
-int st_parse(const uint8_t *buf, size_t len, st_file *f, char *err, size_t errlen) {
-    if (!f) return ST_ERR_ARG;
+vae_status st_parse(const uint8_t *buf, size_t len, st_file *f, char *err, size_t errlen) {
+    if (!f) return VAE_ERR_ARG;
     memset(f, 0, sizeof *f);
     if (!buf && len) {
         set_err(err, errlen, "safetensors: invalid arguments");
-        return ST_ERR_ARG;
+        return VAE_ERR_ARG;
     }
     if (len < 8) {
         set_err(err, errlen, "safetensors: %zu bytes, too short for the 8-byte header length", len);
-        return ST_ERR_FORMAT;
+        return VAE_ERR_FORMAT;
     }
     uint64_t n = 0;
     for (int i = 7; i >= 0; i--) n = (n << 8) | buf[i];
     if (n > (uint64_t)(len - 8)) {
         set_err(err, errlen, "safetensors: header length %" PRIu64 " exceeds the %zu bytes after it",
                 n, len - 8);
-        return ST_ERR_FORMAT;
+        return VAE_ERR_FORMAT;
     }
     if (n > ST_MAX_HEADER) {
         set_err(err, errlen, "safetensors: header length %" PRIu64 " exceeds the limit of %u", n,
                 ST_MAX_HEADER);
-        return ST_ERR_FORMAT;
+        return VAE_ERR_FORMAT;
     }
     f->data = buf + 8 + n;
     f->data_len = (uint64_t)(len - 8 - n);
 
     char jerr[256] = "";
     sj_value root; /* owned here; freed at the end */
-    int rc = sj_parse((const char *)buf + 8, (size_t)n, ST_JSON_DEPTH, &root, jerr, sizeof jerr);
+    vae_status rc = sj_parse((const char *)buf + 8, (size_t)n, ST_JSON_DEPTH, &root, jerr, sizeof jerr);
     if (rc) {
         /* Offsets in the JSON error are relative to the header start. */
         set_err(err, errlen, "safetensors: bad header %s (offsets count from the header start, file byte 8)", jerr);
@@ -646,7 +646,7 @@ int st_parse(const uint8_t *buf, size_t len, st_file *f, char *err, size_t errle
     }
     if (root.type != SJ_OBJECT) {
         set_err(err, errlen, "safetensors: header is not a JSON object");
-        rc = ST_ERR_FORMAT;
+        rc = VAE_ERR_FORMAT;
         goto end;
     }
     size_t n_tensors = root.n;
@@ -654,7 +654,7 @@ int st_parse(const uint8_t *buf, size_t len, st_file *f, char *err, size_t errle
     if (meta) n_tensors--;
     if (n_tensors > (size_t)INT_MAX) {
         set_err(err, errlen, "safetensors: too many tensors");
-        rc = ST_ERR_FORMAT;
+        rc = VAE_ERR_FORMAT;
         goto end;
     }
     if (meta && (rc = st_parse_metadata(meta, f, err, errlen))) goto end;
@@ -662,7 +662,7 @@ int st_parse(const uint8_t *buf, size_t len, st_file *f, char *err, size_t errle
         f->tensors = calloc(n_tensors, sizeof *f->tensors);
         if (!f->tensors) {
             set_err(err, errlen, "safetensors: out of memory");
-            rc = ST_ERR_NOMEM;
+            rc = VAE_ERR_NOMEM;
             goto end;
         }
     }
@@ -680,19 +680,19 @@ end:
     return rc;
 }
 
-int st_read_file(const char *path, st_file *f, char *err, size_t errlen) {
-    if (!f) return ST_ERR_ARG;
+vae_status st_read_file(const char *path, st_file *f, char *err, size_t errlen) {
+    if (!f) return VAE_ERR_ARG;
     memset(f, 0, sizeof *f);
     if (!path) {
         set_err(err, errlen, "safetensors: no path");
-        return ST_ERR_ARG;
+        return VAE_ERR_ARG;
     }
     uint8_t *buf; /* owned: handed to f->owned_buf */
     size_t size;
-    int frc = file_read_all(path, SIZE_MAX - 1, &buf, &size, err, errlen);
-    if (frc) return frc == FILE_IO_ERR_NOMEM ? ST_ERR_NOMEM : ST_ERR_IO;
+    vae_status rc = file_read_all(path, SIZE_MAX - 1, &buf, &size, err, errlen);
+    if (rc) return rc;
     char perr[512] = "";
-    int rc = st_parse(buf, size, f, perr, sizeof perr);
+    rc = st_parse(buf, size, f, perr, sizeof perr);
     if (rc) {
         set_err(err, errlen, "%s: %s", path, perr);
         free(buf);
@@ -700,7 +700,7 @@ int st_read_file(const char *path, st_file *f, char *err, size_t errlen) {
     }
     f->owned_buf = buf;
     f->owned_len = size;
-    return ST_OK;
+    return VAE_OK;
 }
 
 const st_tensor_info *st_find(const st_file *f, const char *name) {
@@ -799,13 +799,13 @@ static int has_duplicates(const char *const *names, int n, const char **dup) {
     return found;
 }
 
-int st_write_mem(const st_tensor_out *tensors, int n_tensors, const char *const *meta_keys,
-                 const char *const *meta_values, int n_meta, uint8_t **out, size_t *out_len,
-                 char *err, size_t errlen) {
+vae_status st_write_mem(const st_tensor_out *tensors, int n_tensors,
+                        const char *const *meta_keys, const char *const *meta_values, int n_meta,
+                        uint8_t **out, size_t *out_len, char *err, size_t errlen) {
     if (!out || !out_len || n_tensors < 0 || n_meta < 0 || (n_tensors && !tensors) ||
         (n_meta && (!meta_keys || !meta_values))) {
         set_err(err, errlen, "safetensors: invalid arguments");
-        return ST_ERR_ARG;
+        return VAE_ERR_ARG;
     }
     *out = NULL;
     *out_len = 0;
@@ -813,7 +813,7 @@ int st_write_mem(const st_tensor_out *tensors, int n_tensors, const char *const 
         if (!meta_keys[i] || !meta_values[i] || !utf8_valid(meta_keys[i]) ||
             !utf8_valid(meta_values[i])) {
             set_err(err, errlen, "safetensors: metadata entry %d is NULL or not UTF-8", i);
-            return ST_ERR_ARG;
+            return VAE_ERR_ARG;
         }
     }
     const char *dup = NULL;
@@ -821,7 +821,7 @@ int st_write_mem(const st_tensor_out *tensors, int n_tensors, const char *const 
     if (d) {
         if (d < 0) set_err(err, errlen, "safetensors: out of memory");
         else set_err(err, errlen, "safetensors: duplicate metadata key \"%.200s\"", dup);
-        return d < 0 ? ST_ERR_NOMEM : ST_ERR_ARG;
+        return d < 0 ? VAE_ERR_NOMEM : VAE_ERR_ARG;
     }
 
     uint64_t total = 0;
@@ -830,36 +830,43 @@ int st_write_mem(const st_tensor_out *tensors, int n_tensors, const char *const 
         if (!t->name || !t->name[0] || strlen(t->name) >= ST_NAME_MAX ||
             strcmp(t->name, "__metadata__") == 0 || !utf8_valid(t->name)) {
             set_err(err, errlen, "safetensors: tensor %d has an invalid name", i);
-            return ST_ERR_ARG;
+            return VAE_ERR_ARG;
         }
         if (t->ndim < 0 || t->ndim > ST_MAX_DIMS) {
             set_err(err, errlen, "safetensors: tensor \"%.200s\": ndim %d out of range", t->name,
                     t->ndim);
-            return ST_ERR_ARG;
+            return VAE_ERR_ARG;
+        }
+        unsigned esize = st_dtype_size(t->dtype ? t->dtype : "F32");
+        if (!esize) {
+            set_err(err, errlen, "safetensors: tensor \"%.200s\": unknown dtype \"%.32s\"",
+                    t->name, t->dtype);
+            return VAE_ERR_ARG;
         }
         uint64_t count = 1;
         for (int k = 0; k < t->ndim; k++) {
-            if (t->shape[k] < 0 || (t->shape[k] && count > UINT64_MAX / 4 / (uint64_t)t->shape[k])) {
+            if (t->shape[k] < 0 ||
+                (t->shape[k] && count > UINT64_MAX / esize / (uint64_t)t->shape[k])) {
                 set_err(err, errlen, "safetensors: tensor \"%.200s\": invalid shape", t->name);
-                return ST_ERR_ARG;
+                return VAE_ERR_ARG;
             }
             count *= (uint64_t)t->shape[k];
         }
         if (count && !t->data) {
             set_err(err, errlen, "safetensors: tensor \"%.200s\": no data", t->name);
-            return ST_ERR_ARG;
+            return VAE_ERR_ARG;
         }
-        if (count * 4 > UINT64_MAX - total) {
+        if (count * esize > UINT64_MAX - total) {
             set_err(err, errlen, "safetensors: total size overflows");
-            return ST_ERR_ARG;
+            return VAE_ERR_ARG;
         }
-        total += count * 4;
+        total += count * esize;
     }
     if (n_tensors > 1) {
         const char **names = malloc((size_t)n_tensors * sizeof *names); /* owned here */
         if (!names) {
             set_err(err, errlen, "safetensors: out of memory");
-            return ST_ERR_NOMEM;
+            return VAE_ERR_NOMEM;
         }
         for (int i = 0; i < n_tensors; i++) names[i] = tensors[i].name;
         d = has_duplicates(names, n_tensors, &dup);
@@ -867,7 +874,7 @@ int st_write_mem(const st_tensor_out *tensors, int n_tensors, const char *const 
         free(names);
         if (d) {
             if (d < 0) set_err(err, errlen, "safetensors: out of memory");
-            return d < 0 ? ST_ERR_NOMEM : ST_ERR_ARG;
+            return d < 0 ? VAE_ERR_NOMEM : VAE_ERR_ARG;
         }
     }
 
@@ -888,37 +895,40 @@ int st_write_mem(const st_tensor_out *tensors, int n_tensors, const char *const 
     for (int i = 0; i < n_tensors; i++) {
         const st_tensor_out *t = &tensors[i];
         if (i || n_meta) sb_puts(&h, ",");
+        const char *dtype = t->dtype ? t->dtype : "F32";
+        uint64_t nbytes = st_dtype_size(dtype);
         sb_put_json_string(&h, t->name);
-        sb_puts(&h, ":{\"dtype\":\"F32\",\"shape\":[");
-        uint64_t count = 1;
+        sb_puts(&h, ":{\"dtype\":");
+        sb_put_json_string(&h, dtype);
+        sb_puts(&h, ",\"shape\":[");
         for (int k = 0; k < t->ndim; k++) {
             snprintf(num, sizeof num, "%s%" PRId64, k ? "," : "", t->shape[k]);
             sb_puts(&h, num);
-            count *= (uint64_t)t->shape[k];
+            nbytes *= (uint64_t)t->shape[k];
         }
         snprintf(num, sizeof num, "],\"data_offsets\":[%" PRIu64 ",%" PRIu64 "]}", offset,
-                 offset + count * 4);
+                 offset + nbytes);
         sb_puts(&h, num);
-        offset += count * 4;
+        offset += nbytes;
     }
     sb_puts(&h, "}");
     while (h.len % 8) sb_puts(&h, " ");
     if (h.oom) {
         free(h.p);
         set_err(err, errlen, "safetensors: out of memory");
-        return ST_ERR_NOMEM;
+        return VAE_ERR_NOMEM;
     }
     if (total > SIZE_MAX - 8 - h.len) {
         free(h.p);
         set_err(err, errlen, "safetensors: file too large");
-        return ST_ERR_ARG;
+        return VAE_ERR_ARG;
     }
     size_t size = 8 + h.len + (size_t)total;
     uint8_t *buf = malloc(size); /* owned: handed to *out */
     if (!buf) {
         free(h.p);
         set_err(err, errlen, "safetensors: out of memory (%zu bytes)", size);
-        return ST_ERR_NOMEM;
+        return VAE_ERR_NOMEM;
     }
     uint64_t n = h.len;
     for (int i = 0; i < 8; i++) buf[i] = (uint8_t)(n >> (8 * i));
@@ -926,36 +936,25 @@ int st_write_mem(const st_tensor_out *tensors, int n_tensors, const char *const 
     free(h.p);
     uint8_t *dst = buf + 8 + n;
     for (int i = 0; i < n_tensors; i++) {
-        size_t count = 1;
-        for (int k = 0; k < tensors[i].ndim; k++) count *= (size_t)tensors[i].shape[k];
-        if (count) memcpy(dst, tensors[i].data, count * 4);
-        dst += count * 4;
+        size_t nbytes = st_dtype_size(tensors[i].dtype ? tensors[i].dtype : "F32");
+        for (int k = 0; k < tensors[i].ndim; k++) nbytes *= (size_t)tensors[i].shape[k];
+        if (nbytes) memcpy(dst, tensors[i].data, nbytes);
+        dst += nbytes;
     }
     *out = buf;
     *out_len = size;
-    return ST_OK;
+    return VAE_OK;
 }
 
-int st_write_file(const char *path, const st_tensor_out *tensors, int n_tensors,
-                  const char *const *meta_keys, const char *const *meta_values, int n_meta,
-                  char *err, size_t errlen) {
+vae_status st_write_file(const char *path, const st_tensor_out *tensors, int n_tensors,
+                         const char *const *meta_keys, const char *const *meta_values, int n_meta,
+                         char *err, size_t errlen) {
     uint8_t *buf = NULL; /* owned here */
     size_t len = 0;
-    int rc = st_write_mem(tensors, n_tensors, meta_keys, meta_values, n_meta, &buf, &len, err,
-                          errlen);
+    vae_status rc = st_write_mem(tensors, n_tensors, meta_keys, meta_values, n_meta, &buf, &len,
+                                 err, errlen);
     if (rc) return rc;
-    rc = st_write_bytes_atomic(path, buf, len, err, errlen);
+    rc = file_write_atomic(path, buf, len, err, errlen);
     free(buf);
     return rc;
-}
-
-
-int st_write_bytes_atomic(const char *path, const uint8_t *buf, size_t len, char *err,
-                          size_t errlen) {
-    if (!path || !path[0] || (!buf && len)) {
-        set_err(err, errlen, "safetensors: invalid arguments");
-        return ST_ERR_ARG;
-    }
-    int rc = file_write_atomic(path, buf, len, err, errlen);
-    return rc == FILE_IO_OK ? ST_OK : rc == FILE_IO_ERR_NOMEM ? ST_ERR_NOMEM : ST_ERR_IO;
 }

@@ -22,11 +22,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "engine/vae_status.h"
+
 #define ST_MAX_HEADER (100u * 1024u * 1024u)
 #define ST_MAX_DIMS 8
 #define ST_NAME_MAX 256
-
-typedef enum { ST_OK = 0, ST_ERR_IO, ST_ERR_FORMAT, ST_ERR_NOMEM, ST_ERR_ARG } st_status;
 
 typedef struct {
     char name[ST_NAME_MAX];
@@ -49,9 +49,9 @@ typedef struct {
 } st_file;
 
 /* Parses buf (borrowed: it must outlive f). */
-int st_parse(const uint8_t *buf, size_t len, st_file *f, char *err, size_t errlen);
+vae_status st_parse(const uint8_t *buf, size_t len, st_file *f, char *err, size_t errlen);
 /* Reads and parses a whole file (f owns the bytes). */
-int st_read_file(const char *path, st_file *f, char *err, size_t errlen);
+vae_status st_read_file(const char *path, st_file *f, char *err, size_t errlen);
 const st_tensor_info *st_find(const st_file *f, const char *name);
 const char *st_meta_get(const st_file *f, const char *key);
 void st_free(st_file *f);
@@ -60,22 +60,20 @@ typedef struct {
     const char *name;
     int ndim;
     int64_t shape[ST_MAX_DIMS];
-    const float *data;        /* F32, product(shape) floats */
+    const void *data;         /* product(shape) elements of dtype, little-endian */
+    const char *dtype;        /* NULL: "F32"; else one of the dtypes the parser knows */
 } st_tensor_out;
 
-/* Serialises F32 tensors and string metadata into a new buffer (*out owned by
+/* Serialises tensors and string metadata into a new buffer (*out owned by
  * the caller, free()). The header is padded with spaces to a multiple of 8. */
-int st_write_mem(const st_tensor_out *tensors, int n_tensors, const char *const *meta_keys,
-                 const char *const *meta_values, int n_meta, uint8_t **out, size_t *out_len,
-                 char *err, size_t errlen);
+vae_status st_write_mem(const st_tensor_out *tensors, int n_tensors,
+                        const char *const *meta_keys, const char *const *meta_values, int n_meta,
+                        uint8_t **out, size_t *out_len, char *err, size_t errlen);
 /* Writes a file atomically: a temporary file beside it, fsync, rename, fsync
  * of the directory. On failure the target is untouched. */
-int st_write_file(const char *path, const st_tensor_out *tensors, int n_tensors,
-                  const char *const *meta_keys, const char *const *meta_values, int n_meta,
-                  char *err, size_t errlen);
-/* Writes bytes to path atomically, as st_write_file does. */
-int st_write_bytes_atomic(const char *path, const uint8_t *buf, size_t len, char *err,
-                          size_t errlen);
+vae_status st_write_file(const char *path, const st_tensor_out *tensors, int n_tensors,
+                         const char *const *meta_keys, const char *const *meta_values, int n_meta,
+                         char *err, size_t errlen);
 
 /* A small strict JSON reader, for the safetensors header and the config JSON
  * kept in its metadata (the engine links no JSON library). */
@@ -92,7 +90,8 @@ typedef struct sj_value {
     char **keys;              /* owned; object keys */
 } sj_value;
 
-int sj_parse(const char *text, size_t len, int max_depth, sj_value *out, char *err, size_t errlen);
+vae_status sj_parse(const char *text, size_t len, int max_depth, sj_value *out, char *err,
+                    size_t errlen);
 const sj_value *sj_get(const sj_value *obj, const char *key);
 void sj_free(sj_value *v);
 

@@ -1,10 +1,17 @@
+/* trainer: the epoch loop, evaluation and the resume file. See trainer.h. */
 #include "engine/trainer.h"
 
+#include <errno.h>
+#include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <zlib.h>
+
+#include "engine/checkpoint.h"
+#include "engine/safetensors.h"
 
 struct trainer {
     vae_model *m;            /* borrowed */
@@ -16,6 +23,7 @@ struct trainer {
     float *batch;            /* owned; cfg.batch images */
     int epochs_done;
     trainer_position pos;    /* mid-epoch progress (pos.epochs_done unused) */
+    trainer_epoch_metrics *history; /* owned; cfg.epochs entries, epochs_done filled */
 };
 
 static double now_s(void)
@@ -57,7 +65,12 @@ trainer *trainer_new(vae_model *m, const dataset *train, const dataset *test, ch
         return NULL;
     }
     if (!(t->order = malloc(sizeof(int) * (size_t)train->n))) goto nomem;
+    /* a permutation from the start, so a resume file written before the first
+     * epoch holds one */
+    for (int i = 0; i < train->n; i++) t->order[i] = i;
     if (!(t->batch = malloc(sizeof(float) * (size_t)m->cfg.batch * dataset_dim(train)))) goto nomem;
+    size_t epochs = m->cfg.epochs > 0 ? (size_t)m->cfg.epochs : 1;
+    if (!(t->history = calloc(epochs, sizeof *t->history))) goto nomem;
     return t;
 nomem:
     snprintf(err, errlen, "out of memory for the trainer");
@@ -71,15 +84,17 @@ void trainer_free(trainer *t)
     vae_train_state_free(t->ts);
     free(t->order);
     free(t->batch);
+    free(t->history);
     free(t);
 }
 
-int trainer_set_threads(trainer *t, int threads, char *err, size_t errlen)
+vae_status trainer_set_threads(trainer *t, int threads, char *err, size_t errlen)
 {
     return vae_train_state_set_threads(t->ts, t->m, threads, err, errlen);
 }
 
 int trainer_epochs_done(const trainer *t) { return t->epochs_done; }
+const trainer_epoch_metrics *trainer_history(const trainer *t) { return t->history; }
 rng_state *trainer_rng(trainer *t) { return &t->rng; }
 vae_train_state *trainer_train_state(trainer *t) { return t->ts; }
 
@@ -92,11 +107,31 @@ void trainer_get_position(const trainer *t, trainer_position *p)
 const int *trainer_order(const trainer *t) { return t->order; }
 int trainer_order_len(const trainer *t) { return t->train->n; }
 
-int trainer_set_position(trainer *t, const trainer_position *p, const int *order, int n,
-                         char *err, size_t errlen)
+static int64_t steps_per_epoch(const trainer *t)
 {
-    int64_t steps = (t->train->n + t->m->cfg.batch - 1) / t->m->cfg.batch;
-    if (p->epochs_done < 0 || p->next_step < 0 || p->next_step >= steps || p->seen < 0) {
+    return (t->train->n + t->m->cfg.batch - 1) / t->m->cfg.batch;
+}
+
+/* 1 when order[0..n) holds each of 0..n-1 once (else a step would read out of
+ * bounds), 0 when not, -1 when out of memory. */
+static int is_permutation(const int *order, int n)
+{
+    char *seen = calloc((size_t)n ? (size_t)n : 1, 1); /* owned here */
+    if (!seen) return -1;
+    int ok = 1;
+    for (int i = 0; i < n && ok; i++) {
+        ok = order[i] >= 0 && order[i] < n && !seen[order[i]];
+        if (ok) seen[order[i]] = 1;
+    }
+    free(seen);
+    return ok;
+}
+
+vae_status trainer_set_position(trainer *t, const trainer_position *p, const int *order, int n,
+                                char *err, size_t errlen)
+{
+    if (p->epochs_done < 0 || p->epochs_done > t->m->cfg.epochs || p->next_step < 0 ||
+        p->next_step >= steps_per_epoch(t) || p->seen < 0) {
         snprintf(err, errlen, "resume position out of range");
         return VAE_ERR_ARG;
     }
@@ -105,18 +140,11 @@ int trainer_set_position(trainer *t, const trainer_position *p, const int *order
             snprintf(err, errlen, "resuming mid-epoch needs the data order of %d images", t->train->n);
             return VAE_ERR_ARG;
         }
-        /* must be a permutation, or a step would read out of bounds */
-        char *seen = calloc((size_t)n, 1);
-        if (!seen) {
+        int ok = is_permutation(order, n);
+        if (ok < 0) {
             snprintf(err, errlen, "out of memory");
             return VAE_ERR_NOMEM;
         }
-        int ok = 1;
-        for (int i = 0; i < n && ok; i++) {
-            ok = order[i] >= 0 && order[i] < n && !seen[order[i]];
-            if (ok) seen[order[i]] = 1;
-        }
-        free(seen);
         if (!ok) {
             snprintf(err, errlen, "the saved data order is not a permutation");
             return VAE_ERR_FORMAT;
@@ -128,14 +156,18 @@ int trainer_set_position(trainer *t, const trainer_position *p, const int *order
     return VAE_OK;
 }
 
-int trainer_run_epoch(trainer *t, const trainer_callbacks *cb, trainer_epoch_metrics *out,
-                      char *err, size_t errlen)
+vae_status trainer_run_epoch(trainer *t, const trainer_callbacks *cb, trainer_epoch_metrics *out,
+                             char *err, size_t errlen)
 {
     const vae_config *c = &t->m->cfg;
     const dataset *d = t->train;
     size_t D = (size_t)dataset_dim(d);
     int n = d->n, B = c->batch;
-    int64_t steps = (n + B - 1) / B;
+    int64_t steps = steps_per_epoch(t);
+    if (t->epochs_done >= c->epochs) {
+        snprintf(err, errlen, "all %d epochs are done", c->epochs);
+        return VAE_ERR_ARG;
+    }
     if (t->pos.next_step == 0) {
         for (int i = 0; i < n; i++) t->order[i] = i;
         rng_shuffle(&t->rng, t->order, n);
@@ -195,12 +227,12 @@ int trainer_run_epoch(trainer *t, const trainer_callbacks *cb, trainer_epoch_met
         if (rc) return rc;
     }
     out->seconds = now_s() - t0;
-    t->epochs_done++;
+    t->history[t->epochs_done++] = *out;
     return VAE_OK;
 }
 
-int trainer_evaluate(const vae_model *m, const dataset *d, uint64_t seed, double *loss,
-                     double *recon, double *kl, char *err, size_t errlen)
+vae_status trainer_evaluate(const vae_model *m, const dataset *d, uint64_t seed, double *loss,
+                            double *recon, double *kl, char *err, size_t errlen)
 {
     const vae_config *c = &m->cfg;
     if (check_shape(m, d, "evaluation", err, errlen)) return VAE_ERR_ARG;
@@ -209,7 +241,7 @@ int trainer_evaluate(const vae_model *m, const dataset *d, uint64_t seed, double
     size_t D = (size_t)dataset_dim(d);
     float *xb = malloc(sizeof(float) * (size_t)B * D);                   /* owned */
     float *eps = malloc(sizeof(float) * (size_t)B * c->mc_samples * c->latent); /* owned */
-    int rc = VAE_OK;
+    vae_status rc = VAE_OK;
     if (!ts || !xb || !eps) {
         snprintf(err, errlen, "out of memory for evaluation");
         rc = VAE_ERR_NOMEM;
@@ -245,5 +277,286 @@ end:
     vae_train_state_free(ts);
     free(xb);
     free(eps);
+    return rc;
+}
+
+/* ---------- the resume file ---------- */
+
+/* A safetensors file. Tensors: "params", "adam_m", "adam_v" (F32, n_params),
+ * "order" (I32, the training set's size), "epoch_sums" (F64: the current
+ * epoch's recon and KL sums and its seconds so far) and "metrics" (F64,
+ * (epochs_done, RESUME_METRIC_FIELDS), in metrics_row's order). Doubles are
+ * stored as their bytes, so they come back bit for bit (NaN too). Metadata:
+ * "format", "model_config" (ckpt_config_to_json), "adam_step", "rng" (four
+ * hex words), "epochs_done", "next_step", "seen", "data_crc32" (CRC-32 of the
+ * whole data area, so a damaged tensor is refused rather than trained on) and
+ * the caller's pairs, each key prefixed with RESUME_META_PREFIX so that no
+ * caller key can collide with these. */
+#define RESUME_FORMAT "vaed-resume-2"
+#define RESUME_META_PREFIX "meta."
+#define RESUME_METRIC_FIELDS 9
+#define RESUME_N_TENSORS 6
+#define RESUME_N_KEYS 8
+
+static void metrics_row(const trainer_epoch_metrics *e, double *row)
+{
+    const double v[RESUME_METRIC_FIELDS] = {e->epoch,        e->train_loss, e->train_recon,
+                                            e->train_kl,     e->test_loss,  e->test_recon,
+                                            e->test_kl,      e->images_per_s, e->seconds};
+    memcpy(row, v, sizeof v);
+}
+
+static void metrics_from_row(const double *row, trainer_epoch_metrics *e)
+{
+    e->epoch = (int)row[0];
+    e->train_loss = row[1];
+    e->train_recon = row[2];
+    e->train_kl = row[3];
+    e->test_loss = row[4];
+    e->test_recon = row[5];
+    e->test_kl = row[6];
+    e->images_per_s = row[7];
+    e->seconds = row[8];
+}
+
+static size_t tensor_bytes(const st_tensor_out *t)
+{
+    size_t n = strcmp(t->dtype, "F64") == 0 ? 8 : 4;
+    for (int k = 0; k < t->ndim; k++) n *= (size_t)t->shape[k];
+    return n;
+}
+
+vae_status trainer_save_resume(const trainer *t, const char *path, const trainer_meta *meta,
+                               int n_meta, char *err, size_t errlen)
+{
+    if (!t || !path || !path[0] || n_meta < 0 || (n_meta && !meta)) {
+        snprintf(err, errlen, "trainer_save_resume: invalid arguments");
+        return VAE_ERR_ARG;
+    }
+    const vae_model *m = t->m;
+    int n = t->train->n, done = t->epochs_done;
+    char model_cfg[4096];
+    if (ckpt_config_to_json(&m->cfg, model_cfg, sizeof model_cfg) < 0) {
+        snprintf(err, errlen, "the model config does not fit in %zu bytes", sizeof model_cfg);
+        return VAE_ERR_ARG;
+    }
+    vae_status rc = VAE_ERR_NOMEM;
+    int n_keys = RESUME_N_KEYS + n_meta;
+    double *rows = malloc(sizeof(double) * RESUME_METRIC_FIELDS * (size_t)(done ? done : 1));
+    const char **keys = calloc((size_t)n_keys, sizeof *keys);   /* owned here */
+    const char **values = calloc((size_t)n_keys, sizeof *values); /* owned here */
+    char **meta_keys = calloc((size_t)(n_meta ? n_meta : 1), sizeof *meta_keys); /* owned here, each */
+    if (!rows || !keys || !values || !meta_keys) goto nomem;
+    for (int i = 0; i < done; i++) metrics_row(&t->history[i], rows + (size_t)i * RESUME_METRIC_FIELDS);
+    double sums[3] = {t->pos.recon_sum, t->pos.kl_sum, t->pos.seconds};
+    st_tensor_out tensors[RESUME_N_TENSORS] = {
+        {.name = "params", .ndim = 1, .shape = {(int64_t)m->n_params}, .data = m->params, .dtype = "F32"},
+        {.name = "adam_m", .ndim = 1, .shape = {(int64_t)m->n_params}, .data = vae_train_adam_m(t->ts), .dtype = "F32"},
+        {.name = "adam_v", .ndim = 1, .shape = {(int64_t)m->n_params}, .data = vae_train_adam_v(t->ts), .dtype = "F32"},
+        {.name = "order", .ndim = 1, .shape = {n}, .data = t->order, .dtype = "I32"},
+        {.name = "epoch_sums", .ndim = 1, .shape = {3}, .data = sums, .dtype = "F64"},
+        {.name = "metrics", .ndim = 2, .shape = {done, RESUME_METRIC_FIELDS}, .data = rows, .dtype = "F64"},
+    };
+    /* st_write_mem lays the data out in this order, so the CRC of the pieces
+     * is the CRC of the data area */
+    uLong crc = crc32(0L, Z_NULL, 0);
+    for (int i = 0; i < RESUME_N_TENSORS; i++)
+        crc = crc32_z(crc, tensors[i].data, tensor_bytes(&tensors[i]));
+    char adam_step[24], rng[80], epochs_done[16], next_step[24], seen[16], data_crc[16];
+    const rng_state *r = &t->rng;
+    snprintf(adam_step, sizeof adam_step, "%" PRId64, *vae_train_adam_step(t->ts));
+    snprintf(rng, sizeof rng, "%016" PRIx64 ",%016" PRIx64 ",%016" PRIx64 ",%016" PRIx64, r->s[0],
+             r->s[1], r->s[2], r->s[3]);
+    snprintf(epochs_done, sizeof epochs_done, "%d", done);
+    snprintf(next_step, sizeof next_step, "%" PRId64, t->pos.next_step);
+    snprintf(seen, sizeof seen, "%d", t->pos.seen);
+    snprintf(data_crc, sizeof data_crc, "%08lx", (unsigned long)crc);
+    const char *fixed_keys[RESUME_N_KEYS] = {"format", "model_config", "adam_step", "rng",
+                                             "epochs_done", "next_step", "seen", "data_crc32"};
+    const char *fixed_values[RESUME_N_KEYS] = {RESUME_FORMAT, model_cfg, adam_step, rng,
+                                               epochs_done,   next_step, seen,      data_crc};
+    memcpy(keys, fixed_keys, sizeof fixed_keys);
+    memcpy(values, fixed_values, sizeof fixed_values);
+    for (int i = 0; i < n_meta; i++) {
+        if (!meta[i].key || !meta[i].value) {
+            snprintf(err, errlen, "trainer_save_resume: meta entry %d is NULL", i);
+            rc = VAE_ERR_ARG;
+            goto end;
+        }
+        size_t len = strlen(RESUME_META_PREFIX) + strlen(meta[i].key) + 1;
+        if (!(meta_keys[i] = malloc(len))) goto nomem;
+        snprintf(meta_keys[i], len, "%s%s", RESUME_META_PREFIX, meta[i].key);
+        keys[RESUME_N_KEYS + i] = meta_keys[i];
+        values[RESUME_N_KEYS + i] = meta[i].value;
+    }
+    char serr[384];
+    rc = st_write_file(path, tensors, RESUME_N_TENSORS, keys, values, n_keys, serr, sizeof serr);
+    if (rc) snprintf(err, errlen, "cannot write the resume file %s: %s", path, serr);
+    goto end;
+nomem:
+    snprintf(err, errlen, "out of memory writing the resume file %s", path);
+    rc = VAE_ERR_NOMEM;
+end:
+    for (int i = 0; meta_keys && i < n_meta; i++) free(meta_keys[i]);
+    free(meta_keys);
+    free(keys);
+    free(values);
+    free(rows);
+    return rc;
+}
+
+/* The tensor name of dtype and shape (n0) or (n0, n1) (n1 < 0: 1-D), else NULL. */
+static const uint8_t *resume_tensor(const st_file *f, const char *name, const char *dtype,
+                                    int64_t n0, int64_t n1)
+{
+    const st_tensor_info *t = st_find(f, name);
+    if (!t || strcmp(t->dtype, dtype) != 0 || t->ndim != (n1 < 0 ? 1 : 2) || t->shape[0] != n0 ||
+        (n1 >= 0 && t->shape[1] != n1))
+        return NULL;
+    return f->data + t->begin;
+}
+
+/* The decimal integer stored under key, in lo..hi. */
+static int resume_int(const st_file *f, const char *key, int64_t lo, int64_t hi, int64_t *out)
+{
+    const char *s = st_meta_get(f, key);
+    char *end;
+    if (!s || !*s) return -1;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (*end || errno || v < lo || v > hi) return -1;
+    *out = v;
+    return 0;
+}
+
+vae_status trainer_load_resume(trainer *t, const char *path, const trainer_meta *meta,
+                               int n_meta, char *err, size_t errlen)
+{
+    if (!t || !path || n_meta < 0 || (n_meta && !meta)) {
+        snprintf(err, errlen, "trainer_load_resume: invalid arguments");
+        return VAE_ERR_ARG;
+    }
+    st_file f;
+    char serr[512];
+    vae_status rc = st_read_file(path, &f, serr, sizeof serr);
+    if (rc) {
+        snprintf(err, errlen, "cannot resume: %s", serr); /* serr names the file */
+        return rc;
+    }
+    rc = VAE_ERR_FORMAT;
+    int *order = NULL; /* owned here */
+    vae_model *m = t->m;
+    size_t np = m->n_params;
+    int n = t->train->n;
+    const char *format = st_meta_get(&f, "format");
+    if (!format || strcmp(format, RESUME_FORMAT) != 0) {
+        if (format)
+            snprintf(err, errlen, "cannot resume: %s is a \"%.64s\" file; this vaed reads \"%s\"",
+                     path, format, RESUME_FORMAT);
+        else
+            snprintf(err, errlen, "cannot resume: %s is not a vaed resume file (no format)", path);
+        goto end;
+    }
+    int64_t crc_stored;
+    const char *crc_s = st_meta_get(&f, "data_crc32");
+    char *crc_end;
+    crc_stored = crc_s ? (int64_t)strtoull(crc_s, &crc_end, 16) : -1;
+    if (!crc_s || !*crc_s || *crc_end ||
+        crc_stored != (int64_t)crc32_z(crc32(0L, Z_NULL, 0), f.data, (size_t)f.data_len)) {
+        snprintf(err, errlen, "cannot resume: %s is corrupt (its data does not match its checksum)",
+                 path);
+        goto end;
+    }
+    char model_cfg[4096];
+    const char *stored_cfg = st_meta_get(&f, "model_config");
+    if (ckpt_config_to_json(&m->cfg, model_cfg, sizeof model_cfg) < 0 || !stored_cfg ||
+        strcmp(stored_cfg, model_cfg) != 0) {
+        snprintf(err, errlen, "cannot resume: %s belongs to another run (another model config)",
+                 path);
+        goto end;
+    }
+    for (int i = 0; i < n_meta; i++) {
+        char key[256];
+        snprintf(key, sizeof key, "%s%s", RESUME_META_PREFIX, meta[i].key ? meta[i].key : "");
+        const char *v = st_meta_get(&f, key);
+        if (!meta[i].key || !meta[i].value || !v || strcmp(v, meta[i].value) != 0) {
+            snprintf(err, errlen, "cannot resume: %s belongs to another run (its \"%.64s\" %s)",
+                     path, meta[i].key ? meta[i].key : "", v ? "differs" : "is missing");
+            goto end;
+        }
+    }
+    const st_tensor_info *order_info = st_find(&f, "order");
+    if (order_info && order_info->ndim == 1 && order_info->shape[0] != n) {
+        snprintf(err, errlen,
+                 "cannot resume: %s belongs to another run (it trained on %lld images, this one "
+                 "has %d)",
+                 path, (long long)order_info->shape[0], n);
+        goto end;
+    }
+    int64_t adam_step, epochs_done, next_step, seen;
+    rng_state rng;
+    const char *rng_s = st_meta_get(&f, "rng");
+    const uint8_t *params = resume_tensor(&f, "params", "F32", (int64_t)np, -1),
+                  *adam_m = resume_tensor(&f, "adam_m", "F32", (int64_t)np, -1),
+                  *adam_v = resume_tensor(&f, "adam_v", "F32", (int64_t)np, -1),
+                  *order_bytes = resume_tensor(&f, "order", "I32", n, -1),
+                  *sums_bytes = resume_tensor(&f, "epoch_sums", "F64", 3, -1), *rows = NULL;
+    int complete =
+        params && adam_m && adam_v && order_bytes && sums_bytes && rng_s &&
+        !resume_int(&f, "adam_step", 0, INT64_MAX, &adam_step) &&
+        !resume_int(&f, "epochs_done", 0, m->cfg.epochs, &epochs_done) &&
+        !resume_int(&f, "next_step", 0, steps_per_epoch(t) - 1, &next_step) &&
+        !resume_int(&f, "seen", 0, n, &seen) &&
+        sscanf(rng_s, "%" SCNx64 ",%" SCNx64 ",%" SCNx64 ",%" SCNx64, &rng.s[0], &rng.s[1],
+               &rng.s[2], &rng.s[3]) == 4 &&
+        (rows = resume_tensor(&f, "metrics", "F64", epochs_done, RESUME_METRIC_FIELDS));
+    if (!complete) {
+        snprintf(err, errlen, "cannot resume: %s is incomplete or corrupt", path);
+        goto end;
+    }
+    if (!(order = malloc(sizeof(int) * (size_t)(n ? n : 1)))) {
+        snprintf(err, errlen, "out of memory resuming from %s", path);
+        rc = VAE_ERR_NOMEM;
+        goto end;
+    }
+    memcpy(order, order_bytes, sizeof(int32_t) * (size_t)n);
+    int ok = is_permutation(order, n);
+    if (ok <= 0) {
+        snprintf(err, errlen, ok < 0 ? "out of memory resuming from %s"
+                                     : "cannot resume: %s holds a data order that is not a "
+                                       "permutation",
+                 path);
+        rc = ok < 0 ? VAE_ERR_NOMEM : VAE_ERR_FORMAT;
+        goto end;
+    }
+    for (int64_t i = 0; i < epochs_done; i++) {
+        double epoch;
+        memcpy(&epoch, rows + (size_t)i * RESUME_METRIC_FIELDS * sizeof(double), sizeof epoch);
+        if (epoch != (double)(i + 1)) {
+            snprintf(err, errlen, "cannot resume: %s holds bad metrics", path);
+            goto end;
+        }
+    }
+    /* everything checked: from here nothing fails */
+    for (int64_t i = 0; i < epochs_done; i++) {
+        double row[RESUME_METRIC_FIELDS];
+        memcpy(row, rows + (size_t)i * sizeof row, sizeof row);
+        metrics_from_row(row, &t->history[i]);
+    }
+    double sums[3];
+    memcpy(sums, sums_bytes, sizeof sums);
+    memcpy(m->params, params, sizeof(float) * np);
+    memcpy(vae_train_adam_m(t->ts), adam_m, sizeof(float) * np);
+    memcpy(vae_train_adam_v(t->ts), adam_v, sizeof(float) * np);
+    *vae_train_adam_step(t->ts) = adam_step;
+    memcpy(t->order, order, sizeof(int) * (size_t)n);
+    t->rng = rng;
+    t->epochs_done = (int)epochs_done;
+    t->pos = (trainer_position){.next_step = next_step, .recon_sum = sums[0], .kl_sum = sums[1],
+                                .seen = (int)seen, .seconds = sums[2]};
+    rc = VAE_OK;
+end:
+    free(order);
+    st_free(&f);
     return rc;
 }

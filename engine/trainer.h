@@ -1,13 +1,26 @@
-/* trainer: epochs of minibatch training over a dataset, with evaluation.
+/* trainer: epochs of minibatch training over a dataset, with evaluation, and
+ * the resume file that continues an interrupted run to the same bytes.
  *
  *     trainer *t = trainer_new(&model, &train, &test, err, sizeof err);
- *     for (e = 0; e < epochs; e++)
- *         if (trainer_run_epoch(t, &callbacks, &metrics, err, sizeof err)) break;
+ *     trainer_meta meta[] = {{"data", "mnist"}};   // what else makes this run this run
+ *     if (access(path, F_OK) == 0 &&
+ *         trainer_load_resume(t, path, meta, 1, err, sizeof err)) ...   // refused: err says why
+ *     trainer_callbacks cb = {.on_progress = show, .ctx = &ui, .cancel = &stop};
+ *     while (trainer_epochs_done(t) < model.cfg.epochs) {
+ *         vae_status rc = trainer_run_epoch(t, &cb, &metrics, err, sizeof err);
+ *         if (rc == VAE_OK || rc == VAE_ERR_CANCELLED)
+ *             trainer_save_resume(t, path, meta, 1, err, sizeof err);
+ *         if (rc) break;
+ *     }
+ *     const trainer_epoch_metrics *h = trainer_history(t);   // every epoch, also resumed ones
  *     trainer_free(t);
  *
  * The trainer borrows the model and datasets; they must outlive it. Its state
- * (Adam moments, the generator, the epoch count) lives in the trainer, so a
- * caller can save and restore it between epochs.
+ * (Adam moments, the generator, the data order and the position in the epoch,
+ * the metrics of the epochs done) lives in the trainer; trainer_save_resume
+ * writes all of it with the model's parameters, so a run stopped anywhere,
+ * even mid-epoch, resumes bit for bit (with one training thread: two threads
+ * sum gradients in an order that is repeatable but not the same).
  */
 #ifndef TRAINER_H
 #define TRAINER_H
@@ -52,15 +65,42 @@ trainer *trainer_new(vae_model *m, const dataset *train, const dataset *test, ch
                      size_t errlen);
 void trainer_free(trainer *t);
 /* Training threads (data parallel when >= 2); see vae_train_state_set_threads. */
-int trainer_set_threads(trainer *t, int threads, char *err, size_t errlen);
+vae_status trainer_set_threads(trainer *t, int threads, char *err, size_t errlen);
 int trainer_epochs_done(const trainer *t);
-int trainer_run_epoch(trainer *t, const trainer_callbacks *cb, trainer_epoch_metrics *out,
-                      char *err, size_t errlen);
+/* Runs the next epoch (VAE_ERR_ARG when all cfg.epochs are done) and fills out
+ * with its metrics, which the history keeps too. */
+vae_status trainer_run_epoch(trainer *t, const trainer_callbacks *cb, trainer_epoch_metrics *out,
+                             char *err, size_t errlen);
+/* The per-epoch metrics of the epochs done (trainer_epochs_done(t) entries), also those
+ * restored by trainer_load_resume; the trainer's, valid until it is freed. */
+const trainer_epoch_metrics *trainer_history(const trainer *t);
+
+/* An opaque string the caller stores in a resume file and wants back the same. */
+typedef struct {
+    const char *key, *value;
+} trainer_meta;
+
+/* Everything a run needs to continue to the same bytes: parameters, Adam m, v and step,
+ * the generator, the epoch's data order and position (also mid-epoch, after a cancel),
+ * the per-epoch metrics so far, the model config, and the caller's meta (opaque strings,
+ * e.g. the job spec or the CLI's data and flags). Written atomically (temporary file,
+ * fsync, rename). */
+vae_status trainer_save_resume(const trainer *t, const char *path, const trainer_meta *meta,
+                               int n_meta, char *err, size_t errlen);
+/* Restores a trainer made for the same model config and data from path. Each of the
+ * n_meta given pairs must be in the file with the same value, and the model config must be
+ * the same, else VAE_ERR_FORMAT with err saying the file belongs to another run; a
+ * missing, truncated or corrupt file is an error naming it. On failure t is unchanged. */
+vae_status trainer_load_resume(trainer *t, const char *path, const trainer_meta *meta,
+                               int n_meta, char *err, size_t errlen);
+
 /* Negative ELBO per image (recon and KL) over a whole dataset, eps drawn from
  * a generator seeded with seed, so the figure is repeatable. */
-int trainer_evaluate(const vae_model *m, const dataset *d, uint64_t seed, double *loss,
-                     double *recon, double *kl, char *err, size_t errlen);
-/* The trainer's generator and its Adam state, for checkpoints that resume. */
+vae_status trainer_evaluate(const vae_model *m, const dataset *d, uint64_t seed, double *loss,
+                            double *recon, double *kl, char *err, size_t errlen);
+/* The accessors below let a caller write its own resume file; trainer_save_resume and
+ * trainer_load_resume make them unnecessary.
+ * The trainer's generator and its Adam state. */
 rng_state *trainer_rng(trainer *t);
 vae_train_state *trainer_train_state(trainer *t);
 
@@ -81,7 +121,7 @@ const int *trainer_order(const trainer *t);
 int trainer_order_len(const trainer *t);
 /* Restores a position; order (n indices, a permutation) is required when
  * p->next_step > 0. */
-int trainer_set_position(trainer *t, const trainer_position *p, const int *order, int n,
-                         char *err, size_t errlen);
+vae_status trainer_set_position(trainer *t, const trainer_position *p, const int *order, int n,
+                                char *err, size_t errlen);
 
 #endif

@@ -1117,11 +1117,11 @@ static int read_png(infer_job *j, const vae_config *cfg, const uint8_t *png, siz
     int h = 0, w = 0;
     char why[256] = "";
     int rc = image_decode_png(png, len, cfg->channels, &pixels, &h, &w, why, sizeof why);
-    if (rc == IMAGE_ERR_NOMEM) {
+    if (rc == VAE_ERR_NOMEM) {
         job_error(j, HTTP_ERR_UNAVAILABLE, "out of memory decoding %s", what);
         return -1;
     }
-    if (rc != IMAGE_OK) {
+    if (rc != VAE_OK) {
         job_error(j, HTTP_ERR_BAD_REQUEST, "%s is not a readable PNG image: %s", what, why);
         return -1;
     }
@@ -1216,10 +1216,10 @@ static void job_images(infer_job *j, const model_handle *h, const float *x, cons
         char why[256] = "";
         int rc = image_encode_grid_png(x, n, cfg->channels, cfg->height, cfg->width, cols, &png,
                                        &len, why, sizeof why);
-        if (rc == IMAGE_ERR_ARG)
+        if (rc == VAE_ERR_ARG)
             job_error(j, HTTP_ERR_UNPROCESSABLE, "cannot draw these images as PNG: %s (ask for "
                       "format=npy or json)", why);
-        else if (rc != IMAGE_OK)
+        else if (rc != VAE_OK)
             job_error(j, HTTP_ERR_INTERNAL, "PNG encoding failed: %s", why);
         else
             job_body(j, MHD_HTTP_OK, "image/png", png, len);

@@ -18,7 +18,7 @@ int data_sets_is_builtin(const char *name)
     return strcmp(name, "mnist") == 0 || strcmp(name, "fashion") == 0;
 }
 
-typedef int (*idx_loader)(dataset *, const char *, const char *, char *, size_t);
+typedef vae_status (*idx_loader)(dataset *, const char *, const char *, char *, size_t);
 
 static int load(const char *root, const char *name, data_sets_split split, idx_loader load_idx,
                 dataset *out, char *err, size_t errlen)
@@ -30,7 +30,7 @@ static int load(const char *root, const char *name, data_sets_split split, idx_l
         snprintf(img, sizeof img, "%s/%s/%s-images-idx3-ubyte", root, name, s);
         snprintf(lab, sizeof lab, "%s/%s/%s-labels-idx1-ubyte", root, name, s);
         int rc = load_idx(out, img, lab, err, errlen);
-        if (rc == DATASET_ERR_IO) {
+        if (rc == VAE_ERR_IO) {
             size_t n = strlen(err);
             snprintf(err + n, errlen > n ? errlen - n : 0,
                      " (run `bash scripts/get-data.sh %s` to fetch it)", name);
@@ -45,19 +45,19 @@ static int load(const char *root, const char *name, data_sets_split split, idx_l
             snprintf(lab, sizeof lab, "%s/test_batch.bin", name);
             if (split == DATA_SETS_TEST && access(lab, F_OK) != 0) {
                 snprintf(err, errlen, "%s has no test_batch.bin", name);
-                return DATASET_ERR_ARG;
+                return VAE_ERR_ARG;
             }
             return dataset_load_cifar_dir(out, name, split == DATA_SETS_TEST, err, errlen);
         }
         if (split == DATA_SETS_TEST) {
             snprintf(err, errlen, "%s (a folder of PNG files) has no test split", name);
-            return DATASET_ERR_ARG;
+            return VAE_ERR_ARG;
         }
         return dataset_load_png_dir(out, name, err, errlen);
     }
     if (split == DATA_SETS_TEST) {
         snprintf(err, errlen, "%s has no test split", name);
-        return DATASET_ERR_ARG;
+        return VAE_ERR_ARG;
     }
     snprintf(img, sizeof img, "%s", name);
     const char *p = strstr(name, "-images-idx3-ubyte");

@@ -22,7 +22,7 @@ typedef enum { DATA_SETS_TRAIN = 0, DATA_SETS_TEST } data_sets_split;
 const char *data_sets_root(void);
 /* 1 when name is a built-in name (mnist, fashion). */
 int data_sets_is_builtin(const char *name);
-/* DATASET_ERR_ARG when a path has no test split. */
+/* VAE_ERR_ARG when a path has no test split. */
 int data_sets_load(const char *root, const char *name, data_sets_split split, dataset *out,
                    char *err, size_t errlen);
 /* The same as bytes (dataset_load_idx_compact): for training, where the

@@ -102,7 +102,7 @@ static void sample_png(const char *path, int height, int width, harness_response
     int h = 0, w = 0;
     char err[256];
     assert_int_equal(image_decode_png(r->body, r->body_len, 1, &pixels, &h, &w, err, sizeof err),
-                     IMAGE_OK);
+                     VAE_OK);
     assert_int_equal(h, height);
     assert_int_equal(w, width);
     for (int i = 0; i < h * w; i++)

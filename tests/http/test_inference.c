@@ -259,7 +259,7 @@ static float *png_pixels(const harness_response *r, int *h, int *w)
     char err[256];
     assert_string_equal(harness_header(r, "Content-Type"), "image/png");
     assert_int_equal(image_decode_png(r->body, r->body_len, 1, &pixels, h, w, err, sizeof err),
-                     IMAGE_OK);
+                     VAE_OK);
     return pixels;
 }
 
@@ -447,10 +447,10 @@ static uint8_t *png_of(int i, size_t *len, float *quantised)
     char err[256];
     assert_int_equal(image_encode_grid_png(fx.x + i * D, 1, 1, 28, 28, 1, &png, len, err,
                                            sizeof err),
-                     IMAGE_OK);
+                     VAE_OK);
     float *px = NULL;
     int h, w;
-    assert_int_equal(image_decode_png(png, *len, 1, &px, &h, &w, err, sizeof err), IMAGE_OK);
+    assert_int_equal(image_decode_png(png, *len, 1, &px, &h, &w, err, sizeof err), VAE_OK);
     memcpy(quantised, px, D * sizeof *px);
     free(px);
     return png;

@@ -126,7 +126,7 @@ static void test_config_must_agree_with_tensors(void **state)
     vae_config lie = a.cfg;
     lie.latent = 3;
     assert_true(ckpt_config_to_json(&lie, cfg, sizeof cfg) > 0);
-    st_tensor_out t[VAE_MAX_TENSORS];
+    st_tensor_out t[VAE_MAX_TENSORS] = {{0}};
     for (int i = 0; i < a.n_tensors; i++) {
         t[i].name = a.tensors[i].name;
         t[i].ndim = a.tensors[i].ndim;

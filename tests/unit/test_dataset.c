@@ -16,11 +16,11 @@
 #include "engine/dataset.h"
 
 static char tmpdir[] = "/tmp/vaed_test_ds_XXXXXX";
-static char paths[32][300];
+static char paths[64][300];
 static int n_paths;
 
 static const char *tmp_path(const char *name) {
-    assert_true(n_paths < 32);
+    assert_true(n_paths < 64);
     snprintf(paths[n_paths], sizeof paths[0], "%s/%s", tmpdir, name);
     return paths[n_paths++];
 }
@@ -130,7 +130,7 @@ static void test_good_file(void **state) {
     /* Filtering keeps images 0 and 2, in order. */
     float img2[6];
     memcpy(img2, d.x + 12, sizeof img2);
-    assert_int_equal(dataset_filter_class(&d, 7, err, sizeof err), DATASET_ERR_ARG);
+    assert_int_equal(dataset_filter_class(&d, 7, err, sizeof err), VAE_ERR_ARG);
     assert_int_equal(d.n, 3); /* unchanged */
     assert_int_equal(dataset_filter_class(&d, 5, err, sizeof err), 0);
     assert_int_equal(d.n, 2);
@@ -138,7 +138,7 @@ static void test_good_file(void **state) {
     assert_memory_equal(d.x + 6, img2, sizeof img2);
     assert_int_equal(d.labels[0], 5);
     assert_int_equal(d.labels[1], 5);
-    assert_int_equal(dataset_filter_class(&d, -1, err, sizeof err), DATASET_ERR_ARG);
+    assert_int_equal(dataset_filter_class(&d, -1, err, sizeof err), VAE_ERR_ARG);
 
     dataset_truncate(&d, 5); /* more than there are: no change */
     assert_int_equal(d.n, 2);
@@ -151,7 +151,7 @@ static void test_good_file(void **state) {
     /* Without labels. */
     assert_int_equal(dataset_load_idx(&d, img, NULL, err, sizeof err), 0);
     check_good(&d, 0);
-    assert_int_equal(dataset_filter_class(&d, 5, err, sizeof err), DATASET_ERR_ARG);
+    assert_int_equal(dataset_filter_class(&d, 5, err, sizeof err), VAE_ERR_ARG);
     assert_non_null(strstr(err, "labels"));
     dataset_free(&d);
 }
@@ -170,7 +170,7 @@ static void test_gzip(void **state) {
 
     /* A gzip file that promises more than it holds. */
     const char *shortgz = write_images("gz-short.gz", 0x803, 3, 2, 3, 17, 1);
-    expect_load_error(shortgz, NULL, DATASET_ERR_FORMAT, "truncated", shortgz);
+    expect_load_error(shortgz, NULL, VAE_ERR_FORMAT, "truncated", shortgz);
 
     /* A gzip stream cut in the middle, and one with a corrupted body. */
     const char *big = write_images("gz-big.gz", 0x803, 40, 28, 28, 40 * 784, 1);
@@ -185,7 +185,7 @@ static void test_gzip(void **state) {
     assert_non_null(f);
     assert_int_equal(fwrite(raw, 1, n / 2, f), n / 2);
     fclose(f);
-    expect_load_error(cut, NULL, DATASET_ERR_FORMAT, "", cut);
+    expect_load_error(cut, NULL, VAE_ERR_FORMAT, "", cut);
 
     for (size_t i = 20; i < n - 8; i++) raw[i] ^= 0x5a;
     const char *bad = tmp_path("gz-corrupt.gz");
@@ -193,7 +193,7 @@ static void test_gzip(void **state) {
     assert_non_null(f);
     assert_int_equal(fwrite(raw, 1, n, f), n);
     fclose(f);
-    expect_load_error(bad, NULL, DATASET_ERR_FORMAT, "", bad);
+    expect_load_error(bad, NULL, VAE_ERR_FORMAT, "", bad);
 }
 
 static void test_rejects(void **state) {
@@ -202,14 +202,14 @@ static void test_rejects(void **state) {
     const char *img = write_images("images-ok", 0x803, 3, 2, 3, 18, 0);
 
     const char *p = write_images("bad-magic", 0x801, 3, 2, 3, 18, 0);
-    expect_load_error(p, NULL, DATASET_ERR_FORMAT, "magic", p);
+    expect_load_error(p, NULL, VAE_ERR_FORMAT, "magic", p);
     p = write_labels("bad-label-magic", 0x803, 3, good_labels, 3);
-    expect_load_error(img, p, DATASET_ERR_FORMAT, "magic", p);
+    expect_load_error(img, p, VAE_ERR_FORMAT, "magic", p);
 
     p = write_images("truncated", 0x803, 3, 2, 3, 17, 0);
-    expect_load_error(p, lab3, DATASET_ERR_FORMAT, "truncated", p);
+    expect_load_error(p, lab3, VAE_ERR_FORMAT, "truncated", p);
     p = write_labels("truncated-labels", 0x801, 3, good_labels, 2);
-    expect_load_error(img, p, DATASET_ERR_FORMAT, "truncated", p);
+    expect_load_error(img, p, VAE_ERR_FORMAT, "truncated", p);
 
     /* Header only partly there. */
     p = tmp_path("short-header");
@@ -217,43 +217,116 @@ static void test_rejects(void **state) {
     assert_non_null(f);
     fwrite("\0\0\x08\x03\0\0", 1, 6, f);
     fclose(f);
-    expect_load_error(p, NULL, DATASET_ERR_FORMAT, "truncated", p);
+    expect_load_error(p, NULL, VAE_ERR_FORMAT, "truncated", p);
     p = tmp_path("empty");
     f = fopen(p, "wb");
     assert_non_null(f);
     fclose(f);
-    expect_load_error(p, NULL, DATASET_ERR_FORMAT, "magic", p);
+    expect_load_error(p, NULL, VAE_ERR_FORMAT, "magic", p);
 
     p = write_images("trailing", 0x803, 3, 2, 3, 19, 0);
-    expect_load_error(p, NULL, DATASET_ERR_FORMAT, "trailing", p);
+    expect_load_error(p, NULL, VAE_ERR_FORMAT, "trailing", p);
     const uint8_t four[4] = {1, 2, 3, 4};
     p = write_labels("trailing-labels", 0x801, 3, four, 4);
-    expect_load_error(img, p, DATASET_ERR_FORMAT, "trailing", p);
+    expect_load_error(img, p, VAE_ERR_FORMAT, "trailing", p);
 
     p = write_images("zero-n", 0x803, 0, 2, 3, 0, 0);
-    expect_load_error(p, NULL, DATASET_ERR_FORMAT, "count", p);
+    expect_load_error(p, NULL, VAE_ERR_FORMAT, "count", p);
     p = write_images("zero-rows", 0x803, 3, 0, 3, 0, 0);
-    expect_load_error(p, NULL, DATASET_ERR_FORMAT, "size", p);
+    expect_load_error(p, NULL, VAE_ERR_FORMAT, "size", p);
     p = write_images("huge-cols", 0x803, 1, 2, 5000, 10000, 0);
-    expect_load_error(p, NULL, DATASET_ERR_FORMAT, "size", p);
+    expect_load_error(p, NULL, VAE_ERR_FORMAT, "size", p);
     p = write_images("huge-n", 0x803, 0xffffffffu, 28, 28, 784, 0);
-    expect_load_error(p, NULL, DATASET_ERR_FORMAT, "count", p);
+    expect_load_error(p, NULL, VAE_ERR_FORMAT, "count", p);
     /* A header claiming ~2^55 bytes must fail on the data, not allocate it. */
     p = write_images("huge-claim", 0x803, 0x7fffffffu, 4096, 4096, 100, 0);
-    expect_load_error(p, NULL, DATASET_ERR_FORMAT, "truncated", p);
+    expect_load_error(p, NULL, VAE_ERR_FORMAT, "truncated", p);
 
     /* Counts that disagree. */
     p = write_labels("labels2", 0x801, 2, good_labels, 2);
-    expect_load_error(img, p, DATASET_ERR_FORMAT, "2 labels", p);
+    expect_load_error(img, p, VAE_ERR_FORMAT, "2 labels", p);
 
     /* Missing files. */
     const char *missing = tmp_path("does-not-exist");
-    expect_load_error(missing, NULL, DATASET_ERR_IO, "No such file", missing);
-    expect_load_error(img, missing, DATASET_ERR_IO, "No such file", missing);
+    expect_load_error(missing, NULL, VAE_ERR_IO, "No such file", missing);
+    expect_load_error(img, missing, VAE_ERR_IO, "No such file", missing);
 
     dataset d;
     char err[128];
-    assert_int_equal(dataset_load_idx(&d, NULL, NULL, err, sizeof err), DATASET_ERR_ARG);
+    assert_int_equal(dataset_load_idx(&d, NULL, NULL, err, sizeof err), VAE_ERR_ARG);
+}
+
+static void test_peek_idx(void **state) {
+    (void)state;
+    char err[512] = "";
+    int n = -1, h = -1, w = -1;
+    /* plain and gzip; the images need not be there, only the header */
+    const char *p = write_images("peek-images", 0x803, 70000, 28, 27, 0, 0);
+    assert_int_equal(dataset_peek_idx(p, &n, &h, &w, err, sizeof err), VAE_OK);
+    assert_int_equal(n, 70000);
+    assert_int_equal(h, 28);
+    assert_int_equal(w, 27);
+    p = write_images("peek-images.gz", 0x803, 3, 2, 3, 18, 1);
+    assert_int_equal(dataset_peek_idx(p, &n, &h, &w, err, sizeof err), VAE_OK);
+    assert_int_equal(n, 3);
+    assert_int_equal(h, 2);
+    assert_int_equal(w, 3);
+
+    /* each refusal names the file and leaves the outputs alone */
+    const struct {
+        uint32_t magic, n, rows, cols;
+        const char *why;
+    } bad[] = {
+        {0x801, 3, 2, 3, "magic"},    {0x803, 0, 2, 3, "count"},
+        {0x803, 0x80000000u, 2, 3, "count"}, {0x803, 3, 0, 3, "size"},
+        {0x803, 3, 2, 4097, "size"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "peek-bad-%zu", i);
+        p = write_images(name, bad[i].magic, bad[i].n, bad[i].rows, bad[i].cols, 0, 0);
+        n = h = w = -1;
+        assert_int_equal(dataset_peek_idx(p, &n, &h, &w, err, sizeof err), VAE_ERR_FORMAT);
+        assert_non_null(strstr(err, p));
+        assert_non_null(strstr(err, bad[i].why));
+        assert_true(n == -1 && h == -1 && w == -1);
+    }
+    p = tmp_path("peek-short");
+    FILE *f = fopen(p, "wb");
+    assert_non_null(f);
+    fwrite("\0\0\x08\x03\0\0\0\1", 1, 8, f);
+    fclose(f);
+    assert_int_equal(dataset_peek_idx(p, &n, &h, &w, err, sizeof err), VAE_ERR_FORMAT);
+    assert_non_null(strstr(err, "truncated"));
+    p = tmp_path("peek-missing");
+    assert_int_equal(dataset_peek_idx(p, &n, &h, &w, err, sizeof err), VAE_ERR_IO);
+    assert_non_null(strstr(err, p));
+    assert_int_equal(dataset_peek_idx(NULL, &n, &h, &w, err, sizeof err), VAE_ERR_ARG);
+}
+
+static void test_idx_labels_path(void **state) {
+    (void)state;
+    char out[64];
+    assert_int_equal(dataset_idx_labels_path("data/mnist/train-images-idx3-ubyte", out, sizeof out), 1);
+    assert_string_equal(out, "data/mnist/train-labels-idx1-ubyte");
+    assert_int_equal(dataset_idx_labels_path("/x/t10k-images-idx3-ubyte.gz", out, sizeof out), 1);
+    assert_string_equal(out, "/x/t10k-labels-idx1-ubyte.gz");
+    /* the first occurrence is the one replaced */
+    assert_int_equal(dataset_idx_labels_path("a-images-idx3-ubyte/b-images-idx3-ubyte", out,
+                                             sizeof out), 1);
+    assert_string_equal(out, "a-labels-idx1-ubyte/b-images-idx3-ubyte");
+    /* no such part */
+    strcpy(out, "junk");
+    assert_int_equal(dataset_idx_labels_path("data/digits.idx", out, sizeof out), 0);
+    assert_string_equal(out, "");
+    assert_int_equal(dataset_idx_labels_path("train-images-idx1-ubyte", out, sizeof out), 0);
+    /* too long for out */
+    char small[20];
+    assert_int_equal(dataset_idx_labels_path("train-images-idx3-ubyte", small, sizeof small), 0);
+    assert_string_equal(small, "");
+    assert_int_equal(dataset_idx_labels_path("train-images-idx3-ubyte", out, 24), 1);
+    assert_string_equal(out, "train-labels-idx1-ubyte");
+    assert_int_equal(dataset_idx_labels_path("train-images-idx3-ubyte", out, 23), 0);
 }
 
 static int exists(const char *path) { return access(path, R_OK) == 0; }
@@ -316,6 +389,8 @@ int main(void) {
         cmocka_unit_test(test_good_file),
         cmocka_unit_test(test_gzip),
         cmocka_unit_test(test_rejects),
+        cmocka_unit_test(test_peek_idx),
+        cmocka_unit_test(test_idx_labels_path),
         cmocka_unit_test(test_real_mnist),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

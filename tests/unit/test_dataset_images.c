@@ -88,7 +88,7 @@ static void test_cifar_loads_train_and_test(void **state)
     write_cifar(at("cifar/data_batch_2.bin", 0), 2, 5, 0);
     write_cifar(at("cifar/test_batch.bin", 0), 9, 3, 0);
     dataset d;
-    assert_int_equal(dataset_load_cifar_dir(&d, at("cifar", 0), 0, err, sizeof err), DATASET_OK);
+    assert_int_equal(dataset_load_cifar_dir(&d, at("cifar", 0), 0, err, sizeof err), VAE_OK);
     assert_int_equal(d.n, 10);
     assert_int_equal(d.channels, 3);
     assert_int_equal(d.height, 32);
@@ -104,7 +104,7 @@ static void test_cifar_loads_train_and_test(void **state)
                                1e-7);
     }
     dataset_free(&d);
-    assert_int_equal(dataset_load_cifar_dir(&d, at("cifar", 0), 1, err, sizeof err), DATASET_OK);
+    assert_int_equal(dataset_load_cifar_dir(&d, at("cifar", 0), 1, err, sizeof err), VAE_OK);
     assert_int_equal(d.n, 3);
     assert_int_equal(d.labels[2], cifar_label(9, 2));
     assert_float_equal(d.x[2 * 3072 + 5], cifar_pixel(9, 2, 5) / 255.0f, 1e-7);
@@ -131,7 +131,7 @@ static void test_cifar_rejections(void **state)
     write_cifar(at("cifar-trunc/data_batch_1.bin", 0), 1, 5, 0);
     write_cifar(at("cifar-trunc/data_batch_2.bin", 0), 2, 5, 100);
     assert_int_equal(dataset_load_cifar_dir(&d, at("cifar-trunc", 0), 0, err, sizeof err),
-                     DATASET_ERR_FORMAT);
+                     VAE_ERR_FORMAT);
     assert_non_null(strstr(err, "data_batch_2.bin"));
     assert_null(d.x);
     /* a label outside 0..9 (CIFAR-100's layout, say) */
@@ -143,7 +143,7 @@ static void test_cifar_rejections(void **state)
     fputc(57, f);
     fclose(f);
     assert_int_equal(dataset_load_cifar_dir(&d, at("cifar-label", 0), 0, err, sizeof err),
-                     DATASET_ERR_FORMAT);
+                     VAE_ERR_FORMAT);
     assert_non_null(strstr(err, "data_batch_1.bin"));
     assert_non_null(strstr(err, "57"));
     /* a gap in the numbering */
@@ -186,7 +186,7 @@ static void test_png_folder_grey_sorted(void **state)
     write_png(at("grey/c.png", 0), 1, 6, 8, 3);
     write_bytes(at("grey/.hidden", 0), (const uint8_t *)"x", 1); /* skipped */
     dataset d;
-    assert_int_equal(dataset_load_png_dir(&d, at("grey", 0), err, sizeof err), DATASET_OK);
+    assert_int_equal(dataset_load_png_dir(&d, at("grey", 0), err, sizeof err), VAE_OK);
     assert_int_equal(d.n, 3);
     assert_int_equal(d.channels, 1);
     assert_int_equal(d.height, 6);
@@ -207,7 +207,7 @@ static void test_png_folder_rgb_with_class_folders(void **state)
     write_png(at("rgb/cat/2.png", 0), 3, 4, 4, 6);
     write_png(at("rgb/cat/1.png", 0), 3, 4, 4, 5);
     dataset d;
-    assert_int_equal(dataset_load_png_dir(&d, at("rgb", 0), err, sizeof err), DATASET_OK);
+    assert_int_equal(dataset_load_png_dir(&d, at("rgb", 0), err, sizeof err), VAE_OK);
     assert_int_equal(d.n, 3);
     assert_int_equal(d.channels, 3);
     assert_non_null(d.labels);
@@ -226,7 +226,7 @@ static void expect_png_error(const char *folder, const char *culprit)
     char err[512];
     dataset d;
     int rc = dataset_load_png_dir(&d, at(folder, 0), err, sizeof err);
-    if (rc == DATASET_OK) fail_msg("%s loaded", folder);
+    if (rc == VAE_OK) fail_msg("%s loaded", folder);
     if (!strstr(err, culprit)) fail_msg("%s: \"%s\" does not name %s", folder, err, culprit);
     if (getenv("VAED_TEST_VERBOSE")) printf("  %s: %s\n", folder, err);
     assert_null(d.x);
@@ -291,8 +291,8 @@ static void test_split_sizes_and_determinism(void **state)
     dataset a, va, b, vb;
     make_set(&a, 100);
     make_set(&b, 100);
-    assert_int_equal(dataset_split_validation(&a, 0.1, 42, &va, err, sizeof err), DATASET_OK);
-    assert_int_equal(dataset_split_validation(&b, 0.1, 42, &vb, err, sizeof err), DATASET_OK);
+    assert_int_equal(dataset_split_validation(&a, 0.1, 42, &va, err, sizeof err), VAE_OK);
+    assert_int_equal(dataset_split_validation(&b, 0.1, 42, &vb, err, sizeof err), VAE_OK);
     assert_int_equal(a.n, 90);
     assert_int_equal(va.n, 10);
     assert_int_equal(va.channels, 1);
@@ -320,7 +320,7 @@ static void test_split_sizes_and_determinism(void **state)
 
     /* another seed, another split */
     make_set(&b, 100);
-    assert_int_equal(dataset_split_validation(&b, 0.1, 43, &vb, err, sizeof err), DATASET_OK);
+    assert_int_equal(dataset_split_validation(&b, 0.1, 43, &vb, err, sizeof err), VAE_OK);
     assert_int_equal(vb.n, 10);
     assert_true(memcmp(va.x, vb.x, sizeof(float) * 4 * 10) != 0);
     dataset_free(&b);
@@ -329,13 +329,13 @@ static void test_split_sizes_and_determinism(void **state)
 
     /* rounding, and at least one image on each side */
     make_set(&a, 3);
-    assert_int_equal(dataset_split_validation(&a, 0.01, 1, &va, err, sizeof err), DATASET_OK);
+    assert_int_equal(dataset_split_validation(&a, 0.01, 1, &va, err, sizeof err), VAE_OK);
     assert_int_equal(va.n, 1);
     assert_int_equal(a.n, 2);
     dataset_free(&a);
     dataset_free(&va);
     make_set(&a, 3);
-    assert_int_equal(dataset_split_validation(&a, 0.99, 1, &va, err, sizeof err), DATASET_OK);
+    assert_int_equal(dataset_split_validation(&a, 0.99, 1, &va, err, sizeof err), VAE_OK);
     assert_int_equal(va.n, 2);
     assert_int_equal(a.n, 1);
     dataset_free(&a);
@@ -348,14 +348,14 @@ static void test_split_rejections(void **state)
     char err[256];
     dataset a, v;
     make_set(&a, 10);
-    assert_int_equal(dataset_split_validation(&a, 0.0, 1, &v, err, sizeof err), DATASET_ERR_ARG);
-    assert_int_equal(dataset_split_validation(&a, 1.0, 1, &v, err, sizeof err), DATASET_ERR_ARG);
+    assert_int_equal(dataset_split_validation(&a, 0.0, 1, &v, err, sizeof err), VAE_ERR_ARG);
+    assert_int_equal(dataset_split_validation(&a, 1.0, 1, &v, err, sizeof err), VAE_ERR_ARG);
     assert_non_null(strstr(err, "val-split"));
     assert_int_equal(a.n, 10); /* untouched */
     assert_null(v.x);
     dataset_free(&a);
     make_set(&a, 1);
-    assert_int_equal(dataset_split_validation(&a, 0.5, 1, &v, err, sizeof err), DATASET_ERR_ARG);
+    assert_int_equal(dataset_split_validation(&a, 0.5, 1, &v, err, sizeof err), VAE_ERR_ARG);
     assert_int_equal(a.n, 1);
     dataset_free(&a);
 }

@@ -276,7 +276,7 @@ static void test_palette_and_other_kinds(void **state) {
     free(wide);
     dec = NULL;
     rc = image_decode_png(png, len, 1, &dec, &h, &w, err, sizeof err);
-    assert_int_equal(rc, IMAGE_ERR_FORMAT);
+    assert_int_equal(rc, VAE_ERR_FORMAT);
     assert_null(dec);
     assert_non_null(strstr(err, "limit"));
     free(png);
@@ -287,7 +287,7 @@ static void expect_decode_error(const uint8_t *buf, size_t len) {
     int h = -1, w = -1;
     char err[256] = "";
     int rc = image_decode_png(buf, len, 1, &dec, &h, &w, err, sizeof err);
-    assert_int_equal(rc, IMAGE_ERR_FORMAT);
+    assert_int_equal(rc, VAE_ERR_FORMAT);
     assert_null(dec);
     assert_int_equal(h, 0);
     assert_int_equal(w, 0);
@@ -319,7 +319,7 @@ static void test_broken_input(void **state) {
             assert_int_equal(h, 16);
             free(dec);
         } else {
-            assert_int_equal(rc, IMAGE_ERR_FORMAT);
+            assert_int_equal(rc, VAE_ERR_FORMAT);
             assert_null(dec);
         }
         free(bad);
@@ -341,13 +341,13 @@ static void test_broken_input(void **state) {
     /* Bad arguments. */
     float *dec;
     int h, w;
-    assert_int_equal(image_decode_png(noise, 8, 2, &dec, &h, &w, err, sizeof err), IMAGE_ERR_ARG);
+    assert_int_equal(image_decode_png(noise, 8, 2, &dec, &h, &w, err, sizeof err), VAE_ERR_ARG);
     assert_int_equal(image_encode_grid_png(img, 1, 2, 16, 16, 1, &png, &len, err, sizeof err),
-                     IMAGE_ERR_ARG);
+                     VAE_ERR_ARG);
     assert_int_equal(image_encode_grid_png(img, 0, 1, 16, 16, 1, &png, &len, err, sizeof err),
-                     IMAGE_ERR_ARG);
+                     VAE_ERR_ARG);
     assert_int_equal(image_encode_grid_png(img, 1, 1, 20000, 16, 1, &png, &len, err, sizeof err),
-                     IMAGE_ERR_ARG);
+                     VAE_ERR_ARG);
 }
 
 static void test_write_file(void **state) {
@@ -378,7 +378,7 @@ static void test_write_file(void **state) {
     free(dec);
 
     assert_int_equal(image_write_grid_png(missing, img, 2, 1, 3, 4, 0, err, sizeof err),
-                     IMAGE_ERR_IO);
+                     VAE_ERR_IO);
     assert_int_equal(unlink(path), 0);
     assert_int_equal(rmdir(dir), 0);
 }

@@ -15,6 +15,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "engine/file_io.h"
 #include "engine/safetensors.h"
 
 /* ---- sj ---------------------------------------------------------------- */
@@ -31,7 +32,7 @@ static void expect_sj_error(const char *text, int depth, const char *msg_part) {
     sj_value v;
     int rc = sj_parse(text, strlen(text), depth, &v, err, sizeof err);
     if (rc == 0) print_message("accepted bad JSON: %s\n", text);
-    assert_int_equal(rc, ST_ERR_FORMAT);
+    assert_int_equal(rc, VAE_ERR_FORMAT);
     assert_non_null(strstr(err, "byte"));
     if (msg_part && !strstr(err, msg_part)) {
         print_message("error for %s was \"%s\", wanted \"%s\"\n", text, err, msg_part);
@@ -71,7 +72,7 @@ static void test_sj_escapes(void **state) {
     /* An embedded NUL byte in the input is a control character. */
     char nul[] = {'"', 'a', '\0', 'b', '"'};
     char err[128];
-    assert_int_equal(sj_parse(nul, sizeof nul, 4, &v, err, sizeof err), ST_ERR_FORMAT);
+    assert_int_equal(sj_parse(nul, sizeof nul, 4, &v, err, sizeof err), VAE_ERR_FORMAT);
 }
 
 static void test_sj_numbers(void **state) {
@@ -178,7 +179,7 @@ static void test_sj_structures(void **state) {
 
     /* Error offsets point at the problem. */
     char err[128];
-    assert_int_equal(sj_parse("[1, @]", 6, 4, &v, err, sizeof err), ST_ERR_FORMAT);
+    assert_int_equal(sj_parse("[1, @]", 6, 4, &v, err, sizeof err), VAE_ERR_FORMAT);
     assert_non_null(strstr(err, "byte 4"));
 
     /* Length-bounded: text past len is not read. */
@@ -208,7 +209,7 @@ static void expect_st_error(const char *header, size_t data_len, const char *msg
     char err[512] = "";
     int rc = st_parse(b, len, &f, err, sizeof err);
     if (rc == 0) print_message("accepted bad header: %s\n", header);
-    assert_int_equal(rc, ST_ERR_FORMAT);
+    assert_int_equal(rc, VAE_ERR_FORMAT);
     if (msg_part && !strstr(err, msg_part)) {
         print_message("error for %s was \"%s\", wanted \"%s\"\n", header, err, msg_part);
         fail();
@@ -234,24 +235,24 @@ static void test_st_rejects(void **state) {
 
     /* Header length larger than the file. */
     b[0] = (uint8_t)(strlen(t1) + 9);
-    assert_int_equal(st_parse(b, len, &f, err, sizeof err), ST_ERR_FORMAT);
+    assert_int_equal(st_parse(b, len, &f, err, sizeof err), VAE_ERR_FORMAT);
     assert_non_null(strstr(err, "header length"));
     /* Huge header length. */
     for (int i = 0; i < 8; i++) b[i] = 0xff;
-    assert_int_equal(st_parse(b, len, &f, err, sizeof err), ST_ERR_FORMAT);
+    assert_int_equal(st_parse(b, len, &f, err, sizeof err), VAE_ERR_FORMAT);
     b[7] = 0;
     b[6] = 0;
-    assert_int_equal(st_parse(b, len, &f, err, sizeof err), ST_ERR_FORMAT);
+    assert_int_equal(st_parse(b, len, &f, err, sizeof err), VAE_ERR_FORMAT);
     free(b);
 
     /* Too short for the length itself; empty buffer. */
     uint8_t tiny[5] = {1, 0, 0, 0, 0};
-    assert_int_equal(st_parse(tiny, sizeof tiny, &f, err, sizeof err), ST_ERR_FORMAT);
-    assert_int_equal(st_parse(NULL, 0, &f, err, sizeof err), ST_ERR_FORMAT);
+    assert_int_equal(st_parse(tiny, sizeof tiny, &f, err, sizeof err), VAE_ERR_FORMAT);
+    assert_int_equal(st_parse(NULL, 0, &f, err, sizeof err), VAE_ERR_FORMAT);
 
     /* Truncated JSON: the declared length cuts the header short. */
     b = make_file(t1, strlen(t1) - 5, 8, &len);
-    assert_int_equal(st_parse(b, len, &f, err, sizeof err), ST_ERR_FORMAT);
+    assert_int_equal(st_parse(b, len, &f, err, sizeof err), VAE_ERR_FORMAT);
     assert_non_null(strstr(err, "header"));
     free(b);
 
@@ -470,20 +471,61 @@ static void test_st_round_trip_mem(void **state) {
     /* Bad arguments. */
     st_tensor_out dup[2] = {{.name = "x", .ndim = 1, .shape = {1}, .data = a},
                             {.name = "x", .ndim = 1, .shape = {1}, .data = a}};
-    assert_int_equal(st_write_mem(dup, 2, NULL, NULL, 0, &buf, &len, err, sizeof err), ST_ERR_ARG);
+    assert_int_equal(st_write_mem(dup, 2, NULL, NULL, 0, &buf, &len, err, sizeof err), VAE_ERR_ARG);
     assert_non_null(strstr(err, "duplicate"));
     assert_null(buf);
     st_tensor_out bad = {.name = "x", .ndim = 9, .data = a};
-    assert_int_equal(st_write_mem(&bad, 1, NULL, NULL, 0, &buf, &len, err, sizeof err), ST_ERR_ARG);
+    assert_int_equal(st_write_mem(&bad, 1, NULL, NULL, 0, &buf, &len, err, sizeof err), VAE_ERR_ARG);
     st_tensor_out neg = {.name = "x", .ndim = 1, .shape = {-1}, .data = a};
-    assert_int_equal(st_write_mem(&neg, 1, NULL, NULL, 0, &buf, &len, err, sizeof err), ST_ERR_ARG);
+    assert_int_equal(st_write_mem(&neg, 1, NULL, NULL, 0, &buf, &len, err, sizeof err), VAE_ERR_ARG);
     st_tensor_out meta_name = {.name = "__metadata__", .ndim = 1, .shape = {1}, .data = a};
     assert_int_equal(st_write_mem(&meta_name, 1, NULL, NULL, 0, &buf, &len, err, sizeof err),
-                     ST_ERR_ARG);
+                     VAE_ERR_ARG);
     const char *k2[] = {"k", "k"}, *v2[] = {"1", "2"};
-    assert_int_equal(st_write_mem(NULL, 0, k2, v2, 2, &buf, &len, err, sizeof err), ST_ERR_ARG);
+    assert_int_equal(st_write_mem(NULL, 0, k2, v2, 2, &buf, &len, err, sizeof err), VAE_ERR_ARG);
     const char *kbad[] = {"bad \xff utf8"};
-    assert_int_equal(st_write_mem(NULL, 0, kbad, v2, 1, &buf, &len, err, sizeof err), ST_ERR_ARG);
+    assert_int_equal(st_write_mem(NULL, 0, kbad, v2, 1, &buf, &len, err, sizeof err), VAE_ERR_ARG);
+}
+
+/* Tensors of other dtypes keep their bytes and name their dtype in the header. */
+static void test_st_write_other_dtypes(void **state) {
+    (void)state;
+    double d[3] = {NAN, -0.0, 1.0 / 3.0};
+    int32_t k[4] = {3, -1, INT32_MAX, 0};
+    float f[2] = {1.5f, -2.0f};
+    st_tensor_out t[3] = {
+        {.name = "d", .ndim = 1, .shape = {3}, .data = d, .dtype = "F64"},
+        {.name = "k", .ndim = 2, .shape = {2, 2}, .data = k, .dtype = "I32"},
+        {.name = "f", .ndim = 1, .shape = {2}, .data = f, .dtype = "F32"},
+    };
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    char err[256] = "";
+    assert_int_equal(st_write_mem(t, 3, NULL, NULL, 0, &buf, &len, err, sizeof err), 0);
+    st_file sf;
+    assert_int_equal(st_parse(buf, len, &sf, err, sizeof err), 0);
+    const st_tensor_info *td = st_find(&sf, "d"), *tk = st_find(&sf, "k"), *tf = st_find(&sf, "f");
+    assert_non_null(td);
+    assert_non_null(tk);
+    assert_non_null(tf);
+    assert_string_equal(td->dtype, "F64");
+    assert_string_equal(tk->dtype, "I32");
+    assert_string_equal(tf->dtype, "F32");
+    assert_int_equal(td->end - td->begin, sizeof d);
+    assert_int_equal(tk->end - tk->begin, sizeof k);
+    assert_int_equal(tk->ndim, 2);
+    assert_memory_equal(sf.data + td->begin, d, sizeof d);
+    assert_memory_equal(sf.data + tk->begin, k, sizeof k);
+    assert_memory_equal(sf.data + tf->begin, f, sizeof f);
+    st_free(&sf);
+    free(buf);
+
+    st_tensor_out unknown = {.name = "x", .ndim = 1, .shape = {1}, .data = f, .dtype = "F31"};
+    buf = NULL;
+    assert_int_equal(st_write_mem(&unknown, 1, NULL, NULL, 0, &buf, &len, err, sizeof err),
+                     VAE_ERR_ARG);
+    assert_non_null(strstr(err, "F31"));
+    assert_null(buf);
 }
 
 static int count_entries(const char *dir) {
@@ -532,11 +574,11 @@ static void test_st_round_trip_file(void **state) {
     assert_int_equal(count_entries(dir), 1);
 
     /* Failures leave no temporary and do not touch the target. */
-    assert_int_equal(st_write_file(missing, t, 3, NULL, NULL, 0, err, sizeof err), ST_ERR_IO);
+    assert_int_equal(st_write_file(missing, t, 3, NULL, NULL, 0, err, sizeof err), VAE_ERR_IO);
     assert_non_null(strstr(err, "No such file"));
     assert_int_equal(mkdir(sub, 0755), 0);
     const uint8_t bytes[3] = {1, 2, 3};
-    assert_int_equal(st_write_bytes_atomic(sub, bytes, 3, err, sizeof err), ST_ERR_IO);
+    assert_int_equal(st_write_file(sub, t, 3, NULL, NULL, 0, err, sizeof err), VAE_ERR_IO);
     struct stat sb;
     assert_int_equal(stat(sub, &sb), 0);
     assert_true(S_ISDIR(sb.st_mode));
@@ -546,13 +588,13 @@ static void test_st_round_trip_file(void **state) {
     st_free(&f);
 
     /* Reading: missing file, directory, garbage file. */
-    assert_int_equal(st_read_file(missing, &f, err, sizeof err), ST_ERR_IO);
+    assert_int_equal(st_read_file(missing, &f, err, sizeof err), VAE_ERR_IO);
     assert_non_null(strstr(err, "No such file"));
-    assert_int_equal(st_read_file(sub, &f, err, sizeof err), ST_ERR_IO);
+    assert_int_equal(st_read_file(sub, &f, err, sizeof err), VAE_ERR_IO);
     char junk[256];
     snprintf(junk, sizeof junk, "%s/junk", dir);
-    assert_int_equal(st_write_bytes_atomic(junk, bytes, 3, err, sizeof err), 0);
-    assert_int_equal(st_read_file(junk, &f, err, sizeof err), ST_ERR_FORMAT);
+    assert_int_equal(file_write_atomic(junk, bytes, 3, err, sizeof err), VAE_OK);
+    assert_int_equal(st_read_file(junk, &f, err, sizeof err), VAE_ERR_FORMAT);
     assert_non_null(strstr(err, junk));
     assert_null(f.owned_buf);
     st_free(&f);
@@ -568,7 +610,7 @@ int main(void) {
         cmocka_unit_test(test_sj_escapes),         cmocka_unit_test(test_sj_numbers),
         cmocka_unit_test(test_sj_structures),      cmocka_unit_test(test_st_rejects),
         cmocka_unit_test(test_st_reference_file),  cmocka_unit_test(test_st_round_trip_mem),
-        cmocka_unit_test(test_st_round_trip_file),
+        cmocka_unit_test(test_st_round_trip_file), cmocka_unit_test(test_st_write_other_dtypes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
