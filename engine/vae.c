@@ -12,6 +12,7 @@
 #include "engine/linear.h"
 #include "engine/vae_kernels.h"
 #include "engine/vae_loss.h"
+#include "engine/vae_arch.h"
 
 #include <math.h>
 #include <pthread.h>
@@ -176,7 +177,9 @@ static void mlp_build_tensors(vae_model *m)
     add_linear(m, "out", in, vae_config_output_dim(cfg));
 }
 
-int vae_alloc(vae_model *m, const vae_config *cfg, char *err, size_t errlen)
+/* The tensor table of cfg in m (no parameters allocated): what vae_alloc
+ * builds and vae_config_param_count counts. */
+static int build_tensors(vae_model *m, const vae_config *cfg, char *err, size_t errlen)
 {
     memset(m, 0, sizeof *m);
     if (vae_config_validate(cfg, err, errlen)) return VAE_ERR_ARG;
@@ -189,12 +192,26 @@ int vae_alloc(vae_model *m, const vae_config *cfg, char *err, size_t errlen)
     } else {
         mlp_build_tensors(m);
     }
+    return VAE_OK;
+}
+
+int vae_alloc(vae_model *m, const vae_config *cfg, char *err, size_t errlen)
+{
+    int rc = build_tensors(m, cfg, err, errlen);
+    if (rc) return rc;
     m->params = calloc(m->n_params, sizeof(float));
     if (!m->params) {
         snprintf(err, errlen, "out of memory for %zu parameters", m->n_params);
         return VAE_ERR_NOMEM;
     }
     return VAE_OK;
+}
+
+size_t vae_config_param_count(const vae_config *cfg)
+{
+    char err[256];
+    vae_model m; /* the table only: no parameters */
+    return build_tensors(&m, cfg, err, sizeof err) == VAE_OK ? m.n_params : 0;
 }
 
 int vae_init(vae_model *m, const vae_config *cfg, uint64_t seed, char *err, size_t errlen)
@@ -306,8 +323,8 @@ static void activation_backward(float *dy, const float *y, size_t n, vae_activat
 
 struct vae_workspace {
     int max_batch;
-    float *a, *b; /* owned; ping-pong activations, max_batch * widest layer
-                   * (conv: a is vae_conv's scratch, b is NULL) */
+    float *a, *b; /* in the workspace's block: ping-pong activations, max_batch *
+                   * widest layer (conv: a is vae_conv's scratch, b is NULL) */
 };
 
 static int widest(const vae_config *cfg)
@@ -319,34 +336,49 @@ static int widest(const vae_config *cfg)
     return w;
 }
 
-vae_workspace *vae_workspace_new(const vae_model *m, int max_batch)
+/* The workspace and its buffers in one block (vae_arch.h); NULL while sizing. */
+static vae_workspace *workspace_layout(const vae_config *c, int max_batch, vae_layout *l)
 {
-    if (max_batch < 1) return NULL;
-    vae_workspace *ws = calloc(1, sizeof *ws);
-    if (!ws) return NULL;
-    size_t n = (size_t)max_batch * (size_t)widest(&m->cfg);
-    ws->max_batch = max_batch;
-    if (m->cfg.arch == VAE_ARCH_CONV) {
-        ws->a = malloc(vae_conv_workspace_floats(&m->cfg, max_batch) * sizeof(float));
-        ws->b = NULL;
+    vae_workspace sizing, *ws = vae_layout_take(l, 1, sizeof *ws);
+    vae_workspace *s = ws ? ws : &sizing;
+    s->max_batch = max_batch;
+    s->b = NULL;
+    if (c->arch == VAE_ARCH_CONV) {
+        VAE_LAYOUT_TAKE(l, s->a, vae_conv_workspace_floats(c, max_batch));
     } else {
-        ws->a = malloc(n * sizeof(float));
-        ws->b = malloc(n * sizeof(float));
-    }
-    if (!ws->a || (!ws->b && m->cfg.arch != VAE_ARCH_CONV)) {
-        vae_workspace_free(ws);
-        return NULL;
+        size_t n = (size_t)max_batch * (size_t)widest(c);
+        VAE_LAYOUT_TAKE(l, s->a, n);
+        VAE_LAYOUT_TAKE(l, s->b, n);
     }
     return ws;
 }
 
-void vae_workspace_free(vae_workspace *ws)
+static int config_is_valid(const vae_config *cfg)
 {
-    if (!ws) return;
-    free(ws->a);
-    free(ws->b);
-    free(ws);
+    char err[256];
+    return vae_config_validate(cfg, err, sizeof err) == VAE_OK;
 }
+
+size_t vae_config_workspace_bytes(const vae_config *cfg, int max_batch)
+{
+    if (max_batch < 1 || !config_is_valid(cfg)) return 0;
+    vae_layout l = {NULL, 0};
+    workspace_layout(cfg, max_batch, &l);
+    return l.used;
+}
+
+vae_workspace *vae_workspace_new(const vae_model *m, int max_batch)
+{
+    if (max_batch < 1) return NULL;
+    vae_layout l = {NULL, 0};
+    workspace_layout(&m->cfg, max_batch, &l);
+    unsigned char *block = malloc(l.used); /* owned by the workspace: scratch needs no zeroing */
+    if (!block) return NULL;
+    l = (vae_layout){block, 0};
+    return workspace_layout(&m->cfg, max_batch, &l);
+}
+
+void vae_workspace_free(vae_workspace *ws) { free(ws); }
 
 int vae_encode(const vae_model *m, vae_workspace *ws, const float *x, int B, float *mu,
                float *logvar)
@@ -419,28 +451,30 @@ int vae_log_likelihood(const vae_model *m, vae_workspace *ws, const float *x, co
 
 /* ---------- training ---------- */
 
+/* The state and every buffer it points to are one block (vae_arch.h),
+ * laid out by train_state_layout; only the peer is allocated apart. */
 struct vae_train_state {
     int max_batch;
-    float *grads;     /* owned; n_params */
-    float *adam_m;    /* owned; n_params */
-    float *adam_v;    /* owned; n_params */
+    float *grads;     /* n_params */
+    float *adam_m;    /* n_params */
+    float *adam_v;    /* n_params */
     int64_t step;     /* Adam steps taken */
-    float *enc[VAE_MAX_HIDDEN]; /* owned; (B, hidden[i]) encoder activations */
-    float *heads;     /* owned; (B, 2Z): mu | logvar */
-    float *eps;       /* owned; (BL, Z) */
-    float *z;         /* owned; (BL, Z) */
-    float *dec[VAE_MAX_HIDDEN]; /* owned; (BL, hidden[H-1-i]) decoder activations */
-    float *dlogits;   /* owned; (BL, Dout) */
-    float *scratch[2];/* owned; (BL, widest) */
-    float *dz;        /* owned; (BL, Z) */
-    float *dheads;    /* owned; (B, 2Z) */
-    float *xbin;      /* owned; (B, D) binarised input */
-    double *kl_dim;   /* owned; (Z) batch KL per dimension */
+    float *enc[VAE_MAX_HIDDEN]; /* (B, hidden[i]) encoder activations */
+    float *heads;     /* (B, 2Z): mu | logvar */
+    float *eps;       /* (BL, Z) */
+    float *z;         /* (BL, Z) */
+    float *dec[VAE_MAX_HIDDEN]; /* (BL, hidden[H-1-i]) decoder activations */
+    float *dlogits;   /* (BL, Dout) */
+    float *scratch[2];/* (BL, widest) */
+    float *dz;        /* (BL, Z) */
+    float *dheads;    /* (B, 2Z) */
+    float *xbin;      /* (B, D) binarised input */
+    double *kl_dim;   /* (Z) batch KL per dimension */
     const float *x;   /* borrowed from the last forward, for backward */
     int B;
     double beta_eff;
     struct vae_peer *peer; /* owned; the data-parallel helper, NULL when single */
-    vae_conv_train *conv;  /* owned; the conv model's activations, NULL for the MLP */
+    vae_conv_train *conv;  /* the conv model's activations, NULL for the MLP */
 };
 
 /* Data-parallel training: a helper thread runs the second part of each batch
@@ -476,71 +510,78 @@ void vae_train_state_free(vae_train_state *ts)
 {
     if (!ts) return;
     peer_free(ts->peer);
-    vae_conv_train_free(ts->conv);
-    free(ts->grads);
-    free(ts->adam_m);
-    free(ts->adam_v);
-    for (int i = 0; i < VAE_MAX_HIDDEN; i++) {
-        free(ts->enc[i]);
-        free(ts->dec[i]);
+    free(ts); /* the block */
+}
+
+/* Everything a training state holds, in one block; NULL while sizing. */
+static vae_train_state *train_state_layout(const vae_config *c, size_t n_params, int max_batch,
+                                           vae_layout *l)
+{
+    vae_train_state sizing, *ts = vae_layout_take(l, 1, sizeof *ts);
+    vae_train_state *s = ts ? ts : &sizing;
+    memset(s, 0, sizeof *s);
+    size_t B = (size_t)max_batch, BL = B * (size_t)c->mc_samples, Z = (size_t)c->latent;
+    int H = c->n_hidden;
+    s->max_batch = max_batch;
+    VAE_LAYOUT_TAKE(l, s->grads, n_params);
+    VAE_LAYOUT_TAKE(l, s->adam_m, n_params);
+    VAE_LAYOUT_TAKE(l, s->adam_v, n_params);
+    VAE_LAYOUT_TAKE(l, s->eps, BL * Z);
+    VAE_LAYOUT_TAKE(l, s->xbin, B * vae_config_input_dim(c));
+    if (c->arch == VAE_ARCH_CONV) { /* vae_conv has the rest */
+        s->conv = vae_conv_train_layout(c, max_batch, l);
+        return ts;
     }
-    free(ts->heads);
-    free(ts->eps);
-    free(ts->z);
-    free(ts->dlogits);
-    free(ts->scratch[0]);
-    free(ts->scratch[1]);
-    free(ts->dz);
-    free(ts->dheads);
-    free(ts->xbin);
-    free(ts->kl_dim);
-    free(ts);
+    for (int i = 0; i < H; i++) {
+        VAE_LAYOUT_TAKE(l, s->enc[i], B * c->hidden[i]);
+        VAE_LAYOUT_TAKE(l, s->dec[i], BL * c->hidden[H - 1 - i]);
+    }
+    size_t wide = (size_t)widest(c);
+    VAE_LAYOUT_TAKE(l, s->heads, B * 2 * Z);
+    VAE_LAYOUT_TAKE(l, s->dheads, B * 2 * Z);
+    VAE_LAYOUT_TAKE(l, s->z, BL * Z);
+    VAE_LAYOUT_TAKE(l, s->dz, BL * Z);
+    VAE_LAYOUT_TAKE(l, s->dlogits, BL * vae_config_output_dim(c));
+    VAE_LAYOUT_TAKE(l, s->scratch[0], BL * wide);
+    VAE_LAYOUT_TAKE(l, s->scratch[1], BL * wide);
+    VAE_LAYOUT_TAKE(l, s->kl_dim, Z);
+    return ts;
+}
+
+static size_t train_state_bytes(const vae_config *c, size_t n_params, int max_batch)
+{
+    vae_layout l = {NULL, 0};
+    train_state_layout(c, n_params, max_batch, &l);
+    return l.used;
+}
+
+/* The helper thread's share of a batch: B - B/2 of at most max_batch. */
+static int peer_batch(int max_batch) { return max_batch / 2 + 1; }
+
+size_t vae_config_train_state_bytes(const vae_config *cfg, int max_batch, int threads)
+{
+    size_t n_params = vae_config_param_count(cfg);
+    if (max_batch < 1 || n_params == 0) return 0;
+    size_t bytes = train_state_bytes(cfg, n_params, max_batch);
+    if (threads >= 2)
+        bytes += sizeof(struct vae_peer) + train_state_bytes(cfg, n_params, peer_batch(max_batch));
+    return bytes;
 }
 
 vae_train_state *vae_train_state_new(const vae_model *m, int max_batch, char *err, size_t errlen)
 {
-    const vae_config *c = &m->cfg;
     if (max_batch < 1) {
         snprintf(err, errlen, "batch must be >= 1");
         return NULL;
     }
-    vae_train_state *ts = calloc(1, sizeof *ts);
-    if (!ts) goto nomem;
-    size_t B = (size_t)max_batch, BL = B * (size_t)c->mc_samples, Z = (size_t)c->latent;
-    int H = c->n_hidden;
-    ts->max_batch = max_batch;
-    if (!(ts->grads = calloc(m->n_params, sizeof(float)))) goto nomem;
-    if (!(ts->adam_m = calloc(m->n_params, sizeof(float)))) goto nomem;
-    if (!(ts->adam_v = calloc(m->n_params, sizeof(float)))) goto nomem;
-    if (c->arch == VAE_ARCH_CONV) { /* eps and xbin for vae_train_step; vae_conv has the rest */
-        if (!(ts->eps = malloc(BL * Z * sizeof(float)))) goto nomem;
-        if (!(ts->xbin = malloc(B * vae_config_input_dim(c) * sizeof(float)))) goto nomem;
-        if (!(ts->conv = vae_conv_train_new(m, max_batch, err, errlen))) {
-            vae_train_state_free(ts);
-            return NULL;
-        }
-        return ts;
+    /* zeroed: the gradients and Adam moments start at 0 */
+    unsigned char *block = calloc(1, train_state_bytes(&m->cfg, m->n_params, max_batch));
+    if (!block) {
+        snprintf(err, errlen, "out of memory for the training state (batch %d)", max_batch);
+        return NULL;
     }
-    for (int i = 0; i < H; i++) {
-        if (!(ts->enc[i] = malloc(B * c->hidden[i] * sizeof(float)))) goto nomem;
-        if (!(ts->dec[i] = malloc(BL * c->hidden[H - 1 - i] * sizeof(float)))) goto nomem;
-    }
-    size_t wide = (size_t)widest(c);
-    if (!(ts->heads = malloc(B * 2 * Z * sizeof(float)))) goto nomem;
-    if (!(ts->dheads = malloc(B * 2 * Z * sizeof(float)))) goto nomem;
-    if (!(ts->eps = malloc(BL * Z * sizeof(float)))) goto nomem;
-    if (!(ts->z = malloc(BL * Z * sizeof(float)))) goto nomem;
-    if (!(ts->dz = malloc(BL * Z * sizeof(float)))) goto nomem;
-    if (!(ts->dlogits = malloc(BL * vae_config_output_dim(c) * sizeof(float)))) goto nomem;
-    if (!(ts->scratch[0] = malloc(BL * wide * sizeof(float)))) goto nomem;
-    if (!(ts->scratch[1] = malloc(BL * wide * sizeof(float)))) goto nomem;
-    if (!(ts->xbin = malloc(B * vae_config_input_dim(c) * sizeof(float)))) goto nomem;
-    if (!(ts->kl_dim = malloc(Z * sizeof(double)))) goto nomem;
-    return ts;
-nomem:
-    snprintf(err, errlen, "out of memory for the training state (batch %d)", max_batch);
-    vae_train_state_free(ts);
-    return NULL;
+    vae_layout l = {block, 0};
+    return train_state_layout(&m->cfg, m->n_params, max_batch, &l); /* owns block: it is block */
 }
 
 int vae_forward_loss(const vae_model *m, vae_train_state *ts, const float *x, const float *eps,
@@ -740,7 +781,7 @@ int vae_train_state_set_threads(vae_train_state *ts, const vae_model *m, int thr
         snprintf(err, errlen, "out of memory for the training thread");
         return VAE_ERR_NOMEM;
     }
-    if (!(p->ts = vae_train_state_new(m, ts->max_batch / 2 + 1, err, errlen))) {
+    if (!(p->ts = vae_train_state_new(m, peer_batch(ts->max_batch), err, errlen))) {
         free(p);
         return VAE_ERR_NOMEM;
     }

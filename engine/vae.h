@@ -105,6 +105,20 @@ static inline int vae_config_input_dim(const vae_config *cfg)
 /* Number of floats the decoder outputs per image (2x input for gaussian-learned). */
 int vae_config_output_dim(const vae_config *cfg);
 
+/* What a configuration costs, known before anything is built; 0 when cfg
+ * does not validate or max_batch < 1. They come from the code that builds
+ * and allocates (one tensor table, one layout per state), so they are exact:
+ *   param_count        m.n_params of the model vae_alloc(&m, cfg) builds
+ *   train_state_bytes  what vae_train_state_new(m, max_batch) and then
+ *                      vae_train_state_set_threads(threads) allocate:
+ *                      gradients, Adam m and v, activations and scratch, and
+ *                      with threads >= 2 the helper's own state (not the
+ *                      parameters, nor the helper thread's stack)
+ *   workspace_bytes    what vae_workspace_new(m, max_batch) allocates */
+size_t vae_config_param_count(const vae_config *cfg);
+size_t vae_config_train_state_bytes(const vae_config *cfg, int max_batch, int threads);
+size_t vae_config_workspace_bytes(const vae_config *cfg, int max_batch);
+
 /* Builds the tensor table and allocates parameters, initialised like PyTorch's
  * defaults from a generator seeded with seed. */
 int vae_init(vae_model *m, const vae_config *cfg, uint64_t seed, char *err, size_t errlen);

@@ -17,6 +17,7 @@
 
 #include "engine/conv.h"
 #include "engine/linear.h"
+#include "engine/vae_arch.h"
 #include "engine/vae_kernels.h"
 
 /* The im2col matrix is processed in chunks of images that fit this many
@@ -363,68 +364,53 @@ struct vae_conv_train {
 
 void vae_conv_train_use_naive(vae_conv_train *ct, int on) { ct->naive = on; }
 
-void vae_conv_train_free(vae_conv_train *ct)
+vae_conv_train *vae_conv_train_layout(const vae_config *c, int max_batch, vae_layout *l)
 {
-    if (!ct) return;
-    free(ct->xin);
-    for (int i = 0; i < VAE_MAX_HIDDEN; i++) {
-        free(ct->enc[i]);
-        free(ct->dec[i]);
+    vae_conv_train sizing, *ct = vae_layout_take(l, 1, sizeof *ct);
+    vae_conv_train *s = ct ? ct : &sizing; /* while sizing the pointers go nowhere */
+    geometry *g = &s->g;
+    geometry_of(g, c);
+    size_t B = (size_t)max_batch, BL = B * (size_t)c->mc_samples, Z = (size_t)g->Z;
+    s->max_batch = max_batch;
+    VAE_LAYOUT_TAKE(l, s->xin, (size_t)g->C * B * g->P * g->P);
+    for (int i = 0; i < g->n; i++) {
+        VAE_LAYOUT_TAKE(l, s->enc[i], act_floats(&g->enc[i], max_batch));
+        VAE_LAYOUT_TAKE(l, s->dec[i], act_floats(&g->dec[i], (int)BL));
     }
-    free(ct->flat);
-    free(ct->heads);
-    free(ct->dheads);
-    free(ct->eps);
-    free(ct->z);
-    free(ct->dz);
-    free(ct->kl_dim);
-    free(ct->dec_in);
-    free(ct->dlogits);
-    free(ct->ga);
-    free(ct->gb);
-    free(ct->col);
-    free(ct);
+    VAE_LAYOUT_TAKE(l, s->flat, B * g->flat);
+    VAE_LAYOUT_TAKE(l, s->heads, B * 2 * Z);
+    VAE_LAYOUT_TAKE(l, s->dheads, B * 2 * Z);
+    VAE_LAYOUT_TAKE(l, s->eps, BL * Z);
+    VAE_LAYOUT_TAKE(l, s->z, BL * Z);
+    VAE_LAYOUT_TAKE(l, s->dz, BL * Z);
+    VAE_LAYOUT_TAKE(l, s->kl_dim, Z);
+    VAE_LAYOUT_TAKE(l, s->dec_in, BL * g->flat);
+    VAE_LAYOUT_TAKE(l, s->dlogits, BL * vae_config_output_dim(c));
+    VAE_LAYOUT_TAKE(l, s->ga, BL * g->max_act);
+    VAE_LAYOUT_TAKE(l, s->gb, BL * g->max_act);
+    s->col_floats = col_floats_for(g, (int)BL);
+    VAE_LAYOUT_TAKE(l, s->col, s->col_floats);
+    return ct;
 }
-
-static float *alloc_floats(size_t n) { return malloc(sizeof(float) * (n ? n : 1)); }
 
 vae_conv_train *vae_conv_train_new(const vae_model *m, int max_batch, char *err, size_t errlen)
 {
-    const vae_config *c = &m->cfg;
     if (max_batch < 1) {
         snprintf(err, errlen, "batch must be >= 1");
         return NULL;
     }
-    vae_conv_train *ct = calloc(1, sizeof *ct);
-    if (!ct) goto nomem;
-    geometry *g = &ct->g;
-    geometry_of(g, c);
-    size_t B = (size_t)max_batch, BL = B * (size_t)c->mc_samples, Z = (size_t)g->Z;
-    ct->max_batch = max_batch;
-    if (!(ct->xin = alloc_floats((size_t)g->C * B * g->P * g->P))) goto nomem;
-    for (int i = 0; i < g->n; i++) {
-        if (!(ct->enc[i] = alloc_floats(act_floats(&g->enc[i], max_batch)))) goto nomem;
-        if (!(ct->dec[i] = alloc_floats(act_floats(&g->dec[i], (int)BL)))) goto nomem;
+    vae_layout l = {NULL, 0};
+    vae_conv_train_layout(&m->cfg, max_batch, &l);
+    unsigned char *block = calloc(1, l.used); /* owned by the returned state */
+    if (!block) {
+        snprintf(err, errlen, "out of memory for the conv training state (batch %d)", max_batch);
+        return NULL;
     }
-    if (!(ct->flat = alloc_floats(B * g->flat))) goto nomem;
-    if (!(ct->heads = alloc_floats(B * 2 * Z))) goto nomem;
-    if (!(ct->dheads = alloc_floats(B * 2 * Z))) goto nomem;
-    if (!(ct->eps = alloc_floats(BL * Z))) goto nomem;
-    if (!(ct->z = alloc_floats(BL * Z))) goto nomem;
-    if (!(ct->dz = alloc_floats(BL * Z))) goto nomem;
-    if (!(ct->kl_dim = malloc(sizeof(double) * Z))) goto nomem;
-    if (!(ct->dec_in = alloc_floats(BL * g->flat))) goto nomem;
-    if (!(ct->dlogits = alloc_floats(BL * vae_config_output_dim(c)))) goto nomem;
-    if (!(ct->ga = alloc_floats(BL * g->max_act))) goto nomem;
-    if (!(ct->gb = alloc_floats(BL * g->max_act))) goto nomem;
-    ct->col_floats = col_floats_for(g, (int)BL);
-    if (!(ct->col = alloc_floats(ct->col_floats))) goto nomem;
-    return ct;
-nomem:
-    snprintf(err, errlen, "out of memory for the conv training state (batch %d)", max_batch);
-    vae_conv_train_free(ct);
-    return NULL;
+    l = (vae_layout){block, 0};
+    return vae_conv_train_layout(&m->cfg, max_batch, &l);
 }
+
+void vae_conv_train_free(vae_conv_train *ct) { free(ct); }
 
 int vae_conv_forward_loss(const vae_model *m, vae_conv_train *ct, const float *x, const float *eps,
                           int B, int64_t step, vae_stats *stats)

@@ -40,6 +40,7 @@
 #include <stdint.h>
 
 #include "engine/vae.h"
+#include "engine/vae_arch.h"
 
 #define VAE_CONV_LEAKY_SLOPE 0.2f
 
@@ -76,6 +77,8 @@ int vae_conv_decode(const vae_model *m, float *scratch, const float *z, int B, f
 typedef struct vae_conv_train vae_conv_train;
 vae_conv_train *vae_conv_train_new(const vae_model *m, int max_batch, char *err, size_t errlen);
 void vae_conv_train_free(vae_conv_train *ct);
+/* The state laid out in l (vae_arch.h): NULL while sizing. */
+vae_conv_train *vae_conv_train_layout(const vae_config *c, int max_batch, vae_layout *l);
 /* Tests: run the naive reference kernels instead of im2col + gemm. */
 void vae_conv_train_use_naive(vae_conv_train *ct, int on);
 /* Forward and loss; eps: (B*mc, latent), copied. step sets the KL warm-up.
