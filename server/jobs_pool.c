@@ -12,7 +12,6 @@
 
 #include "engine/file_io.h"
 
-#include <cjson/cJSON.h>
 #include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
@@ -27,16 +26,10 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "engine/checkpoint.h"
-#include "engine/eval.h"
-#include "engine/safetensors.h"
-#include "engine/trainer.h"
-#include "server/checkpoint_metrics.h"
 #include "server/data_sets.h"
 #include "server/jobs_record.h"
 #include "server/jobs_spec.h"
-
-#define RESUME_FORMAT "vaed-job-resume-1"
+#include "server/train_run.h"
 
 typedef struct {
     int64_t job_id;      /* 0 while idle */
@@ -177,55 +170,20 @@ static int transition(jobs_pool *p, int64_t id, jobs_state to, const char *note)
     return 0;
 }
 
-/* ---------- the resume file's metrics ---------- */
-
-static double field(const cJSON *o, const char *k)
-{
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
-    return cJSON_IsNumber(v) ? v->valuedouble : NAN;
-}
-
-static int metrics_from_json(const char *s, trainer_epoch_metrics *ms, int n)
-{
-    cJSON *a = cJSON_Parse(s); /* owned: freed below */
-    int ok = cJSON_IsArray(a) && cJSON_GetArraySize(a) == n;
-    for (int i = 0; ok && i < n; i++) {
-        const cJSON *o = cJSON_GetArrayItem(a, i);
-        trainer_epoch_metrics *e = &ms[i];
-        e->epoch = (int)field(o, "epoch");
-        e->train_loss = field(o, "train_loss");
-        e->train_recon = field(o, "train_recon");
-        e->train_kl = field(o, "train_kl");
-        e->test_loss = field(o, "test_loss");
-        e->test_recon = field(o, "test_recon");
-        e->test_kl = field(o, "test_kl");
-        e->images_per_s = field(o, "images_per_s");
-        e->seconds = field(o, "seconds");
-        ok = e->epoch == i + 1;
-    }
-    cJSON_Delete(a);
-    return ok ? 0 : -1;
-}
-
 /* ---------- one job ---------- */
 
 typedef struct {
     jobs_pool *pool;
     worker_slot *slot;
     int64_t id;
-    const char *config_json;       /* borrowed: the job's row */
     jobs_spec spec;
-    dataset train, test;           /* owned */
-    int have_test;
-    vae_model model;               /* owned */
-    trainer *t;                    /* owned */
-    trainer_epoch_metrics *ms;     /* owned; spec.cfg.epochs */
-    int n_done;                    /* epochs in ms */
+    train_run *run;                /* owned */
     trainer_progress last;         /* the newest progress */
     double last_report;            /* mono_s() of the last progress event */
     char err[512];
 } job_run;
 
+/* After every step: a progress event at most every progress_interval_s. */
 static void on_progress(void *ctx, const trainer_progress *pr)
 {
     job_run *j = ctx;
@@ -242,229 +200,28 @@ static void on_progress(void *ctx, const trainer_progress *pr)
     free(pj);
 }
 
-/* Writes the resume file: everything trainer_set_position and the Adam state
- * need to continue exactly where the trainer stands. */
-static int save_resume(job_run *j)
+/* After every epoch (its resume file written): the job's progress and
+ * metrics, and an epoch event. */
+static void on_epoch(void *ctx, const trainer_epoch_metrics *ms, int n)
 {
+    job_run *j = ctx;
     jobs_pool *p = j->pool;
-    char dir[PATH_MAX], path[PATH_MAX];
-    job_dir(p, j->id, dir, sizeof dir);
-    resume_path(p, j->id, path, sizeof path);
-    if (file_make_dirs(dir, j->err, sizeof j->err))
-        return -1;
-    vae_model *m = &j->model;
-    vae_train_state *ts = trainer_train_state(j->t);
-    trainer_position pos;
-    trainer_get_position(j->t, &pos);
-    int n = trainer_order_len(j->t);
-    const int *order = trainer_order(j->t);
-    float *order_f = malloc(sizeof(float) * (size_t)n); /* owned: freed below */
-    char *metrics = jobs_record_epochs_json(j->ms, j->n_done); /* owned: freed below */
-    char model_cfg[4096];
-    int rc = -1;
-    if (!order_f || !metrics || ckpt_config_to_json(&m->cfg, model_cfg, sizeof model_cfg) < 0) {
-        set_err(j->err, sizeof j->err, "out of memory writing the resume file");
-        goto end;
+    j->last.step = j->last.steps;
+    char *pj = jobs_record_progress_json(&j->last); /* owned */
+    char *jm = jobs_record_epochs_json(ms, n);       /* owned */
+    char *ej = jobs_record_epoch_json(&ms[n - 1]);   /* owned */
+    char err[256];
+    if (pj && jm && ej &&
+        registry_set_job_progress(p->reg, j->id, pj, jm, JOBS_EVENT_EPOCH, ej, NULL, err,
+                                  sizeof err) == REGISTRY_OK) {
+        trainer_progress done = j->last;
+        done.epoch = ms[n - 1].epoch;
+        done.images_per_s = ms[n - 1].images_per_s;
+        announce_progress(p, j->id, JOBS_EVENT_EPOCH, &done);
     }
-    for (int i = 0; i < n; i++) order_f[i] = (float)order[i];
-    const rng_state *rng = trainer_rng(j->t);
-    char adam_step[32], rng_s[80], epochs_done[16], next_step[32], seen[16], recon[40], kl[40],
-        seconds[40];
-    snprintf(adam_step, sizeof adam_step, "%" PRId64, *vae_train_adam_step(ts));
-    snprintf(rng_s, sizeof rng_s, "%016" PRIx64 ",%016" PRIx64 ",%016" PRIx64 ",%016" PRIx64,
-             rng->s[0], rng->s[1], rng->s[2], rng->s[3]);
-    snprintf(epochs_done, sizeof epochs_done, "%d", pos.epochs_done);
-    snprintf(next_step, sizeof next_step, "%" PRId64, pos.next_step);
-    snprintf(seen, sizeof seen, "%d", pos.seen);
-    snprintf(recon, sizeof recon, "%.17g", pos.recon_sum);
-    snprintf(kl, sizeof kl, "%.17g", pos.kl_sum);
-    snprintf(seconds, sizeof seconds, "%.17g", pos.seconds);
-    const char *keys[] = {"format",    "job_config", "model_config", "adam_step",
-                          "rng",       "epochs_done", "next_step",   "seen",
-                          "recon_sum", "kl_sum",     "seconds",      "metrics"};
-    const char *values[] = {RESUME_FORMAT, j->config_json, model_cfg, adam_step,
-                            rng_s,         epochs_done,    next_step, seen,
-                            recon,         kl,             seconds,   metrics};
-    st_tensor_out t[4] = {
-        {.name = "params", .ndim = 1, .shape = {(int64_t)m->n_params}, .data = m->params},
-        {.name = "adam_m", .ndim = 1, .shape = {(int64_t)m->n_params}, .data = vae_train_adam_m(ts)},
-        {.name = "adam_v", .ndim = 1, .shape = {(int64_t)m->n_params}, .data = vae_train_adam_v(ts)},
-        {.name = "order", .ndim = 1, .shape = {n}, .data = order_f},
-    };
-    char err[384];
-    if (st_write_file(path, t, 4, keys, values, (int)(sizeof keys / sizeof keys[0]), err,
-                      sizeof err)) {
-        set_err(j->err, sizeof j->err, "cannot write the resume file: %s", err);
-        goto end;
-    }
-    rc = 0;
-end:
-    free(order_f);
-    free(metrics);
-    return rc;
-}
-
-static const float *f32_tensor(const st_file *f, const char *name, size_t n)
-{
-    const st_tensor_info *t = st_find(f, name);
-    if (!t || strcmp(t->dtype, "F32") != 0 || t->ndim != 1 || (uint64_t)t->shape[0] != n)
-        return NULL;
-    return (const float *)(const void *)(f->data + t->begin);
-}
-
-static int meta_i64(const st_file *f, const char *key, int64_t *out)
-{
-    const char *s = st_meta_get(f, key);
-    char *end;
-    if (!s || !*s) return -1;
-    errno = 0;
-    long long v = strtoll(s, &end, 10);
-    if (*end || errno) return -1;
-    *out = v;
-    return 0;
-}
-
-static int meta_double(const st_file *f, const char *key, double *out)
-{
-    const char *s = st_meta_get(f, key);
-    char *end;
-    if (!s || !*s) return -1;
-    *out = strtod(s, &end);
-    return *end ? -1 : 0;
-}
-
-/* Restores the trainer from the resume file at path. */
-static int load_resume(job_run *j, const char *path)
-{
-    st_file f;
-    char err[384];
-    if (st_read_file(path, &f, err, sizeof err)) {
-        set_err(j->err, sizeof j->err, "cannot resume: %s", err);
-        return -1;
-    }
-    int rc = -1;
-    int *order = NULL; /* owned: freed at end */
-    vae_model *m = &j->model;
-    vae_train_state *ts = trainer_train_state(j->t);
-    size_t np = m->n_params;
-    int n = trainer_order_len(j->t);
-    char model_cfg[4096];
-    const char *fmt = st_meta_get(&f, "format"), *jc = st_meta_get(&f, "job_config"),
-               *mc = st_meta_get(&f, "model_config"), *rs = st_meta_get(&f, "rng"),
-               *metrics = st_meta_get(&f, "metrics");
-    const float *params = f32_tensor(&f, "params", np), *am = f32_tensor(&f, "adam_m", np),
-                *av = f32_tensor(&f, "adam_v", np), *of = f32_tensor(&f, "order", (size_t)n);
-    if (ckpt_config_to_json(&m->cfg, model_cfg, sizeof model_cfg) < 0 || !fmt ||
-        strcmp(fmt, RESUME_FORMAT) != 0 || !jc || strcmp(jc, j->config_json) != 0 || !mc ||
-        strcmp(mc, model_cfg) != 0) {
-        set_err(j->err, sizeof j->err, "cannot resume: %s belongs to another job or model", path);
-        goto end;
-    }
-    int64_t adam_step, epochs_done, next_step, seen;
-    trainer_position pos;
-    rng_state rng;
-    if (!params || !am || !av || !of || !rs || !metrics || meta_i64(&f, "adam_step", &adam_step) ||
-        meta_i64(&f, "epochs_done", &epochs_done) || meta_i64(&f, "next_step", &next_step) ||
-        meta_i64(&f, "seen", &seen) || meta_double(&f, "recon_sum", &pos.recon_sum) ||
-        meta_double(&f, "kl_sum", &pos.kl_sum) || meta_double(&f, "seconds", &pos.seconds) ||
-        sscanf(rs, "%" SCNx64 ",%" SCNx64 ",%" SCNx64 ",%" SCNx64, &rng.s[0], &rng.s[1],
-               &rng.s[2], &rng.s[3]) != 4 ||
-        epochs_done < 0 || epochs_done > j->spec.cfg.epochs || seen < 0 || seen > INT_MAX) {
-        set_err(j->err, sizeof j->err, "cannot resume: %s is incomplete", path);
-        goto end;
-    }
-    if (metrics_from_json(metrics, j->ms, (int)epochs_done)) {
-        set_err(j->err, sizeof j->err, "cannot resume: %s holds bad metrics", path);
-        goto end;
-    }
-    if (!(order = malloc(sizeof(int) * (size_t)n))) {
-        set_err(j->err, sizeof j->err, "out of memory resuming");
-        goto end;
-    }
-    for (int i = 0; i < n; i++) {
-        float v;
-        memcpy(&v, of + i, sizeof v);
-        order[i] = v >= 0 && v < (float)n ? (int)v : -1;
-    }
-    pos.epochs_done = (int)epochs_done;
-    pos.next_step = next_step;
-    pos.seen = (int)seen;
-    if (trainer_set_position(j->t, &pos, order, n, err, sizeof err)) {
-        set_err(j->err, sizeof j->err, "cannot resume: %s", err);
-        goto end;
-    }
-    memcpy(m->params, params, sizeof(float) * np);
-    memcpy(vae_train_adam_m(ts), am, sizeof(float) * np);
-    memcpy(vae_train_adam_v(ts), av, sizeof(float) * np);
-    *vae_train_adam_step(ts) = adam_step;
-    *trainer_rng(j->t) = rng;
-    j->n_done = (int)epochs_done;
-    rc = 0;
-end:
-    free(order);
-    st_free(&f);
-    return rc;
-}
-
-static int load_data(job_run *j)
-{
-    const jobs_spec *s = &j->spec;
-    const char *root = j->pool->data_root;
-    /* as bytes, like `vaed train`: the training set is most of a job's memory */
-    if (data_sets_load_compact(root, s->data, DATA_SETS_TRAIN, &j->train, j->err, sizeof j->err))
-        return -1;
-    if (data_sets_is_builtin(s->data)) {
-        char err[256];
-        j->have_test = data_sets_load_compact(root, s->data, DATA_SETS_TEST, &j->test, err,
-                                              sizeof err) == 0;
-    }
-    if (s->klass >= 0) {
-        char err[256];
-        if (dataset_filter_class(&j->train, s->klass, err, sizeof err) ||
-            (j->have_test && dataset_filter_class(&j->test, s->klass, err, sizeof err))) {
-            set_err(j->err, sizeof j->err, "class %d: %s", s->klass, err);
-            return -1;
-        }
-    }
-    if (s->limit > 0 && s->limit < j->train.n) dataset_truncate(&j->train, s->limit);
-    return 0;
-}
-
-/* Registers the trained model and marks the job succeeded, in one transaction. */
-static int finish_job(job_run *j)
-{
-    vae_config *c = &j->model.cfg;
-    eval_result er;
-    char err[384];
-    int evaluated = eval_run_iwae_images(&j->model, j->have_test ? &j->test : &j->train,
-                                         EVAL_TRAIN_IWAE_K, EVAL_TRAIN_IWAE_IMAGES, c->seed, &er,
-                                         err, sizeof err) == 0;
-    char *cm = checkpoint_metrics_json(j->ms, j->n_done, evaluated ? &er : NULL); /* owned */
-    char *jm = jobs_record_epochs_json(j->ms, j->n_done);          /* owned */
-    uint8_t *blob = NULL;                                          /* owned */
-    size_t len = 0;
-    char cfg_json[4096];
-    int rc = -1;
-    if (!cm || !jm || ckpt_config_to_json(c, cfg_json, sizeof cfg_json) < 0) {
-        set_err(j->err, sizeof j->err, "out of memory registering the model");
-        goto end;
-    }
-    if (ckpt_save_mem(&j->model, cm, &blob, &len, err, sizeof err)) {
-        set_err(j->err, sizeof j->err, "%s", err);
-        goto end;
-    }
-    registry_checkpoint_info info;
-    if (registry_succeed_job(j->pool->reg, j->id, j->spec.model, blob, len, cfg_json, cm, jm,
-                             &info, err, sizeof err)) {
-        set_err(j->err, sizeof j->err, "registering the model: %s", err);
-        goto end;
-    }
-    rc = 0;
-end:
-    free(cm);
+    free(pj);
     free(jm);
-    free(blob);
-    return rc;
+    free(ej);
 }
 
 /* After a cancelled epoch: a user's cancel, or the pool stopping. */
@@ -480,7 +237,7 @@ static void stop_job(job_run *j)
         return;
     }
     if (mode == JOBS_POOL_STOP_ABANDON) return; /* as if the process died here */
-    if (save_resume(j))
+    if (train_run_save_resume(j->run, j->err, sizeof j->err))
         fprintf(stderr, "vaed: job %" PRId64 ": %s; it resumes from its last epoch\n", j->id,
                 j->err);
     transition(p, j->id, JOBS_STATE_QUEUED, "interrupted");
@@ -491,6 +248,8 @@ static void fail_job(job_run *j)
     if (transition(j->pool, j->id, JOBS_STATE_FAILED, j->err) == 0) remove_job_dir(j->pool, j->id);
 }
 
+/* The job's spec through the training pipeline (train_run), with events;
+ * its state in DATA_DIR/jobs/ID/resume.safetensors, keyed to the spec. */
 static void run_job(jobs_pool *p, worker_slot *slot, int64_t id, const char *config_json)
 {
     job_run *j = calloc(1, sizeof *j); /* owned: freed at end */
@@ -503,93 +262,66 @@ static void run_job(jobs_pool *p, worker_slot *slot, int64_t id, const char *con
     j->pool = p;
     j->slot = slot;
     j->id = id;
-    j->config_json = config_json;
     j->last_report = mono_s();
-    char path[PATH_MAX];
+    char dir[PATH_MAX], path[PATH_MAX];
+    job_dir(p, id, dir, sizeof dir);
     resume_path(p, id, path, sizeof path);
-
     if ((p->confine_data ? jobs_spec_parse_confined
                          : jobs_spec_parse)(config_json, strlen(config_json), p->data_root,
                                            &j->spec, j->err, sizeof j->err) ||
-        load_data(j)) {
+        file_make_dirs(dir, j->err, sizeof j->err)) {
         fail_job(j);
         goto end;
     }
-    vae_config cfg = j->spec.cfg;
-    cfg.channels = j->train.channels;
-    cfg.height = j->train.height;
-    cfg.width = j->train.width;
-    if (vae_init(&j->model, &cfg, cfg.seed, j->err, sizeof j->err) ||
-        !(j->t = trainer_new(&j->model, &j->train, j->have_test ? &j->test : NULL, j->err,
-                             sizeof j->err))) {
+    train_run_options o;
+    train_run_options_default(&o);
+    trainer_meta meta = {"job_config", config_json};
+    o.data = j->spec.data;
+    o.data_root = p->data_root;
+    o.klass = j->spec.klass;
+    o.limit = j->spec.limit;
+    o.cfg = j->spec.cfg;
+    o.resume_path = path;
+    o.meta = &meta;
+    o.n_meta = 1;
+    o.on_progress = on_progress;
+    o.on_epoch = on_epoch;
+    o.ctx = j;
+    o.cancel = &slot->cancel;
+    if (train_run_new(&o, &j->run, j->err, sizeof j->err)) {
         fail_job(j);
         goto end;
     }
-    if (!(j->ms = calloc((size_t)cfg.epochs, sizeof *j->ms))) {
-        set_err(j->err, sizeof j->err, "out of memory");
-        fail_job(j);
-        goto end;
-    }
-    if (access(path, F_OK) == 0) {
-        if (load_resume(j, path)) {
-            fail_job(j);
-            goto end;
-        }
-        char *jm = jobs_record_epochs_json(j->ms, j->n_done); /* owned: freed below */
+    if (train_run_get_info(j->run)->resumed) {
+        int n;
+        const trainer_epoch_metrics *ms = train_run_history(j->run, &n);
+        char *jm = jobs_record_epochs_json(ms, n); /* owned: freed below */
         if (jm)
             registry_set_job_progress(p->reg, id, NULL, jm, JOBS_EVENT_EPOCH, NULL, NULL, NULL, 0);
         free(jm);
     }
-
-    trainer_callbacks cb = {.on_progress = on_progress, .ctx = j, .cancel = &slot->cancel};
-    while (j->n_done < cfg.epochs) {
-        int rc = trainer_run_epoch(j->t, &cb, &j->ms[j->n_done], j->err, sizeof j->err);
-        if (rc == VAE_ERR_CANCELLED) {
-            stop_job(j);
-            goto end;
-        }
-        if (rc) {
-            fail_job(j);
-            goto end;
-        }
-        j->n_done++;
-        if (save_resume(j)) {
-            fail_job(j);
-            goto end;
-        }
-        j->last.step = j->last.steps;
-        char *pj = jobs_record_progress_json(&j->last);                 /* owned */
-        char *jm = jobs_record_epochs_json(j->ms, j->n_done);           /* owned */
-        char *ej = jobs_record_epoch_json(&j->ms[j->n_done - 1]);       /* owned */
-        char err[256];
-        if (pj && jm && ej &&
-            registry_set_job_progress(p->reg, id, pj, jm, JOBS_EVENT_EPOCH, ej, NULL, err,
-                                      sizeof err) == REGISTRY_OK) {
-            trainer_progress done = j->last;
-            done.epoch = j->ms[j->n_done - 1].epoch;
-            done.images_per_s = j->ms[j->n_done - 1].images_per_s;
-            announce_progress(p, id, JOBS_EVENT_EPOCH, &done);
-        }
-        free(pj);
-        free(jm);
-        free(ej);
-    }
-    if (slot->cancel) { /* asked to stop after the last step */
+    train_run_status st = train_run_epochs(j->run, j->err, sizeof j->err);
+    if (st == TRAIN_RUN_ERR_CANCELLED) {
         stop_job(j);
         goto end;
     }
-    if (finish_job(j)) {
+    if (!st) {
+        train_run_evaluate(j->run);
+        char err[384];
+        st = train_run_register(j->run, p->reg, j->spec.model, id, NULL, err, sizeof err);
+        if (st == TRAIN_RUN_ERR_REGISTRY)
+            set_err(j->err, sizeof j->err, "registering the model: %s", err);
+        else if (st)
+            set_err(j->err, sizeof j->err, "%s", err);
+    }
+    if (st) {
         fail_job(j);
         goto end;
     }
     announce_state(p, id, JOBS_STATE_SUCCEEDED);
     remove_job_dir(p, id);
 end:
-    trainer_free(j->t);
-    vae_free(&j->model);
-    dataset_free(&j->train);
-    dataset_free(&j->test);
-    free(j->ms);
+    train_run_free(j->run);
     free(j);
 }
 
