@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -145,6 +146,28 @@ static void print_epoch(void *ctx, const trainer_epoch_metrics *history, int n_d
     fflush(stdout);
 }
 
+/* Set by SIGINT or SIGTERM while `vaed train --resume` runs: the pipeline
+ * stops before its next step and the position goes to the resume file. */
+static volatile sig_atomic_t train_stop;
+
+static void on_train_signal(int sig)
+{
+    (void)sig;
+    train_stop = 1;
+}
+
+/* SIGINT and SIGTERM set train_stop; a second one acts as usual (kills). */
+static void catch_stop_signals(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_train_signal;
+    sa.sa_flags = SA_RESETHAND;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+}
+
 int cli_train(int argc, char **argv)
 {
     train_flags f = {.hidden = "400", .activation = "relu", .likelihood = "bernoulli",
@@ -152,7 +175,7 @@ int cli_train(int argc, char **argv)
                      .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8, .latent = 20, .mc = 1,
                      .batch = 128, .epochs = 10, .seed = 1, .threads = 0, .limit = 0,
                      .klass = -1};
-    const char *data = "mnist", *out = NULL, *reg_name = NULL, *data_dir = "var";
+    const char *data = "mnist", *out = NULL, *reg_name = NULL, *data_dir = "var", *resume = NULL;
     double val_split = 0.0;
     long iwae_k = EVAL_TRAIN_IWAE_K;
     cli_option opts[] = {
@@ -186,6 +209,8 @@ int cli_train(int argc, char **argv)
         {"threads", CLI_LONG, &f.threads, 0, 256, "BLAS threads (0 = cores)"},
         {"limit", CLI_LONG, &f.limit, 0, INT_MAX, "use the first N training images"},
         {"class", CLI_LONG, &f.klass, -1, 255, "train on one label only"},
+        {"resume", CLI_STRING, &resume, 0, 0,
+         "continue the run kept in FILE when it exists; keep its state there (removed when done)"},
         {"iwae", CLI_LONG, &iwae_k, 0, 1000000,
          "K of the IWAE bound written into the metrics, on the first 256 test images (0 = off)"},
     };
@@ -228,6 +253,24 @@ int cli_train(int argc, char **argv)
     o.on_progress = print_progress;
     o.on_epoch = print_epoch;
     o.ctx = &pp;
+    /* a resume file continues only the run that wrote it: the model config
+     * (the engine checks it) and what chose the images */
+    char klass_s[16], limit_s[24], split_s[32], seed_s[24];
+    snprintf(klass_s, sizeof klass_s, "%ld", f.klass);
+    snprintf(limit_s, sizeof limit_s, "%ld", f.limit);
+    snprintf(split_s, sizeof split_s, "%.17g", val_split);
+    snprintf(seed_s, sizeof seed_s, "%ld", f.seed);
+    const trainer_meta meta[] = {
+        {"data", data}, {"class", klass_s}, {"limit", limit_s}, {"val_split", split_s},
+        {"seed", seed_s},
+    };
+    if (resume) {
+        o.resume_path = resume;
+        o.meta = meta;
+        o.n_meta = (int)(sizeof meta / sizeof meta[0]);
+        o.cancel = &train_stop;
+        catch_stop_signals();
+    }
     train_run *run = NULL; /* owned: freed at end */
     int status = 1;
     if (train_run_new(&o, &run, err, sizeof err)) {
@@ -252,8 +295,32 @@ int cli_train(int argc, char **argv)
            vae_arch_name(mc->arch), vae_config_input_dim(mc), hidden_s, mc->latent,
            vae_likelihood_name(mc->likelihood), data, info->n_train, info->n_test, mc->epochs,
            mc->batch);
+    if (info->resumed) {
+        if (info->position.next_step > 0)
+            printf("resuming from %s: %d of %d epochs done, epoch %d at step %lld\n", resume,
+                   info->epochs_done, mc->epochs, info->epochs_done + 1,
+                   (long long)info->position.next_step);
+        else
+            printf("resuming from %s: %d of %d epochs done\n", resume, info->epochs_done,
+                   mc->epochs);
+    }
     fflush(stdout);
-    if (train_run_epochs(run, err, sizeof err)) {
+    train_run_status st = train_run_epochs(run, err, sizeof err);
+    if (st == TRAIN_RUN_ERR_CANCELLED) {
+        if (pp.tty) fprintf(stderr, "\n");
+        trainer_position at;
+        train_run_get_position(run, &at);
+        if (train_run_save_resume(run, err, sizeof err)) {
+            fprintf(stderr, "vaed train: stopped; %s (it holds the last epoch's state)\n", err);
+            goto end;
+        }
+        fprintf(stderr,
+                "vaed train: stopped with %d of %d epochs done (the next at step %lld); %s holds "
+                "the run: the same command continues it\n",
+                at.epochs_done, mc->epochs, (long long)at.next_step, resume);
+        goto end;
+    }
+    if (st) {
         if (pp.tty) fprintf(stderr, "\n");
         fprintf(stderr, "vaed train: %s; nothing was written\n", err);
         goto end;
@@ -289,6 +356,8 @@ int cli_train(int argc, char **argv)
         printf("registered %s version %lld (sha256 %.12s)\n", ci.model, (long long)ci.version,
                ci.sha256);
     }
+    if (resume && unlink(resume) != 0 && errno != ENOENT)
+        fprintf(stderr, "vaed train: cannot remove %s: %s\n", resume, strerror(errno));
     status = 0;
 end:
     train_run_free(run);

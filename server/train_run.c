@@ -161,6 +161,11 @@ const vae_model *train_run_model(const train_run *r)
     return &r->model;
 }
 
+void train_run_get_position(const train_run *r, trainer_position *p)
+{
+    trainer_get_position(r->t, p);
+}
+
 const trainer_epoch_metrics *train_run_history(const train_run *r, int *n_done)
 {
     *n_done = trainer_epochs_done(r->t);

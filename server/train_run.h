@@ -107,7 +107,9 @@ void train_run_free(train_run *run);
 const train_run_info *train_run_get_info(const train_run *run);
 /* The model: its config has the data's image shape. Borrowed from the run. */
 const vae_model *train_run_model(const train_run *run);
-/* The metrics of the epochs done (train_run_get_info's epochs_done grows). */
+/* Where training stands now (epochs done, and the step within the next). */
+void train_run_get_position(const train_run *run, trainer_position *p);
+/* The metrics of the epochs done, *n_done of them. Borrowed from the run. */
 const trainer_epoch_metrics *train_run_history(const train_run *run, int *n_done);
 
 /* Runs the epochs not done yet. TRAIN_RUN_ERR_CANCELLED when the cancel flag
