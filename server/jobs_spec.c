@@ -9,15 +9,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-#include <zlib.h>
 
 #include "server/data_sets.h"
 #include "server/registry.h"
 
 /* seeds and step counts travel as JSON numbers (doubles): exact to 2^53 */
 #define JOBS_SPEC_MAX_EXACT 9007199254740992.0
-/* the resume file keeps the data order as F32, exact for indices below 2^24 */
-#define JOBS_SPEC_MAX_IMAGES (1 << 24)
 
 static void set_err(char *err, size_t errlen, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -118,55 +115,29 @@ static int get_widths(const cJSON *it, int *out, int *n, char *err, size_t errle
 
 /* ---------- the data set, from its IDX header ---------- */
 
-static uint32_t be32(const uint8_t *p)
+/* The image count and size of an IDX image file, without reading the images. */
+static int peek(const char *images, int *n, int *rows, int *cols, char *err, size_t errlen)
 {
-    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
-}
-
-/* Reads the 16-byte header of an IDX image file (plain or gzip). */
-static int idx_peek(const char *path, int *n, int *rows, int *cols, char *err, size_t errlen)
-{
-    gzFile gz = gzopen(path, "rb");
-    if (!gz) {
-        set_err(err, errlen, "%s: cannot open", path);
-        return -1;
-    }
-    uint8_t h[16];
-    int got = gzread(gz, h, sizeof h);
-    gzclose(gz);
-    if (got != (int)sizeof h || be32(h) != 0x00000803u) {
-        set_err(err, errlen, "%s: not an IDX image file", path);
-        return -1;
-    }
-    uint32_t count = be32(h + 4), r = be32(h + 8), c = be32(h + 12);
-    if (count < 1 || count > JOBS_SPEC_MAX_IMAGES || r < 1 || r > 4096 || c < 1 || c > 4096) {
-        set_err(err, errlen, "%s: %u images of %ux%u is out of range (1..%d images)", path,
-                count, r, c, JOBS_SPEC_MAX_IMAGES);
-        return -1;
-    }
-    *n = (int)count;
-    *rows = (int)r;
-    *cols = (int)c;
-    return 0;
+    return dataset_peek_idx(images, n, rows, cols, err, errlen) == VAE_OK ? 0 : -1;
 }
 
 static int check_data(jobs_spec *s, const char *root, char *err, size_t errlen)
 {
-    char img[PATH_MAX + 64];
+    char img[PATH_MAX + 64], lab[PATH_MAX + 64];
     int rows, cols, trows, tcols;
     if (data_sets_is_builtin(s->data)) {
-        snprintf(img, sizeof img, "%s/%s/train-images-idx3-ubyte", root, s->data);
+        data_sets_idx_paths(root, s->data, DATA_SETS_TRAIN, img, lab, sizeof img);
         if (access(img, R_OK) != 0) {
             set_err(err, errlen,
                     "data set \"%s\" is not downloaded (run `bash scripts/get-data.sh %s`)",
                     s->data, s->data);
             return -1;
         }
-        if (idx_peek(img, &s->n_train, &rows, &cols, err, errlen)) return -1;
-        snprintf(img, sizeof img, "%s/%s/t10k-images-idx3-ubyte", root, s->data);
+        if (peek(img, &s->n_train, &rows, &cols, err, errlen)) return -1;
+        data_sets_idx_paths(root, s->data, DATA_SETS_TEST, img, lab, sizeof img);
         s->n_test = 0;
         if (access(img, R_OK) == 0) {
-            if (idx_peek(img, &s->n_test, &trows, &tcols, err, errlen)) return -1;
+            if (peek(img, &s->n_test, &trows, &tcols, err, errlen)) return -1;
             if (trows != rows || tcols != cols) {
                 set_err(err, errlen, "data set \"%s\": test images are %dx%d, training %dx%d",
                         s->data, trows, tcols, rows, cols);
@@ -181,21 +152,16 @@ static int check_data(jobs_spec *s, const char *root, char *err, size_t errlen)
                     s->data);
             return -1;
         }
-        if (idx_peek(s->data, &s->n_train, &rows, &cols, err, errlen)) return -1;
+        if (peek(s->data, &s->n_train, &rows, &cols, err, errlen)) return -1;
         s->n_test = 0;
-        if (s->klass >= 0) {
-            /* data_sets_load reads labels from the file beside the images */
-            const char *p = strstr(s->data, "-images-idx3-ubyte");
-            char lab[PATH_MAX + 64] = "";
-            if (p)
-                snprintf(lab, sizeof lab, "%.*s-labels-idx1-ubyte%s", (int)(p - s->data),
-                         s->data, p + strlen("-images-idx3-ubyte"));
-            if (!p || access(lab, R_OK) != 0) {
-                set_err(err, errlen,
-                        "\"class\" needs labels: no *-labels-idx1-ubyte file beside %.200s",
-                        s->data);
-                return -1;
-            }
+        /* a class needs the labels data_sets_load reads beside the images */
+        if (s->klass >= 0 &&
+            (data_sets_idx_paths(root, s->data, DATA_SETS_TRAIN, img, lab, sizeof img) ||
+             !lab[0] || access(lab, R_OK) != 0)) {
+            set_err(err, errlen,
+                    "\"class\" needs labels: no *-labels-idx1-ubyte file beside %.200s",
+                    s->data);
+            return -1;
         }
     }
     s->cfg.channels = 1;
@@ -207,80 +173,24 @@ static int check_data(jobs_spec *s, const char *root, char *err, size_t errlen)
 
 /* ---------- memory ---------- */
 
-static int conv_padded(const vae_config *c) { return c->height == 28 ? 32 : c->height; }
-
-size_t jobs_spec_param_count(const vae_config *c)
-{
-    double n = 0; /* in doubles: a silly config must not wrap around */
-    double D = (double)c->channels * c->height * c->width, Z = c->latent;
-    double Dout = c->likelihood == VAE_LIK_GAUSSIAN_LEARNED ? 2 * D : D;
-    if (c->arch == VAE_ARCH_CONV) {
-        if (c->n_conv < 1 || c->n_conv > VAE_MAX_HIDDEN) return 0;
-        double in = c->channels;
-        for (int i = 0; i < c->n_conv; i++) {
-            n += (double)c->conv_channels[i] * in * 9 + c->conv_channels[i];
-            in = c->conv_channels[i];
-        }
-        int side = conv_padded(c) >> c->n_conv;
-        double K = in * side * side;
-        n += 2 * (K * Z + Z) + (Z * K + K);
-        double cout = c->likelihood == VAE_LIK_GAUSSIAN_LEARNED ? 2 * c->channels : c->channels;
-        for (int i = c->n_conv - 1; i >= 0; i--) {
-            double out = i > 0 ? c->conv_channels[i - 1] : cout;
-            n += (double)c->conv_channels[i] * out * 9 + out;
-        }
-    } else {
-        if (c->n_hidden < 0 || c->n_hidden > VAE_MAX_HIDDEN) return 0;
-        double in = D;
-        for (int i = 0; i < c->n_hidden; i++) {
-            n += in * c->hidden[i] + c->hidden[i];
-            in = c->hidden[i];
-        }
-        n += 2 * (in * Z + Z);
-        in = Z;
-        for (int i = c->n_hidden - 1; i >= 0; i--) {
-            n += in * c->hidden[i] + c->hidden[i];
-            in = c->hidden[i];
-        }
-        n += in * Dout + Dout;
-    }
-    return n > (double)SIZE_MAX / 64 ? SIZE_MAX / 64 : (size_t)n;
-}
-
-/* Floats of activations one image keeps for the backward pass, with their
- * gradients (a generous count: the engine keeps pre- and post-activation). */
-static double activation_floats(const vae_config *c)
-{
-    double D = (double)c->channels * c->height * c->width, Z = c->latent;
-    double Dout = c->likelihood == VAE_LIK_GAUSSIAN_LEARNED ? 2 * D : D;
-    double a = 2 * D; /* the input (binarised copy) */
-    double mc = c->mc_samples;
-    if (c->arch == VAE_ARCH_CONV) {
-        int side = conv_padded(c);
-        for (int i = 0; i < c->n_conv; i++) {
-            side = side / 2 > 0 ? side / 2 : 1;
-            a += 2.0 * c->conv_channels[i] * side * side * (1 + mc); /* encoder + decoder */
-        }
-        a += (double)side * side * c->channels * 4 * mc;
-    } else {
-        for (int i = 0; i < c->n_hidden; i++) a += 2.0 * c->hidden[i] * (1 + mc);
-    }
-    a += 6 * Z * mc + 3 * Dout * mc; /* mu, logvar, eps, z; logits, loss terms */
-    return 2 * a;                    /* and their gradients */
-}
-
 size_t jobs_spec_memory_bytes(const vae_config *c, int n_train, int n_test)
 {
-    double P = (double)jobs_spec_param_count(c);
-    double D = (double)c->channels * c->height * c->width;
-    double act = activation_floats(c);
+    size_t params = vae_config_param_count(c);
+    if (params == 0) return SIZE_MAX / 2;
+    /* in doubles: a silly config must not wrap around */
+    double D = (double)vae_config_input_dim(c);
     int eval_batch = c->batch < 500 ? 500 : c->batch; /* trainer_evaluate's batch */
-    double floats = 4 * P                              /* params, grads, Adam m and v */
-                    + act * c->batch + D * c->batch    /* a training step, its batch copy */
-                    + (n_test > 0 ? act * eval_batch + D * eval_batch : 0);
-    double bytes = floats * 4
-                   + ((double)n_train + n_test) * D     /* the images, one byte a value */
-                   + (double)n_train * 4;              /* and the data order */
+    double kept = 4.0 * (double)params                   /* the parameters */
+                  + ((double)n_train + n_test) * (D + 1)  /* images and labels, as bytes */
+                  + 4.0 * n_train;                        /* the data order */
+    double training = (double)vae_config_train_state_bytes(c, c->batch, 1) /* grads, Adam, ... */
+                      + 4.0 * D * c->batch;                                 /* the batch copy */
+    double evaluation = (double)vae_config_train_state_bytes(c, eval_batch, 1)
+                        + 4.0 * eval_batch * (D + (double)c->mc_samples * c->latent);
+    /* the test set is evaluated after every epoch, beside the training
+     * state; the final evaluation runs once train_run has freed it */
+    double peak = training + (n_test > 0 ? evaluation : 0);
+    double bytes = kept + (peak > evaluation ? peak : evaluation);
     return bytes > (double)SIZE_MAX / 2 ? SIZE_MAX / 2 : (size_t)bytes;
 }
 
@@ -428,14 +338,9 @@ static int confine_data(jobs_spec *s, const char *root, char *err, size_t errlen
     int ok = !over && realpath(joined, real) && path_under(real, root_real);
     if (ok) {
         /* data_sets_load also reads the labels file beside the images */
-        const char *p = strstr(real, "-images-idx3-ubyte");
         char lab[PATH_MAX + 64], lab_real[PATH_MAX];
-        if (p) {
-            snprintf(lab, sizeof lab, "%.*s-labels-idx1-ubyte%s", (int)(p - real), real,
-                     p + strlen("-images-idx3-ubyte"));
-            if (access(lab, F_OK) == 0)
-                ok = realpath(lab, lab_real) && path_under(lab_real, root_real);
-        }
+        if (dataset_idx_labels_path(real, lab, sizeof lab) && access(lab, F_OK) == 0)
+            ok = realpath(lab, lab_real) && path_under(lab_real, root_real);
     }
     if (!ok) {
         set_err(err, errlen,

@@ -18,7 +18,9 @@ struct train_run {
     dataset train, test;     /* owned */
     int have_test;
     vae_model model;         /* owned */
-    trainer *t;              /* owned */
+    trainer *t;              /* owned; freed by train_run_evaluate */
+    trainer_epoch_metrics *history; /* owned; the trainer's, kept once it is freed */
+    int n_done;              /* entries of history */
     train_run_info info;
     int evaluated;
     eval_result er;
@@ -147,6 +149,7 @@ void train_run_free(train_run *r)
     vae_free(&r->model);
     dataset_free(&r->train);
     dataset_free(&r->test);
+    free(r->history);
     free(r->metrics_json);
     free(r);
 }
@@ -163,13 +166,31 @@ const vae_model *train_run_model(const train_run *r)
 
 void train_run_get_position(const train_run *r, trainer_position *p)
 {
-    trainer_get_position(r->t, p);
+    if (r->t) {
+        trainer_get_position(r->t, p);
+        return;
+    }
+    memset(p, 0, sizeof *p);
+    p->epochs_done = r->n_done;
 }
 
 const trainer_epoch_metrics *train_run_history(const train_run *r, int *n_done)
 {
+    if (!r->t) {
+        *n_done = r->n_done;
+        return r->history;
+    }
     *n_done = trainer_epochs_done(r->t);
     return trainer_history(r->t);
+}
+
+/* After the epochs: an error when the trainer is gone (train_run_evaluate). */
+static int trainer_gone(const train_run *r, char *err, size_t errlen)
+{
+    if (r->t)
+        return 0;
+    set_err(err, errlen, "train_run: the run is evaluated; its trainer is gone");
+    return 1;
 }
 
 train_run_status train_run_save_resume(train_run *r, char *err, size_t errlen)
@@ -178,6 +199,8 @@ train_run_status train_run_save_resume(train_run *r, char *err, size_t errlen)
         set_err(err, errlen, "train_run: no resume file was given");
         return TRAIN_RUN_ERR_ARG;
     }
+    if (trainer_gone(r, err, errlen))
+        return TRAIN_RUN_ERR_ARG;
     vae_status rc =
         trainer_save_resume(r->t, r->o.resume_path, r->o.meta, r->o.n_meta, err, errlen);
     return rc ? from_engine(rc, TRAIN_RUN_ERR_RESUME) : TRAIN_RUN_OK;
@@ -187,6 +210,8 @@ train_run_status train_run_epochs(train_run *r, char *err, size_t errlen)
 {
     const train_run_options *o = &r->o;
     trainer_callbacks cb = {.on_progress = o->on_progress, .ctx = o->ctx, .cancel = o->cancel};
+    if (trainer_gone(r, err, errlen))
+        return TRAIN_RUN_ERR_ARG;
     while (trainer_epochs_done(r->t) < r->model.cfg.epochs) {
         trainer_epoch_metrics m;
         vae_status rc = trainer_run_epoch(r->t, &cb, &m, err, errlen);
@@ -211,15 +236,25 @@ train_run_status train_run_epochs(train_run *r, char *err, size_t errlen)
 
 const eval_result *train_run_evaluate(train_run *r)
 {
-    int n = trainer_epochs_done(r->t);
-    if (n == 0 || r->metrics_json)
+    if (!r->t)
         return r->evaluated ? &r->er : NULL;
+    int n = trainer_epochs_done(r->t);
+    if (n == 0)
+        return NULL;
+    /* The training state goes before the evaluation makes its own, so the two
+     * are not held at once (jobs_spec_memory_bytes counts on it). */
+    r->history = malloc(sizeof *r->history * (size_t)n);
+    if (!r->history)
+        return NULL; /* no metrics: as when the evaluation fails for want of memory */
+    memcpy(r->history, trainer_history(r->t), sizeof *r->history * (size_t)n);
+    r->n_done = n;
+    trainer_free(r->t);
+    r->t = NULL;
     char why[384];
     r->evaluated = eval_run_iwae_images(&r->model, r->have_test ? &r->test : &r->train,
                                         r->o.iwae_k, EVAL_TRAIN_IWAE_IMAGES, r->model.cfg.seed,
                                         &r->er, why, sizeof why) == VAE_OK;
-    r->metrics_json =
-        checkpoint_metrics_json(trainer_history(r->t), n, r->evaluated ? &r->er : NULL);
+    r->metrics_json = checkpoint_metrics_json(r->history, n, r->evaluated ? &r->er : NULL);
     return r->evaluated ? &r->er : NULL;
 }
 

@@ -120,8 +120,11 @@ train_run_status train_run_epochs(train_run *run, char *err, size_t errlen);
 train_run_status train_run_save_resume(train_run *run, char *err, size_t errlen);
 
 /* After the epochs: the evaluation (iwae_k samples) and the checkpoint
- * metrics; nothing with no epoch done. Never fails: without an evaluation
- * the metrics say null. NULL or the result, borrowed from the run. */
+ * metrics; nothing with no epoch done. The trainer (its training state) is
+ * freed first, so the evaluation's state is not held beside it: after this,
+ * train_run_epochs and train_run_save_resume refuse. Never fails: without
+ * an evaluation the metrics say null. NULL or the result, borrowed from the
+ * run. */
 const eval_result *train_run_evaluate(train_run *run);
 /* The checkpoint (with its metrics) to path, atomically. */
 train_run_status train_run_write_file(train_run *run, const char *path, char *err,
