@@ -246,6 +246,30 @@ static char *dup_col(sqlite3_stmt *st, int col, int *oom)
     return d;
 }
 
+/* The rows a listing collects: items (owned until handed to the caller) holds
+ * n of cap elements of size bytes each. */
+typedef struct {
+    void *items;
+    size_t n, cap, size;
+} row_array;
+
+/* A zeroed element at the end (doubling the room from 16), or NULL when out
+ * of memory, with the array as it was. */
+static void *row_array_push(row_array *a)
+{
+    if (a->n == a->cap) {
+        size_t cap = a->cap ? a->cap * 2 : 16;
+        void *grown = cap <= SIZE_MAX / a->size ? realloc(a->items, cap * a->size) : NULL;
+        if (!grown)
+            return NULL;
+        a->items = grown;
+        a->cap = cap;
+    }
+    void *e = (char *)a->items + a->n++ * a->size;
+    memset(e, 0, a->size);
+    return e;
+}
+
 /* The statement, prepared on first use; NULL when SQLite refuses it. */
 static sqlite3_stmt *stmt(registry *r, int id)
 {
@@ -968,8 +992,7 @@ int registry_list_models(registry *r, registry_model_info **models, size_t *coun
 {
     *models = NULL;
     *count = 0;
-    registry_model_info *list = NULL; /* owned here until handed to *models */
-    size_t n = 0, cap = 0;
+    row_array rows = {.size = sizeof(registry_model_info)};
     int status = REGISTRY_OK;
     pthread_mutex_lock(&r->mu);
     sqlite3_stmt *st = stmt(r, S_MODELS_LIST);
@@ -979,19 +1002,12 @@ int registry_list_models(registry *r, registry_model_info **models, size_t *coun
     }
     int rc;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        if (n == cap) {
-            size_t ncap = cap ? cap * 2 : 16;
-            registry_model_info *grown = realloc(list, ncap * sizeof *list);
-            if (!grown) {
-                set_err(err, errlen, "registry: out of memory");
-                status = REGISTRY_ERR_NOMEM;
-                break;
-            }
-            list = grown;
-            cap = ncap;
+        registry_model_info *m = row_array_push(&rows);
+        if (!m) {
+            set_err(err, errlen, "registry: out of memory");
+            status = REGISTRY_ERR_NOMEM;
+            break;
         }
-        registry_model_info *m = &list[n++];
-        memset(m, 0, sizeof *m);
         copy_col(st, 0, m->name, sizeof m->name);
         copy_col(st, 1, m->created_at, sizeof m->created_at);
         copy_col(st, 2, m->updated_at, sizeof m->updated_at);
@@ -1004,11 +1020,11 @@ int registry_list_models(registry *r, registry_model_info **models, size_t *coun
 out:
     pthread_mutex_unlock(&r->mu);
     if (status) {
-        free(list);
+        free(rows.items);
         return status;
     }
-    *models = list;
-    *count = n;
+    *models = rows.items;
+    *count = rows.n;
     return REGISTRY_OK;
 }
 
@@ -1051,8 +1067,8 @@ int registry_get_checkpoint(registry *r, const char *model, int64_t version,
     return status;
 }
 
-static int list_checkpoints_locked(registry *r, const char *model, registry_checkpoint **list,
-                                   size_t *n, char *err, size_t errlen)
+static int list_checkpoints_locked(registry *r, const char *model, row_array *rows, char *err,
+                                   size_t errlen)
 {
     char name[128];
     int64_t id = 0;
@@ -1063,21 +1079,13 @@ static int list_checkpoints_locked(registry *r, const char *model, registry_chec
     if (!st)
         return db_fail(r, err, errlen, "listing versions");
     sqlite3_bind_int64(st, 1, id);
-    size_t cap = 0;
     int rc;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        if (*n == cap) {
-            size_t ncap = cap ? cap * 2 : 16;
-            registry_checkpoint *grown = realloc(*list, ncap * sizeof **list);
-            if (!grown) {
-                status = REGISTRY_ERR_NOMEM;
-                break;
-            }
-            *list = grown;
-            cap = ncap;
+        registry_checkpoint *c = row_array_push(rows);
+        if (!c) {
+            status = REGISTRY_ERR_NOMEM;
+            break;
         }
-        registry_checkpoint *c = &(*list)[(*n)++];
-        memset(c, 0, sizeof *c);
         if ((status = read_checkpoint_row(st, &c->info, &c->config_json, &c->metrics_json)))
             break;
     }
@@ -1094,25 +1102,23 @@ int registry_list_checkpoints(registry *r, const char *model, registry_checkpoin
 {
     *list = NULL;
     *count = 0;
-    registry_checkpoint *items = NULL; /* owned here until handed to *list */
-    size_t n = 0;
+    row_array rows = {.size = sizeof(registry_checkpoint)};
     pthread_mutex_lock(&r->mu);
     int status = exec_stmt(r, S_BEGIN_READ, err, errlen);
     if (!status)
-        status = finish(r, list_checkpoints_locked(r, model, &items, &n, err, errlen), err,
-                        errlen);
+        status = finish(r, list_checkpoints_locked(r, model, &rows, err, errlen), err, errlen);
     pthread_mutex_unlock(&r->mu);
     if (status) {
-        registry_free_checkpoints(items, n);
+        registry_free_checkpoints(rows.items, rows.n);
         return status;
     }
-    *list = items;
-    *count = n;
+    *list = rows.items;
+    *count = rows.n;
     return REGISTRY_OK;
 }
 
-static int list_aliases_locked(registry *r, const char *model, registry_alias_info **list,
-                               size_t *n, char *err, size_t errlen)
+static int list_aliases_locked(registry *r, const char *model, row_array *rows, char *err,
+                               size_t errlen)
 {
     char name[128];
     int64_t id = 0;
@@ -1123,22 +1129,14 @@ static int list_aliases_locked(registry *r, const char *model, registry_alias_in
     if (!st)
         return db_fail(r, err, errlen, "listing aliases");
     sqlite3_bind_int64(st, 1, id);
-    size_t cap = 0;
     int rc;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        if (*n == cap) {
-            size_t ncap = cap ? cap * 2 : 8;
-            registry_alias_info *grown = realloc(*list, ncap * sizeof **list);
-            if (!grown) {
-                status = REGISTRY_ERR_NOMEM;
-                set_err(err, errlen, "registry: out of memory");
-                break;
-            }
-            *list = grown;
-            cap = ncap;
+        registry_alias_info *a = row_array_push(rows);
+        if (!a) {
+            status = REGISTRY_ERR_NOMEM;
+            set_err(err, errlen, "registry: out of memory");
+            break;
         }
-        registry_alias_info *a = &(*list)[(*n)++];
-        memset(a, 0, sizeof *a);
         copy_col(st, 0, a->alias, sizeof a->alias);
         a->version = sqlite3_column_int64(st, 1);
         a->set_by_hand = sqlite3_column_int(st, 2);
@@ -1154,20 +1152,18 @@ int registry_list_aliases(registry *r, const char *model, registry_alias_info **
 {
     *aliases = NULL;
     *count = 0;
-    registry_alias_info *items = NULL; /* owned here until handed to *aliases */
-    size_t n = 0;
+    row_array rows = {.size = sizeof(registry_alias_info)};
     pthread_mutex_lock(&r->mu);
     int status = exec_stmt(r, S_BEGIN_READ, err, errlen);
     if (!status)
-        status =
-            finish(r, list_aliases_locked(r, model, &items, &n, err, errlen), err, errlen);
+        status = finish(r, list_aliases_locked(r, model, &rows, err, errlen), err, errlen);
     pthread_mutex_unlock(&r->mu);
     if (status) {
-        free(items);
+        free(rows.items);
         return status;
     }
-    *aliases = items;
-    *count = n;
+    *aliases = rows.items;
+    *count = rows.n;
     return REGISTRY_OK;
 }
 
@@ -1854,8 +1850,7 @@ int registry_list_jobs(registry *r, const jobs_state *only, registry_job **list,
         set_err(err, errlen, "unknown job state %d", (int)*only);
         return REGISTRY_ERR_ARG;
     }
-    registry_job *items = NULL; /* owned here until handed to *list */
-    size_t n = 0, cap = 0;
+    row_array rows = {.size = sizeof(registry_job)};
     int status = REGISTRY_OK;
     pthread_mutex_lock(&r->mu);
     sqlite3_stmt *st = stmt(r, only ? S_JOB_LIST_STATE : S_JOB_LIST);
@@ -1867,18 +1862,11 @@ int registry_list_jobs(registry *r, const jobs_state *only, registry_job **list,
         sqlite3_bind_text(st, 1, jobs_state_name(*only), -1, SQLITE_STATIC);
     int rc;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        if (n == cap) {
-            size_t ncap = cap ? cap * 2 : 16;
-            registry_job *grown = realloc(items, ncap * sizeof *items);
-            if (!grown) {
-                status = REGISTRY_ERR_NOMEM;
-                break;
-            }
-            items = grown;
-            cap = ncap;
+        registry_job *j = row_array_push(&rows);
+        if (!j) {
+            status = REGISTRY_ERR_NOMEM;
+            break;
         }
-        registry_job *j = &items[n++];
-        memset(j, 0, sizeof *j);
         if ((status = read_job_row(st, j)))
             break;
     }
@@ -1890,11 +1878,11 @@ int registry_list_jobs(registry *r, const jobs_state *only, registry_job **list,
 out:
     pthread_mutex_unlock(&r->mu);
     if (status) {
-        registry_free_jobs(items, n);
+        registry_free_jobs(rows.items, rows.n);
         return status;
     }
-    *list = items;
-    *count = n;
+    *list = rows.items;
+    *count = rows.n;
     return REGISTRY_OK;
 }
 
@@ -1964,12 +1952,7 @@ int registry_list_job_events(registry *r, int64_t id, int64_t after_seq, int max
         set_err(err, errlen, "max must be positive");
         return REGISTRY_ERR_ARG;
     }
-    registry_job_event *items = calloc((size_t)max, sizeof *items); /* owned until *list */
-    if (!items) {
-        set_err(err, errlen, "registry: out of memory");
-        return REGISTRY_ERR_NOMEM;
-    }
-    size_t n = 0;
+    row_array rows = {.size = sizeof(registry_job_event)};
     int status = REGISTRY_OK;
     pthread_mutex_lock(&r->mu);
     sqlite3_stmt *st = stmt(r, S_JOB_EVENTS_AFTER);
@@ -1981,9 +1964,14 @@ int registry_list_job_events(registry *r, int64_t id, int64_t after_seq, int max
     sqlite3_bind_int64(st, 2, after_seq);
     sqlite3_bind_int(st, 3, max);
     int rc;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW && n < (size_t)max) {
-        registry_job_event *e = &items[n++];
-        int oom = 0;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        registry_job_event *e = row_array_push(&rows);
+        int oom = !e;
+        if (oom) {
+            status = REGISTRY_ERR_NOMEM;
+            set_err(err, errlen, "registry: out of memory");
+            break;
+        }
         e->seq = sqlite3_column_int64(st, 0);
         e->type = JOBS_EVENT_PROGRESS;
         jobs_event_type_parse((const char *)sqlite3_column_text(st, 1), &e->type);
@@ -2003,11 +1991,11 @@ int registry_list_job_events(registry *r, int64_t id, int64_t after_seq, int max
     done(st);
 out:
     pthread_mutex_unlock(&r->mu);
-    if (status || n == 0) {
-        registry_free_job_events(items, n);
+    if (status || rows.n == 0) {
+        registry_free_job_events(rows.items, rows.n);
         return status;
     }
-    *list = items;
-    *count = n;
+    *list = rows.items;
+    *count = rows.n;
     return REGISTRY_OK;
 }
