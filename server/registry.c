@@ -393,7 +393,7 @@ static int migrate(registry *r, const char *path, char *err, size_t errlen)
     }
 }
 
-int registry_open(const char *path, registry **out, char *err, size_t errlen)
+registry_status registry_open(const char *path, registry **out, char *err, size_t errlen)
 {
     *out = NULL;
     if (!path || !*path) {

@@ -98,8 +98,8 @@ static int job_set_state_locked(registry *r, int64_t id, jobs_state to, const ch
     return job_state_event_locked(r, id, to, error, reason, now, err, errlen);
 }
 
-int registry_insert_job(registry *r, const char *config_json, int64_t *id, char *err,
-                        size_t errlen)
+registry_status registry_insert_job(registry *r, const char *config_json, int64_t *id, char *err,
+                                    size_t errlen)
 {
     *id = 0;
     if (!config_json) {
@@ -165,8 +165,8 @@ static int claim_locked(registry *r, int64_t *id, char **config_json, char *err,
     return job_set_state_locked(r, *id, JOBS_STATE_RUNNING, NULL, err, errlen);
 }
 
-int registry_claim_next_job(registry *r, int64_t *id, char **config_json, char *err,
-                            size_t errlen)
+registry_status registry_claim_next_job(registry *r, int64_t *id, char **config_json, char *err,
+                                        size_t errlen)
 {
     *id = 0;
     *config_json = NULL;
@@ -186,8 +186,8 @@ int registry_claim_next_job(registry *r, int64_t *id, char **config_json, char *
     return REGISTRY_OK;
 }
 
-int registry_set_job_state(registry *r, int64_t id, jobs_state to, const char *note, char *err,
-                           size_t errlen)
+registry_status registry_set_job_state(registry *r, int64_t id, jobs_state to, const char *note,
+                                       char *err, size_t errlen)
 {
     if (!valid_state(to)) {
         reg_set_err(err, errlen, "unknown job state %d", (int)to);
@@ -253,8 +253,9 @@ static int check_event_type(jobs_event_type type, char *err, size_t errlen)
     return REGISTRY_ERR_ARG;
 }
 
-int registry_append_job_event(registry *r, int64_t id, jobs_event_type type,
-                              const char *data_json, int64_t *seq, char *err, size_t errlen)
+registry_status registry_append_job_event(registry *r, int64_t id, jobs_event_type type,
+                                          const char *data_json, int64_t *seq, char *err,
+                                          size_t errlen)
 {
     int status = check_event_type(type, err, errlen);
     if (status)
@@ -301,9 +302,10 @@ static int set_progress_locked(registry *r, int64_t id, const char *progress_jso
     return append_event_locked(r, id, event_type, event_json, seq, err, errlen);
 }
 
-int registry_set_job_progress(registry *r, int64_t id, const char *progress_json,
-                              const char *metrics_json, jobs_event_type event_type,
-                              const char *event_json, int64_t *seq, char *err, size_t errlen)
+registry_status registry_set_job_progress(registry *r, int64_t id, const char *progress_json,
+                                          const char *metrics_json, jobs_event_type event_type,
+                                          const char *event_json, int64_t *seq, char *err,
+                                          size_t errlen)
 {
     if (event_json) {
         int status = check_event_type(event_type, err, errlen);
@@ -372,10 +374,10 @@ static int succeed_locked(registry *r, int64_t id, const char *model, const uint
     return rc == SQLITE_DONE ? REGISTRY_OK : reg_db_fail(r, err, errlen, "recording a job event");
 }
 
-int registry_succeed_job(registry *r, int64_t id, const char *model, const uint8_t *blob,
-                         size_t len, const char *config_json, const char *ckpt_metrics_json,
-                         const char *metrics_json, registry_checkpoint_info *out, char *err,
-                         size_t errlen)
+registry_status registry_succeed_job(registry *r, int64_t id, const char *model,
+                                     const uint8_t *blob, size_t len, const char *config_json,
+                                     const char *ckpt_metrics_json, const char *metrics_json,
+                                     registry_checkpoint_info *out, char *err, size_t errlen)
 {
     registry_checkpoint_info scratch;
     if (!out)
@@ -427,7 +429,7 @@ static int requeue_locked(registry *r, int *count, char *err, size_t errlen)
     }
 }
 
-int registry_requeue_running_jobs(registry *r, int *count, char *err, size_t errlen)
+registry_status registry_requeue_running_jobs(registry *r, int *count, char *err, size_t errlen)
 {
     int n = 0;
     pthread_mutex_lock(&r->mu);
@@ -478,7 +480,8 @@ static int read_job_row(sqlite3_stmt *st, registry_job *j)
     return oom ? REGISTRY_ERR_NOMEM : REGISTRY_OK;
 }
 
-int registry_get_job(registry *r, int64_t id, registry_job *out, char *err, size_t errlen)
+registry_status registry_get_job(registry *r, int64_t id, registry_job *out, char *err,
+                                 size_t errlen)
 {
     memset(out, 0, sizeof *out);
     pthread_mutex_lock(&r->mu);
@@ -507,8 +510,8 @@ out:
     return status;
 }
 
-int registry_list_jobs(registry *r, const jobs_state *only, registry_job **list, size_t *count,
-                       char *err, size_t errlen)
+registry_status registry_list_jobs(registry *r, const jobs_state *only, registry_job **list,
+                                   size_t *count, char *err, size_t errlen)
 {
     *list = NULL;
     *count = 0;
@@ -552,8 +555,8 @@ out:
     return REGISTRY_OK;
 }
 
-int registry_count_jobs(registry *r, int64_t counts[JOBS_STATE_COUNT], char *err,
-                        size_t errlen)
+registry_status registry_count_jobs(registry *r, int64_t counts[JOBS_STATE_COUNT], char *err,
+                                    size_t errlen)
 {
     for (int i = 0; i < JOBS_STATE_COUNT; i++)
         counts[i] = 0;
@@ -570,8 +573,8 @@ int registry_count_jobs(registry *r, int64_t counts[JOBS_STATE_COUNT], char *err
     return status;
 }
 
-int registry_get_job_last_seq(registry *r, int64_t id, int64_t *seq, jobs_state *state,
-                              char *err, size_t errlen)
+registry_status registry_get_job_last_seq(registry *r, int64_t id, int64_t *seq, jobs_state *state,
+                                          char *err, size_t errlen)
 {
     *seq = 0;
     pthread_mutex_lock(&r->mu);
@@ -608,9 +611,9 @@ void registry_free_job_events(registry_job_event *list, size_t count)
     free(list);
 }
 
-int registry_list_job_events(registry *r, int64_t id, int64_t after_seq, int max,
-                              registry_job_event **list, size_t *count, char *err,
-                              size_t errlen)
+registry_status registry_list_job_events(registry *r, int64_t id, int64_t after_seq, int max,
+                                         registry_job_event **list, size_t *count, char *err,
+                                         size_t errlen)
 {
     *list = NULL;
     *count = 0;

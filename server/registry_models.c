@@ -302,11 +302,11 @@ static int put_locked(registry *r, const char *model, const uint8_t *blob, size_
     return status;
 }
 
-int registry_put_checkpoint(registry *r, const char *model, const uint8_t *blob, size_t len,
-                            const char *expected_sha256, const char *config_json,
-                            const char *metrics_json, const char *source,
-                            registry_checkpoint_info *out, int *created, char *err,
-                            size_t errlen)
+registry_status registry_put_checkpoint(registry *r, const char *model, const uint8_t *blob,
+                                        size_t len, const char *expected_sha256,
+                                        const char *config_json, const char *metrics_json,
+                                        const char *source, registry_checkpoint_info *out,
+                                        int *created, char *err, size_t errlen)
 {
     registry_checkpoint_info scratch;
     int scratch_created;
@@ -386,8 +386,8 @@ static int resolve_locked(registry *r, const char *model, const char *version_or
     return reg_finish(r, status, err, errlen);
 }
 
-int registry_resolve(registry *r, const char *model, const char *version_or_alias,
-                     registry_checkpoint_info *out, char *err, size_t errlen)
+registry_status registry_resolve(registry *r, const char *model, const char *version_or_alias,
+                                 registry_checkpoint_info *out, char *err, size_t errlen)
 {
     pthread_mutex_lock(&r->mu);
     int status = resolve_locked(r, model, version_or_alias, out, err, errlen);
@@ -395,8 +395,8 @@ int registry_resolve(registry *r, const char *model, const char *version_or_alia
     return status;
 }
 
-int registry_get_blob(registry *r, const char *sha256, uint8_t **blob, size_t *len,
-                      char *err, size_t errlen)
+registry_status registry_get_blob(registry *r, const char *sha256, uint8_t **blob, size_t *len,
+                                  char *err, size_t errlen)
 {
     *blob = NULL;
     *len = 0;
@@ -455,8 +455,8 @@ void registry_free_models(registry_model_info *models)
     free(models);
 }
 
-int registry_list_models(registry *r, registry_model_info **models, size_t *count, char *err,
-                         size_t errlen)
+registry_status registry_list_models(registry *r, registry_model_info **models, size_t *count,
+                                     char *err, size_t errlen)
 {
     *models = NULL;
     *count = 0;
@@ -514,8 +514,8 @@ void registry_free_checkpoints(registry_checkpoint *list, size_t count)
     free(list);
 }
 
-int registry_get_checkpoint(registry *r, const char *model, int64_t version,
-                            registry_checkpoint *out, char *err, size_t errlen)
+registry_status registry_get_checkpoint(registry *r, const char *model, int64_t version,
+                                        registry_checkpoint *out, char *err, size_t errlen)
 {
     memset(out, 0, sizeof *out);
     pthread_mutex_lock(&r->mu);
@@ -565,8 +565,9 @@ static int list_checkpoints_locked(registry *r, const char *model, reg_rows *row
     return status;
 }
 
-int registry_list_checkpoints(registry *r, const char *model, registry_checkpoint **list,
-                              size_t *count, char *err, size_t errlen)
+registry_status registry_list_checkpoints(registry *r, const char *model,
+                                          registry_checkpoint **list, size_t *count, char *err,
+                                          size_t errlen)
 {
     *list = NULL;
     *count = 0;
@@ -615,8 +616,8 @@ static int list_aliases_locked(registry *r, const char *model, reg_rows *rows, c
     return status;
 }
 
-int registry_list_aliases(registry *r, const char *model, registry_alias_info **aliases,
-                          size_t *count, char *err, size_t errlen)
+registry_status registry_list_aliases(registry *r, const char *model, registry_alias_info **aliases,
+                                      size_t *count, char *err, size_t errlen)
 {
     *aliases = NULL;
     *count = 0;
@@ -666,8 +667,8 @@ static int set_alias_locked(registry *r, const char *model, const char *alias,
     return rc == SQLITE_DONE ? REGISTRY_OK : reg_db_fail(r, err, errlen, "setting an alias");
 }
 
-int registry_set_alias(registry *r, const char *model, const char *alias, int64_t version,
-                       char *err, size_t errlen)
+registry_status registry_set_alias(registry *r, const char *model, const char *alias,
+                                   int64_t version, char *err, size_t errlen)
 {
     int status = reg_check_model_arg(model, err, errlen);
     if (status)
@@ -717,8 +718,8 @@ static int delete_alias_locked(registry *r, const char *model, const char *alias
     return REGISTRY_OK;
 }
 
-int registry_delete_alias(registry *r, const char *model, const char *alias, char *err,
-                          size_t errlen)
+registry_status registry_delete_alias(registry *r, const char *model, const char *alias, char *err,
+                                      size_t errlen)
 {
     int status = reg_check_model_arg(model, err, errlen);
     if (status)
@@ -800,8 +801,8 @@ static int delete_version_locked(registry *r, const char *model, int64_t version
                              : reg_db_fail(r, err, errlen, "deleting checkpoint bytes");
 }
 
-int registry_delete_version(registry *r, const char *model, int64_t version, char *err,
-                            size_t errlen)
+registry_status registry_delete_version(registry *r, const char *model, int64_t version, char *err,
+                                        size_t errlen)
 {
     int status = reg_check_model_arg(model, err, errlen);
     if (status)
