@@ -1,6 +1,12 @@
 /* jobs_pool: worker threads that run training jobs queued in the registry.
  * See jobs_pool.h.
  *
+ * One file: the job directories, the events, what a worker does with a job
+ * (run_job: a train_run and its events) and the workers. The runner shares
+ * the pool's lock, slots and stop mode, and now that the JSON is jobs_record's
+ * and the training train_run's it is short; apart, it would need the pool's
+ * insides in a private header.
+ *
  * Locks: the pool mutex guards the worker slots (which job each runs, its
  * cancel flag) and the stop state; it is taken before the registry's own
  * lock (claiming a job, cancelling a queued one, waiting for events) and

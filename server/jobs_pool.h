@@ -15,15 +15,14 @@
  *     jobs_pool_shutdown(p, JOBS_POOL_STOP_CHECKPOINT);         // SIGTERM: save, requeue, join
  *     jobs_pool_free(p);
  *
- * Workers take queued jobs oldest first (registry_claim_next_job). A job
- * loads its data set, trains epoch by epoch and after each epoch writes
- * DATA_DIR/jobs/ID/resume.safetensors atomically: parameters, Adam m and v,
- * the data order (F32, exact below 2^24 images) as tensors; the job config,
- * model config, Adam step, generator state (4 x u64 hex), trainer position
- * (sums as %.17g, exact) and the per-epoch metrics so far as metadata. A job
- * found 'running' when a pool starts (the daemon died) is queued again and
- * resumes from that file, ending with exactly `epochs` epochs of metrics and,
- * with one BLAS thread, the parameters an uninterrupted run would have.
+ * Workers take queued jobs oldest first (registry_claim_next_job) and run
+ * each through the training pipeline `vaed train` uses (train_run.h): data,
+ * epochs, evaluation, registration. After each epoch the whole training
+ * state goes to DATA_DIR/jobs/ID/resume.safetensors atomically (the engine's
+ * resume file, trainer_save_resume, keyed to the job spec). A job found
+ * 'running' when a pool starts (the daemon died) is queued again and resumes
+ * from that file, ending with exactly `epochs` epochs of metrics and, with
+ * one BLAS thread, the parameters an uninterrupted run would have.
  * JOBS_POOL_STOP_CHECKPOINT (SIGTERM) stops each running job before its next
  * step, saves the mid-epoch position the same way and leaves the job queued.
  *

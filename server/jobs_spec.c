@@ -398,8 +398,8 @@ static int parse_object(const cJSON *root, const char *data_root, int confined, 
     return 0;
 }
 
-static int parse(const char *json, size_t len, const char *data_root, int confined,
-                 jobs_spec *out, char *err, size_t errlen)
+static jobs_spec_status parse(const char *json, size_t len, const char *data_root, int confined,
+                              jobs_spec *out, char *err, size_t errlen)
 {
     memset(out, 0, sizeof *out);
     vae_config_default(&out->cfg);
@@ -420,14 +420,14 @@ static int parse(const char *json, size_t len, const char *data_root, int confin
     return rc ? JOBS_SPEC_ERR_INVALID : JOBS_SPEC_OK;
 }
 
-int jobs_spec_parse(const char *json, size_t len, const char *data_root, jobs_spec *out,
-                   char *err, size_t errlen)
+jobs_spec_status jobs_spec_parse(const char *json, size_t len, const char *data_root,
+                                 jobs_spec *out, char *err, size_t errlen)
 {
     return parse(json, len, data_root, 0, out, err, errlen);
 }
 
-int jobs_spec_parse_confined(const char *json, size_t len, const char *data_root,
-                            jobs_spec *out, char *err, size_t errlen)
+jobs_spec_status jobs_spec_parse_confined(const char *json, size_t len, const char *data_root,
+                                          jobs_spec *out, char *err, size_t errlen)
 {
     return parse(json, len, data_root, 1, out, err, errlen);
 }

@@ -57,15 +57,15 @@ typedef struct {
 
 /* Parses and validates json (len bytes, need not be NUL-terminated) against
  * the data sets under data_root. On failure err names the key or the reason. */
-int jobs_spec_parse(const char *json, size_t len, const char *data_root, jobs_spec *out,
-                   char *err, size_t errlen);
+jobs_spec_status jobs_spec_parse(const char *json, size_t len, const char *data_root,
+                                 jobs_spec *out, char *err, size_t errlen);
 /* As jobs_spec_parse, for a daemon whose clients must not make it read any
  * file they like: "data" is a built-in name or a path inside data_root (a
  * relative path is taken from data_root; symlinks and ".." are resolved
  * first, and the labels file beside the images must be inside too), and
  * out->data becomes the resolved absolute path. */
-int jobs_spec_parse_confined(const char *json, size_t len, const char *data_root,
-                            jobs_spec *out, char *err, size_t errlen);
+jobs_spec_status jobs_spec_parse_confined(const char *json, size_t len, const char *data_root,
+                                          jobs_spec *out, char *err, size_t errlen);
 /* The spec as JSON with every option written out (so a job is reproducible
  * whatever the defaults become); malloc'd, caller frees; NULL when out of
  * memory. jobs_spec_parse reads it back to the same spec. */
