@@ -1,3 +1,5 @@
+/* checkpoint: vae_model <-> safetensors, and the config as JSON. See
+ * checkpoint.h. */
 #include "engine/checkpoint.h"
 
 #include <errno.h>
@@ -8,7 +10,9 @@
 #include <string.h>
 
 #include "engine/file_io.h"
+#include "engine/json_strict.h"
 #include "engine/safetensors.h"
+#include "engine/util.h"
 
 #define CONFIG_KEY "vaed_config"
 #define METRICS_KEY "vaed_metrics"
@@ -55,13 +59,13 @@ int ckpt_config_to_json(const vae_config *c, char *buf, size_t buflen)
     return pos < buflen ? (int)pos : -1;
 }
 
-static int get_int(const sj_value *o, const char *key, int64_t lo, int64_t hi, int64_t *out,
-                   char *err, size_t errlen)
+static int get_int(const json_strict_value *o, const char *key, int64_t lo, int64_t hi,
+                   int64_t *out, char *err, size_t errlen)
 {
-    const sj_value *v = sj_get(o, key);
+    const json_strict_value *v = json_strict_get(o, key);
     if (!v) return 0; /* absent: keep the default */
-    if (v->type != SJ_NUMBER || !v->is_integer || v->integer < lo || v->integer > hi) {
-        snprintf(err, errlen, "config: \"%s\" must be an integer in %lld..%lld", key,
+    if (v->type != JSON_STRICT_NUMBER || !v->is_integer || v->integer < lo || v->integer > hi) {
+        util_set_err(err, errlen, "config: \"%s\" must be an integer in %lld..%lld", key,
                  (long long)lo, (long long)hi);
         return -1;
     }
@@ -69,31 +73,34 @@ static int get_int(const sj_value *o, const char *key, int64_t lo, int64_t hi, i
     return 0;
 }
 
-static int get_float(const sj_value *o, const char *key, float *out, char *err, size_t errlen)
+static int get_float(const json_strict_value *o, const char *key, float *out, char *err,
+                     size_t errlen)
 {
-    const sj_value *v = sj_get(o, key);
+    const json_strict_value *v = json_strict_get(o, key);
     if (!v) return 0;
-    if (v->type != SJ_NUMBER || !isfinite(v->number)) {
-        snprintf(err, errlen, "config: \"%s\" must be a number", key);
+    if (v->type != JSON_STRICT_NUMBER || !isfinite(v->number)) {
+        util_set_err(err, errlen, "config: \"%s\" must be a number", key);
         return -1;
     }
     *out = (float)v->number;
     return 0;
 }
 
-static int get_ints(const sj_value *o, const char *key, int *out, int *n, char *err, size_t errlen)
+static int get_ints(const json_strict_value *o, const char *key, int *out, int *n, char *err,
+                    size_t errlen)
 {
-    const sj_value *v = sj_get(o, key);
+    const json_strict_value *v = json_strict_get(o, key);
     if (!v) return 0;
-    if (v->type != SJ_ARRAY || v->n > VAE_MAX_HIDDEN) {
-        snprintf(err, errlen, "config: \"%s\" must be a list of at most %d integers", key,
+    if (v->type != JSON_STRICT_ARRAY || v->n > VAE_MAX_HIDDEN) {
+        util_set_err(err, errlen, "config: \"%s\" must be a list of at most %d integers", key,
                  VAE_MAX_HIDDEN);
         return -1;
     }
     for (size_t i = 0; i < v->n; i++) {
-        const sj_value *it = &v->items[i];
-        if (it->type != SJ_NUMBER || !it->is_integer || it->integer < 1 || it->integer > 65536) {
-            snprintf(err, errlen, "config: \"%s\" must hold positive integers", key);
+        const json_strict_value *it = &v->items[i];
+        if (it->type != JSON_STRICT_NUMBER || !it->is_integer || it->integer < 1 ||
+            it->integer > 65536) {
+            util_set_err(err, errlen, "config: \"%s\" must hold positive integers", key);
             return -1;
         }
         out[i] = (int)it->integer;
@@ -102,13 +109,13 @@ static int get_ints(const sj_value *o, const char *key, int *out, int *n, char *
     return 0;
 }
 
-static int get_enum(const sj_value *o, const char *key, int (*parse)(const char *, void *),
+static int get_enum(const json_strict_value *o, const char *key, int (*parse)(const char *, void *),
                     void *out, char *err, size_t errlen)
 {
-    const sj_value *v = sj_get(o, key);
+    const json_strict_value *v = json_strict_get(o, key);
     if (!v) return 0;
-    if (v->type != SJ_STRING || parse(v->string, out)) {
-        snprintf(err, errlen, "config: unknown \"%s\" value", key);
+    if (v->type != JSON_STRICT_STRING || parse(v->string, out)) {
+        util_set_err(err, errlen, "config: unknown \"%s\" value", key);
         return -1;
     }
     return 0;
@@ -118,16 +125,16 @@ vae_status ckpt_config_from_json(vae_config *cfg, const char *json, size_t len, 
                                  size_t errlen)
 {
     vae_config_default(cfg);
-    sj_value root;
+    json_strict_value root;
     char jerr[160];
-    if (sj_parse(json, len, 8, &root, jerr, sizeof jerr)) {
-        snprintf(err, errlen, "config is not valid JSON: %s", jerr);
+    if (json_strict_parse(json, len, 8, &root, jerr, sizeof jerr)) {
+        util_set_err(err, errlen, "config is not valid JSON: %s", jerr);
         return VAE_ERR_FORMAT;
     }
     vae_status rc = VAE_ERR_FORMAT;
     int64_t v;
-    if (root.type != SJ_OBJECT) {
-        snprintf(err, errlen, "config must be a JSON object");
+    if (root.type != JSON_STRICT_OBJECT) {
+        util_set_err(err, errlen, "config must be a JSON object");
         goto end;
     }
 #define INT_FIELD(key, lo, hi, dst)                                   \
@@ -168,12 +175,12 @@ vae_status ckpt_config_from_json(vae_config *cfg, const char *json, size_t len, 
         goto end;
     char verr[200];
     if (vae_config_validate(cfg, verr, sizeof verr)) {
-        snprintf(err, errlen, "config: %s", verr);
+        util_set_err(err, errlen, "config: %s", verr);
         goto end;
     }
     rc = VAE_OK;
 end:
-    sj_free(&root);
+    json_strict_free(&root);
     return rc;
 }
 
@@ -192,7 +199,7 @@ vae_status ckpt_save_mem(const vae_model *m, const char *metrics_json, uint8_t *
     }
     char config[2048];
     if (ckpt_config_to_json(&m->cfg, config, sizeof config) < 0) {
-        snprintf(err, errlen, "config does not fit in %zu bytes", sizeof config);
+        util_set_err(err, errlen, "config does not fit in %zu bytes", sizeof config);
         return VAE_ERR_ARG;
     }
     const char *keys[3] = {"format", CONFIG_KEY, METRICS_KEY};
@@ -240,7 +247,7 @@ static vae_status config_from_pytorch_examples(const st_file *f, vae_config *cfg
 {
     const st_tensor_info *fc1 = st_find(f, "fc1.weight"), *fc21 = st_find(f, "fc21.weight");
     if (!fc1 || !fc21 || fc1->ndim != 2 || fc21->ndim != 2) {
-        snprintf(err, errlen,
+        util_set_err(err, errlen,
                  "no vaed config in __metadata__ and not a pytorch/examples VAE "
                  "(fc1, fc21, fc22, fc3, fc4)");
         return VAE_ERR_FORMAT;
@@ -256,7 +263,7 @@ static vae_status config_from_pytorch_examples(const st_file *f, vae_config *cfg
     } else {
         int64_t s = (int64_t)llround(sqrt((double)D));
         if (s * s != D) {
-            snprintf(err, errlen, "fc1 takes %lld inputs: not a square image", (long long)D);
+            util_set_err(err, errlen, "fc1 takes %lld inputs: not a square image", (long long)D);
             return VAE_ERR_FORMAT;
         }
         cfg->channels = 1;
@@ -264,7 +271,7 @@ static vae_status config_from_pytorch_examples(const st_file *f, vae_config *cfg
     }
     char verr[200];
     if (vae_config_validate(cfg, verr, sizeof verr)) {
-        snprintf(err, errlen, "pytorch/examples layout: %s", verr);
+        util_set_err(err, errlen, "pytorch/examples layout: %s", verr);
         return VAE_ERR_FORMAT;
     }
     return VAE_OK;
@@ -279,24 +286,24 @@ vae_status ckpt_load_mem(vae_model *m, const uint8_t *buf, size_t len, char **me
     char serr[256];
     vae_status rc = st_parse(buf, len, &f, serr, sizeof serr);
     if (rc) {
-        snprintf(err, errlen, "not a valid safetensors file: %s", serr);
+        util_set_err(err, errlen, "not a valid safetensors file: %s", serr);
         return rc;
     }
     vae_config cfg;
-    const char *cj = st_meta_get(&f, CONFIG_KEY);
-    int pytorch_examples = cj == NULL;
-    if (cj)
-        rc = ckpt_config_from_json(&cfg, cj, strlen(cj), err, errlen);
+    const char *config_json = st_meta_get(&f, CONFIG_KEY);
+    int pytorch_examples = config_json == NULL;
+    if (config_json)
+        rc = ckpt_config_from_json(&cfg, config_json, strlen(config_json), err, errlen);
     else
         rc = config_from_pytorch_examples(&f, &cfg, err, errlen);
     if (rc) goto end;
     char verr[200];
     if ((rc = vae_alloc(m, &cfg, verr, sizeof verr))) {
-        snprintf(err, errlen, "config: %s", verr);
+        util_set_err(err, errlen, "config: %s", verr);
         goto end;
     }
     if (f.n_tensors != m->n_tensors) {
-        snprintf(err, errlen, "the file holds %d tensors; the config needs %d", f.n_tensors,
+        util_set_err(err, errlen, "the file holds %d tensors; the config needs %d", f.n_tensors,
                  m->n_tensors);
         rc = VAE_ERR_FORMAT;
         goto end;
@@ -307,11 +314,11 @@ vae_status ckpt_load_mem(vae_model *m, const uint8_t *buf, size_t len, char **me
         const st_tensor_info *t = st_find(&f, fname);
         rc = VAE_ERR_FORMAT;
         if (!t) {
-            snprintf(err, errlen, "tensor %s is missing", fname);
+            util_set_err(err, errlen, "tensor %s is missing", fname);
             goto end;
         }
         if (strcmp(t->dtype, "F32") != 0) {
-            snprintf(err, errlen, "tensor %s has dtype %s; only F32 is supported", fname, t->dtype);
+            util_set_err(err, errlen, "tensor %s has dtype %s; only F32 is supported", fname, t->dtype);
             goto end;
         }
         int same = t->ndim == vt->ndim;
@@ -324,7 +331,7 @@ vae_status ckpt_load_mem(vae_model *m, const uint8_t *buf, size_t len, char **me
             for (int d = 0; d < vt->ndim; d++)
                 append(want, sizeof want, &wp, "%s%d", d ? ", " : "", vt->shape[d]);
             if (!t->ndim) have[0] = '\0';
-            snprintf(err, errlen, "tensor %s has shape [%s]; the config needs [%s]", fname, have,
+            util_set_err(err, errlen, "tensor %s has shape [%s]; the config needs [%s]", fname, have,
                      want);
             goto end;
         }
@@ -332,14 +339,14 @@ vae_status ckpt_load_mem(vae_model *m, const uint8_t *buf, size_t len, char **me
         memcpy(dst, f.data + t->begin, vt->size * sizeof(float));
         for (size_t k = 0; k < vt->size; k++)
             if (!isfinite(dst[k])) {
-                snprintf(err, errlen, "tensor %s holds a non-finite value at index %zu", fname, k);
+                util_set_err(err, errlen, "tensor %s holds a non-finite value at index %zu", fname, k);
                 goto end;
             }
     }
     if (metrics_json) {
         const char *mj = st_meta_get(&f, METRICS_KEY);
         if (mj && !(*metrics_json = strdup(mj))) {
-            snprintf(err, errlen, "out of memory");
+            util_set_err(err, errlen, "out of memory");
             rc = VAE_ERR_NOMEM;
             goto end;
         }
@@ -361,7 +368,7 @@ vae_status ckpt_load_file(vae_model *m, const char *path, char **metrics_json, c
     if (rc) return rc;
     char lerr[300];
     rc = ckpt_load_mem(m, buf, len, metrics_json, lerr, sizeof lerr);
-    if (rc) snprintf(err, errlen, "%s: %s", path, lerr);
+    if (rc) util_set_err(err, errlen, "%s: %s", path, lerr);
     free(buf);
     return rc;
 }
@@ -370,7 +377,7 @@ vae_status ckpt_save_pytorch_examples(const vae_model *m, const char *path, char
                                       size_t errlen)
 {
     if (m->cfg.arch != VAE_ARCH_MLP || m->cfg.n_hidden != 1) {
-        snprintf(err, errlen, "the pytorch/examples layout holds a 1-hidden-layer MLP only");
+        util_set_err(err, errlen, "the pytorch/examples layout holds a 1-hidden-layer MLP only");
         return VAE_ERR_ARG;
     }
     st_tensor_out t[VAE_MAX_TENSORS] = {{0}};

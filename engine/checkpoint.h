@@ -1,8 +1,20 @@
 /* checkpoint: a vae_model as a safetensors file that PyTorch reads and writes.
  *
+ *     vae_model m;
+ *     char *metrics;                          // malloc'd by the load, or NULL
+ *     if (ckpt_load_file(&m, "digits.safetensors", &metrics, err, sizeof err)) ...
+ *     ... vae_encode / vae_decode / vae_train_step on m ...
+ *     if (ckpt_save_file(&m, metrics, "digits-2.safetensors", err, sizeof err)) ...
+ *     free(metrics);                          // the caller's
+ *     vae_free(&m);                           // m was initialised by the load
+ *
  * Tensors are F32 with PyTorch names and layouts; "__metadata__" holds
  * "format": "pt", "vaed_config": the model configuration as JSON, and
- * optionally "vaed_metrics": metrics JSON (opaque to the engine).
+ * optionally "vaed_metrics": metrics JSON (opaque to the engine). A loaded
+ * file is checked whole (every tensor against the config, every value
+ * finite) before the model is handed back; on failure m holds nothing.
+ * The same bytes come out for the same model and metrics, so a checkpoint's
+ * SHA-256 names it in the registry.
  */
 #ifndef CHECKPOINT_H
 #define CHECKPOINT_H

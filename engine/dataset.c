@@ -10,7 +10,6 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,6 +19,7 @@
 
 #include "engine/image.h"
 #include "engine/rng.h"
+#include "engine/util.h"
 
 #define IDX_IMAGES_MAGIC 0x00000803u
 #define IDX_LABELS_MAGIC 0x00000801u
@@ -28,31 +28,17 @@
  * images costs memory only for the bytes that are really there. */
 #define IDX_FIRST_CHUNK (1u << 20)
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void set_err(char *err, size_t errlen, const char *fmt, ...) {
-    if (!err || errlen == 0) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
-
-static uint32_t be32(const uint8_t *p) {
-    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
-}
-
 /* gzread reads plain files as they are, so one path handles both. */
 static vae_status idx_open(const char *path, gzFile *out, char *err, size_t errlen) {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
-        set_err(err, errlen, "%s: %s", path, strerror(errno));
+        util_set_err(err, errlen, "%s: %s", path, strerror(errno));
         return VAE_ERR_IO;
     }
     gzFile gz = gzdopen(fd, "rb"); /* owns fd from here */
     if (!gz) {
         close(fd);
-        set_err(err, errlen, "%s: out of memory opening the file", path);
+        util_set_err(err, errlen, "%s: out of memory opening the file", path);
         return VAE_ERR_NOMEM;
     }
     gzbuffer(gz, 1u << 17);
@@ -82,10 +68,10 @@ static vae_status idx_read(gzFile gz, const char *path, uint8_t *dst, size_t wan
             int zerr = 0;
             const char *msg = gz_message(gz, &zerr);
             if (zerr == Z_ERRNO) {
-                set_err(err, errlen, "%s: %s", path, strerror(errno));
+                util_set_err(err, errlen, "%s: %s", path, strerror(errno));
                 return VAE_ERR_IO;
             }
-            set_err(err, errlen, "%s: corrupt gzip data: %s", path, msg);
+            util_set_err(err, errlen, "%s: corrupt gzip data: %s", path, msg);
             return VAE_ERR_FORMAT;
         }
         if (r == 0) {
@@ -93,7 +79,7 @@ static vae_status idx_read(gzFile gz, const char *path, uint8_t *dst, size_t wan
             int zerr = 0;
             const char *msg = gz_message(gz, &zerr);
             if (zerr != Z_OK && zerr != Z_BUF_ERROR) {
-                set_err(err, errlen, "%s: corrupt gzip data: %s", path, msg);
+                util_set_err(err, errlen, "%s: corrupt gzip data: %s", path, msg);
                 return VAE_ERR_FORMAT;
             }
             break;
@@ -110,7 +96,7 @@ static vae_status idx_read_body(gzFile gz, const char *path, size_t header_len, 
     size_t cap = count < IDX_FIRST_CHUNK ? count : IDX_FIRST_CHUNK;
     uint8_t *buf = malloc(cap ? cap : 1); /* owned: handed to *out */
     if (!buf) {
-        set_err(err, errlen, "%s: out of memory", path);
+        util_set_err(err, errlen, "%s: out of memory", path);
         return VAE_ERR_NOMEM;
     }
     size_t have = 0;
@@ -123,7 +109,7 @@ static vae_status idx_read_body(gzFile gz, const char *path, size_t header_len, 
         }
         have += got;
         if (have < cap) {
-            set_err(err, errlen,
+            util_set_err(err, errlen,
                     "%s: truncated: the header promises %zu data bytes, the file has %zu",
                     path, count, have);
             free(buf);
@@ -134,7 +120,7 @@ static vae_status idx_read_body(gzFile gz, const char *path, size_t header_len, 
         uint8_t *nbuf = realloc(buf, ncap);
         if (!nbuf) {
             free(buf);
-            set_err(err, errlen, "%s: out of memory (%zu bytes)", path, ncap);
+            util_set_err(err, errlen, "%s: out of memory (%zu bytes)", path, ncap);
             return VAE_ERR_NOMEM;
         }
         buf = nbuf;
@@ -144,7 +130,7 @@ static vae_status idx_read_body(gzFile gz, const char *path, size_t header_len, 
     size_t got;
     vae_status rc = idx_read(gz, path, extra, sizeof extra, &got, err, errlen);
     if (!rc && got) {
-        set_err(err, errlen, "%s: trailing bytes after the %zu bytes the header describes", path,
+        util_set_err(err, errlen, "%s: trailing bytes after the %zu bytes the header describes", path,
                 header_len + count);
         rc = VAE_ERR_FORMAT;
     }
@@ -161,13 +147,13 @@ static vae_status idx_read_header(gzFile gz, const char *path, uint8_t *hdr, siz
     size_t got;
     vae_status rc = idx_read(gz, path, hdr, len, &got, err, errlen);
     if (rc) return rc;
-    if (got < 4 || be32(hdr) != magic) {
-        set_err(err, errlen, "%s: not an IDX %s file (magic 0x%08x, expected 0x%08x)", path,
-                magic == IDX_IMAGES_MAGIC ? "image" : "label", got >= 4 ? be32(hdr) : 0u, magic);
+    if (got < 4 || util_be32(hdr) != magic) {
+        util_set_err(err, errlen, "%s: not an IDX %s file (magic 0x%08x, expected 0x%08x)", path,
+                magic == IDX_IMAGES_MAGIC ? "image" : "label", got >= 4 ? util_be32(hdr) : 0u, magic);
         return VAE_ERR_FORMAT;
     }
     if (got < len) {
-        set_err(err, errlen, "%s: truncated header (%zu of %zu bytes)", path, got, len);
+        util_set_err(err, errlen, "%s: truncated header (%zu of %zu bytes)", path, got, len);
         return VAE_ERR_FORMAT;
     }
     return VAE_OK;
@@ -179,15 +165,15 @@ static vae_status idx_images_header(gzFile gz, const char *path, uint32_t *n, ui
     uint8_t hdr[16];
     vae_status rc = idx_read_header(gz, path, hdr, sizeof hdr, IDX_IMAGES_MAGIC, err, errlen);
     if (rc) return rc;
-    *n = be32(hdr + 4);
-    *rows = be32(hdr + 8);
-    *cols = be32(hdr + 12);
+    *n = util_be32(hdr + 4);
+    *rows = util_be32(hdr + 8);
+    *cols = util_be32(hdr + 12);
     if (*n == 0 || *n > (uint32_t)INT32_MAX) {
-        set_err(err, errlen, "%s: invalid image count %u", path, *n);
+        util_set_err(err, errlen, "%s: invalid image count %u", path, *n);
         return VAE_ERR_FORMAT;
     }
     if (*rows == 0 || *cols == 0 || *rows > IDX_MAX_SIDE || *cols > IDX_MAX_SIDE) {
-        set_err(err, errlen, "%s: invalid image size %ux%u (1 to %u per side)", path, *rows,
+        util_set_err(err, errlen, "%s: invalid image size %ux%u (1 to %u per side)", path, *rows,
                 *cols, IDX_MAX_SIDE);
         return VAE_ERR_FORMAT;
     }
@@ -197,7 +183,7 @@ static vae_status idx_images_header(gzFile gz, const char *path, uint32_t *n, ui
 vae_status dataset_peek_idx(const char *images_path, int *n, int *height, int *width,
                             char *err, size_t errlen) {
     if (!images_path || !n || !height || !width) {
-        set_err(err, errlen, "dataset: no image file given");
+        util_set_err(err, errlen, "dataset: no image file given");
         return VAE_ERR_ARG;
     }
     gzFile gz;
@@ -239,7 +225,7 @@ static vae_status load_images(dataset *out, const char *path, int compact, char 
     if (rc) goto end;
     uint64_t dim = (uint64_t)rows * cols;
     if ((uint64_t)n > (SIZE_MAX / sizeof(float)) / dim || dim > (uint64_t)INT32_MAX) {
-        set_err(err, errlen, "%s: %u images of %ux%u is too large", path, n, rows, cols);
+        util_set_err(err, errlen, "%s: %u images of %ux%u is too large", path, n, rows, cols);
         rc = VAE_ERR_FORMAT;
         goto end;
     }
@@ -253,7 +239,7 @@ static vae_status load_images(dataset *out, const char *path, int compact, char 
     }
     out->x = malloc(count * sizeof *out->x);
     if (!out->x) {
-        set_err(err, errlen, "%s: out of memory (%zu floats)", path, count);
+        util_set_err(err, errlen, "%s: out of memory (%zu floats)", path, count);
         rc = VAE_ERR_NOMEM;
         goto end;
     }
@@ -276,9 +262,9 @@ static vae_status load_labels(dataset *out, const char *path, char *err, size_t 
     uint8_t hdr[8];
     rc = idx_read_header(gz, path, hdr, sizeof hdr, IDX_LABELS_MAGIC, err, errlen);
     if (rc) goto end;
-    uint32_t n = be32(hdr + 4);
+    uint32_t n = util_be32(hdr + 4);
     if (n != (uint32_t)out->n) {
-        set_err(err, errlen, "%s: %u labels but the image file has %d images", path, n, out->n);
+        util_set_err(err, errlen, "%s: %u labels but the image file has %d images", path, n, out->n);
         rc = VAE_ERR_FORMAT;
         goto end;
     }
@@ -293,7 +279,7 @@ static vae_status load_idx(dataset *out, const char *images_path, const char *la
     if (!out) return VAE_ERR_ARG;
     memset(out, 0, sizeof *out);
     if (!images_path) {
-        set_err(err, errlen, "dataset: no image file given");
+        util_set_err(err, errlen, "dataset: no image file given");
         return VAE_ERR_ARG;
     }
     vae_status rc = load_images(out, images_path, compact, err, errlen);
@@ -324,15 +310,15 @@ void dataset_image(const dataset *d, int i, float *out) {
 
 vae_status dataset_filter_class(dataset *d, int k, char *err, size_t errlen) {
     if (!d || (!d->x && !d->pixels)) {
-        set_err(err, errlen, "dataset: empty dataset");
+        util_set_err(err, errlen, "dataset: empty dataset");
         return VAE_ERR_ARG;
     }
     if (!d->labels) {
-        set_err(err, errlen, "dataset: filtering by class needs labels");
+        util_set_err(err, errlen, "dataset: filtering by class needs labels");
         return VAE_ERR_ARG;
     }
     if (k < 0 || k > 255) {
-        set_err(err, errlen, "dataset: class %d out of range", k);
+        util_set_err(err, errlen, "dataset: class %d out of range", k);
         return VAE_ERR_ARG;
     }
     size_t dim = (size_t)dataset_dim(d);
@@ -349,7 +335,7 @@ vae_status dataset_filter_class(dataset *d, int k, char *err, size_t errlen) {
         kept++;
     }
     if (kept == 0) {
-        set_err(err, errlen, "dataset: no images with label %d", k);
+        util_set_err(err, errlen, "dataset: no images with label %d", k);
         return VAE_ERR_ARG; /* nothing moved: d is unchanged */
     }
     dataset_truncate(d, kept);
@@ -405,15 +391,15 @@ static int is_dir(const char *path) {
 static vae_status check_dir(const char *dir, char *err, size_t errlen) {
     struct stat st;
     if (!dir || !*dir) {
-        set_err(err, errlen, "dataset: no folder given");
+        util_set_err(err, errlen, "dataset: no folder given");
         return VAE_ERR_ARG;
     }
     if (stat(dir, &st) != 0) {
-        set_err(err, errlen, "%s: %s", dir, strerror(errno));
+        util_set_err(err, errlen, "%s: %s", dir, strerror(errno));
         return VAE_ERR_IO;
     }
     if (!S_ISDIR(st.st_mode)) {
-        set_err(err, errlen, "%s: not a folder", dir);
+        util_set_err(err, errlen, "%s: not a folder", dir);
         return VAE_ERR_IO;
     }
     return VAE_OK;
@@ -424,7 +410,7 @@ static vae_status grow(dataset *d, size_t more, int with_labels, const char *pat
                        size_t errlen) {
     size_t dim = (size_t)dataset_dim(d), n = (size_t)d->n + more;
     if (n > INT_MAX || n > SIZE_MAX / sizeof(float) / dim) {
-        set_err(err, errlen, "%s: too many images (%zu)", path, n);
+        util_set_err(err, errlen, "%s: too many images (%zu)", path, n);
         return VAE_ERR_FORMAT;
     }
     float *x = realloc(d->x, n * dim * sizeof *x);
@@ -437,7 +423,7 @@ static vae_status grow(dataset *d, size_t more, int with_labels, const char *pat
     }
     return VAE_OK;
 nomem:
-    set_err(err, errlen, "%s: out of memory for %zu images", path, n);
+    util_set_err(err, errlen, "%s: out of memory for %zu images", path, n);
     return VAE_ERR_NOMEM;
 }
 
@@ -455,7 +441,7 @@ static vae_status cifar_append(dataset *d, const char *path, char *err, size_t e
     vae_status rc = file_read_all(path, CIFAR_MAX_FILE, &buf, &len, err, errlen);
     if (rc) return rc;
     if (len == 0 || len % CIFAR_RECORD != 0) {
-        set_err(err, errlen,
+        util_set_err(err, errlen,
                 "%s: %zu bytes is not a whole number of %d-byte CIFAR-10 records (truncated?)",
                 path, len, CIFAR_RECORD);
         free(buf);
@@ -464,7 +450,7 @@ static vae_status cifar_append(dataset *d, const char *path, char *err, size_t e
     size_t n = len / CIFAR_RECORD;
     for (size_t i = 0; i < n; i++)
         if (buf[i * CIFAR_RECORD] > 9) {
-            set_err(err, errlen, "%s: record %zu has label %d (CIFAR-10 labels are 0..9)", path,
+            util_set_err(err, errlen, "%s: record %zu has label %d (CIFAR-10 labels are 0..9)", path,
                     i + 1, buf[i * CIFAR_RECORD]);
             free(buf);
             return VAE_ERR_FORMAT;
@@ -505,14 +491,14 @@ vae_status dataset_load_cifar_dir(dataset *out, const char *dir, int test_split,
             present = i;
         }
         if (present == 0) {
-            set_err(err, errlen, "%s: no data_batch_1.bin (a CIFAR-10 binary-version folder holds "
+            util_set_err(err, errlen, "%s: no data_batch_1.bin (a CIFAR-10 binary-version folder holds "
                     "data_batch_1.bin ... data_batch_5.bin and test_batch.bin)", dir);
             rc = VAE_ERR_IO;
         }
         for (int i = present + 2; !rc && i <= CIFAR_MAX_BATCHES; i++) {
             snprintf(path, sizeof path, "%s/data_batch_%d.bin", dir, i);
             if (access(path, F_OK) == 0) {
-                set_err(err, errlen, "%s/data_batch_%d.bin is missing but %s is there", dir,
+                util_set_err(err, errlen, "%s/data_batch_%d.bin is missing but %s is there", dir,
                         present + 1, path);
                 rc = VAE_ERR_IO;
             }
@@ -564,7 +550,7 @@ static int cmp_names(const void *a, const void *b) {
 static vae_status list_dir(const char *dir, name_list *dirs, name_list *files, char *err, size_t errlen) {
     DIR *dp = opendir(dir);
     if (!dp) {
-        set_err(err, errlen, "%s: %s", dir, strerror(errno));
+        util_set_err(err, errlen, "%s: %s", dir, strerror(errno));
         return VAE_ERR_IO;
     }
     vae_status rc = VAE_OK;
@@ -573,12 +559,12 @@ static vae_status list_dir(const char *dir, name_list *dirs, name_list *files, c
     while ((e = readdir(dp))) {
         if (e->d_name[0] == '.') continue;
         if (join_path(path, sizeof path, dir, e->d_name)) {
-            set_err(err, errlen, "%s: path too long", path);
+            util_set_err(err, errlen, "%s: path too long", path);
             rc = VAE_ERR_ARG;
             break;
         }
         if (names_push(is_dir(path) ? dirs : files, e->d_name)) {
-            set_err(err, errlen, "%s: out of memory listing the folder", dir);
+            util_set_err(err, errlen, "%s: out of memory listing the folder", dir);
             rc = VAE_ERR_NOMEM;
             break;
         }
@@ -599,14 +585,14 @@ static vae_status png_append(dataset *d, const char *path, int label, int labell
     if (rc) return rc;
     static const uint8_t sig[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
     if (len < 33 || memcmp(buf, sig, 8) != 0 || memcmp(buf + 12, "IHDR", 4) != 0) {
-        set_err(err, errlen, "%s: not a PNG file", path);
+        util_set_err(err, errlen, "%s: not a PNG file", path);
         rc = VAE_ERR_FORMAT;
         goto end;
     }
     /* colour type: 0 grey, 4 grey+alpha; 2 RGB, 3 palette, 6 RGBA */
     int channels = (buf[25] == 0 || buf[25] == 4) ? 1 : 3;
     if (d->channels && channels != d->channels) {
-        set_err(err, errlen, "%s: a %s PNG, but the first image (%s) is %s", path,
+        util_set_err(err, errlen, "%s: a %s PNG, but the first image (%s) is %s", path,
                 channels == 1 ? "grey" : "colour", first, d->channels == 1 ? "grey" : "colour");
         rc = VAE_ERR_FORMAT;
         goto end;
@@ -614,7 +600,7 @@ static vae_status png_append(dataset *d, const char *path, int label, int labell
     int h, w;
     char perr[200];
     if ((rc = image_decode_png(buf, len, channels, &img, &h, &w, perr, sizeof perr))) {
-        set_err(err, errlen, "%s: %s", path, perr);
+        util_set_err(err, errlen, "%s: %s", path, perr);
         goto end;
     }
     if (d->channels == 0) {
@@ -623,7 +609,7 @@ static vae_status png_append(dataset *d, const char *path, int label, int labell
         d->width = w;
         if ((rc = grow(d, (size_t)total, labelled, path, err, errlen))) goto end;
     } else if (h != d->height || w != d->width) {
-        set_err(err, errlen, "%s: %dx%d, but the first image (%s) is %dx%d", path, w, h, first,
+        util_set_err(err, errlen, "%s: %dx%d, but the first image (%s) is %dx%d", path, w, h, first,
                 d->width, d->height);
         rc = VAE_ERR_FORMAT;
         goto end;
@@ -651,13 +637,13 @@ vae_status dataset_load_png_dir(dataset *out, const char *dir, char *err, size_t
     int labelled = dirs.n > 0;
     if (labelled) {
         if (files.n > 0) {
-            set_err(err, errlen, "%s/%s: a file beside class sub-folders (%s/%s ...); put every "
+            util_set_err(err, errlen, "%s/%s: a file beside class sub-folders (%s/%s ...); put every "
                     "image in a sub-folder or none", dir, files.names[0], dir, dirs.names[0]);
             rc = VAE_ERR_FORMAT;
             goto end;
         }
         if (dirs.n > PNG_MAX_CLASSES) {
-            set_err(err, errlen, "%s: %d class sub-folders, at most %d", dir, dirs.n,
+            util_set_err(err, errlen, "%s: %d class sub-folders, at most %d", dir, dirs.n,
                     PNG_MAX_CLASSES);
             rc = VAE_ERR_FORMAT;
             goto end;
@@ -667,7 +653,7 @@ vae_status dataset_load_png_dir(dataset *out, const char *dir, char *err, size_t
             join_path(path, sizeof path, dir, dirs.names[k]); /* list_dir checked the length */
             rc = list_dir(path, &sub_dirs, &sub_files, err, errlen);
             if (!rc && sub_dirs.n > 0) {
-                set_err(err, errlen, "%s/%s: a folder inside a class folder", path,
+                util_set_err(err, errlen, "%s/%s: a folder inside a class folder", path,
                         sub_dirs.names[0]);
                 rc = VAE_ERR_FORMAT;
             }
@@ -684,21 +670,21 @@ vae_status dataset_load_png_dir(dataset *out, const char *dir, char *err, size_t
             }
             names_free(&sub_dirs);
             names_free(&sub_files);
-            if (rc == VAE_ERR_NOMEM) set_err(err, errlen, "%s: out of memory", dir);
+            if (rc == VAE_ERR_NOMEM) util_set_err(err, errlen, "%s: out of memory", dir);
             if (rc) goto end;
         }
     } else {
         for (int i = 0; i < files.n; i++) {
             join_path(path, sizeof path, dir, files.names[i]);
             if (names_push(&paths, path)) {
-                set_err(err, errlen, "%s: out of memory", dir);
+                util_set_err(err, errlen, "%s: out of memory", dir);
                 rc = VAE_ERR_NOMEM;
                 goto end;
             }
         }
     }
     if (paths.n == 0) {
-        set_err(err, errlen, "%s: no images", dir);
+        util_set_err(err, errlen, "%s: no images", dir);
         rc = VAE_ERR_FORMAT;
         goto end;
     }
@@ -723,11 +709,11 @@ vae_status dataset_split_validation(dataset *d, double fraction, uint64_t seed, 
     if (!d || !val) return VAE_ERR_ARG;
     memset(val, 0, sizeof *val);
     if (!(fraction > 0.0 && fraction < 1.0)) {
-        set_err(err, errlen, "val-split must be between 0 and 1 (exclusive), not %g", fraction);
+        util_set_err(err, errlen, "val-split must be between 0 and 1 (exclusive), not %g", fraction);
         return VAE_ERR_ARG;
     }
     if (!d->x || d->n < 2) {
-        set_err(err, errlen, "val-split needs at least 2 images, the set has %d", d ? d->n : 0);
+        util_set_err(err, errlen, "val-split needs at least 2 images, the set has %d", d ? d->n : 0);
         return VAE_ERR_ARG;
     }
     int n = d->n;
@@ -743,7 +729,7 @@ vae_status dataset_split_validation(dataset *d, double fraction, uint64_t seed, 
         free(idx);
         free(pick);
         dataset_free(val);
-        set_err(err, errlen, "val-split: out of memory");
+        util_set_err(err, errlen, "val-split: out of memory");
         return VAE_ERR_NOMEM;
     }
     for (int i = 0; i < n; i++) idx[i] = i;

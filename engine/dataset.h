@@ -6,8 +6,12 @@
  *     ... train.x + i * dataset_dim(&train) is image i, (C, H, W) planar ...
  *     dataset_free(&train);
  *
+ *     int n, h, w;                    // what a file holds, without loading it
+ *     if (dataset_peek_idx("data/mnist/t10k-images-idx3-ubyte", &n, &h, &w, err, sizeof err)) ...
+ *
  * Loaders check everything they read (magic, dimensions, lengths, counts) and
- * say in err what was wrong and with which file.
+ * say in err what was wrong and with which file; on failure the dataset holds
+ * nothing. The dataset owns its arrays; dataset_free releases them.
  */
 #ifndef DATASET_H
 #define DATASET_H

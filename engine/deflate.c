@@ -1,3 +1,4 @@
+/* deflate: literal-only zlib streams. See deflate.h. */
 #include "engine/deflate.h"
 
 #include <string.h>

@@ -1,3 +1,5 @@
+/* eval: the negative ELBO, the importance-weighted bound and active units.
+ * See eval.h. */
 #include "engine/eval.h"
 
 #include <math.h>
@@ -6,6 +8,7 @@
 #include <string.h>
 
 #include "engine/trainer.h"
+#include "engine/util.h"
 
 #define LOG_2PI 1.8378770664093453
 #define IWAE_CHUNK 500
@@ -26,7 +29,7 @@ vae_status eval_run_iwae_images(const vae_model *m, const dataset *d, int iwae_k
     vae_status rc = trainer_evaluate(m, d, seed, &out->neg_elbo, &out->recon, &out->kl, err, errlen);
     if (rc) return rc;
     if (iwae_k < 0 || iwae_k > 1000000 || iwae_images < 0) {
-        snprintf(err, errlen, "iwae K must be in 0..1000000 and its image count >= 0");
+        util_set_err(err, errlen, "iwae K must be in 0..1000000 and its image count >= 0");
         return VAE_ERR_ARG;
     }
     int iwae_n = iwae_k && (iwae_images == 0 || iwae_images > d->n) ? d->n
@@ -34,15 +37,16 @@ vae_status eval_run_iwae_images(const vae_model *m, const dataset *d, int iwae_k
                                                                     : 0;
     int Z = c->latent, D = dataset_dim(d);
     int chunk = iwae_k > 0 && iwae_k < IWAE_CHUNK ? iwae_k : IWAE_CHUNK;
-    vae_workspace *ws = vae_workspace_new(m, chunk);           /* owned */
-    float *mu = malloc(sizeof(float) * Z), *lv = malloc(sizeof(float) * Z); /* owned */
-    float *eps = malloc(sizeof(float) * (size_t)chunk * Z);     /* owned */
-    float *z = malloc(sizeof(float) * (size_t)chunk * Z);       /* owned */
-    float *xb = malloc(sizeof(float) * (size_t)D);              /* owned */
-    double *ll = malloc(sizeof(double) * chunk);                /* owned */
-    double *kl_dim = calloc((size_t)Z, sizeof(double));         /* owned */
-    if (!ws || !mu || !lv || !eps || !z || !xb || !ll || !kl_dim) {
-        snprintf(err, errlen, "out of memory for evaluation");
+    vae_workspace *ws = vae_workspace_new(m, chunk);          /* owned */
+    float *mu = malloc(sizeof(float) * Z);                     /* owned */
+    float *logvar = malloc(sizeof(float) * Z);                 /* owned */
+    float *eps = malloc(sizeof(float) * (size_t)chunk * Z);    /* owned */
+    float *z = malloc(sizeof(float) * (size_t)chunk * Z);      /* owned */
+    float *x = malloc(sizeof(float) * (size_t)D);              /* owned: one image */
+    double *log_lik = malloc(sizeof(double) * chunk);          /* owned: log p(x|z_k) */
+    double *kl_dim = calloc((size_t)Z, sizeof(double));        /* owned */
+    if (!ws || !mu || !logvar || !eps || !z || !x || !log_lik || !kl_dim) {
+        util_set_err(err, errlen, "out of memory for evaluation");
         rc = VAE_ERR_NOMEM;
         goto end;
     }
@@ -50,15 +54,14 @@ vae_status eval_run_iwae_images(const vae_model *m, const dataset *d, int iwae_k
     rng_seed(&r, seed ^ 0x1a3eULL);
     double total = 0.0;
     for (int i = 0; i < d->n; i++) {
-        dataset_image(d, i, xb);
+        dataset_image(d, i, x);
         if (c->binarize != VAE_BIN_NONE)
             for (int j = 0; j < D; j++)
-                xb[j] = c->binarize == VAE_BIN_STATIC ? (xb[j] > 0.5f ? 1.0f : 0.0f)
-                                                      : (rng_uniform(&r) < xb[j] ? 1.0f : 0.0f);
-        const float *x = xb;
-        vae_encode(m, ws, x, 1, mu, lv);
+                x[j] = c->binarize == VAE_BIN_STATIC ? (x[j] > 0.5f ? 1.0f : 0.0f)
+                                                     : (rng_uniform(&r) < x[j] ? 1.0f : 0.0f);
+        vae_encode(m, ws, x, 1, mu, logvar);
         for (int u = 0; u < Z; u++) {
-            float l = vae_clamp_logvar(lv[u]);
+            float l = vae_clamp_logvar(logvar[u]);
             kl_dim[u] += 0.5 * ((double)mu[u] * mu[u] + exp(l) - 1.0 - l);
         }
         if (i >= iwae_n) continue;
@@ -69,19 +72,19 @@ vae_status eval_run_iwae_images(const vae_model *m, const dataset *d, int iwae_k
             rng_normal_fill(&r, eps, (size_t)kn * Z);
             for (int k = 0; k < kn; k++)
                 for (int u = 0; u < Z; u++) {
-                    float l = vae_clamp_logvar(lv[u]);
+                    float l = vae_clamp_logvar(logvar[u]);
                     z[(size_t)k * Z + u] = mu[u] + expf(0.5f * l) * eps[(size_t)k * Z + u];
                 }
-            vae_log_likelihood(m, ws, x, z, kn, ll);
+            vae_log_likelihood(m, ws, x, z, kn, log_lik);
             for (int k = 0; k < kn; k++) {
                 double lp = 0.0, lq = 0.0;
                 for (int u = 0; u < Z; u++) {
                     double zz = z[(size_t)k * Z + u], e = eps[(size_t)k * Z + u];
-                    double l = vae_clamp_logvar(lv[u]);
+                    double l = vae_clamp_logvar(logvar[u]);
                     lp += -0.5 * (zz * zz + LOG_2PI);
                     lq += -0.5 * (e * e + LOG_2PI + l);
                 }
-                double lw = ll[k] + lp - lq;
+                double lw = log_lik[k] + lp - lq;
                 if (lw > run_max) {
                     run_sum = run_sum * exp(run_max - lw) + 1.0;
                     run_max = lw;
@@ -101,11 +104,11 @@ vae_status eval_run_iwae_images(const vae_model *m, const dataset *d, int iwae_k
 end:
     vae_workspace_free(ws);
     free(mu);
-    free(lv);
+    free(logvar);
     free(eps);
     free(z);
-    free(xb);
-    free(ll);
+    free(x);
+    free(log_lik);
     free(kl_dim);
     return rc;
 }

@@ -1,8 +1,8 @@
+/* file_io: whole-file reads and atomic writes. See file_io.h. */
 #include "engine/file_io.h"
 
 #include <errno.h>
 #include <fcntl.h>
-#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,16 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (!err || !errlen) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
+#include "engine/util.h"
 
 vae_status file_read_all(const char *path, size_t max, uint8_t **out, size_t *len, char *err,
                          size_t errlen)
@@ -28,17 +19,17 @@ vae_status file_read_all(const char *path, size_t max, uint8_t **out, size_t *le
     *len = 0;
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
-        set_err(err, errlen, "%s: %s", path, strerror(errno));
+        util_set_err(err, errlen, "%s: %s", path, strerror(errno));
         return VAE_ERR_IO;
     }
     struct stat st;
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        set_err(err, errlen, "%s: not a regular file", path);
+        util_set_err(err, errlen, "%s: not a regular file", path);
         close(fd);
         return VAE_ERR_IO;
     }
     if ((uint64_t)st.st_size > max) {
-        set_err(err, errlen, "%s: %lld bytes is more than the %zu allowed", path,
+        util_set_err(err, errlen, "%s: %lld bytes is more than the %zu allowed", path,
                 (long long)st.st_size, max);
         close(fd);
         return VAE_ERR_TOO_LARGE;
@@ -46,7 +37,7 @@ vae_status file_read_all(const char *path, size_t max, uint8_t **out, size_t *le
     size_t n = (size_t)st.st_size;
     uint8_t *buf = malloc(n ? n : 1); /* owned: handed to *out */
     if (!buf) {
-        set_err(err, errlen, "%s: out of memory (%zu bytes)", path, n);
+        util_set_err(err, errlen, "%s: out of memory (%zu bytes)", path, n);
         close(fd);
         return VAE_ERR_NOMEM;
     }
@@ -55,7 +46,7 @@ vae_status file_read_all(const char *path, size_t max, uint8_t **out, size_t *le
         ssize_t r = read(fd, buf + got, n - got);
         if (r < 0 && errno == EINTR) continue;
         if (r < 0) {
-            set_err(err, errlen, "%s: %s", path, strerror(errno));
+            util_set_err(err, errlen, "%s: %s", path, strerror(errno));
             free(buf);
             close(fd);
             return VAE_ERR_IO;
@@ -75,7 +66,7 @@ vae_status file_write_atomic(const char *path, const uint8_t *buf, size_t len, c
                              size_t errlen)
 {
     if (!path || !path[0] || (!buf && len)) {
-        set_err(err, errlen, "file_write_atomic: invalid arguments");
+        util_set_err(err, errlen, "file_write_atomic: invalid arguments");
         return VAE_ERR_ARG;
     }
     size_t plen = strlen(path);
@@ -84,7 +75,7 @@ vae_status file_write_atomic(const char *path, const uint8_t *buf, size_t len, c
     if (!tmp || !dir) {
         free(tmp);
         free(dir);
-        set_err(err, errlen, "out of memory");
+        util_set_err(err, errlen, "out of memory");
         return VAE_ERR_NOMEM;
     }
     unsigned long id = __atomic_fetch_add(&tmp_counter, 1, __ATOMIC_RELAXED);
@@ -100,7 +91,7 @@ vae_status file_write_atomic(const char *path, const uint8_t *buf, size_t len, c
     vae_status rc = VAE_OK;
     int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
     if (fd < 0) {
-        set_err(err, errlen, "%s: %s", tmp, strerror(errno));
+        util_set_err(err, errlen, "%s: %s", tmp, strerror(errno));
         rc = VAE_ERR_IO;
         goto end;
     }
@@ -108,22 +99,22 @@ vae_status file_write_atomic(const char *path, const uint8_t *buf, size_t len, c
         ssize_t w = write(fd, buf + done, len - done);
         if (w < 0 && errno == EINTR) continue;
         if (w < 0) {
-            set_err(err, errlen, "%s: write: %s", tmp, strerror(errno));
+            util_set_err(err, errlen, "%s: write: %s", tmp, strerror(errno));
             rc = VAE_ERR_IO;
             break;
         }
         done += (size_t)w;
     }
     if (!rc && fsync(fd) != 0) {
-        set_err(err, errlen, "%s: fsync: %s", tmp, strerror(errno));
+        util_set_err(err, errlen, "%s: fsync: %s", tmp, strerror(errno));
         rc = VAE_ERR_IO;
     }
     if (close(fd) != 0 && !rc) {
-        set_err(err, errlen, "%s: close: %s", tmp, strerror(errno));
+        util_set_err(err, errlen, "%s: close: %s", tmp, strerror(errno));
         rc = VAE_ERR_IO;
     }
     if (!rc && rename(tmp, path) != 0) {
-        set_err(err, errlen, "rename %s -> %s: %s", tmp, path, strerror(errno));
+        util_set_err(err, errlen, "rename %s -> %s: %s", tmp, path, strerror(errno));
         rc = VAE_ERR_IO;
     }
     if (rc) {
@@ -135,7 +126,7 @@ vae_status file_write_atomic(const char *path, const uint8_t *buf, size_t len, c
     int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (dfd >= 0) {
         if (fsync(dfd) != 0 && errno != EINVAL) {
-            set_err(err, errlen, "%s: fsync of directory: %s", dir, strerror(errno));
+            util_set_err(err, errlen, "%s: fsync of directory: %s", dir, strerror(errno));
             rc = VAE_ERR_IO;
         }
         close(dfd);
@@ -150,7 +141,7 @@ vae_status file_make_dirs(const char *dir, char *err, size_t errlen)
 {
     char buf[4096];
     if (snprintf(buf, sizeof buf, "%s", dir) >= (int)sizeof buf) {
-        set_err(err, errlen, "%.64s...: path too long", dir);
+        util_set_err(err, errlen, "%.64s...: path too long", dir);
         return VAE_ERR_IO;
     }
     for (char *p = buf + 1;; p++) {
@@ -159,7 +150,7 @@ vae_status file_make_dirs(const char *dir, char *err, size_t errlen)
         char saved = *p;
         *p = '\0';
         if (mkdir(buf, 0755) != 0 && errno != EEXIST) {
-            set_err(err, errlen, "cannot create %s: %s", buf, strerror(errno));
+            util_set_err(err, errlen, "cannot create %s: %s", buf, strerror(errno));
             return VAE_ERR_IO;
         }
         *p = saved;
@@ -168,7 +159,7 @@ vae_status file_make_dirs(const char *dir, char *err, size_t errlen)
     }
     struct stat st;
     if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
-        set_err(err, errlen, "%s is not a directory", dir);
+        util_set_err(err, errlen, "%s is not a directory", dir);
         return VAE_ERR_IO;
     }
     return VAE_OK;

@@ -8,7 +8,6 @@
 
 #include <math.h>
 #include <png.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,21 +16,12 @@
 
 #include "engine/deflate.h"
 #include "engine/file_io.h"
+#include "engine/util.h"
 
 /* Images larger than this are refused when decoding. */
 #define IMAGE_MAX_DECODE_SIDE 4096
 /* Grids larger than this are refused when encoding (about 800 MB of RGB). */
 #define IMAGE_MAX_ENCODE_SIDE 16384
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void set_err(char *err, size_t errlen, const char *fmt, ...) {
-    if (!err || errlen == 0) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 typedef struct {
     png_structp png;
@@ -73,17 +63,12 @@ static void quantize_run(uint8_t *restrict dst, const float *restrict src, size_
     for (size_t i = 0; i < n; i++) dst[i] = quantize(src[i]);
 }
 
-static uint8_t *put_be32(uint8_t *o, uint32_t v) {
-    for (int i = 3; i >= 0; i--) *o++ = (uint8_t)(v >> (8 * i));
-    return o;
-}
-
 /* One chunk: length, type, data (already at o + 8), CRC of type and data. */
 static uint8_t *put_chunk(uint8_t *o, const char type[4], size_t len) {
-    put_be32(o, (uint32_t)len);
+    util_put_be32(o, (uint32_t)len);
     memcpy(o + 4, type, 4);
     uint32_t crc = (uint32_t)crc32_z(crc32(0L, Z_NULL, 0), o + 4, 4 + len);
-    return put_be32(o + 8 + len, crc);
+    return util_put_be32(o + 8 + len, crc);
 }
 
 /* PNG is written here rather than by libpng: the image data is one zlib
@@ -95,7 +80,7 @@ vae_status image_encode_grid_png(const float *images, int n, int channels, int h
                                  size_t errlen) {
     if (!out || !out_len || !images || n < 1 || (channels != 1 && channels != 3) || height < 1 ||
         width < 1) {
-        set_err(err, errlen, "png: invalid arguments (n=%d channels=%d %dx%d)", n, channels,
+        util_set_err(err, errlen, "png: invalid arguments (n=%d channels=%d %dx%d)", n, channels,
                 height, width);
         return VAE_ERR_ARG;
     }
@@ -109,7 +94,7 @@ vae_status image_encode_grid_png(const float *images, int n, int channels, int h
     long long grid_rows = (n + (long long)cols - 1) / cols;
     long long gw = (long long)cols * width, gh = grid_rows * height;
     if (gw > IMAGE_MAX_ENCODE_SIDE || gh > IMAGE_MAX_ENCODE_SIDE) {
-        set_err(err, errlen, "png: grid of %lldx%lld pixels exceeds %d per side", gh, gw,
+        util_set_err(err, errlen, "png: grid of %lldx%lld pixels exceeds %d per side", gh, gw,
                 IMAGE_MAX_ENCODE_SIDE);
         return VAE_ERR_ARG;
     }
@@ -123,7 +108,7 @@ vae_status image_encode_grid_png(const float *images, int n, int channels, int h
     if (!raw || !png) {
         free(raw);
         free(png);
-        set_err(err, errlen, "png: out of memory");
+        util_set_err(err, errlen, "png: out of memory");
         return VAE_ERR_NOMEM;
     }
     for (int i = 0; i < n; i++) {
@@ -150,7 +135,7 @@ vae_status image_encode_grid_png(const float *images, int n, int channels, int h
     uint8_t *o = png;
     memcpy(o, signature, 8);
     o += 8;
-    uint8_t *d = put_be32(put_be32(o + 8, (uint32_t)W), (uint32_t)H);
+    uint8_t *d = util_put_be32(util_put_be32(o + 8, (uint32_t)W), (uint32_t)H);
     d[0] = 8;                  /* bits per sample */
     d[1] = channels == 1 ? 0 : 2; /* grey or RGB */
     d[2] = d[3] = d[4] = 0;    /* deflate, adaptive filters, no interlace */
@@ -167,7 +152,7 @@ vae_status image_encode_grid_png(const float *images, int n, int channels, int h
 vae_status image_write_grid_png(const char *path, const float *images, int n, int channels,
                                 int height, int width, int cols, char *err, size_t errlen) {
     if (!path) {
-        set_err(err, errlen, "png: no path");
+        util_set_err(err, errlen, "png: no path");
         return VAE_ERR_ARG;
     }
     uint8_t *png = NULL; /* owned here */
@@ -230,13 +215,13 @@ vae_status image_decode_png(const uint8_t *png, size_t len, int want_channels, f
                             int *height, int *width, char *err, size_t errlen) {
     if (!out || !height || !width || (want_channels != 1 && want_channels != 3) ||
         (!png && len)) {
-        set_err(err, errlen, "png: invalid arguments");
+        util_set_err(err, errlen, "png: invalid arguments");
         return VAE_ERR_ARG;
     }
     *out = NULL;
     *height = *width = 0;
     if (len < 8 || png_sig_cmp(png, 0, 8) != 0) {
-        set_err(err, errlen, "png: not a PNG image (%zu bytes, bad signature)", len);
+        util_set_err(err, errlen, "png: not a PNG image (%zu bytes, bad signature)", len);
         return VAE_ERR_FORMAT;
     }
 
@@ -247,10 +232,10 @@ vae_status image_decode_png(const uint8_t *png, size_t len, int want_channels, f
     c.png = png_create_read_struct(PNG_LIBPNG_VER_STRING, &c, image_png_error, image_png_warning);
     if (c.png) c.info = png_create_info_struct(c.png);
     if (!c.png || !c.info) {
-        set_err(err, errlen, "png: out of memory");
+        util_set_err(err, errlen, "png: out of memory");
         rc = VAE_ERR_NOMEM;
     } else if (decode_inner(&c)) {
-        set_err(err, errlen, "png: cannot decode: %s%s%s%s", c.msg, c.warning[0] ? " (" : "",
+        util_set_err(err, errlen, "png: cannot decode: %s%s%s%s", c.msg, c.warning[0] ? " (" : "",
                 c.warning, c.warning[0] ? ")" : "");
         rc = c.nomem ? VAE_ERR_NOMEM : VAE_ERR_FORMAT;
     }
@@ -260,7 +245,7 @@ vae_status image_decode_png(const uint8_t *png, size_t len, int want_channels, f
         size_t plane = (size_t)c.width * c.height;
         float *f = malloc(plane * (size_t)want_channels * sizeof *f); /* owned: handed to *out */
         if (!f) {
-            set_err(err, errlen, "png: out of memory");
+            util_set_err(err, errlen, "png: out of memory");
             rc = VAE_ERR_NOMEM;
         } else {
             int wide = c.bit_depth == 16;

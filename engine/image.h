@@ -1,7 +1,16 @@
-/* image: PNG encoding and decoding with libpng, for grids of images.
+/* image: PNG encoding (by hand, see deflate.h) and decoding (libpng), for
+ * grids of images.
+ *
+ *     uint8_t *png; size_t len;
+ *     if (image_encode_grid_png(x, n, 1, 28, 28, 0, &png, &len, err, sizeof err)) ...
+ *     ... send or store png[0..len) ...; free(png);          // the caller's
+ *     float *pixels; int h, w;
+ *     if (image_decode_png(png, len, 1, &pixels, &h, &w, err, sizeof err)) ...
+ *     ... pixels: (1, h, w) in [0, 1] ...; free(pixels);     // the caller's
  *
  * Images are float (C, H, W) planar with values in [0, 1]; C is 1 (grey) or
- * 3 (RGB). Values outside [0, 1] are clamped; NaN becomes 0.
+ * 3 (RGB). Values outside [0, 1] are clamped; NaN becomes 0. Decoding refuses
+ * images over 4096 pixels a side, encoding grids over 16384.
  */
 #ifndef IMAGE_H
 #define IMAGE_H

@@ -1,3 +1,5 @@
+/* rng: xoshiro256** with splitmix64 seeding, uniform, normal (Box-Muller)
+ * and shuffles. See rng.h. */
 #include "engine/rng.h"
 
 #include <math.h>

@@ -1,7 +1,15 @@
 /* rng: an explicit-state generator (xoshiro256**), seeded by splitmix64.
  *
+ *     rng_state r;
+ *     rng_seed(&r, seed);                 // any seed, 0 included
+ *     float u = rng_uniform(&r);          // [0, 1)
+ *     rng_normal_fill(&r, eps, n);        // n draws of N(0, 1)
+ *     rng_shuffle(&r, order, n);          // a uniform permutation of order[0..n)
+ *
  * Every random draw in vaed goes through a rng_state the caller owns, so a
- * run is repeatable from its seed and a checkpoint can store the state.
+ * run is repeatable from its seed. The state is plain data: copying it forks
+ * the stream, and its four words stored and restored continue it (the
+ * trainer's resume file does that). One state per thread: nothing is locked.
  */
 #ifndef RNG_H
 #define RNG_H

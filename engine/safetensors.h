@@ -1,4 +1,5 @@
-/* safetensors: reading and writing the safetensors file format.
+/* safetensors: reading and writing the safetensors file format, for
+ * checkpoints (engine/checkpoint) and the trainer's resume file.
  *
  * A file is: 8 bytes little-endian header length N, N bytes of JSON header,
  * then the tensor data. The header maps tensor names to
@@ -11,10 +12,15 @@
  *     const float *w = (const float *)(f.data + t->begin);  // when dtype is F32
  *     st_free(&f);
  *
+ *     st_tensor_out out[1] = {{.name = "w", .ndim = 1, .shape = {n}, .data = w}};  // F32
+ *     if (st_write_file(path, out, 1, keys, values, n_meta, err, sizeof err)) ...
+ *
  * The parser trusts nothing: header length within the file and under
- * ST_MAX_HEADER, strict JSON with bounded depth, offsets in range, ordered,
- * non-overlapping and covering the data area, shape product times dtype size
- * equal to the byte length, names unique.
+ * ST_MAX_HEADER, strict JSON (engine/json_strict) with bounded depth, offsets
+ * in range, ordered, non-overlapping and covering the data area, shape
+ * product times dtype size equal to the byte length, names unique. The
+ * writer takes any dtype the parser knows and copies the bytes as they are
+ * (so the host must be little-endian, as safetensors.c checks).
  */
 #ifndef SAFETENSORS_H
 #define SAFETENSORS_H
@@ -74,25 +80,5 @@ vae_status st_write_mem(const st_tensor_out *tensors, int n_tensors,
 vae_status st_write_file(const char *path, const st_tensor_out *tensors, int n_tensors,
                          const char *const *meta_keys, const char *const *meta_values, int n_meta,
                          char *err, size_t errlen);
-
-/* A small strict JSON reader, for the safetensors header and the config JSON
- * kept in its metadata (the engine links no JSON library). */
-typedef enum { SJ_NULL, SJ_BOOL, SJ_NUMBER, SJ_STRING, SJ_ARRAY, SJ_OBJECT } sj_type;
-typedef struct sj_value {
-    sj_type type;
-    int boolean;
-    double number;
-    int is_integer;           /* number written without fraction or exponent */
-    int64_t integer;          /* exact value when is_integer (|v| < 2^63) */
-    char *string;             /* owned, NUL-terminated (SJ_STRING) */
-    size_t n;                 /* items / members */
-    struct sj_value *items;   /* owned; array items or object values */
-    char **keys;              /* owned; object keys */
-} sj_value;
-
-vae_status sj_parse(const char *text, size_t len, int max_depth, sj_value *out, char *err,
-                    size_t errlen);
-const sj_value *sj_get(const sj_value *obj, const char *key);
-void sj_free(sj_value *v);
 
 #endif

@@ -7,11 +7,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <zlib.h>
 
 #include "engine/checkpoint.h"
 #include "engine/safetensors.h"
+#include "engine/util.h"
 
 struct trainer {
     vae_model *m;            /* borrowed */
@@ -26,24 +26,17 @@ struct trainer {
     trainer_epoch_metrics *history; /* owned; cfg.epochs entries, epochs_done filled */
 };
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
 static int check_shape(const vae_model *m, const dataset *d, const char *what, char *err,
                        size_t errlen)
 {
     const vae_config *c = &m->cfg;
     if (d->channels != c->channels || d->height != c->height || d->width != c->width) {
-        snprintf(err, errlen, "the %s set holds %dx%dx%d images; the model takes %dx%dx%d", what,
+        util_set_err(err, errlen, "the %s set holds %dx%dx%d images; the model takes %dx%dx%d", what,
                  d->channels, d->height, d->width, c->channels, c->height, c->width);
         return -1;
     }
     if (d->n < 1) {
-        snprintf(err, errlen, "the %s set is empty", what);
+        util_set_err(err, errlen, "the %s set is empty", what);
         return -1;
     }
     return 0;
@@ -73,7 +66,7 @@ trainer *trainer_new(vae_model *m, const dataset *train, const dataset *test, ch
     if (!(t->history = calloc(epochs, sizeof *t->history))) goto nomem;
     return t;
 nomem:
-    snprintf(err, errlen, "out of memory for the trainer");
+    util_set_err(err, errlen, "out of memory for the trainer");
     trainer_free(t);
     return NULL;
 }
@@ -132,21 +125,21 @@ vae_status trainer_set_position(trainer *t, const trainer_position *p, const int
 {
     if (p->epochs_done < 0 || p->epochs_done > t->m->cfg.epochs || p->next_step < 0 ||
         p->next_step >= steps_per_epoch(t) || p->seen < 0) {
-        snprintf(err, errlen, "resume position out of range");
+        util_set_err(err, errlen, "resume position out of range");
         return VAE_ERR_ARG;
     }
     if (p->next_step > 0) {
         if (!order || n != t->train->n) {
-            snprintf(err, errlen, "resuming mid-epoch needs the data order of %d images", t->train->n);
+            util_set_err(err, errlen, "resuming mid-epoch needs the data order of %d images", t->train->n);
             return VAE_ERR_ARG;
         }
         int ok = is_permutation(order, n);
         if (ok < 0) {
-            snprintf(err, errlen, "out of memory");
+            util_set_err(err, errlen, "out of memory");
             return VAE_ERR_NOMEM;
         }
         if (!ok) {
-            snprintf(err, errlen, "the saved data order is not a permutation");
+            util_set_err(err, errlen, "the saved data order is not a permutation");
             return VAE_ERR_FORMAT;
         }
         memcpy(t->order, order, sizeof(int) * (size_t)n);
@@ -165,7 +158,7 @@ vae_status trainer_run_epoch(trainer *t, const trainer_callbacks *cb, trainer_ep
     int n = d->n, B = c->batch;
     int64_t steps = steps_per_epoch(t);
     if (t->epochs_done >= c->epochs) {
-        snprintf(err, errlen, "all %d epochs are done", c->epochs);
+        util_set_err(err, errlen, "all %d epochs are done", c->epochs);
         return VAE_ERR_ARG;
     }
     if (t->pos.next_step == 0) {
@@ -175,12 +168,12 @@ vae_status trainer_run_epoch(trainer *t, const trainer_callbacks *cb, trainer_ep
     }
     memset(out, 0, sizeof *out);
     out->epoch = t->epochs_done + 1;
-    double t0 = now_s() - t->pos.seconds;
+    double t0 = util_mono_s() - t->pos.seconds;
     for (int64_t s = t->pos.next_step; s < steps; s++) {
         if (cb && cb->cancel && *cb->cancel) {
             t->pos.next_step = s;
-            t->pos.seconds = now_s() - t0;
-            snprintf(err, errlen, "cancelled");
+            t->pos.seconds = util_mono_s() - t0;
+            util_set_err(err, errlen, "cancelled");
             return VAE_ERR_CANCELLED;
         }
         int b0 = (int)(s * B), nb = n - b0 < B ? n - b0 : B;
@@ -189,12 +182,12 @@ vae_status trainer_run_epoch(trainer *t, const trainer_callbacks *cb, trainer_ep
         vae_stats st;
         int rc = vae_train_step(t->m, t->ts, t->batch, nb, &t->rng, &st);
         if (rc == VAE_ERR_NONFINITE) {
-            snprintf(err, errlen, "the loss is not finite (%g) at epoch %d, step %lld", st.loss,
+            util_set_err(err, errlen, "the loss is not finite (%g) at epoch %d, step %lld", st.loss,
                      out->epoch, (long long)s + 1);
             return rc;
         }
         if (rc) {
-            snprintf(err, errlen, "training step %lld failed", (long long)s + 1);
+            util_set_err(err, errlen, "training step %lld failed", (long long)s + 1);
             return rc;
         }
         t->pos.recon_sum += st.recon;
@@ -202,7 +195,7 @@ vae_status trainer_run_epoch(trainer *t, const trainer_callbacks *cb, trainer_ep
         t->pos.seen += nb;
         t->pos.next_step = s + 1;
         if (cb && cb->on_progress) {
-            double el = now_s() - t0;
+            double el = util_mono_s() - t0;
             int seen = t->pos.seen;
             trainer_progress p = {.epoch = out->epoch, .epochs = c->epochs, .step = s + 1,
                                   .steps = steps};
@@ -215,7 +208,7 @@ vae_status trainer_run_epoch(trainer *t, const trainer_callbacks *cb, trainer_ep
     }
     double recon = t->pos.recon_sum, kl = t->pos.kl_sum;
     memset(&t->pos, 0, sizeof t->pos);
-    double el = now_s() - t0;
+    double el = util_mono_s() - t0;
     out->train_recon = recon / n;
     out->train_kl = kl / n;
     out->train_loss = out->train_recon + out->train_kl;
@@ -226,7 +219,7 @@ vae_status trainer_run_epoch(trainer *t, const trainer_callbacks *cb, trainer_ep
                                   &out->test_recon, &out->test_kl, err, errlen);
         if (rc) return rc;
     }
-    out->seconds = now_s() - t0;
+    out->seconds = util_mono_s() - t0;
     t->history[t->epochs_done++] = *out;
     return VAE_OK;
 }
@@ -239,43 +232,43 @@ vae_status trainer_evaluate(const vae_model *m, const dataset *d, uint64_t seed,
     int B = c->batch < 500 ? 500 : c->batch;
     vae_train_state *ts = vae_train_state_new(m, B, err, errlen); /* owned */
     size_t D = (size_t)dataset_dim(d);
-    float *xb = malloc(sizeof(float) * (size_t)B * D);                   /* owned */
+    float *batch = malloc(sizeof(float) * (size_t)B * D);                       /* owned */
     float *eps = malloc(sizeof(float) * (size_t)B * c->mc_samples * c->latent); /* owned */
     vae_status rc = VAE_OK;
-    if (!ts || !xb || !eps) {
-        snprintf(err, errlen, "out of memory for evaluation");
+    if (!ts || !batch || !eps) {
+        util_set_err(err, errlen, "out of memory for evaluation");
         rc = VAE_ERR_NOMEM;
         goto end;
     }
     rng_state r;
     rng_seed(&r, seed);
-    double sr = 0.0, sk = 0.0;
+    double recon_sum = 0.0, kl_sum = 0.0;
     for (int b0 = 0; b0 < d->n; b0 += B) {
         int nb = d->n - b0 < B ? d->n - b0 : B;
-        for (int i = 0; i < nb; i++) dataset_image(d, b0 + i, xb + (size_t)i * D);
+        for (int i = 0; i < nb; i++) dataset_image(d, b0 + i, batch + (size_t)i * D);
         if (c->binarize != VAE_BIN_NONE) {
             /* the test set is binarised once, the same way every time */
             for (size_t i = 0; i < (size_t)nb * D; i++)
-                xb[i] = c->binarize == VAE_BIN_STATIC ? (xb[i] > 0.5f ? 1.0f : 0.0f)
-                                                      : (rng_uniform(&r) < xb[i] ? 1.0f : 0.0f);
+                batch[i] = c->binarize == VAE_BIN_STATIC
+                               ? (batch[i] > 0.5f ? 1.0f : 0.0f)
+                               : (rng_uniform(&r) < batch[i] ? 1.0f : 0.0f);
         }
-        const float *x = xb;
         rng_normal_fill(&r, eps, (size_t)nb * c->mc_samples * c->latent);
         vae_stats st;
-        rc = vae_forward_loss(m, ts, x, eps, nb, &st);
+        rc = vae_forward_loss(m, ts, batch, eps, nb, &st);
         if (rc) {
-            snprintf(err, errlen, "evaluation: the loss is not finite");
+            util_set_err(err, errlen, "evaluation: the loss is not finite");
             goto end;
         }
-        sr += st.recon;
-        sk += st.kl;
+        recon_sum += st.recon;
+        kl_sum += st.kl;
     }
-    *recon = sr / d->n;
-    *kl = sk / d->n;
+    *recon = recon_sum / d->n;
+    *kl = kl_sum / d->n;
     *loss = *recon + *kl;
 end:
     vae_train_state_free(ts);
-    free(xb);
+    free(batch);
     free(eps);
     return rc;
 }
@@ -330,14 +323,14 @@ vae_status trainer_save_resume(const trainer *t, const char *path, const trainer
                                int n_meta, char *err, size_t errlen)
 {
     if (!t || !path || !path[0] || n_meta < 0 || (n_meta && !meta)) {
-        snprintf(err, errlen, "trainer_save_resume: invalid arguments");
+        util_set_err(err, errlen, "trainer_save_resume: invalid arguments");
         return VAE_ERR_ARG;
     }
     const vae_model *m = t->m;
     int n = t->train->n, done = t->epochs_done;
     char model_cfg[4096];
     if (ckpt_config_to_json(&m->cfg, model_cfg, sizeof model_cfg) < 0) {
-        snprintf(err, errlen, "the model config does not fit in %zu bytes", sizeof model_cfg);
+        util_set_err(err, errlen, "the model config does not fit in %zu bytes", sizeof model_cfg);
         return VAE_ERR_ARG;
     }
     vae_status rc = VAE_ERR_NOMEM;
@@ -379,7 +372,7 @@ vae_status trainer_save_resume(const trainer *t, const char *path, const trainer
     memcpy(values, fixed_values, sizeof fixed_values);
     for (int i = 0; i < n_meta; i++) {
         if (!meta[i].key || !meta[i].value) {
-            snprintf(err, errlen, "trainer_save_resume: meta entry %d is NULL", i);
+            util_set_err(err, errlen, "trainer_save_resume: meta entry %d is NULL", i);
             rc = VAE_ERR_ARG;
             goto end;
         }
@@ -391,10 +384,10 @@ vae_status trainer_save_resume(const trainer *t, const char *path, const trainer
     }
     char serr[384];
     rc = st_write_file(path, tensors, RESUME_N_TENSORS, keys, values, n_keys, serr, sizeof serr);
-    if (rc) snprintf(err, errlen, "cannot write the resume file %s: %s", path, serr);
+    if (rc) util_set_err(err, errlen, "cannot write the resume file %s: %s", path, serr);
     goto end;
 nomem:
-    snprintf(err, errlen, "out of memory writing the resume file %s", path);
+    util_set_err(err, errlen, "out of memory writing the resume file %s", path);
     rc = VAE_ERR_NOMEM;
 end:
     for (int i = 0; meta_keys && i < n_meta; i++) free(meta_keys[i]);
@@ -433,14 +426,14 @@ vae_status trainer_load_resume(trainer *t, const char *path, const trainer_meta 
                                int n_meta, char *err, size_t errlen)
 {
     if (!t || !path || n_meta < 0 || (n_meta && !meta)) {
-        snprintf(err, errlen, "trainer_load_resume: invalid arguments");
+        util_set_err(err, errlen, "trainer_load_resume: invalid arguments");
         return VAE_ERR_ARG;
     }
     st_file f;
     char serr[512];
     vae_status rc = st_read_file(path, &f, serr, sizeof serr);
     if (rc) {
-        snprintf(err, errlen, "cannot resume: %s", serr); /* serr names the file */
+        util_set_err(err, errlen, "cannot resume: %s", serr); /* serr names the file */
         return rc;
     }
     rc = VAE_ERR_FORMAT;
@@ -451,10 +444,10 @@ vae_status trainer_load_resume(trainer *t, const char *path, const trainer_meta 
     const char *format = st_meta_get(&f, "format");
     if (!format || strcmp(format, RESUME_FORMAT) != 0) {
         if (format)
-            snprintf(err, errlen, "cannot resume: %s is a \"%.64s\" file; this vaed reads \"%s\"",
+            util_set_err(err, errlen, "cannot resume: %s is a \"%.64s\" file; this vaed reads \"%s\"",
                      path, format, RESUME_FORMAT);
         else
-            snprintf(err, errlen, "cannot resume: %s is not a vaed resume file (no format)", path);
+            util_set_err(err, errlen, "cannot resume: %s is not a vaed resume file (no format)", path);
         goto end;
     }
     int64_t crc_stored;
@@ -463,7 +456,7 @@ vae_status trainer_load_resume(trainer *t, const char *path, const trainer_meta 
     crc_stored = crc_s ? (int64_t)strtoull(crc_s, &crc_end, 16) : -1;
     if (!crc_s || !*crc_s || *crc_end ||
         crc_stored != (int64_t)crc32_z(crc32(0L, Z_NULL, 0), f.data, (size_t)f.data_len)) {
-        snprintf(err, errlen, "cannot resume: %s is corrupt (its data does not match its checksum)",
+        util_set_err(err, errlen, "cannot resume: %s is corrupt (its data does not match its checksum)",
                  path);
         goto end;
     }
@@ -471,7 +464,7 @@ vae_status trainer_load_resume(trainer *t, const char *path, const trainer_meta 
     const char *stored_cfg = st_meta_get(&f, "model_config");
     if (ckpt_config_to_json(&m->cfg, model_cfg, sizeof model_cfg) < 0 || !stored_cfg ||
         strcmp(stored_cfg, model_cfg) != 0) {
-        snprintf(err, errlen, "cannot resume: %s belongs to another run (another model config)",
+        util_set_err(err, errlen, "cannot resume: %s belongs to another run (another model config)",
                  path);
         goto end;
     }
@@ -480,14 +473,14 @@ vae_status trainer_load_resume(trainer *t, const char *path, const trainer_meta 
         snprintf(key, sizeof key, "%s%s", RESUME_META_PREFIX, meta[i].key ? meta[i].key : "");
         const char *v = st_meta_get(&f, key);
         if (!meta[i].key || !meta[i].value || !v || strcmp(v, meta[i].value) != 0) {
-            snprintf(err, errlen, "cannot resume: %s belongs to another run (its \"%.64s\" %s)",
+            util_set_err(err, errlen, "cannot resume: %s belongs to another run (its \"%.64s\" %s)",
                      path, meta[i].key ? meta[i].key : "", v ? "differs" : "is missing");
             goto end;
         }
     }
     const st_tensor_info *order_info = st_find(&f, "order");
     if (order_info && order_info->ndim == 1 && order_info->shape[0] != n) {
-        snprintf(err, errlen,
+        util_set_err(err, errlen,
                  "cannot resume: %s belongs to another run (it trained on %lld images, this one "
                  "has %d)",
                  path, (long long)order_info->shape[0], n);
@@ -511,18 +504,18 @@ vae_status trainer_load_resume(trainer *t, const char *path, const trainer_meta 
                &rng.s[2], &rng.s[3]) == 4 &&
         (rows = resume_tensor(&f, "metrics", "F64", epochs_done, RESUME_METRIC_FIELDS));
     if (!complete) {
-        snprintf(err, errlen, "cannot resume: %s is incomplete or corrupt", path);
+        util_set_err(err, errlen, "cannot resume: %s is incomplete or corrupt", path);
         goto end;
     }
     if (!(order = malloc(sizeof(int) * (size_t)(n ? n : 1)))) {
-        snprintf(err, errlen, "out of memory resuming from %s", path);
+        util_set_err(err, errlen, "out of memory resuming from %s", path);
         rc = VAE_ERR_NOMEM;
         goto end;
     }
     memcpy(order, order_bytes, sizeof(int32_t) * (size_t)n);
     int ok = is_permutation(order, n);
     if (ok <= 0) {
-        snprintf(err, errlen, ok < 0 ? "out of memory resuming from %s"
+        util_set_err(err, errlen, ok < 0 ? "out of memory resuming from %s"
                                      : "cannot resume: %s holds a data order that is not a "
                                        "permutation",
                  path);
@@ -533,7 +526,7 @@ vae_status trainer_load_resume(trainer *t, const char *path, const trainer_meta 
         double epoch;
         memcpy(&epoch, rows + (size_t)i * RESUME_METRIC_FIELDS * sizeof(double), sizeof epoch);
         if (epoch != (double)(i + 1)) {
-            snprintf(err, errlen, "cannot resume: %s holds bad metrics", path);
+            util_set_err(err, errlen, "cannot resume: %s holds bad metrics", path);
             goto end;
         }
     }

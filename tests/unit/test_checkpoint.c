@@ -1,5 +1,5 @@
-/* Checkpoints: safetensors round trip, and every way a file can disagree
- * with itself is refused with a message. */
+/* Checkpoints: safetensors round trip, every way a file can disagree with
+ * itself is refused with a message, and the bytes written are pinned. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include "engine/checkpoint.h"
 #include "engine/safetensors.h"
@@ -183,6 +184,61 @@ static void test_config_json_round_trip(void **state)
     assert_int_not_equal(ckpt_config_from_json(&b, bad, strlen(bad), err, sizeof err), 0);
 }
 
+/* The bytes a checkpoint is written as, pinned: the registry names a
+ * checkpoint by their SHA-256, so any change of tensor order, header layout,
+ * number format or padding would silently make new files of old models. The
+ * parameters are set here, not drawn, so only the format is pinned. */
+static const char pinned_header[] =
+    "{\"__metadata__\":{\"format\":\"pt\",\"vaed_config\":\"{\\\"arch\\\":\\\"mlp\\\",\\\""
+    "channels\\\":1,\\\"height\\\":2,\\\"width\\\":3,\\\"hidden\\\":[4],\\\"conv_channels"
+    "\\\":[32,64,128,256],\\\"latent\\\":2,\\\"activation\\\":\\\"relu\\\",\\\"likelihood"
+    "\\\":\\\"bernoulli\\\",\\\"sigma\\\":1,\\\"binarize\\\":\\\"none\\\",\\\"beta\\\":1,"
+    "\\\"kl_warmup\\\":0,\\\"free_bits\\\":0,\\\"mc_samples\\\":1,\\\"lr\\\":0.0010000000"
+    "5,\\\"beta1\\\":0.899999976,\\\"beta2\\\":0.999000013,\\\"eps\\\":9.99999994e-09,\\\""
+    "weight_decay\\\":0,\\\"clip_grad\\\":0,\\\"batch\\\":128,\\\"epochs\\\":10,\\\"seed\\"
+    "\":1}\",\"vaed_metrics\":\"{\\\"epochs\\\":[1]}\"},\"encoder.0.weight\":{\"dtype\":\""
+    "F32\",\"shape\":[4,6],\"data_offsets\":[0,96]},\"encoder.0.bias\":{\"dtype\":\"F32\""
+    ",\"shape\":[4],\"data_offsets\":[96,112]},\"fc_mu.weight\":{\"dtype\":\"F32\",\"shap"
+    "e\":[2,4],\"data_offsets\":[112,144]},\"fc_logvar.weight\":{\"dtype\":\"F32\",\"shap"
+    "e\":[2,4],\"data_offsets\":[144,176]},\"fc_mu.bias\":{\"dtype\":\"F32\",\"shape\":[2"
+    "],\"data_offsets\":[176,184]},\"fc_logvar.bias\":{\"dtype\":\"F32\",\"shape\":[2],\""
+    "data_offsets\":[184,192]},\"decoder.0.weight\":{\"dtype\":\"F32\",\"shape\":[4,2],\""
+    "data_offsets\":[192,224]},\"decoder.0.bias\":{\"dtype\":\"F32\",\"shape\":[4],\"data"
+    "_offsets\":[224,240]},\"out.weight\":{\"dtype\":\"F32\",\"shape\":[6,4],\"data_offse"
+    "ts\":[240,336]},\"out.bias\":{\"dtype\":\"F32\",\"shape\":[6],\"data_offsets\":[336,"
+    "360]}}";
+
+static void test_bytes_are_pinned(void **state)
+{
+    (void)state;
+    vae_config c;
+    vae_config_default(&c);
+    c.height = 2;
+    c.width = 3;
+    c.hidden[0] = 4;
+    c.latent = 2;
+    vae_model m;
+    char err[256];
+    assert_int_equal(vae_alloc(&m, &c, err, sizeof err), VAE_OK);
+    for (size_t i = 0; i < m.n_params; i++) m.params[i] = (float)i * 0.25f - 3.0f;
+    uint8_t *buf;
+    size_t len;
+    assert_int_equal(ckpt_save_mem(&m, "{\"epochs\":[1]}", &buf, &len, err, sizeof err), VAE_OK);
+    assert_int_equal(len, 1576);
+    uint64_t hlen = 0;
+    for (int i = 7; i >= 0; i--) hlen = hlen << 8 | buf[i];
+    assert_int_equal(hlen, 1208); /* padded with spaces to a multiple of 8 */
+    size_t json_len = strlen(pinned_header);
+    if (memcmp(buf + 8, pinned_header, json_len) != 0)
+        fail_msg("the header differs from the pinned one:\n%.*s", (int)hlen, (const char *)buf + 8);
+    for (size_t i = 8 + json_len; i < 8 + hlen; i++) assert_int_equal(buf[i], ' ');
+    assert_int_equal(len - 8 - hlen, sizeof(float) * m.n_params);
+    assert_memory_equal(buf + 8 + hlen, m.params, sizeof(float) * m.n_params);
+    assert_int_equal(crc32(0L, buf, (uInt)len), 0x6a265690u);
+    free(buf);
+    vae_free(&m);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -191,6 +247,7 @@ int main(void)
         cmocka_unit_test(test_corrupt_files_are_refused),
         cmocka_unit_test(test_config_must_agree_with_tensors),
         cmocka_unit_test(test_config_json_round_trip),
+        cmocka_unit_test(test_bytes_are_pinned),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

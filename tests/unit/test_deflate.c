@@ -18,8 +18,11 @@
 #include "engine/deflate.h"
 #include "engine/rng.h"
 
-/* Compresses, checks the bound, inflates and compares; returns the size. */
-static size_t round_trip(const uint8_t *in, size_t n)
+enum { STORED = 0, DYNAMIC = 2 };
+
+/* Compresses, checks the bound, inflates and compares; returns the size and,
+ * in *btype, the first block's BTYPE (0 stored, 2 dynamic Huffman). */
+static size_t round_trip_typed(const uint8_t *in, size_t n, int *btype)
 {
     size_t cap = deflate_literals_bound(n);
     uint8_t *z = malloc(cap);
@@ -28,6 +31,8 @@ static size_t round_trip(const uint8_t *in, size_t n)
     assert_non_null(back);
     size_t zlen = deflate_literals(in, n, z);
     assert_true(zlen <= cap);
+    assert_true(zlen >= 2 + 1 + 4);
+    *btype = (z[2] >> 1) & 3; /* after the 2-byte zlib header: BFINAL, then BTYPE */
     uLongf got = (uLongf)n;
     int rc = uncompress(back, &got, z, (uLong)zlen);
     if (rc != Z_OK)
@@ -38,6 +43,12 @@ static size_t round_trip(const uint8_t *in, size_t n)
     free(z);
     free(back);
     return zlen;
+}
+
+static size_t round_trip(const uint8_t *in, size_t n)
+{
+    int btype;
+    return round_trip_typed(in, n, &btype);
 }
 
 static void test_tiny_inputs(void **state)
@@ -58,9 +69,12 @@ static void test_one_value_compresses(void **state)
     assert_non_null(v);
     memset(v, 0, n);
     /* one bit per byte, plus the header */
-    assert_true(round_trip(v, n) < n / 8 + 200);
+    int btype;
+    assert_true(round_trip_typed(v, n, &btype) < n / 8 + 200);
+    assert_int_equal(btype, DYNAMIC);
     memset(v, 200, n);
-    assert_true(round_trip(v, n) < n / 8 + 200);
+    assert_true(round_trip_typed(v, n, &btype) < n / 8 + 200);
+    assert_int_equal(btype, DYNAMIC);
     free(v);
 }
 
@@ -97,7 +111,11 @@ static void test_deep_tree_is_limited(void **state)
     size_t p = 0;
     for (int i = 0; i < 20; i++)
         for (size_t k = 0; k < f[i]; k++) v[p++] = (uint8_t)(i * 9);
-    round_trip(v, n);
+    /* Huffman-coded (a stored fallback would not test the limit), and about
+     * two bits a byte */
+    int btype;
+    assert_true(round_trip_typed(v, n, &btype) < n / 2);
+    assert_int_equal(btype, DYNAMIC);
     free(v);
 }
 
@@ -112,9 +130,12 @@ static void test_incompressible_is_stored(void **state)
         uint8_t *v = malloc(n);
         assert_non_null(v);
         for (size_t i = 0; i < n; i++) v[i] = (uint8_t)(rng_next_u64(&r) >> 56);
-        size_t z = round_trip(v, n);
-        assert_true(z <= deflate_literals_bound(n));
-        assert_true(z >= n); /* stored: no gain was possible */
+        int btype;
+        size_t z = round_trip_typed(v, n, &btype);
+        /* stored blocks of at most 65535 bytes, 5 bytes of framing each,
+         * between the zlib header and the Adler-32 */
+        assert_int_equal(btype, STORED);
+        assert_int_equal(z, 2 + n + 5 * ((n + 65534) / 65535) + 4);
         free(v);
     }
 }
