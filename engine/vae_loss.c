@@ -162,6 +162,23 @@ void vae_latent_backward(const vae_config *c, const float *heads, const float *e
     }
 }
 
+double vae_loss_beta(const vae_config *c, int64_t step)
+{
+    double beta = c->beta;
+    if (c->kl_warmup > 0 && step < c->kl_warmup) beta *= (double)step / (double)c->kl_warmup;
+    return beta;
+}
+
+vae_status vae_loss_stats(vae_stats *stats, const vae_loss_terms *t, double beta, int B)
+{
+    stats->recon = t->recon;
+    stats->kl = t->kl;
+    stats->beta_eff = beta;
+    stats->loss = t->recon + beta * t->kl_opt;
+    stats->batch = B;
+    return isfinite(stats->loss) ? VAE_OK : VAE_ERR_NONFINITE;
+}
+
 double vae_output_log_likelihood(const vae_config *c, const float *l, const float *x)
 {
     int D = vae_config_input_dim(c);
