@@ -175,6 +175,7 @@ vae_status vae_log_likelihood(const vae_model *m, vae_workspace *ws, const float
 struct vae_train_state {
     const vae_arch_ops *ops;
     int max_batch;
+    size_t n_params;
     float *grads;     /* n_params */
     float *adam_m;    /* n_params */
     float *adam_v;    /* n_params */
@@ -222,6 +223,7 @@ static vae_train_state *train_state_layout(const vae_config *c, size_t n_params,
     memset(s, 0, sizeof *s);
     s->ops = ops_of(c);
     s->max_batch = max_batch;
+    s->n_params = n_params;
     VAE_LAYOUT_TAKE(l, s->grads, n_params);
     VAE_LAYOUT_TAKE(l, s->adam_m, n_params);
     VAE_LAYOUT_TAKE(l, s->adam_v, n_params);
@@ -302,6 +304,8 @@ vae_status vae_backward(const vae_model *m, vae_train_state *ts)
     return VAE_OK;
 }
 
+void vae_zero_grad(vae_train_state *ts) { memset(ts->grads, 0, sizeof(float) * ts->n_params); }
+
 void vae_adam_update(vae_model *m, vae_train_state *ts)
 {
     const vae_config *c = &m->cfg;
@@ -347,7 +351,10 @@ static void *peer_main(void *arg)
         if (job == PEER_FORWARD_BACKWARD) {
             p->ts->step = owner->step; /* the same KL warm-up point */
             p->rc = vae_forward_loss(p->m, p->ts, p->x, p->eps, p->B, &p->stats);
-            if (p->rc == VAE_OK) vae_backward(p->m, p->ts);
+            if (p->rc == VAE_OK) {
+                vae_zero_grad(p->ts);
+                vae_backward(p->m, p->ts);
+            }
         } else {
             adam_slice(p->m, owner, p->ts->grads, p->lo, p->hi, p->step_size, p->inv_sqrt_bc2);
         }
@@ -432,7 +439,10 @@ static vae_status train_step_parallel(vae_model *m, vae_train_state *ts, const f
     p->B = B1;
     peer_post(p, PEER_FORWARD_BACKWARD);
     vae_status rc = vae_forward_loss(m, ts, x, ts->eps, B0, stats);
-    if (rc == VAE_OK) vae_backward(m, ts);
+    if (rc == VAE_OK) {
+        vae_zero_grad(ts);
+        vae_backward(m, ts);
+    }
     peer_wait(p);
     if (rc) return rc;
     if (p->rc) {
@@ -477,6 +487,7 @@ vae_status vae_train_step(vae_model *m, vae_train_state *ts, const float *x, int
         return train_step_parallel(m, ts, xin, B, stats);
     vae_status rc = vae_forward_loss(m, ts, xin, ts->eps, B, stats);
     if (rc) return rc;
+    vae_zero_grad(ts);
     vae_backward(m, ts);
     vae_adam_update(m, ts);
     return VAE_OK;

@@ -97,11 +97,14 @@ vae_status vae_train_step(vae_model *m, vae_train_state *ts, const float *x, int
                           rng_state *rng, vae_stats *stats);
 /* Lower-level pieces, for tests and evaluation: eps (B*mc, latent) given
  * (copied), x borrowed until vae_backward. Forward computes the loss (the KL
- * weighted as at the state's Adam step); backward sets ts's gradients
- * (zeroed first). */
+ * weighted as at the state's Adam step); backward adds its gradient into
+ * ts's gradients, which vae_zero_grad zeroes (a new state starts at zero;
+ * vae_train_step zeroes them once per step):
+ *     vae_zero_grad(ts); vae_forward_loss(...); vae_backward(m, ts); vae_adam_update(m, ts); */
 vae_status vae_forward_loss(const vae_model *m, vae_train_state *ts, const float *x,
                             const float *eps, int B, vae_stats *stats);
 vae_status vae_backward(const vae_model *m, vae_train_state *ts);
+void vae_zero_grad(vae_train_state *ts);
 /* The gradient array, parallel to m->params (owned by ts). */
 float *vae_train_grads(vae_train_state *ts);
 /* Adam moments and step count, for checkpoints that resume (owned by ts). */

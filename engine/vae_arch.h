@@ -79,8 +79,8 @@ typedef struct {
      * eps are borrowed until the backward pass. */
     void (*forward)(const vae_model *m, void *st, const float *x, const float *eps, int B,
                     vae_loss_terms *terms);
-    /* The gradient of the last forward's recon + beta * kl_opt into grads
-     * (n_params floats, parallel to m->params). */
+    /* The gradient of the last forward's recon + beta * kl_opt, added into
+     * grads (n_params floats, parallel to m->params). */
     void (*backward)(const vae_model *m, void *st, double beta, float *grads);
     /* Tests: the naive reference kernels instead of the fast ones; NULL when
      * the architecture has one set of kernels. */

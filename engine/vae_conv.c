@@ -362,7 +362,6 @@ static void conv_backward(const vae_model *m, void *st, double beta, float *grad
     const geometry *g = &s->g;
     int B = s->B, BL = B * c->mc_samples, n = g->n;
     kernels k = {s->naive, s->col, s->col_floats};
-    memset(grads, 0, sizeof(float) * m->n_params);
 #define G(ti) vae_arch_grad(m, grads, (ti))
 
     /* decoder: dlogits (BL, Dout) -> channel-major, zero where the crop cut */

@@ -169,7 +169,6 @@ void vk_relu_backward(float *restrict dy, const float *restrict y, size_t n, flo
 VK_CLONES
 void vk_column_sums(float *restrict db, const float *restrict dy, int rows, int cols)
 {
-    memset(db, 0, sizeof(float) * (size_t)cols);
     for (int r = 0; r < rows; r++) {
         const float *d = dy + (size_t)r * cols;
         for (int j = 0; j < cols; j++) db[j] += d[j];

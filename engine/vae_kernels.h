@@ -27,7 +27,7 @@ void vk_bias_relu(float *restrict y, const float *restrict b, int rows, int cols
 void vk_bias(float *restrict y, const float *restrict b, int rows, int cols);
 /* dy[i] = y[i] > 0 ? dy[i] : slope * dy[i] */
 void vk_relu_backward(float *restrict dy, const float *restrict y, size_t n, float slope);
-/* db[j] = sum over rows of dy[r, j] */
+/* db[j] += sum over rows of dy[r, j] */
 void vk_column_sums(float *restrict db, const float *restrict dy, int rows, int cols);
 
 #endif

@@ -259,6 +259,57 @@ static void test_gradcheck_options(void **state)
     gradcheck(&c, "no hidden layer");
 }
 
+/* Backward adds into the gradients and vae_zero_grad zeroes them: twice
+ * without zeroing is twice the gradient, for both architectures. */
+static void test_backward_adds_into_gradients(void **state)
+{
+    (void)state;
+    char err[200];
+    vae_config cfgs[2];
+    small_config(&cfgs[0]);
+    vae_config_default(&cfgs[1]);
+    cfgs[1].arch = VAE_ARCH_CONV;
+    cfgs[1].height = cfgs[1].width = 16;
+    cfgs[1].n_conv = 2;
+    cfgs[1].conv_channels[0] = 3;
+    cfgs[1].conv_channels[1] = 4;
+    cfgs[1].latent = 3;
+    for (int k = 0; k < 2; k++) {
+        vae_model m;
+        assert_int_equal(vae_init(&m, &cfgs[k], 4, err, sizeof err), VAE_OK);
+        int B = 3, D = vae_config_input_dim(&cfgs[k]), Z = cfgs[k].latent;
+        float *x = malloc(sizeof(float) * B * D), eps[9];
+        rng_state r;
+        rng_seed(&r, 5);
+        for (int i = 0; i < B * D; i++) x[i] = rng_uniform(&r);
+        rng_normal_fill(&r, eps, (size_t)B * Z);
+        vae_train_state *ts = vae_train_state_new(&m, B, err, sizeof err);
+        assert_non_null(ts);
+        float *once = malloc(sizeof(float) * m.n_params), *g = vae_train_grads(ts);
+        vae_stats st;
+        for (size_t i = 0; i < m.n_params; i++) assert_true(g[i] == 0.0f); /* a new state */
+        assert_int_equal(vae_forward_loss(&m, ts, x, eps, B, &st), VAE_OK);
+        assert_int_equal(vae_backward(&m, ts), VAE_OK);
+        memcpy(once, g, sizeof(float) * m.n_params);
+        assert_int_equal(vae_backward(&m, ts), VAE_OK);
+        /* up to rounding: the second pass adds its sums to the first's */
+        double scale = 0;
+        for (size_t i = 0; i < m.n_params; i++) scale = fmax(scale, fabs(once[i]));
+        assert_true(scale > 0);
+        for (size_t i = 0; i < m.n_params; i++)
+            if (fabs(g[i] - 2.0 * once[i]) > 1e-5 * scale)
+                fail_msg("%zu: %g twice, %g once", i, g[i], once[i]);
+        vae_zero_grad(ts);
+        for (size_t i = 0; i < m.n_params; i++) assert_true(g[i] == 0.0f);
+        assert_int_equal(vae_backward(&m, ts), VAE_OK);
+        assert_memory_equal(g, once, sizeof(float) * m.n_params); /* the same sums again */
+        free(once);
+        free(x);
+        vae_train_state_free(ts);
+        vae_free(&m);
+    }
+}
+
 /* ---------- KL closed form against Monte Carlo ---------- */
 
 static void test_kl_closed_form_matches_monte_carlo(void **state)
@@ -483,6 +534,7 @@ int main(void)
         cmocka_unit_test(test_gradcheck_each_likelihood),
         cmocka_unit_test(test_gradcheck_each_activation),
         cmocka_unit_test(test_gradcheck_options),
+        cmocka_unit_test(test_backward_adds_into_gradients),
         cmocka_unit_test(test_kl_closed_form_matches_monte_carlo),
         cmocka_unit_test(test_rng_normal_moments),
         cmocka_unit_test(test_encode_matches_training_forward),
