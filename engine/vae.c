@@ -325,7 +325,7 @@ void vae_adam_update(vae_model *m, vae_train_state *ts)
     float step_size = (float)(c->lr / bc1), inv_sqrt_bc2 = (float)(1.0 / sqrt(bc2));
     float eps = c->eps;
     /* PyTorch Adam: L2 weight decay added to the gradient (not AdamW). */
-    vk_adam(p, g, NULL, mm, vv, n, b1, b2, eps, wd, step_size, inv_sqrt_bc2);
+    vae_kernels_adam(p, g, NULL, mm, vv, n, b1, b2, eps, wd, step_size, inv_sqrt_bc2);
 }
 
 /* Adam on parameters [lo, hi) with the gradient summed over both halves of
@@ -334,7 +334,7 @@ static void adam_slice(vae_model *m, vae_train_state *ts, const float *peer_grad
                        size_t hi, float step_size, float inv_sqrt_bc2)
 {
     const vae_config *c = &m->cfg;
-    vk_adam(m->params + lo, ts->grads + lo, peer_grads + lo, ts->adam_m + lo, ts->adam_v + lo,
+    vae_kernels_adam(m->params + lo, ts->grads + lo, peer_grads + lo, ts->adam_m + lo, ts->adam_v + lo,
             hi - lo, c->beta1, c->beta2, c->eps, c->weight_decay, step_size, inv_sqrt_bc2);
 }
 

@@ -182,7 +182,7 @@ static void leaky_forward(float *y, size_t n)
 /* dy *= leaky'(.) read from the activation's output y (same sign as its input). */
 static void leaky_backward(float *dy, const float *y, size_t n)
 {
-    vk_relu_backward(dy, y, n, VAE_CONV_LEAKY_SLOPE);
+    vae_kernels_relu_backward(dy, y, n, VAE_CONV_LEAKY_SLOPE);
 }
 
 /* ---------- shared forward pieces ---------- */

@@ -50,7 +50,7 @@ double vae_output_loss(const vae_config *c, float *logits, const float *x, int B
         double nll = 0.0;
         switch (c->likelihood) {
         case VAE_LIK_BERNOULLI:
-            nll = vk_bernoulli_nll_grad(lr, xr, D, inv_L);
+            nll = vae_kernels_bernoulli_nll_grad(lr, xr, D, inv_L);
             break;
         case VAE_LIK_CBERNOULLI:
             for (int j = 0; j < D; j++) {
@@ -95,7 +95,7 @@ void vae_output_mean(const vae_config *c, const float *logits, int B, float *x_m
         if (c->likelihood == VAE_LIK_CBERNOULLI)
             for (int j = 0; j < D; j++) o[j] = cb_mean(l[j]);
         else
-            vk_sigmoid(o, l, D);
+            vae_kernels_sigmoid(o, l, D);
         for (int j = 0; j < D; j++) o[j] = o[j] < 0.0f ? 0.0f : (o[j] > 1.0f ? 1.0f : o[j]);
     }
 }

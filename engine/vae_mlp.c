@@ -119,10 +119,10 @@ static void activation_backward(float *dy, const float *y, size_t n, vae_activat
 {
     switch (a) {
     case VAE_ACT_RELU:
-        vk_relu_backward(dy, y, n, 0.0f);
+        vae_kernels_relu_backward(dy, y, n, 0.0f);
         break;
     case VAE_ACT_LEAKY_RELU:
-        vk_relu_backward(dy, y, n, LEAKY_SLOPE);
+        vae_kernels_relu_backward(dy, y, n, LEAKY_SLOPE);
         break;
     case VAE_ACT_TANH:
         for (size_t i = 0; i < n; i++) dy[i] *= 1.0f - y[i] * y[i];
@@ -143,10 +143,10 @@ static void hidden_forward(const vae_model *m, const mlp_linear *l, float *y, co
     vae_activation a = m->cfg.activation;
     linear_matmul_wt(y, x, weight(m, l), B, l->in, l->out);
     if (a == VAE_ACT_RELU || a == VAE_ACT_LEAKY_RELU) {
-        vk_bias_relu(y, bias(m, l), B, l->out, a == VAE_ACT_LEAKY_RELU);
+        vae_kernels_bias_relu(y, bias(m, l), B, l->out, a == VAE_ACT_LEAKY_RELU ? LEAKY_SLOPE : 0.0f);
         return;
     }
-    vk_bias(y, bias(m, l), B, l->out);
+    vae_kernels_bias(y, bias(m, l), B, l->out);
     activation_forward(y, (size_t)B * l->out, a);
 }
 
