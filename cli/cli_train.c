@@ -17,6 +17,7 @@
 #include "engine/dataset.h"
 #include "engine/eval.h"
 #include "engine/image.h"
+#include "engine/util.h"
 #include "engine/vae.h"
 #include "server/data_sets.h"
 #include "server/registry.h"
@@ -103,18 +104,11 @@ typedef struct {
     int have_test;
 } progress_printer;
 
-static double mono_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
 static void print_progress(void *ctx, const trainer_progress *p)
 {
     progress_printer *pp = ctx;
     if (!pp->tty) return;
-    double now = mono_s();
+    double now = util_mono_s();
     if (now - pp->last_print < 0.2 && p->step != p->steps) return;
     pp->last_print = now;
     int width = 30, done = (int)(width * p->step / (p->steps ? p->steps : 1));

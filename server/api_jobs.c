@@ -21,6 +21,7 @@
 
 #include <cJSON.h>
 
+#include "engine/util.h"
 #include "server/http_util.h"
 #include "server/jobs_pool.h"
 #include "server/metrics.h"
@@ -60,13 +61,6 @@ struct api_jobs {
     job_rate rates[API_JOBS_MAX_RATES];
     int n_rates;
 };
-
-static double mono_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 /* ---- pool events and /metrics ------------------------------------------ */
 
@@ -148,7 +142,7 @@ static void *watcher_main(void *arg)
     pthread_mutex_lock(&J->mu);
     for (;;) {
         int stopping = J->stopping;
-        double now = mono_s(), next = now + API_JOBS_KEEPALIVE_S;
+        double now = util_mono_s(), next = now + API_JOBS_KEEPALIVE_S;
         struct MHD_Connection *resume[64];
         int n = 0;
         for (sse_stream **pp = &J->waiting; *pp && n < 64;) {
@@ -659,7 +653,7 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max)
             s->out_off += n;
             if (s->out_off == s->out_len)
                 s->out_off = s->out_len = 0;
-            s->last_write = mono_s();
+            s->last_write = util_mono_s();
             return (ssize_t)n;
         }
         if (s->ending)
@@ -679,7 +673,7 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max)
             return MHD_CONTENT_READER_END_WITH_ERROR;
         if (jobs_state_is_final(state) && seq <= s->last_seq)
             return MHD_CONTENT_READER_END_OF_STREAM;
-        if (mono_s() - s->last_write >= API_JOBS_KEEPALIVE_S - 0.01) {
+        if (util_mono_s() - s->last_write >= API_JOBS_KEEPALIVE_S - 0.01) {
             if (out_str(s, ": keep-alive\n\n"))
                 return MHD_CONTENT_READER_END_WITH_ERROR;
             continue;
@@ -754,7 +748,7 @@ enum MHD_Result api_jobs_events(http_ctx *ctx, struct MHD_Connection *c, http_re
     s->conn = c;
     s->job_id = id;
     s->last_seq = after;
-    s->last_write = mono_s();
+    s->last_write = util_mono_s();
     struct MHD_Response *resp =
         MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096, stream_read, s, stream_free);
     if (!resp) {

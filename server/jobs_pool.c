@@ -32,6 +32,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "engine/util.h"
 #include "server/data_sets.h"
 #include "server/jobs_record.h"
 #include "server/jobs_spec.h"
@@ -70,24 +71,6 @@ struct jobs_pool {
     worker_arg *args;               /* owned; n_workers */
     worker_slot *slots;             /* owned; n_workers */
 };
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (!err || errlen == 0) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
-
-static double mono_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 static jobs_pool_status from_registry(int rc)
 {
@@ -185,7 +168,7 @@ typedef struct {
     jobs_spec spec;
     train_run *run;                /* owned */
     trainer_progress last;         /* the newest progress */
-    double last_report;            /* mono_s() of the last progress event */
+    double last_report;            /* util_mono_s() of the last progress event */
     char err[512];
 } job_run;
 
@@ -194,7 +177,7 @@ static void on_progress(void *ctx, const trainer_progress *pr)
 {
     job_run *j = ctx;
     j->last = *pr;
-    double now = mono_s();
+    double now = util_mono_s();
     if (now - j->last_report < j->pool->progress_interval_s) return;
     j->last_report = now;
     char *pj = jobs_record_progress_json(pr); /* owned: freed below */
@@ -268,7 +251,7 @@ static void run_job(jobs_pool *p, worker_slot *slot, int64_t id, const char *con
     j->pool = p;
     j->slot = slot;
     j->id = id;
-    j->last_report = mono_s();
+    j->last_report = util_mono_s();
     char dir[PATH_MAX], path[PATH_MAX];
     job_dir(p, id, dir, sizeof dir);
     resume_path(p, id, path, sizeof path);
@@ -316,9 +299,9 @@ static void run_job(jobs_pool *p, worker_slot *slot, int64_t id, const char *con
         char err[384];
         st = train_run_register(j->run, p->reg, j->spec.model, id, NULL, err, sizeof err);
         if (st == TRAIN_RUN_ERR_REGISTRY)
-            set_err(j->err, sizeof j->err, "registering the model: %s", err);
+            util_set_err(j->err, sizeof j->err, "registering the model: %s", err);
         else if (st)
-            set_err(j->err, sizeof j->err, "%s", err);
+            util_set_err(j->err, sizeof j->err, "%s", err);
     }
     if (st) {
         fail_job(j);
@@ -393,19 +376,19 @@ jobs_pool_status jobs_pool_new(registry *reg, const jobs_pool_options *o, jobs_p
 {
     *out = NULL;
     if (!reg || !o || !o->data_dir || !*o->data_dir || o->workers < 0 || o->workers > 256) {
-        set_err(err, errlen, "job pool: a registry, a data dir and 0..256 workers are needed");
+        util_set_err(err, errlen, "job pool: a registry, a data dir and 0..256 workers are needed");
         return JOBS_POOL_ERR_INVALID;
     }
     const char *root = o->data_root ? o->data_root : data_sets_root();
     if (strlen(o->data_dir) >= PATH_MAX - 64 || strlen(root) >= PATH_MAX - 64) {
-        set_err(err, errlen, "job pool: path too long");
+        util_set_err(err, errlen, "job pool: path too long");
         return JOBS_POOL_ERR_INVALID;
     }
     int requeued = 0;
     char rerr[256];
     int rc = registry_requeue_running_jobs(reg, &requeued, rerr, sizeof rerr);
     if (rc) {
-        set_err(err, errlen, "job pool: %s", rerr);
+        util_set_err(err, errlen, "job pool: %s", rerr);
         return from_registry(rc);
     }
     if (requeued)
@@ -442,7 +425,7 @@ jobs_pool_status jobs_pool_new(registry *reg, const jobs_pool_options *o, jobs_p
     for (int i = 0; i < n; i++) {
         p->args[i] = (worker_arg){.pool = p, .index = i};
         if (pthread_create(&p->threads[i], NULL, worker_main, &p->args[i]) != 0) {
-            set_err(err, errlen, "job pool: cannot start worker %d", i + 1);
+            util_set_err(err, errlen, "job pool: cannot start worker %d", i + 1);
             jobs_pool_free(p);
             return JOBS_POOL_ERR_NOMEM;
         }
@@ -451,7 +434,7 @@ jobs_pool_status jobs_pool_new(registry *reg, const jobs_pool_options *o, jobs_p
     *out = p;
     return JOBS_POOL_OK;
 nomem:
-    set_err(err, errlen, "job pool: out of memory");
+    util_set_err(err, errlen, "job pool: out of memory");
     return JOBS_POOL_ERR_NOMEM;
 }
 
@@ -505,12 +488,12 @@ jobs_pool_status jobs_pool_submit(jobs_pool *p, const char *json, size_t len, in
     int stopping = p->stopping;
     pthread_mutex_unlock(&p->mu);
     if (stopping) {
-        set_err(err, errlen, "the server is shutting down; no new jobs");
+        util_set_err(err, errlen, "the server is shutting down; no new jobs");
         return JOBS_POOL_ERR_STOPPING;
     }
     jobs_spec *s = malloc(sizeof *s); /* owned: freed below (PATH_MAX is big for a stack) */
     if (!s) {
-        set_err(err, errlen, "out of memory");
+        util_set_err(err, errlen, "out of memory");
         return JOBS_POOL_ERR_NOMEM;
     }
     jobs_pool_status status = JOBS_POOL_OK;
@@ -521,22 +504,23 @@ jobs_pool_status jobs_pool_submit(jobs_pool *p, const char *json, size_t len, in
         goto end;
     }
     if (p->mem_limit && s->mem_bytes > p->mem_limit) {
-        set_err(err, errlen,
-                "the job needs an estimated %zu MiB (parameters, gradients, Adam state, "
-                "activations and %d+%d images as floats); the limit (--job-mem-mb) is %zu MiB",
-                (s->mem_bytes + (1u << 20) - 1) >> 20, s->n_used, s->n_test, p->mem_limit >> 20);
+        util_set_err(err, errlen,
+                     "the job needs an estimated %zu MiB (parameters, gradients, Adam state, "
+                     "activations and %d+%d images as floats); the limit (--job-mem-mb) is %zu MiB",
+                     (s->mem_bytes + (1u << 20) - 1) >> 20, s->n_used, s->n_test,
+                     p->mem_limit >> 20);
         status = JOBS_POOL_ERR_INVALID;
         goto end;
     }
     if (!(canonical = jobs_spec_to_json(s))) {
-        set_err(err, errlen, "out of memory");
+        util_set_err(err, errlen, "out of memory");
         status = JOBS_POOL_ERR_NOMEM;
         goto end;
     }
     pthread_mutex_lock(&p->mu);
     if (p->stopping) {
         pthread_mutex_unlock(&p->mu);
-        set_err(err, errlen, "the server is shutting down; no new jobs");
+        util_set_err(err, errlen, "the server is shutting down; no new jobs");
         status = JOBS_POOL_ERR_STOPPING;
         goto end;
     }
@@ -562,8 +546,8 @@ jobs_pool_status jobs_pool_cancel(jobs_pool *p, int64_t id, char *err, size_t er
             if (registry_get_job_last_seq(p->reg, id, &seq, &state, NULL, 0) == REGISTRY_OK &&
                 jobs_state_is_final(state)) {
                 pthread_mutex_unlock(&p->mu);
-                set_err(err, errlen, "job %" PRId64 " is %s; it cannot become cancelled", id,
-                        jobs_state_name(state));
+                util_set_err(err, errlen, "job %" PRId64 " is %s; it cannot become cancelled", id,
+                             jobs_state_name(state));
                 return JOBS_POOL_ERR_CONFLICT;
             }
             p->slots[i].user_cancel = 1;

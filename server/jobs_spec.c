@@ -10,22 +10,12 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "engine/util.h"
 #include "server/data_sets.h"
 #include "server/registry.h"
 
 /* seeds and step counts travel as JSON numbers (doubles): exact to 2^53 */
 #define JOBS_SPEC_MAX_EXACT 9007199254740992.0
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (!err || errlen == 0) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 /* ---------- typed getters: each names the key on failure ---------- */
 
@@ -33,12 +23,12 @@ static int get_number(const cJSON *it, double lo, double hi, double *out, char *
                       size_t errlen)
 {
     if (!cJSON_IsNumber(it)) {
-        set_err(err, errlen, "\"%s\" must be a number", it->string);
+        util_set_err(err, errlen, "\"%s\" must be a number", it->string);
         return -1;
     }
     double v = it->valuedouble;
     if (!isfinite(v) || v < lo || v > hi) {
-        set_err(err, errlen, "\"%s\" is %g, out of range [%g, %g]", it->string, v, lo, hi);
+        util_set_err(err, errlen, "\"%s\" is %g, out of range [%g, %g]", it->string, v, lo, hi);
         return -1;
     }
     *out = v;
@@ -49,12 +39,12 @@ static int get_integer(const cJSON *it, double lo, double hi, double *out, char 
                        size_t errlen)
 {
     if (!cJSON_IsNumber(it) || it->valuedouble != floor(it->valuedouble)) {
-        set_err(err, errlen, "\"%s\" must be an integer", it->string);
+        util_set_err(err, errlen, "\"%s\" must be an integer", it->string);
         return -1;
     }
     if (it->valuedouble < lo || it->valuedouble > hi) {
-        set_err(err, errlen, "\"%s\" is %.0f, out of range %.0f..%.0f", it->string,
-                it->valuedouble, lo, hi);
+        util_set_err(err, errlen, "\"%s\" is %.0f, out of range %.0f..%.0f", it->string,
+                     it->valuedouble, lo, hi);
         return -1;
     }
     *out = it->valuedouble;
@@ -81,7 +71,7 @@ static int get_int(const cJSON *it, int lo, int hi, int *out, char *err, size_t 
 static const char *get_string(const cJSON *it, char *err, size_t errlen)
 {
     if (!cJSON_IsString(it) || !it->valuestring) {
-        set_err(err, errlen, "\"%s\" must be a string", it->string);
+        util_set_err(err, errlen, "\"%s\" must be a string", it->string);
         return NULL;
     }
     return it->valuestring;
@@ -93,19 +83,19 @@ static int get_widths(const cJSON *it, int *out, int *n, char *err, size_t errle
     *n = 0;
     if (cJSON_IsNumber(it)) return get_int(it, 1, 65536, &out[(*n)++], err, errlen);
     if (!cJSON_IsArray(it)) {
-        set_err(err, errlen, "\"%s\" must be a list of integers, e.g. [512, 256]", it->string);
+        util_set_err(err, errlen, "\"%s\" must be a list of integers, e.g. [512, 256]", it->string);
         return -1;
     }
     const cJSON *w;
     cJSON_ArrayForEach(w, it)
     {
         if (*n == VAE_MAX_HIDDEN) {
-            set_err(err, errlen, "\"%s\" holds at most %d widths", it->string, VAE_MAX_HIDDEN);
+            util_set_err(err, errlen, "\"%s\" holds at most %d widths", it->string, VAE_MAX_HIDDEN);
             return -1;
         }
         if (!cJSON_IsNumber(w) || w->valuedouble != floor(w->valuedouble) ||
             w->valuedouble < 1 || w->valuedouble > 65536) {
-            set_err(err, errlen, "\"%s\" must hold integers in 1..65536", it->string);
+            util_set_err(err, errlen, "\"%s\" must hold integers in 1..65536", it->string);
             return -1;
         }
         out[(*n)++] = (int)w->valuedouble;
@@ -128,9 +118,9 @@ static int check_data(jobs_spec *s, const char *root, char *err, size_t errlen)
     if (data_sets_is_builtin(s->data)) {
         data_sets_idx_paths(root, s->data, DATA_SETS_TRAIN, img, lab, sizeof img);
         if (access(img, R_OK) != 0) {
-            set_err(err, errlen,
-                    "data set \"%s\" is not downloaded (run `bash scripts/get-data.sh %s`)",
-                    s->data, s->data);
+            util_set_err(err, errlen,
+                         "data set \"%s\" is not downloaded (run `bash scripts/get-data.sh %s`)",
+                         s->data, s->data);
             return -1;
         }
         if (peek(img, &s->n_train, &rows, &cols, err, errlen)) return -1;
@@ -139,17 +129,17 @@ static int check_data(jobs_spec *s, const char *root, char *err, size_t errlen)
         if (access(img, R_OK) == 0) {
             if (peek(img, &s->n_test, &trows, &tcols, err, errlen)) return -1;
             if (trows != rows || tcols != cols) {
-                set_err(err, errlen, "data set \"%s\": test images are %dx%d, training %dx%d",
-                        s->data, trows, tcols, rows, cols);
+                util_set_err(err, errlen, "data set \"%s\": test images are %dx%d, training %dx%d",
+                             s->data, trows, tcols, rows, cols);
                 return -1;
             }
         }
     } else {
         if (!strchr(s->data, '/') || access(s->data, R_OK) != 0) {
-            set_err(err, errlen,
-                    "unknown data set \"%.200s\": use mnist, fashion or the path of an IDX "
-                    "image file",
-                    s->data);
+            util_set_err(err, errlen,
+                         "unknown data set \"%.200s\": use mnist, fashion or the path of an IDX "
+                         "image file",
+                         s->data);
             return -1;
         }
         if (peek(s->data, &s->n_train, &rows, &cols, err, errlen)) return -1;
@@ -158,9 +148,9 @@ static int check_data(jobs_spec *s, const char *root, char *err, size_t errlen)
         if (s->klass >= 0 &&
             (data_sets_idx_paths(root, s->data, DATA_SETS_TRAIN, img, lab, sizeof img) ||
              !lab[0] || access(lab, R_OK) != 0)) {
-            set_err(err, errlen,
-                    "\"class\" needs labels: no *-labels-idx1-ubyte file beside %.200s",
-                    s->data);
+            util_set_err(err, errlen,
+                         "\"class\" needs labels: no *-labels-idx1-ubyte file beside %.200s",
+                         s->data);
             return -1;
         }
     }
@@ -219,24 +209,24 @@ static int apply_key(jobs_spec *s, const cJSON *it, char *err, size_t errlen)
     if (strcmp(k, "model") == 0) {
         if (!(v = get_string(it, err, errlen))) return -1;
         if (!registry_valid_name(v)) {
-            set_err(err, errlen,
-                    "\"model\": invalid name \"%.64s\": use 1-64 of A-Z a-z 0-9 . _ -, not "
-                    "starting with . or -",
-                    v);
+            util_set_err(err, errlen,
+                         "\"model\": invalid name \"%.64s\": use 1-64 of A-Z a-z 0-9 . _ -, not "
+                         "starting with . or -",
+                         v);
             return -1;
         }
         snprintf(s->model, sizeof s->model, "%s", v);
     } else if (strcmp(k, "data") == 0) {
         if (!(v = get_string(it, err, errlen))) return -1;
         if (!*v || strlen(v) >= sizeof s->data) {
-            set_err(err, errlen, "\"data\" must be 1-%zu characters", sizeof s->data - 1);
+            util_set_err(err, errlen, "\"data\" must be 1-%zu characters", sizeof s->data - 1);
             return -1;
         }
         snprintf(s->data, sizeof s->data, "%s", v);
     } else if (strcmp(k, "arch") == 0) {
         if (!(v = get_string(it, err, errlen))) return -1;
         if (vae_arch_parse(v, &c->arch)) {
-            set_err(err, errlen, "\"arch\": mlp or conv, not \"%.32s\"", v);
+            util_set_err(err, errlen, "\"arch\": mlp or conv, not \"%.32s\"", v);
             return -1;
         }
     } else if (strcmp(k, "hidden") == 0) {
@@ -244,7 +234,7 @@ static int apply_key(jobs_spec *s, const cJSON *it, char *err, size_t errlen)
     } else if (strcmp(k, "conv_channels") == 0) {
         if (get_widths(it, c->conv_channels, &c->n_conv, err, errlen)) return -1;
         if (c->n_conv == 0) {
-            set_err(err, errlen, "\"conv_channels\" needs at least one layer");
+            util_set_err(err, errlen, "\"conv_channels\" needs at least one layer");
             return -1;
         }
     } else if (strcmp(k, "latent") == 0) {
@@ -252,22 +242,23 @@ static int apply_key(jobs_spec *s, const cJSON *it, char *err, size_t errlen)
     } else if (strcmp(k, "activation") == 0) {
         if (!(v = get_string(it, err, errlen))) return -1;
         if (vae_activation_parse(v, &c->activation)) {
-            set_err(err, errlen, "\"activation\": relu, leaky_relu, tanh or elu, not \"%.32s\"", v);
+            util_set_err(err, errlen,
+                         "\"activation\": relu, leaky_relu, tanh or elu, not \"%.32s\"", v);
             return -1;
         }
     } else if (strcmp(k, "likelihood") == 0) {
         if (!(v = get_string(it, err, errlen))) return -1;
         if (vae_likelihood_parse(v, &c->likelihood)) {
-            set_err(err, errlen,
-                    "\"likelihood\": bernoulli, cbernoulli, gaussian or gaussian-learned, not "
-                    "\"%.32s\"",
-                    v);
+            util_set_err(err, errlen,
+                         "\"likelihood\": bernoulli, cbernoulli, gaussian or gaussian-learned, not "
+                         "\"%.32s\"",
+                         v);
             return -1;
         }
     } else if (strcmp(k, "binarize") == 0) {
         if (!(v = get_string(it, err, errlen))) return -1;
         if (vae_binarize_parse(v, &c->binarize)) {
-            set_err(err, errlen, "\"binarize\": none, static or dynamic, not \"%.32s\"", v);
+            util_set_err(err, errlen, "\"binarize\": none, static or dynamic, not \"%.32s\"", v);
             return -1;
         }
     } else if (strcmp(k, "sigma") == 0) {
@@ -328,7 +319,7 @@ static int confine_data(jobs_spec *s, const char *root, char *err, size_t errlen
 {
     char root_real[PATH_MAX], joined[PATH_MAX + 2], real[PATH_MAX];
     if (!realpath(root, root_real)) {
-        set_err(err, errlen, "\"data\": this server has no data directory, so only mnist "
+        util_set_err(err, errlen, "\"data\": this server has no data directory, so only mnist "
                              "and fashion can be named");
         return -1;
     }
@@ -343,10 +334,10 @@ static int confine_data(jobs_spec *s, const char *root, char *err, size_t errlen
             ok = realpath(lab, lab_real) && path_under(lab_real, root_real);
     }
     if (!ok) {
-        set_err(err, errlen,
-                "\"data\": no data set \"%.200s\" in the server's data directory (a path "
-                "there is relative to it; mnist and fashion are built in)",
-                s->data);
+        util_set_err(err, errlen,
+                     "\"data\": no data set \"%.200s\" in the server's data directory (a path "
+                     "there is relative to it; mnist and fashion are built in)",
+                     s->data);
         return -1;
     }
     snprintf(s->data, sizeof s->data, "%s", real);
@@ -357,7 +348,7 @@ static int parse_object(const cJSON *root, const char *data_root, int confined, 
                         char *err, size_t errlen)
 {
     if (!cJSON_IsObject(root)) {
-        set_err(err, errlen, "a job is a JSON object, e.g. {\"model\": \"digits\", \"data\": "
+        util_set_err(err, errlen, "a job is a JSON object, e.g. {\"model\": \"digits\", \"data\": "
                              "\"mnist\", \"epochs\": 10}");
         return -1;
     }
@@ -369,24 +360,24 @@ static int parse_object(const cJSON *root, const char *data_root, int confined, 
         int i = key_index(k);
         if (i < 0) {
             if (strcmp(k, "threads") == 0)
-                set_err(err, errlen, "\"threads\" cannot be set per job: the daemon runs "
+                util_set_err(err, errlen, "\"threads\" cannot be set per job: the daemon runs "
                                      "OpenBLAS with one thread per training worker");
             else if (strcmp(k, "register") == 0 || strcmp(k, "out") == 0 ||
                      strcmp(k, "data_dir") == 0)
-                set_err(err, errlen, "\"%s\" is a CLI-only option: a job's result is "
+                util_set_err(err, errlen, "\"%s\" is a CLI-only option: a job's result is "
                                      "registered as a version of \"model\"", k);
             else
-                set_err(err, errlen, "unknown key \"%.64s\"", k);
+                util_set_err(err, errlen, "unknown key \"%.64s\"", k);
             return -1;
         }
         if (seen[i]++) {
-            set_err(err, errlen, "\"%s\" is given twice", k);
+            util_set_err(err, errlen, "\"%s\" is given twice", k);
             return -1;
         }
         if (apply_key(s, it, err, errlen)) return -1;
     }
     if (!s->model[0]) {
-        set_err(err, errlen, "\"model\" is required: the registry model the result becomes "
+        util_set_err(err, errlen, "\"model\" is required: the registry model the result becomes "
                              "a version of");
         return -1;
     }
@@ -406,12 +397,12 @@ static jobs_spec_status parse(const char *json, size_t len, const char *data_roo
     snprintf(out->data, sizeof out->data, "mnist");
     out->klass = -1;
     if (!json || len == 0) {
-        set_err(err, errlen, "empty job: send a JSON object");
+        util_set_err(err, errlen, "empty job: send a JSON object");
         return JOBS_SPEC_ERR_INVALID;
     }
     cJSON *root = cJSON_ParseWithLengthOpts(json, len, NULL, 0); /* owned: freed below */
     if (!root) {
-        set_err(err, errlen, "the job is not valid JSON");
+        util_set_err(err, errlen, "the job is not valid JSON");
         return JOBS_SPEC_ERR_INVALID;
     }
     int rc = parse_object(root, data_root ? data_root : data_sets_root(), confined, out, err,

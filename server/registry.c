@@ -149,20 +149,10 @@ static const char *const stmt_sql[S_N] = {
 
 /* ---- helpers for registry_models.c and registry_jobs.c (registry_int.h) ---- */
 
-void reg_set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (!err || errlen == 0)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
-
 int reg_db_fail(registry *r, char *err, size_t errlen, const char *what)
 {
     int code = sqlite3_errcode(r->db);
-    reg_set_err(err, errlen, "%s: %s", what, sqlite3_errmsg(r->db));
+    util_set_err(err, errlen, "%s: %s", what, sqlite3_errmsg(r->db));
     return code == SQLITE_NOMEM ? REGISTRY_ERR_NOMEM : REGISTRY_ERR_DB;
 }
 
@@ -365,10 +355,10 @@ static int migrate(registry *r, const char *path, char *err, size_t errlen)
             return reg_finish(r, reg_db_fail(r, err, errlen, "reading the schema version"), err,
                               errlen);
         if (version > known) {
-            reg_set_err(err, errlen,
-                        "%s: schema version %d is newer than this vaed knows (%d); use a newer "
-                        "vaed",
-                        path, version, known);
+            util_set_err(err, errlen,
+                         "%s: schema version %d is newer than this vaed knows (%d); use a newer "
+                         "vaed",
+                         path, version, known);
             return reg_finish(r, REGISTRY_ERR_DB, err, errlen);
         }
         if (version == known)
@@ -376,8 +366,8 @@ static int migrate(registry *r, const char *path, char *err, size_t errlen)
         char *msg = NULL;
         if (sqlite3_exec(r->db, vaed_schema_migrations[version], NULL, NULL, &msg) !=
             SQLITE_OK) {
-            reg_set_err(err, errlen, "%s: schema migration %d: %s", path, version + 1,
-                        msg ? msg : sqlite3_errmsg(r->db));
+            util_set_err(err, errlen, "%s: schema migration %d: %s", path, version + 1,
+                         msg ? msg : sqlite3_errmsg(r->db));
             sqlite3_free(msg);
             return reg_finish(r, REGISTRY_ERR_DB, err, errlen);
         }
@@ -397,12 +387,12 @@ registry_status registry_open(const char *path, registry **out, char *err, size_
 {
     *out = NULL;
     if (!path || !*path) {
-        reg_set_err(err, errlen, "registry: no database path");
+        util_set_err(err, errlen, "registry: no database path");
         return REGISTRY_ERR_ARG;
     }
     registry *r = calloc(1, sizeof *r); /* owned by the caller via *out */
     if (!r) {
-        reg_set_err(err, errlen, "registry: out of memory");
+        util_set_err(err, errlen, "registry: out of memory");
         return REGISTRY_ERR_NOMEM;
     }
     pthread_mutex_init(&r->mu, NULL);
@@ -412,7 +402,7 @@ registry_status registry_open(const char *path, registry **out, char *err, size_
     int status = REGISTRY_ERR_DB;
     if (sqlite3_open_v2(path, &r->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL) !=
         SQLITE_OK) {
-        reg_set_err(err, errlen, "%s: %s", path, r->db ? sqlite3_errmsg(r->db) : "out of memory");
+        util_set_err(err, errlen, "%s: %s", path, r->db ? sqlite3_errmsg(r->db) : "out of memory");
         goto fail;
     }
     sqlite3_extended_result_codes(r->db, 1);
@@ -429,8 +419,8 @@ registry_status registry_open(const char *path, registry **out, char *err, size_
     const char *mode = (const char *)sqlite3_column_text(st, 0);
     int wal_ok = mode && (strcmp(mode, "wal") == 0 || strcmp(mode, "memory") == 0);
     if (!wal_ok)
-        reg_set_err(err, errlen, "%s: cannot use WAL journal mode (got %s)", path,
-                    mode ? mode : "nothing");
+        util_set_err(err, errlen, "%s: cannot use WAL journal mode (got %s)", path,
+                     mode ? mode : "nothing");
     sqlite3_finalize(st);
     if (!wal_ok)
         goto fail;
@@ -442,7 +432,7 @@ registry_status registry_open(const char *path, registry **out, char *err, size_
     }
     int fk = 0;
     if (pragma_int(r, "PRAGMA foreign_keys", &fk) != SQLITE_OK || fk != 1) {
-        reg_set_err(err, errlen, "%s: SQLite without foreign key support", path);
+        util_set_err(err, errlen, "%s: SQLite without foreign key support", path);
         goto fail;
     }
     status = migrate(r, path, err, errlen);

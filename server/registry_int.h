@@ -27,6 +27,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "engine/util.h"
 #include "server/registry.h"
 
 /* The statements; their SQL is stmt_sql[] in registry.c. */
@@ -98,8 +99,6 @@ typedef struct {
  * of memory, with the array as it was. */
 void *reg_rows_push(reg_rows *a);
 
-void reg_set_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
 /* err says what failed and SQLite's reason; REGISTRY_ERR_NOMEM or _DB. */
 int reg_db_fail(registry *r, char *err, size_t errlen, const char *what);
 void reg_copy_str(char *dst, size_t size, const char *src);

@@ -43,7 +43,7 @@ static int job_state_locked(registry *r, int64_t id, jobs_state *state, char *er
         return REGISTRY_OK;
     if (rc != SQLITE_DONE)
         return reg_db_fail(r, err, errlen, "reading a job");
-    reg_set_err(err, errlen, "no job %" PRId64, id);
+    util_set_err(err, errlen, "no job %" PRId64, id);
     return REGISTRY_ERR_NOT_FOUND;
 }
 
@@ -76,8 +76,8 @@ static int job_set_state_locked(registry *r, int64_t id, jobs_state to, const ch
     if (status)
         return status;
     if (!jobs_state_can_become(from, to)) {
-        reg_set_err(err, errlen, "job %" PRId64 " is %s; it cannot become %s", id,
-                    jobs_state_name(from), jobs_state_name(to));
+        util_set_err(err, errlen, "job %" PRId64 " is %s; it cannot become %s", id,
+                     jobs_state_name(from), jobs_state_name(to));
         return REGISTRY_ERR_CONFLICT;
     }
     reg_now_iso(now);
@@ -103,7 +103,7 @@ registry_status registry_insert_job(registry *r, const char *config_json, int64_
 {
     *id = 0;
     if (!config_json) {
-        reg_set_err(err, errlen, "a job needs a config");
+        util_set_err(err, errlen, "a job needs a config");
         return REGISTRY_ERR_ARG;
     }
     char now[32];
@@ -122,7 +122,7 @@ registry_status registry_insert_job(registry *r, const char *config_json, int64_
     int rc = sqlite3_step(st);
     reg_done(st);
     if (rc == SQLITE_CONSTRAINT_CHECK) {
-        reg_set_err(err, errlen, "job config is not valid JSON");
+        util_set_err(err, errlen, "job config is not valid JSON");
         status = reg_finish(r, REGISTRY_ERR_ARG, err, errlen);
         goto out;
     }
@@ -153,13 +153,13 @@ static int claim_locked(registry *r, int64_t *id, char **config_json, char *err,
     }
     reg_done(st);
     if (rc == SQLITE_DONE) {
-        reg_set_err(err, errlen, "no job is queued");
+        util_set_err(err, errlen, "no job is queued");
         return REGISTRY_ERR_NOT_FOUND;
     }
     if (rc != SQLITE_ROW)
         return reg_db_fail(r, err, errlen, "reading the job queue");
     if (oom || !*config_json) {
-        reg_set_err(err, errlen, "registry: out of memory");
+        util_set_err(err, errlen, "registry: out of memory");
         return REGISTRY_ERR_NOMEM;
     }
     return job_set_state_locked(r, *id, JOBS_STATE_RUNNING, NULL, err, errlen);
@@ -190,7 +190,7 @@ registry_status registry_set_job_state(registry *r, int64_t id, jobs_state to, c
                                        char *err, size_t errlen)
 {
     if (!valid_state(to)) {
-        reg_set_err(err, errlen, "unknown job state %d", (int)to);
+        util_set_err(err, errlen, "unknown job state %d", (int)to);
         return REGISTRY_ERR_ARG;
     }
     pthread_mutex_lock(&r->mu);
@@ -220,11 +220,11 @@ static int append_event_locked(registry *r, int64_t id, jobs_event_type type,
         rc = sqlite3_step(st);
     reg_done(st);
     if (rc == SQLITE_CONSTRAINT_CHECK) {
-        reg_set_err(err, errlen, "job event data is not valid JSON");
+        util_set_err(err, errlen, "job event data is not valid JSON");
         return REGISTRY_ERR_ARG;
     }
     if (rc == SQLITE_CONSTRAINT_FOREIGNKEY) {
-        reg_set_err(err, errlen, "no job %" PRId64, id);
+        util_set_err(err, errlen, "no job %" PRId64, id);
         return REGISTRY_ERR_NOT_FOUND;
     }
     if (rc != SQLITE_DONE)
@@ -249,7 +249,7 @@ static int check_event_type(jobs_event_type type, char *err, size_t errlen)
 {
     if (jobs_event_type_name(type))
         return REGISTRY_OK;
-    reg_set_err(err, errlen, "unknown job event type %d", (int)type);
+    util_set_err(err, errlen, "unknown job event type %d", (int)type);
     return REGISTRY_ERR_ARG;
 }
 
@@ -284,7 +284,7 @@ static int set_progress_locked(registry *r, int64_t id, const char *progress_jso
     int rc = sqlite3_step(st);
     reg_done(st);
     if (rc == SQLITE_CONSTRAINT_CHECK) {
-        reg_set_err(err, errlen, "job progress or metrics is not valid JSON");
+        util_set_err(err, errlen, "job progress or metrics is not valid JSON");
         return REGISTRY_ERR_ARG;
     }
     if (rc != SQLITE_DONE)
@@ -294,7 +294,7 @@ static int set_progress_locked(registry *r, int64_t id, const char *progress_jso
         int status = job_state_locked(r, id, &state, err, errlen);
         if (status)
             return status;
-        reg_set_err(err, errlen, "job %" PRId64 " is %s, not running", id, jobs_state_name(state));
+        util_set_err(err, errlen, "job %" PRId64 " is %s, not running", id, jobs_state_name(state));
         return REGISTRY_ERR_CONFLICT;
     }
     if (!event_json)
@@ -334,8 +334,8 @@ static int succeed_locked(registry *r, int64_t id, const char *model, const uint
     if (status)
         return status;
     if (state != JOBS_STATE_RUNNING) {
-        reg_set_err(err, errlen, "job %" PRId64 " is %s; it cannot become succeeded", id,
-                    jobs_state_name(state));
+        util_set_err(err, errlen, "job %" PRId64 " is %s; it cannot become succeeded", id,
+                     jobs_state_name(state));
         return REGISTRY_ERR_CONFLICT;
     }
     snprintf(source, sizeof source, "job:%" PRId64, id);
@@ -357,7 +357,7 @@ static int succeed_locked(registry *r, int64_t id, const char *model, const uint
     int rc = sqlite3_step(st);
     reg_done(st);
     if (rc == SQLITE_CONSTRAINT_CHECK) {
-        reg_set_err(err, errlen, "job metrics is not valid JSON");
+        util_set_err(err, errlen, "job metrics is not valid JSON");
         return REGISTRY_ERR_ARG;
     }
     if (rc != SQLITE_DONE)
@@ -386,7 +386,7 @@ registry_status registry_succeed_job(registry *r, int64_t id, const char *model,
     if (status)
         return status;
     if (!blob || len == 0) {
-        reg_set_err(err, errlen, "empty checkpoint");
+        util_set_err(err, errlen, "empty checkpoint");
         return REGISTRY_ERR_ARG;
     }
     char sha[65];
@@ -495,9 +495,9 @@ registry_status registry_get_job(registry *r, int64_t id, registry_job *out, cha
     int rc = sqlite3_step(st);
     if (rc == SQLITE_ROW) {
         if ((status = read_job_row(st, out)))
-            reg_set_err(err, errlen, "registry: out of memory");
+            util_set_err(err, errlen, "registry: out of memory");
     } else if (rc == SQLITE_DONE) {
-        reg_set_err(err, errlen, "no job %" PRId64, id);
+        util_set_err(err, errlen, "no job %" PRId64, id);
         status = REGISTRY_ERR_NOT_FOUND;
     } else {
         status = reg_db_fail(r, err, errlen, "reading a job");
@@ -516,7 +516,7 @@ registry_status registry_list_jobs(registry *r, const jobs_state *only, registry
     *list = NULL;
     *count = 0;
     if (only && !valid_state(*only)) {
-        reg_set_err(err, errlen, "unknown job state %d", (int)*only);
+        util_set_err(err, errlen, "unknown job state %d", (int)*only);
         return REGISTRY_ERR_ARG;
     }
     reg_rows rows = {.size = sizeof(registry_job)};
@@ -540,7 +540,7 @@ registry_status registry_list_jobs(registry *r, const jobs_state *only, registry
             break;
     }
     if (status == REGISTRY_ERR_NOMEM)
-        reg_set_err(err, errlen, "registry: out of memory");
+        util_set_err(err, errlen, "registry: out of memory");
     else if (rc != SQLITE_DONE)
         status = reg_db_fail(r, err, errlen, "listing jobs");
     reg_done(st);
@@ -591,7 +591,7 @@ registry_status registry_get_job_last_seq(registry *r, int64_t id, int64_t *seq,
             *state = state_col(st, 0);
         *seq = sqlite3_column_int64(st, 1);
     } else if (rc == SQLITE_DONE) {
-        reg_set_err(err, errlen, "no job %" PRId64, id);
+        util_set_err(err, errlen, "no job %" PRId64, id);
         status = REGISTRY_ERR_NOT_FOUND;
     } else {
         status = reg_db_fail(r, err, errlen, "reading job events");
@@ -618,7 +618,7 @@ registry_status registry_list_job_events(registry *r, int64_t id, int64_t after_
     *list = NULL;
     *count = 0;
     if (max <= 0) {
-        reg_set_err(err, errlen, "max must be positive");
+        util_set_err(err, errlen, "max must be positive");
         return REGISTRY_ERR_ARG;
     }
     reg_rows rows = {.size = sizeof(registry_job_event)};
@@ -638,7 +638,7 @@ registry_status registry_list_job_events(registry *r, int64_t id, int64_t after_
         int oom = !e;
         if (oom) {
             status = REGISTRY_ERR_NOMEM;
-            reg_set_err(err, errlen, "registry: out of memory");
+            util_set_err(err, errlen, "registry: out of memory");
             break;
         }
         e->seq = sqlite3_column_int64(st, 0);
@@ -651,7 +651,7 @@ registry_status registry_list_job_events(registry *r, int64_t id, int64_t after_
         jobs_state_parse((const char *)sqlite3_column_text(st, 4), &e->state);
         if (oom) {
             status = REGISTRY_ERR_NOMEM;
-            reg_set_err(err, errlen, "registry: out of memory");
+            util_set_err(err, errlen, "registry: out of memory");
             break;
         }
     }

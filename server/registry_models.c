@@ -30,7 +30,7 @@ static int model_id(registry *r, const char *name, int64_t *id, char *err, size_
         return REGISTRY_OK;
     if (rc != SQLITE_DONE)
         return reg_db_fail(r, err, errlen, "looking up a model");
-    reg_set_err(err, errlen, "no model \"%s\" in the registry", name);
+    util_set_err(err, errlen, "no model \"%s\" in the registry", name);
     return REGISTRY_ERR_NOT_FOUND;
 }
 
@@ -43,7 +43,7 @@ static int find_model(registry *r, const char *model, char name[128], int64_t *i
         model = r->default_model;
     if (model) {
         if (!registry_valid_name(model)) {
-            reg_set_err(err, errlen, "invalid model name \"%.64s\"", model);
+            util_set_err(err, errlen, "invalid model name \"%.64s\"", model);
             return REGISTRY_ERR_ARG;
         }
         reg_copy_str(name, 128, model);
@@ -57,7 +57,7 @@ static int find_model(registry *r, const char *model, char name[128], int64_t *i
         reg_copy_col(st, 0, name, 128);
     reg_done(st);
     if (rc == SQLITE_DONE) {
-        reg_set_err(err, errlen, "no model in the registry");
+        util_set_err(err, errlen, "no model in the registry");
         return REGISTRY_ERR_NOT_FOUND;
     }
     if (rc != SQLITE_ROW)
@@ -99,14 +99,14 @@ static int get_checkpoint(registry *r, int64_t id, const char *name, int64_t ver
     if (rc == SQLITE_ROW) {
         status = read_checkpoint_row(st, info, config_json, metrics_json);
         if (status)
-            reg_set_err(err, errlen, "registry: out of memory");
+            util_set_err(err, errlen, "registry: out of memory");
     }
     reg_done(st);
     if (rc == SQLITE_ROW)
         return status;
     if (rc != SQLITE_DONE)
         return reg_db_fail(r, err, errlen, "reading a checkpoint");
-    reg_set_err(err, errlen, "model \"%s\" has no version %" PRId64, name, version);
+    util_set_err(err, errlen, "model \"%s\" has no version %" PRId64, name, version);
     return REGISTRY_ERR_NOT_FOUND;
 }
 
@@ -128,9 +128,9 @@ static int alias_version(registry *r, int64_t id, const char *name, const char *
     if (rc != SQLITE_DONE)
         return reg_db_fail(r, err, errlen, "reading an alias");
     if (strcmp(alias, "latest") == 0)
-        reg_set_err(err, errlen, "model \"%s\" has no versions", name);
+        util_set_err(err, errlen, "model \"%s\" has no versions", name);
     else
-        reg_set_err(err, errlen, "model \"%s\" has no alias \"%.64s\"", name, alias);
+        util_set_err(err, errlen, "model \"%s\" has no alias \"%.64s\"", name, alias);
     return REGISTRY_ERR_NOT_FOUND;
 }
 
@@ -248,7 +248,7 @@ int reg_put_in_tx(registry *r, const char *model, const uint8_t *blob, size_t le
     rc = sqlite3_step(st);
     reg_done(st);
     if (rc == SQLITE_CONSTRAINT_CHECK) {
-        reg_set_err(err, errlen, "checkpoint config or metrics is not valid JSON");
+        util_set_err(err, errlen, "checkpoint config or metrics is not valid JSON");
         return REGISTRY_ERR_ARG;
     }
     if (rc != SQLITE_DONE)
@@ -316,28 +316,28 @@ registry_status registry_put_checkpoint(registry *r, const char *model, const ui
         created = &scratch_created;
     *created = 0;
     if (!registry_valid_name(model)) {
-        reg_set_err(err, errlen, "invalid model name \"%.64s\": use 1-64 of A-Z a-z 0-9 . _ -, "
+        util_set_err(err, errlen, "invalid model name \"%.64s\": use 1-64 of A-Z a-z 0-9 . _ -, "
                              "not starting with . or -",
-                    model ? model : "");
+                     model ? model : "");
         return REGISTRY_ERR_ARG;
     }
     if (!blob || len == 0) {
-        reg_set_err(err, errlen, "empty checkpoint");
+        util_set_err(err, errlen, "empty checkpoint");
         return REGISTRY_ERR_ARG;
     }
     if (!source)
         source = "upload";
     if (!*source || strlen(source) >= sizeof out->source) {
-        reg_set_err(err, errlen, "checkpoint source must be 1-%zu characters",
-                    sizeof out->source - 1);
+        util_set_err(err, errlen, "checkpoint source must be 1-%zu characters",
+                     sizeof out->source - 1);
         return REGISTRY_ERR_ARG;
     }
     /* Hashing is the slow part of a put: done before taking the lock. */
     char sha[65];
     sha256_hex(blob, len, sha);
     if (expected_sha256 && strcasecmp(expected_sha256, sha) != 0) {
-        reg_set_err(err, errlen, "sha256 %.64s does not match the bytes (%s)", expected_sha256,
-                    sha);
+        util_set_err(err, errlen, "sha256 %.64s does not match the bytes (%s)", expected_sha256,
+                     sha);
         return REGISTRY_ERR_ARG;
     }
     pthread_mutex_lock(&r->mu);
@@ -357,14 +357,14 @@ static int resolve_version(registry *r, int64_t id, const char *name,
     const char *v = version_or_alias ? version_or_alias : "latest";
     if (reg_all_digits(v)) {
         if (strlen(v) > 18) {
-            reg_set_err(err, errlen, "model \"%s\" has no version %.64s", name, v);
+            util_set_err(err, errlen, "model \"%s\" has no version %.64s", name, v);
             return REGISTRY_ERR_NOT_FOUND;
         }
         *version = strtoll(v, NULL, 10);
         return REGISTRY_OK;
     }
     if (!registry_valid_alias(v)) {
-        reg_set_err(err, errlen, "invalid version or alias \"%.64s\"", v);
+        util_set_err(err, errlen, "invalid version or alias \"%.64s\"", v);
         return REGISTRY_ERR_ARG;
     }
     return alias_version(r, id, name, v, version, err, errlen);
@@ -401,7 +401,7 @@ registry_status registry_get_blob(registry *r, const char *sha256, uint8_t **blo
     *blob = NULL;
     *len = 0;
     if (!sha256) {
-        reg_set_err(err, errlen, "no sha256 given");
+        util_set_err(err, errlen, "no sha256 given");
         return REGISTRY_ERR_ARG;
     }
     pthread_mutex_lock(&r->mu);
@@ -418,7 +418,7 @@ registry_status registry_get_blob(registry *r, const char *sha256, uint8_t **blo
         size_t n = (size_t)sqlite3_column_bytes(st, 0);
         uint8_t *copy = malloc(n ? n : 1); /* owned by the caller via *blob */
         if (!copy) {
-            reg_set_err(err, errlen, "out of memory reading %zu bytes of checkpoint", n);
+            util_set_err(err, errlen, "out of memory reading %zu bytes of checkpoint", n);
             status = REGISTRY_ERR_NOMEM;
         } else {
             if (n)
@@ -427,7 +427,7 @@ registry_status registry_get_blob(registry *r, const char *sha256, uint8_t **blo
             *len = n;
         }
     } else if (rc == SQLITE_DONE) {
-        reg_set_err(err, errlen, "no checkpoint bytes with sha256 %.64s", sha256);
+        util_set_err(err, errlen, "no checkpoint bytes with sha256 %.64s", sha256);
         status = REGISTRY_ERR_NOT_FOUND;
     } else {
         status = reg_db_fail(r, err, errlen, "reading checkpoint bytes");
@@ -472,7 +472,7 @@ registry_status registry_list_models(registry *r, registry_model_info **models, 
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
         registry_model_info *m = reg_rows_push(&rows);
         if (!m) {
-            reg_set_err(err, errlen, "registry: out of memory");
+            util_set_err(err, errlen, "registry: out of memory");
             status = REGISTRY_ERR_NOMEM;
             break;
         }
@@ -558,7 +558,7 @@ static int list_checkpoints_locked(registry *r, const char *model, reg_rows *row
             break;
     }
     if (status == REGISTRY_ERR_NOMEM)
-        reg_set_err(err, errlen, "registry: out of memory");
+        util_set_err(err, errlen, "registry: out of memory");
     else if (rc != SQLITE_DONE)
         status = reg_db_fail(r, err, errlen, "listing versions");
     reg_done(st);
@@ -603,7 +603,7 @@ static int list_aliases_locked(registry *r, const char *model, reg_rows *rows, c
         registry_alias_info *a = reg_rows_push(rows);
         if (!a) {
             status = REGISTRY_ERR_NOMEM;
-            reg_set_err(err, errlen, "registry: out of memory");
+            util_set_err(err, errlen, "registry: out of memory");
             break;
         }
         reg_copy_col(st, 0, a->alias, sizeof a->alias);
@@ -642,7 +642,7 @@ int reg_check_model_arg(const char *model, char *err, size_t errlen)
 {
     if (registry_valid_name(model))
         return REGISTRY_OK;
-    reg_set_err(err, errlen, "invalid model name \"%.64s\"", model ? model : "");
+    util_set_err(err, errlen, "invalid model name \"%.64s\"", model ? model : "");
     return REGISTRY_ERR_ARG;
 }
 
@@ -674,10 +674,10 @@ registry_status registry_set_alias(registry *r, const char *model, const char *a
     if (status)
         return status;
     if (!registry_valid_alias(alias)) {
-        reg_set_err(err, errlen,
-                    "invalid alias \"%.64s\": use 1-64 of A-Z a-z 0-9 . _ -, not starting with "
-                    ". or -, not all digits",
-                    alias ? alias : "");
+        util_set_err(err, errlen,
+                     "invalid alias \"%.64s\": use 1-64 of A-Z a-z 0-9 . _ -, not starting with "
+                     ". or -, not all digits",
+                     alias ? alias : "");
         return REGISTRY_ERR_ARG;
     }
     pthread_mutex_lock(&r->mu);
@@ -712,7 +712,7 @@ static int delete_alias_locked(registry *r, const char *model, const char *alias
     if (rc != SQLITE_DONE)
         return reg_db_fail(r, err, errlen, "deleting an alias");
     if (sqlite3_changes(r->db) == 0) {
-        reg_set_err(err, errlen, "model \"%s\" has no alias \"%s\"", model, alias);
+        util_set_err(err, errlen, "model \"%s\" has no alias \"%s\"", model, alias);
         return REGISTRY_ERR_NOT_FOUND;
     }
     return REGISTRY_OK;
@@ -725,7 +725,7 @@ registry_status registry_delete_alias(registry *r, const char *model, const char
     if (status)
         return status;
     if (!registry_valid_alias(alias)) {
-        reg_set_err(err, errlen, "invalid alias \"%.64s\"", alias ? alias : "");
+        util_set_err(err, errlen, "invalid alias \"%.64s\"", alias ? alias : "");
         return REGISTRY_ERR_ARG;
     }
     pthread_mutex_lock(&r->mu);
@@ -758,10 +758,10 @@ static int delete_version_locked(registry *r, const char *model, int64_t version
         reg_copy_col(st, 0, alias, sizeof alias);
     reg_done(st);
     if (rc == SQLITE_ROW) {
-        reg_set_err(err, errlen,
-                    "version %" PRId64 " of model \"%s\" is aliased as \"%s\"; move or delete "
-                    "the alias first",
-                    version, model, alias);
+        util_set_err(err, errlen,
+                     "version %" PRId64 " of model \"%s\" is aliased as \"%s\"; move or delete "
+                     "the alias first",
+                     version, model, alias);
         return REGISTRY_ERR_CONFLICT;
     }
     if (rc != SQLITE_DONE)

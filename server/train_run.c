@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "engine/checkpoint.h"
+#include "engine/util.h"
 #include "server/checkpoint_metrics.h"
 #include "server/data_sets.h"
 #include "server/jobs_record.h"
@@ -26,18 +27,6 @@ struct train_run {
     eval_result er;
     char *metrics_json;      /* owned; the checkpoint's, NULL before train_run_evaluate */
 };
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (!err || errlen == 0)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 static train_run_status from_engine(vae_status rc, train_run_status otherwise)
 {
@@ -71,7 +60,7 @@ static train_run_status load_data(train_run *r, char *err, size_t errlen)
             r->info.val_split_unused = 1;
         } else if (dataset_split_validation(&r->train, o->val_split, o->cfg.seed, &r->test, why,
                                             sizeof why)) {
-            set_err(err, errlen, "--val-split: %s", why);
+            util_set_err(err, errlen, "--val-split: %s", why);
             return TRAIN_RUN_ERR_ARG;
         } else {
             r->have_test = 1;
@@ -80,7 +69,7 @@ static train_run_status load_data(train_run *r, char *err, size_t errlen)
     if (o->klass >= 0 &&
         (dataset_filter_class(&r->train, o->klass, why, sizeof why) ||
          (r->have_test && dataset_filter_class(&r->test, o->klass, why, sizeof why)))) {
-        set_err(err, errlen, "class %d: %s", o->klass, why);
+        util_set_err(err, errlen, "class %d: %s", o->klass, why);
         return TRAIN_RUN_ERR_ARG;
     }
     if (o->limit > 0 && o->limit < r->train.n)
@@ -96,12 +85,12 @@ train_run_status train_run_new(const train_run_options *o, train_run **out, char
     *out = NULL;
     if (!o->data || !(o->val_split >= 0.0 && o->val_split < 1.0) || o->threads < 1 ||
         o->iwae_k < 0 || o->n_meta < 0) {
-        set_err(err, errlen, "train_run: a data set, a split in [0, 1), 1 or more threads");
+        util_set_err(err, errlen, "train_run: a data set, a split in [0, 1), 1 or more threads");
         return TRAIN_RUN_ERR_ARG;
     }
     train_run *r = calloc(1, sizeof *r); /* owned by the caller via *out */
     if (!r) {
-        set_err(err, errlen, "out of memory");
+        util_set_err(err, errlen, "out of memory");
         return TRAIN_RUN_ERR_NOMEM;
     }
     r->o = *o;
@@ -189,14 +178,14 @@ static int trainer_gone(const train_run *r, char *err, size_t errlen)
 {
     if (r->t)
         return 0;
-    set_err(err, errlen, "train_run: the run is evaluated; its trainer is gone");
+    util_set_err(err, errlen, "train_run: the run is evaluated; its trainer is gone");
     return 1;
 }
 
 train_run_status train_run_save_resume(train_run *r, char *err, size_t errlen)
 {
     if (!r->o.resume_path) {
-        set_err(err, errlen, "train_run: no resume file was given");
+        util_set_err(err, errlen, "train_run: no resume file was given");
         return TRAIN_RUN_ERR_ARG;
     }
     if (trainer_gone(r, err, errlen))
@@ -228,7 +217,7 @@ train_run_status train_run_epochs(train_run *r, char *err, size_t errlen)
             o->on_epoch(o->ctx, trainer_history(r->t), trainer_epochs_done(r->t));
     }
     if (o->cancel && *o->cancel) { /* asked to stop after the last step */
-        set_err(err, errlen, "cancelled");
+        util_set_err(err, errlen, "cancelled");
         return TRAIN_RUN_ERR_CANCELLED;
     }
     return TRAIN_RUN_OK;
@@ -273,7 +262,7 @@ train_run_status train_run_register(train_run *r, registry *reg, const char *mod
         info = &scratch;
     char cfg_json[4096];
     if (ckpt_config_to_json(&r->model.cfg, cfg_json, sizeof cfg_json) < 0) {
-        set_err(err, errlen, "the model config does not fit in %zu bytes", sizeof cfg_json);
+        util_set_err(err, errlen, "the model config does not fit in %zu bytes", sizeof cfg_json);
         return TRAIN_RUN_ERR_SAVE;
     }
     uint8_t *blob = NULL; /* owned: freed below */
@@ -297,7 +286,7 @@ train_run_status train_run_register(train_run *r, registry *reg, const char *mod
                                              r->metrics_json, records, info, err, errlen)
                       : REGISTRY_ERR_NOMEM;
         if (!records)
-            set_err(err, errlen, "out of memory registering the model");
+            util_set_err(err, errlen, "out of memory registering the model");
         free(records);
     }
     if (rrc)
