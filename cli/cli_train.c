@@ -121,7 +121,6 @@ static void print_progress(void *ctx, const trainer_progress *p)
     fflush(stderr);
 }
 
-
 /* One line per epoch, the test figures when there is a test set. */
 static void print_epoch(void *ctx, const trainer_epoch_metrics *history, int n_done)
 {
