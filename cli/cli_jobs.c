@@ -14,18 +14,12 @@
 
 #include "cli/cli_options.h"
 #include "cli/http_client.h"
+#include "engine/util.h"
 
 #define CLI_JOBS_MAX_SPEC (1 << 20)
 /* Seconds without a byte before a stream counts as broken: the server sends
  * a keep-alive every second. */
 #define CLI_JOBS_STREAM_IDLE_S 15
-
-static double mono_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 /* A job id argument: 1 ... 2^53, else 0. */
 static int64_t parse_id(const char *s)
@@ -257,7 +251,7 @@ static void stream_line(watch_state *w, char *line, size_t n)
 static int on_stream_data(void *ctx, const char *data, size_t len)
 {
     watch_state *w = ctx;
-    w->last_byte = mono_s();
+    w->last_byte = util_mono_s();
     if (append(&w->line, &w->line_len, &w->line_cap, data, len)) {
         w->oom = 1;
         return 1;
@@ -302,7 +296,7 @@ static int watch_job(const http_client_url *u, int64_t id, long retry_s)
     http_client_reply_free(&r);
 
     snprintf(path, sizeof path, "/jobs/%" PRId64 "/events", id);
-    w.last_byte = mono_s();
+    w.last_byte = util_mono_s();
     int status = 1;
     for (;;) {
         char last[64];
@@ -333,7 +327,7 @@ static int watch_job(const http_client_url *u, int64_t id, long retry_s)
         /* The stream ended early or broke off (a restarting server): go on
          * from the last event, for a while. */
         clear_bar(&w);
-        if (mono_s() - w.last_byte > (double)retry_s) {
+        if (util_mono_s() - w.last_byte > (double)retry_s) {
             fprintf(stderr, "vaed jobs watch: %s; gave up after %ld s\n",
                     rc ? err : "the stream ended before the job did", retry_s);
             break;

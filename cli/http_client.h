@@ -13,7 +13,6 @@
  * whole response, framed by Content-Length, chunked encoding or the close;
  * http_client_stream hands the body to a callback as it arrives (for
  * text/event-stream), so it can run for as long as the server sends.
- * Moved out of cli_registry.c with the jobs CLI; behaviour unchanged.
  */
 #ifndef HTTP_CLIENT_H
 #define HTTP_CLIENT_H

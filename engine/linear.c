@@ -14,14 +14,14 @@ void linear_forward(float *y, const float *x, const float *w, const float *b, in
                     int out)
 {
     linear_matmul_wt(y, x, w, B, in, out);
-    vk_bias(y, b, B, out);
+    vae_kernels_bias(y, b, B, out);
 }
 
 void linear_backward(float *dx, float *dw, float *db, const float *dy, const float *x,
                      const float *w, int B, int in, int out)
 {
-    gemm(GEMM_T, GEMM_N, out, in, B, dy, out, x, in, 0, dw, in);
-    vk_column_sums(db, dy, B, out);
+    gemm(GEMM_T, GEMM_N, out, in, B, dy, out, x, in, 1, dw, in);
+    vae_kernels_column_sums(db, dy, B, out);
     if (dx)
         gemm(GEMM_N, GEMM_N, B, in, out, dy, out, w, in, 0, dx, in);
 }

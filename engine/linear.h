@@ -2,7 +2,12 @@
  *
  * Row-major batches, PyTorch's weight layout (w: (out, in)):
  *     linear_forward(y, x, w, b, B, in, out);             // y = x . w^T + b
- *     linear_backward(dx, dw, db, dy, x, w, B, in, out);  // sets dw, db; dx when not NULL
+ *     linear_backward(dx, dw, db, dy, x, w, B, in, out);  // dw, db += ...; dx = ... when not NULL
+ *
+ * Like every backward pass of the engine (conv.h's too), linear_backward
+ * adds into the parameter gradients, so that zeroing them is one call per
+ * step (vae_zero_grad) and a tensor used twice sums its gradients; the
+ * caller owns all the buffers.
  */
 #ifndef LINEAR_H
 #define LINEAR_H
@@ -12,8 +17,8 @@ void linear_matmul_wt(float *y, const float *x, const float *w, int B, int in, i
 /* y = x . w^T + b */
 void linear_forward(float *y, const float *x, const float *w, const float *b, int B, int in,
                     int out);
-/* dw: (out, in) = dy^T . x ; db = column sums of dy ; dx: (B, in) = dy . w
- * (skipped when dx is NULL). dw and db are set, not added to. */
+/* dw: (out, in) += dy^T . x ; db += column sums of dy ; dx: (B, in) = dy . w
+ * (overwritten; skipped when dx is NULL). */
 void linear_backward(float *dx, float *dw, float *db, const float *dy, const float *x,
                      const float *w, int B, int in, int out);
 

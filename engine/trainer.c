@@ -161,7 +161,11 @@ vae_status trainer_run_epoch(trainer *t, const trainer_callbacks *cb, trainer_ep
         util_set_err(err, errlen, "all %d epochs are done", c->epochs);
         return VAE_ERR_ARG;
     }
-    if (t->pos.next_step == 0) {
+    /* Stopped before its first step, an epoch has not started: the generator
+     * goes back to before the shuffle, which a resume then makes again. */
+    rng_state unshuffled = t->rng;
+    int fresh = t->pos.next_step == 0;
+    if (fresh) {
         for (int i = 0; i < n; i++) t->order[i] = i;
         rng_shuffle(&t->rng, t->order, n);
         memset(&t->pos, 0, sizeof t->pos);
@@ -171,6 +175,7 @@ vae_status trainer_run_epoch(trainer *t, const trainer_callbacks *cb, trainer_ep
     double t0 = util_mono_s() - t->pos.seconds;
     for (int64_t s = t->pos.next_step; s < steps; s++) {
         if (cb && cb->cancel && *cb->cancel) {
+            if (fresh && s == 0) t->rng = unshuffled;
             t->pos.next_step = s;
             t->pos.seconds = util_mono_s() - t0;
             util_set_err(err, errlen, "cancelled");

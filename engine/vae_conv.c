@@ -1,4 +1,5 @@
-/* The convolutional VAE: the network of vae_conv.h on the kernels of conv.h.
+/* The convolutional VAE: the network of vae_conv.h on the kernels of conv.h;
+ * vae.c reaches it through vae_conv_ops (vae_arch.h).
  *
  * Inside, activations are channel-major (C, N, H, W) so that every conv layer
  * is one im2col + gemm over the whole batch; images cross into and out of
@@ -8,16 +9,15 @@
  * image b, as in the MLP.
  */
 #include "engine/vae_conv.h"
-#include "engine/vae_loss.h"
 
-#include <math.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include "engine/conv.h"
 #include "engine/linear.h"
+#include "engine/vae_arch.h"
 #include "engine/vae_kernels.h"
+#include "engine/vae_loss.h"
 
 /* The im2col matrix is processed in chunks of images that fit this many
  * floats (16 MB); a whole batch in one chunk gains little over that and
@@ -88,14 +88,14 @@ static size_t col_floats_for(const geometry *g, int N)
     return best;
 }
 
-int vae_conv_config_validate(const vae_config *c, char *err, size_t errlen)
+/* After vae_config_validate_common, which checked the channels. */
+static vae_status conv_validate(const vae_config *c, char *err, size_t errlen)
 {
 #define BAD(...)                                  \
     do {                                          \
         snprintf(err, errlen, __VA_ARGS__);       \
         return VAE_ERR_ARG;                       \
     } while (0)
-    if (c->channels != 1 && c->channels != 3) BAD("channels must be 1 or 3, not %d", c->channels);
     if (c->height != c->width) BAD("arch conv needs square images, not %dx%d", c->height, c->width);
     int s = c->height;
     if (s != 16 && s != 32 && s != 64 && s != 28)
@@ -113,73 +113,37 @@ int vae_conv_config_validate(const vae_config *c, char *err, size_t errlen)
 
 /* ---------- tensor table ---------- */
 
-static int add_tensor4(vae_model *m, const char *name, int ndim, int d0, int d1, int d2, int d3)
-{
-    if (m->n_tensors >= VAE_MAX_TENSORS) return VAE_ERR_ARG;
-    vae_tensor *t = &m->tensors[m->n_tensors++];
-    memset(t, 0, sizeof *t);
-    snprintf(t->name, sizeof t->name, "%s", name);
-    int d[4] = {d0, d1, d2, d3};
-    t->ndim = ndim;
-    t->size = 1;
-    for (int i = 0; i < ndim; i++) {
-        t->shape[i] = d[i];
-        t->size *= (size_t)d[i];
-    }
-    t->offset = m->n_params;
-    m->n_params += t->size;
-    return VAE_OK;
-}
-
-int vae_conv_build_tensors(vae_model *m)
+/* In the order of geometry_of's part indices. */
+static vae_status conv_build_tensors(vae_model *m)
 {
     geometry g;
     geometry_of(&g, &m->cfg);
-    if (m->n_tensors != 0) return VAE_ERR_ARG; /* the part indices in geometry count from 0 */
     char name[VAE_TENSOR_NAME_MAX];
-    int rc = 0;
+    int bad = 0;
     for (int i = 0; i < g.n; i++) {
         const conv_shape *s = &g.enc[i];
         snprintf(name, sizeof name, "encoder.%d.weight", i);
-        rc |= add_tensor4(m, name, 4, s->cout, s->cin, 3, 3);
+        bad |= vae_config_add_tensor(m, name, 4, s->cout, s->cin, 3, 3) != VAE_OK;
         snprintf(name, sizeof name, "encoder.%d.bias", i);
-        rc |= add_tensor4(m, name, 1, s->cout, 0, 0, 0);
+        bad |= vae_config_add_tensor(m, name, 1, s->cout, 0, 0, 0) != VAE_OK;
     }
     /* the two head weights adjacent, then their biases: one product for both */
-    rc |= add_tensor4(m, "fc_mu.weight", 2, g.Z, g.flat, 0, 0);
-    rc |= add_tensor4(m, "fc_logvar.weight", 2, g.Z, g.flat, 0, 0);
-    rc |= add_tensor4(m, "fc_mu.bias", 1, g.Z, 0, 0, 0);
-    rc |= add_tensor4(m, "fc_logvar.bias", 1, g.Z, 0, 0, 0);
-    rc |= add_tensor4(m, "decoder_input.weight", 2, g.flat, g.Z, 0, 0);
-    rc |= add_tensor4(m, "decoder_input.bias", 1, g.flat, 0, 0, 0);
+    bad |= vae_config_add_tensor(m, "fc_mu.weight", 2, g.Z, g.flat, 0, 0) != VAE_OK;
+    bad |= vae_config_add_tensor(m, "fc_logvar.weight", 2, g.Z, g.flat, 0, 0) != VAE_OK;
+    bad |= vae_config_add_tensor(m, "fc_mu.bias", 1, g.Z, 0, 0, 0) != VAE_OK;
+    bad |= vae_config_add_tensor(m, "fc_logvar.bias", 1, g.Z, 0, 0, 0) != VAE_OK;
+    bad |= vae_config_add_linear(m, "decoder_input", g.Z, g.flat) != VAE_OK;
     for (int i = 0; i < g.n; i++) {
         const conv_shape *s = &g.dec[i];
         snprintf(name, sizeof name, "decoder.%d.weight", i);
-        rc |= add_tensor4(m, name, 4, s->cin, s->cout, 3, 3);
+        bad |= vae_config_add_tensor(m, name, 4, s->cin, s->cout, 3, 3) != VAE_OK;
         snprintf(name, sizeof name, "decoder.%d.bias", i);
-        rc |= add_tensor4(m, name, 1, s->cout, 0, 0, 0);
+        bad |= vae_config_add_tensor(m, name, 1, s->cout, 0, 0, 0) != VAE_OK;
     }
-    return rc ? VAE_ERR_ARG : VAE_OK;
+    return bad ? VAE_ERR_ARG : VAE_OK;
 }
 
-void vae_conv_init_params(vae_model *m, uint64_t seed)
-{
-    rng_state r;
-    rng_seed(&r, seed);
-    size_t fan_in = 1;
-    for (int i = 0; i < m->n_tensors; i++) {
-        const vae_tensor *t = &m->tensors[i];
-        if (t->ndim >= 2) { /* a bias takes the fan-in of the weight before it */
-            fan_in = 1;
-            for (int d = 1; d < t->ndim; d++) fan_in *= (size_t)t->shape[d];
-        }
-        float bound = 1.0f / sqrtf((float)fan_in);
-        float *p = m->params + t->offset;
-        for (size_t k = 0; k < t->size; k++) p[k] = (2.0f * rng_uniform(&r) - 1.0f) * bound;
-    }
-}
-
-static inline const float *PT(const vae_model *m, int ti) { return m->params + m->tensors[ti].offset; }
+#define PT(m, ti) vae_arch_param((m), (ti))
 
 /* ---------- layout moves ---------- */
 
@@ -218,7 +182,7 @@ static void leaky_forward(float *y, size_t n)
 /* dy *= leaky'(.) read from the activation's output y (same sign as its input). */
 static void leaky_backward(float *dy, const float *y, size_t n)
 {
-    vk_relu_backward(dy, y, n, VAE_CONV_LEAKY_SLOPE);
+    vae_kernels_relu_backward(dy, y, n, VAE_CONV_LEAKY_SLOPE);
 }
 
 /* ---------- shared forward pieces ---------- */
@@ -288,17 +252,15 @@ static void decode_into(const vae_model *m, const geometry *g, const kernels *k,
 /* ---------- inference ---------- */
 
 /* scratch: [a | b | c] of B * max_act floats each, then col. */
-size_t vae_conv_workspace_floats(const vae_config *cfg, int max_batch)
+static size_t conv_workspace_floats(const vae_config *cfg, int max_batch)
 {
     geometry g;
     geometry_of(&g, cfg);
     return 3 * (size_t)max_batch * g.max_act + col_floats_for(&g, max_batch);
 }
 
-int vae_conv_encode(const vae_model *m, float *scratch, const float *x, int B, float *mu,
-                    float *logvar)
+static const float *conv_encode(const vae_model *m, float *scratch, const float *x, int B)
 {
-    if (B < 1) return VAE_ERR_ARG;
     geometry g;
     geometry_of(&g, &m->cfg);
     size_t A = (size_t)B * g.max_act;
@@ -310,15 +272,10 @@ int vae_conv_encode(const vae_model *m, float *scratch, const float *x, int B, f
     float *flat = (g.n & 1) ? b : a; /* the buffer the last layer did not write */
     float *heads = c;                /* the input is dead once layer 0 ran */
     encode_into(m, &g, &k, x, B, c, acts, flat, heads);
-    int Z = g.Z;
-    for (int r = 0; r < B; r++) {
-        memcpy(mu + (size_t)r * Z, heads + (size_t)r * 2 * Z, sizeof(float) * Z);
-        memcpy(logvar + (size_t)r * Z, heads + (size_t)r * 2 * Z + Z, sizeof(float) * Z);
-    }
-    return VAE_OK;
+    return heads;
 }
 
-float *vae_conv_decode_logits(const vae_model *m, float *scratch, const float *z, int B)
+static float *conv_decode_logits(const vae_model *m, float *scratch, const float *z, int B)
 {
     geometry g;
     geometry_of(&g, &m->cfg);
@@ -332,174 +289,128 @@ float *vae_conv_decode_logits(const vae_model *m, float *scratch, const float *z
     return logits;
 }
 
-int vae_conv_decode(const vae_model *m, float *scratch, const float *z, int B, float *x_mean)
-{
-    if (B < 1) return VAE_ERR_ARG;
-    vae_output_mean(&m->cfg, vae_conv_decode_logits(m, scratch, z, B), B, x_mean);
-    return VAE_OK;
-}
-
 /* ---------- training ---------- */
 
-struct vae_conv_train {
-    int max_batch;
+typedef struct {
     int naive;
     geometry g;
-    float *xin;                  /* owned; (C, B, P, P) padded input */
-    float *enc[VAE_MAX_HIDDEN];  /* owned; encoder layer outputs, after LeakyReLU */
-    float *flat;                 /* owned; (B, flat) */
-    float *heads, *dheads;       /* owned; (B, 2Z) mu | logvar and its gradient */
-    float *eps, *z, *dz;         /* owned; (BL, Z) */
-    double *kl_dim;              /* owned; (Z) batch KL per dimension */
-    float *dec_in;               /* owned; (ch[n-1], BL, F, F) decoder_input's output */
-    float *dec[VAE_MAX_HIDDEN];  /* owned; decoder layer outputs (the last: logits) */
-    float *dlogits;              /* owned; (BL, Dout) logits, then their gradient */
-    float *ga, *gb;              /* owned; (BL * max_act) gradient ping-pong */
-    float *col;                  /* owned; im2col scratch */
+    float *xin;                  /* (C, B, P, P) padded input */
+    float *enc[VAE_MAX_HIDDEN];  /* encoder layer outputs, after LeakyReLU */
+    float *flat;                 /* (B, flat) */
+    float *heads, *dheads;       /* (B, 2Z) mu | logvar and its gradient */
+    float *z, *dz;               /* (BL, Z) */
+    double *kl_dim;              /* (Z) batch KL per dimension */
+    float *dec_in;               /* (ch[n-1], BL, F, F) decoder_input's output */
+    float *dec[VAE_MAX_HIDDEN];  /* decoder layer outputs (the last: logits) */
+    float *dlogits;              /* (BL, Dout) logits, then their gradient */
+    float *ga, *gb;              /* (BL * max_act) gradient ping-pong */
+    float *col;                  /* im2col scratch */
     size_t col_floats;
+    const float *eps;            /* borrowed from the last forward */
     int B;
-    double beta_eff;
-};
+} conv_train;
 
-void vae_conv_train_use_naive(vae_conv_train *ct, int on) { ct->naive = on; }
+static void conv_use_naive(void *st, int on) { ((conv_train *)st)->naive = on; }
 
-void vae_conv_train_free(vae_conv_train *ct)
+static void *conv_train_layout(const vae_config *c, int max_batch, vae_layout *l)
 {
-    if (!ct) return;
-    free(ct->xin);
-    for (int i = 0; i < VAE_MAX_HIDDEN; i++) {
-        free(ct->enc[i]);
-        free(ct->dec[i]);
-    }
-    free(ct->flat);
-    free(ct->heads);
-    free(ct->dheads);
-    free(ct->eps);
-    free(ct->z);
-    free(ct->dz);
-    free(ct->kl_dim);
-    free(ct->dec_in);
-    free(ct->dlogits);
-    free(ct->ga);
-    free(ct->gb);
-    free(ct->col);
-    free(ct);
-}
-
-static float *alloc_floats(size_t n) { return malloc(sizeof(float) * (n ? n : 1)); }
-
-vae_conv_train *vae_conv_train_new(const vae_model *m, int max_batch, char *err, size_t errlen)
-{
-    const vae_config *c = &m->cfg;
-    if (max_batch < 1) {
-        snprintf(err, errlen, "batch must be >= 1");
-        return NULL;
-    }
-    vae_conv_train *ct = calloc(1, sizeof *ct);
-    if (!ct) goto nomem;
-    geometry *g = &ct->g;
+    conv_train sizing, *t = vae_layout_take(l, 1, sizeof *t);
+    conv_train *s = t ? t : &sizing; /* while sizing the pointers go nowhere */
+    geometry *g = &s->g;
     geometry_of(g, c);
     size_t B = (size_t)max_batch, BL = B * (size_t)c->mc_samples, Z = (size_t)g->Z;
-    ct->max_batch = max_batch;
-    if (!(ct->xin = alloc_floats((size_t)g->C * B * g->P * g->P))) goto nomem;
+    VAE_LAYOUT_TAKE(l, s->xin, (size_t)g->C * B * g->P * g->P);
     for (int i = 0; i < g->n; i++) {
-        if (!(ct->enc[i] = alloc_floats(act_floats(&g->enc[i], max_batch)))) goto nomem;
-        if (!(ct->dec[i] = alloc_floats(act_floats(&g->dec[i], (int)BL)))) goto nomem;
+        VAE_LAYOUT_TAKE(l, s->enc[i], act_floats(&g->enc[i], max_batch));
+        VAE_LAYOUT_TAKE(l, s->dec[i], act_floats(&g->dec[i], (int)BL));
     }
-    if (!(ct->flat = alloc_floats(B * g->flat))) goto nomem;
-    if (!(ct->heads = alloc_floats(B * 2 * Z))) goto nomem;
-    if (!(ct->dheads = alloc_floats(B * 2 * Z))) goto nomem;
-    if (!(ct->eps = alloc_floats(BL * Z))) goto nomem;
-    if (!(ct->z = alloc_floats(BL * Z))) goto nomem;
-    if (!(ct->dz = alloc_floats(BL * Z))) goto nomem;
-    if (!(ct->kl_dim = malloc(sizeof(double) * Z))) goto nomem;
-    if (!(ct->dec_in = alloc_floats(BL * g->flat))) goto nomem;
-    if (!(ct->dlogits = alloc_floats(BL * vae_config_output_dim(c)))) goto nomem;
-    if (!(ct->ga = alloc_floats(BL * g->max_act))) goto nomem;
-    if (!(ct->gb = alloc_floats(BL * g->max_act))) goto nomem;
-    ct->col_floats = col_floats_for(g, (int)BL);
-    if (!(ct->col = alloc_floats(ct->col_floats))) goto nomem;
-    return ct;
-nomem:
-    snprintf(err, errlen, "out of memory for the conv training state (batch %d)", max_batch);
-    vae_conv_train_free(ct);
-    return NULL;
+    VAE_LAYOUT_TAKE(l, s->flat, B * g->flat);
+    VAE_LAYOUT_TAKE(l, s->heads, B * 2 * Z);
+    VAE_LAYOUT_TAKE(l, s->dheads, B * 2 * Z);
+    VAE_LAYOUT_TAKE(l, s->z, BL * Z);
+    VAE_LAYOUT_TAKE(l, s->dz, BL * Z);
+    VAE_LAYOUT_TAKE(l, s->kl_dim, Z);
+    VAE_LAYOUT_TAKE(l, s->dec_in, BL * g->flat);
+    VAE_LAYOUT_TAKE(l, s->dlogits, BL * vae_config_output_dim(c));
+    VAE_LAYOUT_TAKE(l, s->ga, BL * g->max_act);
+    VAE_LAYOUT_TAKE(l, s->gb, BL * g->max_act);
+    s->col_floats = col_floats_for(g, (int)BL);
+    VAE_LAYOUT_TAKE(l, s->col, s->col_floats);
+    return t;
 }
 
-int vae_conv_forward_loss(const vae_model *m, vae_conv_train *ct, const float *x, const float *eps,
-                          int B, int64_t step, vae_stats *stats)
+static void conv_forward(const vae_model *m, void *st, const float *x, const float *eps, int B,
+                         vae_loss_terms *terms)
 {
-    if (B < 1 || B > ct->max_batch) return VAE_ERR_ARG;
+    conv_train *s = st;
     const vae_config *c = &m->cfg;
-    const geometry *g = &ct->g;
-    int L = c->mc_samples, BL = B * L;
-    kernels k = {ct->naive, ct->col, ct->col_floats};
-    ct->B = B;
-
-    encode_into(m, g, &k, x, B, ct->xin, ct->enc, ct->flat, ct->heads);
-    if (eps != ct->eps) memcpy(ct->eps, eps, sizeof(float) * (size_t)BL * g->Z);
-    double kl_opt, kl = vae_latent_forward(c, ct->heads, ct->eps, B, ct->z, ct->kl_dim, &kl_opt);
-    double beta = c->beta;
-    if (c->kl_warmup > 0 && step < c->kl_warmup) beta *= (double)step / (double)c->kl_warmup;
-    ct->beta_eff = beta;
+    const geometry *g = &s->g;
+    kernels k = {s->naive, s->col, s->col_floats};
+    s->eps = eps;
+    s->B = B;
+    encode_into(m, g, &k, x, B, s->xin, s->enc, s->flat, s->heads);
+    terms->kl = vae_latent_forward(c, s->heads, eps, B, s->z, s->kl_dim, &terms->kl_opt);
     /* decoder_input's (BL, flat) output goes through ga, dead until backward */
-    decode_into(m, g, &k, ct->z, BL, ct->ga, ct->dec_in, ct->dec, ct->dlogits);
-    double recon = vae_output_loss(c, ct->dlogits, x, B, L);
-
-    stats->recon = recon;
-    stats->kl = kl;
-    stats->beta_eff = beta;
-    stats->loss = recon + beta * kl_opt;
-    stats->batch = B;
-    if (!isfinite(stats->loss)) return VAE_ERR_NONFINITE;
-    return VAE_OK;
+    decode_into(m, g, &k, s->z, B * c->mc_samples, s->ga, s->dec_in, s->dec, s->dlogits);
+    terms->recon = vae_output_loss(c, s->dlogits, x, B, c->mc_samples);
 }
 
-int vae_conv_backward(const vae_model *m, vae_conv_train *ct, float *grads)
+static void conv_backward(const vae_model *m, void *st, double beta, float *grads)
 {
+    conv_train *s = st;
     const vae_config *c = &m->cfg;
-    const geometry *g = &ct->g;
-    int B = ct->B, BL = B * c->mc_samples, n = g->n;
-    kernels k = {ct->naive, ct->col, ct->col_floats};
-    memset(grads, 0, sizeof(float) * m->n_params);
-#define G(ti) (grads + m->tensors[ti].offset)
+    const geometry *g = &s->g;
+    int B = s->B, BL = B * c->mc_samples, n = g->n;
+    kernels k = {s->naive, s->col, s->col_floats};
+#define G(ti) vae_arch_grad(m, grads, (ti))
 
     /* decoder: dlogits (BL, Dout) -> channel-major, zero where the crop cut */
-    float *dy = ct->ga, *dx = ct->gb;
-    to_channel_major(dy, ct->dlogits, BL, g->Cout, g->S, g->P, g->off);
+    float *dy = s->ga, *dx = s->gb;
+    to_channel_major(dy, s->dlogits, BL, g->Cout, g->S, g->P, g->off);
     for (int i = n - 1; i >= 0; i--) {
-        const float *xin = i > 0 ? ct->dec[i - 1] : ct->dec_in;
+        const float *xin = i > 0 ? s->dec[i - 1] : s->dec_in;
         conv_bwd(&k, dx, G(g->t_dec + 2 * i), G(g->t_dec + 2 * i + 1), dy, xin,
                  PT(m, g->t_dec + 2 * i), BL, &g->dec[i]);
-        if (i > 0) leaky_backward(dx, ct->dec[i - 1], act_floats(&g->dec[i - 1], BL));
+        if (i > 0) leaky_backward(dx, s->dec[i - 1], act_floats(&g->dec[i - 1], BL));
         float *t = dy;
         dy = dx;
         dx = t;
     }
     /* dy: (ch[n-1], BL, F, F) -> rows (BL, flat) for decoder_input */
     from_channel_major(dx, dy, BL, g->dec[0].cin, g->F, g->F, 0);
-    linear_backward(ct->dz, G(g->t_dec_in), G(g->t_dec_in + 1), dx, ct->z, PT(m, g->t_dec_in), BL,
+    linear_backward(s->dz, G(g->t_dec_in), G(g->t_dec_in + 1), dx, s->z, PT(m, g->t_dec_in), BL,
                     g->Z, g->flat);
 
-    vae_latent_backward(c, ct->heads, ct->eps, ct->dz, ct->kl_dim, B, ct->beta_eff, ct->dheads);
+    vae_latent_backward(c, s->heads, s->eps, s->dz, s->kl_dim, B, beta, s->dheads);
 
     /* heads (one product for both) and encoder */
-    float *dflat = ct->ga, *dact = ct->gb;
-    linear_backward(dflat, G(g->t_heads), G(g->t_heads + 2), ct->dheads, ct->flat,
+    float *dflat = s->ga, *dact = s->gb;
+    linear_backward(dflat, G(g->t_heads), G(g->t_heads + 2), s->dheads, s->flat,
                     PT(m, g->t_heads), B, g->flat, 2 * g->Z);
     to_channel_major(dact, dflat, B, g->enc[n - 1].cout, g->F, g->F, 0);
-    leaky_backward(dact, ct->enc[n - 1], act_floats(&g->enc[n - 1], B));
+    leaky_backward(dact, s->enc[n - 1], act_floats(&g->enc[n - 1], B));
     dy = dact;
     dx = dflat;
     for (int i = n - 1; i >= 0; i--) {
-        const float *xin = i > 0 ? ct->enc[i - 1] : ct->xin;
+        const float *xin = i > 0 ? s->enc[i - 1] : s->xin;
         conv_bwd(&k, i > 0 ? dx : NULL, G(g->t_enc + 2 * i), G(g->t_enc + 2 * i + 1), dy, xin,
                  PT(m, g->t_enc + 2 * i), B, &g->enc[i]);
-        if (i > 0) leaky_backward(dx, ct->enc[i - 1], act_floats(&g->enc[i - 1], B));
+        if (i > 0) leaky_backward(dx, s->enc[i - 1], act_floats(&g->enc[i - 1], B));
         float *t = dy;
         dy = dx;
         dx = t;
     }
 #undef G
-    return VAE_OK;
 }
+
+const vae_arch_ops vae_conv_ops = {
+    .validate = conv_validate,
+    .build_tensors = conv_build_tensors,
+    .workspace_floats = conv_workspace_floats,
+    .encode = conv_encode,
+    .decode_logits = conv_decode_logits,
+    .train_layout = conv_train_layout,
+    .forward = conv_forward,
+    .backward = conv_backward,
+    .use_naive = conv_use_naive,
+};

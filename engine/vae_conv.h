@@ -1,16 +1,11 @@
 /* vae_conv: the convolutional VAE, the model behind cfg.arch == VAE_ARCH_CONV.
  *
- * vae.c owns the model, the workspace and the training state and hands the
- * conv-specific work to these functions (callers outside the engine use vae.h):
+ * Callers use vae.h: vae_init, vae_encode, vae_train_step ... run this
+ * network when the config says arch conv (vae.c reaches it through the
+ * private table vae_conv_ops, vae_arch.h). This header describes it and
+ * exports the one fact others need:
  *
- *     vae_conv_build_tensors(m);                 // from vae_alloc: the tensor table
- *     vae_conv_init_params(m, seed);             // from vae_init: PyTorch's defaults
- *     float *s = malloc(vae_conv_workspace_floats(&m->cfg, B) * sizeof(float));
- *     vae_conv_encode(m, s, x, B, mu, logvar);   // inference, thread-safe per scratch
- *     float *logits = vae_conv_decode_logits(m, s, z, B);
- *     vae_conv_train *ct = vae_conv_train_new(m, B, err, sizeof err);
- *     vae_conv_forward_loss(m, ct, x, eps, B, step, &stats);
- *     vae_conv_backward(m, ct, grads);           // grads: n_params floats, overwritten
+ *     int side = vae_conv_padded_size(&cfg);   // 32 for a 28x28 input
  *
  * The network (S = image side, P = S padded to 32 when S is 28, n = n_conv,
  * ch = conv_channels, F = P / 2^n, C' = C, or 2C for gaussian-learned):
@@ -36,54 +31,11 @@
 #ifndef VAE_CONV_H
 #define VAE_CONV_H
 
-#include <stddef.h>
-#include <stdint.h>
-
-#include "engine/vae.h"
+#include "engine/vae_config.h"
 
 #define VAE_CONV_LEAKY_SLOPE 0.2f
 
-/* The conv-specific checks: channels 1 or 3, square, side 16, 32 or 64 (or 28,
- * padded to 32), 1..6 conv layers of 1..1024 channels leaving at least 1x1. */
-int vae_conv_config_validate(const vae_config *cfg, char *err, size_t errlen);
 /* The side the network runs at: 32 for 28, else the image side. */
 int vae_conv_padded_size(const vae_config *cfg);
-
-/* Appends the tensors to m->tensors (m->cfg set, m->n_tensors and m->n_params
- * counting from where they are); does not allocate. VAE_ERR_ARG when the
- * table would overflow. */
-int vae_conv_build_tensors(vae_model *m);
-/* Fills m->params like PyTorch's defaults for Conv2d, ConvTranspose2d and
- * Linear: weight and bias ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)), fan_in the
- * product of the weight's dims after the first (for ConvTranspose2d that is
- * out * k * k, as torch computes it). */
-void vae_conv_init_params(vae_model *m, uint64_t seed);
-
-/* Inference scratch: floats for batches up to max_batch. */
-size_t vae_conv_workspace_floats(const vae_config *cfg, int max_batch);
-/* x: (B, D) -> mu, logvar: (B, latent). scratch: vae_conv_workspace_floats(B). */
-int vae_conv_encode(const vae_model *m, float *scratch, const float *x, int B, float *mu,
-                    float *logvar);
-/* z: (B, latent) -> the output logits (B, Dout), in scratch (valid until the
- * next call with that scratch). */
-float *vae_conv_decode_logits(const vae_model *m, float *scratch, const float *z, int B);
-/* z -> x_mean (B, D): the likelihood's mean, clamped to [0, 1]. */
-int vae_conv_decode(const vae_model *m, float *scratch, const float *z, int B, float *x_mean);
-
-/* Training: activations and scratch for batches up to max_batch (with
- * cfg.mc_samples decoder passes per image). Gradients and Adam live with the
- * caller. */
-typedef struct vae_conv_train vae_conv_train;
-vae_conv_train *vae_conv_train_new(const vae_model *m, int max_batch, char *err, size_t errlen);
-void vae_conv_train_free(vae_conv_train *ct);
-/* Tests: run the naive reference kernels instead of im2col + gemm. */
-void vae_conv_train_use_naive(vae_conv_train *ct, int on);
-/* Forward and loss; eps: (B*mc, latent), copied. step sets the KL warm-up.
- * The same contract as vae_forward_loss (VAE_ERR_NONFINITE on a NaN loss). */
-int vae_conv_forward_loss(const vae_model *m, vae_conv_train *ct, const float *x, const float *eps,
-                          int B, int64_t step, vae_stats *stats);
-/* The gradient of the last forward's loss into grads (n_params floats,
- * overwritten). */
-int vae_conv_backward(const vae_model *m, vae_conv_train *ct, float *grads);
 
 #endif

@@ -1,19 +1,26 @@
+/* The kernels of vae_kernels.h. Each body below is written once and
+ * inlined into one function per instruction set (KERNEL_SET), and the first
+ * call picks the best set the CPU has; tests can pick any other it has.
+ * The naive references follow at the end.
+ *
+ * The build's -std=c11 keeps GCC from contracting a*b + c into an fma, so
+ * the auto-vectorised kernels compute the same float operations in the same
+ * order on every instruction set as the references: their results are
+ * identical, which is what keeps checkpoints the same from machine to
+ * machine. Only sigmoid and the Bernoulli loss, on their own polynomials,
+ * differ from libm (by about an ulp).
+ */
 #include "engine/vae_kernels.h"
 
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
 
-#if defined(__x86_64__) && !defined(__SANITIZE_ADDRESS__)
-#define VK_CLONES __attribute__((target_clones("avx512f", "arch=x86-64-v3", "default")))
-#else
-#define VK_CLONES
-#endif
+#define BODY static inline __attribute__((always_inline))
 
-VK_CLONES
-void vk_adam(float *restrict p, const float *restrict g, const float *restrict g2,
-             float *restrict m, float *restrict v, size_t n, float beta1, float beta2, float eps,
-             float weight_decay, float step_size, float inv_sqrt_bc2)
+BODY void adam_body(float *restrict p, const float *restrict g, const float *restrict g2,
+                    float *restrict m, float *restrict v, size_t n, float beta1, float beta2,
+                    float eps, float weight_decay, float step_size, float inv_sqrt_bc2)
 {
     float c1 = 1.0f - beta1, c2 = 1.0f - beta2;
     for (size_t i = 0; i < n; i++) {
@@ -93,8 +100,7 @@ static inline __attribute__((always_inline)) vf16 bernoulli16(vf16 *l, vf16 x, f
     return sp - x * lj;
 }
 
-VK_CLONES
-double vk_bernoulli_nll_grad(float *restrict l, const float *restrict x, int n, float scale)
+BODY double bernoulli_body(float *restrict l, const float *restrict x, int n, float scale)
 {
     vf16 acc = {0};
     int j = 0;
@@ -119,8 +125,7 @@ double vk_bernoulli_nll_grad(float *restrict l, const float *restrict x, int n, 
     return sum;
 }
 
-VK_CLONES
-void vk_sigmoid(float *restrict y, const float *restrict x, int n)
+BODY void sigmoid_body(float *restrict y, const float *restrict x, int n)
 {
     vf16 e;
     int j = 0;
@@ -138,10 +143,9 @@ void vk_sigmoid(float *restrict y, const float *restrict x, int n)
     }
 }
 
-VK_CLONES
-void vk_bias_relu(float *restrict y, const float *restrict b, int rows, int cols, int leaky)
+BODY void bias_relu_body(float *restrict y, const float *restrict b, int rows, int cols,
+                         float slope)
 {
-    float slope = leaky ? 0.01f : 0.0f;
     for (int r = 0; r < rows; r++) {
         float *yr = y + (size_t)r * cols;
         for (int j = 0; j < cols; j++) {
@@ -151,8 +155,7 @@ void vk_bias_relu(float *restrict y, const float *restrict b, int rows, int cols
     }
 }
 
-VK_CLONES
-void vk_bias(float *restrict y, const float *restrict b, int rows, int cols)
+BODY void bias_body(float *restrict y, const float *restrict b, int rows, int cols)
 {
     for (int r = 0; r < rows; r++) {
         float *yr = y + (size_t)r * cols;
@@ -160,18 +163,220 @@ void vk_bias(float *restrict y, const float *restrict b, int rows, int cols)
     }
 }
 
-VK_CLONES
-void vk_relu_backward(float *restrict dy, const float *restrict y, size_t n, float slope)
+BODY void relu_backward_body(float *restrict dy, const float *restrict y, size_t n, float slope)
 {
     for (size_t i = 0; i < n; i++) dy[i] = y[i] > 0.0f ? dy[i] : slope * dy[i];
 }
 
-VK_CLONES
-void vk_column_sums(float *restrict db, const float *restrict dy, int rows, int cols)
+BODY void column_sums_body(float *restrict db, const float *restrict dy, int rows, int cols)
 {
-    memset(db, 0, sizeof(float) * (size_t)cols);
     for (int r = 0; r < rows; r++) {
         const float *d = dy + (size_t)r * cols;
         for (int j = 0; j < cols; j++) db[j] += d[j];
     }
+}
+
+/* ---------- one set of kernels per instruction set ---------- */
+
+typedef struct {
+    const char *name;
+    void (*adam)(float *restrict, const float *restrict, const float *restrict, float *restrict,
+                 float *restrict, size_t, float, float, float, float, float, float);
+    double (*bernoulli_nll_grad)(float *restrict, const float *restrict, int, float);
+    void (*sigmoid)(float *restrict, const float *restrict, int);
+    void (*bias_relu)(float *restrict, const float *restrict, int, int, float);
+    void (*bias)(float *restrict, const float *restrict, int, int);
+    void (*relu_backward)(float *restrict, const float *restrict, size_t, float);
+    void (*column_sums)(float *restrict, const float *restrict, int, int);
+} kernel_set;
+
+#define KERNEL_SET(isa, name, attr)                                                            \
+    attr static void adam_##isa(float *restrict p, const float *restrict g,                     \
+                                const float *restrict g2, float *restrict m, float *restrict v, \
+                                size_t n, float b1, float b2, float eps, float wd, float step,  \
+                                float inv)                                                      \
+    {                                                                                           \
+        adam_body(p, g, g2, m, v, n, b1, b2, eps, wd, step, inv);                              \
+    }                                                                                           \
+    attr static double bernoulli_##isa(float *restrict l, const float *restrict x, int n,      \
+                                       float scale)                                             \
+    {                                                                                           \
+        return bernoulli_body(l, x, n, scale);                                                  \
+    }                                                                                           \
+    attr static void sigmoid_##isa(float *restrict y, const float *restrict x, int n)           \
+    {                                                                                           \
+        sigmoid_body(y, x, n);                                                                  \
+    }                                                                                           \
+    attr static void bias_relu_##isa(float *restrict y, const float *restrict b, int rows,      \
+                                     int cols, float slope)                                     \
+    {                                                                                           \
+        bias_relu_body(y, b, rows, cols, slope);                                                \
+    }                                                                                           \
+    attr static void bias_##isa(float *restrict y, const float *restrict b, int rows, int cols) \
+    {                                                                                           \
+        bias_body(y, b, rows, cols);                                                            \
+    }                                                                                           \
+    attr static void relu_backward_##isa(float *restrict dy, const float *restrict y, size_t n, \
+                                         float slope)                                           \
+    {                                                                                           \
+        relu_backward_body(dy, y, n, slope);                                                    \
+    }                                                                                           \
+    attr static void column_sums_##isa(float *restrict db, const float *restrict dy, int rows,  \
+                                       int cols)                                                \
+    {                                                                                           \
+        column_sums_body(db, dy, rows, cols);                                                   \
+    }                                                                                           \
+    static const kernel_set set_##isa = {name,          adam_##isa,          bernoulli_##isa,   \
+                                         sigmoid_##isa, bias_relu_##isa,     bias_##isa,        \
+                                         relu_backward_##isa, column_sums_##isa};
+
+#if defined(__x86_64__)
+KERNEL_SET(avx512, "avx512f", __attribute__((target("avx512f"))))
+KERNEL_SET(v3, "x86-64-v3", __attribute__((target("arch=x86-64-v3"))))
+#endif
+KERNEL_SET(base, "baseline", )
+
+static const kernel_set *const sets[] = {
+#if defined(__x86_64__)
+    &set_avx512,
+    &set_v3,
+#endif
+    &set_base,
+};
+#define N_SETS ((int)(sizeof sets / sizeof sets[0]))
+
+static int cpu_has(const kernel_set *k)
+{
+#if defined(__x86_64__)
+    if (k == &set_avx512) return __builtin_cpu_supports("avx512f");
+    if (k == &set_v3) return __builtin_cpu_supports("x86-64-v3");
+#endif
+    return k == &set_base;
+}
+
+static const kernel_set *active; /* NULL until the first call looks at the CPU */
+
+static const kernel_set *kernels(void)
+{
+    const kernel_set *k = __atomic_load_n(&active, __ATOMIC_ACQUIRE);
+    if (k) return k;
+    for (int i = 0; i < N_SETS && !k; i++)
+        if (cpu_has(sets[i])) k = sets[i];
+    __atomic_store_n(&active, k, __ATOMIC_RELEASE); /* racing first calls pick the same */
+    return k;
+}
+
+int vae_kernels_isa_count(void) { return N_SETS; }
+const char *vae_kernels_isa_name(int isa) { return isa >= 0 && isa < N_SETS ? sets[isa]->name : "?"; }
+
+int vae_kernels_use_isa(int isa)
+{
+    if (isa < 0 || isa >= N_SETS || !cpu_has(sets[isa])) return 0;
+    __atomic_store_n(&active, sets[isa], __ATOMIC_RELEASE);
+    return 1;
+}
+
+void vae_kernels_adam(float *restrict p, const float *restrict g, const float *restrict g2,
+                      float *restrict m, float *restrict v, size_t n, float beta1, float beta2,
+                      float eps, float weight_decay, float step_size, float inv_sqrt_bc2)
+{
+    kernels()->adam(p, g, g2, m, v, n, beta1, beta2, eps, weight_decay, step_size, inv_sqrt_bc2);
+}
+
+double vae_kernels_bernoulli_nll_grad(float *restrict l, const float *restrict x, int n,
+                                      float scale)
+{
+    return kernels()->bernoulli_nll_grad(l, x, n, scale);
+}
+
+void vae_kernels_sigmoid(float *restrict y, const float *restrict x, int n)
+{
+    kernels()->sigmoid(y, x, n);
+}
+
+void vae_kernels_bias_relu(float *restrict y, const float *restrict b, int rows, int cols,
+                           float slope)
+{
+    kernels()->bias_relu(y, b, rows, cols, slope);
+}
+
+void vae_kernels_bias(float *restrict y, const float *restrict b, int rows, int cols)
+{
+    kernels()->bias(y, b, rows, cols);
+}
+
+void vae_kernels_relu_backward(float *restrict dy, const float *restrict y, size_t n, float slope)
+{
+    kernels()->relu_backward(dy, y, n, slope);
+}
+
+void vae_kernels_column_sums(float *restrict db, const float *restrict dy, int rows, int cols)
+{
+    kernels()->column_sums(db, dy, rows, cols);
+}
+
+/* ---------- the naive references ---------- */
+
+void vae_kernels_adam_naive(float *p, const float *g, const float *g2, float *m, float *v,
+                            size_t n, float beta1, float beta2, float eps, float weight_decay,
+                            float step_size, float inv_sqrt_bc2)
+{
+    for (size_t i = 0; i < n; i++) {
+        float gi = g[i] + (g2 ? g2[i] : 0.0f) + weight_decay * p[i];
+        m[i] = beta1 * m[i] + (1.0f - beta1) * gi;
+        v[i] = beta2 * v[i] + (1.0f - beta2) * gi * gi;
+        p[i] -= step_size * m[i] / (sqrtf(v[i]) * inv_sqrt_bc2 + eps);
+    }
+}
+
+/* In double, then rounded: the reference of the float polynomials above. */
+static double sigmoid_ref(double x)
+{
+    if (isnan(x)) return 0.0;
+    return x >= 0 ? 1.0 / (1.0 + exp(-x)) : exp(x) / (1.0 + exp(x));
+}
+
+/* Each term in float as the kernel has it (so both overflow alike), on
+ * libm; summed in double. */
+double vae_kernels_bernoulli_nll_grad_naive(float *l, const float *x, int n, float scale)
+{
+    double sum = 0.0;
+    for (int j = 0; j < n; j++) {
+        float lj = l[j], softplus = fmaxf(lj, 0.0f) + log1pf(expf(-fabsf(lj)));
+        sum += softplus - x[j] * lj;
+        l[j] = ((float)sigmoid_ref(lj) - x[j]) * scale;
+    }
+    return sum;
+}
+
+void vae_kernels_sigmoid_naive(float *y, const float *x, int n)
+{
+    for (int j = 0; j < n; j++) y[j] = (float)sigmoid_ref(x[j]);
+}
+
+void vae_kernels_bias_relu_naive(float *y, const float *b, int rows, int cols, float slope)
+{
+    for (int r = 0; r < rows; r++)
+        for (int j = 0; j < cols; j++) {
+            float v = y[(size_t)r * cols + j] + b[j];
+            y[(size_t)r * cols + j] = v > 0.0f ? v : slope * v;
+        }
+}
+
+void vae_kernels_bias_naive(float *y, const float *b, int rows, int cols)
+{
+    for (int r = 0; r < rows; r++)
+        for (int j = 0; j < cols; j++) y[(size_t)r * cols + j] += b[j];
+}
+
+void vae_kernels_relu_backward_naive(float *dy, const float *y, size_t n, float slope)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!(y[i] > 0.0f)) dy[i] *= slope;
+}
+
+void vae_kernels_column_sums_naive(float *db, const float *dy, int rows, int cols)
+{
+    for (int j = 0; j < cols; j++)
+        for (int r = 0; r < rows; r++) db[j] += dy[(size_t)r * cols + j];
 }

@@ -50,7 +50,7 @@ double vae_output_loss(const vae_config *c, float *logits, const float *x, int B
         double nll = 0.0;
         switch (c->likelihood) {
         case VAE_LIK_BERNOULLI:
-            nll = vk_bernoulli_nll_grad(lr, xr, D, inv_L);
+            nll = vae_kernels_bernoulli_nll_grad(lr, xr, D, inv_L);
             break;
         case VAE_LIK_CBERNOULLI:
             for (int j = 0; j < D; j++) {
@@ -95,7 +95,7 @@ void vae_output_mean(const vae_config *c, const float *logits, int B, float *x_m
         if (c->likelihood == VAE_LIK_CBERNOULLI)
             for (int j = 0; j < D; j++) o[j] = cb_mean(l[j]);
         else
-            vk_sigmoid(o, l, D);
+            vae_kernels_sigmoid(o, l, D);
         for (int j = 0; j < D; j++) o[j] = o[j] < 0.0f ? 0.0f : (o[j] > 1.0f ? 1.0f : o[j]);
     }
 }
@@ -160,6 +160,23 @@ void vae_latent_backward(const vae_config *c, const float *heads, const float *e
             dlv[j] = inside ? gl : 0.0f;
         }
     }
+}
+
+double vae_loss_beta(const vae_config *c, int64_t step)
+{
+    double beta = c->beta;
+    if (c->kl_warmup > 0 && step < c->kl_warmup) beta *= (double)step / (double)c->kl_warmup;
+    return beta;
+}
+
+vae_status vae_loss_stats(vae_stats *stats, const vae_loss_terms *t, double beta, int B)
+{
+    stats->recon = t->recon;
+    stats->kl = t->kl;
+    stats->beta_eff = beta;
+    stats->loss = t->recon + beta * t->kl_opt;
+    stats->batch = B;
+    return isfinite(stats->loss) ? VAE_OK : VAE_ERR_NONFINITE;
 }
 
 double vae_output_log_likelihood(const vae_config *c, const float *l, const float *x)

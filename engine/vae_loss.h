@@ -12,12 +12,31 @@
 #ifndef VAE_LOSS_H
 #define VAE_LOSS_H
 
-#include "engine/vae.h"
+#include <stdint.h>
+
+#include "engine/vae_config.h"
 
 /* logvar is clamped to this range before exp() so that sigma and the KL stay
  * finite in float (exp(0.5*30) ~ 3.3e6); the gradient is zero outside it. */
 #define LOGVAR_MIN (-30.0f)
 #define LOGVAR_MAX 30.0f
+
+/* The clamp applied to logvar before exp(). */
+float vae_clamp_logvar(float logvar);
+
+/* What a forward pass found, before the KL weight: -log p(x|z) averaged over
+ * the samples, the closed-form KL and the KL as optimised (free bits), each
+ * summed over the batch. */
+typedef struct {
+    double recon, kl, kl_opt;
+} vae_loss_terms;
+
+/* The KL weight at optimiser step step: beta, rising linearly from 0 over
+ * the first kl_warmup steps. */
+double vae_loss_beta(const vae_config *c, int64_t step);
+/* stats for a batch of B from its terms and KL weight: loss = recon + beta *
+ * kl_opt. VAE_ERR_NONFINITE when that is not finite. */
+vae_status vae_loss_stats(vae_stats *stats, const vae_loss_terms *t, double beta, int B);
 
 /* -log p(x|z) summed over the B*L rows and divided by L; the logits are
  * replaced in place by the gradient of that with respect to them. */

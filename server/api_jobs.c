@@ -10,7 +10,9 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <math.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,6 +21,7 @@
 
 #include <cJSON.h>
 
+#include "engine/util.h"
 #include "server/http_util.h"
 #include "server/jobs_pool.h"
 #include "server/metrics.h"
@@ -59,13 +62,6 @@ struct api_jobs {
     int n_rates;
 };
 
-static double mono_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 /* ---- pool events and /metrics ------------------------------------------ */
 
 static void rate_set(api_jobs *J, int64_t id, double v)
@@ -88,36 +84,30 @@ static void rate_drop(api_jobs *J, int64_t id)
         }
 }
 
-/* From a pool worker after each stored event: note the training rate and
- * wake the watcher. */
-static void on_pool_event(void *ctx, int64_t job_id, const char *type, const char *data_json)
+/* After each stored event: note the training rate and wake the watcher. */
+static void on_pool_event(void *ctx, const jobs_event *e)
 {
     api_jobs *J = ctx;
-    cJSON *data = data_json ? cJSON_Parse(data_json) : NULL; /* owned: freed below */
-    const cJSON *ips = cJSON_GetObjectItemCaseSensitive(data, "images_per_s");
-    const cJSON *state = cJSON_GetObjectItemCaseSensitive(data, "state");
     pthread_mutex_lock(&J->mu);
-    if (!strcmp(type, "state") && cJSON_IsString(state) && strcmp(state->valuestring, "running"))
-        rate_drop(J, job_id);
-    else if (strcmp(type, "state") && cJSON_IsNumber(ips))
-        rate_set(J, job_id, ips->valuedouble);
+    if (e->type == JOBS_EVENT_STATE && e->state != JOBS_STATE_RUNNING)
+        rate_drop(J, e->job_id);
+    else if (e->type != JOBS_EVENT_STATE && isfinite(e->images_per_s))
+        rate_set(J, e->job_id, e->images_per_s);
     pthread_cond_broadcast(&J->cv);
     pthread_mutex_unlock(&J->mu);
-    cJSON_Delete(data);
 }
 
 static void metrics_jobs(void *arg, int64_t counts[METRICS_JOB_STATES])
 {
     api_jobs *J = arg;
-    registry_job *list = NULL; /* owned: freed below */
-    size_t n = 0;
-    if (!J->reg || registry_list_jobs(J->reg, NULL, &list, &n, NULL, 0) != REGISTRY_OK)
+    int64_t by_state[JOBS_STATE_COUNT];
+    if (!J->pool || jobs_pool_count_jobs(J->pool, by_state, NULL, 0) != JOBS_POOL_OK)
         return;
-    for (size_t i = 0; i < n; i++)
-        for (int s = 0; s < METRICS_JOB_STATES; s++)
-            if (!strcmp(list[i].state, metrics_job_state_names[s]))
-                counts[s]++;
-    registry_free_jobs(list, n);
+    for (int m = 0; m < METRICS_JOB_STATES; m++) {
+        jobs_state s;
+        if (!jobs_state_parse(metrics_job_state_names[m], &s))
+            counts[m] += by_state[s];
+    }
 }
 
 static double metrics_training_rate(void *arg)
@@ -152,7 +142,7 @@ static void *watcher_main(void *arg)
     pthread_mutex_lock(&J->mu);
     for (;;) {
         int stopping = J->stopping;
-        double now = mono_s(), next = now + API_JOBS_KEEPALIVE_S;
+        double now = util_mono_s(), next = now + API_JOBS_KEEPALIVE_S;
         struct MHD_Connection *resume[64];
         int n = 0;
         for (sse_stream **pp = &J->waiting; *pp && n < 64;) {
@@ -267,6 +257,75 @@ void api_jobs_free(api_jobs *J)
     free(J);
 }
 
+/* ---- jobs as JSON ---------------------------------------------------------- */
+
+/* Adds key: the stored JSON text parsed (the pool's jobs_record wrote it), or
+ * null ([] for empty_array) when there is none. */
+static int add_json_text(cJSON *o, const char *key, const char *text, int empty_array)
+{
+    cJSON *v = text ? cJSON_Parse(text) : NULL; /* o owns it once added */
+    if (!v)
+        v = empty_array ? cJSON_CreateArray() : cJSON_CreateNull();
+    return v && cJSON_AddItemToObject(o, key, v);
+}
+
+static int add_text_or_null(cJSON *o, const char *key, const char *text)
+{
+    return text && *text ? cJSON_AddStringToObject(o, key, text) != NULL
+                         : cJSON_AddNullToObject(o, key) != NULL;
+}
+
+/* A job: {"id", "state", "config", "progress" (null or {epoch, epochs, step,
+ * steps, images_per_s, eta_s, loss}), "metrics" ([] or one object per epoch:
+ * epoch, train_loss, train_recon, train_kl, test_loss, test_recon, test_kl
+ * (null without a test set), images_per_s, seconds), "result" (null or
+ * {model, version}), "error" (null or text), "created_at", "started_at",
+ * "finished_at" (null until set)}. The caller owns it; NULL when out of memory. */
+static cJSON *job_json(const registry_job *j)
+{
+    cJSON *o = cJSON_CreateObject();
+    int ok = o && cJSON_AddNumberToObject(o, "id", (double)j->id) &&
+             cJSON_AddStringToObject(o, "state", jobs_state_name(j->state)) &&
+             add_json_text(o, "config", j->config_json, 0) &&
+             add_json_text(o, "progress", j->progress_json, 0) &&
+             add_json_text(o, "metrics", j->metrics_json, 1);
+    if (ok && j->result_model[0]) {
+        cJSON *r = cJSON_AddObjectToObject(o, "result");
+        ok = r && cJSON_AddStringToObject(r, "model", j->result_model) &&
+             cJSON_AddNumberToObject(r, "version", (double)j->result_version);
+    } else if (ok) {
+        ok = cJSON_AddNullToObject(o, "result") != NULL;
+    }
+    ok = ok && add_text_or_null(o, "error", j->error) &&
+         add_text_or_null(o, "created_at", j->created_at) &&
+         add_text_or_null(o, "started_at", j->started_at) &&
+         add_text_or_null(o, "finished_at", j->finished_at);
+    if (!ok) {
+        cJSON_Delete(o);
+        return NULL;
+    }
+    return o;
+}
+
+/* {"jobs": [job, ...]}; the caller owns it; NULL when out of memory. */
+static cJSON *jobs_list_json(const registry_job *list, size_t n)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON *a = o ? cJSON_AddArrayToObject(o, "jobs") : NULL;
+    int ok = a != NULL;
+    for (size_t i = 0; ok && i < n; i++) {
+        cJSON *j = job_json(&list[i]);
+        ok = j && cJSON_AddItemToArray(a, j); /* a owns j once added */
+        if (!ok)
+            cJSON_Delete(j);
+    }
+    if (!ok) {
+        cJSON_Delete(o);
+        return NULL;
+    }
+    return o;
+}
+
 /* ---- helpers ------------------------------------------------------------- */
 
 static http_error pool_http_error(int status)
@@ -286,56 +345,110 @@ static http_error pool_http_error(int status)
     }
 }
 
-/* The pool, or NULL after queueing a 503 (the server is stopping). */
-static jobs_pool *pool_or_503(const http_ctx *ctx, struct MHD_Connection *c, enum MHD_Result *ret)
+/* What a handler answers, sent once at its end (answer_send): a JSON body
+ * with its status (and a Location header), or an error kind with its
+ * message. Each step below returns 0, or -1 once it has made the answer an
+ * error, so a handler is a chain of steps and one send. */
+typedef struct {
+    int failed;        /* 1: error and msg are the answer */
+    http_error error;
+    char msg[512];
+    unsigned status;   /* else: status and body */
+    cJSON *body;       /* owned until answer_send */
+    char location[64]; /* "" = no Location */
+} answer;
+
+static int answer_fail(answer *a, http_error e, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static int answer_fail(answer *a, http_error e, const char *fmt, ...)
 {
-    if (ctx->jobs && ctx->jobs->pool)
-        return ctx->jobs->pool;
-    *ret = http_send_error(c, HTTP_ERR_UNAVAILABLE, "training jobs are not available");
-    return NULL;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(a->msg, sizeof a->msg, fmt, ap);
+    va_end(ap);
+    a->failed = 1;
+    a->error = e;
+    return -1;
 }
 
-/* The job id of the route's first "*": 1 ... 2^53, else 0 after queueing 404. */
-static int64_t job_id_param(struct MHD_Connection *c, const http_request *req,
-                            enum MHD_Result *ret)
+static int answer_pool_fail(answer *a, jobs_pool_status status, const char *why)
 {
-    int64_t id;
-    const char *s = req->n_params > 0 ? req->params[0] : "";
-    if (!http_parse_i64(s, &id) && id >= 1 && id <= ((int64_t)1 << 53))
-        return id;
-    char shown[32];
-    size_t i = 0;
-    for (; s[i] && i + 1 < sizeof shown; i++)
-        shown[i] = s[i] >= 0x20 && s[i] < 0x7f && s[i] != '"' && s[i] != '\\' ? s[i] : '?';
-    shown[i] = '\0';
-    *ret = http_send_error(c, HTTP_ERR_NOT_FOUND, "no job %s: job ids are numbers from 1", shown);
+    return answer_fail(a, pool_http_error(status), "%s", why);
+}
+
+/* Takes body (NULL: out of memory) as the answer with status. */
+static int answer_json(answer *a, unsigned status, cJSON *body)
+{
+    if (!body)
+        return answer_fail(a, HTTP_ERR_UNAVAILABLE, "out of memory");
+    a->status = status;
+    a->body = body;
     return 0;
 }
 
-/* Queues json (malloc'd text, taken) as an application/json body with
- * status, and Location when location is not NULL. */
-static enum MHD_Result send_json_text(struct MHD_Connection *c, unsigned status, char *json,
-                                      const char *location)
+/* Queues the answer and frees its body. */
+static enum MHD_Result answer_send(struct MHD_Connection *c, answer *a)
 {
+    if (a->failed)
+        return http_send_error(c, a->error, "%s", a->msg);
+    char *text = cJSON_PrintUnformatted(a->body); /* owned: handed to the response */
+    cJSON_Delete(a->body);
+    a->body = NULL;
+    if (!text)
+        return http_send_error(c, HTTP_ERR_UNAVAILABLE, "out of memory");
     struct MHD_Response *resp =
-        MHD_create_response_from_buffer(strlen(json), json, MHD_RESPMEM_MUST_FREE);
+        MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE);
     if (!resp) {
-        free(json);
+        free(text);
         return MHD_NO;
     }
     enum MHD_Result ret = MHD_NO;
     if (MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json") ==
             MHD_YES &&
-        (!location || MHD_add_response_header(resp, MHD_HTTP_HEADER_LOCATION, location) ==
-                          MHD_YES))
-        ret = MHD_queue_response(c, status, resp);
+        (!a->location[0] ||
+         MHD_add_response_header(resp, MHD_HTTP_HEADER_LOCATION, a->location) == MHD_YES))
+        ret = MHD_queue_response(c, a->status, resp);
     MHD_destroy_response(resp);
     return ret;
 }
 
-static enum MHD_Result send_pool_error(struct MHD_Connection *c, int status, const char *why)
+/* The pool into *p; 503 while the server is stopping. */
+static int pool_of(const http_ctx *ctx, jobs_pool **p, answer *a)
 {
-    return http_send_error(c, pool_http_error(status), "%s", why);
+    *p = ctx->jobs ? ctx->jobs->pool : NULL;
+    return *p ? 0 : answer_fail(a, HTTP_ERR_UNAVAILABLE, "training jobs are not available");
+}
+
+/* The job id of the route's first "*": 1 ... 2^53, else 404. */
+static int job_id_of(const http_request *req, int64_t *id, answer *a)
+{
+    const char *s = req->n_params > 0 ? req->params[0] : "";
+    if (!http_parse_i64(s, id) && *id >= 1 && *id <= ((int64_t)1 << 53))
+        return 0;
+    char shown[32];
+    size_t i = 0;
+    for (; s[i] && i + 1 < sizeof shown; i++)
+        shown[i] = s[i] >= 0x20 && s[i] < 0x7f && s[i] != '"' && s[i] != '\\' ? s[i] : '?';
+    shown[i] = '\0';
+    return answer_fail(a, HTTP_ERR_NOT_FOUND, "no job %s: job ids are numbers from 1", shown);
+}
+
+/* Job id as the answer (job_json) with status; *state (may be NULL) is its
+ * state. */
+static int answer_job(answer *a, jobs_pool *p, int64_t id, unsigned status, jobs_state *state)
+{
+    char err[512];
+    registry_job job;
+    jobs_pool_status rc = jobs_pool_get_job(p, id, &job, err, sizeof err);
+    if (rc == JOBS_POOL_ERR_NOT_FOUND)
+        return answer_fail(a, HTTP_ERR_NOT_FOUND, "no job %" PRId64, id);
+    if (rc)
+        return answer_pool_fail(a, rc, err);
+    if (state)
+        *state = job.state;
+    int failed = answer_json(a, status, job_json(&job));
+    registry_free_job(&job);
+    return failed;
 }
 
 /* 1 when the Content-Type header (may be NULL) is application/json, with or
@@ -351,108 +464,107 @@ static int is_json_type(const char *ct)
            (ct[n] == '\0' || ct[n] == ';' || ct[n] == ' ');
 }
 
-/* ---- handlers ------------------------------------------------------------ */
-
-enum MHD_Result api_jobs_submit(http_ctx *ctx, struct MHD_Connection *c, http_request *req)
+/* A body the pool may read: JSON by its Content-Type (when given, else 415)
+ * and a JSON object (else 400; a readable spec that does not fit is the
+ * pool's 422). */
+static int json_object_body(struct MHD_Connection *c, const http_request *req, answer *a)
 {
-    enum MHD_Result ret = MHD_NO;
-    jobs_pool *p = pool_or_503(ctx, c, &ret);
-    if (!p)
-        return ret;
     const char *ct = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
     if (ct && !is_json_type(ct))
-        return http_send_error(c, HTTP_ERR_UNSUPPORTED_MEDIA,
-                               "a job is a JSON object: send Content-Type: application/json");
-    /* Unreadable is 400 like everywhere else; a readable spec that does not
-     * fit is the pool's 422. */
+        return answer_fail(a, HTTP_ERR_UNSUPPORTED_MEDIA,
+                           "a job is a JSON object: send Content-Type: application/json");
     cJSON *probe = req->body ? cJSON_ParseWithLengthOpts(req->body, req->body_len, NULL, 0)
                              : NULL; /* owned: freed below */
     int is_object = cJSON_IsObject(probe);
     cJSON_Delete(probe);
     if (!is_object)
-        return http_send_error(c, HTTP_ERR_BAD_REQUEST,
-                               "the body must be a JSON object, e.g. {\"model\": \"digits\", "
-                               "\"data\": \"mnist\", \"epochs\": 10}");
-    char err[512];
+        return answer_fail(a, HTTP_ERR_BAD_REQUEST,
+                           "the body must be a JSON object, e.g. {\"model\": \"digits\", "
+                           "\"data\": \"mnist\", \"epochs\": 10}");
+    return 0;
+}
+
+/* ?state=S into *only (*has_state 0 when absent). */
+static int state_query(struct MHD_Connection *c, jobs_state *only, int *has_state, answer *a)
+{
+    const char *state = NULL;
+    char msg[160];
+    if (http_query_str(c, "state", 16, &state, msg, sizeof msg))
+        return answer_fail(a, HTTP_ERR_BAD_REQUEST, "%s", msg);
+    *has_state = state != NULL;
+    if (state && jobs_state_parse(state, only))
+        return answer_fail(a, HTTP_ERR_BAD_REQUEST,
+                           "state: one of queued, running, succeeded, failed, cancelled");
+    return 0;
+}
+
+/* ---- handlers ------------------------------------------------------------ */
+
+enum MHD_Result api_jobs_submit(http_ctx *ctx, struct MHD_Connection *c, http_request *req)
+{
+    answer a = {0};
+    jobs_pool *p;
     int64_t id = 0;
-    int rc = jobs_pool_submit(p, req->body, req->body_len, &id, err, sizeof err);
-    if (rc)
-        return send_pool_error(c, rc, err);
-    char *job = jobs_pool_get_json(p, id, &rc, err, sizeof err); /* owned: handed on */
-    if (!job)
-        return send_pool_error(c, rc, err);
-    char location[64];
-    snprintf(location, sizeof location, "/jobs/%" PRId64, id);
-    return send_json_text(c, MHD_HTTP_ACCEPTED, job, location);
+    char err[512];
+    jobs_pool_status rc;
+    if (!pool_of(ctx, &p, &a) && !json_object_body(c, req, &a)) {
+        if ((rc = jobs_pool_submit(p, req->body, req->body_len, &id, err, sizeof err)))
+            answer_pool_fail(&a, rc, err);
+        else if (!answer_job(&a, p, id, MHD_HTTP_ACCEPTED, NULL))
+            snprintf(a.location, sizeof a.location, "/jobs/%" PRId64, id);
+    }
+    return answer_send(c, &a);
 }
 
 enum MHD_Result api_jobs_list(http_ctx *ctx, struct MHD_Connection *c, http_request *req)
 {
     (void)req;
-    enum MHD_Result ret = MHD_NO;
-    jobs_pool *p = pool_or_503(ctx, c, &ret);
-    if (!p)
-        return ret;
-    const char *state = NULL;
-    char msg[160];
-    if (http_query_str(c, "state", 16, &state, msg, sizeof msg))
-        return http_send_error(c, HTTP_ERR_BAD_REQUEST, "%s", msg);
-    if (state) {
-        int known = 0;
-        for (int i = 0; i < METRICS_JOB_STATES; i++)
-            known |= !strcmp(state, metrics_job_state_names[i]);
-        if (!known)
-            return http_send_error(c, HTTP_ERR_BAD_REQUEST,
-                                   "state: one of queued, running, succeeded, failed, cancelled");
+    answer a = {0};
+    jobs_pool *p;
+    jobs_state only;
+    int has_state = 0;
+    if (!pool_of(ctx, &p, &a) && !state_query(c, &only, &has_state, &a)) {
+        char err[512];
+        registry_job *list = NULL; /* owned: freed below */
+        size_t n = 0;
+        jobs_pool_status rc =
+            jobs_pool_list_jobs(p, has_state ? &only : NULL, &list, &n, err, sizeof err);
+        if (rc)
+            answer_pool_fail(&a, rc, err);
+        else
+            answer_json(&a, MHD_HTTP_OK, jobs_list_json(list, n));
+        registry_free_jobs(list, n);
     }
-    char err[512];
-    int rc;
-    char *list = jobs_pool_list_json(p, state, &rc, err, sizeof err); /* owned: handed on */
-    if (!list)
-        return send_pool_error(c, rc, err);
-    return send_json_text(c, MHD_HTTP_OK, list, NULL);
+    return answer_send(c, &a);
 }
 
 enum MHD_Result api_jobs_get(http_ctx *ctx, struct MHD_Connection *c, http_request *req)
 {
-    enum MHD_Result ret = MHD_NO;
-    jobs_pool *p = pool_or_503(ctx, c, &ret);
-    if (!p)
-        return ret;
-    int64_t id = job_id_param(c, req, &ret);
-    if (!id)
-        return ret;
-    char err[512];
-    int rc;
-    char *job = jobs_pool_get_json(p, id, &rc, err, sizeof err); /* owned: handed on */
-    if (!job)
-        return rc == JOBS_POOL_ERR_NOT_FOUND
-                   ? http_send_error(c, HTTP_ERR_NOT_FOUND, "no job %" PRId64, id)
-                   : send_pool_error(c, rc, err);
-    return send_json_text(c, MHD_HTTP_OK, job, NULL);
+    answer a = {0};
+    jobs_pool *p;
+    int64_t id;
+    if (!pool_of(ctx, &p, &a) && !job_id_of(req, &id, &a))
+        answer_job(&a, p, id, MHD_HTTP_OK, NULL);
+    return answer_send(c, &a);
 }
 
 enum MHD_Result api_jobs_cancel(http_ctx *ctx, struct MHD_Connection *c, http_request *req)
 {
-    enum MHD_Result ret = MHD_NO;
-    jobs_pool *p = pool_or_503(ctx, c, &ret);
-    if (!p)
-        return ret;
-    int64_t id = job_id_param(c, req, &ret);
-    if (!id)
-        return ret;
+    answer a = {0};
+    jobs_pool *p;
+    int64_t id;
     char err[512];
-    int rc = jobs_pool_cancel(p, id, err, sizeof err);
-    if (rc == JOBS_POOL_ERR_NOT_FOUND)
-        return http_send_error(c, HTTP_ERR_NOT_FOUND, "no job %" PRId64, id);
-    if (rc)
-        return send_pool_error(c, rc, err);
-    char *job = jobs_pool_get_json(p, id, &rc, err, sizeof err); /* owned: handed on */
-    if (!job)
-        return send_pool_error(c, rc, err);
-    /* A running job stops at its next step: accepted, not yet done. */
-    int done = strstr(job, "\"state\":\"cancelled\"") != NULL;
-    return send_json_text(c, done ? MHD_HTTP_OK : MHD_HTTP_ACCEPTED, job, NULL);
+    jobs_pool_status rc;
+    jobs_state state;
+    if (!pool_of(ctx, &p, &a) && !job_id_of(req, &id, &a)) {
+        if ((rc = jobs_pool_cancel(p, id, err, sizeof err)) == JOBS_POOL_ERR_NOT_FOUND)
+            answer_fail(&a, HTTP_ERR_NOT_FOUND, "no job %" PRId64, id);
+        else if (rc)
+            answer_pool_fail(&a, rc, err);
+        else if (!answer_job(&a, p, id, MHD_HTTP_OK, &state) && state != JOBS_STATE_CANCELLED)
+            a.status = MHD_HTTP_ACCEPTED; /* a running job stops at its next step */
+    }
+    return answer_send(c, &a);
 }
 
 /* ---- the event stream ---------------------------------------------------- */
@@ -486,7 +598,8 @@ static int out_str(sse_stream *s, const char *text)
 static int format_event(sse_stream *s, const registry_job_event *ev)
 {
     char head[96];
-    snprintf(head, sizeof head, "id: %" PRId64 "\nevent: %.15s\n", ev->seq, ev->type);
+    snprintf(head, sizeof head, "id: %" PRId64 "\nevent: %.15s\n", ev->seq,
+             jobs_event_type_name(ev->type));
     if (out_str(s, head))
         return -1;
     const char *d = ev->data_json ? ev->data_json : "{}";
@@ -500,18 +613,6 @@ static int format_event(sse_stream *s, const registry_job_event *ev)
         d += (d[0] == '\r' && d[1] == '\n') ? 2 : 1;
     }
     return out_str(s, "\n");
-}
-
-/* 1 when ev is a state event whose state is final. */
-static int is_final_state(const registry_job_event *ev)
-{
-    if (strcmp(ev->type, "state") || !ev->data_json)
-        return 0;
-    cJSON *d = cJSON_Parse(ev->data_json); /* owned: freed below */
-    const cJSON *st = cJSON_GetObjectItemCaseSensitive(d, "state");
-    int final = cJSON_IsString(st) && registry_job_state_is_final(st->valuestring);
-    cJSON_Delete(d);
-    return final;
 }
 
 /* Formats the events after s->last_seq: 1 when some were, 0 none, -1 on failure. */
@@ -531,7 +632,7 @@ static int stream_fill(sse_stream *s)
             break;
         }
         s->last_seq = ev[i].seq;
-        s->ending = is_final_state(&ev[i]);
+        s->ending = ev[i].type == JOBS_EVENT_STATE && jobs_state_is_final(ev[i].state);
     }
     registry_free_job_events(ev, n);
     return rc;
@@ -552,7 +653,7 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max)
             s->out_off += n;
             if (s->out_off == s->out_len)
                 s->out_off = s->out_len = 0;
-            s->last_write = mono_s();
+            s->last_write = util_mono_s();
             return (ssize_t)n;
         }
         if (s->ending)
@@ -566,13 +667,13 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max)
             continue;
         /* Nothing new. A job already final (its last event was sent before,
          * e.g. Last-Event-ID named it) ends the stream. */
-        char state[16] = "";
+        jobs_state state;
         int64_t seq = 0;
-        if (registry_get_job_last_seq(J->reg, s->job_id, &seq, state, NULL, 0) != REGISTRY_OK)
+        if (registry_get_job_last_seq(J->reg, s->job_id, &seq, &state, NULL, 0) != REGISTRY_OK)
             return MHD_CONTENT_READER_END_WITH_ERROR;
-        if (registry_job_state_is_final(state) && seq <= s->last_seq)
+        if (jobs_state_is_final(state) && seq <= s->last_seq)
             return MHD_CONTENT_READER_END_OF_STREAM;
-        if (mono_s() - s->last_write >= API_JOBS_KEEPALIVE_S - 0.01) {
+        if (util_mono_s() - s->last_write >= API_JOBS_KEEPALIVE_S - 0.01) {
             if (out_str(s, ": keep-alive\n\n"))
                 return MHD_CONTENT_READER_END_WITH_ERROR;
             continue;
@@ -609,28 +710,37 @@ static void stream_free(void *cls)
     free(s);
 }
 
-enum MHD_Result api_jobs_events(http_ctx *ctx, struct MHD_Connection *c, http_request *req)
+/* Last-Event-ID (absent: 0) into *after. */
+static int last_event_id(struct MHD_Connection *c, int64_t *after, answer *a)
 {
-    enum MHD_Result ret = MHD_NO;
-    jobs_pool *p = pool_or_503(ctx, c, &ret);
-    if (!p)
-        return ret;
-    int64_t id = job_id_param(c, req, &ret);
-    if (!id)
-        return ret;
-    int64_t after = 0;
+    *after = 0;
     const char *last = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Last-Event-ID");
-    if (last && *last && (http_parse_i64(last, &after) || after < 0))
-        return http_send_error(c, HTTP_ERR_BAD_REQUEST,
-                               "Last-Event-ID: the id of an event of this stream (a number)");
+    if (last && *last && (http_parse_i64(last, after) || *after < 0))
+        return answer_fail(a, HTTP_ERR_BAD_REQUEST,
+                           "Last-Event-ID: the id of an event of this stream (a number)");
+    return 0;
+}
+
+static int job_exists(const http_ctx *ctx, int64_t id, answer *a)
+{
     int64_t seq = 0;
     char err[256];
     int rc = registry_get_job_last_seq(ctx->jobs->reg, id, &seq, NULL, err, sizeof err);
     if (rc == REGISTRY_ERR_NOT_FOUND)
-        return http_send_error(c, HTTP_ERR_NOT_FOUND, "no job %" PRId64, id);
+        return answer_fail(a, HTTP_ERR_NOT_FOUND, "no job %" PRId64, id);
     if (rc)
-        return http_send_error(c, HTTP_ERR_INTERNAL, "%s", err);
+        return answer_fail(a, HTTP_ERR_INTERNAL, "%s", err);
+    return 0;
+}
 
+enum MHD_Result api_jobs_events(http_ctx *ctx, struct MHD_Connection *c, http_request *req)
+{
+    answer a = {0};
+    jobs_pool *p;
+    int64_t id, after;
+    if (pool_of(ctx, &p, &a) || job_id_of(req, &id, &a) || last_event_id(c, &after, &a) ||
+        job_exists(ctx, id, &a))
+        return answer_send(c, &a);
     sse_stream *s = calloc(1, sizeof *s); /* owned: by the response (stream_free) once created */
     if (!s)
         return http_send_error(c, HTTP_ERR_UNAVAILABLE, "out of memory");
@@ -638,13 +748,14 @@ enum MHD_Result api_jobs_events(http_ctx *ctx, struct MHD_Connection *c, http_re
     s->conn = c;
     s->job_id = id;
     s->last_seq = after;
-    s->last_write = mono_s();
+    s->last_write = util_mono_s();
     struct MHD_Response *resp =
         MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096, stream_read, s, stream_free);
     if (!resp) {
         free(s);
         return MHD_NO;
     }
+    enum MHD_Result ret = MHD_NO;
     if (MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "text/event-stream") ==
             MHD_YES &&
         MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache") == MHD_YES)

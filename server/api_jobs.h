@@ -13,7 +13,7 @@
  *                                               400 not JSON, 415, 422 invalid or over
  *                                               --job-mem-mb (the reason in the message)
  *     GET  /jobs[?state=S]     api_jobs_list    {"jobs": [...]} in submission order
- *     GET  /jobs/{id}          api_jobs_get     the job (jobs_pool_get_json)
+ *     GET  /jobs/{id}          api_jobs_get     the job (see job_json in api_jobs.c)
  *     GET  /jobs/{id}/events   api_jobs_events  text/event-stream, see below
  *     POST /jobs/{id}/cancel   api_jobs_cancel  200 cancelled, 202 stopping (a running job
  *                                               stops before its next step), 409 finished

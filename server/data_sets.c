@@ -18,18 +18,36 @@ int data_sets_is_builtin(const char *name)
     return strcmp(name, "mnist") == 0 || strcmp(name, "fashion") == 0;
 }
 
+int data_sets_idx_paths(const char *root, const char *name, data_sets_split split, char *images,
+                        char *labels, size_t size)
+{
+    if (size)
+        images[0] = labels[0] = '\0';
+    if (data_sets_is_builtin(name)) {
+        const char *s = split == DATA_SETS_TEST ? "t10k" : "train";
+        int a = snprintf(images, size, "%s/%s/%s-images-idx3-ubyte", root, name, s);
+        int b = snprintf(labels, size, "%s/%s/%s-labels-idx1-ubyte", root, name, s);
+        return a >= 0 && (size_t)a < size && b >= 0 && (size_t)b < size ? 0 : -1;
+    }
+    if (split == DATA_SETS_TEST)
+        return -1;
+    int a = snprintf(images, size, "%s", name);
+    if (a < 0 || (size_t)a >= size)
+        return -1;
+    dataset_idx_labels_path(name, labels, size);
+    return 0;
+}
+
 typedef vae_status (*idx_loader)(dataset *, const char *, const char *, char *, size_t);
 
-static int load(const char *root, const char *name, data_sets_split split, idx_loader load_idx,
-                dataset *out, char *err, size_t errlen)
+static vae_status load(const char *root, const char *name, data_sets_split split,
+                       idx_loader load_idx, dataset *out, char *err, size_t errlen)
 {
     char img[PATH_MAX], lab[PATH_MAX];
     memset(out, 0, sizeof *out);
     if (data_sets_is_builtin(name)) {
-        const char *s = split == DATA_SETS_TEST ? "t10k" : "train";
-        snprintf(img, sizeof img, "%s/%s/%s-images-idx3-ubyte", root, name, s);
-        snprintf(lab, sizeof lab, "%s/%s/%s-labels-idx1-ubyte", root, name, s);
-        int rc = load_idx(out, img, lab, err, errlen);
+        data_sets_idx_paths(root, name, split, img, lab, sizeof img);
+        vae_status rc = load_idx(out, img, lab, err, errlen);
         if (rc == VAE_ERR_IO) {
             size_t n = strlen(err);
             snprintf(err + n, errlen > n ? errlen - n : 0,
@@ -59,24 +77,21 @@ static int load(const char *root, const char *name, data_sets_split split, idx_l
         snprintf(err, errlen, "%s has no test split", name);
         return VAE_ERR_ARG;
     }
-    snprintf(img, sizeof img, "%s", name);
-    const char *p = strstr(name, "-images-idx3-ubyte");
-    if (p) {
-        snprintf(lab, sizeof lab, "%.*s-labels-idx1-ubyte%s", (int)(p - name), name,
-                 p + strlen("-images-idx3-ubyte"));
-        if (access(lab, R_OK) == 0) return load_idx(out, img, lab, err, errlen);
+    if (data_sets_idx_paths(root, name, split, img, lab, sizeof img)) {
+        snprintf(err, errlen, "%.200s...: the path is too long", name);
+        return VAE_ERR_ARG;
     }
-    return load_idx(out, img, NULL, err, errlen);
+    return load_idx(out, img, lab[0] && access(lab, R_OK) == 0 ? lab : NULL, err, errlen);
 }
 
-int data_sets_load(const char *root, const char *name, data_sets_split split, dataset *out,
-                   char *err, size_t errlen)
+vae_status data_sets_load(const char *root, const char *name, data_sets_split split,
+                          dataset *out, char *err, size_t errlen)
 {
     return load(root, name, split, dataset_load_idx, out, err, errlen);
 }
 
-int data_sets_load_compact(const char *root, const char *name, data_sets_split split,
-                           dataset *out, char *err, size_t errlen)
+vae_status data_sets_load_compact(const char *root, const char *name, data_sets_split split,
+                                  dataset *out, char *err, size_t errlen)
 {
     return load(root, name, split, dataset_load_idx_compact, out, err, errlen);
 }

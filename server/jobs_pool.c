@@ -1,6 +1,12 @@
 /* jobs_pool: worker threads that run training jobs queued in the registry.
  * See jobs_pool.h.
  *
+ * One file: the job directories, the events, what a worker does with a job
+ * (run_job: a train_run and its events) and the workers. The runner shares
+ * the pool's lock, slots and stop mode, and now that the JSON is jobs_record's
+ * and the training train_run's it is short; apart, it would need the pool's
+ * insides in a private header.
+ *
  * Locks: the pool mutex guards the worker slots (which job each runs, its
  * cancel flag) and the stop state; it is taken before the registry's own
  * lock (claiming a job, cancelling a queued one, waiting for events) and
@@ -12,7 +18,6 @@
 
 #include "engine/file_io.h"
 
-#include <cjson/cJSON.h>
 #include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
@@ -27,15 +32,11 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "engine/checkpoint.h"
-#include "engine/eval.h"
-#include "engine/safetensors.h"
-#include "engine/trainer.h"
-#include "server/checkpoint_metrics.h"
+#include "engine/util.h"
 #include "server/data_sets.h"
+#include "server/jobs_record.h"
 #include "server/jobs_spec.h"
-
-#define RESUME_FORMAT "vaed-job-resume-1"
+#include "server/train_run.h"
 
 typedef struct {
     int64_t job_id;      /* 0 while idle */
@@ -55,7 +56,7 @@ struct jobs_pool {
     size_t mem_limit;
     double progress_interval_s;
     int nice;
-    void (*on_event)(void *ctx, int64_t job_id, const char *type, const char *data_json);
+    void (*on_event)(void *ctx, const jobs_event *e);
     void *on_event_ctx;
     int confine_data;
 
@@ -71,25 +72,7 @@ struct jobs_pool {
     worker_slot *slots;             /* owned; n_workers */
 };
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (!err || errlen == 0) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
-
-static double mono_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-static int from_registry(int rc)
+static jobs_pool_status from_registry(int rc)
 {
     switch (rc) {
     case REGISTRY_OK: return JOBS_POOL_OK;
@@ -98,18 +81,6 @@ static int from_registry(int rc)
     case REGISTRY_ERR_ARG: return JOBS_POOL_ERR_INVALID;
     case REGISTRY_ERR_NOMEM: return JOBS_POOL_ERR_NOMEM;
     default: return JOBS_POOL_ERR_DB;
-    }
-}
-
-int jobs_pool_http_status(int status)
-{
-    switch (status) {
-    case JOBS_POOL_OK: return 200;
-    case JOBS_POOL_ERR_INVALID: return 422;
-    case JOBS_POOL_ERR_NOT_FOUND: return 404;
-    case JOBS_POOL_ERR_CONFLICT: return 409;
-    case JOBS_POOL_ERR_STOPPING: return 503;
-    default: return 500;
     }
 }
 
@@ -146,31 +117,37 @@ static void remove_job_dir(const jobs_pool *p, int64_t id)
 /* ---------- events ---------- */
 
 /* Wakes event waiters, then tells the observer (outside the lock, so it may
- * call jobs_pool_stop or jobs_pool_cancel). data_json NULL: the job's newest
- * event is read back for the observer. */
-static void announce(jobs_pool *p, int64_t id, const char *type, const char *data_json)
+ * call jobs_pool_stop or jobs_pool_cancel). */
+static void announce(jobs_pool *p, const jobs_event *e)
 {
     pthread_mutex_lock(&p->mu);
     pthread_cond_broadcast(&p->events_cv);
     pthread_mutex_unlock(&p->mu);
-    if (!p->on_event) return;
-    if (data_json) {
-        p->on_event(p->on_event_ctx, id, type, data_json);
-        return;
+    if (p->on_event) p->on_event(p->on_event_ctx, e);
+}
+
+static void announce_state(jobs_pool *p, int64_t id, jobs_state state)
+{
+    jobs_event e = {.job_id = id, .type = JOBS_EVENT_STATE, .state = state, .images_per_s = NAN};
+    announce(p, &e);
+}
+
+/* A progress or epoch event: where pr says the trainer stands. */
+static void announce_progress(jobs_pool *p, int64_t id, jobs_event_type type,
+                              const trainer_progress *pr)
+{
+    jobs_event e = {.job_id = id, .type = type, .state = JOBS_STATE_RUNNING, .epoch = pr->epoch,
+                    .epochs = pr->epochs, .images_per_s = pr->images_per_s};
+    if (type == JOBS_EVENT_PROGRESS) {
+        e.step = pr->step;
+        e.steps = pr->steps;
     }
-    int64_t seq = 0;
-    registry_job_event *ev = NULL;
-    size_t n = 0;
-    if (registry_get_job_last_seq(p->reg, id, &seq, NULL, NULL, 0) == REGISTRY_OK && seq > 0 &&
-        registry_list_job_events(p->reg, id, seq - 1, 1, &ev, &n, NULL, 0) == REGISTRY_OK &&
-        n == 1)
-        p->on_event(p->on_event_ctx, id, ev[0].type, ev[0].data_json ? ev[0].data_json : "null");
-    registry_free_job_events(ev, n);
+    announce(p, &e);
 }
 
 /* A state transition with its event; logs when it fails (a worker has no
  * one else to tell). */
-static int transition(jobs_pool *p, int64_t id, const char *to, const char *note)
+static int transition(jobs_pool *p, int64_t id, jobs_state to, const char *note)
 {
     char err[512];
     int rc = registry_set_job_state(p->reg, id, to, note, err, sizeof err);
@@ -178,85 +155,8 @@ static int transition(jobs_pool *p, int64_t id, const char *to, const char *note
         fprintf(stderr, "vaed: job %" PRId64 ": %s\n", id, err);
         return rc;
     }
-    announce(p, id, "state", NULL);
+    announce_state(p, id, to);
     return 0;
-}
-
-/* ---------- metrics as JSON ---------- */
-
-static cJSON *number_or_null(double v)
-{
-    return isfinite(v) ? cJSON_CreateNumber(v) : cJSON_CreateNull();
-}
-
-static int add_num(cJSON *o, const char *k, double v)
-{
-    cJSON *n = number_or_null(v);
-    return n && cJSON_AddItemToObject(o, k, n);
-}
-
-static char *print_and_free(cJSON *o)
-{
-    char *s = o ? cJSON_PrintUnformatted(o) : NULL;
-    cJSON_Delete(o);
-    return s;
-}
-
-/* The per-epoch array kept on the job and in the resume file. */
-static char *metrics_array_json(const trainer_epoch_metrics *ms, int n)
-{
-    cJSON *a = cJSON_CreateArray();
-    for (int i = 0; a && i < n; i++) {
-        cJSON *e = checkpoint_metrics_epoch_json(&ms[i], 1);
-        if (!e || !cJSON_AddItemToArray(a, e)) {
-            cJSON_Delete(e);
-            cJSON_Delete(a);
-            return NULL;
-        }
-    }
-    return print_and_free(a);
-}
-
-static double field(const cJSON *o, const char *k)
-{
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
-    return cJSON_IsNumber(v) ? v->valuedouble : NAN;
-}
-
-static int metrics_from_json(const char *s, trainer_epoch_metrics *ms, int n)
-{
-    cJSON *a = cJSON_Parse(s); /* owned: freed below */
-    int ok = cJSON_IsArray(a) && cJSON_GetArraySize(a) == n;
-    for (int i = 0; ok && i < n; i++) {
-        const cJSON *o = cJSON_GetArrayItem(a, i);
-        trainer_epoch_metrics *e = &ms[i];
-        e->epoch = (int)field(o, "epoch");
-        e->train_loss = field(o, "train_loss");
-        e->train_recon = field(o, "train_recon");
-        e->train_kl = field(o, "train_kl");
-        e->test_loss = field(o, "test_loss");
-        e->test_recon = field(o, "test_recon");
-        e->test_kl = field(o, "test_kl");
-        e->images_per_s = field(o, "images_per_s");
-        e->seconds = field(o, "seconds");
-        ok = e->epoch == i + 1;
-    }
-    cJSON_Delete(a);
-    return ok ? 0 : -1;
-}
-
-static char *progress_json(const trainer_progress *pr)
-{
-    cJSON *o = cJSON_CreateObject();
-    int ok = o && add_num(o, "epoch", pr->epoch) && add_num(o, "epochs", pr->epochs) &&
-             add_num(o, "step", (double)pr->step) && add_num(o, "steps", (double)pr->steps) &&
-             add_num(o, "images_per_s", pr->images_per_s) && add_num(o, "eta_s", pr->eta_s) &&
-             add_num(o, "loss", pr->loss);
-    if (!ok) {
-        cJSON_Delete(o);
-        return NULL;
-    }
-    return print_and_free(o);
 }
 
 /* ---------- one job ---------- */
@@ -265,258 +165,52 @@ typedef struct {
     jobs_pool *pool;
     worker_slot *slot;
     int64_t id;
-    const char *config_json;       /* borrowed: the job's row */
     jobs_spec spec;
-    dataset train, test;           /* owned */
-    int have_test;
-    vae_model model;               /* owned */
-    trainer *t;                    /* owned */
-    trainer_epoch_metrics *ms;     /* owned; spec.cfg.epochs */
-    int n_done;                    /* epochs in ms */
+    train_run *run;                /* owned */
     trainer_progress last;         /* the newest progress */
-    double last_report;            /* mono_s() of the last progress event */
+    double last_report;            /* util_mono_s() of the last progress event */
     char err[512];
 } job_run;
 
+/* After every step: a progress event at most every progress_interval_s. */
 static void on_progress(void *ctx, const trainer_progress *pr)
 {
     job_run *j = ctx;
     j->last = *pr;
-    double now = mono_s();
+    double now = util_mono_s();
     if (now - j->last_report < j->pool->progress_interval_s) return;
     j->last_report = now;
-    char *pj = progress_json(pr); /* owned: freed below */
+    char *pj = jobs_record_progress_json(pr); /* owned: freed below */
     if (!pj) return;
     char err[256];
-    if (registry_set_job_progress(j->pool->reg, j->id, pj, NULL, "progress", pj, NULL, err,
-                                  sizeof err) == REGISTRY_OK)
-        announce(j->pool, j->id, "progress", pj);
+    if (registry_set_job_progress(j->pool->reg, j->id, pj, NULL, JOBS_EVENT_PROGRESS, pj, NULL,
+                                  err, sizeof err) == REGISTRY_OK)
+        announce_progress(j->pool, j->id, JOBS_EVENT_PROGRESS, pr);
     free(pj);
 }
 
-/* Writes the resume file: everything trainer_set_position and the Adam state
- * need to continue exactly where the trainer stands. */
-static int save_resume(job_run *j)
+/* After every epoch (its resume file written): the job's progress and
+ * metrics, and an epoch event. */
+static void on_epoch(void *ctx, const trainer_epoch_metrics *ms, int n)
 {
+    job_run *j = ctx;
     jobs_pool *p = j->pool;
-    char dir[PATH_MAX], path[PATH_MAX];
-    job_dir(p, j->id, dir, sizeof dir);
-    resume_path(p, j->id, path, sizeof path);
-    if (file_make_dirs(dir, j->err, sizeof j->err))
-        return -1;
-    vae_model *m = &j->model;
-    vae_train_state *ts = trainer_train_state(j->t);
-    trainer_position pos;
-    trainer_get_position(j->t, &pos);
-    int n = trainer_order_len(j->t);
-    const int *order = trainer_order(j->t);
-    float *order_f = malloc(sizeof(float) * (size_t)n); /* owned: freed below */
-    char *metrics = metrics_array_json(j->ms, j->n_done); /* owned: freed below */
-    char model_cfg[4096];
-    int rc = -1;
-    if (!order_f || !metrics || ckpt_config_to_json(&m->cfg, model_cfg, sizeof model_cfg) < 0) {
-        set_err(j->err, sizeof j->err, "out of memory writing the resume file");
-        goto end;
+    j->last.step = j->last.steps;
+    char *pj = jobs_record_progress_json(&j->last); /* owned */
+    char *jm = jobs_record_epochs_json(ms, n);       /* owned */
+    char *ej = jobs_record_epoch_json(&ms[n - 1]);   /* owned */
+    char err[256];
+    if (pj && jm && ej &&
+        registry_set_job_progress(p->reg, j->id, pj, jm, JOBS_EVENT_EPOCH, ej, NULL, err,
+                                  sizeof err) == REGISTRY_OK) {
+        trainer_progress done = j->last;
+        done.epoch = ms[n - 1].epoch;
+        done.images_per_s = ms[n - 1].images_per_s;
+        announce_progress(p, j->id, JOBS_EVENT_EPOCH, &done);
     }
-    for (int i = 0; i < n; i++) order_f[i] = (float)order[i];
-    const rng_state *rng = trainer_rng(j->t);
-    char adam_step[32], rng_s[80], epochs_done[16], next_step[32], seen[16], recon[40], kl[40],
-        seconds[40];
-    snprintf(adam_step, sizeof adam_step, "%" PRId64, *vae_train_adam_step(ts));
-    snprintf(rng_s, sizeof rng_s, "%016" PRIx64 ",%016" PRIx64 ",%016" PRIx64 ",%016" PRIx64,
-             rng->s[0], rng->s[1], rng->s[2], rng->s[3]);
-    snprintf(epochs_done, sizeof epochs_done, "%d", pos.epochs_done);
-    snprintf(next_step, sizeof next_step, "%" PRId64, pos.next_step);
-    snprintf(seen, sizeof seen, "%d", pos.seen);
-    snprintf(recon, sizeof recon, "%.17g", pos.recon_sum);
-    snprintf(kl, sizeof kl, "%.17g", pos.kl_sum);
-    snprintf(seconds, sizeof seconds, "%.17g", pos.seconds);
-    const char *keys[] = {"format",    "job_config", "model_config", "adam_step",
-                          "rng",       "epochs_done", "next_step",   "seen",
-                          "recon_sum", "kl_sum",     "seconds",      "metrics"};
-    const char *values[] = {RESUME_FORMAT, j->config_json, model_cfg, adam_step,
-                            rng_s,         epochs_done,    next_step, seen,
-                            recon,         kl,             seconds,   metrics};
-    st_tensor_out t[4] = {
-        {.name = "params", .ndim = 1, .shape = {(int64_t)m->n_params}, .data = m->params},
-        {.name = "adam_m", .ndim = 1, .shape = {(int64_t)m->n_params}, .data = vae_train_adam_m(ts)},
-        {.name = "adam_v", .ndim = 1, .shape = {(int64_t)m->n_params}, .data = vae_train_adam_v(ts)},
-        {.name = "order", .ndim = 1, .shape = {n}, .data = order_f},
-    };
-    char err[384];
-    if (st_write_file(path, t, 4, keys, values, (int)(sizeof keys / sizeof keys[0]), err,
-                      sizeof err)) {
-        set_err(j->err, sizeof j->err, "cannot write the resume file: %s", err);
-        goto end;
-    }
-    rc = 0;
-end:
-    free(order_f);
-    free(metrics);
-    return rc;
-}
-
-static const float *f32_tensor(const st_file *f, const char *name, size_t n)
-{
-    const st_tensor_info *t = st_find(f, name);
-    if (!t || strcmp(t->dtype, "F32") != 0 || t->ndim != 1 || (uint64_t)t->shape[0] != n)
-        return NULL;
-    return (const float *)(const void *)(f->data + t->begin);
-}
-
-static int meta_i64(const st_file *f, const char *key, int64_t *out)
-{
-    const char *s = st_meta_get(f, key);
-    char *end;
-    if (!s || !*s) return -1;
-    errno = 0;
-    long long v = strtoll(s, &end, 10);
-    if (*end || errno) return -1;
-    *out = v;
-    return 0;
-}
-
-static int meta_double(const st_file *f, const char *key, double *out)
-{
-    const char *s = st_meta_get(f, key);
-    char *end;
-    if (!s || !*s) return -1;
-    *out = strtod(s, &end);
-    return *end ? -1 : 0;
-}
-
-/* Restores the trainer from the resume file at path. */
-static int load_resume(job_run *j, const char *path)
-{
-    st_file f;
-    char err[384];
-    if (st_read_file(path, &f, err, sizeof err)) {
-        set_err(j->err, sizeof j->err, "cannot resume: %s", err);
-        return -1;
-    }
-    int rc = -1;
-    int *order = NULL; /* owned: freed at end */
-    vae_model *m = &j->model;
-    vae_train_state *ts = trainer_train_state(j->t);
-    size_t np = m->n_params;
-    int n = trainer_order_len(j->t);
-    char model_cfg[4096];
-    const char *fmt = st_meta_get(&f, "format"), *jc = st_meta_get(&f, "job_config"),
-               *mc = st_meta_get(&f, "model_config"), *rs = st_meta_get(&f, "rng"),
-               *metrics = st_meta_get(&f, "metrics");
-    const float *params = f32_tensor(&f, "params", np), *am = f32_tensor(&f, "adam_m", np),
-                *av = f32_tensor(&f, "adam_v", np), *of = f32_tensor(&f, "order", (size_t)n);
-    if (ckpt_config_to_json(&m->cfg, model_cfg, sizeof model_cfg) < 0 || !fmt ||
-        strcmp(fmt, RESUME_FORMAT) != 0 || !jc || strcmp(jc, j->config_json) != 0 || !mc ||
-        strcmp(mc, model_cfg) != 0) {
-        set_err(j->err, sizeof j->err, "cannot resume: %s belongs to another job or model", path);
-        goto end;
-    }
-    int64_t adam_step, epochs_done, next_step, seen;
-    trainer_position pos;
-    rng_state rng;
-    if (!params || !am || !av || !of || !rs || !metrics || meta_i64(&f, "adam_step", &adam_step) ||
-        meta_i64(&f, "epochs_done", &epochs_done) || meta_i64(&f, "next_step", &next_step) ||
-        meta_i64(&f, "seen", &seen) || meta_double(&f, "recon_sum", &pos.recon_sum) ||
-        meta_double(&f, "kl_sum", &pos.kl_sum) || meta_double(&f, "seconds", &pos.seconds) ||
-        sscanf(rs, "%" SCNx64 ",%" SCNx64 ",%" SCNx64 ",%" SCNx64, &rng.s[0], &rng.s[1],
-               &rng.s[2], &rng.s[3]) != 4 ||
-        epochs_done < 0 || epochs_done > j->spec.cfg.epochs || seen < 0 || seen > INT_MAX) {
-        set_err(j->err, sizeof j->err, "cannot resume: %s is incomplete", path);
-        goto end;
-    }
-    if (metrics_from_json(metrics, j->ms, (int)epochs_done)) {
-        set_err(j->err, sizeof j->err, "cannot resume: %s holds bad metrics", path);
-        goto end;
-    }
-    if (!(order = malloc(sizeof(int) * (size_t)n))) {
-        set_err(j->err, sizeof j->err, "out of memory resuming");
-        goto end;
-    }
-    for (int i = 0; i < n; i++) {
-        float v;
-        memcpy(&v, of + i, sizeof v);
-        order[i] = v >= 0 && v < (float)n ? (int)v : -1;
-    }
-    pos.epochs_done = (int)epochs_done;
-    pos.next_step = next_step;
-    pos.seen = (int)seen;
-    if (trainer_set_position(j->t, &pos, order, n, err, sizeof err)) {
-        set_err(j->err, sizeof j->err, "cannot resume: %s", err);
-        goto end;
-    }
-    memcpy(m->params, params, sizeof(float) * np);
-    memcpy(vae_train_adam_m(ts), am, sizeof(float) * np);
-    memcpy(vae_train_adam_v(ts), av, sizeof(float) * np);
-    *vae_train_adam_step(ts) = adam_step;
-    *trainer_rng(j->t) = rng;
-    j->n_done = (int)epochs_done;
-    rc = 0;
-end:
-    free(order);
-    st_free(&f);
-    return rc;
-}
-
-static int load_data(job_run *j)
-{
-    const jobs_spec *s = &j->spec;
-    const char *root = j->pool->data_root;
-    /* as bytes, like `vaed train`: the training set is most of a job's memory */
-    if (data_sets_load_compact(root, s->data, DATA_SETS_TRAIN, &j->train, j->err, sizeof j->err))
-        return -1;
-    if (data_sets_is_builtin(s->data)) {
-        char err[256];
-        j->have_test = data_sets_load_compact(root, s->data, DATA_SETS_TEST, &j->test, err,
-                                              sizeof err) == 0;
-    }
-    if (s->klass >= 0) {
-        char err[256];
-        if (dataset_filter_class(&j->train, s->klass, err, sizeof err) ||
-            (j->have_test && dataset_filter_class(&j->test, s->klass, err, sizeof err))) {
-            set_err(j->err, sizeof j->err, "class %d: %s", s->klass, err);
-            return -1;
-        }
-    }
-    if (s->limit > 0 && s->limit < j->train.n) dataset_truncate(&j->train, s->limit);
-    return 0;
-}
-
-/* Registers the trained model and marks the job succeeded, in one transaction. */
-static int finish_job(job_run *j)
-{
-    vae_config *c = &j->model.cfg;
-    eval_result er;
-    char err[384];
-    int evaluated = eval_run_iwae_images(&j->model, j->have_test ? &j->test : &j->train,
-                                         EVAL_TRAIN_IWAE_K, EVAL_TRAIN_IWAE_IMAGES, c->seed, &er,
-                                         err, sizeof err) == 0;
-    char *cm = checkpoint_metrics_json(j->ms, j->n_done, evaluated ? &er : NULL); /* owned */
-    char *jm = metrics_array_json(j->ms, j->n_done);               /* owned */
-    uint8_t *blob = NULL;                                          /* owned */
-    size_t len = 0;
-    char cfg_json[4096];
-    int rc = -1;
-    if (!cm || !jm || ckpt_config_to_json(c, cfg_json, sizeof cfg_json) < 0) {
-        set_err(j->err, sizeof j->err, "out of memory registering the model");
-        goto end;
-    }
-    if (ckpt_save_mem(&j->model, cm, &blob, &len, err, sizeof err)) {
-        set_err(j->err, sizeof j->err, "%s", err);
-        goto end;
-    }
-    registry_checkpoint_info info;
-    if (registry_succeed_job(j->pool->reg, j->id, j->spec.model, blob, len, cfg_json, cm, jm,
-                             &info, err, sizeof err)) {
-        set_err(j->err, sizeof j->err, "registering the model: %s", err);
-        goto end;
-    }
-    rc = 0;
-end:
-    free(cm);
+    free(pj);
     free(jm);
-    free(blob);
-    return rc;
+    free(ej);
 }
 
 /* After a cancelled epoch: a user's cancel, or the pool stopping. */
@@ -528,116 +222,95 @@ static void stop_job(job_run *j)
     jobs_pool_stop_mode mode = p->stop_mode;
     pthread_mutex_unlock(&p->mu);
     if (user) {
-        if (transition(p, j->id, "cancelled", NULL) == 0) remove_job_dir(p, j->id);
+        if (transition(p, j->id, JOBS_STATE_CANCELLED, NULL) == 0) remove_job_dir(p, j->id);
         return;
     }
     if (mode == JOBS_POOL_STOP_ABANDON) return; /* as if the process died here */
-    if (save_resume(j))
+    if (train_run_save_resume(j->run, j->err, sizeof j->err))
         fprintf(stderr, "vaed: job %" PRId64 ": %s; it resumes from its last epoch\n", j->id,
                 j->err);
-    transition(p, j->id, "queued", "interrupted");
+    transition(p, j->id, JOBS_STATE_QUEUED, "interrupted");
 }
 
 static void fail_job(job_run *j)
 {
-    if (transition(j->pool, j->id, "failed", j->err) == 0) remove_job_dir(j->pool, j->id);
+    if (transition(j->pool, j->id, JOBS_STATE_FAILED, j->err) == 0) remove_job_dir(j->pool, j->id);
 }
 
+/* The job's spec through the training pipeline (train_run), with events;
+ * its state in DATA_DIR/jobs/ID/resume.safetensors, keyed to the spec. */
 static void run_job(jobs_pool *p, worker_slot *slot, int64_t id, const char *config_json)
 {
     job_run *j = calloc(1, sizeof *j); /* owned: freed at end */
     if (!j) {
         char err[64] = "out of memory starting the job";
-        if (registry_set_job_state(p->reg, id, "failed", err, err, sizeof err) == 0)
-            announce(p, id, "state", NULL);
+        if (registry_set_job_state(p->reg, id, JOBS_STATE_FAILED, err, err, sizeof err) == 0)
+            announce_state(p, id, JOBS_STATE_FAILED);
         return;
     }
     j->pool = p;
     j->slot = slot;
     j->id = id;
-    j->config_json = config_json;
-    j->last_report = mono_s();
-    char path[PATH_MAX];
+    j->last_report = util_mono_s();
+    char dir[PATH_MAX], path[PATH_MAX];
+    job_dir(p, id, dir, sizeof dir);
     resume_path(p, id, path, sizeof path);
-
     if ((p->confine_data ? jobs_spec_parse_confined
                          : jobs_spec_parse)(config_json, strlen(config_json), p->data_root,
                                            &j->spec, j->err, sizeof j->err) ||
-        load_data(j)) {
+        file_make_dirs(dir, j->err, sizeof j->err)) {
         fail_job(j);
         goto end;
     }
-    vae_config cfg = j->spec.cfg;
-    cfg.channels = j->train.channels;
-    cfg.height = j->train.height;
-    cfg.width = j->train.width;
-    if (vae_init(&j->model, &cfg, cfg.seed, j->err, sizeof j->err) ||
-        !(j->t = trainer_new(&j->model, &j->train, j->have_test ? &j->test : NULL, j->err,
-                             sizeof j->err))) {
+    train_run_options o;
+    train_run_options_default(&o);
+    trainer_meta meta = {"job_config", config_json};
+    o.data = j->spec.data;
+    o.data_root = p->data_root;
+    o.klass = j->spec.klass;
+    o.limit = j->spec.limit;
+    o.cfg = j->spec.cfg;
+    o.resume_path = path;
+    o.meta = &meta;
+    o.n_meta = 1;
+    o.on_progress = on_progress;
+    o.on_epoch = on_epoch;
+    o.ctx = j;
+    o.cancel = &slot->cancel;
+    if (train_run_new(&o, &j->run, j->err, sizeof j->err)) {
         fail_job(j);
         goto end;
     }
-    if (!(j->ms = calloc((size_t)cfg.epochs, sizeof *j->ms))) {
-        set_err(j->err, sizeof j->err, "out of memory");
-        fail_job(j);
-        goto end;
-    }
-    if (access(path, F_OK) == 0) {
-        if (load_resume(j, path)) {
-            fail_job(j);
-            goto end;
-        }
-        char *jm = metrics_array_json(j->ms, j->n_done); /* owned: freed below */
-        if (jm) registry_set_job_progress(p->reg, id, NULL, jm, NULL, NULL, NULL, NULL, 0);
+    if (train_run_get_info(j->run)->resumed) {
+        int n;
+        const trainer_epoch_metrics *ms = train_run_history(j->run, &n);
+        char *jm = jobs_record_epochs_json(ms, n); /* owned: freed below */
+        if (jm)
+            registry_set_job_progress(p->reg, id, NULL, jm, JOBS_EVENT_EPOCH, NULL, NULL, NULL, 0);
         free(jm);
     }
-
-    trainer_callbacks cb = {.on_progress = on_progress, .ctx = j, .cancel = &slot->cancel};
-    while (j->n_done < cfg.epochs) {
-        int rc = trainer_run_epoch(j->t, &cb, &j->ms[j->n_done], j->err, sizeof j->err);
-        if (rc == VAE_ERR_CANCELLED) {
-            stop_job(j);
-            goto end;
-        }
-        if (rc) {
-            fail_job(j);
-            goto end;
-        }
-        j->n_done++;
-        if (save_resume(j)) {
-            fail_job(j);
-            goto end;
-        }
-        j->last.step = j->last.steps;
-        char *pj = progress_json(&j->last);                       /* owned */
-        char *jm = metrics_array_json(j->ms, j->n_done);          /* owned */
-        /* owned */
-        char *ej = print_and_free(checkpoint_metrics_epoch_json(&j->ms[j->n_done - 1], 1));
-        char err[256];
-        if (pj && jm && ej &&
-            registry_set_job_progress(p->reg, id, pj, jm, "epoch", ej, NULL, err,
-                                      sizeof err) == REGISTRY_OK)
-            announce(p, id, "epoch", ej);
-        free(pj);
-        free(jm);
-        free(ej);
-    }
-    if (slot->cancel) { /* asked to stop after the last step */
+    train_run_status st = train_run_epochs(j->run, j->err, sizeof j->err);
+    if (st == TRAIN_RUN_ERR_CANCELLED) {
         stop_job(j);
         goto end;
     }
-    if (finish_job(j)) {
+    if (!st) {
+        train_run_evaluate(j->run);
+        char err[384];
+        st = train_run_register(j->run, p->reg, j->spec.model, id, NULL, err, sizeof err);
+        if (st == TRAIN_RUN_ERR_REGISTRY)
+            util_set_err(j->err, sizeof j->err, "registering the model: %s", err);
+        else if (st)
+            util_set_err(j->err, sizeof j->err, "%s", err);
+    }
+    if (st) {
         fail_job(j);
         goto end;
     }
-    announce(p, id, "state", NULL);
+    announce_state(p, id, JOBS_STATE_SUCCEEDED);
     remove_job_dir(p, id);
 end:
-    trainer_free(j->t);
-    vae_free(&j->model);
-    dataset_free(&j->train);
-    dataset_free(&j->test);
-    free(j->ms);
+    train_run_free(j->run);
     free(j);
 }
 
@@ -678,7 +351,7 @@ static void *worker_main(void *arg)
         slot->cancel = 0;
         slot->user_cancel = 0;
         pthread_mutex_unlock(&p->mu);
-        announce(p, id, "state", NULL);
+        announce_state(p, id, JOBS_STATE_RUNNING);
         run_job(p, slot, id, config);
         free(config);
         pthread_mutex_lock(&p->mu);
@@ -698,24 +371,24 @@ void jobs_pool_options_default(jobs_pool_options *o)
     o->nice = 10;
 }
 
-int jobs_pool_new(registry *reg, const jobs_pool_options *o, jobs_pool **out, char *err,
-                 size_t errlen)
+jobs_pool_status jobs_pool_new(registry *reg, const jobs_pool_options *o, jobs_pool **out,
+                               char *err, size_t errlen)
 {
     *out = NULL;
     if (!reg || !o || !o->data_dir || !*o->data_dir || o->workers < 0 || o->workers > 256) {
-        set_err(err, errlen, "job pool: a registry, a data dir and 0..256 workers are needed");
+        util_set_err(err, errlen, "job pool: a registry, a data dir and 0..256 workers are needed");
         return JOBS_POOL_ERR_INVALID;
     }
     const char *root = o->data_root ? o->data_root : data_sets_root();
     if (strlen(o->data_dir) >= PATH_MAX - 64 || strlen(root) >= PATH_MAX - 64) {
-        set_err(err, errlen, "job pool: path too long");
+        util_set_err(err, errlen, "job pool: path too long");
         return JOBS_POOL_ERR_INVALID;
     }
     int requeued = 0;
     char rerr[256];
     int rc = registry_requeue_running_jobs(reg, &requeued, rerr, sizeof rerr);
     if (rc) {
-        set_err(err, errlen, "job pool: %s", rerr);
+        util_set_err(err, errlen, "job pool: %s", rerr);
         return from_registry(rc);
     }
     if (requeued)
@@ -752,7 +425,7 @@ int jobs_pool_new(registry *reg, const jobs_pool_options *o, jobs_pool **out, ch
     for (int i = 0; i < n; i++) {
         p->args[i] = (worker_arg){.pool = p, .index = i};
         if (pthread_create(&p->threads[i], NULL, worker_main, &p->args[i]) != 0) {
-            set_err(err, errlen, "job pool: cannot start worker %d", i + 1);
+            util_set_err(err, errlen, "job pool: cannot start worker %d", i + 1);
             jobs_pool_free(p);
             return JOBS_POOL_ERR_NOMEM;
         }
@@ -761,7 +434,7 @@ int jobs_pool_new(registry *reg, const jobs_pool_options *o, jobs_pool **out, ch
     *out = p;
     return JOBS_POOL_OK;
 nomem:
-    set_err(err, errlen, "job pool: out of memory");
+    util_set_err(err, errlen, "job pool: out of memory");
     return JOBS_POOL_ERR_NOMEM;
 }
 
@@ -807,23 +480,23 @@ void jobs_pool_free(jobs_pool *p)
 
 /* ---------- requests ---------- */
 
-int jobs_pool_submit(jobs_pool *p, const char *json, size_t len, int64_t *id, char *err,
-                    size_t errlen)
+jobs_pool_status jobs_pool_submit(jobs_pool *p, const char *json, size_t len, int64_t *id,
+                                  char *err, size_t errlen)
 {
     *id = 0;
     pthread_mutex_lock(&p->mu);
     int stopping = p->stopping;
     pthread_mutex_unlock(&p->mu);
     if (stopping) {
-        set_err(err, errlen, "the server is shutting down; no new jobs");
+        util_set_err(err, errlen, "the server is shutting down; no new jobs");
         return JOBS_POOL_ERR_STOPPING;
     }
     jobs_spec *s = malloc(sizeof *s); /* owned: freed below (PATH_MAX is big for a stack) */
     if (!s) {
-        set_err(err, errlen, "out of memory");
+        util_set_err(err, errlen, "out of memory");
         return JOBS_POOL_ERR_NOMEM;
     }
-    int status = JOBS_POOL_OK;
+    jobs_pool_status status = JOBS_POOL_OK;
     char *canonical = NULL; /* owned: freed below */
     if ((p->confine_data ? jobs_spec_parse_confined : jobs_spec_parse)(json, len, p->data_root,
                                                                       s, err, errlen)) {
@@ -831,22 +504,23 @@ int jobs_pool_submit(jobs_pool *p, const char *json, size_t len, int64_t *id, ch
         goto end;
     }
     if (p->mem_limit && s->mem_bytes > p->mem_limit) {
-        set_err(err, errlen,
-                "the job needs an estimated %zu MiB (parameters, gradients, Adam state, "
-                "activations and %d+%d images as floats); the limit (--job-mem-mb) is %zu MiB",
-                (s->mem_bytes + (1u << 20) - 1) >> 20, s->n_used, s->n_test, p->mem_limit >> 20);
+        util_set_err(err, errlen,
+                     "the job needs an estimated %zu MiB (parameters, gradients, Adam state, "
+                     "activations and %d+%d images as floats); the limit (--job-mem-mb) is %zu MiB",
+                     (s->mem_bytes + (1u << 20) - 1) >> 20, s->n_used, s->n_test,
+                     p->mem_limit >> 20);
         status = JOBS_POOL_ERR_INVALID;
         goto end;
     }
     if (!(canonical = jobs_spec_to_json(s))) {
-        set_err(err, errlen, "out of memory");
+        util_set_err(err, errlen, "out of memory");
         status = JOBS_POOL_ERR_NOMEM;
         goto end;
     }
     pthread_mutex_lock(&p->mu);
     if (p->stopping) {
         pthread_mutex_unlock(&p->mu);
-        set_err(err, errlen, "the server is shutting down; no new jobs");
+        util_set_err(err, errlen, "the server is shutting down; no new jobs");
         status = JOBS_POOL_ERR_STOPPING;
         goto end;
     }
@@ -854,26 +528,26 @@ int jobs_pool_submit(jobs_pool *p, const char *json, size_t len, int64_t *id, ch
     if (rc == REGISTRY_OK) pthread_cond_signal(&p->work_cv);
     pthread_mutex_unlock(&p->mu);
     status = from_registry(rc);
-    if (rc == REGISTRY_OK) announce(p, *id, "state", NULL);
+    if (rc == REGISTRY_OK) announce_state(p, *id, JOBS_STATE_QUEUED);
 end:
     free(canonical);
     free(s);
     return status;
 }
 
-int jobs_pool_cancel(jobs_pool *p, int64_t id, char *err, size_t errlen)
+jobs_pool_status jobs_pool_cancel(jobs_pool *p, int64_t id, char *err, size_t errlen)
 {
     pthread_mutex_lock(&p->mu);
     for (int i = 0; i < p->n_workers; i++) {
         if (p->slots[i].job_id == id) {
             /* Its worker may have finished it and not yet let go of it. */
-            char state[16] = "";
+            jobs_state state = JOBS_STATE_RUNNING;
             int64_t seq;
-            if (registry_get_job_last_seq(p->reg, id, &seq, state, NULL, 0) == REGISTRY_OK &&
-                registry_job_state_is_final(state)) {
+            if (registry_get_job_last_seq(p->reg, id, &seq, &state, NULL, 0) == REGISTRY_OK &&
+                jobs_state_is_final(state)) {
                 pthread_mutex_unlock(&p->mu);
-                set_err(err, errlen, "job %" PRId64 " is %s; it cannot become cancelled", id,
-                        state);
+                util_set_err(err, errlen, "job %" PRId64 " is %s; it cannot become cancelled", id,
+                             jobs_state_name(state));
                 return JOBS_POOL_ERR_CONFLICT;
             }
             p->slots[i].user_cancel = 1;
@@ -883,96 +557,30 @@ int jobs_pool_cancel(jobs_pool *p, int64_t id, char *err, size_t errlen)
         }
     }
     /* Not running here: under the pool lock no worker can claim it now. */
-    int rc = registry_set_job_state(p->reg, id, "cancelled", NULL, err, errlen);
+    int rc = registry_set_job_state(p->reg, id, JOBS_STATE_CANCELLED, NULL, err, errlen);
     pthread_mutex_unlock(&p->mu);
     if (rc) return from_registry(rc);
     remove_job_dir(p, id); /* an interrupted job's mid-epoch state */
-    announce(p, id, "state", NULL);
+    announce_state(p, id, JOBS_STATE_CANCELLED);
     return JOBS_POOL_OK;
 }
 
-/* Adds key: the parsed JSON text, or null. */
-static int add_json_text(cJSON *o, const char *key, const char *text, int empty_array)
+jobs_pool_status jobs_pool_get_job(jobs_pool *p, int64_t id, registry_job *out, char *err,
+                                   size_t errlen)
 {
-    cJSON *v = text ? cJSON_Parse(text) : NULL;
-    if (!v) v = empty_array ? cJSON_CreateArray() : cJSON_CreateNull();
-    return v && cJSON_AddItemToObject(o, key, v);
+    return from_registry(registry_get_job(p->reg, id, out, err, errlen));
 }
 
-static int add_text_or_null(cJSON *o, const char *key, const char *text)
+jobs_pool_status jobs_pool_list_jobs(jobs_pool *p, const jobs_state *only, registry_job **list,
+                                     size_t *count, char *err, size_t errlen)
 {
-    return text && *text ? cJSON_AddStringToObject(o, key, text) != NULL
-                         : cJSON_AddNullToObject(o, key) != NULL;
+    return from_registry(registry_list_jobs(p->reg, only, list, count, err, errlen));
 }
 
-static cJSON *job_json(const registry_job *j)
+jobs_pool_status jobs_pool_count_jobs(jobs_pool *p, int64_t counts[JOBS_STATE_COUNT], char *err,
+                                      size_t errlen)
 {
-    cJSON *o = cJSON_CreateObject();
-    int ok = o && cJSON_AddNumberToObject(o, "id", (double)j->id) &&
-             cJSON_AddStringToObject(o, "state", j->state) &&
-             add_json_text(o, "config", j->config_json, 0) &&
-             add_json_text(o, "progress", j->progress_json, 0) &&
-             add_json_text(o, "metrics", j->metrics_json, 1);
-    if (ok && j->result_model[0]) {
-        cJSON *r = cJSON_AddObjectToObject(o, "result");
-        ok = r && cJSON_AddStringToObject(r, "model", j->result_model) &&
-             cJSON_AddNumberToObject(r, "version", (double)j->result_version);
-    } else if (ok) {
-        ok = cJSON_AddNullToObject(o, "result") != NULL;
-    }
-    ok = ok && add_text_or_null(o, "error", j->error) &&
-         add_text_or_null(o, "created_at", j->created_at) &&
-         add_text_or_null(o, "started_at", j->started_at) &&
-         add_text_or_null(o, "finished_at", j->finished_at);
-    if (!ok) {
-        cJSON_Delete(o);
-        return NULL;
-    }
-    return o;
-}
-
-char *jobs_pool_get_json(jobs_pool *p, int64_t id, int *status, char *err, size_t errlen)
-{
-    int scratch;
-    if (!status) status = &scratch;
-    registry_job j;
-    int rc = registry_get_job(p->reg, id, &j, err, errlen);
-    if (rc) {
-        *status = from_registry(rc);
-        return NULL;
-    }
-    char *s = print_and_free(job_json(&j));
-    registry_free_job(&j);
-    *status = s ? JOBS_POOL_OK : JOBS_POOL_ERR_NOMEM;
-    if (!s) set_err(err, errlen, "out of memory");
-    return s;
-}
-
-char *jobs_pool_list_json(jobs_pool *p, const char *state, int *status, char *err,
-                         size_t errlen)
-{
-    int scratch;
-    if (!status) status = &scratch;
-    registry_job *list = NULL;
-    size_t n = 0;
-    int rc = registry_list_jobs(p->reg, state, &list, &n, err, errlen);
-    if (rc) {
-        *status = from_registry(rc);
-        return NULL;
-    }
-    cJSON *o = cJSON_CreateObject();
-    cJSON *a = o ? cJSON_AddArrayToObject(o, "jobs") : NULL;
-    int ok = a != NULL;
-    for (size_t i = 0; ok && i < n; i++) {
-        cJSON *j = job_json(&list[i]);
-        ok = j && cJSON_AddItemToArray(a, j);
-        if (!ok) cJSON_Delete(j);
-    }
-    registry_free_jobs(list, n);
-    char *s = ok ? print_and_free(o) : (cJSON_Delete(o), NULL);
-    *status = s ? JOBS_POOL_OK : JOBS_POOL_ERR_NOMEM;
-    if (!s) set_err(err, errlen, "out of memory");
-    return s;
+    return from_registry(registry_count_jobs(p->reg, counts, err, errlen));
 }
 
 int jobs_pool_wait_events(jobs_pool *p, int64_t id, int64_t after_seq, int timeout_ms)
@@ -1012,8 +620,9 @@ int jobs_pool_wait_events(jobs_pool *p, int64_t id, int64_t after_seq, int timeo
     return result;
 }
 
-int jobs_pool_events_after(jobs_pool *p, int64_t id, int64_t after_seq, int max,
-                          registry_job_event **list, size_t *count, char *err, size_t errlen)
+jobs_pool_status jobs_pool_events_after(jobs_pool *p, int64_t id, int64_t after_seq, int max,
+                                        registry_job_event **list, size_t *count, char *err,
+                                        size_t errlen)
 {
     int64_t seq;
     int rc = registry_get_job_last_seq(p->reg, id, &seq, NULL, err, errlen);

@@ -6,23 +6,23 @@
  *     o.data_dir = "var"; o.workers = 1; o.job_mem_limit = (size_t)2048 << 20;
  *     jobs_pool *p;
  *     if (jobs_pool_new(reg, &o, &p, err, sizeof err)) ...     // requeues crashed jobs, starts workers
- *     jobs_pool_submit(p, body, len, &id, err, sizeof err);    // JOBS_POOL_ERR_INVALID -> 422
- *     char *job = jobs_pool_get_json(p, id, err, sizeof err);  // GET /jobs/{id}; caller frees
- *     while (jobs_pool_wait_events(p, id, last_seq, 1000) > 0) // SSE: GET /jobs/{id}/events
+ *     jobs_pool_submit(p, body, len, &id, err, sizeof err);    // JOBS_POOL_ERR_INVALID: a bad spec
+ *     registry_job j;
+ *     jobs_pool_get_job(p, id, &j, err, sizeof err); ... registry_free_job(&j);
+ *     while (jobs_pool_wait_events(p, id, last_seq, 1000) > 0) // a new event was stored
  *         jobs_pool_events_after(p, id, last_seq, 64, &ev, &n, ...); ... last_seq = ev[n-1].seq;
  *     jobs_pool_cancel(p, id, err, sizeof err);                // POST /jobs/{id}/cancel
  *     jobs_pool_shutdown(p, JOBS_POOL_STOP_CHECKPOINT);         // SIGTERM: save, requeue, join
  *     jobs_pool_free(p);
  *
- * Workers take queued jobs oldest first (registry_claim_next_job). A job
- * loads its data set, trains epoch by epoch and after each epoch writes
- * DATA_DIR/jobs/ID/resume.safetensors atomically: parameters, Adam m and v,
- * the data order (F32, exact below 2^24 images) as tensors; the job config,
- * model config, Adam step, generator state (4 x u64 hex), trainer position
- * (sums as %.17g, exact) and the per-epoch metrics so far as metadata. A job
- * found 'running' when a pool starts (the daemon died) is queued again and
- * resumes from that file, ending with exactly `epochs` epochs of metrics and,
- * with one BLAS thread, the parameters an uninterrupted run would have.
+ * Workers take queued jobs oldest first (registry_claim_next_job) and run
+ * each through the training pipeline `vaed train` uses (train_run.h): data,
+ * epochs, evaluation, registration. After each epoch the whole training
+ * state goes to DATA_DIR/jobs/ID/resume.safetensors atomically (the engine's
+ * resume file, trainer_save_resume, keyed to the job spec). A job found
+ * 'running' when a pool starts (the daemon died) is queued again and resumes
+ * from that file, ending with exactly `epochs` epochs of metrics and, with
+ * one BLAS thread, the parameters an uninterrupted run would have.
  * JOBS_POOL_STOP_CHECKPOINT (SIGTERM) stops each running job before its next
  * step, saves the mid-epoch position the same way and leaves the job queued.
  *
@@ -32,8 +32,12 @@
  * A non-finite loss fails the job with the epoch, step and reason; nothing is
  * registered. A cancelled running job stops before its next step.
  *
- * Events (registry job_events): "state" at each transition, "epoch" with each
- * epoch's metrics, "progress" at most every progress_interval_s (1 s).
+ * Events (registry job_events, their JSON written by jobs_record): "state" at
+ * each transition, "epoch" with each epoch's metrics, "progress" at most every
+ * progress_interval_s (1 s). Each stored event is also handed to the
+ * observer (on_event) as a native jobs_event. The pool speaks no HTTP and
+ * builds no response: the HTTP layer (api_jobs) turns registry_job structs
+ * and jobs_pool_status values into bodies and status codes.
  *
  * Threads: BLAS thread count is process-wide (OpenBLAS); `vaed serve` sets
  * one thread, so each worker uses one core. Workers also lower their own
@@ -46,15 +50,16 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "server/jobs.h"
 #include "server/registry.h"
 
 typedef enum {
     JOBS_POOL_OK = 0,
-    JOBS_POOL_ERR_INVALID,   /* the spec: bad key, value, data set, or over the memory limit (422) */
-    JOBS_POOL_ERR_NOT_FOUND, /* no such job (404) */
-    JOBS_POOL_ERR_CONFLICT,  /* e.g. cancelling a finished job (409) */
-    JOBS_POOL_ERR_STOPPING,  /* the pool is shutting down (503) */
-    JOBS_POOL_ERR_DB,        /* the registry failed (500) */
+    JOBS_POOL_ERR_INVALID,   /* the spec: bad key, value, data set, or over the memory limit */
+    JOBS_POOL_ERR_NOT_FOUND, /* no such job */
+    JOBS_POOL_ERR_CONFLICT,  /* e.g. cancelling a finished job */
+    JOBS_POOL_ERR_STOPPING,  /* the pool is shutting down */
+    JOBS_POOL_ERR_DB,        /* the registry failed */
     JOBS_POOL_ERR_IO,
     JOBS_POOL_ERR_NOMEM
 } jobs_pool_status;
@@ -68,6 +73,16 @@ typedef enum {
     JOBS_POOL_STOP_ABANDON
 } jobs_pool_stop_mode;
 
+/* What on_event receives: one stored event, in native figures. */
+typedef struct {
+    int64_t job_id;
+    jobs_event_type type;
+    jobs_state state;         /* JOBS_EVENT_STATE: the new state; else JOBS_STATE_RUNNING */
+    int epoch, epochs;        /* EPOCH: the epoch finished; PROGRESS: the one running; 0 */
+    int64_t step, steps;      /* PROGRESS: within the epoch; 0 otherwise */
+    double images_per_s;      /* EPOCH and PROGRESS; NAN for a state */
+} jobs_event;
+
 typedef struct {
     const char *data_dir;       /* resume files in DATA_DIR/jobs/ID/; required */
     const char *data_root;      /* data sets root; NULL = data_sets_root() */
@@ -75,13 +90,14 @@ typedef struct {
     size_t job_mem_limit;       /* bytes; a spec estimated above it is refused; 0 = none */
     double progress_interval_s; /* least time between progress events (default 1) */
     int nice;                   /* added to each worker's niceness (default 10) */
-    /* Called from a worker after each event is stored (type "state", "epoch",
-     * "progress"; data_json borrowed for the call). It may call jobs_pool_stop
-     * and jobs_pool_cancel, not jobs_pool_shutdown or jobs_pool_free. */
-    void (*on_event)(void *ctx, int64_t job_id, const char *type, const char *data_json);
+    /* Called after each event is stored, with no pool lock held (e borrowed
+     * for the call), from a worker or from the thread that submitted or
+     * cancelled. It may call jobs_pool_stop and jobs_pool_cancel, not
+     * jobs_pool_shutdown or jobs_pool_free. */
+    void (*on_event)(void *ctx, const jobs_event *e);
     void *on_event_ctx;
-    /* Added with the jobs HTTP API: 1 parses specs with jobs_spec_parse_confined
-     * (a daemon: "data" only under data_root); 0 (default) jobs_spec_parse. */
+    /* 1 parses specs with jobs_spec_parse_confined (a daemon: "data" only
+     * under data_root); 0 (default) jobs_spec_parse. */
     int confine_data;
 } jobs_pool_options;
 
@@ -90,8 +106,8 @@ typedef struct jobs_pool jobs_pool;
 void jobs_pool_options_default(jobs_pool_options *o);
 /* Requeues jobs left 'running', then starts the workers. The registry is
  * borrowed and must outlive the pool. */
-int jobs_pool_new(registry *reg, const jobs_pool_options *o, jobs_pool **out, char *err,
-                 size_t errlen);
+jobs_pool_status jobs_pool_new(registry *reg, const jobs_pool_options *o, jobs_pool **out,
+                               char *err, size_t errlen);
 /* Stops (as JOBS_POOL_STOP_CHECKPOINT unless already stopped), waits for the
  * workers and frees the pool. */
 void jobs_pool_free(jobs_pool *p);
@@ -99,25 +115,26 @@ void jobs_pool_free(jobs_pool *p);
 /* Validates a JSON job spec (see jobs_spec.h; len bytes, need not end in NUL)
  * and queues it: *id is the new job. JOBS_POOL_ERR_INVALID with the reason in
  * err for a bad spec or one over job_mem_limit. */
-int jobs_pool_submit(jobs_pool *p, const char *json, size_t len, int64_t *id, char *err,
-                    size_t errlen);
+jobs_pool_status jobs_pool_submit(jobs_pool *p, const char *json, size_t len, int64_t *id,
+                                  char *err, size_t errlen);
 /* A queued job never starts; a running one stops before its next step (its
  * state becomes 'cancelled' when its worker notices, within one step).
  * JOBS_POOL_ERR_CONFLICT for a finished job. */
-int jobs_pool_cancel(jobs_pool *p, int64_t id, char *err, size_t errlen);
+jobs_pool_status jobs_pool_cancel(jobs_pool *p, int64_t id, char *err, size_t errlen);
 
-/* GET /jobs/{id}: {"id", "state", "config", "progress" (null or {epoch,
- * epochs, step, steps, images_per_s, eta_s, loss}), "metrics" ([] or one
- * object per epoch: epoch, train_loss, train_recon, train_kl, test_loss,
- * test_recon, test_kl (null without a test set), images_per_s, seconds),
- * "result" (null or {model, version}), "error" (null or text), "created_at",
- * "started_at", "finished_at" (null until set)}. malloc'd, caller frees; NULL
- * on failure with the status in *status (may be NULL). */
-char *jobs_pool_get_json(jobs_pool *p, int64_t id, int *status, char *err, size_t errlen);
-/* GET /jobs: {"jobs": [job, ...]} in submission order, only jobs in state
- * when state is not NULL (an unknown state is JOBS_POOL_ERR_INVALID). */
-char *jobs_pool_list_json(jobs_pool *p, const char *state, int *status, char *err,
-                         size_t errlen);
+/* One job (free with registry_free_job): its state, its spec, progress and
+ * metrics as the JSON text jobs_record wrote, its result and times.
+ * JOBS_POOL_ERR_NOT_FOUND when there is no such job. */
+jobs_pool_status jobs_pool_get_job(jobs_pool *p, int64_t id, registry_job *out, char *err,
+                                   size_t errlen);
+/* Jobs in submission order, only those in *only when only is not NULL (a
+ * value that is not a state is JOBS_POOL_ERR_INVALID); *list (free with
+ * registry_free_jobs) has *count entries. */
+jobs_pool_status jobs_pool_list_jobs(jobs_pool *p, const jobs_state *only, registry_job **list,
+                                     size_t *count, char *err, size_t errlen);
+/* counts[s]: the jobs in state s (for /metrics: counted, not listed). */
+jobs_pool_status jobs_pool_count_jobs(jobs_pool *p, int64_t counts[JOBS_STATE_COUNT], char *err,
+                                      size_t errlen);
 
 /* Waits until job id has an event with seq > after_seq: returns 1 when it
  * has, 0 on timeout or once the pool is stopping, -1 when there is no such
@@ -125,10 +142,11 @@ char *jobs_pool_list_json(jobs_pool *p, const char *state, int *status, char *er
 int jobs_pool_wait_events(jobs_pool *p, int64_t id, int64_t after_seq, int timeout_ms);
 /* At most max events after after_seq (see registry_list_job_events; free
  * with registry_free_job_events). An SSE stream sends each as "id: SEQ",
- * "event: TYPE", "data: DATA_JSON" and ends after a "state" event whose state
- * is final (registry_job_state_is_final). */
-int jobs_pool_events_after(jobs_pool *p, int64_t id, int64_t after_seq, int max,
-                          registry_job_event **list, size_t *count, char *err, size_t errlen);
+ * "event: TYPE", "data: DATA_JSON" and ends after a state event whose state
+ * is final (jobs_state_is_final). */
+jobs_pool_status jobs_pool_events_after(jobs_pool *p, int64_t id, int64_t after_seq, int max,
+                                        registry_job_event **list, size_t *count, char *err,
+                                        size_t errlen);
 
 /* Stops accepting jobs and asks running jobs to stop; returns at once (safe
  * from on_event and from a thread woken by a signal). */
@@ -136,8 +154,5 @@ void jobs_pool_stop(jobs_pool *p, jobs_pool_stop_mode mode);
 /* jobs_pool_stop, then waits for every worker to finish (a step, and the
  * resume file for JOBS_POOL_STOP_CHECKPOINT). */
 void jobs_pool_shutdown(jobs_pool *p, jobs_pool_stop_mode mode);
-
-/* HTTP status for a jobs_pool_status. */
-int jobs_pool_http_status(int status);
 
 #endif

@@ -9,26 +9,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-#include <zlib.h>
 
+#include "engine/util.h"
 #include "server/data_sets.h"
 #include "server/registry.h"
 
 /* seeds and step counts travel as JSON numbers (doubles): exact to 2^53 */
 #define JOBS_SPEC_MAX_EXACT 9007199254740992.0
-/* the resume file keeps the data order as F32, exact for indices below 2^24 */
-#define JOBS_SPEC_MAX_IMAGES (1 << 24)
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (!err || errlen == 0) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 /* ---------- typed getters: each names the key on failure ---------- */
 
@@ -36,12 +23,12 @@ static int get_number(const cJSON *it, double lo, double hi, double *out, char *
                       size_t errlen)
 {
     if (!cJSON_IsNumber(it)) {
-        set_err(err, errlen, "\"%s\" must be a number", it->string);
+        util_set_err(err, errlen, "\"%s\" must be a number", it->string);
         return -1;
     }
     double v = it->valuedouble;
     if (!isfinite(v) || v < lo || v > hi) {
-        set_err(err, errlen, "\"%s\" is %g, out of range [%g, %g]", it->string, v, lo, hi);
+        util_set_err(err, errlen, "\"%s\" is %g, out of range [%g, %g]", it->string, v, lo, hi);
         return -1;
     }
     *out = v;
@@ -52,12 +39,12 @@ static int get_integer(const cJSON *it, double lo, double hi, double *out, char 
                        size_t errlen)
 {
     if (!cJSON_IsNumber(it) || it->valuedouble != floor(it->valuedouble)) {
-        set_err(err, errlen, "\"%s\" must be an integer", it->string);
+        util_set_err(err, errlen, "\"%s\" must be an integer", it->string);
         return -1;
     }
     if (it->valuedouble < lo || it->valuedouble > hi) {
-        set_err(err, errlen, "\"%s\" is %.0f, out of range %.0f..%.0f", it->string,
-                it->valuedouble, lo, hi);
+        util_set_err(err, errlen, "\"%s\" is %.0f, out of range %.0f..%.0f", it->string,
+                     it->valuedouble, lo, hi);
         return -1;
     }
     *out = it->valuedouble;
@@ -84,7 +71,7 @@ static int get_int(const cJSON *it, int lo, int hi, int *out, char *err, size_t 
 static const char *get_string(const cJSON *it, char *err, size_t errlen)
 {
     if (!cJSON_IsString(it) || !it->valuestring) {
-        set_err(err, errlen, "\"%s\" must be a string", it->string);
+        util_set_err(err, errlen, "\"%s\" must be a string", it->string);
         return NULL;
     }
     return it->valuestring;
@@ -96,19 +83,19 @@ static int get_widths(const cJSON *it, int *out, int *n, char *err, size_t errle
     *n = 0;
     if (cJSON_IsNumber(it)) return get_int(it, 1, 65536, &out[(*n)++], err, errlen);
     if (!cJSON_IsArray(it)) {
-        set_err(err, errlen, "\"%s\" must be a list of integers, e.g. [512, 256]", it->string);
+        util_set_err(err, errlen, "\"%s\" must be a list of integers, e.g. [512, 256]", it->string);
         return -1;
     }
     const cJSON *w;
     cJSON_ArrayForEach(w, it)
     {
         if (*n == VAE_MAX_HIDDEN) {
-            set_err(err, errlen, "\"%s\" holds at most %d widths", it->string, VAE_MAX_HIDDEN);
+            util_set_err(err, errlen, "\"%s\" holds at most %d widths", it->string, VAE_MAX_HIDDEN);
             return -1;
         }
         if (!cJSON_IsNumber(w) || w->valuedouble != floor(w->valuedouble) ||
             w->valuedouble < 1 || w->valuedouble > 65536) {
-            set_err(err, errlen, "\"%s\" must hold integers in 1..65536", it->string);
+            util_set_err(err, errlen, "\"%s\" must hold integers in 1..65536", it->string);
             return -1;
         }
         out[(*n)++] = (int)w->valuedouble;
@@ -118,84 +105,53 @@ static int get_widths(const cJSON *it, int *out, int *n, char *err, size_t errle
 
 /* ---------- the data set, from its IDX header ---------- */
 
-static uint32_t be32(const uint8_t *p)
+/* The image count and size of an IDX image file, without reading the images. */
+static int peek(const char *images, int *n, int *rows, int *cols, char *err, size_t errlen)
 {
-    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
-}
-
-/* Reads the 16-byte header of an IDX image file (plain or gzip). */
-static int idx_peek(const char *path, int *n, int *rows, int *cols, char *err, size_t errlen)
-{
-    gzFile gz = gzopen(path, "rb");
-    if (!gz) {
-        set_err(err, errlen, "%s: cannot open", path);
-        return -1;
-    }
-    uint8_t h[16];
-    int got = gzread(gz, h, sizeof h);
-    gzclose(gz);
-    if (got != (int)sizeof h || be32(h) != 0x00000803u) {
-        set_err(err, errlen, "%s: not an IDX image file", path);
-        return -1;
-    }
-    uint32_t count = be32(h + 4), r = be32(h + 8), c = be32(h + 12);
-    if (count < 1 || count > JOBS_SPEC_MAX_IMAGES || r < 1 || r > 4096 || c < 1 || c > 4096) {
-        set_err(err, errlen, "%s: %u images of %ux%u is out of range (1..%d images)", path,
-                count, r, c, JOBS_SPEC_MAX_IMAGES);
-        return -1;
-    }
-    *n = (int)count;
-    *rows = (int)r;
-    *cols = (int)c;
-    return 0;
+    return dataset_peek_idx(images, n, rows, cols, err, errlen) == VAE_OK ? 0 : -1;
 }
 
 static int check_data(jobs_spec *s, const char *root, char *err, size_t errlen)
 {
-    char img[PATH_MAX + 64];
+    char img[PATH_MAX + 64], lab[PATH_MAX + 64];
     int rows, cols, trows, tcols;
     if (data_sets_is_builtin(s->data)) {
-        snprintf(img, sizeof img, "%s/%s/train-images-idx3-ubyte", root, s->data);
+        data_sets_idx_paths(root, s->data, DATA_SETS_TRAIN, img, lab, sizeof img);
         if (access(img, R_OK) != 0) {
-            set_err(err, errlen,
-                    "data set \"%s\" is not downloaded (run `bash scripts/get-data.sh %s`)",
-                    s->data, s->data);
+            util_set_err(err, errlen,
+                         "data set \"%s\" is not downloaded (run `bash scripts/get-data.sh %s`)",
+                         s->data, s->data);
             return -1;
         }
-        if (idx_peek(img, &s->n_train, &rows, &cols, err, errlen)) return -1;
-        snprintf(img, sizeof img, "%s/%s/t10k-images-idx3-ubyte", root, s->data);
+        if (peek(img, &s->n_train, &rows, &cols, err, errlen)) return -1;
+        data_sets_idx_paths(root, s->data, DATA_SETS_TEST, img, lab, sizeof img);
         s->n_test = 0;
         if (access(img, R_OK) == 0) {
-            if (idx_peek(img, &s->n_test, &trows, &tcols, err, errlen)) return -1;
+            if (peek(img, &s->n_test, &trows, &tcols, err, errlen)) return -1;
             if (trows != rows || tcols != cols) {
-                set_err(err, errlen, "data set \"%s\": test images are %dx%d, training %dx%d",
-                        s->data, trows, tcols, rows, cols);
+                util_set_err(err, errlen, "data set \"%s\": test images are %dx%d, training %dx%d",
+                             s->data, trows, tcols, rows, cols);
                 return -1;
             }
         }
     } else {
         if (!strchr(s->data, '/') || access(s->data, R_OK) != 0) {
-            set_err(err, errlen,
-                    "unknown data set \"%.200s\": use mnist, fashion or the path of an IDX "
-                    "image file",
-                    s->data);
+            util_set_err(err, errlen,
+                         "unknown data set \"%.200s\": use mnist, fashion or the path of an IDX "
+                         "image file",
+                         s->data);
             return -1;
         }
-        if (idx_peek(s->data, &s->n_train, &rows, &cols, err, errlen)) return -1;
+        if (peek(s->data, &s->n_train, &rows, &cols, err, errlen)) return -1;
         s->n_test = 0;
-        if (s->klass >= 0) {
-            /* data_sets_load reads labels from the file beside the images */
-            const char *p = strstr(s->data, "-images-idx3-ubyte");
-            char lab[PATH_MAX + 64] = "";
-            if (p)
-                snprintf(lab, sizeof lab, "%.*s-labels-idx1-ubyte%s", (int)(p - s->data),
-                         s->data, p + strlen("-images-idx3-ubyte"));
-            if (!p || access(lab, R_OK) != 0) {
-                set_err(err, errlen,
-                        "\"class\" needs labels: no *-labels-idx1-ubyte file beside %.200s",
-                        s->data);
-                return -1;
-            }
+        /* a class needs the labels data_sets_load reads beside the images */
+        if (s->klass >= 0 &&
+            (data_sets_idx_paths(root, s->data, DATA_SETS_TRAIN, img, lab, sizeof img) ||
+             !lab[0] || access(lab, R_OK) != 0)) {
+            util_set_err(err, errlen,
+                         "\"class\" needs labels: no *-labels-idx1-ubyte file beside %.200s",
+                         s->data);
+            return -1;
         }
     }
     s->cfg.channels = 1;
@@ -207,80 +163,24 @@ static int check_data(jobs_spec *s, const char *root, char *err, size_t errlen)
 
 /* ---------- memory ---------- */
 
-static int conv_padded(const vae_config *c) { return c->height == 28 ? 32 : c->height; }
-
-size_t jobs_spec_param_count(const vae_config *c)
-{
-    double n = 0; /* in doubles: a silly config must not wrap around */
-    double D = (double)c->channels * c->height * c->width, Z = c->latent;
-    double Dout = c->likelihood == VAE_LIK_GAUSSIAN_LEARNED ? 2 * D : D;
-    if (c->arch == VAE_ARCH_CONV) {
-        if (c->n_conv < 1 || c->n_conv > VAE_MAX_HIDDEN) return 0;
-        double in = c->channels;
-        for (int i = 0; i < c->n_conv; i++) {
-            n += (double)c->conv_channels[i] * in * 9 + c->conv_channels[i];
-            in = c->conv_channels[i];
-        }
-        int side = conv_padded(c) >> c->n_conv;
-        double K = in * side * side;
-        n += 2 * (K * Z + Z) + (Z * K + K);
-        double cout = c->likelihood == VAE_LIK_GAUSSIAN_LEARNED ? 2 * c->channels : c->channels;
-        for (int i = c->n_conv - 1; i >= 0; i--) {
-            double out = i > 0 ? c->conv_channels[i - 1] : cout;
-            n += (double)c->conv_channels[i] * out * 9 + out;
-        }
-    } else {
-        if (c->n_hidden < 0 || c->n_hidden > VAE_MAX_HIDDEN) return 0;
-        double in = D;
-        for (int i = 0; i < c->n_hidden; i++) {
-            n += in * c->hidden[i] + c->hidden[i];
-            in = c->hidden[i];
-        }
-        n += 2 * (in * Z + Z);
-        in = Z;
-        for (int i = c->n_hidden - 1; i >= 0; i--) {
-            n += in * c->hidden[i] + c->hidden[i];
-            in = c->hidden[i];
-        }
-        n += in * Dout + Dout;
-    }
-    return n > (double)SIZE_MAX / 64 ? SIZE_MAX / 64 : (size_t)n;
-}
-
-/* Floats of activations one image keeps for the backward pass, with their
- * gradients (a generous count: the engine keeps pre- and post-activation). */
-static double activation_floats(const vae_config *c)
-{
-    double D = (double)c->channels * c->height * c->width, Z = c->latent;
-    double Dout = c->likelihood == VAE_LIK_GAUSSIAN_LEARNED ? 2 * D : D;
-    double a = 2 * D; /* the input (binarised copy) */
-    double mc = c->mc_samples;
-    if (c->arch == VAE_ARCH_CONV) {
-        int side = conv_padded(c);
-        for (int i = 0; i < c->n_conv; i++) {
-            side = side / 2 > 0 ? side / 2 : 1;
-            a += 2.0 * c->conv_channels[i] * side * side * (1 + mc); /* encoder + decoder */
-        }
-        a += (double)side * side * c->channels * 4 * mc;
-    } else {
-        for (int i = 0; i < c->n_hidden; i++) a += 2.0 * c->hidden[i] * (1 + mc);
-    }
-    a += 6 * Z * mc + 3 * Dout * mc; /* mu, logvar, eps, z; logits, loss terms */
-    return 2 * a;                    /* and their gradients */
-}
-
 size_t jobs_spec_memory_bytes(const vae_config *c, int n_train, int n_test)
 {
-    double P = (double)jobs_spec_param_count(c);
-    double D = (double)c->channels * c->height * c->width;
-    double act = activation_floats(c);
+    size_t params = vae_config_param_count(c);
+    if (params == 0) return SIZE_MAX / 2;
+    /* in doubles: a silly config must not wrap around */
+    double D = (double)vae_config_input_dim(c);
     int eval_batch = c->batch < 500 ? 500 : c->batch; /* trainer_evaluate's batch */
-    double floats = 4 * P                              /* params, grads, Adam m and v */
-                    + act * c->batch + D * c->batch    /* a training step, its batch copy */
-                    + (n_test > 0 ? act * eval_batch + D * eval_batch : 0);
-    double bytes = floats * 4
-                   + ((double)n_train + n_test) * D     /* the images, one byte a value */
-                   + (double)n_train * 4;              /* and the data order */
+    double kept = 4.0 * (double)params                   /* the parameters */
+                  + ((double)n_train + n_test) * (D + 1)  /* images and labels, as bytes */
+                  + 4.0 * n_train;                        /* the data order */
+    double training = (double)vae_config_train_state_bytes(c, c->batch, 1) /* grads, Adam, ... */
+                      + 4.0 * D * c->batch;                                 /* the batch copy */
+    double evaluation = (double)vae_config_train_state_bytes(c, eval_batch, 1)
+                        + 4.0 * eval_batch * (D + (double)c->mc_samples * c->latent);
+    /* the test set is evaluated after every epoch, beside the training
+     * state; the final evaluation runs once train_run has freed it */
+    double peak = training + (n_test > 0 ? evaluation : 0);
+    double bytes = kept + (peak > evaluation ? peak : evaluation);
     return bytes > (double)SIZE_MAX / 2 ? SIZE_MAX / 2 : (size_t)bytes;
 }
 
@@ -309,24 +209,24 @@ static int apply_key(jobs_spec *s, const cJSON *it, char *err, size_t errlen)
     if (strcmp(k, "model") == 0) {
         if (!(v = get_string(it, err, errlen))) return -1;
         if (!registry_valid_name(v)) {
-            set_err(err, errlen,
-                    "\"model\": invalid name \"%.64s\": use 1-64 of A-Z a-z 0-9 . _ -, not "
-                    "starting with . or -",
-                    v);
+            util_set_err(err, errlen,
+                         "\"model\": invalid name \"%.64s\": use 1-64 of A-Z a-z 0-9 . _ -, not "
+                         "starting with . or -",
+                         v);
             return -1;
         }
         snprintf(s->model, sizeof s->model, "%s", v);
     } else if (strcmp(k, "data") == 0) {
         if (!(v = get_string(it, err, errlen))) return -1;
         if (!*v || strlen(v) >= sizeof s->data) {
-            set_err(err, errlen, "\"data\" must be 1-%zu characters", sizeof s->data - 1);
+            util_set_err(err, errlen, "\"data\" must be 1-%zu characters", sizeof s->data - 1);
             return -1;
         }
         snprintf(s->data, sizeof s->data, "%s", v);
     } else if (strcmp(k, "arch") == 0) {
         if (!(v = get_string(it, err, errlen))) return -1;
         if (vae_arch_parse(v, &c->arch)) {
-            set_err(err, errlen, "\"arch\": mlp or conv, not \"%.32s\"", v);
+            util_set_err(err, errlen, "\"arch\": mlp or conv, not \"%.32s\"", v);
             return -1;
         }
     } else if (strcmp(k, "hidden") == 0) {
@@ -334,7 +234,7 @@ static int apply_key(jobs_spec *s, const cJSON *it, char *err, size_t errlen)
     } else if (strcmp(k, "conv_channels") == 0) {
         if (get_widths(it, c->conv_channels, &c->n_conv, err, errlen)) return -1;
         if (c->n_conv == 0) {
-            set_err(err, errlen, "\"conv_channels\" needs at least one layer");
+            util_set_err(err, errlen, "\"conv_channels\" needs at least one layer");
             return -1;
         }
     } else if (strcmp(k, "latent") == 0) {
@@ -342,22 +242,23 @@ static int apply_key(jobs_spec *s, const cJSON *it, char *err, size_t errlen)
     } else if (strcmp(k, "activation") == 0) {
         if (!(v = get_string(it, err, errlen))) return -1;
         if (vae_activation_parse(v, &c->activation)) {
-            set_err(err, errlen, "\"activation\": relu, leaky_relu, tanh or elu, not \"%.32s\"", v);
+            util_set_err(err, errlen,
+                         "\"activation\": relu, leaky_relu, tanh or elu, not \"%.32s\"", v);
             return -1;
         }
     } else if (strcmp(k, "likelihood") == 0) {
         if (!(v = get_string(it, err, errlen))) return -1;
         if (vae_likelihood_parse(v, &c->likelihood)) {
-            set_err(err, errlen,
-                    "\"likelihood\": bernoulli, cbernoulli, gaussian or gaussian-learned, not "
-                    "\"%.32s\"",
-                    v);
+            util_set_err(err, errlen,
+                         "\"likelihood\": bernoulli, cbernoulli, gaussian or gaussian-learned, not "
+                         "\"%.32s\"",
+                         v);
             return -1;
         }
     } else if (strcmp(k, "binarize") == 0) {
         if (!(v = get_string(it, err, errlen))) return -1;
         if (vae_binarize_parse(v, &c->binarize)) {
-            set_err(err, errlen, "\"binarize\": none, static or dynamic, not \"%.32s\"", v);
+            util_set_err(err, errlen, "\"binarize\": none, static or dynamic, not \"%.32s\"", v);
             return -1;
         }
     } else if (strcmp(k, "sigma") == 0) {
@@ -418,7 +319,7 @@ static int confine_data(jobs_spec *s, const char *root, char *err, size_t errlen
 {
     char root_real[PATH_MAX], joined[PATH_MAX + 2], real[PATH_MAX];
     if (!realpath(root, root_real)) {
-        set_err(err, errlen, "\"data\": this server has no data directory, so only mnist "
+        util_set_err(err, errlen, "\"data\": this server has no data directory, so only mnist "
                              "and fashion can be named");
         return -1;
     }
@@ -428,20 +329,15 @@ static int confine_data(jobs_spec *s, const char *root, char *err, size_t errlen
     int ok = !over && realpath(joined, real) && path_under(real, root_real);
     if (ok) {
         /* data_sets_load also reads the labels file beside the images */
-        const char *p = strstr(real, "-images-idx3-ubyte");
         char lab[PATH_MAX + 64], lab_real[PATH_MAX];
-        if (p) {
-            snprintf(lab, sizeof lab, "%.*s-labels-idx1-ubyte%s", (int)(p - real), real,
-                     p + strlen("-images-idx3-ubyte"));
-            if (access(lab, F_OK) == 0)
-                ok = realpath(lab, lab_real) && path_under(lab_real, root_real);
-        }
+        if (dataset_idx_labels_path(real, lab, sizeof lab) && access(lab, F_OK) == 0)
+            ok = realpath(lab, lab_real) && path_under(lab_real, root_real);
     }
     if (!ok) {
-        set_err(err, errlen,
-                "\"data\": no data set \"%.200s\" in the server's data directory (a path "
-                "there is relative to it; mnist and fashion are built in)",
-                s->data);
+        util_set_err(err, errlen,
+                     "\"data\": no data set \"%.200s\" in the server's data directory (a path "
+                     "there is relative to it; mnist and fashion are built in)",
+                     s->data);
         return -1;
     }
     snprintf(s->data, sizeof s->data, "%s", real);
@@ -452,7 +348,7 @@ static int parse_object(const cJSON *root, const char *data_root, int confined, 
                         char *err, size_t errlen)
 {
     if (!cJSON_IsObject(root)) {
-        set_err(err, errlen, "a job is a JSON object, e.g. {\"model\": \"digits\", \"data\": "
+        util_set_err(err, errlen, "a job is a JSON object, e.g. {\"model\": \"digits\", \"data\": "
                              "\"mnist\", \"epochs\": 10}");
         return -1;
     }
@@ -464,24 +360,24 @@ static int parse_object(const cJSON *root, const char *data_root, int confined, 
         int i = key_index(k);
         if (i < 0) {
             if (strcmp(k, "threads") == 0)
-                set_err(err, errlen, "\"threads\" cannot be set per job: the daemon runs "
+                util_set_err(err, errlen, "\"threads\" cannot be set per job: the daemon runs "
                                      "OpenBLAS with one thread per training worker");
             else if (strcmp(k, "register") == 0 || strcmp(k, "out") == 0 ||
                      strcmp(k, "data_dir") == 0)
-                set_err(err, errlen, "\"%s\" is a CLI-only option: a job's result is "
+                util_set_err(err, errlen, "\"%s\" is a CLI-only option: a job's result is "
                                      "registered as a version of \"model\"", k);
             else
-                set_err(err, errlen, "unknown key \"%.64s\"", k);
+                util_set_err(err, errlen, "unknown key \"%.64s\"", k);
             return -1;
         }
         if (seen[i]++) {
-            set_err(err, errlen, "\"%s\" is given twice", k);
+            util_set_err(err, errlen, "\"%s\" is given twice", k);
             return -1;
         }
         if (apply_key(s, it, err, errlen)) return -1;
     }
     if (!s->model[0]) {
-        set_err(err, errlen, "\"model\" is required: the registry model the result becomes "
+        util_set_err(err, errlen, "\"model\" is required: the registry model the result becomes "
                              "a version of");
         return -1;
     }
@@ -493,20 +389,20 @@ static int parse_object(const cJSON *root, const char *data_root, int confined, 
     return 0;
 }
 
-static int parse(const char *json, size_t len, const char *data_root, int confined,
-                 jobs_spec *out, char *err, size_t errlen)
+static jobs_spec_status parse(const char *json, size_t len, const char *data_root, int confined,
+                              jobs_spec *out, char *err, size_t errlen)
 {
     memset(out, 0, sizeof *out);
     vae_config_default(&out->cfg);
     snprintf(out->data, sizeof out->data, "mnist");
     out->klass = -1;
     if (!json || len == 0) {
-        set_err(err, errlen, "empty job: send a JSON object");
+        util_set_err(err, errlen, "empty job: send a JSON object");
         return JOBS_SPEC_ERR_INVALID;
     }
     cJSON *root = cJSON_ParseWithLengthOpts(json, len, NULL, 0); /* owned: freed below */
     if (!root) {
-        set_err(err, errlen, "the job is not valid JSON");
+        util_set_err(err, errlen, "the job is not valid JSON");
         return JOBS_SPEC_ERR_INVALID;
     }
     int rc = parse_object(root, data_root ? data_root : data_sets_root(), confined, out, err,
@@ -515,14 +411,14 @@ static int parse(const char *json, size_t len, const char *data_root, int confin
     return rc ? JOBS_SPEC_ERR_INVALID : JOBS_SPEC_OK;
 }
 
-int jobs_spec_parse(const char *json, size_t len, const char *data_root, jobs_spec *out,
-                   char *err, size_t errlen)
+jobs_spec_status jobs_spec_parse(const char *json, size_t len, const char *data_root,
+                                 jobs_spec *out, char *err, size_t errlen)
 {
     return parse(json, len, data_root, 0, out, err, errlen);
 }
 
-int jobs_spec_parse_confined(const char *json, size_t len, const char *data_root,
-                            jobs_spec *out, char *err, size_t errlen)
+jobs_spec_status jobs_spec_parse_confined(const char *json, size_t len, const char *data_root,
+                                          jobs_spec *out, char *err, size_t errlen)
 {
     return parse(json, len, data_root, 1, out, err, errlen);
 }

@@ -21,9 +21,10 @@
  * of range is an error naming the key.
  *
  * The data set is checked at once without loading it: the header of its IDX
- * image file gives the image count and size, so an unknown or missing data
- * set, a class without labels, or a model that does not fit the images is
- * refused before the job is queued.
+ * image file (dataset_peek_idx, at the paths data_sets_idx_paths gives)
+ * gives the image count and size, so an unknown or missing data set, a class
+ * without labels, or a model that does not fit the images is refused before
+ * the job is queued.
  */
 #ifndef JOBS_SPEC_H
 #define JOBS_SPEC_H
@@ -56,25 +57,30 @@ typedef struct {
 
 /* Parses and validates json (len bytes, need not be NUL-terminated) against
  * the data sets under data_root. On failure err names the key or the reason. */
-int jobs_spec_parse(const char *json, size_t len, const char *data_root, jobs_spec *out,
-                   char *err, size_t errlen);
+jobs_spec_status jobs_spec_parse(const char *json, size_t len, const char *data_root,
+                                 jobs_spec *out, char *err, size_t errlen);
 /* As jobs_spec_parse, for a daemon whose clients must not make it read any
  * file they like: "data" is a built-in name or a path inside data_root (a
  * relative path is taken from data_root; symlinks and ".." are resolved
  * first, and the labels file beside the images must be inside too), and
- * out->data becomes the resolved absolute path. Added with the jobs HTTP API. */
-int jobs_spec_parse_confined(const char *json, size_t len, const char *data_root,
-                            jobs_spec *out, char *err, size_t errlen);
+ * out->data becomes the resolved absolute path. */
+jobs_spec_status jobs_spec_parse_confined(const char *json, size_t len, const char *data_root,
+                                          jobs_spec *out, char *err, size_t errlen);
 /* The spec as JSON with every option written out (so a job is reproducible
  * whatever the defaults become); malloc'd, caller frees; NULL when out of
  * memory. jobs_spec_parse reads it back to the same spec. */
 char *jobs_spec_to_json(const jobs_spec *s);
-/* Bytes a job needs, estimated: parameters, gradients and the two Adam
- * moments (4 floats per parameter), the activations of a training batch and
- * of an evaluation batch (with their gradients), and the data as floats
- * (n_train + n_test images of D floats). */
+/* Bytes a job needs at its peak, estimated from the engine's own sizes (so a
+ * change of an architecture cannot make it drift). Always held: the
+ * parameters (vae_config_param_count) and the data kept as bytes (n_train +
+ * n_test images with their labels) with its data order (an int per training
+ * image). Then the larger of: the training state for a batch
+ * (vae_config_train_state_bytes: gradients, Adam m and v, activations,
+ * scratch) with the trainer's batch copy, plus, when there is a test set,
+ * the evaluation after every epoch (trainer_evaluate: a training state for
+ * max(500, batch) images, their copy and noise); and the final evaluation
+ * alone (train_run frees the trainer before it). A config that does not
+ * validate is SIZE_MAX / 2. */
 size_t jobs_spec_memory_bytes(const vae_config *cfg, int n_train, int n_test);
-/* Number of parameters of the model cfg describes (0 when cfg is invalid). */
-size_t jobs_spec_param_count(const vae_config *cfg);
 
 #endif

@@ -1,4 +1,6 @@
-/* registry: every SQL statement of vaed, over one SQLite connection.
+/* registry: the connection, every SQL statement of vaed, transactions and
+ * migrations. See registry.h; registry_int.h says how registry_models.c and
+ * registry_jobs.c use what is here.
  *
  * One connection, one mutex: every public call takes the lock for its whole
  * duration, so statements (prepared once, on first use, and kept) are never
@@ -9,7 +11,7 @@
 #include "server/registry.h"
 
 #include "engine/file_io.h"
-#include "server/sha256.h"
+#include "server/registry_int.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -20,7 +22,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <sys/stat.h>
 #include <time.h>
 
@@ -28,53 +29,7 @@
 extern const char *const vaed_schema_migrations[];
 extern const size_t vaed_schema_migration_count;
 
-enum {
-    S_BEGIN_READ,
-    S_BEGIN_WRITE,
-    S_COMMIT,
-    S_ROLLBACK,
-    S_MODEL_ID,
-    S_MODEL_INSERT,
-    S_MODEL_TOUCH,
-    S_MODEL_DEFAULT,
-    S_MODELS_LIST,
-    S_CKPT_BY_SHA,
-    S_CKPT_NEXT_VERSION,
-    S_CKPT_INSERT,
-    S_CKPT_GET,
-    S_CKPT_LIST,
-    S_CKPT_MAX_EXCEPT,
-    S_CKPT_DELETE,
-    S_CKPT_COUNT,
-    S_BLOB_INSERT,
-    S_BLOB_GET,
-    S_BLOB_COLLECT,
-    S_ALIAS_GET,
-    S_ALIAS_LIST,
-    S_ALIAS_SET,
-    S_ALIAS_DELETE,
-    S_ALIAS_OTHER_AT,
-    S_LATEST_FOLLOW,
-    S_LATEST_AUTO,
-    S_JOB_INSERT,
-    S_JOB_STATE,
-    S_JOB_UPDATE_STATE,
-    S_JOB_NEXT_QUEUED,
-    S_JOB_SET_PROGRESS,
-    S_JOB_SUCCEED,
-    S_JOB_RUNNING_IDS,
-    S_JOB_GET,
-    S_JOB_LIST,
-    S_JOB_LIST_STATE,
-    S_JOB_LAST_SEQ,
-    S_JOB_EVENTS_AFTER,
-    S_JOB_EVENT_ADD,
-    S_JOB_EVENTS_PRUNE,
-    S_JOB_STATE_EVENT,
-    S_JOB_RESULT_EVENT,
-    S_N
-};
-
+/* Every SQL statement of the program, by id (the enum is in registry_int.h). */
 #define JOB_COLUMNS \
     "SELECT id, state, config, progress, metrics, result_model, result_version, error, " \
     "created_at, started_at, finished_at FROM jobs "
@@ -165,10 +120,14 @@ static const char *const stmt_sql[S_N] = {
     [S_JOB_GET] = JOB_COLUMNS "WHERE id = ?1",
     [S_JOB_LIST] = JOB_COLUMNS "ORDER BY id",
     [S_JOB_LIST_STATE] = JOB_COLUMNS "WHERE state = ?1 ORDER BY id",
+    /* served from the jobs_by_state index: /metrics asks on every scrape */
+    [S_JOB_COUNT_BY_STATE] = "SELECT state, COUNT(*) FROM jobs GROUP BY state",
     [S_JOB_LAST_SEQ] = "SELECT j.state, (SELECT COALESCE(MAX(e.seq), 0) FROM job_events e "
                        "WHERE e.job_id = j.id) FROM jobs j WHERE j.id = ?1",
-    [S_JOB_EVENTS_AFTER] = "SELECT seq, type, data, created_at FROM job_events "
-                           "WHERE job_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+    /* a state event's state read by SQLite, so no caller parses the data */
+    [S_JOB_EVENTS_AFTER] = "SELECT seq, type, data, created_at, "
+                           "CASE WHEN type = 'state' THEN json_extract(data, '$.state') END "
+                           "FROM job_events WHERE job_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
     [S_JOB_EVENT_ADD] = "INSERT INTO job_events (job_id, seq, type, data, created_at) "
                         "VALUES (?1, " JOB_NEXT_SEQ ", ?2, ?3, ?4) RETURNING seq",
     /* progress events more than ?3 events behind seq ?2 (only 'progress':
@@ -188,49 +147,28 @@ static const char *const stmt_sql[S_N] = {
         "json_object('model', ?2, 'version', ?3)), ?4)",
 };
 
-struct registry {
-    pthread_mutex_t mu;
-    sqlite3 *db;
-    sqlite3_stmt *stmts[S_N]; /* owned; prepared on first use */
-    char default_model[128];  /* "" = none */
-    int in_write;             /* inside a BEGIN IMMEDIATE transaction */
-    uint64_t generation;      /* committed writes so far (atomic reads) */
-};
+/* ---- helpers for registry_models.c and registry_jobs.c (registry_int.h) ---- */
 
-/* ---- small helpers ---- */
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (!err || errlen == 0)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
-
-static int db_fail(registry *r, char *err, size_t errlen, const char *what)
+int reg_db_fail(registry *r, char *err, size_t errlen, const char *what)
 {
     int code = sqlite3_errcode(r->db);
-    set_err(err, errlen, "%s: %s", what, sqlite3_errmsg(r->db));
+    util_set_err(err, errlen, "%s: %s", what, sqlite3_errmsg(r->db));
     return code == SQLITE_NOMEM ? REGISTRY_ERR_NOMEM : REGISTRY_ERR_DB;
 }
 
-static void copy_str(char *dst, size_t size, const char *src)
+void reg_copy_str(char *dst, size_t size, const char *src)
 {
     snprintf(dst, size, "%s", src ? src : "");
 }
 
-static void copy_col(sqlite3_stmt *st, int col, char *dst, size_t size)
+void reg_copy_col(sqlite3_stmt *st, int col, char *dst, size_t size)
 {
-    copy_str(dst, size, (const char *)sqlite3_column_text(st, col));
+    reg_copy_str(dst, size, (const char *)sqlite3_column_text(st, col));
 }
 
 /* A malloc'd copy of a text column (caller owns), NULL for SQL NULL. *oom is
  * set when the copy could not be made. */
-static char *dup_col(sqlite3_stmt *st, int col, int *oom)
+char *reg_dup_col(sqlite3_stmt *st, int col, int *oom)
 {
     if (sqlite3_column_type(st, col) == SQLITE_NULL)
         return NULL;
@@ -241,8 +179,25 @@ static char *dup_col(sqlite3_stmt *st, int col, int *oom)
     return d;
 }
 
+/* A zeroed element at the end (doubling the room from 16), or NULL when out
+ * of memory, with the array as it was. */
+void *reg_rows_push(reg_rows *a)
+{
+    if (a->n == a->cap) {
+        size_t cap = a->cap ? a->cap * 2 : 16;
+        void *grown = cap <= SIZE_MAX / a->size ? realloc(a->items, cap * a->size) : NULL;
+        if (!grown)
+            return NULL;
+        a->items = grown;
+        a->cap = cap;
+    }
+    void *e = (char *)a->items + a->n++ * a->size;
+    memset(e, 0, a->size);
+    return e;
+}
+
 /* The statement, prepared on first use; NULL when SQLite refuses it. */
-static sqlite3_stmt *stmt(registry *r, int id)
+sqlite3_stmt *reg_stmt(registry *r, int id)
 {
     if (!r->stmts[id] &&
         sqlite3_prepare_v2(r->db, stmt_sql[id], -1, &r->stmts[id], NULL) != SQLITE_OK)
@@ -252,7 +207,7 @@ static sqlite3_stmt *stmt(registry *r, int id)
 
 /* Readies a kept statement for its next use (and drops pointers to the
  * caller's bound buffers). */
-static void done(sqlite3_stmt *st)
+void reg_done(sqlite3_stmt *st)
 {
     if (st) {
         sqlite3_reset(st);
@@ -261,15 +216,15 @@ static void done(sqlite3_stmt *st)
 }
 
 /* Runs a statement that returns no row we need. */
-static int exec_stmt(registry *r, int id, char *err, size_t errlen)
+int reg_exec(registry *r, int id, char *err, size_t errlen)
 {
-    sqlite3_stmt *st = stmt(r, id);
+    sqlite3_stmt *st = reg_stmt(r, id);
     if (!st)
-        return db_fail(r, err, errlen, stmt_sql[id]);
+        return reg_db_fail(r, err, errlen, stmt_sql[id]);
     int rc = sqlite3_step(st);
-    done(st);
+    reg_done(st);
     if (rc != SQLITE_DONE && rc != SQLITE_ROW)
-        return db_fail(r, err, errlen, stmt_sql[id]);
+        return reg_db_fail(r, err, errlen, stmt_sql[id]);
     if (id == S_BEGIN_WRITE)
         r->in_write = 1;
     return REGISTRY_OK;
@@ -278,16 +233,16 @@ static int exec_stmt(registry *r, int id, char *err, size_t errlen)
 static void rollback(registry *r)
 {
     if (!sqlite3_get_autocommit(r->db)) {
-        sqlite3_stmt *st = stmt(r, S_ROLLBACK);
+        sqlite3_stmt *st = reg_stmt(r, S_ROLLBACK);
         if (st) {
             sqlite3_step(st);
-            done(st);
+            reg_done(st);
         }
     }
 }
 
 /* Ends a transaction: commit when status is OK, roll back otherwise. */
-static int finish(registry *r, int status, char *err, size_t errlen)
+int reg_finish(registry *r, int status, char *err, size_t errlen)
 {
     int was_write = r->in_write;
     r->in_write = 0;
@@ -295,7 +250,7 @@ static int finish(registry *r, int status, char *err, size_t errlen)
         rollback(r);
         return status;
     }
-    status = exec_stmt(r, S_COMMIT, err, errlen);
+    status = reg_exec(r, S_COMMIT, err, errlen);
     if (status != REGISTRY_OK)
         rollback(r);
     else if (was_write)
@@ -309,7 +264,7 @@ uint64_t registry_generation(registry *r)
 }
 
 /* "2026-11-21T23:59:01.123Z" */
-static void now_iso(char out[32])
+void reg_now_iso(char out[32])
 {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
@@ -325,7 +280,7 @@ static void now_iso(char out[32])
     out[n + 5] = '\0';
 }
 
-static int all_digits(const char *s)
+int reg_all_digits(const char *s)
 {
     if (!*s)
         return 0;
@@ -354,7 +309,7 @@ int registry_valid_name(const char *name)
 
 int registry_valid_alias(const char *alias)
 {
-    return registry_valid_name(alias) && !all_digits(alias);
+    return registry_valid_name(alias) && !reg_all_digits(alias);
 }
 
 /* ---- open, migrate, close ---- */
@@ -392,50 +347,52 @@ static int migrate(registry *r, const char *path, char *err, size_t errlen)
 {
     int known = (int)vaed_schema_migration_count;
     for (;;) {
-        int status = exec_stmt(r, S_BEGIN_WRITE, err, errlen);
+        int status = reg_exec(r, S_BEGIN_WRITE, err, errlen);
         if (status)
             return status;
         int version = 0;
         if (pragma_int(r, "PRAGMA user_version", &version) != SQLITE_OK)
-            return finish(r, db_fail(r, err, errlen, "reading the schema version"), err, errlen);
+            return reg_finish(r, reg_db_fail(r, err, errlen, "reading the schema version"), err,
+                              errlen);
         if (version > known) {
-            set_err(err, errlen,
-                    "%s: schema version %d is newer than this vaed knows (%d); use a newer vaed",
-                    path, version, known);
-            return finish(r, REGISTRY_ERR_DB, err, errlen);
+            util_set_err(err, errlen,
+                         "%s: schema version %d is newer than this vaed knows (%d); use a newer "
+                         "vaed",
+                         path, version, known);
+            return reg_finish(r, REGISTRY_ERR_DB, err, errlen);
         }
         if (version == known)
-            return finish(r, REGISTRY_OK, err, errlen);
+            return reg_finish(r, REGISTRY_OK, err, errlen);
         char *msg = NULL;
         if (sqlite3_exec(r->db, vaed_schema_migrations[version], NULL, NULL, &msg) !=
             SQLITE_OK) {
-            set_err(err, errlen, "%s: schema migration %d: %s", path, version + 1,
-                    msg ? msg : sqlite3_errmsg(r->db));
+            util_set_err(err, errlen, "%s: schema migration %d: %s", path, version + 1,
+                         msg ? msg : sqlite3_errmsg(r->db));
             sqlite3_free(msg);
-            return finish(r, REGISTRY_ERR_DB, err, errlen);
+            return reg_finish(r, REGISTRY_ERR_DB, err, errlen);
         }
         /* PRAGMA takes no bound parameter; the number is ours, not input. */
         char sql[64];
         snprintf(sql, sizeof sql, "PRAGMA user_version = %d", version + 1);
         if (sqlite3_exec(r->db, sql, NULL, NULL, NULL) != SQLITE_OK)
-            return finish(r, db_fail(r, err, errlen, "setting the schema version"), err,
-                          errlen);
-        status = finish(r, REGISTRY_OK, err, errlen);
+            return reg_finish(r, reg_db_fail(r, err, errlen, "setting the schema version"), err,
+                              errlen);
+        status = reg_finish(r, REGISTRY_OK, err, errlen);
         if (status)
             return status;
     }
 }
 
-int registry_open(const char *path, registry **out, char *err, size_t errlen)
+registry_status registry_open(const char *path, registry **out, char *err, size_t errlen)
 {
     *out = NULL;
     if (!path || !*path) {
-        set_err(err, errlen, "registry: no database path");
+        util_set_err(err, errlen, "registry: no database path");
         return REGISTRY_ERR_ARG;
     }
     registry *r = calloc(1, sizeof *r); /* owned by the caller via *out */
     if (!r) {
-        set_err(err, errlen, "registry: out of memory");
+        util_set_err(err, errlen, "registry: out of memory");
         return REGISTRY_ERR_NOMEM;
     }
     pthread_mutex_init(&r->mu, NULL);
@@ -445,7 +402,7 @@ int registry_open(const char *path, registry **out, char *err, size_t errlen)
     int status = REGISTRY_ERR_DB;
     if (sqlite3_open_v2(path, &r->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL) !=
         SQLITE_OK) {
-        set_err(err, errlen, "%s: %s", path, r->db ? sqlite3_errmsg(r->db) : "out of memory");
+        util_set_err(err, errlen, "%s: %s", path, r->db ? sqlite3_errmsg(r->db) : "out of memory");
         goto fail;
     }
     sqlite3_extended_result_codes(r->db, 1);
@@ -456,26 +413,26 @@ int registry_open(const char *path, registry **out, char *err, size_t errlen)
     if (sqlite3_prepare_v2(r->db, "PRAGMA journal_mode=WAL", -1, &st, NULL) != SQLITE_OK ||
         sqlite3_step(st) != SQLITE_ROW) {
         sqlite3_finalize(st);
-        status = db_fail(r, err, errlen, path);
+        status = reg_db_fail(r, err, errlen, path);
         goto fail;
     }
     const char *mode = (const char *)sqlite3_column_text(st, 0);
     int wal_ok = mode && (strcmp(mode, "wal") == 0 || strcmp(mode, "memory") == 0);
     if (!wal_ok)
-        set_err(err, errlen, "%s: cannot use WAL journal mode (got %s)", path,
-                mode ? mode : "nothing");
+        util_set_err(err, errlen, "%s: cannot use WAL journal mode (got %s)", path,
+                     mode ? mode : "nothing");
     sqlite3_finalize(st);
     if (!wal_ok)
         goto fail;
     /* FULL: a committed checkpoint survives a power cut, not only a crash. */
     if (sqlite3_exec(r->db, "PRAGMA foreign_keys=ON; PRAGMA synchronous=FULL", NULL, NULL,
                      NULL) != SQLITE_OK) {
-        status = db_fail(r, err, errlen, path);
+        status = reg_db_fail(r, err, errlen, path);
         goto fail;
     }
     int fk = 0;
     if (pragma_int(r, "PRAGMA foreign_keys", &fk) != SQLITE_OK || fk != 1) {
-        set_err(err, errlen, "%s: SQLite without foreign key support", path);
+        util_set_err(err, errlen, "%s: SQLite without foreign key support", path);
         goto fail;
     }
     status = migrate(r, path, err, errlen);
@@ -512,1480 +469,7 @@ int registry_schema_version(registry *r)
 void registry_set_default_model(registry *r, const char *model)
 {
     pthread_mutex_lock(&r->mu);
-    copy_str(r->default_model, sizeof r->default_model, model);
+    reg_copy_str(r->default_model, sizeof r->default_model, model);
     __atomic_add_fetch(&r->generation, 1, __ATOMIC_RELEASE);
     pthread_mutex_unlock(&r->mu);
-}
-
-/* ---- lookups (lock held) ---- */
-
-/* The id of a model by name; REGISTRY_ERR_NOT_FOUND when absent. */
-static int model_id(registry *r, const char *name, int64_t *id, char *err, size_t errlen)
-{
-    sqlite3_stmt *st = stmt(r, S_MODEL_ID);
-    if (!st)
-        return db_fail(r, err, errlen, "looking up a model");
-    sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
-    int rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW)
-        *id = sqlite3_column_int64(st, 0);
-    done(st);
-    if (rc == SQLITE_ROW)
-        return REGISTRY_OK;
-    if (rc != SQLITE_DONE)
-        return db_fail(r, err, errlen, "looking up a model");
-    set_err(err, errlen, "no model \"%s\" in the registry", name);
-    return REGISTRY_ERR_NOT_FOUND;
-}
-
-/* Which model a request means: model, or (NULL) the default model, the only
- * one, or the most recently updated. Fills name (128 bytes) and id. */
-static int find_model(registry *r, const char *model, char name[128], int64_t *id, char *err,
-                      size_t errlen)
-{
-    if (!model && r->default_model[0])
-        model = r->default_model;
-    if (model) {
-        if (!registry_valid_name(model)) {
-            set_err(err, errlen, "invalid model name \"%.64s\"", model);
-            return REGISTRY_ERR_ARG;
-        }
-        copy_str(name, 128, model);
-        return model_id(r, name, id, err, errlen);
-    }
-    sqlite3_stmt *st = stmt(r, S_MODEL_DEFAULT);
-    if (!st)
-        return db_fail(r, err, errlen, "finding the default model");
-    int rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW)
-        copy_col(st, 0, name, 128);
-    done(st);
-    if (rc == SQLITE_DONE) {
-        set_err(err, errlen, "no model in the registry");
-        return REGISTRY_ERR_NOT_FOUND;
-    }
-    if (rc != SQLITE_ROW)
-        return db_fail(r, err, errlen, "finding the default model");
-    return model_id(r, name, id, err, errlen);
-}
-
-/* Fills info (and, when not NULL, the JSON columns, malloc'd) from a row of
- * CKPT_COLUMNS. */
-static int read_checkpoint_row(sqlite3_stmt *st, registry_checkpoint_info *info,
-                               char **config_json, char **metrics_json)
-{
-    memset(info, 0, sizeof *info);
-    copy_col(st, 0, info->model, sizeof info->model);
-    info->version = sqlite3_column_int64(st, 1);
-    copy_col(st, 2, info->sha256, sizeof info->sha256);
-    info->size = sqlite3_column_int64(st, 3);
-    copy_col(st, 4, info->created_at, sizeof info->created_at);
-    copy_col(st, 5, info->source, sizeof info->source);
-    int oom = 0;
-    if (config_json)
-        *config_json = dup_col(st, 6, &oom);
-    if (metrics_json)
-        *metrics_json = dup_col(st, 7, &oom);
-    return oom ? REGISTRY_ERR_NOMEM : REGISTRY_OK;
-}
-
-static int get_checkpoint(registry *r, int64_t id, const char *name, int64_t version,
-                          registry_checkpoint_info *info, char **config_json,
-                          char **metrics_json, char *err, size_t errlen)
-{
-    sqlite3_stmt *st = stmt(r, S_CKPT_GET);
-    if (!st)
-        return db_fail(r, err, errlen, "reading a checkpoint");
-    sqlite3_bind_int64(st, 1, id);
-    sqlite3_bind_int64(st, 2, version);
-    int rc = sqlite3_step(st);
-    int status = REGISTRY_OK;
-    if (rc == SQLITE_ROW) {
-        status = read_checkpoint_row(st, info, config_json, metrics_json);
-        if (status)
-            set_err(err, errlen, "registry: out of memory");
-    }
-    done(st);
-    if (rc == SQLITE_ROW)
-        return status;
-    if (rc != SQLITE_DONE)
-        return db_fail(r, err, errlen, "reading a checkpoint");
-    set_err(err, errlen, "model \"%s\" has no version %" PRId64, name, version);
-    return REGISTRY_ERR_NOT_FOUND;
-}
-
-/* The version an alias points at; REGISTRY_ERR_NOT_FOUND when unset. */
-static int alias_version(registry *r, int64_t id, const char *name, const char *alias,
-                         int64_t *version, char *err, size_t errlen)
-{
-    sqlite3_stmt *st = stmt(r, S_ALIAS_GET);
-    if (!st)
-        return db_fail(r, err, errlen, "reading an alias");
-    sqlite3_bind_int64(st, 1, id);
-    sqlite3_bind_text(st, 2, alias, -1, SQLITE_STATIC);
-    int rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW)
-        *version = sqlite3_column_int64(st, 0);
-    done(st);
-    if (rc == SQLITE_ROW)
-        return REGISTRY_OK;
-    if (rc != SQLITE_DONE)
-        return db_fail(r, err, errlen, "reading an alias");
-    if (strcmp(alias, "latest") == 0)
-        set_err(err, errlen, "model \"%s\" has no versions", name);
-    else
-        set_err(err, errlen, "model \"%s\" has no alias \"%.64s\"", name, alias);
-    return REGISTRY_ERR_NOT_FOUND;
-}
-
-/* The highest version of a model other than except (0 when none). */
-static int max_version_except(registry *r, int64_t id, int64_t except, int64_t *out,
-                              char *err, size_t errlen)
-{
-    sqlite3_stmt *st = stmt(r, S_CKPT_MAX_EXCEPT);
-    if (!st)
-        return db_fail(r, err, errlen, "reading versions");
-    sqlite3_bind_int64(st, 1, id);
-    sqlite3_bind_int64(st, 2, except);
-    int rc = sqlite3_step(st);
-    *out = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0; /* NULL reads as 0 */
-    done(st);
-    if (rc != SQLITE_ROW)
-        return db_fail(r, err, errlen, "reading versions");
-    return REGISTRY_OK;
-}
-
-/* Points 'latest' at version, following again; version 0 removes it. */
-static int latest_auto(registry *r, int64_t id, int64_t version, char *err, size_t errlen)
-{
-    sqlite3_stmt *st = stmt(r, version > 0 ? S_LATEST_AUTO : S_ALIAS_DELETE);
-    if (!st)
-        return db_fail(r, err, errlen, "updating 'latest'");
-    sqlite3_bind_int64(st, 1, id);
-    if (version > 0)
-        sqlite3_bind_int64(st, 2, version);
-    else
-        sqlite3_bind_text(st, 2, "latest", -1, SQLITE_STATIC);
-    int rc = sqlite3_step(st);
-    done(st);
-    return rc == SQLITE_DONE ? REGISTRY_OK : db_fail(r, err, errlen, "updating 'latest'");
-}
-
-/* ---- put ---- */
-
-/* The body of a put, inside the caller's write transaction (a job's result is
- * put in the same transaction that marks the job succeeded). */
-static int put_in_tx(registry *r, const char *model, const uint8_t *blob, size_t len,
-                     const char *sha, const char *config_json, const char *metrics_json,
-                     const char *source, registry_checkpoint_info *out, int *created,
-                     char *err, size_t errlen)
-{
-    char now[32];
-    now_iso(now);
-    int status;
-
-    sqlite3_stmt *st = stmt(r, S_MODEL_INSERT);
-    if (!st)
-        return db_fail(r, err, errlen, "creating the model");
-    sqlite3_bind_text(st, 1, model, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 2, now, -1, SQLITE_STATIC);
-    int rc = sqlite3_step(st);
-    done(st);
-    if (rc != SQLITE_DONE)
-        return db_fail(r, err, errlen, "creating the model");
-    int64_t id = 0;
-    if ((status = model_id(r, model, &id, err, errlen)))
-        return status;
-
-    /* The same bytes again: the version that already holds them. */
-    st = stmt(r, S_CKPT_BY_SHA);
-    if (!st)
-        return db_fail(r, err, errlen, "looking up the bytes");
-    sqlite3_bind_int64(st, 1, id);
-    sqlite3_bind_text(st, 2, sha, -1, SQLITE_STATIC);
-    rc = sqlite3_step(st);
-    int64_t existing = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
-    done(st);
-    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
-        return db_fail(r, err, errlen, "looking up the bytes");
-    if (existing) {
-        status = get_checkpoint(r, id, model, existing, out, NULL, NULL, err, errlen);
-        if (status == REGISTRY_OK)
-            *created = 0;
-        return status;
-    }
-
-    st = stmt(r, S_BLOB_INSERT);
-    if (!st)
-        return db_fail(r, err, errlen, "storing the bytes");
-    sqlite3_bind_text(st, 1, sha, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 2, (sqlite3_int64)len);
-    sqlite3_bind_blob64(st, 3, blob, (sqlite3_uint64)len, SQLITE_STATIC);
-    rc = sqlite3_step(st);
-    done(st);
-    if (rc != SQLITE_DONE)
-        return db_fail(r, err, errlen, "storing the bytes");
-
-    st = stmt(r, S_CKPT_NEXT_VERSION);
-    if (!st)
-        return db_fail(r, err, errlen, "numbering the version");
-    sqlite3_bind_int64(st, 1, id);
-    rc = sqlite3_step(st);
-    int64_t version = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
-    done(st);
-    if (rc != SQLITE_ROW)
-        return db_fail(r, err, errlen, "numbering the version");
-
-    st = stmt(r, S_CKPT_INSERT);
-    if (!st)
-        return db_fail(r, err, errlen, "storing the version");
-    sqlite3_bind_int64(st, 1, id);
-    sqlite3_bind_int64(st, 2, version);
-    sqlite3_bind_text(st, 3, sha, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 4, (sqlite3_int64)len);
-    if (config_json)
-        sqlite3_bind_text(st, 5, config_json, -1, SQLITE_STATIC);
-    if (metrics_json)
-        sqlite3_bind_text(st, 6, metrics_json, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 7, source, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 8, now, -1, SQLITE_STATIC);
-    rc = sqlite3_step(st);
-    done(st);
-    if (rc == SQLITE_CONSTRAINT_CHECK) {
-        set_err(err, errlen, "checkpoint config or metrics is not valid JSON");
-        return REGISTRY_ERR_ARG;
-    }
-    if (rc != SQLITE_DONE)
-        return db_fail(r, err, errlen, "storing the version");
-
-    st = stmt(r, S_LATEST_FOLLOW);
-    if (!st)
-        return db_fail(r, err, errlen, "updating 'latest'");
-    sqlite3_bind_int64(st, 1, id);
-    sqlite3_bind_int64(st, 2, version);
-    rc = sqlite3_step(st);
-    done(st);
-    if (rc != SQLITE_DONE)
-        return db_fail(r, err, errlen, "updating 'latest'");
-
-    st = stmt(r, S_MODEL_TOUCH);
-    if (!st)
-        return db_fail(r, err, errlen, "updating the model");
-    sqlite3_bind_int64(st, 1, id);
-    sqlite3_bind_text(st, 2, now, -1, SQLITE_STATIC);
-    rc = sqlite3_step(st);
-    done(st);
-    if (rc != SQLITE_DONE)
-        return db_fail(r, err, errlen, "updating the model");
-
-    memset(out, 0, sizeof *out);
-    copy_str(out->model, sizeof out->model, model);
-    out->version = version;
-    copy_str(out->sha256, sizeof out->sha256, sha);
-    out->size = (int64_t)len;
-    copy_str(out->created_at, sizeof out->created_at, now);
-    copy_str(out->source, sizeof out->source, source);
-    *created = 1;
-    return REGISTRY_OK;
-}
-
-static int put_locked(registry *r, const char *model, const uint8_t *blob, size_t len,
-                      const char *sha, const char *config_json, const char *metrics_json,
-                      const char *source, registry_checkpoint_info *out, int *created,
-                      char *err, size_t errlen)
-{
-    int status = exec_stmt(r, S_BEGIN_WRITE, err, errlen);
-    if (status)
-        return status;
-    status = finish(r,
-                    put_in_tx(r, model, blob, len, sha, config_json, metrics_json, source,
-                              out, created, err, errlen),
-                    err, errlen);
-    if (status)
-        *created = 0; /* nothing was stored after all */
-    return status;
-}
-
-int registry_put_checkpoint(registry *r, const char *model, const uint8_t *blob, size_t len,
-                            const char *expected_sha256, const char *config_json,
-                            const char *metrics_json, const char *source,
-                            registry_checkpoint_info *out, int *created, char *err,
-                            size_t errlen)
-{
-    registry_checkpoint_info scratch;
-    int scratch_created;
-    if (!out)
-        out = &scratch;
-    if (!created)
-        created = &scratch_created;
-    *created = 0;
-    if (!registry_valid_name(model)) {
-        set_err(err, errlen, "invalid model name \"%.64s\": use 1-64 of A-Z a-z 0-9 . _ -, "
-                             "not starting with . or -",
-                model ? model : "");
-        return REGISTRY_ERR_ARG;
-    }
-    if (!blob || len == 0) {
-        set_err(err, errlen, "empty checkpoint");
-        return REGISTRY_ERR_ARG;
-    }
-    if (!source)
-        source = "upload";
-    if (!*source || strlen(source) >= sizeof out->source) {
-        set_err(err, errlen, "checkpoint source must be 1-%zu characters",
-                sizeof out->source - 1);
-        return REGISTRY_ERR_ARG;
-    }
-    /* Hashing is the slow part of a put: done before taking the lock. */
-    char sha[65];
-    sha256_hex(blob, len, sha);
-    if (expected_sha256 && strcasecmp(expected_sha256, sha) != 0) {
-        set_err(err, errlen, "sha256 %.64s does not match the bytes (%s)", expected_sha256, sha);
-        return REGISTRY_ERR_ARG;
-    }
-    pthread_mutex_lock(&r->mu);
-    int status = put_locked(r, model, blob, len, sha, config_json, metrics_json, source, out,
-                            created, err, errlen);
-    pthread_mutex_unlock(&r->mu);
-    return status;
-}
-
-/* ---- resolve and read ---- */
-
-/* version_or_alias: NULL = "latest", digits = a version number, else an alias. */
-static int resolve_version(registry *r, int64_t id, const char *name,
-                           const char *version_or_alias, int64_t *version, char *err,
-                           size_t errlen)
-{
-    const char *v = version_or_alias ? version_or_alias : "latest";
-    if (all_digits(v)) {
-        if (strlen(v) > 18) {
-            set_err(err, errlen, "model \"%s\" has no version %.64s", name, v);
-            return REGISTRY_ERR_NOT_FOUND;
-        }
-        *version = strtoll(v, NULL, 10);
-        return REGISTRY_OK;
-    }
-    if (!registry_valid_alias(v)) {
-        set_err(err, errlen, "invalid version or alias \"%.64s\"", v);
-        return REGISTRY_ERR_ARG;
-    }
-    return alias_version(r, id, name, v, version, err, errlen);
-}
-
-static int resolve_locked(registry *r, const char *model, const char *version_or_alias,
-                          registry_checkpoint_info *out, char *err, size_t errlen)
-{
-    int status = exec_stmt(r, S_BEGIN_READ, err, errlen);
-    if (status)
-        return status;
-    char name[128];
-    int64_t id = 0, version = 0;
-    status = find_model(r, model, name, &id, err, errlen);
-    if (!status)
-        status = resolve_version(r, id, name, version_or_alias, &version, err, errlen);
-    if (!status)
-        status = get_checkpoint(r, id, name, version, out, NULL, NULL, err, errlen);
-    return finish(r, status, err, errlen);
-}
-
-int registry_resolve(registry *r, const char *model, const char *version_or_alias,
-                     registry_checkpoint_info *out, char *err, size_t errlen)
-{
-    pthread_mutex_lock(&r->mu);
-    int status = resolve_locked(r, model, version_or_alias, out, err, errlen);
-    pthread_mutex_unlock(&r->mu);
-    return status;
-}
-
-int registry_get_blob(registry *r, const char *sha256, uint8_t **blob, size_t *len,
-                      char *err, size_t errlen)
-{
-    *blob = NULL;
-    *len = 0;
-    if (!sha256) {
-        set_err(err, errlen, "no sha256 given");
-        return REGISTRY_ERR_ARG;
-    }
-    pthread_mutex_lock(&r->mu);
-    int status = REGISTRY_OK;
-    sqlite3_stmt *st = stmt(r, S_BLOB_GET);
-    if (!st) {
-        status = db_fail(r, err, errlen, "reading checkpoint bytes");
-        goto out;
-    }
-    sqlite3_bind_text(st, 1, sha256, -1, SQLITE_STATIC);
-    int rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW) {
-        const void *data = sqlite3_column_blob(st, 0);
-        size_t n = (size_t)sqlite3_column_bytes(st, 0);
-        uint8_t *copy = malloc(n ? n : 1); /* owned by the caller via *blob */
-        if (!copy) {
-            set_err(err, errlen, "out of memory reading %zu bytes of checkpoint", n);
-            status = REGISTRY_ERR_NOMEM;
-        } else {
-            if (n)
-                memcpy(copy, data, n);
-            *blob = copy;
-            *len = n;
-        }
-    } else if (rc == SQLITE_DONE) {
-        set_err(err, errlen, "no checkpoint bytes with sha256 %.64s", sha256);
-        status = REGISTRY_ERR_NOT_FOUND;
-    } else {
-        status = db_fail(r, err, errlen, "reading checkpoint bytes");
-    }
-    done(st);
-out:
-    pthread_mutex_unlock(&r->mu);
-    return status;
-}
-
-int64_t registry_count_checkpoints(registry *r)
-{
-    pthread_mutex_lock(&r->mu);
-    int64_t n = -1;
-    sqlite3_stmt *st = stmt(r, S_CKPT_COUNT);
-    if (st && sqlite3_step(st) == SQLITE_ROW)
-        n = sqlite3_column_int64(st, 0);
-    done(st);
-    pthread_mutex_unlock(&r->mu);
-    return n;
-}
-
-void registry_free_models(registry_model_info *models)
-{
-    free(models);
-}
-
-int registry_list_models(registry *r, registry_model_info **models, size_t *count, char *err,
-                         size_t errlen)
-{
-    *models = NULL;
-    *count = 0;
-    registry_model_info *list = NULL; /* owned here until handed to *models */
-    size_t n = 0, cap = 0;
-    int status = REGISTRY_OK;
-    pthread_mutex_lock(&r->mu);
-    sqlite3_stmt *st = stmt(r, S_MODELS_LIST);
-    if (!st) {
-        status = db_fail(r, err, errlen, "listing models");
-        goto out;
-    }
-    int rc;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        if (n == cap) {
-            size_t ncap = cap ? cap * 2 : 16;
-            registry_model_info *grown = realloc(list, ncap * sizeof *list);
-            if (!grown) {
-                set_err(err, errlen, "registry: out of memory");
-                status = REGISTRY_ERR_NOMEM;
-                break;
-            }
-            list = grown;
-            cap = ncap;
-        }
-        registry_model_info *m = &list[n++];
-        memset(m, 0, sizeof *m);
-        copy_col(st, 0, m->name, sizeof m->name);
-        copy_col(st, 1, m->created_at, sizeof m->created_at);
-        copy_col(st, 2, m->updated_at, sizeof m->updated_at);
-        m->n_versions = sqlite3_column_int64(st, 3);
-        m->latest_version = sqlite3_column_int64(st, 4);
-    }
-    if (status == REGISTRY_OK && rc != SQLITE_DONE)
-        status = db_fail(r, err, errlen, "listing models");
-    done(st);
-out:
-    pthread_mutex_unlock(&r->mu);
-    if (status) {
-        free(list);
-        return status;
-    }
-    *models = list;
-    *count = n;
-    return REGISTRY_OK;
-}
-
-void registry_free_checkpoint(registry_checkpoint *c)
-{
-    if (!c)
-        return;
-    free(c->config_json);
-    free(c->metrics_json);
-    c->config_json = c->metrics_json = NULL;
-}
-
-void registry_free_checkpoints(registry_checkpoint *list, size_t count)
-{
-    if (!list)
-        return;
-    for (size_t i = 0; i < count; i++)
-        registry_free_checkpoint(&list[i]);
-    free(list);
-}
-
-int registry_get_checkpoint(registry *r, const char *model, int64_t version,
-                            registry_checkpoint *out, char *err, size_t errlen)
-{
-    memset(out, 0, sizeof *out);
-    pthread_mutex_lock(&r->mu);
-    int status = exec_stmt(r, S_BEGIN_READ, err, errlen);
-    if (!status) {
-        char name[128];
-        int64_t id = 0;
-        status = find_model(r, model, name, &id, err, errlen);
-        if (!status)
-            status = get_checkpoint(r, id, name, version, &out->info, &out->config_json,
-                                    &out->metrics_json, err, errlen);
-        status = finish(r, status, err, errlen);
-    }
-    pthread_mutex_unlock(&r->mu);
-    if (status)
-        registry_free_checkpoint(out);
-    return status;
-}
-
-static int list_checkpoints_locked(registry *r, const char *model, registry_checkpoint **list,
-                                   size_t *n, char *err, size_t errlen)
-{
-    char name[128];
-    int64_t id = 0;
-    int status = find_model(r, model, name, &id, err, errlen);
-    if (status)
-        return status;
-    sqlite3_stmt *st = stmt(r, S_CKPT_LIST);
-    if (!st)
-        return db_fail(r, err, errlen, "listing versions");
-    sqlite3_bind_int64(st, 1, id);
-    size_t cap = 0;
-    int rc;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        if (*n == cap) {
-            size_t ncap = cap ? cap * 2 : 16;
-            registry_checkpoint *grown = realloc(*list, ncap * sizeof **list);
-            if (!grown) {
-                status = REGISTRY_ERR_NOMEM;
-                break;
-            }
-            *list = grown;
-            cap = ncap;
-        }
-        registry_checkpoint *c = &(*list)[(*n)++];
-        memset(c, 0, sizeof *c);
-        if ((status = read_checkpoint_row(st, &c->info, &c->config_json, &c->metrics_json)))
-            break;
-    }
-    if (status == REGISTRY_ERR_NOMEM)
-        set_err(err, errlen, "registry: out of memory");
-    else if (rc != SQLITE_DONE)
-        status = db_fail(r, err, errlen, "listing versions");
-    done(st);
-    return status;
-}
-
-int registry_list_checkpoints(registry *r, const char *model, registry_checkpoint **list,
-                              size_t *count, char *err, size_t errlen)
-{
-    *list = NULL;
-    *count = 0;
-    registry_checkpoint *items = NULL; /* owned here until handed to *list */
-    size_t n = 0;
-    pthread_mutex_lock(&r->mu);
-    int status = exec_stmt(r, S_BEGIN_READ, err, errlen);
-    if (!status)
-        status = finish(r, list_checkpoints_locked(r, model, &items, &n, err, errlen), err,
-                        errlen);
-    pthread_mutex_unlock(&r->mu);
-    if (status) {
-        registry_free_checkpoints(items, n);
-        return status;
-    }
-    *list = items;
-    *count = n;
-    return REGISTRY_OK;
-}
-
-static int list_aliases_locked(registry *r, const char *model, registry_alias_info **list,
-                               size_t *n, char *err, size_t errlen)
-{
-    char name[128];
-    int64_t id = 0;
-    int status = find_model(r, model, name, &id, err, errlen);
-    if (status)
-        return status;
-    sqlite3_stmt *st = stmt(r, S_ALIAS_LIST);
-    if (!st)
-        return db_fail(r, err, errlen, "listing aliases");
-    sqlite3_bind_int64(st, 1, id);
-    size_t cap = 0;
-    int rc;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        if (*n == cap) {
-            size_t ncap = cap ? cap * 2 : 8;
-            registry_alias_info *grown = realloc(*list, ncap * sizeof **list);
-            if (!grown) {
-                status = REGISTRY_ERR_NOMEM;
-                set_err(err, errlen, "registry: out of memory");
-                break;
-            }
-            *list = grown;
-            cap = ncap;
-        }
-        registry_alias_info *a = &(*list)[(*n)++];
-        memset(a, 0, sizeof *a);
-        copy_col(st, 0, a->alias, sizeof a->alias);
-        a->version = sqlite3_column_int64(st, 1);
-        a->set_by_hand = sqlite3_column_int(st, 2);
-    }
-    if (status == REGISTRY_OK && rc != SQLITE_DONE)
-        status = db_fail(r, err, errlen, "listing aliases");
-    done(st);
-    return status;
-}
-
-int registry_list_aliases(registry *r, const char *model, registry_alias_info **aliases,
-                          size_t *count, char *err, size_t errlen)
-{
-    *aliases = NULL;
-    *count = 0;
-    registry_alias_info *items = NULL; /* owned here until handed to *aliases */
-    size_t n = 0;
-    pthread_mutex_lock(&r->mu);
-    int status = exec_stmt(r, S_BEGIN_READ, err, errlen);
-    if (!status)
-        status =
-            finish(r, list_aliases_locked(r, model, &items, &n, err, errlen), err, errlen);
-    pthread_mutex_unlock(&r->mu);
-    if (status) {
-        free(items);
-        return status;
-    }
-    *aliases = items;
-    *count = n;
-    return REGISTRY_OK;
-}
-
-/* ---- aliases and deletion ---- */
-
-static int check_model_arg(const char *model, char *err, size_t errlen)
-{
-    if (registry_valid_name(model))
-        return REGISTRY_OK;
-    set_err(err, errlen, "invalid model name \"%.64s\"", model ? model : "");
-    return REGISTRY_ERR_ARG;
-}
-
-static int set_alias_locked(registry *r, const char *model, const char *alias,
-                            int64_t version, char *err, size_t errlen)
-{
-    int64_t id = 0;
-    registry_checkpoint_info info;
-    int status = model_id(r, model, &id, err, errlen);
-    if (!status)
-        status = get_checkpoint(r, id, model, version, &info, NULL, NULL, err, errlen);
-    if (status)
-        return status;
-    sqlite3_stmt *st = stmt(r, S_ALIAS_SET);
-    if (!st)
-        return db_fail(r, err, errlen, "setting an alias");
-    sqlite3_bind_int64(st, 1, id);
-    sqlite3_bind_text(st, 2, alias, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 3, version);
-    int rc = sqlite3_step(st);
-    done(st);
-    return rc == SQLITE_DONE ? REGISTRY_OK : db_fail(r, err, errlen, "setting an alias");
-}
-
-int registry_set_alias(registry *r, const char *model, const char *alias, int64_t version,
-                       char *err, size_t errlen)
-{
-    int status = check_model_arg(model, err, errlen);
-    if (status)
-        return status;
-    if (!registry_valid_alias(alias)) {
-        set_err(err, errlen,
-                "invalid alias \"%.64s\": use 1-64 of A-Z a-z 0-9 . _ -, not starting with "
-                ". or -, not all digits",
-                alias ? alias : "");
-        return REGISTRY_ERR_ARG;
-    }
-    pthread_mutex_lock(&r->mu);
-    status = exec_stmt(r, S_BEGIN_WRITE, err, errlen);
-    if (!status)
-        status = finish(r, set_alias_locked(r, model, alias, version, err, errlen), err,
-                        errlen);
-    pthread_mutex_unlock(&r->mu);
-    return status;
-}
-
-static int delete_alias_locked(registry *r, const char *model, const char *alias, char *err,
-                               size_t errlen)
-{
-    int64_t id = 0;
-    int status = model_id(r, model, &id, err, errlen);
-    if (status)
-        return status;
-    if (strcmp(alias, "latest") == 0) {
-        /* Not a deletion: 'latest' goes back to following new versions. */
-        int64_t highest = 0;
-        status = max_version_except(r, id, 0, &highest, err, errlen);
-        return status ? status : latest_auto(r, id, highest, err, errlen);
-    }
-    sqlite3_stmt *st = stmt(r, S_ALIAS_DELETE);
-    if (!st)
-        return db_fail(r, err, errlen, "deleting an alias");
-    sqlite3_bind_int64(st, 1, id);
-    sqlite3_bind_text(st, 2, alias, -1, SQLITE_STATIC);
-    int rc = sqlite3_step(st);
-    done(st);
-    if (rc != SQLITE_DONE)
-        return db_fail(r, err, errlen, "deleting an alias");
-    if (sqlite3_changes(r->db) == 0) {
-        set_err(err, errlen, "model \"%s\" has no alias \"%s\"", model, alias);
-        return REGISTRY_ERR_NOT_FOUND;
-    }
-    return REGISTRY_OK;
-}
-
-int registry_delete_alias(registry *r, const char *model, const char *alias, char *err,
-                          size_t errlen)
-{
-    int status = check_model_arg(model, err, errlen);
-    if (status)
-        return status;
-    if (!registry_valid_alias(alias)) {
-        set_err(err, errlen, "invalid alias \"%.64s\"", alias ? alias : "");
-        return REGISTRY_ERR_ARG;
-    }
-    pthread_mutex_lock(&r->mu);
-    status = exec_stmt(r, S_BEGIN_WRITE, err, errlen);
-    if (!status)
-        status = finish(r, delete_alias_locked(r, model, alias, err, errlen), err, errlen);
-    pthread_mutex_unlock(&r->mu);
-    return status;
-}
-
-static int delete_version_locked(registry *r, const char *model, int64_t version, char *err,
-                                 size_t errlen)
-{
-    int64_t id = 0;
-    registry_checkpoint_info info;
-    int status = model_id(r, model, &id, err, errlen);
-    if (!status)
-        status = get_checkpoint(r, id, model, version, &info, NULL, NULL, err, errlen);
-    if (status)
-        return status;
-
-    sqlite3_stmt *st = stmt(r, S_ALIAS_OTHER_AT);
-    if (!st)
-        return db_fail(r, err, errlen, "reading aliases");
-    sqlite3_bind_int64(st, 1, id);
-    sqlite3_bind_int64(st, 2, version);
-    int rc = sqlite3_step(st);
-    char alias[128] = "";
-    if (rc == SQLITE_ROW)
-        copy_col(st, 0, alias, sizeof alias);
-    done(st);
-    if (rc == SQLITE_ROW) {
-        set_err(err, errlen,
-                "version %" PRId64 " of model \"%s\" is aliased as \"%s\"; move or delete "
-                "the alias first",
-                version, model, alias);
-        return REGISTRY_ERR_CONFLICT;
-    }
-    if (rc != SQLITE_DONE)
-        return db_fail(r, err, errlen, "reading aliases");
-
-    /* 'latest' (followed or set by hand) must leave the version before it goes. */
-    int64_t latest = 0;
-    status = alias_version(r, id, model, "latest", &latest, err, errlen);
-    if (status == REGISTRY_OK && latest == version) {
-        int64_t highest = 0;
-        status = max_version_except(r, id, version, &highest, err, errlen);
-        if (!status)
-            status = latest_auto(r, id, highest, err, errlen);
-    } else if (status == REGISTRY_ERR_NOT_FOUND) {
-        status = REGISTRY_OK;
-    }
-    if (status)
-        return status;
-
-    st = stmt(r, S_CKPT_DELETE);
-    if (!st)
-        return db_fail(r, err, errlen, "deleting a version");
-    sqlite3_bind_int64(st, 1, id);
-    sqlite3_bind_int64(st, 2, version);
-    rc = sqlite3_step(st);
-    done(st);
-    if (rc != SQLITE_DONE)
-        return db_fail(r, err, errlen, "deleting a version");
-
-    st = stmt(r, S_BLOB_COLLECT);
-    if (!st)
-        return db_fail(r, err, errlen, "deleting checkpoint bytes");
-    sqlite3_bind_text(st, 1, info.sha256, -1, SQLITE_STATIC);
-    rc = sqlite3_step(st);
-    done(st);
-    return rc == SQLITE_DONE ? REGISTRY_OK
-                             : db_fail(r, err, errlen, "deleting checkpoint bytes");
-}
-
-int registry_delete_version(registry *r, const char *model, int64_t version, char *err,
-                            size_t errlen)
-{
-    int status = check_model_arg(model, err, errlen);
-    if (status)
-        return status;
-    pthread_mutex_lock(&r->mu);
-    status = exec_stmt(r, S_BEGIN_WRITE, err, errlen);
-    if (!status)
-        status = finish(r, delete_version_locked(r, model, version, err, errlen), err, errlen);
-    pthread_mutex_unlock(&r->mu);
-    return status;
-}
-
-/* ---- training jobs ---- */
-
-int registry_job_state_is_final(const char *state)
-{
-    return state && (strcmp(state, "succeeded") == 0 || strcmp(state, "failed") == 0 ||
-                     strcmp(state, "cancelled") == 0);
-}
-
-static int job_transition_allowed(const char *from, const char *to)
-{
-    if (strcmp(from, "queued") == 0)
-        return strcmp(to, "running") == 0 || strcmp(to, "cancelled") == 0;
-    if (strcmp(from, "running") == 0)
-        return strcmp(to, "succeeded") == 0 || strcmp(to, "failed") == 0 ||
-               strcmp(to, "cancelled") == 0 || strcmp(to, "queued") == 0;
-    return 0;
-}
-
-static int job_valid_state(const char *s)
-{
-    return s && (strcmp(s, "queued") == 0 || strcmp(s, "running") == 0 ||
-                 registry_job_state_is_final(s));
-}
-
-/* The state of job id into state (16 bytes). */
-static int job_state_locked(registry *r, int64_t id, char state[16], char *err, size_t errlen)
-{
-    sqlite3_stmt *st = stmt(r, S_JOB_STATE);
-    if (!st)
-        return db_fail(r, err, errlen, "reading a job");
-    sqlite3_bind_int64(st, 1, id);
-    int rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW)
-        copy_col(st, 0, state, 16);
-    done(st);
-    if (rc == SQLITE_ROW)
-        return REGISTRY_OK;
-    if (rc != SQLITE_DONE)
-        return db_fail(r, err, errlen, "reading a job");
-    set_err(err, errlen, "no job %" PRId64, id);
-    return REGISTRY_ERR_NOT_FOUND;
-}
-
-/* Appends a state event for job id (error / reason may be NULL). */
-static int job_state_event_locked(registry *r, int64_t id, const char *state, const char *error,
-                                  const char *reason, const char *now, char *err, size_t errlen)
-{
-    sqlite3_stmt *st = stmt(r, S_JOB_STATE_EVENT);
-    if (!st)
-        return db_fail(r, err, errlen, "recording a job event");
-    sqlite3_bind_int64(st, 1, id);
-    sqlite3_bind_text(st, 2, state, -1, SQLITE_STATIC);
-    if (error)
-        sqlite3_bind_text(st, 3, error, -1, SQLITE_STATIC);
-    if (reason)
-        sqlite3_bind_text(st, 4, reason, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 5, now, -1, SQLITE_STATIC);
-    int rc = sqlite3_step(st);
-    done(st);
-    return rc == SQLITE_DONE ? REGISTRY_OK : db_fail(r, err, errlen, "recording a job event");
-}
-
-/* Checks and makes one transition, with its event (inside a transaction). */
-static int job_set_state_locked(registry *r, int64_t id, const char *to, const char *note,
-                                char *err, size_t errlen)
-{
-    char from[16], now[32];
-    int status = job_state_locked(r, id, from, err, errlen);
-    if (status)
-        return status;
-    if (!job_transition_allowed(from, to)) {
-        set_err(err, errlen, "job %" PRId64 " is %s; it cannot become %s", id, from, to);
-        return REGISTRY_ERR_CONFLICT;
-    }
-    now_iso(now);
-    const char *error = strcmp(to, "failed") == 0 ? (note ? note : "failed") : NULL;
-    const char *reason = strcmp(to, "queued") == 0 ? note : NULL;
-    sqlite3_stmt *st = stmt(r, S_JOB_UPDATE_STATE);
-    if (!st)
-        return db_fail(r, err, errlen, "updating a job");
-    sqlite3_bind_int64(st, 1, id);
-    sqlite3_bind_text(st, 2, to, -1, SQLITE_STATIC);
-    if (error)
-        sqlite3_bind_text(st, 3, error, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 4, now, -1, SQLITE_STATIC);
-    int rc = sqlite3_step(st);
-    done(st);
-    if (rc != SQLITE_DONE)
-        return db_fail(r, err, errlen, "updating a job");
-    return job_state_event_locked(r, id, to, error, reason, now, err, errlen);
-}
-
-int registry_insert_job(registry *r, const char *config_json, int64_t *id, char *err,
-                        size_t errlen)
-{
-    *id = 0;
-    if (!config_json) {
-        set_err(err, errlen, "a job needs a config");
-        return REGISTRY_ERR_ARG;
-    }
-    char now[32];
-    now_iso(now);
-    pthread_mutex_lock(&r->mu);
-    int status = exec_stmt(r, S_BEGIN_WRITE, err, errlen);
-    if (status)
-        goto out;
-    sqlite3_stmt *st = stmt(r, S_JOB_INSERT);
-    if (!st) {
-        status = finish(r, db_fail(r, err, errlen, "adding a job"), err, errlen);
-        goto out;
-    }
-    sqlite3_bind_text(st, 1, config_json, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 2, now, -1, SQLITE_STATIC);
-    int rc = sqlite3_step(st);
-    done(st);
-    if (rc == SQLITE_CONSTRAINT_CHECK) {
-        set_err(err, errlen, "job config is not valid JSON");
-        status = finish(r, REGISTRY_ERR_ARG, err, errlen);
-        goto out;
-    }
-    if (rc != SQLITE_DONE) {
-        status = finish(r, db_fail(r, err, errlen, "adding a job"), err, errlen);
-        goto out;
-    }
-    int64_t new_id = sqlite3_last_insert_rowid(r->db);
-    status = job_state_event_locked(r, new_id, "queued", NULL, NULL, now, err, errlen);
-    status = finish(r, status, err, errlen);
-    if (!status)
-        *id = new_id;
-out:
-    pthread_mutex_unlock(&r->mu);
-    return status;
-}
-
-static int claim_locked(registry *r, int64_t *id, char **config_json, char *err, size_t errlen)
-{
-    sqlite3_stmt *st = stmt(r, S_JOB_NEXT_QUEUED);
-    if (!st)
-        return db_fail(r, err, errlen, "reading the job queue");
-    int rc = sqlite3_step(st);
-    int oom = 0;
-    if (rc == SQLITE_ROW) {
-        *id = sqlite3_column_int64(st, 0);
-        *config_json = dup_col(st, 1, &oom);
-    }
-    done(st);
-    if (rc == SQLITE_DONE) {
-        set_err(err, errlen, "no job is queued");
-        return REGISTRY_ERR_NOT_FOUND;
-    }
-    if (rc != SQLITE_ROW)
-        return db_fail(r, err, errlen, "reading the job queue");
-    if (oom || !*config_json) {
-        set_err(err, errlen, "registry: out of memory");
-        return REGISTRY_ERR_NOMEM;
-    }
-    return job_set_state_locked(r, *id, "running", NULL, err, errlen);
-}
-
-int registry_claim_next_job(registry *r, int64_t *id, char **config_json, char *err,
-                            size_t errlen)
-{
-    *id = 0;
-    *config_json = NULL;
-    char *config = NULL; /* owned here until handed to *config_json */
-    int64_t job = 0;
-    pthread_mutex_lock(&r->mu);
-    int status = exec_stmt(r, S_BEGIN_WRITE, err, errlen);
-    if (!status)
-        status = finish(r, claim_locked(r, &job, &config, err, errlen), err, errlen);
-    pthread_mutex_unlock(&r->mu);
-    if (status) {
-        free(config);
-        return status;
-    }
-    *id = job;
-    *config_json = config;
-    return REGISTRY_OK;
-}
-
-int registry_set_job_state(registry *r, int64_t id, const char *to, const char *note,
-                           char *err, size_t errlen)
-{
-    if (!job_valid_state(to)) {
-        set_err(err, errlen, "unknown job state \"%.32s\"", to ? to : "");
-        return REGISTRY_ERR_ARG;
-    }
-    pthread_mutex_lock(&r->mu);
-    int status = exec_stmt(r, S_BEGIN_WRITE, err, errlen);
-    if (!status)
-        status = finish(r, job_set_state_locked(r, id, to, note, err, errlen), err, errlen);
-    pthread_mutex_unlock(&r->mu);
-    return status;
-}
-
-static int append_event_locked(registry *r, int64_t id, const char *type, const char *data_json,
-                               int64_t *seq, char *err, size_t errlen)
-{
-    char now[32];
-    now_iso(now);
-    sqlite3_stmt *st = stmt(r, S_JOB_EVENT_ADD);
-    if (!st)
-        return db_fail(r, err, errlen, "recording a job event");
-    sqlite3_bind_int64(st, 1, id);
-    sqlite3_bind_text(st, 2, type, -1, SQLITE_STATIC);
-    if (data_json)
-        sqlite3_bind_text(st, 3, data_json, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 4, now, -1, SQLITE_STATIC);
-    int rc = sqlite3_step(st);
-    int64_t n = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
-    if (rc == SQLITE_ROW)
-        rc = sqlite3_step(st);
-    done(st);
-    if (rc == SQLITE_CONSTRAINT_CHECK) {
-        set_err(err, errlen, "job event data is not valid JSON");
-        return REGISTRY_ERR_ARG;
-    }
-    if (rc == SQLITE_CONSTRAINT_FOREIGNKEY) {
-        set_err(err, errlen, "no job %" PRId64, id);
-        return REGISTRY_ERR_NOT_FOUND;
-    }
-    if (rc != SQLITE_DONE)
-        return db_fail(r, err, errlen, "recording a job event");
-    if (seq)
-        *seq = n;
-    if (strcmp(type, "progress") != 0)
-        return REGISTRY_OK;
-    /* A running job reports progress about once a second: only the recent
-     * ones are kept, so that a long job's events stay bounded. */
-    if (!(st = stmt(r, S_JOB_EVENTS_PRUNE)))
-        return db_fail(r, err, errlen, "pruning job events");
-    sqlite3_bind_int64(st, 1, id);
-    sqlite3_bind_int64(st, 2, n);
-    sqlite3_bind_int64(st, 3, REGISTRY_JOB_PROGRESS_KEPT);
-    rc = sqlite3_step(st);
-    done(st);
-    return rc == SQLITE_DONE ? REGISTRY_OK : db_fail(r, err, errlen, "pruning job events");
-}
-
-static int check_event_type(const char *type, char *err, size_t errlen)
-{
-    if (type && *type && strlen(type) < sizeof ((registry_job_event *)0)->type)
-        return REGISTRY_OK;
-    set_err(err, errlen, "job event type must be 1-15 characters");
-    return REGISTRY_ERR_ARG;
-}
-
-int registry_append_job_event(registry *r, int64_t id, const char *type, const char *data_json,
-                              int64_t *seq, char *err, size_t errlen)
-{
-    int status = check_event_type(type, err, errlen);
-    if (status)
-        return status;
-    pthread_mutex_lock(&r->mu);
-    status = exec_stmt(r, S_BEGIN_WRITE, err, errlen);
-    if (!status)
-        status = finish(r, append_event_locked(r, id, type, data_json, seq, err, errlen), err,
-                        errlen);
-    pthread_mutex_unlock(&r->mu);
-    return status;
-}
-
-static int set_progress_locked(registry *r, int64_t id, const char *progress_json,
-                               const char *metrics_json, const char *event_type,
-                               const char *event_json, int64_t *seq, char *err, size_t errlen)
-{
-    sqlite3_stmt *st = stmt(r, S_JOB_SET_PROGRESS);
-    if (!st)
-        return db_fail(r, err, errlen, "updating a job");
-    sqlite3_bind_int64(st, 1, id);
-    if (progress_json)
-        sqlite3_bind_text(st, 2, progress_json, -1, SQLITE_STATIC);
-    if (metrics_json)
-        sqlite3_bind_text(st, 3, metrics_json, -1, SQLITE_STATIC);
-    int rc = sqlite3_step(st);
-    done(st);
-    if (rc == SQLITE_CONSTRAINT_CHECK) {
-        set_err(err, errlen, "job progress or metrics is not valid JSON");
-        return REGISTRY_ERR_ARG;
-    }
-    if (rc != SQLITE_DONE)
-        return db_fail(r, err, errlen, "updating a job");
-    if (sqlite3_changes(r->db) == 0) {
-        char state[16];
-        int status = job_state_locked(r, id, state, err, errlen);
-        if (status)
-            return status;
-        set_err(err, errlen, "job %" PRId64 " is %s, not running", id, state);
-        return REGISTRY_ERR_CONFLICT;
-    }
-    if (!event_type)
-        return REGISTRY_OK;
-    return append_event_locked(r, id, event_type, event_json, seq, err, errlen);
-}
-
-int registry_set_job_progress(registry *r, int64_t id, const char *progress_json,
-                              const char *metrics_json, const char *event_type,
-                              const char *event_json, int64_t *seq, char *err, size_t errlen)
-{
-    if (event_type) {
-        int status = check_event_type(event_type, err, errlen);
-        if (status)
-            return status;
-    }
-    pthread_mutex_lock(&r->mu);
-    int status = exec_stmt(r, S_BEGIN_WRITE, err, errlen);
-    if (!status)
-        status = finish(r,
-                        set_progress_locked(r, id, progress_json, metrics_json, event_type,
-                                            event_json, seq, err, errlen),
-                        err, errlen);
-    pthread_mutex_unlock(&r->mu);
-    return status;
-}
-
-static int succeed_locked(registry *r, int64_t id, const char *model, const uint8_t *blob,
-                          size_t len, const char *sha, const char *config_json,
-                          const char *ckpt_metrics_json, const char *metrics_json,
-                          registry_checkpoint_info *out, char *err, size_t errlen)
-{
-    char state[16], source[64], now[32];
-    int status = job_state_locked(r, id, state, err, errlen);
-    if (status)
-        return status;
-    if (strcmp(state, "running") != 0) {
-        set_err(err, errlen, "job %" PRId64 " is %s; it cannot become succeeded", id, state);
-        return REGISTRY_ERR_CONFLICT;
-    }
-    snprintf(source, sizeof source, "job:%" PRId64, id);
-    int created = 0;
-    status = put_in_tx(r, model, blob, len, sha, config_json, ckpt_metrics_json, source, out,
-                       &created, err, errlen);
-    if (status)
-        return status;
-    now_iso(now);
-    sqlite3_stmt *st = stmt(r, S_JOB_SUCCEED);
-    if (!st)
-        return db_fail(r, err, errlen, "updating a job");
-    sqlite3_bind_int64(st, 1, id);
-    sqlite3_bind_text(st, 2, out->model, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 3, out->version);
-    if (metrics_json)
-        sqlite3_bind_text(st, 4, metrics_json, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 5, now, -1, SQLITE_STATIC);
-    int rc = sqlite3_step(st);
-    done(st);
-    if (rc == SQLITE_CONSTRAINT_CHECK) {
-        set_err(err, errlen, "job metrics is not valid JSON");
-        return REGISTRY_ERR_ARG;
-    }
-    if (rc != SQLITE_DONE)
-        return db_fail(r, err, errlen, "updating a job");
-    st = stmt(r, S_JOB_RESULT_EVENT);
-    if (!st)
-        return db_fail(r, err, errlen, "recording a job event");
-    sqlite3_bind_int64(st, 1, id);
-    sqlite3_bind_text(st, 2, out->model, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 3, out->version);
-    sqlite3_bind_text(st, 4, now, -1, SQLITE_STATIC);
-    rc = sqlite3_step(st);
-    done(st);
-    return rc == SQLITE_DONE ? REGISTRY_OK : db_fail(r, err, errlen, "recording a job event");
-}
-
-int registry_succeed_job(registry *r, int64_t id, const char *model, const uint8_t *blob,
-                         size_t len, const char *config_json, const char *ckpt_metrics_json,
-                         const char *metrics_json, registry_checkpoint_info *out, char *err,
-                         size_t errlen)
-{
-    registry_checkpoint_info scratch;
-    if (!out)
-        out = &scratch;
-    int status = check_model_arg(model, err, errlen);
-    if (status)
-        return status;
-    if (!blob || len == 0) {
-        set_err(err, errlen, "empty checkpoint");
-        return REGISTRY_ERR_ARG;
-    }
-    char sha[65];
-    sha256_hex(blob, len, sha);
-    pthread_mutex_lock(&r->mu);
-    status = exec_stmt(r, S_BEGIN_WRITE, err, errlen);
-    if (!status)
-        status = finish(r,
-                        succeed_locked(r, id, model, blob, len, sha, config_json,
-                                       ckpt_metrics_json, metrics_json, out, err, errlen),
-                        err, errlen);
-    pthread_mutex_unlock(&r->mu);
-    return status;
-}
-
-static int requeue_locked(registry *r, int *count, char *err, size_t errlen)
-{
-    /* Collect first: the ids are updated while the select would still run. */
-    int64_t ids[64];
-    for (;;) {
-        int n = 0;
-        sqlite3_stmt *st = stmt(r, S_JOB_RUNNING_IDS);
-        if (!st)
-            return db_fail(r, err, errlen, "reading running jobs");
-        int rc;
-        while (n < 64 && (rc = sqlite3_step(st)) == SQLITE_ROW)
-            ids[n++] = sqlite3_column_int64(st, 0);
-        done(st);
-        if (n < 64 && rc != SQLITE_DONE)
-            return db_fail(r, err, errlen, "reading running jobs");
-        for (int i = 0; i < n; i++) {
-            int status = job_set_state_locked(r, ids[i], "queued", "restarted", err, errlen);
-            if (status)
-                return status;
-        }
-        *count += n;
-        if (n < 64)
-            return REGISTRY_OK;
-    }
-}
-
-int registry_requeue_running_jobs(registry *r, int *count, char *err, size_t errlen)
-{
-    int n = 0;
-    pthread_mutex_lock(&r->mu);
-    int status = exec_stmt(r, S_BEGIN_WRITE, err, errlen);
-    if (!status)
-        status = finish(r, requeue_locked(r, &n, err, errlen), err, errlen);
-    pthread_mutex_unlock(&r->mu);
-    if (count)
-        *count = status ? 0 : n;
-    return status;
-}
-
-void registry_free_job(registry_job *j)
-{
-    if (!j)
-        return;
-    free(j->config_json);
-    free(j->progress_json);
-    free(j->metrics_json);
-    free(j->error);
-    j->config_json = j->progress_json = j->metrics_json = j->error = NULL;
-}
-
-void registry_free_jobs(registry_job *list, size_t count)
-{
-    if (!list)
-        return;
-    for (size_t i = 0; i < count; i++)
-        registry_free_job(&list[i]);
-    free(list);
-}
-
-/* Fills j from a row of JOB_COLUMNS (j zeroed by the caller). */
-static int read_job_row(sqlite3_stmt *st, registry_job *j)
-{
-    int oom = 0;
-    j->id = sqlite3_column_int64(st, 0);
-    copy_col(st, 1, j->state, sizeof j->state);
-    j->config_json = dup_col(st, 2, &oom);
-    j->progress_json = dup_col(st, 3, &oom);
-    j->metrics_json = dup_col(st, 4, &oom);
-    copy_col(st, 5, j->result_model, sizeof j->result_model);
-    j->result_version = sqlite3_column_int64(st, 6);
-    j->error = dup_col(st, 7, &oom);
-    copy_col(st, 8, j->created_at, sizeof j->created_at);
-    copy_col(st, 9, j->started_at, sizeof j->started_at);
-    copy_col(st, 10, j->finished_at, sizeof j->finished_at);
-    return oom ? REGISTRY_ERR_NOMEM : REGISTRY_OK;
-}
-
-int registry_get_job(registry *r, int64_t id, registry_job *out, char *err, size_t errlen)
-{
-    memset(out, 0, sizeof *out);
-    pthread_mutex_lock(&r->mu);
-    int status = REGISTRY_OK;
-    sqlite3_stmt *st = stmt(r, S_JOB_GET);
-    if (!st) {
-        status = db_fail(r, err, errlen, "reading a job");
-        goto out;
-    }
-    sqlite3_bind_int64(st, 1, id);
-    int rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW) {
-        if ((status = read_job_row(st, out)))
-            set_err(err, errlen, "registry: out of memory");
-    } else if (rc == SQLITE_DONE) {
-        set_err(err, errlen, "no job %" PRId64, id);
-        status = REGISTRY_ERR_NOT_FOUND;
-    } else {
-        status = db_fail(r, err, errlen, "reading a job");
-    }
-    done(st);
-out:
-    pthread_mutex_unlock(&r->mu);
-    if (status)
-        registry_free_job(out);
-    return status;
-}
-
-int registry_list_jobs(registry *r, const char *state, registry_job **list, size_t *count,
-                      char *err, size_t errlen)
-{
-    *list = NULL;
-    *count = 0;
-    if (state && !job_valid_state(state)) {
-        set_err(err, errlen,
-                "unknown job state \"%.32s\": queued, running, succeeded, failed or cancelled",
-                state);
-        return REGISTRY_ERR_ARG;
-    }
-    registry_job *items = NULL; /* owned here until handed to *list */
-    size_t n = 0, cap = 0;
-    int status = REGISTRY_OK;
-    pthread_mutex_lock(&r->mu);
-    sqlite3_stmt *st = stmt(r, state ? S_JOB_LIST_STATE : S_JOB_LIST);
-    if (!st) {
-        status = db_fail(r, err, errlen, "listing jobs");
-        goto out;
-    }
-    if (state)
-        sqlite3_bind_text(st, 1, state, -1, SQLITE_STATIC);
-    int rc;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        if (n == cap) {
-            size_t ncap = cap ? cap * 2 : 16;
-            registry_job *grown = realloc(items, ncap * sizeof *items);
-            if (!grown) {
-                status = REGISTRY_ERR_NOMEM;
-                break;
-            }
-            items = grown;
-            cap = ncap;
-        }
-        registry_job *j = &items[n++];
-        memset(j, 0, sizeof *j);
-        if ((status = read_job_row(st, j)))
-            break;
-    }
-    if (status == REGISTRY_ERR_NOMEM)
-        set_err(err, errlen, "registry: out of memory");
-    else if (rc != SQLITE_DONE)
-        status = db_fail(r, err, errlen, "listing jobs");
-    done(st);
-out:
-    pthread_mutex_unlock(&r->mu);
-    if (status) {
-        registry_free_jobs(items, n);
-        return status;
-    }
-    *list = items;
-    *count = n;
-    return REGISTRY_OK;
-}
-
-int registry_get_job_last_seq(registry *r, int64_t id, int64_t *seq, char *state, char *err,
-                          size_t errlen)
-{
-    *seq = 0;
-    pthread_mutex_lock(&r->mu);
-    int status = REGISTRY_OK;
-    sqlite3_stmt *st = stmt(r, S_JOB_LAST_SEQ);
-    if (!st) {
-        status = db_fail(r, err, errlen, "reading job events");
-        goto out;
-    }
-    sqlite3_bind_int64(st, 1, id);
-    int rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW) {
-        if (state)
-            copy_col(st, 0, state, 16);
-        *seq = sqlite3_column_int64(st, 1);
-    } else if (rc == SQLITE_DONE) {
-        set_err(err, errlen, "no job %" PRId64, id);
-        status = REGISTRY_ERR_NOT_FOUND;
-    } else {
-        status = db_fail(r, err, errlen, "reading job events");
-    }
-    done(st);
-out:
-    pthread_mutex_unlock(&r->mu);
-    return status;
-}
-
-void registry_free_job_events(registry_job_event *list, size_t count)
-{
-    if (!list)
-        return;
-    for (size_t i = 0; i < count; i++)
-        free(list[i].data_json);
-    free(list);
-}
-
-int registry_list_job_events(registry *r, int64_t id, int64_t after_seq, int max,
-                              registry_job_event **list, size_t *count, char *err,
-                              size_t errlen)
-{
-    *list = NULL;
-    *count = 0;
-    if (max <= 0) {
-        set_err(err, errlen, "max must be positive");
-        return REGISTRY_ERR_ARG;
-    }
-    registry_job_event *items = calloc((size_t)max, sizeof *items); /* owned until *list */
-    if (!items) {
-        set_err(err, errlen, "registry: out of memory");
-        return REGISTRY_ERR_NOMEM;
-    }
-    size_t n = 0;
-    int status = REGISTRY_OK;
-    pthread_mutex_lock(&r->mu);
-    sqlite3_stmt *st = stmt(r, S_JOB_EVENTS_AFTER);
-    if (!st) {
-        status = db_fail(r, err, errlen, "reading job events");
-        goto out;
-    }
-    sqlite3_bind_int64(st, 1, id);
-    sqlite3_bind_int64(st, 2, after_seq);
-    sqlite3_bind_int(st, 3, max);
-    int rc;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW && n < (size_t)max) {
-        registry_job_event *e = &items[n++];
-        int oom = 0;
-        e->seq = sqlite3_column_int64(st, 0);
-        copy_col(st, 1, e->type, sizeof e->type);
-        e->data_json = dup_col(st, 2, &oom);
-        copy_col(st, 3, e->created_at, sizeof e->created_at);
-        if (oom) {
-            status = REGISTRY_ERR_NOMEM;
-            set_err(err, errlen, "registry: out of memory");
-            break;
-        }
-    }
-    if (status == REGISTRY_OK && rc != SQLITE_DONE)
-        status = db_fail(r, err, errlen, "reading job events");
-    done(st);
-out:
-    pthread_mutex_unlock(&r->mu);
-    if (status || n == 0) {
-        registry_free_job_events(items, n);
-        return status;
-    }
-    *list = items;
-    *count = n;
-    return REGISTRY_OK;
 }

@@ -1,10 +1,13 @@
-/* registry: the SQLite database of models, checkpoint versions and aliases.
+/* registry: the SQLite database of models, checkpoint versions, aliases and
+ * training jobs.
  *
  *     registry *r;
  *     if (registry_open("var/registry.db", &r, err, sizeof err)) ...   // applies schema/
  *     registry_put_checkpoint(r, "digits", blob, len, &put, &created, err, sizeof err);
  *     registry_resolve(r, NULL, NULL, &info, err, sizeof err);  // default model, latest
- *     registry_get_blob(r, info.sha256, &blob, &len, err, sizeof err);
+ *     registry_get_blob(r, info.sha256, &blob, &len, err, sizeof err);   // caller frees
+ *     registry_insert_job(r, spec_json, &id, err, sizeof err);            // a queued job
+ *     registry_set_job_state(r, id, JOBS_STATE_CANCELLED, NULL, err, sizeof err);
  *     registry_close(r);
  *
  * All SQL of vaed lives here, in prepared statements. Migrations are the
@@ -19,6 +22,8 @@
 
 #include <stddef.h>
 #include <stdint.h>
+
+#include "server/jobs.h"
 
 typedef enum {
     REGISTRY_OK = 0,
@@ -41,7 +46,7 @@ typedef struct {
 } registry_checkpoint_info;
 
 /* Opens (creating when absent) and migrates the database at path. */
-int registry_open(const char *path, registry **out, char *err, size_t errlen);
+registry_status registry_open(const char *path, registry **out, char *err, size_t errlen);
 void registry_close(registry *r);
 int registry_schema_version(registry *r);
 
@@ -52,18 +57,18 @@ int registry_valid_name(const char *name);
  * same bytes are already a version of that model, returns it with
  * *created = 0 and stores nothing. config_json and metrics_json may be NULL.
  * The 'latest' alias follows the new version unless it was set by hand. */
-int registry_put_checkpoint(registry *r, const char *model, const uint8_t *blob, size_t len,
-                            const char *expected_sha256, const char *config_json,
-                            const char *metrics_json, const char *source,
-                            registry_checkpoint_info *out, int *created, char *err,
-                            size_t errlen);
+registry_status registry_put_checkpoint(registry *r, const char *model, const uint8_t *blob,
+                                        size_t len, const char *expected_sha256,
+                                        const char *config_json, const char *metrics_json,
+                                        const char *source, registry_checkpoint_info *out,
+                                        int *created, char *err, size_t errlen);
 /* Resolves model (NULL: the default model, the only one, or the most recently
  * updated) and version_or_alias (NULL: "latest"; digits: a version number). */
-int registry_resolve(registry *r, const char *model, const char *version_or_alias,
-                     registry_checkpoint_info *out, char *err, size_t errlen);
+registry_status registry_resolve(registry *r, const char *model, const char *version_or_alias,
+                                 registry_checkpoint_info *out, char *err, size_t errlen);
 /* The stored bytes of a checkpoint, *blob owned by the caller (free()). */
-int registry_get_blob(registry *r, const char *sha256, uint8_t **blob, size_t *len,
-                      char *err, size_t errlen);
+registry_status registry_get_blob(registry *r, const char *sha256, uint8_t **blob, size_t *len,
+                                  char *err, size_t errlen);
 int64_t registry_count_checkpoints(registry *r);
 /* A number that changes whenever a write commits (or the default model
  * changes): a caller may keep what it resolved while this stays the same. */
@@ -71,7 +76,7 @@ uint64_t registry_generation(registry *r);
 /* The model used when a request names none (NULL clears it). */
 void registry_set_default_model(registry *r, const char *model);
 
-/* ---- Added with the registry issue: listing, aliases, deletion. ----
+/* ---- listing, aliases, deletion ----
  * Reading calls take model NULL to mean the default model (as in
  * registry_resolve); calls that change the registry need a name. */
 
@@ -85,8 +90,8 @@ typedef struct {
 
 /* All models by name. *models is an array of *count entries owned by the
  * caller: free it with registry_free_models (NULL when *count is 0). */
-int registry_list_models(registry *r, registry_model_info **models, size_t *count, char *err,
-                         size_t errlen);
+registry_status registry_list_models(registry *r, registry_model_info **models, size_t *count,
+                                     char *err, size_t errlen);
 void registry_free_models(registry_model_info *models);
 
 /* One version with its JSON. config_json and metrics_json are malloc'd, owned
@@ -100,12 +105,13 @@ typedef struct {
 void registry_free_checkpoint(registry_checkpoint *c);
 /* The metadata of version of model (not the bytes); free with
  * registry_free_checkpoint. */
-int registry_get_checkpoint(registry *r, const char *model, int64_t version,
-                            registry_checkpoint *out, char *err, size_t errlen);
+registry_status registry_get_checkpoint(registry *r, const char *model, int64_t version,
+                                        registry_checkpoint *out, char *err, size_t errlen);
 /* Every version of model, oldest first. *list (an array of *count) is owned by
  * the caller: free it with registry_free_checkpoints. */
-int registry_list_checkpoints(registry *r, const char *model, registry_checkpoint **list,
-                              size_t *count, char *err, size_t errlen);
+registry_status registry_list_checkpoints(registry *r, const char *model,
+                                          registry_checkpoint **list, size_t *count, char *err,
+                                          size_t errlen);
 void registry_free_checkpoints(registry_checkpoint *list, size_t count);
 
 typedef struct {
@@ -115,32 +121,32 @@ typedef struct {
 } registry_alias_info;
 
 /* The aliases of model by name. *aliases owned by the caller: free(). */
-int registry_list_aliases(registry *r, const char *model, registry_alias_info **aliases,
-                          size_t *count, char *err, size_t errlen);
+registry_status registry_list_aliases(registry *r, const char *model, registry_alias_info **aliases,
+                                      size_t *count, char *err, size_t errlen);
 /* Alias names are valid model names that are not all digits. Setting 'latest'
  * by hand stops it following new versions; deleting it makes it follow again
  * (it goes back to the highest version). */
 int registry_valid_alias(const char *alias);
-int registry_set_alias(registry *r, const char *model, const char *alias, int64_t version,
-                       char *err, size_t errlen);
-int registry_delete_alias(registry *r, const char *model, const char *alias, char *err,
-                          size_t errlen);
+registry_status registry_set_alias(registry *r, const char *model, const char *alias,
+                                   int64_t version, char *err, size_t errlen);
+registry_status registry_delete_alias(registry *r, const char *model, const char *alias, char *err,
+                                      size_t errlen);
 /* Deletes a version: REGISTRY_ERR_CONFLICT while an alias other than 'latest'
  * points at it. 'latest' moves to the highest remaining version. The bytes go
  * when no other version holds them. The model stays, with no versions. */
-int registry_delete_version(registry *r, const char *model, int64_t version, char *err,
-                            size_t errlen);
+registry_status registry_delete_version(registry *r, const char *model, int64_t version, char *err,
+                                        size_t errlen);
 
-/* ---- Added with the training-jobs issue: the job queue and its events. ----
- * A job's state runs queued -> running -> succeeded | failed | cancelled;
- * queued -> cancelled; running -> queued (interrupted: resumes later). Every
- * transition is one transaction that also appends a "state" event whose data
- * is {"state": S} (plus "error", or "result": {"model", "version"}). Events
- * of a job are numbered 1, 2, 3 ... in the order they were appended. */
+/* ---- the job queue and its events ----
+ * States and event types are native (server/jobs.h); the columns hold their
+ * names. Every transition (jobs_state_can_become) is one transaction that
+ * also appends a "state" event whose data is {"state": S} (plus "error", or
+ * "result": {"model", "version"}, or "reason"). Events of a job are numbered
+ * 1, 2, 3 ... in the order they were appended. */
 
 typedef struct {
     int64_t id;
-    char state[16];           /* "queued", "running", ... */
+    jobs_state state;
     char *config_json;        /* owned; the job spec as submitted (normalised) */
     char *progress_json;      /* owned; NULL until the job reports progress */
     char *metrics_json;       /* owned; NULL or a JSON array, one object per epoch */
@@ -154,58 +160,64 @@ typedef struct {
 
 typedef struct {
     int64_t seq;
-    char type[16];            /* "progress", "epoch", "state" */
+    jobs_event_type type;
+    jobs_state state;         /* JOBS_EVENT_STATE: the state the event records */
     char *data_json;          /* owned; NULL when the event has no data */
     char created_at[32];
 } registry_job_event;
 
-/* 1 for "succeeded", "failed", "cancelled". */
-int registry_job_state_is_final(const char *state);
 /* Adds a queued job (and its first state event); *id is its number. */
-int registry_insert_job(registry *r, const char *config_json, int64_t *id, char *err,
-                        size_t errlen);
+registry_status registry_insert_job(registry *r, const char *config_json, int64_t *id, char *err,
+                                    size_t errlen);
 /* Takes the oldest queued job and makes it running, in one transaction.
  * REGISTRY_ERR_NOT_FOUND when none is queued. *config_json (malloc'd) is owned
  * by the caller. */
-int registry_claim_next_job(registry *r, int64_t *id, char **config_json, char *err,
-                            size_t errlen);
+registry_status registry_claim_next_job(registry *r, int64_t *id, char **config_json, char *err,
+                                        size_t errlen);
 /* Moves job id to state to; note is the error for "failed", the reason for
  * "queued" (e.g. "interrupted"), ignored otherwise (may be NULL).
  * REGISTRY_ERR_CONFLICT, saying the current state, when the transition is not
  * allowed; REGISTRY_ERR_NOT_FOUND when there is no such job. */
-int registry_set_job_state(registry *r, int64_t id, const char *to, const char *note,
-                           char *err, size_t errlen);
+registry_status registry_set_job_state(registry *r, int64_t id, jobs_state to, const char *note,
+                                       char *err, size_t errlen);
 /* Stores progress_json and metrics_json (each kept as it was when NULL) on a
- * running job and, when event_type is not NULL, appends that event with
- * event_json as data, in one transaction. *seq (may be NULL) receives the
- * event's number. REGISTRY_ERR_CONFLICT when the job is not running. */
-int registry_set_job_progress(registry *r, int64_t id, const char *progress_json,
-                              const char *metrics_json, const char *event_type,
-                              const char *event_json, int64_t *seq, char *err, size_t errlen);
-int registry_append_job_event(registry *r, int64_t id, const char *type, const char *data_json,
-                              int64_t *seq, char *err, size_t errlen);
+ * running job and, when event_json is not NULL, appends an event_type event
+ * with event_json as data, in one transaction. *seq (may be NULL) receives
+ * the event's number. REGISTRY_ERR_CONFLICT when the job is not running. */
+registry_status registry_set_job_progress(registry *r, int64_t id, const char *progress_json,
+                                          const char *metrics_json, jobs_event_type event_type,
+                                          const char *event_json, int64_t *seq, char *err,
+                                          size_t errlen);
+registry_status registry_append_job_event(registry *r, int64_t id, jobs_event_type type,
+                                          const char *data_json, int64_t *seq, char *err,
+                                          size_t errlen);
 /* Finishes a running job: blob becomes the next version of model (as
  * registry_put_checkpoint, source "job:ID") and the job 'succeeded' with that
  * result and metrics_json (per epoch), all in one transaction. */
-int registry_succeed_job(registry *r, int64_t id, const char *model, const uint8_t *blob,
-                         size_t len, const char *config_json, const char *ckpt_metrics_json,
-                         const char *metrics_json, registry_checkpoint_info *out, char *err,
-                         size_t errlen);
+registry_status registry_succeed_job(registry *r, int64_t id, const char *model,
+                                     const uint8_t *blob, size_t len, const char *config_json,
+                                     const char *ckpt_metrics_json, const char *metrics_json,
+                                     registry_checkpoint_info *out, char *err, size_t errlen);
 /* Every job found 'running' (left so by a crash) back to 'queued', with a
  * state event {"state":"queued","reason":"restarted"}; *count may be NULL. */
-int registry_requeue_running_jobs(registry *r, int *count, char *err, size_t errlen);
+registry_status registry_requeue_running_jobs(registry *r, int *count, char *err, size_t errlen);
 /* One job; free with registry_free_job. */
-int registry_get_job(registry *r, int64_t id, registry_job *out, char *err, size_t errlen);
+registry_status registry_get_job(registry *r, int64_t id, registry_job *out, char *err,
+                                 size_t errlen);
 void registry_free_job(registry_job *j);
-/* Jobs in submission order, only those in state when state is not NULL.
+/* Jobs in submission order, only those in *only when only is not NULL.
  * *list (an array of *count) is owned by the caller: registry_free_jobs. */
-int registry_list_jobs(registry *r, const char *state, registry_job **list, size_t *count,
-                      char *err, size_t errlen);
+registry_status registry_list_jobs(registry *r, const jobs_state *only, registry_job **list,
+                                   size_t *count, char *err, size_t errlen);
 void registry_free_jobs(registry_job *list, size_t count);
-/* The number of job id's newest event (0 when none) and its state (16 bytes,
- * may be NULL). */
-int registry_get_job_last_seq(registry *r, int64_t id, int64_t *seq, char *state, char *err,
-                          size_t errlen);
+/* How many jobs are in each state, counted in the state index (no row is
+ * read): counts[s] for every jobs_state s. */
+registry_status registry_count_jobs(registry *r, int64_t counts[JOBS_STATE_COUNT], char *err,
+                                    size_t errlen);
+/* The number of job id's newest event (0 when none) and the job's state
+ * (state may be NULL). */
+registry_status registry_get_job_last_seq(registry *r, int64_t id, int64_t *seq, jobs_state *state,
+                                          char *err, size_t errlen);
 /* Progress events are kept only while they are among a job's last
  * REGISTRY_JOB_PROGRESS_KEPT events (seq within that many of the newest);
  * "state" and "epoch" events are always kept. A client replaying from an
@@ -213,9 +225,9 @@ int registry_get_job_last_seq(registry *r, int64_t id, int64_t *seq, char *state
 #define REGISTRY_JOB_PROGRESS_KEPT 256
 /* At most max (> 0) events of job id with seq > after_seq, oldest first.
  * *list is owned by the caller: registry_free_job_events. */
-int registry_list_job_events(registry *r, int64_t id, int64_t after_seq, int max,
-                              registry_job_event **list, size_t *count, char *err,
-                              size_t errlen);
+registry_status registry_list_job_events(registry *r, int64_t id, int64_t after_seq, int max,
+                                         registry_job_event **list, size_t *count, char *err,
+                                         size_t errlen);
 void registry_free_job_events(registry_job_event *list, size_t count);
 
 #endif

@@ -29,7 +29,11 @@ cmp -s "$tmp/a.safetensors" "$tmp/b.safetensors" || fail "two runs with --thread
 grep -qE '^epoch 2/2  train loss [0-9.]+  test loss [0-9.]+ .* images/s$' "$tmp/train.log" \
     || fail "train output lacks the per-epoch line: $(cat "$tmp/train.log")"
 # the checkpoint's metrics hold the IWAE bound of the first 256 test images
-# (K = 64), which `vaed eval` with the training seed reproduces
+# (K = 64). Comparing it with `vaed eval` on those images with the training
+# seed is a consistency check, not a test of the bound: both run eval.c's one
+# function with one seed, so an error there passes it. What it catches is the
+# training pipeline evaluating other images, another K or another seed (the
+# bound itself is checked below: never above the ELBO).
 grep -qE '^test IWAE bound \(K=64, first 256 images\): [0-9.]+ nats$' "$tmp/train.log" \
     || fail "train output lacks the IWAE line: $(cat "$tmp/train.log")"
 # (the metrics are a JSON string inside the safetensors header: quotes escaped)
@@ -54,21 +58,23 @@ elbo=$(awk '/^neg_elbo/{print $2}' <<<"$out"); iwae=$(awk '/^iwae_nll/{print $2}
 awk -v e="$elbo" -v i="$iwae" 'BEGIN{exit !(i <= e + 1e-6)}' || fail "IWAE bound $iwae above the ELBO's $elbo"
 grep -qE '^active_units +[0-9]+ of 6' <<<"$out" || fail "eval active units: $out"
 "$vaed" reconstruct --model "$tmp/a.safetensors" -n 4 -o "$tmp/r.png" >/dev/null || fail "reconstruct"
+# PNG bytes 16..23: width, height; byte 25: colour type (0 grey, 2 RGB)
+png_info() { od -An -tu1 -j16 -N10 "$1" | awk '{printf "%d %d %d", $3*256+$4, $7*256+$8, $10}'; }
+# 4 originals above their 4 reconstructions, 28x28 each
+[ "$(png_info "$tmp/r.png")" = "112 56 0" ] || fail "reconstruct PNG: $(png_info "$tmp/r.png")"
 "$vaed" export --model "$tmp/a.safetensors" --format pytorch-examples --out "$tmp/pe.safetensors" >/dev/null \
     || fail "export pytorch-examples"
 "$vaed" import --from pytorch-examples "$tmp/pe.safetensors" --out "$tmp/back.safetensors" >/dev/null \
     || fail "import pytorch-examples"
 e1=$("$vaed" eval --model "$tmp/a.safetensors" --limit 50 | awk '/^neg_elbo/{print $2}')
 e2=$("$vaed" eval --model "$tmp/back.safetensors" --limit 50 | awk '/^neg_elbo/{print $2}')
-[ "$e1" = "$e2" ] || fail "export/import changed the model: $e1 vs $e2"
+[ -n "$e1" ] && [ "$e1" = "$e2" ] || fail "export/import changed the model: '$e1' vs '$e2'"
 
 # convolutional VAE on MNIST (28x28 padded to 32 and cropped back)
 "$vaed" train --data mnist --arch conv --channels 4,8 --latent 4 --limit 256 --epochs 1 \
     --out "$tmp/conv.safetensors" >"$tmp/conv.log" || fail "conv train: $(cat "$tmp/conv.log")"
 grep -q 'training conv VAE' "$tmp/conv.log" || fail "conv train header: $(head -1 "$tmp/conv.log")"
 "$vaed" sample --model "$tmp/conv.safetensors" -n 4 -o "$tmp/conv.png" >/dev/null || fail "conv sample"
-# PNG bytes 16..23: width, height; byte 25: colour type (0 grey, 2 RGB)
-png_info() { od -An -tu1 -j16 -N10 "$1" | awk '{printf "%d %d %d", $3*256+$4, $7*256+$8, $10}'; }
 [ "$(png_info "$tmp/conv.png")" = "56 56 0" ] || fail "conv sample PNG: $(png_info "$tmp/conv.png")"
 
 # CIFAR-10 binary batches written here (1 label byte, 3072 channel-planar pixel bytes)

@@ -113,8 +113,9 @@ static void fast_vs_naive(const conv_shape *s, int N, int chunk)
     size_t nx = in_floats(s, N), ny = out_floats(s, N), nw = conv_weight_floats(s);
     float *x = rand_floats(&r, nx, 1.0f), *w = rand_floats(&r, nw, 0.5f);
     float *b = rand_floats(&r, (size_t)s->cout, 0.5f), *dy = rand_floats(&r, ny, 1.0f);
-    float *y1 = malloc(sizeof(float) * ny), *y2 = malloc(sizeof(float) * ny);
-    float *dx1 = malloc(sizeof(float) * nx), *dx2 = malloc(sizeof(float) * nx);
+    /* outputs are overwritten: start the two sides from different values */
+    float *y1 = rand_floats(&r, ny, 1e3f), *y2 = rand_floats(&r, ny, 1e3f);
+    float *dx1 = rand_floats(&r, nx, 1e3f), *dx2 = rand_floats(&r, nx, 1e3f);
     /* backward adds: start both from the same non-zero gradients */
     float *dw1 = rand_floats(&r, nw, 1.0f), *dw2 = malloc(sizeof(float) * nw);
     float *db1 = rand_floats(&r, (size_t)s->cout, 1.0f), *db2 = malloc(sizeof(float) * s->cout);

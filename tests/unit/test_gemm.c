@@ -107,12 +107,21 @@ static void test_blas_path_matches_naive(void **state)
 static void test_zero_k_and_empty(void **state)
 {
     (void)state;
-    float c[6] = {1, 2, 3, 4, 5, 6}, a[1] = {0}, b[1] = {0};
+    const float start[6] = {1, 2, 3, 4, 5, 6};
+    float c[6], a[1] = {0}, b[1] = {0};
+    memcpy(c, start, sizeof c);
     gemm(GEMM_N, GEMM_T, 2, 3, 0, a, 1, b, 1, 1, c, 3); /* c += nothing */
-    assert_true(c[5] == 6.0f);
+    assert_memory_equal(c, start, sizeof c);
     gemm(GEMM_N, GEMM_N, 2, 3, 0, a, 1, b, 3, 0, c, 3); /* c = empty sum */
     for (int i = 0; i < 6; i++) assert_true(c[i] == 0.0f);
-    gemm(GEMM_T, GEMM_N, 0, 3, 4, a, 1, b, 3, 0, c, 3); /* no rows: nothing written */
+    /* no rows or no columns: nothing written, with or without accumulation */
+    for (int acc = 0; acc < 2; acc++) {
+        memcpy(c, start, sizeof c);
+        gemm(GEMM_T, GEMM_N, 0, 3, 4, a, 1, b, 3, acc, c, 3);
+        assert_memory_equal(c, start, sizeof c);
+        gemm(GEMM_N, GEMM_T, 2, 0, 4, a, 4, b, 4, acc, c, 3);
+        assert_memory_equal(c, start, sizeof c);
+    }
 }
 
 int main(int argc, char **argv)

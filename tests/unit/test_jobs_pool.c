@@ -107,34 +107,25 @@ typedef struct {
     int cancel_rc;           /* what jobs_pool_cancel returned (asserted on the main thread) */
 } observer;
 
-static int json_int(const char *json, const char *key)
-{
-    cJSON *o = cJSON_Parse(json);
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
-    int r = cJSON_IsNumber(v) ? (int)v->valuedouble : -1;
-    cJSON_Delete(o);
-    return r;
-}
-
-static void on_event(void *ctx, int64_t id, const char *type, const char *data)
+static void on_event(void *ctx, const jobs_event *e)
 {
     observer *o = ctx;
+    int64_t id = e->job_id;
     pthread_mutex_lock(&o->mu);
-    if (strcmp(type, "state") == 0 && strstr(data, "\"running\"") && o->n_running < 16)
+    if (e->type == JOBS_EVENT_STATE && e->state == JOBS_STATE_RUNNING && o->n_running < 16)
         o->running[o->n_running++] = id;
     int cancel = 0, abandon = 0, stop = 0;
-    if (strcmp(type, "progress") == 0) {
+    if (e->type == JOBS_EVENT_PROGRESS) {
         if (o->cancelled_at_step) o->progress_after_cancel++;
         if (o->cancel_job == id && !o->cancelled_at_step) {
-            o->cancelled_at_step = json_int(data, "step");
+            o->cancelled_at_step = (int)e->step;
             cancel = 1;
         }
-        if (o->stop_at_epoch && json_int(data, "epoch") == o->stop_at_epoch &&
-            json_int(data, "step") == o->stop_at_step)
+        if (o->stop_at_epoch && e->epoch == o->stop_at_epoch && e->step == o->stop_at_step)
             stop = 1;
     }
-    if (strcmp(type, "epoch") == 0 && o->abandon_after_epoch &&
-        json_int(data, "epoch") == o->abandon_after_epoch)
+    if (e->type == JOBS_EVENT_EPOCH && o->abandon_after_epoch &&
+        e->epoch == o->abandon_after_epoch)
         abandon = 1;
     jobs_pool *p = o->pool;
     pthread_mutex_unlock(&o->mu);
@@ -197,15 +188,15 @@ static int64_t submit(jobs_pool *p, const fixture *f, const char *model, int epo
     return id;
 }
 
-/* Waits (at most 60 s) for a final state; returns it in state (16 bytes). */
+/* Waits (at most 60 s) for a final state; returns its name in state (16 bytes). */
 static void wait_final(fixture *f, int64_t id, char *state)
 {
     for (int i = 0; i < 12000; i++) {
         registry_job j;
         assert_int_equal(registry_get_job(f->reg, id, &j, NULL, 0), REGISTRY_OK);
-        snprintf(state, 16, "%s", j.state);
+        snprintf(state, 16, "%s", jobs_state_name(j.state));
         registry_free_job(&j);
-        if (registry_job_state_is_final(state)) return;
+        if (jobs_state_is_final(j.state)) return;
         usleep(5000);
     }
     fail_msg("job %lld did not finish", (long long)id);
@@ -215,7 +206,7 @@ static void job_state(fixture *f, int64_t id, char *state)
 {
     registry_job j;
     assert_int_equal(registry_get_job(f->reg, id, &j, NULL, 0), REGISTRY_OK);
-    snprintf(state, 16, "%s", j.state);
+    snprintf(state, 16, "%s", jobs_state_name(j.state));
     registry_free_job(&j);
 }
 
@@ -235,16 +226,12 @@ static void test_success_registers_a_version(void **state)
     wait_final(f, id, st);
     assert_string_equal(st, "succeeded");
 
-    int rc;
-    char *json = jobs_pool_get_json(p, id, &rc, NULL, 0);
-    assert_int_equal(rc, JOBS_POOL_OK);
-    cJSON *o = cJSON_Parse(json);
-    assert_non_null(o);
-    assert_string_equal(cJSON_GetObjectItem(o, "state")->valuestring, "succeeded");
-    cJSON *result = cJSON_GetObjectItem(o, "result");
-    assert_string_equal(cJSON_GetObjectItem(result, "model")->valuestring, "digits");
-    assert_int_equal(cJSON_GetObjectItem(result, "version")->valueint, 1);
-    cJSON *metrics = cJSON_GetObjectItem(o, "metrics");
+    registry_job job;
+    assert_int_equal(jobs_pool_get_job(p, id, &job, NULL, 0), JOBS_POOL_OK);
+    assert_int_equal(job.state, JOBS_STATE_SUCCEEDED);
+    assert_string_equal(job.result_model, "digits");
+    assert_int_equal(job.result_version, 1);
+    cJSON *metrics = cJSON_Parse(job.metrics_json);
     assert_int_equal(cJSON_GetArraySize(metrics), 3);
     for (int e = 0; e < 3; e++) {
         cJSON *m = cJSON_GetArrayItem(metrics, e);
@@ -254,14 +241,17 @@ static void test_success_registers_a_version(void **state)
     }
     assert_true(cJSON_GetObjectItem(cJSON_GetArrayItem(metrics, 2), "train_loss")->valuedouble <
                 cJSON_GetObjectItem(cJSON_GetArrayItem(metrics, 0), "train_loss")->valuedouble);
-    cJSON *progress = cJSON_GetObjectItem(o, "progress");
+    cJSON_Delete(metrics);
+    cJSON *progress = cJSON_Parse(job.progress_json);
     assert_int_equal(cJSON_GetObjectItem(progress, "epoch")->valueint, 3);
     assert_int_equal(cJSON_GetObjectItem(progress, "steps")->valueint, 10); /* 300 / 32 */
-    assert_int_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(o, "config"), "epochs")->valueint, 3);
-    assert_true(cJSON_IsNull(cJSON_GetObjectItem(o, "error")));
-    assert_true(cJSON_IsString(cJSON_GetObjectItem(o, "finished_at")));
-    cJSON_Delete(o);
-    free(json);
+    cJSON_Delete(progress);
+    cJSON *config = cJSON_Parse(job.config_json);
+    assert_int_equal(cJSON_GetObjectItem(config, "epochs")->valueint, 3);
+    cJSON_Delete(config);
+    assert_null(job.error);
+    assert_true(job.finished_at[0] != '\0');
+    registry_free_job(&job);
 
     /* the registry: version 1 from job 1, with metrics, and 'latest' */
     registry_checkpoint_info info;
@@ -287,18 +277,19 @@ static void test_success_registers_a_version(void **state)
     size_t n;
     assert_int_equal(jobs_pool_events_after(p, id, 0, 1000, &ev, &n, NULL, 0), 0);
     assert_true(n >= 5);
-    assert_string_equal(ev[0].type, "state");
+    assert_int_equal(ev[0].type, JOBS_EVENT_STATE);
     assert_string_equal(ev[0].data_json, "{\"state\":\"queued\"}");
     assert_string_equal(ev[1].data_json, "{\"state\":\"running\"}");
     int epochs = 0, n_progress = 0;
     for (size_t i = 0; i < n; i++) {
         assert_int_equal(ev[i].seq, (int64_t)i + 1);
-        epochs += strcmp(ev[i].type, "epoch") == 0;
-        n_progress += strcmp(ev[i].type, "progress") == 0;
+        epochs += ev[i].type == JOBS_EVENT_EPOCH;
+        n_progress += ev[i].type == JOBS_EVENT_PROGRESS;
     }
     assert_int_equal(epochs, 3);
     assert_int_equal(n_progress, 30); /* every step, with progress_interval_s 0 */
-    assert_string_equal(ev[n - 1].type, "state");
+    assert_int_equal(ev[n - 1].type, JOBS_EVENT_STATE);
+    assert_int_equal(ev[n - 1].state, JOBS_STATE_SUCCEEDED);
     assert_non_null(strstr(ev[n - 1].data_json, "\"succeeded\""));
     assert_non_null(strstr(ev[n - 1].data_json, "\"version\":1"));
     registry_free_job_events(ev, n);
@@ -321,18 +312,24 @@ static void test_jobs_start_in_submission_order(void **state)
     jobs_pool *p = new_pool(f, 0, NULL); /* queue only */
     int64_t ids[3];
     for (int i = 0; i < 3; i++) ids[i] = submit(p, f, "m", 1, NULL);
-    int rc;
-    char *list = jobs_pool_list_json(p, "queued", &rc, NULL, 0);
-    assert_int_equal(rc, 0);
-    cJSON *o = cJSON_Parse(list);
-    assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(o, "jobs")), 3);
-    cJSON_Delete(o);
-    free(list);
-    list = jobs_pool_list_json(p, "running", &rc, NULL, 0);
-    assert_string_equal(list, "{\"jobs\":[]}");
-    free(list);
-    assert_null(jobs_pool_list_json(p, "sleeping", &rc, NULL, 0));
-    assert_int_equal(rc, JOBS_POOL_ERR_INVALID);
+    registry_job *list;
+    size_t n;
+    jobs_state only = JOBS_STATE_QUEUED;
+    assert_int_equal(jobs_pool_list_jobs(p, &only, &list, &n, NULL, 0), JOBS_POOL_OK);
+    assert_int_equal(n, 3);
+    for (int i = 0; i < 3; i++) assert_int_equal(list[i].id, ids[i]);
+    registry_free_jobs(list, n);
+    only = JOBS_STATE_RUNNING;
+    assert_int_equal(jobs_pool_list_jobs(p, &only, &list, &n, NULL, 0), JOBS_POOL_OK);
+    assert_int_equal(n, 0);
+    registry_free_jobs(list, n);
+    assert_int_equal(jobs_state_parse("sleeping", &only), -1);
+    only = (jobs_state)JOBS_STATE_COUNT; /* not a state */
+    assert_int_equal(jobs_pool_list_jobs(p, &only, &list, &n, NULL, 0), JOBS_POOL_ERR_INVALID);
+    int64_t counts[JOBS_STATE_COUNT];
+    assert_int_equal(jobs_pool_count_jobs(p, counts, NULL, 0), JOBS_POOL_OK);
+    assert_int_equal(counts[JOBS_STATE_QUEUED], 3);
+    for (int s = 1; s < JOBS_STATE_COUNT; s++) assert_int_equal(counts[s], 0);
     jobs_pool_free(p);
 
     observer ob = {.mu = PTHREAD_MUTEX_INITIALIZER};
@@ -482,7 +479,7 @@ static void test_resume_after_a_crash_is_exact(void **state)
     int restarted = 0, epochs = 0;
     for (size_t i = 0; i < n; i++) {
         restarted += ev[i].data_json && strstr(ev[i].data_json, "\"reason\":\"restarted\"") != NULL;
-        epochs += strcmp(ev[i].type, "epoch") == 0;
+        epochs += ev[i].type == JOBS_EVENT_EPOCH;
     }
     assert_int_equal(restarted, 1);
     assert_int_equal(epochs, 4);
@@ -563,13 +560,13 @@ static void test_submit_refusals(void **state)
     assert_int_equal(jobs_pool_submit(p, body, strlen(body), &id, err, sizeof err),
                      JOBS_POOL_ERR_INVALID);
     assert_non_null(strstr(err, "--job-mem-mb"));
-    assert_int_equal(jobs_pool_http_status(JOBS_POOL_ERR_INVALID), 422);
-    int rc;
-    assert_null(jobs_pool_get_json(p, 42, &rc, err, sizeof err));
-    assert_int_equal(rc, JOBS_POOL_ERR_NOT_FOUND);
-    char *list = jobs_pool_list_json(p, NULL, &rc, NULL, 0);
-    assert_string_equal(list, "{\"jobs\":[]}"); /* nothing was queued */
-    free(list);
+    registry_job job;
+    assert_int_equal(jobs_pool_get_job(p, 42, &job, err, sizeof err), JOBS_POOL_ERR_NOT_FOUND);
+    registry_job *list;
+    size_t n;
+    assert_int_equal(jobs_pool_list_jobs(p, NULL, &list, &n, NULL, 0), JOBS_POOL_OK);
+    assert_int_equal(n, 0); /* nothing was queued */
+    registry_free_jobs(list, n);
     jobs_pool_free(p);
 }
 
@@ -643,14 +640,16 @@ static void test_registry_job_transitions(void **state)
     assert_int_equal(registry_insert_job(r, "{\"model\":\"x\"}", &id, err, sizeof err), 0);
     assert_int_equal(registry_insert_job(r, "not json", &other, err, sizeof err), REGISTRY_ERR_ARG);
     assert_int_equal(registry_insert_job(r, "{}", &other, err, sizeof err), 0);
-    assert_int_equal(registry_set_job_state(r, id, "succeeded", NULL, err, sizeof err),
+    assert_int_equal(registry_set_job_state(r, id, JOBS_STATE_SUCCEEDED, NULL, err, sizeof err),
                      REGISTRY_ERR_CONFLICT);
     assert_non_null(strstr(err, "queued"));
-    assert_int_equal(registry_set_job_state(r, id, "asleep", NULL, err, sizeof err),
+    assert_int_equal(registry_set_job_state(r, id, (jobs_state)JOBS_STATE_COUNT, NULL, err,
+                                            sizeof err),
                      REGISTRY_ERR_ARG);
-    assert_int_equal(registry_set_job_state(r, 77, "running", NULL, err, sizeof err),
+    assert_int_equal(registry_set_job_state(r, 77, JOBS_STATE_RUNNING, NULL, err, sizeof err),
                      REGISTRY_ERR_NOT_FOUND);
-    assert_int_equal(registry_set_job_progress(r, id, "{}", NULL, NULL, NULL, NULL, err, sizeof err),
+    assert_int_equal(registry_set_job_progress(r, id, "{}", NULL, JOBS_EVENT_PROGRESS, NULL, NULL,
+                                               err, sizeof err),
                      REGISTRY_ERR_CONFLICT); /* not running */
 
     int64_t claimed;
@@ -660,24 +659,29 @@ static void test_registry_job_transitions(void **state)
     assert_string_equal(config, "{\"model\":\"x\"}");
     free(config);
     int64_t seq = 0;
-    assert_int_equal(registry_set_job_progress(r, id, "{\"step\":1}", "[]", "progress",
+    assert_int_equal(registry_set_job_progress(r, id, "{\"step\":1}", "[]", JOBS_EVENT_PROGRESS,
                                                "{\"step\":1}", &seq, err, sizeof err), 0);
     assert_int_equal(seq, 3); /* queued, running, progress */
-    assert_int_equal(registry_append_job_event(r, id, "progress", "{bad", &seq, err, sizeof err),
+    assert_int_equal(registry_append_job_event(r, id, JOBS_EVENT_PROGRESS, "{bad", &seq, err,
+                                               sizeof err),
                      REGISTRY_ERR_ARG);
-    assert_int_equal(registry_set_job_state(r, id, "queued", "interrupted", err, sizeof err), 0);
+    assert_int_equal(registry_append_job_event(r, id, (jobs_event_type)JOBS_EVENT_TYPE_COUNT, "{}",
+                                               &seq, err, sizeof err),
+                     REGISTRY_ERR_ARG);
+    assert_int_equal(registry_set_job_state(r, id, JOBS_STATE_QUEUED, "interrupted", err,
+                                            sizeof err), 0);
     assert_int_equal(registry_claim_next_job(r, &claimed, &config, err, sizeof err), 0);
     assert_int_equal(claimed, id);
     free(config);
-    assert_int_equal(registry_set_job_state(r, id, "failed", "boom", err, sizeof err), 0);
-    assert_int_equal(registry_set_job_state(r, id, "running", NULL, err, sizeof err),
+    assert_int_equal(registry_set_job_state(r, id, JOBS_STATE_FAILED, "boom", err, sizeof err), 0);
+    assert_int_equal(registry_set_job_state(r, id, JOBS_STATE_RUNNING, NULL, err, sizeof err),
                      REGISTRY_ERR_CONFLICT);
-    assert_int_equal(registry_set_job_state(r, id, "cancelled", NULL, err, sizeof err),
+    assert_int_equal(registry_set_job_state(r, id, JOBS_STATE_CANCELLED, NULL, err, sizeof err),
                      REGISTRY_ERR_CONFLICT);
 
     registry_job j;
     assert_int_equal(registry_get_job(r, id, &j, err, sizeof err), 0);
-    assert_string_equal(j.state, "failed");
+    assert_int_equal(j.state, JOBS_STATE_FAILED);
     assert_string_equal(j.error, "boom");
     assert_string_equal(j.progress_json, "{\"step\":1}");
     assert_string_equal(j.metrics_json, "[]");
@@ -691,9 +695,13 @@ static void test_registry_job_transitions(void **state)
     const char *want[] = {"{\"state\":\"queued\"}", "{\"state\":\"running\"}", "{\"step\":1}",
                           "{\"state\":\"queued\",\"reason\":\"interrupted\"}",
                           "{\"state\":\"running\"}", "{\"state\":\"failed\",\"error\":\"boom\"}"};
+    const jobs_state want_state[] = {JOBS_STATE_QUEUED, JOBS_STATE_RUNNING, JOBS_STATE_RUNNING,
+                                     JOBS_STATE_QUEUED, JOBS_STATE_RUNNING, JOBS_STATE_FAILED};
     for (size_t i = 0; i < n; i++) {
         assert_int_equal(ev[i].seq, (int64_t)i + 1);
         assert_string_equal(ev[i].data_json, want[i]);
+        assert_int_equal(ev[i].type, i == 2 ? JOBS_EVENT_PROGRESS : JOBS_EVENT_STATE);
+        assert_int_equal(ev[i].state, want_state[i]);
     }
     registry_free_job_events(ev, n);
     assert_int_equal(registry_list_job_events(r, id, 4, 1, &ev, &n, err, sizeof err), 0);
@@ -701,10 +709,10 @@ static void test_registry_job_transitions(void **state)
     assert_int_equal(ev[0].seq, 5);
     registry_free_job_events(ev, n);
     int64_t last;
-    char st[16];
-    assert_int_equal(registry_get_job_last_seq(r, id, &last, st, err, sizeof err), 0);
+    jobs_state st;
+    assert_int_equal(registry_get_job_last_seq(r, id, &last, &st, err, sizeof err), 0);
     assert_int_equal(last, 6);
-    assert_string_equal(st, "failed");
+    assert_int_equal(st, JOBS_STATE_FAILED);
 
     /* a crash leaves the other job running: requeued, then claimed again */
     assert_int_equal(registry_claim_next_job(r, &claimed, &config, err, sizeof err), 0);
@@ -714,7 +722,8 @@ static void test_registry_job_transitions(void **state)
     assert_int_equal(registry_requeue_running_jobs(r, &count, err, sizeof err), 0);
     assert_int_equal(count, 1);
     registry_job *list;
-    assert_int_equal(registry_list_jobs(r, "queued", &list, &n, err, sizeof err), 0);
+    jobs_state queued = JOBS_STATE_QUEUED;
+    assert_int_equal(registry_list_jobs(r, &queued, &list, &n, err, sizeof err), 0);
     assert_int_equal(n, 1);
     assert_int_equal(list[0].id, other);
     registry_free_jobs(list, n);

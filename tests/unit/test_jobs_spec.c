@@ -246,25 +246,67 @@ static void test_data_set_checks(void **state)
     assert_non_null(strstr(err, "get-data.sh fashion"));
 }
 
-static void test_param_count_matches_the_engine(void **state)
+/* The estimate is the engine's own sizes added up (a change of an
+ * architecture moves both): what is always held, and the larger of the
+ * training state with the per-epoch test evaluation beside it and the final
+ * evaluation alone. */
+static size_t engine_estimate(const vae_config *c, int n_train, int n_test)
+{
+    size_t D = (size_t)vae_config_input_dim(c);
+    int eval_batch = c->batch < 500 ? 500 : c->batch;
+    size_t kept = 4 * vae_config_param_count(c) + (size_t)(n_train + n_test) * (D + 1) +
+                  4 * (size_t)n_train;
+    size_t training = vae_config_train_state_bytes(c, c->batch, 1) + 4 * D * (size_t)c->batch;
+    size_t evaluation = vae_config_train_state_bytes(c, eval_batch, 1) +
+                        4 * (size_t)eval_batch * (D + (size_t)c->mc_samples * (size_t)c->latent);
+    size_t peak = training + (n_test > 0 ? evaluation : 0);
+    return kept + (peak > evaluation ? peak : evaluation);
+}
+
+static void test_memory_estimate_is_the_engines(void **state)
 {
     (void)state;
-    static const int widths[][3] = {{400, 0, 0}, {512, 256, 0}, {64, 32, 16}};
-    static const int n_widths[] = {1, 2, 3};
-    for (int i = 0; i < 3; i++) {
-        for (int lik = 0; lik < 4; lik++) {
-            vae_config c;
-            vae_config_default(&c);
-            c.n_hidden = n_widths[i];
-            for (int k = 0; k < c.n_hidden; k++) c.hidden[k] = widths[i][k];
-            c.likelihood = (vae_likelihood)lik;
-            vae_model m;
-            char err[256];
-            assert_int_equal(vae_alloc(&m, &c, err, sizeof err), 0);
-            assert_int_equal(jobs_spec_param_count(&c), m.n_params);
-            vae_free(&m);
-        }
+    vae_config mlp, wide, conv, colour;
+    vae_config_default(&mlp); /* 784-400-20, Bernoulli, batch 128 */
+    mlp.channels = 1, mlp.height = 28, mlp.width = 28;
+    wide = mlp;
+    wide.n_hidden = 2, wide.hidden[0] = 512, wide.hidden[1] = 256;
+    wide.likelihood = VAE_LIK_GAUSSIAN_LEARNED, wide.mc_samples = 3, wide.batch = 700;
+    conv = mlp;
+    conv.arch = VAE_ARCH_CONV, conv.n_conv = 2, conv.conv_channels[0] = 8,
+    conv.conv_channels[1] = 16;
+    colour = conv;
+    colour.channels = 3, colour.height = 32, colour.width = 32;
+    colour.likelihood = VAE_LIK_GAUSSIAN_LEARNED;
+    const vae_config *cfgs[] = {&mlp, &wide, &conv, &colour};
+    for (int i = 0; i < 4; i++) {
+        char err[256];
+        assert_int_equal(vae_config_validate(cfgs[i], err, sizeof err), 0);
+        size_t want = engine_estimate(cfgs[i], 1000, 200);
+        assert_true(vae_config_param_count(cfgs[i]) > 0);
+        assert_true(vae_config_train_state_bytes(cfgs[i], cfgs[i]->batch, 1) > 0);
+        assert_int_equal(jobs_spec_memory_bytes(cfgs[i], 1000, 200), want);
+        assert_int_equal(jobs_spec_memory_bytes(cfgs[i], 1000, 0), engine_estimate(cfgs[i], 1000, 0));
+        /* each image costs its bytes, its label and (for training) its place in the order */
+        size_t D = (size_t)vae_config_input_dim(cfgs[i]);
+        assert_int_equal(jobs_spec_memory_bytes(cfgs[i], 1001, 200) - want, D + 1 + 4);
+        assert_int_equal(jobs_spec_memory_bytes(cfgs[i], 1000, 201) - want, D + 1);
+        /* a test set adds its evaluation beside the training state: the smaller
+         * of the two comes on top of the larger */
+        int eval_batch = cfgs[i]->batch < 500 ? 500 : cfgs[i]->batch;
+        size_t training = vae_config_train_state_bytes(cfgs[i], cfgs[i]->batch, 1) +
+                          4 * D * (size_t)cfgs[i]->batch;
+        size_t evaluation = vae_config_train_state_bytes(cfgs[i], eval_batch, 1) +
+                            4 * (size_t)eval_batch * (D + (size_t)cfgs[i]->mc_samples * cfgs[i]->latent);
+        assert_int_equal(jobs_spec_memory_bytes(cfgs[i], 1000, 1) -
+                             jobs_spec_memory_bytes(cfgs[i], 1000, 0),
+                         (training < evaluation ? training : evaluation) + D + 1);
     }
+    /* the conv model's state is not the MLP's: the estimate knows the architecture */
+    assert_true(jobs_spec_memory_bytes(&conv, 1000, 200) != jobs_spec_memory_bytes(&mlp, 1000, 200));
+    vae_config bad = mlp;
+    bad.latent = 0; /* does not validate: no estimate to trust */
+    assert_int_equal(jobs_spec_memory_bytes(&bad, 1000, 200), SIZE_MAX / 2);
 }
 
 static void test_memory_estimate_of_mnist(void **state)
@@ -279,6 +321,7 @@ static void test_memory_estimate_of_mnist(void **state)
     assert_int_equal(jobs_spec_parse(body, strlen(body), "data", &s, err, sizeof err), 0);
     assert_int_equal(s.n_train, 60000);
     assert_int_equal(s.n_test, 10000);
+    assert_int_equal(s.mem_bytes, jobs_spec_memory_bytes(&s.cfg, s.n_used, s.n_test));
     /* 70,000 images of 784 bytes (kept as bytes) is 54.9 MB; 652,824
      * parameters x 4 floats is 10.4 MB; activations a few MB more */
     double data = 70000.0 * 784, params = 652824.0 * 16;
@@ -298,7 +341,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_every_option, setup, teardown),
         cmocka_unit_test_setup_teardown(test_refusals_name_the_key, setup, teardown),
         cmocka_unit_test_setup_teardown(test_data_set_checks, setup, teardown),
-        cmocka_unit_test(test_param_count_matches_the_engine),
+        cmocka_unit_test(test_memory_estimate_is_the_engines),
         cmocka_unit_test(test_memory_estimate_of_mnist),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -725,7 +725,7 @@ static void test_job_progress_events_bounded(void **state)
     assert_int_equal(registry_insert_job(r, "{}", &id, err, sizeof err), 0); /* event 1: queued */
     int total = 3 * REGISTRY_JOB_PROGRESS_KEPT, epochs_sent = 0;
     for (int i = 0; i < total; i++) {
-        const char *type = i % 100 == 50 ? "epoch" : "progress";
+        jobs_event_type type = i % 100 == 50 ? JOBS_EVENT_EPOCH : JOBS_EVENT_PROGRESS;
         epochs_sent += i % 100 == 50;
         assert_int_equal(registry_append_job_event(r, id, type, "{}", &seq, err, sizeof err), 0);
         assert_int_equal(seq, i + 2);
@@ -738,13 +738,14 @@ static void test_job_progress_events_bounded(void **state)
     for (size_t i = 0; i < n; i++) {
         assert_true(ev[i].seq > prev);
         prev = ev[i].seq;
-        if (!strcmp(ev[i].type, "progress")) {
+        if (ev[i].type == JOBS_EVENT_PROGRESS) {
             progress++;
             assert_true(ev[i].seq > seq - REGISTRY_JOB_PROGRESS_KEPT);
         }
-        epochs += !strcmp(ev[i].type, "epoch");
+        epochs += ev[i].type == JOBS_EVENT_EPOCH;
     }
-    assert_string_equal(ev[0].type, "state"); /* queued, first of all */
+    assert_int_equal(ev[0].type, JOBS_EVENT_STATE); /* queued, first of all */
+    assert_int_equal(ev[0].state, JOBS_STATE_QUEUED);
     assert_int_equal(epochs, epochs_sent);
     assert_true(progress >= REGISTRY_JOB_PROGRESS_KEPT - epochs_sent - 1);
     assert_true(progress <= REGISTRY_JOB_PROGRESS_KEPT);

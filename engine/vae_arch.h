@@ -1,0 +1,105 @@
+/* vae_arch: private to the engine's VAE files, what the facade (vae.c) and
+ * the architectures (vae_mlp.c, vae_conv.c) share. Nothing outside
+ * engine/vae*.c includes it.
+ *
+ * Each architecture fills one vae_arch_ops table; the facade owns the model,
+ * the workspace, the training state with its gradients and Adam moments, and
+ * the helper thread, and reaches the architecture only through the table:
+ *
+ *     const vae_arch_ops *ops = ops_of(&m->cfg);              // vae.c's lookup
+ *     const float *heads = ops->encode(m, scratch, x, B);   // (B, 2 latent)
+ *
+ * The architecture owns nothing: its scratch and its training activations
+ * are carved from blocks the facade allocates (below) and frees.
+ *
+ * A state that lives in one allocation is described once, by a layout
+ * function that takes its buffers from a vae_layout in order:
+ *
+ *     vae_layout l = {NULL, 0};
+ *     state_layout(cfg, max_batch, &l);           // sizing: l.used is the bytes
+ *     unsigned char *block = calloc(1, l.used);   // owned by the caller
+ *     vae_layout at = {block, 0};
+ *     my_state *s = state_layout(cfg, max_batch, &at);
+ *
+ * The same function answers "how much memory" (vae_config_train_state_bytes)
+ * and lays the memory out, so the estimate cannot drift from the allocation
+ * (llm.c's malloc_and_point_activations, with the size table and the
+ * pointing in one pass).
+ */
+#ifndef VAE_ARCH_H
+#define VAE_ARCH_H
+
+#include <stddef.h>
+
+#include "engine/vae_config.h"
+#include "engine/vae_loss.h"
+
+/* Every buffer starts on its own cache line. */
+#define VAE_LAYOUT_ALIGN 64
+
+typedef struct {
+    unsigned char *base; /* borrowed; NULL while sizing */
+    size_t used;         /* bytes taken so far */
+} vae_layout;
+
+/* The next n items of size bytes each: a pointer into base, or NULL while
+ * sizing. */
+static inline void *vae_layout_take(vae_layout *l, size_t n, size_t size)
+{
+    size_t at = (l->used + VAE_LAYOUT_ALIGN - 1) & ~(size_t)(VAE_LAYOUT_ALIGN - 1);
+    l->used = at + n * size;
+    return l->base ? l->base + at : NULL;
+}
+
+/* ptr = the next n elements of *ptr's type. */
+#define VAE_LAYOUT_TAKE(l, ptr, n) ((ptr) = vae_layout_take((l), (n), sizeof *(ptr)))
+
+/* ---------- the architectures' table ---------- */
+
+typedef struct {
+    /* The architecture's own checks, once vae_config_validate_common passed;
+     * NULL when there are none. */
+    vae_status (*validate)(const vae_config *c, char *err, size_t errlen);
+    /* Appends the tensors to m's table (m->cfg set, the table empty); no
+     * allocation. VAE_ERR_ARG when the table would overflow. */
+    vae_status (*build_tensors)(vae_model *m);
+
+    /* Inference scratch, in floats, for batches up to max_batch. */
+    size_t (*workspace_floats)(const vae_config *c, int max_batch);
+    /* x: (B, D) -> the heads (B, 2 latent), mu then logvar per row,
+     * somewhere in scratch; B is within the scratch's batch. */
+    const float *(*encode)(const vae_model *m, float *scratch, const float *x, int B);
+    /* z: (B, latent) -> the output logits (B, Dout), somewhere in scratch. */
+    float *(*decode_logits)(const vae_model *m, float *scratch, const float *z, int B);
+
+    /* The training activations and scratch for batches up to max_batch, laid
+     * out in l; returns the state (NULL while sizing). */
+    void *(*train_layout)(const vae_config *c, int max_batch, vae_layout *l);
+    /* Forward pass and loss terms of x: (B, D) with eps: (B*mc, latent); x and
+     * eps are borrowed until the backward pass. */
+    void (*forward)(const vae_model *m, void *st, const float *x, const float *eps, int B,
+                    vae_loss_terms *terms);
+    /* The gradient of the last forward's recon + beta * kl_opt, added into
+     * grads (n_params floats, parallel to m->params). */
+    void (*backward)(const vae_model *m, void *st, double beta, float *grads);
+    /* Tests: the naive reference kernels instead of the fast ones; NULL when
+     * the architecture has one set of kernels. */
+    void (*use_naive)(void *st, int on);
+} vae_arch_ops;
+
+/* The tables; only vae.c picks one (the architectures do not know each
+ * other). */
+extern const vae_arch_ops vae_mlp_ops;  /* vae_mlp.c */
+extern const vae_arch_ops vae_conv_ops; /* vae_conv.c */
+
+/* Tensor ti's parameters, and its slice of a gradient array. */
+static inline const float *vae_arch_param(const vae_model *m, int ti)
+{
+    return m->params + m->tensors[ti].offset;
+}
+static inline float *vae_arch_grad(const vae_model *m, float *grads, int ti)
+{
+    return grads + m->tensors[ti].offset;
+}
+
+#endif

@@ -1,0 +1,332 @@
+/* The MLP VAE, the model behind cfg.arch == VAE_ARCH_MLP, on engine/linear;
+ * vae.c reaches it through vae_mlp_ops (vae_arch.h).
+ *
+ * The network (H = n_hidden, act = cfg.activation after every hidden layer):
+ *   encoder.i   Linear(in -> hidden[i]), act            for i < H (in: D, then hidden[i-1])
+ *   fc_mu, fc_logvar  Linear(hidden[H-1] (D when H = 0) -> latent)
+ *   decoder.i   Linear(in -> hidden[H-1-i]), act        (in: latent, then the previous)
+ *   out         Linear(-> Dout): the logits (Dout = 2D for gaussian-learned:
+ *               D means, then D logvars)
+ *
+ * Tensors in the flat parameter array, in this order: encoder.i.weight
+ * [hidden[i], in], encoder.i.bias; fc_mu.weight, fc_logvar.weight, then
+ * fc_mu.bias, fc_logvar.bias (the two heads' weights adjacent and then their
+ * biases, so that the heads run as one (2 latent, in) layer); decoder.i.weight,
+ * decoder.i.bias; out.weight, out.bias.
+ *
+ * A batch is row-major (B, features). With mc_samples L > 1 the decoder sees
+ * B*L rows, row b*L + l being sample l of image b.
+ */
+#include "engine/vae_arch.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "engine/linear.h"
+#include "engine/vae_kernels.h"
+#include "engine/vae_loss.h"
+
+#define LEAKY_SLOPE 0.01f /* PyTorch's nn.LeakyReLU default */
+
+/* ---------- layout: the network's parts in the tensor table ---------- */
+
+/* One Linear layer: the tensor indices of its weight and its bias. */
+typedef struct {
+    int w, b;
+    int in, out;
+} mlp_linear;
+
+typedef struct {
+    int H;                          /* hidden layers */
+    mlp_linear enc[VAE_MAX_HIDDEN]; /* encoder.i */
+    mlp_linear heads;               /* fc_mu and fc_logvar as one (2Z, in) layer */
+    mlp_linear dec[VAE_MAX_HIDDEN]; /* decoder.i */
+    mlp_linear out;
+    int widest;                     /* the widest activation of a row */
+} mlp_layout;
+
+static void layout_of(mlp_layout *L, const vae_config *c)
+{
+    int t = 0, in = vae_config_input_dim(c), Z = c->latent, H = c->n_hidden;
+    memset(L, 0, sizeof *L);
+    L->H = H;
+    for (int i = 0; i < H; i++) {
+        L->enc[i] = (mlp_linear){t, t + 1, in, c->hidden[i]};
+        t += 2;
+        in = c->hidden[i];
+    }
+    L->heads = (mlp_linear){t, t + 2, in, 2 * Z}; /* both weights, then both biases */
+    t += 4;
+    in = Z;
+    for (int i = 0; i < H; i++) {
+        L->dec[i] = (mlp_linear){t, t + 1, in, c->hidden[H - 1 - i]};
+        t += 2;
+        in = c->hidden[H - 1 - i];
+    }
+    L->out = (mlp_linear){t, t + 1, in, vae_config_output_dim(c)};
+    L->widest = L->out.out > 2 * Z ? L->out.out : 2 * Z;
+    for (int i = 0; i < H; i++)
+        if (c->hidden[i] > L->widest) L->widest = c->hidden[i];
+}
+
+/* In the order of layout_of. */
+static vae_status mlp_build_tensors(vae_model *m)
+{
+    mlp_layout L;
+    layout_of(&L, &m->cfg);
+    int Z = m->cfg.latent, bad = 0;
+    char prefix[32];
+    for (int i = 0; i < L.H; i++) {
+        snprintf(prefix, sizeof prefix, "encoder.%d", i);
+        bad |= vae_config_add_linear(m, prefix, L.enc[i].in, L.enc[i].out) != VAE_OK;
+    }
+    bad |= vae_config_add_tensor(m, "fc_mu.weight", 2, Z, L.heads.in, 0, 0) != VAE_OK;
+    bad |= vae_config_add_tensor(m, "fc_logvar.weight", 2, Z, L.heads.in, 0, 0) != VAE_OK;
+    bad |= vae_config_add_tensor(m, "fc_mu.bias", 1, Z, 0, 0, 0) != VAE_OK;
+    bad |= vae_config_add_tensor(m, "fc_logvar.bias", 1, Z, 0, 0, 0) != VAE_OK;
+    for (int i = 0; i < L.H; i++) {
+        snprintf(prefix, sizeof prefix, "decoder.%d", i);
+        bad |= vae_config_add_linear(m, prefix, L.dec[i].in, L.dec[i].out) != VAE_OK;
+    }
+    bad |= vae_config_add_linear(m, "out", L.out.in, L.out.out) != VAE_OK;
+    return bad ? VAE_ERR_ARG : VAE_OK;
+}
+
+/* ---------- layers ---------- */
+
+/* y = act(y) in place, y: n values. */
+static void activation_forward(float *y, size_t n, vae_activation a)
+{
+    switch (a) {
+    case VAE_ACT_RELU:
+        for (size_t i = 0; i < n; i++) y[i] = y[i] > 0.0f ? y[i] : 0.0f;
+        break;
+    case VAE_ACT_LEAKY_RELU:
+        for (size_t i = 0; i < n; i++) y[i] = y[i] > 0.0f ? y[i] : LEAKY_SLOPE * y[i];
+        break;
+    case VAE_ACT_TANH:
+        for (size_t i = 0; i < n; i++) y[i] = tanhf(y[i]);
+        break;
+    case VAE_ACT_ELU:
+        for (size_t i = 0; i < n; i++) y[i] = y[i] > 0.0f ? y[i] : expm1f(y[i]);
+        break;
+    }
+}
+
+/* dy *= act'(.) expressed through the activation's output y. */
+static void activation_backward(float *dy, const float *y, size_t n, vae_activation a)
+{
+    switch (a) {
+    case VAE_ACT_RELU:
+        vae_kernels_relu_backward(dy, y, n, 0.0f);
+        break;
+    case VAE_ACT_LEAKY_RELU:
+        vae_kernels_relu_backward(dy, y, n, LEAKY_SLOPE);
+        break;
+    case VAE_ACT_TANH:
+        for (size_t i = 0; i < n; i++) dy[i] *= 1.0f - y[i] * y[i];
+        break;
+    case VAE_ACT_ELU:
+        for (size_t i = 0; i < n; i++) dy[i] = y[i] > 0.0f ? dy[i] : dy[i] * (y[i] + 1.0f);
+        break;
+    }
+}
+
+static const float *weight(const vae_model *m, const mlp_linear *l) { return vae_arch_param(m, l->w); }
+static const float *bias(const vae_model *m, const mlp_linear *l) { return vae_arch_param(m, l->b); }
+
+/* y: (B, out) = act(x: (B, in) . w^T + b), the activation fused into the
+ * bias pass where it can be. */
+static void hidden_forward(const vae_model *m, const mlp_linear *l, float *y, const float *x, int B)
+{
+    vae_activation a = m->cfg.activation;
+    linear_matmul_wt(y, x, weight(m, l), B, l->in, l->out);
+    if (a == VAE_ACT_RELU || a == VAE_ACT_LEAKY_RELU) {
+        vae_kernels_bias_relu(y, bias(m, l), B, l->out, a == VAE_ACT_LEAKY_RELU ? LEAKY_SLOPE : 0.0f);
+        return;
+    }
+    vae_kernels_bias(y, bias(m, l), B, l->out);
+    activation_forward(y, (size_t)B * l->out, a);
+}
+
+/* y: (B, out) = x: (B, in) . w^T + b */
+static void output_forward(const vae_model *m, const mlp_linear *l, float *y, const float *x, int B)
+{
+    linear_forward(y, x, weight(m, l), bias(m, l), B, l->in, l->out);
+}
+
+/* Layer l's dw and db into grads from dy: (B, out) and its input x: (B, in);
+ * dx: (B, in) when not NULL. */
+static void layer_backward(const vae_model *m, const mlp_linear *l, float *grads, float *dx,
+                           const float *dy, const float *x, int B)
+{
+    linear_backward(dx, vae_arch_grad(m, grads, l->w), vae_arch_grad(m, grads, l->b), dy, x,
+                    weight(m, l), B, l->in, l->out);
+}
+
+/* Encoder: x (B, D) -> heads (B, 2Z); acts[i] receives hidden layer i's output. */
+static void encode_into(const vae_model *m, const mlp_layout *L, const float *x, int B,
+                        float *const *acts, float *heads)
+{
+    const float *in = x;
+    for (int i = 0; i < L->H; i++) {
+        hidden_forward(m, &L->enc[i], acts[i], in, B);
+        in = acts[i];
+    }
+    output_forward(m, &L->heads, heads, in, B);
+}
+
+/* Decoder: z (N, Z) -> logits (N, Dout); acts[i] receives hidden layer i's output. */
+static void decode_into(const vae_model *m, const mlp_layout *L, const float *z, int N,
+                        float *const *acts, float *logits)
+{
+    const float *in = z;
+    for (int i = 0; i < L->H; i++) {
+        hidden_forward(m, &L->dec[i], acts[i], in, N);
+        in = acts[i];
+    }
+    output_forward(m, &L->out, logits, in, N);
+}
+
+/* ---------- inference ---------- */
+
+/* scratch: two ping-pong buffers of max_batch rows of the widest layer, the
+ * second on a 16-float boundary. */
+static size_t half_floats(const mlp_layout *L, int max_batch)
+{
+    return ((size_t)max_batch * (size_t)L->widest + 15) & ~(size_t)15;
+}
+
+static size_t mlp_workspace_floats(const vae_config *c, int max_batch)
+{
+    mlp_layout L;
+    layout_of(&L, c);
+    return 2 * half_floats(&L, max_batch);
+}
+
+/* The buffers of layer i of a ping-pong pass: a, b, a, ... */
+static void ping_pong(const mlp_layout *L, float *scratch, int B, float **acts, float **last)
+{
+    float *bufs[2] = {scratch, scratch + half_floats(L, B)};
+    for (int i = 0; i < L->H; i++) acts[i] = bufs[i & 1];
+    *last = bufs[L->H & 1];
+}
+
+static const float *mlp_encode(const vae_model *m, float *scratch, const float *x, int B)
+{
+    mlp_layout L;
+    layout_of(&L, &m->cfg);
+    float *acts[VAE_MAX_HIDDEN], *heads;
+    ping_pong(&L, scratch, B, acts, &heads);
+    encode_into(m, &L, x, B, acts, heads);
+    return heads;
+}
+
+static float *mlp_decode_logits(const vae_model *m, float *scratch, const float *z, int B)
+{
+    mlp_layout L;
+    layout_of(&L, &m->cfg);
+    float *acts[VAE_MAX_HIDDEN], *logits;
+    ping_pong(&L, scratch, B, acts, &logits);
+    decode_into(m, &L, z, B, acts, logits);
+    return logits;
+}
+
+/* ---------- training ---------- */
+
+typedef struct {
+    mlp_layout L;
+    float *enc[VAE_MAX_HIDDEN]; /* (B, hidden[i]) encoder activations */
+    float *heads, *dheads;      /* (B, 2Z): mu | logvar, and its gradient */
+    float *z, *dz;              /* (BL, Z) */
+    float *dec[VAE_MAX_HIDDEN]; /* (BL, hidden[H-1-i]) decoder activations */
+    float *dlogits;             /* (BL, Dout): the logits, then their gradient */
+    float *scratch[2];          /* (BL, widest): the gradient's ping-pong */
+    double *kl_dim;             /* (Z) batch KL per dimension */
+    const float *x, *eps;       /* borrowed from the last forward */
+    int B;
+} mlp_train;
+
+static void *mlp_train_layout(const vae_config *c, int max_batch, vae_layout *l)
+{
+    mlp_train sizing, *t = vae_layout_take(l, 1, sizeof *t);
+    mlp_train *s = t ? t : &sizing; /* while sizing the pointers go nowhere */
+    layout_of(&s->L, c);
+    size_t B = (size_t)max_batch, BL = B * (size_t)c->mc_samples, Z = (size_t)c->latent;
+    int H = c->n_hidden;
+    for (int i = 0; i < H; i++) {
+        VAE_LAYOUT_TAKE(l, s->enc[i], B * c->hidden[i]);
+        VAE_LAYOUT_TAKE(l, s->dec[i], BL * c->hidden[H - 1 - i]);
+    }
+    VAE_LAYOUT_TAKE(l, s->heads, B * 2 * Z);
+    VAE_LAYOUT_TAKE(l, s->dheads, B * 2 * Z);
+    VAE_LAYOUT_TAKE(l, s->z, BL * Z);
+    VAE_LAYOUT_TAKE(l, s->dz, BL * Z);
+    VAE_LAYOUT_TAKE(l, s->dlogits, BL * (size_t)vae_config_output_dim(c));
+    VAE_LAYOUT_TAKE(l, s->scratch[0], BL * (size_t)s->L.widest);
+    VAE_LAYOUT_TAKE(l, s->scratch[1], BL * (size_t)s->L.widest);
+    VAE_LAYOUT_TAKE(l, s->kl_dim, Z);
+    return t;
+}
+
+static void mlp_forward(const vae_model *m, void *st, const float *x, const float *eps, int B,
+                        vae_loss_terms *terms)
+{
+    mlp_train *s = st;
+    const vae_config *c = &m->cfg;
+    s->x = x;
+    s->eps = eps;
+    s->B = B;
+    encode_into(m, &s->L, x, B, s->enc, s->heads);
+    terms->kl = vae_latent_forward(c, s->heads, eps, B, s->z, s->kl_dim, &terms->kl_opt);
+    /* the logits are overwritten in place by their gradient */
+    decode_into(m, &s->L, s->z, B * c->mc_samples, s->dec, s->dlogits);
+    terms->recon = vae_output_loss(c, s->dlogits, x, B, c->mc_samples);
+}
+
+static void mlp_backward(const vae_model *m, void *st, double beta, float *grads)
+{
+    mlp_train *s = st;
+    const vae_config *c = &m->cfg;
+    const mlp_layout *L = &s->L;
+    int H = L->H, B = s->B, BL = B * c->mc_samples;
+
+    /* decoder, from the output layer down to dz */
+    const float *dy = s->dlogits;
+    for (int i = H; i >= 0; i--) {
+        const mlp_linear *l = i == H ? &L->out : &L->dec[i];
+        const float *xin = i > 0 ? s->dec[i - 1] : s->z;
+        float *dx = i > 0 ? s->scratch[i & 1] : s->dz;
+        layer_backward(m, l, grads, dx, dy, xin, BL);
+        if (i > 0) activation_backward(dx, s->dec[i - 1], (size_t)BL * l->in, c->activation);
+        dy = dx;
+    }
+
+    /* through the reparameterisation and the KL to mu and logvar */
+    vae_latent_backward(c, s->heads, s->eps, s->dz, s->kl_dim, B, beta, s->dheads);
+
+    /* heads (one product for both) and encoder */
+    const float *hin = H > 0 ? s->enc[H - 1] : s->x;
+    float *dh = H > 0 ? s->scratch[0] : NULL;
+    layer_backward(m, &L->heads, grads, dh, s->dheads, hin, B);
+    for (int i = H - 1; i >= 0; i--) {
+        activation_backward(dh, s->enc[i], (size_t)B * L->enc[i].out, c->activation);
+        const float *xin = i > 0 ? s->enc[i - 1] : s->x;
+        float *dx = i > 0 ? s->scratch[(H - i) & 1] : NULL;
+        layer_backward(m, &L->enc[i], grads, dx, dh, xin, B);
+        dh = dx;
+    }
+}
+
+const vae_arch_ops vae_mlp_ops = {
+    .validate = NULL, /* the common checks cover it */
+    .build_tensors = mlp_build_tensors,
+    .workspace_floats = mlp_workspace_floats,
+    .encode = mlp_encode,
+    .decode_logits = mlp_decode_logits,
+    .train_layout = mlp_train_layout,
+    .forward = mlp_forward,
+    .backward = mlp_backward,
+    .use_naive = NULL,
+};

@@ -1,0 +1,131 @@
+/* registry_int: what the registry's files share; nothing else includes it.
+ *
+ *     registry.c         the connection, the table of every SQL statement,
+ *                        transactions, migrations, names
+ *     registry_models.c  models, checkpoint versions, blobs and aliases
+ *     registry_jobs.c    training jobs and their events
+ *
+ * The reg_ prefix marks what is internal to these files. A public call
+ * locks r->mu for its whole duration and takes statements by id (reg_stmt:
+ * prepared on first use and kept, so the SQL of every statement stays in
+ * registry.c's one table); when it must see one state of the database, it
+ * runs between reg_exec(r, S_BEGIN_READ or S_BEGIN_WRITE) and reg_finish,
+ * which commits on REGISTRY_OK and rolls back otherwise:
+ *
+ *     pthread_mutex_lock(&r->mu);
+ *     int status = reg_exec(r, S_BEGIN_WRITE, err, errlen);
+ *     if (!status) status = reg_finish(r, thing_locked(r, ..., err, errlen), err, errlen);
+ *     pthread_mutex_unlock(&r->mu);
+ *
+ * Functions named *_locked expect the lock held (and usually a transaction).
+ */
+#ifndef REGISTRY_INT_H
+#define REGISTRY_INT_H
+
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "engine/util.h"
+#include "server/registry.h"
+
+/* The statements; their SQL is stmt_sql[] in registry.c. */
+enum {
+    S_BEGIN_READ,
+    S_BEGIN_WRITE,
+    S_COMMIT,
+    S_ROLLBACK,
+    S_MODEL_ID,
+    S_MODEL_INSERT,
+    S_MODEL_TOUCH,
+    S_MODEL_DEFAULT,
+    S_MODELS_LIST,
+    S_CKPT_BY_SHA,
+    S_CKPT_NEXT_VERSION,
+    S_CKPT_INSERT,
+    S_CKPT_GET,
+    S_CKPT_LIST,
+    S_CKPT_MAX_EXCEPT,
+    S_CKPT_DELETE,
+    S_CKPT_COUNT,
+    S_BLOB_INSERT,
+    S_BLOB_GET,
+    S_BLOB_COLLECT,
+    S_ALIAS_GET,
+    S_ALIAS_LIST,
+    S_ALIAS_SET,
+    S_ALIAS_DELETE,
+    S_ALIAS_OTHER_AT,
+    S_LATEST_FOLLOW,
+    S_LATEST_AUTO,
+    S_JOB_INSERT,
+    S_JOB_STATE,
+    S_JOB_UPDATE_STATE,
+    S_JOB_NEXT_QUEUED,
+    S_JOB_SET_PROGRESS,
+    S_JOB_SUCCEED,
+    S_JOB_RUNNING_IDS,
+    S_JOB_GET,
+    S_JOB_LIST,
+    S_JOB_LIST_STATE,
+    S_JOB_COUNT_BY_STATE,
+    S_JOB_LAST_SEQ,
+    S_JOB_EVENTS_AFTER,
+    S_JOB_EVENT_ADD,
+    S_JOB_EVENTS_PRUNE,
+    S_JOB_STATE_EVENT,
+    S_JOB_RESULT_EVENT,
+    S_N
+};
+
+struct registry {
+    pthread_mutex_t mu;
+    sqlite3 *db;
+    sqlite3_stmt *stmts[S_N]; /* owned; prepared on first use */
+    char default_model[128];  /* "" = none */
+    int in_write;             /* inside a BEGIN IMMEDIATE transaction */
+    uint64_t generation;      /* committed writes so far (atomic reads) */
+};
+
+/* The rows a listing collects: items (owned until handed to the caller) holds
+ * n of cap elements of size bytes each. */
+typedef struct {
+    void *items;
+    size_t n, cap, size;
+} reg_rows;
+
+/* A zeroed element at the end (doubling the room from 16), or NULL when out
+ * of memory, with the array as it was. */
+void *reg_rows_push(reg_rows *a);
+
+/* err says what failed and SQLite's reason; REGISTRY_ERR_NOMEM or _DB. */
+int reg_db_fail(registry *r, char *err, size_t errlen, const char *what);
+void reg_copy_str(char *dst, size_t size, const char *src);
+/* A text column into dst ("" for NULL). */
+void reg_copy_col(sqlite3_stmt *st, int col, char *dst, size_t size);
+/* A malloc'd copy of a text column (caller owns), NULL for SQL NULL; *oom is
+ * set when the copy could not be made. */
+char *reg_dup_col(sqlite3_stmt *st, int col, int *oom);
+/* Statement id, prepared on first use; NULL when SQLite refuses it. */
+sqlite3_stmt *reg_stmt(registry *r, int id);
+/* Readies a kept statement for its next use (and drops its bindings). */
+void reg_done(sqlite3_stmt *st);
+/* Runs statement id for no row we need (BEGIN, COMMIT ...). */
+int reg_exec(registry *r, int id, char *err, size_t errlen);
+/* Ends a transaction: commits when status is REGISTRY_OK, else rolls back;
+ * returns status, or the commit's failure. */
+int reg_finish(registry *r, int status, char *err, size_t errlen);
+/* "2026-11-21T23:59:01.123Z" */
+void reg_now_iso(char out[32]);
+int reg_all_digits(const char *s);
+
+/* From registry_models.c, for a job's result (registry_jobs.c). */
+int reg_check_model_arg(const char *model, char *err, size_t errlen);
+/* The body of a put, inside the caller's write transaction. */
+int reg_put_in_tx(registry *r, const char *model, const uint8_t *blob, size_t len,
+                  const char *sha, const char *config_json, const char *metrics_json,
+                  const char *source, registry_checkpoint_info *out, int *created, char *err,
+                  size_t errlen);
+
+#endif

@@ -1,0 +1,816 @@
+/* registry_models: models, their checkpoint versions, the blobs that hold
+ * the bytes, and aliases. See registry.h; the SQL is in registry.c's table. */
+#include "server/registry.h"
+
+#include "server/registry_int.h"
+#include "server/sha256.h"
+
+#include <inttypes.h>
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+/* ---- lookups (lock held) ---- */
+
+/* The id of a model by name; REGISTRY_ERR_NOT_FOUND when absent. */
+static int model_id(registry *r, const char *name, int64_t *id, char *err, size_t errlen)
+{
+    sqlite3_stmt *st = reg_stmt(r, S_MODEL_ID);
+    if (!st)
+        return reg_db_fail(r, err, errlen, "looking up a model");
+    sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
+        *id = sqlite3_column_int64(st, 0);
+    reg_done(st);
+    if (rc == SQLITE_ROW)
+        return REGISTRY_OK;
+    if (rc != SQLITE_DONE)
+        return reg_db_fail(r, err, errlen, "looking up a model");
+    util_set_err(err, errlen, "no model \"%s\" in the registry", name);
+    return REGISTRY_ERR_NOT_FOUND;
+}
+
+/* Which model a request means: model, or (NULL) the default model, the only
+ * one, or the most recently updated. Fills name (128 bytes) and id. */
+static int find_model(registry *r, const char *model, char name[128], int64_t *id, char *err,
+                      size_t errlen)
+{
+    if (!model && r->default_model[0])
+        model = r->default_model;
+    if (model) {
+        if (!registry_valid_name(model)) {
+            util_set_err(err, errlen, "invalid model name \"%.64s\"", model);
+            return REGISTRY_ERR_ARG;
+        }
+        reg_copy_str(name, 128, model);
+        return model_id(r, name, id, err, errlen);
+    }
+    sqlite3_stmt *st = reg_stmt(r, S_MODEL_DEFAULT);
+    if (!st)
+        return reg_db_fail(r, err, errlen, "finding the default model");
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
+        reg_copy_col(st, 0, name, 128);
+    reg_done(st);
+    if (rc == SQLITE_DONE) {
+        util_set_err(err, errlen, "no model in the registry");
+        return REGISTRY_ERR_NOT_FOUND;
+    }
+    if (rc != SQLITE_ROW)
+        return reg_db_fail(r, err, errlen, "finding the default model");
+    return model_id(r, name, id, err, errlen);
+}
+
+/* Fills info (and, when not NULL, the JSON columns, malloc'd) from a row of
+ * CKPT_COLUMNS. */
+static int read_checkpoint_row(sqlite3_stmt *st, registry_checkpoint_info *info,
+                               char **config_json, char **metrics_json)
+{
+    memset(info, 0, sizeof *info);
+    reg_copy_col(st, 0, info->model, sizeof info->model);
+    info->version = sqlite3_column_int64(st, 1);
+    reg_copy_col(st, 2, info->sha256, sizeof info->sha256);
+    info->size = sqlite3_column_int64(st, 3);
+    reg_copy_col(st, 4, info->created_at, sizeof info->created_at);
+    reg_copy_col(st, 5, info->source, sizeof info->source);
+    int oom = 0;
+    if (config_json)
+        *config_json = reg_dup_col(st, 6, &oom);
+    if (metrics_json)
+        *metrics_json = reg_dup_col(st, 7, &oom);
+    return oom ? REGISTRY_ERR_NOMEM : REGISTRY_OK;
+}
+
+static int get_checkpoint(registry *r, int64_t id, const char *name, int64_t version,
+                          registry_checkpoint_info *info, char **config_json,
+                          char **metrics_json, char *err, size_t errlen)
+{
+    sqlite3_stmt *st = reg_stmt(r, S_CKPT_GET);
+    if (!st)
+        return reg_db_fail(r, err, errlen, "reading a checkpoint");
+    sqlite3_bind_int64(st, 1, id);
+    sqlite3_bind_int64(st, 2, version);
+    int rc = sqlite3_step(st);
+    int status = REGISTRY_OK;
+    if (rc == SQLITE_ROW) {
+        status = read_checkpoint_row(st, info, config_json, metrics_json);
+        if (status)
+            util_set_err(err, errlen, "registry: out of memory");
+    }
+    reg_done(st);
+    if (rc == SQLITE_ROW)
+        return status;
+    if (rc != SQLITE_DONE)
+        return reg_db_fail(r, err, errlen, "reading a checkpoint");
+    util_set_err(err, errlen, "model \"%s\" has no version %" PRId64, name, version);
+    return REGISTRY_ERR_NOT_FOUND;
+}
+
+/* The version an alias points at; REGISTRY_ERR_NOT_FOUND when unset. */
+static int alias_version(registry *r, int64_t id, const char *name, const char *alias,
+                         int64_t *version, char *err, size_t errlen)
+{
+    sqlite3_stmt *st = reg_stmt(r, S_ALIAS_GET);
+    if (!st)
+        return reg_db_fail(r, err, errlen, "reading an alias");
+    sqlite3_bind_int64(st, 1, id);
+    sqlite3_bind_text(st, 2, alias, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
+        *version = sqlite3_column_int64(st, 0);
+    reg_done(st);
+    if (rc == SQLITE_ROW)
+        return REGISTRY_OK;
+    if (rc != SQLITE_DONE)
+        return reg_db_fail(r, err, errlen, "reading an alias");
+    if (strcmp(alias, "latest") == 0)
+        util_set_err(err, errlen, "model \"%s\" has no versions", name);
+    else
+        util_set_err(err, errlen, "model \"%s\" has no alias \"%.64s\"", name, alias);
+    return REGISTRY_ERR_NOT_FOUND;
+}
+
+/* The highest version of a model other than except (0 when none). */
+static int max_version_except(registry *r, int64_t id, int64_t except, int64_t *out,
+                              char *err, size_t errlen)
+{
+    sqlite3_stmt *st = reg_stmt(r, S_CKPT_MAX_EXCEPT);
+    if (!st)
+        return reg_db_fail(r, err, errlen, "reading versions");
+    sqlite3_bind_int64(st, 1, id);
+    sqlite3_bind_int64(st, 2, except);
+    int rc = sqlite3_step(st);
+    *out = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0; /* NULL reads as 0 */
+    reg_done(st);
+    if (rc != SQLITE_ROW)
+        return reg_db_fail(r, err, errlen, "reading versions");
+    return REGISTRY_OK;
+}
+
+/* Points 'latest' at version, following again; version 0 removes it. */
+static int latest_auto(registry *r, int64_t id, int64_t version, char *err, size_t errlen)
+{
+    sqlite3_stmt *st = reg_stmt(r, version > 0 ? S_LATEST_AUTO : S_ALIAS_DELETE);
+    if (!st)
+        return reg_db_fail(r, err, errlen, "updating 'latest'");
+    sqlite3_bind_int64(st, 1, id);
+    if (version > 0)
+        sqlite3_bind_int64(st, 2, version);
+    else
+        sqlite3_bind_text(st, 2, "latest", -1, SQLITE_STATIC);
+    int rc = sqlite3_step(st);
+    reg_done(st);
+    return rc == SQLITE_DONE ? REGISTRY_OK : reg_db_fail(r, err, errlen, "updating 'latest'");
+}
+
+/* ---- put ---- */
+
+/* The body of a put, inside the caller's write transaction (a job's result is
+ * put in the same transaction that marks the job succeeded). */
+int reg_put_in_tx(registry *r, const char *model, const uint8_t *blob, size_t len,
+                  const char *sha, const char *config_json, const char *metrics_json,
+                  const char *source, registry_checkpoint_info *out, int *created,
+                  char *err, size_t errlen)
+{
+    char now[32];
+    reg_now_iso(now);
+    int status;
+
+    sqlite3_stmt *st = reg_stmt(r, S_MODEL_INSERT);
+    if (!st)
+        return reg_db_fail(r, err, errlen, "creating the model");
+    sqlite3_bind_text(st, 1, model, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, now, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(st);
+    reg_done(st);
+    if (rc != SQLITE_DONE)
+        return reg_db_fail(r, err, errlen, "creating the model");
+    int64_t id = 0;
+    if ((status = model_id(r, model, &id, err, errlen)))
+        return status;
+
+    /* The same bytes again: the version that already holds them. */
+    st = reg_stmt(r, S_CKPT_BY_SHA);
+    if (!st)
+        return reg_db_fail(r, err, errlen, "looking up the bytes");
+    sqlite3_bind_int64(st, 1, id);
+    sqlite3_bind_text(st, 2, sha, -1, SQLITE_STATIC);
+    rc = sqlite3_step(st);
+    int64_t existing = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
+    reg_done(st);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+        return reg_db_fail(r, err, errlen, "looking up the bytes");
+    if (existing) {
+        status = get_checkpoint(r, id, model, existing, out, NULL, NULL, err, errlen);
+        if (status == REGISTRY_OK)
+            *created = 0;
+        return status;
+    }
+
+    st = reg_stmt(r, S_BLOB_INSERT);
+    if (!st)
+        return reg_db_fail(r, err, errlen, "storing the bytes");
+    sqlite3_bind_text(st, 1, sha, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, (sqlite3_int64)len);
+    sqlite3_bind_blob64(st, 3, blob, (sqlite3_uint64)len, SQLITE_STATIC);
+    rc = sqlite3_step(st);
+    reg_done(st);
+    if (rc != SQLITE_DONE)
+        return reg_db_fail(r, err, errlen, "storing the bytes");
+
+    st = reg_stmt(r, S_CKPT_NEXT_VERSION);
+    if (!st)
+        return reg_db_fail(r, err, errlen, "numbering the version");
+    sqlite3_bind_int64(st, 1, id);
+    rc = sqlite3_step(st);
+    int64_t version = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
+    reg_done(st);
+    if (rc != SQLITE_ROW)
+        return reg_db_fail(r, err, errlen, "numbering the version");
+
+    st = reg_stmt(r, S_CKPT_INSERT);
+    if (!st)
+        return reg_db_fail(r, err, errlen, "storing the version");
+    sqlite3_bind_int64(st, 1, id);
+    sqlite3_bind_int64(st, 2, version);
+    sqlite3_bind_text(st, 3, sha, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 4, (sqlite3_int64)len);
+    if (config_json)
+        sqlite3_bind_text(st, 5, config_json, -1, SQLITE_STATIC);
+    if (metrics_json)
+        sqlite3_bind_text(st, 6, metrics_json, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 7, source, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 8, now, -1, SQLITE_STATIC);
+    rc = sqlite3_step(st);
+    reg_done(st);
+    if (rc == SQLITE_CONSTRAINT_CHECK) {
+        util_set_err(err, errlen, "checkpoint config or metrics is not valid JSON");
+        return REGISTRY_ERR_ARG;
+    }
+    if (rc != SQLITE_DONE)
+        return reg_db_fail(r, err, errlen, "storing the version");
+
+    st = reg_stmt(r, S_LATEST_FOLLOW);
+    if (!st)
+        return reg_db_fail(r, err, errlen, "updating 'latest'");
+    sqlite3_bind_int64(st, 1, id);
+    sqlite3_bind_int64(st, 2, version);
+    rc = sqlite3_step(st);
+    reg_done(st);
+    if (rc != SQLITE_DONE)
+        return reg_db_fail(r, err, errlen, "updating 'latest'");
+
+    st = reg_stmt(r, S_MODEL_TOUCH);
+    if (!st)
+        return reg_db_fail(r, err, errlen, "updating the model");
+    sqlite3_bind_int64(st, 1, id);
+    sqlite3_bind_text(st, 2, now, -1, SQLITE_STATIC);
+    rc = sqlite3_step(st);
+    reg_done(st);
+    if (rc != SQLITE_DONE)
+        return reg_db_fail(r, err, errlen, "updating the model");
+
+    memset(out, 0, sizeof *out);
+    reg_copy_str(out->model, sizeof out->model, model);
+    out->version = version;
+    reg_copy_str(out->sha256, sizeof out->sha256, sha);
+    out->size = (int64_t)len;
+    reg_copy_str(out->created_at, sizeof out->created_at, now);
+    reg_copy_str(out->source, sizeof out->source, source);
+    *created = 1;
+    return REGISTRY_OK;
+}
+
+static int put_locked(registry *r, const char *model, const uint8_t *blob, size_t len,
+                      const char *sha, const char *config_json, const char *metrics_json,
+                      const char *source, registry_checkpoint_info *out, int *created,
+                      char *err, size_t errlen)
+{
+    int status = reg_exec(r, S_BEGIN_WRITE, err, errlen);
+    if (status)
+        return status;
+    status = reg_finish(r,
+                        reg_put_in_tx(r, model, blob, len, sha, config_json, metrics_json, source,
+                                      out, created, err, errlen),
+                        err, errlen);
+    if (status)
+        *created = 0; /* nothing was stored after all */
+    return status;
+}
+
+registry_status registry_put_checkpoint(registry *r, const char *model, const uint8_t *blob,
+                                        size_t len, const char *expected_sha256,
+                                        const char *config_json, const char *metrics_json,
+                                        const char *source, registry_checkpoint_info *out,
+                                        int *created, char *err, size_t errlen)
+{
+    registry_checkpoint_info scratch;
+    int scratch_created;
+    if (!out)
+        out = &scratch;
+    if (!created)
+        created = &scratch_created;
+    *created = 0;
+    if (!registry_valid_name(model)) {
+        util_set_err(err, errlen, "invalid model name \"%.64s\": use 1-64 of A-Z a-z 0-9 . _ -, "
+                             "not starting with . or -",
+                     model ? model : "");
+        return REGISTRY_ERR_ARG;
+    }
+    if (!blob || len == 0) {
+        util_set_err(err, errlen, "empty checkpoint");
+        return REGISTRY_ERR_ARG;
+    }
+    if (!source)
+        source = "upload";
+    if (!*source || strlen(source) >= sizeof out->source) {
+        util_set_err(err, errlen, "checkpoint source must be 1-%zu characters",
+                     sizeof out->source - 1);
+        return REGISTRY_ERR_ARG;
+    }
+    /* Hashing is the slow part of a put: done before taking the lock. */
+    char sha[65];
+    sha256_hex(blob, len, sha);
+    if (expected_sha256 && strcasecmp(expected_sha256, sha) != 0) {
+        util_set_err(err, errlen, "sha256 %.64s does not match the bytes (%s)", expected_sha256,
+                     sha);
+        return REGISTRY_ERR_ARG;
+    }
+    pthread_mutex_lock(&r->mu);
+    int status = put_locked(r, model, blob, len, sha, config_json, metrics_json, source, out,
+                            created, err, errlen);
+    pthread_mutex_unlock(&r->mu);
+    return status;
+}
+
+/* ---- resolve and read ---- */
+
+/* version_or_alias: NULL = "latest", digits = a version number, else an alias. */
+static int resolve_version(registry *r, int64_t id, const char *name,
+                           const char *version_or_alias, int64_t *version, char *err,
+                           size_t errlen)
+{
+    const char *v = version_or_alias ? version_or_alias : "latest";
+    if (reg_all_digits(v)) {
+        if (strlen(v) > 18) {
+            util_set_err(err, errlen, "model \"%s\" has no version %.64s", name, v);
+            return REGISTRY_ERR_NOT_FOUND;
+        }
+        *version = strtoll(v, NULL, 10);
+        return REGISTRY_OK;
+    }
+    if (!registry_valid_alias(v)) {
+        util_set_err(err, errlen, "invalid version or alias \"%.64s\"", v);
+        return REGISTRY_ERR_ARG;
+    }
+    return alias_version(r, id, name, v, version, err, errlen);
+}
+
+static int resolve_locked(registry *r, const char *model, const char *version_or_alias,
+                          registry_checkpoint_info *out, char *err, size_t errlen)
+{
+    int status = reg_exec(r, S_BEGIN_READ, err, errlen);
+    if (status)
+        return status;
+    char name[128];
+    int64_t id = 0, version = 0;
+    status = find_model(r, model, name, &id, err, errlen);
+    if (!status)
+        status = resolve_version(r, id, name, version_or_alias, &version, err, errlen);
+    if (!status)
+        status = get_checkpoint(r, id, name, version, out, NULL, NULL, err, errlen);
+    return reg_finish(r, status, err, errlen);
+}
+
+registry_status registry_resolve(registry *r, const char *model, const char *version_or_alias,
+                                 registry_checkpoint_info *out, char *err, size_t errlen)
+{
+    pthread_mutex_lock(&r->mu);
+    int status = resolve_locked(r, model, version_or_alias, out, err, errlen);
+    pthread_mutex_unlock(&r->mu);
+    return status;
+}
+
+registry_status registry_get_blob(registry *r, const char *sha256, uint8_t **blob, size_t *len,
+                                  char *err, size_t errlen)
+{
+    *blob = NULL;
+    *len = 0;
+    if (!sha256) {
+        util_set_err(err, errlen, "no sha256 given");
+        return REGISTRY_ERR_ARG;
+    }
+    pthread_mutex_lock(&r->mu);
+    int status = REGISTRY_OK;
+    sqlite3_stmt *st = reg_stmt(r, S_BLOB_GET);
+    if (!st) {
+        status = reg_db_fail(r, err, errlen, "reading checkpoint bytes");
+        goto out;
+    }
+    sqlite3_bind_text(st, 1, sha256, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        const void *data = sqlite3_column_blob(st, 0);
+        size_t n = (size_t)sqlite3_column_bytes(st, 0);
+        uint8_t *copy = malloc(n ? n : 1); /* owned by the caller via *blob */
+        if (!copy) {
+            util_set_err(err, errlen, "out of memory reading %zu bytes of checkpoint", n);
+            status = REGISTRY_ERR_NOMEM;
+        } else {
+            if (n)
+                memcpy(copy, data, n);
+            *blob = copy;
+            *len = n;
+        }
+    } else if (rc == SQLITE_DONE) {
+        util_set_err(err, errlen, "no checkpoint bytes with sha256 %.64s", sha256);
+        status = REGISTRY_ERR_NOT_FOUND;
+    } else {
+        status = reg_db_fail(r, err, errlen, "reading checkpoint bytes");
+    }
+    reg_done(st);
+out:
+    pthread_mutex_unlock(&r->mu);
+    return status;
+}
+
+int64_t registry_count_checkpoints(registry *r)
+{
+    pthread_mutex_lock(&r->mu);
+    int64_t n = -1;
+    sqlite3_stmt *st = reg_stmt(r, S_CKPT_COUNT);
+    if (st && sqlite3_step(st) == SQLITE_ROW)
+        n = sqlite3_column_int64(st, 0);
+    reg_done(st);
+    pthread_mutex_unlock(&r->mu);
+    return n;
+}
+
+void registry_free_models(registry_model_info *models)
+{
+    free(models);
+}
+
+registry_status registry_list_models(registry *r, registry_model_info **models, size_t *count,
+                                     char *err, size_t errlen)
+{
+    *models = NULL;
+    *count = 0;
+    reg_rows rows = {.size = sizeof(registry_model_info)};
+    int status = REGISTRY_OK;
+    pthread_mutex_lock(&r->mu);
+    sqlite3_stmt *st = reg_stmt(r, S_MODELS_LIST);
+    if (!st) {
+        status = reg_db_fail(r, err, errlen, "listing models");
+        goto out;
+    }
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        registry_model_info *m = reg_rows_push(&rows);
+        if (!m) {
+            util_set_err(err, errlen, "registry: out of memory");
+            status = REGISTRY_ERR_NOMEM;
+            break;
+        }
+        reg_copy_col(st, 0, m->name, sizeof m->name);
+        reg_copy_col(st, 1, m->created_at, sizeof m->created_at);
+        reg_copy_col(st, 2, m->updated_at, sizeof m->updated_at);
+        m->n_versions = sqlite3_column_int64(st, 3);
+        m->latest_version = sqlite3_column_int64(st, 4);
+    }
+    if (status == REGISTRY_OK && rc != SQLITE_DONE)
+        status = reg_db_fail(r, err, errlen, "listing models");
+    reg_done(st);
+out:
+    pthread_mutex_unlock(&r->mu);
+    if (status) {
+        free(rows.items);
+        return status;
+    }
+    *models = rows.items;
+    *count = rows.n;
+    return REGISTRY_OK;
+}
+
+void registry_free_checkpoint(registry_checkpoint *c)
+{
+    if (!c)
+        return;
+    free(c->config_json);
+    free(c->metrics_json);
+    c->config_json = c->metrics_json = NULL;
+}
+
+void registry_free_checkpoints(registry_checkpoint *list, size_t count)
+{
+    if (!list)
+        return;
+    for (size_t i = 0; i < count; i++)
+        registry_free_checkpoint(&list[i]);
+    free(list);
+}
+
+registry_status registry_get_checkpoint(registry *r, const char *model, int64_t version,
+                                        registry_checkpoint *out, char *err, size_t errlen)
+{
+    memset(out, 0, sizeof *out);
+    pthread_mutex_lock(&r->mu);
+    int status = reg_exec(r, S_BEGIN_READ, err, errlen);
+    if (!status) {
+        char name[128];
+        int64_t id = 0;
+        status = find_model(r, model, name, &id, err, errlen);
+        if (!status)
+            status = get_checkpoint(r, id, name, version, &out->info, &out->config_json,
+                                    &out->metrics_json, err, errlen);
+        status = reg_finish(r, status, err, errlen);
+    }
+    pthread_mutex_unlock(&r->mu);
+    if (status)
+        registry_free_checkpoint(out);
+    return status;
+}
+
+static int list_checkpoints_locked(registry *r, const char *model, reg_rows *rows, char *err,
+                                   size_t errlen)
+{
+    char name[128];
+    int64_t id = 0;
+    int status = find_model(r, model, name, &id, err, errlen);
+    if (status)
+        return status;
+    sqlite3_stmt *st = reg_stmt(r, S_CKPT_LIST);
+    if (!st)
+        return reg_db_fail(r, err, errlen, "listing versions");
+    sqlite3_bind_int64(st, 1, id);
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        registry_checkpoint *c = reg_rows_push(rows);
+        if (!c) {
+            status = REGISTRY_ERR_NOMEM;
+            break;
+        }
+        if ((status = read_checkpoint_row(st, &c->info, &c->config_json, &c->metrics_json)))
+            break;
+    }
+    if (status == REGISTRY_ERR_NOMEM)
+        util_set_err(err, errlen, "registry: out of memory");
+    else if (rc != SQLITE_DONE)
+        status = reg_db_fail(r, err, errlen, "listing versions");
+    reg_done(st);
+    return status;
+}
+
+registry_status registry_list_checkpoints(registry *r, const char *model,
+                                          registry_checkpoint **list, size_t *count, char *err,
+                                          size_t errlen)
+{
+    *list = NULL;
+    *count = 0;
+    reg_rows rows = {.size = sizeof(registry_checkpoint)};
+    pthread_mutex_lock(&r->mu);
+    int status = reg_exec(r, S_BEGIN_READ, err, errlen);
+    if (!status)
+        status = reg_finish(r, list_checkpoints_locked(r, model, &rows, err, errlen), err, errlen);
+    pthread_mutex_unlock(&r->mu);
+    if (status) {
+        registry_free_checkpoints(rows.items, rows.n);
+        return status;
+    }
+    *list = rows.items;
+    *count = rows.n;
+    return REGISTRY_OK;
+}
+
+static int list_aliases_locked(registry *r, const char *model, reg_rows *rows, char *err,
+                               size_t errlen)
+{
+    char name[128];
+    int64_t id = 0;
+    int status = find_model(r, model, name, &id, err, errlen);
+    if (status)
+        return status;
+    sqlite3_stmt *st = reg_stmt(r, S_ALIAS_LIST);
+    if (!st)
+        return reg_db_fail(r, err, errlen, "listing aliases");
+    sqlite3_bind_int64(st, 1, id);
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        registry_alias_info *a = reg_rows_push(rows);
+        if (!a) {
+            status = REGISTRY_ERR_NOMEM;
+            util_set_err(err, errlen, "registry: out of memory");
+            break;
+        }
+        reg_copy_col(st, 0, a->alias, sizeof a->alias);
+        a->version = sqlite3_column_int64(st, 1);
+        a->set_by_hand = sqlite3_column_int(st, 2);
+    }
+    if (status == REGISTRY_OK && rc != SQLITE_DONE)
+        status = reg_db_fail(r, err, errlen, "listing aliases");
+    reg_done(st);
+    return status;
+}
+
+registry_status registry_list_aliases(registry *r, const char *model, registry_alias_info **aliases,
+                                      size_t *count, char *err, size_t errlen)
+{
+    *aliases = NULL;
+    *count = 0;
+    reg_rows rows = {.size = sizeof(registry_alias_info)};
+    pthread_mutex_lock(&r->mu);
+    int status = reg_exec(r, S_BEGIN_READ, err, errlen);
+    if (!status)
+        status = reg_finish(r, list_aliases_locked(r, model, &rows, err, errlen), err, errlen);
+    pthread_mutex_unlock(&r->mu);
+    if (status) {
+        free(rows.items);
+        return status;
+    }
+    *aliases = rows.items;
+    *count = rows.n;
+    return REGISTRY_OK;
+}
+
+/* ---- aliases and deletion ---- */
+
+int reg_check_model_arg(const char *model, char *err, size_t errlen)
+{
+    if (registry_valid_name(model))
+        return REGISTRY_OK;
+    util_set_err(err, errlen, "invalid model name \"%.64s\"", model ? model : "");
+    return REGISTRY_ERR_ARG;
+}
+
+static int set_alias_locked(registry *r, const char *model, const char *alias,
+                            int64_t version, char *err, size_t errlen)
+{
+    int64_t id = 0;
+    registry_checkpoint_info info;
+    int status = model_id(r, model, &id, err, errlen);
+    if (!status)
+        status = get_checkpoint(r, id, model, version, &info, NULL, NULL, err, errlen);
+    if (status)
+        return status;
+    sqlite3_stmt *st = reg_stmt(r, S_ALIAS_SET);
+    if (!st)
+        return reg_db_fail(r, err, errlen, "setting an alias");
+    sqlite3_bind_int64(st, 1, id);
+    sqlite3_bind_text(st, 2, alias, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 3, version);
+    int rc = sqlite3_step(st);
+    reg_done(st);
+    return rc == SQLITE_DONE ? REGISTRY_OK : reg_db_fail(r, err, errlen, "setting an alias");
+}
+
+registry_status registry_set_alias(registry *r, const char *model, const char *alias,
+                                   int64_t version, char *err, size_t errlen)
+{
+    int status = reg_check_model_arg(model, err, errlen);
+    if (status)
+        return status;
+    if (!registry_valid_alias(alias)) {
+        util_set_err(err, errlen,
+                     "invalid alias \"%.64s\": use 1-64 of A-Z a-z 0-9 . _ -, not starting with "
+                     ". or -, not all digits",
+                     alias ? alias : "");
+        return REGISTRY_ERR_ARG;
+    }
+    pthread_mutex_lock(&r->mu);
+    status = reg_exec(r, S_BEGIN_WRITE, err, errlen);
+    if (!status)
+        status = reg_finish(r, set_alias_locked(r, model, alias, version, err, errlen), err,
+                            errlen);
+    pthread_mutex_unlock(&r->mu);
+    return status;
+}
+
+static int delete_alias_locked(registry *r, const char *model, const char *alias, char *err,
+                               size_t errlen)
+{
+    int64_t id = 0;
+    int status = model_id(r, model, &id, err, errlen);
+    if (status)
+        return status;
+    if (strcmp(alias, "latest") == 0) {
+        /* Not a deletion: 'latest' goes back to following new versions. */
+        int64_t highest = 0;
+        status = max_version_except(r, id, 0, &highest, err, errlen);
+        return status ? status : latest_auto(r, id, highest, err, errlen);
+    }
+    sqlite3_stmt *st = reg_stmt(r, S_ALIAS_DELETE);
+    if (!st)
+        return reg_db_fail(r, err, errlen, "deleting an alias");
+    sqlite3_bind_int64(st, 1, id);
+    sqlite3_bind_text(st, 2, alias, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(st);
+    reg_done(st);
+    if (rc != SQLITE_DONE)
+        return reg_db_fail(r, err, errlen, "deleting an alias");
+    if (sqlite3_changes(r->db) == 0) {
+        util_set_err(err, errlen, "model \"%s\" has no alias \"%s\"", model, alias);
+        return REGISTRY_ERR_NOT_FOUND;
+    }
+    return REGISTRY_OK;
+}
+
+registry_status registry_delete_alias(registry *r, const char *model, const char *alias, char *err,
+                                      size_t errlen)
+{
+    int status = reg_check_model_arg(model, err, errlen);
+    if (status)
+        return status;
+    if (!registry_valid_alias(alias)) {
+        util_set_err(err, errlen, "invalid alias \"%.64s\"", alias ? alias : "");
+        return REGISTRY_ERR_ARG;
+    }
+    pthread_mutex_lock(&r->mu);
+    status = reg_exec(r, S_BEGIN_WRITE, err, errlen);
+    if (!status)
+        status = reg_finish(r, delete_alias_locked(r, model, alias, err, errlen), err, errlen);
+    pthread_mutex_unlock(&r->mu);
+    return status;
+}
+
+static int delete_version_locked(registry *r, const char *model, int64_t version, char *err,
+                                 size_t errlen)
+{
+    int64_t id = 0;
+    registry_checkpoint_info info;
+    int status = model_id(r, model, &id, err, errlen);
+    if (!status)
+        status = get_checkpoint(r, id, model, version, &info, NULL, NULL, err, errlen);
+    if (status)
+        return status;
+
+    sqlite3_stmt *st = reg_stmt(r, S_ALIAS_OTHER_AT);
+    if (!st)
+        return reg_db_fail(r, err, errlen, "reading aliases");
+    sqlite3_bind_int64(st, 1, id);
+    sqlite3_bind_int64(st, 2, version);
+    int rc = sqlite3_step(st);
+    char alias[128] = "";
+    if (rc == SQLITE_ROW)
+        reg_copy_col(st, 0, alias, sizeof alias);
+    reg_done(st);
+    if (rc == SQLITE_ROW) {
+        util_set_err(err, errlen,
+                     "version %" PRId64 " of model \"%s\" is aliased as \"%s\"; move or delete "
+                     "the alias first",
+                     version, model, alias);
+        return REGISTRY_ERR_CONFLICT;
+    }
+    if (rc != SQLITE_DONE)
+        return reg_db_fail(r, err, errlen, "reading aliases");
+
+    /* 'latest' (followed or set by hand) must leave the version before it goes. */
+    int64_t latest = 0;
+    status = alias_version(r, id, model, "latest", &latest, err, errlen);
+    if (status == REGISTRY_OK && latest == version) {
+        int64_t highest = 0;
+        status = max_version_except(r, id, version, &highest, err, errlen);
+        if (!status)
+            status = latest_auto(r, id, highest, err, errlen);
+    } else if (status == REGISTRY_ERR_NOT_FOUND) {
+        status = REGISTRY_OK;
+    }
+    if (status)
+        return status;
+
+    st = reg_stmt(r, S_CKPT_DELETE);
+    if (!st)
+        return reg_db_fail(r, err, errlen, "deleting a version");
+    sqlite3_bind_int64(st, 1, id);
+    sqlite3_bind_int64(st, 2, version);
+    rc = sqlite3_step(st);
+    reg_done(st);
+    if (rc != SQLITE_DONE)
+        return reg_db_fail(r, err, errlen, "deleting a version");
+
+    st = reg_stmt(r, S_BLOB_COLLECT);
+    if (!st)
+        return reg_db_fail(r, err, errlen, "deleting checkpoint bytes");
+    sqlite3_bind_text(st, 1, info.sha256, -1, SQLITE_STATIC);
+    rc = sqlite3_step(st);
+    reg_done(st);
+    return rc == SQLITE_DONE ? REGISTRY_OK
+                             : reg_db_fail(r, err, errlen, "deleting checkpoint bytes");
+}
+
+registry_status registry_delete_version(registry *r, const char *model, int64_t version, char *err,
+                                        size_t errlen)
+{
+    int status = reg_check_model_arg(model, err, errlen);
+    if (status)
+        return status;
+    pthread_mutex_lock(&r->mu);
+    status = reg_exec(r, S_BEGIN_WRITE, err, errlen);
+    if (!status)
+        status = reg_finish(r, delete_version_locked(r, model, version, err, errlen), err, errlen);
+    pthread_mutex_unlock(&r->mu);
+    return status;
+}

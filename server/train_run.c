@@ -1,0 +1,296 @@
+/* train_run: the training pipeline of `vaed train` and of jobs. See train_run.h. */
+#include "server/train_run.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "engine/checkpoint.h"
+#include "engine/util.h"
+#include "server/checkpoint_metrics.h"
+#include "server/data_sets.h"
+#include "server/jobs_record.h"
+#include "server/sha256.h"
+
+struct train_run {
+    train_run_options o;     /* strings, ctx and cancel borrowed */
+    dataset train, test;     /* owned */
+    int have_test;
+    vae_model model;         /* owned */
+    trainer *t;              /* owned; freed by train_run_evaluate */
+    trainer_epoch_metrics *history; /* owned; the trainer's, kept once it is freed */
+    int n_done;              /* entries of history */
+    train_run_info info;
+    int evaluated;
+    eval_result er;
+    char *metrics_json;      /* owned; the checkpoint's, NULL before train_run_evaluate */
+};
+
+static train_run_status from_engine(vae_status rc, train_run_status otherwise)
+{
+    return rc == VAE_ERR_NOMEM ? TRAIN_RUN_ERR_NOMEM : otherwise;
+}
+
+void train_run_options_default(train_run_options *o)
+{
+    memset(o, 0, sizeof *o);
+    o->klass = -1;
+    vae_config_default(&o->cfg);
+    o->threads = 1;
+    o->iwae_k = EVAL_TRAIN_IWAE_K;
+}
+
+/* The training split (and the test split, or a held-out part of the
+ * training images), one class, the first limit images. */
+static train_run_status load_data(train_run *r, char *err, size_t errlen)
+{
+    const train_run_options *o = &r->o;
+    const char *root = o->data_root ? o->data_root : data_sets_root();
+    /* splitting needs the float form; otherwise the bytes take a quarter of the memory */
+    if ((o->val_split > 0.0 ? data_sets_load : data_sets_load_compact)(
+            root, o->data, DATA_SETS_TRAIN, &r->train, err, errlen))
+        return TRAIN_RUN_ERR_ARG;
+    char why[256];
+    r->have_test = data_sets_load_compact(root, o->data, DATA_SETS_TEST, &r->test, why,
+                                          sizeof why) == 0;
+    if (o->val_split > 0.0) {
+        if (r->have_test) {
+            r->info.val_split_unused = 1;
+        } else if (dataset_split_validation(&r->train, o->val_split, o->cfg.seed, &r->test, why,
+                                            sizeof why)) {
+            util_set_err(err, errlen, "--val-split: %s", why);
+            return TRAIN_RUN_ERR_ARG;
+        } else {
+            r->have_test = 1;
+        }
+    }
+    if (o->klass >= 0 &&
+        (dataset_filter_class(&r->train, o->klass, why, sizeof why) ||
+         (r->have_test && dataset_filter_class(&r->test, o->klass, why, sizeof why)))) {
+        util_set_err(err, errlen, "class %d: %s", o->klass, why);
+        return TRAIN_RUN_ERR_ARG;
+    }
+    if (o->limit > 0 && o->limit < r->train.n)
+        dataset_truncate(&r->train, o->limit);
+    r->info.n_train = r->train.n;
+    r->info.n_test = r->have_test ? r->test.n : 0;
+    return TRAIN_RUN_OK;
+}
+
+train_run_status train_run_new(const train_run_options *o, train_run **out, char *err,
+                               size_t errlen)
+{
+    *out = NULL;
+    if (!o->data || !(o->val_split >= 0.0 && o->val_split < 1.0) || o->threads < 1 ||
+        o->iwae_k < 0 || o->n_meta < 0) {
+        util_set_err(err, errlen, "train_run: a data set, a split in [0, 1), 1 or more threads");
+        return TRAIN_RUN_ERR_ARG;
+    }
+    train_run *r = calloc(1, sizeof *r); /* owned by the caller via *out */
+    if (!r) {
+        util_set_err(err, errlen, "out of memory");
+        return TRAIN_RUN_ERR_NOMEM;
+    }
+    r->o = *o;
+    train_run_status st = load_data(r, err, errlen);
+    if (st)
+        goto fail;
+    vae_config cfg = o->cfg;
+    cfg.channels = r->train.channels;
+    cfg.height = r->train.height;
+    cfg.width = r->train.width;
+    vae_status rc;
+    if ((rc = vae_init(&r->model, &cfg, cfg.seed, err, errlen))) {
+        st = from_engine(rc, TRAIN_RUN_ERR_ARG);
+        goto fail;
+    }
+    if (!(r->t = trainer_new(&r->model, &r->train, r->have_test ? &r->test : NULL, err, errlen))) {
+        st = TRAIN_RUN_ERR_ARG;
+        goto fail;
+    }
+    if ((rc = trainer_set_threads(r->t, o->threads >= 2 ? 2 : 1, err, errlen))) {
+        st = from_engine(rc, TRAIN_RUN_ERR_ARG);
+        goto fail;
+    }
+    if (o->resume_path && access(o->resume_path, F_OK) == 0) {
+        if ((rc = trainer_load_resume(r->t, o->resume_path, o->meta, o->n_meta, err, errlen))) {
+            st = from_engine(rc, TRAIN_RUN_ERR_RESUME);
+            goto fail;
+        }
+        r->info.resumed = 1;
+    }
+    r->info.epochs_done = trainer_epochs_done(r->t);
+    trainer_get_position(r->t, &r->info.position);
+    *out = r;
+    return TRAIN_RUN_OK;
+fail:
+    train_run_free(r);
+    return st;
+}
+
+void train_run_free(train_run *r)
+{
+    if (!r)
+        return;
+    trainer_free(r->t);
+    vae_free(&r->model);
+    dataset_free(&r->train);
+    dataset_free(&r->test);
+    free(r->history);
+    free(r->metrics_json);
+    free(r);
+}
+
+const train_run_info *train_run_get_info(const train_run *r)
+{
+    return &r->info;
+}
+
+const vae_model *train_run_model(const train_run *r)
+{
+    return &r->model;
+}
+
+void train_run_get_position(const train_run *r, trainer_position *p)
+{
+    if (r->t) {
+        trainer_get_position(r->t, p);
+        return;
+    }
+    memset(p, 0, sizeof *p);
+    p->epochs_done = r->n_done;
+}
+
+const trainer_epoch_metrics *train_run_history(const train_run *r, int *n_done)
+{
+    if (!r->t) {
+        *n_done = r->n_done;
+        return r->history;
+    }
+    *n_done = trainer_epochs_done(r->t);
+    return trainer_history(r->t);
+}
+
+/* After the epochs: an error when the trainer is gone (train_run_evaluate). */
+static int trainer_gone(const train_run *r, char *err, size_t errlen)
+{
+    if (r->t)
+        return 0;
+    util_set_err(err, errlen, "train_run: the run is evaluated; its trainer is gone");
+    return 1;
+}
+
+train_run_status train_run_save_resume(train_run *r, char *err, size_t errlen)
+{
+    if (!r->o.resume_path) {
+        util_set_err(err, errlen, "train_run: no resume file was given");
+        return TRAIN_RUN_ERR_ARG;
+    }
+    if (trainer_gone(r, err, errlen))
+        return TRAIN_RUN_ERR_ARG;
+    vae_status rc =
+        trainer_save_resume(r->t, r->o.resume_path, r->o.meta, r->o.n_meta, err, errlen);
+    return rc ? from_engine(rc, TRAIN_RUN_ERR_RESUME) : TRAIN_RUN_OK;
+}
+
+train_run_status train_run_epochs(train_run *r, char *err, size_t errlen)
+{
+    const train_run_options *o = &r->o;
+    trainer_callbacks cb = {.on_progress = o->on_progress, .ctx = o->ctx, .cancel = o->cancel};
+    if (trainer_gone(r, err, errlen))
+        return TRAIN_RUN_ERR_ARG;
+    while (trainer_epochs_done(r->t) < r->model.cfg.epochs) {
+        trainer_epoch_metrics m;
+        vae_status rc = trainer_run_epoch(r->t, &cb, &m, err, errlen);
+        if (rc == VAE_ERR_CANCELLED)
+            return TRAIN_RUN_ERR_CANCELLED;
+        if (rc)
+            return from_engine(rc, TRAIN_RUN_ERR_TRAIN);
+        if (o->resume_path) {
+            train_run_status st = train_run_save_resume(r, err, errlen);
+            if (st)
+                return st;
+        }
+        if (o->on_epoch)
+            o->on_epoch(o->ctx, trainer_history(r->t), trainer_epochs_done(r->t));
+    }
+    if (o->cancel && *o->cancel) { /* asked to stop after the last step */
+        util_set_err(err, errlen, "cancelled");
+        return TRAIN_RUN_ERR_CANCELLED;
+    }
+    return TRAIN_RUN_OK;
+}
+
+const eval_result *train_run_evaluate(train_run *r)
+{
+    if (!r->t)
+        return r->evaluated ? &r->er : NULL;
+    int n = trainer_epochs_done(r->t);
+    if (n == 0)
+        return NULL;
+    /* The training state goes before the evaluation makes its own, so the two
+     * are not held at once (jobs_spec_memory_bytes counts on it). */
+    r->history = malloc(sizeof *r->history * (size_t)n);
+    if (!r->history)
+        return NULL; /* no metrics: as when the evaluation fails for want of memory */
+    memcpy(r->history, trainer_history(r->t), sizeof *r->history * (size_t)n);
+    r->n_done = n;
+    trainer_free(r->t);
+    r->t = NULL;
+    char why[384];
+    r->evaluated = eval_run_iwae_images(&r->model, r->have_test ? &r->test : &r->train,
+                                        r->o.iwae_k, EVAL_TRAIN_IWAE_IMAGES, r->model.cfg.seed,
+                                        &r->er, why, sizeof why) == VAE_OK;
+    r->metrics_json = checkpoint_metrics_json(r->history, n, r->evaluated ? &r->er : NULL);
+    return r->evaluated ? &r->er : NULL;
+}
+
+train_run_status train_run_write_file(train_run *r, const char *path, char *err, size_t errlen)
+{
+    vae_status rc = ckpt_save_file(&r->model, r->metrics_json, path, err, errlen);
+    return rc ? from_engine(rc, TRAIN_RUN_ERR_SAVE) : TRAIN_RUN_OK;
+}
+
+train_run_status train_run_register(train_run *r, registry *reg, const char *model,
+                                    int64_t job_id, registry_checkpoint_info *info, char *err,
+                                    size_t errlen)
+{
+    registry_checkpoint_info scratch;
+    if (!info)
+        info = &scratch;
+    char cfg_json[4096];
+    if (ckpt_config_to_json(&r->model.cfg, cfg_json, sizeof cfg_json) < 0) {
+        util_set_err(err, errlen, "the model config does not fit in %zu bytes", sizeof cfg_json);
+        return TRAIN_RUN_ERR_SAVE;
+    }
+    uint8_t *blob = NULL; /* owned: freed below */
+    size_t len = 0;
+    vae_status rc = ckpt_save_mem(&r->model, r->metrics_json, &blob, &len, err, errlen);
+    if (rc)
+        return from_engine(rc, TRAIN_RUN_ERR_SAVE);
+    train_run_status st = TRAIN_RUN_OK;
+    int rrc;
+    if (job_id == 0) {
+        char sha[65];
+        int created = 0;
+        sha256_hex(blob, len, sha);
+        rrc = registry_put_checkpoint(reg, model, blob, len, sha, cfg_json, r->metrics_json,
+                                      "train", info, &created, err, errlen);
+    } else {
+        int n;
+        const trainer_epoch_metrics *ms = train_run_history(r, &n);
+        char *records = jobs_record_epochs_json(ms, n); /* owned: freed below */
+        rrc = records ? registry_succeed_job(reg, job_id, model, blob, len, cfg_json,
+                                             r->metrics_json, records, info, err, errlen)
+                      : REGISTRY_ERR_NOMEM;
+        if (!records)
+            util_set_err(err, errlen, "out of memory registering the model");
+        free(records);
+    }
+    if (rrc)
+        st = TRAIN_RUN_ERR_REGISTRY;
+    free(blob);
+    return st;
+}
