@@ -328,23 +328,6 @@ static cJSON *jobs_list_json(const registry_job *list, size_t n)
 
 /* ---- helpers ------------------------------------------------------------- */
 
-static http_error pool_http_error(int status)
-{
-    switch (status) {
-    case JOBS_POOL_ERR_INVALID:
-        return HTTP_ERR_UNPROCESSABLE;
-    case JOBS_POOL_ERR_NOT_FOUND:
-        return HTTP_ERR_NOT_FOUND;
-    case JOBS_POOL_ERR_CONFLICT:
-        return HTTP_ERR_CONFLICT;
-    case JOBS_POOL_ERR_STOPPING:
-    case JOBS_POOL_ERR_NOMEM:
-        return HTTP_ERR_UNAVAILABLE;
-    default:
-        return HTTP_ERR_INTERNAL;
-    }
-}
-
 /* What a handler answers, sent once at its end (answer_send): a JSON body
  * with its status (and a Location header), or an error kind with its
  * message. Each step below returns 0, or -1 once it has made the answer an
@@ -373,7 +356,7 @@ static int answer_fail(answer *a, http_error e, const char *fmt, ...)
 
 static int answer_pool_fail(answer *a, jobs_pool_status status, const char *why)
 {
-    return answer_fail(a, pool_http_error(status), "%s", why);
+    return answer_fail(a, http_error_from_jobs(status), "%s", why);
 }
 
 /* Takes body (NULL: out of memory) as the answer with status. */

@@ -7,7 +7,7 @@
  *     MHD_stop_daemon(d);
  *     api_jobs_free(jobs);   // after MHD has stopped: no handler can reach it any more
  *
- * Routes (rows of the table in http_server.c; {id} is one "*" segment):
+ * Routes (rows of the table in routes.c; {id} is one "*" segment):
  *
  *     POST /jobs               api_jobs_submit  202 + Location: /jobs/{id} + the job;
  *                                               400 not JSON, 415, 422 invalid or over
