@@ -88,8 +88,11 @@ vae_status trainer_set_threads(trainer *t, int threads, char *err, size_t errlen
 
 int trainer_epochs_done(const trainer *t) { return t->epochs_done; }
 const trainer_epoch_metrics *trainer_history(const trainer *t) { return t->history; }
-rng_state *trainer_rng(trainer *t) { return &t->rng; }
-vae_train_state *trainer_train_state(trainer *t) { return t->ts; }
+
+const rng_state *trainer_rng(const trainer *t) { return &t->rng; }
+vae_train_state *trainer_train_state(const trainer *t) { return t->ts; }
+const int *trainer_order(const trainer *t) { return t->order; }
+int trainer_order_len(const trainer *t) { return t->train->n; }
 
 void trainer_get_position(const trainer *t, trainer_position *p)
 {
@@ -97,8 +100,6 @@ void trainer_get_position(const trainer *t, trainer_position *p)
     p->epochs_done = t->epochs_done;
 }
 
-const int *trainer_order(const trainer *t) { return t->order; }
-int trainer_order_len(const trainer *t) { return t->train->n; }
 
 static int64_t steps_per_epoch(const trainer *t)
 {
@@ -118,35 +119,6 @@ static int is_permutation(const int *order, int n)
     }
     free(seen);
     return ok;
-}
-
-vae_status trainer_set_position(trainer *t, const trainer_position *p, const int *order, int n,
-                                char *err, size_t errlen)
-{
-    if (p->epochs_done < 0 || p->epochs_done > t->m->cfg.epochs || p->next_step < 0 ||
-        p->next_step >= steps_per_epoch(t) || p->seen < 0) {
-        util_set_err(err, errlen, "resume position out of range");
-        return VAE_ERR_ARG;
-    }
-    if (p->next_step > 0) {
-        if (!order || n != t->train->n) {
-            util_set_err(err, errlen, "resuming mid-epoch needs the data order of %d images", t->train->n);
-            return VAE_ERR_ARG;
-        }
-        int ok = is_permutation(order, n);
-        if (ok < 0) {
-            util_set_err(err, errlen, "out of memory");
-            return VAE_ERR_NOMEM;
-        }
-        if (!ok) {
-            util_set_err(err, errlen, "the saved data order is not a permutation");
-            return VAE_ERR_FORMAT;
-        }
-        memcpy(t->order, order, sizeof(int) * (size_t)n);
-    }
-    t->epochs_done = p->epochs_done;
-    t->pos = *p;
-    return VAE_OK;
 }
 
 vae_status trainer_run_epoch(trainer *t, const trainer_callbacks *cb, trainer_epoch_metrics *out,

@@ -98,15 +98,9 @@ vae_status trainer_load_resume(trainer *t, const char *path, const trainer_meta 
  * a generator seeded with seed, so the figure is repeatable. */
 vae_status trainer_evaluate(const vae_model *m, const dataset *d, uint64_t seed, double *loss,
                             double *recon, double *kl, char *err, size_t errlen);
-/* The accessors below let a caller write its own resume file; trainer_save_resume and
- * trainer_load_resume make them unnecessary.
- * The trainer's generator and its Adam state. */
-rng_state *trainer_rng(trainer *t);
-vae_train_state *trainer_train_state(trainer *t);
-
-/* Where training stands, for checkpoints that resume mid-epoch: the epochs
- * finished, the steps of the current epoch done (0 = the next epoch starts
- * with a new shuffle) and that epoch's running sums. */
+/* Where training stands (what progress reports and a resume file say): the
+ * epochs finished, the steps of the current epoch done (0 = the next epoch
+ * starts with a new shuffle) and that epoch's running sums. */
 typedef struct {
     int epochs_done;
     int64_t next_step;
@@ -116,12 +110,13 @@ typedef struct {
 } trainer_position;
 
 void trainer_get_position(const trainer *t, trainer_position *p);
-/* The current epoch's data order (n indices into the training set). */
+/* What a resume file holds, for tests that check a resumed run is the same
+ * one; a caller resumes with trainer_save_resume and trainer_load_resume,
+ * never by writing these. The generator, the training state (Adam moments and
+ * step: vae_train_adam_*), the current epoch's data order (n indices). */
+const rng_state *trainer_rng(const trainer *t);
+vae_train_state *trainer_train_state(const trainer *t);
 const int *trainer_order(const trainer *t);
 int trainer_order_len(const trainer *t);
-/* Restores a position; order (n indices, a permutation) is required when
- * p->next_step > 0. */
-vae_status trainer_set_position(trainer *t, const trainer_position *p, const int *order, int n,
-                                char *err, size_t errlen);
 
 #endif
