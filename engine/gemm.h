@@ -15,6 +15,8 @@
  * sgemm.
  *
  * gemm_naive is the reference the tests compare with (double accumulators).
+ * The caller owns a, b and c; gemm allocates nothing (the AVX-512 path
+ * copies a small b^T onto its stack) and is thread-safe.
  */
 #ifndef GEMM_H
 #define GEMM_H

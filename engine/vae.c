@@ -153,7 +153,7 @@ vae_status vae_decode(const vae_model *m, vae_workspace *ws, const float *z, int
 {
     if (B < 1 || B > ws->max_batch) return VAE_ERR_ARG;
     const float *logits = ops_of(&m->cfg)->decode_logits(m, ws->scratch, z, B);
-    vae_output_mean(&m->cfg, logits, B, x_mean);
+    vae_loss_output_mean(&m->cfg, logits, B, x_mean);
     return VAE_OK;
 }
 
@@ -164,7 +164,8 @@ vae_status vae_log_likelihood(const vae_model *m, vae_workspace *ws, const float
     const vae_config *c = &m->cfg;
     int Dout = vae_config_output_dim(c);
     const float *logits = ops_of(c)->decode_logits(m, ws->scratch, z, K);
-    for (int k = 0; k < K; k++) ll[k] = vae_output_log_likelihood(c, logits + (size_t)k * Dout, x);
+    for (int k = 0; k < K; k++)
+        ll[k] = vae_loss_output_log_likelihood(c, logits + (size_t)k * Dout, x);
     return VAE_OK;
 }
 
@@ -306,10 +307,19 @@ vae_status vae_backward(const vae_model *m, vae_train_state *ts)
 
 void vae_zero_grad(vae_train_state *ts) { memset(ts->grads, 0, sizeof(float) * ts->n_params); }
 
+/* Adam's bias corrections after step steps, as the kernel takes them. */
+static void adam_corrections(const vae_config *c, int64_t step, float *step_size,
+                             float *inv_sqrt_bc2)
+{
+    double bc1 = 1.0 - pow(c->beta1, (double)step), bc2 = 1.0 - pow(c->beta2, (double)step);
+    *step_size = (float)(c->lr / bc1);
+    *inv_sqrt_bc2 = (float)(1.0 / sqrt(bc2));
+}
+
 void vae_adam_update(vae_model *m, vae_train_state *ts)
 {
     const vae_config *c = &m->cfg;
-    float *p = m->params, *g = ts->grads, *mm = ts->adam_m, *vv = ts->adam_v;
+    float *g = ts->grads;
     size_t n = m->n_params;
     if (c->clip_grad > 0.0f) {
         /* torch.nn.utils.clip_grad_norm_: scale by max_norm / (norm + 1e-6) when below 1 */
@@ -319,13 +329,11 @@ void vae_adam_update(vae_model *m, vae_train_state *ts)
         if (coef < 1.0)
             for (size_t i = 0; i < n; i++) g[i] *= (float)coef;
     }
-    ts->step++;
-    float b1 = c->beta1, b2 = c->beta2, wd = c->weight_decay;
-    double bc1 = 1.0 - pow(b1, (double)ts->step), bc2 = 1.0 - pow(b2, (double)ts->step);
-    float step_size = (float)(c->lr / bc1), inv_sqrt_bc2 = (float)(1.0 / sqrt(bc2));
-    float eps = c->eps;
+    float step_size, inv_sqrt_bc2;
+    adam_corrections(c, ++ts->step, &step_size, &inv_sqrt_bc2);
     /* PyTorch Adam: L2 weight decay added to the gradient (not AdamW). */
-    vae_kernels_adam(p, g, NULL, mm, vv, n, b1, b2, eps, wd, step_size, inv_sqrt_bc2);
+    vae_kernels_adam(m->params, g, NULL, ts->adam_m, ts->adam_v, n, c->beta1, c->beta2, c->eps,
+                     c->weight_decay, step_size, inv_sqrt_bc2);
 }
 
 /* Adam on parameters [lo, hi) with the gradient summed over both halves of
@@ -334,8 +342,9 @@ static void adam_slice(vae_model *m, vae_train_state *ts, const float *peer_grad
                        size_t hi, float step_size, float inv_sqrt_bc2)
 {
     const vae_config *c = &m->cfg;
-    vae_kernels_adam(m->params + lo, ts->grads + lo, peer_grads + lo, ts->adam_m + lo, ts->adam_v + lo,
-            hi - lo, c->beta1, c->beta2, c->eps, c->weight_decay, step_size, inv_sqrt_bc2);
+    vae_kernels_adam(m->params + lo, ts->grads + lo, peer_grads + lo, ts->adam_m + lo,
+                     ts->adam_v + lo, hi - lo, c->beta1, c->beta2, c->eps, c->weight_decay,
+                     step_size, inv_sqrt_bc2);
 }
 
 static void *peer_main(void *arg)
@@ -454,9 +463,8 @@ static vae_status train_step_parallel(vae_model *m, vae_train_state *ts, const f
     stats->kl += p->stats.kl;
     stats->batch = B;
 
-    ts->step++;
-    double bc1 = 1.0 - pow(c->beta1, (double)ts->step), bc2 = 1.0 - pow(c->beta2, (double)ts->step);
-    float step_size = (float)(c->lr / bc1), inv_sqrt_bc2 = (float)(1.0 / sqrt(bc2));
+    float step_size, inv_sqrt_bc2;
+    adam_corrections(c, ++ts->step, &step_size, &inv_sqrt_bc2);
     size_t half = m->n_params / 2;
     p->lo = half;
     p->hi = m->n_params;

@@ -34,7 +34,9 @@
 #include "engine/vae_config.h"
 #include "engine/vae_loss.h"
 
-/* Every buffer starts on its own cache line. */
+/* Each buffer's offset in its block is a multiple of 64 bytes, so every
+ * buffer is as aligned as the block itself (malloc's 16 bytes) and a layout
+ * change cannot shift one buffer's alignment against another's. */
 #define VAE_LAYOUT_ALIGN 64
 
 typedef struct {

@@ -24,7 +24,6 @@
  * would cost hundreds of MB at 64x64. */
 #define COL_BUDGET_FLOATS ((size_t)1 << 22)
 
-
 /* ---------- geometry ---------- */
 
 typedef struct {
@@ -143,7 +142,6 @@ static vae_status conv_build_tensors(vae_model *m)
     return bad ? VAE_ERR_ARG : VAE_OK;
 }
 
-#define PT(m, ti) vae_arch_param((m), (ti))
 
 /* ---------- layout moves ---------- */
 
@@ -185,17 +183,20 @@ static void leaky_backward(float *dy, const float *y, size_t n)
     vae_kernels_relu_backward(dy, y, n, VAE_CONV_LEAKY_SLOPE);
 }
 
-/* ---------- shared forward pieces ---------- */
+/* ---------- layers ---------- */
 
+/* Which conv kernels a pass runs, and their im2col scratch. */
 typedef struct {
-    int naive;
+    int naive;       /* the direct loops of conv.h's *_naive, no col */
     float *col;      /* borrowed scratch */
     size_t col_floats;
-} kernels;
+} conv_kernels;
 
-static void conv_fwd(const kernels *k, float *y, const float *x, const float *w, const float *b,
-                     int N, const conv_shape *s)
+/* Conv layer s, its weight tensor ti and its bias ti + 1: y = layer(x). */
+static void conv_layer_forward(const vae_model *m, const conv_kernels *k, int ti, float *y,
+                               const float *x, int N, const conv_shape *s)
 {
+    const float *w = vae_arch_param(m, ti), *b = vae_arch_param(m, ti + 1);
     if (k->naive)
         (s->transposed ? conv_transpose2d_forward_naive : conv2d_forward_naive)(y, x, w, b, N, s);
     else
@@ -203,9 +204,13 @@ static void conv_fwd(const kernels *k, float *y, const float *x, const float *w,
                                                                     k->col_floats);
 }
 
-static void conv_bwd(const kernels *k, float *dx, float *dw, float *db, const float *dy,
-                     const float *x, const float *w, int N, const conv_shape *s)
+/* Its dw and db added into grads from dy and its input x; dx when not NULL. */
+static void conv_layer_backward(const vae_model *m, const conv_kernels *k, int ti, float *grads,
+                                float *dx, const float *dy, const float *x, int N,
+                                const conv_shape *s)
 {
+    const float *w = vae_arch_param(m, ti);
+    float *dw = vae_arch_grad(m, grads, ti), *db = vae_arch_grad(m, grads, ti + 1);
     if (k->naive)
         (s->transposed ? conv_transpose2d_backward_naive : conv2d_backward_naive)(dx, dw, db, dy,
                                                                                   x, w, N, s);
@@ -214,35 +219,49 @@ static void conv_bwd(const kernels *k, float *dx, float *dw, float *db, const fl
                                                                       k->col, k->col_floats);
 }
 
+/* A Linear layer, weight tensor wi and bias bi: its dw and db added into
+ * grads from dy (N, out) and its input x (N, in); dx (N, in). */
+static void linear_layer_backward(const vae_model *m, int wi, int bi, float *grads, float *dx,
+                                  const float *dy, const float *x, int N, int in, int out)
+{
+    linear_backward(dx, vae_arch_grad(m, grads, wi), vae_arch_grad(m, grads, bi), dy, x,
+                    vae_arch_param(m, wi), N, in, out);
+}
+
 static size_t act_floats(const conv_shape *s, int N) { return (size_t)s->cout * N * s->oh * s->ow; }
 
 /* Encoder: x (B, D) -> heads (B, 2Z). acts[i] receives layer i's output
  * (channel-major); xin the padded input; flat the flattened last layer. */
-static void encode_into(const vae_model *m, const geometry *g, const kernels *k, const float *x,
-                        int B, float *xin, float *const *acts, float *flat, float *heads)
+static void encode_into(const vae_model *m, const geometry *g, const conv_kernels *k,
+                        const float *x, int B, float *xin, float *const *acts, float *flat,
+                        float *heads)
 {
     to_channel_major(xin, x, B, g->C, g->S, g->P, g->off);
     const float *in = xin;
     for (int i = 0; i < g->n; i++) {
-        conv_fwd(k, acts[i], in, PT(m, g->t_enc + 2 * i), PT(m, g->t_enc + 2 * i + 1), B, &g->enc[i]);
+        conv_layer_forward(m, k, g->t_enc + 2 * i, acts[i], in, B, &g->enc[i]);
         leaky_forward(acts[i], act_floats(&g->enc[i], B));
         in = acts[i];
     }
     from_channel_major(flat, in, B, g->enc[g->n - 1].cout, g->F, g->F, 0);
-    linear_forward(heads, flat, PT(m, g->t_heads), PT(m, g->t_heads + 2), B, g->flat, 2 * g->Z);
+    /* both heads in one product: their weights adjacent, then their biases */
+    linear_forward(heads, flat, vae_arch_param(m, g->t_heads), vae_arch_param(m, g->t_heads + 2),
+                   B, g->flat, 2 * g->Z);
 }
 
 /* Decoder: z (N, Z) -> logits (N, Dout). lin is (N, flat) scratch, dec_in the
  * reshaped decoder input, acts[i] layer i's output (the last: logits,
  * channel-major, padded side). */
-static void decode_into(const vae_model *m, const geometry *g, const kernels *k, const float *z,
-                        int N, float *lin, float *dec_in, float *const *acts, float *logits)
+static void decode_into(const vae_model *m, const geometry *g, const conv_kernels *k,
+                        const float *z, int N, float *lin, float *dec_in, float *const *acts,
+                        float *logits)
 {
-    linear_forward(lin, z, PT(m, g->t_dec_in), PT(m, g->t_dec_in + 1), N, g->Z, g->flat);
+    linear_forward(lin, z, vae_arch_param(m, g->t_dec_in), vae_arch_param(m, g->t_dec_in + 1), N,
+                   g->Z, g->flat);
     to_channel_major(dec_in, lin, N, g->dec[0].cin, g->F, g->F, 0);
     const float *in = dec_in;
     for (int i = 0; i < g->n; i++) {
-        conv_fwd(k, acts[i], in, PT(m, g->t_dec + 2 * i), PT(m, g->t_dec + 2 * i + 1), N, &g->dec[i]);
+        conv_layer_forward(m, k, g->t_dec + 2 * i, acts[i], in, N, &g->dec[i]);
         if (i < g->n - 1) leaky_forward(acts[i], act_floats(&g->dec[i], N));
         in = acts[i];
     }
@@ -265,7 +284,7 @@ static const float *conv_encode(const vae_model *m, float *scratch, const float 
     geometry_of(&g, &m->cfg);
     size_t A = (size_t)B * g.max_act;
     float *a = scratch, *b = a + A, *c = b + A;
-    kernels k = {0, c + A, col_floats_for(&g, B)};
+    conv_kernels k = {0, c + A, col_floats_for(&g, B)};
     /* layers alternate between a and b; the input and the flat copy use c */
     float *acts[VAE_MAX_HIDDEN];
     for (int i = 0; i < g.n; i++) acts[i] = (i & 1) ? b : a;
@@ -281,7 +300,7 @@ static float *conv_decode_logits(const vae_model *m, float *scratch, const float
     geometry_of(&g, &m->cfg);
     size_t A = (size_t)B * g.max_act;
     float *a = scratch, *b = a + A, *c = b + A;
-    kernels k = {0, c + A, col_floats_for(&g, B)};
+    conv_kernels k = {0, c + A, col_floats_for(&g, B)};
     float *acts[VAE_MAX_HIDDEN];
     for (int i = 0; i < g.n; i++) acts[i] = (i & 1) ? a : b; /* dec_in lives in a */
     float *logits = c;                                       /* lin is dead by then */
@@ -303,7 +322,7 @@ typedef struct {
     float *dec_in;               /* (ch[n-1], BL, F, F) decoder_input's output */
     float *dec[VAE_MAX_HIDDEN];  /* decoder layer outputs (the last: logits) */
     float *dlogits;              /* (BL, Dout) logits, then their gradient */
-    float *ga, *gb;              /* (BL * max_act) gradient ping-pong */
+    float *grad_a, *grad_b;      /* (BL * max_act) gradient ping-pong */
     float *col;                  /* im2col scratch */
     size_t col_floats;
     const float *eps;            /* borrowed from the last forward */
@@ -332,8 +351,8 @@ static void *conv_train_layout(const vae_config *c, int max_batch, vae_layout *l
     VAE_LAYOUT_TAKE(l, s->kl_dim, Z);
     VAE_LAYOUT_TAKE(l, s->dec_in, BL * g->flat);
     VAE_LAYOUT_TAKE(l, s->dlogits, BL * vae_config_output_dim(c));
-    VAE_LAYOUT_TAKE(l, s->ga, BL * g->max_act);
-    VAE_LAYOUT_TAKE(l, s->gb, BL * g->max_act);
+    VAE_LAYOUT_TAKE(l, s->grad_a, BL * g->max_act);
+    VAE_LAYOUT_TAKE(l, s->grad_b, BL * g->max_act);
     s->col_floats = col_floats_for(g, (int)BL);
     VAE_LAYOUT_TAKE(l, s->col, s->col_floats);
     return t;
@@ -345,14 +364,14 @@ static void conv_forward(const vae_model *m, void *st, const float *x, const flo
     conv_train *s = st;
     const vae_config *c = &m->cfg;
     const geometry *g = &s->g;
-    kernels k = {s->naive, s->col, s->col_floats};
+    conv_kernels k = {s->naive, s->col, s->col_floats};
     s->eps = eps;
     s->B = B;
     encode_into(m, g, &k, x, B, s->xin, s->enc, s->flat, s->heads);
-    terms->kl = vae_latent_forward(c, s->heads, eps, B, s->z, s->kl_dim, &terms->kl_opt);
-    /* decoder_input's (BL, flat) output goes through ga, dead until backward */
-    decode_into(m, g, &k, s->z, B * c->mc_samples, s->ga, s->dec_in, s->dec, s->dlogits);
-    terms->recon = vae_output_loss(c, s->dlogits, x, B, c->mc_samples);
+    terms->kl = vae_loss_latent_forward(c, s->heads, eps, B, s->z, s->kl_dim, &terms->kl_opt);
+    /* decoder_input's (BL, flat) output goes through grad_a, dead until backward */
+    decode_into(m, g, &k, s->z, B * c->mc_samples, s->grad_a, s->dec_in, s->dec, s->dlogits);
+    terms->recon = vae_loss_output_nll(c, s->dlogits, x, B, c->mc_samples);
 }
 
 static void conv_backward(const vae_model *m, void *st, double beta, float *grads)
@@ -361,16 +380,14 @@ static void conv_backward(const vae_model *m, void *st, double beta, float *grad
     const vae_config *c = &m->cfg;
     const geometry *g = &s->g;
     int B = s->B, BL = B * c->mc_samples, n = g->n;
-    kernels k = {s->naive, s->col, s->col_floats};
-#define G(ti) vae_arch_grad(m, grads, (ti))
+    conv_kernels k = {s->naive, s->col, s->col_floats};
 
     /* decoder: dlogits (BL, Dout) -> channel-major, zero where the crop cut */
-    float *dy = s->ga, *dx = s->gb;
+    float *dy = s->grad_a, *dx = s->grad_b;
     to_channel_major(dy, s->dlogits, BL, g->Cout, g->S, g->P, g->off);
     for (int i = n - 1; i >= 0; i--) {
         const float *xin = i > 0 ? s->dec[i - 1] : s->dec_in;
-        conv_bwd(&k, dx, G(g->t_dec + 2 * i), G(g->t_dec + 2 * i + 1), dy, xin,
-                 PT(m, g->t_dec + 2 * i), BL, &g->dec[i]);
+        conv_layer_backward(m, &k, g->t_dec + 2 * i, grads, dx, dy, xin, BL, &g->dec[i]);
         if (i > 0) leaky_backward(dx, s->dec[i - 1], act_floats(&g->dec[i - 1], BL));
         float *t = dy;
         dy = dx;
@@ -378,29 +395,28 @@ static void conv_backward(const vae_model *m, void *st, double beta, float *grad
     }
     /* dy: (ch[n-1], BL, F, F) -> rows (BL, flat) for decoder_input */
     from_channel_major(dx, dy, BL, g->dec[0].cin, g->F, g->F, 0);
-    linear_backward(s->dz, G(g->t_dec_in), G(g->t_dec_in + 1), dx, s->z, PT(m, g->t_dec_in), BL,
-                    g->Z, g->flat);
+    linear_layer_backward(m, g->t_dec_in, g->t_dec_in + 1, grads, s->dz, dx, s->z, BL, g->Z,
+                          g->flat);
 
-    vae_latent_backward(c, s->heads, s->eps, s->dz, s->kl_dim, B, beta, s->dheads);
+    vae_loss_latent_backward(c, s->heads, s->eps, s->dz, s->kl_dim, B, beta, s->dheads);
 
-    /* heads (one product for both) and encoder */
-    float *dflat = s->ga, *dact = s->gb;
-    linear_backward(dflat, G(g->t_heads), G(g->t_heads + 2), s->dheads, s->flat,
-                    PT(m, g->t_heads), B, g->flat, 2 * g->Z);
+    /* heads (one product for both: the weights adjacent, then the biases) and encoder */
+    float *dflat = s->grad_a, *dact = s->grad_b;
+    linear_layer_backward(m, g->t_heads, g->t_heads + 2, grads, dflat, s->dheads, s->flat, B,
+                          g->flat, 2 * g->Z);
     to_channel_major(dact, dflat, B, g->enc[n - 1].cout, g->F, g->F, 0);
     leaky_backward(dact, s->enc[n - 1], act_floats(&g->enc[n - 1], B));
     dy = dact;
     dx = dflat;
     for (int i = n - 1; i >= 0; i--) {
         const float *xin = i > 0 ? s->enc[i - 1] : s->xin;
-        conv_bwd(&k, i > 0 ? dx : NULL, G(g->t_enc + 2 * i), G(g->t_enc + 2 * i + 1), dy, xin,
-                 PT(m, g->t_enc + 2 * i), B, &g->enc[i]);
+        conv_layer_backward(m, &k, g->t_enc + 2 * i, grads, i > 0 ? dx : NULL, dy, xin, B,
+                            &g->enc[i]);
         if (i > 0) leaky_backward(dx, s->enc[i - 1], act_floats(&g->enc[i - 1], B));
         float *t = dy;
         dy = dx;
         dx = t;
     }
-#undef G
 }
 
 const vae_arch_ops vae_conv_ops = {

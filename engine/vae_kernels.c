@@ -267,7 +267,10 @@ static const kernel_set *kernels(void)
 }
 
 int vae_kernels_isa_count(void) { return N_SETS; }
-const char *vae_kernels_isa_name(int isa) { return isa >= 0 && isa < N_SETS ? sets[isa]->name : "?"; }
+const char *vae_kernels_isa_name(int isa)
+{
+    return isa >= 0 && isa < N_SETS ? sets[isa]->name : "?";
+}
 
 int vae_kernels_use_isa(int isa)
 {

@@ -1,6 +1,7 @@
-/* The likelihoods and the latent layer of every VAE architecture: the loss
- * and its gradient with respect to the decoder's output logits, the
- * reparameterisation with the closed-form KL, and their backward pass. */
+/* The likelihoods and the latent layer of every VAE architecture (see
+ * vae_loss.h): the loss and its gradient with respect to the decoder's
+ * output logits, the reparameterisation with the closed-form KL, their
+ * backward pass, and the KL weight and the batch's figures. */
 #include "engine/vae_loss.h"
 
 #include <math.h>
@@ -12,10 +13,13 @@
 
 static inline float sigmoidf(float x) { return 1.0f / (1.0f + expf(-x)); }
 static inline float softplusf(float x) { return fmaxf(x, 0.0f) + log1pf(expf(-fabsf(x))); }
-float vae_clamp_logvar(float lv)
+float vae_clamp_logvar(float logvar)
 {
-    return lv < LOGVAR_MIN ? LOGVAR_MIN : (lv > LOGVAR_MAX ? LOGVAR_MAX : lv);
+    return logvar < LOGVAR_MIN ? LOGVAR_MIN : (logvar > LOGVAR_MAX ? LOGVAR_MAX : logvar);
 }
+/* The continuous Bernoulli (Loaiza-Ganem and Cunningham 2019) of logit l:
+ * its log normaliser log C, d log C / dl, and its mean, each with the
+ * series near l = 0 where the closed forms lose their digits. */
 static inline double cb_log_norm(double l)
 {
     double a = fabs(l);
@@ -39,44 +43,45 @@ static inline float cb_mean(float l)
 
 /* -log p(x|z) summed over the B*L rows of logits (BL, Dout) and divided by L;
  * the logits are replaced in place by d(that)/d(logits). x: (B, D). */
-double vae_output_loss(const vae_config *c, float *logits, const float *x, int B, int L)
+double vae_loss_output_nll(const vae_config *c, float *logits, const float *x, int B, int L)
 {
     int D = vae_config_input_dim(c), Dout = vae_config_output_dim(c);
     double recon = 0.0;
     float inv_L = 1.0f / (float)L;
     for (int r = 0; r < B * L; r++) {
-        const float *xr = x + (size_t)(r / L) * D;
-        float *lr = logits + (size_t)r * Dout;
+        const float *target = x + (size_t)(r / L) * D;
+        float *row = logits + (size_t)r * Dout;
         double nll = 0.0;
         switch (c->likelihood) {
         case VAE_LIK_BERNOULLI:
-            nll = vae_kernels_bernoulli_nll_grad(lr, xr, D, inv_L);
+            nll = vae_kernels_bernoulli_nll_grad(row, target, D, inv_L);
             break;
         case VAE_LIK_CBERNOULLI:
             for (int j = 0; j < D; j++) {
-                float l = lr[j];
-                nll += softplusf(l) - xr[j] * l - cb_log_norm(l);
-                lr[j] = (float)(sigmoidf(l) - xr[j] - cb_dlog_norm(l)) * inv_L;
+                float l = row[j];
+                nll += softplusf(l) - target[j] * l - cb_log_norm(l);
+                row[j] = (float)(sigmoidf(l) - target[j] - cb_dlog_norm(l)) * inv_L;
             }
             break;
         case VAE_LIK_GAUSSIAN: {
-            float s2 = c->sigma * c->sigma;
+            float var = c->sigma * c->sigma;
             nll += D * (log((double)c->sigma) + 0.5 * LOG_2PI);
             for (int j = 0; j < D; j++) {
-                float mu = sigmoidf(lr[j]), d = mu - xr[j];
-                nll += 0.5 * d * d / s2;
-                lr[j] = d / s2 * mu * (1.0f - mu) * inv_L;
+                float mean = sigmoidf(row[j]), d = mean - target[j];
+                nll += 0.5 * d * d / var;
+                row[j] = d / var * mean * (1.0f - mean) * inv_L;
             }
             break;
         }
         case VAE_LIK_GAUSSIAN_LEARNED:
+            /* row: D mean logits, then D per-pixel logvars */
             for (int j = 0; j < D; j++) {
-                float mu = sigmoidf(lr[j]), d = mu - xr[j];
-                float lvx = vae_clamp_logvar(lr[D + j]), ivar = expf(-lvx);
-                nll += 0.5 * ((double)d * d * ivar + lvx + LOG_2PI);
-                lr[j] = d * ivar * mu * (1.0f - mu) * inv_L;
-                int inside = lr[D + j] > LOGVAR_MIN && lr[D + j] < LOGVAR_MAX;
-                lr[D + j] = inside ? 0.5f * (1.0f - d * d * ivar) * inv_L : 0.0f;
+                float mean = sigmoidf(row[j]), d = mean - target[j];
+                float logvar = vae_clamp_logvar(row[D + j]), inv_var = expf(-logvar);
+                nll += 0.5 * ((double)d * d * inv_var + logvar + LOG_2PI);
+                row[j] = d * inv_var * mean * (1.0f - mean) * inv_L;
+                int inside = row[D + j] > LOGVAR_MIN && row[D + j] < LOGVAR_MAX;
+                row[D + j] = inside ? 0.5f * (1.0f - d * d * inv_var) * inv_L : 0.0f;
             }
             break;
         }
@@ -86,35 +91,36 @@ double vae_output_loss(const vae_config *c, float *logits, const float *x, int B
 }
 
 /* logits (B, Dout) -> x_mean (B, D) clamped to [0, 1]. */
-void vae_output_mean(const vae_config *c, const float *logits, int B, float *x_mean)
+void vae_loss_output_mean(const vae_config *c, const float *logits, int B, float *x_mean)
 {
     int D = vae_config_input_dim(c), Dout = vae_config_output_dim(c);
     for (int r = 0; r < B; r++) {
-        const float *l = logits + (size_t)r * Dout;
-        float *o = x_mean + (size_t)r * D;
+        const float *row = logits + (size_t)r * Dout;
+        float *mean = x_mean + (size_t)r * D;
         if (c->likelihood == VAE_LIK_CBERNOULLI)
-            for (int j = 0; j < D; j++) o[j] = cb_mean(l[j]);
+            for (int j = 0; j < D; j++) mean[j] = cb_mean(row[j]);
         else
-            vae_kernels_sigmoid(o, l, D);
-        for (int j = 0; j < D; j++) o[j] = o[j] < 0.0f ? 0.0f : (o[j] > 1.0f ? 1.0f : o[j]);
+            vae_kernels_sigmoid(mean, row, D);
+        for (int j = 0; j < D; j++)
+            mean[j] = mean[j] < 0.0f ? 0.0f : (mean[j] > 1.0f ? 1.0f : mean[j]);
     }
 }
 
 /* heads (B, 2Z) mu | logvar, eps (BL, Z) -> z (BL, Z); KL per dimension
  * summed over the batch into kl_dim (Z); returns the KL and, in *kl_opt, the
  * KL as optimised (with free bits). */
-double vae_latent_forward(const vae_config *c, const float *heads, const float *eps, int B,
-                          float *z, double *kl_dim, double *kl_opt)
+double vae_loss_latent_forward(const vae_config *c, const float *heads, const float *eps, int B,
+                               float *z, double *kl_dim, double *kl_opt)
 {
     int Z = c->latent, L = c->mc_samples;
     double kl = 0.0;
     for (int j = 0; j < Z; j++) kl_dim[j] = 0.0;
     for (int b = 0; b < B; b++) {
-        const float *mu = heads + (size_t)b * 2 * Z, *lv = mu + Z;
+        const float *mu = heads + (size_t)b * 2 * Z, *logvar = mu + Z;
         for (int j = 0; j < Z; j++) {
-            float lvc = vae_clamp_logvar(lv[j]);
-            float var = expf(lvc), sd = expf(0.5f * lvc);
-            double k = 0.5 * ((double)mu[j] * mu[j] + var - 1.0 - lvc);
+            float lv = vae_clamp_logvar(logvar[j]);
+            float var = expf(lv), sd = expf(0.5f * lv);
+            double k = 0.5 * ((double)mu[j] * mu[j] + var - 1.0 - lv);
             kl_dim[j] += k;
             kl += k;
             for (int l = 0; l < L; l++) {
@@ -135,29 +141,30 @@ double vae_latent_forward(const vae_config *c, const float *heads, const float *
 }
 
 /* dz (BL, Z) and the KL term -> dheads (B, 2Z). */
-void vae_latent_backward(const vae_config *c, const float *heads, const float *eps,
-                         const float *dz, const double *kl_dim, int B, double beta, float *dheads)
+void vae_loss_latent_backward(const vae_config *c, const float *heads, const float *eps,
+                              const float *dz, const double *kl_dim, int B, double beta,
+                              float *dheads)
 {
     int Z = c->latent, L = c->mc_samples;
     for (int b = 0; b < B; b++) {
-        const float *mu = heads + (size_t)b * 2 * Z, *lv = mu + Z;
-        float *dmu = dheads + (size_t)b * 2 * Z, *dlv = dmu + Z;
+        const float *mu = heads + (size_t)b * 2 * Z, *logvar = mu + Z;
+        float *dmu = dheads + (size_t)b * 2 * Z, *dlogvar = dmu + Z;
         for (int j = 0; j < Z; j++) {
             int active = !(c->free_bits > 0.0f && kl_dim[j] / B < c->free_bits);
-            int inside = lv[j] > LOGVAR_MIN && lv[j] < LOGVAR_MAX;
-            float sd = expf(0.5f * vae_clamp_logvar(lv[j])), var = sd * sd;
-            float gm = 0.0f, gl = 0.0f;
+            int inside = logvar[j] > LOGVAR_MIN && logvar[j] < LOGVAR_MAX;
+            float sd = expf(0.5f * vae_clamp_logvar(logvar[j])), var = sd * sd;
+            float dmu_j = 0.0f, dlogvar_j = 0.0f; /* summed over the L samples */
             for (int l = 0; l < L; l++) {
                 size_t r = (size_t)(b * L + l) * Z + j;
-                gm += dz[r];
-                gl += dz[r] * eps[r] * 0.5f * sd;
+                dmu_j += dz[r];
+                dlogvar_j += dz[r] * eps[r] * 0.5f * sd;
             }
             if (active) {
-                gm += (float)beta * mu[j];
-                gl += (float)beta * 0.5f * (var - 1.0f);
+                dmu_j += (float)beta * mu[j];
+                dlogvar_j += (float)beta * 0.5f * (var - 1.0f);
             }
-            dmu[j] = gm;
-            dlv[j] = inside ? gl : 0.0f;
+            dmu[j] = dmu_j;
+            dlogvar[j] = inside ? dlogvar_j : 0.0f;
         }
     }
 }
@@ -179,27 +186,27 @@ vae_status vae_loss_stats(vae_stats *stats, const vae_loss_terms *t, double beta
     return isfinite(stats->loss) ? VAE_OK : VAE_ERR_NONFINITE;
 }
 
-double vae_output_log_likelihood(const vae_config *c, const float *l, const float *x)
+double vae_loss_output_log_likelihood(const vae_config *c, const float *logits, const float *x)
 {
     int D = vae_config_input_dim(c);
     double s = 0.0;
     for (int j = 0; j < D; j++) {
-        double lj = l[j], t = x[j];
+        double l = logits[j], target = x[j];
         switch (c->likelihood) {
         case VAE_LIK_BERNOULLI:
-            s -= softplusf((float)lj) - t * lj;
+            s -= softplusf((float)l) - target * l;
             break;
         case VAE_LIK_CBERNOULLI:
-            s -= softplusf((float)lj) - t * lj - cb_log_norm(lj);
+            s -= softplusf((float)l) - target * l - cb_log_norm(l);
             break;
         case VAE_LIK_GAUSSIAN: {
-            double d = 1.0 / (1.0 + exp(-lj)) - t, sg = c->sigma;
-            s -= 0.5 * d * d / (sg * sg) + log(sg) + 0.5 * LOG_2PI;
+            double d = 1.0 / (1.0 + exp(-l)) - target, sigma = c->sigma;
+            s -= 0.5 * d * d / (sigma * sigma) + log(sigma) + 0.5 * LOG_2PI;
             break;
         }
         case VAE_LIK_GAUSSIAN_LEARNED: {
-            double d = 1.0 / (1.0 + exp(-lj)) - t, lv = vae_clamp_logvar(l[D + j]);
-            s -= 0.5 * (d * d * exp(-lv) + lv + LOG_2PI);
+            double d = 1.0 / (1.0 + exp(-l)) - target, logvar = vae_clamp_logvar(logits[D + j]);
+            s -= 0.5 * (d * d * exp(-logvar) + logvar + LOG_2PI);
             break;
         }
         }

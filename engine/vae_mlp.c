@@ -133,8 +133,14 @@ static void activation_backward(float *dy, const float *y, size_t n, vae_activat
     }
 }
 
-static const float *weight(const vae_model *m, const mlp_linear *l) { return vae_arch_param(m, l->w); }
-static const float *bias(const vae_model *m, const mlp_linear *l) { return vae_arch_param(m, l->b); }
+static const float *weight(const vae_model *m, const mlp_linear *l)
+{
+    return vae_arch_param(m, l->w);
+}
+static const float *bias(const vae_model *m, const mlp_linear *l)
+{
+    return vae_arch_param(m, l->b);
+}
 
 /* y: (B, out) = act(x: (B, in) . w^T + b), the activation fused into the
  * bias pass where it can be. */
@@ -143,7 +149,8 @@ static void hidden_forward(const vae_model *m, const mlp_linear *l, float *y, co
     vae_activation a = m->cfg.activation;
     linear_matmul_wt(y, x, weight(m, l), B, l->in, l->out);
     if (a == VAE_ACT_RELU || a == VAE_ACT_LEAKY_RELU) {
-        vae_kernels_bias_relu(y, bias(m, l), B, l->out, a == VAE_ACT_LEAKY_RELU ? LEAKY_SLOPE : 0.0f);
+        float slope = a == VAE_ACT_LEAKY_RELU ? LEAKY_SLOPE : 0.0f;
+        vae_kernels_bias_relu(y, bias(m, l), B, l->out, slope);
         return;
     }
     vae_kernels_bias(y, bias(m, l), B, l->out);
@@ -279,10 +286,10 @@ static void mlp_forward(const vae_model *m, void *st, const float *x, const floa
     s->eps = eps;
     s->B = B;
     encode_into(m, &s->L, x, B, s->enc, s->heads);
-    terms->kl = vae_latent_forward(c, s->heads, eps, B, s->z, s->kl_dim, &terms->kl_opt);
+    terms->kl = vae_loss_latent_forward(c, s->heads, eps, B, s->z, s->kl_dim, &terms->kl_opt);
     /* the logits are overwritten in place by their gradient */
     decode_into(m, &s->L, s->z, B * c->mc_samples, s->dec, s->dlogits);
-    terms->recon = vae_output_loss(c, s->dlogits, x, B, c->mc_samples);
+    terms->recon = vae_loss_output_nll(c, s->dlogits, x, B, c->mc_samples);
 }
 
 static void mlp_backward(const vae_model *m, void *st, double beta, float *grads)
@@ -304,7 +311,7 @@ static void mlp_backward(const vae_model *m, void *st, double beta, float *grads
     }
 
     /* through the reparameterisation and the KL to mu and logvar */
-    vae_latent_backward(c, s->heads, s->eps, s->dz, s->kl_dim, B, beta, s->dheads);
+    vae_loss_latent_backward(c, s->heads, s->eps, s->dz, s->kl_dim, B, beta, s->dheads);
 
     /* heads (one product for both) and encoder */
     const float *hin = H > 0 ? s->enc[H - 1] : s->x;

@@ -1,7 +1,7 @@
 """vaed's MLP VAE in PyTorch: the reference the C engine is tested against.
 
 Parameter names and layouts are those of the C model's tensor table
-(engine/vae.c, vae_alloc), so a vaed checkpoint loads with
+(engine/vae_mlp.c, mlp_build_tensors), so a vaed checkpoint loads with
 load_state_dict(strict=True) and this module's state_dict saves as one:
 
     encoder.<i>.weight/bias   D -> hidden[0] -> ... -> hidden[-1]
@@ -10,7 +10,7 @@ load_state_dict(strict=True) and this module's state_dict saves as one:
     out                       hidden[0] -> D (2*D for gaussian-learned:
                               D mean logits, then D per-pixel logvar)
 
-and, for arch "conv", those of engine/vae_conv.c (vae_conv_build_tensors):
+and, for arch "conv", those of engine/vae_conv.c (conv_build_tensors):
 
     encoder.<i>               nn.Conv2d(in -> conv_channels[i], 3, stride 2,
                               padding 1), LeakyReLU(0.2) after each

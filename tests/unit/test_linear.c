@@ -90,7 +90,8 @@ static void test_against_double_loops(void **state)
     const int dims[] = {1, 5, 16, 17, 33, 70};
     for (size_t a = 0; a < sizeof Bs / sizeof Bs[0]; a++)
         for (size_t i = 0; i < sizeof dims / sizeof dims[0]; i++)
-            for (size_t o = 0; o < sizeof dims / sizeof dims[0]; o++) check_shape(Bs[a], dims[i], dims[o]);
+            for (size_t o = 0; o < sizeof dims / sizeof dims[0]; o++)
+                check_shape(Bs[a], dims[i], dims[o]);
 }
 
 int main(void)

@@ -191,7 +191,7 @@ static int compare_fixture(fixture *fx)
         memcpy(heads + (size_t)r * 2 * Z, mu + (size_t)r * Z, sizeof(float) * Z);
         memcpy(heads + (size_t)r * 2 * Z + Z, lv + (size_t)r * Z, sizeof(float) * Z);
     }
-    vae_latent_forward(&m->cfg, heads, eps, B, z, kl_dim, &kl_opt);
+    vae_loss_latent_forward(&m->cfg, heads, eps, B, z, kl_dim, &kl_opt);
     free(heads);
     free(kl_dim);
     bad += !check_close("z", z, want_z, (size_t)BL * Z, SCALE_ELEM, TOL_ACT);

@@ -311,7 +311,7 @@ static void test_backward_adds_into_gradients(void **state)
 /* ---------- the latent layer against Monte Carlo ---------- */
 
 /* KL(N(mu, s^2) || N(0, 1)) = E_q[log q(z) - log p(z)]: the engine's
- * reparameterisation (vae_latent_forward) draws 2e5 z for each of three
+ * reparameterisation (vae_loss_latent_forward) draws 2e5 z for each of three
  * (mu, logvar) pairs, and their Monte Carlo KL must match the closed form
  * the engine returns. A z drawn with the wrong scale or shift fails it. */
 static void test_latent_layer_matches_monte_carlo(void **state)
@@ -329,7 +329,7 @@ static void test_latent_layer_matches_monte_carlo(void **state)
     rng_seed(&r, 3);
     rng_normal_fill(&r, eps, (size_t)N * Z);
     double kl_dim[Z], kl_opt;
-    double kl = vae_latent_forward(&c, heads, eps, 1, z, kl_dim, &kl_opt);
+    double kl = vae_loss_latent_forward(&c, heads, eps, 1, z, kl_dim, &kl_opt);
     double mc_total = 0;
     for (int j = 0; j < Z; j++) {
         double mu = heads[j], lv = heads[Z + j], sd = exp(0.5 * lv), s = 0;
@@ -402,7 +402,8 @@ static void test_encode_matches_training_forward(void **state)
     for (int i = 0; i < B * Z; i++) kl += 0.5 * ((double)mu[i] * mu[i] + exp(lv[i]) - 1 - lv[i]);
     for (int i = 0; i < B * D; i++) recon -= x[i] * log(xm[i]) + (1 - x[i]) * log(1 - xm[i]);
     if (fabs(kl - st.kl) > 1e-5 * fmax(1, kl)) fail_msg("KL %.9g, of encode %.9g", st.kl, kl);
-    if (fabs(recon - st.recon) > 1e-5 * recon) fail_msg("recon %.9g, of decode %.9g", st.recon, recon);
+    if (fabs(recon - st.recon) > 1e-5 * recon)
+        fail_msg("recon %.9g, of decode %.9g", st.recon, recon);
     /* a batch larger than the workspace is refused, not overrun */
     assert_int_not_equal(vae_encode(&m, ws, x, B + 1, mu, lv), 0);
     vae_train_state_free(ts);
