@@ -223,7 +223,7 @@ int cli_pull(int argc, char **argv)
                 sha, r.etag);
         goto end;
     }
-    if (file_write_atomic(out, (const uint8_t *)r.body, r.body_len, err, sizeof err)) {
+    if (file_io_write_atomic(out, (const uint8_t *)r.body, r.body_len, err, sizeof err)) {
         fprintf(stderr, "vaed pull: %s\n", err);
         goto end;
     }
@@ -288,7 +288,7 @@ static int registry_export(registry *r, const char *model, const char *version, 
         fprintf(stderr, "vaed registry export: %s\n", err);
         return 1;
     }
-    int rc = file_write_atomic(out, blob, len, err, sizeof err);
+    int rc = file_io_write_atomic(out, blob, len, err, sizeof err);
     free(blob);
     if (rc) {
         fprintf(stderr, "vaed registry export: %s\n", err);

@@ -215,7 +215,7 @@ vae_status ckpt_save_file(const vae_model *m, const char *metrics_json, const ch
     size_t len = 0;
     vae_status rc = ckpt_save_mem(m, metrics_json, &buf, &len, err, errlen);
     if (rc) return rc;
-    rc = file_write_atomic(path, buf, len, err, errlen);
+    rc = file_io_write_atomic(path, buf, len, err, errlen);
     free(buf);
     return rc;
 }
@@ -364,7 +364,7 @@ vae_status ckpt_load_file(vae_model *m, const char *path, char **metrics_json, c
     memset(m, 0, sizeof *m);
     uint8_t *buf; /* owned */
     size_t len;
-    vae_status rc = file_read_all(path, SIZE_MAX, &buf, &len, err, errlen);
+    vae_status rc = file_io_read_all(path, SIZE_MAX, &buf, &len, err, errlen);
     if (rc) return rc;
     char lerr[300];
     rc = ckpt_load_mem(m, buf, len, metrics_json, lerr, sizeof lerr);

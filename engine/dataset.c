@@ -438,7 +438,7 @@ nomem:
 static vae_status cifar_append(dataset *d, const char *path, char *err, size_t errlen) {
     uint8_t *buf; /* owned here */
     size_t len;
-    vae_status rc = file_read_all(path, CIFAR_MAX_FILE, &buf, &len, err, errlen);
+    vae_status rc = file_io_read_all(path, CIFAR_MAX_FILE, &buf, &len, err, errlen);
     if (rc) return rc;
     if (len == 0 || len % CIFAR_RECORD != 0) {
         util_set_err(err, errlen,
@@ -581,7 +581,7 @@ static vae_status png_append(dataset *d, const char *path, int label, int labell
     uint8_t *buf; /* owned here */
     size_t len;
     float *img = NULL; /* owned here */
-    vae_status rc = file_read_all(path, PNG_MAX_FILE, &buf, &len, err, errlen);
+    vae_status rc = file_io_read_all(path, PNG_MAX_FILE, &buf, &len, err, errlen);
     if (rc) return rc;
     static const uint8_t sig[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
     if (len < 33 || memcmp(buf, sig, 8) != 0 || memcmp(buf + 12, "IHDR", 4) != 0) {

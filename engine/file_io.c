@@ -12,7 +12,7 @@
 
 #include "engine/util.h"
 
-vae_status file_read_all(const char *path, size_t max, uint8_t **out, size_t *len, char *err,
+vae_status file_io_read_all(const char *path, size_t max, uint8_t **out, size_t *len, char *err,
                          size_t errlen)
 {
     *out = NULL;
@@ -62,11 +62,11 @@ vae_status file_read_all(const char *path, size_t max, uint8_t **out, size_t *le
 
 static unsigned long tmp_counter;
 
-vae_status file_write_atomic(const char *path, const uint8_t *buf, size_t len, char *err,
+vae_status file_io_write_atomic(const char *path, const uint8_t *buf, size_t len, char *err,
                              size_t errlen)
 {
     if (!path || !path[0] || (!buf && len)) {
-        util_set_err(err, errlen, "file_write_atomic: invalid arguments");
+        util_set_err(err, errlen, "file_io_write_atomic: invalid arguments");
         return VAE_ERR_ARG;
     }
     size_t plen = strlen(path);
@@ -137,7 +137,7 @@ end:
     return rc;
 }
 
-vae_status file_make_dirs(const char *dir, char *err, size_t errlen)
+vae_status file_io_make_dirs(const char *dir, char *err, size_t errlen)
 {
     char buf[4096];
     if (snprintf(buf, sizeof buf, "%s", dir) >= (int)sizeof buf) {

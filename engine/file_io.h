@@ -1,10 +1,10 @@
 /* file_io: whole files in and out, safely.
  *
  *     uint8_t *buf; size_t len;
- *     if (file_read_all(path, max, &buf, &len, err, sizeof err)) ...   // buf: caller frees
- *     if (file_write_atomic(path, buf, len, err, sizeof err)) ...
+ *     if (file_io_read_all(path, max, &buf, &len, err, sizeof err)) ...   // buf: caller frees
+ *     if (file_io_write_atomic(path, buf, len, err, sizeof err)) ...
  *
- * file_write_atomic writes a temporary file beside the target, fsyncs it,
+ * file_io_write_atomic writes a temporary file beside the target, fsyncs it,
  * renames it over the target and fsyncs the directory: a reader sees the old
  * file or the whole new one, never part of it, and on failure the target is
  * untouched and no temporary file is left.
@@ -19,13 +19,13 @@
 
 /* VAE_ERR_IO when the file cannot be opened or read (err says why),
  * VAE_ERR_TOO_LARGE when it is larger than max, VAE_ERR_NOMEM. */
-vae_status file_read_all(const char *path, size_t max, uint8_t **out, size_t *len, char *err,
+vae_status file_io_read_all(const char *path, size_t max, uint8_t **out, size_t *len, char *err,
                          size_t errlen);
 /* VAE_ERR_IO when a step fails (err says which and why), VAE_ERR_ARG for no path. */
-vae_status file_write_atomic(const char *path, const uint8_t *buf, size_t len, char *err,
+vae_status file_io_write_atomic(const char *path, const uint8_t *buf, size_t len, char *err,
                              size_t errlen);
 /* mkdir -p: dir and every missing parent (0755); VAE_ERR_IO when one
  * cannot be made or dir exists but is not a directory. */
-vae_status file_make_dirs(const char *dir, char *err, size_t errlen);
+vae_status file_io_make_dirs(const char *dir, char *err, size_t errlen);
 
 #endif

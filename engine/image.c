@@ -160,7 +160,7 @@ vae_status image_write_grid_png(const char *path, const float *images, int n, in
     vae_status rc = image_encode_grid_png(images, n, channels, height, width, cols, &png, &len,
                                           err, errlen);
     if (rc) return rc;
-    rc = file_write_atomic(path, png, len, err, errlen);
+    rc = file_io_write_atomic(path, png, len, err, errlen);
     free(png);
     return rc;
 }

@@ -268,7 +268,7 @@ vae_status st_read_file(const char *path, st_file *f, char *err, size_t errlen) 
     }
     uint8_t *buf; /* owned: handed to f->owned_buf */
     size_t size;
-    vae_status rc = file_read_all(path, SIZE_MAX - 1, &buf, &size, err, errlen);
+    vae_status rc = file_io_read_all(path, SIZE_MAX - 1, &buf, &size, err, errlen);
     if (rc) return rc;
     char perr[512] = "";
     rc = st_parse(buf, size, f, perr, sizeof perr);
@@ -533,7 +533,7 @@ vae_status st_write_file(const char *path, const st_tensor_out *tensors, int n_t
     vae_status rc = st_write_mem(tensors, n_tensors, meta_keys, meta_values, n_meta, &buf, &len,
                                  err, errlen);
     if (rc) return rc;
-    rc = file_write_atomic(path, buf, len, err, errlen);
+    rc = file_io_write_atomic(path, buf, len, err, errlen);
     free(buf);
     return rc;
 }

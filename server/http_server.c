@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "engine/file_io.h"
+#include "engine/util.h"
 #include "server/api_auth.h"
 #include "server/api_jobs.h"
 #include "server/compute_pool.h"
@@ -121,9 +122,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         req->path = url;
         *con_cls = req;
         const routes_entry *route = routes_find(method, url, req);
-        struct timespec now;
-        clock_gettime(CLOCK_MONOTONIC, &now);
-        req->started = (double)now.tv_sec + 1e-9 * (double)now.tv_nsec;
+        req->started = util_mono_s();
         req->route = route ? route->path : NULL;
         req->body_max = route && (route->flags & ROUTES_UPLOAD) ? ctx->opts->max_upload
                                                                 : ctx->opts->max_body;
@@ -181,9 +180,7 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
         /* Status 0: the connection closed before any response was queued. */
         const union MHD_ConnectionInfo *ci =
             MHD_get_connection_info(c, MHD_CONNECTION_INFO_HTTP_STATUS);
-        struct timespec now;
-        clock_gettime(CLOCK_MONOTONIC, &now);
-        double elapsed = (double)now.tv_sec + 1e-9 * (double)now.tv_nsec - req->started;
+        double elapsed = util_mono_s() - req->started;
         metrics_observe(req->route, req->method, ci ? ci->http_status : 0, elapsed);
         if (req->work_free)
             req->work_free(req->work);
@@ -243,12 +240,12 @@ static int parse_listen(const char *listen, struct sockaddr_in *addr, char *err,
     return 0;
 }
 
-/* Atomically (file_write_atomic), so a test polling for it reads a whole number. */
+/* Atomically (file_io_write_atomic), so a test polling for it reads a whole number. */
 static int write_port_file(const char *path, unsigned port, char *err, size_t errlen)
 {
     char text[16];
     int n = snprintf(text, sizeof text, "%u\n", port);
-    return file_write_atomic(path, (const uint8_t *)text, (size_t)n, err, errlen) ? -1 : 0;
+    return file_io_write_atomic(path, (const uint8_t *)text, (size_t)n, err, errlen) ? -1 : 0;
 }
 
 static struct MHD_Daemon *start_daemon(unsigned flags, const server_options *o,
@@ -305,7 +302,7 @@ server_status server_run(const server_options *o, volatile sig_atomic_t *stop, c
         snprintf(err, errlen, "data dir path too long");
         return SERVER_ERR_ARG;
     }
-    if (file_make_dirs(o->data_dir, err, errlen))
+    if (file_io_make_dirs(o->data_dir, err, errlen))
         return SERVER_ERR_IO;
 
     server_status status = SERVER_OK;

@@ -258,7 +258,7 @@ static void run_job(jobs_pool *p, worker_slot *slot, int64_t id, const char *con
     if ((p->confine_data ? jobs_spec_parse_confined
                          : jobs_spec_parse)(config_json, strlen(config_json), p->data_root,
                                            &j->spec, j->err, sizeof j->err) ||
-        file_make_dirs(dir, j->err, sizeof j->err)) {
+        file_io_make_dirs(dir, j->err, sizeof j->err)) {
         fail_job(j);
         goto end;
     }

@@ -325,7 +325,7 @@ static void make_parent_dirs(const char *path)
     if (!slash || slash == dir)
         return;
     *slash = '\0';
-    file_make_dirs(dir, NULL, 0);
+    file_io_make_dirs(dir, NULL, 0);
 }
 
 static int pragma_int(registry *r, const char *sql, int *out)

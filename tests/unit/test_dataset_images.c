@@ -7,7 +7,6 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
-#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,28 +15,20 @@
 
 #include "engine/dataset.h"
 #include "engine/image.h"
+#include "tests/lib/harness.h"
 
 static char root[64];
-
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
 
 static int setup(void **state)
 {
     (void)state;
-    snprintf(root, sizeof root, "/tmp/vaed_test_dsimg_XXXXXX");
-    return mkdtemp(root) ? 0 : -1;
+    return harness_tmpdir(root, sizeof root);
 }
 
 static int teardown(void **state)
 {
     (void)state;
-    return nftw(root, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    return harness_rm_rf(root);
 }
 
 /* root/rel, made (with parents of depth one) when mkdir_it. */

@@ -9,7 +9,6 @@
 
 #include <cblas.h>
 #include <cjson/cJSON.h>
-#include <ftw.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,6 +20,7 @@
 #include "engine/safetensors.h"
 #include "server/jobs_pool.h"
 #include "server/registry.h"
+#include "tests/lib/harness.h"
 
 typedef struct {
     char dir[64];
@@ -67,8 +67,7 @@ static int setup(void **state)
 {
     fixture *f = calloc(1, sizeof *f);
     if (!f) return -1;
-    snprintf(f->dir, sizeof f->dir, "/tmp/vaed_test_job_pool_XXXXXX");
-    if (!mkdtemp(f->dir)) return -1;
+    if (harness_tmpdir(f->dir, sizeof f->dir) != 0) return -1;
     snprintf(f->images, sizeof f->images, "%s/d-images-idx3-ubyte", f->dir);
     snprintf(f->db, sizeof f->db, "%s/registry.db", f->dir);
     char err[256];
@@ -77,17 +76,11 @@ static int setup(void **state)
     return 0;
 }
 
-static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb, (void)flag, (void)ftw;
-    return remove(path);
-}
-
 static int teardown(void **state)
 {
     fixture *f = *state;
     registry_close(f->reg);
-    nftw(f->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    harness_rm_rf(f->dir);
     free(f);
     return 0;
 }

@@ -5,7 +5,6 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
-#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +13,7 @@
 
 #include "engine/vae.h"
 #include "server/jobs_spec.h"
+#include "tests/lib/harness.h"
 
 typedef struct {
     char dir[64];
@@ -50,8 +50,7 @@ static int setup(void **state)
 {
     fixture *f = calloc(1, sizeof *f);
     if (!f) return -1;
-    snprintf(f->dir, sizeof f->dir, "/tmp/vaed_test_job_spec_XXXXXX");
-    if (!mkdtemp(f->dir)) return -1;
+    if (harness_tmpdir(f->dir, sizeof f->dir) != 0) return -1;
     char labels[160];
     snprintf(f->images, sizeof f->images, "%s/d-images-idx3-ubyte", f->dir);
     snprintf(labels, sizeof labels, "%s/d-labels-idx1-ubyte", f->dir);
@@ -61,16 +60,10 @@ static int setup(void **state)
     return 0;
 }
 
-static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb, (void)flag, (void)ftw;
-    return remove(path);
-}
-
 static int teardown(void **state)
 {
     fixture *f = *state;
-    nftw(f->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    harness_rm_rf(f->dir);
     free(f);
     return 0;
 }

@@ -5,7 +5,6 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
-#include <ftw.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,6 +14,7 @@
 #include "engine/vae.h"
 #include "server/model_cache.h"
 #include "server/registry.h"
+#include "tests/lib/harness.h"
 
 typedef struct {
     char dir[64];
@@ -61,8 +61,7 @@ static int setup(void **state)
     fixture *f = calloc(1, sizeof *f);
     if (!f)
         return -1;
-    snprintf(f->dir, sizeof f->dir, "/tmp/vaed_test_model_cache_XXXXXX");
-    if (!mkdtemp(f->dir)) {
+    if (harness_tmpdir(f->dir, sizeof f->dir) != 0) {
         free(f);
         return -1;
     }
@@ -82,19 +81,13 @@ static int setup(void **state)
     return 0;
 }
 
-static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb, (void)flag, (void)ftw;
-    return remove(path);
-}
-
 static int teardown(void **state)
 {
     fixture *f = *state;
     registry_close(f->reg);
     vae_free(&f->a);
     vae_free(&f->b);
-    nftw(f->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    harness_rm_rf(f->dir);
     free(f);
     return 0;
 }

@@ -5,7 +5,6 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
-#include <ftw.h>
 #include <pthread.h>
 #include <sqlite3.h>
 #include <stdio.h>
@@ -16,6 +15,7 @@
 
 #include "server/registry.h"
 #include "server/sha256.h"
+#include "tests/lib/harness.h"
 
 extern const char *const vaed_schema_migrations[];
 extern const size_t vaed_schema_migration_count;
@@ -30,8 +30,7 @@ static int setup(void **state)
     fixture *f = calloc(1, sizeof *f);
     if (!f)
         return -1;
-    snprintf(f->dir, sizeof f->dir, "/tmp/vaed_test_registry_XXXXXX");
-    if (!mkdtemp(f->dir)) {
+    if (harness_tmpdir(f->dir, sizeof f->dir) != 0) {
         free(f);
         return -1;
     }
@@ -41,16 +40,10 @@ static int setup(void **state)
     return 0;
 }
 
-static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb, (void)flag, (void)ftw;
-    return remove(path);
-}
-
 static int teardown(void **state)
 {
     fixture *f = *state;
-    nftw(f->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    harness_rm_rf(f->dir);
     free(f);
     return 0;
 }

@@ -423,7 +423,7 @@ static void test_st_round_trip_file(void **state) {
     assert_int_equal(st_read_file(sub, &f, err, sizeof err), VAE_ERR_IO);
     char junk[256];
     snprintf(junk, sizeof junk, "%s/junk", dir);
-    assert_int_equal(file_write_atomic(junk, bytes, 3, err, sizeof err), VAE_OK);
+    assert_int_equal(file_io_write_atomic(junk, bytes, 3, err, sizeof err), VAE_OK);
     assert_int_equal(st_read_file(junk, &f, err, sizeof err), VAE_ERR_FORMAT);
     assert_non_null(strstr(err, junk));
     assert_null(f.owned_buf);
