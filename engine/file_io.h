@@ -7,7 +7,8 @@
  * file_io_write_atomic writes a temporary file beside the target, fsyncs it,
  * renames it over the target and fsyncs the directory: a reader sees the old
  * file or the whole new one, never part of it, and on failure the target is
- * untouched and no temporary file is left.
+ * untouched and no temporary file is left (but for a failed fsync of the
+ * directory after the rename: reported, with the new file in place).
  */
 #ifndef FILE_IO_H
 #define FILE_IO_H
