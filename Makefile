@@ -156,7 +156,7 @@ fuzz-build: $(FUZZ_NAMES:%=$(BUILD)/fuzz_%)
 # The concurrency tests under ThreadSanitizer: the job pool, the model,
 # response and data caches, the compute pool, and event streams and jobs
 # through the daemon (also built with TSan).
-TSAN_TESTS ?= unit_test_jobs_pool unit_test_model_cache unit_test_response_cache unit_test_compute_pool unit_test_data_cache http_test_jobs_api
+TSAN_TESTS ?= unit_test_jobs_pool unit_test_model_cache unit_test_response_cache unit_test_compute_pool unit_test_data_cache http_test_concurrency
 tsan: deps
 	@$(MAKE) --no-print-directory all BUILD=build-tsan OPT=-O1 SAN="-fsanitize=thread -fno-omit-frame-pointer"
 	@bash scripts/get-data.sh all

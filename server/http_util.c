@@ -27,6 +27,7 @@ static const struct {
     [HTTP_ERR_LENGTH_REQUIRED] = {MHD_HTTP_LENGTH_REQUIRED, "length_required"},
     [HTTP_ERR_UNPROCESSABLE] = {MHD_HTTP_UNPROCESSABLE_CONTENT, "unprocessable"},
     [HTTP_ERR_TOO_MANY_REQUESTS] = {MHD_HTTP_TOO_MANY_REQUESTS, "too_many_requests"},
+    [HTTP_ERR_INSUFFICIENT_STORAGE] = {MHD_HTTP_INSUFFICIENT_STORAGE, "insufficient_storage"},
 };
 
 unsigned int http_error_status(http_error e)
@@ -62,6 +63,8 @@ http_error http_error_from_registry(registry_status s)
         return HTTP_ERR_UNAVAILABLE;
     case REGISTRY_ERR_DB:
         return HTTP_ERR_INTERNAL;
+    case REGISTRY_ERR_FULL:
+        return HTTP_ERR_INSUFFICIENT_STORAGE;
     }
     return HTTP_ERR_INTERNAL;
 }

@@ -31,7 +31,8 @@ typedef enum {
     REGISTRY_ERR_NOT_FOUND, /* no such model / version / alias */
     REGISTRY_ERR_CONFLICT,  /* e.g. deleting a version an alias points at */
     REGISTRY_ERR_ARG,       /* bad name or value */
-    REGISTRY_ERR_NOMEM
+    REGISTRY_ERR_NOMEM,
+    REGISTRY_ERR_FULL       /* the disk is full (SQLITE_FULL): nothing was written */
 } registry_status;
 
 typedef struct registry registry;

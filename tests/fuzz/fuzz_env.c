@@ -358,8 +358,10 @@ void fuzz_env_check_reply(const fuzz_env_reply *r, int is_head)
         return; /* the daemon closed: a request it could not read (cut short) */
     FUZZ_CHECK(r->status >= 100 && r->status <= 599, "no status line: %.200s",
                (const char *)r->raw);
-    FUZZ_CHECK(r->status != 500, "500 without an injected fault: %.600s",
-               (const char *)r->raw);
+    /* Every response, not only the first: pipelined requests can set up the
+     * state (an upload, an alias) that a later one trips on. */
+    const char *s500 = strstr((const char *)r->raw, "HTTP/1.1 500 ");
+    FUZZ_CHECK(s500 == NULL, "500 without an injected fault: %.600s", s500);
     if (r->status < 400 || is_head || !r->body || r->body_len == 0)
         return;
     /* A request libmicrohttpd refuses itself (malformed, headers too large)

@@ -88,7 +88,8 @@ void fuzz_env_reply_free(fuzz_env_reply *r);
 /* Checks what every response must be, whatever the request: a status line,
  * and for every error status a body of exactly
  * {"error":{"code":"...","message":"..."}} (not for HEAD, whose body MHD
- * leaves out); never 500, since no fault is injected here. */
+ * leaves out); never 500 in any of the responses, since no fault is
+ * injected here. */
 void fuzz_env_check_reply(const fuzz_env_reply *r, int is_head);
 
 /* Reads a little-endian u16 at p (p[0..2) must be in range). */

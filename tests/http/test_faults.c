@@ -3,8 +3,9 @@
  * a checkpoint upload, a model load, a training job (its start, its resume
  * saves each epoch, its registration), and daemon start. After every N:
  *   - the answer was a success, an error status of 5xx with the JSON error
- *     body, or (when the fault hit the building of the answer itself) a
- *     dropped connection — never another status;
+ *     body (507 for an upload on a full disk), or (when the fault hit the
+ *     building of the answer itself) a dropped connection — never another
+ *     status;
  *   - a success left its version, an error left none, and every version in
  *     the registry is whole (registry_check: integrity_check ok, every blob
  *     hashes to its name and loads as a checkpoint);
@@ -201,6 +202,7 @@ static void op_upload(env *e, fault_kind kind, int64_t n, fault_counts *counts)
     int rc = harness_request(e->port, "POST", "/models/up/checkpoints", octet_headers, b, len, &r);
     disarm(e, counts);
     answer a = classify(rc, &r, 201, 200, "upload", n, kind);
+    int status = r.status;
     char said[300];
     snprintf(said, sizeof said, "%.280s", r.body ? (const char *)r.body : "");
     harness_response_free(&r);
@@ -208,6 +210,10 @@ static void op_upload(env *e, fault_kind kind, int64_t n, fault_counts *counts)
     check_registry(e, &rep);
     int64_t version = registry_check_find(&rep, "up", sha);
     registry_check_free(&rep);
+    /* An upload writes only through SQLite: a full disk is 507. */
+    if (a == ANSWER_ERROR && kind == FAULT_WRITE && !version && status != 507)
+        fail_msg("upload on a full disk (write fault %" PRId64 ") answered %d: %s", n, status,
+                 said);
     if (a == ANSWER_OK && version == 0)
         fail_msg("upload with %s fault %" PRId64 ": acknowledged but not stored",
                  fault_kind_name(kind), n);
