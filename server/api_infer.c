@@ -202,14 +202,16 @@ static enum MHD_Result infer_queue(infer_request *r)
  * (~2,600 vs ~1,700 req/s), so only batches of a few images stay here. */
 static int infer_is_cheap(const infer_request *r)
 {
+    /* A PNG to decode never is: its cost is the decoder's, not its length. */
+    int png = r->body_png || (r->body && memmem(r->body, r->body_len, "png_base64", 10));
     switch (r->kind) {
     case INFER_SAMPLE:
         return r->n <= API_INFER_INLINE_IMAGES;
     case INFER_ENCODE:
     case INFER_DECODE:
-        return r->body_len <= API_INFER_INLINE_BODY;
+        return !png && r->body_len <= API_INFER_INLINE_BODY;
     case INFER_INTERP_POST:
-        return r->body_len <= 2 * API_INFER_INLINE_BODY;
+        return !png && r->body_len <= 2 * API_INFER_INLINE_BODY;
     case INFER_INTERP_GET:
         return r->steps <= API_INFER_INLINE_IMAGES;
     }
