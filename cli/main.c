@@ -64,6 +64,7 @@ static int cmd_serve(int argc, char **argv)
     long response_cache_mb = (long)o.response_cache_mb;
     long max_upload_mb = (long)(o.max_upload >> 20), workers = o.workers;
     long job_mem_mb = (long)o.job_mem_mb;
+    long max_bodies_mb = (long)o.max_bodies_mb, max_per_ip = (long)o.max_per_ip;
     const char *token_file = NULL;
     cli_option opts[] = {
         {"listen", CLI_STRING, &o.listen, 0, 0, "ADDR:PORT to listen on (default 127.0.0.1:8080)"},
@@ -81,6 +82,10 @@ static int cmd_serve(int argc, char **argv)
         {"token-file", CLI_STRING, &token_file, 0, 0, "bearer token mutations need (else $VAED_TOKEN)"},
         {"workers", CLI_LONG, &workers, 0, 64, "training worker threads (default 1)"},
         {"job-mem-mb", CLI_LONG, &job_mem_mb, 1, 1 << 20, "largest memory estimate of a job, MiB"},
+        {"max-bodies-mb", CLI_LONG, &max_bodies_mb, 0, 1 << 20,
+         "request bodies held at once, all connections, MiB (default 512, 0 = no limit)"},
+        {"max-per-ip", CLI_LONG, &max_per_ip, 0, 100000,
+         "open connections from one address (default 128, 0 = no limit)"},
     };
     int rc = cli_parse("serve", argc, argv, opts, sizeof opts / sizeof opts[0], NULL);
     if (rc) return rc == CLI_HELP ? 0 : 2;
@@ -93,6 +98,8 @@ static int cmd_serve(int argc, char **argv)
     o.max_upload = (size_t)max_upload_mb << 20;
     o.workers = (int)workers;
     o.job_mem_mb = (size_t)job_mem_mb;
+    o.max_bodies_mb = (size_t)max_bodies_mb;
+    o.max_per_ip = (unsigned)max_per_ip;
     char token[512] = "";
     if (token_file) {
         FILE *tf = fopen(token_file, "r");

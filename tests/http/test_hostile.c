@@ -133,6 +133,112 @@ static void expect_healthy(void)
     harness_response_free(&r);
 }
 
+
+/* ---- attack connections ---------------------------------------------------- */
+
+/* A TCP connection to 127.0.0.1:port from source address src ("127.0.0.2"):
+ * the fd, or -1. */
+static int connect_from(const char *src, int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -1;
+    struct sockaddr_in a = {.sin_family = AF_INET};
+    inet_pton(AF_INET, src, &a.sin_addr);
+    struct sockaddr_in to = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    inet_pton(AF_INET, "127.0.0.1", &to.sin_addr);
+    if (bind(fd, (struct sockaddr *)&a, sizeof a) || connect(fd, (struct sockaddr *)&to, sizeof to)) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+static int send_all(int fd, const void *p, size_t len)
+{
+    const char *b = p;
+    while (len) {
+        ssize_t n = send(fd, b, len, MSG_NOSIGNAL);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return -1;
+        b += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+/* What came back on fd within ms milliseconds (NUL-terminated, at most
+ * cap - 1 bytes): its length, 0 when the server closed without a word, -1
+ * when nothing came (still open). */
+static ssize_t read_within(int fd, char *buf, size_t cap, int ms)
+{
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    if (poll(&p, 1, ms) <= 0)
+        return -1;
+    ssize_t n = recv(fd, buf, cap - 1, 0);
+    if (n < 0)
+        n = 0; /* reset: closed */
+    buf[n] = '\0';
+    return n;
+}
+
+/* GET /healthz n times from 127.0.0.1, one after another: each must be a
+ * 200; returns the 99th percentile of their times (seconds). */
+static double healthz_p99(int port, int n)
+{
+    double *t = calloc((size_t)n, sizeof *t);
+    assert_non_null(t);
+    for (int i = 0; i < n; i++) {
+        double t0 = now_s();
+        harness_response r;
+        assert_int_equal(harness_request(port, "GET", "/healthz", NULL, NULL, 0, &r), 0);
+        assert_int_equal(r.status, 200);
+        harness_response_free(&r);
+        t[i] = now_s() - t0;
+    }
+    for (int i = 1; i < n; i++) /* insertion sort: n is small */
+        for (int j = i; j > 0 && t[j] < t[j - 1]; j--) {
+            double x = t[j];
+            t[j] = t[j - 1];
+            t[j - 1] = x;
+        }
+    double p99 = t[(n * 99) / 100 < n ? (n * 99) / 100 : n - 1];
+    free(t);
+    return p99;
+}
+
+/* A daemon of its own, with a model, started with args. */
+static int start_own(harness_daemon *d, char *dir, size_t dirlen, const char *const *args)
+{
+    char err[256];
+    assert_int_equal(harness_tmpdir(dir, dirlen), 0);
+    assert_int_equal(harness_put_model(dir, "digits", NULL, 7, NULL, err, sizeof err), 0);
+    int port = harness_daemon_start(d, dir, args);
+    assert_true(port > 0);
+    return port;
+}
+
+static void stop_own(harness_daemon *d, const char *dir)
+{
+    assert_int_equal(harness_daemon_stop(d), 0);
+    harness_rm_rf(dir);
+}
+
+/* A counter of /metrics: vaed_limit_refusals_total{limit="name"}. */
+static long refusals(int port, const char *name)
+{
+    harness_response r;
+    assert_int_equal(harness_request(port, "GET", "/metrics", NULL, NULL, 0, &r), 0);
+    char key[96];
+    snprintf(key, sizeof key, "vaed_limit_refusals_total{limit=\"%s\"} ", name);
+    const char *at = strstr((const char *)r.body, key);
+    long v = at ? strtol(at + strlen(key), NULL, 10) : -1;
+    harness_response_free(&r);
+    return v;
+}
+
 /* ---- PNGs ------------------------------------------------------------------- */
 
 static void put_be32(uint8_t *p, uint32_t v)
@@ -255,11 +361,164 @@ static void test_png_size_bomb(void **state)
     expect_healthy();
 }
 
+
+/* ---- bodies ------------------------------------------------------------------ */
+
+/* 250 connections each declaring a 16 MiB body and sending all of it but
+ * the last byte: only as many as the body budget holds are read (each
+ * reserves its whole declared length when its headers are in), the rest
+ * are answered 503 at once; /healthz answers meanwhile, and the budget is
+ * whole again once the clients go. */
+static void test_held_bodies_budget(void **state)
+{
+    (void)state;
+    enum { N = 250 };
+    char dir[HARNESS_PATH_MAX];
+    harness_daemon d;
+    const char *const args[] = {"--max-bodies-mb", "64", "--max-upload", "16", "--max-per-ip", "0", "--timeout", "60",
+                                NULL};
+    int port = start_own(&d, dir, sizeof dir, args);
+    double idle = healthz_p99(port, 100);
+    size_t body = (size_t)16 << 20;
+    char head[256];
+    int head_len = snprintf(head, sizeof head,
+                            "POST /decode HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                            "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n",
+                            body);
+    char *filler = malloc(body);
+    assert_non_null(filler);
+    memset(filler, ' ', body);
+    long base = peak_reset(d.pid);
+    int fds[N], refused = 0, held = 0;
+    for (int i = 0; i < N; i++) {
+        fds[i] = connect_from("127.0.0.2", port);
+        assert_true(fds[i] >= 0);
+        assert_int_equal(send_all(fds[i], head, (size_t)head_len), 0);
+    }
+    for (int i = 0; i < N; i++) {
+        char buf[1024];
+        ssize_t n = read_within(fds[i], buf, sizeof buf, 100 * harness_slowdown());
+        if (n > 0) {
+            assert_non_null(strstr(buf, "HTTP/1.1 503"));
+            assert_non_null(strcasestr(buf, "\r\nRetry-After: 1\r\n"));
+            assert_non_null(strstr(buf, "max-bodies-mb"));
+            refused++;
+            close(fds[i]);
+            fds[i] = -1;
+        } else {
+            /* read: all but the last byte */
+            assert_int_equal(send_all(fds[i], filler, body - 1), 0);
+            held++;
+        }
+    }
+    print_message("held bodies: %d read, %d refused\n", held, refused);
+    assert_true(held >= 1 && held <= 4);
+    assert_int_equal(held + refused, N);
+    double attacked = healthz_p99(port, 100);
+    print_message("held bodies: /healthz p99 %.2f ms idle, %.2f ms while held\n", idle * 1e3,
+                  attacked * 1e3);
+    assert_true(attacked < 0.5 * harness_slowdown());
+    assert_true(peak_growth_kb(d.pid, base, "held bodies") < 128 * 1024);
+    assert_true(refusals(port, "bodies_held") >= refused);
+    for (int i = 0; i < N; i++)
+        if (fds[i] >= 0)
+            close(fds[i]);
+    free(filler);
+    /* The budget is whole again: a body of 16 MiB is read. */
+    usleep(200 * 1000);
+    const char *json[] = {"Content-Type: application/json", NULL};
+    char *big = malloc(body);
+    assert_non_null(big);
+    memset(big, ' ', body);
+    const char z[] = "{\"z\": [[0, 0, 0, 0]]}";
+    memcpy(big, z, sizeof z - 1); /* then white space */
+    harness_response r;
+    assert_int_equal(harness_request(port, "POST", "/decode", json, big, body, &r), 0);
+    assert_int_equal(r.status, 200);
+    harness_response_free(&r);
+    free(big);
+    stop_own(&d, dir);
+}
+
+/* A body sent to a route that takes none is refused when its headers are
+ * in: not one byte of the 16 MiB it declares is read. */
+static void test_body_on_bodiless_route(void **state)
+{
+    (void)state;
+    static const char *const heads[] = {
+        "POST /sample?n=1 HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 16777216\r\n\r\n",
+        "POST /jobs/1/cancel HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 16777216\r\n\r\n",
+        "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 16777216\r\n\r\n",
+        "DELETE /models/digits/versions/1 HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        "Content-Length: 16777216\r\n\r\n",
+        "POST /nowhere HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 16777216\r\n\r\n",
+    };
+    static const char *const want[] = {"HTTP/1.1 413", "HTTP/1.1 413", "HTTP/1.1 413",
+                                       "HTTP/1.1 413", "HTTP/1.1 404"};
+    long before = refusals(fx.port, "no_body");
+    for (size_t i = 0; i < sizeof heads / sizeof heads[0]; i++) {
+        int fd = connect_from("127.0.0.2", fx.port);
+        assert_true(fd >= 0);
+        assert_int_equal(send_all(fd, heads[i], strlen(heads[i])), 0);
+        char buf[2048];
+        ssize_t n = read_within(fd, buf, sizeof buf, 2000 * harness_slowdown());
+        if (n <= 0 || strncmp(buf, want[i], strlen(want[i])))
+            fail_msg("%s-> %s", heads[i], n > 0 ? buf : "nothing");
+        close(fd);
+    }
+    assert_int_equal(refusals(fx.port, "no_body"), before + 4);
+    expect_healthy();
+}
+
+/* One address may hold --max-per-ip connections; past that libmicrohttpd
+ * does not take them, while other addresses are served. */
+static void test_per_ip_limit(void **state)
+{
+    (void)state;
+    enum { N = 40, LIMIT = 8 };
+    char dir[HARNESS_PATH_MAX];
+    harness_daemon d;
+    const char *const args[] = {"--max-per-ip", "8", "--threads", "2", NULL};
+    int port = start_own(&d, dir, sizeof dir, args);
+    int fds[N], open_n = 0;
+    for (int i = 0; i < N; i++) {
+        fds[i] = connect_from("127.0.0.2", port);
+        assert_true(fds[i] >= 0);
+    }
+    usleep(300 * 1000);
+    for (int i = 0; i < N; i++) {
+        char buf[64];
+        if (read_within(fds[i], buf, sizeof buf, 10) < 0)
+            open_n++; /* nothing came: still open */
+    }
+    print_message("per-ip: %d of %d connections kept (limit %d)\n", open_n, N, LIMIT);
+    assert_true(open_n >= LIMIT && open_n <= LIMIT + 2); /* + one per other polling thread */
+    assert_true(refusals(port, "per_ip_connections") >= N - open_n);
+    double p99 = healthz_p99(port, 50);
+    print_message("per-ip: /healthz p99 %.2f ms from another address\n", p99 * 1e3);
+    for (int i = 0; i < N; i++)
+        close(fds[i]);
+    /* The slots free up with the connections. */
+    usleep(200 * 1000);
+    int again = connect_from("127.0.0.2", port);
+    assert_true(again >= 0);
+    const char req[] = "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
+    assert_int_equal(send_all(again, req, sizeof req - 1), 0);
+    char buf[512];
+    assert_true(read_within(again, buf, sizeof buf, 2000 * harness_slowdown()) > 0);
+    assert_non_null(strstr(buf, "HTTP/1.1 200"));
+    close(again);
+    stop_own(&d, dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_png_text_bomb),
         cmocka_unit_test(test_png_size_bomb),
+        cmocka_unit_test(test_held_bodies_budget),
+        cmocka_unit_test(test_body_on_bodiless_route),
+        cmocka_unit_test(test_per_ip_limit),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
