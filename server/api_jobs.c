@@ -434,26 +434,13 @@ static int answer_job(answer *a, jobs_pool *p, int64_t id, unsigned status, jobs
     return failed;
 }
 
-/* 1 when the Content-Type header (may be NULL) is application/json, with or
- * without parameters. */
-static int is_json_type(const char *ct)
-{
-    if (!ct)
-        return 0;
-    while (*ct == ' ')
-        ct++;
-    size_t n = strlen("application/json");
-    return !strncasecmp(ct, "application/json", n) &&
-           (ct[n] == '\0' || ct[n] == ';' || ct[n] == ' ');
-}
-
-/* A body the pool may read: JSON by its Content-Type (when given, else 415)
- * and a JSON object (else 400; a readable spec that does not fit is the
- * pool's 422). */
+/* A body the pool may read: JSON by its Content-Type (else 415: a page of
+ * another site can post a body without one, or as text/plain, but not as
+ * application/json without the server's consent) and a JSON object (else
+ * 400; a readable spec that does not fit is the pool's 422). */
 static int json_object_body(struct MHD_Connection *c, const http_request *req, answer *a)
 {
-    const char *ct = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
-    if (ct && !is_json_type(ct))
+    if (!http_content_type_is(c, "application/json"))
         return answer_fail(a, HTTP_ERR_UNSUPPORTED_MEDIA,
                            "a job is a JSON object: send Content-Type: application/json");
     cJSON *probe = req->body ? cJSON_ParseWithLengthOpts(req->body, req->body_len, NULL, 0)

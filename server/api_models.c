@@ -403,22 +403,6 @@ enum MHD_Result api_models_get_version_file(http_ctx *ctx, struct MHD_Connection
 
 /* ---- POST /models/{name}/checkpoints ---------------------------------- */
 
-static int is_octet_stream(const char *ctype)
-{
-    if (!ctype)
-        return 0;
-    while (*ctype == ' ')
-        ctype++;
-    static const char want[] = "application/octet-stream";
-    size_t n = sizeof want - 1;
-    if (strncasecmp(ctype, want, n))
-        return 0;
-    const char *rest = ctype + n;
-    while (*rest == ' ')
-        rest++;
-    return !*rest || *rest == ';';
-}
-
 static int is_sha256_hex(const char *s)
 {
     if (strlen(s) != 64)
@@ -439,7 +423,7 @@ static http_error upload_params(struct MHD_Connection *c, const http_request *re
         return e;
     const char *ctype =
         MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
-    if (!is_octet_stream(ctype)) {
+    if (!http_content_type_is(c, "application/octet-stream")) {
         snprintf(msg, msglen,
                  "a checkpoint upload is the safetensors file itself, sent with Content-Type: "
                  "application/octet-stream (got %.64s)",
@@ -633,8 +617,8 @@ enum MHD_Result api_models_delete_version(http_ctx *ctx, struct MHD_Connection *
 
 /* ---- PUT and DELETE /models/{name}/aliases/{alias} -------------------- */
 
-static http_error alias_put(http_ctx *ctx, const http_request *req, cJSON **out, char *msg,
-                            size_t msglen)
+static http_error alias_put(http_ctx *ctx, struct MHD_Connection *c, const http_request *req,
+                            cJSON **out, char *msg, size_t msglen)
 {
     const char *name;
     http_error e = model_param(req, &name, msg, msglen);
@@ -642,6 +626,12 @@ static http_error alias_put(http_ctx *ctx, const http_request *req, cJSON **out,
         e = alias_param(req, msg, msglen);
     if (e != HTTP_ERR_NONE)
         return e;
+    /* JSON by its type: a page of another site cannot send that unasked. */
+    if (!http_content_type_is(c, "application/json")) {
+        snprintf(msg, msglen,
+                 "the body is JSON, {\"version\": N}: send Content-Type: application/json");
+        return HTTP_ERR_UNSUPPORTED_MEDIA;
+    }
     const char *alias = req->params[1];
     cJSON *body = req->body ? cJSON_ParseWithLengthOpts(req->body, req->body_len, NULL, 0)
                             : NULL; /* owned: freed below */
@@ -677,7 +667,10 @@ static http_error alias_put(http_ctx *ctx, const http_request *req, cJSON **out,
 
 enum MHD_Result api_models_put_alias(http_ctx *ctx, struct MHD_Connection *c, http_request *req)
 {
-    return serve_json(ctx, c, req, alias_put);
+    char msg[HTTP_MESSAGE_MAX];
+    cJSON *root = NULL;
+    http_error e = alias_put(ctx, c, req, &root, msg, sizeof msg);
+    return reply_json(c, e, msg, MHD_HTTP_OK, root);
 }
 
 static http_error alias_delete(http_ctx *ctx, const http_request *req, char *msg, size_t msglen)

@@ -62,6 +62,7 @@ typedef struct {
     size_t bodies_max;         /* bytes; 0 = no budget */
     size_t bodies_held;        /* atomic: bytes reserved by bodies read or being read */
     unsigned per_ip_max;       /* 0 = no limit */
+    char listen_host[64];      /* the host of --listen: a Host a tokenless daemon also serves */
     pthread_mutex_t ip_mu;     /* guards ips */
     ip_slot *ips;              /* owned: one slot per address with a connection open */
     size_t n_ips, cap_ips;
@@ -231,6 +232,37 @@ static enum MHD_Result answer_early(http_request *req, enum MHD_Result queued)
 static enum MHD_Result on_headers(http_transport *t, struct MHD_Connection *c, http_request *req)
 {
     const server_options *o = t->ctx.opts;
+    /* Without a token every request could change the registry, so only
+     * this machine may send one: a page that rebinds its own name to
+     * 127.0.0.1 still sends that name as Host, and a page that posts here
+     * from another origin says so in Origin (browsers send it on every
+     * request that is not GET or HEAD). */
+    if (!o->token) {
+        const char *host = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_HOST);
+        const char *origin =
+            MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_ORIGIN);
+        int reads = !strcmp(req->method, "GET") || !strcmp(req->method, "HEAD");
+        char shown[64];
+        if (host && !http_host_is_local(host, t->listen_host)) {
+            metrics_count_refusal(METRICS_LIMIT_HOST);
+            printable(shown, sizeof shown, host);
+            return answer_early(req, http_send_error(
+                                         c, HTTP_ERR_FORBIDDEN,
+                                         "Host %s is not this machine: a server without a token "
+                                         "answers only to localhost, 127.0.0.1 and its --listen "
+                                         "name",
+                                         shown));
+        }
+        if (origin && !reads && !http_origin_is_local(origin, t->listen_host)) {
+            metrics_count_refusal(METRICS_LIMIT_ORIGIN);
+            printable(shown, sizeof shown, origin);
+            return answer_early(req, http_send_error(
+                                         c, HTTP_ERR_FORBIDDEN,
+                                         "a page from %s may not send %s requests to a server "
+                                         "without a token",
+                                         shown, req->method));
+        }
+    }
     const routes_entry *route = routes_find(req->method, req->path, req);
     req->route = route ? route->path : NULL;
     if (!route) /* 404 or 405: nothing of the body is needed */
@@ -489,6 +521,9 @@ server_status server_run(const server_options *o, volatile sig_atomic_t *stop, c
     struct MHD_Daemon *d = NULL;      /* owned: stopped at end */
     http_transport transport = {.bodies_max = o->max_bodies_mb << 20,
                                 .per_ip_max = o->max_per_ip}; /* ips owned: freed at end */
+    const char *colon = strrchr(o->listen, ':'); /* parse_listen checked it */
+    snprintf(transport.listen_host, sizeof transport.listen_host, "%.*s",
+             (int)(colon - o->listen), o->listen);
     pthread_mutex_init(&transport.ip_mu, NULL);
     char why[256];
 

@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -237,6 +238,124 @@ static long refusals(int port, const char *name)
     long v = at ? strtol(at + strlen(key), NULL, 10) : -1;
     harness_response_free(&r);
     return v;
+}
+
+
+/* ---- a tokenless daemon on a desktop ------------------------------------------ */
+
+/* Sends method path with the given extra header lines ("Name: v\r\n"...) and
+ * body to port; returns the status (the response in *r, caller frees). */
+static int raw_status(int port, const char *method, const char *path, const char *headers,
+                      const char *body, harness_response *r)
+{
+    char req[2048];
+    snprintf(req, sizeof req, "%s %s HTTP/1.1\r\n%sContent-Length: %zu\r\nConnection: close\r\n\r\n%s",
+             method, path, headers, body ? strlen(body) : 0, body ? body : "");
+    harness_send_raw(port, req, strlen(req), r);
+    return r->status;
+}
+
+static void expect_status(int port, const char *method, const char *path, const char *headers,
+                          const char *body, int status, const char *code)
+{
+    harness_response r;
+    int got = raw_status(port, method, path, headers, body, &r);
+    if (code ? !harness_expect_error(&r, status, code) : got != status)
+        fail_msg("%s %s with %s-> %d %.300s", method, path, headers, got,
+                 r.body ? (const char *)r.body : "");
+    harness_response_free(&r);
+}
+
+/* A page that rebinds its name to 127.0.0.1 sends that name as Host; a page
+ * of another site that posts here sends its Origin; a body posted with no
+ * Content-Type is what a page can send without asking. None gets through a
+ * server without a token; this machine's own names do. */
+static void test_tokenless_rebinding_and_origin(void **state)
+{
+    (void)state;
+    const char job[] = "{\"model\": \"m\", \"data\": \"mnist\", \"epochs\": 1, \"limit\": 64}";
+    long hosts = refusals(fx.port, "host"), origins = refusals(fx.port, "origin");
+    /* rebinding: every route, reads included */
+    expect_status(fx.port, "GET", "/models", "Host: attacker.example\r\n", NULL, 403, "forbidden");
+    expect_status(fx.port, "GET", "/models/digits/versions/1/file",
+                  "Host: attacker.example:8080\r\n", NULL, 403, "forbidden");
+    expect_status(fx.port, "DELETE", "/models/digits/versions/1", "Host: attacker.example\r\n",
+                  NULL, 403, "forbidden");
+    expect_status(fx.port, "POST", "/jobs",
+                  "Host: attacker.example\r\nContent-Type: application/json\r\n", job, 403,
+                  "forbidden");
+    assert_int_equal(refusals(fx.port, "host"), hosts + 4);
+    /* a foreign Origin on anything that is not a read */
+    const char *foreign = "Host: 127.0.0.1\r\nOrigin: http://attacker.example\r\n";
+    expect_status(fx.port, "DELETE", "/models/digits/versions/1", foreign, NULL, 403, "forbidden");
+    expect_status(fx.port, "POST", "/jobs/1/cancel", foreign, NULL, 403, "forbidden");
+    expect_status(fx.port, "POST", "/sample?n=1", "Host: 127.0.0.1\r\nOrigin: null\r\n", NULL,
+                  403, "forbidden");
+    char headers[256];
+    snprintf(headers, sizeof headers, "%sContent-Type: application/json\r\n", foreign);
+    expect_status(fx.port, "PUT", "/models/digits/aliases/prod", headers, "{\"version\": 1}", 403,
+                  "forbidden");
+    assert_int_equal(refusals(fx.port, "origin"), origins + 4);
+    /* no Content-Type, or a form's: 415 before the body is looked at */
+    expect_status(fx.port, "POST", "/jobs", "Host: 127.0.0.1\r\n", job, 415,
+                  "unsupported_media_type");
+    expect_status(fx.port, "PUT", "/models/digits/aliases/prod",
+                  "Host: 127.0.0.1\r\nContent-Type: text/plain\r\n", "{\"version\": 1}", 415,
+                  "unsupported_media_type");
+    /* nothing changed */
+    expect_status(fx.port, "GET", "/models/digits/versions/1", "Host: 127.0.0.1\r\n", NULL, 200,
+                  NULL);
+    expect_status(fx.port, "GET", "/models/digits/versions/prod", "Host: 127.0.0.1\r\n", NULL,
+                  404, "model_not_found");
+    harness_response r;
+    assert_int_equal(harness_request(fx.port, "GET", "/jobs", NULL, NULL, 0, &r), 0);
+    cJSON *root = harness_json(&r);
+    assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(root, "jobs")), 0);
+    cJSON_Delete(root);
+    harness_response_free(&r);
+    /* this machine's own names, and reads from any page (the browser keeps
+     * their answers from it: no CORS headers) */
+    snprintf(headers, sizeof headers, "Host: localhost:%d\r\n", fx.port);
+    expect_status(fx.port, "GET", "/healthz", headers, NULL, 200, NULL);
+    expect_status(fx.port, "GET", "/healthz", "Host: 127.0.0.1\r\nOrigin: http://attacker.example\r\n",
+                  NULL, 200, NULL);
+    snprintf(headers, sizeof headers,
+             "Host: localhost:%d\r\nOrigin: http://localhost:%d\r\n"
+             "Content-Type: application/json\r\n",
+             fx.port, fx.port);
+    expect_status(fx.port, "PUT", "/models/digits/aliases/prod", headers, "{\"version\": 1}", 200,
+                  NULL);
+    expect_healthy();
+}
+
+/* With a token the daemon may be reached by any name: curl and a CI job
+ * (no Origin, any Host) keep working, and the token is what guards. */
+static void test_token_any_host(void **state)
+{
+    (void)state;
+    char dir[HARNESS_PATH_MAX], err[256];
+    assert_int_equal(harness_tmpdir(dir, sizeof dir), 0);
+    char token_path[HARNESS_PATH_MAX + 16];
+    snprintf(token_path, sizeof token_path, "%s/token", dir);
+    FILE *f = fopen(token_path, "w");
+    assert_non_null(f);
+    fputs("0123456789abcdef0123\n", f);
+    fclose(f);
+    assert_int_equal(chmod(token_path, 0600), 0);
+    assert_int_equal(harness_put_model(dir, "digits", NULL, 7, NULL, err, sizeof err), 0);
+    harness_daemon d;
+    const char *const args[] = {"--token-file", token_path, NULL};
+    int port = harness_daemon_start(&d, dir, args);
+    assert_true(port > 0);
+    expect_status(port, "GET", "/models", "Host: vaed.example.com\r\n", NULL, 200, NULL);
+    expect_status(port, "PUT", "/models/digits/aliases/prod",
+                  "Host: vaed.example.com:8080\r\nContent-Type: application/json\r\n",
+                  "{\"version\": 1}", 401, "unauthorized");
+    expect_status(port, "PUT", "/models/digits/aliases/prod",
+                  "Host: vaed.example.com:8080\r\nContent-Type: application/json\r\n"
+                  "Authorization: Bearer 0123456789abcdef0123\r\n",
+                  "{\"version\": 1}", 200, NULL);
+    stop_own(&d, dir);
 }
 
 /* ---- PNGs ------------------------------------------------------------------- */
@@ -519,6 +638,8 @@ int main(void)
         cmocka_unit_test(test_held_bodies_budget),
         cmocka_unit_test(test_body_on_bodiless_route),
         cmocka_unit_test(test_per_ip_limit),
+        cmocka_unit_test(test_tokenless_rebinding_and_origin),
+        cmocka_unit_test(test_token_any_host),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
