@@ -65,6 +65,7 @@ static int cmd_serve(int argc, char **argv)
     long max_upload_mb = (long)(o.max_upload >> 20), workers = o.workers;
     long job_mem_mb = (long)o.job_mem_mb;
     long max_bodies_mb = (long)o.max_bodies_mb, max_per_ip = (long)o.max_per_ip;
+    long max_streams = o.max_streams, stream_max_s = o.stream_max_s;
     const char *token_file = NULL;
     cli_option opts[] = {
         {"listen", CLI_STRING, &o.listen, 0, 0, "ADDR:PORT to listen on (default 127.0.0.1:8080)"},
@@ -86,6 +87,10 @@ static int cmd_serve(int argc, char **argv)
          "request bodies held at once, all connections, MiB (default 512, 0 = no limit)"},
         {"max-per-ip", CLI_LONG, &max_per_ip, 0, 100000,
          "open connections from one address (default 128, 0 = no limit)"},
+        {"max-streams", CLI_LONG, &max_streams, 0, 100000,
+         "open GET /jobs/ID/events streams (default 32)"},
+        {"stream-max-s", CLI_LONG, &stream_max_s, 1, 86400,
+         "seconds an event stream lasts; clients resume with Last-Event-ID (default 600)"},
     };
     int rc = cli_parse("serve", argc, argv, opts, sizeof opts / sizeof opts[0], NULL);
     if (rc) return rc == CLI_HELP ? 0 : 2;
@@ -100,6 +105,8 @@ static int cmd_serve(int argc, char **argv)
     o.job_mem_mb = (size_t)job_mem_mb;
     o.max_bodies_mb = (size_t)max_bodies_mb;
     o.max_per_ip = (unsigned)max_per_ip;
+    o.max_streams = (int)max_streams;
+    o.stream_max_s = (int)stream_max_s;
     char token[512] = "";
     if (token_file) {
         FILE *tf = fopen(token_file, "r");

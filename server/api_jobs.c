@@ -39,6 +39,7 @@ typedef struct sse_stream {
     int64_t job_id;
     int64_t last_seq;            /* the newest event sent */
     double last_write;           /* CLOCK_MONOTONIC seconds of the last bytes handed to MHD */
+    double ends_at;              /* CLOCK_MONOTONIC seconds: --stream-max-s after it began */
     char *out;                   /* owned: formatted text not yet handed to MHD */
     size_t out_len, out_off, out_cap;
     int ending;                  /* a final state event is in out: end once it is sent */
@@ -58,6 +59,9 @@ struct api_jobs {
     int watcher_started;
     pthread_t watcher;
     sse_stream *waiting;       /* suspended streams (each owned by its MHD response) */
+    int n_streams;             /* open streams, at most max_streams */
+    int max_streams;
+    double stream_max_s;
     job_rate rates[API_JOBS_MAX_RATES];
     int n_rates;
 };
@@ -127,7 +131,7 @@ static double metrics_training_rate(void *arg)
  * been quiet long enough for a keep-alive. Under api_jobs.mu. */
 static int stream_due(api_jobs *J, const sse_stream *s, double now)
 {
-    if (now - s->last_write >= API_JOBS_KEEPALIVE_S - 0.01)
+    if (now - s->last_write >= API_JOBS_KEEPALIVE_S - 0.01 || now >= s->ends_at)
         return 1;
     int64_t seq = 0;
     int rc = registry_get_job_last_seq(J->reg, s->job_id, &seq, NULL, NULL, 0);
@@ -155,6 +159,8 @@ static void *watcher_main(void *arg)
             } else {
                 if (s->last_write + API_JOBS_KEEPALIVE_S < next)
                     next = s->last_write + API_JOBS_KEEPALIVE_S;
+                if (s->ends_at < next)
+                    next = s->ends_at;
                 pp = &s->next;
             }
         }
@@ -199,6 +205,8 @@ int api_jobs_new(const server_options *o, registry *reg, api_jobs **out, char *e
     pthread_cond_init(&J->cv, &ca);
     pthread_condattr_destroy(&ca);
     J->reg = reg;
+    J->max_streams = o->max_streams;
+    J->stream_max_s = o->stream_max_s;
     jobs_pool_options po;
     jobs_pool_options_default(&po);
     po.data_dir = o->data_dir;
@@ -630,6 +638,16 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max)
             return MHD_CONTENT_READER_END_OF_STREAM;
         if (!J->pool)
             return MHD_CONTENT_READER_END_OF_STREAM;
+        if (util_mono_s() >= s->ends_at) {
+            /* Between two events: the client reconnects at once and
+             * resumes after the last id it saw. */
+            metrics_count_refusal(METRICS_LIMIT_STREAM_AGE);
+            s->ending = 1;
+            if (out_str(s, ": this stream has lasted --stream-max-s: reconnect with "
+                           "Last-Event-ID\nretry: 500\n\n"))
+                return MHD_CONTENT_READER_END_WITH_ERROR;
+            continue;
+        }
         int rc = stream_fill(s);
         if (rc < 0)
             return MHD_CONTENT_READER_END_WITH_ERROR;
@@ -675,6 +693,7 @@ static void stream_free(void *cls)
                 *pp = s->next;
                 break;
             }
+    J->n_streams--;
     pthread_mutex_unlock(&J->mu);
     free(s->out);
     free(s);
@@ -711,20 +730,36 @@ enum MHD_Result api_jobs_events(http_ctx *ctx, struct MHD_Connection *c, http_re
     if (pool_of(ctx, &p, &a) || job_id_of(req, &id, &a) || last_event_id(c, &after, &a) ||
         job_exists(ctx, id, &a))
         return answer_send(c, &a);
+    api_jobs *J = ctx->jobs;
+    pthread_mutex_lock(&J->mu);
+    int full = J->n_streams >= J->max_streams;
+    if (!full)
+        J->n_streams++; /* this one's slot, until stream_free (or the failures below) */
+    pthread_mutex_unlock(&J->mu);
+    if (full) {
+        metrics_count_refusal(METRICS_LIMIT_STREAMS);
+        return http_send_error_with_header(c, HTTP_ERR_UNAVAILABLE, "Retry-After", "5",
+                                           "%d event streams are open, as many as the server "
+                                           "keeps (--max-streams): retry shortly",
+                                           J->max_streams);
+    }
     sse_stream *s = calloc(1, sizeof *s); /* owned: by the response (stream_free) once created */
-    if (!s)
-        return http_send_error(c, HTTP_ERR_UNAVAILABLE, "out of memory");
-    s->owner = ctx->jobs;
+    struct MHD_Response *resp =
+        s ? MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096, stream_read, s, stream_free)
+          : NULL;
+    if (!resp) {
+        free(s);
+        pthread_mutex_lock(&J->mu);
+        J->n_streams--;
+        pthread_mutex_unlock(&J->mu);
+        return s ? MHD_NO : http_send_error(c, HTTP_ERR_UNAVAILABLE, "out of memory");
+    }
+    s->owner = J;
     s->conn = c;
     s->job_id = id;
     s->last_seq = after;
     s->last_write = util_mono_s();
-    struct MHD_Response *resp =
-        MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096, stream_read, s, stream_free);
-    if (!resp) {
-        free(s);
-        return MHD_NO;
-    }
+    s->ends_at = s->last_write + J->stream_max_s;
     enum MHD_Result ret = MHD_NO;
     if (MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "text/event-stream") ==
             MHD_YES &&

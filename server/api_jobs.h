@@ -27,7 +27,11 @@
  * API_JOBS_KEEPALIVE_S, and resumes those streams; a quiet stream gets a
  * ": keep-alive" comment line, which also finds clients that went away.
  * A stream's state belongs to its MHD response and is freed with it, also
- * when the client disconnects.
+ * when the client disconnects. At most --max-streams streams are open at
+ * once (past that 503 with Retry-After), and each ends after --stream-max-s
+ * seconds, between two events, with a "retry:" line: an EventSource
+ * reconnects and resumes with Last-Event-ID, so a client loses nothing
+ * while idle streams cannot hold the connection slots for ever.
  *
  * The pool parses specs with jobs_spec_parse_confined: "data" is mnist,
  * fashion, or a file under the daemon's data root ($VAED_DATA, else ./data).

@@ -45,6 +45,8 @@ void server_options_default(server_options *o)
     o->job_mem_mb = 4096;
     o->max_bodies_mb = 512;
     o->max_per_ip = 128;
+    o->max_streams = 32;
+    o->stream_max_s = 600;
 }
 
 /* ---- the transport's own state ------------------------------------------ */
@@ -489,7 +491,7 @@ server_status server_run(const server_options *o, volatile sig_atomic_t *stop, c
         return SERVER_ERR_ARG;
     }
     if (o->threads < 0 || o->threads > 1024 || o->max_connections < 1 || o->timeout_s < 0 ||
-        o->max_body < 1) {
+        o->max_body < 1 || o->max_streams < 0 || o->stream_max_s < 1) {
         snprintf(err, errlen, "bad server options (threads %d, max connections %d, timeout %d)",
                  o->threads, o->max_connections, o->timeout_s);
         return SERVER_ERR_ARG;

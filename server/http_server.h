@@ -60,6 +60,8 @@ typedef struct server_options {
     size_t job_mem_mb;         /* memory estimate limit of one job, default 4096 */
     size_t max_bodies_mb;      /* request bodies held at once, all connections, default 512; 0 = no limit */
     unsigned max_per_ip;       /* open connections from one address, default 128; 0 = no limit */
+    int max_streams;           /* open GET /jobs/ID/events streams, default 32 */
+    int stream_max_s;          /* seconds an event stream lasts before the client resumes, default 600 */
 } server_options;
 
 void server_options_default(server_options *o);

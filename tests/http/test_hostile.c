@@ -358,6 +358,109 @@ static void test_token_any_host(void **state)
     stop_own(&d, dir);
 }
 
+
+/* ---- event streams ------------------------------------------------------------- */
+
+/* POST /jobs of a small job; its id. */
+static long submit_job(int port)
+{
+    const char job[] = "{\"model\": \"m\", \"data\": \"mnist\", \"epochs\": 1, \"limit\": 64}";
+    const char *headers[] = {"Content-Type: application/json", NULL};
+    harness_response r;
+    assert_int_equal(harness_request(port, "POST", "/jobs", headers, job, strlen(job), &r), 0);
+    assert_int_equal(r.status, 202);
+    cJSON *root = harness_json(&r);
+    long id = (long)cJSON_GetObjectItemCaseSensitive(root, "id")->valuedouble;
+    cJSON_Delete(root);
+    harness_response_free(&r);
+    return id;
+}
+
+/* 256 connections asking for the event stream of a job that never starts
+ * (no workers), with the default limits: --max-streams are kept, the rest
+ * are told 503 at once, /healthz answers throughout, and the streams kept
+ * end at --stream-max-s with a retry line; a client resuming with
+ * Last-Event-ID gets only what it has not seen. */
+static void test_stream_flood(void **state)
+{
+    (void)state;
+    enum { N = 256 };
+    char dir[HARNESS_PATH_MAX];
+    harness_daemon d;
+    const char *const args[] = {"--workers", "0", "--stream-max-s", "3", "--max-per-ip", "0", NULL};
+    int port = start_own(&d, dir, sizeof dir, args);
+    long id = submit_job(port);
+    double idle = healthz_p99(port, 100);
+    char req[256];
+    int req_len = snprintf(req, sizeof req,
+                           "GET /jobs/%ld/events HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n", id);
+    int fds[N], streams = 0, busy = 0;
+    double t0 = now_s();
+    for (int i = 0; i < N; i++) {
+        fds[i] = connect_from("127.0.0.2", port);
+        assert_true(fds[i] >= 0);
+        assert_int_equal(send_all(fds[i], req, (size_t)req_len), 0);
+    }
+    for (int i = 0; i < N; i++) {
+        char buf[2048];
+        ssize_t n = read_within(fds[i], buf, sizeof buf, 2000 * harness_slowdown());
+        assert_true(n > 0);
+        if (strstr(buf, "HTTP/1.1 200")) {
+            assert_non_null(strstr(buf, "text/event-stream"));
+            streams++;
+        } else {
+            if (!strstr(buf, "HTTP/1.1 503") || !strcasestr(buf, "\r\nRetry-After: 5\r\n"))
+                fail_msg("stream %d: %s", i, buf);
+            busy++;
+            close(fds[i]);
+            fds[i] = -1;
+        }
+    }
+    print_message("stream flood: %d streams, %d refused\n", streams, busy);
+    assert_int_equal(streams, 32);
+    double attacked = healthz_p99(port, 100);
+    print_message("stream flood: /healthz p99 %.2f ms idle, %.2f ms with %d streams open\n",
+                  idle * 1e3, attacked * 1e3, streams);
+    assert_true(attacked < 0.5 * harness_slowdown());
+    assert_true(refusals(port, "event_streams") >= busy);
+    /* The streams kept end at their age, between events, with a retry line. */
+    for (int i = 0; i < N; i++) {
+        if (fds[i] < 0)
+            continue;
+        char all[8192] = "";
+        size_t got = 0;
+        for (;;) {
+            char buf[2048];
+            ssize_t n = read_within(fds[i], buf, sizeof buf, 6000 * harness_slowdown());
+            assert_true(n >= 0); /* something came, or the end */
+            if (n == 0)
+                break;
+            if (got + (size_t)n < sizeof all) {
+                memcpy(all + got, buf, (size_t)n);
+                got += (size_t)n;
+                all[got] = '\0';
+            }
+        }
+        assert_non_null(strstr(all, "retry: "));
+        close(fds[i]);
+    }
+    double lasted = now_s() - t0;
+    print_message("stream flood: the streams ended after %.1f s\n", lasted);
+    assert_true(lasted >= 2.5 && lasted < 3.0 + 4.0 * harness_slowdown());
+    assert_true(refusals(port, "stream_age") >= streams);
+    /* Resuming after event 1: only the keep-alive until the end. */
+    int fd = connect_from("127.0.0.1", port);
+    snprintf(req, sizeof req,
+             "GET /jobs/%ld/events HTTP/1.1\r\nHost: 127.0.0.1\r\nLast-Event-ID: 1\r\n\r\n", id);
+    assert_int_equal(send_all(fd, req, strlen(req)), 0);
+    char buf[2048];
+    assert_true(read_within(fd, buf, sizeof buf, 2000 * harness_slowdown()) > 0);
+    assert_non_null(strstr(buf, "HTTP/1.1 200"));
+    assert_null(strstr(buf, "id: 1\n"));
+    close(fd);
+    stop_own(&d, dir);
+}
+
 /* ---- PNGs ------------------------------------------------------------------- */
 
 static void put_be32(uint8_t *p, uint32_t v)
@@ -640,6 +743,7 @@ int main(void)
         cmocka_unit_test(test_per_ip_limit),
         cmocka_unit_test(test_tokenless_rebinding_and_origin),
         cmocka_unit_test(test_token_any_host),
+        cmocka_unit_test(test_stream_flood),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
