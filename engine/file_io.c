@@ -12,19 +12,42 @@
 
 #include "engine/util.h"
 
+int file_io_open_regular(const char *path, char *err, size_t errlen)
+{
+    /* O_NONBLOCK: opening a FIFO for reading would otherwise wait for a
+     * writer, for ever. Reads of a regular file ignore it; it is cleared
+     * anyway so that callers see an ordinary descriptor. */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+    if (fd < 0) {
+        util_set_err(err, errlen, "%s: %s", path, strerror(errno));
+        return -1;
+    }
+    struct stat st;
+    int flags = fcntl(fd, F_GETFL);
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        util_set_err(err, errlen, "%s: not a regular file", path);
+        close(fd);
+        return -1;
+    }
+    if (flags < 0 || fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) != 0) {
+        util_set_err(err, errlen, "%s: %s", path, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
 vae_status file_io_read_all(const char *path, size_t max, uint8_t **out, size_t *len, char *err,
                          size_t errlen)
 {
     *out = NULL;
     *len = 0;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        util_set_err(err, errlen, "%s: %s", path, strerror(errno));
+    int fd = file_io_open_regular(path, err, errlen);
+    if (fd < 0)
         return VAE_ERR_IO;
-    }
     struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        util_set_err(err, errlen, "%s: not a regular file", path);
+    if (fstat(fd, &st) != 0) {
+        util_set_err(err, errlen, "%s: %s", path, strerror(errno));
         close(fd);
         return VAE_ERR_IO;
     }

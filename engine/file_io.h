@@ -17,8 +17,13 @@
 
 #include "engine/vae_status.h"
 
-/* VAE_ERR_IO when the file cannot be opened or read (err says why),
- * VAE_ERR_TOO_LARGE when it is larger than max, VAE_ERR_NOMEM. */
+/* Opens path for reading only when it is a regular file: a FIFO, a device
+ * or a directory is refused without blocking (the open does not wait for a
+ * FIFO's writer). The fd (the caller closes it), or -1 with err. */
+int file_io_open_regular(const char *path, char *err, size_t errlen);
+/* VAE_ERR_IO when the file cannot be opened or read, or is not a regular
+ * file (err says why), VAE_ERR_TOO_LARGE when it is larger than max,
+ * VAE_ERR_NOMEM. */
 vae_status file_io_read_all(const char *path, size_t max, uint8_t **out, size_t *len, char *err,
                          size_t errlen);
 /* VAE_ERR_IO when a step fails (err says which and why), VAE_ERR_ARG for no path. */

@@ -10,6 +10,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -289,7 +290,7 @@ static int add_text_or_null(cJSON *o, const char *key, const char *text)
  * (null without a test set), images_per_s, seconds), "result" (null or
  * {model, version}), "error" (null or text), "created_at", "started_at",
  * "finished_at" (null until set)}. The caller owns it; NULL when out of memory. */
-static cJSON *job_json(const registry_job *j)
+static cJSON *job_json(const jobs_pool *p, const registry_job *j)
 {
     cJSON *o = cJSON_CreateObject();
     int ok = o && cJSON_AddNumberToObject(o, "id", (double)j->id) &&
@@ -304,6 +305,16 @@ static cJSON *job_json(const registry_job *j)
     } else if (ok) {
         ok = cJSON_AddNullToObject(o, "result") != NULL;
     }
+    /* A data set named by path is stored resolved (absolute) to be run;
+     * the client sees it as it named it, from inside the data root. */
+    cJSON *data = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(o, "config"),
+                                                   "data");
+    if (ok && cJSON_IsString(data)) {
+        char shown[PATH_MAX];
+        snprintf(shown, sizeof shown, "%s", data->valuestring);
+        jobs_pool_hide_paths(p, shown);
+        ok = cJSON_SetValuestring(data, shown) != NULL;
+    }
     ok = ok && add_text_or_null(o, "error", j->error) &&
          add_text_or_null(o, "created_at", j->created_at) &&
          add_text_or_null(o, "started_at", j->started_at) &&
@@ -316,13 +327,13 @@ static cJSON *job_json(const registry_job *j)
 }
 
 /* {"jobs": [job, ...]}; the caller owns it; NULL when out of memory. */
-static cJSON *jobs_list_json(const registry_job *list, size_t n)
+static cJSON *jobs_list_json(const jobs_pool *p, const registry_job *list, size_t n)
 {
     cJSON *o = cJSON_CreateObject();
     cJSON *a = o ? cJSON_AddArrayToObject(o, "jobs") : NULL;
     int ok = a != NULL;
     for (size_t i = 0; ok && i < n; i++) {
-        cJSON *j = job_json(&list[i]);
+        cJSON *j = job_json(p, &list[i]);
         ok = j && cJSON_AddItemToArray(a, j); /* a owns j once added */
         if (!ok)
             cJSON_Delete(j);
@@ -437,7 +448,7 @@ static int answer_job(answer *a, jobs_pool *p, int64_t id, unsigned status, jobs
         return answer_pool_fail(a, rc, err);
     if (state)
         *state = job.state;
-    int failed = answer_json(a, status, job_json(&job));
+    int failed = answer_json(a, status, job_json(p, &job));
     registry_free_job(&job);
     return failed;
 }
@@ -510,7 +521,7 @@ enum MHD_Result api_jobs_list(http_ctx *ctx, struct MHD_Connection *c, http_requ
         if (rc)
             answer_pool_fail(&a, rc, err);
         else
-            answer_json(&a, MHD_HTTP_OK, jobs_list_json(list, n));
+            answer_json(&a, MHD_HTTP_OK, jobs_list_json(p, list, n));
         registry_free_jobs(list, n);
     }
     return answer_send(c, &a);

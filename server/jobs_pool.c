@@ -232,8 +232,15 @@ static void stop_job(job_run *j)
     transition(p, j->id, JOBS_STATE_QUEUED, "interrupted");
 }
 
+void jobs_pool_hide_paths(const jobs_pool *p, char *text)
+{
+    data_sets_strip_dir(text, p->data_root);
+    data_sets_strip_dir(text, p->data_dir);
+}
+
 static void fail_job(job_run *j)
 {
+    jobs_pool_hide_paths(j->pool, j->err);
     if (transition(j->pool, j->id, JOBS_STATE_FAILED, j->err) == 0) remove_job_dir(j->pool, j->id);
 }
 
@@ -530,6 +537,7 @@ jobs_pool_status jobs_pool_submit(jobs_pool *p, const char *json, size_t len, in
     status = from_registry(rc);
     if (rc == REGISTRY_OK) announce_state(p, *id, JOBS_STATE_QUEUED);
 end:
+    if (status != JOBS_POOL_OK) jobs_pool_hide_paths(p, err);
     free(canonical);
     free(s);
     return status;

@@ -125,6 +125,10 @@ jobs_pool_status jobs_pool_cancel(jobs_pool *p, int64_t id, char *err, size_t er
 /* One job (free with registry_free_job): its state, its spec, progress and
  * metrics as the JSON text jobs_record wrote, its result and times.
  * JOBS_POOL_ERR_NOT_FOUND when there is no such job. */
+/* Takes the server's directories (the data root, the data dir) out of text
+ * in place (data_sets_strip_dir): what a client is told names files as it
+ * named them. Every error the pool stores or returns has been through it. */
+void jobs_pool_hide_paths(const jobs_pool *p, char *text);
 jobs_pool_status jobs_pool_get_job(jobs_pool *p, int64_t id, registry_job *out, char *err,
                                    size_t errlen);
 /* Jobs in submission order, only those in *only when only is not NULL (a

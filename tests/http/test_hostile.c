@@ -17,6 +17,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -461,6 +462,7 @@ static void test_stream_flood(void **state)
     stop_own(&d, dir);
 }
 
+
 /* ---- PNGs ------------------------------------------------------------------- */
 
 static void put_be32(uint8_t *p, uint32_t v)
@@ -733,6 +735,83 @@ static void test_per_ip_limit(void **state)
     stop_own(&d, dir);
 }
 
+/* ---- data files ---------------------------------------------------------------- */
+
+/* A FIFO (and a symlink to one) named as a job's data would block an open
+ * for ever: only regular files are read, so both are refused at once. A
+ * job on a real file is shown with the path the client gave, never the
+ * server's. */
+static void test_fifo_data_and_server_paths(void **state)
+{
+    (void)state;
+    char sets[HARNESS_PATH_MAX], path[HARNESS_PATH_MAX + 64], real[HARNESS_PATH_MAX];
+    assert_int_equal(harness_tmpdir(sets, sizeof sets), 0);
+    assert_non_null(realpath(sets, real));
+    snprintf(path, sizeof path, "%s/pipe-images-idx3-ubyte", sets);
+    assert_int_equal(mkfifo(path, 0600), 0);
+    char link_path[HARNESS_PATH_MAX + 64];
+    snprintf(link_path, sizeof link_path, "%s/link-images-idx3-ubyte", sets);
+    assert_int_equal(symlink(path, link_path), 0);
+    /* and a small real IDX file: 64 images of 28x28 */
+    snprintf(path, sizeof path, "%s/small-images-idx3-ubyte", sets);
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    uint8_t head[16];
+    put_be32(head, 0x803);
+    put_be32(head + 4, 64);
+    put_be32(head + 8, 28);
+    put_be32(head + 12, 28);
+    fwrite(head, 1, sizeof head, f);
+    for (int i = 0; i < 64 * 784; i++)
+        fputc(i % 251, f);
+    fclose(f);
+
+    setenv("VAED_DATA", sets, 1);
+    char dir[HARNESS_PATH_MAX];
+    harness_daemon d;
+    const char *const args[] = {"--workers", "0", NULL};
+    int port = start_own(&d, dir, sizeof dir, args);
+    unsetenv("VAED_DATA");
+    const char *headers[] = {"Content-Type: application/json", NULL};
+    static const char *const names[] = {"pipe-images-idx3-ubyte", "link-images-idx3-ubyte"};
+    for (size_t i = 0; i < 2; i++) {
+        char job[256];
+        snprintf(job, sizeof job, "{\"model\": \"m\", \"data\": \"%s\", \"epochs\": 1}",
+                 names[i]);
+        double t0 = now_s();
+        harness_response r;
+        assert_int_equal(harness_request(port, "POST", "/jobs", headers, job, strlen(job), &r), 0);
+        double took = now_s() - t0;
+        assert_true(harness_expect_error(&r, 422, "unprocessable"));
+        const char *body = (const char *)r.body;
+        print_message("fifo: %.3f s: %s\n", took, body);
+        assert_non_null(strstr(body, "not a regular file"));
+        assert_null(strstr(body, real));
+        assert_null(strstr(body, sets));
+        harness_response_free(&r);
+        assert_true(took < 2.0 * harness_slowdown());
+    }
+    const char job[] = "{\"model\": \"m\", \"data\": \"small-images-idx3-ubyte\", \"epochs\": 1}";
+    harness_response r;
+    assert_int_equal(harness_request(port, "POST", "/jobs", headers, job, strlen(job), &r), 0);
+    assert_int_equal(r.status, 202);
+    harness_response_free(&r);
+    assert_int_equal(harness_request(port, "GET", "/jobs", NULL, NULL, 0, &r), 0);
+    assert_null(strstr((const char *)r.body, real));
+    assert_null(strstr((const char *)r.body, sets));
+    cJSON *root = harness_json(&r);
+    const cJSON *first = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(root, "jobs"), 0);
+    const cJSON *data = cJSON_GetObjectItemCaseSensitive(
+        cJSON_GetObjectItemCaseSensitive(first, "config"), "data");
+    assert_true(cJSON_IsString(data));
+    assert_string_equal(data->valuestring, "small-images-idx3-ubyte");
+    cJSON_Delete(root);
+    harness_response_free(&r);
+    expect_status(port, "GET", "/healthz", "Host: 127.0.0.1\r\n", NULL, 200, NULL);
+    stop_own(&d, dir);
+    harness_rm_rf(sets);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -744,6 +823,7 @@ int main(void)
         cmocka_unit_test(test_tokenless_rebinding_and_origin),
         cmocka_unit_test(test_token_any_host),
         cmocka_unit_test(test_stream_flood),
+        cmocka_unit_test(test_fifo_data_and_server_paths),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
