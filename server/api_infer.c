@@ -70,6 +70,11 @@ typedef struct {
     int64_t steps;
     int slerp;
     char if_none_match[512];
+    /* The checkpoint the request's names resolved to: what X-Model, the JSON
+     * "model" and the ETag report (the cached model may have been loaded
+     * under another name holding the same bytes). */
+    registry_checkpoint_info info;
+    model_handle *held;          /* acquired on the polling thread for an inline run, else NULL */
     /* GET /interpolate with a response cache: the key its answer is kept
      * under ("" for every other request), whether the polling thread already
      * looked that key up (and missed), and the body just computed (owned
@@ -218,11 +223,18 @@ static int infer_is_cheap(const infer_request *r)
     return 0;
 }
 
-/* Runs r here when it is cheap, else admits it into the compute pool (or
- * answers 429 / 503 at once). */
+/* 1 when the data sets a GET /interpolate reads are loaded (so reading them
+ * cannot block); other kinds read none. */
+static int infer_data_ready(const infer_request *r);
+
+/* Runs r here when it is cheap and its model is loaded (a polling thread
+ * never loads a model or a data set, nor waits for the registry), else
+ * admits it into the compute pool (or answers 429 / 503 at once). */
 static enum MHD_Result infer_submit(infer_request *r)
 {
-    if (infer_is_cheap(r)) {
+    if (infer_is_cheap(r) && infer_data_ready(r) &&
+        model_cache_acquire_loaded(r->ctx->cache, r->ctx->reg, r->model[0] ? r->model : NULL,
+                                   r->version[0] ? r->version : NULL, &r->held, &r->info)) {
         infer_run(&r->task);
         return infer_queue(r);
     }
@@ -345,6 +357,16 @@ static int parse_data_ref(const char *s, data_ref *out)
     else
         return -1;
     return http_parse_i64(b + 1, &out->index);
+}
+
+static int infer_data_ready(const infer_request *r)
+{
+    if (r->kind != INFER_INTERP_GET)
+        return 1;
+    data_ref a, b;
+    return !parse_data_ref(r->from, &a) && !parse_data_ref(r->to, &b) &&
+           data_cache_peek(r->ctx->data, a.name, a.split) &&
+           data_cache_peek(r->ctx->data, b.name, b.split);
 }
 
 /* ---- GET /interpolate and the response cache ----------------------------- */
@@ -551,8 +573,8 @@ static http_error infer_acquire(infer_request *r, model_handle **h, char *msg, s
     const char *model = r->model[0] ? r->model : NULL;
     const char *version = r->version[0] ? r->version : NULL;
     char why[256] = "";
-    model_cache_status rc =
-        model_cache_acquire(r->ctx->cache, r->ctx->reg, model, version, h, why, sizeof why);
+    model_cache_status rc = model_cache_acquire(r->ctx->cache, r->ctx->reg, model, version, h,
+                                                &r->info, why, sizeof why);
     if (rc == MODEL_CACHE_ERR_NOT_FOUND)
         snprintf(msg, msglen, "no checkpoint matches model '%s' version '%s'",
                  model ? model : "(default)", version ? version : "latest");
@@ -673,15 +695,15 @@ static void infer_images(infer_request *r, const model_handle *h, const float *x
             infer_fail(r, HTTP_ERR_UNAVAILABLE, "out of memory writing the response");
             return;
         }
-        fprintf(f, "{\"model\":\"%s\",\"version\":%lld,%s\"z\":", h->info.model,
-                (long long)h->info.version, extra_json ? extra_json : "");
+        fprintf(f, "{\"model\":\"%s\",\"version\":%lld,%s\"z\":", r->info.model,
+                (long long)r->info.version, extra_json ? extra_json : "");
         put_rows(f, z, n, cfg->latent);
         fputs(",\"x\":", f);
         put_rows(f, x, n, D);
         fputc('}', f);
         infer_json_done(r, f, &text, &len);
     }
-    infer_model_headers(r, &h->info);
+    infer_model_headers(r, &r->info);
 }
 
 /* ---- the work ------------------------------------------------------------- */
@@ -788,14 +810,14 @@ static http_error run_encode(infer_request *r, const model_handle *h, char *msg,
         e = HTTP_ERR_UNAVAILABLE;
         goto end;
     }
-    fprintf(f, "{\"model\":\"%s\",\"version\":%lld,\"mu\":", h->info.model,
-            (long long)h->info.version);
+    fprintf(f, "{\"model\":\"%s\",\"version\":%lld,\"mu\":", r->info.model,
+            (long long)r->info.version);
     put_rows(f, mu, n, cfg->latent);
     fputs(",\"logvar\":", f);
     put_rows(f, logvar, n, cfg->latent);
     fputc('}', f);
     infer_json_done(r, f, &text, &len);
-    infer_model_headers(r, &h->info);
+    infer_model_headers(r, &r->info);
 end:
     vae_workspace_free(ws);
     free(x);
@@ -1067,7 +1089,7 @@ static http_error run_interpolate_get(infer_request *r, const model_handle *h, c
     vae_workspace *ws = NULL; /* owned */
 
     char etag[40], key[CACHE_KEY_MAX];
-    interp_tags(r, &h->info, etag, key);
+    interp_tags(r, &r->info, etag, key);
     const char *cache_control = interp_cache_control(r);
     /* The polling thread looked this very key up and missed: one lookup, one
      * hit or miss counted, per request. */
@@ -1087,7 +1109,7 @@ static http_error run_interpolate_get(infer_request *r, const model_handle *h, c
     if (r->ctx->responses && !checked) {
         response_body *b = NULL; /* a reference, handed to the response */
         if (response_cache_get(r->ctx->responses, r->cache_key, &b) == RESPONSE_CACHE_OK) {
-            interp_answer_cached(r, &h->info, b, etag);
+            interp_answer_cached(r, &r->info, b, etag);
             goto end;
         }
     }
@@ -1133,8 +1155,9 @@ static void infer_run(compute_task *t)
 {
     infer_request *r = (infer_request *)t;
     char msg[HTTP_MESSAGE_MAX] = "";
-    model_handle *h = NULL; /* released below */
-    http_error e = infer_acquire(r, &h, msg, sizeof msg);
+    model_handle *h = r->held; /* released below */
+    r->held = NULL;
+    http_error e = h ? HTTP_ERR_NONE : infer_acquire(r, &h, msg, sizeof msg);
     if (e == HTTP_ERR_NONE) {
         switch (r->kind) {
         case INFER_SAMPLE:

@@ -201,6 +201,10 @@ metrics_status metrics_render(const metrics_gauges *g, char **out, size_t *out_l
     fprintf(f, "# HELP vaed_model_cache_bytes Bytes of parameters in the model cache.\n"
                "# TYPE vaed_model_cache_bytes gauge\nvaed_model_cache_bytes %zu\n",
             g ? g->cache_bytes : 0);
+    fprintf(f, "# HELP vaed_model_loads_total Checkpoints loaded into the model cache (once "
+               "however many requests waited for the load).\n"
+               "# TYPE vaed_model_loads_total counter\nvaed_model_loads_total %llu\n",
+            (unsigned long long)(g ? g->model_loads : 0));
     fprintf(f, "# HELP vaed_response_cache_hits_total GET /interpolate answers served from the "
                "response cache.\n# TYPE vaed_response_cache_hits_total counter\n"
                "vaed_response_cache_hits_total %llu\n"

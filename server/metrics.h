@@ -60,6 +60,7 @@ void metrics_observe(const char *route, const char *method, unsigned status, dou
 typedef struct {
     int models_loaded;
     size_t cache_bytes;
+    uint64_t model_loads;      /* checkpoints loaded into the model cache, ever */
     int compute_in_flight;     /* admitted inference requests, queued or running */
     int compute_limit;
     uint64_t compute_rejected; /* 429s */

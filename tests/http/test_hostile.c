@@ -228,17 +228,26 @@ static void stop_own(harness_daemon *d, const char *dir)
     harness_rm_rf(dir);
 }
 
-/* A counter of /metrics: vaed_limit_refusals_total{limit="name"}. */
-static long refusals(int port, const char *name)
+/* The value of the /metrics line that starts with key and a space; -1 when
+ * there is none. */
+static long metric(int port, const char *key)
 {
     harness_response r;
     assert_int_equal(harness_request(port, "GET", "/metrics", NULL, NULL, 0, &r), 0);
-    char key[96];
-    snprintf(key, sizeof key, "vaed_limit_refusals_total{limit=\"%s\"} ", name);
-    const char *at = strstr((const char *)r.body, key);
-    long v = at ? strtol(at + strlen(key), NULL, 10) : -1;
+    char line[128];
+    snprintf(line, sizeof line, "\n%s ", key);
+    const char *at = strstr((const char *)r.body, line);
+    long v = at ? strtol(at + strlen(line), NULL, 10) : -1;
     harness_response_free(&r);
     return v;
+}
+
+/* A counter of /metrics: vaed_limit_refusals_total{limit="name"}. */
+static long refusals(int port, const char *name)
+{
+    char key[96];
+    snprintf(key, sizeof key, "vaed_limit_refusals_total{limit=\"%s\"}", name);
+    return metric(port, key);
 }
 
 
@@ -812,6 +821,104 @@ static void test_fifo_data_and_server_paths(void **state)
     harness_rm_rf(sets);
 }
 
+/* ---- shared bytes ------------------------------------------------------------------ */
+
+/* The X-Model header and the JSON "model" of a raw response. */
+static void expect_model(const char *resp, const char *name)
+{
+    char want[96];
+    snprintf(want, sizeof want, "\r\nX-Model: %s\r\n", name);
+    if (!strstr(resp, "HTTP/1.1 200") || !strcasestr(resp, want))
+        fail_msg("expected model %s: %.300s", name, resp);
+    snprintf(want, sizeof want, "\"model\":\"%s\"", name);
+    if (!strstr(resp, want))
+        fail_msg("expected JSON model %s: %.300s", name, resp);
+}
+
+/* Reads fd to its end (Connection: close) into a malloc'd string. */
+static char *read_to_end(int fd)
+{
+    size_t cap = 1 << 16, len = 0;
+    char *buf = malloc(cap);
+    assert_non_null(buf);
+    for (;;) {
+        if (len + 4096 + 1 > cap) {
+            cap *= 2;
+            buf = realloc(buf, cap);
+            assert_non_null(buf);
+        }
+        ssize_t n = read_within(fd, buf + len, cap - len, 10000 * harness_slowdown());
+        if (n <= 0)
+            break;
+        len += (size_t)n;
+    }
+    buf[len] = '\0';
+    return buf;
+}
+
+/* The same checkpoint bytes stored as two models: requests for each, at
+ * once and cold, load the bytes once and are each answered with the name
+ * they asked for (X-Model, JSON, ETag, response cache). */
+static void test_shared_bytes_under_two_names(void **state)
+{
+    (void)state;
+    enum { N = 8 };
+    char dir[HARNESS_PATH_MAX], err[256];
+    assert_int_equal(harness_tmpdir(dir, sizeof dir), 0);
+    registry_checkpoint_info a, b;
+    assert_int_equal(harness_put_model(dir, "alpha", NULL, 11, &a, err, sizeof err), 0);
+    assert_int_equal(harness_put_model(dir, "beta", NULL, 11, &b, err, sizeof err), 0);
+    assert_string_equal(a.sha256, b.sha256);
+    harness_daemon d;
+    int port = harness_daemon_start(&d, dir, NULL);
+    assert_true(port > 0);
+    int fds[N];
+    for (int i = 0; i < N; i++) {
+        char req[256];
+        int n = snprintf(req, sizeof req,
+                         "POST /sample?n=64&seed=1&format=json&model=%s HTTP/1.1\r\n"
+                         "Host: 127.0.0.1\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+                         i % 2 ? "beta" : "alpha");
+        fds[i] = connect_from("127.0.0.1", port);
+        assert_true(fds[i] >= 0);
+        assert_int_equal(send_all(fds[i], req, (size_t)n), 0);
+    }
+    for (int i = 0; i < N; i++) {
+        char *resp = read_to_end(fds[i]);
+        expect_model(resp, i % 2 ? "beta" : "alpha");
+        free(resp);
+        close(fds[i]);
+    }
+    assert_int_equal(metric(port, "vaed_model_loads_total"), 1);
+    assert_int_equal(metric(port, "vaed_models_loaded"), 1);
+    /* GET /interpolate, kept in the response cache under each name. */
+    char etags[2][80];
+    for (int round = 0; round < 2; round++)
+        for (int m = 0; m < 2; m++) {
+            const char *name = m ? "beta" : "alpha";
+            char path[160];
+            snprintf(path, sizeof path,
+                     "/interpolate?from=mnist:test:1&to=mnist:test:2&steps=8&format=json&model=%s",
+                     name);
+            harness_response r;
+            assert_int_equal(harness_request(port, "GET", path, NULL, NULL, 0, &r), 0);
+            assert_int_equal(r.status, 200);
+            assert_string_equal(harness_header(&r, "X-Model"), name);
+            char want[64];
+            snprintf(want, sizeof want, "\"model\":\"%s\"", name);
+            assert_non_null(strstr((const char *)r.body, want));
+            if (round == 0)
+                snprintf(etags[m], sizeof etags[m], "%s", harness_header(&r, "ETag"));
+            else
+                assert_string_equal(harness_header(&r, "ETag"), etags[m]);
+            harness_response_free(&r);
+        }
+    assert_string_not_equal(etags[0], etags[1]);
+    assert_true(metric(port, "vaed_response_cache_hits_total") >= 2);
+    assert_int_equal(metric(port, "vaed_model_loads_total"), 1);
+    stop_own(&d, dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -824,6 +931,7 @@ int main(void)
         cmocka_unit_test(test_token_any_host),
         cmocka_unit_test(test_stream_flood),
         cmocka_unit_test(test_fifo_data_and_server_paths),
+        cmocka_unit_test(test_shared_bytes_under_two_names),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
