@@ -919,6 +919,51 @@ static void test_shared_bytes_under_two_names(void **state)
     stop_own(&d, dir);
 }
 
+/* ---- checkpoint headers ------------------------------------------------------------- */
+
+/* A safetensors upload whose 64 MiB header is one tensor with a shape of 32
+ * million dimensions: the header's JSON reader stops at its value budget, so
+ * the refusal costs the body and little more. */
+static void test_long_shape_header(void **state)
+{
+    (void)state;
+    size_t dims = (size_t)32 << 20;
+    const char head[] = "{\"w\":{\"dtype\":\"F32\",\"shape\":[";
+    const char tail[] = "1],\"data_offsets\":[0,4]}}";
+    size_t hlen = strlen(head) + 2 * (dims - 1) + strlen(tail);
+    size_t len = 8 + hlen + 4;
+    uint8_t *file = malloc(len);
+    assert_non_null(file);
+    for (int i = 0; i < 8; i++)
+        file[i] = (uint8_t)((uint64_t)hlen >> (8 * i)); /* little-endian header length */
+    char *h = (char *)file + 8;
+    memcpy(h, head, strlen(head));
+    h += strlen(head);
+    for (size_t i = 0; i + 1 < dims; i++) {
+        h[2 * i] = '1';
+        h[2 * i + 1] = ',';
+    }
+    memcpy(h + 2 * (dims - 1), tail, strlen(tail));
+    memset(file + 8 + hlen, 0, 4);
+    const char *headers[] = {"Content-Type: application/octet-stream", NULL};
+    long base = peak_reset(fx.d.pid);
+    double t0 = now_s();
+    harness_response r;
+    assert_int_equal(
+        harness_request(fx.port, "POST", "/models/longshape/checkpoints", headers, file, len, &r), 0);
+    double took = now_s() - t0;
+    print_message("long shape: %zu bytes refused in %.3f s: %.200s\n", len, took,
+                  (const char *)r.body);
+    assert_true(harness_expect_error(&r, 422, "invalid_checkpoint"));
+    assert_non_null(strstr((const char *)r.body, "more than"));
+    harness_response_free(&r);
+    /* the body itself is held once (64 MiB); 32 M nodes would be 2 GB */
+    assert_true(peak_growth_kb(fx.d.pid, base, "long shape") < 160 * 1024);
+    assert_true(took < 3.0 * harness_slowdown());
+    free(file);
+    expect_healthy();
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -932,6 +977,7 @@ int main(void)
         cmocka_unit_test(test_stream_flood),
         cmocka_unit_test(test_fifo_data_and_server_paths),
         cmocka_unit_test(test_shared_bytes_under_two_names),
+        cmocka_unit_test(test_long_shape_header),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
