@@ -66,6 +66,7 @@ static int cmd_serve(int argc, char **argv)
     long job_mem_mb = (long)o.job_mem_mb;
     long max_bodies_mb = (long)o.max_bodies_mb, max_per_ip = (long)o.max_per_ip;
     long max_streams = o.max_streams, stream_max_s = o.stream_max_s;
+    long request_mem_mb = (long)o.request_mem_mb;
     const char *token_file = NULL;
     cli_option opts[] = {
         {"listen", CLI_STRING, &o.listen, 0, 0, "ADDR:PORT to listen on (default 127.0.0.1:8080)"},
@@ -91,6 +92,8 @@ static int cmd_serve(int argc, char **argv)
          "open GET /jobs/ID/events streams (default 32)"},
         {"stream-max-s", CLI_LONG, &stream_max_s, 1, 86400,
          "seconds an event stream lasts; clients resume with Last-Event-ID (default 600)"},
+        {"request-mem-mb", CLI_LONG, &request_mem_mb, 0, 1 << 20,
+         "most one inference request may allocate, MiB (default 1024, 0 = no limit)"},
     };
     int rc = cli_parse("serve", argc, argv, opts, sizeof opts / sizeof opts[0], NULL);
     if (rc) return rc == CLI_HELP ? 0 : 2;
@@ -107,6 +110,7 @@ static int cmd_serve(int argc, char **argv)
     o.max_per_ip = (unsigned)max_per_ip;
     o.max_streams = (int)max_streams;
     o.stream_max_s = (int)stream_max_s;
+    o.request_mem_mb = (size_t)request_mem_mb;
     char token[512] = "";
     if (token_file) {
         FILE *tf = fopen(token_file, "r");

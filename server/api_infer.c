@@ -24,9 +24,11 @@
 #include "server/compute_pool.h"
 #include "server/data_cache.h"
 #include "server/data_sets.h"
+#include "server/http_server.h"
 #include "server/http_util.h"
 #include "server/infer_body.h"
 #include "server/json_num.h"
+#include "server/metrics.h"
 #include "server/model_cache.h"
 #include "server/npy.h"
 #include "server/registry.h"
@@ -1147,6 +1149,58 @@ end:
     return e;
 }
 
+/* At most what request r can make the daemon allocate on model cfg, known
+ * before anything is parsed or allocated: its batch (for a body, the most
+ * images or latents its length can hold) through the model's workspace
+ * (vae_config_workspace_bytes), inputs, latents and outputs as floats, the
+ * answer in its format, and for a JSON body one cJSON node a value. */
+static size_t infer_memory_bytes(const infer_request *r, const vae_config *cfg)
+{
+    size_t D = (size_t)vae_config_input_dim(cfg), L = (size_t)cfg->latent;
+    size_t n, values = 0;
+    switch (r->kind) {
+    case INFER_SAMPLE:
+        n = (size_t)r->n;
+        break;
+    case INFER_INTERP_GET:
+        n = (size_t)r->steps + 2;
+        break;
+    case INFER_INTERP_POST:
+        n = API_INFER_MAX_STEPS + 2;
+        values = r->body_len / 2 + 1;
+        break;
+    default: /* /encode, /decode: each number is at least two bytes ("0,") */
+        n = r->body_png ? 1 : r->body_len / (2 * (r->kind == INFER_DECODE ? L : D)) + 1;
+        if (n > API_INFER_MAX_N)
+            n = API_INFER_MAX_N;
+        values = r->body_png ? 0 : r->body_len / 2 + 1;
+        break;
+    }
+    size_t answer = r->fmt == HTTP_FORMAT_JSON  ? n * (D + L) * (JSON_NUM_FLOAT_MAX + 1)
+                    : r->fmt == HTTP_FORMAT_NPY ? n * D * sizeof(float)
+                                                : 2 * n * D; /* rows, then the deflated copy */
+    return vae_config_workspace_bytes(cfg, (int)n) + 3 * n * (D + L) * sizeof(float) + answer +
+           values * sizeof(cJSON);
+}
+
+/* 422 naming --request-mem-mb when r could cost more than it. */
+static http_error infer_check_memory(infer_request *r, const vae_config *cfg, char *msg,
+                                     size_t msglen)
+{
+    size_t limit = r->ctx->opts->request_mem_mb << 20;
+    size_t need = infer_memory_bytes(r, cfg);
+    if (!limit || need <= limit)
+        return HTTP_ERR_NONE;
+    metrics_count_refusal(METRICS_LIMIT_REQUEST_MEMORY);
+    snprintf(msg, msglen,
+             "this request could need %zu MiB on this model (%dx%dx%d, latent %d), more than "
+             "the %zu MiB one request may use (--request-mem-mb): ask for fewer images or "
+             "steps, or send a smaller body",
+             (need + (1u << 20) - 1) >> 20, cfg->channels, cfg->height, cfg->width, cfg->latent,
+             limit >> 20);
+    return HTTP_ERR_UNPROCESSABLE;
+}
+
 /* The work of r, on a compute thread or (when cheap) the polling thread: the
  * model is acquired (and released) here, and the answer, error or not, ends
  * up in r->resp. A run_* function either builds it (and returns
@@ -1158,6 +1212,8 @@ static void infer_run(compute_task *t)
     model_handle *h = r->held; /* released below */
     r->held = NULL;
     http_error e = h ? HTTP_ERR_NONE : infer_acquire(r, &h, msg, sizeof msg);
+    if (e == HTTP_ERR_NONE)
+        e = infer_check_memory(r, &h->model.cfg, msg, sizeof msg);
     if (e == HTTP_ERR_NONE) {
         switch (r->kind) {
         case INFER_SAMPLE:

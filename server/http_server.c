@@ -47,6 +47,7 @@ void server_options_default(server_options *o)
     o->max_per_ip = 128;
     o->max_streams = 32;
     o->stream_max_s = 600;
+    o->request_mem_mb = 1024;
 }
 
 /* ---- the transport's own state ------------------------------------------ */

@@ -62,6 +62,7 @@ typedef struct server_options {
     unsigned max_per_ip;       /* open connections from one address, default 128; 0 = no limit */
     int max_streams;           /* open GET /jobs/ID/events streams, default 32 */
     int stream_max_s;          /* seconds an event stream lasts before the client resumes, default 600 */
+    size_t request_mem_mb;     /* most one inference request may allocate, default 1024; 0 = no limit */
 } server_options;
 
 void server_options_default(server_options *o);

@@ -964,6 +964,58 @@ static void test_long_shape_header(void **state)
     expect_healthy();
 }
 
+/* ---- memory per request ------------------------------------------------------------- */
+
+/* What a request may cost is known from n, the body's length and the model
+ * before anything is allocated: over --request-mem-mb it is refused (422,
+ * naming the flag) at once; under it, what it really costs stays within the
+ * estimate. */
+static void test_request_memory_budget(void **state)
+{
+    (void)state;
+    char dir[HARNESS_PATH_MAX];
+    harness_daemon d;
+    const char *const args[] = {"--request-mem-mb", "8", NULL};
+    int port = start_own(&d, dir, sizeof dir, args);
+    long base = peak_reset(d.pid);
+    double t0 = now_s();
+    harness_response r;
+    assert_int_equal(
+        harness_request(port, "POST", "/sample?n=1024&format=json", NULL, NULL, 0, &r), 0);
+    double took = now_s() - t0;
+    assert_true(harness_expect_error(&r, 422, "unprocessable"));
+    assert_non_null(strstr((const char *)r.body, "--request-mem-mb"));
+    print_message("request memory: %.200s (%.1f ms)\n", (const char *)r.body, took * 1e3);
+    harness_response_free(&r);
+    /* an /encode body of 1024 images (6 MiB of JSON) */
+    size_t cap = (size_t)1024 * 784 * 8 + 64, len = 0;
+    char *body = malloc(cap);
+    assert_non_null(body);
+    len += (size_t)snprintf(body, cap, "{\"x\": [");
+    for (int i = 0; i < 1024; i++) {
+        body[len++] = i ? ',' : '[';
+        if (i)
+            body[len++] = '[';
+        for (int k = 0; k < 784; k++)
+            len += (size_t)snprintf(body + len, cap - len, k ? ",0.5" : "0.5");
+        body[len++] = ']';
+    }
+    len += (size_t)snprintf(body + len, cap - len, "]}");
+    const char *json[] = {"Content-Type: application/json", NULL};
+    assert_int_equal(harness_request(port, "POST", "/encode", json, body, len, &r), 0);
+    assert_true(harness_expect_error(&r, 422, "unprocessable"));
+    harness_response_free(&r);
+    free(body);
+    assert_true(peak_growth_kb(d.pid, base, "refused requests") < 32 * 1024);
+    assert_true(refusals(port, "request_memory") >= 2);
+    /* small ones pass */
+    assert_int_equal(harness_request(port, "POST", "/sample?n=16&format=json", NULL, NULL, 0, &r),
+                     0);
+    assert_int_equal(r.status, 200);
+    harness_response_free(&r);
+    stop_own(&d, dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -978,6 +1030,7 @@ int main(void)
         cmocka_unit_test(test_fifo_data_and_server_paths),
         cmocka_unit_test(test_shared_bytes_under_two_names),
         cmocka_unit_test(test_long_shape_header),
+        cmocka_unit_test(test_request_memory_budget),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
