@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "cli/cli_jobs.h"
 #include "cli/cli_options.h"
@@ -118,6 +119,23 @@ static int cmd_serve(int argc, char **argv)
             fprintf(stderr, "vaed serve: --token-file %s: %s\n", token_file, strerror(errno));
             return 2;
         }
+        /* Anyone who can change the token owns the registry: refused. One
+         * others can read is only warned about: a container reads a secret
+         * mounted from a host file its user does not own. */
+        struct stat st = {0};
+        if (fstat(fileno(tf), &st) == 0 && (st.st_mode & (S_IWGRP | S_IWOTH))) {
+            fprintf(stderr,
+                    "vaed serve: --token-file %s can be changed by other users (mode %04o): "
+                    "chmod 600 it\n",
+                    token_file, (unsigned)(st.st_mode & 07777));
+            fclose(tf);
+            return 2;
+        }
+        if (st.st_mode & (S_IRGRP | S_IROTH))
+            fprintf(stderr,
+                    "vaed serve: warning: --token-file %s is readable by other users (mode "
+                    "%04o): anyone on this machine can use the token; chmod 600 it\n",
+                    token_file, (unsigned)(st.st_mode & 07777));
         size_t n = fread(token, 1, sizeof token - 1, tf);
         fclose(tf);
         token[n] = '\0';
@@ -131,6 +149,9 @@ static int cmd_serve(int argc, char **argv)
     }
     o.token = token[0] ? token : NULL;
 
+    /* The registry, the jobs' resume files and the lock are the daemon's
+     * alone: created 0600 (directories 0700). */
+    umask(077);
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_signal;

@@ -1,6 +1,8 @@
 #include "server/http_server.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <netinet/in.h>
 #include <pthread.h>
@@ -8,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/types.h>
 #include <time.h>
 #include <unistd.h>
@@ -439,6 +442,51 @@ static int parse_listen(const char *listen, struct sockaddr_in *addr, char *err,
     return 0;
 }
 
+/* Takes DATA_DIR/vaed.lock for the life of the daemon (flock: released when
+ * the process ends, however it ends) and writes its PID there: two daemons
+ * on one data directory would both claim its queued jobs. The fd, or -1
+ * with err naming the other daemon. */
+static int lock_data_dir(const char *data_dir, char *err, size_t errlen)
+{
+    char path[PATH_MAX];
+    if (snprintf(path, sizeof path, "%s/vaed.lock", data_dir) >= (int)sizeof path) {
+        snprintf(err, errlen, "data dir path too long");
+        return -1;
+    }
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        snprintf(err, errlen, "%s: %s", path, strerror(errno));
+        return -1;
+    }
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        int busy = errno == EWOULDBLOCK;
+        char pid[32] = "";
+        ssize_t n = busy ? pread(fd, pid, sizeof pid - 1, 0) : -1;
+        pid[n > 0 ? n : 0] = '\0';
+        pid[strcspn(pid, "\n")] = '\0';
+        char who[64] = "another vaed";
+        if (pid[0])
+            snprintf(who, sizeof who, "another vaed (pid %.16s)", pid);
+        if (busy)
+            snprintf(err, errlen,
+                     "%s is serving %s (it holds %s): two daemons on one data directory would "
+                     "run the same jobs; stop it, or give another --data-dir",
+                     who, data_dir, path);
+        if (!busy)
+            snprintf(err, errlen, "%s: cannot lock: %s", path, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    char text[32];
+    int len = snprintf(text, sizeof text, "%ld\n", (long)getpid());
+    if (ftruncate(fd, 0) != 0 || pwrite(fd, text, (size_t)len, 0) != len) {
+        snprintf(err, errlen, "%s: %s", path, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
 /* Atomically (file_io_write_atomic), so a test polling for it reads a whole number. */
 static int write_port_file(const char *path, unsigned port, char *err, size_t errlen)
 {
@@ -512,6 +560,17 @@ server_status server_run(const server_options *o, volatile sig_atomic_t *stop, c
     }
     if (file_io_make_dirs(o->data_dir, err, errlen))
         return SERVER_ERR_IO;
+    int lock_fd = lock_data_dir(o->data_dir, err, errlen); /* owned: closed at end */
+    if (lock_fd < 0)
+        return SERVER_ERR_IO;
+    /* No other daemon writes here now: what a crash left half-written goes. */
+    int stale = 0;
+    char why_stale[256];
+    if (file_io_remove_stale_temps(o->data_dir, &stale, why_stale, sizeof why_stale))
+        fprintf(stderr, "vaed: %s\n", why_stale);
+    if (stale)
+        fprintf(stderr, "vaed: removed %d temporary file(s) a crash left in %s\n", stale,
+                o->data_dir);
 
     server_status status = SERVER_OK;
     registry *reg = NULL;             /* owned: closed at end */
@@ -533,6 +592,14 @@ server_status server_run(const server_options *o, volatile sig_atomic_t *stop, c
     if (registry_open(db_path, &reg, why, sizeof why)) {
         snprintf(err, errlen, "cannot open registry %s: %s", db_path, why);
         status = SERVER_ERR_DB;
+        goto end;
+    }
+    if ((int64_t)o->max_upload > registry_max_blob_bytes(reg)) {
+        snprintf(err, errlen,
+                 "--max-upload %zu MiB is more than the registry can store in one checkpoint "
+                 "(%lld bytes, SQLite's length limit)",
+                 o->max_upload >> 20, (long long)registry_max_blob_bytes(reg));
+        status = SERVER_ERR_ARG;
         goto end;
     }
     if (o->default_model)
@@ -630,5 +697,6 @@ end:;
         registry_close(reg);
     free(transport.ips);
     pthread_mutex_destroy(&transport.ip_mu);
+    close(lock_fd); /* the lock goes with it */
     return status;
 }

@@ -232,6 +232,30 @@ static void stop_job(job_run *j)
     transition(p, j->id, JOBS_STATE_QUEUED, "interrupted");
 }
 
+/* Before any worker starts: the temporary files a crash left beside the
+ * jobs' resume files (DATA_DIR/jobs/ID/), which would otherwise stay for
+ * ever. */
+static void remove_stale_temps(const jobs_pool *p)
+{
+    char jobs[PATH_MAX];
+    snprintf(jobs, sizeof jobs, "%s/jobs", p->data_dir);
+    DIR *d = opendir(jobs);
+    if (!d) return;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (e->d_name[0] == '.') continue;
+        char dir[PATH_MAX], why[256];
+        int removed = 0;
+        if (snprintf(dir, sizeof dir, "%s/%s", jobs, e->d_name) >= (int)sizeof dir) continue;
+        if (file_io_remove_stale_temps(dir, &removed, why, sizeof why))
+            fprintf(stderr, "vaed: %s\n", why);
+        if (removed)
+            fprintf(stderr, "vaed: removed %d temporary file(s) a crash left in %s\n", removed,
+                    dir);
+    }
+    closedir(d);
+}
+
 void jobs_pool_hide_paths(const jobs_pool *p, char *text)
 {
     data_sets_strip_dir(text, p->data_root);
@@ -412,6 +436,7 @@ jobs_pool_status jobs_pool_new(registry *reg, const jobs_pool_options *o, jobs_p
     p->on_event = o->on_event;
     p->on_event_ctx = o->on_event_ctx;
     p->confine_data = o->confine_data;
+    remove_stale_temps(p);
     pthread_mutex_init(&p->mu, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);

@@ -456,6 +456,14 @@ void registry_close(registry *r)
     free(r);
 }
 
+int64_t registry_max_blob_bytes(registry *r)
+{
+    pthread_mutex_lock(&r->mu);
+    int64_t n = sqlite3_limit(r->db, SQLITE_LIMIT_LENGTH, -1);
+    pthread_mutex_unlock(&r->mu);
+    return n;
+}
+
 int registry_schema_version(registry *r)
 {
     int version = -1;

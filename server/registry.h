@@ -70,6 +70,9 @@ registry_status registry_resolve(registry *r, const char *model, const char *ver
 registry_status registry_get_blob(registry *r, const char *sha256, uint8_t **blob, size_t *len,
                                   char *err, size_t errlen);
 int64_t registry_count_checkpoints(registry *r);
+/* The largest checkpoint the registry can store: SQLite's length limit on
+ * one value (SQLITE_LIMIT_LENGTH, 10^9 bytes by default). */
+int64_t registry_max_blob_bytes(registry *r);
 /* A number that changes whenever a write commits (or the default model
  * changes): a caller may keep what it resolved while this stays the same. */
 uint64_t registry_generation(registry *r);

@@ -1016,6 +1016,102 @@ static void test_request_memory_budget(void **state)
     stop_own(&d, dir);
 }
 
+/* ---- the data directory ---------------------------------------------------------- */
+
+static void touch(const char *path)
+{
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs("half a file", f);
+    fclose(f);
+}
+
+static int exists(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0;
+}
+
+/* One daemon per data directory (a second is refused, naming the first);
+ * what crashes left half-written is cleared at start; what the daemon
+ * creates is its own (0600); a token file others can change is refused and
+ * one they can read warned about; --max-upload must fit SQLite. */
+static void test_data_dir_ownership(void **state)
+{
+    (void)state;
+    char dir[HARNESS_PATH_MAX], p1[HARNESS_PATH_MAX + 64], p2[HARNESS_PATH_MAX + 64],
+        p3[HARNESS_PATH_MAX + 64], jobdir[HARNESS_PATH_MAX + 32];
+    assert_int_equal(harness_tmpdir(dir, sizeof dir), 0);
+    snprintf(jobdir, sizeof jobdir, "%s/jobs/5", dir);
+    char mk[HARNESS_PATH_MAX + 64];
+    snprintf(mk, sizeof mk, "%s/jobs", dir);
+    assert_int_equal(mkdir(mk, 0700), 0);
+    assert_int_equal(mkdir(jobdir, 0700), 0);
+    snprintf(p1, sizeof p1, "%s/registry.db.tmp.0123456789ab", dir);
+    snprintf(p2, sizeof p2, "%s/resume.safetensors.tmp.1.7", jobdir);
+    snprintf(p3, sizeof p3, "%s/notes.tmp", dir);
+    touch(p1);
+    touch(p2);
+    touch(p3);
+    harness_daemon a, b;
+    int port = harness_daemon_start(&a, dir, NULL);
+    assert_true(port > 0);
+    assert_false(exists(p1));
+    assert_false(exists(p2));
+    assert_true(exists(p3)); /* not a temporary of vaed's */
+    char path[HARNESS_PATH_MAX + 64];
+    static const char *const own[] = {"registry.db", "vaed.lock"};
+    for (size_t i = 0; i < 2; i++) {
+        snprintf(path, sizeof path, "%s/%s", dir, own[i]);
+        struct stat st;
+        assert_int_equal(stat(path, &st), 0);
+        if (st.st_mode & 077)
+            fail_msg("%s is mode %04o", own[i], (unsigned)(st.st_mode & 07777));
+    }
+    /* a second daemon on the same directory */
+    assert_true(harness_daemon_start(&b, dir, NULL) < 0);
+    char *log = harness_daemon_log(&b);
+    assert_non_null(log);
+    char pid[32];
+    snprintf(pid, sizeof pid, "(pid %d)", (int)a.pid);
+    assert_non_null(strstr(log, "another vaed"));
+    assert_non_null(strstr(log, pid));
+    free(log);
+    expect_status(port, "GET", "/healthz", "Host: 127.0.0.1\r\n", NULL, 200, NULL);
+    assert_int_equal(harness_daemon_stop(&a), 0);
+    /* the lock goes with the daemon */
+    port = harness_daemon_start(&a, dir, NULL);
+    assert_true(port > 0);
+    assert_int_equal(harness_daemon_stop(&a), 0);
+
+    /* token files */
+    char token[HARNESS_PATH_MAX + 16];
+    snprintf(token, sizeof token, "%s/token", dir);
+    FILE *f = fopen(token, "w");
+    assert_non_null(f);
+    fputs("0123456789abcdef0123\n", f);
+    fclose(f);
+    assert_int_equal(chmod(token, 0666), 0);
+    const char *const with_token[] = {"--token-file", token, NULL};
+    assert_true(harness_daemon_start(&b, dir, with_token) < 0);
+    log = harness_daemon_log(&b);
+    assert_non_null(strstr(log, "can be changed by other users"));
+    free(log);
+    assert_int_equal(chmod(token, 0644), 0);
+    assert_true(harness_daemon_start(&a, dir, with_token) > 0);
+    log = harness_daemon_log(&a);
+    assert_non_null(strstr(log, "warning: --token-file"));
+    free(log);
+    assert_int_equal(harness_daemon_stop(&a), 0);
+    /* an upload limit SQLite cannot store */
+    const char *const big[] = {"--max-upload", "2000", "--max-bodies-mb", "4096", NULL};
+    assert_true(harness_daemon_start(&b, dir, big) < 0);
+    log = harness_daemon_log(&b);
+    assert_non_null(strstr(log, "SQLite"));
+    free(log);
+    harness_rm_rf(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1031,6 +1127,7 @@ int main(void)
         cmocka_unit_test(test_shared_bytes_under_two_names),
         cmocka_unit_test(test_long_shape_header),
         cmocka_unit_test(test_request_memory_budget),
+        cmocka_unit_test(test_data_dir_ownership),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
