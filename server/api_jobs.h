@@ -16,7 +16,9 @@
  *     GET  /jobs/{id}          api_jobs_get     the job (see job_json in api_jobs.c)
  *     GET  /jobs/{id}/events   api_jobs_events  text/event-stream, see below
  *     POST /jobs/{id}/cancel   api_jobs_cancel  200 cancelled, 202 stopping (a running job
- *                                               stops before its next step), 409 finished
+ *                                               stops before its next step; one past its last
+ *                                               step ends cancelled too), 409 finished, or
+ *                                               registering its model
  *
  * The event stream sends each stored event as "id: SEQ\nevent: TYPE\ndata:
  * JSON\n\n" ("state", "epoch", "progress"), from the one after Last-Event-ID

@@ -42,6 +42,7 @@ typedef struct {
     int64_t job_id;      /* 0 while idle */
     volatile int cancel; /* read by the trainer before every step */
     int user_cancel;     /* the cancel came from jobs_pool_cancel */
+    int finishing;       /* registering its model: a cancel is too late (409) */
 } worker_slot;
 
 typedef struct {
@@ -327,6 +328,17 @@ static void run_job(jobs_pool *p, worker_slot *slot, int64_t id, const char *con
     }
     if (!st) {
         train_run_evaluate(j->run);
+        /* A cancel that came after the last step (while the trainer no longer
+         * looked) was answered as accepted: the job ends cancelled. From
+         * here the model is committed, and a cancel is refused instead. */
+        pthread_mutex_lock(&p->mu);
+        int cancelled = slot->user_cancel;
+        slot->finishing = !cancelled;
+        pthread_mutex_unlock(&p->mu);
+        if (cancelled) {
+            stop_job(j);
+            goto end;
+        }
         char err[384];
         st = train_run_register(j->run, p->reg, j->spec.model, id, NULL, err, sizeof err);
         if (st == TRAIN_RUN_ERR_REGISTRY)
@@ -381,6 +393,7 @@ static void *worker_main(void *arg)
         slot->job_id = id;
         slot->cancel = 0;
         slot->user_cancel = 0;
+        slot->finishing = 0;
         pthread_mutex_unlock(&p->mu);
         announce_state(p, id, JOBS_STATE_RUNNING);
         run_job(p, slot, id, config);
@@ -581,6 +594,14 @@ jobs_pool_status jobs_pool_cancel(jobs_pool *p, int64_t id, char *err, size_t er
                 pthread_mutex_unlock(&p->mu);
                 util_set_err(err, errlen, "job %" PRId64 " is %s; it cannot become cancelled", id,
                              jobs_state_name(state));
+                return JOBS_POOL_ERR_CONFLICT;
+            }
+            if (p->slots[i].finishing) {
+                pthread_mutex_unlock(&p->mu);
+                util_set_err(err, errlen,
+                             "job %" PRId64 " has finished training and is registering its "
+                             "model; it can no longer be cancelled",
+                             id);
                 return JOBS_POOL_ERR_CONFLICT;
             }
             p->slots[i].user_cancel = 1;

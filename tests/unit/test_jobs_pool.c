@@ -98,7 +98,29 @@ typedef struct {
     int stop_at_epoch, stop_at_step; /* SIGTERM at this progress event */
     int stopped;             /* the observer stopped the pool */
     int cancel_rc;           /* what jobs_pool_cancel returned (asserted on the main thread) */
+    int cancel_at_last_epoch; /* cancel cancel_job from a thread, late_delay_us after */
+    int late_delay_us;        /* its last epoch event (after its last step) */
+    pthread_t late;
+    int late_started;
 } observer;
+
+/* The cancel of test_cancel_while_finishing, late_delay_us after the last
+ * epoch event, from a thread of its own (the worker goes on meanwhile). */
+static void *cancel_late(void *arg)
+{
+    observer *o = arg;
+    pthread_mutex_lock(&o->mu);
+    int delay = o->late_delay_us;
+    jobs_pool *p = o->pool;
+    int64_t id = o->cancel_job;
+    pthread_mutex_unlock(&o->mu);
+    usleep((useconds_t)delay);
+    int rc = jobs_pool_cancel(p, id, NULL, 0);
+    pthread_mutex_lock(&o->mu);
+    o->cancel_rc = rc;
+    pthread_mutex_unlock(&o->mu);
+    return NULL;
+}
 
 static void on_event(void *ctx, const jobs_event *e)
 {
@@ -116,6 +138,11 @@ static void on_event(void *ctx, const jobs_event *e)
         }
         if (o->stop_at_epoch && e->epoch == o->stop_at_epoch && e->step == o->stop_at_step)
             stop = 1;
+    }
+    if (e->type == JOBS_EVENT_EPOCH && o->cancel_at_last_epoch && o->cancel_job == id &&
+        e->epoch == e->epochs) {
+        if (!o->late_started)
+            o->late_started = pthread_create(&o->late, NULL, cancel_late, o) == 0;
     }
     if (e->type == JOBS_EVENT_EPOCH && o->abandon_after_epoch &&
         e->epoch == o->abandon_after_epoch)
@@ -391,6 +418,48 @@ static void test_cancel_running_stops_within_a_step(void **state)
     registry_free_job(&j);
     assert_int_equal(registry_count_checkpoints(f->reg), 0);
     assert_false(resume_exists(f, id));
+}
+
+
+/* Cancels at moments from the last step to past the registration: whatever
+ * the moment, a cancel that was accepted (202) ends the job cancelled with
+ * nothing registered, and one refused (409) leaves it succeeded. */
+static void test_cancel_while_finishing(void **state)
+{
+    fixture *f = *state;
+    static const int delays_us[] = {200, 1000, 3000, 10000, 30000, 100000};
+    for (size_t k = 0; k < sizeof delays_us / sizeof delays_us[0]; k++) {
+        observer ob = {.mu = PTHREAD_MUTEX_INITIALIZER, .cancel_rc = -1};
+        jobs_pool *p = new_pool(f, 1, &ob);
+        int64_t before = registry_count_checkpoints(f->reg);
+        pthread_mutex_lock(&ob.mu);
+        ob.cancel_at_last_epoch = 1;
+        ob.cancelled_at_step = -1;
+        ob.late_delay_us = delays_us[k];
+        pthread_mutex_unlock(&ob.mu);
+        char name[32];
+        snprintf(name, sizeof name, "late%zu", k);
+        int64_t id = submit(p, f, name, 1, NULL);
+        pthread_mutex_lock(&ob.mu);
+        ob.cancel_job = id;
+        pthread_mutex_unlock(&ob.mu);
+        char st[16];
+        wait_final(f, id, st);
+        assert_true(ob.late_started);
+        pthread_join(ob.late, NULL);
+        jobs_pool_free(p);
+        int64_t added = registry_count_checkpoints(f->reg) - before;
+        print_message("cancel %d us after the last step: %s, job %s\n", delays_us[k],
+                      ob.cancel_rc == JOBS_POOL_OK ? "accepted" : "refused", st);
+        if (ob.cancel_rc == JOBS_POOL_OK) {
+            assert_string_equal(st, "cancelled");
+            assert_int_equal(added, 0);
+        } else {
+            assert_int_equal(ob.cancel_rc, JOBS_POOL_ERR_CONFLICT);
+            assert_string_equal(st, "succeeded");
+            assert_int_equal(added, 1);
+        }
+    }
 }
 
 static void test_nonfinite_loss_fails_and_registers_nothing(void **state)
@@ -735,6 +804,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_jobs_start_in_submission_order, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cancel_queued_never_starts, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cancel_running_stops_within_a_step, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_cancel_while_finishing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_nonfinite_loss_fails_and_registers_nothing, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_resume_after_a_crash_is_exact, setup, teardown),
