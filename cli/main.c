@@ -68,6 +68,7 @@ static int cmd_serve(int argc, char **argv)
     long max_bodies_mb = (long)o.max_bodies_mb, max_per_ip = (long)o.max_per_ip;
     long max_streams = o.max_streams, stream_max_s = o.stream_max_s;
     long request_mem_mb = (long)o.request_mem_mb;
+    long job_retention_days = o.job_retention_days, max_queued_jobs = o.max_queued_jobs;
     const char *token_file = NULL;
     cli_option opts[] = {
         {"listen", CLI_STRING, &o.listen, 0, 0, "ADDR:PORT to listen on (default 127.0.0.1:8080)"},
@@ -95,6 +96,10 @@ static int cmd_serve(int argc, char **argv)
          "seconds an event stream lasts; clients resume with Last-Event-ID (default 600)"},
         {"request-mem-mb", CLI_LONG, &request_mem_mb, 0, 1 << 20,
          "most one inference request may allocate, MiB (default 1024, 0 = no limit)"},
+        {"job-retention-days", CLI_LONG, &job_retention_days, 0, 100000,
+         "finished jobs kept, days (default 30, 0 = for ever)"},
+        {"max-queued-jobs", CLI_LONG, &max_queued_jobs, 0, 1000000,
+         "jobs waiting at once; past it POST /jobs is 429 (default 100, 0 = no limit)"},
     };
     int rc = cli_parse("serve", argc, argv, opts, sizeof opts / sizeof opts[0], NULL);
     if (rc) return rc == CLI_HELP ? 0 : 2;
@@ -112,6 +117,8 @@ static int cmd_serve(int argc, char **argv)
     o.max_streams = (int)max_streams;
     o.stream_max_s = (int)stream_max_s;
     o.request_mem_mb = (size_t)request_mem_mb;
+    o.job_retention_days = (int)job_retention_days;
+    o.max_queued_jobs = (int)max_queued_jobs;
     char token[512] = "";
     if (token_file) {
         FILE *tf = fopen(token_file, "r");

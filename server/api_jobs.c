@@ -65,7 +65,26 @@ struct api_jobs {
     double stream_max_s;
     job_rate rates[API_JOBS_MAX_RATES];
     int n_rates;
+    double retention_s;        /* finished jobs older than this go; 0 = kept for ever */
+    double next_prune;         /* CLOCK_MONOTONIC seconds */
 };
+
+/* Deletes the finished jobs past --job-retention-days, at most once an hour
+ * (the watcher calls it; without api_jobs.mu, which the registry's lock must
+ * not nest in for long). */
+static void prune_jobs(api_jobs *J, double now)
+{
+    if (!J->retention_s || now < J->next_prune)
+        return;
+    J->next_prune = now + 3600;
+    int64_t deleted = 0;
+    char err[256];
+    if (jobs_pool_prune(J->pool, J->retention_s, &deleted, err, sizeof err))
+        fprintf(stderr, "vaed: deleting old jobs: %s\n", err);
+    else if (deleted)
+        fprintf(stderr, "vaed: deleted %lld job(s) finished more than %g days ago\n",
+                (long long)deleted, J->retention_s / 86400);
+}
 
 /* ---- pool events and /metrics ------------------------------------------ */
 
@@ -176,6 +195,9 @@ static void *watcher_main(void *arg)
         }
         if (stopping)
             break;
+        pthread_mutex_unlock(&J->mu);
+        prune_jobs(J, now);
+        pthread_mutex_lock(&J->mu);
         struct timespec ts;
         double whole = (double)(time_t)next;
         ts.tv_sec = (time_t)next;
@@ -208,6 +230,7 @@ int api_jobs_new(const server_options *o, registry *reg, api_jobs **out, char *e
     J->reg = reg;
     J->max_streams = o->max_streams;
     J->stream_max_s = o->stream_max_s;
+    J->retention_s = o->job_retention_days * 86400.0;
     jobs_pool_options po;
     jobs_pool_options_default(&po);
     po.data_dir = o->data_dir;
@@ -216,6 +239,7 @@ int api_jobs_new(const server_options *o, registry *reg, api_jobs **out, char *e
     po.on_event = on_pool_event;
     po.on_event_ctx = J;
     po.confine_data = 1;
+    po.max_queued = o->max_queued_jobs;
     char why[512];
     if (jobs_pool_new(reg, &po, &J->pool, why, sizeof why)) {
         snprintf(err, errlen, "cannot start the training jobs: %s", why);
@@ -391,6 +415,8 @@ static int answer_json(answer *a, unsigned status, cJSON *body)
 /* Queues the answer and frees its body. */
 static enum MHD_Result answer_send(struct MHD_Connection *c, answer *a)
 {
+    if (a->failed && a->error == HTTP_ERR_TOO_MANY_REQUESTS)
+        return http_send_error_with_header(c, a->error, "Retry-After", "60", "%s", a->msg);
     if (a->failed)
         return http_send_error(c, a->error, "%s", a->msg);
     char *text = cJSON_PrintUnformatted(a->body); /* owned: handed to the response */
@@ -505,6 +531,18 @@ enum MHD_Result api_jobs_submit(http_ctx *ctx, struct MHD_Connection *c, http_re
     return answer_send(c, &a);
 }
 
+/* ?limit= (1..API_JOBS_PAGE_MAX, default API_JOBS_PAGE_DEFAULT) and ?after=
+ * (a job id; default 0, from the first). */
+static int page_query(struct MHD_Connection *c, int64_t *limit, int64_t *after, answer *a)
+{
+    char msg[160];
+    if (http_query_int(c, "limit", 1, API_JOBS_PAGE_MAX, API_JOBS_PAGE_DEFAULT, limit, msg,
+                       sizeof msg) ||
+        http_query_int(c, "after", 0, (int64_t)1 << 53, 0, after, msg, sizeof msg))
+        return answer_fail(a, HTTP_ERR_BAD_REQUEST, "%s", msg);
+    return 0;
+}
+
 enum MHD_Result api_jobs_list(http_ctx *ctx, struct MHD_Connection *c, http_request *req)
 {
     (void)req;
@@ -512,16 +550,26 @@ enum MHD_Result api_jobs_list(http_ctx *ctx, struct MHD_Connection *c, http_requ
     jobs_pool *p;
     jobs_state only;
     int has_state = 0;
-    if (!pool_of(ctx, &p, &a) && !state_query(c, &only, &has_state, &a)) {
+    int64_t limit = 0, after = 0;
+    if (!pool_of(ctx, &p, &a) && !state_query(c, &only, &has_state, &a) &&
+        !page_query(c, &limit, &after, &a)) {
         char err[512];
         registry_job *list = NULL; /* owned: freed below */
         size_t n = 0;
-        jobs_pool_status rc =
-            jobs_pool_list_jobs(p, has_state ? &only : NULL, &list, &n, err, sizeof err);
+        /* One more than the page says whether there is a next one. */
+        jobs_pool_status rc = jobs_pool_list_jobs(p, has_state ? &only : NULL, after,
+                                                  (int)limit + 1, &list, &n, err, sizeof err);
+        size_t shown = n > (size_t)limit ? (size_t)limit : n;
+        cJSON *root = rc ? NULL : jobs_list_json(p, list, shown);
+        if (root && !(n > shown ? cJSON_AddNumberToObject(root, "next", (double)list[shown - 1].id)
+                                : cJSON_AddNullToObject(root, "next"))) {
+            cJSON_Delete(root);
+            root = NULL;
+        }
         if (rc)
             answer_pool_fail(&a, rc, err);
         else
-            answer_json(&a, MHD_HTTP_OK, jobs_list_json(p, list, n));
+            answer_json(&a, MHD_HTTP_OK, root);
         registry_free_jobs(list, n);
     }
     return answer_send(c, &a);

@@ -12,7 +12,8 @@
  *     POST /jobs               api_jobs_submit  202 + Location: /jobs/{id} + the job;
  *                                               400 not JSON, 415, 422 invalid or over
  *                                               --job-mem-mb (the reason in the message)
- *     GET  /jobs[?state=S]     api_jobs_list    {"jobs": [...]} in submission order
+ *     GET  /jobs[?state=S]     api_jobs_list    {"jobs": [...], "next": ID or null} in
+ *          [&limit=N&after=ID]                   submission order, a page at a time
  *     GET  /jobs/{id}          api_jobs_get     the job (see job_json in api_jobs.c)
  *     GET  /jobs/{id}/events   api_jobs_events  text/event-stream, see below
  *     POST /jobs/{id}/cancel   api_jobs_cancel  200 cancelled, 202 stopping (a running job
@@ -45,6 +46,10 @@
 
 #include "server/http_server.h"
 #include "server/registry.h"
+
+/* GET /jobs pages: ?limit= at most this (default the other), ?after=ID. */
+#define API_JOBS_PAGE_MAX 1000
+#define API_JOBS_PAGE_DEFAULT 100
 
 /* Seconds a quiet event stream waits before a keep-alive comment. */
 #define API_JOBS_KEEPALIVE_S 1.0

@@ -51,6 +51,8 @@ void server_options_default(server_options *o)
     o->max_streams = 32;
     o->stream_max_s = 600;
     o->request_mem_mb = 1024;
+    o->job_retention_days = 30;
+    o->max_queued_jobs = 100;
 }
 
 /* ---- the transport's own state ------------------------------------------ */

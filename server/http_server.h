@@ -63,6 +63,8 @@ typedef struct server_options {
     int max_streams;           /* open GET /jobs/ID/events streams, default 32 */
     int stream_max_s;          /* seconds an event stream lasts before the client resumes, default 600 */
     size_t request_mem_mb;     /* most one inference request may allocate, default 1024; 0 = no limit */
+    int job_retention_days;    /* finished jobs kept this long, default 30; 0 = for ever */
+    int max_queued_jobs;       /* jobs waiting at once, default 100; 0 = no limit */
 } server_options;
 
 void server_options_default(server_options *o);

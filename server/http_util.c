@@ -121,6 +121,8 @@ http_error http_error_from_jobs(jobs_pool_status s)
     case JOBS_POOL_ERR_DB:
     case JOBS_POOL_ERR_IO:
         return HTTP_ERR_INTERNAL;
+    case JOBS_POOL_ERR_FULL:
+        return HTTP_ERR_TOO_MANY_REQUESTS;
     }
     return HTTP_ERR_INTERNAL;
 }

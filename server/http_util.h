@@ -82,8 +82,8 @@ http_error http_error_from_model_cache(model_cache_status s);
  * 503; a failed write or a cancellation, which reading bytes in memory
  * cannot give, are 500 and 503. */
 http_error http_error_from_vae(vae_status s);
-/* jobs_pool: invalid spec 422 unprocessable, 404, 409, stopping or out of
- * memory 503, the rest 500. */
+/* jobs_pool: invalid spec 422 unprocessable, 404, 409, the queue full 429,
+ * stopping or out of memory 503, the rest 500. */
 http_error http_error_from_jobs(jobs_pool_status s);
 /* data_cache: every slot taken 503, a data set that does not load 404. */
 http_error http_error_from_data_cache(data_cache_status s);

@@ -60,6 +60,7 @@ struct jobs_pool {
     void (*on_event)(void *ctx, const jobs_event *e);
     void *on_event_ctx;
     int confine_data;
+    int max_queued;
 
     pthread_mutex_t mu;
     pthread_cond_t work_cv;         /* a job was queued, or the pool is stopping */
@@ -449,6 +450,7 @@ jobs_pool_status jobs_pool_new(registry *reg, const jobs_pool_options *o, jobs_p
     p->on_event = o->on_event;
     p->on_event_ctx = o->on_event_ctx;
     p->confine_data = o->confine_data;
+    p->max_queued = o->max_queued;
     remove_stale_temps(p);
     pthread_mutex_init(&p->mu, NULL);
     pthread_condattr_t ca;
@@ -569,6 +571,17 @@ jobs_pool_status jobs_pool_submit(jobs_pool *p, const char *json, size_t len, in
         status = JOBS_POOL_ERR_STOPPING;
         goto end;
     }
+    int64_t counts[JOBS_STATE_COUNT];
+    if (p->max_queued && registry_count_jobs(p->reg, counts, err, errlen) == REGISTRY_OK &&
+        counts[JOBS_STATE_QUEUED] >= p->max_queued) {
+        pthread_mutex_unlock(&p->mu);
+        util_set_err(err, errlen,
+                     "%lld jobs are queued already, as many as the server keeps waiting "
+                     "(--max-queued-jobs): submit again when some have run",
+                     (long long)counts[JOBS_STATE_QUEUED]);
+        status = JOBS_POOL_ERR_FULL;
+        goto end;
+    }
     int rc = registry_insert_job(p->reg, canonical, id, err, errlen);
     if (rc == REGISTRY_OK) pthread_cond_signal(&p->work_cv);
     pthread_mutex_unlock(&p->mu);
@@ -625,10 +638,23 @@ jobs_pool_status jobs_pool_get_job(jobs_pool *p, int64_t id, registry_job *out, 
     return from_registry(registry_get_job(p->reg, id, out, err, errlen));
 }
 
-jobs_pool_status jobs_pool_list_jobs(jobs_pool *p, const jobs_state *only, registry_job **list,
-                                     size_t *count, char *err, size_t errlen)
+jobs_pool_status jobs_pool_list_jobs(jobs_pool *p, const jobs_state *only, int64_t after_id,
+                                     int limit, registry_job **list, size_t *count, char *err,
+                                     size_t errlen)
 {
-    return from_registry(registry_list_jobs(p->reg, only, list, count, err, errlen));
+    return from_registry(
+        registry_list_jobs(p->reg, only, after_id, limit, list, count, err, errlen));
+}
+
+jobs_pool_status jobs_pool_prune(jobs_pool *p, double max_age_s, int64_t *deleted, char *err,
+                                 size_t errlen)
+{
+    time_t cutoff = time(NULL) - (time_t)max_age_s;
+    struct tm tm;
+    char iso[32];
+    gmtime_r(&cutoff, &tm);
+    strftime(iso, sizeof iso, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    return from_registry(registry_prune_jobs(p->reg, iso, deleted, err, errlen));
 }
 
 jobs_pool_status jobs_pool_count_jobs(jobs_pool *p, int64_t counts[JOBS_STATE_COUNT], char *err,

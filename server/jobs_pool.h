@@ -61,7 +61,8 @@ typedef enum {
     JOBS_POOL_ERR_STOPPING,  /* the pool is shutting down */
     JOBS_POOL_ERR_DB,        /* the registry failed */
     JOBS_POOL_ERR_IO,
-    JOBS_POOL_ERR_NOMEM
+    JOBS_POOL_ERR_NOMEM,
+    JOBS_POOL_ERR_FULL       /* max_queued jobs wait already */
 } jobs_pool_status;
 
 typedef enum {
@@ -99,6 +100,9 @@ typedef struct {
     /* 1 parses specs with jobs_spec_parse_confined (a daemon: "data" only
      * under data_root); 0 (default) jobs_spec_parse. */
     int confine_data;
+    /* A submit past this many queued jobs is refused (JOBS_POOL_ERR_FULL);
+     * 0 = no limit. */
+    int max_queued;
 } jobs_pool_options;
 
 typedef struct jobs_pool jobs_pool;
@@ -134,7 +138,13 @@ jobs_pool_status jobs_pool_get_job(jobs_pool *p, int64_t id, registry_job *out, 
 /* Jobs in submission order, only those in *only when only is not NULL (a
  * value that is not a state is JOBS_POOL_ERR_INVALID); *list (free with
  * registry_free_jobs) has *count entries. */
-jobs_pool_status jobs_pool_list_jobs(jobs_pool *p, const jobs_state *only, registry_job **list,
+/* Deletes the jobs that finished more than max_age_s seconds ago (their
+ * events too); *deleted (may be NULL) counts them. */
+jobs_pool_status jobs_pool_prune(jobs_pool *p, double max_age_s, int64_t *deleted, char *err,
+                                 size_t errlen);
+/* A page of jobs (registry_list_jobs: ids after after_id, at most limit). */
+jobs_pool_status jobs_pool_list_jobs(jobs_pool *p, const jobs_state *only, int64_t after_id,
+                                     int limit, registry_job **list,
                                      size_t *count, char *err, size_t errlen);
 /* counts[s]: the jobs in state s (for /metrics: counted, not listed). */
 jobs_pool_status jobs_pool_count_jobs(jobs_pool *p, int64_t counts[JOBS_STATE_COUNT], char *err,

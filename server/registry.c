@@ -118,8 +118,12 @@ static const char *const stmt_sql[S_N] = {
                       "WHERE id = ?1 AND state = 'running'",
     [S_JOB_RUNNING_IDS] = "SELECT id FROM jobs WHERE state = 'running' ORDER BY id",
     [S_JOB_GET] = JOB_COLUMNS "WHERE id = ?1",
-    [S_JOB_LIST] = JOB_COLUMNS "ORDER BY id",
-    [S_JOB_LIST_STATE] = JOB_COLUMNS "WHERE state = ?1 ORDER BY id",
+    /* a page: ids after ?2, at most ?3 (-1: all) */
+    [S_JOB_LIST] = JOB_COLUMNS "WHERE id > ?2 ORDER BY id LIMIT ?3",
+    [S_JOB_LIST_STATE] = JOB_COLUMNS "WHERE state = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
+    /* finished before ?1 (ISO 8601, as finished_at is written); events go with them */
+    [S_JOB_PRUNE] = "DELETE FROM jobs WHERE state IN ('succeeded', 'failed', 'cancelled') "
+                    "AND finished_at < ?1",
     /* served from the jobs_by_state index: /metrics asks on every scrape */
     [S_JOB_COUNT_BY_STATE] = "SELECT state, COUNT(*) FROM jobs GROUP BY state",
     [S_JOB_LAST_SEQ] = "SELECT j.state, (SELECT COALESCE(MAX(e.seq), 0) FROM job_events e "

@@ -208,10 +208,17 @@ registry_status registry_requeue_running_jobs(registry *r, int *count, char *err
 registry_status registry_get_job(registry *r, int64_t id, registry_job *out, char *err,
                                  size_t errlen);
 void registry_free_job(registry_job *j);
-/* Jobs in submission order, only those in *only when only is not NULL.
- * *list (an array of *count) is owned by the caller: registry_free_jobs. */
-registry_status registry_list_jobs(registry *r, const jobs_state *only, registry_job **list,
-                                   size_t *count, char *err, size_t errlen);
+/* Jobs in submission order, only those in *only when only is not NULL, and
+ * only ids after after_id, at most limit of them (limit <= 0: all). *list
+ * (an array of *count) is owned by the caller: registry_free_jobs. */
+registry_status registry_list_jobs(registry *r, const jobs_state *only, int64_t after_id,
+                                   int limit, registry_job **list, size_t *count, char *err,
+                                   size_t errlen);
+/* Deletes the jobs that finished (succeeded, failed, cancelled) before
+ * before_iso (ISO 8601 UTC, as registry timestamps are written), with their
+ * events; *deleted (may be NULL) counts them. */
+registry_status registry_prune_jobs(registry *r, const char *before_iso, int64_t *deleted,
+                                    char *err, size_t errlen);
 void registry_free_jobs(registry_job *list, size_t count);
 /* How many jobs are in each state, counted in the state index (no row is
  * read): counts[s] for every jobs_state s. */

@@ -76,6 +76,7 @@ enum {
     S_JOB_EVENTS_PRUNE,
     S_JOB_STATE_EVENT,
     S_JOB_RESULT_EVENT,
+    S_JOB_PRUNE,
     S_N
 };
 

@@ -1112,6 +1112,56 @@ static void test_data_dir_ownership(void **state)
     harness_rm_rf(dir);
 }
 
+/* ---- the jobs table ---------------------------------------------------------------- */
+
+/* The queue holds --max-queued-jobs (then 429 with Retry-After) and GET /jobs
+ * answers a page at a time, with the id to ask after for the next. */
+static void test_job_queue_cap_and_pages(void **state)
+{
+    (void)state;
+    char dir[HARNESS_PATH_MAX];
+    harness_daemon d;
+    const char *const args[] = {"--workers", "0", "--max-queued-jobs", "3", NULL};
+    int port = start_own(&d, dir, sizeof dir, args);
+    for (int i = 0; i < 3; i++)
+        submit_job(port);
+    const char job[] = "{\"model\": \"m\", \"data\": \"mnist\", \"epochs\": 1}";
+    const char *headers[] = {"Content-Type: application/json", NULL};
+    harness_response r;
+    assert_int_equal(harness_request(port, "POST", "/jobs", headers, job, strlen(job), &r), 0);
+    assert_true(harness_expect_error(&r, 429, "too_many_requests"));
+    assert_non_null(harness_header(&r, "Retry-After"));
+    harness_response_free(&r);
+    int64_t after = 0;
+    int pages = 0, seen = 0;
+    for (;;) {
+        char path[64];
+        snprintf(path, sizeof path, "/jobs?limit=2&after=%lld", (long long)after);
+        assert_int_equal(harness_request(port, "GET", path, NULL, NULL, 0, &r), 0);
+        assert_int_equal(r.status, 200);
+        cJSON *root = harness_json(&r);
+        const cJSON *jobs = cJSON_GetObjectItemCaseSensitive(root, "jobs");
+        const cJSON *next = cJSON_GetObjectItemCaseSensitive(root, "next");
+        seen += cJSON_GetArraySize(jobs);
+        pages++;
+        int more = cJSON_IsNumber(next);
+        if (more)
+            after = (int64_t)next->valuedouble;
+        else
+            assert_true(cJSON_IsNull(next));
+        cJSON_Delete(root);
+        harness_response_free(&r);
+        if (!more)
+            break;
+    }
+    assert_int_equal(pages, 2);
+    assert_int_equal(seen, 3);
+    expect_status(port, "GET", "/jobs?limit=0", "Host: 127.0.0.1\r\n", NULL, 400, "bad_request");
+    expect_status(port, "GET", "/jobs?limit=1001", "Host: 127.0.0.1\r\n", NULL, 400,
+                  "bad_request");
+    stop_own(&d, dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1128,6 +1178,7 @@ int main(void)
         cmocka_unit_test(test_long_shape_header),
         cmocka_unit_test(test_request_memory_budget),
         cmocka_unit_test(test_data_dir_ownership),
+        cmocka_unit_test(test_job_queue_cap_and_pages),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

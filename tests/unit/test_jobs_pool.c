@@ -335,17 +335,17 @@ static void test_jobs_start_in_submission_order(void **state)
     registry_job *list;
     size_t n;
     jobs_state only = JOBS_STATE_QUEUED;
-    assert_int_equal(jobs_pool_list_jobs(p, &only, &list, &n, NULL, 0), JOBS_POOL_OK);
+    assert_int_equal(jobs_pool_list_jobs(p, &only, 0, 0, &list, &n, NULL, 0), JOBS_POOL_OK);
     assert_int_equal(n, 3);
     for (int i = 0; i < 3; i++) assert_int_equal(list[i].id, ids[i]);
     registry_free_jobs(list, n);
     only = JOBS_STATE_RUNNING;
-    assert_int_equal(jobs_pool_list_jobs(p, &only, &list, &n, NULL, 0), JOBS_POOL_OK);
+    assert_int_equal(jobs_pool_list_jobs(p, &only, 0, 0, &list, &n, NULL, 0), JOBS_POOL_OK);
     assert_int_equal(n, 0);
     registry_free_jobs(list, n);
     assert_int_equal(jobs_state_parse("sleeping", &only), -1);
     only = (jobs_state)JOBS_STATE_COUNT; /* not a state */
-    assert_int_equal(jobs_pool_list_jobs(p, &only, &list, &n, NULL, 0), JOBS_POOL_ERR_INVALID);
+    assert_int_equal(jobs_pool_list_jobs(p, &only, 0, 0, &list, &n, NULL, 0), JOBS_POOL_ERR_INVALID);
     int64_t counts[JOBS_STATE_COUNT];
     assert_int_equal(jobs_pool_count_jobs(p, counts, NULL, 0), JOBS_POOL_OK);
     assert_int_equal(counts[JOBS_STATE_QUEUED], 3);
@@ -626,7 +626,7 @@ static void test_submit_refusals(void **state)
     assert_int_equal(jobs_pool_get_job(p, 42, &job, err, sizeof err), JOBS_POOL_ERR_NOT_FOUND);
     registry_job *list;
     size_t n;
-    assert_int_equal(jobs_pool_list_jobs(p, NULL, &list, &n, NULL, 0), JOBS_POOL_OK);
+    assert_int_equal(jobs_pool_list_jobs(p, NULL, 0, 0, &list, &n, NULL, 0), JOBS_POOL_OK);
     assert_int_equal(n, 0); /* nothing was queued */
     registry_free_jobs(list, n);
     jobs_pool_free(p);
@@ -785,7 +785,7 @@ static void test_registry_job_transitions(void **state)
     assert_int_equal(count, 1);
     registry_job *list;
     jobs_state queued = JOBS_STATE_QUEUED;
-    assert_int_equal(registry_list_jobs(r, &queued, &list, &n, err, sizeof err), 0);
+    assert_int_equal(registry_list_jobs(r, &queued, 0, 0, &list, &n, err, sizeof err), 0);
     assert_int_equal(n, 1);
     assert_int_equal(list[0].id, other);
     registry_free_jobs(list, n);
@@ -794,6 +794,62 @@ static void test_registry_job_transitions(void **state)
     assert_int_equal(registry_claim_next_job(r, &claimed, &config, err, sizeof err),
                      REGISTRY_ERR_NOT_FOUND);
     assert_null(config);
+}
+
+/* Jobs a page at a time; finished ones pruned by age, events and all; a
+ * full queue refuses a submit. */
+static void test_pages_prune_and_queue_cap(void **state)
+{
+    fixture *f = *state;
+    registry *r = f->reg;
+    char err[256];
+    int64_t ids[6];
+    for (int i = 0; i < 6; i++)
+        assert_int_equal(registry_insert_job(r, "{}", &ids[i], err, sizeof err), 0);
+    registry_job *list = NULL;
+    size_t n = 0;
+    assert_int_equal(registry_list_jobs(r, NULL, ids[1], 3, &list, &n, err, sizeof err), 0);
+    assert_int_equal(n, 3);
+    assert_int_equal(list[0].id, ids[2]);
+    assert_int_equal(list[2].id, ids[4]);
+    registry_free_jobs(list, n);
+    assert_int_equal(registry_list_jobs(r, NULL, ids[5], 3, &list, &n, err, sizeof err), 0);
+    assert_int_equal(n, 0);
+    /* two finish; pruning before a date in the past takes none, after now both */
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(registry_set_job_state(r, ids[i], JOBS_STATE_CANCELLED, NULL, err,
+                                                sizeof err),
+                         0);
+    int64_t deleted = -1;
+    assert_int_equal(registry_prune_jobs(r, "2000-01-01T00:00:00Z", &deleted, err, sizeof err), 0);
+    assert_int_equal(deleted, 0);
+    assert_int_equal(registry_prune_jobs(r, "9999-01-01T00:00:00Z", &deleted, err, sizeof err), 0);
+    assert_int_equal(deleted, 2);
+    int64_t seq;
+    assert_int_equal(registry_get_job_last_seq(r, ids[0], &seq, NULL, err, sizeof err),
+                     REGISTRY_ERR_NOT_FOUND);
+    assert_int_equal(registry_list_jobs(r, NULL, 0, 0, &list, &n, err, sizeof err), 0);
+    assert_int_equal(n, 4); /* the queued ones stay, whatever their age */
+    registry_free_jobs(list, n);
+
+    /* four queued: a pool that keeps at most four refuses a fifth */
+    jobs_pool_options opt;
+    jobs_pool_options_default(&opt);
+    opt.data_dir = f->dir;
+    opt.workers = 0;
+    opt.max_queued = 4;
+    jobs_pool *p = NULL;
+    assert_int_equal(jobs_pool_new(r, &opt, &p, err, sizeof err), JOBS_POOL_OK);
+    char body[512];
+    snprintf(body, sizeof body, "{\"model\":\"q\",\"data\":\"%s\",\"hidden\":[16],\"latent\":2}",
+             f->images);
+    int64_t id = 0;
+    assert_int_equal(jobs_pool_submit(p, body, strlen(body), &id, err, sizeof err),
+                     JOBS_POOL_ERR_FULL);
+    assert_non_null(strstr(err, "--max-queued-jobs"));
+    assert_int_equal(jobs_pool_prune(p, 0, &deleted, err, sizeof err), JOBS_POOL_OK);
+    assert_int_equal(deleted, 0);
+    jobs_pool_free(p);
 }
 
 int main(void)
@@ -813,6 +869,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_submit_refusals, setup, teardown),
         cmocka_unit_test_setup_teardown(test_wait_events, setup, teardown),
         cmocka_unit_test_setup_teardown(test_registry_job_transitions, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_pages_prune_and_queue_cap, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
