@@ -328,6 +328,26 @@ enum MHD_Result api_models_get_version(http_ctx *ctx, struct MHD_Connection *c, 
 
 /* ---- GET /models/{name}/versions/{v}/file ----------------------------- */
 
+/* MHD asks for the next piece of a download: at most max bytes at pos. */
+static ssize_t blob_read_cb(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    registry_blob *b = cls;
+    size_t size = registry_blob_size(b);
+    if (pos >= size)
+        return MHD_CONTENT_READER_END_OF_STREAM;
+    size_t n = size - (size_t)pos < max ? size - (size_t)pos : max;
+    char why[256];
+    if (registry_blob_read(b, (size_t)pos, buf, n, why, sizeof why) == REGISTRY_OK)
+        return (ssize_t)n;
+    fprintf(stderr, "vaed: download: %s\n", why);
+    return MHD_CONTENT_READER_END_WITH_ERROR;
+}
+
+static void blob_free_cb(void *cls)
+{
+    registry_blob_close(cls);
+}
+
 /* The file's response in *resp (the caller's; NULL when out of memory) with
  * its status: 304 when the client's copy is these bytes, else the bytes. */
 static http_error version_file(http_ctx *ctx, struct MHD_Connection *c, const http_request *req,
@@ -353,15 +373,17 @@ static http_error version_file(http_ctx *ctx, struct MHD_Connection *c, const ht
         r = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
         *code = MHD_HTTP_NOT_MODIFIED;
     } else {
+        /* Streamed: each piece is read from the registry as the client takes
+         * it, on the blob's own connection (no lock, no copy of the whole). */
         char why[256] = "";
-        uint8_t *blob = NULL; /* owned: handed to the response */
+        registry_blob *blob = NULL; /* owned: handed to the response */
         size_t len = 0;
-        int status = registry_get_blob(ctx->reg, info.sha256, &blob, &len, why, sizeof why);
+        int status = registry_blob_open(ctx->reg, info.sha256, &blob, &len, why, sizeof why);
         if ((e = registry_error(status, why, msg, msglen)) != HTTP_ERR_NONE)
             return e;
-        r = MHD_create_response_from_buffer_with_free_callback(len, blob, free);
+        r = MHD_create_response_from_callback(len, 64 * 1024, blob_read_cb, blob, blob_free_cb);
         if (!r) {
-            free(blob);
+            registry_blob_close(blob);
             return HTTP_ERR_NONE;
         }
         if (MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE,

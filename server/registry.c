@@ -78,7 +78,6 @@ static const char *const stmt_sql[S_N] = {
     [S_CKPT_COUNT] = "SELECT COUNT(*) FROM checkpoints",
     [S_BLOB_INSERT] = "INSERT INTO blobs (sha256, size, data) VALUES (?1, ?2, ?3) "
                       "ON CONFLICT (sha256) DO NOTHING",
-    [S_BLOB_GET] = "SELECT data FROM blobs WHERE sha256 = ?1",
     [S_BLOB_COLLECT] = "DELETE FROM blobs WHERE sha256 = ?1 "
                        "AND NOT EXISTS (SELECT 1 FROM checkpoints WHERE sha256 = ?1)",
     [S_ALIAS_GET] = "SELECT version FROM aliases WHERE model_id = ?1 AND alias = ?2",
@@ -402,6 +401,13 @@ registry_status registry_open(const char *path, registry **out, char *err, size_
     pthread_mutex_init(&r->mu, NULL);
     if (strcmp(path, ":memory:") != 0)
         make_parent_dirs(path);
+    r->path = strdup(path);
+    if (!r->path) {
+        pthread_mutex_destroy(&r->mu);
+        free(r);
+        util_set_err(err, errlen, "registry: out of memory");
+        return REGISTRY_ERR_NOMEM;
+    }
 
     int status = REGISTRY_ERR_DB;
     if (sqlite3_open_v2(path, &r->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL) !=
@@ -457,6 +463,7 @@ void registry_close(registry *r)
         sqlite3_finalize(r->stmts[i]);
     sqlite3_close(r->db);
     pthread_mutex_destroy(&r->mu);
+    free(r->path);
     free(r);
 }
 

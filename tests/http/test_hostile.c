@@ -1162,6 +1162,80 @@ static void test_job_queue_cap_and_pages(void **state)
     stop_own(&d, dir);
 }
 
+/* ---- downloads ----------------------------------------------------------------------- */
+
+/* Twenty clients start downloading a 26 MB checkpoint and stop reading: each
+ * is streamed a piece at a time from the registry, so the daemon holds
+ * kilobytes per client, not the file, and writes and /healthz go on. The
+ * one download read to its end is the checkpoint, byte for byte. */
+static void test_stalled_downloads(void **state)
+{
+    (void)state;
+    enum { N = 20 };
+    char dir[HARNESS_PATH_MAX], err[256];
+    assert_int_equal(harness_tmpdir(dir, sizeof dir), 0);
+    vae_config cfg;
+    harness_small_config(&cfg);
+    cfg.hidden[0] = 4096;
+    registry_checkpoint_info info;
+    assert_int_equal(harness_put_model(dir, "wide", &cfg, 3, &info, err, sizeof err), 0);
+    print_message("downloads: a checkpoint of %lld bytes\n", (long long)info.size);
+    harness_daemon d;
+    const char *const args[] = {"--max-per-ip", "0", NULL};
+    int port = harness_daemon_start(&d, dir, args);
+    assert_true(port > 0);
+    long base = peak_reset(d.pid);
+    const char req[] = "GET /models/wide/versions/1/file HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                       "Connection: close\r\n\r\n";
+    int fds[N];
+    for (int i = 0; i < N; i++) {
+        fds[i] = connect_from("127.0.0.2", port);
+        assert_true(fds[i] >= 0);
+        int small = 4096; /* and a small window: the server's writes stall soon */
+        if (i)
+            setsockopt(fds[i], SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+        assert_int_equal(send_all(fds[i], req, sizeof req - 1), 0);
+    }
+    usleep(500 * 1000);
+    double t0 = now_s();
+    expect_status(port, "PUT", "/models/wide/aliases/prod",
+                  "Host: 127.0.0.1\r\nContent-Type: application/json\r\n", "{\"version\": 1}",
+                  200, NULL);
+    double write_s = now_s() - t0;
+    double p99 = healthz_p99(port, 50);
+    long growth = peak_growth_kb(d.pid, base, "stalled downloads");
+    print_message("downloads: alias set in %.1f ms, /healthz p99 %.2f ms, with %d stalled\n",
+                  write_s * 1e3, p99 * 1e3, N);
+    assert_true(growth < 32 * 1024); /* the whole file per client would be 500 MB */
+    assert_true(write_s < 1.0 * harness_slowdown());
+    for (int i = 1; i < N; i++)
+        close(fds[i]);
+    char *all = NULL;
+    size_t len = 0, cap = 0;
+    for (;;) {
+        if (len + 65536 > cap) {
+            cap = cap ? 2 * cap : (size_t)32 << 20;
+            all = realloc(all, cap);
+            assert_non_null(all);
+        }
+        ssize_t n = read_within(fds[0], all + len, cap - len, 10000 * harness_slowdown());
+        if (n <= 0)
+            break;
+        len += (size_t)n;
+    }
+    close(fds[0]);
+    char *body = strstr(all, "\r\n\r\n");
+    assert_non_null(body);
+    body += 4;
+    size_t body_len = len - (size_t)(body - all);
+    assert_int_equal(body_len, (size_t)info.size);
+    char hex[65];
+    harness_sha256_hex(body, body_len, hex);
+    assert_string_equal(hex, info.sha256);
+    free(all);
+    stop_own(&d, dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1179,6 +1253,7 @@ int main(void)
         cmocka_unit_test(test_request_memory_budget),
         cmocka_unit_test(test_data_dir_ownership),
         cmocka_unit_test(test_job_queue_cap_and_pages),
+        cmocka_unit_test(test_stalled_downloads),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
