@@ -8,6 +8,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <malloc.h>
 #include <string.h>
 #include <sys/stat.h>
 
@@ -159,6 +160,11 @@ static int cmd_serve(int argc, char **argv)
     /* The registry, the jobs' resume files and the lock are the daemon's
      * alone: created 0600 (directories 0700). */
     umask(077);
+    /* Request bodies, answers and model buffers of a megabyte or more are
+     * mapped and unmapped whole: glibc's threshold would otherwise rise with
+     * the first large free, and freed bodies would stay in the process as
+     * heap (the RSS of a daemon should follow what it holds). */
+    mallopt(M_MMAP_THRESHOLD, 1 << 20);
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_signal;

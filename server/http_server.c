@@ -204,9 +204,13 @@ static int body_append(http_transport *t, http_request *req, const char *data, s
         return 0;
     }
     if (req->body_len + len + 1 > req->body_cap) {
+        /* A declared length is allocated once, whole (what it reserved;
+         * libmicrohttpd delivers no more): no doubling, no copies. */
         size_t cap = req->body_cap ? req->body_cap : 4096;
         while (cap < req->body_len + len + 1)
             cap *= 2;
+        if (req->body_declared && cap > req->body_reserved)
+            cap = req->body_reserved;
         if (cap > max + 1)
             cap = max + 1;
         if (cap > req->body_reserved) {
@@ -318,6 +322,7 @@ static enum MHD_Result on_headers(http_transport *t, struct MHD_Connection *c, h
                                      t->bodies_max >> 20));
     }
     req->body_reserved = declared ? (size_t)declared + 1 : 0;
+    req->body_declared = declared != 0;
     return MHD_YES;
 }
 
