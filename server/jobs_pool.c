@@ -303,6 +303,7 @@ static void run_job(jobs_pool *p, worker_slot *slot, int64_t id, const char *con
     o.klass = j->spec.klass;
     o.limit = j->spec.limit;
     o.cfg = j->spec.cfg;
+    o.conditional = j->spec.conditional;
     o.resume_path = path;
     o.meta = &meta;
     o.n_meta = 1;

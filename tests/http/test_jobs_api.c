@@ -602,6 +602,21 @@ static void test_invalid_specs(void **state)
     snprintf(body, sizeof body, "{\"model\":\"abs\",\"data\":\"%s\",\"hidden\":[8],\"epochs\":1}",
              src);
     cJSON_Delete(wait_final(fx.port, submit(fx.port, body)));
+    /* a conditional job: the labels beside the images, 10 classes in the model */
+    submit_rejected(fx.port,
+                    "{\"model\":\"x\",\"data\":\"tiny-images-idx3-ubyte\",\"conditional\":\"yes\"}",
+                    422, "unprocessable", "conditional");
+    cJSON *job = wait_final(
+        fx.port, submit(fx.port, "{\"model\":\"cond\",\"data\":\"tiny-images-idx3-ubyte\","
+                                 "\"hidden\":[8],\"epochs\":1,\"conditional\":true}"));
+    assert_string_equal(json_str(job, "state"), "succeeded");
+    assert_true(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(
+        cJSON_GetObjectItemCaseSensitive(job, "config"), "conditional")));
+    cJSON_Delete(job);
+    cJSON *version = get_json(fx.port, "/models/cond/versions/1", 200);
+    const cJSON *vcfg = cJSON_GetObjectItemCaseSensitive(version, "config");
+    assert_int_equal(json_int(vcfg, "n_classes"), 10);
+    cJSON_Delete(version);
 
     harness_response r;
     const char *form[] = {"Content-Type: text/plain", "Authorization: Bearer " TOKEN, NULL};
