@@ -23,6 +23,7 @@
 #include <cJSON.h>
 
 #include "engine/util.h"
+#include "server/compute_pool.h"
 #include "server/http_util.h"
 #include "server/jobs_pool.h"
 #include "server/metrics.h"
@@ -515,20 +516,55 @@ static int state_query(struct MHD_Connection *c, jobs_state *only, int *has_stat
 
 /* ---- handlers ------------------------------------------------------------ */
 
-enum MHD_Result api_jobs_submit(http_ctx *ctx, struct MHD_Connection *c, http_request *req)
+/* A submission between its admission and its answer: the spec's checks
+ * read the data set's header and the insert is an fsync'd commit, so they
+ * run on the uploads pool's thread, not here. */
+typedef struct {
+    compute_task task; /* first: the pool's view */
+    jobs_pool *pool;
+    const http_request *req; /* borrowed: the body lives as long as the request */
+    answer a;
+} submit_work;
+
+static void submit_run(compute_task *t)
 {
-    answer a = {0};
-    jobs_pool *p;
+    submit_work *w = (submit_work *)t;
     int64_t id = 0;
     char err[512];
-    jobs_pool_status rc;
-    if (!pool_of(ctx, &p, &a) && !json_object_body(c, req, &a)) {
-        if ((rc = jobs_pool_submit(p, req->body, req->body_len, &id, err, sizeof err)))
-            answer_pool_fail(&a, rc, err);
-        else if (!answer_job(&a, p, id, MHD_HTTP_ACCEPTED, NULL))
-            snprintf(a.location, sizeof a.location, "/jobs/%" PRId64, id);
-    }
-    return answer_send(c, &a);
+    jobs_pool_status rc = jobs_pool_submit(w->pool, w->req->body, w->req->body_len, &id, err,
+                                           sizeof err);
+    if (rc)
+        answer_pool_fail(&w->a, rc, err);
+    else if (!answer_job(&w->a, w->pool, id, MHD_HTTP_ACCEPTED, NULL))
+        snprintf(w->a.location, sizeof w->a.location, "/jobs/%" PRId64, id);
+}
+
+static void submit_free(void *p)
+{
+    submit_work *w = p;
+    cJSON_Delete(w->a.body); /* an answer built and never sent (the client left) */
+    free(w);
+}
+
+enum MHD_Result api_jobs_submit(http_ctx *ctx, struct MHD_Connection *c, http_request *req)
+{
+    submit_work *w = req->work;
+    if (w)
+        return answer_send(c, &w->a);
+    answer a = {0};
+    jobs_pool *p;
+    if (pool_of(ctx, &p, &a) || json_object_body(c, req, &a))
+        return answer_send(c, &a);
+    w = calloc(1, sizeof *w); /* owned by req: freed by work_free */
+    if (!w)
+        return MHD_NO;
+    w->task.run = submit_run;
+    w->task.conn = c;
+    w->pool = p;
+    w->req = req;
+    req->work = w;
+    req->work_free = submit_free;
+    return compute_pool_admit(ctx->uploads, &w->task);
 }
 
 /* ?limit= (1..API_JOBS_PAGE_MAX, default API_JOBS_PAGE_DEFAULT) and ?after=

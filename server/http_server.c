@@ -280,9 +280,10 @@ static enum MHD_Result on_headers(http_transport *t, struct MHD_Connection *c, h
     if (!route) /* 404 or 405: nothing of the body is needed */
         return answer_early(req, dispatch(&t->ctx, c, req));
     int takes_body = routes_take_body(route);
-    req->body_max = !takes_body                   ? 0
-                    : route->flags & ROUTES_UPLOAD ? o->max_upload
-                                                   : o->max_body;
+    req->body_max = !takes_body                       ? 0
+                    : route->flags & ROUTES_UPLOAD     ? o->max_upload
+                    : route->flags & ROUTES_SMALL_BODY ? ROUTES_SMALL_BODY_MAX
+                                                       : o->max_body;
     /* The one access check. */
     if (o->token && routes_need_token(route) &&
         !api_auth_bearer_ok(o->token, MHD_lookup_connection_value(c, MHD_HEADER_KIND,
@@ -638,7 +639,8 @@ server_status server_run(const server_options *o, volatile sig_atomic_t *stop, c
      * connections, so an upload is never refused for being one of many. */
     if (compute_pool_new(threads, (int)threads * COMPUTE_POOL_QUEUE_PER_THREAD,
                          "inference requests", &compute, err, errlen) != COMPUTE_POOL_OK ||
-        compute_pool_new(1, o->max_connections, "checkpoint uploads", &uploads, err, errlen) !=
+        compute_pool_new(1, o->max_connections, "uploads and job submissions", &uploads, err,
+                         errlen) !=
             COMPUTE_POOL_OK) {
         status = SERVER_ERR_NOMEM;
         goto end;

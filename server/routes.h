@@ -26,8 +26,17 @@
  * unless it is ROUTES_OPEN: a computation such as /sample changes nothing.
  * ROUTES_UPLOAD: the body may be up to max_upload instead of max_body.
  * ROUTES_NO_BODY: a POST or PUT that takes no body (GET and DELETE never
- * do); a body sent to one is refused before a byte of it is read. */
-enum { ROUTES_OPEN = 1u << 0, ROUTES_UPLOAD = 1u << 1, ROUTES_NO_BODY = 1u << 2 };
+ * do); a body sent to one is refused before a byte of it is read.
+ * ROUTES_SMALL_BODY: a body of a few fields (a job spec, an alias), at most
+ * ROUTES_SMALL_BODY_MAX bytes rather than max_body, so parsing it is cheap
+ * wherever it happens. */
+enum {
+    ROUTES_OPEN = 1u << 0,
+    ROUTES_UPLOAD = 1u << 1,
+    ROUTES_NO_BODY = 1u << 2,
+    ROUTES_SMALL_BODY = 1u << 3
+};
+#define ROUTES_SMALL_BODY_MAX ((size_t)64 << 10)
 
 typedef struct {
     const char *method;

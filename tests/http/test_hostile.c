@@ -1156,6 +1156,15 @@ static void test_job_queue_cap_and_pages(void **state)
     }
     assert_int_equal(pages, 2);
     assert_int_equal(seen, 3);
+    /* a spec is a few fields: a large body is refused before it is read */
+    int fd = connect_from("127.0.0.2", port);
+    const char big[] = "POST /jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                       "Content-Length: 1048576\r\n\r\n";
+    assert_int_equal(send_all(fd, big, sizeof big - 1), 0);
+    char buf[1024];
+    assert_true(read_within(fd, buf, sizeof buf, 2000 * harness_slowdown()) > 0);
+    assert_non_null(strstr(buf, "HTTP/1.1 413"));
+    close(fd);
     expect_status(port, "GET", "/jobs?limit=0", "Host: 127.0.0.1\r\n", NULL, 400, "bad_request");
     expect_status(port, "GET", "/jobs?limit=1001", "Host: 127.0.0.1\r\n", NULL, 400,
                   "bad_request");
