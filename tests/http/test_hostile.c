@@ -123,6 +123,13 @@ static long peak_growth_kb(pid_t pid, long base, const char *what)
     return hwm - base;
 }
 
+/* A memory bound for the tests: kb, or three times it under the
+ * sanitizers (ASan keeps freed memory in quarantine and adds shadow). */
+static long mem_budget_kb(long kb)
+{
+    return kb * harness_slowdown();
+}
+
 static void expect_healthy(void)
 {
     harness_response r;
@@ -555,7 +562,7 @@ static void test_png_text_bomb(void **state)
     harness_response_free(&r);
     assert_true(took < 1.0 * harness_slowdown());
     /* The body itself is buffered (8 MiB); nothing is inflated. */
-    assert_true(peak_growth_kb(fx.d.pid, base, "text bomb") < 64 * 1024);
+    assert_true(peak_growth_kb(fx.d.pid, base, "text bomb") < mem_budget_kb(64 * 1024));
     free(png);
     expect_healthy();
 }
@@ -589,7 +596,7 @@ static void test_png_size_bomb(void **state)
     print_message("size bomb: slowest of 10 refusals %.1f ms\n", worst * 1e3);
     /* A full decode of 16 M pixels takes ~170 ms here; the refusal ~1. */
     assert_true(worst < 0.05 * harness_slowdown());
-    assert_true(peak_growth_kb(fx.d.pid, base, "size bomb") < 16 * 1024);
+    assert_true(peak_growth_kb(fx.d.pid, base, "size bomb") < mem_budget_kb(16 * 1024));
     free(png);
     expect_healthy();
 }
@@ -651,7 +658,7 @@ static void test_held_bodies_budget(void **state)
     print_message("held bodies: /healthz p99 %.2f ms idle, %.2f ms while held\n", idle * 1e3,
                   attacked * 1e3);
     assert_true(attacked < 0.5 * harness_slowdown());
-    assert_true(peak_growth_kb(d.pid, base, "held bodies") < 128 * 1024);
+    assert_true(peak_growth_kb(d.pid, base, "held bodies") < mem_budget_kb(128 * 1024));
     assert_true(refusals(port, "bodies_held") >= refused);
     for (int i = 0; i < N; i++)
         if (fds[i] >= 0)
@@ -952,15 +959,15 @@ static void test_long_shape_header(void **state)
     assert_int_equal(
         harness_request(fx.port, "POST", "/models/longshape/checkpoints", headers, file, len, &r), 0);
     double took = now_s() - t0;
+    free(file);
     print_message("long shape: %zu bytes refused in %.3f s: %.200s\n", len, took,
                   (const char *)r.body);
     assert_true(harness_expect_error(&r, 422, "invalid_checkpoint"));
     assert_non_null(strstr((const char *)r.body, "more than"));
     harness_response_free(&r);
     /* the body itself is held once (64 MiB); 32 M nodes would be 2 GB */
-    assert_true(peak_growth_kb(fx.d.pid, base, "long shape") < 160 * 1024);
+    assert_true(peak_growth_kb(fx.d.pid, base, "long shape") < mem_budget_kb(160 * 1024));
     assert_true(took < 3.0 * harness_slowdown());
-    free(file);
     expect_healthy();
 }
 
@@ -1006,7 +1013,7 @@ static void test_request_memory_budget(void **state)
     assert_true(harness_expect_error(&r, 422, "unprocessable"));
     harness_response_free(&r);
     free(body);
-    assert_true(peak_growth_kb(d.pid, base, "refused requests") < 32 * 1024);
+    assert_true(peak_growth_kb(d.pid, base, "refused requests") < mem_budget_kb(32 * 1024));
     assert_true(refusals(port, "request_memory") >= 2);
     /* small ones pass */
     assert_int_equal(harness_request(port, "POST", "/sample?n=16&format=json", NULL, NULL, 0, &r),
@@ -1215,7 +1222,7 @@ static void test_stalled_downloads(void **state)
     long growth = peak_growth_kb(d.pid, base, "stalled downloads");
     print_message("downloads: alias set in %.1f ms, /healthz p99 %.2f ms, with %d stalled\n",
                   write_s * 1e3, p99 * 1e3, N);
-    assert_true(growth < 32 * 1024); /* the whole file per client would be 500 MB */
+    assert_true(growth < mem_budget_kb(32 * 1024)); /* the whole file per client: 500 MB */
     assert_true(write_s < 1.0 * harness_slowdown());
     for (int i = 1; i < N; i++)
         close(fds[i]);
