@@ -171,6 +171,7 @@ int cli_train(int argc, char **argv)
     const char *data = "mnist", *out = NULL, *reg_name = NULL, *data_dir = "var", *resume = NULL;
     double val_split = 0.0;
     long iwae_k = EVAL_TRAIN_IWAE_K;
+    int conditional = 0;
     cli_option opts[] = {
         {"data", CLI_STRING, &data, 0, 0,
          "mnist, fashion, an IDX image file, a CIFAR-10 folder or a folder of PNGs"},
@@ -202,6 +203,8 @@ int cli_train(int argc, char **argv)
         {"threads", CLI_LONG, &f.threads, 0, 256, "BLAS threads (0 = cores)"},
         {"limit", CLI_LONG, &f.limit, 0, INT_MAX, "use the first N training images"},
         {"class", CLI_LONG, &f.klass, -1, 255, "train on one label only"},
+        {"conditional", CLI_FLAG, &conditional, 0, 0,
+         "a conditional VAE: the label into encoder and decoder (needs labelled data)"},
         {"resume", CLI_STRING, &resume, 0, 0,
          "continue the run kept in FILE when it exists; keep its state there (removed when done)"},
         {"iwae", CLI_LONG, &iwae_k, 0, 1000000,
@@ -241,6 +244,7 @@ int cli_train(int argc, char **argv)
     o.limit = (int)f.limit;
     o.val_split = val_split;
     o.cfg = cfg;
+    o.conditional = conditional;
     o.threads = threads >= 2 ? 2 : 1;
     o.iwae_k = (int)iwae_k;
     o.on_progress = print_progress;
@@ -284,8 +288,11 @@ int cli_train(int argc, char **argv)
             p += snprintf(hidden_s + p, sizeof hidden_s - (size_t)p, "%sc%d", i ? "-" : "",
                           mc->conv_channels[i]);
     }
-    printf("training %s VAE %d-%s-%d (%s) on %s: %d train, %d test images, %d epochs, batch %d\n",
-           vae_arch_name(mc->arch), vae_config_input_dim(mc), hidden_s, mc->latent,
+    char cond_s[48] = "";
+    if (vae_config_is_conditional(mc))
+        snprintf(cond_s, sizeof cond_s, "conditional on %d classes, ", mc->n_classes);
+    printf("training %s VAE %d-%s-%d (%s%s) on %s: %d train, %d test images, %d epochs, batch %d\n",
+           vae_arch_name(mc->arch), vae_config_input_dim(mc), hidden_s, mc->latent, cond_s,
            vae_likelihood_name(mc->likelihood), data, info->n_train, info->n_test, mc->epochs,
            mc->batch);
     if (info->resumed) {
@@ -362,11 +369,13 @@ end:
 int cli_sample(int argc, char **argv)
 {
     const char *model = NULL, *out = "samples.png";
-    long n = 16, seed = 1;
+    long n = 16, seed = 1, label = -1;
     double temperature = 1.0;
     cli_option opts[] = {
         {"model", CLI_STRING, &model, 0, 0, "checkpoint file (safetensors)"},
         {"n", CLI_LONG, &n, 1, 1024, "number of samples"},
+        {"label", CLI_LONG, &label, 0, 255,
+         "a conditional model's class (default: sample i is of class i mod the classes)"},
         {"seed", CLI_LONG, &seed, 0, LONG_MAX, "random seed"},
         {"temperature", CLI_DOUBLE, &temperature, 0, 0, "scale of z (default 1)"},
         {"out", CLI_STRING, &out, 0, 0, "PNG file to write (default samples.png)"},
@@ -387,18 +396,28 @@ int cli_sample(int argc, char **argv)
         fprintf(stderr, "vaed sample: %s\n", err);
         return 1;
     }
-    int status = 1, Z = m.cfg.latent, D = vae_config_input_dim(&m.cfg);
+    int status = 1, Z = m.cfg.latent, D = vae_config_input_dim(&m.cfg), K = m.cfg.n_classes;
     float *z = malloc(sizeof(float) * (size_t)n * Z), *x = malloc(sizeof(float) * (size_t)n * D);
+    int *labels = K ? malloc(sizeof(int) * (size_t)n) : NULL;
     vae_workspace *ws = vae_workspace_new(&m, (int)n);
-    if (!z || !x || !ws) {
+    if (!z || !x || !ws || (K && !labels)) {
         fprintf(stderr, "vaed sample: out of memory\n");
         goto end;
     }
+    if (label >= 0 && label >= K) {
+        if (K)
+            fprintf(stderr, "vaed sample: --label %ld: the model has classes 0 to %d\n", label,
+                    K - 1);
+        else
+            fprintf(stderr, "vaed sample: --label: %s is not a conditional model\n", model);
+        goto end;
+    }
+    for (long i = 0; K && i < n; i++) labels[i] = label >= 0 ? (int)label : (int)(i % K);
     rng_state r;
     rng_seed(&r, (uint64_t)seed);
     rng_normal_fill(&r, z, (size_t)n * Z);
     for (long i = 0; i < n * Z; i++) z[i] *= (float)temperature;
-    vae_decode(&m, ws, z, (int)n, x);
+    vae_decode_cond(&m, ws, z, labels, (int)n, x);
     if (image_write_grid_png(out, x, (int)n, m.cfg.channels, m.cfg.height, m.cfg.width, 0, err,
                              sizeof err)) {
         fprintf(stderr, "vaed sample: %s\n", err);
@@ -410,6 +429,7 @@ end:
     vae_workspace_free(ws);
     free(z);
     free(x);
+    free(labels);
     vae_free(&m);
     return status;
 }
@@ -503,6 +523,7 @@ int cli_reconstruct(int argc, char **argv)
     const char *split;
     int status = 1, D = vae_config_input_dim(&m.cfg), Z = m.cfg.latent;
     float *grid = NULL, *mu = NULL, *lv = NULL;
+    int *labels = NULL;
     vae_workspace *ws = NULL;
     if (load_eval_set(data, n, klass, &d, &split, err, sizeof err)) {
         fprintf(stderr, "vaed reconstruct: %s\n", err);
@@ -518,13 +539,24 @@ int cli_reconstruct(int argc, char **argv)
     mu = malloc(sizeof(float) * (size_t)n * Z);
     lv = malloc(sizeof(float) * (size_t)n * Z);
     ws = vae_workspace_new(&m, (int)n);
-    if (!grid || !mu || !lv || !ws) {
+    labels = malloc(sizeof(int) * (size_t)n);
+    if (!grid || !mu || !lv || !ws || !labels) {
         fprintf(stderr, "vaed reconstruct: out of memory\n");
         goto end;
     }
+    if (vae_config_is_conditional(&m.cfg) && !d.labels) {
+        fprintf(stderr, "vaed reconstruct: the model is conditional and %s has no labels\n", data);
+        goto end;
+    }
+    for (long i = 0; d.labels && i < n; i++) labels[i] = d.labels[i];
+    const int *y = vae_config_is_conditional(&m.cfg) ? labels : NULL;
     memcpy(grid, d.x, sizeof(float) * (size_t)n * D);
-    vae_encode(&m, ws, d.x, (int)n, mu, lv);
-    vae_decode(&m, ws, mu, (int)n, grid + (size_t)n * D);
+    if (vae_encode_cond(&m, ws, d.x, y, (int)n, mu, lv) ||
+        vae_decode_cond(&m, ws, mu, y, (int)n, grid + (size_t)n * D)) {
+        fprintf(stderr, "vaed reconstruct: a label of %s is not one of the model's %d classes\n",
+                data, m.cfg.n_classes);
+        goto end;
+    }
     if (image_write_grid_png(out, grid, 2 * (int)n, m.cfg.channels, m.cfg.height, m.cfg.width,
                              (int)n, err, sizeof err)) {
         fprintf(stderr, "vaed reconstruct: %s\n", err);
@@ -534,6 +566,7 @@ int cli_reconstruct(int argc, char **argv)
     status = 0;
 end:
     vae_workspace_free(ws);
+    free(labels);
     free(grid);
     free(mu);
     free(lv);

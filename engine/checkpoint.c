@@ -47,6 +47,8 @@ int ckpt_config_to_json(const vae_config *c, char *buf, size_t buflen)
            vae_arch_name(c->arch), c->channels, c->height, c->width);
     append_ints(buf, buflen, &pos, "hidden", c->hidden, c->n_hidden);
     append_ints(buf, buflen, &pos, "conv_channels", c->conv_channels, c->n_conv);
+    /* only when conditional: an unconditional model's bytes stay as they were */
+    if (c->n_classes) append(buf, buflen, &pos, "\"n_classes\":%d,", c->n_classes);
     append(buf, buflen, &pos,
            "\"latent\":%d,\"activation\":\"%s\",\"likelihood\":\"%s\",\"sigma\":%.9g,"
            "\"binarize\":\"%s\",\"beta\":%.9g,\"kl_warmup\":%lld,\"free_bits\":%.9g,"
@@ -146,6 +148,7 @@ vae_status ckpt_config_from_json(vae_config *cfg, const char *json, size_t len, 
     INT_FIELD("height", 1, 65536, cfg->height);
     INT_FIELD("width", 1, 65536, cfg->width);
     INT_FIELD("latent", 1, 65536, cfg->latent);
+    INT_FIELD("n_classes", 0, 65536, cfg->n_classes);
     INT_FIELD("kl_warmup", 0, INT64_MAX, cfg->kl_warmup);
     INT_FIELD("mc_samples", 1, 1024, cfg->mc_samples);
     INT_FIELD("batch", 1, 1 << 20, cfg->batch);

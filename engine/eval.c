@@ -59,7 +59,9 @@ vae_status eval_run_iwae_images(const vae_model *m, const dataset *d, int iwae_k
             for (int j = 0; j < D; j++)
                 x[j] = c->binarize == VAE_BIN_STATIC ? (x[j] > 0.5f ? 1.0f : 0.0f)
                                                      : (rng_uniform(&r) < x[j] ? 1.0f : 0.0f);
-        vae_encode(m, ws, x, 1, mu, logvar);
+        /* a conditional model's images have labels: trainer_evaluate checked */
+        int label = vae_config_is_conditional(c) ? d->labels[i] : -1;
+        vae_encode_cond(m, ws, x, label >= 0 ? &label : NULL, 1, mu, logvar);
         for (int u = 0; u < Z; u++) {
             float l = vae_clamp_logvar(logvar[u]);
             kl_dim[u] += 0.5 * ((double)mu[u] * mu[u] + exp(l) - 1.0 - l);
@@ -75,7 +77,7 @@ vae_status eval_run_iwae_images(const vae_model *m, const dataset *d, int iwae_k
                     float l = vae_clamp_logvar(logvar[u]);
                     z[(size_t)k * Z + u] = mu[u] + expf(0.5f * l) * eps[(size_t)k * Z + u];
                 }
-            vae_log_likelihood(m, ws, x, z, kn, log_lik);
+            vae_log_likelihood_cond(m, ws, x, label, z, kn, log_lik);
             for (int k = 0; k < kn; k++) {
                 double lp = 0.0, lq = 0.0;
                 for (int u = 0; u < Z; u++) {

@@ -21,6 +21,7 @@ struct trainer {
     rng_state rng;
     int *order;              /* owned; train->n indices */
     float *batch;            /* owned; cfg.batch images */
+    int *batch_labels;       /* owned; cfg.batch labels of a conditional model, else NULL */
     int epochs_done;
     trainer_position pos;    /* mid-epoch progress (pos.epochs_done unused) */
     trainer_epoch_metrics *history; /* owned; cfg.epochs entries, epochs_done filled */
@@ -39,7 +40,32 @@ static int check_shape(const vae_model *m, const dataset *d, const char *what, c
         util_set_err(err, errlen, "the %s set is empty", what);
         return -1;
     }
+    if (!vae_config_is_conditional(c)) return 0;
+    if (!d->labels) {
+        util_set_err(err, errlen,
+                     "the %s set has no labels: a conditional model needs a label for every image",
+                     what);
+        return -1;
+    }
+    for (int i = 0; i < d->n; i++)
+        if (d->labels[i] >= c->n_classes) {
+            util_set_err(err, errlen,
+                         "image %d of the %s set has label %d; the model has %d classes (0 to %d)",
+                         i, what, d->labels[i], c->n_classes, c->n_classes - 1);
+            return -1;
+        }
     return 0;
+}
+
+/* The labels of images first..first+n-1 of d (through idx, when not NULL)
+ * into out when the model is conditional (check_shape saw them); NULL
+ * otherwise. */
+static const int *labels_of(const vae_model *m, const dataset *d, const int *idx, int first,
+                            int n, int *out)
+{
+    if (!vae_config_is_conditional(&m->cfg)) return NULL;
+    for (int i = 0; i < n; i++) out[i] = d->labels[idx ? idx[first + i] : first + i];
+    return out;
 }
 
 trainer *trainer_new(vae_model *m, const dataset *train, const dataset *test, char *err,
@@ -62,6 +88,9 @@ trainer *trainer_new(vae_model *m, const dataset *train, const dataset *test, ch
      * epoch holds one */
     for (int i = 0; i < train->n; i++) t->order[i] = i;
     if (!(t->batch = malloc(sizeof(float) * (size_t)m->cfg.batch * dataset_dim(train)))) goto nomem;
+    if (vae_config_is_conditional(&m->cfg) &&
+        !(t->batch_labels = malloc(sizeof(int) * (size_t)m->cfg.batch)))
+        goto nomem;
     size_t epochs = m->cfg.epochs > 0 ? (size_t)m->cfg.epochs : 1;
     if (!(t->history = calloc(epochs, sizeof *t->history))) goto nomem;
     return t;
@@ -77,6 +106,7 @@ void trainer_free(trainer *t)
     vae_train_state_free(t->ts);
     free(t->order);
     free(t->batch);
+    free(t->batch_labels);
     free(t->history);
     free(t);
 }
@@ -157,7 +187,8 @@ vae_status trainer_run_epoch(trainer *t, const trainer_callbacks *cb, trainer_ep
         for (int i = 0; i < nb; i++)
             dataset_image(d, t->order[b0 + i], t->batch + (size_t)i * D);
         vae_stats st;
-        int rc = vae_train_step(t->m, t->ts, t->batch, nb, &t->rng, &st);
+        const int *labels = labels_of(t->m, d, t->order, b0, nb, t->batch_labels);
+        int rc = vae_train_step_cond(t->m, t->ts, t->batch, labels, nb, &t->rng, &st);
         if (rc == VAE_ERR_NONFINITE) {
             util_set_err(err, errlen, "the loss is not finite (%g) at epoch %d, step %lld", st.loss,
                      out->epoch, (long long)s + 1);
@@ -211,8 +242,9 @@ vae_status trainer_evaluate(const vae_model *m, const dataset *d, uint64_t seed,
     size_t D = (size_t)dataset_dim(d);
     float *batch = malloc(sizeof(float) * (size_t)B * D);                       /* owned */
     float *eps = malloc(sizeof(float) * (size_t)B * c->mc_samples * c->latent); /* owned */
+    int *labels = malloc(sizeof(int) * (size_t)B);                              /* owned */
     vae_status rc = VAE_OK;
-    if (!ts || !batch || !eps) {
+    if (!ts || !batch || !eps || !labels) {
         util_set_err(err, errlen, "out of memory for evaluation");
         rc = VAE_ERR_NOMEM;
         goto end;
@@ -232,7 +264,8 @@ vae_status trainer_evaluate(const vae_model *m, const dataset *d, uint64_t seed,
         }
         rng_normal_fill(&r, eps, (size_t)nb * c->mc_samples * c->latent);
         vae_stats st;
-        rc = vae_forward_loss(m, ts, batch, eps, nb, &st);
+        const int *y = labels_of(m, d, NULL, b0, nb, labels);
+        rc = vae_forward_loss_cond(m, ts, batch, y, eps, nb, &st);
         if (rc) {
             util_set_err(err, errlen, "evaluation: the loss is not finite");
             goto end;
@@ -247,6 +280,7 @@ end:
     vae_train_state_free(ts);
     free(batch);
     free(eps);
+    free(labels);
     return rc;
 }
 

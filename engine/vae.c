@@ -103,6 +103,7 @@ static int config_is_valid(const vae_config *cfg)
 struct vae_workspace {
     int max_batch;
     float *scratch; /* the architecture's, workspace_floats(max_batch) */
+    int *labels;    /* conditional: (max_batch) one image's label per latent */
 };
 
 /* Lays a workspace out in l (vae_arch.h); NULL while sizing. */
@@ -112,6 +113,8 @@ static vae_workspace *workspace_layout(const vae_config *c, int max_batch, vae_l
     vae_workspace *s = ws ? ws : &sizing;
     s->max_batch = max_batch;
     VAE_LAYOUT_TAKE(l, s->scratch, ops_of(c)->workspace_floats(c, max_batch));
+    s->labels = NULL;
+    if (vae_config_is_conditional(c)) VAE_LAYOUT_TAKE(l, s->labels, max_batch);
     return ws;
 }
 
@@ -136,12 +139,29 @@ vae_workspace *vae_workspace_new(const vae_model *m, int max_batch)
 
 void vae_workspace_free(vae_workspace *ws) { free(ws); }
 
+/* labels (n) are what m takes: one in 0..n_classes-1 per image for a
+ * conditional model, none (NULL) for another. */
+static int labels_fit(const vae_model *m, const int *labels, int n)
+{
+    int K = m->cfg.n_classes;
+    if (!K || !labels) return !K && !labels;
+    for (int i = 0; i < n; i++)
+        if (labels[i] < 0 || labels[i] >= K) return 0;
+    return 1;
+}
+
 vae_status vae_encode(const vae_model *m, vae_workspace *ws, const float *x, int B, float *mu,
                       float *logvar)
 {
-    if (B < 1 || B > ws->max_batch) return VAE_ERR_ARG;
+    return vae_encode_cond(m, ws, x, NULL, B, mu, logvar);
+}
+
+vae_status vae_encode_cond(const vae_model *m, vae_workspace *ws, const float *x,
+                           const int *labels, int B, float *mu, float *logvar)
+{
+    if (B < 1 || B > ws->max_batch || !labels_fit(m, labels, B)) return VAE_ERR_ARG;
     int Z = m->cfg.latent;
-    const float *heads = ops_of(&m->cfg)->encode(m, ws->scratch, x, B);
+    const float *heads = ops_of(&m->cfg)->encode(m, ws->scratch, x, labels, B);
     for (int r = 0; r < B; r++) {
         memcpy(mu + (size_t)r * Z, heads + (size_t)r * 2 * Z, sizeof(float) * Z);
         memcpy(logvar + (size_t)r * Z, heads + (size_t)r * 2 * Z + Z, sizeof(float) * Z);
@@ -151,8 +171,14 @@ vae_status vae_encode(const vae_model *m, vae_workspace *ws, const float *x, int
 
 vae_status vae_decode(const vae_model *m, vae_workspace *ws, const float *z, int B, float *x_mean)
 {
-    if (B < 1 || B > ws->max_batch) return VAE_ERR_ARG;
-    const float *logits = ops_of(&m->cfg)->decode_logits(m, ws->scratch, z, B);
+    return vae_decode_cond(m, ws, z, NULL, B, x_mean);
+}
+
+vae_status vae_decode_cond(const vae_model *m, vae_workspace *ws, const float *z,
+                           const int *labels, int B, float *x_mean)
+{
+    if (B < 1 || B > ws->max_batch || !labels_fit(m, labels, B)) return VAE_ERR_ARG;
+    const float *logits = ops_of(&m->cfg)->decode_logits(m, ws->scratch, z, labels, B);
     vae_loss_output_mean(&m->cfg, logits, B, x_mean);
     return VAE_OK;
 }
@@ -160,10 +186,23 @@ vae_status vae_decode(const vae_model *m, vae_workspace *ws, const float *z, int
 vae_status vae_log_likelihood(const vae_model *m, vae_workspace *ws, const float *x,
                               const float *z, int K, double *ll)
 {
-    if (K < 1 || K > ws->max_batch) return VAE_ERR_ARG;
+    return vae_log_likelihood_cond(m, ws, x, -1, z, K, ll);
+}
+
+vae_status vae_log_likelihood_cond(const vae_model *m, vae_workspace *ws, const float *x,
+                                   int label, const float *z, int K, double *ll)
+{
     const vae_config *c = &m->cfg;
+    if (K < 1 || K > ws->max_batch) return VAE_ERR_ARG;
+    const int *labels = NULL;
+    if (label >= 0 && ws->labels) {
+        for (int k = 0; k < K; k++) ws->labels[k] = label;
+        labels = ws->labels;
+    }
+    if ((label >= 0) != vae_config_is_conditional(c) || !labels_fit(m, labels, K))
+        return VAE_ERR_ARG;
     int Dout = vae_config_output_dim(c);
-    const float *logits = ops_of(c)->decode_logits(m, ws->scratch, z, K);
+    const float *logits = ops_of(c)->decode_logits(m, ws->scratch, z, labels, K);
     for (int k = 0; k < K; k++)
         ll[k] = vae_loss_output_log_likelihood(c, logits + (size_t)k * Dout, x);
     return VAE_OK;
@@ -203,6 +242,7 @@ struct vae_peer {
     /* the job */
     vae_model *m;
     const float *x, *eps;
+    const int *labels;
     int B;
     vae_stats stats;
     vae_status rc;
@@ -290,12 +330,18 @@ vae_status vae_train_state_use_naive(vae_train_state *ts, int on)
 vae_status vae_forward_loss(const vae_model *m, vae_train_state *ts, const float *x,
                             const float *eps, int B, vae_stats *stats)
 {
-    if (B < 1 || B > ts->max_batch) return VAE_ERR_ARG;
+    return vae_forward_loss_cond(m, ts, x, NULL, eps, B, stats);
+}
+
+vae_status vae_forward_loss_cond(const vae_model *m, vae_train_state *ts, const float *x,
+                                 const int *labels, const float *eps, int B, vae_stats *stats)
+{
+    if (B < 1 || B > ts->max_batch || !labels_fit(m, labels, B)) return VAE_ERR_ARG;
     const vae_config *c = &m->cfg;
     if (eps != ts->eps) memcpy(ts->eps, eps, sizeof(float) * (size_t)B * c->mc_samples * c->latent);
     ts->beta = vae_loss_beta(c, ts->step);
     vae_loss_terms terms;
-    ts->ops->forward(m, ts->arch, x, ts->eps, B, &terms);
+    ts->ops->forward(m, ts->arch, x, labels, ts->eps, B, &terms);
     return vae_loss_stats(stats, &terms, ts->beta, B);
 }
 
@@ -359,7 +405,7 @@ static void *peer_main(void *arg)
         if (job == PEER_QUIT) return NULL;
         if (job == PEER_FORWARD_BACKWARD) {
             p->ts->step = owner->step; /* the same KL warm-up point */
-            p->rc = vae_forward_loss(p->m, p->ts, p->x, p->eps, p->B, &p->stats);
+            p->rc = vae_forward_loss_cond(p->m, p->ts, p->x, p->labels, p->eps, p->B, &p->stats);
             if (p->rc == VAE_OK) {
                 vae_zero_grad(p->ts);
                 vae_backward(p->m, p->ts);
@@ -435,8 +481,8 @@ vae_status vae_train_state_set_threads(vae_train_state *ts, const vae_model *m, 
 /* Forward, backward and Adam with the batch split between this thread and
  * the peer. Free bits couple the whole batch through its per-dimension KL,
  * and clipping needs the whole gradient's norm: those stay single-threaded. */
-static vae_status train_step_parallel(vae_model *m, vae_train_state *ts, const float *x, int B,
-                                      vae_stats *stats)
+static vae_status train_step_parallel(vae_model *m, vae_train_state *ts, const float *x,
+                                      const int *labels, int B, vae_stats *stats)
 {
     const vae_config *c = &m->cfg;
     struct vae_peer *p = ts->peer;
@@ -445,9 +491,10 @@ static vae_status train_step_parallel(vae_model *m, vae_train_state *ts, const f
     p->m = m;
     p->x = x + (size_t)B0 * D;
     p->eps = ts->eps + (size_t)B0 * LZ;
+    p->labels = labels ? labels + B0 : NULL;
     p->B = B1;
     peer_post(p, PEER_FORWARD_BACKWARD);
-    vae_status rc = vae_forward_loss(m, ts, x, ts->eps, B0, stats);
+    vae_status rc = vae_forward_loss_cond(m, ts, x, labels, ts->eps, B0, stats);
     if (rc == VAE_OK) {
         vae_zero_grad(ts);
         vae_backward(m, ts);
@@ -479,8 +526,14 @@ static vae_status train_step_parallel(vae_model *m, vae_train_state *ts, const f
 vae_status vae_train_step(vae_model *m, vae_train_state *ts, const float *x, int B, rng_state *rng,
                           vae_stats *stats)
 {
+    return vae_train_step_cond(m, ts, x, NULL, B, rng, stats);
+}
+
+vae_status vae_train_step_cond(vae_model *m, vae_train_state *ts, const float *x,
+                               const int *labels, int B, rng_state *rng, vae_stats *stats)
+{
     const vae_config *c = &m->cfg;
-    if (B < 1 || B > ts->max_batch) return VAE_ERR_ARG;
+    if (B < 1 || B > ts->max_batch || !labels_fit(m, labels, B)) return VAE_ERR_ARG;
     int D = vae_config_input_dim(c);
     const float *xin = x;
     if (c->binarize == VAE_BIN_DYNAMIC) {
@@ -492,8 +545,8 @@ vae_status vae_train_step(vae_model *m, vae_train_state *ts, const float *x, int
     }
     rng_normal_fill(rng, ts->eps, (size_t)B * c->mc_samples * c->latent);
     if (ts->peer && B >= 16 && c->free_bits == 0.0f && c->clip_grad == 0.0f)
-        return train_step_parallel(m, ts, xin, B, stats);
-    vae_status rc = vae_forward_loss(m, ts, xin, ts->eps, B, stats);
+        return train_step_parallel(m, ts, xin, labels, B, stats);
+    vae_status rc = vae_forward_loss_cond(m, ts, xin, labels, ts->eps, B, stats);
     if (rc) return rc;
     vae_zero_grad(ts);
     vae_backward(m, ts);

@@ -82,6 +82,20 @@ vae_status vae_decode(const vae_model *m, vae_workspace *ws, const float *z, int
 vae_status vae_log_likelihood(const vae_model *m, vae_workspace *ws, const float *x,
                               const float *z, int K, double *ll);
 
+/* A conditional model (cfg.n_classes > 0) takes each image's label, in
+ * 0..n_classes-1, into its encoder and its decoder: these are the calls
+ * above and below with the labels (B, one per image or latent; for the log
+ * likelihood the one image's label). The calls without them are these with
+ * none; a conditional model refuses to run without labels, an unconditional
+ * one with them, and a label out of range is refused: VAE_ERR_ARG. */
+vae_status vae_encode_cond(const vae_model *m, vae_workspace *ws, const float *x,
+                           const int *labels, int B, float *mu, float *logvar);
+vae_status vae_decode_cond(const vae_model *m, vae_workspace *ws, const float *z,
+                           const int *labels, int B, float *x_mean);
+/* label -1: none */
+vae_status vae_log_likelihood_cond(const vae_model *m, vae_workspace *ws, const float *x,
+                                   int label, const float *z, int K, double *ll);
+
 /* Training. The state borrows nothing: it may outlive the batches it saw. */
 vae_train_state *vae_train_state_new(const vae_model *m, int max_batch, char *err,
                                      size_t errlen);
@@ -104,6 +118,11 @@ vae_status vae_train_step(vae_model *m, vae_train_state *ts, const float *x, int
 vae_status vae_forward_loss(const vae_model *m, vae_train_state *ts, const float *x,
                             const float *eps, int B, vae_stats *stats);
 vae_status vae_backward(const vae_model *m, vae_train_state *ts);
+/* The same with the images' labels (B), read during the call only. */
+vae_status vae_train_step_cond(vae_model *m, vae_train_state *ts, const float *x,
+                               const int *labels, int B, rng_state *rng, vae_stats *stats);
+vae_status vae_forward_loss_cond(const vae_model *m, vae_train_state *ts, const float *x,
+                                 const int *labels, const float *eps, int B, vae_stats *stats);
 void vae_zero_grad(vae_train_state *ts);
 /* The gradient array, parallel to m->params (owned by ts). */
 float *vae_train_grads(vae_train_state *ts);

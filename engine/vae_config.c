@@ -98,6 +98,8 @@ vae_status vae_config_validate_common(const vae_config *cfg, char *err, size_t e
         if (cfg->hidden[i] < 1 || cfg->hidden[i] > 16384)
             BAD("hidden layer %d has width %d (1..16384)", i + 1, cfg->hidden[i]);
     if (cfg->latent < 1 || cfg->latent > 4096) BAD("latent size %d is out of range (1..4096)", cfg->latent);
+    if (cfg->n_classes < 0 || cfg->n_classes > VAE_MAX_CLASSES)
+        BAD("a conditional model has 1 to %d classes, not %d", VAE_MAX_CLASSES, cfg->n_classes);
     if ((unsigned)cfg->activation > VAE_ACT_ELU) BAD("unknown activation");
     if ((unsigned)cfg->likelihood > VAE_LIK_GAUSSIAN_LEARNED) BAD("unknown likelihood");
     if ((unsigned)cfg->binarize > VAE_BIN_DYNAMIC) BAD("unknown binarize mode");

@@ -28,6 +28,7 @@
 #define VAE_MAX_HIDDEN 8
 #define VAE_MAX_TENSORS 64
 #define VAE_TENSOR_NAME_MAX 48
+#define VAE_MAX_CLASSES 256 /* a PNG folder's sub-folders, the most labels a data set has */
 
 typedef enum { VAE_ARCH_MLP = 0, VAE_ARCH_CONV } vae_arch;
 typedef enum { VAE_ACT_RELU = 0, VAE_ACT_LEAKY_RELU, VAE_ACT_TANH, VAE_ACT_ELU } vae_activation;
@@ -49,6 +50,10 @@ typedef struct {
     int n_conv;                      /* conv: channel widths */
     int conv_channels[VAE_MAX_HIDDEN];
     int latent;
+    /* A conditional VAE (Sohn et al. 2015) when > 0: every image has a label
+     * in 0..n_classes-1, one-hot into the encoder's input and the decoder's
+     * (vae_mlp.c, vae_conv.h say where); 0 = unconditional. */
+    int n_classes;
     vae_activation activation;
     vae_likelihood likelihood;
     float sigma;                     /* gaussian likelihood's fixed std */
@@ -100,6 +105,7 @@ static inline int vae_config_input_dim(const vae_config *cfg)
 {
     return cfg->channels * cfg->height * cfg->width;
 }
+static inline int vae_config_is_conditional(const vae_config *cfg) { return cfg->n_classes > 0; }
 /* Number of floats the decoder outputs per image (2x input for gaussian-learned). */
 int vae_config_output_dim(const vae_config *cfg);
 

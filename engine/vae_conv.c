@@ -6,7 +6,9 @@
  * the (N, C, H, W) world three times: the input (padded), the flatten before
  * the heads and its inverse after decoder_input, and the output (cropped).
  * The decoder sees N = B * mc_samples rows, row b*L + l being sample l of
- * image b, as in the MLP.
+ * image b, as in the MLP. A conditional model's input carries K more
+ * channels, the one-hot label planes, and decoder_input takes z with the
+ * one-hot after it (vae_conv.h).
  */
 #include "engine/vae_conv.h"
 
@@ -29,6 +31,7 @@
 typedef struct {
     int n;                     /* conv layers */
     int C, Cout, S, P, off;    /* image channels, output channels, side, padded side, crop offset */
+    int K;                     /* classes of a conditional model (label planes), else 0 */
     int Z, flat, F;            /* latent, flattened encoder output, its side */
     conv_shape enc[VAE_MAX_HIDDEN], dec[VAE_MAX_HIDDEN];
     int t_enc, t_heads, t_dec_in, t_dec; /* first tensor index of each part */
@@ -47,8 +50,9 @@ static void geometry_of(geometry *g, const vae_config *c)
     g->P = vae_conv_padded_size(c);
     g->off = (g->P - g->S) / 2;
     g->Z = c->latent;
-    int side = g->P, in = g->C;
-    size_t act = (size_t)(g->Cout > g->C ? g->Cout : g->C) * g->P * g->P;
+    g->K = c->n_classes;
+    int side = g->P, in = g->C + g->K;
+    size_t act = (size_t)(g->Cout > in ? g->Cout : in) * g->P * g->P;
     for (int i = 0; i < g->n; i++) {
         g->enc[i] = conv2d_shape(in, c->conv_channels[i], side, side, 3, 2, 1);
         side = g->enc[i].oh;
@@ -64,6 +68,7 @@ static void geometry_of(geometry *g, const vae_config *c)
         side = g->dec[i].oh;
     }
     if ((size_t)2 * g->Z > act) act = (size_t)2 * g->Z; /* the heads share a buffer too */
+    if ((size_t)(g->Z + g->K) > act) act = (size_t)(g->Z + g->K); /* and z with its label */
     g->max_act = act;
     g->t_enc = 0;
     g->t_heads = 2 * g->n;
@@ -131,7 +136,7 @@ static vae_status conv_build_tensors(vae_model *m)
     bad |= vae_config_add_tensor(m, "fc_logvar.weight", 2, g.Z, g.flat, 0, 0) != VAE_OK;
     bad |= vae_config_add_tensor(m, "fc_mu.bias", 1, g.Z, 0, 0, 0) != VAE_OK;
     bad |= vae_config_add_tensor(m, "fc_logvar.bias", 1, g.Z, 0, 0, 0) != VAE_OK;
-    bad |= vae_config_add_linear(m, "decoder_input", g.Z, g.flat) != VAE_OK;
+    bad |= vae_config_add_linear(m, "decoder_input", g.Z + g.K, g.flat) != VAE_OK;
     for (int i = 0; i < g.n; i++) {
         const conv_shape *s = &g.dec[i];
         snprintf(name, sizeof name, "decoder.%d.weight", i);
@@ -169,6 +174,19 @@ static void from_channel_major(float *dst, const float *src, int N, int C, int S
             float *d = dst + ((size_t)n * C + c) * S * S;
             for (int y = 0; y < S; y++)
                 memcpy(d + (size_t)y * S, s + (size_t)(y + off) * P + off, sizeof(float) * S);
+        }
+}
+
+/* The K one-hot label planes of a conditional model's input after its C
+ * image channels in dst (C + K, N, P, P): plane C + k of image n is 1 where
+ * labels[n] == k, else 0, over the whole padded side. */
+static void label_planes(float *dst, const int *labels, int N, int C, int K, int P)
+{
+    size_t pp = (size_t)P * P;
+    for (int k = 0; k < K; k++)
+        for (int n = 0; n < N; n++) {
+            float *d = dst + ((size_t)(C + k) * N + n) * pp, v = labels[n] == k ? 1.0f : 0.0f;
+            for (size_t i = 0; i < pp; i++) d[i] = v;
         }
 }
 
@@ -230,13 +248,15 @@ static void linear_layer_backward(const vae_model *m, int wi, int bi, float *gra
 
 static size_t act_floats(const conv_shape *s, int N) { return (size_t)s->cout * N * s->oh * s->ow; }
 
-/* Encoder: x (B, D) -> heads (B, 2Z). acts[i] receives layer i's output
- * (channel-major); xin the padded input; flat the flattened last layer. */
+/* Encoder: x (B, D) and labels (B, conditional only) -> heads (B, 2Z).
+ * acts[i] receives layer i's output (channel-major); xin the padded input
+ * with its label planes; flat the flattened last layer. */
 static void encode_into(const vae_model *m, const geometry *g, const conv_kernels *k,
-                        const float *x, int B, float *xin, float *const *acts, float *flat,
-                        float *heads)
+                        const float *x, const int *labels, int B, float *xin, float *const *acts,
+                        float *flat, float *heads)
 {
     to_channel_major(xin, x, B, g->C, g->S, g->P, g->off);
+    if (g->K) label_planes(xin, labels, B, g->C, g->K, g->P);
     const float *in = xin;
     for (int i = 0; i < g->n; i++) {
         conv_layer_forward(m, k, g->t_enc + 2 * i, acts[i], in, B, &g->enc[i]);
@@ -249,15 +269,15 @@ static void encode_into(const vae_model *m, const geometry *g, const conv_kernel
                    B, g->flat, 2 * g->Z);
 }
 
-/* Decoder: z (N, Z) -> logits (N, Dout). lin is (N, flat) scratch, dec_in the
- * reshaped decoder input, acts[i] layer i's output (the last: logits,
- * channel-major, padded side). */
+/* Decoder: z (N, Z, or Z + K with the one-hot label after it) -> logits
+ * (N, Dout). lin is (N, flat) scratch, dec_in the reshaped decoder input,
+ * acts[i] layer i's output (the last: logits, channel-major, padded side). */
 static void decode_into(const vae_model *m, const geometry *g, const conv_kernels *k,
                         const float *z, int N, float *lin, float *dec_in, float *const *acts,
                         float *logits)
 {
     linear_forward(lin, z, vae_arch_param(m, g->t_dec_in), vae_arch_param(m, g->t_dec_in + 1), N,
-                   g->Z, g->flat);
+                   g->Z + g->K, g->flat);
     to_channel_major(dec_in, lin, N, g->dec[0].cin, g->F, g->F, 0);
     const float *in = dec_in;
     for (int i = 0; i < g->n; i++) {
@@ -278,7 +298,8 @@ static size_t conv_workspace_floats(const vae_config *cfg, int max_batch)
     return 3 * (size_t)max_batch * g.max_act + col_floats_for(&g, max_batch);
 }
 
-static const float *conv_encode(const vae_model *m, float *scratch, const float *x, int B)
+static const float *conv_encode(const vae_model *m, float *scratch, const float *x,
+                                const int *labels, int B)
 {
     geometry g;
     geometry_of(&g, &m->cfg);
@@ -290,11 +311,12 @@ static const float *conv_encode(const vae_model *m, float *scratch, const float 
     for (int i = 0; i < g.n; i++) acts[i] = (i & 1) ? b : a;
     float *flat = (g.n & 1) ? b : a; /* the buffer the last layer did not write */
     float *heads = c;                /* the input is dead once layer 0 ran */
-    encode_into(m, &g, &k, x, B, c, acts, flat, heads);
+    encode_into(m, &g, &k, x, labels, B, c, acts, flat, heads);
     return heads;
 }
 
-static float *conv_decode_logits(const vae_model *m, float *scratch, const float *z, int B)
+static float *conv_decode_logits(const vae_model *m, float *scratch, const float *z,
+                                 const int *labels, int B)
 {
     geometry g;
     geometry_of(&g, &m->cfg);
@@ -304,6 +326,10 @@ static float *conv_decode_logits(const vae_model *m, float *scratch, const float
     float *acts[VAE_MAX_HIDDEN];
     for (int i = 0; i < g.n; i++) acts[i] = (i & 1) ? a : b; /* dec_in lives in a */
     float *logits = c;                                       /* lin is dead by then */
+    if (g.K) { /* z with its label in b, read by decoder_input before layer 0 writes b */
+        vae_arch_concat_onehot(b, z, B, g.Z, labels, 1, g.K);
+        z = b;
+    }
     decode_into(m, &g, &k, z, B, c, a, acts, logits);
     return logits;
 }
@@ -313,12 +339,13 @@ static float *conv_decode_logits(const vae_model *m, float *scratch, const float
 typedef struct {
     int naive;
     geometry g;
-    float *xin;                  /* (C, B, P, P) padded input */
+    float *xin;                  /* (C + K, B, P, P) padded input and label planes */
     float *enc[VAE_MAX_HIDDEN];  /* encoder layer outputs, after LeakyReLU */
     float *flat;                 /* (B, flat) */
     float *heads, *dheads;       /* (B, 2Z) mu | logvar and its gradient */
     float *z, *dz;               /* (BL, Z) */
     double *kl_dim;              /* (Z) batch KL per dimension */
+    float *zcat, *dzcat;         /* conditional: (BL, Z + K) z with its label, and its gradient */
     float *dec_in;               /* (ch[n-1], BL, F, F) decoder_input's output */
     float *dec[VAE_MAX_HIDDEN];  /* decoder layer outputs (the last: logits) */
     float *dlogits;              /* (BL, Dout) logits, then their gradient */
@@ -338,7 +365,7 @@ static void *conv_train_layout(const vae_config *c, int max_batch, vae_layout *l
     geometry *g = &s->g;
     geometry_of(g, c);
     size_t B = (size_t)max_batch, BL = B * (size_t)c->mc_samples, Z = (size_t)g->Z;
-    VAE_LAYOUT_TAKE(l, s->xin, (size_t)g->C * B * g->P * g->P);
+    VAE_LAYOUT_TAKE(l, s->xin, (size_t)(g->C + g->K) * B * g->P * g->P);
     for (int i = 0; i < g->n; i++) {
         VAE_LAYOUT_TAKE(l, s->enc[i], act_floats(&g->enc[i], max_batch));
         VAE_LAYOUT_TAKE(l, s->dec[i], act_floats(&g->dec[i], (int)BL));
@@ -349,6 +376,10 @@ static void *conv_train_layout(const vae_config *c, int max_batch, vae_layout *l
     VAE_LAYOUT_TAKE(l, s->z, BL * Z);
     VAE_LAYOUT_TAKE(l, s->dz, BL * Z);
     VAE_LAYOUT_TAKE(l, s->kl_dim, Z);
+    if (g->K) {
+        VAE_LAYOUT_TAKE(l, s->zcat, BL * (Z + (size_t)g->K));
+        VAE_LAYOUT_TAKE(l, s->dzcat, BL * (Z + (size_t)g->K));
+    }
     VAE_LAYOUT_TAKE(l, s->dec_in, BL * g->flat);
     VAE_LAYOUT_TAKE(l, s->dlogits, BL * vae_config_output_dim(c));
     VAE_LAYOUT_TAKE(l, s->grad_a, BL * g->max_act);
@@ -358,8 +389,8 @@ static void *conv_train_layout(const vae_config *c, int max_batch, vae_layout *l
     return t;
 }
 
-static void conv_forward(const vae_model *m, void *st, const float *x, const float *eps, int B,
-                         vae_loss_terms *terms)
+static void conv_forward(const vae_model *m, void *st, const float *x, const int *labels,
+                         const float *eps, int B, vae_loss_terms *terms)
 {
     conv_train *s = st;
     const vae_config *c = &m->cfg;
@@ -367,10 +398,12 @@ static void conv_forward(const vae_model *m, void *st, const float *x, const flo
     conv_kernels k = {s->naive, s->col, s->col_floats};
     s->eps = eps;
     s->B = B;
-    encode_into(m, g, &k, x, B, s->xin, s->enc, s->flat, s->heads);
+    int L = c->mc_samples;
+    encode_into(m, g, &k, x, labels, B, s->xin, s->enc, s->flat, s->heads);
     terms->kl = vae_loss_latent_forward(c, s->heads, eps, B, s->z, s->kl_dim, &terms->kl_opt);
+    if (g->K) vae_arch_concat_onehot(s->zcat, s->z, B * L, g->Z, labels, L, g->K);
     /* decoder_input's (BL, flat) output goes through grad_a, dead until backward */
-    decode_into(m, g, &k, s->z, B * c->mc_samples, s->grad_a, s->dec_in, s->dec, s->dlogits);
+    decode_into(m, g, &k, g->K ? s->zcat : s->z, B * L, s->grad_a, s->dec_in, s->dec, s->dlogits);
     terms->recon = vae_loss_output_nll(c, s->dlogits, x, B, c->mc_samples);
 }
 
@@ -395,8 +428,14 @@ static void conv_backward(const vae_model *m, void *st, double beta, float *grad
     }
     /* dy: (ch[n-1], BL, F, F) -> rows (BL, flat) for decoder_input */
     from_channel_major(dx, dy, BL, g->dec[0].cin, g->F, g->F, 0);
-    linear_layer_backward(m, g->t_dec_in, g->t_dec_in + 1, grads, s->dz, dx, s->z, BL, g->Z,
-                          g->flat);
+    if (g->K) {
+        linear_layer_backward(m, g->t_dec_in, g->t_dec_in + 1, grads, s->dzcat, dx, s->zcat, BL,
+                              g->Z + g->K, g->flat);
+        vae_arch_drop_onehot(s->dz, s->dzcat, BL, g->Z, g->K);
+    } else {
+        linear_layer_backward(m, g->t_dec_in, g->t_dec_in + 1, grads, s->dz, dx, s->z, BL, g->Z,
+                              g->flat);
+    }
 
     vae_loss_latent_backward(c, s->heads, s->eps, s->dz, s->kl_dim, B, beta, s->dheads);
 

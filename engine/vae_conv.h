@@ -22,10 +22,16 @@
  * output channels are mean logits and the next C per-pixel logvar, so the
  * flat (Dout) layout is the MLP's: D means then D logvars.
  *
+ * A conditional model (K = n_classes > 0) takes the label as K more input
+ * channels after the C image ones, one-hot planes over the whole padded
+ * P x P side (plane k is all 1 for label k, all 0 otherwise), so encoder.0
+ * is Conv2d(C + K -> ch[0]); and decoder_input is Linear(latent + K -> ...)
+ * on z with the one-hot after it. The rest is the same network.
+ *
  * Tensors (PyTorch layouts, in the flat parameter array in this order):
- *   encoder.i.weight [ch[i], in, 3, 3], encoder.i.bias [ch[i]], fc_mu.weight,
+ *   encoder.i.weight [ch[i], in (C + K for i = 0), 3, 3], encoder.i.bias [ch[i]], fc_mu.weight,
  *   fc_logvar.weight [latent, ch[n-1] F F], fc_mu.bias, fc_logvar.bias,
- *   decoder_input.weight [ch[n-1] F F, latent], decoder_input.bias,
+ *   decoder_input.weight [ch[n-1] F F, latent (+ K)], decoder_input.bias,
  *   decoder.i.weight [in, out, 3, 3], decoder.i.bias [out].
  */
 #ifndef VAE_CONV_H

@@ -16,6 +16,12 @@
  *
  * A batch is row-major (B, features). With mc_samples L > 1 the decoder sees
  * B*L rows, row b*L + l being sample l of image b.
+ *
+ * A conditional model (K = n_classes > 0) concatenates the one-hot label to
+ * the encoder's input and to z: the first encoder layer (fc_mu and fc_logvar
+ * when H = 0) takes D + K inputs, the first decoder layer (out when H = 0)
+ * latent + K, the one-hot in the last K columns of the weight, as
+ * nn.Linear(D + K, ...) on torch.cat([x, F.one_hot(y, K)], 1) has it.
  */
 #include "engine/vae_arch.h"
 
@@ -44,13 +50,18 @@ typedef struct {
     mlp_linear dec[VAE_MAX_HIDDEN]; /* decoder.i */
     mlp_linear out;
     int widest;                     /* the widest activation of a row */
+    int K;                          /* classes of a conditional model, else 0 */
+    int cat;                        /* conditional: the wider concatenated input, D or latent, + K */
 } mlp_layout;
 
 static void layout_of(mlp_layout *L, const vae_config *c)
 {
-    int t = 0, in = vae_config_input_dim(c), Z = c->latent, H = c->n_hidden;
+    int D = vae_config_input_dim(c), Z = c->latent, H = c->n_hidden, K = c->n_classes;
+    int t = 0, in = D + K;
     memset(L, 0, sizeof *L);
     L->H = H;
+    L->K = K;
+    L->cat = K ? (D > Z ? D : Z) + K : 0;
     for (int i = 0; i < H; i++) {
         L->enc[i] = (mlp_linear){t, t + 1, in, c->hidden[i]};
         t += 2;
@@ -58,7 +69,7 @@ static void layout_of(mlp_layout *L, const vae_config *c)
     }
     L->heads = (mlp_linear){t, t + 2, in, 2 * Z}; /* both weights, then both biases */
     t += 4;
-    in = Z;
+    in = Z + K;
     for (int i = 0; i < H; i++) {
         L->dec[i] = (mlp_linear){t, t + 1, in, c->hidden[H - 1 - i]};
         t += 2;
@@ -172,7 +183,8 @@ static void layer_backward(const vae_model *m, const mlp_linear *l, float *grads
                     weight(m, l), B, l->in, l->out);
 }
 
-/* Encoder: x (B, D) -> heads (B, 2Z); acts[i] receives hidden layer i's output. */
+/* Encoder: x (B, D, or D + K concatenated with the label) -> heads (B, 2Z);
+ * acts[i] receives hidden layer i's output. */
 static void encode_into(const vae_model *m, const mlp_layout *L, const float *x, int B,
                         float *const *acts, float *heads)
 {
@@ -184,7 +196,8 @@ static void encode_into(const vae_model *m, const mlp_layout *L, const float *x,
     output_forward(m, &L->heads, heads, in, B);
 }
 
-/* Decoder: z (N, Z) -> logits (N, Dout); acts[i] receives hidden layer i's output. */
+/* Decoder: z (N, Z, or Z + K with the label) -> logits (N, Dout); acts[i]
+ * receives hidden layer i's output. */
 static void decode_into(const vae_model *m, const mlp_layout *L, const float *z, int N,
                         float *const *acts, float *logits)
 {
@@ -199,7 +212,8 @@ static void decode_into(const vae_model *m, const mlp_layout *L, const float *z,
 /* ---------- inference ---------- */
 
 /* scratch: two ping-pong buffers of max_batch rows of the widest layer, the
- * second on a 16-float boundary. */
+ * second on a 16-float boundary, then for a conditional model the
+ * concatenated input (max_batch, cat). */
 static size_t half_floats(const mlp_layout *L, int max_batch)
 {
     return ((size_t)max_batch * (size_t)L->widest + 15) & ~(size_t)15;
@@ -209,7 +223,7 @@ static size_t mlp_workspace_floats(const vae_config *c, int max_batch)
 {
     mlp_layout L;
     layout_of(&L, c);
-    return 2 * half_floats(&L, max_batch);
+    return 2 * half_floats(&L, max_batch) + (size_t)max_batch * (size_t)L.cat;
 }
 
 /* The buffers of layer i of a ping-pong pass: a, b, a, ... */
@@ -220,23 +234,38 @@ static void ping_pong(const mlp_layout *L, float *scratch, int B, float **acts, 
     *last = bufs[L->H & 1];
 }
 
-static const float *mlp_encode(const vae_model *m, float *scratch, const float *x, int B)
+/* in (B, width) with the one-hot labels after it when conditional, in the
+ * scratch after the ping-pong buffers of a B-row pass (which fit within
+ * max_batch rows). */
+static const float *with_labels(const mlp_layout *L, float *scratch, const float *in, int width,
+                                const int *labels, int B)
+{
+    if (!L->K) return in;
+    float *cat = scratch + 2 * half_floats(L, B);
+    vae_arch_concat_onehot(cat, in, B, width, labels, 1, L->K);
+    return cat;
+}
+
+static const float *mlp_encode(const vae_model *m, float *scratch, const float *x,
+                               const int *labels, int B)
 {
     mlp_layout L;
     layout_of(&L, &m->cfg);
     float *acts[VAE_MAX_HIDDEN], *heads;
     ping_pong(&L, scratch, B, acts, &heads);
-    encode_into(m, &L, x, B, acts, heads);
+    const float *in = with_labels(&L, scratch, x, vae_config_input_dim(&m->cfg), labels, B);
+    encode_into(m, &L, in, B, acts, heads);
     return heads;
 }
 
-static float *mlp_decode_logits(const vae_model *m, float *scratch, const float *z, int B)
+static float *mlp_decode_logits(const vae_model *m, float *scratch, const float *z,
+                                const int *labels, int B)
 {
     mlp_layout L;
     layout_of(&L, &m->cfg);
     float *acts[VAE_MAX_HIDDEN], *logits;
     ping_pong(&L, scratch, B, acts, &logits);
-    decode_into(m, &L, z, B, acts, logits);
+    decode_into(m, &L, with_labels(&L, scratch, z, m->cfg.latent, labels, B), B, acts, logits);
     return logits;
 }
 
@@ -251,7 +280,11 @@ typedef struct {
     float *dlogits;             /* (BL, Dout): the logits, then their gradient */
     float *scratch[2];          /* (BL, widest): the gradient's ping-pong */
     double *kl_dim;             /* (Z) batch KL per dimension */
-    const float *x, *eps;       /* borrowed from the last forward */
+    /* conditional only: x and z with the one-hot labels, and the gradient
+     * of the latter (the first decoder layer's dx) */
+    float *xcat;                /* (B, D + K) */
+    float *zcat, *dzcat;        /* (BL, Z + K) */
+    const float *x, *eps;       /* borrowed from the last forward; x is xcat when conditional */
     int B;
 } mlp_train;
 
@@ -274,22 +307,34 @@ static void *mlp_train_layout(const vae_config *c, int max_batch, vae_layout *l)
     VAE_LAYOUT_TAKE(l, s->scratch[0], BL * (size_t)s->L.widest);
     VAE_LAYOUT_TAKE(l, s->scratch[1], BL * (size_t)s->L.widest);
     VAE_LAYOUT_TAKE(l, s->kl_dim, Z);
+    if (s->L.K) {
+        size_t K = (size_t)s->L.K;
+        VAE_LAYOUT_TAKE(l, s->xcat, B * ((size_t)vae_config_input_dim(c) + K));
+        VAE_LAYOUT_TAKE(l, s->zcat, BL * (Z + K));
+        VAE_LAYOUT_TAKE(l, s->dzcat, BL * (Z + K));
+    }
     return t;
 }
 
-static void mlp_forward(const vae_model *m, void *st, const float *x, const float *eps, int B,
-                        vae_loss_terms *terms)
+static void mlp_forward(const vae_model *m, void *st, const float *x, const int *labels,
+                        const float *eps, int B, vae_loss_terms *terms)
 {
     mlp_train *s = st;
     const vae_config *c = &m->cfg;
+    int K = s->L.K, L = c->mc_samples;
     s->x = x;
+    if (K) {
+        vae_arch_concat_onehot(s->xcat, x, B, vae_config_input_dim(c), labels, 1, K);
+        s->x = s->xcat;
+    }
     s->eps = eps;
     s->B = B;
-    encode_into(m, &s->L, x, B, s->enc, s->heads);
+    encode_into(m, &s->L, s->x, B, s->enc, s->heads);
     terms->kl = vae_loss_latent_forward(c, s->heads, eps, B, s->z, s->kl_dim, &terms->kl_opt);
+    if (K) vae_arch_concat_onehot(s->zcat, s->z, B * L, c->latent, labels, L, K);
     /* the logits are overwritten in place by their gradient */
-    decode_into(m, &s->L, s->z, B * c->mc_samples, s->dec, s->dlogits);
-    terms->recon = vae_loss_output_nll(c, s->dlogits, x, B, c->mc_samples);
+    decode_into(m, &s->L, K ? s->zcat : s->z, B * L, s->dec, s->dlogits);
+    terms->recon = vae_loss_output_nll(c, s->dlogits, x, B, L);
 }
 
 static void mlp_backward(const vae_model *m, void *st, double beta, float *grads)
@@ -299,16 +344,18 @@ static void mlp_backward(const vae_model *m, void *st, double beta, float *grads
     const mlp_layout *L = &s->L;
     int H = L->H, B = s->B, BL = B * c->mc_samples;
 
-    /* decoder, from the output layer down to dz */
+    /* decoder, from the output layer down to dz (through z's concatenation
+     * with the labels when conditional) */
     const float *dy = s->dlogits;
     for (int i = H; i >= 0; i--) {
         const mlp_linear *l = i == H ? &L->out : &L->dec[i];
-        const float *xin = i > 0 ? s->dec[i - 1] : s->z;
-        float *dx = i > 0 ? s->scratch[i & 1] : s->dz;
+        const float *xin = i > 0 ? s->dec[i - 1] : L->K ? s->zcat : s->z;
+        float *dx = i > 0 ? s->scratch[i & 1] : L->K ? s->dzcat : s->dz;
         layer_backward(m, l, grads, dx, dy, xin, BL);
         if (i > 0) activation_backward(dx, s->dec[i - 1], (size_t)BL * l->in, c->activation);
         dy = dx;
     }
+    if (L->K) vae_arch_drop_onehot(s->dz, s->dzcat, BL, c->latent, L->K);
 
     /* through the reparameterisation and the KL to mu and logvar */
     vae_loss_latent_backward(c, s->heads, s->eps, s->dz, s->kl_dim, B, beta, s->dheads);

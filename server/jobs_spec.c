@@ -144,13 +144,14 @@ static int check_data(jobs_spec *s, const char *root, char *err, size_t errlen)
         }
         if (peek(s->data, &s->n_train, &rows, &cols, err, errlen)) return -1;
         s->n_test = 0;
-        /* a class needs the labels data_sets_load reads beside the images */
-        if (s->klass >= 0 &&
+        /* a class or a conditional model needs the labels data_sets_load
+         * reads beside the images */
+        if ((s->klass >= 0 || s->conditional) &&
             (data_sets_idx_paths(root, s->data, DATA_SETS_TRAIN, img, lab, sizeof img) ||
              !lab[0] || access(lab, R_OK) != 0)) {
             util_set_err(err, errlen,
-                         "\"class\" needs labels: no *-labels-idx1-ubyte file beside %.200s",
-                         s->data);
+                         "\"%s\" needs labels: no *-labels-idx1-ubyte file beside %.200s",
+                         s->klass >= 0 ? "class" : "conditional", s->data);
             return -1;
         }
     }
@@ -158,6 +159,8 @@ static int check_data(jobs_spec *s, const char *root, char *err, size_t errlen)
     s->cfg.height = rows;
     s->cfg.width = cols;
     s->n_used = s->limit > 0 && s->limit < s->n_train ? s->limit : s->n_train;
+    if (s->conditional)
+        s->cfg.n_classes = data_sets_is_builtin(s->data) ? 10 : VAE_MAX_CLASSES;
     return 0;
 }
 
@@ -190,6 +193,7 @@ static const char *const known_keys[] = {
     "model", "data", "arch", "hidden", "conv_channels", "latent", "activation", "likelihood",
     "sigma", "binarize", "beta", "kl_warmup", "free_bits", "mc_samples", "lr", "beta1",
     "beta2", "eps", "weight_decay", "clip_grad", "batch", "epochs", "seed", "limit", "class",
+    "conditional",
 };
 #define N_KEYS (sizeof known_keys / sizeof known_keys[0])
 
@@ -299,6 +303,12 @@ static int apply_key(jobs_spec *s, const cJSON *it, char *err, size_t errlen)
             return 0;
         }
         return get_int(it, 0, 255, &s->klass, err, errlen);
+    } else if (strcmp(k, "conditional") == 0) {
+        if (!cJSON_IsBool(it)) {
+            util_set_err(err, errlen, "\"conditional\" must be true or false");
+            return -1;
+        }
+        s->conditional = cJSON_IsTrue(it);
     }
     return 0;
 }
@@ -480,7 +490,8 @@ char *jobs_spec_to_json(const jobs_spec *s)
          cJSON_AddNumberToObject(o, "seed", (double)c->seed) &&
          cJSON_AddNumberToObject(o, "limit", s->limit) &&
          (s->klass >= 0 ? cJSON_AddNumberToObject(o, "class", s->klass) != NULL
-                        : cJSON_AddNullToObject(o, "class") != NULL);
+                        : cJSON_AddNullToObject(o, "class") != NULL) &&
+         cJSON_AddBoolToObject(o, "conditional", s->conditional) != NULL;
     if (ok) out = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
     return out;

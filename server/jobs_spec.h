@@ -12,7 +12,8 @@
  *   latent, activation, likelihood, sigma, binarize, beta, kl_warmup,
  *   free_bits, mc_samples, lr, beta1, beta2, eps, weight_decay, clip_grad,
  *   batch, epochs (1..100000), seed (0..2^53), limit (0 = all images),
- *   class (null or a label 0..255).
+ *   class (null or a label 0..255), conditional (true: a conditional model
+ *   on the data's labels, which must be there).
  * Any other key is an error that names it. "threads" is refused: OpenBLAS's
  * thread count is process-wide, so the daemon sets it once (one BLAS thread;
  * each training worker takes one core) and a job cannot change it. "out",
@@ -49,6 +50,9 @@ typedef struct {
     char data[PATH_MAX];  /* "mnist", "fashion" or a path */
     int klass;            /* -1 = every label */
     int limit;            /* first N training images; 0 = all */
+    int conditional;      /* a conditional model; cfg.n_classes is 10 for the built-in sets and,
+                             for the memory estimate, VAE_MAX_CLASSES for a path (train_run
+                             counts the labels) */
     int n_train;          /* images the data set holds (before class and limit) */
     int n_test;           /* images of the test split; 0 when there is none */
     int n_used;           /* training images after limit (class not known yet) */

@@ -18,6 +18,7 @@ struct train_run {
     train_run_options o;     /* strings, ctx and cancel borrowed */
     dataset train, test;     /* owned */
     int have_test;
+    int n_classes;           /* of a conditional model, from the data; else 0 */
     vae_model model;         /* owned */
     trainer *t;              /* owned; freed by train_run_evaluate */
     trainer_epoch_metrics *history; /* owned; the trainer's, kept once it is freed */
@@ -42,11 +43,37 @@ void train_run_options_default(train_run_options *o)
     o->iwae_k = EVAL_TRAIN_IWAE_K;
 }
 
+/* A conditional model's class count into r->n_classes: 1 + the largest
+ * label of the data as loaded. */
+static train_run_status count_classes(train_run *r, char *err, size_t errlen)
+{
+    const dataset *sets[2] = {&r->train, r->have_test ? &r->test : NULL};
+    int top = -1;
+    for (int k = 0; k < 2; k++) {
+        const dataset *d = sets[k];
+        if (!d)
+            continue;
+        if (!d->labels) {
+            util_set_err(err, errlen,
+                         "a conditional model needs a label for every image, and %s has none "
+                         "in its %s images",
+                         r->o.data, k ? "test" : "training");
+            return TRAIN_RUN_ERR_ARG;
+        }
+        for (int i = 0; i < d->n; i++)
+            if (d->labels[i] > top)
+                top = d->labels[i];
+    }
+    r->n_classes = top + 1;
+    return TRAIN_RUN_OK;
+}
+
 /* The training split (and the test split, or a held-out part of the
  * training images), one class, the first limit images. */
 static train_run_status load_data(train_run *r, char *err, size_t errlen)
 {
     const train_run_options *o = &r->o;
+    train_run_status st;
     const char *root = o->data_root ? o->data_root : data_sets_root();
     /* splitting needs the float form; otherwise the bytes take a quarter of the memory */
     if ((o->val_split > 0.0 ? data_sets_load : data_sets_load_compact)(
@@ -66,6 +93,8 @@ static train_run_status load_data(train_run *r, char *err, size_t errlen)
             r->have_test = 1;
         }
     }
+    if (o->conditional && (st = count_classes(r, err, errlen)))
+        return st;
     if (o->klass >= 0 &&
         (dataset_filter_class(&r->train, o->klass, why, sizeof why) ||
          (r->have_test && dataset_filter_class(&r->test, o->klass, why, sizeof why)))) {
@@ -101,6 +130,7 @@ train_run_status train_run_new(const train_run_options *o, train_run **out, char
     cfg.channels = r->train.channels;
     cfg.height = r->train.height;
     cfg.width = r->train.width;
+    cfg.n_classes = r->n_classes;
     vae_status rc;
     if ((rc = vae_init(&r->model, &cfg, cfg.seed, err, errlen))) {
         st = from_engine(rc, TRAIN_RUN_ERR_ARG);

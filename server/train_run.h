@@ -24,7 +24,11 @@
  * training split kept as bytes (a quarter of the memory) unless val_split
  * needs floats; the test split when there is one, else with val_split > 0 a
  * held-out fraction of the training images (chosen by cfg.seed); then class
- * and limit. The model's image shape comes from the data.
+ * and limit. The model's image shape comes from the data, and so does a
+ * conditional model's class count: 1 + the largest label of the training
+ * and test images as loaded (before class and limit), so 10 for MNIST,
+ * Fashion-MNIST and CIFAR-10 and the sub-folder count of a PNG folder; a
+ * data set without labels is refused.
  *
  * Resuming: when resume_path names a file, train_run_new continues from it
  * (trainer_load_resume); the model config and each of the caller's meta
@@ -71,6 +75,8 @@ typedef struct {
     int limit;                  /* the first N training images; 0: all */
     double val_split;           /* held-out fraction when there is no test split, [0, 1) */
     vae_config cfg;             /* the model and its training; the image shape is the data's */
+    int conditional;            /* a conditional model on the data's labels (cfg.n_classes is set
+                                   from the data; ignored when 0) */
     int threads;                /* training threads (>= 2: data parallel); default 1 */
     int iwae_k;                 /* K of the bound in the metrics; 0: none; default 64 */
     const char *resume_path;    /* NULL: none */

@@ -301,7 +301,7 @@ static void live_open(live_stream *s, int port, int64_t id)
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     assert_int_equal(connect(s->fd, (struct sockaddr *)&a, sizeof a), 0);
     char req[128];
-    int n = snprintf(req, sizeof req, "GET /jobs/%" PRId64 "/events HTTP/1.0\r\nHost: x\r\n\r\n",
+    int n = snprintf(req, sizeof req, "GET /jobs/%" PRId64 "/events HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n",
                      id);
     assert_int_equal(send(s->fd, req, (size_t)n, MSG_NOSIGNAL), n);
 }
@@ -602,6 +602,21 @@ static void test_invalid_specs(void **state)
     snprintf(body, sizeof body, "{\"model\":\"abs\",\"data\":\"%s\",\"hidden\":[8],\"epochs\":1}",
              src);
     cJSON_Delete(wait_final(fx.port, submit(fx.port, body)));
+    /* a conditional job: the labels beside the images, 10 classes in the model */
+    submit_rejected(fx.port,
+                    "{\"model\":\"x\",\"data\":\"tiny-images-idx3-ubyte\",\"conditional\":\"yes\"}",
+                    422, "unprocessable", "conditional");
+    cJSON *job = wait_final(
+        fx.port, submit(fx.port, "{\"model\":\"cond\",\"data\":\"tiny-images-idx3-ubyte\","
+                                 "\"hidden\":[8],\"epochs\":1,\"conditional\":true}"));
+    assert_string_equal(json_str(job, "state"), "succeeded");
+    assert_true(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(
+        cJSON_GetObjectItemCaseSensitive(job, "config"), "conditional")));
+    cJSON_Delete(job);
+    cJSON *version = get_json(fx.port, "/models/cond/versions/1", 200);
+    const cJSON *vcfg = cJSON_GetObjectItemCaseSensitive(version, "config");
+    assert_int_equal(json_int(vcfg, "n_classes"), 10);
+    cJSON_Delete(version);
 
     harness_response r;
     const char *form[] = {"Content-Type: text/plain", "Authorization: Bearer " TOKEN, NULL};

@@ -9,7 +9,7 @@ So: read the file (the safetensors package if importable, else by hand),
 build vae_torch.VAE(config), load_state_dict(strict=True), and use it. This
 encodes the first N (default 4) MNIST test images from data/mnist and prints
 mu, logvar and the mean negative ELBO of those images (eps = 0, no sampling,
-so the figure is repeatable).
+so the figure is repeatable); a conditional model gets their labels.
 """
 import json
 import os
@@ -40,6 +40,12 @@ def mnist_test_images(n):
     return torch.tensor(list(raw), dtype=torch.float32).reshape(n, rows * cols) / 255.0
 
 
+def mnist_test_labels(n):
+    with open(os.path.join(ROOT, "data", "mnist", "t10k-labels-idx1-ubyte"), "rb") as f:
+        f.read(8)
+        return torch.tensor(list(f.read(n)), dtype=torch.long)
+
+
 def main():
     if len(sys.argv) < 2:
         sys.exit(__doc__)
@@ -58,9 +64,10 @@ def main():
     if "vaed_metrics" in meta:
         print("metrics:", meta["vaed_metrics"][:200])
     x = mnist_test_images(n)
+    y = mnist_test_labels(n) % model.K if model.K else None
     with torch.no_grad():
-        mu, logvar = model.encode(x)
-        loss, recon, kl = model.loss(x, torch.zeros(n * config.get("mc_samples", 1), model.Z))
+        mu, logvar = model.encode(x, y)
+        loss, recon, kl = model.loss(x, torch.zeros(n * config.get("mc_samples", 1), model.Z), y=y)
     torch.set_printoptions(precision=4, sci_mode=False)
     print("mu =", mu)
     print("logvar =", logvar)

@@ -22,6 +22,10 @@ The conv_* files are the same for the convolutional VAE (arch "conv",
 nn.Conv2d / nn.ConvTranspose2d layouts): 16x16 crops of the images (one or
 three channels, no padding) and the 28x28 images (padded to 32 and cropped).
 
+The cond_* and conv_cond_* files are conditional models (n_classes 10): they
+also hold "labels", the images' MNIST labels as F32 (the by-hand writer
+writes F32 only), which every pass takes.
+
 Also pytorch_examples.safetensors, a pure state_dict of the pytorch/examples
 VAE class (fc1 784->16, fc21/fc22 16->4, fc3 4->16, fc4 16->784; metadata only
 "format": "pt", as safetensors.torch.save_file writes), and
@@ -106,7 +110,29 @@ SPECS = [
     ("conv_gaussian_rgb", 16, dict(arch="conv", channels=3, height=16, width=16,
                                    conv_channels=[4, 8, 8], latent=4, likelihood="gaussian",
                                    sigma=0.5, beta=0.5, clip_grad=300.0), None, crop16_rgb),
+    # conditional: the one-hot label into the first encoder and decoder
+    # layers; two decoder passes per image, so the label repeats per sample
+    ("cond_bernoulli", 21, dict(hidden=[16], latent=4, n_classes=10, mc_samples=2,
+                                likelihood="bernoulli"), None, None),
+    # no hidden layer: the one-hot goes into fc_mu / fc_logvar and into out
+    ("cond_gaussian_nohidden", 22, dict(hidden=[], latent=3, n_classes=10, likelihood="gaussian",
+                                        sigma=0.5, kl_warmup=4), None, None),
+    # conv: label planes over the padded 32x32 side, into decoder_input
+    ("conv_cond_bernoulli", 23, dict(arch="conv", conv_channels=[4, 8], latent=3, n_classes=10,
+                                     mc_samples=2, likelihood="bernoulli"), None, None),
+    # three image channels, then the ten label planes
+    ("conv_cond_rgb", 24, dict(arch="conv", channels=3, height=16, width=16, conv_channels=[4, 8],
+                               latent=3, n_classes=10, likelihood="cbernoulli"), None, crop16_rgb),
 ]
+
+
+def mnist_test_labels(n):
+    path = os.path.join(ROOT, "data", "mnist", "t10k-labels-idx1-ubyte")
+    with open(path, "rb") as f:
+        magic, count = struct.unpack(">II", f.read(8))
+        if magic != 0x801 or count < n:
+            raise SystemExit("%s: not an IDX label file with %d labels" % (path, n))
+        return torch.tensor(list(f.read(n)), dtype=torch.long)
 
 
 def mnist_test_images(n):
@@ -125,14 +151,14 @@ def f32(v):
     return struct.unpack("<f", struct.pack("<f", v))[0]
 
 
-def kl_dim_mean(model, x):
+def kl_dim_mean(model, x, y):
     with torch.no_grad():
-        mu, lv = model.encode(x)
+        mu, lv = model.encode(x, y)
         lvc = lv.clamp(vae_torch.LOGVAR_MIN, vae_torch.LOGVAR_MAX)
         return (0.5 * (mu * mu + torch.exp(lvc) - 1.0 - lvc)).mean(0)
 
 
-def make_fixture(name, seed, overrides, shape, x32):
+def make_fixture(name, seed, overrides, shape, x32, labels):
     torch.manual_seed(seed)
     auto_free_bits = overrides.get("free_bits") == "auto"
     cfg = vae_torch.make_config(**{k: v for k, v in overrides.items() if v != "auto"})
@@ -143,6 +169,8 @@ def make_fixture(name, seed, overrides, shape, x32):
         with torch.no_grad():
             shape(model32)
     L, Z = cfg["mc_samples"], cfg["latent"]
+    y = labels if cfg["n_classes"] else None
+    y_rep = y.repeat_interleave(L) if y is not None else None
     eps32 = torch.randn(B * L, Z)
     adam_eps32 = torch.randn(ADAM_STEPS, B * L, Z)
 
@@ -151,17 +179,17 @@ def make_fixture(name, seed, overrides, shape, x32):
     eps = eps32.double()
     if auto_free_bits:
         # a floor between the dimensions' KLs, so some are held and some are not
-        m = sorted(kl_dim_mean(model, x).tolist())
+        m = sorted(kl_dim_mean(model, x, y).tolist())
         cfg["free_bits"] = f32(0.5 * (m[Z // 2 - 1] + m[Z // 2]))
         model.config["free_bits"] = model32.config["free_bits"] = cfg["free_bits"]
 
     model.zero_grad()
-    loss, recon, kl = model.loss(x, eps, step=0)
+    loss, recon, kl = model.loss(x, eps, step=0, y=y)
     loss.backward()
     with torch.no_grad():
-        mu, logvar = model.encode(x)
+        mu, logvar = model.encode(x, y)
         z = model.reparameterize(mu, logvar, eps)
-        x_mean = model.decode(z)
+        x_mean = model.decode(z, y_rep)
     grad_norm = torch.sqrt(sum((p.grad * p.grad).sum() for p in model.parameters())).item()
 
     t = {}
@@ -170,6 +198,8 @@ def make_fixture(name, seed, overrides, shape, x32):
     for pname, p in model.named_parameters():
         t["grad." + pname] = p.grad.detach()
     t.update(x=x32, eps=eps32, mu=mu, logvar=logvar, z=z, x_mean=x_mean)
+    if y is not None:
+        t["labels"] = y.to(torch.float32)
 
     # Adam from the same start, one eps per step; the loss before each step
     adam_model = copy.deepcopy(model32).double()
@@ -178,8 +208,8 @@ def make_fixture(name, seed, overrides, shape, x32):
     margins = []
     for i in range(ADAM_STEPS):
         if cfg["free_bits"] > 0:
-            margins.append((kl_dim_mean(adam_model, x) - cfg["free_bits"]).abs().min().item())
-        losses.append(vae_torch.train_step(adam_model, opt, x, adam_eps32[i].double(), i))
+            margins.append((kl_dim_mean(adam_model, x, y) - cfg["free_bits"]).abs().min().item())
+        losses.append(vae_torch.train_step(adam_model, opt, x, adam_eps32[i].double(), i, y))
     t["adam_eps"] = adam_eps32
     t["adam_losses"] = torch.tensor(losses, dtype=torch.float64)
     for pname, p in adam_model.named_parameters():
@@ -241,8 +271,9 @@ def main():
     os.makedirs(OUT, exist_ok=True)
     torch.set_num_threads(1)
     x32 = mnist_test_images(B)
+    labels = mnist_test_labels(B)
     for name, seed, overrides, shape, inputs in SPECS:
-        make_fixture(name, seed, overrides, shape, inputs(x32) if inputs else x32)
+        make_fixture(name, seed, overrides, shape, inputs(x32) if inputs else x32, labels)
     make_examples(x32)
 
 

@@ -24,6 +24,18 @@ and, for arch "conv", those of engine/vae_conv.c (conv_build_tensors):
     A 28x28 image is zero-padded to 32x32 and the logits cropped back; the
     flat logits are then the MLP's layout (D means, then D logvars).
 
+A conditional model (config "n_classes" K > 0, Sohn et al. 2015) takes a
+label y in 0..K-1 per image, one-hot, into the encoder and the decoder:
+
+    mlp   the first encoder layer (fc_mu, fc_logvar when there is no hidden
+          layer) is Linear(D + K, ...) on cat([x, one_hot(y)]); the first
+          decoder layer (out when there is none) Linear(latent + K, ...) on
+          cat([z, one_hot(y)]): the one-hot is the weight's last K columns
+    conv  encoder.0 is Conv2d(C + K, ...) on the padded image with K planes
+          after its channels, plane k all 1 for label k and all 0 otherwise
+          (over the whole padded side); decoder_input is Linear(latent + K,
+          ...) on cat([z, one_hot(y)])
+
 The config is a dict with the keys of the C config JSON
 (ckpt_config_to_json in engine/checkpoint.c); loss() computes exactly what
 vae_forward_loss optimises, including the logvar clamp, mc_samples, free
@@ -31,6 +43,7 @@ bits and the KL warm-up.
 
     model = VAE(config)
     loss, recon, kl = model.loss(x, eps, step=0)   # summed over the batch
+    loss, recon, kl = model.loss(x, eps, step=0, y=labels)   # conditional
 
 save_safetensors / load_safetensors read and write the format by hand (F32
 only), so neither needs the safetensors package.
@@ -53,7 +66,7 @@ DEFAULT_CONFIG = {
     "likelihood": "bernoulli", "sigma": 1.0, "binarize": "none", "beta": 1.0,
     "kl_warmup": 0, "free_bits": 0.0, "mc_samples": 1, "lr": 1e-3, "beta1": 0.9,
     "beta2": 0.999, "eps": 1e-8, "weight_decay": 0.0, "clip_grad": 0.0,
-    "batch": 128, "epochs": 10, "seed": 1,
+    "batch": 128, "epochs": 10, "seed": 1, "n_classes": 0,
 }
 
 
@@ -67,7 +80,9 @@ def make_config(**overrides):
 
 
 def config_to_json(cfg):
-    return json.dumps(cfg, separators=(",", ":"))
+    # vaed writes n_classes only for a conditional model
+    out = {k: v for k, v in cfg.items() if k != "n_classes" or v}
+    return json.dumps(out, separators=(",", ":"))
 
 
 def activation(name, x):
@@ -113,18 +128,19 @@ class VAE(nn.Module):
         c = self.config
         self.D = c["channels"] * c["height"] * c["width"]
         self.Z = c["latent"]
+        self.K = int(c.get("n_classes", 0))
         if c["arch"] == "conv":
             self._init_conv()
             return
         if c["arch"] != "mlp":
             raise ValueError("unknown arch %r" % c["arch"])
         hidden = list(c["hidden"])
-        widths = [self.D] + hidden
+        widths = [self.D + self.K] + hidden
         self.encoder = nn.ModuleList(nn.Linear(widths[i], widths[i + 1]) for i in range(len(hidden)))
         last = widths[-1]
         self.fc_mu = nn.Linear(last, self.Z)
         self.fc_logvar = nn.Linear(last, self.Z)
-        dec = [self.Z] + hidden[::-1]
+        dec = [self.Z + self.K] + hidden[::-1]
         self.decoder = nn.ModuleList(nn.Linear(dec[i], dec[i + 1]) for i in range(len(hidden)))
         d_out = 2 * self.D if c["likelihood"] == "gaussian-learned" else self.D
         self.out = nn.Linear(dec[-1], d_out)
@@ -141,34 +157,47 @@ class VAE(nn.Module):
         n = len(ch)
         self.side = self.P >> n  # F in engine/vae_conv.h
         self.flat = ch[-1] * self.side * self.side
-        ins = [C] + ch[:-1]
+        ins = [C + self.K] + ch[:-1]
         self.encoder = nn.ModuleList(nn.Conv2d(ins[i], ch[i], 3, stride=2, padding=1)
                                      for i in range(n))
         self.fc_mu = nn.Linear(self.flat, self.Z)
         self.fc_logvar = nn.Linear(self.flat, self.Z)
-        self.decoder_input = nn.Linear(self.Z, self.flat)
+        self.decoder_input = nn.Linear(self.Z + self.K, self.flat)
         c_out = 2 * C if c["likelihood"] == "gaussian-learned" else C
         outs = ch[::-1][1:] + [c_out]
         self.decoder = nn.ModuleList(
             nn.ConvTranspose2d(ch[n - 1 - i], outs[i], 3, stride=2, padding=1, output_padding=1)
             for i in range(n))
 
-    def encode(self, x):
+    def onehot(self, y, like):
+        """(rows, K) one-hot of y (rows,), in like's dtype; y None when not
+        conditional."""
+        if (y is None) != (self.K == 0):
+            raise ValueError("a conditional model needs labels, an unconditional one takes none")
+        return F.one_hot(y.long(), self.K).to(like.dtype)
+
+    def encode(self, x, y=None):
         if self.config["arch"] == "conv":
             c = self.config
             h = x.reshape(x.shape[0], c["channels"], self.S, self.S)
             if self.pad:
                 h = F.pad(h, (self.pad,) * 4)
+            if self.K:
+                planes = self.onehot(y, h)[:, :, None, None].expand(-1, -1, self.P, self.P)
+                h = torch.cat([h, planes], 1)
             for layer in self.encoder:
                 h = F.leaky_relu(layer(h), CONV_LEAKY_SLOPE)
             h = h.flatten(1)
             return self.fc_mu(h), self.fc_logvar(h)
-        h = x
+        h = torch.cat([x, self.onehot(y, x)], 1) if self.K else x
         for layer in self.encoder:
             h = activation(self.config["activation"], layer(h))
         return self.fc_mu(h), self.fc_logvar(h)
 
-    def decode_logits(self, z):
+    def decode_logits(self, z, y=None):
+        """y: one label per row of z."""
+        if self.K:
+            z = torch.cat([z, self.onehot(y, z)], 1)
         if self.config["arch"] == "conv":
             h = self.decoder_input(z).reshape(z.shape[0], -1, self.side, self.side)
             for i, layer in enumerate(self.decoder):
@@ -183,9 +212,9 @@ class VAE(nn.Module):
             h = activation(self.config["activation"], layer(h))
         return self.out(h)
 
-    def decode(self, z):
+    def decode(self, z, y=None):
         """The likelihood's mean, clamped to [0, 1] (vae_decode)."""
-        logits = self.decode_logits(z)[:, : self.D]
+        logits = self.decode_logits(z, y)[:, : self.D]
         if self.config["likelihood"] == "cbernoulli":
             mean = cb_mean(logits)
         else:
@@ -225,18 +254,20 @@ class VAE(nn.Module):
             beta *= step / c["kl_warmup"]
         return beta
 
-    def loss(self, x, eps, step=0):
+    def loss(self, x, eps, step=0, y=None):
         """vae_forward_loss: (loss, recon, kl), each summed over the batch.
 
-        step is the number of Adam steps taken (for the KL warm-up).
+        step is the number of Adam steps taken (for the KL warm-up); y the
+        labels (B,) of a conditional model.
         """
         c = self.config
         B = x.shape[0]
         L = eps.shape[0] // B
-        mu, logvar = self.encode(x)
+        mu, logvar = self.encode(x, y)
         z = self.reparameterize(mu, logvar, eps)
         x_rep = x.repeat_interleave(L, dim=0)
-        recon = self.nll(self.decode_logits(z), x_rep).sum() / L
+        y_rep = y.repeat_interleave(L, dim=0) if y is not None else None
+        recon = self.nll(self.decode_logits(z, y_rep), x_rep).sum() / L
         lvc = logvar.clamp(LOGVAR_MIN, LOGVAR_MAX)
         kl_elem = 0.5 * (mu * mu + torch.exp(lvc) - 1.0 - lvc)
         kl = kl_elem.sum()
@@ -259,11 +290,11 @@ def make_optimizer(model):
                             eps=c["eps"], weight_decay=c["weight_decay"])
 
 
-def train_step(model, opt, x, eps, step):
+def train_step(model, opt, x, eps, step, y=None):
     """One vae_train_step with eps given: forward, backward, clip, Adam.
     Returns the loss before the step (a float)."""
     opt.zero_grad()
-    loss, _, _ = model.loss(x, eps, step)
+    loss, _, _ = model.loss(x, eps, step, y)
     loss.backward()
     if model.config["clip_grad"] > 0:
         torch.nn.utils.clip_grad_norm_(model.parameters(), model.config["clip_grad"])

@@ -70,6 +70,22 @@ e1=$("$vaed" eval --model "$tmp/a.safetensors" --limit 50 | awk '/^neg_elbo/{pri
 e2=$("$vaed" eval --model "$tmp/back.safetensors" --limit 50 | awk '/^neg_elbo/{print $2}')
 [ -n "$e1" ] && [ "$e1" = "$e2" ] || fail "export/import changed the model: '$e1' vs '$e2'"
 
+# a conditional VAE: the labels of MNIST, 10 classes, kept in the checkpoint
+"$vaed" train "${small[@]}" --conditional --out "$tmp/cond.safetensors" >"$tmp/cond.log" \
+    || fail "conditional train: $(cat "$tmp/cond.log")"
+grep -q 'conditional on 10 classes' "$tmp/cond.log" || fail "conditional header: $(head -1 "$tmp/cond.log")"
+grep -aq 'n_classes\\":10,' "$tmp/cond.safetensors" || fail "the checkpoint lacks n_classes"
+grep -aq 'n_classes' "$tmp/a.safetensors" && fail "an unconditional checkpoint names n_classes"
+"$vaed" sample --model "$tmp/cond.safetensors" -n 4 --label 3 -o "$tmp/cond.png" >/dev/null \
+    || fail "conditional sample --label 3"
+expect_fail "label out of range" 'classes 0 to 9' "$vaed" sample --model "$tmp/cond.safetensors" --label 10
+expect_fail "label to an unconditional model" 'not a conditional model' \
+    "$vaed" sample --model "$tmp/a.safetensors" --label 1
+"$vaed" reconstruct --model "$tmp/cond.safetensors" -n 4 -o "$tmp/cond-r.png" >/dev/null \
+    || fail "conditional reconstruct"
+"$vaed" eval --model "$tmp/cond.safetensors" --limit 50 --iwae 8 | grep -qE '^iwae_nll +[0-9.]+' \
+    || fail "conditional eval"
+
 # convolutional VAE on MNIST (28x28 padded to 32 and cropped back)
 "$vaed" train --data mnist --arch conv --channels 4,8 --latent 4 --limit 256 --epochs 1 \
     --out "$tmp/conv.safetensors" >"$tmp/conv.log" || fail "conv train: $(cat "$tmp/conv.log")"
@@ -92,6 +108,10 @@ PY
 "$vaed" train --data "$tmp/cifar" --arch conv --channels 4,8 --latent 4 --batch 8 --epochs 1 \
     --out "$tmp/cifar.safetensors" >"$tmp/cifar.log" || fail "cifar train: $(cat "$tmp/cifar.log")"
 grep -q '24 train, 8 test images' "$tmp/cifar.log" || fail "cifar counts: $(head -1 "$tmp/cifar.log")"
+"$vaed" train --data "$tmp/cifar" --arch conv --channels 4,8 --latent 4 --batch 8 --epochs 1 \
+    --conditional --out "$tmp/cifar-cond.safetensors" >"$tmp/cifar-cond.log" \
+    || fail "conditional conv cifar train: $(cat "$tmp/cifar-cond.log")"
+grep -q 'conditional on 10 classes' "$tmp/cifar-cond.log" || fail "cifar conditional: $(head -1 "$tmp/cifar-cond.log")"
 "$vaed" sample --model "$tmp/cifar.safetensors" -n 1 -o "$tmp/cifar.png" >/dev/null || fail "cifar sample"
 [ "$(png_info "$tmp/cifar.png")" = "32 32 2" ] || fail "RGB sample PNG: $(png_info "$tmp/cifar.png")"
 head -c 3000 "$tmp/cifar/test_batch.bin" >"$tmp/cifar/data_batch_2.bin"
@@ -114,6 +134,18 @@ PY
 "$vaed" train --data "$tmp/pngs" --hidden 8 --latent 2 --batch 4 --epochs 1 --val-split 0.25 \
     --out "$tmp/pngs.safetensors" >"$tmp/pngs.log" || fail "png folder train: $(cat "$tmp/pngs.log")"
 grep -q '15 train, 5 test images' "$tmp/pngs.log" || fail "val split counts: $(head -1 "$tmp/pngs.log")"
+expect_fail "conditional on a folder without labels" "a conditional model needs a label for every image, and .*pngs has none" \
+    "$vaed" train --data "$tmp/pngs" --conditional --val-split 0.25 --out "$tmp/x"
+# sub-folders are classes: three of them
+mkdir -p "$tmp/classes/a" "$tmp/classes/b" "$tmp/classes/c"
+for i in 00 01 02 03 04 05 06; do
+    cp "$tmp/pngs/img$i.png" "$tmp/classes/a/"; cp "$tmp/pngs/img1${i#0}.png" "$tmp/classes/b/"
+done
+cp "$tmp/pngs/img07.png" "$tmp/pngs/img08.png" "$tmp/classes/c/"
+"$vaed" train --data "$tmp/classes" --conditional --hidden 8 --latent 2 --batch 4 --epochs 1 \
+    --val-split 0.25 --out "$tmp/classes.safetensors" >"$tmp/classes.log" \
+    || fail "conditional png folder train: $(cat "$tmp/classes.log")"
+grep -q 'conditional on 3 classes' "$tmp/classes.log" || fail "png classes: $(head -1 "$tmp/classes.log")"
 printf 'not a png' >"$tmp/pngs/img99.png"
 expect_fail "non-PNG in a PNG folder" 'img99.png' "$vaed" train --data "$tmp/pngs" --out "$tmp/x"
 

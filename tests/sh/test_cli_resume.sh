@@ -3,8 +3,8 @@
 # SIGTERM mid-run saves its position to FILE, exits non-zero saying how to
 # continue, and the same command again ends in the same checkpoint bytes as a
 # run never interrupted (and removes FILE); a FILE from another run (another
-# seed, data limit or model) is refused and left as it was; without --resume
-# SIGTERM still ends a run at once, as it always did.
+# seed, data limit or model, conditional or not) is refused and left as it
+# was; without --resume SIGTERM still ends a run at once, as it always did.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$root"
@@ -61,7 +61,7 @@ cmp -s "$tmp/A.safetensors" "$tmp/B.safetensors" || fail "the resumed run's chec
 [ -e "$tmp/F" ] && fail "the resume file is still there after a finished run"
 
 # a resume file from another run is refused, with a reason, and kept as it was
-for other in "--seed 6" "--limit 1999" "--latent 7" "--class 3"; do
+for other in "--seed 6" "--limit 1999" "--latent 7" "--class 3" "--conditional"; do
     cp "$tmp/F.kept" "$tmp/G"
     out=$("$vaed" "${run[@]}" $other --resume "$tmp/G" --out "$tmp/C.safetensors" 2>&1) && rc=0 || rc=$?
     [ "$rc" -eq 1 ] || fail "resume with $other: exit $rc, not 1 ($out)"

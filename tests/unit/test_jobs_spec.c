@@ -114,7 +114,7 @@ static void test_every_option(void **state)
              "\"binarize\":\"dynamic\",\"beta\":2.5,\"kl_warmup\":100,\"free_bits\":0.25,"
              "\"mc_samples\":2,\"lr\":0.002,\"beta1\":0.8,\"beta2\":0.99,\"eps\":1e-7,"
              "\"weight_decay\":0.0001,\"clip_grad\":5,\"batch\":16,\"epochs\":7,\"seed\":42,"
-             "\"limit\":100,\"class\":3}",
+             "\"limit\":100,\"class\":3,\"conditional\":true}",
              f->images);
     assert_int_equal(parse(body, &s, err, sizeof err), JOBS_SPEC_OK);
     assert_int_equal(s.cfg.n_hidden, 2);
@@ -137,6 +137,8 @@ static void test_every_option(void **state)
     assert_int_equal(s.limit, 100);
     assert_int_equal(s.n_used, 100);
     assert_int_equal(s.klass, 3);
+    assert_int_equal(s.conditional, 1);
+    assert_int_equal(s.cfg.n_classes, VAE_MAX_CLASSES); /* a path: the most, for the estimate */
 
     /* written out in full, and read back to the same spec */
     char *json = jobs_spec_to_json(&s);
@@ -144,6 +146,7 @@ static void test_every_option(void **state)
     assert_non_null(strstr(json, "\"lr\":0.002,"));
     assert_non_null(strstr(json, "\"hidden\":[32,16]"));
     assert_non_null(strstr(json, "\"class\":3"));
+    assert_non_null(strstr(json, "\"conditional\":true"));
     jobs_spec back;
     assert_int_equal(jobs_spec_parse(json, strlen(json), "data", &back, err, sizeof err), 0);
     assert_memory_equal(&back.cfg, &s.cfg, sizeof s.cfg);
@@ -151,6 +154,7 @@ static void test_every_option(void **state)
     assert_string_equal(back.data, s.data);
     assert_int_equal(back.klass, 3);
     assert_int_equal(back.limit, 100);
+    assert_int_equal(back.conditional, 1);
     free(json);
 
     /* class null, hidden as one integer; the body need not end in NUL */
@@ -162,6 +166,8 @@ static void test_every_option(void **state)
     assert_int_equal(s.cfg.hidden[0], 64);
     json = jobs_spec_to_json(&s);
     assert_non_null(strstr(json, "\"class\":null"));
+    assert_non_null(strstr(json, "\"conditional\":false"));
+    assert_int_equal(s.cfg.n_classes, 0);
     assert_non_null(strstr(json, "\"lr\":0.001,"));
     free(json);
 }
@@ -201,6 +207,8 @@ static void test_refusals_name_the_key(void **state)
     expect_refused(f, "{\"model\":\"m\",\"data\":\"%s\",\"class\":300}", "\"class\"");
     expect_refused(f, "{\"model\":\"m\",\"data\":\"%s\",\"class\":\"3\"}", "\"class\"");
     expect_refused(f, "{\"model\":\"m\",\"data\":\"%s\",\"seed\":-1}", "\"seed\"");
+    expect_refused(f, "{\"model\":\"m\",\"data\":\"%s\",\"conditional\":1}",
+                   "\"conditional\" must be true or false");
     expect_refused(f, "{\"model\":\"m\",\"data\":\"%s\",\"batch\":8,\"batch\":9}", "twice");
     expect_refused(f, "{\"data\":\"%s\"}", "\"model\" is required");
     expect_refused(f, "{\"model\":\"-bad\",\"data\":\"%s\"}", "\"model\": invalid name");
@@ -220,6 +228,11 @@ static void test_data_set_checks(void **state)
     snprintf(body, sizeof body, "{\"model\":\"m\",\"data\":\"%s\",\"class\":1}", f->bare);
     assert_int_equal(parse(body, &s, err, sizeof err), JOBS_SPEC_ERR_INVALID);
     assert_non_null(strstr(err, "labels"));
+    /* and so does a conditional model */
+    snprintf(body, sizeof body, "{\"model\":\"m\",\"data\":\"%s\",\"conditional\":true}",
+             f->bare);
+    assert_int_equal(parse(body, &s, err, sizeof err), JOBS_SPEC_ERR_INVALID);
+    assert_non_null(strstr(err, "\"conditional\" needs labels"));
     snprintf(body, sizeof body, "{\"model\":\"m\",\"data\":\"%s\"}", f->bare);
     assert_int_equal(parse(body, &s, err, sizeof err), JOBS_SPEC_OK);
     assert_int_equal(s.n_train, 50);

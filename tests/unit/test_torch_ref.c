@@ -4,7 +4,9 @@
  * every gradient, and the losses and parameters of 5 Adam steps. Each tensor
  * is compared with a stated tolerance and the worst error is printed; any
  * tensor out of tolerance fails the test. PyTorch itself is not needed here.
- * The same comparisons run for the MLP and the conv model (conv_* fixtures).
+ * The same comparisons run for the MLP and the conv model (conv_* fixtures),
+ * and for conditional models of both (cond_*, conv_cond_*: the fixture's
+ * "labels" go into every pass).
  *
  * Tolerances (the C engine runs in float32; the reference is exact to float32):
  *   mu, logvar, z, x_mean     |c - t| <= 1e-5 * max(1, |t|)
@@ -128,6 +130,8 @@ typedef struct {
     st_file f;
     vae_model m;
     int B, L, Z, D;
+    int *labels;     /* owned; (B) a conditional fixture's labels, else NULL */
+    int *labels_rep; /* owned; (B * L) labels[b] for each of image b's samples */
 } fixture;
 
 static void fixture_open(fixture *fx, const char *name)
@@ -149,10 +153,24 @@ static void fixture_open(fixture *fx, const char *name)
     assert_int_equal(x->shape[1], fx->D);
     fx->B = (int)x->shape[0];
     fx_load_params(&fx->f, &fx->m, "param.");
+    fx->labels = fx->labels_rep = NULL;
+    if (vae_config_is_conditional(&cfg)) {
+        const float *y = fx_tensor(&fx->f, "labels", (size_t)fx->B);
+        assert_non_null(y);
+        fx->labels = malloc(sizeof(int) * (size_t)fx->B);
+        fx->labels_rep = malloc(sizeof(int) * (size_t)fx->B * (size_t)fx->L);
+        assert_true(fx->labels && fx->labels_rep);
+        for (int b = 0; b < fx->B; b++) {
+            fx->labels[b] = (int)y[b];
+            for (int l = 0; l < fx->L; l++) fx->labels_rep[b * fx->L + l] = (int)y[b];
+        }
+    }
 }
 
 static void fixture_close(fixture *fx)
 {
+    free(fx->labels);
+    free(fx->labels_rep);
     vae_free(&fx->m);
     st_free(&fx->f);
 }
@@ -179,7 +197,7 @@ static int compare_fixture(fixture *fx)
     float *mu = malloc(sizeof(float) * B * Z), *lv = malloc(sizeof(float) * B * Z); /* owned here */
     float *z = malloc(sizeof(float) * BL * Z), *xm = malloc(sizeof(float) * BL * D); /* owned here */
     assert_true(ws && mu && lv && z && xm);
-    assert_int_equal(vae_encode(m, ws, x, B, mu, lv), VAE_OK);
+    assert_int_equal(vae_encode_cond(m, ws, x, fx->labels, B, mu, lv), VAE_OK);
     bad += !check_close("mu", mu, want_mu, (size_t)B * Z, SCALE_ELEM, TOL_ACT);
     bad += !check_close("logvar", lv, want_lv, (size_t)B * Z, SCALE_ELEM, TOL_ACT);
     /* z from the encoder's output through the engine's latent layer (the
@@ -195,7 +213,7 @@ static int compare_fixture(fixture *fx)
     free(heads);
     free(kl_dim);
     bad += !check_close("z", z, want_z, (size_t)BL * Z, SCALE_ELEM, TOL_ACT);
-    assert_int_equal(vae_decode(m, ws, want_z, BL, xm), VAE_OK);
+    assert_int_equal(vae_decode_cond(m, ws, want_z, fx->labels_rep, BL, xm), VAE_OK);
     bad += !check_close("x_mean (decode of z)", xm, want_xm, (size_t)BL * D, SCALE_ELEM, TOL_ACT);
 
     /* loss and gradients */
@@ -203,7 +221,7 @@ static int compare_fixture(fixture *fx)
     assert_non_null(ts);
     vae_stats st;
     double n_terms = (double)B * D;
-    assert_int_equal(vae_forward_loss(m, ts, x, eps, B, &st), VAE_OK);
+    assert_int_equal(vae_forward_loss_cond(m, ts, x, fx->labels, eps, B, &st), VAE_OK);
     bad += !check_scalar("loss", st.loss, fx_meta_double(f, "loss"), TOL_ACT, n_terms);
     bad += !check_scalar("recon", st.recon, fx_meta_double(f, "recon"), TOL_ACT, n_terms);
     bad += !check_scalar("kl", st.kl, fx_meta_double(f, "kl"), TOL_ACT, (double)B * Z);
@@ -226,7 +244,9 @@ static int compare_fixture(fixture *fx)
     ts = vae_train_state_new(m, B, err, sizeof err);
     assert_non_null(ts);
     for (int s = 0; s < ADAM_STEPS; s++) {
-        assert_int_equal(vae_forward_loss(m, ts, x, adam_eps + (size_t)s * BL * Z, B, &st), VAE_OK);
+        assert_int_equal(
+            vae_forward_loss_cond(m, ts, x, fx->labels, adam_eps + (size_t)s * BL * Z, B, &st),
+            VAE_OK);
         char what[64];
         snprintf(what, sizeof what, "adam loss before step %d", s + 1);
         bad += !check_scalar(what, st.loss, adam_losses[s], TOL_ACT, n_terms);
@@ -272,6 +292,13 @@ static void test_conv_bernoulli(void **state) { (void)state; run_fixture("conv_b
 static void test_conv_gaussian_learned(void **state) { (void)state; run_fixture("conv_gaussian-learned"); }
 static void test_conv_cbernoulli(void **state) { (void)state; run_fixture("conv_cbernoulli"); }
 static void test_conv_gaussian_rgb(void **state) { (void)state; run_fixture("conv_gaussian_rgb"); }
+/* Conditional models: the one-hot label into the first encoder and decoder
+ * layers (with two samples per image; with no hidden layer, into the heads
+ * and the output layer); for conv as label planes and into decoder_input. */
+static void test_cond_bernoulli(void **state) { (void)state; run_fixture("cond_bernoulli"); }
+static void test_cond_gaussian_nohidden(void **state) { (void)state; run_fixture("cond_gaussian_nohidden"); }
+static void test_conv_cond_bernoulli(void **state) { (void)state; run_fixture("conv_cond_bernoulli"); }
+static void test_conv_cond_rgb(void **state) { (void)state; run_fixture("conv_cond_rgb"); }
 
 /* The comparison can fail: the same fixture with one bias nudged by 1e-4
  * (ten times the tolerance on logvar) must not pass. */
@@ -304,6 +331,25 @@ static void test_conv_perturbed_parameter_is_caught(void **state)
     int bad = compare_fixture(&fx);
     fixture_close(&fx);
     assert_true(bad > 0);
+}
+
+/* The label matters: the conditional fixtures with each label moved to the
+ * next class must not pass, for the MLP and the conv model. */
+static void test_cond_wrong_label_is_caught(void **state)
+{
+    (void)state;
+    const char *names[] = {"cond_bernoulli", "conv_cond_bernoulli"};
+    for (int i = 0; i < 2; i++) {
+        fixture fx;
+        fixture_open(&fx, names[i]);
+        int K = fx.m.cfg.n_classes;
+        for (int b = 0; b < fx.B; b++) fx.labels[b] = (fx.labels[b] + 1) % K;
+        for (int r = 0; r < fx.B * fx.L; r++) fx.labels_rep[r] = (fx.labels_rep[r] + 1) % K;
+        print_message("%s with every label + 1 (expected to FAIL below):\n", names[i]);
+        int bad = compare_fixture(&fx);
+        fixture_close(&fx);
+        assert_true(bad > 0);
+    }
 }
 
 /* A pytorch/examples VAE state_dict (no vaed metadata) is recognised by
@@ -364,8 +410,13 @@ int main(void)
         cmocka_unit_test(test_conv_gaussian_learned),
         cmocka_unit_test(test_conv_cbernoulli),
         cmocka_unit_test(test_conv_gaussian_rgb),
+        cmocka_unit_test(test_cond_bernoulli),
+        cmocka_unit_test(test_cond_gaussian_nohidden),
+        cmocka_unit_test(test_conv_cond_bernoulli),
+        cmocka_unit_test(test_conv_cond_rgb),
         cmocka_unit_test(test_perturbed_parameter_is_caught),
         cmocka_unit_test(test_conv_perturbed_parameter_is_caught),
+        cmocka_unit_test(test_cond_wrong_label_is_caught),
         cmocka_unit_test(test_pytorch_examples),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

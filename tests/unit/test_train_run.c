@@ -396,6 +396,56 @@ static void test_refusals(void **state)
     train_run_free(run);
 }
 
+/* A conditional run counts the data's classes (labels 0..9: 10, whatever
+ * the class and limit), refuses data without labels, resumes mid-epoch to
+ * the bytes of a run never stopped, and its resume file is another run's
+ * to an unconditional one. */
+static void test_conditional_runs(void **state)
+{
+    fixture *f = *state;
+    train_run_options o;
+    train_run *run = NULL;
+    char err[512] = "";
+    options(f, &o);
+    o.conditional = 1;
+    o.limit = 7; /* labels 0..6 only in the training images left */
+    assert_int_equal(train_run_new(&o, &run, err, sizeof err), TRAIN_RUN_OK);
+    assert_int_equal(train_run_model(run)->cfg.n_classes, 10);
+    train_run_free(run);
+    options(f, &o);
+    o.conditional = 1;
+    o.data = f->bare;
+    assert_int_equal(train_run_new(&o, &run, err, sizeof err), TRAIN_RUN_ERR_ARG);
+    assert_null(run);
+    assert_non_null(strstr(err, "a conditional model needs a label for every image"));
+    assert_non_null(strstr(err, f->bare));
+
+    char a[HARNESS_PATH_MAX + 32], b[HARNESS_PATH_MAX + 32], resume[HARNESS_PATH_MAX + 32];
+    snprintf(a, sizeof a, "%s/ca.safetensors", f->dir);
+    snprintf(b, sizeof b, "%s/cb.safetensors", f->dir);
+    snprintf(resume, sizeof resume, "%s/c.resume", f->dir);
+    options(f, &o);
+    o.conditional = 1;
+    watcher plain = {0};
+    run_to_file(&o, &plain, a);
+    const trainer_meta meta[] = {{"data", f->images}};
+    options(f, &o);
+    o.conditional = 1;
+    o.resume_path = resume;
+    o.meta = meta;
+    o.n_meta = 1;
+    watcher mid = {.stop_epoch = 2, .stop_step = 5};
+    stop_and_resume(&o, &mid, 1, 5, b);
+    assert_same_file(a, b, "conditional, stopped mid-epoch");
+    o.conditional = 0; /* the resume file is still there: another model */
+    o.ctx = NULL;
+    o.on_epoch = NULL;
+    o.on_progress = NULL;
+    o.cancel = NULL;
+    assert_int_equal(train_run_new(&o, &run, err, sizeof err), TRAIN_RUN_ERR_RESUME);
+    assert_non_null(strstr(err, "belongs to another run"));
+}
+
 int main(void)
 {
     openblas_set_num_threads(1); /* exact resume needs one BLAS thread */
@@ -407,6 +457,7 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_after_the_evaluation, setup, teardown),
         cmocka_unit_test_setup_teardown(test_refusals, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_conditional_runs, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -171,6 +171,29 @@ static void test_shape_mismatch_is_refused(void **state)
     assert_null(trainer_new(&m, &d, NULL, err, sizeof err));
     assert_non_null(strstr(err, "1x3x3"));
     vae_free(&m);
+
+    /* a conditional model: the images need labels, each a class it has */
+    c.height = c.width = 3;
+    c.n_classes = 3;
+    assert_int_equal(vae_init(&m, &c, 1, err, sizeof err), 0);
+    assert_null(trainer_new(&m, &d, NULL, err, sizeof err));
+    assert_non_null(strstr(err, "the training set has no labels"));
+    d.labels = calloc(4, 1);
+    d.labels[2] = 3;
+    assert_null(trainer_new(&m, &d, NULL, err, sizeof err));
+    assert_non_null(
+        strstr(err, "image 2 of the training set has label 3; the model has 3 classes (0 to 2)"));
+    d.labels[2] = 2;
+    trainer *t = trainer_new(&m, &d, NULL, err, sizeof err);
+    assert_non_null(t);
+    trainer_free(t);
+    double loss, recon, kl;
+    dataset bare = d;
+    bare.labels = NULL;
+    assert_int_equal(trainer_evaluate(&m, &bare, 1, &loss, &recon, &kl, err, sizeof err),
+                     VAE_ERR_ARG);
+    assert_int_equal(trainer_evaluate(&m, &d, 1, &loss, &recon, &kl, err, sizeof err), VAE_OK);
+    vae_free(&m);
     dataset_free(&d);
 }
 

@@ -49,20 +49,25 @@ static double ref_act(double v, vae_activation a)
 
 static double sigmoid(double v) { return 1.0 / (1.0 + exp(-v)); }
 
-/* The loss vae_forward_loss optimises (beta as given, no warm-up). */
-static double ref_loss(const vae_model *m, const double *p, const float *xf, const float *epsf,
-                       int B)
+/* The loss vae_forward_loss optimises (beta as given, no warm-up); a
+ * conditional model's inputs are x and z with the one-hot of labels (B)
+ * after them. */
+static double ref_loss(const vae_model *m, const double *p, const float *xf, const int *labels,
+                       const float *epsf, int B)
 {
     const vae_config *c = &m->cfg;
     int D = vae_config_input_dim(c), Z = c->latent, L = c->mc_samples, H = c->n_hidden;
-    int Dout = vae_config_output_dim(c);
+    int Dout = vae_config_output_dim(c), K = c->n_classes;
     int W = 4096;
     double *a = calloc((size_t)B * L * W, sizeof(double)), *bb = calloc((size_t)B * L * W, sizeof(double));
-    double *x = malloc(sizeof(double) * B * D);
-    for (int i = 0; i < B * D; i++) x[i] = xf[i];
+    double *x = calloc((size_t)B * (D + K), sizeof(double));
+    for (int b = 0; b < B; b++) {
+        for (int i = 0; i < D; i++) x[b * (D + K) + i] = xf[b * D + i];
+        if (K) x[b * (D + K) + D + labels[b]] = 1.0;
+    }
     char name[64];
     double *in = x;
-    int in_dim = D;
+    int in_dim = D + K;
     double *bufs[2] = {a, bb};
     for (int i = 0; i < H; i++) {
         double *y = bufs[i & 1];
@@ -77,7 +82,7 @@ static double ref_loss(const vae_model *m, const double *p, const float *xf, con
     double *mu = malloc(sizeof(double) * B * Z), *lv = malloc(sizeof(double) * B * Z);
     ref_linear(mu, in, T(m, p, "fc_mu.weight"), T(m, p, "fc_mu.bias"), B, in_dim, Z);
     ref_linear(lv, in, T(m, p, "fc_logvar.weight"), T(m, p, "fc_logvar.bias"), B, in_dim, Z);
-    double *z = malloc(sizeof(double) * B * L * Z);
+    double *z = calloc((size_t)B * L * (Z + K), sizeof(double)); /* z, one-hot, per row */
     double kl = 0;
     double *kl_dim = calloc(Z, sizeof(double));
     for (int b = 0; b < B; b++)
@@ -86,8 +91,10 @@ static double ref_loss(const vae_model *m, const double *p, const float *xf, con
             double k = 0.5 * (m_ * m_ + exp(v) - 1 - v);
             kl += k;
             kl_dim[j] += k;
-            for (int l = 0; l < L; l++)
-                z[(b * L + l) * Z + j] = m_ + exp(0.5 * v) * epsf[(b * L + l) * Z + j];
+            for (int l = 0; l < L; l++) {
+                z[(b * L + l) * (Z + K) + j] = m_ + exp(0.5 * v) * epsf[(b * L + l) * Z + j];
+                if (K) z[(b * L + l) * (Z + K) + Z + labels[b]] = 1.0;
+            }
         }
     double kl_opt = kl;
     if (c->free_bits > 0) {
@@ -95,7 +102,7 @@ static double ref_loss(const vae_model *m, const double *p, const float *xf, con
         for (int j = 0; j < Z; j++) kl_opt += fmax(kl_dim[j] / B, c->free_bits) * B;
     }
     in = z;
-    in_dim = Z;
+    in_dim = Z + K;
     for (int i = 0; i < H; i++) {
         double *y = bufs[i & 1];
         int out = c->hidden[H - 1 - i];
@@ -168,16 +175,18 @@ static void gradcheck(const vae_config *cfg, const char *label)
     rng_seed(&r, 7);
     for (int i = 0; i < B * D; i++) x[i] = rng_uniform(&r);
     rng_normal_fill(&r, eps, (size_t)B * L * Z);
+    int labels[3], *y = cfg->n_classes ? labels : NULL;
+    for (int b = 0; b < B; b++) labels[b] = (2 * b + 1) % (cfg->n_classes ? cfg->n_classes : 1);
     vae_train_state *ts = vae_train_state_new(&m, B, err, sizeof err);
     assert_non_null(ts);
     vae_stats st;
-    assert_int_equal(vae_forward_loss(&m, ts, x, eps, B, &st), VAE_OK);
+    assert_int_equal(vae_forward_loss_cond(&m, ts, x, y, eps, B, &st), VAE_OK);
     assert_int_equal(vae_backward(&m, ts), VAE_OK);
     const float *g = vae_train_grads(ts);
 
     double *p = malloc(sizeof(double) * m.n_params);
     for (size_t i = 0; i < m.n_params; i++) p[i] = m.params[i];
-    double ref = ref_loss(&m, p, x, eps, B);
+    double ref = ref_loss(&m, p, x, y, eps, B);
     /* the float forward agrees with the double reference */
     if (fabs(st.loss - ref) > 1e-4 * fmax(1.0, fabs(ref)))
         fail_msg("%s: loss %.9g, reference %.9g", label, st.loss, ref);
@@ -188,9 +197,9 @@ static void gradcheck(const vae_config *cfg, const char *label)
             size_t i = t->offset + k;
             double h = 1e-6, keep = p[i];
             p[i] = keep + h;
-            double lp = ref_loss(&m, p, x, eps, B);
+            double lp = ref_loss(&m, p, x, y, eps, B);
             p[i] = keep - h;
-            double lm = ref_loss(&m, p, x, eps, B);
+            double lm = ref_loss(&m, p, x, y, eps, B);
             p[i] = keep;
             double num = (lp - lm) / (2 * h), ana = g[i];
             double rel = fabs(num - ana) / fmax(fabs(num) + fabs(ana), 1e-3);
@@ -255,6 +264,26 @@ static void test_gradcheck_options(void **state)
     small_config(&c);
     c.n_hidden = 0;
     gradcheck(&c, "no hidden layer");
+}
+
+/* A conditional model: the one-hot label into the first encoder and decoder
+ * layers (their weights' last K columns get gradients), with one hidden
+ * layer, two, none, and two samples of z per image. */
+static void test_gradcheck_conditional(void **state)
+{
+    (void)state;
+    vae_config c;
+    small_config(&c);
+    c.n_classes = 4;
+    gradcheck(&c, "conditional");
+    c.mc_samples = 2;
+    c.activation = VAE_ACT_TANH;
+    gradcheck(&c, "conditional mc=2 tanh");
+    small_config(&c);
+    c.n_classes = 3;
+    c.n_hidden = 0;
+    c.likelihood = VAE_LIK_GAUSSIAN_LEARNED;
+    gradcheck(&c, "conditional, no hidden layer");
 }
 
 /* Backward adds into the gradients and vae_zero_grad zeroes them: twice
@@ -496,14 +525,16 @@ static void test_config_validation(void **state)
 }
 
 /* A step with the batch split over two threads is the same step: the loss
- * equal and the parameters after Adam equal up to the order of the sums. */
-static void test_parallel_step_matches_single(void **state)
+ * equal and the parameters after Adam equal up to the order of the sums;
+ * for a conditional model (n_classes > 0) the helper's half of the batch
+ * gets its half of the labels. */
+static void parallel_step_matches_single(int n_classes)
 {
-    (void)state;
     char err[200];
     vae_config c;
     small_config(&c);
     c.batch = 32;
+    c.n_classes = n_classes;
     vae_model a, b;
     assert_int_equal(vae_init(&a, &c, 8, err, sizeof err), 0);
     assert_int_equal(vae_init(&b, &c, 8, err, sizeof err), 0);
@@ -511,15 +542,17 @@ static void test_parallel_step_matches_single(void **state)
     vae_train_state *tb = vae_train_state_new(&b, 32, err, sizeof err);
     assert_int_equal(vae_train_state_set_threads(tb, &b, 2, err, sizeof err), 0);
     float x[32 * 12];
+    int labels[32], *y = n_classes ? labels : NULL;
     rng_state rx, ra, rb;
     rng_seed(&rx, 3);
     rng_seed(&ra, 4);
     rng_seed(&rb, 4);
     for (int step = 0; step < 5; step++) {
         for (int i = 0; i < 32 * 12; i++) x[i] = rng_uniform(&rx);
+        for (int i = 0; n_classes && i < 32; i++) labels[i] = (int)(rng_next_u64(&rx) % n_classes);
         vae_stats sa, sb;
-        assert_int_equal(vae_train_step(&a, ta, x, 32, &ra, &sa), 0);
-        assert_int_equal(vae_train_step(&b, tb, x, 32, &rb, &sb), 0);
+        assert_int_equal(vae_train_step_cond(&a, ta, x, y, 32, &ra, &sa), 0);
+        assert_int_equal(vae_train_step_cond(&b, tb, x, y, 32, &rb, &sb), 0);
         assert_true(fabs(sa.loss - sb.loss) <= 1e-5 * fabs(sa.loss));
         assert_int_equal(sb.batch, 32);
     }
@@ -532,6 +565,90 @@ static void test_parallel_step_matches_single(void **state)
     vae_free(&b);
 }
 
+static void test_parallel_step_matches_single(void **state)
+{
+    (void)state;
+    parallel_step_matches_single(0);
+    parallel_step_matches_single(5);
+}
+
+/* A conditional model takes labels and only labels in range; an
+ * unconditional one takes none. The label changes what it encodes and
+ * decodes; a checkpoint keeps the class count, and an unconditional
+ * checkpoint's config says nothing of classes (its bytes are as before). */
+static void test_conditional_labels(void **state)
+{
+    (void)state;
+    char err[200];
+    vae_config c;
+    small_config(&c);
+    c.n_classes = 3;
+    vae_model m;
+    assert_int_equal(vae_init(&m, &c, 2, err, sizeof err), VAE_OK);
+    enum { B = 2, D = 12, Z = 3 };
+    float x[B * D], mu[B * Z], lv[B * Z], mu2[B * Z], xm[B * D], xm2[B * D], eps[B * Z] = {0};
+    for (int i = 0; i < B * D; i++) x[i] = (float)(i % 5) / 5.0f;
+    int y[B] = {0, 2}, y2[B] = {1, 2}, bad[B] = {0, 3}, neg[B] = {-1, 0};
+    vae_workspace *ws = vae_workspace_new(&m, B);
+    assert_non_null(ws);
+    assert_int_equal(vae_encode(&m, ws, x, B, mu, lv), VAE_ERR_ARG); /* no labels */
+    assert_int_equal(vae_encode_cond(&m, ws, x, bad, B, mu, lv), VAE_ERR_ARG);
+    assert_int_equal(vae_encode_cond(&m, ws, x, neg, B, mu, lv), VAE_ERR_ARG);
+    assert_int_equal(vae_decode(&m, ws, mu, B, xm), VAE_ERR_ARG);
+    assert_int_equal(vae_encode_cond(&m, ws, x, y, B, mu, lv), VAE_OK);
+    assert_int_equal(vae_encode_cond(&m, ws, x, y2, B, mu2, lv), VAE_OK);
+    assert_true(memcmp(mu, mu2, sizeof(float) * Z) != 0);          /* image 0: another label */
+    assert_memory_equal(mu + Z, mu2 + Z, sizeof(float) * Z);        /* image 1: the same */
+    assert_int_equal(vae_decode_cond(&m, ws, mu, y, B, xm), VAE_OK);
+    assert_int_equal(vae_decode_cond(&m, ws, mu, y2, B, xm2), VAE_OK);
+    assert_true(memcmp(xm, xm2, sizeof(float) * D) != 0);
+    double ll[B];
+    assert_int_equal(vae_log_likelihood(&m, ws, x, mu, B, ll), VAE_ERR_ARG);
+    assert_int_equal(vae_log_likelihood_cond(&m, ws, x, 3, mu, B, ll), VAE_ERR_ARG);
+    assert_int_equal(vae_log_likelihood_cond(&m, ws, x, 1, mu, B, ll), VAE_OK);
+    vae_train_state *ts = vae_train_state_new(&m, B, err, sizeof err);
+    assert_non_null(ts);
+    vae_stats st;
+    assert_int_equal(vae_forward_loss(&m, ts, x, eps, B, &st), VAE_ERR_ARG);
+    assert_int_equal(vae_forward_loss_cond(&m, ts, x, bad, eps, B, &st), VAE_ERR_ARG);
+    assert_int_equal(vae_forward_loss_cond(&m, ts, x, y, eps, B, &st), VAE_OK);
+    rng_state r;
+    rng_seed(&r, 1);
+    assert_int_equal(vae_train_step(&m, ts, x, B, &r, &st), VAE_ERR_ARG);
+    assert_int_equal(vae_train_step_cond(&m, ts, x, y, B, &r, &st), VAE_OK);
+    vae_train_state_free(ts);
+
+    /* the class count survives a checkpoint */
+    uint8_t *buf;
+    size_t len;
+    vae_model back;
+    assert_int_equal(ckpt_save_mem(&m, NULL, &buf, &len, err, sizeof err), VAE_OK);
+    assert_int_equal(ckpt_load_mem(&back, buf, len, NULL, err, sizeof err), VAE_OK);
+    free(buf);
+    assert_int_equal(back.cfg.n_classes, 3);
+    assert_memory_equal(back.params, m.params, sizeof(float) * m.n_params);
+    vae_free(&back);
+    char json[2048];
+    assert_true(ckpt_config_to_json(&m.cfg, json, sizeof json) > 0);
+    assert_non_null(strstr(json, "\"n_classes\":3,"));
+    vae_workspace_free(ws);
+    vae_free(&m);
+
+    small_config(&c);
+    assert_int_equal(vae_init(&m, &c, 2, err, sizeof err), VAE_OK);
+    assert_true(ckpt_config_to_json(&m.cfg, json, sizeof json) > 0);
+    assert_null(strstr(json, "n_classes"));
+    ws = vae_workspace_new(&m, B);
+    /* labels to an unconditional model */
+    assert_int_equal(vae_encode_cond(&m, ws, x, y, B, mu, lv), VAE_ERR_ARG);
+    assert_int_equal(vae_log_likelihood_cond(&m, ws, x, 0, mu, B, ll), VAE_ERR_ARG);
+    vae_workspace_free(ws);
+    vae_free(&m);
+    c.n_classes = VAE_MAX_CLASSES + 1;
+    assert_int_equal(vae_config_validate(&c, err, sizeof err), VAE_ERR_ARG);
+    assert_non_null(strstr(err, "classes"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -539,12 +656,14 @@ int main(void)
         cmocka_unit_test(test_gradcheck_each_likelihood),
         cmocka_unit_test(test_gradcheck_each_activation),
         cmocka_unit_test(test_gradcheck_options),
+        cmocka_unit_test(test_gradcheck_conditional),
         cmocka_unit_test(test_backward_adds_into_gradients),
         cmocka_unit_test(test_latent_layer_matches_monte_carlo),
         cmocka_unit_test(test_rng_normal_moments),
         cmocka_unit_test(test_encode_matches_training_forward),
         cmocka_unit_test(test_training_is_deterministic),
         cmocka_unit_test(test_parallel_step_matches_single),
+        cmocka_unit_test(test_conditional_labels),
         cmocka_unit_test(test_nonfinite_loss_is_refused),
         cmocka_unit_test(test_config_validation),
     };

@@ -220,29 +220,33 @@ static double pixel_nll(const vae_config *c, double l, double lvx, double t)
     return 0;
 }
 
-/* The loss vae_forward_loss optimises (no warm-up: beta as given). */
-static double ref_loss(const vae_model *m, const double *p, const float *xf, const float *epsf,
-                       int B)
+/* The loss vae_forward_loss optimises (no warm-up: beta as given); a
+ * conditional model's input has K one-hot planes after its channels and its
+ * decoder_input takes z with the one-hot of labels[b] after it. */
+static double ref_loss(const vae_model *m, const double *p, const float *xf, const int *labels,
+                       const float *epsf, int B)
 {
     const vae_config *c = &m->cfg;
     int C = c->channels, S = c->height, P = S == 28 ? 32 : S, off = (P - S) / 2;
-    int n = c->n_conv, Z = c->latent, L = c->mc_samples, D = C * S * S;
+    int n = c->n_conv, Z = c->latent, L = c->mc_samples, D = C * S * S, K = c->n_classes;
     int Cout = c->likelihood == VAE_LIK_GAUSSIAN_LEARNED ? 2 * C : C;
     int F = P >> n, flat = c->conv_channels[n - 1] * F * F;
-    size_t big = (size_t)(Cout > C ? Cout : C) * P * P;
+    size_t big = (size_t)(Cout > C + K ? Cout : C + K) * P * P;
     for (int i = 0; i < n; i++) big += (size_t)c->conv_channels[i] * P * P; /* generous */
     double *a = malloc(sizeof(double) * big), *bb = malloc(sizeof(double) * big);
     double *mu = malloc(sizeof(double) * B * Z), *lv = malloc(sizeof(double) * B * Z);
     double *kl_dim = calloc((size_t)Z, sizeof(double));
     double recon = 0, kl = 0;
     for (int b = 0; b < B; b++) {
-        /* pad */
-        for (size_t i = 0; i < (size_t)C * P * P; i++) a[i] = 0;
+        /* pad, then the label planes */
+        for (size_t i = 0; i < (size_t)(C + K) * P * P; i++) a[i] = 0;
         for (int ch = 0; ch < C; ch++)
             for (int y = 0; y < S; y++)
                 for (int x = 0; x < S; x++)
                     a[(ch * P + y + off) * P + x + off] = xf[(size_t)b * D + (ch * S + y) * S + x];
-        int cin = C, h = P;
+        if (K)
+            for (int i = 0; i < P * P; i++) a[(size_t)(C + labels[b]) * P * P + i] = 1.0;
+        int cin = C + K, h = P;
         double *in = a, *out = bb;
         for (int i = 0; i < n; i++) {
             int co = c->conv_channels[i];
@@ -276,7 +280,8 @@ static double ref_loss(const vae_model *m, const double *p, const float *xf, con
             const double *wd = T(m, p, "decoder_input.weight", 0), *bd = T(m, p, "decoder_input.bias", 0);
             for (int k = 0; k < flat; k++) {
                 double s = bd[k];
-                for (int j = 0; j < Z; j++) s += wd[k * Z + j] * z[j];
+                for (int j = 0; j < Z; j++) s += wd[k * (Z + K) + j] * z[j];
+                if (K) s += wd[k * (Z + K) + Z + labels[b]];
                 a[k] = s;
             }
             in = a;
@@ -316,14 +321,14 @@ static double ref_loss(const vae_model *m, const double *p, const float *xf, con
 
 /* ---------- gradient check, fast against naive ---------- */
 
-static void run_grads(const vae_model *m, int naive, const float *x, const float *eps, int B,
-                      float *grads, vae_stats *st)
+static void run_grads(const vae_model *m, int naive, const float *x, const int *labels,
+                      const float *eps, int B, float *grads, vae_stats *st)
 {
     char err[200];
     vae_train_state *ts = vae_train_state_new(m, B, err, sizeof err);
     if (!ts) fail_msg("%s", err);
     assert_int_equal(vae_train_state_use_naive(ts, naive), VAE_OK);
-    assert_int_equal(vae_forward_loss(m, ts, x, eps, B, st), VAE_OK);
+    assert_int_equal(vae_forward_loss_cond(m, ts, x, labels, eps, B, st), VAE_OK);
     assert_int_equal(vae_backward(m, ts), VAE_OK);
     memcpy(grads, vae_train_grads(ts), sizeof(float) * m->n_params);
     vae_train_state_free(ts);
@@ -339,10 +344,11 @@ static void gradcheck(const vae_config *cfg, const char *label, int max_per_tens
     rng_seed(&r, 7);
     for (int i = 0; i < B * D; i++) x[i] = rng_uniform(&r);
     rng_normal_fill(&r, eps, (size_t)B * L * Z);
+    int labels[2] = {cfg->n_classes - 1, 0}, *y = cfg->n_classes ? labels : NULL;
     float *g = malloc(sizeof(float) * m.n_params), *gn = malloc(sizeof(float) * m.n_params);
     vae_stats st, stn;
-    run_grads(&m, 0, x, eps, B, g, &st);
-    run_grads(&m, 1, x, eps, B, gn, &stn);
+    run_grads(&m, 0, x, y, eps, B, g, &st);
+    run_grads(&m, 1, x, y, eps, B, gn, &stn);
 
     /* fast and naive kernels: the same loss and gradients up to rounding,
      * but not to the bit (the naive loops sum in double): equal bits would
@@ -356,7 +362,7 @@ static void gradcheck(const vae_config *cfg, const char *label, int max_per_tens
 
     double *p = malloc(sizeof(double) * m.n_params);
     for (size_t i = 0; i < m.n_params; i++) p[i] = m.params[i];
-    double ref = ref_loss(&m, p, x, eps, B);
+    double ref = ref_loss(&m, p, x, y, eps, B);
     if (fabs(st.loss - ref) > 1e-4 * fmax(1.0, fabs(ref)))
         fail_msg("%s: loss %.9g, reference %.9g", label, st.loss, ref);
 
@@ -367,9 +373,9 @@ static void gradcheck(const vae_config *cfg, const char *label, int max_per_tens
             size_t i = t->offset + k;
             double h = 1e-6, keep = p[i];
             p[i] = keep + h;
-            double lp = ref_loss(&m, p, x, eps, B);
+            double lp = ref_loss(&m, p, x, y, eps, B);
             p[i] = keep - h;
-            double lm = ref_loss(&m, p, x, eps, B);
+            double lm = ref_loss(&m, p, x, y, eps, B);
             p[i] = keep;
             double num = (lp - lm) / (2 * h), ana = g[i];
             /* float rounding in sums over whole images is ~1e-6 absolute */
@@ -433,6 +439,27 @@ static void test_gradcheck_padded_28(void **state)
     int w[] = {2, 3};
     tiny_config(&c, 1, 28, 2, w, 3);
     gradcheck(&c, "28x28", 40);
+}
+
+/* A conditional model: K label planes into encoder.0 (over the padded side
+ * of a 28x28 input too), the one-hot into decoder_input; two samples of z
+ * per image, three channels. */
+static void test_gradcheck_conditional(void **state)
+{
+    (void)state;
+    vae_config c;
+    int w[] = {3, 4};
+    tiny_config(&c, 1, 16, 2, w, 3);
+    c.n_classes = 3;
+    gradcheck(&c, "conditional 16x16", 1 << 30);
+    tiny_config(&c, 1, 28, 2, w, 3);
+    c.n_classes = 4;
+    c.mc_samples = 2;
+    gradcheck(&c, "conditional 28x28 mc=2", 40);
+    tiny_config(&c, 3, 16, 2, w, 3);
+    c.n_classes = 2;
+    c.likelihood = VAE_LIK_GAUSSIAN_LEARNED;
+    gradcheck(&c, "conditional rgb gaussian-learned", 40);
 }
 
 /* ---------- inference ---------- */
@@ -593,6 +620,7 @@ int main(void)
         cmocka_unit_test(test_gradcheck_likelihoods),
         cmocka_unit_test(test_gradcheck_options),
         cmocka_unit_test(test_gradcheck_padded_28),
+        cmocka_unit_test(test_gradcheck_conditional),
         cmocka_unit_test(test_encode_decode_consistent),
         cmocka_unit_test(test_nonfinite_input_is_reported),
         cmocka_unit_test(test_checkpoint_round_trip),

@@ -94,6 +94,18 @@ static int setup(void **state)
     add(&c, "conv 3x64 six layers");
     conv(&c, 32, 1, 1, w2, 5);
     add(&c, "conv 32 one layer");
+    mlp(&c, 28, 1, 1, h400, 20);
+    c.n_classes = 10;
+    c.mc_samples = 2;
+    add(&c, "mlp 784-400-20 conditional mc=2");
+    mlp(&c, 5, 1, 0, NULL, 2);
+    c.n_classes = 7;
+    add(&c, "mlp no hidden layer conditional");
+    conv(&c, 28, 1, 2, w2, 3);
+    c.n_classes = 10;
+    c.mc_samples = 2;
+    c.batch = 32;
+    add(&c, "conv 28 4-8 conditional mc=2");
     return 0;
 }
 
@@ -114,6 +126,9 @@ static void test_param_count_is_the_models(void **state)
     vae_config c;
     vae_config_default(&c);
     assert_int_equal(vae_config_param_count(&c), 652824);
+    /* conditional on 10 classes: 10 more inputs to encoder.0 and decoder.0 */
+    c.n_classes = 10;
+    assert_int_equal(vae_config_param_count(&c), 652824 + 2 * 10 * 400);
 }
 
 /* gaussian-learned doubles the decoder's output: its last layer has D more
