@@ -13,8 +13,10 @@
  * which alias moves and version deletes work on; jobs train a few epochs on
  * the small mnist and some are cancelled; event streams are read to the
  * end (a job's stream ends with it). An answer outside an operation's set
- * is counted and printed (the first 20). 429 (the compute queue full) is
- * allowed for model math and counted apart. Exit 1 when any answer was
+ * is counted and printed (the first 20). Load shedding is allowed where the
+ * daemon sheds, and counted apart: 429 for model math (the compute queue
+ * full) and job submissions (--max-queued-jobs), 503 for event streams
+ * (--max-streams open). Exit 1 when any answer was
  * unexpected. Bounded: it stops after SECONDS, talks to 127.0.0.1 only.
  */
 #include <inttypes.h>
@@ -57,10 +59,10 @@ static const struct {
     [OP_ALIAS_PUT] = {"alias put", 3, {200, 204, 404}},
     [OP_ALIAS_DEL] = {"alias delete", 1, {204, 404}},
     [OP_VERSION_DEL] = {"version delete", 2, {204, 404, 409}},
-    [OP_JOB_SUBMIT] = {"job submit", 1, {202}},
+    [OP_JOB_SUBMIT] = {"job submit", 1, {202, 429}},
     [OP_JOB_CANCEL] = {"job cancel", 1, {200, 202, 404, 409}},
     [OP_JOB_GET] = {"job get", 3, {200, 404}},
-    [OP_JOB_EVENTS] = {"job events", 1, {200, 404}},
+    [OP_JOB_EVENTS] = {"job events", 1, {200, 404, 503}},
 };
 
 static int port;
@@ -216,7 +218,7 @@ static int run_op(op o, rng_state *rng)
                     r.body ? (const char *)r.body : "");
             pthread_mutex_unlock(&print_lock);
         }
-    } else if (status == 429) {
+    } else if (status == 429 || status == 503) { /* shed: queue or --max-streams full */
         atomic_fetch_add(&throttled[o], 1);
     }
     atomic_fetch_add(&counts[o], 1);
@@ -273,7 +275,7 @@ static int cmd_run(int connections, double seconds)
     free(threads);
     double took = now_s() - t0;
     long all = 0;
-    printf("%-18s %10s %10s %10s\n", "operation", "requests", "429", "unexpected");
+    printf("%-18s %10s %10s %10s\n", "operation", "requests", "shed", "unexpected");
     for (int o = 0; o < OP_COUNT; o++) {
         printf("%-18s %10ld %10ld %10ld\n", ops[o].name, atomic_load(&counts[o]),
                atomic_load(&throttled[o]), atomic_load(&unexpected[o]));

@@ -88,7 +88,7 @@ typedef struct {
     void (*on_progress)(void *ctx, const trainer_progress *p);
     void (*on_epoch)(void *ctx, const trainer_epoch_metrics *history, int n_done);
     void *ctx;
-    const volatile int *cancel; /* non-zero: stop before the next step; may be NULL */
+    const atomic_int *cancel; /* non-zero: stop before the next step; may be NULL */
 } train_run_options;
 
 /* What train_run_new found. */
