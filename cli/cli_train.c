@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "cli/cli_options.h"
+#include "cli/dist_mpi.h"
 #include "engine/checkpoint.h"
 #include "engine/dataset.h"
 #include "engine/eval.h"
@@ -159,6 +160,9 @@ static void catch_stop_signals(void)
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
+    /* mpirun ends the ranks on SIGTERM but passes SIGUSR1 on to each: the
+     * way to stop a run of ranks at one step and keep its state */
+    sigaction(SIGUSR1, &sa, NULL);
 }
 
 int cli_train(int argc, char **argv)
@@ -171,6 +175,7 @@ int cli_train(int argc, char **argv)
     const char *data = "mnist", *out = NULL, *reg_name = NULL, *data_dir = "var", *resume = NULL;
     double val_split = 0.0;
     long iwae_k = EVAL_TRAIN_IWAE_K;
+    double rank_timeout = 300.0;
     int conditional = 0;
     cli_option opts[] = {
         {"data", CLI_STRING, &data, 0, 0,
@@ -209,6 +214,8 @@ int cli_train(int argc, char **argv)
          "continue the run kept in FILE when it exists; keep its state there (removed when done)"},
         {"iwae", CLI_LONG, &iwae_k, 0, 1000000,
          "K of the IWAE bound written into the metrics, on the first 256 test images (0 = off)"},
+        {"rank-timeout", CLI_DOUBLE, &rank_timeout, 0, 0,
+         "under mpirun: seconds a rank waits for the others before it ends the run (default 300)"},
     };
     int rc = cli_parse("train", argc, argv, opts, sizeof opts / sizeof opts[0], NULL);
     if (rc) return rc == CLI_HELP ? 0 : 2;
@@ -235,6 +242,32 @@ int cli_train(int argc, char **argv)
         fprintf(stderr, "vaed train: --val-split must be in [0, 1)\n");
         return 2;
     }
+    if (!(rank_timeout >= 1.0 && rank_timeout <= 86400.0)) {
+        fprintf(stderr, "vaed train: --rank-timeout must be 1 to 86400 seconds\n");
+        return 2;
+    }
+    /* under mpirun every rank runs this; rank 0 alone prints, writes and
+     * registers, the others train their shard and say only what went wrong */
+    dist_mpi *mpi = NULL; /* owned: dist_mpi_end */
+    trainer_dist dist;
+    const char *who = "vaed train";
+    char who_rank[48];
+    if (dist_mpi_launched()) {
+        if (dist_mpi_start(rank_timeout, &mpi, err, sizeof err)) {
+            fprintf(stderr, "vaed train: %s\n", err);
+            return 1;
+        }
+        dist_mpi_table(mpi, &dist);
+        if (dist.rank != 0) {
+            snprintf(who_rank, sizeof who_rank, "vaed train (rank %d)", dist.rank);
+            who = who_rank;
+            if (!freopen("/dev/null", "w", stdout)) {
+                fprintf(stderr, "%s: cannot silence stdout: %s\n", who, strerror(errno));
+                return dist_mpi_end(mpi, 1);
+            }
+        }
+    }
+    int root = !mpi || dist.rank == 0;
 
     progress_printer pp = {.tty = isatty(STDERR_FILENO), .epochs = cfg.epochs};
     train_run_options o;
@@ -247,9 +280,10 @@ int cli_train(int argc, char **argv)
     o.conditional = conditional;
     o.threads = threads >= 2 ? 2 : 1;
     o.iwae_k = (int)iwae_k;
-    o.on_progress = print_progress;
-    o.on_epoch = print_epoch;
+    o.on_progress = root ? print_progress : NULL;
+    o.on_epoch = root ? print_epoch : NULL;
     o.ctx = &pp;
+    o.dist = mpi ? &dist : NULL;
     /* a resume file continues only the run that wrote it: the model config
      * (the engine checks it) and what chose the images */
     char klass_s[16], limit_s[24], split_s[32], seed_s[24];
@@ -271,7 +305,7 @@ int cli_train(int argc, char **argv)
     train_run *run = NULL; /* owned: freed at end */
     int status = 1;
     if (train_run_new(&o, &run, err, sizeof err)) {
-        fprintf(stderr, "vaed train: %s\n", err);
+        fprintf(stderr, "%s: %s\n", who, err);
         goto end;
     }
     const train_run_info *info = train_run_get_info(run);
@@ -295,6 +329,9 @@ int cli_train(int argc, char **argv)
            vae_arch_name(mc->arch), vae_config_input_dim(mc), hidden_s, mc->latent, cond_s,
            vae_likelihood_name(mc->likelihood), data, info->n_train, info->n_test, mc->epochs,
            mc->batch);
+    if (mpi)
+        printf("data parallel over %d ranks, each on its shard of the training images\n",
+               dist.size);
     if (info->resumed) {
         if (info->position.next_step > 0)
             printf("resuming from %s: %d of %d epochs done, epoch %d at step %lld\n", resume,
@@ -314,7 +351,8 @@ int cli_train(int argc, char **argv)
             fprintf(stderr, "vaed train: stopped; %s (it holds the last epoch's state)\n", err);
             goto end;
         }
-        fprintf(stderr,
+        if (root)
+            fprintf(stderr,
                 "vaed train: stopped with %d of %d epochs done (the next at step %lld); %s holds "
                 "the run: the same command continues it\n",
                 at.epochs_done, mc->epochs, (long long)at.next_step, resume);
@@ -322,7 +360,11 @@ int cli_train(int argc, char **argv)
     }
     if (st) {
         if (pp.tty) fprintf(stderr, "\n");
-        fprintf(stderr, "vaed train: %s; nothing was written\n", err);
+        fprintf(stderr, "%s: %s; nothing was written\n", who, err);
+        goto end;
+    }
+    if (!root) { /* rank 0 evaluates, writes and registers */
+        status = 0;
         goto end;
     }
     const eval_result *er = train_run_evaluate(run);
@@ -361,7 +403,7 @@ int cli_train(int argc, char **argv)
     status = 0;
 end:
     train_run_free(run);
-    return status;
+    return dist_mpi_end(mpi, status);
 }
 
 /* ---------- sample ---------- */

@@ -357,6 +357,30 @@ void dataset_truncate(dataset *d, int n) {
     }
 }
 
+vae_status dataset_keep_shard(dataset *d, int rank, int size, char *err, size_t errlen) {
+    if (!d || size < 1 || rank < 0 || rank >= size) {
+        util_set_err(err, errlen, "dataset: rank %d of %d ranks", rank, size);
+        return VAE_ERR_ARG;
+    }
+    if (d->n <= rank) {
+        util_set_err(err, errlen, "the training set has %d images, too few for %d ranks", d->n,
+                     size);
+        return VAE_ERR_ARG;
+    }
+    size_t dim = (size_t)dataset_dim(d);
+    int kept = 0;
+    for (int i = rank; i < d->n; i += size, kept++) {
+        if (d->x)
+            memmove(d->x + (size_t)kept * dim, d->x + (size_t)i * dim, dim * sizeof *d->x);
+        else
+            memmove(d->pixels + (size_t)kept * dim, d->pixels + (size_t)i * dim, dim);
+        if (d->labels) d->labels[kept] = d->labels[i];
+    }
+    d->n = kept + 1; /* dataset_truncate gives back the memory of what is past kept */
+    dataset_truncate(d, kept);
+    return VAE_OK;
+}
+
 void dataset_free(dataset *d) {
     if (!d) return;
     free(d->x);

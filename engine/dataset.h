@@ -55,6 +55,10 @@ void dataset_image(const dataset *d, int i, float *out);
 vae_status dataset_filter_class(dataset *d, int k, char *err, size_t errlen);
 /* Keeps the first n images (n >= 1). */
 void dataset_truncate(dataset *d, int n);
+/* Keeps rank's shard of size ranks: the images i with i % size == rank, in
+ * their order (image i is then at i / size). VAE_ERR_ARG when the shard
+ * would be empty (fewer images than ranks). */
+vae_status dataset_keep_shard(dataset *d, int rank, int size, char *err, size_t errlen);
 void dataset_free(dataset *d);
 
 /* CIFAR-10 binary version, as a folder: data_batch_1.bin, data_batch_2.bin, ...
