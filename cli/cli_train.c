@@ -20,7 +20,10 @@
 #include "engine/image.h"
 #include "engine/util.h"
 #include "engine/vae.h"
+#include "engine/file_io.h"
 #include "server/data_sets.h"
+#include "server/jobs_ranks.h"
+#include "server/jobs_spec.h"
 #include "server/registry.h"
 #include "server/train_run.h"
 
@@ -140,6 +143,19 @@ static void print_epoch(void *ctx, const trainer_epoch_metrics *history, int n_d
     fflush(stdout);
 }
 
+/* --events: the lines a daemon's job reads from rank 0 (jobs_ranks.h). */
+static void event_progress(void *ctx, const trainer_progress *p)
+{
+    (void)ctx;
+    jobs_ranks_print_progress(p);
+}
+
+static void event_epoch(void *ctx, const trainer_epoch_metrics *history, int n_done)
+{
+    (void)ctx;
+    jobs_ranks_print_epoch("epoch", &history[n_done - 1]);
+}
+
 /* Set by SIGINT or SIGTERM while `vaed train --resume` runs: the pipeline
  * stops before its next step and the position goes to the resume file. */
 static volatile sig_atomic_t train_stop;
@@ -176,7 +192,8 @@ int cli_train(int argc, char **argv)
     double val_split = 0.0;
     long iwae_k = EVAL_TRAIN_IWAE_K;
     double rank_timeout = 300.0;
-    int conditional = 0;
+    int conditional = 0, events = 0;
+    const char *job_spec = NULL, *data_root = NULL;
     cli_option opts[] = {
         {"data", CLI_STRING, &data, 0, 0,
          "mnist, fashion, an IDX image file, a CIFAR-10 folder or a folder of PNGs"},
@@ -216,6 +233,10 @@ int cli_train(int argc, char **argv)
          "K of the IWAE bound written into the metrics, on the first 256 test images (0 = off)"},
         {"rank-timeout", CLI_DOUBLE, &rank_timeout, 0, 0,
          "under mpirun: seconds a rank waits for the others before it ends the run (default 300)"},
+        {"job-spec", CLI_STRING, &job_spec, 0, 0,
+         "a daemon's job: the model, data and training from this POST /jobs spec (JSON) file"},
+        {"data-root", CLI_STRING, &data_root, 0, 0, "with --job-spec: the daemon's data sets root"},
+        {"events", CLI_FLAG, &events, 0, 0, "progress and epochs as lines for a daemon's job"},
     };
     int rc = cli_parse("train", argc, argv, opts, sizeof opts / sizeof opts[0], NULL);
     if (rc) return rc == CLI_HELP ? 0 : 2;
@@ -246,6 +267,27 @@ int cli_train(int argc, char **argv)
         fprintf(stderr, "vaed train: --rank-timeout must be 1 to 86400 seconds\n");
         return 2;
     }
+    /* a daemon's job run as ranks: the spec replaces the training flags */
+    jobs_spec spec;
+    uint8_t *spec_json = NULL; /* owned: freed at end */
+    size_t spec_len = 0;
+    if (job_spec) {
+        if (!data_root) data_root = data_sets_root();
+        if (file_io_read_all(job_spec, 1 << 20, &spec_json, &spec_len, err, sizeof err) ||
+            jobs_spec_parse_confined((const char *)spec_json, spec_len, data_root, &spec, err,
+                                     sizeof err)) {
+            fprintf(stderr, "vaed train: --job-spec %s: %s\n", job_spec, err);
+            free(spec_json);
+            return 2;
+        }
+        cfg = spec.cfg;
+        data = spec.data;
+        f.klass = spec.klass;
+        f.limit = spec.limit;
+        conditional = spec.conditional;
+    }
+    if (resume) catch_stop_signals();
+    if (events) signal(SIGPIPE, SIG_DFL); /* the daemon gone: end with the next line */
     /* under mpirun every rank runs this; rank 0 alone prints, writes and
      * registers, the others train their shard and say only what went wrong */
     dist_mpi *mpi = NULL; /* owned: dist_mpi_end */
@@ -255,6 +297,7 @@ int cli_train(int argc, char **argv)
     if (dist_mpi_launched()) {
         if (dist_mpi_start(rank_timeout, &mpi, err, sizeof err)) {
             fprintf(stderr, "vaed train: %s\n", err);
+            free(spec_json);
             return 1;
         }
         dist_mpi_table(mpi, &dist);
@@ -263,6 +306,7 @@ int cli_train(int argc, char **argv)
             who = who_rank;
             if (!freopen("/dev/null", "w", stdout)) {
                 fprintf(stderr, "%s: cannot silence stdout: %s\n", who, strerror(errno));
+                free(spec_json);
                 return dist_mpi_end(mpi, 1);
             }
         }
@@ -273,6 +317,7 @@ int cli_train(int argc, char **argv)
     train_run_options o;
     train_run_options_default(&o);
     o.data = data;
+    o.data_root = data_root;
     o.klass = (int)f.klass;
     o.limit = (int)f.limit;
     o.val_split = val_split;
@@ -280,8 +325,8 @@ int cli_train(int argc, char **argv)
     o.conditional = conditional;
     o.threads = threads >= 2 ? 2 : 1;
     o.iwae_k = (int)iwae_k;
-    o.on_progress = root ? print_progress : NULL;
-    o.on_epoch = root ? print_epoch : NULL;
+    o.on_progress = !root ? NULL : events ? event_progress : print_progress;
+    o.on_epoch = !root ? NULL : events ? event_epoch : print_epoch;
     o.ctx = &pp;
     o.dist = mpi ? &dist : NULL;
     /* a resume file continues only the run that wrote it: the model config
@@ -295,12 +340,19 @@ int cli_train(int argc, char **argv)
         {"data", data}, {"class", klass_s}, {"limit", limit_s}, {"val_split", split_s},
         {"seed", seed_s},
     };
+    /* a job's state is keyed to its spec, as the daemon's own jobs are */
+    char *spec_text = NULL; /* owned: freed at end */
+    if (spec_json && !(spec_text = strndup((const char *)spec_json, spec_len))) {
+        fprintf(stderr, "%s: out of memory\n", who);
+        free(spec_json);
+        return dist_mpi_end(mpi, 1);
+    }
+    const trainer_meta job_meta = {"job_config", spec_text};
     if (resume) {
         o.resume_path = resume;
-        o.meta = meta;
-        o.n_meta = (int)(sizeof meta / sizeof meta[0]);
+        o.meta = spec_text ? &job_meta : meta;
+        o.n_meta = spec_text ? 1 : (int)(sizeof meta / sizeof meta[0]);
         o.cancel = &train_stop;
-        catch_stop_signals();
     }
     train_run *run = NULL; /* owned: freed at end */
     int status = 1;
@@ -309,6 +361,11 @@ int cli_train(int argc, char **argv)
         goto end;
     }
     const train_run_info *info = train_run_get_info(run);
+    if (events && root && info->resumed) {
+        int n;
+        const trainer_epoch_metrics *h = train_run_history(run, &n);
+        for (int i = 0; i < n; i++) jobs_ranks_print_epoch("history", &h[i]);
+    }
     const vae_config *mc = &train_run_model(run)->cfg;
     pp.have_test = info->n_test > 0;
     if (info->val_split_unused)
@@ -403,6 +460,8 @@ int cli_train(int argc, char **argv)
     status = 0;
 end:
     train_run_free(run);
+    free(spec_text);
+    free(spec_json);
     return dist_mpi_end(mpi, status);
 }
 
