@@ -17,7 +17,6 @@
 #include "server/http_util.h"
 #include "server/model_cache.h"
 #include "server/registry.h"
-#include "server/sha256.h"
 
 /* ---- small helpers ---------------------------------------------------- */
 
@@ -464,22 +463,13 @@ static http_error upload_params(struct MHD_Connection *c, const http_request *re
     return HTTP_ERR_NONE;
 }
 
-/* Hashes, validates and stores the body as the next version of name: info
- * and created (0 when these bytes were stored already) say what it became. */
+/* Validates and stores the body as the next version of name: info and
+ * created (0 when these bytes were stored already) say what it became. The
+ * registry hashes the bytes, once, and checks them against claimed. */
 static http_error upload_store(http_ctx *ctx, const char *name, const uint8_t *body, size_t len,
                                const char *claimed, registry_checkpoint_info *info, int *created,
                                char *msg, size_t msglen)
 {
-    char sha[65];
-    sha256_hex(body, len, sha);
-    if (claimed && strcasecmp(claimed, sha)) {
-        snprintf(msg, msglen,
-                 "the body's sha256 is %s, not the %.64s of X-Content-SHA256: the file was "
-                 "damaged or cut short on the way",
-                 sha, claimed);
-        return HTTP_ERR_BAD_REQUEST;
-    }
-
     /* Validate everything before the registry sees a byte. */
     char why[256] = "";
     vae_model m;             /* owned: freed below */
@@ -505,9 +495,16 @@ static http_error upload_store(http_ctx *ctx, const char *name, const uint8_t *b
         return HTTP_ERR_INTERNAL;
     }
 
-    int status = registry_put_checkpoint(ctx->reg, name, body, len, sha, config, metrics,
+    int status = registry_put_checkpoint(ctx->reg, name, body, len, claimed, config, metrics,
                                          "upload", info, created, why, sizeof why);
     free(metrics);
+    if (status == REGISTRY_ERR_ARG && claimed && strstr(why, "does not match")) {
+        snprintf(msg, msglen,
+                 "the body's sha256 is not the %.64s of X-Content-SHA256: the file was damaged "
+                 "or cut short on the way (%s)",
+                 claimed, why);
+        return HTTP_ERR_BAD_REQUEST;
+    }
     if (status == REGISTRY_ERR_ARG) { /* the upload's own fault, e.g. metrics that are not JSON */
         snprintf(msg, msglen, "%s", why);
         return HTTP_ERR_INVALID_CHECKPOINT;

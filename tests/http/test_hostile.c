@@ -823,6 +823,19 @@ static void test_fifo_data_and_server_paths(void **state)
     assert_string_equal(data->valuestring, "small-images-idx3-ubyte");
     cJSON_Delete(root);
     harness_response_free(&r);
+    /* A built-in data set missing under this root: the answer names the
+     * file inside it, not the root. */
+    assert_int_equal(harness_request(port, "GET",
+                                     "/interpolate?from=mnist:test:1&to=mnist:test:2&steps=4"
+                                     "&format=json",
+                                     NULL, NULL, 0, &r),
+                     0);
+    print_message("missing data set: %.300s\n", (const char *)r.body);
+    assert_true(harness_expect_error(&r, 404, "not_found"));
+    assert_non_null(strstr((const char *)r.body, "mnist/t10k-images-idx3-ubyte"));
+    assert_null(strstr((const char *)r.body, real));
+    assert_null(strstr((const char *)r.body, sets));
+    harness_response_free(&r);
     expect_status(port, "GET", "/healthz", "Host: 127.0.0.1\r\n", NULL, 200, NULL);
     stop_own(&d, dir);
     harness_rm_rf(sets);
