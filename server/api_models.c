@@ -14,6 +14,7 @@
 #include "engine/checkpoint.h"
 #include "engine/vae.h"
 #include "server/compute_pool.h"
+#include "server/http_server.h"
 #include "server/http_util.h"
 #include "server/model_cache.h"
 #include "server/registry.h"
@@ -435,7 +436,7 @@ static int is_sha256_hex(const char *s)
 }
 
 /* The upload's headers: what can be refused before a byte is hashed. */
-static http_error upload_params(struct MHD_Connection *c, const http_request *req,
+static http_error upload_params(http_ctx *ctx, struct MHD_Connection *c, const http_request *req,
                                 const char **name, const char **claimed, char *msg,
                                 size_t msglen)
 {
@@ -444,7 +445,7 @@ static http_error upload_params(struct MHD_Connection *c, const http_request *re
         return e;
     const char *ctype =
         MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
-    if (!http_content_type_is(c, "application/octet-stream")) {
+    if (!http_body_type_accepted(c, "application/octet-stream", ctx->opts->token != NULL)) {
         snprintf(msg, msglen,
                  "a checkpoint upload is the safetensors file itself, sent with Content-Type: "
                  "application/octet-stream (got %.64s)",
@@ -583,7 +584,7 @@ enum MHD_Result api_models_post_checkpoint(http_ctx *ctx, struct MHD_Connection 
     }
     char msg[HTTP_MESSAGE_MAX];
     const char *name = NULL, *claimed = NULL;
-    http_error e = upload_params(c, req, &name, &claimed, msg, sizeof msg);
+    http_error e = upload_params(ctx, c, req, &name, &claimed, msg, sizeof msg);
     if (e != HTTP_ERR_NONE)
         return http_send_error(c, e, "%s", msg);
     w = calloc(1, sizeof *w); /* owned by req: freed by work_free */
@@ -646,7 +647,7 @@ static http_error alias_put(http_ctx *ctx, struct MHD_Connection *c, const http_
     if (e != HTTP_ERR_NONE)
         return e;
     /* JSON by its type: a page of another site cannot send that unasked. */
-    if (!http_content_type_is(c, "application/json")) {
+    if (!http_body_type_accepted(c, "application/json", ctx->opts->token != NULL)) {
         snprintf(msg, msglen,
                  "the body is JSON, {\"version\": N}: send Content-Type: application/json");
         return HTTP_ERR_UNSUPPORTED_MEDIA;

@@ -319,6 +319,12 @@ static void test_tokenless_rebinding_and_origin(void **state)
     expect_status(fx.port, "PUT", "/models/digits/aliases/prod",
                   "Host: 127.0.0.1\r\nContent-Type: text/plain\r\n", "{\"version\": 1}", 415,
                   "unsupported_media_type");
+    expect_status(fx.port, "POST", "/jobs",
+                  "Host: 127.0.0.1\r\nContent-Type: application/x-www-form-urlencoded\r\n", job,
+                  415, "unsupported_media_type");
+    expect_status(fx.port, "POST", "/models/digits/checkpoints",
+                  "Host: 127.0.0.1\r\nContent-Type: application/x-www-form-urlencoded\r\n",
+                  "not a checkpoint", 415, "unsupported_media_type");
     /* nothing changed */
     expect_status(fx.port, "GET", "/models/digits/versions/1", "Host: 127.0.0.1\r\n", NULL, 200,
                   NULL);
@@ -346,7 +352,9 @@ static void test_tokenless_rebinding_and_origin(void **state)
 }
 
 /* With a token the daemon may be reached by any name: curl and a CI job
- * (no Origin, any Host) keep working, and the token is what guards. */
+ * (no Origin, any Host, a body sent with no Content-Type or curl's default
+ * one) keep working, and the token is what guards. A body in a type that
+ * wraps it (multipart) is still 415. */
 static void test_token_any_host(void **state)
 {
     (void)state;
@@ -361,10 +369,41 @@ static void test_token_any_host(void **state)
     assert_int_equal(chmod(token_path, 0600), 0);
     assert_int_equal(harness_put_model(dir, "digits", NULL, 7, NULL, err, sizeof err), 0);
     harness_daemon d;
-    const char *const args[] = {"--token-file", token_path, NULL};
+    const char *const args[] = {"--token-file", token_path, "--workers", "0", NULL};
     int port = harness_daemon_start(&d, dir, args);
     assert_true(port > 0);
     expect_status(port, "GET", "/models", "Host: vaed.example.com\r\n", NULL, 200, NULL);
+    const char *auth = "Authorization: Bearer 0123456789abcdef0123";
+    const char job[] = "{\"model\": \"m\", \"data\": \"mnist\", \"epochs\": 1}";
+    const char *curl_d[] = {auth, "Content-Type: application/x-www-form-urlencoded", NULL};
+    const char *untyped[] = {auth, NULL};
+    harness_response r;
+    assert_int_equal(harness_request(port, "POST", "/jobs", curl_d, job, strlen(job), &r), 0);
+    assert_int_equal(r.status, 202);
+    harness_response_free(&r);
+    assert_int_equal(harness_request(port, "POST", "/jobs", untyped, job, strlen(job), &r), 0);
+    assert_int_equal(r.status, 202);
+    harness_response_free(&r);
+    uint8_t *ckpt = NULL;
+    size_t ckpt_len = 0;
+    assert_int_equal(harness_model_bytes(NULL, 5, &ckpt, &ckpt_len, err, sizeof err), 0);
+    assert_int_equal(harness_request(port, "POST", "/models/ci/checkpoints", curl_d, ckpt,
+                                     ckpt_len, &r),
+                     0);
+    assert_int_equal(r.status, 201);
+    harness_response_free(&r);
+    const char *multipart[] = {auth, "Content-Type: multipart/form-data; boundary=x", NULL};
+    assert_int_equal(harness_request(port, "POST", "/models/ci/checkpoints", multipart, ckpt,
+                                     ckpt_len, &r),
+                     0);
+    assert_true(harness_expect_error(&r, 415, "unsupported_media_type"));
+    harness_response_free(&r);
+    assert_int_equal(harness_request(port, "PUT", "/models/ci/aliases/prod", untyped,
+                                     "{\"version\": 1}", 14, &r),
+                     0);
+    assert_int_equal(r.status, 200);
+    harness_response_free(&r);
+    free(ckpt);
     expect_status(port, "PUT", "/models/digits/aliases/prod",
                   "Host: vaed.example.com:8080\r\nContent-Type: application/json\r\n",
                   "{\"version\": 1}", 401, "unauthorized");
@@ -939,6 +978,50 @@ static void test_shared_bytes_under_two_names(void **state)
     stop_own(&d, dir);
 }
 
+/* A model larger than the whole --model-cache-mb loads once and stays (alone)
+ * while it is the one asked for, rather than load again on every request;
+ * another model asked for then takes its place. */
+static void test_model_over_cache_budget(void **state)
+{
+    (void)state;
+    char dir[HARNESS_PATH_MAX], err[256];
+    assert_int_equal(harness_tmpdir(dir, sizeof dir), 0);
+    vae_config cfg;
+    harness_small_config(&cfg);
+    cfg.hidden[0] = 1024; /* 784 x 1024 floats each way: about 6 MB */
+    registry_checkpoint_info info;
+    assert_int_equal(harness_put_model(dir, "wide", &cfg, 3, &info, err, sizeof err), 0);
+    assert_true(info.size > (2 << 20));
+    assert_int_equal(harness_put_model(dir, "digits", NULL, 7, NULL, err, sizeof err), 0);
+    harness_daemon d;
+    const char *const args[] = {"--model-cache-mb", "1", NULL};
+    int port = harness_daemon_start(&d, dir, args);
+    assert_true(port > 0);
+    for (int i = 0; i < 8; i++) {
+        harness_response r;
+        assert_int_equal(harness_request(port, "POST", "/sample?n=1&seed=1&model=wide", NULL,
+                                         NULL, 0, &r),
+                         0);
+        assert_int_equal(r.status, 200);
+        harness_response_free(&r);
+    }
+    assert_int_equal(metric(port, "vaed_model_loads_total"), 1);
+    assert_int_equal(metric(port, "vaed_models_loaded"), 1);
+    /* another model: loaded in its place, then the wide one again */
+    const char *const order[] = {"digits", "digits", "wide", "wide"};
+    for (size_t i = 0; i < 4; i++) {
+        char path[96];
+        snprintf(path, sizeof path, "/sample?n=1&seed=1&model=%s", order[i]);
+        harness_response r;
+        assert_int_equal(harness_request(port, "POST", path, NULL, NULL, 0, &r), 0);
+        assert_int_equal(r.status, 200);
+        harness_response_free(&r);
+    }
+    assert_int_equal(metric(port, "vaed_model_loads_total"), 3);
+    assert_int_equal(metric(port, "vaed_models_loaded"), 1);
+    stop_own(&d, dir);
+}
+
 /* ---- checkpoint headers ------------------------------------------------------------- */
 
 /* A safetensors upload whose 64 MiB header is one tensor with a shape of 32
@@ -1278,6 +1361,7 @@ int main(void)
         cmocka_unit_test(test_stream_flood),
         cmocka_unit_test(test_fifo_data_and_server_paths),
         cmocka_unit_test(test_shared_bytes_under_two_names),
+        cmocka_unit_test(test_model_over_cache_budget),
         cmocka_unit_test(test_long_shape_header),
         cmocka_unit_test(test_request_memory_budget),
         cmocka_unit_test(test_data_dir_ownership),
