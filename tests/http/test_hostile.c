@@ -1224,17 +1224,27 @@ static void test_job_queue_cap_and_pages(void **state)
     (void)state;
     char dir[HARNESS_PATH_MAX];
     harness_daemon d;
-    const char *const args[] = {"--workers", "0", "--max-queued-jobs", "3", NULL};
+    const char *const args[] = {"--workers", "0", "--max-queued-jobs", "3", "--job-mem-mb", "512",
+                                NULL};
     int port = start_own(&d, dir, sizeof dir, args);
+    const char *headers[] = {"Content-Type: application/json", NULL};
+    harness_response r;
+    const char wide[] = "{\"model\": \"m\", \"data\": \"mnist\", \"hidden\": [8192, 8192]}";
+    assert_int_equal(harness_request(port, "POST", "/jobs", headers, wide, strlen(wide), &r), 0);
+    assert_true(harness_expect_error(&r, 422, "unprocessable"));
+    assert_non_null(strstr((const char *)r.body, "--job-mem-mb"));
+    harness_response_free(&r);
+    assert_int_equal(refusals(port, "job_memory"), 1);
     for (int i = 0; i < 3; i++)
         submit_job(port);
     const char job[] = "{\"model\": \"m\", \"data\": \"mnist\", \"epochs\": 1}";
-    const char *headers[] = {"Content-Type: application/json", NULL};
-    harness_response r;
     assert_int_equal(harness_request(port, "POST", "/jobs", headers, job, strlen(job), &r), 0);
     assert_true(harness_expect_error(&r, 429, "too_many_requests"));
     assert_non_null(harness_header(&r, "Retry-After"));
     harness_response_free(&r);
+    assert_int_equal(refusals(port, "queued_jobs"), 1);
+    /* /metrics counts them from the state index */
+    assert_int_equal(metric(port, "vaed_jobs{state=\"queued\"}"), 3);
     int64_t after = 0;
     int pages = 0, seen = 0;
     for (;;) {
