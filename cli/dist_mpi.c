@@ -13,6 +13,9 @@ struct dist_mpi {
     int rank, size;
     double timeout_s;
     int broken; /* a collective failed: the communicator cannot be trusted */
+    double t_start;              /* util_mono_s() after MPI_Init */
+    long sums;                   /* allreduce calls, and the seconds spent in them */
+    double sum_s;
 };
 
 int dist_mpi_launched(void)
@@ -39,6 +42,7 @@ vae_status dist_mpi_start(double timeout_s, dist_mpi **out, char *err, size_t er
     MPI_Comm_rank(MPI_COMM_WORLD, &m->rank);
     MPI_Comm_size(MPI_COMM_WORLD, &m->size);
     m->timeout_s = timeout_s;
+    m->t_start = util_mono_s();
     *out = m;
     return VAE_OK;
 }
@@ -112,7 +116,12 @@ static vae_status mpi_broadcast(void *ctx, void *buf, size_t bytes, char *err, s
 
 static vae_status mpi_allreduce_sum(void *ctx, float *buf, size_t n, char *err, size_t errlen)
 {
-    return collective(ctx, 1, buf, n, err, errlen);
+    dist_mpi *m = ctx;
+    double t0 = util_mono_s();
+    vae_status rc = collective(m, 1, buf, n, err, errlen);
+    m->sum_s += util_mono_s() - t0;
+    m->sums++;
+    return rc;
 }
 
 void dist_mpi_table(dist_mpi *mpi, trainer_dist *d)
@@ -131,6 +140,15 @@ int dist_mpi_end(dist_mpi *mpi, int status)
         fflush(stdout);
         fflush(stderr);
         MPI_Abort(MPI_COMM_WORLD, status ? status : 1); /* ends every rank; does not return */
+    }
+    if (mpi->rank == 0 && status == 0 && mpi->sums > 0) {
+        /* the wait includes a slower rank's lag: what data parallelism costs here */
+        double wall = util_mono_s() - mpi->t_start;
+        printf("ranks: %d; %ld sums over the ranks, %.3f ms each, %.2f s in all (%.1f%% of "
+               "%.2f s)\n",
+               mpi->size, mpi->sums, 1e3 * mpi->sum_s / mpi->sums, mpi->sum_s,
+               100.0 * mpi->sum_s / wall, wall);
+        fflush(stdout);
     }
     MPI_Finalize();
     free(mpi);

@@ -37,8 +37,11 @@ int dist_mpi_launched(void);
 vae_status dist_mpi_start(double timeout_s, dist_mpi **out, char *err, size_t errlen);
 /* The table the trainer calls, borrowing mpi (NULL: one process, size 1). */
 void dist_mpi_table(dist_mpi *mpi, trainer_dist *d);
-/* Ends MPI and frees mpi (NULL: nothing); returns status. After a failed
- * collective call it aborts the whole run instead (every rank exits). */
+/* Ends MPI and frees mpi (NULL: nothing); returns status. Rank 0 of a run
+ * that succeeded first prints the time its sums over the ranks took (the
+ * gradients' allreduce of every step, the wait for a slower rank included).
+ * After a failed collective call it aborts the whole run instead (every rank
+ * exits). */
 int dist_mpi_end(dist_mpi *mpi, int status);
 
 #endif

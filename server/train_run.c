@@ -1,6 +1,7 @@
 /* train_run: the training pipeline of `vaed train` and of jobs. See train_run.h. */
 #include "server/train_run.h"
 
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,6 +20,8 @@ struct train_run {
     dataset train, test;     /* owned */
     int have_test;
     int n_classes;           /* of a conditional model, from the data; else 0 */
+    int sharded;             /* with ranks: train holds this rank's shard as loaded */
+    int train_top;           /* sharded: the largest label of the whole training file */
     vae_model model;         /* owned */
     trainer *t;              /* owned; freed by train_run_evaluate */
     trainer_epoch_metrics *history; /* owned; the trainer's, kept once it is freed */
@@ -48,7 +51,7 @@ void train_run_options_default(train_run_options *o)
 static train_run_status count_classes(train_run *r, char *err, size_t errlen)
 {
     const dataset *sets[2] = {&r->train, r->have_test ? &r->test : NULL};
-    int top = -1;
+    int top = r->sharded ? r->train_top : -1;
     for (int k = 0; k < 2; k++) {
         const dataset *d = sets[k];
         if (!d)
@@ -60,7 +63,7 @@ static train_run_status count_classes(train_run *r, char *err, size_t errlen)
                          r->o.data, k ? "test" : "training");
             return TRAIN_RUN_ERR_ARG;
         }
-        for (int i = 0; i < d->n; i++)
+        for (int i = 0; i < d->n && !(k == 0 && r->sharded); i++)
             if (d->labels[i] > top)
                 top = d->labels[i];
     }
@@ -75,11 +78,32 @@ static train_run_status load_data(train_run *r, char *err, size_t errlen)
     const train_run_options *o = &r->o;
     train_run_status st;
     const char *root = o->data_root ? o->data_root : data_sets_root();
-    /* splitting needs the float form; otherwise the bytes take a quarter of the memory */
-    if ((o->val_split > 0.0 ? data_sets_load : data_sets_load_compact)(
-            root, o->data, DATA_SETS_TRAIN, &r->train, err, errlen))
-        return TRAIN_RUN_ERR_ARG;
     char why[256];
+    /* with ranks, an IDX training file is read for this rank's shard only
+     * (class and limit applied as it is read); any other source is loaded
+     * whole and cut to the shard in train_run_new */
+    char images[PATH_MAX], labels[PATH_MAX];
+    int n_file, h, w;
+    const trainer_dist *dist = trainer_dist_active(o->dist) ? o->dist : NULL;
+    r->sharded = dist && o->val_split == 0.0 &&
+                 data_sets_idx_paths(root, o->data, DATA_SETS_TRAIN, images, labels,
+                                     sizeof images) == 0 &&
+                 dataset_peek_idx(images, &n_file, &h, &w, NULL, 0) == VAE_OK;
+    if (r->sharded) {
+        if (dataset_load_idx_shard(&r->train, images, labels[0] ? labels : NULL, o->klass,
+                                   o->limit, dist->rank, dist->size, &r->info.n_train,
+                                   &r->train_top, why, sizeof why)) {
+            if (o->klass >= 0 && strstr(why, "no images with label"))
+                util_set_err(err, errlen, "class %d: %s", o->klass, why);
+            else
+                util_set_err(err, errlen, "%s", why);
+            return TRAIN_RUN_ERR_ARG;
+        }
+    } else if ((o->val_split > 0.0 ? data_sets_load : data_sets_load_compact)(
+                   root, o->data, DATA_SETS_TRAIN, &r->train, err, errlen)) {
+        /* splitting needs the float form; otherwise the bytes take a quarter of the memory */
+        return TRAIN_RUN_ERR_ARG;
+    }
     r->have_test = data_sets_load_compact(root, o->data, DATA_SETS_TEST, &r->test, why,
                                           sizeof why) == 0;
     if (o->val_split > 0.0) {
@@ -96,14 +120,15 @@ static train_run_status load_data(train_run *r, char *err, size_t errlen)
     if (o->conditional && (st = count_classes(r, err, errlen)))
         return st;
     if (o->klass >= 0 &&
-        (dataset_filter_class(&r->train, o->klass, why, sizeof why) ||
+        ((!r->sharded && dataset_filter_class(&r->train, o->klass, why, sizeof why)) ||
          (r->have_test && dataset_filter_class(&r->test, o->klass, why, sizeof why)))) {
         util_set_err(err, errlen, "class %d: %s", o->klass, why);
         return TRAIN_RUN_ERR_ARG;
     }
-    if (o->limit > 0 && o->limit < r->train.n)
+    if (!r->sharded && o->limit > 0 && o->limit < r->train.n)
         dataset_truncate(&r->train, o->limit);
-    r->info.n_train = r->train.n;
+    if (!r->sharded)
+        r->info.n_train = r->train.n;
     r->info.n_test = r->have_test ? r->test.n : 0;
     return TRAIN_RUN_OK;
 }
@@ -179,7 +204,8 @@ static train_run_status run_setup(train_run *r, char *err, size_t errlen)
     if (st)
         return st;
     char why[256];
-    if (dist && dataset_keep_shard(&r->train, dist->rank, dist->size, why, sizeof why)) {
+    if (dist && !r->sharded &&
+        dataset_keep_shard(&r->train, dist->rank, dist->size, why, sizeof why)) {
         util_set_err(err, errlen, "%s", why);
         return TRAIN_RUN_ERR_ARG;
     }

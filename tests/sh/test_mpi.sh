@@ -120,7 +120,8 @@ start_ranks() {
         sleep 0.05
     done
     for p in $(pgrep -f "$vaed train" || true); do
-        tr '\0' '\n' <"/proc/$p/environ" 2>/dev/null | grep -qx 'OMPI_COMM_WORLD_RANK=1' && rank1=$p
+        { tr '\0' '\n' <"/proc/$p/environ"; } 2>/dev/null | grep -qx 'OMPI_COMM_WORLD_RANK=1' \
+            && rank1=$p || true
     done
 }
 finish() { # waits for mpirun at most $1 s; sets rc and waited
