@@ -300,6 +300,10 @@ static vae_status dist_step(trainer *t, int b0, int nb, int stop, vae_stats *st,
     return VAE_OK;
 }
 
+static vae_status evaluate(const vae_model *m, const dataset *d, uint64_t seed,
+                           const trainer_dist *dist, double *loss, double *recon, double *kl,
+                           char *err, size_t errlen);
+
 /* Collective, at the end of an epoch: every rank holds the same parameters
  * (the sums and updates are the same bits everywhere; this makes sure). */
 static vae_status dist_check_params(trainer *t, char *err, size_t errlen)
@@ -401,8 +405,8 @@ vae_status trainer_run_epoch(trainer *t, const trainer_callbacks *cb, trainer_ep
     out->images_per_s = el > 0 ? n / el : 0.0;
     out->test_loss = out->test_recon = out->test_kl = NAN;
     if (t->test) {
-        int rc = trainer_evaluate(t->m, t->test, c->seed ^ 0x7e57ULL, &out->test_loss,
-                                  &out->test_recon, &out->test_kl, err, errlen);
+        int rc = evaluate(t->m, t->test, c->seed ^ 0x7e57ULL, t->dist, &out->test_loss,
+                          &out->test_recon, &out->test_kl, err, errlen);
         if (rc) return rc;
     }
     out->seconds = util_mono_s() - t0;
@@ -410,17 +414,23 @@ vae_status trainer_run_epoch(trainer *t, const trainer_callbacks *cb, trainer_ep
     return VAE_OK;
 }
 
-vae_status trainer_evaluate(const vae_model *m, const dataset *d, uint64_t seed, double *loss,
-                            double *recon, double *kl, char *err, size_t errlen)
+/* The evaluation of trainer_evaluate; with ranks (dist active) each rank
+ * takes the images i with i % size == rank of the whole set d, with the
+ * noise of their slots drawn as one process draws it, and the sums are
+ * added over the ranks, so every rank gets the figures of the whole set. */
+static vae_status evaluate(const vae_model *m, const dataset *d, uint64_t seed,
+                           const trainer_dist *dist, double *loss, double *recon, double *kl,
+                           char *err, size_t errlen)
 {
     const vae_config *c = &m->cfg;
     if (check_shape(m, d, "evaluation", err, errlen)) return VAE_ERR_ARG;
+    int ranks = trainer_dist_active(dist) ? dist->size : 1, rank = ranks > 1 ? dist->rank : 0;
     int B = c->batch < 500 ? 500 : c->batch;
     vae_train_state *ts = vae_train_state_new(m, B, err, errlen); /* owned */
-    size_t D = (size_t)dataset_dim(d);
-    float *batch = malloc(sizeof(float) * (size_t)B * D);                       /* owned */
-    float *eps = malloc(sizeof(float) * (size_t)B * c->mc_samples * c->latent); /* owned */
-    int *labels = malloc(sizeof(int) * (size_t)B);                              /* owned */
+    size_t D = (size_t)dataset_dim(d), LZ = (size_t)c->mc_samples * c->latent;
+    float *batch = malloc(sizeof(float) * (size_t)B * D); /* owned */
+    float *eps = malloc(sizeof(float) * (size_t)B * LZ);  /* owned */
+    int *labels = malloc(sizeof(int) * (size_t)B);        /* owned */
     vae_status rc = VAE_OK;
     if (!ts || !batch || !eps || !labels) {
         util_set_err(err, errlen, "out of memory for evaluation");
@@ -430,26 +440,64 @@ vae_status trainer_evaluate(const vae_model *m, const dataset *d, uint64_t seed,
     rng_state r;
     rng_seed(&r, seed);
     double recon_sum = 0.0, kl_sum = 0.0;
+    int failed = 0;
     for (int b0 = 0; b0 < d->n; b0 += B) {
         int nb = d->n - b0 < B ? d->n - b0 : B;
-        for (int i = 0; i < nb; i++) dataset_image(d, b0 + i, batch + (size_t)i * D);
+        /* this rank's slots of the batch: b0 + i with (b0 + i) % ranks == rank */
+        int first = ((rank - b0) % ranks + ranks) % ranks, k = 0;
+        for (int i = first; i < nb; i += ranks, k++)
+            dataset_image(d, b0 + i, batch + (size_t)k * D);
         if (c->binarize != VAE_BIN_NONE) {
             /* the test set is binarised once, the same way every time */
-            for (size_t i = 0; i < (size_t)nb * D; i++)
-                batch[i] = c->binarize == VAE_BIN_STATIC
-                               ? (batch[i] > 0.5f ? 1.0f : 0.0f)
-                               : (rng_uniform(&r) < batch[i] ? 1.0f : 0.0f);
+            for (int i = 0, j = 0; i < nb; i++) {
+                int kept = i >= first && (i - first) % ranks == 0;
+                float *x = kept ? batch + (size_t)j++ * D : NULL;
+                for (size_t p = 0; p < D; p++) {
+                    if (c->binarize == VAE_BIN_DYNAMIC) {
+                        float u = rng_uniform(&r);
+                        if (x) x[p] = u < x[p] ? 1.0f : 0.0f;
+                    } else if (x) {
+                        x[p] = x[p] > 0.5f ? 1.0f : 0.0f;
+                    }
+                }
+            }
         }
-        rng_normal_fill(&r, eps, (size_t)nb * c->mc_samples * c->latent);
+        rng_normal_fill(&r, eps, (size_t)nb * LZ);
+        for (int j = 0; j < k; j++) /* slot first + j * ranks >= j: moved before overwritten */
+            memmove(eps + (size_t)j * LZ, eps + (size_t)(first + j * ranks) * LZ,
+                    sizeof(float) * LZ);
+        if (k == 0 || failed) continue;
         vae_stats st;
-        const int *y = labels_of(m, d, NULL, b0, nb, labels);
-        rc = vae_forward_loss_cond(m, ts, batch, y, eps, nb, &st);
-        if (rc) {
+        for (int j = 0; j < k && vae_config_is_conditional(c); j++)
+            labels[j] = d->labels[b0 + first + j * ranks];
+        const int *y = vae_config_is_conditional(c) ? labels : NULL;
+        vae_status frc = vae_forward_loss_cond(m, ts, batch, y, eps, k, &st);
+        if (frc && ranks == 1) {
             util_set_err(err, errlen, "evaluation: the loss is not finite");
+            rc = frc;
             goto end;
+        }
+        if (frc) { /* the other ranks still come to the sum */
+            failed = 1;
+            continue;
         }
         recon_sum += st.recon;
         kl_sum += st.kl;
+    }
+    if (ranks > 1) {
+        float sums[5];
+        trainer_dist_split(recon_sum, sums);
+        trainer_dist_split(kl_sum, sums + 2);
+        sums[4] = failed ? 1.0f : 0.0f;
+        if ((rc = dist->allreduce_sum(dist->ctx, sums, 5, err, errlen))) goto end;
+        recon_sum = trainer_dist_join(sums);
+        kl_sum = trainer_dist_join(sums + 2);
+        failed = sums[4] > 0.0f;
+    }
+    if (failed) {
+        util_set_err(err, errlen, "evaluation: the loss is not finite");
+        rc = VAE_ERR_NONFINITE;
+        goto end;
     }
     *recon = recon_sum / d->n;
     *kl = kl_sum / d->n;
@@ -460,6 +508,12 @@ end:
     free(eps);
     free(labels);
     return rc;
+}
+
+vae_status trainer_evaluate(const vae_model *m, const dataset *d, uint64_t seed, double *loss,
+                            double *recon, double *kl, char *err, size_t errlen)
+{
+    return evaluate(m, d, seed, NULL, loss, recon, kl, err, errlen);
 }
 
 /* ---------- the resume file ---------- */

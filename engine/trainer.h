@@ -77,10 +77,11 @@ trainer *trainer_new(vae_model *m, const dataset *train, const dataset *test, ch
  * of the n_global training images; every rank calls every trainer function
  * below in the same order, except trainer_save_resume and
  * trainer_load_resume, which rank 0 alone calls (then
- * trainer_dist_share_state), and trainer_evaluate. test is the set the
- * epochs are evaluated on, which only rank 0 needs (NULL elsewhere: the
- * other ranks' metrics then say NAN for it). A step that cannot reach every
- * rank fails with VAE_ERR_IO. dist NULL or of size 1 is trainer_new. */
+ * trainer_dist_share_state), and trainer_evaluate. test is the whole test
+ * set on every rank (or NULL on every rank): each evaluates the images
+ * i % size == rank of it after an epoch and every rank gets the sums. A
+ * step that cannot reach every rank fails with VAE_ERR_IO. dist NULL or of
+ * size 1 is trainer_new. */
 trainer *trainer_new_dist(vae_model *m, const dataset *train, int n_global, const dataset *test,
                           const trainer_dist *dist, char *err, size_t errlen);
 /* Collective: rank 0's parameters and whole state (what a resume file

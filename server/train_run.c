@@ -217,12 +217,10 @@ static train_run_status run_setup(train_run *r, char *err, size_t errlen)
     vae_status rc;
     if ((rc = vae_init(&r->model, &cfg, cfg.seed, err, errlen)))
         return from_engine(rc, TRAIN_RUN_ERR_ARG);
-    /* with ranks, rank 0 alone evaluates the epochs on the test set */
-    const dataset *test = r->have_test && (!dist || dist->rank == 0) ? &r->test : NULL;
-    if (!(r->t = trainer_new_dist(&r->model, &r->train, r->info.n_train, test, dist, err, errlen)))
+    /* with ranks every rank holds the test set and evaluates its part of it */
+    if (!(r->t = trainer_new_dist(&r->model, &r->train, r->info.n_train,
+                                  r->have_test ? &r->test : NULL, dist, err, errlen)))
         return TRAIN_RUN_ERR_ARG;
-    if (dist && dist->rank != 0)
-        dataset_free(&r->test); /* counted in info; rank 0 evaluates */
     /* a rank trains with one thread: there is one rank per core */
     if ((rc = trainer_set_threads(r->t, !dist && o->threads >= 2 ? 2 : 1, err, errlen)))
         return from_engine(rc, TRAIN_RUN_ERR_ARG);
