@@ -104,6 +104,14 @@ grep -q "^job $job succeeded" "$work/resume.out" || fail "resumed job: $(cat "$w
 [ "$(grep -c '^epoch 1/6 ' "$work/resume.out")" -eq 1 ] || fail "the resumed job trained epoch 1 again"
 [ "$(grep -c '^epoch [0-9]*/6 ' "$work/resume.out")" -eq 6 ] || fail "resumed job epochs: $(cat "$work/resume.out")"
 
+# more ranks than the hostfile's slots: the job fails with mpirun's reason
+bad=$(submit "$(spec 3 1 8)")
+rc=0
+"$vaed" jobs watch --url "$url" "$bad" >"$work/bad.out" 2>/dev/null || rc=$?
+[ "$rc" -ne 0 ] || fail "a job of 3 ranks on 2 slots succeeded"
+"$vaed" jobs show --url "$url" "$bad" | grep -q 'not enough slots' \
+    || fail "3 ranks on 2 slots: $("$vaed" jobs show --url "$url" "$bad")"
+
 # `mpirun vaed train --push`: rank 0 alone uploads its checkpoint, once
 OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 mpirun --oversubscribe -np 2 \
     "$vaed" train --data data/mnist/train-images-idx3-ubyte --limit 300 --hidden 32 --latent 4 \
