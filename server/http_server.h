@@ -21,8 +21,9 @@
  *
  * Bounds before cost: every body reserves its bytes of one budget shared by
  * all connections (max_bodies_mb; a declared Content-Length reserves it all
- * when the headers are in, else 503 with Retry-After), and an address may
- * hold max_per_ip connections (past it libmicrohttpd does not accept them).
+ * when the headers are in, else 503 with Retry-After), an address may hold
+ * max_per_ip connections and all together max_connections (past either the
+ * connection is closed unanswered, and counted in /metrics).
  */
 #ifndef HTTP_SERVER_H
 #define HTTP_SERVER_H
