@@ -8,7 +8,9 @@
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <malloc.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "cli/cli_jobs.h"
 #include "cli/cli_options.h"
@@ -66,6 +68,10 @@ static int cmd_serve(int argc, char **argv)
     long response_cache_mb = (long)o.response_cache_mb;
     long max_upload_mb = (long)(o.max_upload >> 20), workers = o.workers;
     long job_mem_mb = (long)o.job_mem_mb;
+    long max_bodies_mb = (long)o.max_bodies_mb, max_per_ip = (long)o.max_per_ip;
+    long max_streams = o.max_streams, stream_max_s = o.stream_max_s;
+    long request_mem_mb = (long)o.request_mem_mb;
+    long job_retention_days = o.job_retention_days, max_queued_jobs = o.max_queued_jobs;
     const char *token_file = NULL;
     cli_option opts[] = {
         {"listen", CLI_STRING, &o.listen, 0, 0, "ADDR:PORT to listen on (default 127.0.0.1:8080)"},
@@ -83,6 +89,20 @@ static int cmd_serve(int argc, char **argv)
         {"token-file", CLI_STRING, &token_file, 0, 0, "bearer token mutations need (else $VAED_TOKEN)"},
         {"workers", CLI_LONG, &workers, 0, 64, "training worker threads (default 1)"},
         {"job-mem-mb", CLI_LONG, &job_mem_mb, 1, 1 << 20, "largest memory estimate of a job, MiB"},
+        {"max-bodies-mb", CLI_LONG, &max_bodies_mb, 0, 1 << 20,
+         "request bodies held at once, all connections, MiB (default 512, 0 = no limit)"},
+        {"max-per-ip", CLI_LONG, &max_per_ip, 0, 100000,
+         "open connections from one address (default 128, 0 = no limit)"},
+        {"max-streams", CLI_LONG, &max_streams, 0, 100000,
+         "open GET /jobs/ID/events streams (default 32)"},
+        {"stream-max-s", CLI_LONG, &stream_max_s, 1, 86400,
+         "seconds an event stream lasts; clients resume with Last-Event-ID (default 600)"},
+        {"request-mem-mb", CLI_LONG, &request_mem_mb, 0, 1 << 20,
+         "most one inference request may allocate, MiB (default 1024, 0 = no limit)"},
+        {"job-retention-days", CLI_LONG, &job_retention_days, 0, 100000,
+         "finished jobs kept, days (default 30, 0 = for ever)"},
+        {"max-queued-jobs", CLI_LONG, &max_queued_jobs, 0, 1000000,
+         "jobs waiting at once; past it POST /jobs is 429 (default 100, 0 = no limit)"},
     };
     int rc = cli_parse("serve", argc, argv, opts, sizeof opts / sizeof opts[0], NULL);
     if (rc) return rc == CLI_HELP ? 0 : 2;
@@ -95,6 +115,13 @@ static int cmd_serve(int argc, char **argv)
     o.max_upload = (size_t)max_upload_mb << 20;
     o.workers = (int)workers;
     o.job_mem_mb = (size_t)job_mem_mb;
+    o.max_bodies_mb = (size_t)max_bodies_mb;
+    o.max_per_ip = (unsigned)max_per_ip;
+    o.max_streams = (int)max_streams;
+    o.stream_max_s = (int)stream_max_s;
+    o.request_mem_mb = (size_t)request_mem_mb;
+    o.job_retention_days = (int)job_retention_days;
+    o.max_queued_jobs = (int)max_queued_jobs;
     char token[512] = "";
     if (token_file) {
         FILE *tf = fopen(token_file, "r");
@@ -102,6 +129,23 @@ static int cmd_serve(int argc, char **argv)
             fprintf(stderr, "vaed serve: --token-file %s: %s\n", token_file, strerror(errno));
             return 2;
         }
+        /* Anyone who can change the token owns the registry: refused. One
+         * others can read is only warned about: a container reads a secret
+         * mounted from a host file its user does not own. */
+        struct stat st = {0};
+        if (fstat(fileno(tf), &st) == 0 && (st.st_mode & (S_IWGRP | S_IWOTH))) {
+            fprintf(stderr,
+                    "vaed serve: --token-file %s can be changed by other users (mode %04o): "
+                    "chmod 600 it\n",
+                    token_file, (unsigned)(st.st_mode & 07777));
+            fclose(tf);
+            return 2;
+        }
+        if (st.st_mode & (S_IRGRP | S_IROTH))
+            fprintf(stderr,
+                    "vaed serve: warning: --token-file %s is readable by other users (mode "
+                    "%04o): anyone on this machine can use the token; chmod 600 it\n",
+                    token_file, (unsigned)(st.st_mode & 07777));
         size_t n = fread(token, 1, sizeof token - 1, tf);
         fclose(tf);
         token[n] = '\0';
@@ -115,6 +159,14 @@ static int cmd_serve(int argc, char **argv)
     }
     o.token = token[0] ? token : NULL;
 
+    /* The registry, the jobs' resume files and the lock are the daemon's
+     * alone: created 0600 (directories 0700). */
+    umask(077);
+    /* Request bodies, answers and model buffers of a megabyte or more are
+     * mapped and unmapped whole: glibc's threshold would otherwise rise with
+     * the first large free, and freed bodies would stay in the process as
+     * heap (the RSS of a daemon should follow what it holds). */
+    mallopt(M_MMAP_THRESHOLD, 1 << 20);
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_signal;

@@ -30,11 +30,8 @@
 
 /* gzread reads plain files as they are, so one path handles both. */
 static vae_status idx_open(const char *path, gzFile *out, char *err, size_t errlen) {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        util_set_err(err, errlen, "%s: %s", path, strerror(errno));
-        return VAE_ERR_IO;
-    }
+    int fd = file_io_open_regular(path, err, errlen); /* a FIFO would block for ever */
+    if (fd < 0) return VAE_ERR_IO;
     gzFile gz = gzdopen(fd, "rb"); /* owns fd from here */
     if (!gz) {
         close(fd);

@@ -280,11 +280,10 @@ typedef struct {
     size_t n_enc;           /* the encoder's parameters, first in the array */
 } regret_fit;
 
-static vae_status regret_fit_init(regret_fit *f, const vae_model *m, double lr, char *err,
-                                  size_t errlen)
+/* The copy's config: m's with those options neutral. */
+static vae_config regret_fit_config(const vae_config *m, double lr)
 {
-    memset(f, 0, sizeof *f);
-    vae_config c = m->cfg;
+    vae_config c = *m;
     c.lr = (float)lr;
     c.weight_decay = 0.0f; /* with zero gradients the decoder's Adam step is then exactly 0 */
     c.clip_grad = 0.0f;
@@ -292,6 +291,14 @@ static vae_status regret_fit_init(regret_fit *f, const vae_model *m, double lr, 
     c.kl_warmup = 0;
     c.beta = 1.0f;
     c.mc_samples = 1;
+    return c;
+}
+
+static vae_status regret_fit_init(regret_fit *f, const vae_model *m, double lr, char *err,
+                                  size_t errlen)
+{
+    memset(f, 0, sizeof *f);
+    vae_config c = regret_fit_config(&m->cfg, lr);
     vae_status rc = vae_alloc(&f->fit, &c, err, errlen);
     if (rc) return rc;
     if (!(f->ts = vae_train_state_new(&f->fit, 1, err, errlen))) {
@@ -342,6 +349,23 @@ static vae_status regret_fit_run(regret_fit *f, const vae_model *m, const float 
         vae_adam_update(&f->fit, f->ts);
     }
     return VAE_OK;
+}
+
+size_t eval_score_bytes(const vae_config *c, const eval_score_options *o)
+{
+    int Z = c->latent, D = vae_config_input_dim(c);
+    int chunk = o->iwae_k < IWAE_CHUNK ? o->iwae_k : IWAE_CHUNK;
+    if (chunk < 1)
+        chunk = 1;
+    /* as eval_score_inputs allocates them, and the PNG of one input */
+    size_t bytes = vae_config_workspace_bytes(c, chunk) + sizeof(float) * 2 * (size_t)Z +
+                   2 * sizeof(float) * (size_t)chunk * Z + sizeof(float) * (size_t)D +
+                   sizeof(double) * (size_t)chunk + 3 * (size_t)D + 1024;
+    if (o->regret_steps > 0) {
+        vae_config f = regret_fit_config(c, o->regret_lr);
+        bytes += sizeof(float) * vae_config_param_count(&f) + vae_config_train_state_bytes(&f, 1, 1);
+    }
+    return bytes;
 }
 
 vae_status eval_score_inputs(const vae_model *m, const float *x, const int *labels, int n,

@@ -97,6 +97,11 @@ void eval_score_options_default(eval_score_options *o);
 vae_status eval_score_inputs(const vae_model *m, const float *x, const int *labels, int n,
                              const eval_score_options *o, eval_score *out, char *err,
                              size_t errlen);
+/* At most what eval_score_inputs allocates for a model of config c with
+ * options o, whatever the number of inputs (they are scored one by one):
+ * the workspace of one chunk of draws, its buffers and, with the regret, the
+ * copy of the model and its training state. */
+size_t eval_score_bytes(const vae_config *c, const eval_score_options *o);
 /* The area under the ROC curve of a score for anomalies (n1 values) against
  * normal inputs (n0): the chance that an anomaly scores above a normal input,
  * ties counted half (the Mann-Whitney statistic). NAN when either is empty

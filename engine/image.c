@@ -20,6 +20,9 @@
 
 /* Images larger than this are refused when decoding. */
 #define IMAGE_MAX_DECODE_SIDE 4096
+/* The largest chunk libpng may allocate while reading: the only chunks kept
+ * are PLTE (768 bytes) and tRNS (256), and IDAT is read in pieces of 8 KiB. */
+#define IMAGE_MAX_CHUNK_ALLOC ((png_alloc_size_t)1 << 20)
 /* Grids larger than this are refused when encoding (about 800 MB of RGB). */
 #define IMAGE_MAX_ENCODE_SIDE 16384
 
@@ -176,6 +179,13 @@ static int decode_inner(image_png_ctx *c) {
     if (setjmp(png_jmpbuf(c->png))) return 1;
     png_set_read_fn(c->png, c, image_read_cb);
     png_set_user_limits(c->png, IMAGE_MAX_DECODE_SIDE, IMAGE_MAX_DECODE_SIDE);
+    /* Every chunk but IHDR, PLTE, tRNS, IDAT and IEND is skipped unread
+     * (only its CRC is checked): text, ICC profiles and unknown chunks are
+     * never inflated or kept, so a body of a thousand compressed text chunks
+     * costs its length in CRC work and no memory. */
+    png_set_keep_unknown_chunks(c->png, PNG_HANDLE_CHUNK_NEVER, NULL, -1);
+    png_set_chunk_cache_max(c->png, 16);
+    png_set_chunk_malloc_max(c->png, IMAGE_MAX_CHUNK_ALLOC);
     png_read_info(c->png, c->info);
     png_uint_32 w, h;
     int depth, color, interlace;
@@ -209,6 +219,28 @@ static int decode_inner(image_png_ctx *c) {
     png_read_image(c->png, c->rows);
     png_read_end(c->png, NULL);
     return 0;
+}
+
+vae_status image_png_size(const uint8_t *png, size_t len, int *height, int *width, char *err,
+                          size_t errlen) {
+    static const uint8_t signature[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1A, '\n'};
+    *height = *width = 0;
+    /* signature, then the IHDR chunk: length 13, "IHDR", width, height */
+    if (!png || len < 8 + 8 + 13 + 4 || memcmp(png, signature, 8) != 0 ||
+        util_be32(png + 8) != 13 || memcmp(png + 12, "IHDR", 4) != 0) {
+        util_set_err(err, errlen, "png: not a PNG image starting with its IHDR chunk (%zu bytes)",
+                     len);
+        return VAE_ERR_FORMAT;
+    }
+    uint32_t w = util_be32(png + 16), h = util_be32(png + 20);
+    if (w == 0 || h == 0 || w > IMAGE_MAX_DECODE_SIDE || h > IMAGE_MAX_DECODE_SIDE) {
+        util_set_err(err, errlen, "png: the image declares %ux%u pixels (at most %d a side)",
+                     (unsigned)w, (unsigned)h, IMAGE_MAX_DECODE_SIDE);
+        return VAE_ERR_FORMAT;
+    }
+    *width = (int)w;
+    *height = (int)h;
+    return VAE_OK;
 }
 
 vae_status image_decode_png(const uint8_t *png, size_t len, int want_channels, float **out,

@@ -11,6 +11,12 @@
  * Images are float (C, H, W) planar with values in [0, 1]; C is 1 (grey) or
  * 3 (RGB). Values outside [0, 1] are clamped; NaN becomes 0. Decoding refuses
  * images over 4096 pixels a side, encoding grids over 16384.
+ *
+ * PNG input is untrusted: a caller that knows the size it wants reads it
+ * with image_png_size (the IHDR chunk only, no libpng) and refuses another
+ * before paying for a decode. Decoding skips every ancillary chunk (text,
+ * ICC profiles, unknown chunks: only their CRC is checked), so their number
+ * or compression costs nothing but their length.
  */
 #ifndef IMAGE_H
 #define IMAGE_H
@@ -29,6 +35,11 @@ vae_status image_encode_grid_png(const float *images, int n, int channels, int h
 /* The same, written to path atomically (engine/file_io). */
 vae_status image_write_grid_png(const char *path, const float *images, int n, int channels,
                                 int height, int width, int cols, char *err, size_t errlen);
+/* The width and height the IHDR chunk of png declares: VAE_ERR_FORMAT when
+ * png does not start with a PNG signature and an IHDR chunk, or declares a
+ * zero size or one over 4096 a side. Reads 24 bytes; nothing is decoded. */
+vae_status image_png_size(const uint8_t *png, size_t len, int *height, int *width, char *err,
+                          size_t errlen);
 /* Decodes one PNG (grey, grey+alpha, RGB, RGBA or palette, any bit depth) into
  * want_channels (1 or 3) planar floats: *out owned by the caller (free()).
  * Alpha is dropped; RGB to grey uses ITU-R BT.601 luma. */

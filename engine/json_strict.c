@@ -47,6 +47,7 @@ typedef struct {
     const char *s;
     size_t len, pos;
     int max_depth;
+    size_t values, max_values; /* values begun, and the budget */
     char *err;
     size_t errlen;
 } parser;
@@ -357,6 +358,11 @@ static vae_status parse_literal(parser *p, const char *word) {
 
 static vae_status parse_value(parser *p, json_strict_value *v, int depth) {
     skip_ws(p);
+    if (++p->values > p->max_values) {
+        util_set_err(p->err, p->errlen, "json: more than %zu values at byte %zu", p->max_values,
+                     p->pos);
+        return VAE_ERR_FORMAT;
+    }
     if (p->pos >= p->len) return fail_at(p, VAE_ERR_FORMAT, "value expected");
     char c = p->s[p->pos];
     switch (c) {
@@ -384,13 +390,21 @@ static vae_status parse_value(parser *p, json_strict_value *v, int depth) {
 
 vae_status json_strict_parse(const char *text, size_t len, int max_depth, json_strict_value *out,
                              char *err, size_t errlen) {
+    return json_strict_parse_budget(text, len, max_depth, JSON_STRICT_MAX_VALUES, out, err,
+                                    errlen);
+}
+
+vae_status json_strict_parse_budget(const char *text, size_t len, int max_depth,
+                                    size_t max_values, json_strict_value *out, char *err,
+                                    size_t errlen) {
     if (!out) return VAE_ERR_ARG;
     memset(out, 0, sizeof *out);
-    if ((!text && len) || max_depth < 0) {
+    if ((!text && len) || max_depth < 0 || max_values < 1) {
         util_set_err(err, errlen, "json: invalid arguments");
         return VAE_ERR_ARG;
     }
-    parser p = {.s = text, .len = len, .max_depth = max_depth, .err = err, .errlen = errlen};
+    parser p = {.s = text, .len = len, .max_depth = max_depth, .max_values = max_values,
+                .err = err, .errlen = errlen};
     vae_status rc = parse_value(&p, out, 0);
     if (!rc) {
         skip_ws(&p);

@@ -13,8 +13,10 @@
  * valid UTF-8 with no control characters, paired surrogates and no NUL
  * (escaped or not), no duplicate keys in an object, and containers nested at
  * most max_depth deep (the outermost is depth 1), so a hostile header cannot
- * exhaust the stack. The text need not be NUL-terminated: exactly len bytes
- * are read.
+ * exhaust the stack. At most JSON_STRICT_MAX_VALUES values (each costs a
+ * node of about 64 bytes; json_strict_parse_budget takes another bound), so
+ * a long array cannot cost gigabytes: the parse stops at the first value
+ * over. The text need not be NUL-terminated: exactly len bytes are read.
  *
  * The caller owns the tree: every string, item and key array hangs off the
  * root and json_strict_free releases them all; pointers from json_strict_get
@@ -49,11 +51,19 @@ typedef struct json_strict_value {
     char **keys;                     /* owned; object keys, parallel to items */
 } json_strict_value;
 
+/* Values one parse builds at most (a safetensors header of 64 tensors needs
+ * about 700). */
+#define JSON_STRICT_MAX_VALUES 65536
+
 /* Parses text[0..len) into *out. VAE_ERR_FORMAT with err giving the byte offset
- * and why, VAE_ERR_NOMEM, VAE_ERR_ARG; on failure *out is a JSON_STRICT_NULL
- * holding nothing. */
+ * and why (more than JSON_STRICT_MAX_VALUES values included), VAE_ERR_NOMEM,
+ * VAE_ERR_ARG; on failure *out is a JSON_STRICT_NULL holding nothing. */
 vae_status json_strict_parse(const char *text, size_t len, int max_depth, json_strict_value *out,
                              char *err, size_t errlen);
+/* The same with at most max_values values (> 0). */
+vae_status json_strict_parse_budget(const char *text, size_t len, int max_depth,
+                                    size_t max_values, json_strict_value *out, char *err,
+                                    size_t errlen);
 /* The member key of obj, or NULL when obj is not an object or has no such key. */
 const json_strict_value *json_strict_get(const json_strict_value *obj, const char *key);
 /* Frees what v holds and zeroes it (safe to call twice). */

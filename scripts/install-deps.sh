@@ -31,7 +31,11 @@ if [ "$runtime" = 1 ]; then
 else
     pkgs=(build-essential pkg-config libmicrohttpd-dev libcjson-dev libopenblas-dev
           libpng-dev libsqlite3-dev zlib1g-dev libcmocka-dev curl ca-certificates
-          dataset-fashion-mnist sqlite3 python3)
+          dataset-fashion-mnist sqlite3 python3
+          libpq-dev postgresql-15 openmpi-bin libopenmpi-dev haproxy chromium)
+    # libpq/postgresql: the shared-registry tests start their own server;
+    # OpenMPI: data-parallel training over ranks; HAProxy: the replicas' front;
+    # chromium: the dashboard's browser tests (Debian's, never a downloaded one).
     # npm may come from outside Debian (e.g. a nodesource nodejs); any npm on
     # PATH is good enough for `npm pack`.
     if ! command -v npm >/dev/null 2>&1; then

@@ -24,10 +24,12 @@
 #include "server/compute_pool.h"
 #include "server/data_cache.h"
 #include "server/data_sets.h"
+#include "server/http_server.h"
 #include "server/http_util.h"
 #include "server/infer_body.h"
 #include "server/infer_labels.h"
 #include "server/json_num.h"
+#include "server/metrics.h"
 #include "server/model_cache.h"
 #include "server/npy.h"
 #include "server/registry.h"
@@ -73,6 +75,11 @@ typedef struct {
     int slerp;
     infer_labels labels;         /* ?label= / ?labels= of /sample and /encode */
     char if_none_match[512];
+    /* The checkpoint the request's names resolved to: what X-Model, the JSON
+     * "model" and the ETag report (the cached model may have been loaded
+     * under another name holding the same bytes). */
+    registry_checkpoint_info info;
+    model_handle *held;          /* acquired on the polling thread for an inline run, else NULL */
     /* GET /interpolate with a response cache: the key its answer is kept
      * under ("" for every other request), whether the polling thread already
      * looked that key up (and missed), and the body just computed (owned
@@ -205,25 +212,34 @@ static enum MHD_Result infer_queue(infer_request *r)
  * (~2,600 vs ~1,700 req/s), so only batches of a few images stay here. */
 static int infer_is_cheap(const infer_request *r)
 {
+    /* A PNG to decode never is: its cost is the decoder's, not its length. */
+    int png = r->body_png || (r->body && memmem(r->body, r->body_len, "png_base64", 10));
     switch (r->kind) {
     case INFER_SAMPLE:
         return r->n <= API_INFER_INLINE_IMAGES;
     case INFER_ENCODE:
     case INFER_DECODE:
-        return r->body_len <= API_INFER_INLINE_BODY;
+        return !png && r->body_len <= API_INFER_INLINE_BODY;
     case INFER_INTERP_POST:
-        return r->body_len <= 2 * API_INFER_INLINE_BODY;
+        return !png && r->body_len <= 2 * API_INFER_INLINE_BODY;
     case INFER_INTERP_GET:
         return r->steps <= API_INFER_INLINE_IMAGES;
     }
     return 0;
 }
 
-/* Runs r here when it is cheap, else admits it into the compute pool (or
- * answers 429 / 503 at once). */
+/* 1 when the data sets a GET /interpolate reads are loaded (so reading them
+ * cannot block); other kinds read none. */
+static int infer_data_ready(const infer_request *r);
+
+/* Runs r here when it is cheap and its model is loaded (a polling thread
+ * never loads a model or a data set, nor waits for the registry), else
+ * admits it into the compute pool (or answers 429 / 503 at once). */
 static enum MHD_Result infer_submit(infer_request *r)
 {
-    if (infer_is_cheap(r)) {
+    if (infer_is_cheap(r) && infer_data_ready(r) &&
+        model_cache_acquire_loaded(r->ctx->cache, r->ctx->reg, r->model[0] ? r->model : NULL,
+                                   r->version[0] ? r->version : NULL, &r->held, &r->info)) {
         infer_run(&r->task);
         return infer_queue(r);
     }
@@ -379,6 +395,16 @@ static int parse_data_ref(const char *s, data_ref *out)
     else
         return -1;
     return http_parse_i64(b + 1, &out->index);
+}
+
+static int infer_data_ready(const infer_request *r)
+{
+    if (r->kind != INFER_INTERP_GET)
+        return 1;
+    data_ref a, b;
+    return !parse_data_ref(r->from, &a) && !parse_data_ref(r->to, &b) &&
+           data_cache_peek(r->ctx->data, a.name, a.split) &&
+           data_cache_peek(r->ctx->data, b.name, b.split);
 }
 
 /* ---- GET /interpolate and the response cache ----------------------------- */
@@ -593,13 +619,14 @@ enum MHD_Result api_infer_interpolate_get(http_ctx *ctx, struct MHD_Connection *
 /* ---- compute-thread helpers ---------------------------------------------- */
 
 http_error api_infer_acquire(http_ctx *ctx, const char *model_name, const char *version_name,
-                             model_handle **h, char *msg, size_t msglen)
+                             model_handle **h, registry_checkpoint_info *info, char *msg,
+                             size_t msglen)
 {
     const char *model = model_name[0] ? model_name : NULL;
     const char *version = version_name[0] ? version_name : NULL;
     char why[256] = "";
     model_cache_status rc =
-        model_cache_acquire(ctx->cache, ctx->reg, model, version, h, why, sizeof why);
+        model_cache_acquire(ctx->cache, ctx->reg, model, version, h, info, why, sizeof why);
     if (rc == MODEL_CACHE_ERR_NOT_FOUND)
         snprintf(msg, msglen, "no checkpoint matches model '%s' version '%s'",
                  model ? model : "(default)", version ? version : "latest");
@@ -620,7 +647,7 @@ http_error api_infer_acquire(http_ctx *ctx, const char *model_name, const char *
 
 static http_error infer_acquire(infer_request *r, model_handle **h, char *msg, size_t msglen)
 {
-    return api_infer_acquire(r->ctx, r->model, r->version, h, msg, msglen);
+    return api_infer_acquire(r->ctx, r->model, r->version, h, &r->info, msg, msglen);
 }
 
 static int all_finite(const float *v, size_t n)
@@ -725,15 +752,15 @@ static void infer_images(infer_request *r, const model_handle *h, const float *x
             infer_fail(r, HTTP_ERR_UNAVAILABLE, "out of memory writing the response");
             return;
         }
-        fprintf(f, "{\"model\":\"%s\",\"version\":%lld,%s\"z\":", h->info.model,
-                (long long)h->info.version, extra_json ? extra_json : "");
+        fprintf(f, "{\"model\":\"%s\",\"version\":%lld,%s\"z\":", r->info.model,
+                (long long)r->info.version, extra_json ? extra_json : "");
         put_rows(f, z, n, cfg->latent);
         fputs(",\"x\":", f);
         put_rows(f, x, n, D);
         fputc('}', f);
         infer_json_done(r, f, &text, &len);
     }
-    infer_model_headers(r, &h->info);
+    infer_model_headers(r, &r->info);
 }
 
 /* ---- the work ------------------------------------------------------------- */
@@ -917,14 +944,14 @@ static http_error run_encode(infer_request *r, const model_handle *h, char *msg,
         e = HTTP_ERR_UNAVAILABLE;
         goto end;
     }
-    fprintf(f, "{\"model\":\"%s\",\"version\":%lld,\"mu\":", h->info.model,
-            (long long)h->info.version);
+    fprintf(f, "{\"model\":\"%s\",\"version\":%lld,\"mu\":", r->info.model,
+            (long long)r->info.version);
     put_rows(f, mu, n, cfg->latent);
     fputs(",\"logvar\":", f);
     put_rows(f, logvar, n, cfg->latent);
     fputc('}', f);
     infer_json_done(r, f, &text, &len);
-    infer_model_headers(r, &h->info);
+    infer_model_headers(r, &r->info);
 end:
     vae_workspace_free(ws);
     free(x);
@@ -1278,7 +1305,7 @@ static http_error run_interpolate_get(infer_request *r, const model_handle *h, c
     vae_workspace *ws = NULL; /* owned */
 
     char etag[40], key[CACHE_KEY_MAX];
-    interp_tags(r, &h->info, etag, key);
+    interp_tags(r, &r->info, etag, key);
     const char *cache_control = interp_cache_control(r);
     /* The polling thread looked this very key up and missed: one lookup, one
      * hit or miss counted, per request. */
@@ -1298,7 +1325,7 @@ static http_error run_interpolate_get(infer_request *r, const model_handle *h, c
     if (r->ctx->responses && !checked) {
         response_body *b = NULL; /* a reference, handed to the response */
         if (response_cache_get(r->ctx->responses, r->cache_key, &b) == RESPONSE_CACHE_OK) {
-            interp_answer_cached(r, &h->info, b, etag);
+            interp_answer_cached(r, &r->info, b, etag);
             goto end;
         }
     }
@@ -1348,6 +1375,78 @@ end:
     return e;
 }
 
+/* At most what request r can make the daemon allocate on model cfg, known
+ * before anything is parsed or allocated: its batch (for a body, the most
+ * images or latents its length can hold) through the model's workspace
+ * (vae_config_workspace_bytes), inputs, latents and outputs as floats, the
+ * answer in its format, and for a JSON body one cJSON node a value. */
+static size_t infer_memory_bytes(const infer_request *r, const vae_config *cfg)
+{
+    size_t D = (size_t)vae_config_input_dim(cfg), L = (size_t)cfg->latent;
+    size_t n, values = 0;
+    switch (r->kind) {
+    case INFER_SAMPLE:
+        n = (size_t)r->n;
+        break;
+    case INFER_INTERP_GET:
+        n = (size_t)r->steps + 2;
+        break;
+    case INFER_INTERP_POST:
+        n = API_INFER_MAX_STEPS + 2;
+        values = r->body_len / 2 + 1;
+        break;
+    case INFER_DECODE: /* each number is at least two bytes ("0,") */
+        n = r->body_len / (2 * L) + 1;
+        if (n > API_INFER_MAX_N)
+            n = API_INFER_MAX_N;
+        values = r->body_len / 2 + 1;
+        break;
+    default:
+        n = api_infer_body_images(cfg, r->body_png   ? API_INFER_BODY_PNG
+                                       : r->body_npy ? API_INFER_BODY_NPY
+                                                     : API_INFER_BODY_JSON,
+                                  r->body_len, &values);
+        break;
+    }
+    size_t answer = r->fmt == HTTP_FORMAT_JSON  ? n * (D + L) * (JSON_NUM_FLOAT_MAX + 1)
+                    : r->fmt == HTTP_FORMAT_NPY ? n * D * sizeof(float)
+                                                : 2 * n * D; /* rows, then the deflated copy */
+    return vae_config_workspace_bytes(cfg, (int)n) + 3 * n * (D + L) * sizeof(float) + answer +
+           values * sizeof(cJSON);
+}
+
+size_t api_infer_body_images(const vae_config *cfg, api_infer_body kind, size_t len,
+                             size_t *json_values)
+{
+    size_t D = (size_t)vae_config_input_dim(cfg), n;
+    *json_values = 0;
+    if (kind == API_INFER_BODY_PNG)
+        return 1;
+    if (kind == API_INFER_BODY_NPY) { /* four bytes a float after the header */
+        n = len / (4 * D) + 1;
+    } else { /* each number at least two bytes ("0,") */
+        n = len / (2 * D) + 1;
+        *json_values = len / 2 + 1;
+    }
+    return n < API_INFER_MAX_N ? n : API_INFER_MAX_N;
+}
+
+http_error api_infer_check_memory(http_ctx *ctx, const vae_config *cfg, size_t need, char *msg,
+                                  size_t msglen)
+{
+    size_t limit = ctx->opts->request_mem_mb << 20;
+    if (!limit || need <= limit)
+        return HTTP_ERR_NONE;
+    metrics_count_refusal(METRICS_LIMIT_REQUEST_MEMORY);
+    snprintf(msg, msglen,
+             "this request could need %zu MiB on this model (%dx%dx%d, latent %d), more than "
+             "the %zu MiB one request may use (--request-mem-mb): ask for fewer images or "
+             "steps, or send a smaller body",
+             (need + (1u << 20) - 1) >> 20, cfg->channels, cfg->height, cfg->width, cfg->latent,
+             limit >> 20);
+    return HTTP_ERR_UNPROCESSABLE;
+}
+
 /* The work of r, on a compute thread or (when cheap) the polling thread: the
  * model is acquired (and released) here, and the answer, error or not, ends
  * up in r->resp. A run_* function either builds it (and returns
@@ -1356,8 +1455,12 @@ static void infer_run(compute_task *t)
 {
     infer_request *r = (infer_request *)t;
     char msg[HTTP_MESSAGE_MAX] = "";
-    model_handle *h = NULL; /* released below */
-    http_error e = infer_acquire(r, &h, msg, sizeof msg);
+    model_handle *h = r->held; /* released below */
+    r->held = NULL;
+    http_error e = h ? HTTP_ERR_NONE : infer_acquire(r, &h, msg, sizeof msg);
+    if (e == HTTP_ERR_NONE)
+        e = api_infer_check_memory(r->ctx, &h->model.cfg, infer_memory_bytes(r, &h->model.cfg),
+                                   msg, sizeof msg);
     if (e == HTTP_ERR_NONE) {
         switch (r->kind) {
         case INFER_SAMPLE:

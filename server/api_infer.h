@@ -73,15 +73,26 @@ http_error api_infer_require_body(struct MHD_Connection *c, const http_request *
                                   unsigned accepted, api_infer_body *kind, char *msg,
                                   size_t msglen);
 /* The model (model and version "" for the defaults) from the cache: *h to
- * release with model_cache_release; the error (404, 503) with its message. */
+ * release with model_cache_release, *info the checkpoint the names resolved
+ * to (what the answer reports); the error (404, 503) with its message. */
 http_error api_infer_acquire(http_ctx *ctx, const char *model, const char *version,
-                             model_handle **h, char *msg, size_t msglen);
+                             model_handle **h, registry_checkpoint_info *info, char *msg,
+                             size_t msglen);
 /* A body of kind into images for cfg: *x (malloc'd, the caller's) of *n (1
  * to API_INFER_MAX_N) images, as /encode reads them: JSON {"x": ...} or
  * {"png_base64": [...]}, one PNG, or a .npy of pixel values in [0, 1]. */
 http_error api_infer_read_images(const vae_config *cfg, const char *body, size_t len,
                                  api_infer_body kind, float **x, int *n, char *msg,
                                  size_t msglen);
+/* The most images a body of kind and len bytes can hold for cfg (1 to
+ * API_INFER_MAX_N), and in *json_values the most JSON values (cJSON nodes)
+ * parsing it can make: for a request's memory budget, before it is read. */
+size_t api_infer_body_images(const vae_config *cfg, api_infer_body kind, size_t len,
+                             size_t *json_values);
+/* 422 naming --request-mem-mb (counted in /metrics) when a request that
+ * could allocate need bytes on model cfg is over the budget. */
+http_error api_infer_check_memory(http_ctx *ctx, const vae_config *cfg, size_t need, char *msg,
+                                  size_t msglen);
 /* 1 when s is a data set reference DATASET:SPLIT:INDEX (mnist or fashion,
  * train or test). */
 int api_infer_is_data_ref(const char *s);

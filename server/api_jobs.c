@@ -10,6 +10,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -22,6 +23,7 @@
 #include <cJSON.h>
 
 #include "engine/util.h"
+#include "server/compute_pool.h"
 #include "server/http_util.h"
 #include "server/jobs_pool.h"
 #include "server/metrics.h"
@@ -39,6 +41,7 @@ typedef struct sse_stream {
     int64_t job_id;
     int64_t last_seq;            /* the newest event sent */
     double last_write;           /* CLOCK_MONOTONIC seconds of the last bytes handed to MHD */
+    double ends_at;              /* CLOCK_MONOTONIC seconds: --stream-max-s after it began */
     char *out;                   /* owned: formatted text not yet handed to MHD */
     size_t out_len, out_off, out_cap;
     int ending;                  /* a final state event is in out: end once it is sent */
@@ -58,9 +61,31 @@ struct api_jobs {
     int watcher_started;
     pthread_t watcher;
     sse_stream *waiting;       /* suspended streams (each owned by its MHD response) */
+    int n_streams;             /* open streams, at most max_streams */
+    int max_streams;
+    double stream_max_s;
     job_rate rates[API_JOBS_MAX_RATES];
     int n_rates;
+    double retention_s;        /* finished jobs older than this go; 0 = kept for ever */
+    double next_prune;         /* CLOCK_MONOTONIC seconds */
 };
+
+/* Deletes the finished jobs past --job-retention-days, at most once an hour
+ * (the watcher calls it; without api_jobs.mu, which the registry's lock must
+ * not nest in for long). */
+static void prune_jobs(api_jobs *J, double now)
+{
+    if (!J->retention_s || now < J->next_prune)
+        return;
+    J->next_prune = now + 3600;
+    int64_t deleted = 0;
+    char err[256];
+    if (jobs_pool_prune(J->pool, J->retention_s, &deleted, err, sizeof err))
+        fprintf(stderr, "vaed: deleting old jobs: %s\n", err);
+    else if (deleted)
+        fprintf(stderr, "vaed: deleted %lld job(s) finished more than %g days ago\n",
+                (long long)deleted, J->retention_s / 86400);
+}
 
 /* ---- pool events and /metrics ------------------------------------------ */
 
@@ -127,7 +152,7 @@ static double metrics_training_rate(void *arg)
  * been quiet long enough for a keep-alive. Under api_jobs.mu. */
 static int stream_due(api_jobs *J, const sse_stream *s, double now)
 {
-    if (now - s->last_write >= API_JOBS_KEEPALIVE_S - 0.01)
+    if (now - s->last_write >= API_JOBS_KEEPALIVE_S - 0.01 || now >= s->ends_at)
         return 1;
     int64_t seq = 0;
     int rc = registry_get_job_last_seq(J->reg, s->job_id, &seq, NULL, NULL, 0);
@@ -155,6 +180,8 @@ static void *watcher_main(void *arg)
             } else {
                 if (s->last_write + API_JOBS_KEEPALIVE_S < next)
                     next = s->last_write + API_JOBS_KEEPALIVE_S;
+                if (s->ends_at < next)
+                    next = s->ends_at;
                 pp = &s->next;
             }
         }
@@ -169,6 +196,9 @@ static void *watcher_main(void *arg)
         }
         if (stopping)
             break;
+        pthread_mutex_unlock(&J->mu);
+        prune_jobs(J, now);
+        pthread_mutex_lock(&J->mu);
         struct timespec ts;
         double whole = (double)(time_t)next;
         ts.tv_sec = (time_t)next;
@@ -199,6 +229,9 @@ int api_jobs_new(const server_options *o, registry *reg, api_jobs **out, char *e
     pthread_cond_init(&J->cv, &ca);
     pthread_condattr_destroy(&ca);
     J->reg = reg;
+    J->max_streams = o->max_streams;
+    J->stream_max_s = o->stream_max_s;
+    J->retention_s = o->job_retention_days * 86400.0;
     jobs_pool_options po;
     jobs_pool_options_default(&po);
     po.data_dir = o->data_dir;
@@ -207,6 +240,7 @@ int api_jobs_new(const server_options *o, registry *reg, api_jobs **out, char *e
     po.on_event = on_pool_event;
     po.on_event_ctx = J;
     po.confine_data = 1;
+    po.max_queued = o->max_queued_jobs;
     char why[512];
     if (jobs_pool_new(reg, &po, &J->pool, why, sizeof why)) {
         snprintf(err, errlen, "cannot start the training jobs: %s", why);
@@ -281,7 +315,7 @@ static int add_text_or_null(cJSON *o, const char *key, const char *text)
  * (null without a test set), images_per_s, seconds), "result" (null or
  * {model, version}), "error" (null or text), "created_at", "started_at",
  * "finished_at" (null until set)}. The caller owns it; NULL when out of memory. */
-static cJSON *job_json(const registry_job *j)
+static cJSON *job_json(const jobs_pool *p, const registry_job *j)
 {
     cJSON *o = cJSON_CreateObject();
     int ok = o && cJSON_AddNumberToObject(o, "id", (double)j->id) &&
@@ -296,6 +330,16 @@ static cJSON *job_json(const registry_job *j)
     } else if (ok) {
         ok = cJSON_AddNullToObject(o, "result") != NULL;
     }
+    /* A data set named by path is stored resolved (absolute) to be run;
+     * the client sees it as it named it, from inside the data root. */
+    cJSON *data = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(o, "config"),
+                                                   "data");
+    if (ok && cJSON_IsString(data)) {
+        char shown[PATH_MAX];
+        snprintf(shown, sizeof shown, "%s", data->valuestring);
+        jobs_pool_hide_paths(p, shown);
+        ok = cJSON_SetValuestring(data, shown) != NULL;
+    }
     ok = ok && add_text_or_null(o, "error", j->error) &&
          add_text_or_null(o, "created_at", j->created_at) &&
          add_text_or_null(o, "started_at", j->started_at) &&
@@ -308,13 +352,13 @@ static cJSON *job_json(const registry_job *j)
 }
 
 /* {"jobs": [job, ...]}; the caller owns it; NULL when out of memory. */
-static cJSON *jobs_list_json(const registry_job *list, size_t n)
+static cJSON *jobs_list_json(const jobs_pool *p, const registry_job *list, size_t n)
 {
     cJSON *o = cJSON_CreateObject();
     cJSON *a = o ? cJSON_AddArrayToObject(o, "jobs") : NULL;
     int ok = a != NULL;
     for (size_t i = 0; ok && i < n; i++) {
-        cJSON *j = job_json(&list[i]);
+        cJSON *j = job_json(p, &list[i]);
         ok = j && cJSON_AddItemToArray(a, j); /* a owns j once added */
         if (!ok)
             cJSON_Delete(j);
@@ -372,6 +416,8 @@ static int answer_json(answer *a, unsigned status, cJSON *body)
 /* Queues the answer and frees its body. */
 static enum MHD_Result answer_send(struct MHD_Connection *c, answer *a)
 {
+    if (a->failed && a->error == HTTP_ERR_TOO_MANY_REQUESTS)
+        return http_send_error_with_header(c, a->error, "Retry-After", "60", "%s", a->msg);
     if (a->failed)
         return http_send_error(c, a->error, "%s", a->msg);
     char *text = cJSON_PrintUnformatted(a->body); /* owned: handed to the response */
@@ -429,31 +475,18 @@ static int answer_job(answer *a, jobs_pool *p, int64_t id, unsigned status, jobs
         return answer_pool_fail(a, rc, err);
     if (state)
         *state = job.state;
-    int failed = answer_json(a, status, job_json(&job));
+    int failed = answer_json(a, status, job_json(p, &job));
     registry_free_job(&job);
     return failed;
 }
 
-/* 1 when the Content-Type header (may be NULL) is application/json, with or
- * without parameters. */
-static int is_json_type(const char *ct)
-{
-    if (!ct)
-        return 0;
-    while (*ct == ' ')
-        ct++;
-    size_t n = strlen("application/json");
-    return !strncasecmp(ct, "application/json", n) &&
-           (ct[n] == '\0' || ct[n] == ';' || ct[n] == ' ');
-}
-
-/* A body the pool may read: JSON by its Content-Type (when given, else 415)
- * and a JSON object (else 400; a readable spec that does not fit is the
- * pool's 422). */
+/* A body the pool may read: JSON by its Content-Type (else 415: a page of
+ * another site can post a body without one, or as text/plain, but not as
+ * application/json without the server's consent) and a JSON object (else
+ * 400; a readable spec that does not fit is the pool's 422). */
 static int json_object_body(struct MHD_Connection *c, const http_request *req, answer *a)
 {
-    const char *ct = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
-    if (ct && !is_json_type(ct))
+    if (!http_content_type_is(c, "application/json"))
         return answer_fail(a, HTTP_ERR_UNSUPPORTED_MEDIA,
                            "a job is a JSON object: send Content-Type: application/json");
     cJSON *probe = req->body ? cJSON_ParseWithLengthOpts(req->body, req->body_len, NULL, 0)
@@ -483,20 +516,67 @@ static int state_query(struct MHD_Connection *c, jobs_state *only, int *has_stat
 
 /* ---- handlers ------------------------------------------------------------ */
 
-enum MHD_Result api_jobs_submit(http_ctx *ctx, struct MHD_Connection *c, http_request *req)
+/* A submission between its admission and its answer: the spec's checks
+ * read the data set's header and the insert is an fsync'd commit, so they
+ * run on the uploads pool's thread, not here. */
+typedef struct {
+    compute_task task; /* first: the pool's view */
+    jobs_pool *pool;
+    const http_request *req; /* borrowed: the body lives as long as the request */
+    answer a;
+} submit_work;
+
+static void submit_run(compute_task *t)
 {
-    answer a = {0};
-    jobs_pool *p;
+    submit_work *w = (submit_work *)t;
     int64_t id = 0;
     char err[512];
-    jobs_pool_status rc;
-    if (!pool_of(ctx, &p, &a) && !json_object_body(c, req, &a)) {
-        if ((rc = jobs_pool_submit(p, req->body, req->body_len, &id, err, sizeof err)))
-            answer_pool_fail(&a, rc, err);
-        else if (!answer_job(&a, p, id, MHD_HTTP_ACCEPTED, NULL))
-            snprintf(a.location, sizeof a.location, "/jobs/%" PRId64, id);
-    }
-    return answer_send(c, &a);
+    jobs_pool_status rc = jobs_pool_submit(w->pool, w->req->body, w->req->body_len, &id, err,
+                                           sizeof err);
+    if (rc)
+        answer_pool_fail(&w->a, rc, err);
+    else if (!answer_job(&w->a, w->pool, id, MHD_HTTP_ACCEPTED, NULL))
+        snprintf(w->a.location, sizeof w->a.location, "/jobs/%" PRId64, id);
+}
+
+static void submit_free(void *p)
+{
+    submit_work *w = p;
+    cJSON_Delete(w->a.body); /* an answer built and never sent (the client left) */
+    free(w);
+}
+
+enum MHD_Result api_jobs_submit(http_ctx *ctx, struct MHD_Connection *c, http_request *req)
+{
+    submit_work *w = req->work;
+    if (w)
+        return answer_send(c, &w->a);
+    answer a = {0};
+    jobs_pool *p;
+    if (pool_of(ctx, &p, &a) || json_object_body(c, req, &a))
+        return answer_send(c, &a);
+    w = calloc(1, sizeof *w); /* owned by req: freed by work_free */
+    if (!w)
+        return MHD_NO;
+    w->task.run = submit_run;
+    w->task.conn = c;
+    w->pool = p;
+    w->req = req;
+    req->work = w;
+    req->work_free = submit_free;
+    return compute_pool_admit(ctx->uploads, &w->task);
+}
+
+/* ?limit= (1..API_JOBS_PAGE_MAX, default API_JOBS_PAGE_DEFAULT) and ?after=
+ * (a job id; default 0, from the first). */
+static int page_query(struct MHD_Connection *c, int64_t *limit, int64_t *after, answer *a)
+{
+    char msg[160];
+    if (http_query_int(c, "limit", 1, API_JOBS_PAGE_MAX, API_JOBS_PAGE_DEFAULT, limit, msg,
+                       sizeof msg) ||
+        http_query_int(c, "after", 0, (int64_t)1 << 53, 0, after, msg, sizeof msg))
+        return answer_fail(a, HTTP_ERR_BAD_REQUEST, "%s", msg);
+    return 0;
 }
 
 enum MHD_Result api_jobs_list(http_ctx *ctx, struct MHD_Connection *c, http_request *req)
@@ -506,16 +586,26 @@ enum MHD_Result api_jobs_list(http_ctx *ctx, struct MHD_Connection *c, http_requ
     jobs_pool *p;
     jobs_state only;
     int has_state = 0;
-    if (!pool_of(ctx, &p, &a) && !state_query(c, &only, &has_state, &a)) {
+    int64_t limit = 0, after = 0;
+    if (!pool_of(ctx, &p, &a) && !state_query(c, &only, &has_state, &a) &&
+        !page_query(c, &limit, &after, &a)) {
         char err[512];
         registry_job *list = NULL; /* owned: freed below */
         size_t n = 0;
-        jobs_pool_status rc =
-            jobs_pool_list_jobs(p, has_state ? &only : NULL, &list, &n, err, sizeof err);
+        /* One more than the page says whether there is a next one. */
+        jobs_pool_status rc = jobs_pool_list_jobs(p, has_state ? &only : NULL, after,
+                                                  (int)limit + 1, &list, &n, err, sizeof err);
+        size_t shown = n > (size_t)limit ? (size_t)limit : n;
+        cJSON *root = rc ? NULL : jobs_list_json(p, list, shown);
+        if (root && !(n > shown ? cJSON_AddNumberToObject(root, "next", (double)list[shown - 1].id)
+                                : cJSON_AddNullToObject(root, "next"))) {
+            cJSON_Delete(root);
+            root = NULL;
+        }
         if (rc)
             answer_pool_fail(&a, rc, err);
         else
-            answer_json(&a, MHD_HTTP_OK, jobs_list_json(list, n));
+            answer_json(&a, MHD_HTTP_OK, root);
         registry_free_jobs(list, n);
     }
     return answer_send(c, &a);
@@ -643,6 +733,16 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max)
             return MHD_CONTENT_READER_END_OF_STREAM;
         if (!J->pool)
             return MHD_CONTENT_READER_END_OF_STREAM;
+        if (util_mono_s() >= s->ends_at) {
+            /* Between two events: the client reconnects at once and
+             * resumes after the last id it saw. */
+            metrics_count_refusal(METRICS_LIMIT_STREAM_AGE);
+            s->ending = 1;
+            if (out_str(s, ": this stream has lasted --stream-max-s: reconnect with "
+                           "Last-Event-ID\nretry: 500\n\n"))
+                return MHD_CONTENT_READER_END_WITH_ERROR;
+            continue;
+        }
         int rc = stream_fill(s);
         if (rc < 0)
             return MHD_CONTENT_READER_END_WITH_ERROR;
@@ -688,6 +788,7 @@ static void stream_free(void *cls)
                 *pp = s->next;
                 break;
             }
+    J->n_streams--;
     pthread_mutex_unlock(&J->mu);
     free(s->out);
     free(s);
@@ -724,20 +825,36 @@ enum MHD_Result api_jobs_events(http_ctx *ctx, struct MHD_Connection *c, http_re
     if (pool_of(ctx, &p, &a) || job_id_of(req, &id, &a) || last_event_id(c, &after, &a) ||
         job_exists(ctx, id, &a))
         return answer_send(c, &a);
+    api_jobs *J = ctx->jobs;
+    pthread_mutex_lock(&J->mu);
+    int full = J->n_streams >= J->max_streams;
+    if (!full)
+        J->n_streams++; /* this one's slot, until stream_free (or the failures below) */
+    pthread_mutex_unlock(&J->mu);
+    if (full) {
+        metrics_count_refusal(METRICS_LIMIT_STREAMS);
+        return http_send_error_with_header(c, HTTP_ERR_UNAVAILABLE, "Retry-After", "5",
+                                           "%d event streams are open, as many as the server "
+                                           "keeps (--max-streams): retry shortly",
+                                           J->max_streams);
+    }
     sse_stream *s = calloc(1, sizeof *s); /* owned: by the response (stream_free) once created */
-    if (!s)
-        return http_send_error(c, HTTP_ERR_UNAVAILABLE, "out of memory");
-    s->owner = ctx->jobs;
+    struct MHD_Response *resp =
+        s ? MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096, stream_read, s, stream_free)
+          : NULL;
+    if (!resp) {
+        free(s);
+        pthread_mutex_lock(&J->mu);
+        J->n_streams--;
+        pthread_mutex_unlock(&J->mu);
+        return s ? MHD_NO : http_send_error(c, HTTP_ERR_UNAVAILABLE, "out of memory");
+    }
+    s->owner = J;
     s->conn = c;
     s->job_id = id;
     s->last_seq = after;
     s->last_write = util_mono_s();
-    struct MHD_Response *resp =
-        MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096, stream_read, s, stream_free);
-    if (!resp) {
-        free(s);
-        return MHD_NO;
-    }
+    s->ends_at = s->last_write + J->stream_max_s;
     enum MHD_Result ret = MHD_NO;
     if (MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "text/event-stream") ==
             MHD_YES &&

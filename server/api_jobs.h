@@ -12,11 +12,14 @@
  *     POST /jobs               api_jobs_submit  202 + Location: /jobs/{id} + the job;
  *                                               400 not JSON, 415, 422 invalid or over
  *                                               --job-mem-mb (the reason in the message)
- *     GET  /jobs[?state=S]     api_jobs_list    {"jobs": [...]} in submission order
+ *     GET  /jobs[?state=S]     api_jobs_list    {"jobs": [...], "next": ID or null} in
+ *          [&limit=N&after=ID]                   submission order, a page at a time
  *     GET  /jobs/{id}          api_jobs_get     the job (see job_json in api_jobs.c)
  *     GET  /jobs/{id}/events   api_jobs_events  text/event-stream, see below
  *     POST /jobs/{id}/cancel   api_jobs_cancel  200 cancelled, 202 stopping (a running job
- *                                               stops before its next step), 409 finished
+ *                                               stops before its next step; one past its last
+ *                                               step ends cancelled too), 409 finished, or
+ *                                               registering its model
  *
  * The event stream sends each stored event as "id: SEQ\nevent: TYPE\ndata:
  * JSON\n\n" ("state", "epoch", "progress"), from the one after Last-Event-ID
@@ -27,7 +30,11 @@
  * API_JOBS_KEEPALIVE_S, and resumes those streams; a quiet stream gets a
  * ": keep-alive" comment line, which also finds clients that went away.
  * A stream's state belongs to its MHD response and is freed with it, also
- * when the client disconnects.
+ * when the client disconnects. At most --max-streams streams are open at
+ * once (past that 503 with Retry-After), and each ends after --stream-max-s
+ * seconds, between two events, with a "retry:" line: an EventSource
+ * reconnects and resumes with Last-Event-ID, so a client loses nothing
+ * while idle streams cannot hold the connection slots for ever.
  *
  * The pool parses specs with jobs_spec_parse_confined: "data" is mnist,
  * fashion, or a file under the daemon's data root ($VAED_DATA, else ./data).
@@ -39,6 +46,10 @@
 
 #include "server/http_server.h"
 #include "server/registry.h"
+
+/* GET /jobs pages: ?limit= at most this (default the other), ?after=ID. */
+#define API_JOBS_PAGE_MAX 1000
+#define API_JOBS_PAGE_DEFAULT 100
 
 /* Seconds a quiet event stream waits before a keep-alive comment. */
 #define API_JOBS_KEEPALIVE_S 1.0

@@ -328,6 +328,26 @@ enum MHD_Result api_models_get_version(http_ctx *ctx, struct MHD_Connection *c, 
 
 /* ---- GET /models/{name}/versions/{v}/file ----------------------------- */
 
+/* MHD asks for the next piece of a download: at most max bytes at pos. */
+static ssize_t blob_read_cb(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    registry_blob *b = cls;
+    size_t size = registry_blob_size(b);
+    if (pos >= size)
+        return MHD_CONTENT_READER_END_OF_STREAM;
+    size_t n = size - (size_t)pos < max ? size - (size_t)pos : max;
+    char why[256];
+    if (registry_blob_read(b, (size_t)pos, buf, n, why, sizeof why) == REGISTRY_OK)
+        return (ssize_t)n;
+    fprintf(stderr, "vaed: download: %s\n", why);
+    return MHD_CONTENT_READER_END_WITH_ERROR;
+}
+
+static void blob_free_cb(void *cls)
+{
+    registry_blob_close(cls);
+}
+
 /* The file's response in *resp (the caller's; NULL when out of memory) with
  * its status: 304 when the client's copy is these bytes, else the bytes. */
 static http_error version_file(http_ctx *ctx, struct MHD_Connection *c, const http_request *req,
@@ -353,15 +373,17 @@ static http_error version_file(http_ctx *ctx, struct MHD_Connection *c, const ht
         r = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
         *code = MHD_HTTP_NOT_MODIFIED;
     } else {
+        /* Streamed: each piece is read from the registry as the client takes
+         * it, on the blob's own connection (no lock, no copy of the whole). */
         char why[256] = "";
-        uint8_t *blob = NULL; /* owned: handed to the response */
+        registry_blob *blob = NULL; /* owned: handed to the response */
         size_t len = 0;
-        int status = registry_get_blob(ctx->reg, info.sha256, &blob, &len, why, sizeof why);
+        int status = registry_blob_open(ctx->reg, info.sha256, &blob, &len, why, sizeof why);
         if ((e = registry_error(status, why, msg, msglen)) != HTTP_ERR_NONE)
             return e;
-        r = MHD_create_response_from_buffer_with_free_callback(len, blob, free);
+        r = MHD_create_response_from_callback(len, 64 * 1024, blob_read_cb, blob, blob_free_cb);
         if (!r) {
-            free(blob);
+            registry_blob_close(blob);
             return HTTP_ERR_NONE;
         }
         if (MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE,
@@ -403,22 +425,6 @@ enum MHD_Result api_models_get_version_file(http_ctx *ctx, struct MHD_Connection
 
 /* ---- POST /models/{name}/checkpoints ---------------------------------- */
 
-static int is_octet_stream(const char *ctype)
-{
-    if (!ctype)
-        return 0;
-    while (*ctype == ' ')
-        ctype++;
-    static const char want[] = "application/octet-stream";
-    size_t n = sizeof want - 1;
-    if (strncasecmp(ctype, want, n))
-        return 0;
-    const char *rest = ctype + n;
-    while (*rest == ' ')
-        rest++;
-    return !*rest || *rest == ';';
-}
-
 static int is_sha256_hex(const char *s)
 {
     if (strlen(s) != 64)
@@ -439,7 +445,7 @@ static http_error upload_params(struct MHD_Connection *c, const http_request *re
         return e;
     const char *ctype =
         MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
-    if (!is_octet_stream(ctype)) {
+    if (!http_content_type_is(c, "application/octet-stream")) {
         snprintf(msg, msglen,
                  "a checkpoint upload is the safetensors file itself, sent with Content-Type: "
                  "application/octet-stream (got %.64s)",
@@ -633,8 +639,8 @@ enum MHD_Result api_models_delete_version(http_ctx *ctx, struct MHD_Connection *
 
 /* ---- PUT and DELETE /models/{name}/aliases/{alias} -------------------- */
 
-static http_error alias_put(http_ctx *ctx, const http_request *req, cJSON **out, char *msg,
-                            size_t msglen)
+static http_error alias_put(http_ctx *ctx, struct MHD_Connection *c, const http_request *req,
+                            cJSON **out, char *msg, size_t msglen)
 {
     const char *name;
     http_error e = model_param(req, &name, msg, msglen);
@@ -642,6 +648,12 @@ static http_error alias_put(http_ctx *ctx, const http_request *req, cJSON **out,
         e = alias_param(req, msg, msglen);
     if (e != HTTP_ERR_NONE)
         return e;
+    /* JSON by its type: a page of another site cannot send that unasked. */
+    if (!http_content_type_is(c, "application/json")) {
+        snprintf(msg, msglen,
+                 "the body is JSON, {\"version\": N}: send Content-Type: application/json");
+        return HTTP_ERR_UNSUPPORTED_MEDIA;
+    }
     const char *alias = req->params[1];
     cJSON *body = req->body ? cJSON_ParseWithLengthOpts(req->body, req->body_len, NULL, 0)
                             : NULL; /* owned: freed below */
@@ -677,7 +689,10 @@ static http_error alias_put(http_ctx *ctx, const http_request *req, cJSON **out,
 
 enum MHD_Result api_models_put_alias(http_ctx *ctx, struct MHD_Connection *c, http_request *req)
 {
-    return serve_json(ctx, c, req, alias_put);
+    char msg[HTTP_MESSAGE_MAX];
+    cJSON *root = NULL;
+    http_error e = alias_put(ctx, c, req, &root, msg, sizeof msg);
+    return reply_json(c, e, msg, MHD_HTTP_OK, root);
 }
 
 static http_error alias_delete(http_ctx *ctx, const http_request *req, char *msg, size_t msglen)

@@ -1,6 +1,7 @@
 #include "server/api_ops.h"
 
 #include <stdint.h>
+#include <stdlib.h>
 
 #include <cJSON.h>
 
@@ -31,15 +32,28 @@ enum MHD_Result api_ops_healthz(http_ctx *ctx, struct MHD_Connection *c, http_re
     return http_send_json(c, MHD_HTTP_OK, root);
 }
 
-enum MHD_Result api_ops_readyz(http_ctx *ctx, struct MHD_Connection *c, http_request *req)
+/* A readiness probe between its admission and its answer: the default
+ * model acquired (loaded when cold) on a compute thread. */
+typedef struct {
+    compute_task task; /* first: the pool's view */
+    http_ctx *ctx;
+    model_cache_status rc;
+    registry_checkpoint_info info;
+    char why[256];
+} ready_work;
+
+static void ready_run(compute_task *t)
 {
-    (void)req;
-    if (!ctx->reg || !ctx->cache)
-        return http_send_error(c, HTTP_ERR_UNAVAILABLE, "the registry is not open");
-    model_handle *h = NULL; /* released below */
-    char why[256] = "";
-    model_cache_status rc = model_cache_acquire(ctx->cache, ctx->reg, NULL, NULL, &h, why,
-                                                sizeof why);
+    ready_work *w = (ready_work *)t;
+    model_handle *h = NULL; /* released at once: the load was the point */
+    w->rc = model_cache_acquire(w->ctx->cache, w->ctx->reg, NULL, NULL, &h, &w->info, w->why,
+                                sizeof w->why);
+    model_cache_release(w->ctx->cache, h);
+}
+
+static enum MHD_Result ready_answer(struct MHD_Connection *c, model_cache_status rc,
+                                    const registry_checkpoint_info *info, const char *why)
+{
     /* A probe is told "not ready" (503), whatever the reason: a load
      * balancer reads the status, not the code. */
     if (rc == MODEL_CACHE_ERR_NO_MODEL)
@@ -50,13 +64,38 @@ enum MHD_Result api_ops_readyz(http_ctx *ctx, struct MHD_Connection *c, http_req
                                "not ready: the default model does not load (%s)", why);
     cJSON *root = cJSON_CreateObject(); /* owned: handed to http_send_json */
     if (root && (!cJSON_AddStringToObject(root, "status", "ready") ||
-                 !cJSON_AddStringToObject(root, "model", h->info.model) ||
-                 !cJSON_AddNumberToObject(root, "version", (double)h->info.version))) {
+                 !cJSON_AddStringToObject(root, "model", info->model) ||
+                 !cJSON_AddNumberToObject(root, "version", (double)info->version))) {
         cJSON_Delete(root);
         root = NULL;
     }
-    model_cache_release(ctx->cache, h);
     return http_send_json(c, MHD_HTTP_OK, root);
+}
+
+/* Answered here when the default model is loaded already; else its load
+ * (and the registry's resolution) runs on a compute thread, never here. */
+enum MHD_Result api_ops_readyz(http_ctx *ctx, struct MHD_Connection *c, http_request *req)
+{
+    ready_work *w = req->work;
+    if (w)
+        return ready_answer(c, w->rc, &w->info, w->why);
+    if (!ctx->reg || !ctx->cache || !ctx->compute)
+        return http_send_error(c, HTTP_ERR_UNAVAILABLE, "the registry is not open");
+    model_handle *h = NULL; /* released at once */
+    registry_checkpoint_info info;
+    if (model_cache_acquire_loaded(ctx->cache, ctx->reg, NULL, NULL, &h, &info)) {
+        model_cache_release(ctx->cache, h);
+        return ready_answer(c, MODEL_CACHE_OK, &info, "");
+    }
+    w = calloc(1, sizeof *w); /* owned by req: freed by work_free */
+    if (!w)
+        return MHD_NO;
+    w->task.run = ready_run;
+    w->task.conn = c;
+    w->ctx = ctx;
+    req->work = w;
+    req->work_free = free;
+    return compute_pool_admit(ctx->compute, &w->task);
 }
 
 enum MHD_Result api_ops_metrics(http_ctx *ctx, struct MHD_Connection *c, http_request *req)
@@ -66,6 +105,7 @@ enum MHD_Result api_ops_metrics(http_ctx *ctx, struct MHD_Connection *c, http_re
     if (ctx->cache) {
         g.models_loaded = model_cache_count(ctx->cache);
         g.cache_bytes = model_cache_bytes(ctx->cache);
+        g.model_loads = model_cache_loads(ctx->cache);
     }
     if (ctx->responses) {
         response_cache_stats s;

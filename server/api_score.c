@@ -18,9 +18,13 @@
 #include "server/compute_pool.h"
 #include "server/http_util.h"
 #include "server/infer_labels.h"
+#include "server/json_num.h"
 #include "server/model_cache.h"
 
 #define REF_MAX 64
+/* the most bytes one input's scores take in the answer: eight keys and
+ * numbers */
+#define SCORE_JSON_MAX (8 * (24 + JSON_NUM_FLOAT_MAX))
 
 typedef struct {
     compute_task task;           /* first: the pool's view (task.conn is the connection) */
@@ -33,6 +37,7 @@ typedef struct {
     int64_t k, regret;
     uint64_t seed;
     infer_labels labels;
+    registry_checkpoint_info info; /* what the names resolved to: what the answer reports */
     struct MHD_Response *resp;   /* owned until queued */
     unsigned status;
 } score_request;
@@ -140,7 +145,7 @@ static void put_number(FILE *f, const char *key, double v, int last)
 }
 
 /* The 200 of n scores in r (or a 503 when it cannot be written). */
-static void score_answer(score_request *r, const model_handle *h, const eval_score *s, int n)
+static void score_answer(score_request *r, const eval_score *s, int n)
 {
     char *text = NULL; /* owned: handed to the response */
     size_t len = 0;
@@ -149,7 +154,7 @@ static void score_answer(score_request *r, const model_handle *h, const eval_sco
         fprintf(f,
                 "{\"model\":\"%s\",\"version\":%lld,\"k\":%lld,\"regret_steps\":%lld,"
                 "\"complexity\":\"png-literal-deflate\",\"scores\":[",
-                h->info.model, (long long)h->info.version, (long long)r->k,
+                r->info.model, (long long)r->info.version, (long long)r->k,
                 (long long)r->regret);
         for (int i = 0; i < n; i++) {
             fputs(i ? ",{" : "{", f);
@@ -181,10 +186,10 @@ static void score_answer(score_request *r, const model_handle *h, const eval_sco
     }
     r->status = MHD_HTTP_OK;
     char version[32];
-    snprintf(version, sizeof version, "%lld", (long long)h->info.version);
+    snprintf(version, sizeof version, "%lld", (long long)r->info.version);
     if (MHD_add_response_header(r->resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json") !=
             MHD_YES ||
-        MHD_add_response_header(r->resp, "X-Model", h->info.model) != MHD_YES ||
+        MHD_add_response_header(r->resp, "X-Model", r->info.model) != MHD_YES ||
         MHD_add_response_header(r->resp, "X-Model-Version", version) != MHD_YES) {
         MHD_destroy_response(r->resp);
         r->resp = NULL;
@@ -222,6 +227,20 @@ static http_error score_inputs(score_request *r, const vae_config *cfg, float **
     return infer_labels_check_one(cfg, own, "label", msg, msglen);
 }
 
+/* At most what r can make the daemon allocate on model cfg, known before
+ * the body is parsed: its images (as many as its length can hold) as
+ * floats, a cJSON node a value of a JSON body, the scores and their JSON,
+ * and what the engine scores them in (eval_score_bytes: one chunk of the k
+ * draws, the regret's copy of the model). */
+static size_t score_memory_bytes(const score_request *r, const vae_config *cfg,
+                                 const eval_score_options *o)
+{
+    size_t values = 0, n = r->from[0] ? 1 : api_infer_body_images(cfg, r->kind, r->body_len, &values);
+    size_t D = (size_t)vae_config_input_dim(cfg);
+    return n * D * sizeof(float) + values * sizeof(cJSON) + D * (sizeof(float) + 2) +
+           n * (sizeof(eval_score) + SCORE_JSON_MAX) + eval_score_bytes(cfg, o);
+}
+
 static http_error score_work(score_request *r, const model_handle *h, char *msg, size_t msglen)
 {
     const vae_model *m = &h->model;
@@ -229,7 +248,14 @@ static http_error score_work(score_request *r, const model_handle *h, char *msg,
     float *x = NULL;        /* owned */
     eval_score *s = NULL;   /* owned */
     int n = 0, labels[API_INFER_MAX_N];
-    http_error e = score_inputs(r, cfg, &x, &n, labels, msg, msglen);
+    eval_score_options o;
+    eval_score_options_default(&o);
+    o.iwae_k = (int)r->k;
+    o.regret_steps = (int)r->regret;
+    o.seed = r->seed;
+    http_error e = api_infer_check_memory(r->ctx, cfg, score_memory_bytes(r, cfg, &o), msg, msglen);
+    if (e == HTTP_ERR_NONE)
+        e = score_inputs(r, cfg, &x, &n, labels, msg, msglen);
     if (e != HTTP_ERR_NONE)
         goto end;
     if ((int64_t)n * r->k > API_SCORE_MAX_DRAWS) {
@@ -251,11 +277,6 @@ static http_error score_work(score_request *r, const model_handle *h, char *msg,
         e = HTTP_ERR_UNAVAILABLE;
         goto end;
     }
-    eval_score_options o;
-    eval_score_options_default(&o);
-    o.iwae_k = (int)r->k;
-    o.regret_steps = (int)r->regret;
-    o.seed = r->seed;
     o.deadline = r->regret ? util_mono_s() + API_SCORE_REGRET_BUDGET_S : 0;
     char why[256] = "";
     vae_status rc = eval_score_inputs(m, x, vae_config_is_conditional(cfg) ? labels : NULL, n, &o,
@@ -268,7 +289,7 @@ static http_error score_work(score_request *r, const model_handle *h, char *msg,
         snprintf(msg, msglen, "scoring failed: %s", why);
         e = rc == VAE_ERR_NOMEM ? HTTP_ERR_UNAVAILABLE : HTTP_ERR_INTERNAL;
     } else {
-        score_answer(r, h, s, n);
+        score_answer(r, s, n);
     }
 end:
     free(x);
@@ -281,7 +302,7 @@ static void score_run(compute_task *t)
     score_request *r = (score_request *)t;
     char msg[HTTP_MESSAGE_MAX] = "";
     model_handle *h = NULL; /* released below */
-    http_error e = api_infer_acquire(r->ctx, r->model, r->version, &h, msg, sizeof msg);
+    http_error e = api_infer_acquire(r->ctx, r->model, r->version, &h, &r->info, msg, sizeof msg);
     if (e == HTTP_ERR_NONE)
         e = score_work(r, h, msg, sizeof msg);
     model_cache_release(r->ctx->cache, h);

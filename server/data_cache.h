@@ -8,8 +8,9 @@
  *
  * At most DATA_CACHE_SLOTS splits are kept; nothing is ever evicted, so a
  * returned data set stays valid, unlocked, until the cache is freed. A split
- * loads once: the first request to need it loads it under the cache's lock
- * (the others wait for it rather than load it again). Thread-safe.
+ * loads once: the first request to need it loads it outside the cache's lock
+ * (requests for the same split wait for it rather than load it again; those
+ * for splits already loaded never wait). Thread-safe.
  */
 #ifndef DATA_CACHE_H
 #define DATA_CACHE_H
@@ -33,8 +34,11 @@ typedef struct data_cache data_cache;
 data_cache *data_cache_new(const char *root);
 /* Frees every data set handed out. NULL is a no-op. */
 void data_cache_free(data_cache *dc);
-/* The split of the built-in data set name, loading it on first use; *out is
- * borrowed from the cache. */
+/* 1 when the split is loaded already (data_cache_get then neither loads
+ * nor waits): cheap enough for a polling thread. */
+int data_cache_peek(data_cache *dc, const char *name, data_sets_split split);
+/* The split of the built-in data set name, loading it on first use (or
+ * waiting for the request loading it); *out is borrowed from the cache. */
 data_cache_status data_cache_get(data_cache *dc, const char *name, data_sets_split split,
                                  const dataset **out, char *err, size_t errlen);
 

@@ -95,3 +95,32 @@ vae_status data_sets_load_compact(const char *root, const char *name, data_sets_
 {
     return load(root, name, split, dataset_load_idx_compact, out, err, errlen);
 }
+
+/* Removes every prefix + "/" from text. */
+static void strip_prefix(char *text, const char *prefix)
+{
+    size_t n = strlen(prefix);
+    while (n > 1 && prefix[n - 1] == '/')
+        n--;
+    if (n == 0 || (n == 1 && prefix[0] == '.'))
+        return;
+    for (char *at = text; (at = strstr(at, prefix));) {
+        int starts = at == text || at[-1] == ' ' || at[-1] == '"' || at[-1] == '\'' ||
+                     at[-1] == '(' || at[-1] == ':' || at[-1] == '=';
+        if (!starts || at[n] != '/') {
+            at += n;
+            continue;
+        }
+        memmove(at, at + n + 1, strlen(at + n + 1) + 1);
+    }
+}
+
+void data_sets_strip_dir(char *text, const char *dir)
+{
+    if (!text || !dir || !*dir)
+        return;
+    char real[PATH_MAX];
+    if (realpath(dir, real) && strcmp(real, dir))
+        strip_prefix(text, real);
+    strip_prefix(text, dir);
+}

@@ -34,6 +34,11 @@ int data_sets_is_builtin(const char *name);
  * none) or a path that does not fit in size bytes. Nothing is opened. */
 int data_sets_idx_paths(const char *root, const char *name, data_sets_split split, char *images,
                         char *labels, size_t size);
+/* Removes from text (NUL-terminated, edited in place) every "DIR/" that
+ * starts a path, for DIR as given and as realpath resolves it, so that
+ * what a client reads names files from inside dir ("DIR/sub/x" becomes
+ * "sub/x"): server paths stay on the server. */
+void data_sets_strip_dir(char *text, const char *dir);
 /* VAE_ERR_ARG when a path has no test split. */
 vae_status data_sets_load(const char *root, const char *name, data_sets_split split,
                           dataset *out, char *err, size_t errlen);

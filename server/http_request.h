@@ -58,7 +58,10 @@ typedef struct {
     size_t body_seen;     /* bytes received, including those dropped past the cap */
     int too_large;
     int responded;        /* a response was queued before the body was read */
-    size_t body_max;      /* this request's body cap: max_body, or max_upload for an upload route */
+    size_t body_max;      /* this request's body cap: max_body, or max_upload for an upload
+                           * route, 0 for a route that takes no body */
+    size_t body_reserved; /* bytes of the server's body budget this request holds */
+    int body_declared;    /* body_reserved is its Content-Length (+1), reserved up front */
     int n_params;         /* "*" segments of the matched route, in order */
     char params[HTTP_MAX_PARAMS][HTTP_PARAM_MAX];
     /* A handler that suspends the connection keeps its state in work;

@@ -1,12 +1,16 @@
 #include "server/http_server.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/types.h>
 #include <time.h>
 #include <unistd.h>
@@ -42,6 +46,119 @@ void server_options_default(server_options *o)
     o->max_upload = (size_t)256 << 20;
     o->workers = 1;
     o->job_mem_mb = 4096;
+    o->max_bodies_mb = 512;
+    o->max_per_ip = 128;
+    o->max_streams = 32;
+    o->stream_max_s = 600;
+    o->request_mem_mb = 1024;
+    o->job_retention_days = 30;
+    o->max_queued_jobs = 100;
+}
+
+/* ---- the transport's own state ------------------------------------------ */
+
+/* Open connections of one client address. */
+typedef struct {
+    uint32_t addr; /* IPv4, network order */
+    unsigned count;
+} ip_slot;
+
+/* What the transport keeps beside the context handlers see: the budget of
+ * request bodies held in memory, and the connections per client address. */
+typedef struct {
+    http_ctx ctx;              /* handlers borrow it (dispatch passes &t->ctx) */
+    size_t bodies_max;         /* bytes; 0 = no budget */
+    size_t bodies_held;        /* atomic: bytes reserved by bodies read or being read */
+    unsigned per_ip_max;       /* 0 = no limit */
+    char listen_host[64];      /* the host of --listen: a Host a tokenless daemon also serves */
+    pthread_mutex_t ip_mu;     /* guards ips */
+    ip_slot *ips;              /* owned: one slot per address with a connection open */
+    size_t n_ips, cap_ips;
+} http_transport;
+
+/* Reserves n bytes of the body budget: 0, or -1 (nothing reserved) when it
+ * would go over. */
+static int bodies_reserve(http_transport *t, size_t n)
+{
+    size_t held = __atomic_add_fetch(&t->bodies_held, n, __ATOMIC_RELAXED);
+    if (t->bodies_max && held > t->bodies_max) {
+        __atomic_sub_fetch(&t->bodies_held, n, __ATOMIC_RELAXED);
+        return -1;
+    }
+    return 0;
+}
+
+static void bodies_release(http_transport *t, size_t n)
+{
+    if (n)
+        __atomic_sub_fetch(&t->bodies_held, n, __ATOMIC_RELAXED);
+}
+
+static ip_slot *ip_find_locked(http_transport *t, uint32_t addr)
+{
+    for (size_t i = 0; i < t->n_ips; i++)
+        if (t->ips[i].addr == addr)
+            return &t->ips[i];
+    return NULL;
+}
+
+/* libmicrohttpd asks before it accepts a connection: no to an address that
+ * has --max-per-ip open already. The count moves in on_connection, right
+ * after, on the same polling thread; the other polling threads may each let
+ * one more in meanwhile, so the limit holds to within the thread count. */
+static enum MHD_Result on_accept(void *cls, const struct sockaddr *addr, socklen_t addrlen)
+{
+    http_transport *t = cls;
+    if (!t->per_ip_max || addr->sa_family != AF_INET || addrlen < sizeof(struct sockaddr_in))
+        return MHD_YES;
+    uint32_t a = ((const struct sockaddr_in *)addr)->sin_addr.s_addr;
+    pthread_mutex_lock(&t->ip_mu);
+    const ip_slot *slot = ip_find_locked(t, a);
+    int full = slot && slot->count >= t->per_ip_max;
+    pthread_mutex_unlock(&t->ip_mu);
+    if (full)
+        metrics_count_refusal(METRICS_LIMIT_PER_IP);
+    return full ? MHD_NO : MHD_YES;
+}
+
+/* A connection opened or closed: its address's count moves. *socket_context
+ * is non-NULL while the connection is counted. */
+static void on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
+                          enum MHD_ConnectionNotificationCode code)
+{
+    http_transport *t = cls;
+    if (!t->per_ip_max)
+        return;
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    if (!ci || !ci->client_addr || ci->client_addr->sa_family != AF_INET)
+        return;
+    uint32_t a = ((const struct sockaddr_in *)ci->client_addr)->sin_addr.s_addr;
+    pthread_mutex_lock(&t->ip_mu);
+    ip_slot *slot = ip_find_locked(t, a);
+    if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+        if (!slot && t->n_ips == t->cap_ips) {
+            size_t cap = t->cap_ips ? 2 * t->cap_ips : 64;
+            ip_slot *grown = realloc(t->ips, cap * sizeof *grown);
+            if (grown) {
+                t->ips = grown;
+                t->cap_ips = cap;
+            }
+        }
+        if (!slot && t->n_ips < t->cap_ips) {
+            slot = &t->ips[t->n_ips++];
+            *slot = (ip_slot){a, 0};
+        }
+        if (slot) { /* else out of memory: this connection is not counted */
+            slot->count++;
+            *socket_context = t;
+        }
+    } else if (*socket_context && slot) {
+        if (--slot->count == 0)
+            *slot = t->ips[--t->n_ips];
+        *socket_context = NULL;
+    }
+    pthread_mutex_unlock(&t->ip_mu);
 }
 
 /* ---- routing ----------------------------------------------------------- */
@@ -72,8 +189,11 @@ static enum MHD_Result dispatch(http_ctx *ctx, struct MHD_Connection *c, http_re
 
 /* ---- request life cycle ------------------------------------------------ */
 
-/* Appends a piece of the body; past max the body is dropped and only counted. */
-static int body_append(http_request *req, const char *data, size_t len, size_t max)
+/* Appends a piece of the body; past max the body is dropped and only
+ * counted. The buffer never outgrows what the request reserved of the body
+ * budget: -1 when out of memory, -2 when the budget has no room left. */
+static int body_append(http_transport *t, http_request *req, const char *data, size_t len,
+                       size_t max)
 {
     req->body_seen += len;
     if (req->too_large || req->body_len + len > max) {
@@ -84,11 +204,20 @@ static int body_append(http_request *req, const char *data, size_t len, size_t m
         return 0;
     }
     if (req->body_len + len + 1 > req->body_cap) {
+        /* A declared length is allocated once, whole (what it reserved;
+         * libmicrohttpd delivers no more): no doubling, no copies. */
         size_t cap = req->body_cap ? req->body_cap : 4096;
         while (cap < req->body_len + len + 1)
             cap *= 2;
+        if (req->body_declared && cap > req->body_reserved)
+            cap = req->body_reserved;
         if (cap > max + 1)
             cap = max + 1;
+        if (cap > req->body_reserved) {
+            if (bodies_reserve(t, cap - req->body_reserved))
+                return -2;
+            req->body_reserved = cap;
+        }
         char *grown = realloc(req->body, cap);
         if (!grown)
             return -1;
@@ -101,17 +230,114 @@ static int body_append(http_request *req, const char *data, size_t len, size_t m
     return 0;
 }
 
+/* Answers at once, before any of the body is read (MHD then closes the
+ * connection rather than read the rest): the request is marked answered. */
+static enum MHD_Result answer_early(http_request *req, enum MHD_Result queued)
+{
+    req->responded = 1;
+    return queued;
+}
+
+/* The checks of a request whose headers are in, before a byte of its body is
+ * read: the route, the token, the body's declared size and its share of the
+ * body budget. MHD_YES to read the body, or the answer already queued. */
+static enum MHD_Result on_headers(http_transport *t, struct MHD_Connection *c, http_request *req)
+{
+    const server_options *o = t->ctx.opts;
+    /* Without a token every request could change the registry, so only
+     * this machine may send one: a page that rebinds its own name to
+     * 127.0.0.1 still sends that name as Host, and a page that posts here
+     * from another origin says so in Origin (browsers send it on every
+     * request that is not GET or HEAD). */
+    if (!o->token) {
+        const char *host = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_HOST);
+        const char *origin =
+            MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_ORIGIN);
+        int reads = !strcmp(req->method, "GET") || !strcmp(req->method, "HEAD");
+        char shown[64];
+        if (host && !http_host_is_local(host, t->listen_host)) {
+            metrics_count_refusal(METRICS_LIMIT_HOST);
+            printable(shown, sizeof shown, host);
+            return answer_early(req, http_send_error(
+                                         c, HTTP_ERR_FORBIDDEN,
+                                         "Host %s is not this machine: a server without a token "
+                                         "answers only to localhost, 127.0.0.1 and its --listen "
+                                         "name",
+                                         shown));
+        }
+        if (origin && !reads && !http_origin_is_local(origin, t->listen_host)) {
+            metrics_count_refusal(METRICS_LIMIT_ORIGIN);
+            printable(shown, sizeof shown, origin);
+            return answer_early(req, http_send_error(
+                                         c, HTTP_ERR_FORBIDDEN,
+                                         "a page from %s may not send %s requests to a server "
+                                         "without a token",
+                                         shown, req->method));
+        }
+    }
+    const routes_entry *route = routes_find(req->method, req->path, req);
+    req->route = route ? route->path : NULL;
+    if (!route) /* 404 or 405: nothing of the body is needed */
+        return answer_early(req, dispatch(&t->ctx, c, req));
+    int takes_body = routes_take_body(route);
+    req->body_max = !takes_body                       ? 0
+                    : route->flags & ROUTES_UPLOAD     ? o->max_upload
+                    : route->flags & ROUTES_SMALL_BODY ? ROUTES_SMALL_BODY_MAX
+                                                       : o->max_body;
+    /* The one access check. */
+    if (o->token && routes_need_token(route) &&
+        !api_auth_bearer_ok(o->token, MHD_lookup_connection_value(c, MHD_HEADER_KIND,
+                                                                  MHD_HTTP_HEADER_AUTHORIZATION)))
+        return answer_early(req, api_auth_send_unauthorized(
+                                     c, "this request changes the registry: send "
+                                        "Authorization: Bearer TOKEN with the server's token"));
+    size_t max = req->body_max;
+    const char *cl =
+        MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    uint64_t declared = 0;
+    if (cl && http_parse_u64(cl, &declared))
+        declared = 0; /* MHD refuses a Content-Length it cannot read itself */
+    if (declared > max && !takes_body) {
+        metrics_count_refusal(METRICS_LIMIT_NO_BODY);
+        return answer_early(req, http_send_error(c, HTTP_ERR_PAYLOAD_TOO_LARGE,
+                                                 "%s %s takes no request body (%llu bytes sent)",
+                                                 route->method, route->path,
+                                                 (unsigned long long)declared));
+    }
+    if (declared > max) {
+        metrics_count_refusal(METRICS_LIMIT_BODY_SIZE);
+        return answer_early(req, http_send_error(
+                                     c, HTTP_ERR_PAYLOAD_TOO_LARGE,
+                                     "request body of %llu bytes exceeds the limit of %zu bytes",
+                                     (unsigned long long)declared, max));
+    }
+    /* A declared body takes its whole share of the budget now, so many
+     * clients each sending most of a large body cannot together hold more
+     * than --max-bodies-mb. */
+    if (declared && bodies_reserve(t, (size_t)declared + 1)) {
+        metrics_count_refusal(METRICS_LIMIT_BODY_BUDGET);
+        return answer_early(req, http_send_error_with_header(
+                                     c, HTTP_ERR_UNAVAILABLE, "Retry-After", "1",
+                                     "the server holds as many request bodies as it may "
+                                     "(--max-bodies-mb %zu): retry shortly",
+                                     t->bodies_max >> 20));
+    }
+    req->body_reserved = declared ? (size_t)declared + 1 : 0;
+    req->body_declared = declared != 0;
+    return MHD_YES;
+}
+
 /* MHD calls this first when the headers are in (upload_data_size 0), then
  * once per piece of body, then once more with 0 when the request is
- * complete; only that last call answers, except for a Content-Length over the
- * cap, refused before a byte of it is read. */
+ * complete; only that last call answers, except for what on_headers
+ * refuses before a byte of the body is read. */
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
                                   const char *method, const char *version,
                                   const char *upload_data, size_t *upload_data_size,
                                   void **con_cls)
 {
     (void)version;
-    http_ctx *ctx = cls;
+    http_transport *t = cls;
     http_request *req = *con_cls;
 
     if (!req) {
@@ -120,33 +346,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
             return MHD_NO;
         req->method = method;
         req->path = url;
-        *con_cls = req;
-        const routes_entry *route = routes_find(method, url, req);
         req->started = util_mono_s();
-        req->route = route ? route->path : NULL;
-        req->body_max = route && (route->flags & ROUTES_UPLOAD) ? ctx->opts->max_upload
-                                                                : ctx->opts->max_body;
-        /* The one access check, before any of the body is read. */
-        if (ctx->opts->token && routes_need_token(route) &&
-            !api_auth_bearer_ok(ctx->opts->token,
-                                MHD_lookup_connection_value(c, MHD_HEADER_KIND,
-                                                            MHD_HTTP_HEADER_AUTHORIZATION))) {
-            req->responded = 1;
-            return api_auth_send_unauthorized(c, "this request changes the registry: send "
-                                                 "Authorization: Bearer TOKEN with the server's "
-                                                 "token");
-        }
-        size_t max = req->body_max;
-        const char *cl =
-            MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
-        uint64_t declared;
-        if (cl && !http_parse_u64(cl, &declared) && declared > max) {
-            req->responded = 1;
-            return http_send_error(c, HTTP_ERR_PAYLOAD_TOO_LARGE,
-                                   "request body of %llu bytes exceeds the limit of %zu bytes",
-                                   (unsigned long long)declared, max);
-        }
-        return MHD_YES;
+        *con_cls = req;
+        return on_headers(t, c, req);
     }
     size_t max = req->body_max;
     if (*upload_data_size) {
@@ -154,7 +356,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         *upload_data_size = 0;
         if (req->responded)
             return MHD_YES;
-        if (body_append(req, upload_data, len, max))
+        int rc = body_append(t, req, upload_data, len, max);
+        if (rc == -2) /* a chunked body outgrew the budget: no room to answer it */
+            metrics_count_refusal(METRICS_LIMIT_BODY_BUDGET);
+        if (rc)
             return MHD_NO;
         /* A chunked body far past the cap is not worth reading to its end. */
         if (req->too_large && req->body_seen > 2 * max + ((size_t)1 << 20))
@@ -163,17 +368,21 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     }
     if (req->responded)
         return MHD_YES;
-    if (req->too_large)
-        return http_send_error(c, HTTP_ERR_PAYLOAD_TOO_LARGE,
-                               "request body exceeds the limit of %zu bytes", max);
-    return dispatch(ctx, c, req);
+    if (req->too_large) {
+        metrics_count_refusal(max ? METRICS_LIMIT_BODY_SIZE : METRICS_LIMIT_NO_BODY);
+        return max ? http_send_error(c, HTTP_ERR_PAYLOAD_TOO_LARGE,
+                                     "request body exceeds the limit of %zu bytes", max)
+                   : http_send_error(c, HTTP_ERR_PAYLOAD_TOO_LARGE,
+                                     "%s %s takes no request body", req->method, req->path);
+    }
+    return dispatch(&t->ctx, c, req);
 }
 
 /* Runs for every request that got a state, also when the client went away. */
 static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
                          enum MHD_RequestTerminationCode toe)
 {
-    (void)cls;
+    http_transport *t = cls;
     (void)toe;
     http_request *req = *con_cls;
     if (req) {
@@ -185,6 +394,7 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
         if (req->work_free)
             req->work_free(req->work);
         free(req->body);
+        bodies_release(t, req->body_reserved);
         free(req);
         *con_cls = NULL;
     }
@@ -240,6 +450,51 @@ static int parse_listen(const char *listen, struct sockaddr_in *addr, char *err,
     return 0;
 }
 
+/* Takes DATA_DIR/vaed.lock for the life of the daemon (flock: released when
+ * the process ends, however it ends) and writes its PID there: two daemons
+ * on one data directory would both claim its queued jobs. The fd, or -1
+ * with err naming the other daemon. */
+static int lock_data_dir(const char *data_dir, char *err, size_t errlen)
+{
+    char path[PATH_MAX];
+    if (snprintf(path, sizeof path, "%s/vaed.lock", data_dir) >= (int)sizeof path) {
+        snprintf(err, errlen, "data dir path too long");
+        return -1;
+    }
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        snprintf(err, errlen, "%s: %s", path, strerror(errno));
+        return -1;
+    }
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        int busy = errno == EWOULDBLOCK;
+        char pid[32] = "";
+        ssize_t n = busy ? pread(fd, pid, sizeof pid - 1, 0) : -1;
+        pid[n > 0 ? n : 0] = '\0';
+        pid[strcspn(pid, "\n")] = '\0';
+        char who[64] = "another vaed";
+        if (pid[0])
+            snprintf(who, sizeof who, "another vaed (pid %.16s)", pid);
+        if (busy)
+            snprintf(err, errlen,
+                     "%s is serving %s (it holds %s): two daemons on one data directory would "
+                     "run the same jobs; stop it, or give another --data-dir",
+                     who, data_dir, path);
+        if (!busy)
+            snprintf(err, errlen, "%s: cannot lock: %s", path, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    char text[32];
+    int len = snprintf(text, sizeof text, "%ld\n", (long)getpid());
+    if (ftruncate(fd, 0) != 0 || pwrite(fd, text, (size_t)len, 0) != len) {
+        snprintf(err, errlen, "%s: %s", path, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
 /* Atomically (file_io_write_atomic), so a test polling for it reads a whole number. */
 static int write_port_file(const char *path, unsigned port, char *err, size_t errlen)
 {
@@ -250,17 +505,18 @@ static int write_port_file(const char *path, unsigned port, char *err, size_t er
 
 static struct MHD_Daemon *start_daemon(unsigned flags, const server_options *o,
                                        unsigned threads, const struct sockaddr_in *addr,
-                                       http_ctx *ctx)
+                                       http_transport *t)
 {
     return MHD_start_daemon(
-        flags, ntohs(addr->sin_port), NULL, NULL, on_request, ctx,
+        flags, ntohs(addr->sin_port), on_accept, t, on_request, t,
         MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL,
         MHD_OPTION_THREAD_POOL_SIZE, threads,
         MHD_OPTION_CONNECTION_LIMIT, (unsigned)o->max_connections,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)o->timeout_s,
         MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(128 * 1024),
         MHD_OPTION_SOCK_ADDR, (const struct sockaddr *)addr,
-        MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, t,
+        MHD_OPTION_NOTIFY_CONNECTION, on_connection, t,
         MHD_OPTION_END);
 }
 
@@ -283,8 +539,16 @@ server_status server_run(const server_options *o, volatile sig_atomic_t *stop, c
         snprintf(err, errlen, "no data dir given");
         return SERVER_ERR_ARG;
     }
+    if (o->max_bodies_mb && (o->max_upload > (o->max_bodies_mb << 20) ||
+                             o->max_body > (o->max_bodies_mb << 20))) {
+        snprintf(err, errlen,
+                 "--max-bodies-mb %zu is less than one largest body (--max-body-mb %zu, "
+                 "--max-upload %zu): such a request could never be read",
+                 o->max_bodies_mb, o->max_body >> 20, o->max_upload >> 20);
+        return SERVER_ERR_ARG;
+    }
     if (o->threads < 0 || o->threads > 1024 || o->max_connections < 1 || o->timeout_s < 0 ||
-        o->max_body < 1) {
+        o->max_body < 1 || o->max_streams < 0 || o->stream_max_s < 1) {
         snprintf(err, errlen, "bad server options (threads %d, max connections %d, timeout %d)",
                  o->threads, o->max_connections, o->timeout_s);
         return SERVER_ERR_ARG;
@@ -304,6 +568,17 @@ server_status server_run(const server_options *o, volatile sig_atomic_t *stop, c
     }
     if (file_io_make_dirs(o->data_dir, err, errlen))
         return SERVER_ERR_IO;
+    int lock_fd = lock_data_dir(o->data_dir, err, errlen); /* owned: closed at end */
+    if (lock_fd < 0)
+        return SERVER_ERR_IO;
+    /* No other daemon writes here now: what a crash left half-written goes. */
+    int stale = 0;
+    char why_stale[256];
+    if (file_io_remove_stale_temps(o->data_dir, &stale, why_stale, sizeof why_stale))
+        fprintf(stderr, "vaed: %s\n", why_stale);
+    if (stale)
+        fprintf(stderr, "vaed: removed %d temporary file(s) a crash left in %s\n", stale,
+                o->data_dir);
 
     server_status status = SERVER_OK;
     registry *reg = NULL;             /* owned: closed at end */
@@ -314,11 +589,25 @@ server_status server_run(const server_options *o, volatile sig_atomic_t *stop, c
     data_cache *data = NULL;          /* owned: freed at end */
     api_jobs *jobs = NULL;            /* owned: freed at end */
     struct MHD_Daemon *d = NULL;      /* owned: stopped at end */
+    http_transport transport = {.bodies_max = o->max_bodies_mb << 20,
+                                .per_ip_max = o->max_per_ip}; /* ips owned: freed at end */
+    const char *colon = strrchr(o->listen, ':'); /* parse_listen checked it */
+    snprintf(transport.listen_host, sizeof transport.listen_host, "%.*s",
+             (int)(colon - o->listen), o->listen);
+    pthread_mutex_init(&transport.ip_mu, NULL);
     char why[256];
 
     if (registry_open(db_path, &reg, why, sizeof why)) {
         snprintf(err, errlen, "cannot open registry %s: %s", db_path, why);
         status = SERVER_ERR_DB;
+        goto end;
+    }
+    if ((int64_t)o->max_upload > registry_max_blob_bytes(reg)) {
+        snprintf(err, errlen,
+                 "--max-upload %zu MiB is more than the registry can store in one checkpoint "
+                 "(%lld bytes, SQLite's length limit)",
+                 o->max_upload >> 20, (long long)registry_max_blob_bytes(reg));
+        status = SERVER_ERR_ARG;
         goto end;
     }
     if (o->default_model)
@@ -350,7 +639,8 @@ server_status server_run(const server_options *o, volatile sig_atomic_t *stop, c
      * connections, so an upload is never refused for being one of many. */
     if (compute_pool_new(threads, (int)threads * COMPUTE_POOL_QUEUE_PER_THREAD,
                          "inference requests", &compute, err, errlen) != COMPUTE_POOL_OK ||
-        compute_pool_new(1, o->max_connections, "checkpoint uploads", &uploads, err, errlen) !=
+        compute_pool_new(1, o->max_connections, "uploads and job submissions", &uploads, err,
+                         errlen) !=
             COMPUTE_POOL_OK) {
         status = SERVER_ERR_NOMEM;
         goto end;
@@ -361,15 +651,16 @@ server_status server_run(const server_options *o, volatile sig_atomic_t *stop, c
         status = SERVER_ERR_NOMEM;
         goto end;
     }
-    http_ctx ctx = {.opts = o, .reg = reg, .jobs = jobs, .cache = cache, .responses = responses,
-                    .compute = compute, .uploads = uploads, .data = data};
+    transport.ctx = (http_ctx){.opts = o, .reg = reg, .jobs = jobs, .cache = cache,
+                               .responses = responses, .compute = compute, .uploads = uploads,
+                               .data = data};
     d = start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG |
                          MHD_ALLOW_SUSPEND_RESUME, o,
-                     threads, &addr, &ctx);
+                     threads, &addr, &transport);
     if (!d) /* no epoll (not Linux, or a libmicrohttpd built without it) */
         d = start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO | MHD_USE_ERROR_LOG |
                              MHD_ALLOW_SUSPEND_RESUME, o,
-                         threads, &addr, &ctx);
+                         threads, &addr, &transport);
     if (!d) {
         snprintf(err, errlen, "cannot listen on %s (address in use or not available)",
                  o->listen);
@@ -413,5 +704,8 @@ end:;
     response_cache_free(responses); /* bodies of responses still held would live on */
     if (reg)
         registry_close(reg);
+    free(transport.ips);
+    pthread_mutex_destroy(&transport.ip_mu);
+    close(lock_fd); /* the lock goes with it */
     return status;
 }

@@ -13,10 +13,16 @@
  * only: for each request it finds the route (routes.h) when the headers are
  * in, checks the bearer token there (api_auth.h) before a byte of the body is
  * read, reads the body into http_request.body (capped at max_body, or
- * max_upload for an upload route: 413 payload_too_large), and then calls the
- * route's handler with the whole request. Unknown paths answer 404
- * not_found, a known path with another method 405 method_not_allowed with an
- * Allow header.
+ * max_upload for an upload route: 413 payload_too_large; a route that takes
+ * no body reads none, routes_take_body), and then calls the route's handler
+ * with the whole request. Unknown paths answer 404 not_found, a known path
+ * with another method 405 method_not_allowed with an Allow header, both
+ * before any body is read.
+ *
+ * Bounds before cost: every body reserves its bytes of one budget shared by
+ * all connections (max_bodies_mb; a declared Content-Length reserves it all
+ * when the headers are in, else 503 with Retry-After), and an address may
+ * hold max_per_ip connections (past it libmicrohttpd does not accept them).
  */
 #ifndef HTTP_SERVER_H
 #define HTTP_SERVER_H
@@ -52,6 +58,13 @@ typedef struct server_options {
     size_t max_upload;         /* largest checkpoint upload, default 256 MiB */
     int workers;               /* training worker threads, default 1 */
     size_t job_mem_mb;         /* memory estimate limit of one job, default 4096 */
+    size_t max_bodies_mb;      /* request bodies held at once, all connections, default 512; 0 = no limit */
+    unsigned max_per_ip;       /* open connections from one address, default 128; 0 = no limit */
+    int max_streams;           /* open GET /jobs/ID/events streams, default 32 */
+    int stream_max_s;          /* seconds an event stream lasts before the client resumes, default 600 */
+    size_t request_mem_mb;     /* most one inference request may allocate, default 1024; 0 = no limit */
+    int job_retention_days;    /* finished jobs kept this long, default 30; 0 = for ever */
+    int max_queued_jobs;       /* jobs waiting at once, default 100; 0 = no limit */
 } server_options;
 
 void server_options_default(server_options *o);

@@ -27,6 +27,7 @@ static const struct {
     [HTTP_ERR_LENGTH_REQUIRED] = {MHD_HTTP_LENGTH_REQUIRED, "length_required"},
     [HTTP_ERR_UNPROCESSABLE] = {MHD_HTTP_UNPROCESSABLE_CONTENT, "unprocessable"},
     [HTTP_ERR_TOO_MANY_REQUESTS] = {MHD_HTTP_TOO_MANY_REQUESTS, "too_many_requests"},
+    [HTTP_ERR_FORBIDDEN] = {MHD_HTTP_FORBIDDEN, "forbidden"},
 };
 
 unsigned int http_error_status(http_error e)
@@ -120,6 +121,8 @@ http_error http_error_from_jobs(jobs_pool_status s)
     case JOBS_POOL_ERR_DB:
     case JOBS_POOL_ERR_IO:
         return HTTP_ERR_INTERNAL;
+    case JOBS_POOL_ERR_FULL:
+        return HTTP_ERR_TOO_MANY_REQUESTS;
     }
     return HTTP_ERR_INTERNAL;
 }
@@ -470,4 +473,79 @@ int http_etag_listed(const char *if_none_match, const char *etag)
             return 1;
     }
     return 0;
+}
+
+int http_content_type_is(struct MHD_Connection *c, const char *type)
+{
+    const char *ct = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
+    if (!ct)
+        return 0;
+    ct += strspn(ct, " \t");
+    size_t n = strlen(type);
+    if (strncasecmp(ct, type, n))
+        return 0;
+    const char *rest = ct + n;
+    rest += strspn(rest, " \t");
+    return !*rest || *rest == ';';
+}
+
+/* ---- the machine's own names ---------------------------------------------- */
+
+/* 1 when name[0..len) is a dotted IPv4 address in 127.0.0.0/8. */
+static int is_loopback_v4(const char *name, size_t len)
+{
+    int parts = 0;
+    size_t i = 0;
+    unsigned first = 0;
+    while (i < len) {
+        unsigned v = 0;
+        size_t digits = 0;
+        while (i < len && name[i] >= '0' && name[i] <= '9' && digits < 4) {
+            v = v * 10 + (unsigned)(name[i] - '0');
+            i++;
+            digits++;
+        }
+        if (!digits || v > 255)
+            return 0;
+        if (parts++ == 0)
+            first = v;
+        if (i < len && (name[i] != '.' || i + 1 == len))
+            return 0;
+        i += i < len;
+    }
+    return parts == 4 && first == 127;
+}
+
+int http_host_is_local(const char *host, const char *listen_host)
+{
+    if (!host)
+        return 0;
+    size_t len = strlen(host);
+    /* The port, when given, is digits after the last ':' (after ']' for IPv6). */
+    const char *colon = strrchr(host, ':');
+    const char *bracket = strrchr(host, ']');
+    if (colon && (!bracket || colon > bracket)) {
+        if (!colon[1] || strspn(colon + 1, "0123456789") != strlen(colon + 1))
+            return 0;
+        len = (size_t)(colon - host);
+    }
+    if (!len)
+        return 0;
+    if ((len == 9 && !strncasecmp(host, "localhost", 9)) || (len == 5 && !strncmp(host, "[::1]", 5)) ||
+        is_loopback_v4(host, len))
+        return 1;
+    return listen_host && *listen_host && strlen(listen_host) == len &&
+           !strncasecmp(host, listen_host, len);
+}
+
+int http_origin_is_local(const char *origin, const char *listen_host)
+{
+    if (!origin)
+        return 0;
+    const char *host = !strncasecmp(origin, "http://", 7)    ? origin + 7
+                       : !strncasecmp(origin, "https://", 8) ? origin + 8
+                                                             : NULL;
+    if (!host || strchr(host, '/'))
+        return 0;
+    return http_host_is_local(host, listen_host);
 }

@@ -56,6 +56,7 @@ typedef enum {
     HTTP_ERR_LENGTH_REQUIRED,    /* 411 length_required */
     HTTP_ERR_UNPROCESSABLE,      /* 422 unprocessable: well-formed, but wrong sizes or values */
     HTTP_ERR_TOO_MANY_REQUESTS,  /* 429 too_many_requests: the compute queue is full */
+    HTTP_ERR_FORBIDDEN,          /* 403 forbidden: a Host or Origin not of this machine */
     HTTP_ERR_COUNT,
     /* Not an error: what a check returns when the request may go on. Outside
      * the table (http_error_status gives 500 for it, as for any value there). */
@@ -81,8 +82,8 @@ http_error http_error_from_model_cache(model_cache_status s);
  * 503; a failed write or a cancellation, which reading bytes in memory
  * cannot give, are 500 and 503. */
 http_error http_error_from_vae(vae_status s);
-/* jobs_pool: invalid spec 422 unprocessable, 404, 409, stopping or out of
- * memory 503, the rest 500. */
+/* jobs_pool: invalid spec 422 unprocessable, 404, 409, the queue full 429,
+ * stopping or out of memory 503, the rest 500. */
 http_error http_error_from_jobs(jobs_pool_status s);
 /* data_cache: every slot taken 503, a data set that does not load 404. */
 http_error http_error_from_data_cache(data_cache_status s);
@@ -157,6 +158,22 @@ int http_query_u64(struct MHD_Connection *c, const char *name, int *present, uin
  * string belongs to MHD and lives as long as the request. */
 int http_query_str(struct MHD_Connection *c, const char *name, size_t max_len,
                    const char **out, char *msg, size_t msglen);
+
+/* 1 when the request's Content-Type is the media type type (case aside),
+ * with or without parameters ("application/json; charset=utf-8"); 0 when it
+ * is another or absent. */
+int http_content_type_is(struct MHD_Connection *c, const char *type);
+
+/* Requests a tokenless daemon serves: 1 when a Host header value (host
+ * with an optional :port) names this machine by a loopback name —
+ * "localhost", an address in 127.0.0.0/8, "[::1]" — or is listen_host (may
+ * be NULL or ""), compared without case; 0 otherwise (a DNS-rebinding page
+ * sends its own name). */
+int http_host_is_local(const char *host, const char *listen_host);
+/* 1 when an Origin header value is "http://" or "https://" followed by a
+ * host http_host_is_local accepts (and nothing else: no path); 0 for any
+ * other, "null" included. */
+int http_origin_is_local(const char *origin, const char *listen_host);
 
 /* 1 when an If-None-Match header lists etag (a quoted entity tag as sent in
  * ETag) or is "*"; weak tags compare by their opaque part (RFC 9110 weak

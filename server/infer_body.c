@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "engine/image.h"
+#include "server/metrics.h"
 
 http_error infer_body_prescan(const char *body, size_t len, size_t max_values, char *msg,
                               size_t msglen)
@@ -37,6 +38,7 @@ http_error infer_body_prescan(const char *body, size_t len, size_t max_values, c
             values++;
         }
         if (values > max_values) {
+            metrics_count_refusal(METRICS_LIMIT_JSON_VALUES);
             snprintf(msg, msglen,
                      "the JSON body holds more than %zu values, more than the largest batch "
                      "needs",
@@ -179,7 +181,16 @@ http_error infer_body_read_png(const vae_config *cfg, const uint8_t *png, size_t
     float *pixels = NULL; /* owned: freed below */
     int h = 0, w = 0;
     char why[256] = "";
-    vae_status rc = image_decode_png(png, len, cfg->channels, &pixels, &h, &w, why, sizeof why);
+    /* The size its IHDR declares is checked before a byte is inflated. */
+    vae_status rc = image_png_size(png, len, &h, &w, why, sizeof why);
+    if (rc == VAE_OK && (h != cfg->height || w != cfg->width)) {
+        metrics_count_refusal(METRICS_LIMIT_PNG_SIZE);
+        snprintf(msg, msglen, "%s is %dx%d pixels, the model takes %dx%d", what, w, h,
+                 cfg->width, cfg->height);
+        return HTTP_ERR_UNPROCESSABLE;
+    }
+    if (rc == VAE_OK)
+        rc = image_decode_png(png, len, cfg->channels, &pixels, &h, &w, why, sizeof why);
     if (rc == VAE_ERR_NOMEM) {
         snprintf(msg, msglen, "out of memory decoding %s", what);
         return HTTP_ERR_UNAVAILABLE;

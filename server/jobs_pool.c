@@ -42,6 +42,7 @@ typedef struct {
     int64_t job_id;      /* 0 while idle */
     volatile int cancel; /* read by the trainer before every step */
     int user_cancel;     /* the cancel came from jobs_pool_cancel */
+    int finishing;       /* registering its model: a cancel is too late (409) */
 } worker_slot;
 
 typedef struct {
@@ -59,6 +60,7 @@ struct jobs_pool {
     void (*on_event)(void *ctx, const jobs_event *e);
     void *on_event_ctx;
     int confine_data;
+    int max_queued;
 
     pthread_mutex_t mu;
     pthread_cond_t work_cv;         /* a job was queued, or the pool is stopping */
@@ -232,8 +234,39 @@ static void stop_job(job_run *j)
     transition(p, j->id, JOBS_STATE_QUEUED, "interrupted");
 }
 
+/* Before any worker starts: the temporary files a crash left beside the
+ * jobs' resume files (DATA_DIR/jobs/ID/), which would otherwise stay for
+ * ever. */
+static void remove_stale_temps(const jobs_pool *p)
+{
+    char jobs[PATH_MAX];
+    snprintf(jobs, sizeof jobs, "%s/jobs", p->data_dir);
+    DIR *d = opendir(jobs);
+    if (!d) return;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (e->d_name[0] == '.') continue;
+        char dir[PATH_MAX], why[256];
+        int removed = 0;
+        if (snprintf(dir, sizeof dir, "%s/%s", jobs, e->d_name) >= (int)sizeof dir) continue;
+        if (file_io_remove_stale_temps(dir, &removed, why, sizeof why))
+            fprintf(stderr, "vaed: %s\n", why);
+        if (removed)
+            fprintf(stderr, "vaed: removed %d temporary file(s) a crash left in %s\n", removed,
+                    dir);
+    }
+    closedir(d);
+}
+
+void jobs_pool_hide_paths(const jobs_pool *p, char *text)
+{
+    data_sets_strip_dir(text, p->data_root);
+    data_sets_strip_dir(text, p->data_dir);
+}
+
 static void fail_job(job_run *j)
 {
+    jobs_pool_hide_paths(j->pool, j->err);
     if (transition(j->pool, j->id, JOBS_STATE_FAILED, j->err) == 0) remove_job_dir(j->pool, j->id);
 }
 
@@ -297,6 +330,17 @@ static void run_job(jobs_pool *p, worker_slot *slot, int64_t id, const char *con
     }
     if (!st) {
         train_run_evaluate(j->run);
+        /* A cancel that came after the last step (while the trainer no longer
+         * looked) was answered as accepted: the job ends cancelled. From
+         * here the model is committed, and a cancel is refused instead. */
+        pthread_mutex_lock(&p->mu);
+        int cancelled = slot->user_cancel;
+        slot->finishing = !cancelled;
+        pthread_mutex_unlock(&p->mu);
+        if (cancelled) {
+            stop_job(j);
+            goto end;
+        }
         char err[384];
         st = train_run_register(j->run, p->reg, j->spec.model, id, NULL, err, sizeof err);
         if (st == TRAIN_RUN_ERR_REGISTRY)
@@ -351,6 +395,7 @@ static void *worker_main(void *arg)
         slot->job_id = id;
         slot->cancel = 0;
         slot->user_cancel = 0;
+        slot->finishing = 0;
         pthread_mutex_unlock(&p->mu);
         announce_state(p, id, JOBS_STATE_RUNNING);
         run_job(p, slot, id, config);
@@ -406,6 +451,8 @@ jobs_pool_status jobs_pool_new(registry *reg, const jobs_pool_options *o, jobs_p
     p->on_event = o->on_event;
     p->on_event_ctx = o->on_event_ctx;
     p->confine_data = o->confine_data;
+    p->max_queued = o->max_queued;
+    remove_stale_temps(p);
     pthread_mutex_init(&p->mu, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
@@ -525,12 +572,24 @@ jobs_pool_status jobs_pool_submit(jobs_pool *p, const char *json, size_t len, in
         status = JOBS_POOL_ERR_STOPPING;
         goto end;
     }
+    int64_t counts[JOBS_STATE_COUNT];
+    if (p->max_queued && registry_count_jobs(p->reg, counts, err, errlen) == REGISTRY_OK &&
+        counts[JOBS_STATE_QUEUED] >= p->max_queued) {
+        pthread_mutex_unlock(&p->mu);
+        util_set_err(err, errlen,
+                     "%lld jobs are queued already, as many as the server keeps waiting "
+                     "(--max-queued-jobs): submit again when some have run",
+                     (long long)counts[JOBS_STATE_QUEUED]);
+        status = JOBS_POOL_ERR_FULL;
+        goto end;
+    }
     int rc = registry_insert_job(p->reg, canonical, id, err, errlen);
     if (rc == REGISTRY_OK) pthread_cond_signal(&p->work_cv);
     pthread_mutex_unlock(&p->mu);
     status = from_registry(rc);
     if (rc == REGISTRY_OK) announce_state(p, *id, JOBS_STATE_QUEUED);
 end:
+    if (status != JOBS_POOL_OK) jobs_pool_hide_paths(p, err);
     free(canonical);
     free(s);
     return status;
@@ -549,6 +608,14 @@ jobs_pool_status jobs_pool_cancel(jobs_pool *p, int64_t id, char *err, size_t er
                 pthread_mutex_unlock(&p->mu);
                 util_set_err(err, errlen, "job %" PRId64 " is %s; it cannot become cancelled", id,
                              jobs_state_name(state));
+                return JOBS_POOL_ERR_CONFLICT;
+            }
+            if (p->slots[i].finishing) {
+                pthread_mutex_unlock(&p->mu);
+                util_set_err(err, errlen,
+                             "job %" PRId64 " has finished training and is registering its "
+                             "model; it can no longer be cancelled",
+                             id);
                 return JOBS_POOL_ERR_CONFLICT;
             }
             p->slots[i].user_cancel = 1;
@@ -572,10 +639,23 @@ jobs_pool_status jobs_pool_get_job(jobs_pool *p, int64_t id, registry_job *out, 
     return from_registry(registry_get_job(p->reg, id, out, err, errlen));
 }
 
-jobs_pool_status jobs_pool_list_jobs(jobs_pool *p, const jobs_state *only, registry_job **list,
-                                     size_t *count, char *err, size_t errlen)
+jobs_pool_status jobs_pool_list_jobs(jobs_pool *p, const jobs_state *only, int64_t after_id,
+                                     int limit, registry_job **list, size_t *count, char *err,
+                                     size_t errlen)
 {
-    return from_registry(registry_list_jobs(p->reg, only, list, count, err, errlen));
+    return from_registry(
+        registry_list_jobs(p->reg, only, after_id, limit, list, count, err, errlen));
+}
+
+jobs_pool_status jobs_pool_prune(jobs_pool *p, double max_age_s, int64_t *deleted, char *err,
+                                 size_t errlen)
+{
+    time_t cutoff = time(NULL) - (time_t)max_age_s;
+    struct tm tm;
+    char iso[32];
+    gmtime_r(&cutoff, &tm);
+    strftime(iso, sizeof iso, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    return from_registry(registry_prune_jobs(p->reg, iso, deleted, err, errlen));
 }
 
 jobs_pool_status jobs_pool_count_jobs(jobs_pool *p, int64_t counts[JOBS_STATE_COUNT], char *err,

@@ -61,7 +61,8 @@ typedef enum {
     JOBS_POOL_ERR_STOPPING,  /* the pool is shutting down */
     JOBS_POOL_ERR_DB,        /* the registry failed */
     JOBS_POOL_ERR_IO,
-    JOBS_POOL_ERR_NOMEM
+    JOBS_POOL_ERR_NOMEM,
+    JOBS_POOL_ERR_FULL       /* max_queued jobs wait already */
 } jobs_pool_status;
 
 typedef enum {
@@ -99,6 +100,9 @@ typedef struct {
     /* 1 parses specs with jobs_spec_parse_confined (a daemon: "data" only
      * under data_root); 0 (default) jobs_spec_parse. */
     int confine_data;
+    /* A submit past this many queued jobs is refused (JOBS_POOL_ERR_FULL);
+     * 0 = no limit. */
+    int max_queued;
 } jobs_pool_options;
 
 typedef struct jobs_pool jobs_pool;
@@ -125,12 +129,22 @@ jobs_pool_status jobs_pool_cancel(jobs_pool *p, int64_t id, char *err, size_t er
 /* One job (free with registry_free_job): its state, its spec, progress and
  * metrics as the JSON text jobs_record wrote, its result and times.
  * JOBS_POOL_ERR_NOT_FOUND when there is no such job. */
+/* Takes the server's directories (the data root, the data dir) out of text
+ * in place (data_sets_strip_dir): what a client is told names files as it
+ * named them. Every error the pool stores or returns has been through it. */
+void jobs_pool_hide_paths(const jobs_pool *p, char *text);
 jobs_pool_status jobs_pool_get_job(jobs_pool *p, int64_t id, registry_job *out, char *err,
                                    size_t errlen);
 /* Jobs in submission order, only those in *only when only is not NULL (a
  * value that is not a state is JOBS_POOL_ERR_INVALID); *list (free with
  * registry_free_jobs) has *count entries. */
-jobs_pool_status jobs_pool_list_jobs(jobs_pool *p, const jobs_state *only, registry_job **list,
+/* Deletes the jobs that finished more than max_age_s seconds ago (their
+ * events too); *deleted (may be NULL) counts them. */
+jobs_pool_status jobs_pool_prune(jobs_pool *p, double max_age_s, int64_t *deleted, char *err,
+                                 size_t errlen);
+/* A page of jobs (registry_list_jobs: ids after after_id, at most limit). */
+jobs_pool_status jobs_pool_list_jobs(jobs_pool *p, const jobs_state *only, int64_t after_id,
+                                     int limit, registry_job **list,
                                      size_t *count, char *err, size_t errlen);
 /* counts[s]: the jobs in state s (for /metrics: counted, not listed). */
 jobs_pool_status jobs_pool_count_jobs(jobs_pool *p, int64_t counts[JOBS_STATE_COUNT], char *err,

@@ -31,6 +31,35 @@ typedef struct {
     double sum;
 } latency_series;
 
+const char *const metrics_limit_names[METRICS_LIMIT_COUNT] = {
+    [METRICS_LIMIT_BODY_SIZE] = "body_size",
+    [METRICS_LIMIT_NO_BODY] = "no_body",
+    [METRICS_LIMIT_BODY_BUDGET] = "bodies_held",
+    [METRICS_LIMIT_PER_IP] = "per_ip_connections",
+    [METRICS_LIMIT_HOST] = "host",
+    [METRICS_LIMIT_ORIGIN] = "origin",
+    [METRICS_LIMIT_STREAMS] = "event_streams",
+    [METRICS_LIMIT_STREAM_AGE] = "stream_age",
+    [METRICS_LIMIT_REQUEST_MEMORY] = "request_memory",
+    [METRICS_LIMIT_JSON_VALUES] = "json_values",
+    [METRICS_LIMIT_PNG_SIZE] = "png_size",
+};
+/* Atomics: a refusal often happens where no lock should be taken. */
+static uint64_t refusals[METRICS_LIMIT_COUNT];
+
+void metrics_count_refusal(metrics_limit limit)
+{
+    if ((unsigned)limit < METRICS_LIMIT_COUNT)
+        __atomic_add_fetch(&refusals[limit], 1, __ATOMIC_RELAXED);
+}
+
+uint64_t metrics_refusals(metrics_limit limit)
+{
+    return (unsigned)limit < METRICS_LIMIT_COUNT
+               ? __atomic_load_n(&refusals[limit], __ATOMIC_RELAXED)
+               : 0;
+}
+
 static pthread_mutex_t metrics_lock = PTHREAD_MUTEX_INITIALIZER;
 static request_series requests[MAX_SERIES];
 static int n_requests;
@@ -110,6 +139,8 @@ void metrics_reset(void)
     pthread_mutex_lock(&metrics_lock);
     n_requests = n_latencies = 0;
     dropped = 0;
+    for (int i = 0; i < METRICS_LIMIT_COUNT; i++)
+        __atomic_store_n(&refusals[i], 0, __ATOMIC_RELAXED);
     pthread_mutex_unlock(&metrics_lock);
 }
 
@@ -170,6 +201,10 @@ metrics_status metrics_render(const metrics_gauges *g, char **out, size_t *out_l
     fprintf(f, "# HELP vaed_model_cache_bytes Bytes of parameters in the model cache.\n"
                "# TYPE vaed_model_cache_bytes gauge\nvaed_model_cache_bytes %zu\n",
             g ? g->cache_bytes : 0);
+    fprintf(f, "# HELP vaed_model_loads_total Checkpoints loaded into the model cache (once "
+               "however many requests waited for the load).\n"
+               "# TYPE vaed_model_loads_total counter\nvaed_model_loads_total %llu\n",
+            (unsigned long long)(g ? g->model_loads : 0));
     fprintf(f, "# HELP vaed_response_cache_hits_total GET /interpolate answers served from the "
                "response cache.\n# TYPE vaed_response_cache_hits_total counter\n"
                "vaed_response_cache_hits_total %llu\n"
@@ -190,6 +225,12 @@ metrics_status metrics_render(const metrics_gauges *g, char **out, size_t *out_l
                "# TYPE vaed_inference_rejected_total counter\nvaed_inference_rejected_total %llu\n",
             g ? g->compute_in_flight : 0, g ? g->compute_limit : 0,
             (unsigned long long)(g ? g->compute_rejected : 0));
+    fputs("# HELP vaed_limit_refusals_total Requests and connections refused (or streams "
+          "ended) by a bound, by bound.\n# TYPE vaed_limit_refusals_total counter\n",
+          f);
+    for (int i = 0; i < METRICS_LIMIT_COUNT; i++)
+        fprintf(f, "vaed_limit_refusals_total{limit=\"%s\"} %llu\n", metrics_limit_names[i],
+                (unsigned long long)metrics_refusals((metrics_limit)i));
     fputs("# HELP vaed_jobs Training jobs by state.\n# TYPE vaed_jobs gauge\n", f);
     for (int i = 0; i < METRICS_JOB_STATES; i++)
         fprintf(f, "vaed_jobs{state=\"%s\"} %lld\n", metrics_job_state_names[i],

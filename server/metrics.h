@@ -34,12 +34,33 @@ typedef double (*metrics_rate_fn)(void *arg);
 void metrics_set_jobs_hook(metrics_jobs_fn fn, void *arg);
 void metrics_set_training_hook(metrics_rate_fn fn, void *arg);
 
+/* The bounds a request can run into; each refusal is counted by kind in
+ * vaed_limit_refusals_total{limit="..."} (metrics_limit_names). */
+typedef enum {
+    METRICS_LIMIT_BODY_SIZE = 0,  /* 413: one body over --max-body-mb / --max-upload */
+    METRICS_LIMIT_NO_BODY,        /* 413: a body sent to a route that takes none */
+    METRICS_LIMIT_BODY_BUDGET,    /* 503: bodies held at once over --max-bodies-mb */
+    METRICS_LIMIT_PER_IP,         /* connection refused: --max-per-ip */
+    METRICS_LIMIT_HOST,           /* 403: a Host that is not this machine's (no token) */
+    METRICS_LIMIT_ORIGIN,         /* 403: a foreign Origin on a mutation (no token) */
+    METRICS_LIMIT_STREAMS,        /* 503: --max-streams event streams open */
+    METRICS_LIMIT_STREAM_AGE,     /* a stream ended at --stream-max-s (clients resume) */
+    METRICS_LIMIT_REQUEST_MEMORY, /* 422: an inference over --request-mem-mb */
+    METRICS_LIMIT_JSON_VALUES,    /* 413: more JSON values than the request can need */
+    METRICS_LIMIT_PNG_SIZE,       /* 422: a PNG whose IHDR is not the model's size */
+    METRICS_LIMIT_COUNT
+} metrics_limit;
+extern const char *const metrics_limit_names[METRICS_LIMIT_COUNT];
+void metrics_count_refusal(metrics_limit limit);
+uint64_t metrics_refusals(metrics_limit limit);
+
 /* route must outlive the process (a route table string or a literal). */
 void metrics_observe(const char *route, const char *method, unsigned status, double seconds);
 
 typedef struct {
     int models_loaded;
     size_t cache_bytes;
+    uint64_t model_loads;      /* checkpoints loaded into the model cache, ever */
     int compute_in_flight;     /* admitted inference requests, queued or running */
     int compute_limit;
     uint64_t compute_rejected; /* 429s */

@@ -2,14 +2,16 @@
  *
  * Loading (reading the blob, parsing and validating the checkpoint) happens
  * outside the lock, so one slow load does not stall requests for models
- * already in memory. Two threads loading the same bytes at once both load;
- * the second to finish finds the first's entry, uses it and frees its own.
+ * already in memory. The first thread to need a checkpoint puts a loading
+ * entry in the array and loads into it; threads that want the same bytes
+ * meanwhile wait on c->loaded, then share what it loaded (or, when the load
+ * failed and the entry is gone, try themselves).
  *
  * Entries live in one array. An evicted entry leaves the lookup (evicted = 1)
  * but stays in the array until its last holder releases it; bytes counts only
- * entries that are not evicted. A budget of 0 means no limit. A holder sees
- * the model_handle at the start of its entry; the bookkeeping after it is
- * this file's, under the cache's lock.
+ * entries that are loaded and not evicted. A budget of 0 means no limit. A
+ * holder sees the model_handle at the start of its entry; the bookkeeping
+ * after it is this file's, under the cache's lock.
  */
 #include "server/model_cache.h"
 
@@ -36,6 +38,7 @@ typedef struct {
     int refs;            /* holders */
     uint64_t last_used;  /* the cache's clock at the last acquire, for LRU */
     int evicted;         /* out of the lookup; freed on the last release */
+    int loading;         /* its loader is filling handle.model, outside the lock */
 } cache_entry;
 
 static cache_entry *entry_of(const model_handle *h)
@@ -45,6 +48,8 @@ static cache_entry *entry_of(const model_handle *h)
 
 struct model_cache {
     pthread_mutex_t mu;
+    pthread_cond_t loaded;    /* an entry stopped loading */
+    uint64_t loads;
     resolved_slot resolved[RESOLVED_SLOTS];
     unsigned next_slot;
     size_t budget;            /* bytes; 0 = unlimited */
@@ -65,6 +70,7 @@ model_cache *model_cache_new(size_t budget_bytes)
     if (!c)
         return NULL;
     pthread_mutex_init(&c->mu, NULL);
+    pthread_cond_init(&c->loaded, NULL);
     c->budget = budget_bytes;
     return c;
 }
@@ -83,6 +89,7 @@ void model_cache_free(model_cache *c)
     for (int i = 0; i < c->n; i++)
         entry_free(c->entries[i]);
     free(c->entries);
+    pthread_cond_destroy(&c->loaded);
     pthread_mutex_destroy(&c->mu);
     free(c);
 }
@@ -90,7 +97,7 @@ void model_cache_free(model_cache *c)
 static cache_entry *find_locked(model_cache *c, const char *sha256)
 {
     for (int i = 0; i < c->n; i++)
-        if (!c->entries[i]->evicted && strcmp(c->entries[i]->handle.info.sha256, sha256) == 0)
+        if (!c->entries[i]->evicted && strcmp(c->entries[i]->handle.sha256, sha256) == 0)
             return c->entries[i];
     return NULL;
 }
@@ -102,15 +109,17 @@ static void remove_locked(model_cache *c, int i)
 
 /* Evicts least recently used entries until within budget: first those nobody
  * holds (freed now: vae_free is only a free()), then held ones (freed on their
- * last release). */
-static void evict_locked(model_cache *c)
+ * last release). Never keep, the entry just acquired: a model larger than the
+ * budget then stays, alone, rather than leave at once and load again on the
+ * next request. Entries still loading count nothing and stay. */
+static void evict_locked(model_cache *c, const cache_entry *keep)
 {
     while (c->budget && c->bytes > c->budget) {
         int victim = -1;
         for (int pass = 0; pass < 2 && victim < 0; pass++)
             for (int i = 0; i < c->n; i++) {
                 cache_entry *e = c->entries[i];
-                if (e->evicted || (pass == 0 && e->refs > 0))
+                if (e->evicted || e->loading || e == keep || (pass == 0 && e->refs > 0))
                     continue;
                 if (victim < 0 || e->last_used < c->entries[victim]->last_used)
                     victim = i;
@@ -132,9 +141,11 @@ void model_cache_forget(model_cache *c, const char *sha256)
     pthread_mutex_lock(&c->mu);
     for (int i = 0; i < c->n; i++) {
         cache_entry *e = c->entries[i];
-        if (e->evicted || strcmp(e->handle.info.sha256, sha256) != 0)
+        if (e->evicted || strcmp(e->handle.sha256, sha256) != 0)
             continue;
-        e->evicted = 1;
+        e->evicted = 1; /* a loading one: its loader keeps it, out of the lookup */
+        if (e->loading)
+            break;
         c->bytes -= e->handle.bytes;
         if (e->refs == 0) {
             remove_locked(c, i);
@@ -160,35 +171,26 @@ static model_cache_status map_registry_status(int status, int named)
     }
 }
 
-/* Reads and parses the checkpoint named by info, without the cache lock. */
+/* Reads and parses the checkpoint named by info into e, without the cache
+ * lock. */
 static model_cache_status load(registry *r, const registry_checkpoint_info *info, int named,
-                               cache_entry **out, char *err, size_t errlen)
+                               cache_entry *e, char *err, size_t errlen)
 {
     uint8_t *blob = NULL; /* owned here */
     size_t len = 0;
     int status = registry_get_blob(r, info->sha256, &blob, &len, err, errlen);
     if (status)
         return map_registry_status(status, named);
-    cache_entry *e = calloc(1, sizeof *e); /* owned by the cache once inserted */
-    if (!e) {
-        free(blob);
-        snprintf(err, errlen, "out of memory loading %s v%lld", info->model,
-                 (long long)info->version);
-        return MODEL_CACHE_ERR_NOMEM;
-    }
     char why[200] = "";
     status = ckpt_load_mem(&e->handle.model, blob, len, NULL, why, sizeof why);
     free(blob);
     if (status) {
         vae_free(&e->handle.model); /* in case a failed load left anything behind */
-        free(e);
         snprintf(err, errlen, "checkpoint %s v%lld does not load: %s", info->model,
                  (long long)info->version, why);
         return status == VAE_ERR_NOMEM ? MODEL_CACHE_ERR_NOMEM : MODEL_CACHE_ERR_LOAD;
     }
-    e->handle.info = *info;
     e->handle.bytes = model_cache_entry_bytes(&e->handle.model);
-    *out = e;
     return MODEL_CACHE_OK;
 }
 
@@ -234,9 +236,40 @@ static void remember_resolved(model_cache *c, const char *model, const char *ver
     pthread_mutex_unlock(&c->mu);
 }
 
+/* Takes a reference on e for an acquire. */
+static void hold_locked(model_cache *c, cache_entry *e)
+{
+    e->refs++;
+    e->last_used = ++c->clock;
+}
+
+/* Room for one more entry in the array: 0, or -1 when out of memory. */
+static int reserve_locked(model_cache *c)
+{
+    if (c->n < c->cap)
+        return 0;
+    int ncap = c->cap ? c->cap * 2 : 8;
+    cache_entry **grown = realloc(c->entries, (size_t)ncap * sizeof *grown);
+    if (!grown)
+        return -1;
+    c->entries = grown;
+    c->cap = ncap;
+    return 0;
+}
+
+static void remove_entry_locked(model_cache *c, const cache_entry *e)
+{
+    for (int i = 0; i < c->n; i++)
+        if (c->entries[i] == e) {
+            remove_locked(c, i);
+            return;
+        }
+}
+
 model_cache_status model_cache_acquire(model_cache *c, registry *r, const char *model,
                                        const char *version_or_alias, model_handle **out,
-                                       char *err, size_t errlen)
+                                       registry_checkpoint_info *resolved, char *err,
+                                       size_t errlen)
 {
     *out = NULL;
     registry_checkpoint_info info;
@@ -248,57 +281,79 @@ model_cache_status model_cache_acquire(model_cache *c, registry *r, const char *
             return map_registry_status(status, named);
         remember_resolved(c, model, version_or_alias, gen, &info);
     }
+    if (resolved)
+        *resolved = info;
 
     pthread_mutex_lock(&c->mu);
-    cache_entry *e = find_locked(c, info.sha256);
+    cache_entry *e;
+    while ((e = find_locked(c, info.sha256)) && e->loading)
+        pthread_cond_wait(&c->loaded, &c->mu); /* one load of these bytes at a time */
     if (e) {
-        e->refs++;
-        e->last_used = ++c->clock;
-    }
-    pthread_mutex_unlock(&c->mu);
-    if (e) {
+        hold_locked(c, e);
+        pthread_mutex_unlock(&c->mu);
         *out = &e->handle;
         return MODEL_CACHE_OK;
     }
-
-    cache_entry *loaded = NULL;
-    model_cache_status loaded_status = load(r, &info, named, &loaded, err, errlen);
-    if (loaded_status != MODEL_CACHE_OK)
-        return loaded_status;
-
-    cache_entry *discard = NULL;
-    pthread_mutex_lock(&c->mu);
-    e = find_locked(c, info.sha256); /* another thread may have loaded it meanwhile */
-    if (e) {
-        discard = loaded;
-    } else if (c->n == c->cap) {
-        int ncap = c->cap ? c->cap * 2 : 8;
-        cache_entry **grown = realloc(c->entries, (size_t)ncap * sizeof *grown);
-        if (grown) {
-            c->entries = grown;
-            c->cap = ncap;
-        }
-    }
-    if (!e && c->n < c->cap) {
-        e = loaded;
-        c->entries[c->n++] = e;
-        c->bytes += e->handle.bytes;
-    }
-    if (e) {
-        e->refs++;
-        e->last_used = ++c->clock;
-        evict_locked(c);
-    }
-    pthread_mutex_unlock(&c->mu);
-    if (discard)
-        entry_free(discard);
+    /* This thread loads: a loading entry tells the others to wait. */
+    e = reserve_locked(c) ? NULL : calloc(1, sizeof *e); /* owned by the cache once in entries */
     if (!e) {
-        entry_free(loaded);
+        pthread_mutex_unlock(&c->mu);
         snprintf(err, errlen, "out of memory caching a model");
         return MODEL_CACHE_ERR_NOMEM;
     }
+    snprintf(e->handle.sha256, sizeof e->handle.sha256, "%s", info.sha256);
+    e->loading = 1;
+    c->entries[c->n++] = e;
+    pthread_mutex_unlock(&c->mu);
+
+    model_cache_status rc = load(r, &info, named, e, err, errlen);
+
+    pthread_mutex_lock(&c->mu);
+    e->loading = 0;
+    c->loads++;
+    if (rc != MODEL_CACHE_OK) {
+        remove_entry_locked(c, e);
+    } else {
+        if (!e->evicted) /* else forgotten while loading: served to this caller only */
+            c->bytes += e->handle.bytes;
+        hold_locked(c, e);
+        evict_locked(c, e);
+    }
+    pthread_cond_broadcast(&c->loaded);
+    pthread_mutex_unlock(&c->mu);
+    if (rc != MODEL_CACHE_OK) {
+        entry_free(e);
+        return rc;
+    }
     *out = &e->handle;
     return MODEL_CACHE_OK;
+}
+
+int model_cache_acquire_loaded(model_cache *c, registry *r, const char *model,
+                               const char *version_or_alias, model_handle **out,
+                               registry_checkpoint_info *info)
+{
+    *out = NULL;
+    if (!resolve_cached(c, r, model, version_or_alias, info))
+        return 0;
+    pthread_mutex_lock(&c->mu);
+    cache_entry *e = find_locked(c, info->sha256);
+    if (e && !e->loading)
+        hold_locked(c, e);
+    else
+        e = NULL;
+    pthread_mutex_unlock(&c->mu);
+    if (e)
+        *out = &e->handle;
+    return e != NULL;
+}
+
+uint64_t model_cache_loads(model_cache *c)
+{
+    pthread_mutex_lock(&c->mu);
+    uint64_t n = c->loads;
+    pthread_mutex_unlock(&c->mu);
+    return n;
 }
 
 void model_cache_release(model_cache *c, model_handle *h)
@@ -350,7 +405,7 @@ int model_cache_count(model_cache *c)
     pthread_mutex_lock(&c->mu);
     int n = 0;
     for (int i = 0; i < c->n; i++)
-        n += !c->entries[i]->evicted;
+        n += !c->entries[i]->evicted && !c->entries[i]->loading;
     pthread_mutex_unlock(&c->mu);
     return n;
 }

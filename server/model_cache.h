@@ -1,14 +1,20 @@
 /* model_cache: loaded checkpoints in memory, shared by request threads.
  *
  *     model_handle *h;
- *     if (model_cache_acquire(cache, reg, model, version, &h, err, sizeof err)) ...
+ *     registry_checkpoint_info info;                       // what the caller's names resolved to
+ *     if (model_cache_acquire(cache, reg, model, version, &h, &info, err, sizeof err)) ...
  *     vae_decode(&h->model, ws, z, n, x);      // h stays valid until released
  *     model_cache_release(cache, h);
  *
  * Entries are keyed by sha256, reference-counted, and evicted least recently
  * used when their bytes exceed the budget; an entry is freed only when its
  * last holder releases it, so eviction never pulls a model from under a
- * request.
+ * request. The same bytes stored under two names are one entry: a handle
+ * knows its bytes, not a name, and each caller reports the name and version
+ * it asked for (info). A checkpoint loads once however many requests want it
+ * at the same time (the others wait for that load), and the entry just
+ * acquired is never the one evicted, so a model larger than the whole budget
+ * stays loaded (alone) instead of loading again on every request.
  */
 #ifndef MODEL_CACHE_H
 #define MODEL_CACHE_H
@@ -34,7 +40,7 @@ typedef struct model_cache model_cache;
  * eviction) lives beside it inside model_cache.c. */
 typedef struct {
     vae_model model;                /* read-only while held */
-    registry_checkpoint_info info;  /* which checkpoint this is */
+    char sha256[65];                /* the bytes it was loaded from */
     size_t bytes;                   /* what it counts against the budget */
 } model_handle;
 
@@ -45,11 +51,24 @@ size_t model_cache_entry_bytes(const vae_model *m);
 model_cache *model_cache_new(size_t budget_bytes);
 void model_cache_free(model_cache *c);
 /* The checkpoint (model, version_or_alias) resolves to (NULL, NULL: the
- * default model, latest), loaded on first use: MODEL_CACHE_OK with *out
- * (release it), else a status with err and *out NULL. */
+ * default model, latest), loaded on first use (or waiting for the load
+ * another thread started): MODEL_CACHE_OK with *out (release it) and *info
+ * (may be NULL: the model name, version and sha256 the names resolved to),
+ * else a status with err and *out NULL. May block for a load: not on a
+ * polling thread (see model_cache_acquire_loaded). */
 model_cache_status model_cache_acquire(model_cache *c, registry *r, const char *model,
                                        const char *version_or_alias, model_handle **out,
-                                       char *err, size_t errlen);
+                                       registry_checkpoint_info *info, char *err, size_t errlen);
+/* The same only when it costs nothing: the resolution is known without the
+ * registry (model_cache_peek_resolved) and the model is loaded. 1 with *out
+ * (release it) and *info, else 0 (the caller takes the slow way). Never
+ * blocks on a load or the registry: for polling threads. */
+int model_cache_acquire_loaded(model_cache *c, registry *r, const char *model,
+                               const char *version_or_alias, model_handle **out,
+                               registry_checkpoint_info *info);
+/* Checkpoints loaded since the cache was made (each load of bytes counts
+ * once, however many requests waited for it). */
+uint64_t model_cache_loads(model_cache *c);
 void model_cache_release(model_cache *c, model_handle *h);
 /* What (model, version_or_alias) resolves to, without touching the registry
  * or loading anything: 1 with *out when an acquire resolved it while the

@@ -78,7 +78,6 @@ static const char *const stmt_sql[S_N] = {
     [S_CKPT_COUNT] = "SELECT COUNT(*) FROM checkpoints",
     [S_BLOB_INSERT] = "INSERT INTO blobs (sha256, size, data) VALUES (?1, ?2, ?3) "
                       "ON CONFLICT (sha256) DO NOTHING",
-    [S_BLOB_GET] = "SELECT data FROM blobs WHERE sha256 = ?1",
     [S_BLOB_COLLECT] = "DELETE FROM blobs WHERE sha256 = ?1 "
                        "AND NOT EXISTS (SELECT 1 FROM checkpoints WHERE sha256 = ?1)",
     [S_ALIAS_GET] = "SELECT version FROM aliases WHERE model_id = ?1 AND alias = ?2",
@@ -118,8 +117,12 @@ static const char *const stmt_sql[S_N] = {
                       "WHERE id = ?1 AND state = 'running'",
     [S_JOB_RUNNING_IDS] = "SELECT id FROM jobs WHERE state = 'running' ORDER BY id",
     [S_JOB_GET] = JOB_COLUMNS "WHERE id = ?1",
-    [S_JOB_LIST] = JOB_COLUMNS "ORDER BY id",
-    [S_JOB_LIST_STATE] = JOB_COLUMNS "WHERE state = ?1 ORDER BY id",
+    /* a page: ids after ?2, at most ?3 (-1: all) */
+    [S_JOB_LIST] = JOB_COLUMNS "WHERE id > ?2 ORDER BY id LIMIT ?3",
+    [S_JOB_LIST_STATE] = JOB_COLUMNS "WHERE state = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
+    /* finished before ?1 (ISO 8601, as finished_at is written); events go with them */
+    [S_JOB_PRUNE] = "DELETE FROM jobs WHERE state IN ('succeeded', 'failed', 'cancelled') "
+                    "AND finished_at < ?1",
     /* served from the jobs_by_state index: /metrics asks on every scrape */
     [S_JOB_COUNT_BY_STATE] = "SELECT state, COUNT(*) FROM jobs GROUP BY state",
     [S_JOB_LAST_SEQ] = "SELECT j.state, (SELECT COALESCE(MAX(e.seq), 0) FROM job_events e "
@@ -398,6 +401,13 @@ registry_status registry_open(const char *path, registry **out, char *err, size_
     pthread_mutex_init(&r->mu, NULL);
     if (strcmp(path, ":memory:") != 0)
         make_parent_dirs(path);
+    r->path = strdup(path);
+    if (!r->path) {
+        pthread_mutex_destroy(&r->mu);
+        free(r);
+        util_set_err(err, errlen, "registry: out of memory");
+        return REGISTRY_ERR_NOMEM;
+    }
 
     int status = REGISTRY_ERR_DB;
     if (sqlite3_open_v2(path, &r->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL) !=
@@ -453,7 +463,16 @@ void registry_close(registry *r)
         sqlite3_finalize(r->stmts[i]);
     sqlite3_close(r->db);
     pthread_mutex_destroy(&r->mu);
+    free(r->path);
     free(r);
+}
+
+int64_t registry_max_blob_bytes(registry *r)
+{
+    pthread_mutex_lock(&r->mu);
+    int64_t n = sqlite3_limit(r->db, SQLITE_LIMIT_LENGTH, -1);
+    pthread_mutex_unlock(&r->mu);
+    return n;
 }
 
 int registry_schema_version(registry *r)

@@ -66,10 +66,34 @@ registry_status registry_put_checkpoint(registry *r, const char *model, const ui
  * updated) and version_or_alias (NULL: "latest"; digits: a version number). */
 registry_status registry_resolve(registry *r, const char *model, const char *version_or_alias,
                                  registry_checkpoint_info *out, char *err, size_t errlen);
-/* The stored bytes of a checkpoint, *blob owned by the caller (free()). */
+/* The stored bytes of a checkpoint, *blob owned by the caller (free()).
+ * Read through a registry_blob: the registry's lock is not held. */
 registry_status registry_get_blob(registry *r, const char *sha256, uint8_t **blob, size_t *len,
                                   char *err, size_t errlen);
+
+/* The bytes of a checkpoint read in pieces, for a download streamed to a
+ * client or a load, on a connection of the blob's own: opening and reading
+ * never take the registry's lock (nor wait for a write: WAL), and what is
+ * read is the blob as it was when opened, even if it is deleted meanwhile.
+ *
+ *     registry_blob *b; size_t size;
+ *     if (registry_blob_open(reg, sha256, &b, &size, err, sizeof err)) ...
+ *     registry_blob_read(b, offset, buf, n, err, sizeof err);   // offset + n <= size
+ *     registry_blob_close(b);                                    // the caller's
+ *
+ * One thread at a time per blob. REGISTRY_ERR_NOT_FOUND when no bytes have
+ * that sha256. */
+typedef struct registry_blob registry_blob;
+registry_status registry_blob_open(registry *r, const char *sha256, registry_blob **out,
+                                   size_t *size, char *err, size_t errlen);
+registry_status registry_blob_read(registry_blob *b, size_t offset, void *buf, size_t len,
+                                   char *err, size_t errlen);
+size_t registry_blob_size(const registry_blob *b);
+void registry_blob_close(registry_blob *b);
 int64_t registry_count_checkpoints(registry *r);
+/* The largest checkpoint the registry can store: SQLite's length limit on
+ * one value (SQLITE_LIMIT_LENGTH, 10^9 bytes by default). */
+int64_t registry_max_blob_bytes(registry *r);
 /* A number that changes whenever a write commits (or the default model
  * changes): a caller may keep what it resolved while this stays the same. */
 uint64_t registry_generation(registry *r);
@@ -205,10 +229,17 @@ registry_status registry_requeue_running_jobs(registry *r, int *count, char *err
 registry_status registry_get_job(registry *r, int64_t id, registry_job *out, char *err,
                                  size_t errlen);
 void registry_free_job(registry_job *j);
-/* Jobs in submission order, only those in *only when only is not NULL.
- * *list (an array of *count) is owned by the caller: registry_free_jobs. */
-registry_status registry_list_jobs(registry *r, const jobs_state *only, registry_job **list,
-                                   size_t *count, char *err, size_t errlen);
+/* Jobs in submission order, only those in *only when only is not NULL, and
+ * only ids after after_id, at most limit of them (limit <= 0: all). *list
+ * (an array of *count) is owned by the caller: registry_free_jobs. */
+registry_status registry_list_jobs(registry *r, const jobs_state *only, int64_t after_id,
+                                   int limit, registry_job **list, size_t *count, char *err,
+                                   size_t errlen);
+/* Deletes the jobs that finished (succeeded, failed, cancelled) before
+ * before_iso (ISO 8601 UTC, as registry timestamps are written), with their
+ * events; *deleted (may be NULL) counts them. */
+registry_status registry_prune_jobs(registry *r, const char *before_iso, int64_t *deleted,
+                                    char *err, size_t errlen);
 void registry_free_jobs(registry_job *list, size_t count);
 /* How many jobs are in each state, counted in the state index (no row is
  * read): counts[s] for every jobs_state s. */

@@ -50,7 +50,6 @@ enum {
     S_CKPT_DELETE,
     S_CKPT_COUNT,
     S_BLOB_INSERT,
-    S_BLOB_GET,
     S_BLOB_COLLECT,
     S_ALIAS_GET,
     S_ALIAS_LIST,
@@ -76,6 +75,7 @@ enum {
     S_JOB_EVENTS_PRUNE,
     S_JOB_STATE_EVENT,
     S_JOB_RESULT_EVENT,
+    S_JOB_PRUNE,
     S_N
 };
 
@@ -86,6 +86,7 @@ struct registry {
     char default_model[128];  /* "" = none */
     int in_write;             /* inside a BEGIN IMMEDIATE transaction */
     uint64_t generation;      /* committed writes so far (atomic reads) */
+    char *path;               /* owned; the database file, for registry_blob's connections */
 };
 
 /* The rows a listing collects: items (owned until handed to the caller) holds

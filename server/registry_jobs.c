@@ -510,8 +510,9 @@ out:
     return status;
 }
 
-registry_status registry_list_jobs(registry *r, const jobs_state *only, registry_job **list,
-                                   size_t *count, char *err, size_t errlen)
+registry_status registry_list_jobs(registry *r, const jobs_state *only, int64_t after_id,
+                                   int limit, registry_job **list, size_t *count, char *err,
+                                   size_t errlen)
 {
     *list = NULL;
     *count = 0;
@@ -529,6 +530,8 @@ registry_status registry_list_jobs(registry *r, const jobs_state *only, registry
     }
     if (only)
         sqlite3_bind_text(st, 1, jobs_state_name(*only), -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, after_id);
+    sqlite3_bind_int(st, 3, limit > 0 ? limit : -1);
     int rc;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
         registry_job *j = reg_rows_push(&rows);
@@ -553,6 +556,28 @@ out:
     *list = rows.items;
     *count = rows.n;
     return REGISTRY_OK;
+}
+
+registry_status registry_prune_jobs(registry *r, const char *before_iso, int64_t *deleted,
+                                    char *err, size_t errlen)
+{
+    if (deleted)
+        *deleted = 0;
+    pthread_mutex_lock(&r->mu);
+    int status = reg_exec(r, S_BEGIN_WRITE, err, errlen);
+    if (!status) {
+        sqlite3_stmt *st = reg_stmt(r, S_JOB_PRUNE);
+        if (st)
+            sqlite3_bind_text(st, 1, before_iso, -1, SQLITE_STATIC);
+        if (!st || sqlite3_step(st) != SQLITE_DONE)
+            status = reg_db_fail(r, err, errlen, "deleting old jobs");
+        else if (deleted)
+            *deleted = sqlite3_changes(r->db);
+        reg_done(st);
+        status = reg_finish(r, status, err, errlen);
+    }
+    pthread_mutex_unlock(&r->mu);
+    return status;
 }
 
 registry_status registry_count_jobs(registry *r, int64_t counts[JOBS_STATE_COUNT], char *err,

@@ -395,47 +395,125 @@ registry_status registry_resolve(registry *r, const char *model, const char *ver
     return status;
 }
 
+struct registry_blob {
+    sqlite3 *db;            /* owned: this blob's connection, inside a read transaction */
+    sqlite3_blob *handle;   /* owned */
+    size_t size;
+};
+
+size_t registry_blob_size(const registry_blob *b)
+{
+    return b->size;
+}
+
+void registry_blob_close(registry_blob *b)
+{
+    if (!b)
+        return;
+    sqlite3_blob_close(b->handle);
+    if (b->db)
+        sqlite3_exec(b->db, "COMMIT", NULL, NULL, NULL);
+    sqlite3_close(b->db);
+    free(b);
+}
+
+registry_status registry_blob_open(registry *r, const char *sha256, registry_blob **out,
+                                   size_t *size, char *err, size_t errlen)
+{
+    *out = NULL;
+    *size = 0;
+    if (!sha256) {
+        util_set_err(err, errlen, "no sha256 given");
+        return REGISTRY_ERR_ARG;
+    }
+    registry_blob *b = calloc(1, sizeof *b); /* owned by the caller via *out */
+    if (!b) {
+        util_set_err(err, errlen, "out of memory opening checkpoint bytes");
+        return REGISTRY_ERR_NOMEM;
+    }
+    int status = REGISTRY_ERR_DB;
+    sqlite3_stmt *st = NULL;
+    /* The path only: every statement here is this connection's, so the
+     * registry's lock is never needed. */
+    if (sqlite3_open_v2(r->path, &b->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL) !=
+        SQLITE_OK)
+        goto fail;
+    sqlite3_busy_timeout(b->db, 5000);
+    /* One snapshot from the lookup to the last read; a page cache of 64 KiB
+     * (not SQLite's 2 MB): a blob is read once, front to back, and a
+     * download per client must cost little (the OS caches the file). */
+    if (sqlite3_exec(b->db, "PRAGMA cache_size = -64; BEGIN", NULL, NULL, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(b->db, "SELECT rowid, length(data) FROM blobs WHERE sha256 = ?1", -1,
+                           &st, NULL) != SQLITE_OK)
+        goto fail;
+    sqlite3_bind_text(st, 1, sha256, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_DONE) {
+        util_set_err(err, errlen, "no checkpoint bytes with sha256 %.64s", sha256);
+        status = REGISTRY_ERR_NOT_FOUND;
+        goto fail_quiet;
+    }
+    if (rc != SQLITE_ROW)
+        goto fail;
+    sqlite3_int64 rowid = sqlite3_column_int64(st, 0);
+    b->size = (size_t)sqlite3_column_int64(st, 1);
+    sqlite3_finalize(st);
+    st = NULL;
+    if (sqlite3_blob_open(b->db, "main", "blobs", "data", rowid, 0, &b->handle) != SQLITE_OK)
+        goto fail;
+    *out = b;
+    *size = b->size;
+    return REGISTRY_OK;
+fail:
+    util_set_err(err, errlen, "reading checkpoint bytes: %s",
+                 b->db ? sqlite3_errmsg(b->db) : "out of memory");
+    status = b->db && sqlite3_errcode(b->db) == SQLITE_NOMEM ? REGISTRY_ERR_NOMEM : REGISTRY_ERR_DB;
+fail_quiet:
+    sqlite3_finalize(st);
+    registry_blob_close(b);
+    return status;
+}
+
+registry_status registry_blob_read(registry_blob *b, size_t offset, void *buf, size_t len,
+                                   char *err, size_t errlen)
+{
+    if (offset > b->size || len > b->size - offset || len > INT32_MAX) {
+        util_set_err(err, errlen, "read of %zu bytes at %zu past the %zu of the checkpoint", len,
+                     offset, b->size);
+        return REGISTRY_ERR_ARG;
+    }
+    if (len && sqlite3_blob_read(b->handle, buf, (int)len, (int)offset) != SQLITE_OK) {
+        util_set_err(err, errlen, "reading checkpoint bytes: %s", sqlite3_errmsg(b->db));
+        return REGISTRY_ERR_DB;
+    }
+    return REGISTRY_OK;
+}
+
 registry_status registry_get_blob(registry *r, const char *sha256, uint8_t **blob, size_t *len,
                                   char *err, size_t errlen)
 {
     *blob = NULL;
     *len = 0;
-    if (!sha256) {
-        util_set_err(err, errlen, "no sha256 given");
-        return REGISTRY_ERR_ARG;
-    }
-    pthread_mutex_lock(&r->mu);
-    int status = REGISTRY_OK;
-    sqlite3_stmt *st = reg_stmt(r, S_BLOB_GET);
-    if (!st) {
-        status = reg_db_fail(r, err, errlen, "reading checkpoint bytes");
-        goto out;
-    }
-    sqlite3_bind_text(st, 1, sha256, -1, SQLITE_STATIC);
-    int rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW) {
-        const void *data = sqlite3_column_blob(st, 0);
-        size_t n = (size_t)sqlite3_column_bytes(st, 0);
-        uint8_t *copy = malloc(n ? n : 1); /* owned by the caller via *blob */
-        if (!copy) {
-            util_set_err(err, errlen, "out of memory reading %zu bytes of checkpoint", n);
-            status = REGISTRY_ERR_NOMEM;
-        } else {
-            if (n)
-                memcpy(copy, data, n);
-            *blob = copy;
-            *len = n;
-        }
-    } else if (rc == SQLITE_DONE) {
-        util_set_err(err, errlen, "no checkpoint bytes with sha256 %.64s", sha256);
-        status = REGISTRY_ERR_NOT_FOUND;
+    registry_blob *b = NULL; /* owned here */
+    size_t n = 0;
+    int status = registry_blob_open(r, sha256, &b, &n, err, errlen);
+    if (status)
+        return status;
+    uint8_t *copy = malloc(n ? n : 1); /* owned by the caller via *blob */
+    if (!copy) {
+        util_set_err(err, errlen, "out of memory reading %zu bytes of checkpoint", n);
+        status = REGISTRY_ERR_NOMEM;
     } else {
-        status = reg_db_fail(r, err, errlen, "reading checkpoint bytes");
+        status = registry_blob_read(b, 0, copy, n, err, errlen);
     }
-    reg_done(st);
-out:
-    pthread_mutex_unlock(&r->mu);
-    return status;
+    registry_blob_close(b);
+    if (status) {
+        free(copy);
+        return status;
+    }
+    *blob = copy;
+    *len = n;
+    return REGISTRY_OK;
 }
 
 int64_t registry_count_checkpoints(registry *r)

@@ -14,7 +14,7 @@ static const routes_entry routes[] = {
     {"GET", "/readyz", api_ops_readyz, 0},
     {"GET", "/metrics", api_ops_metrics, 0},
     {"GET", "/openapi.yaml", api_ops_openapi, 0},
-    {"POST", "/sample", api_infer_sample, ROUTES_OPEN},
+    {"POST", "/sample", api_infer_sample, ROUTES_OPEN | ROUTES_NO_BODY},
     {"POST", "/encode", api_infer_encode, ROUTES_OPEN},
     {"POST", "/decode", api_infer_decode, ROUTES_OPEN},
     {"POST", "/interpolate", api_infer_interpolate_post, ROUTES_OPEN},
@@ -27,13 +27,13 @@ static const routes_entry routes[] = {
     {"GET", "/models/*/versions/*", api_models_get_version, 0},
     {"DELETE", "/models/*/versions/*", api_models_delete_version, 0},
     {"GET", "/models/*/versions/*/file", api_models_get_version_file, 0},
-    {"PUT", "/models/*/aliases/*", api_models_put_alias, 0},
+    {"PUT", "/models/*/aliases/*", api_models_put_alias, ROUTES_SMALL_BODY},
     {"DELETE", "/models/*/aliases/*", api_models_delete_alias, 0},
-    {"POST", "/jobs", api_jobs_submit, 0},
+    {"POST", "/jobs", api_jobs_submit, ROUTES_SMALL_BODY},
     {"GET", "/jobs", api_jobs_list, 0},
     {"GET", "/jobs/*", api_jobs_get, 0},
     {"GET", "/jobs/*/events", api_jobs_events, 0},
-    {"POST", "/jobs/*/cancel", api_jobs_cancel, 0},
+    {"POST", "/jobs/*/cancel", api_jobs_cancel, ROUTES_NO_BODY},
 };
 
 #define N_ROUTES (sizeof routes / sizeof routes[0])
@@ -119,4 +119,10 @@ int routes_allowed(const char *path, char *allow, size_t allow_len)
 int routes_need_token(const routes_entry *r)
 {
     return r && strcmp(r->method, "GET") && !(r->flags & ROUTES_OPEN);
+}
+
+int routes_take_body(const routes_entry *r)
+{
+    return r && strcmp(r->method, "GET") && strcmp(r->method, "DELETE") &&
+           !(r->flags & ROUTES_NO_BODY);
 }

@@ -24,8 +24,19 @@
 
 /* A route that is not GET needs the bearer token (when one is configured)
  * unless it is ROUTES_OPEN: a computation such as /sample changes nothing.
- * ROUTES_UPLOAD: the body may be up to max_upload instead of max_body. */
-enum { ROUTES_OPEN = 1u << 0, ROUTES_UPLOAD = 1u << 1 };
+ * ROUTES_UPLOAD: the body may be up to max_upload instead of max_body.
+ * ROUTES_NO_BODY: a POST or PUT that takes no body (GET and DELETE never
+ * do); a body sent to one is refused before a byte of it is read.
+ * ROUTES_SMALL_BODY: a body of a few fields (a job spec, an alias), at most
+ * ROUTES_SMALL_BODY_MAX bytes rather than max_body, so parsing it is cheap
+ * wherever it happens. */
+enum {
+    ROUTES_OPEN = 1u << 0,
+    ROUTES_UPLOAD = 1u << 1,
+    ROUTES_NO_BODY = 1u << 2,
+    ROUTES_SMALL_BODY = 1u << 3
+};
+#define ROUTES_SMALL_BODY_MAX ((size_t)64 << 10)
 
 typedef struct {
     const char *method;
@@ -47,6 +58,9 @@ int routes_allowed(const char *path, char *allow, size_t allow_len);
 /* 1 when the route changes the registry and so needs the token (when one is
  * configured): not GET, not ROUTES_OPEN. NULL (no route) needs none. */
 int routes_need_token(const routes_entry *r);
+/* 1 when the route reads a request body: not GET (nor HEAD), not DELETE,
+ * not ROUTES_NO_BODY. NULL (no route) reads none. */
+int routes_take_body(const routes_entry *r);
 
 /* Row i's method and path pattern: 0, or -1 when i is past the end. */
 size_t routes_count(void);

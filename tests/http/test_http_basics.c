@@ -145,7 +145,8 @@ static void test_sample_same_seed_same_bytes(void **state)
     harness_response_free(&c);
 }
 
-static void test_sample_body_is_consumed(void **state)
+/* /sample takes no body: one sent to it is refused before it is read. */
+static void test_sample_refuses_a_body(void **state)
 {
     (void)state;
     harness_response r;
@@ -153,14 +154,19 @@ static void test_sample_body_is_consumed(void **state)
     assert_int_equal(
         harness_request(fx.port, "POST", "/sample?n=2&seed=3", NULL, body, sizeof body - 1, &r),
         0);
-    assert_int_equal(r.status, 200);
+    assert_true(harness_expect_error(&r, 413, "payload_too_large"));
+    assert_non_null(strstr((const char *)r.body, "takes no request body"));
     harness_response_free(&r);
-    /* Chunked bodies too. */
+    /* Chunked bodies too, once they come. */
     const char *const chunked[] = {"Transfer-Encoding: chunked", NULL};
     const char chunks[] = "5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n";
     assert_int_equal(harness_request(fx.port, "POST", "/sample?n=2&seed=3", chunked, chunks,
                                      sizeof chunks - 1, &r),
                      0);
+    assert_true(harness_expect_error(&r, 413, "payload_too_large"));
+    harness_response_free(&r);
+    /* An empty body is no body. */
+    assert_int_equal(harness_request(fx.port, "POST", "/sample?n=2&seed=3", NULL, "", 0, &r), 0);
     assert_int_equal(r.status, 200);
     harness_response_free(&r);
 }
@@ -270,7 +276,6 @@ static void test_body_cap_with_extra_args(void **state)
     char *body = malloc(big_len);
     assert_non_null(body);
     memset(body, 'x', big_len);
-    const char *const chunked[] = {"Transfer-Encoding: chunked", NULL};
     /* Framed by hand: a chunk header, the bytes, the last chunk. */
     char *framed = malloc(big_len + 64);
     assert_non_null(framed);
@@ -278,7 +283,9 @@ static void test_body_cap_with_extra_args(void **state)
     memcpy(framed + head, body, big_len);
     memcpy(framed + head + big_len, "\r\n0\r\n\r\n", 7);
     harness_response r;
-    assert_int_equal(harness_request(port, "POST", "/sample?n=1", chunked, framed,
+    const char *const json_chunked[] = {"Transfer-Encoding: chunked",
+                                        "Content-Type: application/json", NULL};
+    assert_int_equal(harness_request(port, "POST", "/decode", json_chunked, framed,
                                      (size_t)head + big_len + 7, &r),
                      0);
     assert_true(harness_expect_error(&r, 413, "payload_too_large"));
@@ -286,7 +293,8 @@ static void test_body_cap_with_extra_args(void **state)
 
     /* Under the cap the body is read and the request goes on (to 503 here:
      * this registry is empty). */
-    assert_int_equal(harness_request(port, "POST", "/sample?n=1", NULL, body, big_len / 2, &r), 0);
+    const char *const json[] = {"Content-Type: application/json", NULL};
+    assert_int_equal(harness_request(port, "POST", "/decode", json, body, big_len / 2, &r), 0);
     assert_true(harness_expect_error(&r, 503, "no_model"));
     harness_response_free(&r);
     free(framed);
@@ -302,7 +310,7 @@ static void test_malformed_requests(void **state)
     static const char *const garbage[] = {
         "NOT HTTP AT ALL\r\n\r\n",
         "GET /healthz HTTP/1.1\r\nBroken header line\r\n\r\n",
-        "POST /sample HTTP/1.1\r\nHost: x\r\nContent-Length: zz\r\n\r\n",
+        "POST /sample HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: zz\r\n\r\n",
         "\r\n\r\n\r\n",
     };
     /* libmicrohttpd may keep a connection it cannot parse open until its idle
@@ -316,7 +324,7 @@ static void test_malformed_requests(void **state)
         harness_response_free(&r);
     }
     /* Half a request, then the client goes away. */
-    const char half[] = "POST /sample?n=2 HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nabc";
+    const char half[] = "POST /decode HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100\r\n\r\nabc";
     harness_send_raw(fx.port, half, sizeof half - 1, &r);
     harness_set_timeout_ms(-1);
     harness_response_free(&r);
@@ -361,7 +369,7 @@ int main(void)
         cmocka_unit_test(test_healthz),
         cmocka_unit_test(test_sample_png),
         cmocka_unit_test(test_sample_same_seed_same_bytes),
-        cmocka_unit_test(test_sample_body_is_consumed),
+        cmocka_unit_test(test_sample_refuses_a_body),
         cmocka_unit_test(test_sample_bad_parameters),
         cmocka_unit_test(test_sample_unknown_model),
         cmocka_unit_test(test_routing_errors),

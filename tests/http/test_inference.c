@@ -1242,8 +1242,8 @@ static void test_slow_clients(void **state)
     int port = harness_daemon_start(&d, dir, args);
     assert_true(port > 0);
     int a = connect_port(port), b = connect_port(port);
-    const char ha[] = "POST /sample?n=1 HTTP/1.1\r\nHost: x\r\n";
-    const char hb[] = "POST /encode HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    const char ha[] = "POST /sample?n=1 HTTP/1.1\r\nHost: 127.0.0.1\r\n";
+    const char hb[] = "POST /encode HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                       "Content-Length: 1000\r\n\r\n{\"x\":[[";
     assert_true(send(a, ha, sizeof ha - 1, 0) > 0);
     assert_true(send(b, hb, sizeof hb - 1, 0) > 0);
@@ -1273,7 +1273,7 @@ static void test_overload_429(void **state)
     (void)state;
     enum { N = 100 };
     int fds[N];
-    const char req[] = "POST /sample?n=1024&seed=1&format=npy HTTP/1.1\r\nHost: x\r\n"
+    const char req[] = "POST /sample?n=1024&seed=1&format=npy HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                        "Connection: close\r\nContent-Length: 0\r\n\r\n";
     for (int i = 0; i < N; i++)
         fds[i] = connect_port(fx.port);

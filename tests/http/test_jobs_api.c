@@ -301,7 +301,7 @@ static void live_open(live_stream *s, int port, int64_t id)
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     assert_int_equal(connect(s->fd, (struct sockaddr *)&a, sizeof a), 0);
     char req[128];
-    int n = snprintf(req, sizeof req, "GET /jobs/%" PRId64 "/events HTTP/1.0\r\nHost: x\r\n\r\n",
+    int n = snprintf(req, sizeof req, "GET /jobs/%" PRId64 "/events HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n",
                      id);
     assert_int_equal(send(s->fd, req, (size_t)n, MSG_NOSIGNAL), n);
 }

@@ -133,7 +133,8 @@ static int64_t post_ok(int port, const char *model, const void *bytes, size_t le
 static void request_auth(int port, const char *method, const char *path, const char *body,
                          harness_response *r)
 {
-    const char *const headers[] = {"Authorization: Bearer " TOKEN, NULL};
+    const char *const headers[] = {"Authorization: Bearer " TOKEN,
+                                   body ? "Content-Type: application/json" : NULL, NULL};
     assert_int_equal(
         harness_request(port, method, path, headers, body, body ? strlen(body) : 0, r), 0);
 }

@@ -312,11 +312,49 @@ static void test_score_conditional_and_get(void **state)
     dataset_free(&d);
 }
 
+/* What a request may allocate counts the engine's share before the body is
+ * read: with --request-mem-mb 1 three images pass at k=8, while k=500 (a
+ * workspace of 500 draws) and the likelihood regret of a wider model (a
+ * copy of it with its Adam state) are refused, naming the flag. */
+static void test_score_memory_budget(void **state)
+{
+    (void)state;
+    char dir[HARNESS_PATH_MAX], err[256];
+    harness_daemon d;
+    const char *const args[] = {"--request-mem-mb", "1", NULL};
+    assert_int_equal(harness_tmpdir(dir, sizeof dir), 0);
+    vae_config wide; /* vaed's default 784-400-20: 2.6 MB a copy of its parameters */
+    vae_config_default(&wide);
+    assert_int_equal(harness_put_model(dir, "digits", NULL, SEED, NULL, err, sizeof err), 0);
+    assert_int_equal(harness_put_model(dir, "wide", &wide, SEED, NULL, err, sizeof err), 0);
+    int fixture_port = fx.port; /* post() and expect_refused() speak to fx.port */
+    fx.port = harness_daemon_start(&d, dir, args);
+    assert_true(fx.port > 0);
+    uint8_t *npy;
+    size_t len;
+    int shape[2] = {3, D};
+    assert_int_equal(npy_encode_f32(fx.x, shape, 2, &npy, &len), NPY_OK);
+    harness_response r;
+    assert_int_equal(post("/score?k=8", "application/x-npy", npy, len, &r), 0);
+    cJSON_Delete(ok_json(&r, "POST /score under the budget"));
+    expect_refused("POST", "/score?k=500", "application/x-npy", npy, len, 422, "unprocessable",
+                   "--request-mem-mb");
+    assert_int_equal(post("/score?model=wide&k=8", "application/x-npy", npy, len, &r), 0);
+    cJSON_Delete(ok_json(&r, "POST /score on the wide model"));
+    expect_refused("POST", "/score?model=wide&k=8&regret=2", "application/x-npy", npy, len, 422,
+                   "unprocessable", "--request-mem-mb");
+    free(npy);
+    harness_daemon_kill9(&d);
+    harness_rm_rf(dir);
+    fx.port = fixture_port;
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_score_bodies),
         cmocka_unit_test(test_score_conditional_and_get),
+        cmocka_unit_test(test_score_memory_budget),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

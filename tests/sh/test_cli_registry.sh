@@ -69,7 +69,7 @@ grep -qP '^digits\t2 versions\tlatest 2\t' <<<"$out" || fail "models: $out"
 cmp -s "$tmp/a.safetensors" "$tmp/p1.safetensors" || fail "pulled v1 differs from what was pushed"
 "$vaed" pull --url "$url" --model digits -o "$tmp/p2.safetensors" >/dev/null || fail "pull latest"
 cmp -s "$tmp/b.safetensors" "$tmp/p2.safetensors" || fail "pulled latest is not v2"
-curl -fsS -X PUT -H "Authorization: Bearer $token" -d '{"version": 1}' \
+curl -fsS -X PUT -H "Authorization: Bearer $token" -H 'Content-Type: application/json' -d '{"version": 1}' \
     "$url/models/digits/aliases/prod" >/dev/null || fail "set alias prod"
 "$vaed" pull --url "$url" --model digits --version prod --out "$tmp/p3.safetensors" >/dev/null \
     || fail "pull prod"

@@ -58,6 +58,7 @@ static void test_loads_once(void **state)
         skip();
     data_cache *dc = data_cache_new("data");
     assert_non_null(dc);
+    assert_false(data_cache_peek(dc, "mnist", DATA_SETS_TEST));
     getter g[4];
     pthread_t t[4];
     for (int i = 0; i < 4; i++) {
@@ -70,6 +71,9 @@ static void test_loads_once(void **state)
         assert_ptr_equal(g[i].got, g[0].got);
     }
     assert_int_equal(g[0].got->n, 10000);
+    /* loaded: peeked without a load (what lets a polling thread use it) */
+    assert_true(data_cache_peek(dc, "mnist", DATA_SETS_TEST));
+    assert_false(data_cache_peek(dc, "mnist", DATA_SETS_TRAIN));
     assert_int_equal(dataset_dim(g[0].got), 784);
     const dataset *train = NULL;
     char err[512];

@@ -226,6 +226,41 @@ static void test_etag_listed(void **state)
             fail_msg("If-None-Match \"%s\": listed should be %d", cases[i].inm, cases[i].listed);
 }
 
+
+/* The names a tokenless daemon answers to, and the ones a rebinding page or
+ * a foreign page sends. */
+static void test_local_host_and_origin(void **state)
+{
+    (void)state;
+    static const char *const local[] = {"localhost", "LOCALHOST:8080", "127.0.0.1",
+                                        "127.0.0.1:8080", "127.1.2.3:1", "[::1]", "[::1]:8080",
+                                        "vaed.lan:8080", "Vaed.LAN"};
+    for (size_t i = 0; i < sizeof local / sizeof local[0]; i++)
+        if (!http_host_is_local(local[i], "vaed.lan"))
+            fail_msg("Host %s was refused", local[i]);
+    static const char *const foreign[] = {"attacker.example", "attacker.example:8080",
+                                          "localhost.attacker.example", "127.0.0.1.nip.io",
+                                          "128.0.0.1", "127.0.0", "127.0.0.1.", "127.0.0.256",
+                                          "localhost:", "localhost:80x", ":8080", "",
+                                          "vaed.lan.evil", "[::2]", "0x7f.0.0.1", "1270.0.0.1"};
+    for (size_t i = 0; i < sizeof foreign / sizeof foreign[0]; i++)
+        if (http_host_is_local(foreign[i], "vaed.lan"))
+            fail_msg("Host %s was accepted", foreign[i]);
+    assert_false(http_host_is_local(NULL, NULL));
+    assert_false(http_host_is_local("vaed.lan", NULL));
+    assert_false(http_host_is_local("vaed.lan", ""));
+
+    assert_true(http_origin_is_local("http://localhost:8080", NULL));
+    assert_true(http_origin_is_local("https://127.0.0.1", NULL));
+    assert_true(http_origin_is_local("http://vaed.lan:8080", "vaed.lan"));
+    assert_false(http_origin_is_local("null", NULL));
+    assert_false(http_origin_is_local("http://attacker.example", NULL));
+    assert_false(http_origin_is_local("http://localhost:8080/x", NULL));
+    assert_false(http_origin_is_local("file://localhost", NULL));
+    assert_false(http_origin_is_local("localhost", NULL));
+    assert_false(http_origin_is_local(NULL, NULL));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -235,6 +270,7 @@ int main(void)
         cmocka_unit_test(test_format_choose),
         cmocka_unit_test(test_strict_parsers),
         cmocka_unit_test(test_etag_listed),
+        cmocka_unit_test(test_local_host_and_origin),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,6 +1,7 @@
 /* Unit tests for engine/image.c: grid encoding checked by decoding, RGB and
  * grey round trips, PNGs of other kinds written here with libpng (palette,
- * 16-bit with alpha, interlaced, oversized), and broken input. */
+ * 16-bit with alpha, interlaced, oversized), broken input, the IHDR size
+ * read without decoding, and ancillary chunks that decoding skips. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -13,6 +14,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+#include <zlib.h>
 
 #include "engine/image.h"
 
@@ -347,6 +350,140 @@ static void test_broken_input(void **state) {
                      VAE_ERR_ARG);
 }
 
+
+/* ---- hostile PNGs --------------------------------------------------------- */
+
+static void put_be32(uint8_t *p, uint32_t v) {
+    p[0] = (uint8_t)(v >> 24);
+    p[1] = (uint8_t)(v >> 16);
+    p[2] = (uint8_t)(v >> 8);
+    p[3] = (uint8_t)v;
+}
+
+/* One chunk (length, type, data, CRC) in a malloc'd buffer of *len bytes. */
+static uint8_t *make_chunk(const char type[4], const uint8_t *data, size_t n, size_t *len) {
+    uint8_t *c = malloc(12 + n);
+    assert_non_null(c);
+    put_be32(c, (uint32_t)n);
+    memcpy(c + 4, type, 4);
+    if (n) memcpy(c + 8, data, n);
+    put_be32(c + 8 + n, (uint32_t)crc32(crc32(0L, Z_NULL, 0), c + 4, (uInt)(4 + n)));
+    *len = 12 + n;
+    return c;
+}
+
+/* png with count copies of chunk after its IHDR (malloc'd, *out_len bytes). */
+static uint8_t *insert_after_ihdr(const uint8_t *png, size_t len, const uint8_t *chunk,
+                                  size_t chunk_len, int count, size_t *out_len) {
+    size_t head = 8 + 25; /* signature, IHDR */
+    size_t total = len + (size_t)count * chunk_len;
+    uint8_t *out = malloc(total);
+    assert_non_null(out);
+    memcpy(out, png, head);
+    for (int i = 0; i < count; i++) memcpy(out + head + (size_t)i * chunk_len, chunk, chunk_len);
+    memcpy(out + head + (size_t)count * chunk_len, png + head, len - head);
+    *out_len = total;
+    return out;
+}
+
+static void test_png_size_from_ihdr(void **state) {
+    (void)state;
+    float img[28 * 28] = {0};
+    uint8_t *png = NULL;
+    size_t len = 0;
+    char err[256];
+    assert_int_equal(image_encode_grid_png(img, 1, 1, 28, 28, 1, &png, &len, err, sizeof err), 0);
+    int h = 0, w = 0;
+    assert_int_equal(image_png_size(png, len, &h, &w, err, sizeof err), VAE_OK);
+    assert_int_equal(h, 28);
+    assert_int_equal(w, 28);
+    /* The header alone is enough; less is not. */
+    assert_int_equal(image_png_size(png, 33, &h, &w, err, sizeof err), VAE_OK);
+    assert_int_equal(image_png_size(png, 32, &h, &w, err, sizeof err), VAE_ERR_FORMAT);
+    assert_int_equal(h, 0);
+    assert_int_equal(image_png_size(NULL, 0, &h, &w, err, sizeof err), VAE_ERR_FORMAT);
+    /* A declared size over the decoder's limit, or zero, is refused. */
+    uint8_t *big = malloc(len);
+    assert_non_null(big);
+    memcpy(big, png, len);
+    put_be32(big + 16, 4097);
+    assert_int_equal(image_png_size(big, len, &h, &w, err, sizeof err), VAE_ERR_FORMAT);
+    assert_non_null(strstr(err, "4097"));
+    put_be32(big + 16, 4096);
+    put_be32(big + 20, 4096);
+    assert_int_equal(image_png_size(big, len, &h, &w, err, sizeof err), VAE_OK);
+    assert_int_equal(w, 4096);
+    put_be32(big + 20, 0);
+    assert_int_equal(image_png_size(big, len, &h, &w, err, sizeof err), VAE_ERR_FORMAT);
+    /* IHDR must come first. */
+    memcpy(big, png, len);
+    memcpy(big + 12, "IDAT", 4);
+    assert_int_equal(image_png_size(big, len, &h, &w, err, sizeof err), VAE_ERR_FORMAT);
+    free(big);
+    free(png);
+}
+
+/* Text chunks (a thousand zTXt, each inflating to 1 MiB), an ICC profile
+ * and unknown ancillary chunks are skipped: the pixels are the image's. */
+static void test_ancillary_chunks_skipped(void **state) {
+    (void)state;
+    float img[28 * 28];
+    for (int i = 0; i < 28 * 28; i++) img[i] = (float)(i % 256) / 255.0f;
+    uint8_t *png = NULL;
+    size_t len = 0;
+    char err[256];
+    assert_int_equal(image_encode_grid_png(img, 1, 1, 28, 28, 1, &png, &len, err, sizeof err), 0);
+
+    size_t plain = (size_t)1 << 20;
+    uint8_t *zeros = calloc(plain, 1);
+    uLongf zlen = compressBound((uLong)plain);
+    uint8_t *data = malloc(4 + 2 + zlen); /* keyword "bomb", NUL, method 0, stream */
+    assert_non_null(zeros);
+    assert_non_null(data);
+    memcpy(data, "bomb", 5);
+    data[5] = 0;
+    assert_int_equal(compress2(data + 6, &zlen, zeros, (uLong)plain, 9), Z_OK);
+    size_t ztxt_len, iccp_len, unknown_len;
+    uint8_t *ztxt = make_chunk("zTXt", data, 6 + zlen, &ztxt_len);
+    memcpy(data, "icc", 4); /* name, NUL, method, stream */
+    data[4] = 0;
+    uint8_t *iccp = make_chunk("iCCP", data, 5, &iccp_len); /* damaged: never read */
+    uint8_t *unknown = make_chunk("vaEd", zeros, 4096, &unknown_len);
+    free(zeros);
+    free(data);
+
+    const struct {
+        const uint8_t *chunk;
+        size_t len;
+        int count;
+    } cases[] = {{ztxt, ztxt_len, 1000}, {iccp, iccp_len, 3}, {unknown, unknown_len, 100}};
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        size_t bomb_len = 0;
+        uint8_t *bomb = insert_after_ihdr(png, len, cases[k].chunk, cases[k].len, cases[k].count,
+                                          &bomb_len);
+        float *dec = NULL;
+        int h = 0, w = 0;
+        int rc = image_decode_png(bomb, bomb_len, 1, &dec, &h, &w, err, sizeof err);
+        if (rc) fail_msg("case %zu: %s", k, err);
+        assert_int_equal(h, 28);
+        assert_int_equal(w, 28);
+        for (int i = 0; i < 28 * 28; i++) assert_true(fabsf(dec[i] - img[i]) < 0.51f / 255.0f);
+        free(dec);
+        free(bomb);
+    }
+    /* An unknown critical chunk still fails: it could change the pixels. */
+    size_t crit_len, bad_len;
+    uint8_t *crit = make_chunk("VAED", (const uint8_t *)"x", 1, &crit_len);
+    uint8_t *bad = insert_after_ihdr(png, len, crit, crit_len, 1, &bad_len);
+    expect_decode_error(bad, bad_len);
+    free(bad);
+    free(crit);
+    free(ztxt);
+    free(iccp);
+    free(unknown);
+    free(png);
+}
+
 static void test_write_file(void **state) {
     (void)state;
     char dir[] = "/tmp/vaed_test_img_XXXXXX";
@@ -386,6 +523,8 @@ int main(void) {
         cmocka_unit_test(test_rgb_round_trip),
         cmocka_unit_test(test_palette_and_other_kinds),
         cmocka_unit_test(test_broken_input),
+        cmocka_unit_test(test_png_size_from_ihdr),
+        cmocka_unit_test(test_ancillary_chunks_skipped),
         cmocka_unit_test(test_write_file),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

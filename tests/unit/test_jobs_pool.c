@@ -98,7 +98,29 @@ typedef struct {
     int stop_at_epoch, stop_at_step; /* SIGTERM at this progress event */
     int stopped;             /* the observer stopped the pool */
     int cancel_rc;           /* what jobs_pool_cancel returned (asserted on the main thread) */
+    int cancel_at_last_epoch; /* cancel cancel_job from a thread, late_delay_us after */
+    int late_delay_us;        /* its last epoch event (after its last step) */
+    pthread_t late;
+    int late_started;
 } observer;
+
+/* The cancel of test_cancel_while_finishing, late_delay_us after the last
+ * epoch event, from a thread of its own (the worker goes on meanwhile). */
+static void *cancel_late(void *arg)
+{
+    observer *o = arg;
+    pthread_mutex_lock(&o->mu);
+    int delay = o->late_delay_us;
+    jobs_pool *p = o->pool;
+    int64_t id = o->cancel_job;
+    pthread_mutex_unlock(&o->mu);
+    usleep((useconds_t)delay);
+    int rc = jobs_pool_cancel(p, id, NULL, 0);
+    pthread_mutex_lock(&o->mu);
+    o->cancel_rc = rc;
+    pthread_mutex_unlock(&o->mu);
+    return NULL;
+}
 
 static void on_event(void *ctx, const jobs_event *e)
 {
@@ -116,6 +138,11 @@ static void on_event(void *ctx, const jobs_event *e)
         }
         if (o->stop_at_epoch && e->epoch == o->stop_at_epoch && e->step == o->stop_at_step)
             stop = 1;
+    }
+    if (e->type == JOBS_EVENT_EPOCH && o->cancel_at_last_epoch && o->cancel_job == id &&
+        e->epoch == e->epochs) {
+        if (!o->late_started)
+            o->late_started = pthread_create(&o->late, NULL, cancel_late, o) == 0;
     }
     if (e->type == JOBS_EVENT_EPOCH && o->abandon_after_epoch &&
         e->epoch == o->abandon_after_epoch)
@@ -308,17 +335,17 @@ static void test_jobs_start_in_submission_order(void **state)
     registry_job *list;
     size_t n;
     jobs_state only = JOBS_STATE_QUEUED;
-    assert_int_equal(jobs_pool_list_jobs(p, &only, &list, &n, NULL, 0), JOBS_POOL_OK);
+    assert_int_equal(jobs_pool_list_jobs(p, &only, 0, 0, &list, &n, NULL, 0), JOBS_POOL_OK);
     assert_int_equal(n, 3);
     for (int i = 0; i < 3; i++) assert_int_equal(list[i].id, ids[i]);
     registry_free_jobs(list, n);
     only = JOBS_STATE_RUNNING;
-    assert_int_equal(jobs_pool_list_jobs(p, &only, &list, &n, NULL, 0), JOBS_POOL_OK);
+    assert_int_equal(jobs_pool_list_jobs(p, &only, 0, 0, &list, &n, NULL, 0), JOBS_POOL_OK);
     assert_int_equal(n, 0);
     registry_free_jobs(list, n);
     assert_int_equal(jobs_state_parse("sleeping", &only), -1);
     only = (jobs_state)JOBS_STATE_COUNT; /* not a state */
-    assert_int_equal(jobs_pool_list_jobs(p, &only, &list, &n, NULL, 0), JOBS_POOL_ERR_INVALID);
+    assert_int_equal(jobs_pool_list_jobs(p, &only, 0, 0, &list, &n, NULL, 0), JOBS_POOL_ERR_INVALID);
     int64_t counts[JOBS_STATE_COUNT];
     assert_int_equal(jobs_pool_count_jobs(p, counts, NULL, 0), JOBS_POOL_OK);
     assert_int_equal(counts[JOBS_STATE_QUEUED], 3);
@@ -391,6 +418,48 @@ static void test_cancel_running_stops_within_a_step(void **state)
     registry_free_job(&j);
     assert_int_equal(registry_count_checkpoints(f->reg), 0);
     assert_false(resume_exists(f, id));
+}
+
+
+/* Cancels at moments from the last step to past the registration: whatever
+ * the moment, a cancel that was accepted (202) ends the job cancelled with
+ * nothing registered, and one refused (409) leaves it succeeded. */
+static void test_cancel_while_finishing(void **state)
+{
+    fixture *f = *state;
+    static const int delays_us[] = {200, 1000, 3000, 10000, 30000, 100000};
+    for (size_t k = 0; k < sizeof delays_us / sizeof delays_us[0]; k++) {
+        observer ob = {.mu = PTHREAD_MUTEX_INITIALIZER, .cancel_rc = -1};
+        jobs_pool *p = new_pool(f, 1, &ob);
+        int64_t before = registry_count_checkpoints(f->reg);
+        pthread_mutex_lock(&ob.mu);
+        ob.cancel_at_last_epoch = 1;
+        ob.cancelled_at_step = -1;
+        ob.late_delay_us = delays_us[k];
+        pthread_mutex_unlock(&ob.mu);
+        char name[32];
+        snprintf(name, sizeof name, "late%zu", k);
+        int64_t id = submit(p, f, name, 1, NULL);
+        pthread_mutex_lock(&ob.mu);
+        ob.cancel_job = id;
+        pthread_mutex_unlock(&ob.mu);
+        char st[16];
+        wait_final(f, id, st);
+        assert_true(ob.late_started);
+        pthread_join(ob.late, NULL);
+        jobs_pool_free(p);
+        int64_t added = registry_count_checkpoints(f->reg) - before;
+        print_message("cancel %d us after the last step: %s, job %s\n", delays_us[k],
+                      ob.cancel_rc == JOBS_POOL_OK ? "accepted" : "refused", st);
+        if (ob.cancel_rc == JOBS_POOL_OK) {
+            assert_string_equal(st, "cancelled");
+            assert_int_equal(added, 0);
+        } else {
+            assert_int_equal(ob.cancel_rc, JOBS_POOL_ERR_CONFLICT);
+            assert_string_equal(st, "succeeded");
+            assert_int_equal(added, 1);
+        }
+    }
 }
 
 static void test_nonfinite_loss_fails_and_registers_nothing(void **state)
@@ -557,7 +626,7 @@ static void test_submit_refusals(void **state)
     assert_int_equal(jobs_pool_get_job(p, 42, &job, err, sizeof err), JOBS_POOL_ERR_NOT_FOUND);
     registry_job *list;
     size_t n;
-    assert_int_equal(jobs_pool_list_jobs(p, NULL, &list, &n, NULL, 0), JOBS_POOL_OK);
+    assert_int_equal(jobs_pool_list_jobs(p, NULL, 0, 0, &list, &n, NULL, 0), JOBS_POOL_OK);
     assert_int_equal(n, 0); /* nothing was queued */
     registry_free_jobs(list, n);
     jobs_pool_free(p);
@@ -716,7 +785,7 @@ static void test_registry_job_transitions(void **state)
     assert_int_equal(count, 1);
     registry_job *list;
     jobs_state queued = JOBS_STATE_QUEUED;
-    assert_int_equal(registry_list_jobs(r, &queued, &list, &n, err, sizeof err), 0);
+    assert_int_equal(registry_list_jobs(r, &queued, 0, 0, &list, &n, err, sizeof err), 0);
     assert_int_equal(n, 1);
     assert_int_equal(list[0].id, other);
     registry_free_jobs(list, n);
@@ -727,6 +796,62 @@ static void test_registry_job_transitions(void **state)
     assert_null(config);
 }
 
+/* Jobs a page at a time; finished ones pruned by age, events and all; a
+ * full queue refuses a submit. */
+static void test_pages_prune_and_queue_cap(void **state)
+{
+    fixture *f = *state;
+    registry *r = f->reg;
+    char err[256];
+    int64_t ids[6];
+    for (int i = 0; i < 6; i++)
+        assert_int_equal(registry_insert_job(r, "{}", &ids[i], err, sizeof err), 0);
+    registry_job *list = NULL;
+    size_t n = 0;
+    assert_int_equal(registry_list_jobs(r, NULL, ids[1], 3, &list, &n, err, sizeof err), 0);
+    assert_int_equal(n, 3);
+    assert_int_equal(list[0].id, ids[2]);
+    assert_int_equal(list[2].id, ids[4]);
+    registry_free_jobs(list, n);
+    assert_int_equal(registry_list_jobs(r, NULL, ids[5], 3, &list, &n, err, sizeof err), 0);
+    assert_int_equal(n, 0);
+    /* two finish; pruning before a date in the past takes none, after now both */
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(registry_set_job_state(r, ids[i], JOBS_STATE_CANCELLED, NULL, err,
+                                                sizeof err),
+                         0);
+    int64_t deleted = -1;
+    assert_int_equal(registry_prune_jobs(r, "2000-01-01T00:00:00Z", &deleted, err, sizeof err), 0);
+    assert_int_equal(deleted, 0);
+    assert_int_equal(registry_prune_jobs(r, "9999-01-01T00:00:00Z", &deleted, err, sizeof err), 0);
+    assert_int_equal(deleted, 2);
+    int64_t seq;
+    assert_int_equal(registry_get_job_last_seq(r, ids[0], &seq, NULL, err, sizeof err),
+                     REGISTRY_ERR_NOT_FOUND);
+    assert_int_equal(registry_list_jobs(r, NULL, 0, 0, &list, &n, err, sizeof err), 0);
+    assert_int_equal(n, 4); /* the queued ones stay, whatever their age */
+    registry_free_jobs(list, n);
+
+    /* four queued: a pool that keeps at most four refuses a fifth */
+    jobs_pool_options opt;
+    jobs_pool_options_default(&opt);
+    opt.data_dir = f->dir;
+    opt.workers = 0;
+    opt.max_queued = 4;
+    jobs_pool *p = NULL;
+    assert_int_equal(jobs_pool_new(r, &opt, &p, err, sizeof err), JOBS_POOL_OK);
+    char body[512];
+    snprintf(body, sizeof body, "{\"model\":\"q\",\"data\":\"%s\",\"hidden\":[16],\"latent\":2}",
+             f->images);
+    int64_t id = 0;
+    assert_int_equal(jobs_pool_submit(p, body, strlen(body), &id, err, sizeof err),
+                     JOBS_POOL_ERR_FULL);
+    assert_non_null(strstr(err, "--max-queued-jobs"));
+    assert_int_equal(jobs_pool_prune(p, 0, &deleted, err, sizeof err), JOBS_POOL_OK);
+    assert_int_equal(deleted, 0);
+    jobs_pool_free(p);
+}
+
 int main(void)
 {
     openblas_set_num_threads(1); /* exact resume needs one BLAS thread, as in vaed serve */
@@ -735,6 +860,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_jobs_start_in_submission_order, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cancel_queued_never_starts, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cancel_running_stops_within_a_step, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_cancel_while_finishing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_nonfinite_loss_fails_and_registers_nothing, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_resume_after_a_crash_is_exact, setup, teardown),
@@ -743,6 +869,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_submit_refusals, setup, teardown),
         cmocka_unit_test_setup_teardown(test_wait_events, setup, teardown),
         cmocka_unit_test_setup_teardown(test_registry_job_transitions, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_pages_prune_and_queue_cap, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -359,6 +359,44 @@ static void test_utf8_valid(void **state) {
     assert_false(json_strict_utf8_valid("ok \x80"));         /* a lone continuation byte */
 }
 
+/* A value budget: an array of more values than allowed stops at the first
+ * one over (its byte offset named), long before it costs its node each. */
+static void test_value_budget(void **state) {
+    (void)state;
+    json_strict_value v;
+    char err[256];
+    const char *ten = "[1,2,3,4,5,6,7,8,9]"; /* the array and nine numbers */
+    assert_int_equal(json_strict_parse_budget(ten, strlen(ten), 4, 10, &v, err, sizeof err),
+                     VAE_OK);
+    assert_int_equal(v.n, 9);
+    json_strict_free(&v);
+    assert_int_equal(json_strict_parse_budget(ten, strlen(ten), 4, 9, &v, err, sizeof err),
+                     VAE_ERR_FORMAT);
+    assert_non_null(strstr(err, "more than 9 values at byte 17"));
+    assert_int_equal(v.type, JSON_STRICT_NULL);
+    assert_int_equal(json_strict_parse_budget(ten, strlen(ten), 4, 0, &v, err, sizeof err),
+                     VAE_ERR_ARG);
+    /* the default: JSON_STRICT_MAX_VALUES */
+    size_t n = 4 * (size_t)JSON_STRICT_MAX_VALUES;
+    char *long_array = malloc(2 * n + 1);
+    assert_non_null(long_array);
+    long_array[0] = '[';
+    for (size_t i = 0; i < n; i++) {
+        long_array[1 + 2 * i] = '0';
+        long_array[2 + 2 * i] = i + 1 < n ? ',' : ']';
+    }
+    assert_int_equal(json_strict_parse(long_array, 2 * n + 1, 4, &v, err, sizeof err),
+                     VAE_ERR_FORMAT);
+    assert_non_null(strstr(err, "more than"));
+    /* cut to the budget exactly, it parses */
+    size_t fits = JSON_STRICT_MAX_VALUES - 1;
+    long_array[2 * fits] = ']';
+    assert_int_equal(json_strict_parse(long_array, 2 * fits + 1, 4, &v, err, sizeof err), VAE_OK);
+    assert_int_equal(v.n, fits);
+    json_strict_free(&v);
+    free(long_array);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_escapes),      cmocka_unit_test(test_more_escapes),
@@ -366,6 +404,7 @@ int main(void) {
         cmocka_unit_test(test_structures),   cmocka_unit_test(test_depth_limit),
         cmocka_unit_test(test_duplicate_keys), cmocka_unit_test(test_more_malformed),
         cmocka_unit_test(test_utf8_valid),
+        cmocka_unit_test(test_value_budget),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -92,11 +92,14 @@ static int teardown(void **state)
     return 0;
 }
 
+/* What the last acquire_ok resolved its names to. */
+static registry_checkpoint_info last;
+
 static model_handle *acquire_ok(model_cache *c, registry *r, const char *model, const char *v)
 {
     model_handle *h = NULL;
     char err[256] = "";
-    int rc = model_cache_acquire(c, r, model, v, &h, err, sizeof err);
+    int rc = model_cache_acquire(c, r, model, v, &h, &last, err, sizeof err);
     if (rc)
         print_error("acquire: %s\n", err);
     assert_int_equal(rc, MODEL_CACHE_OK);
@@ -119,8 +122,8 @@ static void test_acquire_shares(void **state)
     model_handle *h2 = acquire_ok(c, f->reg, "a", "1");
     assert_ptr_equal(h1, h2);
     assert_int_equal(model_cache_handle_refs(c, h1), 2);
-    assert_string_equal(h1->info.model, "a");
-    assert_int_equal(h1->info.version, 1);
+    assert_string_equal(last.model, "a");
+    assert_int_equal(last.version, 1);
     assert_same_params(&h1->model, &f->a);
     assert_int_equal(h1->model.cfg.latent, 4);
     assert_int_equal(model_cache_count(c), 1);
@@ -136,7 +139,7 @@ static void test_acquire_shares(void **state)
 
     /* The default model: "b", the most recently updated. */
     model_handle *hb = acquire_ok(c, f->reg, NULL, NULL);
-    assert_string_equal(hb->info.model, "b");
+    assert_string_equal(last.model, "b");
     assert_same_params(&hb->model, &f->b);
     assert_int_equal(model_cache_count(c), 2);
     assert_int_equal(model_cache_bytes(c), 2 * f->bytes_a);
@@ -153,6 +156,19 @@ static void test_same_bytes_one_entry(void **state)
     model_handle *h2 = acquire_ok(c, f->reg, "a-copy", NULL);
     assert_ptr_equal(h1, h2);
     assert_int_equal(model_cache_count(c), 1);
+    assert_int_equal(model_cache_loads(c), 1);
+    /* Each caller is told the name it asked for, not the first loader's. */
+    assert_string_equal(last.model, "a-copy");
+    assert_int_equal(last.version, 1);
+    model_cache_release(c, acquire_ok(c, f->reg, "a", "1"));
+    assert_string_equal(last.model, "a");
+    model_cache_release(c, h1);
+    registry_checkpoint_info info;
+    model_handle *h3 = NULL;
+    assert_true(model_cache_acquire_loaded(c, f->reg, "a-copy", NULL, &h3, &info));
+    assert_ptr_equal(h3, h1);
+    assert_string_equal(info.model, "a-copy");
+    model_cache_release(c, h3);
     model_cache_release(c, h1);
     model_cache_release(c, h2);
     model_cache_free(c);
@@ -164,14 +180,14 @@ static void test_errors(void **state)
     model_cache *c = model_cache_new(0);
     model_handle *h = (model_handle *)1;
     char err[256] = "";
-    assert_int_equal(model_cache_acquire(c, f->reg, "missing", NULL, &h, err, sizeof err),
+    assert_int_equal(model_cache_acquire(c, f->reg, "missing", NULL, &h, NULL, err, sizeof err),
                      MODEL_CACHE_ERR_NOT_FOUND);
     assert_null(h);
     assert_non_null(strstr(err, "missing"));
-    assert_int_equal(model_cache_acquire(c, f->reg, "a", "7", &h, err, sizeof err),
+    assert_int_equal(model_cache_acquire(c, f->reg, "a", "7", &h, NULL, err, sizeof err),
                      MODEL_CACHE_ERR_NOT_FOUND);
     assert_string_equal(err, "model \"a\" has no version 7");
-    assert_int_equal(model_cache_acquire(c, f->reg, "a", "prod", &h, err, sizeof err),
+    assert_int_equal(model_cache_acquire(c, f->reg, "a", "prod", &h, NULL, err, sizeof err),
                      MODEL_CACHE_ERR_NOT_FOUND);
 
     /* Bytes in the registry that are no checkpoint. */
@@ -182,7 +198,7 @@ static void test_errors(void **state)
                                              strlen(junk), NULL, NULL, NULL, NULL, &info,
                                              &created, err, sizeof err),
                      REGISTRY_OK);
-    assert_int_equal(model_cache_acquire(c, f->reg, "junk", NULL, &h, err, sizeof err),
+    assert_int_equal(model_cache_acquire(c, f->reg, "junk", NULL, &h, NULL, err, sizeof err),
                      MODEL_CACHE_ERR_LOAD);
     assert_null(h);
     assert_non_null(strstr(err, "junk"));
@@ -196,7 +212,7 @@ static void test_errors(void **state)
     registry *empty = NULL;
     assert_int_equal(registry_open(path, &empty, err, sizeof err), REGISTRY_OK);
     c = model_cache_new(0);
-    assert_int_equal(model_cache_acquire(c, empty, NULL, NULL, &h, err, sizeof err),
+    assert_int_equal(model_cache_acquire(c, empty, NULL, NULL, &h, NULL, err, sizeof err),
                      MODEL_CACHE_ERR_NO_MODEL);
     assert_string_equal(err, "no model in the registry");
     model_cache_free(c);
@@ -213,7 +229,7 @@ static void test_budget_evicts_lru(void **state)
     model_handle *hb = acquire_ok(c, f->reg, "b", NULL);
     assert_int_equal(model_cache_count(c), 1);
     assert_int_equal(model_cache_bytes(c), f->bytes_a);
-    assert_string_equal(hb->info.model, "b");
+    assert_string_equal(last.model, "b");
     assert_int_equal(model_cache_handle_evicted(c, hb), 0);
     model_cache_release(c, hb);
     /* "a" loads again (and pushes "b" out). */
@@ -282,7 +298,7 @@ static void test_deleted_while_held(void **state)
     char err[256] = "";
     assert_int_equal(registry_delete_version(f->reg, "a", 1, err, sizeof err), REGISTRY_OK);
     model_handle *gone = NULL;
-    assert_int_equal(model_cache_acquire(c, f->reg, "a", "1", &gone, err, sizeof err),
+    assert_int_equal(model_cache_acquire(c, f->reg, "a", "1", &gone, NULL, err, sizeof err),
                      MODEL_CACHE_ERR_NOT_FOUND);
     assert_null(gone);
     model_handle *hb = acquire_ok(c, f->reg, "b", NULL); /* over budget: evicts "a" */
@@ -304,7 +320,7 @@ static void test_forget_while_held(void **state)
     size_t before = model_cache_bytes(c);
     assert_true(before > 0);
     char sha[65];
-    memcpy(sha, ha->info.sha256, sizeof sha);
+    memcpy(sha, ha->sha256, sizeof sha);
     model_cache_forget(c, sha);
     assert_int_equal(model_cache_bytes(c), 0);
     assert_int_equal(model_cache_count(c), 0);
@@ -328,18 +344,18 @@ static void test_resolution_follows_registry(void **state)
     registry_checkpoint_info seen;
     assert_false(model_cache_peek_resolved(c, f->reg, "a", NULL, &seen));
     model_handle *h = acquire_ok(c, f->reg, "a", NULL);
-    assert_int_equal(h->info.version, 1);
+    assert_int_equal(last.version, 1);
     model_cache_release(c, h);
     /* Remembered: known without the registry. */
     assert_true(model_cache_peek_resolved(c, f->reg, "a", NULL, &seen));
     assert_int_equal(seen.version, 1);
     h = acquire_ok(c, f->reg, "a", NULL);
-    assert_int_equal(h->info.version, 1);
+    assert_int_equal(last.version, 1);
     model_cache_release(c, h);
     put_model(f->reg, "a", &f->b); /* version 2 moves latest */
     assert_false(model_cache_peek_resolved(c, f->reg, "a", NULL, &seen));
     h = acquire_ok(c, f->reg, "a", NULL);
-    assert_int_equal(h->info.version, 2);
+    assert_int_equal(last.version, 2);
     assert_same_params(&h->model, &f->b);
     model_cache_release(c, h);
     char err[256] = "";
@@ -354,11 +370,11 @@ static void test_resolution_follows_registry(void **state)
     model_cache_release(c, h);
     /* The alias and then version 2 deleted: "prod" is gone, latest is 1 again. */
     assert_int_equal(registry_delete_alias(f->reg, "a", "prod", err, sizeof err), REGISTRY_OK);
-    assert_int_equal(model_cache_acquire(c, f->reg, "a", "prod", &h, err, sizeof err),
+    assert_int_equal(model_cache_acquire(c, f->reg, "a", "prod", &h, NULL, err, sizeof err),
                      MODEL_CACHE_ERR_NOT_FOUND);
     assert_int_equal(registry_delete_version(f->reg, "a", 2, err, sizeof err), REGISTRY_OK);
     h = acquire_ok(c, f->reg, "a", NULL);
-    assert_int_equal(h->info.version, 1);
+    assert_int_equal(last.version, 1);
     assert_same_params(&h->model, &f->a);
     model_cache_release(c, h);
     model_cache_free(c);
@@ -375,7 +391,7 @@ static void *acquire_thread(void *arg)
 {
     acquire_job *job = arg;
     char err[256];
-    if (model_cache_acquire(job->cache, job->reg, "a", NULL, &job->got, err, sizeof err))
+    if (model_cache_acquire(job->cache, job->reg, "a", NULL, &job->got, NULL, err, sizeof err))
         job->failed = 1;
     return NULL;
 }
@@ -401,10 +417,48 @@ static void test_concurrent_load(void **state)
             assert_ptr_equal(jobs[i].got, jobs[0].got);
         }
         assert_int_equal(model_cache_handle_refs(c, jobs[0].got), N);
+        assert_int_equal(model_cache_loads(c), 1); /* the others waited for the one load */
         for (int i = 0; i < N; i++)
             model_cache_release(c, jobs[i].got);
         model_cache_free(c);
     }
+}
+
+/* A model larger than the whole budget stays loaded, alone, rather than
+ * leaving at once and loading again on every request. */
+static void test_oversized_model_stays(void **state)
+{
+    fixture *f = *state;
+    model_cache *c = model_cache_new(1);
+    for (int i = 0; i < 3; i++)
+        model_cache_release(c, acquire_ok(c, f->reg, "a", NULL));
+    assert_int_equal(model_cache_loads(c), 1);
+    assert_int_equal(model_cache_count(c), 1);
+    /* Another one takes its place. */
+    model_cache_release(c, acquire_ok(c, f->reg, "b", NULL));
+    assert_int_equal(model_cache_count(c), 1);
+    model_cache_release(c, acquire_ok(c, f->reg, "b", NULL));
+    assert_int_equal(model_cache_loads(c), 2);
+    model_cache_free(c);
+}
+
+/* The polling-thread path never loads and never asks the registry. */
+static void test_acquire_loaded_only(void **state)
+{
+    fixture *f = *state;
+    model_cache *c = model_cache_new(0);
+    model_handle *h = NULL;
+    registry_checkpoint_info info;
+    assert_false(model_cache_acquire_loaded(c, f->reg, "a", NULL, &h, &info));
+    assert_null(h);
+    assert_int_equal(model_cache_loads(c), 0);
+    model_cache_release(c, acquire_ok(c, f->reg, "a", NULL));
+    assert_true(model_cache_acquire_loaded(c, f->reg, "a", NULL, &h, &info));
+    assert_int_equal(info.version, 1);
+    model_cache_release(c, h);
+    put_model(f->reg, "a", &f->b); /* the registry moved: resolve again, elsewhere */
+    assert_false(model_cache_acquire_loaded(c, f->reg, "a", NULL, &h, &info));
+    model_cache_free(c);
 }
 
 int main(void)
@@ -419,6 +473,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_forget_while_held, setup, teardown),
         cmocka_unit_test_setup_teardown(test_resolution_follows_registry, setup, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_load, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_oversized_model_stays, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_acquire_loaded_only, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
