@@ -27,6 +27,7 @@ static const score_field fields[] = {
     {"complexity_bits", offsetof(eval_score, complexity_bits)},
     {"corrected_bits", offsetof(eval_score, corrected_bits)},
     {"regret", offsetof(eval_score, regret)},
+    {"recon_floor", offsetof(eval_score, recon_floor)},
     {"ood_score", offsetof(eval_score, ood_score)},
 };
 #define N_FIELDS ((int)(sizeof fields / sizeof fields[0]))

@@ -270,6 +270,27 @@ static double png_complexity_bits(const vae_config *c, const float *x)
     return bits;
 }
 
+/* The least -log p(x|z) any decoder output can give x (D values as
+ * scored): the entropy of its grey levels, sum_j H(x_j), under a Bernoulli
+ * likelihood (the output's logits at logit(x_j)); the constant D (log sigma
+ * + log(2 pi) / 2) of a fixed Gaussian; 0 where no such floor is at hand
+ * (continuous Bernoulli, a learned variance). */
+static double recon_floor(const vae_config *c, const float *x)
+{
+    int D = vae_config_input_dim(c);
+    double s = 0.0;
+    if (c->likelihood == VAE_LIK_BERNOULLI) {
+        for (int j = 0; j < D; j++) {
+            double p = x[j];
+            if (p > 0.0 && p < 1.0)
+                s -= p * log(p) + (1.0 - p) * log1p(-p);
+        }
+    } else if (c->likelihood == VAE_LIK_GAUSSIAN) {
+        s = D * (log((double)c->sigma) + 0.5 * LOG_2PI);
+    }
+    return s;
+}
+
 /* A model whose encoder likelihood regret fits: a copy of m's parameters
  * and config with the training options that would move anything but the
  * fit (weight decay, clipping, free bits, warm-up, beta) neutral, and a
@@ -434,7 +455,8 @@ vae_status eval_score_inputs(const vae_model *m, const float *x, const int *labe
             goto end;
         }
         s->corrected_bits = s->iwae_nll / LN2 - s->complexity_bits;
-        s->ood_score = s->corrected_bits;
+        s->recon_floor = recon_floor(c, xi);
+        s->ood_score = s->iwae_nll - s->recon_floor;
         s->regret = NAN;
         if (!have_fit) continue;
         if ((rc = regret_fit_run(&fit, m, xi, y, o->regret_steps, o->deadline, &r, eps, err,

@@ -72,8 +72,13 @@ typedef struct {
     double regret;                 /* likelihood regret (Xiao et al. 2020): iwae_nll minus
                                       the same bound after fitting the encoder to this one
                                       input; NAN when not asked */
+    double recon_floor;            /* the least reconstruction term any decoder could give
+                                      this input: sum_j H(x_j) of its grey levels under a
+                                      Bernoulli likelihood (0 for continuous Bernoulli and a
+                                      learned variance) */
     double ood_score;              /* the one to threshold, higher = more anomalous:
-                                      corrected_bits */
+                                      iwae_nll - recon_floor, the model's excess over what
+                                      the input's own entropy costs (measured: README) */
 } eval_score;
 
 #define EVAL_SCORE_MAX_K 5000

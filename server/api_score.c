@@ -22,9 +22,9 @@
 #include "server/model_cache.h"
 
 #define REF_MAX 64
-/* the most bytes one input's scores take in the answer: eight keys and
+/* the most bytes one input's scores take in the answer: nine keys and
  * numbers */
-#define SCORE_JSON_MAX (8 * (24 + JSON_NUM_FLOAT_MAX))
+#define SCORE_JSON_MAX (9 * (24 + JSON_NUM_FLOAT_MAX))
 
 typedef struct {
     compute_task task;           /* first: the pool's view (task.conn is the connection) */
@@ -165,6 +165,7 @@ static void score_answer(score_request *r, const eval_score *s, int n)
             put_number(f, "complexity_bits", s[i].complexity_bits, 0);
             put_number(f, "corrected_bits", s[i].corrected_bits, 0);
             put_number(f, "likelihood_regret", s[i].regret, 0);
+            put_number(f, "recon_floor", s[i].recon_floor, 0);
             put_number(f, "ood_score", s[i].ood_score, 1);
             fputc('}', f);
         }

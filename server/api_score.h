@@ -6,7 +6,7 @@
  *
  * Each answers JSON {"model", "version", "k", "regret_steps", "complexity",
  * "scores": [{neg_elbo, recon, kl, iwae_nll, complexity_bits,
- * corrected_bits, likelihood_regret, ood_score}, ...]}, one object per
+ * corrected_bits, likelihood_regret, recon_floor, ood_score}, ...]}, one object per
  * input, from eval_score_inputs (engine/eval.h): nats, bits where named;
  * ood_score is the one to threshold (higher = more anomalous);
  * likelihood_regret is null unless ?regret=STEPS asked for it. A conditional

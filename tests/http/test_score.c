@@ -165,10 +165,11 @@ static void check_scores(const cJSON *root, const vae_model *m, const float *x, 
         const cJSON *s = cJSON_GetArrayItem(scores, i);
         const double got[] = {num(s, "neg_elbo"), num(s, "recon"), num(s, "kl"),
                               num(s, "iwae_nll"), num(s, "complexity_bits"),
-                              num(s, "corrected_bits"), num(s, "ood_score")};
+                              num(s, "corrected_bits"), num(s, "recon_floor"),
+                              num(s, "ood_score")};
         const double exp_[] = {want[i].neg_elbo, want[i].recon, want[i].kl, want[i].iwae_nll,
                                want[i].complexity_bits, want[i].corrected_bits,
-                               want[i].ood_score};
+                               want[i].recon_floor, want[i].ood_score};
         for (size_t f = 0; f < sizeof got / sizeof got[0]; f++)
             if (fabs(got[f] - exp_[f]) > 1e-7 * fmax(1.0, fabs(exp_[f])))
                 fail_msg("input %d field %zu: %.9g, engine %.9g", i, f, got[f], exp_[f]);

@@ -6,7 +6,9 @@
  * - the complexity is the length of the zlib stream of the PNG the engine
  *   writes for the image, which inflates back to the image's rows; a black
  *   image costs less than a noisy one; the corrected score is the bound in
- *   bits minus it, and ood_score is that;
+ *   bits minus it; the floor is the Bernoulli entropy of the grey levels
+ *   (0 for a black-and-white image), never above the reconstruction term,
+ *   and ood_score is the bound minus it;
  * - the likelihood regret: with a trained decoder and an encoder pushed off
  *   (fc_mu's bias moved by 2), fitting the encoder to each image recovers
  *   nats of the bound (regret > 1), the model is left as it was, a second
@@ -101,7 +103,14 @@ static void test_scores_agree_with_eval(void **state)
         assert_true(isnan(s[i].regret));
         assert_true(fabs(s[i].corrected_bits - (s[i].iwae_nll / log(2.0) - s[i].complexity_bits)) <
                     1e-9);
-        assert_true(s[i].ood_score == s[i].corrected_bits);
+        double h = 0;
+        for (int p = 0; p < S * S; p++) {
+            double v = d.x[(size_t)i * S * S + p];
+            if (v > 0 && v < 1) h -= v * log(v) + (1 - v) * log(1 - v);
+        }
+        assert_true(fabs(s[i].recon_floor - h) < 1e-9 * fmax(1, h));
+        assert_true(s[i].recon_floor <= s[i].recon);
+        assert_true(s[i].ood_score == s[i].iwae_nll - s[i].recon_floor);
         /* the complexity is the PNG's zlib stream, which holds the image's rows */
         uint8_t *png;
         size_t len;
@@ -119,8 +128,14 @@ static void test_scores_agree_with_eval(void **state)
     }
     if (fabs(mean - er.iwae_nll) > 1e-9 * fabs(er.iwae_nll))
         fail_msg("mean of the per-input bounds %.12g, eval_run's %.12g", mean, er.iwae_nll);
-    /* noise costs more bits than a blob on black */
+    /* noise costs more bits than a blob on black, and has grey levels to pay for */
     assert_true(s[N - 1].complexity_bits > s[0].complexity_bits);
+    assert_true(s[N - 1].recon_floor > 10 * s[0].recon_floor);
+    float bw[S * S] = {0};
+    bw[9] = 1.0f;
+    eval_score one;
+    assert_int_equal(eval_score_inputs(&m, bw, NULL, 1, &o, &one, err, sizeof err), VAE_OK);
+    assert_true(one.recon_floor == 0.0);
     dataset_free(&d);
     vae_free(&m);
 }
