@@ -13,7 +13,8 @@
  *   (fc_mu's bias moved by 2), fitting the encoder to each image recovers
  *   nats of the bound (regret > 1), the model is left as it was, a second
  *   run gives the same numbers, a deadline that has passed stops it with
- *   VAE_ERR_TOO_LARGE, and out-of-range options are refused;
+ *   VAE_ERR_TOO_LARGE, and out-of-range options are refused; the bytes a
+ *   request is budgeted grow with the regret's copy and one chunk of K;
  * - a conditional model scores with the labels, and only with them. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -180,6 +181,17 @@ static void test_likelihood_regret(void **state)
                      VAE_ERR_TOO_LARGE);
     assert_non_null(strstr(err, "out of time"));
     o.deadline = 0;
+    /* what a request is budgeted: the regret adds the copy of the model and
+     * its Adam state; K past one chunk of draws adds nothing */
+    size_t with = eval_score_bytes(&m.cfg, &o);
+    o.regret_steps = 0;
+    size_t without = eval_score_bytes(&m.cfg, &o);
+    assert_true(with >= without + 4 * sizeof(float) * m.n_params);
+    o.iwae_k = 500;
+    size_t k500 = eval_score_bytes(&m.cfg, &o);
+    o.iwae_k = 5000;
+    assert_true(k500 > without && eval_score_bytes(&m.cfg, &o) == k500);
+    o.iwae_k = 64;
     o.regret_steps = EVAL_SCORE_MAX_REGRET_STEPS + 1;
     assert_int_equal(eval_score_inputs(&m, d.x, NULL, N, &o, a, err, sizeof err), VAE_ERR_ARG);
     o.regret_steps = 0;
