@@ -69,9 +69,9 @@ typedef struct {
                                       of literals, deflate.h), in bits */
     double corrected_bits;         /* iwae_nll in bits - complexity_bits (Serra et al. 2020):
                                       the model's code length against a generic coder's */
-    double regret;                 /* likelihood regret (Xiao et al. 2020): iwae_nll minus
-                                      the same bound after fitting the encoder to this one
-                                      input; NAN when not asked */
+    double regret;                 /* likelihood regret (Xiao et al. 2020): neg_elbo minus
+                                      the negative ELBO after fitting the encoder to this one
+                                      input (the same K draws of eps); NAN when not asked */
     double recon_floor;            /* the least reconstruction term any decoder could give
                                       this input: sum_j H(x_j) of its grey levels under a
                                       Bernoulli likelihood (0 for continuous Bernoulli and a
