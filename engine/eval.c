@@ -444,6 +444,11 @@ vae_status eval_score_inputs(const vae_model *m, const float *x, const int *labe
     rng_seed(&r, o->seed);
     iwae_scratch sc = {ws, eps, z, log_lik};
     for (int i = 0; i < n; i++) {
+        if (o->deadline > 0 && util_mono_s() > o->deadline) {
+            util_set_err(err, errlen, "scoring ran out of time after %d of %d inputs", i, n);
+            rc = VAE_ERR_TOO_LARGE;
+            goto end;
+        }
         const float *xr = x + (size_t)i * D;
         for (int j = 0; j < D; j++)
             xi[j] = c->binarize == VAE_BIN_NONE     ? xr[j]

@@ -88,7 +88,8 @@ typedef struct {
     int iwae_k;                    /* 1..EVAL_SCORE_MAX_K; default 64 */
     int regret_steps;              /* 0: no likelihood regret; else Adam steps on the encoder */
     double regret_lr;              /* default 1e-3 */
-    double deadline;               /* util_mono_s() after which the regret stops with
+    double deadline;               /* util_mono_s() after which scoring stops (checked
+                                      before each input and each regret step) with
                                       VAE_ERR_TOO_LARGE; 0: none */
     uint64_t seed;                 /* the draws of z (and of dynamic binarisation) */
 } eval_score_options;
