@@ -38,7 +38,7 @@
 #define SAMPLE_DEFAULT_N 16
 #define STEPS_DEFAULT 8
 #define TEMPERATURE_MAX 10.0
-#define NAME_MAX_LEN 64
+#define NAME_MAX_LEN API_INFER_NAME_MAX
 #define DATA_REF_MAX 64
 /* A response-cache key: 64 hex digits, a model name (< 128), a version. */
 #define CACHE_KEY_MAX 256
@@ -71,6 +71,7 @@ typedef struct {
     char from[DATA_REF_MAX + 1], to[DATA_REF_MAX + 1];
     int64_t steps;
     int slerp;
+    int64_t scale;               /* ?scale=: each pixel a scale x scale block in a PNG */
     char if_none_match[512];
     /* The checkpoint the request's names resolved to: what X-Model, the JSON
      * "model" and the ETag report (the cached model may have been loaded
@@ -115,6 +116,7 @@ static infer_request *infer_new(http_ctx *ctx, struct MHD_Connection *c, http_re
     r->body = req->body;
     r->body_len = req->body_len;
     r->temperature = 1.0;
+    r->scale = 1;
     req->work = r;
     req->work_free = infer_free;
     return r;
@@ -255,20 +257,26 @@ static uint64_t random_seed(void)
     return ((uint64_t)ts.tv_sec * 1000000007u) ^ (uint64_t)ts.tv_nsec ^ ((uint64_t)getpid() << 32);
 }
 
-/* ?model= and ?version= into r. */
-static http_error read_model_params(infer_request *r, char *msg, size_t msglen)
+http_error api_infer_model_params(struct MHD_Connection *c, char *model_out, char *version_out,
+                                  char *msg, size_t msglen)
 {
     const char *model = NULL, *version = NULL;
-    if (http_query_str(r->task.conn, "model", NAME_MAX_LEN, &model, msg, msglen) ||
-        http_query_str(r->task.conn, "version", NAME_MAX_LEN, &version, msg, msglen))
+    if (http_query_str(c, "model", API_INFER_NAME_MAX, &model, msg, msglen) ||
+        http_query_str(c, "version", API_INFER_NAME_MAX, &version, msg, msglen))
         return HTTP_ERR_BAD_REQUEST;
     if (model && !registry_valid_name(model)) {
         snprintf(msg, msglen, "parameter 'model' is not a valid model name");
         return HTTP_ERR_BAD_REQUEST;
     }
-    snprintf(r->model, sizeof r->model, "%s", model ? model : "");
-    snprintf(r->version, sizeof r->version, "%s", version ? version : "");
+    snprintf(model_out, API_INFER_NAME_MAX + 1, "%s", model ? model : "");
+    snprintf(version_out, API_INFER_NAME_MAX + 1, "%s", version ? version : "");
     return HTTP_ERR_NONE;
+}
+
+/* ?model= and ?version= into r. */
+static http_error read_model_params(infer_request *r, char *msg, size_t msglen)
+{
+    return api_infer_model_params(r->task.conn, r->model, r->version, msg, msglen);
 }
 
 /* A decimal number (no spaces, nothing after it) in (lo, hi]. */
@@ -334,14 +342,7 @@ static http_error require_body(struct MHD_Connection *c, const http_request *req
     return HTTP_ERR_UNSUPPORTED_MEDIA;
 }
 
-/* DATASET:SPLIT:INDEX, e.g. mnist:test:3. */
-typedef struct {
-    char name[32];
-    data_sets_split split;
-    int64_t index;
-} data_ref;
-
-static int parse_data_ref(const char *s, data_ref *out)
+int api_infer_parse_data_ref(const char *s, api_infer_data_ref *out)
 {
     const char *a = strchr(s, ':');
     const char *b = a ? strchr(a + 1, ':') : NULL;
@@ -365,8 +366,8 @@ static int infer_data_ready(const infer_request *r)
 {
     if (r->kind != INFER_INTERP_GET)
         return 1;
-    data_ref a, b;
-    return !parse_data_ref(r->from, &a) && !parse_data_ref(r->to, &b) &&
+    api_infer_data_ref a, b;
+    return !api_infer_parse_data_ref(r->from, &a) && !api_infer_parse_data_ref(r->to, &b) &&
            data_cache_peek(r->ctx->data, a.name, a.split) &&
            data_cache_peek(r->ctx->data, b.name, b.split);
 }
@@ -382,9 +383,9 @@ static void interp_tags(const infer_request *r, const registry_checkpoint_info *
                         char etag[40], char *key)
 {
     char text[640], hex[65];
-    snprintf(text, sizeof text, "%s|%s|%lld|%s|%s|%lld|%s|%s", info->sha256, info->model,
+    snprintf(text, sizeof text, "%s|%s|%lld|%s|%s|%lld|%s|%s|%lld", info->sha256, info->model,
              (long long)info->version, r->from, r->to, (long long)r->steps,
-             r->slerp ? "slerp" : "lerp", http_format_name(r->fmt));
+             r->slerp ? "slerp" : "lerp", http_format_name(r->fmt), (long long)r->scale);
     sha256_hex((const uint8_t *)text, strlen(text), hex);
     snprintf(etag, 40, "\"%.32s\"", hex);
     snprintf(key, CACHE_KEY_MAX, "%s|%s|%lld", hex, info->model, (long long)info->version);
@@ -392,11 +393,16 @@ static void interp_tags(const infer_request *r, const registry_checkpoint_info *
 
 /* A pinned version never changes; "latest" or the default model may, so
  * clients revalidate (cheaply, with the tag) before reusing. */
+const char *api_infer_cache_control(const char *model, const char *version)
+{
+    int pinned = model && model[0] && version && version[0] &&
+                 strspn(version, "0123456789") == strlen(version);
+    return pinned ? "public, max-age=31536000, immutable" : "public, no-cache";
+}
+
 static const char *interp_cache_control(const infer_request *r)
 {
-    int pinned = r->model[0] && r->version[0] &&
-                 strspn(r->version, "0123456789") == strlen(r->version);
-    return pinned ? "public, max-age=31536000, immutable" : "public, no-cache";
+    return api_infer_cache_control(r->model, r->version);
 }
 
 /* The 200 of GET /interpolate from a kept body (takes the reference b), with
@@ -448,7 +454,8 @@ static http_error sample_params(infer_request *r, char *msg, size_t msglen)
         return e;
     if (http_query_int(c, "n", 1, API_INFER_MAX_N, SAMPLE_DEFAULT_N, &r->n, msg, msglen) ||
         http_query_u64(c, "seed", &have_seed, &r->seed, msg, msglen) ||
-        query_double(c, "temperature", 0.0, TEMPERATURE_MAX, 1.0, &r->temperature, msg, msglen))
+        query_double(c, "temperature", 0.0, TEMPERATURE_MAX, 1.0, &r->temperature, msg, msglen) ||
+        http_query_int(c, "scale", 1, API_INFER_MAX_SCALE, 1, &r->scale, msg, msglen))
         return HTTP_ERR_BAD_REQUEST;
     if ((e = http_negotiate(c, HTTP_OFFER_IMAGES, &r->fmt, msg, msglen)) != HTTP_ERR_NONE)
         return e;
@@ -475,6 +482,9 @@ static http_error body_params(infer_request *r, const http_request *req, unsigne
                               int png_ok, char *msg, size_t msglen)
 {
     http_error e = read_model_params(r, msg, msglen);
+    if (e == HTTP_ERR_NONE && (offered & (1u << HTTP_FORMAT_PNG)) &&
+        http_query_int(r->task.conn, "scale", 1, API_INFER_MAX_SCALE, 1, &r->scale, msg, msglen))
+        e = HTTP_ERR_BAD_REQUEST;
     if (e == HTTP_ERR_NONE)
         e = http_negotiate(r->task.conn, offered, &r->fmt, msg, msglen);
     if (e == HTTP_ERR_NONE)
@@ -522,16 +532,17 @@ static http_error interpolate_get_params(infer_request *r, char *msg, size_t msg
     if (http_query_str(c, "from", DATA_REF_MAX, &from, msg, msglen) ||
         http_query_str(c, "to", DATA_REF_MAX, &to, msg, msglen) ||
         http_query_str(c, "mode", 16, &mode, msg, msglen) ||
-        http_query_int(c, "steps", 2, API_INFER_MAX_STEPS, STEPS_DEFAULT, &r->steps, msg, msglen))
+        http_query_int(c, "steps", 2, API_INFER_MAX_STEPS, STEPS_DEFAULT, &r->steps, msg, msglen) ||
+        http_query_int(c, "scale", 1, API_INFER_MAX_SCALE, 1, &r->scale, msg, msglen))
         return HTTP_ERR_BAD_REQUEST;
-    data_ref ref;
-    if (!from || parse_data_ref(from, &ref)) {
+    api_infer_data_ref ref;
+    if (!from || api_infer_parse_data_ref(from, &ref)) {
         snprintf(msg, msglen,
                  "parameter 'from' must be a data set reference DATASET:SPLIT:INDEX such as "
                  "mnist:test:3 (DATASET mnist or fashion, SPLIT train or test)");
         return HTTP_ERR_BAD_REQUEST;
     }
-    if (!to || parse_data_ref(to, &ref)) {
+    if (!to || api_infer_parse_data_ref(to, &ref)) {
         snprintf(msg, msglen,
                  "parameter 'to' must be a data set reference DATASET:SPLIT:INDEX such as "
                  "mnist:test:7");
@@ -570,17 +581,19 @@ enum MHD_Result api_infer_interpolate_get(http_ctx *ctx, struct MHD_Connection *
 
 /* ---- compute-thread helpers ---------------------------------------------- */
 
-static http_error infer_acquire(infer_request *r, model_handle **h, char *msg, size_t msglen)
+http_error api_infer_acquire(http_ctx *ctx, const char *model, const char *version,
+                             model_handle **h, registry_checkpoint_info *info, char *msg,
+                             size_t msglen)
 {
-    const char *model = r->model[0] ? r->model : NULL;
-    const char *version = r->version[0] ? r->version : NULL;
+    model = model && model[0] ? model : NULL;
+    version = version && version[0] ? version : NULL;
     char why[256] = "";
-    model_cache_status rc = model_cache_acquire(r->ctx->cache, r->ctx->reg, model, version, h,
-                                                &r->info, why, sizeof why);
+    model_cache_status rc = model_cache_acquire(ctx->cache, ctx->reg, model, version, h, info,
+                                                why, sizeof why);
     if (rc == MODEL_CACHE_ERR_NOT_FOUND)
         snprintf(msg, msglen, "no checkpoint matches model '%s' version '%s'",
                  model ? model : "(default)", version ? version : "latest");
-    else if (rc == MODEL_CACHE_ERR_NO_MODEL && registry_count_checkpoints(r->ctx->reg) == 0)
+    else if (rc == MODEL_CACHE_ERR_NO_MODEL && registry_count_checkpoints(ctx->reg) == 0)
         snprintf(msg, msglen,
                  "no model is loaded: the registry is empty; train one with `vaed train` or "
                  "register a checkpoint");
@@ -593,6 +606,11 @@ static http_error infer_acquire(infer_request *r, model_handle **h, char *msg, s
     else if (rc != MODEL_CACHE_OK)
         snprintf(msg, msglen, "registry error: %s", why);
     return http_error_from_model_cache(rc);
+}
+
+static http_error infer_acquire(infer_request *r, model_handle **h, char *msg, size_t msglen)
+{
+    return api_infer_acquire(r->ctx, r->model, r->version, h, &r->info, msg, msglen);
 }
 
 static int all_finite(const float *v, size_t n)
@@ -652,59 +670,101 @@ static void infer_json_done(infer_request *r, FILE *f, char **text, size_t *len)
     infer_set_body(r, MHD_HTTP_OK, "application/json", *text, *len);
 }
 
+http_error api_infer_encode_images(http_format fmt, const vae_config *cfg, const float *x,
+                                   const float *z, int n, int cols, int scale,
+                                   const registry_checkpoint_info *info, const char *extra_json,
+                                   void **out, size_t *len, const char **content_type, char *msg,
+                                   size_t msglen)
+{
+    int D = vae_config_input_dim(cfg);
+    *out = NULL;
+    *len = 0;
+    if (!all_finite(x, (size_t)n * (size_t)D) ||
+        (z && !all_finite(z, (size_t)n * (size_t)cfg->latent))) {
+        snprintf(msg, msglen, "the model produced non-finite values");
+        return HTTP_ERR_INTERNAL;
+    }
+    *content_type = http_format_mime(fmt);
+    if (fmt == HTTP_FORMAT_PNG) {
+        uint8_t *png = NULL; /* owned: handed to the caller */
+        char why[256] = "";
+        vae_status rc = image_encode_grid_png_scaled(x, n, cfg->channels, cfg->height, cfg->width,
+                                                     cols, scale, &png, len, why, sizeof why);
+        if (rc == VAE_ERR_ARG) {
+            snprintf(msg, msglen,
+                     "cannot draw these images as PNG: %s (ask for format=npy or json, or a "
+                     "smaller scale)",
+                     why);
+            return HTTP_ERR_UNPROCESSABLE;
+        }
+        if (rc != VAE_OK) {
+            snprintf(msg, msglen, "PNG encoding failed: %s", why);
+            return HTTP_ERR_INTERNAL;
+        }
+        *out = png;
+        return HTTP_ERR_NONE;
+    }
+    if (fmt == HTTP_FORMAT_NPY) {
+        int shape[4] = {n, cfg->channels, cfg->height, cfg->width};
+        uint8_t *npy = NULL; /* owned: handed to the caller */
+        if (npy_encode_f32(x, shape, 4, &npy, len)) {
+            snprintf(msg, msglen, "out of memory writing the array");
+            return HTTP_ERR_UNAVAILABLE;
+        }
+        *out = npy;
+        return HTTP_ERR_NONE;
+    }
+    char *text = NULL; /* owned: handed to the caller */
+    FILE *f = open_memstream(&text, len);
+    if (!f) {
+        snprintf(msg, msglen, "out of memory writing the response");
+        return HTTP_ERR_UNAVAILABLE;
+    }
+    fprintf(f, "{\"model\":\"%s\",\"version\":%lld,%s", info->model,
+            (long long)info->version, extra_json ? extra_json : "");
+    if (z) {
+        fputs("\"z\":", f);
+        put_rows(f, z, n, cfg->latent);
+        fputc(',', f);
+    }
+    fputs("\"x\":", f);
+    put_rows(f, x, n, D);
+    fputc('}', f);
+    int bad = ferror(f);
+    if (fclose(f) || bad || !text) {
+        free(text);
+        snprintf(msg, msglen, "out of memory writing the response");
+        return HTTP_ERR_UNAVAILABLE;
+    }
+    *out = text;
+    return HTTP_ERR_NONE;
+}
+
 /* The answer of an endpoint that returns images x (n, D) made from latents z
- * (n, latent), built in r: a PNG grid of cols columns, JSON {"model",
- * "version", extra..., "z", "x"}, or an npy array (n, C, H, W) of x. A
- * failure to write them is answered here too, and like the 200 it carries
- * the model's X-Model headers (only non-finite output does not): the caller
- * goes on when r->status is 200. */
+ * (n, latent), built in r (api_infer_encode_images). A failure to write them
+ * is answered here too, and like the 200 it carries the model's X-Model
+ * headers (only non-finite output does not): the caller goes on when
+ * r->status is 200. */
 static void infer_images(infer_request *r, const model_handle *h, const float *x, const float *z,
                          int n, int cols, const char *extra_json)
 {
     const vae_config *cfg = &h->model.cfg;
-    int D = vae_config_input_dim(cfg);
-    if (!all_finite(x, (size_t)n * (size_t)D) ||
+    if (!all_finite(x, (size_t)n * (size_t)vae_config_input_dim(cfg)) ||
         !all_finite(z, (size_t)n * (size_t)cfg->latent)) {
         infer_fail(r, HTTP_ERR_INTERNAL, "the model produced non-finite values");
         return;
     }
-    if (r->fmt == HTTP_FORMAT_PNG) {
-        uint8_t *png = NULL; /* owned: handed to the response */
-        size_t len = 0;
-        char why[256] = "";
-        vae_status rc = image_encode_grid_png(x, n, cfg->channels, cfg->height, cfg->width, cols, &png,
-                                       &len, why, sizeof why);
-        if (rc == VAE_ERR_ARG)
-            infer_fail(r, HTTP_ERR_UNPROCESSABLE,
-                       "cannot draw these images as PNG: %s (ask for format=npy or json)", why);
-        else if (rc != VAE_OK)
-            infer_fail(r, HTTP_ERR_INTERNAL, "PNG encoding failed: %s", why);
-        else
-            infer_set_body(r, MHD_HTTP_OK, "image/png", png, len);
-    } else if (r->fmt == HTTP_FORMAT_NPY) {
-        int shape[4] = {n, cfg->channels, cfg->height, cfg->width};
-        uint8_t *npy = NULL; /* owned: handed to the response */
-        size_t len = 0;
-        if (npy_encode_f32(x, shape, 4, &npy, &len))
-            infer_fail(r, HTTP_ERR_UNAVAILABLE, "out of memory writing the array");
-        else
-            infer_set_body(r, MHD_HTTP_OK, "application/x-npy", npy, len);
-    } else {
-        char *text = NULL; /* owned: handed to the response */
-        size_t len = 0;
-        FILE *f = open_memstream(&text, &len);
-        if (!f) {
-            infer_fail(r, HTTP_ERR_UNAVAILABLE, "out of memory writing the response");
-            return;
-        }
-        fprintf(f, "{\"model\":\"%s\",\"version\":%lld,%s\"z\":", r->info.model,
-                (long long)r->info.version, extra_json ? extra_json : "");
-        put_rows(f, z, n, cfg->latent);
-        fputs(",\"x\":", f);
-        put_rows(f, x, n, D);
-        fputc('}', f);
-        infer_json_done(r, f, &text, &len);
-    }
+    char msg[HTTP_MESSAGE_MAX];
+    void *body = NULL; /* owned: handed to the response */
+    size_t len = 0;
+    const char *content_type = NULL;
+    http_error e = api_infer_encode_images(r->fmt, cfg, x, z, n, cols, (int)r->scale, &r->info,
+                                           extra_json, &body, &len, &content_type, msg,
+                                           sizeof msg);
+    if (e != HTTP_ERR_NONE)
+        infer_set_error(r, e, msg);
+    else
+        infer_set_body(r, MHD_HTTP_OK, content_type, body, len);
     infer_model_headers(r, &r->info);
 }
 
@@ -1044,36 +1104,48 @@ end:
     return e;
 }
 
+http_error api_infer_data_set(http_ctx *ctx, const char *name, data_sets_split split,
+                              const vae_config *cfg, const dataset **out, char *msg,
+                              size_t msglen)
+{
+    const char *split_name = split == DATA_SETS_TEST ? "test" : "train";
+    const dataset *d = NULL; /* borrowed from the data-set cache */
+    char why[512] = "";
+    data_cache_status rc = data_cache_get(ctx->data, name, split, &d, why, sizeof why);
+    if (rc == DATA_CACHE_ERR_FULL)
+        snprintf(msg, msglen, "%s", why);
+    else if (rc != DATA_CACHE_OK)
+        snprintf(msg, msglen, "data set %s (%s split) is not available: %s", name, split_name,
+                 why);
+    if (rc != DATA_CACHE_OK)
+        return http_error_from_data_cache(rc);
+    if (cfg && (d->channels != cfg->channels || d->height != cfg->height ||
+                d->width != cfg->width)) {
+        snprintf(msg, msglen, "%s images are %dx%d with %d channel(s), the model takes %dx%d with %d",
+                 name, d->width, d->height, d->channels, cfg->width, cfg->height, cfg->channels);
+        return HTTP_ERR_UNPROCESSABLE;
+    }
+    *out = d;
+    return HTTP_ERR_NONE;
+}
+
 /* Copies image ref_text of its data set into dst, loading the split once. */
 static http_error data_image(infer_request *r, const char *ref_text, const vae_config *cfg,
                              float *dst, char *msg, size_t msglen)
 {
-    data_ref ref;
-    if (parse_data_ref(ref_text, &ref)) { /* checked on the polling thread already */
+    api_infer_data_ref ref;
+    if (api_infer_parse_data_ref(ref_text, &ref)) { /* checked on the polling thread already */
         snprintf(msg, msglen, "bad data set reference %s", ref_text);
         return HTTP_ERR_BAD_REQUEST;
     }
-    const char *split = ref.split == DATA_SETS_TEST ? "test" : "train";
     const dataset *d = NULL; /* borrowed from the data-set cache */
-    char why[512] = "";
-    data_cache_status rc = data_cache_get(r->ctx->data, ref.name, ref.split, &d, why, sizeof why);
-    if (rc == DATA_CACHE_ERR_FULL)
-        snprintf(msg, msglen, "%s", why);
-    else if (rc != DATA_CACHE_OK)
-        snprintf(msg, msglen, "data set %s (%s split) is not available: %s", ref.name, split, why);
-    if (rc != DATA_CACHE_OK)
-        return http_error_from_data_cache(rc);
+    http_error e = api_infer_data_set(r->ctx, ref.name, ref.split, cfg, &d, msg, msglen);
+    if (e != HTTP_ERR_NONE)
+        return e;
     if (ref.index >= d->n) {
-        snprintf(msg, msglen, "%s: the %s split of %s has %d images (0 to %d)", ref_text, split,
-                 ref.name, d->n, d->n - 1);
+        snprintf(msg, msglen, "%s: the %s split of %s has %d images (0 to %d)", ref_text,
+                 ref.split == DATA_SETS_TEST ? "test" : "train", ref.name, d->n, d->n - 1);
         return HTTP_ERR_NOT_FOUND;
-    }
-    if (d->channels != cfg->channels || d->height != cfg->height || d->width != cfg->width) {
-        snprintf(msg, msglen,
-                 "%s: %s images are %dx%d with %d channel(s), the model takes %dx%d with %d",
-                 ref_text, ref.name, d->width, d->height, d->channels, cfg->width, cfg->height,
-                 cfg->channels);
-        return HTTP_ERR_UNPROCESSABLE;
     }
     memcpy(dst, d->x + (size_t)ref.index * (size_t)dataset_dim(d),
            (size_t)dataset_dim(d) * sizeof *dst);
@@ -1176,19 +1248,29 @@ static size_t infer_memory_bytes(const infer_request *r, const vae_config *cfg)
         values = r->body_png ? 0 : r->body_len / 2 + 1;
         break;
     }
-    size_t answer = r->fmt == HTTP_FORMAT_JSON  ? n * (D + L) * (JSON_NUM_FLOAT_MAX + 1)
-                    : r->fmt == HTTP_FORMAT_NPY ? n * D * sizeof(float)
-                                                : 2 * n * D; /* rows, then the deflated copy */
-    return vae_config_workspace_bytes(cfg, (int)n) + 3 * n * (D + L) * sizeof(float) + answer +
-           values * sizeof(cJSON);
+    return vae_config_workspace_bytes(cfg, (int)n) + 3 * n * (D + L) * sizeof(float) +
+           api_infer_answer_bytes(r->fmt, n, D, L, (int)r->scale) + values * sizeof(cJSON);
+}
+
+size_t api_infer_answer_bytes(http_format fmt, size_t n, size_t D, size_t L, int scale)
+{
+    size_t k = (size_t)scale;
+    return fmt == HTTP_FORMAT_JSON  ? n * (D + L) * (JSON_NUM_FLOAT_MAX + 1)
+           : fmt == HTTP_FORMAT_NPY ? n * D * sizeof(float)
+                                    : 2 * n * D * k * k; /* rows, then the deflated copy */
 }
 
 /* 422 naming --request-mem-mb when r could cost more than it. */
 static http_error infer_check_memory(infer_request *r, const vae_config *cfg, char *msg,
                                      size_t msglen)
 {
-    size_t limit = r->ctx->opts->request_mem_mb << 20;
-    size_t need = infer_memory_bytes(r, cfg);
+    return api_infer_check_memory(r->ctx, cfg, infer_memory_bytes(r, cfg), msg, msglen);
+}
+
+http_error api_infer_check_memory(http_ctx *ctx, const vae_config *cfg, size_t need, char *msg,
+                                  size_t msglen)
+{
+    size_t limit = ctx->opts->request_mem_mb << 20;
     if (!limit || need <= limit)
         return HTTP_ERR_NONE;
     metrics_count_refusal(METRICS_LIMIT_REQUEST_MEMORY);

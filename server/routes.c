@@ -3,6 +3,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "server/api_data.h"
+#include "server/api_explore.h"
 #include "server/api_infer.h"
 #include "server/api_jobs.h"
 #include "server/api_models.h"
@@ -18,6 +20,12 @@ static const routes_entry routes[] = {
     {"POST", "/decode", api_infer_decode, ROUTES_OPEN},
     {"POST", "/interpolate", api_infer_interpolate_post, ROUTES_OPEN},
     {"GET", "/interpolate", api_infer_interpolate_get, 0},
+    {"GET", "/reconstruct", api_explore_reconstruct_get, 0},
+    {"POST", "/reconstruct", api_explore_reconstruct_post, ROUTES_OPEN},
+    {"GET", "/traverse", api_explore_traverse, 0},
+    {"GET", "/latent-map", api_explore_latent_map, 0},
+    {"GET", "/data/*/*", api_data_sheet, 0},
+    {"GET", "/data/*/*/*", api_data_image, 0},
     {"GET", "/models", api_models_list, 0},
     {"GET", "/models/*", api_models_get, 0},
     {"POST", "/models/*/checkpoints", api_models_post_checkpoint, ROUTES_UPLOAD},
