@@ -9,8 +9,11 @@
 #include "server/api_jobs.h"
 #include "server/api_models.h"
 #include "server/api_ops.h"
+#include "server/api_ui.h"
 
 static const routes_entry routes[] = {
+    {"GET", "/", api_ui_index, 0},
+    {"GET", "/ui/*", api_ui_asset, 0},
     {"GET", "/healthz", api_ops_healthz, 0},
     {"GET", "/readyz", api_ops_readyz, 0},
     {"GET", "/metrics", api_ops_metrics, 0},
