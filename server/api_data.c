@@ -143,7 +143,7 @@ static http_error data_params(data_request *r, struct MHD_Connection *c, const h
         snprintf(msg, msglen, "no split '%.64s': the splits are train and test", split);
         return HTTP_ERR_NOT_FOUND;
     }
-    snprintf(r->name, sizeof r->name, "%s", name);
+    memcpy(r->name, name, strlen(name) + 1); /* shorter than r->name: checked above */
     r->split = strcmp(split, "test") ? DATA_SETS_TRAIN : DATA_SETS_TEST;
     if (http_query_int(c, "scale", 1, API_INFER_MAX_SCALE, 1, &r->scale, msg, msglen))
         return HTTP_ERR_BAD_REQUEST;

@@ -160,6 +160,23 @@ try {
   check(tag === `<img src="${new URL(src, base).href.replace(/&/g, '&amp;')}" alt="interpolation from mnist test image 2 to 9">`,
     `copy <img> gives the GET /interpolate URL itself (${tag})`);
   await shot('interpolation');
+  // the keyboard picks too: the third image of the page, as the next "from"
+  await page.focus('#interp-sheet');
+  for (let i = 0; i < 3; i++) await page.keyboard.press('ArrowRight');
+  await page.keyboard.press('Enter');
+  await page.waitForFunction(() => /i\.from=3/.test(location.hash));
+  await rendered('interpolation');
+  check(await page.inputValue('#interp-form input[name=from]') === '3', 'Enter on the strip picks the image the arrows reached');
+  // two uploaded PNGs: POST /interpolate
+  const png = async (i) => Buffer.from(await (await fetch(`${base}/data/mnist/test/${i}`)).arrayBuffer());
+  await page.click('#panel-interpolation summary');
+  await page.setInputFiles('#interp-file-a', { name: 'four.png', mimeType: 'image/png', buffer: await png(4) });
+  await page.setInputFiles('#interp-file-b', { name: 'five.png', mimeType: 'image/png', buffer: await png(5) });
+  await page.click('#interp-upload');
+  await page.waitForFunction(() => document.querySelector('#interp-img').src.startsWith('blob:'));
+  const [uw] = await loaded('#interp-img');
+  check(uw === 10 * 56 && /four\.png to five\.png/.test(await page.textContent('#interp-caption')),
+    'two uploaded PNGs get their strip');
 
   // ---- Latent traversal, then a bad input shown as the daemon's JSON error
   await tab('traversal');
@@ -225,6 +242,21 @@ try {
   check(!page.url().includes('a-token') && await page.evaluate(() => sessionStorage.getItem('vaed-token')) === 'a-token-the-tab-keeps',
     'the token is in sessionStorage and never in the URL');
   await shot('jobs');
+
+  // ---- A long job cancelled from the page; the history shows both
+  await page.fill('#job-form input[name=model]', 'long');
+  await page.fill('#job-form input[name=epochs]', '200');
+  await page.click('#job-form button[type=submit]');
+  await page.waitForFunction(() => !/job=1(&|$)/.test(location.hash) && /job=\d+/.test(location.hash));
+  await page.waitForSelector('#job-state[data-state="running"]');
+  await page.click('#job-cancel');
+  await page.waitForSelector('#job-state[data-state="cancelled"]');
+  check(await page.isHidden('#job-result'), 'a cancelled job links to no version');
+  const states = await page.$$eval('#jobs-table tbody tr td:nth-child(2)', (tds) => tds.map((t) => t.textContent));
+  check(states.includes('succeeded') && states.includes('cancelled'), `the history lists both jobs (${states})`);
+  await page.click('#jobs-table tbody tr:last-child button');
+  await page.waitForFunction(() => /job=1(&|$)/.test(location.hash));
+  await page.waitForSelector('#job-result:not([hidden])');
   await page.click('#job-result');
   await rendered('models');
   await page.waitForFunction(() => /fresh version 1/.test(document.querySelector('#models-a .version-title')?.textContent || ''));

@@ -452,6 +452,47 @@ static void test_scale_and_memory_budget(void **state)
     harness_response_free(&hz);
 }
 
+/* GET / is the page and /ui/NAME its files, from the binary: types, the
+ * policy that keeps the page on this origin, ETag and 304; an unknown file
+ * is a JSON 404. */
+static void test_dashboard_files(void **state)
+{
+    (void)state;
+    if (fx.port <= 0)
+        skip();
+    harness_response r, again;
+    get_ok("/", &r);
+    assert_string_equal(harness_header(&r, "Content-Type"), "text/html; charset=utf-8");
+    assert_non_null(strstr((const char *)r.body, "<script type=\"module\" src=\"/ui/app.js\">"));
+    const char *csp = harness_header(&r, "Content-Security-Policy");
+    assert_non_null(csp);
+    assert_non_null(strstr(csp, "default-src 'self'"));
+    assert_non_null(strstr(csp, "connect-src 'self'"));
+    get("/", harness_header(&r, "ETag"), &again);
+    assert_int_equal(again.status, 304);
+    harness_response_free(&again);
+    harness_response_free(&r);
+    static const char *const files[][2] = {{"/ui/app.js", "text/javascript; charset=utf-8"},
+                                           {"/ui/api.js", "text/javascript; charset=utf-8"},
+                                           {"/ui/style.css", "text/css; charset=utf-8"}};
+    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+        get_ok(files[i][0], &r);
+        assert_string_equal(harness_header(&r, "Content-Type"), files[i][1]);
+        assert_true(r.body_len > 100);
+        assert_non_null(harness_header(&r, "ETag"));
+        harness_response_free(&r);
+    }
+    /* every script the page loads is served, and names no other host */
+    get_ok("/ui/app.js", &r);
+    assert_null(strstr((const char *)r.body, "http://"));
+    assert_null(strstr((const char *)r.body, "https://"));
+    harness_response_free(&r);
+    expect_error("GET", "/ui/nope.js", NULL, NULL, 0, 404, "not_found");
+    expect_error("GET", "/ui/", NULL, NULL, 0, 404, "not_found");
+    expect_error("GET", "/ui/../registry.db", NULL, NULL, 0, 404, "not_found");
+    expect_error("POST", "/", "application/json", "{}", 2, 405, "method_not_allowed");
+}
+
 static const struct {
     const char *path;
     int status;
@@ -520,6 +561,7 @@ int main(void)
         cmocka_unit_test(test_latent_map),
         cmocka_unit_test(test_scale_and_memory_budget),
         cmocka_unit_test(test_bad_queries),
+        cmocka_unit_test(test_dashboard_files),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
