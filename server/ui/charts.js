@@ -34,8 +34,11 @@ export function lineChart(canvas, series, { title = '', xLabel = 'epoch' } = {})
   for (let i = 0; i <= 4; i++) {
     const y = y0 + ((y1 - y0) * i) / 4;
     ctx.fillText(y.toPrecision(4), 2, py(y) + 4);
-    const x = x0 + ((x1 - x0) * i) / 4;
-    ctx.fillText(Number.isInteger(x) ? String(x) : x.toFixed(1), px(x) - 8, H - B + 14);
+  }
+  // x ticks: whole numbers (epochs) when the span allows, else quarters
+  const span = x1 - x0, step = span >= 4 ? Math.ceil(span / 6) : span / 4;
+  for (let x = span >= 4 ? Math.ceil(x0) : x0; x <= x1 + 1e-9; x += step) {
+    ctx.fillText(span >= 4 ? String(x) : x.toFixed(1), px(x) - 4, H - B + 14);
   }
   ctx.fillText(xLabel, W - R - 40, H - 4);
   let lx = L + 8;

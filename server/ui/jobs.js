@@ -110,11 +110,13 @@ export function bindJobs(registered) {
     ev.preventDefault();
     const f = form.elements;
     const spec = {
-      model: f.model.value, data: f.data.value,
-      hidden: f.hidden.value.split(',').map((s) => Number(s.trim())).filter((n) => n > 0),
+      model: f.model.value, data: f.data.value, arch: f.arch.value,
       latent: Number(f.latent.value), epochs: Number(f.epochs.value), batch: Number(f.batch.value),
-      lr: Number(f.lr.value), seed: Number(f.seed.value),
+      lr: Number(f.lr.value), seed: Number(f.seed.value), likelihood: f.likelihood.value,
+      beta: Number(f.beta.value), kl_warmup: Number(f.kl_warmup.value),
     };
+    if (f.arch.value === 'mlp') spec.hidden = f.hidden.value.split(',').map((s) => Number(s.trim())).filter((n) => n > 0);
+    if (f.conditional.checked) spec.conditional = true;
     if (Number(f.limit.value) > 0) spec.limit = Number(f.limit.value);
     try {
       const job = await postJSON('/jobs', spec);

@@ -51,7 +51,7 @@ const page = await context.newPage();
 page.setDefaultTimeout(TIMEOUT);
 page.on('console', (m) => {
   if (m.type() !== 'error') return;
-  if (expectErrors && /status of 422/.test(m.text())) return;
+  if (expectErrors && /status of 422/.test(m.text())) return; // the bad input's own answer
   consoleErrors.push(m.text());
 });
 page.on('pageerror', (e) => consoleErrors.push(`page error: ${e.message}`));
@@ -218,6 +218,17 @@ try {
   await tab('jobs');
   await page.fill('#token', 'a-token-the-tab-keeps');
   await page.press('#token', 'Enter');
+  // a bad spec: the daemon's 422, shown on the page as POST /jobs answers it to anyone
+  expectErrors = true;
+  await page.fill('#job-form input[name=latent]', '100000');
+  await page.click('#job-form button[type=submit]');
+  await page.waitForSelector('#error:not([hidden])');
+  const jobError = await page.textContent('#error');
+  const direct = await (await fetch(`${base}/jobs`, { method: 'POST', headers: { 'Content-Type': 'application/json' },
+    body: JSON.stringify({ model: 'digits', data: 'mnist', arch: 'mlp', latent: 100000, epochs: 10, batch: 128, lr: 0.001, seed: 1,
+      likelihood: 'bernoulli', beta: 1, kl_warmup: 0, hidden: [400] }) })).json();
+  check(jobError === `422 ${direct.error.code}: ${direct.error.message}`, `a bad job spec shows the daemon's error (${jobError})`);
+  expectErrors = false;
   await page.fill('#job-form input[name=model]', 'fresh');
   await page.fill('#job-form input[name=hidden]', '64');
   await page.fill('#job-form input[name=latent]', '2');
