@@ -170,17 +170,16 @@ static http_error run_reconstruct(explore_request *r, const vae_model *m, char *
     const int *y = NULL;
     vae_workspace *ws = NULL; /* owned */
     int n = (int)r->count;
-    if (post)
+    if (post) {
         e = body_images(r, cfg, &x, &n, msg, msglen);
-    else if (!(x = malloc((size_t)n * D * sizeof *x)))
+    } else if (!(x = malloc((size_t)n * D * sizeof *x))) {
+        snprintf(msg, msglen, "out of memory for %d images", n);
         e = HTTP_ERR_UNAVAILABLE;
-    else
+    } else {
         e = data_images(r, cfg, n, x, labels, &y, msg, msglen);
-    if (e != HTTP_ERR_NONE) {
-        if (!x)
-            snprintf(msg, msglen, "out of memory");
-        goto end;
     }
+    if (e != HTTP_ERR_NONE)
+        goto end;
     grid = malloc(2 * (size_t)n * D * sizeof *grid);
     mu = malloc((size_t)n * L * sizeof *mu);
     logvar = malloc((size_t)n * L * sizeof *logvar);

@@ -152,6 +152,20 @@ static void expect_error(const char *method, const char *path, const char *ctype
     harness_response_free(&r);
 }
 
+/* The error's message says what was wrong: it holds needle. */
+static void expect_message(const char *path, const char *ctype, const char *body,
+                           const char *needle)
+{
+    char ct[128];
+    snprintf(ct, sizeof ct, "Content-Type: %s", ctype);
+    const char *headers[2] = {ct, NULL};
+    harness_response r;
+    assert_int_equal(harness_request(fx.port, "POST", path, headers, body, strlen(body), &r), 0);
+    if (!strstr((const char *)r.body, needle))
+        fail_msg("POST %s: %s lacks \"%s\"", path, r.body, needle);
+    harness_response_free(&r);
+}
+
 /* Same request, same bytes and ETag; If-None-Match with it is 304. */
 static void check_etag(const char *path)
 {
@@ -310,6 +324,9 @@ static void test_reconstruct_bad(void **state)
     expect_error("POST", "/reconstruct", "application/json", "{\"x\": [[0.5", 11, 400,
                  "bad_request");
     expect_error("POST", "/reconstruct", "image/png", "not a png", 9, 400, "bad_request");
+    expect_message("/reconstruct", "application/json", "{\"x\": [[0.5]]}", "784");
+    expect_message("/reconstruct", "application/json", "{\"x\": [[0.5", "JSON");
+    expect_message("/reconstruct", "image/png", "not a png", "PNG");
 }
 
 static void test_traverse(void **state)
