@@ -391,6 +391,7 @@ registry_status registry_succeed_job(registry *r, int64_t id, const char *model,
     }
     char sha[65];
     sha256_hex(blob, len, sha);
+    reg_stage_blob(r, blob, len, sha);
     pthread_mutex_lock(&r->mu);
     status = reg_exec(r, S_BEGIN_WRITE, err, errlen);
     if (!status)
@@ -398,6 +399,8 @@ registry_status registry_succeed_job(registry *r, int64_t id, const char *model,
                             succeed_locked(r, id, model, blob, len, sha, config_json,
                                            ckpt_metrics_json, metrics_json, out, err, errlen),
                             err, errlen);
+    if (status)
+        reg_collect_blob_locked(r, sha);
     pthread_mutex_unlock(&r->mu);
     return status;
 }

@@ -9,6 +9,7 @@
 #include "server/api_jobs.h"
 #include "server/api_models.h"
 #include "server/api_ops.h"
+#include "server/api_score.h"
 #include "server/api_ui.h"
 
 static const routes_entry routes[] = {
@@ -23,6 +24,8 @@ static const routes_entry routes[] = {
     {"POST", "/decode", api_infer_decode, ROUTES_OPEN},
     {"POST", "/interpolate", api_infer_interpolate_post, ROUTES_OPEN},
     {"GET", "/interpolate", api_infer_interpolate_get, 0},
+    {"POST", "/score", api_score_post, ROUTES_OPEN},
+    {"GET", "/score", api_score_get, 0},
     {"GET", "/reconstruct", api_explore_reconstruct_get, 0},
     {"POST", "/reconstruct", api_explore_reconstruct_post, ROUTES_OPEN},
     {"GET", "/traverse", api_explore_traverse, 0},
