@@ -42,6 +42,7 @@ export async function refreshModels(result) {
 let versions = [];
 async function render() {
   clearError();
+  delete document.body.dataset.rendered;
   const s = getState();
   const panel = PANELS.includes(s.get('panel')) ? s.get('panel') : 'models';
   for (const p of PANELS) document.getElementById(`panel-${p}`).hidden = p !== panel;
@@ -52,9 +53,11 @@ async function render() {
   }
   let model = s.get('model') || '';
   if (!model && models.length) {
-    model = models[0].name;
+    // as the daemon picks without --default-model: the most recently updated
+    model = models.reduce((a, b) => (b.updated_at > a.updated_at ? b : a)).name;
     setState({ model }, { replace: true }); // the view in the URL names its model
   }
+  const hash = location.hash; // the view this render draws
   const modelSel = document.getElementById('model');
   modelSel.value = model;
   const key = `${model}|${s.get('version') || ''}`;
@@ -68,7 +71,6 @@ async function render() {
   }
   document.getElementById('version').value = s.get('version') || '';
   document.body.dataset.panel = panel;
-  delete document.body.dataset.rendered;
   try {
     if (panel === 'models') await renderModels(versions);
     else if (panel === 'samples') await renderSamples(versionInfo);
@@ -81,7 +83,11 @@ async function render() {
       if (s.get('job')) await watchJob(Number(s.get('job')));
     }
   } catch (e) { showError(e); }
-  document.body.dataset.rendered = panel; // for people's tools and the browser test
+  // for people's tools and the browser test: this view is on the screen
+  if (location.hash === hash) { // else a newer view is on its way
+    document.body.dataset.rendered = panel;
+    document.body.dataset.renderedHash = location.hash;
+  }
 }
 
 function bindFrame() {

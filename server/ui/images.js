@@ -1,26 +1,46 @@
 // images.js: the panels that are pictures from one URL each — samples,
 // reconstructions, interpolation (with its test-image picker and the tag a
 // dashboard embeds) and the latent traversal.
-import { fillForm, formState, modelQuery, postImage, setState, showError,
+import { fillForm, formState, getState, modelQuery, postImage, setState, showError,
   showImage, withQuery } from './api.js';
 
 const SHEET = 16;   // images per page of the interpolation picker
 const SHEET_SCALE = 2;
 
+// A conditional model's class row: "every class" (sample i of class i mod
+// K, so each grid row runs through the classes) or one class.
+function classRow(version, current) {
+  const row = document.getElementById('samples-classes');
+  const k = version && version.config ? version.config.n_classes || 0 : 0;
+  row.hidden = k === 0;
+  row.replaceChildren();
+  if (!k) return;
+  const button = (label, value) => {
+    const b = document.createElement('button');
+    b.type = 'button';
+    b.textContent = label;
+    b.dataset.label = value;
+    b.setAttribute('aria-pressed', String(value === current));
+    b.addEventListener('click', () => setState({ 's.label': value }));
+    row.append(b);
+  };
+  button('every class', '');
+  for (let c = 0; c < k; c++) button(`class ${c}`, String(c));
+}
+
 export async function renderSamples(version) {
   const form = document.getElementById('samples-form');
   fillForm(form, 's.');
   const f = formState(form, 's.');
+  const label = getState().get('s.label') || '';
+  const conditional = version && version.config && version.config.n_classes > 0;
+  classRow(version, label);
   const q = modelQuery();
   q.set('n', f['s.n']); q.set('seed', f['s.seed']); q.set('temperature', f['s.t']); q.set('scale', 2);
-  const note = document.getElementById('samples-note');
-  const conditional = version && version.config && version.config.n_classes > 0;
-  // TODO(cvae): /sample?label=K and labels=... are being added on the cvae
-  // branch; once on main, a class row of buttons goes here.
-  note.hidden = !conditional;
-  note.textContent = conditional ? `conditional model (${version.config.n_classes} classes): drawing by class needs /sample?label=, not in this daemon yet` : '';
+  if (conditional && label !== '') q.set('label', label);
   const img = document.getElementById('samples-img');
-  img.alt = `${f['s.n']} samples, seed ${f['s.seed']}, temperature ${f['s.t']}`;
+  const what = !conditional ? '' : label !== '' ? ` of class ${label}` : ', a row through the classes';
+  img.alt = `${f['s.n']} samples${what}, seed ${f['s.seed']}, temperature ${f['s.t']}`;
   document.getElementById('samples-caption').textContent = img.alt;
   try {
     const resp = await postImage(img, withQuery('/sample', q));

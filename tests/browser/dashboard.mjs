@@ -56,7 +56,9 @@ page.on('console', (m) => {
 });
 page.on('pageerror', (e) => consoleErrors.push(`page error: ${e.message}`));
 
-const rendered = (panel) => page.waitForSelector(`body[data-rendered="${panel}"]`);
+// The panel is drawn for the URL as it is now (not a view before the last change).
+const rendered = (panel) => page.waitForFunction((p) => document.body.dataset.rendered === p &&
+  document.body.dataset.renderedHash === location.hash, panel);
 // An <img> that has loaded, with a non-zero size: its natural size.
 async function loaded(selector) {
   await page.waitForFunction((sel) => {
@@ -92,7 +94,11 @@ try {
   // ---- Models: pick a model, its numbers and curves, two versions side by side
   await page.goto(`${base}/`);
   await rendered('models');
-  check((await page.$$eval('#model option', (o) => o.map((x) => x.value))).includes('digits'), 'the picker lists model digits');
+  check(/model=classes/.test(page.url()), 'with no model named, the page shows the most recently updated one');
+  await page.goto(`${base}/#model=digits`);
+  await rendered('models');
+  const names = await page.$$eval('#model option', (o) => o.map((x) => x.value));
+  check(names.includes('digits') && names.includes('classes'), `the picker lists the models (${names})`);
   await page.waitForSelector('#models-a .version-title');
   check(/digits version 2/.test(await page.textContent('#models-a .version-title')), 'latest is digits version 2');
   const elbo = await page.$eval('#models-a table.metrics tr td', (td) => td.textContent);
@@ -128,6 +134,27 @@ try {
   check(await pixels('#samples-img') === first, 'the same seed draws the same grid again');
   check((await page.getAttribute('#samples-img', 'alt')).includes('seed 1'), 'the grid has alt text');
   await shot('samples');
+  // a conditional model: a class row; a class draws that class
+  await page.selectOption('#model', 'classes');
+  await page.waitForFunction(() => /model=classes/.test(location.hash));
+  await rendered('samples');
+  await page.waitForSelector('#samples-classes:not([hidden])');
+  check((await page.$$('#samples-classes button')).length === 11, 'a conditional model shows a row of its 10 classes');
+  const [allW] = await loaded('#samples-img');
+  check(allW === 10 * 56, `without a class, each grid row runs through the classes (${allW} px wide)`);
+  await page.click('#samples-classes button[data-label="3"]');
+  await page.waitForFunction(() => /s\.label=3/.test(location.hash));
+  await rendered('samples');
+  await loaded('#samples-img');
+  check(posts.some((p) => p.url.startsWith('/sample?') && /[?&]label=3(&|$)/.test(p.url) && /model=classes/.test(p.url)),
+    'class 3 asks /sample for label=3');
+  check(await page.getAttribute('#samples-classes button[data-label="3"]', 'aria-pressed') === 'true' &&
+    (await page.getAttribute('#samples-img', 'alt')).includes('of class 3'), 'the class is shown as chosen');
+  await shot('samples-conditional');
+  await page.selectOption('#model', 'digits');
+  await page.waitForFunction(() => /model=digits/.test(location.hash));
+  await rendered('samples');
+  check(await page.isHidden('#samples-classes'), 'an unconditional model has no class row');
 
   // ---- Reconstructions
   await tab('reconstructions');

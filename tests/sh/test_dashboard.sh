@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The dashboard in a real browser: trains two small versions of a model
-# (MNIST, a few seconds), starts a real tokenless vaed on 127.0.0.1 and runs
+# The dashboard in a real browser: trains two small versions of a model and
+# a small conditional one (MNIST, a few seconds), starts a real tokenless vaed on 127.0.0.1 and runs
 # tests/browser/dashboard.mjs (Debian's chromium driven by playwright-core,
 # installed once into tests/browser/node_modules by tests/browser/install.sh)
 # through every panel. Screenshots of each panel go to
@@ -33,6 +33,9 @@ for seed in 1 2; do
         --iwae 16 --threads 1 --register digits --data-dir "$tmp/data" >"$tmp/train.log" 2>&1 ||
         { cat "$tmp/train.log"; echo "FAIL: training the test's model"; exit 1; }
 done
+"$vaed" train --data mnist --limit 4000 --epochs 2 --hidden 64 --latent 2 --conditional \
+    --threads 1 --register classes --data-dir "$tmp/data" >"$tmp/train.log" 2>&1 ||
+    { cat "$tmp/train.log"; echo "FAIL: training the test's conditional model"; exit 1; }
 rm -rf -- "$out"
 env -u VAED_TOKEN VAED_DATA="$root/data" "$vaed" serve --listen 127.0.0.1:0 --data-dir "$tmp/data" \
     --port-file "$tmp/port" --threads 2 >"$tmp/serve.log" 2>&1 &
