@@ -77,7 +77,7 @@ async function render() {
     else if (panel === 'reconstructions') await renderReconstructions();
     else if (panel === 'interpolation') await renderInterpolation();
     else if (panel === 'traversal') await renderTraversal();
-    else if (panel === 'map') await renderMap();
+    else if (panel === 'map') await renderMap(versionInfo);
     else if (panel === 'jobs') {
       await renderJobs();
       if (s.get('job')) await watchJob(Number(s.get('job')));

@@ -40,7 +40,26 @@ function legend(map) {
   }
 }
 
-export async function renderMap() {
+// A conditional model decodes a point as a class: the one chosen here.
+function classChoice(version) {
+  const k = version && version.config ? version.config.n_classes || 0 : 0;
+  const sel = document.getElementById('map-class');
+  document.getElementById('map-class-label').hidden = k === 0;
+  const keep = sel.value || '0';
+  sel.replaceChildren();
+  for (let c = 0; c < k; c++) sel.add(new Option(String(c), String(c)));
+  if (k) sel.value = Number(keep) < k ? keep : '0';
+  return k;
+}
+
+function decodeBody(z) {
+  const body = { z };
+  if (current && current.classes) body.label = Number(document.getElementById('map-class').value);
+  return body;
+}
+
+export async function renderMap(version) {
+  const classes = classChoice(version);
   const form = document.getElementById('map-form');
   fillForm(form, 'm.');
   const f = formState(form, 'm.');
@@ -55,7 +74,7 @@ export async function renderMap() {
   canvas.dataset.points = String(map.points.length);
   // where the first point is drawn, for tools that point at one (the browser test)
   if (map.points.length) canvas.dataset.first = view.toCanvas(map.points[0][0], map.points[0][1]).map(Math.round).join(',');
-  current = { map, view, bounds, data: f['m.data'] };
+  current = { map, view, bounds, data: f['m.data'], classes };
   legend(map);
   const kind = map.projection.kind === 'pca'
     ? `PCA of a ${map.latent}-d latent (variance ${map.projection.variance.map((v) => v.toPrecision(3)).join(', ')})`
@@ -70,7 +89,7 @@ async function decodeAt(u, v) {
   const img = document.getElementById('map-decoded');
   img.alt = `the decoded point (${u.toFixed(2)}, ${v.toFixed(2)}) of the map`;
   try {
-    await postImage(img, withQuery('/decode', q), { json: { z: [z] } });
+    await postImage(img, withQuery('/decode', q), { json: decodeBody([z]) });
     document.getElementById('map-decoded-caption').textContent = `decoded at (${u.toFixed(2)}, ${v.toFixed(2)})`;
   } catch (e) { showError(e); }
 }
@@ -89,7 +108,7 @@ async function manifold() {
   img.hidden = false;
   img.alt = `decoded manifold: a ${GRID}x${GRID} grid of points over the map`;
   try {
-    await postImage(img, withQuery('/decode', q), { json: { z } });
+    await postImage(img, withQuery('/decode', q), { json: decodeBody(z) });
     document.getElementById('map-manifold-caption').textContent = `${GRID}×${GRID} points of the map, decoded`;
   } catch (e) { showError(e); }
 }

@@ -40,7 +40,8 @@ await context.route('**/*', (route) => {
   const url = new URL(route.request().url());
   if (url.protocol === 'blob:' || url.protocol === 'data:' || url.host === origin.host) {
     if (route.request().method() === 'POST') {
-      posts.push({ url: url.pathname + url.search, headers: route.request().headers() });
+      posts.push({ url: url.pathname + url.search, headers: route.request().headers(),
+        body: route.request().postData() || '' });
     }
     return route.continue();
   }
@@ -240,6 +241,21 @@ try {
   const [mw, mh] = await loaded('#map-manifold');
   check(mw === 15 * 28 && mh === 15 * 28, `the decoded manifold is a 15x15 grid (${mw}x${mh})`);
   await shot('map-manifold');
+  // a conditional model's map decodes its points as the class chosen
+  await page.selectOption('#model', 'classes');
+  await page.waitForFunction(() => /model=classes/.test(location.hash));
+  await rendered('map');
+  await page.waitForSelector('#map-class-label:not([hidden])');
+  await page.selectOption('#map-class', '7');
+  const [gx, gy] = (await page.getAttribute('#map-canvas', 'data-first')).split(',').map(Number);
+  await page.mouse.click(cbox[0] + gx * cbox[2], cbox[1] + gy * cbox[2]);
+  await loaded('#map-decoded');
+  const decode = posts.filter((p) => p.url.startsWith('/decode?')).pop();
+  check(await page.isHidden('#error') && decode && /model=classes/.test(decode.url) && JSON.parse(decode.body).label === 7,
+    'a conditional model decodes a point of its map as the class chosen');
+  await page.selectOption('#model', 'digits');
+  await page.waitForFunction(() => /model=digits/.test(location.hash));
+  await rendered('map');
 
   // ---- Jobs: a short job from the form, watched to its end, then its version
   await tab('jobs');
