@@ -39,7 +39,9 @@ HTTP_SRC   := $(wildcard tests/http/test_*.c)
 TESTLIB_SRC:= $(wildcard tests/lib/*.c)
 
 ENGINE_OBJ := $(ENGINE_SRC:%.c=$(BUILD)/%.o)
-SERVER_OBJ := $(SERVER_SRC:%.c=$(BUILD)/%.o) $(BUILD)/gen/schema_sql.o $(BUILD)/gen/openapi_yaml.o
+SERVER_OBJ := $(SERVER_SRC:%.c=$(BUILD)/%.o) $(BUILD)/gen/schema_sql.o $(BUILD)/gen/openapi_yaml.o \
+              $(BUILD)/gen/ui_assets.o
+UI_FILES   := $(sort $(wildcard server/ui/*))
 CLI_OBJ    := $(CLI_SRC:%.c=$(BUILD)/%.o)
 TESTLIB_OBJ:= $(TESTLIB_SRC:%.c=$(BUILD)/%.o)
 UNIT_BIN   := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/unit_%)
@@ -68,6 +70,12 @@ $(BUILD)/gen/schema_sql.c: $(SCHEMA) scripts/embed-schema.sh
 $(BUILD)/gen/openapi_yaml.c: schema/openapi.yaml scripts/embed-file.sh
 	@mkdir -p $(dir $@)
 	bash scripts/embed-file.sh vaed_openapi_yaml schema/openapi.yaml > $@
+
+# The dashboard (server/ui/*, served at / and /ui/NAME) as one C table: a
+# fresh clone serves it without npm. Written whole or not at all.
+$(BUILD)/gen/ui_assets.c: $(UI_FILES) scripts/embed-ui.sh
+	@mkdir -p $(dir $@)
+	bash scripts/embed-ui.sh $(UI_FILES) > $@.tmp && mv $@.tmp $@
 
 $(BUILD)/gen/%.o: $(BUILD)/gen/%.c
 	$(CC) $(ALL_CFLAGS) -c $< -o $@
