@@ -63,6 +63,8 @@ http_error http_error_from_registry(registry_status s)
         return HTTP_ERR_UNAVAILABLE;
     case REGISTRY_ERR_DB:
         return HTTP_ERR_INTERNAL;
+    case REGISTRY_ERR_UNAVAILABLE:
+        return HTTP_ERR_UNAVAILABLE;
     }
     return HTTP_ERR_INTERNAL;
 }

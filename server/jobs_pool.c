@@ -380,7 +380,15 @@ static void *worker_main(void *arg)
         char err[256];
         int rc = registry_claim_next_job(p->reg, &id, &config, err, sizeof err);
         if (rc == REGISTRY_ERR_NOT_FOUND) {
-            pthread_cond_wait(&p->work_cv, &p->mu);
+            if (!registry_is_shared(p->reg)) {
+                pthread_cond_wait(&p->work_cv, &p->mu);
+                continue;
+            }
+            /* Other replicas queue jobs too: look again within a second. */
+            struct timespec ts;
+            clock_gettime(CLOCK_MONOTONIC, &ts);
+            ts.tv_sec += 1;
+            pthread_cond_timedwait(&p->work_cv, &p->mu, &ts);
             continue;
         }
         if (rc) {
@@ -691,7 +699,24 @@ int jobs_pool_wait_events(jobs_pool *p, int64_t id, int64_t after_seq, int timeo
             break;
         }
         if (p->stopping) break;
-        if (pthread_cond_timedwait(&p->events_cv, &p->mu, &deadline) == ETIMEDOUT) {
+        /* A shared registry's events may come from another replica, which
+         * signals no one here: wake at least every 250 ms to look. */
+        struct timespec until = deadline;
+        if (registry_is_shared(p->reg)) {
+            struct timespec soon;
+            clock_gettime(CLOCK_MONOTONIC, &soon);
+            soon.tv_nsec += 250 * 1000000L;
+            if (soon.tv_nsec >= 1000000000L) {
+                soon.tv_sec++;
+                soon.tv_nsec -= 1000000000L;
+            }
+            if (soon.tv_sec < until.tv_sec ||
+                (soon.tv_sec == until.tv_sec && soon.tv_nsec < until.tv_nsec))
+                until = soon;
+        }
+        if (pthread_cond_timedwait(&p->events_cv, &p->mu, &until) == ETIMEDOUT) {
+            if (until.tv_sec != deadline.tv_sec || until.tv_nsec != deadline.tv_nsec)
+                continue; /* only a look, not the deadline */
             rc = registry_get_job_last_seq(p->reg, id, &seq, NULL, NULL, 0);
             result = rc == REGISTRY_OK && seq > after_seq ? 1 : 0;
             break;

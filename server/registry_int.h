@@ -29,6 +29,7 @@
 
 #include "engine/util.h"
 #include "server/registry.h"
+#include "server/registry_pg.h"
 
 /* The statements; their SQL is stmt_sql[] in registry.c. */
 enum {
@@ -87,6 +88,7 @@ struct registry {
     int in_write;             /* inside a BEGIN IMMEDIATE transaction */
     uint64_t generation;      /* committed writes so far (atomic reads) */
     char *path;               /* owned; the database file, for registry_blob's connections */
+    registry_pg *pg;          /* owned; when set, every call goes to the PostgreSQL backend */
 };
 
 /* The rows a listing collects: items (owned until handed to the caller) holds
@@ -123,6 +125,10 @@ int reg_all_digits(const char *s);
 
 /* From registry_models.c, for a job's result (registry_jobs.c). */
 int reg_check_model_arg(const char *model, char *err, size_t errlen);
+/* version_or_alias v of model name: digits give *version; an alias (checked
+ * for its form) gives *version 0, for the caller to look up. */
+int reg_parse_version(const char *name, const char *v, int64_t *version, char *err,
+                      size_t errlen);
 /* The body of a put, inside the caller's write transaction. */
 int reg_put_in_tx(registry *r, const char *model, const uint8_t *blob, size_t len,
                   const char *sha, const char *config_json, const char *metrics_json,
