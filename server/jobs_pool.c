@@ -82,6 +82,7 @@ static jobs_pool_status from_registry(int rc)
     case REGISTRY_ERR_CONFLICT: return JOBS_POOL_ERR_CONFLICT;
     case REGISTRY_ERR_ARG: return JOBS_POOL_ERR_INVALID;
     case REGISTRY_ERR_NOMEM: return JOBS_POOL_ERR_NOMEM;
+    case REGISTRY_ERR_UNAVAILABLE: return JOBS_POOL_ERR_UNAVAILABLE;
     default: return JOBS_POOL_ERR_DB;
     }
 }
@@ -191,6 +192,37 @@ static void on_progress(void *ctx, const trainer_progress *pr)
     free(pj);
 }
 
+/* A shared registry's replicas share no disk: the resume file just written
+ * goes to the database too, for whichever replica runs the job next. */
+static void share_resume(jobs_pool *p, int64_t id)
+{
+    if (!registry_is_shared(p->reg)) return;
+    char path[PATH_MAX], err[256];
+    resume_path(p, id, path, sizeof path);
+    uint8_t *bytes = NULL; /* owned: freed below */
+    size_t len = 0;
+    if (file_io_read_all(path, (size_t)1 << 30, &bytes, &len, err, sizeof err) != VAE_OK ||
+        registry_put_job_resume(p->reg, id, bytes, len, err, sizeof err) != REGISTRY_OK)
+        fprintf(stderr, "vaed: job %" PRId64 ": resume state not shared: %s\n", id, err);
+    free(bytes);
+}
+
+/* The resume state another replica shared, as this replica's resume file
+ * (when there is none here). */
+static void fetch_resume(jobs_pool *p, int64_t id, const char *path)
+{
+    if (!registry_is_shared(p->reg) || access(path, F_OK) == 0) return;
+    uint8_t *bytes = NULL; /* owned: freed below */
+    size_t len = 0;
+    char err[256];
+    int rc = registry_get_job_resume(p->reg, id, &bytes, &len, err, sizeof err);
+    if (rc == REGISTRY_OK && file_io_write_atomic(path, bytes, len, err, sizeof err) != VAE_OK)
+        rc = REGISTRY_ERR_DB;
+    if (rc != REGISTRY_OK && rc != REGISTRY_ERR_NOT_FOUND)
+        fprintf(stderr, "vaed: job %" PRId64 ": no shared resume state: %s\n", id, err);
+    free(bytes);
+}
+
 /* After every epoch (its resume file written): the job's progress and
  * metrics, and an epoch event. */
 static void on_epoch(void *ctx, const trainer_epoch_metrics *ms, int n)
@@ -213,6 +245,7 @@ static void on_epoch(void *ctx, const trainer_epoch_metrics *ms, int n)
     free(pj);
     free(jm);
     free(ej);
+    share_resume(p, j->id);
 }
 
 /* After a cancelled epoch: a user's cancel, or the pool stopping. */
@@ -295,6 +328,7 @@ static void run_job(jobs_pool *p, worker_slot *slot, int64_t id, const char *con
         fail_job(j);
         goto end;
     }
+    fetch_resume(p, id, path);
     train_run_options o;
     train_run_options_default(&o);
     trainer_meta meta = {"job_config", config_json};
@@ -400,6 +434,8 @@ static void *worker_main(void *arg)
             pthread_cond_timedwait(&p->work_cv, &p->mu, &ts);
             continue;
         }
+        if (registry_is_shared(p->reg))
+            fprintf(stderr, "vaed: job %" PRId64 " runs on this replica\n", id);
         slot->job_id = id;
         slot->cancel = 0;
         slot->user_cancel = 0;

@@ -84,6 +84,15 @@ static int job_state_event_locked(registry_pg *p, int64_t id, jobs_state state, 
                        &ps, err, errlen, "recording a job event");
 }
 
+/* A finished job is never resumed: its resume state goes. */
+static int drop_resume_locked(registry_pg *p, int64_t id, char *err, size_t errlen)
+{
+    reg_pg_params ps = {0};
+    reg_pg_int(&ps, id);
+    return reg_pg_exec(p, "DELETE FROM job_resume WHERE job_id = $1", &ps, err, errlen,
+                       "dropping a job's resume state");
+}
+
 /* The transition itself (the caller checked it), with its event. */
 static int job_move_locked(registry_pg *p, int64_t id, jobs_state to, const char *note,
                            char *err, size_t errlen)
@@ -112,6 +121,8 @@ static int job_move_locked(registry_pg *p, int64_t id, jobs_state to, const char
         "              THEN now() + make_interval(secs => $6::int) END "
         "WHERE id = $1",
         &ps, err, errlen, "updating a job");
+    if (!status && jobs_state_is_final(to))
+        status = drop_resume_locked(p, id, err, errlen);
     return status ? status : job_state_event_locked(p, id, to, error, reason, now, err, errlen);
 }
 
@@ -395,6 +406,8 @@ static int succeed_locked(registry_pg *p, int64_t id, const char *model, const u
                          &ps, err, errlen, "updating a job");
     if (status == REGISTRY_ERR_ARG)
         util_set_err(err, errlen, "job metrics is not valid JSON");
+    if (!status)
+        status = drop_resume_locked(p, id, err, errlen);
     if (status)
         return status;
     ps = (reg_pg_params){0};
