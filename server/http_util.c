@@ -492,6 +492,15 @@ int http_content_type_is(struct MHD_Connection *c, const char *type)
     return !*rest || *rest == ';';
 }
 
+int http_body_type_accepted(struct MHD_Connection *c, const char *type, int token_set)
+{
+    if (http_content_type_is(c, type))
+        return 1;
+    return token_set &&
+           (!MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE) ||
+            http_content_type_is(c, "application/x-www-form-urlencoded"));
+}
+
 /* ---- the machine's own names ---------------------------------------------- */
 
 /* 1 when name[0..len) is a dotted IPv4 address in 127.0.0.0/8. */

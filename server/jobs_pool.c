@@ -36,6 +36,7 @@
 #include "server/data_sets.h"
 #include "server/jobs_record.h"
 #include "server/jobs_spec.h"
+#include "server/metrics.h"
 #include "server/train_run.h"
 
 typedef struct {
@@ -601,6 +602,7 @@ jobs_pool_status jobs_pool_submit(jobs_pool *p, const char *json, size_t len, in
                      "activations and %d+%d images as floats); the limit (--job-mem-mb) is %zu MiB",
                      (s->mem_bytes + (1u << 20) - 1) >> 20, s->n_used, s->n_test,
                      p->mem_limit >> 20);
+        metrics_count_refusal(METRICS_LIMIT_JOB_MEMORY);
         status = JOBS_POOL_ERR_INVALID;
         goto end;
     }
@@ -624,6 +626,7 @@ jobs_pool_status jobs_pool_submit(jobs_pool *p, const char *json, size_t len, in
                      "%lld jobs are queued already, as many as the server keeps waiting "
                      "(--max-queued-jobs): submit again when some have run",
                      (long long)counts[JOBS_STATE_QUEUED]);
+        metrics_count_refusal(METRICS_LIMIT_QUEUED_JOBS);
         status = JOBS_POOL_ERR_FULL;
         goto end;
     }

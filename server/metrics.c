@@ -43,6 +43,8 @@ const char *const metrics_limit_names[METRICS_LIMIT_COUNT] = {
     [METRICS_LIMIT_REQUEST_MEMORY] = "request_memory",
     [METRICS_LIMIT_JSON_VALUES] = "json_values",
     [METRICS_LIMIT_PNG_SIZE] = "png_size",
+    [METRICS_LIMIT_QUEUED_JOBS] = "queued_jobs",
+    [METRICS_LIMIT_JOB_MEMORY] = "job_memory",
 };
 /* Atomics: a refusal often happens where no lock should be taken. */
 static uint64_t refusals[METRICS_LIMIT_COUNT];

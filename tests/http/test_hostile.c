@@ -319,6 +319,12 @@ static void test_tokenless_rebinding_and_origin(void **state)
     expect_status(fx.port, "PUT", "/models/digits/aliases/prod",
                   "Host: 127.0.0.1\r\nContent-Type: text/plain\r\n", "{\"version\": 1}", 415,
                   "unsupported_media_type");
+    expect_status(fx.port, "POST", "/jobs",
+                  "Host: 127.0.0.1\r\nContent-Type: application/x-www-form-urlencoded\r\n", job,
+                  415, "unsupported_media_type");
+    expect_status(fx.port, "POST", "/models/digits/checkpoints",
+                  "Host: 127.0.0.1\r\nContent-Type: application/x-www-form-urlencoded\r\n",
+                  "not a checkpoint", 415, "unsupported_media_type");
     /* nothing changed */
     expect_status(fx.port, "GET", "/models/digits/versions/1", "Host: 127.0.0.1\r\n", NULL, 200,
                   NULL);
@@ -346,7 +352,9 @@ static void test_tokenless_rebinding_and_origin(void **state)
 }
 
 /* With a token the daemon may be reached by any name: curl and a CI job
- * (no Origin, any Host) keep working, and the token is what guards. */
+ * (no Origin, any Host, a body sent with no Content-Type or curl's default
+ * one) keep working, and the token is what guards. A body in a type that
+ * wraps it (multipart) is still 415. */
 static void test_token_any_host(void **state)
 {
     (void)state;
@@ -361,10 +369,41 @@ static void test_token_any_host(void **state)
     assert_int_equal(chmod(token_path, 0600), 0);
     assert_int_equal(harness_put_model(dir, "digits", NULL, 7, NULL, err, sizeof err), 0);
     harness_daemon d;
-    const char *const args[] = {"--token-file", token_path, NULL};
+    const char *const args[] = {"--token-file", token_path, "--workers", "0", NULL};
     int port = harness_daemon_start(&d, dir, args);
     assert_true(port > 0);
     expect_status(port, "GET", "/models", "Host: vaed.example.com\r\n", NULL, 200, NULL);
+    const char *auth = "Authorization: Bearer 0123456789abcdef0123";
+    const char job[] = "{\"model\": \"m\", \"data\": \"mnist\", \"epochs\": 1}";
+    const char *curl_d[] = {auth, "Content-Type: application/x-www-form-urlencoded", NULL};
+    const char *untyped[] = {auth, NULL};
+    harness_response r;
+    assert_int_equal(harness_request(port, "POST", "/jobs", curl_d, job, strlen(job), &r), 0);
+    assert_int_equal(r.status, 202);
+    harness_response_free(&r);
+    assert_int_equal(harness_request(port, "POST", "/jobs", untyped, job, strlen(job), &r), 0);
+    assert_int_equal(r.status, 202);
+    harness_response_free(&r);
+    uint8_t *ckpt = NULL;
+    size_t ckpt_len = 0;
+    assert_int_equal(harness_model_bytes(NULL, 5, &ckpt, &ckpt_len, err, sizeof err), 0);
+    assert_int_equal(harness_request(port, "POST", "/models/ci/checkpoints", curl_d, ckpt,
+                                     ckpt_len, &r),
+                     0);
+    assert_int_equal(r.status, 201);
+    harness_response_free(&r);
+    const char *multipart[] = {auth, "Content-Type: multipart/form-data; boundary=x", NULL};
+    assert_int_equal(harness_request(port, "POST", "/models/ci/checkpoints", multipart, ckpt,
+                                     ckpt_len, &r),
+                     0);
+    assert_true(harness_expect_error(&r, 415, "unsupported_media_type"));
+    harness_response_free(&r);
+    assert_int_equal(harness_request(port, "PUT", "/models/ci/aliases/prod", untyped,
+                                     "{\"version\": 1}", 14, &r),
+                     0);
+    assert_int_equal(r.status, 200);
+    harness_response_free(&r);
+    free(ckpt);
     expect_status(port, "PUT", "/models/digits/aliases/prod",
                   "Host: vaed.example.com:8080\r\nContent-Type: application/json\r\n",
                   "{\"version\": 1}", 401, "unauthorized");
@@ -823,6 +862,19 @@ static void test_fifo_data_and_server_paths(void **state)
     assert_string_equal(data->valuestring, "small-images-idx3-ubyte");
     cJSON_Delete(root);
     harness_response_free(&r);
+    /* A built-in data set missing under this root: the answer names the
+     * file inside it, not the root. */
+    assert_int_equal(harness_request(port, "GET",
+                                     "/interpolate?from=mnist:test:1&to=mnist:test:2&steps=4"
+                                     "&format=json",
+                                     NULL, NULL, 0, &r),
+                     0);
+    print_message("missing data set: %.300s\n", (const char *)r.body);
+    assert_true(harness_expect_error(&r, 404, "not_found"));
+    assert_non_null(strstr((const char *)r.body, "mnist/t10k-images-idx3-ubyte"));
+    assert_null(strstr((const char *)r.body, real));
+    assert_null(strstr((const char *)r.body, sets));
+    harness_response_free(&r);
     expect_status(port, "GET", "/healthz", "Host: 127.0.0.1\r\n", NULL, 200, NULL);
     stop_own(&d, dir);
     harness_rm_rf(sets);
@@ -923,6 +975,50 @@ static void test_shared_bytes_under_two_names(void **state)
     assert_string_not_equal(etags[0], etags[1]);
     assert_true(metric(port, "vaed_response_cache_hits_total") >= 2);
     assert_int_equal(metric(port, "vaed_model_loads_total"), 1);
+    stop_own(&d, dir);
+}
+
+/* A model larger than the whole --model-cache-mb loads once and stays (alone)
+ * while it is the one asked for, rather than load again on every request;
+ * another model asked for then takes its place. */
+static void test_model_over_cache_budget(void **state)
+{
+    (void)state;
+    char dir[HARNESS_PATH_MAX], err[256];
+    assert_int_equal(harness_tmpdir(dir, sizeof dir), 0);
+    vae_config cfg;
+    harness_small_config(&cfg);
+    cfg.hidden[0] = 1024; /* 784 x 1024 floats each way: about 6 MB */
+    registry_checkpoint_info info;
+    assert_int_equal(harness_put_model(dir, "wide", &cfg, 3, &info, err, sizeof err), 0);
+    assert_true(info.size > (2 << 20));
+    assert_int_equal(harness_put_model(dir, "digits", NULL, 7, NULL, err, sizeof err), 0);
+    harness_daemon d;
+    const char *const args[] = {"--model-cache-mb", "1", NULL};
+    int port = harness_daemon_start(&d, dir, args);
+    assert_true(port > 0);
+    for (int i = 0; i < 8; i++) {
+        harness_response r;
+        assert_int_equal(harness_request(port, "POST", "/sample?n=1&seed=1&model=wide", NULL,
+                                         NULL, 0, &r),
+                         0);
+        assert_int_equal(r.status, 200);
+        harness_response_free(&r);
+    }
+    assert_int_equal(metric(port, "vaed_model_loads_total"), 1);
+    assert_int_equal(metric(port, "vaed_models_loaded"), 1);
+    /* another model: loaded in its place, then the wide one again */
+    const char *const order[] = {"digits", "digits", "wide", "wide"};
+    for (size_t i = 0; i < 4; i++) {
+        char path[96];
+        snprintf(path, sizeof path, "/sample?n=1&seed=1&model=%s", order[i]);
+        harness_response r;
+        assert_int_equal(harness_request(port, "POST", path, NULL, NULL, 0, &r), 0);
+        assert_int_equal(r.status, 200);
+        harness_response_free(&r);
+    }
+    assert_int_equal(metric(port, "vaed_model_loads_total"), 3);
+    assert_int_equal(metric(port, "vaed_models_loaded"), 1);
     stop_own(&d, dir);
 }
 
@@ -1128,17 +1224,27 @@ static void test_job_queue_cap_and_pages(void **state)
     (void)state;
     char dir[HARNESS_PATH_MAX];
     harness_daemon d;
-    const char *const args[] = {"--workers", "0", "--max-queued-jobs", "3", NULL};
+    const char *const args[] = {"--workers", "0", "--max-queued-jobs", "3", "--job-mem-mb", "512",
+                                NULL};
     int port = start_own(&d, dir, sizeof dir, args);
+    const char *headers[] = {"Content-Type: application/json", NULL};
+    harness_response r;
+    const char wide[] = "{\"model\": \"m\", \"data\": \"mnist\", \"hidden\": [8192, 8192]}";
+    assert_int_equal(harness_request(port, "POST", "/jobs", headers, wide, strlen(wide), &r), 0);
+    assert_true(harness_expect_error(&r, 422, "unprocessable"));
+    assert_non_null(strstr((const char *)r.body, "--job-mem-mb"));
+    harness_response_free(&r);
+    assert_int_equal(refusals(port, "job_memory"), 1);
     for (int i = 0; i < 3; i++)
         submit_job(port);
     const char job[] = "{\"model\": \"m\", \"data\": \"mnist\", \"epochs\": 1}";
-    const char *headers[] = {"Content-Type: application/json", NULL};
-    harness_response r;
     assert_int_equal(harness_request(port, "POST", "/jobs", headers, job, strlen(job), &r), 0);
     assert_true(harness_expect_error(&r, 429, "too_many_requests"));
     assert_non_null(harness_header(&r, "Retry-After"));
     harness_response_free(&r);
+    assert_int_equal(refusals(port, "queued_jobs"), 1);
+    /* /metrics counts them from the state index */
+    assert_int_equal(metric(port, "vaed_jobs{state=\"queued\"}"), 3);
     int64_t after = 0;
     int pages = 0, seen = 0;
     for (;;) {
@@ -1265,6 +1371,7 @@ int main(void)
         cmocka_unit_test(test_stream_flood),
         cmocka_unit_test(test_fifo_data_and_server_paths),
         cmocka_unit_test(test_shared_bytes_under_two_names),
+        cmocka_unit_test(test_model_over_cache_budget),
         cmocka_unit_test(test_long_shape_header),
         cmocka_unit_test(test_request_memory_budget),
         cmocka_unit_test(test_data_dir_ownership),
