@@ -291,4 +291,20 @@ registry_status registry_put_job_resume(registry *r, int64_t id, const uint8_t *
 registry_status registry_get_job_resume(registry *r, int64_t id, uint8_t **data, size_t *len,
                                         char *err, size_t errlen);
 
+/* ---- moving a registry (registry_copy.c) ---- */
+
+typedef struct {
+    size_t models, blobs, checkpoints, aliases, jobs, events;
+} registry_copy_counts;
+
+/* Everything in from (models, versions and their bytes, aliases, metrics,
+ * jobs and their events; ids, numbers and timestamps as they are) into to,
+ * which must be empty (REGISTRY_ERR_CONFLICT): a SQLite file into
+ * PostgreSQL, or back. One snapshot of from, one transaction in to: on
+ * failure to is left empty. A PostgreSQL registry's shared resume state is
+ * not copied (a SQLite registry keeps it on disk): such jobs start over.
+ * counts (may be NULL) says how many rows of each went. */
+registry_status registry_copy_all(registry *from, registry *to, registry_copy_counts *counts,
+                                  char *err, size_t errlen);
+
 #endif

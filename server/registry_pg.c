@@ -363,6 +363,23 @@ static int renew_leases(registry_pg *p, PGconn *c)
     return ok;
 }
 
+/* The listener's view of the database, said once per change in the log:
+ * an operator sees when an outage began and ended. */
+static void set_reachable(registry_pg *p, PGconn *c, int up)
+{
+    int was = __atomic_exchange_n(&p->reachable, up, __ATOMIC_ACQ_REL);
+    if (was == up)
+        return;
+    char why[256];
+    first_line(c ? PQerrorMessage(c) : "", why, sizeof why);
+    if (up)
+        fprintf(stderr, "vaed: registry database %s reachable again\n", p->shown);
+    else
+        fprintf(stderr, "vaed: registry database %s unreachable (%s): /readyz says 503 and "
+                        "writes wait until it is back\n",
+                p->shown, why);
+}
+
 static void *listener_main(void *arg)
 {
     registry_pg *p = arg;
@@ -379,7 +396,7 @@ static void *listener_main(void *arg)
             int up = res && PQresultStatus(res) == PGRES_COMMAND_OK;
             PQclear(res);
             if (!up) {
-                __atomic_store_n(&p->reachable, 0, __ATOMIC_RELEASE);
+                set_reachable(p, c, 0);
                 for (int i = 0; i < 10 && !stopping(p); i++)
                     usleep(100 * 1000);
                 continue;
@@ -387,14 +404,14 @@ static void *listener_main(void *arg)
             /* Notifications sent while we were away are lost: what every
              * replica resolved may be stale, so it is all dropped. */
             __atomic_add_fetch(&p->generation, 1, __ATOMIC_RELEASE);
-            __atomic_store_n(&p->reachable, 1, __ATOMIC_RELEASE);
+            set_reachable(p, c, 1);
             last_renew = 0;
         }
         double lease = __atomic_load_n(&p->lease_s, __ATOMIC_RELAXED);
         double every = lease / 3 < 1 ? 1 : lease / 3;
         if (now_s() - last_renew >= every) {
             if (!renew_leases(p, c) && PQstatus(c) != CONNECTION_OK) {
-                __atomic_store_n(&p->reachable, 0, __ATOMIC_RELEASE);
+                set_reachable(p, c, 0);
                 continue;
             }
             last_renew = now_s();
@@ -406,7 +423,7 @@ static void *listener_main(void *arg)
             continue;
         }
         if (pfd.revents && !PQconsumeInput(c)) {
-            __atomic_store_n(&p->reachable, 0, __ATOMIC_RELEASE);
+            set_reachable(p, c, 0);
             continue; /* PQstatus is bad now: reset above */
         }
         PGnotify *n;

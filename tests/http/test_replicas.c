@@ -34,6 +34,9 @@
 
 #define TOKEN "replicas-test-token-0123456789"
 #define LEASE_S "3"
+/* In the replicas' URL (the test server trusts loopback, so any password
+ * works): it must never show in a log, an error body or /metrics. */
+#define PASSWORD "pw-Never-Shown-51"
 
 typedef struct {
     char dir[HARNESS_PATH_MAX];
@@ -176,8 +179,10 @@ static int64_t upload(int port, const char *model, uint64_t seed, int want)
     int64_t version = -1;
     if (r.status != want)
         fail_msg("upload %s: %d %.300s", model, r.status, r.body ? (char *)r.body : "");
-    if (want == 503)
+    if (want == 503) {
         assert_true(harness_expect_error(&r, 503, "unavailable"));
+        assert_null(strstr((const char *)r.body, PASSWORD));
+    }
     cJSON *j = harness_json(&r);
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, "version");
     if (cJSON_IsNumber(v))
@@ -223,6 +228,8 @@ static int setup(void **state)
         fprintf(stderr, "test_replicas: %s\n", err);
         return -1;
     }
+    snprintf(fx.url, sizeof fx.url, "postgresql://vaed:" PASSWORD "@127.0.0.1:%d/vaed?sslmode=disable",
+             fx.pg.port);
     char sets[HARNESS_PATH_MAX + 8];
     snprintf(sets, sizeof sets, "%s/sets", fx.dir);
     snprintf(fx.a_dir, sizeof fx.a_dir, "%s/a", fx.dir);
@@ -489,6 +496,20 @@ static void test_postgres_outage(void **state)
     const cJSON *list = cJSON_GetObjectItemCaseSensitive(jobs, "jobs");
     assert_true(cJSON_GetArraySize(list) >= 8);
     cJSON_Delete(jobs);
+    /* The password went nowhere it could be read. */
+    const harness_daemon *ds[] = {&fx.a, &fx.b};
+    for (int i = 0; i < 2; i++) {
+        char *log = harness_daemon_log(ds[i]);
+        assert_non_null(log);
+        assert_non_null(strstr(log, "unreachable")); /* the outage was logged ... */
+        assert_null(strstr(log, PASSWORD));            /* ... without it */
+        free(log);
+        harness_response m;
+        assert_int_equal(harness_request(ds[i]->port, "GET", "/metrics", NULL, NULL, 0, &m), 0);
+        assert_int_equal(m.status, 200);
+        assert_null(strstr((const char *)m.body, PASSWORD));
+        harness_response_free(&m);
+    }
 }
 
 int main(void)

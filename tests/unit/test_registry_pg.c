@@ -384,6 +384,161 @@ static void test_outage_and_reconnect(void **state)
     registry_close(r);
 }
 
+
+/* ---- registry copy ---- */
+
+static void put_ok(registry *r, const char *model, const char *bytes, const char *metrics)
+{
+    char err[256];
+    registry_checkpoint_info info;
+    int created;
+    assert_int_equal(registry_put_checkpoint(r, model, (const uint8_t *)bytes, strlen(bytes), NULL,
+                                             "{\"latent\":2}", metrics, "upload", &info, &created,
+                                             err, sizeof err),
+                     REGISTRY_OK);
+}
+
+/* A registry with what a copy must keep: a gap in the numbers, an alias set
+ * by hand, shared bytes, metrics, jobs in every state with events. */
+static void fill(registry *r)
+{
+    char err[256];
+    put_ok(r, "digits", "one", "{\"loss\":1.5}");
+    put_ok(r, "digits", "two", NULL);
+    put_ok(r, "digits", "three", NULL);
+    put_ok(r, "faces", "two", "[1,2]");
+    assert_int_equal(registry_set_alias(r, "digits", "prod", 1, err, sizeof err), REGISTRY_OK);
+    assert_int_equal(registry_delete_version(r, "digits", 2, err, sizeof err), REGISTRY_OK);
+    assert_int_equal(registry_set_alias(r, "faces", "latest", 1, err, sizeof err), REGISTRY_OK);
+    int64_t id, claimed;
+    char *config = NULL;
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(registry_insert_job(r, "{\"epochs\":3}", &id, err, sizeof err), 0);
+    assert_int_equal(registry_claim_next_job(r, &claimed, &config, err, sizeof err), 0);
+    free(config);
+    assert_int_equal(registry_set_job_progress(r, claimed, "{\"step\":4}", "[{\"epoch\":1}]",
+                                               JOBS_EVENT_EPOCH, "{\"epoch\":1}", NULL, err,
+                                               sizeof err),
+                     0);
+    uint8_t blob[] = "job bytes";
+    assert_int_equal(registry_succeed_job(r, claimed, "digits", blob, sizeof blob, NULL, NULL,
+                                          NULL, NULL, err, sizeof err),
+                     0);
+    assert_int_equal(registry_set_job_state(r, id, JOBS_STATE_CANCELLED, NULL, err, sizeof err),
+                     0);
+}
+
+/* Everything a client can see of a and b is the same. */
+static void assert_same(registry *a, registry *b)
+{
+    char err[256];
+    registry_model_info *ma = NULL, *mb = NULL;
+    size_t na = 0, nb = 0;
+    assert_int_equal(registry_list_models(a, &ma, &na, err, sizeof err), 0);
+    assert_int_equal(registry_list_models(b, &mb, &nb, err, sizeof err), 0);
+    assert_int_equal(na, nb);
+    assert_memory_equal(ma, mb, na * sizeof *ma);
+    for (size_t m = 0; m < na; m++) {
+        registry_checkpoint *ca = NULL, *cb = NULL;
+        size_t ka = 0, kb = 0;
+        assert_int_equal(registry_list_checkpoints(a, ma[m].name, &ca, &ka, err, sizeof err), 0);
+        assert_int_equal(registry_list_checkpoints(b, ma[m].name, &cb, &kb, err, sizeof err), 0);
+        assert_int_equal(ka, kb);
+        for (size_t i = 0; i < ka; i++) {
+            assert_memory_equal(&ca[i].info, &cb[i].info, sizeof ca[i].info);
+            assert_true((!ca[i].metrics_json && !cb[i].metrics_json) ||
+                        !strcmp(ca[i].metrics_json, cb[i].metrics_json));
+            uint8_t *ba = NULL, *bb = NULL;
+            size_t la = 0, lb = 0;
+            assert_int_equal(registry_get_blob(a, ca[i].info.sha256, &ba, &la, err, sizeof err), 0);
+            assert_int_equal(registry_get_blob(b, cb[i].info.sha256, &bb, &lb, err, sizeof err), 0);
+            assert_int_equal(la, lb);
+            assert_memory_equal(ba, bb, la);
+            free(ba);
+            free(bb);
+        }
+        registry_free_checkpoints(ca, ka);
+        registry_free_checkpoints(cb, kb);
+        registry_alias_info *aa = NULL, *ab = NULL;
+        assert_int_equal(registry_list_aliases(a, ma[m].name, &aa, &ka, err, sizeof err), 0);
+        assert_int_equal(registry_list_aliases(b, ma[m].name, &ab, &kb, err, sizeof err), 0);
+        assert_int_equal(ka, kb);
+        assert_memory_equal(aa, ab, ka * sizeof *aa);
+        free(aa);
+        free(ab);
+    }
+    registry_free_models(ma);
+    registry_free_models(mb);
+    registry_job *ja = NULL, *jb = NULL;
+    assert_int_equal(registry_list_jobs(a, NULL, 0, 0, &ja, &na, err, sizeof err), 0);
+    assert_int_equal(registry_list_jobs(b, NULL, 0, 0, &jb, &nb, err, sizeof err), 0);
+    assert_int_equal(na, nb);
+    for (size_t i = 0; i < na; i++) {
+        assert_int_equal(ja[i].id, jb[i].id);
+        assert_int_equal(ja[i].state, jb[i].state);
+        assert_string_equal(ja[i].config_json, jb[i].config_json);
+        assert_string_equal(ja[i].created_at, jb[i].created_at);
+        assert_string_equal(ja[i].finished_at, jb[i].finished_at);
+        assert_int_equal(ja[i].result_version, jb[i].result_version);
+        registry_job_event *ea = NULL, *eb = NULL;
+        size_t ka = 0, kb = 0;
+        assert_int_equal(registry_list_job_events(a, ja[i].id, 0, 1000, &ea, &ka, err, sizeof err),
+                         0);
+        assert_int_equal(registry_list_job_events(b, jb[i].id, 0, 1000, &eb, &kb, err, sizeof err),
+                         0);
+        assert_int_equal(ka, kb);
+        for (size_t e = 0; e < ka; e++) {
+            assert_int_equal(ea[e].seq, eb[e].seq);
+            assert_int_equal(ea[e].state, eb[e].state);
+            assert_string_equal(ea[e].created_at, eb[e].created_at);
+        }
+        registry_free_job_events(ea, ka);
+        registry_free_job_events(eb, kb);
+    }
+    registry_free_jobs(ja, na);
+    registry_free_jobs(jb, nb);
+}
+
+static void test_copy_file_to_pg_and_back(void **state)
+{
+    fixture *f = *state;
+    char dir[HARNESS_PATH_MAX], file[HARNESS_PATH_MAX + 16], back[HARNESS_PATH_MAX + 16];
+    char err[256];
+    assert_int_equal(harness_tmpdir(dir, sizeof dir), 0);
+    snprintf(file, sizeof file, "%s/a.db", dir);
+    snprintf(back, sizeof back, "%s/b.db", dir);
+    registry *src = NULL, *pgr = open_ok(f->url), *dst = NULL;
+    assert_int_equal(registry_open(file, &src, err, sizeof err), 0);
+    fill(src);
+    registry_copy_counts c;
+    assert_int_equal(registry_copy_all(src, pgr, &c, err, sizeof err), REGISTRY_OK);
+    assert_int_equal(c.models, 2);
+    assert_int_equal(c.checkpoints, 4);
+    assert_int_equal(c.jobs, 3);
+    assert_same(src, pgr);
+    /* Into a registry that holds something: refused, nothing changes. */
+    assert_int_equal(registry_copy_all(src, pgr, &c, err, sizeof err), REGISTRY_ERR_CONFLICT);
+    assert_non_null(strstr(err, "not empty"));
+    assert_same(src, pgr);
+    /* And back into a new file. */
+    assert_int_equal(registry_open(back, &dst, err, sizeof err), 0);
+    assert_int_equal(registry_copy_all(pgr, dst, &c, err, sizeof err), REGISTRY_OK);
+    assert_same(pgr, dst);
+    /* Numbers go on where they were, on both: 2 is never handed out again. */
+    put_ok(pgr, "digits", "four", NULL);
+    put_ok(dst, "digits", "four", NULL);
+    registry_checkpoint_info i1, i2;
+    assert_int_equal(registry_resolve(pgr, "digits", "4", &i1, err, sizeof err), 0);
+    assert_int_equal(registry_resolve(dst, "digits", "4", &i2, err, sizeof err), 0);
+    int64_t id;
+    assert_int_equal(registry_insert_job(pgr, "{}", &id, err, sizeof err), 0);
+    assert_int_equal(id, 4);
+    registry_close(src);
+    registry_close(pgr);
+    registry_close(dst);
+    harness_rm_rf(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -395,6 +550,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_claims_are_exclusive, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lease_renewed_then_taken_over, setup, teardown),
         cmocka_unit_test_setup_teardown(test_job_resume_state, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_copy_file_to_pg_and_back, setup, teardown),
         cmocka_unit_test_setup_teardown(test_outage_and_reconnect, setup, teardown),
     };
     char err[256];
