@@ -15,6 +15,7 @@
 #include "cli/cli_jobs.h"
 #include "cli/cli_options.h"
 #include "cli/cli_registry.h"
+#include "cli/cli_score.h"
 #include "cli/cli_train.h"
 #include "server/http_server.h"
 
@@ -42,6 +43,7 @@ static void usage(FILE *f)
             "  sample     decode z ~ N(0, I) through a checkpoint into a PNG grid\n"
             "  eval       negative ELBO, importance-weighted bound, active units on a data set\n"
             "  reconstruct  originals above their reconstructions, as a PNG\n"
+            "  score      anomaly scores of a data set's images (and AUROC against another)\n"
             "  import     convert a pytorch/examples VAE state_dict into a vaed checkpoint\n"
             "  export     write a checkpoint in the vaed or pytorch/examples layout\n"
             "  registry   list, import or export checkpoints in the registry database\n"
@@ -215,6 +217,7 @@ int main(int argc, char **argv)
     if (strcmp(cmd, "jobs") == 0) return cli_jobs(argc - 1, argv + 1);
     if (strcmp(cmd, "eval") == 0) return cli_eval(argc - 1, argv + 1);
     if (strcmp(cmd, "reconstruct") == 0) return cli_reconstruct(argc - 1, argv + 1);
+    if (strcmp(cmd, "score") == 0) return cli_score(argc - 1, argv + 1);
     if (strcmp(cmd, "import") == 0) return cli_import(argc - 1, argv + 1);
     if (strcmp(cmd, "export") == 0) return cli_export(argc - 1, argv + 1);
     fprintf(stderr, "vaed: unknown command \"%s\"\n\n", cmd);

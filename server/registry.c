@@ -80,6 +80,10 @@ static const char *const stmt_sql[S_N] = {
                       "ON CONFLICT (sha256) DO NOTHING",
     [S_BLOB_COLLECT] = "DELETE FROM blobs WHERE sha256 = ?1 "
                        "AND NOT EXISTS (SELECT 1 FROM checkpoints WHERE sha256 = ?1)",
+    /* bytes an upload wrote before its version (registry_put_checkpoint)
+     * and a crash or failure left unnamed */
+    [S_BLOB_ORPHANS] = "DELETE FROM blobs WHERE NOT EXISTS "
+                       "(SELECT 1 FROM checkpoints c WHERE c.sha256 = blobs.sha256)",
     [S_ALIAS_GET] = "SELECT version FROM aliases WHERE model_id = ?1 AND alias = ?2",
     [S_ALIAS_LIST] = "SELECT alias, version, set_by_hand FROM aliases WHERE model_id = ?1 "
                      "ORDER BY alias",
@@ -206,6 +210,11 @@ sqlite3_stmt *reg_stmt(registry *r, int id)
         sqlite3_prepare_v2(r->db, stmt_sql[id], -1, &r->stmts[id], NULL) != SQLITE_OK)
         return NULL;
     return r->stmts[id];
+}
+
+const char *reg_sql(int id)
+{
+    return stmt_sql[id];
 }
 
 /* Readies a kept statement for its next use (and drops pointers to the
@@ -427,7 +436,9 @@ registry_status registry_open(const char *path, registry **out, char *err, size_
         goto fail;
     }
     sqlite3_extended_result_codes(r->db, 1);
-    sqlite3_busy_timeout(r->db, 5000);
+    /* Long enough for an upload's bytes, written on a side connection
+     * (reg_stage_blob), to be in: other writers wait for them, not fail. */
+    sqlite3_busy_timeout(r->db, 60000);
 
     /* WAL lets readers (other processes, backups) run beside the writer. */
     sqlite3_stmt *st = NULL;
@@ -457,6 +468,8 @@ registry_status registry_open(const char *path, registry **out, char *err, size_
         goto fail;
     }
     status = migrate(r, path, err, errlen);
+    if (!status)
+        status = reg_exec(r, S_BLOB_ORPHANS, err, errlen);
     if (status)
         goto fail;
     *out = r;

@@ -405,6 +405,7 @@ registry_status registry_succeed_job(registry *r, int64_t id, const char *model,
     if (r->pg)
         return reg_pg_succeed_job(r->pg, id, model, blob, len, sha, config_json,
                                   ckpt_metrics_json, metrics_json, out, err, errlen);
+    reg_stage_blob(r, blob, len, sha);
     pthread_mutex_lock(&r->mu);
     status = reg_exec(r, S_BEGIN_WRITE, err, errlen);
     if (!status)
@@ -412,6 +413,8 @@ registry_status registry_succeed_job(registry *r, int64_t id, const char *model,
                             succeed_locked(r, id, model, blob, len, sha, config_json,
                                            ckpt_metrics_json, metrics_json, out, err, errlen),
                             err, errlen);
+    if (status)
+        reg_collect_blob_locked(r, sha);
     pthread_mutex_unlock(&r->mu);
     return status;
 }

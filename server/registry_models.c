@@ -302,6 +302,58 @@ static int put_locked(registry *r, const char *model, const uint8_t *blob, size_
     return status;
 }
 
+/* A connection to the registry's file of its own, for work without the
+ * registry's lock: its statements are its own, and WAL lets it read while
+ * r->db writes and write while r->db reads. NULL when it does not open. */
+static sqlite3 *side_connection(registry *r)
+{
+    sqlite3 *db = NULL; /* owned by the caller: sqlite3_close */
+    if (sqlite3_open_v2(r->path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL) !=
+        SQLITE_OK) {
+        sqlite3_close(db);
+        return NULL;
+    }
+    sqlite3_busy_timeout(db, 60000); /* as r->db's: a staged upload may hold the write lock */
+    return db;
+}
+
+/* Writes the bytes of a put into blobs on a side connection, committed
+ * (fsync'd) before the registry's lock is taken: the put then finds them
+ * there and writes only its small rows under the lock, so a write of
+ * hundreds of MB does not hold every request that reads the registry.
+ * Bytes written and then not named by a version (the put failed, or a crash
+ * came between) are collected: by the put, and at the next open
+ * (S_BLOB_ORPHANS); one collected meanwhile is written again by the put.
+ * Best effort: on any failure the put writes the bytes itself. */
+void reg_stage_blob(registry *r, const uint8_t *blob, size_t len, const char *sha)
+{
+    if (!strcmp(r->path, ":memory:"))
+        return; /* a side connection would see another database */
+    sqlite3 *db = side_connection(r); /* owned: closed below */
+    sqlite3_stmt *st = NULL;
+    if (db && sqlite3_exec(db, "PRAGMA synchronous=FULL", NULL, NULL, NULL) == SQLITE_OK &&
+        sqlite3_prepare_v2(db, reg_sql(S_BLOB_INSERT), -1, &st, NULL) == SQLITE_OK) {
+        sqlite3_bind_text(st, 1, sha, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 2, (sqlite3_int64)len);
+        sqlite3_bind_blob64(st, 3, blob, (sqlite3_uint64)len, SQLITE_STATIC);
+        if (sqlite3_step(st) != SQLITE_DONE)
+            fprintf(stderr, "vaed: registry: staging %zu bytes: %s\n", len, sqlite3_errmsg(db));
+    }
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+}
+
+/* Drops the bytes of a failed put unless a version names them. */
+void reg_collect_blob_locked(registry *r, const char *sha)
+{
+    sqlite3_stmt *st = reg_stmt(r, S_BLOB_COLLECT);
+    if (!st)
+        return;
+    sqlite3_bind_text(st, 1, sha, -1, SQLITE_STATIC);
+    sqlite3_step(st);
+    reg_done(st);
+}
+
 registry_status registry_put_checkpoint(registry *r, const char *model, const uint8_t *blob,
                                         size_t len, const char *expected_sha256,
                                         const char *config_json, const char *metrics_json,
@@ -343,9 +395,12 @@ registry_status registry_put_checkpoint(registry *r, const char *model, const ui
     if (r->pg)
         return reg_pg_put_checkpoint(r->pg, model, blob, len, sha, config_json, metrics_json,
                                      source, out, created, err, errlen);
+    reg_stage_blob(r, blob, len, sha);
     pthread_mutex_lock(&r->mu);
     int status = put_locked(r, model, blob, len, sha, config_json, metrics_json, source, out,
                             created, err, errlen);
+    if (status)
+        reg_collect_blob_locked(r, sha);
     pthread_mutex_unlock(&r->mu);
     return status;
 }
@@ -462,10 +517,8 @@ registry_status registry_blob_open(registry *r, const char *sha256, registry_blo
     sqlite3_stmt *st = NULL;
     /* The path only: every statement here is this connection's, so the
      * registry's lock is never needed. */
-    if (sqlite3_open_v2(r->path, &b->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL) !=
-        SQLITE_OK)
+    if (!(b->db = side_connection(r)))
         goto fail;
-    sqlite3_busy_timeout(b->db, 5000);
     /* One snapshot from the lookup to the last read; a page cache of 64 KiB
      * (not SQLite's 2 MB): a blob is read once, front to back, and a
      * download per client must cost little (the OS caches the file). */
@@ -493,7 +546,7 @@ registry_status registry_blob_open(registry *r, const char *sha256, registry_blo
     return REGISTRY_OK;
 fail:
     util_set_err(err, errlen, "reading checkpoint bytes: %s",
-                 b->db ? sqlite3_errmsg(b->db) : "out of memory");
+                 b->db ? sqlite3_errmsg(b->db) : "cannot open a connection to the registry");
     status = b->db && sqlite3_errcode(b->db) == SQLITE_NOMEM ? REGISTRY_ERR_NOMEM : REGISTRY_ERR_DB;
 fail_quiet:
     sqlite3_finalize(st);

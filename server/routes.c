@@ -7,6 +7,7 @@
 #include "server/api_jobs.h"
 #include "server/api_models.h"
 #include "server/api_ops.h"
+#include "server/api_score.h"
 
 static const routes_entry routes[] = {
     {"GET", "/healthz", api_ops_healthz, 0},
@@ -18,6 +19,8 @@ static const routes_entry routes[] = {
     {"POST", "/decode", api_infer_decode, ROUTES_OPEN},
     {"POST", "/interpolate", api_infer_interpolate_post, ROUTES_OPEN},
     {"GET", "/interpolate", api_infer_interpolate_get, 0},
+    {"POST", "/score", api_score_post, ROUTES_OPEN},
+    {"GET", "/score", api_score_get, 0},
     {"GET", "/models", api_models_list, 0},
     {"GET", "/models/*", api_models_get, 0},
     {"POST", "/models/*/checkpoints", api_models_post_checkpoint, ROUTES_UPLOAD},

@@ -714,6 +714,45 @@ cJSON *harness_json(const harness_response *r)
     return cJSON_ParseWithLength((const char *)r->body, r->body_len);
 }
 
+int harness_json_matrix(const cJSON *m, int rows, int cols, float *out)
+{
+    if (!cJSON_IsArray(m) || cJSON_GetArraySize(m) != rows) {
+        fprintf(stderr, "harness: not an array of %d rows\n", rows);
+        return -1;
+    }
+    int r = 0;
+    const cJSON *row;
+    cJSON_ArrayForEach(row, m) {
+        if (!cJSON_IsArray(row) || cJSON_GetArraySize(row) != cols) {
+            fprintf(stderr, "harness: row %d is not an array of %d numbers\n", r, cols);
+            return -1;
+        }
+        int k = 0;
+        const cJSON *v;
+        cJSON_ArrayForEach(v, row) {
+            if (!cJSON_IsNumber(v)) {
+                fprintf(stderr, "harness: [%d][%d] is not a number\n", r, k);
+                return -1;
+            }
+            out[(size_t)r * cols + k++] = (float)v->valuedouble;
+        }
+        r++;
+    }
+    return 0;
+}
+
+int harness_use_repo_data(void)
+{
+    struct stat st;
+    if (stat("data/mnist/t10k-images-idx3-ubyte", &st) != 0)
+        return 0;
+    char cwd[HARNESS_PATH_MAX], data[HARNESS_PATH_MAX + 8];
+    if (!getcwd(cwd, sizeof cwd))
+        return -1;
+    snprintf(data, sizeof data, "%s/data", cwd);
+    return setenv("VAED_DATA", data, 1) == 0 ? 1 : -1;
+}
+
 int harness_expect_error(const harness_response *r, int status, const char *code)
 {
     const char *why = NULL;

@@ -103,11 +103,19 @@ void harness_response_free(harness_response *r);
 const char *harness_header(const harness_response *r, const char *name);
 /* The body parsed as JSON (caller owns, cJSON_Delete), or NULL. */
 cJSON *harness_json(const harness_response *r);
+/* A JSON matrix of exactly rows arrays of cols numbers into out (rows *
+ * cols floats): 0, or -1 with the first mismatch printed. */
+int harness_json_matrix(const cJSON *m, int rows, int cols, float *out);
 /* 1 when r is status with body exactly {"error":{"code":code,"message":<non-empty
  * string>}} and Content-Type application/json; else prints why and returns 0. */
 int harness_expect_error(const harness_response *r, int status, const char *code);
 
 /* ---- files and models ---- */
+
+/* Points VAED_DATA (which daemons started later inherit) at the
+ * repository's data/ when it holds MNIST, as tests run from the root: 1
+ * then, 0 when MNIST is not there (VAED_DATA untouched), -1 on error. */
+int harness_use_repo_data(void);
 
 /* mkdtemp("/tmp/vaed-test-XXXXXX") into out; 0 or -1. */
 int harness_tmpdir(char *out, size_t outlen);
