@@ -26,7 +26,7 @@ done
 
 if [ "$runtime" = 1 ]; then
     # curl is for the image's HEALTHCHECK, ca-certificates for any https client.
-    pkgs=(libmicrohttpd12 libcjson1 libopenblas0-pthread libpng16-16 libsqlite3-0 zlib1g
+    pkgs=(libmicrohttpd12 libcjson1 libopenblas0-pthread libpng16-16 libsqlite3-0 zlib1g libpq5
           ca-certificates curl)
 else
     pkgs=(build-essential pkg-config libmicrohttpd-dev libcjson-dev libopenblas-dev

@@ -46,7 +46,9 @@ typedef enum {
 
 typedef struct server_options {
     const char *listen;        /* "127.0.0.1:8080"; port 0 = any free port */
-    const char *data_dir;      /* registry at DATA_DIR/registry.db */
+    const char *data_dir;      /* registry at DATA_DIR/registry.db unless registry is set */
+    const char *registry;      /* a registry file or postgresql:// URL; NULL = DATA_DIR/registry.db */
+    int job_lease_s;           /* shared registry: seconds a claimed job is held unrenewed, default 30 */
     const char *port_file;     /* when set, the bound port is written here (atomically) once listening */
     const char *default_model; /* may be NULL */
     int threads;               /* MHD thread pool size; 0 = number of cores */
