@@ -94,8 +94,17 @@ $(SERVER_LIB): $(SERVER_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
+# MPI (Open MPI's ompi-c) is the CLI's alone: cli/dist_mpi.c is the one file
+# that includes <mpi.h>, and only vaed links it.
+MPI_CFLAGS = $(eval MPI_CFLAGS := $(if $(shell pkg-config --exists ompi-c && echo y),\
+    $(shell pkg-config --cflags ompi-c),\
+    $(error pkg-config finds no ompi-c: run `make deps` (scripts/install-deps.sh) to install libopenmpi-dev)))$(MPI_CFLAGS)
+MPI_LIBS   = $(eval MPI_LIBS := $(shell pkg-config --libs ompi-c))$(MPI_LIBS)
+$(BUILD)/cli/dist_mpi.o: ALL_CFLAGS += $(MPI_CFLAGS)
+
 # The CLI is the program's own: it links the server and the engine, and no
 # test binary links it.
+$(BUILD)/vaed: LDLIBS += $(MPI_LIBS)
 $(BUILD)/vaed: $(CLI_OBJ) $(SERVER_LIB) $(ENGINE_LIB)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
 

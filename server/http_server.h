@@ -68,6 +68,7 @@ typedef struct server_options {
     size_t request_mem_mb;     /* most one inference request may allocate, default 1024; 0 = no limit */
     int job_retention_days;    /* finished jobs kept this long, default 30; 0 = for ever */
     int max_queued_jobs;       /* jobs waiting at once, default 100; 0 = no limit */
+    const char *mpi_hostfile;  /* jobs of "ranks" > 1 run under mpirun on these hosts; NULL = refused */
 } server_options;
 
 void server_options_default(server_options *o);
