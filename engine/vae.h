@@ -95,6 +95,12 @@ vae_status vae_decode_cond(const vae_model *m, vae_workspace *ws, const float *z
 /* label -1: none */
 vae_status vae_log_likelihood_cond(const vae_model *m, vae_workspace *ws, const float *x,
                                    int label, const float *z, int K, double *ll);
+/* Decoding with label_weights (B, n_classes) in place of one-hot labels: a
+ * row (1 - t) one_hot(a) + t one_hot(b) is the point t of the walk from
+ * label a to label b (the label enters the decoder's first layer, linearly).
+ * Conditional models only; non-finite weights are refused (VAE_ERR_ARG). */
+vae_status vae_decode_mixed(const vae_model *m, vae_workspace *ws, const float *z,
+                            const float *label_weights, int B, float *x_mean);
 
 /* Training. The state borrows nothing: it may outlive the batches it saw. */
 vae_train_state *vae_train_state_new(const vae_model *m, int max_batch, char *err,
@@ -138,6 +144,10 @@ float *vae_train_adam_v(vae_train_state *ts);
 int64_t *vae_train_adam_step(vae_train_state *ts);
 /* Applies one Adam update from the current gradients. */
 void vae_adam_update(vae_model *m, vae_train_state *ts);
+/* The encoder's parameters are the first this many of m->params: every
+ * architecture puts its encoder and the fc_mu / fc_logvar heads before its
+ * decoder in the tensor table. */
+size_t vae_encoder_param_count(const vae_model *m);
 /* Tests: run the architecture's naive reference kernels instead of the fast
  * ones (conv: direct loops instead of im2col + gemm). VAE_ERR_ARG for an
  * architecture with one set of kernels (the MLP). */

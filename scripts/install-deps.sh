@@ -28,7 +28,7 @@ if [ "$runtime" = 1 ]; then
     # curl is for the image's HEALTHCHECK, ca-certificates for any https client;
     # libopenmpi3 is linked (data-parallel training), openmpi-bin's mpirun runs
     # the ranks of a job with "ranks" (vaed serve --mpi-hostfile).
-    pkgs=(libmicrohttpd12 libcjson1 libopenblas0-pthread libpng16-16 libsqlite3-0 zlib1g
+    pkgs=(libmicrohttpd12 libcjson1 libopenblas0-pthread libpng16-16 libsqlite3-0 zlib1g libpq5
           libopenmpi3 openmpi-bin ca-certificates curl)
 else
     pkgs=(build-essential pkg-config libmicrohttpd-dev libcjson-dev libopenblas-dev

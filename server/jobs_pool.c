@@ -87,6 +87,7 @@ static jobs_pool_status from_registry(int rc)
     case REGISTRY_ERR_CONFLICT: return JOBS_POOL_ERR_CONFLICT;
     case REGISTRY_ERR_ARG: return JOBS_POOL_ERR_INVALID;
     case REGISTRY_ERR_NOMEM: return JOBS_POOL_ERR_NOMEM;
+    case REGISTRY_ERR_UNAVAILABLE: return JOBS_POOL_ERR_UNAVAILABLE;
     default: return JOBS_POOL_ERR_DB;
     }
 }
@@ -196,6 +197,37 @@ static void on_progress(void *ctx, const trainer_progress *pr)
     free(pj);
 }
 
+/* A shared registry's replicas share no disk: the resume file just written
+ * goes to the database too, for whichever replica runs the job next. */
+static void share_resume(jobs_pool *p, int64_t id)
+{
+    if (!registry_is_shared(p->reg)) return;
+    char path[PATH_MAX], err[256];
+    resume_path(p, id, path, sizeof path);
+    uint8_t *bytes = NULL; /* owned: freed below */
+    size_t len = 0;
+    if (file_io_read_all(path, (size_t)1 << 30, &bytes, &len, err, sizeof err) != VAE_OK ||
+        registry_put_job_resume(p->reg, id, bytes, len, err, sizeof err) != REGISTRY_OK)
+        fprintf(stderr, "vaed: job %" PRId64 ": resume state not shared: %s\n", id, err);
+    free(bytes);
+}
+
+/* The resume state another replica shared, as this replica's resume file
+ * (when there is none here). */
+static void fetch_resume(jobs_pool *p, int64_t id, const char *path)
+{
+    if (!registry_is_shared(p->reg) || access(path, F_OK) == 0) return;
+    uint8_t *bytes = NULL; /* owned: freed below */
+    size_t len = 0;
+    char err[256];
+    int rc = registry_get_job_resume(p->reg, id, &bytes, &len, err, sizeof err);
+    if (rc == REGISTRY_OK && file_io_write_atomic(path, bytes, len, err, sizeof err) != VAE_OK)
+        rc = REGISTRY_ERR_DB;
+    if (rc != REGISTRY_OK && rc != REGISTRY_ERR_NOT_FOUND)
+        fprintf(stderr, "vaed: job %" PRId64 ": no shared resume state: %s\n", id, err);
+    free(bytes);
+}
+
 /* After every epoch (its resume file written): the job's progress and
  * metrics, and an epoch event. */
 static void on_epoch(void *ctx, const trainer_epoch_metrics *ms, int n)
@@ -218,6 +250,7 @@ static void on_epoch(void *ctx, const trainer_epoch_metrics *ms, int n)
     free(pj);
     free(jm);
     free(ej);
+    share_resume(p, j->id);
 }
 
 /* After a cancelled epoch: a user's cancel, or the pool stopping. */
@@ -393,6 +426,7 @@ static void run_job(jobs_pool *p, worker_slot *slot, int64_t id, const char *con
         fail_job(j);
         goto end;
     }
+    fetch_resume(p, id, path);
     if (j->spec.ranks > 1) {
         run_ranks(j, config_json);
         goto end;
@@ -475,7 +509,15 @@ static void *worker_main(void *arg)
         char err[256];
         int rc = registry_claim_next_job(p->reg, &id, &config, err, sizeof err);
         if (rc == REGISTRY_ERR_NOT_FOUND) {
-            pthread_cond_wait(&p->work_cv, &p->mu);
+            if (!registry_is_shared(p->reg)) {
+                pthread_cond_wait(&p->work_cv, &p->mu);
+                continue;
+            }
+            /* Other replicas queue jobs too: look again within a second. */
+            struct timespec ts;
+            clock_gettime(CLOCK_MONOTONIC, &ts);
+            ts.tv_sec += 1;
+            pthread_cond_timedwait(&p->work_cv, &p->mu, &ts);
             continue;
         }
         if (rc) {
@@ -487,6 +529,8 @@ static void *worker_main(void *arg)
             pthread_cond_timedwait(&p->work_cv, &p->mu, &ts);
             continue;
         }
+        if (registry_is_shared(p->reg))
+            fprintf(stderr, "vaed: job %" PRId64 " runs on this replica\n", id);
         slot->job_id = id;
         slot->cancel = 0;
         slot->user_cancel = 0;
@@ -803,7 +847,24 @@ int jobs_pool_wait_events(jobs_pool *p, int64_t id, int64_t after_seq, int timeo
             break;
         }
         if (p->stopping) break;
-        if (pthread_cond_timedwait(&p->events_cv, &p->mu, &deadline) == ETIMEDOUT) {
+        /* A shared registry's events may come from another replica, which
+         * signals no one here: wake at least every 250 ms to look. */
+        struct timespec until = deadline;
+        if (registry_is_shared(p->reg)) {
+            struct timespec soon;
+            clock_gettime(CLOCK_MONOTONIC, &soon);
+            soon.tv_nsec += 250 * 1000000L;
+            if (soon.tv_nsec >= 1000000000L) {
+                soon.tv_sec++;
+                soon.tv_nsec -= 1000000000L;
+            }
+            if (soon.tv_sec < until.tv_sec ||
+                (soon.tv_sec == until.tv_sec && soon.tv_nsec < until.tv_nsec))
+                until = soon;
+        }
+        if (pthread_cond_timedwait(&p->events_cv, &p->mu, &until) == ETIMEDOUT) {
+            if (until.tv_sec != deadline.tv_sec || until.tv_nsec != deadline.tv_nsec)
+                continue; /* only a look, not the deadline */
             rc = registry_get_job_last_seq(p->reg, id, &seq, NULL, NULL, 0);
             result = rc == REGISTRY_OK && seq > after_seq ? 1 : 0;
             break;

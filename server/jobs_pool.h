@@ -62,7 +62,8 @@ typedef enum {
     JOBS_POOL_ERR_DB,        /* the registry failed */
     JOBS_POOL_ERR_IO,
     JOBS_POOL_ERR_NOMEM,
-    JOBS_POOL_ERR_FULL       /* max_queued jobs wait already */
+    JOBS_POOL_ERR_FULL,      /* max_queued jobs wait already */
+    JOBS_POOL_ERR_UNAVAILABLE /* a shared registry's database is away now: try again */
 } jobs_pool_status;
 
 typedef enum {
