@@ -22,4 +22,14 @@ int cli_reconstruct(int argc, char **argv);
 int cli_import(int argc, char **argv);
 int cli_export(int argc, char **argv);
 
+#include <stddef.h>
+
+#include "engine/dataset.h"
+
+/* The images a command evaluates: data's test split when it has one, else
+ * its training split (*split says which), of one class (klass >= 0), the
+ * first limit (> 0) of them. 0, or -1 with err. */
+int cli_train_load_eval_set(const char *data, long limit, long klass, dataset *d,
+                            const char **split, char *err, size_t errlen);
+
 #endif

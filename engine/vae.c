@@ -84,6 +84,12 @@ const vae_tensor *vae_find_tensor(const vae_model *m, const char *name)
     return NULL;
 }
 
+size_t vae_encoder_param_count(const vae_model *m)
+{
+    const vae_tensor *last = vae_find_tensor(m, "fc_logvar.bias"); /* every table has it */
+    return last ? last->offset + last->size : 0;
+}
+
 size_t vae_config_param_count(const vae_config *cfg)
 {
     char err[256];
@@ -103,7 +109,7 @@ static int config_is_valid(const vae_config *cfg)
 struct vae_workspace {
     int max_batch;
     float *scratch; /* the architecture's, workspace_floats(max_batch) */
-    int *labels;    /* conditional: (max_batch) one image's label per latent */
+    float *y;       /* conditional: (max_batch, n_classes) the label rows of a call */
 };
 
 /* Lays a workspace out in l (vae_arch.h); NULL while sizing. */
@@ -113,8 +119,9 @@ static vae_workspace *workspace_layout(const vae_config *c, int max_batch, vae_l
     vae_workspace *s = ws ? ws : &sizing;
     s->max_batch = max_batch;
     VAE_LAYOUT_TAKE(l, s->scratch, ops_of(c)->workspace_floats(c, max_batch));
-    s->labels = NULL;
-    if (vae_config_is_conditional(c)) VAE_LAYOUT_TAKE(l, s->labels, max_batch);
+    s->y = NULL;
+    if (vae_config_is_conditional(c))
+        VAE_LAYOUT_TAKE(l, s->y, (size_t)max_batch * (size_t)c->n_classes);
     return ws;
 }
 
@@ -150,6 +157,16 @@ static int labels_fit(const vae_model *m, const int *labels, int n)
     return 1;
 }
 
+/* y (n, K): the one-hot rows of labels (NULL, and y untouched, when none);
+ * returns y or NULL. labels[i / repeat] goes into row i. */
+static const float *onehot_rows(float *y, const int *labels, int n, int repeat, int K)
+{
+    if (!labels) return NULL;
+    memset(y, 0, sizeof(float) * (size_t)n * (size_t)K);
+    for (int i = 0; i < n; i++) y[(size_t)i * K + labels[i / repeat]] = 1.0f;
+    return y;
+}
+
 vae_status vae_encode(const vae_model *m, vae_workspace *ws, const float *x, int B, float *mu,
                       float *logvar)
 {
@@ -161,7 +178,8 @@ vae_status vae_encode_cond(const vae_model *m, vae_workspace *ws, const float *x
 {
     if (B < 1 || B > ws->max_batch || !labels_fit(m, labels, B)) return VAE_ERR_ARG;
     int Z = m->cfg.latent;
-    const float *heads = ops_of(&m->cfg)->encode(m, ws->scratch, x, labels, B);
+    const float *y = onehot_rows(ws->y, labels, B, 1, m->cfg.n_classes);
+    const float *heads = ops_of(&m->cfg)->encode(m, ws->scratch, x, y, B);
     for (int r = 0; r < B; r++) {
         memcpy(mu + (size_t)r * Z, heads + (size_t)r * 2 * Z, sizeof(float) * Z);
         memcpy(logvar + (size_t)r * Z, heads + (size_t)r * 2 * Z + Z, sizeof(float) * Z);
@@ -178,7 +196,20 @@ vae_status vae_decode_cond(const vae_model *m, vae_workspace *ws, const float *z
                            const int *labels, int B, float *x_mean)
 {
     if (B < 1 || B > ws->max_batch || !labels_fit(m, labels, B)) return VAE_ERR_ARG;
-    const float *logits = ops_of(&m->cfg)->decode_logits(m, ws->scratch, z, labels, B);
+    const float *y = onehot_rows(ws->y, labels, B, 1, m->cfg.n_classes);
+    const float *logits = ops_of(&m->cfg)->decode_logits(m, ws->scratch, z, y, B);
+    vae_loss_output_mean(&m->cfg, logits, B, x_mean);
+    return VAE_OK;
+}
+
+vae_status vae_decode_mixed(const vae_model *m, vae_workspace *ws, const float *z,
+                            const float *label_weights, int B, float *x_mean)
+{
+    int K = m->cfg.n_classes;
+    if (B < 1 || B > ws->max_batch || !K || !label_weights) return VAE_ERR_ARG;
+    for (size_t i = 0; i < (size_t)B * (size_t)K; i++)
+        if (!isfinite(label_weights[i])) return VAE_ERR_ARG;
+    const float *logits = ops_of(&m->cfg)->decode_logits(m, ws->scratch, z, label_weights, B);
     vae_loss_output_mean(&m->cfg, logits, B, x_mean);
     return VAE_OK;
 }
@@ -194,15 +225,11 @@ vae_status vae_log_likelihood_cond(const vae_model *m, vae_workspace *ws, const 
 {
     const vae_config *c = &m->cfg;
     if (K < 1 || K > ws->max_batch) return VAE_ERR_ARG;
-    const int *labels = NULL;
-    if (label >= 0 && ws->labels) {
-        for (int k = 0; k < K; k++) ws->labels[k] = label;
-        labels = ws->labels;
-    }
-    if ((label >= 0) != vae_config_is_conditional(c) || !labels_fit(m, labels, K))
-        return VAE_ERR_ARG;
+    if ((label >= 0) != vae_config_is_conditional(c) || label >= c->n_classes) return VAE_ERR_ARG;
+    /* every latent with the image's one label */
+    const float *y = label >= 0 ? onehot_rows(ws->y, &label, K, K, c->n_classes) : NULL;
     int Dout = vae_config_output_dim(c);
-    const float *logits = ops_of(c)->decode_logits(m, ws->scratch, z, labels, K);
+    const float *logits = ops_of(c)->decode_logits(m, ws->scratch, z, y, K);
     for (int k = 0; k < K; k++)
         ll[k] = vae_loss_output_log_likelihood(c, logits + (size_t)k * Dout, x);
     return VAE_OK;
@@ -223,6 +250,7 @@ struct vae_train_state {
     float *eps;       /* (max_batch * mc_samples, latent) */
     float *xbin;      /* (max_batch, D) binarised input */
     double beta;      /* the last forward's KL weight, for backward */
+    float *y;         /* conditional: (max_batch, n_classes) the forward's label rows */
     void *arch;       /* the architecture's activations and scratch */
     struct vae_peer *peer; /* owned; the data-parallel helper, NULL when single */
 };
@@ -270,6 +298,8 @@ static vae_train_state *train_state_layout(const vae_config *c, size_t n_params,
     VAE_LAYOUT_TAKE(l, s->adam_v, n_params);
     VAE_LAYOUT_TAKE(l, s->eps, (size_t)max_batch * c->mc_samples * c->latent);
     VAE_LAYOUT_TAKE(l, s->xbin, (size_t)max_batch * vae_config_input_dim(c));
+    if (vae_config_is_conditional(c))
+        VAE_LAYOUT_TAKE(l, s->y, (size_t)max_batch * (size_t)c->n_classes);
     s->arch = s->ops->train_layout(c, max_batch, l);
     return ts;
 }
@@ -341,7 +371,8 @@ vae_status vae_forward_loss_cond(const vae_model *m, vae_train_state *ts, const 
     if (eps != ts->eps) memcpy(ts->eps, eps, sizeof(float) * (size_t)B * c->mc_samples * c->latent);
     ts->beta = vae_loss_beta(c, ts->step);
     vae_loss_terms terms;
-    ts->ops->forward(m, ts->arch, x, labels, ts->eps, B, &terms);
+    const float *y = onehot_rows(ts->y, labels, B, 1, c->n_classes);
+    ts->ops->forward(m, ts->arch, x, y, ts->eps, B, &terms);
     return vae_loss_stats(stats, &terms, ts->beta, B);
 }
 
@@ -352,6 +383,8 @@ vae_status vae_backward(const vae_model *m, vae_train_state *ts)
 }
 
 void vae_zero_grad(vae_train_state *ts) { memset(ts->grads, 0, sizeof(float) * ts->n_params); }
+
+double *vae_train_batch_kl(vae_train_state *ts) { return ts->ops->batch_kl(ts->arch); }
 
 /* Adam's bias corrections after step steps, as the kernel takes them. */
 static void adam_corrections(const vae_config *c, int64_t step, float *step_size,

@@ -95,6 +95,12 @@ vae_status vae_decode_cond(const vae_model *m, vae_workspace *ws, const float *z
 /* label -1: none */
 vae_status vae_log_likelihood_cond(const vae_model *m, vae_workspace *ws, const float *x,
                                    int label, const float *z, int K, double *ll);
+/* Decoding with label_weights (B, n_classes) in place of one-hot labels: a
+ * row (1 - t) one_hot(a) + t one_hot(b) is the point t of the walk from
+ * label a to label b (the label enters the decoder's first layer, linearly).
+ * Conditional models only; non-finite weights are refused (VAE_ERR_ARG). */
+vae_status vae_decode_mixed(const vae_model *m, vae_workspace *ws, const float *z,
+                            const float *label_weights, int B, float *x_mean);
 
 /* Training. The state borrows nothing: it may outlive the batches it saw. */
 vae_train_state *vae_train_state_new(const vae_model *m, int max_batch, char *err,
@@ -124,6 +130,12 @@ vae_status vae_train_step_cond(vae_model *m, vae_train_state *ts, const float *x
 vae_status vae_forward_loss_cond(const vae_model *m, vae_train_state *ts, const float *x,
                                  const int *labels, const float *eps, int B, vae_stats *stats);
 void vae_zero_grad(vae_train_state *ts);
+/* The last forward's KL per latent dimension, summed over its B images
+ * (cfg.latent doubles, owned by ts). With free bits the backward weighs a
+ * dimension by its batch mean (these / B); a caller whose batch is a part of
+ * a larger one (data parallel over processes) puts the whole batch's means
+ * times B here between vae_forward_loss and vae_backward. */
+double *vae_train_batch_kl(vae_train_state *ts);
 /* The gradient array, parallel to m->params (owned by ts). */
 float *vae_train_grads(vae_train_state *ts);
 /* Adam moments and step count, for checkpoints that resume (owned by ts). */
@@ -132,6 +144,10 @@ float *vae_train_adam_v(vae_train_state *ts);
 int64_t *vae_train_adam_step(vae_train_state *ts);
 /* Applies one Adam update from the current gradients. */
 void vae_adam_update(vae_model *m, vae_train_state *ts);
+/* The encoder's parameters are the first this many of m->params: every
+ * architecture puts its encoder and the fc_mu / fc_logvar heads before its
+ * decoder in the tensor table. */
+size_t vae_encoder_param_count(const vae_model *m);
 /* Tests: run the architecture's naive reference kernels instead of the fast
  * ones (conv: direct loops instead of im2col + gemm). VAE_ERR_ARG for an
  * architecture with one set of kernels (the MLP). */

@@ -70,23 +70,24 @@ typedef struct {
     /* Inference scratch, in floats, for batches up to max_batch. */
     size_t (*workspace_floats)(const vae_config *c, int max_batch);
     /* x: (B, D) -> the heads (B, 2 latent), mu then logvar per row,
-     * somewhere in scratch; B is within the scratch's batch. labels (B) are
-     * the images' classes for a conditional model (checked by the facade:
-     * in range), NULL otherwise; likewise below. */
-    const float *(*encode)(const vae_model *m, float *scratch, const float *x, const int *labels,
+     * somewhere in scratch; B is within the scratch's batch. y (B, K) is a
+     * conditional model's label input, a row of K weights per image (the
+     * one-hot of its label, or a mix of two for a walk between labels),
+     * NULL for another; likewise below. */
+    const float *(*encode)(const vae_model *m, float *scratch, const float *x, const float *y,
                            int B);
     /* z: (B, latent) -> the output logits (B, Dout), somewhere in scratch;
-     * labels: one per row. */
-    float *(*decode_logits)(const vae_model *m, float *scratch, const float *z,
-                            const int *labels, int B);
+     * y: a row per row of z. */
+    float *(*decode_logits)(const vae_model *m, float *scratch, const float *z, const float *y,
+                            int B);
 
     /* The training activations and scratch for batches up to max_batch, laid
      * out in l; returns the state (NULL while sizing). */
     void *(*train_layout)(const vae_config *c, int max_batch, vae_layout *l);
     /* Forward pass and loss terms of x: (B, D) with eps: (B*mc, latent) and
-     * labels (B, one per image: the mc samples of image b share labels[b]);
-     * x and eps are borrowed until the backward pass, labels only here. */
-    void (*forward)(const vae_model *m, void *st, const float *x, const int *labels,
+     * y (B, K: a row per image, which its mc samples share); x and eps are
+     * borrowed until the backward pass, y only here. */
+    void (*forward)(const vae_model *m, void *st, const float *x, const float *y,
                     const float *eps, int B, vae_loss_terms *terms);
     /* The gradient of the last forward's recon + beta * kl_opt, added into
      * grads (n_params floats, parallel to m->params). */
@@ -94,6 +95,9 @@ typedef struct {
     /* Tests: the naive reference kernels instead of the fast ones; NULL when
      * the architecture has one set of kernels. */
     void (*use_naive)(void *st, int on);
+    /* The last forward's KL per latent dimension summed over its batch
+     * (latent doubles, in st), which the backward reads for free bits. */
+    double *(*batch_kl)(void *st);
 } vae_arch_ops;
 
 /* The tables; only vae.c picks one (the architectures do not know each
@@ -111,17 +115,16 @@ static inline float *vae_arch_grad(const vae_model *m, float *grads, int ti)
     return grads + m->tensors[ti].offset;
 }
 
-/* dst (rows, width + K): row r of src (rows, width) followed by the one-hot
- * of labels[r / repeat] over K classes, the input a conditional model's
- * first Linear layer takes (torch.cat([x, F.one_hot(y, K)], 1)). */
-static inline void vae_arch_concat_onehot(float *dst, const float *src, int rows, int width,
-                                          const int *labels, int repeat, int K)
+/* dst (rows, width + K): row r of src (rows, width) followed by row
+ * r / repeat of y (., K), the input a conditional model's first Linear
+ * layer takes (torch.cat([x, F.one_hot(y, K)], 1) for one-hot rows). */
+static inline void vae_arch_concat_labels(float *dst, const float *src, int rows, int width,
+                                          const float *y, int repeat, int K)
 {
     for (int r = 0; r < rows; r++) {
         float *d = dst + (size_t)r * (width + K);
         memcpy(d, src + (size_t)r * width, sizeof(float) * (size_t)width);
-        memset(d + width, 0, sizeof(float) * (size_t)K);
-        d[width + labels[r / repeat]] = 1.0f;
+        memcpy(d + width, y + (size_t)(r / repeat) * K, sizeof(float) * (size_t)K);
     }
 }
 

@@ -177,15 +177,15 @@ static void from_channel_major(float *dst, const float *src, int N, int C, int S
         }
 }
 
-/* The K one-hot label planes of a conditional model's input after its C
- * image channels in dst (C + K, N, P, P): plane C + k of image n is 1 where
- * labels[n] == k, else 0, over the whole padded side. */
-static void label_planes(float *dst, const int *labels, int N, int C, int K, int P)
+/* The K label planes of a conditional model's input after its C image
+ * channels in dst (C + K, N, P, P): plane C + k of image n is y[n][k] (1 for
+ * its label, 0 for the others) over the whole padded side. */
+static void label_planes(float *dst, const float *y, int N, int C, int K, int P)
 {
     size_t pp = (size_t)P * P;
     for (int k = 0; k < K; k++)
         for (int n = 0; n < N; n++) {
-            float *d = dst + ((size_t)(C + k) * N + n) * pp, v = labels[n] == k ? 1.0f : 0.0f;
+            float *d = dst + ((size_t)(C + k) * N + n) * pp, v = y[(size_t)n * K + k];
             for (size_t i = 0; i < pp; i++) d[i] = v;
         }
 }
@@ -248,15 +248,15 @@ static void linear_layer_backward(const vae_model *m, int wi, int bi, float *gra
 
 static size_t act_floats(const conv_shape *s, int N) { return (size_t)s->cout * N * s->oh * s->ow; }
 
-/* Encoder: x (B, D) and labels (B, conditional only) -> heads (B, 2Z).
+/* Encoder: x (B, D) and y (B, K; conditional only) -> heads (B, 2Z).
  * acts[i] receives layer i's output (channel-major); xin the padded input
  * with its label planes; flat the flattened last layer. */
 static void encode_into(const vae_model *m, const geometry *g, const conv_kernels *k,
-                        const float *x, const int *labels, int B, float *xin, float *const *acts,
+                        const float *x, const float *y, int B, float *xin, float *const *acts,
                         float *flat, float *heads)
 {
     to_channel_major(xin, x, B, g->C, g->S, g->P, g->off);
-    if (g->K) label_planes(xin, labels, B, g->C, g->K, g->P);
+    if (g->K) label_planes(xin, y, B, g->C, g->K, g->P);
     const float *in = xin;
     for (int i = 0; i < g->n; i++) {
         conv_layer_forward(m, k, g->t_enc + 2 * i, acts[i], in, B, &g->enc[i]);
@@ -299,7 +299,7 @@ static size_t conv_workspace_floats(const vae_config *cfg, int max_batch)
 }
 
 static const float *conv_encode(const vae_model *m, float *scratch, const float *x,
-                                const int *labels, int B)
+                                const float *y, int B)
 {
     geometry g;
     geometry_of(&g, &m->cfg);
@@ -311,12 +311,12 @@ static const float *conv_encode(const vae_model *m, float *scratch, const float 
     for (int i = 0; i < g.n; i++) acts[i] = (i & 1) ? b : a;
     float *flat = (g.n & 1) ? b : a; /* the buffer the last layer did not write */
     float *heads = c;                /* the input is dead once layer 0 ran */
-    encode_into(m, &g, &k, x, labels, B, c, acts, flat, heads);
+    encode_into(m, &g, &k, x, y, B, c, acts, flat, heads);
     return heads;
 }
 
 static float *conv_decode_logits(const vae_model *m, float *scratch, const float *z,
-                                 const int *labels, int B)
+                                 const float *y, int B)
 {
     geometry g;
     geometry_of(&g, &m->cfg);
@@ -327,7 +327,7 @@ static float *conv_decode_logits(const vae_model *m, float *scratch, const float
     for (int i = 0; i < g.n; i++) acts[i] = (i & 1) ? a : b; /* dec_in lives in a */
     float *logits = c;                                       /* lin is dead by then */
     if (g.K) { /* z with its label in b, read by decoder_input before layer 0 writes b */
-        vae_arch_concat_onehot(b, z, B, g.Z, labels, 1, g.K);
+        vae_arch_concat_labels(b, z, B, g.Z, y, 1, g.K);
         z = b;
     }
     decode_into(m, &g, &k, z, B, c, a, acts, logits);
@@ -357,6 +357,7 @@ typedef struct {
 } conv_train;
 
 static void conv_use_naive(void *st, int on) { ((conv_train *)st)->naive = on; }
+static double *conv_batch_kl(void *st) { return ((conv_train *)st)->kl_dim; }
 
 static void *conv_train_layout(const vae_config *c, int max_batch, vae_layout *l)
 {
@@ -389,7 +390,7 @@ static void *conv_train_layout(const vae_config *c, int max_batch, vae_layout *l
     return t;
 }
 
-static void conv_forward(const vae_model *m, void *st, const float *x, const int *labels,
+static void conv_forward(const vae_model *m, void *st, const float *x, const float *y,
                          const float *eps, int B, vae_loss_terms *terms)
 {
     conv_train *s = st;
@@ -399,9 +400,9 @@ static void conv_forward(const vae_model *m, void *st, const float *x, const int
     s->eps = eps;
     s->B = B;
     int L = c->mc_samples;
-    encode_into(m, g, &k, x, labels, B, s->xin, s->enc, s->flat, s->heads);
+    encode_into(m, g, &k, x, y, B, s->xin, s->enc, s->flat, s->heads);
     terms->kl = vae_loss_latent_forward(c, s->heads, eps, B, s->z, s->kl_dim, &terms->kl_opt);
-    if (g->K) vae_arch_concat_onehot(s->zcat, s->z, B * L, g->Z, labels, L, g->K);
+    if (g->K) vae_arch_concat_labels(s->zcat, s->z, B * L, g->Z, y, L, g->K);
     /* decoder_input's (BL, flat) output goes through grad_a, dead until backward */
     decode_into(m, g, &k, g->K ? s->zcat : s->z, B * L, s->grad_a, s->dec_in, s->dec, s->dlogits);
     terms->recon = vae_loss_output_nll(c, s->dlogits, x, B, c->mc_samples);
@@ -468,4 +469,5 @@ const vae_arch_ops vae_conv_ops = {
     .forward = conv_forward,
     .backward = conv_backward,
     .use_naive = conv_use_naive,
+    .batch_kl = conv_batch_kl,
 };

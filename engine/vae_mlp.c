@@ -238,34 +238,34 @@ static void ping_pong(const mlp_layout *L, float *scratch, int B, float **acts, 
  * scratch after the ping-pong buffers of a B-row pass (which fit within
  * max_batch rows). */
 static const float *with_labels(const mlp_layout *L, float *scratch, const float *in, int width,
-                                const int *labels, int B)
+                                const float *y, int B)
 {
     if (!L->K) return in;
     float *cat = scratch + 2 * half_floats(L, B);
-    vae_arch_concat_onehot(cat, in, B, width, labels, 1, L->K);
+    vae_arch_concat_labels(cat, in, B, width, y, 1, L->K);
     return cat;
 }
 
-static const float *mlp_encode(const vae_model *m, float *scratch, const float *x,
-                               const int *labels, int B)
+static const float *mlp_encode(const vae_model *m, float *scratch, const float *x, const float *y,
+                               int B)
 {
     mlp_layout L;
     layout_of(&L, &m->cfg);
     float *acts[VAE_MAX_HIDDEN], *heads;
     ping_pong(&L, scratch, B, acts, &heads);
-    const float *in = with_labels(&L, scratch, x, vae_config_input_dim(&m->cfg), labels, B);
+    const float *in = with_labels(&L, scratch, x, vae_config_input_dim(&m->cfg), y, B);
     encode_into(m, &L, in, B, acts, heads);
     return heads;
 }
 
 static float *mlp_decode_logits(const vae_model *m, float *scratch, const float *z,
-                                const int *labels, int B)
+                                const float *y, int B)
 {
     mlp_layout L;
     layout_of(&L, &m->cfg);
     float *acts[VAE_MAX_HIDDEN], *logits;
     ping_pong(&L, scratch, B, acts, &logits);
-    decode_into(m, &L, with_labels(&L, scratch, z, m->cfg.latent, labels, B), B, acts, logits);
+    decode_into(m, &L, with_labels(&L, scratch, z, m->cfg.latent, y, B), B, acts, logits);
     return logits;
 }
 
@@ -287,6 +287,8 @@ typedef struct {
     const float *x, *eps;       /* borrowed from the last forward; x is xcat when conditional */
     int B;
 } mlp_train;
+
+static double *mlp_batch_kl(void *st) { return ((mlp_train *)st)->kl_dim; }
 
 static void *mlp_train_layout(const vae_config *c, int max_batch, vae_layout *l)
 {
@@ -316,7 +318,7 @@ static void *mlp_train_layout(const vae_config *c, int max_batch, vae_layout *l)
     return t;
 }
 
-static void mlp_forward(const vae_model *m, void *st, const float *x, const int *labels,
+static void mlp_forward(const vae_model *m, void *st, const float *x, const float *y,
                         const float *eps, int B, vae_loss_terms *terms)
 {
     mlp_train *s = st;
@@ -324,14 +326,14 @@ static void mlp_forward(const vae_model *m, void *st, const float *x, const int 
     int K = s->L.K, L = c->mc_samples;
     s->x = x;
     if (K) {
-        vae_arch_concat_onehot(s->xcat, x, B, vae_config_input_dim(c), labels, 1, K);
+        vae_arch_concat_labels(s->xcat, x, B, vae_config_input_dim(c), y, 1, K);
         s->x = s->xcat;
     }
     s->eps = eps;
     s->B = B;
     encode_into(m, &s->L, s->x, B, s->enc, s->heads);
     terms->kl = vae_loss_latent_forward(c, s->heads, eps, B, s->z, s->kl_dim, &terms->kl_opt);
-    if (K) vae_arch_concat_onehot(s->zcat, s->z, B * L, c->latent, labels, L, K);
+    if (K) vae_arch_concat_labels(s->zcat, s->z, B * L, c->latent, y, L, K);
     /* the logits are overwritten in place by their gradient */
     decode_into(m, &s->L, K ? s->zcat : s->z, B * L, s->dec, s->dlogits);
     terms->recon = vae_loss_output_nll(c, s->dlogits, x, B, L);
@@ -383,4 +385,5 @@ const vae_arch_ops vae_mlp_ops = {
     .forward = mlp_forward,
     .backward = mlp_backward,
     .use_naive = NULL,
+    .batch_kl = mlp_batch_kl,
 };

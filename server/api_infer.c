@@ -27,6 +27,7 @@
 #include "server/http_server.h"
 #include "server/http_util.h"
 #include "server/infer_body.h"
+#include "server/infer_labels.h"
 #include "server/json_num.h"
 #include "server/metrics.h"
 #include "server/model_cache.h"
@@ -38,7 +39,7 @@
 #define SAMPLE_DEFAULT_N 16
 #define STEPS_DEFAULT 8
 #define TEMPERATURE_MAX 10.0
-#define NAME_MAX_LEN 64
+#define NAME_MAX_LEN API_INFER_NAME_MAX
 #define DATA_REF_MAX 64
 /* A response-cache key: 64 hex digits, a model name (< 128), a version. */
 #define CACHE_KEY_MAX 256
@@ -63,6 +64,7 @@ typedef struct {
     const char *body;            /* borrowed from http_request, alive until completion */
     size_t body_len;
     int body_png;                /* /encode: Content-Type image/png */
+    int body_npy;                /* /encode: Content-Type application/x-npy */
     char model[NAME_MAX_LEN + 1], version[NAME_MAX_LEN + 1];
     http_format fmt;
     int64_t n;
@@ -71,6 +73,8 @@ typedef struct {
     char from[DATA_REF_MAX + 1], to[DATA_REF_MAX + 1];
     int64_t steps;
     int slerp;
+    int64_t scale;               /* ?scale=: each pixel a scale x scale block in a PNG */
+    infer_labels labels;         /* ?label= / ?labels= of /sample and /encode */
     char if_none_match[512];
     /* The checkpoint the request's names resolved to: what X-Model, the JSON
      * "model" and the ETag report (the cached model may have been loaded
@@ -115,6 +119,7 @@ static infer_request *infer_new(http_ctx *ctx, struct MHD_Connection *c, http_re
     r->body = req->body;
     r->body_len = req->body_len;
     r->temperature = 1.0;
+    r->scale = 1;
     req->work = r;
     req->work_free = infer_free;
     return r;
@@ -255,20 +260,26 @@ static uint64_t random_seed(void)
     return ((uint64_t)ts.tv_sec * 1000000007u) ^ (uint64_t)ts.tv_nsec ^ ((uint64_t)getpid() << 32);
 }
 
-/* ?model= and ?version= into r. */
-static http_error read_model_params(infer_request *r, char *msg, size_t msglen)
+http_error api_infer_model_params(struct MHD_Connection *c, char *model_out, char *version_out,
+                                  char *msg, size_t msglen)
 {
     const char *model = NULL, *version = NULL;
-    if (http_query_str(r->task.conn, "model", NAME_MAX_LEN, &model, msg, msglen) ||
-        http_query_str(r->task.conn, "version", NAME_MAX_LEN, &version, msg, msglen))
+    if (http_query_str(c, "model", NAME_MAX_LEN, &model, msg, msglen) ||
+        http_query_str(c, "version", NAME_MAX_LEN, &version, msg, msglen))
         return HTTP_ERR_BAD_REQUEST;
     if (model && !registry_valid_name(model)) {
         snprintf(msg, msglen, "parameter 'model' is not a valid model name");
         return HTTP_ERR_BAD_REQUEST;
     }
-    snprintf(r->model, sizeof r->model, "%s", model ? model : "");
-    snprintf(r->version, sizeof r->version, "%s", version ? version : "");
+    snprintf(model_out, NAME_MAX_LEN + 1, "%s", model ? model : "");
+    snprintf(version_out, NAME_MAX_LEN + 1, "%s", version ? version : "");
     return HTTP_ERR_NONE;
+}
+
+/* ?model= and ?version= into r. */
+static http_error read_model_params(infer_request *r, char *msg, size_t msglen)
+{
+    return api_infer_model_params(r->task.conn, r->model, r->version, msg, msglen);
 }
 
 /* A decimal number (no spaces, nothing after it) in (lo, hi]. */
@@ -304,12 +315,16 @@ static int media_type_is(const char *header, const char *type)
     return len == strlen(type) && !strncasecmp(header, type, len);
 }
 
-/* A body is required: 411 when the request declared no length at all, 400
- * when it is empty, 415 for a Content-Type other than the accepted ones. */
-static http_error require_body(struct MHD_Connection *c, const http_request *req, int png_ok,
-                               int *is_png, char *msg, size_t msglen)
+http_error api_infer_require_body(struct MHD_Connection *c, const http_request *req,
+                                  unsigned accepted, api_infer_body *kind, char *msg,
+                                  size_t msglen)
 {
-    *is_png = 0;
+    static const struct {
+        api_infer_body kind;
+        const char *type;
+    } types[] = {{API_INFER_BODY_JSON, "application/json"},
+                 {API_INFER_BODY_PNG, "image/png"},
+                 {API_INFER_BODY_NPY, "application/x-npy"}};
     if (!req->body_len) {
         if (!MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH) &&
             !MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_TRANSFER_ENCODING)) {
@@ -322,27 +337,50 @@ static http_error require_body(struct MHD_Connection *c, const http_request *req
     }
     const char *ctype =
         MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
-    if (media_type_is(ctype, "application/json"))
-        return HTTP_ERR_NONE;
-    if (png_ok && media_type_is(ctype, "image/png")) {
-        *is_png = 1;
-        return HTTP_ERR_NONE;
+    char want[96] = "";
+    for (size_t i = 0; i < sizeof types / sizeof types[0]; i++) {
+        if (!(accepted & types[i].kind))
+            continue;
+        if (media_type_is(ctype, types[i].type)) {
+            *kind = types[i].kind;
+            return HTTP_ERR_NONE;
+        }
+        size_t used = strlen(want);
+        snprintf(want + used, sizeof want - used, "%s%s", used ? " or " : "", types[i].type);
     }
-    snprintf(msg, msglen, "Content-Type must be %s (got %s)",
-             png_ok ? "application/json or image/png" : "application/json",
+    snprintf(msg, msglen, "Content-Type must be %s (got %s)", want,
              ctype ? "another type" : "none");
     return HTTP_ERR_UNSUPPORTED_MEDIA;
 }
 
-/* DATASET:SPLIT:INDEX, e.g. mnist:test:3. */
+/* A body is required: 411 when the request declared no length at all, 400
+ * when it is empty, 415 for a Content-Type other than the accepted ones
+ * (JSON, and with png_ok a PNG or an npy array). */
+static http_error require_body(struct MHD_Connection *c, const http_request *req, int png_ok,
+                               int *is_png, int *is_npy, char *msg, size_t msglen)
+{
+    api_infer_body kind = API_INFER_BODY_JSON;
+    unsigned accepted = API_INFER_BODY_JSON | (png_ok ? API_INFER_BODY_PNG | API_INFER_BODY_NPY : 0);
+    http_error e = api_infer_require_body(c, req, accepted, &kind, msg, msglen);
+    *is_png = kind == API_INFER_BODY_PNG;
+    *is_npy = kind == API_INFER_BODY_NPY;
+    return e;
+}
+
+/* DATASET:SPLIT:INDEX, e.g. mnist:test:3, or label:K (a conditional
+ * model's class K at z = 0, the prior's mean). */
 typedef struct {
     char name[32];
     data_sets_split split;
     int64_t index;
+    int is_label;                /* label:K; index is K */
 } data_ref;
 
 static int parse_data_ref(const char *s, data_ref *out)
 {
+    out->is_label = !strncmp(s, "label:", 6);
+    if (out->is_label)
+        return http_parse_i64(s + 6, &out->index);
     const char *a = strchr(s, ':');
     const char *b = a ? strchr(a + 1, ':') : NULL;
     if (!a || !b || (size_t)(a - s) >= sizeof out->name || a == s)
@@ -359,6 +397,17 @@ static int parse_data_ref(const char *s, data_ref *out)
     else
         return -1;
     return http_parse_i64(b + 1, &out->index);
+}
+
+int api_infer_parse_data_ref(const char *s, api_infer_data_ref *out)
+{
+    data_ref ref;
+    if (parse_data_ref(s, &ref) || ref.is_label)
+        return -1;
+    memcpy(out->name, ref.name, sizeof out->name);
+    out->split = ref.split;
+    out->index = ref.index;
+    return 0;
 }
 
 static int infer_data_ready(const infer_request *r)
@@ -382,9 +431,9 @@ static void interp_tags(const infer_request *r, const registry_checkpoint_info *
                         char etag[40], char *key)
 {
     char text[640], hex[65];
-    snprintf(text, sizeof text, "%s|%s|%lld|%s|%s|%lld|%s|%s", info->sha256, info->model,
+    snprintf(text, sizeof text, "%s|%s|%lld|%s|%s|%lld|%s|%s|%lld", info->sha256, info->model,
              (long long)info->version, r->from, r->to, (long long)r->steps,
-             r->slerp ? "slerp" : "lerp", http_format_name(r->fmt));
+             r->slerp ? "slerp" : "lerp", http_format_name(r->fmt), (long long)r->scale);
     sha256_hex((const uint8_t *)text, strlen(text), hex);
     snprintf(etag, 40, "\"%.32s\"", hex);
     snprintf(key, CACHE_KEY_MAX, "%s|%s|%lld", hex, info->model, (long long)info->version);
@@ -392,11 +441,16 @@ static void interp_tags(const infer_request *r, const registry_checkpoint_info *
 
 /* A pinned version never changes; "latest" or the default model may, so
  * clients revalidate (cheaply, with the tag) before reusing. */
+const char *api_infer_cache_control(const char *model, const char *version)
+{
+    int pinned = model && model[0] && version && version[0] &&
+                 strspn(version, "0123456789") == strlen(version);
+    return pinned ? "public, max-age=31536000, immutable" : "public, no-cache";
+}
+
 static const char *interp_cache_control(const infer_request *r)
 {
-    int pinned = r->model[0] && r->version[0] &&
-                 strspn(r->version, "0123456789") == strlen(r->version);
-    return pinned ? "public, max-age=31536000, immutable" : "public, no-cache";
+    return api_infer_cache_control(r->model, r->version);
 }
 
 /* The 200 of GET /interpolate from a kept body (takes the reference b), with
@@ -448,8 +502,19 @@ static http_error sample_params(infer_request *r, char *msg, size_t msglen)
         return e;
     if (http_query_int(c, "n", 1, API_INFER_MAX_N, SAMPLE_DEFAULT_N, &r->n, msg, msglen) ||
         http_query_u64(c, "seed", &have_seed, &r->seed, msg, msglen) ||
-        query_double(c, "temperature", 0.0, TEMPERATURE_MAX, 1.0, &r->temperature, msg, msglen))
+        query_double(c, "temperature", 0.0, TEMPERATURE_MAX, 1.0, &r->temperature, msg, msglen) ||
+        http_query_int(c, "scale", 1, API_INFER_MAX_SCALE, 1, &r->scale, msg, msglen))
         return HTTP_ERR_BAD_REQUEST;
+    if ((e = infer_labels_from_query(c, &r->labels, msg, msglen)) != HTTP_ERR_NONE)
+        return e;
+    if (r->labels.given && !r->labels.one) { /* one sample per label */
+        if (MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "n") && r->n != r->labels.n) {
+            snprintf(msg, msglen, "n=%lld, but labels holds %d labels (one per sample)",
+                     (long long)r->n, r->labels.n);
+            return HTTP_ERR_BAD_REQUEST;
+        }
+        r->n = r->labels.n;
+    }
     if ((e = http_negotiate(c, HTTP_OFFER_IMAGES, &r->fmt, msg, msglen)) != HTTP_ERR_NONE)
         return e;
     if (!have_seed)
@@ -475,10 +540,13 @@ static http_error body_params(infer_request *r, const http_request *req, unsigne
                               int png_ok, char *msg, size_t msglen)
 {
     http_error e = read_model_params(r, msg, msglen);
+    if (e == HTTP_ERR_NONE && (offered & (1u << HTTP_FORMAT_PNG)) &&
+        http_query_int(r->task.conn, "scale", 1, API_INFER_MAX_SCALE, 1, &r->scale, msg, msglen))
+        e = HTTP_ERR_BAD_REQUEST;
     if (e == HTTP_ERR_NONE)
         e = http_negotiate(r->task.conn, offered, &r->fmt, msg, msglen);
     if (e == HTTP_ERR_NONE)
-        e = require_body(r->task.conn, req, png_ok, &r->body_png, msg, msglen);
+        e = require_body(r->task.conn, req, png_ok, &r->body_png, &r->body_npy, msg, msglen);
     return e;
 }
 
@@ -493,6 +561,8 @@ static enum MHD_Result body_request(http_ctx *ctx, struct MHD_Connection *c, htt
     char msg[HTTP_MESSAGE_MAX];
     http_error e = kind == INFER_ENCODE ? body_params(r, req, HTTP_OFFER_JSON, 1, msg, sizeof msg)
                                         : body_params(r, req, HTTP_OFFER_IMAGES, 0, msg, sizeof msg);
+    if (e == HTTP_ERR_NONE && kind == INFER_ENCODE)
+        e = infer_labels_from_query(c, &r->labels, msg, sizeof msg);
     return e == HTTP_ERR_NONE ? infer_submit(r) : http_send_error(c, e, "%s", msg);
 }
 
@@ -522,19 +592,20 @@ static http_error interpolate_get_params(infer_request *r, char *msg, size_t msg
     if (http_query_str(c, "from", DATA_REF_MAX, &from, msg, msglen) ||
         http_query_str(c, "to", DATA_REF_MAX, &to, msg, msglen) ||
         http_query_str(c, "mode", 16, &mode, msg, msglen) ||
-        http_query_int(c, "steps", 2, API_INFER_MAX_STEPS, STEPS_DEFAULT, &r->steps, msg, msglen))
+        http_query_int(c, "steps", 2, API_INFER_MAX_STEPS, STEPS_DEFAULT, &r->steps, msg, msglen) ||
+        http_query_int(c, "scale", 1, API_INFER_MAX_SCALE, 1, &r->scale, msg, msglen))
         return HTTP_ERR_BAD_REQUEST;
     data_ref ref;
     if (!from || parse_data_ref(from, &ref)) {
         snprintf(msg, msglen,
                  "parameter 'from' must be a data set reference DATASET:SPLIT:INDEX such as "
-                 "mnist:test:3 (DATASET mnist or fashion, SPLIT train or test)");
+                 "mnist:test:3 (DATASET mnist or fashion, SPLIT train or test), or label:K");
         return HTTP_ERR_BAD_REQUEST;
     }
     if (!to || parse_data_ref(to, &ref)) {
         snprintf(msg, msglen,
                  "parameter 'to' must be a data set reference DATASET:SPLIT:INDEX such as "
-                 "mnist:test:7");
+                 "mnist:test:7, or label:K");
         return HTTP_ERR_BAD_REQUEST;
     }
     if (mode && strcmp(mode, "lerp") && strcmp(mode, "slerp")) {
@@ -570,17 +641,19 @@ enum MHD_Result api_infer_interpolate_get(http_ctx *ctx, struct MHD_Connection *
 
 /* ---- compute-thread helpers ---------------------------------------------- */
 
-static http_error infer_acquire(infer_request *r, model_handle **h, char *msg, size_t msglen)
+http_error api_infer_acquire(http_ctx *ctx, const char *model_name, const char *version_name,
+                             model_handle **h, registry_checkpoint_info *info, char *msg,
+                             size_t msglen)
 {
-    const char *model = r->model[0] ? r->model : NULL;
-    const char *version = r->version[0] ? r->version : NULL;
+    const char *model = model_name[0] ? model_name : NULL;
+    const char *version = version_name[0] ? version_name : NULL;
     char why[256] = "";
-    model_cache_status rc = model_cache_acquire(r->ctx->cache, r->ctx->reg, model, version, h,
-                                                &r->info, why, sizeof why);
+    model_cache_status rc =
+        model_cache_acquire(ctx->cache, ctx->reg, model, version, h, info, why, sizeof why);
     if (rc == MODEL_CACHE_ERR_NOT_FOUND)
         snprintf(msg, msglen, "no checkpoint matches model '%s' version '%s'",
                  model ? model : "(default)", version ? version : "latest");
-    else if (rc == MODEL_CACHE_ERR_NO_MODEL && registry_count_checkpoints(r->ctx->reg) == 0)
+    else if (rc == MODEL_CACHE_ERR_NO_MODEL && registry_count_checkpoints(ctx->reg) == 0)
         snprintf(msg, msglen,
                  "no model is loaded: the registry is empty; train one with `vaed train` or "
                  "register a checkpoint");
@@ -593,6 +666,11 @@ static http_error infer_acquire(infer_request *r, model_handle **h, char *msg, s
     else if (rc != MODEL_CACHE_OK)
         snprintf(msg, msglen, "registry error: %s", why);
     return http_error_from_model_cache(rc);
+}
+
+static http_error infer_acquire(infer_request *r, model_handle **h, char *msg, size_t msglen)
+{
+    return api_infer_acquire(r->ctx, r->model, r->version, h, &r->info, msg, msglen);
 }
 
 static int all_finite(const float *v, size_t n)
@@ -652,60 +730,102 @@ static void infer_json_done(infer_request *r, FILE *f, char **text, size_t *len)
     infer_set_body(r, MHD_HTTP_OK, "application/json", *text, *len);
 }
 
+http_error api_infer_encode_images(http_format fmt, const vae_config *cfg, const float *x,
+                                   const float *z, int n, int cols, int scale,
+                                   const registry_checkpoint_info *info, const char *extra_json,
+                                   void **out, size_t *len, const char **content_type, char *msg,
+                                   size_t msglen)
+{
+    int D = vae_config_input_dim(cfg);
+    *out = NULL;
+    *len = 0;
+    if (!all_finite(x, (size_t)n * (size_t)D) ||
+        (z && !all_finite(z, (size_t)n * (size_t)cfg->latent))) {
+        snprintf(msg, msglen, "the model produced non-finite values");
+        return HTTP_ERR_INTERNAL;
+    }
+    *content_type = http_format_mime(fmt);
+    if (fmt == HTTP_FORMAT_PNG) {
+        uint8_t *png = NULL; /* owned: handed to the caller */
+        char why[256] = "";
+        vae_status rc = image_encode_grid_png_scaled(x, n, cfg->channels, cfg->height, cfg->width,
+                                                     cols, scale, &png, len, why, sizeof why);
+        if (rc == VAE_ERR_ARG) {
+            snprintf(msg, msglen,
+                     "cannot draw these images as PNG: %s (ask for format=npy or json, or a "
+                     "smaller scale)",
+                     why);
+            return HTTP_ERR_UNPROCESSABLE;
+        }
+        if (rc != VAE_OK) {
+            snprintf(msg, msglen, "PNG encoding failed: %s", why);
+            return HTTP_ERR_INTERNAL;
+        }
+        *out = png;
+        return HTTP_ERR_NONE;
+    }
+    if (fmt == HTTP_FORMAT_NPY) {
+        int shape[4] = {n, cfg->channels, cfg->height, cfg->width};
+        uint8_t *npy = NULL; /* owned: handed to the caller */
+        if (npy_encode_f32(x, shape, 4, &npy, len)) {
+            snprintf(msg, msglen, "out of memory writing the array");
+            return HTTP_ERR_UNAVAILABLE;
+        }
+        *out = npy;
+        return HTTP_ERR_NONE;
+    }
+    char *text = NULL; /* owned: handed to the caller */
+    FILE *f = open_memstream(&text, len);
+    if (!f) {
+        snprintf(msg, msglen, "out of memory writing the response");
+        return HTTP_ERR_UNAVAILABLE;
+    }
+    fprintf(f, "{\"model\":\"%s\",\"version\":%lld,%s", info->model,
+            (long long)info->version, extra_json ? extra_json : "");
+    if (z) {
+        fputs("\"z\":", f);
+        put_rows(f, z, n, cfg->latent);
+        fputc(',', f);
+    }
+    fputs("\"x\":", f);
+    put_rows(f, x, n, D);
+    fputc('}', f);
+    int bad = ferror(f);
+    if (fclose(f) || bad || !text) {
+        free(text);
+        snprintf(msg, msglen, "out of memory writing the response");
+        return HTTP_ERR_UNAVAILABLE;
+    }
+    *out = text;
+    return HTTP_ERR_NONE;
+}
+
 /* The answer of an endpoint that returns images x (n, D) made from latents z
- * (n, latent), built in r: a PNG grid of cols columns, JSON {"model",
- * "version", extra..., "z", "x"}, or an npy array (n, C, H, W) of x. A
- * failure to write them is answered here too, and like the 200 it carries
- * the model's X-Model headers (only non-finite output does not): the caller
- * goes on when r->status is 200. */
+ * (n, latent), built in r (api_infer_encode_images). A failure to write them
+ * is answered here too, and like the 200 it carries the model's X-Model
+ * headers (only non-finite output does not): the caller goes on when
+ * r->status is 200. */
 static void infer_images(infer_request *r, const model_handle *h, const float *x, const float *z,
                          int n, int cols, const char *extra_json)
 {
     const vae_config *cfg = &h->model.cfg;
-    int D = vae_config_input_dim(cfg);
-    if (!all_finite(x, (size_t)n * (size_t)D) ||
+    if (!all_finite(x, (size_t)n * (size_t)vae_config_input_dim(cfg)) ||
         !all_finite(z, (size_t)n * (size_t)cfg->latent)) {
         infer_fail(r, HTTP_ERR_UNPROCESSABLE, "the model produced non-finite values (weights "
                                               "too large for float arithmetic on this input)");
         return;
     }
-    if (r->fmt == HTTP_FORMAT_PNG) {
-        uint8_t *png = NULL; /* owned: handed to the response */
-        size_t len = 0;
-        char why[256] = "";
-        vae_status rc = image_encode_grid_png(x, n, cfg->channels, cfg->height, cfg->width, cols, &png,
-                                       &len, why, sizeof why);
-        if (rc == VAE_ERR_ARG)
-            infer_fail(r, HTTP_ERR_UNPROCESSABLE,
-                       "cannot draw these images as PNG: %s (ask for format=npy or json)", why);
-        else if (rc != VAE_OK)
-            infer_fail(r, HTTP_ERR_INTERNAL, "PNG encoding failed: %s", why);
-        else
-            infer_set_body(r, MHD_HTTP_OK, "image/png", png, len);
-    } else if (r->fmt == HTTP_FORMAT_NPY) {
-        int shape[4] = {n, cfg->channels, cfg->height, cfg->width};
-        uint8_t *npy = NULL; /* owned: handed to the response */
-        size_t len = 0;
-        if (npy_encode_f32(x, shape, 4, &npy, &len))
-            infer_fail(r, HTTP_ERR_UNAVAILABLE, "out of memory writing the array");
-        else
-            infer_set_body(r, MHD_HTTP_OK, "application/x-npy", npy, len);
-    } else {
-        char *text = NULL; /* owned: handed to the response */
-        size_t len = 0;
-        FILE *f = open_memstream(&text, &len);
-        if (!f) {
-            infer_fail(r, HTTP_ERR_UNAVAILABLE, "out of memory writing the response");
-            return;
-        }
-        fprintf(f, "{\"model\":\"%s\",\"version\":%lld,%s\"z\":", r->info.model,
-                (long long)r->info.version, extra_json ? extra_json : "");
-        put_rows(f, z, n, cfg->latent);
-        fputs(",\"x\":", f);
-        put_rows(f, x, n, D);
-        fputc('}', f);
-        infer_json_done(r, f, &text, &len);
-    }
+    char msg[HTTP_MESSAGE_MAX];
+    void *body = NULL; /* owned: handed to the response */
+    size_t len = 0;
+    const char *content_type = NULL;
+    http_error e = api_infer_encode_images(r->fmt, cfg, x, z, n, cols, (int)r->scale, &r->info,
+                                           extra_json, &body, &len, &content_type, msg,
+                                           sizeof msg);
+    if (e != HTTP_ERR_NONE)
+        infer_set_error(r, e, msg);
+    else
+        infer_set_body(r, MHD_HTTP_OK, content_type, body, len);
     infer_model_headers(r, &r->info);
 }
 
@@ -726,13 +846,24 @@ static http_error run_sample(infer_request *r, const model_handle *h, char *msg,
         e = HTTP_ERR_UNAVAILABLE;
         goto end;
     }
+    /* a conditional model's samples: of the classes asked for, else a class
+     * row per row of the grid (sample i of class i mod K, K columns) */
+    int labels[API_INFER_MAX_N], cols = 0;
+    if ((e = infer_labels_resolve(&r->labels, cfg, n, 1, labels, msg, msglen)) != HTTP_ERR_NONE)
+        goto end;
+    if (vae_config_is_conditional(cfg) && !r->labels.given) {
+        for (int i = 0; i < n; i++)
+            labels[i] = i % cfg->n_classes;
+        cols = cfg->n_classes < n ? cfg->n_classes : n;
+    }
     rng_state rng;
     rng_seed(&rng, r->seed);
     rng_normal_fill(&rng, z, n_latent);
     if (r->temperature != 1.0)
         for (size_t i = 0; i < n_latent; i++)
             z[i] *= (float)r->temperature;
-    if (vae_decode(m, ws, z, n, x) != VAE_OK) {
+    if (vae_decode_cond(m, ws, z, vae_config_is_conditional(cfg) ? labels : NULL, n, x) !=
+        VAE_OK) {
         /* The sizes were checked: a failure here is ours. */
         snprintf(msg, msglen, "decoding failed");
         e = HTTP_ERR_INTERNAL;
@@ -741,7 +872,7 @@ static http_error run_sample(infer_request *r, const model_handle *h, char *msg,
     char extra[96], seed_str[32];
     snprintf(extra, sizeof extra, "\"seed\":%llu,\"temperature\":%.9g,",
              (unsigned long long)r->seed, r->temperature);
-    infer_images(r, h, x, z, n, 0, extra);
+    infer_images(r, h, x, z, n, cols, extra);
     snprintf(seed_str, sizeof seed_str, "%llu", (unsigned long long)r->seed);
     if (r->status == MHD_HTTP_OK)
         infer_add_header(r, "X-Seed", seed_str);
@@ -757,21 +888,83 @@ static size_t max_json_values(const vae_config *cfg)
     return (size_t)API_INFER_MAX_N * ((size_t)vae_config_input_dim(cfg) + 2) + JSON_SLACK_VALUES;
 }
 
-/* The images of an /encode body into *x (malloc'd, the caller's) and *n. */
-static http_error encode_input(infer_request *r, const vae_config *cfg, float **x, int *n,
-                               char *msg, size_t msglen)
+/* An npy body: float32 pixels (n, C, H, W), (n, D) or one image (C, H, W),
+ * each in [0, 1], into *x and *n. */
+static http_error npy_images(const vae_config *cfg, const char *body, size_t len, float **x,
+                             int *n, char *msg, size_t msglen)
+{
+    int shape[NPY_MAX_DIMS], ndim, D = vae_config_input_dim(cfg);
+    char why[160];
+    npy_status rc = npy_decode_f32((const uint8_t *)body, len, (size_t)API_INFER_MAX_N * D, x,
+                                   shape, &ndim, why, sizeof why);
+    if (rc == NPY_ERR_NOMEM) {
+        snprintf(msg, msglen, "out of memory");
+        return HTTP_ERR_UNAVAILABLE;
+    }
+    char size[64];
+    infer_body_shape_text(size, sizeof size, cfg);
+    if (rc == NPY_ERR_TOO_LARGE) {
+        snprintf(msg, msglen, "the array holds more than %d images of %s", API_INFER_MAX_N, size);
+        return HTTP_ERR_PAYLOAD_TOO_LARGE;
+    }
+    if (rc != NPY_OK) {
+        snprintf(msg, msglen, "the body is not a float32 .npy array: %s", why);
+        return HTTP_ERR_BAD_REQUEST;
+    }
+    int one = ndim == 3 && shape[0] == cfg->channels && shape[1] == cfg->height &&
+              shape[2] == cfg->width;
+    int rows = ndim == 2 && shape[1] == D;
+    int planes = ndim == 4 && shape[1] == cfg->channels && shape[2] == cfg->height &&
+                 shape[3] == cfg->width;
+    *n = one ? 1 : ndim >= 2 ? shape[0] : 0;
+    http_error e = HTTP_ERR_NONE;
+    if (!one && !rows && !planes) {
+        snprintf(msg, msglen, "the array's shape is not (n, %d, %d, %d) or (n, %d): images of %s",
+                 cfg->channels, cfg->height, cfg->width, D, size);
+        e = HTTP_ERR_UNPROCESSABLE;
+    } else if (*n < 1) {
+        snprintf(msg, msglen, "the array holds no image");
+        e = HTTP_ERR_UNPROCESSABLE;
+    }
+    for (size_t i = 0; e == HTTP_ERR_NONE && i < (size_t)*n * D; i++)
+        if (!((*x)[i] >= 0.0f && (*x)[i] <= 1.0f)) {
+            snprintf(msg, msglen, "value %zu of the array is %g: pixels are in [0, 1]", i,
+                     (double)(*x)[i]);
+            e = HTTP_ERR_UNPROCESSABLE;
+        }
+    if (e != HTTP_ERR_NONE) {
+        free(*x);
+        *x = NULL;
+    }
+    return e;
+}
+
+http_error api_infer_read_images(const vae_config *cfg, const char *body, size_t len,
+                                 api_infer_body kind, float **x, int *n, char *msg,
+                                 size_t msglen)
 {
     *n = 1;
-    if (!r->body_png)
-        return infer_body_read_images(cfg, r->body, r->body_len, API_INFER_MAX_N,
-                                      max_json_values(cfg), x, n, msg, msglen);
+    if (kind == API_INFER_BODY_JSON)
+        return infer_body_read_images(cfg, body, len, API_INFER_MAX_N, max_json_values(cfg), x, n,
+                                      msg, msglen);
+    if (kind == API_INFER_BODY_NPY)
+        return npy_images(cfg, body, len, x, n, msg, msglen);
     *x = malloc((size_t)vae_config_input_dim(cfg) * sizeof **x);
     if (!*x) {
         snprintf(msg, msglen, "out of memory");
         return HTTP_ERR_UNAVAILABLE;
     }
-    return infer_body_read_png(cfg, (const uint8_t *)r->body, r->body_len, *x, "the image", msg,
-                               msglen);
+    return infer_body_read_png(cfg, (const uint8_t *)body, len, *x, "the image", msg, msglen);
+}
+
+/* The images of an /encode body into *x (malloc'd, the caller's) and *n. */
+static http_error encode_input(infer_request *r, const vae_config *cfg, float **x, int *n,
+                               char *msg, size_t msglen)
+{
+    api_infer_body kind = r->body_png   ? API_INFER_BODY_PNG
+                          : r->body_npy ? API_INFER_BODY_NPY
+                                        : API_INFER_BODY_JSON;
+    return api_infer_read_images(cfg, r->body, r->body_len, kind, x, n, msg, msglen);
 }
 
 static http_error run_encode(infer_request *r, const model_handle *h, char *msg, size_t msglen)
@@ -786,6 +979,9 @@ static http_error run_encode(infer_request *r, const model_handle *h, char *msg,
     int n = 1;
     if ((e = encode_input(r, cfg, &x, &n, msg, msglen)) != HTTP_ERR_NONE)
         goto end;
+    int labels[API_INFER_MAX_N];
+    if ((e = infer_labels_resolve(&r->labels, cfg, n, 0, labels, msg, msglen)) != HTTP_ERR_NONE)
+        goto end;
     mu = malloc((size_t)n * (size_t)cfg->latent * sizeof *mu);
     logvar = malloc((size_t)n * (size_t)cfg->latent * sizeof *logvar);
     ws = vae_workspace_new(m, n);
@@ -794,7 +990,8 @@ static http_error run_encode(infer_request *r, const model_handle *h, char *msg,
         e = HTTP_ERR_UNAVAILABLE;
         goto end;
     }
-    if (vae_encode(m, ws, x, n, mu, logvar) != VAE_OK) {
+    if (vae_encode_cond(m, ws, x, vae_config_is_conditional(cfg) ? labels : NULL, n, mu,
+                        logvar) != VAE_OK) {
         snprintf(msg, msglen, "encoding failed");
         e = HTTP_ERR_INTERNAL;
         goto end;
@@ -879,7 +1076,13 @@ static http_error run_decode(infer_request *r, const model_handle *h, char *msg,
             goto end;
         i++;
     }
-    if (vae_decode(m, ws, z, n, x) != VAE_OK) {
+    infer_labels labels_in;
+    int labels[API_INFER_MAX_N];
+    if ((e = infer_labels_from_json(root, &labels_in, msg, msglen)) != HTTP_ERR_NONE ||
+        (e = infer_labels_resolve(&labels_in, cfg, n, 0, labels, msg, msglen)) != HTTP_ERR_NONE)
+        goto end;
+    if (vae_decode_cond(m, ws, z, vae_config_is_conditional(cfg) ? labels : NULL, n, x) !=
+        VAE_OK) {
         snprintf(msg, msglen, "decoding failed");
         e = HTTP_ERR_INTERNAL;
         goto end;
@@ -893,28 +1096,57 @@ end:
     return e;
 }
 
-/* One end of a POST /interpolate into its latent mu (L floats). */
+/* One end of a POST /interpolate into its latent mu (L floats) and, for a
+ * conditional model, its label: {"x"|"png_base64"|"z": ..., "label": K}, or
+ * {"label": K} alone, whose latent is fixed_z. */
 static http_error read_end(const vae_model *m, vae_workspace *ws, const cJSON *in,
-                           const char *what, float *x_scratch, float *latent, char *msg,
-                           size_t msglen)
+                           const char *what, const float *fixed_z, float *x_scratch,
+                           float *latent, int *label, char *msg, size_t msglen)
 {
     const vae_config *cfg = &m->cfg;
     char name[48], size[64];
     infer_body_shape_text(size, sizeof size, cfg);
     if (!cJSON_IsObject(in)) {
         snprintf(msg, msglen,
-                 "\"%s\" must be an object holding one of \"x\", \"png_base64\" or \"z\"", what);
+                 "\"%s\" must be an object holding one of \"x\", \"png_base64\" or \"z\" (and a "
+                 "conditional model's \"label\")",
+                 what);
         return HTTP_ERR_BAD_REQUEST;
     }
     const cJSON *x = cJSON_GetObjectItemCaseSensitive(in, "x");
     const cJSON *png = cJSON_GetObjectItemCaseSensitive(in, "png_base64");
     const cJSON *z = cJSON_GetObjectItemCaseSensitive(in, "z");
-    if ((x != NULL) + (png != NULL) + (z != NULL) != 1) {
-        snprintf(msg, msglen, "\"%s\" must hold exactly one of \"x\", \"png_base64\" or \"z\"",
+    const cJSON *lab = cJSON_GetObjectItemCaseSensitive(in, "label");
+    int given = (x != NULL) + (png != NULL) + (z != NULL);
+    if (given > 1 || (given == 0 && !lab)) {
+        snprintf(msg, msglen,
+                 "\"%s\" must hold exactly one of \"x\", \"png_base64\" or \"z\", or only a "
+                 "\"label\" (at the body's \"z\")",
                  what);
         return HTTP_ERR_BAD_REQUEST;
     }
     http_error e;
+    *label = -1;
+    if (lab) {
+        if (!cJSON_IsNumber(lab) || lab->valuedouble != floor(lab->valuedouble) ||
+            fabs(lab->valuedouble) > 1e9) {
+            snprintf(msg, msglen, "\"%s.label\" must be a class number (0, 1, 2 ...)", what);
+            return HTTP_ERR_BAD_REQUEST;
+        }
+        snprintf(name, sizeof name, "\"%s.label\"", what);
+        if ((e = infer_labels_check_one(cfg, (long long)lab->valuedouble, name, msg, msglen)) !=
+            HTTP_ERR_NONE)
+            return e;
+        *label = (int)lab->valuedouble;
+    } else if (vae_config_is_conditional(cfg)) {
+        snprintf(msg, msglen, "the model is conditional: \"%s\" needs a \"label\", 0 to %d", what,
+                 cfg->n_classes - 1);
+        return HTTP_ERR_UNPROCESSABLE;
+    }
+    if (!given) {
+        memcpy(latent, fixed_z, (size_t)cfg->latent * sizeof *latent);
+        return HTTP_ERR_NONE;
+    }
     if (z) {
         char latent_size[32];
         snprintf(latent_size, sizeof latent_size, "latent size %d", cfg->latent);
@@ -937,7 +1169,7 @@ static http_error read_end(const vae_model *m, vae_workspace *ws, const cJSON *i
         snprintf(msg, msglen, "out of memory");
         return HTTP_ERR_UNAVAILABLE;
     }
-    int rc = vae_encode(m, ws, x_scratch, 1, latent, lv);
+    int rc = vae_encode_cond(m, ws, x_scratch, *label >= 0 ? label : NULL, 1, latent, lv);
     if (lv != logvar)
         free(lv);
     if (rc != VAE_OK) {
@@ -947,23 +1179,32 @@ static http_error read_end(const vae_model *m, vae_workspace *ws, const cJSON *i
     return HTTP_ERR_NONE;
 }
 
-/* Decodes the walk from a to b and answers with it (infer_images). */
+/* Decodes the walk from a to b and answers with it (infer_images); for a
+ * conditional model the label walks too, from label_a's one-hot to
+ * label_b's in equal steps. */
 static http_error interpolate_answer(infer_request *r, const model_handle *h, vae_workspace *ws,
-                                     const float *a, const float *b, char *msg, size_t msglen)
+                                     const float *a, const float *b, int label_a, int label_b,
+                                     char *msg, size_t msglen)
 {
     const vae_model *m = &h->model;
     const vae_config *cfg = &m->cfg;
-    int steps = (int)r->steps;
+    int steps = (int)r->steps, K = cfg->n_classes;
     http_error e = HTTP_ERR_NONE;
     float *z = malloc((size_t)steps * (size_t)cfg->latent * sizeof *z);                /* owned */
     float *x = malloc((size_t)steps * (size_t)vae_config_input_dim(cfg) * sizeof *x); /* owned */
-    if (!z || !x) {
+    float *y = K ? calloc((size_t)steps * (size_t)K, sizeof *y) : NULL;              /* owned */
+    if (!z || !x || (K && !y)) {
         snprintf(msg, msglen, "out of memory for %d steps", steps);
         e = HTTP_ERR_UNAVAILABLE;
         goto end;
     }
     latent_walk(a, b, cfg->latent, steps, r->slerp ? LATENT_SLERP : LATENT_LERP, z);
-    if (vae_decode(m, ws, z, steps, x) != VAE_OK) {
+    for (int s = 0; K && s < steps; s++) {
+        float t = (float)s / (float)(steps - 1);
+        y[(size_t)s * K + label_a] += 1.0f - t;
+        y[(size_t)s * K + label_b] += t;
+    }
+    if ((K ? vae_decode_mixed(m, ws, z, y, steps, x) : vae_decode(m, ws, z, steps, x)) != VAE_OK) {
         snprintf(msg, msglen, "decoding failed");
         e = HTTP_ERR_INTERNAL;
         goto end;
@@ -975,6 +1216,7 @@ static http_error interpolate_answer(infer_request *r, const model_handle *h, va
 end:
     free(z);
     free(x);
+    free(y);
     return e;
 }
 
@@ -1017,27 +1259,35 @@ static http_error run_interpolate_post(infer_request *r, const model_handle *h, 
     int L = cfg->latent;
     cJSON *root = NULL;       /* owned: deleted at end */
     float *x = NULL;          /* owned: one image of scratch */
-    float *ends = NULL;       /* owned: a then b, L each */
+    float *ends = NULL;       /* owned: a, b, then the fixed z of label-only ends, L each */
     vae_workspace *ws = NULL; /* owned */
     e = infer_body_parse_object(r->body, r->body_len,
-                                2 * ((size_t)vae_config_input_dim(cfg) + 2) + JSON_SLACK_VALUES,
+                                2 * ((size_t)vae_config_input_dim(cfg) + 2) + L + JSON_SLACK_VALUES,
                                 &root, msg, msglen);
     if (e != HTTP_ERR_NONE || (e = interpolate_options(r, root, msg, msglen)) != HTTP_ERR_NONE)
         goto end;
     x = malloc((size_t)vae_config_input_dim(cfg) * sizeof *x);
-    ends = malloc(2 * (size_t)L * sizeof *ends);
+    ends = calloc(3 * (size_t)L, sizeof *ends);
     ws = vae_workspace_new(m, (int)r->steps);
     if (!x || !ends || !ws) {
         snprintf(msg, msglen, "out of memory");
         e = HTTP_ERR_UNAVAILABLE;
         goto end;
     }
-    if ((e = read_end(m, ws, cJSON_GetObjectItemCaseSensitive(root, "from"), "from", x, ends, msg,
-                      msglen)) != HTTP_ERR_NONE ||
-        (e = read_end(m, ws, cJSON_GetObjectItemCaseSensitive(root, "to"), "to", x, ends + L, msg,
-                      msglen)) != HTTP_ERR_NONE)
+    /* the latent of ends that give only a label: "z", else 0 (the prior's mean) */
+    const cJSON *fixed = cJSON_GetObjectItemCaseSensitive(root, "z");
+    char latent_size[32];
+    snprintf(latent_size, sizeof latent_size, "latent size %d", L);
+    if (fixed && (e = infer_body_read_numbers(fixed, ends + 2 * L, L, 0, "z", latent_size, msg,
+                                              msglen)) != HTTP_ERR_NONE)
         goto end;
-    e = interpolate_answer(r, h, ws, ends, ends + L, msg, msglen);
+    int label_a, label_b;
+    if ((e = read_end(m, ws, cJSON_GetObjectItemCaseSensitive(root, "from"), "from", ends + 2 * L,
+                      x, ends, &label_a, msg, msglen)) != HTTP_ERR_NONE ||
+        (e = read_end(m, ws, cJSON_GetObjectItemCaseSensitive(root, "to"), "to", ends + 2 * L, x,
+                      ends + L, &label_b, msg, msglen)) != HTTP_ERR_NONE)
+        goto end;
+    e = interpolate_answer(r, h, ws, ends, ends + L, label_a, label_b, msg, msglen);
 end:
     cJSON_Delete(root);
     vae_workspace_free(ws);
@@ -1046,40 +1296,85 @@ end:
     return e;
 }
 
-/* Copies image ref_text of its data set into dst, loading the split once. */
-static http_error data_image(infer_request *r, const char *ref_text, const vae_config *cfg,
-                             float *dst, char *msg, size_t msglen)
+int api_infer_is_data_ref(const char *s)
 {
     data_ref ref;
-    if (parse_data_ref(ref_text, &ref)) { /* checked on the polling thread already */
-        snprintf(msg, msglen, "bad data set reference %s", ref_text);
-        return HTTP_ERR_BAD_REQUEST;
-    }
-    const char *split = ref.split == DATA_SETS_TEST ? "test" : "train";
+    return parse_data_ref(s, &ref) == 0 && !ref.is_label;
+}
+
+http_error api_infer_data_set(http_ctx *ctx, const char *name, data_sets_split split,
+                              const vae_config *cfg, const dataset **out, char *msg,
+                              size_t msglen)
+{
+    const char *split_name = split == DATA_SETS_TEST ? "test" : "train";
     const dataset *d = NULL; /* borrowed from the data-set cache */
     char why[512] = "";
-    data_cache_status rc = data_cache_get(r->ctx->data, ref.name, ref.split, &d, why, sizeof why);
+    data_cache_status rc = data_cache_get(ctx->data, name, split, &d, why, sizeof why);
     if (rc == DATA_CACHE_ERR_FULL)
         snprintf(msg, msglen, "%s", why);
     else if (rc != DATA_CACHE_OK)
-        snprintf(msg, msglen, "data set %s (%s split) is not available: %s", ref.name, split, why);
+        snprintf(msg, msglen, "data set %s (%s split) is not available: %s", name, split_name,
+                 why);
     if (rc != DATA_CACHE_OK)
         return http_error_from_data_cache(rc);
-    if (ref.index >= d->n) {
-        snprintf(msg, msglen, "%s: the %s split of %s has %d images (0 to %d)", ref_text, split,
-                 ref.name, d->n, d->n - 1);
-        return HTTP_ERR_NOT_FOUND;
-    }
-    if (d->channels != cfg->channels || d->height != cfg->height || d->width != cfg->width) {
-        snprintf(msg, msglen,
-                 "%s: %s images are %dx%d with %d channel(s), the model takes %dx%d with %d",
-                 ref_text, ref.name, d->width, d->height, d->channels, cfg->width, cfg->height,
-                 cfg->channels);
+    if (cfg && (d->channels != cfg->channels || d->height != cfg->height ||
+                d->width != cfg->width)) {
+        snprintf(msg, msglen, "%s images are %dx%d with %d channel(s), the model takes %dx%d with %d",
+                 name, d->width, d->height, d->channels, cfg->width, cfg->height, cfg->channels);
         return HTTP_ERR_UNPROCESSABLE;
+    }
+    *out = d;
+    return HTTP_ERR_NONE;
+}
+
+http_error api_infer_data_image(http_ctx *ctx, const char *ref_text, const vae_config *cfg,
+                                float *dst, int *label, char *msg, size_t msglen)
+{
+    api_infer_data_ref ref;
+    if (api_infer_parse_data_ref(ref_text, &ref)) { /* checked on the polling thread */
+        snprintf(msg, msglen, "bad data set reference %s", ref_text);
+        return HTTP_ERR_BAD_REQUEST;
+    }
+    const dataset *d = NULL; /* borrowed from the data-set cache */
+    char why[HTTP_MESSAGE_MAX];
+    http_error e = api_infer_data_set(ctx, ref.name, ref.split, cfg, &d, why, sizeof why);
+    if (e != HTTP_ERR_NONE) { /* the shape's message names the image, as the index's does */
+        snprintf(msg, msglen, "%s%s%s", e == HTTP_ERR_UNPROCESSABLE ? ref_text : "",
+                 e == HTTP_ERR_UNPROCESSABLE ? ": " : "", why);
+        return e;
+    }
+    if (ref.index >= d->n) {
+        snprintf(msg, msglen, "%s: the %s split of %s has %d images (0 to %d)", ref_text,
+                 ref.split == DATA_SETS_TEST ? "test" : "train", ref.name, d->n, d->n - 1);
+        return HTTP_ERR_NOT_FOUND;
     }
     memcpy(dst, d->x + (size_t)ref.index * (size_t)dataset_dim(d),
            (size_t)dataset_dim(d) * sizeof *dst);
+    *label = d->labels ? d->labels[ref.index] : -1;
     return HTTP_ERR_NONE;
+}
+
+/* One end of a GET /interpolate: a label:K reference (its latent stays 0)
+ * or an image of a data set (into x) with its label; for a conditional
+ * model both need a label in range, for another neither may be a label. */
+static http_error get_end(infer_request *r, const char *ref_text, const vae_config *cfg,
+                          float *x, int *is_image, int *label, char *msg, size_t msglen)
+{
+    data_ref ref;
+    parse_data_ref(ref_text, &ref); /* checked on the polling thread already */
+    *is_image = !ref.is_label;
+    if (ref.is_label) {
+        *label = (int)(ref.index < INT32_MAX ? ref.index : INT32_MAX);
+        return infer_labels_check_one(cfg, (long long)ref.index, "label", msg, msglen);
+    }
+    http_error e = api_infer_data_image(r->ctx, ref_text, cfg, x, label, msg, msglen);
+    if (e != HTTP_ERR_NONE || !vae_config_is_conditional(cfg))
+        return e;
+    if (*label < 0) {
+        snprintf(msg, msglen, "%s has no label, which the conditional model needs", ref_text);
+        return HTTP_ERR_UNPROCESSABLE;
+    }
+    return infer_labels_check_one(cfg, *label, "label", msg, msglen);
 }
 
 static http_error run_interpolate_get(infer_request *r, const model_handle *h, char *msg, size_t msglen)
@@ -1118,23 +1413,35 @@ static http_error run_interpolate_get(infer_request *r, const model_handle *h, c
         }
     }
     x = malloc(2 * (size_t)D * sizeof *x);
-    ends = malloc(4 * (size_t)L * sizeof *ends);
+    ends = calloc(4 * (size_t)L, sizeof *ends);
     ws = vae_workspace_new(m, r->steps > 2 ? (int)r->steps : 2);
     if (!x || !ends || !ws) {
         snprintf(msg, msglen, "out of memory");
         e = HTTP_ERR_UNAVAILABLE;
         goto end;
     }
-    if ((e = data_image(r, r->from, cfg, x, msg, msglen)) != HTTP_ERR_NONE ||
-        (e = data_image(r, r->to, cfg, x + D, msg, msglen)) != HTTP_ERR_NONE)
+    int image[2], labels[2];
+    if ((e = get_end(r, r->from, cfg, x, &image[0], &labels[0], msg, msglen)) != HTTP_ERR_NONE ||
+        (e = get_end(r, r->to, cfg, x + D, &image[1], &labels[1], msg, msglen)) != HTTP_ERR_NONE)
         goto end;
-    /* Both ends in one batch: mu (2, L) into ends, logvar after it. */
-    if (vae_encode(m, ws, x, 2, ends, ends + 2 * L) != VAE_OK) {
+    const int *y = vae_config_is_conditional(cfg) ? labels : NULL;
+    /* Both ends in one batch: mu (2, L) into ends, logvar after it; an end
+     * that is a label keeps the latent 0. */
+    int rc = VAE_OK;
+    if (image[0] && image[1])
+        rc = vae_encode_cond(m, ws, x, y, 2, ends, ends + 2 * L);
+    else
+        for (int i = 0; i < 2 && rc == VAE_OK; i++)
+            if (image[i])
+                rc = vae_encode_cond(m, ws, x + (size_t)i * D, y ? y + i : NULL, 1,
+                                     ends + (size_t)i * L, ends + 2 * L);
+    if (rc != VAE_OK) {
         snprintf(msg, msglen, "encoding failed");
         e = HTTP_ERR_INTERNAL;
         goto end;
     }
-    if ((e = interpolate_answer(r, h, ws, ends, ends + L, msg, msglen)) != HTTP_ERR_NONE)
+    if ((e = interpolate_answer(r, h, ws, ends, ends + L, labels[0], labels[1], msg, msglen)) !=
+        HTTP_ERR_NONE)
         goto end;
     if (r->status == MHD_HTTP_OK) {
         infer_add_header(r, MHD_HTTP_HEADER_ETAG, etag);
@@ -1171,26 +1478,51 @@ static size_t infer_memory_bytes(const infer_request *r, const vae_config *cfg)
         n = API_INFER_MAX_STEPS + 2;
         values = r->body_len / 2 + 1;
         break;
-    default: /* /encode, /decode: each number is at least two bytes ("0,") */
-        n = r->body_png ? 1 : r->body_len / (2 * (r->kind == INFER_DECODE ? L : D)) + 1;
+    case INFER_DECODE: /* each number is at least two bytes ("0,") */
+        n = r->body_len / (2 * L) + 1;
         if (n > API_INFER_MAX_N)
             n = API_INFER_MAX_N;
-        values = r->body_png ? 0 : r->body_len / 2 + 1;
+        values = r->body_len / 2 + 1;
+        break;
+    default:
+        n = api_infer_body_images(cfg, r->body_png   ? API_INFER_BODY_PNG
+                                       : r->body_npy ? API_INFER_BODY_NPY
+                                                     : API_INFER_BODY_JSON,
+                                  r->body_len, &values);
         break;
     }
-    size_t answer = r->fmt == HTTP_FORMAT_JSON  ? n * (D + L) * (JSON_NUM_FLOAT_MAX + 1)
-                    : r->fmt == HTTP_FORMAT_NPY ? n * D * sizeof(float)
-                                                : 2 * n * D; /* rows, then the deflated copy */
-    return vae_config_workspace_bytes(cfg, (int)n) + 3 * n * (D + L) * sizeof(float) + answer +
-           values * sizeof(cJSON);
+    return vae_config_workspace_bytes(cfg, (int)n) + 3 * n * (D + L) * sizeof(float) +
+           api_infer_answer_bytes(r->fmt, n, D, L, (int)r->scale) + values * sizeof(cJSON);
 }
 
-/* 422 naming --request-mem-mb when r could cost more than it. */
-static http_error infer_check_memory(infer_request *r, const vae_config *cfg, char *msg,
-                                     size_t msglen)
+size_t api_infer_answer_bytes(http_format fmt, size_t n, size_t D, size_t L, int scale)
 {
-    size_t limit = r->ctx->opts->request_mem_mb << 20;
-    size_t need = infer_memory_bytes(r, cfg);
+    size_t k = (size_t)scale;
+    return fmt == HTTP_FORMAT_JSON  ? n * (D + L) * (JSON_NUM_FLOAT_MAX + 1)
+           : fmt == HTTP_FORMAT_NPY ? n * D * sizeof(float)
+                                    : 2 * n * D * k * k; /* rows, then the deflated copy */
+}
+
+size_t api_infer_body_images(const vae_config *cfg, api_infer_body kind, size_t len,
+                             size_t *json_values)
+{
+    size_t D = (size_t)vae_config_input_dim(cfg), n;
+    *json_values = 0;
+    if (kind == API_INFER_BODY_PNG)
+        return 1;
+    if (kind == API_INFER_BODY_NPY) { /* four bytes a float after the header */
+        n = len / (4 * D) + 1;
+    } else { /* each number at least two bytes ("0,") */
+        n = len / (2 * D) + 1;
+        *json_values = len / 2 + 1;
+    }
+    return n < API_INFER_MAX_N ? n : API_INFER_MAX_N;
+}
+
+http_error api_infer_check_memory(http_ctx *ctx, const vae_config *cfg, size_t need, char *msg,
+                                  size_t msglen)
+{
+    size_t limit = ctx->opts->request_mem_mb << 20;
     if (!limit || need <= limit)
         return HTTP_ERR_NONE;
     metrics_count_refusal(METRICS_LIMIT_REQUEST_MEMORY);
@@ -1215,7 +1547,8 @@ static void infer_run(compute_task *t)
     r->held = NULL;
     http_error e = h ? HTTP_ERR_NONE : infer_acquire(r, &h, msg, sizeof msg);
     if (e == HTTP_ERR_NONE)
-        e = infer_check_memory(r, &h->model.cfg, msg, sizeof msg);
+        e = api_infer_check_memory(r->ctx, &h->model.cfg, infer_memory_bytes(r, &h->model.cfg),
+                                   msg, sizeof msg);
     if (e == HTTP_ERR_NONE) {
         switch (r->kind) {
         case INFER_SAMPLE:

@@ -241,6 +241,7 @@ int api_jobs_new(const server_options *o, registry *reg, api_jobs **out, char *e
     po.on_event_ctx = J;
     po.confine_data = 1;
     po.max_queued = o->max_queued_jobs;
+    po.mpi_hostfile = o->mpi_hostfile;
     char why[512];
     if (jobs_pool_new(reg, &po, &J->pool, why, sizeof why)) {
         snprintf(err, errlen, "cannot start the training jobs: %s", why);
@@ -487,9 +488,10 @@ static int answer_job(answer *a, jobs_pool *p, int64_t id, unsigned status, jobs
  * another site can post a body without one, or as text/plain, but not as
  * application/json without the server's consent) and a JSON object (else
  * 400; a readable spec that does not fit is the pool's 422). */
-static int json_object_body(struct MHD_Connection *c, const http_request *req, answer *a)
+static int json_object_body(http_ctx *ctx, struct MHD_Connection *c, const http_request *req,
+                            answer *a)
 {
-    if (!http_content_type_is(c, "application/json"))
+    if (!http_body_type_accepted(c, "application/json", ctx->opts->token != NULL))
         return answer_fail(a, HTTP_ERR_UNSUPPORTED_MEDIA,
                            "a job is a JSON object: send Content-Type: application/json");
     cJSON *probe = req->body ? cJSON_ParseWithLengthOpts(req->body, req->body_len, NULL, 0)
@@ -556,7 +558,7 @@ enum MHD_Result api_jobs_submit(http_ctx *ctx, struct MHD_Connection *c, http_re
         return answer_send(c, &w->a);
     answer a = {0};
     jobs_pool *p;
-    if (pool_of(ctx, &p, &a) || json_object_body(c, req, &a))
+    if (pool_of(ctx, &p, &a) || json_object_body(ctx, c, req, &a))
         return answer_send(c, &a);
     w = calloc(1, sizeof *w); /* owned by req: freed by work_free */
     if (!w)

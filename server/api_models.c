@@ -14,10 +14,10 @@
 #include "engine/checkpoint.h"
 #include "engine/vae.h"
 #include "server/compute_pool.h"
+#include "server/http_server.h"
 #include "server/http_util.h"
 #include "server/model_cache.h"
 #include "server/registry.h"
-#include "server/sha256.h"
 
 /* ---- small helpers ---------------------------------------------------- */
 
@@ -436,7 +436,7 @@ static int is_sha256_hex(const char *s)
 }
 
 /* The upload's headers: what can be refused before a byte is hashed. */
-static http_error upload_params(struct MHD_Connection *c, const http_request *req,
+static http_error upload_params(http_ctx *ctx, struct MHD_Connection *c, const http_request *req,
                                 const char **name, const char **claimed, char *msg,
                                 size_t msglen)
 {
@@ -445,7 +445,7 @@ static http_error upload_params(struct MHD_Connection *c, const http_request *re
         return e;
     const char *ctype =
         MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
-    if (!http_content_type_is(c, "application/octet-stream")) {
+    if (!http_body_type_accepted(c, "application/octet-stream", ctx->opts->token != NULL)) {
         snprintf(msg, msglen,
                  "a checkpoint upload is the safetensors file itself, sent with Content-Type: "
                  "application/octet-stream (got %.64s)",
@@ -464,22 +464,13 @@ static http_error upload_params(struct MHD_Connection *c, const http_request *re
     return HTTP_ERR_NONE;
 }
 
-/* Hashes, validates and stores the body as the next version of name: info
- * and created (0 when these bytes were stored already) say what it became. */
+/* Validates and stores the body as the next version of name: info and
+ * created (0 when these bytes were stored already) say what it became. The
+ * registry hashes the bytes, once, and checks them against claimed. */
 static http_error upload_store(http_ctx *ctx, const char *name, const uint8_t *body, size_t len,
                                const char *claimed, registry_checkpoint_info *info, int *created,
                                char *msg, size_t msglen)
 {
-    char sha[65];
-    sha256_hex(body, len, sha);
-    if (claimed && strcasecmp(claimed, sha)) {
-        snprintf(msg, msglen,
-                 "the body's sha256 is %s, not the %.64s of X-Content-SHA256: the file was "
-                 "damaged or cut short on the way",
-                 sha, claimed);
-        return HTTP_ERR_BAD_REQUEST;
-    }
-
     /* Validate everything before the registry sees a byte. */
     char why[256] = "";
     vae_model m;             /* owned: freed below */
@@ -505,9 +496,16 @@ static http_error upload_store(http_ctx *ctx, const char *name, const uint8_t *b
         return HTTP_ERR_INTERNAL;
     }
 
-    int status = registry_put_checkpoint(ctx->reg, name, body, len, sha, config, metrics,
+    int status = registry_put_checkpoint(ctx->reg, name, body, len, claimed, config, metrics,
                                          "upload", info, created, why, sizeof why);
     free(metrics);
+    if (status == REGISTRY_ERR_ARG && claimed && strstr(why, "does not match")) {
+        snprintf(msg, msglen,
+                 "the body's sha256 is not the %.64s of X-Content-SHA256: the file was damaged "
+                 "or cut short on the way (%s)",
+                 claimed, why);
+        return HTTP_ERR_BAD_REQUEST;
+    }
     if (status == REGISTRY_ERR_ARG) { /* the upload's own fault, e.g. metrics that are not JSON */
         snprintf(msg, msglen, "%s", why);
         return HTTP_ERR_INVALID_CHECKPOINT;
@@ -586,7 +584,7 @@ enum MHD_Result api_models_post_checkpoint(http_ctx *ctx, struct MHD_Connection 
     }
     char msg[HTTP_MESSAGE_MAX];
     const char *name = NULL, *claimed = NULL;
-    http_error e = upload_params(c, req, &name, &claimed, msg, sizeof msg);
+    http_error e = upload_params(ctx, c, req, &name, &claimed, msg, sizeof msg);
     if (e != HTTP_ERR_NONE)
         return http_send_error(c, e, "%s", msg);
     w = calloc(1, sizeof *w); /* owned by req: freed by work_free */
@@ -649,7 +647,7 @@ static http_error alias_put(http_ctx *ctx, struct MHD_Connection *c, const http_
     if (e != HTTP_ERR_NONE)
         return e;
     /* JSON by its type: a page of another site cannot send that unasked. */
-    if (!http_content_type_is(c, "application/json")) {
+    if (!http_body_type_accepted(c, "application/json", ctx->opts->token != NULL)) {
         snprintf(msg, msglen,
                  "the body is JSON, {\"version\": N}: send Content-Type: application/json");
         return HTTP_ERR_UNSUPPORTED_MEDIA;

@@ -112,6 +112,8 @@ data_cache_status data_cache_get(data_cache *dc, const char *name, data_sets_spl
     } else {
         dc->slot[s].state = SLOT_EMPTY; /* a later request tries again */
     }
+    if (rc != DATA_CACHE_OK)
+        data_sets_strip_dir(err, dc->root); /* the client learns the file, not where it is */
     pthread_cond_broadcast(&dc->loaded);
     pthread_mutex_unlock(&dc->lock);
     return rc;

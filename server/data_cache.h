@@ -38,7 +38,9 @@ void data_cache_free(data_cache *dc);
  * nor waits): cheap enough for a polling thread. */
 int data_cache_peek(data_cache *dc, const char *name, data_sets_split split);
 /* The split of the built-in data set name, loading it on first use (or
- * waiting for the request loading it); *out is borrowed from the cache. */
+ * waiting for the request loading it); *out is borrowed from the cache.
+ * err names files from inside root ("mnist/t10k-images-idx3-ubyte"), never
+ * root itself: it may be sent to a client. */
 data_cache_status data_cache_get(data_cache *dc, const char *name, data_sets_split split,
                                  const dataset **out, char *err, size_t errlen);
 

@@ -52,6 +52,7 @@ void server_options_default(server_options *o)
     o->stream_max_s = 600;
     o->request_mem_mb = 1024;
     o->job_retention_days = 30;
+    o->job_lease_s = 30;
     o->max_queued_jobs = 100;
 }
 
@@ -70,6 +71,8 @@ typedef struct {
     size_t bodies_max;         /* bytes; 0 = no budget */
     size_t bodies_held;        /* atomic: bytes reserved by bodies read or being read */
     unsigned per_ip_max;       /* 0 = no limit */
+    unsigned conns_max;        /* --max-connections */
+    unsigned conns_open;       /* atomic: connections libmicrohttpd holds */
     char listen_host[64];      /* the host of --listen: a Host a tokenless daemon also serves */
     pthread_mutex_t ip_mu;     /* guards ips */
     ip_slot *ips;              /* owned: one slot per address with a connection open */
@@ -109,6 +112,12 @@ static ip_slot *ip_find_locked(http_transport *t, uint32_t addr)
 static enum MHD_Result on_accept(void *cls, const struct sockaddr *addr, socklen_t addrlen)
 {
     http_transport *t = cls;
+    /* --max-connections is checked here, so that a refusal is counted;
+     * libmicrohttpd's own limit, a little above, is the backstop. */
+    if (__atomic_load_n(&t->conns_open, __ATOMIC_RELAXED) >= t->conns_max) {
+        metrics_count_refusal(METRICS_LIMIT_CONNECTIONS);
+        return MHD_NO;
+    }
     if (!t->per_ip_max || addr->sa_family != AF_INET || addrlen < sizeof(struct sockaddr_in))
         return MHD_YES;
     uint32_t a = ((const struct sockaddr_in *)addr)->sin_addr.s_addr;
@@ -127,6 +136,10 @@ static void on_connection(void *cls, struct MHD_Connection *c, void **socket_con
                           enum MHD_ConnectionNotificationCode code)
 {
     http_transport *t = cls;
+    if (code == MHD_CONNECTION_NOTIFY_STARTED)
+        __atomic_add_fetch(&t->conns_open, 1, __ATOMIC_RELAXED);
+    else
+        __atomic_sub_fetch(&t->conns_open, 1, __ATOMIC_RELAXED);
     if (!t->per_ip_max)
         return;
     const union MHD_ConnectionInfo *ci =
@@ -511,7 +524,7 @@ static struct MHD_Daemon *start_daemon(unsigned flags, const server_options *o,
         flags, ntohs(addr->sin_port), on_accept, t, on_request, t,
         MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL,
         MHD_OPTION_THREAD_POOL_SIZE, threads,
-        MHD_OPTION_CONNECTION_LIMIT, (unsigned)o->max_connections,
+        MHD_OPTION_CONNECTION_LIMIT, (unsigned)o->max_connections + threads,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)o->timeout_s,
         MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(128 * 1024),
         MHD_OPTION_SOCK_ADDR, (const struct sockaddr *)addr,
@@ -562,7 +575,13 @@ server_status server_run(const server_options *o, volatile sig_atomic_t *stop, c
         threads = (unsigned)o->max_connections;
 
     char db_path[PATH_MAX];
-    if (snprintf(db_path, sizeof db_path, "%s/registry.db", o->data_dir) >= (int)sizeof db_path) {
+    if (o->registry && *o->registry) {
+        if (snprintf(db_path, sizeof db_path, "%s", o->registry) >= (int)sizeof db_path) {
+            snprintf(err, errlen, "registry URL too long");
+            return SERVER_ERR_ARG;
+        }
+    } else if (snprintf(db_path, sizeof db_path, "%s/registry.db", o->data_dir) >=
+               (int)sizeof db_path) {
         snprintf(err, errlen, "data dir path too long");
         return SERVER_ERR_ARG;
     }
@@ -590,17 +609,24 @@ server_status server_run(const server_options *o, volatile sig_atomic_t *stop, c
     api_jobs *jobs = NULL;            /* owned: freed at end */
     struct MHD_Daemon *d = NULL;      /* owned: stopped at end */
     http_transport transport = {.bodies_max = o->max_bodies_mb << 20,
-                                .per_ip_max = o->max_per_ip}; /* ips owned: freed at end */
+                                .per_ip_max = o->max_per_ip,
+                                .conns_max = (unsigned)o->max_connections}; /* ips owned: freed at end */
     const char *colon = strrchr(o->listen, ':'); /* parse_listen checked it */
     snprintf(transport.listen_host, sizeof transport.listen_host, "%.*s",
              (int)(colon - o->listen), o->listen);
     pthread_mutex_init(&transport.ip_mu, NULL);
     char why[256];
 
+    char shown[256]; /* db_path without a password: what is printed */
+    registry_redact_url(db_path, shown, sizeof shown);
     if (registry_open(db_path, &reg, why, sizeof why)) {
-        snprintf(err, errlen, "cannot open registry %s: %s", db_path, why);
+        snprintf(err, errlen, "cannot open registry %s: %s", shown, why);
         status = SERVER_ERR_DB;
         goto end;
+    }
+    if (registry_is_shared(reg)) {
+        registry_set_job_lease(reg, o->job_lease_s);
+        fprintf(stderr, "vaed: shared registry %s\n", shown);
     }
     if ((int64_t)o->max_upload > registry_max_blob_bytes(reg)) {
         snprintf(err, errlen,

@@ -64,6 +64,8 @@ http_error http_error_from_registry(registry_status s)
         return HTTP_ERR_UNAVAILABLE;
     case REGISTRY_ERR_DB:
         return HTTP_ERR_INTERNAL;
+    case REGISTRY_ERR_UNAVAILABLE:
+        return HTTP_ERR_UNAVAILABLE;
     case REGISTRY_ERR_FULL:
         return HTTP_ERR_INSUFFICIENT_STORAGE;
     }
@@ -120,6 +122,7 @@ http_error http_error_from_jobs(jobs_pool_status s)
         return HTTP_ERR_CONFLICT;
     case JOBS_POOL_ERR_STOPPING:
     case JOBS_POOL_ERR_NOMEM:
+    case JOBS_POOL_ERR_UNAVAILABLE:
         return HTTP_ERR_UNAVAILABLE;
     case JOBS_POOL_ERR_DB:
     case JOBS_POOL_ERR_IO:
@@ -490,6 +493,15 @@ int http_content_type_is(struct MHD_Connection *c, const char *type)
     const char *rest = ct + n;
     rest += strspn(rest, " \t");
     return !*rest || *rest == ';';
+}
+
+int http_body_type_accepted(struct MHD_Connection *c, const char *type, int token_set)
+{
+    if (http_content_type_is(c, type))
+        return 1;
+    return token_set &&
+           (!MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE) ||
+            http_content_type_is(c, "application/x-www-form-urlencoded"));
 }
 
 /* ---- the machine's own names ---------------------------------------------- */

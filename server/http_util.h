@@ -164,6 +164,13 @@ int http_query_str(struct MHD_Connection *c, const char *name, size_t max_len,
  * with or without parameters ("application/json; charset=utf-8"); 0 when it
  * is another or absent. */
 int http_content_type_is(struct MHD_Connection *c, const char *type);
+/* 1 when a mutation's body may be read as type: its Content-Type is type;
+ * or, on a daemon with a token (token_set), it has none or curl's default
+ * (application/x-www-form-urlencoded). Without a token the type is what
+ * keeps other sites' pages out (they can post those two unasked, not
+ * application/json); with one the bearer token does, so `curl -d` and a CI
+ * job that never sets a type keep working. */
+int http_body_type_accepted(struct MHD_Connection *c, const char *type, int token_set);
 
 /* Requests a tokenless daemon serves: 1 when a Host header value (host
  * with an optional :port) names this machine by a loopback name —

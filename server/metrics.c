@@ -36,6 +36,7 @@ const char *const metrics_limit_names[METRICS_LIMIT_COUNT] = {
     [METRICS_LIMIT_NO_BODY] = "no_body",
     [METRICS_LIMIT_BODY_BUDGET] = "bodies_held",
     [METRICS_LIMIT_PER_IP] = "per_ip_connections",
+    [METRICS_LIMIT_CONNECTIONS] = "connections",
     [METRICS_LIMIT_HOST] = "host",
     [METRICS_LIMIT_ORIGIN] = "origin",
     [METRICS_LIMIT_STREAMS] = "event_streams",
@@ -43,6 +44,8 @@ const char *const metrics_limit_names[METRICS_LIMIT_COUNT] = {
     [METRICS_LIMIT_REQUEST_MEMORY] = "request_memory",
     [METRICS_LIMIT_JSON_VALUES] = "json_values",
     [METRICS_LIMIT_PNG_SIZE] = "png_size",
+    [METRICS_LIMIT_QUEUED_JOBS] = "queued_jobs",
+    [METRICS_LIMIT_JOB_MEMORY] = "job_memory",
 };
 /* Atomics: a refusal often happens where no lock should be taken. */
 static uint64_t refusals[METRICS_LIMIT_COUNT];

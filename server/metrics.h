@@ -41,6 +41,7 @@ typedef enum {
     METRICS_LIMIT_NO_BODY,        /* 413: a body sent to a route that takes none */
     METRICS_LIMIT_BODY_BUDGET,    /* 503: bodies held at once over --max-bodies-mb */
     METRICS_LIMIT_PER_IP,         /* connection refused: --max-per-ip */
+    METRICS_LIMIT_CONNECTIONS,    /* connection refused: --max-connections open */
     METRICS_LIMIT_HOST,           /* 403: a Host that is not this machine's (no token) */
     METRICS_LIMIT_ORIGIN,         /* 403: a foreign Origin on a mutation (no token) */
     METRICS_LIMIT_STREAMS,        /* 503: --max-streams event streams open */
@@ -48,6 +49,8 @@ typedef enum {
     METRICS_LIMIT_REQUEST_MEMORY, /* 422: an inference over --request-mem-mb */
     METRICS_LIMIT_JSON_VALUES,    /* 413: more JSON values than the request can need */
     METRICS_LIMIT_PNG_SIZE,       /* 422: a PNG whose IHDR is not the model's size */
+    METRICS_LIMIT_QUEUED_JOBS,    /* 429: --max-queued-jobs jobs wait already */
+    METRICS_LIMIT_JOB_MEMORY,     /* 422: a job whose estimate is over --job-mem-mb */
     METRICS_LIMIT_COUNT
 } metrics_limit;
 extern const char *const metrics_limit_names[METRICS_LIMIT_COUNT];

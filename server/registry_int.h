@@ -29,6 +29,7 @@
 
 #include "engine/util.h"
 #include "server/registry.h"
+#include "server/registry_pg.h"
 
 /* The statements; their SQL is stmt_sql[] in registry.c. */
 enum {
@@ -51,6 +52,7 @@ enum {
     S_CKPT_COUNT,
     S_BLOB_INSERT,
     S_BLOB_COLLECT,
+    S_BLOB_ORPHANS,
     S_ALIAS_GET,
     S_ALIAS_LIST,
     S_ALIAS_SET,
@@ -87,6 +89,7 @@ struct registry {
     int in_write;             /* inside a BEGIN IMMEDIATE transaction */
     uint64_t generation;      /* committed writes so far (atomic reads) */
     char *path;               /* owned; the database file, for registry_blob's connections */
+    registry_pg *pg;          /* owned; when set, every call goes to the PostgreSQL backend */
 };
 
 /* The rows a listing collects: items (owned until handed to the caller) holds
@@ -110,6 +113,8 @@ void reg_copy_col(sqlite3_stmt *st, int col, char *dst, size_t size);
 char *reg_dup_col(sqlite3_stmt *st, int col, int *oom);
 /* Statement id, prepared on first use; NULL when SQLite refuses it. */
 sqlite3_stmt *reg_stmt(registry *r, int id);
+/* The SQL of statement id, for a connection other than r->db. */
+const char *reg_sql(int id);
 /* Readies a kept statement for its next use (and drops its bindings). */
 void reg_done(sqlite3_stmt *st);
 /* Runs statement id for no row we need (BEGIN, COMMIT ...). */
@@ -123,6 +128,15 @@ int reg_all_digits(const char *s);
 
 /* From registry_models.c, for a job's result (registry_jobs.c). */
 int reg_check_model_arg(const char *model, char *err, size_t errlen);
+/* version_or_alias v of model name: digits give *version; an alias (checked
+ * for its form) gives *version 0, for the caller to look up. */
+int reg_parse_version(const char *name, const char *v, int64_t *version, char *err,
+                      size_t errlen);
+/* Writes a put's bytes into blobs on a connection of their own, before the
+ * lock is taken (best effort: the put still binds them); after a failed put,
+ * reg_collect_blob_locked drops them unless a version names them. */
+void reg_stage_blob(registry *r, const uint8_t *blob, size_t len, const char *sha);
+void reg_collect_blob_locked(registry *r, const char *sha);
 /* The body of a put, inside the caller's write transaction. */
 int reg_put_in_tx(registry *r, const char *model, const uint8_t *blob, size_t len,
                   const char *sha, const char *config_json, const char *metrics_json,

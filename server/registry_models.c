@@ -323,6 +323,58 @@ static int put_locked(registry *r, const char *model, const uint8_t *blob, size_
     return status;
 }
 
+/* A connection to the registry's file of its own, for work without the
+ * registry's lock: its statements are its own, and WAL lets it read while
+ * r->db writes and write while r->db reads. NULL when it does not open. */
+static sqlite3 *side_connection(registry *r)
+{
+    sqlite3 *db = NULL; /* owned by the caller: sqlite3_close */
+    if (sqlite3_open_v2(r->path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL) !=
+        SQLITE_OK) {
+        sqlite3_close(db);
+        return NULL;
+    }
+    sqlite3_busy_timeout(db, 60000); /* as r->db's: a staged upload may hold the write lock */
+    return db;
+}
+
+/* Writes the bytes of a put into blobs on a side connection, committed
+ * (fsync'd) before the registry's lock is taken: the put then finds them
+ * there and writes only its small rows under the lock, so a write of
+ * hundreds of MB does not hold every request that reads the registry.
+ * Bytes written and then not named by a version (the put failed, or a crash
+ * came between) are collected: by the put, and at the next open
+ * (S_BLOB_ORPHANS); one collected meanwhile is written again by the put.
+ * Best effort: on any failure the put writes the bytes itself. */
+void reg_stage_blob(registry *r, const uint8_t *blob, size_t len, const char *sha)
+{
+    if (!strcmp(r->path, ":memory:"))
+        return; /* a side connection would see another database */
+    sqlite3 *db = side_connection(r); /* owned: closed below */
+    sqlite3_stmt *st = NULL;
+    if (db && sqlite3_exec(db, "PRAGMA synchronous=FULL", NULL, NULL, NULL) == SQLITE_OK &&
+        sqlite3_prepare_v2(db, reg_sql(S_BLOB_INSERT), -1, &st, NULL) == SQLITE_OK) {
+        sqlite3_bind_text(st, 1, sha, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 2, (sqlite3_int64)len);
+        sqlite3_bind_blob64(st, 3, blob, (sqlite3_uint64)len, SQLITE_STATIC);
+        if (sqlite3_step(st) != SQLITE_DONE)
+            fprintf(stderr, "vaed: registry: staging %zu bytes: %s\n", len, sqlite3_errmsg(db));
+    }
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+}
+
+/* Drops the bytes of a failed put unless a version names them. */
+void reg_collect_blob_locked(registry *r, const char *sha)
+{
+    sqlite3_stmt *st = reg_stmt(r, S_BLOB_COLLECT);
+    if (!st)
+        return;
+    sqlite3_bind_text(st, 1, sha, -1, SQLITE_STATIC);
+    sqlite3_step(st);
+    reg_done(st);
+}
+
 registry_status registry_put_checkpoint(registry *r, const char *model, const uint8_t *blob,
                                         size_t len, const char *expected_sha256,
                                         const char *config_json, const char *metrics_json,
@@ -361,21 +413,25 @@ registry_status registry_put_checkpoint(registry *r, const char *model, const ui
                      sha);
         return REGISTRY_ERR_ARG;
     }
+    if (r->pg)
+        return reg_pg_put_checkpoint(r->pg, model, blob, len, sha, config_json, metrics_json,
+                                     source, out, created, err, errlen);
+    reg_stage_blob(r, blob, len, sha);
     pthread_mutex_lock(&r->mu);
     int status = put_locked(r, model, blob, len, sha, config_json, metrics_json, source, out,
                             created, err, errlen);
+    if (status)
+        reg_collect_blob_locked(r, sha);
     pthread_mutex_unlock(&r->mu);
     return status;
 }
 
 /* ---- resolve and read ---- */
 
-/* version_or_alias: NULL = "latest", digits = a version number, else an alias. */
-static int resolve_version(registry *r, int64_t id, const char *name,
-                           const char *version_or_alias, int64_t *version, char *err,
-                           size_t errlen)
+int reg_parse_version(const char *name, const char *v, int64_t *version, char *err,
+                      size_t errlen)
 {
-    const char *v = version_or_alias ? version_or_alias : "latest";
+    *version = 0;
     if (reg_all_digits(v)) {
         if (strlen(v) > 18) {
             util_set_err(err, errlen, "model \"%s\" has no version %.64s", name, v);
@@ -388,6 +444,18 @@ static int resolve_version(registry *r, int64_t id, const char *name,
         util_set_err(err, errlen, "invalid version or alias \"%.64s\"", v);
         return REGISTRY_ERR_ARG;
     }
+    return REGISTRY_OK;
+}
+
+/* version_or_alias: NULL = "latest", digits = a version number, else an alias. */
+static int resolve_version(registry *r, int64_t id, const char *name,
+                           const char *version_or_alias, int64_t *version, char *err,
+                           size_t errlen)
+{
+    const char *v = version_or_alias ? version_or_alias : "latest";
+    int status = reg_parse_version(name, v, version, err, errlen);
+    if (status || *version)
+        return status;
     return alias_version(r, id, name, v, version, err, errlen);
 }
 
@@ -410,6 +478,8 @@ static int resolve_locked(registry *r, const char *model, const char *version_or
 registry_status registry_resolve(registry *r, const char *model, const char *version_or_alias,
                                  registry_checkpoint_info *out, char *err, size_t errlen)
 {
+    if (r->pg)
+        return reg_pg_resolve(r->pg, model, version_or_alias, out, err, errlen);
     pthread_mutex_lock(&r->mu);
     int status = resolve_locked(r, model, version_or_alias, out, err, errlen);
     pthread_mutex_unlock(&r->mu);
@@ -419,6 +489,7 @@ registry_status registry_resolve(registry *r, const char *model, const char *ver
 struct registry_blob {
     sqlite3 *db;            /* owned: this blob's connection, inside a read transaction */
     sqlite3_blob *handle;   /* owned */
+    uint8_t *bytes;         /* owned: the PostgreSQL backend reads the blob whole at open */
     size_t size;
 };
 
@@ -431,6 +502,7 @@ void registry_blob_close(registry_blob *b)
 {
     if (!b)
         return;
+    free(b->bytes);
     sqlite3_blob_close(b->handle);
     if (b->db)
         sqlite3_exec(b->db, "COMMIT", NULL, NULL, NULL);
@@ -453,13 +525,21 @@ registry_status registry_blob_open(registry *r, const char *sha256, registry_blo
         return REGISTRY_ERR_NOMEM;
     }
     int status = REGISTRY_ERR_DB;
+    if (r->pg) {
+        status = reg_pg_get_blob(r->pg, sha256, &b->bytes, &b->size, err, errlen);
+        if (status) {
+            free(b);
+            return status;
+        }
+        *out = b;
+        *size = b->size;
+        return REGISTRY_OK;
+    }
     sqlite3_stmt *st = NULL;
     /* The path only: every statement here is this connection's, so the
      * registry's lock is never needed. */
-    if (sqlite3_open_v2(r->path, &b->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL) !=
-        SQLITE_OK)
+    if (!(b->db = side_connection(r)))
         goto fail;
-    sqlite3_busy_timeout(b->db, 5000);
     /* One snapshot from the lookup to the last read; a page cache of 64 KiB
      * (not SQLite's 2 MB): a blob is read once, front to back, and a
      * download per client must cost little (the OS caches the file). */
@@ -487,7 +567,7 @@ registry_status registry_blob_open(registry *r, const char *sha256, registry_blo
     return REGISTRY_OK;
 fail:
     util_set_err(err, errlen, "reading checkpoint bytes: %s",
-                 b->db ? sqlite3_errmsg(b->db) : "out of memory");
+                 b->db ? sqlite3_errmsg(b->db) : "cannot open a connection to the registry");
     status = b->db && sqlite3_errcode(b->db) == SQLITE_NOMEM ? REGISTRY_ERR_NOMEM : REGISTRY_ERR_DB;
 fail_quiet:
     sqlite3_finalize(st);
@@ -503,6 +583,10 @@ registry_status registry_blob_read(registry_blob *b, size_t offset, void *buf, s
                      offset, b->size);
         return REGISTRY_ERR_ARG;
     }
+    if (b->bytes) {
+        memcpy(buf, b->bytes + offset, len);
+        return REGISTRY_OK;
+    }
     if (len && sqlite3_blob_read(b->handle, buf, (int)len, (int)offset) != SQLITE_OK) {
         util_set_err(err, errlen, "reading checkpoint bytes: %s", sqlite3_errmsg(b->db));
         return REGISTRY_ERR_DB;
@@ -515,6 +599,8 @@ registry_status registry_get_blob(registry *r, const char *sha256, uint8_t **blo
 {
     *blob = NULL;
     *len = 0;
+    if (r->pg)
+        return reg_pg_get_blob(r->pg, sha256, blob, len, err, errlen);
     registry_blob *b = NULL; /* owned here */
     size_t n = 0;
     int status = registry_blob_open(r, sha256, &b, &n, err, errlen);
@@ -539,6 +625,8 @@ registry_status registry_get_blob(registry *r, const char *sha256, uint8_t **blo
 
 int64_t registry_count_checkpoints(registry *r)
 {
+    if (r->pg)
+        return reg_pg_count_checkpoints(r->pg);
     pthread_mutex_lock(&r->mu);
     int64_t n = -1;
     sqlite3_stmt *st = reg_stmt(r, S_CKPT_COUNT);
@@ -557,6 +645,8 @@ void registry_free_models(registry_model_info *models)
 registry_status registry_list_models(registry *r, registry_model_info **models, size_t *count,
                                      char *err, size_t errlen)
 {
+    if (r->pg)
+        return reg_pg_list_models(r->pg, models, count, err, errlen);
     *models = NULL;
     *count = 0;
     reg_rows rows = {.size = sizeof(registry_model_info)};
@@ -616,6 +706,8 @@ void registry_free_checkpoints(registry_checkpoint *list, size_t count)
 registry_status registry_get_checkpoint(registry *r, const char *model, int64_t version,
                                         registry_checkpoint *out, char *err, size_t errlen)
 {
+    if (r->pg)
+        return reg_pg_get_checkpoint(r->pg, model, version, out, err, errlen);
     memset(out, 0, sizeof *out);
     pthread_mutex_lock(&r->mu);
     int status = reg_exec(r, S_BEGIN_READ, err, errlen);
@@ -668,6 +760,8 @@ registry_status registry_list_checkpoints(registry *r, const char *model,
                                           registry_checkpoint **list, size_t *count, char *err,
                                           size_t errlen)
 {
+    if (r->pg)
+        return reg_pg_list_checkpoints(r->pg, model, list, count, err, errlen);
     *list = NULL;
     *count = 0;
     reg_rows rows = {.size = sizeof(registry_checkpoint)};
@@ -718,6 +812,8 @@ static int list_aliases_locked(registry *r, const char *model, reg_rows *rows, c
 registry_status registry_list_aliases(registry *r, const char *model, registry_alias_info **aliases,
                                       size_t *count, char *err, size_t errlen)
 {
+    if (r->pg)
+        return reg_pg_list_aliases(r->pg, model, aliases, count, err, errlen);
     *aliases = NULL;
     *count = 0;
     reg_rows rows = {.size = sizeof(registry_alias_info)};
@@ -779,6 +875,8 @@ registry_status registry_set_alias(registry *r, const char *model, const char *a
                      alias ? alias : "");
         return REGISTRY_ERR_ARG;
     }
+    if (r->pg)
+        return reg_pg_set_alias(r->pg, model, alias, version, err, errlen);
     pthread_mutex_lock(&r->mu);
     status = reg_exec(r, S_BEGIN_WRITE, err, errlen);
     if (!status)
@@ -827,6 +925,8 @@ registry_status registry_delete_alias(registry *r, const char *model, const char
         util_set_err(err, errlen, "invalid alias \"%.64s\"", alias ? alias : "");
         return REGISTRY_ERR_ARG;
     }
+    if (r->pg)
+        return reg_pg_delete_alias(r->pg, model, alias, err, errlen);
     pthread_mutex_lock(&r->mu);
     status = reg_exec(r, S_BEGIN_WRITE, err, errlen);
     if (!status)
@@ -906,6 +1006,8 @@ registry_status registry_delete_version(registry *r, const char *model, int64_t 
     int status = reg_check_model_arg(model, err, errlen);
     if (status)
         return status;
+    if (r->pg)
+        return reg_pg_delete_version(r->pg, model, version, err, errlen);
     pthread_mutex_lock(&r->mu);
     status = reg_exec(r, S_BEGIN_WRITE, err, errlen);
     if (!status)

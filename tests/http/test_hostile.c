@@ -17,6 +17,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <pthread.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,6 +27,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <sqlite3.h>
 #include <zlib.h>
 
 #include "engine/image.h"
@@ -193,20 +195,25 @@ static ssize_t read_within(int fd, char *buf, size_t cap, int ms)
     return n;
 }
 
-/* GET /healthz n times from 127.0.0.1, one after another: each must be a
- * 200; returns the 99th percentile of their times (seconds). */
+/* GET path from 127.0.0.1, which must answer 200: the seconds it took. */
+static double timed_get(int port, const char *path)
+{
+    double t0 = now_s();
+    harness_response r;
+    assert_int_equal(harness_request(port, "GET", path, NULL, NULL, 0, &r), 0);
+    assert_int_equal(r.status, 200);
+    harness_response_free(&r);
+    return now_s() - t0;
+}
+
+/* GET /healthz n times, one after another: each must be a 200; returns the
+ * 99th percentile of their times (seconds). */
 static double healthz_p99(int port, int n)
 {
     double *t = calloc((size_t)n, sizeof *t);
     assert_non_null(t);
-    for (int i = 0; i < n; i++) {
-        double t0 = now_s();
-        harness_response r;
-        assert_int_equal(harness_request(port, "GET", "/healthz", NULL, NULL, 0, &r), 0);
-        assert_int_equal(r.status, 200);
-        harness_response_free(&r);
-        t[i] = now_s() - t0;
-    }
+    for (int i = 0; i < n; i++)
+        t[i] = timed_get(port, "/healthz");
     for (int i = 1; i < n; i++) /* insertion sort: n is small */
         for (int j = i; j > 0 && t[j] < t[j - 1]; j--) {
             double x = t[j];
@@ -319,6 +326,12 @@ static void test_tokenless_rebinding_and_origin(void **state)
     expect_status(fx.port, "PUT", "/models/digits/aliases/prod",
                   "Host: 127.0.0.1\r\nContent-Type: text/plain\r\n", "{\"version\": 1}", 415,
                   "unsupported_media_type");
+    expect_status(fx.port, "POST", "/jobs",
+                  "Host: 127.0.0.1\r\nContent-Type: application/x-www-form-urlencoded\r\n", job,
+                  415, "unsupported_media_type");
+    expect_status(fx.port, "POST", "/models/digits/checkpoints",
+                  "Host: 127.0.0.1\r\nContent-Type: application/x-www-form-urlencoded\r\n",
+                  "not a checkpoint", 415, "unsupported_media_type");
     /* nothing changed */
     expect_status(fx.port, "GET", "/models/digits/versions/1", "Host: 127.0.0.1\r\n", NULL, 200,
                   NULL);
@@ -346,7 +359,9 @@ static void test_tokenless_rebinding_and_origin(void **state)
 }
 
 /* With a token the daemon may be reached by any name: curl and a CI job
- * (no Origin, any Host) keep working, and the token is what guards. */
+ * (no Origin, any Host, a body sent with no Content-Type or curl's default
+ * one) keep working, and the token is what guards. A body in a type that
+ * wraps it (multipart) is still 415. */
 static void test_token_any_host(void **state)
 {
     (void)state;
@@ -361,10 +376,41 @@ static void test_token_any_host(void **state)
     assert_int_equal(chmod(token_path, 0600), 0);
     assert_int_equal(harness_put_model(dir, "digits", NULL, 7, NULL, err, sizeof err), 0);
     harness_daemon d;
-    const char *const args[] = {"--token-file", token_path, NULL};
+    const char *const args[] = {"--token-file", token_path, "--workers", "0", NULL};
     int port = harness_daemon_start(&d, dir, args);
     assert_true(port > 0);
     expect_status(port, "GET", "/models", "Host: vaed.example.com\r\n", NULL, 200, NULL);
+    const char *auth = "Authorization: Bearer 0123456789abcdef0123";
+    const char job[] = "{\"model\": \"m\", \"data\": \"mnist\", \"epochs\": 1}";
+    const char *curl_d[] = {auth, "Content-Type: application/x-www-form-urlencoded", NULL};
+    const char *untyped[] = {auth, NULL};
+    harness_response r;
+    assert_int_equal(harness_request(port, "POST", "/jobs", curl_d, job, strlen(job), &r), 0);
+    assert_int_equal(r.status, 202);
+    harness_response_free(&r);
+    assert_int_equal(harness_request(port, "POST", "/jobs", untyped, job, strlen(job), &r), 0);
+    assert_int_equal(r.status, 202);
+    harness_response_free(&r);
+    uint8_t *ckpt = NULL;
+    size_t ckpt_len = 0;
+    assert_int_equal(harness_model_bytes(NULL, 5, &ckpt, &ckpt_len, err, sizeof err), 0);
+    assert_int_equal(harness_request(port, "POST", "/models/ci/checkpoints", curl_d, ckpt,
+                                     ckpt_len, &r),
+                     0);
+    assert_int_equal(r.status, 201);
+    harness_response_free(&r);
+    const char *multipart[] = {auth, "Content-Type: multipart/form-data; boundary=x", NULL};
+    assert_int_equal(harness_request(port, "POST", "/models/ci/checkpoints", multipart, ckpt,
+                                     ckpt_len, &r),
+                     0);
+    assert_true(harness_expect_error(&r, 415, "unsupported_media_type"));
+    harness_response_free(&r);
+    assert_int_equal(harness_request(port, "PUT", "/models/ci/aliases/prod", untyped,
+                                     "{\"version\": 1}", 14, &r),
+                     0);
+    assert_int_equal(r.status, 200);
+    harness_response_free(&r);
+    free(ckpt);
     expect_status(port, "PUT", "/models/digits/aliases/prod",
                   "Host: vaed.example.com:8080\r\nContent-Type: application/json\r\n",
                   "{\"version\": 1}", 401, "unauthorized");
@@ -710,6 +756,24 @@ static void test_body_on_bodiless_route(void **state)
     expect_healthy();
 }
 
+/* Opens n connections from 127.0.0.2 into fds and returns how many are
+ * still open a moment later (the others were closed unanswered). */
+static int open_connections(int port, int *fds, int n)
+{
+    for (int i = 0; i < n; i++) {
+        fds[i] = connect_from("127.0.0.2", port);
+        assert_true(fds[i] >= 0);
+    }
+    usleep(300 * 1000);
+    int open_n = 0;
+    for (int i = 0; i < n; i++) {
+        char buf[64];
+        if (read_within(fds[i], buf, sizeof buf, 10) < 0)
+            open_n++; /* nothing came: still open */
+    }
+    return open_n;
+}
+
 /* One address may hold --max-per-ip connections; past that libmicrohttpd
  * does not take them, while other addresses are served. */
 static void test_per_ip_limit(void **state)
@@ -720,17 +784,8 @@ static void test_per_ip_limit(void **state)
     harness_daemon d;
     const char *const args[] = {"--max-per-ip", "8", "--threads", "2", NULL};
     int port = start_own(&d, dir, sizeof dir, args);
-    int fds[N], open_n = 0;
-    for (int i = 0; i < N; i++) {
-        fds[i] = connect_from("127.0.0.2", port);
-        assert_true(fds[i] >= 0);
-    }
-    usleep(300 * 1000);
-    for (int i = 0; i < N; i++) {
-        char buf[64];
-        if (read_within(fds[i], buf, sizeof buf, 10) < 0)
-            open_n++; /* nothing came: still open */
-    }
+    int fds[N];
+    int open_n = open_connections(port, fds, N);
     print_message("per-ip: %d of %d connections kept (limit %d)\n", open_n, N, LIMIT);
     assert_true(open_n >= LIMIT && open_n <= LIMIT + 2); /* + one per other polling thread */
     assert_true(refusals(port, "per_ip_connections") >= N - open_n);
@@ -748,6 +803,21 @@ static void test_per_ip_limit(void **state)
     assert_true(read_within(again, buf, sizeof buf, 2000 * harness_slowdown()) > 0);
     assert_non_null(strstr(buf, "HTTP/1.1 200"));
     close(again);
+    stop_own(&d, dir);
+
+    /* --max-connections, all addresses together: the same, counted too */
+    const char *const all[] = {"--max-connections", "12", "--max-per-ip", "0", "--threads", "2",
+                               NULL};
+    port = start_own(&d, dir, sizeof dir, all);
+    open_n = open_connections(port, fds, N);
+    print_message("connections: %d of %d kept (limit 12)\n", open_n, N);
+    assert_true(open_n >= 12 && open_n <= 14);
+    for (int i = 0; i < N; i++)
+        close(fds[i]);
+    usleep(200 * 1000); /* the slots free up with the connections */
+    long refused = refusals(port, "connections");
+    if (refused < N - open_n)
+        fail_msg("%ld connections refused, %d expected", refused, N - open_n);
     stop_own(&d, dir);
 }
 
@@ -822,6 +892,19 @@ static void test_fifo_data_and_server_paths(void **state)
     assert_true(cJSON_IsString(data));
     assert_string_equal(data->valuestring, "small-images-idx3-ubyte");
     cJSON_Delete(root);
+    harness_response_free(&r);
+    /* A built-in data set missing under this root: the answer names the
+     * file inside it, not the root. */
+    assert_int_equal(harness_request(port, "GET",
+                                     "/interpolate?from=mnist:test:1&to=mnist:test:2&steps=4"
+                                     "&format=json",
+                                     NULL, NULL, 0, &r),
+                     0);
+    print_message("missing data set: %.300s\n", (const char *)r.body);
+    assert_true(harness_expect_error(&r, 404, "not_found"));
+    assert_non_null(strstr((const char *)r.body, "mnist/t10k-images-idx3-ubyte"));
+    assert_null(strstr((const char *)r.body, real));
+    assert_null(strstr((const char *)r.body, sets));
     harness_response_free(&r);
     expect_status(port, "GET", "/healthz", "Host: 127.0.0.1\r\n", NULL, 200, NULL);
     stop_own(&d, dir);
@@ -923,6 +1006,50 @@ static void test_shared_bytes_under_two_names(void **state)
     assert_string_not_equal(etags[0], etags[1]);
     assert_true(metric(port, "vaed_response_cache_hits_total") >= 2);
     assert_int_equal(metric(port, "vaed_model_loads_total"), 1);
+    stop_own(&d, dir);
+}
+
+/* A model larger than the whole --model-cache-mb loads once and stays (alone)
+ * while it is the one asked for, rather than load again on every request;
+ * another model asked for then takes its place. */
+static void test_model_over_cache_budget(void **state)
+{
+    (void)state;
+    char dir[HARNESS_PATH_MAX], err[256];
+    assert_int_equal(harness_tmpdir(dir, sizeof dir), 0);
+    vae_config cfg;
+    harness_small_config(&cfg);
+    cfg.hidden[0] = 1024; /* 784 x 1024 floats each way: about 6 MB */
+    registry_checkpoint_info info;
+    assert_int_equal(harness_put_model(dir, "wide", &cfg, 3, &info, err, sizeof err), 0);
+    assert_true(info.size > (2 << 20));
+    assert_int_equal(harness_put_model(dir, "digits", NULL, 7, NULL, err, sizeof err), 0);
+    harness_daemon d;
+    const char *const args[] = {"--model-cache-mb", "1", NULL};
+    int port = harness_daemon_start(&d, dir, args);
+    assert_true(port > 0);
+    for (int i = 0; i < 8; i++) {
+        harness_response r;
+        assert_int_equal(harness_request(port, "POST", "/sample?n=1&seed=1&model=wide", NULL,
+                                         NULL, 0, &r),
+                         0);
+        assert_int_equal(r.status, 200);
+        harness_response_free(&r);
+    }
+    assert_int_equal(metric(port, "vaed_model_loads_total"), 1);
+    assert_int_equal(metric(port, "vaed_models_loaded"), 1);
+    /* another model: loaded in its place, then the wide one again */
+    const char *const order[] = {"digits", "digits", "wide", "wide"};
+    for (size_t i = 0; i < 4; i++) {
+        char path[96];
+        snprintf(path, sizeof path, "/sample?n=1&seed=1&model=%s", order[i]);
+        harness_response r;
+        assert_int_equal(harness_request(port, "POST", path, NULL, NULL, 0, &r), 0);
+        assert_int_equal(r.status, 200);
+        harness_response_free(&r);
+    }
+    assert_int_equal(metric(port, "vaed_model_loads_total"), 3);
+    assert_int_equal(metric(port, "vaed_models_loaded"), 1);
     stop_own(&d, dir);
 }
 
@@ -1086,10 +1213,29 @@ static void test_data_dir_ownership(void **state)
     free(log);
     expect_status(port, "GET", "/healthz", "Host: 127.0.0.1\r\n", NULL, 200, NULL);
     assert_int_equal(harness_daemon_stop(&a), 0);
+    /* Bytes an upload wrote before its version, left by a crash between
+     * the two, go at the next start. */
+    snprintf(path, sizeof path, "%s/registry.db", dir);
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db,
+                                  "INSERT INTO blobs (sha256, size, data) VALUES "
+                                  "(printf('%064d', 7), 3, x'010203')",
+                                  NULL, NULL, NULL),
+                     SQLITE_OK);
+    sqlite3_close(db);
     /* the lock goes with the daemon */
     port = harness_daemon_start(&a, dir, NULL);
     assert_true(port > 0);
     assert_int_equal(harness_daemon_stop(&a), 0);
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    sqlite3_stmt *st = NULL;
+    assert_int_equal(sqlite3_prepare_v2(db, "SELECT COUNT(*) FROM blobs", -1, &st, NULL),
+                     SQLITE_OK);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    assert_int_equal(sqlite3_column_int(st, 0), 0);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
 
     /* token files */
     char token[HARNESS_PATH_MAX + 16];
@@ -1128,17 +1274,27 @@ static void test_job_queue_cap_and_pages(void **state)
     (void)state;
     char dir[HARNESS_PATH_MAX];
     harness_daemon d;
-    const char *const args[] = {"--workers", "0", "--max-queued-jobs", "3", NULL};
+    const char *const args[] = {"--workers", "0", "--max-queued-jobs", "3", "--job-mem-mb", "512",
+                                NULL};
     int port = start_own(&d, dir, sizeof dir, args);
+    const char *headers[] = {"Content-Type: application/json", NULL};
+    harness_response r;
+    const char wide[] = "{\"model\": \"m\", \"data\": \"mnist\", \"hidden\": [8192, 8192]}";
+    assert_int_equal(harness_request(port, "POST", "/jobs", headers, wide, strlen(wide), &r), 0);
+    assert_true(harness_expect_error(&r, 422, "unprocessable"));
+    assert_non_null(strstr((const char *)r.body, "--job-mem-mb"));
+    harness_response_free(&r);
+    assert_int_equal(refusals(port, "job_memory"), 1);
     for (int i = 0; i < 3; i++)
         submit_job(port);
     const char job[] = "{\"model\": \"m\", \"data\": \"mnist\", \"epochs\": 1}";
-    const char *headers[] = {"Content-Type: application/json", NULL};
-    harness_response r;
     assert_int_equal(harness_request(port, "POST", "/jobs", headers, job, strlen(job), &r), 0);
     assert_true(harness_expect_error(&r, 429, "too_many_requests"));
     assert_non_null(harness_header(&r, "Retry-After"));
     harness_response_free(&r);
+    assert_int_equal(refusals(port, "queued_jobs"), 1);
+    /* /metrics counts them from the state index */
+    assert_int_equal(metric(port, "vaed_jobs{state=\"queued\"}"), 3);
     int64_t after = 0;
     int pages = 0, seen = 0;
     for (;;) {
@@ -1175,6 +1331,83 @@ static void test_job_queue_cap_and_pages(void **state)
     expect_status(port, "GET", "/jobs?limit=0", "Host: 127.0.0.1\r\n", NULL, 400, "bad_request");
     expect_status(port, "GET", "/jobs?limit=1001", "Host: 127.0.0.1\r\n", NULL, 400,
                   "bad_request");
+    stop_own(&d, dir);
+}
+
+/* ---- uploads -------------------------------------------------------------------------- */
+
+/* The bytes of a checkpoint with one hidden layer of width hidden
+ * (malloc'd). */
+static uint8_t *wide_model_bytes(int hidden, size_t *len)
+{
+    vae_config cfg;
+    harness_small_config(&cfg);
+    cfg.hidden[0] = hidden;
+    uint8_t *bytes = NULL;
+    char err[256];
+    assert_int_equal(harness_model_bytes(&cfg, 9, &bytes, len, err, sizeof err), 0);
+    return bytes;
+}
+
+typedef struct {
+    int port;
+    const uint8_t *bytes;
+    size_t len;
+    int status;
+    int done; /* atomic: 1 once answered */
+} upload_job;
+
+static void *upload_thread(void *arg)
+{
+    upload_job *u = arg;
+    const char *headers[] = {"Content-Type: application/octet-stream", NULL};
+    harness_response r;
+    u->status = harness_request(u->port, "POST", "/models/big/checkpoints", headers, u->bytes,
+                                u->len, &r)
+                    ? -1
+                    : r.status;
+    harness_response_free(&r);
+    __atomic_store_n(&u->done, 1, __ATOMIC_RELEASE);
+    return NULL;
+}
+
+/* A 50 MB upload's bytes are written and fsync'd before the registry's lock
+ * is taken, so reads of the registry (GET /models, answered on a polling
+ * thread) go on while it commits instead of waiting for the whole write. */
+static void test_upload_commit_holds_no_reads(void **state)
+{
+    (void)state;
+    char dir[HARNESS_PATH_MAX];
+    harness_daemon d;
+    const char *const args[] = {"--threads", "1", NULL};
+    int port = start_own(&d, dir, sizeof dir, args);
+    upload_job u = {.port = port};
+    uint8_t *bytes = wide_model_bytes(8192, &u.len); /* 784 x 8192 floats each way: 50 MB */
+    u.bytes = bytes;
+    size_t len = u.len;
+    pthread_t t;
+    double t0 = now_s(), worst = 0;
+    int reads = 0;
+    assert_int_equal(pthread_create(&t, NULL, upload_thread, &u), 0);
+    while (!__atomic_load_n(&u.done, __ATOMIC_ACQUIRE)) {
+        double took = timed_get(port, "/models");
+        worst = took > worst ? took : worst;
+        reads++;
+        usleep(2000);
+    }
+    pthread_join(t, NULL);
+    double total = now_s() - t0;
+    print_message("upload: %zu bytes stored in %.2f s; %d GET /models meanwhile, the slowest "
+                  "%.1f ms\n",
+                  len, total, reads, worst * 1e3);
+    assert_int_equal(u.status, 201);
+    /* Written under the lock, the bytes held reads for over half of it. */
+    assert_true(worst < 0.15 * total);
+    harness_response r;
+    assert_int_equal(harness_request(port, "GET", "/models/big/versions/1", NULL, NULL, 0, &r), 0);
+    assert_int_equal(r.status, 200);
+    harness_response_free(&r);
+    free(bytes);
     stop_own(&d, dir);
 }
 
@@ -1265,10 +1498,12 @@ int main(void)
         cmocka_unit_test(test_stream_flood),
         cmocka_unit_test(test_fifo_data_and_server_paths),
         cmocka_unit_test(test_shared_bytes_under_two_names),
+        cmocka_unit_test(test_model_over_cache_budget),
         cmocka_unit_test(test_long_shape_header),
         cmocka_unit_test(test_request_memory_budget),
         cmocka_unit_test(test_data_dir_ownership),
         cmocka_unit_test(test_job_queue_cap_and_pages),
+        cmocka_unit_test(test_upload_commit_holds_no_reads),
         cmocka_unit_test(test_stalled_downloads),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -55,14 +55,9 @@ static int setup(void **state)
 {
     char err[256];
     memset(&fx, 0, sizeof fx);
-    struct stat st;
-    fx.have_mnist = stat("data/mnist/t10k-images-idx3-ubyte", &st) == 0;
+    if ((fx.have_mnist = harness_use_repo_data()) < 0) /* VAED_DATA, inherited by the daemon */
+        return -1;
     if (fx.have_mnist) {
-        char cwd[HARNESS_PATH_MAX], data[HARNESS_PATH_MAX + 8];
-        if (!getcwd(cwd, sizeof cwd))
-            return -1;
-        snprintf(data, sizeof data, "%s/data", cwd);
-        setenv("VAED_DATA", data, 1); /* inherited by the daemon */
         if (dataset_load_idx(&fx.mnist_test, "data/mnist/t10k-images-idx3-ubyte", NULL, err,
                              sizeof err)) {
             fprintf(stderr, "mnist: %s\n", err);
@@ -201,20 +196,7 @@ static cJSON *post_json_ok(const char *path, const char *body)
 /* A JSON matrix of rows x cols numbers into out. */
 static void read_matrix(const cJSON *m, int rows, int cols, float *out)
 {
-    assert_true(cJSON_IsArray(m));
-    assert_int_equal(cJSON_GetArraySize(m), rows);
-    int r = 0;
-    const cJSON *row;
-    cJSON_ArrayForEach(row, m) {
-        assert_int_equal(cJSON_GetArraySize(row), cols);
-        int k = 0;
-        const cJSON *v;
-        cJSON_ArrayForEach(v, row) {
-            assert_true(cJSON_IsNumber(v));
-            out[r * cols + k++] = (float)v->valuedouble;
-        }
-        r++;
-    }
+    assert_int_equal(harness_json_matrix(m, rows, cols, out), 0);
 }
 
 static void assert_close(const float *a, const float *b, size_t n, double tol)

@@ -715,6 +715,45 @@ cJSON *harness_json(const harness_response *r)
     return cJSON_ParseWithLength((const char *)r->body, r->body_len);
 }
 
+int harness_json_matrix(const cJSON *m, int rows, int cols, float *out)
+{
+    if (!cJSON_IsArray(m) || cJSON_GetArraySize(m) != rows) {
+        fprintf(stderr, "harness: not an array of %d rows\n", rows);
+        return -1;
+    }
+    int r = 0;
+    const cJSON *row;
+    cJSON_ArrayForEach(row, m) {
+        if (!cJSON_IsArray(row) || cJSON_GetArraySize(row) != cols) {
+            fprintf(stderr, "harness: row %d is not an array of %d numbers\n", r, cols);
+            return -1;
+        }
+        int k = 0;
+        const cJSON *v;
+        cJSON_ArrayForEach(v, row) {
+            if (!cJSON_IsNumber(v)) {
+                fprintf(stderr, "harness: [%d][%d] is not a number\n", r, k);
+                return -1;
+            }
+            out[(size_t)r * cols + k++] = (float)v->valuedouble;
+        }
+        r++;
+    }
+    return 0;
+}
+
+int harness_use_repo_data(void)
+{
+    struct stat st;
+    if (stat("data/mnist/t10k-images-idx3-ubyte", &st) != 0)
+        return 0;
+    char cwd[HARNESS_PATH_MAX], data[HARNESS_PATH_MAX + 8];
+    if (!getcwd(cwd, sizeof cwd))
+        return -1;
+    snprintf(data, sizeof data, "%s/data", cwd);
+    return setenv("VAED_DATA", data, 1) == 0 ? 1 : -1;
+}
+
 int harness_expect_error(const harness_response *r, int status, const char *code)
 {
     const char *why = NULL;
@@ -852,3 +891,50 @@ void harness_sha256_hex(const void *data, size_t len, char hex[65])
 {
     sha256_hex(data, len, hex);
 }
+
+int harness_write_file(const char *path, const void *data, size_t len)
+{
+    FILE *f = fopen(path, "wb");
+    if (!f)
+        return -1;
+    int bad = fwrite(data, 1, len, f) != len;
+    bad |= fclose(f) != 0;
+    return bad ? -1 : 0;
+}
+
+static void be32(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)(v >> 24);
+    p[1] = (uint8_t)(v >> 16);
+    p[2] = (uint8_t)(v >> 8);
+    p[3] = (uint8_t)v;
+}
+
+int harness_write_tiny_images(const char *dir)
+{
+    enum { N = 300, PIX = 64 };
+    uint8_t *img = malloc(16 + N * PIX), lab[8 + N];
+    if (!img)
+        return -1;
+    be32(img, 0x803);
+    be32(img + 4, N);
+    be32(img + 8, 8);
+    be32(img + 12, 8);
+    be32(lab, 0x801);
+    be32(lab + 4, N);
+    uint64_t s = 0x9e3779b97f4a7c15ull;
+    for (int i = 0; i < N * PIX; i++) {
+        s ^= s << 13, s ^= s >> 7, s ^= s << 17;
+        img[16 + i] = (uint8_t)(s >> 24);
+    }
+    for (int i = 0; i < N; i++)
+        lab[8 + i] = (uint8_t)(i % 10);
+    char path[HARNESS_PATH_MAX + 64];
+    snprintf(path, sizeof path, "%s/tiny-images-idx3-ubyte", dir);
+    int rc = harness_write_file(path, img, 16 + N * PIX);
+    snprintf(path, sizeof path, "%s/tiny-labels-idx1-ubyte", dir);
+    rc |= harness_write_file(path, lab, sizeof lab);
+    free(img);
+    return rc;
+}
+

@@ -104,11 +104,19 @@ void harness_response_free(harness_response *r);
 const char *harness_header(const harness_response *r, const char *name);
 /* The body parsed as JSON (caller owns, cJSON_Delete), or NULL. */
 cJSON *harness_json(const harness_response *r);
+/* A JSON matrix of exactly rows arrays of cols numbers into out (rows *
+ * cols floats): 0, or -1 with the first mismatch printed. */
+int harness_json_matrix(const cJSON *m, int rows, int cols, float *out);
 /* 1 when r is status with body exactly {"error":{"code":code,"message":<non-empty
  * string>}} and Content-Type application/json; else prints why and returns 0. */
 int harness_expect_error(const harness_response *r, int status, const char *code);
 
 /* ---- files and models ---- */
+
+/* Points VAED_DATA (which daemons started later inherit) at the
+ * repository's data/ when it holds MNIST, as tests run from the root: 1
+ * then, 0 when MNIST is not there (VAED_DATA untouched), -1 on error. */
+int harness_use_repo_data(void);
 
 /* mkdtemp("/tmp/vaed-test-XXXXXX") into out; 0 or -1. */
 int harness_tmpdir(char *out, size_t outlen);
@@ -133,6 +141,11 @@ int harness_model_bytes(const vae_config *cfg, uint64_t seed, uint8_t **out, siz
  * differ from one to the next. 0 or -1. */
 int harness_write_idx_set(const char *dir, int n_train, int n_test);
 
+/* Writes len bytes of data to path (created or truncated); 0 or -1. */
+int harness_write_file(const char *path, const void *data, size_t len);
+/* A tiny data set for training jobs: 300 pseudo-random 8x8 images and their
+ * labels (tiny-images-idx3-ubyte, tiny-labels-idx1-ubyte) in dir. 0 or -1. */
+int harness_write_tiny_images(const char *dir);
 /* Lower-case hex SHA-256 of data into hex[65]. */
 void harness_sha256_hex(const void *data, size_t len, char hex[65]);
 

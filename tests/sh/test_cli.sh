@@ -86,6 +86,19 @@ expect_fail "label to an unconditional model" 'not a conditional model' \
 "$vaed" eval --model "$tmp/cond.safetensors" --limit 50 --iwae 8 | grep -qE '^iwae_nll +[0-9.]+' \
     || fail "conditional eval"
 
+# anomaly scores: an MNIST model scores Fashion-MNIST, and the AUROC of each
+# score is a number in [0, 1]; the same seed gives the same table
+score=("$vaed" score --model "$tmp/a.safetensors" --data mnist --against fashion --limit 40 --iwae 8)
+out=$("${score[@]}") || fail "score: $out"
+auroc=$(awk '/^auroc/{print NF - 1; for (i = 2; i <= NF; i++) if ($i != "n/a" && ($i < 0 || $i > 1)) print "bad", $i}' <<<"$out")
+[ "$auroc" = 9 ] || fail "score's AUROC row: $out"
+[ "$("${score[@]}")" = "$out" ] || fail "score is not deterministic given the seed"
+grep -qE '^mnist \(test, 40\) +[0-9.]+' <<<"$out" || fail "score's means: $out"
+"$vaed" score --model "$tmp/cond.safetensors" --data mnist --limit 8 --iwae 4 --regret 2 >/dev/null \
+    || fail "score a conditional model with the likelihood regret"
+expect_fail "score --iwae 0" 'iwae' "$vaed" score --model "$tmp/a.safetensors" --iwae 0
+expect_fail "score without --model" 'model' "$vaed" score --data mnist
+
 # convolutional VAE on MNIST (28x28 padded to 32 and cropped back)
 "$vaed" train --data mnist --arch conv --channels 4,8 --latent 4 --limit 256 --epochs 1 \
     --out "$tmp/conv.safetensors" >"$tmp/conv.log" || fail "conv train: $(cat "$tmp/conv.log")"

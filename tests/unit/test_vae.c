@@ -634,6 +634,35 @@ static void test_conditional_labels(void **state)
     vae_workspace_free(ws);
     vae_free(&m);
 
+    /* label weights: a one-hot row is the label; with no hidden layer the
+     * logits are linear in the row, so halfway between two labels the logits
+     * are halfway between theirs */
+    small_config(&c);
+    c.n_classes = 3;
+    c.n_hidden = 0;
+    assert_int_equal(vae_init(&m, &c, 5, err, sizeof err), VAE_OK);
+    ws = vae_workspace_new(&m, 3);
+    float w[3 * 3] = {1, 0, 0, 0, 0, 1, 0.5f, 0, 0.5f}, z3[3 * Z], xw[3 * D], xa[D], xb[D];
+    for (int i = 0; i < 3 * Z; i++) z3[i] = 0.3f * (float)(i % Z) - 0.2f; /* three equal rows */
+    int a = 0, b2 = 2;
+    assert_int_equal(vae_decode_mixed(&m, ws, z3, w, 3, xw), VAE_OK);
+    assert_int_equal(vae_decode_cond(&m, ws, z3, &a, 1, xa), VAE_OK);
+    assert_int_equal(vae_decode_cond(&m, ws, z3, &b2, 1, xb), VAE_OK);
+    for (int j = 0; j < D; j++) { /* up to the rounding of another batch size */
+        assert_float_equal(xw[j], xa[j], 1e-6);
+        assert_float_equal(xw[D + j], xb[j], 1e-6);
+    }
+    for (int j = 0; j < D; j++) {
+        double la = log(xa[j] / (1 - xa[j])), lb = log(xb[j] / (1 - xb[j]));
+        double lm = log(xw[2 * D + j] / (1 - xw[2 * D + j]));
+        if (fabs(lm - 0.5 * (la + lb)) > 1e-4)
+            fail_msg("pixel %d: %g, not halfway between %g and %g", j, lm, la, lb);
+    }
+    w[0] = NAN;
+    assert_int_equal(vae_decode_mixed(&m, ws, z3, w, 3, xw), VAE_ERR_ARG);
+    vae_workspace_free(ws);
+    vae_free(&m);
+
     small_config(&c);
     assert_int_equal(vae_init(&m, &c, 2, err, sizeof err), VAE_OK);
     assert_true(ckpt_config_to_json(&m.cfg, json, sizeof json) > 0);
@@ -642,6 +671,8 @@ static void test_conditional_labels(void **state)
     /* labels to an unconditional model */
     assert_int_equal(vae_encode_cond(&m, ws, x, y, B, mu, lv), VAE_ERR_ARG);
     assert_int_equal(vae_log_likelihood_cond(&m, ws, x, 0, mu, B, ll), VAE_ERR_ARG);
+    float w1[B * 3] = {0};
+    assert_int_equal(vae_decode_mixed(&m, ws, mu, w1, B, xm), VAE_ERR_ARG); /* not conditional */
     vae_workspace_free(ws);
     vae_free(&m);
     c.n_classes = VAE_MAX_CLASSES + 1;
