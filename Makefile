@@ -7,7 +7,7 @@
 
 BUILD   ?= build
 CC      ?= cc
-PKGS    := libmicrohttpd libcjson openblas libpng sqlite3 zlib
+PKGS    := libmicrohttpd libcjson openblas libpng sqlite3 zlib libpq
 SAN     ?=
 OPT     ?= -O2 -march=x86-64-v2
 # the engine's loops are where the time goes: let GCC vectorise them
@@ -34,12 +34,15 @@ ENGINE_SRC := $(wildcard engine/*.c)
 SERVER_SRC := $(wildcard server/*.c)
 CLI_SRC    := $(wildcard cli/*.c)
 SCHEMA     := $(sort $(wildcard schema/[0-9]*.sql))
+PG_SCHEMA  := $(sort $(wildcard schema/pg/[0-9]*.sql))
 UNIT_SRC   := $(wildcard tests/unit/test_*.c)
 HTTP_SRC   := $(wildcard tests/http/test_*.c)
 TESTLIB_SRC:= $(wildcard tests/lib/*.c)
 
 ENGINE_OBJ := $(ENGINE_SRC:%.c=$(BUILD)/%.o)
-SERVER_OBJ := $(SERVER_SRC:%.c=$(BUILD)/%.o) $(BUILD)/gen/schema_sql.o $(BUILD)/gen/openapi_yaml.o
+SERVER_OBJ := $(SERVER_SRC:%.c=$(BUILD)/%.o) $(BUILD)/gen/schema_sql.o $(BUILD)/gen/openapi_yaml.o \
+              $(BUILD)/gen/ui_assets.o $(BUILD)/gen/schema_pg_sql.o
+UI_FILES   := $(sort $(wildcard server/ui/*))
 CLI_OBJ    := $(CLI_SRC:%.c=$(BUILD)/%.o)
 TESTLIB_OBJ:= $(TESTLIB_SRC:%.c=$(BUILD)/%.o)
 UNIT_BIN   := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/unit_%)
@@ -64,10 +67,21 @@ $(BUILD)/gen/schema_sql.c: $(SCHEMA) scripts/embed-schema.sh
 	@mkdir -p $(dir $@)
 	bash scripts/embed-schema.sh $(SCHEMA) > $@
 
+# The PostgreSQL registry's migrations (server/registry_pg.c).
+$(BUILD)/gen/schema_pg_sql.c: $(PG_SCHEMA) scripts/embed-schema.sh
+	@mkdir -p $(dir $@)
+	bash scripts/embed-schema.sh --name vaed_pg_schema $(PG_SCHEMA) > $@
+
 # schema/openapi.yaml, served at /openapi.yaml, compiled into the server library.
 $(BUILD)/gen/openapi_yaml.c: schema/openapi.yaml scripts/embed-file.sh
 	@mkdir -p $(dir $@)
 	bash scripts/embed-file.sh vaed_openapi_yaml schema/openapi.yaml > $@
+
+# The dashboard (server/ui/*, served at / and /ui/NAME) as one C table: a
+# fresh clone serves it without npm. Written whole or not at all.
+$(BUILD)/gen/ui_assets.c: $(UI_FILES) scripts/embed-ui.sh
+	@mkdir -p $(dir $@)
+	bash scripts/embed-ui.sh $(UI_FILES) > $@.tmp && mv $@.tmp $@
 
 $(BUILD)/gen/%.o: $(BUILD)/gen/%.c
 	$(CC) $(ALL_CFLAGS) -c $< -o $@
@@ -80,8 +94,17 @@ $(SERVER_LIB): $(SERVER_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
+# MPI (Open MPI's ompi-c) is the CLI's alone: cli/dist_mpi.c is the one file
+# that includes <mpi.h>, and only vaed links it.
+MPI_CFLAGS = $(eval MPI_CFLAGS := $(if $(shell pkg-config --exists ompi-c && echo y),\
+    $(shell pkg-config --cflags ompi-c),\
+    $(error pkg-config finds no ompi-c: run `make deps` (scripts/install-deps.sh) to install libopenmpi-dev)))$(MPI_CFLAGS)
+MPI_LIBS   = $(eval MPI_LIBS := $(shell pkg-config --libs ompi-c))$(MPI_LIBS)
+$(BUILD)/cli/dist_mpi.o: ALL_CFLAGS += $(MPI_CFLAGS)
+
 # The CLI is the program's own: it links the server and the engine, and no
 # test binary links it.
+$(BUILD)/vaed: LDLIBS += $(MPI_LIBS)
 $(BUILD)/vaed: $(CLI_OBJ) $(SERVER_LIB) $(ENGINE_LIB)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
 

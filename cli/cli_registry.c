@@ -315,17 +315,70 @@ static int registry_list(registry *r)
     return 0;
 }
 
+/* vaed registry copy --from A --to B: a whole registry between a file and a
+ * PostgreSQL database (either way). */
+static int registry_copy(int argc, char **argv)
+{
+    const char *from = NULL, *to = NULL;
+    cli_option opts[] = {
+        {"from", CLI_STRING, &from, 0, 0, "registry file or postgresql:// URL to copy"},
+        {"to", CLI_STRING, &to, 0, 0, "an empty (or new) registry file or postgresql:// URL"},
+    };
+    int rc = cli_parse("registry copy", argc, argv, opts, sizeof opts / sizeof opts[0], NULL);
+    if (rc)
+        return rc == CLI_HELP ? 0 : 2;
+    if (!from || !to) {
+        fprintf(stderr, "usage: vaed registry copy --from FILE.db|URL --to URL|FILE.db\n");
+        return 2;
+    }
+    char shown_from[256], shown_to[256], err[512];
+    registry_redact_url(from, shown_from, sizeof shown_from);
+    registry_redact_url(to, shown_to, sizeof shown_to);
+    /* Opening a file creates it: a mistyped source must not become an
+     * empty registry copied over. */
+    if (strncmp(from, "postgres", 8) != 0 && access(from, F_OK) != 0) {
+        fprintf(stderr, "vaed registry copy: no registry at %s\n", shown_from);
+        return 1;
+    }
+    registry *src = NULL, *dst = NULL; /* owned: closed below */
+    int status = 1;
+    if (registry_open(from, &src, err, sizeof err)) {
+        fprintf(stderr, "vaed registry copy: %s: %s\n", shown_from, err);
+        goto end;
+    }
+    if (registry_open(to, &dst, err, sizeof err)) {
+        fprintf(stderr, "vaed registry copy: %s: %s\n", shown_to, err);
+        goto end;
+    }
+    registry_copy_counts c;
+    if (registry_copy_all(src, dst, &c, err, sizeof err)) {
+        fprintf(stderr, "vaed registry copy: %s\n", err);
+        goto end;
+    }
+    printf("copied %zu model(s), %zu version(s), %zu blob(s), %zu alias(es), %zu job(s), %zu "
+           "job event(s) from %s to %s\n",
+           c.models, c.checkpoints, c.blobs, c.aliases, c.jobs, c.events, shown_from, shown_to);
+    status = 0;
+end:
+    registry_close(src);
+    registry_close(dst);
+    return status;
+}
+
 int cli_registry(int argc, char **argv)
 {
     static const char usage_text[] =
         "usage: vaed registry list [--data-dir DIR]\n"
         "       vaed registry import --model NAME FILE [--data-dir DIR]\n"
-        "       vaed registry export --model NAME [--version V] --out FILE [--data-dir DIR]\n";
+        "       vaed registry export --model NAME [--version V] --out FILE [--data-dir DIR]\n"
+        "       vaed registry copy --from FILE.db|URL --to URL|FILE.db\n";
     if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
         fputs(usage_text, argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;
     }
     const char *sub = argv[1], *data_dir = "var", *model = NULL, *version = NULL, *out = NULL;
+    if (strcmp(sub, "copy") == 0)
+        return registry_copy(argc - 1, argv + 1);
     cli_option opts[] = {
         {"data-dir", CLI_STRING, &data_dir, 0, 0, "registry directory (default var)"},
         {"model", CLI_STRING, &model, 0, 0, "model name (import, export)"},
@@ -334,7 +387,8 @@ int cli_registry(int argc, char **argv)
     };
     int is_import = !strcmp(sub, "import"), is_export = !strcmp(sub, "export");
     if (!is_import && !is_export && strcmp(sub, "list") != 0) {
-        fprintf(stderr, "vaed registry: unknown subcommand %s (list, import, export)\n", sub);
+        fprintf(stderr, "vaed registry: unknown subcommand %s (list, import, export, copy)\n",
+                sub);
         return 2;
     }
     char cmd[32];

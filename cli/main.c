@@ -11,6 +11,7 @@
 #include <malloc.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "cli/cli_jobs.h"
 #include "cli/cli_options.h"
@@ -72,10 +73,15 @@ static int cmd_serve(int argc, char **argv)
     long max_streams = o.max_streams, stream_max_s = o.stream_max_s;
     long request_mem_mb = (long)o.request_mem_mb;
     long job_retention_days = o.job_retention_days, max_queued_jobs = o.max_queued_jobs;
+    long job_lease_s = o.job_lease_s;
     const char *token_file = NULL;
     cli_option opts[] = {
         {"listen", CLI_STRING, &o.listen, 0, 0, "ADDR:PORT to listen on (default 127.0.0.1:8080)"},
         {"data-dir", CLI_STRING, &o.data_dir, 0, 0, "directory of registry.db (default var)"},
+        {"registry", CLI_STRING, &o.registry, 0, 0,
+         "registry file or postgresql://USER@HOST:PORT/DB (else $VAED_REGISTRY, else DATA_DIR/registry.db)"},
+        {"job-lease", CLI_LONG, &job_lease_s, 1, 86400,
+         "shared registry: seconds before a dead replica's job is claimed again (default 30)"},
         {"port-file", CLI_STRING, &o.port_file, 0, 0, "write the bound port here once listening"},
         {"default-model", CLI_STRING, &o.default_model, 0, 0, "model used when a request names none"},
         {"threads", CLI_LONG, &threads, 0, 256, "HTTP worker threads (0 = cores)"},
@@ -103,6 +109,8 @@ static int cmd_serve(int argc, char **argv)
          "finished jobs kept, days (default 30, 0 = for ever)"},
         {"max-queued-jobs", CLI_LONG, &max_queued_jobs, 0, 1000000,
          "jobs waiting at once; past it POST /jobs is 429 (default 100, 0 = no limit)"},
+        {"mpi-hostfile", CLI_STRING, &o.mpi_hostfile, 0, 0,
+         "Open MPI hostfile: jobs with \"ranks\": N > 1 run under mpirun on its hosts"},
     };
     int rc = cli_parse("serve", argc, argv, opts, sizeof opts / sizeof opts[0], NULL);
     if (rc) return rc == CLI_HELP ? 0 : 2;
@@ -122,6 +130,13 @@ static int cmd_serve(int argc, char **argv)
     o.request_mem_mb = (size_t)request_mem_mb;
     o.job_retention_days = (int)job_retention_days;
     o.max_queued_jobs = (int)max_queued_jobs;
+    o.job_lease_s = (int)job_lease_s;
+    if (!o.registry && getenv("VAED_REGISTRY") && *getenv("VAED_REGISTRY"))
+        o.registry = getenv("VAED_REGISTRY");
+    if (o.mpi_hostfile && access(o.mpi_hostfile, R_OK) != 0) {
+        fprintf(stderr, "vaed serve: --mpi-hostfile %s: %s\n", o.mpi_hostfile, strerror(errno));
+        return 2;
+    }
     char token[512] = "";
     if (token_file) {
         FILE *tf = fopen(token_file, "r");

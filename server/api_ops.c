@@ -81,6 +81,11 @@ enum MHD_Result api_ops_readyz(http_ctx *ctx, struct MHD_Connection *c, http_req
         return ready_answer(c, w->rc, &w->info, w->why);
     if (!ctx->reg || !ctx->cache || !ctx->compute)
         return http_send_error(c, HTTP_ERR_UNAVAILABLE, "the registry is not open");
+    /* A load balancer sends nothing here while the shared registry's
+     * database is away (this replica could not take a write). */
+    if (!registry_reachable(ctx->reg))
+        return http_send_error(c, HTTP_ERR_UNAVAILABLE,
+                               "not ready: the registry database cannot be reached");
     model_handle *h = NULL; /* released at once */
     registry_checkpoint_info info;
     if (model_cache_acquire_loaded(ctx->cache, ctx->reg, NULL, NULL, &h, &info)) {

@@ -52,6 +52,7 @@ void server_options_default(server_options *o)
     o->stream_max_s = 600;
     o->request_mem_mb = 1024;
     o->job_retention_days = 30;
+    o->job_lease_s = 30;
     o->max_queued_jobs = 100;
 }
 
@@ -574,7 +575,13 @@ server_status server_run(const server_options *o, volatile sig_atomic_t *stop, c
         threads = (unsigned)o->max_connections;
 
     char db_path[PATH_MAX];
-    if (snprintf(db_path, sizeof db_path, "%s/registry.db", o->data_dir) >= (int)sizeof db_path) {
+    if (o->registry && *o->registry) {
+        if (snprintf(db_path, sizeof db_path, "%s", o->registry) >= (int)sizeof db_path) {
+            snprintf(err, errlen, "registry URL too long");
+            return SERVER_ERR_ARG;
+        }
+    } else if (snprintf(db_path, sizeof db_path, "%s/registry.db", o->data_dir) >=
+               (int)sizeof db_path) {
         snprintf(err, errlen, "data dir path too long");
         return SERVER_ERR_ARG;
     }
@@ -610,10 +617,16 @@ server_status server_run(const server_options *o, volatile sig_atomic_t *stop, c
     pthread_mutex_init(&transport.ip_mu, NULL);
     char why[256];
 
+    char shown[256]; /* db_path without a password: what is printed */
+    registry_redact_url(db_path, shown, sizeof shown);
     if (registry_open(db_path, &reg, why, sizeof why)) {
-        snprintf(err, errlen, "cannot open registry %s: %s", db_path, why);
+        snprintf(err, errlen, "cannot open registry %s: %s", shown, why);
         status = SERVER_ERR_DB;
         goto end;
+    }
+    if (registry_is_shared(reg)) {
+        registry_set_job_lease(reg, o->job_lease_s);
+        fprintf(stderr, "vaed: shared registry %s\n", shown);
     }
     if ((int64_t)o->max_upload > registry_max_blob_bytes(reg)) {
         snprintf(err, errlen,

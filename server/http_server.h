@@ -46,7 +46,9 @@ typedef enum {
 
 typedef struct server_options {
     const char *listen;        /* "127.0.0.1:8080"; port 0 = any free port */
-    const char *data_dir;      /* registry at DATA_DIR/registry.db */
+    const char *data_dir;      /* registry at DATA_DIR/registry.db unless registry is set */
+    const char *registry;      /* a registry file or postgresql:// URL; NULL = DATA_DIR/registry.db */
+    int job_lease_s;           /* shared registry: seconds a claimed job is held unrenewed, default 30 */
     const char *port_file;     /* when set, the bound port is written here (atomically) once listening */
     const char *default_model; /* may be NULL */
     int threads;               /* MHD thread pool size; 0 = number of cores */
@@ -66,6 +68,7 @@ typedef struct server_options {
     size_t request_mem_mb;     /* most one inference request may allocate, default 1024; 0 = no limit */
     int job_retention_days;    /* finished jobs kept this long, default 30; 0 = for ever */
     int max_queued_jobs;       /* jobs waiting at once, default 100; 0 = no limit */
+    const char *mpi_hostfile;  /* jobs of "ranks" > 1 run under mpirun on these hosts; NULL = refused */
 } server_options;
 
 void server_options_default(server_options *o);

@@ -63,6 +63,8 @@ http_error http_error_from_registry(registry_status s)
         return HTTP_ERR_UNAVAILABLE;
     case REGISTRY_ERR_DB:
         return HTTP_ERR_INTERNAL;
+    case REGISTRY_ERR_UNAVAILABLE:
+        return HTTP_ERR_UNAVAILABLE;
     }
     return HTTP_ERR_INTERNAL;
 }
@@ -117,6 +119,7 @@ http_error http_error_from_jobs(jobs_pool_status s)
         return HTTP_ERR_CONFLICT;
     case JOBS_POOL_ERR_STOPPING:
     case JOBS_POOL_ERR_NOMEM:
+    case JOBS_POOL_ERR_UNAVAILABLE:
         return HTTP_ERR_UNAVAILABLE;
     case JOBS_POOL_ERR_DB:
     case JOBS_POOL_ERR_IO:

@@ -34,6 +34,8 @@
 
 #include "engine/util.h"
 #include "server/data_sets.h"
+#include "engine/checkpoint.h"
+#include "server/jobs_ranks.h"
 #include "server/jobs_record.h"
 #include "server/jobs_spec.h"
 #include "server/metrics.h"
@@ -62,6 +64,8 @@ struct jobs_pool {
     void *on_event_ctx;
     int confine_data;
     int max_queued;
+    char mpi_hostfile[PATH_MAX];    /* "" = none: jobs of ranks > 1 refused */
+    char vaed_path[PATH_MAX];
 
     pthread_mutex_t mu;
     pthread_cond_t work_cv;         /* a job was queued, or the pool is stopping */
@@ -83,6 +87,7 @@ static jobs_pool_status from_registry(int rc)
     case REGISTRY_ERR_CONFLICT: return JOBS_POOL_ERR_CONFLICT;
     case REGISTRY_ERR_ARG: return JOBS_POOL_ERR_INVALID;
     case REGISTRY_ERR_NOMEM: return JOBS_POOL_ERR_NOMEM;
+    case REGISTRY_ERR_UNAVAILABLE: return JOBS_POOL_ERR_UNAVAILABLE;
     default: return JOBS_POOL_ERR_DB;
     }
 }
@@ -192,6 +197,37 @@ static void on_progress(void *ctx, const trainer_progress *pr)
     free(pj);
 }
 
+/* A shared registry's replicas share no disk: the resume file just written
+ * goes to the database too, for whichever replica runs the job next. */
+static void share_resume(jobs_pool *p, int64_t id)
+{
+    if (!registry_is_shared(p->reg)) return;
+    char path[PATH_MAX], err[256];
+    resume_path(p, id, path, sizeof path);
+    uint8_t *bytes = NULL; /* owned: freed below */
+    size_t len = 0;
+    if (file_io_read_all(path, (size_t)1 << 30, &bytes, &len, err, sizeof err) != VAE_OK ||
+        registry_put_job_resume(p->reg, id, bytes, len, err, sizeof err) != REGISTRY_OK)
+        fprintf(stderr, "vaed: job %" PRId64 ": resume state not shared: %s\n", id, err);
+    free(bytes);
+}
+
+/* The resume state another replica shared, as this replica's resume file
+ * (when there is none here). */
+static void fetch_resume(jobs_pool *p, int64_t id, const char *path)
+{
+    if (!registry_is_shared(p->reg) || access(path, F_OK) == 0) return;
+    uint8_t *bytes = NULL; /* owned: freed below */
+    size_t len = 0;
+    char err[256];
+    int rc = registry_get_job_resume(p->reg, id, &bytes, &len, err, sizeof err);
+    if (rc == REGISTRY_OK && file_io_write_atomic(path, bytes, len, err, sizeof err) != VAE_OK)
+        rc = REGISTRY_ERR_DB;
+    if (rc != REGISTRY_OK && rc != REGISTRY_ERR_NOT_FOUND)
+        fprintf(stderr, "vaed: job %" PRId64 ": no shared resume state: %s\n", id, err);
+    free(bytes);
+}
+
 /* After every epoch (its resume file written): the job's progress and
  * metrics, and an epoch event. */
 static void on_epoch(void *ctx, const trainer_epoch_metrics *ms, int n)
@@ -214,6 +250,7 @@ static void on_epoch(void *ctx, const trainer_epoch_metrics *ms, int n)
     free(pj);
     free(jm);
     free(ej);
+    share_resume(p, j->id);
 }
 
 /* After a cancelled epoch: a user's cancel, or the pool stopping. */
@@ -229,7 +266,8 @@ static void stop_job(job_run *j)
         return;
     }
     if (mode == JOBS_POOL_STOP_ABANDON) return; /* as if the process died here */
-    if (train_run_save_resume(j->run, j->err, sizeof j->err))
+    /* ranks (no run here) kept their position themselves */
+    if (j->run && train_run_save_resume(j->run, j->err, sizeof j->err))
         fprintf(stderr, "vaed: job %" PRId64 ": %s; it resumes from its last epoch\n", j->id,
                 j->err);
     transition(p, j->id, JOBS_STATE_QUEUED, "interrupted");
@@ -271,6 +309,98 @@ static void fail_job(job_run *j)
     if (transition(j->pool, j->id, JOBS_STATE_FAILED, j->err) == 0) remove_job_dir(j->pool, j->id);
 }
 
+/* A resumed job's metrics: the epochs its resume file restored. */
+static void on_resumed(void *ctx, const trainer_epoch_metrics *ms, int n)
+{
+    job_run *j = ctx;
+    char *jm = jobs_record_epochs_json(ms, n); /* owned: freed below */
+    if (jm)
+        registry_set_job_progress(j->pool->reg, j->id, NULL, jm, JOBS_EVENT_EPOCH, NULL, NULL,
+                                  NULL, 0);
+    free(jm);
+}
+
+/* 1 when the job was cancelled by its user after its last step; else it is
+ * finishing from here, and a cancel is refused. */
+static int cancelled_at_the_end(job_run *j)
+{
+    jobs_pool *p = j->pool;
+    pthread_mutex_lock(&p->mu);
+    int cancelled = j->slot->user_cancel;
+    j->slot->finishing = !cancelled;
+    pthread_mutex_unlock(&p->mu);
+    return cancelled;
+}
+
+/* The checkpoint the ranks wrote at path becomes the job's result, with
+ * the per-epoch records of history (n epochs). */
+static int register_file(job_run *j, const char *path, const trainer_epoch_metrics *history,
+                         int n)
+{
+    uint8_t *blob = NULL;  /* owned: freed below */
+    char *metrics = NULL;  /* owned: freed below */
+    char *records = NULL;  /* owned: freed below */
+    size_t len = 0;
+    vae_model m = {0};
+    char cfg_json[4096], err[384];
+    int rc = -1;
+    if (file_io_read_all(path, SIZE_MAX, &blob, &len, err, sizeof err) ||
+        ckpt_load_mem(&m, blob, len, &metrics, err, sizeof err)) {
+        util_set_err(j->err, sizeof j->err, "the ranks' checkpoint: %s", err);
+    } else if (ckpt_config_to_json(&m.cfg, cfg_json, sizeof cfg_json) < 0 ||
+               !(records = jobs_record_epochs_json(history, n))) {
+        util_set_err(j->err, sizeof j->err, "out of memory registering the model");
+    } else if (registry_succeed_job(j->pool->reg, j->id, j->spec.model, blob, len, cfg_json,
+                                    metrics, records, NULL, err, sizeof err)) {
+        util_set_err(j->err, sizeof j->err, "registering the model: %s", err);
+    } else {
+        rc = 0;
+    }
+    vae_free(&m);
+    free(blob);
+    free(metrics);
+    free(records);
+    return rc;
+}
+
+/* A job of "ranks" N > 1: `vaed train` as N ranks under mpirun on the
+ * hostfile's hosts (jobs_ranks.h), its events through the callbacks a
+ * train_run calls here; rank 0 keeps the resume file and writes the
+ * checkpoint, which is registered here as a local job's is. */
+static void run_ranks(job_run *j, const char *config_json)
+{
+    jobs_pool *p = j->pool;
+    char dir[PATH_MAX], resume[PATH_MAX], spec[PATH_MAX + 16], out[PATH_MAX + 24],
+        log[PATH_MAX + 16];
+    job_dir(p, j->id, dir, sizeof dir);
+    resume_path(p, j->id, resume, sizeof resume);
+    snprintf(spec, sizeof spec, "%s/spec.json", dir);
+    snprintf(out, sizeof out, "%s/result.safetensors", dir);
+    snprintf(log, sizeof log, "%s/ranks.log", dir);
+    trainer_epoch_metrics *history = NULL; /* owned: freed below */
+    int n = 0;
+    if (file_io_write_atomic(spec, (const uint8_t *)config_json, strlen(config_json), j->err,
+                             sizeof j->err)) {
+        fail_job(j);
+        return;
+    }
+    jobs_ranks_options o = {.hostfile = p->mpi_hostfile, .ranks = j->spec.ranks,
+                            .vaed = p->vaed_path, .spec_path = spec, .data_root = p->data_root,
+                            .resume_path = resume, .out_path = out, .log_path = log,
+                            .on_progress = on_progress, .on_epoch = on_epoch,
+                            .on_resumed = on_resumed, .ctx = j, .cancel = &j->slot->cancel};
+    jobs_ranks_status st = jobs_ranks_run(&o, &history, &n, j->err, sizeof j->err);
+    if (st == JOBS_RANKS_CANCELLED || (st == JOBS_RANKS_OK && cancelled_at_the_end(j)))
+        stop_job(j);
+    else if (st || register_file(j, out, history, n))
+        fail_job(j);
+    else {
+        announce_state(p, j->id, JOBS_STATE_SUCCEEDED);
+        remove_job_dir(p, j->id);
+    }
+    free(history);
+}
+
 /* The job's spec through the training pipeline (train_run), with events;
  * its state in DATA_DIR/jobs/ID/resume.safetensors, keyed to the spec. */
 static void run_job(jobs_pool *p, worker_slot *slot, int64_t id, const char *config_json)
@@ -296,6 +426,11 @@ static void run_job(jobs_pool *p, worker_slot *slot, int64_t id, const char *con
         fail_job(j);
         goto end;
     }
+    fetch_resume(p, id, path);
+    if (j->spec.ranks > 1) {
+        run_ranks(j, config_json);
+        goto end;
+    }
     train_run_options o;
     train_run_options_default(&o);
     trainer_meta meta = {"job_config", config_json};
@@ -319,10 +454,7 @@ static void run_job(jobs_pool *p, worker_slot *slot, int64_t id, const char *con
     if (train_run_get_info(j->run)->resumed) {
         int n;
         const trainer_epoch_metrics *ms = train_run_history(j->run, &n);
-        char *jm = jobs_record_epochs_json(ms, n); /* owned: freed below */
-        if (jm)
-            registry_set_job_progress(p->reg, id, NULL, jm, JOBS_EVENT_EPOCH, NULL, NULL, NULL, 0);
-        free(jm);
+        on_resumed(j, ms, n);
     }
     train_run_status st = train_run_epochs(j->run, j->err, sizeof j->err);
     if (st == TRAIN_RUN_ERR_CANCELLED) {
@@ -334,11 +466,7 @@ static void run_job(jobs_pool *p, worker_slot *slot, int64_t id, const char *con
         /* A cancel that came after the last step (while the trainer no longer
          * looked) was answered as accepted: the job ends cancelled. From
          * here the model is committed, and a cancel is refused instead. */
-        pthread_mutex_lock(&p->mu);
-        int cancelled = slot->user_cancel;
-        slot->finishing = !cancelled;
-        pthread_mutex_unlock(&p->mu);
-        if (cancelled) {
+        if (cancelled_at_the_end(j)) {
             stop_job(j);
             goto end;
         }
@@ -381,7 +509,15 @@ static void *worker_main(void *arg)
         char err[256];
         int rc = registry_claim_next_job(p->reg, &id, &config, err, sizeof err);
         if (rc == REGISTRY_ERR_NOT_FOUND) {
-            pthread_cond_wait(&p->work_cv, &p->mu);
+            if (!registry_is_shared(p->reg)) {
+                pthread_cond_wait(&p->work_cv, &p->mu);
+                continue;
+            }
+            /* Other replicas queue jobs too: look again within a second. */
+            struct timespec ts;
+            clock_gettime(CLOCK_MONOTONIC, &ts);
+            ts.tv_sec += 1;
+            pthread_cond_timedwait(&p->work_cv, &p->mu, &ts);
             continue;
         }
         if (rc) {
@@ -393,6 +529,8 @@ static void *worker_main(void *arg)
             pthread_cond_timedwait(&p->work_cv, &p->mu, &ts);
             continue;
         }
+        if (registry_is_shared(p->reg))
+            fprintf(stderr, "vaed: job %" PRId64 " runs on this replica\n", id);
         slot->job_id = id;
         slot->cancel = 0;
         slot->user_cancel = 0;
@@ -453,6 +591,13 @@ jobs_pool_status jobs_pool_new(registry *reg, const jobs_pool_options *o, jobs_p
     p->on_event_ctx = o->on_event_ctx;
     p->confine_data = o->confine_data;
     p->max_queued = o->max_queued;
+    if (o->mpi_hostfile) snprintf(p->mpi_hostfile, sizeof p->mpi_hostfile, "%s", o->mpi_hostfile);
+    if (o->vaed_path) {
+        snprintf(p->vaed_path, sizeof p->vaed_path, "%s", o->vaed_path);
+    } else {
+        ssize_t n = readlink("/proc/self/exe", p->vaed_path, sizeof p->vaed_path - 1);
+        p->vaed_path[n > 0 ? n : 0] = '\0';
+    }
     remove_stale_temps(p);
     pthread_mutex_init(&p->mu, NULL);
     pthread_condattr_t ca;
@@ -549,6 +694,14 @@ jobs_pool_status jobs_pool_submit(jobs_pool *p, const char *json, size_t len, in
     char *canonical = NULL; /* owned: freed below */
     if ((p->confine_data ? jobs_spec_parse_confined : jobs_spec_parse)(json, len, p->data_root,
                                                                       s, err, errlen)) {
+        status = JOBS_POOL_ERR_INVALID;
+        goto end;
+    }
+    if (s->ranks > 1 && !p->mpi_hostfile[0]) {
+        util_set_err(err, errlen,
+                     "\"ranks\": %d needs a daemon started with --mpi-hostfile FILE (the hosts "
+                     "mpirun runs the ranks on); this one has none",
+                     s->ranks);
         status = JOBS_POOL_ERR_INVALID;
         goto end;
     }
@@ -694,7 +847,24 @@ int jobs_pool_wait_events(jobs_pool *p, int64_t id, int64_t after_seq, int timeo
             break;
         }
         if (p->stopping) break;
-        if (pthread_cond_timedwait(&p->events_cv, &p->mu, &deadline) == ETIMEDOUT) {
+        /* A shared registry's events may come from another replica, which
+         * signals no one here: wake at least every 250 ms to look. */
+        struct timespec until = deadline;
+        if (registry_is_shared(p->reg)) {
+            struct timespec soon;
+            clock_gettime(CLOCK_MONOTONIC, &soon);
+            soon.tv_nsec += 250 * 1000000L;
+            if (soon.tv_nsec >= 1000000000L) {
+                soon.tv_sec++;
+                soon.tv_nsec -= 1000000000L;
+            }
+            if (soon.tv_sec < until.tv_sec ||
+                (soon.tv_sec == until.tv_sec && soon.tv_nsec < until.tv_nsec))
+                until = soon;
+        }
+        if (pthread_cond_timedwait(&p->events_cv, &p->mu, &until) == ETIMEDOUT) {
+            if (until.tv_sec != deadline.tv_sec || until.tv_nsec != deadline.tv_nsec)
+                continue; /* only a look, not the deadline */
             rc = registry_get_job_last_seq(p->reg, id, &seq, NULL, NULL, 0);
             result = rc == REGISTRY_OK && seq > after_seq ? 1 : 0;
             break;

@@ -196,15 +196,17 @@ static model_cache_status load(registry *r, const registry_checkpoint_info *info
 
 static int key_fits(const char *s, size_t cap) { return !s || strlen(s) < cap; }
 
-static int resolve_cached(model_cache *c, registry *r, const char *model, const char *version,
-                          registry_checkpoint_info *out)
+/* any_generation: a resolution from before the registry last changed will
+ * do (its database cannot be asked now). */
+static int find_resolved(model_cache *c, const char *model, const char *version, uint64_t gen,
+                         int any_generation, registry_checkpoint_info *out)
 {
     int hit = 0;
-    uint64_t gen = registry_generation(r);
     pthread_mutex_lock(&c->mu);
     for (int i = 0; i < RESOLVED_SLOTS && !hit; i++) {
         resolved_slot *s = &c->resolved[i];
-        if (s->used && s->generation == gen && strcmp(s->model, model ? model : "") == 0 &&
+        if (s->used && (any_generation || s->generation == gen) &&
+            strcmp(s->model, model ? model : "") == 0 &&
             strcmp(s->version, version ? version : "") == 0) {
             *out = s->info;
             hit = 1;
@@ -212,6 +214,12 @@ static int resolve_cached(model_cache *c, registry *r, const char *model, const 
     }
     pthread_mutex_unlock(&c->mu);
     return hit;
+}
+
+static int resolve_cached(model_cache *c, registry *r, const char *model, const char *version,
+                          registry_checkpoint_info *out)
+{
+    return find_resolved(c, model, version, registry_generation(r), 0, out);
 }
 
 int model_cache_peek_resolved(model_cache *c, registry *r, const char *model,
@@ -277,9 +285,17 @@ model_cache_status model_cache_acquire(model_cache *c, registry *r, const char *
     int status;
     if (!resolve_cached(c, r, model, version_or_alias, &info)) {
         uint64_t gen = registry_generation(r); /* read before: a write after it only wastes the slot */
-        if ((status = registry_resolve(r, model, version_or_alias, &info, err, errlen)))
+        status = registry_resolve(r, model, version_or_alias, &info, err, errlen);
+        /* A shared registry's database away: the models loaded go on
+         * serving what they last resolved to (a change made meanwhile is
+         * seen once it is back). */
+        if (status == REGISTRY_ERR_UNAVAILABLE &&
+            find_resolved(c, model, version_or_alias, gen, 1, &info))
+            status = REGISTRY_OK;
+        else if (status)
             return map_registry_status(status, named);
-        remember_resolved(c, model, version_or_alias, gen, &info);
+        else
+            remember_resolved(c, model, version_or_alias, gen, &info);
     }
     if (resolved)
         *resolved = info;

@@ -272,6 +272,8 @@ int reg_finish(registry *r, int status, char *err, size_t errlen)
 
 uint64_t registry_generation(registry *r)
 {
+    if (r->pg)
+        return reg_pg_generation(r->pg);
     return __atomic_load_n(&r->generation, __ATOMIC_ACQUIRE);
 }
 
@@ -408,6 +410,15 @@ registry_status registry_open(const char *path, registry **out, char *err, size_
         return REGISTRY_ERR_NOMEM;
     }
     pthread_mutex_init(&r->mu, NULL);
+    if (reg_pg_is_url(path)) {
+        int pg_status = reg_pg_open(path, &r->pg, err, errlen);
+        if (pg_status) {
+            registry_close(r);
+            return pg_status;
+        }
+        *out = r;
+        return REGISTRY_OK;
+    }
     if (strcmp(path, ":memory:") != 0)
         make_parent_dirs(path);
     r->path = strdup(path);
@@ -472,6 +483,7 @@ void registry_close(registry *r)
 {
     if (!r)
         return;
+    reg_pg_close(r->pg);
     for (int i = 0; i < S_N; i++)
         sqlite3_finalize(r->stmts[i]);
     sqlite3_close(r->db);
@@ -482,6 +494,10 @@ void registry_close(registry *r)
 
 int64_t registry_max_blob_bytes(registry *r)
 {
+    /* PostgreSQL: a bytea field holds at most 1 GB; libpq sends its length
+     * as an int. The same limit as SQLite's default, so both agree. */
+    if (r->pg)
+        return 1000000000;
     pthread_mutex_lock(&r->mu);
     int64_t n = sqlite3_limit(r->db, SQLITE_LIMIT_LENGTH, -1);
     pthread_mutex_unlock(&r->mu);
@@ -490,6 +506,8 @@ int64_t registry_max_blob_bytes(registry *r)
 
 int registry_schema_version(registry *r)
 {
+    if (r->pg)
+        return reg_pg_schema_version(r->pg);
     int version = -1;
     pthread_mutex_lock(&r->mu);
     if (pragma_int(r, "PRAGMA user_version", &version) != SQLITE_OK)
@@ -500,8 +518,48 @@ int registry_schema_version(registry *r)
 
 void registry_set_default_model(registry *r, const char *model)
 {
+    if (r->pg) {
+        reg_pg_set_default_model(r->pg, model);
+        return;
+    }
     pthread_mutex_lock(&r->mu);
     reg_copy_str(r->default_model, sizeof r->default_model, model);
     __atomic_add_fetch(&r->generation, 1, __ATOMIC_RELEASE);
     pthread_mutex_unlock(&r->mu);
+}
+
+int registry_is_shared(registry *r)
+{
+    return r->pg != NULL;
+}
+
+int registry_reachable(registry *r)
+{
+    return r->pg ? reg_pg_reachable(r->pg) : 1;
+}
+
+void registry_set_job_lease(registry *r, int seconds)
+{
+    if (r->pg)
+        reg_pg_set_job_lease(r->pg, seconds);
+}
+
+registry_status registry_put_job_resume(registry *r, int64_t id, const uint8_t *data, size_t len,
+                                        char *err, size_t errlen)
+{
+    if (r->pg)
+        return reg_pg_put_job_resume(r->pg, id, data, len, err, errlen);
+    util_set_err(err, errlen, "a SQLite registry keeps no resume state (it is on disk)");
+    return REGISTRY_ERR_ARG;
+}
+
+registry_status registry_get_job_resume(registry *r, int64_t id, uint8_t **data, size_t *len,
+                                        char *err, size_t errlen)
+{
+    *data = NULL;
+    *len = 0;
+    if (r->pg)
+        return reg_pg_get_job_resume(r->pg, id, data, len, err, errlen);
+    util_set_err(err, errlen, "a SQLite registry keeps no resume state (it is on disk)");
+    return REGISTRY_ERR_NOT_FOUND;
 }

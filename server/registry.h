@@ -1,5 +1,6 @@
-/* registry: the SQLite database of models, checkpoint versions, aliases and
- * training jobs.
+/* registry: the database of models, checkpoint versions, aliases and
+ * training jobs: an embedded SQLite file (the default), or a PostgreSQL
+ * database that many vaed replicas share (server/registry_pg.h).
  *
  *     registry *r;
  *     if (registry_open("var/registry.db", &r, err, sizeof err)) ...   // applies schema/
@@ -16,6 +17,12 @@
  * bytes are stored once per sha256 as a blob, so a version becomes visible
  * exactly when its transaction commits. A registry may be used from many
  * threads: each call takes the registry's lock.
+ *
+ * Opened with a postgresql:// URL instead of a path, the same calls run on
+ * PostgreSQL (registry_pg.h says how): one database for every replica, its
+ * job queue claimed with leases, changes seen by every replica's
+ * registry_generation within a second. registry_is_shared tells the two
+ * apart for the few callers that must (a worker polls a queue others fill).
  */
 #ifndef REGISTRY_H
 #define REGISTRY_H
@@ -31,7 +38,8 @@ typedef enum {
     REGISTRY_ERR_NOT_FOUND, /* no such model / version / alias */
     REGISTRY_ERR_CONFLICT,  /* e.g. deleting a version an alias points at */
     REGISTRY_ERR_ARG,       /* bad name or value */
-    REGISTRY_ERR_NOMEM
+    REGISTRY_ERR_NOMEM,
+    REGISTRY_ERR_UNAVAILABLE /* the database server cannot be reached now: try again */
 } registry_status;
 
 typedef struct registry registry;
@@ -45,8 +53,22 @@ typedef struct {
     char source[64];          /* "upload", "train", "job:ID" */
 } registry_checkpoint_info;
 
-/* Opens (creating when absent) and migrates the database at path. */
+/* Opens (creating when absent) and migrates the database at path, or the
+ * PostgreSQL database of a postgresql:// (or postgres://) URL, whose libpq
+ * parameters (sslmode, ...) pass through as they are. */
 registry_status registry_open(const char *path, registry **out, char *err, size_t errlen);
+/* 1 on PostgreSQL: other processes change the registry and fill the queue. */
+int registry_is_shared(registry *r);
+/* 0 while a shared registry's database cannot be reached; always 1 for a
+ * file. No lock, no query: the listener thread keeps it. */
+int registry_reachable(registry *r);
+/* Seconds a claimed job stays this process's without renewal (shared
+ * registry; default 30): after a crash, another replica claims the job once
+ * that much time has passed. */
+void registry_set_job_lease(registry *r, int seconds);
+/* url with its password (user:PASSWORD@ or password=) replaced by ***, for
+ * anything printed. */
+void registry_redact_url(const char *url, char *out, size_t outlen);
 void registry_close(registry *r);
 int registry_schema_version(registry *r);
 
@@ -260,5 +282,29 @@ registry_status registry_list_job_events(registry *r, int64_t id, int64_t after_
                                          registry_job_event **list, size_t *count, char *err,
                                          size_t errlen);
 void registry_free_job_events(registry_job_event *list, size_t count);
+
+/* A job's resume state kept in a shared registry, so whichever replica runs
+ * the job next continues it (a SQLite registry's jobs keep theirs on disk:
+ * REGISTRY_ERR_ARG / _NOT_FOUND). *data owned by the caller (free()). */
+registry_status registry_put_job_resume(registry *r, int64_t id, const uint8_t *data, size_t len,
+                                        char *err, size_t errlen);
+registry_status registry_get_job_resume(registry *r, int64_t id, uint8_t **data, size_t *len,
+                                        char *err, size_t errlen);
+
+/* ---- moving a registry (registry_copy.c) ---- */
+
+typedef struct {
+    size_t models, blobs, checkpoints, aliases, jobs, events;
+} registry_copy_counts;
+
+/* Everything in from (models, versions and their bytes, aliases, metrics,
+ * jobs and their events; ids, numbers and timestamps as they are) into to,
+ * which must be empty (REGISTRY_ERR_CONFLICT): a SQLite file into
+ * PostgreSQL, or back. One snapshot of from, one transaction in to: on
+ * failure to is left empty. A PostgreSQL registry's shared resume state is
+ * not copied (a SQLite registry keeps it on disk): such jobs start over.
+ * counts (may be NULL) says how many rows of each went. */
+registry_status registry_copy_all(registry *from, registry *to, registry_copy_counts *counts,
+                                  char *err, size_t errlen);
 
 #endif

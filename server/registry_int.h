@@ -29,6 +29,7 @@
 
 #include "engine/util.h"
 #include "server/registry.h"
+#include "server/registry_pg.h"
 
 /* The statements; their SQL is stmt_sql[] in registry.c. */
 enum {
@@ -88,6 +89,7 @@ struct registry {
     int in_write;             /* inside a BEGIN IMMEDIATE transaction */
     uint64_t generation;      /* committed writes so far (atomic reads) */
     char *path;               /* owned; the database file, for registry_blob's connections */
+    registry_pg *pg;          /* owned; when set, every call goes to the PostgreSQL backend */
 };
 
 /* The rows a listing collects: items (owned until handed to the caller) holds
@@ -126,6 +128,10 @@ int reg_all_digits(const char *s);
 
 /* From registry_models.c, for a job's result (registry_jobs.c). */
 int reg_check_model_arg(const char *model, char *err, size_t errlen);
+/* version_or_alias v of model name: digits give *version; an alias (checked
+ * for its form) gives *version 0, for the caller to look up. */
+int reg_parse_version(const char *name, const char *v, int64_t *version, char *err,
+                      size_t errlen);
 /* Writes a put's bytes into blobs on a connection of their own, before the
  * lock is taken (best effort: the put still binds them); after a failed put,
  * reg_collect_blob_locked drops them unless a version names them. */

@@ -106,6 +106,8 @@ registry_status registry_insert_job(registry *r, const char *config_json, int64_
         util_set_err(err, errlen, "a job needs a config");
         return REGISTRY_ERR_ARG;
     }
+    if (r->pg)
+        return reg_pg_insert_job(r->pg, config_json, id, err, errlen);
     char now[32];
     reg_now_iso(now);
     pthread_mutex_lock(&r->mu);
@@ -170,6 +172,8 @@ registry_status registry_claim_next_job(registry *r, int64_t *id, char **config_
 {
     *id = 0;
     *config_json = NULL;
+    if (r->pg)
+        return reg_pg_claim_next_job(r->pg, id, config_json, err, errlen);
     char *config = NULL; /* owned here until handed to *config_json */
     int64_t job = 0;
     pthread_mutex_lock(&r->mu);
@@ -193,6 +197,8 @@ registry_status registry_set_job_state(registry *r, int64_t id, jobs_state to, c
         util_set_err(err, errlen, "unknown job state %d", (int)to);
         return REGISTRY_ERR_ARG;
     }
+    if (r->pg)
+        return reg_pg_set_job_state(r->pg, id, to, note, err, errlen);
     pthread_mutex_lock(&r->mu);
     int status = reg_exec(r, S_BEGIN_WRITE, err, errlen);
     if (!status)
@@ -260,6 +266,8 @@ registry_status registry_append_job_event(registry *r, int64_t id, jobs_event_ty
     int status = check_event_type(type, err, errlen);
     if (status)
         return status;
+    if (r->pg)
+        return reg_pg_append_job_event(r->pg, id, type, data_json, seq, err, errlen);
     pthread_mutex_lock(&r->mu);
     status = reg_exec(r, S_BEGIN_WRITE, err, errlen);
     if (!status)
@@ -312,6 +320,9 @@ registry_status registry_set_job_progress(registry *r, int64_t id, const char *p
         if (status)
             return status;
     }
+    if (r->pg)
+        return reg_pg_set_job_progress(r->pg, id, progress_json, metrics_json, event_type,
+                                       event_json, seq, err, errlen);
     pthread_mutex_lock(&r->mu);
     int status = reg_exec(r, S_BEGIN_WRITE, err, errlen);
     if (!status)
@@ -391,6 +402,9 @@ registry_status registry_succeed_job(registry *r, int64_t id, const char *model,
     }
     char sha[65];
     sha256_hex(blob, len, sha);
+    if (r->pg)
+        return reg_pg_succeed_job(r->pg, id, model, blob, len, sha, config_json,
+                                  ckpt_metrics_json, metrics_json, out, err, errlen);
     reg_stage_blob(r, blob, len, sha);
     pthread_mutex_lock(&r->mu);
     status = reg_exec(r, S_BEGIN_WRITE, err, errlen);
@@ -434,6 +448,8 @@ static int requeue_locked(registry *r, int *count, char *err, size_t errlen)
 
 registry_status registry_requeue_running_jobs(registry *r, int *count, char *err, size_t errlen)
 {
+    if (r->pg)
+        return reg_pg_requeue_running_jobs(r->pg, count, err, errlen);
     int n = 0;
     pthread_mutex_lock(&r->mu);
     int status = reg_exec(r, S_BEGIN_WRITE, err, errlen);
@@ -486,6 +502,8 @@ static int read_job_row(sqlite3_stmt *st, registry_job *j)
 registry_status registry_get_job(registry *r, int64_t id, registry_job *out, char *err,
                                  size_t errlen)
 {
+    if (r->pg)
+        return reg_pg_get_job(r->pg, id, out, err, errlen);
     memset(out, 0, sizeof *out);
     pthread_mutex_lock(&r->mu);
     int status = REGISTRY_OK;
@@ -523,6 +541,8 @@ registry_status registry_list_jobs(registry *r, const jobs_state *only, int64_t 
         util_set_err(err, errlen, "unknown job state %d", (int)*only);
         return REGISTRY_ERR_ARG;
     }
+    if (r->pg)
+        return reg_pg_list_jobs(r->pg, only, after_id, limit, list, count, err, errlen);
     reg_rows rows = {.size = sizeof(registry_job)};
     int status = REGISTRY_OK;
     pthread_mutex_lock(&r->mu);
@@ -566,6 +586,8 @@ registry_status registry_prune_jobs(registry *r, const char *before_iso, int64_t
 {
     if (deleted)
         *deleted = 0;
+    if (r->pg)
+        return reg_pg_prune_jobs(r->pg, before_iso, deleted, err, errlen);
     pthread_mutex_lock(&r->mu);
     int status = reg_exec(r, S_BEGIN_WRITE, err, errlen);
     if (!status) {
@@ -588,6 +610,8 @@ registry_status registry_count_jobs(registry *r, int64_t counts[JOBS_STATE_COUNT
 {
     for (int i = 0; i < JOBS_STATE_COUNT; i++)
         counts[i] = 0;
+    if (r->pg)
+        return reg_pg_count_jobs(r->pg, counts, err, errlen);
     pthread_mutex_lock(&r->mu);
     int status = REGISTRY_OK, rc = SQLITE_DONE;
     sqlite3_stmt *st = reg_stmt(r, S_JOB_COUNT_BY_STATE);
@@ -605,6 +629,8 @@ registry_status registry_get_job_last_seq(registry *r, int64_t id, int64_t *seq,
                                           char *err, size_t errlen)
 {
     *seq = 0;
+    if (r->pg)
+        return reg_pg_get_job_last_seq(r->pg, id, seq, state, err, errlen);
     pthread_mutex_lock(&r->mu);
     int status = REGISTRY_OK;
     sqlite3_stmt *st = reg_stmt(r, S_JOB_LAST_SEQ);
@@ -649,6 +675,8 @@ registry_status registry_list_job_events(registry *r, int64_t id, int64_t after_
         util_set_err(err, errlen, "max must be positive");
         return REGISTRY_ERR_ARG;
     }
+    if (r->pg)
+        return reg_pg_list_job_events(r->pg, id, after_seq, max, list, count, err, errlen);
     reg_rows rows = {.size = sizeof(registry_job_event)};
     int status = REGISTRY_OK;
     pthread_mutex_lock(&r->mu);

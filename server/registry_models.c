@@ -392,6 +392,9 @@ registry_status registry_put_checkpoint(registry *r, const char *model, const ui
                      sha);
         return REGISTRY_ERR_ARG;
     }
+    if (r->pg)
+        return reg_pg_put_checkpoint(r->pg, model, blob, len, sha, config_json, metrics_json,
+                                     source, out, created, err, errlen);
     reg_stage_blob(r, blob, len, sha);
     pthread_mutex_lock(&r->mu);
     int status = put_locked(r, model, blob, len, sha, config_json, metrics_json, source, out,
@@ -404,12 +407,10 @@ registry_status registry_put_checkpoint(registry *r, const char *model, const ui
 
 /* ---- resolve and read ---- */
 
-/* version_or_alias: NULL = "latest", digits = a version number, else an alias. */
-static int resolve_version(registry *r, int64_t id, const char *name,
-                           const char *version_or_alias, int64_t *version, char *err,
-                           size_t errlen)
+int reg_parse_version(const char *name, const char *v, int64_t *version, char *err,
+                      size_t errlen)
 {
-    const char *v = version_or_alias ? version_or_alias : "latest";
+    *version = 0;
     if (reg_all_digits(v)) {
         if (strlen(v) > 18) {
             util_set_err(err, errlen, "model \"%s\" has no version %.64s", name, v);
@@ -422,6 +423,18 @@ static int resolve_version(registry *r, int64_t id, const char *name,
         util_set_err(err, errlen, "invalid version or alias \"%.64s\"", v);
         return REGISTRY_ERR_ARG;
     }
+    return REGISTRY_OK;
+}
+
+/* version_or_alias: NULL = "latest", digits = a version number, else an alias. */
+static int resolve_version(registry *r, int64_t id, const char *name,
+                           const char *version_or_alias, int64_t *version, char *err,
+                           size_t errlen)
+{
+    const char *v = version_or_alias ? version_or_alias : "latest";
+    int status = reg_parse_version(name, v, version, err, errlen);
+    if (status || *version)
+        return status;
     return alias_version(r, id, name, v, version, err, errlen);
 }
 
@@ -444,6 +457,8 @@ static int resolve_locked(registry *r, const char *model, const char *version_or
 registry_status registry_resolve(registry *r, const char *model, const char *version_or_alias,
                                  registry_checkpoint_info *out, char *err, size_t errlen)
 {
+    if (r->pg)
+        return reg_pg_resolve(r->pg, model, version_or_alias, out, err, errlen);
     pthread_mutex_lock(&r->mu);
     int status = resolve_locked(r, model, version_or_alias, out, err, errlen);
     pthread_mutex_unlock(&r->mu);
@@ -453,6 +468,7 @@ registry_status registry_resolve(registry *r, const char *model, const char *ver
 struct registry_blob {
     sqlite3 *db;            /* owned: this blob's connection, inside a read transaction */
     sqlite3_blob *handle;   /* owned */
+    uint8_t *bytes;         /* owned: the PostgreSQL backend reads the blob whole at open */
     size_t size;
 };
 
@@ -465,6 +481,7 @@ void registry_blob_close(registry_blob *b)
 {
     if (!b)
         return;
+    free(b->bytes);
     sqlite3_blob_close(b->handle);
     if (b->db)
         sqlite3_exec(b->db, "COMMIT", NULL, NULL, NULL);
@@ -487,6 +504,16 @@ registry_status registry_blob_open(registry *r, const char *sha256, registry_blo
         return REGISTRY_ERR_NOMEM;
     }
     int status = REGISTRY_ERR_DB;
+    if (r->pg) {
+        status = reg_pg_get_blob(r->pg, sha256, &b->bytes, &b->size, err, errlen);
+        if (status) {
+            free(b);
+            return status;
+        }
+        *out = b;
+        *size = b->size;
+        return REGISTRY_OK;
+    }
     sqlite3_stmt *st = NULL;
     /* The path only: every statement here is this connection's, so the
      * registry's lock is never needed. */
@@ -535,6 +562,10 @@ registry_status registry_blob_read(registry_blob *b, size_t offset, void *buf, s
                      offset, b->size);
         return REGISTRY_ERR_ARG;
     }
+    if (b->bytes) {
+        memcpy(buf, b->bytes + offset, len);
+        return REGISTRY_OK;
+    }
     if (len && sqlite3_blob_read(b->handle, buf, (int)len, (int)offset) != SQLITE_OK) {
         util_set_err(err, errlen, "reading checkpoint bytes: %s", sqlite3_errmsg(b->db));
         return REGISTRY_ERR_DB;
@@ -547,6 +578,8 @@ registry_status registry_get_blob(registry *r, const char *sha256, uint8_t **blo
 {
     *blob = NULL;
     *len = 0;
+    if (r->pg)
+        return reg_pg_get_blob(r->pg, sha256, blob, len, err, errlen);
     registry_blob *b = NULL; /* owned here */
     size_t n = 0;
     int status = registry_blob_open(r, sha256, &b, &n, err, errlen);
@@ -571,6 +604,8 @@ registry_status registry_get_blob(registry *r, const char *sha256, uint8_t **blo
 
 int64_t registry_count_checkpoints(registry *r)
 {
+    if (r->pg)
+        return reg_pg_count_checkpoints(r->pg);
     pthread_mutex_lock(&r->mu);
     int64_t n = -1;
     sqlite3_stmt *st = reg_stmt(r, S_CKPT_COUNT);
@@ -589,6 +624,8 @@ void registry_free_models(registry_model_info *models)
 registry_status registry_list_models(registry *r, registry_model_info **models, size_t *count,
                                      char *err, size_t errlen)
 {
+    if (r->pg)
+        return reg_pg_list_models(r->pg, models, count, err, errlen);
     *models = NULL;
     *count = 0;
     reg_rows rows = {.size = sizeof(registry_model_info)};
@@ -648,6 +685,8 @@ void registry_free_checkpoints(registry_checkpoint *list, size_t count)
 registry_status registry_get_checkpoint(registry *r, const char *model, int64_t version,
                                         registry_checkpoint *out, char *err, size_t errlen)
 {
+    if (r->pg)
+        return reg_pg_get_checkpoint(r->pg, model, version, out, err, errlen);
     memset(out, 0, sizeof *out);
     pthread_mutex_lock(&r->mu);
     int status = reg_exec(r, S_BEGIN_READ, err, errlen);
@@ -700,6 +739,8 @@ registry_status registry_list_checkpoints(registry *r, const char *model,
                                           registry_checkpoint **list, size_t *count, char *err,
                                           size_t errlen)
 {
+    if (r->pg)
+        return reg_pg_list_checkpoints(r->pg, model, list, count, err, errlen);
     *list = NULL;
     *count = 0;
     reg_rows rows = {.size = sizeof(registry_checkpoint)};
@@ -750,6 +791,8 @@ static int list_aliases_locked(registry *r, const char *model, reg_rows *rows, c
 registry_status registry_list_aliases(registry *r, const char *model, registry_alias_info **aliases,
                                       size_t *count, char *err, size_t errlen)
 {
+    if (r->pg)
+        return reg_pg_list_aliases(r->pg, model, aliases, count, err, errlen);
     *aliases = NULL;
     *count = 0;
     reg_rows rows = {.size = sizeof(registry_alias_info)};
@@ -811,6 +854,8 @@ registry_status registry_set_alias(registry *r, const char *model, const char *a
                      alias ? alias : "");
         return REGISTRY_ERR_ARG;
     }
+    if (r->pg)
+        return reg_pg_set_alias(r->pg, model, alias, version, err, errlen);
     pthread_mutex_lock(&r->mu);
     status = reg_exec(r, S_BEGIN_WRITE, err, errlen);
     if (!status)
@@ -859,6 +904,8 @@ registry_status registry_delete_alias(registry *r, const char *model, const char
         util_set_err(err, errlen, "invalid alias \"%.64s\"", alias ? alias : "");
         return REGISTRY_ERR_ARG;
     }
+    if (r->pg)
+        return reg_pg_delete_alias(r->pg, model, alias, err, errlen);
     pthread_mutex_lock(&r->mu);
     status = reg_exec(r, S_BEGIN_WRITE, err, errlen);
     if (!status)
@@ -938,6 +985,8 @@ registry_status registry_delete_version(registry *r, const char *model, int64_t 
     int status = reg_check_model_arg(model, err, errlen);
     if (status)
         return status;
+    if (r->pg)
+        return reg_pg_delete_version(r->pg, model, version, err, errlen);
     pthread_mutex_lock(&r->mu);
     status = reg_exec(r, S_BEGIN_WRITE, err, errlen);
     if (!status)

@@ -63,53 +63,6 @@ static void sleep_ms(int ms)
     nanosleep(&ts, NULL);
 }
 
-static int write_file(const char *path, const void *data, size_t len)
-{
-    FILE *f = fopen(path, "wb");
-    if (!f)
-        return -1;
-    int bad = fwrite(data, 1, len, f) != len;
-    bad |= fclose(f) != 0;
-    return bad ? -1 : 0;
-}
-
-static void be32(uint8_t *p, uint32_t v)
-{
-    p[0] = (uint8_t)(v >> 24);
-    p[1] = (uint8_t)(v >> 16);
-    p[2] = (uint8_t)(v >> 8);
-    p[3] = (uint8_t)v;
-}
-
-/* 300 pseudo-random 8x8 images and their labels, as IDX files in dir. */
-static int write_data_set(const char *dir)
-{
-    enum { N = 300, PIX = 64 };
-    uint8_t *img = malloc(16 + N * PIX), lab[8 + N];
-    if (!img)
-        return -1;
-    be32(img, 0x803);
-    be32(img + 4, N);
-    be32(img + 8, 8);
-    be32(img + 12, 8);
-    be32(lab, 0x801);
-    be32(lab + 4, N);
-    uint64_t s = 0x9e3779b97f4a7c15ull;
-    for (int i = 0; i < N * PIX; i++) {
-        s ^= s << 13, s ^= s >> 7, s ^= s << 17;
-        img[16 + i] = (uint8_t)(s >> 24);
-    }
-    for (int i = 0; i < N; i++)
-        lab[8 + i] = (uint8_t)(i % 10);
-    char path[HARNESS_PATH_MAX + 64];
-    snprintf(path, sizeof path, "%s/tiny-images-idx3-ubyte", dir);
-    int rc = write_file(path, img, 16 + N * PIX);
-    snprintf(path, sizeof path, "%s/tiny-labels-idx1-ubyte", dir);
-    rc |= write_file(path, lab, sizeof lab);
-    free(img);
-    return rc;
-}
-
 static const char *const auth_json_headers[] = {"Content-Type: application/json",
                                                 "Authorization: Bearer " TOKEN, NULL};
 static const char *const auth_headers[] = {"Authorization: Bearer " TOKEN, NULL};
@@ -354,8 +307,8 @@ static int setup(void **state)
     snprintf(fx.sets, sizeof fx.sets, "%s/sets", fx.dir);
     snprintf(fx.data, sizeof fx.data, "%s/data", fx.dir);
     snprintf(fx.token_path, sizeof fx.token_path, "%s/token", fx.dir);
-    if (mkdir(fx.sets, 0755) || write_data_set(fx.sets) ||
-        write_file(fx.token_path, TOKEN "\n", strlen(TOKEN) + 1))
+    if (mkdir(fx.sets, 0755) || harness_write_tiny_images(fx.sets) ||
+        harness_write_file(fx.token_path, TOKEN "\n", strlen(TOKEN) + 1))
         goto fail;
     /* The daemons inherit it: their data root. */
     setenv("VAED_DATA", fx.sets, 1);
@@ -593,7 +546,7 @@ static void test_invalid_specs(void **state)
     uint8_t buf[20000];
     size_t len = fread(buf, 1, sizeof buf, in);
     fclose(in);
-    assert_int_equal(write_file(target, buf, len), 0);
+    assert_int_equal(harness_write_file(target, buf, len), 0);
     assert_int_equal(symlink(target, link), 0);
     submit_rejected(fx.port, "{\"model\":\"x\",\"data\":\"escape-images-idx3-ubyte\"}", 422,
                     "unprocessable", "data");

@@ -854,3 +854,50 @@ void harness_sha256_hex(const void *data, size_t len, char hex[65])
 {
     sha256_hex(data, len, hex);
 }
+
+int harness_write_file(const char *path, const void *data, size_t len)
+{
+    FILE *f = fopen(path, "wb");
+    if (!f)
+        return -1;
+    int bad = fwrite(data, 1, len, f) != len;
+    bad |= fclose(f) != 0;
+    return bad ? -1 : 0;
+}
+
+static void be32(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)(v >> 24);
+    p[1] = (uint8_t)(v >> 16);
+    p[2] = (uint8_t)(v >> 8);
+    p[3] = (uint8_t)v;
+}
+
+int harness_write_tiny_images(const char *dir)
+{
+    enum { N = 300, PIX = 64 };
+    uint8_t *img = malloc(16 + N * PIX), lab[8 + N];
+    if (!img)
+        return -1;
+    be32(img, 0x803);
+    be32(img + 4, N);
+    be32(img + 8, 8);
+    be32(img + 12, 8);
+    be32(lab, 0x801);
+    be32(lab + 4, N);
+    uint64_t s = 0x9e3779b97f4a7c15ull;
+    for (int i = 0; i < N * PIX; i++) {
+        s ^= s << 13, s ^= s >> 7, s ^= s << 17;
+        img[16 + i] = (uint8_t)(s >> 24);
+    }
+    for (int i = 0; i < N; i++)
+        lab[8 + i] = (uint8_t)(i % 10);
+    char path[HARNESS_PATH_MAX + 64];
+    snprintf(path, sizeof path, "%s/tiny-images-idx3-ubyte", dir);
+    int rc = harness_write_file(path, img, 16 + N * PIX);
+    snprintf(path, sizeof path, "%s/tiny-labels-idx1-ubyte", dir);
+    rc |= harness_write_file(path, lab, sizeof lab);
+    free(img);
+    return rc;
+}
+

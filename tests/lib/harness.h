@@ -134,6 +134,11 @@ int harness_put_model(const char *data_dir, const char *model, const vae_config 
 /* Serialises a model as checkpoint bytes (*out owned by the caller). */
 int harness_model_bytes(const vae_config *cfg, uint64_t seed, uint8_t **out, size_t *out_len,
                         char *err, size_t errlen);
+/* Writes len bytes of data to path (created or truncated); 0 or -1. */
+int harness_write_file(const char *path, const void *data, size_t len);
+/* A tiny data set for training jobs: 300 pseudo-random 8x8 images and their
+ * labels (tiny-images-idx3-ubyte, tiny-labels-idx1-ubyte) in dir. 0 or -1. */
+int harness_write_tiny_images(const char *dir);
 /* Lower-case hex SHA-256 of data into hex[65]. */
 void harness_sha256_hex(const void *data, size_t len, char hex[65]);
 

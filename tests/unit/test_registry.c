@@ -1,10 +1,14 @@
-/* Unit tests for server/registry.c on real SQLite files in a mkdtemp() dir. */
+/* Unit tests for server/registry.c on real SQLite files in a mkdtemp() dir,
+ * and the same tests (those not about SQLite's file) on the PostgreSQL
+ * backend: a throwaway server this test starts (tests/lib/pg_server.h), a
+ * fresh database per test. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include <libpq-fe.h>
 #include <pthread.h>
 #include <sqlite3.h>
 #include <stdio.h>
@@ -16,14 +20,22 @@
 #include "server/registry.h"
 #include "server/sha256.h"
 #include "tests/lib/harness.h"
+#include "tests/lib/pg_server.h"
 
 extern const char *const vaed_schema_migrations[];
 extern const size_t vaed_schema_migration_count;
 
 typedef struct {
     char dir[64];
-    char path[128];
+    char path[128];           /* a file, or a postgresql:// URL */
 } fixture;
+
+static pg_server pg;          /* started by main for the PostgreSQL group */
+
+static int is_pg(const fixture *f)
+{
+    return strncmp(f->path, "postgresql://", 13) == 0;
+}
 
 static int setup(void **state)
 {
@@ -37,6 +49,20 @@ static int setup(void **state)
     /* A subdirectory that does not exist yet: registry_open creates it. */
     snprintf(f->path, sizeof f->path, "%s/var/registry.db", f->dir);
     *state = f;
+    return 0;
+}
+
+/* The PostgreSQL group: the same tests on a new, empty database. */
+static int setup_pg(void **state)
+{
+    if (setup(state))
+        return -1;
+    fixture *f = *state;
+    char err[256];
+    if (pg_server_new_db(&pg, f->path, sizeof f->path, err, sizeof err)) {
+        fprintf(stderr, "%s\n", err);
+        return -1;
+    }
     return 0;
 }
 
@@ -91,6 +117,17 @@ static int64_t resolve_version(registry *r, const char *model, const char *v)
 /* Runs a query on a second, plain connection and returns its first integer. */
 static int64_t query_int(const char *path, const char *sql)
 {
+    if (strncmp(path, "postgresql://", 13) == 0) {
+        PGconn *c = PQconnectdb(path);
+        assert_int_equal(PQstatus(c), CONNECTION_OK);
+        PGresult *res = PQexec(c, sql);
+        assert_int_equal(PQresultStatus(res), PGRES_TUPLES_OK);
+        assert_int_equal(PQntuples(res), 1);
+        int64_t v = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+        PQclear(res);
+        PQfinish(c);
+        return v;
+    }
     sqlite3 *db = NULL;
     assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
     sqlite3_stmt *st = NULL;
@@ -579,6 +616,8 @@ static void test_concurrent_puts(void **state)
     check_gap_free(r, "odd", per_model);
     assert_int_equal(registry_count_checkpoints(r), 2 * per_model);
     registry_close(r);
+    if (is_pg(f))
+        return; /* PostgreSQL checks its own constraints on every write */
 
     sqlite3 *db = NULL;
     assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
@@ -780,5 +819,24 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_open_errors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_job_progress_events_bounded, setup, teardown),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    int failed = cmocka_run_group_tests(tests, NULL, NULL);
+
+    const struct CMUnitTest pg_tests[] = {
+        cmocka_unit_test_setup_teardown(test_put_versions, setup_pg, teardown),
+        cmocka_unit_test_setup_teardown(test_resolve, setup_pg, teardown),
+        cmocka_unit_test_setup_teardown(test_aliases, setup_pg, teardown),
+        cmocka_unit_test_setup_teardown(test_latest_by_hand, setup_pg, teardown),
+        cmocka_unit_test_setup_teardown(test_delete_version, setup_pg, teardown),
+        cmocka_unit_test_setup_teardown(test_lists, setup_pg, teardown),
+        cmocka_unit_test_setup_teardown(test_concurrent_puts, setup_pg, teardown),
+        cmocka_unit_test_setup_teardown(test_job_progress_events_bounded, setup_pg, teardown),
+    };
+    char err[256];
+    if (pg_server_start(&pg, err, sizeof err)) {
+        fprintf(stderr, "test_registry: no PostgreSQL for the second backend: %s\n", err);
+        return failed + 1;
+    }
+    failed += cmocka_run_group_tests_name("registry on PostgreSQL", pg_tests, NULL, NULL);
+    pg_server_free(&pg);
+    return failed;
 }

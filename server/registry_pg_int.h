@@ -1,0 +1,104 @@
+/* registry_pg_int: what the PostgreSQL backend's files share; nothing else
+ * includes it.
+ *
+ *     registry_pg.c         connections, parameters, transactions,
+ *                           migrations, the listener thread, leases
+ *     registry_pg_models.c  models, checkpoint versions, blobs, aliases
+ *     registry_pg_jobs.c    training jobs, their events and resume state
+ *
+ * A public call locks p->mu for its whole duration; what must see one state
+ * of the database runs between reg_pg_begin and reg_pg_finish (commit on
+ * REGISTRY_OK, else roll back), as in the SQLite backend:
+ *
+ *     pthread_mutex_lock(&p->mu);
+ *     int status = reg_pg_begin(p, err, errlen);
+ *     if (!status) status = reg_pg_finish(p, thing_locked(p, ...), err, errlen);
+ *     pthread_mutex_unlock(&p->mu);
+ *
+ * Statements are sent with their parameters (reg_pg_params), never with
+ * values spliced into SQL text.
+ */
+#ifndef REGISTRY_PG_INT_H
+#define REGISTRY_PG_INT_H
+
+#include <libpq-fe.h>
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "server/registry_pg.h"
+
+struct registry_pg {
+    pthread_mutex_t mu;
+    PGconn *conn;             /* owned; the calls' connection */
+    char *url;                /* owned; handed to libpq only, never printed */
+    char shown[256];          /* the URL without its password, for messages */
+    char owner[128];          /* this process's name on the leases it holds */
+    int lease_s;              /* atomic: seconds a claim holds a job unrenewed */
+    char default_model[128];  /* "" = none; under mu */
+    uint64_t generation;      /* atomic */
+    int reachable;            /* atomic: the listener's connection is up */
+    int stopping;             /* atomic: the listener ends */
+    int notify;               /* under mu: the open transaction changed models */
+    int in_tx;                /* under mu */
+    pthread_t listener;
+    int listener_started;
+};
+
+#define REG_PG_MAX_PARAMS 12
+
+/* The parameters of one statement: text (NULL = SQL NULL), integers or
+ * bytes. Pointers are the caller's until the statement has run. */
+typedef struct {
+    int n;
+    const char *vals[REG_PG_MAX_PARAMS];
+    int lens[REG_PG_MAX_PARAMS];
+    int fmts[REG_PG_MAX_PARAMS];
+    char nums[REG_PG_MAX_PARAMS][24];
+} reg_pg_params;
+
+void reg_pg_text(reg_pg_params *ps, const char *s);
+void reg_pg_int(reg_pg_params *ps, int64_t v);
+void reg_pg_bytes(reg_pg_params *ps, const void *data, size_t len);
+
+/* Runs sql with ps (may be NULL); *res (owned by the caller: PQclear) holds
+ * the rows, or is NULL on failure. binary: the results come as bytes (a
+ * bytea column) rather than text. On failure err says what and why, and the
+ * status is REGISTRY_ERR_UNAVAILABLE when the connection is gone,
+ * REGISTRY_ERR_ARG for a value PostgreSQL refused (class 22: e.g. JSON that
+ * is not), REGISTRY_ERR_DB otherwise. */
+int reg_pg_query(registry_pg *p, const char *sql, const reg_pg_params *ps, int binary,
+                 PGresult **res, char *err, size_t errlen, const char *what);
+/* The same for a statement whose rows are not needed. */
+int reg_pg_exec(registry_pg *p, const char *sql, const reg_pg_params *ps, char *err,
+                size_t errlen, const char *what);
+/* *changed (may be NULL): rows the statement touched. */
+int reg_pg_exec_n(registry_pg *p, const char *sql, const reg_pg_params *ps, int64_t *changed,
+                  char *err, size_t errlen, const char *what);
+
+int64_t reg_pg_int_at(const PGresult *res, int row, int col);   /* NULL reads 0 */
+void reg_pg_copy_at(const PGresult *res, int row, int col, char *dst, size_t size);
+/* A malloc'd copy (caller owns), NULL for SQL NULL; *oom set when it failed. */
+char *reg_pg_dup_at(const PGresult *res, int row, int col, int *oom);
+
+/* Opens a transaction (reconnecting first when the connection broke). */
+int reg_pg_begin(registry_pg *p, char *err, size_t errlen);
+/* Commits when status is REGISTRY_OK (with NOTIFY vaed_registry when the
+ * transaction changed models), else rolls back; returns status or the
+ * commit's failure. */
+int reg_pg_finish(registry_pg *p, int status, char *err, size_t errlen);
+/* Marks the open transaction as one that changes models: other replicas
+ * drop what they resolved when it commits. */
+void reg_pg_mark_models_changed(registry_pg *p);
+/* Reconnects when the connection is broken; REGISTRY_ERR_UNAVAILABLE when it
+ * cannot. */
+int reg_pg_ensure(registry_pg *p, char *err, size_t errlen);
+
+/* From registry_pg_models.c, for a job's result (registry_pg_jobs.c): the
+ * body of a put, inside the caller's transaction. */
+int reg_pg_put_in_tx(registry_pg *p, const char *model, const uint8_t *blob, size_t len,
+                     const char *sha, const char *config_json, const char *metrics_json,
+                     const char *source, registry_checkpoint_info *out, int *created, char *err,
+                     size_t errlen);
+
+#endif
