@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "cli/cli_options.h"
+#include "cli/cli_registry.h"
 #include "cli/dist_mpi.h"
 #include "engine/checkpoint.h"
 #include "engine/dataset.h"
@@ -194,6 +195,7 @@ int cli_train(int argc, char **argv)
     double rank_timeout = 300.0;
     int conditional = 0, events = 0;
     const char *job_spec = NULL, *data_root = NULL;
+    const char *push_url = NULL, *push_model = NULL, *token_file = NULL;
     cli_option opts[] = {
         {"data", CLI_STRING, &data, 0, 0,
          "mnist, fashion, an IDX image file, a CIFAR-10 folder or a folder of PNGs"},
@@ -237,11 +239,19 @@ int cli_train(int argc, char **argv)
          "a daemon's job: the model, data and training from this POST /jobs spec (JSON) file"},
         {"data-root", CLI_STRING, &data_root, 0, 0, "with --job-spec: the daemon's data sets root"},
         {"events", CLI_FLAG, &events, 0, 0, "progress and epochs as lines for a daemon's job"},
+        {"push", CLI_STRING, &push_url, 0, 0,
+         "then upload the --out file to the server at this URL (as `vaed push` does)"},
+        {"push-model", CLI_STRING, &push_model, 0, 0, "with --push: the model it becomes a version of"},
+        {"token-file", CLI_STRING, &token_file, 0, 0, "with --push: bearer token file (else $VAED_TOKEN)"},
     };
     int rc = cli_parse("train", argc, argv, opts, sizeof opts / sizeof opts[0], NULL);
     if (rc) return rc == CLI_HELP ? 0 : 2;
     if (!out && !reg_name) {
         fprintf(stderr, "vaed train: give --out FILE and/or --register NAME\n");
+        return 2;
+    }
+    if (!push_url != !push_model || (push_url && !out)) {
+        fprintf(stderr, "vaed train: --push URL needs --push-model NAME and --out FILE (the file it uploads)\n");
         return 2;
     }
     if (reg_name && !registry_valid_name(reg_name)) {
@@ -454,6 +464,16 @@ int cli_train(int argc, char **argv)
         }
         printf("registered %s version %lld (sha256 %.12s)\n", ci.model, (long long)ci.version,
                ci.sha256);
+    }
+    if (push_url) {
+        char *push_argv[] = {"push", "--url", (char *)push_url, "--model", (char *)push_model,
+                             "--token-file", (char *)token_file, (char *)out, NULL};
+        if (!token_file) { /* $VAED_TOKEN then */
+            push_argv[5] = (char *)out;
+            push_argv[6] = NULL;
+        }
+        fflush(stdout);
+        if (cli_push(token_file ? 8 : 6, push_argv)) goto end; /* it said why */
     }
     if (resume && unlink(resume) != 0 && errno != ENOENT)
         fprintf(stderr, "vaed train: cannot remove %s: %s\n", resume, strerror(errno));

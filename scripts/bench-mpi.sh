@@ -5,11 +5,14 @@
 # conv model (`--arch conv` defaults, batch 128) on MNIST's training images
 # (as a path, so no epoch spends time on a test set). Printed per model: the
 # images/s of each setting (the best of REPEATS), the scaling efficiency
-# (2-rank images/s / (2 x 1-process images/s)), and what rank 0 says of the
+# (images/s / (2 x 1-process images/s), for every setting on two cores), and
+# what rank 0 says of the
 # sums over the ranks: the time per step spent in the gradients' allreduce
 # (the wait for the slower rank included) and its share of the run.
 #
-# Settings: "1 process" (no MPI at all), "1 rank" (mpirun -np 1: MPI's own
+# Settings: "1 process" (no MPI at all), "1 process x 2 threads" (vaed's own
+# data parallelism in one process, --threads 2: what the two cores give
+# without MPI, the reference for 2 ranks), "1 rank" (mpirun -np 1: MPI's own
 # cost, no peer), "2 ranks" on this host (shared memory), and, when network
 # namespaces work here (root, `ip netns`), "2 hosts": two namespaces joined
 # by a veth pair, one rank in each, mpirun reaching the second through an
@@ -72,6 +75,7 @@ run() {
     local cmd=("$vaed" train --data "$data" --epochs 1 --iwae 0 --seed 1 --out "$tmp/out.st" "$@")
     case "$setting" in
         process) "${cmd[@]}" --threads 1 ;;
+        threads) "${cmd[@]}" --threads 2 ;;
         rank) mpirun --bind-to none -np 1 "${cmd[@]}" ;;
         ranks) mpirun --oversubscribe --bind-to none -np 2 "${cmd[@]}" ;;
         hosts) ip netns exec "$ns_a" unshare --uts sh -c 'hostname "$0"; exec "$@"' "$ns_a" \
@@ -88,7 +92,7 @@ run() {
 
 bench() { # bench NAME ARGS...
     local name=$1; shift
-    local settings=(process rank ranks)
+    local settings=(process threads rank ranks)
     [ "$netns" = 1 ] && settings+=(hosts)
     declare -A best ms share
     local s r out
@@ -105,11 +109,12 @@ bench() { # bench NAME ARGS...
         local label eff=-
         case "$s" in
             process) label="1 process x 1 thread" ;;
+            threads) label="1 process x 2 threads" ;;
             rank) label="1 rank x 1 thread (mpirun)" ;;
             ranks) label="2 ranks x 1 thread, 1 host" ;;
             hosts) label="2 ranks x 1 thread, 2 hosts" ;;
         esac
-        case "$s" in ranks|hosts)
+        case "$s" in threads|ranks|hosts)
             eff=$(awk -v a="${best[$s]}" -v b="${best[process]}" 'BEGIN { printf "%.2f", (b > 0 ? a / (2 * b) : 0) }') ;;
         esac
         printf '  %-30s %10s %16s %10s %11s\n' "$label" "${best[$s]}" "${ms[$s]}" "${share[$s]}" "$eff"

@@ -96,19 +96,21 @@ static void on_line(events *ev, const char *line)
     }
 }
 
-/* The last line of the log that starts with "vaed train", into err. */
+/* Why the ranks failed, into err: the last line of the log that starts with
+ * "vaed train", else mpirun's first line of text (its messages come framed
+ * by lines of dashes), since the log goes with the job's directory. */
 static void last_error(const char *log_path, char *err, size_t errlen)
 {
     FILE *f = fopen(log_path, "r");
-    char line[1024], last[1024] = "";
-    while (f && fgets(line, sizeof line, f))
+    char line[1024], last[1024] = "", first[1024] = "";
+    while (f && fgets(line, sizeof line, f)) {
+        line[strcspn(line, "\n")] = '\0';
         if (strncmp(line, "vaed train", 10) == 0) snprintf(last, sizeof last, "%s", line);
+        else if (!first[0] && line[0] && line[0] != '-') snprintf(first, sizeof first, "%s", line);
+    }
     if (f) fclose(f);
-    last[strcspn(last, "\n")] = '\0';
-    if (last[0])
-        util_set_err(err, errlen, "the ranks failed: %s", last);
-    else
-        util_set_err(err, errlen, "the ranks failed (mpirun's messages are in the job's log)");
+    util_set_err(err, errlen, "the ranks failed: %s",
+                 last[0] ? last : first[0] ? first : "mpirun said nothing");
 }
 
 jobs_ranks_status jobs_ranks_run(const jobs_ranks_options *o, trainer_epoch_metrics **history,

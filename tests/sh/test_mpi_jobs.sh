@@ -5,7 +5,8 @@
 # epoch, the model registered), its test loss within 0.3 nats of the same
 # job with one process; a cancel stops the ranks (no rank left); SIGTERM to
 # the daemon keeps the ranks' position and the job resumes at the next start
-# without training its first epochs again.
+# without training its first epochs again. `mpirun vaed train --push` uploads
+# rank 0's checkpoint once.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$root"
@@ -102,6 +103,21 @@ grep -q "^job $job queued (interrupted)$" "$work/resume.out" || fail "no interru
 grep -q "^job $job succeeded" "$work/resume.out" || fail "resumed job: $(cat "$work/resume.out")"
 [ "$(grep -c '^epoch 1/6 ' "$work/resume.out")" -eq 1 ] || fail "the resumed job trained epoch 1 again"
 [ "$(grep -c '^epoch [0-9]*/6 ' "$work/resume.out")" -eq 6 ] || fail "resumed job epochs: $(cat "$work/resume.out")"
+
+# more ranks than the hostfile's slots: the job fails with mpirun's reason
+bad=$(submit "$(spec 3 1 8)")
+rc=0
+"$vaed" jobs watch --url "$url" "$bad" >"$work/bad.out" 2>/dev/null || rc=$?
+[ "$rc" -ne 0 ] || fail "a job of 3 ranks on 2 slots succeeded"
+"$vaed" jobs show --url "$url" "$bad" | grep -q 'not enough slots' \
+    || fail "3 ranks on 2 slots: $("$vaed" jobs show --url "$url" "$bad")"
+
+# `mpirun vaed train --push`: rank 0 alone uploads its checkpoint, once
+OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 mpirun --oversubscribe -np 2 \
+    "$vaed" train --data data/mnist/train-images-idx3-ubyte --limit 300 --hidden 32 --latent 4 \
+    --epochs 1 --iwae 0 --out "$work/pushed.st" --push "$url" --push-model pushed \
+    --token-file "$work/key" >"$work/push.out" 2>&1 || fail "train --push: $(tail -5 "$work/push.out")"
+[ "$(grep -c '^pushed pushed version 1 ' "$work/push.out")" -eq 1 ] || fail "train --push: $(cat "$work/push.out")"
 
 kill -TERM "$daemon"; wait "$daemon" || true; daemon=
 if [ "$failures" -ne 0 ]; then
