@@ -37,7 +37,9 @@ SCHEMA     := $(sort $(wildcard schema/[0-9]*.sql))
 PG_SCHEMA  := $(sort $(wildcard schema/pg/[0-9]*.sql))
 UNIT_SRC   := $(wildcard tests/unit/test_*.c)
 HTTP_SRC   := $(wildcard tests/http/test_*.c)
-TESTLIB_SRC:= $(wildcard tests/lib/*.c)
+TESTLIB_SRC:= $(filter-out tests/lib/fault_inject.c,$(wildcard tests/lib/*.c))
+# Fuzz targets: tests/fuzz/fuzz_NAME.c, each also a unit test (replay_main.c)
+FUZZ_NAMES := $(patsubst tests/fuzz/fuzz_%.c,%,$(filter-out tests/fuzz/fuzz_env.c,$(wildcard tests/fuzz/fuzz_*.c)))
 
 ENGINE_OBJ := $(ENGINE_SRC:%.c=$(BUILD)/%.o)
 SERVER_OBJ := $(SERVER_SRC:%.c=$(BUILD)/%.o) $(BUILD)/gen/schema_sql.o $(BUILD)/gen/openapi_yaml.o \
@@ -47,11 +49,13 @@ CLI_OBJ    := $(CLI_SRC:%.c=$(BUILD)/%.o)
 TESTLIB_OBJ:= $(TESTLIB_SRC:%.c=$(BUILD)/%.o)
 UNIT_BIN   := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/unit_%)
 HTTP_BIN   := $(HTTP_SRC:tests/http/%.c=$(BUILD)/tests/http_%)
+FUZZ_REPLAY_BIN := $(FUZZ_NAMES:%=$(BUILD)/tests/unit_fuzz_%)
+FUZZ_ENV_OBJ := $(BUILD)/tests/fuzz/fuzz_env.o
 ENGINE_LIB := $(BUILD)/libvaed_engine.a
 SERVER_LIB := $(BUILD)/libvaed_server.a
 
-.PHONY: all deps data run test asan bench clean
-all: $(BUILD)/vaed $(UNIT_BIN) $(HTTP_BIN)
+.PHONY: all deps data run test asan bench clean fuzz fuzz-build tsan soak
+all: $(BUILD)/vaed $(UNIT_BIN) $(HTTP_BIN) $(FUZZ_REPLAY_BIN) $(BUILD)/tests/vaed_fault
 
 deps:
 	@bash scripts/install-deps.sh
@@ -116,6 +120,27 @@ $(BUILD)/tests/http_%: $(BUILD)/tests/http/%.o $(TESTLIB_OBJ) $(SERVER_LIB) $(EN
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -lcmocka -o $@
 
+# vaed with faults on purpose (tests/lib/fault.h): the daemon's own calls
+# to these go through tests/lib/fault_inject.c, which fails the N-th one.
+FAULT_WRAP := -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=strdup,--wrap=write,--wrap=fsync,--wrap=rename
+$(BUILD)/tests/vaed_fault: LDLIBS += $(MPI_LIBS)
+$(BUILD)/tests/vaed_fault: $(CLI_OBJ) $(BUILD)/tests/lib/fault_inject.o $(BUILD)/tests/lib/fault.o $(SERVER_LIB) $(ENGINE_LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $(FAULT_WRAP) $^ $(LDLIBS) -o $@
+
+# A fuzz target replaying the corpora, built with the build's compiler: a unit test.
+$(BUILD)/tests/unit_fuzz_%: $(BUILD)/tests/fuzz/fuzz_%.o $(BUILD)/tests/fuzz/replay_main.o $(FUZZ_ENV_OBJ) $(TESTLIB_OBJ) $(SERVER_LIB) $(ENGINE_LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $^ $(LDLIBS) -lcmocka -o $@
+
+# The same target with libFuzzer's main (make fuzz: BUILD=build-fuzz, clang).
+$(BUILD)/fuzz_%: $(BUILD)/tests/fuzz/fuzz_%.o $(FUZZ_ENV_OBJ) $(TESTLIB_OBJ) $(SERVER_LIB) $(ENGINE_LIB)
+	$(CC) $(LDFLAGS) -fsanitize=fuzzer $^ $(LDLIBS) -o $@
+
+# The load of scripts/soak.sh.
+$(BUILD)/soak_load: $(BUILD)/scripts/soak_load.o $(TESTLIB_OBJ) $(SERVER_LIB) $(ENGINE_LIB)
+	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+
 # The step's matrix products alone, vaed's ceiling (scripts/bench-train.sh).
 $(BUILD)/bench_sgemm_ceiling: $(BUILD)/scripts/bench_sgemm_ceiling.o $(ENGINE_LIB)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
@@ -141,12 +166,41 @@ asan: deps
 	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	    VAED_SANITIZED=1 bash scripts/run-tests.sh build-asan
 
+# Every fuzz target under libFuzzer with ASan and UBSan for FUZZ_SECONDS
+# each (scripts/fuzz.sh: exec/s and coverage per target; a crash is kept in
+# tests/fuzz/corpus/NAME/ for make test to replay).
+FUZZ_SECONDS ?= 60
+FUZZ_SAN := -fsanitize=fuzzer-no-link,address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+fuzz:
+	@bash scripts/install-deps.sh --with-fuzz
+	@$(MAKE) --no-print-directory fuzz-build BUILD=build-fuzz CC=clang-14 OPT="-O1 -g" SAN="$(FUZZ_SAN)"
+	@FUZZ_SECONDS=$(FUZZ_SECONDS) bash scripts/fuzz.sh build-fuzz
+fuzz-build: $(FUZZ_NAMES:%=$(BUILD)/fuzz_%)
+
+# The concurrency tests under ThreadSanitizer: the job pool, the model,
+# response and data caches, the compute pool, and event streams and jobs
+# through the daemon (also built with TSan).
+TSAN_TESTS ?= unit_test_jobs_pool unit_test_model_cache unit_test_response_cache unit_test_compute_pool unit_test_data_cache http_test_concurrency
+tsan: deps
+	@$(MAKE) --no-print-directory all BUILD=build-tsan OPT=-O1 SAN="-fsanitize=thread -fno-omit-frame-pointer"
+	@bash scripts/get-data.sh all
+	@TSAN_OPTIONS="second_deadlock_stack=1 suppressions=$(CURDIR)/tests/tsan.supp" VAED_SANITIZED=1 \
+	    TESTS="$(TSAN_TESTS)" bash scripts/run-tests.sh build-tsan
+
+# A mixed load at 64 connections for SOAK_SECONDS (300) on the ASan build,
+# then the release build (scripts/soak.sh): statuses, sanitizer reports, RSS drift.
+soak: deps
+	@$(MAKE) --no-print-directory all build/soak_load
+	@$(MAKE) --no-print-directory all build-asan/soak_load BUILD=build-asan OPT=-O1 \
+	    SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined"
+	@bash scripts/soak.sh build-asan build
+
 bench: deps
 	@$(MAKE) --no-print-directory all $(BUILD)/bench_sgemm_ceiling
 	@bash scripts/get-data.sh all
 	@bash scripts/bench-train.sh
 
 clean:
-	rm -rf build build-asan
+	rm -rf build build-asan build-fuzz build-tsan
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

@@ -158,8 +158,9 @@ static void event_epoch(void *ctx, const trainer_epoch_metrics *history, int n_d
 }
 
 /* Set by SIGINT or SIGTERM while `vaed train --resume` runs: the pipeline
- * stops before its next step and the position goes to the resume file. */
-static volatile sig_atomic_t train_stop;
+ * stops before its next step and the position goes to the resume file.
+ * A lock-free atomic_int, so a signal handler may set it. */
+static atomic_int train_stop;
 
 static void on_train_signal(int sig)
 {

@@ -129,9 +129,10 @@ vae_status ckpt_config_from_json(vae_config *cfg, const char *json, size_t len, 
     vae_config_default(cfg);
     json_strict_value root;
     char jerr[160];
-    if (json_strict_parse(json, len, 8, &root, jerr, sizeof jerr)) {
+    vae_status jrc = json_strict_parse(json, len, 8, &root, jerr, sizeof jerr);
+    if (jrc) {
         util_set_err(err, errlen, "config is not valid JSON: %s", jerr);
-        return VAE_ERR_FORMAT;
+        return jrc == VAE_ERR_NOMEM ? VAE_ERR_NOMEM : VAE_ERR_FORMAT; /* memory is not the file's fault */
     }
     vae_status rc = VAE_ERR_FORMAT;
     int64_t v;

@@ -7,11 +7,12 @@
  * file_io_write_atomic writes a temporary file beside the target, fsyncs it,
  * renames it over the target and fsyncs the directory: a reader sees the old
  * file or the whole new one, never part of it, and on failure the target is
- * untouched and no temporary file is left. Only a crash leaves one, named
- * TARGET.tmp.<12 random hex digits> (never the name of another's), and
- * file_io_remove_stale_temps clears them from a directory at start. Files
- * are created 0644 less the umask (`vaed serve` runs with umask 077, so
- * what the daemon writes is its own: 0600).
+ * untouched and no temporary file is left (but for a failed fsync of the
+ * directory after the rename: reported, with the new file in place). Only a
+ * crash leaves one, named TARGET.tmp.<12 random hex digits> (never the name
+ * of another's), and file_io_remove_stale_temps clears them from a directory
+ * at start. Files are created 0644 less the umask (`vaed serve` runs with
+ * umask 077, so what the daemon writes is its own: 0600).
  */
 #ifndef FILE_IO_H
 #define FILE_IO_H

@@ -34,6 +34,7 @@
 #ifndef TRAINER_H
 #define TRAINER_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -65,8 +66,9 @@ typedef struct {
     void *ctx;
     /* When non-NULL and non-zero, the epoch stops before its next step and
      * trainer_run_epoch returns VAE_ERR_CANCELLED; the trainer's position
-     * then says where to resume. */
-    const volatile int *cancel;
+     * then says where to resume. Atomic: another thread (a job's cancel) or
+     * a signal handler sets it while the epoch reads it. */
+    const atomic_int *cancel;
 } trainer_callbacks;
 
 typedef struct trainer trainer;

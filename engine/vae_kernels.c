@@ -249,7 +249,13 @@ static int cpu_has(const kernel_set *k)
 {
 #if defined(__x86_64__)
     if (k == &set_avx512) return __builtin_cpu_supports("avx512f");
+#if defined(__clang__) /* clang 14 knows the features, not the level's name */
+    if (k == &set_v3)
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+               __builtin_cpu_supports("bmi2");
+#else
     if (k == &set_v3) return __builtin_cpu_supports("x86-64-v3");
+#endif
 #endif
     return k == &set_base;
 }

@@ -3,21 +3,24 @@
 #   scripts/install-deps.sh               build + test packages (what `make test` needs)
 #   scripts/install-deps.sh --runtime     only the shared libraries the daemon links (Docker runtime stage)
 #   scripts/install-deps.sh --with-bench  also python3-torch, python3-numpy, wrk (benchmarks only)
+#   scripts/install-deps.sh --with-fuzz   also clang-14 and its fuzzer and sanitizer runtimes (make fuzz)
 #   scripts/install-deps.sh --print       list the packages it would check, install nothing
 # When everything is present it never calls apt-get, so it is fast and works offline.
 set -euo pipefail
 
 usage() {
-    sed -n '2,6s/^# \{0,1\}//p' "$0"
+    sed -n '2,7s/^# \{0,1\}//p' "$0"
 }
 
 runtime=0
 bench=0
+fuzz=0
 print=0
 for arg in "$@"; do
     case "$arg" in
         --runtime) runtime=1 ;;
         --with-bench) bench=1 ;;
+        --with-fuzz) fuzz=1 ;;
         --print) print=1 ;;
         -h|--help) usage; exit 0 ;;
         *) echo "install-deps: unknown option '$arg'" >&2; usage >&2; exit 2 ;;
@@ -46,6 +49,10 @@ else
 fi
 if [ "$bench" = 1 ]; then
     pkgs+=(python3-torch python3-numpy wrk)
+fi
+
+if [ "$fuzz" = 1 ]; then
+    pkgs+=(clang-14 libclang-rt-14-dev)
 fi
 
 if [ "$print" = 1 ]; then

@@ -811,7 +811,8 @@ static void infer_images(infer_request *r, const model_handle *h, const float *x
     const vae_config *cfg = &h->model.cfg;
     if (!all_finite(x, (size_t)n * (size_t)vae_config_input_dim(cfg)) ||
         !all_finite(z, (size_t)n * (size_t)cfg->latent)) {
-        infer_fail(r, HTTP_ERR_INTERNAL, "the model produced non-finite values");
+        infer_fail(r, HTTP_ERR_UNPROCESSABLE, "the model produced non-finite values (weights "
+                                              "too large for float arithmetic on this input)");
         return;
     }
     char msg[HTTP_MESSAGE_MAX];
@@ -997,8 +998,9 @@ static http_error run_encode(infer_request *r, const model_handle *h, char *msg,
     }
     size_t n_latent = (size_t)n * (size_t)cfg->latent;
     if (!all_finite(mu, n_latent) || !all_finite(logvar, n_latent)) {
-        snprintf(msg, msglen, "the model produced non-finite values");
-        e = HTTP_ERR_INTERNAL;
+        snprintf(msg, msglen, "the model produced non-finite values (weights too large for "
+                              "float arithmetic on this input)");
+        e = HTTP_ERR_UNPROCESSABLE; /* the model's, not the server's: fuzz_http found it */
         goto end;
     }
     char *text = NULL; /* owned: handed to the response */

@@ -301,7 +301,10 @@ static int add_json_text(cJSON *o, const char *key, const char *text, int empty_
     cJSON *v = text ? cJSON_Parse(text) : NULL; /* o owns it once added */
     if (!v)
         v = empty_array ? cJSON_CreateArray() : cJSON_CreateNull();
-    return v && cJSON_AddItemToObject(o, key, v);
+    if (v && cJSON_AddItemToObject(o, key, v))
+        return 1;
+    cJSON_Delete(v); /* cJSON keeps no item it could not add (its key's copy failed) */
+    return 0;
 }
 
 static int add_text_or_null(cJSON *o, const char *key, const char *text)

@@ -5,8 +5,11 @@
 
 static int add_num(cJSON *o, const char *k, double v)
 {
-    cJSON *n = isfinite(v) ? cJSON_CreateNumber(v) : cJSON_CreateNull();
-    return n && cJSON_AddItemToObject(o, k, n);
+    cJSON *n = isfinite(v) ? cJSON_CreateNumber(v) : cJSON_CreateNull(); /* o's once added */
+    if (n && cJSON_AddItemToObject(o, k, n))
+        return 1;
+    cJSON_Delete(n); /* cJSON keeps no item it could not add (its key's copy failed) */
+    return 0;
 }
 
 cJSON *checkpoint_metrics_epoch_json(const trainer_epoch_metrics *e, int with_timing)

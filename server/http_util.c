@@ -28,6 +28,7 @@ static const struct {
     [HTTP_ERR_UNPROCESSABLE] = {MHD_HTTP_UNPROCESSABLE_CONTENT, "unprocessable"},
     [HTTP_ERR_TOO_MANY_REQUESTS] = {MHD_HTTP_TOO_MANY_REQUESTS, "too_many_requests"},
     [HTTP_ERR_FORBIDDEN] = {MHD_HTTP_FORBIDDEN, "forbidden"},
+    [HTTP_ERR_INSUFFICIENT_STORAGE] = {MHD_HTTP_INSUFFICIENT_STORAGE, "insufficient_storage"},
 };
 
 unsigned int http_error_status(http_error e)
@@ -65,6 +66,8 @@ http_error http_error_from_registry(registry_status s)
         return HTTP_ERR_INTERNAL;
     case REGISTRY_ERR_UNAVAILABLE:
         return HTTP_ERR_UNAVAILABLE;
+    case REGISTRY_ERR_FULL:
+        return HTTP_ERR_INSUFFICIENT_STORAGE;
     }
     return HTTP_ERR_INTERNAL;
 }

@@ -57,6 +57,7 @@ typedef enum {
     HTTP_ERR_UNPROCESSABLE,      /* 422 unprocessable: well-formed, but wrong sizes or values */
     HTTP_ERR_TOO_MANY_REQUESTS,  /* 429 too_many_requests: the compute queue is full */
     HTTP_ERR_FORBIDDEN,          /* 403 forbidden: a Host or Origin not of this machine */
+    HTTP_ERR_INSUFFICIENT_STORAGE, /* 507 insufficient_storage: the disk is full */
     HTTP_ERR_COUNT,
     /* Not an error: what a check returns when the request may go on. Outside
      * the table (http_error_status gives 500 for it, as for any value there). */

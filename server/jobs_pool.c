@@ -43,7 +43,7 @@
 
 typedef struct {
     int64_t job_id;      /* 0 while idle */
-    volatile int cancel; /* read by the trainer before every step */
+    atomic_int cancel;   /* read by the trainer before every step, set under mu */
     int user_cancel;     /* the cancel came from jobs_pool_cancel */
     int finishing;       /* registering its model: a cancel is too late (409) */
 } worker_slot;

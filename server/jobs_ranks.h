@@ -53,7 +53,7 @@ typedef struct {
     void (*on_epoch)(void *ctx, const trainer_epoch_metrics *history, int n_done);
     void (*on_resumed)(void *ctx, const trainer_epoch_metrics *history, int n_done);
     void *ctx;
-    const volatile int *cancel;
+    const atomic_int *cancel; /* a job's cancel flag; may be NULL */
 } jobs_ranks_options;
 
 /* *history (malloc'd, the caller frees; NULL when none) gets the metrics of

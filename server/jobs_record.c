@@ -8,8 +8,11 @@
 
 static int add_num(cJSON *o, const char *k, double v)
 {
-    cJSON *n = isfinite(v) ? cJSON_CreateNumber(v) : cJSON_CreateNull();
-    return n && cJSON_AddItemToObject(o, k, n);
+    cJSON *n = isfinite(v) ? cJSON_CreateNumber(v) : cJSON_CreateNull(); /* o's once added */
+    if (n && cJSON_AddItemToObject(o, k, n))
+        return 1;
+    cJSON_Delete(n); /* cJSON keeps no item it could not add (its key's copy failed) */
+    return 0;
 }
 
 /* Prints o and frees it; NULL when o is NULL or printing fails. */

@@ -461,6 +461,16 @@ static cJSON *widths(const int *w, int n)
     return a;
 }
 
+/* Adds widths under key; 0 when memory ran out (nothing left allocated). */
+static int add_widths(cJSON *o, const char *key, const int *w, int n)
+{
+    cJSON *a = widths(w, n); /* o's once added */
+    if (a && cJSON_AddItemToObject(o, key, a))
+        return 1;
+    cJSON_Delete(a); /* cJSON keeps no item it could not add (its key's copy failed) */
+    return 0;
+}
+
 char *jobs_spec_to_json(const jobs_spec *s)
 {
     const vae_config *c = &s->cfg;
@@ -470,9 +480,9 @@ char *jobs_spec_to_json(const jobs_spec *s)
     int ok = cJSON_AddStringToObject(o, "model", s->model) &&
              cJSON_AddStringToObject(o, "data", s->data) &&
              cJSON_AddStringToObject(o, "arch", vae_arch_name(c->arch)) &&
-             cJSON_AddItemToObject(o, "hidden", widths(c->hidden, c->n_hidden));
+             add_widths(o, "hidden", c->hidden, c->n_hidden);
     if (ok && c->arch == VAE_ARCH_CONV)
-        ok = cJSON_AddItemToObject(o, "conv_channels", widths(c->conv_channels, c->n_conv));
+        ok = add_widths(o, "conv_channels", c->conv_channels, c->n_conv);
     ok = ok && cJSON_AddNumberToObject(o, "latent", c->latent) &&
          cJSON_AddStringToObject(o, "activation", vae_activation_name(c->activation)) &&
          cJSON_AddStringToObject(o, "likelihood", vae_likelihood_name(c->likelihood)) &&

@@ -160,7 +160,9 @@ int reg_db_fail(registry *r, char *err, size_t errlen, const char *what)
 {
     int code = sqlite3_errcode(r->db);
     util_set_err(err, errlen, "%s: %s", what, sqlite3_errmsg(r->db));
-    return code == SQLITE_NOMEM ? REGISTRY_ERR_NOMEM : REGISTRY_ERR_DB;
+    return code == SQLITE_NOMEM ? REGISTRY_ERR_NOMEM
+           : code == SQLITE_FULL ? REGISTRY_ERR_FULL
+                                 : REGISTRY_ERR_DB;
 }
 
 void reg_copy_str(char *dst, size_t size, const char *src)

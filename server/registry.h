@@ -39,7 +39,8 @@ typedef enum {
     REGISTRY_ERR_CONFLICT,  /* e.g. deleting a version an alias points at */
     REGISTRY_ERR_ARG,       /* bad name or value */
     REGISTRY_ERR_NOMEM,
-    REGISTRY_ERR_UNAVAILABLE /* the database server cannot be reached now: try again */
+    REGISTRY_ERR_UNAVAILABLE, /* the database server cannot be reached now: try again */
+    REGISTRY_ERR_FULL         /* the disk is full (SQLITE_FULL): nothing was written */
 } registry_status;
 
 typedef struct registry registry;

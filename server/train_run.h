@@ -89,7 +89,7 @@ typedef struct {
     void (*on_progress)(void *ctx, const trainer_progress *p);
     void (*on_epoch)(void *ctx, const trainer_epoch_metrics *history, int n_done);
     void *ctx;
-    const volatile int *cancel; /* non-zero: stop before the next step; may be NULL */
+    const atomic_int *cancel; /* non-zero: stop before the next step; may be NULL */
     /* Data parallel over processes (engine/trainer_dist.h), NULL: one. Every
      * rank runs the same options through train_run_new and train_run_epochs;
      * each keeps its shard of the training images, and rank 0 alone reads

@@ -284,6 +284,7 @@ int harness_daemon_start(harness_daemon *d, const char *data_dir,
         int st = wait_for_exit(pid, 0);
         if (st != -2) {
             d->pid = 0;
+            d->exit_status = st;
             char why[64];
             snprintf(why, sizeof why, "exited with status %d before listening", st);
             dump_log(d, why);
@@ -846,6 +847,42 @@ end:
         registry_close(reg);
     free(blob);
     return rc;
+}
+
+static int write_idx(const char *dir, const char *split, int n)
+{
+    char path[HARNESS_PATH_MAX + 64];
+    const uint8_t hdr[16] = {0, 0, 8, 3, (uint8_t)(n >> 24), (uint8_t)(n >> 16), (uint8_t)(n >> 8),
+                             (uint8_t)n, 0, 0, 0, 28, 0, 0, 0, 28};
+    snprintf(path, sizeof path, "%s/%s-images-idx3-ubyte", dir, split);
+    FILE *f = fopen(path, "wb");
+    if (!f)
+        return -1;
+    fwrite(hdr, 1, sizeof hdr, f);
+    for (int i = 0; i < n; i++)
+        for (int p = 0; p < 28 * 28; p++)
+            fputc(((p / 28 + i) % 4) * 85, f);
+    if (fclose(f))
+        return -1;
+    const uint8_t lhdr[8] = {0, 0, 8, 1, (uint8_t)(n >> 24), (uint8_t)(n >> 16),
+                             (uint8_t)(n >> 8), (uint8_t)n};
+    snprintf(path, sizeof path, "%s/%s-labels-idx1-ubyte", dir, split);
+    f = fopen(path, "wb");
+    if (!f)
+        return -1;
+    fwrite(lhdr, 1, sizeof lhdr, f);
+    for (int i = 0; i < n; i++)
+        fputc(i % 10, f);
+    return fclose(f) ? -1 : 0;
+}
+
+int harness_write_idx_set(const char *dir, int n_train, int n_test)
+{
+    if (make_dirs(dir) || write_idx(dir, "train", n_train) || write_idx(dir, "t10k", n_test)) {
+        fprintf(stderr, "harness: cannot write a data set in %s: %s\n", dir, strerror(errno));
+        return -1;
+    }
+    return 0;
 }
 
 /* The registry's SHA-256 (checked against the FIPS test vectors in

@@ -41,6 +41,7 @@
 typedef struct {
     pid_t pid;        /* 0 when not running */
     int port;
+    int exit_status;  /* when harness_daemon_start failed because it exited: its status */
     char data_dir[HARNESS_PATH_MAX];
     char log_path[HARNESS_PATH_MAX];
 } harness_daemon;
@@ -134,6 +135,12 @@ int harness_put_model(const char *data_dir, const char *model, const vae_config 
 /* Serialises a model as checkpoint bytes (*out owned by the caller). */
 int harness_model_bytes(const vae_config *cfg, uint64_t seed, uint8_t **out, size_t *out_len,
                         char *err, size_t errlen);
+/* A small data set in the layout of data/mnist, in dir (created): the IDX
+ * files train-images-idx3-ubyte, train-labels-idx1-ubyte (n_train images)
+ * and t10k-* (n_test), 28x28 grey, labels i % 10; images of stripes that
+ * differ from one to the next. 0 or -1. */
+int harness_write_idx_set(const char *dir, int n_train, int n_test);
+
 /* Writes len bytes of data to path (created or truncated); 0 or -1. */
 int harness_write_file(const char *path, const void *data, size_t len);
 /* A tiny data set for training jobs: 300 pseudo-random 8x8 images and their

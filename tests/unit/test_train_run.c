@@ -115,7 +115,7 @@ typedef struct {
     int last_n_done;
     int stop_epoch, stop_step; /* set *cancel at this progress (0: never) */
     int stop_after_epoch;      /* set *cancel once this epoch is done (0: never) */
-    volatile int cancel;
+    atomic_int cancel;
 } watcher;
 
 static void on_progress(void *ctx, const trainer_progress *p)

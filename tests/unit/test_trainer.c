@@ -81,7 +81,7 @@ static void test_loss_falls_on_mnist_subset(void **state)
 
 typedef struct {
     int calls, cancel_at;
-    volatile int *cancel;
+    atomic_int *cancel;
 } cancel_after;
 
 static void cancel_on_progress(void *ctx, const trainer_progress *p)
@@ -110,7 +110,7 @@ static void test_cancel_stops_within_a_step(void **state)
     memcpy(before, m.params, sizeof(float) * m.n_params);
     trainer *t = trainer_new(&m, &d, NULL, err, sizeof err);
     assert_non_null(t);
-    volatile int cancel = 1;
+    atomic_int cancel = 1;
     trainer_callbacks cb = {.cancel = &cancel};
     trainer_epoch_metrics e;
     assert_int_equal(trainer_run_epoch(t, &cb, &e, err, sizeof err), VAE_ERR_CANCELLED);
@@ -345,7 +345,7 @@ static void run_resumed(const vae_config *c, const dataset *train, const dataset
     for (int i = 0; i < epochs; i++)
         assert_int_equal(trainer_run_epoch(t, NULL, &e, err, sizeof err), VAE_OK);
     if (cancel_at > 0) {
-        volatile int cancel = 0;
+        atomic_int cancel = 0;
         cancel_after ca = {.cancel_at = cancel_at, .cancel = &cancel};
         trainer_callbacks cb = {.on_progress = cancel_on_progress, .ctx = &ca, .cancel = &cancel};
         assert_int_equal(trainer_run_epoch(t, &cb, &e, err, sizeof err), VAE_ERR_CANCELLED);
@@ -494,7 +494,7 @@ static void test_resume_refusals(void **state)
     assert_non_null(ta);
     trainer_epoch_metrics e;
     assert_int_equal(trainer_run_epoch(ta, NULL, &e, err, sizeof err), VAE_OK);
-    volatile int cancel = 0;
+    atomic_int cancel = 0;
     cancel_after ca = {.cancel_at = 2, .cancel = &cancel};
     trainer_callbacks cb = {.on_progress = cancel_on_progress, .ctx = &ca, .cancel = &cancel};
     assert_int_equal(trainer_run_epoch(ta, &cb, &e, err, sizeof err), VAE_ERR_CANCELLED);

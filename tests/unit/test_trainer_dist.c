@@ -126,7 +126,7 @@ typedef struct {
 } run;
 
 typedef struct {
-    volatile int cancel;
+    atomic_int cancel;
     int stop_at_step;
 } stopper;
 
