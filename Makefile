@@ -41,7 +41,8 @@ TESTLIB_SRC:= $(wildcard tests/lib/*.c)
 
 ENGINE_OBJ := $(ENGINE_SRC:%.c=$(BUILD)/%.o)
 SERVER_OBJ := $(SERVER_SRC:%.c=$(BUILD)/%.o) $(BUILD)/gen/schema_sql.o $(BUILD)/gen/openapi_yaml.o \
-              $(BUILD)/gen/schema_pg_sql.o
+              $(BUILD)/gen/ui_assets.o $(BUILD)/gen/schema_pg_sql.o
+UI_FILES   := $(sort $(wildcard server/ui/*))
 CLI_OBJ    := $(CLI_SRC:%.c=$(BUILD)/%.o)
 TESTLIB_OBJ:= $(TESTLIB_SRC:%.c=$(BUILD)/%.o)
 UNIT_BIN   := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/unit_%)
@@ -76,6 +77,12 @@ $(BUILD)/gen/openapi_yaml.c: schema/openapi.yaml scripts/embed-file.sh
 	@mkdir -p $(dir $@)
 	bash scripts/embed-file.sh vaed_openapi_yaml schema/openapi.yaml > $@
 
+# The dashboard (server/ui/*, served at / and /ui/NAME) as one C table: a
+# fresh clone serves it without npm. Written whole or not at all.
+$(BUILD)/gen/ui_assets.c: $(UI_FILES) scripts/embed-ui.sh
+	@mkdir -p $(dir $@)
+	bash scripts/embed-ui.sh $(UI_FILES) > $@.tmp && mv $@.tmp $@
+
 $(BUILD)/gen/%.o: $(BUILD)/gen/%.c
 	$(CC) $(ALL_CFLAGS) -c $< -o $@
 
@@ -87,8 +94,17 @@ $(SERVER_LIB): $(SERVER_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
+# MPI (Open MPI's ompi-c) is the CLI's alone: cli/dist_mpi.c is the one file
+# that includes <mpi.h>, and only vaed links it.
+MPI_CFLAGS = $(eval MPI_CFLAGS := $(if $(shell pkg-config --exists ompi-c && echo y),\
+    $(shell pkg-config --cflags ompi-c),\
+    $(error pkg-config finds no ompi-c: run `make deps` (scripts/install-deps.sh) to install libopenmpi-dev)))$(MPI_CFLAGS)
+MPI_LIBS   = $(eval MPI_LIBS := $(shell pkg-config --libs ompi-c))$(MPI_LIBS)
+$(BUILD)/cli/dist_mpi.o: ALL_CFLAGS += $(MPI_CFLAGS)
+
 # The CLI is the program's own: it links the server and the engine, and no
 # test binary links it.
+$(BUILD)/vaed: LDLIBS += $(MPI_LIBS)
 $(BUILD)/vaed: $(CLI_OBJ) $(SERVER_LIB) $(ENGINE_LIB)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
 

@@ -13,13 +13,18 @@
 #include <unistd.h>
 
 #include "cli/cli_options.h"
+#include "cli/cli_registry.h"
+#include "cli/dist_mpi.h"
 #include "engine/checkpoint.h"
 #include "engine/dataset.h"
 #include "engine/eval.h"
 #include "engine/image.h"
 #include "engine/util.h"
 #include "engine/vae.h"
+#include "engine/file_io.h"
 #include "server/data_sets.h"
+#include "server/jobs_ranks.h"
+#include "server/jobs_spec.h"
 #include "server/registry.h"
 #include "server/train_run.h"
 
@@ -139,6 +144,19 @@ static void print_epoch(void *ctx, const trainer_epoch_metrics *history, int n_d
     fflush(stdout);
 }
 
+/* --events: the lines a daemon's job reads from rank 0 (jobs_ranks.h). */
+static void event_progress(void *ctx, const trainer_progress *p)
+{
+    (void)ctx;
+    jobs_ranks_print_progress(p);
+}
+
+static void event_epoch(void *ctx, const trainer_epoch_metrics *history, int n_done)
+{
+    (void)ctx;
+    jobs_ranks_print_epoch("epoch", &history[n_done - 1]);
+}
+
 /* Set by SIGINT or SIGTERM while `vaed train --resume` runs: the pipeline
  * stops before its next step and the position goes to the resume file. */
 static volatile sig_atomic_t train_stop;
@@ -159,6 +177,9 @@ static void catch_stop_signals(void)
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
+    /* mpirun ends the ranks on SIGTERM but passes SIGUSR1 on to each: the
+     * way to stop a run of ranks at one step and keep its state */
+    sigaction(SIGUSR1, &sa, NULL);
 }
 
 int cli_train(int argc, char **argv)
@@ -171,7 +192,10 @@ int cli_train(int argc, char **argv)
     const char *data = "mnist", *out = NULL, *reg_name = NULL, *data_dir = "var", *resume = NULL;
     double val_split = 0.0;
     long iwae_k = EVAL_TRAIN_IWAE_K;
-    int conditional = 0;
+    double rank_timeout = 300.0;
+    int conditional = 0, events = 0;
+    const char *job_spec = NULL, *data_root = NULL;
+    const char *push_url = NULL, *push_model = NULL, *token_file = NULL;
     cli_option opts[] = {
         {"data", CLI_STRING, &data, 0, 0,
          "mnist, fashion, an IDX image file, a CIFAR-10 folder or a folder of PNGs"},
@@ -209,11 +233,25 @@ int cli_train(int argc, char **argv)
          "continue the run kept in FILE when it exists; keep its state there (removed when done)"},
         {"iwae", CLI_LONG, &iwae_k, 0, 1000000,
          "K of the IWAE bound written into the metrics, on the first 256 test images (0 = off)"},
+        {"rank-timeout", CLI_DOUBLE, &rank_timeout, 0, 0,
+         "under mpirun: seconds a rank waits for the others before it ends the run (default 300)"},
+        {"job-spec", CLI_STRING, &job_spec, 0, 0,
+         "a daemon's job: the model, data and training from this POST /jobs spec (JSON) file"},
+        {"data-root", CLI_STRING, &data_root, 0, 0, "with --job-spec: the daemon's data sets root"},
+        {"events", CLI_FLAG, &events, 0, 0, "progress and epochs as lines for a daemon's job"},
+        {"push", CLI_STRING, &push_url, 0, 0,
+         "then upload the --out file to the server at this URL (as `vaed push` does)"},
+        {"push-model", CLI_STRING, &push_model, 0, 0, "with --push: the model it becomes a version of"},
+        {"token-file", CLI_STRING, &token_file, 0, 0, "with --push: bearer token file (else $VAED_TOKEN)"},
     };
     int rc = cli_parse("train", argc, argv, opts, sizeof opts / sizeof opts[0], NULL);
     if (rc) return rc == CLI_HELP ? 0 : 2;
     if (!out && !reg_name) {
         fprintf(stderr, "vaed train: give --out FILE and/or --register NAME\n");
+        return 2;
+    }
+    if (!push_url != !push_model || (push_url && !out)) {
+        fprintf(stderr, "vaed train: --push URL needs --push-model NAME and --out FILE (the file it uploads)\n");
         return 2;
     }
     if (reg_name && !registry_valid_name(reg_name)) {
@@ -235,11 +273,61 @@ int cli_train(int argc, char **argv)
         fprintf(stderr, "vaed train: --val-split must be in [0, 1)\n");
         return 2;
     }
+    if (!(rank_timeout >= 1.0 && rank_timeout <= 86400.0)) {
+        fprintf(stderr, "vaed train: --rank-timeout must be 1 to 86400 seconds\n");
+        return 2;
+    }
+    /* a daemon's job run as ranks: the spec replaces the training flags */
+    jobs_spec spec;
+    uint8_t *spec_json = NULL; /* owned: freed at end */
+    size_t spec_len = 0;
+    if (job_spec) {
+        if (!data_root) data_root = data_sets_root();
+        if (file_io_read_all(job_spec, 1 << 20, &spec_json, &spec_len, err, sizeof err) ||
+            jobs_spec_parse_confined((const char *)spec_json, spec_len, data_root, &spec, err,
+                                     sizeof err)) {
+            fprintf(stderr, "vaed train: --job-spec %s: %s\n", job_spec, err);
+            free(spec_json);
+            return 2;
+        }
+        cfg = spec.cfg;
+        data = spec.data;
+        f.klass = spec.klass;
+        f.limit = spec.limit;
+        conditional = spec.conditional;
+    }
+    if (resume) catch_stop_signals();
+    if (events) signal(SIGPIPE, SIG_DFL); /* the daemon gone: end with the next line */
+    /* under mpirun every rank runs this; rank 0 alone prints, writes and
+     * registers, the others train their shard and say only what went wrong */
+    dist_mpi *mpi = NULL; /* owned: dist_mpi_end */
+    trainer_dist dist;
+    const char *who = "vaed train";
+    char who_rank[48];
+    if (dist_mpi_launched()) {
+        if (dist_mpi_start(rank_timeout, &mpi, err, sizeof err)) {
+            fprintf(stderr, "vaed train: %s\n", err);
+            free(spec_json);
+            return 1;
+        }
+        dist_mpi_table(mpi, &dist);
+        if (dist.rank != 0) {
+            snprintf(who_rank, sizeof who_rank, "vaed train (rank %d)", dist.rank);
+            who = who_rank;
+            if (!freopen("/dev/null", "w", stdout)) {
+                fprintf(stderr, "%s: cannot silence stdout: %s\n", who, strerror(errno));
+                free(spec_json);
+                return dist_mpi_end(mpi, 1);
+            }
+        }
+    }
+    int root = !mpi || dist.rank == 0;
 
     progress_printer pp = {.tty = isatty(STDERR_FILENO), .epochs = cfg.epochs};
     train_run_options o;
     train_run_options_default(&o);
     o.data = data;
+    o.data_root = data_root;
     o.klass = (int)f.klass;
     o.limit = (int)f.limit;
     o.val_split = val_split;
@@ -247,9 +335,10 @@ int cli_train(int argc, char **argv)
     o.conditional = conditional;
     o.threads = threads >= 2 ? 2 : 1;
     o.iwae_k = (int)iwae_k;
-    o.on_progress = print_progress;
-    o.on_epoch = print_epoch;
+    o.on_progress = !root ? NULL : events ? event_progress : print_progress;
+    o.on_epoch = !root ? NULL : events ? event_epoch : print_epoch;
     o.ctx = &pp;
+    o.dist = mpi ? &dist : NULL;
     /* a resume file continues only the run that wrote it: the model config
      * (the engine checks it) and what chose the images */
     char klass_s[16], limit_s[24], split_s[32], seed_s[24];
@@ -261,20 +350,32 @@ int cli_train(int argc, char **argv)
         {"data", data}, {"class", klass_s}, {"limit", limit_s}, {"val_split", split_s},
         {"seed", seed_s},
     };
+    /* a job's state is keyed to its spec, as the daemon's own jobs are */
+    char *spec_text = NULL; /* owned: freed at end */
+    if (spec_json && !(spec_text = strndup((const char *)spec_json, spec_len))) {
+        fprintf(stderr, "%s: out of memory\n", who);
+        free(spec_json);
+        return dist_mpi_end(mpi, 1);
+    }
+    const trainer_meta job_meta = {"job_config", spec_text};
     if (resume) {
         o.resume_path = resume;
-        o.meta = meta;
-        o.n_meta = (int)(sizeof meta / sizeof meta[0]);
+        o.meta = spec_text ? &job_meta : meta;
+        o.n_meta = spec_text ? 1 : (int)(sizeof meta / sizeof meta[0]);
         o.cancel = &train_stop;
-        catch_stop_signals();
     }
     train_run *run = NULL; /* owned: freed at end */
     int status = 1;
     if (train_run_new(&o, &run, err, sizeof err)) {
-        fprintf(stderr, "vaed train: %s\n", err);
+        fprintf(stderr, "%s: %s\n", who, err);
         goto end;
     }
     const train_run_info *info = train_run_get_info(run);
+    if (events && root && info->resumed) {
+        int n;
+        const trainer_epoch_metrics *h = train_run_history(run, &n);
+        for (int i = 0; i < n; i++) jobs_ranks_print_epoch("history", &h[i]);
+    }
     const vae_config *mc = &train_run_model(run)->cfg;
     pp.have_test = info->n_test > 0;
     if (info->val_split_unused)
@@ -295,6 +396,9 @@ int cli_train(int argc, char **argv)
            vae_arch_name(mc->arch), vae_config_input_dim(mc), hidden_s, mc->latent, cond_s,
            vae_likelihood_name(mc->likelihood), data, info->n_train, info->n_test, mc->epochs,
            mc->batch);
+    if (mpi)
+        printf("data parallel over %d ranks, each on its shard of the training images\n",
+               dist.size);
     if (info->resumed) {
         if (info->position.next_step > 0)
             printf("resuming from %s: %d of %d epochs done, epoch %d at step %lld\n", resume,
@@ -314,7 +418,8 @@ int cli_train(int argc, char **argv)
             fprintf(stderr, "vaed train: stopped; %s (it holds the last epoch's state)\n", err);
             goto end;
         }
-        fprintf(stderr,
+        if (root)
+            fprintf(stderr,
                 "vaed train: stopped with %d of %d epochs done (the next at step %lld); %s holds "
                 "the run: the same command continues it\n",
                 at.epochs_done, mc->epochs, (long long)at.next_step, resume);
@@ -322,7 +427,11 @@ int cli_train(int argc, char **argv)
     }
     if (st) {
         if (pp.tty) fprintf(stderr, "\n");
-        fprintf(stderr, "vaed train: %s; nothing was written\n", err);
+        fprintf(stderr, "%s: %s; nothing was written\n", who, err);
+        goto end;
+    }
+    if (!root) { /* rank 0 evaluates, writes and registers */
+        status = 0;
         goto end;
     }
     const eval_result *er = train_run_evaluate(run);
@@ -356,12 +465,24 @@ int cli_train(int argc, char **argv)
         printf("registered %s version %lld (sha256 %.12s)\n", ci.model, (long long)ci.version,
                ci.sha256);
     }
+    if (push_url) {
+        char *push_argv[] = {"push", "--url", (char *)push_url, "--model", (char *)push_model,
+                             "--token-file", (char *)token_file, (char *)out, NULL};
+        if (!token_file) { /* $VAED_TOKEN then */
+            push_argv[5] = (char *)out;
+            push_argv[6] = NULL;
+        }
+        fflush(stdout);
+        if (cli_push(token_file ? 8 : 6, push_argv)) goto end; /* it said why */
+    }
     if (resume && unlink(resume) != 0 && errno != ENOENT)
         fprintf(stderr, "vaed train: cannot remove %s: %s\n", resume, strerror(errno));
     status = 0;
 end:
     train_run_free(run);
-    return status;
+    free(spec_text);
+    free(spec_json);
+    return dist_mpi_end(mpi, status);
 }
 
 /* ---------- sample ---------- */

@@ -11,6 +11,7 @@
 #include <malloc.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "cli/cli_jobs.h"
 #include "cli/cli_options.h"
@@ -108,6 +109,8 @@ static int cmd_serve(int argc, char **argv)
          "finished jobs kept, days (default 30, 0 = for ever)"},
         {"max-queued-jobs", CLI_LONG, &max_queued_jobs, 0, 1000000,
          "jobs waiting at once; past it POST /jobs is 429 (default 100, 0 = no limit)"},
+        {"mpi-hostfile", CLI_STRING, &o.mpi_hostfile, 0, 0,
+         "Open MPI hostfile: jobs with \"ranks\": N > 1 run under mpirun on its hosts"},
     };
     int rc = cli_parse("serve", argc, argv, opts, sizeof opts / sizeof opts[0], NULL);
     if (rc) return rc == CLI_HELP ? 0 : 2;
@@ -130,6 +133,10 @@ static int cmd_serve(int argc, char **argv)
     o.job_lease_s = (int)job_lease_s;
     if (!o.registry && getenv("VAED_REGISTRY") && *getenv("VAED_REGISTRY"))
         o.registry = getenv("VAED_REGISTRY");
+    if (o.mpi_hostfile && access(o.mpi_hostfile, R_OK) != 0) {
+        fprintf(stderr, "vaed serve: --mpi-hostfile %s: %s\n", o.mpi_hostfile, strerror(errno));
+        return 2;
+    }
     char token[512] = "";
     if (token_file) {
         FILE *tf = fopen(token_file, "r");

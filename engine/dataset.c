@@ -212,6 +212,14 @@ int dataset_idx_labels_path(const char *images_path, char *out, size_t outlen) {
     return 1;
 }
 
+/* An IDX image file's images are grey: one channel of rows x cols. */
+static void idx_set_shape(dataset *out, int n, uint32_t rows, uint32_t cols) {
+    out->n = n;
+    out->channels = 1;
+    out->height = (int)rows;
+    out->width = (int)cols;
+}
+
 static vae_status load_images(dataset *out, const char *path, int compact, char *err, size_t errlen) {
     gzFile gz;
     vae_status rc = idx_open(path, &gz, err, errlen);
@@ -242,10 +250,7 @@ static vae_status load_images(dataset *out, const char *path, int compact, char 
     }
     for (size_t i = 0; i < count; i++) out->x[i] = (float)pixels[i] / 255.0f;
 shape:
-    out->n = (int)n;
-    out->channels = 1;
-    out->height = (int)rows;
-    out->width = (int)cols;
+    idx_set_shape(out, (int)n, rows, cols);
 end:
     free(pixels);
     gzclose(gz);
@@ -293,6 +298,105 @@ vae_status dataset_load_idx(dataset *out, const char *images_path, const char *l
 vae_status dataset_load_idx_compact(dataset *out, const char *images_path, const char *labels_path,
                                     char *err, size_t errlen) {
     return load_idx(out, images_path, labels_path, 1, err, errlen);
+}
+
+/* Whether image i of the file is selected (class and limit), and its number
+ * g among the selected; labels NULL without a labels file. */
+static int idx_selected(const uint8_t *labels, int klass, int limit, int i, int *g) {
+    if (klass >= 0 && labels[i] != klass) return 0;
+    if (limit > 0 && *g >= limit) return 0;
+    (*g)++;
+    return 1;
+}
+
+vae_status dataset_load_idx_shard(dataset *out, const char *images_path, const char *labels_path,
+                                  int klass, int limit, int rank, int size, int *n_selected,
+                                  int *top_label, char *err, size_t errlen) {
+    memset(out, 0, sizeof *out);
+    if (!images_path || size < 1 || rank < 0 || rank >= size || klass > 255) {
+        util_set_err(err, errlen, "dataset: rank %d of %d ranks", rank, size);
+        return VAE_ERR_ARG;
+    }
+    gzFile gz;
+    vae_status rc = idx_open(images_path, &gz, err, errlen);
+    if (rc) return rc;
+    uint8_t *chunk = NULL; /* owned here */
+    uint32_t n, rows, cols;
+    if ((rc = idx_images_header(gz, images_path, &n, &rows, &cols, err, errlen))) goto end;
+    size_t dim = (size_t)rows * cols;
+    out->n = (int)n;
+    if (labels_path && (rc = load_labels(out, labels_path, err, errlen))) goto end;
+    if (klass >= 0 && !out->labels) {
+        util_set_err(err, errlen, "dataset: filtering by class needs labels");
+        rc = VAE_ERR_ARG;
+        goto end;
+    }
+    *top_label = -1;
+    for (uint32_t i = 0; out->labels && i < n; i++)
+        if (out->labels[i] > *top_label) *top_label = out->labels[i];
+    int sel = 0, mine = 0;
+    for (uint32_t i = 0; i < n; i++)
+        if (idx_selected(out->labels, klass, limit, (int)i, &sel) && (sel - 1) % size == rank) mine++;
+    if (sel == 0 || mine == 0) {
+        if (sel == 0)
+            util_set_err(err, errlen, "dataset: no images with label %d", klass);
+        else
+            util_set_err(err, errlen, "the training set has %d images, too few for %d ranks", sel,
+                         size);
+        rc = VAE_ERR_ARG;
+        goto end;
+    }
+    /* the shard and its labels, then the file streamed through a chunk */
+    uint8_t *labels = out->labels; /* owned here until out takes the shard's */
+    out->labels = NULL;
+    out->pixels = malloc((size_t)mine * dim);
+    uint8_t *mine_labels = labels ? malloc((size_t)mine) : NULL;
+    size_t per = IDX_FIRST_CHUNK / dim ? IDX_FIRST_CHUNK / dim : 1;
+    chunk = malloc(per * dim);
+    if (!out->pixels || !chunk || (labels && !mine_labels)) {
+        free(labels);
+        free(mine_labels);
+        util_set_err(err, errlen, "%s: out of memory for a shard of %d images", images_path, mine);
+        rc = VAE_ERR_NOMEM;
+        goto end;
+    }
+    int g = 0, k = 0;
+    for (uint32_t i0 = 0; i0 < n && !rc; i0 += (uint32_t)per) {
+        size_t want = (n - i0 < per ? n - i0 : per) * dim, got;
+        if ((rc = idx_read(gz, images_path, chunk, want, &got, err, errlen))) break;
+        if (got < want) {
+            util_set_err(err, errlen,
+                         "%s: truncated: the header promises %zu data bytes, the file has %zu",
+                         images_path, (size_t)n * dim, (size_t)i0 * dim + got);
+            rc = VAE_ERR_FORMAT;
+            break;
+        }
+        for (size_t j = 0; j < want / dim; j++) {
+            uint32_t i = i0 + (uint32_t)j;
+            if (!idx_selected(labels, klass, limit, (int)i, &g) || (g - 1) % size != rank) continue;
+            memcpy(out->pixels + (size_t)k * dim, chunk + j * dim, dim);
+            if (labels) mine_labels[k] = labels[i];
+            k++;
+        }
+    }
+    free(labels);
+    out->labels = mine_labels;
+    if (!rc) {
+        size_t got;
+        rc = idx_read(gz, images_path, chunk, per * dim < 64 ? per * dim : 64, &got, err, errlen);
+        if (!rc && got) {
+            util_set_err(err, errlen, "%s: trailing bytes after the %zu bytes the header describes",
+                         images_path, 16 + (size_t)n * dim);
+            rc = VAE_ERR_FORMAT;
+        }
+    }
+    idx_set_shape(out, mine, rows, cols);
+    *n_selected = sel;
+end:
+    free(chunk);
+    gzclose(gz);
+    if (rc) dataset_free(out);
+    return rc;
 }
 
 void dataset_image(const dataset *d, int i, float *out) {
@@ -355,6 +459,30 @@ void dataset_truncate(dataset *d, int n) {
         uint8_t *l = realloc(d->labels, (size_t)n);
         if (l) d->labels = l;
     }
+}
+
+vae_status dataset_keep_shard(dataset *d, int rank, int size, char *err, size_t errlen) {
+    if (!d || size < 1 || rank < 0 || rank >= size) {
+        util_set_err(err, errlen, "dataset: rank %d of %d ranks", rank, size);
+        return VAE_ERR_ARG;
+    }
+    if (d->n <= rank) {
+        util_set_err(err, errlen, "the training set has %d images, too few for %d ranks", d->n,
+                     size);
+        return VAE_ERR_ARG;
+    }
+    size_t dim = (size_t)dataset_dim(d);
+    int kept = 0;
+    for (int i = rank; i < d->n; i += size, kept++) {
+        if (d->x)
+            memmove(d->x + (size_t)kept * dim, d->x + (size_t)i * dim, dim * sizeof *d->x);
+        else
+            memmove(d->pixels + (size_t)kept * dim, d->pixels + (size_t)i * dim, dim);
+        if (d->labels) d->labels[kept] = d->labels[i];
+    }
+    d->n = kept + 1; /* dataset_truncate gives back the memory of what is past kept */
+    dataset_truncate(d, kept);
+    return VAE_OK;
 }
 
 void dataset_free(dataset *d) {

@@ -49,12 +49,27 @@ vae_status dataset_peek_idx(const char *images_path, int *n, int *height, int *w
  * "...-labels-idx1-ubyte...", at the first "-images-idx3-ubyte"): 1 with the path in out,
  * 0 when the name has no such part (or out is too small; out is then ""). */
 int dataset_idx_labels_path(const char *images_path, char *out, size_t outlen);
+/* One rank's shard of an IDX training set as bytes, reading the file once
+ * and keeping only the shard: of the images with label klass (-1: all) the
+ * first limit (0: all), numbered g = 0, 1, ... in file order, the ones with
+ * g % size == rank (image g at index g / size, as dataset_keep_shard leaves
+ * them). *n_selected gets how many were selected over all ranks, *top_label
+ * the largest label in the whole labels file (-1 without one). The checks
+ * and messages of dataset_load_idx_compact, and those of dataset_filter_class
+ * and dataset_keep_shard for a class without images or a shard left empty. */
+vae_status dataset_load_idx_shard(dataset *out, const char *images_path, const char *labels_path,
+                                  int klass, int limit, int rank, int size, int *n_selected,
+                                  int *top_label, char *err, size_t errlen);
 /* Image i as floats in [0, 1] into out (dataset_dim floats), either storage. */
 void dataset_image(const dataset *d, int i, float *out);
 /* Keeps only images with label k (needs labels). */
 vae_status dataset_filter_class(dataset *d, int k, char *err, size_t errlen);
 /* Keeps the first n images (n >= 1). */
 void dataset_truncate(dataset *d, int n);
+/* Keeps rank's shard of size ranks: the images i with i % size == rank, in
+ * their order (image i is then at i / size). VAE_ERR_ARG when the shard
+ * would be empty (fewer images than ranks). */
+vae_status dataset_keep_shard(dataset *d, int rank, int size, char *err, size_t errlen);
 void dataset_free(dataset *d);
 
 /* CIFAR-10 binary version, as a folder: data_batch_1.bin, data_batch_2.bin, ...

@@ -389,6 +389,17 @@ size_t eval_score_bytes(const vae_config *c, const eval_score_options *o)
     return bytes;
 }
 
+/* KL(N(mu, exp(logvar)) || N(0, I)) over Z dimensions, in closed form. */
+static double kl_of(const float *mu, const float *logvar, int Z)
+{
+    double kl = 0.0;
+    for (int u = 0; u < Z; u++) {
+        float l = vae_clamp_logvar(logvar[u]);
+        kl += 0.5 * ((double)mu[u] * mu[u] + exp(l) - 1.0 - l);
+    }
+    return kl;
+}
+
 vae_status eval_score_inputs(const vae_model *m, const float *x, const int *labels, int n,
                              const eval_score_options *o, eval_score *out, char *err,
                              size_t errlen)
@@ -433,6 +444,11 @@ vae_status eval_score_inputs(const vae_model *m, const float *x, const int *labe
     rng_seed(&r, o->seed);
     iwae_scratch sc = {ws, eps, z, log_lik};
     for (int i = 0; i < n; i++) {
+        if (o->deadline > 0 && util_mono_s() > o->deadline) {
+            util_set_err(err, errlen, "scoring ran out of time after %d of %d inputs", i, n);
+            rc = VAE_ERR_TOO_LARGE;
+            goto end;
+        }
         const float *xr = x + (size_t)i * D;
         for (int j = 0; j < D; j++)
             xi[j] = c->binarize == VAE_BIN_NONE     ? xr[j]
@@ -442,11 +458,10 @@ vae_status eval_score_inputs(const vae_model *m, const float *x, const int *labe
         const int *y = labels ? labels + i : NULL;
         eval_score *s = &out[i];
         vae_encode_cond(m, ws, xi, y, 1, mu, mu + Z);
-        s->kl = 0.0;
-        for (int u = 0; u < Z; u++) {
-            float l = vae_clamp_logvar(mu[Z + u]);
-            s->kl += 0.5 * ((double)mu[u] * mu[u] + exp(l) - 1.0 - l);
-        }
+        s->kl = kl_of(mu, mu + Z, Z);
+        /* the regret's second bound takes the same draws of eps (common
+         * random numbers): the difference is the fit's, not the draws' */
+        rng_state at_bound = r;
         s->iwae_nll = iwae_nll_of(m, &sc, xi, label, mu, mu + Z, K, chunk, &r, &s->recon);
         s->neg_elbo = s->recon + s->kl;
         if ((s->complexity_bits = png_complexity_bits(c, xr)) < 0) {
@@ -463,7 +478,9 @@ vae_status eval_score_inputs(const vae_model *m, const float *x, const int *labe
                                  errlen)))
             goto end;
         vae_encode_cond(&fit.fit, ws, xi, y, 1, mu, mu + Z);
-        s->regret = s->iwae_nll - iwae_nll_of(m, &sc, xi, label, mu, mu + Z, K, chunk, &r, NULL);
+        double recon_fit;
+        iwae_nll_of(m, &sc, xi, label, mu, mu + Z, K, chunk, &at_bound, &recon_fit);
+        s->regret = s->neg_elbo - (recon_fit + kl_of(mu, mu + Z, Z));
     }
 end:
     if (have_fit) regret_fit_free(&fit);

@@ -69,9 +69,9 @@ typedef struct {
                                       of literals, deflate.h), in bits */
     double corrected_bits;         /* iwae_nll in bits - complexity_bits (Serra et al. 2020):
                                       the model's code length against a generic coder's */
-    double regret;                 /* likelihood regret (Xiao et al. 2020): iwae_nll minus
-                                      the same bound after fitting the encoder to this one
-                                      input; NAN when not asked */
+    double regret;                 /* likelihood regret (Xiao et al. 2020): neg_elbo minus
+                                      the negative ELBO after fitting the encoder to this one
+                                      input (the same K draws of eps); NAN when not asked */
     double recon_floor;            /* the least reconstruction term any decoder could give
                                       this input: sum_j H(x_j) of its grey levels under a
                                       Bernoulli likelihood (0 for continuous Bernoulli and a
@@ -88,7 +88,8 @@ typedef struct {
     int iwae_k;                    /* 1..EVAL_SCORE_MAX_K; default 64 */
     int regret_steps;              /* 0: no likelihood regret; else Adam steps on the encoder */
     double regret_lr;              /* default 1e-3 */
-    double deadline;               /* util_mono_s() after which the regret stops with
+    double deadline;               /* util_mono_s() after which scoring stops (checked
+                                      before each input and each regret step) with
                                       VAE_ERR_TOO_LARGE; 0: none */
     uint64_t seed;                 /* the draws of z (and of dynamic binarisation) */
 } eval_score_options;

@@ -81,10 +81,17 @@ static uint8_t *put_chunk(uint8_t *o, const char type[4], size_t len) {
 vae_status image_encode_grid_png(const float *images, int n, int channels, int height, int width,
                                  int cols, uint8_t **out, size_t *out_len, char *err,
                                  size_t errlen) {
+    return image_encode_grid_png_scaled(images, n, channels, height, width, cols, 1, out, out_len,
+                                        err, errlen);
+}
+
+vae_status image_encode_grid_png_scaled(const float *images, int n, int channels, int height,
+                                        int width, int cols, int scale, uint8_t **out,
+                                        size_t *out_len, char *err, size_t errlen) {
     if (!out || !out_len || !images || n < 1 || (channels != 1 && channels != 3) || height < 1 ||
-        width < 1) {
-        util_set_err(err, errlen, "png: invalid arguments (n=%d channels=%d %dx%d)", n, channels,
-                height, width);
+        width < 1 || scale < 1 || scale > IMAGE_MAX_SCALE) {
+        util_set_err(err, errlen, "png: invalid arguments (n=%d channels=%d %dx%d scale=%d)", n,
+                channels, height, width, scale);
         return VAE_ERR_ARG;
     }
     *out = NULL;
@@ -95,13 +102,13 @@ vae_status image_encode_grid_png(const float *images, int n, int channels, int h
         cols = (int)c;
     }
     long long grid_rows = (n + (long long)cols - 1) / cols;
-    long long gw = (long long)cols * width, gh = grid_rows * height;
+    long long gw = (long long)cols * width * scale, gh = grid_rows * height * scale;
     if (gw > IMAGE_MAX_ENCODE_SIDE || gh > IMAGE_MAX_ENCODE_SIDE) {
         util_set_err(err, errlen, "png: grid of %lldx%lld pixels exceeds %d per side", gh, gw,
                 IMAGE_MAX_ENCODE_SIDE);
         return VAE_ERR_ARG;
     }
-    size_t W = (size_t)gw, H = (size_t)gh, C = (size_t)channels;
+    size_t W = (size_t)gw, H = (size_t)gh, C = (size_t)channels, K = (size_t)scale;
     size_t plane = (size_t)height * (size_t)width, stride = 1 + W * C;
 
     /* The filtered rows: a filter byte, then the pixels' differences. */
@@ -116,16 +123,22 @@ vae_status image_encode_grid_png(const float *images, int n, int channels, int h
     }
     for (int i = 0; i < n; i++) {
         const float *img = images + (size_t)i * C * plane;
-        size_t x0 = (size_t)(i % cols) * (size_t)width, y0 = (size_t)(i / cols) * (size_t)height;
+        size_t x0 = (size_t)(i % cols) * (size_t)width * K;
+        size_t y0 = (size_t)(i / cols) * (size_t)height * K;
         for (size_t ch = 0; ch < C; ch++)
             for (size_t y = 0; y < (size_t)height; y++) {
-                uint8_t *row = raw + (y0 + y) * stride + 1;
+                uint8_t *row = raw + (y0 + y * K) * stride + 1;
                 const float *src = img + ch * plane + y * (size_t)width;
-                if (C == 1)
+                if (C == 1 && K == 1)
                     quantize_run(row + x0, src, (size_t)width);
                 else
-                    for (size_t x = 0; x < (size_t)width; x++)
-                        row[(x0 + x) * C + ch] = quantize(src[x]);
+                    for (size_t x = 0; x < (size_t)width; x++) {
+                        uint8_t v = quantize(src[x]);
+                        for (size_t k = 0; k < K; k++) row[(x0 + x * K + k) * C + ch] = v;
+                    }
+                /* nearest neighbour: the row K times (its filter byte is set below) */
+                for (size_t k = 1; k < K; k++)
+                    memcpy(row + k * stride + x0 * C, row + x0 * C, (size_t)width * K * C);
             }
     }
     for (size_t y = 0; y < H; y++) {

@@ -32,6 +32,13 @@
 vae_status image_encode_grid_png(const float *images, int n, int channels, int height, int width,
                                  int cols, uint8_t **out, size_t *out_len, char *err,
                                  size_t errlen);
+/* The same with every pixel drawn as a scale x scale block (nearest
+ * neighbour; 1 <= scale <= IMAGE_MAX_SCALE), so a 28-pixel digit is readable
+ * in a page: the grid is scale times as wide and high. */
+#define IMAGE_MAX_SCALE 8
+vae_status image_encode_grid_png_scaled(const float *images, int n, int channels, int height,
+                                        int width, int cols, int scale, uint8_t **out,
+                                        size_t *out_len, char *err, size_t errlen);
 /* The same, written to path atomically (engine/file_io). */
 vae_status image_write_grid_png(const char *path, const float *images, int n, int channels,
                                 int height, int width, int cols, char *err, size_t errlen);

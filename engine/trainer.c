@@ -15,7 +15,15 @@
 
 struct trainer {
     vae_model *m;            /* borrowed */
-    const dataset *train;    /* borrowed */
+    const dataset *train;    /* borrowed; with ranks, this rank's shard */
+    int n;                   /* training images (all ranks') */
+    const trainer_dist *dist; /* borrowed; NULL: one process */
+    /* with ranks only: the whole batch's eps, this rank's slots of the batch
+     * and the sum the ranks reduce (gradients, then DIST_TAIL figures) */
+    float *eps_all;          /* owned; (cfg.batch * mc_samples, latent) */
+    int *slots;              /* owned; cfg.batch */
+    float *reduce;           /* owned; n_params + DIST_TAIL, or 2 * latent */
+    float *reduce_kl;        /* owned; 2 * latent, free bits only */
     const dataset *test;     /* borrowed, may be NULL */
     vae_train_state *ts;     /* owned */
     rng_state rng;
@@ -68,25 +76,55 @@ static const int *labels_of(const vae_model *m, const dataset *d, const int *idx
     return out;
 }
 
+/* What the ranks sum after the gradients: recon and KL sums (each split
+ * in two floats), whether a rank's loss was not finite, whether a rank was
+ * asked to stop. */
+enum { TAIL_RECON = 0, TAIL_KL = 2, TAIL_NONFINITE = 4, TAIL_CANCEL = 5, DIST_TAIL = 6 };
+
 trainer *trainer_new(vae_model *m, const dataset *train, const dataset *test, char *err,
                      size_t errlen)
 {
+    return trainer_new_dist(m, train, train->n, test, NULL, err, errlen);
+}
+
+trainer *trainer_new_dist(vae_model *m, const dataset *train, int n_global, const dataset *test,
+                          const trainer_dist *dist, char *err, size_t errlen)
+{
     if (check_shape(m, train, "training", err, errlen)) return NULL;
     if (test && check_shape(m, test, "test", err, errlen)) return NULL;
+    int ranks = trainer_dist_active(dist) ? dist->size : 1;
+    if (ranks == 1 ? n_global != train->n
+                   : (dist->rank < 0 || dist->rank >= ranks ||
+                      train->n != (n_global - dist->rank + ranks - 1) / ranks)) {
+        util_set_err(err, errlen, "rank %d's shard holds %d images; of %d it should hold %d",
+                     ranks == 1 ? 0 : dist->rank, train->n, n_global,
+                     ranks == 1 ? n_global : (n_global - dist->rank + ranks - 1) / ranks);
+        return NULL;
+    }
     trainer *t = calloc(1, sizeof *t);
     if (!t) goto nomem;
     t->m = m;
     t->train = train;
+    t->n = n_global;
     t->test = test;
+    if (ranks > 1) {
+        const vae_config *c = &m->cfg;
+        t->dist = dist;
+        if (!(t->eps_all = malloc(sizeof(float) * (size_t)c->batch * c->mc_samples * c->latent)) ||
+            !(t->slots = malloc(sizeof(int) * (size_t)c->batch)) ||
+            !(t->reduce = malloc(sizeof(float) * (m->n_params + DIST_TAIL))) ||
+            !(t->reduce_kl = malloc(sizeof(float) * 2 * (size_t)c->latent)))
+            goto nomem;
+    }
     rng_seed(&t->rng, m->cfg.seed);
     if (!(t->ts = vae_train_state_new(m, m->cfg.batch, err, errlen))) {
         trainer_free(t);
         return NULL;
     }
-    if (!(t->order = malloc(sizeof(int) * (size_t)train->n))) goto nomem;
+    if (!(t->order = malloc(sizeof(int) * (size_t)t->n))) goto nomem;
     /* a permutation from the start, so a resume file written before the first
      * epoch holds one */
-    for (int i = 0; i < train->n; i++) t->order[i] = i;
+    for (int i = 0; i < t->n; i++) t->order[i] = i;
     if (!(t->batch = malloc(sizeof(float) * (size_t)m->cfg.batch * dataset_dim(train)))) goto nomem;
     if (vae_config_is_conditional(&m->cfg) &&
         !(t->batch_labels = malloc(sizeof(int) * (size_t)m->cfg.batch)))
@@ -108,7 +146,41 @@ void trainer_free(trainer *t)
     free(t->batch);
     free(t->batch_labels);
     free(t->history);
+    free(t->eps_all);
+    free(t->slots);
+    free(t->reduce);
+    free(t->reduce_kl);
     free(t);
+}
+
+vae_status trainer_dist_share_state(trainer *t, char *err, size_t errlen)
+{
+    const trainer_dist *d = t->dist;
+    if (!d) return VAE_OK;
+    struct {
+        int64_t adam_step;
+        rng_state rng;
+        int epochs_done;
+        trainer_position pos;
+    } head = {*vae_train_adam_step(t->ts), t->rng, t->epochs_done, t->pos};
+    size_t np = t->m->n_params;
+    vae_status rc;
+    if ((rc = d->broadcast(d->ctx, &head, sizeof head, err, errlen))) return rc;
+    if (head.epochs_done < 0 || head.epochs_done > t->m->cfg.epochs) {
+        util_set_err(err, errlen, "rank 0 sent a state of %d epochs done", head.epochs_done);
+        return VAE_ERR_IO;
+    }
+    void *bufs[] = {t->m->params, vae_train_adam_m(t->ts), vae_train_adam_v(t->ts), t->order,
+                    t->history};
+    size_t bytes[] = {sizeof(float) * np, sizeof(float) * np, sizeof(float) * np,
+                      sizeof(int) * (size_t)t->n, sizeof *t->history * (size_t)head.epochs_done};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
+        if (bytes[i] && (rc = d->broadcast(d->ctx, bufs[i], bytes[i], err, errlen))) return rc;
+    *vae_train_adam_step(t->ts) = head.adam_step;
+    t->rng = head.rng;
+    t->epochs_done = head.epochs_done;
+    t->pos = head.pos;
+    return VAE_OK;
 }
 
 vae_status trainer_set_threads(trainer *t, int threads, char *err, size_t errlen)
@@ -122,7 +194,7 @@ const trainer_epoch_metrics *trainer_history(const trainer *t) { return t->histo
 const rng_state *trainer_rng(const trainer *t) { return &t->rng; }
 vae_train_state *trainer_train_state(const trainer *t) { return t->ts; }
 const int *trainer_order(const trainer *t) { return t->order; }
-int trainer_order_len(const trainer *t) { return t->train->n; }
+int trainer_order_len(const trainer *t) { return t->n; }
 
 void trainer_get_position(const trainer *t, trainer_position *p)
 {
@@ -133,7 +205,7 @@ void trainer_get_position(const trainer *t, trainer_position *p)
 
 static int64_t steps_per_epoch(const trainer *t)
 {
-    return (t->train->n + t->m->cfg.batch - 1) / t->m->cfg.batch;
+    return (t->n + t->m->cfg.batch - 1) / t->m->cfg.batch;
 }
 
 /* 1 when order[0..n) holds each of 0..n-1 once (else a step would read out of
@@ -151,13 +223,112 @@ static int is_permutation(const int *order, int n)
     return ok;
 }
 
+/* One step of the batch at slots [b0, b0 + nb) of the order when the ranks
+ * share it: this rank's images of it, the noise of the whole batch drawn as
+ * one process draws it (so an image's noise is its slot's, whichever rank
+ * holds it), this rank's part of the gradient, the sum over the ranks, and
+ * the same update on every rank. stop: this rank was asked to stop; when any
+ * was, no rank takes the step (VAE_ERR_CANCELLED, the generator as before). */
+static vae_status dist_step(trainer *t, int b0, int nb, int stop, vae_stats *st, char *err,
+                            size_t errlen)
+{
+    vae_model *m = t->m;
+    const vae_config *c = &m->cfg;
+    const trainer_dist *dd = t->dist;
+    const dataset *d = t->train;
+    size_t D = (size_t)dataset_dim(d), LZ = (size_t)c->mc_samples * c->latent, np = m->n_params;
+    rng_state before = t->rng;
+    int k = 0;
+    for (int i = 0; i < nb; i++) {
+        int g = t->order[b0 + i];
+        if (g % dd->size != dd->rank) continue;
+        t->slots[k] = i;
+        dataset_image(d, g / dd->size, t->batch + (size_t)k * D);
+        if (t->batch_labels) t->batch_labels[k] = d->labels[g / dd->size];
+        k++;
+    }
+    /* the draws of vae_train_step_cond, in its order, for every slot */
+    if (c->binarize == VAE_BIN_DYNAMIC) {
+        for (int i = 0, j = 0; i < nb; i++) {
+            float *x = j < k && t->slots[j] == i ? t->batch + (size_t)j++ * D : NULL;
+            for (size_t p = 0; p < D; p++) {
+                float u = rng_uniform(&t->rng);
+                if (x) x[p] = u < x[p] ? 1.0f : 0.0f;
+            }
+        }
+    } else if (c->binarize == VAE_BIN_STATIC) {
+        for (size_t p = 0; p < (size_t)k * D; p++) t->batch[p] = t->batch[p] > 0.5f ? 1.0f : 0.0f;
+    }
+    rng_normal_fill(&t->rng, t->eps_all, (size_t)nb * LZ);
+    for (int j = 0; j < k; j++) /* slots ascend, so no row is overwritten before it is moved */
+        memmove(t->eps_all + (size_t)j * LZ, t->eps_all + (size_t)t->slots[j] * LZ,
+                sizeof(float) * LZ);
+    vae_zero_grad(t->ts);
+    vae_stats local = {0};
+    int failed = k > 0 && vae_forward_loss_cond(m, t->ts, t->batch, t->batch_labels, t->eps_all,
+                                                k, &local) != VAE_OK;
+    vae_status rc;
+    if (c->free_bits > 0.0f) {
+        /* free bits weigh each dimension by its mean KL over the whole batch */
+        double *kl = vae_train_batch_kl(t->ts);
+        for (int z = 0; z < c->latent; z++)
+            trainer_dist_split(k > 0 && !failed ? kl[z] : 0.0, t->reduce_kl + 2 * z);
+        if ((rc = dd->allreduce_sum(dd->ctx, t->reduce_kl, 2 * (size_t)c->latent, err, errlen)))
+            return rc;
+        for (int z = 0; k > 0 && z < c->latent; z++)
+            kl[z] = trainer_dist_join(t->reduce_kl + 2 * z) * k / nb;
+    }
+    if (k > 0 && !failed) vae_backward(m, t->ts);
+    float *tail = t->reduce + np;
+    memcpy(t->reduce, vae_train_grads(t->ts), sizeof(float) * np);
+    trainer_dist_split(local.recon, tail + TAIL_RECON);
+    trainer_dist_split(local.kl, tail + TAIL_KL);
+    tail[TAIL_NONFINITE] = failed ? 1.0f : 0.0f;
+    tail[TAIL_CANCEL] = stop ? 1.0f : 0.0f;
+    if ((rc = dd->allreduce_sum(dd->ctx, t->reduce, np + DIST_TAIL, err, errlen))) return rc;
+    st->recon = trainer_dist_join(tail + TAIL_RECON);
+    st->kl = trainer_dist_join(tail + TAIL_KL);
+    st->loss = tail[TAIL_NONFINITE] > 0.0f ? NAN : st->recon + st->kl;
+    st->batch = nb;
+    if (tail[TAIL_CANCEL] > 0.0f) {
+        t->rng = before;
+        return VAE_ERR_CANCELLED;
+    }
+    if (tail[TAIL_NONFINITE] > 0.0f) return VAE_ERR_NONFINITE;
+    memcpy(vae_train_grads(t->ts), t->reduce, sizeof(float) * np);
+    vae_adam_update(m, t->ts);
+    return VAE_OK;
+}
+
+static vae_status evaluate(const vae_model *m, const dataset *d, uint64_t seed,
+                           const trainer_dist *dist, double *loss, double *recon, double *kl,
+                           char *err, size_t errlen);
+
+/* Collective, at the end of an epoch: every rank holds the same parameters
+ * (the sums and updates are the same bits everywhere; this makes sure). */
+static vae_status dist_check_params(trainer *t, char *err, size_t errlen)
+{
+    char crc[16];
+    snprintf(crc, sizeof crc, "%08lx",
+             (unsigned long)crc32_z(crc32(0L, Z_NULL, 0), (const Bytef *)t->m->params,
+                                    sizeof(float) * t->m->n_params));
+    char why[512];
+    vae_status rc = trainer_dist_agree(t->dist, 1, crc, why, sizeof why);
+    if (rc == VAE_ERR_ARG)
+        util_set_err(err, errlen, "the ranks' parameters drifted apart at epoch %d (%s)",
+                     t->epochs_done + 1, why);
+    else if (rc)
+        util_set_err(err, errlen, "%s", why);
+    return rc;
+}
+
 vae_status trainer_run_epoch(trainer *t, const trainer_callbacks *cb, trainer_epoch_metrics *out,
                              char *err, size_t errlen)
 {
     const vae_config *c = &t->m->cfg;
     const dataset *d = t->train;
     size_t D = (size_t)dataset_dim(d);
-    int n = d->n, B = c->batch;
+    int n = t->n, B = c->batch;
     int64_t steps = steps_per_epoch(t);
     if (t->epochs_done >= c->epochs) {
         util_set_err(err, errlen, "all %d epochs are done", c->epochs);
@@ -176,19 +347,26 @@ vae_status trainer_run_epoch(trainer *t, const trainer_callbacks *cb, trainer_ep
     out->epoch = t->epochs_done + 1;
     double t0 = util_mono_s() - t->pos.seconds;
     for (int64_t s = t->pos.next_step; s < steps; s++) {
-        if (cb && cb->cancel && *cb->cancel) {
+        int stop = cb && cb->cancel && *cb->cancel;
+        int b0 = (int)(s * B), nb = n - b0 < B ? n - b0 : B;
+        vae_stats st;
+        vae_status rc = VAE_ERR_CANCELLED;
+        if (t->dist) {
+            rc = dist_step(t, b0, nb, stop, &st, err, errlen);
+        } else if (!stop) {
+            for (int i = 0; i < nb; i++)
+                dataset_image(d, t->order[b0 + i], t->batch + (size_t)i * D);
+            const int *labels = labels_of(t->m, d, t->order, b0, nb, t->batch_labels);
+            rc = vae_train_step_cond(t->m, t->ts, t->batch, labels, nb, &t->rng, &st);
+        }
+        if (rc == VAE_ERR_CANCELLED) {
             if (fresh && s == 0) t->rng = unshuffled;
             t->pos.next_step = s;
             t->pos.seconds = util_mono_s() - t0;
             util_set_err(err, errlen, "cancelled");
             return VAE_ERR_CANCELLED;
         }
-        int b0 = (int)(s * B), nb = n - b0 < B ? n - b0 : B;
-        for (int i = 0; i < nb; i++)
-            dataset_image(d, t->order[b0 + i], t->batch + (size_t)i * D);
-        vae_stats st;
-        const int *labels = labels_of(t->m, d, t->order, b0, nb, t->batch_labels);
-        int rc = vae_train_step_cond(t->m, t->ts, t->batch, labels, nb, &t->rng, &st);
+        if (rc == VAE_ERR_IO || rc == VAE_ERR_NOMEM) return rc; /* err says which rank */
         if (rc == VAE_ERR_NONFINITE) {
             util_set_err(err, errlen, "the loss is not finite (%g) at epoch %d, step %lld", st.loss,
                      out->epoch, (long long)s + 1);
@@ -214,6 +392,10 @@ vae_status trainer_run_epoch(trainer *t, const trainer_callbacks *cb, trainer_ep
             cb->on_progress(cb->ctx, &p);
         }
     }
+    if (t->dist) {
+        vae_status rc = dist_check_params(t, err, errlen);
+        if (rc) return rc;
+    }
     double recon = t->pos.recon_sum, kl = t->pos.kl_sum;
     memset(&t->pos, 0, sizeof t->pos);
     double el = util_mono_s() - t0;
@@ -223,8 +405,8 @@ vae_status trainer_run_epoch(trainer *t, const trainer_callbacks *cb, trainer_ep
     out->images_per_s = el > 0 ? n / el : 0.0;
     out->test_loss = out->test_recon = out->test_kl = NAN;
     if (t->test) {
-        int rc = trainer_evaluate(t->m, t->test, c->seed ^ 0x7e57ULL, &out->test_loss,
-                                  &out->test_recon, &out->test_kl, err, errlen);
+        int rc = evaluate(t->m, t->test, c->seed ^ 0x7e57ULL, t->dist, &out->test_loss,
+                          &out->test_recon, &out->test_kl, err, errlen);
         if (rc) return rc;
     }
     out->seconds = util_mono_s() - t0;
@@ -232,17 +414,23 @@ vae_status trainer_run_epoch(trainer *t, const trainer_callbacks *cb, trainer_ep
     return VAE_OK;
 }
 
-vae_status trainer_evaluate(const vae_model *m, const dataset *d, uint64_t seed, double *loss,
-                            double *recon, double *kl, char *err, size_t errlen)
+/* The evaluation of trainer_evaluate; with ranks (dist active) each rank
+ * takes the images i with i % size == rank of the whole set d, with the
+ * noise of their slots drawn as one process draws it, and the sums are
+ * added over the ranks, so every rank gets the figures of the whole set. */
+static vae_status evaluate(const vae_model *m, const dataset *d, uint64_t seed,
+                           const trainer_dist *dist, double *loss, double *recon, double *kl,
+                           char *err, size_t errlen)
 {
     const vae_config *c = &m->cfg;
     if (check_shape(m, d, "evaluation", err, errlen)) return VAE_ERR_ARG;
+    int ranks = trainer_dist_active(dist) ? dist->size : 1, rank = ranks > 1 ? dist->rank : 0;
     int B = c->batch < 500 ? 500 : c->batch;
     vae_train_state *ts = vae_train_state_new(m, B, err, errlen); /* owned */
-    size_t D = (size_t)dataset_dim(d);
-    float *batch = malloc(sizeof(float) * (size_t)B * D);                       /* owned */
-    float *eps = malloc(sizeof(float) * (size_t)B * c->mc_samples * c->latent); /* owned */
-    int *labels = malloc(sizeof(int) * (size_t)B);                              /* owned */
+    size_t D = (size_t)dataset_dim(d), LZ = (size_t)c->mc_samples * c->latent;
+    float *batch = malloc(sizeof(float) * (size_t)B * D); /* owned */
+    float *eps = malloc(sizeof(float) * (size_t)B * LZ);  /* owned */
+    int *labels = malloc(sizeof(int) * (size_t)B);        /* owned */
     vae_status rc = VAE_OK;
     if (!ts || !batch || !eps || !labels) {
         util_set_err(err, errlen, "out of memory for evaluation");
@@ -252,26 +440,64 @@ vae_status trainer_evaluate(const vae_model *m, const dataset *d, uint64_t seed,
     rng_state r;
     rng_seed(&r, seed);
     double recon_sum = 0.0, kl_sum = 0.0;
+    int failed = 0;
     for (int b0 = 0; b0 < d->n; b0 += B) {
         int nb = d->n - b0 < B ? d->n - b0 : B;
-        for (int i = 0; i < nb; i++) dataset_image(d, b0 + i, batch + (size_t)i * D);
+        /* this rank's slots of the batch: b0 + i with (b0 + i) % ranks == rank */
+        int first = ((rank - b0) % ranks + ranks) % ranks, k = 0;
+        for (int i = first; i < nb; i += ranks, k++)
+            dataset_image(d, b0 + i, batch + (size_t)k * D);
         if (c->binarize != VAE_BIN_NONE) {
             /* the test set is binarised once, the same way every time */
-            for (size_t i = 0; i < (size_t)nb * D; i++)
-                batch[i] = c->binarize == VAE_BIN_STATIC
-                               ? (batch[i] > 0.5f ? 1.0f : 0.0f)
-                               : (rng_uniform(&r) < batch[i] ? 1.0f : 0.0f);
+            for (int i = 0, j = 0; i < nb; i++) {
+                int kept = i >= first && (i - first) % ranks == 0;
+                float *x = kept ? batch + (size_t)j++ * D : NULL;
+                for (size_t p = 0; p < D; p++) {
+                    if (c->binarize == VAE_BIN_DYNAMIC) {
+                        float u = rng_uniform(&r);
+                        if (x) x[p] = u < x[p] ? 1.0f : 0.0f;
+                    } else if (x) {
+                        x[p] = x[p] > 0.5f ? 1.0f : 0.0f;
+                    }
+                }
+            }
         }
-        rng_normal_fill(&r, eps, (size_t)nb * c->mc_samples * c->latent);
+        rng_normal_fill(&r, eps, (size_t)nb * LZ);
+        for (int j = 0; j < k; j++) /* slot first + j * ranks >= j: moved before overwritten */
+            memmove(eps + (size_t)j * LZ, eps + (size_t)(first + j * ranks) * LZ,
+                    sizeof(float) * LZ);
+        if (k == 0 || failed) continue;
         vae_stats st;
-        const int *y = labels_of(m, d, NULL, b0, nb, labels);
-        rc = vae_forward_loss_cond(m, ts, batch, y, eps, nb, &st);
-        if (rc) {
+        for (int j = 0; j < k && vae_config_is_conditional(c); j++)
+            labels[j] = d->labels[b0 + first + j * ranks];
+        const int *y = vae_config_is_conditional(c) ? labels : NULL;
+        vae_status frc = vae_forward_loss_cond(m, ts, batch, y, eps, k, &st);
+        if (frc && ranks == 1) {
             util_set_err(err, errlen, "evaluation: the loss is not finite");
+            rc = frc;
             goto end;
+        }
+        if (frc) { /* the other ranks still come to the sum */
+            failed = 1;
+            continue;
         }
         recon_sum += st.recon;
         kl_sum += st.kl;
+    }
+    if (ranks > 1) {
+        float sums[5];
+        trainer_dist_split(recon_sum, sums);
+        trainer_dist_split(kl_sum, sums + 2);
+        sums[4] = failed ? 1.0f : 0.0f;
+        if ((rc = dist->allreduce_sum(dist->ctx, sums, 5, err, errlen))) goto end;
+        recon_sum = trainer_dist_join(sums);
+        kl_sum = trainer_dist_join(sums + 2);
+        failed = sums[4] > 0.0f;
+    }
+    if (failed) {
+        util_set_err(err, errlen, "evaluation: the loss is not finite");
+        rc = VAE_ERR_NONFINITE;
+        goto end;
     }
     *recon = recon_sum / d->n;
     *kl = kl_sum / d->n;
@@ -282,6 +508,12 @@ end:
     free(eps);
     free(labels);
     return rc;
+}
+
+vae_status trainer_evaluate(const vae_model *m, const dataset *d, uint64_t seed, double *loss,
+                            double *recon, double *kl, char *err, size_t errlen)
+{
+    return evaluate(m, d, seed, NULL, loss, recon, kl, err, errlen);
 }
 
 /* ---------- the resume file ---------- */
@@ -338,7 +570,7 @@ vae_status trainer_save_resume(const trainer *t, const char *path, const trainer
         return VAE_ERR_ARG;
     }
     const vae_model *m = t->m;
-    int n = t->train->n, done = t->epochs_done;
+    int n = t->n, done = t->epochs_done;
     char model_cfg[4096];
     if (ckpt_config_to_json(&m->cfg, model_cfg, sizeof model_cfg) < 0) {
         util_set_err(err, errlen, "the model config does not fit in %zu bytes", sizeof model_cfg);
@@ -451,7 +683,7 @@ vae_status trainer_load_resume(trainer *t, const char *path, const trainer_meta 
     int *order = NULL; /* owned here */
     vae_model *m = t->m;
     size_t np = m->n_params;
-    int n = t->train->n;
+    int n = t->n;
     const char *format = st_meta_get(&f, "format");
     if (!format || strcmp(format, RESUME_FORMAT) != 0) {
         if (format)

@@ -21,6 +21,15 @@
  * writes all of it with the model's parameters, so a run stopped anywhere,
  * even mid-epoch, resumes bit for bit (with one training thread: two threads
  * sum gradients in an order that is repeatable but not the same).
+ *
+ * With ranks (trainer_new_dist) the epochs are the same as one process's:
+ * the same generator on every rank makes the same data order and draws the
+ * noise of the whole batch, each rank keeps the draws of the slots it holds,
+ * and the gradients and the loss sums are summed over the ranks before the
+ * one update (clipping and KL warm-up see the whole batch); only the
+ * order in which a batch's gradients are added differs, so the parameters
+ * agree with one process's to float rounding. Every rank trains with one
+ * thread.
  */
 #ifndef TRAINER_H
 #define TRAINER_H
@@ -29,6 +38,7 @@
 #include <stdint.h>
 
 #include "engine/dataset.h"
+#include "engine/trainer_dist.h"
 #include "engine/vae.h"
 
 typedef struct {
@@ -63,6 +73,20 @@ typedef struct trainer trainer;
 
 trainer *trainer_new(vae_model *m, const dataset *train, const dataset *test, char *err,
                      size_t errlen);
+/* Data parallel over processes (trainer_dist.h): train is this rank's shard
+ * of the n_global training images; every rank calls every trainer function
+ * below in the same order, except trainer_save_resume and
+ * trainer_load_resume, which rank 0 alone calls (then
+ * trainer_dist_share_state), and trainer_evaluate. test is the whole test
+ * set on every rank (or NULL on every rank): each evaluates the images
+ * i % size == rank of it after an epoch and every rank gets the sums. A
+ * step that cannot reach every rank fails with VAE_ERR_IO. dist NULL or of
+ * size 1 is trainer_new. */
+trainer *trainer_new_dist(vae_model *m, const dataset *train, int n_global, const dataset *test,
+                          const trainer_dist *dist, char *err, size_t errlen);
+/* Collective: rank 0's parameters and whole state (what a resume file
+ * holds) to every rank; at the start, after rank 0 may have resumed. */
+vae_status trainer_dist_share_state(trainer *t, char *err, size_t errlen);
 void trainer_free(trainer *t);
 /* Training threads (data parallel when >= 2); see vae_train_state_set_threads. */
 vae_status trainer_set_threads(trainer *t, int threads, char *err, size_t errlen);

@@ -384,6 +384,8 @@ vae_status vae_backward(const vae_model *m, vae_train_state *ts)
 
 void vae_zero_grad(vae_train_state *ts) { memset(ts->grads, 0, sizeof(float) * ts->n_params); }
 
+double *vae_train_batch_kl(vae_train_state *ts) { return ts->ops->batch_kl(ts->arch); }
+
 /* Adam's bias corrections after step steps, as the kernel takes them. */
 static void adam_corrections(const vae_config *c, int64_t step, float *step_size,
                              float *inv_sqrt_bc2)

@@ -130,6 +130,12 @@ vae_status vae_train_step_cond(vae_model *m, vae_train_state *ts, const float *x
 vae_status vae_forward_loss_cond(const vae_model *m, vae_train_state *ts, const float *x,
                                  const int *labels, const float *eps, int B, vae_stats *stats);
 void vae_zero_grad(vae_train_state *ts);
+/* The last forward's KL per latent dimension, summed over its B images
+ * (cfg.latent doubles, owned by ts). With free bits the backward weighs a
+ * dimension by its batch mean (these / B); a caller whose batch is a part of
+ * a larger one (data parallel over processes) puts the whole batch's means
+ * times B here between vae_forward_loss and vae_backward. */
+double *vae_train_batch_kl(vae_train_state *ts);
 /* The gradient array, parallel to m->params (owned by ts). */
 float *vae_train_grads(vae_train_state *ts);
 /* Adam moments and step count, for checkpoints that resume (owned by ts). */

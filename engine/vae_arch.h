@@ -95,6 +95,9 @@ typedef struct {
     /* Tests: the naive reference kernels instead of the fast ones; NULL when
      * the architecture has one set of kernels. */
     void (*use_naive)(void *st, int on);
+    /* The last forward's KL per latent dimension summed over its batch
+     * (latent doubles, in st), which the backward reads for free bits. */
+    double *(*batch_kl)(void *st);
 } vae_arch_ops;
 
 /* The tables; only vae.c picks one (the architectures do not know each

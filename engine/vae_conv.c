@@ -357,6 +357,7 @@ typedef struct {
 } conv_train;
 
 static void conv_use_naive(void *st, int on) { ((conv_train *)st)->naive = on; }
+static double *conv_batch_kl(void *st) { return ((conv_train *)st)->kl_dim; }
 
 static void *conv_train_layout(const vae_config *c, int max_batch, vae_layout *l)
 {
@@ -468,4 +469,5 @@ const vae_arch_ops vae_conv_ops = {
     .forward = conv_forward,
     .backward = conv_backward,
     .use_naive = conv_use_naive,
+    .batch_kl = conv_batch_kl,
 };

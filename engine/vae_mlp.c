@@ -288,6 +288,8 @@ typedef struct {
     int B;
 } mlp_train;
 
+static double *mlp_batch_kl(void *st) { return ((mlp_train *)st)->kl_dim; }
+
 static void *mlp_train_layout(const vae_config *c, int max_batch, vae_layout *l)
 {
     mlp_train sizing, *t = vae_layout_take(l, 1, sizeof *t);
@@ -383,4 +385,5 @@ const vae_arch_ops vae_mlp_ops = {
     .forward = mlp_forward,
     .backward = mlp_backward,
     .use_naive = NULL,
+    .batch_kl = mlp_batch_kl,
 };

@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
 # /healthz latency while each hostile case of tests/http/test_hostile runs,
 # against idle, on one vaed on 127.0.0.1:
-#   scripts/bench-hostile.sh [BUILD_DIR]        (default build)
+#   scripts/bench-hostile.sh [BUILD_DIR]        (default build; CASES="idle big-upload" for some)
 # The daemon runs as `make run` starts it (no token, loopback, default
 # bounds) with --workers 0 (jobs stay queued, so event streams stay open)
 # and a small MLP trained here on MNIST for one epoch. Each attack comes from
 # 127.0.0.2 (another loopback address, as another client would) and runs for
 # DURATION seconds (default 5) while 127.0.0.1 asks GET /healthz one request
-# after another; the table gives its p50, p99 and max, how many of those
-# failed, what the attack was answered, and the daemon's peak RSS growth
-# (VmHWM, reset through /proc/PID/clear_refs before each case). Attacks:
+# after another, alternating with GET /models (a read of the registry);
+# the table gives the /healthz p50, p99 and max, the /models p99 and max
+# (sampled one after another, so one long stall shows in the max), how many
+# of those failed, what the attack was answered, and the daemon's peak RSS
+# growth (VmHWM, reset through /proc/PID/clear_refs before each case).
+# Attacks:
 #   png-text-bomb    POST /encode: 1000 zTXt chunks of 8 MiB of zeros (7.8 MB), 4 clients
 #   png-size-bomb    POST /encode: a 16 KB PNG declaring 4096x4096, 4 clients
 #   held-bodies      250 connections, each 16 MiB declared and all but 1 byte sent
@@ -19,12 +22,14 @@
 #   fifo-data        POST /jobs naming a FIFO under the data root, 4 clients
 #   long-header      a safetensors upload with a 64 MiB header of one shape, 2 clients
 #   stalled-download 20 downloads of a 26 MB checkpoint, never read
+#   big-upload       100 MB checkpoints (new bytes each time) uploaded one after another
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 build=${1:-build}
 vaed=$build/vaed
 duration=${DURATION:-5}
+cases=${CASES:-}   # e.g. CASES="idle big-upload": only those (default all)
 [ -x "$vaed" ] || { echo "bench-hostile: $vaed not found (make all)" >&2; exit 1; }
 [ -f data/mnist/t10k-images-idx3-ubyte ] || bash scripts/get-data.sh mnist
 
@@ -40,6 +45,8 @@ echo "bench-hostile: training a small model..." >&2
 "$vaed" train --data mnist --epochs 1 --hidden 64 --latent 8 --iwae 0 --out "$tmp/small.safetensors" >/dev/null
 "$vaed" train --data mnist --epochs 1 --limit 256 --hidden 4096 --latent 8 --iwae 0 \
     --out "$tmp/wide.safetensors" >/dev/null
+"$vaed" train --data mnist --epochs 1 --limit 64 --hidden 16384 --latent 8 --iwae 0 \
+    --out "$tmp/huge.safetensors" >/dev/null
 mkdir -p "$tmp/sets" "$tmp/var"
 mkfifo "$tmp/sets/pipe-images-idx3-ubyte"
 ln -s "$root/data/mnist" "$tmp/sets/mnist"
@@ -55,10 +62,12 @@ url=http://127.0.0.1:$port
 curl -fsS -X POST -H 'Content-Type: application/json' \
     -d '{"model": "m", "data": "mnist", "epochs": 1}' "$url/jobs" >/dev/null
 
-/usr/bin/python3 - "$port" "$vaed_pid" "$duration" <<'EOF'
+/usr/bin/python3 - "$port" "$vaed_pid" "$duration" "$tmp/huge.safetensors" "$cases" <<'EOF'
 import socket, struct, sys, threading, time, zlib
 
 port, pid, duration = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
+huge = bytearray(open(sys.argv[4], "rb").read())
+only = sys.argv[5].split()
 
 def conn(src="127.0.0.2"):
     s = socket.socket()
@@ -108,16 +117,27 @@ def status(field):
     return 0
 
 def healthz(seconds):
-    times, failed, end = [], 0, time.monotonic() + seconds
+    times, failed, end = {b"/healthz": [], b"/models": []}, 0, time.monotonic() + seconds
     while time.monotonic() < end:
-        t0 = time.monotonic()
-        code = request(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
-                       src="127.0.0.1", timeout=10)
-        times.append(time.monotonic() - t0)
-        failed += code != 200
-    times.sort()
-    pick = lambda q: times[min(len(times) - 1, int(q * len(times)))] * 1e3
-    return pick(0.5), pick(0.99), times[-1] * 1e3, failed, len(times)
+        for path, t in times.items():
+            t0 = time.monotonic()
+            code = request(b"GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+                           % path, src="127.0.0.1", timeout=10)
+            t.append(time.monotonic() - t0)
+            failed += code != 200
+    for t in times.values():
+        t.sort()
+    pick = lambda t, q: t[min(len(t) - 1, int(q * len(t)))] * 1e3
+    h, m = times[b"/healthz"], times[b"/models"]
+    return (pick(h, 0.5), pick(h, 0.99), h[-1] * 1e3, pick(m, 0.99), m[-1] * 1e3, failed,
+            len(h) + len(m))
+
+uploads = [0]
+def huge_upload():
+    """The 100 MB checkpoint with one weight changed: new bytes to store."""
+    uploads[0] += 1
+    huge[-4 * uploads[0] - 4] ^= 1  # the low byte of a float near the end
+    return post(b"/models/huge/checkpoints", b"application/octet-stream", bytes(huge))
 
 def loop(make, clients):
     """clients threads sending make() until stopped; counts answers by status."""
@@ -192,19 +212,20 @@ cases = [
     ("long-header", lambda: loop(lambda: long_header, 2)),
     ("stalled-download", lambda: hold([b"GET /models/wide/versions/1/file HTTP/1.1\r\n"
                                        b"Host: 127.0.0.1\r\n\r\n"] * 20)),
+    ("big-upload", lambda: loop(huge_upload, 1)),
 ]
-print("| case | /healthz p50 ms | p99 ms | max ms | failed | attack answered | peak RSS growth |")
-print("|---|---:|---:|---:|---:|---|---:|")
-base = rss_reset()
-p50, p99, mx, failed, n = healthz(duration)
-print("| idle | %.2f | %.2f | %.1f | %d of %d | | %d MB |" % (p50, p99, mx, failed, n,
-                                                            (status("VmHWM") - base) // 1024))
-for name, start in cases:
+print("| case | /healthz p50 ms | p99 ms | max ms | /models p99 ms | max ms | failed "
+      "| attack answered | peak RSS growth |")
+print("|---|---:|---:|---:|---:|---:|---:|---|---:|")
+row = "| %s | %.2f | %.2f | %.1f | %.2f | %.1f | %d of %d | %s | %d MB |"
+for name, start in [("idle", None)] + cases:
+    if only and name not in only:
+        continue
     base = rss_reset()
-    finish = start()
-    p50, p99, mx, failed, n = healthz(duration)
+    finish = start() if start else (lambda: "")
+    p50, p99, mx, m99, mmx, failed, n = healthz(duration)
     answered = finish()
-    print("| %s | %.2f | %.2f | %.1f | %d of %d | %s | %d MB |" %
-          (name, p50, p99, mx, failed, n, answered, (status("VmHWM") - base) // 1024))
+    print(row % (name, p50, p99, mx, m99, mmx, failed, n, answered,
+                 (status("VmHWM") - base) // 1024))
     time.sleep(1)
 EOF

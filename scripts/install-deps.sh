@@ -25,9 +25,11 @@ for arg in "$@"; do
 done
 
 if [ "$runtime" = 1 ]; then
-    # curl is for the image's HEALTHCHECK, ca-certificates for any https client.
+    # curl is for the image's HEALTHCHECK, ca-certificates for any https client;
+    # libopenmpi3 is linked (data-parallel training), openmpi-bin's mpirun runs
+    # the ranks of a job with "ranks" (vaed serve --mpi-hostfile).
     pkgs=(libmicrohttpd12 libcjson1 libopenblas0-pthread libpng16-16 libsqlite3-0 zlib1g libpq5
-          ca-certificates curl)
+          libopenmpi3 openmpi-bin ca-certificates curl)
 else
     pkgs=(build-essential pkg-config libmicrohttpd-dev libcjson-dev libopenblas-dev
           libpng-dev libsqlite3-dev zlib1g-dev libcmocka-dev curl ca-certificates

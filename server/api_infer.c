@@ -73,6 +73,7 @@ typedef struct {
     char from[DATA_REF_MAX + 1], to[DATA_REF_MAX + 1];
     int64_t steps;
     int slerp;
+    int64_t scale;               /* ?scale=: each pixel a scale x scale block in a PNG */
     infer_labels labels;         /* ?label= / ?labels= of /sample and /encode */
     char if_none_match[512];
     /* The checkpoint the request's names resolved to: what X-Model, the JSON
@@ -118,6 +119,7 @@ static infer_request *infer_new(http_ctx *ctx, struct MHD_Connection *c, http_re
     r->body = req->body;
     r->body_len = req->body_len;
     r->temperature = 1.0;
+    r->scale = 1;
     req->work = r;
     req->work_free = infer_free;
     return r;
@@ -397,6 +399,17 @@ static int parse_data_ref(const char *s, data_ref *out)
     return http_parse_i64(b + 1, &out->index);
 }
 
+int api_infer_parse_data_ref(const char *s, api_infer_data_ref *out)
+{
+    data_ref ref;
+    if (parse_data_ref(s, &ref) || ref.is_label)
+        return -1;
+    memcpy(out->name, ref.name, sizeof out->name);
+    out->split = ref.split;
+    out->index = ref.index;
+    return 0;
+}
+
 static int infer_data_ready(const infer_request *r)
 {
     if (r->kind != INFER_INTERP_GET)
@@ -418,9 +431,9 @@ static void interp_tags(const infer_request *r, const registry_checkpoint_info *
                         char etag[40], char *key)
 {
     char text[640], hex[65];
-    snprintf(text, sizeof text, "%s|%s|%lld|%s|%s|%lld|%s|%s", info->sha256, info->model,
+    snprintf(text, sizeof text, "%s|%s|%lld|%s|%s|%lld|%s|%s|%lld", info->sha256, info->model,
              (long long)info->version, r->from, r->to, (long long)r->steps,
-             r->slerp ? "slerp" : "lerp", http_format_name(r->fmt));
+             r->slerp ? "slerp" : "lerp", http_format_name(r->fmt), (long long)r->scale);
     sha256_hex((const uint8_t *)text, strlen(text), hex);
     snprintf(etag, 40, "\"%.32s\"", hex);
     snprintf(key, CACHE_KEY_MAX, "%s|%s|%lld", hex, info->model, (long long)info->version);
@@ -428,11 +441,16 @@ static void interp_tags(const infer_request *r, const registry_checkpoint_info *
 
 /* A pinned version never changes; "latest" or the default model may, so
  * clients revalidate (cheaply, with the tag) before reusing. */
+const char *api_infer_cache_control(const char *model, const char *version)
+{
+    int pinned = model && model[0] && version && version[0] &&
+                 strspn(version, "0123456789") == strlen(version);
+    return pinned ? "public, max-age=31536000, immutable" : "public, no-cache";
+}
+
 static const char *interp_cache_control(const infer_request *r)
 {
-    int pinned = r->model[0] && r->version[0] &&
-                 strspn(r->version, "0123456789") == strlen(r->version);
-    return pinned ? "public, max-age=31536000, immutable" : "public, no-cache";
+    return api_infer_cache_control(r->model, r->version);
 }
 
 /* The 200 of GET /interpolate from a kept body (takes the reference b), with
@@ -484,7 +502,8 @@ static http_error sample_params(infer_request *r, char *msg, size_t msglen)
         return e;
     if (http_query_int(c, "n", 1, API_INFER_MAX_N, SAMPLE_DEFAULT_N, &r->n, msg, msglen) ||
         http_query_u64(c, "seed", &have_seed, &r->seed, msg, msglen) ||
-        query_double(c, "temperature", 0.0, TEMPERATURE_MAX, 1.0, &r->temperature, msg, msglen))
+        query_double(c, "temperature", 0.0, TEMPERATURE_MAX, 1.0, &r->temperature, msg, msglen) ||
+        http_query_int(c, "scale", 1, API_INFER_MAX_SCALE, 1, &r->scale, msg, msglen))
         return HTTP_ERR_BAD_REQUEST;
     if ((e = infer_labels_from_query(c, &r->labels, msg, msglen)) != HTTP_ERR_NONE)
         return e;
@@ -521,6 +540,9 @@ static http_error body_params(infer_request *r, const http_request *req, unsigne
                               int png_ok, char *msg, size_t msglen)
 {
     http_error e = read_model_params(r, msg, msglen);
+    if (e == HTTP_ERR_NONE && (offered & (1u << HTTP_FORMAT_PNG)) &&
+        http_query_int(r->task.conn, "scale", 1, API_INFER_MAX_SCALE, 1, &r->scale, msg, msglen))
+        e = HTTP_ERR_BAD_REQUEST;
     if (e == HTTP_ERR_NONE)
         e = http_negotiate(r->task.conn, offered, &r->fmt, msg, msglen);
     if (e == HTTP_ERR_NONE)
@@ -570,7 +592,8 @@ static http_error interpolate_get_params(infer_request *r, char *msg, size_t msg
     if (http_query_str(c, "from", DATA_REF_MAX, &from, msg, msglen) ||
         http_query_str(c, "to", DATA_REF_MAX, &to, msg, msglen) ||
         http_query_str(c, "mode", 16, &mode, msg, msglen) ||
-        http_query_int(c, "steps", 2, API_INFER_MAX_STEPS, STEPS_DEFAULT, &r->steps, msg, msglen))
+        http_query_int(c, "steps", 2, API_INFER_MAX_STEPS, STEPS_DEFAULT, &r->steps, msg, msglen) ||
+        http_query_int(c, "scale", 1, API_INFER_MAX_SCALE, 1, &r->scale, msg, msglen))
         return HTTP_ERR_BAD_REQUEST;
     data_ref ref;
     if (!from || parse_data_ref(from, &ref)) {
@@ -707,59 +730,101 @@ static void infer_json_done(infer_request *r, FILE *f, char **text, size_t *len)
     infer_set_body(r, MHD_HTTP_OK, "application/json", *text, *len);
 }
 
+http_error api_infer_encode_images(http_format fmt, const vae_config *cfg, const float *x,
+                                   const float *z, int n, int cols, int scale,
+                                   const registry_checkpoint_info *info, const char *extra_json,
+                                   void **out, size_t *len, const char **content_type, char *msg,
+                                   size_t msglen)
+{
+    int D = vae_config_input_dim(cfg);
+    *out = NULL;
+    *len = 0;
+    if (!all_finite(x, (size_t)n * (size_t)D) ||
+        (z && !all_finite(z, (size_t)n * (size_t)cfg->latent))) {
+        snprintf(msg, msglen, "the model produced non-finite values");
+        return HTTP_ERR_INTERNAL;
+    }
+    *content_type = http_format_mime(fmt);
+    if (fmt == HTTP_FORMAT_PNG) {
+        uint8_t *png = NULL; /* owned: handed to the caller */
+        char why[256] = "";
+        vae_status rc = image_encode_grid_png_scaled(x, n, cfg->channels, cfg->height, cfg->width,
+                                                     cols, scale, &png, len, why, sizeof why);
+        if (rc == VAE_ERR_ARG) {
+            snprintf(msg, msglen,
+                     "cannot draw these images as PNG: %s (ask for format=npy or json, or a "
+                     "smaller scale)",
+                     why);
+            return HTTP_ERR_UNPROCESSABLE;
+        }
+        if (rc != VAE_OK) {
+            snprintf(msg, msglen, "PNG encoding failed: %s", why);
+            return HTTP_ERR_INTERNAL;
+        }
+        *out = png;
+        return HTTP_ERR_NONE;
+    }
+    if (fmt == HTTP_FORMAT_NPY) {
+        int shape[4] = {n, cfg->channels, cfg->height, cfg->width};
+        uint8_t *npy = NULL; /* owned: handed to the caller */
+        if (npy_encode_f32(x, shape, 4, &npy, len)) {
+            snprintf(msg, msglen, "out of memory writing the array");
+            return HTTP_ERR_UNAVAILABLE;
+        }
+        *out = npy;
+        return HTTP_ERR_NONE;
+    }
+    char *text = NULL; /* owned: handed to the caller */
+    FILE *f = open_memstream(&text, len);
+    if (!f) {
+        snprintf(msg, msglen, "out of memory writing the response");
+        return HTTP_ERR_UNAVAILABLE;
+    }
+    fprintf(f, "{\"model\":\"%s\",\"version\":%lld,%s", info->model,
+            (long long)info->version, extra_json ? extra_json : "");
+    if (z) {
+        fputs("\"z\":", f);
+        put_rows(f, z, n, cfg->latent);
+        fputc(',', f);
+    }
+    fputs("\"x\":", f);
+    put_rows(f, x, n, D);
+    fputc('}', f);
+    int bad = ferror(f);
+    if (fclose(f) || bad || !text) {
+        free(text);
+        snprintf(msg, msglen, "out of memory writing the response");
+        return HTTP_ERR_UNAVAILABLE;
+    }
+    *out = text;
+    return HTTP_ERR_NONE;
+}
+
 /* The answer of an endpoint that returns images x (n, D) made from latents z
- * (n, latent), built in r: a PNG grid of cols columns, JSON {"model",
- * "version", extra..., "z", "x"}, or an npy array (n, C, H, W) of x. A
- * failure to write them is answered here too, and like the 200 it carries
- * the model's X-Model headers (only non-finite output does not): the caller
- * goes on when r->status is 200. */
+ * (n, latent), built in r (api_infer_encode_images). A failure to write them
+ * is answered here too, and like the 200 it carries the model's X-Model
+ * headers (only non-finite output does not): the caller goes on when
+ * r->status is 200. */
 static void infer_images(infer_request *r, const model_handle *h, const float *x, const float *z,
                          int n, int cols, const char *extra_json)
 {
     const vae_config *cfg = &h->model.cfg;
-    int D = vae_config_input_dim(cfg);
-    if (!all_finite(x, (size_t)n * (size_t)D) ||
+    if (!all_finite(x, (size_t)n * (size_t)vae_config_input_dim(cfg)) ||
         !all_finite(z, (size_t)n * (size_t)cfg->latent)) {
         infer_fail(r, HTTP_ERR_INTERNAL, "the model produced non-finite values");
         return;
     }
-    if (r->fmt == HTTP_FORMAT_PNG) {
-        uint8_t *png = NULL; /* owned: handed to the response */
-        size_t len = 0;
-        char why[256] = "";
-        vae_status rc = image_encode_grid_png(x, n, cfg->channels, cfg->height, cfg->width, cols, &png,
-                                       &len, why, sizeof why);
-        if (rc == VAE_ERR_ARG)
-            infer_fail(r, HTTP_ERR_UNPROCESSABLE,
-                       "cannot draw these images as PNG: %s (ask for format=npy or json)", why);
-        else if (rc != VAE_OK)
-            infer_fail(r, HTTP_ERR_INTERNAL, "PNG encoding failed: %s", why);
-        else
-            infer_set_body(r, MHD_HTTP_OK, "image/png", png, len);
-    } else if (r->fmt == HTTP_FORMAT_NPY) {
-        int shape[4] = {n, cfg->channels, cfg->height, cfg->width};
-        uint8_t *npy = NULL; /* owned: handed to the response */
-        size_t len = 0;
-        if (npy_encode_f32(x, shape, 4, &npy, &len))
-            infer_fail(r, HTTP_ERR_UNAVAILABLE, "out of memory writing the array");
-        else
-            infer_set_body(r, MHD_HTTP_OK, "application/x-npy", npy, len);
-    } else {
-        char *text = NULL; /* owned: handed to the response */
-        size_t len = 0;
-        FILE *f = open_memstream(&text, &len);
-        if (!f) {
-            infer_fail(r, HTTP_ERR_UNAVAILABLE, "out of memory writing the response");
-            return;
-        }
-        fprintf(f, "{\"model\":\"%s\",\"version\":%lld,%s\"z\":", r->info.model,
-                (long long)r->info.version, extra_json ? extra_json : "");
-        put_rows(f, z, n, cfg->latent);
-        fputs(",\"x\":", f);
-        put_rows(f, x, n, D);
-        fputc('}', f);
-        infer_json_done(r, f, &text, &len);
-    }
+    char msg[HTTP_MESSAGE_MAX];
+    void *body = NULL; /* owned: handed to the response */
+    size_t len = 0;
+    const char *content_type = NULL;
+    http_error e = api_infer_encode_images(r->fmt, cfg, x, z, n, cols, (int)r->scale, &r->info,
+                                           extra_json, &body, &len, &content_type, msg,
+                                           sizeof msg);
+    if (e != HTTP_ERR_NONE)
+        infer_set_error(r, e, msg);
+    else
+        infer_set_body(r, MHD_HTTP_OK, content_type, body, len);
     infer_model_headers(r, &r->info);
 }
 
@@ -1235,35 +1300,51 @@ int api_infer_is_data_ref(const char *s)
     return parse_data_ref(s, &ref) == 0 && !ref.is_label;
 }
 
-http_error api_infer_data_image(http_ctx *ctx, const char *ref_text, const vae_config *cfg,
-                                float *dst, int *label, char *msg, size_t msglen)
+http_error api_infer_data_set(http_ctx *ctx, const char *name, data_sets_split split,
+                              const vae_config *cfg, const dataset **out, char *msg,
+                              size_t msglen)
 {
-    data_ref ref;
-    if (parse_data_ref(ref_text, &ref) || ref.is_label) { /* checked on the polling thread */
-        snprintf(msg, msglen, "bad data set reference %s", ref_text);
-        return HTTP_ERR_BAD_REQUEST;
-    }
-    const char *split = ref.split == DATA_SETS_TEST ? "test" : "train";
+    const char *split_name = split == DATA_SETS_TEST ? "test" : "train";
     const dataset *d = NULL; /* borrowed from the data-set cache */
     char why[512] = "";
-    data_cache_status rc = data_cache_get(ctx->data, ref.name, ref.split, &d, why, sizeof why);
+    data_cache_status rc = data_cache_get(ctx->data, name, split, &d, why, sizeof why);
     if (rc == DATA_CACHE_ERR_FULL)
         snprintf(msg, msglen, "%s", why);
     else if (rc != DATA_CACHE_OK)
-        snprintf(msg, msglen, "data set %s (%s split) is not available: %s", ref.name, split, why);
+        snprintf(msg, msglen, "data set %s (%s split) is not available: %s", name, split_name,
+                 why);
     if (rc != DATA_CACHE_OK)
         return http_error_from_data_cache(rc);
-    if (ref.index >= d->n) {
-        snprintf(msg, msglen, "%s: the %s split of %s has %d images (0 to %d)", ref_text, split,
-                 ref.name, d->n, d->n - 1);
-        return HTTP_ERR_NOT_FOUND;
-    }
-    if (d->channels != cfg->channels || d->height != cfg->height || d->width != cfg->width) {
-        snprintf(msg, msglen,
-                 "%s: %s images are %dx%d with %d channel(s), the model takes %dx%d with %d",
-                 ref_text, ref.name, d->width, d->height, d->channels, cfg->width, cfg->height,
-                 cfg->channels);
+    if (cfg && (d->channels != cfg->channels || d->height != cfg->height ||
+                d->width != cfg->width)) {
+        snprintf(msg, msglen, "%s images are %dx%d with %d channel(s), the model takes %dx%d with %d",
+                 name, d->width, d->height, d->channels, cfg->width, cfg->height, cfg->channels);
         return HTTP_ERR_UNPROCESSABLE;
+    }
+    *out = d;
+    return HTTP_ERR_NONE;
+}
+
+http_error api_infer_data_image(http_ctx *ctx, const char *ref_text, const vae_config *cfg,
+                                float *dst, int *label, char *msg, size_t msglen)
+{
+    api_infer_data_ref ref;
+    if (api_infer_parse_data_ref(ref_text, &ref)) { /* checked on the polling thread */
+        snprintf(msg, msglen, "bad data set reference %s", ref_text);
+        return HTTP_ERR_BAD_REQUEST;
+    }
+    const dataset *d = NULL; /* borrowed from the data-set cache */
+    char why[HTTP_MESSAGE_MAX];
+    http_error e = api_infer_data_set(ctx, ref.name, ref.split, cfg, &d, why, sizeof why);
+    if (e != HTTP_ERR_NONE) { /* the shape's message names the image, as the index's does */
+        snprintf(msg, msglen, "%s%s%s", e == HTTP_ERR_UNPROCESSABLE ? ref_text : "",
+                 e == HTTP_ERR_UNPROCESSABLE ? ": " : "", why);
+        return e;
+    }
+    if (ref.index >= d->n) {
+        snprintf(msg, msglen, "%s: the %s split of %s has %d images (0 to %d)", ref_text,
+                 ref.split == DATA_SETS_TEST ? "test" : "train", ref.name, d->n, d->n - 1);
+        return HTTP_ERR_NOT_FOUND;
     }
     memcpy(dst, d->x + (size_t)ref.index * (size_t)dataset_dim(d),
            (size_t)dataset_dim(d) * sizeof *dst);
@@ -1408,11 +1489,16 @@ static size_t infer_memory_bytes(const infer_request *r, const vae_config *cfg)
                                   r->body_len, &values);
         break;
     }
-    size_t answer = r->fmt == HTTP_FORMAT_JSON  ? n * (D + L) * (JSON_NUM_FLOAT_MAX + 1)
-                    : r->fmt == HTTP_FORMAT_NPY ? n * D * sizeof(float)
-                                                : 2 * n * D; /* rows, then the deflated copy */
-    return vae_config_workspace_bytes(cfg, (int)n) + 3 * n * (D + L) * sizeof(float) + answer +
-           values * sizeof(cJSON);
+    return vae_config_workspace_bytes(cfg, (int)n) + 3 * n * (D + L) * sizeof(float) +
+           api_infer_answer_bytes(r->fmt, n, D, L, (int)r->scale) + values * sizeof(cJSON);
+}
+
+size_t api_infer_answer_bytes(http_format fmt, size_t n, size_t D, size_t L, int scale)
+{
+    size_t k = (size_t)scale;
+    return fmt == HTTP_FORMAT_JSON  ? n * (D + L) * (JSON_NUM_FLOAT_MAX + 1)
+           : fmt == HTTP_FORMAT_NPY ? n * D * sizeof(float)
+                                    : 2 * n * D * k * k; /* rows, then the deflated copy */
 }
 
 size_t api_infer_body_images(const vae_config *cfg, api_infer_body kind, size_t len,

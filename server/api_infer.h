@@ -30,7 +30,10 @@
 
 #include <microhttpd.h>
 
+#include "engine/dataset.h"
+#include "engine/image.h"
 #include "engine/vae.h"
+#include "server/data_sets.h"
 #include "server/http_request.h"
 #include "server/http_util.h"
 #include "server/model_cache.h"
@@ -44,6 +47,9 @@
 #define API_INFER_INLINE_IMAGES 4
 #define API_INFER_INLINE_BODY (32 * 1024)
 
+/* ?scale=K on every image answer: 1 to this (see image_encode_grid_png_scaled). */
+#define API_INFER_MAX_SCALE IMAGE_MAX_SCALE
+
 enum MHD_Result api_infer_sample(http_ctx *ctx, struct MHD_Connection *c, http_request *req);
 enum MHD_Result api_infer_encode(http_ctx *ctx, struct MHD_Connection *c, http_request *req);
 enum MHD_Result api_infer_decode(http_ctx *ctx, struct MHD_Connection *c, http_request *req);
@@ -52,7 +58,7 @@ enum MHD_Result api_infer_interpolate_post(http_ctx *ctx, struct MHD_Connection 
 enum MHD_Result api_infer_interpolate_get(http_ctx *ctx, struct MHD_Connection *c,
                                           http_request *req);
 
-/* ---- what the other model endpoints (api_score.c) do the same way ---- */
+/* ---- what the other model endpoints (api_score.c, api_explore.c, api_data.c) do the same way ---- */
 
 #define API_INFER_NAME_MAX 64
 
@@ -101,5 +107,38 @@ int api_infer_is_data_ref(const char *s);
  * available, 422 of another shape than cfg's. */
 http_error api_infer_data_image(http_ctx *ctx, const char *ref, const vae_config *cfg,
                                 float *dst, int *label, char *msg, size_t msglen);
+/* A data-set image reference DATASET:SPLIT:INDEX (not label:K) parsed:
+ * 0, or -1 when s is not one (the index is not range-checked: the split is
+ * not loaded). */
+typedef struct {
+    char name[32];
+    data_sets_split split;
+    int64_t index;
+} api_infer_data_ref;
+int api_infer_parse_data_ref(const char *s, api_infer_data_ref *out);
+/* A split of a built-in data set from the data cache (loading it on first
+ * use: not on a polling thread), and, when cfg is not NULL, 422 unless its
+ * images are the model's size. *out is borrowed from the cache. */
+http_error api_infer_data_set(http_ctx *ctx, const char *name, data_sets_split split,
+                              const vae_config *cfg, const dataset **out, char *msg,
+                              size_t msglen);
+/* At most what api_infer_encode_images allocates for n images of D values
+ * (and latents of L) in fmt at scale. */
+size_t api_infer_answer_bytes(http_format fmt, size_t n, size_t D, size_t L, int scale);
+/* Images x (n, D) made from latents z (n, latent; NULL: none, and no "z"
+ * in JSON) as an answer body: a PNG grid of cols columns (0: ceil(sqrt(n)))
+ * at scale, JSON {"model", "version", extra_json (members with a trailing
+ * comma, or NULL), "z", "x"}, or npy (n, C, H, W) of x. *out (malloc'd) and
+ * *len are the caller's, *content_type a literal. 500 for non-finite values,
+ * 422 for a grid too large to draw, 503 out of memory. */
+http_error api_infer_encode_images(http_format fmt, const vae_config *cfg, const float *x,
+                                   const float *z, int n, int cols, int scale,
+                                   const registry_checkpoint_info *info, const char *extra_json,
+                                   void **out, size_t *len, const char **content_type, char *msg,
+                                   size_t msglen);
+/* The Cache-Control of a GET image answer: immutable when model and a
+ * numeric version are named (that checkpoint never changes), else
+ * revalidate ("latest" or the default model may move). */
+const char *api_infer_cache_control(const char *model, const char *version);
 
 #endif

@@ -241,6 +241,7 @@ int api_jobs_new(const server_options *o, registry *reg, api_jobs **out, char *e
     po.on_event_ctx = J;
     po.confine_data = 1;
     po.max_queued = o->max_queued_jobs;
+    po.mpi_hostfile = o->mpi_hostfile;
     char why[512];
     if (jobs_pool_new(reg, &po, &J->pool, why, sizeof why)) {
         snprintf(err, errlen, "cannot start the training jobs: %s", why);

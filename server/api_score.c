@@ -278,13 +278,13 @@ static http_error score_work(score_request *r, const model_handle *h, char *msg,
         e = HTTP_ERR_UNAVAILABLE;
         goto end;
     }
-    o.deadline = r->regret ? util_mono_s() + API_SCORE_REGRET_BUDGET_S : 0;
+    o.deadline = util_mono_s() + API_SCORE_BUDGET_S;
     char why[256] = "";
     vae_status rc = eval_score_inputs(m, x, vae_config_is_conditional(cfg) ? labels : NULL, n, &o,
                                       s, why, sizeof why);
     if (rc == VAE_ERR_TOO_LARGE) {
-        snprintf(msg, msglen, "%s (%.0f s per request): ask for fewer inputs or steps", why,
-                 API_SCORE_REGRET_BUDGET_S);
+        snprintf(msg, msglen, "%s (%.0f s per request): ask for fewer inputs, draws or steps",
+                 why, API_SCORE_BUDGET_S);
         e = HTTP_ERR_UNPROCESSABLE;
     } else if (rc != VAE_OK) {
         snprintf(msg, msglen, "scoring failed: %s", why);

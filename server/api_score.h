@@ -16,8 +16,8 @@
  * Bounds, checked before any work: k in 1..API_SCORE_MAX_K, regret steps in
  * 0..API_SCORE_MAX_REGRET_STEPS, inputs times k at most API_SCORE_MAX_DRAWS
  * and inputs times regret steps at most API_SCORE_MAX_REGRET_WORK (422 past
- * them); a regret still running after API_SCORE_REGRET_BUDGET_S is stopped
- * and answered 422. Every request runs on the compute pool, never on a
+ * them); a request still scoring after API_SCORE_BUDGET_S (between two
+ * inputs, or two regret steps) is stopped and answered 422. Every request runs on the compute pool, never on a
  * polling thread (the pool's 429 when it is full), and takes ?model= and
  * ?version= as the inference endpoints do.
  */
@@ -35,7 +35,7 @@
 #define API_SCORE_MAX_DRAWS (1024 * 256)
 /* encoder steps of the likelihood regret per request: 100 images at 100 steps */
 #define API_SCORE_MAX_REGRET_WORK 10000
-#define API_SCORE_REGRET_BUDGET_S 20.0
+#define API_SCORE_BUDGET_S 20.0
 
 enum MHD_Result api_score_post(http_ctx *ctx, struct MHD_Connection *c, http_request *req);
 enum MHD_Result api_score_get(http_ctx *ctx, struct MHD_Connection *c, http_request *req);

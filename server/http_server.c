@@ -71,6 +71,8 @@ typedef struct {
     size_t bodies_max;         /* bytes; 0 = no budget */
     size_t bodies_held;        /* atomic: bytes reserved by bodies read or being read */
     unsigned per_ip_max;       /* 0 = no limit */
+    unsigned conns_max;        /* --max-connections */
+    unsigned conns_open;       /* atomic: connections libmicrohttpd holds */
     char listen_host[64];      /* the host of --listen: a Host a tokenless daemon also serves */
     pthread_mutex_t ip_mu;     /* guards ips */
     ip_slot *ips;              /* owned: one slot per address with a connection open */
@@ -110,6 +112,12 @@ static ip_slot *ip_find_locked(http_transport *t, uint32_t addr)
 static enum MHD_Result on_accept(void *cls, const struct sockaddr *addr, socklen_t addrlen)
 {
     http_transport *t = cls;
+    /* --max-connections is checked here, so that a refusal is counted;
+     * libmicrohttpd's own limit, a little above, is the backstop. */
+    if (__atomic_load_n(&t->conns_open, __ATOMIC_RELAXED) >= t->conns_max) {
+        metrics_count_refusal(METRICS_LIMIT_CONNECTIONS);
+        return MHD_NO;
+    }
     if (!t->per_ip_max || addr->sa_family != AF_INET || addrlen < sizeof(struct sockaddr_in))
         return MHD_YES;
     uint32_t a = ((const struct sockaddr_in *)addr)->sin_addr.s_addr;
@@ -128,6 +136,10 @@ static void on_connection(void *cls, struct MHD_Connection *c, void **socket_con
                           enum MHD_ConnectionNotificationCode code)
 {
     http_transport *t = cls;
+    if (code == MHD_CONNECTION_NOTIFY_STARTED)
+        __atomic_add_fetch(&t->conns_open, 1, __ATOMIC_RELAXED);
+    else
+        __atomic_sub_fetch(&t->conns_open, 1, __ATOMIC_RELAXED);
     if (!t->per_ip_max)
         return;
     const union MHD_ConnectionInfo *ci =
@@ -512,7 +524,7 @@ static struct MHD_Daemon *start_daemon(unsigned flags, const server_options *o,
         flags, ntohs(addr->sin_port), on_accept, t, on_request, t,
         MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL,
         MHD_OPTION_THREAD_POOL_SIZE, threads,
-        MHD_OPTION_CONNECTION_LIMIT, (unsigned)o->max_connections,
+        MHD_OPTION_CONNECTION_LIMIT, (unsigned)o->max_connections + threads,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)o->timeout_s,
         MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(128 * 1024),
         MHD_OPTION_SOCK_ADDR, (const struct sockaddr *)addr,
@@ -597,7 +609,8 @@ server_status server_run(const server_options *o, volatile sig_atomic_t *stop, c
     api_jobs *jobs = NULL;            /* owned: freed at end */
     struct MHD_Daemon *d = NULL;      /* owned: stopped at end */
     http_transport transport = {.bodies_max = o->max_bodies_mb << 20,
-                                .per_ip_max = o->max_per_ip}; /* ips owned: freed at end */
+                                .per_ip_max = o->max_per_ip,
+                                .conns_max = (unsigned)o->max_connections}; /* ips owned: freed at end */
     const char *colon = strrchr(o->listen, ':'); /* parse_listen checked it */
     snprintf(transport.listen_host, sizeof transport.listen_host, "%.*s",
              (int)(colon - o->listen), o->listen);

@@ -21,8 +21,9 @@
  *
  * Bounds before cost: every body reserves its bytes of one budget shared by
  * all connections (max_bodies_mb; a declared Content-Length reserves it all
- * when the headers are in, else 503 with Retry-After), and an address may
- * hold max_per_ip connections (past it libmicrohttpd does not accept them).
+ * when the headers are in, else 503 with Retry-After), an address may hold
+ * max_per_ip connections and all together max_connections (past either the
+ * connection is closed unanswered, and counted in /metrics).
  */
 #ifndef HTTP_SERVER_H
 #define HTTP_SERVER_H
@@ -67,6 +68,7 @@ typedef struct server_options {
     size_t request_mem_mb;     /* most one inference request may allocate, default 1024; 0 = no limit */
     int job_retention_days;    /* finished jobs kept this long, default 30; 0 = for ever */
     int max_queued_jobs;       /* jobs waiting at once, default 100; 0 = no limit */
+    const char *mpi_hostfile;  /* jobs of "ranks" > 1 run under mpirun on these hosts; NULL = refused */
 } server_options;
 
 void server_options_default(server_options *o);

@@ -34,6 +34,8 @@
 
 #include "engine/util.h"
 #include "server/data_sets.h"
+#include "engine/checkpoint.h"
+#include "server/jobs_ranks.h"
 #include "server/jobs_record.h"
 #include "server/jobs_spec.h"
 #include "server/metrics.h"
@@ -62,6 +64,8 @@ struct jobs_pool {
     void *on_event_ctx;
     int confine_data;
     int max_queued;
+    char mpi_hostfile[PATH_MAX];    /* "" = none: jobs of ranks > 1 refused */
+    char vaed_path[PATH_MAX];
 
     pthread_mutex_t mu;
     pthread_cond_t work_cv;         /* a job was queued, or the pool is stopping */
@@ -262,7 +266,8 @@ static void stop_job(job_run *j)
         return;
     }
     if (mode == JOBS_POOL_STOP_ABANDON) return; /* as if the process died here */
-    if (train_run_save_resume(j->run, j->err, sizeof j->err))
+    /* ranks (no run here) kept their position themselves */
+    if (j->run && train_run_save_resume(j->run, j->err, sizeof j->err))
         fprintf(stderr, "vaed: job %" PRId64 ": %s; it resumes from its last epoch\n", j->id,
                 j->err);
     transition(p, j->id, JOBS_STATE_QUEUED, "interrupted");
@@ -304,6 +309,98 @@ static void fail_job(job_run *j)
     if (transition(j->pool, j->id, JOBS_STATE_FAILED, j->err) == 0) remove_job_dir(j->pool, j->id);
 }
 
+/* A resumed job's metrics: the epochs its resume file restored. */
+static void on_resumed(void *ctx, const trainer_epoch_metrics *ms, int n)
+{
+    job_run *j = ctx;
+    char *jm = jobs_record_epochs_json(ms, n); /* owned: freed below */
+    if (jm)
+        registry_set_job_progress(j->pool->reg, j->id, NULL, jm, JOBS_EVENT_EPOCH, NULL, NULL,
+                                  NULL, 0);
+    free(jm);
+}
+
+/* 1 when the job was cancelled by its user after its last step; else it is
+ * finishing from here, and a cancel is refused. */
+static int cancelled_at_the_end(job_run *j)
+{
+    jobs_pool *p = j->pool;
+    pthread_mutex_lock(&p->mu);
+    int cancelled = j->slot->user_cancel;
+    j->slot->finishing = !cancelled;
+    pthread_mutex_unlock(&p->mu);
+    return cancelled;
+}
+
+/* The checkpoint the ranks wrote at path becomes the job's result, with
+ * the per-epoch records of history (n epochs). */
+static int register_file(job_run *j, const char *path, const trainer_epoch_metrics *history,
+                         int n)
+{
+    uint8_t *blob = NULL;  /* owned: freed below */
+    char *metrics = NULL;  /* owned: freed below */
+    char *records = NULL;  /* owned: freed below */
+    size_t len = 0;
+    vae_model m = {0};
+    char cfg_json[4096], err[384];
+    int rc = -1;
+    if (file_io_read_all(path, SIZE_MAX, &blob, &len, err, sizeof err) ||
+        ckpt_load_mem(&m, blob, len, &metrics, err, sizeof err)) {
+        util_set_err(j->err, sizeof j->err, "the ranks' checkpoint: %s", err);
+    } else if (ckpt_config_to_json(&m.cfg, cfg_json, sizeof cfg_json) < 0 ||
+               !(records = jobs_record_epochs_json(history, n))) {
+        util_set_err(j->err, sizeof j->err, "out of memory registering the model");
+    } else if (registry_succeed_job(j->pool->reg, j->id, j->spec.model, blob, len, cfg_json,
+                                    metrics, records, NULL, err, sizeof err)) {
+        util_set_err(j->err, sizeof j->err, "registering the model: %s", err);
+    } else {
+        rc = 0;
+    }
+    vae_free(&m);
+    free(blob);
+    free(metrics);
+    free(records);
+    return rc;
+}
+
+/* A job of "ranks" N > 1: `vaed train` as N ranks under mpirun on the
+ * hostfile's hosts (jobs_ranks.h), its events through the callbacks a
+ * train_run calls here; rank 0 keeps the resume file and writes the
+ * checkpoint, which is registered here as a local job's is. */
+static void run_ranks(job_run *j, const char *config_json)
+{
+    jobs_pool *p = j->pool;
+    char dir[PATH_MAX], resume[PATH_MAX], spec[PATH_MAX + 16], out[PATH_MAX + 24],
+        log[PATH_MAX + 16];
+    job_dir(p, j->id, dir, sizeof dir);
+    resume_path(p, j->id, resume, sizeof resume);
+    snprintf(spec, sizeof spec, "%s/spec.json", dir);
+    snprintf(out, sizeof out, "%s/result.safetensors", dir);
+    snprintf(log, sizeof log, "%s/ranks.log", dir);
+    trainer_epoch_metrics *history = NULL; /* owned: freed below */
+    int n = 0;
+    if (file_io_write_atomic(spec, (const uint8_t *)config_json, strlen(config_json), j->err,
+                             sizeof j->err)) {
+        fail_job(j);
+        return;
+    }
+    jobs_ranks_options o = {.hostfile = p->mpi_hostfile, .ranks = j->spec.ranks,
+                            .vaed = p->vaed_path, .spec_path = spec, .data_root = p->data_root,
+                            .resume_path = resume, .out_path = out, .log_path = log,
+                            .on_progress = on_progress, .on_epoch = on_epoch,
+                            .on_resumed = on_resumed, .ctx = j, .cancel = &j->slot->cancel};
+    jobs_ranks_status st = jobs_ranks_run(&o, &history, &n, j->err, sizeof j->err);
+    if (st == JOBS_RANKS_CANCELLED || (st == JOBS_RANKS_OK && cancelled_at_the_end(j)))
+        stop_job(j);
+    else if (st || register_file(j, out, history, n))
+        fail_job(j);
+    else {
+        announce_state(p, j->id, JOBS_STATE_SUCCEEDED);
+        remove_job_dir(p, j->id);
+    }
+    free(history);
+}
+
 /* The job's spec through the training pipeline (train_run), with events;
  * its state in DATA_DIR/jobs/ID/resume.safetensors, keyed to the spec. */
 static void run_job(jobs_pool *p, worker_slot *slot, int64_t id, const char *config_json)
@@ -330,6 +427,10 @@ static void run_job(jobs_pool *p, worker_slot *slot, int64_t id, const char *con
         goto end;
     }
     fetch_resume(p, id, path);
+    if (j->spec.ranks > 1) {
+        run_ranks(j, config_json);
+        goto end;
+    }
     train_run_options o;
     train_run_options_default(&o);
     trainer_meta meta = {"job_config", config_json};
@@ -353,10 +454,7 @@ static void run_job(jobs_pool *p, worker_slot *slot, int64_t id, const char *con
     if (train_run_get_info(j->run)->resumed) {
         int n;
         const trainer_epoch_metrics *ms = train_run_history(j->run, &n);
-        char *jm = jobs_record_epochs_json(ms, n); /* owned: freed below */
-        if (jm)
-            registry_set_job_progress(p->reg, id, NULL, jm, JOBS_EVENT_EPOCH, NULL, NULL, NULL, 0);
-        free(jm);
+        on_resumed(j, ms, n);
     }
     train_run_status st = train_run_epochs(j->run, j->err, sizeof j->err);
     if (st == TRAIN_RUN_ERR_CANCELLED) {
@@ -368,11 +466,7 @@ static void run_job(jobs_pool *p, worker_slot *slot, int64_t id, const char *con
         /* A cancel that came after the last step (while the trainer no longer
          * looked) was answered as accepted: the job ends cancelled. From
          * here the model is committed, and a cancel is refused instead. */
-        pthread_mutex_lock(&p->mu);
-        int cancelled = slot->user_cancel;
-        slot->finishing = !cancelled;
-        pthread_mutex_unlock(&p->mu);
-        if (cancelled) {
+        if (cancelled_at_the_end(j)) {
             stop_job(j);
             goto end;
         }
@@ -516,6 +610,13 @@ jobs_pool_status jobs_pool_new(registry *reg, const jobs_pool_options *o, jobs_p
     p->on_event_ctx = o->on_event_ctx;
     p->confine_data = o->confine_data;
     p->max_queued = o->max_queued;
+    if (o->mpi_hostfile) snprintf(p->mpi_hostfile, sizeof p->mpi_hostfile, "%s", o->mpi_hostfile);
+    if (o->vaed_path) {
+        snprintf(p->vaed_path, sizeof p->vaed_path, "%s", o->vaed_path);
+    } else {
+        ssize_t n = readlink("/proc/self/exe", p->vaed_path, sizeof p->vaed_path - 1);
+        p->vaed_path[n > 0 ? n : 0] = '\0';
+    }
     remove_stale_temps(p);
     pthread_mutex_init(&p->mu, NULL);
     pthread_condattr_t ca;
@@ -612,6 +713,14 @@ jobs_pool_status jobs_pool_submit(jobs_pool *p, const char *json, size_t len, in
     char *canonical = NULL; /* owned: freed below */
     if ((p->confine_data ? jobs_spec_parse_confined : jobs_spec_parse)(json, len, p->data_root,
                                                                       s, err, errlen)) {
+        status = JOBS_POOL_ERR_INVALID;
+        goto end;
+    }
+    if (s->ranks > 1 && !p->mpi_hostfile[0]) {
+        util_set_err(err, errlen,
+                     "\"ranks\": %d needs a daemon started with --mpi-hostfile FILE (the hosts "
+                     "mpirun runs the ranks on); this one has none",
+                     s->ranks);
         status = JOBS_POOL_ERR_INVALID;
         goto end;
     }

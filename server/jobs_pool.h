@@ -104,6 +104,15 @@ typedef struct {
     /* A submit past this many queued jobs is refused (JOBS_POOL_ERR_FULL);
      * 0 = no limit. */
     int max_queued;
+    /* Jobs of "ranks" N > 1 run under `mpirun --hostfile mpi_hostfile -np N`
+     * (jobs_ranks.h) on those hosts, each running the vaed binary at
+     * vaed_path (NULL: this process's own, /proc/self/exe) with the same
+     * data root path; without a hostfile such a job is refused
+     * (JOBS_POOL_ERR_INVALID). The job's events, cancel, resume and result
+     * are as a local job's; the ranks' messages are in DATA_DIR/jobs/ID/ranks.log
+     * while it runs. */
+    const char *mpi_hostfile;
+    const char *vaed_path;
 } jobs_pool_options;
 
 typedef struct jobs_pool jobs_pool;

@@ -193,7 +193,7 @@ static const char *const known_keys[] = {
     "model", "data", "arch", "hidden", "conv_channels", "latent", "activation", "likelihood",
     "sigma", "binarize", "beta", "kl_warmup", "free_bits", "mc_samples", "lr", "beta1",
     "beta2", "eps", "weight_decay", "clip_grad", "batch", "epochs", "seed", "limit", "class",
-    "conditional",
+    "conditional", "ranks",
 };
 #define N_KEYS (sizeof known_keys / sizeof known_keys[0])
 
@@ -309,6 +309,8 @@ static int apply_key(jobs_spec *s, const cJSON *it, char *err, size_t errlen)
             return -1;
         }
         s->conditional = cJSON_IsTrue(it);
+    } else if (strcmp(k, "ranks") == 0) {
+        return get_int(it, 1, JOBS_SPEC_MAX_RANKS, &s->ranks, err, errlen);
     }
     return 0;
 }
@@ -406,6 +408,7 @@ static jobs_spec_status parse(const char *json, size_t len, const char *data_roo
     vae_config_default(&out->cfg);
     snprintf(out->data, sizeof out->data, "mnist");
     out->klass = -1;
+    out->ranks = 1;
     if (!json || len == 0) {
         util_set_err(err, errlen, "empty job: send a JSON object");
         return JOBS_SPEC_ERR_INVALID;
@@ -492,6 +495,8 @@ char *jobs_spec_to_json(const jobs_spec *s)
          (s->klass >= 0 ? cJSON_AddNumberToObject(o, "class", s->klass) != NULL
                         : cJSON_AddNullToObject(o, "class") != NULL) &&
          cJSON_AddBoolToObject(o, "conditional", s->conditional) != NULL;
+    /* only when it is not 1, so a job of one process reads as it always did */
+    if (ok && s->ranks > 1) ok = cJSON_AddNumberToObject(o, "ranks", s->ranks) != NULL;
     if (ok) out = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
     return out;

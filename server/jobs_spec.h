@@ -13,7 +13,10 @@
  *   free_bits, mc_samples, lr, beta1, beta2, eps, weight_decay, clip_grad,
  *   batch, epochs (1..100000), seed (0..2^53), limit (0 = all images),
  *   class (null or a label 0..255), conditional (true: a conditional model
- *   on the data's labels, which must be there).
+ *   on the data's labels, which must be there), ranks (1..JOBS_SPEC_MAX_RANKS,
+ *   default 1: the processes that train the job data parallel under mpirun,
+ *   on the hosts of the daemon's --mpi-hostfile; jobs_pool refuses more than
+ *   1 without one).
  * Any other key is an error that names it. "threads" is refused: OpenBLAS's
  * thread count is process-wide, so the daemon sets it once (one BLAS thread;
  * each training worker takes one core) and a job cannot change it. "out",
@@ -43,6 +46,7 @@ typedef enum {
 } jobs_spec_status;
 
 #define JOBS_SPEC_MAX_EPOCHS 100000
+#define JOBS_SPEC_MAX_RANKS 1024
 
 typedef struct {
     vae_config cfg;       /* complete: channels/height/width from the data set */
@@ -53,6 +57,7 @@ typedef struct {
     int conditional;      /* a conditional model; cfg.n_classes is 10 for the built-in sets and,
                              for the memory estimate, VAE_MAX_CLASSES for a path (train_run
                              counts the labels) */
+    int ranks;            /* processes under mpirun; 1 = the daemon's own worker */
     int n_train;          /* images the data set holds (before class and limit) */
     int n_test;           /* images of the test split; 0 when there is none */
     int n_used;           /* training images after limit (class not known yet) */

@@ -36,6 +36,7 @@ const char *const metrics_limit_names[METRICS_LIMIT_COUNT] = {
     [METRICS_LIMIT_NO_BODY] = "no_body",
     [METRICS_LIMIT_BODY_BUDGET] = "bodies_held",
     [METRICS_LIMIT_PER_IP] = "per_ip_connections",
+    [METRICS_LIMIT_CONNECTIONS] = "connections",
     [METRICS_LIMIT_HOST] = "host",
     [METRICS_LIMIT_ORIGIN] = "origin",
     [METRICS_LIMIT_STREAMS] = "event_streams",

@@ -41,6 +41,7 @@ typedef enum {
     METRICS_LIMIT_NO_BODY,        /* 413: a body sent to a route that takes none */
     METRICS_LIMIT_BODY_BUDGET,    /* 503: bodies held at once over --max-bodies-mb */
     METRICS_LIMIT_PER_IP,         /* connection refused: --max-per-ip */
+    METRICS_LIMIT_CONNECTIONS,    /* connection refused: --max-connections open */
     METRICS_LIMIT_HOST,           /* 403: a Host that is not this machine's (no token) */
     METRICS_LIMIT_ORIGIN,         /* 403: a foreign Origin on a mutation (no token) */
     METRICS_LIMIT_STREAMS,        /* 503: --max-streams event streams open */

@@ -3,13 +3,18 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "server/api_data.h"
+#include "server/api_explore.h"
 #include "server/api_infer.h"
 #include "server/api_jobs.h"
 #include "server/api_models.h"
 #include "server/api_ops.h"
 #include "server/api_score.h"
+#include "server/api_ui.h"
 
 static const routes_entry routes[] = {
+    {"GET", "/", api_ui_index, 0},
+    {"GET", "/ui/*", api_ui_asset, 0},
     {"GET", "/healthz", api_ops_healthz, 0},
     {"GET", "/readyz", api_ops_readyz, 0},
     {"GET", "/metrics", api_ops_metrics, 0},
@@ -21,6 +26,12 @@ static const routes_entry routes[] = {
     {"GET", "/interpolate", api_infer_interpolate_get, 0},
     {"POST", "/score", api_score_post, ROUTES_OPEN},
     {"GET", "/score", api_score_get, 0},
+    {"GET", "/reconstruct", api_explore_reconstruct_get, 0},
+    {"POST", "/reconstruct", api_explore_reconstruct_post, ROUTES_OPEN},
+    {"GET", "/traverse", api_explore_traverse, 0},
+    {"GET", "/latent-map", api_explore_latent_map, 0},
+    {"GET", "/data/*/*", api_data_sheet, 0},
+    {"GET", "/data/*/*/*", api_data_image, 0},
     {"GET", "/models", api_models_list, 0},
     {"GET", "/models/*", api_models_get, 0},
     {"POST", "/models/*/checkpoints", api_models_post_checkpoint, ROUTES_UPLOAD},

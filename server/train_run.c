@@ -1,6 +1,7 @@
 /* train_run: the training pipeline of `vaed train` and of jobs. See train_run.h. */
 #include "server/train_run.h"
 
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,6 +20,8 @@ struct train_run {
     dataset train, test;     /* owned */
     int have_test;
     int n_classes;           /* of a conditional model, from the data; else 0 */
+    int sharded;             /* with ranks: train holds this rank's shard as loaded */
+    int train_top;           /* sharded: the largest label of the whole training file */
     vae_model model;         /* owned */
     trainer *t;              /* owned; freed by train_run_evaluate */
     trainer_epoch_metrics *history; /* owned; the trainer's, kept once it is freed */
@@ -48,7 +51,7 @@ void train_run_options_default(train_run_options *o)
 static train_run_status count_classes(train_run *r, char *err, size_t errlen)
 {
     const dataset *sets[2] = {&r->train, r->have_test ? &r->test : NULL};
-    int top = -1;
+    int top = r->sharded ? r->train_top : -1;
     for (int k = 0; k < 2; k++) {
         const dataset *d = sets[k];
         if (!d)
@@ -60,7 +63,7 @@ static train_run_status count_classes(train_run *r, char *err, size_t errlen)
                          r->o.data, k ? "test" : "training");
             return TRAIN_RUN_ERR_ARG;
         }
-        for (int i = 0; i < d->n; i++)
+        for (int i = 0; i < d->n && !(k == 0 && r->sharded); i++)
             if (d->labels[i] > top)
                 top = d->labels[i];
     }
@@ -75,11 +78,32 @@ static train_run_status load_data(train_run *r, char *err, size_t errlen)
     const train_run_options *o = &r->o;
     train_run_status st;
     const char *root = o->data_root ? o->data_root : data_sets_root();
-    /* splitting needs the float form; otherwise the bytes take a quarter of the memory */
-    if ((o->val_split > 0.0 ? data_sets_load : data_sets_load_compact)(
-            root, o->data, DATA_SETS_TRAIN, &r->train, err, errlen))
-        return TRAIN_RUN_ERR_ARG;
     char why[256];
+    /* with ranks, an IDX training file is read for this rank's shard only
+     * (class and limit applied as it is read); any other source is loaded
+     * whole and cut to the shard in train_run_new */
+    char images[PATH_MAX], labels[PATH_MAX];
+    int n_file, h, w;
+    const trainer_dist *dist = trainer_dist_active(o->dist) ? o->dist : NULL;
+    r->sharded = dist && o->val_split == 0.0 &&
+                 data_sets_idx_paths(root, o->data, DATA_SETS_TRAIN, images, labels,
+                                     sizeof images) == 0 &&
+                 dataset_peek_idx(images, &n_file, &h, &w, NULL, 0) == VAE_OK;
+    if (r->sharded) {
+        if (dataset_load_idx_shard(&r->train, images, labels[0] ? labels : NULL, o->klass,
+                                   o->limit, dist->rank, dist->size, &r->info.n_train,
+                                   &r->train_top, why, sizeof why)) {
+            if (o->klass >= 0 && strstr(why, "no images with label"))
+                util_set_err(err, errlen, "class %d: %s", o->klass, why);
+            else
+                util_set_err(err, errlen, "%s", why);
+            return TRAIN_RUN_ERR_ARG;
+        }
+    } else if ((o->val_split > 0.0 ? data_sets_load : data_sets_load_compact)(
+                   root, o->data, DATA_SETS_TRAIN, &r->train, err, errlen)) {
+        /* splitting needs the float form; otherwise the bytes take a quarter of the memory */
+        return TRAIN_RUN_ERR_ARG;
+    }
     r->have_test = data_sets_load_compact(root, o->data, DATA_SETS_TEST, &r->test, why,
                                           sizeof why) == 0;
     if (o->val_split > 0.0) {
@@ -96,17 +120,35 @@ static train_run_status load_data(train_run *r, char *err, size_t errlen)
     if (o->conditional && (st = count_classes(r, err, errlen)))
         return st;
     if (o->klass >= 0 &&
-        (dataset_filter_class(&r->train, o->klass, why, sizeof why) ||
+        ((!r->sharded && dataset_filter_class(&r->train, o->klass, why, sizeof why)) ||
          (r->have_test && dataset_filter_class(&r->test, o->klass, why, sizeof why)))) {
         util_set_err(err, errlen, "class %d: %s", o->klass, why);
         return TRAIN_RUN_ERR_ARG;
     }
-    if (o->limit > 0 && o->limit < r->train.n)
+    if (!r->sharded && o->limit > 0 && o->limit < r->train.n)
         dataset_truncate(&r->train, o->limit);
-    r->info.n_train = r->train.n;
+    if (!r->sharded)
+        r->info.n_train = r->train.n;
     r->info.n_test = r->have_test ? r->test.n : 0;
     return TRAIN_RUN_OK;
 }
+
+/* What every rank must have the same of to train the same run. */
+static void run_text(const train_run *r, char *s, size_t len)
+{
+    const train_run_options *o = &r->o;
+    char cfg[4096] = "";
+    if (r->t) ckpt_config_to_json(&r->model.cfg, cfg, sizeof cfg);
+    int n = snprintf(s, len,
+                     "model_config=%s\ndata=%s\nclass=%d\nlimit=%d\nval_split=%.17g\n"
+                     "training images=%d\ntest images=%d\nconditional=%d\niwae=%d\nresume=%s\n",
+                     cfg, o->data, o->klass, o->limit, o->val_split, r->info.n_train,
+                     r->info.n_test, o->conditional, o->iwae_k, o->resume_path ? "yes" : "no");
+    for (int i = 0; i < o->n_meta && n > 0 && (size_t)n < len; i++)
+        n += snprintf(s + n, len - (size_t)n, "%s=%s\n", o->meta[i].key, o->meta[i].value);
+}
+
+static train_run_status run_setup(train_run *r, char *err, size_t errlen);
 
 train_run_status train_run_new(const train_run_options *o, train_run **out, char *err,
                                size_t errlen)
@@ -123,41 +165,73 @@ train_run_status train_run_new(const train_run_options *o, train_run **out, char
         return TRAIN_RUN_ERR_NOMEM;
     }
     r->o = *o;
+    train_run_status st = run_setup(r, err, errlen);
+    if (trainer_dist_active(o->dist)) {
+        /* every rank comes here, also one whose setup failed, so that no
+         * rank waits for another that has given up */
+        char *text = malloc(8192); /* owned here */
+        if (!text) {
+            util_set_err(err, errlen, "out of memory");
+            train_run_free(r);
+            return TRAIN_RUN_ERR_NOMEM;
+        }
+        run_text(r, text, 8192);
+        vae_status rc = trainer_dist_agree(o->dist, st == TRAIN_RUN_OK, text, err, errlen);
+        free(text);
+        if (!rc) rc = trainer_dist_share_state(r->t, err, errlen);
+        if (rc && st == TRAIN_RUN_OK)
+            st = rc == VAE_ERR_ARG ? TRAIN_RUN_ERR_ARG : from_engine(rc, TRAIN_RUN_ERR_RANKS);
+        if (st == TRAIN_RUN_OK) {
+            r->info.epochs_done = trainer_epochs_done(r->t);
+            trainer_get_position(r->t, &r->info.position);
+        }
+    }
+    if (st) {
+        train_run_free(r);
+        return st;
+    }
+    *out = r;
+    return TRAIN_RUN_OK;
+}
+
+/* The data, the model and its trainer, and the resume file's state: this
+ * rank's part of train_run_new. */
+static train_run_status run_setup(train_run *r, char *err, size_t errlen)
+{
+    const train_run_options *o = &r->o;
+    const trainer_dist *dist = trainer_dist_active(o->dist) ? o->dist : NULL;
     train_run_status st = load_data(r, err, errlen);
     if (st)
-        goto fail;
+        return st;
+    char why[256];
+    if (dist && !r->sharded &&
+        dataset_keep_shard(&r->train, dist->rank, dist->size, why, sizeof why)) {
+        util_set_err(err, errlen, "%s", why);
+        return TRAIN_RUN_ERR_ARG;
+    }
     vae_config cfg = o->cfg;
     cfg.channels = r->train.channels;
     cfg.height = r->train.height;
     cfg.width = r->train.width;
     cfg.n_classes = r->n_classes;
     vae_status rc;
-    if ((rc = vae_init(&r->model, &cfg, cfg.seed, err, errlen))) {
-        st = from_engine(rc, TRAIN_RUN_ERR_ARG);
-        goto fail;
-    }
-    if (!(r->t = trainer_new(&r->model, &r->train, r->have_test ? &r->test : NULL, err, errlen))) {
-        st = TRAIN_RUN_ERR_ARG;
-        goto fail;
-    }
-    if ((rc = trainer_set_threads(r->t, o->threads >= 2 ? 2 : 1, err, errlen))) {
-        st = from_engine(rc, TRAIN_RUN_ERR_ARG);
-        goto fail;
-    }
-    if (o->resume_path && access(o->resume_path, F_OK) == 0) {
-        if ((rc = trainer_load_resume(r->t, o->resume_path, o->meta, o->n_meta, err, errlen))) {
-            st = from_engine(rc, TRAIN_RUN_ERR_RESUME);
-            goto fail;
-        }
+    if ((rc = vae_init(&r->model, &cfg, cfg.seed, err, errlen)))
+        return from_engine(rc, TRAIN_RUN_ERR_ARG);
+    /* with ranks every rank holds the test set and evaluates its part of it */
+    if (!(r->t = trainer_new_dist(&r->model, &r->train, r->info.n_train,
+                                  r->have_test ? &r->test : NULL, dist, err, errlen)))
+        return TRAIN_RUN_ERR_ARG;
+    /* a rank trains with one thread: there is one rank per core */
+    if ((rc = trainer_set_threads(r->t, !dist && o->threads >= 2 ? 2 : 1, err, errlen)))
+        return from_engine(rc, TRAIN_RUN_ERR_ARG);
+    if (o->resume_path && (!dist || dist->rank == 0) && access(o->resume_path, F_OK) == 0) {
+        if ((rc = trainer_load_resume(r->t, o->resume_path, o->meta, o->n_meta, err, errlen)))
+            return from_engine(rc, TRAIN_RUN_ERR_RESUME);
         r->info.resumed = 1;
     }
     r->info.epochs_done = trainer_epochs_done(r->t);
     trainer_get_position(r->t, &r->info.position);
-    *out = r;
     return TRAIN_RUN_OK;
-fail:
-    train_run_free(r);
-    return st;
 }
 
 void train_run_free(train_run *r)
@@ -220,6 +294,8 @@ train_run_status train_run_save_resume(train_run *r, char *err, size_t errlen)
     }
     if (trainer_gone(r, err, errlen))
         return TRAIN_RUN_ERR_ARG;
+    if (trainer_dist_active(r->o.dist) && r->o.dist->rank != 0)
+        return TRAIN_RUN_OK; /* rank 0 keeps the run's state */
     vae_status rc =
         trainer_save_resume(r->t, r->o.resume_path, r->o.meta, r->o.n_meta, err, errlen);
     return rc ? from_engine(rc, TRAIN_RUN_ERR_RESUME) : TRAIN_RUN_OK;
@@ -236,6 +312,8 @@ train_run_status train_run_epochs(train_run *r, char *err, size_t errlen)
         vae_status rc = trainer_run_epoch(r->t, &cb, &m, err, errlen);
         if (rc == VAE_ERR_CANCELLED)
             return TRAIN_RUN_ERR_CANCELLED;
+        if (rc == VAE_ERR_IO)
+            return TRAIN_RUN_ERR_RANKS;
         if (rc)
             return from_engine(rc, TRAIN_RUN_ERR_TRAIN);
         if (o->resume_path) {

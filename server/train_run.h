@@ -65,7 +65,8 @@ typedef enum {
     TRAIN_RUN_ERR_CANCELLED, /* stopped before a step on request; the position is kept */
     TRAIN_RUN_ERR_SAVE,      /* the checkpoint could not be made or written */
     TRAIN_RUN_ERR_REGISTRY,  /* the registry refused or failed (err is the registry's) */
-    TRAIN_RUN_ERR_NOMEM
+    TRAIN_RUN_ERR_NOMEM,
+    TRAIN_RUN_ERR_RANKS      /* with ranks: one did not answer in time or failed; end them all */
 } train_run_status;
 
 typedef struct {
@@ -89,6 +90,15 @@ typedef struct {
     void (*on_epoch)(void *ctx, const trainer_epoch_metrics *history, int n_done);
     void *ctx;
     const volatile int *cancel; /* non-zero: stop before the next step; may be NULL */
+    /* Data parallel over processes (engine/trainer_dist.h), NULL: one. Every
+     * rank runs the same options through train_run_new and train_run_epochs;
+     * each keeps its shard of the training images, and rank 0 alone reads
+     * and writes resume_path, evaluates the test set after each epoch and is
+     * the one to call train_run_evaluate, _write_file and _register. The
+     * ranks first agree that they run the same run (the model config, the
+     * data and its size, class, limit, split and meta), else every rank's
+     * train_run_new fails, TRAIN_RUN_ERR_ARG. */
+    const trainer_dist *dist;
 } train_run_options;
 
 /* What train_run_new found. */

@@ -756,6 +756,24 @@ static void test_body_on_bodiless_route(void **state)
     expect_healthy();
 }
 
+/* Opens n connections from 127.0.0.2 into fds and returns how many are
+ * still open a moment later (the others were closed unanswered). */
+static int open_connections(int port, int *fds, int n)
+{
+    for (int i = 0; i < n; i++) {
+        fds[i] = connect_from("127.0.0.2", port);
+        assert_true(fds[i] >= 0);
+    }
+    usleep(300 * 1000);
+    int open_n = 0;
+    for (int i = 0; i < n; i++) {
+        char buf[64];
+        if (read_within(fds[i], buf, sizeof buf, 10) < 0)
+            open_n++; /* nothing came: still open */
+    }
+    return open_n;
+}
+
 /* One address may hold --max-per-ip connections; past that libmicrohttpd
  * does not take them, while other addresses are served. */
 static void test_per_ip_limit(void **state)
@@ -766,17 +784,8 @@ static void test_per_ip_limit(void **state)
     harness_daemon d;
     const char *const args[] = {"--max-per-ip", "8", "--threads", "2", NULL};
     int port = start_own(&d, dir, sizeof dir, args);
-    int fds[N], open_n = 0;
-    for (int i = 0; i < N; i++) {
-        fds[i] = connect_from("127.0.0.2", port);
-        assert_true(fds[i] >= 0);
-    }
-    usleep(300 * 1000);
-    for (int i = 0; i < N; i++) {
-        char buf[64];
-        if (read_within(fds[i], buf, sizeof buf, 10) < 0)
-            open_n++; /* nothing came: still open */
-    }
+    int fds[N];
+    int open_n = open_connections(port, fds, N);
     print_message("per-ip: %d of %d connections kept (limit %d)\n", open_n, N, LIMIT);
     assert_true(open_n >= LIMIT && open_n <= LIMIT + 2); /* + one per other polling thread */
     assert_true(refusals(port, "per_ip_connections") >= N - open_n);
@@ -794,6 +803,21 @@ static void test_per_ip_limit(void **state)
     assert_true(read_within(again, buf, sizeof buf, 2000 * harness_slowdown()) > 0);
     assert_non_null(strstr(buf, "HTTP/1.1 200"));
     close(again);
+    stop_own(&d, dir);
+
+    /* --max-connections, all addresses together: the same, counted too */
+    const char *const all[] = {"--max-connections", "12", "--max-per-ip", "0", "--threads", "2",
+                               NULL};
+    port = start_own(&d, dir, sizeof dir, all);
+    open_n = open_connections(port, fds, N);
+    print_message("connections: %d of %d kept (limit 12)\n", open_n, N);
+    assert_true(open_n >= 12 && open_n <= 14);
+    for (int i = 0; i < N; i++)
+        close(fds[i]);
+    usleep(200 * 1000); /* the slots free up with the connections */
+    long refused = refusals(port, "connections");
+    if (refused < N - open_n)
+        fail_msg("%ld connections refused, %d expected", refused, N - open_n);
     stop_own(&d, dir);
 }
 

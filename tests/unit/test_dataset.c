@@ -325,6 +325,66 @@ static void test_idx_labels_path(void **state) {
 
 static int exists(const char *path) { return access(path, R_OK) == 0; }
 
+/* The shard of rank r of n: images r, r + n, ... of the 60,000 MNIST
+ * training images, both storages, with their labels; too many ranks refused. */
+static void test_keep_shard(void **state) {
+    (void)state;
+    const char *img = "data/mnist/train-images-idx3-ubyte", *lab = "data/mnist/train-labels-idx1-ubyte";
+    dataset all, shard;
+    char err[512] = "";
+    assert_int_equal(dataset_load_idx_compact(&all, img, lab, err, sizeof err), 0);
+    for (int compact = 0; compact < 2; compact++) {
+        assert_int_equal((compact ? dataset_load_idx_compact : dataset_load_idx)(&shard, img, lab, err,
+                                                                              sizeof err), 0);
+        assert_int_equal(dataset_keep_shard(&shard, 2, 7, err, sizeof err), 0);
+        assert_int_equal(shard.n, (60000 - 2 + 6) / 7);
+        float a[784], b[784];
+        for (int i = 0; i < shard.n; i += 997) {
+            dataset_image(&shard, i, a);
+            dataset_image(&all, 2 + 7 * i, b);
+            assert_memory_equal(a, b, sizeof a);
+            assert_int_equal(shard.labels[i], all.labels[2 + 7 * i]);
+        }
+        dataset_free(&shard);
+    }
+    /* read as a shard: the same images as loading, filtering, cutting and sharding */
+    const struct { int klass, limit, rank, size; } cases[] = {
+        {-1, 0, 1, 2}, {7, 0, 0, 3}, {7, 1000, 2, 3}, {-1, 5, 4, 5}};
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        dataset want, got;
+        int n_sel = 0, top = 0;
+        assert_int_equal(dataset_load_idx_compact(&want, img, lab, err, sizeof err), 0);
+        if (cases[c].klass >= 0)
+            assert_int_equal(dataset_filter_class(&want, cases[c].klass, err, sizeof err), 0);
+        if (cases[c].limit) dataset_truncate(&want, cases[c].limit);
+        int n_want = want.n;
+        assert_int_equal(dataset_keep_shard(&want, cases[c].rank, cases[c].size, err, sizeof err), 0);
+        assert_int_equal(dataset_load_idx_shard(&got, img, lab, cases[c].klass, cases[c].limit,
+                                                cases[c].rank, cases[c].size, &n_sel, &top, err,
+                                                sizeof err), 0);
+        assert_int_equal(n_sel, n_want);
+        assert_int_equal(top, 9);
+        assert_int_equal(got.n, want.n);
+        assert_memory_equal(got.pixels, want.pixels, (size_t)got.n * 784);
+        assert_memory_equal(got.labels, want.labels, (size_t)got.n);
+        dataset_free(&want);
+        dataset_free(&got);
+    }
+    int n_sel, top;
+    assert_int_equal(dataset_load_idx_shard(&shard, img, lab, -1, 3, 3, 4, &n_sel, &top, err,
+                                            sizeof err), VAE_ERR_ARG);
+    assert_non_null(strstr(err, "too few for 4 ranks"));
+    assert_int_equal(dataset_load_idx_shard(&shard, img, NULL, 2, 0, 0, 2, &n_sel, &top, err,
+                                            sizeof err), VAE_ERR_ARG);
+    assert_non_null(strstr(err, "needs labels"));
+    dataset_truncate(&all, 3);
+    assert_int_equal(dataset_keep_shard(&all, 3, 4, err, sizeof err), VAE_ERR_ARG);
+    assert_non_null(strstr(err, "too few for 4 ranks"));
+    assert_int_equal(dataset_keep_shard(&all, 0, 1, err, sizeof err), 0);
+    assert_int_equal(all.n, 3);
+    dataset_free(&all);
+}
+
 static void test_real_mnist(void **state) {
     (void)state;
     const char *img = "data/mnist/t10k-images-idx3-ubyte";
@@ -386,6 +446,7 @@ int main(void) {
         cmocka_unit_test(test_peek_idx),
         cmocka_unit_test(test_idx_labels_path),
         cmocka_unit_test(test_real_mnist),
+        cmocka_unit_test(test_keep_shard),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -11,7 +11,8 @@
  *   and ood_score is the bound minus it;
  * - the likelihood regret: with a trained decoder and an encoder pushed off
  *   (fc_mu's bias moved by 2), fitting the encoder to each image recovers
- *   nats of the bound (regret > 1), the model is left as it was, a second
+ *   nats of the ELBO (regret > 1), one that cannot move regrets nothing
+ *   (the two ELBOs take the same draws), the model is left as it was, a second
  *   run gives the same numbers, a deadline that has passed stops it with
  *   VAE_ERR_TOO_LARGE, and out-of-range options are refused; the bytes a
  *   request is budgeted grow with the regret's copy and one chunk of K;
@@ -175,6 +176,13 @@ static void test_likelihood_regret(void **state)
     for (int i = 0; i < N; i++) mean += a[i].regret / N;
     print_message("mean likelihood regret after 50 steps: %.3f nats\n", mean);
     assert_true(mean > 1.0);
+    /* a fit that cannot move the encoder regrets nothing: both ELBOs take
+     * the same draws, so no noise of the draws is left in the difference */
+    o.regret_lr = 1e-12;
+    assert_int_equal(eval_score_inputs(&m, d.x, NULL, N, &o, b, err, sizeof err), VAE_OK);
+    for (int i = 0; i < N; i++)
+        if (fabs(b[i].regret) > 1e-3) fail_msg("image %d: regret %g of a still fit", i, b[i].regret);
+    o.regret_lr = 1e-2;
     /* bounded: a deadline already passed, too many steps, K out of range */
     o.deadline = util_mono_s() - 1.0;
     assert_int_equal(eval_score_inputs(&m, d.x, NULL, N, &o, a, err, sizeof err),

@@ -517,10 +517,49 @@ static void test_write_file(void **state) {
     assert_int_equal(rmdir(dir), 0);
 }
 
+/* scale K draws each pixel as a K x K block: decoding the scaled grid gives
+ * the unscaled one's pixel at (y / K, x / K), grey and RGB, and a scale out
+ * of 1..IMAGE_MAX_SCALE is refused. */
+static void test_scaled_grid(void **state) {
+    (void)state;
+    enum { N = 3, H = 5, W = 4, K = 3 };
+    for (int C = 1; C <= 3; C += 2) {
+        float imgs[N * 3 * H * W];
+        for (int i = 0; i < N * C * H * W; i++) imgs[i] = (float)((i * 37) % 256) / 255.0f;
+        uint8_t *png = NULL, *png1 = NULL;
+        size_t len = 0, len1 = 0;
+        char err[256] = "";
+        assert_int_equal(image_encode_grid_png_scaled(imgs, N, C, H, W, 2, K, &png, &len, err,
+                                                      sizeof err), 0);
+        assert_int_equal(image_encode_grid_png(imgs, N, C, H, W, 2, &png1, &len1, err, sizeof err),
+                         0);
+        float *big = NULL, *small = NULL;
+        int h = 0, w = 0, h1 = 0, w1 = 0;
+        assert_int_equal(image_decode_png(png, len, C, &big, &h, &w, err, sizeof err), 0);
+        assert_int_equal(image_decode_png(png1, len1, C, &small, &h1, &w1, err, sizeof err), 0);
+        assert_int_equal(h, h1 * K);
+        assert_int_equal(w, w1 * K);
+        for (int c = 0; c < C; c++)
+            for (int y = 0; y < h; y++)
+                for (int x = 0; x < w; x++)
+                    assert_true(big[(c * h + y) * w + x] ==
+                                small[(c * h1 + y / K) * w1 + x / K]);
+        free(big);
+        free(small);
+        free(png);
+        free(png1);
+        assert_int_equal(image_encode_grid_png_scaled(imgs, N, C, H, W, 2, 0, &png, &len, err,
+                                                      sizeof err), VAE_ERR_ARG);
+        assert_int_equal(image_encode_grid_png_scaled(imgs, N, C, H, W, 2, IMAGE_MAX_SCALE + 1,
+                                                      &png, &len, err, sizeof err), VAE_ERR_ARG);
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_grey_grid_round_trip),
         cmocka_unit_test(test_rgb_round_trip),
+        cmocka_unit_test(test_scaled_grid),
         cmocka_unit_test(test_palette_and_other_kinds),
         cmocka_unit_test(test_broken_input),
         cmocka_unit_test(test_png_size_from_ihdr),

@@ -169,6 +169,17 @@ static void test_every_option(void **state)
     assert_non_null(strstr(json, "\"conditional\":false"));
     assert_int_equal(s.cfg.n_classes, 0);
     assert_non_null(strstr(json, "\"lr\":0.001,"));
+    /* ranks: written only when not 1, so a local job's config reads as before */
+    assert_int_equal(s.ranks, 1);
+    assert_null(strstr(json, "ranks"));
+    free(json);
+    snprintf(body, sizeof body, "{\"model\":\"m\",\"data\":\"%s\",\"ranks\":3}", f->images);
+    assert_int_equal(jobs_spec_parse(body, strlen(body), "data", &s, err, sizeof err), 0);
+    assert_int_equal(s.ranks, 3);
+    json = jobs_spec_to_json(&s);
+    assert_non_null(strstr(json, "\"ranks\":3"));
+    assert_int_equal(jobs_spec_parse(json, strlen(json), "data", &back, err, sizeof err), 0);
+    assert_int_equal(back.ranks, 3);
     free(json);
 }
 
@@ -210,6 +221,9 @@ static void test_refusals_name_the_key(void **state)
     expect_refused(f, "{\"model\":\"m\",\"data\":\"%s\",\"conditional\":1}",
                    "\"conditional\" must be true or false");
     expect_refused(f, "{\"model\":\"m\",\"data\":\"%s\",\"batch\":8,\"batch\":9}", "twice");
+    expect_refused(f, "{\"model\":\"m\",\"data\":\"%s\",\"ranks\":0}", "\"ranks\"");
+    expect_refused(f, "{\"model\":\"m\",\"data\":\"%s\",\"ranks\":1025}", "\"ranks\"");
+    expect_refused(f, "{\"model\":\"m\",\"data\":\"%s\",\"ranks\":1.5}", "\"ranks\"");
     expect_refused(f, "{\"data\":\"%s\"}", "\"model\" is required");
     expect_refused(f, "{\"model\":\"-bad\",\"data\":\"%s\"}", "\"model\": invalid name");
     expect_refused(f, "[\"%s\"]", "JSON object");

@@ -1,0 +1,138 @@
+#include "server/compute_request.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "server/sha256.h"
+
+static void compute_request_free(void *p)
+{
+    compute_request *r = p;
+    if (!r)
+        return;
+    if (r->resp)
+        MHD_destroy_response(r->resp);
+    free(r);
+}
+
+static void compute_request_run(compute_task *t)
+{
+    compute_request *r = (compute_request *)t;
+    r->work(r);
+    if (!r->resp)
+        compute_request_fail(r, HTTP_ERR_INTERNAL, "no response was built");
+}
+
+void *compute_request_new(http_ctx *ctx, struct MHD_Connection *c, http_request *req,
+                          size_t size, void (*work)(compute_request *r))
+{
+    compute_request *r = calloc(1, size); /* owned by req: freed by work_free */
+    if (!r)
+        return NULL;
+    r->task.run = compute_request_run;
+    r->task.conn = c;
+    r->ctx = ctx;
+    r->work = work;
+    const char *inm = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_IF_NONE_MATCH);
+    if (inm && strlen(inm) < sizeof r->if_none_match)
+        snprintf(r->if_none_match, sizeof r->if_none_match, "%s", inm);
+    req->work = r;
+    req->work_free = compute_request_free;
+    return r;
+}
+
+enum MHD_Result compute_request_queue(compute_request *r)
+{
+    if (!r->resp)
+        return MHD_NO;
+    enum MHD_Result ret = MHD_queue_response(r->task.conn, r->status, r->resp);
+    MHD_destroy_response(r->resp);
+    r->resp = NULL;
+    return ret;
+}
+
+enum MHD_Result compute_request_submit(compute_request *r, int cheap)
+{
+    if (cheap) {
+        compute_request_run(&r->task);
+        return compute_request_queue(r);
+    }
+    return compute_pool_admit(r->ctx->compute, &r->task);
+}
+
+void compute_request_fail(compute_request *r, http_error e, const char *fmt, ...)
+{
+    char message[HTTP_MESSAGE_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(message, sizeof message, fmt, ap);
+    va_end(ap);
+    if (r->resp)
+        MHD_destroy_response(r->resp);
+    r->resp = http_error_response(e, message);
+    r->status = http_error_status(e);
+}
+
+void compute_request_set_body(compute_request *r, unsigned status, const char *content_type,
+                              void *buf, size_t len)
+{
+    if (r->resp)
+        MHD_destroy_response(r->resp);
+    r->status = status;
+    r->resp = MHD_create_response_from_buffer_with_free_callback(len, buf, free);
+    if (!r->resp) {
+        free(buf);
+        return;
+    }
+    compute_request_add_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
+}
+
+void compute_request_add_header(compute_request *r, const char *name, const char *value)
+{
+    if (r->resp && MHD_add_response_header(r->resp, name, value) != MHD_YES) {
+        MHD_destroy_response(r->resp);
+        r->resp = NULL;
+    }
+}
+
+void compute_request_model_headers(compute_request *r, const char *model, long long version)
+{
+    char v[32];
+    snprintf(v, sizeof v, "%lld", version);
+    compute_request_add_header(r, "X-Model", model);
+    compute_request_add_header(r, "X-Model-Version", v);
+}
+
+void compute_request_etag(char *etag, const char *fmt, ...)
+{
+    char text[1024], hex[65];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof text, fmt, ap);
+    va_end(ap);
+    sha256_hex((const uint8_t *)text, strlen(text), hex);
+    snprintf(etag, COMPUTE_REQUEST_ETAG_MAX, "\"%.32s\"", hex);
+}
+
+int compute_request_not_modified(compute_request *r, const char *etag, const char *cache_control)
+{
+    if (!r->if_none_match[0] || !http_etag_listed(r->if_none_match, etag))
+        return 0;
+    if (r->resp)
+        MHD_destroy_response(r->resp);
+    r->resp = MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
+    r->status = MHD_HTTP_NOT_MODIFIED;
+    compute_request_add_header(r, MHD_HTTP_HEADER_ETAG, etag);
+    compute_request_add_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, cache_control);
+    return 1;
+}
+
+void compute_request_cache_headers(compute_request *r, const char *etag, const char *cache_control)
+{
+    if (r->status != MHD_HTTP_OK)
+        return;
+    compute_request_add_header(r, MHD_HTTP_HEADER_ETAG, etag);
+    compute_request_add_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, cache_control);
+}

@@ -1,0 +1,81 @@
+/* compute_request: a request whose answer is built by a function that may run
+ * on a compute thread — the life of one, shared by the handlers of
+ * api_explore.c and api_data.c.
+ *
+ *     typedef struct { compute_request base; int n; ... } my_request;  // base first
+ *     static void my_work(compute_request *cr) { my_request *r = (my_request *)cr;
+ *         ... compute_request_set_body(cr, 200, "image/png", png, len); or
+ *             compute_request_fail(cr, HTTP_ERR_..., "why %d", n); }
+ *
+ *     // handler, first call (req->work NULL):
+ *     my_request *r = compute_request_new(ctx, c, req, sizeof *r, my_work);
+ *     ... checks on the polling thread, else return http_send_error(c, ...) ...
+ *     return compute_request_submit(&r->base, cheap);  // cheap: run here, queue at once
+ *     // second call, after the pool resumed the connection:
+ *     if (req->work) return compute_request_queue(req->work);
+ *
+ * The request struct is calloc'd, hangs off http_request.work and is freed by
+ * http_request.work_free when libmicrohttpd completes the request (also when
+ * the client went away while it was computed); the response it holds is
+ * destroyed then when it was never queued. Whether the work is cheap enough
+ * for a polling thread is the caller's call (it must not load a model or a
+ * data set there, nor wait for the registry).
+ *
+ * GET images are deterministic bytes with an ETag: compute_request_etag
+ * hashes a description of everything that decides the bytes, and
+ * compute_request_not_modified answers 304 when the If-None-Match the
+ * handler copied (if_none_match, on the polling thread) lists it.
+ */
+#ifndef COMPUTE_REQUEST_H
+#define COMPUTE_REQUEST_H
+
+#include <stddef.h>
+
+#include <microhttpd.h>
+
+#include "server/compute_pool.h"
+#include "server/http_request.h"
+#include "server/http_util.h"
+
+/* A quoted tag of 32 hex digits, with its NUL. */
+#define COMPUTE_REQUEST_ETAG_MAX 40
+
+typedef struct compute_request {
+    compute_task task;                     /* first: the pool's view */
+    http_ctx *ctx;                         /* borrowed */
+    void (*work)(struct compute_request *r);
+    char if_none_match[512];               /* copied on the polling thread; "" when absent */
+    struct MHD_Response *resp;             /* owned until queued */
+    unsigned status;
+} compute_request;
+
+/* A zeroed request of size bytes (>= sizeof(compute_request), the caller's
+ * struct with a compute_request first) owned by req; NULL when out of
+ * memory. Copies the request's If-None-Match. */
+void *compute_request_new(http_ctx *ctx, struct MHD_Connection *c, http_request *req,
+                          size_t size, void (*work)(compute_request *r));
+/* Runs the work here and queues its answer when cheap, else admits it into
+ * ctx->compute (suspending the connection, or answering 429 / 503). */
+enum MHD_Result compute_request_submit(compute_request *r, int cheap);
+/* Queues the answer built (MHD_NO when none could be: drops the connection). */
+enum MHD_Result compute_request_queue(compute_request *r);
+
+/* The answer: an error body, a body (takes buf, malloc'd), a header more. */
+void compute_request_fail(compute_request *r, http_error e, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+void compute_request_set_body(compute_request *r, unsigned status, const char *content_type,
+                              void *buf, size_t len);
+void compute_request_add_header(compute_request *r, const char *name, const char *value);
+/* X-Model and X-Model-Version of the checkpoint an answer came from. */
+void compute_request_model_headers(compute_request *r, const char *model, long long version);
+
+/* etag (COMPUTE_REQUEST_ETAG_MAX bytes): a hash of the printf-style text. */
+void compute_request_etag(char *etag, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* 1 with a 304 built (ETag and cache_control set) when the request's
+ * If-None-Match lists etag; else 0. */
+int compute_request_not_modified(compute_request *r, const char *etag, const char *cache_control);
+/* ETag and Cache-Control on a 200 just built (nothing on an error). */
+void compute_request_cache_headers(compute_request *r, const char *etag,
+                                   const char *cache_control);
+
+#endif
