@@ -7,7 +7,7 @@
 # rounds, medians): POST /encode of one image, POST /sample?n=16,
 # GET /interpolate (one URL): requests/s and p99 on each registry and the
 # ratio PostgreSQL / SQLite (target: within 10 %: the registry stays off the
-# hot path). Registry path: upload latency (N_UPLOADS
+# hot path). ONLY=TEXT: only the endpoints whose label contains TEXT. Registry path: upload latency (N_UPLOADS
 # distinct checkpoints, curl's time_total, median and max) on each; job claim
 # latency, from POST /jobs to the job's started_at, on the replica that got
 # the POST and (PostgreSQL) on another replica, whose worker finds the job by
@@ -112,12 +112,19 @@ median_of() { sort -n | awk '{ a[NR] = $0 } END { print a[int((NR + 1) / 2)] }';
 for e in "${endpoints[@]}"; do
     IFS='|' read -r label path script <<<"$e"
     s_rps=() s_p99=() p_rps=() p_p99=()
+    [ -z "${ONLY:-}" ] || [[ "$label" == *"$ONLY"* ]] || continue
     for round in $(seq "$rounds"); do
         echo "bench-replicas: $label, round $round of $rounds..." >&2
-        read -r a b <<<"$(wrk_run "http://127.0.0.1:$sqlite_port$path" "$script")"
-        s_rps+=("$a") s_p99+=("$b")
-        read -r a b <<<"$(wrk_run "http://127.0.0.1:$pg_port_http$path" "$script")"
-        p_rps+=("$a") p_p99+=("$b")
+        # odd rounds SQLite first, even rounds PostgreSQL first
+        for b in $([ $((round % 2)) = 1 ] && echo "sqlite pg" || echo "pg sqlite"); do
+            if [ "$b" = sqlite ]; then
+                read -r x y <<<"$(wrk_run "http://127.0.0.1:$sqlite_port$path" "$script")"
+                s_rps+=("$x") s_p99+=("$y")
+            else
+                read -r x y <<<"$(wrk_run "http://127.0.0.1:$pg_port_http$path" "$script")"
+                p_rps+=("$x") p_p99+=("$y")
+            fi
+        done
     done
     res["sqlite|$label"]="$(printf '%s\n' "${s_rps[@]}" | median_of) $(printf '%s\n' "${s_p99[@]}" | median_of)"
     res["postgresql|$label"]="$(printf '%s\n' "${p_rps[@]}" | median_of) $(printf '%s\n' "${p_p99[@]}" | median_of)"
@@ -194,6 +201,7 @@ echo "| endpoint | SQLite req/s | SQLite p99 ms | PostgreSQL req/s | PostgreSQL 
 echo "|---|---:|---:|---:|---:|---:|"
 for e in "${endpoints[@]}"; do
     IFS='|' read -r label _ _ <<<"$e"
+    [ -n "${res["sqlite|$label"]:-}" ] || continue
     read -r s_rps s_p99 <<<"${res["sqlite|$label"]}"
     read -r p_rps p_p99 <<<"${res["postgresql|$label"]}"
     echo "| $label | $s_rps | $s_p99 | $p_rps | $p_p99 | $(awk -v a="$p_rps" -v b="$s_rps" 'BEGIN { printf "%.2f", a / b }') |"

@@ -476,6 +476,21 @@ static void test_kill9_replica_mid_job(void **state)
                     ", finished by b %.1f s later (lease " LEASE_S " s)\n",
             id, epoch, now_s() - killed);
     assert_int_equal(runs_logged(&fx.b, id), 1);
+    /* b went on from the resume state a shared, not from epoch 1: a had
+     * finished at least 2 epochs, of which at most the last is done again
+     * (killed between its event and sharing its state). */
+    char path[64];
+    snprintf(path, sizeof path, "/jobs/%" PRId64 "/events", id);
+    harness_response r;
+    assert_int_equal(harness_request(fx.b.port, "GET", path, NULL, NULL, 0, &r), 0);
+    int epochs = 0;
+    for (const char *q = (const char *)r.body; q && (q = strstr(q, "event: epoch")); q++)
+        epochs++;
+    harness_response_free(&r);
+    fprintf(stderr, "replicas: %d epoch events for the 12 epochs of job %" PRId64 "\n", epochs,
+            id);
+    assert_true(epochs >= 12);
+    assert_true(epochs <= 13);
     /* The same spec, uninterrupted, on b: the same bytes. */
     spec(body, sizeof body, "reference", 12, 512);
     int64_t ref = submit(fx.b.port, body);
