@@ -349,8 +349,8 @@ vae_status dataset_load_idx_shard(dataset *out, const char *images_path, const c
     /* the shard and its labels, then the file streamed through a chunk */
     uint8_t *labels = out->labels; /* owned here until out takes the shard's */
     out->labels = NULL;
-    out->pixels = malloc((size_t)mine * dim);
-    uint8_t *mine_labels = labels ? malloc((size_t)mine) : NULL;
+    out->pixels = malloc((size_t)mine * dim);                      /* owned by out */
+    uint8_t *mine_labels = labels ? malloc((size_t)mine) : NULL;  /* handed to out below */
     size_t per = IDX_FIRST_CHUNK / dim ? IDX_FIRST_CHUNK / dim : 1;
     chunk = malloc(per * dim);
     if (!out->pixels || !chunk || (labels && !mine_labels)) {

@@ -22,7 +22,7 @@ struct trainer {
      * and the sum the ranks reduce (gradients, then DIST_TAIL figures) */
     float *eps_all;          /* owned; (cfg.batch * mc_samples, latent) */
     int *slots;              /* owned; cfg.batch */
-    float *reduce;           /* owned; n_params + DIST_TAIL, or 2 * latent */
+    float *reduce;           /* owned; n_params + DIST_TAIL */
     float *reduce_kl;        /* owned; 2 * latent, free bits only */
     const dataset *test;     /* borrowed, may be NULL */
     vae_train_state *ts;     /* owned */

@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # /healthz latency while each hostile case of tests/http/test_hostile runs,
 # against idle, on one vaed on 127.0.0.1:
-#   scripts/bench-hostile.sh [BUILD_DIR]        (default build)
+#   scripts/bench-hostile.sh [BUILD_DIR]        (default build; CASES="idle big-upload" for some)
 # The daemon runs as `make run` starts it (no token, loopback, default
 # bounds) with --workers 0 (jobs stay queued, so event streams stay open)
 # and a small MLP trained here on MNIST for one epoch. Each attack comes from
 # 127.0.0.2 (another loopback address, as another client would) and runs for
 # DURATION seconds (default 5) while 127.0.0.1 asks GET /healthz one request
 # after another, alternating with GET /models (a read of the registry);
-# the table gives the /healthz p50, p99 and max, the /models p99, how many
+# the table gives the /healthz p50, p99 and max, the /models p99 and max
+# (sampled one after another, so one long stall shows in the max), how many
 # of those failed, what the attack was answered, and the daemon's peak RSS
 # growth (VmHWM, reset through /proc/PID/clear_refs before each case).
 # Attacks:
@@ -28,6 +29,7 @@ cd "$root"
 build=${1:-build}
 vaed=$build/vaed
 duration=${DURATION:-5}
+cases=${CASES:-}   # e.g. CASES="idle big-upload": only those (default all)
 [ -x "$vaed" ] || { echo "bench-hostile: $vaed not found (make all)" >&2; exit 1; }
 [ -f data/mnist/t10k-images-idx3-ubyte ] || bash scripts/get-data.sh mnist
 
@@ -60,11 +62,12 @@ url=http://127.0.0.1:$port
 curl -fsS -X POST -H 'Content-Type: application/json' \
     -d '{"model": "m", "data": "mnist", "epochs": 1}' "$url/jobs" >/dev/null
 
-/usr/bin/python3 - "$port" "$vaed_pid" "$duration" "$tmp/huge.safetensors" <<'EOF'
+/usr/bin/python3 - "$port" "$vaed_pid" "$duration" "$tmp/huge.safetensors" "$cases" <<'EOF'
 import socket, struct, sys, threading, time, zlib
 
 port, pid, duration = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
 huge = bytearray(open(sys.argv[4], "rb").read())
+only = sys.argv[5].split()
 
 def conn(src="127.0.0.2"):
     s = socket.socket()
@@ -126,7 +129,8 @@ def healthz(seconds):
         t.sort()
     pick = lambda t, q: t[min(len(t) - 1, int(q * len(t)))] * 1e3
     h, m = times[b"/healthz"], times[b"/models"]
-    return pick(h, 0.5), pick(h, 0.99), h[-1] * 1e3, pick(m, 0.99), failed, len(h) + len(m)
+    return (pick(h, 0.5), pick(h, 0.99), h[-1] * 1e3, pick(m, 0.99), m[-1] * 1e3, failed,
+            len(h) + len(m))
 
 uploads = [0]
 def huge_upload():
@@ -210,18 +214,18 @@ cases = [
                                        b"Host: 127.0.0.1\r\n\r\n"] * 20)),
     ("big-upload", lambda: loop(huge_upload, 1)),
 ]
-print("| case | /healthz p50 ms | p99 ms | max ms | /models p99 ms | failed | attack answered "
-      "| peak RSS growth |")
-print("|---|---:|---:|---:|---:|---:|---|---:|")
-row = "| %s | %.2f | %.2f | %.1f | %.2f | %d of %d | %s | %d MB |"
-base = rss_reset()
-p50, p99, mx, m99, failed, n = healthz(duration)
-print(row % ("idle", p50, p99, mx, m99, failed, n, "", (status("VmHWM") - base) // 1024))
-for name, start in cases:
+print("| case | /healthz p50 ms | p99 ms | max ms | /models p99 ms | max ms | failed "
+      "| attack answered | peak RSS growth |")
+print("|---|---:|---:|---:|---:|---:|---:|---|---:|")
+row = "| %s | %.2f | %.2f | %.1f | %.2f | %.1f | %d of %d | %s | %d MB |"
+for name, start in [("idle", None)] + cases:
+    if only and name not in only:
+        continue
     base = rss_reset()
-    finish = start()
-    p50, p99, mx, m99, failed, n = healthz(duration)
+    finish = start() if start else (lambda: "")
+    p50, p99, mx, m99, mmx, failed, n = healthz(duration)
     answered = finish()
-    print(row % (name, p50, p99, mx, m99, failed, n, answered, (status("VmHWM") - base) // 1024))
+    print(row % (name, p50, p99, mx, m99, mmx, failed, n, answered,
+                 (status("VmHWM") - base) // 1024))
     time.sleep(1)
 EOF

@@ -3,10 +3,11 @@
 # 127.0.0.1: the same trained model served from a SQLite file and from a
 # PostgreSQL database (a throwaway server started here), one daemon at a time.
 #   scripts/bench-replicas.sh [BUILD_DIR]        (default build)
-# Hot path (wrk, DURATION 10 s, 64 connections, 1 thread): POST /encode of one
-# image, POST /sample?n=16, GET /interpolate (one URL): requests/s and p99 on
-# each registry and the ratio PostgreSQL / SQLite (target: within 10 %: the
-# registry stays off the hot path). Registry path: upload latency (N_UPLOADS
+# Hot path (wrk, DURATION 5 s, 64 connections, 1 thread, ROUNDS 3 interleaved
+# rounds, medians): POST /encode of one image, POST /sample?n=16,
+# GET /interpolate (one URL): requests/s and p99 on each registry and the
+# ratio PostgreSQL / SQLite (target: within 10 %: the registry stays off the
+# hot path). ONLY=TEXT: only the endpoints whose label contains TEXT. Registry path: upload latency (N_UPLOADS
 # distinct checkpoints, curl's time_total, median and max) on each; job claim
 # latency, from POST /jobs to the job's started_at, on the replica that got
 # the POST and (PostgreSQL) on another replica, whose worker finds the job by
@@ -17,7 +18,7 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 build=${1:-build}
 vaed=$root/$build/vaed
-duration=${DURATION:-10s}
+duration=${DURATION:-5s}
 conns=${CONNECTIONS:-64}
 n_uploads=${N_UPLOADS:-20}
 n_jobs=${N_JOBS:-8}
@@ -98,16 +99,38 @@ endpoints=(
     "POST /sample?n=16|/sample?n=16&seed=1|post"
     "GET /interpolate (one URL)|/interpolate?from=mnist:test:3&to=mnist:test:7&steps=10|get"
 )
+# Both daemons up at once (the idle one costs nothing), and the runs
+# interleaved, SQLite then PostgreSQL, ROUNDS times: the machine's other load
+# drifts alike for both; the table has each backend's median round.
+rounds=${ROUNDS:-3}
+serve sqlite "$tmp/sqlite"
+sqlite_port=$port sqlite_pid=$pid
+serve postgresql "$tmp/pgvar" --registry "$url"
+pg_port_http=$port pg_pid=$pid
 declare -A res
-for backend in sqlite postgresql; do
-    if [ "$backend" = sqlite ]; then serve "$backend" "$tmp/sqlite"; else serve "$backend" "$tmp/pgvar" --registry "$url"; fi
-    for e in "${endpoints[@]}"; do
-        IFS='|' read -r label path script <<<"$e"
-        echo "bench-replicas: $label on $backend..." >&2
-        res["$backend|$label"]=$(wrk_run "http://127.0.0.1:$port$path" "$script")
+median_of() { sort -n | awk '{ a[NR] = $0 } END { print a[int((NR + 1) / 2)] }'; }
+for e in "${endpoints[@]}"; do
+    IFS='|' read -r label path script <<<"$e"
+    s_rps=() s_p99=() p_rps=() p_p99=()
+    [ -z "${ONLY:-}" ] || [[ "$label" == *"$ONLY"* ]] || continue
+    for round in $(seq "$rounds"); do
+        echo "bench-replicas: $label, round $round of $rounds..." >&2
+        # odd rounds SQLite first, even rounds PostgreSQL first
+        for b in $([ $((round % 2)) = 1 ] && echo "sqlite pg" || echo "pg sqlite"); do
+            if [ "$b" = sqlite ]; then
+                read -r x y <<<"$(wrk_run "http://127.0.0.1:$sqlite_port$path" "$script")"
+                s_rps+=("$x") s_p99+=("$y")
+            else
+                read -r x y <<<"$(wrk_run "http://127.0.0.1:$pg_port_http$path" "$script")"
+                p_rps+=("$x") p_p99+=("$y")
+            fi
+        done
     done
-    stop "$pid"
+    res["sqlite|$label"]="$(printf '%s\n' "${s_rps[@]}" | median_of) $(printf '%s\n' "${s_p99[@]}" | median_of)"
+    res["postgresql|$label"]="$(printf '%s\n' "${p_rps[@]}" | median_of) $(printf '%s\n' "${p_p99[@]}" | median_of)"
 done
+stop "$sqlite_pid"
+stop "$pg_pid"
 
 # Distinct valid checkpoints: the trained file with its first weight changed.
 /usr/bin/python3 - "$tmp/digits.safetensors" "$tmp/up" "$n_uploads" <<'PY'
@@ -172,12 +195,13 @@ serve worker "$tmp/pgworker" --registry "$url" --workers 1
 claim_remote=$(claim_ms "$front" "$port")
 
 echo
-echo "wrk -t1 -c$conns -d$duration on 127.0.0.1, $(nproc) cores; the same model from a SQLite file and from PostgreSQL $("$pgbin/postgres" --version | awk '{ print $3 }')"
+echo "wrk -t1 -c$conns -d$duration x $rounds interleaved rounds (medians) on 127.0.0.1, $(nproc) cores; the same model from a SQLite file and from PostgreSQL $("$pgbin/postgres" --version | awk '{ print $3 }')"
 echo
 echo "| endpoint | SQLite req/s | SQLite p99 ms | PostgreSQL req/s | PostgreSQL p99 ms | PostgreSQL / SQLite |"
 echo "|---|---:|---:|---:|---:|---:|"
 for e in "${endpoints[@]}"; do
     IFS='|' read -r label _ _ <<<"$e"
+    [ -n "${res["sqlite|$label"]:-}" ] || continue
     read -r s_rps s_p99 <<<"${res["sqlite|$label"]}"
     read -r p_rps p_p99 <<<"${res["postgresql|$label"]}"
     echo "| $label | $s_rps | $s_p99 | $p_rps | $p_p99 | $(awk -v a="$p_rps" -v b="$s_rps" 'BEGIN { printf "%.2f", a / b }') |"
@@ -190,4 +214,4 @@ echo "| upload (POST /models/NAME/checkpoints) | $a / $b | $c / $d |"
 read -r a b <<<"$claim_sqlite"; read -r c d <<<"$claim_pg"
 echo "| job claim, same replica (created_at to started_at) | $a / $b | $c / $d |"
 read -r c d <<<"$claim_remote"
-echo "| job claim, another replica (polls the queue each second) | - | $c / $d |"
+echo "| job claim, another replica (woken by NOTIFY) | - | $c / $d |"

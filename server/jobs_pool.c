@@ -490,6 +490,20 @@ end:
 
 /* ---------- workers ---------- */
 
+/* CLOCK_MONOTONIC now + ms, for the pool's condition variables. */
+static struct timespec mono_after_ms(long ms)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    ts.tv_sec += ms / 1000;
+    ts.tv_nsec += (ms % 1000) * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    return ts;
+}
+
 static void *worker_main(void *arg)
 {
     worker_arg *a = arg;
@@ -507,17 +521,22 @@ static void *worker_main(void *arg)
         int64_t id = 0;
         char *config = NULL; /* owned: freed after the job */
         char err[256];
+        /* read before the claim: a job queued after it moves this */
+        uint64_t queued = registry_jobs_generation(p->reg);
         int rc = registry_claim_next_job(p->reg, &id, &config, err, sizeof err);
         if (rc == REGISTRY_ERR_NOT_FOUND) {
             if (!registry_is_shared(p->reg)) {
                 pthread_cond_wait(&p->work_cv, &p->mu);
                 continue;
             }
-            /* Other replicas queue jobs too: look again within a second. */
-            struct timespec ts;
-            clock_gettime(CLOCK_MONOTONIC, &ts);
-            ts.tv_sec += 1;
-            pthread_cond_timedwait(&p->work_cv, &p->mu, &ts);
+            /* Other replicas queue jobs too: look again as soon as one is
+             * announced, and every second (a dead replica's lease runs out
+             * without a word). */
+            for (int i = 0; i < 10 && !p->stopping && queued == registry_jobs_generation(p->reg);
+                 i++) {
+                struct timespec ts = mono_after_ms(100);
+                if (pthread_cond_timedwait(&p->work_cv, &p->mu, &ts) == 0) break;
+            }
             continue;
         }
         if (rc) {
@@ -851,13 +870,7 @@ int jobs_pool_wait_events(jobs_pool *p, int64_t id, int64_t after_seq, int timeo
          * signals no one here: wake at least every 250 ms to look. */
         struct timespec until = deadline;
         if (registry_is_shared(p->reg)) {
-            struct timespec soon;
-            clock_gettime(CLOCK_MONOTONIC, &soon);
-            soon.tv_nsec += 250 * 1000000L;
-            if (soon.tv_nsec >= 1000000000L) {
-                soon.tv_sec++;
-                soon.tv_nsec -= 1000000000L;
-            }
+            struct timespec soon = mono_after_ms(250);
             if (soon.tv_sec < until.tv_sec ||
                 (soon.tv_sec == until.tv_sec && soon.tv_nsec < until.tv_nsec))
                 until = soon;

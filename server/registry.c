@@ -530,6 +530,11 @@ void registry_set_default_model(registry *r, const char *model)
     pthread_mutex_unlock(&r->mu);
 }
 
+uint64_t registry_jobs_generation(registry *r)
+{
+    return r->pg ? reg_pg_jobs_generation(r->pg) : 0;
+}
+
 int registry_is_shared(registry *r)
 {
     return r->pg != NULL;

@@ -60,6 +60,9 @@ typedef struct {
 registry_status registry_open(const char *path, registry **out, char *err, size_t errlen);
 /* 1 on PostgreSQL: other processes change the registry and fill the queue. */
 int registry_is_shared(registry *r);
+/* A shared registry: a number that changes when any replica queues a job
+ * (0 for a file). An idle worker looks at the queue when it moves. */
+uint64_t registry_jobs_generation(registry *r);
 /* 0 while a shared registry's database cannot be reached; always 1 for a
  * file. No lock, no query: the listener thread keeps it. */
 int registry_reachable(registry *r);

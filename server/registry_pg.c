@@ -231,7 +231,13 @@ int reg_pg_begin(registry_pg *p, char *err, size_t errlen)
         status = reg_pg_exec(p, "BEGIN", NULL, err, errlen, "starting a transaction");
     p->in_tx = status == REGISTRY_OK;
     p->notify = 0;
+    p->notify_jobs = 0;
     return status;
+}
+
+void reg_pg_mark_job_queued(registry_pg *p)
+{
+    p->notify_jobs = 1;
 }
 
 void reg_pg_mark_models_changed(registry_pg *p)
@@ -241,8 +247,9 @@ void reg_pg_mark_models_changed(registry_pg *p)
 
 int reg_pg_finish(registry_pg *p, int status, char *err, size_t errlen)
 {
-    int notify = p->notify;
+    int notify = p->notify, notify_jobs = p->notify_jobs;
     p->notify = 0;
+    p->notify_jobs = 0;
     p->in_tx = 0;
     if (status != REGISTRY_OK) {
         if (PQstatus(p->conn) == CONNECTION_OK)
@@ -251,6 +258,8 @@ int reg_pg_finish(registry_pg *p, int status, char *err, size_t errlen)
     }
     if (notify)
         status = reg_pg_exec(p, "NOTIFY vaed_registry", NULL, err, errlen, "announcing a change");
+    if (notify_jobs && !status)
+        status = reg_pg_exec(p, "NOTIFY vaed_jobs", NULL, err, errlen, "announcing a job");
     if (!status)
         status = reg_pg_exec(p, "COMMIT", NULL, err, errlen, "committing");
     if (status) {
@@ -391,7 +400,7 @@ static void *listener_main(void *arg)
                 PQreset(c);
             else
                 c = connect_url(p->url);
-            PGresult *res = c && PQstatus(c) == CONNECTION_OK ? PQexec(c, "LISTEN vaed_registry")
+            PGresult *res = c && PQstatus(c) == CONNECTION_OK ? PQexec(c, "LISTEN vaed_registry; LISTEN vaed_jobs")
                                                               : NULL;
             int up = res && PQresultStatus(res) == PGRES_COMMAND_OK;
             PQclear(res);
@@ -402,8 +411,11 @@ static void *listener_main(void *arg)
                 continue;
             }
             /* Notifications sent while we were away are lost: what every
-             * replica resolved may be stale, so it is all dropped. */
+             * replica resolved may be stale, so it is all dropped, and idle
+             * workers look at the queue. */
             __atomic_add_fetch(&p->generation, 1, __ATOMIC_RELEASE);
+            __atomic_add_fetch(&p->jobs_generation, 1, __ATOMIC_RELEASE);
+            __atomic_store_n(&p->listening, 1, __ATOMIC_RELEASE);
             set_reachable(p, c, 1);
             last_renew = 0;
         }
@@ -427,13 +439,18 @@ static void *listener_main(void *arg)
             continue; /* PQstatus is bad now: reset above */
         }
         PGnotify *n;
-        int got = 0;
+        int models = 0, jobs = 0;
         while ((n = PQnotifies(c)) != NULL) {
-            got = 1;
+            if (strcmp(n->relname, "vaed_jobs") == 0)
+                jobs = 1;
+            else
+                models = 1;
             PQfreemem(n);
         }
-        if (got)
+        if (models)
             __atomic_add_fetch(&p->generation, 1, __ATOMIC_RELEASE);
+        if (jobs)
+            __atomic_add_fetch(&p->jobs_generation, 1, __ATOMIC_RELEASE);
     }
     PQfinish(c);
     return NULL;
@@ -448,6 +465,11 @@ void reg_pg_set_job_lease(registry_pg *p, int seconds)
 {
     if (seconds >= 1)
         __atomic_store_n(&p->lease_s, seconds, __ATOMIC_RELAXED);
+}
+
+uint64_t reg_pg_jobs_generation(registry_pg *p)
+{
+    return __atomic_load_n(&p->jobs_generation, __ATOMIC_ACQUIRE);
 }
 
 uint64_t reg_pg_generation(registry_pg *p)
@@ -489,9 +511,13 @@ registry_status reg_pg_open(const char *url, registry_pg **out, char *err, size_
     if (!status) {
         /* reachable until the listener finds otherwise */
         p->reachable = 1;
-        if (pthread_create(&p->listener, NULL, listener_main, p) == 0)
+        if (pthread_create(&p->listener, NULL, listener_main, p) == 0) {
             p->listener_started = 1;
-        else {
+            /* A change made just after open must not go unheard: wait (a
+             * few seconds at most) for the first LISTEN. */
+            for (int i = 0; i < 500 && !__atomic_load_n(&p->listening, __ATOMIC_ACQUIRE); i++)
+                usleep(10 * 1000);
+        } else {
             util_set_err(err, errlen, "registry: cannot start the listener thread");
             status = REGISTRY_ERR_NOMEM;
         }

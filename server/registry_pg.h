@@ -38,6 +38,7 @@ int reg_pg_schema_version(registry_pg *p);
 int reg_pg_reachable(registry_pg *p);
 void reg_pg_set_job_lease(registry_pg *p, int seconds);
 uint64_t reg_pg_generation(registry_pg *p);
+uint64_t reg_pg_jobs_generation(registry_pg *p);
 void reg_pg_set_default_model(registry_pg *p, const char *model);
 int64_t reg_pg_count_checkpoints(registry_pg *p);
 

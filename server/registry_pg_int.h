@@ -39,7 +39,10 @@ struct registry_pg {
     uint64_t generation;      /* atomic */
     int reachable;            /* atomic: the listener's connection is up */
     int stopping;             /* atomic: the listener ends */
+    int listening;            /* atomic: the listener has been listening once */
     int notify;               /* under mu: the open transaction changed models */
+    int notify_jobs;          /* under mu: ... queued a job */
+    uint64_t jobs_generation; /* atomic: bumped when any replica queues a job */
     int in_tx;                /* under mu */
     pthread_t listener;
     int listener_started;
@@ -90,6 +93,8 @@ int reg_pg_finish(registry_pg *p, int status, char *err, size_t errlen);
 /* Marks the open transaction as one that changes models: other replicas
  * drop what they resolved when it commits. */
 void reg_pg_mark_models_changed(registry_pg *p);
+/* ... as one that queues a job: idle workers everywhere look at once. */
+void reg_pg_mark_job_queued(registry_pg *p);
 /* Reconnects when the connection is broken; REGISTRY_ERR_UNAVAILABLE when it
  * cannot. */
 int reg_pg_ensure(registry_pg *p, char *err, size_t errlen);

@@ -121,6 +121,8 @@ static int job_move_locked(registry_pg *p, int64_t id, jobs_state to, const char
         "              THEN now() + make_interval(secs => $6::int) END "
         "WHERE id = $1",
         &ps, err, errlen, "updating a job");
+    if (!status && to == JOBS_STATE_QUEUED)
+        reg_pg_mark_job_queued(p);
     if (!status && jobs_state_is_final(to))
         status = drop_resume_locked(p, id, err, errlen);
     return status ? status : job_state_event_locked(p, id, to, error, reason, now, err, errlen);
@@ -161,6 +163,7 @@ registry_status reg_pg_insert_job(registry_pg *p, const char *config_json, int64
         if (s == REGISTRY_ERR_ARG)
             util_set_err(err, errlen, "job config is not valid JSON");
         if (!s) {
+            reg_pg_mark_job_queued(p);
             new_id = reg_pg_int_at(res, 0, 0);
             s = job_state_event_locked(p, new_id, JOBS_STATE_QUEUED, NULL, NULL, now, err,
                                        errlen);

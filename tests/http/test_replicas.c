@@ -401,6 +401,38 @@ static void test_one_queue_through_haproxy(void **state)
     fprintf(stderr, "replicas: %d jobs ran on a, %d on b\n", on_a, on_b);
     assert_true(on_a >= 1);
     assert_true(on_b >= 1);
+
+    /* Events live from the replica that does not run the job: the stream,
+     * opened while the job runs elsewhere, carries its epochs and ends with
+     * its end. */
+    spec(body, sizeof body, "streamed", 8, 256);
+    int64_t id = submit(fx.a.port, body);
+    const harness_daemon *runner = NULL;
+    double t0 = now_s();
+    while (!runner && now_s() - t0 < 30.0 * harness_slowdown()) {
+        if (runs_logged(&fx.a, id))
+            runner = &fx.a;
+        else if (runs_logged(&fx.b, id))
+            runner = &fx.b;
+        else
+            sleep_ms(20);
+    }
+    assert_non_null(runner);
+    const harness_daemon *other = runner == &fx.a ? &fx.b : &fx.a;
+    char path[64], st[32];
+    snprintf(path, sizeof path, "/jobs/%" PRId64 "/events", id);
+    harness_response r;
+    assert_int_equal(harness_request(other->port, "GET", path, NULL, NULL, 0, &r), 0);
+    double ended = now_s();
+    assert_int_equal(r.status, 200);
+    const char *text = (const char *)r.body;
+    assert_non_null(strstr(text, "event: epoch"));
+    assert_non_null(strstr(text, "\"state\":\"succeeded\""));
+    harness_response_free(&r);
+    assert_string_equal(job_state(other->port, id, st, sizeof st, NULL), "succeeded");
+    fprintf(stderr, "replicas: job %" PRId64 "'s events streamed live from the other replica "
+                    "(%.1f s)\n",
+            id, ended - t0);
 }
 
 static void result_sha(int port, int64_t id, char sha[65])
@@ -444,6 +476,21 @@ static void test_kill9_replica_mid_job(void **state)
                     ", finished by b %.1f s later (lease " LEASE_S " s)\n",
             id, epoch, now_s() - killed);
     assert_int_equal(runs_logged(&fx.b, id), 1);
+    /* b went on from the resume state a shared, not from epoch 1: a had
+     * finished at least 2 epochs, of which at most the last is done again
+     * (killed between its event and sharing its state). */
+    char path[64];
+    snprintf(path, sizeof path, "/jobs/%" PRId64 "/events", id);
+    harness_response r;
+    assert_int_equal(harness_request(fx.b.port, "GET", path, NULL, NULL, 0, &r), 0);
+    int epochs = 0;
+    for (const char *q = (const char *)r.body; q && (q = strstr(q, "event: epoch")); q++)
+        epochs++;
+    harness_response_free(&r);
+    fprintf(stderr, "replicas: %d epoch events for the 12 epochs of job %" PRId64 "\n", epochs,
+            id);
+    assert_true(epochs >= 12);
+    assert_true(epochs <= 13);
     /* The same spec, uninterrupted, on b: the same bytes. */
     spec(body, sizeof body, "reference", 12, 512);
     int64_t ref = submit(fx.b.port, body);

@@ -33,6 +33,10 @@ typedef struct {
     vae_model ref, cref; /* digits and cdigits, loaded here from the same bytes */
     int have_mnist;
     float x[3 * D];
+    /* the budget test's own daemon, in the fixture so that a failed
+     * assertion still leaves it to teardown */
+    char budget_dir[HARNESS_PATH_MAX];
+    harness_daemon budget_daemon;
 } fixture;
 
 static fixture fx;
@@ -53,6 +57,8 @@ static int teardown(void **state)
     (void)state;
     harness_daemon_kill9(&fx.daemon);
     if (fx.dir[0]) harness_rm_rf(fx.dir);
+    harness_daemon_kill9(&fx.budget_daemon);
+    if (fx.budget_dir[0]) harness_rm_rf(fx.budget_dir);
     vae_free(&fx.ref);
     vae_free(&fx.cref);
     return 0;
@@ -320,16 +326,16 @@ static void test_score_conditional_and_get(void **state)
 static void test_score_memory_budget(void **state)
 {
     (void)state;
-    char dir[HARNESS_PATH_MAX], err[256];
-    harness_daemon d;
+    char err[256], *dir = fx.budget_dir;
+    harness_daemon *d = &fx.budget_daemon;
     const char *const args[] = {"--request-mem-mb", "1", NULL};
-    assert_int_equal(harness_tmpdir(dir, sizeof dir), 0);
+    assert_int_equal(harness_tmpdir(dir, sizeof fx.budget_dir), 0);
     vae_config wide; /* vaed's default 784-400-20: 2.6 MB a copy of its parameters */
     vae_config_default(&wide);
     assert_int_equal(harness_put_model(dir, "digits", NULL, SEED, NULL, err, sizeof err), 0);
     assert_int_equal(harness_put_model(dir, "wide", &wide, SEED, NULL, err, sizeof err), 0);
     int fixture_port = fx.port; /* post() and expect_refused() speak to fx.port */
-    fx.port = harness_daemon_start(&d, dir, args);
+    fx.port = harness_daemon_start(d, dir, args);
     assert_true(fx.port > 0);
     uint8_t *npy;
     size_t len;
@@ -345,8 +351,9 @@ static void test_score_memory_budget(void **state)
     expect_refused("POST", "/score?model=wide&k=8&regret=2", "application/x-npy", npy, len, 422,
                    "unprocessable", "--request-mem-mb");
     free(npy);
-    harness_daemon_kill9(&d);
+    harness_daemon_kill9(d);
     harness_rm_rf(dir);
+    dir[0] = '\0';
     fx.port = fixture_port;
 }
 

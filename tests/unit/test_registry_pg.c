@@ -227,7 +227,16 @@ static void test_claims_are_exclusive(void **state)
     enum { JOBS = 40 };
     registry *a = open_ok(f->url), *b = open_ok(f->url);
     char err[256];
-    for (int i = 0; i < JOBS; i++) {
+    /* A job queued on one replica is announced to the other's idle workers. */
+    uint64_t before = registry_jobs_generation(b);
+    int64_t first;
+    assert_int_equal(registry_insert_job(a, "{\"epochs\":1}", &first, err, sizeof err),
+                     REGISTRY_OK);
+    double t0 = now_s();
+    while (registry_jobs_generation(b) == before && now_s() - t0 < 1.0 * harness_slowdown())
+        pause_ms(10);
+    assert_int_not_equal(registry_jobs_generation(b), before);
+    for (int i = 1; i < JOBS; i++) {
         int64_t id;
         assert_int_equal(registry_insert_job(i % 2 ? a : b, "{\"epochs\":1}", &id, err,
                                              sizeof err),
