@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "engine/checkpoint.h"
+#include "engine/image.h"
 #include "server/sha256.h"
 
 static int timeout_ms_setting = -1; /* -1: the default */
@@ -938,3 +939,15 @@ int harness_write_tiny_images(const char *dir)
     return rc;
 }
 
+
+float *harness_png_pixels(const harness_response *r, int *h, int *w)
+{
+    const char *type = harness_header(r, "Content-Type");
+    float *pixels = NULL; /* returned: the caller's */
+    char err[256];
+    if (!type || strcmp(type, "image/png") != 0)
+        return NULL;
+    if (image_decode_png(r->body, r->body_len, 1, &pixels, h, w, err, sizeof err) != VAE_OK)
+        return NULL;
+    return pixels;
+}

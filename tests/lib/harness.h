@@ -102,6 +102,10 @@ int harness_send_raw(int port, const void *bytes, size_t len, harness_response *
 void harness_response_free(harness_response *r);
 /* Case-insensitive lookup of the first header called name; NULL if none. */
 const char *harness_header(const harness_response *r, const char *name);
+/* The grey pixels of a PNG answer (Content-Type image/png) into a new
+ * buffer of h*w floats in [0,1] that the caller frees; NULL when the answer
+ * is not such a PNG. */
+float *harness_png_pixels(const harness_response *r, int *h, int *w);
 /* The body parsed as JSON (caller owns, cJSON_Delete), or NULL. */
 cJSON *harness_json(const harness_response *r);
 /* A JSON matrix of exactly rows arrays of cols numbers into out (rows *
