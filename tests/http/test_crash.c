@@ -178,6 +178,24 @@ static const char *job_state(int port, cJSON **holder)
     return cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(*holder, "state"));
 }
 
+/* Waits (bounded) until the job trains again after a start, so that the
+ * random moment of the kill falls in its training rather than in the
+ * daemon's start and the job's requeue, which a fast or a sanitized build
+ * would otherwise make the common case. Returns when the job runs or has
+ * ended, or after the bound. */
+static void wait_job_running(int port)
+{
+    for (int waited = 0; waited < 10000 * harness_slowdown(); waited += 20) {
+        cJSON *j;
+        const char *s = job_state(port, &j);
+        int wait = s && !strcmp(s, "queued");
+        cJSON_Delete(j);
+        if (!wait)
+            return;
+        sleep_ms(20);
+    }
+}
+
 static void check_alias(int port, int point)
 {
     harness_response r;
@@ -292,6 +310,7 @@ static void test_crash_loses_nothing(void **state)
         pthread_t up, mover;
         pthread_create(&up, NULL, uploader, NULL);
         pthread_create(&mover, NULL, alias_mover, &mover_rng);
+        wait_job_running(daemon_port);
         sleep_ms(20 + (int)rng_below(&rng, 300) * harness_slowdown());
         cJSON *j;
         const char *s = job_state(daemon_port, &j);
