@@ -42,7 +42,7 @@ static const char *const daemon_args[] = {"--workers", "1", NULL};
 
 /* Long enough (in epochs of a few milliseconds) to run through many crashes. */
 static const char job_spec[] = "{\"model\":\"job\",\"data\":\"mnist\",\"hidden\":[32],\"latent\":4,"
-                               "\"epochs\":300,\"batch\":32,\"seed\":11}";
+                               "\"epochs\":1200,\"batch\":32,\"seed\":11}";
 
 static void sleep_ms(int ms)
 {
