@@ -29,16 +29,10 @@
 extern const char *const vaed_schema_migrations[];
 extern const size_t vaed_schema_migration_count;
 
-/* Every SQL statement of the program, by id (the enum is in registry_int.h). */
-#define JOB_COLUMNS \
-    "SELECT id, state, config, progress, metrics, result_model, result_version, error, " \
-    "created_at, started_at, finished_at FROM jobs "
+/* Every SQL statement of the program, by id (the enum is in registry_int.h).
+ * JOB_COLUMNS and CKPT_COLUMNS are in registry_int.h, beside their readers. */
 /* The next event number of job ?1. */
 #define JOB_NEXT_SEQ "(SELECT COALESCE(MAX(seq), 0) + 1 FROM job_events WHERE job_id = ?1)"
-
-#define CKPT_COLUMNS \
-    "SELECT m.name, c.version, c.sha256, c.size, c.created_at, c.source, c.config, c.metrics " \
-    "FROM checkpoints c JOIN models m ON m.id = c.model_id "
 
 static const char *const stmt_sql[S_N] = {
     [S_BEGIN_READ] = "BEGIN",
@@ -186,6 +180,107 @@ char *reg_dup_col(sqlite3_stmt *st, int col, int *oom)
     if (!d)
         *oom = 1;
     return d;
+}
+
+int reg_row_text(sqlite3_stmt *st, int n, const char **col)
+{
+    int oom = 0;
+    for (int i = 0; i < n; i++) {
+        int null = sqlite3_column_type(st, i) == SQLITE_NULL;
+        col[i] = null ? NULL : (const char *)sqlite3_column_text(st, i);
+        if (!null && !col[i])
+            oom = 1; /* SQLite could not make the text */
+    }
+    return oom ? REGISTRY_ERR_NOMEM : REGISTRY_OK;
+}
+
+/* ---- rows into structs, for both backends (registry_int.h) ---- */
+
+static int64_t int_text(const char *s)
+{
+    return s ? strtoll(s, NULL, 10) : 0;
+}
+
+static char *dup_text(const char *s, int *oom)
+{
+    if (!s)
+        return NULL;
+    char *d = strdup(s);
+    if (!d)
+        *oom = 1;
+    return d;
+}
+
+jobs_state reg_state_text(const char *s)
+{
+    jobs_state state = JOBS_STATE_FAILED; /* the schema's CHECK allows no other name */
+    jobs_state_parse(s, &state);
+    return state;
+}
+
+int reg_checkpoint_row(const char *const *col, registry_checkpoint_info *info,
+                       char **config_json, char **metrics_json)
+{
+    memset(info, 0, sizeof *info);
+    reg_copy_str(info->model, sizeof info->model, col[0]);
+    info->version = int_text(col[1]);
+    reg_copy_str(info->sha256, sizeof info->sha256, col[2]);
+    info->size = int_text(col[3]);
+    reg_copy_str(info->created_at, sizeof info->created_at, col[4]);
+    reg_copy_str(info->source, sizeof info->source, col[5]);
+    int oom = 0;
+    if (config_json)
+        *config_json = dup_text(col[6], &oom);
+    if (metrics_json)
+        *metrics_json = dup_text(col[7], &oom);
+    return oom ? REGISTRY_ERR_NOMEM : REGISTRY_OK;
+}
+
+void reg_model_row(const char *const *col, registry_model_info *m)
+{
+    reg_copy_str(m->name, sizeof m->name, col[0]);
+    reg_copy_str(m->created_at, sizeof m->created_at, col[1]);
+    reg_copy_str(m->updated_at, sizeof m->updated_at, col[2]);
+    m->n_versions = int_text(col[3]);
+    m->latest_version = int_text(col[4]);
+}
+
+void reg_alias_row(const char *const *col, registry_alias_info *a)
+{
+    reg_copy_str(a->alias, sizeof a->alias, col[0]);
+    a->version = int_text(col[1]);
+    a->set_by_hand = (int)int_text(col[2]);
+}
+
+int reg_job_row(const char *const *col, registry_job *j)
+{
+    int oom = 0;
+    j->id = int_text(col[0]);
+    j->state = reg_state_text(col[1]);
+    j->config_json = dup_text(col[2], &oom);
+    j->progress_json = dup_text(col[3], &oom);
+    j->metrics_json = dup_text(col[4], &oom);
+    reg_copy_str(j->result_model, sizeof j->result_model, col[5]);
+    j->result_version = int_text(col[6]);
+    j->error = dup_text(col[7], &oom);
+    reg_copy_str(j->created_at, sizeof j->created_at, col[8]);
+    reg_copy_str(j->started_at, sizeof j->started_at, col[9]);
+    reg_copy_str(j->finished_at, sizeof j->finished_at, col[10]);
+    return oom ? REGISTRY_ERR_NOMEM : REGISTRY_OK;
+}
+
+int reg_job_event_row(const char *const *col, registry_job_event *e)
+{
+    int oom = 0;
+    e->seq = int_text(col[0]);
+    e->type = JOBS_EVENT_PROGRESS;
+    jobs_event_type_parse(col[1], &e->type);
+    e->data_json = dup_text(col[2], &oom);
+    reg_copy_str(e->created_at, sizeof e->created_at, col[3]);
+    /* not final unless the data says so, as a stream must not end early */
+    e->state = JOBS_STATE_RUNNING;
+    jobs_state_parse(col[4], &e->state);
+    return oom ? REGISTRY_ERR_NOMEM : REGISTRY_OK;
 }
 
 /* A zeroed element at the end (doubling the room from 16), or NULL when out

@@ -31,6 +31,18 @@
 #include "server/registry.h"
 #include "server/registry_pg.h"
 
+/* The columns of a checkpoint's and a job's row, in the order
+ * reg_checkpoint_row and reg_job_row read them: the same SQL on both
+ * backends. */
+#define CKPT_COLUMNS \
+    "SELECT m.name, c.version, c.sha256, c.size, c.created_at, c.source, c.config, c.metrics " \
+    "FROM checkpoints c JOIN models m ON m.id = c.model_id "
+#define CKPT_N_COLUMNS 8
+#define JOB_COLUMNS \
+    "SELECT id, state, config, progress, metrics, result_model, result_version, error, " \
+    "created_at, started_at, finished_at FROM jobs "
+#define JOB_N_COLUMNS 11
+
 /* The statements; their SQL is stmt_sql[] in registry.c. */
 enum {
     S_BEGIN_READ,
@@ -111,6 +123,29 @@ void reg_copy_col(sqlite3_stmt *st, int col, char *dst, size_t size);
 /* A malloc'd copy of a text column (caller owns), NULL for SQL NULL; *oom is
  * set when the copy could not be made. */
 char *reg_dup_col(sqlite3_stmt *st, int col, int *oom);
+/* The first n columns of st's row as text into col (NULL for SQL NULL),
+ * valid until st steps again; REGISTRY_ERR_NOMEM when SQLite could not make
+ * one. */
+int reg_row_text(sqlite3_stmt *st, int n, const char **col);
+
+/* A row, each column as text (NULL for SQL NULL), as either backend gives
+ * it (reg_row_text, reg_pg_row_text), into the struct; *_json and the
+ * job's strings are malloc'd (the struct's); REGISTRY_ERR_NOMEM when a copy
+ * could not be made.
+ *     reg_checkpoint_row  CKPT_COLUMNS (config_json, metrics_json may be NULL)
+ *     reg_model_row       name, created_at, updated_at, versions, latest
+ *     reg_alias_row       alias, version, set_by_hand
+ *     reg_job_row         JOB_COLUMNS (j zeroed by the caller)
+ *     reg_job_event_row   seq, type, data, created_at, a state event's state */
+int reg_checkpoint_row(const char *const *col, registry_checkpoint_info *info,
+                       char **config_json, char **metrics_json);
+void reg_model_row(const char *const *col, registry_model_info *m);
+void reg_alias_row(const char *const *col, registry_alias_info *a);
+int reg_job_row(const char *const *col, registry_job *j);
+int reg_job_event_row(const char *const *col, registry_job_event *e);
+/* A state column: its jobs_state (the schema's CHECK allows no other name). */
+jobs_state reg_state_text(const char *s);
+
 /* Statement id, prepared on first use; NULL when SQLite refuses it. */
 sqlite3_stmt *reg_stmt(registry *r, int id);
 /* The SQL of statement id, for a connection other than r->db. */

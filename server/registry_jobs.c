@@ -14,13 +14,9 @@
 
 /* ---- training jobs ---- */
 
-/* A state column: the name of a jobs_state (the schema's CHECK allows no
- * other). */
 static jobs_state state_col(sqlite3_stmt *st, int col)
 {
-    jobs_state s = JOBS_STATE_FAILED;
-    jobs_state_parse((const char *)sqlite3_column_text(st, col), &s);
-    return s;
+    return reg_state_text((const char *)sqlite3_column_text(st, col));
 }
 
 static int valid_state(jobs_state s)
@@ -484,19 +480,10 @@ void registry_free_jobs(registry_job *list, size_t count)
 /* Fills j from a row of JOB_COLUMNS (j zeroed by the caller). */
 static int read_job_row(sqlite3_stmt *st, registry_job *j)
 {
-    int oom = 0;
-    j->id = sqlite3_column_int64(st, 0);
-    j->state = state_col(st, 1);
-    j->config_json = reg_dup_col(st, 2, &oom);
-    j->progress_json = reg_dup_col(st, 3, &oom);
-    j->metrics_json = reg_dup_col(st, 4, &oom);
-    reg_copy_col(st, 5, j->result_model, sizeof j->result_model);
-    j->result_version = sqlite3_column_int64(st, 6);
-    j->error = reg_dup_col(st, 7, &oom);
-    reg_copy_col(st, 8, j->created_at, sizeof j->created_at);
-    reg_copy_col(st, 9, j->started_at, sizeof j->started_at);
-    reg_copy_col(st, 10, j->finished_at, sizeof j->finished_at);
-    return oom ? REGISTRY_ERR_NOMEM : REGISTRY_OK;
+    const char *col[JOB_N_COLUMNS];
+    int status = reg_row_text(st, JOB_N_COLUMNS, col);
+    int read = reg_job_row(col, j);
+    return status ? status : read;
 }
 
 registry_status registry_get_job(registry *r, int64_t id, registry_job *out, char *err,
@@ -691,21 +678,8 @@ registry_status registry_list_job_events(registry *r, int64_t id, int64_t after_
     int rc;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
         registry_job_event *e = reg_rows_push(&rows);
-        int oom = !e;
-        if (oom) {
-            status = REGISTRY_ERR_NOMEM;
-            util_set_err(err, errlen, "registry: out of memory");
-            break;
-        }
-        e->seq = sqlite3_column_int64(st, 0);
-        e->type = JOBS_EVENT_PROGRESS;
-        jobs_event_type_parse((const char *)sqlite3_column_text(st, 1), &e->type);
-        e->data_json = reg_dup_col(st, 2, &oom);
-        reg_copy_col(st, 3, e->created_at, sizeof e->created_at);
-        /* not final unless the data says so, as a stream must not end early */
-        e->state = JOBS_STATE_RUNNING;
-        jobs_state_parse((const char *)sqlite3_column_text(st, 4), &e->state);
-        if (oom) {
+        const char *col[5];
+        if (!e || reg_row_text(st, 5, col) || reg_job_event_row(col, e)) {
             status = REGISTRY_ERR_NOMEM;
             util_set_err(err, errlen, "registry: out of memory");
             break;

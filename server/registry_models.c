@@ -85,19 +85,10 @@ static int find_model(registry *r, const char *model, char name[128], int64_t *i
 static int read_checkpoint_row(sqlite3_stmt *st, registry_checkpoint_info *info,
                                char **config_json, char **metrics_json)
 {
-    memset(info, 0, sizeof *info);
-    reg_copy_col(st, 0, info->model, sizeof info->model);
-    info->version = sqlite3_column_int64(st, 1);
-    reg_copy_col(st, 2, info->sha256, sizeof info->sha256);
-    info->size = sqlite3_column_int64(st, 3);
-    reg_copy_col(st, 4, info->created_at, sizeof info->created_at);
-    reg_copy_col(st, 5, info->source, sizeof info->source);
-    int oom = 0;
-    if (config_json)
-        *config_json = reg_dup_col(st, 6, &oom);
-    if (metrics_json)
-        *metrics_json = reg_dup_col(st, 7, &oom);
-    return oom ? REGISTRY_ERR_NOMEM : REGISTRY_OK;
+    const char *col[CKPT_N_COLUMNS];
+    int status = reg_row_text(st, CKPT_N_COLUMNS, col);
+    int read = reg_checkpoint_row(col, info, config_json, metrics_json);
+    return status ? status : read;
 }
 
 static int get_checkpoint(registry *r, int64_t id, const char *name, int64_t version,
@@ -665,11 +656,12 @@ registry_status registry_list_models(registry *r, registry_model_info **models, 
             status = REGISTRY_ERR_NOMEM;
             break;
         }
-        reg_copy_col(st, 0, m->name, sizeof m->name);
-        reg_copy_col(st, 1, m->created_at, sizeof m->created_at);
-        reg_copy_col(st, 2, m->updated_at, sizeof m->updated_at);
-        m->n_versions = sqlite3_column_int64(st, 3);
-        m->latest_version = sqlite3_column_int64(st, 4);
+        const char *col[5];
+        if ((status = reg_row_text(st, 5, col))) {
+            util_set_err(err, errlen, "registry: out of memory");
+            break;
+        }
+        reg_model_row(col, m);
     }
     if (status == REGISTRY_OK && rc != SQLITE_DONE)
         status = reg_db_fail(r, err, errlen, "listing models");
@@ -799,9 +791,12 @@ static int list_aliases_locked(registry *r, const char *model, reg_rows *rows, c
             util_set_err(err, errlen, "registry: out of memory");
             break;
         }
-        reg_copy_col(st, 0, a->alias, sizeof a->alias);
-        a->version = sqlite3_column_int64(st, 1);
-        a->set_by_hand = sqlite3_column_int(st, 2);
+        const char *col[3];
+        if ((status = reg_row_text(st, 3, col))) {
+            util_set_err(err, errlen, "registry: out of memory");
+            break;
+        }
+        reg_alias_row(col, a);
     }
     if (status == REGISTRY_OK && rc != SQLITE_DONE)
         status = reg_db_fail(r, err, errlen, "listing aliases");

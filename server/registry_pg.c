@@ -176,6 +176,12 @@ void reg_pg_copy_at(const PGresult *res, int row, int col, char *dst, size_t siz
     reg_copy_str(dst, size, PQgetisnull(res, row, col) ? "" : PQgetvalue(res, row, col));
 }
 
+void reg_pg_row_text(const PGresult *res, int row, int n, const char **col)
+{
+    for (int i = 0; i < n; i++)
+        col[i] = PQgetisnull(res, row, i) ? NULL : PQgetvalue(res, row, i);
+}
+
 char *reg_pg_dup_at(const PGresult *res, int row, int col, int *oom)
 {
     if (PQgetisnull(res, row, col))

@@ -81,6 +81,9 @@ int reg_pg_exec_n(registry_pg *p, const char *sql, const reg_pg_params *ps, int6
 
 int64_t reg_pg_int_at(const PGresult *res, int row, int col);   /* NULL reads 0 */
 void reg_pg_copy_at(const PGresult *res, int row, int col, char *dst, size_t size);
+/* The first n columns of row as text into col (NULL for SQL NULL), for
+ * registry_int.h's row readers; valid until res is cleared. */
+void reg_pg_row_text(const PGresult *res, int row, int n, const char **col);
 /* A malloc'd copy (caller owns), NULL for SQL NULL; *oom set when it failed. */
 char *reg_pg_dup_at(const PGresult *res, int row, int col, int *oom);
 

@@ -23,16 +23,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define JOB_COLUMNS \
-    "SELECT id, state, config, progress, metrics, result_model, result_version, error, " \
-    "created_at, started_at, finished_at FROM jobs "
 #define JOB_NEXT_SEQ "(SELECT COALESCE(MAX(seq), 0) + 1 FROM job_events WHERE job_id = $1)"
 
 static jobs_state state_at(const PGresult *res, int row, int col)
 {
-    jobs_state s = JOBS_STATE_FAILED;
-    jobs_state_parse(PQgetvalue(res, row, col), &s);
-    return s;
+    return reg_state_text(PQgetvalue(res, row, col));
 }
 
 static int lease_seconds(registry_pg *p)
@@ -481,19 +476,9 @@ registry_status reg_pg_requeue_running_jobs(registry_pg *p, int *count, char *er
 
 static int read_job_row(const PGresult *res, int row, registry_job *j)
 {
-    int oom = 0;
-    j->id = reg_pg_int_at(res, row, 0);
-    j->state = state_at(res, row, 1);
-    j->config_json = reg_pg_dup_at(res, row, 2, &oom);
-    j->progress_json = reg_pg_dup_at(res, row, 3, &oom);
-    j->metrics_json = reg_pg_dup_at(res, row, 4, &oom);
-    reg_pg_copy_at(res, row, 5, j->result_model, sizeof j->result_model);
-    j->result_version = reg_pg_int_at(res, row, 6);
-    j->error = reg_pg_dup_at(res, row, 7, &oom);
-    reg_pg_copy_at(res, row, 8, j->created_at, sizeof j->created_at);
-    reg_pg_copy_at(res, row, 9, j->started_at, sizeof j->started_at);
-    reg_pg_copy_at(res, row, 10, j->finished_at, sizeof j->finished_at);
-    return oom ? REGISTRY_ERR_NOMEM : REGISTRY_OK;
+    const char *col[JOB_N_COLUMNS];
+    reg_pg_row_text(res, row, JOB_N_COLUMNS, col);
+    return reg_job_row(col, j);
 }
 
 /* One query under the lock (no transaction: one statement sees one state). */
@@ -650,15 +635,9 @@ registry_status reg_pg_list_job_events(registry_pg *p, int64_t id, int64_t after
     registry_job_event *events = calloc((size_t)n, sizeof *events); /* owned: to *list */
     int oom = !events;
     for (int i = 0; i < n && !oom; i++) {
-        registry_job_event *e = &events[i];
-        e->seq = reg_pg_int_at(res, i, 0);
-        e->type = JOBS_EVENT_PROGRESS;
-        jobs_event_type_parse(PQgetvalue(res, i, 1), &e->type);
-        e->data_json = reg_pg_dup_at(res, i, 2, &oom);
-        reg_pg_copy_at(res, i, 3, e->created_at, sizeof e->created_at);
-        e->state = JOBS_STATE_RUNNING;
-        if (!PQgetisnull(res, i, 4))
-            jobs_state_parse(PQgetvalue(res, i, 4), &e->state);
+        const char *col[5];
+        reg_pg_row_text(res, i, 5, col);
+        oom = reg_job_event_row(col, &events[i]) != REGISTRY_OK;
     }
     PQclear(res);
     if (oom) {

@@ -17,10 +17,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define CKPT_COLUMNS \
-    "SELECT m.name, c.version, c.sha256, c.size, c.created_at, c.source, c.config, c.metrics " \
-    "FROM checkpoints c JOIN models m ON m.id = c.model_id "
-
 /* ---- lookups (lock held) ---- */
 
 /* The id of a model by name (lock: its row is locked until the transaction
@@ -83,19 +79,9 @@ static int find_model(registry_pg *p, const char *model, char name[128], int64_t
 static int read_checkpoint_row(const PGresult *res, int row, registry_checkpoint_info *info,
                                char **config_json, char **metrics_json)
 {
-    memset(info, 0, sizeof *info);
-    reg_pg_copy_at(res, row, 0, info->model, sizeof info->model);
-    info->version = reg_pg_int_at(res, row, 1);
-    reg_pg_copy_at(res, row, 2, info->sha256, sizeof info->sha256);
-    info->size = reg_pg_int_at(res, row, 3);
-    reg_pg_copy_at(res, row, 4, info->created_at, sizeof info->created_at);
-    reg_pg_copy_at(res, row, 5, info->source, sizeof info->source);
-    int oom = 0;
-    if (config_json)
-        *config_json = reg_pg_dup_at(res, row, 6, &oom);
-    if (metrics_json)
-        *metrics_json = reg_pg_dup_at(res, row, 7, &oom);
-    return oom ? REGISTRY_ERR_NOMEM : REGISTRY_OK;
+    const char *col[CKPT_N_COLUMNS];
+    reg_pg_row_text(res, row, CKPT_N_COLUMNS, col);
+    return reg_checkpoint_row(col, info, config_json, metrics_json);
 }
 
 static int get_checkpoint(registry_pg *p, int64_t id, const char *name, int64_t version,
@@ -424,11 +410,9 @@ registry_status reg_pg_list_models(registry_pg *p, registry_model_info **models,
         return REGISTRY_ERR_NOMEM;
     }
     for (int i = 0; i < n; i++) {
-        reg_pg_copy_at(res, i, 0, list[i].name, sizeof list[i].name);
-        reg_pg_copy_at(res, i, 1, list[i].created_at, sizeof list[i].created_at);
-        reg_pg_copy_at(res, i, 2, list[i].updated_at, sizeof list[i].updated_at);
-        list[i].n_versions = reg_pg_int_at(res, i, 3);
-        list[i].latest_version = reg_pg_int_at(res, i, 4);
+        const char *col[5];
+        reg_pg_row_text(res, i, 5, col);
+        reg_model_row(col, &list[i]);
     }
     PQclear(res);
     *models = list;
@@ -533,9 +517,9 @@ registry_status reg_pg_list_aliases(registry_pg *p, const char *model,
         return REGISTRY_ERR_NOMEM;
     }
     for (int i = 0; i < n; i++) {
-        reg_pg_copy_at(res, i, 0, a[i].alias, sizeof a[i].alias);
-        a[i].version = reg_pg_int_at(res, i, 1);
-        a[i].set_by_hand = (int)reg_pg_int_at(res, i, 2);
+        const char *col[3];
+        reg_pg_row_text(res, i, 3, col);
+        reg_alias_row(col, &a[i]);
     }
     PQclear(res);
     *aliases = a;
