@@ -418,6 +418,14 @@ int registry_valid_name(const char *name)
     return 1;
 }
 
+int reg_check_model_arg(const char *model, char *err, size_t errlen)
+{
+    if (registry_valid_name(model))
+        return REGISTRY_OK;
+    util_set_err(err, errlen, "invalid model name \"%.64s\"", model ? model : "");
+    return REGISTRY_ERR_ARG;
+}
+
 int registry_valid_alias(const char *alias)
 {
     return registry_valid_name(alias) && !reg_all_digits(alias);

@@ -161,8 +161,11 @@ int reg_finish(registry *r, int status, char *err, size_t errlen);
 void reg_now_iso(char out[32]);
 int reg_all_digits(const char *s);
 
-/* From registry_models.c, for a job's result (registry_jobs.c). */
+/* REGISTRY_ERR_ARG, with the message every call gives, unless model is a
+ * valid name (both backends). */
 int reg_check_model_arg(const char *model, char *err, size_t errlen);
+
+/* From registry_models.c (reg_parse_version for both backends). */
 /* version_or_alias v of model name: digits give *version; an alias (checked
  * for its form) gives *version 0, for the caller to look up. */
 int reg_parse_version(const char *name, const char *v, int64_t *version, char *err,

@@ -57,10 +57,9 @@ static int find_model(registry *r, const char *model, char name[128], int64_t *i
     if (!model && r->default_model[0])
         model = r->default_model;
     if (model) {
-        if (!registry_valid_name(model)) {
-            util_set_err(err, errlen, "invalid model name \"%.64s\"", model);
-            return REGISTRY_ERR_ARG;
-        }
+        int status = reg_check_model_arg(model, err, errlen);
+        if (status)
+            return status;
         reg_copy_str(name, 128, model);
         return model_id(r, name, id, err, errlen);
     }
@@ -827,14 +826,6 @@ registry_status registry_list_aliases(registry *r, const char *model, registry_a
 }
 
 /* ---- aliases and deletion ---- */
-
-int reg_check_model_arg(const char *model, char *err, size_t errlen)
-{
-    if (registry_valid_name(model))
-        return REGISTRY_OK;
-    util_set_err(err, errlen, "invalid model name \"%.64s\"", model ? model : "");
-    return REGISTRY_ERR_ARG;
-}
 
 static int set_alias_locked(registry *r, const char *model, const char *alias,
                             int64_t version, char *err, size_t errlen)

@@ -49,10 +49,9 @@ static int find_model(registry_pg *p, const char *model, char name[128], int64_t
     if (!model && p->default_model[0])
         model = p->default_model;
     if (model) {
-        if (!registry_valid_name(model)) {
-            util_set_err(err, errlen, "invalid model name \"%.64s\"", model);
-            return REGISTRY_ERR_ARG;
-        }
+        int status = reg_check_model_arg(model, err, errlen);
+        if (status)
+            return status;
         reg_copy_str(name, 128, model);
         return model_id(p, name, 0, id, err, errlen);
     }
