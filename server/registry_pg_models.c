@@ -172,6 +172,13 @@ int reg_pg_put_in_tx(registry_pg *p, const char *model, const uint8_t *blob, siz
                      const char *source, registry_checkpoint_info *out, int *created, char *err,
                      size_t errlen)
 {
+    /* libpq takes a parameter's length as an int (reg_pg_bytes): checked
+     * here, where a put and a job's result both pass. */
+    if (len > INT32_MAX) {
+        util_set_err(err, errlen, "checkpoint of %zu bytes is more than the registry can store",
+                     len);
+        return REGISTRY_ERR_ARG;
+    }
     char now[32];
     reg_now_iso(now);
     reg_pg_params ps = {0};
@@ -283,11 +290,6 @@ registry_status reg_pg_put_checkpoint(registry_pg *p, const char *model, const u
                                       registry_checkpoint_info *out, int *created, char *err,
                                       size_t errlen)
 {
-    if (len > INT32_MAX) {
-        util_set_err(err, errlen, "checkpoint of %zu bytes is more than the registry can store",
-                     len);
-        return REGISTRY_ERR_ARG;
-    }
     pthread_mutex_lock(&p->mu);
     int status = reg_pg_begin(p, err, errlen);
     if (!status)
