@@ -479,7 +479,8 @@ registry_status registry_resolve(registry *r, const char *model, const char *ver
 struct registry_blob {
     sqlite3 *db;            /* owned: this blob's connection, inside a read transaction */
     sqlite3_blob *handle;   /* owned */
-    uint8_t *bytes;         /* owned: the PostgreSQL backend reads the blob whole at open */
+    void *pg_result;        /* owned: the PostgreSQL backend reads the blob whole at open */
+    const uint8_t *bytes;   /* in pg_result */
     size_t size;
 };
 
@@ -492,7 +493,7 @@ void registry_blob_close(registry_blob *b)
 {
     if (!b)
         return;
-    free(b->bytes);
+    reg_pg_release_blob(b->pg_result);
     sqlite3_blob_close(b->handle);
     if (b->db)
         sqlite3_exec(b->db, "COMMIT", NULL, NULL, NULL);
@@ -516,7 +517,7 @@ registry_status registry_blob_open(registry *r, const char *sha256, registry_blo
     }
     int status = REGISTRY_ERR_DB;
     if (r->pg) {
-        status = reg_pg_get_blob(r->pg, sha256, &b->bytes, &b->size, err, errlen);
+        status = reg_pg_fetch_blob(r->pg, sha256, &b->pg_result, &b->bytes, &b->size, err, errlen);
         if (status) {
             free(b);
             return status;

@@ -335,14 +335,15 @@ registry_status reg_pg_resolve(registry_pg *p, const char *model, const char *ve
     return status;
 }
 
-registry_status reg_pg_get_blob(registry_pg *p, const char *sha256, uint8_t **blob, size_t *len,
-                                char *err, size_t errlen)
+registry_status reg_pg_fetch_blob(registry_pg *p, const char *sha256, void **handle,
+                                  const uint8_t **bytes, size_t *len, char *err, size_t errlen)
 {
-    *blob = NULL;
+    *handle = NULL;
+    *bytes = NULL;
     *len = 0;
     reg_pg_params ps = {0};
     reg_pg_text(&ps, sha256);
-    PGresult *res = NULL;
+    PGresult *res = NULL; /* owned by the caller via *handle */
     pthread_mutex_lock(&p->mu);
     int status = reg_pg_ensure(p, err, errlen);
     if (!status)
@@ -356,15 +357,36 @@ registry_status reg_pg_get_blob(registry_pg *p, const char *sha256, uint8_t **bl
         util_set_err(err, errlen, "no checkpoint bytes with sha256 %.64s", sha256);
         return REGISTRY_ERR_NOT_FOUND;
     }
-    size_t n = (size_t)PQgetlength(res, 0, 0);
+    *handle = res;
+    *bytes = (const uint8_t *)PQgetvalue(res, 0, 0);
+    *len = (size_t)PQgetlength(res, 0, 0);
+    return REGISTRY_OK;
+}
+
+void reg_pg_release_blob(void *handle)
+{
+    PQclear(handle);
+}
+
+registry_status reg_pg_get_blob(registry_pg *p, const char *sha256, uint8_t **blob, size_t *len,
+                                char *err, size_t errlen)
+{
+    *blob = NULL;
+    *len = 0;
+    void *res = NULL; /* owned: released below */
+    const uint8_t *bytes = NULL;
+    size_t n = 0;
+    int status = reg_pg_fetch_blob(p, sha256, &res, &bytes, &n, err, errlen);
+    if (status)
+        return status;
     uint8_t *copy = malloc(n ? n : 1); /* owned by the caller via *blob */
+    if (copy)
+        memcpy(copy, bytes, n);
+    reg_pg_release_blob(res);
     if (!copy) {
-        PQclear(res);
         util_set_err(err, errlen, "out of memory reading %zu bytes of checkpoint", n);
         return REGISTRY_ERR_NOMEM;
     }
-    memcpy(copy, PQgetvalue(res, 0, 0), n);
-    PQclear(res);
     *blob = copy;
     *len = n;
     return REGISTRY_OK;

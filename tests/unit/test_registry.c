@@ -232,6 +232,15 @@ static void test_put_versions(void **state)
     assert_int_equal(registry_get_blob(r, "00", &blob, &len, err, sizeof err),
                      REGISTRY_ERR_NOT_FOUND);
     assert_null(blob);
+    /* ... and in pieces (a download), on either backend. */
+    registry_blob *b = NULL;
+    char piece[4] = "";
+    assert_int_equal(registry_blob_open(r, sha, &b, &len, err, sizeof err), REGISTRY_OK);
+    assert_int_equal(len, 6);
+    assert_int_equal(registry_blob_read(b, 2, piece, 3, err, sizeof err), REGISTRY_OK);
+    assert_memory_equal(piece, "con", 3);
+    assert_int_equal(registry_blob_read(b, 4, piece, 3, err, sizeof err), REGISTRY_ERR_ARG);
+    registry_blob_close(b);
 
     /* A caller's sha256 must match the bytes (any case). */
     char upper[65];
