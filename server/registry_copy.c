@@ -211,14 +211,14 @@ static int is_empty(registry *r, char *err, size_t errlen)
 
 static int begin(registry *r, int write, char *err, size_t errlen)
 {
-    if (r->pg)
-        return reg_pg_begin(r->pg, err, errlen) ||
-                       (!write && reg_pg_exec(r->pg, "SET TRANSACTION ISOLATION LEVEL "
-                                                     "REPEATABLE READ",
-                                              NULL, err, errlen, "a snapshot"))
-                   ? REGISTRY_ERR_DB
-                   : REGISTRY_OK;
-    return reg_exec(r, write ? S_BEGIN_WRITE : S_BEGIN_READ, err, errlen);
+    if (!r->pg)
+        return reg_exec(r, write ? S_BEGIN_WRITE : S_BEGIN_READ, err, errlen);
+    int status = reg_pg_begin(r->pg, err, errlen);
+    if (!status && !write &&
+        (status = reg_pg_exec(r->pg, "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ", NULL,
+                              err, errlen, "a snapshot")))
+        reg_pg_finish(r->pg, status, err, errlen); /* rolls back */
+    return status;
 }
 
 static int finish(registry *r, int status, char *err, size_t errlen)
