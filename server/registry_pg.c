@@ -145,6 +145,18 @@ int reg_pg_query(registry_pg *p, const char *sql, const reg_pg_params *ps, int b
     return status;
 }
 
+int reg_pg_query_locked(registry_pg *p, const char *sql, const reg_pg_params *ps, int binary,
+                        PGresult **res, char *err, size_t errlen, const char *what)
+{
+    *res = NULL;
+    pthread_mutex_lock(&p->mu);
+    int status = reg_pg_ensure(p, err, errlen);
+    if (!status)
+        status = reg_pg_query(p, sql, ps, binary, res, err, errlen, what);
+    pthread_mutex_unlock(&p->mu);
+    return status;
+}
+
 int reg_pg_exec_n(registry_pg *p, const char *sql, const reg_pg_params *ps, int64_t *changed,
                   char *err, size_t errlen, const char *what)
 {
@@ -337,15 +349,12 @@ int reg_pg_schema_version(registry_pg *p)
 {
     int version = -1;
     char err[256];
-    pthread_mutex_lock(&p->mu);
     PGresult *res = NULL;
-    if (!reg_pg_ensure(p, err, sizeof err) &&
-        !reg_pg_query(p, "SELECT version FROM vaed_schema", NULL, 0, &res, err, sizeof err,
-                      "reading the schema version") &&
+    if (!reg_pg_query_locked(p, "SELECT version FROM vaed_schema", NULL, 0, &res, err,
+                             sizeof err, "reading the schema version") &&
         PQntuples(res) == 1)
         version = (int)reg_pg_int_at(res, 0, 0);
     PQclear(res);
-    pthread_mutex_unlock(&p->mu);
     return version;
 }
 

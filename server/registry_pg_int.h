@@ -72,6 +72,11 @@ void reg_pg_bytes(reg_pg_params *ps, const void *data, size_t len);
  * is not), REGISTRY_ERR_DB otherwise. */
 int reg_pg_query(registry_pg *p, const char *sql, const reg_pg_params *ps, int binary,
                  PGresult **res, char *err, size_t errlen, const char *what);
+/* reg_pg_query as one call of its own: under p->mu, after reconnecting
+ * when the connection broke (no transaction: one statement sees one
+ * state). */
+int reg_pg_query_locked(registry_pg *p, const char *sql, const reg_pg_params *ps, int binary,
+                        PGresult **res, char *err, size_t errlen, const char *what);
 /* The same for a statement whose rows are not needed. */
 int reg_pg_exec(registry_pg *p, const char *sql, const reg_pg_params *ps, char *err,
                 size_t errlen, const char *what);

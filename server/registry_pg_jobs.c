@@ -481,18 +481,6 @@ static int read_job_row(const PGresult *res, int row, registry_job *j)
     return reg_job_row(col, j);
 }
 
-/* One query under the lock (no transaction: one statement sees one state). */
-static int query_locked(registry_pg *p, const char *sql, const reg_pg_params *ps, int binary,
-                        PGresult **res, char *err, size_t errlen, const char *what)
-{
-    pthread_mutex_lock(&p->mu);
-    int status = reg_pg_ensure(p, err, errlen);
-    if (!status)
-        status = reg_pg_query(p, sql, ps, binary, res, err, errlen, what);
-    pthread_mutex_unlock(&p->mu);
-    return status;
-}
-
 registry_status reg_pg_get_job(registry_pg *p, int64_t id, registry_job *out, char *err,
                                size_t errlen)
 {
@@ -500,8 +488,8 @@ registry_status reg_pg_get_job(registry_pg *p, int64_t id, registry_job *out, ch
     reg_pg_params ps = {0};
     reg_pg_int(&ps, id);
     PGresult *res = NULL;
-    int status = query_locked(p, JOB_COLUMNS "WHERE id = $1", &ps, 0, &res, err, errlen,
-                              "reading a job");
+    int status = reg_pg_query_locked(p, JOB_COLUMNS "WHERE id = $1", &ps, 0, &res, err, errlen,
+                                     "reading a job");
     if (status)
         return status;
     if (PQntuples(res) != 1) {
@@ -530,10 +518,10 @@ registry_status reg_pg_list_jobs(registry_pg *p, const jobs_state *only, int64_t
     else
         reg_pg_text(&ps, NULL); /* LIMIT NULL: all */
     PGresult *res = NULL;
-    int status = query_locked(p,
-                              JOB_COLUMNS "WHERE ($1::text IS NULL OR state = $1::text) "
-                                          "AND id > $2 ORDER BY id LIMIT $3::bigint",
-                              &ps, 0, &res, err, errlen, "listing jobs");
+    int status = reg_pg_query_locked(p,
+                                     JOB_COLUMNS "WHERE ($1::text IS NULL OR state = $1::text) "
+                                                 "AND id > $2 ORDER BY id LIMIT $3::bigint",
+                                     &ps, 0, &res, err, errlen, "listing jobs");
     if (status)
         return status;
     int n = PQntuples(res);
@@ -576,8 +564,8 @@ registry_status reg_pg_count_jobs(registry_pg *p, int64_t counts[JOBS_STATE_COUN
                                   size_t errlen)
 {
     PGresult *res = NULL;
-    int status = query_locked(p, "SELECT state, COUNT(*) FROM jobs GROUP BY state", NULL, 0, &res,
-                              err, errlen, "counting jobs");
+    int status = reg_pg_query_locked(p, "SELECT state, COUNT(*) FROM jobs GROUP BY state", NULL,
+                                     0, &res, err, errlen, "counting jobs");
     if (status)
         return status;
     for (int i = 0; i < PQntuples(res); i++)
@@ -592,10 +580,11 @@ registry_status reg_pg_get_job_last_seq(registry_pg *p, int64_t id, int64_t *seq
     reg_pg_params ps = {0};
     reg_pg_int(&ps, id);
     PGresult *res = NULL;
-    int status = query_locked(p,
-                              "SELECT j.state, (SELECT COALESCE(MAX(e.seq), 0) FROM job_events e "
-                              "WHERE e.job_id = j.id) FROM jobs j WHERE j.id = $1",
-                              &ps, 0, &res, err, errlen, "reading job events");
+    int status = reg_pg_query_locked(p,
+                                     "SELECT j.state, (SELECT COALESCE(MAX(e.seq), 0) "
+                                     "FROM job_events e WHERE e.job_id = j.id) "
+                                     "FROM jobs j WHERE j.id = $1",
+                                     &ps, 0, &res, err, errlen, "reading job events");
     if (status)
         return status;
     if (PQntuples(res) != 1) {
@@ -619,12 +608,12 @@ registry_status reg_pg_list_job_events(registry_pg *p, int64_t id, int64_t after
     reg_pg_int(&ps, after_seq);
     reg_pg_int(&ps, max);
     PGresult *res = NULL;
-    int status = query_locked(p,
-                              "SELECT seq, type, data, created_at, "
-                              "CASE WHEN type = 'state' THEN data->>'state' END "
-                              "FROM job_events WHERE job_id = $1 AND seq > $2 "
-                              "ORDER BY seq LIMIT $3",
-                              &ps, 0, &res, err, errlen, "reading job events");
+    int status = reg_pg_query_locked(p,
+                                     "SELECT seq, type, data, created_at, "
+                                     "CASE WHEN type = 'state' THEN data->>'state' END "
+                                     "FROM job_events WHERE job_id = $1 AND seq > $2 "
+                                     "ORDER BY seq LIMIT $3",
+                                     &ps, 0, &res, err, errlen, "reading job events");
     if (status)
         return status;
     int n = PQntuples(res);
@@ -679,8 +668,8 @@ registry_status reg_pg_get_job_resume(registry_pg *p, int64_t id, uint8_t **data
     reg_pg_params ps = {0};
     reg_pg_int(&ps, id);
     PGresult *res = NULL;
-    int status = query_locked(p, "SELECT data FROM job_resume WHERE job_id = $1", &ps, 1, &res,
-                              err, errlen, "reading a job's resume state");
+    int status = reg_pg_query_locked(p, "SELECT data FROM job_resume WHERE job_id = $1", &ps, 1,
+                                     &res, err, errlen, "reading a job's resume state");
     if (status)
         return status;
     if (PQntuples(res) != 1) {

@@ -344,12 +344,8 @@ registry_status reg_pg_fetch_blob(registry_pg *p, const char *sha256, void **han
     reg_pg_params ps = {0};
     reg_pg_text(&ps, sha256);
     PGresult *res = NULL; /* owned by the caller via *handle */
-    pthread_mutex_lock(&p->mu);
-    int status = reg_pg_ensure(p, err, errlen);
-    if (!status)
-        status = reg_pg_query(p, "SELECT data FROM blobs WHERE sha256 = $1", &ps, 1, &res, err,
-                              errlen, "reading checkpoint bytes");
-    pthread_mutex_unlock(&p->mu);
+    int status = reg_pg_query_locked(p, "SELECT data FROM blobs WHERE sha256 = $1", &ps, 1, &res,
+                                     err, errlen, "reading checkpoint bytes");
     if (status)
         return status;
     if (PQntuples(res) != 1) {
@@ -412,17 +408,14 @@ registry_status reg_pg_list_models(registry_pg *p, registry_model_info **models,
     *models = NULL;
     *count = 0;
     PGresult *res = NULL;
-    pthread_mutex_lock(&p->mu);
-    int status = reg_pg_ensure(p, err, errlen);
-    if (!status)
-        status = reg_pg_query(p,
-                              "SELECT m.name, m.created_at, m.updated_at, "
-                              "(SELECT COUNT(*) FROM checkpoints c WHERE c.model_id = m.id), "
-                              "COALESCE((SELECT a.version FROM aliases a "
-                              "WHERE a.model_id = m.id AND a.alias = 'latest'), 0) "
-                              "FROM models m ORDER BY m.name COLLATE \"C\"",
-                              NULL, 0, &res, err, errlen, "listing models");
-    pthread_mutex_unlock(&p->mu);
+    int status = reg_pg_query_locked(p,
+                                     "SELECT m.name, m.created_at, m.updated_at, "
+                                     "(SELECT COUNT(*) FROM checkpoints c "
+                                     "WHERE c.model_id = m.id), "
+                                     "COALESCE((SELECT a.version FROM aliases a "
+                                     "WHERE a.model_id = m.id AND a.alias = 'latest'), 0) "
+                                     "FROM models m ORDER BY m.name COLLATE \"C\"",
+                                     NULL, 0, &res, err, errlen, "listing models");
     if (status)
         return status;
     int n = PQntuples(res);
