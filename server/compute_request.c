@@ -7,13 +7,22 @@
 
 #include "server/sha256.h"
 
+/* Drops the answer r holds (before another replaces it). */
+static void drop_answer(compute_request *r)
+{
+    if (r->resp)
+        MHD_destroy_response(r->resp);
+    r->resp = NULL;
+    response_body_release(r->shared);
+    r->shared = NULL;
+}
+
 static void compute_request_free(void *p)
 {
     compute_request *r = p;
     if (!r)
         return;
-    if (r->resp)
-        MHD_destroy_response(r->resp);
+    drop_answer(r);
     free(r);
 }
 
@@ -69,8 +78,7 @@ void compute_request_fail(compute_request *r, http_error e, const char *fmt, ...
     va_start(ap, fmt);
     vsnprintf(message, sizeof message, fmt, ap);
     va_end(ap);
-    if (r->resp)
-        MHD_destroy_response(r->resp);
+    drop_answer(r);
     r->resp = http_error_response(e, message);
     r->status = http_error_status(e);
 }
@@ -78,8 +86,7 @@ void compute_request_fail(compute_request *r, http_error e, const char *fmt, ...
 void compute_request_set_body(compute_request *r, unsigned status, const char *content_type,
                               void *buf, size_t len)
 {
-    if (r->resp)
-        MHD_destroy_response(r->resp);
+    drop_answer(r);
     r->status = status;
     r->resp = MHD_create_response_from_buffer_with_free_callback(len, buf, free);
     if (!r->resp) {
@@ -95,6 +102,21 @@ void compute_request_add_header(compute_request *r, const char *name, const char
         MHD_destroy_response(r->resp);
         r->resp = NULL;
     }
+}
+
+void compute_request_set_shared(compute_request *r, unsigned status, response_body *b)
+{
+    drop_answer(r);
+    r->shared = b;
+    r->status = status;
+    /* the response holds a reference of its own, released when MHD is done */
+    r->resp = MHD_create_response_from_buffer_with_free_callback_cls(
+        b->len, (void *)b->bytes, response_body_release_cb, response_body_ref(b));
+    if (!r->resp) {
+        response_body_release(b); /* the response's reference */
+        return;
+    }
+    compute_request_add_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, b->content_type);
 }
 
 void compute_request_model_headers(compute_request *r, const char *model, long long version)
@@ -120,8 +142,7 @@ int compute_request_not_modified(compute_request *r, const char *etag, const cha
 {
     if (!r->if_none_match[0] || !http_etag_listed(r->if_none_match, etag))
         return 0;
-    if (r->resp)
-        MHD_destroy_response(r->resp);
+    drop_answer(r);
     r->resp = MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
     r->status = MHD_HTTP_NOT_MODIFIED;
     compute_request_add_header(r, MHD_HTTP_HEADER_ETAG, etag);
