@@ -130,20 +130,23 @@ static void infer_set_body(infer_request *r, unsigned status, const char *conten
  * (~2,600 vs ~1,700 req/s), so only batches of a few images stay here. */
 static int infer_is_cheap(const infer_request *r)
 {
-    /* A PNG to decode never is: its cost is the decoder's, not its length. */
-    int png = r->body_png || (r->body && memmem(r->body, r->body_len, "png_base64", 10));
+    size_t most = API_INFER_INLINE_BODY;
     switch (r->kind) {
     case INFER_SAMPLE:
         return r->n <= API_INFER_INLINE_IMAGES;
-    case INFER_ENCODE:
-    case INFER_DECODE:
-        return !png && r->body_len <= API_INFER_INLINE_BODY;
-    case INFER_INTERP_POST:
-        return !png && r->body_len <= 2 * API_INFER_INLINE_BODY;
     case INFER_INTERP_GET:
         return r->steps <= API_INFER_INLINE_IMAGES;
+    case INFER_INTERP_POST:
+        most = 2 * API_INFER_INLINE_BODY;
+        break;
+    case INFER_ENCODE:
+    case INFER_DECODE:
+        break;
     }
-    return 0;
+    /* A PNG to decode never is: its cost is the decoder's, not its length
+     * (the body is searched only when it is short enough to matter). */
+    return r->body_len <= most && !r->body_png &&
+           !(r->body && memmem(r->body, r->body_len, "png_base64", 10));
 }
 
 /* 1 when the data sets a GET /interpolate reads are loaded (so reading them
