@@ -1253,6 +1253,16 @@ http_error api_infer_data_image(http_ctx *ctx, const char *ref_text, const vae_c
     return HTTP_ERR_NONE;
 }
 
+http_error api_infer_data_label(const vae_config *cfg, const char *ref, int label, char *msg,
+                                size_t msglen)
+{
+    if (label < 0) {
+        snprintf(msg, msglen, "%s has no label, which the conditional model needs", ref);
+        return HTTP_ERR_UNPROCESSABLE;
+    }
+    return infer_labels_check_one(cfg, label, "label", msg, msglen);
+}
+
 /* One end of a GET /interpolate: a label:K reference (its latent stays 0)
  * or an image of a data set (into x) with its label; for a conditional
  * model both need a label in range, for another neither may be a label. */
@@ -1269,11 +1279,7 @@ static http_error get_end(infer_request *r, const char *ref_text, const vae_conf
     http_error e = api_infer_data_image(r->base.ctx, ref_text, cfg, x, label, msg, msglen);
     if (e != HTTP_ERR_NONE || !vae_config_is_conditional(cfg))
         return e;
-    if (*label < 0) {
-        snprintf(msg, msglen, "%s has no label, which the conditional model needs", ref_text);
-        return HTTP_ERR_UNPROCESSABLE;
-    }
-    return infer_labels_check_one(cfg, *label, "label", msg, msglen);
+    return api_infer_data_label(cfg, ref_text, *label, msg, msglen);
 }
 
 static http_error run_interpolate_get(infer_request *r, const model_handle *h, char *msg, size_t msglen)

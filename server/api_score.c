@@ -179,12 +179,8 @@ static http_error score_inputs(score_request *r, const vae_config *cfg, float **
         return e != HTTP_ERR_NONE ? e
                                   : infer_labels_resolve(&r->labels, cfg, 1, 0, labels, msg,
                                                          msglen);
-    if (own < 0) {
-        snprintf(msg, msglen, "%s has no label, which the conditional model needs", r->from);
-        return HTTP_ERR_UNPROCESSABLE;
-    }
     labels[0] = own;
-    return infer_labels_check_one(cfg, own, "label", msg, msglen);
+    return api_infer_data_label(cfg, r->from, own, msg, msglen);
 }
 
 /* At most what r can make the daemon allocate on model cfg, known before
