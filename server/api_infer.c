@@ -7,7 +7,6 @@
 #include "server/api_infer.h"
 
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,7 +20,6 @@
 #include "engine/latent.h"
 #include "engine/rng.h"
 #include "engine/vae.h"
-#include "server/compute_pool.h"
 #include "server/compute_request.h"
 #include "server/data_cache.h"
 #include "server/data_sets.h"
