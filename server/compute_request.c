@@ -127,15 +127,21 @@ void compute_request_model_headers(compute_request *r, const char *model, long l
     compute_request_add_header(r, "X-Model-Version", v);
 }
 
+void compute_request_etag_bytes(char *etag, const void *bytes, size_t len)
+{
+    char hex[65];
+    sha256_hex(bytes, len, hex);
+    snprintf(etag, COMPUTE_REQUEST_ETAG_MAX, "\"%.32s\"", hex);
+}
+
 void compute_request_etag(char *etag, const char *fmt, ...)
 {
-    char text[1024], hex[65];
+    char text[1024];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(text, sizeof text, fmt, ap);
     va_end(ap);
-    sha256_hex((const uint8_t *)text, strlen(text), hex);
-    snprintf(etag, COMPUTE_REQUEST_ETAG_MAX, "\"%.32s\"", hex);
+    compute_request_etag_bytes(etag, text, strlen(text));
 }
 
 int compute_request_not_modified(compute_request *r, const char *etag, const char *cache_control)

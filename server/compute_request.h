@@ -80,6 +80,8 @@ void compute_request_model_headers(compute_request *r, const char *model, long l
 
 /* etag (COMPUTE_REQUEST_ETAG_MAX bytes): a hash of the printf-style text. */
 void compute_request_etag(char *etag, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* The same tag of len bytes (an answer whose bytes are their own tag). */
+void compute_request_etag_bytes(char *etag, const void *bytes, size_t len);
 /* 1 with a 304 built (ETag and cache_control set) when the request's
  * If-None-Match lists etag; else 0. */
 int compute_request_not_modified(compute_request *r, const char *etag, const char *cache_control);
