@@ -61,8 +61,7 @@ typedef struct {
     infer_kind kind;
     const char *body;            /* borrowed from http_request, alive until completion */
     size_t body_len;
-    int body_png;                /* /encode: Content-Type image/png */
-    int body_npy;                /* /encode: Content-Type application/x-npy */
+    api_infer_body body_kind;    /* what the Content-Type says the body is (0: none read) */
     char model[NAME_MAX_LEN + 1], version[NAME_MAX_LEN + 1];
     http_format fmt;
     int64_t n;
@@ -143,7 +142,7 @@ static int infer_is_cheap(const infer_request *r)
     }
     /* A PNG to decode never is: its cost is the decoder's, not its length
      * (the body is searched only when it is short enough to matter). */
-    return r->body_len <= most && !r->body_png &&
+    return r->body_len <= most && r->body_kind != API_INFER_BODY_PNG &&
            !(r->body && memmem(r->body, r->body_len, "png_base64", 10));
 }
 
@@ -266,20 +265,6 @@ http_error api_infer_require_body(struct MHD_Connection *c, const http_request *
     snprintf(msg, msglen, "Content-Type must be %s (got %s)", want,
              ctype ? "another type" : "none");
     return HTTP_ERR_UNSUPPORTED_MEDIA;
-}
-
-/* A body is required: 411 when the request declared no length at all, 400
- * when it is empty, 415 for a Content-Type other than the accepted ones
- * (JSON, and with png_ok a PNG or an npy array). */
-static http_error require_body(struct MHD_Connection *c, const http_request *req, int png_ok,
-                               int *is_png, int *is_npy, char *msg, size_t msglen)
-{
-    api_infer_body kind = API_INFER_BODY_JSON;
-    unsigned accepted = API_INFER_BODY_JSON | (png_ok ? API_INFER_BODY_PNG | API_INFER_BODY_NPY : 0);
-    http_error e = api_infer_require_body(c, req, accepted, &kind, msg, msglen);
-    *is_png = kind == API_INFER_BODY_PNG;
-    *is_npy = kind == API_INFER_BODY_NPY;
-    return e;
 }
 
 /* DATASET:SPLIT:INDEX, e.g. mnist:test:3, or label:K (a conditional
@@ -445,10 +430,10 @@ enum MHD_Result api_infer_sample(http_ctx *ctx, struct MHD_Connection *c, http_r
     return e == HTTP_ERR_NONE ? infer_submit(r) : http_send_error(c, e, "%s", msg);
 }
 
-/* A JSON body (or, when png_ok, a PNG) in, offered formats out: /encode,
- * /decode and POST /interpolate start alike. */
+/* A body of one of the kinds accepted (API_INFER_BODY_* bits) in, offered
+ * formats out: /encode, /decode and POST /interpolate start alike. */
 static http_error body_params(infer_request *r, const http_request *req, unsigned offered,
-                              int png_ok, char *msg, size_t msglen)
+                              unsigned accepted, char *msg, size_t msglen)
 {
     struct MHD_Connection *c = r->base.task.conn;
     http_error e = read_model_params(r, msg, msglen);
@@ -458,7 +443,7 @@ static http_error body_params(infer_request *r, const http_request *req, unsigne
     if (e == HTTP_ERR_NONE)
         e = http_negotiate(c, offered, &r->fmt, msg, msglen);
     if (e == HTTP_ERR_NONE)
-        e = require_body(c, req, png_ok, &r->body_png, &r->body_npy, msg, msglen);
+        e = api_infer_require_body(c, req, accepted, &r->body_kind, msg, msglen);
     return e;
 }
 
@@ -471,8 +456,12 @@ static enum MHD_Result body_request(http_ctx *ctx, struct MHD_Connection *c, htt
     if (!r)
         return MHD_NO;
     char msg[HTTP_MESSAGE_MAX];
-    http_error e = kind == INFER_ENCODE ? body_params(r, req, HTTP_OFFER_JSON, 1, msg, sizeof msg)
-                                        : body_params(r, req, HTTP_OFFER_IMAGES, 0, msg, sizeof msg);
+    http_error e =
+        kind == INFER_ENCODE
+            ? body_params(r, req, HTTP_OFFER_JSON,
+                          API_INFER_BODY_JSON | API_INFER_BODY_PNG | API_INFER_BODY_NPY, msg,
+                          sizeof msg)
+            : body_params(r, req, HTTP_OFFER_IMAGES, API_INFER_BODY_JSON, msg, sizeof msg);
     if (e == HTTP_ERR_NONE && kind == INFER_ENCODE)
         e = infer_labels_from_query(c, &r->labels, msg, sizeof msg);
     return e == HTTP_ERR_NONE ? infer_submit(r) : http_send_error(c, e, "%s", msg);
@@ -858,10 +847,7 @@ http_error api_infer_read_images(const vae_config *cfg, const char *body, size_t
 static http_error encode_input(infer_request *r, const vae_config *cfg, float **x, int *n,
                                char *msg, size_t msglen)
 {
-    api_infer_body kind = r->body_png   ? API_INFER_BODY_PNG
-                          : r->body_npy ? API_INFER_BODY_NPY
-                                        : API_INFER_BODY_JSON;
-    return api_infer_read_images(cfg, r->body, r->body_len, kind, x, n, msg, msglen);
+    return api_infer_read_images(cfg, r->body, r->body_len, r->body_kind, x, n, msg, msglen);
 }
 
 static http_error run_encode(infer_request *r, const model_handle *h, char *msg, size_t msglen)
@@ -1378,10 +1364,7 @@ static size_t infer_memory_bytes(const infer_request *r, const vae_config *cfg)
         values = r->body_len / 2 + 1;
         break;
     default:
-        n = api_infer_body_images(cfg, r->body_png   ? API_INFER_BODY_PNG
-                                       : r->body_npy ? API_INFER_BODY_NPY
-                                                     : API_INFER_BODY_JSON,
-                                  r->body_len, &values);
+        n = api_infer_body_images(cfg, r->body_kind, r->body_len, &values);
         break;
     }
     return vae_config_workspace_bytes(cfg, (int)n) + 3 * n * (D + L) * sizeof(float) +
