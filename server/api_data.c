@@ -14,7 +14,6 @@
 #include "server/http_server.h"
 #include "server/http_util.h"
 #include "server/npy.h"
-#include "server/sha256.h"
 
 #define SHEET_DEFAULT_COUNT 16
 
@@ -118,9 +117,8 @@ static void data_work(compute_request *cr)
         }
     }
     /* The data files may change between two daemons: the tag is the bytes'. */
-    char hex[65], etag[COMPUTE_REQUEST_ETAG_MAX];
-    sha256_hex(body, len, hex);
-    snprintf(etag, sizeof etag, "\"%.32s\"", hex);
+    char etag[COMPUTE_REQUEST_ETAG_MAX];
+    compute_request_etag_bytes(etag, body, len);
     if (compute_request_not_modified(cr, etag, "public, no-cache")) {
         free(body);
         return;

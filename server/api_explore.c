@@ -345,17 +345,12 @@ static char *map_json(const explore_request *r, const dataset *d, int n, int L, 
     return text;
 }
 
-/* A kept map's bytes as this answer (a copy: the cache's stay the cache's). */
-static int map_answer_copy(explore_request *r, const response_body *b, const char *etag)
+/* The 200 of a map whose bytes are b (takes the reference), with its headers. */
+static void map_answer(explore_request *r, response_body *b, const char *etag)
 {
-    void *copy = malloc(b->len);
-    if (!copy)
-        return 0;
-    memcpy(copy, b->bytes, b->len);
-    compute_request_set_body(&r->base, MHD_HTTP_OK, "application/json", copy, b->len);
+    compute_request_set_shared(&r->base, MHD_HTTP_OK, b);
     compute_request_model_headers(&r->base, r->info.model, (long long)r->info.version);
     compute_request_cache_headers(&r->base, etag, api_infer_cache_control(r->model, r->version));
-    return 1;
 }
 
 static http_error run_map(explore_request *r, const vae_model *m, char *msg, size_t msglen)
@@ -368,12 +363,10 @@ static http_error run_map(explore_request *r, const vae_model *m, char *msg, siz
         return HTTP_ERR_NONE;
     response_cache *cache = r->base.ctx->responses;
     snprintf(key, sizeof key, "map|%s|%s|%lld", etag, r->info.model, (long long)r->info.version);
-    response_body *kept = NULL; /* a reference: released below */
+    response_body *kept = NULL; /* a reference, handed to the answer */
     if (cache && response_cache_get(cache, key, &kept) == RESPONSE_CACHE_OK) {
-        int ok = map_answer_copy(r, kept, etag);
-        response_body_release(kept);
-        if (ok)
-            return HTTP_ERR_NONE;
+        map_answer(r, kept, etag);
+        return HTTP_ERR_NONE;
     }
     if (L > PCA_MAX_DIM) {
         snprintf(msg, msglen, "a latent map takes latents of at most %d dimensions (this has %d)",
@@ -449,19 +442,17 @@ static http_error run_map(explore_request *r, const vae_model *m, char *msg, siz
         e = HTTP_ERR_UNAVAILABLE;
         goto end;
     }
-    if (cache) {
-        void *copy = malloc(len);
-        if (copy)
-            memcpy(copy, text, len);
-        response_body *b = copy ? response_body_new(copy, len, "application/json") : NULL;
-        if (b)
-            (void)response_cache_put(cache, key, b); /* too large or no memory: not kept */
-        response_body_release(b);
+    /* one body, sent and kept: no copy of the bytes */
+    response_body *b = response_body_new(text, len, "application/json");
+    text = NULL; /* the body's now, also when it is NULL */
+    if (!b) {
+        snprintf(msg, msglen, "out of memory writing the map");
+        e = HTTP_ERR_UNAVAILABLE;
+        goto end;
     }
-    compute_request_set_body(&r->base, MHD_HTTP_OK, "application/json", text, len);
-    text = NULL;
-    compute_request_model_headers(&r->base, r->info.model, (long long)r->info.version);
-    compute_request_cache_headers(&r->base, etag, api_infer_cache_control(r->model, r->version));
+    map_answer(r, b, etag);
+    if (cache && r->base.resp)
+        (void)response_cache_put(cache, key, b); /* too large or no memory: not kept */
 end:
     vae_workspace_free(ws);
     free(mu);

@@ -7,7 +7,6 @@
 #include "server/api_infer.h"
 
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,7 +20,7 @@
 #include "engine/latent.h"
 #include "engine/rng.h"
 #include "engine/vae.h"
-#include "server/compute_pool.h"
+#include "server/compute_request.h"
 #include "server/data_cache.h"
 #include "server/data_sets.h"
 #include "server/http_server.h"
@@ -58,13 +57,11 @@ typedef enum {
 } infer_kind;
 
 typedef struct {
-    compute_task task;           /* first: the pool's view (task.conn is the connection) */
+    compute_request base;        /* first: its task is the pool's view, task.conn the connection */
     infer_kind kind;
-    http_ctx *ctx;               /* borrowed */
     const char *body;            /* borrowed from http_request, alive until completion */
     size_t body_len;
-    int body_png;                /* /encode: Content-Type image/png */
-    int body_npy;                /* /encode: Content-Type application/x-npy */
+    api_infer_body body_kind;    /* what the Content-Type says the body is (0: none read) */
     char model[NAME_MAX_LEN + 1], version[NAME_MAX_LEN + 1];
     http_format fmt;
     int64_t n;
@@ -75,133 +72,49 @@ typedef struct {
     int slerp;
     int64_t scale;               /* ?scale=: each pixel a scale x scale block in a PNG */
     infer_labels labels;         /* ?label= / ?labels= of /sample and /encode */
-    char if_none_match[512];
     /* The checkpoint the request's names resolved to: what X-Model, the JSON
      * "model" and the ETag report (the cached model may have been loaded
      * under another name holding the same bytes). */
     registry_checkpoint_info info;
     model_handle *held;          /* acquired on the polling thread for an inline run, else NULL */
     /* GET /interpolate with a response cache: the key its answer is kept
-     * under ("" for every other request), whether the polling thread already
-     * looked that key up (and missed), and the body just computed (owned
-     * reference), shared with the cache once the answer is complete. */
+     * under ("" for every other request; its body is then built shared,
+     * base.shared, to be kept once the answer is complete), and whether the
+     * polling thread already looked that key up (and missed). */
     char cache_key[CACHE_KEY_MAX];
     int cache_checked;
-    response_body *fresh;
-    /* the answer, built by whichever thread ran the request */
-    struct MHD_Response *resp;   /* owned until queued */
-    unsigned status;
 } infer_request;
 
-static void infer_free(void *p)
-{
-    infer_request *r = p;
-    if (!r)
-        return;
-    if (r->resp)
-        MHD_destroy_response(r->resp);
-    response_body_release(r->fresh);
-    free(r);
-}
-
-static void infer_run(compute_task *t);
+static void infer_run(compute_request *cr);
 
 static infer_request *infer_new(http_ctx *ctx, struct MHD_Connection *c, http_request *req,
                                 infer_kind kind)
 {
-    infer_request *r = calloc(1, sizeof *r); /* owned by req: freed by work_free */
+    infer_request *r = compute_request_new(ctx, c, req, sizeof *r, infer_run);
     if (!r)
         return NULL;
-    r->task.run = infer_run;
-    r->task.conn = c;
     r->kind = kind;
-    r->ctx = ctx;
     r->body = req->body;
     r->body_len = req->body_len;
     r->temperature = 1.0;
     r->scale = 1;
-    req->work = r;
-    req->work_free = infer_free;
     return r;
-}
-
-static void infer_set_error(infer_request *r, http_error e, const char *message)
-{
-    if (r->resp)
-        MHD_destroy_response(r->resp);
-    r->resp = http_error_response(e, message);
-    r->status = http_error_status(e);
-}
-
-/* A response sending b's bytes as b's content type. Takes the reference b:
- * the response releases it when MHD destroys it (NULL when out of memory,
- * b released). */
-static struct MHD_Response *body_response(response_body *b)
-{
-    struct MHD_Response *resp = MHD_create_response_from_buffer_with_free_callback_cls(
-        b->len, (void *)b->bytes, response_body_release_cb, b);
-    if (!resp) {
-        response_body_release(b);
-        return NULL;
-    }
-    if (MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, b->content_type) != MHD_YES) {
-        MHD_destroy_response(resp); /* releases b */
-        return NULL;
-    }
-    return resp;
 }
 
 /* Takes buf (malloc'd). */
 static void infer_set_body(infer_request *r, unsigned status, const char *content_type, void *buf,
                            size_t len)
 {
-    if (r->resp)
-        MHD_destroy_response(r->resp);
-    r->status = status;
-    if (r->cache_key[0]) {
-        /* A body the response cache can share later (run_interpolate_get). */
-        response_body_release(r->fresh);
-        r->fresh = response_body_new(buf, len, content_type);
-        r->resp = r->fresh ? body_response(response_body_ref(r->fresh)) : NULL;
+    if (!r->cache_key[0]) {
+        compute_request_set_body(&r->base, status, content_type, buf, len);
         return;
     }
-    r->resp = MHD_create_response_from_buffer_with_free_callback(len, buf, free);
-    if (!r->resp) {
-        free(buf);
-        return;
-    }
-    if (MHD_add_response_header(r->resp, MHD_HTTP_HEADER_CONTENT_TYPE, content_type) != MHD_YES) {
-        MHD_destroy_response(r->resp);
-        r->resp = NULL;
-    }
-}
-
-static void infer_add_header(infer_request *r, const char *name, const char *value)
-{
-    if (r->resp && MHD_add_response_header(r->resp, name, value) != MHD_YES) {
-        MHD_destroy_response(r->resp);
-        r->resp = NULL;
-    }
-}
-
-static void infer_model_headers(infer_request *r, const registry_checkpoint_info *info)
-{
-    char version[32];
-    snprintf(version, sizeof version, "%lld", (long long)info->version);
-    infer_add_header(r, "X-Model", info->model);
-    infer_add_header(r, "X-Model-Version", version);
-}
-
-/* Queues the answer r holds: right after an inline run, or on the handler's
- * second call once a compute thread has resumed the connection. */
-static enum MHD_Result infer_queue(infer_request *r)
-{
-    if (!r->resp)
-        return MHD_NO; /* out of memory building it: drop the connection */
-    enum MHD_Result ret = MHD_queue_response(r->task.conn, r->status, r->resp);
-    MHD_destroy_response(r->resp);
-    r->resp = NULL;
-    return ret;
+    /* A body the response cache can share later (run_interpolate_get). */
+    response_body *b = response_body_new(buf, len, content_type);
+    if (b)
+        compute_request_set_shared(&r->base, status, b);
+    else
+        compute_request_fail(&r->base, HTTP_ERR_UNAVAILABLE, "out of memory");
 }
 
 /* Work small enough to do on the polling thread: well under a millisecond
@@ -214,20 +127,23 @@ static enum MHD_Result infer_queue(infer_request *r)
  * (~2,600 vs ~1,700 req/s), so only batches of a few images stay here. */
 static int infer_is_cheap(const infer_request *r)
 {
-    /* A PNG to decode never is: its cost is the decoder's, not its length. */
-    int png = r->body_png || (r->body && memmem(r->body, r->body_len, "png_base64", 10));
+    size_t most = API_INFER_INLINE_BODY;
     switch (r->kind) {
     case INFER_SAMPLE:
         return r->n <= API_INFER_INLINE_IMAGES;
-    case INFER_ENCODE:
-    case INFER_DECODE:
-        return !png && r->body_len <= API_INFER_INLINE_BODY;
-    case INFER_INTERP_POST:
-        return !png && r->body_len <= 2 * API_INFER_INLINE_BODY;
     case INFER_INTERP_GET:
         return r->steps <= API_INFER_INLINE_IMAGES;
+    case INFER_INTERP_POST:
+        most = 2 * API_INFER_INLINE_BODY;
+        break;
+    case INFER_ENCODE:
+    case INFER_DECODE:
+        break;
     }
-    return 0;
+    /* A PNG to decode never is: its cost is the decoder's, not its length
+     * (the body is searched only when it is short enough to matter). */
+    return r->body_len <= most && r->body_kind != API_INFER_BODY_PNG &&
+           !(r->body && memmem(r->body, r->body_len, "png_base64", 10));
 }
 
 /* 1 when the data sets a GET /interpolate reads are loaded (so reading them
@@ -239,13 +155,11 @@ static int infer_data_ready(const infer_request *r);
  * admits it into the compute pool (or answers 429 / 503 at once). */
 static enum MHD_Result infer_submit(infer_request *r)
 {
-    if (infer_is_cheap(r) && infer_data_ready(r) &&
-        model_cache_acquire_loaded(r->ctx->cache, r->ctx->reg, r->model[0] ? r->model : NULL,
-                                   r->version[0] ? r->version : NULL, &r->held, &r->info)) {
-        infer_run(&r->task);
-        return infer_queue(r);
-    }
-    return compute_pool_admit(r->ctx->compute, &r->task);
+    http_ctx *ctx = r->base.ctx;
+    int cheap = infer_is_cheap(r) && infer_data_ready(r) &&
+                model_cache_acquire_loaded(ctx->cache, ctx->reg, r->model[0] ? r->model : NULL,
+                                           r->version[0] ? r->version : NULL, &r->held, &r->info);
+    return compute_request_submit(&r->base, cheap);
 }
 
 /* ---- request checks on the polling thread ------------------------------- */
@@ -279,7 +193,7 @@ http_error api_infer_model_params(struct MHD_Connection *c, char *model_out, cha
 /* ?model= and ?version= into r. */
 static http_error read_model_params(infer_request *r, char *msg, size_t msglen)
 {
-    return api_infer_model_params(r->task.conn, r->model, r->version, msg, msglen);
+    return api_infer_model_params(r->base.task.conn, r->model, r->version, msg, msglen);
 }
 
 /* A decimal number (no spaces, nothing after it) in (lo, hi]. */
@@ -353,20 +267,6 @@ http_error api_infer_require_body(struct MHD_Connection *c, const http_request *
     return HTTP_ERR_UNSUPPORTED_MEDIA;
 }
 
-/* A body is required: 411 when the request declared no length at all, 400
- * when it is empty, 415 for a Content-Type other than the accepted ones
- * (JSON, and with png_ok a PNG or an npy array). */
-static http_error require_body(struct MHD_Connection *c, const http_request *req, int png_ok,
-                               int *is_png, int *is_npy, char *msg, size_t msglen)
-{
-    api_infer_body kind = API_INFER_BODY_JSON;
-    unsigned accepted = API_INFER_BODY_JSON | (png_ok ? API_INFER_BODY_PNG | API_INFER_BODY_NPY : 0);
-    http_error e = api_infer_require_body(c, req, accepted, &kind, msg, msglen);
-    *is_png = kind == API_INFER_BODY_PNG;
-    *is_npy = kind == API_INFER_BODY_NPY;
-    return e;
-}
-
 /* DATASET:SPLIT:INDEX, e.g. mnist:test:3, or label:K (a conditional
  * model's class K at z = 0, the prior's mean). */
 typedef struct {
@@ -416,8 +316,8 @@ static int infer_data_ready(const infer_request *r)
         return 1;
     data_ref a, b;
     return !parse_data_ref(r->from, &a) && !parse_data_ref(r->to, &b) &&
-           data_cache_peek(r->ctx->data, a.name, a.split) &&
-           data_cache_peek(r->ctx->data, b.name, b.split);
+           data_cache_peek(r->base.ctx->data, a.name, a.split) &&
+           data_cache_peek(r->base.ctx->data, b.name, b.split);
 }
 
 /* ---- GET /interpolate and the response cache ----------------------------- */
@@ -458,13 +358,9 @@ static const char *interp_cache_control(const infer_request *r)
 static void interp_answer_cached(infer_request *r, const registry_checkpoint_info *info,
                                  response_body *b, const char *etag)
 {
-    if (r->resp)
-        MHD_destroy_response(r->resp);
-    r->resp = body_response(b);
-    r->status = MHD_HTTP_OK;
-    infer_model_headers(r, info);
-    infer_add_header(r, MHD_HTTP_HEADER_ETAG, etag);
-    infer_add_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, interp_cache_control(r));
+    compute_request_set_shared(&r->base, MHD_HTTP_OK, b);
+    compute_request_model_headers(&r->base, info->model, (long long)info->version);
+    compute_request_cache_headers(&r->base, etag, interp_cache_control(r));
 }
 
 /* On the polling thread: when the model's resolution is known without the
@@ -473,7 +369,7 @@ static void interp_answer_cached(infer_request *r, const registry_checkpoint_inf
  * whose tag matches is left to the computation, which answers 304. */
 static int interp_try_cached(infer_request *r)
 {
-    http_ctx *ctx = r->ctx;
+    http_ctx *ctx = r->base.ctx;
     registry_checkpoint_info info;
     if (!ctx->responses || !ctx->cache || !ctx->reg ||
         !model_cache_peek_resolved(ctx->cache, ctx->reg, r->model[0] ? r->model : NULL,
@@ -481,7 +377,7 @@ static int interp_try_cached(infer_request *r)
         return 0;
     char etag[40];
     interp_tags(r, &info, etag, r->cache_key);
-    if (r->if_none_match[0] && http_etag_listed(r->if_none_match, etag))
+    if (r->base.if_none_match[0] && http_etag_listed(r->base.if_none_match, etag))
         return 0;
     response_body *b = NULL; /* a reference, handed to the response */
     r->cache_checked = 1;
@@ -495,7 +391,7 @@ static int interp_try_cached(infer_request *r)
 
 static http_error sample_params(infer_request *r, char *msg, size_t msglen)
 {
-    struct MHD_Connection *c = r->task.conn;
+    struct MHD_Connection *c = r->base.task.conn;
     int have_seed;
     http_error e = read_model_params(r, msg, msglen);
     if (e != HTTP_ERR_NONE)
@@ -525,7 +421,7 @@ static http_error sample_params(infer_request *r, char *msg, size_t msglen)
 enum MHD_Result api_infer_sample(http_ctx *ctx, struct MHD_Connection *c, http_request *req)
 {
     if (req->work)
-        return infer_queue(req->work);
+        return compute_request_queue(req->work);
     infer_request *r = infer_new(ctx, c, req, INFER_SAMPLE);
     if (!r)
         return MHD_NO;
@@ -534,19 +430,20 @@ enum MHD_Result api_infer_sample(http_ctx *ctx, struct MHD_Connection *c, http_r
     return e == HTTP_ERR_NONE ? infer_submit(r) : http_send_error(c, e, "%s", msg);
 }
 
-/* A JSON body (or, when png_ok, a PNG) in, offered formats out: /encode,
- * /decode and POST /interpolate start alike. */
+/* A body of one of the kinds accepted (API_INFER_BODY_* bits) in, offered
+ * formats out: /encode, /decode and POST /interpolate start alike. */
 static http_error body_params(infer_request *r, const http_request *req, unsigned offered,
-                              int png_ok, char *msg, size_t msglen)
+                              unsigned accepted, char *msg, size_t msglen)
 {
+    struct MHD_Connection *c = r->base.task.conn;
     http_error e = read_model_params(r, msg, msglen);
     if (e == HTTP_ERR_NONE && (offered & (1u << HTTP_FORMAT_PNG)) &&
-        http_query_int(r->task.conn, "scale", 1, API_INFER_MAX_SCALE, 1, &r->scale, msg, msglen))
+        http_query_int(c, "scale", 1, API_INFER_MAX_SCALE, 1, &r->scale, msg, msglen))
         e = HTTP_ERR_BAD_REQUEST;
     if (e == HTTP_ERR_NONE)
-        e = http_negotiate(r->task.conn, offered, &r->fmt, msg, msglen);
+        e = http_negotiate(c, offered, &r->fmt, msg, msglen);
     if (e == HTTP_ERR_NONE)
-        e = require_body(r->task.conn, req, png_ok, &r->body_png, &r->body_npy, msg, msglen);
+        e = api_infer_require_body(c, req, accepted, &r->body_kind, msg, msglen);
     return e;
 }
 
@@ -554,13 +451,17 @@ static enum MHD_Result body_request(http_ctx *ctx, struct MHD_Connection *c, htt
                                     infer_kind kind)
 {
     if (req->work)
-        return infer_queue(req->work);
+        return compute_request_queue(req->work);
     infer_request *r = infer_new(ctx, c, req, kind);
     if (!r)
         return MHD_NO;
     char msg[HTTP_MESSAGE_MAX];
-    http_error e = kind == INFER_ENCODE ? body_params(r, req, HTTP_OFFER_JSON, 1, msg, sizeof msg)
-                                        : body_params(r, req, HTTP_OFFER_IMAGES, 0, msg, sizeof msg);
+    http_error e =
+        kind == INFER_ENCODE
+            ? body_params(r, req, HTTP_OFFER_JSON,
+                          API_INFER_BODY_JSON | API_INFER_BODY_PNG | API_INFER_BODY_NPY, msg,
+                          sizeof msg)
+            : body_params(r, req, HTTP_OFFER_IMAGES, API_INFER_BODY_JSON, msg, sizeof msg);
     if (e == HTTP_ERR_NONE && kind == INFER_ENCODE)
         e = infer_labels_from_query(c, &r->labels, msg, sizeof msg);
     return e == HTTP_ERR_NONE ? infer_submit(r) : http_send_error(c, e, "%s", msg);
@@ -584,7 +485,7 @@ enum MHD_Result api_infer_interpolate_post(http_ctx *ctx, struct MHD_Connection 
 
 static http_error interpolate_get_params(infer_request *r, char *msg, size_t msglen)
 {
-    struct MHD_Connection *c = r->task.conn;
+    struct MHD_Connection *c = r->base.task.conn;
     http_error e = read_model_params(r, msg, msglen);
     if (e != HTTP_ERR_NONE)
         return e;
@@ -615,9 +516,6 @@ static http_error interpolate_get_params(infer_request *r, char *msg, size_t msg
     r->slerp = mode && !strcmp(mode, "slerp");
     snprintf(r->from, sizeof r->from, "%s", from);
     snprintf(r->to, sizeof r->to, "%s", to);
-    const char *inm = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_IF_NONE_MATCH);
-    if (inm && strlen(inm) < sizeof r->if_none_match)
-        snprintf(r->if_none_match, sizeof r->if_none_match, "%s", inm);
     return http_negotiate(c, HTTP_OFFER_IMAGES, &r->fmt, msg, msglen);
 }
 
@@ -625,7 +523,7 @@ enum MHD_Result api_infer_interpolate_get(http_ctx *ctx, struct MHD_Connection *
                                           http_request *req)
 {
     if (req->work)
-        return infer_queue(req->work);
+        return compute_request_queue(req->work);
     infer_request *r = infer_new(ctx, c, req, INFER_INTERP_GET);
     if (!r)
         return MHD_NO;
@@ -635,7 +533,7 @@ enum MHD_Result api_infer_interpolate_get(http_ctx *ctx, struct MHD_Connection *
         return http_send_error(c, e, "%s", msg);
     /* A kept answer costs a lookup: no trip through the compute pool. */
     if (interp_try_cached(r))
-        return infer_queue(r);
+        return compute_request_queue(&r->base);
     return infer_submit(r);
 }
 
@@ -670,7 +568,7 @@ http_error api_infer_acquire(http_ctx *ctx, const char *model_name, const char *
 
 static http_error infer_acquire(infer_request *r, model_handle **h, char *msg, size_t msglen)
 {
-    return api_infer_acquire(r->ctx, r->model, r->version, h, &r->info, msg, msglen);
+    return api_infer_acquire(r->base.ctx, r->model, r->version, h, &r->info, msg, msglen);
 }
 
 static int all_finite(const float *v, size_t n)
@@ -704,19 +602,6 @@ static void put_rows(FILE *f, const float *v, int rows, int cols)
     fputc(']', f);
 }
 
-/* Builds the error response for e in r, with a printf-style message. */
-static void infer_fail(infer_request *r, http_error e, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void infer_fail(infer_request *r, http_error e, const char *fmt, ...)
-{
-    char message[HTTP_MESSAGE_MAX];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(message, sizeof message, fmt, ap);
-    va_end(ap);
-    infer_set_error(r, e, message);
-}
-
 /* Hands the memstream's text to r as a JSON 200 (or a 503 when it could not
  * be written). */
 static void infer_json_done(infer_request *r, FILE *f, char **text, size_t *len)
@@ -724,7 +609,7 @@ static void infer_json_done(infer_request *r, FILE *f, char **text, size_t *len)
     int bad = ferror(f);
     if (fclose(f) || bad || !*text) {
         free(*text);
-        infer_fail(r, HTTP_ERR_UNAVAILABLE, "out of memory writing the response");
+        compute_request_fail(&r->base, HTTP_ERR_UNAVAILABLE, "out of memory writing the response");
         return;
     }
     infer_set_body(r, MHD_HTTP_OK, "application/json", *text, *len);
@@ -804,15 +689,16 @@ http_error api_infer_encode_images(http_format fmt, const vae_config *cfg, const
  * (n, latent), built in r (api_infer_encode_images). A failure to write them
  * is answered here too, and like the 200 it carries the model's X-Model
  * headers (only non-finite output does not): the caller goes on when
- * r->status is 200. */
+ * r->base.status is 200. */
 static void infer_images(infer_request *r, const model_handle *h, const float *x, const float *z,
                          int n, int cols, const char *extra_json)
 {
     const vae_config *cfg = &h->model.cfg;
     if (!all_finite(x, (size_t)n * (size_t)vae_config_input_dim(cfg)) ||
         !all_finite(z, (size_t)n * (size_t)cfg->latent)) {
-        infer_fail(r, HTTP_ERR_UNPROCESSABLE, "the model produced non-finite values (weights "
-                                              "too large for float arithmetic on this input)");
+        compute_request_fail(&r->base, HTTP_ERR_UNPROCESSABLE,
+                             "the model produced non-finite values (weights too large for float "
+                             "arithmetic on this input)");
         return;
     }
     char msg[HTTP_MESSAGE_MAX];
@@ -823,10 +709,10 @@ static void infer_images(infer_request *r, const model_handle *h, const float *x
                                            extra_json, &body, &len, &content_type, msg,
                                            sizeof msg);
     if (e != HTTP_ERR_NONE)
-        infer_set_error(r, e, msg);
+        compute_request_fail(&r->base, e, "%s", msg);
     else
         infer_set_body(r, MHD_HTTP_OK, content_type, body, len);
-    infer_model_headers(r, &r->info);
+    compute_request_model_headers(&r->base, r->info.model, (long long)r->info.version);
 }
 
 /* ---- the work ------------------------------------------------------------- */
@@ -874,8 +760,8 @@ static http_error run_sample(infer_request *r, const model_handle *h, char *msg,
              (unsigned long long)r->seed, r->temperature);
     infer_images(r, h, x, z, n, cols, extra);
     snprintf(seed_str, sizeof seed_str, "%llu", (unsigned long long)r->seed);
-    if (r->status == MHD_HTTP_OK)
-        infer_add_header(r, "X-Seed", seed_str);
+    if (r->base.status == MHD_HTTP_OK)
+        compute_request_add_header(&r->base, "X-Seed", seed_str);
 end:
     vae_workspace_free(ws);
     free(z);
@@ -961,10 +847,7 @@ http_error api_infer_read_images(const vae_config *cfg, const char *body, size_t
 static http_error encode_input(infer_request *r, const vae_config *cfg, float **x, int *n,
                                char *msg, size_t msglen)
 {
-    api_infer_body kind = r->body_png   ? API_INFER_BODY_PNG
-                          : r->body_npy ? API_INFER_BODY_NPY
-                                        : API_INFER_BODY_JSON;
-    return api_infer_read_images(cfg, r->body, r->body_len, kind, x, n, msg, msglen);
+    return api_infer_read_images(cfg, r->body, r->body_len, r->body_kind, x, n, msg, msglen);
 }
 
 static http_error run_encode(infer_request *r, const model_handle *h, char *msg, size_t msglen)
@@ -1018,7 +901,7 @@ static http_error run_encode(infer_request *r, const model_handle *h, char *msg,
     put_rows(f, logvar, n, cfg->latent);
     fputc('}', f);
     infer_json_done(r, f, &text, &len);
-    infer_model_headers(r, &r->info);
+    compute_request_model_headers(&r->base, r->info.model, (long long)r->info.version);
 end:
     vae_workspace_free(ws);
     free(x);
@@ -1354,6 +1237,16 @@ http_error api_infer_data_image(http_ctx *ctx, const char *ref_text, const vae_c
     return HTTP_ERR_NONE;
 }
 
+http_error api_infer_data_label(const vae_config *cfg, const char *ref, int label, char *msg,
+                                size_t msglen)
+{
+    if (label < 0) {
+        snprintf(msg, msglen, "%s has no label, which the conditional model needs", ref);
+        return HTTP_ERR_UNPROCESSABLE;
+    }
+    return infer_labels_check_one(cfg, label, "label", msg, msglen);
+}
+
 /* One end of a GET /interpolate: a label:K reference (its latent stays 0)
  * or an image of a data set (into x) with its label; for a conditional
  * model both need a label in range, for another neither may be a label. */
@@ -1367,14 +1260,10 @@ static http_error get_end(infer_request *r, const char *ref_text, const vae_conf
         *label = (int)(ref.index < INT32_MAX ? ref.index : INT32_MAX);
         return infer_labels_check_one(cfg, (long long)ref.index, "label", msg, msglen);
     }
-    http_error e = api_infer_data_image(r->ctx, ref_text, cfg, x, label, msg, msglen);
+    http_error e = api_infer_data_image(r->base.ctx, ref_text, cfg, x, label, msg, msglen);
     if (e != HTTP_ERR_NONE || !vae_config_is_conditional(cfg))
         return e;
-    if (*label < 0) {
-        snprintf(msg, msglen, "%s has no label, which the conditional model needs", ref_text);
-        return HTTP_ERR_UNPROCESSABLE;
-    }
-    return infer_labels_check_one(cfg, *label, "label", msg, msglen);
+    return api_infer_data_label(cfg, ref_text, *label, msg, msglen);
 }
 
 static http_error run_interpolate_get(infer_request *r, const model_handle *h, char *msg, size_t msglen)
@@ -1393,21 +1282,14 @@ static http_error run_interpolate_get(infer_request *r, const model_handle *h, c
     /* The polling thread looked this very key up and missed: one lookup, one
      * hit or miss counted, per request. */
     int checked = r->cache_checked && !strcmp(key, r->cache_key);
-    if (r->ctx->responses)
+    if (r->base.ctx->responses)
         snprintf(r->cache_key, sizeof r->cache_key, "%s", key);
 
-    if (r->if_none_match[0] && http_etag_listed(r->if_none_match, etag)) {
-        if (r->resp)
-            MHD_destroy_response(r->resp);
-        r->resp = MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
-        r->status = MHD_HTTP_NOT_MODIFIED;
-        infer_add_header(r, MHD_HTTP_HEADER_ETAG, etag);
-        infer_add_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, cache_control);
+    if (compute_request_not_modified(&r->base, etag, cache_control))
         goto end;
-    }
-    if (r->ctx->responses && !checked) {
+    if (r->base.ctx->responses && !checked) {
         response_body *b = NULL; /* a reference, handed to the response */
-        if (response_cache_get(r->ctx->responses, r->cache_key, &b) == RESPONSE_CACHE_OK) {
+        if (response_cache_get(r->base.ctx->responses, r->cache_key, &b) == RESPONSE_CACHE_OK) {
             interp_answer_cached(r, &r->info, b, etag);
             goto end;
         }
@@ -1443,14 +1325,11 @@ static http_error run_interpolate_get(infer_request *r, const model_handle *h, c
     if ((e = interpolate_answer(r, h, ws, ends, ends + L, labels[0], labels[1], msg, msglen)) !=
         HTTP_ERR_NONE)
         goto end;
-    if (r->status == MHD_HTTP_OK) {
-        infer_add_header(r, MHD_HTTP_HEADER_ETAG, etag);
-        infer_add_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, cache_control);
-    }
+    compute_request_cache_headers(&r->base, etag, cache_control);
     /* Only a whole 200 is kept; a body over the cache's size limit (or no
      * memory for the entry) is simply not kept. */
-    if (r->ctx->responses && r->status == MHD_HTTP_OK && r->resp && r->fresh)
-        (void)response_cache_put(r->ctx->responses, r->cache_key, r->fresh);
+    if (r->base.ctx->responses && r->base.status == MHD_HTTP_OK && r->base.resp && r->base.shared)
+        (void)response_cache_put(r->base.ctx->responses, r->cache_key, r->base.shared);
 end:
     vae_workspace_free(ws);
     free(x);
@@ -1485,10 +1364,7 @@ static size_t infer_memory_bytes(const infer_request *r, const vae_config *cfg)
         values = r->body_len / 2 + 1;
         break;
     default:
-        n = api_infer_body_images(cfg, r->body_png   ? API_INFER_BODY_PNG
-                                       : r->body_npy ? API_INFER_BODY_NPY
-                                                     : API_INFER_BODY_JSON,
-                                  r->body_len, &values);
+        n = api_infer_body_images(cfg, r->body_kind, r->body_len, &values);
         break;
     }
     return vae_config_workspace_bytes(cfg, (int)n) + 3 * n * (D + L) * sizeof(float) +
@@ -1537,17 +1413,17 @@ http_error api_infer_check_memory(http_ctx *ctx, const vae_config *cfg, size_t n
 
 /* The work of r, on a compute thread or (when cheap) the polling thread: the
  * model is acquired (and released) here, and the answer, error or not, ends
- * up in r->resp. A run_* function either builds it (and returns
+ * up in r->base.resp. A run_* function either builds it (and returns
  * HTTP_ERR_NONE) or returns the error for this to build. */
-static void infer_run(compute_task *t)
+static void infer_run(compute_request *cr)
 {
-    infer_request *r = (infer_request *)t;
+    infer_request *r = (infer_request *)cr;
     char msg[HTTP_MESSAGE_MAX] = "";
     model_handle *h = r->held; /* released below */
     r->held = NULL;
     http_error e = h ? HTTP_ERR_NONE : infer_acquire(r, &h, msg, sizeof msg);
     if (e == HTTP_ERR_NONE)
-        e = api_infer_check_memory(r->ctx, &h->model.cfg, infer_memory_bytes(r, &h->model.cfg),
+        e = api_infer_check_memory(r->base.ctx, &h->model.cfg, infer_memory_bytes(r, &h->model.cfg),
                                    msg, sizeof msg);
     if (e == HTTP_ERR_NONE) {
         switch (r->kind) {
@@ -1568,9 +1444,7 @@ static void infer_run(compute_task *t)
             break;
         }
     }
-    model_cache_release(r->ctx->cache, h);
+    model_cache_release(cr->ctx->cache, h);
     if (e != HTTP_ERR_NONE)
-        infer_set_error(r, e, msg);
-    else if (!r->resp && !r->status)
-        infer_set_error(r, HTTP_ERR_INTERNAL, "no response was built");
+        compute_request_fail(cr, e, "%s", msg);
 }

@@ -107,6 +107,11 @@ int api_infer_is_data_ref(const char *s);
  * available, 422 of another shape than cfg's. */
 http_error api_infer_data_image(http_ctx *ctx, const char *ref, const vae_config *cfg,
                                 float *dst, int *label, char *msg, size_t msglen);
+/* A data-set image's own label (api_infer_data_image's *label, -1 when its
+ * set has none) as the class of a conditional cfg: 422 naming ref when
+ * there is none, or when it is not one of cfg's classes. */
+http_error api_infer_data_label(const vae_config *cfg, const char *ref, int label, char *msg,
+                                size_t msglen);
 /* A data-set image reference DATASET:SPLIT:INDEX (not label:K) parsed:
  * 0, or -1 when s is not one (the index is not range-checked: the split is
  * not loaded). */

@@ -1,10 +1,11 @@
 /* api_score: POST /score and GET /score. See api_score.h.
  *
- * Like the inference endpoints (api_infer.c), a handler checks the query on
- * the polling thread and admits the request into the compute pool, whose
- * thread parses the body, scores it and builds the answer; the handler's
- * second call queues it. Scores are never computed on a polling thread:
- * even one image costs K decodes, and the likelihood regret many steps. */
+ * A score_request is a compute_request (compute_request.h): the handler
+ * checks the query on the polling thread and admits it into the compute
+ * pool, whose thread parses the body, scores it and builds the answer; the
+ * handler's second call queues it. Scores are never computed on a polling
+ * thread: even one image costs K decodes, and the likelihood regret many
+ * steps. */
 #include "server/api_score.h"
 
 #include <math.h>
@@ -15,7 +16,7 @@
 #include "engine/eval.h"
 #include "engine/util.h"
 #include "server/api_infer.h"
-#include "server/compute_pool.h"
+#include "server/compute_request.h"
 #include "server/http_util.h"
 #include "server/infer_labels.h"
 #include "server/json_num.h"
@@ -27,8 +28,7 @@
 #define SCORE_JSON_MAX (9 * (24 + JSON_NUM_FLOAT_MAX))
 
 typedef struct {
-    compute_task task;           /* first: the pool's view (task.conn is the connection) */
-    http_ctx *ctx;               /* borrowed */
+    compute_request base;        /* first */
     const char *body;            /* borrowed from http_request, alive until completion */
     size_t body_len;
     api_infer_body kind;
@@ -38,36 +38,14 @@ typedef struct {
     uint64_t seed;
     infer_labels labels;
     registry_checkpoint_info info; /* what the names resolved to: what the answer reports */
-    struct MHD_Response *resp;   /* owned until queued */
-    unsigned status;
 } score_request;
 
-static void score_free(void *p)
-{
-    score_request *r = p;
-    if (!r)
-        return;
-    if (r->resp)
-        MHD_destroy_response(r->resp);
-    free(r);
-}
-
-static void score_run(compute_task *t);
-
-static enum MHD_Result score_queue(score_request *r)
-{
-    if (!r->resp)
-        return MHD_NO; /* out of memory building it: drop the connection */
-    enum MHD_Result ret = MHD_queue_response(r->task.conn, r->status, r->resp);
-    MHD_destroy_response(r->resp);
-    r->resp = NULL;
-    return ret;
-}
+static void score_run(compute_request *cr);
 
 /* The query both methods share into r. */
 static http_error score_params(score_request *r, char *msg, size_t msglen)
 {
-    struct MHD_Connection *c = r->task.conn;
+    struct MHD_Connection *c = r->base.task.conn;
     http_format fmt;
     int have_seed;
     http_error e = api_infer_model_params(c, r->model, r->version, msg, msglen);
@@ -88,17 +66,12 @@ static enum MHD_Result score_start(http_ctx *ctx, struct MHD_Connection *c, http
                                    int get)
 {
     if (req->work)
-        return score_queue(req->work);
-    score_request *r = calloc(1, sizeof *r); /* owned by req: freed by work_free */
+        return compute_request_queue(req->work);
+    score_request *r = compute_request_new(ctx, c, req, sizeof *r, score_run);
     if (!r)
         return MHD_NO;
-    r->task.run = score_run;
-    r->task.conn = c;
-    r->ctx = ctx;
     r->body = req->body;
     r->body_len = req->body_len;
-    req->work = r;
-    req->work_free = score_free;
     char msg[HTTP_MESSAGE_MAX];
     http_error e = score_params(r, msg, sizeof msg);
     if (e == HTTP_ERR_NONE && get) {
@@ -120,7 +93,7 @@ static enum MHD_Result score_start(http_ctx *ctx, struct MHD_Connection *c, http
     }
     if (e != HTTP_ERR_NONE)
         return http_send_error(c, e, "%s", msg);
-    return compute_pool_admit(ctx->compute, &r->task);
+    return compute_request_submit(&r->base, 0);
 }
 
 enum MHD_Result api_score_post(http_ctx *ctx, struct MHD_Connection *c, http_request *req)
@@ -176,25 +149,11 @@ static void score_answer(score_request *r, const eval_score *s, int n)
         bad = 1;
     if (bad || !text) {
         free(text);
-        r->resp = http_error_response(HTTP_ERR_UNAVAILABLE, "out of memory writing the response");
-        r->status = http_error_status(HTTP_ERR_UNAVAILABLE);
+        compute_request_fail(&r->base, HTTP_ERR_UNAVAILABLE, "out of memory writing the response");
         return;
     }
-    r->resp = MHD_create_response_from_buffer_with_free_callback(len, text, free);
-    if (!r->resp) {
-        free(text);
-        return;
-    }
-    r->status = MHD_HTTP_OK;
-    char version[32];
-    snprintf(version, sizeof version, "%lld", (long long)r->info.version);
-    if (MHD_add_response_header(r->resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json") !=
-            MHD_YES ||
-        MHD_add_response_header(r->resp, "X-Model", r->info.model) != MHD_YES ||
-        MHD_add_response_header(r->resp, "X-Model-Version", version) != MHD_YES) {
-        MHD_destroy_response(r->resp);
-        r->resp = NULL;
-    }
+    compute_request_set_body(&r->base, MHD_HTTP_OK, "application/json", text, len);
+    compute_request_model_headers(&r->base, r->info.model, (long long)r->info.version);
 }
 
 /* The inputs of r into *x (malloc'd, the caller's), *n and labels (for a
@@ -215,17 +174,13 @@ static http_error score_inputs(score_request *r, const vae_config *cfg, float **
         return HTTP_ERR_UNAVAILABLE;
     }
     int own;
-    http_error e = api_infer_data_image(r->ctx, r->from, cfg, *x, &own, msg, msglen);
+    http_error e = api_infer_data_image(r->base.ctx, r->from, cfg, *x, &own, msg, msglen);
     if (e != HTTP_ERR_NONE || !vae_config_is_conditional(cfg) || r->labels.given)
         return e != HTTP_ERR_NONE ? e
                                   : infer_labels_resolve(&r->labels, cfg, 1, 0, labels, msg,
                                                          msglen);
-    if (own < 0) {
-        snprintf(msg, msglen, "%s has no label, which the conditional model needs", r->from);
-        return HTTP_ERR_UNPROCESSABLE;
-    }
     labels[0] = own;
-    return infer_labels_check_one(cfg, own, "label", msg, msglen);
+    return api_infer_data_label(cfg, r->from, own, msg, msglen);
 }
 
 /* At most what r can make the daemon allocate on model cfg, known before
@@ -254,7 +209,7 @@ static http_error score_work(score_request *r, const model_handle *h, char *msg,
     o.iwae_k = (int)r->k;
     o.regret_steps = (int)r->regret;
     o.seed = r->seed;
-    http_error e = api_infer_check_memory(r->ctx, cfg, score_memory_bytes(r, cfg, &o), msg, msglen);
+    http_error e = api_infer_check_memory(r->base.ctx, cfg, score_memory_bytes(r, cfg, &o), msg, msglen);
     if (e == HTTP_ERR_NONE)
         e = score_inputs(r, cfg, &x, &n, labels, msg, msglen);
     if (e != HTTP_ERR_NONE)
@@ -298,19 +253,15 @@ end:
     return e;
 }
 
-static void score_run(compute_task *t)
+static void score_run(compute_request *cr)
 {
-    score_request *r = (score_request *)t;
+    score_request *r = (score_request *)cr;
     char msg[HTTP_MESSAGE_MAX] = "";
     model_handle *h = NULL; /* released below */
-    http_error e = api_infer_acquire(r->ctx, r->model, r->version, &h, &r->info, msg, sizeof msg);
+    http_error e = api_infer_acquire(cr->ctx, r->model, r->version, &h, &r->info, msg, sizeof msg);
     if (e == HTTP_ERR_NONE)
         e = score_work(r, h, msg, sizeof msg);
-    model_cache_release(r->ctx->cache, h);
-    if (e != HTTP_ERR_NONE) {
-        if (r->resp)
-            MHD_destroy_response(r->resp);
-        r->resp = http_error_response(e, msg);
-        r->status = http_error_status(e);
-    }
+    model_cache_release(cr->ctx->cache, h);
+    if (e != HTTP_ERR_NONE)
+        compute_request_fail(cr, e, "%s", msg);
 }

@@ -7,13 +7,22 @@
 
 #include "server/sha256.h"
 
+/* Drops the answer r holds (before another replaces it). */
+static void drop_answer(compute_request *r)
+{
+    if (r->resp)
+        MHD_destroy_response(r->resp);
+    r->resp = NULL;
+    response_body_release(r->shared);
+    r->shared = NULL;
+}
+
 static void compute_request_free(void *p)
 {
     compute_request *r = p;
     if (!r)
         return;
-    if (r->resp)
-        MHD_destroy_response(r->resp);
+    drop_answer(r);
     free(r);
 }
 
@@ -69,8 +78,7 @@ void compute_request_fail(compute_request *r, http_error e, const char *fmt, ...
     va_start(ap, fmt);
     vsnprintf(message, sizeof message, fmt, ap);
     va_end(ap);
-    if (r->resp)
-        MHD_destroy_response(r->resp);
+    drop_answer(r);
     r->resp = http_error_response(e, message);
     r->status = http_error_status(e);
 }
@@ -78,8 +86,7 @@ void compute_request_fail(compute_request *r, http_error e, const char *fmt, ...
 void compute_request_set_body(compute_request *r, unsigned status, const char *content_type,
                               void *buf, size_t len)
 {
-    if (r->resp)
-        MHD_destroy_response(r->resp);
+    drop_answer(r);
     r->status = status;
     r->resp = MHD_create_response_from_buffer_with_free_callback(len, buf, free);
     if (!r->resp) {
@@ -97,6 +104,21 @@ void compute_request_add_header(compute_request *r, const char *name, const char
     }
 }
 
+void compute_request_set_shared(compute_request *r, unsigned status, response_body *b)
+{
+    drop_answer(r);
+    r->shared = b;
+    r->status = status;
+    /* the response holds a reference of its own, released when MHD is done */
+    r->resp = MHD_create_response_from_buffer_with_free_callback_cls(
+        b->len, (void *)b->bytes, response_body_release_cb, response_body_ref(b));
+    if (!r->resp) {
+        response_body_release(b); /* the response's reference */
+        return;
+    }
+    compute_request_add_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, b->content_type);
+}
+
 void compute_request_model_headers(compute_request *r, const char *model, long long version)
 {
     char v[32];
@@ -105,23 +127,28 @@ void compute_request_model_headers(compute_request *r, const char *model, long l
     compute_request_add_header(r, "X-Model-Version", v);
 }
 
+void compute_request_etag_bytes(char *etag, const void *bytes, size_t len)
+{
+    char hex[65];
+    sha256_hex(bytes, len, hex);
+    snprintf(etag, COMPUTE_REQUEST_ETAG_MAX, "\"%.32s\"", hex);
+}
+
 void compute_request_etag(char *etag, const char *fmt, ...)
 {
-    char text[1024], hex[65];
+    char text[1024];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(text, sizeof text, fmt, ap);
     va_end(ap);
-    sha256_hex((const uint8_t *)text, strlen(text), hex);
-    snprintf(etag, COMPUTE_REQUEST_ETAG_MAX, "\"%.32s\"", hex);
+    compute_request_etag_bytes(etag, text, strlen(text));
 }
 
 int compute_request_not_modified(compute_request *r, const char *etag, const char *cache_control)
 {
     if (!r->if_none_match[0] || !http_etag_listed(r->if_none_match, etag))
         return 0;
-    if (r->resp)
-        MHD_destroy_response(r->resp);
+    drop_answer(r);
     r->resp = MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
     r->status = MHD_HTTP_NOT_MODIFIED;
     compute_request_add_header(r, MHD_HTTP_HEADER_ETAG, etag);

@@ -1,6 +1,6 @@
 /* compute_request: a request whose answer is built by a function that may run
  * on a compute thread — the life of one, shared by the handlers of
- * api_explore.c and api_data.c.
+ * api_infer.c, api_score.c, api_explore.c and api_data.c.
  *
  *     typedef struct { compute_request base; int n; ... } my_request;  // base first
  *     static void my_work(compute_request *cr) { my_request *r = (my_request *)cr;
@@ -17,9 +17,9 @@
  * The request struct is calloc'd, hangs off http_request.work and is freed by
  * http_request.work_free when libmicrohttpd completes the request (also when
  * the client went away while it was computed); the response it holds is
- * destroyed then when it was never queued. Whether the work is cheap enough
- * for a polling thread is the caller's call (it must not load a model or a
- * data set there, nor wait for the registry).
+ * destroyed then when it was never queued, and its shared body released.
+ * Whether the work is cheap enough for a polling thread is the caller's call
+ * (it must not load a model or a data set there, nor wait for the registry).
  *
  * GET images are deterministic bytes with an ETag: compute_request_etag
  * hashes a description of everything that decides the bytes, and
@@ -36,6 +36,7 @@
 #include "server/compute_pool.h"
 #include "server/http_request.h"
 #include "server/http_util.h"
+#include "server/response_cache.h"
 
 /* A quoted tag of 32 hex digits, with its NUL. */
 #define COMPUTE_REQUEST_ETAG_MAX 40
@@ -47,6 +48,10 @@ typedef struct compute_request {
     char if_none_match[512];               /* copied on the polling thread; "" when absent */
     struct MHD_Response *resp;             /* owned until queued */
     unsigned status;
+    /* The body of an answer built with compute_request_set_shared: a
+     * reference, released with r (or when another answer replaces it), for
+     * the caller to keep in the response cache. NULL for any other answer. */
+    response_body *shared;
 } compute_request;
 
 /* A zeroed request of size bytes (>= sizeof(compute_request), the caller's
@@ -66,11 +71,17 @@ void compute_request_fail(compute_request *r, http_error e, const char *fmt, ...
 void compute_request_set_body(compute_request *r, unsigned status, const char *content_type,
                               void *buf, size_t len);
 void compute_request_add_header(compute_request *r, const char *name, const char *value);
+/* An answer of status sending b's bytes as b's content type, without a copy
+ * (a body kept in, or to put into, the response cache): takes the reference
+ * b, which r->shared holds until r is freed. */
+void compute_request_set_shared(compute_request *r, unsigned status, response_body *b);
 /* X-Model and X-Model-Version of the checkpoint an answer came from. */
 void compute_request_model_headers(compute_request *r, const char *model, long long version);
 
 /* etag (COMPUTE_REQUEST_ETAG_MAX bytes): a hash of the printf-style text. */
 void compute_request_etag(char *etag, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* The same tag of len bytes (an answer whose bytes are their own tag). */
+void compute_request_etag_bytes(char *etag, const void *bytes, size_t len);
 /* 1 with a 304 built (ETag and cache_control set) when the request's
  * If-None-Match lists etag; else 0. */
 int compute_request_not_modified(compute_request *r, const char *etag, const char *cache_control);
