@@ -217,13 +217,14 @@ static int body_append(http_transport *t, http_request *req, const char *data, s
         return 0;
     }
     if (req->body_len + len + 1 > req->body_cap) {
-        /* A declared length is allocated once, whole (what it reserved;
-         * libmicrohttpd delivers no more): no doubling, no copies. */
-        size_t cap = req->body_cap ? req->body_cap : 4096;
+        /* A declared length is allocated once, whole, at its first piece
+         * (what it reserved; libmicrohttpd delivers no more): no doubling,
+         * no copies. A chunked body doubles from 4 KiB. */
+        size_t cap = req->body_declared ? req->body_reserved
+                     : req->body_cap    ? req->body_cap
+                                        : 4096;
         while (cap < req->body_len + len + 1)
             cap *= 2;
-        if (req->body_declared && cap > req->body_reserved)
-            cap = req->body_reserved;
         if (cap > max + 1)
             cap = max + 1;
         if (cap > req->body_reserved) {
