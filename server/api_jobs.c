@@ -836,13 +836,11 @@ enum MHD_Result api_jobs_events(http_ctx *ctx, struct MHD_Connection *c, http_re
     if (!full)
         J->n_streams++; /* this one's slot, until stream_free (or the failures below) */
     pthread_mutex_unlock(&J->mu);
-    if (full) {
-        metrics_count_refusal(METRICS_LIMIT_STREAMS);
-        return http_send_error_with_header(c, HTTP_ERR_UNAVAILABLE, "Retry-After", "5",
-                                           "%d event streams are open, as many as the server "
-                                           "keeps (--max-streams): retry shortly",
-                                           J->max_streams);
-    }
+    if (full)
+        return http_send_refusal(c, METRICS_LIMIT_STREAMS, HTTP_ERR_UNAVAILABLE, "5",
+                                 "%d event streams are open, as many as the server keeps "
+                                 "(--max-streams): retry shortly",
+                                 J->max_streams);
     sse_stream *s = calloc(1, sizeof *s); /* owned: by the response (stream_free) once created */
     struct MHD_Response *resp =
         s ? MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096, stream_read, s, stream_free)

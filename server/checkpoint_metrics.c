@@ -3,7 +3,7 @@
 #include <cjson/cJSON.h>
 #include <math.h>
 
-static int add_num(cJSON *o, const char *k, double v)
+int checkpoint_metrics_add_num(struct cJSON *o, const char *k, double v)
 {
     cJSON *n = isfinite(v) ? cJSON_CreateNumber(v) : cJSON_CreateNull(); /* o's once added */
     if (n && cJSON_AddItemToObject(o, k, n))
@@ -17,12 +17,16 @@ cJSON *checkpoint_metrics_epoch_json(const trainer_epoch_metrics *e, int with_ti
     cJSON *o = cJSON_CreateObject(); /* the caller's */
     if (!o)
         return NULL;
-    int ok = add_num(o, "epoch", e->epoch) && add_num(o, "train_loss", e->train_loss) &&
-             add_num(o, "train_recon", e->train_recon) && add_num(o, "train_kl", e->train_kl) &&
-             add_num(o, "test_loss", e->test_loss) && add_num(o, "test_recon", e->test_recon) &&
-             add_num(o, "test_kl", e->test_kl);
+    int ok = checkpoint_metrics_add_num(o, "epoch", e->epoch) &&
+             checkpoint_metrics_add_num(o, "train_loss", e->train_loss) &&
+             checkpoint_metrics_add_num(o, "train_recon", e->train_recon) &&
+             checkpoint_metrics_add_num(o, "train_kl", e->train_kl) &&
+             checkpoint_metrics_add_num(o, "test_loss", e->test_loss) &&
+             checkpoint_metrics_add_num(o, "test_recon", e->test_recon) &&
+             checkpoint_metrics_add_num(o, "test_kl", e->test_kl);
     if (ok && with_timing)
-        ok = add_num(o, "images_per_s", e->images_per_s) && add_num(o, "seconds", e->seconds);
+        ok = checkpoint_metrics_add_num(o, "images_per_s", e->images_per_s) &&
+             checkpoint_metrics_add_num(o, "seconds", e->seconds);
     if (!ok) {
         cJSON_Delete(o);
         return NULL;
@@ -36,13 +40,15 @@ char *checkpoint_metrics_json(const trainer_epoch_metrics *ms, int n, const eval
     int iwae = er && er->iwae_k > 0;
     cJSON *o = cJSON_CreateObject(); /* owned; owns per once added */
     cJSON *per = cJSON_CreateArray();
-    int ok = o && per && add_num(o, "epochs", n) && add_num(o, "train_loss", l->train_loss) &&
-             add_num(o, "test_loss", l->test_loss) && add_num(o, "test_recon", l->test_recon) &&
-             add_num(o, "test_kl", l->test_kl) &&
-             add_num(o, "active_units", er ? er->active_units : NAN) &&
-             add_num(o, "test_iwae_nll", iwae ? er->iwae_nll : NAN) &&
-             add_num(o, "iwae_k", iwae ? er->iwae_k : NAN) &&
-             add_num(o, "iwae_images", iwae ? er->iwae_n : NAN);
+    int ok = o && per && checkpoint_metrics_add_num(o, "epochs", n) &&
+             checkpoint_metrics_add_num(o, "train_loss", l->train_loss) &&
+             checkpoint_metrics_add_num(o, "test_loss", l->test_loss) &&
+             checkpoint_metrics_add_num(o, "test_recon", l->test_recon) &&
+             checkpoint_metrics_add_num(o, "test_kl", l->test_kl) &&
+             checkpoint_metrics_add_num(o, "active_units", er ? er->active_units : NAN) &&
+             checkpoint_metrics_add_num(o, "test_iwae_nll", iwae ? er->iwae_nll : NAN) &&
+             checkpoint_metrics_add_num(o, "iwae_k", iwae ? er->iwae_k : NAN) &&
+             checkpoint_metrics_add_num(o, "iwae_images", iwae ? er->iwae_n : NAN);
     for (int i = 0; ok && i < n; i++) {
         cJSON *e = checkpoint_metrics_epoch_json(&ms[i], 0);
         if (!e || !cJSON_AddItemToArray(per, e)) { /* per owns e once added */

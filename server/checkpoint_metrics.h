@@ -26,5 +26,8 @@ char *checkpoint_metrics_json(const trainer_epoch_metrics *ms, int n, const eval
  * with_timing, also "images_per_s" and "seconds" (a job's records, never a
  * checkpoint). The caller owns it (cJSON_Delete); NULL when out of memory. */
 struct cJSON *checkpoint_metrics_epoch_json(const trainer_epoch_metrics *e, int with_timing);
+/* Adds v under key k of o, null when it is not finite: 1, or 0 when memory
+ * ran out (nothing left allocated). For jobs_record's objects too. */
+int checkpoint_metrics_add_num(struct cJSON *o, const char *k, double v);
 
 #endif

@@ -115,12 +115,17 @@ static void strip_prefix(char *text, const char *prefix)
     }
 }
 
-void data_sets_strip_dir(char *text, const char *dir)
+void data_sets_strip_dir_as(char *text, const char *dir, const char *real)
 {
     if (!text || !dir || !*dir)
         return;
-    char real[PATH_MAX];
-    if (realpath(dir, real) && strcmp(real, dir))
+    if (real && *real && strcmp(real, dir))
         strip_prefix(text, real);
     strip_prefix(text, dir);
+}
+
+void data_sets_strip_dir(char *text, const char *dir)
+{
+    char real[PATH_MAX];
+    data_sets_strip_dir_as(text, dir, dir && *dir && realpath(dir, real) ? real : NULL);
 }

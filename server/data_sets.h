@@ -39,6 +39,9 @@ int data_sets_idx_paths(const char *root, const char *name, data_sets_split spli
  * what a client reads names files from inside dir ("DIR/sub/x" becomes
  * "sub/x"): server paths stay on the server. */
 void data_sets_strip_dir(char *text, const char *dir);
+/* The same with dir's realpath resolved already (real; NULL or "" when it
+ * did not resolve), for a caller that strips the same dir from many texts. */
+void data_sets_strip_dir_as(char *text, const char *dir, const char *real);
 /* VAE_ERR_ARG when a path has no test split. */
 vae_status data_sets_load(const char *root, const char *name, data_sets_split split,
                           dataset *out, char *err, size_t errlen);

@@ -217,13 +217,14 @@ static int body_append(http_transport *t, http_request *req, const char *data, s
         return 0;
     }
     if (req->body_len + len + 1 > req->body_cap) {
-        /* A declared length is allocated once, whole (what it reserved;
-         * libmicrohttpd delivers no more): no doubling, no copies. */
-        size_t cap = req->body_cap ? req->body_cap : 4096;
+        /* A declared length is allocated once, whole, at its first piece
+         * (what it reserved; libmicrohttpd delivers no more): no doubling,
+         * no copies. A chunked body doubles from 4 KiB. */
+        size_t cap = req->body_declared ? req->body_reserved
+                     : req->body_cap    ? req->body_cap
+                                        : 4096;
         while (cap < req->body_len + len + 1)
             cap *= 2;
-        if (req->body_declared && cap > req->body_reserved)
-            cap = req->body_reserved;
         if (cap > max + 1)
             cap = max + 1;
         if (cap > req->body_reserved) {
@@ -269,20 +270,18 @@ static enum MHD_Result on_headers(http_transport *t, struct MHD_Connection *c, h
         int reads = !strcmp(req->method, "GET") || !strcmp(req->method, "HEAD");
         char shown[64];
         if (host && !http_host_is_local(host, t->listen_host)) {
-            metrics_count_refusal(METRICS_LIMIT_HOST);
             printable(shown, sizeof shown, host);
-            return answer_early(req, http_send_error(
-                                         c, HTTP_ERR_FORBIDDEN,
+            return answer_early(req, http_send_refusal(
+                                         c, METRICS_LIMIT_HOST, HTTP_ERR_FORBIDDEN, NULL,
                                          "Host %s is not this machine: a server without a token "
                                          "answers only to localhost, 127.0.0.1 and its --listen "
                                          "name",
                                          shown));
         }
         if (origin && !reads && !http_origin_is_local(origin, t->listen_host)) {
-            metrics_count_refusal(METRICS_LIMIT_ORIGIN);
             printable(shown, sizeof shown, origin);
-            return answer_early(req, http_send_error(
-                                         c, HTTP_ERR_FORBIDDEN,
+            return answer_early(req, http_send_refusal(
+                                         c, METRICS_LIMIT_ORIGIN, HTTP_ERR_FORBIDDEN, NULL,
                                          "a page from %s may not send %s requests to a server "
                                          "without a token",
                                          shown, req->method));
@@ -310,31 +309,26 @@ static enum MHD_Result on_headers(http_transport *t, struct MHD_Connection *c, h
     uint64_t declared = 0;
     if (cl && http_parse_u64(cl, &declared))
         declared = 0; /* MHD refuses a Content-Length it cannot read itself */
-    if (declared > max && !takes_body) {
-        metrics_count_refusal(METRICS_LIMIT_NO_BODY);
-        return answer_early(req, http_send_error(c, HTTP_ERR_PAYLOAD_TOO_LARGE,
-                                                 "%s %s takes no request body (%llu bytes sent)",
-                                                 route->method, route->path,
-                                                 (unsigned long long)declared));
-    }
-    if (declared > max) {
-        metrics_count_refusal(METRICS_LIMIT_BODY_SIZE);
-        return answer_early(req, http_send_error(
-                                     c, HTTP_ERR_PAYLOAD_TOO_LARGE,
+    if (declared > max && !takes_body)
+        return answer_early(req, http_send_refusal(c, METRICS_LIMIT_NO_BODY,
+                                                   HTTP_ERR_PAYLOAD_TOO_LARGE, NULL,
+                                                   "%s %s takes no request body (%llu bytes sent)",
+                                                   route->method, route->path,
+                                                   (unsigned long long)declared));
+    if (declared > max)
+        return answer_early(req, http_send_refusal(
+                                     c, METRICS_LIMIT_BODY_SIZE, HTTP_ERR_PAYLOAD_TOO_LARGE, NULL,
                                      "request body of %llu bytes exceeds the limit of %zu bytes",
                                      (unsigned long long)declared, max));
-    }
     /* A declared body takes its whole share of the budget now, so many
      * clients each sending most of a large body cannot together hold more
      * than --max-bodies-mb. */
-    if (declared && bodies_reserve(t, (size_t)declared + 1)) {
-        metrics_count_refusal(METRICS_LIMIT_BODY_BUDGET);
-        return answer_early(req, http_send_error_with_header(
-                                     c, HTTP_ERR_UNAVAILABLE, "Retry-After", "1",
+    if (declared && bodies_reserve(t, (size_t)declared + 1))
+        return answer_early(req, http_send_refusal(
+                                     c, METRICS_LIMIT_BODY_BUDGET, HTTP_ERR_UNAVAILABLE, "1",
                                      "the server holds as many request bodies as it may "
                                      "(--max-bodies-mb %zu): retry shortly",
                                      t->bodies_max >> 20));
-    }
     req->body_reserved = declared ? (size_t)declared + 1 : 0;
     req->body_declared = declared != 0;
     return MHD_YES;
@@ -381,13 +375,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     }
     if (req->responded)
         return MHD_YES;
-    if (req->too_large) {
-        metrics_count_refusal(max ? METRICS_LIMIT_BODY_SIZE : METRICS_LIMIT_NO_BODY);
-        return max ? http_send_error(c, HTTP_ERR_PAYLOAD_TOO_LARGE,
-                                     "request body exceeds the limit of %zu bytes", max)
-                   : http_send_error(c, HTTP_ERR_PAYLOAD_TOO_LARGE,
-                                     "%s %s takes no request body", req->method, req->path);
-    }
+    if (req->too_large)
+        return max ? http_send_refusal(c, METRICS_LIMIT_BODY_SIZE, HTTP_ERR_PAYLOAD_TOO_LARGE,
+                                       NULL, "request body exceeds the limit of %zu bytes", max)
+                   : http_send_refusal(c, METRICS_LIMIT_NO_BODY, HTTP_ERR_PAYLOAD_TOO_LARGE,
+                                       NULL, "%s %s takes no request body", req->method,
+                                       req->path);
     return dispatch(&t->ctx, c, req);
 }
 

@@ -191,31 +191,51 @@ static enum MHD_Result queue_and_destroy(struct MHD_Connection *c, unsigned int 
     return ret;
 }
 
-enum MHD_Result http_send_error(struct MHD_Connection *c, http_error e, const char *fmt, ...)
+/* The error answer for e with fmt's message, and one more header when
+ * header is not NULL. */
+static enum MHD_Result send_error_v(struct MHD_Connection *c, http_error e, const char *header,
+                                    const char *value, const char *fmt, va_list ap)
 {
     char message[HTTP_MESSAGE_MAX];
+    vsnprintf(message, sizeof message, fmt, ap);
+    struct MHD_Response *resp = http_error_response(e, message);
+    if (resp && header && MHD_add_response_header(resp, header, value) != MHD_YES) {
+        MHD_destroy_response(resp);
+        resp = NULL;
+    }
+    return queue_and_destroy(c, http_error_status(e), resp);
+}
+
+enum MHD_Result http_send_error(struct MHD_Connection *c, http_error e, const char *fmt, ...)
+{
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(message, sizeof message, fmt, ap);
+    enum MHD_Result ret = send_error_v(c, e, NULL, NULL, fmt, ap);
     va_end(ap);
-    return queue_and_destroy(c, http_error_status(e), http_error_response(e, message));
+    return ret;
 }
 
 enum MHD_Result http_send_error_with_header(struct MHD_Connection *c, http_error e,
                                             const char *header, const char *value,
                                             const char *fmt, ...)
 {
-    char message[HTTP_MESSAGE_MAX];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(message, sizeof message, fmt, ap);
+    enum MHD_Result ret = send_error_v(c, e, header, value, fmt, ap);
     va_end(ap);
-    struct MHD_Response *resp = http_error_response(e, message);
-    if (resp && MHD_add_response_header(resp, header, value) != MHD_YES) {
-        MHD_destroy_response(resp);
-        resp = NULL;
-    }
-    return queue_and_destroy(c, http_error_status(e), resp);
+    return ret;
+}
+
+enum MHD_Result http_send_refusal(struct MHD_Connection *c, metrics_limit limit, http_error e,
+                                  const char *retry_after, const char *fmt, ...)
+{
+    metrics_count_refusal(limit);
+    va_list ap;
+    va_start(ap, fmt);
+    enum MHD_Result ret = send_error_v(c, e, retry_after ? MHD_HTTP_HEADER_RETRY_AFTER : NULL,
+                                       retry_after, fmt, ap);
+    va_end(ap);
+    return ret;
 }
 
 enum MHD_Result http_send_json(struct MHD_Connection *c, unsigned int status, cJSON *root)

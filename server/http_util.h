@@ -36,6 +36,7 @@
 #include "engine/vae_status.h"
 #include "server/data_cache.h"
 #include "server/jobs_pool.h"
+#include "server/metrics.h"
 #include "server/model_cache.h"
 #include "server/registry.h"
 
@@ -103,6 +104,13 @@ enum MHD_Result http_send_error(struct MHD_Connection *c, http_error e, const ch
 enum MHD_Result http_send_error_with_header(struct MHD_Connection *c, http_error e,
                                             const char *header, const char *value,
                                             const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+/* A request refused by a bound: counted by limit in /metrics
+ * (metrics_count_refusal) and answered as http_send_error does, with
+ * Retry-After: retry_after when that is not NULL. Every bound that answers
+ * where it refuses goes through here, so none is answered uncounted. */
+enum MHD_Result http_send_refusal(struct MHD_Connection *c, metrics_limit limit, http_error e,
+                                  const char *retry_after, const char *fmt, ...)
     __attribute__((format(printf, 5, 6)));
 
 /* Queues root printed compactly as application/json; takes root (freed here

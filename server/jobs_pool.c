@@ -57,6 +57,9 @@ struct jobs_pool {
     registry *reg;                  /* borrowed */
     char data_dir[PATH_MAX - 64]; /* room for /jobs/ID/resume.safetensors */
     char data_root[PATH_MAX];
+    /* realpath of each at start ("" when it did not resolve then), for
+     * jobs_pool_hide_paths: GET /jobs runs it on every job it lists */
+    char data_dir_real[PATH_MAX], data_root_real[PATH_MAX];
     size_t mem_limit;
     double progress_interval_s;
     int nice;
@@ -297,10 +300,20 @@ static void remove_stale_temps(const jobs_pool *p)
     closedir(d);
 }
 
+/* dir as data_sets_strip_dir strips it, its realpath taken once at start
+ * when it resolved then. */
+static void hide_dir(char *text, const char *dir, const char *real)
+{
+    if (*real)
+        data_sets_strip_dir_as(text, dir, real);
+    else
+        data_sets_strip_dir(text, dir);
+}
+
 void jobs_pool_hide_paths(const jobs_pool *p, char *text)
 {
-    data_sets_strip_dir(text, p->data_root);
-    data_sets_strip_dir(text, p->data_dir);
+    hide_dir(text, p->data_root, p->data_root_real);
+    hide_dir(text, p->data_dir, p->data_dir_real);
 }
 
 static void fail_job(job_run *j)
@@ -603,6 +616,8 @@ jobs_pool_status jobs_pool_new(registry *reg, const jobs_pool_options *o, jobs_p
     p->reg = reg;
     snprintf(p->data_dir, sizeof p->data_dir, "%s", o->data_dir);
     snprintf(p->data_root, sizeof p->data_root, "%s", root);
+    if (!realpath(p->data_dir, p->data_dir_real)) p->data_dir_real[0] = '\0';
+    if (!realpath(p->data_root, p->data_root_real)) p->data_root_real[0] = '\0';
     p->mem_limit = o->job_mem_limit;
     p->progress_interval_s = o->progress_interval_s >= 0 ? o->progress_interval_s : 1.0;
     p->nice = o->nice;

@@ -2,18 +2,8 @@
 #include "server/jobs_record.h"
 
 #include <cjson/cJSON.h>
-#include <math.h>
 
 #include "server/checkpoint_metrics.h"
-
-static int add_num(cJSON *o, const char *k, double v)
-{
-    cJSON *n = isfinite(v) ? cJSON_CreateNumber(v) : cJSON_CreateNull(); /* o's once added */
-    if (n && cJSON_AddItemToObject(o, k, n))
-        return 1;
-    cJSON_Delete(n); /* cJSON keeps no item it could not add (its key's copy failed) */
-    return 0;
-}
 
 /* Prints o and frees it; NULL when o is NULL or printing fails. */
 static char *print_and_free(cJSON *o)
@@ -26,10 +16,13 @@ static char *print_and_free(cJSON *o)
 char *jobs_record_progress_json(const trainer_progress *p)
 {
     cJSON *o = cJSON_CreateObject(); /* owned: freed by print_and_free */
-    int ok = o && add_num(o, "epoch", p->epoch) && add_num(o, "epochs", p->epochs) &&
-             add_num(o, "step", (double)p->step) && add_num(o, "steps", (double)p->steps) &&
-             add_num(o, "images_per_s", p->images_per_s) && add_num(o, "eta_s", p->eta_s) &&
-             add_num(o, "loss", p->loss);
+    int ok = o && checkpoint_metrics_add_num(o, "epoch", p->epoch) &&
+             checkpoint_metrics_add_num(o, "epochs", p->epochs) &&
+             checkpoint_metrics_add_num(o, "step", (double)p->step) &&
+             checkpoint_metrics_add_num(o, "steps", (double)p->steps) &&
+             checkpoint_metrics_add_num(o, "images_per_s", p->images_per_s) &&
+             checkpoint_metrics_add_num(o, "eta_s", p->eta_s) &&
+             checkpoint_metrics_add_num(o, "loss", p->loss);
     if (!ok) {
         cJSON_Delete(o);
         return NULL;

@@ -13,7 +13,6 @@
 #include "server/checkpoint_metrics.h"
 #include "server/data_sets.h"
 #include "server/jobs_record.h"
-#include "server/sha256.h"
 
 struct train_run {
     train_run_options o;     /* strings, ctx and cancel borrowed */
@@ -381,10 +380,9 @@ train_run_status train_run_register(train_run *r, registry *reg, const char *mod
     train_run_status st = TRAIN_RUN_OK;
     int rrc;
     if (job_id == 0) {
-        char sha[65];
         int created = 0;
-        sha256_hex(blob, len, sha);
-        rrc = registry_put_checkpoint(reg, model, blob, len, sha, cfg_json, r->metrics_json,
+        /* no expected sha256: the registry hashes the bytes itself, once */
+        rrc = registry_put_checkpoint(reg, model, blob, len, NULL, cfg_json, r->metrics_json,
                                       "train", info, &created, err, errlen);
     } else {
         int n;
