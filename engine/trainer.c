@@ -92,13 +92,11 @@ trainer *trainer_new_dist(vae_model *m, const dataset *train, int n_global, cons
 {
     if (check_shape(m, train, "training", err, errlen)) return NULL;
     if (test && check_shape(m, test, "test", err, errlen)) return NULL;
-    int ranks = trainer_dist_active(dist) ? dist->size : 1;
-    if (ranks == 1 ? n_global != train->n
-                   : (dist->rank < 0 || dist->rank >= ranks ||
-                      train->n != (n_global - dist->rank + ranks - 1) / ranks)) {
-        util_set_err(err, errlen, "rank %d's shard holds %d images; of %d it should hold %d",
-                     ranks == 1 ? 0 : dist->rank, train->n, n_global,
-                     ranks == 1 ? n_global : (n_global - dist->rank + ranks - 1) / ranks);
+    int ranks = trainer_dist_active(dist) ? dist->size : 1, rank = ranks > 1 ? dist->rank : 0;
+    int shard_n = (n_global - rank + ranks - 1) / ranks; /* the images g % ranks == rank */
+    if (rank < 0 || rank >= ranks || train->n != shard_n) {
+        util_set_err(err, errlen, "rank %d's shard holds %d images; of %d it should hold %d", rank,
+                     train->n, n_global, shard_n);
         return NULL;
     }
     trainer *t = calloc(1, sizeof *t);
