@@ -90,7 +90,9 @@ int cli_parse(const char *cmd, int argc, char **argv, const cli_option *opts, si
         case CLI_STRING:
             *(const char **)o->dst = value;
             break;
-        case CLI_LONG: {
+        case CLI_LONG:
+        case CLI_INT:
+        case CLI_SIZE: {
             long v = strtol(value, &end, 10);
             if (!*value || *end || errno || (o->min < o->max && (v < o->min || v > o->max))) {
                 if (o->min < o->max)
@@ -101,7 +103,12 @@ int cli_parse(const char *cmd, int argc, char **argv, const cli_option *opts, si
                             value);
                 return CLI_ERR;
             }
-            *(long *)o->dst = v;
+            if (o->type == CLI_INT)
+                *(int *)o->dst = (int)v;
+            else if (o->type == CLI_SIZE)
+                *(size_t *)o->dst = (size_t)v;
+            else
+                *(long *)o->dst = v;
             break;
         }
         case CLI_DOUBLE: {

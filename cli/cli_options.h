@@ -17,13 +17,16 @@
 
 #include <stddef.h>
 
-typedef enum { CLI_STRING, CLI_LONG, CLI_DOUBLE, CLI_FLAG } cli_type;
+/* CLI_INT and CLI_SIZE are CLI_LONG stored into an int or a size_t field
+ * (a struct's own, with no long to copy it from): give them a [min, max]
+ * the field's type holds. */
+typedef enum { CLI_STRING, CLI_LONG, CLI_DOUBLE, CLI_FLAG, CLI_INT, CLI_SIZE } cli_type;
 
 typedef struct {
     const char *name;
     cli_type type;
-    void *dst;        /* const char **, long *, double * or int * (CLI_FLAG) */
-    long min, max;    /* for CLI_LONG, when min < max */
+    void *dst;        /* const char **, long *, double *, int * (CLI_FLAG, CLI_INT), size_t * */
+    long min, max;    /* for CLI_LONG, CLI_INT and CLI_SIZE, when min < max */
     const char *help;
 } cli_option;
 

@@ -64,73 +64,53 @@ static int cmd_serve(int argc, char **argv)
 {
     server_options o;
     server_options_default(&o);
-    long threads = o.threads, max_conn = o.max_connections, timeout = o.timeout_s;
-    long cache_mb = (long)o.model_cache_mb, max_body_mb = (long)(o.max_body >> 20);
-    long response_cache_mb = (long)o.response_cache_mb;
-    long max_upload_mb = (long)(o.max_upload >> 20), workers = o.workers;
-    long job_mem_mb = (long)o.job_mem_mb;
-    long max_bodies_mb = (long)o.max_bodies_mb, max_per_ip = (long)o.max_per_ip;
-    long max_streams = o.max_streams, stream_max_s = o.stream_max_s;
-    long request_mem_mb = (long)o.request_mem_mb;
-    long job_retention_days = o.job_retention_days, max_queued_jobs = o.max_queued_jobs;
-    long job_lease_s = o.job_lease_s;
+    /* the fields of o straight from their flags (CLI_INT, CLI_SIZE); these
+     * three are given in other units or an unsigned */
+    long max_body_mb = (long)(o.max_body >> 20), max_upload_mb = (long)(o.max_upload >> 20);
+    long max_per_ip = (long)o.max_per_ip;
     const char *token_file = NULL;
     cli_option opts[] = {
         {"listen", CLI_STRING, &o.listen, 0, 0, "ADDR:PORT to listen on (default 127.0.0.1:8080)"},
         {"data-dir", CLI_STRING, &o.data_dir, 0, 0, "directory of registry.db (default var)"},
         {"registry", CLI_STRING, &o.registry, 0, 0,
          "registry file or postgresql://USER@HOST:PORT/DB (else $VAED_REGISTRY, else DATA_DIR/registry.db)"},
-        {"job-lease", CLI_LONG, &job_lease_s, 1, 86400,
+        {"job-lease", CLI_INT, &o.job_lease_s, 1, 86400,
          "shared registry: seconds before a dead replica's job is claimed again (default 30)"},
         {"port-file", CLI_STRING, &o.port_file, 0, 0, "write the bound port here once listening"},
         {"default-model", CLI_STRING, &o.default_model, 0, 0, "model used when a request names none"},
-        {"threads", CLI_LONG, &threads, 0, 256, "HTTP worker threads (0 = cores)"},
-        {"max-connections", CLI_LONG, &max_conn, 1, 100000, "connection limit"},
-        {"timeout", CLI_LONG, &timeout, 1, 3600, "idle connection timeout, seconds"},
-        {"model-cache-mb", CLI_LONG, &cache_mb, 1, 1 << 20, "bytes of loaded models kept, MiB"},
-        {"response-cache-mb", CLI_LONG, &response_cache_mb, 0, 1 << 20,
+        {"threads", CLI_INT, &o.threads, 0, 256, "HTTP worker threads (0 = cores)"},
+        {"max-connections", CLI_INT, &o.max_connections, 1, 100000, "connection limit"},
+        {"timeout", CLI_INT, &o.timeout_s, 1, 3600, "idle connection timeout, seconds"},
+        {"model-cache-mb", CLI_SIZE, &o.model_cache_mb, 1, 1 << 20, "bytes of loaded models kept, MiB"},
+        {"response-cache-mb", CLI_SIZE, &o.response_cache_mb, 0, 1 << 20,
          "GET /interpolate answers kept, MiB (default 16, 0 = none)"},
         {"max-body-mb", CLI_LONG, &max_body_mb, 1, 4096, "largest request body, MiB"},
         {"max-upload", CLI_LONG, &max_upload_mb, 1, 65536, "largest checkpoint upload, MiB (default 256)"},
         {"token-file", CLI_STRING, &token_file, 0, 0, "bearer token mutations need (else $VAED_TOKEN)"},
-        {"workers", CLI_LONG, &workers, 0, 64, "training worker threads (default 1)"},
-        {"job-mem-mb", CLI_LONG, &job_mem_mb, 1, 1 << 20, "largest memory estimate of a job, MiB"},
-        {"max-bodies-mb", CLI_LONG, &max_bodies_mb, 0, 1 << 20,
+        {"workers", CLI_INT, &o.workers, 0, 64, "training worker threads (default 1)"},
+        {"job-mem-mb", CLI_SIZE, &o.job_mem_mb, 1, 1 << 20, "largest memory estimate of a job, MiB"},
+        {"max-bodies-mb", CLI_SIZE, &o.max_bodies_mb, 0, 1 << 20,
          "request bodies held at once, all connections, MiB (default 512, 0 = no limit)"},
         {"max-per-ip", CLI_LONG, &max_per_ip, 0, 100000,
          "open connections from one address (default 128, 0 = no limit)"},
-        {"max-streams", CLI_LONG, &max_streams, 0, 100000,
+        {"max-streams", CLI_INT, &o.max_streams, 0, 100000,
          "open GET /jobs/ID/events streams (default 32)"},
-        {"stream-max-s", CLI_LONG, &stream_max_s, 1, 86400,
+        {"stream-max-s", CLI_INT, &o.stream_max_s, 1, 86400,
          "seconds an event stream lasts; clients resume with Last-Event-ID (default 600)"},
-        {"request-mem-mb", CLI_LONG, &request_mem_mb, 0, 1 << 20,
+        {"request-mem-mb", CLI_SIZE, &o.request_mem_mb, 0, 1 << 20,
          "most one inference request may allocate, MiB (default 1024, 0 = no limit)"},
-        {"job-retention-days", CLI_LONG, &job_retention_days, 0, 100000,
+        {"job-retention-days", CLI_INT, &o.job_retention_days, 0, 100000,
          "finished jobs kept, days (default 30, 0 = for ever)"},
-        {"max-queued-jobs", CLI_LONG, &max_queued_jobs, 0, 1000000,
+        {"max-queued-jobs", CLI_INT, &o.max_queued_jobs, 0, 1000000,
          "jobs waiting at once; past it POST /jobs is 429 (default 100, 0 = no limit)"},
         {"mpi-hostfile", CLI_STRING, &o.mpi_hostfile, 0, 0,
          "Open MPI hostfile: jobs with \"ranks\": N > 1 run under mpirun on its hosts"},
     };
     int rc = cli_parse("serve", argc, argv, opts, sizeof opts / sizeof opts[0], NULL);
     if (rc) return rc == CLI_HELP ? 0 : 2;
-    o.threads = (int)threads;
-    o.max_connections = (int)max_conn;
-    o.timeout_s = (int)timeout;
-    o.model_cache_mb = (size_t)cache_mb;
-    o.response_cache_mb = (size_t)response_cache_mb;
     o.max_body = (size_t)max_body_mb << 20;
     o.max_upload = (size_t)max_upload_mb << 20;
-    o.workers = (int)workers;
-    o.job_mem_mb = (size_t)job_mem_mb;
-    o.max_bodies_mb = (size_t)max_bodies_mb;
     o.max_per_ip = (unsigned)max_per_ip;
-    o.max_streams = (int)max_streams;
-    o.stream_max_s = (int)stream_max_s;
-    o.request_mem_mb = (size_t)request_mem_mb;
-    o.job_retention_days = (int)job_retention_days;
-    o.max_queued_jobs = (int)max_queued_jobs;
-    o.job_lease_s = (int)job_lease_s;
     if (!o.registry && getenv("VAED_REGISTRY") && *getenv("VAED_REGISTRY"))
         o.registry = getenv("VAED_REGISTRY");
     if (o.mpi_hostfile && access(o.mpi_hostfile, R_OK) != 0) {

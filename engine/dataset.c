@@ -86,6 +86,20 @@ static vae_status idx_read(gzFile gz, const char *path, uint8_t *dst, size_t wan
     return VAE_OK;
 }
 
+/* Checks that nothing follows the file's first `len` bytes (the header's and
+ * the body it describes), which gz has read. */
+static vae_status idx_read_end(gzFile gz, const char *path, size_t len, char *err, size_t errlen) {
+    uint8_t extra[64];
+    size_t got;
+    vae_status rc = idx_read(gz, path, extra, sizeof extra, &got, err, errlen);
+    if (!rc && got) {
+        util_set_err(err, errlen, "%s: trailing bytes after the %zu bytes the header describes", path,
+                len);
+        rc = VAE_ERR_FORMAT;
+    }
+    return rc;
+}
+
 /* Reads exactly `count` bytes after the header and checks nothing follows.
  * *out is owned by the caller. */
 static vae_status idx_read_body(gzFile gz, const char *path, size_t header_len, size_t count,
@@ -123,14 +137,7 @@ static vae_status idx_read_body(gzFile gz, const char *path, size_t header_len, 
         buf = nbuf;
         cap = ncap;
     }
-    uint8_t extra[64];
-    size_t got;
-    vae_status rc = idx_read(gz, path, extra, sizeof extra, &got, err, errlen);
-    if (!rc && got) {
-        util_set_err(err, errlen, "%s: trailing bytes after the %zu bytes the header describes", path,
-                header_len + count);
-        rc = VAE_ERR_FORMAT;
-    }
+    vae_status rc = idx_read_end(gz, path, header_len + count, err, errlen);
     if (rc) {
         free(buf);
         return rc;
@@ -381,15 +388,7 @@ vae_status dataset_load_idx_shard(dataset *out, const char *images_path, const c
     }
     free(labels);
     out->labels = mine_labels;
-    if (!rc) {
-        size_t got;
-        rc = idx_read(gz, images_path, chunk, per * dim < 64 ? per * dim : 64, &got, err, errlen);
-        if (!rc && got) {
-            util_set_err(err, errlen, "%s: trailing bytes after the %zu bytes the header describes",
-                         images_path, 16 + (size_t)n * dim);
-            rc = VAE_ERR_FORMAT;
-        }
-    }
+    if (!rc) rc = idx_read_end(gz, images_path, 16 + (size_t)n * dim, err, errlen);
     idx_set_shape(out, mine, rows, cols);
     *n_selected = sel;
 end:

@@ -54,7 +54,6 @@ vae_status pca_fit(const float *x, int n, int d, int k, float *mean, float *axes
     for (int j = 0; j < k; j++) {
         /* a start that no axis is orthogonal to by accident */
         for (size_t a = 0; a < D; a++) v[a] = 1.0 + 0.01 * (double)a;
-        double lambda = 0;
         for (int it = 0; it < PCA_ITERATIONS; it++) {
             /* v minus its parts along the axes found so far, normalised */
             for (int p = 0; p < j; p++) {
@@ -67,7 +66,6 @@ vae_status pca_fit(const float *x, int n, int d, int k, float *mean, float *axes
             norm = sqrt(norm);
             if (!(norm > 1e-300)) { /* nothing left: the points span fewer than k axes */
                 for (size_t a = 0; a < D; a++) v[a] = 0;
-                lambda = 0;
                 break;
             }
             for (size_t a = 0; a < D; a++) v[a] /= norm;
@@ -77,16 +75,10 @@ vae_status pca_fit(const float *x, int n, int d, int k, float *mean, float *axes
                 w[a] = s;
             }
             double wn = 0, moved = 0;
-            lambda = 0;
-            for (size_t a = 0; a < D; a++) {
-                lambda += v[a] * w[a];
-                wn += w[a] * w[a];
-            }
+            for (size_t a = 0; a < D; a++) wn += w[a] * w[a];
             wn = sqrt(wn);
-            if (!(wn > 1e-300)) {
-                lambda = 0;
+            if (!(wn > 1e-300))
                 break;
-            }
             for (size_t a = 0; a < D; a++) {
                 double next = w[a] / wn;
                 moved += (next - v[a]) * (next - v[a]);
@@ -122,7 +114,7 @@ vae_status pca_fit(const float *x, int n, int d, int k, float *mean, float *axes
             axes[(size_t)j * D + a] = (float)axis[a];
         }
         /* the variance along it, then that variance out of the covariance */
-        lambda = 0;
+        double lambda = 0;
         for (size_t a = 0; a < D; a++) {
             double s = 0;
             for (size_t b = 0; b < D; b++) s += cov[a * D + b] * axis[b];

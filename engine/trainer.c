@@ -92,13 +92,11 @@ trainer *trainer_new_dist(vae_model *m, const dataset *train, int n_global, cons
 {
     if (check_shape(m, train, "training", err, errlen)) return NULL;
     if (test && check_shape(m, test, "test", err, errlen)) return NULL;
-    int ranks = trainer_dist_active(dist) ? dist->size : 1;
-    if (ranks == 1 ? n_global != train->n
-                   : (dist->rank < 0 || dist->rank >= ranks ||
-                      train->n != (n_global - dist->rank + ranks - 1) / ranks)) {
-        util_set_err(err, errlen, "rank %d's shard holds %d images; of %d it should hold %d",
-                     ranks == 1 ? 0 : dist->rank, train->n, n_global,
-                     ranks == 1 ? n_global : (n_global - dist->rank + ranks - 1) / ranks);
+    int ranks = trainer_dist_active(dist) ? dist->size : 1, rank = ranks > 1 ? dist->rank : 0;
+    int shard_n = (n_global - rank + ranks - 1) / ranks; /* the images g % ranks == rank */
+    if (rank < 0 || rank >= ranks || train->n != shard_n) {
+        util_set_err(err, errlen, "rank %d's shard holds %d images; of %d it should hold %d", rank,
+                     train->n, n_global, shard_n);
         return NULL;
     }
     trainer *t = calloc(1, sizeof *t);
@@ -223,6 +221,32 @@ static int is_permutation(const int *order, int n)
     return ok;
 }
 
+/* The draws one process makes for a batch of nb slots (vae_train_step_cond's,
+ * in its order: D uniforms per slot for dynamic binarisation, then the noise
+ * of every slot), when this rank holds the images of slots[0..k) (ascending)
+ * alone, in x (k, D): they are binarised with their slots' draws and their
+ * slots' noise rows move to the front of eps (nb * mc_samples, latent). */
+static void draw_held(const vae_config *c, rng_state *r, float *x, const int *slots, int k, int nb,
+                      float *eps)
+{
+    size_t D = (size_t)vae_config_input_dim(c), LZ = (size_t)c->mc_samples * c->latent;
+    if (c->binarize == VAE_BIN_DYNAMIC) {
+        for (int i = 0, j = 0; i < nb; i++) {
+            float *xi = j < k && slots[j] == i ? x + (size_t)j++ * D : NULL;
+            for (size_t p = 0; p < D; p++) {
+                float u = rng_uniform(r);
+                if (xi) xi[p] = u < xi[p] ? 1.0f : 0.0f;
+            }
+        }
+    } else if (c->binarize == VAE_BIN_STATIC) {
+        for (size_t p = 0; p < (size_t)k * D; p++) x[p] = x[p] > 0.5f ? 1.0f : 0.0f;
+    }
+    rng_normal_fill(r, eps, (size_t)nb * LZ);
+    for (int j = 0; j < k; j++) /* slots ascend, so no row is overwritten before it is moved */
+        if (slots[j] != j)
+            memmove(eps + (size_t)j * LZ, eps + (size_t)slots[j] * LZ, sizeof(float) * LZ);
+}
+
 /* One step of the batch at slots [b0, b0 + nb) of the order when the ranks
  * share it: this rank's images of it, the noise of the whole batch drawn as
  * one process draws it (so an image's noise is its slot's, whichever rank
@@ -236,7 +260,7 @@ static vae_status dist_step(trainer *t, int b0, int nb, int stop, vae_stats *st,
     const vae_config *c = &m->cfg;
     const trainer_dist *dd = t->dist;
     const dataset *d = t->train;
-    size_t D = (size_t)dataset_dim(d), LZ = (size_t)c->mc_samples * c->latent, np = m->n_params;
+    size_t D = (size_t)dataset_dim(d), np = m->n_params;
     rng_state before = t->rng;
     int k = 0;
     for (int i = 0; i < nb; i++) {
@@ -247,22 +271,7 @@ static vae_status dist_step(trainer *t, int b0, int nb, int stop, vae_stats *st,
         if (t->batch_labels) t->batch_labels[k] = d->labels[g / dd->size];
         k++;
     }
-    /* the draws of vae_train_step_cond, in its order, for every slot */
-    if (c->binarize == VAE_BIN_DYNAMIC) {
-        for (int i = 0, j = 0; i < nb; i++) {
-            float *x = j < k && t->slots[j] == i ? t->batch + (size_t)j++ * D : NULL;
-            for (size_t p = 0; p < D; p++) {
-                float u = rng_uniform(&t->rng);
-                if (x) x[p] = u < x[p] ? 1.0f : 0.0f;
-            }
-        }
-    } else if (c->binarize == VAE_BIN_STATIC) {
-        for (size_t p = 0; p < (size_t)k * D; p++) t->batch[p] = t->batch[p] > 0.5f ? 1.0f : 0.0f;
-    }
-    rng_normal_fill(&t->rng, t->eps_all, (size_t)nb * LZ);
-    for (int j = 0; j < k; j++) /* slots ascend, so no row is overwritten before it is moved */
-        memmove(t->eps_all + (size_t)j * LZ, t->eps_all + (size_t)t->slots[j] * LZ,
-                sizeof(float) * LZ);
+    draw_held(c, &t->rng, t->batch, t->slots, k, nb, t->eps_all);
     vae_zero_grad(t->ts);
     vae_stats local = {0};
     int failed = k > 0 && vae_forward_loss_cond(m, t->ts, t->batch, t->batch_labels, t->eps_all,
@@ -431,8 +440,9 @@ static vae_status evaluate(const vae_model *m, const dataset *d, uint64_t seed,
     float *batch = malloc(sizeof(float) * (size_t)B * D); /* owned */
     float *eps = malloc(sizeof(float) * (size_t)B * LZ);  /* owned */
     int *labels = malloc(sizeof(int) * (size_t)B);        /* owned */
+    int *slots = malloc(sizeof(int) * (size_t)B);         /* owned: this rank's of a batch */
     vae_status rc = VAE_OK;
-    if (!ts || !batch || !eps || !labels) {
+    if (!ts || !batch || !eps || !labels || !slots) {
         util_set_err(err, errlen, "out of memory for evaluation");
         rc = VAE_ERR_NOMEM;
         goto end;
@@ -444,32 +454,17 @@ static vae_status evaluate(const vae_model *m, const dataset *d, uint64_t seed,
     for (int b0 = 0; b0 < d->n; b0 += B) {
         int nb = d->n - b0 < B ? d->n - b0 : B;
         /* this rank's slots of the batch: b0 + i with (b0 + i) % ranks == rank */
-        int first = ((rank - b0) % ranks + ranks) % ranks, k = 0;
-        for (int i = first; i < nb; i += ranks, k++)
+        int k = 0;
+        for (int i = ((rank - b0) % ranks + ranks) % ranks; i < nb; i += ranks, k++) {
+            slots[k] = i;
             dataset_image(d, b0 + i, batch + (size_t)k * D);
-        if (c->binarize != VAE_BIN_NONE) {
-            /* the test set is binarised once, the same way every time */
-            for (int i = 0, j = 0; i < nb; i++) {
-                int kept = i >= first && (i - first) % ranks == 0;
-                float *x = kept ? batch + (size_t)j++ * D : NULL;
-                for (size_t p = 0; p < D; p++) {
-                    if (c->binarize == VAE_BIN_DYNAMIC) {
-                        float u = rng_uniform(&r);
-                        if (x) x[p] = u < x[p] ? 1.0f : 0.0f;
-                    } else if (x) {
-                        x[p] = x[p] > 0.5f ? 1.0f : 0.0f;
-                    }
-                }
-            }
         }
-        rng_normal_fill(&r, eps, (size_t)nb * LZ);
-        for (int j = 0; j < k; j++) /* slot first + j * ranks >= j: moved before overwritten */
-            memmove(eps + (size_t)j * LZ, eps + (size_t)(first + j * ranks) * LZ,
-                    sizeof(float) * LZ);
+        /* the test set is binarised once, the same way every time */
+        draw_held(c, &r, batch, slots, k, nb, eps);
         if (k == 0 || failed) continue;
         vae_stats st;
         for (int j = 0; j < k && vae_config_is_conditional(c); j++)
-            labels[j] = d->labels[b0 + first + j * ranks];
+            labels[j] = d->labels[b0 + slots[j]];
         const int *y = vae_config_is_conditional(c) ? labels : NULL;
         vae_status frc = vae_forward_loss_cond(m, ts, batch, y, eps, k, &st);
         if (frc && ranks == 1) {
@@ -507,6 +502,7 @@ end:
     free(batch);
     free(eps);
     free(labels);
+    free(slots);
     return rc;
 }
 
