@@ -40,14 +40,21 @@ static int timeout_ms(void)
     return timeout_ms_setting >= 0 ? timeout_ms_setting : 30000 * harness_slowdown();
 }
 
-static int64_t now_ms(void)
+int64_t harness_now_ms(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static void sleep_ms(int ms)
+double harness_now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+void harness_sleep_ms(int ms)
 {
     struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
     nanosleep(&ts, NULL);
@@ -162,7 +169,7 @@ static int decode_wait_status(int st)
 /* Waits up to ms for the child; returns its decoded status or -2 when still running. */
 static int wait_for_exit(pid_t pid, int ms)
 {
-    int64_t deadline = now_ms() + ms;
+    int64_t deadline = harness_now_ms() + ms;
     for (;;) {
         int st;
         pid_t got = waitpid(pid, &st, WNOHANG);
@@ -170,9 +177,9 @@ static int wait_for_exit(pid_t pid, int ms)
             return decode_wait_status(st);
         if (got < 0 && errno != EINTR)
             return -1;
-        if (now_ms() >= deadline)
+        if (harness_now_ms() >= deadline)
             return -2;
-        sleep_ms(10);
+        harness_sleep_ms(10);
     }
 }
 
@@ -269,7 +276,7 @@ int harness_daemon_start(harness_daemon *d, const char *data_dir,
     free(argv);
     d->pid = pid;
 
-    int64_t deadline = now_ms() + 10000 * harness_slowdown();
+    int64_t deadline = harness_now_ms() + 10000 * harness_slowdown();
     for (;;) {
         char *text = read_whole_file(port_path, NULL); /* owned: freed below */
         if (text) {
@@ -291,9 +298,9 @@ int harness_daemon_start(harness_daemon *d, const char *data_dir,
             dump_log(d, why);
             return -1;
         }
-        if (now_ms() >= deadline)
+        if (harness_now_ms() >= deadline)
             break;
-        sleep_ms(20);
+        harness_sleep_ms(20);
     }
     dump_log(d, "wrote no port file within the time limit");
     harness_daemon_kill9(d);

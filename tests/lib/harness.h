@@ -67,6 +67,10 @@ typedef struct {
 void harness_set_timeout_ms(int ms);
 /* The timeout scale for this run: 3 under sanitizers, else 1. */
 int harness_slowdown(void);
+/* Monotonic clock readings, and a plain sleep, for tests that poll. */
+int64_t harness_now_ms(void);
+double harness_now_s(void);
+void harness_sleep_ms(int ms);
 
 /* ---- the daemon ---- */
 
