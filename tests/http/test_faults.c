@@ -160,7 +160,7 @@ static void sweep(env *e, fault_kind kind, fault_op op, const char *what, int64_
 {
     int64_t n = 1, tried = 0, fired = 0;
     for (; n <= max_n; n = next_n(n)) {
-        assert_int_equal(fault_ctl_arm(&e->ctl, kind, n, 0), 0);
+        assert_int_equal(fault_ctl_arm(&e->ctl, kind, n), 0);
         fault_counts c;
         op(e, kind, n, &c);
         expect_alive(e);
