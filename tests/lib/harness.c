@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/time.h>
@@ -251,6 +252,7 @@ int harness_daemon_start(harness_daemon *d, const char *data_dir,
 
     fflush(stdout);
     fflush(stderr);
+    pid_t parent = getpid();
     pid_t pid = fork();
     if (pid < 0) {
         fprintf(stderr, "harness: fork: %s\n", strerror(errno));
@@ -258,6 +260,10 @@ int harness_daemon_start(harness_daemon *d, const char *data_dir,
         return -1;
     }
     if (pid == 0) {
+        /* A test that fails (cmocka jumps out of it) or crashes leaves no
+         * daemon behind: it dies with the test process. */
+        if (prctl(PR_SET_PDEATHSIG, SIGKILL) || getppid() != parent)
+            _exit(127);
         int log = open(d->log_path, O_WRONLY | O_CREAT | O_APPEND, 0644);
         int null = open("/dev/null", O_RDONLY);
         if (log >= 0) {

@@ -17,8 +17,10 @@
  * sanitized daemon), else build/vaed relative to the repository root where
  * tests run. Its stdout and stderr go to DIR/vaed.log; when it
  * fails to start or exits non-zero the log is copied to the test's stderr, so
- * a sanitizer report from the daemon shows up in the test output. Timeouts
- * are tripled when VAED_SANITIZED is set.
+ * a sanitizer report from the daemon shows up in the test output. A daemon
+ * is killed (SIGKILL) when the test process that started it ends, so a
+ * failed test leaves none behind. Timeouts are tripled when VAED_SANITIZED
+ * is set.
  *
  * The client is a plain socket: one request per connection (Connection:
  * close), responses framed by Content-Length, chunked encoding or close.
