@@ -756,6 +756,28 @@ int harness_json_matrix(const cJSON *m, int rows, int cols, float *out)
     return 0;
 }
 
+char *harness_json_rows(const float *v, int rows, int cols)
+{
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    if (!f)
+        return NULL;
+    fputc('[', f);
+    for (int r = 0; r < rows; r++) {
+        fputs(r ? ",[" : "[", f);
+        for (int k = 0; k < cols; k++)
+            fprintf(f, k ? ",%.9g" : "%.9g", (double)v[(size_t)r * cols + k]);
+        fputc(']', f);
+    }
+    fputc(']', f);
+    if (fclose(f)) {
+        free(text);
+        return NULL;
+    }
+    return text;
+}
+
 int harness_use_repo_data(void)
 {
     struct stat st;

@@ -117,6 +117,10 @@ cJSON *harness_json(const harness_response *r);
 /* A JSON matrix of exactly rows arrays of cols numbers into out (rows *
  * cols floats): 0, or -1 with the first mismatch printed. */
 int harness_json_matrix(const cJSON *m, int rows, int cols, float *out);
+/* "[[a,b,...],[...]]" of rows x cols floats (row-major, %.9g), the
+ * writer's side of harness_json_matrix: a new string the caller frees, or
+ * NULL when out of memory. */
+char *harness_json_rows(const float *v, int rows, int cols);
 /* 1 when r is status with body exactly {"error":{"code":code,"message":<non-empty
  * string>}} and Content-Type application/json; else prints why and returns 0. */
 int harness_expect_error(const harness_response *r, int status, const char *code);
