@@ -9,7 +9,8 @@
  * The data set is 300 random 8x8 images in IDX files the test writes under
  * its own VAED_DATA directory. A "short" job trains a small MLP for a few
  * epochs (milliseconds); a "long" one a 1024-1024 MLP for 40 epochs (about
- * 60 ms an epoch here, a few seconds in all).
+ * 60 ms an epoch here, a few seconds in all), or for 8 when it is
+ * interrupted and resumed.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -34,6 +35,10 @@
 
 #define TOKEN "jobs-test-token-0123456789"
 #define LONG_EPOCHS 40
+/* The jobs interrupted after their second epoch and resumed: enough
+ * epochs that the interruption falls mid-job, and few enough that each of
+ * the four runs stays short. */
+#define RESUME_EPOCHS 8
 
 typedef struct {
     char dir[HARNESS_PATH_MAX];
@@ -692,21 +697,21 @@ static int start_own(harness_daemon *d, const char *dir)
     return harness_daemon_start(d, dir, NULL);
 }
 
-/* Checks a finished resumed job: succeeded with exactly LONG_EPOCHS epochs. */
+/* Checks a finished resumed job: succeeded with exactly RESUME_EPOCHS epochs. */
 static void check_resumed(int port, int64_t id, const char *model, char sha[65])
 {
     cJSON *job = wait_final(port, id);
     assert_string_equal(json_str(job, "state"), "succeeded");
     const cJSON *metrics = cJSON_GetObjectItemCaseSensitive(job, "metrics");
-    assert_int_equal(cJSON_GetArraySize(metrics), LONG_EPOCHS);
-    for (int i = 0; i < LONG_EPOCHS; i++)
+    assert_int_equal(cJSON_GetArraySize(metrics), RESUME_EPOCHS);
+    for (int i = 0; i < RESUME_EPOCHS; i++)
         assert_int_equal(json_int(cJSON_GetArrayItem(metrics, i), "epoch"), i + 1);
     cJSON_Delete(job);
     char path[128];
     snprintf(path, sizeof path, "/models/%s/versions/latest", model);
     cJSON *v = get_json(port, path, 200);
     const cJSON *m = cJSON_GetObjectItemCaseSensitive(v, "metrics");
-    assert_int_equal(json_int(m, "epochs"), LONG_EPOCHS);
+    assert_int_equal(json_int(m, "epochs"), RESUME_EPOCHS);
     snprintf(sha, 65, "%s", json_str(v, "sha256"));
     cJSON_Delete(v);
 }
@@ -721,7 +726,7 @@ static void test_kill9_resumes(void **state)
     harness_daemon d;
     int port = start_own(&d, dir);
     assert_true(port > 0);
-    spec(body, sizeof body, "crash", LONG_EPOCHS, 1, 11);
+    spec(body, sizeof body, "crash", RESUME_EPOCHS, 1, 11);
     int64_t id = submit(port, body);
     live_stream s;
     live_open(&s, port, id);
@@ -761,7 +766,7 @@ static void test_sigterm_resumes(void **state)
     harness_daemon d;
     int port = start_own(&d, dir);
     assert_true(port > 0);
-    spec(body, sizeof body, "term", LONG_EPOCHS, 1, 12);
+    spec(body, sizeof body, "term", RESUME_EPOCHS, 1, 12);
     int64_t id = submit(port, body);
     live_stream s;
     live_open(&s, port, id);
