@@ -25,7 +25,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "engine/rng.h"
 #include "tests/lib/harness.h"
@@ -73,13 +72,6 @@ static atomic_long jobs_made;     /* ids are 1, 2, ...: the highest submitted */
 static atomic_long unexpected_total;
 static pthread_mutex_t print_lock = PTHREAD_MUTEX_INITIALIZER;
 static char encode_body[8192];
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 static int is_ok(op o, int status)
 {
@@ -233,7 +225,7 @@ static void *connection(void *arg)
     int total = 0;
     for (int o = 0; o < OP_COUNT; o++)
         total += ops[o].weight;
-    while (now_s() < deadline) {
+    while (harness_now_s() < deadline) {
         int pick = (int)rng_below(&rng, (uint64_t)total), o = 0;
         while (pick >= ops[o].weight)
             pick -= ops[o++].weight;
@@ -263,7 +255,7 @@ static int cmd_run(int connections, double seconds)
                               (double)(i % 7) / 7.0);
     snprintf(encode_body + n, sizeof encode_body - n, "]]}");
     harness_set_timeout_ms(120000);
-    double t0 = now_s();
+    double t0 = harness_now_s();
     deadline = t0 + seconds;
     pthread_t *threads = calloc((size_t)connections, sizeof *threads); /* owned: freed below */
     if (!threads)
@@ -273,7 +265,7 @@ static int cmd_run(int connections, double seconds)
     for (int i = 0; i < connections; i++)
         pthread_join(threads[i], NULL);
     free(threads);
-    double took = now_s() - t0;
+    double took = harness_now_s() - t0;
     long all = 0;
     printf("%-18s %10s %10s %10s\n", "operation", "requests", "shed", "unexpected");
     for (int o = 0; o < OP_COUNT; o++) {

@@ -29,12 +29,6 @@ static const char *const octet_headers[] = {"Content-Type: application/octet-str
 static int port;
 static atomic_int bad_answers;
 
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
 /* One request; counts an answer outside ok_a/ok_b (429 is load shedding). */
 static void expect(const char *method, const char *path, const char *const *headers,
                    const void *body, size_t len, int ok_a, int ok_b)
@@ -80,7 +74,7 @@ static void *uploads(void *arg)
         expect("POST", "/models/digits/checkpoints", octet_headers, b, len, 201, 200);
         free(b);
         expect("GET", "/metrics", NULL, NULL, 0, 200, 200);
-        sleep_ms(20);
+        harness_sleep_ms(20);
     }
     return NULL;
 }
@@ -146,7 +140,7 @@ static void test_everything_at_once(void **state)
     pthread_create(&t[n++], NULL, uploads, NULL);
     for (int i = 0; i < 3; i++)
         pthread_create(&t[n++], NULL, inference, (void *)(intptr_t)i);
-    sleep_ms(300);
+    harness_sleep_ms(300);
     expect("POST", "/jobs/3/cancel", NULL, NULL, 0, 200, 202);
     for (int i = 0; i < n; i++)
         pthread_join(t[i], NULL);

@@ -44,12 +44,6 @@ static const char *const daemon_args[] = {"--workers", "1", NULL};
 static const char job_spec[] = "{\"model\":\"job\",\"data\":\"mnist\",\"hidden\":[32],\"latent\":4,"
                                "\"epochs\":1200,\"batch\":32,\"seed\":11}";
 
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
 /* ---- what the clients sent and what they were told ---- */
 
 typedef struct {
@@ -115,7 +109,7 @@ static void *alias_mover(void *arg)
             harness_request(daemon_port, "DELETE", "/models/up/aliases/prod", NULL, NULL, 0, &r);
         }
         harness_response_free(&r);
-        sleep_ms(2);
+        harness_sleep_ms(2);
     }
     return NULL;
 }
@@ -192,7 +186,7 @@ static void wait_job_running(int port)
         cJSON_Delete(j);
         if (!wait)
             return;
-        sleep_ms(20);
+        harness_sleep_ms(20);
     }
 }
 
@@ -228,7 +222,7 @@ static void run_job_to_end(int port, char sha[65])
         if (state && (!strcmp(state, "succeeded") || !strcmp(state, "failed") ||
                       !strcmp(state, "cancelled")))
             break;
-        sleep_ms(20);
+        harness_sleep_ms(20);
     }
     if (!state || strcmp(state, "succeeded"))
         fail_msg("the job ended %s", state ? state : "(no state)");
@@ -311,7 +305,7 @@ static void test_crash_loses_nothing(void **state)
         pthread_create(&up, NULL, uploader, NULL);
         pthread_create(&mover, NULL, alias_mover, &mover_rng);
         wait_job_running(daemon_port);
-        sleep_ms(20 + (int)rng_below(&rng, 300) * harness_slowdown());
+        harness_sleep_ms(20 + (int)rng_below(&rng, 300) * harness_slowdown());
         cJSON *j;
         const char *s = job_state(daemon_port, &j);
         job_running_at_kill += s && !strcmp(s, "running");

@@ -15,8 +15,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include "engine/checkpoint.h"
 #include "engine/dataset.h"
@@ -59,16 +57,13 @@ static int setup(void **state)
 {
     char err[256];
     memset(&fx, 0, sizeof fx);
-    struct stat st;
-    if (stat("data/mnist/t10k-images-idx3-ubyte", &st)) {
+    int have_data = harness_use_repo_data(); /* VAED_DATA, inherited by the daemon */
+    if (have_data < 0)
+        return -1;
+    if (!have_data) {
         *state = &fx;
         return 0; /* every test skips */
     }
-    char cwd[HARNESS_PATH_MAX], data[HARNESS_PATH_MAX + 8];
-    if (!getcwd(cwd, sizeof cwd))
-        return -1;
-    snprintf(data, sizeof data, "%s/data", cwd);
-    setenv("VAED_DATA", data, 1); /* inherited by the daemon */
     if (dataset_load_idx(&fx.test, "data/mnist/t10k-images-idx3-ubyte",
                          "data/mnist/t10k-labels-idx1-ubyte", err, sizeof err)) {
         fprintf(stderr, "mnist: %s\n", err);

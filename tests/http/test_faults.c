@@ -50,12 +50,6 @@ typedef struct {
 static const char *const json_headers[] = {"Content-Type: application/json", NULL};
 static const char *const octet_headers[] = {"Content-Type: application/octet-stream", NULL};
 
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
 static int64_t next_n(int64_t n)
 {
     const char *every = getenv("VAED_FAULT_EVERY_N");
@@ -166,7 +160,7 @@ static void sweep(env *e, fault_kind kind, fault_op op, const char *what, int64_
 {
     int64_t n = 1, tried = 0, fired = 0;
     for (; n <= max_n; n = next_n(n)) {
-        assert_int_equal(fault_ctl_arm(&e->ctl, kind, n, 0), 0);
+        assert_int_equal(fault_ctl_arm(&e->ctl, kind, n), 0);
         fault_counts c;
         op(e, kind, n, &c);
         expect_alive(e);
@@ -326,7 +320,7 @@ static cJSON *get_job(env *e, int64_t id)
         harness_response_free(&r);
         if (j)
             return j;
-        sleep_ms(20); /* a poll that hit the fault itself */
+        harness_sleep_ms(20); /* a poll that hit the fault itself */
     }
     fail_msg("GET %s keeps failing", path);
     return NULL;
@@ -360,7 +354,7 @@ static void wait_idle(env *e)
         }
         if (!busy)
             return;
-        sleep_ms(10);
+        harness_sleep_ms(10);
     }
     fail_msg("jobs are still queued or running");
 }
@@ -395,7 +389,7 @@ static void op_job(env *e, fault_kind kind, int64_t n, fault_counts *counts)
         state = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(job, "state"));
         if (state && (!strcmp(state, "succeeded") || !strcmp(state, "failed")))
             break;
-        sleep_ms(10);
+        harness_sleep_ms(10);
     }
     disarm(e, counts);
     assert_non_null(state);

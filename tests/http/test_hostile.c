@@ -78,13 +78,6 @@ static int teardown(void **state)
 
 /* ---- measuring -------------------------------------------------------------- */
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 /* A field of /proc/PID/status in kB ("VmRSS", "VmHWM"); -1 when unreadable. */
 static long status_kb(pid_t pid, const char *field)
 {
@@ -198,12 +191,12 @@ static ssize_t read_within(int fd, char *buf, size_t cap, int ms)
 /* GET path from 127.0.0.1, which must answer 200: the seconds it took. */
 static double timed_get(int port, const char *path)
 {
-    double t0 = now_s();
+    double t0 = harness_now_s();
     harness_response r;
     assert_int_equal(harness_request(port, "GET", path, NULL, NULL, 0, &r), 0);
     assert_int_equal(r.status, 200);
     harness_response_free(&r);
-    return now_s() - t0;
+    return harness_now_s() - t0;
 }
 
 /* GET /healthz n times, one after another: each must be a 200; returns the
@@ -458,7 +451,7 @@ static void test_stream_flood(void **state)
     int req_len = snprintf(req, sizeof req,
                            "GET /jobs/%ld/events HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n", id);
     int fds[N], streams = 0, busy = 0;
-    double t0 = now_s();
+    double t0 = harness_now_s();
     for (int i = 0; i < N; i++) {
         fds[i] = connect_from("127.0.0.2", port);
         assert_true(fds[i] >= 0);
@@ -507,7 +500,7 @@ static void test_stream_flood(void **state)
         assert_non_null(strstr(all, "retry: "));
         close(fds[i]);
     }
-    double lasted = now_s() - t0;
+    double lasted = harness_now_s() - t0;
     print_message("stream flood: the streams ended after %.1f s\n", lasted);
     assert_true(lasted >= 2.5 && lasted < 3.0 + 4.0 * harness_slowdown());
     assert_true(refusals(port, "stream_age") >= streams);
@@ -596,10 +589,10 @@ static void test_png_text_bomb(void **state)
     assert_true(len > ((size_t)7 << 20) && len < ((size_t)16 << 20));
     const char *headers[] = {"Content-Type: image/png", NULL};
     long base = peak_reset(fx.d.pid);
-    double t0 = now_s();
+    double t0 = harness_now_s();
     harness_response r;
     assert_int_equal(harness_request(fx.port, "POST", "/encode", headers, png, len, &r), 0);
-    double took = now_s() - t0;
+    double took = harness_now_s() - t0;
     print_message("text bomb: %d in %.3f s\n", r.status, took);
     assert_int_equal(r.status, 200);
     cJSON *root = harness_json(&r);
@@ -625,10 +618,10 @@ static void test_png_size_bomb(void **state)
     long base = peak_reset(fx.d.pid);
     double worst = 0;
     for (int i = 0; i < 10; i++) {
-        double t0 = now_s();
+        double t0 = harness_now_s();
         harness_response r;
         assert_int_equal(harness_request(fx.port, "POST", "/encode", headers, png, len, &r), 0);
-        double took = now_s() - t0;
+        double took = harness_now_s() - t0;
         worst = took > worst ? took : worst;
         assert_true(harness_expect_error(&r, 422, "unprocessable"));
         cJSON *root = harness_json(&r);
@@ -864,10 +857,10 @@ static void test_fifo_data_and_server_paths(void **state)
         char job[256];
         snprintf(job, sizeof job, "{\"model\": \"m\", \"data\": \"%s\", \"epochs\": 1}",
                  names[i]);
-        double t0 = now_s();
+        double t0 = harness_now_s();
         harness_response r;
         assert_int_equal(harness_request(port, "POST", "/jobs", headers, job, strlen(job), &r), 0);
-        double took = now_s() - t0;
+        double took = harness_now_s() - t0;
         assert_true(harness_expect_error(&r, 422, "unprocessable"));
         const char *body = (const char *)r.body;
         print_message("fifo: %.3f s: %s\n", took, body);
@@ -1081,11 +1074,11 @@ static void test_long_shape_header(void **state)
     memset(file + 8 + hlen, 0, 4);
     const char *headers[] = {"Content-Type: application/octet-stream", NULL};
     long base = peak_reset(fx.d.pid);
-    double t0 = now_s();
+    double t0 = harness_now_s();
     harness_response r;
     assert_int_equal(
         harness_request(fx.port, "POST", "/models/longshape/checkpoints", headers, file, len, &r), 0);
-    double took = now_s() - t0;
+    double took = harness_now_s() - t0;
     free(file);
     print_message("long shape: %zu bytes refused in %.3f s: %.200s\n", len, took,
                   (const char *)r.body);
@@ -1112,11 +1105,11 @@ static void test_request_memory_budget(void **state)
     const char *const args[] = {"--request-mem-mb", "8", NULL};
     int port = start_own(&d, dir, sizeof dir, args);
     long base = peak_reset(d.pid);
-    double t0 = now_s();
+    double t0 = harness_now_s();
     harness_response r;
     assert_int_equal(
         harness_request(port, "POST", "/sample?n=1024&format=json", NULL, NULL, 0, &r), 0);
-    double took = now_s() - t0;
+    double took = harness_now_s() - t0;
     assert_true(harness_expect_error(&r, 422, "unprocessable"));
     assert_non_null(strstr((const char *)r.body, "--request-mem-mb"));
     print_message("request memory: %.200s (%.1f ms)\n", (const char *)r.body, took * 1e3);
@@ -1386,7 +1379,7 @@ static void test_upload_commit_holds_no_reads(void **state)
     u.bytes = bytes;
     size_t len = u.len;
     pthread_t t;
-    double t0 = now_s(), worst = 0;
+    double t0 = harness_now_s(), worst = 0;
     int reads = 0;
     assert_int_equal(pthread_create(&t, NULL, upload_thread, &u), 0);
     while (!__atomic_load_n(&u.done, __ATOMIC_ACQUIRE)) {
@@ -1396,7 +1389,7 @@ static void test_upload_commit_holds_no_reads(void **state)
         usleep(2000);
     }
     pthread_join(t, NULL);
-    double total = now_s() - t0;
+    double total = harness_now_s() - t0;
     print_message("upload: %zu bytes stored in %.2f s; %d GET /models meanwhile, the slowest "
                   "%.1f ms\n",
                   len, total, reads, worst * 1e3);
@@ -1446,11 +1439,11 @@ static void test_stalled_downloads(void **state)
         assert_int_equal(send_all(fds[i], req, sizeof req - 1), 0);
     }
     usleep(500 * 1000);
-    double t0 = now_s();
+    double t0 = harness_now_s();
     expect_status(port, "PUT", "/models/wide/aliases/prod",
                   "Host: 127.0.0.1\r\nContent-Type: application/json\r\n", "{\"version\": 1}",
                   200, NULL);
-    double write_s = now_s() - t0;
+    double write_s = harness_now_s() - t0;
     double p99 = healthz_p99(port, 50);
     long growth = peak_growth_kb(d.pid, base, "stalled downloads");
     print_message("downloads: alias set in %.1f ms, /healthz p99 %.2f ms, with %d stalled\n",

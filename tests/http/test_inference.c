@@ -137,19 +137,8 @@ static void ref_decode(const float *z, int n, float *x)
 /* "[[a,b,...],[...]]" of rows x cols floats (malloc'd). */
 static char *json_rows(const float *v, int rows, int cols)
 {
-    char *text = NULL;
-    size_t len = 0;
-    FILE *f = open_memstream(&text, &len);
-    assert_non_null(f);
-    fputc('[', f);
-    for (int r = 0; r < rows; r++) {
-        fputs(r ? ",[" : "[", f);
-        for (int k = 0; k < cols; k++)
-            fprintf(f, k ? ",%.9g" : "%.9g", (double)v[r * cols + k]);
-        fputc(']', f);
-    }
-    fputc(']', f);
-    assert_int_equal(fclose(f), 0);
+    char *text = harness_json_rows(v, rows, cols);
+    assert_non_null(text);
     return text;
 }
 

@@ -9,7 +9,8 @@
  * The data set is 300 random 8x8 images in IDX files the test writes under
  * its own VAED_DATA directory. A "short" job trains a small MLP for a few
  * epochs (milliseconds); a "long" one a 1024-1024 MLP for 40 epochs (about
- * 60 ms an epoch here, a few seconds in all).
+ * 60 ms an epoch here, a few seconds in all), or for 8 when it is
+ * interrupted and resumed.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -34,6 +35,10 @@
 
 #define TOKEN "jobs-test-token-0123456789"
 #define LONG_EPOCHS 40
+/* The jobs interrupted after their second epoch and resumed: enough
+ * epochs that the interruption falls mid-job, and few enough that each of
+ * the four runs stays short. */
+#define RESUME_EPOCHS 8
 
 typedef struct {
     char dir[HARNESS_PATH_MAX];
@@ -49,19 +54,6 @@ static fixture fx;
 static int teardown(void **state);
 
 /* ---- helpers ---- */
-
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
 
 static const char *const auth_json_headers[] = {"Content-Type: application/json",
                                                 "Authorization: Bearer " TOKEN, NULL};
@@ -150,16 +142,16 @@ static cJSON *wait_final(int port, int64_t id)
 {
     char path[64];
     snprintf(path, sizeof path, "/jobs/%" PRId64, id);
-    int64_t deadline = now_ms() + 90000 * harness_slowdown();
+    int64_t deadline = harness_now_ms() + 90000 * harness_slowdown();
     for (;;) {
         cJSON *j = get_json(port, path, 200);
         const char *s = json_str(j, "state");
         if (s && (!strcmp(s, "succeeded") || !strcmp(s, "failed") || !strcmp(s, "cancelled")))
             return j;
         cJSON_Delete(j);
-        if (now_ms() > deadline)
+        if (harness_now_ms() > deadline)
             fail_msg("job %" PRId64 " did not finish", id);
-        sleep_ms(50);
+        harness_sleep_ms(50);
     }
 }
 
@@ -272,9 +264,9 @@ static int count_in(const char *hay, size_t len, const char *needle)
  * stream ended or timeout_ms passed first. */
 static int live_wait(live_stream *s, const char *needle, int count, int timeout_ms)
 {
-    int64_t deadline = now_ms() + (int64_t)timeout_ms * harness_slowdown();
+    int64_t deadline = harness_now_ms() + (int64_t)timeout_ms * harness_slowdown();
     while (count_in(s->buf, s->len, needle) < count) {
-        int64_t left = deadline - now_ms();
+        int64_t left = deadline - harness_now_ms();
         if (left <= 0 || s->len + 1 >= sizeof s->buf)
             return -1;
         struct pollfd p = {.fd = s->fd, .events = POLLIN};
@@ -491,12 +483,12 @@ static void test_cancel(void **state)
 
     /* the running one: its stream ends with "cancelled" */
     snprintf(path, sizeof path, "/jobs/%" PRId64 "/cancel", a);
-    int64_t t0 = now_ms();
+    int64_t t0 = harness_now_ms();
     assert_int_equal(harness_request(fx.port, "POST", path, auth_headers, NULL, 0, &r), 0);
     assert_true(r.status == 202 || r.status == 200);
     harness_response_free(&r);
     assert_int_equal(live_wait(&s, "{\"state\":\"cancelled\"}", 1, 10000), 0);
-    assert_true(now_ms() - t0 < 2000 * harness_slowdown()); /* one step is milliseconds */
+    assert_true(harness_now_ms() - t0 < 2000 * harness_slowdown()); /* one step is milliseconds */
     live_close(&s);
     j = wait_final(fx.port, a);
     assert_string_equal(json_str(j, "state"), "cancelled");
@@ -671,7 +663,7 @@ static void test_serving_while_training(void **state)
     int64_t worst = 0;
     for (int i = 0; i < 20; i++) {
         harness_response r;
-        int64_t t0 = now_ms();
+        int64_t t0 = harness_now_ms();
         assert_int_equal(harness_request(fx.port, "GET", "/healthz", NULL, NULL, 0, &r), 0);
         assert_int_equal(r.status, 200);
         harness_response_free(&r);
@@ -679,10 +671,10 @@ static void test_serving_while_training(void **state)
             harness_request(fx.port, "POST", "/sample?model=digits&n=4", NULL, NULL, 0, &r), 0);
         assert_int_equal(r.status, 200);
         harness_response_free(&r);
-        int64_t dt = now_ms() - t0;
+        int64_t dt = harness_now_ms() - t0;
         if (dt > worst)
             worst = dt;
-        sleep_ms(20);
+        harness_sleep_ms(20);
     }
     assert_true(worst < 500 * harness_slowdown());
     live_close(&s);
@@ -705,21 +697,21 @@ static int start_own(harness_daemon *d, const char *dir)
     return harness_daemon_start(d, dir, NULL);
 }
 
-/* Checks a finished resumed job: succeeded with exactly LONG_EPOCHS epochs. */
+/* Checks a finished resumed job: succeeded with exactly RESUME_EPOCHS epochs. */
 static void check_resumed(int port, int64_t id, const char *model, char sha[65])
 {
     cJSON *job = wait_final(port, id);
     assert_string_equal(json_str(job, "state"), "succeeded");
     const cJSON *metrics = cJSON_GetObjectItemCaseSensitive(job, "metrics");
-    assert_int_equal(cJSON_GetArraySize(metrics), LONG_EPOCHS);
-    for (int i = 0; i < LONG_EPOCHS; i++)
+    assert_int_equal(cJSON_GetArraySize(metrics), RESUME_EPOCHS);
+    for (int i = 0; i < RESUME_EPOCHS; i++)
         assert_int_equal(json_int(cJSON_GetArrayItem(metrics, i), "epoch"), i + 1);
     cJSON_Delete(job);
     char path[128];
     snprintf(path, sizeof path, "/models/%s/versions/latest", model);
     cJSON *v = get_json(port, path, 200);
     const cJSON *m = cJSON_GetObjectItemCaseSensitive(v, "metrics");
-    assert_int_equal(json_int(m, "epochs"), LONG_EPOCHS);
+    assert_int_equal(json_int(m, "epochs"), RESUME_EPOCHS);
     snprintf(sha, 65, "%s", json_str(v, "sha256"));
     cJSON_Delete(v);
 }
@@ -734,7 +726,7 @@ static void test_kill9_resumes(void **state)
     harness_daemon d;
     int port = start_own(&d, dir);
     assert_true(port > 0);
-    spec(body, sizeof body, "crash", LONG_EPOCHS, 1, 11);
+    spec(body, sizeof body, "crash", RESUME_EPOCHS, 1, 11);
     int64_t id = submit(port, body);
     live_stream s;
     live_open(&s, port, id);
@@ -774,14 +766,14 @@ static void test_sigterm_resumes(void **state)
     harness_daemon d;
     int port = start_own(&d, dir);
     assert_true(port > 0);
-    spec(body, sizeof body, "term", LONG_EPOCHS, 1, 12);
+    spec(body, sizeof body, "term", RESUME_EPOCHS, 1, 12);
     int64_t id = submit(port, body);
     live_stream s;
     live_open(&s, port, id);
     assert_int_equal(live_wait(&s, "event: epoch", 2, 60000), 0);
-    int64_t t0 = now_ms();
+    int64_t t0 = harness_now_ms();
     assert_int_equal(harness_daemon_stop(&d), 0);
-    int64_t took = now_ms() - t0;
+    int64_t took = harness_now_ms() - t0;
     assert_true(took < 5000 * harness_slowdown());
     /* the open stream got the interruption, then ended */
     assert_int_equal(live_wait(&s, "\"reason\":\"interrupted\"", 1, 1000), 0);

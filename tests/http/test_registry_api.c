@@ -198,12 +198,6 @@ static void send_bytes(int fd, const void *p, size_t len)
     }
 }
 
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
 /* ---- uploads ---- */
 
 static void test_upload_and_retry(void **state)
@@ -661,7 +655,7 @@ static void test_delete_while_in_use(void **state)
     pthread_t t[2];
     for (int i = 0; i < 2; i++)
         assert_int_equal(pthread_create(&t[i], NULL, sample_thread, &jobs[i]), 0);
-    sleep_ms(30);
+    harness_sleep_ms(30);
     harness_response r;
     request_auth(fx.port, "DELETE", "/models/held/versions/1", NULL, &r);
     assert_int_equal(r.status, 204);
@@ -812,7 +806,7 @@ static void test_big_upload_does_not_stall(void **state)
     pthread_t t;
     assert_int_equal(pthread_create(&t, NULL, big_upload_thread, &u), 0);
     while (!__atomic_load_n(&u.sent, __ATOMIC_ACQUIRE))
-        sleep_ms(1);
+        harness_sleep_ms(1);
     int64_t worst = 0;
     int during = 0; /* /healthz answered while the upload was being processed */
     while (!__atomic_load_n(&u.done, __ATOMIC_ACQUIRE)) {
@@ -827,7 +821,7 @@ static void test_big_upload_does_not_stall(void **state)
             during++;
         if ((!done || t0 < done) && t1 - t0 > worst)
             worst = t1 - t0; /* asked while the upload was still being processed */
-        sleep_ms(5);
+        harness_sleep_ms(5);
     }
     pthread_join(t, NULL);
     assert_int_equal(u.status, 201);
@@ -882,9 +876,9 @@ static void test_disconnect_leaves_nothing(void **state)
                      len);
     send_bytes(fd, head, (size_t)n);
     send_bytes(fd, a, len / 2);
-    sleep_ms(100);
+    harness_sleep_ms(100);
     close(fd);
-    sleep_ms(200);
+    harness_sleep_ms(200);
     cJSON_Delete(get_json(port, "/models/ghost", 404));
     /* The daemon goes on taking uploads. */
     harness_response r;
@@ -918,7 +912,7 @@ static void test_kill9_mid_upload(void **state)
     int fd = start_partial_upload(port, "partial", total, junk, chunk);
     for (int i = 0; i < 9; i++) {
         send_bytes(fd, junk, chunk);
-        sleep_ms(20);
+        harness_sleep_ms(20);
     }
     assert_int_equal(harness_daemon_kill9(&d), 128 + 9);
     close(fd);

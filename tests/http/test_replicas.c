@@ -54,19 +54,6 @@ static const char *const auth_headers[] = {"Authorization: Bearer " TOKEN, NULL}
 static const char *const auth_json[] = {"Content-Type: application/json",
                                         "Authorization: Bearer " TOKEN, NULL};
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
 static int free_port(void)
 {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
@@ -147,7 +134,7 @@ static int start_haproxy(void)
         harness_set_timeout_ms(30000);
         if (up)
             return 0;
-        sleep_ms(50);
+        harness_sleep_ms(50);
     }
     return -1;
 }
@@ -155,11 +142,11 @@ static int start_haproxy(void)
 /* Polls until GET path on port answers want (at most secs); 1 when it did. */
 static int wait_status(int port, const char *path, int want, double secs)
 {
-    double t0 = now_s();
-    while (now_s() - t0 < secs * harness_slowdown()) {
+    double t0 = harness_now_s();
+    while (harness_now_s() - t0 < secs * harness_slowdown()) {
         if (status_of(port, "GET", path) == want)
             return 1;
-        sleep_ms(50);
+        harness_sleep_ms(50);
     }
     return 0;
 }
@@ -208,13 +195,13 @@ static int64_t served_version(int port, const char *model)
 /* Seconds until port serves version of model (fails after 5 s). */
 static double seconds_until_served(int port, const char *model, int64_t version)
 {
-    double t0 = now_s();
+    double t0 = harness_now_s();
     while (served_version(port, model) != version) {
-        if (now_s() - t0 > 5.0 * harness_slowdown())
+        if (harness_now_s() - t0 > 5.0 * harness_slowdown())
             fail_msg("%s version %" PRId64 " not served after 5 s", model, version);
-        sleep_ms(20);
+        harness_sleep_ms(20);
     }
-    return now_s() - t0;
+    return harness_now_s() - t0;
 }
 
 static int setup(void **state)
@@ -347,13 +334,13 @@ static const char *job_state(int port, int64_t id, char *out, size_t len, int64_
 static void wait_succeeded(int port, int64_t id, double secs)
 {
     char st[32];
-    double t0 = now_s();
+    double t0 = harness_now_s();
     while (strcmp(job_state(port, id, st, sizeof st, NULL), "succeeded") != 0) {
         if (!strcmp(st, "failed") || !strcmp(st, "cancelled"))
             fail_msg("job %" PRId64 " %s", id, st);
-        if (now_s() - t0 > secs * harness_slowdown())
+        if (harness_now_s() - t0 > secs * harness_slowdown())
             fail_msg("job %" PRId64 " still %s after %.0f s", id, st, secs);
-        sleep_ms(100);
+        harness_sleep_ms(100);
     }
 }
 
@@ -408,14 +395,14 @@ static void test_one_queue_through_haproxy(void **state)
     spec(body, sizeof body, "streamed", 8, 256);
     int64_t id = submit(fx.a.port, body);
     const harness_daemon *runner = NULL;
-    double t0 = now_s();
-    while (!runner && now_s() - t0 < 30.0 * harness_slowdown()) {
+    double t0 = harness_now_s();
+    while (!runner && harness_now_s() - t0 < 30.0 * harness_slowdown()) {
         if (runs_logged(&fx.a, id))
             runner = &fx.a;
         else if (runs_logged(&fx.b, id))
             runner = &fx.b;
         else
-            sleep_ms(20);
+            harness_sleep_ms(20);
     }
     assert_non_null(runner);
     const harness_daemon *other = runner == &fx.a ? &fx.b : &fx.a;
@@ -423,7 +410,7 @@ static void test_one_queue_through_haproxy(void **state)
     snprintf(path, sizeof path, "/jobs/%" PRId64 "/events", id);
     harness_response r;
     assert_int_equal(harness_request(other->port, "GET", path, NULL, NULL, 0, &r), 0);
-    double ended = now_s();
+    double ended = harness_now_s();
     assert_int_equal(r.status, 200);
     const char *text = (const char *)r.body;
     assert_non_null(strstr(text, "event: epoch"));
@@ -461,20 +448,20 @@ static void test_kill9_replica_mid_job(void **state)
     char body[512], st[32];
     spec(body, sizeof body, "survivor", 12, 512);
     int64_t id = submit(fx.a.port, body), epoch = 0;
-    double t0 = now_s();
+    double t0 = harness_now_s();
     while (strcmp(job_state(fx.a.port, id, st, sizeof st, &epoch), "running") != 0 || epoch < 3) {
-        if (now_s() - t0 > 60.0 * harness_slowdown())
+        if (harness_now_s() - t0 > 60.0 * harness_slowdown())
             fail_msg("job %" PRId64 " %s at epoch %" PRId64 " after 60 s", id, st, epoch);
-        sleep_ms(20);
+        harness_sleep_ms(20);
     }
     assert_true(epoch < 12);
     harness_daemon_kill9(&fx.a);
-    double killed = now_s();
+    double killed = harness_now_s();
     assert_true(start_replica(&fx.b, fx.b_dir) > 0);
     wait_succeeded(fx.b.port, id, 90);
     fprintf(stderr, "replicas: job %" PRId64 " killed at epoch %" PRId64
                     ", finished by b %.1f s later (lease " LEASE_S " s)\n",
-            id, epoch, now_s() - killed);
+            id, epoch, harness_now_s() - killed);
     assert_int_equal(runs_logged(&fx.b, id), 1);
     /* b went on from the resume state a shared, not from epoch 1: a had
      * finished at least 2 epochs, of which at most the last is done again

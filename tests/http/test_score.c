@@ -94,18 +94,13 @@ static int setup(void **state)
 /* {"x": [[...n images...]]} of fx.x (malloc'd). */
 static char *json_images(const float *x, int n)
 {
-    char *text = NULL;
-    size_t len = 0;
-    FILE *f = open_memstream(&text, &len);
-    assert_non_null(f);
-    fputs("{\"x\":[", f);
-    for (int i = 0; i < n; i++) {
-        fputs(i ? ",[" : "[", f);
-        for (int j = 0; j < D; j++) fprintf(f, j ? ",%.9g" : "%.9g", (double)x[(size_t)i * D + j]);
-        fputc(']', f);
-    }
-    fputs("]}", f);
-    assert_int_equal(fclose(f), 0);
+    char *rows = harness_json_rows(x, n, D);
+    assert_non_null(rows);
+    size_t len = strlen(rows);
+    char *text = malloc(len + 8);
+    assert_non_null(text);
+    snprintf(text, len + 8, "{\"x\":%s}", rows);
+    free(rows);
     return text;
 }
 

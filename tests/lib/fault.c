@@ -10,7 +10,7 @@
 const char *fault_kind_name(fault_kind k)
 {
     static const char *const names[FAULT_KIND_COUNT] = {"off", "alloc", "write", "fsync",
-                                                         "rename", "io"};
+                                                         "rename"};
     return k >= 0 && k < FAULT_KIND_COUNT ? names[k] : "?";
 }
 
@@ -22,14 +22,14 @@ void fault_ctl_init(fault_ctl *ctl, const char *path, pid_t pid)
 }
 
 /* Writes the line, signals the daemon and waits for its answer to seq. */
-static int send_line(fault_ctl *ctl, int kind, int64_t n, int persist, fault_counts *counts)
+static int send_line(fault_ctl *ctl, int kind, int64_t n, fault_counts *counts)
 {
     char tmp[600], ack[600];
     snprintf(tmp, sizeof tmp, "%s.tmp", ctl->path);
     snprintf(ack, sizeof ack, "%s.ack", ctl->path);
     int seq = ++ctl->seq;
     FILE *f = fopen(tmp, "w");
-    if (!f || fprintf(f, "%d %d %" PRId64 " %d\n", seq, kind, n, persist) < 0 || fclose(f) ||
+    if (!f || fprintf(f, "%d %d %" PRId64 "\n", seq, kind, n) < 0 || fclose(f) ||
         rename(tmp, ctl->path)) {
         fprintf(stderr, "fault: cannot write %s: %s\n", ctl->path, strerror(errno));
         return -1;
@@ -61,12 +61,12 @@ static int send_line(fault_ctl *ctl, int kind, int64_t n, int persist, fault_cou
     return -1;
 }
 
-int fault_ctl_arm(fault_ctl *ctl, fault_kind kind, int64_t n, int persist)
+int fault_ctl_arm(fault_ctl *ctl, fault_kind kind, int64_t n)
 {
-    return send_line(ctl, kind, n, persist, NULL);
+    return send_line(ctl, kind, n, NULL);
 }
 
 int fault_ctl_disarm(fault_ctl *ctl, fault_counts *counts)
 {
-    return send_line(ctl, FAULT_NONE, 0, 0, counts);
+    return send_line(ctl, FAULT_NONE, 0, counts);
 }

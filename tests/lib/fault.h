@@ -7,12 +7,12 @@
  *     // VAED_FAULT_CTL=DIR/fault in its environment:
  *     fault_ctl ctl;
  *     fault_ctl_init(&ctl, "DIR/fault", pid);
- *     fault_ctl_arm(&ctl, FAULT_ALLOC, 37, 0);     // the 37th allocation from now fails
+ *     fault_ctl_arm(&ctl, FAULT_ALLOC, 37);        // the 37th allocation from now fails
  *     ... the request under test ...
  *     fault_counts n;
  *     fault_ctl_disarm(&ctl, &n);                  // n.fired: faults injected, n.calls: calls seen
  *
- *     // daemon start: VAED_FAULT="alloc 37" (or "write 2 persist") arms it
+ *     // daemon start: VAED_FAULT="alloc 37" (or "write 2") arms it
  *     // before main, and the daemon must exit with a message or serve.
  *
  * What fails and how, in the daemon's own code (the objects are linked with
@@ -23,15 +23,13 @@
  * disk (ENOSPC, SQLITE_FULL); fsync and SQLite's xSync, and rename, fail with
  * EIO (SQLITE_IOERR_FSYNC). SQLite is reached through a VFS ("fault")
  * registered as the default over the real one, so every statement's step
- * can fail where SQLite writes. FAULT_IO counts writes, fsyncs and renames
- * together.
+ * can fail where SQLite writes.
  *
- * The daemon side is a constructor and a SIGUSR1 handler in fault.c: on the
- * signal it reads the control file (one line: "SEQ KIND N PERSIST" or "SEQ
- * off"), resets the counters and writes "SEQ FIRED CALLS" to CTL.ack, where
- * FIRED and CALLS are what the previous arming saw. N counts calls of KIND
- * from the arming, in any thread; PERSIST 1 fails every call from the N-th
- * on, 0 only the N-th.
+ * The daemon side is a constructor and a SIGUSR1 handler in fault_inject.c:
+ * on the signal it reads the control file (one line: "SEQ KIND N", KIND 0
+ * to disarm), resets the counters and writes "SEQ FIRED CALLS" to CTL.ack,
+ * where FIRED and CALLS are what the previous arming saw. N counts calls of
+ * KIND from the arming, in any thread; only the N-th fails.
  */
 #ifndef FAULT_H
 #define FAULT_H
@@ -45,11 +43,10 @@ typedef enum {
     FAULT_WRITE,  /* write, SQLite's xWrite */
     FAULT_FSYNC,  /* fsync, SQLite's xSync */
     FAULT_RENAME, /* rename */
-    FAULT_IO,     /* any of write, fsync, rename */
     FAULT_KIND_COUNT
 } fault_kind;
 
-/* "alloc", "write", "fsync", "rename", "io" (and "off" for FAULT_NONE). */
+/* "alloc", "write", "fsync", "rename" (and "off" for FAULT_NONE). */
 const char *fault_kind_name(fault_kind k);
 
 typedef struct {
@@ -66,9 +63,9 @@ typedef struct {
 } fault_ctl;
 
 void fault_ctl_init(fault_ctl *ctl, const char *path, pid_t pid);
-/* Arms kind at the n-th call from now (persist: and every call after) and
- * waits until the daemon has done so. 0, or -1 (printed why). */
-int fault_ctl_arm(fault_ctl *ctl, fault_kind kind, int64_t n, int persist);
+/* Arms kind at the n-th call from now and waits until the daemon has done
+ * so. 0, or -1 (printed why). */
+int fault_ctl_arm(fault_ctl *ctl, fault_kind kind, int64_t n);
 /* Disarms; counts (may be NULL) receives what the arming saw. 0 or -1. */
 int fault_ctl_disarm(fault_ctl *ctl, fault_counts *counts);
 

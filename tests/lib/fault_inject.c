@@ -32,7 +32,6 @@ int __wrap_rename(const char *from, const char *to);
 /* ---- when to fail --------------------------------------------------------- */
 
 static atomic_int armed_kind;      /* fault_kind; FAULT_NONE: nothing fails */
-static atomic_int armed_persist;
 static _Atomic int64_t armed_n;
 static _Atomic int64_t seen_calls;
 static _Atomic int64_t seen_fired;
@@ -42,24 +41,22 @@ static int should_fail(fault_kind k)
     int a = atomic_load(&armed_kind);
     if (a == FAULT_NONE)
         return 0;
-    if (a != (int)k && !(a == FAULT_IO && k != FAULT_ALLOC))
+    if (a != (int)k)
         return 0;
     int64_t call = atomic_fetch_add(&seen_calls, 1) + 1;
-    int64_t n = atomic_load(&armed_n);
-    if (call == n || (atomic_load(&armed_persist) && call > n)) {
+    if (call == atomic_load(&armed_n)) {
         atomic_fetch_add(&seen_fired, 1);
         return 1;
     }
     return 0;
 }
 
-static void arm(fault_kind kind, int64_t n, int persist)
+static void arm(fault_kind kind, int64_t n)
 {
     atomic_store(&armed_kind, FAULT_NONE);
     atomic_store(&seen_calls, 0);
     atomic_store(&seen_fired, 0);
     atomic_store(&armed_n, n);
-    atomic_store(&armed_persist, persist);
     atomic_store(&armed_kind, kind);
 }
 
@@ -321,7 +318,7 @@ static char ctl_path[512], ack_path[520], ack_tmp[528];
 
 const char *fault_kind_name(fault_kind k);
 
-/* Parses "KIND N [persist]" (kind by name) or the control line "SEQ K N P". */
+/* One number of "KIND N" (kind by name) or of the control line "SEQ K N". */
 static int parse_i64(const char **p, int64_t *out)
 {
     while (**p == ' ')
@@ -365,16 +362,15 @@ static void on_sigusr1(int sig)
     if (n > 0) {
         line[n] = '\0';
         const char *p = line;
-        int64_t seq, kind = 0, count = 0, persist = 0;
+        int64_t seq, kind = 0, count = 0;
         if (!parse_i64(&p, &seq)) {
             parse_i64(&p, &kind);
             parse_i64(&p, &count);
-            parse_i64(&p, &persist);
             int64_t fired = atomic_load(&seen_fired), calls = atomic_load(&seen_calls);
             if (kind > FAULT_NONE && kind < FAULT_KIND_COUNT && count > 0)
-                arm((fault_kind)kind, count, persist != 0);
+                arm((fault_kind)kind, count);
             else
-                arm(FAULT_NONE, 0, 0);
+                arm(FAULT_NONE, 0);
             char ack[80];
             size_t len = put_i64(ack, seq);
             ack[len++] = ' ';
@@ -412,7 +408,7 @@ __attribute__((constructor)) static void fault_install(void)
         sigemptyset(&sa.sa_mask);
         sigaction(SIGUSR1, &sa, NULL);
     }
-    const char *start = getenv("VAED_FAULT"); /* "alloc 37" or "write 2 persist" */
+    const char *start = getenv("VAED_FAULT"); /* "alloc 37" */
     if (start && *start) {
         for (int k = FAULT_ALLOC; k < FAULT_KIND_COUNT; k++) {
             size_t len = strlen(fault_kind_name((fault_kind)k));
@@ -420,7 +416,7 @@ __attribute__((constructor)) static void fault_install(void)
                 const char *p = start + len;
                 int64_t n;
                 if (!parse_i64(&p, &n) && n > 0)
-                    arm((fault_kind)k, n, strstr(p, "persist") != NULL);
+                    arm((fault_kind)k, n);
             }
         }
     }

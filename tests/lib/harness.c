@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/time.h>
@@ -40,14 +41,21 @@ static int timeout_ms(void)
     return timeout_ms_setting >= 0 ? timeout_ms_setting : 30000 * harness_slowdown();
 }
 
-static int64_t now_ms(void)
+int64_t harness_now_ms(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static void sleep_ms(int ms)
+double harness_now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+void harness_sleep_ms(int ms)
 {
     struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
     nanosleep(&ts, NULL);
@@ -162,7 +170,7 @@ static int decode_wait_status(int st)
 /* Waits up to ms for the child; returns its decoded status or -2 when still running. */
 static int wait_for_exit(pid_t pid, int ms)
 {
-    int64_t deadline = now_ms() + ms;
+    int64_t deadline = harness_now_ms() + ms;
     for (;;) {
         int st;
         pid_t got = waitpid(pid, &st, WNOHANG);
@@ -170,9 +178,9 @@ static int wait_for_exit(pid_t pid, int ms)
             return decode_wait_status(st);
         if (got < 0 && errno != EINTR)
             return -1;
-        if (now_ms() >= deadline)
+        if (harness_now_ms() >= deadline)
             return -2;
-        sleep_ms(10);
+        harness_sleep_ms(10);
     }
 }
 
@@ -244,6 +252,7 @@ int harness_daemon_start(harness_daemon *d, const char *data_dir,
 
     fflush(stdout);
     fflush(stderr);
+    pid_t parent = getpid();
     pid_t pid = fork();
     if (pid < 0) {
         fprintf(stderr, "harness: fork: %s\n", strerror(errno));
@@ -251,6 +260,10 @@ int harness_daemon_start(harness_daemon *d, const char *data_dir,
         return -1;
     }
     if (pid == 0) {
+        /* A test that fails (cmocka jumps out of it) or crashes leaves no
+         * daemon behind: it dies with the test process. */
+        if (prctl(PR_SET_PDEATHSIG, SIGKILL) || getppid() != parent)
+            _exit(127);
         int log = open(d->log_path, O_WRONLY | O_CREAT | O_APPEND, 0644);
         int null = open("/dev/null", O_RDONLY);
         if (log >= 0) {
@@ -269,7 +282,7 @@ int harness_daemon_start(harness_daemon *d, const char *data_dir,
     free(argv);
     d->pid = pid;
 
-    int64_t deadline = now_ms() + 10000 * harness_slowdown();
+    int64_t deadline = harness_now_ms() + 10000 * harness_slowdown();
     for (;;) {
         char *text = read_whole_file(port_path, NULL); /* owned: freed below */
         if (text) {
@@ -291,9 +304,9 @@ int harness_daemon_start(harness_daemon *d, const char *data_dir,
             dump_log(d, why);
             return -1;
         }
-        if (now_ms() >= deadline)
+        if (harness_now_ms() >= deadline)
             break;
-        sleep_ms(20);
+        harness_sleep_ms(20);
     }
     dump_log(d, "wrote no port file within the time limit");
     harness_daemon_kill9(d);
@@ -741,6 +754,28 @@ int harness_json_matrix(const cJSON *m, int rows, int cols, float *out)
         r++;
     }
     return 0;
+}
+
+char *harness_json_rows(const float *v, int rows, int cols)
+{
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    if (!f)
+        return NULL;
+    fputc('[', f);
+    for (int r = 0; r < rows; r++) {
+        fputs(r ? ",[" : "[", f);
+        for (int k = 0; k < cols; k++)
+            fprintf(f, k ? ",%.9g" : "%.9g", (double)v[(size_t)r * cols + k]);
+        fputc(']', f);
+    }
+    fputc(']', f);
+    if (fclose(f)) {
+        free(text);
+        return NULL;
+    }
+    return text;
 }
 
 int harness_use_repo_data(void)

@@ -17,8 +17,10 @@
  * sanitized daemon), else build/vaed relative to the repository root where
  * tests run. Its stdout and stderr go to DIR/vaed.log; when it
  * fails to start or exits non-zero the log is copied to the test's stderr, so
- * a sanitizer report from the daemon shows up in the test output. Timeouts
- * are tripled when VAED_SANITIZED is set.
+ * a sanitizer report from the daemon shows up in the test output. A daemon
+ * is killed (SIGKILL) when the test process that started it ends, so a
+ * failed test leaves none behind. Timeouts are tripled when VAED_SANITIZED
+ * is set.
  *
  * The client is a plain socket: one request per connection (Connection:
  * close), responses framed by Content-Length, chunked encoding or close.
@@ -67,6 +69,10 @@ typedef struct {
 void harness_set_timeout_ms(int ms);
 /* The timeout scale for this run: 3 under sanitizers, else 1. */
 int harness_slowdown(void);
+/* Monotonic clock readings, and a plain sleep, for tests that poll. */
+int64_t harness_now_ms(void);
+double harness_now_s(void);
+void harness_sleep_ms(int ms);
 
 /* ---- the daemon ---- */
 
@@ -111,6 +117,10 @@ cJSON *harness_json(const harness_response *r);
 /* A JSON matrix of exactly rows arrays of cols numbers into out (rows *
  * cols floats): 0, or -1 with the first mismatch printed. */
 int harness_json_matrix(const cJSON *m, int rows, int cols, float *out);
+/* "[[a,b,...],[...]]" of rows x cols floats (row-major, %.9g), the
+ * writer's side of harness_json_matrix: a new string the caller frees, or
+ * NULL when out of memory. */
+char *harness_json_rows(const float *v, int rows, int cols);
 /* 1 when r is status with body exactly {"error":{"code":code,"message":<non-empty
  * string>}} and Content-Type application/json; else prints why and returns 0. */
 int harness_expect_error(const harness_response *r, int status, const char *code);
