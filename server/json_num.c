@@ -1,159 +1,368 @@
 #include "server/json_num.h"
 
-#include <math.h>
 #include <stdint.h>
-#include <stdio.h>
 #include <string.h>
 
 typedef unsigned __int128 u128;
 
-/* 10^k for k <= 38 (10^38 < 2^128). */
-static u128 pow10_u128(int k)
+/* 5^m for m <= 55 (5^55 < 2^128), high and low 64 bits: the float's
+ * mantissa times 5^m is exact in 192 bits, and 10^m = 5^m * 2^m leaves a
+ * power of two that is a shift. m goes to 53 (the smallest subnormal rounded
+ * to nine digits). */
+static const uint64_t pow5[56][2] = {
+    {0x0ull, 0x1ull},
+    {0x0ull, 0x5ull},
+    {0x0ull, 0x19ull},
+    {0x0ull, 0x7dull},
+    {0x0ull, 0x271ull},
+    {0x0ull, 0xc35ull},
+    {0x0ull, 0x3d09ull},
+    {0x0ull, 0x1312dull},
+    {0x0ull, 0x5f5e1ull},
+    {0x0ull, 0x1dcd65ull},
+    {0x0ull, 0x9502f9ull},
+    {0x0ull, 0x2e90eddull},
+    {0x0ull, 0xe8d4a51ull},
+    {0x0ull, 0x48c27395ull},
+    {0x0ull, 0x16bcc41e9ull},
+    {0x0ull, 0x71afd498dull},
+    {0x0ull, 0x2386f26fc1ull},
+    {0x0ull, 0xb1a2bc2ec5ull},
+    {0x0ull, 0x3782dace9d9ull},
+    {0x0ull, 0x1158e460913dull},
+    {0x0ull, 0x56bc75e2d631ull},
+    {0x0ull, 0x1b1ae4d6e2ef5ull},
+    {0x0ull, 0x878678326eac9ull},
+    {0x0ull, 0x2a5a058fc295edull},
+    {0x0ull, 0xd3c21bcecceda1ull},
+    {0x0ull, 0x422ca8b0a00a425ull},
+    {0x0ull, 0x14adf4b7320334b9ull},
+    {0x0ull, 0x6765c793fa10079dull},
+    {0x2ull, 0x4fce5e3e2502611ull},
+    {0xaull, 0x18f07d736b90be55ull},
+    {0x32ull, 0x7cb2734119d3b7a9ull},
+    {0xfcull, 0x6f7c40458122964dull},
+    {0x4eeull, 0x2d6d415b85acef81ull},
+    {0x18a6ull, 0xe32246c99c60ad85ull},
+    {0x7b42ull, 0x6fab61f00de36399ull},
+    {0x2684cull, 0x2e58e9b04570f1fdull},
+    {0xc097cull, 0xe7bc90715b34b9f1ull},
+    {0x3c2f70ull, 0x86aed236c807a1b5ull},
+    {0x12ced32ull, 0xa16a1b11e8262889ull},
+    {0x5e0a1fdull, 0x2712875988becaadull},
+    {0x1d6329f1ull, 0xc35ca4bfabb9f561ull},
+    {0x92efd1b8ull, 0xd0cf37be5aa1cae5ull},
+    {0x2deaf189cull, 0x140c16b7c528f679ull},
+    {0xe596b7b0cull, 0x643c7196d9ccd05dull},
+    {0x47bf19673dull, 0xf52e37f2410011d1ull},
+    {0x166bb7f0435ull, 0xc9e717bb45005915ull},
+    {0x701a97b150cull, 0xf18376a85901bd69ull},
+    {0x23084f676940ull, 0xb7915149bd08b30dull},
+    {0xaf298d050e43ull, 0x95d69670b12b7f41ull},
+    {0x36bcfc1194751ull, 0xed30f03375d97c45ull},
+    {0x111b0ec57e6499ull, 0xa1f4b1014d3f6d59ull},
+    {0x558749db77f700ull, 0x29c77506823d22bdull},
+    {0x1aba4714957d300ull, 0xd0e549208b31adb1ull},
+    {0x85a36366eb71f04ull, 0x147a6da2b7f86475ull},
+    {0x29c30f1029939b14ull, 0x6664242d97d9f649ull},
+    {0xd0cf4b50cfe20765ull, 0xfff4b4e3f741cf6dull},
+};
+
+/* A scaled value: its integer part, and where its fraction lies. */
+typedef enum { FRAC_ZERO, FRAC_BELOW_HALF, FRAC_HALF, FRAC_ABOVE_HALF } frac_kind;
+
+typedef struct {
+    uint64_t i;
+    frac_kind frac;
+} scaled;
+
+static frac_kind frac_of(int half, int rest)
 {
-    static const uint64_t small[20] = {1ull, 10ull, 100ull, 1000ull, 10000ull, 100000ull,
-                                       1000000ull, 10000000ull, 100000000ull, 1000000000ull,
-                                       10000000000ull, 100000000000ull, 1000000000000ull,
-                                       10000000000000ull, 100000000000000ull,
-                                       1000000000000000ull, 10000000000000000ull,
-                                       100000000000000000ull, 1000000000000000000ull,
-                                       10000000000000000000ull};
-    if (k < 20)
-        return small[k];
-    return (u128)small[19] * small[k - 19];
+    return half ? (rest ? FRAC_ABOVE_HALF : FRAC_HALF) : (rest ? FRAC_BELOW_HALF : FRAC_ZERO);
 }
 
-/* round(m * 2^e * 10^k) to nearest, ties to even, when it is exact in 128
- * bits; returns 0 (and leaves *out) when it is not. m < 2^24. */
-static int scaled_round(uint32_t m, int e, int k, uint64_t *out)
+/* (yh * 2^64 + yl) / 2^s for s >= 1. */
+static scaled shift_down(u128 yh, uint64_t yl, int s)
 {
-    u128 num, den;
-    if (k >= 0) {
-        if (k > 31)
-            return 0;
-        num = (u128)m * pow10_u128(k); /* < 2^24 * 2^103 */
-        den = 1;
+    scaled r;
+    int half, rest;
+    if (s < 64) {
+        r.i = (uint64_t)((yh << (64 - s)) | (yl >> s));
+        half = (int)(yl >> (s - 1)) & 1;
+        rest = (yl & ((1ull << (s - 1)) - 1)) != 0;
+    } else if (s == 64) {
+        r.i = (uint64_t)yh;
+        half = (int)(yl >> 63);
+        rest = (yl << 1) != 0;
     } else {
-        if (-k > 38)
-            return 0;
-        num = m;
-        den = pow10_u128(-k);
+        int t = s - 64; /* at most 106 - 64 here */
+        r.i = (uint64_t)(yh >> t);
+        half = (int)(yh >> (t - 1)) & 1;
+        rest = yl || (yh & (((u128)1 << (t - 1)) - 1));
     }
-    u128 q, r, half_den;
-    if (e > 0) {
-        if (e >= 127 || num >> (127 - e))
-            return 0; /* num << e would not fit */
-        num <<= e;
-    }
-    if (e < 0 && den == 1) {
-        /* the usual case, |v| < 10^9: a division by 2^-e is a shift */
-        if (-e >= 127)
-            return 0;
-        q = num >> -e;
-        r = num & (((u128)1 << -e) - 1);
-        half_den = (u128)1 << (-e - 1);
-        if (r > half_den || (r == half_den && (q & 1)))
-            q++;
-    } else {
-        if (e < 0) {
-            if (-e >= 127 || den >> (127 + e))
-                return 0;
-            den <<= -e;
+    r.frac = frac_of(half, rest);
+    return r;
+}
+
+/* x * 2^(q-2) * 10^-k, exactly: x < 2^27, and q, k those of a float
+ * (shortest or rounded to at most nine digits), so the integer part fits in
+ * 64 bits. */
+static scaled scale(uint64_t x, int q, int k)
+{
+    if (k <= 0) {
+        /* x * 5^-k / 2^(2 - q + k): a product and a shift */
+        const uint64_t *p = pow5[-k];
+        int s = 2 - q + k;
+        if (!p[0] && s >= 1 && s < 128) {
+            /* the common case, |v| in about [1e-27, 1e7): one 64-bit product */
+            u128 y = (u128)x * p[1];
+            u128 rem = y & (((u128)1 << s) - 1), half = (u128)1 << (s - 1);
+            scaled r = {(uint64_t)(y >> s),
+                        rem == 0 ? FRAC_ZERO
+                                 : rem < half ? FRAC_BELOW_HALF
+                                              : rem == half ? FRAC_HALF : FRAC_ABOVE_HALF};
+            return r;
         }
-        q = num / den;
-        r = num % den;
-        if (r > den - r || (r == den - r && (q & 1)))
-            q++;
+        u128 lo = (u128)x * p[1];
+        u128 yh = (u128)x * p[0] + (lo >> 64);
+        if (s <= 0) {
+            scaled r = {(uint64_t)lo << -s, FRAC_ZERO};
+            return r;
+        }
+        return shift_down(yh, (uint64_t)lo, s);
     }
-    if (q >> 63)
-        return 0;
-    *out = (uint64_t)q;
-    return 1;
+    /* x * 2^(q-2-k) / 5^k: |v| >= 10, rare in an image or a latent */
+    u128 num = x, den = (u128)pow5[k][0] << 64 | pow5[k][1];
+    int e = q - 2 - k;
+    if (e >= 0)
+        num <<= e;
+    else
+        den <<= -e;
+    u128 rem = num % den;
+    scaled r = {(uint64_t)(num / den),
+                rem == 0 ? FRAC_ZERO
+                         : 2 * rem < den ? FRAC_BELOW_HALF
+                                         : 2 * rem == den ? FRAC_HALF : FRAC_ABOVE_HALF};
+    return r;
+}
+
+/* floor(x / 2^18) for negative x too (>> of a negative int is the
+ * compiler's choice in C). */
+static int floor_shift18(int x)
+{
+    return x >= 0 ? x >> 18 : -((-x + 262143) >> 18);
+}
+
+/* The rounding interval of a float, in units of 10^k: the decimals n * 10^k
+ * that read back as the float are those with lo < n < hi, or equal to a
+ * bound when ends_in (an even mantissa: strtof breaks ties to even). */
+typedef struct {
+    scaled lo, hi;
+    int ends_in;
+} interval;
+
+static int inside(const interval *r, uint64_t n)
+{
+    int above = n > r->lo.i || (r->ends_in && n == r->lo.i && r->lo.frac == FRAC_ZERO);
+    int below = n < r->hi.i || (n == r->hi.i && (r->hi.frac != FRAC_ZERO || r->ends_in));
+    return above && below;
+}
+
+/* n * 2^s against the interval (yl, yr) of 2^s units (or [yl, yr] when
+ * ends_in), where n * 2^s fits in 128 bits. */
+static int inside_u128(u128 n_s, u128 yl, u128 yr, int ends_in)
+{
+    return (n_s > yl || (ends_in && n_s == yl)) && (n_s < yr || (ends_in && n_s == yr));
+}
+
+/* The shortest decimal n * 10^k that reads back as c * 2^q, nearest of the
+ * shortest. asym: c is a power of two above the smallest exponent, so the
+ * float below is half as far as the one above. */
+static uint32_t shortest(uint32_t c, int q, int asym, int *k_out)
+{
+    /* 10^k <= the interval's width < 10^(k+1): 2^q, or 3/4 2^q when asym
+     * (log10 2 = 78913 / 2^18, log10 3/4 = -32751 / 2^18, exact for every
+     * float exponent). The interval then holds at least one multiple of
+     * 10^k and at most one of 10^(k+1); v / 10^k is below 2^28. */
+    int k = floor_shift18(q * 78913 - (asym ? 32751 : 0));
+    uint64_t cb = 4 * (uint64_t)c;
+    int ends_in = !(c & 1);
+    *k_out = k;
+    int sh = 2 - q + k;
+    if (k <= 0 && !pow5[-k][0] && sh >= 1 && sh <= 96) {
+        /* |v| in about [1e-27, 1e7), every image and latent: the interval's
+         * ends and v as exact 128-bit multiples of 2^-sh in units of 10^k */
+        u128 p = pow5[-k][1];
+        u128 yv = cb * p, yl = yv - (asym ? p : 2 * p), yr = yv + 2 * p;
+        uint32_t s = (uint32_t)(yv >> sh), s10 = s / 10 * 10;
+        if (s10 && inside_u128((u128)s10 << sh, yl, yr, ends_in))
+            return s10;
+        if (inside_u128((u128)(s10 + 10) << sh, yl, yr, ends_in))
+            return s10 + 10;
+        int in_s = inside_u128((u128)s << sh, yl, yr, ends_in);
+        int in_t = inside_u128((u128)(s + 1) << sh, yl, yr, ends_in);
+        if (in_s && in_t) { /* both read back: the nearer, ties to even */
+            u128 rem = yv - ((u128)s << sh), half = (u128)1 << (sh - 1);
+            return rem < half || (rem == half && !(s & 1)) ? s : s + 1;
+        }
+        return in_s ? s : s + 1;
+    }
+    interval r = {scale(cb - (asym ? 1 : 2), q, k), scale(cb + 2, q, k), ends_in};
+    scaled v = scale(cb, q, k);
+    uint32_t s = (uint32_t)v.i, s10 = s / 10 * 10; /* s >= 1 */
+    if (s10 && inside(&r, s10))
+        return s10;
+    if (inside(&r, s10 + 10))
+        return s10 + 10;
+    int in_s = inside(&r, s), in_t = inside(&r, s + 1);
+    if (in_s && in_t)
+        return v.frac < FRAC_HALF || (v.frac == FRAC_HALF && !(s & 1)) ? s : s + 1;
+    return in_s ? s : s + 1;
+}
+
+static const uint32_t pow10_u32[10] = {1u,      10u,      100u,      1000u,      10000u,
+                                       100000u, 1000000u, 10000000u, 100000000u, 1000000000u};
+
+/* Digits of n < 10^10 (n >= 1). */
+static int digit_count(uint32_t n)
+{
+    int d = ((32 - __builtin_clz(n)) * 1233) >> 12; /* log10 2 ~ 1233 / 4096 */
+    return d + (n >= pow10_u32[d]);
+}
+
+static const char digit_pairs[201] = "00010203040506070809"
+                                     "10111213141516171819"
+                                     "20212223242526272829"
+                                     "30313233343536373839"
+                                     "40414243444546474849"
+                                     "50515253545556575859"
+                                     "60616263646566676869"
+                                     "70717273747576777879"
+                                     "80818283848586878889"
+                                     "90919293949596979899";
+
+/* Exactly nd digits of n at p, leading zeros included. Written in place, not
+ * copied from a scratch buffer: a copy of just-written bytes stalls. */
+static void put_digits(char *p, uint32_t n, int nd)
+{
+    p += nd;
+    for (; nd >= 2; nd -= 2) {
+        p -= 2;
+        memcpy(p, digit_pairs + 2 * (n % 100), 2);
+        n /= 100;
+    }
+    if (nd)
+        p[-1] = (char)('0' + n);
+}
+
+/* n * 10^k (n without trailing zeros) in the notation of json_num.h. */
+static char *put_decimal(char *p, uint32_t n, int k)
+{
+    int nd = digit_count(n);
+    int x = nd - 1 + k; /* the exponent of the first digit */
+    int ax = x < 0 ? -x : x;
+    int len_exp = nd + (nd > 1) + 1 + (x < 0) + (ax >= 10 ? 2 : 1); /* |x| <= 45 */
+    int len_plain = k >= 0 ? nd + k : x >= 0 ? nd + 1 : 1 - x + nd;
+    if (len_plain <= len_exp) {
+        if (k >= 0) {
+            put_digits(p, n, nd);
+            memset(p + nd, '0', (size_t)k);
+        } else if (x >= 0) {
+            put_digits(p, n / pow10_u32[-k], x + 1);
+            p[x + 1] = '.';
+            put_digits(p + x + 2, n % pow10_u32[-k], -k);
+        } else {
+            memset(p, '0', (size_t)(1 - x));
+            p[1] = '.';
+            put_digits(p + 1 - x, n, nd);
+        }
+        return p + len_plain;
+    }
+    char *e = p;
+    if (nd > 1) {
+        uint32_t first = n / pow10_u32[nd - 1];
+        e[0] = (char)('0' + first);
+        e[1] = '.';
+        put_digits(e + 2, n - first * pow10_u32[nd - 1], nd - 1);
+        e += nd + 1;
+    } else {
+        *e++ = (char)('0' + n);
+    }
+    *e++ = 'e';
+    if (x < 0)
+        *e++ = '-';
+    if (ax >= 10) {
+        memcpy(e, digit_pairs + 2 * ax, 2);
+        e += 2;
+    } else {
+        *e++ = (char)('0' + ax);
+    }
+    return e;
+}
+
+/* v at p (no NUL); returns the end. */
+static char *put_float(char *p, float v, int digits)
+{
+    uint32_t bits;
+    memcpy(&bits, &v, sizeof bits);
+    uint32_t exp_bits = (bits >> 23) & 0xFF, c = bits & 0x7FFFFF;
+    if (exp_bits == 0xFF) {
+        memcpy(p, "null", 4);
+        return p + 4;
+    }
+    if (bits >> 31)
+        *p++ = '-';
+    if (!exp_bits && !c) {
+        *p++ = '0';
+        return p;
+    }
+    int q = -149, asym = 0;
+    if (exp_bits) {
+        asym = !c && exp_bits > 1;
+        c |= 0x800000;
+        q = (int)exp_bits - 150;
+    }
+    int k;
+    uint32_t n = shortest(c, q, asym, &k);
+    while (n % 10 == 0) {
+        n /= 10;
+        k++;
+    }
+    int nd = digit_count(n);
+    if (digits >= 1 && nd > digits) {
+        /* v's exact value rounded to digits digits: the same first-digit
+         * exponent as the shortest (both have two or more digits, and a
+         * power of ten between them would have been shorter still) */
+        k += nd - digits;
+        scaled r = scale(4 * (uint64_t)c, q, k);
+        n = (uint32_t)r.i + (r.frac == FRAC_ABOVE_HALF || (r.frac == FRAC_HALF && (r.i & 1)));
+        while (n % 10 == 0) {
+            n /= 10;
+            k++;
+        }
+    }
+    return put_decimal(p, n, k);
+}
+
+size_t json_num_float_digits(char *buf, float v, int digits)
+{
+    char *end = put_float(buf, v, digits);
+    *end = '\0';
+    return (size_t)(end - buf);
 }
 
 size_t json_num_float(char *buf, float v)
 {
-    if (!isfinite(v))
-        return (size_t)snprintf(buf, JSON_NUM_FLOAT_MAX, "%.9g", (double)v);
-    char *p = buf;
-    uint32_t bits;
-    memcpy(&bits, &v, sizeof bits);
-    if (bits >> 31)
-        *p++ = '-';
-    uint32_t exp_bits = (bits >> 23) & 0xFF, m = bits & 0x7FFFFF;
-    if (!exp_bits && !m) {
-        *p++ = '0';
-        *p = '\0';
-        return (size_t)(p - buf);
+    return json_num_float_digits(buf, v, 0);
+}
+
+size_t json_num_floats(char *out, const float *v, size_t n, int digits)
+{
+    char *p = out;
+    for (size_t i = 0; i < n; i++) {
+        if (i)
+            *p++ = ',';
+        p = put_float(p, v[i], digits);
     }
-    int e;
-    if (exp_bits) {
-        m |= 0x800000;
-        e = (int)exp_bits - 150;
-    } else {
-        e = -149; /* subnormal */
-    }
-    /* Nine digits: N = round(|v| * 10^k) in [10^8, 10^9), decimal exponent
-     * X = 8 - k. floor(log2 |v| * log10 2) is floor(log10 |v|) or one
-     * less; the check fixes it. */
-    int e2 = e + 31 - __builtin_clz(m); /* floor(log2 |v|) */
-    int k = 8 - (e2 >= 0 ? e2 * 78913 >> 18 : -((-e2 * 78913 + 262143) >> 18)); /* log10 2 */
-    uint64_t N = 0;
-    int ok = 0;
-    for (int tries = 0; tries < 3; tries++) {
-        if (!scaled_round(m, e, k, &N))
-            break;
-        if (N >= 1000000000ull) {
-            k--; /* rounding carried into a tenth digit, or log10 was low */
-            continue;
-        }
-        if (N < 100000000ull) {
-            k++;
-            continue;
-        }
-        ok = 1;
-        break;
-    }
-    if (!ok)
-        return (size_t)snprintf(buf, JSON_NUM_FLOAT_MAX, "%.9g", (double)v);
-    int X = 8 - k;
-    char d[9];
-    for (int i = 8; i >= 0; i--) {
-        d[i] = (char)('0' + N % 10);
-        N /= 10;
-    }
-    int nd = 9;
-    while (nd > 1 && d[nd - 1] == '0') nd--; /* %g drops trailing zeros */
-    if (X >= -4 && X < 9) {
-        if (X < 0) {
-            *p++ = '0';
-            *p++ = '.';
-            for (int i = 0; i < -X - 1; i++) *p++ = '0';
-            memcpy(p, d, (size_t)nd);
-            p += nd;
-        } else {
-            int ip = X + 1; /* digits before the point */
-            for (int i = 0; i < ip; i++) *p++ = i < nd ? d[i] : '0';
-            if (nd > ip) {
-                *p++ = '.';
-                memcpy(p, d + ip, (size_t)(nd - ip));
-                p += nd - ip;
-            }
-        }
-    } else {
-        *p++ = d[0];
-        if (nd > 1) {
-            *p++ = '.';
-            memcpy(p, d + 1, (size_t)(nd - 1));
-            p += nd - 1;
-        }
-        *p++ = 'e';
-        *p++ = X < 0 ? '-' : '+';
-        int ax = X < 0 ? -X : X;
-        if (ax >= 100)
-            *p++ = (char)('0' + ax / 100);
-        *p++ = (char)('0' + ax / 10 % 10);
-        *p++ = (char)('0' + ax % 10);
-    }
-    *p = '\0';
-    return (size_t)(p - buf);
+    return (size_t)(p - out);
 }

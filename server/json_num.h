@@ -1,27 +1,60 @@
-/* json_num: floats as JSON numbers, the way printf("%.9g") writes them.
+/* json_num: floats as JSON numbers, in as few characters as read back.
  *
  *     char buf[JSON_NUM_FLOAT_MAX];
- *     size_t n = json_num_float(buf, 0.1f);   // "0.100000001", n = 11
+ *     size_t n = json_num_float(buf, 0.1f);           // "0.1", n = 3
+ *     n = json_num_float_digits(buf, 0.123456f, 3);   // "0.123"
  *
- * Nine significant digits bring every float back exactly when parsed. The
+ *     char *text = malloc(count * JSON_NUM_FLOAT_MAX); // the caller's
+ *     size_t len = json_num_floats(text, v, count, 0); // "0.1,2e-7,1"
+ *
+ * json_num_float writes the shortest decimal that strtof reads back as the
+ * same float32 and, among the shortest, the one closest to the float's exact
+ * value (ties to an even last digit): "0.1", not "0.100000001". The
  * responses of /encode, /decode and /sample hold up to hundreds of thousands
- * of them, and glibc's printf spends about 0.2 us on each (multi-precision
- * arithmetic for any double); here a float's 24-bit mantissa times a power
- * of ten fits in 128-bit integers, so the same correctly rounded digits come
- * from a few multiplications. The output is byte-identical to "%.9g" (the
- * tests compare both on millions of floats); non-finite values, which JSON
- * cannot hold, and the rare exponents the fast path does not cover go
- * through snprintf.
+ * of floats; here the digits come from exact integer arithmetic (the float's
+ * 24-bit mantissa times a power of five in 128-bit products, a shift for the
+ * power of two), with no printf and no rounding error to reason about. The
+ * interval of decimals that read back as v is found first; the one decimal
+ * with a digit fewer than the grid 10^k whose step fits the interval is
+ * taken if it lies inside, else the nearer of the two grid points around v
+ * that does (Giulietti's "Schubfach" idea, written here from its paper).
+ *
+ * Notation, the same in every function: a '-' for negative values (and -0),
+ * never a '+'; then the shorter of plain decimal ("0.25", "1500", "0.001")
+ * and exponent form ("1.5e-7", "2e20": one digit before the point, 'e', a '-'
+ * only for negative exponents, no leading zeros), plain decimal when they are
+ * as long. Plain decimal always has a digit before the point ("0.5", never
+ * ".5") and never a trailing point or trailing zeros after it. At most 15
+ * characters. A value JSON cannot hold (infinity, NaN) is written as null:
+ * the endpoints refuse non-finite results with a 422 before writing them, so
+ * null only appears where a caller meant it.
  */
 #ifndef JSON_NUM_H
 #define JSON_NUM_H
 
 #include <stddef.h>
 
-#define JSON_NUM_FLOAT_MAX 24
+/* Bytes for one float with its NUL (the longest is "-1.2345678e-45"), and
+ * for one float and a separator in json_num_floats. */
+#define JSON_NUM_FLOAT_MAX 16
 
-/* Writes v as "%.9g" would, NUL-terminated, into buf (JSON_NUM_FLOAT_MAX
- * bytes); returns the length. */
+/* The most significant digits a float32 needs to read back exactly. */
+#define JSON_NUM_DIGITS_MAX 9
+
+/* Writes v, shortest round trip, NUL-terminated, into buf
+ * (JSON_NUM_FLOAT_MAX bytes); returns the length. */
 size_t json_num_float(char *buf, float v);
+
+/* Like json_num_float, with at most digits significant digits (1 ..
+ * JSON_NUM_DIGITS_MAX; 0 means shortest round trip): the shortest round trip
+ * when it has that many or fewer, else v's exact value rounded to digits
+ * digits (half to even), trailing zeros dropped. digits = 9 is therefore the
+ * same as 0. */
+size_t json_num_float_digits(char *buf, float v, int digits);
+
+/* Writes the n floats of v as json_num_float_digits does, separated by
+ * commas, into out (n * JSON_NUM_FLOAT_MAX bytes suffice); no brackets, no
+ * NUL. Returns the length. */
+size_t json_num_floats(char *out, const float *v, size_t n, int digits);
 
 #endif
