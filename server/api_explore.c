@@ -39,6 +39,7 @@ typedef struct {
     char model[API_INFER_NAME_MAX + 1], version[API_INFER_NAME_MAX + 1];
     http_format fmt;
     int64_t scale;
+    int precision;             /* ?precision=: JSON floats' significant digits (0: shortest) */
     api_infer_data_ref ref;    /* the first image (a map: its data set; index 0) */
     char ref_text[96];         /* the parameter as given, for the ETag */
     int64_t count;             /* images of a reconstruction, points of a map */
@@ -95,10 +96,10 @@ static int explore_not_modified(explore_request *r, char *etag)
     char dims[TRAVERSE_MAX_DIMS * 5 + 1] = "";
     for (int i = 0, used = 0; i < r->n_dims; i++)
         used += snprintf(dims + used, sizeof dims - (size_t)used, "%d,", r->dims[i]);
-    compute_request_etag(etag, "%d|%s|%s|%lld|%s|%lld|%s|%.17g|%lld|%s|%lld", (int)r->kind,
+    compute_request_etag(etag, "%d|%s|%s|%lld|%s|%lld|%s|%.17g|%lld|%s|%lld|%d", (int)r->kind,
                          r->info.sha256, r->info.model, (long long)r->info.version, r->ref_text,
                          (long long)r->count, dims, r->range, (long long)r->steps,
-                         http_format_name(r->fmt), (long long)r->scale);
+                         http_format_name(r->fmt), (long long)r->scale, r->precision);
     return compute_request_not_modified(&r->base, etag,
                                         api_infer_cache_control(r->model, r->version));
 }
@@ -111,8 +112,9 @@ static http_error answer_images(explore_request *r, const vae_config *cfg, const
     void *body = NULL; /* owned: handed to the response */
     size_t len = 0;
     const char *content_type = NULL;
-    http_error e = api_infer_encode_images(r->fmt, cfg, x, z, n, cols, (int)r->scale, &r->info,
-                                           extra, &body, &len, &content_type, msg, msglen);
+    http_error e = api_infer_encode_images(r->fmt, cfg, x, z, n, cols, (int)r->scale,
+                                           r->precision, &r->info, extra, &body, &len,
+                                           &content_type, msg, msglen);
     if (e != HTTP_ERR_NONE)
         return e;
     compute_request_set_body(&r->base, MHD_HTTP_OK, content_type, body, len);
@@ -503,14 +505,16 @@ static explore_request *explore_new(http_ctx *ctx, struct MHD_Connection *c, htt
     return r;
 }
 
-/* ?model=, ?version=, and for image answers ?scale= and the format. */
+/* ?model=, ?version=, and for image answers ?scale=, ?precision= and the
+ * format. */
 static http_error common_params(explore_request *r, int images, char *msg, size_t msglen)
 {
     struct MHD_Connection *c = r->base.task.conn;
     http_error e = api_infer_model_params(c, r->model, r->version, msg, msglen);
     if (e != HTTP_ERR_NONE || !images)
         return e;
-    if (http_query_int(c, "scale", 1, API_INFER_MAX_SCALE, 1, &r->scale, msg, msglen))
+    if (http_query_int(c, "scale", 1, API_INFER_MAX_SCALE, 1, &r->scale, msg, msglen) ||
+        api_infer_precision_param(c, &r->precision, msg, msglen))
         return HTTP_ERR_BAD_REQUEST;
     return http_negotiate(c, HTTP_OFFER_IMAGES, &r->fmt, msg, msglen);
 }

@@ -71,6 +71,7 @@ typedef struct {
     int64_t steps;
     int slerp;
     int64_t scale;               /* ?scale=: each pixel a scale x scale block in a PNG */
+    int precision;               /* ?precision=: JSON floats' significant digits (0: shortest) */
     infer_labels labels;         /* ?label= / ?labels= of /sample and /encode */
     /* The checkpoint the request's names resolved to: what X-Model, the JSON
      * "model" and the ETag report (the cached model may have been loaded
@@ -219,6 +220,31 @@ static int query_double(struct MHD_Connection *c, const char *name, double lo, d
     return 0;
 }
 
+static enum MHD_Result count_precision(void *cls, enum MHD_ValueKind kind, const char *key,
+                                       const char *value)
+{
+    (void)kind;
+    (void)value;
+    if (key && !strcmp(key, "precision"))
+        ++*(int *)cls;
+    return MHD_YES;
+}
+
+int api_infer_precision_param(struct MHD_Connection *c, int *precision, char *msg, size_t msglen)
+{
+    int given = 0;
+    MHD_get_connection_values(c, MHD_GET_ARGUMENT_KIND, count_precision, &given);
+    if (given > 1) {
+        snprintf(msg, msglen, "parameter 'precision' is given %d times (once at most)", given);
+        return -1;
+    }
+    int64_t digits = 0;
+    if (http_query_int(c, "precision", 1, JSON_NUM_DIGITS_MAX, 0, &digits, msg, msglen))
+        return -1;
+    *precision = (int)digits;
+    return 0;
+}
+
 static int media_type_is(const char *header, const char *type)
 {
     if (!header)
@@ -331,9 +357,10 @@ static void interp_tags(const infer_request *r, const registry_checkpoint_info *
                         char etag[40], char *key)
 {
     char text[640], hex[65];
-    snprintf(text, sizeof text, "%s|%s|%lld|%s|%s|%lld|%s|%s|%lld", info->sha256, info->model,
+    snprintf(text, sizeof text, "%s|%s|%lld|%s|%s|%lld|%s|%s|%lld|%d", info->sha256, info->model,
              (long long)info->version, r->from, r->to, (long long)r->steps,
-             r->slerp ? "slerp" : "lerp", http_format_name(r->fmt), (long long)r->scale);
+             r->slerp ? "slerp" : "lerp", http_format_name(r->fmt), (long long)r->scale,
+             r->precision);
     sha256_hex((const uint8_t *)text, strlen(text), hex);
     snprintf(etag, 40, "\"%.32s\"", hex);
     snprintf(key, CACHE_KEY_MAX, "%s|%s|%lld", hex, info->model, (long long)info->version);
@@ -399,7 +426,8 @@ static http_error sample_params(infer_request *r, char *msg, size_t msglen)
     if (http_query_int(c, "n", 1, API_INFER_MAX_N, SAMPLE_DEFAULT_N, &r->n, msg, msglen) ||
         http_query_u64(c, "seed", &have_seed, &r->seed, msg, msglen) ||
         query_double(c, "temperature", 0.0, TEMPERATURE_MAX, 1.0, &r->temperature, msg, msglen) ||
-        http_query_int(c, "scale", 1, API_INFER_MAX_SCALE, 1, &r->scale, msg, msglen))
+        http_query_int(c, "scale", 1, API_INFER_MAX_SCALE, 1, &r->scale, msg, msglen) ||
+        api_infer_precision_param(c, &r->precision, msg, msglen))
         return HTTP_ERR_BAD_REQUEST;
     if ((e = infer_labels_from_query(c, &r->labels, msg, msglen)) != HTTP_ERR_NONE)
         return e;
@@ -439,6 +467,8 @@ static http_error body_params(infer_request *r, const http_request *req, unsigne
     http_error e = read_model_params(r, msg, msglen);
     if (e == HTTP_ERR_NONE && (offered & (1u << HTTP_FORMAT_PNG)) &&
         http_query_int(c, "scale", 1, API_INFER_MAX_SCALE, 1, &r->scale, msg, msglen))
+        e = HTTP_ERR_BAD_REQUEST;
+    if (e == HTTP_ERR_NONE && api_infer_precision_param(c, &r->precision, msg, msglen))
         e = HTTP_ERR_BAD_REQUEST;
     if (e == HTTP_ERR_NONE)
         e = http_negotiate(c, offered, &r->fmt, msg, msglen);
@@ -494,7 +524,8 @@ static http_error interpolate_get_params(infer_request *r, char *msg, size_t msg
         http_query_str(c, "to", DATA_REF_MAX, &to, msg, msglen) ||
         http_query_str(c, "mode", 16, &mode, msg, msglen) ||
         http_query_int(c, "steps", 2, API_INFER_MAX_STEPS, STEPS_DEFAULT, &r->steps, msg, msglen) ||
-        http_query_int(c, "scale", 1, API_INFER_MAX_SCALE, 1, &r->scale, msg, msglen))
+        http_query_int(c, "scale", 1, API_INFER_MAX_SCALE, 1, &r->scale, msg, msglen) ||
+        api_infer_precision_param(c, &r->precision, msg, msglen))
         return HTTP_ERR_BAD_REQUEST;
     data_ref ref;
     if (!from || parse_data_ref(from, &ref)) {
@@ -579,44 +610,46 @@ static int all_finite(const float *v, size_t n)
     return 1;
 }
 
-static void put_rows(FILE *f, const float *v, int rows, int cols)
+/* Bytes put_rows may write for rows x cols floats. */
+static size_t rows_bytes(int rows, int cols)
 {
-    fputc('[', f);
-    for (int r = 0; r < rows; r++) {
-        fputs(r ? ",[" : "[", f);
-        const float *row = v + (size_t)r * (size_t)cols;
-        char buf[1024]; /* numbers gathered here, written in pieces */
-        size_t used = 0;
-        for (int k = 0; k < cols; k++) {
-            if (used > sizeof buf - JSON_NUM_FLOAT_MAX - 1) {
-                fwrite(buf, 1, used, f);
-                used = 0;
-            }
-            if (k)
-                buf[used++] = ',';
-            used += json_num_float(buf + used, row[k]);
-        }
-        fwrite(buf, 1, used, f);
-        fputc(']', f);
-    }
-    fputc(']', f);
+    return (size_t)rows * ((size_t)cols * JSON_NUM_FLOAT_MAX + 3) + 2;
 }
 
-/* Hands the memstream's text to r as a JSON 200 (or a 503 when it could not
- * be written). */
-static void infer_json_done(infer_request *r, FILE *f, char **text, size_t *len)
+/* v (rows, cols) as a JSON array of arrays at p (rows_bytes of room);
+ * returns the end. One pass into memory sized beforehand: no stdio, no
+ * growing buffer. */
+static char *put_rows(char *p, const float *v, int rows, int cols, int precision)
 {
-    int bad = ferror(f);
-    if (fclose(f) || bad || !*text) {
-        free(*text);
-        compute_request_fail(&r->base, HTTP_ERR_UNAVAILABLE, "out of memory writing the response");
-        return;
+    *p++ = '[';
+    for (int r = 0; r < rows; r++) {
+        if (r)
+            *p++ = ',';
+        *p++ = '[';
+        p += json_num_floats(p, v + (size_t)r * (size_t)cols, (size_t)cols, precision);
+        *p++ = ']';
     }
-    infer_set_body(r, MHD_HTTP_OK, "application/json", *text, *len);
+    *p++ = ']';
+    return p;
+}
+
+/* {"model":..,"version":..,extra (members with a trailing comma) and then
+ * what the caller puts: the opening of a JSON answer, malloc'd with room
+ * for values more bytes; NULL when out of memory. */
+static char *json_answer_new(const registry_checkpoint_info *info, const char *extra,
+                             size_t values, char **end)
+{
+    size_t head = strlen(info->model) + (extra ? strlen(extra) : 0) + 64;
+    char *text = malloc(head + values);
+    if (!text)
+        return NULL;
+    *end = text + snprintf(text, head, "{\"model\":\"%s\",\"version\":%lld,%s", info->model,
+                           (long long)info->version, extra ? extra : "");
+    return text;
 }
 
 http_error api_infer_encode_images(http_format fmt, const vae_config *cfg, const float *x,
-                                   const float *z, int n, int cols, int scale,
+                                   const float *z, int n, int cols, int scale, int precision,
                                    const registry_checkpoint_info *info, const char *extra_json,
                                    void **out, size_t *len, const char **content_type, char *msg,
                                    size_t msglen)
@@ -659,29 +692,23 @@ http_error api_infer_encode_images(http_format fmt, const vae_config *cfg, const
         *out = npy;
         return HTTP_ERR_NONE;
     }
-    char *text = NULL; /* owned: handed to the caller */
-    FILE *f = open_memstream(&text, len);
-    if (!f) {
+    char *p, *text = json_answer_new(info, extra_json,
+                                     rows_bytes(n, D) + (z ? rows_bytes(n, cfg->latent) : 0) + 16,
+                                     &p); /* owned: handed to the caller */
+    if (!text) {
         snprintf(msg, msglen, "out of memory writing the response");
         return HTTP_ERR_UNAVAILABLE;
     }
-    fprintf(f, "{\"model\":\"%s\",\"version\":%lld,%s", info->model,
-            (long long)info->version, extra_json ? extra_json : "");
     if (z) {
-        fputs("\"z\":", f);
-        put_rows(f, z, n, cfg->latent);
-        fputc(',', f);
+        memcpy(p, "\"z\":", 4);
+        p = put_rows(p + 4, z, n, cfg->latent, precision);
+        *p++ = ',';
     }
-    fputs("\"x\":", f);
-    put_rows(f, x, n, D);
-    fputc('}', f);
-    int bad = ferror(f);
-    if (fclose(f) || bad || !text) {
-        free(text);
-        snprintf(msg, msglen, "out of memory writing the response");
-        return HTTP_ERR_UNAVAILABLE;
-    }
+    memcpy(p, "\"x\":", 4);
+    p = put_rows(p + 4, x, n, D, precision);
+    *p++ = '}';
     *out = text;
+    *len = (size_t)(p - text);
     return HTTP_ERR_NONE;
 }
 
@@ -705,7 +732,8 @@ static void infer_images(infer_request *r, const model_handle *h, const float *x
     void *body = NULL; /* owned: handed to the response */
     size_t len = 0;
     const char *content_type = NULL;
-    http_error e = api_infer_encode_images(r->fmt, cfg, x, z, n, cols, (int)r->scale, &r->info,
+    http_error e = api_infer_encode_images(r->fmt, cfg, x, z, n, cols, (int)r->scale,
+                                           r->precision, &r->info,
                                            extra_json, &body, &len, &content_type, msg,
                                            sizeof msg);
     if (e != HTTP_ERR_NONE)
@@ -886,21 +914,19 @@ static http_error run_encode(infer_request *r, const model_handle *h, char *msg,
         e = HTTP_ERR_UNPROCESSABLE; /* the model's, not the server's: fuzz_http found it */
         goto end;
     }
-    char *text = NULL; /* owned: handed to the response */
-    size_t len = 0;
-    FILE *f = open_memstream(&text, &len);
-    if (!f) {
+    char *p, *text = json_answer_new(&r->info, NULL, 2 * rows_bytes(n, cfg->latent) + 16,
+                                     &p); /* owned: handed to the response */
+    if (!text) {
         snprintf(msg, msglen, "out of memory writing the response");
         e = HTTP_ERR_UNAVAILABLE;
         goto end;
     }
-    fprintf(f, "{\"model\":\"%s\",\"version\":%lld,\"mu\":", r->info.model,
-            (long long)r->info.version);
-    put_rows(f, mu, n, cfg->latent);
-    fputs(",\"logvar\":", f);
-    put_rows(f, logvar, n, cfg->latent);
-    fputc('}', f);
-    infer_json_done(r, f, &text, &len);
+    memcpy(p, "\"mu\":", 5);
+    p = put_rows(p + 5, mu, n, cfg->latent, r->precision);
+    memcpy(p, ",\"logvar\":", 10);
+    p = put_rows(p + 10, logvar, n, cfg->latent, r->precision);
+    *p++ = '}';
+    infer_set_body(r, MHD_HTTP_OK, "application/json", text, (size_t)(p - text));
     compute_request_model_headers(&r->base, r->info.model, (long long)r->info.version);
 end:
     vae_workspace_free(ws);

@@ -133,14 +133,19 @@ size_t api_infer_answer_bytes(http_format fmt, size_t n, size_t D, size_t L, int
 /* Images x (n, D) made from latents z (n, latent; NULL: none, and no "z"
  * in JSON) as an answer body: a PNG grid of cols columns (0: ceil(sqrt(n)))
  * at scale, JSON {"model", "version", extra_json (members with a trailing
- * comma, or NULL), "z", "x"}, or npy (n, C, H, W) of x. *out (malloc'd) and
+ * comma, or NULL), "z", "x"} with floats of precision significant digits
+ * (json_num_float_digits; 0: shortest round trip), or npy (n, C, H, W) of x. *out (malloc'd) and
  * *len are the caller's, *content_type a literal. 500 for non-finite values,
  * 422 for a grid too large to draw, 503 out of memory. */
 http_error api_infer_encode_images(http_format fmt, const vae_config *cfg, const float *x,
-                                   const float *z, int n, int cols, int scale,
+                                   const float *z, int n, int cols, int scale, int precision,
                                    const registry_checkpoint_info *info, const char *extra_json,
                                    void **out, size_t *len, const char **content_type, char *msg,
                                    size_t msglen);
+/* ?precision=N (1..9) into *precision, 0 when absent: the significant
+ * digits of the floats of a JSON answer. -1 with msg (a 400) when not an
+ * integer in range or given more than once. */
+int api_infer_precision_param(struct MHD_Connection *c, int *precision, char *msg, size_t msglen);
 /* The Cache-Control of a GET image answer: immutable when model and a
  * numeric version are named (that checkpoint never changes), else
  * revalidate ("latest" or the default model may move). */
