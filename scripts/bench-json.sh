@@ -12,6 +12,7 @@
 # 784-400-20 MLP trained for one epoch on MNIST here. Before timing, the two
 # builds' JSON bodies are parsed and compared as float32 (they must be equal:
 # any change in the text must read back to the same floats).
+# Also prints each daemon's CPU time per request over its best round.
 # Environment: DURATION (default 5s), CONNECTIONS (64), WRK_THREADS (1),
 # ROUNDS (3 per daemon), VAED_THREADS (0 = cores).
 set -euo pipefail
@@ -43,16 +44,19 @@ echo "bench-json: training the benchmark model (784-400-20, 1 epoch)..." >&2
     --out "$tmp/digits.safetensors" >"$tmp/train.log" 2>&1
 cp -r "$tmp/var" "$tmp/var-ref"
 
-# start BIN DATA_DIR PORT_FILE: a daemon in the background; prints its port
+# start BIN DATA_DIR PORT_FILE: a daemon in the background (in this shell, so
+# that cleanup knows its pid); its port is then in PORT_FILE
 start() {
     VAED_DATA=$root/data "$1" serve --listen 127.0.0.1:0 --data-dir "$2" --port-file "$3" \
         --threads "${VAED_THREADS:-0}" --max-connections 1024 >"$3.log" 2>&1 &
     pids+=($!)
     for _ in $(seq 100); do [ -s "$3" ] && break; sleep 0.1; done
-    cat "$3"
+    [ -s "$3" ] || { echo "bench-json: $1 did not start:" >&2; cat "$3.log" >&2; exit 1; }
 }
-new_port=$(start "$vaed" "$tmp/var" "$tmp/new.port")
-ref_port=$(start "$ref_vaed" "$tmp/var-ref" "$tmp/ref.port")
+start "$vaed" "$tmp/var" "$tmp/new.port"
+start "$ref_vaed" "$tmp/var-ref" "$tmp/ref.port"
+new_port=$(cat "$tmp/new.port")
+ref_port=$(cat "$tmp/ref.port")
 
 # 16 latents as the /decode body
 /usr/bin/python3 - "$tmp/decode.json" <<'PY'
@@ -73,7 +77,7 @@ LUA
 
 endpoints=(
     "sample|POST /sample?n=16 JSON|/sample?n=16&seed=1&format=json|post"
-    "decode|POST /decode (16 latents) JSON|/decode|decode"
+    "decode|POST /decode (16 latents) JSON|/decode?format=json|decode"
     "png|POST /sample?n=16 PNG|/sample?n=16&seed=1|post"
 )
 
@@ -112,27 +116,36 @@ print("bench-json: %s: %d floats equal as float32; %d bytes (reference %d, %.2fx
 PY
 done
 
-# run PORT SCRIPT PATH -> requests/s
+# run PID PORT SCRIPT PATH -> "requests/s CPU-us-per-request": wrk's rate, and
+# the daemon's user + system CPU time over the run (/proc/PID/stat) divided by
+# the requests it answered, which a busy machine disturbs less than the rate
 run() {
-    wrk -t"$wrk_threads" -c"$conns" -d"$duration" -s "$tmp/$2.lua" "http://127.0.0.1:$1$3" 2>&1 |
-        awk '/^Requests\/sec:/ { print $2 }'
+    local t0 t1 out
+    t0=$(awk '{ print $14 + $15 }' "/proc/$1/stat")
+    out=$(wrk -t"$wrk_threads" -c"$conns" -d"$duration" -s "$tmp/$3.lua" "http://127.0.0.1:$2$4" 2>&1)
+    t1=$(awk '{ print $14 + $15 }' "/proc/$1/stat")
+    echo "$out" | awk -v t="$((t1 - t0))" -v hz="$(getconf CLK_TCK)" '
+        /requests in/ { n = $1 } /^Requests\/sec:/ { rps = $2 }
+        END { printf "%s %.0f\n", rps, n ? t / hz * 1e6 / n : 0 }'
 }
 
 echo
 echo "wrk -t$wrk_threads -c$conns -d$duration, $rounds alternating rounds per daemon (best kept), $(nproc) cores"
 echo "this build: $vaed; reference: $ref_vaed"
 echo
-echo "| endpoint | this build req/s | reference req/s | ratio | rounds (this / reference) | load average |"
-echo "|---|---:|---:|---:|---|---|"
+echo "| endpoint | this build req/s | reference req/s | ratio | CPU us/request (this / reference) | rounds req/s (this / reference) | load average |"
+echo "|---|---:|---:|---:|---:|---|---|"
 for e in "${endpoints[@]}"; do
     IFS='|' read -r key label path script <<<"$e"
-    best_new=0 best_ref=0 all_new= all_ref=
+    best_new=0 best_ref=0 cpu_new=0 cpu_ref=0 all_new= all_ref=
     for _ in $(seq "$rounds"); do
-        r=$(run "$ref_port" "$script" "$path"); all_ref+="$r "
-        best_ref=$(awk -v a="$best_ref" -v b="$r" 'BEGIN { print (b > a ? b : a) }')
-        r=$(run "$new_port" "$script" "$path"); all_new+="$r "
-        best_new=$(awk -v a="$best_new" -v b="$r" 'BEGIN { print (b > a ? b : a) }')
+        read -r r c <<<"$(run "${pids[1]}" "$ref_port" "$script" "$path")"
+        all_ref+="$r "
+        if awk -v a="$best_ref" -v b="$r" 'BEGIN { exit !(b > a) }'; then best_ref=$r cpu_ref=$c; fi
+        read -r r c <<<"$(run "${pids[0]}" "$new_port" "$script" "$path")"
+        all_new+="$r "
+        if awk -v a="$best_new" -v b="$r" 'BEGIN { exit !(b > a) }'; then best_new=$r cpu_new=$c; fi
     done
     ratio=$(awk -v a="$best_new" -v b="$best_ref" 'BEGIN { printf "%.2fx", a / b }')
-    echo "| $label | $best_new | $best_ref | $ratio | ${all_new% } / ${all_ref% } | $(cut -d' ' -f1-3 /proc/loadavg) |"
+    echo "| $label | $best_new | $best_ref | $ratio | $cpu_new / $cpu_ref | ${all_new% } / ${all_ref% } | $(cut -d' ' -f1-3 /proc/loadavg) |"
 done

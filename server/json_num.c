@@ -255,7 +255,29 @@ static void put_digits(char *p, uint32_t n, int nd)
         p[-1] = (char)('0' + n);
 }
 
-/* n * 10^k (n without trailing zeros) in the notation of json_num.h. */
+/* The 8 decimal digits of n < 10^8 (leading zeros included) as ASCII bytes,
+ * the first in the low byte: split into 4-digit halves in 32-bit lanes,
+ * then 2-digit quarters in 16-bit lanes, then digits in bytes, each
+ * division by 100 or 10 a multiplication and a shift exact for the lane's
+ * range. No loop, no table. */
+static inline uint64_t digits8(uint32_t n)
+{
+    uint64_t x = (n / 10000) | ((uint64_t)(n % 10000) << 32);
+    uint64_t hundreds = ((x * 10486) >> 20) & 0x0000007F0000007Full; /* < 10^4: / 100 */
+    uint64_t y = hundreds | ((x - hundreds * 100) << 16);
+    uint64_t tens = ((y * 103) >> 10) & 0x000F000F000F000Full; /* < 100: / 10 */
+    return (tens | ((y - tens * 10) << 8)) + 0x3030303030303030ull;
+}
+
+static void store64(char *p, uint64_t v)
+{
+    memcpy(p, &v, sizeof v); /* one unaligned store on x86 */
+}
+
+/* n * 10^k (n without trailing zeros) in the notation of json_num.h at p,
+ * which has JSON_NUM_WIDE bytes of room: whole words are stored and the
+ * bytes past the end left for the next number to overwrite. */
+#define JSON_NUM_WIDE 24
 static char *put_decimal(char *p, uint32_t n, int k)
 {
     int nd = digit_count(n);
@@ -263,41 +285,210 @@ static char *put_decimal(char *p, uint32_t n, int k)
     int ax = x < 0 ? -x : x;
     int len_exp = nd + (nd > 1) + 1 + (x < 0) + (ax >= 10 ? 2 : 1); /* |x| <= 45 */
     int len_plain = k >= 0 ? nd + k : x >= 0 ? nd + 1 : 1 - x + nd;
+    /* n's digits, right-aligned in 16 bytes with leading zeros, the first
+     * in the low byte: any run of them is a shift, with no branch on how many */
+    u128 all = digits8(n / 100000000) | (u128)digits8(n % 100000000) << 64;
+    if (len_plain <= len_exp && x < 0) {
+        /* "0." and the -k <= 11 digits of n, leading zeros included */
+        u128 w = all >> (8 * (16 + k));
+        p[0] = '0';
+        p[1] = '.';
+        store64(p + 2, (uint64_t)w);
+        store64(p + 10, (uint64_t)(w >> 64));
+        return p + 2 - k;
+    }
     if (len_plain <= len_exp) {
+        /* digits with the point inside or trailing zeros: rare in images */
         if (k >= 0) {
             put_digits(p, n, nd);
             memset(p + nd, '0', (size_t)k);
-        } else if (x >= 0) {
+        } else {
             put_digits(p, n / pow10_u32[-k], x + 1);
             p[x + 1] = '.';
             put_digits(p + x + 2, n % pow10_u32[-k], -k);
-        } else {
-            memset(p, '0', (size_t)(1 - x));
-            p[1] = '.';
-            put_digits(p + 1 - x, n, nd);
         }
         return p + len_plain;
     }
-    char *e = p;
-    if (nd > 1) {
-        uint32_t first = n / pow10_u32[nd - 1];
-        e[0] = (char)('0' + first);
-        e[1] = '.';
-        put_digits(e + 2, n - first * pow10_u32[nd - 1], nd - 1);
-        e += nd + 1;
-    } else {
-        *e++ = (char)('0' + n);
-    }
-    *e++ = 'e';
+    /* d.ddde-x: the first digit, the point, the others */
+    u128 d = all >> (8 * (16 - nd));
+    p[0] = (char)d;
+    p[1] = '.';
+    store64(p + 2, (uint64_t)(d >> 8));
+    char *e = nd > 1 ? p + nd + 1 : p + 1;
+    /* 'e', a '-' when negative, one or two digits: one word */
+    uint32_t tail = 'e', len = 1;
     if (x < 0)
-        *e++ = '-';
+        tail |= (uint32_t)'-' << (8 * len++);
     if (ax >= 10) {
-        memcpy(e, digit_pairs + 2 * ax, 2);
-        e += 2;
-    } else {
-        *e++ = (char)('0' + ax);
+        tail |= (uint32_t)('0' + ax / 10) << (8 * len++);
+        ax %= 10;
     }
-    return e;
+    tail |= (uint32_t)('0' + ax) << (8 * len++);
+    memcpy(e, &tail, sizeof tail);
+    return e + len;
+}
+
+/* For each biased exponent whose floats are between about 1e-9 and 3e7
+ * (every pixel and nearly every latent): 5^-k, k and the shift sh of the
+ * symmetric case of shortest, with which the interval's ends and v in units
+ * of 10^k are exact 64-bit multiples of 2^-sh (5^-k < 2^38, the mantissa
+ * times 4 < 2^26); sh = 0 elsewhere. Generated from shortest's formulas. */
+static const struct {
+    uint64_t pow5;
+    int8_t k;
+    uint8_t sh;
+} fast_exp[256] = {
+    {0u, 0, 0}, {0u, 0, 0},
+    {0u, 0, 0}, {0u, 0, 0},
+    {0u, 0, 0}, {0u, 0, 0},
+    {0u, 0, 0}, {0u, 0, 0},
+    {0u, 0, 0}, {0u, 0, 0},
+    {0u, 0, 0}, {0u, 0, 0},
+    {0u, 0, 0}, {0u, 0, 0},
+    {0u, 0, 0}, {0u, 0, 0},
+    {0u, 0, 0}, {0u, 0, 0},
+    {0u, 0, 0}, {0u, 0, 0},
+    {0u, 0, 0}, {0u, 0, 0},
+    {0u, 0, 0}, {0u, 0, 0},
+    {0u, 0, 0}, {0u, 0, 0},
+    {0u, 0, 0}, {0u, 0, 0},
+    {0u, 0, 0}, {0u, 0, 0},
+    {0u, 0, 0}, {0u, 0, 0},
+    {0u, 0, 0}, {0u, 0, 0},
+    {0u, 0, 0}, {0u, 0, 0},
+    {0u, 0, 0}, {0u, 0, 0},
+    {0u, 0, 0}, {0u, 0, 0},
+    {0u, 0, 0}, {0u, 0, 0},
+    {0u, 0, 0}, {0u, 0, 0},
+    {0u, 0, 0}, {0u, 0, 0},
+    {0u, 0, 0}, {0u, 0, 0},
+    {0u, 0, 0}, {0u, 0, 0},
+    {0u, 0, 0}, {0u, 0, 0},
+    {0u, 0, 0}, {0u, 0, 0},
+    {0u, 0, 0}, {0u, 0, 0},
+    {0u, 0, 0}, {0u, 0, 0},
+    {0u, 0, 0}, {0u, 0, 0},
+    {0u, 0, 0}, {0u, 0, 0},
+    {0u, 0, 0}, {0u, 0, 0},
+    {0u, 0, 0}, {0u, 0, 0},
+    {0u, 0, 0}, {0u, 0, 0},
+    {0u, 0, 0}, {0u, 0, 0},
+    {0u, 0, 0}, {0u, 0, 0},
+    {0u, 0, 0}, {0u, 0, 0},
+    {0u, 0, 0}, {0u, 0, 0},
+    {0u, 0, 0}, {0u, 0, 0},
+    {0u, 0, 0}, {0u, 0, 0},
+    {0u, 0, 0}, {0u, 0, 0},
+    {0u, 0, 0}, {0u, 0, 0},
+    {0u, 0, 0}, {0u, 0, 0},
+    {0u, 0, 0}, {0u, 0, 0},
+    {0u, 0, 0}, {0u, 0, 0},
+    {0u, 0, 0}, {0u, 0, 0},
+    {0u, 0, 0}, {0u, 0, 0},
+    {0u, 0, 0}, {0u, 0, 0},
+    {0u, 0, 0}, {152587890625u, -16, 39},
+    {152587890625u, -16, 38}, {152587890625u, -16, 37},
+    {152587890625u, -16, 36}, {30517578125u, -15, 36},
+    {30517578125u, -15, 35}, {30517578125u, -15, 34},
+    {6103515625u, -14, 34}, {6103515625u, -14, 33},
+    {6103515625u, -14, 32}, {1220703125u, -13, 32},
+    {1220703125u, -13, 31}, {1220703125u, -13, 30},
+    {1220703125u, -13, 29}, {244140625u, -12, 29},
+    {244140625u, -12, 28}, {244140625u, -12, 27},
+    {48828125u, -11, 27}, {48828125u, -11, 26},
+    {48828125u, -11, 25}, {9765625u, -10, 25},
+    {9765625u, -10, 24}, {9765625u, -10, 23},
+    {9765625u, -10, 22}, {1953125u, -9, 22},
+    {1953125u, -9, 21}, {1953125u, -9, 20},
+    {390625u, -8, 20}, {390625u, -8, 19},
+    {390625u, -8, 18}, {78125u, -7, 18},
+    {78125u, -7, 17}, {78125u, -7, 16},
+    {78125u, -7, 15}, {15625u, -6, 15},
+    {15625u, -6, 14}, {15625u, -6, 13},
+    {3125u, -5, 13}, {3125u, -5, 12},
+    {3125u, -5, 11}, {625u, -4, 11},
+    {625u, -4, 10}, {625u, -4, 9},
+    {625u, -4, 8}, {125u, -3, 8},
+    {125u, -3, 7}, {125u, -3, 6},
+    {25u, -2, 6}, {25u, -2, 5},
+    {25u, -2, 4}, {5u, -1, 4},
+    {5u, -1, 3}, {5u, -1, 2},
+    {1u, 0, 2}, {1u, 0, 1},
+    {0u, 0, 0}, {0u, 0, 0},
+    {0u, 0, 0}, {0u, 0, 0},
+    {0u, 0, 0}, {0u, 0, 0},
+    {0u, 0, 0}, {0u, 0, 0},
+    {0u, 0, 0}, {0u, 0, 0},
+    {0u, 0, 0}, {0u, 0, 0},
+    {0u, 0, 0}, {0u, 0, 0},
+    {0u, 0, 0}, {0u, 0, 0},
+    {0u, 0, 0}, {0u, 0, 0},
+    {0u, 0, 0}, {0u, 0, 0},
+    {0u, 0, 0}, {0u, 0, 0},
+    {0u, 0, 0}, {0u, 0, 0},
+    {0u, 0, 0}, {0u, 0, 0},
+    {0u, 0, 0}, {0u, 0, 0},
+    {0u, 0, 0}, {0u, 0, 0},
+    {0u, 0, 0}, {0u, 0, 0},
+    {0u, 0, 0}, {0u, 0, 0},
+    {0u, 0, 0}, {0u, 0, 0},
+    {0u, 0, 0}, {0u, 0, 0},
+    {0u, 0, 0}, {0u, 0, 0},
+    {0u, 0, 0}, {0u, 0, 0},
+    {0u, 0, 0}, {0u, 0, 0},
+    {0u, 0, 0}, {0u, 0, 0},
+    {0u, 0, 0}, {0u, 0, 0},
+    {0u, 0, 0}, {0u, 0, 0},
+    {0u, 0, 0}, {0u, 0, 0},
+    {0u, 0, 0}, {0u, 0, 0},
+    {0u, 0, 0}, {0u, 0, 0},
+    {0u, 0, 0}, {0u, 0, 0},
+    {0u, 0, 0}, {0u, 0, 0},
+    {0u, 0, 0}, {0u, 0, 0},
+    {0u, 0, 0}, {0u, 0, 0},
+    {0u, 0, 0}, {0u, 0, 0},
+    {0u, 0, 0}, {0u, 0, 0},
+    {0u, 0, 0}, {0u, 0, 0},
+    {0u, 0, 0}, {0u, 0, 0},
+    {0u, 0, 0}, {0u, 0, 0},
+    {0u, 0, 0}, {0u, 0, 0},
+    {0u, 0, 0}, {0u, 0, 0},
+    {0u, 0, 0}, {0u, 0, 0},
+    {0u, 0, 0}, {0u, 0, 0},
+    {0u, 0, 0}, {0u, 0, 0},
+    {0u, 0, 0}, {0u, 0, 0},
+    {0u, 0, 0}, {0u, 0, 0},
+    {0u, 0, 0}, {0u, 0, 0},
+    {0u, 0, 0}, {0u, 0, 0},
+    {0u, 0, 0}, {0u, 0, 0},
+    {0u, 0, 0}, {0u, 0, 0},
+    {0u, 0, 0}, {0u, 0, 0},
+    {0u, 0, 0}, {0u, 0, 0},
+    {0u, 0, 0}, {0u, 0, 0},
+    {0u, 0, 0}, {0u, 0, 0},
+};
+
+/* shortest() for a float of a fast_exp exponent that is not a power of
+ * two, with the rounding interval in 64 bits and the choice made without
+ * branches: which candidate wins depends on the data, and a mispredicted
+ * branch costs more than all the tests. */
+static uint32_t shortest_fast(uint32_t c, int e, int *k_out)
+{
+    uint64_t p = fast_exp[e].pow5, mask = (1ull << fast_exp[e].sh) - 1;
+    int sh = fast_exp[e].sh, ends_in = !(c & 1);
+    *k_out = fast_exp[e].k;
+    uint64_t yv = 4 * (uint64_t)c * p, yl = yv - 2 * p, yr = yv + 2 * p;
+    uint32_t s = (uint32_t)(yv >> sh), s10 = s / 10 * 10;
+    /* the integers inside: lo .. hi, where an end counts when its fraction
+     * is 0 and ends_in (lo >= 1: the interval's lower end is above 0) */
+    uint32_t lo = (uint32_t)(yl >> sh) + 1 - (ends_in & !(yl & mask));
+    uint32_t hi = (uint32_t)(yr >> sh) - (!(yr & mask) & !ends_in);
+    /* s <= hi and s + 1 >= lo always (v is inside), and so is s10 + 10 >= lo */
+    uint64_t rem = yv & mask, half = 1ull << (sh - 1);
+    uint32_t t_nearer = (rem > half) | ((rem == half) & s);
+    uint32_t n = s + (s >= lo ? (s + 1 <= hi) & t_nearer : 1);
+    n = s10 + 10 <= hi ? s10 + 10 : n;
+    return s10 >= lo ? s10 : n;
 }
 
 /* v at p (no NUL); returns the end. */
@@ -310,8 +501,8 @@ static char *put_float(char *p, float v, int digits)
         memcpy(p, "null", 4);
         return p + 4;
     }
-    if (bits >> 31)
-        *p++ = '-';
+    *p = '-';
+    p += bits >> 31;
     if (!exp_bits && !c) {
         *p++ = '0';
         return p;
@@ -323,11 +514,13 @@ static char *put_float(char *p, float v, int digits)
         q = (int)exp_bits - 150;
     }
     int k;
-    uint32_t n = shortest(c, q, asym, &k);
-    while (n % 10 == 0) {
-        n /= 10;
-        k++;
-    }
+    uint32_t n = fast_exp[exp_bits].sh && !asym ? shortest_fast(c, (int)exp_bits, &k)
+                                                : shortest(c, q, asym, &k);
+    if (n % 10 == 0) /* only when a multiple of 10^(k+1) was inside */
+        do {
+            n /= 10;
+            k++;
+        } while (n % 10 == 0);
     int nd = digit_count(n);
     if (digits >= 1 && nd > digits) {
         /* v's exact value rounded to digits digits: the same first-digit
@@ -346,9 +539,11 @@ static char *put_float(char *p, float v, int digits)
 
 size_t json_num_float_digits(char *buf, float v, int digits)
 {
-    char *end = put_float(buf, v, digits);
-    *end = '\0';
-    return (size_t)(end - buf);
+    char wide[JSON_NUM_WIDE + 1];
+    size_t len = (size_t)(put_float(wide, v, digits) - wide);
+    memcpy(buf, wide, len);
+    buf[len] = '\0';
+    return len;
 }
 
 size_t json_num_float(char *buf, float v)
@@ -358,11 +553,18 @@ size_t json_num_float(char *buf, float v)
 
 size_t json_num_floats(char *out, const float *v, size_t n, int digits)
 {
-    char *p = out;
+    char *p = out, *end = out + n * JSON_NUM_FLOAT_MAX;
     for (size_t i = 0; i < n; i++) {
         if (i)
             *p++ = ',';
-        p = put_float(p, v[i], digits);
+        if (end - p >= JSON_NUM_WIDE) {
+            p = put_float(p, v[i], digits);
+        } else { /* the last few: through a buffer with room for whole words */
+            char wide[JSON_NUM_WIDE];
+            size_t len = (size_t)(put_float(wide, v[i], digits) - wide);
+            memcpy(p, wide, len);
+            p += len;
+        }
     }
     return (size_t)(p - out);
 }
