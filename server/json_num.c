@@ -224,7 +224,7 @@ static const uint32_t pow10_u32[10] = {1u,      10u,      100u,      1000u,     
                                        100000u, 1000000u, 10000000u, 100000000u, 1000000000u};
 
 /* Digits of n < 10^10 (n >= 1). */
-static int digit_count(uint32_t n)
+static inline __attribute__((always_inline)) int digit_count(uint32_t n)
 {
     int d = ((32 - __builtin_clz(n)) * 1233) >> 12; /* log10 2 ~ 1233 / 4096 */
     return d + (n >= pow10_u32[d]);
@@ -260,7 +260,7 @@ static void put_digits(char *p, uint32_t n, int nd)
  * then 2-digit quarters in 16-bit lanes, then digits in bytes, each
  * division by 100 or 10 a multiplication and a shift exact for the lane's
  * range. No loop, no table. */
-static inline uint64_t digits8(uint32_t n)
+static inline __attribute__((always_inline)) uint64_t digits8(uint32_t n)
 {
     uint64_t x = (n / 10000) | ((uint64_t)(n % 10000) << 32);
     uint64_t hundreds = ((x * 10486) >> 20) & 0x0000007F0000007Full; /* < 10^4: / 100 */
@@ -397,13 +397,15 @@ static const struct {
 
 /* shortest() for a float of a fast_exp exponent that is not a power of
  * two, with the rounding interval in 64 bits and the choice made without
- * branches: which candidate wins depends on the data, and a mispredicted
- * branch costs more than all the tests. */
-static uint32_t shortest_fast(uint32_t c, int e, int *k_out)
+ * branches (which candidate wins depends on the data, and a mispredicted
+ * branch costs more than all the tests), and trailing zeros dropped: *nd
+ * is the digit count of what it returns. */
+static inline __attribute__((always_inline)) uint32_t shortest_fast(uint32_t c, int e,
+                                                                 int *k_out, int *nd)
 {
     uint64_t p = fast_exp[e].pow5, mask = (1ull << fast_exp[e].sh) - 1;
     int sh = fast_exp[e].sh, ends_in = !(c & 1);
-    *k_out = fast_exp[e].k;
+    int k = fast_exp[e].k;
     uint64_t yv = 4 * (uint64_t)c * p, yl = yv - 2 * p, yr = yv + 2 * p;
     uint32_t s = (uint32_t)(yv >> sh), s10 = s / 10 * 10;
     /* the integers inside: lo .. hi, where an end counts when its fraction
@@ -414,12 +416,23 @@ static uint32_t shortest_fast(uint32_t c, int e, int *k_out)
     uint64_t rem = yv & mask, half = 1ull << (sh - 1);
     uint32_t t_nearer = (rem > half) | ((rem == half) & s);
     uint32_t n = s + (s >= lo ? (s + 1 <= hi) & t_nearer : 1);
-    n = s10 + 10 <= hi ? s10 + 10 : n;
-    return s10 >= lo ? s10 : n;
+    /* s or s + 1, neither a multiple of 10 (that would be s10 or s10 + 10),
+     * so as many digits as s: counted while the choice is made */
+    *nd = digit_count(s);
+    if (s10 >= lo || s10 + 10 <= hi) { /* a digit fewer reads back */
+        n = s10 >= lo ? s10 : s10 + 10;
+        do {
+            n /= 10;
+            k++;
+        } while (n % 10 == 0);
+        *nd = digit_count(n);
+    }
+    *k_out = k;
+    return n;
 }
 
-/* v at p (no NUL); returns the end. */
-static char *put_float(char *p, float v, int digits)
+/* v at p (no NUL), any float; returns the end. */
+static char *put_float_any(char *p, float v, int digits)
 {
     uint32_t bits;
     memcpy(&bits, &v, sizeof bits);
@@ -441,13 +454,11 @@ static char *put_float(char *p, float v, int digits)
         q = (int)exp_bits - 150;
     }
     int k;
-    uint32_t n = fast_exp[exp_bits].sh && !asym ? shortest_fast(c, (int)exp_bits, &k)
-                                                : shortest(c, q, asym, &k);
-    if (n % 10 == 0) /* only when a multiple of 10^(k+1) was inside */
-        do {
-            n /= 10;
-            k++;
-        } while (n % 10 == 0);
+    uint32_t n = shortest(c, q, asym, &k);
+    while (n % 10 == 0) {
+        n /= 10;
+        k++;
+    }
     int nd = digit_count(n);
     if (digits >= 1 && nd > digits) {
         /* v's exact value rounded to digits digits: the same first-digit
@@ -462,6 +473,52 @@ static char *put_float(char *p, float v, int digits)
         }
     }
     return put_decimal(p, n, k);
+}
+
+/* v at p (JSON_NUM_WIDE bytes of room; no NUL); returns the end. The floats
+ * of images and latents, between about 1e-9 and 1 in size, take a short
+ * path here; anything else (and a digit count to round to) put_float_any.
+ * For them plain decimal is "0." and -k digits, the shorter form while the
+ * first digit's exponent x is -3 or more (-2 for one digit), and exponent
+ * form is "d.ddde-x" with x from -4 to -10. */
+static inline __attribute__((always_inline)) char *put_float(char *p, float v, int digits)
+{
+    uint32_t bits;
+    memcpy(&bits, &v, sizeof bits);
+    uint32_t exp_bits = (bits >> 23) & 0xFF, c = bits & 0x7FFFFF;
+    if (!fast_exp[exp_bits].sh || !c || exp_bits >= 127)
+        return put_float_any(p, v, digits);
+    int k, nd;
+    uint32_t n = shortest_fast(c | 0x800000, (int)exp_bits, &k, &nd);
+    int x = nd - 1 + k;
+    if (digits && nd > digits)
+        return put_float_any(p, v, digits);
+    *p = '-';
+    p += bits >> 31;
+    /* n's digits right-aligned in 16 bytes, leading zeros included, the
+     * first in the low byte: any run of them is a shift (n < 2^28: the
+     * ninth digit from the end, top, is the only one above the low 8) */
+    uint32_t top = n / 100000000;
+    u128 all = (0x3030303030303030ull + ((uint64_t)top << 56)) |
+               (u128)digits8(n - top * 100000000) << 64;
+    if (x >= -2 - (nd > 1)) {
+        u128 w = all >> (8 * (16 + k)); /* the -k <= 11 digits after "0." */
+        p[0] = '0';
+        p[1] = '.';
+        store64(p + 2, (uint64_t)w);
+        store64(p + 10, (uint64_t)(w >> 64));
+        return p + 2 - k;
+    }
+    u128 d = all >> (8 * (16 - nd)); /* the nd digits of n from the low byte */
+    p[0] = (char)d;
+    p[1] = '.';
+    store64(p + 2, (uint64_t)(d >> 8));
+    p += nd > 1 ? nd + 1 : 1;
+    int ax = -x; /* 4 .. 10 */
+    uint32_t tail = ax >= 10 ? 'e' | '-' << 8 | (uint32_t)('1') << 16 | (uint32_t)('0' + ax - 10) << 24
+                             : 'e' | '-' << 8 | (uint32_t)('0' + ax) << 16;
+    memcpy(p, &tail, sizeof tail);
+    return p + 3 + (ax >= 10);
 }
 
 size_t json_num_float_digits(char *buf, float v, int digits)
