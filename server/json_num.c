@@ -407,7 +407,8 @@ static inline __attribute__((always_inline)) uint32_t shortest_fast(uint32_t c, 
     int sh = fast_exp[e].sh, ends_in = !(c & 1);
     int k = fast_exp[e].k;
     uint64_t yv = 4 * (uint64_t)c * p, yl = yv - 2 * p, yr = yv + 2 * p;
-    uint32_t s = (uint32_t)(yv >> sh), s10 = s / 10 * 10;
+    /* s >= c >= 2^23 (10^k <= 2^q), so s has 7 to 9 digits */
+    uint32_t s = (uint32_t)(yv >> sh), q10 = s / 10, s10 = q10 * 10;
     /* the integers inside: lo .. hi, where an end counts when its fraction
      * is 0 and ends_in (lo >= 1: the interval's lower end is above 0) */
     uint32_t lo = (uint32_t)(yl >> sh) + 1 - (ends_in & !(yl & mask));
@@ -416,11 +417,14 @@ static inline __attribute__((always_inline)) uint32_t shortest_fast(uint32_t c, 
     uint64_t rem = yv & mask, half = 1ull << (sh - 1);
     uint32_t t_nearer = (rem > half) | ((rem == half) & s);
     uint32_t n = s + (s >= lo ? (s + 1 <= hi) & t_nearer : 1);
-    /* s or s + 1, neither a multiple of 10 (that would be s10 or s10 + 10),
-     * so as many digits as s: counted while the choice is made */
-    *nd = digit_count(s);
-    if (s10 >= lo || s10 + 10 <= hi) { /* a digit fewer reads back */
-        n = s10 >= lo ? s10 : s10 + 10;
+    /* s or s + 1 is neither a multiple of 10 (that would be s10 or s10 +
+     * 10) nor has more digits than s; s10 or s10 + 10 when one is inside
+     * (a digit fewer reads back), as q10 or q10 + 1 at k + 1 */
+    int ten = (s10 >= lo) | (s10 + 10 <= hi);
+    n = ten ? q10 + (s10 < lo) : n;
+    k += ten;
+    *nd = 7 + (s >= 10000000) + (s >= 100000000) - ten;
+    if (ten && n % 10 == 0) { /* more zeros, or q10 + 1 a power of ten */
         do {
             n /= 10;
             k++;
@@ -475,26 +479,44 @@ static char *put_float_any(char *p, float v, int digits)
     return put_decimal(p, n, k);
 }
 
-/* v at p (JSON_NUM_WIDE bytes of room; no NUL); returns the end. The floats
- * of images and latents, between about 1e-9 and 1 in size, take a short
- * path here; anything else (and a digit count to round to) put_float_any.
- * For them plain decimal is "0." and -k digits, the shorter form while the
- * first digit's exponent x is -3 or more (-2 for one digit), and exponent
- * form is "d.ddde-x" with x from -4 to -10. */
-static inline __attribute__((always_inline)) char *put_float(char *p, float v, int digits)
+/* The floats of images and latents, between about 1e-9 and 1 in size,
+ * take a short path in two steps: their decimal n * 10^k (float_parts), then
+ * its text (put_parts). Anything else, or a digit count to round to, is
+ * "slow" and left to put_float_any. (Running the first step on a block of
+ * floats before the second was slower, measured.) */
+typedef struct {
+    uint32_t n;
+    int8_t k, nd;
+    uint8_t negative, slow;
+} float_decimal;
+
+static inline __attribute__((always_inline)) void float_parts(float v, int digits,
+                                                              float_decimal *d)
 {
     uint32_t bits;
     memcpy(&bits, &v, sizeof bits);
     uint32_t exp_bits = (bits >> 23) & 0xFF, c = bits & 0x7FFFFF;
-    if (!fast_exp[exp_bits].sh || !c || exp_bits >= 127)
-        return put_float_any(p, v, digits);
+    d->negative = (uint8_t)(bits >> 31);
+    d->slow = !fast_exp[exp_bits].sh || !c || exp_bits >= 127;
+    if (d->slow)
+        return;
     int k, nd;
-    uint32_t n = shortest_fast(c | 0x800000, (int)exp_bits, &k, &nd);
-    int x = nd - 1 + k;
-    if (digits && nd > digits)
-        return put_float_any(p, v, digits);
+    d->n = shortest_fast(c | 0x800000, (int)exp_bits, &k, &nd);
+    d->k = (int8_t)k;
+    d->nd = (int8_t)nd;
+    d->slow = digits && nd > digits;
+}
+
+/* d's text at p (JSON_NUM_WIDE bytes of room; no NUL); returns the end.
+ * Below 1, plain decimal is "0." and -k digits, the shorter form while the
+ * first digit's exponent x is -3 or more (-2 for one digit), and exponent
+ * form is "d.ddde-x" with x from -4 to -10. */
+static inline __attribute__((always_inline)) char *put_parts(char *p, const float_decimal *d)
+{
+    uint32_t n = d->n;
+    int k = d->k, nd = d->nd, x = nd - 1 + k;
     *p = '-';
-    p += bits >> 31;
+    p += d->negative;
     /* n's digits right-aligned in 16 bytes, leading zeros included, the
      * first in the low byte: any run of them is a shift (n < 2^28: the
      * ninth digit from the end, top, is the only one above the low 8) */
@@ -509,16 +531,24 @@ static inline __attribute__((always_inline)) char *put_float(char *p, float v, i
         store64(p + 10, (uint64_t)(w >> 64));
         return p + 2 - k;
     }
-    u128 d = all >> (8 * (16 - nd)); /* the nd digits of n from the low byte */
-    p[0] = (char)d;
+    u128 digs = all >> (8 * (16 - nd)); /* the nd digits of n from the low byte */
+    p[0] = (char)digs;
     p[1] = '.';
-    store64(p + 2, (uint64_t)(d >> 8));
+    store64(p + 2, (uint64_t)(digs >> 8));
     p += nd > 1 ? nd + 1 : 1;
     int ax = -x; /* 4 .. 10 */
     uint32_t tail = ax >= 10 ? 'e' | '-' << 8 | (uint32_t)('1') << 16 | (uint32_t)('0' + ax - 10) << 24
                              : 'e' | '-' << 8 | (uint32_t)('0' + ax) << 16;
     memcpy(p, &tail, sizeof tail);
     return p + 3 + (ax >= 10);
+}
+
+/* v at p (JSON_NUM_WIDE bytes of room; no NUL); returns the end. */
+static inline __attribute__((always_inline)) char *put_float(char *p, float v, int digits)
+{
+    float_decimal d;
+    float_parts(v, digits, &d);
+    return d.slow ? put_float_any(p, v, digits) : put_parts(p, &d);
 }
 
 size_t json_num_float_digits(char *buf, float v, int digits)
