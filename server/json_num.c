@@ -480,9 +480,9 @@ static char *put_float_any(char *p, float v, int digits)
 }
 
 /* The floats of images and latents, between about 1e-9 and 1 in size,
- * take a short path in two steps: their decimal n * 10^k (float_parts), then
- * its text (put_parts). Anything else, or a digit count to round to, is
- * "slow" and left to put_float_any. (Running the first step on a block of
+ * take a short path in two steps: their decimal n * 10^k (float_parts), the
+ * shortest or rounded to a digit count, then its text (put_parts). Anything
+ * else is "slow" and left to put_float_any. (Running the first step on a block of
  * floats before the second was slower, measured.) */
 typedef struct {
     uint32_t n;
@@ -501,10 +501,27 @@ static inline __attribute__((always_inline)) void float_parts(float v, int digit
     if (d->slow)
         return;
     int k, nd;
-    d->n = shortest_fast(c | 0x800000, (int)exp_bits, &k, &nd);
+    uint32_t n = shortest_fast(c | 0x800000, (int)exp_bits, &k, &nd);
+    if (digits && nd > digits) {
+        /* v rounded to digits digits, as put_float_any does: at k2 =
+         * x - digits + 1, where v * 10^-k2 = 4c * 5^-k2 / 2^sh is exact in
+         * 128 bits (x >= -10, so 5^-k2 <= 5^18; sh from 8 to 55) */
+        int k2 = nd - digits + k, sh = 2 - ((int)exp_bits - 150) + k2;
+        u128 y = (u128)(4 * (uint64_t)(c | 0x800000)) * pow5[-k2][1];
+        u128 rem = y & (((u128)1 << sh) - 1), half = (u128)1 << (sh - 1);
+        n = (uint32_t)(y >> sh);
+        n += rem > half || (rem == half && (n & 1));
+        k = k2;
+        while (n % 10 == 0) {
+            n /= 10;
+            k++;
+        }
+        nd = digit_count(n);
+        d->slow = nd - 1 + k >= 0; /* rounded up to 1: not a "0." or "e-" form */
+    }
+    d->n = n;
     d->k = (int8_t)k;
     d->nd = (int8_t)nd;
-    d->slow = digits && nd > digits;
 }
 
 /* d's text at p (JSON_NUM_WIDE bytes of room; no NUL); returns the end.
