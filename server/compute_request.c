@@ -34,6 +34,24 @@ static void compute_request_run(compute_task *t)
         compute_request_fail(r, HTTP_ERR_INTERNAL, "no response was built");
 }
 
+static void compute_request_run_batch(compute_task **tasks, int n)
+{
+    /* Each task is the first member of its compute_request. */
+    compute_request **rs = (compute_request **)tasks;
+    rs[0]->work_batch(rs, n);
+    for (int i = 0; i < n; i++)
+        if (!rs[i]->resp)
+            compute_request_fail(rs[i], HTTP_ERR_INTERNAL, "no response was built");
+}
+
+void compute_request_set_batch(compute_request *r, void (*work_batch)(compute_request **rs, int n),
+                               uint64_t key)
+{
+    r->work_batch = work_batch;
+    r->task.run_batch = work_batch && key ? compute_request_run_batch : NULL;
+    r->task.batch_key = key;
+}
+
 void *compute_request_new(http_ctx *ctx, struct MHD_Connection *c, http_request *req,
                           size_t size, void (*work)(compute_request *r))
 {
@@ -64,6 +82,14 @@ enum MHD_Result compute_request_queue(compute_request *r)
 
 enum MHD_Result compute_request_submit(compute_request *r, int cheap)
 {
+    compute_pool *pool = r->ctx->compute;
+    if (cheap && r->task.run_batch && !compute_pool_inline_begin(pool))
+        cheap = 0; /* others are queued or running: join their batch */
+    else if (cheap && r->task.run_batch) {
+        compute_request_run(&r->task);
+        compute_pool_inline_end(pool);
+        return compute_request_queue(r);
+    }
     if (cheap) {
         compute_request_run(&r->task);
         return compute_request_queue(r);
