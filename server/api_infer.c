@@ -162,9 +162,6 @@ static int infer_is_cheap(const infer_request *r)
  * cannot block); other kinds read none. */
 static int infer_data_ready(const infer_request *r);
 
-/* Runs r here when it is cheap and its model is loaded (a polling thread
- * never loads a model or a data set, nor waits for the registry), else
- * admits it into the compute pool (or answers 429 / 503 at once). */
 /* Which requests may share an engine call (compute_pool's batch key): the
  * same names of model and version and the same direction, encoding or
  * decoding (/decode, /sample and /interpolate all end in a decode). The
@@ -182,14 +179,27 @@ static uint64_t infer_batch_key(const infer_request *r)
     return h ? h : 1;
 }
 
+/* Runs r here when it is cheap, its model is loaded (a polling thread
+ * never loads a model or a data set, nor waits for the registry) and the
+ * compute pool is idle, else admits it into the compute pool (or answers
+ * 429 / 503 at once). */
 static enum MHD_Result infer_submit(infer_request *r)
 {
     http_ctx *ctx = r->base.ctx;
     compute_request_set_batch(&r->base, infer_run_batch, infer_batch_key(r));
-    int cheap = infer_is_cheap(r) && infer_data_ready(r) &&
-                model_cache_acquire_loaded(ctx->cache, ctx->reg, r->model[0] ? r->model : NULL,
-                                           r->version[0] ? r->version : NULL, &r->held, &r->info);
-    return compute_request_submit(&r->base, cheap);
+    /* Here only while the pool is idle: among other requests it would only
+     * delay them, and it should rather join their batch. */
+    int cheap = infer_is_cheap(r) && infer_data_ready(r) && compute_pool_inline_begin(ctx->compute);
+    if (cheap &&
+        !model_cache_acquire_loaded(ctx->cache, ctx->reg, r->model[0] ? r->model : NULL,
+                                    r->version[0] ? r->version : NULL, &r->held, &r->info)) {
+        compute_pool_inline_end(ctx->compute);
+        cheap = 0;
+    }
+    enum MHD_Result ret = compute_request_submit(&r->base, cheap);
+    if (cheap)
+        compute_pool_inline_end(ctx->compute);
+    return ret;
 }
 
 /* ---- request checks on the polling thread ------------------------------- */

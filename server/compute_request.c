@@ -82,14 +82,6 @@ enum MHD_Result compute_request_queue(compute_request *r)
 
 enum MHD_Result compute_request_submit(compute_request *r, int cheap)
 {
-    compute_pool *pool = r->ctx->compute;
-    if (cheap && r->task.run_batch && !compute_pool_inline_begin(pool))
-        cheap = 0; /* others are queued or running: join their batch */
-    else if (cheap && r->task.run_batch) {
-        compute_request_run(&r->task);
-        compute_pool_inline_end(pool);
-        return compute_request_queue(r);
-    }
     if (cheap) {
         compute_request_run(&r->task);
         return compute_request_queue(r);

@@ -29,8 +29,9 @@
  *     static void my_work_batch(compute_request **rs, int n) { ... an answer in each ... }
  *
  * The pool then calls my_work_batch with rs[0] == r and the compatible
- * requests queued behind it, or work alone; a cheap batchable request runs
- * where it arrived only while the pool is idle (compute_pool_inline_begin).
+ * requests queued behind it, or work alone. Whether a cheap batchable
+ * request runs where it arrived is still the caller's call; it should be
+ * only while the pool is idle (compute_pool_inline_begin).
  *
  * GET images are deterministic bytes with an ETag: compute_request_etag
  * hashes a description of everything that decides the bytes, and
