@@ -94,10 +94,11 @@ typedef struct {
     float *x, *z, *mu, *logvar;  /* (rows, D), (rows, latent) ... */
     float *weights;              /* a conditional decode's label rows (rows, n_classes) */
     int label_ids[API_INFER_MAX_N]; /* a conditional encode's labels */
+    int batch_index;             /* its place in the batch the pool gave (compute_batch_done) */
 } infer_request;
 
 static void infer_run(compute_request *cr);
-static void infer_run_batch(compute_request **rs, int n);
+static void infer_run_batch(compute_request **rs, int n, compute_batch *b);
 
 static infer_request *infer_new(http_ctx *ctx, struct MHD_Connection *c, http_request *req,
                                 infer_kind kind)
@@ -1534,8 +1535,9 @@ static http_error infer_answer(infer_request *r, const model_handle *h, char *ms
 }
 
 /* The engine calls of rs[0..n) that run_* left (infer_batch stacks those of
- * one model), then each one's answer; every model handle released. */
-static void infer_flush(infer_request **rs, model_handle **hs, int n)
+ * one model), then each one's answer, its model handle released and its
+ * connection resumed at once (b). */
+static void infer_flush(infer_request **rs, model_handle **hs, int n, compute_batch *b)
 {
     infer_batch_item *items[COMPUTE_POOL_MAX_BATCH];
     int k = 0;
@@ -1554,6 +1556,7 @@ static void infer_flush(infer_request **rs, model_handle **hs, int n)
         }
         infer_rows_free(r);
         model_cache_release(r->base.ctx->cache, hs[i]);
+        compute_request_batch_done(&r->base, b, r->batch_index);
     }
 }
 
@@ -1561,11 +1564,12 @@ static void infer_flush(infer_request **rs, model_handle **hs, int n)
  * a compute thread or, when cheap, the polling thread, through infer_run):
  * each parses and checks its input and draws its latents as it would alone,
  * then one engine call per model runs their rows (infer_batch), then each
- * writes its answer, error or not, into its base.resp. What the members
+ * writes its answer, error or not, into its base.resp, and its connection
+ * resumes as soon as it has (b; NULL when run alone). What the members
  * hold between the steps is bounded like one request's: the batch is
  * flushed whenever the next member's memory bound would take the sum past
  * --request-mem-mb. */
-static void infer_run_batch(compute_request **crs, int n)
+static void infer_run_batch(compute_request **crs, int n, compute_batch *b)
 {
     infer_request *rs[COMPUTE_POOL_MAX_BATCH];
     model_handle *hs[COMPUTE_POOL_MAX_BATCH];
@@ -1573,6 +1577,7 @@ static void infer_run_batch(compute_request **crs, int n)
     int k = 0;
     for (int i = 0; i < n; i++) {
         infer_request *r = (infer_request *)crs[i];
+        r->batch_index = i;
         char msg[HTTP_MESSAGE_MAX] = "";
         model_handle *h = NULL;
         size_t need = 0;
@@ -1582,10 +1587,11 @@ static void infer_run_batch(compute_request **crs, int n)
         if (e != HTTP_ERR_NONE || !r->engine) { /* answered already: an error, a 304, a kept body */
             infer_rows_free(r);
             model_cache_release(r->base.ctx->cache, h);
+            compute_request_batch_done(&r->base, b, i);
             continue;
         }
         if (k && limit && held + need > limit) {
-            infer_flush(rs, hs, k);
+            infer_flush(rs, hs, k, b);
             k = 0;
             held = 0;
         }
@@ -1594,10 +1600,10 @@ static void infer_run_batch(compute_request **crs, int n)
         held += need;
     }
     if (k)
-        infer_flush(rs, hs, k);
+        infer_flush(rs, hs, k, b);
 }
 
 static void infer_run(compute_request *cr)
 {
-    infer_run_batch(&cr, 1);
+    infer_run_batch(&cr, 1, NULL);
 }

@@ -24,8 +24,32 @@ struct compute_pool {
     int max_batch;          /* 1: every task alone */
     int max_delay_us;       /* 0: a batch is what is queued already */
     int inline_running;     /* cheap tasks running where they arrived (inline_begin) */
+    int queued;             /* tasks in the queue (in_flight less those running) */
     pthread_cond_t arrived; /* broadcast on admission, for threads filling a batch */
 };
+
+struct compute_batch {
+    compute_pool *p;
+    struct MHD_Connection *conns[COMPUTE_POOL_MAX_BATCH]; /* read before run_batch */
+    unsigned char done[COMPUTE_POOL_MAX_BATCH];
+};
+
+void compute_batch_done(compute_batch *b, int i)
+{
+    if (!b || b->done[i])
+        return;
+    b->done[i] = 1;
+    pthread_mutex_lock(&b->p->lock);
+    b->p->in_flight--;
+    pthread_mutex_unlock(&b->p->lock);
+    /* After this the connection's thread may queue the answer and free the task. */
+    MHD_resume_connection(b->conns[i]);
+}
+
+int compute_batch_is_done(const compute_batch *b, int i)
+{
+    return b && b->done[i];
+}
 
 static double now_s(void)
 {
@@ -35,11 +59,16 @@ static double now_s(void)
 }
 
 /* Unlinks from the queue the tasks that may join batch[0]'s batch, in
- * order, until the batch holds p->max_batch. Under the lock. */
+ * order, until the batch holds p->max_batch, or its share of what is queued:
+ * a thread's batch is one model call, but each request's parsing and answer
+ * (JSON, PNG) are its own work, which the other threads should share rather
+ * than wait while one thread writes every answer. Under the lock. */
 static void take_compatible(compute_pool *p, compute_task **batch, int *n)
 {
+    int share = (*n + p->queued + (int)p->n_threads - 1) / (int)p->n_threads;
+    int most = share < p->max_batch ? share : p->max_batch;
     compute_task *first = batch[0], *prev = NULL;
-    for (compute_task *t = p->head; t && *n < p->max_batch;) {
+    for (compute_task *t = p->head; t && *n < most;) {
         compute_task *next = t->next;
         if (t->run_batch == first->run_batch && t->batch_key == first->batch_key) {
             if (prev)
@@ -49,6 +78,7 @@ static void take_compatible(compute_pool *p, compute_task **batch, int *n)
             if (p->tail == t)
                 p->tail = prev;
             batch[(*n)++] = t;
+            p->queued--;
         } else {
             prev = t;
         }
@@ -86,6 +116,7 @@ static void *pool_main(void *arg)
 {
     compute_pool *p = arg;
     compute_task *batch[COMPUTE_POOL_MAX_BATCH];
+    compute_batch b = {.p = p};
     for (;;) {
         pthread_mutex_lock(&p->lock);
         while (!p->head && !p->stopping)
@@ -98,6 +129,7 @@ static void *pool_main(void *arg)
         p->head = t->next;
         if (!p->head)
             p->tail = NULL;
+        p->queued--;
         batch[0] = t;
         int n = 1;
         int batched = t->run_batch && t->batch_key && p->max_batch > 1;
@@ -108,22 +140,25 @@ static void *pool_main(void *arg)
         }
         pthread_mutex_unlock(&p->lock);
 
-        /* The connections first: once run returns, nothing in a task is ours
-         * to read. */
-        struct MHD_Connection *conns[COMPUTE_POOL_MAX_BATCH];
-        for (int i = 0; i < n; i++)
-            conns[i] = batch[i]->conn;
-        if (batched)
-            t->run_batch(batch, n);
-        else
-            t->run(t);
-
+        if (batched) {
+            /* The connections first: once a task is done, nothing in it is
+             * ours to read. */
+            for (int i = 0; i < n; i++) {
+                b.conns[i] = batch[i]->conn;
+                b.done[i] = 0;
+            }
+            t->run_batch(batch, n, &b);
+            for (int i = 0; i < n; i++)
+                compute_batch_done(&b, i);
+            continue;
+        }
+        struct MHD_Connection *conn = t->conn;
+        t->run(t);
         pthread_mutex_lock(&p->lock);
-        p->in_flight -= n;
+        p->in_flight--;
         pthread_mutex_unlock(&p->lock);
         /* After this the connection's thread may queue the answer and free t. */
-        for (int i = 0; i < n; i++)
-            MHD_resume_connection(conns[i]);
+        MHD_resume_connection(conn);
     }
 }
 
@@ -215,6 +250,7 @@ enum MHD_Result compute_pool_admit(compute_pool *p, compute_task *t)
      * follows the suspend. */
     MHD_suspend_connection(t->conn);
     t->next = NULL;
+    p->queued++;
     t->admitted = p->max_delay_us > 0 ? now_s() : 0.0;
     if (p->tail)
         p->tail->next = t;

@@ -26,7 +26,8 @@
  * function that builds n answers at once and which requests may share it:
  *
  *     compute_request_set_batch(&r->base, my_work_batch, key);  // before submit
- *     static void my_work_batch(compute_request **rs, int n) { ... an answer in each ... }
+ *     static void my_work_batch(compute_request **rs, int n, compute_batch *b) {
+ *         ... an answer in rs[i], then compute_request_batch_done(rs[i], b, i) ... }
  *
  * The pool then calls my_work_batch with rs[0] == r and the compatible
  * requests queued behind it, or work alone. Whether a cheap batchable
@@ -58,7 +59,7 @@ typedef struct compute_request {
     compute_task task;                     /* first: the pool's view */
     http_ctx *ctx;                         /* borrowed */
     void (*work)(struct compute_request *r);
-    void (*work_batch)(struct compute_request **rs, int n); /* NULL: never batched */
+    void (*work_batch)(struct compute_request **rs, int n, compute_batch *b); /* NULL: never */
     char if_none_match[512];               /* copied on the polling thread; "" when absent */
     struct MHD_Response *resp;             /* owned until queued */
     unsigned status;
@@ -78,8 +79,13 @@ void *compute_request_new(http_ctx *ctx, struct MHD_Connection *c, http_request 
 enum MHD_Result compute_request_submit(compute_request *r, int cheap);
 /* Lets r be batched (see above) with requests of the same work_batch and
  * key (non-zero). */
-void compute_request_set_batch(compute_request *r, void (*work_batch)(compute_request **rs, int n),
+void compute_request_set_batch(compute_request *r,
+                               void (*work_batch)(compute_request **rs, int n, compute_batch *b),
                                uint64_t key);
+/* From work_batch: r (rs[i]) has its answer (else a 500 is built), and its
+ * connection resumes now (compute_batch_done): r must not be touched after.
+ * b NULL (run alone): nothing. */
+void compute_request_batch_done(compute_request *r, compute_batch *b, int i);
 /* Queues the answer built (MHD_NO when none could be: drops the connection). */
 enum MHD_Result compute_request_queue(compute_request *r);
 
