@@ -425,6 +425,39 @@ KERN2 static void gemm_rows8(int M, int N, int K, const float *a, long lda, cons
     }
 }
 
+/* bt: (K, ldbt) = b^T of b: (N, K), the padding columns N..ldbt zero: 8 x 8
+ * blocks through registers (unpack, shuffle, permute), the edges one by
+ * one. A single request's decode pays this copy each call, so it is kept
+ * to a fraction of the product. */
+KERN2 static void transpose_small(float *bt, int ldbt, const float *b, long ldb, int N, int K)
+{
+    int N8 = N & ~7, K8 = K & ~7;
+    for (int j0 = 0; j0 < N8; j0 += 8)
+        for (int k0 = 0; k0 < K8; k0 += 8) {
+            __m256 r[8], t[8];
+            for (int i = 0; i < 8; i++) r[i] = _mm256_loadu_ps(b + (j0 + i) * ldb + k0);
+            for (int i = 0; i < 8; i += 2) {
+                t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+                t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+            }
+            for (int i = 0; i < 8; i += 4) {
+                r[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);
+                r[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xEE);
+                r[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+                r[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+            }
+            for (int i = 0; i < 4; i++) {
+                _mm256_storeu_ps(bt + (k0 + i) * ldbt + j0, _mm256_permute2f128_ps(r[i], r[i + 4], 0x20));
+                _mm256_storeu_ps(bt + (k0 + i + 4) * ldbt + j0,
+                                 _mm256_permute2f128_ps(r[i], r[i + 4], 0x31));
+            }
+        }
+    for (int j = 0; j < N; j++)
+        for (int k = j < N8 ? K8 : 0; k < K; k++) bt[k * ldbt + j] = b[(size_t)j * ldb + k];
+    for (int k = 0; k < K; k++)
+        for (int j = N; j < ldbt; j++) bt[k * ldbt + j] = 0.0f;
+}
+
 static int has_avx2_fma = -1; /* -1 until the first call looks at the CPU */
 
 static int uses_avx2_rowwise(void)
@@ -453,10 +486,7 @@ void gemm_nt_rowwise(int M, int N, int K, const float *a, int lda, const float *
     int ldbt = (N + 7) & ~7;
     if (uses_avx2_rowwise() && K > 0 && K <= SMALL_BT_MAX_K && K * ldbt <= SMALL_BT_FLOATS) {
         float bt[SMALL_BT_FLOATS];
-        for (int j = 0; j < N; j++)
-            for (int k = 0; k < K; k++) bt[k * ldbt + j] = b[(size_t)j * ldb + k];
-        for (int k = 0; k < K; k++) /* the padding a row's last vector reads */
-            for (int j = N; j < ldbt; j++) bt[k * ldbt + j] = 0.0f;
+        transpose_small(bt, ldbt, b, ldb, N, K);
         gemm_rows8(M, N, K, a, lda, bt, ldbt, c, ldc);
         return;
     }
