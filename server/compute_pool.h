@@ -29,8 +29,9 @@
  * each; with max_queue_delay_us it first waits, at most that long after the
  * oldest was admitted, for more to arrive. By default nothing waits: a batch
  * is what is already queued. A key only says "may share": run_batch decides
- * what it can really compute together. Connections are resumed when the
- * whole batch is done.
+ * what it can really compute together. A connection resumes as soon as
+ * run_batch marks its task done (compute_batch_done), the others when
+ * run_batch returns.
  *
  * The task belongs to the caller (usually http_request.work) and must live
  * until the connection's request completes; the pool only borrows it between
