@@ -249,27 +249,52 @@ static const float *with_labels(const mlp_layout *L, float *scratch, const float
     return cat;
 }
 
-static const float *mlp_encode(const vae_model *m, float *scratch, const float *x, const float *y,
-                               int B)
+static const float *mlp_encode_with(const vae_model *m, float *scratch, const float *x,
+                                    const float *y, int B, int rowwise)
 {
     mlp_layout L;
     layout_of(&L, &m->cfg);
     float *acts[VAE_MAX_HIDDEN], *heads;
     ping_pong(&L, scratch, B, acts, &heads);
     const float *in = with_labels(&L, scratch, x, vae_config_input_dim(&m->cfg), y, B);
-    encode_into(m, &L, in, B, acts, heads, 1);
+    encode_into(m, &L, in, B, acts, heads, rowwise);
     return heads;
 }
 
-static float *mlp_decode_logits(const vae_model *m, float *scratch, const float *z,
-                                const float *y, int B)
+static float *mlp_decode_logits_with(const vae_model *m, float *scratch, const float *z,
+                                     const float *y, int B, int rowwise)
 {
     mlp_layout L;
     layout_of(&L, &m->cfg);
     float *acts[VAE_MAX_HIDDEN], *logits;
     ping_pong(&L, scratch, B, acts, &logits);
-    decode_into(m, &L, with_labels(&L, scratch, z, m->cfg.latent, y, B), B, acts, logits, 1);
+    decode_into(m, &L, with_labels(&L, scratch, z, m->cfg.latent, y, B), B, acts, logits,
+                rowwise);
     return logits;
+}
+
+static const float *mlp_encode(const vae_model *m, float *scratch, const float *x, const float *y,
+                               int B)
+{
+    return mlp_encode_with(m, scratch, x, y, B, 0);
+}
+
+static float *mlp_decode_logits(const vae_model *m, float *scratch, const float *z,
+                                const float *y, int B)
+{
+    return mlp_decode_logits_with(m, scratch, z, y, B, 0);
+}
+
+static const float *mlp_encode_rowwise(const vae_model *m, float *scratch, const float *x,
+                                       const float *y, int B)
+{
+    return mlp_encode_with(m, scratch, x, y, B, 1);
+}
+
+static float *mlp_decode_logits_rowwise(const vae_model *m, float *scratch, const float *z,
+                                        const float *y, int B)
+{
+    return mlp_decode_logits_with(m, scratch, z, y, B, 1);
 }
 
 /* ---------- training ---------- */
@@ -384,6 +409,8 @@ const vae_arch_ops vae_mlp_ops = {
     .workspace_floats = mlp_workspace_floats,
     .encode = mlp_encode,
     .decode_logits = mlp_decode_logits,
+    .encode_rowwise = mlp_encode_rowwise,
+    .decode_logits_rowwise = mlp_decode_logits_rowwise,
     .train_layout = mlp_train_layout,
     .forward = mlp_forward,
     .backward = mlp_backward,

@@ -7,7 +7,7 @@
 
 int infer_batch_stackable(const vae_model *m)
 {
-    return m->cfg.arch == VAE_ARCH_MLP;
+    return vae_rows_independent(m);
 }
 
 /* The engine call of rows (n of them) in, into out / out2. */
@@ -17,6 +17,10 @@ static vae_status run_call(infer_batch_op op, const vae_model *m, int n, const f
     vae_workspace *ws = vae_workspace_new(m, n); /* owned */
     if (!ws)
         return VAE_ERR_NOMEM;
+    /* Every call, stacked or alone, the same products: a request's rows
+     * come out alike whichever it got. */
+    if (vae_rows_independent(m))
+        vae_workspace_set_rows_independent(m, ws, 1);
     vae_status rc;
     if (op == INFER_BATCH_ENCODE)
         rc = vae_encode_cond(m, ws, in, labels, n, out, out2);

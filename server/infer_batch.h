@@ -10,12 +10,13 @@
  * Items of one model (the same vae_model, i.e. the same cached handle) and
  * one op are stacked, in order, into calls of at most INFER_BATCH_ROWS_MAX
  * rows (an item with more runs alone), and the outputs split back. Each
- * item's rows come out with the bits one call of its own gives: the MLP's
- * inference products give every row bits independent of the batch
- * (engine/gemm.h, gemm_nt_rowwise), which tests/unit/test_infer_batch.c
- * checks. A conv model's items run one call each: its convolutions have no
- * such guarantee (their kernels are not written for it), so stacking them
- * could change an answer's bits.
+ * item's rows come out with the bits one call of its own gives: every call,
+ * stacked or not, runs on a workspace whose rows are independent
+ * (vae_workspace_set_rows_independent: the MLP's products on gemm_nt_rowwise),
+ * which tests/unit/test_infer_batch.c checks. A conv model's items run one
+ * call each, on the usual products: its convolutions make no such promise
+ * (their kernels are not written for it), so stacking them could change an
+ * answer's bits.
  *
  * Everything an item points to is the caller's; infer_batch allocates the
  * stacked copies and the workspace of a call and frees them before it

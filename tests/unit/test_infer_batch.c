@@ -2,8 +2,8 @@
  * bits do not depend on the rows around it. gemm_nt_rowwise on every tail
  * of its tiles and its short-K path (each row of an M = 37 product against
  * the same row alone, and against the double-precision product); the MLP's
- * vae_encode / vae_decode (plain and conditional) for B = 1 against the same
- * rows inside B = 37; and infer_batch_run on mixed items (sizes 1, 3, 16,
+ * vae_encode / vae_decode (plain and conditional) on a workspace set
+ * rows-independent for B = 1 against the same rows inside B = 37; and infer_batch_run on mixed items (sizes 1, 3, 16,
  * two models, both directions, a conv model, a bad label) against one call
  * per item. */
 #include <setjmp.h>
@@ -107,6 +107,8 @@ static void check_model_rows(int n_classes)
     }
     vae_workspace *ws = vae_workspace_new(&m, BIG);
     assert_non_null(ws);
+    assert_true(vae_rows_independent(&m));
+    assert_int_equal(vae_workspace_set_rows_independent(&m, ws, 1), VAE_OK);
     const int *y = K ? labels : NULL;
     assert_int_equal(vae_encode_cond(&m, ws, x, y, BIG, mu, lv), VAE_OK);
     assert_int_equal(K ? vae_decode_mixed(&m, ws, z, w, BIG, xo) : vae_decode(&m, ws, z, BIG, xo),
@@ -197,6 +199,10 @@ static void test_infer_batch_matches_one_call_each(void **state)
     model_of(&conv, 0, VAE_ARCH_CONV, 24);
     assert_true(infer_batch_stackable(&plain));
     assert_false(infer_batch_stackable(&conv));
+    vae_workspace *cws = vae_workspace_new(&conv, 1);
+    assert_non_null(cws);
+    assert_int_equal(vae_workspace_set_rows_independent(&conv, cws, 1), VAE_ERR_ARG);
+    vae_workspace_free(cws);
     struct {
         const vae_model *m;
         infer_batch_op op;
