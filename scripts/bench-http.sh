@@ -32,12 +32,7 @@ bench_need "$vaed"
 tmp=$(mktemp -d /tmp/vaed-bench-http-XXXXXX)
 vaed_pid=
 torch_pid=
-cleanup() {
-    if [ -n "$vaed_pid" ]; then kill "$vaed_pid" 2>/dev/null || true; wait "$vaed_pid" 2>/dev/null || true; fi
-    if [ -n "$torch_pid" ]; then kill "$torch_pid" 2>/dev/null || true; wait "$torch_pid" 2>/dev/null || true; fi
-    rm -rf "$tmp"
-}
-trap cleanup EXIT
+trap 'bench_stop "$vaed_pid" "$torch_pid"; rm -rf "$tmp"' EXIT
 
 bench_model "$vaed" "$tmp"
 bench_serve_vaed "$vaed" "$tmp" "${VAED_THREADS:-0}"

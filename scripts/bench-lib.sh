@@ -5,6 +5,7 @@
 #   bench_need build/vaed                       # wrk, torch, vaed and MNIST are there
 #   bench_model build/vaed "$tmp" [CKPT]       # -> $tmp/digits.safetensors, model "digits" in $tmp/var
 #   bench_serve_vaed build/vaed "$tmp" THREADS  # sets vaed_pid and vaed_port; the caller kills vaed_pid
+#   trap 'bench_stop "$vaed_pid" "$ref_pid"; rm -rf "$tmp"' EXIT
 #   port=$(bench_free_port); start a reference server; bench_wait_ready its.log   # it prints "ready"
 #   bench_encode_body "$tmp/encode.json"        # {"x": [[784 floats]]}: MNIST test image 0
 #   bench_post_lua "$tmp/encode.lua" "$tmp/encode.json"   # a wrk script POSTing it
@@ -49,6 +50,16 @@ bench_serve_vaed() {
     for _ in $(seq 100); do [ -s "$dir/port" ] && break; sleep 0.1; done
     [ -s "$dir/port" ] || { echo "$bench_name: vaed did not start:" >&2; cat "$dir/vaed.log" >&2; return 1; }
     vaed_port=$(cat "$dir/port")
+}
+
+# bench_stop PID...: stops and reaps the servers started (empty PIDs skipped).
+bench_stop() {
+    local pid
+    for pid in "$@"; do
+        [ -n "$pid" ] || continue
+        kill "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
 }
 
 # bench_free_port: a port of 127.0.0.1 free now, for a reference server.

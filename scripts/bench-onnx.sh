@@ -41,12 +41,7 @@ load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 tmp=$(mktemp -d /tmp/vaed-bench-onnx-XXXXXX)
 vaed_pid=
 ort_pid=
-cleanup() {
-    if [ -n "$vaed_pid" ]; then kill "$vaed_pid" 2>/dev/null || true; wait "$vaed_pid" 2>/dev/null || true; fi
-    if [ -n "$ort_pid" ]; then kill "$ort_pid" 2>/dev/null || true; wait "$ort_pid" 2>/dev/null || true; fi
-    rm -rf "$tmp"
-}
-trap cleanup EXIT
+trap 'bench_stop "$vaed_pid" "$ort_pid"; rm -rf "$tmp"' EXIT
 
 bench_model "$vaed" "$tmp" "${CKPT:-}"
 echo "bench-onnx: exporting it to ONNX..." >&2
@@ -54,7 +49,8 @@ echo "bench-onnx: exporting it to ONNX..." >&2
     || { cat "$tmp/export.log" >&2; exit 1; }
 bench_serve_vaed "$vaed" "$tmp" "${VAED_THREADS:-0}"
 ort_port=$(bench_free_port)
-# The primary kills its workers when it gets SIGTERM (node:cluster's default).
+# Killing the primary stops its workers too: a node:cluster worker exits when
+# its channel to the primary closes.
 node scripts/bench_onnx_server.js "$tmp/onnx" "$ort_port" "$workers" >"$tmp/ort.log" 2>&1 &
 ort_pid=$!
 bench_wait_ready "$tmp/ort.log"
