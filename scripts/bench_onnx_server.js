@@ -85,9 +85,14 @@ function rows(body, key, width) {
 }
 
 // nested(data, n, width): a (n, width) Float32Array as an array of rows.
+// A plain loop: Array.from over a subarray takes 10x longer (V8's iterator).
 function nested(data, n, width) {
     const out = new Array(n);
-    for (let i = 0; i < n; i++) out[i] = Array.from(data.subarray(i * width, (i + 1) * width));
+    for (let i = 0; i < n; i++) {
+        const row = new Array(width);
+        for (let j = 0; j < width; j++) row[j] = data[i * width + j];
+        out[i] = row;
+    }
     return out;
 }
 
