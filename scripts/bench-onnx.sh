@@ -111,6 +111,7 @@ rows=(
     "encode|\`POST /encode\`, one connection|/encode|encode|1|1"
 )
 table=()
+at_2x=0
 failed=0
 p99_note=
 for row in "${rows[@]}"; do
@@ -127,6 +128,7 @@ for row in "${rows[@]}"; do
     done
     [ $((v_bad + o_bad)) -eq 0 ] || failed=1
     ratio=$(awk -v a="$v_rps" -v b="$o_rps" 'BEGIN { if (b > 0) printf "%.2f×", a / b; else print "n/a" }')
+    awk -v a="$v_rps" -v b="$o_rps" 'BEGIN { exit !(b > 0 && a >= 2 * b) }' && at_2x=$((at_2x + 1))
     table+=("| $label | $t × $c | $(cell "$v_rps" "$v_p50" "$v_p99" "$v_bad") | $(cell "$o_rps" "$o_p50" "$o_p99" "$o_bad") | $ratio |")
     if [ "$name" = encode ] && [ "$c" = "$conns" ]; then
         p99_note+="vaed /encode p99 at $c connections, $t wrk thread(s): $v_p99 ms (target <= 5 ms)"$'\n'
@@ -144,6 +146,7 @@ echo "| endpoint | wrk threads × connections | vaed req/s (p50 / p99) | ONNX Ru
 echo "|---|---|---:|---:|---:|"
 printf '%s\n' "${table[@]}"
 echo
+echo "rows where vaed >= 2x ONNX Runtime: $at_2x of ${#rows[@]} (target: all)"
 printf '%s' "$p99_note"
 echo "load average (1/5/15 min): before $load_before, after $load_after"
 if [ "$failed" = 1 ]; then
