@@ -205,6 +205,8 @@ bench: deps
 bench-onnx:
 	@bash scripts/install-deps.sh --with-bench
 	@$(MAKE) --no-print-directory all
+	@bash scripts/onnx/install.sh >/dev/null
+	@VAED_BUILD=$(BUILD) bash scripts/bench-onnx-selftest.sh
 	@bash scripts/bench-onnx.sh $(BUILD)
 
 clean:
