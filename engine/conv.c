@@ -381,66 +381,8 @@ IGK static void ig_pack_wgrad(const ig_product *p, float *bp, int j0, int nr, in
     }
 }
 
-/* The 6 x 16 tile of sums over k < kc of a(r, k) * b(k, l), r < MR, kept in
- * 12 registers for the whole of kc; b rows are ldb apart, and with masked
- * only the lanes of m0 | m1 are read (the edge of a plain B). The tile goes
- * to out (IG_TO_TILE, 16 floats a row), or straight into a full 16 columns
- * of a plain C: out = bias (or 0) + tile, or out += tile. */
-typedef enum { IG_TO_TILE, IG_TO_C_SET, IG_TO_C_ADD } ig_dest;
-
-IGK_INLINE void ig_kernel(const int MR, const int masked, int kc, const float *a, long ars,
-                          long acs, const float *b, long ldb, __m256i m0, __m256i m1,
-                          ig_dest dest, float *out, long ldo, const float *bias)
-{
-    __m256 s[IG_MR][2];
-    #pragma GCC unroll 8
-    for (int r = 0; r < IG_MR; r++) s[r][0] = s[r][1] = _mm256_setzero_ps();
-    for (int k = 0; k < kc; k++, a += acs, b += ldb) {
-        __m256 v0 = masked ? _mm256_maskload_ps(b, m0) : _mm256_loadu_ps(b);
-        __m256 v1 = masked ? _mm256_maskload_ps(b + 8, m1) : _mm256_loadu_ps(b + 8);
-        #pragma GCC unroll 8
-        for (int r = 0; r < MR; r++) {
-            __m256 av = _mm256_broadcast_ss(a + r * ars);
-            s[r][0] = _mm256_fmadd_ps(av, v0, s[r][0]);
-            s[r][1] = _mm256_fmadd_ps(av, v1, s[r][1]);
-        }
-    }
-    #pragma GCC unroll 8
-    for (int r = 0; r < MR; r++) {
-        float *o = out + r * ldo;
-        __m256 lo = s[r][0], hi = s[r][1];
-        if (dest == IG_TO_C_SET && bias) {
-            __m256 bv = _mm256_broadcast_ss(bias + r);
-            lo = _mm256_add_ps(lo, bv);
-            hi = _mm256_add_ps(hi, bv);
-        } else if (dest == IG_TO_C_ADD) {
-            lo = _mm256_add_ps(lo, _mm256_loadu_ps(o));
-            hi = _mm256_add_ps(hi, _mm256_loadu_ps(o + 8));
-        }
-        _mm256_storeu_ps(o, lo);
-        _mm256_storeu_ps(o + 8, hi);
-    }
-}
-
-#define IG_CASE(MR, MASKED)                                                                     \
-    case (MR) * 2 + (MASKED):                                                                    \
-        ig_kernel(MR, MASKED, kc, a, ars, acs, b, ldb, m0, m1, dest, out, ldo, bias);            \
-        break;
-
-IGK static void ig_kernel_any(int mr, int masked, int kc, const float *a, long ars, long acs,
-                              const float *b, long ldb, __m256i m0, __m256i m1, ig_dest dest,
-                              float *out, long ldo, const float *bias)
-{
-    switch (mr * 2 + masked) {
-        IG_CASE(1, 0) IG_CASE(1, 1) IG_CASE(2, 0) IG_CASE(2, 1) IG_CASE(3, 0) IG_CASE(3, 1)
-        IG_CASE(4, 0) IG_CASE(4, 1) IG_CASE(5, 0) IG_CASE(5, 1) IG_CASE(6, 0) IG_CASE(6, 1)
-    default:
-        break;
-    }
-}
-
 /* A finished tile (rows i0.., columns jo.. of the block at pos) into C. */
-static void ig_epilogue(const ig_product *p, const float *tile, int i0, int mr, int j0, int nr,
+IGK static void ig_epilogue(const ig_product *p, const float *tile, int i0, int mr, int j0, int nr,
                         const ig_positions *pos, int jo, int first)
 {
     if (!p->scatter) {
@@ -458,23 +400,40 @@ static void ig_epilogue(const ig_product *p, const float *tile, int i0, int mr, 
     }
     const ig_grid *g = &p->g;
     int kk = g->k * g->k;
+    /* 8 columns of one row of the small grid land on every other pixel of a
+     * row of the big one at stride 2: one vector of tile interleaved with
+     * zeros added to 15 pixels, where all 8 taps are inside */
+    int run8[2];
+    for (int h = 0; h < 2; h++) {
+        int a = jo + 8 * h, z = a + 7;
+        run8[h] = g->stride == 2 && 8 * h + 8 <= nr && pos->y0[a] == pos->y0[z] &&
+                  pos->x0[z] - pos->x0[a] == 14 && pos->base[z] - pos->base[a] == 14;
+    }
+    const __m256i first15 = _mm256_setr_epi32(-1, -1, -1, -1, -1, -1, -1, 0);
     for (int r = 0; r < mr; r++) {
         int i = i0 + r, c = i / kk, t = i - c * kk, ky = t / g->k, kx = t - ky * g->k;
         float *dst = g->big_out + c * g->cs + ky * g->W + kx;
         const float *tr = tile + r * 16;
-        for (int jj = 0; jj < nr; jj++) {
-            int y = pos->y0[jo + jj] + ky, x = pos->x0[jo + jj] + kx;
+        for (int jj = 0; jj < nr;) {
+            int a = jo + jj;
+            if ((jj & 7) == 0 && run8[jj >> 3] && (unsigned)(pos->y0[a] + ky) < (unsigned)g->H &&
+                pos->x0[a] + kx >= 0 && pos->x0[a + 7] + kx < g->W) {
+                float *d = dst + pos->base[a];
+                __m256 v = _mm256_loadu_ps(tr + jj), z = _mm256_setzero_ps();
+                __m256 lo = _mm256_unpacklo_ps(v, z), hi = _mm256_unpackhi_ps(v, z);
+                _mm256_storeu_ps(d, _mm256_add_ps(_mm256_loadu_ps(d), _mm256_permute2f128_ps(lo, hi, 0x20)));
+                _mm256_maskstore_ps(d + 8, first15,
+                                    _mm256_add_ps(_mm256_maskload_ps(d + 8, first15),
+                                                  _mm256_permute2f128_ps(lo, hi, 0x31)));
+                jj += 8;
+                continue;
+            }
+            int y = pos->y0[a] + ky, x = pos->x0[a] + kx;
             if ((unsigned)y < (unsigned)g->H && (unsigned)x < (unsigned)g->W)
-                dst[pos->base[jo + jj]] += tr[jj];
+                dst[pos->base[a]] += tr[jj];
+            jj++;
         }
     }
-}
-
-/* The first n (clamped to 0..8) lanes set, from a table of 16 ones then 8 zeros. */
-IGK_INLINE __m256i ig_first_lanes(const int *lanes, int n)
-{
-    n = n < 0 ? 0 : n > 8 ? 8 : n;
-    return _mm256_loadu_si256((const __m256i *)(lanes + 16 - n));
 }
 
 /* scratch: at least IG_KC * 16 floats for the packed block of B. */
@@ -482,8 +441,6 @@ IGK static void ig_run(const ig_product *p, float *scratch, size_t scratch_float
 {
     int nc = (int)(scratch_floats / IG_KC) / 16 * 16;
     if (nc > IG_NC) nc = IG_NC;
-    static const int lanes[24] = {-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
-                                  -1, -1, -1, -1, 0,  0,  0,  0,  0,  0,  0,  0};
     ig_positions pos;
     float tile[IG_MR * 16];
     for (int jc = 0; jc < p->N; jc += nc) {
@@ -507,30 +464,25 @@ IGK static void ig_run(const ig_product *p, float *scratch, size_t scratch_float
                     const float *b;
                     long ldb;
                     int masked = 0;
-                    __m256i m0 = _mm256_setzero_si256(), m1 = m0;
                     if (p->b_kind == IG_B_PLAIN) {
                         b = p->b + (size_t)pc * p->ldb + jc + jo;
                         ldb = p->ldb;
-                        if (nr < 16) {
-                            masked = 1;
-                            m0 = ig_first_lanes(lanes, nr);
-                            m1 = ig_first_lanes(lanes, nr - 8);
-                        }
+                        masked = nr < 16;
                     } else {
                         b = scratch + (size_t)jo * kc;
                         ldb = 16;
                     }
-                    if (!p->scatter && nr == 16) {
-                        /* a whole tile of a plain C: no round trip through tile */
+                    if (!p->scatter) {
+                        /* a tile of a plain C: no round trip through tile */
                         int set = pc == 0 && !p->accumulate;
-                        ig_kernel_any(mr, masked, kc, a, p->ars, p->acs, b, ldb, m0, m1,
-                                      set ? IG_TO_C_SET : IG_TO_C_ADD,
-                                      p->c + (size_t)i0 * p->ldc + jc + jo, p->ldc,
-                                      set && p->bias ? p->bias + i0 : NULL);
+                        gemm_kernel_6x16(mr, nr, masked, kc, a, p->ars, p->acs, b, ldb,
+                                         set ? GEMM_TO_C_SET : GEMM_TO_C_ADD,
+                                         p->c + (size_t)i0 * p->ldc + jc + jo, p->ldc,
+                                         set && p->bias ? p->bias + i0 : NULL);
                         continue;
                     }
-                    ig_kernel_any(mr, masked, kc, a, p->ars, p->acs, b, ldb, m0, m1, IG_TO_TILE,
-                                  tile, 16, NULL);
+                    gemm_kernel_6x16(mr, 16, masked, kc, a, p->ars, p->acs, b, ldb, GEMM_TO_TILE,
+                                     tile, 16, NULL);
                     ig_epilogue(p, tile, i0, mr, jc + jo, nr, &pos, jo, pc == 0);
                 }
             }
