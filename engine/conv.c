@@ -326,17 +326,45 @@ IGK static void ig_pack_gather(const ig_product *p, float *bp, const ig_position
     __m256i x0 = _mm256_loadu_si256((const __m256i *)(pos->x0 + jo));
     __m256i x1 = _mm256_loadu_si256((const __m256i *)(pos->x0 + jo + 8));
     const __m256 zero = _mm256_setzero_ps();
+    /* 8 positions in one row of the small grid at stride 2 read every other
+     * float of 15 in a row of the big one: two masked loads (the mask is the
+     * image's border) and a shuffle of the even lanes, instead of a gather */
+    int run8[2];
+    for (int h = 0; h < 2; h++) {
+        int a = jo + 8 * h, z = a + 7;
+        run8[h] = g->stride == 2 && pos->y0[a] == pos->y0[z] && pos->x0[z] - pos->x0[a] == 14 &&
+                  pos->base[z] - pos->base[a] == 14;
+    }
+    const __m256i iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     for (int r = 0; r < kc; r++) {
         const float *src = g->big + c * g->cs + ky * g->W + kx;
         __m256i vy = _mm256_set1_epi32(ky), vx = _mm256_set1_epi32(kx);
-        __m256i m0 = _mm256_and_si256(ig_inside(_mm256_add_epi32(y0, vy), g->H),
-                                      ig_inside(_mm256_add_epi32(x0, vx), g->W));
-        __m256i m1 = _mm256_and_si256(ig_inside(_mm256_add_epi32(y1, vy), g->H),
-                                      ig_inside(_mm256_add_epi32(x1, vx), g->W));
-        _mm256_storeu_ps(bp + r * 16,
-                         _mm256_mask_i32gather_ps(zero, src, b0, _mm256_castsi256_ps(m0), 4));
-        _mm256_storeu_ps(bp + r * 16 + 8,
-                         _mm256_mask_i32gather_ps(zero, src, b1, _mm256_castsi256_ps(m1), 4));
+        if (run8[0] && run8[1]) {
+            for (int h = 0; h < 2; h++) {
+                int a = jo + 8 * h;
+                __m256 v = zero;
+                if ((unsigned)(pos->y0[a] + ky) < (unsigned)g->H) {
+                    const float *q = src + pos->base[a];
+                    __m256i xs = _mm256_add_epi32(iota, _mm256_set1_epi32(pos->x0[a] + kx));
+                    __m256i ma = ig_inside(xs, g->W);
+                    __m256i mb = ig_inside(_mm256_add_epi32(xs, _mm256_set1_epi32(8)), g->W);
+                    __m256 lo = _mm256_maskload_ps(q, ma), hi = _mm256_maskload_ps(q + 8, mb);
+                    /* [l0 l2 h0 h2 | l4 l6 h4 h6] -> [l0 l2 l4 l6 h0 h2 h4 h6] */
+                    v = _mm256_castpd_ps(_mm256_permute4x64_pd(
+                        _mm256_castps_pd(_mm256_shuffle_ps(lo, hi, 0x88)), 0xD8));
+                }
+                _mm256_storeu_ps(bp + r * 16 + 8 * h, v);
+            }
+        } else {
+            __m256i m0 = _mm256_and_si256(ig_inside(_mm256_add_epi32(y0, vy), g->H),
+                                          ig_inside(_mm256_add_epi32(x0, vx), g->W));
+            __m256i m1 = _mm256_and_si256(ig_inside(_mm256_add_epi32(y1, vy), g->H),
+                                          ig_inside(_mm256_add_epi32(x1, vx), g->W));
+            _mm256_storeu_ps(bp + r * 16,
+                             _mm256_mask_i32gather_ps(zero, src, b0, _mm256_castsi256_ps(m0), 4));
+            _mm256_storeu_ps(bp + r * 16 + 8,
+                             _mm256_mask_i32gather_ps(zero, src, b1, _mm256_castsi256_ps(m1), 4));
+        }
         if (++kx == g->k) {
             kx = 0;
             if (++ky == g->k) ky = 0, c++;
