@@ -504,22 +504,33 @@ static void ig_col2im_block(const ig_product *p, const float *col, int p0, int n
  * costs more per element than col2im's runs. */
 #define IG_COL_BLOCK_FLOATS (64 * 1024)
 
+/* col: the block of col, then room for the block of B copied into the
+ * kernel's layout (rows of B, a conv layer's positions, are a power of two
+ * apart and read in place would share one set of the first-level cache). */
 IGK static void ig_run_col_block(const ig_product *p, float *col, size_t col_floats)
 {
     size_t room = col_floats < IG_COL_BLOCK_FLOATS ? col_floats : IG_COL_BLOCK_FLOATS;
-    int nc = (int)(room / (size_t)p->M) / 16 * 16;
+    int nc = (int)(room / ((size_t)p->M + IG_KC)) / 16 * 16;
+    int packed = nc >= 16;
+    if (!packed) nc = (int)(room / (size_t)p->M) / 16 * 16;
     if (nc < 16) nc = 16; /* the caller checked col_floats >= 16 M */
+    float *bp = col + (size_t)p->M * nc;
     for (int jc = 0; jc < p->N; jc += nc) {
         int ncb = p->N - jc < nc ? p->N - jc : nc;
         for (int pc = 0; pc < p->K; pc += IG_KC) {
             int kc = p->K - pc < IG_KC ? p->K - pc : IG_KC;
+            const float *b0 = p->b + (size_t)pc * p->ldb + jc;
+            if (packed)
+                for (int jo = 0; jo < ncb; jo += 16)
+                    gemm_pack_panel16(bp + (size_t)jo * kc, b0 + jo, p->ldb, kc,
+                                      ncb - jo < 16 ? ncb - jo : 16);
             for (int i0 = 0; i0 < p->M; i0 += IG_MR) {
                 int mr = p->M - i0 < IG_MR ? p->M - i0 : IG_MR;
                 const float *a = p->a + (size_t)i0 * p->ars + (size_t)pc * p->acs;
                 for (int jo = 0; jo < ncb; jo += 16) {
                     int nr = ncb - jo < 16 ? ncb - jo : 16;
-                    gemm_kernel_6x16(mr, nr, nr < 16, kc, a, p->ars, p->acs,
-                                     p->b + (size_t)pc * p->ldb + jc + jo, p->ldb,
+                    gemm_kernel_6x16(mr, nr, !packed && nr < 16, kc, a, p->ars, p->acs,
+                                     packed ? bp + (size_t)jo * kc : b0 + jo, packed ? 16 : p->ldb,
                                      pc == 0 ? GEMM_TO_C_SET : GEMM_TO_C_ADD,
                                      col + (size_t)i0 * ncb + jo, ncb, NULL);
                 }

@@ -47,6 +47,9 @@ int gemm_uses_own_kernels(void);
  * at out + r*ldo): GEMM_TO_TILE (all 16, nr ignored), GEMM_TO_C_SET (bias[r]
  * + sum, bias may be NULL) or GEMM_TO_C_ADD (out += sum). */
 typedef enum { GEMM_TO_TILE, GEMM_TO_C_SET, GEMM_TO_C_ADD } gemm_dest;
+/* The kernel's packed layout: columns 0 .. nr-1 (nr <= 16) of b's K rows
+ * into dst as K rows of 16, zeros after nr (any CPU). */
+void gemm_pack_panel16(float *dst, const float *b, long ldb, int K, int nr);
 void gemm_kernel_6x16(int mr, int nr, int masked, int kc, const float *a, long ars, long acs,
                       const float *b, long ldb, gemm_dest dest, float *out, long ldo,
                       const float *bias);
