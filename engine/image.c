@@ -23,8 +23,6 @@
 /* The largest chunk libpng may allocate while reading: the only chunks kept
  * are PLTE (768 bytes) and tRNS (256), and IDAT is read in pieces of 8 KiB. */
 #define IMAGE_MAX_CHUNK_ALLOC ((png_alloc_size_t)1 << 20)
-/* Grids larger than this are refused when encoding (about 800 MB of RGB). */
-#define IMAGE_MAX_ENCODE_SIDE 16384
 
 typedef struct {
     png_structp png;
@@ -85,6 +83,30 @@ vae_status image_encode_grid_png(const float *images, int n, int channels, int h
                                         err, errlen);
 }
 
+/* The columns of a grid of n asked for with cols (<= 0: ceil(sqrt(n))). */
+static int grid_cols(int n, int cols)
+{
+    if (cols > 0)
+        return cols;
+    long long c = 1;
+    while (c * c < n) c++;
+    return (int)c;
+}
+
+vae_status image_grid_fits(int n, int height, int width, int cols, int scale, char *err,
+                           size_t errlen)
+{
+    cols = grid_cols(n, cols);
+    long long grid_rows = (n + (long long)cols - 1) / cols;
+    long long gw = (long long)cols * width * scale, gh = grid_rows * height * scale;
+    if (gw > IMAGE_MAX_ENCODE_SIDE || gh > IMAGE_MAX_ENCODE_SIDE) {
+        util_set_err(err, errlen, "png: grid of %lldx%lld pixels exceeds %d per side", gh, gw,
+                IMAGE_MAX_ENCODE_SIDE);
+        return VAE_ERR_ARG;
+    }
+    return VAE_OK;
+}
+
 vae_status image_encode_grid_png_scaled(const float *images, int n, int channels, int height,
                                         int width, int cols, int scale, uint8_t **out,
                                         size_t *out_len, char *err, size_t errlen) {
@@ -96,19 +118,14 @@ vae_status image_encode_grid_png_scaled(const float *images, int n, int channels
     }
     *out = NULL;
     *out_len = 0;
-    if (cols <= 0) {
-        long long c = 1;
-        while (c * c < n) c++;
-        cols = (int)c;
-    }
+    vae_status rc = image_grid_fits(n, height, width, cols, scale, err, errlen);
+    if (rc != VAE_OK)
+        return rc;
+    cols = grid_cols(n, cols);
     long long grid_rows = (n + (long long)cols - 1) / cols;
-    long long gw = (long long)cols * width * scale, gh = grid_rows * height * scale;
-    if (gw > IMAGE_MAX_ENCODE_SIDE || gh > IMAGE_MAX_ENCODE_SIDE) {
-        util_set_err(err, errlen, "png: grid of %lldx%lld pixels exceeds %d per side", gh, gw,
-                IMAGE_MAX_ENCODE_SIDE);
-        return VAE_ERR_ARG;
-    }
-    size_t W = (size_t)gw, H = (size_t)gh, C = (size_t)channels, K = (size_t)scale;
+    size_t W = (size_t)cols * (size_t)width * (size_t)scale;
+    size_t H = (size_t)grid_rows * (size_t)height * (size_t)scale;
+    size_t C = (size_t)channels, K = (size_t)scale;
     size_t plane = (size_t)height * (size_t)width, stride = 1 + W * C;
 
     /* The filtered rows: a filter byte, then the pixels' differences. */

@@ -39,6 +39,13 @@ vae_status image_encode_grid_png(const float *images, int n, int channels, int h
 vae_status image_encode_grid_png_scaled(const float *images, int n, int channels, int height,
                                         int width, int cols, int scale, uint8_t **out,
                                         size_t *out_len, char *err, size_t errlen);
+/* Whether n images of height x width, cols to a row (as above), each pixel
+ * a scale x scale block, fit in one grid: VAE_OK, or VAE_ERR_ARG with why
+ * when a side would pass IMAGE_MAX_ENCODE_SIDE pixels. The encoders apply
+ * the same rule; a caller checks it before it computes the images. */
+#define IMAGE_MAX_ENCODE_SIDE 16384
+vae_status image_grid_fits(int n, int height, int width, int cols, int scale, char *err,
+                           size_t errlen);
 /* The same, written to path atomically (engine/file_io). */
 vae_status image_write_grid_png(const char *path, const float *images, int n, int channels,
                                 int height, int width, int cols, char *err, size_t errlen);

@@ -178,6 +178,8 @@ static http_error run_reconstruct(explore_request *r, const vae_model *m, char *
     } else {
         e = data_images(r, cfg, n, x, labels, &y, msg, msglen);
     }
+    if (e == HTTP_ERR_NONE) /* PNG: originals above reconstructions, n to a row */
+        e = api_infer_check_grid(r->fmt, cfg, 2 * n, n, (int)r->scale, msg, msglen);
     if (e != HTTP_ERR_NONE)
         goto end;
     grid = malloc(2 * (size_t)n * D * sizeof *grid);
@@ -233,12 +235,15 @@ static http_error run_traverse(explore_request *r, const vae_model *m, char *msg
                  r->n_dims, steps, n);
         return HTTP_ERR_UNPROCESSABLE;
     }
+    http_error e = api_infer_check_grid(r->fmt, cfg, n, steps, (int)r->scale, msg, msglen);
+    if (e != HTTP_ERR_NONE)
+        return e;
     char etag[COMPUTE_REQUEST_ETAG_MAX];
     if (explore_not_modified(r, etag))
         return HTTP_ERR_NONE;
     size_t need = vae_config_workspace_bytes(cfg, n) + (size_t)n * (D + (size_t)L) * sizeof(float) +
                   api_infer_answer_bytes(r->fmt, (size_t)n, D, (size_t)L, (int)r->scale);
-    http_error e = api_infer_check_memory(r->base.ctx, cfg, need, msg, msglen);
+    e = api_infer_check_memory(r->base.ctx, cfg, need, msg, msglen);
     if (e != HTTP_ERR_NONE)
         return e;
     float *x = malloc(D * sizeof *x);                       /* owned: the image */

@@ -615,6 +615,16 @@ static void infer_json_done(infer_request *r, FILE *f, char **text, size_t *len)
     infer_set_body(r, MHD_HTTP_OK, "application/json", *text, *len);
 }
 
+/* The 422 of a PNG grid that cannot be drawn (why: image_grid_fits's). */
+static http_error grid_refusal(const char *why, char *msg, size_t msglen)
+{
+    snprintf(msg, msglen,
+             "cannot draw these images as PNG: %s (ask for format=npy or json, or a smaller "
+             "scale)",
+             why);
+    return HTTP_ERR_UNPROCESSABLE;
+}
+
 http_error api_infer_encode_images(http_format fmt, const vae_config *cfg, const float *x,
                                    const float *z, int n, int cols, int scale,
                                    const registry_checkpoint_info *info, const char *extra_json,
@@ -635,13 +645,8 @@ http_error api_infer_encode_images(http_format fmt, const vae_config *cfg, const
         char why[256] = "";
         vae_status rc = image_encode_grid_png_scaled(x, n, cfg->channels, cfg->height, cfg->width,
                                                      cols, scale, &png, len, why, sizeof why);
-        if (rc == VAE_ERR_ARG) {
-            snprintf(msg, msglen,
-                     "cannot draw these images as PNG: %s (ask for format=npy or json, or a "
-                     "smaller scale)",
-                     why);
-            return HTTP_ERR_UNPROCESSABLE;
-        }
+        if (rc == VAE_ERR_ARG) /* every caller checked the grid first: not counted again */
+            return grid_refusal(why, msg, msglen);
         if (rc != VAE_OK) {
             snprintf(msg, msglen, "PNG encoding failed: %s", why);
             return HTTP_ERR_INTERNAL;
@@ -742,6 +747,9 @@ static http_error run_sample(infer_request *r, const model_handle *h, char *msg,
             labels[i] = i % cfg->n_classes;
         cols = cfg->n_classes < n ? cfg->n_classes : n;
     }
+    if ((e = api_infer_check_grid(r->fmt, cfg, n, cols, (int)r->scale, msg, msglen)) !=
+        HTTP_ERR_NONE)
+        goto end;
     rng_state rng;
     rng_seed(&rng, r->seed);
     rng_normal_fill(&rng, z, n_latent);
@@ -938,6 +946,9 @@ static http_error run_decode(infer_request *r, const model_handle *h, char *msg,
         e = HTTP_ERR_UNPROCESSABLE;
         goto end;
     }
+    if ((e = api_infer_check_grid(r->fmt, cfg, n, 0, (int)r->scale, msg, msglen)) !=
+        HTTP_ERR_NONE)
+        goto end;
     z = malloc((size_t)n * (size_t)L * sizeof *z);
     x = malloc((size_t)n * (size_t)vae_config_input_dim(cfg) * sizeof *x);
     ws = vae_workspace_new(m, n);
@@ -1081,6 +1092,9 @@ static http_error interpolate_answer(infer_request *r, const model_handle *h, va
         e = HTTP_ERR_UNAVAILABLE;
         goto end;
     }
+    if ((e = api_infer_check_grid(r->fmt, cfg, steps, steps, (int)r->scale, msg, msglen)) !=
+        HTTP_ERR_NONE)
+        goto end;
     latent_walk(a, b, cfg->latent, steps, r->slerp ? LATENT_SLERP : LATENT_LERP, z);
     for (int s = 0; K && s < steps; s++) {
         float t = (float)s / (float)(steps - 1);
@@ -1369,6 +1383,17 @@ static size_t infer_memory_bytes(const infer_request *r, const vae_config *cfg)
     }
     return vae_config_workspace_bytes(cfg, (int)n) + 3 * n * (D + L) * sizeof(float) +
            api_infer_answer_bytes(r->fmt, n, D, L, (int)r->scale) + values * sizeof(cJSON);
+}
+
+http_error api_infer_check_grid(http_format fmt, const vae_config *cfg, int n, int cols, int scale,
+                                char *msg, size_t msglen)
+{
+    char why[256] = "";
+    if (fmt != HTTP_FORMAT_PNG ||
+        image_grid_fits(n, cfg->height, cfg->width, cols, scale, why, sizeof why) == VAE_OK)
+        return HTTP_ERR_NONE;
+    metrics_count_refusal(METRICS_LIMIT_PNG_GRID);
+    return grid_refusal(why, msg, msglen);
 }
 
 size_t api_infer_answer_bytes(http_format fmt, size_t n, size_t D, size_t L, int scale)

@@ -99,6 +99,12 @@ size_t api_infer_body_images(const vae_config *cfg, api_infer_body kind, size_t 
  * could allocate need bytes on model cfg is over the budget. */
 http_error api_infer_check_memory(http_ctx *ctx, const vae_config *cfg, size_t need, char *msg,
                                   size_t msglen);
+/* 422 (counted in /metrics) when fmt is PNG and n of cfg's images, cols to
+ * a row (0: a square grid), at scale, would not fit one PNG
+ * (image_grid_fits): checked before the images are computed, so a grid that
+ * cannot be drawn costs no decode. */
+http_error api_infer_check_grid(http_format fmt, const vae_config *cfg, int n, int cols, int scale,
+                                char *msg, size_t msglen);
 /* 1 when s is a data set reference DATASET:SPLIT:INDEX (mnist or fashion,
  * train or test). */
 int api_infer_is_data_ref(const char *s);

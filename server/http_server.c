@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <malloc.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -696,9 +697,20 @@ server_status server_run(const server_options *o, volatile sig_atomic_t *stop, c
     inet_ntop(AF_INET, &addr.sin_addr, host, sizeof host);
     fprintf(stderr, "vaed: listening on http://%s:%u\n", host, port);
 
-    while (!*stop) {
+    /* Every TRIM_EVERY pauses the allocator hands freed pages back. glibc
+     * keeps what each thread's arena once held: under a mixed load the live
+     * heap is flat after the first minute (heaptrack: ~6 MB) while the
+     * resident size went on climbing for minutes (24 to 30 MB) as each
+     * arena reached its own high-water mark. A trim takes a few
+     * milliseconds of one arena's lock at a time. */
+    enum { TRIM_EVERY = 50 };
+    for (unsigned pauses = 1; !*stop; pauses++) {
         struct timespec pause = {0, 100 * 1000 * 1000};
         nanosleep(&pause, NULL);
+#ifdef __GLIBC__
+        if (pauses % TRIM_EVERY == 0)
+            malloc_trim(0);
+#endif
     }
 
 end:;

@@ -44,6 +44,7 @@ const char *const metrics_limit_names[METRICS_LIMIT_COUNT] = {
     [METRICS_LIMIT_REQUEST_MEMORY] = "request_memory",
     [METRICS_LIMIT_JSON_VALUES] = "json_values",
     [METRICS_LIMIT_PNG_SIZE] = "png_size",
+    [METRICS_LIMIT_PNG_GRID] = "png_grid",
     [METRICS_LIMIT_QUEUED_JOBS] = "queued_jobs",
     [METRICS_LIMIT_JOB_MEMORY] = "job_memory",
 };

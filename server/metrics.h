@@ -49,6 +49,7 @@ typedef enum {
     METRICS_LIMIT_REQUEST_MEMORY, /* 422: an inference over --request-mem-mb */
     METRICS_LIMIT_JSON_VALUES,    /* 413: more JSON values than the request can need */
     METRICS_LIMIT_PNG_SIZE,       /* 422: a PNG whose IHDR is not the model's size */
+    METRICS_LIMIT_PNG_GRID,       /* 422: a PNG answer over 16384 pixels a side */
     METRICS_LIMIT_QUEUED_JOBS,    /* 429: --max-queued-jobs jobs wait already */
     METRICS_LIMIT_JOB_MEMORY,     /* 422: a job whose estimate is over --job-mem-mb */
     METRICS_LIMIT_COUNT

@@ -1143,6 +1143,39 @@ static void test_request_memory_budget(void **state)
     stop_own(&d, dir);
 }
 
+/* A PNG answer too large to draw (a 256-step strip at scale 3 is 21,504
+ * pixels wide, over 16,384) is refused before its images are decoded, and
+ * counted; the same walk as npy, or a shorter strip, is answered. */
+static void test_png_grid_refused_before_decode(void **state)
+{
+    (void)state;
+    const char *json[] = {"Content-Type: application/json", NULL};
+    const char *walk = "{\"from\": {\"z\": [0, 0, 0, 0]}, \"to\": {\"z\": [1, 1, 1, 1]}, "
+                       "\"steps\": 256}";
+    long before = refusals(fx.port, "png_grid");
+    harness_response r;
+    assert_int_equal(harness_request(fx.port, "POST", "/interpolate?scale=3", json, walk,
+                                     strlen(walk), &r),
+                     0);
+    assert_true(harness_expect_error(&r, 422, "unprocessable"));
+    assert_non_null(strstr((const char *)r.body, "cannot draw these images as PNG"));
+    harness_response_free(&r);
+    assert_int_equal(refusals(fx.port, "png_grid"), before + 1);
+    assert_int_equal(harness_request(fx.port, "POST", "/interpolate?scale=3&format=npy", json,
+                                     walk, strlen(walk), &r),
+                     0);
+    assert_int_equal(r.status, 200);
+    harness_response_free(&r);
+    const char *strip = "{\"from\": {\"z\": [0, 0, 0, 0]}, \"to\": {\"z\": [1, 1, 1, 1]}, "
+                        "\"steps\": 16}";
+    assert_int_equal(harness_request(fx.port, "POST", "/interpolate?scale=3", json, strip,
+                                     strlen(strip), &r),
+                     0);
+    assert_int_equal(r.status, 200);
+    harness_response_free(&r);
+    assert_int_equal(refusals(fx.port, "png_grid"), before + 1);
+}
+
 /* ---- the data directory ---------------------------------------------------------- */
 
 static void touch(const char *path)
@@ -1494,6 +1527,7 @@ int main(void)
         cmocka_unit_test(test_model_over_cache_budget),
         cmocka_unit_test(test_long_shape_header),
         cmocka_unit_test(test_request_memory_budget),
+        cmocka_unit_test(test_png_grid_refused_before_decode),
         cmocka_unit_test(test_data_dir_ownership),
         cmocka_unit_test(test_job_queue_cap_and_pages),
         cmocka_unit_test(test_upload_commit_holds_no_reads),

@@ -12,6 +12,7 @@
 #include <cmocka.h>
 
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -352,12 +353,77 @@ static void test_score_memory_budget(void **state)
     fx.port = fixture_port;
 }
 
+/* A score's work (here ~10,000 regret steps and 50,000 draws) runs on the
+ * compute pool, never on the polling thread that read it: while it runs,
+ * /metrics counts it in vaed_inference_in_flight and /healthz answers. On
+ * a polling thread the gauge would stay 0 for the whole score. */
+typedef struct {
+    char *body;
+    harness_response r;
+    int rc;
+    volatile int done;
+} long_score;
+
+static void *send_long_score(void *arg)
+{
+    long_score *s = arg;
+    s->rc = post("/score?model=digits&k=5000&regret=1000", "application/json", s->body,
+                 strlen(s->body), &s->r);
+    __atomic_store_n(&s->done, 1, __ATOMIC_RELEASE);
+    return NULL;
+}
+
+static long in_flight(void)
+{
+    harness_response m;
+    long v = -1;
+    if (harness_request(fx.port, "GET", "/metrics", NULL, NULL, 0, &m) == 0 && m.status == 200) {
+        const char *at = strstr((const char *)m.body, "\nvaed_inference_in_flight ");
+        if (at)
+            v = strtol(at + strlen("\nvaed_inference_in_flight "), NULL, 10);
+    }
+    harness_response_free(&m);
+    return v;
+}
+
+static void test_score_off_polling_threads(void **state)
+{
+    (void)state;
+    float x[10 * D];
+    for (int i = 0; i < 10; i++)
+        memcpy(x + (size_t)i * D, fx.x + (size_t)(i % 3) * D, D * sizeof *x);
+    long_score s = {.body = json_images(x, 10)};
+    assert_int_equal(in_flight(), 0);
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, send_long_score, &s), 0);
+    int seen = 0, healthy = 0;
+    while (!__atomic_load_n(&s.done, __ATOMIC_ACQUIRE) && !(seen && healthy)) {
+        if (in_flight() >= 1 && !__atomic_load_n(&s.done, __ATOMIC_ACQUIRE)) {
+            seen = 1;
+            harness_response h;
+            if (harness_request(fx.port, "GET", "/healthz", NULL, NULL, 0, &h) == 0 &&
+                h.status == 200)
+                healthy = 1;
+            harness_response_free(&h);
+        }
+        harness_sleep_ms(5);
+    }
+    pthread_join(t, NULL);
+    free(s.body);
+    assert_int_equal(s.rc, 0);
+    cJSON_Delete(ok_json(&s.r, "a long POST /score"));
+    assert_true(seen);
+    assert_true(healthy);
+    assert_int_equal(in_flight(), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_score_bodies),
         cmocka_unit_test(test_score_conditional_and_get),
         cmocka_unit_test(test_score_memory_budget),
+        cmocka_unit_test(test_score_off_polling_threads),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
