@@ -54,7 +54,7 @@ FUZZ_ENV_OBJ := $(BUILD)/tests/fuzz/fuzz_env.o
 ENGINE_LIB := $(BUILD)/libvaed_engine.a
 SERVER_LIB := $(BUILD)/libvaed_server.a
 
-.PHONY: all deps data run test asan bench clean fuzz fuzz-build tsan soak
+.PHONY: all deps data run test asan bench bench-onnx clean fuzz fuzz-build tsan soak
 all: $(BUILD)/vaed $(UNIT_BIN) $(HTTP_BIN) $(FUZZ_REPLAY_BIN) $(BUILD)/tests/vaed_fault
 
 deps:
@@ -203,6 +203,15 @@ bench: deps
 	@$(MAKE) --no-print-directory all $(BUILD)/bench_sgemm_ceiling $(BUILD)/bench_conv
 	@bash scripts/get-data.sh all
 	@bash scripts/bench-train.sh
+
+# vaed against ONNX Runtime behind node:http on the same weights; builds that
+# reference itself (scripts/bench-onnx.sh).
+bench-onnx:
+	@bash scripts/install-deps.sh --with-bench
+	@$(MAKE) --no-print-directory all
+	@bash scripts/onnx/install.sh >/dev/null
+	@VAED_BUILD=$(BUILD) bash scripts/bench-onnx-selftest.sh
+	@bash scripts/bench-onnx.sh $(BUILD)
 
 clean:
 	rm -rf build build-asan build-fuzz build-tsan

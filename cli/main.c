@@ -18,6 +18,7 @@
 #include "cli/cli_registry.h"
 #include "cli/cli_score.h"
 #include "cli/cli_train.h"
+#include "server/compute_pool.h"
 #include "server/http_server.h"
 
 #ifndef VAED_VERSION
@@ -103,6 +104,10 @@ static int cmd_serve(int argc, char **argv)
          "finished jobs kept, days (default 30, 0 = for ever)"},
         {"max-queued-jobs", CLI_INT, &o.max_queued_jobs, 0, 1000000,
          "jobs waiting at once; past it POST /jobs is 429 (default 100, 0 = no limit)"},
+        {"max-batch", CLI_INT, &o.max_batch, 1, COMPUTE_POOL_MAX_BATCH,
+         "inference requests one engine call may serve (default 32, 1 = no batching)"},
+        {"max-queue-delay-us", CLI_INT, &o.max_queue_delay_us, 0, COMPUTE_POOL_MAX_DELAY_US,
+         "microseconds a request may wait for its batch to fill (default 0: batch what is queued)"},
         {"mpi-hostfile", CLI_STRING, &o.mpi_hostfile, 0, 0,
          "Open MPI hostfile: jobs with \"ranks\": N > 1 run under mpirun on its hosts"},
     };

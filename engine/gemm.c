@@ -385,6 +385,251 @@ void gemm(gemm_trans ta, gemm_trans tb, int M, int N, int K, const float *a, int
                 accumulate ? 1.0f : 0.0f, c, ldc);
 }
 
+#if defined(__x86_64__)
+/* ---------- gemm_nt_rowwise on AVX2: c[r][j] = dot(a row r, b row j) -----
+ * One 8-lane accumulator per element over k in steps of 8 (the last step
+ * masked), then hsum8: the order of every element's sum depends on K alone,
+ * so the tile shapes may follow M freely. 3 x 4 tiles (12 accumulators, 3
+ * rows of a and a product register: the 16 ymm registers), and 1 x 8 for
+ * the rows left over, which is also a single request's one image: 8
+ * independent accumulators keep both FMA units busy on the weights'
+ * stream. */
+#define KERN2 __attribute__((target("avx2,fma")))
+#define KERN2_INLINE static inline __attribute__((always_inline)) KERN2
+
+KERN2_INLINE float hsum8(__m256 v)
+{
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+KERN2_INLINE void kern_dots8(const int MR, const int NB, int K, const float *a, long lda,
+                             const float *b, long ldb, float *c, long ldc)
+{
+    __m256 s[3][8];
+    #pragma GCC unroll 8
+    for (int r = 0; r < MR; r++)
+        #pragma GCC unroll 8
+        for (int j = 0; j < NB; j++) s[r][j] = _mm256_setzero_ps();
+    int k = 0;
+    for (; k + 8 <= K; k += 8) {
+        __m256 av[3];
+        #pragma GCC unroll 8
+        for (int r = 0; r < MR; r++) av[r] = _mm256_loadu_ps(a + r * lda + k);
+        #pragma GCC unroll 8
+        for (int j = 0; j < NB; j++) {
+            __m256 bv = _mm256_loadu_ps(b + j * ldb + k);
+            #pragma GCC unroll 8
+            for (int r = 0; r < MR; r++) s[r][j] = _mm256_fmadd_ps(av[r], bv, s[r][j]);
+        }
+    }
+    if (k < K) {
+        static const int32_t ramp[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
+        __m256i m = _mm256_loadu_si256((const __m256i *)(ramp + 8 - (K - k)));
+        __m256 av[3];
+        #pragma GCC unroll 8
+        for (int r = 0; r < MR; r++) av[r] = _mm256_maskload_ps(a + r * lda + k, m);
+        #pragma GCC unroll 8
+        for (int j = 0; j < NB; j++) {
+            __m256 bv = _mm256_maskload_ps(b + j * ldb + k, m);
+            #pragma GCC unroll 8
+            for (int r = 0; r < MR; r++) s[r][j] = _mm256_fmadd_ps(av[r], bv, s[r][j]);
+        }
+    }
+    #pragma GCC unroll 8
+    for (int r = 0; r < MR; r++)
+        #pragma GCC unroll 8
+        for (int j = 0; j < NB; j++) c[r * ldc + j] = hsum8(s[r][j]);
+}
+
+#define DOTS8_CASE(MR, NB)                                                                       \
+    case (NB):                                                                                   \
+        kern_dots8(MR, NB, K, a, lda, b, ldb, c, ldc);                                           \
+        break;
+
+KERN2 static void kern_dots8_1(int NB, int K, const float *a, long lda, const float *b, long ldb,
+                               float *c, long ldc)
+{
+    switch (NB) {
+        DOTS8_CASE(1, 1) DOTS8_CASE(1, 2) DOTS8_CASE(1, 3) DOTS8_CASE(1, 4)
+        DOTS8_CASE(1, 5) DOTS8_CASE(1, 6) DOTS8_CASE(1, 7) DOTS8_CASE(1, 8)
+    default:
+        break;
+    }
+}
+
+KERN2 static void kern_dots8_3(int NB, int K, const float *a, long lda, const float *b, long ldb,
+                               float *c, long ldc)
+{
+    switch (NB) {
+        DOTS8_CASE(3, 1) DOTS8_CASE(3, 2) DOTS8_CASE(3, 3) DOTS8_CASE(3, 4)
+    default:
+        break;
+    }
+}
+
+/* Columns in blocks outermost, as gemm_dots: those rows of b (the weights)
+ * stay in the first-level cache while the rows of a pass. */
+KERN2 static void gemm_dots8(int M, int N, int K, const float *a, long lda, const float *b,
+                             long ldb, float *c, long ldc)
+{
+    int M3 = M - M % 3;
+    for (int j0 = 0; j0 < N; j0 += 8) {
+        int nj = N - j0 < 8 ? N - j0 : 8;
+        for (int i0 = 0; i0 < M3; i0 += 3)
+            for (int jj = 0; jj < nj; jj += 4)
+                kern_dots8_3(nj - jj < 4 ? nj - jj : 4, K, a + i0 * lda, lda,
+                             b + (j0 + jj) * ldb, ldb, c + (long)i0 * ldc + j0 + jj, ldc);
+        for (int i = M3; i < M; i++)
+            kern_dots8_1(nj, K, a + i * lda, lda, b + j0 * ldb, ldb, c + (long)i * ldc + j0, ldc);
+    }
+}
+
+/* A short K (a decoder's first layer, from the latent) leaves a dot
+ * product too little to sum per horizontal sum: b^T is copied (it is small)
+ * and every element summed over k in order by broadcasts of a(r, k) times a
+ * row of b^T, as gemm's AVX-512 path does; tiles of 4 rows x 3 vectors. */
+KERN2_INLINE void kern_rows8(const int MR, const int NV, int K, const float *a, long lda,
+                             const float *bt, long ldbt, __m256i last, float *c, long ldc)
+{
+    __m256 s[4][3];
+    #pragma GCC unroll 8
+    for (int r = 0; r < MR; r++)
+        #pragma GCC unroll 8
+        for (int v = 0; v < NV; v++) s[r][v] = _mm256_setzero_ps();
+    for (int k = 0; k < K; k++) {
+        __m256 bv[3];
+        #pragma GCC unroll 8
+        for (int v = 0; v < NV; v++) bv[v] = _mm256_loadu_ps(bt + k * ldbt + 8 * v);
+        #pragma GCC unroll 8
+        for (int r = 0; r < MR; r++) {
+            __m256 av = _mm256_broadcast_ss(a + r * lda + k);
+            #pragma GCC unroll 8
+            for (int v = 0; v < NV; v++) s[r][v] = _mm256_fmadd_ps(av, bv[v], s[r][v]);
+        }
+    }
+    #pragma GCC unroll 8
+    for (int r = 0; r < MR; r++)
+        #pragma GCC unroll 8
+        for (int v = 0; v < NV; v++) {
+            if (v == NV - 1)
+                _mm256_maskstore_ps(c + r * ldc + 8 * v, last, s[r][v]);
+            else
+                _mm256_storeu_ps(c + r * ldc + 8 * v, s[r][v]);
+        }
+}
+
+#define ROWS8_CASE(MR, NV)                                                                       \
+    case ((MR) - 1) * 3 + (NV) - 1:                                                              \
+        kern_rows8(MR, NV, K, a, lda, bt, ldbt, last, c, ldc);                                   \
+        break;
+#define ROWS8_CASES(MR) ROWS8_CASE(MR, 1) ROWS8_CASE(MR, 2) ROWS8_CASE(MR, 3)
+
+KERN2 static void kern_rows8_any(int MR, int NV, int K, const float *a, long lda, const float *bt,
+                                 long ldbt, __m256i last, float *c, long ldc)
+{
+    switch ((MR - 1) * 3 + NV - 1) {
+        ROWS8_CASES(1) ROWS8_CASES(2) ROWS8_CASES(3) ROWS8_CASES(4)
+    default:
+        break;
+    }
+}
+
+/* bt: (K, N) with rows padded to ldbt, a multiple of 8 (the last vector of
+ * a row reads its padding, which is stored nowhere). */
+KERN2 static void gemm_rows8(int M, int N, int K, const float *a, long lda, const float *bt,
+                             long ldbt, float *c, long ldc)
+{
+    static const int32_t ramp[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
+    for (int j0 = 0; j0 < N; j0 += 24) {
+        int nj = N - j0 < 24 ? N - j0 : 24;
+        int NV = (nj + 7) / 8, tail = nj - 8 * (NV - 1);
+        __m256i last = _mm256_loadu_si256((const __m256i *)(ramp + 8 - tail));
+        for (int i0 = 0; i0 < M; i0 += 4) {
+            int MR = M - i0 < 4 ? M - i0 : 4;
+            kern_rows8_any(MR, NV, K, a + i0 * lda, lda, bt + j0, ldbt, last,
+                           c + (long)i0 * ldc + j0, ldc);
+        }
+    }
+}
+
+/* bt: (K, ldbt) = b^T of b: (N, K), the padding columns N..ldbt zero: 8 x 8
+ * blocks through registers (unpack, shuffle, permute), the edges one by
+ * one. A single request's decode pays this copy each call, so it is kept
+ * to a fraction of the product. */
+KERN2 static void transpose_small(float *bt, int ldbt, const float *b, long ldb, int N, int K)
+{
+    int N8 = N & ~7, K8 = K & ~7;
+    for (int j0 = 0; j0 < N8; j0 += 8)
+        for (int k0 = 0; k0 < K8; k0 += 8) {
+            __m256 r[8], t[8];
+            for (int i = 0; i < 8; i++) r[i] = _mm256_loadu_ps(b + (j0 + i) * ldb + k0);
+            for (int i = 0; i < 8; i += 2) {
+                t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+                t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+            }
+            for (int i = 0; i < 8; i += 4) {
+                r[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);
+                r[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xEE);
+                r[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+                r[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+            }
+            for (int i = 0; i < 4; i++) {
+                _mm256_storeu_ps(bt + (k0 + i) * ldbt + j0, _mm256_permute2f128_ps(r[i], r[i + 4], 0x20));
+                _mm256_storeu_ps(bt + (k0 + i + 4) * ldbt + j0,
+                                 _mm256_permute2f128_ps(r[i], r[i + 4], 0x31));
+            }
+        }
+    for (int j = 0; j < N; j++)
+        for (int k = j < N8 ? K8 : 0; k < K; k++) bt[k * ldbt + j] = b[(size_t)j * ldb + k];
+    for (int k = 0; k < K; k++)
+        for (int j = N; j < ldbt; j++) bt[k * ldbt + j] = 0.0f;
+}
+
+static int has_avx2_fma = -1; /* -1 until the first call looks at the CPU */
+
+static int uses_avx2_rowwise(void)
+{
+    int v = __atomic_load_n(&has_avx2_fma, __ATOMIC_RELAXED);
+    if (v < 0) {
+        v = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+        __atomic_store_n(&has_avx2_fma, v, __ATOMIC_RELAXED);
+    }
+    return v;
+}
+#endif
+
+void gemm_nt_rowwise(int M, int N, int K, const float *a, int lda, const float *b, int ldb,
+                     float *c, int ldc)
+{
+    if (M <= 0 || N <= 0)
+        return;
+#if GEMM_HAVE_AVX512
+    if (gemm_uses_own_kernels() == GEMM_OWN_AVX512 && K > 0) {
+        gemm(GEMM_N, GEMM_T, M, N, K, a, lda, b, ldb, 0, c, ldc);
+        return;
+    }
+#endif
+#if defined(__x86_64__)
+    int ldbt = (N + 7) & ~7;
+    if (uses_avx2_rowwise() && K > 0 && K <= SMALL_BT_MAX_K && K * ldbt <= SMALL_BT_FLOATS) {
+        float bt[SMALL_BT_FLOATS];
+        transpose_small(bt, ldbt, b, ldb, N, K);
+        gemm_rows8(M, N, K, a, lda, bt, ldbt, c, ldc);
+        return;
+    }
+    if (uses_avx2_rowwise() && K > 0) {
+        gemm_dots8(M, N, K, a, lda, b, ldb, c, ldc);
+        return;
+    }
+#endif
+    for (int r = 0; r < M; r++) /* M calls of one row: each row's bits are its own */
+        gemm(GEMM_N, GEMM_T, 1, N, K, a + (size_t)r * lda, lda, b, ldb, 0, c + (size_t)r * ldc,
+             ldc);
+}
+
 void gemm_naive(gemm_trans ta, gemm_trans tb, int M, int N, int K, const float *a, int lda,
                 const float *b, int ldb, int accumulate, float *c, int ldc)
 {

@@ -54,4 +54,16 @@ void gemm_kernel_6x16(int mr, int nr, int masked, int kc, const float *a, long a
                       const float *b, long ldb, gemm_dest dest, float *out, long ldo,
                       const float *bias);
 
+/* c: (M, N) = a: (M, K) . b^T (b: (N, K), row-major, no accumulation) with
+ * each row of c a function of its row of a alone: the same bits whatever M
+ * and wherever the row sits in a. A server that stacks the rows of several
+ * requests into one product (server/infer_batch) gives each the answer it
+ * would have had alone; gemm cannot promise that, as OpenBLAS's sgemv and
+ * sgemm blocking and edge kernels sum in orders that depend on M. Every
+ * element is one vector accumulator over k in order, then one fixed
+ * horizontal sum: AVX-512 runs gemm's own kernels (which are made so),
+ * AVX2 + FMA its 8-lane twin here, any other CPU one sgemv a row. */
+void gemm_nt_rowwise(int M, int N, int K, const float *a, int lda, const float *b, int ldb,
+                     float *c, int ldc);
+
 #endif

@@ -17,6 +17,18 @@ void linear_forward(float *y, const float *x, const float *w, const float *b, in
     vae_kernels_bias(y, b, B, out);
 }
 
+void linear_matmul_wt_rowwise(float *y, const float *x, const float *w, int B, int in, int out)
+{
+    gemm_nt_rowwise(B, out, in, x, in, w, in, y, out);
+}
+
+void linear_forward_rowwise(float *y, const float *x, const float *w, const float *b, int B,
+                            int in, int out)
+{
+    linear_matmul_wt_rowwise(y, x, w, B, in, out);
+    vae_kernels_bias(y, b, B, out);
+}
+
 void linear_backward(float *dx, float *dw, float *db, const float *dy, const float *x,
                      const float *w, int B, int in, int out)
 {

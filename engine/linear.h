@@ -17,6 +17,12 @@ void linear_matmul_wt(float *y, const float *x, const float *w, int B, int in, i
 /* y = x . w^T + b */
 void linear_forward(float *y, const float *x, const float *w, const float *b, int B, int in,
                     int out);
+/* The same two for inference: each row of y a function of its row of x
+ * alone, whatever B (gemm_nt_rowwise), so rows stacked from several
+ * requests come out as they would one request at a time. */
+void linear_matmul_wt_rowwise(float *y, const float *x, const float *w, int B, int in, int out);
+void linear_forward_rowwise(float *y, const float *x, const float *w, const float *b, int B,
+                            int in, int out);
 /* dw: (out, in) += dy^T . x ; db += column sums of dy ; dx: (B, in) = dy . w
  * (overwritten; skipped when dx is NULL). */
 void linear_backward(float *dx, float *dw, float *db, const float *dy, const float *x,

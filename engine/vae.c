@@ -108,6 +108,7 @@ static int config_is_valid(const vae_config *cfg)
 /* The workspace and its scratch are one block. */
 struct vae_workspace {
     int max_batch;
+    int rowwise;    /* vae_workspace_set_rows_independent */
     float *scratch; /* the architecture's, workspace_floats(max_batch) */
     float *y;       /* conditional: (max_batch, n_classes) the label rows of a call */
 };
@@ -118,6 +119,7 @@ static vae_workspace *workspace_layout(const vae_config *c, int max_batch, vae_l
     vae_workspace sizing, *ws = vae_layout_take(l, 1, sizeof *ws);
     vae_workspace *s = ws ? ws : &sizing;
     s->max_batch = max_batch;
+    s->rowwise = 0;
     VAE_LAYOUT_TAKE(l, s->scratch, ops_of(c)->workspace_floats(c, max_batch));
     s->y = NULL;
     if (vae_config_is_conditional(c))
@@ -145,6 +147,35 @@ vae_workspace *vae_workspace_new(const vae_model *m, int max_batch)
 }
 
 void vae_workspace_free(vae_workspace *ws) { free(ws); }
+
+int vae_rows_independent(const vae_model *m)
+{
+    const vae_arch_ops *ops = ops_of(&m->cfg);
+    return ops->encode_rowwise && ops->decode_logits_rowwise;
+}
+
+vae_status vae_workspace_set_rows_independent(const vae_model *m, vae_workspace *ws, int on)
+{
+    if (on && !vae_rows_independent(m)) return VAE_ERR_ARG;
+    ws->rowwise = on;
+    return VAE_OK;
+}
+
+/* The architecture's encode and decode for ws: rowwise when it is set so. */
+static const float *arch_encode(const vae_model *m, vae_workspace *ws, const float *x,
+                                const float *y, int B)
+{
+    const vae_arch_ops *ops = ops_of(&m->cfg);
+    return (ws->rowwise ? ops->encode_rowwise : ops->encode)(m, ws->scratch, x, y, B);
+}
+
+static const float *arch_decode_logits(const vae_model *m, vae_workspace *ws, const float *z,
+                                       const float *y, int B)
+{
+    const vae_arch_ops *ops = ops_of(&m->cfg);
+    return (ws->rowwise ? ops->decode_logits_rowwise : ops->decode_logits)(m, ws->scratch, z, y,
+                                                                           B);
+}
 
 /* labels (n) are what m takes: one in 0..n_classes-1 per image for a
  * conditional model, none (NULL) for another. */
@@ -179,7 +210,7 @@ vae_status vae_encode_cond(const vae_model *m, vae_workspace *ws, const float *x
     if (B < 1 || B > ws->max_batch || !labels_fit(m, labels, B)) return VAE_ERR_ARG;
     int Z = m->cfg.latent;
     const float *y = onehot_rows(ws->y, labels, B, 1, m->cfg.n_classes);
-    const float *heads = ops_of(&m->cfg)->encode(m, ws->scratch, x, y, B);
+    const float *heads = arch_encode(m, ws, x, y, B);
     for (int r = 0; r < B; r++) {
         memcpy(mu + (size_t)r * Z, heads + (size_t)r * 2 * Z, sizeof(float) * Z);
         memcpy(logvar + (size_t)r * Z, heads + (size_t)r * 2 * Z + Z, sizeof(float) * Z);
@@ -197,7 +228,7 @@ vae_status vae_decode_cond(const vae_model *m, vae_workspace *ws, const float *z
 {
     if (B < 1 || B > ws->max_batch || !labels_fit(m, labels, B)) return VAE_ERR_ARG;
     const float *y = onehot_rows(ws->y, labels, B, 1, m->cfg.n_classes);
-    const float *logits = ops_of(&m->cfg)->decode_logits(m, ws->scratch, z, y, B);
+    const float *logits = arch_decode_logits(m, ws, z, y, B);
     vae_loss_output_mean(&m->cfg, logits, B, x_mean);
     return VAE_OK;
 }
@@ -209,7 +240,7 @@ vae_status vae_decode_mixed(const vae_model *m, vae_workspace *ws, const float *
     if (B < 1 || B > ws->max_batch || !K || !label_weights) return VAE_ERR_ARG;
     for (size_t i = 0; i < (size_t)B * (size_t)K; i++)
         if (!isfinite(label_weights[i])) return VAE_ERR_ARG;
-    const float *logits = ops_of(&m->cfg)->decode_logits(m, ws->scratch, z, label_weights, B);
+    const float *logits = arch_decode_logits(m, ws, z, label_weights, B);
     vae_loss_output_mean(&m->cfg, logits, B, x_mean);
     return VAE_OK;
 }
@@ -229,7 +260,7 @@ vae_status vae_log_likelihood_cond(const vae_model *m, vae_workspace *ws, const 
     /* every latent with the image's one label */
     const float *y = label >= 0 ? onehot_rows(ws->y, &label, K, K, c->n_classes) : NULL;
     int Dout = vae_config_output_dim(c);
-    const float *logits = ops_of(c)->decode_logits(m, ws->scratch, z, y, K);
+    const float *logits = arch_decode_logits(m, ws, z, y, K);
     for (int k = 0; k < K; k++)
         ll[k] = vae_loss_output_log_likelihood(c, logits + (size_t)k * Dout, x);
     return VAE_OK;

@@ -72,6 +72,15 @@ const vae_tensor *vae_find_tensor(const vae_model *m, const char *name);
 /* Inference. The workspace is sized for max_batch; calls with more fail. */
 vae_workspace *vae_workspace_new(const vae_model *m, int max_batch);
 void vae_workspace_free(vae_workspace *ws);
+/* Calls on ws whose every output row has the bits of its own input row
+ * alone, whatever B and wherever the row sits (products on
+ * engine/gemm.h's gemm_nt_rowwise instead of OpenBLAS's, about as fast
+ * from a few rows up): what lets a server stack several requests' rows into
+ * one call and split the answers (server/infer_batch). Off by default (the
+ * fastest products for evaluation and scores). VAE_ERR_ARG when m's
+ * architecture has no such products: vae_rows_independent is 0 (the conv). */
+int vae_rows_independent(const vae_model *m);
+vae_status vae_workspace_set_rows_independent(const vae_model *m, vae_workspace *ws, int on);
 /* x: (B, D) -> mu, logvar: (B, latent) */
 vae_status vae_encode(const vae_model *m, vae_workspace *ws, const float *x, int B, float *mu,
                       float *logvar);

@@ -80,6 +80,14 @@ typedef struct {
      * y: a row per row of z. */
     float *(*decode_logits)(const vae_model *m, float *scratch, const float *z, const float *y,
                             int B);
+    /* The same two with every row's bits its own whatever B (products on
+     * gemm_nt_rowwise), for a workspace set so
+     * (vae_workspace_set_rows_independent); NULL when the architecture has
+     * none (the conv). */
+    const float *(*encode_rowwise)(const vae_model *m, float *scratch, const float *x,
+                                   const float *y, int B);
+    float *(*decode_logits_rowwise)(const vae_model *m, float *scratch, const float *z,
+                                    const float *y, int B);
 
     /* The training activations and scratch for batches up to max_batch, laid
      * out in l; returns the state (NULL while sizing). */

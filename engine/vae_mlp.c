@@ -154,11 +154,13 @@ static const float *bias(const vae_model *m, const mlp_linear *l)
 }
 
 /* y: (B, out) = act(x: (B, in) . w^T + b), the activation fused into the
- * bias pass where it can be. */
-static void hidden_forward(const vae_model *m, const mlp_linear *l, float *y, const float *x, int B)
+ * bias pass where it can be. rowwise (inference): each row's bits its own
+ * whatever B (linear_matmul_wt_rowwise), training keeps OpenBLAS's sgemm. */
+static void hidden_forward(const vae_model *m, const mlp_linear *l, float *y, const float *x, int B,
+                           int rowwise)
 {
     vae_activation a = m->cfg.activation;
-    linear_matmul_wt(y, x, weight(m, l), B, l->in, l->out);
+    (rowwise ? linear_matmul_wt_rowwise : linear_matmul_wt)(y, x, weight(m, l), B, l->in, l->out);
     if (a == VAE_ACT_RELU || a == VAE_ACT_LEAKY_RELU) {
         float slope = a == VAE_ACT_LEAKY_RELU ? LEAKY_SLOPE : 0.0f;
         vae_kernels_bias_relu(y, bias(m, l), B, l->out, slope);
@@ -169,9 +171,10 @@ static void hidden_forward(const vae_model *m, const mlp_linear *l, float *y, co
 }
 
 /* y: (B, out) = x: (B, in) . w^T + b */
-static void output_forward(const vae_model *m, const mlp_linear *l, float *y, const float *x, int B)
+static void output_forward(const vae_model *m, const mlp_linear *l, float *y, const float *x, int B,
+                           int rowwise)
 {
-    linear_forward(y, x, weight(m, l), bias(m, l), B, l->in, l->out);
+    (rowwise ? linear_forward_rowwise : linear_forward)(y, x, weight(m, l), bias(m, l), B, l->in, l->out);
 }
 
 /* Layer l's dw and db into grads from dy: (B, out) and its input x: (B, in);
@@ -186,27 +189,27 @@ static void layer_backward(const vae_model *m, const mlp_linear *l, float *grads
 /* Encoder: x (B, D, or D + K concatenated with the label) -> heads (B, 2Z);
  * acts[i] receives hidden layer i's output. */
 static void encode_into(const vae_model *m, const mlp_layout *L, const float *x, int B,
-                        float *const *acts, float *heads)
+                        float *const *acts, float *heads, int rowwise)
 {
     const float *in = x;
     for (int i = 0; i < L->H; i++) {
-        hidden_forward(m, &L->enc[i], acts[i], in, B);
+        hidden_forward(m, &L->enc[i], acts[i], in, B, rowwise);
         in = acts[i];
     }
-    output_forward(m, &L->heads, heads, in, B);
+    output_forward(m, &L->heads, heads, in, B, rowwise);
 }
 
 /* Decoder: z (N, Z, or Z + K with the label) -> logits (N, Dout); acts[i]
  * receives hidden layer i's output. */
 static void decode_into(const vae_model *m, const mlp_layout *L, const float *z, int N,
-                        float *const *acts, float *logits)
+                        float *const *acts, float *logits, int rowwise)
 {
     const float *in = z;
     for (int i = 0; i < L->H; i++) {
-        hidden_forward(m, &L->dec[i], acts[i], in, N);
+        hidden_forward(m, &L->dec[i], acts[i], in, N, rowwise);
         in = acts[i];
     }
-    output_forward(m, &L->out, logits, in, N);
+    output_forward(m, &L->out, logits, in, N, rowwise);
 }
 
 /* ---------- inference ---------- */
@@ -246,27 +249,52 @@ static const float *with_labels(const mlp_layout *L, float *scratch, const float
     return cat;
 }
 
-static const float *mlp_encode(const vae_model *m, float *scratch, const float *x, const float *y,
-                               int B)
+static const float *mlp_encode_with(const vae_model *m, float *scratch, const float *x,
+                                    const float *y, int B, int rowwise)
 {
     mlp_layout L;
     layout_of(&L, &m->cfg);
     float *acts[VAE_MAX_HIDDEN], *heads;
     ping_pong(&L, scratch, B, acts, &heads);
     const float *in = with_labels(&L, scratch, x, vae_config_input_dim(&m->cfg), y, B);
-    encode_into(m, &L, in, B, acts, heads);
+    encode_into(m, &L, in, B, acts, heads, rowwise);
     return heads;
 }
 
-static float *mlp_decode_logits(const vae_model *m, float *scratch, const float *z,
-                                const float *y, int B)
+static float *mlp_decode_logits_with(const vae_model *m, float *scratch, const float *z,
+                                     const float *y, int B, int rowwise)
 {
     mlp_layout L;
     layout_of(&L, &m->cfg);
     float *acts[VAE_MAX_HIDDEN], *logits;
     ping_pong(&L, scratch, B, acts, &logits);
-    decode_into(m, &L, with_labels(&L, scratch, z, m->cfg.latent, y, B), B, acts, logits);
+    decode_into(m, &L, with_labels(&L, scratch, z, m->cfg.latent, y, B), B, acts, logits,
+                rowwise);
     return logits;
+}
+
+static const float *mlp_encode(const vae_model *m, float *scratch, const float *x, const float *y,
+                               int B)
+{
+    return mlp_encode_with(m, scratch, x, y, B, 0);
+}
+
+static float *mlp_decode_logits(const vae_model *m, float *scratch, const float *z,
+                                const float *y, int B)
+{
+    return mlp_decode_logits_with(m, scratch, z, y, B, 0);
+}
+
+static const float *mlp_encode_rowwise(const vae_model *m, float *scratch, const float *x,
+                                       const float *y, int B)
+{
+    return mlp_encode_with(m, scratch, x, y, B, 1);
+}
+
+static float *mlp_decode_logits_rowwise(const vae_model *m, float *scratch, const float *z,
+                                        const float *y, int B)
+{
+    return mlp_decode_logits_with(m, scratch, z, y, B, 1);
 }
 
 /* ---------- training ---------- */
@@ -331,11 +359,11 @@ static void mlp_forward(const vae_model *m, void *st, const float *x, const floa
     }
     s->eps = eps;
     s->B = B;
-    encode_into(m, &s->L, s->x, B, s->enc, s->heads);
+    encode_into(m, &s->L, s->x, B, s->enc, s->heads, 0);
     terms->kl = vae_loss_latent_forward(c, s->heads, eps, B, s->z, s->kl_dim, &terms->kl_opt);
     if (K) vae_arch_concat_labels(s->zcat, s->z, B * L, c->latent, y, L, K);
     /* the logits are overwritten in place by their gradient */
-    decode_into(m, &s->L, K ? s->zcat : s->z, B * L, s->dec, s->dlogits);
+    decode_into(m, &s->L, K ? s->zcat : s->z, B * L, s->dec, s->dlogits, 0);
     terms->recon = vae_loss_output_nll(c, s->dlogits, x, B, L);
 }
 
@@ -381,6 +409,8 @@ const vae_arch_ops vae_mlp_ops = {
     .workspace_floats = mlp_workspace_floats,
     .encode = mlp_encode,
     .decode_logits = mlp_decode_logits,
+    .encode_rowwise = mlp_encode_rowwise,
+    .decode_logits_rowwise = mlp_decode_logits_rowwise,
     .train_layout = mlp_train_layout,
     .forward = mlp_forward,
     .backward = mlp_backward,

@@ -19,63 +19,34 @@
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
+. scripts/bench-lib.sh
+bench_name=bench-http
 build=${1:-build}
 vaed=$build/vaed
 duration=${DURATION:-10s}
 conns=${CONNECTIONS:-64}
 wrk_threads=${WRK_THREADS:-1}
 
-command -v wrk >/dev/null || { echo "bench-http: wrk is not installed (scripts/install-deps.sh --with-bench)" >&2; exit 1; }
-/usr/bin/python3 -c 'import torch' 2>/dev/null || { echo "bench-http: python3-torch is not installed (scripts/install-deps.sh --with-bench)" >&2; exit 1; }
-[ -x "$vaed" ] || { echo "bench-http: $vaed not found (make all)" >&2; exit 1; }
-[ -f data/mnist/t10k-images-idx3-ubyte ] || bash scripts/get-data.sh mnist
+bench_need "$vaed"
 
 tmp=$(mktemp -d /tmp/vaed-bench-http-XXXXXX)
 vaed_pid=
 torch_pid=
-cleanup() {
-    if [ -n "$vaed_pid" ]; then kill "$vaed_pid" 2>/dev/null || true; wait "$vaed_pid" 2>/dev/null || true; fi
-    if [ -n "$torch_pid" ]; then kill "$torch_pid" 2>/dev/null || true; wait "$torch_pid" 2>/dev/null || true; fi
-    rm -rf "$tmp"
-}
-trap cleanup EXIT
+trap 'bench_stop "$vaed_pid" "$torch_pid"; rm -rf "$tmp"' EXIT
 
-echo "bench-http: training the benchmark model (784-400-20, 1 epoch)..." >&2
-"$vaed" train --data mnist --epochs 1 --register digits --data-dir "$tmp/var" \
-    --out "$tmp/digits.safetensors" >"$tmp/train.log" 2>&1
+bench_model "$vaed" "$tmp"
+bench_serve_vaed "$vaed" "$tmp" "${VAED_THREADS:-0}"
 
-VAED_DATA=$root/data "$vaed" serve --listen 127.0.0.1:0 --data-dir "$tmp/var" \
-    --port-file "$tmp/port" --threads "${VAED_THREADS:-0}" --max-connections 1024 \
-    >"$tmp/vaed.log" 2>&1 &
-vaed_pid=$!
-for _ in $(seq 100); do [ -s "$tmp/port" ] && break; sleep 0.1; done
-vaed_port=$(cat "$tmp/port")
-
-torch_port=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+torch_port=$(bench_free_port)
 /usr/bin/python3 scripts/bench_http_torch.py "$tmp/digits.safetensors" "$torch_port" "$root/data" \
     >"$tmp/torch.log" 2>&1 &
 torch_pid=$!
-for _ in $(seq 300); do grep -q ready "$tmp/torch.log" 2>/dev/null && break; sleep 0.1; done
-grep -q ready "$tmp/torch.log" || { echo "bench-http: the reference server did not start:" >&2; cat "$tmp/torch.log" >&2; exit 1; }
+bench_wait_ready "$tmp/torch.log"
 
 # One MNIST test image as the /encode body.
-/usr/bin/python3 - "$tmp/encode.json" <<'PY'
-import sys, json
-with open("data/mnist/t10k-images-idx3-ubyte", "rb") as f:
-    f.read(16)
-    raw = f.read(784)
-json.dump({"x": [[round(b / 255.0, 6) for b in raw]]}, open(sys.argv[1], "w"))
-PY
-body=$(cat "$tmp/encode.json")
-cat >"$tmp/encode.lua" <<LUA
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
-wrk.body = [==[$body]==]
-LUA
-cat >"$tmp/post.lua" <<'LUA'
-wrk.method = "POST"
-wrk.headers["Content-Length"] = "0"
-LUA
+bench_encode_body "$tmp/encode.json"
+bench_post_lua "$tmp/encode.lua" "$tmp/encode.json"
+bench_post_lua "$tmp/post.lua"
 : >"$tmp/get.lua"
 # GET /interpolate over pairs of MNIST test images that do not repeat: request
 # i of thread t is number k = i * 256 + t, from = k mod 10000 and
@@ -107,11 +78,6 @@ check() {
     [ "$code" = 200 ] || { echo "bench-http: $method $url answered $code" >&2; exit 1; }
 }
 
-# to_ms VALUE: wrk's "1.23ms" / "456.00us" / "1.10s" in milliseconds.
-to_ms() {
-    awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) n /= 1000; else if (v ~ /ms$/) n += 0; else if (v ~ /s$/) n *= 1000; printf "%.2f", n }'
-}
-
 # metric NAME: the value of an unlabelled sample of vaed's /metrics.
 metric() {
     curl -fsS "http://127.0.0.1:$vaed_port/metrics" | awk -v m="$1" '$1 == m { print $2 }'
@@ -119,14 +85,7 @@ metric() {
 
 # run NAME URL SCRIPT -> "rps p50 p99 non2xx"
 run() {
-    local out rps p50 p99 bad
-    out=$(wrk -t"$wrk_threads" -c"$conns" -d"$duration" --latency -s "$tmp/$3.lua" "$2" 2>&1)
-    echo "$out" >"$tmp/wrk-$1.log"
-    rps=$(echo "$out" | awk '/^Requests\/sec:/ { print $2 }')
-    p50=$(to_ms "$(echo "$out" | awk '$1 == "50%" { print $2 }')")
-    p99=$(to_ms "$(echo "$out" | awk '$1 == "99%" { print $2 }')")
-    bad=$(echo "$out" | awk '/Non-2xx or 3xx responses:/ { print $5 }')
-    echo "$rps $p50 $p99 ${bad:-0}"
+    bench_wrk "$tmp/wrk-$1.log" -t"$wrk_threads" -c"$conns" -d"$duration" -s "$tmp/$3.lua" "$2"
 }
 
 endpoints=(

@@ -3,13 +3,14 @@
 #   scripts/install-deps.sh               build + test packages (what `make test` needs)
 #   scripts/install-deps.sh --runtime     only the shared libraries the daemon links (Docker runtime stage)
 #   scripts/install-deps.sh --with-bench  also python3-torch, python3-numpy, wrk (benchmarks only)
+#                                         (scripts/bench-onnx.sh installs its onnxruntime-node with npm)
 #   scripts/install-deps.sh --with-fuzz   also clang-14 and its fuzzer and sanitizer runtimes (make fuzz)
 #   scripts/install-deps.sh --print       list the packages it would check, install nothing
 # When everything is present it never calls apt-get, so it is fast and works offline.
 set -euo pipefail
 
 usage() {
-    sed -n '2,7s/^# \{0,1\}//p' "$0"
+    sed -n '2,8s/^# \{0,1\}//p' "$0"
 }
 
 runtime=0

@@ -25,6 +25,7 @@
 #include "server/data_sets.h"
 #include "server/http_server.h"
 #include "server/http_util.h"
+#include "server/infer_batch.h"
 #include "server/infer_body.h"
 #include "server/infer_labels.h"
 #include "server/json_num.h"
@@ -83,9 +84,21 @@ typedef struct {
      * polling thread already looked that key up (and missed). */
     char cache_key[CACHE_KEY_MAX];
     int cache_checked;
+    char etag[COMPUTE_REQUEST_ETAG_MAX]; /* GET /interpolate: its answer's tag, for the answer */
+    /* Between a run_* step (parsing, checks, the inputs) and its answer:
+     * the engine call it left for the batch (infer_batch; engine 1), on
+     * these rows, all owned and freed with the answer built. */
+    infer_batch_item eng;
+    int engine;
+    int rows, cols;              /* images, latents or steps; the PNG grid's columns */
+    float *x, *z, *mu, *logvar;  /* (rows, D), (rows, latent) ... */
+    float *weights;              /* a conditional decode's label rows (rows, n_classes) */
+    int label_ids[API_INFER_MAX_N]; /* a conditional encode's labels */
+    int batch_index;             /* its place in the batch the pool gave (compute_batch_done) */
 } infer_request;
 
 static void infer_run(compute_request *cr);
+static void infer_run_batch(compute_request **rs, int n, compute_batch *b);
 
 static infer_request *infer_new(http_ctx *ctx, struct MHD_Connection *c, http_request *req,
                                 infer_kind kind)
@@ -150,16 +163,44 @@ static int infer_is_cheap(const infer_request *r)
  * cannot block); other kinds read none. */
 static int infer_data_ready(const infer_request *r);
 
-/* Runs r here when it is cheap and its model is loaded (a polling thread
- * never loads a model or a data set, nor waits for the registry), else
- * admits it into the compute pool (or answers 429 / 503 at once). */
+/* Which requests may share an engine call (compute_pool's batch key): the
+ * same names of model and version and the same direction, encoding or
+ * decoding (/decode, /sample and /interpolate all end in a decode). The
+ * batch then groups by the model the names resolved to (infer_batch). */
+static uint64_t infer_batch_key(const infer_request *r)
+{
+    uint64_t h = 1469598103934665603ull; /* FNV-1a */
+    const char *parts[3] = {r->model, r->version, r->kind == INFER_ENCODE ? "enc" : "dec"};
+    for (int i = 0; i < 3; i++)
+        for (const char *c = parts[i];; c++) {
+            h = (h ^ (unsigned char)*c) * 1099511628211ull;
+            if (!*c)
+                break;
+        }
+    return h ? h : 1;
+}
+
+/* Runs r here when it is cheap, its model is loaded (a polling thread
+ * never loads a model or a data set, nor waits for the registry) and the
+ * compute pool is idle, else admits it into the compute pool (or answers
+ * 429 / 503 at once). */
 static enum MHD_Result infer_submit(infer_request *r)
 {
     http_ctx *ctx = r->base.ctx;
-    int cheap = infer_is_cheap(r) && infer_data_ready(r) &&
-                model_cache_acquire_loaded(ctx->cache, ctx->reg, r->model[0] ? r->model : NULL,
-                                           r->version[0] ? r->version : NULL, &r->held, &r->info);
-    return compute_request_submit(&r->base, cheap);
+    compute_request_set_batch(&r->base, infer_run_batch, infer_batch_key(r));
+    /* Here only while the pool is idle: among other requests it would only
+     * delay them, and it should rather join their batch. */
+    int cheap = infer_is_cheap(r) && infer_data_ready(r) && compute_pool_inline_begin(ctx->compute);
+    if (cheap &&
+        !model_cache_acquire_loaded(ctx->cache, ctx->reg, r->model[0] ? r->model : NULL,
+                                    r->version[0] ? r->version : NULL, &r->held, &r->info)) {
+        compute_pool_inline_end(ctx->compute);
+        cheap = 0;
+    }
+    enum MHD_Result ret = compute_request_submit(&r->base, cheap);
+    if (cheap)
+        compute_pool_inline_end(ctx->compute);
+    return ret;
 }
 
 /* ---- request checks on the polling thread ------------------------------- */
@@ -722,6 +763,27 @@ static void infer_images(infer_request *r, const model_handle *h, const float *x
 
 /* ---- the work ------------------------------------------------------------- */
 
+/* Leaves in r the decode of its z (rows of them) into r->x: with one-hot
+ * label rows from labels for a conditional model (labels NULL: another). */
+static http_error infer_engine_decode(infer_request *r, const vae_model *m, const int *labels,
+                                      char *msg, size_t msglen)
+{
+    int K = m->cfg.n_classes;
+    if (vae_config_is_conditional(&m->cfg)) {
+        r->weights = calloc((size_t)r->rows * (size_t)K, sizeof *r->weights);
+        if (!r->weights) {
+            snprintf(msg, msglen, "out of memory for %d latents", r->rows);
+            return HTTP_ERR_UNAVAILABLE;
+        }
+        for (int i = 0; i < r->rows; i++)
+            r->weights[(size_t)i * K + labels[i]] = 1.0f;
+    }
+    r->eng = (infer_batch_item){.op = INFER_BATCH_DECODE, .model = m, .n = r->rows, .in = r->z,
+                                .label_weights = r->weights, .out = r->x};
+    r->engine = 1;
+    return HTTP_ERR_NONE;
+}
+
 static http_error run_sample(infer_request *r, const model_handle *h, char *msg, size_t msglen)
 {
     http_error e = HTTP_ERR_NONE;
@@ -729,52 +791,49 @@ static http_error run_sample(infer_request *r, const model_handle *h, char *msg,
     const vae_config *cfg = &m->cfg;
     int n = (int)r->n;
     size_t n_latent = (size_t)n * (size_t)cfg->latent;
-    float *z = malloc(n_latent * sizeof *z);                                       /* owned */
-    float *x = malloc((size_t)n * (size_t)vae_config_input_dim(cfg) * sizeof *x); /* owned */
-    vae_workspace *ws = vae_workspace_new(m, n);                                   /* owned */
-    if (!z || !x || !ws) {
+    r->rows = n;
+    r->z = malloc(n_latent * sizeof *r->z);
+    r->x = malloc((size_t)n * (size_t)vae_config_input_dim(cfg) * sizeof *r->x);
+    if (!r->z || !r->x) {
         snprintf(msg, msglen, "out of memory for %d samples", n);
-        e = HTTP_ERR_UNAVAILABLE;
-        goto end;
+        return HTTP_ERR_UNAVAILABLE;
     }
     /* a conditional model's samples: of the classes asked for, else a class
      * row per row of the grid (sample i of class i mod K, K columns) */
-    int labels[API_INFER_MAX_N], cols = 0;
+    int labels[API_INFER_MAX_N];
+    r->cols = 0;
     if ((e = infer_labels_resolve(&r->labels, cfg, n, 1, labels, msg, msglen)) != HTTP_ERR_NONE)
-        goto end;
+        return e;
     if (vae_config_is_conditional(cfg) && !r->labels.given) {
         for (int i = 0; i < n; i++)
             labels[i] = i % cfg->n_classes;
-        cols = cfg->n_classes < n ? cfg->n_classes : n;
+        r->cols = cfg->n_classes < n ? cfg->n_classes : n;
     }
-    if ((e = api_infer_check_grid(r->fmt, cfg, n, cols, (int)r->scale, msg, msglen)) !=
+    if ((e = api_infer_check_grid(r->fmt, cfg, n, r->cols, (int)r->scale, msg, msglen)) !=
         HTTP_ERR_NONE)
-        goto end;
+        return e;
+    /* Drawn here, from the request's own seed: only the decode is shared. */
     rng_state rng;
     rng_seed(&rng, r->seed);
-    rng_normal_fill(&rng, z, n_latent);
+    rng_normal_fill(&rng, r->z, n_latent);
     if (r->temperature != 1.0)
         for (size_t i = 0; i < n_latent; i++)
-            z[i] *= (float)r->temperature;
-    if (vae_decode_cond(m, ws, z, vae_config_is_conditional(cfg) ? labels : NULL, n, x) !=
-        VAE_OK) {
-        /* The sizes were checked: a failure here is ours. */
-        snprintf(msg, msglen, "decoding failed");
-        e = HTTP_ERR_INTERNAL;
-        goto end;
-    }
+            r->z[i] *= (float)r->temperature;
+    return infer_engine_decode(r, m, labels, msg, msglen);
+}
+
+static http_error sample_answer(infer_request *r, const model_handle *h, char *msg, size_t msglen)
+{
+    (void)msg;
+    (void)msglen;
     char extra[96], seed_str[32];
     snprintf(extra, sizeof extra, "\"seed\":%llu,\"temperature\":%.9g,",
              (unsigned long long)r->seed, r->temperature);
-    infer_images(r, h, x, z, n, cols, extra);
+    infer_images(r, h, r->x, r->z, r->rows, r->cols, extra);
     snprintf(seed_str, sizeof seed_str, "%llu", (unsigned long long)r->seed);
     if (r->base.status == MHD_HTTP_OK)
         compute_request_add_header(&r->base, "X-Seed", seed_str);
-end:
-    vae_workspace_free(ws);
-    free(z);
-    free(x);
-    return e;
+    return HTTP_ERR_NONE;
 }
 
 static size_t max_json_values(const vae_config *cfg)
@@ -863,30 +922,32 @@ static http_error run_encode(infer_request *r, const model_handle *h, char *msg,
     http_error e = HTTP_ERR_NONE;
     const vae_model *m = &h->model;
     const vae_config *cfg = &m->cfg;
-    float *x = NULL;          /* owned */
-    float *mu = NULL;         /* owned */
-    float *logvar = NULL;     /* owned */
-    vae_workspace *ws = NULL; /* owned */
     int n = 1;
-    if ((e = encode_input(r, cfg, &x, &n, msg, msglen)) != HTTP_ERR_NONE)
-        goto end;
-    int labels[API_INFER_MAX_N];
-    if ((e = infer_labels_resolve(&r->labels, cfg, n, 0, labels, msg, msglen)) != HTTP_ERR_NONE)
-        goto end;
-    mu = malloc((size_t)n * (size_t)cfg->latent * sizeof *mu);
-    logvar = malloc((size_t)n * (size_t)cfg->latent * sizeof *logvar);
-    ws = vae_workspace_new(m, n);
-    if (!mu || !logvar || !ws) {
+    if ((e = encode_input(r, cfg, &r->x, &n, msg, msglen)) != HTTP_ERR_NONE)
+        return e;
+    r->rows = n;
+    if ((e = infer_labels_resolve(&r->labels, cfg, n, 0, r->label_ids, msg, msglen)) !=
+        HTTP_ERR_NONE)
+        return e;
+    r->mu = malloc((size_t)n * (size_t)cfg->latent * sizeof *r->mu);
+    r->logvar = malloc((size_t)n * (size_t)cfg->latent * sizeof *r->logvar);
+    if (!r->mu || !r->logvar) {
         snprintf(msg, msglen, "out of memory for %d images", n);
-        e = HTTP_ERR_UNAVAILABLE;
-        goto end;
+        return HTTP_ERR_UNAVAILABLE;
     }
-    if (vae_encode_cond(m, ws, x, vae_config_is_conditional(cfg) ? labels : NULL, n, mu,
-                        logvar) != VAE_OK) {
-        snprintf(msg, msglen, "encoding failed");
-        e = HTTP_ERR_INTERNAL;
-        goto end;
-    }
+    r->eng = (infer_batch_item){.op = INFER_BATCH_ENCODE, .model = m, .n = n, .in = r->x,
+                                .labels = vae_config_is_conditional(cfg) ? r->label_ids : NULL,
+                                .out = r->mu, .out2 = r->logvar};
+    r->engine = 1;
+    return HTTP_ERR_NONE;
+}
+
+static http_error encode_answer(infer_request *r, const model_handle *h, char *msg, size_t msglen)
+{
+    http_error e = HTTP_ERR_NONE;
+    const vae_config *cfg = &h->model.cfg;
+    const float *mu = r->mu, *logvar = r->logvar;
+    int n = r->rows;
     size_t n_latent = (size_t)n * (size_t)cfg->latent;
     if (!all_finite(mu, n_latent) || !all_finite(logvar, n_latent)) {
         snprintf(msg, msglen, "the model produced non-finite values (weights too large for "
@@ -911,10 +972,6 @@ static http_error run_encode(infer_request *r, const model_handle *h, char *msg,
     infer_json_done(r, f, &text, &len);
     compute_request_model_headers(&r->base, r->info.model, (long long)r->info.version);
 end:
-    vae_workspace_free(ws);
-    free(x);
-    free(mu);
-    free(logvar);
     return e;
 }
 
@@ -924,10 +981,7 @@ static http_error run_decode(infer_request *r, const model_handle *h, char *msg,
     const vae_model *m = &h->model;
     const vae_config *cfg = &m->cfg;
     int L = cfg->latent;
-    cJSON *root = NULL;       /* owned: deleted at end */
-    float *z = NULL;          /* owned */
-    float *x = NULL;          /* owned */
-    vae_workspace *ws = NULL; /* owned */
+    cJSON *root = NULL; /* owned: deleted at end */
     e = infer_body_parse_object(r->body, r->body_len,
                                 (size_t)API_INFER_MAX_N * ((size_t)L + 2) + JSON_SLACK_VALUES,
                                 &root, msg, msglen);
@@ -949,10 +1003,10 @@ static http_error run_decode(infer_request *r, const model_handle *h, char *msg,
     if ((e = api_infer_check_grid(r->fmt, cfg, n, 0, (int)r->scale, msg, msglen)) !=
         HTTP_ERR_NONE)
         goto end;
-    z = malloc((size_t)n * (size_t)L * sizeof *z);
-    x = malloc((size_t)n * (size_t)vae_config_input_dim(cfg) * sizeof *x);
-    ws = vae_workspace_new(m, n);
-    if (!z || !x || !ws) {
+    r->rows = n;
+    float *z = r->z = malloc((size_t)n * (size_t)L * sizeof *z);
+    r->x = malloc((size_t)n * (size_t)vae_config_input_dim(cfg) * sizeof *r->x);
+    if (!z || !r->x) {
         snprintf(msg, msglen, "out of memory for %d latents", n);
         e = HTTP_ERR_UNAVAILABLE;
         goto end;
@@ -975,19 +1029,18 @@ static http_error run_decode(infer_request *r, const model_handle *h, char *msg,
     if ((e = infer_labels_from_json(root, &labels_in, msg, msglen)) != HTTP_ERR_NONE ||
         (e = infer_labels_resolve(&labels_in, cfg, n, 0, labels, msg, msglen)) != HTTP_ERR_NONE)
         goto end;
-    if (vae_decode_cond(m, ws, z, vae_config_is_conditional(cfg) ? labels : NULL, n, x) !=
-        VAE_OK) {
-        snprintf(msg, msglen, "decoding failed");
-        e = HTTP_ERR_INTERNAL;
-        goto end;
-    }
-    infer_images(r, h, x, z, n, 0, NULL);
+    e = infer_engine_decode(r, m, labels, msg, msglen);
 end:
     cJSON_Delete(root);
-    vae_workspace_free(ws);
-    free(z);
-    free(x);
     return e;
+}
+
+static http_error decode_answer(infer_request *r, const model_handle *h, char *msg, size_t msglen)
+{
+    (void)msg;
+    (void)msglen;
+    infer_images(r, h, r->x, r->z, r->rows, 0, NULL);
+    return HTTP_ERR_NONE;
 }
 
 /* One end of a POST /interpolate into its latent mu (L floats) and, for a
@@ -1073,48 +1126,57 @@ static http_error read_end(const vae_model *m, vae_workspace *ws, const cJSON *i
     return HTTP_ERR_NONE;
 }
 
-/* Decodes the walk from a to b and answers with it (infer_images); for a
+/* Leaves in r the decode of the walk from a to b (r->steps latents); for a
  * conditional model the label walks too, from label_a's one-hot to
- * label_b's in equal steps. */
-static http_error interpolate_answer(infer_request *r, const model_handle *h, vae_workspace *ws,
-                                     const float *a, const float *b, int label_a, int label_b,
-                                     char *msg, size_t msglen)
+ * label_b's in equal steps. interpolate_answer answers with it. */
+static http_error interpolate_walk(infer_request *r, const model_handle *h, const float *a,
+                                   const float *b, int label_a, int label_b, char *msg,
+                                   size_t msglen)
 {
     const vae_model *m = &h->model;
     const vae_config *cfg = &m->cfg;
     int steps = (int)r->steps, K = cfg->n_classes;
-    http_error e = HTTP_ERR_NONE;
-    float *z = malloc((size_t)steps * (size_t)cfg->latent * sizeof *z);                /* owned */
-    float *x = malloc((size_t)steps * (size_t)vae_config_input_dim(cfg) * sizeof *x); /* owned */
-    float *y = K ? calloc((size_t)steps * (size_t)K, sizeof *y) : NULL;              /* owned */
-    if (!z || !x || (K && !y)) {
+    r->rows = steps;
+    float *z = r->z = malloc((size_t)steps * (size_t)cfg->latent * sizeof *z);
+    r->x = malloc((size_t)steps * (size_t)vae_config_input_dim(cfg) * sizeof *r->x);
+    float *y = r->weights = K ? calloc((size_t)steps * (size_t)K, sizeof *y) : NULL;
+    if (!z || !r->x || (K && !y)) {
         snprintf(msg, msglen, "out of memory for %d steps", steps);
-        e = HTTP_ERR_UNAVAILABLE;
-        goto end;
+        return HTTP_ERR_UNAVAILABLE;
     }
-    if ((e = api_infer_check_grid(r->fmt, cfg, steps, steps, (int)r->scale, msg, msglen)) !=
-        HTTP_ERR_NONE)
-        goto end;
+    http_error e = api_infer_check_grid(r->fmt, cfg, steps, steps, (int)r->scale, msg, msglen);
+    if (e != HTTP_ERR_NONE)
+        return e;
     latent_walk(a, b, cfg->latent, steps, r->slerp ? LATENT_SLERP : LATENT_LERP, z);
     for (int s = 0; K && s < steps; s++) {
         float t = (float)s / (float)(steps - 1);
         y[(size_t)s * K + label_a] += 1.0f - t;
         y[(size_t)s * K + label_b] += t;
     }
-    if ((K ? vae_decode_mixed(m, ws, z, y, steps, x) : vae_decode(m, ws, z, steps, x)) != VAE_OK) {
-        snprintf(msg, msglen, "decoding failed");
-        e = HTTP_ERR_INTERNAL;
-        goto end;
-    }
+    r->eng = (infer_batch_item){.op = INFER_BATCH_DECODE, .model = m, .n = steps, .in = z,
+                                .label_weights = y, .out = r->x};
+    r->engine = 1;
+    return HTTP_ERR_NONE;
+}
+
+static http_error interpolate_answer(infer_request *r, const model_handle *h, char *msg,
+                                     size_t msglen)
+{
+    (void)msg;
+    (void)msglen;
+    int steps = r->rows;
     char extra[64];
     snprintf(extra, sizeof extra, "\"mode\":\"%s\",\"steps\":%d,", r->slerp ? "slerp" : "lerp",
              steps);
-    infer_images(r, h, x, z, steps, steps, extra);
-end:
-    free(z);
-    free(x);
-    free(y);
-    return e;
+    infer_images(r, h, r->x, r->z, steps, steps, extra);
+    if (r->kind != INFER_INTERP_GET)
+        return HTTP_ERR_NONE;
+    compute_request_cache_headers(&r->base, r->etag, interp_cache_control(r));
+    /* Only a whole 200 is kept; a body over the cache's size limit (or no
+     * memory for the entry) is simply not kept. */
+    if (r->base.ctx->responses && r->base.status == MHD_HTTP_OK && r->base.resp && r->base.shared)
+        (void)response_cache_put(r->base.ctx->responses, r->cache_key, r->base.shared);
+    return HTTP_ERR_NONE;
 }
 
 /* "steps" and "mode" of a POST /interpolate body into r. */
@@ -1165,7 +1227,7 @@ static http_error run_interpolate_post(infer_request *r, const model_handle *h, 
         goto end;
     x = malloc((size_t)vae_config_input_dim(cfg) * sizeof *x);
     ends = calloc(3 * (size_t)L, sizeof *ends);
-    ws = vae_workspace_new(m, (int)r->steps);
+    ws = vae_workspace_new(m, 1); /* the ends, one at a time */
     if (!x || !ends || !ws) {
         snprintf(msg, msglen, "out of memory");
         e = HTTP_ERR_UNAVAILABLE;
@@ -1184,7 +1246,7 @@ static http_error run_interpolate_post(infer_request *r, const model_handle *h, 
         (e = read_end(m, ws, cJSON_GetObjectItemCaseSensitive(root, "to"), "to", ends + 2 * L, x,
                       ends + L, &label_b, msg, msglen)) != HTTP_ERR_NONE)
         goto end;
-    e = interpolate_answer(r, h, ws, ends, ends + L, label_a, label_b, msg, msglen);
+    e = interpolate_walk(r, h, ends, ends + L, label_a, label_b, msg, msglen);
 end:
     cJSON_Delete(root);
     vae_workspace_free(ws);
@@ -1290,7 +1352,7 @@ static http_error run_interpolate_get(infer_request *r, const model_handle *h, c
     float *ends = NULL;       /* owned: their mu, then logvar scratch */
     vae_workspace *ws = NULL; /* owned */
 
-    char etag[40], key[CACHE_KEY_MAX];
+    char *etag = r->etag, key[CACHE_KEY_MAX];
     interp_tags(r, &r->info, etag, key);
     const char *cache_control = interp_cache_control(r);
     /* The polling thread looked this very key up and missed: one lookup, one
@@ -1310,7 +1372,7 @@ static http_error run_interpolate_get(infer_request *r, const model_handle *h, c
     }
     x = malloc(2 * (size_t)D * sizeof *x);
     ends = calloc(4 * (size_t)L, sizeof *ends);
-    ws = vae_workspace_new(m, r->steps > 2 ? (int)r->steps : 2);
+    ws = vae_workspace_new(m, 2); /* the ends */
     if (!x || !ends || !ws) {
         snprintf(msg, msglen, "out of memory");
         e = HTTP_ERR_UNAVAILABLE;
@@ -1336,14 +1398,7 @@ static http_error run_interpolate_get(infer_request *r, const model_handle *h, c
         e = HTTP_ERR_INTERNAL;
         goto end;
     }
-    if ((e = interpolate_answer(r, h, ws, ends, ends + L, labels[0], labels[1], msg, msglen)) !=
-        HTTP_ERR_NONE)
-        goto end;
-    compute_request_cache_headers(&r->base, etag, cache_control);
-    /* Only a whole 200 is kept; a body over the cache's size limit (or no
-     * memory for the entry) is simply not kept. */
-    if (r->base.ctx->responses && r->base.status == MHD_HTTP_OK && r->base.resp && r->base.shared)
-        (void)response_cache_put(r->base.ctx->responses, r->cache_key, r->base.shared);
+    e = interpolate_walk(r, h, ends, ends + L, labels[0], labels[1], msg, msglen);
 end:
     vae_workspace_free(ws);
     free(x);
@@ -1436,40 +1491,144 @@ http_error api_infer_check_memory(http_ctx *ctx, const vae_config *cfg, size_t n
     return HTTP_ERR_UNPROCESSABLE;
 }
 
-/* The work of r, on a compute thread or (when cheap) the polling thread: the
- * model is acquired (and released) here, and the answer, error or not, ends
- * up in r->base.resp. A run_* function either builds it (and returns
- * HTTP_ERR_NONE) or returns the error for this to build. */
+/* The rows r held between its run_* step and its answer. */
+static void infer_rows_free(infer_request *r)
+{
+    free(r->x);
+    free(r->z);
+    free(r->mu);
+    free(r->logvar);
+    free(r->weights);
+    r->x = r->z = r->mu = r->logvar = r->weights = NULL;
+    r->engine = 0;
+}
+
+/* r's first step: the model acquired into *h (unless held already), the
+ * memory bound checked, then its kind's run_* (which leaves the engine call
+ * in r->eng, or an answer, or returns the error). */
+static http_error infer_prepare(infer_request *r, model_handle **h, size_t *need, char *msg,
+                                size_t msglen)
+{
+    *h = r->held; /* released by the caller */
+    r->held = NULL;
+    http_error e = *h ? HTTP_ERR_NONE : infer_acquire(r, h, msg, msglen);
+    if (e != HTTP_ERR_NONE)
+        return e;
+    *need = infer_memory_bytes(r, &(*h)->model.cfg);
+    if ((e = api_infer_check_memory(r->base.ctx, &(*h)->model.cfg, *need, msg, msglen)) !=
+        HTTP_ERR_NONE)
+        return e;
+    switch (r->kind) {
+    case INFER_SAMPLE:
+        return run_sample(r, *h, msg, msglen);
+    case INFER_ENCODE:
+        return run_encode(r, *h, msg, msglen);
+    case INFER_DECODE:
+        return run_decode(r, *h, msg, msglen);
+    case INFER_INTERP_POST:
+        return run_interpolate_post(r, *h, msg, msglen);
+    case INFER_INTERP_GET:
+        return run_interpolate_get(r, *h, msg, msglen);
+    }
+    return HTTP_ERR_INTERNAL;
+}
+
+/* r's answer once its engine call ran. */
+static http_error infer_answer(infer_request *r, const model_handle *h, char *msg, size_t msglen)
+{
+    if (r->eng.status != VAE_OK) {
+        /* The sizes and labels were checked: a failure here is ours (or
+         * the memory's). */
+        int enc = r->eng.op == INFER_BATCH_ENCODE;
+        snprintf(msg, msglen, "%s", r->eng.status == VAE_ERR_NOMEM ? "out of memory"
+                                    : enc                            ? "encoding failed"
+                                                                     : "decoding failed");
+        return r->eng.status == VAE_ERR_NOMEM ? HTTP_ERR_UNAVAILABLE : HTTP_ERR_INTERNAL;
+    }
+    switch (r->kind) {
+    case INFER_SAMPLE:
+        return sample_answer(r, h, msg, msglen);
+    case INFER_ENCODE:
+        return encode_answer(r, h, msg, msglen);
+    case INFER_DECODE:
+        return decode_answer(r, h, msg, msglen);
+    case INFER_INTERP_POST:
+    case INFER_INTERP_GET:
+        return interpolate_answer(r, h, msg, msglen);
+    }
+    return HTTP_ERR_INTERNAL;
+}
+
+/* The engine calls of rs[0..n) that run_* left (infer_batch stacks those of
+ * one model), then each one's answer, its model handle released and its
+ * connection resumed at once (b). */
+static void infer_flush(infer_request **rs, model_handle **hs, int n, compute_batch *b)
+{
+    infer_batch_item *items[COMPUTE_POOL_MAX_BATCH];
+    int k = 0;
+    for (int i = 0; i < n; i++)
+        if (rs[i]->engine)
+            items[k++] = &rs[i]->eng;
+    if (k)
+        infer_batch_run(items, k);
+    for (int i = 0; i < n; i++) {
+        infer_request *r = rs[i];
+        if (r->engine) {
+            char msg[HTTP_MESSAGE_MAX] = "";
+            http_error e = infer_answer(r, hs[i], msg, sizeof msg);
+            if (e != HTTP_ERR_NONE)
+                compute_request_fail(&r->base, e, "%s", msg);
+        }
+        infer_rows_free(r);
+        model_cache_release(r->base.ctx->cache, hs[i]);
+        compute_request_batch_done(&r->base, b, r->batch_index);
+    }
+}
+
+/* The work of n requests given together (compute_pool's batching; one, on
+ * a compute thread or, when cheap, the polling thread, through infer_run):
+ * each parses and checks its input and draws its latents as it would alone,
+ * then one engine call per model runs their rows (infer_batch), then each
+ * writes its answer, error or not, into its base.resp, and its connection
+ * resumes as soon as it has (b; NULL when run alone). What the members
+ * hold between the steps is bounded like one request's: the batch is
+ * flushed whenever the next member's memory bound would take the sum past
+ * --request-mem-mb. */
+static void infer_run_batch(compute_request **crs, int n, compute_batch *b)
+{
+    infer_request *rs[COMPUTE_POOL_MAX_BATCH];
+    model_handle *hs[COMPUTE_POOL_MAX_BATCH];
+    size_t limit = crs[0]->ctx->opts->request_mem_mb << 20, held = 0;
+    int k = 0;
+    for (int i = 0; i < n; i++) {
+        infer_request *r = (infer_request *)crs[i];
+        r->batch_index = i;
+        char msg[HTTP_MESSAGE_MAX] = "";
+        model_handle *h = NULL;
+        size_t need = 0;
+        http_error e = infer_prepare(r, &h, &need, msg, sizeof msg);
+        if (e != HTTP_ERR_NONE)
+            compute_request_fail(&r->base, e, "%s", msg);
+        if (e != HTTP_ERR_NONE || !r->engine) { /* answered already: an error, a 304, a kept body */
+            infer_rows_free(r);
+            model_cache_release(r->base.ctx->cache, h);
+            compute_request_batch_done(&r->base, b, i);
+            continue;
+        }
+        if (k && limit && held + need > limit) {
+            infer_flush(rs, hs, k, b);
+            k = 0;
+            held = 0;
+        }
+        rs[k] = r;
+        hs[k++] = h;
+        held += need;
+    }
+    if (k)
+        infer_flush(rs, hs, k, b);
+}
+
 static void infer_run(compute_request *cr)
 {
-    infer_request *r = (infer_request *)cr;
-    char msg[HTTP_MESSAGE_MAX] = "";
-    model_handle *h = r->held; /* released below */
-    r->held = NULL;
-    http_error e = h ? HTTP_ERR_NONE : infer_acquire(r, &h, msg, sizeof msg);
-    if (e == HTTP_ERR_NONE)
-        e = api_infer_check_memory(r->base.ctx, &h->model.cfg, infer_memory_bytes(r, &h->model.cfg),
-                                   msg, sizeof msg);
-    if (e == HTTP_ERR_NONE) {
-        switch (r->kind) {
-        case INFER_SAMPLE:
-            e = run_sample(r, h, msg, sizeof msg);
-            break;
-        case INFER_ENCODE:
-            e = run_encode(r, h, msg, sizeof msg);
-            break;
-        case INFER_DECODE:
-            e = run_decode(r, h, msg, sizeof msg);
-            break;
-        case INFER_INTERP_POST:
-            e = run_interpolate_post(r, h, msg, sizeof msg);
-            break;
-        case INFER_INTERP_GET:
-            e = run_interpolate_get(r, h, msg, sizeof msg);
-            break;
-        }
-    }
-    model_cache_release(cr->ctx->cache, h);
-    if (e != HTTP_ERR_NONE)
-        compute_request_fail(cr, e, "%s", msg);
+    infer_run_batch(&cr, 1, NULL);
 }

@@ -1,8 +1,10 @@
 #include "server/compute_pool.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "server/http_util.h"
@@ -19,11 +21,102 @@ struct compute_pool {
     int limit;
     uint64_t rejected;
     const char *what;
+    int max_batch;          /* 1: every task alone */
+    int max_delay_us;       /* 0: a batch is what is queued already */
+    int inline_running;     /* cheap tasks running where they arrived (inline_begin) */
+    int queued;             /* tasks in the queue (in_flight less those running) */
+    pthread_cond_t arrived; /* broadcast on admission, for threads filling a batch */
 };
+
+struct compute_batch {
+    compute_pool *p;
+    struct MHD_Connection *conns[COMPUTE_POOL_MAX_BATCH]; /* read before run_batch */
+    unsigned char done[COMPUTE_POOL_MAX_BATCH];
+};
+
+void compute_batch_done(compute_batch *b, int i)
+{
+    if (!b || b->done[i])
+        return;
+    b->done[i] = 1;
+    pthread_mutex_lock(&b->p->lock);
+    b->p->in_flight--;
+    pthread_mutex_unlock(&b->p->lock);
+    /* After this the connection's thread may queue the answer and free the task. */
+    MHD_resume_connection(b->conns[i]);
+}
+
+int compute_batch_is_done(const compute_batch *b, int i)
+{
+    return b && b->done[i];
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* Unlinks from the queue the tasks that may join batch[0]'s batch, in
+ * order, until the batch holds p->max_batch, or its share of what is queued:
+ * a thread's batch is one model call, but each request's parsing and answer
+ * (JSON, PNG) are its own work, which the other threads should share rather
+ * than wait while one thread writes every answer. Under the lock. */
+static void take_compatible(compute_pool *p, compute_task **batch, int *n)
+{
+    int share = (*n + p->queued + (int)p->n_threads - 1) / (int)p->n_threads;
+    int most = share < p->max_batch ? share : p->max_batch;
+    compute_task *first = batch[0], *prev = NULL;
+    for (compute_task *t = p->head; t && *n < most;) {
+        compute_task *next = t->next;
+        if (t->run_batch == first->run_batch && t->batch_key == first->batch_key) {
+            if (prev)
+                prev->next = next;
+            else
+                p->head = next;
+            if (p->tail == t)
+                p->tail = prev;
+            batch[(*n)++] = t;
+            p->queued--;
+        } else {
+            prev = t;
+        }
+        t = next;
+    }
+}
+
+/* Waits (the lock held, released while waiting) until batch[0] was admitted
+ * max_delay_us ago or the batch is full, taking what arrives meanwhile. */
+static void fill_batch(compute_pool *p, compute_task **batch, int *n)
+{
+    double deadline = batch[0]->admitted + p->max_delay_us * 1e-6;
+    while (*n < p->max_batch && !p->stopping) {
+        double left = deadline - now_s();
+        if (left <= 0)
+            break;
+        /* pthread_cond_timedwait reads CLOCK_REALTIME: the wait's length is
+         * taken from the monotonic clock, its end put on the other. */
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        long long ns = (long long)until.tv_nsec + (long long)(left * 1e9);
+        until.tv_sec += (time_t)(ns / 1000000000);
+        until.tv_nsec = (long)(ns % 1000000000);
+        int rc = pthread_cond_timedwait(&p->arrived, &p->lock, &until);
+        take_compatible(p, batch, n);
+        if (rc == ETIMEDOUT)
+            break;
+    }
+    /* An arrival this thread did not take may be waiting for an idle one. */
+    if (p->head)
+        pthread_cond_signal(&p->wake);
+}
 
 static void *pool_main(void *arg)
 {
     compute_pool *p = arg;
+    compute_task *batch[COMPUTE_POOL_MAX_BATCH];
+    compute_batch b = {.p = p};
     for (;;) {
         pthread_mutex_lock(&p->lock);
         while (!p->head && !p->stopping)
@@ -36,11 +129,31 @@ static void *pool_main(void *arg)
         p->head = t->next;
         if (!p->head)
             p->tail = NULL;
+        p->queued--;
+        batch[0] = t;
+        int n = 1;
+        int batched = t->run_batch && t->batch_key && p->max_batch > 1;
+        if (batched) {
+            take_compatible(p, batch, &n);
+            if (p->max_delay_us > 0)
+                fill_batch(p, batch, &n);
+        }
         pthread_mutex_unlock(&p->lock);
 
+        if (batched) {
+            /* The connections first: once a task is done, nothing in it is
+             * ours to read. */
+            for (int i = 0; i < n; i++) {
+                b.conns[i] = batch[i]->conn;
+                b.done[i] = 0;
+            }
+            t->run_batch(batch, n, &b);
+            for (int i = 0; i < n; i++)
+                compute_batch_done(&b, i);
+            continue;
+        }
         struct MHD_Connection *conn = t->conn;
         t->run(t);
-
         pthread_mutex_lock(&p->lock);
         p->in_flight--;
         pthread_mutex_unlock(&p->lock);
@@ -71,6 +184,8 @@ compute_pool_status compute_pool_new(unsigned threads, int limit, const char *wh
     }
     pthread_mutex_init(&p->lock, NULL);
     pthread_cond_init(&p->wake, NULL);
+    pthread_cond_init(&p->arrived, NULL);
+    p->max_batch = 1;
     p->limit = limit;
     p->what = what;
     for (unsigned i = 0; i < threads; i++) {
@@ -94,6 +209,7 @@ void compute_pool_stop(compute_pool *p)
     p->stopping = 1;
     p->joined = 1;
     pthread_cond_broadcast(&p->wake);
+    pthread_cond_broadcast(&p->arrived);
     pthread_mutex_unlock(&p->lock);
     if (joined)
         return;
@@ -107,6 +223,7 @@ void compute_pool_free(compute_pool *p)
         return;
     compute_pool_stop(p);
     pthread_cond_destroy(&p->wake);
+    pthread_cond_destroy(&p->arrived);
     pthread_mutex_destroy(&p->lock);
     free(p->threads);
     free(p);
@@ -133,14 +250,48 @@ enum MHD_Result compute_pool_admit(compute_pool *p, compute_task *t)
      * follows the suspend. */
     MHD_suspend_connection(t->conn);
     t->next = NULL;
+    p->queued++;
+    t->admitted = p->max_delay_us > 0 ? now_s() : 0.0;
     if (p->tail)
         p->tail->next = t;
     else
         p->head = t;
     p->tail = t;
     pthread_cond_signal(&p->wake);
+    if (p->max_delay_us > 0)
+        pthread_cond_broadcast(&p->arrived);
     pthread_mutex_unlock(&p->lock);
     return MHD_YES;
+}
+
+compute_pool_status compute_pool_set_batching(compute_pool *p, int max_batch,
+                                              int max_queue_delay_us)
+{
+    if (max_batch < 1 || max_batch > COMPUTE_POOL_MAX_BATCH || max_queue_delay_us < 0 ||
+        max_queue_delay_us > COMPUTE_POOL_MAX_DELAY_US)
+        return COMPUTE_POOL_ERR_ARG;
+    pthread_mutex_lock(&p->lock);
+    p->max_batch = max_batch;
+    p->max_delay_us = max_queue_delay_us;
+    pthread_mutex_unlock(&p->lock);
+    return COMPUTE_POOL_OK;
+}
+
+int compute_pool_inline_begin(compute_pool *p)
+{
+    pthread_mutex_lock(&p->lock);
+    int ok = p->max_batch <= 1 || (p->in_flight == 0 && p->inline_running == 0);
+    if (ok)
+        p->inline_running++;
+    pthread_mutex_unlock(&p->lock);
+    return ok;
+}
+
+void compute_pool_inline_end(compute_pool *p)
+{
+    pthread_mutex_lock(&p->lock);
+    p->inline_running--;
+    pthread_mutex_unlock(&p->lock);
 }
 
 void compute_pool_get_stats(compute_pool *p, compute_pool_stats *out)

@@ -19,6 +19,20 @@
  * unavailable. Whether a request is cheap enough to run where it arrived
  * (handing it over costs two context switches) is the caller's decision.
  *
+ * Dynamic batching (Triton's semantics): a task with run_batch set and a
+ * non-zero batch_key may be run together with other queued tasks of the same
+ * run_batch and key. Once compute_pool_set_batching allows batches of more
+ * than one, the compute thread that takes such a task also takes the
+ * compatible tasks queued behind it, up to max_batch in all and no more
+ * than its share (1 / threads) of what is queued, and calls
+ * run_batch once on them (in their order of admission) instead of run on
+ * each; with max_queue_delay_us it first waits, at most that long after the
+ * oldest was admitted, for more to arrive. By default nothing waits: a batch
+ * is what is already queued. A key only says "may share": run_batch decides
+ * what it can really compute together. A connection resumes as soon as
+ * run_batch marks its task done (compute_batch_done), the others when
+ * run_batch returns.
+ *
  * The task belongs to the caller (usually http_request.work) and must live
  * until the connection's request completes; the pool only borrows it between
  * admission and the resume. Stopping finishes every admitted task and
@@ -47,10 +61,22 @@ typedef enum {
     COMPUTE_POOL_ERR_THREAD  /* a thread did not start */
 } compute_pool_status;
 
+/* Most tasks one batch takes; --max-batch is at most this. */
+#define COMPUTE_POOL_MAX_BATCH 256
+/* Longest wait for a batch to fill; --max-queue-delay-us is at most this. */
+#define COMPUTE_POOL_MAX_DELAY_US 1000000
+
+typedef struct compute_batch compute_batch; /* one run_batch call: the pool's */
+
 typedef struct compute_task {
     void (*run)(struct compute_task *t); /* on a compute thread; builds the answer */
     struct MHD_Connection *conn;         /* suspended from admission until run returns */
+    /* Batching (both set, or the task runs alone): tasks with the same
+     * run_batch and batch_key may be given to one run_batch call. */
+    void (*run_batch)(struct compute_task **tasks, int n, compute_batch *b);
+    uint64_t batch_key;
     struct compute_task *next;           /* the pool's, while queued */
+    double admitted;                     /* the pool's: CLOCK_MONOTONIC seconds */
 } compute_task;
 
 typedef struct {
@@ -74,5 +100,28 @@ void compute_pool_free(compute_pool *p);
  * suspended, or queues 429 / 503 on t->conn and returns what queueing did. */
 enum MHD_Result compute_pool_admit(compute_pool *p, compute_task *t);
 void compute_pool_get_stats(compute_pool *p, compute_pool_stats *out);
+
+/* From run_batch: tasks[i]'s answer is built; its connection is resumed
+ * now rather than once the whole batch is done (whose other answers may
+ * take a while to write), and tasks[i] must not be touched after. The pool
+ * resumes the tasks run_batch did not mark done when it returns. Once per
+ * task; b NULL (a task run alone, not by the pool): nothing. */
+void compute_batch_done(compute_batch *b, int i);
+int compute_batch_is_done(const compute_batch *b, int i);
+
+/* Batches of at most max_batch tasks (1, the default: every task alone),
+ * waiting at most max_queue_delay_us (default 0) for one to fill.
+ * COMPUTE_POOL_ERR_ARG outside 1..COMPUTE_POOL_MAX_BATCH and
+ * 0..COMPUTE_POOL_MAX_DELAY_US. Set before tasks are admitted. */
+compute_pool_status compute_pool_set_batching(compute_pool *p, int max_batch,
+                                              int max_queue_delay_us);
+/* A cheap batchable task may run on the thread where it arrived only while
+ * nothing else is queued, running or running inline: alone, a hand-over
+ * would only add latency; among others it should join their batch.
+ * compute_pool_inline_begin returns 1 (and counts the caller as running
+ * inline until compute_pool_inline_end) when batching is off or the pool is
+ * idle, else 0 and the caller admits the task. */
+int compute_pool_inline_begin(compute_pool *p);
+void compute_pool_inline_end(compute_pool *p);
 
 #endif

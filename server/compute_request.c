@@ -34,6 +34,34 @@ static void compute_request_run(compute_task *t)
         compute_request_fail(r, HTTP_ERR_INTERNAL, "no response was built");
 }
 
+static void compute_request_run_batch(compute_task **tasks, int n, compute_batch *b)
+{
+    /* Each task is the first member of its compute_request. */
+    compute_request **rs = (compute_request **)tasks;
+    rs[0]->work_batch(rs, n, b);
+    for (int i = 0; i < n; i++)
+        if (!compute_batch_is_done(b, i) && !rs[i]->resp)
+            compute_request_fail(rs[i], HTTP_ERR_INTERNAL, "no response was built");
+}
+
+void compute_request_batch_done(compute_request *r, compute_batch *b, int i)
+{
+    if (!b)
+        return;
+    if (!r->resp)
+        compute_request_fail(r, HTTP_ERR_INTERNAL, "no response was built");
+    compute_batch_done(b, i);
+}
+
+void compute_request_set_batch(compute_request *r,
+                               void (*work_batch)(compute_request **rs, int n, compute_batch *b),
+                               uint64_t key)
+{
+    r->work_batch = work_batch;
+    r->task.run_batch = work_batch && key ? compute_request_run_batch : NULL;
+    r->task.batch_key = key;
+}
+
 void *compute_request_new(http_ctx *ctx, struct MHD_Connection *c, http_request *req,
                           size_t size, void (*work)(compute_request *r))
 {

@@ -21,6 +21,19 @@
  * Whether the work is cheap enough for a polling thread is the caller's call
  * (it must not load a model or a data set there, nor wait for the registry).
  *
+ * A request whose work can be shared with others of its kind (one model
+ * call for several requests: compute_pool's batching) also names the
+ * function that builds n answers at once and which requests may share it:
+ *
+ *     compute_request_set_batch(&r->base, my_work_batch, key);  // before submit
+ *     static void my_work_batch(compute_request **rs, int n, compute_batch *b) {
+ *         ... an answer in rs[i], then compute_request_batch_done(rs[i], b, i) ... }
+ *
+ * The pool then calls my_work_batch with rs[0] == r and the compatible
+ * requests queued behind it, or work alone. Whether a cheap batchable
+ * request runs where it arrived is still the caller's call; it should be
+ * only while the pool is idle (compute_pool_inline_begin).
+ *
  * GET images are deterministic bytes with an ETag: compute_request_etag
  * hashes a description of everything that decides the bytes, and
  * compute_request_not_modified answers 304 when the If-None-Match the
@@ -30,6 +43,7 @@
 #define COMPUTE_REQUEST_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include <microhttpd.h>
 
@@ -45,6 +59,7 @@ typedef struct compute_request {
     compute_task task;                     /* first: the pool's view */
     http_ctx *ctx;                         /* borrowed */
     void (*work)(struct compute_request *r);
+    void (*work_batch)(struct compute_request **rs, int n, compute_batch *b); /* NULL: never */
     char if_none_match[512];               /* copied on the polling thread; "" when absent */
     struct MHD_Response *resp;             /* owned until queued */
     unsigned status;
@@ -62,6 +77,15 @@ void *compute_request_new(http_ctx *ctx, struct MHD_Connection *c, http_request 
 /* Runs the work here and queues its answer when cheap, else admits it into
  * ctx->compute (suspending the connection, or answering 429 / 503). */
 enum MHD_Result compute_request_submit(compute_request *r, int cheap);
+/* Lets r be batched (see above) with requests of the same work_batch and
+ * key (non-zero). */
+void compute_request_set_batch(compute_request *r,
+                               void (*work_batch)(compute_request **rs, int n, compute_batch *b),
+                               uint64_t key);
+/* From work_batch: r (rs[i]) has its answer (else a 500 is built), and its
+ * connection resumes now (compute_batch_done): r must not be touched after.
+ * b NULL (run alone): nothing. */
+void compute_request_batch_done(compute_request *r, compute_batch *b, int i);
 /* Queues the answer built (MHD_NO when none could be: drops the connection). */
 enum MHD_Result compute_request_queue(compute_request *r);
 

@@ -49,6 +49,7 @@ void server_options_default(server_options *o)
     o->job_mem_mb = 4096;
     o->max_bodies_mb = 512;
     o->max_per_ip = 128;
+    o->max_batch = 32;
     o->max_streams = 32;
     o->stream_max_s = 600;
     o->request_mem_mb = 1024;
@@ -663,6 +664,13 @@ server_status server_run(const server_options *o, volatile sig_atomic_t *stop, c
                          errlen) !=
             COMPUTE_POOL_OK) {
         status = SERVER_ERR_NOMEM;
+        goto end;
+    }
+    if (compute_pool_set_batching(compute, o->max_batch, o->max_queue_delay_us) !=
+        COMPUTE_POOL_OK) {
+        snprintf(err, errlen, "bad batching options (max batch %d, max queue delay %d us)",
+                 o->max_batch, o->max_queue_delay_us);
+        status = SERVER_ERR_ARG;
         goto end;
     }
     data = data_cache_new(data_sets_root());

@@ -69,6 +69,8 @@ typedef struct server_options {
     int job_retention_days;    /* finished jobs kept this long, default 30; 0 = for ever */
     int max_queued_jobs;       /* jobs waiting at once, default 100; 0 = no limit */
     const char *mpi_hostfile;  /* jobs of "ranks" > 1 run under mpirun on these hosts; NULL = refused */
+    int max_batch;             /* inference requests one engine call may serve, default 32; 1 = none */
+    int max_queue_delay_us;    /* wait for a batch to fill, microseconds, default 0 */
 } server_options;
 
 void server_options_default(server_options *o);

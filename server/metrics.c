@@ -64,6 +64,51 @@ uint64_t metrics_refusals(metrics_limit limit)
                : 0;
 }
 
+/* Engine calls by requests and rows stacked: bucket b counts the calls of
+ * at most 2^b (cumulated when rendered), the last one the rest. Atomics:
+ * each engine call adds to them, and a lock there would be one more place
+ * for the compute threads to meet. */
+#define BATCH_BUCKETS 12 /* le 1, 2, 4 ... 1024, 2048 */
+typedef struct {
+    uint64_t buckets[BATCH_BUCKETS + 1]; /* the last: over 2^(BATCH_BUCKETS-1) */
+    uint64_t count, sum;
+} batch_histogram;
+static batch_histogram batch_requests, batch_rows;
+static uint64_t batches_shared;
+
+static void batch_add(batch_histogram *h, int v)
+{
+    int b = 0;
+    while (b < BATCH_BUCKETS && v > (1 << b))
+        b++;
+    __atomic_add_fetch(&h->buckets[b], 1, __ATOMIC_RELAXED);
+    __atomic_add_fetch(&h->count, 1, __ATOMIC_RELAXED);
+    __atomic_add_fetch(&h->sum, (uint64_t)(v > 0 ? v : 0), __ATOMIC_RELAXED);
+}
+
+void metrics_observe_infer_batch(int requests, int rows)
+{
+    batch_add(&batch_requests, requests);
+    batch_add(&batch_rows, rows);
+    if (requests > 1)
+        __atomic_add_fetch(&batches_shared, 1, __ATOMIC_RELAXED);
+}
+
+static void batch_render(FILE *f, const char *name, const char *help, batch_histogram *h)
+{
+    fprintf(f, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name);
+    uint64_t cumulative = 0;
+    for (int b = 0; b < BATCH_BUCKETS; b++) {
+        cumulative += __atomic_load_n(&h->buckets[b], __ATOMIC_RELAXED);
+        fprintf(f, "%s_bucket{le=\"%d\"} %llu\n", name, 1 << b, (unsigned long long)cumulative);
+    }
+    cumulative += __atomic_load_n(&h->buckets[BATCH_BUCKETS], __ATOMIC_RELAXED);
+    fprintf(f, "%s_bucket{le=\"+Inf\"} %llu\n%s_sum %llu\n%s_count %llu\n", name,
+            (unsigned long long)cumulative, name,
+            (unsigned long long)__atomic_load_n(&h->sum, __ATOMIC_RELAXED), name,
+            (unsigned long long)cumulative);
+}
+
 static pthread_mutex_t metrics_lock = PTHREAD_MUTEX_INITIALIZER;
 static request_series requests[MAX_SERIES];
 static int n_requests;
@@ -145,6 +190,9 @@ void metrics_reset(void)
     dropped = 0;
     for (int i = 0; i < METRICS_LIMIT_COUNT; i++)
         __atomic_store_n(&refusals[i], 0, __ATOMIC_RELAXED);
+    memset(&batch_requests, 0, sizeof batch_requests);
+    memset(&batch_rows, 0, sizeof batch_rows);
+    __atomic_store_n(&batches_shared, 0, __ATOMIC_RELAXED);
     pthread_mutex_unlock(&metrics_lock);
 }
 
@@ -229,6 +277,16 @@ metrics_status metrics_render(const metrics_gauges *g, char **out, size_t *out_l
                "# TYPE vaed_inference_rejected_total counter\nvaed_inference_rejected_total %llu\n",
             g ? g->compute_in_flight : 0, g ? g->compute_limit : 0,
             (unsigned long long)(g ? g->compute_rejected : 0));
+    batch_render(f, "vaed_infer_batch_requests",
+                 "Inference engine calls (/encode, /decode, /sample, /interpolate) by the "
+                 "number of requests whose rows they stacked (--max-batch).",
+                 &batch_requests);
+    batch_render(f, "vaed_infer_batch_rows", "Inference engine calls by rows (images or latents).",
+                 &batch_rows);
+    fprintf(f, "# HELP vaed_infer_batches_shared_total Inference engine calls that served more "
+               "than one request.\n# TYPE vaed_infer_batches_shared_total counter\n"
+               "vaed_infer_batches_shared_total %llu\n",
+            (unsigned long long)__atomic_load_n(&batches_shared, __ATOMIC_RELAXED));
     fputs("# HELP vaed_limit_refusals_total Requests and connections refused (or streams "
           "ended) by a bound, by bound.\n# TYPE vaed_limit_refusals_total counter\n",
           f);

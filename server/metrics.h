@@ -61,6 +61,13 @@ uint64_t metrics_refusals(metrics_limit limit);
 /* route must outlive the process (a route table string or a literal). */
 void metrics_observe(const char *route, const char *method, unsigned status, double seconds);
 
+/* One engine call of the inference endpoints (server/infer_batch): how many
+ * requests' rows it stacked and how many rows that was. Histograms
+ * vaed_infer_batch_requests and vaed_infer_batch_rows (buckets at powers of
+ * two); a batch of more than one request is also counted in
+ * vaed_infer_batches_shared_total. */
+void metrics_observe_infer_batch(int requests, int rows);
+
 typedef struct {
     int models_loaded;
     size_t cache_bytes;

@@ -2,7 +2,10 @@
  * the pool's threads (not the polling thread) and their connections resume
  * with the answer; past the limit a request gets 429 with Retry-After: 1
  * and the pool's own wording, counted in the stats; stopping runs what was
- * admitted, resumes its connections, and refuses later tasks with 503. */
+ * admitted, resumes its connections, and refuses later tasks with 503.
+ * Batching: tasks of one key queued behind each other run as one run_batch
+ * call of at most max_batch, others of another key apart, in order; the
+ * connections a batch did not mark done are resumed by the pool. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -25,6 +28,8 @@ typedef struct {
     compute_task task; /* first: the pool's view */
     pthread_t ran_on;
     int ran;
+    int batch;         /* the size of the run_batch call it ran in (0: run) */
+    int batch_seq;     /* which run_batch call, counted from 1 */
 } work;
 
 static struct {
@@ -49,6 +54,25 @@ static void work_run(compute_task *t)
     w->ran = 1;
 }
 
+static int batch_calls;
+
+/* The first call waits at the gate like work_run; every call marks the
+ * tasks at even places done itself and leaves the others to the pool. */
+static void work_run_batch(compute_task **tasks, int n, compute_batch *b)
+{
+    int seq = ++batch_calls; /* one compute thread in these tests */
+    work_run(tasks[0]);
+    for (int i = 0; i < n; i++) {
+        work *w = (work *)tasks[i];
+        w->ran = 1;
+        w->ran_on = pthread_self();
+        w->batch = n;
+        w->batch_seq = seq;
+    }
+    for (int i = 0; i < n; i += 2)
+        compute_batch_done(b, i);
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
                                   const char *method, const char *version,
                                   const char *upload_data, size_t *upload_data_size,
@@ -65,14 +89,22 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     }
     if (w->task.conn) { /* the second call, after the resume */
         char text[64];
-        snprintf(text, sizeof text, "ran=%d elsewhere=%d", w->ran,
-                 !pthread_equal(w->ran_on, T.polling_thread));
+        int len = snprintf(text, sizeof text, "ran=%d elsewhere=%d", w->ran,
+                           !pthread_equal(w->ran_on, T.polling_thread));
+        if (w->task.run_batch)
+            snprintf(text + len, sizeof text - (size_t)len, " batch=%d seq=%d", w->batch,
+                     w->batch_seq);
         return http_send_buffer(c, MHD_HTTP_OK, "text/plain", (uint8_t *)strdup(text),
                                 strlen(text));
     }
     T.polling_thread = pthread_self();
     w->task.run = work_run;
     w->task.conn = c;
+    const char *key = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "k");
+    if (key) {
+        w->task.run_batch = work_run_batch;
+        w->task.batch_key = (uint64_t)atoi(key);
+    }
     return compute_pool_admit(T.pool, &w->task);
 }
 
@@ -287,6 +319,74 @@ static void test_stop_finishes_admitted_work(void **state)
     MHD_stop_daemon(d);
 }
 
+typedef struct {
+    int port;
+    const char *path;
+    harness_response r;
+    pthread_t thread;
+} keyed_client;
+
+static void *keyed_main(void *arg)
+{
+    keyed_client *cl = arg;
+    harness_request(cl->port, "GET", cl->path, NULL, NULL, 0, &cl->r);
+    return NULL;
+}
+
+static void test_batches_take_queued_tasks_of_one_key(void **state)
+{
+    (void)state;
+    char err[256];
+    compute_pool_free(T.pool);
+    assert_int_equal(compute_pool_new(1, 8, "test tasks", &T.pool, err, sizeof err),
+                     COMPUTE_POOL_OK);
+    assert_int_equal(compute_pool_set_batching(T.pool, 4, 0), COMPUTE_POOL_OK);
+    batch_calls = 0;
+    int port;
+    struct MHD_Daemon *d = start(&port);
+    /* the first runs alone (nothing queued yet) and holds the thread at the
+     * gate while the rest queue up, in this order */
+    static const char *const paths[] = {"/?k=1", "/?k=1", "/?k=2", "/?k=1",
+                                        "/?k=1", "/?k=1", "/?k=1"};
+    enum { N = sizeof paths / sizeof paths[0] };
+    keyed_client cl[N];
+    for (int i = 0; i < N; i++) {
+        memset(&cl[i], 0, sizeof cl[i]);
+        cl[i].port = port;
+        cl[i].path = paths[i];
+        assert_int_equal(pthread_create(&cl[i].thread, NULL, keyed_main, &cl[i]), 0);
+        if (i == 0)
+            wait_started(1);
+        wait_in_flight(i + 1);
+    }
+    gate(1);
+    for (int i = 0; i < N; i++)
+        pthread_join(cl[i].thread, NULL);
+    /* then the four k=1 at the head of the queue (max_batch 4), the k=2
+     * one, and the last k=1 */
+    static const char *const want[] = {
+        "ran=1 elsewhere=1 batch=1 seq=1", "ran=1 elsewhere=1 batch=4 seq=2",
+        "ran=1 elsewhere=1 batch=1 seq=3", "ran=1 elsewhere=1 batch=4 seq=2",
+        "ran=1 elsewhere=1 batch=4 seq=2", "ran=1 elsewhere=1 batch=4 seq=2",
+        "ran=1 elsewhere=1 batch=1 seq=4"};
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(cl[i].r.status, 200);
+        assert_string_equal((const char *)cl[i].r.body, want[i]);
+        harness_response_free(&cl[i].r);
+    }
+    compute_pool_stats s;
+    compute_pool_get_stats(T.pool, &s);
+    assert_int_equal(s.in_flight, 0);
+    assert_int_equal(compute_pool_set_batching(T.pool, 0, 0), COMPUTE_POOL_ERR_ARG);
+    assert_int_equal(compute_pool_set_batching(T.pool, COMPUTE_POOL_MAX_BATCH + 1, 0),
+                     COMPUTE_POOL_ERR_ARG);
+    assert_int_equal(compute_pool_set_batching(T.pool, 2, -1), COMPUTE_POOL_ERR_ARG);
+    assert_int_equal(compute_pool_set_batching(T.pool, 2, COMPUTE_POOL_MAX_DELAY_US + 1),
+                     COMPUTE_POOL_ERR_ARG);
+    compute_pool_stop(T.pool);
+    MHD_stop_daemon(d);
+}
+
 static void test_bad_limit(void **state)
 {
     (void)state;
@@ -304,6 +404,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_runs_off_the_polling_thread, setup, teardown),
         cmocka_unit_test_setup_teardown(test_full_pool_answers_429, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stop_finishes_admitted_work, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_batches_take_queued_tasks_of_one_key, setup,
+                                        teardown),
         cmocka_unit_test(test_bad_limit),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
