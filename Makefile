@@ -145,6 +145,10 @@ $(BUILD)/soak_load: $(BUILD)/scripts/soak_load.o $(TESTLIB_OBJ) $(SERVER_LIB) $(
 $(BUILD)/bench_sgemm_ceiling: $(BUILD)/scripts/bench_sgemm_ceiling.o $(ENGINE_LIB)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
 
+# The conv VAE's layers on the implicit GEMM against im2col + gemm.
+$(BUILD)/bench_conv: $(BUILD)/scripts/bench_conv.o $(ENGINE_LIB)
+	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+
 # The main job: install, build, fetch MNIST, train the default model when the
 # registry is empty, serve on 127.0.0.1:8080.
 run: deps
@@ -196,7 +200,7 @@ soak: deps
 	@bash scripts/soak.sh build-asan build
 
 bench: deps
-	@$(MAKE) --no-print-directory all $(BUILD)/bench_sgemm_ceiling
+	@$(MAKE) --no-print-directory all $(BUILD)/bench_sgemm_ceiling $(BUILD)/bench_conv
 	@bash scripts/get-data.sh all
 	@bash scripts/bench-train.sh
 

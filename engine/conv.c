@@ -16,7 +16,16 @@
 #include "engine/gemm.h"
 
 #include <assert.h>
+#include <limits.h>
+#include <stdlib.h>
 #include <string.h>
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#define CONV_HAVE_AVX2 1
+#else
+#define CONV_HAVE_AVX2 0
+#endif
 
 conv_shape conv2d_shape(int cin, int cout, int h, int w, int k, int stride, int pad)
 {
@@ -150,7 +159,7 @@ static void sum_bias(float *db, const float *dy, int C, size_t plane)
     }
 }
 
-void conv2d_forward(float *y, const float *x, const float *w, const float *b, int N,
+static void im2col_conv2d_forward(float *y, const float *x, const float *w, const float *b, int N,
                     const conv_shape *s, float *col, size_t col_floats)
 {
     int K = s->cin * s->k * s->k, hw = s->h * s->w, ohw = s->oh * s->ow;
@@ -164,7 +173,7 @@ void conv2d_forward(float *y, const float *x, const float *w, const float *b, in
     add_bias(y, b, s->cout, (size_t)N * ohw);
 }
 
-void conv2d_backward(float *dx, float *dw, float *db, const float *dy, const float *x,
+static void im2col_conv2d_backward(float *dx, float *dw, float *db, const float *dy, const float *x,
                      const float *w, int N, const conv_shape *s, float *col, size_t col_floats)
 {
     int K = s->cin * s->k * s->k, hw = s->h * s->w, ohw = s->oh * s->ow;
@@ -185,7 +194,7 @@ void conv2d_backward(float *dx, float *dw, float *db, const float *dy, const flo
     }
 }
 
-void conv_transpose2d_forward(float *y, const float *x, const float *w, const float *b, int N,
+static void im2col_conv_transpose2d_forward(float *y, const float *x, const float *w, const float *b, int N,
                               const conv_shape *s, float *col, size_t col_floats)
 {
     int K = s->cout * s->k * s->k, hw = s->h * s->w, ohw = s->oh * s->ow;
@@ -200,7 +209,7 @@ void conv_transpose2d_forward(float *y, const float *x, const float *w, const fl
     add_bias(y, b, s->cout, (size_t)N * ohw);
 }
 
-void conv_transpose2d_backward(float *dx, float *dw, float *db, const float *dy, const float *x,
+static void im2col_conv_transpose2d_backward(float *dx, float *dw, float *db, const float *dy, const float *x,
                                const float *w, int N, const conv_shape *s, float *col,
                                size_t col_floats)
 {
@@ -215,6 +224,539 @@ void conv_transpose2d_backward(float *dx, float *dw, float *db, const float *dy,
         if (dx)
             gemm(GEMM_N, GEMM_N, s->cin, nb * hw, K, w, K, col, nb * hw, 0, dx + (size_t)b0 * hw, N * hw);
     }
+}
+
+/* ---------- implicit GEMM (AVX2 + FMA) ----------
+ *
+ * The same three products without the col matrix. Each layer's product is
+ * C (M, N) (+)= A (M, K) . B (K, N) where A is read where it lies (the
+ * weights, or the small grid's rows) and B is either a plain matrix read
+ * where it lies or the im2col matrix of the big grid, which is never built:
+ * a block of it (KC rows by up to NC columns) is gathered straight from the
+ * image into the layout the kernel reads (16 floats per row), the job of
+ * im2col and of sgemm's own copy of B at once, in a block that stays in the
+ * second-level cache. The col2im side is the kernel's epilogue: a finished
+ * 6 x 16 tile is added into the big grid where its rows' taps land.
+ *
+ *   gather  (Conv2d forward, ConvT dx):  C = W . im2col(big)          C plain
+ *   scatter (Conv2d dx, ConvT forward):  big += col2im(W^T . small)   B plain
+ *   wgrad   (both dW):                   dW += small . im2col(big)^T  C plain
+ *
+ * Summation order: every output is a sum over K in blocks of KC in order,
+ * within a block in k order; the scatter adds its taps' tiles in the order
+ * of the rows (channel, ky, kx) of W^T, as col2im did within a chunk. */
+#if CONV_HAVE_AVX2
+enum { IG_MR = 6, IG_NR = 16, IG_KC = 256, IG_NC = 256 };
+
+typedef enum { IG_B_PLAIN, IG_B_GATHER, IG_B_WGRAD } ig_b_kind;
+
+/* The big grid (channels cs apart, images H*W apart) and the small grid of
+ * output positions of a window, for the packers and the scatter. */
+typedef struct {
+    const float *big;
+    float *big_out; /* the scatter's destination */
+    size_t cs;
+    int H, W, sh, sw, k, stride, pad;
+} ig_grid;
+
+typedef struct {
+    int M, N, K;
+    const float *a;
+    long ars, acs;      /* a(i, k) = a[i*ars + k*acs] */
+    ig_b_kind b_kind;
+    const float *b;     /* IG_B_PLAIN: b(k, j) = b[k*ldb + j] */
+    long ldb;
+    int scatter;        /* 0: c[i*ldc + j] (+)= ; 1: col2im into grid.big_out */
+    float *c;
+    long ldc;
+    int accumulate;     /* plain C: add to what is there */
+    const float *bias;  /* plain C, not accumulating: c = bias[i] + product */
+    ig_grid g;
+} ig_product;
+
+/* Where output position p of the small grid puts its window's corner. */
+typedef struct {
+    int base[IG_NC]; /* n*H*W + y0*W + x0 */
+    int y0[IG_NC], x0[IG_NC];
+} ig_positions;
+
+static void ig_position(const ig_grid *g, int p, int *base, int *y0, int *x0)
+{
+    int shw = g->sh * g->sw, n = p / shw, r = p - n * shw, oy = r / g->sw, ox = r - oy * g->sw;
+    *y0 = oy * g->stride - g->pad;
+    *x0 = ox * g->stride - g->pad;
+    *base = n * g->H * g->W + *y0 * g->W + *x0;
+}
+
+/* Positions j0 .. j0+n-1 into pos; unused slots up to a multiple of 16 get
+ * a corner no tap reaches. */
+static void ig_positions_of(const ig_grid *g, ig_positions *pos, int j0, int n)
+{
+    int i = 0;
+    for (; i < n; i++) ig_position(g, j0 + i, &pos->base[i], &pos->y0[i], &pos->x0[i]);
+    for (; i % IG_NR; i++) {
+        pos->base[i] = 0;
+        pos->y0[i] = INT_MIN / 2;
+        pos->x0[i] = INT_MIN / 2;
+    }
+}
+
+#define IGK __attribute__((target("avx2,fma")))
+#define IGK_INLINE static inline __attribute__((always_inline)) IGK
+
+/* 0 <= v < n per lane, as a lane mask */
+IGK_INLINE __m256i ig_inside(__m256i v, int n)
+{
+    __m256i lo = _mm256_cmpgt_epi32(v, _mm256_set1_epi32(-1));
+    __m256i hi = _mm256_cmpgt_epi32(_mm256_set1_epi32(n), v);
+    return _mm256_and_si256(lo, hi);
+}
+
+/* IG_B_GATHER: rows k0.. of im2col(big), (channel, ky, kx), at the 16
+ * positions of pos + jo: bp[k*16 + jj]; zero outside the image. */
+IGK static void ig_pack_gather(const ig_product *p, float *bp, const ig_positions *pos, int jo,
+                               int k0, int kc)
+{
+    const ig_grid *g = &p->g;
+    int kk = g->k * g->k, c = k0 / kk, t = k0 - c * kk, ky = t / g->k, kx = t - ky * g->k;
+    __m256i b0 = _mm256_loadu_si256((const __m256i *)(pos->base + jo));
+    __m256i b1 = _mm256_loadu_si256((const __m256i *)(pos->base + jo + 8));
+    __m256i y0 = _mm256_loadu_si256((const __m256i *)(pos->y0 + jo));
+    __m256i y1 = _mm256_loadu_si256((const __m256i *)(pos->y0 + jo + 8));
+    __m256i x0 = _mm256_loadu_si256((const __m256i *)(pos->x0 + jo));
+    __m256i x1 = _mm256_loadu_si256((const __m256i *)(pos->x0 + jo + 8));
+    const __m256 zero = _mm256_setzero_ps();
+    /* 8 positions in one row of the small grid at stride 2 read every other
+     * float of 15 in a row of the big one: two masked loads (the mask is the
+     * image's border) and a shuffle of the even lanes, instead of a gather */
+    int run8[2];
+    for (int h = 0; h < 2; h++) {
+        int a = jo + 8 * h, z = a + 7;
+        run8[h] = g->stride == 2 && pos->y0[a] == pos->y0[z] && pos->x0[z] - pos->x0[a] == 14 &&
+                  pos->base[z] - pos->base[a] == 14;
+    }
+    const __m256i iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    for (int r = 0; r < kc; r++) {
+        const float *src = g->big + c * g->cs + ky * g->W + kx;
+        __m256i vy = _mm256_set1_epi32(ky), vx = _mm256_set1_epi32(kx);
+        if (run8[0] && run8[1]) {
+            for (int h = 0; h < 2; h++) {
+                int a = jo + 8 * h;
+                __m256 v = zero;
+                if ((unsigned)(pos->y0[a] + ky) < (unsigned)g->H) {
+                    const float *q = src + pos->base[a];
+                    __m256i xs = _mm256_add_epi32(iota, _mm256_set1_epi32(pos->x0[a] + kx));
+                    __m256i ma = ig_inside(xs, g->W);
+                    __m256i mb = ig_inside(_mm256_add_epi32(xs, _mm256_set1_epi32(8)), g->W);
+                    __m256 lo = _mm256_maskload_ps(q, ma), hi = _mm256_maskload_ps(q + 8, mb);
+                    /* [l0 l2 h0 h2 | l4 l6 h4 h6] -> [l0 l2 l4 l6 h0 h2 h4 h6] */
+                    v = _mm256_castpd_ps(_mm256_permute4x64_pd(
+                        _mm256_castps_pd(_mm256_shuffle_ps(lo, hi, 0x88)), 0xD8));
+                }
+                _mm256_storeu_ps(bp + r * 16 + 8 * h, v);
+            }
+        } else {
+            __m256i m0 = _mm256_and_si256(ig_inside(_mm256_add_epi32(y0, vy), g->H),
+                                          ig_inside(_mm256_add_epi32(x0, vx), g->W));
+            __m256i m1 = _mm256_and_si256(ig_inside(_mm256_add_epi32(y1, vy), g->H),
+                                          ig_inside(_mm256_add_epi32(x1, vx), g->W));
+            _mm256_storeu_ps(bp + r * 16,
+                             _mm256_mask_i32gather_ps(zero, src, b0, _mm256_castsi256_ps(m0), 4));
+            _mm256_storeu_ps(bp + r * 16 + 8,
+                             _mm256_mask_i32gather_ps(zero, src, b1, _mm256_castsi256_ps(m1), 4));
+        }
+        if (++kx == g->k) {
+            kx = 0;
+            if (++ky == g->k) ky = 0, c++;
+        }
+    }
+}
+
+/* IG_B_WGRAD: im2col(big)^T, rows k0.. the positions, columns j0 .. j0+nr-1
+ * the (channel, ky, kx) of the window: bp[k*16 + jj]. */
+IGK static void ig_pack_wgrad(const ig_product *p, float *bp, int j0, int nr, int k0, int kc)
+{
+    const ig_grid *g = &p->g;
+    int off[16], kys[16], kxs[16], kk = g->k * g->k;
+    for (int jj = 0; jj < 16; jj++) {
+        int j = j0 + jj, c = j / kk, t = j - c * kk;
+        kys[jj] = jj < nr ? t / g->k : INT_MIN / 2;
+        kxs[jj] = t % g->k;
+        off[jj] = jj < nr ? (int)(c * g->cs) + (t / g->k) * g->W + t % g->k : 0;
+    }
+    __m256i o0 = _mm256_loadu_si256((const __m256i *)off), o1 = _mm256_loadu_si256((const __m256i *)(off + 8));
+    __m256i ky0 = _mm256_loadu_si256((const __m256i *)kys), ky1 = _mm256_loadu_si256((const __m256i *)(kys + 8));
+    __m256i kx0 = _mm256_loadu_si256((const __m256i *)kxs), kx1 = _mm256_loadu_si256((const __m256i *)(kxs + 8));
+    const __m256 zero = _mm256_setzero_ps();
+    int shw = g->sh * g->sw, n = k0 / shw, oy = (k0 - n * shw) / g->sw;
+    int ox = k0 - n * shw - oy * g->sw;
+    for (int r = 0; r < kc; r++) {
+        int y0 = oy * g->stride - g->pad, x0 = ox * g->stride - g->pad;
+        int base = n * g->H * g->W + y0 * g->W + x0;
+        __m256i vb = _mm256_set1_epi32(base), vy = _mm256_set1_epi32(y0), vx = _mm256_set1_epi32(x0);
+        __m256i m0 = _mm256_and_si256(ig_inside(_mm256_add_epi32(ky0, vy), g->H),
+                                      ig_inside(_mm256_add_epi32(kx0, vx), g->W));
+        __m256i m1 = _mm256_and_si256(ig_inside(_mm256_add_epi32(ky1, vy), g->H),
+                                      ig_inside(_mm256_add_epi32(kx1, vx), g->W));
+        _mm256_storeu_ps(bp + r * 16, _mm256_mask_i32gather_ps(zero, g->big, _mm256_add_epi32(o0, vb),
+                                                               _mm256_castsi256_ps(m0), 4));
+        _mm256_storeu_ps(bp + r * 16 + 8, _mm256_mask_i32gather_ps(zero, g->big, _mm256_add_epi32(o1, vb),
+                                                                   _mm256_castsi256_ps(m1), 4));
+        if (++ox == g->sw) {
+            ox = 0;
+            if (++oy == g->sh) oy = 0, n++;
+        }
+    }
+}
+
+/* A finished tile (rows i0.., columns jo.. of the block at pos) into C. */
+IGK static void ig_epilogue(const ig_product *p, const float *tile, int i0, int mr, int j0, int nr,
+                        const ig_positions *pos, int jo, int first)
+{
+    if (!p->scatter) {
+        for (int r = 0; r < mr; r++) {
+            float *c = p->c + (size_t)(i0 + r) * p->ldc + j0;
+            const float *t = tile + r * 16;
+            if (first && !p->accumulate) {
+                float b = p->bias ? p->bias[i0 + r] : 0.0f;
+                for (int jj = 0; jj < nr; jj++) c[jj] = b + t[jj];
+            } else {
+                for (int jj = 0; jj < nr; jj++) c[jj] += t[jj];
+            }
+        }
+        return;
+    }
+    const ig_grid *g = &p->g;
+    int kk = g->k * g->k;
+    /* 8 columns of one row of the small grid land on every other pixel of a
+     * row of the big one at stride 2: one vector of tile interleaved with
+     * zeros added to 15 pixels, where all 8 taps are inside */
+    int run8[2];
+    for (int h = 0; h < 2; h++) {
+        int a = jo + 8 * h, z = a + 7;
+        run8[h] = g->stride == 2 && 8 * h + 8 <= nr && pos->y0[a] == pos->y0[z] &&
+                  pos->x0[z] - pos->x0[a] == 14 && pos->base[z] - pos->base[a] == 14;
+    }
+    const __m256i first15 = _mm256_setr_epi32(-1, -1, -1, -1, -1, -1, -1, 0);
+    for (int r = 0; r < mr; r++) {
+        int i = i0 + r, c = i / kk, t = i - c * kk, ky = t / g->k, kx = t - ky * g->k;
+        float *dst = g->big_out + c * g->cs + ky * g->W + kx;
+        const float *tr = tile + r * 16;
+        for (int jj = 0; jj < nr;) {
+            int a = jo + jj;
+            if ((jj & 7) == 0 && run8[jj >> 3] && (unsigned)(pos->y0[a] + ky) < (unsigned)g->H &&
+                pos->x0[a] + kx >= 0 && pos->x0[a + 7] + kx < g->W) {
+                float *d = dst + pos->base[a];
+                __m256 v = _mm256_loadu_ps(tr + jj), z = _mm256_setzero_ps();
+                __m256 lo = _mm256_unpacklo_ps(v, z), hi = _mm256_unpackhi_ps(v, z);
+                _mm256_storeu_ps(d, _mm256_add_ps(_mm256_loadu_ps(d), _mm256_permute2f128_ps(lo, hi, 0x20)));
+                _mm256_maskstore_ps(d + 8, first15,
+                                    _mm256_add_ps(_mm256_maskload_ps(d + 8, first15),
+                                                  _mm256_permute2f128_ps(lo, hi, 0x31)));
+                jj += 8;
+                continue;
+            }
+            int y = pos->y0[a] + ky, x = pos->x0[a] + kx;
+            if ((unsigned)y < (unsigned)g->H && (unsigned)x < (unsigned)g->W)
+                dst[pos->base[a]] += tr[jj];
+            jj++;
+        }
+    }
+}
+
+/* col2im of a block of col (rows the (channel, ky, kx) of the window, np
+ * columns the positions p0 ..) into the big grid: big += scatter(col),
+ * a run of one row of the small grid at a time, its taps' bounds worked out
+ * once per run. */
+static void ig_col2im_block(const ig_product *p, const float *col, int p0, int np)
+{
+    const ig_grid *g = &p->g;
+    int kk = g->k * g->k, shw = g->sh * g->sw;
+    for (int i = 0; i < p->M; i++) {
+        int c = i / kk, t = i - c * kk, ky = t / g->k, kx = t - ky * g->k, xlo, xhi;
+        tap_range(kx, g->stride, g->pad, g->W, g->sw, &xlo, &xhi);
+        const float *row = col + (size_t)i * np;
+        float *img0 = g->big_out + c * g->cs + kx - g->pad;
+        int n = p0 / shw, oy = (p0 - n * shw) / g->sw, ox0 = p0 - n * shw - oy * g->sw;
+        for (int q = 0; q < np;) {
+            int len = g->sw - ox0;
+            if (len > np - q) len = np - q;
+            int y = oy * g->stride - g->pad + ky;
+            if ((unsigned)y < (unsigned)g->H) {
+                float *dst = img0 + (size_t)n * g->H * g->W + (size_t)y * g->W;
+                const float *r = row + q - ox0;
+                int lo = xlo > ox0 ? xlo : ox0, hi = xhi < ox0 + len ? xhi : ox0 + len;
+                if (g->stride == 2)
+                    for (int ox = lo; ox < hi; ox++) dst[2 * ox] += r[ox];
+                else
+                    for (int ox = lo; ox < hi; ox++) dst[ox * g->stride] += r[ox];
+            }
+            q += len;
+            ox0 = 0;
+            if (++oy == g->sh) oy = 0, n++;
+        }
+    }
+}
+
+/* The scatter products with room for a block of col: the product into a
+ * block of col of at most this many floats (it stays in the second-level
+ * cache), then col2im of the block; the per-tile scatter of ig_epilogue
+ * costs more per element than col2im's runs. */
+#define IG_COL_BLOCK_FLOATS (64 * 1024)
+
+/* col: the block of col, then room for the block of B copied into the
+ * kernel's layout (rows of B, a conv layer's positions, are a power of two
+ * apart and read in place would share one set of the first-level cache). */
+IGK static void ig_run_col_block(const ig_product *p, float *col, size_t col_floats)
+{
+    size_t room = col_floats < IG_COL_BLOCK_FLOATS ? col_floats : IG_COL_BLOCK_FLOATS;
+    int nc = (int)(room / ((size_t)p->M + IG_KC)) / 16 * 16;
+    int packed = nc >= 16;
+    if (!packed) nc = (int)(room / (size_t)p->M) / 16 * 16;
+    if (nc < 16) nc = 16; /* the caller checked col_floats >= 16 M */
+    float *bp = col + (size_t)p->M * nc;
+    for (int jc = 0; jc < p->N; jc += nc) {
+        int ncb = p->N - jc < nc ? p->N - jc : nc;
+        for (int pc = 0; pc < p->K; pc += IG_KC) {
+            int kc = p->K - pc < IG_KC ? p->K - pc : IG_KC;
+            const float *b0 = p->b + (size_t)pc * p->ldb + jc;
+            if (packed)
+                for (int jo = 0; jo < ncb; jo += 16)
+                    gemm_pack_panel16(bp + (size_t)jo * kc, b0 + jo, p->ldb, kc,
+                                      ncb - jo < 16 ? ncb - jo : 16);
+            for (int i0 = 0; i0 < p->M; i0 += IG_MR) {
+                int mr = p->M - i0 < IG_MR ? p->M - i0 : IG_MR;
+                const float *a = p->a + (size_t)i0 * p->ars + (size_t)pc * p->acs;
+                for (int jo = 0; jo < ncb; jo += 16) {
+                    int nr = ncb - jo < 16 ? ncb - jo : 16;
+                    gemm_kernel_6x16(mr, nr, !packed && nr < 16, kc, a, p->ars, p->acs,
+                                     packed ? bp + (size_t)jo * kc : b0 + jo, packed ? 16 : p->ldb,
+                                     pc == 0 ? GEMM_TO_C_SET : GEMM_TO_C_ADD,
+                                     col + (size_t)i0 * ncb + jo, ncb, NULL);
+                }
+            }
+        }
+        ig_col2im_block(p, col, jc, ncb);
+    }
+}
+
+/* scratch: at least IG_KC * 16 floats for the packed block of B. */
+IGK static void ig_run(const ig_product *p, float *scratch, size_t scratch_floats)
+{
+    if (p->scatter && scratch_floats >= (size_t)p->M * 16) {
+        ig_run_col_block(p, scratch, scratch_floats);
+        return;
+    }
+    int nc = (int)(scratch_floats / IG_KC) / 16 * 16;
+    if (nc > IG_NC) nc = IG_NC;
+    ig_positions pos;
+    float tile[IG_MR * 16];
+    for (int jc = 0; jc < p->N; jc += nc) {
+        int ncb = p->N - jc < nc ? p->N - jc : nc;
+        if (p->b_kind == IG_B_GATHER || p->scatter) ig_positions_of(&p->g, &pos, jc, ncb);
+        for (int pc = 0; pc < p->K; pc += IG_KC) {
+            int kc = p->K - pc < IG_KC ? p->K - pc : IG_KC;
+            if (p->b_kind != IG_B_PLAIN)
+                for (int jo = 0; jo < ncb; jo += 16) {
+                    float *bp = scratch + (size_t)jo * kc;
+                    if (p->b_kind == IG_B_GATHER)
+                        ig_pack_gather(p, bp, &pos, jo, pc, kc);
+                    else
+                        ig_pack_wgrad(p, bp, jc + jo, ncb - jo < 16 ? ncb - jo : 16, pc, kc);
+                }
+            for (int i0 = 0; i0 < p->M; i0 += IG_MR) {
+                int mr = p->M - i0 < IG_MR ? p->M - i0 : IG_MR;
+                const float *a = p->a + (size_t)i0 * p->ars + (size_t)pc * p->acs;
+                for (int jo = 0; jo < ncb; jo += 16) {
+                    int nr = ncb - jo < 16 ? ncb - jo : 16;
+                    const float *b;
+                    long ldb;
+                    int masked = 0;
+                    if (p->b_kind == IG_B_PLAIN) {
+                        b = p->b + (size_t)pc * p->ldb + jc + jo;
+                        ldb = p->ldb;
+                        masked = nr < 16;
+                    } else {
+                        b = scratch + (size_t)jo * kc;
+                        ldb = 16;
+                    }
+                    if (!p->scatter) {
+                        /* a tile of a plain C: no round trip through tile */
+                        int set = pc == 0 && !p->accumulate;
+                        gemm_kernel_6x16(mr, nr, masked, kc, a, p->ars, p->acs, b, ldb,
+                                         set ? GEMM_TO_C_SET : GEMM_TO_C_ADD,
+                                         p->c + (size_t)i0 * p->ldc + jc + jo, p->ldc,
+                                         set && p->bias ? p->bias + i0 : NULL);
+                        continue;
+                    }
+                    gemm_kernel_6x16(mr, 16, masked, kc, a, p->ars, p->acs, b, ldb, GEMM_TO_TILE,
+                                     tile, 16, NULL);
+                    ig_epilogue(p, tile, i0, mr, jc + jo, nr, &pos, jo, pc == 0);
+                }
+            }
+        }
+    }
+}
+#endif
+
+/* ---------- which path ---------- */
+
+static int implicit_state = -1; /* -1 until the first call looks at the CPU */
+
+static int implicit_available(void)
+{
+#if CONV_HAVE_AVX2
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#else
+    return 0;
+#endif
+}
+
+int conv_uses_implicit_gemm(void)
+{
+    int v = __atomic_load_n(&implicit_state, __ATOMIC_RELAXED);
+    if (v >= 0)
+        return v;
+    const char *env = getenv("VAED_CONV");
+    v = implicit_available() && !(env && strcmp(env, "im2col") == 0);
+    __atomic_store_n(&implicit_state, v, __ATOMIC_RELAXED);
+    return v;
+}
+
+int conv_set_implicit_gemm(int on)
+{
+    int v = on && implicit_available();
+    __atomic_store_n(&implicit_state, v, __ATOMIC_RELAXED);
+    return v;
+}
+
+#if CONV_HAVE_AVX2
+/* The big grid of a layer: its input for Conv2d, its output for ConvT. */
+static ig_grid grid_of(const conv_shape *s, int N)
+{
+    ig_grid g = {.k = s->k, .stride = s->stride, .pad = s->pad};
+    g.H = s->transposed ? s->oh : s->h;
+    g.W = s->transposed ? s->ow : s->w;
+    g.sh = s->transposed ? s->h : s->oh;
+    g.sw = s->transposed ? s->w : s->ow;
+    g.cs = (size_t)N * g.H * g.W;
+    return g;
+}
+
+/* The gathers index the big tensor with 32-bit offsets. */
+static int implicit_fits(const conv_shape *s, int N)
+{
+    ig_grid g = grid_of(s, N);
+    size_t big = g.cs * (size_t)col_channels(s), small = (size_t)N * g.sh * g.sw;
+    return conv_uses_implicit_gemm() && big < INT_MAX / 2 && small < INT_MAX / 2 &&
+           (size_t)col_channels(s) * s->k * s->k < INT_MAX / 2;
+}
+
+/* The packed block of B lives in the caller's col when it is large enough,
+ * else on the stack, one 16-column panel at a time. */
+#define IG_STACK_FLOATS (IG_KC * 16)
+#define IG_RUN(p, col, col_floats)                                                              \
+    do {                                                                                         \
+        if ((col_floats) >= (size_t)IG_KC * 32) {                                                \
+            ig_run(p, col, col_floats);                                                          \
+        } else {                                                                                 \
+            float panel[IG_STACK_FLOATS];                                                        \
+            ig_run(p, panel, IG_STACK_FLOATS);                                                   \
+        }                                                                                        \
+    } while (0)
+#endif
+
+void conv2d_forward(float *y, const float *x, const float *w, const float *b, int N,
+                    const conv_shape *s, float *col, size_t col_floats)
+{
+#if CONV_HAVE_AVX2
+    if (implicit_fits(s, N)) {
+        int K = s->cin * s->k * s->k, npos = N * s->oh * s->ow;
+        ig_product p = {.M = s->cout, .N = npos, .K = K, .a = w, .ars = K, .acs = 1,
+                        .b_kind = IG_B_GATHER, .c = y, .ldc = npos, .bias = b, .g = grid_of(s, N)};
+        p.g.big = x;
+        IG_RUN(&p, col, col_floats);
+        return;
+    }
+#endif
+    im2col_conv2d_forward(y, x, w, b, N, s, col, col_floats);
+}
+
+void conv2d_backward(float *dx, float *dw, float *db, const float *dy, const float *x,
+                     const float *w, int N, const conv_shape *s, float *col, size_t col_floats)
+{
+#if CONV_HAVE_AVX2
+    if (implicit_fits(s, N)) {
+        int K = s->cin * s->k * s->k, npos = N * s->oh * s->ow, hw = s->h * s->w;
+        sum_bias(db, dy, s->cout, (size_t)npos);
+        ig_product p = {.M = s->cout, .N = K, .K = npos, .a = dy, .ars = npos, .acs = 1,
+                        .b_kind = IG_B_WGRAD, .c = dw, .ldc = K, .accumulate = 1,
+                        .g = grid_of(s, N)};
+        p.g.big = x;
+        IG_RUN(&p, col, col_floats);
+        if (!dx)
+            return;
+        memset(dx, 0, sizeof(float) * (size_t)s->cin * N * hw);
+        ig_product q = {.M = K, .N = npos, .K = s->cout, .a = w, .ars = 1, .acs = K,
+                        .b_kind = IG_B_PLAIN, .b = dy, .ldb = npos, .scatter = 1,
+                        .g = grid_of(s, N)};
+        q.g.big_out = dx;
+        IG_RUN(&q, col, col_floats);
+        return;
+    }
+#endif
+    im2col_conv2d_backward(dx, dw, db, dy, x, w, N, s, col, col_floats);
+}
+
+void conv_transpose2d_forward(float *y, const float *x, const float *w, const float *b, int N,
+                              const conv_shape *s, float *col, size_t col_floats)
+{
+#if CONV_HAVE_AVX2
+    /* Measured (scripts/bench_conv.c, the model's four ConvT layers): the
+     * product into whole chunks of col (on gemm's AVX2 kernel, which reads
+     * W^T and x in place) then col2im ran 8-37 % faster here than the
+     * scatter into col blocks of L2 size, so a col of at least one image
+     * takes that way; col2im remains on this path. */
+    if (implicit_fits(s, N) && col_floats < conv_col_floats(s, 1)) {
+        int M = s->cout * s->k * s->k, npos = N * s->h * s->w;
+        size_t plane = (size_t)N * s->oh * s->ow;
+        /* the taps add into the bias */
+        for (int c = 0; c < s->cout; c++)
+            for (size_t i = 0; i < plane; i++) y[c * plane + i] = b[c];
+        ig_product p = {.M = M, .N = npos, .K = s->cin, .a = w, .ars = 1, .acs = M,
+                        .b_kind = IG_B_PLAIN, .b = x, .ldb = npos, .scatter = 1,
+                        .g = grid_of(s, N)};
+        p.g.big_out = y;
+        IG_RUN(&p, col, col_floats);
+        return;
+    }
+#endif
+    im2col_conv_transpose2d_forward(y, x, w, b, N, s, col, col_floats);
+}
+
+void conv_transpose2d_backward(float *dx, float *dw, float *db, const float *dy, const float *x,
+                               const float *w, int N, const conv_shape *s, float *col,
+                               size_t col_floats)
+{
+#if CONV_HAVE_AVX2
+    if (implicit_fits(s, N)) {
+        int K = s->cout * s->k * s->k, npos = N * s->h * s->w;
+        sum_bias(db, dy, s->cout, (size_t)N * s->oh * s->ow);
+        ig_product p = {.M = s->cin, .N = K, .K = npos, .a = x, .ars = npos, .acs = 1,
+                        .b_kind = IG_B_WGRAD, .c = dw, .ldc = K, .accumulate = 1,
+                        .g = grid_of(s, N)};
+        p.g.big = dy;
+        IG_RUN(&p, col, col_floats);
+        if (!dx)
+            return;
+        ig_product q = {.M = s->cin, .N = npos, .K = K, .a = w, .ars = K, .acs = 1,
+                        .b_kind = IG_B_GATHER, .c = dx, .ldc = npos, .g = grid_of(s, N)};
+        q.g.big = dy;
+        IG_RUN(&q, col, col_floats);
+        return;
+    }
+#endif
+    im2col_conv_transpose2d_backward(dx, dw, db, dy, x, w, N, s, col, col_floats);
 }
 
 /* ---------- naive references ---------- */

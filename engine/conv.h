@@ -19,6 +19,13 @@
  * caller's) and overwrite dx; dx may be NULL when the input needs no
  * gradient. The *_naive functions are direct loops with the same contract and
  * no col, the reference the fast ones are tested against.
+ *
+ * On CPUs with AVX2 and FMA the fast functions run an implicit GEMM: the
+ * im2col matrix is never written, a block of it is gathered from the image
+ * into the matrix kernel's own layout, and col2im is the kernel's epilogue
+ * (conv.c). col is then only the room for that block (it falls back on 16
+ * KB of stack when col is smaller). Elsewhere, or with VAED_CONV=im2col in
+ * the environment, they run im2col + gemm in chunks of col_floats.
  */
 #ifndef CONV_H
 #define CONV_H
@@ -56,6 +63,13 @@ void conv_transpose2d_forward(float *y, const float *x, const float *w, const fl
 void conv_transpose2d_backward(float *dx, float *dw, float *db, const float *dy, const float *x,
                                const float *w, int N, const conv_shape *s, float *col,
                                size_t col_floats);
+
+/* 1 when the fast functions run the implicit GEMM here. */
+int conv_uses_implicit_gemm(void);
+/* Tests and benchmarks: choose the implicit GEMM (on = 1, where the CPU has
+ * it) or im2col + gemm (on = 0) for every later call; returns what is now in
+ * use. Not to be called while another thread is inside a conv function. */
+int conv_set_implicit_gemm(int on);
 
 void conv2d_forward_naive(float *y, const float *x, const float *w, const float *b, int N,
                           const conv_shape *s);

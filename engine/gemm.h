@@ -3,7 +3,10 @@
  *     gemm(GEMM_N, GEMM_T, M, N, K, a, lda, b, ldb, 0, c, ldc);  // c = a . b^T
  *
  * Row-major like cblas_sgemm with alpha = 1 and beta = 0 (accumulate = 0) or
- * 1 (accumulate = 1). On CPUs with AVX-512 the products run on vaed's own
+ * 1 (accumulate = 1). On CPUs with AVX2 and FMA but no AVX-512, op(a) . b
+ * (either op(a)) runs on a 6 x 16 AVX2 kernel that reads both operands where
+ * they are (1.05-1.3x OpenBLAS on the MLP's shapes here, and none of
+ * OpenBLAS's copies), the rest on OpenBLAS. On CPUs with AVX-512 the products run on vaed's own
  * kernels: OpenBLAS may be held to its AVX2 kernels (OPENBLAS_CORETYPE, which
  * some machines set because older builds misbehave on newer CPUs), and the
  * shapes of a VAE (a batch of 1 to 128 rows against weights of a few hundred
@@ -30,9 +33,26 @@ void gemm(gemm_trans ta, gemm_trans tb, int M, int N, int K, const float *a, int
           const float *b, int ldb, int accumulate, float *c, int ldc);
 void gemm_naive(gemm_trans ta, gemm_trans tb, int M, int N, int K, const float *a, int lda,
                 const float *b, int ldb, int accumulate, float *c, int ldc);
-/* 1 when gemm runs on vaed's kernels here, 0 when it hands over to OpenBLAS
+/* Which of vaed's kernels gemm runs here: GEMM_OWN_AVX512 (all but
+ * a^T . b^T), GEMM_OWN_AVX2 (op(a) . b), or GEMM_OWN_NONE: all on OpenBLAS
  * (set VAED_GEMM=blas in the environment to force the latter). */
+enum { GEMM_OWN_NONE = 0, GEMM_OWN_AVX2 = 1, GEMM_OWN_AVX512 = 2 };
 int gemm_uses_own_kernels(void);
+
+/* The AVX2 + FMA kernel itself, for callers that feed it their own operands
+ * (conv.c's implicit GEMM); only on x86-64 CPUs with AVX2 and FMA. One tile
+ * of mr <= 6 rows by 16 columns: sum over k < kc of a(r, k) * b(k, l) with
+ * a(r, k) = a[r*ars + k*acs] and row k of b at b + k*ldb; masked: read only
+ * the first nr columns of b. The first nr (<= 16) columns go to out (row r
+ * at out + r*ldo): GEMM_TO_TILE (all 16, nr ignored), GEMM_TO_C_SET (bias[r]
+ * + sum, bias may be NULL) or GEMM_TO_C_ADD (out += sum). */
+typedef enum { GEMM_TO_TILE, GEMM_TO_C_SET, GEMM_TO_C_ADD } gemm_dest;
+/* The kernel's packed layout: columns 0 .. nr-1 (nr <= 16) of b's K rows
+ * into dst as K rows of 16, zeros after nr (any CPU). */
+void gemm_pack_panel16(float *dst, const float *b, long ldb, int K, int nr);
+void gemm_kernel_6x16(int mr, int nr, int masked, int kc, const float *a, long ars, long acs,
+                      const float *b, long ldb, gemm_dest dest, float *out, long ldo,
+                      const float *bias);
 
 /* c: (M, N) = a: (M, K) . b^T (b: (N, K), row-major, no accumulation) with
  * each row of c a function of its row of a alone: the same bits whatever M

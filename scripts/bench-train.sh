@@ -89,7 +89,10 @@ echo "- machine: ${cpu:-unknown CPU}, $(nproc) cores; $(uname -sr)"
 echo "- vaed: $(build/vaed --version 2>/dev/null || echo '?'), --threads 2"
 if [ "${VAED_GEMM:-}" = blas ]; then gemm_path="OpenBLAS (VAED_GEMM=blas)"
 elif grep -qw avx512vl /proc/cpuinfo; then gemm_path="vaed's AVX-512 kernels (engine/gemm.c)"
-else gemm_path="OpenBLAS (no AVX-512 here)"; fi
+elif grep -qw avx2 /proc/cpuinfo && grep -qw fma /proc/cpuinfo; then
+    gemm_path="vaed's AVX2 kernel for op(a).b, OpenBLAS for a.b^T (no AVX-512 here); conv: implicit GEMM on the AVX2 kernel"
+    if [ "${VAED_CONV:-}" = im2col ]; then gemm_path="$gemm_path (off: VAED_CONV=im2col)"; fi
+else gemm_path="OpenBLAS (no AVX2 here)"; fi
 echo "- vaed matrix products: $gemm_path"
 echo "- torch: $("$py" -c 'import torch; print(torch.__version__, "threads default", torch.get_num_threads())')"
 echo "- environment: OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-unset}$(env | grep '^OPENBLAS_' | grep -v '^OPENBLAS_CORETYPE=' | sed 's/^/, /' | tr -d '\n')"

@@ -239,7 +239,7 @@ def conv_table(path, epochs):
     conv = [k for k in keys if k[0] == "vaed-conv"]
     mlp = [k for k in keys if k[0] == "vaed-mlp"]
     if conv and best_torch:
-        print("\nvaed conv / best torch conv (%s): %.2fx (target >= 1.5x)"
+        print("\nvaed conv / best torch conv (%s): %.2fx (target >= 3x, issue #18)"
               % (best_torch[1], best(conv[0])[0] / bt_ips))
     if conv and mlp:
         c, m = best(conv[0])[1], best(mlp[0])[1]

@@ -176,6 +176,55 @@ static void test_fast_matches_naive(void **state)
     }
 }
 
+/* Both fast paths (the implicit GEMM where the CPU has it, and im2col +
+ * gemm) against the naive loops on shapes that reach every edge of the
+ * implicit GEMM: channel counts and positions not multiples of its 6 x 16
+ * tile or of its 16-column panels, more rows of K than one block of 256
+ * (cin * 9 > 256, cout * 9 > 256), a batch of one, non-square images,
+ * stride 1 and 3, no padding, kernels of 1 and 5, and a col too small for a
+ * block (the 16 KB stack panel) or large enough for several. */
+static void test_paths_match_naive_odd_shapes(void **state)
+{
+    (void)state;
+    const struct {
+        int transposed, cin, cout, h, w, k, stride, pad, out_pad, N;
+    } cases[] = {
+        {0, 1, 32, 32, 32, 3, 2, 1, 0, 3},   /* the model's first layer */
+        {0, 5, 7, 9, 11, 3, 2, 1, 0, 2},     /* nothing a multiple of anything */
+        {0, 33, 17, 6, 5, 3, 2, 1, 0, 1},    /* K = 297 > 256, batch 1 */
+        {0, 33, 17, 12, 10, 3, 2, 1, 0, 2},  /* K > 256 over whole 16-column tiles */
+        {0, 3, 19, 7, 7, 3, 1, 1, 0, 2},     /* stride 1 */
+        {0, 4, 6, 11, 8, 3, 3, 0, 0, 2},     /* stride 3, no padding */
+        {0, 6, 5, 5, 6, 1, 1, 0, 0, 3},      /* 1x1 */
+        {0, 3, 4, 9, 7, 5, 2, 2, 0, 2},      /* 5x5 */
+        {0, 2, 3, 40, 40, 3, 2, 1, 0, 2},    /* positions span several blocks */
+        {1, 7, 5, 3, 4, 3, 2, 1, 1, 2},      /* ConvT, odd channels */
+        {1, 40, 31, 2, 2, 3, 2, 1, 1, 3},    /* ConvT, cout * 9 = 279 > 256 */
+        {1, 40, 31, 4, 4, 3, 2, 1, 1, 2},    /* the same over whole tiles */
+        {1, 300, 3, 2, 3, 3, 2, 1, 1, 1},    /* ConvT, cin = K > 256 */
+        {1, 3, 6, 5, 4, 3, 2, 1, 0, 2},      /* no output padding */
+        {1, 4, 3, 4, 5, 3, 1, 1, 0, 2},      /* ConvT stride 1 */
+        {1, 5, 4, 3, 3, 5, 3, 1, 2, 2},      /* ConvT 5x5 stride 3 */
+        {1, 32, 1, 16, 16, 3, 2, 1, 1, 2},   /* the model's last layer */
+    };
+    for (int path = 1; path >= 0; path--) {
+        int on = conv_set_implicit_gemm(path);
+        if (path && !on) print_message("(no AVX2 + FMA here: the implicit GEMM is not tested)\n");
+        for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+            conv_shape s = cases[i].transposed
+                               ? conv_transpose2d_shape(cases[i].cin, cases[i].cout, cases[i].h,
+                                                        cases[i].w, cases[i].k, cases[i].stride,
+                                                        cases[i].pad, cases[i].out_pad)
+                               : conv2d_shape(cases[i].cin, cases[i].cout, cases[i].h, cases[i].w,
+                                              cases[i].k, cases[i].stride, cases[i].pad);
+            fast_vs_naive(&s, cases[i].N, 1);
+            fast_vs_naive(&s, cases[i].N, cases[i].N);
+            fast_vs_naive(&s, cases[i].N, 64); /* col of 64 images: the block in col */
+        }
+    }
+    conv_set_implicit_gemm(1);
+}
+
 /* ---------- gradients against central differences ---------- */
 
 /* The layer in double, channel-major, straight from the definition. */
@@ -299,6 +348,7 @@ int main(void)
         cmocka_unit_test(test_transpose_layout_pinned),
         cmocka_unit_test(test_conv2d_layout_pinned),
         cmocka_unit_test(test_fast_matches_naive),
+        cmocka_unit_test(test_paths_match_naive_odd_shapes),
         cmocka_unit_test(test_gradcheck_conv2d),
         cmocka_unit_test(test_gradcheck_conv_transpose2d),
     };
