@@ -10,8 +10,9 @@
 # their latents as JSON), POST /decode of 16 latents (JSON in, JSON out), and
 # for scale POST /sample?n=16&seed=1 as PNG. The model is the default
 # 784-400-20 MLP trained for one epoch on MNIST here. Before timing, the two
-# builds' JSON bodies are parsed and compared as float32 (they must be equal:
-# any change in the text must read back to the same floats).
+# builds' JSON bodies are parsed and compared as float32, to 1e-5 (the
+# products of another build may differ in their last bits; the text's own
+# round trip is tested bit for bit by the suite).
 # Also prints each daemon's CPU time per request over its best round.
 # Environment: DURATION (default 5s), CONNECTIONS (64), WRK_THREADS (1),
 # ROUNDS (3 per daemon), VAED_THREADS (0 = cores).
@@ -108,11 +109,16 @@ def floats(path):
     walk(d.get("x")); walk(d.get("z"))
     return out
 a, b = floats(sys.argv[1]), floats(sys.argv[2])
-if a != b or not a:
-    sys.exit("bench-json: %s: the two builds' floats differ" % sys.argv[3])
+# The text's round trip is tested bit for bit (unit_test_json_num,
+# http_test_json_precision); across builds the products may differ in their
+# last bits (the batchable endpoints' rows-independent kernel), so: 1e-5.
+worst = max((abs(x - y) for x, y in zip(a, b)), default=0.0)
+if len(a) != len(b) or not a or worst > 1e-5:
+    sys.exit("bench-json: %s: the two builds' answers differ (%d and %d floats, worst %g)"
+             % (sys.argv[3], len(a), len(b), worst))
 na, nb = len(open(sys.argv[1], "rb").read()), len(open(sys.argv[2], "rb").read())
-print("bench-json: %s: %d floats equal as float32; %d bytes (reference %d, %.2fx)"
-      % (sys.argv[3], len(a), na, nb, na / nb), file=sys.stderr)
+print("bench-json: %s: %d floats, within %g of the reference's; %d bytes (reference %d, %.2fx)"
+      % (sys.argv[3], len(a), worst, na, nb, na / nb), file=sys.stderr)
 PY
 done
 
