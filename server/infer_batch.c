@@ -5,11 +5,6 @@
 
 #include "server/metrics.h"
 
-int infer_batch_stackable(const vae_model *m)
-{
-    return vae_rows_independent(m);
-}
-
 /* The engine call of rows (n of them) in, into out / out2. */
 static vae_status run_call(infer_batch_op op, const vae_model *m, int n, const float *in,
                            const int *labels, const float *weights, float *out, float *out2)
@@ -103,7 +98,7 @@ static int item_stackable(const infer_batch_item *it)
     int cond = vae_config_is_conditional(&it->model->cfg);
     const void *lab = it->op == INFER_BATCH_ENCODE ? (const void *)it->labels
                                                    : (const void *)it->label_weights;
-    return infer_batch_stackable(it->model) && it->n < INFER_BATCH_ROWS_MAX &&
+    return vae_rows_independent(it->model) && it->n < INFER_BATCH_ROWS_MAX &&
            cond == (lab != NULL);
 }
 

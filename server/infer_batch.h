@@ -51,8 +51,6 @@ typedef struct {
     vae_status status;          /* set by infer_batch_run */
 } infer_batch_item;
 
-/* 1 when items of this model may share an engine call (the MLP). */
-int infer_batch_stackable(const vae_model *m);
 /* Runs every item (status VAE_OK, or the engine's error: VAE_ERR_ARG for a
  * label out of range or too many rows for memory, ...). */
 void infer_batch_run(infer_batch_item *const *items, int n);

@@ -197,8 +197,8 @@ static void test_infer_batch_matches_one_call_each(void **state)
     model_of(&cond, 10, VAE_ARCH_MLP, 22);
     model_of(&other, 0, VAE_ARCH_MLP, 23);
     model_of(&conv, 0, VAE_ARCH_CONV, 24);
-    assert_true(infer_batch_stackable(&plain));
-    assert_false(infer_batch_stackable(&conv));
+    assert_true(vae_rows_independent(&plain));
+    assert_false(vae_rows_independent(&conv));
     vae_workspace *cws = vae_workspace_new(&conv, 1);
     assert_non_null(cws);
     assert_int_equal(vae_workspace_set_rows_independent(&conv, cws, 1), VAE_ERR_ARG);
