@@ -1585,26 +1585,21 @@ static http_error infer_answer(infer_request *r, const model_handle *h, char *ms
     return HTTP_ERR_INTERNAL;
 }
 
-/* The engine calls of rs[0..n) that run_* left (infer_batch stacks those of
- * one model), then each one's answer, its model handle released and its
- * connection resumed at once (b). */
+/* The engine calls that run_* left in rs[0..n) (only requests with one
+ * are gathered; infer_batch stacks those of one model), then each one's
+ * answer, its model handle released and its connection resumed at once (b). */
 static void infer_flush(infer_request **rs, model_handle **hs, int n, compute_batch *b)
 {
-    infer_batch_item *items[COMPUTE_POOL_MAX_BATCH];
-    int k = 0;
+    infer_batch_item *items[COMPUTE_POOL_MAX_BATCH] = {0};
     for (int i = 0; i < n; i++)
-        if (rs[i]->engine)
-            items[k++] = &rs[i]->eng;
-    if (k)
-        infer_batch_run(items, k);
+        items[i] = &rs[i]->eng;
+    infer_batch_run(items, n);
     for (int i = 0; i < n; i++) {
         infer_request *r = rs[i];
-        if (r->engine) {
-            char msg[HTTP_MESSAGE_MAX] = "";
-            http_error e = infer_answer(r, hs[i], msg, sizeof msg);
-            if (e != HTTP_ERR_NONE)
-                compute_request_fail(&r->base, e, "%s", msg);
-        }
+        char msg[HTTP_MESSAGE_MAX] = "";
+        http_error e = infer_answer(r, hs[i], msg, sizeof msg);
+        if (e != HTTP_ERR_NONE)
+            compute_request_fail(&r->base, e, "%s", msg);
         infer_rows_free(r);
         model_cache_release(r->base.ctx->cache, hs[i]);
         compute_request_batch_done(&r->base, b, r->batch_index);
