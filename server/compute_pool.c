@@ -7,6 +7,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "engine/util.h"
 #include "server/http_util.h"
 
 struct compute_pool {
@@ -51,13 +52,6 @@ int compute_batch_is_done(const compute_batch *b, int i)
     return b && b->done[i];
 }
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
 /* Unlinks from the queue the tasks that may join batch[0]'s batch, in
  * order, until the batch holds p->max_batch, or its share of what is queued:
  * a thread's batch is one model call, but each request's parsing and answer
@@ -91,17 +85,11 @@ static void take_compatible(compute_pool *p, compute_task **batch, int *n)
 static void fill_batch(compute_pool *p, compute_task **batch, int *n)
 {
     double deadline = batch[0]->admitted + p->max_delay_us * 1e-6;
+    /* p->arrived waits on the monotonic clock, as admitted was read. */
+    struct timespec until = {(time_t)deadline, (long)((deadline - (double)(time_t)deadline) * 1e9)};
     while (*n < p->max_batch && !p->stopping) {
-        double left = deadline - now_s();
-        if (left <= 0)
+        if (deadline - util_mono_s() <= 0)
             break;
-        /* pthread_cond_timedwait reads CLOCK_REALTIME: the wait's length is
-         * taken from the monotonic clock, its end put on the other. */
-        struct timespec until;
-        clock_gettime(CLOCK_REALTIME, &until);
-        long long ns = (long long)until.tv_nsec + (long long)(left * 1e9);
-        until.tv_sec += (time_t)(ns / 1000000000);
-        until.tv_nsec = (long)(ns % 1000000000);
         int rc = pthread_cond_timedwait(&p->arrived, &p->lock, &until);
         take_compatible(p, batch, n);
         if (rc == ETIMEDOUT)
@@ -184,7 +172,11 @@ compute_pool_status compute_pool_new(unsigned threads, int limit, const char *wh
     }
     pthread_mutex_init(&p->lock, NULL);
     pthread_cond_init(&p->wake, NULL);
-    pthread_cond_init(&p->arrived, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&p->arrived, &ca);
+    pthread_condattr_destroy(&ca);
     p->max_batch = 1;
     p->limit = limit;
     p->what = what;
@@ -251,7 +243,7 @@ enum MHD_Result compute_pool_admit(compute_pool *p, compute_task *t)
     MHD_suspend_connection(t->conn);
     t->next = NULL;
     p->queued++;
-    t->admitted = p->max_delay_us > 0 ? now_s() : 0.0;
+    t->admitted = p->max_delay_us > 0 ? util_mono_s() : 0.0;
     if (p->tail)
         p->tail->next = t;
     else
