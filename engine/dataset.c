@@ -307,97 +307,6 @@ vae_status dataset_load_idx_compact(dataset *out, const char *images_path, const
     return load_idx(out, images_path, labels_path, 1, err, errlen);
 }
 
-/* Whether image i of the file is selected (class and limit), and its number
- * g among the selected; labels NULL without a labels file. */
-static int idx_selected(const uint8_t *labels, int klass, int limit, int i, int *g) {
-    if (klass >= 0 && labels[i] != klass) return 0;
-    if (limit > 0 && *g >= limit) return 0;
-    (*g)++;
-    return 1;
-}
-
-vae_status dataset_load_idx_shard(dataset *out, const char *images_path, const char *labels_path,
-                                  int klass, int limit, int rank, int size, int *n_selected,
-                                  int *top_label, char *err, size_t errlen) {
-    memset(out, 0, sizeof *out);
-    if (!images_path || size < 1 || rank < 0 || rank >= size || klass > 255) {
-        util_set_err(err, errlen, "dataset: rank %d of %d ranks", rank, size);
-        return VAE_ERR_ARG;
-    }
-    gzFile gz;
-    vae_status rc = idx_open(images_path, &gz, err, errlen);
-    if (rc) return rc;
-    uint8_t *chunk = NULL; /* owned here */
-    uint32_t n, rows, cols;
-    if ((rc = idx_images_header(gz, images_path, &n, &rows, &cols, err, errlen))) goto end;
-    size_t dim = (size_t)rows * cols;
-    out->n = (int)n;
-    if (labels_path && (rc = load_labels(out, labels_path, err, errlen))) goto end;
-    if (klass >= 0 && !out->labels) {
-        util_set_err(err, errlen, "dataset: filtering by class needs labels");
-        rc = VAE_ERR_ARG;
-        goto end;
-    }
-    *top_label = -1;
-    for (uint32_t i = 0; out->labels && i < n; i++)
-        if (out->labels[i] > *top_label) *top_label = out->labels[i];
-    int sel = 0, mine = 0;
-    for (uint32_t i = 0; i < n; i++)
-        if (idx_selected(out->labels, klass, limit, (int)i, &sel) && (sel - 1) % size == rank) mine++;
-    if (sel == 0 || mine == 0) {
-        if (sel == 0)
-            util_set_err(err, errlen, "dataset: no images with label %d", klass);
-        else
-            util_set_err(err, errlen, "the training set has %d images, too few for %d ranks", sel,
-                         size);
-        rc = VAE_ERR_ARG;
-        goto end;
-    }
-    /* the shard and its labels, then the file streamed through a chunk */
-    uint8_t *labels = out->labels; /* owned here until out takes the shard's */
-    out->labels = NULL;
-    out->pixels = malloc((size_t)mine * dim);                      /* owned by out */
-    uint8_t *mine_labels = labels ? malloc((size_t)mine) : NULL;  /* handed to out below */
-    size_t per = IDX_FIRST_CHUNK / dim ? IDX_FIRST_CHUNK / dim : 1;
-    chunk = malloc(per * dim);
-    if (!out->pixels || !chunk || (labels && !mine_labels)) {
-        free(labels);
-        free(mine_labels);
-        util_set_err(err, errlen, "%s: out of memory for a shard of %d images", images_path, mine);
-        rc = VAE_ERR_NOMEM;
-        goto end;
-    }
-    int g = 0, k = 0;
-    for (uint32_t i0 = 0; i0 < n && !rc; i0 += (uint32_t)per) {
-        size_t want = (n - i0 < per ? n - i0 : per) * dim, got;
-        if ((rc = idx_read(gz, images_path, chunk, want, &got, err, errlen))) break;
-        if (got < want) {
-            util_set_err(err, errlen,
-                         "%s: truncated: the header promises %zu data bytes, the file has %zu",
-                         images_path, (size_t)n * dim, (size_t)i0 * dim + got);
-            rc = VAE_ERR_FORMAT;
-            break;
-        }
-        for (size_t j = 0; j < want / dim; j++) {
-            uint32_t i = i0 + (uint32_t)j;
-            if (!idx_selected(labels, klass, limit, (int)i, &g) || (g - 1) % size != rank) continue;
-            memcpy(out->pixels + (size_t)k * dim, chunk + j * dim, dim);
-            if (labels) mine_labels[k] = labels[i];
-            k++;
-        }
-    }
-    free(labels);
-    out->labels = mine_labels;
-    if (!rc) rc = idx_read_end(gz, images_path, 16 + (size_t)n * dim, err, errlen);
-    idx_set_shape(out, mine, rows, cols);
-    *n_selected = sel;
-end:
-    free(chunk);
-    gzclose(gz);
-    if (rc) dataset_free(out);
-    return rc;
-}
-
 void dataset_image(const dataset *d, int i, float *out) {
     size_t dim = (size_t)dataset_dim(d);
     if (d->x) {
@@ -529,115 +438,12 @@ static vae_status check_dir(const char *dir, char *err, size_t errlen) {
     return VAE_OK;
 }
 
-/* Grows d to hold `more` further images of its current shape. */
-static vae_status grow(dataset *d, size_t more, int with_labels, const char *path, char *err,
-                       size_t errlen) {
-    size_t dim = (size_t)dataset_dim(d), n = (size_t)d->n + more;
-    if (n > INT_MAX || n > SIZE_MAX / sizeof(float) / dim) {
-        util_set_err(err, errlen, "%s: too many images (%zu)", path, n);
-        return VAE_ERR_FORMAT;
-    }
-    float *x = realloc(d->x, n * dim * sizeof *x);
-    if (!x) goto nomem;
-    d->x = x;
-    if (with_labels) {
-        uint8_t *l = realloc(d->labels, n);
-        if (!l) goto nomem;
-        d->labels = l;
-    }
-    return VAE_OK;
-nomem:
-    util_set_err(err, errlen, "%s: out of memory for %zu images", path, n);
-    return VAE_ERR_NOMEM;
-}
-
-/* ---------- CIFAR-10 ---------- */
+/* ---------- what a source holds, before its images are read ---------- */
 
 #define CIFAR_SIDE 32
 #define CIFAR_PIXELS (3 * CIFAR_SIDE * CIFAR_SIDE)
 #define CIFAR_RECORD (1 + CIFAR_PIXELS)
 #define CIFAR_MAX_BATCHES 5
-#define CIFAR_MAX_FILE ((size_t)1 << 30)
-
-static vae_status cifar_append(dataset *d, const char *path, char *err, size_t errlen) {
-    uint8_t *buf; /* owned here */
-    size_t len;
-    vae_status rc = file_io_read_all(path, CIFAR_MAX_FILE, &buf, &len, err, errlen);
-    if (rc) return rc;
-    if (len == 0 || len % CIFAR_RECORD != 0) {
-        util_set_err(err, errlen,
-                "%s: %zu bytes is not a whole number of %d-byte CIFAR-10 records (truncated?)",
-                path, len, CIFAR_RECORD);
-        free(buf);
-        return VAE_ERR_FORMAT;
-    }
-    size_t n = len / CIFAR_RECORD;
-    for (size_t i = 0; i < n; i++)
-        if (buf[i * CIFAR_RECORD] > 9) {
-            util_set_err(err, errlen, "%s: record %zu has label %d (CIFAR-10 labels are 0..9)", path,
-                    i + 1, buf[i * CIFAR_RECORD]);
-            free(buf);
-            return VAE_ERR_FORMAT;
-        }
-    rc = grow(d, n, 1, path, err, errlen);
-    if (rc) {
-        free(buf);
-        return rc;
-    }
-    for (size_t i = 0; i < n; i++) {
-        const uint8_t *r = buf + i * CIFAR_RECORD;
-        float *x = d->x + ((size_t)d->n + i) * CIFAR_PIXELS;
-        d->labels[(size_t)d->n + i] = r[0];
-        for (int k = 0; k < CIFAR_PIXELS; k++) x[k] = (float)r[1 + k] / 255.0f;
-    }
-    d->n += (int)n;
-    free(buf);
-    return VAE_OK;
-}
-
-vae_status dataset_load_cifar_dir(dataset *out, const char *dir, int test_split, char *err,
-                                  size_t errlen) {
-    if (!out) return VAE_ERR_ARG;
-    memset(out, 0, sizeof *out);
-    vae_status rc = check_dir(dir, err, errlen);
-    if (rc) return rc;
-    out->channels = 3;
-    out->height = out->width = CIFAR_SIDE;
-    char path[PATH_MAX];
-    if (test_split) {
-        snprintf(path, sizeof path, "%s/test_batch.bin", dir);
-        rc = cifar_append(out, path, err, errlen);
-    } else {
-        int present = 0;
-        for (int i = 1; i <= CIFAR_MAX_BATCHES; i++) {
-            snprintf(path, sizeof path, "%s/data_batch_%d.bin", dir, i);
-            if (access(path, F_OK) != 0) break;
-            present = i;
-        }
-        if (present == 0) {
-            util_set_err(err, errlen, "%s: no data_batch_1.bin (a CIFAR-10 binary-version folder holds "
-                    "data_batch_1.bin ... data_batch_5.bin and test_batch.bin)", dir);
-            rc = VAE_ERR_IO;
-        }
-        for (int i = present + 2; !rc && i <= CIFAR_MAX_BATCHES; i++) {
-            snprintf(path, sizeof path, "%s/data_batch_%d.bin", dir, i);
-            if (access(path, F_OK) == 0) {
-                util_set_err(err, errlen, "%s/data_batch_%d.bin is missing but %s is there", dir,
-                        present + 1, path);
-                rc = VAE_ERR_IO;
-            }
-        }
-        for (int i = 1; !rc && i <= present; i++) {
-            snprintf(path, sizeof path, "%s/data_batch_%d.bin", dir, i);
-            rc = cifar_append(out, path, err, errlen);
-        }
-    }
-    if (rc) dataset_free(out);
-    return rc;
-}
-
-/* ---------- PNG folders ---------- */
-
 #define PNG_MAX_FILE ((size_t)64 << 20)
 #define PNG_MAX_CLASSES 256
 
@@ -646,10 +452,141 @@ typedef struct {
     int n, cap;
 } name_list;
 
+/* A source's index: how many images, their labels and their shape, and
+ * where image i is, so that a reader can fetch any subset of them. Built
+ * by idx_index, cifar_index or png_index; index_free releases it. */
+typedef struct {
+    dataset_source_kind kind;
+    const char *path;         /* borrowed: the IDX image file or the folder */
+    int n;
+    uint8_t *labels;          /* owned; n, or NULL when unlabelled */
+    int channels, height, width;
+    /* CIFAR: file f holds images first[f] .. first[f + 1] - 1 */
+    int n_files;
+    int fds[CIFAR_MAX_BATCHES];
+    int first[CIFAR_MAX_BATCHES + 1];
+    char files[CIFAR_MAX_BATCHES][PATH_MAX];
+    /* PNG: image i is paths.names[i] */
+    name_list paths;
+} source_index;
+
 static void names_free(name_list *l) {
     for (int i = 0; i < l->n; i++) free(l->names[i]);
     free(l->names);
     memset(l, 0, sizeof *l);
+}
+
+static void index_free(source_index *ix) {
+    for (int f = 0; f < ix->n_files; f++) close(ix->fds[f]);
+    free(ix->labels);
+    names_free(&ix->paths);
+    memset(ix, 0, sizeof *ix);
+}
+
+static vae_status idx_index(source_index *ix, const char *images_path, const char *labels_path,
+                            char *err, size_t errlen) {
+    gzFile gz;
+    vae_status rc = idx_open(images_path, &gz, err, errlen);
+    if (rc) return rc;
+    uint32_t n, rows, cols;
+    rc = idx_images_header(gz, images_path, &n, &rows, &cols, err, errlen);
+    gzclose(gz);
+    if (rc) return rc;
+    dataset labels = {.n = (int)n};
+    if (labels_path && (rc = load_labels(&labels, labels_path, err, errlen))) return rc;
+    ix->n = (int)n;
+    ix->labels = labels.labels;
+    ix->channels = 1;
+    ix->height = (int)rows;
+    ix->width = (int)cols;
+    return VAE_OK;
+}
+
+/* Opens one CIFAR-10 batch file into ix, checking its length and reading
+ * its label bytes alone (one pread each), not its pixels. */
+static vae_status cifar_index_file(source_index *ix, const char *path, char *err, size_t errlen) {
+    int fd = file_io_open_regular(path, err, errlen);
+    if (fd < 0) return VAE_ERR_IO;
+    int f = ix->n_files++;
+    ix->fds[f] = fd; /* index_free closes it */
+    snprintf(ix->files[f], sizeof ix->files[f], "%s", path);
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        util_set_err(err, errlen, "%s: %s", path, strerror(errno));
+        return VAE_ERR_IO;
+    }
+    size_t len = (size_t)st.st_size;
+    if (len == 0 || len % CIFAR_RECORD != 0) {
+        util_set_err(err, errlen,
+                "%s: %zu bytes is not a whole number of %d-byte CIFAR-10 records (truncated?)",
+                path, len, CIFAR_RECORD);
+        return VAE_ERR_FORMAT;
+    }
+    size_t n = len / CIFAR_RECORD;
+    if (n > (size_t)(INT_MAX - ix->n)) {
+        util_set_err(err, errlen, "%s: too many images (%zu)", path, n + (size_t)ix->n);
+        return VAE_ERR_FORMAT;
+    }
+    uint8_t *labels = realloc(ix->labels, (size_t)ix->n + n);
+    if (!labels) {
+        util_set_err(err, errlen, "%s: out of memory for %zu labels", path, n);
+        return VAE_ERR_NOMEM;
+    }
+    ix->labels = labels;
+    for (size_t i = 0; i < n; i++) {
+        uint8_t *l = labels + ix->n + i;
+        if (pread(fd, l, 1, (off_t)(i * CIFAR_RECORD)) != 1) {
+            util_set_err(err, errlen, "%s: %s", path, strerror(errno ? errno : EIO));
+            return VAE_ERR_IO;
+        }
+        if (*l > 9) {
+            util_set_err(err, errlen, "%s: record %zu has label %d (CIFAR-10 labels are 0..9)", path,
+                    i + 1, *l);
+            return VAE_ERR_FORMAT;
+        }
+    }
+    ix->n += (int)n;
+    ix->first[f + 1] = ix->n;
+    return VAE_OK;
+}
+
+/* The batch files of a CIFAR-10 folder: data_batch_1.bin ... (no gap), or
+ * test_batch.bin. */
+static vae_status cifar_index(source_index *ix, const char *dir, int test_split, char *err,
+                              size_t errlen) {
+    vae_status rc = check_dir(dir, err, errlen);
+    if (rc) return rc;
+    ix->channels = 3;
+    ix->height = ix->width = CIFAR_SIDE;
+    char path[PATH_MAX];
+    if (test_split) {
+        snprintf(path, sizeof path, "%s/test_batch.bin", dir);
+        return cifar_index_file(ix, path, err, errlen);
+    }
+    int present = 0;
+    for (int i = 1; i <= CIFAR_MAX_BATCHES; i++) {
+        snprintf(path, sizeof path, "%s/data_batch_%d.bin", dir, i);
+        if (access(path, F_OK) != 0) break;
+        present = i;
+    }
+    if (present == 0) {
+        util_set_err(err, errlen, "%s: no data_batch_1.bin (a CIFAR-10 binary-version folder holds "
+                "data_batch_1.bin ... data_batch_5.bin and test_batch.bin)", dir);
+        return VAE_ERR_IO;
+    }
+    for (int i = present + 2; i <= CIFAR_MAX_BATCHES; i++) {
+        snprintf(path, sizeof path, "%s/data_batch_%d.bin", dir, i);
+        if (access(path, F_OK) == 0) {
+            util_set_err(err, errlen, "%s/data_batch_%d.bin is missing but %s is there", dir,
+                    present + 1, path);
+            return VAE_ERR_IO;
+        }
+    }
+    for (int i = 1; !rc && i <= present; i++) {
+        snprintf(path, sizeof path, "%s/data_batch_%d.bin", dir, i);
+        rc = cifar_index_file(ix, path, err, errlen);
+    }
+    return rc;
 }
 
 static int names_push(name_list *l, const char *s) {
@@ -699,63 +636,32 @@ static vae_status list_dir(const char *dir, name_list *dirs, name_list *files, c
     return rc;
 }
 
-/* Appends one PNG; the first one sets the shape and kind. */
-static vae_status png_append(dataset *d, const char *path, int label, int labelled, int total,
-                             const char *first, char *err, size_t errlen) {
-    uint8_t *buf; /* owned here */
-    size_t len;
-    float *img = NULL; /* owned here */
-    vae_status rc = file_io_read_all(path, PNG_MAX_FILE, &buf, &len, err, errlen);
+/* The kind (grey: 1 channel, else 3) and size of a PNG file from its header,
+ * nothing decoded. *buf, *len: the file, owned by the caller. */
+static vae_status png_read_head(const char *path, uint8_t **buf, size_t *len, int *channels,
+                                int *h, int *w, char *err, size_t errlen) {
+    vae_status rc = file_io_read_all(path, PNG_MAX_FILE, buf, len, err, errlen);
     if (rc) return rc;
     static const uint8_t sig[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
-    if (len < 33 || memcmp(buf, sig, 8) != 0 || memcmp(buf + 12, "IHDR", 4) != 0) {
+    if (*len < 33 || memcmp(*buf, sig, 8) != 0 || memcmp(*buf + 12, "IHDR", 4) != 0) {
         util_set_err(err, errlen, "%s: not a PNG file", path);
-        rc = VAE_ERR_FORMAT;
-        goto end;
+        return VAE_ERR_FORMAT;
     }
     /* colour type: 0 grey, 4 grey+alpha; 2 RGB, 3 palette, 6 RGBA */
-    int channels = (buf[25] == 0 || buf[25] == 4) ? 1 : 3;
-    if (d->channels && channels != d->channels) {
-        util_set_err(err, errlen, "%s: a %s PNG, but the first image (%s) is %s", path,
-                channels == 1 ? "grey" : "colour", first, d->channels == 1 ? "grey" : "colour");
-        rc = VAE_ERR_FORMAT;
-        goto end;
-    }
-    int h, w;
+    *channels = ((*buf)[25] == 0 || (*buf)[25] == 4) ? 1 : 3;
     char perr[200];
-    if ((rc = image_decode_png(buf, len, channels, &img, &h, &w, perr, sizeof perr))) {
+    if ((rc = image_png_size(*buf, *len, h, w, perr, sizeof perr)))
         util_set_err(err, errlen, "%s: %s", path, perr);
-        goto end;
-    }
-    if (d->channels == 0) {
-        d->channels = channels;
-        d->height = h;
-        d->width = w;
-        if ((rc = grow(d, (size_t)total, labelled, path, err, errlen))) goto end;
-    } else if (h != d->height || w != d->width) {
-        util_set_err(err, errlen, "%s: %dx%d, but the first image (%s) is %dx%d", path, w, h, first,
-                d->width, d->height);
-        rc = VAE_ERR_FORMAT;
-        goto end;
-    }
-    size_t dim = (size_t)dataset_dim(d);
-    memcpy(d->x + (size_t)d->n * dim, img, dim * sizeof(float));
-    if (labelled) d->labels[d->n] = (uint8_t)label;
-    d->n++;
-end:
-    free(img);
-    free(buf);
     return rc;
 }
 
-vae_status dataset_load_png_dir(dataset *out, const char *dir, char *err, size_t errlen) {
-    if (!out) return VAE_ERR_ARG;
-    memset(out, 0, sizeof *out);
+/* The PNG files of a folder, or of its class sub-folders, in load order,
+ * and the shape of the first, which every other must have. */
+static vae_status png_index(source_index *ix, const char *dir, char *err, size_t errlen) {
     vae_status rc = check_dir(dir, err, errlen);
     if (rc) return rc;
     name_list dirs = {0}, files = {0}; /* owned */
-    name_list paths = {0};             /* owned; every image, in load order */
-    uint8_t *labels = NULL;            /* owned; per path when labelled */
+    name_list *paths = &ix->paths;     /* every image, in load order */
     char path[PATH_MAX];
     if ((rc = list_dir(dir, &dirs, &files, err, errlen))) goto end;
     int labelled = dirs.n > 0;
@@ -782,15 +688,15 @@ vae_status dataset_load_png_dir(dataset *out, const char *dir, char *err, size_t
                 rc = VAE_ERR_FORMAT;
             }
             if (!rc) {
-                uint8_t *l = realloc(labels, (size_t)paths.n + (size_t)sub_files.n + 1);
+                uint8_t *l = realloc(ix->labels, (size_t)paths->n + (size_t)sub_files.n + 1);
                 if (!l) rc = VAE_ERR_NOMEM;
-                else labels = l;
+                else ix->labels = l;
             }
             char sub[PATH_MAX];
             for (int i = 0; !rc && i < sub_files.n; i++) {
                 join_path(sub, sizeof sub, path, sub_files.names[i]);
-                labels[paths.n] = (uint8_t)k;
-                if (names_push(&paths, sub)) rc = VAE_ERR_NOMEM;
+                ix->labels[paths->n] = (uint8_t)k;
+                if (names_push(paths, sub)) rc = VAE_ERR_NOMEM;
             }
             names_free(&sub_dirs);
             names_free(&sub_files);
@@ -800,67 +706,292 @@ vae_status dataset_load_png_dir(dataset *out, const char *dir, char *err, size_t
     } else {
         for (int i = 0; i < files.n; i++) {
             join_path(path, sizeof path, dir, files.names[i]);
-            if (names_push(&paths, path)) {
+            if (names_push(paths, path)) {
                 util_set_err(err, errlen, "%s: out of memory", dir);
                 rc = VAE_ERR_NOMEM;
                 goto end;
             }
         }
     }
-    if (paths.n == 0) {
+    if (paths->n == 0) {
         util_set_err(err, errlen, "%s: no images", dir);
         rc = VAE_ERR_FORMAT;
         goto end;
     }
-    for (int i = 0; i < paths.n; i++) {
-        rc = png_append(out, paths.names[i], labelled ? labels[i] : 0, labelled, paths.n,
-                        paths.names[0], err, errlen);
-        if (rc) goto end;
-    }
+    ix->n = paths->n;
+    uint8_t *buf = NULL;
+    size_t len;
+    rc = png_read_head(paths->names[0], &buf, &len, &ix->channels, &ix->height, &ix->width, err,
+                       errlen);
+    free(buf);
 end:
-    if (rc) dataset_free(out);
     names_free(&dirs);
     names_free(&files);
-    names_free(&paths);
-    free(labels);
     return rc;
 }
 
+static vae_status source_index_open(source_index *ix, const dataset_source *src, char *err,
+                                    size_t errlen) {
+    memset(ix, 0, sizeof *ix);
+    if (!src || (src->kind == DATASET_SOURCE_IDX && !src->path)) {
+        util_set_err(err, errlen, "dataset: no image file given");
+        return VAE_ERR_ARG;
+    }
+    ix->kind = src->kind;
+    ix->path = src->path;
+    vae_status rc;
+    switch (src->kind) {
+    case DATASET_SOURCE_IDX: rc = idx_index(ix, src->path, src->labels_path, err, errlen); break;
+    case DATASET_SOURCE_CIFAR: rc = cifar_index(ix, src->path, src->test_split, err, errlen); break;
+    case DATASET_SOURCE_PNG: rc = png_index(ix, src->path, err, errlen); break;
+    default:
+        util_set_err(err, errlen, "dataset: unknown kind of source");
+        rc = VAE_ERR_ARG;
+    }
+    if (rc) index_free(ix);
+    return rc;
+}
+
+/* ---------- reading the images a role names ---------- */
+
+/* role[i] of image i of a source: read into none, the first set or the second. */
+enum { ROLE_NONE = 0, ROLE_TRAIN = 1, ROLE_VAL = 2 };
+
+/* Image bytes (value * 255) into image k of d, either storage. */
+static void put_bytes(dataset *d, int k, const uint8_t *src) {
+    size_t dim = (size_t)dataset_dim(d);
+    if (d->pixels) {
+        memcpy(d->pixels + (size_t)k * dim, src, dim);
+        return;
+    }
+    float *x = d->x + (size_t)k * dim;
+    for (size_t j = 0; j < dim; j++) x[j] = (float)src[j] / 255.0f;
+}
+
+/* The images of roles ROLE_TRAIN and ROLE_VAL, streamed through a chunk
+ * (gzip cannot seek), and the whole length checked. */
+static vae_status idx_read_roles(const source_index *ix, const uint8_t *role, dataset **sets,
+                                 int *n_read, char *err, size_t errlen) {
+    gzFile gz;
+    vae_status rc = idx_open(ix->path, &gz, err, errlen);
+    if (rc) return rc;
+    uint32_t n, rows, cols;
+    if ((rc = idx_images_header(gz, ix->path, &n, &rows, &cols, err, errlen))) goto end;
+    if (n != (uint32_t)ix->n || rows != (uint32_t)ix->height || cols != (uint32_t)ix->width) {
+        util_set_err(err, errlen, "%s: the file changed while it was read", ix->path);
+        rc = VAE_ERR_IO;
+        goto end;
+    }
+    size_t dim = (size_t)rows * cols, per = IDX_FIRST_CHUNK / dim ? IDX_FIRST_CHUNK / dim : 1;
+    uint8_t *chunk = malloc(per * dim); /* owned here */
+    if (!chunk) {
+        util_set_err(err, errlen, "%s: out of memory", ix->path);
+        rc = VAE_ERR_NOMEM;
+        goto end;
+    }
+    for (uint32_t i0 = 0; i0 < n && !rc; i0 += (uint32_t)per) {
+        size_t want = (n - i0 < per ? n - i0 : per) * dim, got;
+        if ((rc = idx_read(gz, ix->path, chunk, want, &got, err, errlen))) break;
+        if (got < want) {
+            util_set_err(err, errlen,
+                         "%s: truncated: the header promises %zu data bytes, the file has %zu",
+                         ix->path, (size_t)n * dim, (size_t)i0 * dim + got);
+            rc = VAE_ERR_FORMAT;
+            break;
+        }
+        for (size_t j = 0; j < want / dim; j++) {
+            uint8_t r = role[i0 + j];
+            if (r == ROLE_NONE) continue;
+            dataset *d = sets[r - 1];
+            put_bytes(d, d->n++, chunk + j * dim);
+            (*n_read)++;
+        }
+    }
+    free(chunk);
+    if (!rc) rc = idx_read_end(gz, ix->path, 16 + (size_t)n * dim, err, errlen);
+end:
+    gzclose(gz);
+    return rc;
+}
+
+/* One pread per image of a role: the pixels of the records, nothing else. */
+static vae_status cifar_read_roles(const source_index *ix, const uint8_t *role, dataset **sets,
+                                   int *n_read, char *err, size_t errlen) {
+    uint8_t rec[CIFAR_PIXELS];
+    for (int f = 0; f < ix->n_files; f++)
+        for (int i = ix->first[f]; i < ix->first[f + 1]; i++) {
+            if (role[i] == ROLE_NONE) continue;
+            off_t at = (off_t)(i - ix->first[f]) * CIFAR_RECORD + 1;
+            ssize_t got = pread(ix->fds[f], rec, sizeof rec, at);
+            if (got != (ssize_t)sizeof rec) {
+                util_set_err(err, errlen, "%s: %s", ix->files[f],
+                             got < 0 ? strerror(errno) : "the file was cut short while it was read");
+                return VAE_ERR_IO;
+            }
+            dataset *d = sets[role[i] - 1];
+            put_bytes(d, d->n++, rec);
+            (*n_read)++;
+        }
+    return VAE_OK;
+}
+
+/* One decode per image of a role; each must have the first image's kind and size. */
+static vae_status png_read_roles(const source_index *ix, const uint8_t *role, dataset **sets,
+                                 int *n_read, char *err, size_t errlen) {
+    const char *first = ix->paths.names[0];
+    for (int i = 0; i < ix->n; i++) {
+        if (role[i] == ROLE_NONE) continue;
+        const char *path = ix->paths.names[i];
+        uint8_t *buf = NULL; /* owned here */
+        float *img = NULL;   /* owned here */
+        size_t len;
+        int channels, h, w;
+        char perr[200];
+        vae_status rc = png_read_head(path, &buf, &len, &channels, &h, &w, err, errlen);
+        if (!rc && channels != ix->channels) {
+            util_set_err(err, errlen, "%s: a %s PNG, but the first image (%s) is %s", path,
+                    channels == 1 ? "grey" : "colour", first, ix->channels == 1 ? "grey" : "colour");
+            rc = VAE_ERR_FORMAT;
+        }
+        if (!rc && (rc = image_decode_png(buf, len, channels, &img, &h, &w, perr, sizeof perr)))
+            util_set_err(err, errlen, "%s: %s", path, perr);
+        if (!rc && (h != ix->height || w != ix->width)) {
+            util_set_err(err, errlen, "%s: %dx%d, but the first image (%s) is %dx%d", path, w, h,
+                    first, ix->width, ix->height);
+            rc = VAE_ERR_FORMAT;
+        }
+        if (!rc) {
+            dataset *d = sets[role[i] - 1];
+            size_t dim = (size_t)dataset_dim(d);
+            memcpy(d->x + (size_t)d->n * dim, img, dim * sizeof(float));
+            d->n++;
+            (*n_read)++;
+        }
+        free(img);
+        free(buf);
+        if (rc) return rc;
+    }
+    return VAE_OK;
+}
+
+/* An empty set for n images of ix's shape, labels when ix has them: bytes
+ * when compact (never for PNG, whose decoder gives floats). Images are
+ * added at d->n, which starts at 0. */
+static vae_status alloc_set(dataset *d, const source_index *ix, int n, int compact, char *err,
+                            size_t errlen) {
+    memset(d, 0, sizeof *d);
+    d->channels = ix->channels;
+    d->height = ix->height;
+    d->width = ix->width;
+    size_t dim = (size_t)dataset_dim(d), count = n > 0 ? (size_t)n : 1;
+    if (count > SIZE_MAX / sizeof(float) / dim) {
+        util_set_err(err, errlen, "%s: %d images of %zu values is too large", ix->path, n, dim);
+        return VAE_ERR_FORMAT;
+    }
+    if (compact && ix->kind != DATASET_SOURCE_PNG)
+        d->pixels = malloc(count * dim);
+    else
+        d->x = malloc(count * dim * sizeof *d->x);
+    if (ix->labels) d->labels = malloc(count);
+    if ((!d->pixels && !d->x) || (ix->labels && !d->labels)) {
+        dataset_free(d);
+        util_set_err(err, errlen, "%s: out of memory for %d images", ix->path, n);
+        return VAE_ERR_NOMEM;
+    }
+    return VAE_OK;
+}
+
+/* Reads the images of role 1 into sets[0] and of role 2 into sets[1]
+ * (allocated for them, d->n = 0), in the source's order, with their labels. */
+static vae_status read_roles(const source_index *ix, const uint8_t *role, dataset **sets,
+                             int *n_read, char *err, size_t errlen) {
+    int k[2] = {0, 0};
+    for (int i = 0; i < ix->n && ix->labels; i++)
+        if (role[i] != ROLE_NONE) sets[role[i] - 1]->labels[k[role[i] - 1]++] = ix->labels[i];
+    switch (ix->kind) {
+    case DATASET_SOURCE_IDX: return idx_read_roles(ix, role, sets, n_read, err, errlen);
+    case DATASET_SOURCE_CIFAR: return cifar_read_roles(ix, role, sets, n_read, err, errlen);
+    default: return png_read_roles(ix, role, sets, n_read, err, errlen);
+    }
+}
+
+static vae_status load_part(const dataset_source *src, const dataset_shard_spec *spec,
+                            dataset *train, dataset *val, dataset_shard_info *info, int compact,
+                            char *err, size_t errlen);
+
+/* A whole source as one set, as floats. */
+static vae_status load_whole(dataset *out, const dataset_source *src, char *err, size_t errlen) {
+    dataset_shard_spec all = {.klass = -1, .rank = 0, .size = 1};
+    dataset_shard_info info;
+    return load_part(src, &all, out, NULL, &info, 0, err, errlen);
+}
+
+vae_status dataset_load_cifar_dir(dataset *out, const char *dir, int test_split, char *err,
+                                  size_t errlen) {
+    if (!out) return VAE_ERR_ARG;
+    dataset_source src = {.kind = DATASET_SOURCE_CIFAR, .path = dir, .test_split = test_split};
+    return load_whole(out, &src, err, errlen);
+}
+
+vae_status dataset_load_png_dir(dataset *out, const char *dir, char *err, size_t errlen) {
+    if (!out) return VAE_ERR_ARG;
+    dataset_source src = {.kind = DATASET_SOURCE_PNG, .path = dir};
+    return load_whole(out, &src, err, errlen);
+}
+
 /* ---------- validation split ---------- */
+
+/* The validation images of a split of n (n >= 2, 0 < fraction < 1): pick[i]
+ * = 1 for each. -1 when out of memory. The one rule both the in-memory split
+ * and a shard's use, so they hold out the same images. */
+static int split_pick(int n, double fraction, uint64_t seed, uint8_t *pick) {
+    long nv = lround(fraction * n);
+    if (nv < 1) nv = 1;
+    if (nv > n - 1) nv = n - 1;
+    int *idx = malloc(sizeof(int) * (size_t)n); /* owned here */
+    if (!idx) return -1;
+    for (int i = 0; i < n; i++) idx[i] = i;
+    rng_state r;
+    rng_seed(&r, seed);
+    rng_shuffle(&r, idx, n);
+    memset(pick, 0, (size_t)n);
+    for (long i = 0; i < nv; i++) pick[idx[i]] = 1;
+    free(idx);
+    return (int)nv;
+}
+
+static vae_status split_check(int n, double fraction, char *err, size_t errlen) {
+    if (!(fraction > 0.0 && fraction < 1.0)) {
+        util_set_err(err, errlen, "val-split must be between 0 and 1 (exclusive), not %g", fraction);
+        return VAE_ERR_ARG;
+    }
+    if (n < 2) {
+        util_set_err(err, errlen, "val-split needs at least 2 images, the set has %d", n);
+        return VAE_ERR_ARG;
+    }
+    return VAE_OK;
+}
 
 vae_status dataset_split_validation(dataset *d, double fraction, uint64_t seed, dataset *val, char *err,
                                     size_t errlen) {
     if (!d || !val) return VAE_ERR_ARG;
     memset(val, 0, sizeof *val);
-    if (!(fraction > 0.0 && fraction < 1.0)) {
-        util_set_err(err, errlen, "val-split must be between 0 and 1 (exclusive), not %g", fraction);
-        return VAE_ERR_ARG;
-    }
-    if (!d->x || d->n < 2) {
-        util_set_err(err, errlen, "val-split needs at least 2 images, the set has %d", d ? d->n : 0);
-        return VAE_ERR_ARG;
-    }
+    vae_status rc = split_check(d->x ? d->n : 0, fraction, err, errlen);
+    if (rc) return rc;
     int n = d->n;
-    long nv = lround(fraction * n);
-    if (nv < 1) nv = 1;
-    if (nv > n - 1) nv = n - 1;
     size_t dim = (size_t)dataset_dim(d);
-    int *idx = malloc(sizeof(int) * (size_t)n);   /* owned here */
-    uint8_t *pick = calloc((size_t)n, 1);          /* owned here */
-    val->x = malloc((size_t)nv * dim * sizeof(float));
-    if (d->labels) val->labels = malloc((size_t)nv);
-    if (!idx || !pick || !val->x || (d->labels && !val->labels)) {
-        free(idx);
+    uint8_t *pick = malloc((size_t)n); /* owned here */
+    int nv = pick ? split_pick(n, fraction, seed, pick) : -1;
+    if (nv > 0) {
+        val->x = malloc((size_t)nv * dim * sizeof(float));
+        if (d->labels) val->labels = malloc((size_t)nv);
+    }
+    if (nv < 0 || !val->x || (d->labels && !val->labels)) {
         free(pick);
         dataset_free(val);
         util_set_err(err, errlen, "val-split: out of memory");
         return VAE_ERR_NOMEM;
     }
-    for (int i = 0; i < n; i++) idx[i] = i;
-    rng_state r;
-    rng_seed(&r, seed);
-    rng_shuffle(&r, idx, n);
-    for (long i = 0; i < nv; i++) pick[idx[i]] = 1;
     val->channels = d->channels;
     val->height = d->height;
     val->width = d->width;
@@ -880,8 +1011,122 @@ vae_status dataset_split_validation(dataset *d, double fraction, uint64_t seed, 
             kept++;
         }
     }
-    free(idx);
     free(pick);
     dataset_truncate(d, kept);
     return VAE_OK;
+}
+
+/* ---------- one rank's shard ---------- */
+
+/* Which images of ix this rank reads, as role[] (ix->n), in the order of
+ * the whole path (load, split, class, limit, shard): the validation images
+ * first (ROLE_VAL, of the class), then of the rest those of the class, the
+ * first limit, numbered g = 0, 1, ..., the ones with g % size == rank
+ * (ROLE_TRAIN). *mine: how many of those. */
+static vae_status select_roles(const source_index *ix, const dataset_shard_spec *s, uint8_t *role,
+                               dataset_shard_info *info, int *mine, char *err, size_t errlen) {
+    memset(role, ROLE_NONE, (size_t)ix->n);
+    if (s->klass >= 0 && !ix->labels) {
+        util_set_err(err, errlen, "dataset: filtering by class needs labels");
+        return VAE_ERR_ARG;
+    }
+    if (s->val_split > 0.0) {
+        vae_status rc = split_check(ix->n, s->val_split, err, errlen);
+        if (rc) return rc;
+        if (split_pick(ix->n, s->val_split, s->seed, role) < 0) { /* pick[i] = 1 = ROLE_TRAIN */
+            util_set_err(err, errlen, "val-split: out of memory");
+            return VAE_ERR_NOMEM;
+        }
+        for (int i = 0; i < ix->n; i++) role[i] = role[i] ? ROLE_VAL : ROLE_NONE;
+    }
+    int sel = 0, k = 0, nv = 0;
+    info->top_label = -1;
+    for (int i = 0; i < ix->n; i++) {
+        if (ix->labels && ix->labels[i] > info->top_label) info->top_label = ix->labels[i];
+        int of_class = s->klass < 0 || ix->labels[i] == s->klass;
+        if (role[i] == ROLE_VAL) {
+            if (of_class) nv++;
+            else role[i] = ROLE_NONE;
+            continue;
+        }
+        if (!of_class || (s->limit > 0 && sel >= s->limit)) continue;
+        if (sel++ % s->size == s->rank) {
+            role[i] = ROLE_TRAIN;
+            k++;
+        }
+    }
+    if (sel == 0 || (s->val_split > 0.0 && nv == 0)) {
+        util_set_err(err, errlen, "dataset: no images with label %d", s->klass);
+        return VAE_ERR_ARG;
+    }
+    if (k == 0) {
+        util_set_err(err, errlen, "the training set has %d images, too few for %d ranks", sel,
+                     s->size);
+        return VAE_ERR_ARG;
+    }
+    info->n_train = sel;
+    info->n_val = nv;
+    *mine = k;
+    return VAE_OK;
+}
+
+/* dataset_load_shard, the sets as bytes when compact (but for PNG). */
+static vae_status load_part(const dataset_source *src, const dataset_shard_spec *spec,
+                            dataset *train, dataset *val, dataset_shard_info *info, int compact,
+                            char *err, size_t errlen) {
+    memset(train, 0, sizeof *train);
+    if (val) memset(val, 0, sizeof *val);
+    memset(info, 0, sizeof *info);
+    if (!src || !spec || spec->size < 1 || spec->rank < 0 || spec->rank >= spec->size ||
+        spec->klass > 255 || (spec->val_split > 0.0 && !val)) {
+        util_set_err(err, errlen, "dataset: rank %d of %d ranks", spec ? spec->rank : 0,
+                     spec ? spec->size : 0);
+        return VAE_ERR_ARG;
+    }
+    source_index ix;
+    vae_status rc = source_index_open(&ix, src, err, errlen);
+    if (rc) return rc;
+    uint8_t *role = malloc((size_t)ix.n); /* owned here */
+    int mine = 0;
+    dataset *sets[2] = {train, val};
+    if (!role) {
+        util_set_err(err, errlen, "%s: out of memory", src->path);
+        rc = VAE_ERR_NOMEM;
+        goto end;
+    }
+    if ((rc = select_roles(&ix, spec, role, info, &mine, err, errlen))) goto end;
+    if ((rc = alloc_set(train, &ix, mine, compact, err, errlen))) goto end;
+    if (spec->val_split > 0.0 &&
+        (rc = alloc_set(val, &ix, info->n_val, compact, err, errlen)))
+        goto end;
+    rc = read_roles(&ix, role, sets, &info->n_read, err, errlen);
+end:
+    if (rc) {
+        dataset_free(train);
+        if (val) dataset_free(val);
+    }
+    free(role);
+    index_free(&ix);
+    return rc;
+}
+
+vae_status dataset_load_shard(const dataset_source *src, const dataset_shard_spec *spec,
+                              dataset *train, dataset *val, dataset_shard_info *info, char *err,
+                              size_t errlen) {
+    return load_part(src, spec, train, val, info, 1, err, errlen);
+}
+
+vae_status dataset_load_idx_shard(dataset *out, const char *images_path, const char *labels_path,
+                                  int klass, int limit, int rank, int size, int *n_selected,
+                                  int *top_label, char *err, size_t errlen) {
+    dataset_source src = {.kind = DATASET_SOURCE_IDX, .path = images_path,
+                          .labels_path = labels_path};
+    dataset_shard_spec spec = {.klass = klass, .limit = limit, .rank = rank, .size = size};
+    dataset_shard_info info;
+    vae_status rc = dataset_load_shard(&src, &spec, out, NULL, &info, err, errlen);
+    if (!rc) {
+        *n_selected = info.n_train;
+        *top_label = info.top_label;
+    }
+    return rc;
 }

@@ -49,14 +49,11 @@ vae_status dataset_peek_idx(const char *images_path, int *n, int *height, int *w
  * "...-labels-idx1-ubyte...", at the first "-images-idx3-ubyte"): 1 with the path in out,
  * 0 when the name has no such part (or out is too small; out is then ""). */
 int dataset_idx_labels_path(const char *images_path, char *out, size_t outlen);
-/* One rank's shard of an IDX training set as bytes, reading the file once
- * and keeping only the shard: of the images with label klass (-1: all) the
- * first limit (0: all), numbered g = 0, 1, ... in file order, the ones with
- * g % size == rank (image g at index g / size, as dataset_keep_shard leaves
- * them). *n_selected gets how many were selected over all ranks, *top_label
- * the largest label in the whole labels file (-1 without one). The checks
- * and messages of dataset_load_idx_compact, and those of dataset_filter_class
- * and dataset_keep_shard for a class without images or a shard left empty. */
+/* One rank's shard of an IDX training set as bytes (dataset_load_shard
+ * without a split): of the images with label klass (-1: all) the first
+ * limit (0: all), the ones with g % size == rank. *n_selected gets how many
+ * were selected over all ranks, *top_label the largest label in the whole
+ * labels file (-1 without one). */
 vae_status dataset_load_idx_shard(dataset *out, const char *images_path, const char *labels_path,
                                   int klass, int limit, int rank, int size, int *n_selected,
                                   int *top_label, char *err, size_t errlen);
@@ -92,5 +89,58 @@ vae_status dataset_load_png_dir(dataset *out, const char *dir, char *err, size_t
  * The same d, fraction and seed always give the same split. */
 vae_status dataset_split_validation(dataset *d, double fraction, uint64_t seed, dataset *val,
                                     char *err, size_t errlen);
+
+/* ---------- one rank's part of a source, reading only that part ----------
+ *
+ *     dataset_source src = {.kind = DATASET_SOURCE_CIFAR, .path = "data/cifar10"};
+ *     dataset_shard_spec spec = {.klass = -1, .val_split = 0.1, .seed = 7,
+ *                                .rank = r, .size = n};
+ *     dataset train, val;            // both owned by the caller: dataset_free
+ *     dataset_shard_info info;
+ *     if (dataset_load_shard(&src, &spec, &train, &val, &info, err, sizeof err)) ...
+ *
+ * The result is what loading the whole source, splitting off the validation
+ * images (dataset_split_validation with fraction and seed), keeping the class
+ * in both halves (dataset_filter_class), the first limit training images
+ * (dataset_truncate) and rank's shard of them (dataset_keep_shard) would
+ * give, but only the images kept are read: an index first (the count, the
+ * labels, the shape: IDX headers and label files, CIFAR-10 label bytes one
+ * pread each, a PNG folder's listing and its first file's header), then one
+ * pread per CIFAR-10 record, one decode per PNG file, or one streamed pass
+ * over an IDX file (gzip cannot seek) keeping the chosen images. The same
+ * checks and messages as the whole loaders, for the images that are read
+ * (a PNG another rank holds is checked by that rank). IDX and CIFAR-10 sets
+ * come as bytes (dataset_image reads them), PNG ones as floats. */
+typedef enum { DATASET_SOURCE_IDX = 0, DATASET_SOURCE_CIFAR, DATASET_SOURCE_PNG } dataset_source_kind;
+
+typedef struct {
+    dataset_source_kind kind;
+    const char *path;        /* IDX: the image file; CIFAR-10, PNG: the folder */
+    const char *labels_path; /* IDX: the labels file, or NULL */
+    int test_split;          /* CIFAR-10: test_batch.bin, not data_batch_N.bin */
+} dataset_source;
+
+typedef struct {
+    int klass;        /* -1: every class */
+    int limit;        /* 0: every training image; else the first limit (after the class) */
+    double val_split; /* 0: none; else the fraction held out (needs val) */
+    uint64_t seed;    /* of the split */
+    int rank, size;   /* this rank's shard of size ranks; 0 of 1 for the whole set */
+} dataset_shard_spec;
+
+typedef struct {
+    int n_train;   /* training images over all ranks (this rank holds the g % size == rank) */
+    int n_val;     /* validation images, every one of them in val */
+    int top_label; /* the largest label of the whole source, -1 without labels */
+    int n_read;    /* images this call read from the source (for tests) */
+} dataset_shard_info;
+
+/* train gets rank's shard of the training images, val (NULL when
+ * val_split is 0) the whole validation set. VAE_ERR_ARG for a class without
+ * images (in either half), a shard left empty, a bad split; on failure both
+ * hold nothing. */
+vae_status dataset_load_shard(const dataset_source *src, const dataset_shard_spec *spec,
+                              dataset *train, dataset *val, dataset_shard_info *info, char *err,
+                              size_t errlen);
 
 #endif

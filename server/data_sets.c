@@ -38,6 +38,31 @@ int data_sets_idx_paths(const char *root, const char *name, data_sets_split spli
     return 0;
 }
 
+int data_sets_source(const char *root, const char *name, data_sets_split split,
+                     dataset_source *src, char *images, char *labels, size_t size)
+{
+    struct stat st;
+    memset(src, 0, sizeof *src);
+    if (!data_sets_is_builtin(name) && stat(name, &st) == 0 && S_ISDIR(st.st_mode)) {
+        int n = snprintf(images, size, "%s/data_batch_1.bin", name);
+        if (n < 0 || (size_t)n >= size)
+            return -1;
+        src->kind = access(images, F_OK) == 0 ? DATASET_SOURCE_CIFAR : DATASET_SOURCE_PNG;
+        src->test_split = split == DATA_SETS_TEST;
+        if (src->test_split && src->kind == DATASET_SOURCE_PNG)
+            return -1;
+        snprintf(images, size, "%s", name);
+        src->path = images;
+        return 0;
+    }
+    if (data_sets_idx_paths(root, name, split, images, labels, size))
+        return -1;
+    src->kind = DATASET_SOURCE_IDX;
+    src->path = images;
+    src->labels_path = labels[0] && access(labels, R_OK) == 0 ? labels : NULL;
+    return 0;
+}
+
 typedef vae_status (*idx_loader)(dataset *, const char *, const char *, char *, size_t);
 
 static vae_status load(const char *root, const char *name, data_sets_split split,

@@ -34,6 +34,14 @@ int data_sets_is_builtin(const char *name);
  * none) or a path that does not fit in size bytes. Nothing is opened. */
 int data_sets_idx_paths(const char *root, const char *name, data_sets_split split, char *images,
                         char *labels, size_t size);
+/* The files split of name is read from, as a source dataset_load_shard reads
+ * in part: IDX (as data_sets_idx_paths; a path's labels file only when it
+ * can be read, as a load takes it), a CIFAR-10 folder (data_batch_1.bin
+ * inside) or a PNG folder (training split only). images and labels (size
+ * bytes each) hold the paths src points to. 0, or -1 for a split the name
+ * does not have or a name that is neither file nor folder. */
+int data_sets_source(const char *root, const char *name, data_sets_split split,
+                     dataset_source *src, char *images, char *labels, size_t size);
 /* Removes from text (NUL-terminated, edited in place) every "DIR/" that
  * starts a path, for DIR as given and as realpath resolves it, so that
  * what a client reads names files from inside dir ("DIR/sub/x" becomes

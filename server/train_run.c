@@ -78,34 +78,49 @@ static train_run_status load_data(train_run *r, char *err, size_t errlen)
     train_run_status st;
     const char *root = o->data_root ? o->data_root : data_sets_root();
     char why[256];
-    /* with ranks, an IDX training file is read for this rank's shard only
-     * (class and limit applied as it is read); any other source is loaded
-     * whole and cut to the shard in train_run_new */
+    /* with ranks, each reads only its shard of the training images (class,
+     * limit and a validation split applied from the index of the source, so
+     * before any image is read); a test split, or the held-out images, are
+     * whole on every rank, which evaluates its part of them */
     char images[PATH_MAX], labels[PATH_MAX];
+    dataset_source src;
     int n_file, h, w;
     const trainer_dist *dist = trainer_dist_active(o->dist) ? o->dist : NULL;
-    r->sharded = dist && o->val_split == 0.0 &&
-                 data_sets_idx_paths(root, o->data, DATA_SETS_TRAIN, images, labels,
-                                     sizeof images) == 0 &&
-                 dataset_peek_idx(images, &n_file, &h, &w, NULL, 0) == VAE_OK;
+    r->sharded = dist &&
+                 data_sets_source(root, o->data, DATA_SETS_TRAIN, &src, images, labels,
+                                  sizeof images) == 0 &&
+                 (src.kind != DATASET_SOURCE_IDX ||
+                  dataset_peek_idx(images, &n_file, &h, &w, NULL, 0) == VAE_OK);
     if (r->sharded) {
-        if (dataset_load_idx_shard(&r->train, images, labels[0] ? labels : NULL, o->klass,
-                                   o->limit, dist->rank, dist->size, &r->info.n_train,
-                                   &r->train_top, why, sizeof why)) {
+        r->have_test = data_sets_load_compact(root, o->data, DATA_SETS_TEST, &r->test, why,
+                                              sizeof why) == 0;
+        dataset_shard_spec spec = {.klass = o->klass, .limit = o->limit,
+                                   .val_split = r->have_test ? 0.0 : o->val_split,
+                                   .seed = o->cfg.seed, .rank = dist->rank, .size = dist->size};
+        dataset_shard_info info;
+        if (dataset_load_shard(&src, &spec, &r->train, spec.val_split > 0.0 ? &r->test : NULL,
+                               &info, why, sizeof why)) {
             if (o->klass >= 0 && strstr(why, "no images with label"))
                 util_set_err(err, errlen, "class %d: %s", o->klass, why);
+            else if (strncmp(why, "val-split", 9) == 0)
+                util_set_err(err, errlen, "--val-split: %s", why);
             else
                 util_set_err(err, errlen, "%s", why);
             return TRAIN_RUN_ERR_ARG;
         }
+        r->info.n_train = info.n_train;
+        r->train_top = info.top_label;
+        r->info.val_split_unused = r->have_test && o->val_split > 0.0;
+        r->have_test = r->have_test || spec.val_split > 0.0;
     } else if ((o->val_split > 0.0 ? data_sets_load : data_sets_load_compact)(
                    root, o->data, DATA_SETS_TRAIN, &r->train, err, errlen)) {
         /* splitting needs the float form; otherwise the bytes take a quarter of the memory */
         return TRAIN_RUN_ERR_ARG;
+    } else {
+        r->have_test = data_sets_load_compact(root, o->data, DATA_SETS_TEST, &r->test, why,
+                                              sizeof why) == 0;
     }
-    r->have_test = data_sets_load_compact(root, o->data, DATA_SETS_TEST, &r->test, why,
-                                          sizeof why) == 0;
-    if (o->val_split > 0.0) {
+    if (o->val_split > 0.0 && !r->sharded) {
         if (r->have_test) {
             r->info.val_split_unused = 1;
         } else if (dataset_split_validation(&r->train, o->val_split, o->cfg.seed, &r->test, why,

@@ -351,6 +351,196 @@ static void test_split_rejections(void **state)
     dataset_free(&a);
 }
 
+/* ---------- one rank's shard, read alone ---------- */
+
+/* What the whole path gives rank of size: load, split (fraction > 0), class
+ * in both halves, the first limit, the shard. val: NULL without a split.
+ * 0, or the status of the step that refused (nothing held then). */
+static int whole_then_cut(const dataset_source *src, const dataset_shard_spec *s, dataset *train,
+                          dataset *val)
+{
+    char err[512];
+    if (src->kind == DATASET_SOURCE_CIFAR)
+        assert_int_equal(dataset_load_cifar_dir(train, src->path, src->test_split, err, sizeof err), 0);
+    else if (src->kind == DATASET_SOURCE_PNG)
+        assert_int_equal(dataset_load_png_dir(train, src->path, err, sizeof err), 0);
+    else
+        assert_int_equal(dataset_load_idx(train, src->path, src->labels_path, err, sizeof err), 0);
+    int rc = 0;
+    if (s->val_split > 0.0) {
+        assert_int_equal(dataset_split_validation(train, s->val_split, s->seed, val, err, sizeof err), 0);
+        if (s->klass >= 0) rc = dataset_filter_class(val, s->klass, err, sizeof err);
+    }
+    if (!rc && s->klass >= 0) rc = dataset_filter_class(train, s->klass, err, sizeof err);
+    if (!rc && s->limit > 0) dataset_truncate(train, s->limit);
+    if (!rc) rc = dataset_keep_shard(train, s->rank, s->size, err, sizeof err);
+    if (rc) {
+        dataset_free(train);
+        dataset_free(val);
+    }
+    return rc;
+}
+
+static void assert_same_images(const dataset *a, const dataset *b)
+{
+    assert_int_equal(a->n, b->n);
+    assert_int_equal(a->channels, b->channels);
+    assert_int_equal(a->height, b->height);
+    assert_int_equal(a->width, b->width);
+    assert_int_equal(a->labels != NULL, b->labels != NULL);
+    int dim = dataset_dim(a);
+    float *x = malloc(sizeof(float) * (size_t)dim), *y = malloc(sizeof(float) * (size_t)dim);
+    for (int i = 0; i < a->n; i++) {
+        dataset_image(a, i, x);
+        dataset_image(b, i, y);
+        assert_memory_equal(x, y, sizeof(float) * (size_t)dim);
+        if (a->labels) assert_int_equal(a->labels[i], b->labels[i]);
+    }
+    free(x);
+    free(y);
+}
+
+/* Every rank of 1, 2 and 3 of src, with and without class, limit and a
+ * split: the images of the whole path's cut, and only those read; top_label
+ * is the whole source's. */
+static void check_shards(const dataset_source *src, int labelled, int top_label)
+{
+    const struct { int klass, limit; double val_split; } cases[] = {
+        {-1, 0, 0.0}, {-1, 7, 0.0}, {-1, 0, 0.3}, {1, 0, 0.0}, {1, 3, 0.25}, {-1, 9, 0.2}};
+    int n_total = 0, refused = 0, compared = 0;
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        if (cases[c].klass >= 0 && !labelled) continue;
+        for (int size = 1; size <= 3; size++) {
+            int train_sum = 0;
+            for (int rank = 0; rank < size; rank++) {
+                dataset_shard_spec s = {.klass = cases[c].klass, .limit = cases[c].limit,
+                                        .val_split = cases[c].val_split, .seed = 11,
+                                        .rank = rank, .size = size};
+                dataset want = {0}, want_val = {0}, got, got_val;
+                dataset_shard_info info;
+                char err[512];
+                int want_rc = whole_then_cut(src, &s, &want, &want_val);
+                int rc = dataset_load_shard(src, &s, &got, s.val_split > 0.0 ? &got_val : NULL,
+                                            &info, err, sizeof err);
+                if (want_rc) { /* refused as the whole path refuses, holding nothing */
+                    assert_int_equal(rc, want_rc);
+                    assert_null(got.x);
+                    assert_null(got.pixels);
+                    refused++;
+                    continue;
+                }
+                if (rc) fail_msg("%s case %zu rank %d of %d: %s", src->path, c, rank, size, err);
+                assert_same_images(&got, &want);
+                compared++;
+                if (s.val_split > 0.0) {
+                    assert_same_images(&got_val, &want_val);
+                    assert_int_equal(info.n_val, want_val.n);
+                }
+                /* read: this rank's shard and the held-out images, nothing else */
+                assert_int_equal(info.n_read, got.n + (s.val_split > 0.0 ? got_val.n : 0));
+                assert_int_equal(info.top_label, top_label);
+                train_sum += got.n;
+                if (size == 1 && s.val_split == 0.0 && s.klass < 0 && s.limit == 0) n_total = got.n;
+                if (rank == size - 1) assert_int_equal(train_sum, info.n_train);
+                dataset_free(&want);
+                dataset_free(&want_val);
+                dataset_free(&got);
+                if (s.val_split > 0.0) dataset_free(&got_val);
+            }
+        }
+    }
+    if (getenv("VAED_TEST_VERBOSE"))
+        printf("  %s: %d shards compared, %d refused by both\n", src->path, compared, refused);
+    assert_true(compared > refused); /* the cases test shards more than refusals */
+    /* more ranks than images: the last shard would be empty */
+    dataset_shard_spec s = {.klass = -1, .rank = n_total, .size = n_total + 1};
+    dataset got;
+    dataset_shard_info info;
+    char err[512];
+    assert_int_equal(dataset_load_shard(src, &s, &got, NULL, &info, err, sizeof err), VAE_ERR_ARG);
+    assert_non_null(strstr(err, "too few"));
+    assert_null(got.x);
+    assert_null(got.pixels);
+}
+
+static void test_shards_read_only_their_images(void **state)
+{
+    (void)state;
+    /* CIFAR-10: two batch files of uneven sizes, and the test batch */
+    at("shard-cifar", 1);
+    write_cifar(at("shard-cifar/data_batch_1.bin", 0), 1, 7, 0);
+    write_cifar(at("shard-cifar/data_batch_2.bin", 0), 2, 4, 0);
+    write_cifar(at("shard-cifar/test_batch.bin", 0), 9, 5, 0);
+    char cifar_dir[512];
+    snprintf(cifar_dir, sizeof cifar_dir, "%s", at("shard-cifar", 0));
+    dataset_source cifar = {.kind = DATASET_SOURCE_CIFAR, .path = cifar_dir};
+    check_shards(&cifar, 1, 7);
+    cifar.test_split = 1;
+    check_shards(&cifar, 1, 9);
+    /* IDX: 13 images of 2x3, with labels */
+    uint8_t idx_img[16 + 13 * 6], idx_lab[8 + 13];
+    const uint8_t img_head[16] = {0, 0, 8, 3, 0, 0, 0, 13, 0, 0, 0, 2, 0, 0, 0, 3};
+    const uint8_t lab_head[8] = {0, 0, 8, 1, 0, 0, 0, 13};
+    memcpy(idx_img, img_head, 16);
+    memcpy(idx_lab, lab_head, 8);
+    for (int i = 0; i < 13 * 6; i++) idx_img[16 + i] = (uint8_t)(i * 37 % 256);
+    for (int i = 0; i < 13; i++) idx_lab[8 + i] = (uint8_t)(i * 3 % 10);
+    char idx_path[512], lab_path[512];
+    snprintf(idx_path, sizeof idx_path, "%s", at("shard-images-idx3-ubyte", 0));
+    snprintf(lab_path, sizeof lab_path, "%s", at("shard-labels-idx1-ubyte", 0));
+    write_bytes(idx_path, idx_img, sizeof idx_img);
+    write_bytes(lab_path, idx_lab, sizeof idx_lab);
+    dataset_source idx = {.kind = DATASET_SOURCE_IDX, .path = idx_path, .labels_path = lab_path};
+    check_shards(&idx, 1, 9);
+    /* PNG: three class folders of uneven sizes, and an unlabelled folder */
+    at("shard-png", 1);
+    const char *classes[] = {"a", "b", "c"};
+    const int per_class[] = {5, 3, 4};
+    int seed = 1;
+    for (int k = 0; k < 3; k++) {
+        char rel[64];
+        snprintf(rel, sizeof rel, "shard-png/%s", classes[k]);
+        at(rel, 1);
+        for (int i = 0; i < per_class[k]; i++) {
+            snprintf(rel, sizeof rel, "shard-png/%s/%02d.png", classes[k], i);
+            write_png(at(rel, 0), 3, 4, 5, seed++);
+        }
+    }
+    char png_dir[512], grey_dir[512]; /* at's buffers are reused */
+    snprintf(png_dir, sizeof png_dir, "%s", at("shard-png", 0));
+    dataset_source png = {.kind = DATASET_SOURCE_PNG, .path = png_dir};
+    check_shards(&png, 1, 2);
+    at("shard-grey", 1);
+    for (int i = 0; i < 10; i++) {
+        char rel[64];
+        snprintf(rel, sizeof rel, "shard-grey/%02d.png", i);
+        write_png(at(rel, 0), 1, 3, 2, i);
+    }
+    snprintf(grey_dir, sizeof grey_dir, "%s", at("shard-grey", 0));
+    dataset_source grey = {.kind = DATASET_SOURCE_PNG, .path = grey_dir};
+    check_shards(&grey, 0, -1);
+    /* a PNG of another size in rank 1's shard of 2: rank 0 never reads it;
+     * rank 1 names it against the first image */
+    write_png(at("shard-grey/03.png", 0), 1, 4, 2, 3);
+    dataset_shard_spec s0 = {.klass = -1, .rank = 0, .size = 2}, s1 = {.klass = -1, .rank = 1, .size = 2};
+    dataset got;
+    dataset_shard_info info;
+    char err[512];
+    assert_int_equal(dataset_load_shard(&grey, &s0, &got, NULL, &info, err, sizeof err), 0);
+    assert_int_equal(info.n_read, 5);
+    dataset_free(&got);
+    assert_int_equal(dataset_load_shard(&grey, &s1, &got, NULL, &info, err, sizeof err),
+                     VAE_ERR_FORMAT);
+    assert_non_null(strstr(err, "03.png"));
+    assert_non_null(strstr(err, "00.png"));
+    /* a class without images, a split without a set for it */
+    dataset_shard_spec none = {.klass = 7, .size = 1};
+    assert_int_equal(dataset_load_shard(&png, &none, &got, NULL, &info, err, sizeof err), VAE_ERR_ARG);
+    assert_non_null(strstr(err, "no images with label 7"));
+    dataset_shard_spec split = {.klass = -1, .val_split = 0.5, .size = 1};
+    assert_int_equal(dataset_load_shard(&png, &split, &got, NULL, &info, err, sizeof err), VAE_ERR_ARG);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -361,6 +551,7 @@ int main(void)
         cmocka_unit_test(test_png_folder_rejections),
         cmocka_unit_test(test_split_sizes_and_determinism),
         cmocka_unit_test(test_split_rejections),
+        cmocka_unit_test(test_shards_read_only_their_images),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
