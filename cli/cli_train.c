@@ -334,7 +334,10 @@ int cli_train(int argc, char **argv)
     o.val_split = val_split;
     o.cfg = cfg;
     o.conditional = conditional;
-    o.threads = threads >= 2 ? 2 : 1;
+    /* under mpirun a rank trains with one thread (one rank per core), also
+     * the one rank of -np 1, which the trainer runs as one process: it is
+     * the reference 2 ranks are measured against (scripts/bench-mpi.sh) */
+    o.threads = !mpi && threads >= 2 ? 2 : 1;
     o.iwae_k = (int)iwae_k;
     o.on_progress = !root ? NULL : events ? event_progress : print_progress;
     o.on_epoch = !root ? NULL : events ? event_epoch : print_epoch;

@@ -76,12 +76,14 @@ run() {
     case "$setting" in
         process) "${cmd[@]}" --threads 1 ;;
         threads) "${cmd[@]}" --threads 2 ;;
-        rank) mpirun --bind-to none -np 1 "${cmd[@]}" ;;
-        ranks) mpirun --oversubscribe --bind-to none -np 2 "${cmd[@]}" ;;
+        # a rank trains with one thread whatever --threads says (and -np 1,
+        # which the trainer runs as one process, too); said here as well
+        rank) mpirun --bind-to none -np 1 "${cmd[@]}" --threads 1 ;;
+        ranks) mpirun --oversubscribe --bind-to none -np 2 "${cmd[@]}" --threads 1 ;;
         hosts) ip netns exec "$ns_a" unshare --uts sh -c 'hostname "$0"; exec "$@"' "$ns_a" \
                    mpirun --hostfile "$tmp/hosts" -np 2 --bind-to none --mca plm_rsh_agent "$tmp/agent" \
                    --mca btl tcp,self --mca btl_tcp_if_include "$addr_a/24" \
-                   --mca oob_tcp_if_include "$addr_a/24" "${cmd[@]}" ;;
+                   --mca oob_tcp_if_include "$addr_a/24" "${cmd[@]}" --threads 1 ;;
     esac >"$tmp/log" 2>&1 || { echo "bench-mpi: $setting failed:" >&2; tail -5 "$tmp/log" >&2; exit 1; }
     local ips ms share
     ips=$(sed -n 's/^epoch 1\/1 .* \([0-9]*\) images\/s$/\1/p' "$tmp/log")

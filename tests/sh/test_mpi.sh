@@ -134,6 +134,14 @@ echo "test -ELBO after 2 epochs: 1 process $a, 2 ranks $b"
 python3 -c "import sys; sys.exit(0 if abs($a - $b) <= 0.3 else 1)" \
     || fail "test -ELBO after 2 epochs: 1 process $a, 2 ranks $b"
 
+# the one rank of mpirun -np 1 trains with one thread, as every rank does
+# (--threads' default is the cores): the bytes of one process's --threads 1
+one=(train "${small[@]}" --batch 64 --limit 640 --epochs 1 --iwae 0)
+"$vaed" "${one[@]}" --threads 1 --out "$tmp/np1.1.st" >/dev/null 2>&1 || fail "one process, 1 thread"
+mpirun --oversubscribe --bind-to none -np 1 "$vaed" "${one[@]}" --out "$tmp/np1.m.st" >"$tmp/np1.log" 2>&1 \
+    || fail "mpirun -np 1: $(tail -3 "$tmp/np1.log")"
+cmp -s "$tmp/np1.1.st" "$tmp/np1.m.st" || fail "mpirun -np 1 did not train as one process with one thread"
+
 # ranks that disagree (another seed on rank 1) are refused before a step
 run=(train --data "$train_file" --hidden 64 --latent 8 --batch 64 --limit 640 --epochs 1 --iwae 0)
 rc=0
