@@ -1020,17 +1020,18 @@ vae_status dataset_split_validation(dataset *d, double fraction, uint64_t seed, 
 
 /* Which images of ix this rank reads, as role[] (ix->n), in the order of
  * the whole path (load, split, class, limit, shard): the validation images
- * first (ROLE_VAL, of the class), then of the rest those of the class, the
- * first limit, numbered g = 0, 1, ..., the ones with g % size == rank
- * (ROLE_TRAIN). *mine: how many of those. */
+ * first (ROLE_VAL, of the class; with held_all every image), then of the
+ * rest those of the class, the first limit, numbered g = 0, 1, ..., the ones
+ * with g % size == rank (ROLE_TRAIN); then, with held_block, the evaluation
+ * images outside this rank's block dropped. *mine: how many ROLE_TRAIN. */
 static vae_status select_roles(const source_index *ix, const dataset_shard_spec *s, uint8_t *role,
                                dataset_shard_info *info, int *mine, char *err, size_t errlen) {
-    memset(role, ROLE_NONE, (size_t)ix->n);
+    memset(role, s->held_all ? ROLE_VAL : ROLE_NONE, (size_t)ix->n);
     if (s->klass >= 0 && !ix->labels) {
         util_set_err(err, errlen, "dataset: filtering by class needs labels");
         return VAE_ERR_ARG;
     }
-    if (s->val_split > 0.0) {
+    if (s->val_split > 0.0 && !s->held_all) {
         vae_status rc = split_check(ix->n, s->val_split, err, errlen);
         if (rc) return rc;
         if (split_pick(ix->n, s->val_split, s->seed, role) < 0) { /* pick[i] = 1 = ROLE_TRAIN */
@@ -1055,17 +1056,29 @@ static vae_status select_roles(const source_index *ix, const dataset_shard_spec 
             k++;
         }
     }
-    if (sel == 0 || (s->val_split > 0.0 && nv == 0)) {
+    int held = s->held_all || s->val_split > 0.0;
+    if ((sel == 0 && !s->held_all) || (held && nv == 0)) {
         util_set_err(err, errlen, "dataset: no images with label %d", s->klass);
         return VAE_ERR_ARG;
     }
-    if (k == 0) {
+    if (k == 0 && !s->held_all) {
         util_set_err(err, errlen, "the training set has %d images, too few for %d ranks", sel,
                      s->size);
         return VAE_ERR_ARG;
     }
-    info->n_train = sel;
     info->n_val = nv;
+    info->val_first = 0;
+    if (held && s->held_block > 0 && nv / s->size >= s->held_block) {
+        int lo = (int)((int64_t)nv * s->rank / s->size);
+        int hi = (int)((int64_t)nv * (s->rank + 1) / s->size);
+        for (int i = 0, v = 0; i < ix->n; i++) {
+            if (role[i] != ROLE_VAL) continue;
+            if (v < lo || v >= hi) role[i] = ROLE_NONE;
+            v++;
+        }
+        info->val_first = lo;
+    }
+    info->n_train = sel;
     *mine = k;
     return VAE_OK;
 }
@@ -1078,7 +1091,7 @@ static vae_status load_part(const dataset_source *src, const dataset_shard_spec 
     if (val) memset(val, 0, sizeof *val);
     memset(info, 0, sizeof *info);
     if (!src || !spec || spec->size < 1 || spec->rank < 0 || spec->rank >= spec->size ||
-        spec->klass > 255 || (spec->val_split > 0.0 && !val)) {
+        spec->klass > 255 || ((spec->val_split > 0.0 || spec->held_all) && !val)) {
         util_set_err(err, errlen, "dataset: rank %d of %d ranks", spec ? spec->rank : 0,
                      spec ? spec->size : 0);
         return VAE_ERR_ARG;
@@ -1095,9 +1108,11 @@ static vae_status load_part(const dataset_source *src, const dataset_shard_spec 
         goto end;
     }
     if ((rc = select_roles(&ix, spec, role, info, &mine, err, errlen))) goto end;
+    int n_held = 0;
+    for (int i = 0; i < ix.n; i++) n_held += role[i] == ROLE_VAL;
     if ((rc = alloc_set(train, &ix, mine, compact, err, errlen))) goto end;
-    if (spec->val_split > 0.0 &&
-        (rc = alloc_set(val, &ix, info->n_val, compact, err, errlen)))
+    if ((spec->val_split > 0.0 || spec->held_all) &&
+        (rc = alloc_set(val, &ix, n_held, compact, err, errlen)))
         goto end;
     rc = read_roles(&ix, role, sets, &info->n_read, err, errlen);
 end:

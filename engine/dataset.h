@@ -126,19 +126,26 @@ typedef struct {
     double val_split; /* 0: none; else the fraction held out (needs val) */
     uint64_t seed;    /* of the split */
     int rank, size;   /* this rank's shard of size ranks; 0 of 1 for the whole set */
+    int held_all;     /* every image (of the class) is an evaluation image, none a
+                         training image: a test split into val (train holds none) */
+    int held_block;   /* 0: val holds every evaluation image; else, when each rank's
+                         contiguous block of them has at least held_block images
+                         (rank r's: images n_val * r / size .. n_val * (r + 1) / size - 1),
+                         only this rank's block (from info.val_first) */
 } dataset_shard_spec;
 
 typedef struct {
     int n_train;   /* training images over all ranks (this rank holds the g % size == rank) */
-    int n_val;     /* validation images, every one of them in val */
+    int n_val;     /* evaluation images over all ranks */
+    int val_first; /* the first of them val holds (0 unless val is a block) */
     int top_label; /* the largest label of the whole source, -1 without labels */
     int n_read;    /* images this call read from the source (for tests) */
 } dataset_shard_info;
 
 /* train gets rank's shard of the training images, val (NULL when
- * val_split is 0) the whole validation set. VAE_ERR_ARG for a class without
- * images (in either half), a shard left empty, a bad split; on failure both
- * hold nothing. */
+ * val_split is 0 and not held_all) the evaluation images (see held_block).
+ * VAE_ERR_ARG for a class without images (in either half), a training shard
+ * left empty, a bad split; on failure both hold nothing. */
 vae_status dataset_load_shard(const dataset_source *src, const dataset_shard_spec *spec,
                               dataset *train, dataset *val, dataset_shard_info *info, char *err,
                               size_t errlen);

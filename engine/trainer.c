@@ -25,6 +25,7 @@ struct trainer {
     float *reduce;           /* owned; n_params + DIST_TAIL */
     float *reduce_kl;        /* owned; 2 * latent, free bits only */
     const dataset *test;     /* borrowed, may be NULL */
+    int test_first, n_test;  /* test is images test_first.. of n_test (trainer_set_test_part) */
     vae_train_state *ts;     /* owned */
     rng_state rng;
     int *order;              /* owned; train->n indices */
@@ -105,6 +106,7 @@ trainer *trainer_new_dist(vae_model *m, const dataset *train, int n_global, cons
     t->train = train;
     t->n = n_global;
     t->test = test;
+    t->n_test = test ? test->n : 0;
     if (ranks > 1) {
         const vae_config *c = &m->cfg;
         t->dist = dist;
@@ -309,9 +311,21 @@ static vae_status dist_step(trainer *t, int b0, int nb, int stop, vae_stats *st,
     return VAE_OK;
 }
 
-static vae_status evaluate(const vae_model *m, const dataset *d, uint64_t seed,
-                           const trainer_dist *dist, double *loss, double *recon, double *kl,
-                           char *err, size_t errlen);
+static vae_status evaluate(const vae_model *m, const dataset *d, int first, int n_all,
+                           uint64_t seed, const trainer_dist *dist, double *loss, double *recon,
+                           double *kl, char *err, size_t errlen);
+
+vae_status trainer_set_test_part(trainer *t, int first, int n_test, char *err, size_t errlen)
+{
+    if (!t->test || first < 0 || n_test < 1 || first > n_test - t->test->n) {
+        util_set_err(err, errlen, "test images %d.. of %d: not a part of the test set", first,
+                     n_test);
+        return VAE_ERR_ARG;
+    }
+    t->test_first = first;
+    t->n_test = n_test;
+    return VAE_OK;
+}
 
 /* Collective, at the end of an epoch: every rank holds the same parameters
  * (the sums and updates are the same bits everywhere; this makes sure). */
@@ -414,7 +428,8 @@ vae_status trainer_run_epoch(trainer *t, const trainer_callbacks *cb, trainer_ep
     out->images_per_s = el > 0 ? n / el : 0.0;
     out->test_loss = out->test_recon = out->test_kl = NAN;
     if (t->test) {
-        int rc = evaluate(t->m, t->test, c->seed ^ 0x7e57ULL, t->dist, &out->test_loss,
+        int rc = evaluate(t->m, t->test, t->test_first, t->n_test, c->seed ^ 0x7e57ULL, t->dist,
+                          &out->test_loss,
                           &out->test_recon, &out->test_kl, err, errlen);
         if (rc) return rc;
     }
@@ -424,16 +439,19 @@ vae_status trainer_run_epoch(trainer *t, const trainer_callbacks *cb, trainer_ep
 }
 
 /* The evaluation of trainer_evaluate; with ranks (dist active) each rank
- * takes the images i with i % size == rank of the whole set d, with the
- * noise of their slots drawn as one process draws it, and the sums are
- * added over the ranks, so every rank gets the figures of the whole set. */
-static vae_status evaluate(const vae_model *m, const dataset *d, uint64_t seed,
-                           const trainer_dist *dist, double *loss, double *recon, double *kl,
-                           char *err, size_t errlen)
+ * takes its images of the whole set of n_all, with the noise of their slots
+ * drawn as one process draws them, and the sums are added over the ranks, so
+ * every rank gets the figures of the whole set. d holds images first ..
+ * first + d->n - 1: all of them (first 0, d->n == n_all), each rank taking
+ * the images i % size == rank; or this rank's block, all of which it takes. */
+static vae_status evaluate(const vae_model *m, const dataset *d, int first, int n_all,
+                           uint64_t seed, const trainer_dist *dist, double *loss, double *recon,
+                           double *kl, char *err, size_t errlen)
 {
     const vae_config *c = &m->cfg;
     if (check_shape(m, d, "evaluation", err, errlen)) return VAE_ERR_ARG;
     int ranks = trainer_dist_active(dist) ? dist->size : 1, rank = ranks > 1 ? dist->rank : 0;
+    int block = d->n != n_all; /* else strided over the ranks */
     int B = c->batch < 500 ? 500 : c->batch;
     vae_train_state *ts = vae_train_state_new(m, B, err, errlen); /* owned */
     size_t D = (size_t)dataset_dim(d), LZ = (size_t)c->mc_samples * c->latent;
@@ -451,20 +469,23 @@ static vae_status evaluate(const vae_model *m, const dataset *d, uint64_t seed,
     rng_seed(&r, seed);
     double recon_sum = 0.0, kl_sum = 0.0;
     int failed = 0;
-    for (int b0 = 0; b0 < d->n; b0 += B) {
-        int nb = d->n - b0 < B ? d->n - b0 : B;
-        /* this rank's slots of the batch: b0 + i with (b0 + i) % ranks == rank */
-        int k = 0;
-        for (int i = ((rank - b0) % ranks + ranks) % ranks; i < nb; i += ranks, k++) {
+    for (int b0 = 0; b0 < n_all; b0 += B) {
+        int nb = n_all - b0 < B ? n_all - b0 : B;
+        /* this rank's slots of the batch: b0 + i with (b0 + i) % ranks == rank,
+         * or in its block; image b0 + i is at b0 + i - first of d */
+        int k = 0, step = block ? 1 : ranks;
+        int i0 = block ? (first - b0 > 0 ? first - b0 : 0) : ((rank - b0) % ranks + ranks) % ranks;
+        int i1 = block ? (first + d->n - b0 < nb ? first + d->n - b0 : nb) : nb;
+        for (int i = i0; i < i1; i += step, k++) {
             slots[k] = i;
-            dataset_image(d, b0 + i, batch + (size_t)k * D);
+            dataset_image(d, b0 + i - first, batch + (size_t)k * D);
         }
-        /* the test set is binarised once, the same way every time */
+    /* the test set is binarised once, the same way every time */
         draw_held(c, &r, batch, slots, k, nb, eps);
         if (k == 0 || failed) continue;
         vae_stats st;
         for (int j = 0; j < k && vae_config_is_conditional(c); j++)
-            labels[j] = d->labels[b0 + slots[j]];
+            labels[j] = d->labels[b0 + slots[j] - first];
         const int *y = vae_config_is_conditional(c) ? labels : NULL;
         vae_status frc = vae_forward_loss_cond(m, ts, batch, y, eps, k, &st);
         if (frc && ranks == 1) {
@@ -494,8 +515,8 @@ static vae_status evaluate(const vae_model *m, const dataset *d, uint64_t seed,
         rc = VAE_ERR_NONFINITE;
         goto end;
     }
-    *recon = recon_sum / d->n;
-    *kl = kl_sum / d->n;
+    *recon = recon_sum / n_all;
+    *kl = kl_sum / n_all;
     *loss = *recon + *kl;
 end:
     vae_train_state_free(ts);
@@ -509,7 +530,7 @@ end:
 vae_status trainer_evaluate(const vae_model *m, const dataset *d, uint64_t seed, double *loss,
                             double *recon, double *kl, char *err, size_t errlen)
 {
-    return evaluate(m, d, seed, NULL, loss, recon, kl, err, errlen);
+    return evaluate(m, d, 0, d->n, seed, NULL, loss, recon, kl, err, errlen);
 }
 
 /* ---------- the resume file ---------- */

@@ -81,11 +81,19 @@ trainer *trainer_new(vae_model *m, const dataset *train, const dataset *test, ch
  * trainer_load_resume, which rank 0 alone calls (then
  * trainer_dist_share_state), and trainer_evaluate. test is the whole test
  * set on every rank (or NULL on every rank): each evaluates the images
- * i % size == rank of it after an epoch and every rank gets the sums. A
+ * i % size == rank of it after an epoch and every rank gets the sums; or,
+ * after trainer_set_test_part, each rank's block of it. A
  * step that cannot reach every rank fails with VAE_ERR_IO. dist NULL or of
  * size 1 is trainer_new. */
 trainer *trainer_new_dist(vae_model *m, const dataset *train, int n_global, const dataset *test,
                           const trainer_dist *dist, char *err, size_t errlen);
+/* With ranks: test (of trainer_new_dist) holds only this rank's contiguous
+ * block of the test set, images first .. first + test->n - 1 of n_test (each
+ * rank its own block; together every image once). The evaluation after an
+ * epoch then takes each rank's block with the noise of its images' slots
+ * drawn as one process draws them, and the sums over the ranks are the
+ * whole set's. VAE_ERR_ARG when the block does not fit in n_test. */
+vae_status trainer_set_test_part(trainer *t, int first, int n_test, char *err, size_t errlen);
 /* Collective: rank 0's parameters and whole state (what a resume file
  * holds) to every rank; at the start, after rank 0 may have resumed. */
 vae_status trainer_dist_share_state(trainer *t, char *err, size_t errlen);

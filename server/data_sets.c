@@ -59,7 +59,9 @@ int data_sets_source(const char *root, const char *name, data_sets_split split,
         return -1;
     src->kind = DATASET_SOURCE_IDX;
     src->path = images;
-    src->labels_path = labels[0] && access(labels, R_OK) == 0 ? labels : NULL;
+    /* as load: a built-in set's labels always, a path's when they are there */
+    src->labels_path =
+        labels[0] && (data_sets_is_builtin(name) || access(labels, R_OK) == 0) ? labels : NULL;
     return 0;
 }
 

@@ -36,7 +36,7 @@ int data_sets_idx_paths(const char *root, const char *name, data_sets_split spli
                         char *labels, size_t size);
 /* The files split of name is read from, as a source dataset_load_shard reads
  * in part: IDX (as data_sets_idx_paths; a path's labels file only when it
- * can be read, as a load takes it), a CIFAR-10 folder (data_batch_1.bin
+ * can be read, as a load takes it, a built-in set's always), a CIFAR-10 folder (data_batch_1.bin
  * inside) or a PNG folder (training split only). images and labels (size
  * bytes each) hold the paths src points to. 0, or -1 for a split the name
  * does not have or a name that is neither file nor folder. */

@@ -20,7 +20,8 @@ struct train_run {
     int have_test;
     int n_classes;           /* of a conditional model, from the data; else 0 */
     int sharded;             /* with ranks: train holds this rank's shard as loaded */
-    int train_top;           /* sharded: the largest label of the whole training file */
+    int train_top;           /* sharded: the largest label of the whole data set */
+    int test_first, n_test;  /* test holds images test_first.. of n_test (a block, with ranks) */
     vae_model model;         /* owned */
     trainer *t;              /* owned; freed by train_run_evaluate */
     trainer_epoch_metrics *history; /* owned; the trainer's, kept once it is freed */
@@ -50,7 +51,7 @@ void train_run_options_default(train_run_options *o)
 static train_run_status count_classes(train_run *r, char *err, size_t errlen)
 {
     const dataset *sets[2] = {&r->train, r->have_test ? &r->test : NULL};
-    int top = r->sharded ? r->train_top : -1;
+    int top = r->sharded ? r->train_top : -1; /* the sets may be parts */
     for (int k = 0; k < 2; k++) {
         const dataset *d = sets[k];
         if (!d)
@@ -62,11 +63,42 @@ static train_run_status count_classes(train_run *r, char *err, size_t errlen)
                          r->o.data, k ? "test" : "training");
             return TRAIN_RUN_ERR_ARG;
         }
-        for (int i = 0; i < d->n && !(k == 0 && r->sharded); i++)
+        for (int i = 0; i < d->n && !r->sharded; i++)
             if (d->labels[i] > top)
                 top = d->labels[i];
     }
     r->n_classes = top + 1;
+    return TRAIN_RUN_OK;
+}
+
+/* With ranks: this rank's contiguous block of the test split, or all of it
+ * when a block would hold fewer than the final IWAE bound's images (rank 0
+ * computes that bound on the first of them, alone, from what it holds). No
+ * test split (r->have_test 0) when it cannot be read, as data_sets_load. */
+static train_run_status load_test_part(train_run *r, const char *root, const trainer_dist *dist,
+                                       char *err, size_t errlen)
+{
+    char images[PATH_MAX], labels[PATH_MAX], why[256];
+    dataset_source src;
+    if (data_sets_source(root, r->o.data, DATA_SETS_TEST, &src, images, labels, sizeof images))
+        return TRAIN_RUN_OK;
+    dataset_shard_spec spec = {.klass = r->o.klass, .rank = dist->rank, .size = dist->size,
+                               .held_all = 1, .held_block = EVAL_TRAIN_IWAE_IMAGES};
+    dataset none; /* the training images of a test split: none */
+    dataset_shard_info info;
+    vae_status rc = dataset_load_shard(&src, &spec, &none, &r->test, &info, why, sizeof why);
+    dataset_free(&none);
+    if (rc && r->o.klass >= 0 && strstr(why, "no images with label")) {
+        util_set_err(err, errlen, "class %d: %s", r->o.klass, why);
+        return TRAIN_RUN_ERR_ARG;
+    }
+    if (rc)
+        return TRAIN_RUN_OK;
+    r->have_test = 1;
+    r->test_first = info.val_first;
+    r->n_test = info.n_val;
+    if (info.top_label > r->train_top)
+        r->train_top = info.top_label;
     return TRAIN_RUN_OK;
 }
 
@@ -80,8 +112,8 @@ static train_run_status load_data(train_run *r, char *err, size_t errlen)
     char why[256];
     /* with ranks, each reads only its shard of the training images (class,
      * limit and a validation split applied from the index of the source, so
-     * before any image is read); a test split, or the held-out images, are
-     * whole on every rank, which evaluates its part of them */
+     * before any image is read) and its block of the test split or of the
+     * held-out images */
     char images[PATH_MAX], labels[PATH_MAX];
     dataset_source src;
     int n_file, h, w;
@@ -92,11 +124,13 @@ static train_run_status load_data(train_run *r, char *err, size_t errlen)
                  (src.kind != DATASET_SOURCE_IDX ||
                   dataset_peek_idx(images, &n_file, &h, &w, NULL, 0) == VAE_OK);
     if (r->sharded) {
-        r->have_test = data_sets_load_compact(root, o->data, DATA_SETS_TEST, &r->test, why,
-                                              sizeof why) == 0;
+        r->train_top = -1;
+        if ((st = load_test_part(r, root, dist, err, errlen)))
+            return st;
         dataset_shard_spec spec = {.klass = o->klass, .limit = o->limit,
                                    .val_split = r->have_test ? 0.0 : o->val_split,
-                                   .seed = o->cfg.seed, .rank = dist->rank, .size = dist->size};
+                                   .seed = o->cfg.seed, .rank = dist->rank, .size = dist->size,
+                                   .held_block = EVAL_TRAIN_IWAE_IMAGES};
         dataset_shard_info info;
         if (dataset_load_shard(&src, &spec, &r->train, spec.val_split > 0.0 ? &r->test : NULL,
                                &info, why, sizeof why)) {
@@ -109,9 +143,14 @@ static train_run_status load_data(train_run *r, char *err, size_t errlen)
             return TRAIN_RUN_ERR_ARG;
         }
         r->info.n_train = info.n_train;
-        r->train_top = info.top_label;
+        if (info.top_label > r->train_top)
+            r->train_top = info.top_label;
         r->info.val_split_unused = r->have_test && o->val_split > 0.0;
-        r->have_test = r->have_test || spec.val_split > 0.0;
+        if (spec.val_split > 0.0) {
+            r->have_test = 1;
+            r->test_first = info.val_first;
+            r->n_test = info.n_val;
+        }
     } else if ((o->val_split > 0.0 ? data_sets_load : data_sets_load_compact)(
                    root, o->data, DATA_SETS_TRAIN, &r->train, err, errlen)) {
         /* splitting needs the float form; otherwise the bytes take a quarter of the memory */
@@ -143,7 +182,9 @@ static train_run_status load_data(train_run *r, char *err, size_t errlen)
         dataset_truncate(&r->train, o->limit);
     if (!r->sharded)
         r->info.n_train = r->train.n;
-    r->info.n_test = r->have_test ? r->test.n : 0;
+    if (!r->sharded)
+        r->n_test = r->test.n;
+    r->info.n_test = r->have_test ? r->n_test : 0;
     return TRAIN_RUN_OK;
 }
 
@@ -235,6 +276,9 @@ static train_run_status run_setup(train_run *r, char *err, size_t errlen)
     if (!(r->t = trainer_new_dist(&r->model, &r->train, r->info.n_train,
                                   r->have_test ? &r->test : NULL, dist, err, errlen)))
         return TRAIN_RUN_ERR_ARG;
+    if (dist && r->have_test && r->test.n != r->n_test &&
+        (rc = trainer_set_test_part(r->t, r->test_first, r->n_test, err, errlen)))
+        return from_engine(rc, TRAIN_RUN_ERR_ARG);
     /* a rank trains with one thread: there is one rank per core */
     if ((rc = trainer_set_threads(r->t, !dist && o->threads >= 2 ? 2 : 1, err, errlen)))
         return from_engine(rc, TRAIN_RUN_ERR_ARG);

@@ -134,6 +134,18 @@ echo "test -ELBO after 2 epochs: 1 process $a, 2 ranks $b"
 python3 -c "import sys; sys.exit(0 if abs($a - $b) <= 0.3 else 1)" \
     || fail "test -ELBO after 2 epochs: 1 process $a, 2 ranks $b"
 
+# MNIST's test split is read in blocks (each rank its 5,000): the epoch's test
+# figures and rank 0's IWAE bound (on the first 256 test images, all in its
+# block) are one process's
+iw=(train --data mnist --hidden 64 --latent 8 --seed 3 --batch 64 --limit 640 --epochs 1 --iwae 4)
+"$vaed" "${iw[@]}" --threads 1 --out "$tmp/iw.1.st" >"$tmp/iw.1.log" 2>&1 || fail "IWAE, one process: $(tail -3 "$tmp/iw.1.log")"
+"${mpi[@]}" "$vaed" "${iw[@]}" --out "$tmp/iw.2.st" >"$tmp/iw.2.log" 2>&1 || fail "IWAE, two ranks: $(tail -5 "$tmp/iw.2.log")"
+for what in 'test loss [0-9.]*' 'test IWAE bound .*'; do
+    a=$(grep -o "$what" "$tmp/iw.1.log" | head -1) b=$(grep -o "$what" "$tmp/iw.2.log" | head -1)
+    echo "blocks of the test split: 1 process '$a', 2 ranks '$b'"
+    [ -n "$a" ] && [ "$a" = "$b" ] || fail "blocks of the test split: 1 process '$a', 2 ranks '$b'"
+done
+
 # the one rank of mpirun -np 1 trains with one thread, as every rank does
 # (--threads' default is the cores): the bytes of one process's --threads 1
 one=(train "${small[@]}" --batch 64 --limit 640 --epochs 1 --iwae 0)

@@ -381,9 +381,10 @@ static int whole_then_cut(const dataset_source *src, const dataset_shard_spec *s
     return rc;
 }
 
-static void assert_same_images(const dataset *a, const dataset *b)
+/* a's images are b's from b_first on. */
+static void assert_same_images_from(const dataset *a, const dataset *b, int b_first)
 {
-    assert_int_equal(a->n, b->n);
+    assert_true(b_first + a->n <= b->n);
     assert_int_equal(a->channels, b->channels);
     assert_int_equal(a->height, b->height);
     assert_int_equal(a->width, b->width);
@@ -392,12 +393,18 @@ static void assert_same_images(const dataset *a, const dataset *b)
     float *x = malloc(sizeof(float) * (size_t)dim), *y = malloc(sizeof(float) * (size_t)dim);
     for (int i = 0; i < a->n; i++) {
         dataset_image(a, i, x);
-        dataset_image(b, i, y);
+        dataset_image(b, b_first + i, y);
         assert_memory_equal(x, y, sizeof(float) * (size_t)dim);
-        if (a->labels) assert_int_equal(a->labels[i], b->labels[i]);
+        if (a->labels) assert_int_equal(a->labels[i], b->labels[b_first + i]);
     }
     free(x);
     free(y);
+}
+
+static void assert_same_images(const dataset *a, const dataset *b)
+{
+    assert_int_equal(a->n, b->n);
+    assert_same_images_from(a, b, 0);
 }
 
 /* Every rank of 1, 2 and 3 of src, with and without class, limit and a
@@ -410,12 +417,13 @@ static void check_shards(const dataset_source *src, int labelled, int top_label)
     int n_total = 0, refused = 0, compared = 0;
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         if (cases[c].klass >= 0 && !labelled) continue;
-        for (int size = 1; size <= 3; size++) {
-            int train_sum = 0;
+        for (int size = 1, block = 0; size <= 3; size += block, block = !block) {
+            if (block && cases[c].val_split == 0.0) continue;
+            int train_sum = 0, val_sum = 0;
             for (int rank = 0; rank < size; rank++) {
                 dataset_shard_spec s = {.klass = cases[c].klass, .limit = cases[c].limit,
                                         .val_split = cases[c].val_split, .seed = 11,
-                                        .rank = rank, .size = size};
+                                        .rank = rank, .size = size, .held_block = block ? 2 : 0};
                 dataset want = {0}, want_val = {0}, got, got_val;
                 dataset_shard_info info;
                 char err[512];
@@ -433,8 +441,15 @@ static void check_shards(const dataset_source *src, int labelled, int top_label)
                 assert_same_images(&got, &want);
                 compared++;
                 if (s.val_split > 0.0) {
-                    assert_same_images(&got_val, &want_val);
+                    /* all held-out images, or this rank's block of them */
+                    int lo = want_val.n * rank / size, hi = want_val.n * (rank + 1) / size;
+                    int in_blocks = block && want_val.n / size >= 2;
+                    assert_int_equal(got_val.n, in_blocks ? hi - lo : want_val.n);
+                    assert_int_equal(info.val_first, in_blocks ? lo : 0);
+                    assert_same_images_from(&got_val, &want_val, info.val_first);
                     assert_int_equal(info.n_val, want_val.n);
+                    val_sum += got_val.n;
+                    if (in_blocks && rank == size - 1) assert_int_equal(val_sum, want_val.n);
                 }
                 /* read: this rank's shard and the held-out images, nothing else */
                 assert_int_equal(info.n_read, got.n + (s.val_split > 0.0 ? got_val.n : 0));
@@ -452,6 +467,29 @@ static void check_shards(const dataset_source *src, int labelled, int top_label)
     if (getenv("VAED_TEST_VERBOSE"))
         printf("  %s: %d shards compared, %d refused by both\n", src->path, compared, refused);
     assert_true(compared > refused); /* the cases test shards more than refusals */
+    /* as an evaluation set (held_all): every image of the class, whole or
+     * in blocks; no training image */
+    for (int size = 1; size <= 3; size++)
+        for (int rank = 0; rank < size; rank++) {
+            dataset_shard_spec s = {.klass = labelled ? 1 : -1, .rank = rank, .size = size,
+                                    .held_all = 1, .held_block = 1};
+            dataset_shard_spec whole = {.klass = s.klass, .size = 1};
+            dataset want, got, got_val, none;
+            dataset_shard_info info;
+            char err[512];
+            if (whole_then_cut(src, &whole, &want, &none)) continue; /* no image of the class */
+            assert_int_equal(dataset_load_shard(src, &s, &got, &got_val, &info, err, sizeof err), 0);
+            assert_int_equal(got.n, 0);
+            assert_int_equal(info.n_val, want.n);
+            int in_blocks = want.n / size >= 1, lo = want.n * rank / size;
+            assert_int_equal(info.val_first, in_blocks ? lo : 0);
+            assert_int_equal(got_val.n, in_blocks ? want.n * (rank + 1) / size - lo : want.n);
+            assert_same_images_from(&got_val, &want, info.val_first);
+            assert_int_equal(info.n_read, got_val.n);
+            dataset_free(&want);
+            dataset_free(&got);
+            dataset_free(&got_val);
+        }
     /* more ranks than images: the last shard would be empty */
     dataset_shard_spec s = {.klass = -1, .rank = n_total, .size = n_total + 1};
     dataset got;

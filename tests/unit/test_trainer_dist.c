@@ -144,6 +144,10 @@ static void on_progress(void *ctx, const trainer_progress *p)
         }                             \
     } while (0)
 
+/* 1: each rank holds only its block of the test set (trainer_set_test_part);
+ * set before the ranks start */
+static int test_in_blocks;
+
 static void *run_rank(void *arg)
 {
     run *r = arg;
@@ -165,9 +169,19 @@ static void *run_rank(void *arg)
         r->agree_rc = trainer_dist_agree(dist, 1, r->agree_text, r->err, sizeof r->err);
         if (r->agree_rc) goto end;
     }
-    t = trainer_new_dist(&m, dist ? &shard : &train_all, 1200, &test_set, dist, r->err,
-                         sizeof r->err);
+    /* rank k's block: test images 150 k .. 150 k + 149, borrowed from test_set */
+    int lo = test_set.n * r->rank / RANKS, hi = test_set.n * (r->rank + 1) / RANKS;
+    dataset block = test_set;
+    block.pixels += (size_t)lo * dataset_dim(&test_set);
+    block.labels += lo;
+    block.n = hi - lo;
+    int blocks = dist && test_in_blocks;
+    t = trainer_new_dist(&m, dist ? &shard : &train_all, 1200, blocks ? &block : &test_set, dist,
+                         r->err, sizeof r->err);
     CHECK(t);
+    CHECK(!blocks || trainer_set_test_part(t, hi, test_set.n, r->err, sizeof r->err) ==
+                         (r->rank == RANKS - 1 ? VAE_ERR_ARG : VAE_OK)); /* past the end */
+    CHECK(!blocks || trainer_set_test_part(t, lo, test_set.n, r->err, sizeof r->err) == VAE_OK);
     CHECK(!dist || trainer_dist_share_state(t, r->err, sizeof r->err) == VAE_OK);
     stopper s = {.stop_at_step = r->stop_at_step};
     trainer_callbacks cb = {.on_progress = on_progress, .ctx = &s, .cancel = &s.cancel};
@@ -226,6 +240,20 @@ static void test_two_ranks_train_what_one_process_trains(void **state)
     assert_true(fabs(two[0].m.train_loss - one.m.train_loss) < 1e-3);
     assert_true(fabs(two[0].m.test_loss - one.m.test_loss) < 1e-3);
     assert_true(two[0].m.test_loss == two[1].m.test_loss);
+    /* each rank evaluating only its block of the test set: the same figures */
+    run parts[RANKS];
+    test_in_blocks = 1;
+    run_ranks(parts, NULL, NULL, 0);
+    test_in_blocks = 0;
+    for (int k = 0; k < RANKS; k++) {
+        assert_int_equal(parts[k].epoch_rc, VAE_OK);
+        assert_memory_equal(parts[k].params, two[0].params, sizeof(float) * one.n_params);
+        assert_true(parts[k].m.test_loss == parts[0].m.test_loss);
+        free(parts[k].params);
+    }
+    assert_true(fabs(parts[0].m.test_loss - one.m.test_loss) < 1e-3);
+    assert_true(fabs(parts[0].m.test_recon - one.m.test_recon) < 1e-3);
+    assert_true(fabs(parts[0].m.test_kl - one.m.test_kl) < 1e-3);
     for (int k = 0; k < RANKS; k++) free(two[k].params);
     free(one.params);
 }
