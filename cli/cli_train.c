@@ -326,6 +326,18 @@ int cli_train(int argc, char **argv)
         }
     }
     int root = !mpi || dist.rank == 0;
+    /* An unreachable or mistyped registry is found now, not after the
+     * training. (Under MPI rank 0 alone opens it, at the end: a rank that
+     * returned here would leave the others waiting on it.) */
+    if (reg_name && !mpi) {
+        registry *probe = NULL;
+        int prc = cli_registry_open("train", registry_at, data_dir, 1, 0, &probe);
+        registry_close(probe);
+        if (prc) {
+            free(spec_json);
+            return prc;
+        }
+    }
 
     progress_printer pp = {.tty = isatty(STDERR_FILENO), .epochs = cfg.epochs};
     train_run_options o;

@@ -162,6 +162,7 @@ kill "$silent_pid" 2>/dev/null || true; wait "$silent_pid" 2>/dev/null || true; 
 expect_fail "train --register into an unreachable registry" 'unreachable' \
     "$vaed" train "${small[@]}" --seed 4 --out "$tmp/d.safetensors" --register lost \
     --registry "postgresql://vaed:$secret@127.0.0.1:1/vaed"
+[ ! -e "$tmp/d.safetensors" ] || fail "train --register trained before it found the registry unreachable"
 expect_fail "export from a missing file" 'no registry at' \
     "$vaed" registry export --registry "$tmp/none.db" --model digits --out "$tmp/x.safetensors"
 [ ! -e "$tmp/none.db" ] || fail "export created the registry file it was to read"
