@@ -142,6 +142,10 @@ grep -qP '^trained\t1 versions' <<<"$out" || fail "copied-back list: $out"
 # What goes wrong.
 expect_fail "closed port" 'unreachable.*(refused|failed)' \
     "$vaed" registry list --registry "postgresql://vaed:$secret@127.0.0.1:1/vaed"
+expect_fail "closed port, the password as a parameter" 'unreachable' \
+    "$vaed" registry list --registry "postgresql://vaed@127.0.0.1:1/vaed?sslmode=disable&password=$secret"
+expect_ok "list, the password as a parameter" "$vaed" registry list --registry "$pg1?password=$secret"
+grep -qP '^digits\t2 versions\tlatest 2\t' <<<"$out" || fail "list with ?password=: $out"
 expect_fail "wrong database" 'database "no_such_db" does not exist' \
     "$vaed" registry export --registry "${pg1_pw%/*}/no_such_db" --model digits --out "$tmp/x.safetensors"
 [ ! -e "$tmp/x.safetensors" ] || fail "a failed export left a file"
