@@ -236,11 +236,19 @@ end:
 
 /* ---- opening the registry ---------------------------------------------- */
 
-/* The password of url (user:PASSWORD@host or a password= parameter) into pw,
- * "" when it has none. */
-static void url_password(const char *url, char *pw, size_t pwlen)
+/* A password of url into pw ("" when none): which 0, the one of
+ * user:PASSWORD@host; 1, that of a password= parameter. */
+static void url_password(const char *url, int which, char *pw, size_t pwlen)
 {
     pw[0] = '\0';
+    if (which == 1) {
+        const char *param = strstr(url, "password=");
+        if (param && param > url && (param[-1] == '?' || param[-1] == '&')) {
+            param += 9;
+            snprintf(pw, pwlen, "%.*s", (int)strcspn(param, "&"), param);
+        }
+        return;
+    }
     const char *scheme = strstr(url, "://");
     const char *auth = scheme ? scheme + 3 : url, *at = NULL, *colon = NULL;
     for (const char *q = auth; *q && *q != '/' && *q != '?'; q++)
@@ -251,39 +259,34 @@ static void url_password(const char *url, char *pw, size_t pwlen)
             colon = q;
             break;
         }
-    if (colon) {
+    if (colon)
         snprintf(pw, pwlen, "%.*s", (int)(at - colon - 1), colon + 1);
-        return;
-    }
-    const char *param = strstr(url, "password=");
-    if (param && param > url && (param[-1] == '?' || param[-1] == '&')) {
-        param += 9;
-        snprintf(pw, pwlen, "%.*s", (int)strcspn(param, "&"), param);
-    }
 }
 
-/* msg with every occurrence of url's password replaced by ***: libpq quotes
+/* msg with every occurrence of url's passwords replaced by ***: libpq quotes
  * a URL it cannot parse whole, password and all ("invalid percent-encoded
  * token", an unclosed IPv6 bracket). Passwords of fewer than 3 characters
  * are left: replacing every "a" would leave no message to read. */
 static void scrub_password(const char *url, char *msg, size_t msglen)
 {
-    char pw[256], out[1024];
-    url_password(url, pw, sizeof pw);
-    size_t n = strlen(pw), o = 0;
-    if (n < 3)
-        return;
-    for (const char *q = msg; *q && o + 4 < sizeof out;) {
-        if (strncmp(q, pw, n) == 0) {
-            memcpy(out + o, "***", 3);
-            o += 3;
-            q += n;
-        } else {
-            out[o++] = *q++;
+    char pw[PATH_MAX], out[1024];
+    for (int which = 0; which < 2; which++) {
+        url_password(url, which, pw, sizeof pw);
+        size_t n = strlen(pw), o = 0;
+        if (n < 3)
+            continue;
+        for (const char *q = msg; *q && o + 4 < sizeof out;) {
+            if (strncmp(q, pw, n) == 0) {
+                memcpy(out + o, "***", 3);
+                o += 3;
+                q += n;
+            } else {
+                out[o++] = *q++;
+            }
         }
+        out[o] = '\0';
+        snprintf(msg, msglen, "%s", out);
     }
-    out[o] = '\0';
-    snprintf(msg, msglen, "%s", out);
 }
 
 int cli_registry_open(const char *who, const char *flag, const char *data_dir, int create,

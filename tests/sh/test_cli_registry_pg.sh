@@ -151,6 +151,8 @@ expect_fail "wrong database" 'database "no_such_db" does not exist' \
 [ ! -e "$tmp/x.safetensors" ] || fail "a failed export left a file"
 expect_fail "a URL libpq cannot parse (it quotes it)" 'IPv6' \
     env VAED_REGISTRY="postgresql://vaed:$secret@[::1/vaed" "$vaed" registry list
+expect_fail "a URL libpq cannot parse, the password as a parameter" 'IPv6' \
+    "$vaed" registry list --registry "postgresql://vaed@[::1/vaed?password=$secret"
 expect_fail "a bad percent escape" 'percent' \
     "$vaed" registry import --registry "postgresql://vaed:$secret@127.0.0.1:5432/%zz" --model digits "$tmp/a.safetensors"
 # A server that accepts and never answers: libpq's connect_timeout (vaed's
