@@ -768,8 +768,52 @@ static void put_bytes(dataset *d, int k, const uint8_t *src) {
     for (size_t j = 0; j < dim; j++) x[j] = (float)src[j] / 255.0f;
 }
 
-/* The images of roles ROLE_TRAIN and ROLE_VAL, streamed through a chunk
- * (gzip cannot seek), and the whole length checked. */
+/* A plain (not gzip) IDX file's images of a role, one pread each, after a
+ * check of the file's length against the header's count. */
+static vae_status idx_pread_roles(const source_index *ix, const uint8_t *role, dataset **sets,
+                                  int *n_read, char *err, size_t errlen) {
+    int fd = file_io_open_regular(ix->path, err, errlen);
+    if (fd < 0) return VAE_ERR_IO;
+    size_t dim = (size_t)ix->height * (size_t)ix->width, body = (size_t)ix->n * dim;
+    uint8_t *img = malloc(dim); /* owned here */
+    struct stat st;
+    vae_status rc = VAE_OK;
+    if (!img) {
+        util_set_err(err, errlen, "%s: out of memory", ix->path);
+        rc = VAE_ERR_NOMEM;
+    } else if (fstat(fd, &st) != 0) {
+        util_set_err(err, errlen, "%s: %s", ix->path, strerror(errno));
+        rc = VAE_ERR_IO;
+    } else if ((uint64_t)st.st_size < 16 + (uint64_t)body) {
+        util_set_err(err, errlen, "%s: truncated: the header promises %zu data bytes, the file has %zu",
+                     ix->path, body, st.st_size > 16 ? (size_t)st.st_size - 16 : (size_t)0);
+        rc = VAE_ERR_FORMAT;
+    } else if ((uint64_t)st.st_size > 16 + (uint64_t)body) {
+        util_set_err(err, errlen, "%s: trailing bytes after the %zu bytes the header describes",
+                     ix->path, 16 + body);
+        rc = VAE_ERR_FORMAT;
+    }
+    for (int i = 0; i < ix->n && !rc; i++) {
+        if (role[i] == ROLE_NONE) continue;
+        ssize_t got = pread(fd, img, dim, (off_t)(16 + (size_t)i * dim));
+        if (got != (ssize_t)dim) {
+            util_set_err(err, errlen, "%s: %s", ix->path,
+                         got < 0 ? strerror(errno) : "the file was cut short while it was read");
+            rc = VAE_ERR_IO;
+            break;
+        }
+        dataset *d = sets[role[i] - 1];
+        put_bytes(d, d->n++, img);
+        (*n_read)++;
+    }
+    free(img);
+    close(fd);
+    return rc;
+}
+
+/* The images of roles ROLE_TRAIN and ROLE_VAL: of a plain file only those
+ * (idx_pread_roles); a gzip one streamed through a chunk (gzip cannot seek)
+ * and its whole length checked. */
 static vae_status idx_read_roles(const source_index *ix, const uint8_t *role, dataset **sets,
                                  int *n_read, char *err, size_t errlen) {
     gzFile gz;
@@ -780,6 +824,10 @@ static vae_status idx_read_roles(const source_index *ix, const uint8_t *role, da
     if (n != (uint32_t)ix->n || rows != (uint32_t)ix->height || cols != (uint32_t)ix->width) {
         util_set_err(err, errlen, "%s: the file changed while it was read", ix->path);
         rc = VAE_ERR_IO;
+        goto end;
+    }
+    if (gzdirect(gz)) { /* plain: every image is at a known offset */
+        rc = idx_pread_roles(ix, role, sets, n_read, err, errlen);
         goto end;
     }
     size_t dim = (size_t)rows * cols, per = IDX_FIRST_CHUNK / dim ? IDX_FIRST_CHUNK / dim : 1;

@@ -106,8 +106,9 @@ vae_status dataset_split_validation(dataset *d, double fraction, uint64_t seed, 
  * give, but only the images kept are read: an index first (the count, the
  * labels, the shape: IDX headers and label files, CIFAR-10 label bytes one
  * pread each, a PNG folder's listing and its first file's header), then one
- * pread per CIFAR-10 record, one decode per PNG file, or one streamed pass
- * over an IDX file (gzip cannot seek) keeping the chosen images. The same
+ * pread per CIFAR-10 record, per image of a plain IDX file, one decode per PNG
+ * file, or one streamed pass over a gzip IDX file (gzip cannot seek) keeping
+ * the chosen images. The same
  * checks and messages as the whole loaders, for the images that are read
  * (a PNG another rank holds is checked by that rank). IDX and CIFAR-10 sets
  * come as bytes (dataset_image reads them), PNG ones as floats. */

@@ -13,6 +13,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <zlib.h>
+
 #include "engine/dataset.h"
 #include "engine/image.h"
 #include "tests/lib/harness.h"
@@ -529,7 +531,31 @@ static void test_shards_read_only_their_images(void **state)
     write_bytes(idx_path, idx_img, sizeof idx_img);
     write_bytes(lab_path, idx_lab, sizeof idx_lab);
     dataset_source idx = {.kind = DATASET_SOURCE_IDX, .path = idx_path, .labels_path = lab_path};
-    check_shards(&idx, 1, 9);
+    check_shards(&idx, 1, 9); /* plain: one pread per image */
+    char gz_path[512];
+    snprintf(gz_path, sizeof gz_path, "%s", at("shard-gz-images-idx3-ubyte.gz", 0));
+    gzFile gz = gzopen(gz_path, "wb");
+    assert_non_null(gz);
+    assert_int_equal(gzwrite(gz, idx_img, sizeof idx_img), (int)sizeof idx_img);
+    assert_int_equal(gzclose(gz), Z_OK);
+    dataset_source idx_gz = {.kind = DATASET_SOURCE_IDX, .path = gz_path, .labels_path = lab_path};
+    check_shards(&idx_gz, 1, 9); /* gzip: streamed */
+    /* a plain file cut short, or with bytes after the images, as the whole load says */
+    dataset_shard_spec half = {.klass = -1, .rank = 1, .size = 2};
+    dataset cut;
+    dataset_shard_info cut_info;
+    char cut_err[512];
+    write_bytes(idx_path, idx_img, sizeof idx_img - 1);
+    assert_int_equal(dataset_load_shard(&idx, &half, &cut, NULL, &cut_info, cut_err, sizeof cut_err),
+                     VAE_ERR_FORMAT);
+    assert_non_null(strstr(cut_err, "truncated"));
+    uint8_t longer[sizeof idx_img + 1] = {0};
+    memcpy(longer, idx_img, sizeof idx_img);
+    write_bytes(idx_path, longer, sizeof longer);
+    assert_int_equal(dataset_load_shard(&idx, &half, &cut, NULL, &cut_info, cut_err, sizeof cut_err),
+                     VAE_ERR_FORMAT);
+    assert_non_null(strstr(cut_err, "trailing bytes"));
+    assert_null(cut.pixels);
     /* PNG: three class folders of uneven sizes, and an unlabelled folder */
     at("shard-png", 1);
     const char *classes[] = {"a", "b", "c"};
