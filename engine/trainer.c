@@ -26,6 +26,7 @@ struct trainer {
     float *reduce_kl;        /* owned; 2 * latent, free bits only */
     const dataset *test;     /* borrowed, may be NULL */
     int test_first, n_test;  /* test is images test_first.. of n_test (trainer_set_test_part) */
+    int test_lo, test_hi;    /* with blocks: the images this rank evaluates; else 0, 0 */
     vae_train_state *ts;     /* owned */
     rng_state rng;
     int *order;              /* owned; train->n indices */
@@ -311,19 +312,25 @@ static vae_status dist_step(trainer *t, int b0, int nb, int stop, vae_stats *st,
     return VAE_OK;
 }
 
-static vae_status evaluate(const vae_model *m, const dataset *d, int first, int n_all,
-                           uint64_t seed, const trainer_dist *dist, double *loss, double *recon,
-                           double *kl, char *err, size_t errlen);
+static vae_status evaluate(const vae_model *m, const dataset *d, int first, int n_all, int lo,
+                           int hi, uint64_t seed, const trainer_dist *dist, double *loss,
+                           double *recon, double *kl, char *err, size_t errlen);
 
 vae_status trainer_set_test_part(trainer *t, int first, int n_test, char *err, size_t errlen)
 {
-    if (!t->test || first < 0 || n_test < 1 || first > n_test - t->test->n) {
-        util_set_err(err, errlen, "test images %d.. of %d: not a part of the test set", first,
-                     n_test);
+    int ranks = t->dist ? t->dist->size : 1, rank = t->dist ? t->dist->rank : 0;
+    int lo = (int)((int64_t)n_test * rank / ranks), hi = (int)((int64_t)n_test * (rank + 1) / ranks);
+    if (!t->test || first < 0 || n_test < 1 || first > n_test - t->test->n || lo < first ||
+        hi > first + t->test->n) {
+        util_set_err(err, errlen,
+                     "test images %d.. of %d: not a part of the test set holding rank %d's block",
+                     first, n_test, rank);
         return VAE_ERR_ARG;
     }
     t->test_first = first;
     t->n_test = n_test;
+    t->test_lo = lo;
+    t->test_hi = hi;
     return VAE_OK;
 }
 
@@ -428,8 +435,8 @@ vae_status trainer_run_epoch(trainer *t, const trainer_callbacks *cb, trainer_ep
     out->images_per_s = el > 0 ? n / el : 0.0;
     out->test_loss = out->test_recon = out->test_kl = NAN;
     if (t->test) {
-        int rc = evaluate(t->m, t->test, t->test_first, t->n_test, c->seed ^ 0x7e57ULL, t->dist,
-                          &out->test_loss,
+        int rc = evaluate(t->m, t->test, t->test_first, t->n_test, t->test_lo, t->test_hi,
+                          c->seed ^ 0x7e57ULL, t->dist, &out->test_loss,
                           &out->test_recon, &out->test_kl, err, errlen);
         if (rc) return rc;
     }
@@ -442,16 +449,17 @@ vae_status trainer_run_epoch(trainer *t, const trainer_callbacks *cb, trainer_ep
  * takes its images of the whole set of n_all, with the noise of their slots
  * drawn as one process draws them, and the sums are added over the ranks, so
  * every rank gets the figures of the whole set. d holds images first ..
- * first + d->n - 1: all of them (first 0, d->n == n_all), each rank taking
- * the images i % size == rank; or this rank's block, all of which it takes. */
-static vae_status evaluate(const vae_model *m, const dataset *d, int first, int n_all,
-                           uint64_t seed, const trainer_dist *dist, double *loss, double *recon,
-                           double *kl, char *err, size_t errlen)
+ * first + d->n - 1 of the n_all; a rank takes those of its block [lo, hi)
+ * when lo < hi, else (lo = hi = 0, d the whole set) the images
+ * i % size == rank. */
+static vae_status evaluate(const vae_model *m, const dataset *d, int first, int n_all, int lo,
+                           int hi, uint64_t seed, const trainer_dist *dist, double *loss,
+                           double *recon, double *kl, char *err, size_t errlen)
 {
     const vae_config *c = &m->cfg;
     if (check_shape(m, d, "evaluation", err, errlen)) return VAE_ERR_ARG;
     int ranks = trainer_dist_active(dist) ? dist->size : 1, rank = ranks > 1 ? dist->rank : 0;
-    int block = d->n != n_all; /* else strided over the ranks */
+    int block = lo < hi; /* else strided over the ranks */
     int B = c->batch < 500 ? 500 : c->batch;
     vae_train_state *ts = vae_train_state_new(m, B, err, errlen); /* owned */
     size_t D = (size_t)dataset_dim(d), LZ = (size_t)c->mc_samples * c->latent;
@@ -474,8 +482,8 @@ static vae_status evaluate(const vae_model *m, const dataset *d, int first, int 
         /* this rank's slots of the batch: b0 + i with (b0 + i) % ranks == rank,
          * or in its block; image b0 + i is at b0 + i - first of d */
         int k = 0, step = block ? 1 : ranks;
-        int i0 = block ? (first - b0 > 0 ? first - b0 : 0) : ((rank - b0) % ranks + ranks) % ranks;
-        int i1 = block ? (first + d->n - b0 < nb ? first + d->n - b0 : nb) : nb;
+        int i0 = block ? (lo - b0 > 0 ? lo - b0 : 0) : ((rank - b0) % ranks + ranks) % ranks;
+        int i1 = block ? (hi - b0 < nb ? hi - b0 : nb) : nb;
         for (int i = i0; i < i1; i += step, k++) {
             slots[k] = i;
             dataset_image(d, b0 + i - first, batch + (size_t)k * D);
@@ -530,7 +538,7 @@ end:
 vae_status trainer_evaluate(const vae_model *m, const dataset *d, uint64_t seed, double *loss,
                             double *recon, double *kl, char *err, size_t errlen)
 {
-    return evaluate(m, d, 0, d->n, seed, NULL, loss, recon, kl, err, errlen);
+    return evaluate(m, d, 0, d->n, 0, 0, seed, NULL, loss, recon, kl, err, errlen);
 }
 
 /* ---------- the resume file ---------- */

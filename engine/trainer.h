@@ -87,12 +87,13 @@ trainer *trainer_new(vae_model *m, const dataset *train, const dataset *test, ch
  * size 1 is trainer_new. */
 trainer *trainer_new_dist(vae_model *m, const dataset *train, int n_global, const dataset *test,
                           const trainer_dist *dist, char *err, size_t errlen);
-/* With ranks: test (of trainer_new_dist) holds only this rank's contiguous
- * block of the test set, images first .. first + test->n - 1 of n_test (each
- * rank its own block; together every image once). The evaluation after an
- * epoch then takes each rank's block with the noise of its images' slots
- * drawn as one process draws them, and the sums over the ranks are the
- * whole set's. VAE_ERR_ARG when the block does not fit in n_test. */
+/* With ranks: the test set is evaluated in blocks, rank r taking images
+ * n_test * r / size .. n_test * (r + 1) / size - 1, and test (of
+ * trainer_new_dist) holds images first .. first + test->n - 1 of n_test,
+ * which must include that block: the block alone, or more (rank 0 holds the
+ * whole set for the evaluation it makes alone at the end). The noise of each
+ * image's slot is drawn as one process draws it, and the sums over the ranks
+ * are the whole set's. VAE_ERR_ARG when test does not hold the block. */
 vae_status trainer_set_test_part(trainer *t, int first, int n_test, char *err, size_t errlen);
 /* Collective: rank 0's parameters and whole state (what a resume file
  * holds) to every rank; at the start, after rank 0 may have resumed. */

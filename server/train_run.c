@@ -71,10 +71,18 @@ static train_run_status count_classes(train_run *r, char *err, size_t errlen)
     return TRAIN_RUN_OK;
 }
 
-/* With ranks: this rank's contiguous block of the test split, or all of it
- * when a block would hold fewer than the final IWAE bound's images (rank 0
- * computes that bound on the first of them, alone, from what it holds). No
- * test split (r->have_test 0) when it cannot be read, as data_sets_load. */
+/* With ranks the test split, or the held-out images, are evaluated in
+ * blocks when each block holds at least the final IWAE bound's images
+ * (test_in_blocks): a rank other than 0 then reads only its block; rank 0
+ * reads the whole set, which its evaluation at the end (train_run_evaluate,
+ * rank 0 alone) covers. */
+static int test_in_blocks(int n_test, const trainer_dist *dist)
+{
+    return n_test / dist->size >= EVAL_TRAIN_IWAE_IMAGES;
+}
+
+/* With ranks: the test split as test_in_blocks says. No test split
+ * (r->have_test 0) when it cannot be read, as data_sets_load. */
 static train_run_status load_test_part(train_run *r, const char *root, const trainer_dist *dist,
                                        char *err, size_t errlen)
 {
@@ -83,7 +91,8 @@ static train_run_status load_test_part(train_run *r, const char *root, const tra
     if (data_sets_source(root, r->o.data, DATA_SETS_TEST, &src, images, labels, sizeof images))
         return TRAIN_RUN_OK;
     dataset_shard_spec spec = {.klass = r->o.klass, .rank = dist->rank, .size = dist->size,
-                               .held_all = 1, .held_block = EVAL_TRAIN_IWAE_IMAGES};
+                               .held_all = 1,
+                               .held_block = dist->rank ? EVAL_TRAIN_IWAE_IMAGES : 0};
     dataset none; /* the training images of a test split: none */
     dataset_shard_info info;
     vae_status rc = dataset_load_shard(&src, &spec, &none, &r->test, &info, why, sizeof why);
@@ -112,8 +121,8 @@ static train_run_status load_data(train_run *r, char *err, size_t errlen)
     char why[256];
     /* with ranks, each reads only its shard of the training images (class,
      * limit and a validation split applied from the index of the source, so
-     * before any image is read) and its block of the test split or of the
-     * held-out images */
+     * before any image is read) and, but rank 0, its block of the test split
+     * or of the held-out images (test_in_blocks) */
     char images[PATH_MAX], labels[PATH_MAX];
     dataset_source src;
     int n_file, h, w;
@@ -130,7 +139,7 @@ static train_run_status load_data(train_run *r, char *err, size_t errlen)
         dataset_shard_spec spec = {.klass = o->klass, .limit = o->limit,
                                    .val_split = r->have_test ? 0.0 : o->val_split,
                                    .seed = o->cfg.seed, .rank = dist->rank, .size = dist->size,
-                                   .held_block = EVAL_TRAIN_IWAE_IMAGES};
+                                   .held_block = dist->rank ? EVAL_TRAIN_IWAE_IMAGES : 0};
         dataset_shard_info info;
         if (dataset_load_shard(&src, &spec, &r->train, spec.val_split > 0.0 ? &r->test : NULL,
                                &info, why, sizeof why)) {
@@ -276,7 +285,7 @@ static train_run_status run_setup(train_run *r, char *err, size_t errlen)
     if (!(r->t = trainer_new_dist(&r->model, &r->train, r->info.n_train,
                                   r->have_test ? &r->test : NULL, dist, err, errlen)))
         return TRAIN_RUN_ERR_ARG;
-    if (dist && r->have_test && r->test.n != r->n_test &&
+    if (dist && r->sharded && r->have_test && test_in_blocks(r->n_test, dist) &&
         (rc = trainer_set_test_part(r->t, r->test_first, r->n_test, err, errlen)))
         return from_engine(rc, TRAIN_RUN_ERR_ARG);
     /* a rank trains with one thread: there is one rank per core */

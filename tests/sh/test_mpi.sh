@@ -134,9 +134,10 @@ echo "test -ELBO after 2 epochs: 1 process $a, 2 ranks $b"
 python3 -c "import sys; sys.exit(0 if abs($a - $b) <= 0.3 else 1)" \
     || fail "test -ELBO after 2 epochs: 1 process $a, 2 ranks $b"
 
-# MNIST's test split is read in blocks (each rank its 5,000): the epoch's test
-# figures and rank 0's IWAE bound (on the first 256 test images, all in its
-# block) are one process's
+# MNIST's test split is evaluated in blocks (each rank its 5,000; rank 1
+# reads only its block, rank 0 the whole set for its final evaluation): the
+# epoch's test figures, the IWAE bound and the checkpoint's metrics are one
+# process's
 iw=(train --data mnist --hidden 64 --latent 8 --seed 3 --batch 64 --limit 640 --epochs 1 --iwae 4)
 "$vaed" "${iw[@]}" --threads 1 --out "$tmp/iw.1.st" >"$tmp/iw.1.log" 2>&1 || fail "IWAE, one process: $(tail -3 "$tmp/iw.1.log")"
 "${mpi[@]}" "$vaed" "${iw[@]}" --out "$tmp/iw.2.st" >"$tmp/iw.2.log" 2>&1 || fail "IWAE, two ranks: $(tail -5 "$tmp/iw.2.log")"
@@ -145,6 +146,19 @@ for what in 'test loss [0-9.]*' 'test IWAE bound .*'; do
     echo "blocks of the test split: 1 process '$a', 2 ranks '$b'"
     [ -n "$a" ] && [ "$a" = "$b" ] || fail "blocks of the test split: 1 process '$a', 2 ranks '$b'"
 done
+# rank 0's final evaluation (the checkpoint's metrics) is over the whole test set
+python3 - "$tmp/iw.1.st" "$tmp/iw.2.st" <<'EOF' || fail "final metrics of 2 ranks differ from one process's"
+import json, struct, sys
+def metrics(path):
+    raw = open(path, "rb").read()
+    n = struct.unpack("<Q", raw[:8])[0]
+    return json.loads(json.loads(raw[8:8 + n])["__metadata__"]["vaed_metrics"])
+a, b = metrics(sys.argv[1]), metrics(sys.argv[2])
+print("final metrics: test loss %.6f / %.6f, active units %d / %d" % (a["test_loss"], b["test_loss"], a["active_units"], b["active_units"]))
+for k in ("test_loss", "test_recon", "test_kl", "test_iwae_nll"):
+    assert abs(a[k] - b[k]) < 1e-3, k
+assert a["active_units"] == b["active_units"]
+EOF
 
 # the one rank of mpirun -np 1 trains with one thread, as every rank does
 # (--threads' default is the cores): the bytes of one process's --threads 1
