@@ -29,6 +29,7 @@ static const struct {
     [HTTP_ERR_TOO_MANY_REQUESTS] = {MHD_HTTP_TOO_MANY_REQUESTS, "too_many_requests"},
     [HTTP_ERR_FORBIDDEN] = {MHD_HTTP_FORBIDDEN, "forbidden"},
     [HTTP_ERR_INSUFFICIENT_STORAGE] = {MHD_HTTP_INSUFFICIENT_STORAGE, "insufficient_storage"},
+    [HTTP_ERR_DUPLICATE_PARAMETER] = {MHD_HTTP_BAD_REQUEST, "duplicate_parameter"},
 };
 
 unsigned int http_error_status(http_error e)
@@ -99,6 +100,7 @@ http_error http_error_from_vae(vae_status s)
     case VAE_ERR_FORMAT:
     case VAE_ERR_NONFINITE:
     case VAE_ERR_TOO_LARGE:
+    case VAE_ERR_TOO_MANY:
         return HTTP_ERR_INVALID_CHECKPOINT;
     case VAE_ERR_NOMEM:
     case VAE_ERR_CANCELLED:
@@ -445,6 +447,79 @@ int http_query_int(struct MHD_Connection *c, const char *name, int64_t lo, int64
     }
     *out = v;
     return 0;
+}
+
+int http_query_limited(struct MHD_Connection *c, const char *name, int64_t lo, int64_t hi,
+                       metrics_limit limit, int64_t def, int64_t *out, char *msg, size_t msglen)
+{
+    if (!http_query_int(c, name, lo, hi, def, out, msg, msglen))
+        return 0;
+    const char *value;
+    int64_t v;
+    if (query_lookup(c, name, &value) && value && *value && !value[strspn(value, "0123456789")] &&
+        (http_parse_i64(value, &v) || v > hi)) /* digits only: above hi, or past int64 */
+        metrics_count_refusal(limit);
+    return -1;
+}
+
+/* The names of a query, gathered for sorting. */
+typedef struct {
+    const char **names;
+    size_t n, cap;
+    int nomem;
+} query_names;
+
+static enum MHD_Result gather_name(void *cls, enum MHD_ValueKind kind, const char *key,
+                                   const char *value)
+{
+    (void)kind;
+    (void)value;
+    query_names *q = cls;
+    if (q->n == q->cap) {
+        size_t cap = q->cap ? 2 * q->cap : 16;
+        const char **grown = realloc(q->names, cap * sizeof *grown);
+        if (!grown) {
+            q->nomem = 1;
+            return MHD_NO;
+        }
+        q->names = grown;
+        q->cap = cap;
+    }
+    q->names[q->n++] = key ? key : "";
+    return MHD_YES;
+}
+
+static int compare_names(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+int http_query_repeated(struct MHD_Connection *c, char *msg, size_t msglen)
+{
+    query_names q = {0};
+    MHD_get_connection_values(c, MHD_GET_ARGUMENT_KIND, gather_name, &q);
+    int rc = 0;
+    if (q.nomem) {
+        snprintf(msg, msglen, "out of memory reading the query");
+        rc = -2;
+    } else if (q.n > 1) {
+        qsort(q.names, q.n, sizeof *q.names, compare_names);
+        for (size_t i = 1; i < q.n && !rc; i++) {
+            if (strcmp(q.names[i - 1], q.names[i]))
+                continue;
+            /* the name as a message may hold it: printable ASCII, bounded */
+            char shown[64];
+            size_t k = 0;
+            for (const char *p = q.names[i]; *p && k + 1 < sizeof shown; p++)
+                shown[k++] = (*p >= 0x20 && *p < 0x7f && *p != '"' && *p != '\\') ? *p : '?';
+            shown[k] = '\0';
+            snprintf(msg, msglen, "parameter '%s' is given more than once (each at most once)",
+                     shown);
+            rc = -1;
+        }
+    }
+    free(q.names);
+    return rc;
 }
 
 int http_query_u64(struct MHD_Connection *c, const char *name, int *present, uint64_t *out,
