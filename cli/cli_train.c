@@ -575,11 +575,14 @@ int cli_eval(int argc, char **argv)
 {
     const char *model = NULL, *data = "mnist";
     long iwae = 0, limit = 0, seed = 1, klass = -1, class_samples = 1000;
+    double class_temperature = 1.0;
     cli_option opts[] = {
         {"model", CLI_STRING, &model, 0, 0, "checkpoint file"},
         {"data", CLI_STRING, &data, 0, 0, "mnist, fashion or an IDX image file (its test split when it has one)"},
         {"class-samples", CLI_LONG, &class_samples, 0, 1000000,
          "a conditional model: samples per class for the class accuracy (0 = skip)"},
+        {"class-temperature", CLI_DOUBLE, &class_temperature, 0, 0,
+         "scale of those samples' z, 0 to 10 (default 1)"},
         {"iwae", CLI_LONG, &iwae, 0, 1000000, "importance samples K for the IWAE bound (0 = skip; 5000 as in the paper)"},
         {"limit", CLI_LONG, &limit, 0, INT_MAX, "evaluate the first N images"},
         {"class", CLI_LONG, &klass, -1, 255, "one label only"},
@@ -589,6 +592,10 @@ int cli_eval(int argc, char **argv)
     if (rc) return rc == CLI_HELP ? 0 : 2;
     if (!model) {
         fprintf(stderr, "vaed eval: --model FILE is required\n");
+        return 2;
+    }
+    if (!(class_temperature >= 0.0 && class_temperature <= 10.0)) {
+        fprintf(stderr, "vaed eval: --class-temperature must be from 0 to 10\n");
         return 2;
     }
     char err[512];
@@ -617,15 +624,16 @@ int cli_eval(int argc, char **argv)
         eval_class_result cr;
         /* the bounds above stand without it: a set that lacks a class (a
          * --limit, a --class) gets the reason instead of a failed command */
-        if (eval_class_accuracy(&m, &d, (int)class_samples, (uint64_t)seed, &cr, err,
-                                sizeof err)) {
+        if (eval_class_accuracy(&m, &d, (int)class_samples, (uint64_t)seed, class_temperature, &cr,
+                                err, sizeof err)) {
             printf("class_accuracy n/a: %s\n", err);
             status = 0;
             goto end;
         }
-        printf("class_accuracy %.4f of %ld samples per class classified as their class (nearest "
-               "class mean on the %s images' pixels, which scores %.4f on %d of them)\n",
-               cr.accuracy, class_samples, split, cr.data_accuracy, cr.data_n);
+        printf("class_accuracy %.4f of %ld samples per class (temperature %g) classified as their "
+               "class (nearest class mean on the %s images' pixels, which scores %.4f on %d of "
+               "them)\n",
+               cr.accuracy, class_samples, class_temperature, split, cr.data_accuracy, cr.data_n);
         printf("per class     ");
         for (int k = 0; k < cr.n_classes; k++) printf(" %d:%.3f", k, cr.class_accuracy[k]);
         printf("\n");
