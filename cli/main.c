@@ -116,7 +116,7 @@ static int cmd_serve(int argc, char **argv)
         {"max-steps", CLI_INT, &o.max_steps, 2, API_INFER_MAX_STEPS,
          "steps of an /interpolate (and at most this many of /traverse; default 256)"},
         {"max-json-depth", CLI_INT, &o.max_json_depth, 1, SERVER_MAX_JSON_DEPTH,
-         "nesting of an inference request's JSON body (default 8)"},
+         "nesting of a JSON request body (default 8)"},
         {"max-small-body-kb", CLI_LONG, &max_small_body_kb, 1, 16384,
          "largest job spec or alias body, KiB (default 64)"},
         {"max-header-mb", CLI_LONG, &max_header_mb, 1, 4096,

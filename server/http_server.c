@@ -200,6 +200,16 @@ static void printable(char *out, size_t outlen, const char *s)
 static enum MHD_Result dispatch(http_ctx *ctx, struct MHD_Connection *c, http_request *req)
 {
     const routes_entry *r = routes_find(req->method, req->path, req);
+    /* A job spec or alias body is JSON that cJSON parses where its handler
+     * runs: its nesting is bounded here, once, as the inference bodies'
+     * are where they are read (its values are bounded by its size). */
+    if (r && r->flags & ROUTES_SMALL_BODY && req->body) {
+        char msg[HTTP_MESSAGE_MAX];
+        http_error e = infer_body_prescan(req->body, req->body_len, ctx->opts->max_json_depth,
+                                          req->body_len + 1, msg, sizeof msg);
+        if (e != HTTP_ERR_NONE)
+            return http_send_error(c, e, "%s", msg);
+    }
     if (r)
         return r->handler(ctx, c, req);
     char allow[ROUTES_ALLOW_MAX], shown[128];

@@ -1593,6 +1593,12 @@ static void test_format_bound_flags(void **state)
     const char *deep = "{\"z\": [[[0]]]}";
     expect_counted(port, "POST", "/decode?format=json", NULL, deep, strlen(deep), 400,
                    "bad_request", "json_depth");
+    const char *deep_spec = "{\"data\": \"mnist\", \"arch\": {\"x\": [[1]]}}";
+    expect_counted(port, "POST", "/jobs", NULL, deep_spec, strlen(deep_spec), 400,
+                   "bad_request", "json_depth");
+    const char *deep_alias = "{\"version\": [[[1]]]}";
+    expect_counted(port, "PUT", "/models/digits/aliases/prod", NULL, deep_alias,
+                   strlen(deep_alias), 400, "bad_request", "json_depth");
     /* --max-small-body-kb: a 2 KiB job spec */
     char spec[2048 + 64];
     int n = snprintf(spec, sizeof spec, "{\"data\": \"mnist\", \"pad\": \"");
