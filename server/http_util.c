@@ -462,9 +462,13 @@ int http_query_limited(struct MHD_Connection *c, const char *name, int64_t lo, i
     return -1;
 }
 
-/* The names of a query, gathered for sorting. */
+/* The names of a query, gathered for comparing: in a buffer on the caller's
+ * stack for the few names a real request has (no allocation per request),
+ * on the heap past it. */
+#define QUERY_NAMES_LOCAL 32
 typedef struct {
-    const char **names;
+    const char **names; /* local, or owned when it is not */
+    const char *local[QUERY_NAMES_LOCAL];
     size_t n, cap;
     int nomem;
 } query_names;
@@ -476,12 +480,15 @@ static enum MHD_Result gather_name(void *cls, enum MHD_ValueKind kind, const cha
     (void)value;
     query_names *q = cls;
     if (q->n == q->cap) {
-        size_t cap = q->cap ? 2 * q->cap : 16;
-        const char **grown = realloc(q->names, cap * sizeof *grown);
+        size_t cap = 2 * q->cap;
+        const char **grown = malloc(cap * sizeof *grown);
         if (!grown) {
             q->nomem = 1;
             return MHD_NO;
         }
+        memcpy(grown, q->names, q->n * sizeof *grown);
+        if (q->names != q->local)
+            free(q->names);
         q->names = grown;
         q->cap = cap;
     }
@@ -494,31 +501,47 @@ static int compare_names(const void *a, const void *b)
     return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
 
+/* A name of names[0..n) that is given twice, or NULL: pairs for the few of
+ * a real request, sorted past a handful (O(n log n) for a hostile URL). */
+static const char *repeated_name(const char **names, size_t n)
+{
+    if (n <= 8) {
+        for (size_t i = 1; i < n; i++)
+            for (size_t j = 0; j < i; j++)
+                if (!strcmp(names[i], names[j]))
+                    return names[i];
+        return NULL;
+    }
+    qsort(names, n, sizeof *names, compare_names);
+    for (size_t i = 1; i < n; i++)
+        if (!strcmp(names[i - 1], names[i]))
+            return names[i];
+    return NULL;
+}
+
 int http_query_repeated(struct MHD_Connection *c, char *msg, size_t msglen)
 {
-    query_names q = {0};
+    query_names q = {.cap = QUERY_NAMES_LOCAL};
+    q.names = q.local;
     MHD_get_connection_values(c, MHD_GET_ARGUMENT_KIND, gather_name, &q);
     int rc = 0;
+    const char *twice = q.nomem ? NULL : repeated_name(q.names, q.n);
     if (q.nomem) {
         snprintf(msg, msglen, "out of memory reading the query");
         rc = -2;
-    } else if (q.n > 1) {
-        qsort(q.names, q.n, sizeof *q.names, compare_names);
-        for (size_t i = 1; i < q.n && !rc; i++) {
-            if (strcmp(q.names[i - 1], q.names[i]))
-                continue;
-            /* the name as a message may hold it: printable ASCII, bounded */
-            char shown[64];
-            size_t k = 0;
-            for (const char *p = q.names[i]; *p && k + 1 < sizeof shown; p++)
-                shown[k++] = (*p >= 0x20 && *p < 0x7f && *p != '"' && *p != '\\') ? *p : '?';
-            shown[k] = '\0';
-            snprintf(msg, msglen, "parameter '%s' is given more than once (each at most once)",
-                     shown);
-            rc = -1;
-        }
+    } else if (twice) {
+        /* the name as a message may hold it: printable ASCII, bounded */
+        char shown[64];
+        size_t k = 0;
+        for (const char *p = twice; *p && k + 1 < sizeof shown; p++)
+            shown[k++] = (*p >= 0x20 && *p < 0x7f && *p != '"' && *p != '\\') ? *p : '?';
+        shown[k] = '\0';
+        snprintf(msg, msglen, "parameter '%s' is given more than once (each at most once)",
+                 shown);
+        rc = -1;
     }
-    free(q.names);
+    if (q.names != q.local)
+        free(q.names);
     return rc;
 }
 
