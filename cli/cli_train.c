@@ -190,7 +190,8 @@ int cli_train(int argc, char **argv)
                      .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8, .latent = 20, .mc = 1,
                      .batch = 128, .epochs = 10, .seed = 1, .threads = 0, .limit = 0,
                      .klass = -1};
-    const char *data = "mnist", *out = NULL, *reg_name = NULL, *data_dir = "var", *resume = NULL;
+    const char *data = "mnist", *out = NULL, *reg_name = NULL, *data_dir = "var", *resume = NULL,
+               *registry_at = NULL;
     double val_split = 0.0;
     long iwae_k = EVAL_TRAIN_IWAE_K;
     double rank_timeout = 300.0;
@@ -204,6 +205,8 @@ int cli_train(int argc, char **argv)
         {"out", CLI_STRING, &out, 0, 0, "write the checkpoint (safetensors) here"},
         {"register", CLI_STRING, &reg_name, 0, 0, "register the checkpoint as a version of this model"},
         {"data-dir", CLI_STRING, &data_dir, 0, 0, "registry directory for --register (default var)"},
+        {"registry", CLI_STRING, &registry_at, 0, 0,
+         "--register into this file or postgresql:// URL (else $VAED_REGISTRY, else DATA_DIR/registry.db)"},
         {"arch", CLI_STRING, &f.arch, 0, 0, "mlp or conv"},
         {"channels", CLI_STRING, &f.channels, 0, 0, "conv channel widths (default 32,64,128,256)"},
         {"hidden", CLI_STRING, &f.hidden, 0, 0, "hidden widths, e.g. 400 or 512,256"},
@@ -323,6 +326,18 @@ int cli_train(int argc, char **argv)
         }
     }
     int root = !mpi || dist.rank == 0;
+    /* An unreachable or mistyped registry is found now, not after the
+     * training. (Under MPI rank 0 alone opens it, at the end: a rank that
+     * returned here would leave the others waiting on it.) */
+    if (reg_name && !mpi) {
+        registry *probe = NULL;
+        int prc = cli_registry_open("train", registry_at, data_dir, 1, 0, &probe);
+        registry_close(probe);
+        if (prc) {
+            free(spec_json);
+            return prc;
+        }
+    }
 
     progress_printer pp = {.tty = isatty(STDERR_FILENO), .epochs = cfg.epochs};
     train_run_options o;
@@ -450,13 +465,11 @@ int cli_train(int argc, char **argv)
         printf("wrote %s\n", out);
     }
     if (reg_name) {
-        char path[PATH_MAX];
-        snprintf(path, sizeof path, "%s/registry.db", data_dir);
         registry *r = NULL;
         registry_checkpoint_info ci;
-        train_run_status st = TRAIN_RUN_ERR_REGISTRY;
-        if (!registry_open(path, &r, err, sizeof err))
-            st = train_run_register(run, r, reg_name, 0, &ci, err, sizeof err);
+        if (cli_registry_open("train", registry_at, data_dir, 1, 0, &r))
+            goto end; /* it said why */
+        train_run_status st = train_run_register(run, r, reg_name, 0, &ci, err, sizeof err);
         registry_close(r);
         if (st) {
             fprintf(stderr, "vaed train: %s%s\n", st == TRAIN_RUN_ERR_REGISTRY ? "registry: " : "",
