@@ -46,6 +46,10 @@ struct registry_pg {
     int in_tx;                /* under mu */
     pthread_t listener;
     int listener_started;
+    /* An upload's bytes go in on a connection of their own before p->mu is
+     * taken (reg_pg_stage_blob), so other calls do not wait for them. */
+    pthread_mutex_t stage_mu;
+    PGconn *stage_conn;       /* owned; under stage_mu; opened on first use */
 };
 
 #define REG_PG_MAX_PARAMS 12
@@ -106,6 +110,15 @@ void reg_pg_mark_job_queued(registry_pg *p);
 /* Reconnects when the connection is broken; REGISTRY_ERR_UNAVAILABLE when it
  * cannot. */
 int reg_pg_ensure(registry_pg *p, char *err, size_t errlen);
+
+/* Writes a put's bytes into blobs, committed, on the staging connection
+ * and without p->mu, before the put takes it: the put then finds the row and
+ * only locks it (reg_pg_put_in_tx sends the bytes itself when the row is not
+ * there: staging failed, or another replica collected it meanwhile). After a
+ * failed put, reg_pg_collect_blob drops the bytes unless a version names
+ * them; reg_pg_open drops every such orphan (a crash between the two). */
+void reg_pg_stage_blob(registry_pg *p, const uint8_t *blob, size_t len, const char *sha);
+void reg_pg_collect_blob(registry_pg *p, const char *sha);
 
 /* From registry_pg_models.c, for a job's result (registry_pg_jobs.c): the
  * body of a put, inside the caller's transaction. */
