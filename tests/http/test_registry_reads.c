@@ -190,8 +190,9 @@ static void *download_thread(void *arg)
 }
 
 /* 50 downloads at once, three times: every body is the checkpoint byte for byte,
- * and the daemon holds no more files after them than before (each blob
- * connection went back to the registry, or was closed). */
+ * and the daemon holds no more files after them than before, give or take
+ * SQLite's few kept for reuse (each blob connection went back to the
+ * registry, or was closed). */
 static void test_many_downloads(void **state)
 {
     (void)state;
@@ -212,7 +213,8 @@ static void test_many_downloads(void **state)
     assert_true(one.ok);
     /* Counted after a first round: SQLite keeps the descriptor of a closed
      * connection while another of the process holds a lock on the file, for
-     * the next connection to reuse, so the first round may leave some. */
+     * the next connection to reuse, so a round leaves a few more or fewer
+     * (as many as were closed at once, here 0 to 5); a leak is 2 per download. */
     int before = -1;
     for (int round = 0; round < 3; round++) {
         if (round == 1) {
@@ -236,12 +238,12 @@ static void test_many_downloads(void **state)
     int after = 0;
     for (int tries = 0; tries < 50; tries++) {
         harness_sleep_ms(100);
-        if ((after = count_fds(d.pid)) <= before)
+        if ((after = count_fds(d.pid)) <= before + 16)
             break;
     }
     print_message("downloads: %d open files before %d more downloads, %d after\n", before,
                   2 * N, after);
-    assert_true(after <= before);
+    assert_true(after <= before + 16); /* a leak: 2 per download, 200 */
     assert_int_equal(harness_daemon_stop(&d), 0);
     harness_rm_rf(dir);
 }
