@@ -55,7 +55,7 @@ ENGINE_LIB := $(BUILD)/libvaed_engine.a
 SERVER_LIB := $(BUILD)/libvaed_server.a
 
 .PHONY: all deps data run test asan bench bench-onnx clean fuzz fuzz-build tsan soak
-all: $(BUILD)/vaed $(UNIT_BIN) $(HTTP_BIN) $(FUZZ_REPLAY_BIN) $(BUILD)/tests/vaed_fault
+all: $(BUILD)/vaed $(UNIT_BIN) $(HTTP_BIN) $(FUZZ_REPLAY_BIN) $(BUILD)/tests/vaed_fault $(BUILD)/tests/pg_run
 
 deps:
 	@bash scripts/install-deps.sh
@@ -127,6 +127,12 @@ $(BUILD)/tests/vaed_fault: LDLIBS += $(MPI_LIBS)
 $(BUILD)/tests/vaed_fault: $(CLI_OBJ) $(BUILD)/tests/lib/fault_inject.o $(BUILD)/tests/lib/fault.o $(SERVER_LIB) $(ENGINE_LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $(FAULT_WRAP) $^ $(LDLIBS) -o $@
+
+# The shell tests' PostgreSQL server: tests/lib/pg_server.c's, around a
+# command (tests/tools/pg_run.c).
+$(BUILD)/tests/pg_run: $(BUILD)/tests/tools/pg_run.o $(TESTLIB_OBJ) $(SERVER_LIB) $(ENGINE_LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $^ $(LDLIBS) -lcmocka -o $@
 
 # A fuzz target replaying the corpora, built with the build's compiler: a unit test.
 $(BUILD)/tests/unit_fuzz_%: $(BUILD)/tests/fuzz/fuzz_%.o $(BUILD)/tests/fuzz/replay_main.o $(FUZZ_ENV_OBJ) $(TESTLIB_OBJ) $(SERVER_LIB) $(ENGINE_LIB)

@@ -234,7 +234,97 @@ end:
     return status;
 }
 
-/* ---- registry (offline, on the database file) --------------------------- */
+/* ---- opening the registry ---------------------------------------------- */
+
+/* A password of url into pw ("" when none): which 0, the one of
+ * user:PASSWORD@host; 1, that of a password= parameter. */
+static void url_password(const char *url, int which, char *pw, size_t pwlen)
+{
+    pw[0] = '\0';
+    if (which == 1) {
+        const char *param = strstr(url, "password=");
+        if (param && param > url && (param[-1] == '?' || param[-1] == '&')) {
+            param += 9;
+            snprintf(pw, pwlen, "%.*s", (int)strcspn(param, "&"), param);
+        }
+        return;
+    }
+    const char *scheme = strstr(url, "://");
+    const char *auth = scheme ? scheme + 3 : url, *at = NULL, *colon = NULL;
+    for (const char *q = auth; *q && *q != '/' && *q != '?'; q++)
+        if (*q == '@')
+            at = q;
+    for (const char *q = auth; at && q < at; q++)
+        if (*q == ':') {
+            colon = q;
+            break;
+        }
+    if (colon)
+        snprintf(pw, pwlen, "%.*s", (int)(at - colon - 1), colon + 1);
+}
+
+/* msg with every occurrence of url's passwords replaced by ***: libpq quotes
+ * a URL it cannot parse whole, password and all ("invalid percent-encoded
+ * token", an unclosed IPv6 bracket). Passwords of fewer than 3 characters
+ * are left: replacing every "a" would leave no message to read. */
+static void scrub_password(const char *url, char *msg, size_t msglen)
+{
+    char pw[PATH_MAX], out[1024];
+    for (int which = 0; which < 2; which++) {
+        url_password(url, which, pw, sizeof pw);
+        size_t n = strlen(pw), o = 0;
+        if (n < 3)
+            continue;
+        for (const char *q = msg; *q && o + 4 < sizeof out;) {
+            if (strncmp(q, pw, n) == 0) {
+                memcpy(out + o, "***", 3);
+                o += 3;
+                q += n;
+            } else {
+                out[o++] = *q++;
+            }
+        }
+        out[o] = '\0';
+        snprintf(msg, msglen, "%s", out);
+    }
+}
+
+int cli_registry_open(const char *who, const char *flag, const char *data_dir, int create,
+                      int absent_ok, registry **out)
+{
+    *out = NULL;
+    const char *env = getenv("VAED_REGISTRY");
+    char where[PATH_MAX], shown[PATH_MAX], err[1024];
+    int n = flag && *flag  ? snprintf(where, sizeof where, "%s", flag)
+            : env && *env ? snprintf(where, sizeof where, "%s", env)
+                          : snprintf(where, sizeof where, "%s/registry.db", data_dir);
+    if (n < 0 || n >= (int)sizeof where) {
+        fprintf(stderr, "vaed %s: the registry's path or URL is too long\n", who);
+        return 2;
+    }
+    registry_redact_url(where, shown, sizeof shown);
+    int is_url = strncmp(where, "postgresql://", 13) == 0 || strncmp(where, "postgres://", 11) == 0;
+    /* Opening a file creates it: a mistyped path must not become an empty
+     * registry read from (or copied over). */
+    if (!is_url && !create && access(where, F_OK) != 0) {
+        if (absent_ok)
+            return 0;
+        fprintf(stderr, "vaed %s: no registry at %s\n", who, shown);
+        return 1;
+    }
+    if (registry_open(where, out, err, sizeof err)) {
+        scrub_password(where, err, sizeof err);
+        /* the PostgreSQL backend's messages name the (redacted) URL already */
+        if (strstr(err, shown))
+            fprintf(stderr, "vaed %s: %s\n", who, err);
+        else
+            fprintf(stderr, "vaed %s: %s: %s\n", who, shown, err);
+        return 1;
+    }
+    return 0;
+}
+
+/* ---- registry (offline: a file or a PostgreSQL database) --------------- */
 
 static int registry_import(registry *r, const char *model, const char *file)
 {
@@ -299,9 +389,33 @@ static int registry_export(registry *r, const char *model, const char *version, 
     return 0;
 }
 
-static int registry_list(registry *r)
+/* Every model; with model, its versions and aliases instead. Each line is
+ * tab-separated and ends with its time stamp, if any, so that two registries'
+ * lists compare equal once that is cut. */
+static int registry_list(registry *r, const char *model)
 {
     char err[512];
+    if (model) {
+        registry_checkpoint *cs = NULL; /* owned: freed below */
+        registry_alias_info *as = NULL; /* owned: freed below */
+        size_t n = 0, n_aliases = 0;
+        if (registry_list_checkpoints(r, model, &cs, &n, err, sizeof err) ||
+            registry_list_aliases(r, model, &as, &n_aliases, err, sizeof err)) {
+            registry_free_checkpoints(cs, n);
+            fprintf(stderr, "vaed registry list: %s\n", err);
+            return 1;
+        }
+        for (size_t i = 0; i < n; i++)
+            printf("version %lld\t%s\t%lld bytes\t%s\t%s\n", (long long)cs[i].info.version,
+                   cs[i].info.sha256, (long long)cs[i].info.size, cs[i].info.source,
+                   cs[i].info.created_at);
+        for (size_t i = 0; i < n_aliases; i++)
+            printf("alias %s\tversion %lld%s\n", as[i].alias, (long long)as[i].version,
+                   as[i].set_by_hand ? "\tset by hand" : "");
+        registry_free_checkpoints(cs, n);
+        free(as);
+        return 0;
+    }
     registry_model_info *ms = NULL; /* owned: freed below */
     size_t n = 0;
     if (registry_list_models(r, &ms, &n, err, sizeof err)) {
@@ -334,22 +448,13 @@ static int registry_copy(int argc, char **argv)
     char shown_from[256], shown_to[256], err[512];
     registry_redact_url(from, shown_from, sizeof shown_from);
     registry_redact_url(to, shown_to, sizeof shown_to);
-    /* Opening a file creates it: a mistyped source must not become an
-     * empty registry copied over. */
-    if (strncmp(from, "postgres", 8) != 0 && access(from, F_OK) != 0) {
-        fprintf(stderr, "vaed registry copy: no registry at %s\n", shown_from);
-        return 1;
-    }
     registry *src = NULL, *dst = NULL; /* owned: closed below */
-    int status = 1;
-    if (registry_open(from, &src, err, sizeof err)) {
-        fprintf(stderr, "vaed registry copy: %s: %s\n", shown_from, err);
+    int status = cli_registry_open("registry copy", from, NULL, 0, 0, &src);
+    if (!status)
+        status = cli_registry_open("registry copy", to, NULL, 1, 0, &dst);
+    if (status)
         goto end;
-    }
-    if (registry_open(to, &dst, err, sizeof err)) {
-        fprintf(stderr, "vaed registry copy: %s: %s\n", shown_to, err);
-        goto end;
-    }
+    status = 1;
     registry_copy_counts c;
     if (registry_copy_all(src, dst, &c, err, sizeof err)) {
         fprintf(stderr, "vaed registry copy: %s\n", err);
@@ -368,20 +473,27 @@ end:
 int cli_registry(int argc, char **argv)
 {
     static const char usage_text[] =
-        "usage: vaed registry list [--data-dir DIR]\n"
-        "       vaed registry import --model NAME FILE [--data-dir DIR]\n"
-        "       vaed registry export --model NAME [--version V] --out FILE [--data-dir DIR]\n"
-        "       vaed registry copy --from FILE.db|URL --to URL|FILE.db\n";
+        "usage: vaed registry list [--model NAME] [--registry FILE|URL] [--data-dir DIR]\n"
+        "       vaed registry import --model NAME FILE [--registry FILE|URL] [--data-dir DIR]\n"
+        "       vaed registry export --model NAME [--version V] --out FILE [--registry FILE|URL]\n"
+        "                            [--data-dir DIR]\n"
+        "       vaed registry copy --from FILE.db|URL --to URL|FILE.db\n"
+        "The registry is --registry (a file or postgresql://USER@HOST:PORT/DB), else\n"
+        "$VAED_REGISTRY, else DATA_DIR/registry.db (DATA_DIR default var), as for vaed serve.\n";
     if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
         fputs(usage_text, argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;
     }
-    const char *sub = argv[1], *data_dir = "var", *model = NULL, *version = NULL, *out = NULL;
+    const char *sub = argv[1], *data_dir = "var", *where = NULL, *model = NULL, *version = NULL,
+               *out = NULL;
     if (strcmp(sub, "copy") == 0)
         return registry_copy(argc - 1, argv + 1);
     cli_option opts[] = {
-        {"data-dir", CLI_STRING, &data_dir, 0, 0, "registry directory (default var)"},
-        {"model", CLI_STRING, &model, 0, 0, "model name (import, export)"},
+        {"registry", CLI_STRING, &where, 0, 0,
+         "registry file or postgresql://USER@HOST:PORT/DB (else $VAED_REGISTRY, else "
+         "DATA_DIR/registry.db)"},
+        {"data-dir", CLI_STRING, &data_dir, 0, 0, "directory of registry.db (default var)"},
+        {"model", CLI_STRING, &model, 0, 0, "model name (import, export; list: its versions)"},
         {"version", CLI_STRING, &version, 0, 0, "version or alias (export; default latest)"},
         {"out", CLI_STRING, &out, 0, 0, "file to write (export)"},
     };
@@ -397,30 +509,23 @@ int cli_registry(int argc, char **argv)
     if (rc)
         return rc == CLI_HELP ? 0 : 2;
     const char *file = cli_positional(0);
-    if ((is_import && (!model || !file)) || (is_export && (!model || !out))) {
+    if ((is_import && (!model || !file)) || (is_export && (!model || !out)) ||
+        cli_positional(is_import ? 1 : 0)) {
         fputs(usage_text, stderr);
         return 2;
     }
-    char path[PATH_MAX], err[512];
-    if (snprintf(path, sizeof path, "%s/registry.db", data_dir) >= (int)sizeof path) {
-        fprintf(stderr, "vaed registry: --data-dir too long\n");
+    if (model && !registry_valid_name(model)) {
+        fprintf(stderr, "vaed %s: invalid model name %s\n", cmd, model);
         return 2;
     }
-    if (!is_import && access(path, F_OK) != 0) {
-        if (is_export) {
-            fprintf(stderr, "vaed registry export: no registry at %s\n", path);
-            return 1;
-        }
-        return 0; /* no database: nothing to list */
-    }
     registry *r = NULL; /* owned: closed below */
-    if (registry_open(path, &r, err, sizeof err)) {
-        fprintf(stderr, "vaed registry: %s\n", err);
-        return 1;
-    }
+    /* No file to list from is an empty list, as an empty database is. */
+    rc = cli_registry_open(cmd, where, data_dir, is_import, !is_import && !is_export, &r);
+    if (rc || !r)
+        return rc;
     int status = is_import   ? registry_import(r, model, file)
                  : is_export ? registry_export(r, model, version, out)
-                             : registry_list(r);
+                             : registry_list(r, model);
     registry_close(r);
     return status;
 }

@@ -3,21 +3,38 @@
  *     vaed push --url http://HOST:PORT --model NAME FILE [--token-file F]
  *     vaed models [--url URL]
  *     vaed pull --url URL --model NAME [--version V] --out FILE
- *     vaed registry list|import|export ... [--data-dir DIR]   (the database file, offline)
+ *     vaed registry list|import|export ... [--registry FILE|URL] [--data-dir DIR]
+ *     vaed registry copy --from FILE|URL --to URL|FILE
  *
  * push, models and pull speak HTTP/1.1 to a running `vaed serve` over a plain
  * socket (http:// only; no TLS, no libcurl). push sends X-Content-SHA256 so
  * the server refuses bytes damaged on the way; pull checks the bytes it got
  * against the ETag (the sha256) before it writes the file, atomically.
+ * The registry subcommands (and `vaed train --register`) open the registry
+ * themselves, found as `vaed serve` finds it: --registry, else
+ * $VAED_REGISTRY, else DATA_DIR/registry.db; a postgresql:// URL works through
+ * the same registry calls as a file, and its password is never printed.
  * main() passes argv with argv[0] = the subcommand's name; each returns the
  * process exit code (0 ok, 1 failed, 2 usage).
  */
 #ifndef CLI_REGISTRY_H
 #define CLI_REGISTRY_H
 
+#include "server/registry.h"
+
 int cli_push(int argc, char **argv);
 int cli_models(int argc, char **argv);
 int cli_pull(int argc, char **argv);
 int cli_registry(int argc, char **argv);
+
+/* Opens the registry of --registry flag (NULL when not given), else
+ * $VAED_REGISTRY, else data_dir/registry.db, into *out (the caller closes
+ * it). Returns 0, or the exit code after printing "vaed WHO: ..." on stderr
+ * (1 cannot open: unreachable server, wrong database, bad file; 2 a path too
+ * long). A file that is not there is created when create is set; else *out
+ * stays NULL and 0 is returned when absent_ok is set (nothing to read), 1
+ * ("no registry at PATH") when not. */
+int cli_registry_open(const char *who, const char *flag, const char *data_dir, int create,
+                      int absent_ok, registry **out);
 
 #endif

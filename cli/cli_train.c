@@ -190,7 +190,8 @@ int cli_train(int argc, char **argv)
                      .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8, .latent = 20, .mc = 1,
                      .batch = 128, .epochs = 10, .seed = 1, .threads = 0, .limit = 0,
                      .klass = -1};
-    const char *data = "mnist", *out = NULL, *reg_name = NULL, *data_dir = "var", *resume = NULL;
+    const char *data = "mnist", *out = NULL, *reg_name = NULL, *data_dir = "var", *resume = NULL,
+               *registry_at = NULL;
     double val_split = 0.0;
     long iwae_k = EVAL_TRAIN_IWAE_K;
     double rank_timeout = 300.0;
@@ -204,6 +205,8 @@ int cli_train(int argc, char **argv)
         {"out", CLI_STRING, &out, 0, 0, "write the checkpoint (safetensors) here"},
         {"register", CLI_STRING, &reg_name, 0, 0, "register the checkpoint as a version of this model"},
         {"data-dir", CLI_STRING, &data_dir, 0, 0, "registry directory for --register (default var)"},
+        {"registry", CLI_STRING, &registry_at, 0, 0,
+         "--register into this file or postgresql:// URL (else $VAED_REGISTRY, else DATA_DIR/registry.db)"},
         {"arch", CLI_STRING, &f.arch, 0, 0, "mlp or conv"},
         {"channels", CLI_STRING, &f.channels, 0, 0, "conv channel widths (default 32,64,128,256)"},
         {"hidden", CLI_STRING, &f.hidden, 0, 0, "hidden widths, e.g. 400 or 512,256"},
@@ -323,6 +326,18 @@ int cli_train(int argc, char **argv)
         }
     }
     int root = !mpi || dist.rank == 0;
+    /* An unreachable or mistyped registry is found now, not after the
+     * training. (Under MPI rank 0 alone opens it, at the end: a rank that
+     * returned here would leave the others waiting on it.) */
+    if (reg_name && !mpi) {
+        registry *probe = NULL;
+        int prc = cli_registry_open("train", registry_at, data_dir, 1, 0, &probe);
+        registry_close(probe);
+        if (prc) {
+            free(spec_json);
+            return prc;
+        }
+    }
 
     progress_printer pp = {.tty = isatty(STDERR_FILENO), .epochs = cfg.epochs};
     train_run_options o;
@@ -450,13 +465,11 @@ int cli_train(int argc, char **argv)
         printf("wrote %s\n", out);
     }
     if (reg_name) {
-        char path[PATH_MAX];
-        snprintf(path, sizeof path, "%s/registry.db", data_dir);
         registry *r = NULL;
         registry_checkpoint_info ci;
-        train_run_status st = TRAIN_RUN_ERR_REGISTRY;
-        if (!registry_open(path, &r, err, sizeof err))
-            st = train_run_register(run, r, reg_name, 0, &ci, err, sizeof err);
+        if (cli_registry_open("train", registry_at, data_dir, 1, 0, &r))
+            goto end; /* it said why */
+        train_run_status st = train_run_register(run, r, reg_name, 0, &ci, err, sizeof err);
         registry_close(r);
         if (st) {
             fprintf(stderr, "vaed train: %s%s\n", st == TRAIN_RUN_ERR_REGISTRY ? "registry: " : "",
@@ -575,11 +588,14 @@ int cli_eval(int argc, char **argv)
 {
     const char *model = NULL, *data = "mnist";
     long iwae = 0, limit = 0, seed = 1, klass = -1, class_samples = 1000;
+    double class_temperature = 1.0;
     cli_option opts[] = {
         {"model", CLI_STRING, &model, 0, 0, "checkpoint file"},
         {"data", CLI_STRING, &data, 0, 0, "mnist, fashion or an IDX image file (its test split when it has one)"},
         {"class-samples", CLI_LONG, &class_samples, 0, 1000000,
          "a conditional model: samples per class for the class accuracy (0 = skip)"},
+        {"class-temperature", CLI_DOUBLE, &class_temperature, 0, 0,
+         "scale of those samples' z, 0 to 10 (default 1)"},
         {"iwae", CLI_LONG, &iwae, 0, 1000000, "importance samples K for the IWAE bound (0 = skip; 5000 as in the paper)"},
         {"limit", CLI_LONG, &limit, 0, INT_MAX, "evaluate the first N images"},
         {"class", CLI_LONG, &klass, -1, 255, "one label only"},
@@ -589,6 +605,10 @@ int cli_eval(int argc, char **argv)
     if (rc) return rc == CLI_HELP ? 0 : 2;
     if (!model) {
         fprintf(stderr, "vaed eval: --model FILE is required\n");
+        return 2;
+    }
+    if (!(class_temperature >= 0.0 && class_temperature <= 10.0)) {
+        fprintf(stderr, "vaed eval: --class-temperature must be from 0 to 10\n");
         return 2;
     }
     char err[512];
@@ -617,15 +637,16 @@ int cli_eval(int argc, char **argv)
         eval_class_result cr;
         /* the bounds above stand without it: a set that lacks a class (a
          * --limit, a --class) gets the reason instead of a failed command */
-        if (eval_class_accuracy(&m, &d, (int)class_samples, (uint64_t)seed, &cr, err,
-                                sizeof err)) {
+        if (eval_class_accuracy(&m, &d, (int)class_samples, (uint64_t)seed, class_temperature, &cr,
+                                err, sizeof err)) {
             printf("class_accuracy n/a: %s\n", err);
             status = 0;
             goto end;
         }
-        printf("class_accuracy %.4f of %ld samples per class classified as their class (nearest "
-               "class mean on the %s images' pixels, which scores %.4f on %d of them)\n",
-               cr.accuracy, class_samples, split, cr.data_accuracy, cr.data_n);
+        printf("class_accuracy %.4f of %ld samples per class (temperature %g) classified as their "
+               "class (nearest class mean on the %s images' pixels, which scores %.4f on %d of "
+               "them)\n",
+               cr.accuracy, class_samples, class_temperature, split, cr.data_accuracy, cr.data_n);
         printf("per class     ");
         for (int k = 0; k < cr.n_classes; k++) printf(" %d:%.3f", k, cr.class_accuracy[k]);
         printf("\n");

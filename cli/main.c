@@ -48,7 +48,7 @@ static void usage(FILE *f)
             "  score      anomaly scores of a data set's images (and AUROC against another)\n"
             "  import     convert a pytorch/examples VAE state_dict into a vaed checkpoint\n"
             "  export     write a checkpoint in the vaed or pytorch/examples layout\n"
-            "  registry   list, import or export checkpoints in the registry database\n"
+            "  registry   list, import, export or copy the registry (a file or postgresql://)\n"
             "  push       upload a checkpoint to a running server\n"
             "  models     list the models of a running server\n"
             "  pull       download a checkpoint from a running server\n"

@@ -161,15 +161,17 @@ static int nearest_mean(const double *means, int K, int D, const float *x)
 }
 
 vae_status eval_class_accuracy(const vae_model *m, const dataset *d, int per_class, uint64_t seed,
-                               eval_class_result *out, char *err, size_t errlen)
+                               double temperature, eval_class_result *out, char *err,
+                               size_t errlen)
 {
     const vae_config *c = &m->cfg;
     int K = c->n_classes, D = vae_config_input_dim(c), Z = c->latent;
     memset(out, 0, sizeof *out);
     if (!vae_config_is_conditional(c) || !d->labels || dataset_dim(d) != D || d->n < 1 ||
-        per_class < 1 || per_class > 1000000) {
+        per_class < 1 || per_class > 1000000 || !(temperature >= 0.0 && temperature <= 10.0)) {
         util_set_err(err, errlen, "class accuracy needs a conditional model, labelled images of "
-                                  "its size and 1 or more samples per class");
+                                  "its size, 1 or more samples per class and a temperature "
+                                  "from 0 to 10");
         return VAE_ERR_ARG;
     }
     out->n_classes = K;
@@ -222,6 +224,7 @@ vae_status eval_class_accuracy(const vae_model *m, const dataset *d, int per_cla
         for (int s0 = 0; s0 < per_class; s0 += chunk) {
             int n = per_class - s0 < chunk ? per_class - s0 : chunk;
             rng_normal_fill(&r, z, (size_t)n * Z);
+            for (size_t i = 0; i < (size_t)n * Z; i++) z[i] *= (float)temperature;
             for (int i = 0; i < n; i++) labels[i] = k;
             if ((rc = vae_decode_cond(m, ws, z, labels, n, x))) {
                 util_set_err(err, errlen, "decoding failed");

@@ -125,15 +125,18 @@ typedef struct {
 
 #define EVAL_CLASS_DATA_MAX 10000
 
-/* per_class samples of each class of the conditional model m (z ~ N(0, I)
- * from a generator seeded with seed, decoded to the likelihood's mean, as
- * vaed sample draws them), each given to a nearest-class-mean classifier on
+/* per_class samples of each class of the conditional model m (z ~ N(0, T²I)
+ * with T = temperature, from a generator seeded with seed, decoded to the
+ * likelihood's mean, as vaed sample --temperature draws them), each given to a nearest-class-mean classifier on
  * pixels (the mean image of each class over d, squared distance); the share
  * classified as the class they were drawn for. data_accuracy is the same
  * classifier on the first images of d, what it manages on real images.
+ * A temperature below 1 keeps z nearer the prior's centre, where a model
+ * whose z carries part of the class leaves more of it to the label.
  * VAE_ERR_ARG for an unconditional model, d without labels or of another
- * shape, or a class with no image in d. */
+ * shape, a class with no image in d, or a temperature outside [0, 10]. */
 vae_status eval_class_accuracy(const vae_model *m, const dataset *d, int per_class, uint64_t seed,
-                               eval_class_result *out, char *err, size_t errlen);
+                               double temperature, eval_class_result *out, char *err,
+                               size_t errlen);
 
 #endif

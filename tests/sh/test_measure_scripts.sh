@@ -23,10 +23,15 @@ grep -qE '^\| model vs anomalies \| neg_elbo .* regret .* ood_score \|$' <<<"$ou
 bad=$(awk -F'|' '{ for (i = 3; i < NF; i++) { v = $i + 0; if ($i !~ /[0-9]/ || v < 0 || v > 1) print $i } }' <<<"$table")
 [ -z "$bad" ] || fail "measure-ood.sh's table has values outside [0, 1]: $bad"
 
-out=$(LIMIT=300 EPOCHS=1 SAMPLES=20 LATENTS=2 BIN=$vaed bash scripts/measure-conditional.sh 2>&1) \
-    || fail "measure-conditional.sh: $out"
-grep -qE '^class_accuracy [0-9.]+ of 20 samples per class' <<<"$out" \
-    || fail "measure-conditional.sh prints no class accuracy: $out"
+out=$(LIMIT=300 EPOCHS=1 SAMPLES=20 LATENTS=2 TEMPERATURES="1 0" TORCH=0 BIN=$vaed \
+    bash scripts/measure-conditional.sh 2>&1) || fail "measure-conditional.sh: $out"
+grep -qE '^class_accuracy [0-9.]+ of 20 samples per class \(temperature 1\)' <<<"$out" \
+    || fail "measure-conditional.sh prints no class accuracy at temperature 1: $out"
+# at temperature 0 a class's samples are one image: each class all right or all wrong
+grep -qE '^per class +( [0-9]:(0|1)\.000){10}$' <<<"$(grep -A1 'temperature 0)' <<<"$out")" \
+    || fail "measure-conditional.sh's temperature 0 is not one image per class: $out"
+out=$(TEMPERATURES="1 x" TORCH=0 BIN=$vaed bash scripts/measure-conditional.sh 2>&1) \
+    && fail "measure-conditional.sh took a temperature x: $out"
 
 [ "$fails" -eq 0 ] && echo "test_measure_scripts: all checks passed"
 exit $((fails > 0))

@@ -48,14 +48,14 @@ static void test_samples_are_of_their_class(void **state)
     assert_int_equal(vae_init(&m, &c, c.seed, err, sizeof err), VAE_OK);
 
     eval_class_result before, after;
-    assert_int_equal(eval_class_accuracy(&m, &train, 200, 9, &before, err, sizeof err), VAE_OK);
+    assert_int_equal(eval_class_accuracy(&m, &train, 200, 9, 1.0, &before, err, sizeof err), VAE_OK);
     trainer *t = trainer_new(&m, &train, NULL, err, sizeof err);
     assert_non_null(t);
     trainer_epoch_metrics em;
     while (trainer_epochs_done(t) < c.epochs)
         assert_int_equal(trainer_run_epoch(t, NULL, &em, err, sizeof err), VAE_OK);
     trainer_free(t);
-    assert_int_equal(eval_class_accuracy(&m, &train, 200, 9, &after, err, sizeof err), VAE_OK);
+    assert_int_equal(eval_class_accuracy(&m, &train, 200, 9, 1.0, &after, err, sizeof err), VAE_OK);
     print_message("nearest class mean on real digits %.3f; samples as their class: untrained "
                   "%.3f, trained %.3f (",
                   after.data_accuracy, before.accuracy, after.accuracy);
@@ -66,14 +66,25 @@ static void test_samples_are_of_their_class(void **state)
     assert_true(before.accuracy < 0.5);
     assert_true(after.accuracy >= 0.8);
 
+    /* temperature 0: every sample of a class is the decoded z = 0, so each
+     * class is classified all right or all wrong; the temperature reaches z */
+    eval_class_result cold;
+    assert_int_equal(eval_class_accuracy(&m, &train, 50, 9, 0.0, &cold, err, sizeof err), VAE_OK);
+    for (int k = 0; k < 10; k++)
+        assert_true(cold.class_accuracy[k] == 0.0 || cold.class_accuracy[k] == 1.0);
+    assert_int_equal(eval_class_accuracy(&m, &train, 10, 1, -0.5, &cold, err, sizeof err),
+                     VAE_ERR_ARG);
+    assert_int_equal(eval_class_accuracy(&m, &train, 10, 1, 10.5, &cold, err, sizeof err),
+                     VAE_ERR_ARG);
+
     /* refusals: an unconditional model, images without labels */
     dataset bare = train;
     bare.labels = NULL;
-    assert_int_equal(eval_class_accuracy(&m, &bare, 10, 1, &after, err, sizeof err), VAE_ERR_ARG);
+    assert_int_equal(eval_class_accuracy(&m, &bare, 10, 1, 1.0, &after, err, sizeof err), VAE_ERR_ARG);
     vae_free(&m);
     c.n_classes = 0;
     assert_int_equal(vae_init(&m, &c, 1, err, sizeof err), VAE_OK);
-    assert_int_equal(eval_class_accuracy(&m, &train, 10, 1, &after, err, sizeof err), VAE_ERR_ARG);
+    assert_int_equal(eval_class_accuracy(&m, &train, 10, 1, 1.0, &after, err, sizeof err), VAE_ERR_ARG);
     vae_free(&m);
     dataset_free(&train);
 }
