@@ -109,16 +109,17 @@ static void first_line(const char *msg, char *out, size_t size)
     out[strcspn(out, "\n")] = '\0';
 }
 
-static int connection_lost(registry_pg *p, const char *sqlstate)
+static int connection_lost(PGconn *conn, const char *sqlstate)
 {
-    return PQstatus(p->conn) != CONNECTION_OK ||
+    return PQstatus(conn) != CONNECTION_OK ||
            (sqlstate && (strncmp(sqlstate, "08", 2) == 0 || strncmp(sqlstate, "57P", 3) == 0));
 }
 
-int reg_pg_query(registry_pg *p, const char *sql, const reg_pg_params *ps, int binary,
-                 PGresult **res, char *err, size_t errlen, const char *what)
+/* reg_pg_query on conn, one of p's connections. */
+static int query_on(registry_pg *p, PGconn *conn, const char *sql, const reg_pg_params *ps,
+                    int binary, PGresult **res, char *err, size_t errlen, const char *what)
 {
-    *res = PQexecParams(p->conn, sql, ps ? ps->n : 0, NULL, ps ? ps->vals : NULL,
+    *res = PQexecParams(conn, sql, ps ? ps->n : 0, NULL, ps ? ps->vals : NULL,
                         ps ? ps->lens : NULL, ps ? ps->fmts : NULL, binary);
     ExecStatusType st = *res ? PQresultStatus(*res) : PGRES_FATAL_ERROR;
     if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK)
@@ -127,9 +128,9 @@ int reg_pg_query(registry_pg *p, const char *sql, const reg_pg_params *ps, int b
     char why[256];
     first_line(*res ? PQresultErrorField(*res, PG_DIAG_MESSAGE_PRIMARY) : NULL, why, sizeof why);
     if (!*res || !PQresultErrorField(*res, PG_DIAG_MESSAGE_PRIMARY))
-        first_line(PQerrorMessage(p->conn), why, sizeof why);
+        first_line(PQerrorMessage(conn), why, sizeof why);
     int status;
-    if (connection_lost(p, sqlstate)) {
+    if (connection_lost(conn, sqlstate)) {
         util_set_err(err, errlen, "%s: the registry database %s is unreachable: %s", what,
                      p->shown, why);
         status = REGISTRY_ERR_UNAVAILABLE;
@@ -143,6 +144,12 @@ int reg_pg_query(registry_pg *p, const char *sql, const reg_pg_params *ps, int b
     PQclear(*res);
     *res = NULL;
     return status;
+}
+
+int reg_pg_query(registry_pg *p, const char *sql, const reg_pg_params *ps, int binary,
+                 PGresult **res, char *err, size_t errlen, const char *what)
+{
+    return query_on(p, p->conn, sql, ps, binary, res, err, errlen, what);
 }
 
 int reg_pg_query_locked(registry_pg *p, const char *sql, const reg_pg_params *ps, int binary,
@@ -226,20 +233,38 @@ static PGconn *connect_url(const char *url)
     return c;
 }
 
-int reg_pg_ensure(registry_pg *p, char *err, size_t errlen)
+/* *conn (one of p's connections) up, connecting or reconnecting first. */
+static int ensure_conn(registry_pg *p, PGconn **conn, char *err, size_t errlen)
 {
-    if (p->conn && PQstatus(p->conn) == CONNECTION_OK)
+    if (*conn && PQstatus(*conn) == CONNECTION_OK)
         return REGISTRY_OK;
-    if (p->conn)
-        PQreset(p->conn);
+    if (*conn)
+        PQreset(*conn);
     else
-        p->conn = connect_url(p->url);
-    if (p->conn && PQstatus(p->conn) == CONNECTION_OK)
+        *conn = connect_url(p->url);
+    if (*conn && PQstatus(*conn) == CONNECTION_OK)
         return REGISTRY_OK;
     char why[256];
-    first_line(p->conn ? PQerrorMessage(p->conn) : "out of memory", why, sizeof why);
+    first_line(*conn ? PQerrorMessage(*conn) : "out of memory", why, sizeof why);
     util_set_err(err, errlen, "the registry database %s is unreachable: %s", p->shown, why);
     return REGISTRY_ERR_UNAVAILABLE;
+}
+
+int reg_pg_ensure(registry_pg *p, char *err, size_t errlen)
+{
+    return ensure_conn(p, &p->conn, err, errlen);
+}
+
+int reg_pg_query_blob(registry_pg *p, const char *sql, const reg_pg_params *ps, PGresult **res,
+                      char *err, size_t errlen, const char *what)
+{
+    *res = NULL;
+    pthread_mutex_lock(&p->blob_mu);
+    int status = ensure_conn(p, &p->blob_conn, err, errlen);
+    if (!status)
+        status = query_on(p, p->blob_conn, sql, ps, 1, res, err, errlen, what);
+    pthread_mutex_unlock(&p->blob_mu);
+    return status;
 }
 
 /* ---- staged bytes (registry_pg_int.h) ---- */
@@ -248,11 +273,8 @@ int reg_pg_ensure(registry_pg *p, char *err, size_t errlen)
  * 0 when it ran. */
 static int stage_exec(registry_pg *p, const char *sql, const reg_pg_params *ps, const char *what)
 {
-    if (p->stage_conn && PQstatus(p->stage_conn) != CONNECTION_OK)
-        PQreset(p->stage_conn);
-    else if (!p->stage_conn)
-        p->stage_conn = connect_url(p->url);
-    if (!p->stage_conn || PQstatus(p->stage_conn) != CONNECTION_OK)
+    char why[256];
+    if (ensure_conn(p, &p->stage_conn, why, sizeof why))
         return -1; /* the put (or the next open) does the work instead */
     PGresult *res = PQexecParams(p->stage_conn, sql, ps->n, NULL, ps->vals, ps->lens, ps->fmts, 0);
     int ok = res && PQresultStatus(res) == PGRES_COMMAND_OK;
@@ -381,7 +403,7 @@ static int migrate(registry_pg *p, char *err, size_t errlen)
             char why[256];
             first_line(PQerrorMessage(p->conn), why, sizeof why);
             util_set_err(err, errlen, "%s: schema migration %d: %s", p->shown, v + 1, why);
-            status = connection_lost(p, NULL) ? REGISTRY_ERR_UNAVAILABLE : REGISTRY_ERR_DB;
+            status = connection_lost(p->conn, NULL) ? REGISTRY_ERR_UNAVAILABLE : REGISTRY_ERR_DB;
         }
         PQclear(m);
     }
@@ -564,6 +586,7 @@ registry_status reg_pg_open(const char *url, registry_pg **out, char *err, size_
     }
     pthread_mutex_init(&p->mu, NULL);
     pthread_mutex_init(&p->stage_mu, NULL);
+    pthread_mutex_init(&p->blob_mu, NULL);
     registry_redact_url(url, p->shown, sizeof p->shown);
     p->lease_s = 30;
     char host[64] = "";
@@ -623,7 +646,9 @@ void reg_pg_close(registry_pg *p)
         pthread_join(p->listener, NULL);
     PQfinish(p->conn);
     PQfinish(p->stage_conn);
+    PQfinish(p->blob_conn);
     pthread_mutex_destroy(&p->stage_mu);
+    pthread_mutex_destroy(&p->blob_mu);
     pthread_mutex_destroy(&p->mu);
     free(p->url);
     free(p);

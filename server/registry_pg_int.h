@@ -50,6 +50,10 @@ struct registry_pg {
      * taken (reg_pg_stage_blob), so other calls do not wait for them. */
     pthread_mutex_t stage_mu;
     PGconn *stage_conn;       /* owned; under stage_mu; opened on first use */
+    /* A download's bytes are read on a connection of their own, so a
+     * download and a write do not wait for each other (reg_pg_query_blob). */
+    pthread_mutex_t blob_mu;
+    PGconn *blob_conn;        /* owned; under blob_mu; opened on first use */
 };
 
 #define REG_PG_MAX_PARAMS 12
@@ -81,6 +85,10 @@ int reg_pg_query(registry_pg *p, const char *sql, const reg_pg_params *ps, int b
  * state). */
 int reg_pg_query_locked(registry_pg *p, const char *sql, const reg_pg_params *ps, int binary,
                         PGresult **res, char *err, size_t errlen, const char *what);
+/* reg_pg_query_locked on the blob connection (binary results), under its
+ * own mutex instead of p->mu. */
+int reg_pg_query_blob(registry_pg *p, const char *sql, const reg_pg_params *ps, PGresult **res,
+                      char *err, size_t errlen, const char *what);
 /* The same for a statement whose rows are not needed. */
 int reg_pg_exec(registry_pg *p, const char *sql, const reg_pg_params *ps, char *err,
                 size_t errlen, const char *what);

@@ -356,8 +356,8 @@ registry_status reg_pg_fetch_blob(registry_pg *p, const char *sha256, void **han
     reg_pg_params ps = {0};
     reg_pg_text(&ps, sha256);
     PGresult *res = NULL; /* owned by the caller via *handle */
-    int status = reg_pg_query_locked(p, "SELECT data FROM blobs WHERE sha256 = $1", &ps, 1, &res,
-                                     err, errlen, "reading checkpoint bytes");
+    int status = reg_pg_query_blob(p, "SELECT data FROM blobs WHERE sha256 = $1", &ps, &res, err,
+                                   errlen, "reading checkpoint bytes");
     if (status)
         return status;
     if (PQntuples(res) != 1) {

@@ -957,6 +957,91 @@ static void test_reads_beside_waiting_put(void **state)
     registry_close(r);
 }
 
+typedef struct {
+    registry *r;
+    int status;
+    int done; /* atomic */
+} held_alias;
+
+static void *held_alias_thread(void *arg)
+{
+    held_alias *j = arg;
+    char err[256];
+    j->status = registry_set_alias(j->r, "m", "prod", 1, err, sizeof err);
+    if (j->status)
+        print_error("alias: %s\n", err);
+    __atomic_store_n(&j->done, 1, __ATOMIC_RELEASE);
+    return NULL;
+}
+
+typedef struct {
+    registry *r;
+    const char *sha256;
+    int also_resolve;
+    int status;
+    uint8_t *blob;
+    size_t len;
+    double took_s;
+    int done; /* atomic */
+} blob_read;
+
+static void *blob_read_thread(void *arg)
+{
+    blob_read *j = arg;
+    char err[256];
+    registry_checkpoint_info info;
+    double t0 = harness_now_s();
+    j->status = registry_get_blob(j->r, j->sha256, &j->blob, &j->len, err, sizeof err);
+    if (!j->status && j->also_resolve)
+        j->status = registry_resolve(j->r, "m", NULL, &info, err, sizeof err);
+    j->took_s = harness_now_s() - t0;
+    __atomic_store_n(&j->done, 1, __ATOMIC_RELEASE);
+    return NULL;
+}
+
+/* A write waits for another process (SQLite: the file's write lock;
+ * PostgreSQL: a lock on the aliases table), holding the registry's write
+ * lock: a checkpoint's bytes are read meanwhile, on a connection of their
+ * own (SQLite: a resolve too, on a reader). */
+static void test_blob_beside_waiting_write(void **state)
+{
+    fixture *f = *state;
+    registry *r = open_ok(f);
+    const char *bytes = "m-one, read while a write waits";
+    put(r, "m", bytes, 1);
+    char sha[65];
+    sha256_hex((const uint8_t *)bytes, strlen(bytes), sha);
+    other_conn o;
+    other_open(f, &o);
+    other_exec(&o, is_pg(f) ? "BEGIN" : "BEGIN IMMEDIATE");
+    if (is_pg(f))
+        other_exec(&o, "LOCK TABLE aliases IN EXCLUSIVE MODE");
+    held_alias job = {.r = r};
+    pthread_t t, reader;
+    assert_int_equal(pthread_create(&t, NULL, held_alias_thread, &job), 0);
+    harness_sleep_ms(300);
+    blob_read rd = {.r = r, .sha256 = sha, .also_resolve = !is_pg(f)};
+    double t0 = harness_now_s();
+    assert_int_equal(pthread_create(&reader, NULL, blob_read_thread, &rd), 0);
+    /* 2 s at most: a read that waits for the write waits for this ROLLBACK */
+    while (!__atomic_load_n(&rd.done, __ATOMIC_ACQUIRE) && harness_now_s() - t0 < 2.0)
+        harness_sleep_ms(5);
+    int held = !__atomic_load_n(&job.done, __ATOMIC_ACQUIRE);
+    other_exec(&o, "ROLLBACK");
+    other_close(&o);
+    pthread_join(reader, NULL);
+    pthread_join(t, NULL);
+    print_message("bytes read beside a waiting write in %.1f ms\n", rd.took_s * 1e3);
+    assert_true(held); /* the write did wait */
+    assert_int_equal(rd.status, REGISTRY_OK);
+    assert_int_equal(rd.len, strlen(bytes));
+    assert_memory_equal(rd.blob, bytes, rd.len);
+    free(rd.blob);
+    assert_true(rd.took_s < 0.2);
+    assert_int_equal(job.status, REGISTRY_OK);
+    registry_close(r);
+}
+
 /* A put or a job's result that fails after its bytes were staged leaves
  * them nowhere; bytes that a crash left unnamed go at the next open. */
 static void test_failed_put_leaves_no_bytes(void **state)
@@ -1015,6 +1100,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_job_progress_events_bounded, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reads_beside_waiting_put, setup, teardown),
         cmocka_unit_test_setup_teardown(test_failed_put_leaves_no_bytes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_blob_beside_waiting_write, setup, teardown),
     };
     int failed = cmocka_run_group_tests(tests, NULL, NULL);
 
@@ -1029,6 +1115,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_job_progress_events_bounded, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_reads_beside_waiting_put, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_failed_put_leaves_no_bytes, setup_pg, teardown),
+        cmocka_unit_test_setup_teardown(test_blob_beside_waiting_write, setup_pg, teardown),
     };
     char err[256];
     if (pg_server_start(&pg, err, sizeof err)) {
