@@ -152,17 +152,6 @@ int reg_pg_query(registry_pg *p, const char *sql, const reg_pg_params *ps, int b
     return query_on(p, p->conn, sql, ps, binary, res, err, errlen, what);
 }
 
-int reg_pg_query_locked(registry_pg *p, const char *sql, const reg_pg_params *ps, int binary,
-                        PGresult **res, char *err, size_t errlen, const char *what)
-{
-    *res = NULL;
-    pthread_mutex_lock(&p->mu);
-    int status = reg_pg_ensure(p, err, errlen);
-    if (!status)
-        status = reg_pg_query(p, sql, ps, binary, res, err, errlen, what);
-    pthread_mutex_unlock(&p->mu);
-    return status;
-}
 
 int reg_pg_exec_n(registry_pg *p, const char *sql, const reg_pg_params *ps, int64_t *changed,
                   char *err, size_t errlen, const char *what)
@@ -255,16 +244,37 @@ int reg_pg_ensure(registry_pg *p, char *err, size_t errlen)
     return ensure_conn(p, &p->conn, err, errlen);
 }
 
+/* One statement (a read) on *conn (connected first) under mu, not p->mu.
+ * A connection idle through a server restart still says CONNECTION_OK
+ * until a statement fails on it: then it is reset and the statement sent
+ * once more, so the first read after an outage does not fail. */
+static int query_aside(registry_pg *p, pthread_mutex_t *mu, PGconn **conn, const char *sql,
+                       const reg_pg_params *ps, int binary, PGresult **res, char *err,
+                       size_t errlen, const char *what)
+{
+    *res = NULL;
+    pthread_mutex_lock(mu);
+    int status = ensure_conn(p, conn, err, errlen);
+    int sent = !status; /* not again when connecting failed: a silent server
+                         * would cost two connect timeouts */
+    if (sent)
+        status = query_on(p, *conn, sql, ps, binary, res, err, errlen, what);
+    if (sent && status == REGISTRY_ERR_UNAVAILABLE && !ensure_conn(p, conn, err, errlen))
+        status = query_on(p, *conn, sql, ps, binary, res, err, errlen, what);
+    pthread_mutex_unlock(mu);
+    return status;
+}
+
 int reg_pg_query_blob(registry_pg *p, const char *sql, const reg_pg_params *ps, PGresult **res,
                       char *err, size_t errlen, const char *what)
 {
-    *res = NULL;
-    pthread_mutex_lock(&p->blob_mu);
-    int status = ensure_conn(p, &p->blob_conn, err, errlen);
-    if (!status)
-        status = query_on(p, p->blob_conn, sql, ps, 1, res, err, errlen, what);
-    pthread_mutex_unlock(&p->blob_mu);
-    return status;
+    return query_aside(p, &p->blob_mu, &p->blob_conn, sql, ps, 1, res, err, errlen, what);
+}
+
+int reg_pg_query_locked(registry_pg *p, const char *sql, const reg_pg_params *ps, int binary,
+                        PGresult **res, char *err, size_t errlen, const char *what)
+{
+    return query_aside(p, &p->read_mu, &p->read_conn, sql, ps, binary, res, err, errlen, what);
 }
 
 /* ---- staged bytes (registry_pg_int.h) ---- */
@@ -587,6 +597,7 @@ registry_status reg_pg_open(const char *url, registry_pg **out, char *err, size_
     pthread_mutex_init(&p->mu, NULL);
     pthread_mutex_init(&p->stage_mu, NULL);
     pthread_mutex_init(&p->blob_mu, NULL);
+    pthread_mutex_init(&p->read_mu, NULL);
     registry_redact_url(url, p->shown, sizeof p->shown);
     p->lease_s = 30;
     char host[64] = "";
@@ -647,8 +658,10 @@ void reg_pg_close(registry_pg *p)
     PQfinish(p->conn);
     PQfinish(p->stage_conn);
     PQfinish(p->blob_conn);
+    PQfinish(p->read_conn);
     pthread_mutex_destroy(&p->stage_mu);
     pthread_mutex_destroy(&p->blob_mu);
+    pthread_mutex_destroy(&p->read_mu);
     pthread_mutex_destroy(&p->mu);
     free(p->url);
     free(p);

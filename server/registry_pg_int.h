@@ -54,6 +54,10 @@ struct registry_pg {
      * download and a write do not wait for each other (reg_pg_query_blob). */
     pthread_mutex_t blob_mu;
     PGconn *blob_conn;        /* owned; under blob_mu; opened on first use */
+    /* One-statement reads (reg_pg_query_locked: lists, jobs, counts) run on
+     * a connection of their own too, so a write that waits holds none up. */
+    pthread_mutex_t read_mu;
+    PGconn *read_conn;        /* owned; under read_mu; opened on first use */
 };
 
 #define REG_PG_MAX_PARAMS 12
@@ -80,9 +84,9 @@ void reg_pg_bytes(reg_pg_params *ps, const void *data, size_t len);
  * is not), REGISTRY_ERR_DB otherwise. */
 int reg_pg_query(registry_pg *p, const char *sql, const reg_pg_params *ps, int binary,
                  PGresult **res, char *err, size_t errlen, const char *what);
-/* reg_pg_query as one call of its own: under p->mu, after reconnecting
- * when the connection broke (no transaction: one statement sees one
- * state). */
+/* reg_pg_query as one call of its own: on the read connection under
+ * read_mu (not p->mu), after reconnecting when it broke (no transaction:
+ * one statement sees one state, every commit before it). */
 int reg_pg_query_locked(registry_pg *p, const char *sql, const reg_pg_params *ps, int binary,
                         PGresult **res, char *err, size_t errlen, const char *what);
 /* reg_pg_query_locked on the blob connection (binary results), under its

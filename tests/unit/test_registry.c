@@ -992,6 +992,14 @@ static void *blob_read_thread(void *arg)
     registry_checkpoint_info info;
     double t0 = harness_now_s();
     j->status = registry_get_blob(j->r, j->sha256, &j->blob, &j->len, err, sizeof err);
+    registry_model_info *models = NULL;
+    size_t n = 0;
+    int64_t counts[JOBS_STATE_COUNT];
+    if (!j->status)
+        j->status = registry_list_models(j->r, &models, &n, err, sizeof err);
+    registry_free_models(models);
+    if (!j->status)
+        j->status = registry_count_jobs(j->r, counts, err, sizeof err);
     if (!j->status && j->also_resolve)
         j->status = registry_resolve(j->r, "m", NULL, &info, err, sizeof err);
     j->took_s = harness_now_s() - t0;
@@ -1001,8 +1009,8 @@ static void *blob_read_thread(void *arg)
 
 /* A write waits for another process (SQLite: the file's write lock;
  * PostgreSQL: a lock on the aliases table), holding the registry's write
- * lock: a checkpoint's bytes are read meanwhile, on a connection of their
- * own (SQLite: a resolve too, on a reader). */
+ * lock: a checkpoint's bytes, the list of models and the job counts are
+ * read meanwhile, on connections of their own (SQLite: a resolve too). */
 static void test_blob_beside_waiting_write(void **state)
 {
     fixture *f = *state;
