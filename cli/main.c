@@ -18,6 +18,7 @@
 #include "cli/cli_registry.h"
 #include "cli/cli_score.h"
 #include "cli/cli_train.h"
+#include "server/api_infer.h"
 #include "server/compute_pool.h"
 #include "server/http_server.h"
 
@@ -69,6 +70,8 @@ static int cmd_serve(int argc, char **argv)
      * three are given in other units or an unsigned */
     long max_body_mb = (long)(o.max_body >> 20), max_upload_mb = (long)(o.max_upload >> 20);
     long max_per_ip = (long)o.max_per_ip;
+    long max_small_body_kb = (long)(o.max_small_body >> 10);
+    long max_header_mb = (long)(o.max_header >> 20);
     const char *token_file = NULL;
     cli_option opts[] = {
         {"listen", CLI_STRING, &o.listen, 0, 0, "ADDR:PORT to listen on (default 127.0.0.1:8080)"},
@@ -108,6 +111,18 @@ static int cmd_serve(int argc, char **argv)
          "inference requests one engine call may serve (default 32, 1 = no batching)"},
         {"max-queue-delay-us", CLI_INT, &o.max_queue_delay_us, 0, COMPUTE_POOL_MAX_DELAY_US,
          "microseconds a request may wait for its batch to fill (default 0: batch what is queued)"},
+        {"max-n", CLI_INT, &o.max_n, 1, API_INFER_MAX_N,
+         "images, latents or labels one request holds (/sample n, /decode z; default 1024)"},
+        {"max-steps", CLI_INT, &o.max_steps, 2, API_INFER_MAX_STEPS,
+         "steps of an /interpolate (and at most this many of /traverse; default 256)"},
+        {"max-json-depth", CLI_INT, &o.max_json_depth, 1, SERVER_MAX_JSON_DEPTH,
+         "nesting of a JSON request body (default 8)"},
+        {"max-small-body-kb", CLI_LONG, &max_small_body_kb, 1, 16384,
+         "largest job spec or alias body, KiB (default 64)"},
+        {"max-header-mb", CLI_LONG, &max_header_mb, 1, 4096,
+         "largest safetensors header of an uploaded checkpoint, MiB (default 100)"},
+        {"max-header-values", CLI_SIZE, &o.max_header_values, 16, 1L << 24,
+         "JSON values in that header (default 65536)"},
         {"mpi-hostfile", CLI_STRING, &o.mpi_hostfile, 0, 0,
          "Open MPI hostfile: jobs with \"ranks\": N > 1 run under mpirun on its hosts"},
     };
@@ -116,6 +131,8 @@ static int cmd_serve(int argc, char **argv)
     o.max_body = (size_t)max_body_mb << 20;
     o.max_upload = (size_t)max_upload_mb << 20;
     o.max_per_ip = (unsigned)max_per_ip;
+    o.max_small_body = (size_t)max_small_body_kb << 10;
+    o.max_header = (size_t)max_header_mb << 20;
     if (!o.registry && getenv("VAED_REGISTRY") && *getenv("VAED_REGISTRY"))
         o.registry = getenv("VAED_REGISTRY");
     if (o.mpi_hostfile && access(o.mpi_hostfile, R_OK) != 0) {

@@ -123,16 +123,19 @@ static int get_enum(const json_strict_value *o, const char *key, int (*parse)(co
     return 0;
 }
 
-vae_status ckpt_config_from_json(vae_config *cfg, const char *json, size_t len, char *err,
-                                 size_t errlen)
+/* ckpt_config_from_json with at most max_values JSON values: the bound of
+ * the header it came in (VAE_ERR_TOO_MANY past it, as there). */
+static vae_status config_from_json_budget(vae_config *cfg, const char *json, size_t len,
+                                          size_t max_values, char *err, size_t errlen)
 {
     vae_config_default(cfg);
     json_strict_value root;
     char jerr[160];
-    vae_status jrc = json_strict_parse(json, len, 8, &root, jerr, sizeof jerr);
+    vae_status jrc = json_strict_parse_budget(json, len, 8, max_values, &root, jerr, sizeof jerr);
     if (jrc) {
         util_set_err(err, errlen, "config is not valid JSON: %s", jerr);
-        return jrc == VAE_ERR_NOMEM ? VAE_ERR_NOMEM : VAE_ERR_FORMAT; /* memory is not the file's fault */
+        /* memory is not the file's fault; a budget is the caller's bound */
+        return jrc == VAE_ERR_NOMEM || jrc == VAE_ERR_TOO_MANY ? jrc : VAE_ERR_FORMAT;
     }
     vae_status rc = VAE_ERR_FORMAT;
     int64_t v;
@@ -281,14 +284,27 @@ static vae_status config_from_pytorch_examples(const st_file *f, vae_config *cfg
     return VAE_OK;
 }
 
+vae_status ckpt_config_from_json(vae_config *cfg, const char *json, size_t len, char *err,
+                                 size_t errlen)
+{
+    return config_from_json_budget(cfg, json, len, JSON_STRICT_MAX_VALUES, err, errlen);
+}
+
 vae_status ckpt_load_mem(vae_model *m, const uint8_t *buf, size_t len, char **metrics_json,
                          char *err, size_t errlen)
+{
+    return ckpt_load_mem_limited(m, buf, len, NULL, metrics_json, err, errlen);
+}
+
+vae_status ckpt_load_mem_limited(vae_model *m, const uint8_t *buf, size_t len,
+                                 const st_limits *limits, char **metrics_json, char *err,
+                                 size_t errlen)
 {
     memset(m, 0, sizeof *m);
     if (metrics_json) *metrics_json = NULL;
     st_file f;
     char serr[256];
-    vae_status rc = st_parse(buf, len, &f, serr, sizeof serr);
+    vae_status rc = st_parse_limited(buf, len, limits, &f, serr, sizeof serr);
     if (rc) {
         util_set_err(err, errlen, "not a valid safetensors file: %s", serr);
         return rc;
@@ -297,7 +313,10 @@ vae_status ckpt_load_mem(vae_model *m, const uint8_t *buf, size_t len, char **me
     const char *config_json = st_meta_get(&f, CONFIG_KEY);
     int pytorch_examples = config_json == NULL;
     if (config_json)
-        rc = ckpt_config_from_json(&cfg, config_json, strlen(config_json), err, errlen);
+        rc = config_from_json_budget(&cfg, config_json, strlen(config_json),
+                                     limits && limits->max_values ? limits->max_values
+                                                                  : ST_MAX_HEADER_VALUES,
+                                     err, errlen);
     else
         rc = config_from_pytorch_examples(&f, &cfg, err, errlen);
     if (rc) goto end;

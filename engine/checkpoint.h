@@ -23,6 +23,7 @@
 #include <stdint.h>
 
 #include "engine/vae.h"
+#include "engine/safetensors.h"
 
 /* Serialises m (and metrics_json when not NULL) into *out (owned by caller). */
 vae_status ckpt_save_mem(const vae_model *m, const char *metrics_json, uint8_t **out,
@@ -37,6 +38,12 @@ vae_status ckpt_save_file(const vae_model *m, const char *metrics_json, const ch
  * or NULL. */
 vae_status ckpt_load_mem(vae_model *m, const uint8_t *buf, size_t len, char **metrics_json,
                          char *err, size_t errlen);
+/* The same with the caller's bounds on the safetensors header (NULL: the
+ * defaults): VAE_ERR_TOO_LARGE past its bytes, VAE_ERR_TOO_MANY past its JSON
+ * values (the config in it included), apart from every VAE_ERR_FORMAT. */
+vae_status ckpt_load_mem_limited(vae_model *m, const uint8_t *buf, size_t len,
+                                 const st_limits *limits, char **metrics_json, char *err,
+                                 size_t errlen);
 vae_status ckpt_load_file(vae_model *m, const char *path, char **metrics_json, char *err,
                           size_t errlen);
 /* Writes the state_dict of the pytorch/examples VAE (fc1, fc21, fc22, fc3,

@@ -361,7 +361,7 @@ static vae_status parse_value(parser *p, json_strict_value *v, int depth) {
     if (++p->values > p->max_values) {
         util_set_err(p->err, p->errlen, "json: more than %zu values at byte %zu", p->max_values,
                      p->pos);
-        return VAE_ERR_FORMAT;
+        return VAE_ERR_TOO_MANY;
     }
     if (p->pos >= p->len) return fail_at(p, VAE_ERR_FORMAT, "value expected");
     char c = p->s[p->pos];

@@ -56,8 +56,9 @@ typedef struct json_strict_value {
 #define JSON_STRICT_MAX_VALUES 65536
 
 /* Parses text[0..len) into *out. VAE_ERR_FORMAT with err giving the byte offset
- * and why (more than JSON_STRICT_MAX_VALUES values included), VAE_ERR_NOMEM,
- * VAE_ERR_ARG; on failure *out is a JSON_STRICT_NULL holding nothing. */
+ * and why, VAE_ERR_TOO_MANY past JSON_STRICT_MAX_VALUES values (a budget, not
+ * a malformed text: a caller may count it apart), VAE_ERR_NOMEM, VAE_ERR_ARG;
+ * on failure *out is a JSON_STRICT_NULL holding nothing. */
 vae_status json_strict_parse(const char *text, size_t len, int max_depth, json_strict_value *out,
                              char *err, size_t errlen);
 /* The same with at most max_values values (> 0). */

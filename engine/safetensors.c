@@ -187,6 +187,13 @@ static vae_status st_check_layout(st_file *f, char *err, size_t errlen) {
 }
 
 vae_status st_parse(const uint8_t *buf, size_t len, st_file *f, char *err, size_t errlen) {
+    return st_parse_limited(buf, len, NULL, f, err, errlen);
+}
+
+vae_status st_parse_limited(const uint8_t *buf, size_t len, const st_limits *limits, st_file *f,
+                            char *err, size_t errlen) {
+    size_t max_header = limits && limits->max_header ? limits->max_header : ST_MAX_HEADER;
+    size_t max_values = limits && limits->max_values ? limits->max_values : ST_MAX_HEADER_VALUES;
     if (!f) return VAE_ERR_ARG;
     memset(f, 0, sizeof *f);
     if (!buf && len) {
@@ -204,18 +211,18 @@ vae_status st_parse(const uint8_t *buf, size_t len, st_file *f, char *err, size_
                 n, len - 8);
         return VAE_ERR_FORMAT;
     }
-    if (n > ST_MAX_HEADER) {
-        util_set_err(err, errlen, "safetensors: header length %" PRIu64 " exceeds the limit of %u", n,
-                ST_MAX_HEADER);
-        return VAE_ERR_FORMAT;
+    if (n > max_header) {
+        util_set_err(err, errlen, "safetensors: header length %" PRIu64 " exceeds the limit of %zu",
+                     n, max_header);
+        return VAE_ERR_TOO_LARGE;
     }
     f->data = buf + 8 + n;
     f->data_len = (uint64_t)(len - 8 - n);
 
     char jerr[256] = "";
     json_strict_value root; /* owned here; freed at the end */
-    vae_status rc = json_strict_parse((const char *)buf + 8, (size_t)n, ST_JSON_DEPTH, &root, jerr,
-                                      sizeof jerr);
+    vae_status rc = json_strict_parse_budget((const char *)buf + 8, (size_t)n, ST_JSON_DEPTH,
+                                             max_values, &root, jerr, sizeof jerr);
     if (rc) {
         /* Offsets in the JSON error are relative to the header start. */
         util_set_err(err, errlen, "safetensors: bad header %s (offsets count from the header start, file byte 8)", jerr);

@@ -15,9 +15,11 @@
  *     st_tensor_out out[1] = {{.name = "w", .ndim = 1, .shape = {n}, .data = w}};  // F32
  *     if (st_write_file(path, out, 1, keys, values, n_meta, err, sizeof err)) ...
  *
- * The parser trusts nothing: header length within the file and under
- * ST_MAX_HEADER, strict JSON (engine/json_strict) with bounded depth, offsets
- * in range, ordered, non-overlapping and covering the data area, shape
+ * The parser trusts nothing: header length within the file and under a
+ * bound (VAE_ERR_TOO_LARGE past it), at most a budget of JSON values
+ * (VAE_ERR_TOO_MANY past it; both bounds are the caller's, st_limits, so a
+ * server can make them flags and count their refusals apart), strict JSON
+ * (engine/json_strict) with bounded depth, offsets in range, ordered, non-overlapping and covering the data area, shape
  * product times dtype size equal to the byte length, names unique. The
  * writer takes any dtype the parser knows and copies the bytes as they are
  * (so the host must be little-endian, as safetensors.c checks).
@@ -30,7 +32,9 @@
 
 #include "engine/vae_status.h"
 
+/* The default bounds of st_parse: header bytes and JSON values in it. */
 #define ST_MAX_HEADER (100u * 1024u * 1024u)
+#define ST_MAX_HEADER_VALUES 65536
 #define ST_MAX_DIMS 8
 #define ST_NAME_MAX 256
 
@@ -54,8 +58,17 @@ typedef struct {
     size_t owned_len;
 } st_file;
 
-/* Parses buf (borrowed: it must outlive f). */
+/* The bounds a parse applies to an untrusted header (zero fields: defaults). */
+typedef struct {
+    size_t max_header;  /* header bytes, default ST_MAX_HEADER: VAE_ERR_TOO_LARGE past it */
+    size_t max_values;  /* JSON values, default ST_MAX_HEADER_VALUES: VAE_ERR_TOO_MANY past it */
+} st_limits;
+
+/* Parses buf (borrowed: it must outlive f) with the default st_limits. */
 vae_status st_parse(const uint8_t *buf, size_t len, st_file *f, char *err, size_t errlen);
+/* The same with the caller's bounds (NULL: the defaults). */
+vae_status st_parse_limited(const uint8_t *buf, size_t len, const st_limits *limits, st_file *f,
+                            char *err, size_t errlen);
 /* Reads and parses a whole file (f owns the bytes). */
 vae_status st_read_file(const char *path, st_file *f, char *err, size_t errlen);
 const st_tensor_info *st_find(const st_file *f, const char *name);

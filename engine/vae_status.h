@@ -19,7 +19,8 @@ typedef enum {
     VAE_ERR_FORMAT,    /* a file that is not what it claims */
     VAE_ERR_NONFINITE, /* a NaN or Inf loss or value */
     VAE_ERR_CANCELLED, /* stopped on request; the state is consistent */
-    VAE_ERR_TOO_LARGE  /* larger than the caller's limit */
+    VAE_ERR_TOO_LARGE, /* larger than the caller's limit */
+    VAE_ERR_TOO_MANY   /* more items (e.g. JSON values) than the caller's budget */
 } vae_status;
 
 #endif

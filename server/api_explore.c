@@ -125,6 +125,14 @@ static http_error answer_images(explore_request *r, const vae_config *cfg, const
     return HTTP_ERR_NONE;
 }
 
+/* The most images one /reconstruct takes: its own API_EXPLORE_MAX_RECONSTRUCT,
+ * or --max-n when that is lower (then the refusal is --max-n's, counted). */
+static int reconstruct_max(const explore_request *r)
+{
+    int max_n = r->base.ctx->opts->max_n;
+    return max_n < API_EXPLORE_MAX_RECONSTRUCT ? max_n : API_EXPLORE_MAX_RECONSTRUCT;
+}
+
 /* The images of a POST /reconstruct body into *x (malloc'd, the caller's). */
 static http_error body_images(explore_request *r, const vae_config *cfg, float **x, int *n,
                               char *msg, size_t msglen)
@@ -138,8 +146,8 @@ static http_error body_images(explore_request *r, const vae_config *cfg, float *
     *n = 1;
     if (!r->body_png)
         return infer_body_read_images(
-            cfg, r->body, r->body_len, API_EXPLORE_MAX_RECONSTRUCT,
-            (size_t)API_EXPLORE_MAX_RECONSTRUCT * ((size_t)vae_config_input_dim(cfg) + 2) +
+            cfg, r->body, r->body_len, r->base.ctx->opts->max_json_depth, reconstruct_max(r),
+            (size_t)reconstruct_max(r) * ((size_t)vae_config_input_dim(cfg) + 2) +
                 JSON_SLACK_VALUES,
             x, n, msg, msglen);
     *x = malloc((size_t)vae_config_input_dim(cfg) * sizeof **x);
@@ -160,7 +168,7 @@ static http_error run_reconstruct(explore_request *r, const vae_model *m, char *
     char etag[COMPUTE_REQUEST_ETAG_MAX];
     if (!post && explore_not_modified(r, etag))
         return HTTP_ERR_NONE;
-    size_t most = post ? API_EXPLORE_MAX_RECONSTRUCT : (size_t)r->count;
+    size_t most = post ? (size_t)reconstruct_max(r) : (size_t)r->count;
     size_t need = vae_config_workspace_bytes(cfg, (int)most) + most * (3 * D + 2 * L) * sizeof(float) +
                   api_infer_answer_bytes(r->fmt, 2 * most, D, L, (int)r->scale) +
                   (post && !r->body_png ? (r->body_len / 2 + 1) * sizeof(cJSON) : 0);
@@ -231,10 +239,11 @@ static http_error run_traverse(explore_request *r, const vae_model *m, char *msg
                      L - 1);
             return HTTP_ERR_UNPROCESSABLE;
         }
-    int steps = (int)r->steps, n = r->n_dims * steps;
-    if (n > 1024) {
-        snprintf(msg, msglen, "%d dimensions of %d steps are %d images, more than 1024",
-                 r->n_dims, steps, n);
+    int steps = (int)r->steps, n = r->n_dims * steps, max_n = r->base.ctx->opts->max_n;
+    if (n > max_n) {
+        metrics_count_refusal(METRICS_LIMIT_MAX_N);
+        snprintf(msg, msglen, "%d dimensions of %d steps are %d images, more than --max-n %d",
+                 r->n_dims, steps, n, max_n);
         return HTTP_ERR_UNPROCESSABLE;
     }
     http_error e = api_infer_check_grid(r->fmt, cfg, n, steps, (int)r->scale, msg, msglen);
@@ -550,8 +559,10 @@ static http_error from_param(explore_request *r, int range_ok, char *msg, size_t
     }
     snprintf(r->ref_text, sizeof r->ref_text, "%s", from);
     r->count = dash ? last - r->ref.index + 1 : 1;
-    if (r->count > API_EXPLORE_MAX_RECONSTRUCT) {
-        snprintf(msg, msglen, "at most %d images at once (%s is %lld)", API_EXPLORE_MAX_RECONSTRUCT,
+    if (r->count > reconstruct_max(r)) {
+        if (r->count > r->base.ctx->opts->max_n)
+            metrics_count_refusal(METRICS_LIMIT_MAX_N);
+        snprintf(msg, msglen, "at most %d images at once (%s is %lld)", reconstruct_max(r),
                  from, (long long)r->count);
         return HTTP_ERR_UNPROCESSABLE;
     }
@@ -648,9 +659,14 @@ enum MHD_Result api_explore_traverse(http_ctx *ctx, struct MHD_Connection *c, ht
         e = from_param(r, 0, msg, sizeof msg);
     if (e == HTTP_ERR_NONE)
         e = dims_param(r, msg, sizeof msg);
+    /* Its own ceiling, or --max-steps when that is lower (then counted). */
+    int max_steps = ctx->opts->max_steps;
     if (e == HTTP_ERR_NONE &&
-        http_query_int(c, "steps", 2, API_EXPLORE_MAX_TRAVERSE_STEPS, TRAVERSE_DEFAULT_STEPS,
-                       &r->steps, msg, sizeof msg))
+        (max_steps < API_EXPLORE_MAX_TRAVERSE_STEPS
+             ? http_query_limited(c, "steps", 2, max_steps, METRICS_LIMIT_MAX_STEPS,
+                                  TRAVERSE_DEFAULT_STEPS, &r->steps, msg, sizeof msg)
+             : http_query_int(c, "steps", 2, API_EXPLORE_MAX_TRAVERSE_STEPS,
+                              TRAVERSE_DEFAULT_STEPS, &r->steps, msg, sizeof msg)))
         e = HTTP_ERR_BAD_REQUEST;
     r->range = TRAVERSE_DEFAULT_RANGE;
     const char *range = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "range");

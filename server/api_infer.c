@@ -261,25 +261,9 @@ static int query_double(struct MHD_Connection *c, const char *name, double lo, d
     return 0;
 }
 
-static enum MHD_Result count_precision(void *cls, enum MHD_ValueKind kind, const char *key,
-                                       const char *value)
-{
-    (void)kind;
-    (void)value;
-    if (key && !strcmp(key, "precision"))
-        ++*(int *)cls;
-    return MHD_YES;
-}
-
 int api_infer_precision_param(struct MHD_Connection *c, int *precision, char *msg, size_t msglen)
 {
-    int given = 0;
-    MHD_get_connection_values(c, MHD_GET_ARGUMENT_KIND, count_precision, &given);
-    if (given > 1) {
-        snprintf(msg, msglen, "parameter 'precision' is given %d times (once at most)", given);
-        return -1;
-    }
-    int64_t digits = 0;
+    int64_t digits = 0; /* given once at most: the transport refuses a repeated parameter */
     if (http_query_int(c, "precision", 1, JSON_NUM_DIGITS_MAX, 0, &digits, msg, msglen))
         return -1;
     *precision = (int)digits;
@@ -464,7 +448,8 @@ static http_error sample_params(infer_request *r, char *msg, size_t msglen)
     http_error e = read_model_params(r, msg, msglen);
     if (e != HTTP_ERR_NONE)
         return e;
-    if (http_query_int(c, "n", 1, API_INFER_MAX_N, SAMPLE_DEFAULT_N, &r->n, msg, msglen) ||
+    if (http_query_limited(c, "n", 1, r->base.ctx->opts->max_n, METRICS_LIMIT_MAX_N,
+                           SAMPLE_DEFAULT_N, &r->n, msg, msglen) ||
         http_query_u64(c, "seed", &have_seed, &r->seed, msg, msglen) ||
         query_double(c, "temperature", 0.0, TEMPERATURE_MAX, 1.0, &r->temperature, msg, msglen) ||
         http_query_int(c, "scale", 1, API_INFER_MAX_SCALE, 1, &r->scale, msg, msglen) ||
@@ -479,6 +464,12 @@ static http_error sample_params(infer_request *r, char *msg, size_t msglen)
             return HTTP_ERR_BAD_REQUEST;
         }
         r->n = r->labels.n;
+    }
+    if (r->n > r->base.ctx->opts->max_n) { /* labels read to API_INFER_MAX_N, the ceiling */
+        metrics_count_refusal(METRICS_LIMIT_MAX_N);
+        snprintf(msg, msglen, "labels holds %lld labels, more than --max-n %d",
+                 (long long)r->n, r->base.ctx->opts->max_n);
+        return HTTP_ERR_BAD_REQUEST;
     }
     if ((e = http_negotiate(c, HTTP_OFFER_IMAGES, &r->fmt, msg, msglen)) != HTTP_ERR_NONE)
         return e;
@@ -564,7 +555,8 @@ static http_error interpolate_get_params(infer_request *r, char *msg, size_t msg
     if (http_query_str(c, "from", DATA_REF_MAX, &from, msg, msglen) ||
         http_query_str(c, "to", DATA_REF_MAX, &to, msg, msglen) ||
         http_query_str(c, "mode", 16, &mode, msg, msglen) ||
-        http_query_int(c, "steps", 2, API_INFER_MAX_STEPS, STEPS_DEFAULT, &r->steps, msg, msglen) ||
+        http_query_limited(c, "steps", 2, r->base.ctx->opts->max_steps, METRICS_LIMIT_MAX_STEPS,
+                           STEPS_DEFAULT, &r->steps, msg, msglen) ||
         http_query_int(c, "scale", 1, API_INFER_MAX_SCALE, 1, &r->scale, msg, msglen) ||
         api_infer_precision_param(c, &r->precision, msg, msglen))
         return HTTP_ERR_BAD_REQUEST;
@@ -864,19 +856,19 @@ static http_error sample_answer(infer_request *r, const model_handle *h, char *m
     return HTTP_ERR_NONE;
 }
 
-static size_t max_json_values(const vae_config *cfg)
+static size_t max_json_values(const vae_config *cfg, int max_n)
 {
-    return (size_t)API_INFER_MAX_N * ((size_t)vae_config_input_dim(cfg) + 2) + JSON_SLACK_VALUES;
+    return (size_t)max_n * ((size_t)vae_config_input_dim(cfg) + 2) + JSON_SLACK_VALUES;
 }
 
 /* An npy body: float32 pixels (n, C, H, W), (n, D) or one image (C, H, W),
  * each in [0, 1], into *x and *n. */
-static http_error npy_images(const vae_config *cfg, const char *body, size_t len, float **x,
-                             int *n, char *msg, size_t msglen)
+static http_error npy_images(const vae_config *cfg, const char *body, size_t len, int max_n,
+                             float **x, int *n, char *msg, size_t msglen)
 {
     int shape[NPY_MAX_DIMS], ndim, D = vae_config_input_dim(cfg);
     char why[160];
-    npy_status rc = npy_decode_f32((const uint8_t *)body, len, (size_t)API_INFER_MAX_N * D, x,
+    npy_status rc = npy_decode_f32((const uint8_t *)body, len, (size_t)max_n * D, x,
                                    shape, &ndim, why, sizeof why);
     if (rc == NPY_ERR_NOMEM) {
         snprintf(msg, msglen, "out of memory");
@@ -885,7 +877,8 @@ static http_error npy_images(const vae_config *cfg, const char *body, size_t len
     char size[64];
     infer_body_shape_text(size, sizeof size, cfg);
     if (rc == NPY_ERR_TOO_LARGE) {
-        snprintf(msg, msglen, "the array holds more than %d images of %s", API_INFER_MAX_N, size);
+        metrics_count_refusal(METRICS_LIMIT_MAX_N);
+        snprintf(msg, msglen, "the array holds more than %d images of %s", max_n, size);
         return HTTP_ERR_PAYLOAD_TOO_LARGE;
     }
     if (rc != NPY_OK) {
@@ -920,16 +913,17 @@ static http_error npy_images(const vae_config *cfg, const char *body, size_t len
     return e;
 }
 
-http_error api_infer_read_images(const vae_config *cfg, const char *body, size_t len,
-                                 api_infer_body kind, float **x, int *n, char *msg,
+http_error api_infer_read_images(const http_ctx *ctx, const vae_config *cfg, const char *body,
+                                 size_t len, api_infer_body kind, float **x, int *n, char *msg,
                                  size_t msglen)
 {
+    int max_n = ctx->opts->max_n;
     *n = 1;
     if (kind == API_INFER_BODY_JSON)
-        return infer_body_read_images(cfg, body, len, API_INFER_MAX_N, max_json_values(cfg), x, n,
-                                      msg, msglen);
+        return infer_body_read_images(cfg, body, len, ctx->opts->max_json_depth, max_n,
+                                      max_json_values(cfg, max_n), x, n, msg, msglen);
     if (kind == API_INFER_BODY_NPY)
-        return npy_images(cfg, body, len, x, n, msg, msglen);
+        return npy_images(cfg, body, len, max_n, x, n, msg, msglen);
     *x = malloc((size_t)vae_config_input_dim(cfg) * sizeof **x);
     if (!*x) {
         snprintf(msg, msglen, "out of memory");
@@ -942,7 +936,8 @@ http_error api_infer_read_images(const vae_config *cfg, const char *body, size_t
 static http_error encode_input(infer_request *r, const vae_config *cfg, float **x, int *n,
                                char *msg, size_t msglen)
 {
-    return api_infer_read_images(cfg, r->body, r->body_len, r->body_kind, x, n, msg, msglen);
+    return api_infer_read_images(r->base.ctx, cfg, r->body, r->body_len, r->body_kind, x, n, msg,
+                                 msglen);
 }
 
 static http_error run_encode(infer_request *r, const model_handle *h, char *msg, size_t msglen)
@@ -1008,9 +1003,10 @@ static http_error run_decode(infer_request *r, const model_handle *h, char *msg,
     const vae_config *cfg = &m->cfg;
     int L = cfg->latent;
     cJSON *root = NULL; /* owned: deleted at end */
-    e = infer_body_parse_object(r->body, r->body_len,
-                                (size_t)API_INFER_MAX_N * ((size_t)L + 2) + JSON_SLACK_VALUES,
-                                &root, msg, msglen);
+    int max_n = r->base.ctx->opts->max_n;
+    e = infer_body_parse_object(r->body, r->body_len, r->base.ctx->opts->max_json_depth,
+                                (size_t)max_n * ((size_t)L + 2) + JSON_SLACK_VALUES, &root, msg,
+                                msglen);
     if (e != HTTP_ERR_NONE)
         goto end;
     const cJSON *zs = cJSON_GetObjectItemCaseSensitive(root, "z");
@@ -1021,8 +1017,10 @@ static http_error run_decode(infer_request *r, const model_handle *h, char *msg,
         goto end;
     }
     int n = cJSON_GetArraySize(zs);
-    if (n < 1 || n > API_INFER_MAX_N) {
-        snprintf(msg, msglen, "\"z\" must hold 1 to %d latents (it holds %d)", API_INFER_MAX_N, n);
+    if (n > max_n)
+        metrics_count_refusal(METRICS_LIMIT_MAX_N);
+    if (n < 1 || n > max_n) {
+        snprintf(msg, msglen, "\"z\" must hold 1 to %d latents (it holds %d)", max_n, n);
         e = HTTP_ERR_UNPROCESSABLE;
         goto end;
     }
@@ -1218,8 +1216,11 @@ static http_error interpolate_options(infer_request *r, const cJSON *root, char 
             snprintf(msg, msglen, "\"steps\" must be an integer");
             return HTTP_ERR_BAD_REQUEST;
         }
-        if (!(s >= 2 && s <= API_INFER_MAX_STEPS)) {
-            snprintf(msg, msglen, "\"steps\" must be from 2 to %d", API_INFER_MAX_STEPS);
+        int max_steps = r->base.ctx->opts->max_steps;
+        if (s > max_steps)
+            metrics_count_refusal(METRICS_LIMIT_MAX_STEPS);
+        if (!(s >= 2 && s <= max_steps)) {
+            snprintf(msg, msglen, "\"steps\" must be from 2 to %d", max_steps);
             return HTTP_ERR_UNPROCESSABLE;
         }
         r->steps = (int64_t)s;
@@ -1246,7 +1247,7 @@ static http_error run_interpolate_post(infer_request *r, const model_handle *h, 
     float *x = NULL;          /* owned: one image of scratch */
     float *ends = NULL;       /* owned: a, b, then the fixed z of label-only ends, L each */
     vae_workspace *ws = NULL; /* owned */
-    e = infer_body_parse_object(r->body, r->body_len,
+    e = infer_body_parse_object(r->body, r->body_len, r->base.ctx->opts->max_json_depth,
                                 2 * ((size_t)vae_config_input_dim(cfg) + 2) + L + JSON_SLACK_VALUES,
                                 &root, msg, msglen);
     if (e != HTTP_ERR_NONE || (e = interpolate_options(r, root, msg, msglen)) != HTTP_ERR_NONE)

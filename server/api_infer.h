@@ -85,10 +85,10 @@ http_error api_infer_acquire(http_ctx *ctx, const char *model, const char *versi
                              model_handle **h, registry_checkpoint_info *info, char *msg,
                              size_t msglen);
 /* A body of kind into images for cfg: *x (malloc'd, the caller's) of *n (1
- * to API_INFER_MAX_N) images, as /encode reads them: JSON {"x": ...} or
+ * to --max-n, ctx->opts->max_n) images, as /encode reads them: JSON {"x": ...} or
  * {"png_base64": [...]}, one PNG, or a .npy of pixel values in [0, 1]. */
-http_error api_infer_read_images(const vae_config *cfg, const char *body, size_t len,
-                                 api_infer_body kind, float **x, int *n, char *msg,
+http_error api_infer_read_images(const http_ctx *ctx, const vae_config *cfg, const char *body,
+                                 size_t len, api_infer_body kind, float **x, int *n, char *msg,
                                  size_t msglen);
 /* The most images a body of kind and len bytes can hold for cfg (1 to
  * API_INFER_MAX_N), and in *json_values the most JSON values (cJSON nodes)
@@ -150,7 +150,7 @@ http_error api_infer_encode_images(http_format fmt, const vae_config *cfg, const
                                    size_t msglen);
 /* ?precision=N (1..9) into *precision, 0 when absent: the significant
  * digits of the floats of a JSON answer. -1 with msg (a 400) when not an
- * integer in range or given more than once. */
+ * integer in range (given twice, the transport has refused it already). */
 int api_infer_precision_param(struct MHD_Connection *c, int *precision, char *msg, size_t msglen);
 /* The Cache-Control of a GET image answer: immutable when model and a
  * numeric version are named (that checkpoint never changes), else

@@ -476,10 +476,14 @@ static http_error upload_store(http_ctx *ctx, const char *name, const uint8_t *b
     vae_model m;             /* owned: freed below */
     char *metrics = NULL;    /* owned: freed below */
     memset(&m, 0, sizeof m); /* vae_free is safe on it whatever the load did */
-    int rc = ckpt_load_mem(&m, body, len, &metrics, why, sizeof why);
+    st_limits limits = {ctx->opts->max_header, ctx->opts->max_header_values};
+    int rc = ckpt_load_mem_limited(&m, body, len, &limits, &metrics, why, sizeof why);
     if (rc != VAE_OK) {
         vae_free(&m);
         free(metrics);
+        if (rc == VAE_ERR_TOO_LARGE || rc == VAE_ERR_TOO_MANY) /* still a 422, but a bound's */
+            metrics_count_refusal(rc == VAE_ERR_TOO_LARGE ? METRICS_LIMIT_HEADER_SIZE
+                                                          : METRICS_LIMIT_HEADER_VALUES);
         http_error e = http_error_from_vae(rc);
         if (rc == VAE_ERR_NOMEM)
             snprintf(msg, msglen, "out of memory checking the upload");

@@ -162,8 +162,8 @@ static http_error score_inputs(score_request *r, const vae_config *cfg, float **
                                int *labels, char *msg, size_t msglen)
 {
     if (!r->from[0]) {
-        http_error e = api_infer_read_images(cfg, r->body, r->body_len, r->kind, x, n, msg,
-                                             msglen);
+        http_error e = api_infer_read_images(r->base.ctx, cfg, r->body, r->body_len, r->kind, x,
+                                             n, msg, msglen);
         return e != HTTP_ERR_NONE ? e
                                   : infer_labels_resolve(&r->labels, cfg, *n, 0, labels, msg,
                                                          msglen);

@@ -17,13 +17,16 @@
 #include <unistd.h>
 
 #include "engine/file_io.h"
+#include "engine/safetensors.h"
 #include "engine/util.h"
 #include "server/api_auth.h"
+#include "server/api_infer.h"
 #include "server/api_jobs.h"
 #include "server/compute_pool.h"
 #include "server/data_cache.h"
 #include "server/data_sets.h"
 #include "server/http_util.h"
+#include "server/infer_body.h"
 #include "server/metrics.h"
 #include "server/model_cache.h"
 #include "server/registry.h"
@@ -56,6 +59,12 @@ void server_options_default(server_options *o)
     o->job_retention_days = 30;
     o->job_lease_s = 30;
     o->max_queued_jobs = 100;
+    o->max_n = API_INFER_MAX_N;
+    o->max_steps = API_INFER_MAX_STEPS;
+    o->max_json_depth = INFER_BODY_MAX_JSON_DEPTH;
+    o->max_small_body = ROUTES_SMALL_BODY_MAX;
+    o->max_header = ST_MAX_HEADER;
+    o->max_header_values = ST_MAX_HEADER_VALUES;
 }
 
 /* ---- the transport's own state ------------------------------------------ */
@@ -191,6 +200,16 @@ static void printable(char *out, size_t outlen, const char *s)
 static enum MHD_Result dispatch(http_ctx *ctx, struct MHD_Connection *c, http_request *req)
 {
     const routes_entry *r = routes_find(req->method, req->path, req);
+    /* A job spec or alias body is JSON that cJSON parses where its handler
+     * runs: its nesting is bounded here, once, as the inference bodies'
+     * are where they are read (its values are bounded by its size). */
+    if (r && r->flags & ROUTES_SMALL_BODY && req->body) {
+        char msg[HTTP_MESSAGE_MAX];
+        http_error e = infer_body_prescan(req->body, req->body_len, ctx->opts->max_json_depth,
+                                          req->body_len + 1, msg, sizeof msg);
+        if (e != HTTP_ERR_NONE)
+            return http_send_error(c, e, "%s", msg);
+    }
     if (r)
         return r->handler(ctx, c, req);
     char allow[ROUTES_ALLOW_MAX], shown[128];
@@ -246,6 +265,14 @@ static int body_append(http_transport *t, http_request *req, const char *data, s
     return 0;
 }
 
+/* What a body over its cap is counted as: a small body's bound
+ * (--max-small-body-kb) apart from --max-body-mb's and --max-upload's. */
+static metrics_limit body_size_limit(const routes_entry *route)
+{
+    return route && route->flags & ROUTES_SMALL_BODY ? METRICS_LIMIT_SMALL_BODY
+                                                     : METRICS_LIMIT_BODY_SIZE;
+}
+
 /* Answers at once, before any of the body is read (MHD then closes the
  * connection rather than read the rest): the request is marked answered. */
 static enum MHD_Result answer_early(http_request *req, enum MHD_Result queued)
@@ -296,8 +323,9 @@ static enum MHD_Result on_headers(http_transport *t, struct MHD_Connection *c, h
     int takes_body = routes_take_body(route);
     req->body_max = !takes_body                       ? 0
                     : route->flags & ROUTES_UPLOAD     ? o->max_upload
-                    : route->flags & ROUTES_SMALL_BODY ? ROUTES_SMALL_BODY_MAX
+                    : route->flags & ROUTES_SMALL_BODY ? o->max_small_body
                                                        : o->max_body;
+    metrics_limit size_limit = body_size_limit(route);
     /* The one access check. */
     if (o->token && routes_need_token(route) &&
         !api_auth_bearer_ok(o->token, MHD_lookup_connection_value(c, MHD_HEADER_KIND,
@@ -305,6 +333,15 @@ static enum MHD_Result on_headers(http_transport *t, struct MHD_Connection *c, h
         return answer_early(req, api_auth_send_unauthorized(
                                      c, "this request changes the registry: send "
                                         "Authorization: Bearer TOKEN with the server's token"));
+    /* One rule for every route, before any handler reads a parameter: a
+     * name given twice is refused, not read as its first value. */
+    char why[HTTP_MESSAGE_MAX];
+    int repeated = http_query_repeated(c, why, sizeof why);
+    if (repeated)
+        return answer_early(req, http_send_error(c,
+                                                 repeated == -2 ? HTTP_ERR_UNAVAILABLE
+                                                                : HTTP_ERR_DUPLICATE_PARAMETER,
+                                                 "%s", why));
     size_t max = req->body_max;
     const char *cl =
         MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
@@ -319,7 +356,7 @@ static enum MHD_Result on_headers(http_transport *t, struct MHD_Connection *c, h
                                                    (unsigned long long)declared));
     if (declared > max)
         return answer_early(req, http_send_refusal(
-                                     c, METRICS_LIMIT_BODY_SIZE, HTTP_ERR_PAYLOAD_TOO_LARGE, NULL,
+                                     c, size_limit, HTTP_ERR_PAYLOAD_TOO_LARGE, NULL,
                                      "request body of %llu bytes exceeds the limit of %zu bytes",
                                      (unsigned long long)declared, max));
     /* A declared body takes its whole share of the budget now, so many
@@ -378,7 +415,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     if (req->responded)
         return MHD_YES;
     if (req->too_large)
-        return max ? http_send_refusal(c, METRICS_LIMIT_BODY_SIZE, HTTP_ERR_PAYLOAD_TOO_LARGE,
+        return max ? http_send_refusal(c, body_size_limit(routes_find(req->method, req->path,
+                                                                      req)),
+                                       HTTP_ERR_PAYLOAD_TOO_LARGE,
                                        NULL, "request body exceeds the limit of %zu bytes", max)
                    : http_send_refusal(c, METRICS_LIMIT_NO_BODY, HTTP_ERR_PAYLOAD_TOO_LARGE,
                                        NULL, "%s %s takes no request body", req->method,
@@ -559,6 +598,19 @@ server_status server_run(const server_options *o, volatile sig_atomic_t *stop, c
         o->max_body < 1 || o->max_streams < 0 || o->stream_max_s < 1) {
         snprintf(err, errlen, "bad server options (threads %d, max connections %d, timeout %d)",
                  o->threads, o->max_connections, o->timeout_s);
+        return SERVER_ERR_ARG;
+    }
+    /* The format bounds: each at most the ceiling the code is built for
+     * (arrays of API_INFER_MAX_N labels, engine calls of that many rows). */
+    if (o->max_n < 1 || o->max_n > API_INFER_MAX_N || o->max_steps < 2 ||
+        o->max_steps > API_INFER_MAX_STEPS || o->max_json_depth < 1 ||
+        o->max_json_depth > SERVER_MAX_JSON_DEPTH || o->max_small_body < 1 ||
+        o->max_header < 1 || o->max_header_values < 1) {
+        snprintf(err, errlen,
+                 "bad format bounds (max n %d of 1..%d, max steps %d of 2..%d, JSON depth %d of "
+                 "1..%d, small body %zu, header %zu bytes, %zu values: each at least 1)",
+                 o->max_n, API_INFER_MAX_N, o->max_steps, API_INFER_MAX_STEPS, o->max_json_depth,
+                 SERVER_MAX_JSON_DEPTH, o->max_small_body, o->max_header, o->max_header_values);
         return SERVER_ERR_ARG;
     }
     unsigned threads = (unsigned)o->threads;

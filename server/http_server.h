@@ -44,6 +44,9 @@ typedef enum {
     SERVER_ERR_LISTEN  /* libmicrohttpd did not start (port in use, ...) */
 } server_status;
 
+/* The deepest --max-json-depth: cJSON recurses once per level. */
+#define SERVER_MAX_JSON_DEPTH 64
+
 typedef struct server_options {
     const char *listen;        /* "127.0.0.1:8080"; port 0 = any free port */
     const char *data_dir;      /* registry at DATA_DIR/registry.db unless registry is set */
@@ -71,6 +74,14 @@ typedef struct server_options {
     const char *mpi_hostfile;  /* jobs of "ranks" > 1 run under mpirun on these hosts; NULL = refused */
     int max_batch;             /* inference requests one engine call may serve, default 32; 1 = none */
     int max_queue_delay_us;    /* wait for a batch to fill, microseconds, default 0 */
+    /* Format bounds on untrusted inputs (README "Bounds"); each is at most
+     * its compiled-in ceiling, which is also its default. */
+    int max_n;                 /* images/latents/labels of a request, default 1024 (API_INFER_MAX_N) */
+    int max_steps;             /* /interpolate steps, default 256 (API_INFER_MAX_STEPS) */
+    int max_json_depth;        /* nesting of a JSON request body, default 8 */
+    size_t max_small_body;     /* bytes of a job spec or alias body, default 64 KiB */
+    size_t max_header;         /* an uploaded checkpoint's safetensors header, default 100 MiB */
+    size_t max_header_values;  /* JSON values in that header, default 65536 */
 } server_options;
 
 void server_options_default(server_options *o);

@@ -29,6 +29,7 @@ static const struct {
     [HTTP_ERR_TOO_MANY_REQUESTS] = {MHD_HTTP_TOO_MANY_REQUESTS, "too_many_requests"},
     [HTTP_ERR_FORBIDDEN] = {MHD_HTTP_FORBIDDEN, "forbidden"},
     [HTTP_ERR_INSUFFICIENT_STORAGE] = {MHD_HTTP_INSUFFICIENT_STORAGE, "insufficient_storage"},
+    [HTTP_ERR_DUPLICATE_PARAMETER] = {MHD_HTTP_BAD_REQUEST, "duplicate_parameter"},
 };
 
 unsigned int http_error_status(http_error e)
@@ -99,6 +100,7 @@ http_error http_error_from_vae(vae_status s)
     case VAE_ERR_FORMAT:
     case VAE_ERR_NONFINITE:
     case VAE_ERR_TOO_LARGE:
+    case VAE_ERR_TOO_MANY:
         return HTTP_ERR_INVALID_CHECKPOINT;
     case VAE_ERR_NOMEM:
     case VAE_ERR_CANCELLED:
@@ -445,6 +447,102 @@ int http_query_int(struct MHD_Connection *c, const char *name, int64_t lo, int64
     }
     *out = v;
     return 0;
+}
+
+int http_query_limited(struct MHD_Connection *c, const char *name, int64_t lo, int64_t hi,
+                       metrics_limit limit, int64_t def, int64_t *out, char *msg, size_t msglen)
+{
+    if (!http_query_int(c, name, lo, hi, def, out, msg, msglen))
+        return 0;
+    const char *value;
+    int64_t v;
+    if (query_lookup(c, name, &value) && value && *value && !value[strspn(value, "0123456789")] &&
+        (http_parse_i64(value, &v) || v > hi)) /* digits only: above hi, or past int64 */
+        metrics_count_refusal(limit);
+    return -1;
+}
+
+/* The names of a query, gathered for comparing: in a buffer on the caller's
+ * stack for the few names a real request has (no allocation per request),
+ * on the heap past it. */
+#define QUERY_NAMES_LOCAL 32
+typedef struct {
+    const char **names; /* local, or owned when it is not */
+    const char *local[QUERY_NAMES_LOCAL];
+    size_t n, cap;
+    int nomem;
+} query_names;
+
+static enum MHD_Result gather_name(void *cls, enum MHD_ValueKind kind, const char *key,
+                                   const char *value)
+{
+    (void)kind;
+    (void)value;
+    query_names *q = cls;
+    if (q->n == q->cap) {
+        size_t cap = 2 * q->cap;
+        const char **grown = malloc(cap * sizeof *grown);
+        if (!grown) {
+            q->nomem = 1;
+            return MHD_NO;
+        }
+        memcpy(grown, q->names, q->n * sizeof *grown);
+        if (q->names != q->local)
+            free(q->names);
+        q->names = grown;
+        q->cap = cap;
+    }
+    q->names[q->n++] = key ? key : "";
+    return MHD_YES;
+}
+
+static int compare_names(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* A name of names[0..n) that is given twice, or NULL: pairs for the few of
+ * a real request, sorted past a handful (O(n log n) for a hostile URL). */
+static const char *repeated_name(const char **names, size_t n)
+{
+    if (n <= 8) {
+        for (size_t i = 1; i < n; i++)
+            for (size_t j = 0; j < i; j++)
+                if (!strcmp(names[i], names[j]))
+                    return names[i];
+        return NULL;
+    }
+    qsort(names, n, sizeof *names, compare_names);
+    for (size_t i = 1; i < n; i++)
+        if (!strcmp(names[i - 1], names[i]))
+            return names[i];
+    return NULL;
+}
+
+int http_query_repeated(struct MHD_Connection *c, char *msg, size_t msglen)
+{
+    query_names q = {.cap = QUERY_NAMES_LOCAL};
+    q.names = q.local;
+    MHD_get_connection_values(c, MHD_GET_ARGUMENT_KIND, gather_name, &q);
+    int rc = 0;
+    const char *twice = q.nomem ? NULL : repeated_name(q.names, q.n);
+    if (q.nomem) {
+        snprintf(msg, msglen, "out of memory reading the query");
+        rc = -2;
+    } else if (twice) {
+        /* the name as a message may hold it: printable ASCII, bounded */
+        char shown[64];
+        size_t k = 0;
+        for (const char *p = twice; *p && k + 1 < sizeof shown; p++)
+            shown[k++] = (*p >= 0x20 && *p < 0x7f && *p != '"' && *p != '\\') ? *p : '?';
+        shown[k] = '\0';
+        snprintf(msg, msglen, "parameter '%s' is given more than once (each at most once)",
+                 shown);
+        rc = -1;
+    }
+    if (q.names != q.local)
+        free(q.names);
+    return rc;
 }
 
 int http_query_u64(struct MHD_Connection *c, const char *name, int *present, uint64_t *out,

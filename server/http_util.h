@@ -59,6 +59,7 @@ typedef enum {
     HTTP_ERR_TOO_MANY_REQUESTS,  /* 429 too_many_requests: the compute queue is full */
     HTTP_ERR_FORBIDDEN,          /* 403 forbidden: a Host or Origin not of this machine */
     HTTP_ERR_INSUFFICIENT_STORAGE, /* 507 insufficient_storage: the disk is full */
+    HTTP_ERR_DUPLICATE_PARAMETER, /* 400 duplicate_parameter: a query parameter given twice */
     HTTP_ERR_COUNT,
     /* Not an error: what a check returns when the request may go on. Outside
      * the table (http_error_status gives 500 for it, as for any value there). */
@@ -160,6 +161,11 @@ int http_parse_u64(const char *s, uint64_t *out);
  * parameter is absent), or -1 with a message naming the parameter in msg. */
 int http_query_int(struct MHD_Connection *c, const char *name, int64_t lo, int64_t hi,
                    int64_t def, int64_t *out, char *msg, size_t msglen);
+/* http_query_int for a value bounded by a server limit (a flag): a value
+ * that reads as an integer above hi is also counted in /metrics under limit,
+ * so the refusals of the bound show apart from typing mistakes. */
+int http_query_limited(struct MHD_Connection *c, const char *name, int64_t lo, int64_t hi,
+                       metrics_limit limit, int64_t def, int64_t *out, char *msg, size_t msglen);
 /* *present says whether the parameter was given. */
 int http_query_u64(struct MHD_Connection *c, const char *name, int *present, uint64_t *out,
                    char *msg, size_t msglen);
@@ -167,6 +173,15 @@ int http_query_u64(struct MHD_Connection *c, const char *name, int *present, uin
  * string belongs to MHD and lives as long as the request. */
 int http_query_str(struct MHD_Connection *c, const char *name, size_t max_len,
                    const char **out, char *msg, size_t msglen);
+
+/* The one rule on repeated query parameters, for every route: 0 when no
+ * name is given twice in the query; else -1 with msg naming it, or -2 when
+ * out of memory (503), with msg saying so (the
+ * transport answers 400 duplicate_parameter before the handler runs, so
+ * handlers may read each parameter's first value and know it is the only
+ * one). Sorts the names: a query of k parameters costs O(k log k), however
+ * many of them a hostile URL packs. */
+int http_query_repeated(struct MHD_Connection *c, char *msg, size_t msglen);
 
 /* 1 when the request's Content-Type is the media type type (case aside),
  * with or without parameters ("application/json; charset=utf-8"); 0 when it

@@ -9,8 +9,8 @@
 #include "engine/image.h"
 #include "server/metrics.h"
 
-http_error infer_body_prescan(const char *body, size_t len, size_t max_values, char *msg,
-                              size_t msglen)
+http_error infer_body_prescan(const char *body, size_t len, int max_depth, size_t max_values,
+                              char *msg, size_t msglen)
 {
     int depth = 0, in_string = 0;
     size_t values = 1;
@@ -26,9 +26,9 @@ http_error infer_body_prescan(const char *body, size_t len, size_t max_values, c
         if (ch == '"') {
             in_string = 1;
         } else if (ch == '[' || ch == '{') {
-            if (++depth > INFER_BODY_MAX_JSON_DEPTH) {
-                snprintf(msg, msglen, "JSON nested deeper than %d levels",
-                         INFER_BODY_MAX_JSON_DEPTH);
+            if (++depth > max_depth) {
+                metrics_count_refusal(METRICS_LIMIT_JSON_DEPTH);
+                snprintf(msg, msglen, "JSON nested deeper than %d levels", max_depth);
                 return HTTP_ERR_BAD_REQUEST;
             }
             values++;
@@ -49,11 +49,11 @@ http_error infer_body_prescan(const char *body, size_t len, size_t max_values, c
     return HTTP_ERR_NONE;
 }
 
-http_error infer_body_parse_object(const char *body, size_t len, size_t max_values, cJSON **out,
-                                   char *msg, size_t msglen)
+http_error infer_body_parse_object(const char *body, size_t len, int max_depth, size_t max_values,
+                                   cJSON **out, char *msg, size_t msglen)
 {
     *out = NULL;
-    http_error e = infer_body_prescan(body, len, max_values, msg, msglen);
+    http_error e = infer_body_prescan(body, len, max_depth, max_values, msg, msglen);
     if (e != HTTP_ERR_NONE)
         return e;
     const char *end = NULL;
@@ -235,8 +235,8 @@ void infer_body_shape_text(char *out, size_t outlen, const vae_config *cfg)
 }
 
 http_error infer_body_read_images_json(const vae_config *cfg, const char *body, size_t len,
-                                       int max_n, size_t max_values, float **x, int *n,
-                                       char *msg, size_t msglen)
+                                       int max_depth, int max_n, size_t max_values, float **x,
+                                       int *n, char *msg, size_t msglen)
 {
     int D = vae_config_input_dim(cfg);
     char size[64];
@@ -246,7 +246,7 @@ http_error infer_body_read_images_json(const vae_config *cfg, const char *body, 
     cJSON *root = NULL; /* owned: deleted at end */
     float *images = NULL; /* owned: handed to *x */
     int count = 0;
-    http_error e = infer_body_parse_object(body, len, max_values, &root, msg, msglen);
+    http_error e = infer_body_parse_object(body, len, max_depth, max_values, &root, msg, msglen);
     if (e != HTTP_ERR_NONE)
         return e;
     const cJSON *xs = cJSON_GetObjectItemCaseSensitive(root, "x");
@@ -267,6 +267,8 @@ http_error infer_body_read_images_json(const vae_config *cfg, const char *body, 
         goto end;
     }
     count = cJSON_GetArraySize(list);
+    if (count > max_n)
+        metrics_count_refusal(METRICS_LIMIT_MAX_N);
     if (count < 1 || count > max_n) {
         snprintf(msg, msglen, "\"%s\" must hold 1 to %d images (it holds %d)", key, max_n,
                  count);
@@ -300,12 +302,14 @@ end:
     return e;
 }
 
-http_error infer_body_read_images(const vae_config *cfg, const char *body, size_t len, int max_n,
-                                  size_t max_values, float **x, int *n, char *msg, size_t msglen)
+http_error infer_body_read_images(const vae_config *cfg, const char *body, size_t len,
+                                  int max_depth, int max_n, size_t max_values, float **x, int *n,
+                                  char *msg, size_t msglen)
 {
     if (infer_body_fast_pixel_rows(body, len, vae_config_input_dim(cfg), max_n, x, n))
         return HTTP_ERR_NONE;
-    return infer_body_read_images_json(cfg, body, len, max_n, max_values, x, n, msg, msglen);
+    return infer_body_read_images_json(cfg, body, len, max_depth, max_n, max_values, x, n, msg,
+                                       msglen);
 }
 
 /* ---- the fast reader of {"x": [[...], ...]} ------------------------------ */

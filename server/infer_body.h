@@ -4,12 +4,13 @@
  *
  *     float *x; int n;                                     // x: (n, D), the caller's: free()
  *     char msg[HTTP_MESSAGE_MAX];
- *     http_error e = infer_body_read_images(cfg, body, len, max_n, max_values, &x, &n,
+ *     http_error e = infer_body_read_images(cfg, body, len, max_depth, max_n, max_values, &x, &n,
  *                                           msg, sizeof msg);     // an /encode body
  *     if (e != HTTP_ERR_NONE) return http_send_error(c, e, "%s", msg);
  *
- *     cJSON *root;                                         // other bodies; caller owns: cJSON_Delete
- *     e = infer_body_parse_object(body, len, max_values, &root, msg, sizeof msg);
+ *     cJSON *root;                                         // other bodies; caller owns:
+ * cJSON_Delete e = infer_body_parse_object(body, len, max_depth, max_values, &root, msg, sizeof
+ * msg);
  *     ... infer_body_read_numbers(cJSON_GetObjectItem(root, "z"), z, L, 0, "z", ...) ...
  *
  * Every reader that can refuse returns an http_error (HTTP_ERR_NONE when the
@@ -32,19 +33,20 @@
 #include "engine/vae.h"
 #include "server/http_util.h"
 
-/* Deepest JSON nesting accepted in a request body. */
+/* Deepest JSON nesting accepted in a request body by default (the
+ * server's --max-json-depth). */
 #define INFER_BODY_MAX_JSON_DEPTH 8
 
 /* Refuses, before cJSON builds a node (64 bytes) for each value, nesting
- * deeper than INFER_BODY_MAX_JSON_DEPTH (400) and more than max_values values
- * (413). */
-http_error infer_body_prescan(const char *body, size_t len, size_t max_values, char *msg,
-                              size_t msglen);
+ * deeper than max_depth (400, counted as json_depth) and more than
+ * max_values values (413, counted as json_values). */
+http_error infer_body_prescan(const char *body, size_t len, int max_depth, size_t max_values,
+                              char *msg, size_t msglen);
 /* The body as a JSON object, after infer_body_prescan: *out owned by the
  * caller (NULL on error). 400 for invalid JSON, bytes after the value, or a
  * value that is not an object. */
-http_error infer_body_parse_object(const char *body, size_t len, size_t max_values, cJSON **out,
-                                   char *msg, size_t msglen);
+http_error infer_body_parse_object(const char *body, size_t len, int max_depth, size_t max_values,
+                                   cJSON **out, char *msg, size_t msglen);
 /* arr, a JSON array of exactly want numbers, into dst; with pixels also each
  * in [0, 1]. Types first (400), then the count (422, naming model_size), then
  * the values (422: not finite as a float, or outside 0..1). what names arr in
@@ -71,12 +73,13 @@ void infer_body_shape_text(char *out, size_t outlen, const vae_config *cfg);
  * or {"png_base64": [PNG images]}, 1 to max_n of them, into *x (malloc'd,
  * the caller's; NULL on error) and *n. Through the fast reader when it takes
  * the body, else infer_body_read_images_json. */
-http_error infer_body_read_images(const vae_config *cfg, const char *body, size_t len, int max_n,
-                                  size_t max_values, float **x, int *n, char *msg, size_t msglen);
+http_error infer_body_read_images(const vae_config *cfg, const char *body, size_t len,
+                                  int max_depth, int max_n, size_t max_values, float **x, int *n,
+                                  char *msg, size_t msglen);
 /* The same through cJSON only: what every body the fast reader refuses gets. */
 http_error infer_body_read_images_json(const vae_config *cfg, const char *body, size_t len,
-                                       int max_n, size_t max_values, float **x, int *n,
-                                       char *msg, size_t msglen);
+                                       int max_depth, int max_n, size_t max_values, float **x,
+                                       int *n, char *msg, size_t msglen);
 
 /* The fast reader: 1 with *out (malloc'd, the caller's) of *n rows of D
  * floats when body is {"x": [[D numbers], ...]} with 1 to max_n rows, every

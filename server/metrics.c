@@ -47,6 +47,12 @@ const char *const metrics_limit_names[METRICS_LIMIT_COUNT] = {
     [METRICS_LIMIT_PNG_GRID] = "png_grid",
     [METRICS_LIMIT_QUEUED_JOBS] = "queued_jobs",
     [METRICS_LIMIT_JOB_MEMORY] = "job_memory",
+    [METRICS_LIMIT_MAX_N] = "max_n",
+    [METRICS_LIMIT_MAX_STEPS] = "max_steps",
+    [METRICS_LIMIT_JSON_DEPTH] = "json_depth",
+    [METRICS_LIMIT_SMALL_BODY] = "small_body",
+    [METRICS_LIMIT_HEADER_SIZE] = "header_size",
+    [METRICS_LIMIT_HEADER_VALUES] = "header_values",
 };
 /* Atomics: a refusal often happens where no lock should be taken. */
 static uint64_t refusals[METRICS_LIMIT_COUNT];

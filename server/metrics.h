@@ -52,6 +52,12 @@ typedef enum {
     METRICS_LIMIT_PNG_GRID,       /* 422: a PNG answer over 16384 pixels a side */
     METRICS_LIMIT_QUEUED_JOBS,    /* 429: --max-queued-jobs jobs wait already */
     METRICS_LIMIT_JOB_MEMORY,     /* 422: a job whose estimate is over --job-mem-mb */
+    METRICS_LIMIT_MAX_N,          /* 400: n (images, latents, labels) over --max-n */
+    METRICS_LIMIT_MAX_STEPS,      /* 400: steps over --max-steps */
+    METRICS_LIMIT_JSON_DEPTH,     /* 400: a JSON body nested deeper than --max-json-depth */
+    METRICS_LIMIT_SMALL_BODY,     /* 413: a job spec or alias body over --max-small-body-kb */
+    METRICS_LIMIT_HEADER_SIZE,    /* 422: a checkpoint header over --max-header-mb */
+    METRICS_LIMIT_HEADER_VALUES,  /* 422: a checkpoint header over --max-header-values */
     METRICS_LIMIT_COUNT
 } metrics_limit;
 extern const char *const metrics_limit_names[METRICS_LIMIT_COUNT];

@@ -48,10 +48,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     int nf = 0, nj = 0, nr = 0;
     char mj[HTTP_MESSAGE_MAX] = "", mr[HTTP_MESSAGE_MAX] = "";
     int fast = infer_body_fast_pixel_rows(body, len, D, MAX_N, &xf, &nf);
-    http_error ej = infer_body_read_images_json(&cfg, body, len, MAX_N, max_values, &xj, &nj, mj,
-                                                sizeof mj);
-    http_error er =
-        infer_body_read_images(&cfg, body, len, MAX_N, max_values, &xr, &nr, mr, sizeof mr);
+    http_error ej = infer_body_read_images_json(&cfg, body, len, INFER_BODY_MAX_JSON_DEPTH, MAX_N,
+                                                max_values, &xj, &nj, mj, sizeof mj);
+    http_error er = infer_body_read_images(&cfg, body, len, INFER_BODY_MAX_JSON_DEPTH, MAX_N,
+                                           max_values, &xr, &nr, mr, sizeof mr);
     check_refusal(ej, mj);
     if (fast) {
         FUZZ_CHECK(ej == HTTP_ERR_NONE, "the fast reader takes what cJSON refuses (%s: %s)",
@@ -74,9 +74,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     /* The same body as {"z": [[D numbers], ...]}, as /decode reads it. */
     cJSON *root = NULL; /* owned: deleted below */
     char msg[HTTP_MESSAGE_MAX] = "";
-    http_error e = infer_body_parse_object(body, len, max_values, &root, msg, sizeof msg);
+    http_error e = infer_body_parse_object(body, len, INFER_BODY_MAX_JSON_DEPTH, max_values, &root,
+                                           msg, sizeof msg);
     check_refusal(e, msg);
-    http_error pre = infer_body_prescan(body, len, max_values, msg, sizeof msg);
+    http_error pre =
+        infer_body_prescan(body, len, INFER_BODY_MAX_JSON_DEPTH, max_values, msg, sizeof msg);
     if (pre != HTTP_ERR_NONE)
         FUZZ_CHECK(e == pre, "the prescan refuses with %d, the parse with %d", pre, e);
     const cJSON *z = cJSON_GetObjectItemCaseSensitive(root, "z");

@@ -1085,6 +1085,8 @@ static void test_long_shape_header(void **state)
     assert_true(harness_expect_error(&r, 422, "invalid_checkpoint"));
     assert_non_null(strstr((const char *)r.body, "more than"));
     harness_response_free(&r);
+    /* still a 422, but the value budget's: counted apart from format errors */
+    assert_true(refusals(fx.port, "header_values") >= 1);
     /* the body itself is held once (64 MiB); 32 M nodes would be 2 GB */
     assert_true(peak_growth_kb(fx.d.pid, base, "long shape") < mem_budget_kb(160 * 1024));
     assert_true(took < 3.0 * harness_slowdown());
@@ -1511,6 +1513,241 @@ static void test_stalled_downloads(void **state)
     stop_own(&d, dir);
 }
 
+/* ---- the format bounds as flags ------------------------------------------------------ */
+
+/* status and error code of method path (body with Content-Type type, or
+ * none), and that the refusal counter limit went up by one. */
+static void expect_counted(int port, const char *method, const char *path, const char *type,
+                           const void *body, size_t len, int status, const char *code,
+                           const char *limit)
+{
+    long before = refusals(port, limit);
+    char header[96];
+    snprintf(header, sizeof header, "Content-Type: %s", type ? type : "application/json");
+    const char *headers[] = {header, NULL};
+    harness_response r;
+    assert_int_equal(harness_request(port, method, path, body ? headers : NULL, body, len, &r), 0);
+    if (!harness_expect_error(&r, status, code))
+        fail_msg("%s %s: %d %.300s", method, path, r.status, r.body ? (const char *)r.body : "");
+    harness_response_free(&r);
+    long after = refusals(port, limit);
+    if (after != before + 1)
+        fail_msg("%s %s: vaed_limit_refusals_total{limit=\"%s\"} went from %ld to %ld", method,
+                 path, limit, before, after);
+}
+
+static void expect_ok(int port, const char *method, const char *path, const char *body)
+{
+    const char *json[] = {"Content-Type: application/json", NULL};
+    harness_response r;
+    assert_int_equal(harness_request(port, method, path, body ? json : NULL, body,
+                                     body ? strlen(body) : 0, &r),
+                     0);
+    if (r.status != 200)
+        fail_msg("%s %s: %d %.300s", method, path, r.status, r.body ? (const char *)r.body : "");
+    harness_response_free(&r);
+}
+
+/* A safetensors file of one F32 tensor "w" of one value whose header is
+ * padded with spaces to header_len bytes (*len: the whole file's). */
+static uint8_t *padded_header_file(size_t header_len, size_t *len)
+{
+    const char json[] = "{\"w\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}";
+    assert_true(header_len >= strlen(json));
+    *len = 8 + header_len + 4;
+    uint8_t *file = malloc(*len);
+    assert_non_null(file);
+    for (int i = 0; i < 8; i++)
+        file[i] = (uint8_t)((uint64_t)header_len >> (8 * i));
+    memcpy(file + 8, json, strlen(json));
+    memset(file + 8 + strlen(json), ' ', header_len - strlen(json));
+    memset(file + 8 + header_len, 0, 4);
+    return file;
+}
+
+/* Each format bound set low on its flag refuses what the default takes, is
+ * counted under its own reason, and leaves what fits under it answered. */
+static void test_format_bound_flags(void **state)
+{
+    (void)state;
+    char dir[HARNESS_PATH_MAX];
+    harness_daemon d;
+    const char *const args[] = {"--max-n",           "4", "--max-steps",         "5",
+                                "--max-json-depth",  "3", "--max-small-body-kb", "1",
+                                "--max-header-mb",   "1", "--max-header-values", "16",
+                                NULL};
+    int port = start_own(&d, dir, sizeof dir, args);
+    /* --max-n: a query's n, labels, and the latents of a body */
+    expect_counted(port, "POST", "/sample?n=5&format=json", NULL, NULL, 0, 400, "bad_request",
+                   "max_n");
+    expect_ok(port, "POST", "/sample?n=4&format=json", NULL);
+    const char *five = "{\"z\": [[0,0,0,0],[0,0,0,0],[0,0,0,0],[0,0,0,0],[0,0,0,0]]}";
+    expect_counted(port, "POST", "/decode?format=json", NULL, five, strlen(five), 422,
+                   "unprocessable", "max_n");
+    expect_ok(port, "POST", "/decode?format=json", "{\"z\": [[0,0,0,0],[0,0,0,0]]}");
+    /* --max-steps */
+    const char *steps = "{\"steps\": 6, \"z\": [[0,0,0,0],[1,1,1,1]]}";
+    expect_counted(port, "POST", "/interpolate?format=json", NULL, steps, strlen(steps), 422,
+                   "unprocessable", "max_steps");
+    /* --max-json-depth: 4 levels over 3 */
+    const char *deep = "{\"z\": [[[0]]]}";
+    expect_counted(port, "POST", "/decode?format=json", NULL, deep, strlen(deep), 400,
+                   "bad_request", "json_depth");
+    const char *deep_spec = "{\"data\": \"mnist\", \"arch\": {\"x\": [[1]]}}";
+    expect_counted(port, "POST", "/jobs", NULL, deep_spec, strlen(deep_spec), 400,
+                   "bad_request", "json_depth");
+    const char *deep_alias = "{\"version\": [[[1]]]}";
+    expect_counted(port, "PUT", "/models/digits/aliases/prod", NULL, deep_alias,
+                   strlen(deep_alias), 400, "bad_request", "json_depth");
+    /* --max-small-body-kb: a 2 KiB job spec */
+    char spec[2048 + 64];
+    int n = snprintf(spec, sizeof spec, "{\"data\": \"mnist\", \"pad\": \"");
+    memset(spec + n, 'x', 2048);
+    snprintf(spec + n + 2048, sizeof spec - (size_t)n - 2048, "\"}");
+    expect_counted(port, "POST", "/jobs", NULL, spec, strlen(spec), 413, "payload_too_large",
+                   "small_body");
+    /* --max-header-mb: a 2 MiB header (spaces) */
+    size_t len;
+    uint8_t *file = padded_header_file((size_t)2 << 20, &len);
+    expect_counted(port, "POST", "/models/padded/checkpoints", "application/octet-stream", file,
+                   len, 422, "invalid_checkpoint", "header_size");
+    free(file);
+    /* --max-header-values: a real checkpoint's header holds more than 16 */
+    char err[256];
+    uint8_t *model;
+    assert_int_equal(harness_model_bytes(NULL, 3, &model, &len, err, sizeof err), 0);
+    expect_counted(port, "POST", "/models/many/checkpoints", "application/octet-stream", model,
+                   len, 422, "invalid_checkpoint", "header_values");
+    /* the default daemon takes the same checkpoint, and five latents */
+    const char *octet[] = {"Content-Type: application/octet-stream", NULL};
+    harness_response r;
+    assert_int_equal(
+        harness_request(fx.port, "POST", "/models/many/checkpoints", octet, model, len, &r), 0);
+    assert_int_equal(r.status, 201);
+    harness_response_free(&r);
+    free(model);
+    expect_ok(fx.port, "POST", "/decode?format=json", five);
+    stop_own(&d, dir);
+}
+
+/* vaed serve with a bound out of its range exits at once, non-zero, naming
+ * the flag; --help lists every bound. */
+static void test_bad_bound_flags(void **state)
+{
+    (void)state;
+    char bin[HARNESS_PATH_MAX], dir[HARNESS_PATH_MAX], cmd[5 * HARNESS_PATH_MAX + 256];
+    harness_vaed_bin(bin, sizeof bin);
+    assert_int_equal(harness_tmpdir(dir, sizeof dir), 0);
+    static const char *const bad[] = {
+        "--max-n 0",           "--max-n 1025",         "--max-steps 1",
+        "--max-steps 257",     "--max-json-depth 0",   "--max-json-depth 65",
+        "--max-small-body-kb 0", "--max-header-mb 0",  "--max-header-values 15",
+        "--max-n x",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        char flag[32];
+        snprintf(flag, sizeof flag, "%s", bad[i]);
+        flag[strcspn(flag, " ")] = '\0';
+        /* timeout: a daemon that took the value would serve, not exit */
+        snprintf(cmd, sizeof cmd,
+                 "timeout 20 %s serve --listen 127.0.0.1:0 --data-dir %s %s 2>%s/err; "
+                 "echo $? >%s/rc",
+                 bin, dir, bad[i], dir, dir);
+        assert_int_equal(system(cmd), 0);
+        char path[HARNESS_PATH_MAX + 8], text[512] = "";
+        snprintf(path, sizeof path, "%s/rc", dir);
+        FILE *f = fopen(path, "r");
+        assert_non_null(f);
+        int rc = -1;
+        assert_int_equal(fscanf(f, "%d", &rc), 1);
+        fclose(f);
+        snprintf(path, sizeof path, "%s/err", dir);
+        f = fopen(path, "r");
+        assert_non_null(f);
+        size_t got = fread(text, 1, sizeof text - 1, f);
+        text[got] = '\0';
+        fclose(f);
+        if (rc != 2 || !strstr(text, flag))
+            fail_msg("vaed serve %s: exit %d, %s", bad[i], rc, text);
+    }
+    snprintf(cmd, sizeof cmd, "%s serve --help >%s/help 2>&1", bin, dir);
+    assert_int_equal(system(cmd), 0);
+    char path[HARNESS_PATH_MAX + 8], help[16384] = "";
+    snprintf(path, sizeof path, "%s/help", dir);
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    help[fread(help, 1, sizeof help - 1, f)] = '\0';
+    fclose(f);
+    static const char *const flags[] = {"--max-n",           "--max-steps",
+                                        "--max-json-depth",  "--max-small-body-kb",
+                                        "--max-header-mb",   "--max-header-values"};
+    for (size_t i = 0; i < sizeof flags / sizeof *flags; i++)
+        if (!strstr(help, flags[i]))
+            fail_msg("vaed serve --help does not list %s", flags[i]);
+    harness_rm_rf(dir);
+}
+
+/* ---- repeated query parameters ----------------------------------------------------------- */
+
+/* A parameter given twice is refused on every route, GET or POST, before
+ * the handler (not read as its first value), naming it; given once, each
+ * still works. A thousand repeats or distinct names cost nothing. */
+static void test_duplicate_parameters(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *method, *path, *name;
+    } twice[] = {
+        {"POST", "/sample?n=1&n=2", "'n'"},
+        {"POST", "/sample?format=json&seed=1&precision=3&seed=1", "'seed'"},
+        {"GET", "/interpolate?from=mnist:test:0&to=mnist:test:1&steps=4&steps=4", "'steps'"},
+        {"GET", "/jobs?limit=1&limit=2", "'limit'"},
+        {"GET", "/models?model=digits&model=digits", "'model'"},
+        {"POST", "/decode?precision=3&precision=3", "'precision'"},
+        {"GET", "/healthz?a&a", "'a'"},
+    };
+    for (size_t i = 0; i < sizeof twice / sizeof *twice; i++) {
+        harness_response r;
+        assert_int_equal(
+            harness_request(fx.port, twice[i].method, twice[i].path, NULL, NULL, 0, &r), 0);
+        if (!harness_expect_error(&r, 400, "duplicate_parameter") ||
+            !strstr((const char *)r.body, twice[i].name))
+            fail_msg("%s %s: %d %.300s", twice[i].method, twice[i].path, r.status,
+                     r.body ? (const char *)r.body : "");
+        harness_response_free(&r);
+    }
+    expect_ok(fx.port, "POST", "/sample?n=2&format=json&seed=1&precision=3", NULL);
+    expect_ok(fx.port, "GET", "/jobs?limit=1", NULL);
+    expect_ok(fx.port, "GET", "/models", NULL);
+    expect_ok(fx.port, "POST", "/decode?precision=3&format=json", "{\"z\": [[0,0,0,0]]}");
+    /* 1000 repeats of one name, then 1000 distinct names: answered at once
+     * (near 2000, libmicrohttpd's 128 KiB per connection runs out first) */
+    size_t cap = 1000 * 12 + 128;
+    char *req = malloc(cap); /* past harness_request's line buffer: sent raw */
+    assert_non_null(req);
+    for (int pass = 0; pass < 2; pass++) {
+        size_t len = (size_t)snprintf(req, cap, "GET /healthz?");
+        for (int i = 0; i < 1000; i++)
+            len += (size_t)snprintf(req + len, cap - len, pass ? "%sp%d=" : "%sp=",
+                                    i ? "&" : "", i);
+        len += (size_t)snprintf(req + len, cap - len,
+                                " HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+        double t0 = harness_now_s();
+        harness_response r;
+        assert_int_equal(harness_send_raw(fx.port, req, len, &r), 0);
+        double took = harness_now_s() - t0;
+        print_message("%s: %d in %.1f ms\n", pass ? "1000 names" : "1000 repeats", r.status,
+                      took * 1e3);
+        if (pass)
+            assert_int_equal(r.status, 200);
+        else
+            assert_true(harness_expect_error(&r, 400, "duplicate_parameter"));
+        harness_response_free(&r);
+    }
+    free(req);
+    expect_healthy();
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1532,6 +1769,9 @@ int main(void)
         cmocka_unit_test(test_job_queue_cap_and_pages),
         cmocka_unit_test(test_upload_commit_holds_no_reads),
         cmocka_unit_test(test_stalled_downloads),
+        cmocka_unit_test(test_format_bound_flags),
+        cmocka_unit_test(test_bad_bound_flags),
+        cmocka_unit_test(test_duplicate_parameters),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

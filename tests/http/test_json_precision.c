@@ -227,13 +227,15 @@ static void test_bad_precision(void **state)
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         static const char *const paths[] = {"/sample?format=json&precision=", "/decode?precision=",
                                             "/encode?precision="};
+        /* given twice: the one rule of every route (test_hostile) */
+        const char *code = strchr(bad[i], '&') ? "duplicate_parameter" : "bad_request";
         for (size_t j = 0; j < sizeof paths / sizeof *paths; j++) {
             char path[160];
             snprintf(path, sizeof path, "%s%s", paths[j], bad[i]);
             harness_response r;
             post(path, j ? "{\"x\": [[0.5]], \"z\": [[0, 0, 0, 0]]}" : NULL, 400, &r);
-            if (!harness_expect_error(&r, 400, "bad_request"))
-                fail_msg("POST %s: no 400 bad_request error body", path);
+            if (!harness_expect_error(&r, 400, code))
+                fail_msg("POST %s: no 400 %s error body", path, code);
             if (!strstr((const char *)r.body, "precision"))
                 fail_msg("POST %s: the message does not name the parameter: %s", path,
                          (const char *)r.body);
@@ -243,7 +245,7 @@ static void test_bad_precision(void **state)
         snprintf(path, sizeof path, "/reconstruct?from=mnist:test:1&precision=%s", bad[i]);
         harness_response r;
         assert_int_equal(harness_request(fx.port, "GET", path, NULL, NULL, 0, &r), 0);
-        if (!harness_expect_error(&r, 400, "bad_request"))
+        if (!harness_expect_error(&r, 400, code))
             fail_msg("GET %s: %d", path, r.status);
         harness_response_free(&r);
     }

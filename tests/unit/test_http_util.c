@@ -59,7 +59,7 @@ static void test_service_tables(void **state)
     for (int s = MODEL_CACHE_OK; s <= MODEL_CACHE_ERR_NOMEM; s++)
         check_error(s, http_error_from_model_cache((model_cache_status)s), s == MODEL_CACHE_OK,
                     "model_cache");
-    for (int s = VAE_OK; s <= VAE_ERR_TOO_LARGE; s++)
+    for (int s = VAE_OK; s <= VAE_ERR_TOO_MANY; s++)
         check_error(s, http_error_from_vae((vae_status)s), s == VAE_OK, "vae");
     for (int s = JOBS_POOL_OK; s <= JOBS_POOL_ERR_NOMEM; s++)
         check_error(s, http_error_from_jobs((jobs_pool_status)s), s == JOBS_POOL_OK, "jobs_pool");

@@ -242,10 +242,10 @@ static int check_body(const char *body, size_t len)
     int nf = 0, nj = 0, nc = 0;
     char mj[HTTP_MESSAGE_MAX] = "", mc[HTTP_MESSAGE_MAX] = "";
     int fast = infer_body_fast_pixel_rows(body, len, D, MAX_N, &xf, &nf);
-    http_error ej = infer_body_read_images_json(&cfg, body, len, MAX_N, MAX_VALUES, &xj, &nj, mj,
-                                                sizeof mj);
-    http_error ec = infer_body_read_images(&cfg, body, len, MAX_N, MAX_VALUES, &xc, &nc, mc,
-                                           sizeof mc);
+    http_error ej = infer_body_read_images_json(&cfg, body, len, INFER_BODY_MAX_JSON_DEPTH, MAX_N,
+                                                MAX_VALUES, &xj, &nj, mj, sizeof mj);
+    http_error ec = infer_body_read_images(&cfg, body, len, INFER_BODY_MAX_JSON_DEPTH, MAX_N,
+                                           MAX_VALUES, &xc, &nc, mc, sizeof mc);
     if (fast) {
         if (ej != HTTP_ERR_NONE)
             fail_msg("the fast reader took a body cJSON refuses (%d: %s):\n%s", ej, mj, body);
@@ -346,18 +346,30 @@ static void test_prescan_limits(void **state)
     (void)state;
     char msg[HTTP_MESSAGE_MAX];
     const char *deep = "{\"a\":[[[[[[[[1]]]]]]]]}"; /* 9 levels */
-    assert_int_equal(infer_body_prescan(deep, strlen(deep), 100, msg, sizeof msg),
-                     HTTP_ERR_BAD_REQUEST);
+    assert_int_equal(
+        infer_body_prescan(deep, strlen(deep), INFER_BODY_MAX_JSON_DEPTH, 100, msg, sizeof msg),
+        HTTP_ERR_BAD_REQUEST);
     assert_non_null(strstr(msg, "deeper than 8"));
     const char *eight = "{\"a\":[[[[[[[1]]]]]]]}";
-    assert_int_equal(infer_body_prescan(eight, strlen(eight), 100, msg, sizeof msg), HTTP_ERR_NONE);
+    assert_int_equal(
+        infer_body_prescan(eight, strlen(eight), INFER_BODY_MAX_JSON_DEPTH, 100, msg, sizeof msg),
+        HTTP_ERR_NONE);
+    /* the bound is the caller's (--max-json-depth): 7 levels over 6 */
+    assert_int_equal(infer_body_prescan(eight, strlen(eight), 6, 100, msg, sizeof msg),
+                     HTTP_ERR_BAD_REQUEST);
+    assert_non_null(strstr(msg, "deeper than 6"));
     const char *many = "[1,2,3,4,5]";
-    assert_int_equal(infer_body_prescan(many, strlen(many), 5, msg, sizeof msg),
-                     HTTP_ERR_PAYLOAD_TOO_LARGE);
-    assert_int_equal(infer_body_prescan(many, strlen(many), 6, msg, sizeof msg), HTTP_ERR_NONE);
+    assert_int_equal(
+        infer_body_prescan(many, strlen(many), INFER_BODY_MAX_JSON_DEPTH, 5, msg, sizeof msg),
+        HTTP_ERR_PAYLOAD_TOO_LARGE);
+    assert_int_equal(
+        infer_body_prescan(many, strlen(many), INFER_BODY_MAX_JSON_DEPTH, 6, msg, sizeof msg),
+        HTTP_ERR_NONE);
     /* Brackets and commas inside strings (escaped quotes too) do not count. */
     const char *str = "{\"a\":\"[[[[[[[[[,,,,,\\\"[[[[\"}";
-    assert_int_equal(infer_body_prescan(str, strlen(str), 3, msg, sizeof msg), HTTP_ERR_NONE);
+    assert_int_equal(
+        infer_body_prescan(str, strlen(str), INFER_BODY_MAX_JSON_DEPTH, 3, msg, sizeof msg),
+        HTTP_ERR_NONE);
 }
 
 static void test_parse_object_errors(void **state)
@@ -365,18 +377,22 @@ static void test_parse_object_errors(void **state)
     (void)state;
     char msg[HTTP_MESSAGE_MAX];
     cJSON *root = (cJSON *)&root; /* must be reset */
-    assert_int_equal(infer_body_parse_object("{\"a\":", 5, 100, &root, msg, sizeof msg),
+    assert_int_equal(infer_body_parse_object("{\"a\":", 5, INFER_BODY_MAX_JSON_DEPTH, 100, &root,
+                                             msg, sizeof msg),
                      HTTP_ERR_BAD_REQUEST);
     assert_null(root);
     assert_non_null(strstr(msg, "not valid JSON (at byte"));
-    assert_int_equal(infer_body_parse_object("{} x", 4, 100, &root, msg, sizeof msg),
-                     HTTP_ERR_BAD_REQUEST);
+    assert_int_equal(
+        infer_body_parse_object("{} x", 4, INFER_BODY_MAX_JSON_DEPTH, 100, &root, msg, sizeof msg),
+        HTTP_ERR_BAD_REQUEST);
     assert_string_equal(msg, "the request body has bytes after its JSON value");
-    assert_int_equal(infer_body_parse_object("[1]", 3, 100, &root, msg, sizeof msg),
-                     HTTP_ERR_BAD_REQUEST);
+    assert_int_equal(
+        infer_body_parse_object("[1]", 3, INFER_BODY_MAX_JSON_DEPTH, 100, &root, msg, sizeof msg),
+        HTTP_ERR_BAD_REQUEST);
     assert_string_equal(msg, "the request body must be a JSON object");
     /* Only the first len bytes count: what follows is not part of the body. */
-    assert_int_equal(infer_body_parse_object("{\"a\":1} \r\n}}}", 10, 100, &root, msg, sizeof msg),
+    assert_int_equal(infer_body_parse_object("{\"a\":1} \r\n}}}", 10, INFER_BODY_MAX_JSON_DEPTH,
+                                             100, &root, msg, sizeof msg),
                      HTTP_ERR_NONE);
     assert_non_null(root);
     cJSON_Delete(root);

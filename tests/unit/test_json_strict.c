@@ -371,7 +371,7 @@ static void test_value_budget(void **state) {
     assert_int_equal(v.n, 9);
     json_strict_free(&v);
     assert_int_equal(json_strict_parse_budget(ten, strlen(ten), 4, 9, &v, err, sizeof err),
-                     VAE_ERR_FORMAT);
+                     VAE_ERR_TOO_MANY);
     assert_non_null(strstr(err, "more than 9 values at byte 17"));
     assert_int_equal(v.type, JSON_STRICT_NULL);
     assert_int_equal(json_strict_parse_budget(ten, strlen(ten), 4, 0, &v, err, sizeof err),
@@ -386,7 +386,7 @@ static void test_value_budget(void **state) {
         long_array[2 + 2 * i] = i + 1 < n ? ',' : ']';
     }
     assert_int_equal(json_strict_parse(long_array, 2 * n + 1, 4, &v, err, sizeof err),
-                     VAE_ERR_FORMAT);
+                     VAE_ERR_TOO_MANY);
     assert_non_null(strstr(err, "more than"));
     /* cut to the budget exactly, it parses */
     size_t fits = JSON_STRICT_MAX_VALUES - 1;
