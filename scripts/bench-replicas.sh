@@ -13,6 +13,11 @@
 # the POST and (PostgreSQL) on another replica, whose worker finds the job by
 # polling the shared queue. The model is the default 784-400-20 MLP trained
 # for one epoch on MNIST here.
+# BASELINE=OTHER_VAED: instead, uploads to the PostgreSQL registry with
+# OTHER_VAED (e.g. main's build) against this build, ROUNDS interleaved
+# rounds: each upload's latency, and GET /models answered meanwhile (curl in
+# a loop while the N_UPLOADS uploads run one after another): median, p90
+# and max.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
@@ -113,6 +118,7 @@ for e in "${endpoints[@]}"; do
     IFS='|' read -r label path script <<<"$e"
     s_rps=() s_p99=() p_rps=() p_p99=()
     [ -z "${ONLY:-}" ] || [[ "$label" == *"$ONLY"* ]] || continue
+    [ -z "${BASELINE:-}" ] || continue
     for round in $(seq "$rounds"); do
         echo "bench-replicas: $label, round $round of $rounds..." >&2
         # odd rounds SQLite first, even rounds PostgreSQL first
@@ -178,6 +184,54 @@ for line in sys.stdin:
 ms.sort()
 print("%.1f %.1f" % (ms[(len(ms) - 1) // 2], ms[-1]))'
 }
+
+# uploads_with_reads PORT NAME -> "upload median max" "GET /models median p90 max count"
+uploads_with_reads() {
+    : >"$tmp/gets"
+    rm -f "$tmp/up.done"
+    (while [ ! -e "$tmp/up.done" ]; do
+        curl -fsS -o /dev/null -w '%{time_total}\n' -H 'Authorization: Bearer bench-replicas-token-0123' \
+            "http://127.0.0.1:$1/models" >>"$tmp/gets"
+    done) &
+    local reader=$! up
+    up=$(upload_ms "$1" "$2")
+    touch "$tmp/up.done"
+    wait "$reader"
+    echo "$up $(sort -n "$tmp/gets" | awk '{ a[NR] = $1 * 1000 } END { printf "%.1f %.1f %.1f %d", a[int((NR + 1) / 2)], a[int(NR * 0.9 + 0.5)], a[NR], NR }')"
+}
+if [ -n "${BASELINE:-}" ]; then
+    [ -x "$BASELINE" ] || { echo "bench-replicas: BASELINE $BASELINE is not a program" >&2; exit 1; }
+    this_vaed=$vaed
+    declare -A up_rows
+    # A round not counted: the first uploads after PostgreSQL started were
+    # twice as slow whichever build made them.
+    serve warmup "$tmp/pg-warmup" --registry "$url"
+    uploads_with_reads "$port" warmup >/dev/null
+    stop "$pid"
+    for round in $(seq "$rounds"); do
+        for b in $([ $((round % 2)) = 1 ] && echo "baseline this" || echo "this baseline"); do
+            echo "bench-replicas: uploads with reads, $b, round $round of $rounds..." >&2
+            vaed=$([ "$b" = baseline ] && echo "$BASELINE" || echo "$this_vaed")
+            serve "$b" "$tmp/pg-$b" --registry "$url"
+            up_rows["$b|$round"]=$(uploads_with_reads "$port" "$b-$round")
+            stop "$pid"
+        done
+    done
+    vaed=$this_vaed
+    echo
+    echo "PostgreSQL registry, $n_uploads uploads of $(stat -c %s "$tmp/up/0.safetensors") bytes one after another per round, GET /models in a curl loop meanwhile; $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
+    echo "baseline: $BASELINE; this: $this_vaed"
+    echo
+    echo "| build | round | upload median / max ms | GET /models median / p90 / max ms (n) |"
+    echo "|---|---:|---:|---:|"
+    for round in $(seq "$rounds"); do
+        for b in baseline this; do
+            read -r a c g p h n <<<"${up_rows["$b|$round"]}"
+            echo "| $b | $round | $a / $c | $g / $p / $h ($n) |"
+        done
+    done
+    exit 0
+fi
 
 echo "bench-replicas: uploads and job claims..." >&2
 serve sqlite "$tmp/sqlite"

@@ -2,11 +2,13 @@
  * migrations. See registry.h; registry_int.h says how registry_models.c and
  * registry_jobs.c use what is here.
  *
- * One connection, one mutex: every public call takes the lock for its whole
+ * One write connection, one mutex: every write takes the lock for its whole
  * duration, so statements (prepared once, on first use, and kept) are never
- * shared between threads. Steps that must see one state of the database run
- * inside a transaction; writes use BEGIN IMMEDIATE so that another process
- * writing the same file waits on busy_timeout instead of failing mid-way.
+ * shared between threads. Reads run on readers of their own (registry_int.h),
+ * so a write's fsync, or its wait for another process's write lock, holds
+ * no read up. Steps that must see one state of the database run inside a
+ * transaction; writes use BEGIN IMMEDIATE so that another process writing
+ * the same file waits on busy_timeout instead of failing mid-way.
  */
 #include "server/registry.h"
 
@@ -431,6 +433,132 @@ int registry_valid_alias(const char *alias)
     return registry_valid_name(alias) && !reg_all_digits(alias);
 }
 
+/* ---- the read side: readers and blob connections (registry_int.h) ---- */
+
+/* A blob is read once, front to back, and a download per client must cost
+ * little: a page cache of 64 KiB, not SQLite's 2 MB (the OS caches the file). */
+#define BLOB_PRAGMAS "PRAGMA query_only = 1; PRAGMA cache_size = -64"
+
+/* A connection to path that cannot write, with pragmas run; NULL when it
+ * does not open. Owned by the caller (sqlite3_close). */
+static sqlite3 *open_query_only(const char *path, const char *pragmas)
+{
+    sqlite3 *db = NULL;
+    if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL) !=
+        SQLITE_OK) {
+        sqlite3_close(db);
+        return NULL;
+    }
+    sqlite3_extended_result_codes(db, 1);
+    sqlite3_busy_timeout(db, 60000); /* as r->db's */
+    if (sqlite3_exec(db, pragmas, NULL, NULL, NULL) != SQLITE_OK) {
+        sqlite3_close(db);
+        return NULL;
+    }
+    return db;
+}
+
+static registry *registry_alloc(void)
+{
+    registry *r = calloc(1, sizeof *r);
+    if (r) {
+        pthread_mutex_init(&r->mu, NULL);
+        pthread_mutex_init(&r->pool_mu, NULL);
+        pthread_cond_init(&r->pool_cv, NULL);
+    }
+    return r;
+}
+
+/* 1 when db's file is in WAL mode, which a reader needs to read beside
+ * the writer (without it, a reader would wait for every commit). */
+static int is_wal(sqlite3 *db)
+{
+    sqlite3_stmt *st = NULL;
+    int wal = sqlite3_prepare_v2(db, "PRAGMA journal_mode", -1, &st, NULL) == SQLITE_OK &&
+              sqlite3_step(st) == SQLITE_ROW &&
+              sqlite3_column_text(st, 0) &&
+              strcmp((const char *)sqlite3_column_text(st, 0), "wal") == 0;
+    sqlite3_finalize(st);
+    return wal;
+}
+
+/* Opens r's readers and blob connections. Best effort: with fewer (none,
+ * for ":memory:", whose other connections would see another database),
+ * reads lend r itself and downloads open their connection. */
+static void open_read_side(registry *r)
+{
+    if (!strcmp(r->path, ":memory:"))
+        return;
+    for (int i = 0; i < REG_READERS; i++) {
+        registry *rd = registry_alloc(); /* owned by r: readers[] */
+        if (!rd || !(rd->db = open_query_only(r->path, "PRAGMA query_only = 1")) ||
+            !is_wal(rd->db)) {
+            registry_close(rd);
+            break;
+        }
+        r->readers[r->n_readers++] = rd;
+    }
+    r->n_idle_readers = r->n_readers;
+    for (int i = 0; i < REG_BLOB_CONNS; i++) {
+        sqlite3 *db = open_query_only(r->path, BLOB_PRAGMAS); /* owned by r: blob_conns[] */
+        if (!db)
+            break;
+        r->blob_conns[r->n_blob_conns++] = db;
+    }
+}
+
+registry *reg_read_begin(registry *r)
+{
+    if (!r->n_readers) {
+        pthread_mutex_lock(&r->mu);
+        return r;
+    }
+    pthread_mutex_lock(&r->pool_mu);
+    while (r->n_idle_readers == 0)
+        pthread_cond_wait(&r->pool_cv, &r->pool_mu); /* other reads: short */
+    registry *rd = r->readers[--r->n_idle_readers];
+    memcpy(rd->default_model, r->default_model, sizeof rd->default_model);
+    pthread_mutex_unlock(&r->pool_mu);
+    return rd;
+}
+
+void reg_read_end(registry *r, registry *rd)
+{
+    if (rd == r) {
+        pthread_mutex_unlock(&r->mu);
+        return;
+    }
+    pthread_mutex_lock(&r->pool_mu);
+    r->readers[r->n_idle_readers++] = rd;
+    pthread_cond_signal(&r->pool_cv);
+    pthread_mutex_unlock(&r->pool_mu);
+}
+
+sqlite3 *reg_blob_conn_get(registry *r)
+{
+    pthread_mutex_lock(&r->pool_mu);
+    sqlite3 *db = r->n_blob_conns ? r->blob_conns[--r->n_blob_conns] : NULL;
+    pthread_mutex_unlock(&r->pool_mu);
+    /* All out (more downloads at once than kept): one more, closed after. */
+    return db ? db : open_query_only(r->path, BLOB_PRAGMAS);
+}
+
+void reg_blob_conn_put(registry *r, sqlite3 *db)
+{
+    if (!db)
+        return;
+    /* Kept only when clean: no transaction left open by a failed read. */
+    if (sqlite3_get_autocommit(db)) {
+        pthread_mutex_lock(&r->pool_mu);
+        if (r->n_blob_conns < REG_BLOB_CONNS) {
+            r->blob_conns[r->n_blob_conns++] = db;
+            db = NULL;
+        }
+        pthread_mutex_unlock(&r->pool_mu);
+    }
+    sqlite3_close(db);
+}
+
 /* ---- open, migrate, close ---- */
 
 /* Creates the directories above path (mkdir -p on its dirname); a failure
@@ -509,12 +637,11 @@ registry_status registry_open(const char *path, registry **out, char *err, size_
         util_set_err(err, errlen, "registry: no database path");
         return REGISTRY_ERR_ARG;
     }
-    registry *r = calloc(1, sizeof *r); /* owned by the caller via *out */
+    registry *r = registry_alloc(); /* owned by the caller via *out */
     if (!r) {
         util_set_err(err, errlen, "registry: out of memory");
         return REGISTRY_ERR_NOMEM;
     }
-    pthread_mutex_init(&r->mu, NULL);
     if (reg_pg_is_url(path)) {
         int pg_status = reg_pg_open(path, &r->pg, err, errlen);
         if (pg_status) {
@@ -528,8 +655,7 @@ registry_status registry_open(const char *path, registry **out, char *err, size_
         make_parent_dirs(path);
     r->path = strdup(path);
     if (!r->path) {
-        pthread_mutex_destroy(&r->mu);
-        free(r);
+        registry_close(r);
         util_set_err(err, errlen, "registry: out of memory");
         return REGISTRY_ERR_NOMEM;
     }
@@ -577,6 +703,7 @@ registry_status registry_open(const char *path, registry **out, char *err, size_
         status = reg_exec(r, S_BLOB_ORPHANS, err, errlen);
     if (status)
         goto fail;
+    open_read_side(r);
     *out = r;
     return REGISTRY_OK;
 fail:
@@ -589,9 +716,17 @@ void registry_close(registry *r)
     if (!r)
         return;
     reg_pg_close(r->pg);
+    /* Every reader is idle (no call runs now); blobs still open close their
+     * own connections (registry_blob_close needs r: close them first). */
+    for (int i = 0; i < r->n_readers; i++)
+        registry_close(r->readers[i]);
+    for (int i = 0; i < r->n_blob_conns; i++)
+        sqlite3_close(r->blob_conns[i]);
     for (int i = 0; i < S_N; i++)
         sqlite3_finalize(r->stmts[i]);
     sqlite3_close(r->db);
+    pthread_cond_destroy(&r->pool_cv);
+    pthread_mutex_destroy(&r->pool_mu);
     pthread_mutex_destroy(&r->mu);
     free(r->path);
     free(r);
@@ -614,10 +749,10 @@ int registry_schema_version(registry *r)
     if (r->pg)
         return reg_pg_schema_version(r->pg);
     int version = -1;
-    pthread_mutex_lock(&r->mu);
-    if (pragma_int(r, "PRAGMA user_version", &version) != SQLITE_OK)
+    registry *rd = reg_read_begin(r);
+    if (pragma_int(rd, "PRAGMA user_version", &version) != SQLITE_OK)
         version = -1;
-    pthread_mutex_unlock(&r->mu);
+    reg_read_end(r, rd);
     return version;
 }
 
@@ -627,9 +762,12 @@ void registry_set_default_model(registry *r, const char *model)
         reg_pg_set_default_model(r->pg, model);
         return;
     }
+    /* r->mu for reads that r lends itself to, pool_mu for the readers */
     pthread_mutex_lock(&r->mu);
+    pthread_mutex_lock(&r->pool_mu);
     reg_copy_str(r->default_model, sizeof r->default_model, model);
     __atomic_add_fetch(&r->generation, 1, __ATOMIC_RELEASE);
+    pthread_mutex_unlock(&r->pool_mu);
     pthread_mutex_unlock(&r->mu);
 }
 

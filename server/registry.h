@@ -16,7 +16,11 @@
  * PRAGMA user_version. WAL, busy_timeout and foreign keys are on. Checkpoint
  * bytes are stored once per sha256 as a blob, so a version becomes visible
  * exactly when its transaction commits. A registry may be used from many
- * threads: each call takes the registry's lock.
+ * threads: each write takes the registry's lock; on SQLite, reads run on
+ * connections of their own (a few, opened with the registry), so they never
+ * wait for a write's commit, nor for another process's write lock that a
+ * write waits on. An upload's bytes are written before the lock is taken,
+ * on both backends.
  *
  * Opened with a postgresql:// URL instead of a path, the same calls run on
  * PostgreSQL (registry_pg.h says how): one database for every replica, its
@@ -98,9 +102,12 @@ registry_status registry_get_blob(registry *r, const char *sha256, uint8_t **blo
                                   char *err, size_t errlen);
 
 /* The bytes of a checkpoint read in pieces, for a download streamed to a
- * client or a load, on a connection of the blob's own: opening and reading
- * never take the registry's lock (nor wait for a write: WAL), and what is
- * read is the blob as it was when opened, even if it is deleted meanwhile.
+ * client or a load, on a connection of the blob's own (one of those the
+ * registry opened beforehand, given back at close; a new one only when
+ * more blobs are open at once): opening and reading never take the
+ * registry's lock (nor wait for a write: WAL), and what is read is the blob
+ * as it was when opened, even if it is deleted meanwhile. Close every blob
+ * before registry_close.
  *
  *     registry_blob *b; size_t size;
  *     if (registry_blob_open(reg, sha256, &b, &size, err, sizeof err)) ...

@@ -18,6 +18,20 @@
  *     pthread_mutex_unlock(&r->mu);
  *
  * Functions named *_locked expect the lock held (and usually a transaction).
+ *
+ * Reads do not take r->mu, which a write holds across its fsync'd commit
+ * (and across a wait for another process's write lock): they borrow a
+ * reader, a registry struct of its own on a query_only connection to the
+ * same file (WAL lets it read beside the writer), and use it as they would
+ * r:
+ *
+ *     registry *rd = reg_read_begin(r);   // waits only for other reads
+ *     int status = reg_exec(rd, S_BEGIN_READ, err, errlen);
+ *     if (!status) status = reg_finish(rd, thing_locked(rd, ...), err, errlen);
+ *     reg_read_end(r, rd);
+ *
+ * A registry without readers (":memory:", or WAL refused) lends itself,
+ * with r->mu held.
  */
 #ifndef REGISTRY_INT_H
 #define REGISTRY_INT_H
@@ -93,6 +107,12 @@ enum {
     S_N
 };
 
+/* Readers a registry opens (reg_read_begin), and the blob connections it
+ * keeps for downloads (registry_blob_open): opened at registry_open, so a
+ * polling thread neither opens a connection nor waits for a write. */
+#define REG_READERS 4
+#define REG_BLOB_CONNS 8
+
 struct registry {
     pthread_mutex_t mu;
     sqlite3 *db;
@@ -102,6 +122,16 @@ struct registry {
     uint64_t generation;      /* committed writes so far (atomic reads) */
     char *path;               /* owned; the database file, for registry_blob's connections */
     registry_pg *pg;          /* owned; when set, every call goes to the PostgreSQL backend */
+    /* The read side, under pool_mu (held only to take or give back one):
+     * the idle readers (each an owned registry whose db is query_only), the
+     * idle blob connections (owned), and default_model for the readers. */
+    pthread_mutex_t pool_mu;
+    pthread_cond_t pool_cv;   /* a reader was given back */
+    registry *readers[REG_READERS];
+    int n_readers;            /* opened; 0: reads lend r itself */
+    int n_idle_readers;       /* readers[0 .. n_idle_readers) are idle */
+    sqlite3 *blob_conns[REG_BLOB_CONNS];
+    int n_blob_conns;         /* idle ones, blob_conns[0 .. n) */
 };
 
 /* The rows a listing collects: items (owned until handed to the caller) holds
@@ -145,6 +175,16 @@ int reg_job_row(const char *const *col, registry_job *j);
 int reg_job_event_row(const char *const *col, registry_job_event *e);
 /* A state column: its jobs_state (the schema's CHECK allows no other name). */
 jobs_state reg_state_text(const char *s);
+
+/* A registry to read with (see the top): a reader, or r with r->mu held;
+ * give it back with reg_read_end. */
+registry *reg_read_begin(registry *r);
+void reg_read_end(registry *r, registry *rd);
+/* An idle blob connection of r's (query_only, a small page cache), or a
+ * new one when all are out; NULL when none opens. reg_blob_conn_put takes
+ * it back (keeping at most REG_BLOB_CONNS idle) or closes it. */
+sqlite3 *reg_blob_conn_get(registry *r);
+void reg_blob_conn_put(registry *r, sqlite3 *db);
 
 /* Statement id, prepared on first use; NULL when SQLite refuses it. */
 sqlite3_stmt *reg_stmt(registry *r, int id);

@@ -486,13 +486,13 @@ static int read_job_row(sqlite3_stmt *st, registry_job *j)
     return status ? status : read;
 }
 
-registry_status registry_get_job(registry *r, int64_t id, registry_job *out, char *err,
+registry_status registry_get_job(registry *reg, int64_t id, registry_job *out, char *err,
                                  size_t errlen)
 {
-    if (r->pg)
-        return reg_pg_get_job(r->pg, id, out, err, errlen);
+    if (reg->pg)
+        return reg_pg_get_job(reg->pg, id, out, err, errlen);
     memset(out, 0, sizeof *out);
-    pthread_mutex_lock(&r->mu);
+    registry *r = reg_read_begin(reg);
     int status = REGISTRY_OK;
     sqlite3_stmt *st = reg_stmt(r, S_JOB_GET);
     if (!st) {
@@ -512,13 +512,13 @@ registry_status registry_get_job(registry *r, int64_t id, registry_job *out, cha
     }
     reg_done(st);
 out:
-    pthread_mutex_unlock(&r->mu);
+    reg_read_end(reg, r);
     if (status)
         registry_free_job(out);
     return status;
 }
 
-registry_status registry_list_jobs(registry *r, const jobs_state *only, int64_t after_id,
+registry_status registry_list_jobs(registry *reg, const jobs_state *only, int64_t after_id,
                                    int limit, registry_job **list, size_t *count, char *err,
                                    size_t errlen)
 {
@@ -528,11 +528,11 @@ registry_status registry_list_jobs(registry *r, const jobs_state *only, int64_t 
         util_set_err(err, errlen, "unknown job state %d", (int)*only);
         return REGISTRY_ERR_ARG;
     }
-    if (r->pg)
-        return reg_pg_list_jobs(r->pg, only, after_id, limit, list, count, err, errlen);
+    if (reg->pg)
+        return reg_pg_list_jobs(reg->pg, only, after_id, limit, list, count, err, errlen);
     reg_rows rows = {.size = sizeof(registry_job)};
     int status = REGISTRY_OK;
-    pthread_mutex_lock(&r->mu);
+    registry *r = reg_read_begin(reg);
     sqlite3_stmt *st = reg_stmt(r, only ? S_JOB_LIST_STATE : S_JOB_LIST);
     if (!st) {
         status = reg_db_fail(r, err, errlen, "listing jobs");
@@ -558,7 +558,7 @@ registry_status registry_list_jobs(registry *r, const jobs_state *only, int64_t 
         status = reg_db_fail(r, err, errlen, "listing jobs");
     reg_done(st);
 out:
-    pthread_mutex_unlock(&r->mu);
+    reg_read_end(reg, r);
     if (status) {
         registry_free_jobs(rows.items, rows.n);
         return status;
@@ -592,14 +592,14 @@ registry_status registry_prune_jobs(registry *r, const char *before_iso, int64_t
     return status;
 }
 
-registry_status registry_count_jobs(registry *r, int64_t counts[JOBS_STATE_COUNT], char *err,
+registry_status registry_count_jobs(registry *reg, int64_t counts[JOBS_STATE_COUNT], char *err,
                                     size_t errlen)
 {
     for (int i = 0; i < JOBS_STATE_COUNT; i++)
         counts[i] = 0;
-    if (r->pg)
-        return reg_pg_count_jobs(r->pg, counts, err, errlen);
-    pthread_mutex_lock(&r->mu);
+    if (reg->pg)
+        return reg_pg_count_jobs(reg->pg, counts, err, errlen);
+    registry *r = reg_read_begin(reg);
     int status = REGISTRY_OK, rc = SQLITE_DONE;
     sqlite3_stmt *st = reg_stmt(r, S_JOB_COUNT_BY_STATE);
     if (st)
@@ -608,17 +608,17 @@ registry_status registry_count_jobs(registry *r, int64_t counts[JOBS_STATE_COUNT
     if (!st || rc != SQLITE_DONE)
         status = reg_db_fail(r, err, errlen, "counting jobs");
     reg_done(st);
-    pthread_mutex_unlock(&r->mu);
+    reg_read_end(reg, r);
     return status;
 }
 
-registry_status registry_get_job_last_seq(registry *r, int64_t id, int64_t *seq, jobs_state *state,
+registry_status registry_get_job_last_seq(registry *reg, int64_t id, int64_t *seq, jobs_state *state,
                                           char *err, size_t errlen)
 {
     *seq = 0;
-    if (r->pg)
-        return reg_pg_get_job_last_seq(r->pg, id, seq, state, err, errlen);
-    pthread_mutex_lock(&r->mu);
+    if (reg->pg)
+        return reg_pg_get_job_last_seq(reg->pg, id, seq, state, err, errlen);
+    registry *r = reg_read_begin(reg);
     int status = REGISTRY_OK;
     sqlite3_stmt *st = reg_stmt(r, S_JOB_LAST_SEQ);
     if (!st) {
@@ -639,7 +639,7 @@ registry_status registry_get_job_last_seq(registry *r, int64_t id, int64_t *seq,
     }
     reg_done(st);
 out:
-    pthread_mutex_unlock(&r->mu);
+    reg_read_end(reg, r);
     return status;
 }
 
@@ -652,7 +652,7 @@ void registry_free_job_events(registry_job_event *list, size_t count)
     free(list);
 }
 
-registry_status registry_list_job_events(registry *r, int64_t id, int64_t after_seq, int max,
+registry_status registry_list_job_events(registry *reg, int64_t id, int64_t after_seq, int max,
                                          registry_job_event **list, size_t *count, char *err,
                                          size_t errlen)
 {
@@ -662,11 +662,11 @@ registry_status registry_list_job_events(registry *r, int64_t id, int64_t after_
         util_set_err(err, errlen, "max must be positive");
         return REGISTRY_ERR_ARG;
     }
-    if (r->pg)
-        return reg_pg_list_job_events(r->pg, id, after_seq, max, list, count, err, errlen);
+    if (reg->pg)
+        return reg_pg_list_job_events(reg->pg, id, after_seq, max, list, count, err, errlen);
     reg_rows rows = {.size = sizeof(registry_job_event)};
     int status = REGISTRY_OK;
-    pthread_mutex_lock(&r->mu);
+    registry *r = reg_read_begin(reg);
     sqlite3_stmt *st = reg_stmt(r, S_JOB_EVENTS_AFTER);
     if (!st) {
         status = reg_db_fail(r, err, errlen, "reading job events");
@@ -689,7 +689,7 @@ registry_status registry_list_job_events(registry *r, int64_t id, int64_t after_
         status = reg_db_fail(r, err, errlen, "reading job events");
     reg_done(st);
 out:
-    pthread_mutex_unlock(&r->mu);
+    reg_read_end(reg, r);
     if (status || rows.n == 0) {
         registry_free_job_events(rows.items, rows.n);
         return status;

@@ -465,18 +465,19 @@ static int resolve_locked(registry *r, const char *model, const char *version_or
     return reg_finish(r, status, err, errlen);
 }
 
-registry_status registry_resolve(registry *r, const char *model, const char *version_or_alias,
+registry_status registry_resolve(registry *reg, const char *model, const char *version_or_alias,
                                  registry_checkpoint_info *out, char *err, size_t errlen)
 {
-    if (r->pg)
-        return reg_pg_resolve(r->pg, model, version_or_alias, out, err, errlen);
-    pthread_mutex_lock(&r->mu);
+    if (reg->pg)
+        return reg_pg_resolve(reg->pg, model, version_or_alias, out, err, errlen);
+    registry *r = reg_read_begin(reg);
     int status = resolve_locked(r, model, version_or_alias, out, err, errlen);
-    pthread_mutex_unlock(&r->mu);
+    reg_read_end(reg, r);
     return status;
 }
 
 struct registry_blob {
+    registry *owner;        /* whose blob connections db goes back to */
     sqlite3 *db;            /* owned: this blob's connection, inside a read transaction */
     sqlite3_blob *handle;   /* owned */
     void *pg_result;        /* owned: the PostgreSQL backend reads the blob whole at open */
@@ -495,9 +496,9 @@ void registry_blob_close(registry_blob *b)
         return;
     reg_pg_release_blob(b->pg_result);
     sqlite3_blob_close(b->handle);
-    if (b->db)
+    if (b->db && !sqlite3_get_autocommit(b->db))
         sqlite3_exec(b->db, "COMMIT", NULL, NULL, NULL);
-    sqlite3_close(b->db);
+    reg_blob_conn_put(b->owner, b->db);
     free(b);
 }
 
@@ -527,14 +528,15 @@ registry_status registry_blob_open(registry *r, const char *sha256, registry_blo
         return REGISTRY_OK;
     }
     sqlite3_stmt *st = NULL;
-    /* The path only: every statement here is this connection's, so the
-     * registry's lock is never needed. */
-    if (!(b->db = side_connection(r)))
+    /* One of the registry's blob connections, opened beforehand (the
+     * polling thread that serves a download does not open files): every
+     * statement here is this connection's, so the registry's lock is never
+     * needed. */
+    b->owner = r;
+    if (!(b->db = reg_blob_conn_get(r)))
         goto fail;
-    /* One snapshot from the lookup to the last read; a page cache of 64 KiB
-     * (not SQLite's 2 MB): a blob is read once, front to back, and a
-     * download per client must cost little (the OS caches the file). */
-    if (sqlite3_exec(b->db, "PRAGMA cache_size = -64; BEGIN", NULL, NULL, NULL) != SQLITE_OK ||
+    /* One snapshot from the lookup to the last read. */
+    if (sqlite3_exec(b->db, "BEGIN", NULL, NULL, NULL) != SQLITE_OK ||
         sqlite3_prepare_v2(b->db, "SELECT rowid, length(data) FROM blobs WHERE sha256 = ?1", -1,
                            &st, NULL) != SQLITE_OK)
         goto fail;
@@ -614,17 +616,17 @@ registry_status registry_get_blob(registry *r, const char *sha256, uint8_t **blo
     return REGISTRY_OK;
 }
 
-int64_t registry_count_checkpoints(registry *r)
+int64_t registry_count_checkpoints(registry *reg)
 {
-    if (r->pg)
-        return reg_pg_count_checkpoints(r->pg);
-    pthread_mutex_lock(&r->mu);
+    if (reg->pg)
+        return reg_pg_count_checkpoints(reg->pg);
+    registry *r = reg_read_begin(reg);
     int64_t n = -1;
     sqlite3_stmt *st = reg_stmt(r, S_CKPT_COUNT);
     if (st && sqlite3_step(st) == SQLITE_ROW)
         n = sqlite3_column_int64(st, 0);
     reg_done(st);
-    pthread_mutex_unlock(&r->mu);
+    reg_read_end(reg, r);
     return n;
 }
 
@@ -633,16 +635,16 @@ void registry_free_models(registry_model_info *models)
     free(models);
 }
 
-registry_status registry_list_models(registry *r, registry_model_info **models, size_t *count,
+registry_status registry_list_models(registry *reg, registry_model_info **models, size_t *count,
                                      char *err, size_t errlen)
 {
-    if (r->pg)
-        return reg_pg_list_models(r->pg, models, count, err, errlen);
+    if (reg->pg)
+        return reg_pg_list_models(reg->pg, models, count, err, errlen);
     *models = NULL;
     *count = 0;
     reg_rows rows = {.size = sizeof(registry_model_info)};
     int status = REGISTRY_OK;
-    pthread_mutex_lock(&r->mu);
+    registry *r = reg_read_begin(reg);
     sqlite3_stmt *st = reg_stmt(r, S_MODELS_LIST);
     if (!st) {
         status = reg_db_fail(r, err, errlen, "listing models");
@@ -667,7 +669,7 @@ registry_status registry_list_models(registry *r, registry_model_info **models, 
         status = reg_db_fail(r, err, errlen, "listing models");
     reg_done(st);
 out:
-    pthread_mutex_unlock(&r->mu);
+    reg_read_end(reg, r);
     if (status) {
         free(rows.items);
         return status;
@@ -695,13 +697,13 @@ void registry_free_checkpoints(registry_checkpoint *list, size_t count)
     free(list);
 }
 
-registry_status registry_get_checkpoint(registry *r, const char *model, int64_t version,
+registry_status registry_get_checkpoint(registry *reg, const char *model, int64_t version,
                                         registry_checkpoint *out, char *err, size_t errlen)
 {
-    if (r->pg)
-        return reg_pg_get_checkpoint(r->pg, model, version, out, err, errlen);
+    if (reg->pg)
+        return reg_pg_get_checkpoint(reg->pg, model, version, out, err, errlen);
     memset(out, 0, sizeof *out);
-    pthread_mutex_lock(&r->mu);
+    registry *r = reg_read_begin(reg);
     int status = reg_exec(r, S_BEGIN_READ, err, errlen);
     if (!status) {
         char name[128];
@@ -712,7 +714,7 @@ registry_status registry_get_checkpoint(registry *r, const char *model, int64_t 
                                     &out->metrics_json, err, errlen);
         status = reg_finish(r, status, err, errlen);
     }
-    pthread_mutex_unlock(&r->mu);
+    reg_read_end(reg, r);
     if (status)
         registry_free_checkpoint(out);
     return status;
@@ -748,20 +750,20 @@ static int list_checkpoints_locked(registry *r, const char *model, reg_rows *row
     return status;
 }
 
-registry_status registry_list_checkpoints(registry *r, const char *model,
+registry_status registry_list_checkpoints(registry *reg, const char *model,
                                           registry_checkpoint **list, size_t *count, char *err,
                                           size_t errlen)
 {
-    if (r->pg)
-        return reg_pg_list_checkpoints(r->pg, model, list, count, err, errlen);
+    if (reg->pg)
+        return reg_pg_list_checkpoints(reg->pg, model, list, count, err, errlen);
     *list = NULL;
     *count = 0;
     reg_rows rows = {.size = sizeof(registry_checkpoint)};
-    pthread_mutex_lock(&r->mu);
+    registry *r = reg_read_begin(reg);
     int status = reg_exec(r, S_BEGIN_READ, err, errlen);
     if (!status)
         status = reg_finish(r, list_checkpoints_locked(r, model, &rows, err, errlen), err, errlen);
-    pthread_mutex_unlock(&r->mu);
+    reg_read_end(reg, r);
     if (status) {
         registry_free_checkpoints(rows.items, rows.n);
         return status;
@@ -804,19 +806,19 @@ static int list_aliases_locked(registry *r, const char *model, reg_rows *rows, c
     return status;
 }
 
-registry_status registry_list_aliases(registry *r, const char *model, registry_alias_info **aliases,
+registry_status registry_list_aliases(registry *reg, const char *model, registry_alias_info **aliases,
                                       size_t *count, char *err, size_t errlen)
 {
-    if (r->pg)
-        return reg_pg_list_aliases(r->pg, model, aliases, count, err, errlen);
+    if (reg->pg)
+        return reg_pg_list_aliases(reg->pg, model, aliases, count, err, errlen);
     *aliases = NULL;
     *count = 0;
     reg_rows rows = {.size = sizeof(registry_alias_info)};
-    pthread_mutex_lock(&r->mu);
+    registry *r = reg_read_begin(reg);
     int status = reg_exec(r, S_BEGIN_READ, err, errlen);
     if (!status)
         status = reg_finish(r, list_aliases_locked(r, model, &rows, err, errlen), err, errlen);
-    pthread_mutex_unlock(&r->mu);
+    reg_read_end(reg, r);
     if (status) {
         free(rows.items);
         return status;

@@ -109,16 +109,17 @@ static void first_line(const char *msg, char *out, size_t size)
     out[strcspn(out, "\n")] = '\0';
 }
 
-static int connection_lost(registry_pg *p, const char *sqlstate)
+static int connection_lost(PGconn *conn, const char *sqlstate)
 {
-    return PQstatus(p->conn) != CONNECTION_OK ||
+    return PQstatus(conn) != CONNECTION_OK ||
            (sqlstate && (strncmp(sqlstate, "08", 2) == 0 || strncmp(sqlstate, "57P", 3) == 0));
 }
 
-int reg_pg_query(registry_pg *p, const char *sql, const reg_pg_params *ps, int binary,
-                 PGresult **res, char *err, size_t errlen, const char *what)
+/* reg_pg_query on conn, one of p's connections. */
+static int query_on(registry_pg *p, PGconn *conn, const char *sql, const reg_pg_params *ps,
+                    int binary, PGresult **res, char *err, size_t errlen, const char *what)
 {
-    *res = PQexecParams(p->conn, sql, ps ? ps->n : 0, NULL, ps ? ps->vals : NULL,
+    *res = PQexecParams(conn, sql, ps ? ps->n : 0, NULL, ps ? ps->vals : NULL,
                         ps ? ps->lens : NULL, ps ? ps->fmts : NULL, binary);
     ExecStatusType st = *res ? PQresultStatus(*res) : PGRES_FATAL_ERROR;
     if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK)
@@ -127,9 +128,9 @@ int reg_pg_query(registry_pg *p, const char *sql, const reg_pg_params *ps, int b
     char why[256];
     first_line(*res ? PQresultErrorField(*res, PG_DIAG_MESSAGE_PRIMARY) : NULL, why, sizeof why);
     if (!*res || !PQresultErrorField(*res, PG_DIAG_MESSAGE_PRIMARY))
-        first_line(PQerrorMessage(p->conn), why, sizeof why);
+        first_line(PQerrorMessage(conn), why, sizeof why);
     int status;
-    if (connection_lost(p, sqlstate)) {
+    if (connection_lost(conn, sqlstate)) {
         util_set_err(err, errlen, "%s: the registry database %s is unreachable: %s", what,
                      p->shown, why);
         status = REGISTRY_ERR_UNAVAILABLE;
@@ -145,17 +146,12 @@ int reg_pg_query(registry_pg *p, const char *sql, const reg_pg_params *ps, int b
     return status;
 }
 
-int reg_pg_query_locked(registry_pg *p, const char *sql, const reg_pg_params *ps, int binary,
-                        PGresult **res, char *err, size_t errlen, const char *what)
+int reg_pg_query(registry_pg *p, const char *sql, const reg_pg_params *ps, int binary,
+                 PGresult **res, char *err, size_t errlen, const char *what)
 {
-    *res = NULL;
-    pthread_mutex_lock(&p->mu);
-    int status = reg_pg_ensure(p, err, errlen);
-    if (!status)
-        status = reg_pg_query(p, sql, ps, binary, res, err, errlen, what);
-    pthread_mutex_unlock(&p->mu);
-    return status;
+    return query_on(p, p->conn, sql, ps, binary, res, err, errlen, what);
 }
+
 
 int reg_pg_exec_n(registry_pg *p, const char *sql, const reg_pg_params *ps, int64_t *changed,
                   char *err, size_t errlen, const char *what)
@@ -226,20 +222,107 @@ static PGconn *connect_url(const char *url)
     return c;
 }
 
-int reg_pg_ensure(registry_pg *p, char *err, size_t errlen)
+/* *conn (one of p's connections) up, connecting or reconnecting first. */
+static int ensure_conn(registry_pg *p, PGconn **conn, char *err, size_t errlen)
 {
-    if (p->conn && PQstatus(p->conn) == CONNECTION_OK)
+    if (*conn && PQstatus(*conn) == CONNECTION_OK)
         return REGISTRY_OK;
-    if (p->conn)
-        PQreset(p->conn);
+    if (*conn)
+        PQreset(*conn);
     else
-        p->conn = connect_url(p->url);
-    if (p->conn && PQstatus(p->conn) == CONNECTION_OK)
+        *conn = connect_url(p->url);
+    if (*conn && PQstatus(*conn) == CONNECTION_OK)
         return REGISTRY_OK;
     char why[256];
-    first_line(p->conn ? PQerrorMessage(p->conn) : "out of memory", why, sizeof why);
+    first_line(*conn ? PQerrorMessage(*conn) : "out of memory", why, sizeof why);
     util_set_err(err, errlen, "the registry database %s is unreachable: %s", p->shown, why);
     return REGISTRY_ERR_UNAVAILABLE;
+}
+
+int reg_pg_ensure(registry_pg *p, char *err, size_t errlen)
+{
+    return ensure_conn(p, &p->conn, err, errlen);
+}
+
+/* One statement (a read) on *conn (connected first) under mu, not p->mu.
+ * A connection idle through a server restart still says CONNECTION_OK
+ * until a statement fails on it: then it is reset and the statement sent
+ * once more, so the first read after an outage does not fail. */
+static int query_aside(registry_pg *p, pthread_mutex_t *mu, PGconn **conn, const char *sql,
+                       const reg_pg_params *ps, int binary, PGresult **res, char *err,
+                       size_t errlen, const char *what)
+{
+    *res = NULL;
+    pthread_mutex_lock(mu);
+    int status = ensure_conn(p, conn, err, errlen);
+    int sent = !status; /* not again when connecting failed: a silent server
+                         * would cost two connect timeouts */
+    if (sent)
+        status = query_on(p, *conn, sql, ps, binary, res, err, errlen, what);
+    if (sent && status == REGISTRY_ERR_UNAVAILABLE && !ensure_conn(p, conn, err, errlen))
+        status = query_on(p, *conn, sql, ps, binary, res, err, errlen, what);
+    pthread_mutex_unlock(mu);
+    return status;
+}
+
+int reg_pg_query_blob(registry_pg *p, const char *sql, const reg_pg_params *ps, PGresult **res,
+                      char *err, size_t errlen, const char *what)
+{
+    return query_aside(p, &p->blob_mu, &p->blob_conn, sql, ps, 1, res, err, errlen, what);
+}
+
+int reg_pg_query_locked(registry_pg *p, const char *sql, const reg_pg_params *ps, int binary,
+                        PGresult **res, char *err, size_t errlen, const char *what)
+{
+    return query_aside(p, &p->read_mu, &p->read_conn, sql, ps, binary, res, err, errlen, what);
+}
+
+/* ---- staged bytes (registry_pg_int.h) ---- */
+
+/* Runs sql on the staging connection (under stage_mu), connecting first;
+ * 0 when it ran. */
+static int stage_exec(registry_pg *p, const char *sql, const reg_pg_params *ps, const char *what)
+{
+    char why[256];
+    if (ensure_conn(p, &p->stage_conn, why, sizeof why))
+        return -1; /* the put (or the next open) does the work instead */
+    PGresult *res = PQexecParams(p->stage_conn, sql, ps->n, NULL, ps->vals, ps->lens, ps->fmts, 0);
+    int ok = res && PQresultStatus(res) == PGRES_COMMAND_OK;
+    const char *sqlstate = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+    /* 23503: a version named the bytes meanwhile, so they stay: not news */
+    if (!ok && !(sqlstate && strcmp(sqlstate, "23503") == 0)) {
+        char why[256];
+        first_line(PQerrorMessage(p->stage_conn), why, sizeof why);
+        fprintf(stderr, "vaed: registry: %s: %s\n", what, why);
+    }
+    PQclear(res);
+    return ok ? 0 : -1;
+}
+
+void reg_pg_stage_blob(registry_pg *p, const uint8_t *blob, size_t len, const char *sha)
+{
+    reg_pg_params ps = {0};
+    reg_pg_text(&ps, sha);
+    reg_pg_int(&ps, (int64_t)len);
+    reg_pg_bytes(&ps, blob, len);
+    pthread_mutex_lock(&p->stage_mu);
+    stage_exec(p,
+               "INSERT INTO blobs (sha256, size, data) VALUES ($1, $2, $3) "
+               "ON CONFLICT (sha256) DO NOTHING",
+               &ps, "staging checkpoint bytes");
+    pthread_mutex_unlock(&p->stage_mu);
+}
+
+void reg_pg_collect_blob(registry_pg *p, const char *sha)
+{
+    reg_pg_params ps = {0};
+    reg_pg_text(&ps, sha);
+    pthread_mutex_lock(&p->stage_mu);
+    stage_exec(p,
+               "DELETE FROM blobs WHERE sha256 = $1 "
+               "AND NOT EXISTS (SELECT 1 FROM checkpoints WHERE sha256 = $1)",
+               &ps, "dropping unused checkpoint bytes");
+    pthread_mutex_unlock(&p->stage_mu);
 }
 
 int reg_pg_begin(registry_pg *p, char *err, size_t errlen)
@@ -330,7 +413,7 @@ static int migrate(registry_pg *p, char *err, size_t errlen)
             char why[256];
             first_line(PQerrorMessage(p->conn), why, sizeof why);
             util_set_err(err, errlen, "%s: schema migration %d: %s", p->shown, v + 1, why);
-            status = connection_lost(p, NULL) ? REGISTRY_ERR_UNAVAILABLE : REGISTRY_ERR_DB;
+            status = connection_lost(p->conn, NULL) ? REGISTRY_ERR_UNAVAILABLE : REGISTRY_ERR_DB;
         }
         PQclear(m);
     }
@@ -512,6 +595,9 @@ registry_status reg_pg_open(const char *url, registry_pg **out, char *err, size_
         return REGISTRY_ERR_NOMEM;
     }
     pthread_mutex_init(&p->mu, NULL);
+    pthread_mutex_init(&p->stage_mu, NULL);
+    pthread_mutex_init(&p->blob_mu, NULL);
+    pthread_mutex_init(&p->read_mu, NULL);
     registry_redact_url(url, p->shown, sizeof p->shown);
     p->lease_s = 30;
     char host[64] = "";
@@ -523,6 +609,23 @@ registry_status reg_pg_open(const char *url, registry_pg **out, char *err, size_
     int status = reg_pg_ensure(p, err, errlen);
     if (!status)
         status = migrate(p, err, errlen);
+    /* Bytes staged by an upload that never named them (it failed, or its
+     * process died between the two). One staged by another replica just
+     * now may go too: its put then sends the bytes again. SKIP LOCKED: rows
+     * a put is linking are left, and this waits for no one, so it cannot
+     * close a cycle of waits with puts (a put waits for a row deleted here,
+     * holding a model's row that another put waits for ...). Best effort:
+     * when a put links one of them between this statement's snapshot and
+     * its delete, the foreign key refuses the whole statement, and the
+     * orphans stay until the next open. */
+    if (!status) {
+        char why[256];
+        reg_pg_exec(p,
+                    "DELETE FROM blobs WHERE sha256 IN (SELECT b.sha256 FROM blobs b "
+                    "WHERE NOT EXISTS (SELECT 1 FROM checkpoints c "
+                    "WHERE c.sha256 = b.sha256) FOR UPDATE SKIP LOCKED)",
+                    NULL, why, sizeof why, "dropping unused checkpoint bytes");
+    }
     if (!status) {
         /* reachable until the listener finds otherwise */
         p->reachable = 1;
@@ -553,6 +656,12 @@ void reg_pg_close(registry_pg *p)
     if (p->listener_started)
         pthread_join(p->listener, NULL);
     PQfinish(p->conn);
+    PQfinish(p->stage_conn);
+    PQfinish(p->blob_conn);
+    PQfinish(p->read_conn);
+    pthread_mutex_destroy(&p->stage_mu);
+    pthread_mutex_destroy(&p->blob_mu);
+    pthread_mutex_destroy(&p->read_mu);
     pthread_mutex_destroy(&p->mu);
     free(p->url);
     free(p);

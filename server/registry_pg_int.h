@@ -46,6 +46,18 @@ struct registry_pg {
     int in_tx;                /* under mu */
     pthread_t listener;
     int listener_started;
+    /* An upload's bytes go in on a connection of their own before p->mu is
+     * taken (reg_pg_stage_blob), so other calls do not wait for them. */
+    pthread_mutex_t stage_mu;
+    PGconn *stage_conn;       /* owned; under stage_mu; opened on first use */
+    /* A download's bytes are read on a connection of their own, so a
+     * download and a write do not wait for each other (reg_pg_query_blob). */
+    pthread_mutex_t blob_mu;
+    PGconn *blob_conn;        /* owned; under blob_mu; opened on first use */
+    /* One-statement reads (reg_pg_query_locked: lists, jobs, counts) run on
+     * a connection of their own too, so a write that waits holds none up. */
+    pthread_mutex_t read_mu;
+    PGconn *read_conn;        /* owned; under read_mu; opened on first use */
 };
 
 #define REG_PG_MAX_PARAMS 12
@@ -72,11 +84,15 @@ void reg_pg_bytes(reg_pg_params *ps, const void *data, size_t len);
  * is not), REGISTRY_ERR_DB otherwise. */
 int reg_pg_query(registry_pg *p, const char *sql, const reg_pg_params *ps, int binary,
                  PGresult **res, char *err, size_t errlen, const char *what);
-/* reg_pg_query as one call of its own: under p->mu, after reconnecting
- * when the connection broke (no transaction: one statement sees one
- * state). */
+/* reg_pg_query as one call of its own: on the read connection under
+ * read_mu (not p->mu), after reconnecting when it broke (no transaction:
+ * one statement sees one state, every commit before it). */
 int reg_pg_query_locked(registry_pg *p, const char *sql, const reg_pg_params *ps, int binary,
                         PGresult **res, char *err, size_t errlen, const char *what);
+/* reg_pg_query_locked on the blob connection (binary results), under its
+ * own mutex instead of p->mu. */
+int reg_pg_query_blob(registry_pg *p, const char *sql, const reg_pg_params *ps, PGresult **res,
+                      char *err, size_t errlen, const char *what);
 /* The same for a statement whose rows are not needed. */
 int reg_pg_exec(registry_pg *p, const char *sql, const reg_pg_params *ps, char *err,
                 size_t errlen, const char *what);
@@ -106,6 +122,15 @@ void reg_pg_mark_job_queued(registry_pg *p);
 /* Reconnects when the connection is broken; REGISTRY_ERR_UNAVAILABLE when it
  * cannot. */
 int reg_pg_ensure(registry_pg *p, char *err, size_t errlen);
+
+/* Writes a put's bytes into blobs, committed, on the staging connection
+ * and without p->mu, before the put takes it: the put then finds the row and
+ * only locks it (reg_pg_put_in_tx sends the bytes itself when the row is not
+ * there: staging failed, or another replica collected it meanwhile). After a
+ * failed put, reg_pg_collect_blob drops the bytes unless a version names
+ * them; reg_pg_open drops every such orphan (a crash between the two). */
+void reg_pg_stage_blob(registry_pg *p, const uint8_t *blob, size_t len, const char *sha);
+void reg_pg_collect_blob(registry_pg *p, const char *sha);
 
 /* From registry_pg_models.c, for a job's result (registry_pg_jobs.c): the
  * body of a put, inside the caller's transaction. */

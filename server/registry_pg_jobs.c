@@ -427,6 +427,7 @@ registry_status reg_pg_succeed_job(registry_pg *p, int64_t id, const char *model
                                    const char *metrics_json, registry_checkpoint_info *out,
                                    char *err, size_t errlen)
 {
+    reg_pg_stage_blob(p, blob, len, sha);
     pthread_mutex_lock(&p->mu);
     int status = reg_pg_begin(p, err, errlen);
     if (!status)
@@ -435,6 +436,8 @@ registry_status reg_pg_succeed_job(registry_pg *p, int64_t id, const char *model
                                               ckpt_metrics_json, metrics_json, out, err, errlen),
                                err, errlen);
     pthread_mutex_unlock(&p->mu);
+    if (status)
+        reg_pg_collect_blob(p, sha);
     return status;
 }
 

@@ -213,16 +213,25 @@ int reg_pg_put_in_tx(registry_pg *p, const char *model, const uint8_t *blob, siz
         return status;
     }
 
-    /* DO UPDATE rather than NOTHING: the row is locked until commit, so a
-     * delete elsewhere cannot collect these bytes under the new version. */
+    /* The bytes are there (staged, or another version's): the row is
+     * locked until commit, so a delete elsewhere cannot collect them under
+     * the new version. Else they go in now, locked the same way (DO UPDATE
+     * rather than NOTHING). */
+    ps = (reg_pg_params){0};
+    reg_pg_text(&ps, sha);
+    int64_t there = 0;
+    if ((status = reg_pg_exec_n(p, "UPDATE blobs SET size = size WHERE sha256 = $1", &ps, &there,
+                                err, errlen, "locking the bytes")))
+        return status;
     ps = (reg_pg_params){0};
     reg_pg_text(&ps, sha);
     reg_pg_int(&ps, (int64_t)len);
     reg_pg_bytes(&ps, blob, len);
-    if ((status = reg_pg_exec(p,
-                              "INSERT INTO blobs (sha256, size, data) VALUES ($1, $2, $3) "
-                              "ON CONFLICT (sha256) DO UPDATE SET size = excluded.size",
-                              &ps, err, errlen, "storing the bytes")))
+    if (!there && (status = reg_pg_exec(p,
+                                        "INSERT INTO blobs (sha256, size, data) "
+                                        "VALUES ($1, $2, $3) "
+                                        "ON CONFLICT (sha256) DO UPDATE SET size = excluded.size",
+                                        &ps, err, errlen, "storing the bytes")))
         return status;
 
     ps = (reg_pg_params){0};
@@ -290,6 +299,7 @@ registry_status reg_pg_put_checkpoint(registry_pg *p, const char *model, const u
                                       registry_checkpoint_info *out, int *created, char *err,
                                       size_t errlen)
 {
+    reg_pg_stage_blob(p, blob, len, sha);
     pthread_mutex_lock(&p->mu);
     int status = reg_pg_begin(p, err, errlen);
     if (!status)
@@ -298,8 +308,10 @@ registry_status reg_pg_put_checkpoint(registry_pg *p, const char *model, const u
                                                 metrics_json, source, out, created, err, errlen),
                                err, errlen);
     pthread_mutex_unlock(&p->mu);
-    if (status)
+    if (status) {
         *created = 0;
+        reg_pg_collect_blob(p, sha);
+    }
     return status;
 }
 
@@ -344,8 +356,8 @@ registry_status reg_pg_fetch_blob(registry_pg *p, const char *sha256, void **han
     reg_pg_params ps = {0};
     reg_pg_text(&ps, sha256);
     PGresult *res = NULL; /* owned by the caller via *handle */
-    int status = reg_pg_query_locked(p, "SELECT data FROM blobs WHERE sha256 = $1", &ps, 1, &res,
-                                     err, errlen, "reading checkpoint bytes");
+    int status = reg_pg_query_blob(p, "SELECT data FROM blobs WHERE sha256 = $1", &ps, &res, err,
+                                   errlen, "reading checkpoint bytes");
     if (status)
         return status;
     if (PQntuples(res) != 1) {

@@ -568,6 +568,7 @@ static void *put_thread(void *arg)
     char err[256];
     registry *r = job->shared;
     if (!r && registry_open(job->path, &r, err, sizeof err) != REGISTRY_OK) {
+        fprintf(stderr, "thread %d: open: %s\n", job->index, err);
         job->failures++;
         return NULL;
     }
@@ -809,6 +810,284 @@ static void test_open_errors(void **state)
     assert_int_equal(registry_open("", &r, err, sizeof err), REGISTRY_ERR_ARG);
 }
 
+/* ---- what a write that waits holds up ---- */
+
+/* A connection of its own to the registry, held open: another process. */
+typedef struct {
+    sqlite3 *db;
+    PGconn *pg;
+} other_conn;
+
+static void other_open(const fixture *f, other_conn *o)
+{
+    memset(o, 0, sizeof *o);
+    if (is_pg(f)) {
+        o->pg = PQconnectdb(f->path);
+        assert_int_equal(PQstatus(o->pg), CONNECTION_OK);
+    } else {
+        assert_int_equal(sqlite3_open_v2(f->path, &o->db, SQLITE_OPEN_READWRITE, NULL),
+                         SQLITE_OK);
+    }
+}
+
+static void other_exec(other_conn *o, const char *sql)
+{
+    if (o->pg) {
+        PGresult *res = PQexec(o->pg, sql);
+        if (PQresultStatus(res) != PGRES_COMMAND_OK)
+            print_error("%s: %s\n", sql, PQerrorMessage(o->pg));
+        assert_int_equal(PQresultStatus(res), PGRES_COMMAND_OK);
+        PQclear(res);
+    } else {
+        assert_int_equal(sqlite3_exec(o->db, sql, NULL, NULL, NULL), SQLITE_OK);
+    }
+}
+
+static void other_close(other_conn *o)
+{
+    PQfinish(o->pg);
+    sqlite3_close(o->db);
+}
+
+typedef struct {
+    registry *r;
+    const char *bytes;
+    int status;
+    int done; /* atomic */
+} held_put;
+
+static void *held_put_thread(void *arg)
+{
+    held_put *j = arg;
+    char err[256];
+    int created = 0;
+    j->status = registry_put_checkpoint(j->r, "m", (const uint8_t *)j->bytes, strlen(j->bytes),
+                                        NULL, NULL, NULL, "upload", NULL, &created, err,
+                                        sizeof err);
+    if (j->status)
+        print_error("put: %s\n", err);
+    __atomic_store_n(&j->done, 1, __ATOMIC_RELEASE);
+    return NULL;
+}
+
+typedef struct {
+    registry *r;
+    double worst_s; /* the slowest round */
+    int wrong;      /* rounds that did not see the registry's one version */
+    int done;       /* atomic */
+} reads_job;
+
+/* Rounds of reads, each checked against the registry's one version (no
+ * cmocka assert off the test's thread). */
+static void *reads_thread(void *arg)
+{
+    reads_job *j = arg;
+    char err[256];
+    for (int round = 0; round < 5; round++) {
+        double t0 = harness_now_s();
+        registry_model_info *models = NULL;
+        registry_checkpoint_info info;
+        registry_job *jobs = NULL;
+        size_t n = 0, n_jobs = 0;
+        int ok = registry_list_models(j->r, &models, &n, err, sizeof err) == REGISTRY_OK &&
+                 n == 1 && models[0].latest_version == 1;
+        registry_free_models(models);
+        ok = ok && registry_resolve(j->r, "m", NULL, &info, err, sizeof err) == REGISTRY_OK &&
+             info.version == 1;
+        ok = ok && registry_count_checkpoints(j->r) == 1;
+        ok = ok && registry_list_jobs(j->r, NULL, 0, 0, &jobs, &n_jobs, err, sizeof err) ==
+                       REGISTRY_OK;
+        registry_free_jobs(jobs, n_jobs);
+        j->wrong += !ok;
+        double took = harness_now_s() - t0;
+        j->worst_s = took > j->worst_s ? took : j->worst_s;
+    }
+    __atomic_store_n(&j->done, 1, __ATOMIC_RELEASE);
+    return NULL;
+}
+
+/* Another process holds up an upload's bytes for 2 s (SQLite: the file's
+ * write lock; PostgreSQL: an uncommitted row of the same sha256, which the
+ * staging insert waits for). Reads answer meanwhile: the bytes are written
+ * before the registry's lock is taken, on a connection of their own (before,
+ * on PostgreSQL, the reads waited the 2 s). Then the upload completes. */
+static void test_reads_beside_waiting_put(void **state)
+{
+    fixture *f = *state;
+    registry *r = open_ok(f);
+    put(r, "m", "m-one", 1);
+    const char *bytes = "m-two, held up";
+    char sha[65], sql[256], err[256];
+    sha256_hex((const uint8_t *)bytes, strlen(bytes), sha);
+    other_conn o;
+    other_open(f, &o);
+    if (is_pg(f)) {
+        other_exec(&o, "BEGIN");
+        snprintf(sql, sizeof sql,
+                 "INSERT INTO blobs (sha256, size, data) VALUES ('%s', 1, '\\x00')", sha);
+        other_exec(&o, sql);
+    } else {
+        other_exec(&o, "BEGIN IMMEDIATE");
+    }
+    double held_at = harness_now_s();
+    held_put job = {.r = r, .bytes = bytes};
+    pthread_t t, reader;
+    assert_int_equal(pthread_create(&t, NULL, held_put_thread, &job), 0);
+    harness_sleep_ms(300);
+    reads_job reads = {.r = r};
+    assert_int_equal(pthread_create(&reader, NULL, reads_thread, &reads), 0);
+    while (!__atomic_load_n(&reads.done, __ATOMIC_ACQUIRE) && harness_now_s() - held_at < 2.0)
+        harness_sleep_ms(10);
+    assert_false(__atomic_load_n(&job.done, __ATOMIC_ACQUIRE)); /* it was held up */
+    other_exec(&o, "ROLLBACK");
+    other_close(&o);
+    pthread_join(reader, NULL);
+    print_message("reads beside a held-up upload: slowest round %.1f ms\n", reads.worst_s * 1e3);
+    assert_true(reads.worst_s < 0.5);
+    assert_int_equal(reads.wrong, 0);
+    pthread_join(t, NULL);
+    assert_int_equal(job.status, REGISTRY_OK);
+    assert_int_equal(resolve_version(r, "m", NULL), 2);
+    uint8_t *blob = NULL;
+    size_t len = 0;
+    assert_int_equal(registry_get_blob(r, sha, &blob, &len, err, sizeof err), REGISTRY_OK);
+    assert_int_equal(len, strlen(bytes));
+    assert_memory_equal(blob, bytes, len);
+    free(blob);
+    registry_close(r);
+}
+
+typedef struct {
+    registry *r;
+    int status;
+    int done; /* atomic */
+} held_alias;
+
+static void *held_alias_thread(void *arg)
+{
+    held_alias *j = arg;
+    char err[256];
+    j->status = registry_set_alias(j->r, "m", "prod", 1, err, sizeof err);
+    if (j->status)
+        print_error("alias: %s\n", err);
+    __atomic_store_n(&j->done, 1, __ATOMIC_RELEASE);
+    return NULL;
+}
+
+typedef struct {
+    registry *r;
+    const char *sha256;
+    int also_resolve;
+    int status;
+    uint8_t *blob;
+    size_t len;
+    double took_s;
+    int done; /* atomic */
+} blob_read;
+
+static void *blob_read_thread(void *arg)
+{
+    blob_read *j = arg;
+    char err[256];
+    registry_checkpoint_info info;
+    double t0 = harness_now_s();
+    j->status = registry_get_blob(j->r, j->sha256, &j->blob, &j->len, err, sizeof err);
+    registry_model_info *models = NULL;
+    size_t n = 0;
+    int64_t counts[JOBS_STATE_COUNT];
+    if (!j->status)
+        j->status = registry_list_models(j->r, &models, &n, err, sizeof err);
+    registry_free_models(models);
+    if (!j->status)
+        j->status = registry_count_jobs(j->r, counts, err, sizeof err);
+    if (!j->status && j->also_resolve)
+        j->status = registry_resolve(j->r, "m", NULL, &info, err, sizeof err);
+    j->took_s = harness_now_s() - t0;
+    __atomic_store_n(&j->done, 1, __ATOMIC_RELEASE);
+    return NULL;
+}
+
+/* A write waits for another process (SQLite: the file's write lock;
+ * PostgreSQL: a lock on the aliases table), holding the registry's write
+ * lock: a checkpoint's bytes, the list of models and the job counts are
+ * read meanwhile, on connections of their own (SQLite: a resolve too). */
+static void test_blob_beside_waiting_write(void **state)
+{
+    fixture *f = *state;
+    registry *r = open_ok(f);
+    const char *bytes = "m-one, read while a write waits";
+    put(r, "m", bytes, 1);
+    char sha[65];
+    sha256_hex((const uint8_t *)bytes, strlen(bytes), sha);
+    other_conn o;
+    other_open(f, &o);
+    other_exec(&o, is_pg(f) ? "BEGIN" : "BEGIN IMMEDIATE");
+    if (is_pg(f))
+        other_exec(&o, "LOCK TABLE aliases IN EXCLUSIVE MODE");
+    held_alias job = {.r = r};
+    pthread_t t, reader;
+    assert_int_equal(pthread_create(&t, NULL, held_alias_thread, &job), 0);
+    harness_sleep_ms(300);
+    blob_read rd = {.r = r, .sha256 = sha, .also_resolve = !is_pg(f)};
+    double t0 = harness_now_s();
+    assert_int_equal(pthread_create(&reader, NULL, blob_read_thread, &rd), 0);
+    /* 2 s at most: a read that waits for the write waits for this ROLLBACK */
+    while (!__atomic_load_n(&rd.done, __ATOMIC_ACQUIRE) && harness_now_s() - t0 < 2.0)
+        harness_sleep_ms(5);
+    int held = !__atomic_load_n(&job.done, __ATOMIC_ACQUIRE);
+    other_exec(&o, "ROLLBACK");
+    other_close(&o);
+    pthread_join(reader, NULL);
+    pthread_join(t, NULL);
+    print_message("bytes read beside a waiting write in %.1f ms\n", rd.took_s * 1e3);
+    assert_true(held); /* the write did wait */
+    assert_int_equal(rd.status, REGISTRY_OK);
+    assert_int_equal(rd.len, strlen(bytes));
+    assert_memory_equal(rd.blob, bytes, rd.len);
+    free(rd.blob);
+    assert_true(rd.took_s < 0.2);
+    assert_int_equal(job.status, REGISTRY_OK);
+    registry_close(r);
+}
+
+/* A put or a job's result that fails after its bytes were staged leaves
+ * them nowhere; bytes that a crash left unnamed go at the next open. */
+static void test_failed_put_leaves_no_bytes(void **state)
+{
+    fixture *f = *state;
+    registry *r = open_ok(f);
+    const char *bytes = "bytes of a put that fails";
+    char err[256];
+    int created = 0;
+    assert_int_equal(registry_put_checkpoint(r, "m", (const uint8_t *)bytes, strlen(bytes), NULL,
+                                             NULL, "{not json", "upload", NULL, &created, err,
+                                             sizeof err),
+                     REGISTRY_ERR_ARG);
+    assert_int_equal(query_int(f->path, "SELECT COUNT(*) FROM blobs"), 0);
+    assert_int_not_equal(registry_succeed_job(r, 999, "m", (const uint8_t *)bytes, strlen(bytes),
+                                              NULL, NULL, NULL, NULL, err, sizeof err),
+                         REGISTRY_OK);
+    assert_int_equal(query_int(f->path, "SELECT COUNT(*) FROM blobs"), 0);
+    put(r, "m", "m-one", 1);
+    registry_close(r);
+
+    /* As a process that died between staging and its put leaves them. */
+    other_conn o;
+    other_open(f, &o);
+    char sql[256], sha[65];
+    memset(sha, 'a', 64);
+    sha[64] = '\0';
+    snprintf(sql, sizeof sql, "INSERT INTO blobs (sha256, size, data) VALUES ('%s', 1, %s)", sha,
+             is_pg(f) ? "'\\x00'" : "x'00'");
+    other_exec(&o, sql);
+    other_close(&o);
+    assert_int_equal(query_int(f->path, "SELECT COUNT(*) FROM blobs"), 2);
+    r = open_ok(f);
+    assert_int_equal(query_int(f->path, "SELECT COUNT(*) FROM blobs"), 1);
+    assert_int_equal(resolve_version(r, "m", NULL), 1);
+    registry_close(r);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -827,6 +1106,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_refuses_newer_schema, setup, teardown),
         cmocka_unit_test_setup_teardown(test_open_errors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_job_progress_events_bounded, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_reads_beside_waiting_put, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_failed_put_leaves_no_bytes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_blob_beside_waiting_write, setup, teardown),
     };
     int failed = cmocka_run_group_tests(tests, NULL, NULL);
 
@@ -839,6 +1121,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_lists, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_puts, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_job_progress_events_bounded, setup_pg, teardown),
+        cmocka_unit_test_setup_teardown(test_reads_beside_waiting_put, setup_pg, teardown),
+        cmocka_unit_test_setup_teardown(test_failed_put_leaves_no_bytes, setup_pg, teardown),
+        cmocka_unit_test_setup_teardown(test_blob_beside_waiting_write, setup_pg, teardown),
     };
     char err[256];
     if (pg_server_start(&pg, err, sizeof err)) {
