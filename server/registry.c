@@ -671,10 +671,24 @@ registry_status registry_open(const char *path, registry **out, char *err, size_
      * (reg_stage_blob), to be in: other writers wait for them, not fail. */
     sqlite3_busy_timeout(r->db, 60000);
 
-    /* WAL lets readers (other processes, backups) run beside the writer. */
+    /* WAL lets readers (other processes, backups) run beside the writer.
+     * Switching a new file to it takes an exclusive lock without calling
+     * the busy handler, so two processes opening one fresh registry at once
+     * (two `vaed train --register`) would see "database is locked": retry
+     * for as long as busy_timeout would wait; once the other has switched,
+     * the pragma just reads "wal". */
     sqlite3_stmt *st = NULL;
-    if (sqlite3_prepare_v2(r->db, "PRAGMA journal_mode=WAL", -1, &st, NULL) != SQLITE_OK ||
-        sqlite3_step(st) != SQLITE_ROW) {
+    int rc = SQLITE_BUSY;
+    for (int tries = 0; tries < 6000 && (rc & 0xff) == SQLITE_BUSY; tries++) {
+        if (tries)
+            sqlite3_sleep(10);
+        sqlite3_finalize(st);
+        st = NULL;
+        rc = sqlite3_prepare_v2(r->db, "PRAGMA journal_mode=WAL", -1, &st, NULL);
+        if (rc == SQLITE_OK)
+            rc = sqlite3_step(st);
+    }
+    if (rc != SQLITE_ROW) {
         sqlite3_finalize(st);
         status = reg_db_fail(r, err, errlen, path);
         goto fail;

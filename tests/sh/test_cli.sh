@@ -173,5 +173,18 @@ expect_fail "bad checkpoint" 'not a valid safetensors' "$vaed" sample --model "$
 expect_fail "missing checkpoint" 'none.safetensors: No such file' "$vaed" eval --model "$tmp/none.safetensors"
 [ -e "$tmp/x" ] && fail "a failed train left $tmp/x"
 
+# Two processes opening one fresh registry at once (two `vaed train
+# --register` beside each other) both get in: the switch to WAL was refused
+# with "database is locked" about one time in four.
+for i in $(seq 12); do
+    d=$tmp/race-$i
+    "$vaed" registry import --model a "$tmp/a.safetensors" --data-dir "$d" >"$d.a.log" 2>&1 &
+    racer=$!
+    "$vaed" registry import --model b "$tmp/a.safetensors" --data-dir "$d" >"$d.b.log" 2>&1 ||
+        fail "a second process opening a fresh registry: $(cat "$d.b.log")"
+    wait "$racer" || fail "a first process opening a fresh registry: $(cat "$d.a.log")"
+    [ "$("$vaed" registry list --data-dir "$d" | wc -l)" = 2 ] || fail "two imports at once: $("$vaed" registry list --data-dir "$d")"
+done
+
 if [ "$fails" -gt 0 ]; then echo "test_cli: $fails check(s) failed"; exit 1; fi
 echo "test_cli: all checks passed"
