@@ -262,6 +262,32 @@ static void parse_first(fuzz_env_reply *r)
 static const char closing_request[] =
     "\r\nGET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
 
+/* connect(2) that a signal cannot fail: libFuzzer's timer (SIGALRM, once a
+ * second for -timeout) interrupts a blocking connect with EINTR while the
+ * connection goes on being made; wait for it and take its own result
+ * (SO_ERROR) instead of failing the run (CI's fuzz_query did so once). */
+static int connect_loopback(int fd, const struct sockaddr_in *addr)
+{
+    if (connect(fd, (const struct sockaddr *)addr, sizeof *addr) == 0)
+        return 0;
+    if (errno != EINTR)
+        return -1;
+    struct pollfd pfd = {.fd = fd, .events = POLLOUT};
+    int n;
+    while ((n = poll(&pfd, 1, 1000 * FUZZ_ENV_REPLY_S)) < 0 && errno == EINTR)
+        ;
+    if (n <= 0) {
+        errno = n == 0 ? ETIMEDOUT : errno;
+        return -1;
+    }
+    int soerr = 0;
+    socklen_t sl = sizeof soerr;
+    if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) != 0)
+        return -1;
+    errno = soerr;
+    return soerr ? -1 : 0;
+}
+
 void fuzz_env_exchange(const void *input, size_t input_len, fuzz_env_reply *out)
 {
     memset(out, 0, sizeof *out);
@@ -276,8 +302,7 @@ void fuzz_env_exchange(const void *input, size_t input_len, fuzz_env_reply *out)
     FUZZ_CHECK(fd >= 0, "socket: %s", strerror(errno));
     struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
     addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    FUZZ_CHECK(connect(fd, (struct sockaddr *)&addr, sizeof addr) == 0,
-               "connect to the daemon: %s", strerror(errno));
+    FUZZ_CHECK(connect_loopback(fd, &addr) == 0, "connect to the daemon: %s", strerror(errno));
     double deadline = now_s() + FUZZ_ENV_REPLY_S * harness_slowdown();
     size_t sent = 0, cap = 4096, got = 0;
     uint8_t *raw = malloc(cap + 1); /* owned: handed to out */
