@@ -97,7 +97,8 @@ registry_status registry_put_checkpoint(registry *r, const char *model, const ui
 registry_status registry_resolve(registry *r, const char *model, const char *version_or_alias,
                                  registry_checkpoint_info *out, char *err, size_t errlen);
 /* The stored bytes of a checkpoint, *blob owned by the caller (free()).
- * Read through a registry_blob: the registry's lock is not held. */
+ * Read through a registry_blob: the registry's lock is not held, and on
+ * PostgreSQL the bytes come in pieces straight into *blob. */
 registry_status registry_get_blob(registry *r, const char *sha256, uint8_t **blob, size_t *len,
                                   char *err, size_t errlen);
 

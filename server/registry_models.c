@@ -671,8 +671,8 @@ registry_status registry_get_blob(registry *r, const char *sha256, uint8_t **blo
 {
     *blob = NULL;
     *len = 0;
-    if (r->pg)
-        return reg_pg_get_blob(r->pg, sha256, blob, len, err, errlen);
+    /* PostgreSQL too: piece by piece into the copy, so a load holds the
+     * checkpoint once (and a piece), not libpq's copy beside it. */
     registry_blob *b = NULL; /* owned here */
     size_t n = 0;
     int status = registry_blob_open(r, sha256, &b, &n, err, errlen);

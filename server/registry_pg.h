@@ -49,9 +49,6 @@ registry_status reg_pg_put_checkpoint(registry_pg *p, const char *model, const u
                                       size_t errlen);
 registry_status reg_pg_resolve(registry_pg *p, const char *model, const char *version_or_alias,
                                registry_checkpoint_info *out, char *err, size_t errlen);
-/* The whole blob, malloc'd (*blob owned by the caller). */
-registry_status reg_pg_get_blob(registry_pg *p, const char *sha256, uint8_t **blob, size_t *len,
-                                char *err, size_t errlen);
 /* At most len bytes of the blob from offset, where libpq received them,
  * not copied: *bytes (*n of them: len, or what is left past offset) stay
  * valid until reg_pg_release_blob(*handle), the caller's; *total is the

@@ -388,31 +388,6 @@ void reg_pg_release_blob(void *handle)
     PQclear(handle);
 }
 
-registry_status reg_pg_get_blob(registry_pg *p, const char *sha256, uint8_t **blob, size_t *len,
-                                char *err, size_t errlen)
-{
-    *blob = NULL;
-    *len = 0;
-    void *res = NULL; /* owned: released below */
-    const uint8_t *bytes = NULL;
-    size_t n = 0, total = 0;
-    int status = reg_pg_fetch_piece(p, sha256, 0, SIZE_MAX, &res, &bytes, &n, &total, err,
-                                    errlen);
-    if (status)
-        return status;
-    uint8_t *copy = malloc(n ? n : 1); /* owned by the caller via *blob */
-    if (copy)
-        memcpy(copy, bytes, n);
-    reg_pg_release_blob(res);
-    if (!copy) {
-        util_set_err(err, errlen, "out of memory reading %zu bytes of checkpoint", n);
-        return REGISTRY_ERR_NOMEM;
-    }
-    *blob = copy;
-    *len = n;
-    return REGISTRY_OK;
-}
-
 int64_t reg_pg_count_checkpoints(registry_pg *p)
 {
     char err[256];
