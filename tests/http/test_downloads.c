@@ -97,27 +97,36 @@ static void pg_daemon_stop(pg_daemon *f)
     free(f->bytes);
 }
 
+/* One request on a thread of its own: a download of m v1 (expect set:
+ * checked against those bytes) or an alias PUT (path set). */
 typedef struct {
     int port;
-    const pg_daemon *f;
-    int ok;   /* 200, every byte, the right ETag */
+    const pg_daemon *expect; /* GET /models/m/versions/1/file, or NULL */
+    char path[64];           /* PUT path {"version": 1}, when expect is NULL */
+    int status;
+    int ok;   /* a download: 200, every byte, the right ETag */
     int done; /* atomic: 1 once answered */
-} download;
+} request;
 
-static void *download_thread(void *arg)
+static void *request_thread(void *arg)
 {
-    download *dl = arg;
+    request *q = arg;
+    const pg_daemon *f = q->expect;
+    const char *headers[] = {"Content-Type: application/json", NULL};
+    const char body[] = "{\"version\": 1}";
     harness_response r;
-    if (harness_request(dl->port, "GET", "/models/m/versions/1/file", NULL, NULL, 0, &r) == 0 &&
-        r.status == 200 && r.body_len == dl->f->len) {
+    int rc = f ? harness_request(q->port, "GET", "/models/m/versions/1/file", NULL, NULL, 0, &r)
+               : harness_request(q->port, "PUT", q->path, headers, body, sizeof body - 1, &r);
+    q->status = rc ? -1 : r.status;
+    if (f && q->status == 200 && r.body_len == f->len) {
         char hex[65], etag[70];
         harness_sha256_hex(r.body, r.body_len, hex);
-        snprintf(etag, sizeof etag, "\"%s\"", dl->f->sha256);
+        snprintf(etag, sizeof etag, "\"%s\"", f->sha256);
         const char *tag = harness_header(&r, "etag");
-        dl->ok = strcmp(hex, dl->f->sha256) == 0 && tag && strcmp(tag, etag) == 0;
+        q->ok = strcmp(hex, f->sha256) == 0 && tag && strcmp(tag, etag) == 0;
     }
     harness_response_free(&r);
-    __atomic_store_n(&dl->done, 1, __ATOMIC_RELEASE);
+    __atomic_store_n(&q->done, 1, __ATOMIC_RELEASE);
     return NULL;
 }
 
@@ -132,11 +141,11 @@ static void test_pg_download_identical(void **state)
     pg_daemon_start(&f, 1300);
     print_message("downloads: a checkpoint of %zu bytes\n", f.len);
     assert_true(f.len > 4 * (1u << 20));
-    download dl[N];
+    request dl[N];
     pthread_t t[N];
     for (int i = 0; i < N; i++) {
-        dl[i] = (download){.port = f.port, .f = &f};
-        assert_int_equal(pthread_create(&t[i], NULL, download_thread, &dl[i]), 0);
+        dl[i] = (request){.port = f.port, .expect = &f};
+        assert_int_equal(pthread_create(&t[i], NULL, request_thread, &dl[i]), 0);
     }
     for (int i = 0; i < N; i++) {
         pthread_join(t[i], NULL);
@@ -195,11 +204,11 @@ static void test_pg_slow_database(void **state)
     pg_daemon f;
     pg_daemon_start(&f, 1300);
     PGconn *lock = lock_blobs(f.url);
-    download dl[N];
+    request dl[N];
     pthread_t t[N];
     for (int i = 0; i < N; i++) {
-        dl[i] = (download){.port = f.port, .f = &f};
-        assert_int_equal(pthread_create(&t[i], NULL, download_thread, &dl[i]), 0);
+        dl[i] = (request){.port = f.port, .expect = &f};
+        assert_int_equal(pthread_create(&t[i], NULL, request_thread, &dl[i]), 0);
     }
     harness_sleep_ms(500); /* every download is in, waiting for the lock */
     int healthz = healthz_within_3s(f.port);
@@ -321,27 +330,6 @@ static void test_pg_deleted_mid_download(void **state)
     pg_daemon_stop(&f);
 }
 
-typedef struct {
-    int port;
-    char path[64];
-    int status;
-    int done; /* atomic: 1 once answered */
-} alias_put;
-
-static void *alias_thread(void *arg)
-{
-    alias_put *a = arg;
-    const char *headers[] = {"Content-Type: application/json", NULL};
-    const char body[] = "{\"version\": 1}";
-    harness_response r;
-    a->status = harness_request(a->port, "PUT", a->path, headers, body, sizeof body - 1, &r)
-                    ? -1
-                    : r.status;
-    harness_response_free(&r);
-    __atomic_store_n(&a->done, 1, __ATOMIC_RELEASE);
-    return NULL;
-}
-
 /* Another process holds the SQLite file's write lock; alias PUTs (more
  * than the two polling threads) wait for it, and /healthz, sent after
  * them, answers before any of them does. */
@@ -361,12 +349,12 @@ static void test_sqlite_writes_beside_locked_file(void **state)
     sqlite3 *other = NULL;
     assert_int_equal(sqlite3_open(db_path, &other), SQLITE_OK);
     assert_int_equal(sqlite3_exec(other, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
-    alias_put a[N];
+    request a[N];
     pthread_t t[N];
     for (int i = 0; i < N; i++) {
-        a[i] = (alias_put){.port = port};
+        a[i] = (request){.port = port};
         snprintf(a[i].path, sizeof a[i].path, "/models/m/aliases/a%d", i);
-        assert_int_equal(pthread_create(&t[i], NULL, alias_thread, &a[i]), 0);
+        assert_int_equal(pthread_create(&t[i], NULL, request_thread, &a[i]), 0);
     }
     harness_sleep_ms(500); /* every PUT is in, waiting for the file */
     int healthz = healthz_within_3s(port);
