@@ -268,7 +268,7 @@ static int raw_status(int port, const char *method, const char *path, const char
     char req[2048];
     snprintf(req, sizeof req, "%s %s HTTP/1.1\r\n%sContent-Length: %zu\r\nConnection: close\r\n\r\n%s",
              method, path, headers, body ? strlen(body) : 0, body ? body : "");
-    harness_send_raw(port, req, strlen(req), r);
+    harness_send_whole(port, req, strlen(req), r); /* complete: Content-Length, close */
     return r->status;
 }
 
