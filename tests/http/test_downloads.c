@@ -348,6 +348,8 @@ static void test_sqlite_writes_beside_locked_file(void **state)
 
     sqlite3 *other = NULL;
     assert_int_equal(sqlite3_open(db_path, &other), SQLITE_OK);
+    /* the daemon may be writing at start (a sweep, an orphan check): wait for it */
+    sqlite3_busy_timeout(other, 20000);
     assert_int_equal(sqlite3_exec(other, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
     request a[N];
     pthread_t t[N];
