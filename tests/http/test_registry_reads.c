@@ -217,7 +217,9 @@ static void test_many_downloads(void **state)
      * connection while another of the process holds a lock on the file, for
      * the next connection to reuse, so the count climbs to a plateau set by
      * how many closed at once (a first round under ASan left 45, later ones
-     * 80; release builds 75-80); a leak is 2 per download, 200. */
+     * 80; release builds 75-80; with the lookups on the registry's I/O
+     * threads an ASan run went from 45 to 77); a leak is 2 per download,
+     * 200, so a rise of up to 50 is the plateau, not a leak. */
     int before = -1;
     for (int round = 0; round < 5; round++) {
         if (round == 3) {
@@ -241,12 +243,12 @@ static void test_many_downloads(void **state)
     int after = 0;
     for (int tries = 0; tries < 50; tries++) {
         harness_sleep_ms(100);
-        if ((after = count_fds(d.pid)) <= before + 16)
+        if ((after = count_fds(d.pid)) <= before + 50)
             break;
     }
     print_message("downloads: %d open files before %d more downloads, %d after\n", before,
                   2 * N, after);
-    assert_true(after <= before + 16); /* a leak: 2 per download, 200 */
+    assert_true(after <= before + 50); /* a leak: 2 per download, 200 */
     assert_int_equal(harness_daemon_stop(&d), 0);
     harness_rm_rf(dir);
 }
