@@ -72,6 +72,7 @@ static int cmd_serve(int argc, char **argv)
     long max_per_ip = (long)o.max_per_ip;
     long max_small_body_kb = (long)(o.max_small_body >> 10);
     long max_header_mb = (long)(o.max_header >> 20);
+    long max_query_kb = (long)(o.max_query >> 10);
     const char *token_file = NULL;
     cli_option opts[] = {
         {"listen", CLI_STRING, &o.listen, 0, 0, "ADDR:PORT to listen on (default 127.0.0.1:8080)"},
@@ -123,6 +124,10 @@ static int cmd_serve(int argc, char **argv)
          "largest safetensors header of an uploaded checkpoint, MiB (default 100)"},
         {"max-header-values", CLI_SIZE, &o.max_header_values, 16, 1L << 24,
          "JSON values in that header (default 65536)"},
+        {"max-query-kb", CLI_LONG, &max_query_kb, 1, (long)(SERVER_MAX_QUERY >> 10),
+         "bytes of a URL's query, KiB (default 16, the most)"},
+        {"max-query-params", CLI_INT, &o.max_query_params, 1, SERVER_MAX_QUERY_PARAMS,
+         "parameters of a URL's query (default 1000, the most)"},
         {"mpi-hostfile", CLI_STRING, &o.mpi_hostfile, 0, 0,
          "Open MPI hostfile: jobs with \"ranks\": N > 1 run under mpirun on its hosts"},
     };
@@ -133,6 +138,7 @@ static int cmd_serve(int argc, char **argv)
     o.max_per_ip = (unsigned)max_per_ip;
     o.max_small_body = (size_t)max_small_body_kb << 10;
     o.max_header = (size_t)max_header_mb << 20;
+    o.max_query = (size_t)max_query_kb << 10;
     if (!o.registry && getenv("VAED_REGISTRY") && *getenv("VAED_REGISTRY"))
         o.registry = getenv("VAED_REGISTRY");
     if (o.mpi_hostfile && access(o.mpi_hostfile, R_OK) != 0) {

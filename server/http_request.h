@@ -72,6 +72,8 @@ typedef struct {
     void (*work_free)(void *work);
     const char *route;    /* the matched route's pattern, for metrics; NULL when none */
     double started;       /* CLOCK_MONOTONIC seconds when the headers were in */
+    size_t query_bytes;   /* > 0: the query was over a bound and emptied (http_server.c) */
+    size_t query_params;
 } http_request;
 
 /* A handler queues exactly one response (or returns MHD_NO to drop the

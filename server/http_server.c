@@ -65,6 +65,8 @@ void server_options_default(server_options *o)
     o->max_small_body = ROUTES_SMALL_BODY_MAX;
     o->max_header = ST_MAX_HEADER;
     o->max_header_values = ST_MAX_HEADER_VALUES;
+    o->max_query = SERVER_MAX_QUERY;
+    o->max_query_params = SERVER_MAX_QUERY_PARAMS;
 }
 
 /* ---- the transport's own state ------------------------------------------ */
@@ -373,6 +375,32 @@ static enum MHD_Result on_headers(http_transport *t, struct MHD_Connection *c, h
     return MHD_YES;
 }
 
+/* MHD hands over the request line before it parses the query, and then
+ * parses every parameter into a record of the connection's 128 KiB: with
+ * ~2,000 of them the pool is gone and libmicrohttpd 0.9.75 logs its 431 but
+ * has no memory left to send it, so the client waits for --timeout. This is
+ * the one hook before that: a query over a bound is emptied here (MHD's own
+ * buffer, writable; the '?' it found stays, the parameters after it go), and
+ * the request is refused with a 414 as soon as its headers are in. */
+static void *on_uri(void *cls, const char *uri, struct MHD_Connection *c)
+{
+    (void)c;
+    const server_options *o = ((http_transport *)cls)->ctx.opts;
+    http_request *req = calloc(1, sizeof *req); /* owned: freed in on_completed */
+    char *query = uri ? strchr(uri, '?') : NULL;
+    if (!req || !query)
+        return req; /* on_request allocates when this could not */
+    size_t bytes = strlen(query + 1), params = bytes ? 1 : 0;
+    for (const char *p = query + 1; *p; p++)
+        params += *p == '&';
+    if (bytes > o->max_query || params > (size_t)o->max_query_params) {
+        req->query_bytes = bytes;
+        req->query_params = params;
+        query[1] = '\0';
+    }
+    return req;
+}
+
 /* MHD calls this first when the headers are in (upload_data_size 0), then
  * once per piece of body, then once more with 0 when the request is
  * complete; only that last call answers, except for what on_headers
@@ -384,16 +412,25 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 {
     (void)version;
     http_transport *t = cls;
-    http_request *req = *con_cls;
+    http_request *req = *con_cls; /* from on_uri, not yet seen here when method is NULL */
 
-    if (!req) {
-        req = calloc(1, sizeof *req); /* owned: freed in on_completed */
+    if (!req || !req->method) {
+        if (!req)
+            req = calloc(1, sizeof *req); /* owned: freed in on_completed */
         if (!req)
             return MHD_NO;
         req->method = method;
         req->path = url;
         req->started = util_mono_s();
         *con_cls = req;
+        if (req->query_bytes)
+            return answer_early(
+                req, http_send_refusal(c, METRICS_LIMIT_QUERY, HTTP_ERR_URI_TOO_LONG, NULL,
+                                       "the query has %zu bytes and %zu parameters; at most %zu "
+                                       "bytes (--max-query-kb) and %d parameters "
+                                       "(--max-query-params)",
+                                       req->query_bytes, req->query_params,
+                                       t->ctx.opts->max_query, t->ctx.opts->max_query_params));
         return on_headers(t, c, req);
     }
     size_t max = req->body_max;
@@ -432,7 +469,7 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
     http_transport *t = cls;
     (void)toe;
     http_request *req = *con_cls;
-    if (req) {
+    if (req && req->method) {
         /* Status 0: the connection closed before any response was queued. */
         const union MHD_ConnectionInfo *ci =
             MHD_get_connection_info(c, MHD_CONNECTION_INFO_HTTP_STATUS);
@@ -442,6 +479,9 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
             req->work_free(req->work);
         free(req->body);
         bodies_release(t, req->body_reserved);
+        free(req);
+        *con_cls = NULL;
+    } else if (req) { /* on_uri's, for a request MHD refused itself (414, 431) */
         free(req);
         *con_cls = NULL;
     }
@@ -564,6 +604,7 @@ static struct MHD_Daemon *start_daemon(unsigned flags, const server_options *o,
         MHD_OPTION_SOCK_ADDR, (const struct sockaddr *)addr,
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, t,
         MHD_OPTION_NOTIFY_CONNECTION, on_connection, t,
+        MHD_OPTION_URI_LOG_CALLBACK, on_uri, t,
         MHD_OPTION_END);
 }
 
@@ -611,6 +652,12 @@ server_status server_run(const server_options *o, volatile sig_atomic_t *stop, c
                  "1..%d, small body %zu, header %zu bytes, %zu values: each at least 1)",
                  o->max_n, API_INFER_MAX_N, o->max_steps, API_INFER_MAX_STEPS, o->max_json_depth,
                  SERVER_MAX_JSON_DEPTH, o->max_small_body, o->max_header, o->max_header_values);
+        return SERVER_ERR_ARG;
+    }
+    if (o->max_query < 1 || o->max_query > SERVER_MAX_QUERY || o->max_query_params < 1 ||
+        o->max_query_params > SERVER_MAX_QUERY_PARAMS) {
+        snprintf(err, errlen, "bad query bounds (%zu bytes of 1..%zu, %d parameters of 1..%d)",
+                 o->max_query, SERVER_MAX_QUERY, o->max_query_params, SERVER_MAX_QUERY_PARAMS);
         return SERVER_ERR_ARG;
     }
     unsigned threads = (unsigned)o->threads;

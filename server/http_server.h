@@ -46,6 +46,11 @@ typedef enum {
 
 /* The deepest --max-json-depth: cJSON recurses once per level. */
 #define SERVER_MAX_JSON_DEPTH 64
+/* The most --max-query-kb and --max-query-params allow: a query this big
+ * still leaves room in libmicrohttpd's 128 KiB per connection for the
+ * headers and the answer (see on_uri in http_server.c). */
+#define SERVER_MAX_QUERY ((size_t)16 << 10)
+#define SERVER_MAX_QUERY_PARAMS 1000
 
 typedef struct server_options {
     const char *listen;        /* "127.0.0.1:8080"; port 0 = any free port */
@@ -82,6 +87,8 @@ typedef struct server_options {
     size_t max_small_body;     /* bytes of a job spec or alias body, default 64 KiB */
     size_t max_header;         /* an uploaded checkpoint's safetensors header, default 100 MiB */
     size_t max_header_values;  /* JSON values in that header, default 65536 */
+    size_t max_query;          /* bytes of a URL's query, default 16 KiB (SERVER_MAX_QUERY) */
+    int max_query_params;      /* parameters of a URL's query, default 1000 (SERVER_MAX_QUERY_PARAMS) */
 } server_options;
 
 void server_options_default(server_options *o);

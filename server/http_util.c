@@ -30,6 +30,7 @@ static const struct {
     [HTTP_ERR_FORBIDDEN] = {MHD_HTTP_FORBIDDEN, "forbidden"},
     [HTTP_ERR_INSUFFICIENT_STORAGE] = {MHD_HTTP_INSUFFICIENT_STORAGE, "insufficient_storage"},
     [HTTP_ERR_DUPLICATE_PARAMETER] = {MHD_HTTP_BAD_REQUEST, "duplicate_parameter"},
+    [HTTP_ERR_URI_TOO_LONG] = {MHD_HTTP_URI_TOO_LONG, "uri_too_long"},
 };
 
 unsigned int http_error_status(http_error e)

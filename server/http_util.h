@@ -60,6 +60,7 @@ typedef enum {
     HTTP_ERR_FORBIDDEN,          /* 403 forbidden: a Host or Origin not of this machine */
     HTTP_ERR_INSUFFICIENT_STORAGE, /* 507 insufficient_storage: the disk is full */
     HTTP_ERR_DUPLICATE_PARAMETER, /* 400 duplicate_parameter: a query parameter given twice */
+    HTTP_ERR_URI_TOO_LONG,       /* 414 uri_too_long: a query over --max-query-kb or --max-query-params */
     HTTP_ERR_COUNT,
     /* Not an error: what a check returns when the request may go on. Outside
      * the table (http_error_status gives 500 for it, as for any value there). */

@@ -53,6 +53,7 @@ const char *const metrics_limit_names[METRICS_LIMIT_COUNT] = {
     [METRICS_LIMIT_SMALL_BODY] = "small_body",
     [METRICS_LIMIT_HEADER_SIZE] = "header_size",
     [METRICS_LIMIT_HEADER_VALUES] = "header_values",
+    [METRICS_LIMIT_QUERY] = "query",
 };
 /* Atomics: a refusal often happens where no lock should be taken. */
 static uint64_t refusals[METRICS_LIMIT_COUNT];

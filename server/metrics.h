@@ -58,6 +58,7 @@ typedef enum {
     METRICS_LIMIT_SMALL_BODY,     /* 413: a job spec or alias body over --max-small-body-kb */
     METRICS_LIMIT_HEADER_SIZE,    /* 422: a checkpoint header over --max-header-mb */
     METRICS_LIMIT_HEADER_VALUES,  /* 422: a checkpoint header over --max-header-values */
+    METRICS_LIMIT_QUERY,          /* 414: a query over --max-query-kb or --max-query-params */
     METRICS_LIMIT_COUNT
 } metrics_limit;
 extern const char *const metrics_limit_names[METRICS_LIMIT_COUNT];
