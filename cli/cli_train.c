@@ -418,6 +418,9 @@ int cli_train(int argc, char **argv)
     if (mpi)
         printf("data parallel over %d ranks, each on its shard of the training images\n",
                dist.size);
+    if (mpi && info->n_test > 0)
+        printf("rank 0 holds test images %d to %d of %d\n", info->test_first,
+               info->test_first + info->test_held - 1, info->n_test);
     if (info->resumed) {
         if (info->position.next_step > 0)
             printf("resuming from %s: %d of %d epochs done, epoch %d at step %lld\n", resume,
@@ -449,11 +452,12 @@ int cli_train(int argc, char **argv)
         fprintf(stderr, "%s: %s; nothing was written\n", who, err);
         goto end;
     }
-    if (!root) { /* rank 0 evaluates, writes and registers */
+    /* every rank evaluates its part; rank 0 prints, writes and registers */
+    const eval_result *er = train_run_evaluate(run);
+    if (!root) {
         status = 0;
         goto end;
     }
-    const eval_result *er = train_run_evaluate(run);
     if (er) {
         printf("active units %d of %d\n", er->active_units, mc->latent);
         if (er->iwae_k)

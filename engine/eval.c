@@ -72,17 +72,42 @@ vae_status eval_run(const vae_model *m, const dataset *d, int iwae_k, uint64_t s
 vae_status eval_run_iwae_images(const vae_model *m, const dataset *d, int iwae_k, int iwae_images,
                                 uint64_t seed, eval_result *out, char *err, size_t errlen)
 {
+    trainer_dist_part whole = {.kind = TRAINER_DIST_STRIDED, .n_all = d->n};
+    return eval_run_part(m, d, &whole, NULL, iwae_k, iwae_images, seed, out, err, errlen);
+}
+
+/* Advances r past the draws iwae_nll_of makes for one input (rng_normal_fill
+ * takes two words per pair of normals, chunk by chunk) without making them:
+ * a rank steps over the images another rank evaluates. */
+static void iwae_skip(rng_state *r, int K, int chunk, int Z)
+{
+    for (int k0 = 0; k0 < K; k0 += chunk) {
+        size_t n = (size_t)(K - k0 < chunk ? K - k0 : chunk) * Z;
+        for (size_t i = 0; i < n; i += 2) {
+            rng_next_u64(r);
+            rng_next_u64(r);
+        }
+    }
+}
+
+vae_status eval_run_part(const vae_model *m, const dataset *d, const trainer_dist_part *part,
+                         const trainer_dist *dist, int iwae_k, int iwae_images, uint64_t seed,
+                         eval_result *out, char *err, size_t errlen)
+{
     const vae_config *c = &m->cfg;
+    int ranks = trainer_dist_active(dist) ? dist->size : 1, rank = ranks > 1 ? dist->rank : 0;
+    int n_all = part->n_all;
     memset(out, 0, sizeof *out);
-    out->n = d->n;
+    out->n = n_all;
     out->latent = c->latent;
-    vae_status rc = trainer_evaluate(m, d, seed, &out->neg_elbo, &out->recon, &out->kl, err, errlen);
+    vae_status rc = trainer_evaluate_part(m, d, part, ranks > 1 ? dist : NULL, seed,
+                                          &out->neg_elbo, &out->recon, &out->kl, err, errlen);
     if (rc) return rc;
     if (iwae_k < 0 || iwae_k > 1000000 || iwae_images < 0) {
         util_set_err(err, errlen, "iwae K must be in 0..1000000 and its image count >= 0");
         return VAE_ERR_ARG;
     }
-    int iwae_n = iwae_k && (iwae_images == 0 || iwae_images > d->n) ? d->n
+    int iwae_n = iwae_k && (iwae_images == 0 || iwae_images > n_all) ? n_all
                  : iwae_k                                           ? iwae_images
                                                                     : 0;
     int Z = c->latent, D = dataset_dim(d);
@@ -95,36 +120,65 @@ vae_status eval_run_iwae_images(const vae_model *m, const dataset *d, int iwae_k
     float *x = malloc(sizeof(float) * (size_t)D);              /* owned: one image */
     double *log_lik = malloc(sizeof(double) * chunk);          /* owned: log p(x|z_k) */
     double *kl_dim = calloc((size_t)Z, sizeof(double));        /* owned */
-    if (!ws || !mu || !logvar || !eps || !z || !x || !log_lik || !kl_dim) {
+    /* owned: -log p(x) of each of the first iwae_n images, 0 for another rank's */
+    double *nll = calloc((size_t)iwae_n + 1, sizeof(double));
+    /* owned, with ranks: kl_dim then nll as split doubles (trainer_dist_split) */
+    float *sums = ranks > 1 ? malloc(sizeof(float) * 2 * ((size_t)Z + iwae_n)) : NULL;
+    float ok = ws && mu && logvar && eps && z && x && log_lik && kl_dim && nll &&
+               (ranks == 1 || sums);
+    /* every rank comes to the sums, also one that could not allocate */
+    if (ranks > 1 && (rc = dist->allreduce_sum(dist->ctx, &ok, 1, err, errlen))) goto end;
+    if (ok != (float)ranks) {
         util_set_err(err, errlen, "out of memory for evaluation");
         rc = VAE_ERR_NOMEM;
         goto end;
     }
     rng_state r;
     rng_seed(&r, seed ^ 0x1a3eULL);
-    double total = 0.0;
-    for (int i = 0; i < d->n; i++) {
-        dataset_image(d, i, x);
-        if (c->binarize != VAE_BIN_NONE)
-            for (int j = 0; j < D; j++)
-                x[j] = c->binarize == VAE_BIN_STATIC ? (x[j] > 0.5f ? 1.0f : 0.0f)
-                                                     : (rng_uniform(&r) < x[j] ? 1.0f : 0.0f);
+    /* every rank makes the draws of every image in one process's order (the
+     * noise of an image is its index's, whichever rank holds it) and keeps
+     * those of its own */
+    for (int g = 0; g < n_all; g++) {
+        int at = trainer_dist_part_index(part, rank, ranks, g);
+        if (at >= 0) dataset_image(d, at, x);
+        if (c->binarize == VAE_BIN_DYNAMIC)
+            for (int j = 0; j < D; j++) {
+                float u = rng_uniform(&r);
+                if (at >= 0) x[j] = u < x[j] ? 1.0f : 0.0f;
+            }
+        else if (c->binarize == VAE_BIN_STATIC && at >= 0)
+            for (int j = 0; j < D; j++) x[j] = x[j] > 0.5f ? 1.0f : 0.0f;
+        if (at < 0) {
+            if (g < iwae_n) iwae_skip(&r, iwae_k, chunk, Z);
+            continue;
+        }
         /* a conditional model's images have labels: trainer_evaluate checked */
-        int label = vae_config_is_conditional(c) ? d->labels[i] : -1;
+        int label = vae_config_is_conditional(c) ? d->labels[at] : -1;
         vae_encode_cond(m, ws, x, label >= 0 ? &label : NULL, 1, mu, logvar);
         for (int u = 0; u < Z; u++) {
             float l = vae_clamp_logvar(logvar[u]);
             kl_dim[u] += 0.5 * ((double)mu[u] * mu[u] + exp(l) - 1.0 - l);
         }
-        if (i >= iwae_n) continue;
+        if (g >= iwae_n) continue;
         iwae_scratch sc = {ws, eps, z, log_lik};
-        total += iwae_nll_of(m, &sc, x, label, mu, logvar, iwae_k, chunk, &r, NULL);
+        nll[g] = iwae_nll_of(m, &sc, x, label, mu, logvar, iwae_k, chunk, &r, NULL);
     }
+    if (ranks > 1) {
+        for (int u = 0; u < Z; u++) trainer_dist_split(kl_dim[u], sums + 2 * u);
+        for (int i = 0; i < iwae_n; i++) trainer_dist_split(nll[i], sums + 2 * ((size_t)Z + i));
+        if ((rc = dist->allreduce_sum(dist->ctx, sums, 2 * ((size_t)Z + iwae_n), err, errlen)))
+            goto end;
+        for (int u = 0; u < Z; u++) kl_dim[u] = trainer_dist_join(sums + 2 * u);
+        for (int i = 0; i < iwae_n; i++) nll[i] = trainer_dist_join(sums + 2 * ((size_t)Z + i));
+    }
+    /* summed in image order, as one process always has */
+    double total = 0.0;
+    for (int i = 0; i < iwae_n; i++) total += nll[i];
     out->iwae_k = iwae_n ? iwae_k : 0;
     out->iwae_n = iwae_n;
     out->iwae_nll = iwae_n ? total / iwae_n : NAN;
     for (int u = 0; u < Z; u++)
-        if (kl_dim[u] / d->n > 0.01) out->active_units++;
+        if (kl_dim[u] / n_all > 0.01) out->active_units++;
     rc = VAE_OK;
 end:
     vae_workspace_free(ws);
@@ -135,6 +189,8 @@ end:
     free(x);
     free(log_lik);
     free(kl_dim);
+    free(nll);
+    free(sums);
     return rc;
 }
 

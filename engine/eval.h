@@ -33,6 +33,7 @@
 #include <stdint.h>
 
 #include "engine/dataset.h"
+#include "engine/trainer_dist.h"
 #include "engine/vae.h"
 
 typedef struct {
@@ -56,6 +57,17 @@ vae_status eval_run(const vae_model *m, const dataset *d, int iwae_k, uint64_t s
 /* The same with the bound on the first iwae_images images only (0: all). */
 vae_status eval_run_iwae_images(const vae_model *m, const dataset *d, int iwae_k, int iwae_images,
                                 uint64_t seed, eval_result *out, char *err, size_t errlen);
+/* Collective with ranks (dist active): the same over the whole set of
+ * part->n_all images, each rank evaluating its part of it (trainer_dist.h),
+ * held in d, so no rank needs the whole set. Every image's draws are the
+ * ones one process makes for it (a rank steps over the others' draws), the
+ * bound's per-image values and each latent dimension's KL are summed over
+ * the ranks, then in image order: every rank gets the figures, one
+ * process's to float rounding of the sums (d the whole set, dist NULL:
+ * eval_run_iwae_images, bit for bit). */
+vae_status eval_run_part(const vae_model *m, const dataset *d, const trainer_dist_part *part,
+                         const trainer_dist *dist, int iwae_k, int iwae_images, uint64_t seed,
+                         eval_result *out, char *err, size_t errlen);
 
 /* ---------- anomaly scores ---------- */
 

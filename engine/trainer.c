@@ -25,8 +25,7 @@ struct trainer {
     float *reduce;           /* owned; n_params + DIST_TAIL */
     float *reduce_kl;        /* owned; 2 * latent, free bits only */
     const dataset *test;     /* borrowed, may be NULL */
-    int test_first, n_test;  /* test is images test_first.. of n_test (trainer_set_test_part) */
-    int test_lo, test_hi;    /* with blocks: the images this rank evaluates; else 0, 0 */
+    trainer_dist_part test_part; /* what of the test set test holds and this rank takes */
     vae_train_state *ts;     /* owned */
     rng_state rng;
     int *order;              /* owned; train->n indices */
@@ -107,7 +106,7 @@ trainer *trainer_new_dist(vae_model *m, const dataset *train, int n_global, cons
     t->train = train;
     t->n = n_global;
     t->test = test;
-    t->n_test = test ? test->n : 0;
+    t->test_part = (trainer_dist_part){.kind = TRAINER_DIST_STRIDED, .n_all = test ? test->n : 0};
     if (ranks > 1) {
         const vae_config *c = &m->cfg;
         t->dist = dist;
@@ -312,9 +311,9 @@ static vae_status dist_step(trainer *t, int b0, int nb, int stop, vae_stats *st,
     return VAE_OK;
 }
 
-static vae_status evaluate(const vae_model *m, const dataset *d, int first, int n_all, int lo,
-                           int hi, uint64_t seed, const trainer_dist *dist, double *loss,
-                           double *recon, double *kl, char *err, size_t errlen);
+static vae_status evaluate(const vae_model *m, const dataset *d, const trainer_dist_part *p,
+                           uint64_t seed, const trainer_dist *dist, double *loss, double *recon,
+                           double *kl, char *err, size_t errlen);
 
 vae_status trainer_set_test_part(trainer *t, int first, int n_test, char *err, size_t errlen)
 {
@@ -327,10 +326,8 @@ vae_status trainer_set_test_part(trainer *t, int first, int n_test, char *err, s
                      first, n_test, rank);
         return VAE_ERR_ARG;
     }
-    t->test_first = first;
-    t->n_test = n_test;
-    t->test_lo = lo;
-    t->test_hi = hi;
+    t->test_part = (trainer_dist_part){.kind = TRAINER_DIST_BLOCK, .n_all = n_test,
+                                       .first = first, .lo = lo, .hi = hi};
     return VAE_OK;
 }
 
@@ -435,8 +432,7 @@ vae_status trainer_run_epoch(trainer *t, const trainer_callbacks *cb, trainer_ep
     out->images_per_s = el > 0 ? n / el : 0.0;
     out->test_loss = out->test_recon = out->test_kl = NAN;
     if (t->test) {
-        int rc = evaluate(t->m, t->test, t->test_first, t->n_test, t->test_lo, t->test_hi,
-                          c->seed ^ 0x7e57ULL, t->dist, &out->test_loss,
+        int rc = evaluate(t->m, t->test, &t->test_part, c->seed ^ 0x7e57ULL, t->dist, &out->test_loss,
                           &out->test_recon, &out->test_kl, err, errlen);
         if (rc) return rc;
     }
@@ -446,20 +442,18 @@ vae_status trainer_run_epoch(trainer *t, const trainer_callbacks *cb, trainer_ep
 }
 
 /* The evaluation of trainer_evaluate; with ranks (dist active) each rank
- * takes its images of the whole set of n_all, with the noise of their slots
- * drawn as one process draws them, and the sums are added over the ranks, so
- * every rank gets the figures of the whole set. d holds images first ..
- * first + d->n - 1 of the n_all; a rank takes those of its block [lo, hi)
- * when lo < hi, else (lo = hi = 0, d the whole set) the images
- * i % size == rank. */
-static vae_status evaluate(const vae_model *m, const dataset *d, int first, int n_all, int lo,
-                           int hi, uint64_t seed, const trainer_dist *dist, double *loss,
-                           double *recon, double *kl, char *err, size_t errlen)
+ * takes its images of the whole set of p->n_all (p says which, and where d
+ * holds them), with the noise of their slots drawn as one process draws
+ * them, and the sums are added over the ranks, so every rank gets the
+ * figures of the whole set. */
+static vae_status evaluate(const vae_model *m, const dataset *d, const trainer_dist_part *p,
+                           uint64_t seed, const trainer_dist *dist, double *loss, double *recon,
+                           double *kl, char *err, size_t errlen)
 {
     const vae_config *c = &m->cfg;
     if (check_shape(m, d, "evaluation", err, errlen)) return VAE_ERR_ARG;
     int ranks = trainer_dist_active(dist) ? dist->size : 1, rank = ranks > 1 ? dist->rank : 0;
-    int block = lo < hi; /* else strided over the ranks */
+    int n_all = p->n_all;
     int B = c->batch < 500 ? 500 : c->batch;
     vae_train_state *ts = vae_train_state_new(m, B, err, errlen); /* owned */
     size_t D = (size_t)dataset_dim(d), LZ = (size_t)c->mc_samples * c->latent;
@@ -479,21 +473,19 @@ static vae_status evaluate(const vae_model *m, const dataset *d, int first, int 
     int failed = 0;
     for (int b0 = 0; b0 < n_all; b0 += B) {
         int nb = n_all - b0 < B ? n_all - b0 : B;
-        /* this rank's slots of the batch: b0 + i with (b0 + i) % ranks == rank,
-         * or in its block; image b0 + i is at b0 + i - first of d */
-        int k = 0, step = block ? 1 : ranks;
-        int i0 = block ? (lo - b0 > 0 ? lo - b0 : 0) : ((rank - b0) % ranks + ranks) % ranks;
-        int i1 = block ? (hi - b0 < nb ? hi - b0 : nb) : nb;
-        for (int i = i0; i < i1; i += step, k++) {
+        /* this rank's slots of the batch, and where d holds their images */
+        int k = 0;
+        for (int i = 0; i < nb; i++) {
+            int at = trainer_dist_part_index(p, rank, ranks, b0 + i);
+            if (at < 0) continue;
             slots[k] = i;
-            dataset_image(d, b0 + i - first, batch + (size_t)k * D);
+            labels[k] = d->labels ? d->labels[at] : 0;
+            dataset_image(d, at, batch + (size_t)k++ * D);
         }
     /* the test set is binarised once, the same way every time */
         draw_held(c, &r, batch, slots, k, nb, eps);
         if (k == 0 || failed) continue;
         vae_stats st;
-        for (int j = 0; j < k && vae_config_is_conditional(c); j++)
-            labels[j] = d->labels[b0 + slots[j] - first];
         const int *y = vae_config_is_conditional(c) ? labels : NULL;
         vae_status frc = vae_forward_loss_cond(m, ts, batch, y, eps, k, &st);
         if (frc && ranks == 1) {
@@ -538,7 +530,24 @@ end:
 vae_status trainer_evaluate(const vae_model *m, const dataset *d, uint64_t seed, double *loss,
                             double *recon, double *kl, char *err, size_t errlen)
 {
-    return evaluate(m, d, 0, d->n, 0, 0, seed, NULL, loss, recon, kl, err, errlen);
+    trainer_dist_part whole = {.kind = TRAINER_DIST_STRIDED, .n_all = d->n};
+    return evaluate(m, d, &whole, seed, NULL, loss, recon, kl, err, errlen);
+}
+
+vae_status trainer_evaluate_part(const vae_model *m, const dataset *d, const trainer_dist_part *p,
+                                 const trainer_dist *dist, uint64_t seed, double *loss,
+                                 double *recon, double *kl, char *err, size_t errlen)
+{
+    int ranks = trainer_dist_active(dist) ? dist->size : 1, rank = ranks > 1 ? dist->rank : 0;
+    int need = p->kind == TRAINER_DIST_SHARD ? (p->n_all - rank + ranks - 1) / ranks
+               : p->kind == TRAINER_DIST_BLOCK ? p->hi - p->first
+                                               : p->n_all;
+    if (p->n_all < 1 || d->n < need || (p->kind == TRAINER_DIST_BLOCK && p->lo < p->first)) {
+        util_set_err(err, errlen, "evaluation: %d images do not hold rank %d's part of %d", d->n,
+                     rank, p->n_all);
+        return VAE_ERR_ARG;
+    }
+    return evaluate(m, d, p, seed, dist, loss, recon, kl, err, errlen);
 }
 
 /* ---------- the resume file ---------- */

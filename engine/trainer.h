@@ -133,6 +133,13 @@ vae_status trainer_load_resume(trainer *t, const char *path, const trainer_meta 
  * a generator seeded with seed, so the figure is repeatable. */
 vae_status trainer_evaluate(const vae_model *m, const dataset *d, uint64_t seed, double *loss,
                             double *recon, double *kl, char *err, size_t errlen);
+/* Collective with ranks (dist active): the same figures over the whole set
+ * of p->n_all images, each rank taking its part p of it (trainer_dist.h),
+ * held in d; every rank gets the sums. VAE_ERR_ARG when d cannot hold the
+ * part. */
+vae_status trainer_evaluate_part(const vae_model *m, const dataset *d, const trainer_dist_part *p,
+                                 const trainer_dist *dist, uint64_t seed, double *loss,
+                                 double *recon, double *kl, char *err, size_t errlen);
 /* Where training stands (what progress reports and a resume file say): the
  * epochs finished, the steps of the current epoch done (0 = the next epoch
  * starts with a new shuffle) and that epoch's running sums. */

@@ -47,6 +47,30 @@ static inline int trainer_dist_active(const trainer_dist *d) { return d && d->si
 vae_status trainer_dist_agree(const trainer_dist *d, int ok, const char *text, char *err,
                               size_t errlen);
 
+/* Which images of an evaluation set of n_all a rank holds and takes (the
+ * sums over the ranks are then the whole set's):
+ * TRAINER_DIST_STRIDED  it holds the whole set and takes images g % size == rank;
+ * TRAINER_DIST_BLOCK    it holds images first .. of the set and takes its block
+ *                       lo .. hi - 1 (lo = n_all * rank / size, hi the next rank's);
+ * TRAINER_DIST_SHARD    it holds its shard (dataset_keep_shard): image g, with
+ *                       g % size == rank, at g / size. */
+typedef enum { TRAINER_DIST_STRIDED = 0, TRAINER_DIST_BLOCK, TRAINER_DIST_SHARD } trainer_dist_kind;
+
+typedef struct {
+    trainer_dist_kind kind;
+    int n_all;
+    int first, lo, hi; /* TRAINER_DIST_BLOCK */
+} trainer_dist_part;
+
+/* Where image g of the set is in what rank (of size) holds; -1 when the rank
+ * does not take it. */
+static inline int trainer_dist_part_index(const trainer_dist_part *p, int rank, int size, int g)
+{
+    if (p->kind == TRAINER_DIST_BLOCK) return g >= p->lo && g < p->hi ? g - p->first : -1;
+    if (g % size != rank) return -1;
+    return p->kind == TRAINER_DIST_SHARD ? g / size : g;
+}
+
 /* A double carried through a float sum: as two floats, the value and what
  * float rounding left off, summed separately (about 48 bits survive). */
 static inline void trainer_dist_split(double v, float *two)

@@ -147,6 +147,19 @@ static enum MHD_Result reply_empty(struct MHD_Connection *c, http_error e, const
     return ret;
 }
 
+/* Hands a handler's work (t its first member) to pool: req owns it from
+ * now (work_free), and the handler is called again after the resume. */
+static enum MHD_Result admit_work(compute_pool *pool, struct MHD_Connection *c, http_request *req,
+                                  compute_task *t, void (*run)(compute_task *t),
+                                  void (*work_free)(void *work))
+{
+    t->run = run;
+    t->conn = c;
+    req->work = t;
+    req->work_free = work_free;
+    return compute_pool_admit(pool, t);
+}
+
 /* ---- GET /models ------------------------------------------------------ */
 
 static http_error models_list(http_ctx *ctx, const http_request *req, cJSON **out, char *msg,
@@ -328,99 +341,191 @@ enum MHD_Result api_models_get_version(http_ctx *ctx, struct MHD_Connection *c, 
 
 /* ---- GET /models/{name}/versions/{v}/file ----------------------------- */
 
-/* MHD asks for the next piece of a download: at most max bytes at pos. */
-static ssize_t blob_read_cb(void *cls, uint64_t pos, char *buf, size_t max)
-{
-    registry_blob *b = cls;
-    size_t size = registry_blob_size(b);
-    if (pos >= size)
-        return MHD_CONTENT_READER_END_OF_STREAM;
-    size_t n = size - (size_t)pos < max ? size - (size_t)pos : max;
+/* A download under way, owned by its response (download_free). Each piece
+ * the client takes is read where the registry holds it: SQLite's file on
+ * the polling thread (moving bytes), a PostgreSQL piece fetched on the
+ * registry's I/O pool while the connection is suspended, so neither a
+ * slow database nor a large checkpoint costs a polling thread or more than
+ * a piece of memory. */
+typedef struct {
+    compute_task task;    /* first: the next piece's fetch on ctx->registry_io */
+    compute_pool *io;     /* borrowed */
+    registry_blob *blob;  /* owned */
+    size_t size;
+    size_t fetch_at;      /* the offset whose piece the task fetches */
+    int failed;           /* the fetch failed (why): the response ends short */
     char why[256];
-    if (registry_blob_read(b, (size_t)pos, buf, n, why, sizeof why) == REGISTRY_OK)
+} download;
+
+static void download_fetch_run(compute_task *t)
+{
+    download *dl = (download *)t;
+    dl->failed = registry_blob_fetch(dl->blob, dl->fetch_at, dl->why, sizeof dl->why) !=
+                 REGISTRY_OK;
+}
+
+/* MHD asks for the next piece of a download: at most max bytes at pos.
+ * Never waits for the database: a piece not yet in is fetched on the pool
+ * with the connection suspended, and 0 returned (MHD's pattern for a
+ * reader with nothing ready); the pool's resume brings MHD back here. */
+static ssize_t download_read(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    download *dl = cls;
+    if (pos >= dl->size)
+        return MHD_CONTENT_READER_END_OF_STREAM;
+    if (dl->failed) {
+        /* With Content-Length sent, the client sees a body cut short (the
+         * connection closes), never bytes of something else. */
+        fprintf(stderr, "vaed: download: %s\n", dl->why);
+        return MHD_CONTENT_READER_END_WITH_ERROR;
+    }
+    size_t n = registry_blob_available(dl->blob, (size_t)pos);
+    if (!n) {
+        dl->fetch_at = (size_t)pos;
+        if (compute_pool_continue(dl->io, &dl->task))
+            return MHD_CONTENT_READER_END_WITH_ERROR; /* the server is stopping */
+        return 0;
+    }
+    n = n < max ? n : max;
+    if (registry_blob_read(dl->blob, (size_t)pos, buf, n, dl->why, sizeof dl->why) ==
+        REGISTRY_OK)
         return (ssize_t)n;
-    fprintf(stderr, "vaed: download: %s\n", why);
+    fprintf(stderr, "vaed: download: %s\n", dl->why);
     return MHD_CONTENT_READER_END_WITH_ERROR;
 }
 
-static void blob_free_cb(void *cls)
+static void download_free(void *cls)
 {
-    registry_blob_close(cls);
+    download *dl = cls;
+    registry_blob_close(dl->blob);
+    free(dl);
 }
 
-/* The file's response in *resp (the caller's; NULL when out of memory) with
- * its status: 304 when the client's copy is these bytes, else the bytes. */
-static http_error version_file(http_ctx *ctx, struct MHD_Connection *c, const http_request *req,
-                               struct MHD_Response **resp, unsigned int *code, char *msg,
-                               size_t msglen)
-{
+/* A download between its request and its response: the version resolved
+ * and the blob opened (the first piece fetched) on the registry's I/O
+ * pool, as both may wait for the database. */
+typedef struct {
+    compute_task task;        /* first: the I/O pool's view */
+    http_ctx *ctx;
+    const http_request *req;  /* borrowed */
+    char *if_none_match;      /* owned: the header, copied before the suspend; NULL if none */
+    http_error e;
+    char msg[HTTP_MESSAGE_MAX];
     registry_checkpoint_info info;
-    *resp = NULL;
-    http_error e = resolve_params(ctx, req, &info, msg, msglen);
-    if (e != HTTP_ERR_NONE)
-        return e;
-    char etag[70], version_str[32], disposition[200];
-    snprintf(etag, sizeof etag, "\"%s\"", info.sha256);
-    snprintf(version_str, sizeof version_str, "%" PRId64, info.version);
-    snprintf(disposition, sizeof disposition, "attachment; filename=\"%s-v%" PRId64 ".safetensors\"",
-             info.model, info.version);
+    char etag[70];
+    int not_modified;
+    registry_blob *blob;      /* owned until a response takes it */
+    size_t size;
+} file_work;
 
-    const char *inm = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_IF_NONE_MATCH);
-    struct MHD_Response *r = NULL; /* owned: handed to *resp */
-    *code = MHD_HTTP_OK;
-    if (inm && http_etag_listed(inm, etag)) {
-        /* Not modified: the client's copy is these bytes; nothing to read. */
+static void file_work_free(void *p)
+{
+    file_work *w = p;
+    registry_blob_close(w->blob);
+    free(w->if_none_match);
+    free(w);
+}
+
+static void file_open_run(compute_task *t)
+{
+    file_work *w = (file_work *)t;
+    w->e = resolve_params(w->ctx, w->req, &w->info, w->msg, sizeof w->msg);
+    if (w->e != HTTP_ERR_NONE)
+        return;
+    snprintf(w->etag, sizeof w->etag, "\"%s\"", w->info.sha256);
+    if (w->if_none_match && http_etag_listed(w->if_none_match, w->etag)) {
+        w->not_modified = 1; /* the client's copy is these bytes: nothing to read */
+        return;
+    }
+    char why[256] = "";
+    int status = registry_blob_open(w->ctx->reg, w->info.sha256, &w->blob, &w->size, why,
+                                    sizeof why);
+    w->e = registry_error(status, why, w->msg, sizeof w->msg);
+}
+
+/* The response of an opened file_work (NULL when out of memory): 304 when
+ * the client's copy is these bytes, else the bytes, streamed. */
+static struct MHD_Response *file_response(file_work *w)
+{
+    struct MHD_Response *r = NULL; /* owned: returned */
+    if (w->not_modified) {
         r = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
-        *code = MHD_HTTP_NOT_MODIFIED;
     } else {
-        /* Streamed: each piece is read from the registry as the client takes
-         * it, on the blob's own connection (no lock, no copy of the whole). */
-        char why[256] = "";
-        registry_blob *blob = NULL; /* owned: handed to the response */
-        size_t len = 0;
-        int status = registry_blob_open(ctx->reg, info.sha256, &blob, &len, why, sizeof why);
-        if ((e = registry_error(status, why, msg, msglen)) != HTTP_ERR_NONE)
-            return e;
-        r = MHD_create_response_from_callback(len, 64 * 1024, blob_read_cb, blob, blob_free_cb);
+        download *dl = calloc(1, sizeof *dl); /* owned: handed to the response */
+        if (!dl)
+            return NULL;
+        dl->task.run = download_fetch_run;
+        dl->task.conn = w->task.conn;
+        dl->io = w->ctx->registry_io;
+        dl->size = w->size;
+        dl->blob = w->blob;
+        w->blob = NULL;
+        /* MHD's buffer is 64 KiB; the registry holds at most a piece. */
+        r = MHD_create_response_from_callback(dl->size, 64 * 1024, download_read, dl,
+                                              download_free);
         if (!r) {
-            registry_blob_close(blob);
-            return HTTP_ERR_NONE;
+            download_free(dl);
+            return NULL;
         }
+        char disposition[200];
+        snprintf(disposition, sizeof disposition,
+                 "attachment; filename=\"%s-v%" PRId64 ".safetensors\"", w->info.model,
+                 w->info.version);
         if (MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE,
                                     "application/octet-stream") != MHD_YES ||
             MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_DISPOSITION, disposition) !=
                 MHD_YES) {
             MHD_destroy_response(r);
-            return HTTP_ERR_NONE;
+            return NULL;
         }
     }
     if (!r)
-        return HTTP_ERR_NONE;
+        return NULL;
     /* The bytes of a version never change, so the tag is the content hash. */
-    if (MHD_add_response_header(r, MHD_HTTP_HEADER_ETAG, etag) != MHD_YES ||
-        MHD_add_response_header(r, "X-Model", info.model) != MHD_YES ||
+    char version_str[32];
+    snprintf(version_str, sizeof version_str, "%" PRId64, w->info.version);
+    if (MHD_add_response_header(r, MHD_HTTP_HEADER_ETAG, w->etag) != MHD_YES ||
+        MHD_add_response_header(r, "X-Model", w->info.model) != MHD_YES ||
         MHD_add_response_header(r, "X-Model-Version", version_str) != MHD_YES) {
         MHD_destroy_response(r);
-        return HTTP_ERR_NONE;
+        return NULL;
     }
-    *resp = r;
-    return HTTP_ERR_NONE;
+    return r;
 }
 
+/* First call: the name checked here, the rest admitted to the registry's
+ * I/O pool; second call (after the resume): the answer. */
 enum MHD_Result api_models_get_version_file(http_ctx *ctx, struct MHD_Connection *c,
                                             http_request *req)
 {
+    file_work *w = req->work;
+    if (w) {
+        if (w->e != HTTP_ERR_NONE)
+            return http_send_error(c, w->e, "%s", w->msg);
+        struct MHD_Response *resp = file_response(w); /* owned: destroyed after queueing */
+        if (!resp)
+            return MHD_NO; /* out of memory building it: drop the connection */
+        enum MHD_Result ret =
+            MHD_queue_response(c, w->not_modified ? MHD_HTTP_NOT_MODIFIED : MHD_HTTP_OK, resp);
+        MHD_destroy_response(resp);
+        return ret;
+    }
     char msg[HTTP_MESSAGE_MAX];
-    struct MHD_Response *resp = NULL; /* owned: destroyed after queueing */
-    unsigned int code = MHD_HTTP_OK;
-    http_error e = version_file(ctx, c, req, &resp, &code, msg, sizeof msg);
+    const char *name;
+    http_error e = model_param(req, &name, msg, sizeof msg);
     if (e != HTTP_ERR_NONE)
         return http_send_error(c, e, "%s", msg);
-    if (!resp)
-        return MHD_NO; /* out of memory building it: drop the connection */
-    enum MHD_Result ret = MHD_queue_response(c, code, resp);
-    MHD_destroy_response(resp);
-    return ret;
+    w = calloc(1, sizeof *w); /* owned by req: freed by file_work_free */
+    if (!w)
+        return MHD_NO;
+    const char *inm = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_IF_NONE_MATCH);
+    if (inm && !(w->if_none_match = strdup(inm))) {
+        free(w);
+        return MHD_NO;
+    }
+    w->ctx = ctx;
+    w->req = req;
+    return admit_work(ctx->registry_io, c, req, &w->task, file_open_run, file_work_free);
 }
 
 /* ---- POST /models/{name}/checkpoints ---------------------------------- */
@@ -594,55 +699,103 @@ enum MHD_Result api_models_post_checkpoint(http_ctx *ctx, struct MHD_Connection 
     w = calloc(1, sizeof *w); /* owned by req: freed by work_free */
     if (!w)
         return MHD_NO;
-    w->task.run = upload_run;
-    w->task.conn = c;
     w->ctx = ctx;
     w->req = req;
     snprintf(w->claimed, sizeof w->claimed, "%s", claimed ? claimed : "");
-    req->work = w;
-    req->work_free = free;
-    return compute_pool_admit(ctx->uploads, &w->task);
+    return admit_work(ctx->uploads, c, req, &w->task, upload_run, free);
+}
+
+/* ---- registry writes: on the registry's I/O pool ---------------------- */
+
+/* A write between its admission and its answer. A commit is an fsync, and
+ * may wait for another process's lock on the file (busy_timeout) or for
+ * another replica's on PostgreSQL: seconds that must not hold a polling
+ * thread, so the write runs on the registry's I/O pool with the
+ * connection suspended, as uploads do on theirs. What can be refused
+ * (names, the body) is refused first, where the request arrived. */
+typedef struct registry_write {
+    compute_task task;        /* first: the I/O pool's view */
+    http_ctx *ctx;
+    const http_request *req;  /* borrowed: its params live as long as the request */
+    http_error (*write)(struct registry_write *w); /* on the pool: fills msg */
+    int64_t version;          /* what the request names or sets */
+    http_error e;
+    char msg[HTTP_MESSAGE_MAX];
+} registry_write;
+
+static void registry_write_run(compute_task *t)
+{
+    registry_write *w = (registry_write *)t;
+    w->e = w->write(w);
+}
+
+/* Admits write(w) with version on the I/O pool; the second call finds
+ * req->work done. */
+static enum MHD_Result write_admit(http_ctx *ctx, struct MHD_Connection *c, http_request *req,
+                                   http_error (*write)(registry_write *w), int64_t version)
+{
+    registry_write *w = calloc(1, sizeof *w); /* owned by req: freed by work_free */
+    if (!w)
+        return MHD_NO;
+    w->ctx = ctx;
+    w->req = req;
+    w->write = write;
+    w->version = version;
+    return admit_work(ctx->registry_io, c, req, &w->task, registry_write_run, free);
 }
 
 /* ---- DELETE /models/{name}/versions/{v} ------------------------------- */
 
-static http_error version_delete(http_ctx *ctx, const http_request *req, char *msg,
-                                 size_t msglen)
+static http_error version_delete_params(const http_request *req, int64_t *version, char *msg,
+                                        size_t msglen)
 {
     const char *name;
     http_error e = model_param(req, &name, msg, msglen);
     if (e != HTTP_ERR_NONE)
         return e;
-    int64_t version;
-    if (parse_version_number(req->params[1], &version)) {
+    if (parse_version_number(req->params[1], version)) {
         snprintf(msg, msglen, "a version to delete is named by its number, not an alias");
         return HTTP_ERR_BAD_REQUEST;
     }
+    return HTTP_ERR_NONE;
+}
+
+static http_error version_delete(registry_write *w)
+{
     /* Requests holding this model keep their model_cache handle: the cache
      * frees a model only on its last release, whatever the registry does. */
     char why[256] = "";
+    const char *name = w->req->params[0];
     registry_checkpoint gone = {0};
-    int status = registry_get_checkpoint(ctx->reg, name, version, &gone, why, sizeof why);
+    int status = registry_get_checkpoint(w->ctx->reg, name, w->version, &gone, why, sizeof why);
     if (!status)
-        status = registry_delete_version(ctx->reg, name, version, why, sizeof why);
+        status = registry_delete_version(w->ctx->reg, name, w->version, why, sizeof why);
     if (!status)
-        model_cache_forget(ctx->cache, gone.info.sha256);
+        model_cache_forget(w->ctx->cache, gone.info.sha256);
     registry_free_checkpoint(&gone);
-    return registry_error(status, why, msg, msglen);
+    return registry_error(status, why, w->msg, sizeof w->msg);
 }
 
 enum MHD_Result api_models_delete_version(http_ctx *ctx, struct MHD_Connection *c,
                                           http_request *req)
 {
+    registry_write *w = req->work;
+    if (w)
+        return reply_empty(c, w->e, w->msg, MHD_HTTP_NO_CONTENT);
     char msg[HTTP_MESSAGE_MAX];
-    http_error e = version_delete(ctx, req, msg, sizeof msg);
-    return reply_empty(c, e, msg, MHD_HTTP_NO_CONTENT);
+    int64_t version = 0;
+    http_error e = version_delete_params(req, &version, msg, sizeof msg);
+    if (e != HTTP_ERR_NONE)
+        return http_send_error(c, e, "%s", msg);
+    return write_admit(ctx, c, req, version_delete, version);
 }
 
 /* ---- PUT and DELETE /models/{name}/aliases/{alias} -------------------- */
 
-static http_error alias_put(http_ctx *ctx, struct MHD_Connection *c, const http_request *req,
-                            cJSON **out, char *msg, size_t msglen)
+/* The PUT's path and body: *version is what the alias is to name. */
+static http_error alias_put_params(http_ctx *ctx, struct MHD_Connection *c,
+                                   const http_request *req, int64_t *version, char *msg,
+                                   size_t msglen)
 {
     const char *name;
     http_error e = model_param(req, &name, msg, msglen);
@@ -656,17 +809,15 @@ static http_error alias_put(http_ctx *ctx, struct MHD_Connection *c, const http_
                  "the body is JSON, {\"version\": N}: send Content-Type: application/json");
         return HTTP_ERR_UNSUPPORTED_MEDIA;
     }
-    const char *alias = req->params[1];
     cJSON *body = req->body ? cJSON_ParseWithLengthOpts(req->body, req->body_len, NULL, 0)
                             : NULL; /* owned: freed below */
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(body, "version");
-    int64_t version = 0;
     int ok = 0;
     if (cJSON_IsNumber(v) && v->valuedouble >= 1 && v->valuedouble <= (double)((int64_t)1 << 53) &&
         v->valuedouble == (double)(int64_t)v->valuedouble) {
-        version = (int64_t)v->valuedouble;
+        *version = (int64_t)v->valuedouble;
         ok = 1;
-    } else if (cJSON_IsString(v) && !parse_version_number(v->valuestring, &version)) {
+    } else if (cJSON_IsString(v) && !parse_version_number(v->valuestring, version)) {
         ok = 1;
     }
     cJSON_Delete(body);
@@ -674,46 +825,65 @@ static http_error alias_put(http_ctx *ctx, struct MHD_Connection *c, const http_
         snprintf(msg, msglen, "the body must be {\"version\": N} with N a version number");
         return HTTP_ERR_BAD_REQUEST;
     }
+    return HTTP_ERR_NONE;
+}
+
+static http_error alias_set(registry_write *w)
+{
     char why[256] = "";
-    int status = registry_set_alias(ctx->reg, name, alias, version, why, sizeof why);
-    if ((e = registry_error(status, why, msg, msglen)) != HTTP_ERR_NONE)
-        return e;
-    cJSON *root = cJSON_CreateObject(); /* owned: handed to *out */
-    if (root && (!cJSON_AddStringToObject(root, "model", name) ||
-                 !cJSON_AddStringToObject(root, "alias", alias) ||
-                 !cJSON_AddNumberToObject(root, "version", (double)version))) {
+    int status = registry_set_alias(w->ctx->reg, w->req->params[0], w->req->params[1],
+                                    w->version, why, sizeof why);
+    return registry_error(status, why, w->msg, sizeof w->msg);
+}
+
+/* The PUT's answer: what the alias names now. */
+static enum MHD_Result alias_put_reply(struct MHD_Connection *c, const registry_write *w)
+{
+    if (w->e != HTTP_ERR_NONE)
+        return http_send_error(c, w->e, "%s", w->msg);
+    cJSON *root = cJSON_CreateObject(); /* owned: handed to reply_json */
+    if (root && (!cJSON_AddStringToObject(root, "model", w->req->params[0]) ||
+                 !cJSON_AddStringToObject(root, "alias", w->req->params[1]) ||
+                 !cJSON_AddNumberToObject(root, "version", (double)w->version))) {
         cJSON_Delete(root);
         root = NULL; /* sent as nothing: the connection drops */
     }
-    *out = root;
-    return HTTP_ERR_NONE;
+    return reply_json(c, HTTP_ERR_NONE, "", MHD_HTTP_OK, root);
 }
 
 enum MHD_Result api_models_put_alias(http_ctx *ctx, struct MHD_Connection *c, http_request *req)
 {
+    registry_write *w = req->work;
+    if (w)
+        return alias_put_reply(c, w);
     char msg[HTTP_MESSAGE_MAX];
-    cJSON *root = NULL;
-    http_error e = alias_put(ctx, c, req, &root, msg, sizeof msg);
-    return reply_json(c, e, msg, MHD_HTTP_OK, root);
+    int64_t version = 0;
+    http_error e = alias_put_params(ctx, c, req, &version, msg, sizeof msg);
+    if (e != HTTP_ERR_NONE)
+        return http_send_error(c, e, "%s", msg);
+    return write_admit(ctx, c, req, alias_set, version);
 }
 
-static http_error alias_delete(http_ctx *ctx, const http_request *req, char *msg, size_t msglen)
+static http_error alias_unset(registry_write *w)
 {
-    const char *name;
-    http_error e = model_param(req, &name, msg, msglen);
-    if (e == HTTP_ERR_NONE)
-        e = alias_param(req, msg, msglen);
-    if (e != HTTP_ERR_NONE)
-        return e;
     char why[256] = "";
-    int status = registry_delete_alias(ctx->reg, name, req->params[1], why, sizeof why);
-    return registry_error(status, why, msg, msglen);
+    int status = registry_delete_alias(w->ctx->reg, w->req->params[0], w->req->params[1], why,
+                                       sizeof why);
+    return registry_error(status, why, w->msg, sizeof w->msg);
 }
 
 enum MHD_Result api_models_delete_alias(http_ctx *ctx, struct MHD_Connection *c,
                                         http_request *req)
 {
+    registry_write *w = req->work;
+    if (w)
+        return reply_empty(c, w->e, w->msg, MHD_HTTP_NO_CONTENT);
     char msg[HTTP_MESSAGE_MAX];
-    http_error e = alias_delete(ctx, req, msg, sizeof msg);
-    return reply_empty(c, e, msg, MHD_HTTP_NO_CONTENT);
+    const char *name;
+    http_error e = model_param(req, &name, msg, sizeof msg);
+    if (e == HTTP_ERR_NONE)
+        e = alias_param(req, msg, sizeof msg);
+    if (e != HTTP_ERR_NONE)
+        return http_send_error(c, e, "%s", msg);
+    return write_admit(ctx, c, req, alias_unset, 0);
 }

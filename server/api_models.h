@@ -20,6 +20,16 @@
  * the uploads pool (http_ctx.uploads, one thread), with the connection
  * suspended meanwhile, so a large upload never stalls other requests.
  *
+ * What waits for the registry's database runs on the registry's I/O pool
+ * (http_ctx.registry_io), the connection suspended: a download's lookup
+ * and its first piece, each later piece of a PostgreSQL checkpoint (pieces
+ * of REGISTRY_BLOB_PIECE: a download holds one, whatever the checkpoint's
+ * size; SQLite's pieces are read from the file where MHD asks for them),
+ * and every write (alias PUT and DELETE, version DELETE: a commit is an
+ * fsync, and may wait for another process's lock). A checkpoint deleted
+ * during its PostgreSQL download ends the response short (the connection
+ * closes before Content-Length); no byte of anything else is sent.
+ *
  * Authorisation is decided by the transport (http_server.c, api_auth.h)
  * before the body is read; these handlers do not look at tokens.
  */

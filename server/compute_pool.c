@@ -221,6 +221,27 @@ void compute_pool_free(compute_pool *p)
     free(p);
 }
 
+/* Suspends t's connection and queues t; under the lock, the pool not
+ * stopping. */
+static void enqueue_locked(compute_pool *p, compute_task *t)
+{
+    p->in_flight++;
+    /* Suspended before a compute thread can see t, so the resume always
+     * follows the suspend. */
+    MHD_suspend_connection(t->conn);
+    t->next = NULL;
+    p->queued++;
+    t->admitted = p->max_delay_us > 0 ? util_mono_s() : 0.0;
+    if (p->tail)
+        p->tail->next = t;
+    else
+        p->head = t;
+    p->tail = t;
+    pthread_cond_signal(&p->wake);
+    if (p->max_delay_us > 0)
+        pthread_cond_broadcast(&p->arrived);
+}
+
 enum MHD_Result compute_pool_admit(compute_pool *p, compute_task *t)
 {
     pthread_mutex_lock(&p->lock);
@@ -237,23 +258,19 @@ enum MHD_Result compute_pool_admit(compute_pool *p, compute_task *t)
                                            "%d %s are already queued or running; retry shortly",
                                            limit, p->what);
     }
-    p->in_flight++;
-    /* Suspended before a compute thread can see t, so the resume always
-     * follows the suspend. */
-    MHD_suspend_connection(t->conn);
-    t->next = NULL;
-    p->queued++;
-    t->admitted = p->max_delay_us > 0 ? util_mono_s() : 0.0;
-    if (p->tail)
-        p->tail->next = t;
-    else
-        p->head = t;
-    p->tail = t;
-    pthread_cond_signal(&p->wake);
-    if (p->max_delay_us > 0)
-        pthread_cond_broadcast(&p->arrived);
+    enqueue_locked(p, t);
     pthread_mutex_unlock(&p->lock);
     return MHD_YES;
+}
+
+int compute_pool_continue(compute_pool *p, compute_task *t)
+{
+    pthread_mutex_lock(&p->lock);
+    int stopping = p->stopping;
+    if (!stopping)
+        enqueue_locked(p, t);
+    pthread_mutex_unlock(&p->lock);
+    return stopping ? -1 : 0;
 }
 
 compute_pool_status compute_pool_set_batching(compute_pool *p, int max_batch,

@@ -99,6 +99,15 @@ void compute_pool_free(compute_pool *p);
 /* Admits t (t->run and t->conn set) and returns MHD_YES with the connection
  * suspended, or queues 429 / 503 on t->conn and returns what queueing did. */
 enum MHD_Result compute_pool_admit(compute_pool *p, compute_task *t);
+/* The next step of work admitted before, queued like compute_pool_admit
+ * but past the limit too and with nothing queued on the connection: for a
+ * response already under way (a download's next piece, from a content
+ * reader that then returns 0), which a 429 cannot answer. 0 with the
+ * connection suspended, or -1 once the pool is stopping (nothing
+ * suspended: the caller ends the response). Each admitted request has at
+ * most one such step queued at a time, so what waits stays bounded by the
+ * connections. */
+int compute_pool_continue(compute_pool *p, compute_task *t);
 void compute_pool_get_stats(compute_pool *p, compute_pool_stats *out);
 
 /* From run_batch: tasks[i]'s answer is built; its connection is resumed

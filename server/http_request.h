@@ -46,6 +46,8 @@ typedef struct {
     response_cache *responses; /* borrowed by handlers; NULL when --response-cache-mb 0 */
     compute_pool *compute;     /* borrowed: the threads that run model math (api_infer.c) */
     compute_pool *uploads;     /* borrowed: the thread that checks and stores uploads (api_models.c) */
+    compute_pool *registry_io; /* borrowed: threads that wait for the registry's database:
+                                * downloads' pieces and registry writes (api_models.c) */
     data_cache *data;          /* borrowed: data sets GET /interpolate reads images from */
 } http_ctx;
 

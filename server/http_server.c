@@ -652,6 +652,7 @@ server_status server_run(const server_options *o, volatile sig_atomic_t *stop, c
     response_cache *responses = NULL; /* owned: freed at end */
     compute_pool *compute = NULL;     /* owned: stopped and freed at end */
     compute_pool *uploads = NULL;     /* owned: stopped and freed at end */
+    compute_pool *registry_io = NULL; /* owned: stopped and freed at end */
     data_cache *data = NULL;          /* owned: freed at end */
     api_jobs *jobs = NULL;            /* owned: freed at end */
     struct MHD_Daemon *d = NULL;      /* owned: stopped at end */
@@ -713,8 +714,11 @@ server_status server_run(const server_options *o, volatile sig_atomic_t *stop, c
     if (compute_pool_new(threads, (int)threads * COMPUTE_POOL_QUEUE_PER_THREAD,
                          "inference requests", &compute, err, errlen) != COMPUTE_POOL_OK ||
         compute_pool_new(1, o->max_connections, "uploads and job submissions", &uploads, err,
-                         errlen) !=
-            COMPUTE_POOL_OK) {
+                         errlen) != COMPUTE_POOL_OK ||
+        /* Threads that mostly wait (a download's next piece, an fsync'd
+         * write): more than the cores, admitting as many as uploads. */
+        compute_pool_new(4, o->max_connections, "registry requests", &registry_io, err,
+                         errlen) != COMPUTE_POOL_OK) {
         status = SERVER_ERR_NOMEM;
         goto end;
     }
@@ -733,7 +737,7 @@ server_status server_run(const server_options *o, volatile sig_atomic_t *stop, c
     }
     transport.ctx = (http_ctx){.opts = o, .reg = reg, .jobs = jobs, .cache = cache,
                                .responses = responses, .compute = compute, .uploads = uploads,
-                               .data = data};
+                               .registry_io = registry_io, .data = data};
     d = start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG |
                          MHD_ALLOW_SUSPEND_RESUME, o,
                      threads, &addr, &transport);
@@ -782,12 +786,14 @@ end:;
      * with a connection suspended. */
     compute_pool_stop(compute);
     compute_pool_stop(uploads);
+    compute_pool_stop(registry_io);
     if (d)
         MHD_stop_daemon(d);
     if (listen_fd != MHD_INVALID_SOCKET)
         close(listen_fd); /* MHD leaves a quiesced socket to us, after the stop */
     compute_pool_free(compute);
     compute_pool_free(uploads);
+    compute_pool_free(registry_io);
     data_cache_free(data);
     api_jobs_free(jobs);
     if (cache)

@@ -97,30 +97,47 @@ registry_status registry_put_checkpoint(registry *r, const char *model, const ui
 registry_status registry_resolve(registry *r, const char *model, const char *version_or_alias,
                                  registry_checkpoint_info *out, char *err, size_t errlen);
 /* The stored bytes of a checkpoint, *blob owned by the caller (free()).
- * Read through a registry_blob: the registry's lock is not held. */
+ * Read through a registry_blob: the registry's lock is not held, and on
+ * PostgreSQL the bytes come in pieces straight into *blob. */
 registry_status registry_get_blob(registry *r, const char *sha256, uint8_t **blob, size_t *len,
                                   char *err, size_t errlen);
 
 /* The bytes of a checkpoint read in pieces, for a download streamed to a
- * client or a load, on a connection of the blob's own (one of those the
- * registry opened beforehand, given back at close; a new one only when
- * more blobs are open at once): opening and reading never take the
+ * client or a load. SQLite: on a connection of the blob's own (one of those
+ * the registry opened beforehand, given back at close; a new one only when
+ * more blobs are open at once); opening and reading never take the
  * registry's lock (nor wait for a write: WAL), and what is read is the blob
- * as it was when opened, even if it is deleted meanwhile. Close every blob
- * before registry_close.
+ * as it was when opened, even if it is deleted meanwhile. PostgreSQL: one
+ * piece of REGISTRY_BLOB_PIECE bytes at a time is held, fetched by its own
+ * statement (the blob connection, not the registry's lock), so a blob costs
+ * a piece of memory whatever its size; a blob deleted after the open fails
+ * the next fetch with REGISTRY_ERR_NOT_FOUND (bytes never change under one
+ * sha256, so what was read before is still right). Close every blob before
+ * registry_close.
  *
  *     registry_blob *b; size_t size;
  *     if (registry_blob_open(reg, sha256, &b, &size, err, sizeof err)) ...
  *     registry_blob_read(b, offset, buf, n, err, sizeof err);   // offset + n <= size
  *     registry_blob_close(b);                                    // the caller's
  *
+ * A reader that must not wait for the database (a polling thread) asks
+ * first: registry_blob_available(b, offset) is how many bytes from offset
+ * registry_blob_read returns without a query (SQLite: all that is left, a
+ * local file; PostgreSQL: the rest of the piece held, 0 when offset is not
+ * in it), and registry_blob_fetch(b, offset), elsewhere, brings in the
+ * piece holding offset. registry_blob_open of a PostgreSQL blob fetches its
+ * first piece; so it waits for the database too.
+ *
  * One thread at a time per blob. REGISTRY_ERR_NOT_FOUND when no bytes have
  * that sha256. */
 typedef struct registry_blob registry_blob;
+#define REGISTRY_BLOB_PIECE ((size_t)1 << 20)
 registry_status registry_blob_open(registry *r, const char *sha256, registry_blob **out,
                                    size_t *size, char *err, size_t errlen);
 registry_status registry_blob_read(registry_blob *b, size_t offset, void *buf, size_t len,
                                    char *err, size_t errlen);
+size_t registry_blob_available(const registry_blob *b, size_t offset);
+registry_status registry_blob_fetch(registry_blob *b, size_t offset, char *err, size_t errlen);
 size_t registry_blob_size(const registry_blob *b);
 void registry_blob_close(registry_blob *b);
 int64_t registry_count_checkpoints(registry *r);

@@ -480,8 +480,11 @@ struct registry_blob {
     registry *owner;        /* whose blob connections db goes back to */
     sqlite3 *db;            /* owned: this blob's connection, inside a read transaction */
     sqlite3_blob *handle;   /* owned */
-    void *pg_result;        /* owned: the PostgreSQL backend reads the blob whole at open */
-    const uint8_t *bytes;   /* in pg_result */
+    registry_pg *pg;        /* borrowed: the PostgreSQL backend, which reads in pieces */
+    char sha256[65];        /* PostgreSQL: what each piece's statement names */
+    void *piece;            /* owned: the PGresult holding the piece at piece_at */
+    const uint8_t *bytes;   /* in piece */
+    size_t piece_at, piece_len;
     size_t size;
 };
 
@@ -494,12 +497,77 @@ void registry_blob_close(registry_blob *b)
 {
     if (!b)
         return;
-    reg_pg_release_blob(b->pg_result);
+    reg_pg_release_blob(b->piece);
     sqlite3_blob_close(b->handle);
     if (b->db && !sqlite3_get_autocommit(b->db))
         sqlite3_exec(b->db, "COMMIT", NULL, NULL, NULL);
     reg_blob_conn_put(b->owner, b->db);
     free(b);
+}
+
+size_t registry_blob_available(const registry_blob *b, size_t offset)
+{
+    if (offset >= b->size)
+        return 0;
+    if (!b->pg)
+        return b->size - offset;
+    if (!b->piece || offset < b->piece_at || offset >= b->piece_at + b->piece_len)
+        return 0;
+    return b->piece_at + b->piece_len - offset;
+}
+
+registry_status registry_blob_fetch(registry_blob *b, size_t offset, char *err, size_t errlen)
+{
+    if (!b->pg || registry_blob_available(b, offset))
+        return REGISTRY_OK;
+    if (offset >= b->size) {
+        util_set_err(err, errlen, "read at %zu past the %zu bytes of the checkpoint", offset,
+                     b->size);
+        return REGISTRY_ERR_ARG;
+    }
+    /* The piece held goes first: a blob never holds two. */
+    reg_pg_release_blob(b->piece);
+    b->piece = NULL;
+    b->bytes = NULL;
+    size_t at = offset - offset % REGISTRY_BLOB_PIECE;
+    size_t want = b->size - at < REGISTRY_BLOB_PIECE ? b->size - at : REGISTRY_BLOB_PIECE;
+    size_t n = 0, total = 0;
+    int status = reg_pg_fetch_piece(b->pg, b->sha256, at, want, &b->piece, &b->bytes, &n, &total,
+                                    err, errlen);
+    if (status == REGISTRY_ERR_NOT_FOUND)
+        util_set_err(err, errlen, "the checkpoint bytes %.64s were deleted while being read",
+                     b->sha256);
+    if (!status && (total != b->size || n != want)) {
+        util_set_err(err, errlen, "the checkpoint bytes %.64s changed size while being read",
+                     b->sha256);
+        status = REGISTRY_ERR_DB;
+    }
+    if (status) {
+        reg_pg_release_blob(b->piece);
+        b->piece = NULL;
+        b->bytes = NULL;
+        return status;
+    }
+    b->piece_at = at;
+    b->piece_len = n;
+    return REGISTRY_OK;
+}
+
+/* The PostgreSQL side of registry_blob_open: the first piece, and the size. */
+static registry_status blob_open_pg(registry_blob *b, const char *sha256, char *err,
+                                    size_t errlen)
+{
+    snprintf(b->sha256, sizeof b->sha256, "%.64s", sha256);
+    size_t n = 0;
+    int status = reg_pg_fetch_piece(b->pg, b->sha256, 0, REGISTRY_BLOB_PIECE, &b->piece,
+                                    &b->bytes, &n, &b->size, err, errlen);
+    if (!status && n != (b->size < REGISTRY_BLOB_PIECE ? b->size : REGISTRY_BLOB_PIECE)) {
+        util_set_err(err, errlen, "the checkpoint bytes %.64s are shorter than they say",
+                     b->sha256);
+        status = REGISTRY_ERR_DB;
+    }
+    b->piece_len = n;
+    return status;
 }
 
 registry_status registry_blob_open(registry *r, const char *sha256, registry_blob **out,
@@ -518,9 +586,9 @@ registry_status registry_blob_open(registry *r, const char *sha256, registry_blo
     }
     int status = REGISTRY_ERR_DB;
     if (r->pg) {
-        status = reg_pg_fetch_blob(r->pg, sha256, &b->pg_result, &b->bytes, &b->size, err, errlen);
-        if (status) {
-            free(b);
+        b->pg = r->pg;
+        if ((status = blob_open_pg(b, sha256, err, errlen))) {
+            registry_blob_close(b);
             return status;
         }
         *out = b;
@@ -576,8 +644,19 @@ registry_status registry_blob_read(registry_blob *b, size_t offset, void *buf, s
                      offset, b->size);
         return REGISTRY_ERR_ARG;
     }
-    if (b->bytes) {
-        memcpy(buf, b->bytes + offset, len);
+    if (b->pg) {
+        for (uint8_t *to = buf; len;) {
+            size_t n = registry_blob_available(b, offset);
+            int status = n ? REGISTRY_OK : registry_blob_fetch(b, offset, err, errlen);
+            if (status)
+                return status;
+            n = registry_blob_available(b, offset);
+            n = n < len ? n : len;
+            memcpy(to, b->bytes + (offset - b->piece_at), n);
+            to += n;
+            offset += n;
+            len -= n;
+        }
         return REGISTRY_OK;
     }
     if (len && sqlite3_blob_read(b->handle, buf, (int)len, (int)offset) != SQLITE_OK) {
@@ -592,8 +671,8 @@ registry_status registry_get_blob(registry *r, const char *sha256, uint8_t **blo
 {
     *blob = NULL;
     *len = 0;
-    if (r->pg)
-        return reg_pg_get_blob(r->pg, sha256, blob, len, err, errlen);
+    /* PostgreSQL too: piece by piece into the copy, so a load holds the
+     * checkpoint once (and a piece), not libpq's copy beside it. */
     registry_blob *b = NULL; /* owned here */
     size_t n = 0;
     int status = registry_blob_open(r, sha256, &b, &n, err, errlen);

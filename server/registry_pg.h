@@ -52,13 +52,14 @@ registry_status reg_pg_put_checkpoint(registry_pg *p, const char *model, const u
                                       size_t errlen);
 registry_status reg_pg_resolve(registry_pg *p, const char *model, const char *version_or_alias,
                                registry_checkpoint_info *out, char *err, size_t errlen);
-/* The whole blob, malloc'd (*blob owned by the caller). */
-registry_status reg_pg_get_blob(registry_pg *p, const char *sha256, uint8_t **blob, size_t *len,
-                                char *err, size_t errlen);
-/* The whole blob where libpq received it, not copied: *bytes (*len of them)
- * stay valid until reg_pg_release_blob(*handle), the caller's. */
-registry_status reg_pg_fetch_blob(registry_pg *p, const char *sha256, void **handle,
-                                  const uint8_t **bytes, size_t *len, char *err, size_t errlen);
+/* At most len bytes of the blob from offset, where libpq received them,
+ * not copied: *bytes (*n of them: len, or what is left past offset) stay
+ * valid until reg_pg_release_blob(*handle), the caller's; *total is the
+ * whole blob's size. One statement on the blob connection: a slice of the
+ * stored value, read without the rest of it (schema/pg/002). */
+registry_status reg_pg_fetch_piece(registry_pg *p, const char *sha256, size_t offset, size_t len,
+                                   void **handle, const uint8_t **bytes, size_t *n,
+                                   size_t *total, char *err, size_t errlen);
 void reg_pg_release_blob(void *handle);
 registry_status reg_pg_list_models(registry_pg *p, registry_model_info **models, size_t *count,
                                    char *err, size_t errlen);

@@ -350,17 +350,28 @@ registry_status reg_pg_resolve(registry_pg *p, const char *model, const char *ve
     return status;
 }
 
-registry_status reg_pg_fetch_blob(registry_pg *p, const char *sha256, void **handle,
-                                  const uint8_t **bytes, size_t *len, char *err, size_t errlen)
+registry_status reg_pg_fetch_piece(registry_pg *p, const char *sha256, size_t offset, size_t len,
+                                   void **handle, const uint8_t **bytes, size_t *n,
+                                   size_t *total, char *err, size_t errlen)
 {
     *handle = NULL;
     *bytes = NULL;
-    *len = 0;
+    *n = *total = 0;
+    /* A bytea is at most 1 GB: positions and lengths fit an integer. */
+    if (offset > INT32_MAX - 1)
+        offset = INT32_MAX - 1;
+    if (len > (size_t)INT32_MAX - offset)
+        len = (size_t)INT32_MAX - offset;
     reg_pg_params ps = {0};
     reg_pg_text(&ps, sha256);
+    reg_pg_int(&ps, (int64_t)offset + 1); /* SQL counts from 1 */
+    reg_pg_int(&ps, (int64_t)len);
     PGresult *res = NULL; /* owned by the caller via *handle */
-    int status = reg_pg_query_blob(p, "SELECT data FROM blobs WHERE sha256 = $1", &ps, &res, err,
-                                   errlen, "reading checkpoint bytes");
+    int status = reg_pg_query_blob(p,
+                                   "SELECT octet_length(data)::text, "
+                                   "substring(data FROM $2::integer FOR $3::integer) "
+                                   "FROM blobs WHERE sha256 = $1",
+                                   &ps, &res, err, errlen, "reading checkpoint bytes");
     if (status)
         return status;
     if (PQntuples(res) != 1) {
@@ -369,38 +380,15 @@ registry_status reg_pg_fetch_blob(registry_pg *p, const char *sha256, void **han
         return REGISTRY_ERR_NOT_FOUND;
     }
     *handle = res;
-    *bytes = (const uint8_t *)PQgetvalue(res, 0, 0);
-    *len = (size_t)PQgetlength(res, 0, 0);
+    *total = (size_t)strtoull(PQgetvalue(res, 0, 0), NULL, 10);
+    *bytes = (const uint8_t *)PQgetvalue(res, 0, 1);
+    *n = (size_t)PQgetlength(res, 0, 1);
     return REGISTRY_OK;
 }
 
 void reg_pg_release_blob(void *handle)
 {
     PQclear(handle);
-}
-
-registry_status reg_pg_get_blob(registry_pg *p, const char *sha256, uint8_t **blob, size_t *len,
-                                char *err, size_t errlen)
-{
-    *blob = NULL;
-    *len = 0;
-    void *res = NULL; /* owned: released below */
-    const uint8_t *bytes = NULL;
-    size_t n = 0;
-    int status = reg_pg_fetch_blob(p, sha256, &res, &bytes, &n, err, errlen);
-    if (status)
-        return status;
-    uint8_t *copy = malloc(n ? n : 1); /* owned by the caller via *blob */
-    if (copy)
-        memcpy(copy, bytes, n);
-    reg_pg_release_blob(res);
-    if (!copy) {
-        util_set_err(err, errlen, "out of memory reading %zu bytes of checkpoint", n);
-        return REGISTRY_ERR_NOMEM;
-    }
-    *blob = copy;
-    *len = n;
-    return REGISTRY_OK;
 }
 
 int64_t reg_pg_count_checkpoints(registry_pg *p)

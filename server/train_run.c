@@ -72,13 +72,14 @@ static train_run_status count_classes(train_run *r, char *err, size_t errlen)
 }
 
 /* With ranks the test split, or the held-out images, are evaluated in
- * blocks when each block holds at least the final IWAE bound's images
- * (test_in_blocks): a rank other than 0 then reads only its block; rank 0
- * reads the whole set, which its evaluation at the end (train_run_evaluate,
- * rank 0 alone) covers. */
+ * blocks, one per rank, when there is an image for every rank
+ * (test_in_blocks): each rank then reads only its block, after every epoch
+ * and at the end (train_run_evaluate); else every rank holds the whole
+ * set. */
+#define TEST_BLOCK_MIN 1
 static int test_in_blocks(int n_test, const trainer_dist *dist)
 {
-    return n_test / dist->size >= EVAL_TRAIN_IWAE_IMAGES;
+    return n_test / dist->size >= TEST_BLOCK_MIN;
 }
 
 /* With ranks: the test split as test_in_blocks says. No test split
@@ -91,8 +92,7 @@ static train_run_status load_test_part(train_run *r, const char *root, const tra
     if (data_sets_source(root, r->o.data, DATA_SETS_TEST, &src, images, labels, sizeof images))
         return TRAIN_RUN_OK;
     dataset_shard_spec spec = {.klass = r->o.klass, .rank = dist->rank, .size = dist->size,
-                               .held_all = 1,
-                               .held_block = dist->rank ? EVAL_TRAIN_IWAE_IMAGES : 0};
+                               .held_all = 1, .held_block = TEST_BLOCK_MIN};
     dataset none; /* the training images of a test split: none */
     dataset_shard_info info;
     vae_status rc = dataset_load_shard(&src, &spec, &none, &r->test, &info, why, sizeof why);
@@ -121,8 +121,8 @@ static train_run_status load_data(train_run *r, char *err, size_t errlen)
     char why[256];
     /* with ranks, each reads only its shard of the training images (class,
      * limit and a validation split applied from the index of the source, so
-     * before any image is read) and, but rank 0, its block of the test split
-     * or of the held-out images (test_in_blocks) */
+     * before any image is read) and its block of the test split or of the
+     * held-out images (test_in_blocks) */
     char images[PATH_MAX], labels[PATH_MAX];
     dataset_source src;
     int n_file, h, w;
@@ -139,7 +139,7 @@ static train_run_status load_data(train_run *r, char *err, size_t errlen)
         dataset_shard_spec spec = {.klass = o->klass, .limit = o->limit,
                                    .val_split = r->have_test ? 0.0 : o->val_split,
                                    .seed = o->cfg.seed, .rank = dist->rank, .size = dist->size,
-                                   .held_block = dist->rank ? EVAL_TRAIN_IWAE_IMAGES : 0};
+                                   .held_block = TEST_BLOCK_MIN};
         dataset_shard_info info;
         if (dataset_load_shard(&src, &spec, &r->train, spec.val_split > 0.0 ? &r->test : NULL,
                                &info, why, sizeof why)) {
@@ -194,6 +194,8 @@ static train_run_status load_data(train_run *r, char *err, size_t errlen)
     if (!r->sharded)
         r->n_test = r->test.n;
     r->info.n_test = r->have_test ? r->n_test : 0;
+    r->info.test_first = r->have_test ? r->test_first : 0;
+    r->info.test_held = r->have_test ? r->test.n : 0;
     return TRAIN_RUN_OK;
 }
 
@@ -415,9 +417,22 @@ const eval_result *train_run_evaluate(train_run *r)
     trainer_free(r->t);
     r->t = NULL;
     char why[384];
-    r->evaluated = eval_run_iwae_images(&r->model, r->have_test ? &r->test : &r->train,
-                                        r->o.iwae_k, EVAL_TRAIN_IWAE_IMAGES, r->model.cfg.seed,
-                                        &r->er, why, sizeof why) == VAE_OK;
+    /* with ranks each evaluates what it holds: its block of the test set, or
+     * the whole set, or (without one) its shard of the training images */
+    const trainer_dist *dist = trainer_dist_active(r->o.dist) ? r->o.dist : NULL;
+    const dataset *d = r->have_test ? &r->test : &r->train;
+    trainer_dist_part part = {.kind = TRAINER_DIST_STRIDED, .n_all = d->n};
+    if (dist && !r->have_test) {
+        part = (trainer_dist_part){.kind = TRAINER_DIST_SHARD, .n_all = r->info.n_train};
+    } else if (dist && r->sharded && test_in_blocks(r->n_test, dist)) {
+        int64_t n = r->n_test;
+        part = (trainer_dist_part){.kind = TRAINER_DIST_BLOCK, .n_all = r->n_test,
+                                   .first = r->test_first,
+                                   .lo = (int)(n * dist->rank / dist->size),
+                                   .hi = (int)(n * (dist->rank + 1) / dist->size)};
+    }
+    r->evaluated = eval_run_part(&r->model, d, &part, dist, r->o.iwae_k, EVAL_TRAIN_IWAE_IMAGES,
+                                 r->model.cfg.seed, &r->er, why, sizeof why) == VAE_OK;
     r->metrics_json = checkpoint_metrics_json(r->history, n, r->evaluated ? &r->er : NULL);
     return r->evaluated ? &r->er : NULL;
 }

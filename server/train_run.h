@@ -92,9 +92,11 @@ typedef struct {
     const atomic_int *cancel; /* non-zero: stop before the next step; may be NULL */
     /* Data parallel over processes (engine/trainer_dist.h), NULL: one. Every
      * rank runs the same options through train_run_new and train_run_epochs;
-     * each keeps its shard of the training images, and rank 0 alone reads
-     * and writes resume_path, evaluates the test set after each epoch and is
-     * the one to call train_run_evaluate, _write_file and _register. The
+     * each keeps its shard of the training images and its block of the test
+     * set (or of the held-out images; the whole set when it has fewer images
+     * than ranks), every rank evaluates its part after each epoch and in
+     * train_run_evaluate (collective: every rank calls it), and rank 0 alone
+     * reads and writes resume_path and calls _write_file and _register. The
      * ranks first agree that they run the same run (the model config, the
      * data and its size, class, limit, split and meta), else every rank's
      * train_run_new fails, TRAIN_RUN_ERR_ARG. */
@@ -104,6 +106,8 @@ typedef struct {
 /* What train_run_new found. */
 typedef struct {
     int n_train, n_test;        /* images, after class and limit; n_test 0 without a test set */
+    int test_first, test_held;  /* this rank holds test images test_first .. + test_held - 1
+                                   (with ranks, its block; else all n_test) */
     int val_split_unused;       /* val_split was given, but the data has a test split */
     int resumed;                /* the state came from resume_path */
     int epochs_done;            /* by then (from the resume file) */

@@ -693,17 +693,29 @@ int harness_request(int port, const char *method, const char *path, const char *
     return rc;
 }
 
-int harness_send_raw(int port, const void *bytes, size_t len, harness_response *out)
+static int send_and_read(int port, const void *bytes, size_t len, int half_close,
+                         harness_response *out)
 {
     memset(out, 0, sizeof *out);
     int fd = connect_local(port);
     if (fd < 0)
         return -1;
     send_all(fd, bytes, len);
-    shutdown(fd, SHUT_WR); /* no more bytes are coming; lets the server finish */
+    if (half_close)
+        shutdown(fd, SHUT_WR); /* no more bytes are coming; lets the server finish */
     int rc = read_response(fd, 0, out);
     close(fd);
     return rc;
+}
+
+int harness_send_raw(int port, const void *bytes, size_t len, harness_response *out)
+{
+    return send_and_read(port, bytes, len, 1, out);
+}
+
+int harness_send_whole(int port, const void *bytes, size_t len, harness_response *out)
+{
+    return send_and_read(port, bytes, len, 0, out);
 }
 
 void harness_response_free(harness_response *r)

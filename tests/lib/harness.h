@@ -103,8 +103,13 @@ char *harness_daemon_log(const harness_daemon *d);
 int harness_request(int port, const char *method, const char *path, const char *const *headers,
                     const void *body, size_t body_len, harness_response *out);
 /* Sends bytes as they are, then reads and parses whatever comes back until
- * the server closes or the timeout; returns 0 when a response was parsed. */
+ * the server closes or the timeout; returns 0 when a response was parsed.
+ * harness_send_raw then half-closes (for requests the server must see end);
+ * harness_send_whole keeps its side open, as curl does, for complete
+ * requests that a worker answers while the connection is suspended (a FIN
+ * read meanwhile lets libmicrohttpd close without an answer). */
 int harness_send_raw(int port, const void *bytes, size_t len, harness_response *out);
+int harness_send_whole(int port, const void *bytes, size_t len, harness_response *out);
 void harness_response_free(harness_response *r);
 /* Case-insensitive lookup of the first header called name; NULL if none. */
 const char *harness_header(const harness_response *r, const char *name);

@@ -134,20 +134,25 @@ echo "test -ELBO after 2 epochs: 1 process $a, 2 ranks $b"
 python3 -c "import sys; sys.exit(0 if abs($a - $b) <= 0.3 else 1)" \
     || fail "test -ELBO after 2 epochs: 1 process $a, 2 ranks $b"
 
-# MNIST's test split is evaluated in blocks (each rank its 5,000; rank 1
-# reads only its block, rank 0 the whole set for its final evaluation): the
-# epoch's test figures, the IWAE bound and the checkpoint's metrics are one
-# process's
+# MNIST's test split is evaluated in blocks (each rank reads only its 5,000,
+# rank 0 too, for the epochs and for the final evaluation): the epoch's test
+# figures, the active units, the IWAE bound and the checkpoint's metrics are
+# one process's
 iw=(train --data mnist --hidden 64 --latent 8 --seed 3 --batch 64 --limit 640 --epochs 1 --iwae 4)
 "$vaed" "${iw[@]}" --threads 1 --out "$tmp/iw.1.st" >"$tmp/iw.1.log" 2>&1 || fail "IWAE, one process: $(tail -3 "$tmp/iw.1.log")"
 "${mpi[@]}" "$vaed" "${iw[@]}" --out "$tmp/iw.2.st" >"$tmp/iw.2.log" 2>&1 || fail "IWAE, two ranks: $(tail -5 "$tmp/iw.2.log")"
-for what in 'test loss [0-9.]*' 'test IWAE bound .*'; do
+grep -q '^rank 0 holds test images 0 to 4999 of 10000$' "$tmp/iw.2.log" \
+    || fail "rank 0 does not hold only its block of the test split: $(grep -i 'test images' "$tmp/iw.2.log")"
+for what in 'test loss [0-9.]*' '^active units .*' 'test IWAE bound .*'; do
     a=$(grep -o "$what" "$tmp/iw.1.log" | head -1) b=$(grep -o "$what" "$tmp/iw.2.log" | head -1)
     echo "blocks of the test split: 1 process '$a', 2 ranks '$b'"
     [ -n "$a" ] && [ "$a" = "$b" ] || fail "blocks of the test split: 1 process '$a', 2 ranks '$b'"
 done
-# rank 0's final evaluation (the checkpoint's metrics) is over the whole test set
-python3 - "$tmp/iw.1.st" "$tmp/iw.2.st" <<'EOF' || fail "final metrics of 2 ranks differ from one process's"
+# the final evaluation (the checkpoint's metrics) is over the whole test set;
+# its sums cross the ranks as two floats per double (about 48 bits), so 1e-6
+# relative is float rounding, not a different image or draw
+final_metrics() {
+python3 - "$1" "$2" <<'EOF' || fail "$3: final metrics of 2 ranks differ from one process's"
 import json, struct, sys
 def metrics(path):
     raw = open(path, "rb").read()
@@ -156,9 +161,37 @@ def metrics(path):
 a, b = metrics(sys.argv[1]), metrics(sys.argv[2])
 print("final metrics: test loss %.6f / %.6f, active units %d / %d" % (a["test_loss"], b["test_loss"], a["active_units"], b["active_units"]))
 for k in ("test_loss", "test_recon", "test_kl", "test_iwae_nll"):
-    assert abs(a[k] - b[k]) < 1e-3, k
-assert a["active_units"] == b["active_units"]
+    assert abs(a[k] - b[k]) <= 1e-6 * abs(a[k]), k
+for k in ("active_units", "iwae_k", "iwae_images"):
+    assert a[k] == b[k], k
 EOF
+}
+final_metrics "$tmp/iw.1.st" "$tmp/iw.2.st" "MNIST in blocks"
+# 31 held-out images of the PNG folder: the bound's first 256 are all of
+# them, 15 on rank 0 and 16 on rank 1, with dynamic binarisation, so each
+# rank steps over the other's draws
+sm=(train --data "$tmp/png" --hidden 32 --latent 4 --seed 8 --batch 10 --val-split 0.5 --epochs 1
+    --iwae 8 --binarize dynamic)
+"$vaed" "${sm[@]}" --threads 1 --out "$tmp/sm.1.st" >"$tmp/sm.1.log" 2>&1 || fail "PNG IWAE, one process: $(tail -3 "$tmp/sm.1.log")"
+"${mpi[@]}" "$vaed" "${sm[@]}" --out "$tmp/sm.2.st" >"$tmp/sm.2.log" 2>&1 || fail "PNG IWAE, two ranks: $(tail -5 "$tmp/sm.2.log")"
+grep -q '^rank 0 holds test images 0 to 14 of 31$' "$tmp/sm.2.log" \
+    || fail "PNG: rank 0 does not hold only its block: $(grep -i 'test images' "$tmp/sm.2.log")"
+for what in '^active units .*' 'test IWAE bound .*'; do
+    a=$(grep -o "$what" "$tmp/sm.1.log" | head -1) b=$(grep -o "$what" "$tmp/sm.2.log" | head -1)
+    echo "PNG blocks: 1 process '$a', 2 ranks '$b'"
+    [ -n "$a" ] && [ "$a" = "$b" ] || fail "PNG blocks: 1 process '$a', 2 ranks '$b'"
+done
+final_metrics "$tmp/sm.1.st" "$tmp/sm.2.st" "PNG blocks"
+# no test split: the final evaluation is over the training images, each
+# rank taking its shard of them
+nt=(train "${small[@]}" --batch 64 --limit 700 --epochs 1 --iwae 4 --binarize dynamic)
+"$vaed" "${nt[@]}" --threads 1 --out "$tmp/nt.1.st" >"$tmp/nt.1.log" 2>&1 || fail "no test split, one process: $(tail -3 "$tmp/nt.1.log")"
+"${mpi[@]}" "$vaed" "${nt[@]}" --out "$tmp/nt.2.st" >"$tmp/nt.2.log" 2>&1 || fail "no test split, two ranks: $(tail -5 "$tmp/nt.2.log")"
+for what in '^active units .*' 'test IWAE bound .*'; do
+    a=$(grep -o "$what" "$tmp/nt.1.log" | head -1) b=$(grep -o "$what" "$tmp/nt.2.log" | head -1)
+    echo "training images' shards: 1 process '$a', 2 ranks '$b'"
+    [ -n "$a" ] && [ "$a" = "$b" ] || fail "training images' shards: 1 process '$a', 2 ranks '$b'"
+done
 
 # the one rank of mpirun -np 1 trains with one thread, as every rank does
 # (--threads' default is the cores): the bytes of one process's --threads 1

@@ -6,8 +6,12 @@
  * (tests/sh/test_mpi.sh runs the same paths as real MPI ranks). On 1,200
  * MNIST images with free bits, clipping, warm-up, dynamic binarisation and
  * 2 MC samples: 2 ranks end an epoch with the parameters and the test loss
- * of one process (to float rounding), the ranks agree on a run or name what
- * differs, a cancel on one rank stops both at the same step. */
+ * of one process (to float rounding), each holding only its block of the
+ * test set; the final evaluation (eval_run_part) over the ranks' blocks of
+ * the test set and their shards of the training images gives the figures of
+ * the whole sets (active units, the IWAE bound on the first 256 images,
+ * which span both blocks); the ranks agree on a run or name what differs, a
+ * cancel on one rank stops both at the same step. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -23,6 +27,7 @@
 
 #include <cblas.h>
 
+#include "engine/eval.h"
 #include "engine/trainer.h"
 #include "engine/trainer_dist.h"
 
@@ -123,6 +128,9 @@ typedef struct {
     size_t n_params;
     trainer_epoch_metrics m;
     trainer_position pos;
+    /* in blocks: eval_run_part of the test blocks and the training shards,
+     * and eval_run_iwae_images of the whole sets with the same parameters */
+    eval_result test_parts, test_whole, train_parts, train_whole;
 } run;
 
 typedef struct {
@@ -144,8 +152,8 @@ static void on_progress(void *ctx, const trainer_progress *p)
         }                             \
     } while (0)
 
-/* 1: the ranks evaluate the test set in blocks (trainer_set_test_part), rank
- * 1 holding only its block; set before the ranks start */
+/* 1: the ranks evaluate the test set in blocks (trainer_set_test_part), each
+ * holding only its block; set before the ranks start */
 static int test_in_blocks;
 
 static void *run_rank(void *arg)
@@ -169,16 +177,16 @@ static void *run_rank(void *arg)
         r->agree_rc = trainer_dist_agree(dist, 1, r->agree_text, r->err, sizeof r->err);
         if (r->agree_rc) goto end;
     }
-    /* rank k's block: test images 150 k .. 150 k + 149; rank 1 holds only its
-     * block (borrowed from test_set), rank 0 the whole set, as in train_run */
+    /* rank k's block: test images 150 k .. 150 k + 149; each holds only its
+     * block (borrowed from test_set), as in train_run */
     int lo = test_set.n * r->rank / RANKS, hi = test_set.n * (r->rank + 1) / RANKS;
     dataset block = test_set;
     block.pixels += (size_t)lo * dataset_dim(&test_set);
     block.labels += lo;
     block.n = hi - lo;
-    int blocks = dist && test_in_blocks, first = r->rank ? lo : 0;
-    t = trainer_new_dist(&m, dist ? &shard : &train_all, 1200,
-                         blocks && r->rank ? &block : &test_set, dist, r->err, sizeof r->err);
+    int blocks = dist && test_in_blocks, first = lo;
+    t = trainer_new_dist(&m, dist ? &shard : &train_all, 1200, blocks ? &block : &test_set, dist,
+                         r->err, sizeof r->err);
     CHECK(t);
     CHECK(!blocks || trainer_set_test_part(t, first + 1, test_set.n, r->err, sizeof r->err) ==
                          VAE_ERR_ARG); /* what it holds would not cover its block */
@@ -191,6 +199,21 @@ static void *run_rank(void *arg)
     r->n_params = m.n_params;
     CHECK((r->params = malloc(sizeof(float) * m.n_params)));
     memcpy(r->params, m.params, sizeof(float) * m.n_params);
+    if (blocks) {
+        trainer_free(t); /* as train_run_evaluate: the training state first */
+        t = NULL;
+        trainer_dist_part test_part = {.kind = TRAINER_DIST_BLOCK, .n_all = test_set.n,
+                                       .first = lo, .lo = lo, .hi = hi};
+        trainer_dist_part train_part = {.kind = TRAINER_DIST_SHARD, .n_all = 1200};
+        CHECK(eval_run_part(&m, &block, &test_part, dist, 16, 256, c.seed, &r->test_parts,
+                            r->err, sizeof r->err) == VAE_OK);
+        CHECK(eval_run_part(&m, &shard, &train_part, dist, 16, 256, c.seed, &r->train_parts,
+                            r->err, sizeof r->err) == VAE_OK);
+        CHECK(eval_run_iwae_images(&m, &test_set, 16, 256, c.seed, &r->test_whole, r->err,
+                                   sizeof r->err) == VAE_OK);
+        CHECK(eval_run_iwae_images(&m, &train_all, 16, 256, c.seed, &r->train_whole, r->err,
+                                   sizeof r->err) == VAE_OK);
+    }
 end:
     trainer_free(t);
     dataset_free(&shard);
@@ -255,6 +278,24 @@ static void test_two_ranks_train_what_one_process_trains(void **state)
     assert_true(fabs(parts[0].m.test_loss - one.m.test_loss) < 1e-3);
     assert_true(fabs(parts[0].m.test_recon - one.m.test_recon) < 1e-3);
     assert_true(fabs(parts[0].m.test_kl - one.m.test_kl) < 1e-3);
+    /* the final evaluation over the parts: the whole sets' figures; the
+     * bound's per-image values are each one rank's, carried as two floats a
+     * double (about 48 bits) */
+    for (int k = 0; k < RANKS; k++) {
+        const eval_result *got[2] = {&parts[k].test_parts, &parts[k].train_parts};
+        const eval_result *want[2] = {&parts[k].test_whole, &parts[k].train_whole};
+        for (int s = 0; s < 2; s++) {
+            assert_int_equal(got[s]->n, want[s]->n);
+            assert_int_equal(got[s]->iwae_n, 256);
+            assert_int_equal(got[s]->iwae_k, 16);
+            assert_int_equal(got[s]->active_units, want[s]->active_units);
+            assert_true(fabs(got[s]->iwae_nll - want[s]->iwae_nll) <= 1e-9 * want[s]->iwae_nll);
+            /* -ELBO and KL: a batch's sums in float over other batches (about 3e-8) */
+            assert_true(fabs(got[s]->neg_elbo - want[s]->neg_elbo) <= 1e-6 * want[s]->neg_elbo);
+            assert_true(fabs(got[s]->kl - want[s]->kl) <= 1e-6 * want[s]->kl);
+        }
+    }
+    assert_true(parts[0].test_parts.iwae_nll == parts[1].test_parts.iwae_nll);
     for (int k = 0; k < RANKS; k++) free(two[k].params);
     free(one.params);
 }
