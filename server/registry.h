@@ -16,10 +16,10 @@
  * PRAGMA user_version. WAL, busy_timeout and foreign keys are on. Checkpoint
  * bytes are stored once per sha256 as a blob, so a version becomes visible
  * exactly when its transaction commits. A registry may be used from many
- * threads: each write takes the registry's lock; on SQLite, reads run on
- * connections of their own (a few, opened with the registry), so they never
- * wait for a write's commit, nor for another process's write lock that a
- * write waits on. An upload's bytes are written before the lock is taken,
+ * threads: each write takes the registry's lock; reads run on connections
+ * of their own (a few: SQLite's opened with the registry, PostgreSQL's as
+ * reads first overlap), so they never wait for a write's commit, nor for
+ * another process's lock that a write waits on. An upload's bytes are written before the lock is taken,
  * on both backends.
  *
  * Opened with a postgresql:// URL instead of a path, the same calls run on

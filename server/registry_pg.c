@@ -115,8 +115,7 @@ static int connection_lost(PGconn *conn, const char *sqlstate)
            (sqlstate && (strncmp(sqlstate, "08", 2) == 0 || strncmp(sqlstate, "57P", 3) == 0));
 }
 
-/* reg_pg_query on conn, one of p's connections. */
-static int query_on(registry_pg *p, PGconn *conn, const char *sql, const reg_pg_params *ps,
+int reg_pg_query_on(registry_pg *p, PGconn *conn, const char *sql, const reg_pg_params *ps,
                     int binary, PGresult **res, char *err, size_t errlen, const char *what)
 {
     *res = PQexecParams(conn, sql, ps ? ps->n : 0, NULL, ps ? ps->vals : NULL,
@@ -149,7 +148,7 @@ static int query_on(registry_pg *p, PGconn *conn, const char *sql, const reg_pg_
 int reg_pg_query(registry_pg *p, const char *sql, const reg_pg_params *ps, int binary,
                  PGresult **res, char *err, size_t errlen, const char *what)
 {
-    return query_on(p, p->conn, sql, ps, binary, res, err, errlen, what);
+    return reg_pg_query_on(p, p->conn, sql, ps, binary, res, err, errlen, what);
 }
 
 
@@ -231,8 +230,17 @@ static int ensure_conn(registry_pg *p, PGconn **conn, char *err, size_t errlen)
         PQreset(*conn);
     else
         *conn = connect_url(p->url);
-    if (*conn && PQstatus(*conn) == CONNECTION_OK)
+    if (*conn && PQstatus(*conn) == CONNECTION_OK && !p->read_only)
         return REGISTRY_OK;
+    /* Read-only: the server refuses any write of this session, whatever
+     * calls it (after a reset too: the setting goes with the session). */
+    if (*conn && PQstatus(*conn) == CONNECTION_OK) {
+        PGresult *res = PQexec(*conn, "SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY");
+        int ok = PQresultStatus(res) == PGRES_COMMAND_OK;
+        PQclear(res);
+        if (ok)
+            return REGISTRY_OK;
+    }
     char why[256];
     first_line(*conn ? PQerrorMessage(*conn) : "out of memory", why, sizeof why);
     util_set_err(err, errlen, "the registry database %s is unreachable: %s", p->shown, why);
@@ -248,20 +256,95 @@ int reg_pg_ensure(registry_pg *p, char *err, size_t errlen)
  * A connection idle through a server restart still says CONNECTION_OK
  * until a statement fails on it: then it is reset and the statement sent
  * once more, so the first read after an outage does not fail. */
-static int query_aside(registry_pg *p, pthread_mutex_t *mu, PGconn **conn, const char *sql,
-                       const reg_pg_params *ps, int binary, PGresult **res, char *err,
-                       size_t errlen, const char *what)
+static int query_retrying(registry_pg *p, PGconn **conn, const char *sql,
+                          const reg_pg_params *ps, int binary, PGresult **res, char *err,
+                          size_t errlen, const char *what)
 {
     *res = NULL;
-    pthread_mutex_lock(mu);
     int status = ensure_conn(p, conn, err, errlen);
     int sent = !status; /* not again when connecting failed: a silent server
                          * would cost two connect timeouts */
     if (sent)
-        status = query_on(p, *conn, sql, ps, binary, res, err, errlen, what);
+        status = reg_pg_query_on(p, *conn, sql, ps, binary, res, err, errlen, what);
     if (sent && status == REGISTRY_ERR_UNAVAILABLE && !ensure_conn(p, conn, err, errlen))
-        status = query_on(p, *conn, sql, ps, binary, res, err, errlen, what);
+        status = reg_pg_query_on(p, *conn, sql, ps, binary, res, err, errlen, what);
+    return status;
+}
+
+static int query_aside(registry_pg *p, pthread_mutex_t *mu, PGconn **conn, const char *sql,
+                       const reg_pg_params *ps, int binary, PGresult **res, char *err,
+                       size_t errlen, const char *what)
+{
+    pthread_mutex_lock(mu);
+    int status = query_retrying(p, conn, sql, ps, binary, res, err, errlen, what);
     pthread_mutex_unlock(mu);
+    return status;
+}
+
+/* A read connection's slot, taken (waiting while every one is out), with
+ * the default model as it is now; an idle connection that is open is
+ * preferred, so a second one opens only when reads overlap. */
+static int read_take(registry_pg *p, char default_model[128])
+{
+    pthread_mutex_lock(&p->read_mu);
+    int slot = -1;
+    for (;;) {
+        for (int i = 0; i < REG_PG_READ_CONNS; i++)
+            if (!p->read_busy[i] && (slot < 0 || (p->read_conns[i] && !p->read_conns[slot])))
+                slot = i;
+        if (slot >= 0)
+            break;
+        pthread_cond_wait(&p->read_cv, &p->read_mu); /* other reads: short */
+    }
+    p->read_busy[slot] = 1;
+    if (default_model)
+        memcpy(default_model, p->default_model, sizeof p->default_model);
+    pthread_mutex_unlock(&p->read_mu);
+    return slot;
+}
+
+/* Gives slot back; a connection left inside a transaction (its COMMIT or
+ * ROLLBACK did not arrive) is closed, to be opened afresh by the next read. */
+static void read_give(registry_pg *p, int slot)
+{
+    PGconn *c = p->read_conns[slot];
+    if (c && PQtransactionStatus(c) != PQTRANS_IDLE) {
+        PQfinish(c);
+        p->read_conns[slot] = NULL;
+    }
+    pthread_mutex_lock(&p->read_mu);
+    p->read_busy[slot] = 0;
+    pthread_cond_signal(&p->read_cv);
+    pthread_mutex_unlock(&p->read_mu);
+}
+
+int reg_pg_read_begin(registry_pg *p, reg_pg_reader *rd, char *err, size_t errlen)
+{
+    rd->slot = read_take(p, rd->default_model);
+    PGresult *res = NULL;
+    int status = query_retrying(p, &p->read_conns[rd->slot],
+                                "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY", NULL, 0, &res,
+                                err, errlen, "starting a read");
+    PQclear(res);
+    rd->conn = p->read_conns[rd->slot];
+    if (status) {
+        read_give(p, rd->slot);
+        rd->conn = NULL;
+    }
+    return status;
+}
+
+int reg_pg_read_finish(registry_pg *p, reg_pg_reader *rd, int status, char *err, size_t errlen)
+{
+    PGresult *res = NULL;
+    if (status == REGISTRY_OK)
+        status = reg_pg_query_on(p, rd->conn, "COMMIT", NULL, 0, &res, err, errlen,
+                                 "ending a read");
+    else if (PQstatus(rd->conn) == CONNECTION_OK)
+        res = PQexec(rd->conn, "ROLLBACK");
+    PQclear(res);
+    read_give(p, rd->slot);
+    rd->conn = NULL;
     return status;
 }
 
@@ -274,7 +357,10 @@ int reg_pg_query_blob(registry_pg *p, const char *sql, const reg_pg_params *ps, 
 int reg_pg_query_locked(registry_pg *p, const char *sql, const reg_pg_params *ps, int binary,
                         PGresult **res, char *err, size_t errlen, const char *what)
 {
-    return query_aside(p, &p->read_mu, &p->read_conn, sql, ps, binary, res, err, errlen, what);
+    int slot = read_take(p, NULL);
+    int status = query_retrying(p, &p->read_conns[slot], sql, ps, binary, res, err, errlen, what);
+    read_give(p, slot);
+    return status;
 }
 
 /* ---- staged bytes (registry_pg_int.h) ---- */
@@ -577,10 +663,10 @@ uint64_t reg_pg_generation(registry_pg *p)
 
 void reg_pg_set_default_model(registry_pg *p, const char *model)
 {
-    pthread_mutex_lock(&p->mu);
+    pthread_mutex_lock(&p->read_mu);
     reg_copy_str(p->default_model, sizeof p->default_model, model);
     __atomic_add_fetch(&p->generation, 1, __ATOMIC_RELEASE);
-    pthread_mutex_unlock(&p->mu);
+    pthread_mutex_unlock(&p->read_mu);
 }
 
 /* ---- open and close ---- */
@@ -598,6 +684,7 @@ registry_status reg_pg_open(const char *url, registry_pg **out, char *err, size_
     pthread_mutex_init(&p->stage_mu, NULL);
     pthread_mutex_init(&p->blob_mu, NULL);
     pthread_mutex_init(&p->read_mu, NULL);
+    pthread_cond_init(&p->read_cv, NULL);
     registry_redact_url(url, p->shown, sizeof p->shown);
     p->lease_s = 30;
     char host[64] = "";
@@ -658,9 +745,11 @@ void reg_pg_close(registry_pg *p)
     PQfinish(p->conn);
     PQfinish(p->stage_conn);
     PQfinish(p->blob_conn);
-    PQfinish(p->read_conn);
+    for (int i = 0; i < REG_PG_READ_CONNS; i++)
+        PQfinish(p->read_conns[i]);
     pthread_mutex_destroy(&p->stage_mu);
     pthread_mutex_destroy(&p->blob_mu);
+    pthread_cond_destroy(&p->read_cv);
     pthread_mutex_destroy(&p->read_mu);
     pthread_mutex_destroy(&p->mu);
     free(p->url);

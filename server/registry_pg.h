@@ -18,9 +18,12 @@
  * notification arrives, renews the leases of the jobs this process holds
  * and notices when the database goes away (reg_pg_reachable) and comes back.
  *
- * One connection for the calls, under one mutex, as the SQLite backend. A
- * call that finds the connection broken resets it first; one that loses it
- * midway answers REGISTRY_ERR_UNAVAILABLE and the next call reconnects.
+ * One connection for the writes, under one mutex, as the SQLite backend;
+ * reads run on a few connections of their own (in a read-only transaction
+ * when they need several statements), so a write that waits for another
+ * replica's lock holds no read up. A call that finds its connection broken
+ * resets it first; one that loses it midway answers
+ * REGISTRY_ERR_UNAVAILABLE and the next call reconnects.
  */
 #ifndef REGISTRY_PG_H
 #define REGISTRY_PG_H

@@ -6,14 +6,18 @@
  *     registry_pg_models.c  models, checkpoint versions, blobs, aliases
  *     registry_pg_jobs.c    training jobs, their events and resume state
  *
- * A public call locks p->mu for its whole duration; what must see one state
- * of the database runs between reg_pg_begin and reg_pg_finish (commit on
- * REGISTRY_OK, else roll back), as in the SQLite backend:
+ * A public call that writes locks p->mu for its whole duration; what must
+ * see one state of the database runs between reg_pg_begin and
+ * reg_pg_finish (commit on REGISTRY_OK, else roll back), as in the SQLite
+ * backend:
  *
  *     pthread_mutex_lock(&p->mu);
  *     int status = reg_pg_begin(p, err, errlen);
  *     if (!status) status = reg_pg_finish(p, thing_locked(p, ...), err, errlen);
  *     pthread_mutex_unlock(&p->mu);
+ *
+ * Reads take no p->mu: they run on read connections of their own
+ * (reg_pg_query_locked, reg_pg_read_begin below), as SQLite's readers.
  *
  * Statements are sent with their parameters (reg_pg_params), never with
  * values spliced into SQL text.
@@ -28,6 +32,9 @@
 
 #include "server/registry_pg.h"
 
+/* Read connections a registry opens at most (see read_conns). */
+#define REG_PG_READ_CONNS 4
+
 struct registry_pg {
     pthread_mutex_t mu;
     PGconn *conn;             /* owned; the calls' connection */
@@ -35,7 +42,7 @@ struct registry_pg {
     char shown[256];          /* the URL without its password, for messages */
     char owner[128];          /* this process's name on the leases it holds */
     int lease_s;              /* atomic: seconds a claim holds a job unrenewed */
-    char default_model[128];  /* "" = none; under mu */
+    char default_model[128];  /* "" = none; under read_mu (only reads use it) */
     uint64_t generation;      /* atomic */
     int reachable;            /* atomic: the listener's connection is up */
     int stopping;             /* atomic: the listener ends */
@@ -54,10 +61,17 @@ struct registry_pg {
      * download and a write do not wait for each other (reg_pg_query_blob). */
     pthread_mutex_t blob_mu;
     PGconn *blob_conn;        /* owned; under blob_mu; opened on first use */
-    /* One-statement reads (reg_pg_query_locked: lists, jobs, counts) run on
-     * a connection of their own too, so a write that waits holds none up. */
+    /* Reads (reg_pg_query_locked's one statement, reg_pg_read_begin's
+     * transaction) run on read connections, so a write that waits holds
+     * none up: up to REG_PG_READ_CONNS of them, each opened when reads
+     * first overlap that much. read_mu is held only to take or give one
+     * back; a read waits for others only when all are out. */
     pthread_mutex_t read_mu;
-    PGconn *read_conn;        /* owned; under read_mu; opened on first use */
+    pthread_cond_t read_cv;   /* a read connection was given back */
+    PGconn *read_conns[REG_PG_READ_CONNS]; /* owned; NULL until first used */
+    int read_busy[REG_PG_READ_CONNS];      /* under read_mu: taken by a read */
+    int read_only;            /* registry_open_read_only: no migration, no
+                               * listener, every transaction READ ONLY */
 };
 
 #define REG_PG_MAX_PARAMS 12
@@ -84,11 +98,34 @@ void reg_pg_bytes(reg_pg_params *ps, const void *data, size_t len);
  * is not), REGISTRY_ERR_DB otherwise. */
 int reg_pg_query(registry_pg *p, const char *sql, const reg_pg_params *ps, int binary,
                  PGresult **res, char *err, size_t errlen, const char *what);
-/* reg_pg_query as one call of its own: on the read connection under
- * read_mu (not p->mu), after reconnecting when it broke (no transaction:
- * one statement sees one state, every commit before it). */
+/* reg_pg_query on conn, one of p's connections (a reader's). */
+int reg_pg_query_on(registry_pg *p, PGconn *conn, const char *sql, const reg_pg_params *ps,
+                    int binary, PGresult **res, char *err, size_t errlen, const char *what);
+/* reg_pg_query as one call of its own: on a read connection (not p->mu),
+ * after reconnecting when it broke (no transaction: one statement sees one
+ * state, every commit before it). */
 int reg_pg_query_locked(registry_pg *p, const char *sql, const reg_pg_params *ps, int binary,
                         PGresult **res, char *err, size_t errlen, const char *what);
+/* A read that needs several statements to see one state (resolve: the
+ * model, then its alias, then the version) runs them on a read connection
+ * in one REPEATABLE READ, READ ONLY transaction: it waits for no write (a
+ * read-only snapshot takes no row lock) and no write waits for it.
+ *
+ *     reg_pg_reader rd;
+ *     int status = reg_pg_read_begin(p, &rd, err, errlen);
+ *     if (!status)
+ *         status = reg_pg_read_finish(p, &rd, thing(p, rd.conn, ...), err, errlen);
+ *
+ * rd.default_model is the registry's default model as it was at begin. */
+typedef struct {
+    PGconn *conn;             /* p's, lent until reg_pg_read_finish */
+    int slot;
+    char default_model[128];
+} reg_pg_reader;
+int reg_pg_read_begin(registry_pg *p, reg_pg_reader *rd, char *err, size_t errlen);
+/* Commits when status is REGISTRY_OK, else rolls back, and gives the
+ * connection back; returns status, or the commit's failure. */
+int reg_pg_read_finish(registry_pg *p, reg_pg_reader *rd, int status, char *err, size_t errlen);
 /* reg_pg_query_locked on the blob connection (binary results), under its
  * own mutex instead of p->mu. */
 int reg_pg_query_blob(registry_pg *p, const char *sql, const reg_pg_params *ps, PGresult **res,

@@ -17,17 +17,19 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* ---- lookups (lock held) ---- */
+/* ---- lookups ----
+ * Each runs on c: p->conn inside a write (p->mu held), a reader's
+ * connection inside a read (reg_pg_read_begin). */
 
 /* The id of a model by name (lock: its row is locked until the transaction
  * ends); REGISTRY_ERR_NOT_FOUND when absent. */
-static int model_id(registry_pg *p, const char *name, int lock, int64_t *id, char *err,
-                    size_t errlen)
+static int model_id(registry_pg *p, PGconn *c, const char *name, int lock, int64_t *id,
+                    char *err, size_t errlen)
 {
     reg_pg_params ps = {0};
     reg_pg_text(&ps, name);
     PGresult *res = NULL;
-    int status = reg_pg_query(p,
+    int status = reg_pg_query_on(p, c,
                               lock ? "SELECT id FROM models WHERE name = $1 FOR UPDATE"
                                    : "SELECT id FROM models WHERE name = $1",
                               &ps, 0, &res, err, errlen, "looking up a model");
@@ -43,20 +45,22 @@ static int model_id(registry_pg *p, const char *name, int lock, int64_t *id, cha
     return REGISTRY_ERR_NOT_FOUND;
 }
 
-static int find_model(registry_pg *p, const char *model, char name[128], int64_t *id, char *err,
-                      size_t errlen)
+/* model (NULL: the reader's default model, else the most recently updated
+ * one holding a version), its name into name. */
+static int find_model(registry_pg *p, const reg_pg_reader *rd, const char *model, char name[128],
+                      int64_t *id, char *err, size_t errlen)
 {
-    if (!model && p->default_model[0])
-        model = p->default_model;
+    if (!model && rd->default_model[0])
+        model = rd->default_model;
     if (model) {
         int status = reg_check_model_arg(model, err, errlen);
         if (status)
             return status;
         reg_copy_str(name, 128, model);
-        return model_id(p, name, 0, id, err, errlen);
+        return model_id(p, rd->conn, name, 0, id, err, errlen);
     }
     PGresult *res = NULL;
-    int status = reg_pg_query(p,
+    int status = reg_pg_query_on(p, rd->conn,
                               "SELECT m.id, m.name FROM models m WHERE EXISTS "
                               "(SELECT 1 FROM checkpoints c WHERE c.model_id = m.id) "
                               "ORDER BY m.updated_at DESC, m.id DESC LIMIT 1",
@@ -83,15 +87,15 @@ static int read_checkpoint_row(const PGresult *res, int row, registry_checkpoint
     return reg_checkpoint_row(col, info, config_json, metrics_json);
 }
 
-static int get_checkpoint(registry_pg *p, int64_t id, const char *name, int64_t version,
-                          registry_checkpoint_info *info, char **config_json,
+static int get_checkpoint(registry_pg *p, PGconn *c, int64_t id, const char *name,
+                          int64_t version, registry_checkpoint_info *info, char **config_json,
                           char **metrics_json, char *err, size_t errlen)
 {
     reg_pg_params ps = {0};
     reg_pg_int(&ps, id);
     reg_pg_int(&ps, version);
     PGresult *res = NULL;
-    int status = reg_pg_query(p, CKPT_COLUMNS "WHERE c.model_id = $1 AND c.version = $2", &ps, 0,
+    int status = reg_pg_query_on(p, c, CKPT_COLUMNS "WHERE c.model_id = $1 AND c.version = $2", &ps, 0,
                               &res, err, errlen, "reading a checkpoint");
     if (status)
         return status;
@@ -106,11 +110,11 @@ static int get_checkpoint(registry_pg *p, int64_t id, const char *name, int64_t 
 }
 
 /* One bigint of the first row, or *found = 0 (for "no row" or NULL). */
-static int query_int(registry_pg *p, const char *sql, const reg_pg_params *ps, int64_t *out,
-                     int *found, char *err, size_t errlen, const char *what)
+static int query_int(registry_pg *p, PGconn *c, const char *sql, const reg_pg_params *ps,
+                     int64_t *out, int *found, char *err, size_t errlen, const char *what)
 {
     PGresult *res = NULL;
-    int status = reg_pg_query(p, sql, ps, 0, &res, err, errlen, what);
+    int status = reg_pg_query_on(p, c, sql, ps, 0, &res, err, errlen, what);
     if (status)
         return status;
     *found = PQntuples(res) >= 1 && !PQgetisnull(res, 0, 0);
@@ -119,14 +123,14 @@ static int query_int(registry_pg *p, const char *sql, const reg_pg_params *ps, i
     return REGISTRY_OK;
 }
 
-static int alias_version(registry_pg *p, int64_t id, const char *name, const char *alias,
-                         int64_t *version, char *err, size_t errlen)
+static int alias_version(registry_pg *p, PGconn *c, int64_t id, const char *name,
+                         const char *alias, int64_t *version, char *err, size_t errlen)
 {
     reg_pg_params ps = {0};
     reg_pg_int(&ps, id);
     reg_pg_text(&ps, alias);
     int found = 0;
-    int status = query_int(p, "SELECT version FROM aliases WHERE model_id = $1 AND alias = $2",
+    int status = query_int(p, c, "SELECT version FROM aliases WHERE model_id = $1 AND alias = $2",
                            &ps, version, &found, err, errlen, "reading an alias");
     if (status || found)
         return status;
@@ -144,7 +148,7 @@ static int max_version_except(registry_pg *p, int64_t id, int64_t except, int64_
     reg_pg_int(&ps, id);
     reg_pg_int(&ps, except);
     int found = 0;
-    return query_int(p,
+    return query_int(p, p->conn,
                      "SELECT MAX(version) FROM checkpoints WHERE model_id = $1 AND version <> $2",
                      &ps, out, &found, err, errlen, "reading versions");
 }
@@ -190,7 +194,7 @@ int reg_pg_put_in_tx(registry_pg *p, const char *model, const uint8_t *blob, siz
                              &ps, err, errlen, "creating the model");
     int64_t id = 0;
     if (!status)
-        status = model_id(p, model, 1, &id, err, errlen);
+        status = model_id(p, p->conn, model, 1, &id, err, errlen);
     if (status)
         return status;
 
@@ -200,14 +204,14 @@ int reg_pg_put_in_tx(registry_pg *p, const char *model, const uint8_t *blob, siz
     reg_pg_text(&ps, sha);
     int64_t existing = 0;
     int found = 0;
-    status = query_int(p,
+    status = query_int(p, p->conn,
                        "SELECT version FROM checkpoints WHERE model_id = $1 AND sha256 = $2 "
                        "ORDER BY version LIMIT 1",
                        &ps, &existing, &found, err, errlen, "looking up the bytes");
     if (status)
         return status;
     if (found) {
-        status = get_checkpoint(p, id, model, existing, out, NULL, NULL, err, errlen);
+        status = get_checkpoint(p, p->conn, id, model, existing, out, NULL, NULL, err, errlen);
         if (status == REGISTRY_OK)
             *created = 0;
         return status;
@@ -237,7 +241,7 @@ int reg_pg_put_in_tx(registry_pg *p, const char *model, const uint8_t *blob, siz
     ps = (reg_pg_params){0};
     reg_pg_int(&ps, id);
     int64_t version = 0;
-    status = query_int(p,
+    status = query_int(p, p->conn,
                        "UPDATE models SET next_version = 1 + GREATEST(next_version, "
                        "COALESCE((SELECT MAX(version) FROM checkpoints WHERE model_id = $1), 0) "
                        "+ 1) WHERE id = $1 RETURNING next_version - 1",
@@ -317,7 +321,7 @@ registry_status reg_pg_put_checkpoint(registry_pg *p, const char *model, const u
 
 /* ---- resolve and read ---- */
 
-static int resolve_version(registry_pg *p, int64_t id, const char *name,
+static int resolve_version(registry_pg *p, PGconn *c, int64_t id, const char *name,
                            const char *version_or_alias, int64_t *version, char *err,
                            size_t errlen)
 {
@@ -325,25 +329,24 @@ static int resolve_version(registry_pg *p, int64_t id, const char *name,
     int status = reg_parse_version(name, v, version, err, errlen);
     if (status || *version)
         return status;
-    return alias_version(p, id, name, v, version, err, errlen);
+    return alias_version(p, c, id, name, v, version, err, errlen);
 }
 
 registry_status reg_pg_resolve(registry_pg *p, const char *model, const char *version_or_alias,
                                registry_checkpoint_info *out, char *err, size_t errlen)
 {
-    pthread_mutex_lock(&p->mu);
-    int status = reg_pg_begin(p, err, errlen);
+    reg_pg_reader rd;
+    int status = reg_pg_read_begin(p, &rd, err, errlen);
     if (!status) {
         char name[128];
         int64_t id = 0, version = 0;
-        int s = find_model(p, model, name, &id, err, errlen);
+        int s = find_model(p, &rd, model, name, &id, err, errlen);
         if (!s)
-            s = resolve_version(p, id, name, version_or_alias, &version, err, errlen);
+            s = resolve_version(p, rd.conn, id, name, version_or_alias, &version, err, errlen);
         if (!s)
-            s = get_checkpoint(p, id, name, version, out, NULL, NULL, err, errlen);
-        status = reg_pg_finish(p, s, err, errlen);
+            s = get_checkpoint(p, rd.conn, id, name, version, out, NULL, NULL, err, errlen);
+        status = reg_pg_read_finish(p, &rd, s, err, errlen);
     }
-    pthread_mutex_unlock(&p->mu);
     return status;
 }
 
@@ -392,13 +395,12 @@ int64_t reg_pg_count_checkpoints(registry_pg *p)
 {
     char err[256];
     int64_t n = -1;
-    int found = 0;
-    pthread_mutex_lock(&p->mu);
-    if (!reg_pg_ensure(p, err, sizeof err) &&
-        query_int(p, "SELECT COUNT(*) FROM checkpoints", NULL, &n, &found, err, sizeof err,
-                  "counting checkpoints"))
-        n = -1;
-    pthread_mutex_unlock(&p->mu);
+    PGresult *res = NULL;
+    if (!reg_pg_query_locked(p, "SELECT COUNT(*) FROM checkpoints", NULL, 0, &res, err,
+                             sizeof err, "counting checkpoints") &&
+        PQntuples(res) == 1)
+        n = reg_pg_int_at(res, 0, 0);
+    PQclear(res);
     return n;
 }
 
@@ -440,42 +442,40 @@ registry_status reg_pg_get_checkpoint(registry_pg *p, const char *model, int64_t
                                       registry_checkpoint *out, char *err, size_t errlen)
 {
     memset(out, 0, sizeof *out);
-    pthread_mutex_lock(&p->mu);
-    int status = reg_pg_begin(p, err, errlen);
+    reg_pg_reader rd;
+    int status = reg_pg_read_begin(p, &rd, err, errlen);
     if (!status) {
         char name[128];
         int64_t id = 0;
-        int s = find_model(p, model, name, &id, err, errlen);
+        int s = find_model(p, &rd, model, name, &id, err, errlen);
         if (!s)
-            s = get_checkpoint(p, id, name, version, &out->info, &out->config_json,
+            s = get_checkpoint(p, rd.conn, id, name, version, &out->info, &out->config_json,
                                &out->metrics_json, err, errlen);
-        status = reg_pg_finish(p, s, err, errlen);
+        status = reg_pg_read_finish(p, &rd, s, err, errlen);
     }
-    pthread_mutex_unlock(&p->mu);
     if (status)
         registry_free_checkpoint(out);
     return status;
 }
 
 /* The rows of sql, whose $1 is the id of model (NULL: the default model),
- * in one transaction with the lookup. *res owned by the caller. */
+ * in one read transaction with the lookup. *res owned by the caller. */
 static int query_model_rows(registry_pg *p, const char *model, const char *sql, PGresult **res,
                             char *err, size_t errlen, const char *what)
 {
     *res = NULL;
-    pthread_mutex_lock(&p->mu);
-    int status = reg_pg_begin(p, err, errlen);
+    reg_pg_reader rd;
+    int status = reg_pg_read_begin(p, &rd, err, errlen);
     if (!status) {
         char name[128];
         int64_t id = 0;
-        int s = find_model(p, model, name, &id, err, errlen);
+        int s = find_model(p, &rd, model, name, &id, err, errlen);
         reg_pg_params ps = {0};
         reg_pg_int(&ps, id);
         if (!s)
-            s = reg_pg_query(p, sql, &ps, 0, res, err, errlen, what);
-        status = reg_pg_finish(p, s, err, errlen);
+            s = reg_pg_query_on(p, rd.conn, sql, &ps, 0, res, err, errlen, what);
+        status = reg_pg_read_finish(p, &rd, s, err, errlen);
     }
-    pthread_mutex_unlock(&p->mu);
     if (status) {
         PQclear(*res);
         *res = NULL;
@@ -550,9 +550,10 @@ static int set_alias_locked(registry_pg *p, const char *model, const char *alias
 {
     int64_t id = 0;
     registry_checkpoint_info info;
-    int status = model_id(p, model, 1, &id, err, errlen);
+    int status = model_id(p, p->conn, model, 1, &id, err, errlen);
     if (!status)
-        status = get_checkpoint(p, id, model, version, &info, NULL, NULL, err, errlen);
+        status = get_checkpoint(p, p->conn, id, model, version, &info, NULL, NULL, err,
+                                errlen);
     if (status)
         return status;
     reg_pg_params ps = {0};
@@ -583,7 +584,7 @@ static int delete_alias_locked(registry_pg *p, const char *model, const char *al
                                size_t errlen)
 {
     int64_t id = 0;
-    int status = model_id(p, model, 1, &id, err, errlen);
+    int status = model_id(p, p->conn, model, 1, &id, err, errlen);
     if (status)
         return status;
     reg_pg_mark_models_changed(p);
@@ -621,9 +622,10 @@ static int delete_version_locked(registry_pg *p, const char *model, int64_t vers
 {
     int64_t id = 0;
     registry_checkpoint_info info;
-    int status = model_id(p, model, 1, &id, err, errlen);
+    int status = model_id(p, p->conn, model, 1, &id, err, errlen);
     if (!status)
-        status = get_checkpoint(p, id, model, version, &info, NULL, NULL, err, errlen);
+        status = get_checkpoint(p, p->conn, id, model, version, &info, NULL, NULL, err,
+                                errlen);
     if (status)
         return status;
 
@@ -647,7 +649,7 @@ static int delete_version_locked(registry_pg *p, const char *model, int64_t vers
     PQclear(res);
 
     int64_t latest = 0;
-    status = alias_version(p, id, model, "latest", &latest, err, errlen);
+    status = alias_version(p, p->conn, id, model, "latest", &latest, err, errlen);
     if (status == REGISTRY_OK && latest == version) {
         int64_t highest = 0;
         status = max_version_except(p, id, version, &highest, err, errlen);
