@@ -389,7 +389,7 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *c)
     http_request *req = calloc(1, sizeof *req); /* owned: freed in on_completed */
     char *query = uri ? strchr(uri, '?') : NULL;
     if (!req || !query)
-        return req; /* on_request allocates when this could not */
+        return req; /* NULL: on_request ends the connection */
     size_t bytes = strlen(query + 1), params = bytes ? 1 : 0;
     for (const char *p = query + 1; *p; p++)
         params += *p == '&';
@@ -415,9 +415,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     http_request *req = *con_cls; /* from on_uri, not yet seen here when method is NULL */
 
     if (!req || !req->method) {
-        if (!req)
-            req = calloc(1, sizeof *req); /* owned: freed in on_completed */
-        if (!req)
+        if (!req) /* on_uri could not allocate it: out of memory */
             return MHD_NO;
         req->method = method;
         req->path = url;
