@@ -289,6 +289,11 @@ static enum MHD_Result answer_early(http_request *req, enum MHD_Result queued)
 static enum MHD_Result on_headers(http_transport *t, struct MHD_Connection *c, http_request *req)
 {
     const server_options *o = t->ctx.opts;
+    char why[HTTP_MESSAGE_MAX];
+    /* Framing first: what a check below reads must be what the client
+     * meant, one Host and one way to find the body's end. */
+    if (http_headers_malformed(c, why, sizeof why))
+        return answer_early(req, http_send_error(c, HTTP_ERR_BAD_REQUEST, "%s", why));
     /* Without a token every request could change the registry, so only
      * this machine may send one: a page that rebinds its own name to
      * 127.0.0.1 still sends that name as Host, and a page that posts here
@@ -337,7 +342,6 @@ static enum MHD_Result on_headers(http_transport *t, struct MHD_Connection *c, h
                                         "Authorization: Bearer TOKEN with the server's token"));
     /* One rule for every route, before any handler reads a parameter: a
      * name given twice is refused, not read as its first value. */
-    char why[HTTP_MESSAGE_MAX];
     int repeated = http_query_repeated(c, why, sizeof why);
     if (repeated)
         return answer_early(req, http_send_error(c,
