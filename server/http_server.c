@@ -391,9 +391,14 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *c)
     (void)c;
     const server_options *o = ((http_transport *)cls)->ctx.opts;
     http_request *req = calloc(1, sizeof *req); /* owned: freed in on_completed */
-    char *query = uri ? strchr(uri, '?') : NULL;
-    if (!req || !query)
+    if (!req || !uri)
         return req; /* NULL: on_request ends the connection */
+    char *query = strchr(uri, '?');
+    size_t path_len = query ? (size_t)(query - uri) : strlen(uri);
+    for (size_t i = 0; i + 2 < path_len; i++)
+        req->path_nul |= uri[i] == '%' && uri[i + 1] == '0' && uri[i + 2] == '0';
+    if (!query)
+        return req;
     size_t bytes = strlen(query + 1), params = bytes ? 1 : 0;
     for (const char *p = query + 1; *p; p++)
         params += *p == '&';
@@ -433,6 +438,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
                                        "(--max-query-params)",
                                        req->query_bytes, req->query_params,
                                        t->ctx.opts->max_query, t->ctx.opts->max_query_params));
+        /* "/models/a%00b" would be served as "/models/a" */
+        if (req->path_nul)
+            return answer_early(req, http_send_error(c, HTTP_ERR_BAD_REQUEST,
+                                                     "the path holds %%00 (a NUL byte): no "
+                                                     "name or number of this API does"));
         return on_headers(t, c, req);
     }
     size_t max = req->body_max;

@@ -143,10 +143,70 @@ static void test_header_framing(void **state)
     expect_healthy();
 }
 
+/* cJSON reads the first value of a body and a string up to a NUL: a job
+ * spec {"model":"a\u0000b"} queued a job for the model "a", and one
+ * followed by any bytes (a second object, "]]][[[", which also hid its
+ * nesting from the depth count) was queued as its first object. Each is a
+ * 400 now, on the job, alias and inference routes alike, and no job is
+ * queued. */
+static void test_json_text_as_sent(void **state)
+{
+    (void)state;
+    static const char *const bodies[] = {
+        "{\"model\":\"a\\u0000b\",\"data\":\"mnist\",\"epochs\":1,\"limit\":10}",
+        "{\"model\":\"j\",\"data\":\"mnist\\u0000x\",\"epochs\":1,\"limit\":10}",
+        "{\"model\":\"j\",\"data\":\"mnist\",\"epochs\":1,\"limit\":10} xyz",
+        "{\"model\":\"j\",\"data\":\"mnist\",\"epochs\":1,\"limit\":10}{\"model\":\"k\"}",
+        "{\"model\":\"j\",\"data\":\"mnist\",\"epochs\":1,\"limit\":10}]]]]]]]]]][[[[[[[[[[",
+    };
+    static const char *const paths[] = {"/jobs", "/models/digits/aliases/x", "/encode"};
+    static const char *const methods[] = {"POST", "PUT", "POST"};
+    const char *const json[] = {"Content-Type: application/json", NULL};
+    for (size_t p = 0; p < 3; p++)
+        for (size_t i = 0; i < sizeof bodies / sizeof *bodies; i++) {
+            harness_response r;
+            harness_request(port, methods[p], paths[p], json, bodies[i], strlen(bodies[i]), &r);
+            if (!harness_expect_error(&r, 400, "bad_request"))
+                fail_msg("%s %s %s: %d %.200s", methods[p], paths[p], bodies[i], r.status,
+                         r.body ? (const char *)r.body : "");
+            harness_response_free(&r);
+        }
+    harness_response r;
+    assert_int_equal(harness_request(port, "GET", "/jobs", NULL, NULL, 0, &r), 0);
+    assert_int_equal(r.status, 200);
+    if (strstr((const char *)r.body, "\"id\""))
+        fail_msg("a job was queued: %.300s", (const char *)r.body);
+    harness_response_free(&r);
+    expect_healthy();
+}
+
+/* libmicrohttpd decodes %00 into the path, which then ends there:
+ * GET /models/digits%00x was GET /models/digits. A 400 now. */
+static void test_path_nul(void **state)
+{
+    (void)state;
+    static const char *const paths[] = {"/models/digits%00x", "/models/digits/versions/1%00",
+                                        "/healthz%00"};
+    for (size_t i = 0; i < sizeof paths / sizeof *paths; i++) {
+        harness_response r;
+        harness_request(port, "GET", paths[i], NULL, NULL, 0, &r);
+        if (!harness_expect_error(&r, 400, "bad_request"))
+            fail_msg("%s: %d %.200s", paths[i], r.status, r.body ? (const char *)r.body : "");
+        harness_response_free(&r);
+    }
+    harness_response r; /* %00 in the query is the handlers' to refuse; %2500 is "%00" */
+    assert_int_equal(harness_request(port, "GET", "/models/digits?x=%2500", NULL, NULL, 0, &r), 0);
+    assert_int_equal(r.status, 200);
+    harness_response_free(&r);
+    expect_healthy();
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_header_framing),
+        cmocka_unit_test(test_json_text_as_sent),
+        cmocka_unit_test(test_path_nul),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
