@@ -419,7 +419,6 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
                                   const char *upload_data, size_t *upload_data_size,
                                   void **con_cls)
 {
-    (void)version;
     http_transport *t = cls;
     http_request *req = *con_cls; /* from on_uri, not yet seen here when method is NULL */
 
@@ -438,6 +437,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
                                        "(--max-query-params)",
                                        req->query_bytes, req->query_params,
                                        t->ctx.opts->max_query, t->ctx.opts->max_query_params));
+        /* RFC 9112 3.2; and a tokenless daemon's Host check needs one */
+        if (version && !strcmp(version, MHD_HTTP_VERSION_1_1) &&
+            !MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_HOST))
+            return answer_early(req, http_send_error(c, HTTP_ERR_BAD_REQUEST,
+                                                     "an HTTP/1.1 request needs a Host header"));
         /* "/models/a%00b" would be served as "/models/a" */
         if (req->path_nul)
             return answer_early(req, http_send_error(c, HTTP_ERR_BAD_REQUEST,

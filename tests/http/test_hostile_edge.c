@@ -125,9 +125,19 @@ static void test_header_framing(void **state)
                      (long long)(harness_now_ms() - t0), r.body ? (const char *)r.body : "");
         harness_response_free(&r);
     }
-    /* Content-Length twice, equal and not */
-    snprintf(h, sizeof h, "%s%s%s", ct, cl, cl);
+    /* HTTP/1.1 without a Host (HTTP/1.0 may omit it) */
+    static const char no_host[] = "GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n";
     harness_response r;
+    harness_send_whole(port, no_host, sizeof no_host - 1, &r);
+    assert_true(harness_expect_error(&r, 400, "bad_request"));
+    harness_response_free(&r);
+    static const char old_no_host[] = "GET /healthz HTTP/1.0\r\n\r\n";
+    harness_send_whole(port, old_no_host, sizeof old_no_host - 1, &r);
+    assert_int_equal(r.status, 200);
+    harness_response_free(&r);
+
+    /* Content-Length twice, with the same value */
+    snprintf(h, sizeof h, "%s%s%s", ct, cl, cl);
     send_framed("POST", "/encode", h, json, &r);
     assert_true(harness_expect_error(&r, 400, "bad_request"));
     harness_response_free(&r);
