@@ -9,9 +9,15 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "tests/lib/harness.h"
 
@@ -211,12 +217,58 @@ static void test_path_nul(void **state)
     expect_healthy();
 }
 
+/* libmicrohttpd's --timeout restarts at every byte, so a client sending a
+ * byte of its headers now and then held its connection for as long as it
+ * liked (and --max-per-ip of them from each of two addresses locked
+ * everyone out). Now the headers must be in within --timeout: against
+ * --timeout 2, a client trickling a header byte every 250 ms is closed
+ * long before its 60 bytes (15 s) are sent, and the daemon serves on. */
+static void test_slow_headers(void **state)
+{
+    (void)state;
+    char own[HARNESS_PATH_MAX];
+    harness_daemon d;
+    const char *const args[] = {"--timeout", "2", NULL};
+    assert_int_equal(harness_tmpdir(own, sizeof own), 0);
+    int p = harness_daemon_start(&d, own, args);
+    assert_true(p > 0);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(fd >= 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)p)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+    static const char start[] = "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ";
+    assert_int_equal(send(fd, start, sizeof start - 1, MSG_NOSIGNAL), (ssize_t)sizeof start - 1);
+    int64_t t0 = harness_now_ms();
+    int sent = 0, closed = 0;
+    for (; sent < 60 && !closed; sent++) {
+        struct pollfd pfd = {.fd = fd, .events = POLLIN};
+        if (poll(&pfd, 1, 250) > 0) {
+            char buf[256];
+            closed = recv(fd, buf, sizeof buf, MSG_DONTWAIT) <= 0;
+        }
+        if (!closed)
+            closed = send(fd, "a", 1, MSG_NOSIGNAL) != 1;
+    }
+    close(fd);
+    print_message("trickling client: %s after %d bytes, %lld ms\n", closed ? "closed" : "open",
+                  sent, (long long)(harness_now_ms() - t0));
+    assert_true(closed);
+    harness_response r;
+    assert_int_equal(harness_request(p, "GET", "/healthz", NULL, NULL, 0, &r), 0);
+    assert_int_equal(r.status, 200);
+    harness_response_free(&r);
+    assert_int_equal(harness_daemon_stop(&d), 0);
+    harness_rm_rf(own);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_header_framing),
         cmocka_unit_test(test_json_text_as_sent),
         cmocka_unit_test(test_path_nul),
+        cmocka_unit_test(test_slow_headers),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
