@@ -395,6 +395,8 @@ static int stage_exec(registry_pg *p, const char *sql, const reg_pg_params *ps, 
 
 void reg_pg_stage_blob(registry_pg *p, const uint8_t *blob, size_t len, const char *sha)
 {
+    if (p->read_only)
+        return; /* the put itself is refused: no need to say so twice */
     reg_pg_params ps = {0};
     reg_pg_text(&ps, sha);
     reg_pg_int(&ps, (int64_t)len);
@@ -409,6 +411,8 @@ void reg_pg_stage_blob(registry_pg *p, const uint8_t *blob, size_t len, const ch
 
 void reg_pg_collect_blob(registry_pg *p, const char *sha)
 {
+    if (p->read_only)
+        return; /* nothing was staged */
     reg_pg_params ps = {0};
     reg_pg_text(&ps, sha);
     pthread_mutex_lock(&p->stage_mu);
