@@ -1239,6 +1239,17 @@ static void test_read_only_open(void **state)
     assert_int_equal(registry_insert_job(r, "{}", &id, err, sizeof err), REGISTRY_ERR_DB);
     assert_int_equal(registry_delete_version(r, "m", 1, err, sizeof err), REGISTRY_ERR_DB);
     assert_int_equal(resolve_version(r, "m", NULL), 1); /* still readable after */
+    if (is_pg(f)) {
+        /* Sessions lost (a server restart): the new ones are READ ONLY too. */
+        assert_true(query_int(f->path, "SELECT COUNT(pg_terminate_backend(pid)) "
+                                       "FROM pg_stat_activity WHERE datname = current_database() "
+                                       "AND pid <> pg_backend_pid()") >= 1);
+        assert_int_equal(resolve_version(r, "m", NULL), 1); /* its read reconnects */
+        /* the first write finds its connection gone; the next one reconnects */
+        assert_int_not_equal(registry_set_alias(r, "m", "prod", 1, err, sizeof err), REGISTRY_OK);
+        assert_int_equal(registry_set_alias(r, "m", "prod", 1, err, sizeof err), REGISTRY_ERR_DB);
+        assert_non_null(strstr(err, "read-only"));
+    }
     registry_close(r);
 
     if (!is_pg(f)) {
