@@ -11,6 +11,9 @@
  *     registry_set_job_state(r, id, JOBS_STATE_CANCELLED, NULL, err, sizeof err);
  *     registry_close(r);
  *
+ * registry_open_read_only opens an existing registry to look at without
+ * changing it (vaed registry list/export): no migration, nothing created.
+ *
  * All SQL of vaed lives here, in prepared statements. Migrations are the
  * numbered files of schema/, compiled into the binary and applied in order by
  * PRAGMA user_version. WAL, busy_timeout and foreign keys are on. Checkpoint
