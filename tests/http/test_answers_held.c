@@ -55,21 +55,6 @@ static size_t answer_start(int fd, char *buf, size_t buflen, int ms)
     return n > 0 ? (size_t)n : 0;
 }
 
-/* The daemon's resident kB (VmRSS). */
-static long rss_kb(pid_t pid)
-{
-    char path[64], line[256];
-    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
-    FILE *f = fopen(path, "r");
-    assert_non_null(f);
-    long kb = -1;
-    while (kb < 0 && fgets(line, sizeof line, f))
-        if (!strncmp(line, "VmRSS:", 6))
-            kb = strtol(line + 6, NULL, 10);
-    fclose(f);
-    return kb;
-}
-
 /* The value of the /metrics line that starts with name and a space. */
 static long long metrics_value(int port, const char *name)
 {
@@ -112,7 +97,7 @@ static void test_unread_answers(void **state)
     int port = harness_daemon_start(&d, dir, args);
     assert_true(port > 0);
     expect_big_answer(port); /* warm: the model loaded, the allocator's arenas grown */
-    long base = rss_kb(d.pid);
+    long base = harness_daemon_status_kb(&d, "VmRSS");
 
     int fds[N], held = 0, refused = 0;
     for (int i = 0; i < N; i++)
@@ -131,7 +116,7 @@ static void test_unread_answers(void **state)
             fail_msg("client %d: neither an answer nor answers_held: %.400s", i, buf);
         refused++;
     }
-    long during = rss_kb(d.pid);
+    long during = harness_daemon_status_kb(&d, "VmRSS");
     long long held_bytes = metrics_value(port, "vaed_answers_held_bytes");
     print_message("unread answers: %d held (%lld bytes), %d refused in %lld ms; RSS %ld kB "
                   "above the %ld kB before\n",
