@@ -1036,3 +1036,20 @@ int harness_healthz_within(int port, int timeout_ms)
     harness_set_timeout_ms(30000);
     return status;
 }
+
+double harness_metric(int port, const char *sample)
+{
+    harness_response r;
+    double v = -1;
+    if (!harness_request(port, "GET", "/metrics", NULL, NULL, 0, &r) && r.status == 200) {
+        size_t n = strlen(sample);
+        /* a sample starts a line and is followed by a space */
+        for (const char *at = (const char *)r.body; (at = strstr(at, sample)); at += n)
+            if ((at == (const char *)r.body || at[-1] == '\n') && at[n] == ' ') {
+                v = strtod(at + n + 1, NULL);
+                break;
+            }
+    }
+    harness_response_free(&r);
+    return v;
+}

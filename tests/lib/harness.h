@@ -115,6 +115,9 @@ void harness_response_free(harness_response *r);
  * then restored): its status, or 0 when no answer came in time. For tests
  * asserting that a polling thread is free while other work waits. */
 int harness_healthz_within(int port, int timeout_ms);
+/* The value of one sample of port's /metrics, named in full with its labels
+ * ("vaed_limit_refusals_total{limit=\"max_n\"}"); -1 when absent. */
+double harness_metric(int port, const char *sample);
 /* Case-insensitive lookup of the first header called name; NULL if none. */
 const char *harness_header(const harness_response *r, const char *name);
 /* The grey pixels of a PNG answer (Content-Type image/png) into a new
