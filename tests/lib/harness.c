@@ -33,14 +33,16 @@ int harness_slowdown(void)
     return (s && *s && strcmp(s, "0")) ? 3 : 1;
 }
 
+/* Atomic: a test may set it while its request threads read it. */
 void harness_set_timeout_ms(int ms)
 {
-    timeout_ms_setting = ms;
+    __atomic_store_n(&timeout_ms_setting, ms, __ATOMIC_RELAXED);
 }
 
 static int timeout_ms(void)
 {
-    return timeout_ms_setting >= 0 ? timeout_ms_setting : 30000 * harness_slowdown();
+    int ms = __atomic_load_n(&timeout_ms_setting, __ATOMIC_RELAXED);
+    return ms >= 0 ? ms : 30000 * harness_slowdown();
 }
 
 int64_t harness_now_ms(void)
