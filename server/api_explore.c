@@ -125,12 +125,21 @@ static http_error answer_images(explore_request *r, const vae_config *cfg, const
     return HTTP_ERR_NONE;
 }
 
-/* The most images one /reconstruct takes: its own API_EXPLORE_MAX_RECONSTRUCT,
- * or --max-n when that is lower (then the refusal is --max-n's, counted). */
+/* The most images one /reconstruct takes: --max-n, as /sample's n (what
+ * that many cost is --request-mem-mb's to refuse, before it is spent). */
 static int reconstruct_max(const explore_request *r)
 {
-    int max_n = r->base.ctx->opts->max_n;
-    return max_n < API_EXPLORE_MAX_RECONSTRUCT ? max_n : API_EXPLORE_MAX_RECONSTRUCT;
+    return r->base.ctx->opts->max_n;
+}
+
+/* The most images a POST /reconstruct body can hold: one PNG, or as many
+ * JSON images of D values as its bytes can spell (each value at least a
+ * digit and a comma), at most --max-n. Its memory is checked for these. */
+static size_t body_images_most(const explore_request *r, size_t D)
+{
+    size_t most = r->body_png ? 1 : r->body_len / (2 * D) + 1;
+    size_t max_n = (size_t)reconstruct_max(r);
+    return most < max_n ? most : max_n;
 }
 
 /* The images of a POST /reconstruct body into *x (malloc'd, the caller's). */
@@ -168,7 +177,7 @@ static http_error run_reconstruct(explore_request *r, const vae_model *m, char *
     char etag[COMPUTE_REQUEST_ETAG_MAX];
     if (!post && explore_not_modified(r, etag))
         return HTTP_ERR_NONE;
-    size_t most = post ? (size_t)reconstruct_max(r) : (size_t)r->count;
+    size_t most = post ? body_images_most(r, D) : (size_t)r->count;
     size_t need = vae_config_workspace_bytes(cfg, (int)most) + most * (3 * D + 2 * L) * sizeof(float) +
                   api_infer_answer_bytes(r->fmt, 2 * most, D, L, (int)r->scale) +
                   (post && !r->body_png ? (r->body_len / 2 + 1) * sizeof(cJSON) : 0);
@@ -176,13 +185,14 @@ static http_error run_reconstruct(explore_request *r, const vae_model *m, char *
     if (e != HTTP_ERR_NONE)
         return e;
     float *x = NULL, *grid = NULL, *mu = NULL, *logvar = NULL; /* owned */
-    int labels[API_EXPLORE_MAX_RECONSTRUCT];
+    int *labels = NULL; /* owned: a conditional model's labels of the data images */
     const int *y = NULL;
     vae_workspace *ws = NULL; /* owned */
     int n = (int)r->count;
     if (post) {
         e = body_images(r, cfg, &x, &n, msg, msglen);
-    } else if (!(x = malloc((size_t)n * D * sizeof *x))) {
+    } else if (!(x = malloc((size_t)n * D * sizeof *x)) ||
+               !(labels = malloc((size_t)n * sizeof *labels))) {
         snprintf(msg, msglen, "out of memory for %d images", n);
         e = HTTP_ERR_UNAVAILABLE;
     } else {
@@ -219,6 +229,7 @@ static http_error run_reconstruct(explore_request *r, const vae_model *m, char *
 end:
     vae_workspace_free(ws);
     free(x);
+    free(labels);
     free(grid);
     free(mu);
     free(logvar);
@@ -560,10 +571,9 @@ static http_error from_param(explore_request *r, int range_ok, char *msg, size_t
     snprintf(r->ref_text, sizeof r->ref_text, "%s", from);
     r->count = dash ? last - r->ref.index + 1 : 1;
     if (r->count > reconstruct_max(r)) {
-        if (r->count > r->base.ctx->opts->max_n)
-            metrics_count_refusal(METRICS_LIMIT_MAX_N);
-        snprintf(msg, msglen, "at most %d images at once (%s is %lld)", reconstruct_max(r),
-                 from, (long long)r->count);
+        metrics_count_refusal(METRICS_LIMIT_MAX_N);
+        snprintf(msg, msglen, "at most %d images at once, --max-n (%s is %lld)",
+                 reconstruct_max(r), from, (long long)r->count);
         return HTTP_ERR_UNPROCESSABLE;
     }
     return HTTP_ERR_NONE;
@@ -659,15 +669,16 @@ enum MHD_Result api_explore_traverse(http_ctx *ctx, struct MHD_Connection *c, ht
         e = from_param(r, 0, msg, sizeof msg);
     if (e == HTTP_ERR_NONE)
         e = dims_param(r, msg, sizeof msg);
-    /* Its own ceiling, or --max-steps when that is lower (then counted). */
+    /* --max-steps, as /interpolate's; dims x steps images are --max-n's
+     * and their memory --request-mem-mb's (run_traverse). */
     int max_steps = ctx->opts->max_steps;
     if (e == HTTP_ERR_NONE &&
-        (max_steps < API_EXPLORE_MAX_TRAVERSE_STEPS
-             ? http_query_limited(c, "steps", 2, max_steps, METRICS_LIMIT_MAX_STEPS,
-                                  TRAVERSE_DEFAULT_STEPS, &r->steps, msg, sizeof msg)
-             : http_query_int(c, "steps", 2, API_EXPLORE_MAX_TRAVERSE_STEPS,
-                              TRAVERSE_DEFAULT_STEPS, &r->steps, msg, sizeof msg)))
+        http_query_limited(c, "steps", 2, max_steps, METRICS_LIMIT_MAX_STEPS,
+                           TRAVERSE_DEFAULT_STEPS, &r->steps, msg, sizeof msg)) {
+        snprintf(msg, sizeof msg, "parameter 'steps' must be an integer from 2 to %d, --max-steps",
+                 max_steps);
         e = HTTP_ERR_BAD_REQUEST;
+    }
     r->range = TRAVERSE_DEFAULT_RANGE;
     const char *range = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "range");
     if (e == HTTP_ERR_NONE && range) {

@@ -32,10 +32,10 @@
 
 #include "server/http_request.h"
 
-/* Most images of one reconstruction (a range or a body). */
-#define API_EXPLORE_MAX_RECONSTRUCT 64
-/* Most steps of a traversal row, and its largest range. */
-#define API_EXPLORE_MAX_TRAVERSE_STEPS 32
+/* A reconstruction takes at most --max-n images (a range or a body), a
+ * traversal row at most --max-steps steps and dims x steps at most --max-n
+ * images: the same bounds as /sample and /interpolate, with the same
+ * --request-mem-mb check of what they cost. Its largest range: */
 #define API_EXPLORE_MAX_TRAVERSE_RANGE 10.0
 /* Most points of a latent map, and its default. */
 #define API_EXPLORE_MAX_MAP_POINTS 10000

@@ -521,19 +521,49 @@ static int state_query(struct MHD_Connection *c, jobs_state *only, int *has_stat
 
 /* ---- handlers ------------------------------------------------------------ */
 
-/* A submission between its admission and its answer: the spec's checks
- * read the data set's header and the insert is an fsync'd commit, so they
- * run on the uploads pool's thread, not here. */
+/* A submission or a cancel between its admission and its answer: the
+ * spec's checks read the data set's header, and each writes the registry
+ * (an fsync'd commit, which waits as long as another holds the file's
+ * write lock), so they run on the registry's I/O pool with the connection
+ * suspended, not here. What the request itself gets wrong is answered on
+ * the polling thread before: no pool, not JSON, a bad id. */
 typedef struct {
     compute_task task; /* first: the pool's view */
     jobs_pool *pool;
     const http_request *req; /* borrowed: the body lives as long as the request */
+    int64_t id;              /* a cancel's job */
     answer a;
-} submit_work;
+} job_work;
+
+static void job_work_free(void *p)
+{
+    job_work *w = p;
+    cJSON_Delete(w->a.body); /* an answer built and never sent (the client left) */
+    free(w);
+}
+
+/* Hands run to the registry's I/O pool: req owns the work from here, and
+ * the handler is called again, with req->work set, after the resume. */
+static enum MHD_Result job_work_admit(http_ctx *ctx, struct MHD_Connection *c,
+                                      http_request *req, jobs_pool *p, int64_t id,
+                                      void (*run)(compute_task *t))
+{
+    job_work *w = calloc(1, sizeof *w); /* owned by req: freed by work_free */
+    if (!w)
+        return MHD_NO;
+    w->task.run = run;
+    w->task.conn = c;
+    w->pool = p;
+    w->req = req;
+    w->id = id;
+    req->work = w;
+    req->work_free = job_work_free;
+    return compute_pool_admit(ctx->registry_io, &w->task);
+}
 
 static void submit_run(compute_task *t)
 {
-    submit_work *w = (submit_work *)t;
+    job_work *w = (job_work *)t;
     int64_t id = 0;
     char err[512];
     jobs_pool_status rc = jobs_pool_submit(w->pool, w->req->body, w->req->body_len, &id, err,
@@ -544,32 +574,16 @@ static void submit_run(compute_task *t)
         snprintf(w->a.location, sizeof w->a.location, "/jobs/%" PRId64, id);
 }
 
-static void submit_free(void *p)
-{
-    submit_work *w = p;
-    cJSON_Delete(w->a.body); /* an answer built and never sent (the client left) */
-    free(w);
-}
-
 enum MHD_Result api_jobs_submit(http_ctx *ctx, struct MHD_Connection *c, http_request *req)
 {
-    submit_work *w = req->work;
+    job_work *w = req->work;
     if (w)
         return answer_send(c, &w->a);
     answer a = {0};
     jobs_pool *p;
     if (pool_of(ctx, &p, &a) || json_object_body(ctx, c, req, &a))
         return answer_send(c, &a);
-    w = calloc(1, sizeof *w); /* owned by req: freed by work_free */
-    if (!w)
-        return MHD_NO;
-    w->task.run = submit_run;
-    w->task.conn = c;
-    w->pool = p;
-    w->req = req;
-    req->work = w;
-    req->work_free = submit_free;
-    return compute_pool_admit(ctx->uploads, &w->task);
+    return job_work_admit(ctx, c, req, p, 0, submit_run);
 }
 
 /* ?limit= (1..API_JOBS_PAGE_MAX, default API_JOBS_PAGE_DEFAULT) and ?after=
@@ -626,23 +640,32 @@ enum MHD_Result api_jobs_get(http_ctx *ctx, struct MHD_Connection *c, http_reque
     return answer_send(c, &a);
 }
 
+static void cancel_run(compute_task *t)
+{
+    job_work *w = (job_work *)t;
+    char err[512];
+    jobs_state state;
+    jobs_pool_status rc = jobs_pool_cancel(w->pool, w->id, err, sizeof err);
+    if (rc == JOBS_POOL_ERR_NOT_FOUND)
+        answer_fail(&w->a, HTTP_ERR_NOT_FOUND, "no job %" PRId64, w->id);
+    else if (rc)
+        answer_pool_fail(&w->a, rc, err);
+    else if (!answer_job(&w->a, w->pool, w->id, MHD_HTTP_OK, &state) &&
+             state != JOBS_STATE_CANCELLED)
+        w->a.status = MHD_HTTP_ACCEPTED; /* a running job stops at its next step */
+}
+
 enum MHD_Result api_jobs_cancel(http_ctx *ctx, struct MHD_Connection *c, http_request *req)
 {
+    job_work *w = req->work;
+    if (w)
+        return answer_send(c, &w->a);
     answer a = {0};
     jobs_pool *p;
     int64_t id;
-    char err[512];
-    jobs_pool_status rc;
-    jobs_state state;
-    if (!pool_of(ctx, &p, &a) && !job_id_of(req, &id, &a)) {
-        if ((rc = jobs_pool_cancel(p, id, err, sizeof err)) == JOBS_POOL_ERR_NOT_FOUND)
-            answer_fail(&a, HTTP_ERR_NOT_FOUND, "no job %" PRId64, id);
-        else if (rc)
-            answer_pool_fail(&a, rc, err);
-        else if (!answer_job(&a, p, id, MHD_HTTP_OK, &state) && state != JOBS_STATE_CANCELLED)
-            a.status = MHD_HTTP_ACCEPTED; /* a running job stops at its next step */
-    }
-    return answer_send(c, &a);
+    if (pool_of(ctx, &p, &a) || job_id_of(req, &id, &a))
+        return answer_send(c, &a);
+    return job_work_admit(ctx, c, req, p, id, cancel_run);
 }
 
 /* ---- the event stream ---------------------------------------------------- */

@@ -21,6 +21,13 @@
  *                                               step ends cancelled too), 409 finished, or
  *                                               registering its model
  *
+ * A submission and a cancel write the registry, so after the checks the
+ * request can fail on its own (no pool, not JSON, a bad id: answered at
+ * once) they run on the registry's I/O pool (http_ctx.registry_io) with the
+ * connection suspended: a database that makes writes wait holds no polling
+ * thread. Reads (GET) stay where they arrive: they have connections of their
+ * own and never wait for a write.
+ *
  * The event stream sends each stored event as "id: SEQ\nevent: TYPE\ndata:
  * JSON\n\n" ("state", "epoch", "progress"), from the one after Last-Event-ID
  * (or from the first), and ends after a final state event. When there is

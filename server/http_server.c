@@ -855,7 +855,7 @@ server_status server_run(const server_options *o, volatile sig_atomic_t *stop, c
      * connections, so an upload is never refused for being one of many. */
     if (compute_pool_new(threads, (int)threads * COMPUTE_POOL_QUEUE_PER_THREAD,
                          "inference requests", &compute, err, errlen) != COMPUTE_POOL_OK ||
-        compute_pool_new(1, o->max_connections, "uploads and job submissions", &uploads, err,
+        compute_pool_new(1, o->max_connections, "uploads", &uploads, err,
                          errlen) != COMPUTE_POOL_OK ||
         /* Threads that mostly wait (a download's next piece, an fsync'd
          * write): more than the cores, admitting as many as uploads. */

@@ -70,9 +70,20 @@ struct jobs_pool {
     char mpi_hostfile[PATH_MAX];    /* "" = none: jobs of ranks > 1 refused */
     char vaed_path[PATH_MAX];
 
+    /* mu is never held across registry I/O: a cancel, a submission or an
+     * announcement would wait behind a locked database file. What the lock
+     * used to exclude by being held, claiming and cancelling exclude as
+     * counts: a cancel of a job no worker runs writes the registry while no
+     * claim can start (cancelling > 0) and none is under way (claiming == 0),
+     * so the job cannot start running between its check and its write. */
     pthread_mutex_t mu;
     pthread_cond_t work_cv;         /* a job was queued, or the pool is stopping */
     pthread_cond_t events_cv;       /* an event was stored */
+    pthread_cond_t gate_cv;         /* claiming or cancelling went down, or stopping */
+    int claiming;                   /* workers in registry_claim_next_job */
+    int cancelling;                 /* cancels between their check and their write */
+    uint64_t submitted;             /* jobs inserted here: a claim that found none waits for more */
+    pthread_mutex_t submit_mu;      /* --max-queued-jobs: a count and its insert, one at a time */
     int stopping;
     jobs_pool_stop_mode stop_mode;
     int joined;
@@ -534,12 +545,29 @@ static void *worker_main(void *arg)
         int64_t id = 0;
         char *config = NULL; /* owned: freed after the job */
         char err[256];
-        /* read before the claim: a job queued after it moves this */
+        while (p->cancelling && !p->stopping)
+            pthread_cond_wait(&p->gate_cv, &p->mu);
+        if (p->stopping)
+            break;
+        /* read before the claim: a job queued after it moves these */
         uint64_t queued = registry_jobs_generation(p->reg);
+        uint64_t submitted = p->submitted;
+        p->claiming++;
+        pthread_mutex_unlock(&p->mu);
         int rc = registry_claim_next_job(p->reg, &id, &config, err, sizeof err);
+        pthread_mutex_lock(&p->mu);
+        p->claiming--;
+        if (rc == REGISTRY_OK) {
+            slot->job_id = id; /* before a cancel, woken below, looks at the slots */
+            slot->cancel = 0;
+            slot->user_cancel = 0;
+            slot->finishing = 0;
+        }
+        pthread_cond_broadcast(&p->gate_cv);
         if (rc == REGISTRY_ERR_NOT_FOUND) {
             if (!registry_is_shared(p->reg)) {
-                pthread_cond_wait(&p->work_cv, &p->mu);
+                while (!p->stopping && submitted == p->submitted)
+                    pthread_cond_wait(&p->work_cv, &p->mu);
                 continue;
             }
             /* Other replicas queue jobs too: look again as soon as one is
@@ -563,10 +591,6 @@ static void *worker_main(void *arg)
         }
         if (registry_is_shared(p->reg))
             fprintf(stderr, "vaed: job %" PRId64 " runs on this replica\n", id);
-        slot->job_id = id;
-        slot->cancel = 0;
-        slot->user_cancel = 0;
-        slot->finishing = 0;
         pthread_mutex_unlock(&p->mu);
         announce_state(p, id, JOBS_STATE_RUNNING);
         run_job(p, slot, id, config);
@@ -634,11 +658,13 @@ jobs_pool_status jobs_pool_new(registry *reg, const jobs_pool_options *o, jobs_p
     }
     remove_stale_temps(p);
     pthread_mutex_init(&p->mu, NULL);
+    pthread_mutex_init(&p->submit_mu, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&p->work_cv, &ca);
     pthread_cond_init(&p->events_cv, &ca);
+    pthread_cond_init(&p->gate_cv, &ca);
     pthread_condattr_destroy(&ca);
     int n = o->workers;
     if (n > 0) {
@@ -678,6 +704,7 @@ void jobs_pool_stop(jobs_pool *p, jobs_pool_stop_mode mode)
     }
     pthread_cond_broadcast(&p->work_cv);
     pthread_cond_broadcast(&p->events_cv);
+    pthread_cond_broadcast(&p->gate_cv);
     pthread_mutex_unlock(&p->mu);
 }
 
@@ -699,7 +726,9 @@ void jobs_pool_free(jobs_pool *p)
     jobs_pool_shutdown(p, JOBS_POOL_STOP_CHECKPOINT);
     pthread_cond_destroy(&p->work_cv);
     pthread_cond_destroy(&p->events_cv);
+    pthread_cond_destroy(&p->gate_cv);
     pthread_mutex_destroy(&p->mu);
+    pthread_mutex_destroy(&p->submit_mu);
     free(p->threads);
     free(p->args);
     free(p->slots);
@@ -755,16 +784,20 @@ jobs_pool_status jobs_pool_submit(jobs_pool *p, const char *json, size_t len, in
         goto end;
     }
     pthread_mutex_lock(&p->mu);
-    if (p->stopping) {
-        pthread_mutex_unlock(&p->mu);
+    int stopped = p->stopping;
+    pthread_mutex_unlock(&p->mu);
+    if (stopped) {
         util_set_err(err, errlen, "the server is shutting down; no new jobs");
         status = JOBS_POOL_ERR_STOPPING;
         goto end;
     }
+    /* Only submissions wait here (on the registry's I/O threads): workers,
+     * cancels and events take mu, never this. */
+    pthread_mutex_lock(&p->submit_mu);
     int64_t counts[JOBS_STATE_COUNT];
     if (p->max_queued && registry_count_jobs(p->reg, counts, err, errlen) == REGISTRY_OK &&
         counts[JOBS_STATE_QUEUED] >= p->max_queued) {
-        pthread_mutex_unlock(&p->mu);
+        pthread_mutex_unlock(&p->submit_mu);
         util_set_err(err, errlen,
                      "%lld jobs are queued already, as many as the server keeps waiting "
                      "(--max-queued-jobs): submit again when some have run",
@@ -774,8 +807,13 @@ jobs_pool_status jobs_pool_submit(jobs_pool *p, const char *json, size_t len, in
         goto end;
     }
     int rc = registry_insert_job(p->reg, canonical, id, err, errlen);
-    if (rc == REGISTRY_OK) pthread_cond_signal(&p->work_cv);
-    pthread_mutex_unlock(&p->mu);
+    pthread_mutex_unlock(&p->submit_mu);
+    if (rc == REGISTRY_OK) {
+        pthread_mutex_lock(&p->mu);
+        p->submitted++;
+        pthread_cond_signal(&p->work_cv);
+        pthread_mutex_unlock(&p->mu);
+    }
     status = from_registry(rc);
     if (rc == REGISTRY_OK) announce_state(p, *id, JOBS_STATE_QUEUED);
 end:
@@ -785,37 +823,61 @@ end:
     return status;
 }
 
+/* The slot running job id, or -1; under mu. */
+static int slot_of(const jobs_pool *p, int64_t id)
+{
+    for (int i = 0; i < p->n_workers; i++)
+        if (p->slots[i].job_id == id) return i;
+    return -1;
+}
+
+/* Ends a cancel's hold on claims (see struct jobs_pool); under mu. */
+static void cancel_done(jobs_pool *p)
+{
+    p->cancelling--;
+    pthread_cond_broadcast(&p->gate_cv);
+}
+
 jobs_pool_status jobs_pool_cancel(jobs_pool *p, int64_t id, char *err, size_t errlen)
 {
     pthread_mutex_lock(&p->mu);
-    for (int i = 0; i < p->n_workers; i++) {
-        if (p->slots[i].job_id == id) {
-            /* Its worker may have finished it and not yet let go of it. */
-            jobs_state state = JOBS_STATE_RUNNING;
-            int64_t seq;
-            if (registry_get_job_last_seq(p->reg, id, &seq, &state, NULL, 0) == REGISTRY_OK &&
-                jobs_state_is_final(state)) {
-                pthread_mutex_unlock(&p->mu);
-                util_set_err(err, errlen, "job %" PRId64 " is %s; it cannot become cancelled", id,
-                             jobs_state_name(state));
-                return JOBS_POOL_ERR_CONFLICT;
-            }
-            if (p->slots[i].finishing) {
-                pthread_mutex_unlock(&p->mu);
-                util_set_err(err, errlen,
-                             "job %" PRId64 " has finished training and is registering its "
-                             "model; it can no longer be cancelled",
-                             id);
-                return JOBS_POOL_ERR_CONFLICT;
-            }
+    p->cancelling++; /* no claim starts from here */
+    while (p->claiming) pthread_cond_wait(&p->gate_cv, &p->mu);
+    int was_running = slot_of(p, id) >= 0;
+    pthread_mutex_unlock(&p->mu);
+    /* Its worker may have finished it and not yet let go of it: the state,
+     * read without mu (a worker ends a job without it anyway). */
+    jobs_state state = JOBS_STATE_RUNNING;
+    int64_t seq;
+    int final = was_running &&
+                registry_get_job_last_seq(p->reg, id, &seq, &state, NULL, 0) == REGISTRY_OK &&
+                jobs_state_is_final(state);
+    pthread_mutex_lock(&p->mu);
+    int i = slot_of(p, id);
+    if (i >= 0) {
+        int finishing = p->slots[i].finishing;
+        if (!final && !finishing) {
             p->slots[i].user_cancel = 1;
             p->slots[i].cancel = 1;
-            pthread_mutex_unlock(&p->mu);
-            return JOBS_POOL_OK;
         }
+        cancel_done(p);
+        pthread_mutex_unlock(&p->mu);
+        if (final)
+            util_set_err(err, errlen, "job %" PRId64 " is %s; it cannot become cancelled", id,
+                         jobs_state_name(state));
+        else if (finishing)
+            util_set_err(err, errlen,
+                         "job %" PRId64 " has finished training and is registering its "
+                         "model; it can no longer be cancelled",
+                         id);
+        return final || finishing ? JOBS_POOL_ERR_CONFLICT : JOBS_POOL_OK;
     }
-    /* Not running here: under the pool lock no worker can claim it now. */
+    pthread_mutex_unlock(&p->mu);
+    /* Not running here, and no worker can claim it while cancelling > 0; a
+     * job whose worker let go of it meanwhile is final (the write's 409). */
     int rc = registry_set_job_state(p->reg, id, JOBS_STATE_CANCELLED, NULL, err, errlen);
+    pthread_mutex_lock(&p->mu);
+    cancel_done(p);
     pthread_mutex_unlock(&p->mu);
     if (rc) return from_registry(rc);
     remove_job_dir(p, id); /* an interrupted job's mid-epoch state */

@@ -23,7 +23,6 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
-#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -184,16 +183,6 @@ static void unlock_blobs(PGconn *c)
 }
 
 /* GET /healthz, waiting at most 3 s: its status, 0 when it did not answer. */
-static int healthz_within_3s(int port)
-{
-    harness_set_timeout_ms(3000);
-    harness_response r;
-    int status = harness_request(port, "GET", "/healthz", NULL, NULL, 0, &r) ? 0 : r.status;
-    harness_response_free(&r);
-    harness_set_timeout_ms(30000);
-    return status;
-}
-
 /* Six downloads wait for a database that holds their bytes locked (more
  * than the daemon's two polling threads); /healthz answers meanwhile, and
  * once the lock goes every download completes byte for byte. */
@@ -211,7 +200,7 @@ static void test_pg_slow_database(void **state)
         assert_int_equal(pthread_create(&t[i], NULL, request_thread, &dl[i]), 0);
     }
     harness_sleep_ms(500); /* every download is in, waiting for the lock */
-    int healthz = healthz_within_3s(f.port);
+    int healthz = harness_healthz_within(f.port, 3000);
     int answered = 0;
     for (int i = 0; i < N; i++)
         answered += __atomic_load_n(&dl[i].done, __ATOMIC_ACQUIRE);
@@ -281,7 +270,7 @@ static void test_pg_stalled_downloads_memory(void **state)
         close(fds[i]);
     /* Pieces of 1 MiB and MHD's buffers: some 25 MB; whole copies: 160+. */
     assert_true(during - before < 64L * 1024 * harness_slowdown());
-    assert_int_equal(healthz_within_3s(f.port), 200);
+    assert_int_equal(harness_healthz_within(f.port, 3000), 200);
     pg_daemon_stop(&f);
 }
 
@@ -322,7 +311,7 @@ static void test_pg_deleted_mid_download(void **state)
     assert_true(body_len < f.len);
     assert_memory_equal(body, f.bytes, body_len);
     free(all);
-    assert_int_equal(healthz_within_3s(f.port), 200);
+    assert_int_equal(harness_healthz_within(f.port, 3000), 200);
     assert_int_equal(harness_request(f.port, "GET", "/models/m/versions/1/file", NULL, NULL, 0, &r),
                      0);
     assert_int_equal(r.status, 404);
@@ -337,20 +326,16 @@ static void test_sqlite_writes_beside_locked_file(void **state)
 {
     (void)state;
     enum { N = 4 };
-    char dir[HARNESS_PATH_MAX], err[256], db_path[HARNESS_PATH_MAX + 16];
+    char dir[HARNESS_PATH_MAX], err[256];
     assert_int_equal(harness_tmpdir(dir, sizeof dir), 0);
     assert_int_equal(harness_put_model(dir, "m", NULL, 1, NULL, err, sizeof err), 0);
-    snprintf(db_path, sizeof db_path, "%s/registry.db", dir);
     harness_daemon d;
     const char *const args[] = {"--threads", "2", "--max-per-ip", "0", NULL};
     int port = harness_daemon_start(&d, dir, args);
     assert_true(port > 0);
 
-    sqlite3 *other = NULL;
-    assert_int_equal(sqlite3_open(db_path, &other), SQLITE_OK);
-    /* the daemon may be writing at start (a sweep, an orphan check): wait for it */
-    sqlite3_busy_timeout(other, 20000);
-    assert_int_equal(sqlite3_exec(other, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
+    struct sqlite3 *other = harness_lock_registry(dir);
+    assert_non_null(other);
     request a[N];
     pthread_t t[N];
     for (int i = 0; i < N; i++) {
@@ -359,12 +344,11 @@ static void test_sqlite_writes_beside_locked_file(void **state)
         assert_int_equal(pthread_create(&t[i], NULL, request_thread, &a[i]), 0);
     }
     harness_sleep_ms(500); /* every PUT is in, waiting for the file */
-    int healthz = healthz_within_3s(port);
+    int healthz = harness_healthz_within(port, 3000);
     int answered = 0;
     for (int i = 0; i < N; i++)
         answered += __atomic_load_n(&a[i].done, __ATOMIC_ACQUIRE);
-    assert_int_equal(sqlite3_exec(other, "COMMIT", NULL, NULL, NULL), SQLITE_OK);
-    sqlite3_close(other);
+    assert_int_equal(harness_unlock_registry(other), 0);
     print_message("locked file: /healthz %d while %d of %d alias PUTs had an answer\n", healthz,
                   answered, N);
     for (int i = 0; i < N; i++)

@@ -13,7 +13,6 @@
 
 #include <dirent.h>
 #include <pthread.h>
-#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -84,11 +83,8 @@ static void test_reads_beside_blocked_write(void **state)
     int port = harness_daemon_start(&d, dir, NULL);
     assert_true(port > 0);
 
-    sqlite3 *other = NULL;
-    assert_int_equal(sqlite3_open(db_path, &other), SQLITE_OK);
-    /* the daemon may be writing at start (a sweep, an orphan check): wait for it */
-    sqlite3_busy_timeout(other, 20000);
-    assert_int_equal(sqlite3_exec(other, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
+    struct sqlite3 *other = harness_lock_registry(dir);
+    assert_non_null(other);
     double locked_at = harness_now_s();
     alias_put a = {.port = port};
     pthread_t t;
@@ -133,8 +129,7 @@ static void test_reads_beside_blocked_write(void **state)
     double left = 2.0 - (harness_now_s() - locked_at);
     if (left > 0)
         harness_sleep_ms((int)(left * 1e3));
-    assert_int_equal(sqlite3_exec(other, "COMMIT", NULL, NULL, NULL), SQLITE_OK);
-    sqlite3_close(other);
+    assert_int_equal(harness_unlock_registry(other), 0);
     pthread_join(t, NULL);
     print_message("reads: slowest %.1f ms while an alias PUT waited %.2f s for the file\n",
                   worst * 1e3, a.took_s);

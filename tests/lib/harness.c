@@ -19,6 +19,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <sqlite3.h>
+
 #include "engine/checkpoint.h"
 #include "engine/image.h"
 #include "server/sha256.h"
@@ -31,14 +33,16 @@ int harness_slowdown(void)
     return (s && *s && strcmp(s, "0")) ? 3 : 1;
 }
 
+/* Atomic: a test may set it while its request threads read it. */
 void harness_set_timeout_ms(int ms)
 {
-    timeout_ms_setting = ms;
+    __atomic_store_n(&timeout_ms_setting, ms, __ATOMIC_RELAXED);
 }
 
 static int timeout_ms(void)
 {
-    return timeout_ms_setting >= 0 ? timeout_ms_setting : 30000 * harness_slowdown();
+    int ms = __atomic_load_n(&timeout_ms_setting, __ATOMIC_RELAXED);
+    return ms >= 0 ? ms : 30000 * harness_slowdown();
 }
 
 int64_t harness_now_ms(void)
@@ -1013,4 +1017,57 @@ float *harness_png_pixels(const harness_response *r, int *h, int *w)
     if (image_decode_png(r->body, r->body_len, 1, &pixels, h, w, err, sizeof err) != VAE_OK)
         return NULL;
     return pixels;
+}
+
+struct sqlite3 *harness_lock_registry(const char *data_dir)
+{
+    char path[HARNESS_PATH_MAX + 16];
+    snprintf(path, sizeof path, "%s/registry.db", data_dir);
+    sqlite3 *db = NULL;
+    if (sqlite3_open(path, &db) != SQLITE_OK) {
+        sqlite3_close(db);
+        return NULL;
+    }
+    /* the daemon may be writing at start (a sweep, an orphan check): wait for it */
+    sqlite3_busy_timeout(db, 20000);
+    if (sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK) {
+        fprintf(stderr, "harness: BEGIN IMMEDIATE on %s: %s\n", path, sqlite3_errmsg(db));
+        sqlite3_close(db);
+        return NULL;
+    }
+    return db;
+}
+
+int harness_unlock_registry(struct sqlite3 *db)
+{
+    int rc = sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
+    sqlite3_close(db);
+    return rc == SQLITE_OK ? 0 : -1;
+}
+
+int harness_healthz_within(int port, int timeout_ms)
+{
+    harness_set_timeout_ms(timeout_ms);
+    harness_response r;
+    int status = harness_request(port, "GET", "/healthz", NULL, NULL, 0, &r) ? 0 : r.status;
+    harness_response_free(&r);
+    harness_set_timeout_ms(30000);
+    return status;
+}
+
+double harness_metric(int port, const char *sample)
+{
+    harness_response r;
+    double v = -1;
+    if (!harness_request(port, "GET", "/metrics", NULL, NULL, 0, &r) && r.status == 200) {
+        size_t n = strlen(sample);
+        /* a sample starts a line and is followed by a space */
+        for (const char *at = (const char *)r.body; (at = strstr(at, sample)); at += n)
+            if ((at == (const char *)r.body || at[-1] == '\n') && at[n] == ' ') {
+                v = strtod(at + n + 1, NULL);
+                break;
+            }
+    }
+    harness_response_free(&r);
+    return v;
 }

@@ -114,6 +114,13 @@ int harness_request(int port, const char *method, const char *path, const char *
 int harness_send_raw(int port, const void *bytes, size_t len, harness_response *out);
 int harness_send_whole(int port, const void *bytes, size_t len, harness_response *out);
 void harness_response_free(harness_response *r);
+/* GET /healthz giving up after timeout_ms (not the usual 30 s, which is
+ * then restored): its status, or 0 when no answer came in time. For tests
+ * asserting that a polling thread is free while other work waits. */
+int harness_healthz_within(int port, int timeout_ms);
+/* The value of one sample of port's /metrics, named in full with its labels
+ * ("vaed_limit_refusals_total{limit=\"max_n\"}"); -1 when absent. */
+double harness_metric(int port, const char *sample);
 /* Case-insensitive lookup of the first header called name; NULL if none. */
 const char *harness_header(const harness_response *r, const char *name);
 /* The grey pixels of a PNG answer (Content-Type image/png) into a new
@@ -170,5 +177,17 @@ int harness_write_file(const char *path, const void *data, size_t len);
 int harness_write_tiny_images(const char *dir);
 /* Lower-case hex SHA-256 of data into hex[65]. */
 void harness_sha256_hex(const void *data, size_t len, char hex[65]);
+
+/* ---- the registry file, held ---- */
+
+struct sqlite3;
+/* Another process's hold on DATA_DIR/registry.db's write lock (BEGIN
+ * IMMEDIATE on a connection of the test's own): every write the daemon
+ * makes waits for it, reads do not (WAL). Waits up to 20 s for writes the
+ * daemon is making already (its start sweep). The handle, or NULL. */
+struct sqlite3 *harness_lock_registry(const char *data_dir);
+/* Commits and closes what harness_lock_registry returned: the daemon's
+ * waiting writes go on. 0, or -1 when the commit failed (closed anyway). */
+int harness_unlock_registry(struct sqlite3 *db);
 
 #endif

@@ -393,6 +393,65 @@ static void test_cancel_queued_never_starts(void **state)
     assert_int_equal(registry_resolve(f->reg, "a", NULL, &info, NULL, 0), REGISTRY_ERR_NOT_FOUND);
 }
 
+/* Cancels racing the workers' claims (two workers, two cancelling
+ * threads, short jobs): the pool holds no lock across registry I/O, so a
+ * cancel and a claim exclude each other by counts. Whatever the order,
+ * a cancel that was accepted ends its job cancelled with nothing
+ * registered, and one refused (409) leaves it succeeded. */
+enum { RACE_JOBS = 12 };
+typedef struct {
+    jobs_pool *p;
+    const int64_t *ids;
+    int first;            /* this thread cancels ids[first], ids[first + 2], ... */
+    int rc[RACE_JOBS];
+} race_cancels;
+
+static void *cancel_every_other(void *arg)
+{
+    race_cancels *c = arg;
+    for (int i = c->first; i < RACE_JOBS; i += 2)
+        c->rc[i] = jobs_pool_cancel(c->p, c->ids[i], NULL, 0);
+    return NULL;
+}
+
+static void test_cancels_race_claims(void **state)
+{
+    fixture *f = *state;
+    jobs_pool *p = new_pool(f, 2, NULL);
+    int64_t ids[RACE_JOBS];
+    for (int i = 0; i < RACE_JOBS; i++) {
+        char model[16];
+        snprintf(model, sizeof model, "race%d", i);
+        ids[i] = submit(p, f, model, 1, NULL);
+    }
+    race_cancels c[2] = {{.p = p, .ids = ids, .first = 0}, {.p = p, .ids = ids, .first = 1}};
+    pthread_t t[2];
+    for (int k = 0; k < 2; k++)
+        assert_int_equal(pthread_create(&t[k], NULL, cancel_every_other, &c[k]), 0);
+    for (int k = 0; k < 2; k++) pthread_join(t[k], NULL);
+    int accepted = 0;
+    for (int i = 0; i < RACE_JOBS; i++) {
+        int rc = c[i % 2].rc[i];
+        char st[16], model[16];
+        wait_final(f, ids[i], st);
+        snprintf(model, sizeof model, "race%d", i);
+        registry_checkpoint_info info;
+        int registered = registry_resolve(f->reg, model, NULL, &info, NULL, 0) == REGISTRY_OK;
+        if (rc == JOBS_POOL_OK) {
+            accepted++;
+            assert_string_equal(st, "cancelled");
+            assert_false(registered);
+        } else {
+            assert_int_equal(rc, JOBS_POOL_ERR_CONFLICT);
+            assert_string_equal(st, "succeeded");
+            assert_true(registered);
+        }
+    }
+    jobs_pool_free(p);
+    print_message("racing cancels: %d of %d accepted\n", accepted, RACE_JOBS);
+    assert_true(accepted > 0); /* the queued ones at least */
+}
+
 static void test_cancel_running_stops_within_a_step(void **state)
 {
     fixture *f = *state;
@@ -859,6 +918,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_success_registers_a_version, setup, teardown),
         cmocka_unit_test_setup_teardown(test_jobs_start_in_submission_order, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cancel_queued_never_starts, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_cancels_race_claims, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cancel_running_stops_within_a_step, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cancel_while_finishing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_nonfinite_loss_fails_and_registers_nothing, setup,
