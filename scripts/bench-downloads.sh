@@ -12,8 +12,7 @@
 # --limit-rate let a build that sends in bursts go some 1.5x faster):
 # p50 / p99 / max ms, the downloads finished meanwhile (each body's size
 # checked) and the MB/s received. With BASELINE, ROUNDS (3) rounds alternate
-# which daemon
-# goes first; each daemon has a database of its own. Prints the load
+# which daemon goes first; each daemon has a database of its own. Prints the load
 # average before and after, and per round the ratio this / baseline of
 # the loaded p99 and of loaded / idle.
 set -euo pipefail
