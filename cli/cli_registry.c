@@ -11,7 +11,6 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
-#include <unistd.h>
 
 #include <cJSON.h>
 
@@ -289,7 +288,7 @@ static void scrub_password(const char *url, char *msg, size_t msglen)
     }
 }
 
-int cli_registry_open(const char *who, const char *flag, const char *data_dir, int create,
+int cli_registry_open(const char *who, const char *flag, const char *data_dir, int write,
                       int absent_ok, registry **out)
 {
     *out = NULL;
@@ -303,16 +302,15 @@ int cli_registry_open(const char *who, const char *flag, const char *data_dir, i
         return 2;
     }
     registry_redact_url(where, shown, sizeof shown);
-    int is_url = strncmp(where, "postgresql://", 13) == 0 || strncmp(where, "postgres://", 11) == 0;
-    /* Opening a file creates it: a mistyped path must not become an empty
-     * registry read from (or copied over). */
-    if (!is_url && !create && access(where, F_OK) != 0) {
-        if (absent_ok)
-            return 0;
-        fprintf(stderr, "vaed %s: no registry at %s\n", who, shown);
-        return 1;
-    }
-    if (registry_open(where, out, err, sizeof err)) {
+    /* A read opens read-only: it creates no file (a mistyped path must not
+     * become an empty registry read from, or copied over), and it neither
+     * migrates nor otherwise changes a database that may be someone
+     * else's, or shared by older replicas. */
+    int rc = write ? registry_open(where, out, err, sizeof err)
+                   : registry_open_read_only(where, out, err, sizeof err);
+    if (rc == REGISTRY_ERR_NOT_FOUND && absent_ok)
+        return 0;
+    if (rc) {
         scrub_password(where, err, sizeof err);
         /* the PostgreSQL backend's messages name the (redacted) URL already */
         if (strstr(err, shown))
@@ -519,7 +517,8 @@ int cli_registry(int argc, char **argv)
         return 2;
     }
     registry *r = NULL; /* owned: closed below */
-    /* No file to list from is an empty list, as an empty database is. */
+    /* No file to list from is an empty list, as an empty database is
+     * (scripts/run.sh lists a data directory that may have none yet). */
     rc = cli_registry_open(cmd, where, data_dir, is_import, !is_import && !is_export, &r);
     if (rc || !r)
         return rc;

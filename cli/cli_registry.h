@@ -30,11 +30,13 @@ int cli_registry(int argc, char **argv);
 /* Opens the registry of --registry flag (NULL when not given), else
  * $VAED_REGISTRY, else data_dir/registry.db, into *out (the caller closes
  * it). Returns 0, or the exit code after printing "vaed WHO: ..." on stderr
- * (1 cannot open: unreachable server, wrong database, bad file; 2 a path too
- * long). A file that is not there is created when create is set; else *out
- * stays NULL and 0 is returned when absent_ok is set (nothing to read), 1
- * ("no registry at PATH") when not. */
-int cli_registry_open(const char *who, const char *flag, const char *data_dir, int create,
+ * (1 cannot open: unreachable server, wrong database, bad file, not a vaed
+ * registry, another schema version; 2 a path too long). write: opened with
+ * registry_open (a missing file is created, the schema migrated); else with
+ * registry_open_read_only (list, export, copy's source: nothing changes),
+ * and a file that is not there leaves *out NULL and returns 0 when
+ * absent_ok is set (nothing to read), 1 ("no registry at PATH") when not. */
+int cli_registry_open(const char *who, const char *flag, const char *data_dir, int write,
                       int absent_ok, registry **out);
 
 #endif

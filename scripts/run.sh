@@ -9,7 +9,10 @@ LISTEN=${VAED_LISTEN:-127.0.0.1:8080}
 EPOCHS=${VAED_EPOCHS:-5}
 MODEL=${VAED_MODEL:-digits}
 
-if [ -z "$("$VAED" registry list --data-dir "$DATA_DIR")" ]; then
+# Only a registry that reads as empty (or is not there yet) means "train
+# first". list refuses (exit 1) a registry at another schema version without
+# migrating it; vaed serve below migrates an older one, or says why not.
+if models=$("$VAED" registry list --data-dir "$DATA_DIR" 2>/dev/null) && [ -z "$models" ]; then
     echo "run: the registry in $DATA_DIR/ is empty: training the default model ($MODEL, 784-400-20, $EPOCHS epochs on MNIST)"
     "$VAED" train --data mnist --epochs "$EPOCHS" --register "$MODEL" --data-dir "$DATA_DIR"
 fi

@@ -439,13 +439,17 @@ int registry_valid_alias(const char *alias)
  * little: a page cache of 64 KiB, not SQLite's 2 MB (the OS caches the file). */
 #define BLOB_PRAGMAS "PRAGMA query_only = 1; PRAGMA cache_size = -64"
 
-/* A connection to path that cannot write, with pragmas run; NULL when it
- * does not open. Owned by the caller (sqlite3_close). */
-static sqlite3 *open_query_only(const char *path, const char *pragmas)
+int reg_open_flags(const registry *r)
+{
+    return (r->read_only ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE) | SQLITE_OPEN_NOMUTEX;
+}
+
+/* A connection to r's file that cannot write, with pragmas run; NULL when
+ * it does not open. Owned by the caller (sqlite3_close). */
+static sqlite3 *open_query_only(const registry *r, const char *pragmas)
 {
     sqlite3 *db = NULL;
-    if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL) !=
-        SQLITE_OK) {
+    if (sqlite3_open_v2(r->path, &db, reg_open_flags(r), NULL) != SQLITE_OK) {
         sqlite3_close(db);
         return NULL;
     }
@@ -491,7 +495,7 @@ static void open_read_side(registry *r)
         return;
     for (int i = 0; i < REG_READERS; i++) {
         registry *rd = registry_alloc(); /* owned by r: readers[] */
-        if (!rd || !(rd->db = open_query_only(r->path, "PRAGMA query_only = 1")) ||
+        if (!rd || !(rd->db = open_query_only(r, "PRAGMA query_only = 1")) ||
             !is_wal(rd->db)) {
             registry_close(rd);
             break;
@@ -500,7 +504,7 @@ static void open_read_side(registry *r)
     }
     r->n_idle_readers = r->n_readers;
     for (int i = 0; i < REG_BLOB_CONNS; i++) {
-        sqlite3 *db = open_query_only(r->path, BLOB_PRAGMAS); /* owned by r: blob_conns[] */
+        sqlite3 *db = open_query_only(r, BLOB_PRAGMAS); /* owned by r: blob_conns[] */
         if (!db)
             break;
         r->blob_conns[r->n_blob_conns++] = db;
@@ -540,7 +544,7 @@ sqlite3 *reg_blob_conn_get(registry *r)
     sqlite3 *db = r->n_blob_conns ? r->blob_conns[--r->n_blob_conns] : NULL;
     pthread_mutex_unlock(&r->pool_mu);
     /* All out (more downloads at once than kept): one more, closed after. */
-    return db ? db : open_query_only(r->path, BLOB_PRAGMAS);
+    return db ? db : open_query_only(r, BLOB_PRAGMAS);
 }
 
 void reg_blob_conn_put(registry *r, sqlite3 *db)
@@ -630,7 +634,66 @@ static int migrate(registry *r, const char *path, char *err, size_t errlen)
     }
 }
 
-registry_status registry_open(const char *path, registry **out, char *err, size_t errlen)
+int reg_check_read_only_schema(const char *where, const char *missing_table, int version,
+                               int known, char *err, size_t errlen)
+{
+    if (missing_table) {
+        util_set_err(err, errlen, "%s is not a vaed registry (no %s table)", where,
+                     missing_table);
+        return REGISTRY_ERR_ARG;
+    }
+    if (version > known) {
+        util_set_err(err, errlen,
+                     "%s: schema version %d is newer than this vaed knows (%d); use a newer vaed",
+                     where, version, known);
+        return REGISTRY_ERR_CONFLICT;
+    }
+    if (version < known) {
+        /* Migrating on a read would upgrade a database under the older
+         * replicas that share it, and they would then refuse to start. */
+        util_set_err(err, errlen,
+                     "%s: schema version %d is older than this vaed's (%d); a read does not "
+                     "migrate it: run `vaed serve` or `vaed registry import` on it once",
+                     where, version, known);
+        return REGISTRY_ERR_CONFLICT;
+    }
+    return REGISTRY_OK;
+}
+
+/* A read-only open's look at the file, changing nothing: vaed's tables are
+ * there and at this binary's version. */
+static int check_schema(registry *r, char *err, size_t errlen)
+{
+    static const char *const tables[] = {"models", "blobs", "checkpoints",
+                                         "aliases", "jobs", "job_events"};
+    const char *missing = NULL;
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(r->db, "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1",
+                           -1, &st, NULL) != SQLITE_OK)
+        return reg_db_fail(r, err, errlen, r->path);
+    for (size_t i = 0; i < sizeof tables / sizeof tables[0] && !missing; i++) {
+        sqlite3_bind_text(st, 1, tables[i], -1, SQLITE_STATIC);
+        int rc = sqlite3_step(st);
+        sqlite3_reset(st);
+        if (rc == SQLITE_DONE) {
+            missing = tables[i];
+        } else if (rc != SQLITE_ROW) {
+            int status = reg_db_fail(r, err, errlen, r->path);
+            sqlite3_finalize(st);
+            return status;
+        }
+    }
+    sqlite3_finalize(st);
+    int version = 0;
+    if (!missing && pragma_int(r, "PRAGMA user_version", &version) != SQLITE_OK)
+        return reg_db_fail(r, err, errlen, "reading the schema version");
+    return reg_check_read_only_schema(r->path, missing, version,
+                                      (int)vaed_schema_migration_count, err, errlen);
+}
+
+/* registry_open and registry_open_read_only. */
+static registry_status open_registry(const char *path, int read_only, registry **out, char *err,
+                                     size_t errlen)
 {
     *out = NULL;
     if (!path || !*path) {
@@ -642,8 +705,9 @@ registry_status registry_open(const char *path, registry **out, char *err, size_
         util_set_err(err, errlen, "registry: out of memory");
         return REGISTRY_ERR_NOMEM;
     }
+    r->read_only = read_only;
     if (reg_pg_is_url(path)) {
-        int pg_status = reg_pg_open(path, &r->pg, err, errlen);
+        int pg_status = reg_pg_open(path, read_only, &r->pg, err, errlen);
         if (pg_status) {
             registry_close(r);
             return pg_status;
@@ -651,8 +715,19 @@ registry_status registry_open(const char *path, registry **out, char *err, size_
         *out = r;
         return REGISTRY_OK;
     }
-    if (strcmp(path, ":memory:") != 0)
+    int status = REGISTRY_ERR_DB;
+    if (read_only) {
+        /* SQLite would open a path that is not there as a new, empty
+         * database: say so instead, and create nothing. */
+        struct stat sb;
+        if (!strcmp(path, ":memory:") || stat(path, &sb) != 0) {
+            util_set_err(err, errlen, "no registry at %s", path);
+            registry_close(r);
+            return REGISTRY_ERR_NOT_FOUND;
+        }
+    } else if (strcmp(path, ":memory:") != 0) {
         make_parent_dirs(path);
+    }
     r->path = strdup(path);
     if (!r->path) {
         registry_close(r);
@@ -660,9 +735,8 @@ registry_status registry_open(const char *path, registry **out, char *err, size_
         return REGISTRY_ERR_NOMEM;
     }
 
-    int status = REGISTRY_ERR_DB;
-    if (sqlite3_open_v2(path, &r->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL) !=
-        SQLITE_OK) {
+    int flags = read_only ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE;
+    if (sqlite3_open_v2(path, &r->db, flags, NULL) != SQLITE_OK) {
         util_set_err(err, errlen, "%s: %s", path, r->db ? sqlite3_errmsg(r->db) : "out of memory");
         goto fail;
     }
@@ -670,6 +744,17 @@ registry_status registry_open(const char *path, registry **out, char *err, size_
     /* Long enough for an upload's bytes, written on a side connection
      * (reg_stage_blob), to be in: other writers wait for them, not fail. */
     sqlite3_busy_timeout(r->db, 60000);
+    if (read_only) {
+        /* Whatever journal mode the file has stays; no orphan sweep (a
+         * write). A file in WAL mode gets its -wal and -shm beside it, as
+         * any reader's; the database file itself is not written. */
+        status = check_schema(r, err, errlen);
+        if (status)
+            goto fail;
+        open_read_side(r);
+        *out = r;
+        return REGISTRY_OK;
+    }
 
     /* WAL lets readers (other processes, backups) run beside the writer.
      * Switching a new file to it takes an exclusive lock without calling
@@ -723,6 +808,17 @@ registry_status registry_open(const char *path, registry **out, char *err, size_
 fail:
     registry_close(r);
     return status;
+}
+
+registry_status registry_open(const char *path, registry **out, char *err, size_t errlen)
+{
+    return open_registry(path, 0, out, err, errlen);
+}
+
+registry_status registry_open_read_only(const char *path, registry **out, char *err,
+                                        size_t errlen)
+{
+    return open_registry(path, 1, out, err, errlen);
 }
 
 void registry_close(registry *r)

@@ -11,6 +11,9 @@
  *     registry_set_job_state(r, id, JOBS_STATE_CANCELLED, NULL, err, sizeof err);
  *     registry_close(r);
  *
+ * registry_open_read_only opens an existing registry to look at without
+ * changing it (vaed registry list/export): no migration, nothing created.
+ *
  * All SQL of vaed lives here, in prepared statements. Migrations are the
  * numbered files of schema/, compiled into the binary and applied in order by
  * PRAGMA user_version. WAL, busy_timeout and foreign keys are on. Checkpoint
@@ -62,6 +65,24 @@ typedef struct {
  * PostgreSQL database of a postgresql:// (or postgres://) URL, whose libpq
  * parameters (sslmode, ...) pass through as they are. */
 registry_status registry_open(const char *path, registry **out, char *err, size_t errlen);
+/* Opens an existing registry to read it, changing nothing, for a look at
+ * a database that may be someone else's, or one that older replicas share
+ * (vaed registry list and export, copy's source): no migration, no orphan
+ * sweep. A file: nothing is created (not even its directory), every
+ * connection is SQLITE_OPEN_READONLY, its journal mode stays as it is.
+ * PostgreSQL: no listener (no LISTEN; registry_reachable stays 1), and each
+ * session is READ ONLY from its (re)connect on, so the server refuses every
+ * write. Either way a write through the registry fails cleanly with
+ * REGISTRY_ERR_DB.
+ *   REGISTRY_ERR_NOT_FOUND  no file at path ("no registry at PATH")
+ *   REGISTRY_ERR_ARG        not a vaed registry: "... (no models table)"
+ *   REGISTRY_ERR_CONFLICT   its schema version is not this binary's
+ *                           (newer: use a newer vaed; older: a read does not
+ *                           upgrade it: `vaed serve` or `vaed registry
+ *                           import` on it once)
+ * and registry_open's other failures. */
+registry_status registry_open_read_only(const char *path, registry **out, char *err,
+                                        size_t errlen);
 /* 1 on PostgreSQL: other processes change the registry and fill the queue. */
 int registry_is_shared(registry *r);
 /* A shared registry: a number that changes when any replica queues a job

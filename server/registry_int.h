@@ -122,6 +122,7 @@ struct registry {
     uint64_t generation;      /* committed writes so far (atomic reads) */
     char *path;               /* owned; the database file, for registry_blob's connections */
     registry_pg *pg;          /* owned; when set, every call goes to the PostgreSQL backend */
+    int read_only;            /* registry_open_read_only: every connection SQLITE_OPEN_READONLY */
     /* The read side, under pool_mu (held only to take or give back one):
      * the idle readers (each an owned registry whose db is query_only), the
      * idle blob connections (owned), and default_model for the readers. */
@@ -185,6 +186,17 @@ void reg_read_end(registry *r, registry *rd);
  * it back (keeping at most REG_BLOB_CONNS idle) or closes it. */
 sqlite3 *reg_blob_conn_get(registry *r);
 void reg_blob_conn_put(registry *r, sqlite3 *db);
+
+/* The flags of every connection to r's file after the first:
+ * SQLITE_OPEN_READONLY for a read-only registry, else READWRITE (never
+ * CREATE: the file is there). */
+int reg_open_flags(const registry *r);
+/* A read-only open's verdict on a database (both backends), into err:
+ * REGISTRY_ERR_ARG when missing_table (NULL: none) is missing, "WHERE is
+ * not a vaed registry (no T table)"; REGISTRY_ERR_CONFLICT when version is
+ * not known (newer: this vaed is too old; older: a read does not migrate). */
+int reg_check_read_only_schema(const char *where, const char *missing_table, int version,
+                               int known, char *err, size_t errlen);
 
 /* Statement id, prepared on first use; NULL when SQLite refuses it. */
 sqlite3_stmt *reg_stmt(registry *r, int id);

@@ -319,8 +319,7 @@ static int put_locked(registry *r, const char *model, const uint8_t *blob, size_
 static sqlite3 *side_connection(registry *r)
 {
     sqlite3 *db = NULL; /* owned by the caller: sqlite3_close */
-    if (sqlite3_open_v2(r->path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL) !=
-        SQLITE_OK) {
+    if (sqlite3_open_v2(r->path, &db, reg_open_flags(r), NULL) != SQLITE_OK) {
         sqlite3_close(db);
         return NULL;
     }
@@ -338,8 +337,8 @@ static sqlite3 *side_connection(registry *r)
  * Best effort: on any failure the put writes the bytes itself. */
 void reg_stage_blob(registry *r, const uint8_t *blob, size_t len, const char *sha)
 {
-    if (!strcmp(r->path, ":memory:"))
-        return; /* a side connection would see another database */
+    if (!strcmp(r->path, ":memory:") || r->read_only)
+        return; /* a side connection would see another database; or could not write */
     sqlite3 *db = side_connection(r); /* owned: closed below */
     sqlite3_stmt *st = NULL;
     if (db && sqlite3_exec(db, "PRAGMA synchronous=FULL", NULL, NULL, NULL) == SQLITE_OK &&

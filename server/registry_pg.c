@@ -230,18 +230,26 @@ static int ensure_conn(registry_pg *p, PGconn **conn, char *err, size_t errlen)
         PQreset(*conn);
     else
         *conn = connect_url(p->url);
-    if (*conn && PQstatus(*conn) == CONNECTION_OK && !p->read_only)
-        return REGISTRY_OK;
-    /* Read-only: the server refuses any write of this session, whatever
-     * calls it (after a reset too: the setting goes with the session). */
+    char why[256];
     if (*conn && PQstatus(*conn) == CONNECTION_OK) {
+        if (!p->read_only)
+            return REGISTRY_OK;
+        /* Read-only (reg_pg_open): the server itself refuses every write
+         * of the session, whichever call sends it. Set after a reset too:
+         * the setting goes with the session. */
         PGresult *res = PQexec(*conn, "SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY");
         int ok = PQresultStatus(res) == PGRES_COMMAND_OK;
         PQclear(res);
         if (ok)
             return REGISTRY_OK;
+        first_line(PQerrorMessage(*conn), why, sizeof why);
+        /* Not left open: the next call would take it as ready, and writable. */
+        PQfinish(*conn);
+        *conn = NULL;
+        util_set_err(err, errlen, "the registry database %s: cannot make the session read-only: %s",
+                     p->shown, why);
+        return REGISTRY_ERR_UNAVAILABLE;
     }
-    char why[256];
     first_line(*conn ? PQerrorMessage(*conn) : "out of memory", why, sizeof why);
     util_set_err(err, errlen, "the registry database %s is unreachable: %s", p->shown, why);
     return REGISTRY_ERR_UNAVAILABLE;
@@ -389,6 +397,8 @@ static int stage_exec(registry_pg *p, const char *sql, const reg_pg_params *ps, 
 
 void reg_pg_stage_blob(registry_pg *p, const uint8_t *blob, size_t len, const char *sha)
 {
+    if (p->read_only)
+        return; /* the put itself is refused: no need to say so twice */
     reg_pg_params ps = {0};
     reg_pg_text(&ps, sha);
     reg_pg_int(&ps, (int64_t)len);
@@ -403,6 +413,8 @@ void reg_pg_stage_blob(registry_pg *p, const uint8_t *blob, size_t len, const ch
 
 void reg_pg_collect_blob(registry_pg *p, const char *sha)
 {
+    if (p->read_only)
+        return; /* nothing was staged */
     reg_pg_params ps = {0};
     reg_pg_text(&ps, sha);
     pthread_mutex_lock(&p->stage_mu);
@@ -514,6 +526,40 @@ static int migrate(registry_pg *p, char *err, size_t errlen)
                              &ps, err, errlen, "setting the schema version");
     }
     return reg_pg_finish(p, status, err, errlen);
+}
+
+/* A read-only open's look at the schema, changing nothing: vaed's tables
+ * are there and at this binary's version (reg_check_read_only_schema says
+ * why not). */
+static int check_schema(registry_pg *p, char *err, size_t errlen)
+{
+    static const char *const tables[] = {"vaed_schema", "models", "blobs", "checkpoints",
+                                         "aliases", "jobs", "job_events", "job_resume"};
+    const char *missing = NULL;
+    int status = REGISTRY_OK;
+    for (size_t i = 0; i < sizeof tables / sizeof tables[0] && !status && !missing; i++) {
+        reg_pg_params ps = {0};
+        reg_pg_text(&ps, tables[i]);
+        PGresult *res = NULL;
+        status = reg_pg_query(p, "SELECT to_regclass($1) IS NOT NULL", &ps, 0, &res, err,
+                              errlen, "looking for vaed's tables");
+        if (!status && strcmp(PQgetvalue(res, 0, 0), "t") != 0)
+            missing = tables[i];
+        PQclear(res);
+    }
+    int version = 0;
+    if (!status && !missing) {
+        PGresult *res = NULL;
+        status = reg_pg_query(p, "SELECT version FROM vaed_schema", NULL, 0, &res, err, errlen,
+                              "reading the schema version");
+        if (!status)
+            version = PQntuples(res) == 1 ? (int)reg_pg_int_at(res, 0, 0) : 0;
+        PQclear(res);
+    }
+    if (!status)
+        status = reg_check_read_only_schema(p->shown, missing, version,
+                                            (int)vaed_pg_schema_migration_count, err, errlen);
+    return status;
 }
 
 int reg_pg_schema_version(registry_pg *p)
@@ -673,7 +719,8 @@ void reg_pg_set_default_model(registry_pg *p, const char *model)
 
 /* ---- open and close ---- */
 
-registry_status reg_pg_open(const char *url, registry_pg **out, char *err, size_t errlen)
+registry_status reg_pg_open(const char *url, int read_only, registry_pg **out, char *err,
+                            size_t errlen)
 {
     *out = NULL;
     registry_pg *p = calloc(1, sizeof *p); /* owned by the caller via *out */
@@ -696,7 +743,21 @@ registry_status reg_pg_open(const char *url, registry_pg **out, char *err, size_
     clock_gettime(CLOCK_REALTIME, &ts);
     snprintf(p->owner, sizeof p->owner, "%s:%ld:%lx", host, (long)getpid(),
              (unsigned long)(ts.tv_nsec ^ (long)(uintptr_t)p));
+    p->read_only = read_only;
     int status = reg_pg_ensure(p, err, errlen);
+    if (!status && read_only) {
+        /* Someone else's database, or one older replicas share: looked at,
+         * never changed. No listener either: nothing here waits for
+         * another replica's change, and LISTEN is not ours to add. */
+        status = check_schema(p, err, errlen);
+        if (status) {
+            reg_pg_close(p);
+            return status;
+        }
+        p->reachable = 1; /* no listener keeps it: a call that fails says so */
+        *out = p;
+        return REGISTRY_OK;
+    }
     if (!status)
         status = migrate(p, err, errlen);
     /* Bytes staged by an upload that never named them (it failed, or its

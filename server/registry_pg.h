@@ -35,7 +35,11 @@ typedef struct registry_pg registry_pg;
 /* Whether path names a PostgreSQL database (postgresql:// or postgres://). */
 int reg_pg_is_url(const char *path);
 
-registry_status reg_pg_open(const char *url, registry_pg **out, char *err, size_t errlen);
+/* read_only (registry_open_read_only): no migration, no orphan sweep, no
+ * listener; every session of p is SET ... READ ONLY after each (re)connect,
+ * so the server refuses any write; the schema must be this binary's. */
+registry_status reg_pg_open(const char *url, int read_only, registry_pg **out, char *err,
+                            size_t errlen);
 void reg_pg_close(registry_pg *p);
 int reg_pg_schema_version(registry_pg *p);
 int reg_pg_reachable(registry_pg *p);

@@ -76,7 +76,8 @@ struct registry_pg {
     PGconn *read_conns[REG_PG_READ_CONNS]; /* owned; NULL until first used */
     int read_busy[REG_PG_READ_CONNS];      /* under read_mu: taken by a read */
     int read_only;            /* registry_open_read_only: no migration, no
-                               * listener, every transaction READ ONLY */
+                               * listener; ensure_conn makes every session
+                               * READ ONLY */
 };
 
 #define REG_PG_MAX_PARAMS 12

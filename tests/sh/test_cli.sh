@@ -186,5 +186,56 @@ for i in $(seq 12); do
     [ "$("$vaed" registry list --data-dir "$d" | wc -l)" = 2 ] || fail "two imports at once: $("$vaed" registry list --data-dir "$d")"
 done
 
+# registry list / export / copy's source open the registry read-only: a
+# file that is not vaed's (empty, or someone else's) is refused with a clear
+# message and keeps its bytes; a missing one is not created; a vaed registry
+# lists and exports as before, and is not written either.
+ro=$tmp/ro
+mkdir -p "$ro"
+: >"$ro/empty.db"
+python3 - "$ro/foreign.db" <<'PY'
+import sqlite3, sys
+db = sqlite3.connect(sys.argv[1])
+db.execute("CREATE TABLE notes (t TEXT)")
+db.execute("INSERT INTO notes VALUES ('keep me')")
+db.commit()
+PY
+for f in empty foreign; do
+    before=$(sha256sum "$ro/$f.db")
+    expect_fail "registry list of a $f file" "$f.db is not a vaed registry \(no models table\)" \
+        "$vaed" registry list --registry "$ro/$f.db"
+    expect_fail "registry export from a $f file" "$f.db is not a vaed registry \(no models table\)" \
+        "$vaed" registry export --registry "$ro/$f.db" --model a --out "$ro/x.safetensors"
+    expect_fail "registry copy from a $f file" "$f.db is not a vaed registry" \
+        "$vaed" registry copy --from "$ro/$f.db" --to "$ro/copy.db"
+    [ "$(sha256sum "$ro/$f.db")" = "$before" ] || fail "a read changed the $f file"
+done
+[ ! -e "$ro/x.safetensors" ] || fail "a refused export wrote a file"
+[ ! -e "$ro/copy.db" ] || fail "a refused copy created its destination"
+[ "$(ls "$ro")" = "$(printf 'empty.db\nforeign.db')" ] || fail "reads left files beside: $(ls "$ro")"
+# a missing path: an empty list (scripts/run.sh relies on it), no file
+out=$("$vaed" registry list --registry "$ro/none/registry.db") || fail "registry list of a missing file"
+[ -z "$out" ] || fail "registry list of a missing file printed '$out'"
+expect_fail "registry export from a missing file" 'no registry at' \
+    "$vaed" registry export --registry "$ro/none/registry.db" --model a --out "$ro/x.safetensors"
+[ ! -e "$ro/none" ] || fail "reading a missing registry created $ro/none"
+# a vaed registry: as before, and its file not written
+vdb=$tmp/race-1/registry.db
+before=$(sha256sum "$vdb")
+out=$("$vaed" registry list --registry "$vdb") || fail "registry list of a vaed registry"
+grep -qP '^a\t1 versions\tlatest 1\t' <<<"$out" || fail "registry list of a vaed registry: $out"
+"$vaed" registry export --registry "$vdb" --model b --out "$ro/b.safetensors" >/dev/null \
+    || fail "registry export from a vaed registry"
+cmp -s "$tmp/a.safetensors" "$ro/b.safetensors" || fail "exported b is not the bytes imported"
+[ "$(sha256sum "$vdb")" = "$before" ] || fail "list and export wrote the registry file"
+# another schema version: refused, and not migrated
+sqlite3 "$vdb" 'PRAGMA user_version = 1'
+expect_fail "registry list of an older registry" 'schema version 1 is older.*vaed serve' \
+    "$vaed" registry list --registry "$vdb"
+[ "$(sqlite3 "$vdb" 'PRAGMA user_version')" = 1 ] || fail "a list migrated an older registry"
+sqlite3 "$vdb" 'PRAGMA user_version = 99'
+expect_fail "registry list of a newer registry" 'schema version 99 is newer' \
+    "$vaed" registry list --registry "$vdb"
+
 if [ "$fails" -gt 0 ]; then echo "test_cli: $fails check(s) failed"; exit 1; fi
 echo "test_cli: all checks passed"

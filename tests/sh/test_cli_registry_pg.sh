@@ -7,10 +7,13 @@
 # answers (bounded by libpq's connect_timeout, which vaed sets), a URL libpq
 # cannot parse; each a message and a non-zero exit, and never the URL's
 # password in anything printed.
+# list, export and copy's source open read-only: on a database that is not
+# vaed's (empty, or with a table of someone else's) they refuse with a clear
+# message and create nothing there; on an older schema they do not migrate.
 # PostgreSQL: tests/lib/pg_server's (initdb in a temporary directory, as the
 # postgres user when root, on a free loopback port), started by
-# build/tests/pg_run around this script; when VAED_TEST_PG_URL1 and
-# VAED_TEST_PG_URL2 (two empty databases) are already set, those are used.
+# build/tests/pg_run around this script; when VAED_TEST_PG_URL1 ..
+# VAED_TEST_PG_URL3 (three empty databases) are already set, those are used.
 # Skips (77) without MNIST under data/ or without PostgreSQL.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -18,12 +21,14 @@ cd "$root"
 vaed=${VAED_BIN:-$root/build/vaed}
 build=${VAED_BUILD:-$root/build}
 [ -f "${VAED_DATA:-data}/mnist/train-images-idx3-ubyte" ] || { echo "no MNIST: skipped"; exit 77; }
-if [ -z "${VAED_TEST_PG_URL1:-}" ] || [ -z "${VAED_TEST_PG_URL2:-}" ]; then
+if [ -z "${VAED_TEST_PG_URL1:-}" ] || [ -z "${VAED_TEST_PG_URL2:-}" ] ||
+    [ -z "${VAED_TEST_PG_URL3:-}" ]; then
     [ -x "$build/tests/pg_run" ] || { echo "FAIL: $build/tests/pg_run is not built"; exit 1; }
-    exec "$build/tests/pg_run" -n 2 bash "${BASH_SOURCE[0]}" "$@"
+    exec "$build/tests/pg_run" -n 3 bash "${BASH_SOURCE[0]}" "$@"
 fi
 pg1=$VAED_TEST_PG_URL1
 pg2=$VAED_TEST_PG_URL2
+pg3=$VAED_TEST_PG_URL3 # someone else's: never vaed's
 # The server trusts loopback, so any password is let in: one that must
 # never be printed.
 secret=Zq7-secret-Pw-91
@@ -181,6 +186,39 @@ expect_fail "importing a damaged file into pg" 'registry import' \
     "$vaed" registry import --registry "$pg1" --model digits "$tmp/cut.safetensors"
 expect_ok "pg list after the failures" "$vaed" registry list --registry "$pg1" --model digits
 grep -c '^version ' <<<"$out" | grep -qx 2 || fail "a failure changed the registry: $out"
+
+# Read-only: a database that is not vaed's is refused and left as it was.
+psql_at() { psql -q -X -At -v ON_ERROR_STOP=1 "$@"; }
+tables() { # the tables of database $1 outside PostgreSQL's own schemas
+    psql_at "$1" -c "SELECT string_agg(tablename, ',' ORDER BY tablename) FROM pg_tables
+                     WHERE schemaname NOT IN ('pg_catalog', 'information_schema')"
+}
+expect_fail "list on an empty database" 'is not a vaed registry \(no vaed_schema table\)' \
+    "$vaed" registry list --registry "$pg3"
+[ -z "$(tables "$pg3")" ] || fail "list made tables in an empty database: $(tables "$pg3")"
+expect_fail "export from an empty database" 'is not a vaed registry \(no vaed_schema table\)' \
+    "$vaed" registry export --registry "$pg3" --model digits --out "$tmp/x.safetensors"
+expect_fail "copy from an empty database" 'is not a vaed registry' \
+    "$vaed" registry copy --from "$pg3" --to "$tmp/from-empty.db"
+[ -z "$(tables "$pg3")" ] || fail "export or copy made tables in an empty database: $(tables "$pg3")"
+[ ! -e "$tmp/from-empty.db" ] || fail "a refused copy created its destination"
+[ ! -e "$tmp/x.safetensors" ] || fail "a refused export wrote a file"
+psql_at "$pg3" -c "CREATE TABLE notes (t text); INSERT INTO notes VALUES ('keep me')" >/dev/null
+expect_fail "list on a foreign database" 'is not a vaed registry' \
+    "$vaed" registry list --registry "$pg3"
+expect_fail "export from a foreign database" 'is not a vaed registry' \
+    env VAED_REGISTRY="$pg3" "$vaed" registry export --model digits --out "$tmp/x.safetensors"
+[ "$(tables "$pg3")" = notes ] || fail "list or export changed a foreign database: $(tables "$pg3")"
+[ "$(psql_at "$pg3" -c 'SELECT t FROM notes')" = "keep me" ] || fail "the foreign table changed"
+# An older schema is not migrated by a read (older replicas may share it).
+known=$(psql_at "$pg2" -c 'SELECT version FROM vaed_schema')
+psql_at "$pg2" -c 'UPDATE vaed_schema SET version = 1' >/dev/null
+expect_fail "list on an older schema" 'schema version 1 is older.*vaed serve' \
+    "$vaed" registry list --registry "$pg2"
+[ "$(psql_at "$pg2" -c 'SELECT version FROM vaed_schema')" = 1 ] || fail "a list migrated an older schema"
+psql_at "$pg2" -c "UPDATE vaed_schema SET version = $known" >/dev/null
+expect_ok "list on the schema restored" "$vaed" registry list --registry "$pg2" --model digits
+[ "$(untimed <<<"$out")" = "$(untimed <<<"$sqlite_versions")" ] || fail "the copy's versions, read-only: '$out'"
 
 if grep -qF -- "$secret" "$tmp/all.log"; then
     fail "the password was printed:"

@@ -24,6 +24,7 @@
 
 extern const char *const vaed_schema_migrations[];
 extern const size_t vaed_schema_migration_count;
+extern const size_t vaed_pg_schema_migration_count;
 
 typedef struct {
     char dir[64];
@@ -1119,6 +1120,167 @@ static void test_failed_put_leaves_no_bytes(void **state)
     registry_close(r);
 }
 
+/* ---- the read-only open (both backends) ---- */
+
+/* sql on a plain connection of the test's own, for what no registry call
+ * does (changing the schema version, counting tables). */
+static void exec_path(const char *path, const char *sql)
+{
+    if (strncmp(path, "postgresql://", 13) == 0) {
+        PGconn *c = PQconnectdb(path);
+        assert_int_equal(PQstatus(c), CONNECTION_OK);
+        PGresult *res = PQexec(c, sql);
+        if (PQresultStatus(res) != PGRES_COMMAND_OK)
+            print_error("%s: %s\n", sql, PQerrorMessage(c));
+        assert_int_equal(PQresultStatus(res), PGRES_COMMAND_OK);
+        PQclear(res);
+        PQfinish(c);
+        return;
+    }
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
+    exec_ok(db, sql);
+    sqlite3_close(db);
+}
+
+/* The tables of the database (PostgreSQL: its public schema). */
+static int64_t count_tables(const char *path)
+{
+    return query_int(path, strncmp(path, "postgresql://", 13) == 0
+                               ? "SELECT COUNT(*) FROM pg_tables WHERE schemaname = 'public'"
+                               : "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table'");
+}
+
+/* registry_open_read_only's refusal: status, a message naming why, no handle. */
+static void expect_ro_refused(const fixture *f, int status, const char *why)
+{
+    registry *r = (registry *)1;
+    char err[256] = "";
+    assert_int_equal(registry_open_read_only(f->path, &r, err, sizeof err), status);
+    assert_null(r);
+    if (!strstr(err, why))
+        print_error("'%s' does not say '%s'\n", err, why);
+    assert_non_null(strstr(err, why));
+}
+
+/* The whole file's bytes, malloc'd (the caller frees), *len of them. */
+static uint8_t *file_bytes(const char *path, size_t *len)
+{
+    FILE *fp = fopen(path, "rb");
+    assert_non_null(fp);
+    uint8_t *buf = malloc(1 << 20);
+    assert_non_null(buf);
+    *len = fread(buf, 1, 1 << 20, fp);
+    fclose(fp);
+    return buf;
+}
+
+/* A read-only registry reads what is there and changes nothing: no file, no
+ * table, no migration made by opening it, and every write refused cleanly
+ * (a registry error, the database as it was). */
+static void test_read_only_open(void **state)
+{
+    fixture *f = *state;
+    char err[256] = "";
+    if (is_pg(f)) {
+        /* someone else's database: vaed's tables are not made there */
+        expect_ro_refused(f, REGISTRY_ERR_ARG, "is not a vaed registry (no vaed_schema table)");
+        assert_int_equal(count_tables(f->path), 0);
+    } else {
+        expect_ro_refused(f, REGISTRY_ERR_NOT_FOUND, "no registry at");
+        struct stat st;
+        char dir[160];
+        snprintf(dir, sizeof dir, "%s/var", f->dir);
+        assert_int_not_equal(stat(dir, &st), 0); /* not even the directory */
+        make_dir_of(f);
+        FILE *empty = fopen(f->path, "wb");
+        assert_non_null(empty);
+        fclose(empty);
+        expect_ro_refused(f, REGISTRY_ERR_ARG, "is not a vaed registry (no models table)");
+        assert_int_equal(stat(f->path, &st), 0);
+        assert_int_equal(st.st_size, 0);
+        remove(f->path);
+    }
+
+    registry *w = open_ok(f);
+    put(w, "m", "first bytes", 1);
+    registry_close(w);
+    size_t len_before = 0, len_after = 0;
+    uint8_t *before = is_pg(f) ? NULL : file_bytes(f->path, &len_before);
+
+    registry *r = NULL;
+    int rc = registry_open_read_only(f->path, &r, err, sizeof err);
+    if (rc)
+        print_error("registry_open_read_only: %s\n", err);
+    assert_int_equal(rc, REGISTRY_OK);
+    int known = (int)(is_pg(f) ? vaed_pg_schema_migration_count : vaed_schema_migration_count);
+    assert_int_equal(registry_schema_version(r), known);
+    assert_int_equal(resolve_version(r, "m", NULL), 1);
+    registry_checkpoint_info info;
+    assert_int_equal(registry_resolve(r, "m", "latest", &info, err, sizeof err), REGISTRY_OK);
+    uint8_t *blob = NULL;
+    size_t len = 0;
+    assert_int_equal(registry_get_blob(r, info.sha256, &blob, &len, err, sizeof err), REGISTRY_OK);
+    assert_int_equal(len, strlen("first bytes"));
+    assert_memory_equal(blob, "first bytes", len);
+    free(blob);
+
+    /* Every kind of write fails with a registry error, and leaves nothing. */
+    err[0] = '\0';
+    rc = registry_put_checkpoint(r, "m", (const uint8_t *)"other", 5, NULL, NULL, NULL, "upload",
+                                 NULL, NULL, err, sizeof err);
+    assert_int_equal(rc, REGISTRY_ERR_DB);
+    assert_true(err[0] != '\0');
+    assert_int_equal(registry_put_checkpoint(r, "new", (const uint8_t *)"x", 1, NULL, NULL, NULL,
+                                             "upload", NULL, NULL, err, sizeof err),
+                     REGISTRY_ERR_DB);
+    assert_int_equal(registry_set_alias(r, "m", "prod", 1, err, sizeof err), REGISTRY_ERR_DB);
+    int64_t id = 0;
+    assert_int_equal(registry_insert_job(r, "{}", &id, err, sizeof err), REGISTRY_ERR_DB);
+    assert_int_equal(registry_delete_version(r, "m", 1, err, sizeof err), REGISTRY_ERR_DB);
+    assert_int_equal(resolve_version(r, "m", NULL), 1); /* still readable after */
+    if (is_pg(f)) {
+        /* Sessions lost (a server restart): the new ones are READ ONLY too. */
+        assert_true(query_int(f->path, "SELECT COUNT(pg_terminate_backend(pid)) "
+                                       "FROM pg_stat_activity WHERE datname = current_database() "
+                                       "AND pid <> pg_backend_pid()") >= 1);
+        assert_int_equal(resolve_version(r, "m", NULL), 1); /* its read reconnects */
+        /* the first write finds its connection gone; the next one reconnects */
+        assert_int_not_equal(registry_set_alias(r, "m", "prod", 1, err, sizeof err), REGISTRY_OK);
+        assert_int_equal(registry_set_alias(r, "m", "prod", 1, err, sizeof err), REGISTRY_ERR_DB);
+        assert_non_null(strstr(err, "read-only"));
+    }
+    registry_close(r);
+
+    if (!is_pg(f)) {
+        uint8_t *after = file_bytes(f->path, &len_after);
+        assert_int_equal(len_after, len_before);
+        assert_memory_equal(after, before, len_before);
+        free(after);
+        free(before);
+    }
+    assert_int_equal(query_int(f->path, "SELECT COUNT(*) FROM checkpoints"), 1);
+    assert_int_equal(query_int(f->path, "SELECT COUNT(*) FROM blobs"), 1);
+    assert_int_equal(query_int(f->path, "SELECT COUNT(*) FROM aliases"), 1); /* latest only */
+    assert_int_equal(query_int(f->path, "SELECT COUNT(*) FROM jobs"), 0);
+
+    /* Another schema version is refused, and left as it is: an older one is
+     * not migrated by a read. */
+    char sql[96];
+    const char *version_sql = is_pg(f) ? "SELECT version FROM vaed_schema" : "PRAGMA user_version";
+    snprintf(sql, sizeof sql,
+             is_pg(f) ? "UPDATE vaed_schema SET version = %d" : "PRAGMA user_version = %d",
+             known - 1);
+    exec_path(f->path, sql);
+    expect_ro_refused(f, REGISTRY_ERR_CONFLICT, "older than this vaed's");
+    assert_int_equal(query_int(f->path, version_sql), known - 1);
+    snprintf(sql, sizeof sql,
+             is_pg(f) ? "UPDATE vaed_schema SET version = %d" : "PRAGMA user_version = %d", 99);
+    exec_path(f->path, sql);
+    expect_ro_refused(f, REGISTRY_ERR_CONFLICT, "newer than this vaed knows");
+    assert_int_equal(query_int(f->path, version_sql), 99);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1140,6 +1302,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_reads_beside_waiting_put, setup, teardown),
         cmocka_unit_test_setup_teardown(test_failed_put_leaves_no_bytes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_blob_beside_waiting_write, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_read_only_open, setup, teardown),
     };
     int failed = cmocka_run_group_tests(tests, NULL, NULL);
 
@@ -1155,6 +1318,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_reads_beside_waiting_put, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_failed_put_leaves_no_bytes, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_blob_beside_waiting_write, setup_pg, teardown),
+        cmocka_unit_test_setup_teardown(test_read_only_open, setup_pg, teardown),
     };
     char err[256];
     if (pg_server_start(&pg, err, sizeof err)) {
