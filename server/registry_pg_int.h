@@ -34,9 +34,14 @@
 
 /* Read connections a registry opens at most (see read_conns). */
 #define REG_PG_READ_CONNS 4
-/* Blob connections a registry opens at most (see blob_conns): as many as
- * the registry I/O pool has threads, so its fetches never queue on one. */
-#define REG_PG_BLOB_CONNS 4
+/* Blob connections a registry opens at most (see blob_conns). One: on 2
+ * cores, /healthz p99 under 16 downloads (scripts/bench-downloads.sh,
+ * 8 MiB/s each) was 1.5-4.6 ms with one, 3.2-8.9 ms with two, and worse
+ * with four, at the same MB/s: pieces fetched side by side put more
+ * database backends and receiving threads beside the polling threads,
+ * while one connection already keeps up, the next piece being prefetched.
+ * More would pay with a database far away (each piece a round trip). */
+#define REG_PG_BLOB_CONNS 1
 
 struct registry_pg {
     pthread_mutex_t mu;
@@ -61,9 +66,9 @@ struct registry_pg {
     pthread_mutex_t stage_mu;
     PGconn *stage_conn;       /* owned; under stage_mu; opened on first use */
     /* A download's bytes are read on connections of their own, so a
-     * download and a write do not wait for each other, nor concurrent
-     * downloads' pieces for one another (reg_pg_query_blob): up to
-     * REG_PG_BLOB_CONNS, each opened when pieces first overlap that much. */
+     * download and a write do not wait for each other (reg_pg_query_blob):
+     * up to REG_PG_BLOB_CONNS, each opened when pieces first overlap that
+     * much. */
     pthread_mutex_t blob_mu[REG_PG_BLOB_CONNS];
     PGconn *blob_conns[REG_PG_BLOB_CONNS]; /* owned; each under its blob_mu; NULL until used */
     /* Reads (reg_pg_query_locked's one statement, reg_pg_read_begin's
