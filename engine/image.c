@@ -222,11 +222,13 @@ static int decode_inner(image_png_ctx *c) {
     png_get_IHDR(c->png, c->info, &w, &h, &depth, &color, &interlace, NULL, NULL);
     if (w == 0 || h == 0 || w > IMAGE_MAX_DECODE_SIDE || h > IMAGE_MAX_DECODE_SIDE)
         png_error(c->png, "image size out of range");
-    /* Everything becomes 8- or 16-bit grey or RGB; tRNS is ignored because
-     * alpha is dropped anyway. 16-bit samples are kept for precision. */
+    /* Everything becomes 8- or 16-bit grey or RGB, alpha dropped. 16-bit
+     * samples are kept for precision. A palette's tRNS is dropped too:
+     * png_set_palette_to_rgb expands it into an alpha channel. */
     if (color == PNG_COLOR_TYPE_PALETTE) png_set_palette_to_rgb(c->png);
     if (color == PNG_COLOR_TYPE_GRAY && depth < 8) png_set_expand_gray_1_2_4_to_8(c->png);
-    if (color & PNG_COLOR_MASK_ALPHA) png_set_strip_alpha(c->png);
+    if ((color & PNG_COLOR_MASK_ALPHA) || png_get_valid(c->png, c->info, PNG_INFO_tRNS))
+        png_set_strip_alpha(c->png);
     png_set_interlace_handling(c->png);
     png_read_update_info(c->png, c->info);
 

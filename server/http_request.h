@@ -74,6 +74,7 @@ typedef struct {
     double started;       /* CLOCK_MONOTONIC seconds when the headers were in */
     size_t query_bytes;   /* > 0: the query was over a bound and emptied (http_server.c) */
     size_t query_params;
+    int path_nul;         /* the path held %00: libmicrohttpd's decoded path ends there */
 } http_request;
 
 /* A handler queues exactly one response (or returns MHD_NO to drop the

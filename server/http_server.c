@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/socket.h>
 #include <sys/types.h>
 #include <time.h>
 #include <unistd.h>
@@ -77,8 +78,21 @@ typedef struct {
     unsigned count;
 } ip_slot;
 
+/* One open connection, from libmicrohttpd's NOTIFY_STARTED to its
+ * NOTIFY_CLOSED (its socket_context). */
+typedef struct conn_state {
+    struct conn_state *prev, *next; /* the transport's list, under ip_mu */
+    MHD_socket fd;                  /* valid until NOTIFY_CLOSED, which precedes the close */
+    double waiting_since;           /* when it began waiting for a request's headers */
+    int in_request;                 /* headers in, request not yet completed */
+    int ended;                      /* shut down for taking too long over its headers */
+    int counted;                    /* in its address's ip_slot */
+    uint32_t addr;
+} conn_state;
+
 /* What the transport keeps beside the context handlers see: the budget of
- * request bodies held in memory, and the connections per client address. */
+ * request bodies held in memory, the connections per client address, and
+ * every open connection, for the deadline on its headers. */
 typedef struct {
     http_ctx ctx;              /* handlers borrow it (dispatch passes &t->ctx) */
     size_t bodies_max;         /* bytes; 0 = no budget */
@@ -87,7 +101,8 @@ typedef struct {
     unsigned conns_max;        /* --max-connections */
     unsigned conns_open;       /* atomic: connections libmicrohttpd holds */
     char listen_host[64];      /* the host of --listen: a Host a tokenless daemon also serves */
-    pthread_mutex_t ip_mu;     /* guards ips */
+    pthread_mutex_t ip_mu;     /* guards ips and conns */
+    conn_state *conns;         /* owned: open connections (freed at NOTIFY_CLOSED) */
     ip_slot *ips;              /* owned: one slot per address with a connection open */
     size_t n_ips, cap_ips;
 } http_transport;
@@ -143,8 +158,10 @@ static enum MHD_Result on_accept(void *cls, const struct sockaddr *addr, socklen
     return full ? MHD_NO : MHD_YES;
 }
 
-/* A connection opened or closed: its address's count moves. *socket_context
- * is non-NULL while the connection is counted. */
+/* A connection opened or closed: it joins or leaves the list of open
+ * connections, and its address's count moves. *socket_context is its
+ * conn_state (NULL when there was no memory for one: then it is neither
+ * counted nor given a deadline). */
 static void on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
                           enum MHD_ConnectionNotificationCode code)
 {
@@ -153,17 +170,25 @@ static void on_connection(void *cls, struct MHD_Connection *c, void **socket_con
         __atomic_add_fetch(&t->conns_open, 1, __ATOMIC_RELAXED);
     else
         __atomic_sub_fetch(&t->conns_open, 1, __ATOMIC_RELAXED);
-    if (!t->per_ip_max)
-        return;
-    const union MHD_ConnectionInfo *ci =
-        MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
-    if (!ci || !ci->client_addr || ci->client_addr->sa_family != AF_INET)
-        return;
-    uint32_t a = ((const struct sockaddr_in *)ci->client_addr)->sin_addr.s_addr;
-    pthread_mutex_lock(&t->ip_mu);
-    ip_slot *slot = ip_find_locked(t, a);
     if (code == MHD_CONNECTION_NOTIFY_STARTED) {
-        if (!slot && t->n_ips == t->cap_ips) {
+        const union MHD_ConnectionInfo *fd =
+            MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+        const union MHD_ConnectionInfo *ci =
+            MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+        conn_state *cs = fd ? calloc(1, sizeof *cs) : NULL; /* owned: freed at NOTIFY_CLOSED */
+        if (!cs)
+            return;
+        cs->fd = fd->connect_fd;
+        cs->waiting_since = util_mono_s();
+        int v4 = ci && ci->client_addr && ci->client_addr->sa_family == AF_INET;
+        cs->addr = v4 ? ((const struct sockaddr_in *)ci->client_addr)->sin_addr.s_addr : 0;
+        pthread_mutex_lock(&t->ip_mu);
+        cs->next = t->conns;
+        if (t->conns)
+            t->conns->prev = cs;
+        t->conns = cs;
+        ip_slot *slot = t->per_ip_max && v4 ? ip_find_locked(t, cs->addr) : NULL;
+        if (t->per_ip_max && v4 && !slot && t->n_ips == t->cap_ips) {
             size_t cap = t->cap_ips ? 2 * t->cap_ips : 64;
             ip_slot *grown = realloc(t->ips, cap * sizeof *grown);
             if (grown) {
@@ -171,19 +196,68 @@ static void on_connection(void *cls, struct MHD_Connection *c, void **socket_con
                 t->cap_ips = cap;
             }
         }
-        if (!slot && t->n_ips < t->cap_ips) {
+        if (t->per_ip_max && v4 && !slot && t->n_ips < t->cap_ips) {
             slot = &t->ips[t->n_ips++];
-            *slot = (ip_slot){a, 0};
+            *slot = (ip_slot){cs->addr, 0};
         }
         if (slot) { /* else out of memory: this connection is not counted */
             slot->count++;
-            *socket_context = t;
+            cs->counted = 1;
         }
-    } else if (*socket_context && slot) {
-        if (--slot->count == 0)
-            *slot = t->ips[--t->n_ips];
-        *socket_context = NULL;
+        *socket_context = cs;
+        pthread_mutex_unlock(&t->ip_mu);
+        return;
     }
+    conn_state *cs = *socket_context;
+    if (!cs)
+        return;
+    pthread_mutex_lock(&t->ip_mu);
+    ip_slot *slot = cs->counted ? ip_find_locked(t, cs->addr) : NULL;
+    if (slot && --slot->count == 0)
+        *slot = t->ips[--t->n_ips];
+    if (cs->prev)
+        cs->prev->next = cs->next;
+    else
+        t->conns = cs->next;
+    if (cs->next)
+        cs->next->prev = cs->prev;
+    pthread_mutex_unlock(&t->ip_mu);
+    free(cs);
+    *socket_context = NULL;
+}
+
+/* A request's headers are in (in_request 1), or its answer is done and the
+ * connection waits for the next one's (0). */
+static void conn_mark(http_transport *t, struct MHD_Connection *c, int in_request)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    conn_state *cs = ci ? ci->socket_context : NULL;
+    if (!cs)
+        return;
+    pthread_mutex_lock(&t->ip_mu);
+    cs->in_request = in_request;
+    if (!in_request)
+        cs->waiting_since = util_mono_s();
+    pthread_mutex_unlock(&t->ip_mu);
+}
+
+/* libmicrohttpd's --timeout is an idle timer: a client that sends a byte of
+ * its headers now and then (slowloris) kept its connection for ever, and
+ * --max-per-ip connections from each of two addresses locked every other
+ * client out. A connection that has waited more than timeout_s for a
+ * request's headers is shut down here (from the server's own thread;
+ * libmicrohttpd then reads the end and closes it on its polling thread, as
+ * if the client had gone). */
+static void conns_end_slow_headers(http_transport *t, double timeout_s)
+{
+    double now = util_mono_s();
+    pthread_mutex_lock(&t->ip_mu);
+    for (conn_state *cs = t->conns; cs; cs = cs->next)
+        if (!cs->in_request && !cs->ended && now - cs->waiting_since > timeout_s) {
+            shutdown(cs->fd, SHUT_RDWR);
+            cs->ended = 1;
+        }
     pthread_mutex_unlock(&t->ip_mu);
 }
 
@@ -289,6 +363,11 @@ static enum MHD_Result answer_early(http_request *req, enum MHD_Result queued)
 static enum MHD_Result on_headers(http_transport *t, struct MHD_Connection *c, http_request *req)
 {
     const server_options *o = t->ctx.opts;
+    char why[HTTP_MESSAGE_MAX];
+    /* Framing first: what a check below reads must be what the client
+     * meant, one Host and one way to find the body's end. */
+    if (http_headers_malformed(c, why, sizeof why))
+        return answer_early(req, http_send_error(c, HTTP_ERR_BAD_REQUEST, "%s", why));
     /* Without a token every request could change the registry, so only
      * this machine may send one: a page that rebinds its own name to
      * 127.0.0.1 still sends that name as Host, and a page that posts here
@@ -337,7 +416,6 @@ static enum MHD_Result on_headers(http_transport *t, struct MHD_Connection *c, h
                                         "Authorization: Bearer TOKEN with the server's token"));
     /* One rule for every route, before any handler reads a parameter: a
      * name given twice is refused, not read as its first value. */
-    char why[HTTP_MESSAGE_MAX];
     int repeated = http_query_repeated(c, why, sizeof why);
     if (repeated)
         return answer_early(req, http_send_error(c,
@@ -387,9 +465,14 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *c)
     (void)c;
     const server_options *o = ((http_transport *)cls)->ctx.opts;
     http_request *req = calloc(1, sizeof *req); /* owned: freed in on_completed */
-    char *query = uri ? strchr(uri, '?') : NULL;
-    if (!req || !query)
-        return req; /* on_request allocates when this could not */
+    if (!req || !uri)
+        return req; /* NULL: on_request ends the connection */
+    char *query = strchr(uri, '?');
+    size_t path_len = query ? (size_t)(query - uri) : strlen(uri);
+    for (size_t i = 0; i + 2 < path_len; i++)
+        req->path_nul |= uri[i] == '%' && uri[i + 1] == '0' && uri[i + 2] == '0';
+    if (!query)
+        return req;
     size_t bytes = strlen(query + 1), params = bytes ? 1 : 0;
     for (const char *p = query + 1; *p; p++)
         params += *p == '&';
@@ -410,19 +493,17 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
                                   const char *upload_data, size_t *upload_data_size,
                                   void **con_cls)
 {
-    (void)version;
     http_transport *t = cls;
     http_request *req = *con_cls; /* from on_uri, not yet seen here when method is NULL */
 
     if (!req || !req->method) {
-        if (!req)
-            req = calloc(1, sizeof *req); /* owned: freed in on_completed */
-        if (!req)
+        if (!req) /* on_uri could not allocate it: out of memory */
             return MHD_NO;
         req->method = method;
         req->path = url;
         req->started = util_mono_s();
         *con_cls = req;
+        conn_mark(t, c, 1);
         if (req->query_bytes)
             return answer_early(
                 req, http_send_refusal(c, METRICS_LIMIT_QUERY, HTTP_ERR_URI_TOO_LONG, NULL,
@@ -431,6 +512,16 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
                                        "(--max-query-params)",
                                        req->query_bytes, req->query_params,
                                        t->ctx.opts->max_query, t->ctx.opts->max_query_params));
+        /* RFC 9112 3.2; and a tokenless daemon's Host check needs one */
+        if (version && !strcmp(version, MHD_HTTP_VERSION_1_1) &&
+            !MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_HOST))
+            return answer_early(req, http_send_error(c, HTTP_ERR_BAD_REQUEST,
+                                                     "an HTTP/1.1 request needs a Host header"));
+        /* "/models/a%00b" would be served as "/models/a" */
+        if (req->path_nul)
+            return answer_early(req, http_send_error(c, HTTP_ERR_BAD_REQUEST,
+                                                     "the path holds %%00 (a NUL byte): no "
+                                                     "name or number of this API does"));
         return on_headers(t, c, req);
     }
     size_t max = req->body_max;
@@ -469,6 +560,7 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
     http_transport *t = cls;
     (void)toe;
     http_request *req = *con_cls;
+    conn_mark(t, c, 0);
     if (req && req->method) {
         /* Status 0: the connection closed before any response was queued. */
         const union MHD_ConnectionInfo *ci =
@@ -822,6 +914,8 @@ server_status server_run(const server_options *o, volatile sig_atomic_t *stop, c
         if (pauses % TRIM_EVERY == 0)
             malloc_trim(0);
 #endif
+        if (o->timeout_s && pauses % 10 == 0)
+            conns_end_slow_headers(&transport, o->timeout_s);
     }
 
 end:;

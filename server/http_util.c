@@ -546,6 +546,75 @@ int http_query_repeated(struct MHD_Connection *c, char *msg, size_t msglen)
     return rc;
 }
 
+/* RFC 9110 5.6.2 tchar */
+static int is_tchar(unsigned char ch)
+{
+    return (ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+           (ch && strchr("!#$%&'*+-.^_`|~", ch));
+}
+
+typedef struct {
+    int hosts, lengths, codings, chunked_only; /* counts of each header; TE's value is "chunked" */
+    int bad;                                   /* 1: a name, 2: a value */
+    char name[48];                             /* the first bad header's name, printable */
+} header_scan;
+
+static enum MHD_Result scan_header(void *cls, enum MHD_ValueKind kind, const char *key,
+                                   size_t key_size, const char *value, size_t value_size)
+{
+    (void)kind;
+    header_scan *h = cls;
+    int bad = key_size == 0 ? 1 : 0;
+    for (size_t i = 0; i < key_size && !bad; i++)
+        bad = is_tchar((unsigned char)key[i]) ? 0 : 1;
+    for (size_t i = 0; value && i < value_size && !bad; i++) {
+        unsigned char ch = (unsigned char)value[i];
+        bad = (ch < 0x20 && ch != '\t') || ch == 0x7f ? 2 : 0;
+    }
+    if (bad) {
+        size_t k = 0;
+        for (size_t i = 0; i < key_size && k + 1 < sizeof h->name; i++)
+            h->name[k++] = is_tchar((unsigned char)key[i]) ? key[i] : '?';
+        h->name[k] = '\0';
+        h->bad = bad;
+        return MHD_NO;
+    }
+    if (!strcasecmp(key, MHD_HTTP_HEADER_HOST))
+        h->hosts++;
+    else if (!strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH))
+        h->lengths++;
+    else if (!strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING)) {
+        h->codings++;
+        h->chunked_only = value && !strcasecmp(value, "chunked");
+    }
+    return MHD_YES;
+}
+
+int http_headers_malformed(struct MHD_Connection *c, char *msg, size_t msglen)
+{
+    header_scan h = {0};
+    MHD_get_connection_values_n(c, MHD_HEADER_KIND, scan_header, &h);
+    if (h.bad == 1)
+        snprintf(msg, msglen,
+                 "header name '%s' is not a token (letters, digits, !#$%%&'*+-.^_`|~; no space "
+                 "before the colon)",
+                 h.name);
+    else if (h.bad == 2)
+        snprintf(msg, msglen, "header %s holds a control byte", h.name);
+    else if (h.hosts > 1 || h.lengths > 1 || h.codings > 1)
+        snprintf(msg, msglen, "%s is given more than once",
+                 h.hosts > 1 ? "Host" : h.lengths > 1 ? "Content-Length" : "Transfer-Encoding");
+    else if (h.codings && !h.chunked_only)
+        snprintf(msg, msglen,
+                 "Transfer-Encoding: only \"chunked\" is understood, alone (send the body "
+                 "uncompressed)");
+    else if (h.codings && h.lengths)
+        snprintf(msg, msglen, "Content-Length and Transfer-Encoding are both given (send one)");
+    else
+        return 0;
+    return -1;
+}
+
 int http_query_u64(struct MHD_Connection *c, const char *name, int *present, uint64_t *out,
                    char *msg, size_t msglen)
 {

@@ -184,6 +184,18 @@ int http_query_str(struct MHD_Connection *c, const char *name, size_t max_len,
  * many of them a hostile URL packs. */
 int http_query_repeated(struct MHD_Connection *c, char *msg, size_t msglen);
 
+/* The framing a request's headers must have before anything reads them
+ * (RFC 9112 sections 5 and 6): 0 when every name is a token and every value
+ * free of control bytes but tab; when Host, Content-Length and
+ * Transfer-Encoding are each given at most once; when Transfer-Encoding, if
+ * any, is "chunked" alone; and when not both length headers are given. Else
+ * -1 with msg naming the first fault. libmicrohttpd 0.9.75 keeps a name with
+ * a space before its colon ("Host : x") as another name, reads the first of
+ * two Hosts, ends the header block at a line that starts with ':' (what
+ * follows becomes the body or a next request), and waits for a body it
+ * cannot frame under any other transfer coding, answering nothing. */
+int http_headers_malformed(struct MHD_Connection *c, char *msg, size_t msglen);
+
 /* 1 when the request's Content-Type is the media type type (case aside),
  * with or without parameters ("application/json; charset=utf-8"); 0 when it
  * is another or absent. */

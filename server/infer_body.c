@@ -12,16 +12,25 @@
 http_error infer_body_prescan(const char *body, size_t len, int max_depth, size_t max_values,
                               char *msg, size_t msglen)
 {
-    int depth = 0, in_string = 0;
+    int depth = 0, in_string = 0, closed = 0; /* closed: the top-level container has ended */
     size_t values = 1;
     for (size_t i = 0; i < len; i++) {
         char ch = body[i];
+        if (ch == '\0' || (in_string && ch == '\\' && len - i > 5 &&
+                            !memcmp(body + i + 1, "u0000", 5))) {
+            snprintf(msg, msglen, "the JSON body holds a NUL character (byte %zu)", i);
+            return HTTP_ERR_BAD_REQUEST;
+        }
         if (in_string) {
             if (ch == '\\')
                 i++;
             else if (ch == '"')
                 in_string = 0;
             continue;
+        }
+        if (closed && ch != ' ' && ch != '\t' && ch != '\r' && ch != '\n') {
+            snprintf(msg, msglen, "the request body has bytes after its JSON value");
+            return HTTP_ERR_BAD_REQUEST;
         }
         if (ch == '"') {
             in_string = 1;
@@ -33,7 +42,12 @@ http_error infer_body_prescan(const char *body, size_t len, int max_depth, size_
             }
             values++;
         } else if (ch == ']' || ch == '}') {
-            depth--;
+            if (--depth < 0) {
+                snprintf(msg, msglen, "the JSON body closes a bracket it never opened (byte %zu)",
+                         i);
+                return HTTP_ERR_BAD_REQUEST;
+            }
+            closed = depth == 0;
         } else if (ch == ',') {
             values++;
         }

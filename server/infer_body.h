@@ -39,7 +39,12 @@
 
 /* Refuses, before cJSON builds a node (64 bytes) for each value, nesting
  * deeper than max_depth (400, counted as json_depth) and more than
- * max_values values (413, counted as json_values). */
+ * max_values values (413, counted as json_values); and, for every JSON
+ * body whichever handler parses it, what cJSON would read as another text
+ * than the one sent (400): a NUL byte or a \u0000 escape (cJSON ends the
+ * string there: "a\u0000b" was the model "a"), a bracket closed that was
+ * never opened, or bytes after the top-level object or array (cJSON reads
+ * the first value and ignores the rest). */
 http_error infer_body_prescan(const char *body, size_t len, int max_depth, size_t max_values,
                               char *msg, size_t msglen);
 /* The body as a JSON object, after infer_body_prescan: *out owned by the

@@ -1178,6 +1178,63 @@ static void test_png_grid_refused_before_decode(void **state)
     assert_int_equal(refusals(fx.port, "png_grid"), before + 1);
 }
 
+/* A 28x28 palette PNG (two entries, black and white, in stripes), with a
+ * tRNS chunk making black transparent when trns; malloc'd. */
+static uint8_t *palette_png(int trns, size_t *len)
+{
+    uint8_t rows[28 * 29];
+    for (int y = 0; y < 28; y++) {
+        rows[y * 29] = 0; /* filter: none */
+        for (int x = 0; x < 28; x++)
+            rows[y * 29 + 1 + x] = (uint8_t)((x / 4) & 1);
+    }
+    uLongf idat_len = compressBound(sizeof rows);
+    uint8_t *idat = malloc(idat_len), *png = malloc(8 + 25 + 18 + 13 + 12 + idat_len + 12);
+    assert_non_null(idat);
+    assert_non_null(png);
+    assert_int_equal(compress2(idat, &idat_len, rows, sizeof rows, 9), Z_OK);
+    memcpy(png, "\x89PNG\r\n\x1a\n", 8);
+    *len = 8;
+    uint8_t ihdr[13] = {0};
+    put_be32(ihdr, 28);
+    put_be32(ihdr + 4, 28);
+    ihdr[8] = 8; /* depth */
+    ihdr[9] = 3; /* colour type: palette */
+    put_chunk(png, len, "IHDR", ihdr, 13);
+    static const uint8_t plte[6] = {0, 0, 0, 255, 255, 255}, alpha[1] = {0};
+    put_chunk(png, len, "PLTE", plte, sizeof plte);
+    if (trns)
+        put_chunk(png, len, "tRNS", alpha, sizeof alpha);
+    put_chunk(png, len, "IDAT", idat, idat_len);
+    put_chunk(png, len, "IEND", NULL, 0);
+    free(idat);
+    return png;
+}
+
+/* A palette PNG with transparency is read as its colours, alpha dropped as
+ * for every other PNG: libpng's palette expansion turned tRNS into a
+ * fourth channel and the image was refused ("unsupported pixel layout"). */
+static void test_png_palette_transparency(void **state)
+{
+    (void)state;
+    const char *png_type[] = {"Content-Type: image/png", NULL};
+    harness_response r[2];
+    for (int trns = 0; trns < 2; trns++) {
+        size_t len;
+        uint8_t *png = palette_png(trns, &len);
+        assert_int_equal(harness_request(fx.port, "POST", "/encode", png_type, png, len, &r[trns]),
+                         0);
+        free(png);
+        if (r[trns].status != 200)
+            fail_msg("palette PNG%s: %d %.200s", trns ? " with tRNS" : "", r[trns].status,
+                     (const char *)r[trns].body);
+    }
+    assert_int_equal(r[0].body_len, r[1].body_len);
+    assert_memory_equal(r[0].body, r[1].body, r[0].body_len);
+    harness_response_free(&r[0]);
+    harness_response_free(&r[1]);
+}
+
 /* ---- the data directory ---------------------------------------------------------- */
 
 static void touch(const char *path)
@@ -1845,6 +1902,7 @@ int main(void)
         cmocka_unit_test(test_long_shape_header),
         cmocka_unit_test(test_request_memory_budget),
         cmocka_unit_test(test_png_grid_refused_before_decode),
+        cmocka_unit_test(test_png_palette_transparency),
         cmocka_unit_test(test_data_dir_ownership),
         cmocka_unit_test(test_job_queue_cap_and_pages),
         cmocka_unit_test(test_upload_commit_holds_no_reads),
