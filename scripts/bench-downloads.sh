@@ -6,11 +6,13 @@
 # The checkpoint: a 784-1300-20 MLP trained one epoch on 64 random images
 # here (some 8 MB, 8 pieces of 1 MiB). Per daemon: PROBES (200) /healthz
 # one after another, each on a new connection (python3, perf_counter), idle,
-# then while N_DOWNLOADS (16) curl clients download the checkpoint over and
-# over (each at most RATE, 8M/s, so downloads last through the probes):
-# p50 / p99 / max ms, and the downloads finished meanwhile (each body's
-# size checked). With BASELINE, ROUNDS (3) rounds alternate which daemon
-# goes first; each daemon has a database of its own. Prints the load
+# then while N_DOWNLOADS (16) clients (python3 threads) download the
+# checkpoint over and over, each reading at RATE (8M = 8 MiB/s), paced by
+# the client so that every build serves the same bytes per second (curl's
+# --limit-rate let a build that sends in bursts go some 1.5x faster):
+# p50 / p99 / max ms, the downloads finished meanwhile (each body's size
+# checked) and the MB/s received. With BASELINE, ROUNDS (3) rounds alternate
+# which daemon goes first; each daemon has a database of its own. Prints the load
 # average before and after, and per round the ratio this / baseline of
 # the loaded p99 and of loaded / idle.
 set -euo pipefail
@@ -67,6 +69,54 @@ print('%.2f %.2f %.2f' % (ts[n // 2], ts[min(n - 1, int(n * 0.99))], ts[-1]))
 EOF
 }
 
+# download_clients PORT: N_DOWNLOADS threads downloading the checkpoint over
+# and over until $tmp/stop, each reading at RATE, paced by the client (so
+# every build is asked for the same bytes per second, however it sends
+# them); prints "downloads-ok short MB/s-received".
+download_clients() {
+    python3 - "$1" "$n_dl" "$rate" "$tmp/stop" "$size" <<'EOF'
+import http.client, os, sys, threading, time
+port, n, rate, stop, size = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4], int(sys.argv[5])
+mult = {'K': 1 << 10, 'M': 1 << 20, 'G': 1 << 30}
+bps = float(rate[:-1]) * mult[rate[-1].upper()] if rate[-1].upper() in mult else float(rate)
+ok = short = total = 0
+lock = threading.Lock()
+def client():
+    global ok, short, total
+    while not os.path.exists(stop):
+        got = 0
+        try:
+            c = http.client.HTTPConnection('127.0.0.1', port, timeout=30)
+            c.request('GET', '/models/wide/versions/latest/file')
+            r = c.getresponse()
+            t0 = time.perf_counter()
+            while True:
+                b = r.read(65536)
+                if not b:
+                    break
+                got += len(b)
+                ahead = t0 + got / bps - time.perf_counter()
+                if ahead > 0:
+                    time.sleep(ahead)
+            c.close()
+        except (OSError, http.client.HTTPException):
+            pass
+        with lock:
+            total += got
+            if got == size:
+                ok += 1
+            else:
+                short += 1
+t0 = time.perf_counter()
+ts = [threading.Thread(target=client) for _ in range(n)]
+for t in ts:
+    t.start()
+for t in ts:
+    t.join()
+print(ok, short, '%.1f' % (total / (time.perf_counter() - t0) / 1e6))
+EOF
+}
+
 # run NAME VAED URL: one daemon's line.
 run() {
     local name=$1 bin=$2 url=$3 dir="$tmp/$1" port pid
@@ -80,28 +130,21 @@ run() {
         --data-binary @"$tmp/wide.safetensors" "http://127.0.0.1:$port/models/wide/checkpoints" || true
     local idle loaded
     idle=$(probe "$port")
-    rm -f "$tmp/stop" "$dir"/dl.*
-    local dls=()
-    for i in $(seq "$n_dl"); do
-        ( while [ ! -f "$tmp/stop" ]; do
-              curl -s -o /dev/null -w '%{size_download}\n' --limit-rate "$rate" \
-                  "http://127.0.0.1:$port/models/wide/versions/latest/file" >>"$dir/dl.$i" || true
-          done ) &
-        dls+=($!)
-    done
+    rm -f "$tmp/stop" "$dir/dl"
+    download_clients "$port" >"$dir/dl" &
+    local dls=$!
     sleep 1 # every download under way
     loaded=$(probe "$port")
     touch "$tmp/stop"
-    wait "${dls[@]}" 2>/dev/null || true
-    local done_ok bad
-    done_ok=$(cat "$dir"/dl.* | awk -v s="$size" '$1 == s' | wc -l)
-    bad=$(cat "$dir"/dl.* | awk -v s="$size" '$1 != s' | wc -l)
+    wait "$dls" 2>/dev/null || true
+    local done_ok bad mbps
+    read -r done_ok bad mbps <"$dir/dl"
     kill "$pid"; wait "$pid" 2>/dev/null || true
-    echo "$name $idle $loaded $done_ok $bad"
+    echo "$name $idle $loaded $done_ok $bad $mbps"
 }
 
 echo "bench-downloads: $size-byte checkpoint, $n_dl downloads at <= $rate/s each, $probes probes; load: $(cut -d' ' -f1-3 /proc/loadavg)"
-printf '%-9s %5s | %-22s | %-22s | %s\n' build round "idle p50/p99/max ms" "loaded p50/p99/max ms" "downloads ok (short)"
+printf '%-9s %5s | %-22s | %-22s | %s\n' build round "idle p50/p99/max ms" "loaded p50/p99/max ms" "downloads ok (short), MB/s"
 for r in $(seq "$rounds"); do
     if [ -z "$base" ]; then
         lines=$(run this "$this" "$VAED_TEST_PG_URL1")
@@ -110,9 +153,9 @@ for r in $(seq "$rounds"); do
     else
         lines=$(run this "$this" "$VAED_TEST_PG_URL1"; run baseline "$base" "$VAED_TEST_PG_URL2")
     fi
-    echo "$lines" | while read -r name i50 i99 imax l50 l99 lmax ok bad; do
-        printf '%-9s %5s | %6s %6s %8s | %6s %7s %8s | %s (%s)\n' "$name" "$r" "$i50" "$i99" "$imax" \
-            "$l50" "$l99" "$lmax" "$ok" "$bad"
+    echo "$lines" | while read -r name i50 i99 imax l50 l99 lmax ok bad mbps; do
+        printf '%-9s %5s | %6s %6s %8s | %6s %7s %8s | %s (%s), %s\n' "$name" "$r" "$i50" "$i99" "$imax" \
+            "$l50" "$l99" "$lmax" "$ok" "$bad" "$mbps"
     done
     if [ -n "$base" ]; then
         echo "$lines" | awk -v r="$r" '{ i99[$1] = $3; l99[$1] = $6 }

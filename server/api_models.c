@@ -6,6 +6,7 @@
 #include "server/api_models.h"
 
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -341,64 +342,146 @@ enum MHD_Result api_models_get_version(http_ctx *ctx, struct MHD_Connection *c, 
 
 /* ---- GET /models/{name}/versions/{v}/file ----------------------------- */
 
-/* A download under way, owned by its response (download_free). Each piece
- * the client takes is read where the registry holds it: SQLite's file on
- * the polling thread (moving bytes), a PostgreSQL piece fetched on the
- * registry's I/O pool while the connection is suspended, so neither a
- * slow database nor a large checkpoint costs a polling thread or more than
- * a piece of memory. */
+/* A download under way, owned by its response and by the fetch in flight
+ * (refs: the last to let go frees it). Each piece the client takes is read
+ * where the registry holds it: SQLite's file on the polling thread (moving
+ * bytes), a PostgreSQL piece fetched on the registry's I/O pool, so neither
+ * a slow database nor a large checkpoint costs a polling thread. While a
+ * piece is sent the next one is prefetched (two held), when the global
+ * budget allows (prefetch_reserve); the connection is suspended only when
+ * the piece MHD asks for is not in yet. */
 typedef struct {
-    compute_task task;    /* first: the next piece's fetch on ctx->registry_io */
+    compute_task task;    /* first: the fetch on ctx->registry_io; its conn stays NULL */
     compute_pool *io;     /* borrowed */
+    struct MHD_Connection *conn; /* borrowed: suspended while waiting */
     registry_blob *blob;  /* owned */
     size_t size;
+    int refs;             /* atomic: the response's and the fetch's */
+    int reserved;         /* holds DOWNLOAD_PIECE_BYTES of the prefetch budget */
+    pthread_mutex_t mu;   /* guards what follows; never held across a statement */
     size_t fetch_at;      /* the offset whose piece the task fetches */
-    int failed;           /* the fetch failed (why): the response ends short */
+    int fetching;         /* the task is queued or running */
+    int waiting;          /* the connection is suspended until it is done */
+    int failed;           /* a fetch failed (why): the response ends short */
     char why[256];
 } download;
+
+/* Bytes of prefetched pieces all downloads may hold beside the one each
+ * reads: 16 downloads prefetch; past that a download fetches each piece
+ * when it needs it, holding one, so memory stays a piece per download plus
+ * this, however many stall. */
+#define DOWNLOAD_PREFETCH_BYTES ((size_t)16 << 20)
+#define DOWNLOAD_PIECE_BYTES REGISTRY_BLOB_PIECE
+static size_t prefetch_held; /* atomic */
+
+static int prefetch_reserve(void)
+{
+    size_t held = __atomic_add_fetch(&prefetch_held, DOWNLOAD_PIECE_BYTES, __ATOMIC_RELAXED);
+    if (held <= DOWNLOAD_PREFETCH_BYTES)
+        return 1;
+    __atomic_sub_fetch(&prefetch_held, DOWNLOAD_PIECE_BYTES, __ATOMIC_RELAXED);
+    return 0;
+}
+
+static void download_unref(download *dl)
+{
+    if (__atomic_sub_fetch(&dl->refs, 1, __ATOMIC_ACQ_REL))
+        return;
+    if (dl->reserved)
+        __atomic_sub_fetch(&prefetch_held, DOWNLOAD_PIECE_BYTES, __ATOMIC_RELAXED);
+    registry_blob_close(dl->blob);
+    pthread_mutex_destroy(&dl->mu);
+    free(dl);
+}
 
 static void download_fetch_run(compute_task *t)
 {
     download *dl = (download *)t;
-    dl->failed = registry_blob_fetch(dl->blob, dl->fetch_at, dl->why, sizeof dl->why) !=
-                 REGISTRY_OK;
+    char why[256];
+    /* A download that may hold two keeps the piece being sent. */
+    int status = dl->reserved ? registry_blob_prefetch(dl->blob, dl->fetch_at, why, sizeof why)
+                              : registry_blob_fetch(dl->blob, dl->fetch_at, why, sizeof why);
+    pthread_mutex_lock(&dl->mu);
+    if (status != REGISTRY_OK && !dl->failed) {
+        dl->failed = 1;
+        memcpy(dl->why, why, sizeof why);
+    }
+    dl->fetching = 0;
+    int resume = dl->waiting;
+    dl->waiting = 0;
+    pthread_mutex_unlock(&dl->mu);
+    /* Suspended until this: the response (and dl) cannot go meanwhile. */
+    if (resume)
+        MHD_resume_connection(dl->conn);
+    download_unref(dl);
+}
+
+/* Queues the fetch of the piece at offset; under dl->mu, none in flight.
+ * -1 when the pool is stopping. */
+static int download_fetch_start(download *dl, size_t offset)
+{
+    dl->fetch_at = offset;
+    dl->fetching = 1;
+    __atomic_add_fetch(&dl->refs, 1, __ATOMIC_ACQ_REL);
+    if (compute_pool_continue(dl->io, &dl->task) == 0)
+        return 0;
+    dl->fetching = 0;
+    __atomic_sub_fetch(&dl->refs, 1, __ATOMIC_ACQ_REL); /* the response's is still held */
+    return -1;
 }
 
 /* MHD asks for the next piece of a download: at most max bytes at pos.
  * Never waits for the database: a piece not yet in is fetched on the pool
- * with the connection suspended, and 0 returned (MHD's pattern for a
- * reader with nothing ready); the pool's resume brings MHD back here. */
+ * (or is being prefetched) with the connection suspended, and 0 returned
+ * (MHD's pattern for a reader with nothing ready); the fetch's resume
+ * brings MHD back here. */
 static ssize_t download_read(void *cls, uint64_t pos, char *buf, size_t max)
 {
     download *dl = cls;
     if (pos >= dl->size)
         return MHD_CONTENT_READER_END_OF_STREAM;
-    if (dl->failed) {
-        /* With Content-Length sent, the client sees a body cut short (the
-         * connection closes), never bytes of something else. */
-        fprintf(stderr, "vaed: download: %s\n", dl->why);
-        return MHD_CONTENT_READER_END_WITH_ERROR;
-    }
     size_t n = registry_blob_available(dl->blob, (size_t)pos);
+    pthread_mutex_lock(&dl->mu);
     if (!n) {
-        dl->fetch_at = (size_t)pos;
-        if (compute_pool_continue(dl->io, &dl->task))
+        if (dl->failed) {
+            /* With Content-Length sent, the client sees a body cut short
+             * (the connection closes), never bytes of something else. */
+            pthread_mutex_unlock(&dl->mu);
+            fprintf(stderr, "vaed: download: %s\n", dl->why);
+            return MHD_CONTENT_READER_END_WITH_ERROR;
+        }
+        /* A prefetch under way is for this piece (reads go forward). */
+        if (!dl->fetching && download_fetch_start(dl, (size_t)pos)) {
+            pthread_mutex_unlock(&dl->mu);
             return MHD_CONTENT_READER_END_WITH_ERROR; /* the server is stopping */
+        }
+        /* Under dl->mu, so the fetch's resume comes after the suspend. */
+        dl->waiting = 1;
+        MHD_suspend_connection(dl->conn);
+        pthread_mutex_unlock(&dl->mu);
         return 0;
     }
+    pthread_mutex_unlock(&dl->mu);
     n = n < max ? n : max;
-    if (registry_blob_read(dl->blob, (size_t)pos, buf, n, dl->why, sizeof dl->why) ==
-        REGISTRY_OK)
-        return (ssize_t)n;
-    fprintf(stderr, "vaed: download: %s\n", dl->why);
-    return MHD_CONTENT_READER_END_WITH_ERROR;
+    char why[256];
+    if (registry_blob_read(dl->blob, (size_t)pos, buf, n, why, sizeof why) != REGISTRY_OK) {
+        fprintf(stderr, "vaed: download: %s\n", why);
+        return MHD_CONTENT_READER_END_WITH_ERROR;
+    }
+    /* After the read, which marks this piece as the one a prefetch keeps. */
+    size_t next = (size_t)pos - (size_t)pos % DOWNLOAD_PIECE_BYTES + DOWNLOAD_PIECE_BYTES;
+    pthread_mutex_lock(&dl->mu);
+    if (!dl->fetching && !dl->failed && next < dl->size &&
+        !registry_blob_available(dl->blob, next) &&
+        (dl->reserved || (dl->reserved = prefetch_reserve())))
+        download_fetch_start(dl, next); /* refused while stopping: fetched when needed */
+    pthread_mutex_unlock(&dl->mu);
+    return (ssize_t)n;
 }
 
 static void download_free(void *cls)
 {
-    download *dl = cls;
-    registry_blob_close(dl->blob);
-    free(dl);
+    download_unref(cls);
 }
 
 /* A download between its request and its response: the version resolved
@@ -455,7 +538,9 @@ static struct MHD_Response *file_response(file_work *w)
         if (!dl)
             return NULL;
         dl->task.run = download_fetch_run;
-        dl->task.conn = w->task.conn;
+        dl->conn = w->task.conn;
+        dl->refs = 1;
+        pthread_mutex_init(&dl->mu, NULL);
         dl->io = w->ctx->registry_io;
         dl->size = w->size;
         dl->blob = w->blob;

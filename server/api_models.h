@@ -23,8 +23,10 @@
  * What waits for the registry's database runs on the registry's I/O pool
  * (http_ctx.registry_io), the connection suspended: a download's lookup
  * and its first piece, each later piece of a PostgreSQL checkpoint (pieces
- * of REGISTRY_BLOB_PIECE: a download holds one, whatever the checkpoint's
- * size; SQLite's pieces are read from the file where MHD asks for them),
+ * of REGISTRY_BLOB_PIECE, the next prefetched while one is sent: a download
+ * holds one or two, whatever the checkpoint's size, and all downloads
+ * together at most 16 MiB of prefetched ones; SQLite's pieces are read from
+ * the file where MHD asks for them),
  * and every write (alias PUT and DELETE, version DELETE: a commit is an
  * fsync, and may wait for another process's lock). A checkpoint deleted
  * during its PostgreSQL download ends the response short (the connection

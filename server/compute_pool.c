@@ -146,7 +146,8 @@ static void *pool_main(void *arg)
         p->in_flight--;
         pthread_mutex_unlock(&p->lock);
         /* After this the connection's thread may queue the answer and free t. */
-        MHD_resume_connection(conn);
+        if (conn)
+            MHD_resume_connection(conn);
     }
 }
 
@@ -228,7 +229,8 @@ static void enqueue_locked(compute_pool *p, compute_task *t)
     p->in_flight++;
     /* Suspended before a compute thread can see t, so the resume always
      * follows the suspend. */
-    MHD_suspend_connection(t->conn);
+    if (t->conn)
+        MHD_suspend_connection(t->conn);
     t->next = NULL;
     p->queued++;
     t->admitted = p->max_delay_us > 0 ? util_mono_s() : 0.0;

@@ -70,7 +70,8 @@ typedef struct compute_batch compute_batch; /* one run_batch call: the pool's */
 
 typedef struct compute_task {
     void (*run)(struct compute_task *t); /* on a compute thread; builds the answer */
-    struct MHD_Connection *conn;         /* suspended from admission until run returns */
+    struct MHD_Connection *conn;         /* suspended from admission until run returns;
+                                          * NULL: none (compute_pool_continue only) */
     /* Batching (both set, or the task runs alone): tasks with the same
      * run_batch and batch_key may be given to one run_batch call. */
     void (*run_batch)(struct compute_task **tasks, int n, compute_batch *b);
@@ -106,7 +107,8 @@ enum MHD_Result compute_pool_admit(compute_pool *p, compute_task *t);
  * connection suspended, or -1 once the pool is stopping (nothing
  * suspended: the caller ends the response). Each admitted request has at
  * most one such step queued at a time, so what waits stays bounded by the
- * connections. */
+ * connections. t->conn NULL: a step the connection does not wait for (a
+ * prefetch): nothing is suspended or resumed; run does what it needs. */
 int compute_pool_continue(compute_pool *p, compute_task *t);
 void compute_pool_get_stats(compute_pool *p, compute_pool_stats *out);
 

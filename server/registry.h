@@ -129,9 +129,10 @@ registry_status registry_get_blob(registry *r, const char *sha256, uint8_t **blo
  * more blobs are open at once); opening and reading never take the
  * registry's lock (nor wait for a write: WAL), and what is read is the blob
  * as it was when opened, even if it is deleted meanwhile. PostgreSQL: one
- * piece of REGISTRY_BLOB_PIECE bytes at a time is held, fetched by its own
- * statement (the blob connection, not the registry's lock), so a blob costs
- * a piece of memory whatever its size; a blob deleted after the open fails
+ * piece of REGISTRY_BLOB_PIECE bytes at a time is held (two with a
+ * prefetch), fetched by its own statement (a blob connection, not the
+ * registry's lock), so a blob costs a piece or two of memory whatever its
+ * size; a blob deleted after the open fails
  * the next fetch with REGISTRY_ERR_NOT_FOUND (bytes never change under one
  * sha256, so what was read before is still right). Close every blob before
  * registry_close.
@@ -146,11 +147,15 @@ registry_status registry_get_blob(registry *r, const char *sha256, uint8_t **blo
  * registry_blob_read returns without a query (SQLite: all that is left, a
  * local file; PostgreSQL: the rest of the piece held, 0 when offset is not
  * in it), and registry_blob_fetch(b, offset), elsewhere, brings in the
- * piece holding offset. registry_blob_open of a PostgreSQL blob fetches its
+ * piece holding offset (dropping what is held: one piece).
+ * registry_blob_prefetch(b, offset) brings it in beside the piece where the
+ * last read began (two held, at most), so a reader can go on reading while
+ * the next piece comes. registry_blob_open of a PostgreSQL blob fetches its
  * first piece; so it waits for the database too.
  *
- * One thread at a time per blob. REGISTRY_ERR_NOT_FOUND when no bytes have
- * that sha256. */
+ * One fetch or prefetch at a time per blob, and one reader; a fetch may run
+ * on another thread beside the reader's available and read calls.
+ * REGISTRY_ERR_NOT_FOUND when no bytes have that sha256. */
 typedef struct registry_blob registry_blob;
 #define REGISTRY_BLOB_PIECE ((size_t)1 << 20)
 registry_status registry_blob_open(registry *r, const char *sha256, registry_blob **out,
@@ -159,6 +164,7 @@ registry_status registry_blob_read(registry_blob *b, size_t offset, void *buf, s
                                    char *err, size_t errlen);
 size_t registry_blob_available(const registry_blob *b, size_t offset);
 registry_status registry_blob_fetch(registry_blob *b, size_t offset, char *err, size_t errlen);
+registry_status registry_blob_prefetch(registry_blob *b, size_t offset, char *err, size_t errlen);
 size_t registry_blob_size(const registry_blob *b);
 void registry_blob_close(registry_blob *b);
 int64_t registry_count_checkpoints(registry *r);

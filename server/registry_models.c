@@ -475,15 +475,27 @@ registry_status registry_resolve(registry *reg, const char *model, const char *v
     return status;
 }
 
+/* One piece of a PostgreSQL blob: the PGresult holding bytes [at, at + len). */
+typedef struct {
+    void *res;              /* owned; NULL when the slot is empty */
+    const uint8_t *bytes;   /* in res */
+    size_t at, len;
+} blob_piece;
+
 struct registry_blob {
     registry *owner;        /* whose blob connections db goes back to */
     sqlite3 *db;            /* owned: this blob's connection, inside a read transaction */
     sqlite3_blob *handle;   /* owned */
     registry_pg *pg;        /* borrowed: the PostgreSQL backend, which reads in pieces */
     char sha256[65];        /* PostgreSQL: what each piece's statement names */
-    void *piece;            /* owned: the PGresult holding the piece at piece_at */
-    const uint8_t *bytes;   /* in piece */
-    size_t piece_at, piece_len;
+    /* PostgreSQL: at most two pieces (the one being read and the next,
+     * prefetched); mu guards them, so a fetch on one thread can install a
+     * piece while another thread reads; it is held to look or copy, never
+     * across a statement. */
+    pthread_mutex_t mu;
+    int has_mu;
+    blob_piece pieces[2];
+    size_t read_at;         /* under mu: where the last read began */
     size_t size;
 };
 
@@ -496,12 +508,26 @@ void registry_blob_close(registry_blob *b)
 {
     if (!b)
         return;
-    reg_pg_release_blob(b->piece);
+    for (int i = 0; i < 2; i++)
+        reg_pg_release_blob(b->pieces[i].res);
+    if (b->has_mu)
+        pthread_mutex_destroy(&b->mu);
     sqlite3_blob_close(b->handle);
     if (b->db && !sqlite3_get_autocommit(b->db))
         sqlite3_exec(b->db, "COMMIT", NULL, NULL, NULL);
     reg_blob_conn_put(b->owner, b->db);
     free(b);
+}
+
+/* The slot holding offset, or -1; under b->mu. */
+static int piece_holding(const registry_blob *b, size_t offset)
+{
+    for (int i = 0; i < 2; i++) {
+        const blob_piece *pc = &b->pieces[i];
+        if (pc->res && offset >= pc->at && offset < pc->at + pc->len)
+            return i;
+    }
+    return -1;
 }
 
 size_t registry_blob_available(const registry_blob *b, size_t offset)
@@ -510,12 +536,19 @@ size_t registry_blob_available(const registry_blob *b, size_t offset)
         return 0;
     if (!b->pg)
         return b->size - offset;
-    if (!b->piece || offset < b->piece_at || offset >= b->piece_at + b->piece_len)
-        return 0;
-    return b->piece_at + b->piece_len - offset;
+    registry_blob *m = (registry_blob *)b; /* the lock only: nothing changes */
+    pthread_mutex_lock(&m->mu);
+    int i = piece_holding(b, offset);
+    size_t n = i < 0 ? 0 : b->pieces[i].at + b->pieces[i].len - offset;
+    pthread_mutex_unlock(&m->mu);
+    return n;
 }
 
-registry_status registry_blob_fetch(registry_blob *b, size_t offset, char *err, size_t errlen)
+/* Brings in the piece holding offset. keep: the piece being read (read_at)
+ * stays, the other slot is replaced (two pieces held: a prefetch); else
+ * every piece goes first, before the statement (one held). */
+static registry_status blob_fetch(registry_blob *b, size_t offset, int keep, char *err,
+                                  size_t errlen)
 {
     if (!b->pg || registry_blob_available(b, offset))
         return REGISTRY_OK;
@@ -524,14 +557,22 @@ registry_status registry_blob_fetch(registry_blob *b, size_t offset, char *err, 
                      b->size);
         return REGISTRY_ERR_ARG;
     }
-    /* The piece held goes first: a blob never holds two. */
-    reg_pg_release_blob(b->piece);
-    b->piece = NULL;
-    b->bytes = NULL;
+    blob_piece old[2] = {{0}}; /* released after the lock */
+    pthread_mutex_lock(&b->mu);
+    int reading = keep ? piece_holding(b, b->read_at) : -1;
+    for (int i = 0; i < 2; i++)
+        if (i != reading) {
+            old[i] = b->pieces[i];
+            memset(&b->pieces[i], 0, sizeof b->pieces[i]);
+        }
+    pthread_mutex_unlock(&b->mu);
+    for (int i = 0; i < 2; i++)
+        reg_pg_release_blob(old[i].res);
     size_t at = offset - offset % REGISTRY_BLOB_PIECE;
     size_t want = b->size - at < REGISTRY_BLOB_PIECE ? b->size - at : REGISTRY_BLOB_PIECE;
     size_t n = 0, total = 0;
-    int status = reg_pg_fetch_piece(b->pg, b->sha256, at, want, &b->piece, &b->bytes, &n, &total,
+    blob_piece pc = {.at = at};
+    int status = reg_pg_fetch_piece(b->pg, b->sha256, at, want, &pc.res, &pc.bytes, &n, &total,
                                     err, errlen);
     if (status == REGISTRY_ERR_NOT_FOUND)
         util_set_err(err, errlen, "the checkpoint bytes %.64s were deleted while being read",
@@ -542,14 +583,25 @@ registry_status registry_blob_fetch(registry_blob *b, size_t offset, char *err, 
         status = REGISTRY_ERR_DB;
     }
     if (status) {
-        reg_pg_release_blob(b->piece);
-        b->piece = NULL;
-        b->bytes = NULL;
+        reg_pg_release_blob(pc.res);
         return status;
     }
-    b->piece_at = at;
-    b->piece_len = n;
+    pc.len = n;
+    pthread_mutex_lock(&b->mu);
+    int slot = b->pieces[0].res ? 1 : 0; /* the one emptied above */
+    b->pieces[slot] = pc;
+    pthread_mutex_unlock(&b->mu);
     return REGISTRY_OK;
+}
+
+registry_status registry_blob_fetch(registry_blob *b, size_t offset, char *err, size_t errlen)
+{
+    return blob_fetch(b, offset, 0, err, errlen);
+}
+
+registry_status registry_blob_prefetch(registry_blob *b, size_t offset, char *err, size_t errlen)
+{
+    return blob_fetch(b, offset, 1, err, errlen);
 }
 
 /* The PostgreSQL side of registry_blob_open: the first piece, and the size. */
@@ -558,14 +610,15 @@ static registry_status blob_open_pg(registry_blob *b, const char *sha256, char *
 {
     snprintf(b->sha256, sizeof b->sha256, "%.64s", sha256);
     size_t n = 0;
-    int status = reg_pg_fetch_piece(b->pg, b->sha256, 0, REGISTRY_BLOB_PIECE, &b->piece,
-                                    &b->bytes, &n, &b->size, err, errlen);
+    blob_piece *pc = &b->pieces[0];
+    int status = reg_pg_fetch_piece(b->pg, b->sha256, 0, REGISTRY_BLOB_PIECE, &pc->res,
+                                    &pc->bytes, &n, &b->size, err, errlen);
     if (!status && n != (b->size < REGISTRY_BLOB_PIECE ? b->size : REGISTRY_BLOB_PIECE)) {
         util_set_err(err, errlen, "the checkpoint bytes %.64s are shorter than they say",
                      b->sha256);
         status = REGISTRY_ERR_DB;
     }
-    b->piece_len = n;
+    pc->len = n;
     return status;
 }
 
@@ -586,6 +639,8 @@ registry_status registry_blob_open(registry *r, const char *sha256, registry_blo
     int status = REGISTRY_ERR_DB;
     if (r->pg) {
         b->pg = r->pg;
+        pthread_mutex_init(&b->mu, NULL);
+        b->has_mu = 1;
         if ((status = blob_open_pg(b, sha256, err, errlen))) {
             registry_blob_close(b);
             return status;
@@ -645,13 +700,23 @@ registry_status registry_blob_read(registry_blob *b, size_t offset, void *buf, s
     }
     if (b->pg) {
         for (uint8_t *to = buf; len;) {
-            size_t n = registry_blob_available(b, offset);
-            int status = n ? REGISTRY_OK : registry_blob_fetch(b, offset, err, errlen);
-            if (status)
-                return status;
-            n = registry_blob_available(b, offset);
-            n = n < len ? n : len;
-            memcpy(to, b->bytes + (offset - b->piece_at), n);
+            /* Copied under the lock: a prefetch may replace the other piece. */
+            pthread_mutex_lock(&b->mu);
+            int i = piece_holding(b, offset);
+            size_t n = 0;
+            if (i >= 0) {
+                const blob_piece *pc = &b->pieces[i];
+                n = pc->at + pc->len - offset;
+                n = n < len ? n : len;
+                memcpy(to, pc->bytes + (offset - pc->at), n);
+                b->read_at = offset;
+            }
+            pthread_mutex_unlock(&b->mu);
+            if (!n) {
+                int status = registry_blob_fetch(b, offset, err, errlen);
+                if (status)
+                    return status;
+            }
             to += n;
             offset += n;
             len -= n;

@@ -279,16 +279,6 @@ static int query_retrying(registry_pg *p, PGconn **conn, const char *sql,
     return status;
 }
 
-static int query_aside(registry_pg *p, pthread_mutex_t *mu, PGconn **conn, const char *sql,
-                       const reg_pg_params *ps, int binary, PGresult **res, char *err,
-                       size_t errlen, const char *what)
-{
-    pthread_mutex_lock(mu);
-    int status = query_retrying(p, conn, sql, ps, binary, res, err, errlen, what);
-    pthread_mutex_unlock(mu);
-    return status;
-}
-
 /* A read connection's slot, taken (waiting while every one is out), with
  * the default model as it is now; an idle connection that is open is
  * preferred, so a second one opens only when reads overlap. */
@@ -359,7 +349,19 @@ int reg_pg_read_finish(registry_pg *p, reg_pg_reader *rd, int status, char *err,
 int reg_pg_query_blob(registry_pg *p, const char *sql, const reg_pg_params *ps, PGresult **res,
                       char *err, size_t errlen, const char *what)
 {
-    return query_aside(p, &p->blob_mu, &p->blob_conn, sql, ps, 1, res, err, errlen, what);
+    /* A piece holds its connection for a few ms: trying each in turn finds
+     * an idle one without a condition variable; a connection opens only
+     * when pieces overlap (slot i is tried only while 0..i-1 are busy). */
+    int slot = 0;
+    while (slot < REG_PG_BLOB_CONNS && pthread_mutex_trylock(&p->blob_mu[slot]))
+        slot++;
+    if (slot == REG_PG_BLOB_CONNS) {
+        slot = 0; /* all busy: wait for the first */
+        pthread_mutex_lock(&p->blob_mu[slot]);
+    }
+    int status = query_retrying(p, &p->blob_conns[slot], sql, ps, 1, res, err, errlen, what);
+    pthread_mutex_unlock(&p->blob_mu[slot]);
+    return status;
 }
 
 int reg_pg_query_locked(registry_pg *p, const char *sql, const reg_pg_params *ps, int binary,
@@ -729,7 +731,8 @@ registry_status reg_pg_open(const char *url, int read_only, registry_pg **out, c
     }
     pthread_mutex_init(&p->mu, NULL);
     pthread_mutex_init(&p->stage_mu, NULL);
-    pthread_mutex_init(&p->blob_mu, NULL);
+    for (int i = 0; i < REG_PG_BLOB_CONNS; i++)
+        pthread_mutex_init(&p->blob_mu[i], NULL);
     pthread_mutex_init(&p->read_mu, NULL);
     pthread_cond_init(&p->read_cv, NULL);
     registry_redact_url(url, p->shown, sizeof p->shown);
@@ -805,11 +808,13 @@ void reg_pg_close(registry_pg *p)
         pthread_join(p->listener, NULL);
     PQfinish(p->conn);
     PQfinish(p->stage_conn);
-    PQfinish(p->blob_conn);
+    for (int i = 0; i < REG_PG_BLOB_CONNS; i++)
+        PQfinish(p->blob_conns[i]);
     for (int i = 0; i < REG_PG_READ_CONNS; i++)
         PQfinish(p->read_conns[i]);
     pthread_mutex_destroy(&p->stage_mu);
-    pthread_mutex_destroy(&p->blob_mu);
+    for (int i = 0; i < REG_PG_BLOB_CONNS; i++)
+        pthread_mutex_destroy(&p->blob_mu[i]);
     pthread_cond_destroy(&p->read_cv);
     pthread_mutex_destroy(&p->read_mu);
     pthread_mutex_destroy(&p->mu);

@@ -34,6 +34,14 @@
 
 /* Read connections a registry opens at most (see read_conns). */
 #define REG_PG_READ_CONNS 4
+/* Blob connections a registry opens at most (see blob_conns). One: on 2
+ * cores, /healthz p99 under 16 downloads (scripts/bench-downloads.sh,
+ * 8 MiB/s each) was 1.5-4.6 ms with one, 3.2-8.9 ms with two, and worse
+ * with four, at the same MB/s: pieces fetched side by side put more
+ * database backends and receiving threads beside the polling threads,
+ * while one connection already keeps up, the next piece being prefetched.
+ * More would pay with a database far away (each piece a round trip). */
+#define REG_PG_BLOB_CONNS 1
 
 struct registry_pg {
     pthread_mutex_t mu;
@@ -57,10 +65,12 @@ struct registry_pg {
      * taken (reg_pg_stage_blob), so other calls do not wait for them. */
     pthread_mutex_t stage_mu;
     PGconn *stage_conn;       /* owned; under stage_mu; opened on first use */
-    /* A download's bytes are read on a connection of their own, so a
-     * download and a write do not wait for each other (reg_pg_query_blob). */
-    pthread_mutex_t blob_mu;
-    PGconn *blob_conn;        /* owned; under blob_mu; opened on first use */
+    /* A download's bytes are read on connections of their own, so a
+     * download and a write do not wait for each other (reg_pg_query_blob):
+     * up to REG_PG_BLOB_CONNS, each opened when pieces first overlap that
+     * much. */
+    pthread_mutex_t blob_mu[REG_PG_BLOB_CONNS];
+    PGconn *blob_conns[REG_PG_BLOB_CONNS]; /* owned; each under its blob_mu; NULL until used */
     /* Reads (reg_pg_query_locked's one statement, reg_pg_read_begin's
      * transaction) run on read connections, so a write that waits holds
      * none up: up to REG_PG_READ_CONNS of them, each opened when reads
@@ -127,8 +137,8 @@ int reg_pg_read_begin(registry_pg *p, reg_pg_reader *rd, char *err, size_t errle
 /* Commits when status is REGISTRY_OK, else rolls back, and gives the
  * connection back; returns status, or the commit's failure. */
 int reg_pg_read_finish(registry_pg *p, reg_pg_reader *rd, int status, char *err, size_t errlen);
-/* reg_pg_query_locked on the blob connection (binary results), under its
- * own mutex instead of p->mu. */
+/* reg_pg_query_locked on a blob connection (binary results): the first
+ * idle one, or the first busy one's turn when all are busy; never p->mu. */
 int reg_pg_query_blob(registry_pg *p, const char *sql, const reg_pg_params *ps, PGresult **res,
                       char *err, size_t errlen, const char *what);
 /* The same for a statement whose rows are not needed. */
