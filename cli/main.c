@@ -96,6 +96,9 @@ static int cmd_serve(int argc, char **argv)
         {"job-mem-mb", CLI_SIZE, &o.job_mem_mb, 1, 1 << 20, "largest memory estimate of a job, MiB"},
         {"max-bodies-mb", CLI_SIZE, &o.max_bodies_mb, 0, 1 << 20,
          "request bodies held at once, all connections, MiB (default 512, 0 = no limit)"},
+        {"max-answers-mb", CLI_SIZE, &o.max_answers_mb, 0, 1 << 20,
+         "computed answers held at once for clients still reading them, MiB (default 256, 0 = "
+         "no limit)"},
         {"max-per-ip", CLI_LONG, &max_per_ip, 0, 100000,
          "open connections from one address (default 128, 0 = no limit)"},
         {"max-streams", CLI_INT, &o.max_streams, 0, 100000,

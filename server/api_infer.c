@@ -1438,7 +1438,7 @@ end:
  * images or latents its length can hold) through the model's workspace
  * (vae_config_workspace_bytes), inputs, latents and outputs as floats, the
  * answer in its format, and for a JSON body one cJSON node a value. */
-static size_t infer_memory_bytes(const infer_request *r, const vae_config *cfg)
+static size_t infer_memory_bytes(const infer_request *r, const vae_config *cfg, size_t *answer)
 {
     size_t D = (size_t)vae_config_input_dim(cfg), L = (size_t)cfg->latent;
     size_t n, values = 0;
@@ -1463,8 +1463,9 @@ static size_t infer_memory_bytes(const infer_request *r, const vae_config *cfg)
         n = api_infer_body_images(cfg, r->body_kind, r->body_len, &values);
         break;
     }
-    return vae_config_workspace_bytes(cfg, (int)n) + 3 * n * (D + L) * sizeof(float) +
-           api_infer_answer_bytes(r->fmt, n, D, L, (int)r->scale) + values * sizeof(cJSON);
+    *answer = api_infer_answer_bytes(r->fmt, n, D, L, (int)r->scale);
+    return vae_config_workspace_bytes(cfg, (int)n) + 3 * n * (D + L) * sizeof(float) + *answer +
+           values * sizeof(cJSON);
 }
 
 http_error api_infer_check_grid(http_format fmt, const vae_config *cfg, int n, int cols, int scale,
@@ -1541,9 +1542,14 @@ static http_error infer_prepare(infer_request *r, model_handle **h, size_t *need
     http_error e = *h ? HTTP_ERR_NONE : infer_acquire(r, h, msg, msglen);
     if (e != HTTP_ERR_NONE)
         return e;
-    *need = infer_memory_bytes(r, &(*h)->model.cfg);
+    size_t answer = 0;
+    *need = infer_memory_bytes(r, &(*h)->model.cfg, &answer);
     if ((e = api_infer_check_memory(r->base.ctx, &(*h)->model.cfg, *need, msg, msglen)) !=
         HTTP_ERR_NONE)
+        return e;
+    /* The answer may be held long after this request's work is done, by a
+     * client that does not read it: it must fit the answers held now. */
+    if ((e = compute_request_reserve_answer(&r->base, answer, msg, msglen)) != HTTP_ERR_NONE)
         return e;
     switch (r->kind) {
     case INFER_SAMPLE:

@@ -119,6 +119,7 @@ enum MHD_Result api_ops_metrics(http_ctx *ctx, struct MHD_Connection *c, http_re
         g.response_cache_misses = s.misses;
         g.response_cache_bytes = s.bytes;
     }
+    g.answers_held_bytes = http_budget_held(ctx->answers);
     if (ctx->compute) {
         compute_pool_stats s;
         compute_pool_get_stats(ctx->compute, &s);

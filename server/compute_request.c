@@ -23,6 +23,7 @@ static void compute_request_free(void *p)
     if (!r)
         return;
     drop_answer(r);
+    http_budget_release(r->ctx->answers, r->answer_reserved);
     free(r);
 }
 
@@ -107,8 +108,28 @@ void compute_request_fail(compute_request *r, http_error e, const char *fmt, ...
     vsnprintf(message, sizeof message, fmt, ap);
     va_end(ap);
     drop_answer(r);
+    /* An error body is small: what was reserved for the answer goes back. */
+    http_budget_release(r->ctx->answers, r->answer_reserved);
+    r->answer_reserved = 0;
     r->resp = http_error_response(e, message);
     r->status = http_error_status(e);
+    if (e == HTTP_ERR_ANSWERS_HELD)
+        compute_request_add_header(r, MHD_HTTP_HEADER_RETRY_AFTER, "1");
+}
+
+http_error compute_request_reserve_answer(compute_request *r, size_t bytes, char *msg,
+                                          size_t msglen)
+{
+    if (!http_budget_reserve(r->ctx->answers, bytes)) {
+        r->answer_reserved += bytes;
+        return HTTP_ERR_NONE;
+    }
+    metrics_count_refusal(METRICS_LIMIT_ANSWER_BUDGET);
+    snprintf(msg, msglen,
+             "the server holds as many answers for clients still reading them as it may "
+             "(--max-answers-mb %zu; this one could take %zu MiB): retry shortly",
+             r->ctx->answers->max >> 20, (bytes + (1u << 20) - 1) >> 20);
+    return HTTP_ERR_ANSWERS_HELD;
 }
 
 void compute_request_set_body(compute_request *r, unsigned status, const char *content_type,
@@ -116,11 +137,10 @@ void compute_request_set_body(compute_request *r, unsigned status, const char *c
 {
     drop_answer(r);
     r->status = status;
-    r->resp = MHD_create_response_from_buffer_with_free_callback(len, buf, free);
-    if (!r->resp) {
-        free(buf);
+    r->resp = http_budget_response(r->ctx->answers, r->answer_reserved, buf, len);
+    r->answer_reserved = 0; /* the response holds it now */
+    if (!r->resp)
         return;
-    }
     compute_request_add_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
 }
 
@@ -135,6 +155,9 @@ void compute_request_add_header(compute_request *r, const char *name, const char
 void compute_request_set_shared(compute_request *r, unsigned status, response_body *b)
 {
     drop_answer(r);
+    /* A cached body is counted by the response cache, once for all. */
+    http_budget_release(r->ctx->answers, r->answer_reserved);
+    r->answer_reserved = 0;
     r->shared = b;
     r->status = status;
     /* the response holds a reference of its own, released when MHD is done */

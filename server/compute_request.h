@@ -34,6 +34,11 @@
  * request runs where it arrived is still the caller's call; it should be
  * only while the pool is idle (compute_pool_inline_begin).
  *
+ * A large answer is held for as long as its client takes to read it: the
+ * work reserves its estimate first (compute_request_reserve_answer), and
+ * the body set with compute_request_set_body holds its bytes of the
+ * server's answer budget until libmicrohttpd frees it.
+ *
  * GET images are deterministic bytes with an ETag: compute_request_etag
  * hashes a description of everything that decides the bytes, and
  * compute_request_not_modified answers 304 when the If-None-Match the
@@ -67,6 +72,7 @@ typedef struct compute_request {
      * reference, released with r (or when another answer replaces it), for
      * the caller to keep in the response cache. NULL for any other answer. */
     response_body *shared;
+    size_t answer_reserved; /* bytes of ctx->answers reserved for the answer to come */
 } compute_request;
 
 /* A zeroed request of size bytes (>= sizeof(compute_request), the caller's
@@ -86,6 +92,13 @@ void compute_request_set_batch(compute_request *r,
  * connection resumes now (compute_batch_done): r must not be touched after.
  * b NULL (run alone): nothing. */
 void compute_request_batch_done(compute_request *r, compute_batch *b, int i);
+/* Before the work allocates: reserves bytes (the answer's estimate) of the
+ * answers held for clients (--max-answers-mb), which the body set later
+ * takes over. HTTP_ERR_NONE, or HTTP_ERR_ANSWERS_HELD with msg filled and
+ * the refusal counted: the caller answers it (compute_request_fail) and a
+ * Retry-After is added to that answer. */
+http_error compute_request_reserve_answer(compute_request *r, size_t bytes, char *msg,
+                                          size_t msglen);
 /* Queues the answer built (MHD_NO when none could be: drops the connection). */
 enum MHD_Result compute_request_queue(compute_request *r);
 

@@ -49,6 +49,7 @@ typedef struct {
     compute_pool *registry_io; /* borrowed: threads that wait for the registry's database:
                                 * downloads' pieces and registry writes (api_models.c) */
     data_cache *data;          /* borrowed: data sets GET /interpolate reads images from */
+    struct http_budget *answers; /* borrowed: answers held at once (http_util.h); NULL = none */
 } http_ctx;
 
 typedef struct {

@@ -52,6 +52,7 @@ void server_options_default(server_options *o)
     o->workers = 1;
     o->job_mem_mb = 4096;
     o->max_bodies_mb = 512;
+    o->max_answers_mb = 256;
     o->max_per_ip = 128;
     o->max_batch = 32;
     o->max_streams = 32;
@@ -97,6 +98,7 @@ typedef struct {
     http_ctx ctx;              /* handlers borrow it (dispatch passes &t->ctx) */
     size_t bodies_max;         /* bytes; 0 = no budget */
     size_t bodies_held;        /* atomic: bytes reserved by bodies read or being read */
+    http_budget answers;       /* answers held for clients (ctx.answers borrows it) */
     unsigned per_ip_max;       /* 0 = no limit */
     unsigned conns_max;        /* --max-connections */
     unsigned conns_open;       /* atomic: connections libmicrohttpd holds */
@@ -796,6 +798,7 @@ server_status server_run(const server_options *o, volatile sig_atomic_t *stop, c
     api_jobs *jobs = NULL;            /* owned: freed at end */
     struct MHD_Daemon *d = NULL;      /* owned: stopped at end */
     http_transport transport = {.bodies_max = o->max_bodies_mb << 20,
+                                .answers = {.max = o->max_answers_mb << 20},
                                 .per_ip_max = o->max_per_ip,
                                 .conns_max = (unsigned)o->max_connections}; /* ips owned: freed at end */
     const char *colon = strrchr(o->listen, ':'); /* parse_listen checked it */
@@ -876,7 +879,8 @@ server_status server_run(const server_options *o, volatile sig_atomic_t *stop, c
     }
     transport.ctx = (http_ctx){.opts = o, .reg = reg, .jobs = jobs, .cache = cache,
                                .responses = responses, .compute = compute, .uploads = uploads,
-                               .registry_io = registry_io, .data = data};
+                               .registry_io = registry_io, .data = data,
+                               .answers = &transport.answers};
     d = start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG |
                          MHD_ALLOW_SUSPEND_RESUME, o,
                      threads, &addr, &transport);

@@ -21,7 +21,9 @@
  *
  * Bounds before cost: every body reserves its bytes of one budget shared by
  * all connections (max_bodies_mb; a declared Content-Length reserves it all
- * when the headers are in, else 503 with Retry-After), an address may hold
+ * when the headers are in, else 503 with Retry-After), computed answers
+ * waiting for their clients to read them hold bytes of another
+ * (max_answers_mb, compute_request.h), an address may hold
  * max_per_ip connections and all together max_connections (past either the
  * connection is closed unanswered, and counted in /metrics).
  */
@@ -70,6 +72,7 @@ typedef struct server_options {
     int workers;               /* training worker threads, default 1 */
     size_t job_mem_mb;         /* memory estimate limit of one job, default 4096 */
     size_t max_bodies_mb;      /* request bodies held at once, all connections, default 512; 0 = no limit */
+    size_t max_answers_mb;     /* computed answers held at once for clients, default 256; 0 = no limit */
     unsigned max_per_ip;       /* open connections from one address, default 128; 0 = no limit */
     int max_streams;           /* open GET /jobs/ID/events streams, default 32 */
     int stream_max_s;          /* seconds an event stream lasts before the client resumes, default 600 */

@@ -31,6 +31,7 @@ static const struct {
     [HTTP_ERR_INSUFFICIENT_STORAGE] = {MHD_HTTP_INSUFFICIENT_STORAGE, "insufficient_storage"},
     [HTTP_ERR_DUPLICATE_PARAMETER] = {MHD_HTTP_BAD_REQUEST, "duplicate_parameter"},
     [HTTP_ERR_URI_TOO_LONG] = {MHD_HTTP_URI_TOO_LONG, "uri_too_long"},
+    [HTTP_ERR_ANSWERS_HELD] = {MHD_HTTP_SERVICE_UNAVAILABLE, "answers_held"},
 };
 
 unsigned int http_error_status(http_error e)
@@ -261,6 +262,67 @@ enum MHD_Result http_send_buffer(struct MHD_Connection *c, unsigned int status,
         return MHD_NO;
     }
     return queue_and_destroy(c, status, resp);
+}
+
+/* ---- the budget of answers held ------------------------------------------- */
+
+int http_budget_reserve(http_budget *b, size_t n)
+{
+    if (!b)
+        return 0;
+    size_t held = __atomic_add_fetch(&b->held, n, __ATOMIC_RELAXED);
+    if (b->max && held > b->max && held != n) {
+        __atomic_sub_fetch(&b->held, n, __ATOMIC_RELAXED);
+        return -1;
+    }
+    return 0;
+}
+
+void http_budget_release(http_budget *b, size_t n)
+{
+    if (b && n)
+        __atomic_sub_fetch(&b->held, n, __ATOMIC_RELAXED);
+}
+
+size_t http_budget_held(const http_budget *b)
+{
+    return b ? __atomic_load_n(&b->held, __ATOMIC_RELAXED) : 0;
+}
+
+/* What a budgeted response's free callback needs: the buffer and its share. */
+typedef struct {
+    http_budget *budget;
+    void *buf;
+    size_t len;
+} budget_share;
+
+static void budget_share_free(void *cls)
+{
+    budget_share *s = cls;
+    http_budget_release(s->budget, s->len);
+    free(s->buf);
+    free(s);
+}
+
+struct MHD_Response *http_budget_response(http_budget *b, size_t reserved, void *buf, size_t len)
+{
+    budget_share *s = malloc(sizeof *s); /* owned by the response: freed in its callback */
+    struct MHD_Response *resp =
+        s ? MHD_create_response_from_buffer_with_free_callback_cls(len, buf, budget_share_free, s)
+          : NULL;
+    if (!resp) {
+        http_budget_release(b, reserved);
+        free(buf);
+        free(s);
+        return NULL;
+    }
+    *s = (budget_share){b, buf, len};
+    /* The estimate becomes the answer's real size. */
+    if (b && len > reserved)
+        __atomic_add_fetch(&b->held, len - reserved, __ATOMIC_RELAXED);
+    else
+        http_budget_release(b, reserved - len);
+    return resp;
 }
 
 /* ---- content negotiation -------------------------------------------------- */

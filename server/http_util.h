@@ -61,6 +61,7 @@ typedef enum {
     HTTP_ERR_INSUFFICIENT_STORAGE, /* 507 insufficient_storage: the disk is full */
     HTTP_ERR_DUPLICATE_PARAMETER, /* 400 duplicate_parameter: a query parameter given twice */
     HTTP_ERR_URI_TOO_LONG,       /* 414 uri_too_long: a query over --max-query-kb or --max-query-params */
+    HTTP_ERR_ANSWERS_HELD,       /* 503 answers_held: answers held for slow clients fill --max-answers-mb */
     HTTP_ERR_COUNT,
     /* Not an error: what a check returns when the request may go on. Outside
      * the table (http_error_status gives 500 for it, as for any value there). */
@@ -123,6 +124,32 @@ enum MHD_Result http_send_json(struct MHD_Connection *c, unsigned int status, cJ
  * when the response is done, or here on failure). */
 enum MHD_Result http_send_buffer(struct MHD_Connection *c, unsigned int status,
                                  const char *content_type, uint8_t *buf, size_t len);
+
+/* A budget of bytes shared by every connection: the answers built and not
+ * yet sent (--max-answers-mb), held for as long as a client takes to read
+ * them. A request reserves its answer's estimate before it computes it
+ * (http_budget_reserve) and hands that reservation to the response that
+ * sends it (http_budget_response), whose free callback gives it back when
+ * libmicrohttpd is done with the response, also when the client went away.
+ * All functions are thread-safe (atomics). */
+typedef struct http_budget {
+    size_t max;  /* bytes; 0 = no budget */
+    size_t held; /* atomic: bytes reserved now */
+} http_budget;
+/* Reserves n bytes: 0, or -1 (nothing reserved) when they would take the
+ * budget past max. A budget holding nothing takes any one reservation, so a
+ * single answer larger than the whole budget is still served (one request's
+ * size has its own bound, --request-mem-mb). b NULL: always 0. */
+int http_budget_reserve(http_budget *b, size_t n);
+void http_budget_release(http_budget *b, size_t n);
+/* Bytes held now (0 for NULL). */
+size_t http_budget_held(const http_budget *b);
+/* A response sending buf (len bytes, malloc'd; taken: freed with the
+ * response, or here on failure) that holds len bytes of b until it is
+ * freed; reserved is what the caller reserved for it, replaced by len
+ * (which may go past max: the bytes exist already). NULL when out of
+ * memory, with reserved given back. */
+struct MHD_Response *http_budget_response(http_budget *b, size_t reserved, void *buf, size_t len);
 
 /* The formats vaed answers in, and content negotiation between them. */
 typedef enum {

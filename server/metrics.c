@@ -54,6 +54,7 @@ const char *const metrics_limit_names[METRICS_LIMIT_COUNT] = {
     [METRICS_LIMIT_HEADER_SIZE] = "header_size",
     [METRICS_LIMIT_HEADER_VALUES] = "header_values",
     [METRICS_LIMIT_QUERY] = "query",
+    [METRICS_LIMIT_ANSWER_BUDGET] = "answers_held",
 };
 /* Atomics: a refusal often happens where no lock should be taken. */
 static uint64_t refusals[METRICS_LIMIT_COUNT];
@@ -276,6 +277,10 @@ metrics_status metrics_render(const metrics_gauges *g, char **out, size_t *out_l
             (unsigned long long)(g ? g->response_cache_hits : 0),
             (unsigned long long)(g ? g->response_cache_misses : 0),
             g ? g->response_cache_bytes : 0);
+    fprintf(f, "# HELP vaed_answers_held_bytes Bytes of computed answers not yet sent to their "
+               "clients (bounded by --max-answers-mb).\n# TYPE vaed_answers_held_bytes gauge\n"
+               "vaed_answers_held_bytes %zu\n",
+            g ? g->answers_held_bytes : 0);
     fprintf(f, "# HELP vaed_inference_in_flight Inference requests admitted (queued or running).\n"
                "# TYPE vaed_inference_in_flight gauge\nvaed_inference_in_flight %d\n"
                "# HELP vaed_inference_limit Admission limit; past it requests get 429.\n"

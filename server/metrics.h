@@ -59,6 +59,7 @@ typedef enum {
     METRICS_LIMIT_HEADER_SIZE,    /* 422: a checkpoint header over --max-header-mb */
     METRICS_LIMIT_HEADER_VALUES,  /* 422: a checkpoint header over --max-header-values */
     METRICS_LIMIT_QUERY,          /* 414: a query over --max-query-kb or --max-query-params */
+    METRICS_LIMIT_ANSWER_BUDGET,  /* 503: answers held for slow clients over --max-answers-mb */
     METRICS_LIMIT_COUNT
 } metrics_limit;
 extern const char *const metrics_limit_names[METRICS_LIMIT_COUNT];
@@ -84,6 +85,7 @@ typedef struct {
     uint64_t compute_rejected; /* 429s */
     uint64_t response_cache_hits, response_cache_misses; /* GET /interpolate lookups */
     size_t response_cache_bytes;
+    size_t answers_held_bytes; /* computed answers not yet sent (--max-answers-mb) */
 } metrics_gauges;
 
 metrics_status metrics_render(const metrics_gauges *g, char **out, size_t *out_len);

@@ -1708,6 +1708,7 @@ static void test_bad_bound_flags(void **state)
         "--max-small-body-kb 0", "--max-header-mb 0",  "--max-header-values 15",
         "--max-n x",           "--max-query-kb 0",     "--max-query-kb 17",
         "--max-query-params 0", "--max-query-params 1001",
+        "--max-answers-mb x",  "--max-answers-mb 1048577",
     };
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         char flag[32];
@@ -1746,7 +1747,8 @@ static void test_bad_bound_flags(void **state)
     static const char *const flags[] = {"--max-n",           "--max-steps",
                                         "--max-json-depth",  "--max-small-body-kb",
                                         "--max-header-mb",   "--max-header-values",
-                                        "--max-query-kb",    "--max-query-params"};
+                                        "--max-query-kb",    "--max-query-params",
+                                        "--max-answers-mb"};
     for (size_t i = 0; i < sizeof flags / sizeof *flags; i++)
         if (!strstr(help, flags[i]))
             fail_msg("vaed serve --help does not list %s", flags[i]);

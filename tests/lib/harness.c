@@ -149,6 +149,22 @@ int harness_rm_rf(const char *path)
 
 /* ---- the daemon ----------------------------------------------------------- */
 
+long harness_daemon_status_kb(const harness_daemon *d, const char *field)
+{
+    char path[64], line[256];
+    snprintf(path, sizeof path, "/proc/%d/status", (int)d->pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return -1;
+    long kb = -1;
+    size_t n = strlen(field);
+    while (kb < 0 && fgets(line, sizeof line, f))
+        if (!strncmp(line, field, n) && line[n] == ':')
+            kb = strtol(line + n + 1, NULL, 10);
+    fclose(f);
+    return kb;
+}
+
 char *harness_daemon_log(const harness_daemon *d)
 {
     return d->log_path[0] ? read_whole_file(d->log_path, NULL) : NULL;

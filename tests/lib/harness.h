@@ -92,6 +92,9 @@ int harness_daemon_kill9(harness_daemon *d);
 /* Everything the daemon wrote so far (malloc'd, NUL-terminated; NULL when
  * there is no log). */
 char *harness_daemon_log(const harness_daemon *d);
+/* A kB field of the daemon's /proc/PID/status ("VmRSS", "VmHWM"): its
+ * value, or -1. */
+long harness_daemon_status_kb(const harness_daemon *d, const char *field);
 
 /* ---- the client ---- */
 

@@ -10,6 +10,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <stdlib.h>
 #include <string.h>
 
 #include "server/http_util.h"
@@ -261,6 +262,47 @@ static void test_local_host_and_origin(void **state)
     assert_false(http_origin_is_local(NULL, NULL));
 }
 
+/* The budget of answers held: a reservation past max is refused and
+ * leaves nothing behind, an empty budget takes any one, a response turns
+ * its reservation into its real size and gives it back when destroyed. */
+static void test_answer_budget(void **state)
+{
+    (void)state;
+    http_budget b = {.max = 100};
+    assert_int_equal(http_budget_reserve(&b, 150), 0); /* empty: admitted whole */
+    assert_int_equal(http_budget_reserve(&b, 1), -1);
+    assert_int_equal(http_budget_held(&b), 150);
+    http_budget_release(&b, 150);
+    assert_int_equal(http_budget_reserve(&b, 60), 0);
+    assert_int_equal(http_budget_reserve(&b, 41), -1);
+    assert_int_equal(http_budget_held(&b), 60);
+    /* the estimate (60) becomes the answer's 10 bytes, then 0 */
+    char *buf = malloc(10);
+    assert_non_null(buf);
+    memset(buf, 'a', 10);
+    struct MHD_Response *r = http_budget_response(&b, 60, buf, 10);
+    assert_non_null(r);
+    assert_int_equal(http_budget_held(&b), 10);
+    assert_int_equal(http_budget_reserve(&b, 90), 0);
+    http_budget_release(&b, 90);
+    MHD_destroy_response(r);
+    assert_int_equal(http_budget_held(&b), 0);
+    /* an answer larger than its estimate holds all of it */
+    assert_int_equal(http_budget_reserve(&b, 5), 0);
+    buf = malloc(200);
+    assert_non_null(buf);
+    r = http_budget_response(&b, 5, buf, 200);
+    assert_non_null(r);
+    assert_int_equal(http_budget_held(&b), 200);
+    MHD_destroy_response(r);
+    assert_int_equal(http_budget_held(&b), 0);
+    /* no budget: everything passes, nothing is counted */
+    assert_int_equal(http_budget_reserve(NULL, 1u << 30), 0);
+    assert_int_equal(http_budget_held(NULL), 0);
+    assert_int_equal(http_error_status(HTTP_ERR_ANSWERS_HELD), 503);
+    assert_string_equal(http_error_code(HTTP_ERR_ANSWERS_HELD), "answers_held");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -271,6 +313,7 @@ int main(void)
         cmocka_unit_test(test_strict_parsers),
         cmocka_unit_test(test_etag_listed),
         cmocka_unit_test(test_local_host_and_origin),
+        cmocka_unit_test(test_answer_budget),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
