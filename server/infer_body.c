@@ -284,7 +284,7 @@ http_error infer_body_read_images_json(const vae_config *cfg, const char *body, 
     if (count > max_n)
         metrics_count_refusal(METRICS_LIMIT_MAX_N);
     if (count < 1 || count > max_n) {
-        snprintf(msg, msglen, "\"%s\" must hold 1 to %d images (it holds %d)", key, max_n,
+        snprintf(msg, msglen, "\"%s\" must hold 1 to %d images (--max-n; it holds %d)", key, max_n,
                  count);
         e = HTTP_ERR_UNPROCESSABLE;
         goto end;

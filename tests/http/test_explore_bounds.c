@@ -139,6 +139,8 @@ static void test_flags_bound_reconstruct_and_traverse(void **state)
                      0);
     assert_true(r.status == 413 || r.status == 422);
     print_message("POST /reconstruct of 101 images: %d %.200s\n", r.status, (char *)r.body);
+    if (r.status == 422) /* the count: the flag that bounds it is named */
+        assert_non_null(strstr((const char *)r.body, "--max-n"));
     harness_response_free(&r);
     /* 100 of them (the last image dropped) are within the bound. */
     char *cut = strrchr(body, '[');
