@@ -236,7 +236,7 @@ static void im2col_conv_transpose2d_backward(float *dx, float *dw, float *db, co
  * image into the layout the kernel reads (16 floats per row), the job of
  * im2col and of sgemm's own copy of B at once, in a block that stays in the
  * second-level cache. The col2im side is the kernel's epilogue: a finished
- * 6 x 16 tile is added into the big grid where its rows' taps land.
+ * tile (6 or 12 rows by 16) is added into the big grid where its rows' taps land.
  *
  *   gather  (Conv2d forward, ConvT dx):  C = W . im2col(big)          C plain
  *   scatter (Conv2d dx, ConvT forward):  big += col2im(W^T . small)   B plain
@@ -246,7 +246,17 @@ static void im2col_conv_transpose2d_backward(float *dx, float *dw, float *db, co
  * within a block in k order; the scatter adds its taps' tiles in the order
  * of the rows (channel, ky, kx) of W^T, as col2im did within a chunk. */
 #if CONV_HAVE_AVX2
-enum { IG_MR = 6, IG_NR = 16, IG_KC = 256, IG_NC = 256 };
+enum { IG_MR_MAX = 12, IG_NR = 16, IG_KC = 256, IG_NC = 256 };
+
+/* The tile kernel a product runs on: gemm's 6 x 16 AVX2 one or its 12 x 16
+ * AVX-512 twin (the same bits per tile, twice the rows per packed panel). */
+typedef void ig_kernel_fn(int mr, int nr, int masked, int kc, const float *a, long ars, long acs,
+                          const float *b, long ldb, gemm_dest dest, float *out, long ldo,
+                          const float *bias);
+typedef struct {
+    ig_kernel_fn *run;
+    int mr;
+} ig_kernel;
 
 typedef enum { IG_B_PLAIN, IG_B_GATHER, IG_B_WGRAD } ig_b_kind;
 
@@ -272,6 +282,7 @@ typedef struct {
     int accumulate;     /* plain C: add to what is there */
     const float *bias;  /* plain C, not accumulating: c = bias[i] + product */
     ig_grid g;
+    ig_kernel kernel;
 } ig_product;
 
 /* Where output position p of the small grid puts its window's corner. */
@@ -515,6 +526,7 @@ IGK static void ig_run_col_block(const ig_product *p, float *col, size_t col_flo
     if (!packed) nc = (int)(room / (size_t)p->M) / 16 * 16;
     if (nc < 16) nc = 16; /* the caller checked col_floats >= 16 M */
     float *bp = col + (size_t)p->M * nc;
+    const ig_kernel kn = p->kernel;
     for (int jc = 0; jc < p->N; jc += nc) {
         int ncb = p->N - jc < nc ? p->N - jc : nc;
         for (int pc = 0; pc < p->K; pc += IG_KC) {
@@ -524,12 +536,12 @@ IGK static void ig_run_col_block(const ig_product *p, float *col, size_t col_flo
                 for (int jo = 0; jo < ncb; jo += 16)
                     gemm_pack_panel16(bp + (size_t)jo * kc, b0 + jo, p->ldb, kc,
                                       ncb - jo < 16 ? ncb - jo : 16);
-            for (int i0 = 0; i0 < p->M; i0 += IG_MR) {
-                int mr = p->M - i0 < IG_MR ? p->M - i0 : IG_MR;
+            for (int i0 = 0; i0 < p->M; i0 += kn.mr) {
+                int mr = p->M - i0 < kn.mr ? p->M - i0 : kn.mr;
                 const float *a = p->a + (size_t)i0 * p->ars + (size_t)pc * p->acs;
                 for (int jo = 0; jo < ncb; jo += 16) {
                     int nr = ncb - jo < 16 ? ncb - jo : 16;
-                    gemm_kernel_6x16(mr, nr, !packed && nr < 16, kc, a, p->ars, p->acs,
+                    kn.run(mr, nr, !packed && nr < 16, kc, a, p->ars, p->acs,
                                      packed ? bp + (size_t)jo * kc : b0 + jo, packed ? 16 : p->ldb,
                                      pc == 0 ? GEMM_TO_C_SET : GEMM_TO_C_ADD,
                                      col + (size_t)i0 * ncb + jo, ncb, NULL);
@@ -550,7 +562,8 @@ IGK static void ig_run(const ig_product *p, float *scratch, size_t scratch_float
     int nc = (int)(scratch_floats / IG_KC) / 16 * 16;
     if (nc > IG_NC) nc = IG_NC;
     ig_positions pos;
-    float tile[IG_MR * 16];
+    float tile[IG_MR_MAX * 16];
+    const ig_kernel kn = p->kernel;
     for (int jc = 0; jc < p->N; jc += nc) {
         int ncb = p->N - jc < nc ? p->N - jc : nc;
         if (p->b_kind == IG_B_GATHER || p->scatter) ig_positions_of(&p->g, &pos, jc, ncb);
@@ -564,8 +577,8 @@ IGK static void ig_run(const ig_product *p, float *scratch, size_t scratch_float
                     else
                         ig_pack_wgrad(p, bp, jc + jo, ncb - jo < 16 ? ncb - jo : 16, pc, kc);
                 }
-            for (int i0 = 0; i0 < p->M; i0 += IG_MR) {
-                int mr = p->M - i0 < IG_MR ? p->M - i0 : IG_MR;
+            for (int i0 = 0; i0 < p->M; i0 += kn.mr) {
+                int mr = p->M - i0 < kn.mr ? p->M - i0 : kn.mr;
                 const float *a = p->a + (size_t)i0 * p->ars + (size_t)pc * p->acs;
                 for (int jo = 0; jo < ncb; jo += 16) {
                     int nr = ncb - jo < 16 ? ncb - jo : 16;
@@ -583,13 +596,13 @@ IGK static void ig_run(const ig_product *p, float *scratch, size_t scratch_float
                     if (!p->scatter) {
                         /* a tile of a plain C: no round trip through tile */
                         int set = pc == 0 && !p->accumulate;
-                        gemm_kernel_6x16(mr, nr, masked, kc, a, p->ars, p->acs, b, ldb,
+                        kn.run(mr, nr, masked, kc, a, p->ars, p->acs, b, ldb,
                                          set ? GEMM_TO_C_SET : GEMM_TO_C_ADD,
                                          p->c + (size_t)i0 * p->ldc + jc + jo, p->ldc,
                                          set && p->bias ? p->bias + i0 : NULL);
                         continue;
                     }
-                    gemm_kernel_6x16(mr, 16, masked, kc, a, p->ars, p->acs, b, ldb, GEMM_TO_TILE,
+                    kn.run(mr, 16, masked, kc, a, p->ars, p->acs, b, ldb, GEMM_TO_TILE,
                                      tile, 16, NULL);
                     ig_epilogue(p, tile, i0, mr, jc + jo, nr, &pos, jo, pc == 0);
                 }
@@ -603,12 +616,15 @@ IGK static void ig_run(const ig_product *p, float *scratch, size_t scratch_float
 
 static int implicit_state = -1; /* -1 until the first call looks at the CPU */
 
-static int implicit_available(void)
+/* The widest path the CPU runs. */
+static int path_available(void)
 {
 #if CONV_HAVE_AVX2
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma"))
+        return CONV_IM2COL;
+    return __builtin_cpu_supports("avx512f") ? CONV_IMPLICIT_AVX512 : CONV_IMPLICIT_AVX2;
 #else
-    return 0;
+    return CONV_IM2COL;
 #endif
 }
 
@@ -618,17 +634,24 @@ int conv_uses_implicit_gemm(void)
     if (v >= 0)
         return v;
     const char *env = getenv("VAED_CONV");
-    v = implicit_available() && !(env && strcmp(env, "im2col") == 0);
+    v = path_available();
+    if (env && strcmp(env, "im2col") == 0)
+        v = CONV_IM2COL;
+    else if (env && strcmp(env, "avx2") == 0 && v > CONV_IMPLICIT_AVX2)
+        v = CONV_IMPLICIT_AVX2;
     __atomic_store_n(&implicit_state, v, __ATOMIC_RELAXED);
     return v;
 }
 
-int conv_set_implicit_gemm(int on)
+int conv_set_path(int path)
 {
-    int v = on && implicit_available();
+    int best = path_available(), v = path < CONV_IM2COL ? CONV_IM2COL : path;
+    if (v > best) v = best;
     __atomic_store_n(&implicit_state, v, __ATOMIC_RELAXED);
     return v;
 }
+
+int conv_set_implicit_gemm(int on) { return conv_set_path(on ? CONV_IMPLICIT_AVX512 : CONV_IM2COL); }
 
 #if CONV_HAVE_AVX2
 /* The big grid of a layer: its input for Conv2d, its output for ConvT. */
@@ -643,13 +666,26 @@ static ig_grid grid_of(const conv_shape *s, int N)
     return g;
 }
 
-/* The gathers index the big tensor with 32-bit offsets. */
+/* The gathers index the big tensor with 32-bit offsets. A window of fewer
+ * rows than one 16-wide panel (the model's first conv, 1 x 3 x 3, and its
+ * last ConvT, whose weight gradient has 9 columns) goes to im2col + gemm:
+ * measured faster there (scripts/bench_conv.c: 0.87-0.90x for the first
+ * layer's forward, 0.72-0.77x for the last one's backward on the implicit
+ * GEMM). */
 static int implicit_fits(const conv_shape *s, int N)
 {
     ig_grid g = grid_of(s, N);
     size_t big = g.cs * (size_t)col_channels(s), small = (size_t)N * g.sh * g.sw;
+    size_t rows = (size_t)col_channels(s) * s->k * s->k;
     return conv_uses_implicit_gemm() && big < INT_MAX / 2 && small < INT_MAX / 2 &&
-           (size_t)col_channels(s) * s->k * s->k < INT_MAX / 2;
+           rows >= IG_NR && rows < INT_MAX / 2;
+}
+
+static ig_kernel kernel_in_use(void)
+{
+    if (conv_uses_implicit_gemm() == CONV_IMPLICIT_AVX512)
+        return (ig_kernel){gemm_kernel_12x16, 12};
+    return (ig_kernel){gemm_kernel_6x16, 6};
 }
 
 /* The packed block of B lives in the caller's col when it is large enough,
@@ -657,6 +693,7 @@ static int implicit_fits(const conv_shape *s, int N)
 #define IG_STACK_FLOATS (IG_KC * 16)
 #define IG_RUN(p, col, col_floats)                                                              \
     do {                                                                                         \
+        (p)->kernel = kernel_in_use();                                                           \
         if ((col_floats) >= (size_t)IG_KC * 32) {                                                \
             ig_run(p, col, col_floats);                                                          \
         } else {                                                                                 \

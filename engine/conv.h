@@ -23,9 +23,10 @@
  * On CPUs with AVX2 and FMA the fast functions run an implicit GEMM: the
  * im2col matrix is never written, a block of it is gathered from the image
  * into the matrix kernel's own layout, and col2im is the kernel's epilogue
- * (conv.c). col is then only the room for that block (it falls back on 16
- * KB of stack when col is smaller). Elsewhere, or with VAED_CONV=im2col in
- * the environment, they run im2col + gemm in chunks of col_floats.
+ * (conv.c), on 12-row tiles where the CPU has AVX-512. col is then only the
+ * room for that block (it falls back on 16 KB of stack when col is
+ * smaller). Elsewhere, or with VAED_CONV=im2col in the environment, they run
+ * im2col + gemm in chunks of col_floats.
  */
 #ifndef CONV_H
 #define CONV_H
@@ -64,11 +65,19 @@ void conv_transpose2d_backward(float *dx, float *dw, float *db, const float *dy,
                                const float *w, int N, const conv_shape *s, float *col,
                                size_t col_floats);
 
-/* 1 when the fast functions run the implicit GEMM here. */
+/* The fast functions' path: im2col + gemm, or the implicit GEMM on gemm's
+ * 6 x 16 AVX2 tile kernel or on its 12 x 16 AVX-512 twin (the same bits per
+ * tile; the scatter without col may add a pixel's taps in another order). */
+enum { CONV_IM2COL = 0, CONV_IMPLICIT_AVX2 = 1, CONV_IMPLICIT_AVX512 = 2 };
+/* The path in use: the widest the CPU has, unless VAED_CONV=im2col or
+ * VAED_CONV=avx2 in the environment chose a narrower one. Nonzero when the
+ * implicit GEMM runs. */
 int conv_uses_implicit_gemm(void);
-/* Tests and benchmarks: choose the implicit GEMM (on = 1, where the CPU has
- * it) or im2col + gemm (on = 0) for every later call; returns what is now in
- * use. Not to be called while another thread is inside a conv function. */
+/* Tests and benchmarks: choose a path (a CONV_* value; the widest the CPU has
+ * when it lacks that one) for every later call; returns the path now in use.
+ * conv_set_implicit_gemm(1) is the widest implicit path, (0) im2col. Not to
+ * be called while another thread is inside a conv function. */
+int conv_set_path(int path);
 int conv_set_implicit_gemm(int on);
 
 void conv2d_forward_naive(float *y, const float *x, const float *w, const float *b, int N,

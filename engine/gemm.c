@@ -289,6 +289,58 @@ KERN2 void gemm_kernel_6x16(int mr, int nr, int masked, int kc, const float *a, 
     }
 }
 
+/* ---------- AVX-512: the same tile contract, up to 12 rows -------------
+ * One 16-lane register per row holds what kern2 keeps in two 8-lane ones,
+ * and each lane sums its products in the same k order with the same fused
+ * multiply-adds, so a tile has the same bits as gemm_kernel_6x16's. Twelve
+ * accumulators keep both FMA units busy through their latency; six did not. */
+KERN_INLINE void kern16(const int MR, const int masked, int nr, int kc, const float *a, long ars,
+                        long acs, const float *b, long ldb, gemm_dest dest, float *out, long ldo,
+                        const float *bias)
+{
+    __mmask16 m = (__mmask16)(nr >= 16 ? 0xFFFF : (1u << (nr < 0 ? 0 : nr)) - 1);
+    __m512 s[12];
+    #pragma GCC unroll 12
+    for (int r = 0; r < 12; r++) s[r] = _mm512_setzero_ps();
+    for (int k = 0; k < kc; k++, a += acs, b += ldb) {
+        __m512 v = masked ? _mm512_maskz_loadu_ps(m, b) : _mm512_loadu_ps(b);
+        #pragma GCC unroll 12
+        for (int r = 0; r < MR; r++) s[r] = _mm512_fmadd_ps(_mm512_set1_ps(a[r * ars]), v, s[r]);
+    }
+    __mmask16 w = dest == GEMM_TO_TILE ? (__mmask16)0xFFFF : m;
+    #pragma GCC unroll 12
+    for (int r = 0; r < MR; r++) {
+        float *o = out + r * ldo;
+        __m512 t = s[r];
+        if (dest == GEMM_TO_C_SET && bias)
+            t = _mm512_add_ps(t, _mm512_set1_ps(bias[r]));
+        else if (dest == GEMM_TO_C_ADD)
+            t = _mm512_add_ps(t, _mm512_maskz_loadu_ps(w, o));
+        _mm512_mask_storeu_ps(o, w, t);
+    }
+}
+
+#define KERN16_CASE(MR)                                                                         \
+    case (MR) * 2:                                                                               \
+        kern16(MR, 0, nr, kc, a, ars, acs, b, ldb, dest, out, ldo, bias);                        \
+        break;                                                                                   \
+    case (MR) * 2 + 1:                                                                           \
+        kern16(MR, 1, nr, kc, a, ars, acs, b, ldb, dest, out, ldo, bias);                        \
+        break;
+
+KERN void gemm_kernel_12x16(int mr, int nr, int masked, int kc, const float *a, long ars,
+                            long acs, const float *b, long ldb, gemm_dest dest, float *out,
+                            long ldo, const float *bias)
+{
+    switch (mr * 2 + masked) {
+        KERN16_CASE(1) KERN16_CASE(2) KERN16_CASE(3) KERN16_CASE(4) KERN16_CASE(5)
+        KERN16_CASE(6) KERN16_CASE(7) KERN16_CASE(8) KERN16_CASE(9) KERN16_CASE(10)
+        KERN16_CASE(11) KERN16_CASE(12)
+    default:
+        break;
+    }
+}
+
 /* b's panel of 16 columns (nr of them, zeros after) as K rows of 16. */
 void gemm_pack_panel16(float *dst, const float *b, long ldb, int K, int nr)
 {

@@ -53,6 +53,12 @@ void gemm_pack_panel16(float *dst, const float *b, long ldb, int K, int nr);
 void gemm_kernel_6x16(int mr, int nr, int masked, int kc, const float *a, long ars, long acs,
                       const float *b, long ldb, gemm_dest dest, float *out, long ldo,
                       const float *bias);
+/* The same contract on AVX-512F with mr <= 12 rows (only on x86-64 CPUs
+ * with AVX-512F): one 16-lane register per row, each lane summing in the
+ * same k order, so a tile has the same bits as gemm_kernel_6x16 gives it. */
+void gemm_kernel_12x16(int mr, int nr, int masked, int kc, const float *a, long ars, long acs,
+                       const float *b, long ldb, gemm_dest dest, float *out, long ldo,
+                       const float *bias);
 
 /* c: (M, N) = a: (M, K) . b^T (b: (N, K), row-major, no accumulation) with
  * each row of c a function of its row of a alone: the same bits whatever M

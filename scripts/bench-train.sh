@@ -88,7 +88,12 @@ echo
 echo "- machine: ${cpu:-unknown CPU}, $(nproc) cores; $(uname -sr)"
 echo "- vaed: $(build/vaed --version 2>/dev/null || echo '?'), --threads 2"
 if [ "${VAED_GEMM:-}" = blas ]; then gemm_path="OpenBLAS (VAED_GEMM=blas)"
-elif grep -qw avx512vl /proc/cpuinfo; then gemm_path="vaed's AVX-512 kernels (engine/gemm.c)"
+elif grep -qw avx512vl /proc/cpuinfo; then
+    gemm_path="vaed's AVX-512 kernels (engine/gemm.c); conv: implicit GEMM on the 12x16 AVX-512 kernel"
+    case "${VAED_CONV:-}" in
+        im2col) gemm_path="$gemm_path (off: VAED_CONV=im2col)" ;;
+        avx2) gemm_path="$gemm_path (6x16 AVX2 kernel instead: VAED_CONV=avx2)" ;;
+    esac
 elif grep -qw avx2 /proc/cpuinfo && grep -qw fma /proc/cpuinfo; then
     gemm_path="vaed's AVX2 kernel for op(a).b, OpenBLAS for a.b^T (no AVX-512 here); conv: implicit GEMM on the AVX2 kernel"
     if [ "${VAED_CONV:-}" = im2col ]; then gemm_path="$gemm_path (off: VAED_CONV=im2col)"; fi

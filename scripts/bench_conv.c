@@ -1,7 +1,9 @@
 /* The conv VAE's layers one at a time (vaed train --arch conv's defaults:
  * 28x28 padded to 32, channels 32,64,128,256, 64 images per training
- * thread), forward and backward, on the implicit GEMM and on im2col + gemm
- * alternated in the same run, checked against each other before timing.
+ * thread), forward and backward, on the implicit GEMM (the widest tile
+ * kernel the CPU has) and on im2col + gemm alternated in the same run,
+ * checked against each other before timing; on AVX-512 CPUs also the
+ * implicit GEMM on the 6 x 16 AVX2 tile, for the step's total.
  * Times are the thread's CPU time (best of REPS), so that other work on a
  * shared machine inflates them less than wall time.
  *   make build/bench_conv && build/bench_conv
@@ -77,7 +79,8 @@ static double max_rel(const float *a, const float *b, size_t n)
 
 int main(void)
 {
-    if (!conv_set_implicit_gemm(1)) {
+    int widest = conv_set_implicit_gemm(1);
+    if (!widest) {
         printf("no AVX2 + FMA here: only im2col + gemm runs\n");
         return 0;
     }
@@ -94,7 +97,7 @@ int main(void)
         side *= 2;
     }
     printf("layer                  fwd ms implicit / im2col  ratio   bwd ms implicit / im2col  ratio\n");
-    double tot[4] = {0};
+    double tot[6] = {0};
     for (int li = 0; li < 8; li++) {
         const conv_shape *s = &layers[li];
         size_t nx = (size_t)s->cin * N * s->h * s->w, ny = (size_t)s->cout * N * s->oh * s->ow;
@@ -113,7 +116,7 @@ int main(void)
         memcpy(y2, u.y, sizeof(float) * ny);
         memcpy(dx2, u.dx, sizeof(float) * nx);
         memcpy(dw2, u.dw, sizeof(float) * nw);
-        conv_set_implicit_gemm(0);
+        conv_set_path(CONV_IM2COL);
         memset(u.dw, 0, sizeof(float) * nw);
         memset(u.db, 0, sizeof(float) * s->cout);
         fwd(s, &u);
@@ -123,15 +126,19 @@ int main(void)
             printf("layer %d: the paths differ by %g\n", li, e);
             return 1;
         }
-        double t[4];
+        /* t: fwd, bwd on the widest implicit path, on im2col, and on the
+         * 6 x 16 AVX2 tile where the widest is AVX-512 */
+        double t[6];
+        const int paths[3] = {widest, CONV_IM2COL, CONV_IMPLICIT_AVX2};
         for (int rep = 0; rep < 2; rep++) /* alternated */
-            for (int path = 1; path >= 0; path--) {
-                conv_set_implicit_gemm(path);
+            for (int pi = 0; pi < 3; pi++) {
+                conv_set_path(paths[pi]);
                 double f = best_of(fwd3, s, &u, 0), b = best_of(bwd, s, &u, with_dx);
-                if (rep == 0 || f < t[2 * (1 - path)]) t[2 * (1 - path)] = f;
-                if (rep == 0 || b < t[2 * (1 - path) + 1]) t[2 * (1 - path) + 1] = b;
+                if (rep == 0 || f < t[2 * pi]) t[2 * pi] = f;
+                if (rep == 0 || b < t[2 * pi + 1]) t[2 * pi + 1] = b;
             }
-        for (int i = 0; i < 4; i++) tot[i] += t[i];
+        conv_set_path(widest);
+        for (int i = 0; i < 6; i++) tot[i] += t[i];
         printf("%s %3d->%-3d %2dx%-2d   %8.3f / %8.3f  %5.2fx   %8.3f / %8.3f  %5.2fx\n",
                s->transposed ? "convT " : "conv2d", s->cin, s->cout, s->h, s->w, 1e3 * t[0],
                1e3 * t[2], t[2] / t[0], 1e3 * t[1], 1e3 * t[3], t[3] / t[1]);
@@ -142,5 +149,8 @@ int main(void)
            1e3 * tot[2], tot[2] / tot[0], 1e3 * tot[1], 1e3 * tot[3], tot[3] / tot[1]);
     printf("step (fwd + bwd)       %8.3f / %8.3f ms  %5.2fx\n", 1e3 * (tot[0] + tot[1]),
            1e3 * (tot[2] + tot[3]), (tot[2] + tot[3]) / (tot[0] + tot[1]));
+    if (widest == CONV_IMPLICIT_AVX512)
+        printf("step, 6x16 AVX2 tile     %8.3f ms (12x16 AVX-512 tile %5.2fx faster)\n",
+               1e3 * (tot[4] + tot[5]), (tot[4] + tot[5]) / (tot[0] + tot[1]));
     return 0;
 }

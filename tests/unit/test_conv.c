@@ -206,10 +206,16 @@ static void test_paths_match_naive_odd_shapes(void **state)
         {1, 4, 3, 4, 5, 3, 1, 1, 0, 2},      /* ConvT stride 1 */
         {1, 5, 4, 3, 3, 5, 3, 1, 2, 2},      /* ConvT 5x5 stride 3 */
         {1, 32, 1, 16, 16, 3, 2, 1, 1, 2},   /* the model's last layer */
+        {0, 3, 13, 6, 6, 3, 2, 1, 0, 2},     /* one row past the 12-row tile */
+        {0, 13, 25, 5, 7, 3, 2, 1, 0, 2},    /* 25 rows, dx's K = 117 rows */
+        {1, 13, 11, 3, 3, 3, 2, 1, 1, 2},    /* ConvT: cout * 9 = 99 rows */
     };
-    for (int path = 1; path >= 0; path--) {
-        int on = conv_set_implicit_gemm(path);
-        if (path && !on) print_message("(no AVX2 + FMA here: the implicit GEMM is not tested)\n");
+    for (int path = CONV_IMPLICIT_AVX512; path >= CONV_IM2COL; path--) {
+        int on = conv_set_path(path);
+        if (on != path) {
+            print_message("(path %d is not on this CPU: not tested)\n", path);
+            continue;
+        }
         for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
             conv_shape s = cases[i].transposed
                                ? conv_transpose2d_shape(cases[i].cin, cases[i].cout, cases[i].h,
@@ -221,6 +227,62 @@ static void test_paths_match_naive_odd_shapes(void **state)
             fast_vs_naive(&s, cases[i].N, cases[i].N);
             fast_vs_naive(&s, cases[i].N, 64); /* col of 64 images: the block in col */
         }
+    }
+    conv_set_implicit_gemm(1);
+}
+
+/* The implicit GEMM's two tile kernels give the same bytes wherever a
+ * product's tiles go straight to C or through a block of col (the chunked
+ * ConvT forward and the scatter without col may order a pixel's taps
+ * otherwise, and are only held to the naive loops above). */
+static void conv_both_ways(const conv_shape *s, int N, int path, float **out, size_t *n_out)
+{
+    rng_state r;
+    rng_seed(&r, 29);
+    size_t nx = in_floats(s, N), ny = out_floats(s, N), nw = conv_weight_floats(s);
+    float *x = rand_floats(&r, nx, 1.0f), *w = rand_floats(&r, nw, 0.5f);
+    float *b = rand_floats(&r, (size_t)s->cout, 0.5f), *dy = rand_floats(&r, ny, 1.0f);
+    size_t ncol = conv_col_floats(s, N), total = ny + nx + nw + (size_t)s->cout;
+    float *col = malloc(sizeof(float) * ncol), *o = calloc(total, sizeof(float));
+    assert_non_null(col);
+    assert_non_null(o);
+    assert_int_equal(conv_set_path(path), path);
+    float *y = o, *dx = y + ny, *dw = dx + nx, *db = dw + nw;
+    if (s->transposed) {
+        conv_transpose2d_backward(dx, dw, db, dy, x, w, N, s, col, ncol);
+    } else {
+        conv2d_forward(y, x, w, b, N, s, col, ncol);
+        conv2d_backward(dx, dw, db, dy, x, w, N, s, col, ncol);
+    }
+    *out = o;
+    *n_out = total;
+    free(x); free(w); free(b); free(dy); free(col);
+}
+
+static void test_tile_kernels_same_bytes(void **state)
+{
+    (void)state;
+    if (conv_set_path(CONV_IMPLICIT_AVX512) != CONV_IMPLICIT_AVX512) {
+        conv_set_implicit_gemm(1);
+        skip();
+    }
+    const conv_shape shapes[] = {
+        conv2d_shape(2, 32, 32, 32, 3, 2, 1),
+        conv2d_shape(13, 25, 9, 7, 3, 2, 1),
+        conv2d_shape(33, 17, 12, 10, 3, 2, 1),
+        conv_transpose2d_shape(40, 31, 4, 4, 3, 2, 1, 1),
+        conv_transpose2d_shape(13, 11, 3, 5, 3, 2, 1, 1),
+    };
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+        float *wide, *narrow;
+        size_t n, n2;
+        conv_both_ways(&shapes[i], 3, CONV_IMPLICIT_AVX512, &wide, &n);
+        conv_both_ways(&shapes[i], 3, CONV_IMPLICIT_AVX2, &narrow, &n2);
+        assert_int_equal(n, n2);
+        if (memcmp(wide, narrow, sizeof(float) * n) != 0)
+            fail_msg("shape %zu: the 12-row and 6-row tile kernels differ", i);
+        free(wide);
+        free(narrow);
     }
     conv_set_implicit_gemm(1);
 }
@@ -349,6 +411,7 @@ int main(void)
         cmocka_unit_test(test_conv2d_layout_pinned),
         cmocka_unit_test(test_fast_matches_naive),
         cmocka_unit_test(test_paths_match_naive_odd_shapes),
+        cmocka_unit_test(test_tile_kernels_same_bytes),
         cmocka_unit_test(test_gradcheck_conv2d),
         cmocka_unit_test(test_gradcheck_conv_transpose2d),
     };
