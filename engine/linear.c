@@ -1,6 +1,7 @@
 #include "engine/linear.h"
 
 #include <stddef.h>
+#include <string.h>
 
 #include "engine/gemm.h"
 #include "engine/vae_kernels.h"
@@ -29,11 +30,18 @@ void linear_forward_rowwise(float *y, const float *x, const float *w, const floa
     vae_kernels_bias(y, b, B, out);
 }
 
-void linear_backward(float *dx, float *dw, float *db, const float *dy, const float *x,
-                     const float *w, int B, int in, int out)
+void linear_backward_to(float *dx, float *dw, float *db, const float *dy, const float *x,
+                        const float *w, int B, int in, int out, int accumulate)
 {
-    gemm(GEMM_T, GEMM_N, out, in, B, dy, out, x, in, 1, dw, in);
+    gemm(GEMM_T, GEMM_N, out, in, B, dy, out, x, in, accumulate, dw, in);
+    if (!accumulate) memset(db, 0, sizeof(float) * (size_t)out);
     vae_kernels_column_sums(db, dy, B, out);
     if (dx)
         gemm(GEMM_N, GEMM_N, B, in, out, dy, out, w, in, 0, dx, in);
+}
+
+void linear_backward(float *dx, float *dw, float *db, const float *dy, const float *x,
+                     const float *w, int B, int in, int out)
+{
+    linear_backward_to(dx, dw, db, dy, x, w, B, in, out, 1);
 }

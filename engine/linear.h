@@ -27,5 +27,10 @@ void linear_forward_rowwise(float *y, const float *x, const float *w, const floa
  * (overwritten; skipped when dx is NULL). */
 void linear_backward(float *dx, float *dw, float *db, const float *dy, const float *x,
                      const float *w, int B, int in, int out);
+/* The same with accumulate 0: dw and db written, not added to. A step whose
+ * every parameter gradient comes from one layer's call (the MLP's) needs no
+ * zeroing then, and its weight products store c without reading it. */
+void linear_backward_to(float *dx, float *dw, float *db, const float *dy, const float *x,
+                        const float *w, int B, int in, int out, int accumulate);
 
 #endif

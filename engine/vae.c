@@ -15,6 +15,7 @@
 #include "engine/vae_arch.h"
 #include "engine/vae_kernels.h"
 #include "engine/vae_loss.h"
+#include "engine/util.h"
 
 /* The table of cfg->arch, which must be valid (vae_config_validate_common). */
 static const vae_arch_ops *ops_of(const vae_config *cfg)
@@ -297,7 +298,8 @@ struct vae_peer {
     pthread_t thread;
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    int job;               /* PEER_*; set by the caller, reset to IDLE when done */
+    int job;               /* PEER_*; set by the caller, reset to IDLE when done; written
+                            * under mu, read atomically (the spin in peer_await) */
     /* the job */
     vae_model *m;
     const float *x, *eps;
@@ -415,6 +417,18 @@ vae_status vae_backward(const vae_model *m, vae_train_state *ts)
 
 void vae_zero_grad(vae_train_state *ts) { memset(ts->grads, 0, sizeof(float) * ts->n_params); }
 
+/* A step's gradient from nothing: written by the architecture where it
+ * can, else zeroed and added into. */
+static void step_backward(const vae_model *m, vae_train_state *ts)
+{
+    if (ts->ops->backward_set) {
+        ts->ops->backward_set(m, ts->arch, ts->beta, ts->grads);
+        return;
+    }
+    vae_zero_grad(ts);
+    vae_backward(m, ts);
+}
+
 double *vae_train_batch_kl(vae_train_state *ts) { return ts->ops->batch_kl(ts->arch); }
 
 /* Adam's bias corrections after step steps, as the kernel takes them. */
@@ -457,46 +471,63 @@ static void adam_slice(vae_model *m, vae_train_state *ts, const float *peer_grad
                      step_size, inv_sqrt_bc2);
 }
 
-static void *peer_main(void *arg)
+/* How long a thread spins on p->job before it sleeps on the condition
+ * variable. The two halves of a step end within microseconds of each other,
+ * and the helper's next job comes after the caller's share of Adam and the
+ * next batch's copy (tens of microseconds): a sleep and its wake-up there
+ * cost more than the wait itself, four times a step. */
+#define PEER_SPIN_S 100e-6
+
+static int job_of(struct vae_peer *p) { return __atomic_load_n(&p->job, __ATOMIC_ACQUIRE); }
+
+/* Until (p->job != PEER_IDLE) == busy; returns the job seen. */
+static int peer_await(struct vae_peer *p, int busy)
 {
-    vae_train_state *owner = arg;
-    struct vae_peer *p = owner->peer;
-    pthread_mutex_lock(&p->mu);
-    for (;;) {
-        while (p->job == PEER_IDLE) pthread_cond_wait(&p->cv, &p->mu);
-        int job = p->job;
-        pthread_mutex_unlock(&p->mu);
-        if (job == PEER_QUIT) return NULL;
-        if (job == PEER_FORWARD_BACKWARD) {
-            p->ts->step = owner->step; /* the same KL warm-up point */
-            p->rc = vae_forward_loss_cond(p->m, p->ts, p->x, p->labels, p->eps, p->B, &p->stats);
-            if (p->rc == VAE_OK) {
-                vae_zero_grad(p->ts);
-                vae_backward(p->m, p->ts);
-            }
-        } else {
-            adam_slice(p->m, owner, p->ts->grads, p->lo, p->hi, p->step_size, p->inv_sqrt_bc2);
+    int job = job_of(p);
+    if ((job != PEER_IDLE) == busy) return job;
+    for (double until = util_mono_s() + PEER_SPIN_S; util_mono_s() < until;) {
+        for (int i = 0; i < 32; i++) {
+#if defined(__x86_64__)
+            __builtin_ia32_pause();
+#endif
+            if (((job = job_of(p)) != PEER_IDLE) == busy) return job;
         }
-        pthread_mutex_lock(&p->mu);
-        p->job = PEER_IDLE;
-        pthread_cond_broadcast(&p->cv);
     }
+    pthread_mutex_lock(&p->mu);
+    while (((job = p->job) != PEER_IDLE) != busy) pthread_cond_wait(&p->cv, &p->mu);
+    pthread_mutex_unlock(&p->mu);
+    return job;
 }
 
-static void peer_post(struct vae_peer *p, int job)
+static void peer_set_job(struct vae_peer *p, int job)
 {
     pthread_mutex_lock(&p->mu);
-    p->job = job;
+    __atomic_store_n(&p->job, job, __ATOMIC_RELEASE);
     pthread_cond_broadcast(&p->cv);
     pthread_mutex_unlock(&p->mu);
 }
 
-static void peer_wait(struct vae_peer *p)
+static void *peer_main(void *arg)
 {
-    pthread_mutex_lock(&p->mu);
-    while (p->job != PEER_IDLE) pthread_cond_wait(&p->cv, &p->mu);
-    pthread_mutex_unlock(&p->mu);
+    vae_train_state *owner = arg;
+    struct vae_peer *p = owner->peer;
+    for (;;) {
+        int job = peer_await(p, 1);
+        if (job == PEER_QUIT) return NULL;
+        if (job == PEER_FORWARD_BACKWARD) {
+            p->ts->step = owner->step; /* the same KL warm-up point */
+            p->rc = vae_forward_loss_cond(p->m, p->ts, p->x, p->labels, p->eps, p->B, &p->stats);
+            if (p->rc == VAE_OK) step_backward(p->m, p->ts);
+        } else {
+            adam_slice(p->m, owner, p->ts->grads, p->lo, p->hi, p->step_size, p->inv_sqrt_bc2);
+        }
+        peer_set_job(p, PEER_IDLE);
+    }
 }
+
+static void peer_post(struct vae_peer *p, int job) { peer_set_job(p, job); }
+
+static void peer_wait(struct vae_peer *p) { peer_await(p, 0); }
 
 static void peer_free(struct vae_peer *p)
 {
@@ -559,10 +590,7 @@ static vae_status train_step_parallel(vae_model *m, vae_train_state *ts, const f
     p->B = B1;
     peer_post(p, PEER_FORWARD_BACKWARD);
     vae_status rc = vae_forward_loss_cond(m, ts, x, labels, ts->eps, B0, stats);
-    if (rc == VAE_OK) {
-        vae_zero_grad(ts);
-        vae_backward(m, ts);
-    }
+    if (rc == VAE_OK) step_backward(m, ts);
     peer_wait(p);
     if (rc) return rc;
     if (p->rc) {
@@ -612,8 +640,7 @@ vae_status vae_train_step_cond(vae_model *m, vae_train_state *ts, const float *x
         return train_step_parallel(m, ts, xin, labels, B, stats);
     vae_status rc = vae_forward_loss_cond(m, ts, xin, labels, ts->eps, B, stats);
     if (rc) return rc;
-    vae_zero_grad(ts);
-    vae_backward(m, ts);
+    step_backward(m, ts);
     vae_adam_update(m, ts);
     return VAE_OK;
 }

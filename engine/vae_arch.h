@@ -100,6 +100,11 @@ typedef struct {
     /* The gradient of the last forward's recon + beta * kl_opt, added into
      * grads (n_params floats, parallel to m->params). */
     void (*backward)(const vae_model *m, void *st, double beta, float *grads);
+    /* The same gradient written over grads instead of added (every
+     * parameter's written once), so that a step needs no zeroing pass and
+     * its weight products need not read the old gradient; NULL when the
+     * architecture has none (the conv). */
+    void (*backward_set)(const vae_model *m, void *st, double beta, float *grads);
     /* Tests: the naive reference kernels instead of the fast ones; NULL when
      * the architecture has one set of kernels. */
     void (*use_naive)(void *st, int on);

@@ -177,13 +177,13 @@ static void output_forward(const vae_model *m, const mlp_linear *l, float *y, co
     (rowwise ? linear_forward_rowwise : linear_forward)(y, x, weight(m, l), bias(m, l), B, l->in, l->out);
 }
 
-/* Layer l's dw and db into grads from dy: (B, out) and its input x: (B, in);
- * dx: (B, in) when not NULL. */
+/* Layer l's dw and db into grads (added, or written when accumulate is 0)
+ * from dy: (B, out) and its input x: (B, in); dx: (B, in) when not NULL. */
 static void layer_backward(const vae_model *m, const mlp_linear *l, float *grads, float *dx,
-                           const float *dy, const float *x, int B)
+                           const float *dy, const float *x, int B, int accumulate)
 {
-    linear_backward(dx, vae_arch_grad(m, grads, l->w), vae_arch_grad(m, grads, l->b), dy, x,
-                    weight(m, l), B, l->in, l->out);
+    linear_backward_to(dx, vae_arch_grad(m, grads, l->w), vae_arch_grad(m, grads, l->b), dy, x,
+                       weight(m, l), B, l->in, l->out, accumulate);
 }
 
 /* Encoder: x (B, D, or D + K concatenated with the label) -> heads (B, 2Z);
@@ -367,7 +367,10 @@ static void mlp_forward(const vae_model *m, void *st, const float *x, const floa
     terms->recon = vae_loss_output_nll(c, s->dlogits, x, B, L);
 }
 
-static void mlp_backward(const vae_model *m, void *st, double beta, float *grads)
+/* Every parameter belongs to one layer_backward call (the two heads are one
+ * layer), so accumulate 0 writes the whole gradient. */
+static void mlp_backward_to(const vae_model *m, void *st, double beta, float *grads,
+                            int accumulate)
 {
     mlp_train *s = st;
     const vae_config *c = &m->cfg;
@@ -381,7 +384,7 @@ static void mlp_backward(const vae_model *m, void *st, double beta, float *grads
         const mlp_linear *l = i == H ? &L->out : &L->dec[i];
         const float *xin = i > 0 ? s->dec[i - 1] : L->K ? s->zcat : s->z;
         float *dx = i > 0 ? s->scratch[i & 1] : L->K ? s->dzcat : s->dz;
-        layer_backward(m, l, grads, dx, dy, xin, BL);
+        layer_backward(m, l, grads, dx, dy, xin, BL, accumulate);
         if (i > 0) activation_backward(dx, s->dec[i - 1], (size_t)BL * l->in, c->activation);
         dy = dx;
     }
@@ -393,14 +396,24 @@ static void mlp_backward(const vae_model *m, void *st, double beta, float *grads
     /* heads (one product for both) and encoder */
     const float *hin = H > 0 ? s->enc[H - 1] : s->x;
     float *dh = H > 0 ? s->scratch[0] : NULL;
-    layer_backward(m, &L->heads, grads, dh, s->dheads, hin, B);
+    layer_backward(m, &L->heads, grads, dh, s->dheads, hin, B, accumulate);
     for (int i = H - 1; i >= 0; i--) {
         activation_backward(dh, s->enc[i], (size_t)B * L->enc[i].out, c->activation);
         const float *xin = i > 0 ? s->enc[i - 1] : s->x;
         float *dx = i > 0 ? s->scratch[(H - i) & 1] : NULL;
-        layer_backward(m, &L->enc[i], grads, dx, dh, xin, B);
+        layer_backward(m, &L->enc[i], grads, dx, dh, xin, B, accumulate);
         dh = dx;
     }
+}
+
+static void mlp_backward(const vae_model *m, void *st, double beta, float *grads)
+{
+    mlp_backward_to(m, st, beta, grads, 1);
+}
+
+static void mlp_backward_set(const vae_model *m, void *st, double beta, float *grads)
+{
+    mlp_backward_to(m, st, beta, grads, 0);
 }
 
 const vae_arch_ops vae_mlp_ops = {
@@ -414,6 +427,7 @@ const vae_arch_ops vae_mlp_ops = {
     .train_layout = mlp_train_layout,
     .forward = mlp_forward,
     .backward = mlp_backward,
+    .backward_set = mlp_backward_set,
     .use_naive = NULL,
     .batch_kl = mlp_batch_kl,
 };
