@@ -27,5 +27,14 @@ void linear_forward_rowwise(float *y, const float *x, const float *w, const floa
  * (overwritten; skipped when dx is NULL). */
 void linear_backward(float *dx, float *dw, float *db, const float *dy, const float *x,
                      const float *w, int B, int in, int out);
+/* The two halves of it. dw rows [r0, r1) and db[r0, r1) from the same
+ * columns of dy, added (accumulate 1) or written (0): a step whose every
+ * gradient comes from one call per layer needs no zeroing, and threads that
+ * share a batch can each write their rows of dw over all of its rows (one
+ * call per thread's part of the batch). */
+void linear_backward_params(float *dw, float *db, const float *dy, const float *x, int B, int in,
+                            int out, int r0, int r1, int accumulate);
+/* dx: (B, in) = dy . w (overwritten) */
+void linear_backward_input(float *dx, const float *dy, const float *w, int B, int in, int out);
 
 #endif

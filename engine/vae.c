@@ -15,6 +15,7 @@
 #include "engine/vae_arch.h"
 #include "engine/vae_kernels.h"
 #include "engine/vae_loss.h"
+#include "engine/util.h"
 
 /* The table of cfg->arch, which must be valid (vae_config_validate_common). */
 static const vae_arch_ops *ops_of(const vae_config *cfg)
@@ -287,17 +288,25 @@ struct vae_train_state {
 };
 
 /* Data-parallel training: a helper thread runs the second part of each batch
- * on its own train state (single-threaded products each), then each thread
- * sums and updates half of the parameters. Two single-threaded streams keep
- * both cores busier than one two-threaded product on these small matrices,
- * and the element-wise passes run on both cores too. */
-enum { PEER_IDLE = 0, PEER_FORWARD_BACKWARD, PEER_ADAM, PEER_QUIT };
+ * on its own train state (single-threaded products each). Two
+ * single-threaded streams keep both cores busier than one two-threaded
+ * product on these small matrices, and the element-wise passes run on both
+ * cores too. Where the architecture splits its backward pass (the MLP),
+ * both threads first run theirs down to every layer's output gradient, meet,
+ * and then each writes half the rows of every parameter gradient over the
+ * whole batch and takes the Adam step on them (PEER_SPLIT_STEP): each
+ * thread's gradient stays in its own cache. Otherwise (the conv) each thread
+ * writes the whole gradient of its part of the batch, and each sums the two
+ * over half of the parameters as it steps them (PEER_FORWARD_BACKWARD, then
+ * PEER_ADAM), reading the other's gradient from the other core. */
+enum { PEER_IDLE = 0, PEER_FORWARD_BACKWARD, PEER_ADAM, PEER_SPLIT_STEP, PEER_QUIT };
 struct vae_peer {
     vae_train_state *ts;   /* owned; the helper's activations and gradients */
     pthread_t thread;
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    int job;               /* PEER_*; set by the caller, reset to IDLE when done */
+    int job;               /* PEER_*; set by the caller, reset to IDLE when done; written
+                            * under mu, read atomically (the spin in peer_await) */
     /* the job */
     vae_model *m;
     const float *x, *eps;
@@ -307,6 +316,11 @@ struct vae_peer {
     vae_status rc;
     size_t lo, hi;         /* parameter range of PEER_ADAM */
     float step_size, inv_sqrt_bc2;
+    /* PEER_SPLIT_STEP: ready[0] (the caller) and ready[1] (the helper) are
+     * set to gen once that thread's output gradients (or its failure, in
+     * rc and caller_rc) are there; written under mu, read atomically */
+    int gen, ready[2];
+    vae_status caller_rc;
 };
 
 float *vae_train_grads(vae_train_state *ts) { return ts->grads; }
@@ -415,6 +429,19 @@ vae_status vae_backward(const vae_model *m, vae_train_state *ts)
 
 void vae_zero_grad(vae_train_state *ts) { memset(ts->grads, 0, sizeof(float) * ts->n_params); }
 
+/* A step's gradient from nothing: written by the architecture where it
+ * can, else zeroed and added into. */
+static void step_backward(const vae_model *m, vae_train_state *ts)
+{
+    if (ts->ops->backward_params) {
+        ts->ops->backward_inputs(m, ts->arch, ts->beta);
+        ts->ops->backward_params(m, &ts->arch, 1, 0, 1, ts->grads, 0);
+        return;
+    }
+    vae_zero_grad(ts);
+    vae_backward(m, ts);
+}
+
 double *vae_train_batch_kl(vae_train_state *ts) { return ts->ops->batch_kl(ts->arch); }
 
 /* Adam's bias corrections after step steps, as the kernel takes them. */
@@ -457,46 +484,97 @@ static void adam_slice(vae_model *m, vae_train_state *ts, const float *peer_grad
                      step_size, inv_sqrt_bc2);
 }
 
-static void *peer_main(void *arg)
+/* How long a thread spins on one of p's flags (job, ready) before it sleeps
+ * on the condition variable. The two halves of a step end within
+ * microseconds of each other, and the helper's next job comes after the
+ * caller's share of Adam and the next batch's copy (tens of microseconds): a
+ * sleep and its wake-up there cost more than the wait itself, several times
+ * a step. */
+#define PEER_SPIN_S 100e-6
+
+static int flag_of(const int *flag) { return __atomic_load_n(flag, __ATOMIC_ACQUIRE); }
+
+/* Until (*flag == value) == equal; returns the flag's value then. */
+static int peer_await(struct vae_peer *p, const int *flag, int value, int equal)
 {
-    vae_train_state *owner = arg;
-    struct vae_peer *p = owner->peer;
-    pthread_mutex_lock(&p->mu);
-    for (;;) {
-        while (p->job == PEER_IDLE) pthread_cond_wait(&p->cv, &p->mu);
-        int job = p->job;
-        pthread_mutex_unlock(&p->mu);
-        if (job == PEER_QUIT) return NULL;
-        if (job == PEER_FORWARD_BACKWARD) {
-            p->ts->step = owner->step; /* the same KL warm-up point */
-            p->rc = vae_forward_loss_cond(p->m, p->ts, p->x, p->labels, p->eps, p->B, &p->stats);
-            if (p->rc == VAE_OK) {
-                vae_zero_grad(p->ts);
-                vae_backward(p->m, p->ts);
-            }
-        } else {
-            adam_slice(p->m, owner, p->ts->grads, p->lo, p->hi, p->step_size, p->inv_sqrt_bc2);
+    int v = flag_of(flag);
+    if ((v == value) == equal) return v;
+    for (double until = util_mono_s() + PEER_SPIN_S; util_mono_s() < until;) {
+        for (int i = 0; i < 32; i++) {
+#if defined(__x86_64__)
+            __builtin_ia32_pause();
+#endif
+            if (((v = flag_of(flag)) == value) == equal) return v;
         }
-        pthread_mutex_lock(&p->mu);
-        p->job = PEER_IDLE;
-        pthread_cond_broadcast(&p->cv);
     }
+    pthread_mutex_lock(&p->mu);
+    while (((v = *flag) == value) != equal) pthread_cond_wait(&p->cv, &p->mu);
+    pthread_mutex_unlock(&p->mu);
+    return v;
 }
 
-static void peer_post(struct vae_peer *p, int job)
+static void peer_set(struct vae_peer *p, int *flag, int value)
 {
     pthread_mutex_lock(&p->mu);
-    p->job = job;
+    __atomic_store_n(flag, value, __ATOMIC_RELEASE);
     pthread_cond_broadcast(&p->cv);
     pthread_mutex_unlock(&p->mu);
 }
 
-static void peer_wait(struct vae_peer *p)
+/* Adam on part `part` of `parts` of every tensor's rows (vae_arch_part_rows,
+ * as backward_params wrote them into grads). */
+static void adam_part(vae_model *m, vae_train_state *ts, const float *grads, int part, int parts,
+                      float step_size, float inv_sqrt_bc2)
 {
-    pthread_mutex_lock(&p->mu);
-    while (p->job != PEER_IDLE) pthread_cond_wait(&p->cv, &p->mu);
-    pthread_mutex_unlock(&p->mu);
+    const vae_config *c = &m->cfg;
+    for (int t = 0; t < m->n_tensors; t++) {
+        const vae_tensor *T = &m->tensors[t];
+        int r0, r1;
+        vae_arch_part_rows(T->shape[0], part, parts, &r0, &r1);
+        size_t cols = T->size / (size_t)T->shape[0];
+        size_t lo = T->offset + (size_t)r0 * cols, n = (size_t)(r1 - r0) * cols;
+        vae_kernels_adam(m->params + lo, grads + lo, NULL, ts->adam_m + lo, ts->adam_v + lo, n,
+                         c->beta1, c->beta2, c->eps, c->weight_decay, step_size, inv_sqrt_bc2);
+    }
 }
+
+/* The helper's side of PEER_SPLIT_STEP (train_step_split). */
+static void peer_split_step(vae_train_state *owner, struct vae_peer *p)
+{
+    vae_train_state *ts = p->ts;
+    p->rc = vae_forward_loss_cond(p->m, ts, p->x, p->labels, p->eps, p->B, &p->stats);
+    if (p->rc == VAE_OK) ts->ops->backward_inputs(p->m, ts->arch, ts->beta);
+    peer_set(p, &p->ready[1], p->gen);
+    peer_await(p, &p->ready[0], p->gen, 1);
+    if (p->rc != VAE_OK || p->caller_rc != VAE_OK) return;
+    void *sts[2] = {owner->arch, ts->arch};
+    ts->ops->backward_params(p->m, sts, 2, 1, 2, ts->grads, 0);
+    adam_part(p->m, owner, ts->grads, 1, 2, p->step_size, p->inv_sqrt_bc2);
+}
+
+static void *peer_main(void *arg)
+{
+    vae_train_state *owner = arg;
+    struct vae_peer *p = owner->peer;
+    for (;;) {
+        int job = peer_await(p, &p->job, PEER_IDLE, 0);
+        if (job == PEER_QUIT) return NULL;
+        p->ts->step = owner->step; /* the same KL warm-up point */
+        if (job == PEER_SPLIT_STEP) {
+            peer_split_step(owner, p);
+        } else if (job == PEER_FORWARD_BACKWARD) {
+            p->rc = vae_forward_loss_cond(p->m, p->ts, p->x, p->labels, p->eps, p->B, &p->stats);
+            if (p->rc == VAE_OK) step_backward(p->m, p->ts);
+        } else {
+            adam_slice(p->m, owner, p->ts->grads, p->lo, p->hi, p->step_size, p->inv_sqrt_bc2);
+        }
+        peer_set(p, &p->job, PEER_IDLE);
+    }
+}
+
+static void peer_post(struct vae_peer *p, int job) { peer_set(p, &p->job, job); }
+
+static void peer_wait(struct vae_peer *p) { peer_await(p, &p->job, PEER_IDLE, 1); }
 
 static void peer_free(struct vae_peer *p)
 {
@@ -542,6 +620,34 @@ vae_status vae_train_state_set_threads(vae_train_state *ts, const vae_model *m, 
     return VAE_OK;
 }
 
+/* The caller's side of PEER_SPLIT_STEP: forward and backward_inputs on
+ * both halves of the batch, then each thread its half of the rows of every
+ * gradient and of Adam. */
+static vae_status train_step_split(vae_model *m, vae_train_state *ts, const float *x,
+                                   const int *labels, int B0, vae_stats *stats)
+{
+    struct vae_peer *p = ts->peer;
+    float step_size, inv_sqrt_bc2;
+    adam_corrections(&m->cfg, ts->step + 1, &step_size, &inv_sqrt_bc2);
+    p->step_size = step_size;
+    p->inv_sqrt_bc2 = inv_sqrt_bc2;
+    p->gen++;
+    peer_post(p, PEER_SPLIT_STEP);
+    vae_status rc = vae_forward_loss_cond(m, ts, x, labels, ts->eps, B0, stats);
+    if (rc == VAE_OK) ts->ops->backward_inputs(m, ts->arch, ts->beta);
+    p->caller_rc = rc;
+    peer_set(p, &p->ready[0], p->gen);
+    peer_await(p, &p->ready[1], p->gen, 1);
+    if (rc == VAE_OK && p->rc == VAE_OK) {
+        void *sts[2] = {ts->arch, p->ts->arch};
+        ts->ops->backward_params(m, sts, 2, 0, 2, ts->grads, 0);
+        adam_part(m, ts, ts->grads, 0, 2, step_size, inv_sqrt_bc2);
+    }
+    peer_wait(p);
+    if (rc == VAE_OK && p->rc == VAE_OK) ts->step++;
+    return rc;
+}
+
 /* Forward, backward and Adam with the batch split between this thread and
  * the peer. Free bits couple the whole batch through its per-dimension KL,
  * and clipping needs the whole gradient's norm: those stay single-threaded. */
@@ -557,13 +663,15 @@ static vae_status train_step_parallel(vae_model *m, vae_train_state *ts, const f
     p->eps = ts->eps + (size_t)B0 * LZ;
     p->labels = labels ? labels + B0 : NULL;
     p->B = B1;
-    peer_post(p, PEER_FORWARD_BACKWARD);
-    vae_status rc = vae_forward_loss_cond(m, ts, x, labels, ts->eps, B0, stats);
-    if (rc == VAE_OK) {
-        vae_zero_grad(ts);
-        vae_backward(m, ts);
+    vae_status rc;
+    if (ts->ops->backward_params) {
+        rc = train_step_split(m, ts, x, labels, B0, stats);
+    } else {
+        peer_post(p, PEER_FORWARD_BACKWARD);
+        rc = vae_forward_loss_cond(m, ts, x, labels, ts->eps, B0, stats);
+        if (rc == VAE_OK) step_backward(m, ts);
+        peer_wait(p);
     }
-    peer_wait(p);
     if (rc) return rc;
     if (p->rc) {
         *stats = p->stats;
@@ -573,6 +681,7 @@ static vae_status train_step_parallel(vae_model *m, vae_train_state *ts, const f
     stats->recon += p->stats.recon;
     stats->kl += p->stats.kl;
     stats->batch = B;
+    if (ts->ops->backward_params) return VAE_OK; /* Adam ran in train_step_split */
 
     float step_size, inv_sqrt_bc2;
     adam_corrections(c, ++ts->step, &step_size, &inv_sqrt_bc2);
@@ -612,8 +721,7 @@ vae_status vae_train_step_cond(vae_model *m, vae_train_state *ts, const float *x
         return train_step_parallel(m, ts, xin, labels, B, stats);
     vae_status rc = vae_forward_loss_cond(m, ts, xin, labels, ts->eps, B, stats);
     if (rc) return rc;
-    vae_zero_grad(ts);
-    vae_backward(m, ts);
+    step_backward(m, ts);
     vae_adam_update(m, ts);
     return VAE_OK;
 }

@@ -145,7 +145,9 @@ void vae_zero_grad(vae_train_state *ts);
  * a larger one (data parallel over processes) puts the whole batch's means
  * times B here between vae_forward_loss and vae_backward. */
 double *vae_train_batch_kl(vae_train_state *ts);
-/* The gradient array, parallel to m->params (owned by ts). */
+/* The gradient array, parallel to m->params (owned by ts): what the
+ * lower-level pieces left there; after a two-thread vae_train_step it holds
+ * this thread's rows of it only. */
 float *vae_train_grads(vae_train_state *ts);
 /* Adam moments and step count, for checkpoints that resume (owned by ts). */
 float *vae_train_adam_m(vae_train_state *ts);

@@ -100,6 +100,18 @@ typedef struct {
     /* The gradient of the last forward's recon + beta * kl_opt, added into
      * grads (n_params floats, parallel to m->params). */
     void (*backward)(const vae_model *m, void *st, double beta, float *grads);
+    /* The backward pass in two halves, for a step whose batch is split
+     * between threads; NULL when the architecture has them not (the conv).
+     * backward_inputs: every layer's output gradient of st's rows, kept in
+     * st, no parameter gradient. backward_params, after backward_inputs on
+     * every one of sts[0 .. n): part `part` of `parts` of every parameter
+     * gradient (rows vae_arch_part_rows of each tensor) over the rows of all
+     * n states, written into grads (added with accumulate 1). With the rows
+     * split, each thread writes and then Adam-steps its own rows of every
+     * tensor, and no thread reads another's gradient. */
+    void (*backward_inputs)(const vae_model *m, void *st, double beta);
+    void (*backward_params)(const vae_model *m, void *const *sts, int n, int part, int parts,
+                            float *grads, int accumulate);
     /* Tests: the naive reference kernels instead of the fast ones; NULL when
      * the architecture has one set of kernels. */
     void (*use_naive)(void *st, int on);
@@ -112,6 +124,14 @@ typedef struct {
  * other). */
 extern const vae_arch_ops vae_mlp_ops;  /* vae_mlp.c */
 extern const vae_arch_ops vae_conv_ops; /* vae_conv.c */
+
+/* Part `part` of `parts` of a tensor's rows (its first dimension):
+ * [*r0, *r1). */
+static inline void vae_arch_part_rows(int rows, int part, int parts, int *r0, int *r1)
+{
+    *r0 = (int)((long)rows * part / parts);
+    *r1 = (int)((long)rows * (part + 1) / parts);
+}
 
 /* Tensor ti's parameters, and its slice of a gradient array. */
 static inline const float *vae_arch_param(const vae_model *m, int ti)

@@ -177,15 +177,6 @@ static void output_forward(const vae_model *m, const mlp_linear *l, float *y, co
     (rowwise ? linear_forward_rowwise : linear_forward)(y, x, weight(m, l), bias(m, l), B, l->in, l->out);
 }
 
-/* Layer l's dw and db into grads from dy: (B, out) and its input x: (B, in);
- * dx: (B, in) when not NULL. */
-static void layer_backward(const vae_model *m, const mlp_linear *l, float *grads, float *dx,
-                           const float *dy, const float *x, int B)
-{
-    linear_backward(dx, vae_arch_grad(m, grads, l->w), vae_arch_grad(m, grads, l->b), dy, x,
-                    weight(m, l), B, l->in, l->out);
-}
-
 /* Encoder: x (B, D, or D + K concatenated with the label) -> heads (B, 2Z);
  * acts[i] receives hidden layer i's output. */
 static void encode_into(const vae_model *m, const mlp_layout *L, const float *x, int B,
@@ -306,7 +297,8 @@ typedef struct {
     float *z, *dz;              /* (BL, Z) */
     float *dec[VAE_MAX_HIDDEN]; /* (BL, hidden[H-1-i]) decoder activations */
     float *dlogits;             /* (BL, Dout): the logits, then their gradient */
-    float *scratch[2];          /* (BL, widest): the gradient's ping-pong */
+    float *denc[VAE_MAX_HIDDEN]; /* (B, hidden[i]): gradient at enc[i] (before the activation) */
+    float *ddec[VAE_MAX_HIDDEN]; /* (BL, hidden[H-1-i]): the same at dec[i] */
     double *kl_dim;             /* (Z) batch KL per dimension */
     /* conditional only: x and z with the one-hot labels, and the gradient
      * of the latter (the first decoder layer's dx) */
@@ -328,14 +320,14 @@ static void *mlp_train_layout(const vae_config *c, int max_batch, vae_layout *l)
     for (int i = 0; i < H; i++) {
         VAE_LAYOUT_TAKE(l, s->enc[i], B * c->hidden[i]);
         VAE_LAYOUT_TAKE(l, s->dec[i], BL * c->hidden[H - 1 - i]);
+        VAE_LAYOUT_TAKE(l, s->denc[i], B * c->hidden[i]);
+        VAE_LAYOUT_TAKE(l, s->ddec[i], BL * c->hidden[H - 1 - i]);
     }
     VAE_LAYOUT_TAKE(l, s->heads, B * 2 * Z);
     VAE_LAYOUT_TAKE(l, s->dheads, B * 2 * Z);
     VAE_LAYOUT_TAKE(l, s->z, BL * Z);
     VAE_LAYOUT_TAKE(l, s->dz, BL * Z);
     VAE_LAYOUT_TAKE(l, s->dlogits, BL * (size_t)vae_config_output_dim(c));
-    VAE_LAYOUT_TAKE(l, s->scratch[0], BL * (size_t)s->L.widest);
-    VAE_LAYOUT_TAKE(l, s->scratch[1], BL * (size_t)s->L.widest);
     VAE_LAYOUT_TAKE(l, s->kl_dim, Z);
     if (s->L.K) {
         size_t K = (size_t)s->L.K;
@@ -367,40 +359,99 @@ static void mlp_forward(const vae_model *m, void *st, const float *x, const floa
     terms->recon = vae_loss_output_nll(c, s->dlogits, x, B, L);
 }
 
-static void mlp_backward(const vae_model *m, void *st, double beta, float *grads)
+/* Every layer's output gradient of st's rows, from the output layer down to
+ * dz (through z's concatenation with the labels when conditional), through
+ * the reparameterisation and the KL to the heads, and up the encoder. */
+static void mlp_backward_inputs(const vae_model *m, void *st, double beta)
 {
     mlp_train *s = st;
     const vae_config *c = &m->cfg;
     const mlp_layout *L = &s->L;
     int H = L->H, B = s->B, BL = B * c->mc_samples;
 
-    /* decoder, from the output layer down to dz (through z's concatenation
-     * with the labels when conditional) */
     const float *dy = s->dlogits;
     for (int i = H; i >= 0; i--) {
         const mlp_linear *l = i == H ? &L->out : &L->dec[i];
-        const float *xin = i > 0 ? s->dec[i - 1] : L->K ? s->zcat : s->z;
-        float *dx = i > 0 ? s->scratch[i & 1] : L->K ? s->dzcat : s->dz;
-        layer_backward(m, l, grads, dx, dy, xin, BL);
+        float *dx = i > 0 ? s->ddec[i - 1] : L->K ? s->dzcat : s->dz;
+        linear_backward_input(dx, dy, weight(m, l), BL, l->in, l->out);
         if (i > 0) activation_backward(dx, s->dec[i - 1], (size_t)BL * l->in, c->activation);
         dy = dx;
     }
     if (L->K) vae_arch_drop_onehot(s->dz, s->dzcat, BL, c->latent, L->K);
 
-    /* through the reparameterisation and the KL to mu and logvar */
     vae_loss_latent_backward(c, s->heads, s->eps, s->dz, s->kl_dim, B, beta, s->dheads);
 
-    /* heads (one product for both) and encoder */
-    const float *hin = H > 0 ? s->enc[H - 1] : s->x;
-    float *dh = H > 0 ? s->scratch[0] : NULL;
-    layer_backward(m, &L->heads, grads, dh, s->dheads, hin, B);
+    if (H > 0) linear_backward_input(s->denc[H - 1], s->dheads, weight(m, &L->heads), B, L->heads.in,
+                                     L->heads.out);
     for (int i = H - 1; i >= 0; i--) {
-        activation_backward(dh, s->enc[i], (size_t)B * L->enc[i].out, c->activation);
-        const float *xin = i > 0 ? s->enc[i - 1] : s->x;
-        float *dx = i > 0 ? s->scratch[(H - i) & 1] : NULL;
-        layer_backward(m, &L->enc[i], grads, dx, dh, xin, B);
-        dh = dx;
+        activation_backward(s->denc[i], s->enc[i], (size_t)B * L->enc[i].out, c->activation);
+        if (i > 0) linear_backward_input(s->denc[i - 1], s->denc[i], weight(m, &L->enc[i]), B,
+                                         L->enc[i].in, L->enc[i].out);
     }
+}
+
+/* Layer j of the 2H + 2 (the encoder's, the heads, the decoder's, out) with
+ * its output gradient dy and its input x in state s, over *rows rows. */
+static const mlp_linear *layer_at(const mlp_train *s, int mc, int j, const float **dy,
+                                  const float **x, int *rows)
+{
+    const mlp_layout *L = &s->L;
+    int H = L->H;
+    const float *zin = L->K ? s->zcat : s->z;
+    *rows = j <= H ? s->B : s->B * mc;
+    if (j < H) {
+        *dy = s->denc[j];
+        *x = j > 0 ? s->enc[j - 1] : s->x;
+        return &L->enc[j];
+    }
+    if (j == H) {
+        *dy = s->dheads;
+        *x = H > 0 ? s->enc[H - 1] : s->x;
+        return &L->heads;
+    }
+    if (j < 2 * H + 1) {
+        int i = j - H - 1;
+        *dy = s->ddec[i];
+        *x = i > 0 ? s->dec[i - 1] : zin;
+        return &L->dec[i];
+    }
+    *dy = s->dlogits;
+    *x = H > 0 ? s->dec[H - 1] : zin;
+    return &L->out;
+}
+
+/* The heads are two tensors of Z rows each (fc_mu, then fc_logvar) in one
+ * layer of 2Z: each of them split as vae_arch_part_rows says, the others
+ * whole layers. */
+static void mlp_backward_params(const vae_model *m, void *const *sts, int n, int part, int parts,
+                                float *grads, int accumulate)
+{
+    const mlp_train *s0 = sts[0];
+    const mlp_layout *L = &s0->L;
+    int mc = m->cfg.mc_samples;
+    for (int j = 0; j < 2 * L->H + 2; j++) {
+        const float *dy, *x;
+        int rows;
+        const mlp_linear *l = layer_at(s0, mc, j, &dy, &x, &rows);
+        int blocks = j == L->H ? 2 : 1, block_rows = l->out / blocks;
+        for (int k = 0; k < blocks; k++) {
+            int r0, r1;
+            vae_arch_part_rows(block_rows, part, parts, &r0, &r1);
+            r0 += k * block_rows;
+            r1 += k * block_rows;
+            for (int t = 0; t < n; t++) {
+                layer_at(sts[t], mc, j, &dy, &x, &rows);
+                linear_backward_params(vae_arch_grad(m, grads, l->w), vae_arch_grad(m, grads, l->b),
+                                       dy, x, rows, l->in, l->out, r0, r1, t > 0 || accumulate);
+            }
+        }
+    }
+}
+
+static void mlp_backward(const vae_model *m, void *st, double beta, float *grads)
+{
+    mlp_backward_inputs(m, st, beta);
+    mlp_backward_params(m, &st, 1, 0, 1, grads, 1);
 }
 
 const vae_arch_ops vae_mlp_ops = {
@@ -414,6 +465,8 @@ const vae_arch_ops vae_mlp_ops = {
     .train_layout = mlp_train_layout,
     .forward = mlp_forward,
     .backward = mlp_backward,
+    .backward_inputs = mlp_backward_inputs,
+    .backward_params = mlp_backward_params,
     .use_naive = NULL,
     .batch_kl = mlp_batch_kl,
 };

@@ -1,7 +1,7 @@
 /* linear: the forward pass and both halves of the backward pass against
  * double-precision loops, over shapes that cross gemm's tile edges; dw and
  * db are added into (the gradients start non-zero here), dx is overwritten
- * and may be NULL. */
+ * and may be NULL; linear_backward_params writes a range of rows alone. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -79,6 +79,24 @@ static void check_shape(int B, int in, int out)
     linear_backward(NULL, dw2, db2, dy, x, w, B, in, out);
     assert_close(dw2, want_dw, (size_t)out * in, "dw (dx NULL)", B, in, out);
     assert_close(db2, want_db, (size_t)out, "db (dx NULL)", B, in, out);
+    /* rows [r0, r1) written (accumulate 0) over rubbish, the rest untouched:
+     * two threads writing halves of one gradient */
+    int r0 = out / 3, r1 = out - out / 4;
+    for (size_t i = 0; i < (size_t)out * in; i++) dw2[i] = 1e30f;
+    for (int o = 0; o < out; o++) db2[o] = 1e30f;
+    linear_backward_params(dw2, db2, dy, x, B, in, out, r0, r1, 0);
+    for (int o = 0; o < out; o++) {
+        double sb = 0;
+        for (int n = 0; n < B; n++) sb += dy[n * out + o];
+        want_db[o] = o >= r0 && o < r1 ? sb : 1e30f;
+        for (int i = 0; i < in; i++) {
+            double t = 0;
+            for (int n = 0; n < B; n++) t += (double)dy[n * out + o] * x[n * in + i];
+            want_dw[o * in + i] = o >= r0 && o < r1 ? t : 1e30f;
+        }
+    }
+    assert_close(dw2, want_dw, (size_t)out * in, "dw rows (accumulate 0)", B, in, out);
+    assert_close(db2, want_db, (size_t)out, "db rows (accumulate 0)", B, in, out);
     free(x); free(w); free(b); free(dy); free(dw); free(db); free(y); free(dx);
     free(want_y); free(want_dx); free(want_dw); free(want_db); free(dw2); free(db2);
 }

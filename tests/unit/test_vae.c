@@ -164,6 +164,18 @@ static void small_config(vae_config *c)
     c->latent = 3;
 }
 
+/* A conv VAE as small: 16x16, two conv layers of 3 and 4 channels. */
+static void small_conv_config(vae_config *c)
+{
+    vae_config_default(c);
+    c->arch = VAE_ARCH_CONV;
+    c->height = c->width = 16;
+    c->n_conv = 2;
+    c->conv_channels[0] = 3;
+    c->conv_channels[1] = 4;
+    c->latent = 3;
+}
+
 static void gradcheck(const vae_config *cfg, const char *label)
 {
     char err[256];
@@ -294,13 +306,7 @@ static void test_backward_adds_into_gradients(void **state)
     char err[200];
     vae_config cfgs[2];
     small_config(&cfgs[0]);
-    vae_config_default(&cfgs[1]);
-    cfgs[1].arch = VAE_ARCH_CONV;
-    cfgs[1].height = cfgs[1].width = 16;
-    cfgs[1].n_conv = 2;
-    cfgs[1].conv_channels[0] = 3;
-    cfgs[1].conv_channels[1] = 4;
-    cfgs[1].latent = 3;
+    small_conv_config(&cfgs[1]);
     for (int k = 0; k < 2; k++) {
         vae_model m;
         assert_int_equal(vae_init(&m, &cfgs[k], 4, err, sizeof err), VAE_OK);
@@ -527,14 +533,18 @@ static void test_config_validation(void **state)
 /* A step with the batch split over two threads is the same step: the loss
  * equal and the parameters after Adam equal up to the order of the sums;
  * for a conditional model (n_classes > 0) the helper's half of the batch
- * gets its half of the labels. */
-static void parallel_step_matches_single(int n_classes)
+ * gets its half of the labels. Each thread writes and steps half the rows of
+ * every tensor (an odd latent splits the heads unevenly), over both halves
+ * of the batch (with mc samples, of the decoder's rows). */
+static void parallel_step_matches_single(int n_classes, int mc_samples, int n_hidden)
 {
     char err[200];
     vae_config c;
     small_config(&c);
     c.batch = 32;
     c.n_classes = n_classes;
+    c.mc_samples = mc_samples;
+    c.n_hidden = n_hidden;
     vae_model a, b;
     assert_int_equal(vae_init(&a, &c, 8, err, sizeof err), 0);
     assert_int_equal(vae_init(&b, &c, 8, err, sizeof err), 0);
@@ -568,8 +578,60 @@ static void parallel_step_matches_single(int n_classes)
 static void test_parallel_step_matches_single(void **state)
 {
     (void)state;
-    parallel_step_matches_single(0);
-    parallel_step_matches_single(5);
+    parallel_step_matches_single(0, 1, 2);
+    parallel_step_matches_single(5, 1, 2);
+    parallel_step_matches_single(0, 2, 1);
+    parallel_step_matches_single(3, 1, 0);
+}
+
+/* vae_train_step is its lower-level pieces (zero, forward, backward that
+ * adds, Adam) to the bit, step after step, for both architectures: the
+ * MLP's step writes its gradient instead, which must leave nothing of the
+ * last step's behind. */
+static void test_step_equals_its_pieces(void **state)
+{
+    (void)state;
+    vae_config cfgs[2];
+    small_config(&cfgs[0]);
+    small_conv_config(&cfgs[1]);
+    char err[200];
+    for (int k = 0; k < 2; k++) {
+        const vae_config *c = &cfgs[k];
+        vae_model a, b;
+        assert_int_equal(vae_init(&a, c, 6, err, sizeof err), VAE_OK);
+        assert_int_equal(vae_init(&b, c, 6, err, sizeof err), VAE_OK);
+        int B = 5, D = vae_config_input_dim(c), Z = c->latent;
+        vae_train_state *ta = vae_train_state_new(&a, B, err, sizeof err);
+        vae_train_state *tb = vae_train_state_new(&b, B, err, sizeof err);
+        assert_non_null(ta);
+        assert_non_null(tb);
+        float *x = malloc(sizeof(float) * B * D), *eps = malloc(sizeof(float) * B * Z);
+        rng_state rx, ra, rb;
+        rng_seed(&rx, 9);
+        rng_seed(&ra, 10);
+        rng_seed(&rb, 10);
+        for (int step = 0; step < 4; step++) {
+            for (int i = 0; i < B * D; i++) x[i] = rng_uniform(&rx);
+            vae_stats sa, sb;
+            assert_int_equal(vae_train_step(&a, ta, x, B, &ra, &sa), VAE_OK);
+            rng_normal_fill(&rb, eps, (size_t)B * Z);
+            vae_zero_grad(tb);
+            assert_int_equal(vae_forward_loss(&b, tb, x, eps, B, &sb), VAE_OK);
+            assert_int_equal(vae_backward(&b, tb), VAE_OK);
+            vae_adam_update(&b, tb);
+            assert_true(sa.loss == sb.loss);
+            for (size_t i = 0; i < a.n_params; i++)
+                if (a.params[i] != b.params[i])
+                    fail_msg("arch %d step %d parameter %zu: %.9g step, %.9g pieces", k, step, i,
+                             a.params[i], b.params[i]);
+        }
+        free(x);
+        free(eps);
+        vae_train_state_free(ta);
+        vae_train_state_free(tb);
+        vae_free(&a);
+        vae_free(&b);
+    }
 }
 
 /* A conditional model takes labels and only labels in range; an
@@ -694,6 +756,7 @@ int main(void)
         cmocka_unit_test(test_encode_matches_training_forward),
         cmocka_unit_test(test_training_is_deterministic),
         cmocka_unit_test(test_parallel_step_matches_single),
+        cmocka_unit_test(test_step_equals_its_pieces),
         cmocka_unit_test(test_conditional_labels),
         cmocka_unit_test(test_nonfinite_loss_is_refused),
         cmocka_unit_test(test_config_validation),
