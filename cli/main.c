@@ -193,6 +193,13 @@ static int cmd_serve(int argc, char **argv)
      * the first large free, and freed bodies would stay in the process as
      * heap (the RSS of a daemon should follow what it holds). */
     mallopt(M_MMAP_THRESHOLD, 1 << 20);
+    /* Below that, an arena keeps up to 8 MB free at its top instead of
+     * glibc's 128 KB: at 64 connections the answers in flight (a JSON
+     * /sample?n=16 allocates about 400 KB) came and went above the lower
+     * bound, each request paying page faults and zeroing on fresh pages,
+     * about a fifth of its CPU time (measured: 365 -> 295 us a request).
+     * The price, measured after such a load: RSS 36 MB against 22. */
+    mallopt(M_TRIM_THRESHOLD, 8 << 20);
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_signal;

@@ -1,5 +1,6 @@
 #include "server/json_num.h"
 
+#include <stddef.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -528,18 +529,12 @@ static inline __attribute__((always_inline)) void float_parts(float v, int digit
  * Below 1, plain decimal is "0." and -k digits, the shorter form while the
  * first digit's exponent x is -3 or more (-2 for one digit), and exponent
  * form is "d.ddde-x" with x from -4 to -10. */
-static inline __attribute__((always_inline)) char *put_parts(char *p, const float_decimal *d)
+static inline __attribute__((always_inline)) char *put_text(char *p, int negative, int k, int nd,
+                                                           u128 all)
 {
-    uint32_t n = d->n;
-    int k = d->k, nd = d->nd, x = nd - 1 + k;
+    int x = nd - 1 + k;
     *p = '-';
-    p += d->negative;
-    /* n's digits right-aligned in 16 bytes, leading zeros included, the
-     * first in the low byte: any run of them is a shift (n < 2^28: the
-     * ninth digit from the end, top, is the only one above the low 8) */
-    uint32_t top = n / 100000000;
-    u128 all = (0x3030303030303030ull + ((uint64_t)top << 56)) |
-               (u128)digits8(n - top * 100000000) << 64;
+    p += negative;
     if (x >= -2 - (nd > 1)) {
         u128 w = all >> (8 * (16 + k)); /* the -k <= 11 digits after "0." */
         p[0] = '0';
@@ -558,6 +553,21 @@ static inline __attribute__((always_inline)) char *put_parts(char *p, const floa
                              : 'e' | '-' << 8 | (uint32_t)('0' + ax) << 16;
     memcpy(p, &tail, sizeof tail);
     return p + 3 + (ax >= 10);
+}
+
+/* n's digits right-aligned in 16 bytes, leading zeros included, the first in
+ * the low byte: any run of them is a shift (n < 2^28: the ninth digit from
+ * the end, top, is the only one above the low 8). */
+static inline __attribute__((always_inline)) u128 digits16(uint32_t n)
+{
+    uint32_t top = n / 100000000;
+    return (0x3030303030303030ull + ((uint64_t)top << 56)) |
+           (u128)digits8(n - top * 100000000) << 64;
+}
+
+static inline __attribute__((always_inline)) char *put_parts(char *p, const float_decimal *d)
+{
+    return put_text(p, d->negative, d->k, d->nd, digits16(d->n));
 }
 
 /* v at p (JSON_NUM_WIDE bytes of room; no NUL); returns the end. */
@@ -582,10 +592,229 @@ size_t json_num_float(char *buf, float v)
     return json_num_float_digits(buf, v, 0);
 }
 
+/* ---------- eight floats at a time, on AVX-512 ---------------------------
+ * shortest_fast, digits16 and the "0.ddd" text of put_text for eight floats
+ * in the 64-bit lanes of a vector (GCC's vector extensions where C's
+ * operators say it, intrinsics where a lane's shift count may reach 64),
+ * then the eight texts stored one after another. The scalar path spends most
+ * of its time in multiplications and shifts that are the same for every
+ * float; here one instruction does eight. The formulas are the scalar ones
+ * lane by lane (each comparison's -1 / 0 a mask where the scalar code has a
+ * condition), so the text is the same, which the tests check on every
+ * exponent. A float off the fast path is computed on a stand-in value, its
+ * lane ignored, and written by put_float_any; one in exponent form is
+ * written by put_text. No AVX2 body: a first one, built on the 64-bit
+ * multiplications AVX2 lacks, measured slower than the scalar path, and the
+ * 32-bit products used now have not been tried there. */
+#if defined(__x86_64__)
+#include <immintrin.h>
+
+#define BLOCK 8
+typedef uint64_t u64x8 __attribute__((vector_size(8 * BLOCK)));
+typedef int64_t i64x8 __attribute__((vector_size(8 * BLOCK)));
+
+enum { LANE_PLAIN, LANE_EXPONENT, LANE_SLOW };
+
+typedef struct {
+    uint64_t text_low[BLOCK], text_high[BLOCK]; /* LANE_PLAIN: the text, 16 bytes */
+    uint64_t low[BLOCK], high[BLOCK];           /* LANE_EXPONENT: digits16 */
+    int64_t k[BLOCK], nd[BLOCK], len[BLOCK];
+    uint8_t negative[BLOCK], kind[BLOCK];
+} float_block;
+
+/* the gathers read a row of fast_exp as two 8-byte words: pow5, then k, sh */
+_Static_assert(sizeof fast_exp[0] == 16 && offsetof(__typeof__(fast_exp[0]), k) == 8 &&
+                   offsetof(__typeof__(fast_exp[0]), sh) == 9,
+               "fast_exp's row layout");
+
+/* 1 in the lanes where a comparison holds, else 0 */
+#define ONE_IF(cmp) ((u64x8)(cmp) & 1)
+
+#define BLOCK_ISA __attribute__((target("avx512f,avx512dq,avx512bw")))
+
+/* Products of 32 bits by 32 bits in each 64-bit lane (vpmuludq: a third of
+ * vpmullq's latency, which the chain below is made of), and of each 16 or
+ * 32-bit field, when the operands are known to fit. */
+static inline __attribute__((always_inline)) BLOCK_ISA u64x8 mul32(u64x8 a, uint64_t b)
+{
+    return (u64x8)_mm512_mul_epu32((__m512i)a, _mm512_set1_epi64((long long)b));
+}
+
+static inline __attribute__((always_inline)) BLOCK_ISA u64x8 mul_fields32(u64x8 a, int b)
+{
+    return (u64x8)_mm512_mullo_epi32((__m512i)a, _mm512_set1_epi32(b));
+}
+
+static inline __attribute__((always_inline)) BLOCK_ISA u64x8 mul_fields16(u64x8 a, short b)
+{
+    return (u64x8)_mm512_mullo_epi16((__m512i)a, _mm512_set1_epi16(b));
+}
+
+BLOCK_ISA static void block_avx512(const float *v, float_block *b)
+{
+    /* the floats' fields, and fast_exp's row of each exponent by gathers
+     * (one of pow5, one of k and sh, 8 bytes after it) */
+    u64x8 bits = (u64x8)_mm512_cvtepu32_epi64(_mm256_loadu_si256((const __m256i *)v));
+    u64x8 e = (bits >> 23) & 0xFF, m = bits & 0x7FFFFF, negative = bits >> 31;
+    const long long *rows = (const long long *)fast_exp;
+    enum { ROW_WORDS = sizeof fast_exp[0] / 8 };
+    u64x8 pow5_e = (u64x8)_mm512_i64gather_epi64((__m512i)(e * ROW_WORDS), rows, 8);
+    u64x8 k_sh = (u64x8)_mm512_i64gather_epi64((__m512i)(e * ROW_WORDS + 1), rows, 8);
+    u64x8 sh_e = (k_sh >> 8) & 0xFF;
+    u64x8 slow = (u64x8)(sh_e == 0) | (u64x8)(m == 0) | (u64x8)(e >= 127);
+    /* a slow lane computes on a stand-in on the fast path: exponent 126, m = 1 */
+    u64x8 c = (~slow & (m | 0x800000)) | (slow & 0x800001);
+    u64x8 p = (~slow & pow5_e) | (slow & fast_exp[126].pow5);
+    u64x8 sh = (~slow & sh_e) | (slow & fast_exp[126].sh);
+    i64x8 k = (i64x8)((~slow & k_sh) | (slow & (uint8_t)fast_exp[126].k));
+    k = (k << 56) >> 56; /* the int8_t's sign */
+    u64x8 one = c - c + 1;
+    /* shortest_fast */
+    u64x8 mask = (one << sh) - 1, ends_in = (c & 1) ^ 1;
+    /* 4c < 2^26 times p < 2^38, in two halves of p */
+    u64x8 c4 = 4 * c;
+    u64x8 yv = (u64x8)_mm512_mul_epu32((__m512i)c4, (__m512i)p) +
+               ((u64x8)_mm512_mul_epu32((__m512i)c4, (__m512i)(p >> 32)) << 32);
+    u64x8 yl = yv - 2 * p, yr = yv + 2 * p;
+    u64x8 s = yv >> sh, q10 = mul32(s, 0xCCCCCCCDull) >> 35; /* s < 2^32 */
+    u64x8 s10 = (q10 << 3) + (q10 << 1);
+    u64x8 lo = (yl >> sh) + 1 - (ends_in & ONE_IF((yl & mask) == 0));
+    u64x8 hi = (yr >> sh) - (ONE_IF((yr & mask) == 0) & (ends_in ^ 1));
+    u64x8 rem = yv & mask, half = one << (sh - 1);
+    u64x8 t_nearer = ONE_IF(rem > half) | (ONE_IF(rem == half) & s);
+    u64x8 s_in = (u64x8)(s >= lo);
+    u64x8 n = s + ((s_in & ONE_IF(s + 1 <= hi) & t_nearer) | (~s_in & 1));
+    u64x8 ten = (u64x8)(s10 >= lo) | (u64x8)(s10 + 10 <= hi);
+    n = (ten & (q10 + ONE_IF(s10 < lo))) | (~ten & n);
+    k += (i64x8)(ten & 1);
+    for (;;) { /* trailing zeros (only where ten) */
+        u64x8 q = mul32(n, 0xCCCCCCCDull) >> 35, zero = (u64x8)(n == (q << 3) + (q << 1));
+        if (!_mm512_test_epi64_mask((__m512i)zero, (__m512i)zero))
+            break;
+        n = (zero & q) | (~zero & n);
+        k -= (i64x8)zero;
+    }
+    u64x8 nd = one; /* n < 2^28 < 10^9 */
+    for (uint64_t t = 10; t <= 100000000; t *= 10) nd += ONE_IF(n >= t);
+    /* digits16 and digits8, n / 10000 as the compiler writes it for 32 bits */
+    u64x8 top = ONE_IF(n >= 100000000) + ONE_IF(n >= 200000000);
+    u64x8 low8 = n - mul32(top, 100000000);
+    u64x8 q4 = mul32(low8, 0xD1B71759ull) >> 45;
+    u64x8 x = q4 | ((low8 - mul32(q4, 10000)) << 32);
+    /* as digits8, each 32-bit field's product in 32 bits, each 16-bit one's
+     * in 16 (x's fields < 10^4, hundreds' < 100, y's 16-bit fields < 100) */
+    u64x8 hundreds = (mul_fields32(x, 10486) >> 20) & 0x0000007F0000007Full;
+    u64x8 y = hundreds | ((x - mul_fields16(hundreds, 100)) << 16);
+    u64x8 tens = (mul_fields16(y, 103) >> 10) & 0x000F000F000F000Full;
+    u64x8 high = (tens | ((y - mul_fields16(tens, 10)) << 8)) + 0x3030303030303030ull;
+    u64x8 low = (top << 56) + 0x3030303030303030ull;
+    /* put_text's plain form: "0." and w = (high:low) >> 8 * (16 + k), the
+     * shifts of 64 bits or more giving 0 (vpsrlvq, vpsllvq) */
+    __m512i shift = (__m512i)((u64x8)(k + 16) * 8), lw = (__m512i)low, hw = (__m512i)high;
+    __m512i c64 = _mm512_set1_epi64(64);
+    u64x8 w_low = (u64x8)_mm512_or_si512(
+        _mm512_or_si512(_mm512_srlv_epi64(lw, shift),
+                        _mm512_sllv_epi64(hw, _mm512_sub_epi64(c64, shift))),
+        _mm512_srlv_epi64(hw, _mm512_sub_epi64(shift, c64)));
+    u64x8 w_high = (u64x8)_mm512_srlv_epi64(hw, shift);
+    u64x8 t_low = (w_low << 16) | 0x2E30, t_high = (w_low >> 48) | (w_high << 16); /* "0." */
+    u64x8 neg = -negative; /* then '-' before it */
+    t_high = (neg & ((t_high << 8) | (t_low >> 56))) | (~neg & t_high);
+    t_low = (neg & ((t_low << 8) | '-')) | (~neg & t_low);
+    u64x8 len = 2 - (u64x8)k + negative;
+    i64x8 xe = (i64x8)nd - 1 + k;
+    i64x8 plain = xe >= -2 - (i64x8)ONE_IF(nd > 1);
+    memcpy(b->text_low, &t_low, sizeof t_low);
+    memcpy(b->text_high, &t_high, sizeof t_high);
+    memcpy(b->low, &low, sizeof low);
+    memcpy(b->high, &high, sizeof high);
+    memcpy(b->k, &k, sizeof k);
+    memcpy(b->nd, &nd, sizeof nd);
+    memcpy(b->len, &len, sizeof len);
+    u64x8 kind = (slow & LANE_SLOW) | (~slow & ~(u64x8)plain & LANE_EXPONENT);
+    _mm_storel_epi64((__m128i *)b->kind, _mm512_cvtepi64_epi8((__m512i)kind));
+    _mm_storel_epi64((__m128i *)b->negative, _mm512_cvtepi64_epi8((__m512i)negative));
+}
+
+typedef void (*block_fn)(const float *v, float_block *b);
+static const struct {
+    const char *name;
+    block_fn fn;
+} block_kernels[] = {{"avx512", block_avx512}, {"scalar", NULL}};
+#define N_BLOCK_KERNELS ((int)(sizeof block_kernels / sizeof block_kernels[0]))
+
+static int cpu_has_kernel(int i)
+{
+    if (block_kernels[i].fn == block_avx512)
+        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
+               __builtin_cpu_supports("avx512bw");
+    return 1;
+}
+
+static int block_kernel = -1; /* an index into block_kernels; -1 until the first call */
+
+static int active_kernel(void)
+{
+    int i = __atomic_load_n(&block_kernel, __ATOMIC_RELAXED);
+    if (i < 0) {
+        for (i = 0; !cpu_has_kernel(i); i++) {}
+        __atomic_store_n(&block_kernel, i, __ATOMIC_RELAXED);
+    }
+    return i;
+}
+#endif
+
+const char *json_num_floats_kernel(void)
+{
+#if defined(__x86_64__)
+    return block_kernels[active_kernel()].name;
+#else
+    return "scalar";
+#endif
+}
+
+int json_num_floats_use(const char *name)
+{
+#if defined(__x86_64__)
+    for (int i = 0; i < N_BLOCK_KERNELS; i++)
+        if (strcmp(block_kernels[i].name, name) == 0 && cpu_has_kernel(i)) {
+            __atomic_store_n(&block_kernel, i, __ATOMIC_RELAXED);
+            return 1;
+        }
+    return 0;
+#else
+    return strcmp(name, "scalar") == 0;
+#endif
+}
+
 size_t json_num_floats(char *out, const float *v, size_t n, int digits)
 {
     char *p = out, *end = out + n * JSON_NUM_FLOAT_MAX;
-    for (size_t i = 0; i < n; i++) {
+    size_t i = 0;
+#if defined(__x86_64__)
+    block_fn fn = block_kernels[active_kernel()].fn;
+    /* shortest only (a digit count is the rare request), and while whole
+     * words fit: each float writes at most JSON_NUM_WIDE bytes, a comma 1 */
+    for (; fn && !digits && i + BLOCK <= n && end - p >= BLOCK * (JSON_NUM_WIDE + 1); i += BLOCK) {
+        float_block b;
+        fn(v + i, &b);
+        for (int j = 0; j < BLOCK; j++) {
+            if (i + (size_t)j)
+                *p++ = ',';
+            if (b.kind[j] == LANE_PLAIN) {
+                store64(p, b.text_low[j]);
+                store64(p + 8, b.text_high[j]);
+                p += b.len[j];
+            } else if (b.kind[j] == LANE_EXPONENT) {
+                p = put_text(p, b.negative[j], (int)b.k[j], (int)b.nd[j],
+                             b.low[j] | (u128)b.high[j] << 64);
+            } else {
+                p = put_float_any(p, v[i + j], 0);
+            }
+        }
+    }
+#endif
+    for (; i < n; i++) {
         if (i)
             *p++ = ',';
         if (end - p >= JSON_NUM_WIDE) {

@@ -317,6 +317,83 @@ static void test_many_floats(void **state)
     free(want);
 }
 
+/* json_num_floats(v) against json_num_float of each float joined by commas,
+ * with each writer the CPU has: the eight-at-a-time writer takes the floats
+ * of images and latents its own way, and must write the same text. Every
+ * exponent with random mantissas and both signs, then arrays of pixels
+ * (uniform and near 0 and 1), latents, and any bits, mixed in one array so
+ * that the writer's blocks hold floats it writes in different forms. */
+static int joined_differ(const float *v, size_t n, char *joined, char *want)
+{
+    size_t len = json_num_floats(joined, v, n, 0), used = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (i)
+            want[used++] = ',';
+        used += json_num_float(want + used, v[i]);
+    }
+    if (len == used && memcmp(joined, want, len) == 0)
+        return 0;
+    size_t at = 0;
+    while (at < len && at < used && joined[at] == want[at]) at++;
+    fprintf(stderr, "json_num_floats (%s) differs at byte %zu: \"%.40s\" for \"%.40s\"\n",
+            json_num_floats_kernel(), at, joined + (at > 20 ? at - 20 : 0),
+            want + (at > 20 ? at - 20 : 0));
+    return 1;
+}
+
+static void test_floats_writers(void **state)
+{
+    (void)state;
+    enum { N = 4099 };
+    static float v[N];
+    char *joined = malloc(N * JSON_NUM_FLOAT_MAX), *want = malloc(N * JSON_NUM_FLOAT_MAX);
+    assert_non_null(joined);
+    assert_non_null(want);
+    const char *best = json_num_floats_kernel();
+    static const char *const writers[] = {"avx512", "scalar"};
+    int bad = 0, ran = 0;
+    for (size_t w = 0; w < sizeof writers / sizeof *writers; w++) {
+        if (!json_num_floats_use(writers[w])) {
+            fprintf(stderr, "test_floats_writers: this CPU has no %s writer\n", writers[w]);
+            continue;
+        }
+        ran++;
+        for (uint32_t e = 0; e < 255 && !bad; e++) {
+            for (int i = 0; i < N; i++)
+                v[i] = from_bits((next_u32() & 0x807FFFFF) | e << 23);
+            bad += joined_differ(v, N, joined, want);
+        }
+        for (int round = 0; round < 400 && !bad; round++) {
+            for (int i = 0; i < N; i++) {
+                uint32_t b = next_u32();
+                switch ((b >> 29) & 7) {
+                case 0: /* a pixel */
+                case 1:
+                case 2:
+                    v[i] = (float)(next_u32() >> 8) / 16777216.0f;
+                    break;
+                case 3: /* a pixel near 0 or 1, as a sigmoid's */
+                    v[i] = 1.0f / (1.0f + expf((float)((int32_t)next_u32()) * 1e-8f));
+                    break;
+                case 4: /* a latent or a logvar */
+                case 5:
+                    v[i] = (float)((double)(int32_t)next_u32() * 1e-9);
+                    break;
+                default: /* anything finite */
+                    v[i] = from_bits(next_u32() & 0xBF7FFFFF);
+                }
+            }
+            bad += joined_differ(v, N, joined, want);
+        }
+    }
+    assert_true(json_num_floats_use(best));
+    assert_true(ran >= 1);
+    assert_false(json_num_floats_use("no such writer"));
+    free(joined);
+    free(want);
+    assert_int_equal(bad, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -324,6 +401,7 @@ int main(void)
         cmocka_unit_test(test_every_exponent),
         cmocka_unit_test(test_random_floats),
         cmocka_unit_test(test_many_floats),
+        cmocka_unit_test(test_floats_writers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
