@@ -87,8 +87,9 @@ typedef struct conn_state {
     MHD_socket fd;                  /* valid until NOTIFY_CLOSED, which precedes the close */
     double waiting_since;           /* when it began waiting for a request's headers */
     int in_request;                 /* headers in, request not yet completed */
-    double body_since;              /* when its headers came in while its body is read; 0: not reading */
-    size_t body_seen;               /* bytes of that body read so far */
+    double body_since;              /* when its headers came in */
+    int body_open;                  /* atomic: 1 while that request's body is read */
+    size_t body_seen;               /* atomic: bytes of that body read so far */
     int ended;                      /* shut down for taking too long over its headers */
     int counted;                    /* in its address's ip_slot */
     uint32_t addr;
@@ -249,23 +250,22 @@ static void conn_mark(http_transport *t, struct MHD_Connection *c, int in_reques
     cs->in_request = in_request;
     if (!in_request)
         cs->waiting_since = util_mono_s();
-    cs->body_since = in_request ? util_mono_s() : 0;
-    cs->body_seen = 0;
+    cs->body_since = util_mono_s();
+    __atomic_store_n(&cs->body_open, in_request, __ATOMIC_RELAXED);
+    __atomic_store_n(&cs->body_seen, 0, __ATOMIC_RELAXED);
     pthread_mutex_unlock(&t->ip_mu);
 }
 
-/* len more bytes of c's body read, or (len 0, done) the body is whole: its
- * clock stops. */
-static void conn_body(http_transport *t, struct MHD_Connection *c, size_t len, int done)
+/* len more bytes of c's body read, or (done) the body is whole: its clock
+ * stops. Atomics, not ip_mu: this runs for every piece of every body. */
+static void conn_body(struct MHD_Connection *c, size_t len, int done)
 {
     conn_state *cs = conn_of(c);
     if (!cs)
         return;
-    pthread_mutex_lock(&t->ip_mu);
-    cs->body_seen += len;
+    __atomic_add_fetch(&cs->body_seen, len, __ATOMIC_RELAXED);
     if (done)
-        cs->body_since = 0;
-    pthread_mutex_unlock(&t->ip_mu);
+        __atomic_store_n(&cs->body_open, 0, __ATOMIC_RELAXED);
 }
 
 /* libmicrohttpd's --timeout is an idle timer: a client that sends a byte of
@@ -285,8 +285,11 @@ static void conns_end_slow(http_transport *t, double timeout_s, double min_rate)
     pthread_mutex_lock(&t->ip_mu);
     for (conn_state *cs = t->conns; cs; cs = cs->next) {
         int slow_headers = !cs->in_request && now - cs->waiting_since > timeout_s;
-        int slow_body = cs->in_request && cs->body_since > 0 && min_rate > 0 &&
-                        now - cs->body_since > timeout_s + (double)cs->body_seen / min_rate;
+        int slow_body = cs->in_request && __atomic_load_n(&cs->body_open, __ATOMIC_RELAXED) &&
+                        min_rate > 0 &&
+                        now - cs->body_since >
+                            timeout_s +
+                                (double)__atomic_load_n(&cs->body_seen, __ATOMIC_RELAXED) / min_rate;
         if (cs->ended || !(slow_headers || slow_body))
             continue;
         shutdown(cs->fd, SHUT_RDWR);
@@ -564,7 +567,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     if (*upload_data_size) {
         size_t len = *upload_data_size;
         *upload_data_size = 0;
-        conn_body(t, c, len, 0);
+        conn_body(c, len, 0);
         if (req->responded)
             return MHD_YES;
         int rc = body_append(t, req, upload_data, len, max);
@@ -577,7 +580,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
             return MHD_NO;
         return MHD_YES;
     }
-    conn_body(t, c, 0, 1);
+    conn_body(c, 0, 1);
     if (req->responded)
         return MHD_YES;
     if (req->too_large)
