@@ -99,6 +99,9 @@ static int cmd_serve(int argc, char **argv)
         {"max-answers-mb", CLI_SIZE, &o.max_answers_mb, 0, 1 << 20,
          "computed answers held at once for clients still reading them, MiB (default 256, 0 = "
          "no limit)"},
+        {"min-body-rate-kb", CLI_SIZE, &o.min_body_rate_kb, 0, 1 << 20,
+         "KiB a second a request body must average once --timeout has passed (default 64, 0 = "
+         "no minimum)"},
         {"max-per-ip", CLI_LONG, &max_per_ip, 0, 100000,
          "open connections from one address (default 128, 0 = no limit)"},
         {"max-streams", CLI_INT, &o.max_streams, 0, 100000,

@@ -708,6 +708,10 @@ enum MHD_Result api_explore_latent_map(http_ctx *ctx, struct MHD_Connection *c,
         return MHD_NO;
     char msg[HTTP_MESSAGE_MAX];
     http_error e = common_params(r, 0, msg, sizeof msg);
+    /* The map is JSON only: ?format=png or an Accept without JSON is
+     * refused, as /score refuses them, not answered with JSON. */
+    if (e == HTTP_ERR_NONE)
+        e = http_negotiate(c, HTTP_OFFER_JSON, &r->fmt, msg, sizeof msg);
     const char *data = NULL;
     if (e == HTTP_ERR_NONE &&
         (http_query_str(c, "data", 40, &data, msg, sizeof msg) ||

@@ -136,6 +136,18 @@ void compute_request_set_body(compute_request *r, unsigned status, const char *c
                               void *buf, size_t len)
 {
     drop_answer(r);
+    /* A work that reserved nothing (its answer's size is known only once
+     * built: a score, a data sheet, an explore image) is held to the same
+     * budget now, before its bytes are handed to a client that may not read
+     * them; the bytes it built are freed at once when they do not fit. */
+    if (!r->answer_reserved) {
+        char msg[HTTP_MESSAGE_MAX];
+        if (compute_request_reserve_answer(r, len, msg, sizeof msg) != HTTP_ERR_NONE) {
+            free(buf);
+            compute_request_fail(r, HTTP_ERR_ANSWERS_HELD, "%s", msg);
+            return;
+        }
+    }
     r->status = status;
     r->resp = http_budget_response(r->ctx->answers, r->answer_reserved, buf, len);
     r->answer_reserved = 0; /* the response holds it now */

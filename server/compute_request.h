@@ -37,7 +37,9 @@
  * A large answer is held for as long as its client takes to read it: the
  * work reserves its estimate first (compute_request_reserve_answer), and
  * the body set with compute_request_set_body holds its bytes of the
- * server's answer budget until libmicrohttpd frees it.
+ * server's answer budget until libmicrohttpd frees it. A work that reserved
+ * nothing has its body reserved when it is set, and refused (503
+ * answers_held, its bytes freed) when they do not fit.
  *
  * GET images are deterministic bytes with an ETag: compute_request_etag
  * hashes a description of everything that decides the bytes, and
@@ -102,7 +104,9 @@ http_error compute_request_reserve_answer(compute_request *r, size_t bytes, char
 /* Queues the answer built (MHD_NO when none could be: drops the connection). */
 enum MHD_Result compute_request_queue(compute_request *r);
 
-/* The answer: an error body, a body (takes buf, malloc'd), a header more. */
+/* The answer: an error body, a body (takes buf, malloc'd; becomes a 503
+ * answers_held when nothing was reserved and len does not fit the
+ * answers held), a header more. */
 void compute_request_fail(compute_request *r, http_error e, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 void compute_request_set_body(compute_request *r, unsigned status, const char *content_type,

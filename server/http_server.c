@@ -53,6 +53,7 @@ void server_options_default(server_options *o)
     o->job_mem_mb = 4096;
     o->max_bodies_mb = 512;
     o->max_answers_mb = 256;
+    o->min_body_rate_kb = 64;
     o->max_per_ip = 128;
     o->max_batch = 32;
     o->max_streams = 32;
@@ -86,6 +87,9 @@ typedef struct conn_state {
     MHD_socket fd;                  /* valid until NOTIFY_CLOSED, which precedes the close */
     double waiting_since;           /* when it began waiting for a request's headers */
     int in_request;                 /* headers in, request not yet completed */
+    double body_since;              /* when its headers came in */
+    int body_open;                  /* atomic: 1 while that request's body is read */
+    size_t body_seen;               /* atomic: bytes of that body read so far */
     int ended;                      /* shut down for taking too long over its headers */
     int counted;                    /* in its address's ip_slot */
     uint32_t addr;
@@ -230,18 +234,38 @@ static void on_connection(void *cls, struct MHD_Connection *c, void **socket_con
 
 /* A request's headers are in (in_request 1), or its answer is done and the
  * connection waits for the next one's (0). */
-static void conn_mark(http_transport *t, struct MHD_Connection *c, int in_request)
+static conn_state *conn_of(struct MHD_Connection *c)
 {
     const union MHD_ConnectionInfo *ci =
         MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
-    conn_state *cs = ci ? ci->socket_context : NULL;
+    return ci ? ci->socket_context : NULL;
+}
+
+static void conn_mark(http_transport *t, struct MHD_Connection *c, int in_request)
+{
+    conn_state *cs = conn_of(c);
     if (!cs)
         return;
     pthread_mutex_lock(&t->ip_mu);
     cs->in_request = in_request;
     if (!in_request)
         cs->waiting_since = util_mono_s();
+    cs->body_since = util_mono_s();
+    __atomic_store_n(&cs->body_open, in_request, __ATOMIC_RELAXED);
+    __atomic_store_n(&cs->body_seen, 0, __ATOMIC_RELAXED);
     pthread_mutex_unlock(&t->ip_mu);
+}
+
+/* len more bytes of c's body read, or (done) the body is whole: its clock
+ * stops. Atomics, not ip_mu: this runs for every piece of every body. */
+static void conn_body(struct MHD_Connection *c, size_t len, int done)
+{
+    conn_state *cs = conn_of(c);
+    if (!cs)
+        return;
+    __atomic_add_fetch(&cs->body_seen, len, __ATOMIC_RELAXED);
+    if (done)
+        __atomic_store_n(&cs->body_open, 0, __ATOMIC_RELAXED);
 }
 
 /* libmicrohttpd's --timeout is an idle timer: a client that sends a byte of
@@ -250,16 +274,29 @@ static void conn_mark(http_transport *t, struct MHD_Connection *c, int in_reques
  * client out. A connection that has waited more than timeout_s for a
  * request's headers is shut down here (from the server's own thread;
  * libmicrohttpd then reads the end and closes it on its polling thread, as
- * if the client had gone). */
-static void conns_end_slow_headers(http_transport *t, double timeout_s)
+ * if the client had gone). A body sent as slowly held its declared length
+ * of --max-bodies-mb as long: 32 clients each sending a byte of a 16 MiB
+ * body now and then kept every other body out. A body gets timeout_s, and
+ * one second more for each min_rate bytes of it that arrived; past that
+ * its connection is shut down the same way (counted: body_rate). */
+static void conns_end_slow(http_transport *t, double timeout_s, double min_rate)
 {
     double now = util_mono_s();
     pthread_mutex_lock(&t->ip_mu);
-    for (conn_state *cs = t->conns; cs; cs = cs->next)
-        if (!cs->in_request && !cs->ended && now - cs->waiting_since > timeout_s) {
-            shutdown(cs->fd, SHUT_RDWR);
-            cs->ended = 1;
-        }
+    for (conn_state *cs = t->conns; cs; cs = cs->next) {
+        int slow_headers = !cs->in_request && now - cs->waiting_since > timeout_s;
+        int slow_body = cs->in_request && __atomic_load_n(&cs->body_open, __ATOMIC_RELAXED) &&
+                        min_rate > 0 &&
+                        now - cs->body_since >
+                            timeout_s +
+                                (double)__atomic_load_n(&cs->body_seen, __ATOMIC_RELAXED) / min_rate;
+        if (cs->ended || !(slow_headers || slow_body))
+            continue;
+        shutdown(cs->fd, SHUT_RDWR);
+        cs->ended = 1;
+        if (slow_body)
+            metrics_count_refusal(METRICS_LIMIT_BODY_RATE);
+    }
     pthread_mutex_unlock(&t->ip_mu);
 }
 
@@ -530,6 +567,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     if (*upload_data_size) {
         size_t len = *upload_data_size;
         *upload_data_size = 0;
+        conn_body(c, len, 0);
         if (req->responded)
             return MHD_YES;
         int rc = body_append(t, req, upload_data, len, max);
@@ -542,6 +580,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
             return MHD_NO;
         return MHD_YES;
     }
+    conn_body(c, 0, 1);
     if (req->responded)
         return MHD_YES;
     if (req->too_large)
@@ -919,7 +958,7 @@ server_status server_run(const server_options *o, volatile sig_atomic_t *stop, c
             malloc_trim(0);
 #endif
         if (o->timeout_s && pauses % 10 == 0)
-            conns_end_slow_headers(&transport, o->timeout_s);
+            conns_end_slow(&transport, o->timeout_s, (double)o->min_body_rate_kb * 1024);
     }
 
 end:;

@@ -25,7 +25,10 @@
  * waiting for their clients to read them hold bytes of another
  * (max_answers_mb, compute_request.h), an address may hold
  * max_per_ip connections and all together max_connections (past either the
- * connection is closed unanswered, and counted in /metrics).
+ * connection is closed unanswered, and counted in /metrics). A request's
+ * headers must be in within timeout_s, and its body within timeout_s and a
+ * second more per min_body_rate_kb KiB of it read (else the connection is
+ * closed: a slow body would hold its share of max_bodies_mb as long).
  */
 #ifndef HTTP_SERVER_H
 #define HTTP_SERVER_H
@@ -73,6 +76,7 @@ typedef struct server_options {
     size_t job_mem_mb;         /* memory estimate limit of one job, default 4096 */
     size_t max_bodies_mb;      /* request bodies held at once, all connections, default 512; 0 = no limit */
     size_t max_answers_mb;     /* computed answers held at once for clients, default 256; 0 = no limit */
+    size_t min_body_rate_kb;   /* KiB/s a body must average past its first timeout_s, default 64; 0 = none */
     unsigned max_per_ip;       /* open connections from one address, default 128; 0 = no limit */
     int max_streams;           /* open GET /jobs/ID/events streams, default 32 */
     int stream_max_s;          /* seconds an event stream lasts before the client resumes, default 600 */

@@ -55,6 +55,7 @@ const char *const metrics_limit_names[METRICS_LIMIT_COUNT] = {
     [METRICS_LIMIT_HEADER_VALUES] = "header_values",
     [METRICS_LIMIT_QUERY] = "query",
     [METRICS_LIMIT_ANSWER_BUDGET] = "answers_held",
+    [METRICS_LIMIT_BODY_RATE] = "body_rate",
 };
 /* Atomics: a refusal often happens where no lock should be taken. */
 static uint64_t refusals[METRICS_LIMIT_COUNT];

@@ -60,6 +60,7 @@ typedef enum {
     METRICS_LIMIT_HEADER_VALUES,  /* 422: a checkpoint header over --max-header-values */
     METRICS_LIMIT_QUERY,          /* 414: a query over --max-query-kb or --max-query-params */
     METRICS_LIMIT_ANSWER_BUDGET,  /* 503: answers held for slow clients over --max-answers-mb */
+    METRICS_LIMIT_BODY_RATE,      /* closed: a body slower than --min-body-rate-kb after --timeout */
     METRICS_LIMIT_COUNT
 } metrics_limit;
 extern const char *const metrics_limit_names[METRICS_LIMIT_COUNT];

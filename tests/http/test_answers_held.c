@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "tests/lib/harness.h"
@@ -53,23 +54,6 @@ static size_t answer_start(int fd, char *buf, size_t buflen, int ms)
     ssize_t n = recv(fd, buf, buflen - 1, 0);
     buf[n > 0 ? n : 0] = '\0';
     return n > 0 ? (size_t)n : 0;
-}
-
-/* The value of the /metrics line that starts with name and a space. */
-static long long metrics_value(int port, const char *name)
-{
-    harness_response r;
-    assert_int_equal(harness_request(port, "GET", "/metrics", NULL, NULL, 0, &r), 0);
-    assert_int_equal(r.status, 200);
-    long long v = -1;
-    size_t n = strlen(name);
-    for (const char *at = (const char *)r.body; at && *at; at = strchr(at, '\n'), at = at ? at + 1 : at)
-        if (!strncmp(at, name, n) && at[n] == ' ') {
-            v = strtoll(at + n + 1, NULL, 10);
-            break;
-        }
-    harness_response_free(&r);
-    return v;
 }
 
 static void expect_big_answer(int port)
@@ -117,7 +101,7 @@ static void test_unread_answers(void **state)
         refused++;
     }
     long during = harness_daemon_status_kb(&d, "VmRSS");
-    long long held_bytes = metrics_value(port, "vaed_answers_held_bytes");
+    long long held_bytes = (long long)harness_metric(port, "vaed_answers_held_bytes");
     print_message("unread answers: %d held (%lld bytes), %d refused in %lld ms; RSS %ld kB "
                   "above the %ld kB before\n",
                   held, held_bytes, refused, (long long)(harness_now_ms() - t0), during - base,
@@ -125,29 +109,103 @@ static void test_unread_answers(void **state)
     assert_true(held >= 1);
     assert_true(refused >= N / 2);
     assert_true(held_bytes > 0 && held_bytes <= (32 << 20) + (16 << 20));
-    assert_true(metrics_value(port, "vaed_limit_refusals_total{limit=\"answers_held\"}") >= refused);
+    assert_true(harness_metric(port, "vaed_limit_refusals_total{limit=\"answers_held\"}") >= refused);
     /* 24 answers of ~4.4 MB held would be ~100 MB; the budget keeps it
      * near 32 MB (the sanitizers' quarantine triples what is allowed). */
     assert_true(during - base < 64 * 1024L * harness_slowdown());
-    harness_response r;
-    assert_int_equal(harness_request(port, "GET", "/healthz", NULL, NULL, 0, &r), 0);
-    assert_int_equal(r.status, 200);
-    harness_response_free(&r);
+    assert_int_equal(harness_healthz_within(port, 2000 * harness_slowdown()), 200);
 
     for (int i = 0; i < N; i++)
         close(fds[i]);
     /* The budget is given back as libmicrohttpd notices each close. */
     long long after = -1;
     for (int tries = 0; tries < 50 * harness_slowdown(); tries++) {
-        if ((after = metrics_value(port, "vaed_answers_held_bytes")) == 0)
+        if ((after = (long long)harness_metric(port, "vaed_answers_held_bytes")) == 0)
             break;
         harness_sleep_ms(100);
     }
     print_message("unread answers: %lld bytes held after the clients closed\n", after);
     assert_int_equal(after, 0);
     expect_big_answer(port);
-    assert_int_equal(metrics_value(port, "vaed_answers_held_bytes"), 0);
+    assert_int_equal((long long)harness_metric(port, "vaed_answers_held_bytes"), 0);
     assert_int_equal(harness_daemon_stop(&d), 0);
+    harness_rm_rf(dir);
+}
+
+/* The answers of /score, the data routes and the explore routes, which
+ * learn their size only once built. */
+static const char *const other_answers[] = {
+    "/data/mnist/test?count=16&format=npy",
+    "/score?model=digits&from=mnist:test:0",
+    "/reconstruct?from=mnist:test:0-3&format=json",
+    "/traverse?from=mnist:test:3&dims=0-1&steps=4&format=json",
+};
+#define N_OTHER (sizeof other_answers / sizeof other_answers[0])
+
+/* While one unread inference answer holds more than the whole budget, the
+ * other answers are refused as an inference would be (503 answers_held,
+ * Retry-After, counted); once it is read they are served again. */
+static void test_other_answers_held(void **state)
+{
+    (void)state;
+    char dir[HARNESS_PATH_MAX], sets[HARNESS_PATH_MAX + 16], mnist[HARNESS_PATH_MAX + 32],
+        data[HARNESS_PATH_MAX + 16], err[256];
+    harness_daemon d;
+    const char *const args[] = {"--max-answers-mb", "1", "--max-per-ip", "0", NULL};
+    assert_int_equal(harness_tmpdir(dir, sizeof dir), 0);
+    snprintf(sets, sizeof sets, "%s/sets", dir);
+    snprintf(mnist, sizeof mnist, "%s/mnist", sets);
+    snprintf(data, sizeof data, "%s/data", dir);
+    assert_int_equal(mkdir(sets, 0700), 0);
+    assert_int_equal(harness_write_idx_set(mnist, 10, 64), 0);
+    if (harness_put_model(data, "digits", NULL, 7, NULL, err, sizeof err))
+        fail_msg("%s", err);
+    setenv("VAED_DATA", sets, 1);
+    int port = harness_daemon_start(&d, data, args);
+    assert_true(port > 0);
+
+    /* One answer is always taken when nothing is held: the 4.4 MB one. */
+    int lazy = lazy_client(port);
+    char buf[2048];
+    if (!answer_start(lazy, buf, sizeof buf, 10000 * harness_slowdown()) ||
+        strncmp(buf, "HTTP/1.1 200", 12))
+        fail_msg("the first large answer: %.300s", buf);
+    double held = harness_metric(port, "vaed_answers_held_bytes");
+    assert_true(held > (1 << 20));
+    double before = harness_metric(port, "vaed_limit_refusals_total{limit=\"answers_held\"}");
+    for (size_t i = 0; i < N_OTHER; i++) {
+        harness_response r;
+        assert_int_equal(harness_request(port, "GET", other_answers[i], NULL, NULL, 0, &r), 0);
+        print_message("GET %s with %.0f bytes held: %d\n", other_answers[i], held, r.status);
+        if (!harness_expect_error(&r, 503, "answers_held") || !harness_header(&r, "Retry-After") ||
+            !strstr((const char *)r.body, "--max-answers-mb 1"))
+            fail_msg("GET %s past the budget: %d %.300s", other_answers[i], r.status,
+                     (char *)r.body);
+        harness_response_free(&r);
+    }
+    assert_true(harness_metric(port, "vaed_limit_refusals_total{limit=\"answers_held\"}") >=
+                before + (double)N_OTHER);
+    assert_int_equal(harness_healthz_within(port, 2000 * harness_slowdown()), 200);
+
+    close(lazy);
+    double after = -1;
+    for (int tries = 0; tries < 50 * harness_slowdown(); tries++) {
+        if ((after = harness_metric(port, "vaed_answers_held_bytes")) == 0)
+            break;
+        harness_sleep_ms(100);
+    }
+    assert_true(after == 0);
+    for (size_t i = 0; i < N_OTHER; i++) {
+        harness_response r;
+        assert_int_equal(harness_request(port, "GET", other_answers[i], NULL, NULL, 0, &r), 0);
+        if (r.status != 200)
+            fail_msg("GET %s with nothing held: %d %.300s", other_answers[i], r.status,
+                     (char *)r.body);
+        harness_response_free(&r);
+    }
+    assert_true(harness_metric(port, "vaed_answers_held_bytes") == 0);
+    assert_int_equal(harness_daemon_stop(&d), 0);
+    unsetenv("VAED_DATA");
     harness_rm_rf(dir);
 }
 
@@ -156,6 +214,7 @@ int main(void)
     harness_set_timeout_ms(20000 * harness_slowdown());
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_unread_answers),
+        cmocka_unit_test(test_other_answers_held),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -424,7 +424,13 @@ static void test_latent_map(void **state)
     harness_response_free(&r);
     /* computed once and kept: the same bytes, and a hit in the response cache */
     check_etag("/latent-map?limit=1500");
-
+    /* JSON only: an Accept that excludes it is 406, not answered with JSON */
+    const char *png_only[] = {"Accept: image/png", NULL};
+    assert_int_equal(harness_request(fx.port, "GET", "/latent-map?limit=1500", png_only, NULL, 0, &r),
+                     0);
+    if (!harness_expect_error(&r, 406, "not_acceptable"))
+        fail_msg("GET /latent-map with Accept: image/png: %d %s", r.status, (char *)r.body);
+    harness_response_free(&r);
 }
 
 static void test_scale_and_memory_budget(void **state)
@@ -548,6 +554,7 @@ static const struct {
     {"/latent-map?limit=0", 400, "bad_request"},
     {"/latent-map?limit=10001", 400, "bad_request"},
     {"/latent-map?model=a/b", 400, "bad_request"},
+    {"/latent-map?format=png", 400, "bad_request"},
     {"/traverse?from=mnist:test:3&dims=0-3&steps=32&scale=8", 422, "unprocessable"},
     {"/interpolate?from=mnist:test:1&to=mnist:test:2&scale=99", 400, "bad_request"},
 };

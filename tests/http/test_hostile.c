@@ -1700,7 +1700,7 @@ static void test_bad_bound_flags(void **state)
 {
     (void)state;
     char bin[HARNESS_PATH_MAX], dir[HARNESS_PATH_MAX], cmd[5 * HARNESS_PATH_MAX + 256];
-    harness_vaed_bin(bin, sizeof bin);
+    const char *vaed = harness_vaed_bin(bin, sizeof bin); /* $VAED_BIN, else bin */
     assert_int_equal(harness_tmpdir(dir, sizeof dir), 0);
     static const char *const bad[] = {
         "--max-n 0",           "--max-n 1025",         "--max-steps 1",
@@ -1709,6 +1709,7 @@ static void test_bad_bound_flags(void **state)
         "--max-n x",           "--max-query-kb 0",     "--max-query-kb 17",
         "--max-query-params 0", "--max-query-params 1001",
         "--max-answers-mb x",  "--max-answers-mb 1048577",
+        "--min-body-rate-kb x", "--min-body-rate-kb 1048577",
     };
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         char flag[32];
@@ -1718,7 +1719,7 @@ static void test_bad_bound_flags(void **state)
         snprintf(cmd, sizeof cmd,
                  "timeout 20 %s serve --listen 127.0.0.1:0 --data-dir %s %s 2>%s/err; "
                  "echo $? >%s/rc",
-                 bin, dir, bad[i], dir, dir);
+                 vaed, dir, bad[i], dir, dir);
         assert_int_equal(system(cmd), 0);
         char path[HARNESS_PATH_MAX + 8], text[512] = "";
         snprintf(path, sizeof path, "%s/rc", dir);
@@ -1736,7 +1737,7 @@ static void test_bad_bound_flags(void **state)
         if (rc != 2 || !strstr(text, flag))
             fail_msg("vaed serve %s: exit %d, %s", bad[i], rc, text);
     }
-    snprintf(cmd, sizeof cmd, "%s serve --help >%s/help 2>&1", bin, dir);
+    snprintf(cmd, sizeof cmd, "%s serve --help >%s/help 2>&1", vaed, dir);
     assert_int_equal(system(cmd), 0);
     char path[HARNESS_PATH_MAX + 8], help[16384] = "";
     snprintf(path, sizeof path, "%s/help", dir);
@@ -1748,7 +1749,7 @@ static void test_bad_bound_flags(void **state)
                                         "--max-json-depth",  "--max-small-body-kb",
                                         "--max-header-mb",   "--max-header-values",
                                         "--max-query-kb",    "--max-query-params",
-                                        "--max-answers-mb"};
+                                        "--max-answers-mb",  "--min-body-rate-kb"};
     for (size_t i = 0; i < sizeof flags / sizeof *flags; i++)
         if (!strstr(help, flags[i]))
             fail_msg("vaed serve --help does not list %s", flags[i]);

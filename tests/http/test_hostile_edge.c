@@ -52,10 +52,7 @@ static int setup(void **state)
 
 static void expect_healthy(void)
 {
-    harness_response r;
-    assert_int_equal(harness_request(port, "GET", "/healthz", NULL, NULL, 0, &r), 0);
-    assert_int_equal(r.status, 200);
-    harness_response_free(&r);
+    assert_int_equal(harness_healthz_within(port, 5000 * harness_slowdown()), 200);
 }
 
 /* Sends "METHOD PATH HTTP/1.1", Host: 127.0.0.1, the header lines given
@@ -217,28 +214,16 @@ static void test_path_nul(void **state)
     expect_healthy();
 }
 
-/* libmicrohttpd's --timeout restarts at every byte, so a client sending a
- * byte of its headers now and then held its connection for as long as it
- * liked (and --max-per-ip of them from each of two addresses locked
- * everyone out). Now the headers must be in within --timeout: against
- * --timeout 2, a client trickling a header byte every 250 ms is closed
- * long before its 60 bytes (15 s) are sent, and the daemon serves on. */
-static void test_slow_headers(void **state)
+/* Sends start to a vaed on port p, then one byte every 250 ms, 60 at most
+ * (15 s): 1 when the daemon closed the connection first. */
+static int trickle(int p, const char *start, const char *what)
 {
-    (void)state;
-    char own[HARNESS_PATH_MAX];
-    harness_daemon d;
-    const char *const args[] = {"--timeout", "2", NULL};
-    assert_int_equal(harness_tmpdir(own, sizeof own), 0);
-    int p = harness_daemon_start(&d, own, args);
-    assert_true(p > 0);
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     assert_true(fd >= 0);
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)p)};
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
-    static const char start[] = "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ";
-    assert_int_equal(send(fd, start, sizeof start - 1, MSG_NOSIGNAL), (ssize_t)sizeof start - 1);
+    assert_int_equal(send(fd, start, strlen(start), MSG_NOSIGNAL), (ssize_t)strlen(start));
     int64_t t0 = harness_now_ms();
     int sent = 0, closed = 0;
     for (; sent < 60 && !closed; sent++) {
@@ -251,15 +236,56 @@ static void test_slow_headers(void **state)
             closed = send(fd, "a", 1, MSG_NOSIGNAL) != 1;
     }
     close(fd);
-    print_message("trickling client: %s after %d bytes, %lld ms\n", closed ? "closed" : "open",
-                  sent, (long long)(harness_now_ms() - t0));
-    assert_true(closed);
-    harness_response r;
-    assert_int_equal(harness_request(p, "GET", "/healthz", NULL, NULL, 0, &r), 0);
-    assert_int_equal(r.status, 200);
-    harness_response_free(&r);
+    print_message("%s: %s after %d bytes, %lld ms\n", what, closed ? "closed" : "open", sent,
+                  (long long)(harness_now_ms() - t0));
+    return closed;
+}
+
+/* Against a vaed of its own with --timeout 2, trickle(start) is closed by
+ * the daemon, counted as limit (NULL: not counted), and the daemon serves
+ * on. */
+static void expect_slow_client_closed(const char *start, const char *what, const char *limit)
+{
+    char own[HARNESS_PATH_MAX], sample[128];
+    harness_daemon d;
+    const char *const args[] = {"--timeout", "2", NULL};
+    assert_int_equal(harness_tmpdir(own, sizeof own), 0);
+    int p = harness_daemon_start(&d, own, args);
+    assert_true(p > 0);
+    assert_true(trickle(p, start, what));
+    snprintf(sample, sizeof sample, "vaed_limit_refusals_total{limit=\"%s\"}", limit ? limit : "");
+    if (limit && harness_metric(p, sample) < 1)
+        fail_msg("%s: not counted as %s", what, limit);
+    assert_int_equal(harness_healthz_within(p, 5000 * harness_slowdown()), 200);
     assert_int_equal(harness_daemon_stop(&d), 0);
     harness_rm_rf(own);
+}
+
+/* libmicrohttpd's --timeout restarts at every byte, so a client sending a
+ * byte of its headers now and then held its connection for as long as it
+ * liked (and --max-per-ip of them from each of two addresses locked
+ * everyone out). Now the headers must be in within --timeout: a client
+ * trickling a header byte every 250 ms is closed long before its 60 bytes
+ * (15 s) are sent. */
+static void test_slow_headers(void **state)
+{
+    (void)state;
+    expect_slow_client_closed("GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ",
+                              "trickling headers", NULL);
+}
+
+/* The same for a body: a declared length holds its share of
+ * --max-bodies-mb while it is read, so 32 clients each sending a byte of
+ * a 16 MiB body now and then kept every other body out for as long as they
+ * liked. Now a body gets --timeout and a second more per
+ * --min-body-rate-kb (64 KiB) that arrived: a body trickled a byte every
+ * 250 ms is closed long before 15 s, and counted as body_rate. */
+static void test_slow_body(void **state)
+{
+    (void)state;
+    expect_slow_client_closed("POST /decode HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
+                              "application/json\r\nContent-Length: 1048576\r\n\r\n",
+                              "trickling body", "body_rate");
 }
 
 int main(void)
@@ -269,6 +295,7 @@ int main(void)
         cmocka_unit_test(test_json_text_as_sent),
         cmocka_unit_test(test_path_nul),
         cmocka_unit_test(test_slow_headers),
+        cmocka_unit_test(test_slow_body),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -1047,11 +1047,11 @@ int harness_unlock_registry(struct sqlite3 *db)
 
 int harness_healthz_within(int port, int timeout_ms)
 {
-    harness_set_timeout_ms(timeout_ms);
+    int before = __atomic_exchange_n(&timeout_ms_setting, timeout_ms, __ATOMIC_RELAXED);
     harness_response r;
     int status = harness_request(port, "GET", "/healthz", NULL, NULL, 0, &r) ? 0 : r.status;
     harness_response_free(&r);
-    harness_set_timeout_ms(30000);
+    harness_set_timeout_ms(before);
     return status;
 }
 

@@ -114,7 +114,7 @@ int harness_request(int port, const char *method, const char *path, const char *
 int harness_send_raw(int port, const void *bytes, size_t len, harness_response *out);
 int harness_send_whole(int port, const void *bytes, size_t len, harness_response *out);
 void harness_response_free(harness_response *r);
-/* GET /healthz giving up after timeout_ms (not the usual 30 s, which is
+/* GET /healthz giving up after timeout_ms (not the timeout set, which is
  * then restored): its status, or 0 when no answer came in time. For tests
  * asserting that a polling thread is free while other work waits. */
 int harness_healthz_within(int port, int timeout_ms);
