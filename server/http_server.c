@@ -106,6 +106,7 @@ typedef struct {
     unsigned per_ip_max;       /* 0 = no limit */
     unsigned conns_max;        /* --max-connections */
     unsigned conns_open;       /* atomic: connections libmicrohttpd holds */
+    int stopping;              /* atomic: 1 once the daemon stops taking connections */
     char listen_host[64];      /* the host of --listen: a Host a tokenless daemon also serves */
     pthread_mutex_t ip_mu;     /* guards ips and conns */
     conn_state *conns;         /* owned: open connections (freed at NOTIFY_CLOSED) */
@@ -146,6 +147,8 @@ static ip_slot *ip_find_locked(http_transport *t, uint32_t addr)
 static enum MHD_Result on_accept(void *cls, const struct sockaddr *addr, socklen_t addrlen)
 {
     http_transport *t = cls;
+    if (__atomic_load_n(&t->stopping, __ATOMIC_RELAXED))
+        return MHD_NO;
     /* --max-connections is checked here, so that a refusal is counted;
      * libmicrohttpd's own limit, a little above, is the backstop. */
     if (__atomic_load_n(&t->conns_open, __ATOMIC_RELAXED) >= t->conns_max) {
@@ -964,7 +967,12 @@ server_status server_run(const server_options *o, volatile sig_atomic_t *stop, c
 end:;
     /* Stop order: no new connections; running jobs checkpointed (within a
      * training step) and event streams ended; then inference. */
-    MHD_socket listen_fd = d ? MHD_quiesce_daemon(d) : MHD_INVALID_SOCKET;
+    /* Not MHD_quiesce_daemon: in libmicrohttpd 0.9.75 it races an epoll
+     * polling thread for the removal of the listen socket from that
+     * thread's epoll set, and the loser aborts the process ("Failed to
+     * remove listen FD from epoll set"; seen under ASan in CI). Refusing in
+     * on_accept closes each new connection as it comes instead. */
+    __atomic_store_n(&transport.stopping, 1, __ATOMIC_RELAXED);
     api_jobs_stop(jobs);
     /* Finishes admitted work and resumes its connections: MHD must not stop
      * with a connection suspended. */
@@ -973,8 +981,6 @@ end:;
     compute_pool_stop(registry_io);
     if (d)
         MHD_stop_daemon(d);
-    if (listen_fd != MHD_INVALID_SOCKET)
-        close(listen_fd); /* MHD leaves a quiesced socket to us, after the stop */
     compute_pool_free(compute);
     compute_pool_free(uploads);
     compute_pool_free(registry_io);
