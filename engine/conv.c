@@ -253,9 +253,13 @@ enum { IG_MR_MAX = 12, IG_NR = 16, IG_KC = 256, IG_NC = 256 };
 typedef void ig_kernel_fn(int mr, int nr, int masked, int kc, const float *a, long ars, long acs,
                           const float *b, long ldb, gemm_dest dest, float *out, long ldo,
                           const float *bias);
+typedef void ig_kernel32_fn(int mr, int nr, int kc, const float *a, long ars, long acs,
+                            const float *b0, const float *b1, gemm_dest dest, float *out,
+                            long ldo, const float *bias);
 typedef struct {
     ig_kernel_fn *run;
     int mr;
+    ig_kernel32_fn *run32; /* two packed panels at once into a plain C, or NULL */
 } ig_kernel;
 
 typedef enum { IG_B_PLAIN, IG_B_GATHER, IG_B_WGRAD } ig_b_kind;
@@ -267,6 +271,10 @@ typedef struct {
     float *big_out; /* the scatter's destination */
     size_t cs;
     int H, W, sh, sw, k, stride, pad;
+    /* The window's columns and their padding: k and pad but in the
+     * sub-convolutions of ConvT's forward pass, whose windows are a parity's
+     * taps (1 x 2, 2 x 1, ...); only the gather and ig_position read them. */
+    int kw, padx;
 } ig_grid;
 
 typedef struct {
@@ -295,7 +303,7 @@ static void ig_position(const ig_grid *g, int p, int *base, int *y0, int *x0)
 {
     int shw = g->sh * g->sw, n = p / shw, r = p - n * shw, oy = r / g->sw, ox = r - oy * g->sw;
     *y0 = oy * g->stride - g->pad;
-    *x0 = ox * g->stride - g->pad;
+    *x0 = ox * g->stride - g->padx;
     *base = n * g->H * g->W + *y0 * g->W + *x0;
 }
 
@@ -329,7 +337,7 @@ IGK static void ig_pack_gather(const ig_product *p, float *bp, const ig_position
                                int k0, int kc)
 {
     const ig_grid *g = &p->g;
-    int kk = g->k * g->k, c = k0 / kk, t = k0 - c * kk, ky = t / g->k, kx = t - ky * g->k;
+    int kk = g->k * g->kw, c = k0 / kk, t = k0 - c * kk, ky = t / g->kw, kx = t - ky * g->kw;
     __m256i b0 = _mm256_loadu_si256((const __m256i *)(pos->base + jo));
     __m256i b1 = _mm256_loadu_si256((const __m256i *)(pos->base + jo + 8));
     __m256i y0 = _mm256_loadu_si256((const __m256i *)(pos->y0 + jo));
@@ -339,12 +347,13 @@ IGK static void ig_pack_gather(const ig_product *p, float *bp, const ig_position
     const __m256 zero = _mm256_setzero_ps();
     /* 8 positions in one row of the small grid at stride 2 read every other
      * float of 15 in a row of the big one: two masked loads (the mask is the
-     * image's border) and a shuffle of the even lanes, instead of a gather */
+     * image's border) and a shuffle of the even lanes, instead of a gather;
+     * at stride 1 they read 8 floats in a row, one masked load */
     int run8[2];
     for (int h = 0; h < 2; h++) {
-        int a = jo + 8 * h, z = a + 7;
-        run8[h] = g->stride == 2 && pos->y0[a] == pos->y0[z] && pos->x0[z] - pos->x0[a] == 14 &&
-                  pos->base[z] - pos->base[a] == 14;
+        int a = jo + 8 * h, z = a + 7, span = 7 * g->stride;
+        run8[h] = (g->stride == 1 || g->stride == 2) && pos->y0[a] == pos->y0[z] &&
+                  pos->x0[z] - pos->x0[a] == span && pos->base[z] - pos->base[a] == span;
     }
     const __m256i iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     for (int r = 0; r < kc; r++) {
@@ -358,11 +367,15 @@ IGK static void ig_pack_gather(const ig_product *p, float *bp, const ig_position
                     const float *q = src + pos->base[a];
                     __m256i xs = _mm256_add_epi32(iota, _mm256_set1_epi32(pos->x0[a] + kx));
                     __m256i ma = ig_inside(xs, g->W);
-                    __m256i mb = ig_inside(_mm256_add_epi32(xs, _mm256_set1_epi32(8)), g->W);
-                    __m256 lo = _mm256_maskload_ps(q, ma), hi = _mm256_maskload_ps(q + 8, mb);
-                    /* [l0 l2 h0 h2 | l4 l6 h4 h6] -> [l0 l2 l4 l6 h0 h2 h4 h6] */
-                    v = _mm256_castpd_ps(_mm256_permute4x64_pd(
-                        _mm256_castps_pd(_mm256_shuffle_ps(lo, hi, 0x88)), 0xD8));
+                    if (g->stride == 1) {
+                        v = _mm256_maskload_ps(q, ma);
+                    } else {
+                        __m256i mb = ig_inside(_mm256_add_epi32(xs, _mm256_set1_epi32(8)), g->W);
+                        __m256 lo = _mm256_maskload_ps(q, ma), hi = _mm256_maskload_ps(q + 8, mb);
+                        /* [l0 l2 h0 h2 | l4 l6 h4 h6] -> [l0 l2 l4 l6 h0 h2 h4 h6] */
+                        v = _mm256_castpd_ps(_mm256_permute4x64_pd(
+                            _mm256_castps_pd(_mm256_shuffle_ps(lo, hi, 0x88)), 0xD8));
+                    }
                 }
                 _mm256_storeu_ps(bp + r * 16 + 8 * h, v);
             }
@@ -376,7 +389,7 @@ IGK static void ig_pack_gather(const ig_product *p, float *bp, const ig_position
             _mm256_storeu_ps(bp + r * 16 + 8,
                              _mm256_mask_i32gather_ps(zero, src, b1, _mm256_castsi256_ps(m1), 4));
         }
-        if (++kx == g->k) {
+        if (++kx == g->kw) {
             kx = 0;
             if (++ky == g->k) ky = 0, c++;
         }
@@ -582,6 +595,17 @@ IGK static void ig_run(const ig_product *p, float *scratch, size_t scratch_float
                 const float *a = p->a + (size_t)i0 * p->ars + (size_t)pc * p->acs;
                 for (int jo = 0; jo < ncb; jo += 16) {
                     int nr = ncb - jo < 16 ? ncb - jo : 16;
+                    if (kn.run32 && p->b_kind != IG_B_PLAIN && !p->scatter && ncb - jo > 16) {
+                        /* two packed panels, the same bits as one at a time */
+                        int set = pc == 0 && !p->accumulate;
+                        const float *b0 = scratch + (size_t)jo * kc;
+                        kn.run32(mr, ncb - jo < 32 ? ncb - jo : 32, kc, a, p->ars, p->acs, b0,
+                                 b0 + (size_t)16 * kc, set ? GEMM_TO_C_SET : GEMM_TO_C_ADD,
+                                 p->c + (size_t)i0 * p->ldc + jc + jo, p->ldc,
+                                 set && p->bias ? p->bias + i0 : NULL);
+                        jo += 16;
+                        continue;
+                    }
                     const float *b;
                     long ldb;
                     int masked = 0;
@@ -657,7 +681,7 @@ int conv_set_implicit_gemm(int on) { return conv_set_path(on ? CONV_IMPLICIT_AVX
 /* The big grid of a layer: its input for Conv2d, its output for ConvT. */
 static ig_grid grid_of(const conv_shape *s, int N)
 {
-    ig_grid g = {.k = s->k, .stride = s->stride, .pad = s->pad};
+    ig_grid g = {.k = s->k, .stride = s->stride, .pad = s->pad, .kw = s->k, .padx = s->pad};
     g.H = s->transposed ? s->oh : s->h;
     g.W = s->transposed ? s->ow : s->w;
     g.sh = s->transposed ? s->h : s->oh;
@@ -684,8 +708,8 @@ static int implicit_fits(const conv_shape *s, int N)
 static ig_kernel kernel_in_use(void)
 {
     if (conv_uses_implicit_gemm() == CONV_IMPLICIT_AVX512)
-        return (ig_kernel){gemm_kernel_12x16, 12};
-    return (ig_kernel){gemm_kernel_6x16, 6};
+        return (ig_kernel){gemm_kernel_12x16, 12, gemm_kernel_12x32};
+    return (ig_kernel){gemm_kernel_6x16, 6, NULL};
 }
 
 /* The packed block of B lives in the caller's col when it is large enough,
@@ -745,10 +769,133 @@ void conv2d_backward(float *dx, float *dw, float *db, const float *dy, const flo
     im2col_conv2d_backward(dx, dw, db, dy, x, w, N, s, col, col_floats);
 }
 
+#if CONV_HAVE_AVX2
+/* ---------- ConvT forward by output parity ----------
+ *
+ * Output pixel oy of a ConvT receives the taps ky with (oy + pad - ky) a
+ * multiple of stride, from input row (oy + pad - ky) / stride. So the pixels
+ * of one parity (oy % stride, ox % stride) form an ordinary stride-1 conv of
+ * the input with a window of only those taps (k = 3, stride 2: 1 x 1, 1 x 2,
+ * 2 x 1 and 2 x 2 windows, the nine taps between them): one gather product
+ * each, on the tile kernel, written to a plain block and then interleaved
+ * into y. No col, no col2im: measured in a training step, the product into
+ * a chunked col and col2im were 31 % of the step, their col streaming through
+ * memory. */
+
+/* The taps of parity p along one axis: n of them, kmax - stride * t for
+ * t < n, reading input row (or column) i + dmin + t for output i. */
+typedef struct {
+    int n, kmax, dmin;
+} parity_taps;
+
+static parity_taps parity_taps_of(int p, int k, int stride, int pad)
+{
+    int r = (p + pad) % stride;
+    parity_taps t = {0, 0, 0};
+    if (r < k) {
+        t.n = (k - 1 - r) / stride + 1;
+        t.kmax = r + stride * (t.n - 1);
+        t.dmin = (p + pad - t.kmax) / stride; /* exact */
+    }
+    return t;
+}
+
+/* Output rows (or columns) of parity p: p, p + stride, ... < n_out. */
+static int parity_count(int p, int stride, int n_out)
+{
+    return p < n_out ? (n_out - p + stride - 1) / stride : 0;
+}
+
+/* Scratch for the parity path: every parity's packed weights (the weight
+ * tensor's size), the largest parity's output block, and the packed block
+ * of the gather. */
+static size_t parity_scratch_floats(const conv_shape *s, int N)
+{
+    size_t cmax = (size_t)s->cout * N * parity_count(0, s->stride, s->oh) *
+                  parity_count(0, s->stride, s->ow);
+    return conv_weight_floats(s) + cmax + (size_t)IG_KC * IG_NC;
+}
+
+enum { PARITY_MAX = 16 }; /* stride <= 4 */
+
+static void convt_parity_forward(float *y, const float *x, const float *w, const float *b, int N,
+                                 const conv_shape *s, float *col, size_t col_floats)
+{
+    int k = s->k, st = s->stride, hw = s->h * s->w, np = st * st;
+    parity_taps ty[4], tx[4];
+    for (int p = 0; p < st; p++) {
+        ty[p] = parity_taps_of(p, k, st, s->pad);
+        tx[p] = parity_taps_of(p, k, st, s->pad);
+    }
+    /* wc[q] (cout, K_q) for parity q = py * st + px, K_q as the gather's
+     * (channel, row tap, column tap), off[q] its taps in w's k x k. Output
+     * channels outermost: the writes are np runs, and the reads of one
+     * channel's taps (k*k floats, cout*k*k apart) hit the lines the previous
+     * channel read; with input channels outermost the writes went K_q apart
+     * and the packing took a quarter of the layer. */
+    float *wc[PARITY_MAX], *dst[PARITY_MAX];
+    int kq[PARITY_MAX], nt[PARITY_MAX], off[PARITY_MAX][16];
+    float *at = col;
+    for (int q = 0; q < np; q++) {
+        const parity_taps *a = &ty[q / st], *c = &tx[q % st];
+        nt[q] = a->n * c->n;
+        for (int i = 0; i < a->n; i++)
+            for (int j = 0; j < c->n; j++)
+                off[q][i * c->n + j] = (a->kmax - st * i) * k + c->kmax - st * j;
+        kq[q] = s->cin * nt[q];
+        wc[q] = at;
+        at += (size_t)s->cout * kq[q];
+    }
+    for (int co = 0; co < s->cout; co++) {
+        for (int q = 0; q < np; q++) dst[q] = wc[q] + (size_t)co * kq[q];
+        for (int ci = 0; ci < s->cin; ci++) {
+            const float *src = w + ((size_t)ci * s->cout + co) * k * k;
+            for (int q = 0; q < np; q++)
+                for (int t = 0; t < nt[q]; t++) *dst[q]++ = src[off[q][t]];
+        }
+    }
+    float *blk = at;
+    size_t cmax = (size_t)s->cout * N * parity_count(0, st, s->oh) * parity_count(0, st, s->ow);
+    float *scratch = blk + cmax;
+    size_t scratch_floats = col_floats - (size_t)(scratch - col);
+    for (int q = 0; q < np; q++) {
+        int py = q / st, px = q % st;
+        int rows = parity_count(py, st, s->oh), cols = parity_count(px, st, s->ow);
+        int npc = N * rows * cols, K = kq[q];
+        if (npc == 0)
+            continue;
+        if (K == 0) { /* no tap lands on this parity: the bias alone */
+            for (int co = 0; co < s->cout; co++)
+                for (int i = 0; i < npc; i++) blk[(size_t)co * npc + i] = b[co];
+        } else {
+            ig_product p = {.M = s->cout, .N = npc, .K = K, .a = wc[q], .ars = K, .acs = 1,
+                            .b_kind = IG_B_GATHER, .c = blk, .ldc = npc, .bias = b};
+            p.g = (ig_grid){.big = x, .cs = (size_t)N * hw, .H = s->h, .W = s->w,
+                            .sh = rows, .sw = cols, .k = ty[py].n, .stride = 1,
+                            .pad = -ty[py].dmin, .kw = tx[px].n, .padx = -tx[px].dmin};
+            p.kernel = kernel_in_use();
+            ig_run(&p, scratch, scratch_floats);
+        }
+        for (int co = 0; co < s->cout; co++)
+            for (int n = 0; n < N; n++) {
+                const float *src = blk + (size_t)co * npc + (size_t)n * rows * cols;
+                float *dst = y + ((size_t)co * N + n) * s->oh * s->ow + (size_t)py * s->ow + px;
+                for (int i = 0; i < rows; i++, src += cols, dst += (size_t)st * s->ow)
+                    for (int j = 0; j < cols; j++) dst[(size_t)j * st] = src[j];
+            }
+    }
+}
+#endif
+
 void conv_transpose2d_forward(float *y, const float *x, const float *w, const float *b, int N,
                               const conv_shape *s, float *col, size_t col_floats)
 {
 #if CONV_HAVE_AVX2
+    if (implicit_fits(s, N) && s->stride <= 4 && s->k <= 4 * s->stride &&
+        col_floats >= parity_scratch_floats(s, N)) {
+        convt_parity_forward(y, x, w, b, N, s, col, col_floats);
+        return;
+    }
     /* Measured (scripts/bench_conv.c, the model's four ConvT layers): the
      * product into whole chunks of col (on gemm's AVX2 kernel, which reads
      * W^T and x in place) then col2im ran 8-37 % faster here than the

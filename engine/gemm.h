@@ -60,6 +60,14 @@ void gemm_kernel_12x16(int mr, int nr, int masked, int kc, const float *a, long 
                        const float *b, long ldb, gemm_dest dest, float *out, long ldo,
                        const float *bias);
 
+/* Two such tiles side by side (AVX-512F only): 12 rows by nr <= 32 columns,
+ * columns 0-15 from the packed panel b0 and 16-31 from b1 (kc rows of 16
+ * each), to out as GEMM_TO_C_SET or GEMM_TO_C_ADD say (not GEMM_TO_TILE);
+ * each half has the bits gemm_kernel_12x16 gives it. */
+void gemm_kernel_12x32(int mr, int nr, int kc, const float *a, long ars, long acs,
+                       const float *b0, const float *b1, gemm_dest dest, float *out, long ldo,
+                       const float *bias);
+
 /* c: (M, N) = a: (M, K) . b^T (b: (N, K), row-major, no accumulation) with
  * each row of c a function of its row of a alone: the same bits whatever M
  * and wherever the row sits in a. A server that stacks the rows of several

@@ -287,6 +287,62 @@ static void test_tile_kernels_same_bytes(void **state)
     conv_set_implicit_gemm(1);
 }
 
+/* ConvT's forward pass by output parity (the implicit paths, given room for
+ * the packed weights) against im2col + col2im, on odd sizes, tile edges (12
+ * or 32 output channels and positions off 16 / 32), the model's stride 2,
+ * pad 1, out_pad 1, and other strides, kernels and paddings; the AVX2 and
+ * AVX-512 tiles give the same bytes. */
+static void test_convt_parity_forward(void **state)
+{
+    (void)state;
+    const conv_shape shapes[] = {
+        conv_transpose2d_shape(256, 128, 2, 2, 3, 2, 1, 1),
+        conv_transpose2d_shape(40, 31, 4, 4, 3, 2, 1, 1),
+        conv_transpose2d_shape(13, 11, 3, 5, 3, 2, 1, 1),
+        conv_transpose2d_shape(17, 25, 5, 3, 3, 2, 1, 0),
+        conv_transpose2d_shape(16, 13, 7, 6, 3, 2, 0, 0),
+        conv_transpose2d_shape(20, 33, 6, 5, 3, 1, 1, 0),
+        conv_transpose2d_shape(18, 12, 4, 3, 4, 2, 1, 0),
+        conv_transpose2d_shape(24, 14, 3, 4, 2, 2, 0, 1),
+        conv_transpose2d_shape(16, 19, 3, 3, 3, 3, 1, 2),
+    };
+    size_t ncol = (size_t)1 << 21;
+    float *col = malloc(sizeof(float) * ncol);
+    assert_non_null(col);
+    const int paths[] = {CONV_IMPLICIT_AVX512, CONV_IMPLICIT_AVX2};
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+        const conv_shape *s = &shapes[i];
+        int N = 3;
+        rng_state r;
+        rng_seed(&r, 41 + (unsigned)i);
+        size_t nx = in_floats(s, N), ny = out_floats(s, N);
+        float *x = rand_floats(&r, nx, 1.0f), *w = rand_floats(&r, conv_weight_floats(s), 0.5f);
+        float *b = rand_floats(&r, (size_t)s->cout, 0.5f);
+        float *ref = malloc(sizeof(float) * ny), *got[2] = {malloc(sizeof(float) * ny),
+                                                             malloc(sizeof(float) * ny)};
+        assert_true(ref && got[0] && got[1]);
+        conv_set_path(CONV_IM2COL);
+        conv_transpose2d_forward(ref, x, w, b, N, s, col, ncol);
+        for (int p = 0; p < 2; p++) {
+            if (conv_set_path(paths[p]) != paths[p]) {
+                memcpy(got[p], got[0], sizeof(float) * ny);
+                continue;
+            }
+            for (size_t j = 0; j < ny; j++) got[p][j] = NAN; /* every output written */
+            conv_transpose2d_forward(got[p], x, w, b, N, s, col, ncol);
+            for (size_t j = 0; j < ny; j++)
+                if (!(fabsf(got[p][j] - ref[j]) <= 1e-4f * (1.0f + fabsf(ref[j]))))
+                    fail_msg("shape %zu path %d: y[%zu] = %g, im2col %g", i, paths[p], j,
+                             got[p][j], ref[j]);
+        }
+        if (memcmp(got[0], got[1], sizeof(float) * ny) != 0)
+            fail_msg("shape %zu: the 12-row and 6-row tiles differ on ConvT forward", i);
+        free(x); free(w); free(b); free(ref); free(got[0]); free(got[1]);
+    }
+    free(col);
+    conv_set_implicit_gemm(1);
+}
+
 /* ---------- gradients against central differences ---------- */
 
 /* The layer in double, channel-major, straight from the definition. */
@@ -412,6 +468,7 @@ int main(void)
         cmocka_unit_test(test_fast_matches_naive),
         cmocka_unit_test(test_paths_match_naive_odd_shapes),
         cmocka_unit_test(test_tile_kernels_same_bytes),
+        cmocka_unit_test(test_convt_parity_forward),
         cmocka_unit_test(test_gradcheck_conv2d),
         cmocka_unit_test(test_gradcheck_conv_transpose2d),
     };
