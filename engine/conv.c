@@ -809,11 +809,16 @@ static int parity_count(int p, int stride, int n_out)
 /* Scratch for the parity path: every parity's packed weights (the weight
  * tensor's size), the largest parity's output block, and the packed block
  * of the gather. */
+/* The largest parity's output block: parity 0 has the most rows and columns. */
+static size_t parity_block_floats(const conv_shape *s, int N)
+{
+    return (size_t)s->cout * N * parity_count(0, s->stride, s->oh) *
+           parity_count(0, s->stride, s->ow);
+}
+
 static size_t parity_scratch_floats(const conv_shape *s, int N)
 {
-    size_t cmax = (size_t)s->cout * N * parity_count(0, s->stride, s->oh) *
-                  parity_count(0, s->stride, s->ow);
-    return conv_weight_floats(s) + cmax + (size_t)IG_KC * IG_NC;
+    return conv_weight_floats(s) + parity_block_floats(s, N) + (size_t)IG_KC * IG_NC;
 }
 
 enum { PARITY_MAX = 16 }; /* stride <= 4 */
@@ -822,11 +827,10 @@ static void convt_parity_forward(float *y, const float *x, const float *w, const
                                  const conv_shape *s, float *col, size_t col_floats)
 {
     int k = s->k, st = s->stride, hw = s->h * s->w, np = st * st;
-    parity_taps ty[4], tx[4];
-    for (int p = 0; p < st; p++) {
-        ty[p] = parity_taps_of(p, k, st, s->pad);
-        tx[p] = parity_taps_of(p, k, st, s->pad);
-    }
+    /* One table for both axes: the kernel, stride and padding are square. */
+    parity_taps taps[4];
+    for (int p = 0; p < st; p++)
+        taps[p] = parity_taps_of(p, k, st, s->pad);
     /* wc[q] (cout, K_q) for parity q = py * st + px, K_q as the gather's
      * (channel, row tap, column tap), off[q] its taps in w's k x k. Output
      * channels outermost: the writes are np runs, and the reads of one
@@ -837,7 +841,7 @@ static void convt_parity_forward(float *y, const float *x, const float *w, const
     int kq[PARITY_MAX], nt[PARITY_MAX], off[PARITY_MAX][16];
     float *at = col;
     for (int q = 0; q < np; q++) {
-        const parity_taps *a = &ty[q / st], *c = &tx[q % st];
+        const parity_taps *a = &taps[q / st], *c = &taps[q % st];
         nt[q] = a->n * c->n;
         for (int i = 0; i < a->n; i++)
             for (int j = 0; j < c->n; j++)
@@ -855,8 +859,7 @@ static void convt_parity_forward(float *y, const float *x, const float *w, const
         }
     }
     float *blk = at;
-    size_t cmax = (size_t)s->cout * N * parity_count(0, st, s->oh) * parity_count(0, st, s->ow);
-    float *scratch = blk + cmax;
+    float *scratch = blk + parity_block_floats(s, N);
     size_t scratch_floats = col_floats - (size_t)(scratch - col);
     for (int q = 0; q < np; q++) {
         int py = q / st, px = q % st;
@@ -871,8 +874,8 @@ static void convt_parity_forward(float *y, const float *x, const float *w, const
             ig_product p = {.M = s->cout, .N = npc, .K = K, .a = wc[q], .ars = K, .acs = 1,
                             .b_kind = IG_B_GATHER, .c = blk, .ldc = npc, .bias = b};
             p.g = (ig_grid){.big = x, .cs = (size_t)N * hw, .H = s->h, .W = s->w,
-                            .sh = rows, .sw = cols, .k = ty[py].n, .stride = 1,
-                            .pad = -ty[py].dmin, .kw = tx[px].n, .padx = -tx[px].dmin};
+                            .sh = rows, .sw = cols, .k = taps[py].n, .stride = 1,
+                            .pad = -taps[py].dmin, .kw = taps[px].n, .padx = -taps[px].dmin};
             p.kernel = kernel_in_use();
             ig_run(&p, scratch, scratch_floats);
         }
